@@ -1,0 +1,15 @@
+// Host-side queries about CUDA devices that every layer (and every GPU test) may ask.
+#pragma once
+
+#include <string>
+
+namespace dsv4::cuda {
+
+// Number of usable CUDA devices; 0 when there is no driver or no device (never throws).
+int device_count();
+// "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.1 GiB)" or an explanation of why none is available.
+std::string device_summary();
+// The reason GPU tests skip / the CLI refuses --device cuda on this machine ("" if a device exists).
+std::string unavailable_reason();
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,56 @@
+// Arena: a bump allocator over one Buffer.
+//
+// Activations of a forward come from an arena that is reset at the start of every step: the same
+// sequence of allocations yields the same addresses, which CUDA-graph replay relies on. Allocation
+// never touches the system allocator after construction; running out is an error that names the
+// arena and the request.
+#pragma once
+
+#include <string>
+
+#include "dsv4/core/buffer.h"
+
+namespace dsv4 {
+
+class Arena {
+ public:
+  static constexpr size_t kAlignment = 256;
+
+  Arena() = default;
+  Arena(std::string name, size_t bytes, Device device);
+
+  Tensor alloc(DType dtype, std::initializer_list<int64_t> shape);
+  Tensor alloc(DType dtype, const std::vector<int64_t>& shape);
+  void* alloc_bytes(size_t bytes);
+
+  size_t mark() const { return offset_; }
+  void release(size_t mark);  // frees everything allocated after `mark`
+  void reset() { offset_ = 0; }
+
+  size_t used() const { return offset_; }
+  size_t capacity() const { return buffer_.size(); }
+  size_t high_water() const { return high_water_; }
+  Device device() const { return buffer_.device(); }
+  const std::string& name() const { return name_; }
+
+ private:
+  std::string name_;
+  Buffer buffer_;
+  size_t offset_ = 0;
+  size_t high_water_ = 0;
+};
+
+// RAII scope: releases everything allocated inside it.
+class ArenaScope {
+ public:
+  explicit ArenaScope(Arena& arena) : arena_(arena), mark_(arena.mark()) {}
+  ~ArenaScope() { arena_.release(mark_); }
+  ArenaScope(const ArenaScope&) = delete;
+  ArenaScope& operator=(const ArenaScope&) = delete;
+
+ private:
+  Arena& arena_;
+  size_t mark_;
+};
+
+}  // namespace dsv4

@@ -1,0 +1,40 @@
+#include "dsv4/backend/cuda_device.h"
+
+#include <cuda_runtime_api.h>
+
+#include "dsv4/core/status.h"
+
+namespace dsv4::cuda {
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver" error
+    return 0;
+  }
+  return n;
+}
+
+std::string unavailable_reason() {
+  int n = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return str_cat("no CUDA device available (", cudaGetErrorString(err), ")");
+  }
+  if (n == 0) return "no CUDA device available";
+  return "";
+}
+
+std::string device_summary() {
+  const std::string why = unavailable_reason();
+  if (!why.empty()) return why;
+  int dev = 0;
+  cudaGetDevice(&dev);
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, dev) != cudaSuccess) return "CUDA device (properties unavailable)";
+  return str_cat(prop.name, " (sm_", prop.major, prop.minor, ", ", prop.multiProcessorCount, " SMs, ",
+                 static_cast<double>(prop.totalGlobalMem) / (1024.0 * 1024 * 1024), " GiB)");
+}
+
+}  // namespace dsv4::cuda

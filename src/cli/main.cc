@@ -1,0 +1,6 @@
+#include <cstdio>
+
+int main() {
+  std::puts("dsv4");
+  return 0;
+}
