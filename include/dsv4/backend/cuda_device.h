@@ -1,6 +1,7 @@
 // Host-side queries about CUDA devices that every layer (and every GPU test) may ask.
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 namespace dsv4::cuda {
@@ -11,5 +12,9 @@ int device_count();
 std::string device_summary();
 // The reason GPU tests skip / the CLI refuses --device cuda on this machine ("" if a device exists).
 std::string unavailable_reason();
+
+// Synchronous copies between host and device memory (throw kCudaError on failure).
+void copy_to_device(void* dst, const void* src, size_t bytes);
+void copy_to_host(void* dst, const void* src, size_t bytes);
 
 }  // namespace dsv4::cuda

@@ -2,6 +2,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "backend/cuda/cuda_check.h"
 #include "dsv4/core/status.h"
 
 namespace dsv4::cuda {
@@ -35,6 +36,14 @@ std::string device_summary() {
   if (cudaGetDeviceProperties(&prop, dev) != cudaSuccess) return "CUDA device (properties unavailable)";
   return str_cat(prop.name, " (sm_", prop.major, prop.minor, ", ", prop.multiProcessorCount, " SMs, ",
                  static_cast<double>(prop.totalGlobalMem) / (1024.0 * 1024 * 1024), " GiB)");
+}
+
+void copy_to_device(void* dst, const void* src, size_t bytes) {
+  DSV4_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+}
+
+void copy_to_host(void* dst, const void* src, size_t bytes) {
+  DSV4_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
 }
 
 }  // namespace dsv4::cuda

@@ -1,0 +1,95 @@
+// Model weights: the checkpoint inventory a config implies, name normalisation between the official
+// DeepSeek naming and transformers' saved naming, and loading into one allocation on the target device.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dsv4/core/arena.h"
+#include "dsv4/io/config.h"
+#include "dsv4/io/safetensors.h"
+
+namespace dsv4 {
+
+// How a tensor is stored on a device (and initialised by make-tiny).
+enum class WeightKind {
+  kMatrix,     // projection / embedding: bf16 on CUDA, f32 on CPU
+  kNorm,       // RMSNorm weight (f32)
+  kPrecision,  // kept in f32 everywhere: mHC parameters, sinks, ape, router bias
+  kIndex,      // integer table (tid2eid): i32 on every device
+};
+
+struct TensorSpec {
+  std::string name;  // official DeepSeek hub name
+  std::vector<int64_t> shape;
+  WeightKind kind;
+};
+
+// Every tensor a checkpoint for `cfg` must hold (official names), with the MTP layer when asked.
+std::vector<TensorSpec> checkpoint_inventory(const ModelConfig& cfg, bool with_mtp);
+
+// Maps a checkpoint tensor name to the official name: strips transformers' "model." prefix and maps
+// embed_tokens / lm_head / hc_head.hc_* / the attention's saved "attn.norm" (its kv_norm).
+std::string canonical_tensor_name(const std::string& name);
+
+// Storage dtype of a tensor of this kind on `device`.
+DType storage_dtype(WeightKind kind, Device device);
+
+struct HcWeights {
+  Tensor fn, base, scale;
+};
+
+struct CompressorWeights {
+  Tensor wkv, wgate, ape, norm;
+};
+
+struct AttentionWeights {
+  Tensor wq_a, q_norm, wq_b, wkv, kv_norm, wo_a, wo_b, sink;
+  CompressorWeights compressor;          // CSA / HCA layers
+  CompressorWeights indexer_compressor;  // CSA layers
+  Tensor indexer_wq_b, indexer_weights_proj;
+};
+
+struct MoeWeights {
+  Tensor gate, bias, tid2eid;  // bias for routed layers, tid2eid for hash layers
+  Tensor w1, w2, w3;           // stacked experts: [E, I, H], [E, H, I], [E, I, H]
+  Tensor shared_w1, shared_w2, shared_w3;
+};
+
+struct BlockWeights {
+  AttentionType attention_type = AttentionType::kSliding;
+  MlpType mlp_type = MlpType::kMoe;
+  int64_t compress_rate = 0;
+  Tensor attn_norm, ffn_norm;
+  HcWeights hc_attn, hc_ffn;
+  AttentionWeights attn;
+  MoeWeights ffn;
+};
+
+struct MtpWeights {
+  Tensor enorm, hnorm, e_proj, h_proj, norm;
+  HcWeights hc_head;
+  BlockWeights block;
+};
+
+struct ModelWeights {
+  Tensor embed, head, norm;
+  HcWeights hc_head;
+  std::vector<BlockWeights> layers;
+  std::optional<MtpWeights> mtp;
+  Arena storage;  // owns every tensor above
+  size_t parameter_count = 0;
+  size_t mtp_parameter_count = 0;
+};
+
+struct LoadOptions {
+  Device device = Device::kCPU;
+  bool load_mtp = true;  // load mtp.0.* when the config and the checkpoint have it
+};
+
+// Validates the checkpoint against the inventory — missing, unexpected and mis-shaped tensors are all
+// reported by name in one kInvalidArgument error — then converts and copies every tensor.
+ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const LoadOptions& options);
+
+}  // namespace dsv4

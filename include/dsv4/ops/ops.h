@@ -1,0 +1,114 @@
+// dsv4::ops — one function per op. Each validates shapes and dtypes (kInvalidArgument naming the
+// operand) and dispatches on ctx.device to the CPU reference (backend/cpu) or the CUDA kernels
+// (backend/cuda). Model code is written once against these functions.
+//
+// Conventions: activations are row-major [T, ...] with T = tokens in the forward; per-token batch
+// metadata (BatchMeta) lives in device buffers so kernels never read host data and shapes depend only
+// on T; outputs never alias inputs unless an op says so.
+#pragma once
+
+#include "dsv4/core/exec_context.h"
+#include "dsv4/core/tensor.h"
+#include "dsv4/io/config.h"
+
+namespace dsv4 {
+
+// Per-token metadata of one forward. All [T] int32 on the compute device. A sequence's tokens are
+// contiguous in the batch with consecutive positions; `start` is the position of its first token in
+// this forward (= tokens already held in its state), `end` = start + its tokens in this forward.
+// Padding rows have slot = -1 and are ignored by every stateful op.
+struct BatchMeta {
+  Tensor ids, pos, slot, start, end;
+  int64_t num_tokens = 0;
+};
+
+// Rotary table of one rope type: inv_freq [rope_dim/2] (float32) and the cos/sin scale.
+struct RopeTable {
+  Tensor inv_freq;
+  float attention_factor = 1.0f;
+  int64_t rope_dim = 0;
+};
+
+// Per-sequence compressor state of one layer (fixed slots, position-indexed rings: rejected speculative
+// positions leave no trace because every entry is a function of the positions that produced it).
+struct CompressorState {
+  Tensor raw_kv, raw_gate;  // [slots, ring, width] float32: projected kv / gate (without ape) per position
+  Tensor entries;           // [slots, max_entries, dim]: normalised, rotated compressed entries
+  int64_t rate = 0;         // tokens per entry
+  bool overlap = false;     // CSA-style: entry j mixes block j-1's first half with block j's second half
+  int64_t dim = 0;          // entry width (head_dim or index_head_dim); width = (overlap ? 2 : 1) * dim
+};
+
+namespace ops {
+
+// out[t] = table[ids[t]]  (ids int32, validated against the vocabulary by the caller)
+void embedding(ExecContext& ctx, Tensor out, Tensor table, Tensor ids);
+// out[t, s, :] = x[t, :] for every stream s  (out [T, n, H])
+void broadcast_streams(ExecContext& ctx, Tensor out, Tensor x);
+// out = x @ w^T   (x [T, K], w [N, K], out [T, N])
+void linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w);
+// Block-diagonal grouped projection: x [T, G*K] viewed [T, G, K], w [G*N, K] → out [T, G*N]
+void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w, int64_t groups);
+// RMSNorm over the last dimension of x viewed [rows, dim]; w may be undefined (no weight). out may be x.
+void rms_norm(ExecContext& ctx, Tensor out, Tensor x, Tensor w, float eps);
+// out = a + b (same shapes). out may alias a or b.
+void add(ExecContext& ctx, Tensor out, Tensor a, Tensor b);
+// out = x (same number of elements; a device-to-device copy)
+void copy(ExecContext& ctx, Tensor out, Tensor x);
+// out[r] = x[rows[r]]
+void gather_rows(ExecContext& ctx, Tensor out, Tensor x, Tensor rows);
+
+// GPT-J interleaved RoPE on the last table.rope_dim channels of each head of x [T, heads, dim], at
+// positions pos [T]; inverse = rotate by -angle (used on the attention output). In place.
+void rope(ExecContext& ctx, Tensor x, Tensor pos, const RopeTable& table, bool inverse);
+
+// mHC pre: from streams x [T, n, H] and fn [(2+n)n, nH], base [(2+n)n], scale [3] compute
+// post [T, n], comb [T, n, n] (Sinkhorn-normalised) and collapsed [T, H] = sum_i pre_i x_i.
+void hc_pre(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base,
+            Tensor scale, const ModelConfig& cfg);
+// mHC post: out[t, j] = post[t, j] * y[t] + sum_i comb[t, i, j] * x[t, i]   (out [T, n, H], not aliasing x)
+void hc_post(ExecContext& ctx, Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb);
+// hc_head: out[t] = sum_i (sigmoid(m_i * scale + base_i) + hc_eps) x[t, i], m = (fn @ x[t]) * rsqrt(mean x²)
+void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const ModelConfig& cfg);
+
+// Compressor, step 1: for every token of the batch that closes a window (pos + 1 ≡ 0 mod rate), compute
+// that window's entry from the raw kv/gate of its positions (taken from the batch rows kv/gate [T, width]
+// for positions >= start, from the state ring otherwise), softmax-weighted per channel with ape
+// [rate, width], RMSNorm(norm_w), RoPE at the window's first position, and store it in state.entries.
+void compressor_emit(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor gate, Tensor ape, Tensor norm_w,
+                     const RopeTable& rope, const BatchMeta& meta, float eps);
+// Compressor, step 2: store the batch's raw kv/gate in the state ring (after every read of this step).
+void compressor_store(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor gate, const BatchMeta& meta);
+
+// Lightning indexer: for each token, score its visible compressed keys s < (pos+1)/rate with
+// sum_h relu(q[t,h] · k[s]) * softmax_scale * w[t, h] and keep the top-k (descending score; fewer when
+// fewer are visible). out [T, topk] int32, -1 padded. q [T, Hi, Di], w [T, Hi]; softmax_scale carries every
+// constant factor (Di^-0.5 * Hi^-0.5).
+void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const CompressorState& keys,
+                  const BatchMeta& meta, float softmax_scale);
+
+// Attention core with sinks. For each token: keys = the sliding window (positions pos-window+1..pos, from
+// the batch kv [T, D] for positions >= start and from kv_ring [slots, ring, D] otherwise) ∪ compressed
+// entries (HCA: every visible entry s < (pos+1)/rate; CSA: the indexer's selection `selected` [T, topk]);
+// K = V; out [T, heads, D] = softmax-with-sink(q · k * scale) · v.  `compressed` may be null (sliding).
+void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, Tensor kv_ring, const CompressorState* compressed,
+               Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window, float scale);
+// Store the batch's kv rows into the sliding-window ring (after attention has read it).
+void kv_ring_store(ExecContext& ctx, Tensor kv_ring, Tensor kv, const BatchMeta& meta);
+
+// MoE routing. logits [T, E] (float32). Hash layers: indices from tid2eid[ids] ([V, k] int32), no bias;
+// others: top-k of score + bias. weights = score[idx] / sum (if normalise) * routed_scaling_factor.
+void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid,
+               Tensor ids, const ModelConfig& cfg);
+// Routed experts: out[t] = sum_k weights[t,k] * w2[e] · (silu(min(w1[e]·x, L)) * clamp(w3[e]·x, -L, L)),
+// e = indices[t, k]; w1/w3 [E, I, H], w2 [E, H, I].
+void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2,
+                 Tensor w3, float limit);
+// out = silu(min(gate, L)) * clamp(up, -L, L)
+void swiglu(ExecContext& ctx, Tensor out, Tensor gate, Tensor up, float limit);
+
+// Greedy next tokens: out[r] = argmax(logits[r]) (int32; ties → lowest index).
+void argmax(ExecContext& ctx, Tensor out, Tensor logits);
+
+}  // namespace ops
+}  // namespace dsv4

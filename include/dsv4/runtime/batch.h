@@ -1,0 +1,42 @@
+// BatchBuilder: lays out the tokens of several sequences' chunks as one forward batch — the per-token
+// metadata (BatchMeta) and the rows whose logits are wanted — in host memory, ready to run on the CPU or
+// to be copied into a device's persistent input buffers.
+#pragma once
+
+#include <vector>
+
+#include "dsv4/ops/ops.h"
+
+namespace dsv4 {
+
+struct SequenceChunk {
+  int32_t slot = 0;              // state slot of the sequence
+  int32_t start = 0;             // position of ids[0] (= tokens already in the slot's state)
+  std::vector<int32_t> ids;      // this forward's tokens of the sequence
+  bool all_logits = false;       // logits for every token (verification, scoring) or only the last
+};
+
+class BatchBuilder {
+ public:
+  void add(const SequenceChunk& chunk);
+  // Pads with rows of slot -1 up to `tokens` (graph buckets); padding rows never produce logits.
+  void pad_to(int64_t tokens);
+  void clear();
+
+  int64_t num_tokens() const { return static_cast<int64_t>(ids_.size()); }
+  int64_t num_logit_rows() const { return static_cast<int64_t>(logit_rows_.size()); }
+  // First logit row of each added chunk, in order (a chunk's rows are consecutive).
+  const std::vector<int64_t>& chunk_first_logit_row() const { return chunk_rows_; }
+  const std::vector<int32_t>& ids() const { return ids_; }
+  const std::vector<int32_t>& positions() const { return pos_; }
+
+  // Views of the host arrays (valid while the builder is unchanged).
+  BatchMeta meta();
+  Tensor logit_rows();
+
+ private:
+  std::vector<int32_t> ids_, pos_, slot_, start_, end_, logit_rows_;
+  std::vector<int64_t> chunk_rows_;
+};
+
+}  // namespace dsv4

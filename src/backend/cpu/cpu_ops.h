@@ -1,0 +1,50 @@
+// CPU reference kernels (fp32 math, OpenMP over rows). Called by dsv4::ops after validation: every
+// tensor is contiguous, float32 unless stated, on the CPU.
+#pragma once
+
+#include <cmath>
+
+#include "dsv4/ops/ops.h"
+
+namespace dsv4::cpu {
+
+void embedding(Tensor out, Tensor table, Tensor ids);
+void broadcast_streams(Tensor out, Tensor x);
+void linear(Tensor out, Tensor x, Tensor w);
+void grouped_linear(Tensor out, Tensor x, Tensor w, int64_t groups);
+void rms_norm(Tensor out, Tensor x, Tensor w, float eps);
+void add(Tensor out, Tensor a, Tensor b);
+void copy(Tensor out, Tensor x);
+void gather_rows(Tensor out, Tensor x, Tensor rows);
+void swiglu(Tensor out, Tensor gate, Tensor up, float limit);
+void argmax(Tensor out, Tensor logits);
+void rope(Tensor x, Tensor pos, const RopeTable& table, bool inverse);
+// Rotates the last table.rope_dim channels of one vector v[dim] at `position`.
+void rope_vector(float* v, int64_t dim, const RopeTable& table, float position, bool inverse);
+
+void hc_pre(Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base, Tensor scale,
+            const ModelConfig& cfg);
+void hc_post(Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb);
+void hc_head(Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const ModelConfig& cfg);
+
+void compressor_emit(CompressorState& state, Tensor kv, Tensor gate, Tensor ape, Tensor norm_w, const RopeTable& rope,
+                     const BatchMeta& meta, float eps);
+void compressor_store(CompressorState& state, Tensor kv, Tensor gate, const BatchMeta& meta);
+void indexer_topk(Tensor out, Tensor q, Tensor w, const CompressorState& keys, const BatchMeta& meta,
+                  float softmax_scale);
+void attention(Tensor out, Tensor q, Tensor kv, Tensor kv_ring, const CompressorState* compressed, Tensor selected,
+               Tensor sinks, const BatchMeta& meta, int64_t window, float scale);
+void kv_ring_store(Tensor kv_ring, Tensor kv, const BatchMeta& meta);
+
+void moe_route(Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
+               const ModelConfig& cfg);
+void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2, Tensor w3, float limit);
+
+// Shared scalar helpers (also used by tests as the direct formulas).
+float dot(const float* a, const float* b, int64_t n);
+inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+// torch.nn.functional.softplus with beta 1, threshold 20.
+inline float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
+
+}  // namespace dsv4::cpu

@@ -1,0 +1,139 @@
+// Dense CPU reference ops: embedding, projections, norms, elementwise.
+#include <cmath>
+#include <cstring>
+
+#include "backend/cpu/cpu_ops.h"
+
+namespace dsv4::cpu {
+
+float dot(const float* a, const float* b, int64_t n) {
+  // Eight independent partial sums: vectorises without -ffast-math and keeps fp32 error small.
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int k = 0; k < 8; ++k) acc[k] += a[i + k] * b[i + k];
+  }
+  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void embedding(Tensor out, Tensor table, Tensor ids) {
+  const int64_t T = out.size(0), H = out.size(1);
+  const int32_t* id = ids.ptr<int32_t>();
+  for (int64_t t = 0; t < T; ++t) {
+    std::memcpy(out.ptr<float>() + t * H, table.ptr<float>() + static_cast<int64_t>(id[t]) * H, H * sizeof(float));
+  }
+}
+
+void broadcast_streams(Tensor out, Tensor x) {
+  const int64_t T = out.size(0), n = out.size(1), H = out.size(2);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t s = 0; s < n; ++s) {
+      std::memcpy(out.ptr<float>() + (t * n + s) * H, x.ptr<float>() + t * H, H * sizeof(float));
+    }
+  }
+}
+
+void linear(Tensor out, Tensor x, Tensor w) {
+  const int64_t T = x.size(0), K = x.size(1), N = w.size(0);
+  const float* X = x.ptr<float>();
+  const float* W = w.ptr<float>();
+  float* Y = out.ptr<float>();
+#pragma omp parallel for collapse(2) schedule(static) if (T * N * K > 32768)
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t n = 0; n < N; ++n) Y[t * N + n] = dot(X + t * K, W + n * K, K);
+  }
+}
+
+void grouped_linear(Tensor out, Tensor x, Tensor w, int64_t groups) {
+  const int64_t T = x.size(0), K = x.size(1) / groups, N = w.size(0) / groups;
+  const float* X = x.ptr<float>();
+  const float* W = w.ptr<float>();
+  float* Y = out.ptr<float>();
+#pragma omp parallel for collapse(2) schedule(static) if (T * N * K * groups > 32768)
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t g = 0; g < groups; ++g) {
+      for (int64_t n = 0; n < N; ++n) {
+        Y[t * groups * N + g * N + n] = dot(X + t * groups * K + g * K, W + (g * N + n) * K, K);
+      }
+    }
+  }
+}
+
+void rms_norm(Tensor out, Tensor x, Tensor w, float eps) {
+  const int64_t dim = x.size(-1), rows = x.numel() / std::max<int64_t>(dim, 1);
+  const float* X = x.ptr<float>();
+  const float* W = w.data() ? w.ptr<float>() : nullptr;
+  float* Y = out.ptr<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = X + r * dim;
+    double ss = 0;
+    for (int64_t i = 0; i < dim; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    const float inv = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(dim)) + eps);
+    float* yr = Y + r * dim;
+    for (int64_t i = 0; i < dim; ++i) yr[i] = W ? W[i] * (xr[i] * inv) : xr[i] * inv;
+  }
+}
+
+void add(Tensor out, Tensor a, Tensor b) {
+  const int64_t n = out.numel();
+  for (int64_t i = 0; i < n; ++i) out.ptr<float>()[i] = a.ptr<float>()[i] + b.ptr<float>()[i];
+}
+
+void copy(Tensor out, Tensor x) { std::memcpy(out.data(), x.data(), x.nbytes()); }
+
+void gather_rows(Tensor out, Tensor x, Tensor rows) {
+  const int64_t R = out.size(0), W = out.numel() / std::max<int64_t>(R, 1);
+  for (int64_t r = 0; r < R; ++r) {
+    std::memcpy(out.ptr<float>() + r * W, x.ptr<float>() + static_cast<int64_t>(rows.ptr<int32_t>()[r]) * W,
+                W * sizeof(float));
+  }
+}
+
+void swiglu(Tensor out, Tensor gate, Tensor up, float limit) {
+  const int64_t n = out.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = std::min(gate.ptr<float>()[i], limit);
+    const float u = std::min(std::max(up.ptr<float>()[i], -limit), limit);
+    out.ptr<float>()[i] = silu(g) * u;
+  }
+}
+
+void argmax(Tensor out, Tensor logits) {
+  const int64_t R = logits.size(0), V = logits.size(1);
+  for (int64_t r = 0; r < R; ++r) {
+    const float* l = logits.ptr<float>() + r * V;
+    int64_t best = 0;
+    for (int64_t v = 1; v < V; ++v) {
+      if (l[v] > l[best]) best = v;
+    }
+    out.ptr<int32_t>()[r] = static_cast<int32_t>(best);
+  }
+}
+
+void rope_vector(float* v, int64_t dim, const RopeTable& table, float position, bool inverse) {
+  const int64_t R = table.rope_dim;
+  const float* inv_freq = table.inv_freq.ptr<float>();
+  float* r = v + (dim - R);
+  for (int64_t i = 0; i < R / 2; ++i) {
+    // Same rounding as transformers: an fp32 angle, cos/sin scaled by the attention factor.
+    const float angle = inv_freq[i] * position;
+    const float c = static_cast<float>(std::cos(static_cast<double>(angle))) * table.attention_factor;
+    float s = static_cast<float>(std::sin(static_cast<double>(angle))) * table.attention_factor;
+    if (inverse) s = -s;
+    const float x0 = r[2 * i], x1 = r[2 * i + 1];
+    r[2 * i] = x0 * c - x1 * s;
+    r[2 * i + 1] = x1 * c + x0 * s;
+  }
+}
+
+void rope(Tensor x, Tensor pos, const RopeTable& table, bool inverse) {
+  const int64_t T = x.size(0), heads = x.size(1), dim = x.size(2);
+  for (int64_t t = 0; t < T; ++t) {
+    const float p = static_cast<float>(pos.ptr<int32_t>()[t]);
+    for (int64_t h = 0; h < heads; ++h) rope_vector(x.ptr<float>() + (t * heads + h) * dim, dim, table, p, inverse);
+  }
+}
+
+}  // namespace dsv4::cpu

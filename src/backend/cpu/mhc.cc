@@ -1,0 +1,112 @@
+// Manifold-constrained hyper-connections (mHC) on the CPU, fp32 as transformers computes them.
+#include <cmath>
+#include <vector>
+
+#include "backend/cpu/cpu_ops.h"
+
+namespace dsv4::cpu {
+namespace {
+
+// m = (fn @ x) * rsqrt(mean(x^2) + eps) for one token's flattened streams x [n*H].
+void mix_logits(const float* x, int64_t width, const float* fn, int64_t rows, float eps, float* m) {
+  double ss = 0;
+  for (int64_t i = 0; i < width; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float r = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(width)) + eps);
+  // transformers normalises first, then projects; the same up to fp32 rounding.
+  std::vector<float> xn(width);
+  for (int64_t i = 0; i < width; ++i) xn[i] = x[i] * r;
+  for (int64_t k = 0; k < rows; ++k) m[k] = dot(fn + k * width, xn.data(), width);
+}
+
+}  // namespace
+
+void hc_pre(Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base, Tensor scale,
+            const ModelConfig& cfg) {
+  const int64_t T = x.size(0), n = x.size(1), H = x.size(2), width = n * H, rows = (2 + n) * n;
+  const float eps = static_cast<float>(cfg.rms_norm_eps), hc_eps = static_cast<float>(cfg.hc_eps);
+  const float* B = base.ptr<float>();
+  const float* S = scale.ptr<float>();
+#pragma omp parallel for schedule(static) if (T > 1)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xt = x.ptr<float>() + t * width;
+    std::vector<float> m(rows);
+    mix_logits(xt, width, fn.ptr<float>(), rows, eps, m.data());
+    std::vector<float> pre(n);
+    for (int64_t i = 0; i < n; ++i) {
+      pre[i] = sigmoid(m[i] * S[0] + B[i]) + hc_eps;
+      post.ptr<float>()[t * n + i] = 2.0f * sigmoid(m[n + i] * S[1] + B[n + i]);
+    }
+    float* C = comb.ptr<float>() + t * n * n;
+    for (int64_t i = 0; i < n; ++i) {  // row-wise softmax, then + eps
+      float mx = -INFINITY;
+      for (int64_t j = 0; j < n; ++j) {
+        C[i * n + j] = m[2 * n + i * n + j] * S[2] + B[2 * n + i * n + j];
+        mx = std::max(mx, C[i * n + j]);
+      }
+      float sum = 0;
+      for (int64_t j = 0; j < n; ++j) sum += (C[i * n + j] = std::exp(C[i * n + j] - mx));
+      for (int64_t j = 0; j < n; ++j) C[i * n + j] = C[i * n + j] / sum + hc_eps;
+    }
+    auto normalise_columns = [&] {
+      for (int64_t j = 0; j < n; ++j) {
+        float sum = 0;
+        for (int64_t i = 0; i < n; ++i) sum += C[i * n + j];
+        for (int64_t i = 0; i < n; ++i) C[i * n + j] /= (sum + hc_eps);
+      }
+    };
+    normalise_columns();
+    for (int64_t it = 0; it < cfg.hc_sinkhorn_iters - 1; ++it) {  // Sinkhorn: rows, then columns
+      for (int64_t i = 0; i < n; ++i) {
+        float sum = 0;
+        for (int64_t j = 0; j < n; ++j) sum += C[i * n + j];
+        for (int64_t j = 0; j < n; ++j) C[i * n + j] /= (sum + hc_eps);
+      }
+      normalise_columns();
+    }
+    float* out = collapsed.ptr<float>() + t * H;
+    for (int64_t h = 0; h < H; ++h) {
+      float acc = 0;
+      for (int64_t i = 0; i < n; ++i) acc += pre[i] * xt[i * H + h];
+      out[h] = acc;
+    }
+  }
+}
+
+void hc_post(Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb) {
+  const int64_t T = x.size(0), n = x.size(1), H = x.size(2);
+#pragma omp parallel for schedule(static) if (T > 1)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xt = x.ptr<float>() + t * n * H;
+    const float* yt = y.ptr<float>() + t * H;
+    const float* P = post.ptr<float>() + t * n;
+    const float* C = comb.ptr<float>() + t * n * n;
+    for (int64_t j = 0; j < n; ++j) {
+      float* o = out.ptr<float>() + (t * n + j) * H;
+      for (int64_t h = 0; h < H; ++h) {
+        float acc = P[j] * yt[h];
+        for (int64_t i = 0; i < n; ++i) acc += C[i * n + j] * xt[i * H + h];
+        o[h] = acc;
+      }
+    }
+  }
+}
+
+void hc_head(Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const ModelConfig& cfg) {
+  const int64_t T = x.size(0), n = x.size(1), H = x.size(2), width = n * H;
+  const float eps = static_cast<float>(cfg.rms_norm_eps), hc_eps = static_cast<float>(cfg.hc_eps);
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xt = x.ptr<float>() + t * width;
+    std::vector<float> m(n);
+    mix_logits(xt, width, fn.ptr<float>(), n, eps, m.data());
+    std::vector<float> pre(n);
+    for (int64_t i = 0; i < n; ++i) pre[i] = sigmoid(m[i] * scale.ptr<float>()[0] + base.ptr<float>()[i]) + hc_eps;
+    float* o = out.ptr<float>() + t * H;
+    for (int64_t h = 0; h < H; ++h) {
+      float acc = 0;
+      for (int64_t i = 0; i < n; ++i) acc += pre[i] * xt[i * H + h];
+      o[h] = acc;
+    }
+  }
+}
+
+}  // namespace dsv4::cpu

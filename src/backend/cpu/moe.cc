@@ -1,0 +1,77 @@
+// Mixture of experts on the CPU: routing (hash / top-k with selection-only bias) and SwiGLU experts.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "backend/cpu/cpu_ops.h"
+
+namespace dsv4::cpu {
+
+void moe_route(Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
+               const ModelConfig& cfg) {
+  const int64_t T = logits.size(0), E = logits.size(1), k = weights.size(1);
+  std::vector<float> score(E), biased(E);
+  std::vector<int32_t> order(E);
+  for (int64_t t = 0; t < T; ++t) {
+    const float* l = logits.ptr<float>() + t * E;
+    switch (cfg.scoring_func) {
+      case ScoringFunc::kSqrtSoftplus:
+        for (int64_t e = 0; e < E; ++e) score[e] = std::sqrt(softplus(l[e]));
+        break;
+      case ScoringFunc::kSigmoid:
+        for (int64_t e = 0; e < E; ++e) score[e] = sigmoid(l[e]);
+        break;
+      case ScoringFunc::kSoftmax: {
+        const float mx = *std::max_element(l, l + E);
+        float sum = 0;
+        for (int64_t e = 0; e < E; ++e) sum += (score[e] = std::exp(l[e] - mx));
+        for (int64_t e = 0; e < E; ++e) score[e] /= sum;
+        break;
+      }
+    }
+    int32_t* idx = indices.ptr<int32_t>() + t * k;
+    if (tid2eid.data() != nullptr) {
+      const int32_t* row = tid2eid.ptr<int32_t>() + static_cast<int64_t>(ids.ptr<int32_t>()[t]) * k;
+      std::copy(row, row + k, idx);
+    } else {
+      for (int64_t e = 0; e < E; ++e) biased[e] = score[e] + (bias.data() ? bias.ptr<float>()[e] : 0.0f);
+      std::iota(order.begin(), order.end(), 0);
+      std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+        return biased[a] > biased[b] || (biased[a] == biased[b] && a < b);
+      });
+      std::copy(order.begin(), order.begin() + k, idx);
+    }
+    float* w = weights.ptr<float>() + t * k;
+    float sum = 0;
+    for (int64_t i = 0; i < k; ++i) sum += (w[i] = score[idx[i]]);
+    const float scale = static_cast<float>(cfg.routed_scaling_factor);
+    for (int64_t i = 0; i < k; ++i) w[i] = (cfg.norm_topk_prob ? w[i] / (sum + 1e-20f) : w[i]) * scale;
+  }
+}
+
+void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2, Tensor w3, float limit) {
+  const int64_t T = x.size(0), H = x.size(1), k = indices.size(1), I = w1.size(1);
+#pragma omp parallel for schedule(static) if (T > 1)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xt = x.ptr<float>() + t * H;
+    float* o = out.ptr<float>() + t * H;
+    std::fill(o, o + H, 0.0f);
+    std::vector<float> act(I);
+    for (int64_t i = 0; i < k; ++i) {
+      const int64_t e = indices.ptr<int32_t>()[t * k + i];
+      const float wt = weights.ptr<float>()[t * k + i];
+      const float* W1 = w1.ptr<float>() + e * I * H;
+      const float* W3 = w3.ptr<float>() + e * I * H;
+      const float* W2 = w2.ptr<float>() + e * H * I;
+      for (int64_t j = 0; j < I; ++j) {
+        const float g = std::min(dot(W1 + j * H, xt, H), limit);
+        const float u = std::min(std::max(dot(W3 + j * H, xt, H), -limit), limit);
+        act[j] = silu(g) * u;
+      }
+      for (int64_t h = 0; h < H; ++h) o[h] += wt * dot(W2 + h * I, act.data(), I);
+    }
+  }
+}
+
+}  // namespace dsv4::cpu

@@ -1,0 +1,37 @@
+// CUDA implementations of dsv4::ops (same signatures as backend/cpu, plus the context for the stream and
+// cuBLASLt). Each op lives in its own .cu file with its kernels and launcher.
+#pragma once
+
+#include "dsv4/ops/ops.h"
+
+namespace dsv4::cuda {
+
+void embedding(ExecContext& ctx, Tensor out, Tensor table, Tensor ids);
+void broadcast_streams(ExecContext& ctx, Tensor out, Tensor x);
+void linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w);
+void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w, int64_t groups);
+void rms_norm(ExecContext& ctx, Tensor out, Tensor x, Tensor w, float eps);
+void add(ExecContext& ctx, Tensor out, Tensor a, Tensor b);
+void copy(ExecContext& ctx, Tensor out, Tensor x);
+void gather_rows(ExecContext& ctx, Tensor out, Tensor x, Tensor rows);
+void swiglu(ExecContext& ctx, Tensor out, Tensor gate, Tensor up, float limit);
+void argmax(ExecContext& ctx, Tensor out, Tensor logits);
+void rope(ExecContext& ctx, Tensor x, Tensor pos, const RopeTable& table, bool inverse);
+void hc_pre(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base,
+            Tensor scale, const ModelConfig& cfg);
+void hc_post(ExecContext& ctx, Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb);
+void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const ModelConfig& cfg);
+void compressor_emit(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor gate, Tensor ape, Tensor norm_w,
+                     const RopeTable& rope, const BatchMeta& meta, float eps);
+void compressor_store(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor gate, const BatchMeta& meta);
+void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const CompressorState& keys,
+                  const BatchMeta& meta, float softmax_scale);
+void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, Tensor kv_ring, const CompressorState* compressed,
+               Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window, float scale);
+void kv_ring_store(ExecContext& ctx, Tensor kv_ring, Tensor kv, const BatchMeta& meta);
+void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid,
+               Tensor ids, const ModelConfig& cfg);
+void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2,
+                 Tensor w3, float limit);
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,260 @@
+#include "dsv4/io/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace dsv4 {
+namespace {
+
+using json = nlohmann::json;
+
+// Headers above this size are refused (real checkpoints have a few MB of header at most).
+constexpr uint64_t kMaxHeaderBytes = 256ull << 20;
+
+}  // namespace
+
+int64_t TensorInfo::numel() const {
+  int64_t n = 1;
+  for (int64_t s : shape) n *= s;
+  return n;
+}
+
+std::string TensorInfo::shape_string() const {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+  os << "]";
+  return os.str();
+}
+
+void parse_safetensors_header(const char* bytes, size_t file_size, const std::string& origin,
+                              std::vector<TensorInfo>* tensors, std::map<std::string, std::string>* metadata) {
+  auto bad = [&](auto&&... parts) { fail(StatusCode::kParseError, origin, ": ", parts...); };
+  if (file_size < 8) bad("file is ", file_size, " bytes, too short for a safetensors header (truncated?)");
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, bytes, 8);  // little-endian u64
+  if (header_len > kMaxHeaderBytes) bad("header length ", header_len, " is implausible (corrupt file?)");
+  if (8 + header_len > file_size) {
+    bad("header length ", header_len, " runs past the end of the ", file_size, "-byte file (truncated?)");
+  }
+  json h;
+  try {
+    h = json::parse(bytes + 8, bytes + 8 + header_len);
+  } catch (const json::parse_error& e) {
+    bad("header is not valid JSON: ", e.what());
+  }
+  if (!h.is_object()) bad("header must be a JSON object");
+  const size_t data_begin = 8 + header_len;
+  const size_t data_size = file_size - data_begin;
+  tensors->clear();
+  for (auto it = h.begin(); it != h.end(); ++it) {
+    const std::string& name = it.key();
+    const json& v = it.value();
+    if (name == "__metadata__") {
+      if (!v.is_object()) bad("__metadata__ must be an object of strings");
+      for (auto m = v.begin(); m != v.end(); ++m) {
+        if (!m.value().is_string()) bad("__metadata__ entry '", m.key(), "' is not a string");
+        if (metadata) (*metadata)[m.key()] = m.value().get<std::string>();
+      }
+      continue;
+    }
+    if (!v.is_object()) bad("tensor '", name, "': entry must be an object");
+    if (!v.contains("dtype") || !v["dtype"].is_string()) bad("tensor '", name, "': missing dtype");
+    TensorInfo info;
+    info.name = name;
+    const std::string dtype = v["dtype"].get<std::string>();
+    if (!parse_dtype(dtype, &info.dtype)) {
+      bad("tensor '", name, "': unknown dtype '", dtype, "' (dsv4 reads F32, BF16, F16, I64, I32, F8_E4M3, U8, BOOL)");
+    }
+    if (!v.contains("shape") || !v["shape"].is_array()) bad("tensor '", name, "': missing shape");
+    for (const json& s : v["shape"]) {
+      if (!s.is_number_integer() || s.get<int64_t>() < 0) bad("tensor '", name, "': shape must hold integers >= 0");
+      info.shape.push_back(s.get<int64_t>());
+    }
+    if (info.shape.size() > static_cast<size_t>(kMaxDims)) bad("tensor '", name, "': rank above ", kMaxDims);
+    if (!v.contains("data_offsets") || !v["data_offsets"].is_array() || v["data_offsets"].size() != 2 ||
+        !v["data_offsets"][0].is_number_unsigned() || !v["data_offsets"][1].is_number_unsigned()) {
+      bad("tensor '", name, "': data_offsets must be [begin, end]");
+    }
+    const uint64_t begin = v["data_offsets"][0].get<uint64_t>();
+    const uint64_t end = v["data_offsets"][1].get<uint64_t>();
+    if (begin > end) bad("tensor '", name, "': data_offsets [", begin, ", ", end, "] are reversed");
+    if (end > data_size) {
+      bad("tensor '", name, "': data_offsets [", begin, ", ", end, "] lie outside the ", data_size,
+          "-byte data section (truncated file?)");
+    }
+    const uint64_t expected = static_cast<uint64_t>(info.numel()) * dtype_size(info.dtype);
+    if (end - begin != expected) {
+      bad("tensor '", name, "': ", dtype, info.shape_string(), " needs ", expected, " bytes but data_offsets span ",
+          end - begin);
+    }
+    info.offset = data_begin + begin;
+    info.nbytes = end - begin;
+    tensors->push_back(std::move(info));
+  }
+  std::vector<const TensorInfo*> order;
+  for (const TensorInfo& t : *tensors) order.push_back(&t);
+  std::sort(order.begin(), order.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
+  for (size_t i = 1; i < order.size(); ++i) {
+    const TensorInfo& prev = *order[i - 1];
+    if (order[i]->offset < prev.offset + prev.nbytes) {
+      bad("tensors '", prev.name, "' and '", order[i]->name, "' overlap in the data section");
+    }
+  }
+}
+
+std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) fail(StatusCode::kNotFound, "cannot open '", path, "': ", std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    fail(StatusCode::kIoError, "cannot stat '", path, "'");
+  }
+  std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
+  f->path_ = path;
+  f->size_ = static_cast<size_t>(st.st_size);
+  if (f->size_ > 0) {
+    void* p = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      ::close(fd);
+      fail(StatusCode::kIoError, "cannot mmap '", path, "': ", std::strerror(errno));
+    }
+    f->base_ = static_cast<const char*>(p);
+  }
+  ::close(fd);
+  parse_safetensors_header(f->base_, f->size_, path, &f->tensors_, &f->metadata_);
+  for (size_t i = 0; i < f->tensors_.size(); ++i) f->index_[f->tensors_[i].name] = i;
+  return f;
+}
+
+SafetensorsFile::~SafetensorsFile() {
+  if (base_ != nullptr) ::munmap(const_cast<char*>(base_), size_);
+}
+
+const TensorInfo* SafetensorsFile::find(const std::string& name) const {
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &tensors_[it->second];
+}
+
+Tensor SafetensorsFile::view(const TensorInfo& info) const {
+  return Tensor(const_cast<char*>(base_ + info.offset), info.dtype, info.shape, Device::kCPU);
+}
+
+Checkpoint Checkpoint::open(const std::string& dir) {
+  namespace fs = std::filesystem;
+  Checkpoint c;
+  c.dir_ = dir;
+  if (!fs::is_directory(dir)) fail(StatusCode::kNotFound, "checkpoint directory '", dir, "' does not exist");
+  const fs::path index_path = fs::path(dir) / "model.safetensors.index.json";
+  const fs::path single_path = fs::path(dir) / "model.safetensors";
+  if (fs::exists(index_path)) {
+    std::ifstream in(index_path);
+    json idx;
+    try {
+      idx = json::parse(in);
+    } catch (const json::parse_error& e) {
+      fail(StatusCode::kParseError, index_path.string(), ": invalid JSON: ", e.what());
+    }
+    if (!idx.is_object() || !idx.contains("weight_map") || !idx["weight_map"].is_object()) {
+      fail(StatusCode::kParseError, index_path.string(), ": missing object 'weight_map'");
+    }
+    std::map<std::string, const SafetensorsFile*> opened;
+    for (auto it = idx["weight_map"].begin(); it != idx["weight_map"].end(); ++it) {
+      if (!it.value().is_string()) {
+        fail(StatusCode::kParseError, index_path.string(), ": weight_map entry '", it.key(), "' is not a file name");
+      }
+      const std::string shard = it.value().get<std::string>();
+      if (shard.find('/') != std::string::npos || shard == "..") {
+        fail(StatusCode::kParseError, index_path.string(), ": shard name '", shard, "' must be a plain file name");
+      }
+      if (!opened.count(shard)) {
+        c.files_.push_back(SafetensorsFile::open((fs::path(dir) / shard).string()));
+        opened[shard] = c.files_.back().get();
+      }
+      const SafetensorsFile* file = opened[shard];
+      const TensorInfo* info = file->find(it.key());
+      if (info == nullptr) {
+        fail(StatusCode::kParseError, index_path.string(), ": tensor '", it.key(), "' is mapped to '", shard,
+             "' but that file does not hold it");
+      }
+      c.entries_[it.key()] = {file, info};
+    }
+    for (const auto& f : c.files_) {
+      for (const TensorInfo& t : f->tensors()) {
+        if (!c.entries_.count(t.name)) {
+          fail(StatusCode::kParseError, index_path.string(), ": tensor '", t.name, "' in '", f->path(),
+               "' is missing from weight_map");
+        }
+      }
+    }
+  } else if (fs::exists(single_path)) {
+    c.files_.push_back(SafetensorsFile::open(single_path.string()));
+    for (const TensorInfo& t : c.files_.back()->tensors()) c.entries_[t.name] = {c.files_.back().get(), &t};
+  } else {
+    fail(StatusCode::kNotFound, "checkpoint directory '", dir,
+         "' has neither model.safetensors nor model.safetensors.index.json");
+  }
+  return c;
+}
+
+std::vector<std::string> Checkpoint::names() const {
+  std::vector<std::string> out;
+  for (const auto& [name, e] : entries_) out.push_back(name);
+  return out;
+}
+
+const TensorInfo* Checkpoint::find(const std::string& name) const {
+  auto it = entries_.find(name);
+  return it == entries_.end() ? nullptr : it->second.info;
+}
+
+Tensor Checkpoint::view(const std::string& name) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) fail(StatusCode::kNotFound, "checkpoint '", dir_, "' has no tensor '", name, "'");
+  return it->second.file->view(*it->second.info);
+}
+
+size_t Checkpoint::total_bytes() const {
+  size_t n = 0;
+  for (const auto& [name, e] : entries_) n += e.info->nbytes;
+  return n;
+}
+
+void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  json h = json::object();
+  if (!metadata.empty()) h["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    DSV4_CHECK_ARG(t.device() == Device::kCPU && t.is_contiguous(), "save_safetensors: '", name,
+                   "' must be a contiguous CPU tensor");
+    DSV4_CHECK_ARG(name != "__metadata__" && !h.contains(name), "save_safetensors: duplicate name '", name, "'");
+    h[name] = {{"dtype", dtype_name(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {offset, offset + t.nbytes()}}};
+    offset += t.nbytes();
+  }
+  std::string header = h.dump();
+  while ((8 + header.size()) % 8 != 0) header.push_back(' ');  // align the data section
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) fail(StatusCode::kIoError, "cannot write '", tmp, "'");
+    const uint64_t len = header.size();
+    out.write(reinterpret_cast<const char*>(&len), 8);
+    out.write(header.data(), static_cast<std::streamsize>(header.size()));
+    for (const auto& [name, t] : tensors) out.write(static_cast<const char*>(t.data()), static_cast<std::streamsize>(t.nbytes()));
+    if (!out) fail(StatusCode::kIoError, "write to '", tmp, "' failed");
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+}  // namespace dsv4

@@ -1,0 +1,219 @@
+#include "dsv4/model/deepseek_v4.h"
+
+#include <cmath>
+#include <utility>
+
+#include "dsv4/backend/cuda_device.h"
+#include "dsv4/ops/rope_table.h"
+
+namespace dsv4 {
+namespace {
+
+CompressorState make_compressor(Arena& arena, int64_t slots, int64_t rate, bool overlap, int64_t dim,
+                                int64_t max_seq_len, int64_t ahead) {
+  CompressorState s;
+  s.rate = rate;
+  s.overlap = overlap;
+  s.dim = dim;
+  const int64_t width = (overlap ? 2 : 1) * dim;
+  // The ring holds the positions an entry still needs (the current and, with overlap, the previous window)
+  // plus the positions a speculative step may write ahead of the accepted length.
+  const int64_t ring = (overlap ? 2 : 1) * rate + ahead;
+  s.raw_kv = arena.alloc(DType::F32, {slots, ring, width});
+  s.raw_gate = arena.alloc(DType::F32, {slots, ring, width});
+  s.entries = arena.alloc(DType::F32, {slots, (max_seq_len + rate - 1) / rate, dim});
+  return s;
+}
+
+size_t state_bytes(const ModelConfig& c, const ModelOptions& o, bool with_mtp) {
+  const int64_t S = o.max_seqs, D = c.head_dim, ring = c.sliding_window + o.max_tokens_ahead;
+  auto compressor = [&](int64_t rate, bool overlap, int64_t dim) {
+    const int64_t width = (overlap ? 2 : 1) * dim;
+    return 4 * S * (2 * ((overlap ? 2 : 1) * rate + o.max_tokens_ahead) * width + (o.max_seq_len + rate - 1) / rate * dim) +
+           3 * Arena::kAlignment;
+  };
+  size_t bytes = 0;
+  for (AttentionType t : c.layer_types) {
+    bytes += 4 * S * ring * D + Arena::kAlignment;
+    const int64_t rate = c.compress_rate(t);
+    if (rate > 0) bytes += compressor(rate, t == AttentionType::kCompressedSparse, D);
+    if (t == AttentionType::kCompressedSparse) bytes += compressor(rate, true, c.index_head_dim);
+  }
+  if (with_mtp) bytes += 4 * S * ring * D + Arena::kAlignment;
+  return bytes + 4 * c.rope_head_dim + 4 * Arena::kAlignment;
+}
+
+void fill_rope(RopeTable& t, Arena& arena, const RopeParams& p, int64_t rope_dim, Device device) {
+  const std::vector<float> inv = rope_inv_freq(p, rope_dim);
+  t.inv_freq = arena.alloc(DType::F32, {rope_dim / 2});
+  t.rope_dim = rope_dim;
+  t.attention_factor = static_cast<float>(p.attention_factor);
+  if (device == Device::kCPU) {
+    std::copy(inv.begin(), inv.end(), t.inv_freq.ptr<float>());
+  } else {
+    cuda::copy_to_device(t.inv_freq.data(), inv.data(), inv.size() * sizeof(float));
+  }
+}
+
+}  // namespace
+
+ModelState::ModelState(const ModelConfig& c, const ModelOptions& o, Device device, bool with_mtp)
+    : storage_("model-state", state_bytes(c, o, with_mtp), device) {
+  DSV4_CHECK_ARG(o.max_seqs > 0 && o.max_seq_len > 0 && o.max_tokens_ahead >= 1,
+                 "model options: max_seqs, max_seq_len and max_tokens_ahead must be positive");
+  const int64_t S = o.max_seqs, ring = c.sliding_window + o.max_tokens_ahead;
+  for (AttentionType t : c.layer_types) {
+    LayerState ls;
+    ls.kv_ring = storage_.alloc(DType::F32, {S, ring, c.head_dim});
+    const int64_t rate = c.compress_rate(t);
+    if (rate > 0) {
+      ls.compressor = make_compressor(storage_, S, rate, t == AttentionType::kCompressedSparse, c.head_dim,
+                                      o.max_seq_len, o.max_tokens_ahead);
+    }
+    if (t == AttentionType::kCompressedSparse) {
+      ls.indexer = make_compressor(storage_, S, rate, true, c.index_head_dim, o.max_seq_len, o.max_tokens_ahead);
+    }
+    layers.push_back(ls);
+  }
+  if (with_mtp) mtp.kv_ring = storage_.alloc(DType::F32, {S, ring, c.head_dim});
+  fill_rope(rope_main, storage_, c.rope_main, c.rope_head_dim, device);
+  fill_rope(rope_compress, storage_, c.rope_compress, c.rope_head_dim, device);
+}
+
+size_t forward_scratch_bytes(const ModelConfig& c, int64_t T, int64_t R) {
+  const int64_t H = c.hidden_size, n = c.hc_mult, D = c.head_dim, Nh = c.num_attention_heads;
+  const int64_t per_token = 3 * n * H + 4 * H + n + n * n + 2 * c.q_lora_rank + 2 * Nh * D + 3 * D + 8 * D +
+                            c.index_n_heads * (c.index_head_dim + 1) + 8 * c.index_head_dim + c.index_topk +
+                            c.o_groups * c.o_lora_rank + c.n_routed_experts + 2 * c.num_experts_per_tok +
+                            3 * c.moe_intermediate_size + H;
+  const int64_t per_row = n * H + 2 * H + c.vocab_size;
+  return static_cast<size_t>(4 * (per_token * T + per_row * R)) + 64 * Arena::kAlignment;
+}
+
+void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights& w, LayerState& st,
+                     const ModelState& ms, const BatchMeta& meta, Tensor h, Tensor y) {
+  Arena& A = *ctx.scratch;
+  ArenaScope scope(A);
+  const int64_t T = meta.num_tokens, D = c.head_dim, Nh = c.num_attention_heads;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const AttentionWeights& aw = w.attn;
+  const RopeTable& rope = w.attention_type == AttentionType::kSliding ? ms.rope_main : ms.rope_compress;
+  const DType act = h.dtype();
+
+  Tensor qr = A.alloc(act, {T, c.q_lora_rank});
+  ops::linear(ctx, qr, h, aw.wq_a);
+  ops::rms_norm(ctx, qr, qr, aw.q_norm, eps);
+  Tensor q = A.alloc(act, {T, Nh, D});
+  ops::linear(ctx, q.view({T, Nh * D}), qr, aw.wq_b);
+  ops::rms_norm(ctx, q, q, Tensor(), eps);  // weightless per-head norm
+  ops::rope(ctx, q, meta.pos, rope, false);
+  Tensor kv = A.alloc(act, {T, D});
+  ops::linear(ctx, kv, h, aw.wkv);
+  ops::rms_norm(ctx, kv, kv, aw.kv_norm, eps);
+  ops::rope(ctx, kv.view({T, 1, D}), meta.pos, rope, false);
+
+  auto run_compressor = [&](CompressorState& cs, const CompressorWeights& cw) {
+    const int64_t width = (cs.overlap ? 2 : 1) * cs.dim;
+    Tensor ckv = A.alloc(DType::F32, {T, width});
+    Tensor cgate = A.alloc(DType::F32, {T, width});
+    ops::linear(ctx, ckv, h, cw.wkv);
+    ops::linear(ctx, cgate, h, cw.wgate);
+    ops::compressor_emit(ctx, cs, ckv, cgate, cw.ape, cw.norm, ms.rope_compress, meta, eps);
+    ops::compressor_store(ctx, cs, ckv, cgate, meta);
+  };
+  Tensor selected;
+  if (w.compress_rate > 0) run_compressor(st.compressor, aw.compressor);
+  if (w.attention_type == AttentionType::kCompressedSparse) {
+    const int64_t Hi = c.index_n_heads, Di = c.index_head_dim;
+    run_compressor(st.indexer, aw.indexer_compressor);
+    Tensor iq = A.alloc(DType::F32, {T, Hi, Di});
+    ops::linear(ctx, iq.view({T, Hi * Di}), qr, aw.indexer_wq_b);
+    ops::rope(ctx, iq, meta.pos, ms.rope_compress, false);
+    Tensor iw = A.alloc(DType::F32, {T, Hi});
+    ops::linear(ctx, iw, h, aw.indexer_weights_proj);
+    selected = A.alloc(DType::I32, {T, c.index_topk});
+    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(Di)) /
+                                           std::sqrt(static_cast<double>(Hi)));
+    ops::indexer_topk(ctx, selected, iq, iw, st.indexer, meta, scale);
+  }
+  Tensor o = A.alloc(act, {T, Nh, D});
+  ops::attention(ctx, o, q, kv, st.kv_ring, w.compress_rate > 0 ? &st.compressor : nullptr, selected, aw.sink, meta,
+                 c.sliding_window, static_cast<float>(1.0 / std::sqrt(static_cast<double>(D))));
+  ops::kv_ring_store(ctx, st.kv_ring, kv, meta);
+  ops::rope(ctx, o, meta.pos, rope, true);  // K = V carried rope: undo it at the query position
+  Tensor oa = A.alloc(act, {T, c.o_groups * c.o_lora_rank});
+  ops::grouped_linear(ctx, oa, o.view({T, Nh * D}), aw.wo_a, c.o_groups);
+  ops::linear(ctx, y, oa, aw.wo_b);
+}
+
+void moe_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights& w, const BatchMeta& meta, Tensor h,
+               Tensor y) {
+  Arena& A = *ctx.scratch;
+  ArenaScope scope(A);
+  const int64_t T = meta.num_tokens, k = c.num_experts_per_tok, I = c.moe_intermediate_size;
+  const float limit = static_cast<float>(c.swiglu_limit);
+  const MoeWeights& f = w.ffn;
+  Tensor logits = A.alloc(DType::F32, {T, c.n_routed_experts});
+  ops::linear(ctx, logits, h, f.gate);
+  Tensor weights = A.alloc(DType::F32, {T, k});
+  Tensor indices = A.alloc(DType::I32, {T, k});
+  ops::moe_route(ctx, weights, indices, logits, f.bias, f.tid2eid, meta.ids, c);
+  Tensor routed = A.alloc(h.dtype(), {T, c.hidden_size});
+  ops::moe_experts(ctx, routed, h, indices, weights, f.w1, f.w2, f.w3, limit);
+  Tensor gate = A.alloc(h.dtype(), {T, I});
+  Tensor up = A.alloc(h.dtype(), {T, I});
+  ops::linear(ctx, gate, h, f.shared_w1);
+  ops::linear(ctx, up, h, f.shared_w3);
+  ops::swiglu(ctx, gate, gate, up, limit);
+  ops::linear(ctx, y, gate, f.shared_w2);
+  ops::add(ctx, y, y, routed);
+}
+
+void decoder_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights& w, LayerState& state,
+                   const ModelState& ms, const BatchMeta& meta, Tensor x, Tensor out) {
+  Arena& A = *ctx.scratch;
+  ArenaScope scope(A);
+  const int64_t T = meta.num_tokens, n = c.hc_mult, H = c.hidden_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  Tensor post = A.alloc(DType::F32, {T, n});
+  Tensor comb = A.alloc(DType::F32, {T, n, n});
+  Tensor collapsed = A.alloc(x.dtype(), {T, H});
+  Tensor h = A.alloc(x.dtype(), {T, H});
+  Tensor y = A.alloc(x.dtype(), {T, H});
+  Tensor mid = A.alloc(x.dtype(), {T, n, H});
+  ops::hc_pre(ctx, collapsed, post, comb, x, w.hc_attn.fn, w.hc_attn.base, w.hc_attn.scale, c);
+  ops::rms_norm(ctx, h, collapsed, w.attn_norm, eps);
+  attention_block(ctx, c, w, state, ms, meta, h, y);
+  ops::hc_post(ctx, mid, y, x, post, comb);
+  ops::hc_pre(ctx, collapsed, post, comb, mid, w.hc_ffn.fn, w.hc_ffn.base, w.hc_ffn.scale, c);
+  ops::rms_norm(ctx, h, collapsed, w.ffn_norm, eps);
+  moe_block(ctx, c, w, meta, h, y);
+  ops::hc_post(ctx, out, y, mid, post, comb);
+}
+
+void target_forward(ExecContext& ctx, const ModelConfig& c, const ModelWeights& w, ModelState& state,
+                    const BatchMeta& meta, Tensor logit_rows, Tensor logits, Tensor residual_out) {
+  Arena& A = *ctx.scratch;
+  ArenaScope scope(A);
+  const int64_t T = meta.num_tokens, n = c.hc_mult, H = c.hidden_size, R = logit_rows.numel();
+  const DType act = ctx.is_cuda() ? DType::BF16 : DType::F32;
+  Tensor emb = A.alloc(act, {T, H});
+  ops::embedding(ctx, emb, w.embed, meta.ids);
+  Tensor x = A.alloc(act, {T, n, H});
+  Tensor x_next = A.alloc(act, {T, n, H});
+  ops::broadcast_streams(ctx, x, emb);
+  for (size_t l = 0; l < w.layers.size(); ++l) {
+    decoder_block(ctx, c, w.layers[l], state.layers[l], state, meta, x, x_next);
+    std::swap(x, x_next);
+  }
+  if (residual_out.data() != nullptr) ops::copy(ctx, residual_out, x);
+  if (R == 0) return;
+  Tensor xr = A.alloc(act, {R, n, H});
+  ops::gather_rows(ctx, xr, x, logit_rows);
+  Tensor hr = A.alloc(act, {R, H});
+  ops::hc_head(ctx, hr, xr, w.hc_head.fn, w.hc_head.base, w.hc_head.scale, c);
+  ops::rms_norm(ctx, hr, hr, w.norm, static_cast<float>(c.rms_norm_eps));
+  ops::linear(ctx, logits, hr, w.head);
+}
+
+}  // namespace dsv4

@@ -1,0 +1,343 @@
+#include "dsv4/model/weights.h"
+
+#include <cstring>
+#include <map>
+#include <regex>
+#include <set>
+
+#include "dsv4/backend/cuda_device.h"
+#include "dsv4/core/log.h"
+
+namespace dsv4 {
+namespace {
+
+std::string block_prefix(int64_t layer) { return str_cat("layers.", layer, "."); }
+const char* kMtpPrefix = "mtp.0.";
+
+void add_block(std::vector<TensorSpec>& out, const ModelConfig& c, const std::string& p, AttentionType type,
+               MlpType mlp) {
+  const int64_t H = c.hidden_size, n = c.hc_mult, mix = c.hc_mix_dim(), D = c.head_dim, Nh = c.num_attention_heads;
+  const int64_t I = c.moe_intermediate_size, E = c.n_routed_experts;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, WeightKind kind) {
+    out.push_back({p + name, std::move(shape), kind});
+  };
+  add("attn_norm.weight", {H}, WeightKind::kNorm);
+  add("ffn_norm.weight", {H}, WeightKind::kNorm);
+  for (const char* part : {"attn", "ffn"}) {
+    add(str_cat("hc_", part, "_fn"), {mix, n * H}, WeightKind::kPrecision);
+    add(str_cat("hc_", part, "_base"), {mix}, WeightKind::kPrecision);
+    add(str_cat("hc_", part, "_scale"), {3}, WeightKind::kPrecision);
+  }
+  add("attn.wq_a.weight", {c.q_lora_rank, H}, WeightKind::kMatrix);
+  add("attn.q_norm.weight", {c.q_lora_rank}, WeightKind::kNorm);
+  add("attn.wq_b.weight", {Nh * D, c.q_lora_rank}, WeightKind::kMatrix);
+  add("attn.wkv.weight", {D, H}, WeightKind::kMatrix);
+  add("attn.kv_norm.weight", {D}, WeightKind::kNorm);
+  add("attn.wo_a.weight", {c.o_groups * c.o_lora_rank, Nh * D / c.o_groups}, WeightKind::kMatrix);
+  add("attn.wo_b.weight", {H, c.o_groups * c.o_lora_rank}, WeightKind::kMatrix);
+  add("attn.attn_sink", {Nh}, WeightKind::kPrecision);
+  const int64_t rate = c.compress_rate(type);
+  if (rate > 0) {
+    const int64_t width = (type == AttentionType::kCompressedSparse ? 2 : 1) * D;
+    add("attn.compressor.wkv.weight", {width, H}, WeightKind::kMatrix);
+    add("attn.compressor.wgate.weight", {width, H}, WeightKind::kMatrix);
+    add("attn.compressor.ape", {rate, width}, WeightKind::kPrecision);
+    add("attn.compressor.norm.weight", {D}, WeightKind::kNorm);
+  }
+  if (type == AttentionType::kCompressedSparse) {
+    const int64_t Di = c.index_head_dim;
+    add("attn.indexer.wq_b.weight", {c.index_n_heads * Di, c.q_lora_rank}, WeightKind::kMatrix);
+    add("attn.indexer.weights_proj.weight", {c.index_n_heads, H}, WeightKind::kMatrix);
+    add("attn.indexer.compressor.wkv.weight", {2 * Di, H}, WeightKind::kMatrix);
+    add("attn.indexer.compressor.wgate.weight", {2 * Di, H}, WeightKind::kMatrix);
+    add("attn.indexer.compressor.ape", {rate, 2 * Di}, WeightKind::kPrecision);
+    add("attn.indexer.compressor.norm.weight", {Di}, WeightKind::kNorm);
+  }
+  add("ffn.gate.weight", {E, H}, WeightKind::kMatrix);
+  if (mlp == MlpType::kHashMoe) {
+    add("ffn.gate.tid2eid", {c.vocab_size, c.num_experts_per_tok}, WeightKind::kIndex);
+  } else {
+    add("ffn.gate.bias", {E}, WeightKind::kPrecision);
+  }
+  for (int64_t e = 0; e < E; ++e) {
+    add(str_cat("ffn.experts.", e, ".w1.weight"), {I, H}, WeightKind::kMatrix);
+    add(str_cat("ffn.experts.", e, ".w2.weight"), {H, I}, WeightKind::kMatrix);
+    add(str_cat("ffn.experts.", e, ".w3.weight"), {I, H}, WeightKind::kMatrix);
+  }
+  add("ffn.shared_experts.w1.weight", {I, H}, WeightKind::kMatrix);
+  add("ffn.shared_experts.w2.weight", {H, I}, WeightKind::kMatrix);
+  add("ffn.shared_experts.w3.weight", {I, H}, WeightKind::kMatrix);
+}
+
+size_t align_up(size_t n) { return (n + Arena::kAlignment - 1) / Arena::kAlignment * Arena::kAlignment; }
+
+class Loader {
+ public:
+  Loader(const Checkpoint& ckpt, const ModelConfig& cfg, const LoadOptions& opt) : ckpt_(ckpt), cfg_(cfg), opt_(opt) {
+    for (const std::string& raw : ckpt.names()) {
+      const std::string canon = canonical_tensor_name(raw);
+      if (!by_canonical_.emplace(canon, raw).second) {
+        errors_.push_back(str_cat("tensors '", by_canonical_[canon], "' and '", raw, "' name the same weight '",
+                                  canon, "'"));
+      }
+    }
+  }
+
+  bool has_mtp_tensors() const {
+    for (const auto& [canon, raw] : by_canonical_) {
+      if (canon.rfind(kMtpPrefix, 0) == 0) return true;
+    }
+    return false;
+  }
+
+  // Checks names, shapes and dtypes of every spec; collects every problem.
+  void validate(const std::vector<TensorSpec>& specs, bool mtp_ignored) {
+    std::set<std::string> expected;
+    for (const TensorSpec& s : specs) {
+      expected.insert(s.name);
+      auto it = by_canonical_.find(s.name);
+      if (it == by_canonical_.end()) {
+        errors_.push_back(str_cat("missing tensor '", s.name, "' (expected shape ", shape_str(s.shape), ")"));
+        continue;
+      }
+      const TensorInfo* info = ckpt_.find(it->second);
+      if (info->shape != s.shape) {
+        errors_.push_back(str_cat("tensor '", it->second, "' has shape ", info->shape_string(), ", expected ",
+                                  shape_str(s.shape)));
+      }
+      const bool want_int = s.kind == WeightKind::kIndex;
+      const bool is_int = info->dtype == DType::I64 || info->dtype == DType::I32;
+      const bool is_plain_float = info->dtype == DType::F32 || info->dtype == DType::BF16 || info->dtype == DType::F16;
+      if (want_int ? !is_int : !is_plain_float) {
+        errors_.push_back(str_cat("tensor '", it->second, "' has dtype ", dtype_name(info->dtype), ", expected ",
+                                  want_int ? "I64 or I32" : "F32, BF16 or F16",
+                                  info->dtype == DType::F8_E4M3 ? " (FP8-quantised checkpoints are not supported yet)"
+                                                                : ""));
+      }
+    }
+    for (const auto& [canon, raw] : by_canonical_) {
+      if (expected.count(canon)) continue;
+      if (mtp_ignored && canon.rfind(kMtpPrefix, 0) == 0) continue;
+      errors_.push_back(str_cat("unexpected tensor '", raw, "'"));
+    }
+    if (!errors_.empty()) {
+      std::string msg = str_cat("checkpoint '", ckpt_.dir(), "' does not match its config (", errors_.size(),
+                                " problem", errors_.size() > 1 ? "s" : "", "):");
+      const size_t shown = std::min<size_t>(errors_.size(), 25);
+      for (size_t i = 0; i < shown; ++i) msg += "\n  " + errors_[i];
+      if (shown < errors_.size()) msg += str_cat("\n  ... and ", errors_.size() - shown, " more");
+      fail(StatusCode::kInvalidArgument, msg);
+    }
+  }
+
+  // Converts one checkpoint tensor into dst (storage dtype), through a host staging buffer.
+  void load_into(const std::string& canon, Tensor dst) {
+    const Tensor src = ckpt_.view(by_canonical_.at(canon));
+    const size_t n = static_cast<size_t>(src.numel());
+    staging_.resize(dst.nbytes());
+    if (dst.dtype() == DType::I32) {
+      int32_t* out = reinterpret_cast<int32_t*>(staging_.data());
+      for (size_t i = 0; i < n; ++i) {
+        const int64_t v = src.dtype() == DType::I64 ? src.ptr<int64_t>()[i] : src.ptr<int32_t>()[i];
+        DSV4_CHECK_ARG(v >= 0 && v < cfg_.n_routed_experts, "tensor '", canon, "' holds expert id ", v,
+                       " outside [0, ", cfg_.n_routed_experts, ")");
+        out[i] = static_cast<int32_t>(v);
+      }
+    } else if (src.dtype() == dst.dtype()) {
+      std::memcpy(staging_.data(), src.data(), dst.nbytes());
+    } else {
+      float_buf_.resize(n);
+      convert_to_f32(src.dtype(), src.data(), float_buf_.data(), n);
+      convert_from_f32(float_buf_.data(), dst.dtype(), staging_.data(), n);
+    }
+    if (dst.device() == Device::kCPU) {
+      std::memcpy(dst.data(), staging_.data(), dst.nbytes());
+    } else {
+      cuda::copy_to_device(dst.data(), staging_.data(), dst.nbytes());
+    }
+    loaded_bytes_ += dst.nbytes();
+  }
+
+  size_t loaded_bytes() const { return loaded_bytes_; }
+
+ private:
+  static std::string shape_str(const std::vector<int64_t>& s) {
+    std::string out = "[";
+    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+    return out + "]";
+  }
+
+  const Checkpoint& ckpt_;
+  const ModelConfig& cfg_;
+  const LoadOptions& opt_;
+  std::map<std::string, std::string> by_canonical_;
+  std::vector<std::string> errors_;
+  std::vector<char> staging_;
+  std::vector<float> float_buf_;
+  size_t loaded_bytes_ = 0;
+};
+
+}  // namespace
+
+std::vector<TensorSpec> checkpoint_inventory(const ModelConfig& c, bool with_mtp) {
+  std::vector<TensorSpec> out;
+  const int64_t H = c.hidden_size, n = c.hc_mult;
+  out.push_back({"embed.weight", {c.vocab_size, H}, WeightKind::kMatrix});
+  out.push_back({"head.weight", {c.vocab_size, H}, WeightKind::kMatrix});
+  out.push_back({"norm.weight", {H}, WeightKind::kNorm});
+  out.push_back({"hc_head_fn", {n, n * H}, WeightKind::kPrecision});
+  out.push_back({"hc_head_base", {n}, WeightKind::kPrecision});
+  out.push_back({"hc_head_scale", {1}, WeightKind::kPrecision});
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    add_block(out, c, block_prefix(l), c.layer_types[l], c.mlp_layer_types[l]);
+  }
+  if (with_mtp) {
+    const std::string p = kMtpPrefix;
+    out.push_back({p + "enorm.weight", {H}, WeightKind::kNorm});
+    out.push_back({p + "hnorm.weight", {H}, WeightKind::kNorm});
+    out.push_back({p + "norm.weight", {H}, WeightKind::kNorm});
+    out.push_back({p + "e_proj.weight", {H, H}, WeightKind::kMatrix});
+    out.push_back({p + "h_proj.weight", {H, H}, WeightKind::kMatrix});
+    out.push_back({p + "hc_head_fn", {n, n * H}, WeightKind::kPrecision});
+    out.push_back({p + "hc_head_base", {n}, WeightKind::kPrecision});
+    out.push_back({p + "hc_head_scale", {1}, WeightKind::kPrecision});
+    // The MTP block: sliding-window attention only (compress ratio 1 at layer id >= num_hidden_layers)
+    // and a routed (non-hash) MoE.
+    add_block(out, c, p, AttentionType::kSliding, MlpType::kMoe);
+  }
+  return out;
+}
+
+std::string canonical_tensor_name(const std::string& name) {
+  std::string s = name;
+  if (s.rfind("model.", 0) == 0) s = s.substr(6);
+  if (s == "embed_tokens.weight") return "embed.weight";
+  if (s == "lm_head.weight") return "head.weight";
+  if (s == "hc_head.hc_fn") return "hc_head_fn";
+  if (s == "hc_head.hc_base") return "hc_head_base";
+  if (s == "hc_head.hc_scale") return "hc_head_scale";
+  // transformers saves the attention's kv_norm as "attn.norm" (its `.norm.` <-> `.kv_norm.` rename).
+  static const std::regex kAttnNorm(R"(^((?:layers\.\d+|mtp\.\d+)\.attn)\.norm\.weight$)");
+  std::smatch m;
+  if (std::regex_match(s, m, kAttnNorm)) return m[1].str() + ".kv_norm.weight";
+  return s;
+}
+
+DType storage_dtype(WeightKind kind, Device device) {
+  switch (kind) {
+    case WeightKind::kIndex: return DType::I32;
+    case WeightKind::kMatrix: return device == Device::kCUDA ? DType::BF16 : DType::F32;
+    case WeightKind::kNorm:
+    case WeightKind::kPrecision: return DType::F32;
+  }
+  return DType::F32;
+}
+
+ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const LoadOptions& opt) {
+  Loader loader(ckpt, cfg, opt);
+  const bool with_mtp = opt.load_mtp && cfg.has_mtp() && loader.has_mtp_tensors();
+  if (opt.load_mtp && cfg.has_mtp() && !with_mtp) {
+    log_info("checkpoint has no mtp.0.* tensors: speculative decoding with the MTP drafter is unavailable");
+  }
+  const std::vector<TensorSpec> specs = checkpoint_inventory(cfg, with_mtp);
+  loader.validate(specs, /*mtp_ignored=*/!with_mtp);
+
+  std::map<std::string, const TensorSpec*> spec_by_name;
+  size_t bytes = 0;
+  for (const TensorSpec& s : specs) {
+    spec_by_name[s.name] = &s;
+    int64_t numel = 1;
+    for (int64_t d : s.shape) numel *= d;
+    bytes += align_up(static_cast<size_t>(numel) * dtype_size(storage_dtype(s.kind, opt.device)));
+  }
+  ModelWeights w;
+  w.storage = Arena("weights", bytes + Arena::kAlignment, opt.device);
+  auto load = [&](const std::string& name) {
+    const TensorSpec& s = *spec_by_name.at(name);
+    Tensor t = w.storage.alloc(storage_dtype(s.kind, opt.device), s.shape);
+    loader.load_into(name, t);
+    return t;
+  };
+  // Experts are stacked [E, rows, cols] so kernels index them by expert id.
+  auto load_stacked = [&](const std::string& prefix, const char* proj) {
+    const TensorSpec& first = *spec_by_name.at(str_cat(prefix, "ffn.experts.0.", proj, ".weight"));
+    Tensor t = w.storage.alloc(storage_dtype(first.kind, opt.device),
+                               {cfg.n_routed_experts, first.shape[0], first.shape[1]});
+    for (int64_t e = 0; e < cfg.n_routed_experts; ++e) {
+      loader.load_into(str_cat(prefix, "ffn.experts.", e, ".", proj, ".weight"), t.select(0, e));
+    }
+    return t;
+  };
+  auto load_block = [&](const std::string& p, AttentionType type, MlpType mlp) {
+    BlockWeights b;
+    b.attention_type = type;
+    b.mlp_type = mlp;
+    b.compress_rate = cfg.compress_rate(type);
+    b.attn_norm = load(p + "attn_norm.weight");
+    b.ffn_norm = load(p + "ffn_norm.weight");
+    b.hc_attn = {load(p + "hc_attn_fn"), load(p + "hc_attn_base"), load(p + "hc_attn_scale")};
+    b.hc_ffn = {load(p + "hc_ffn_fn"), load(p + "hc_ffn_base"), load(p + "hc_ffn_scale")};
+    AttentionWeights& a = b.attn;
+    a.wq_a = load(p + "attn.wq_a.weight");
+    a.q_norm = load(p + "attn.q_norm.weight");
+    a.wq_b = load(p + "attn.wq_b.weight");
+    a.wkv = load(p + "attn.wkv.weight");
+    a.kv_norm = load(p + "attn.kv_norm.weight");
+    a.wo_a = load(p + "attn.wo_a.weight");
+    a.wo_b = load(p + "attn.wo_b.weight");
+    a.sink = load(p + "attn.attn_sink");
+    if (b.compress_rate > 0) {
+      a.compressor = {load(p + "attn.compressor.wkv.weight"), load(p + "attn.compressor.wgate.weight"),
+                      load(p + "attn.compressor.ape"), load(p + "attn.compressor.norm.weight")};
+    }
+    if (type == AttentionType::kCompressedSparse) {
+      a.indexer_wq_b = load(p + "attn.indexer.wq_b.weight");
+      a.indexer_weights_proj = load(p + "attn.indexer.weights_proj.weight");
+      a.indexer_compressor = {
+          load(p + "attn.indexer.compressor.wkv.weight"), load(p + "attn.indexer.compressor.wgate.weight"),
+          load(p + "attn.indexer.compressor.ape"), load(p + "attn.indexer.compressor.norm.weight")};
+    }
+    MoeWeights& f = b.ffn;
+    f.gate = load(p + "ffn.gate.weight");
+    if (mlp == MlpType::kHashMoe) {
+      f.tid2eid = load(p + "ffn.gate.tid2eid");
+    } else {
+      f.bias = load(p + "ffn.gate.bias");
+    }
+    f.w1 = load_stacked(p, "w1");
+    f.w2 = load_stacked(p, "w2");
+    f.w3 = load_stacked(p, "w3");
+    f.shared_w1 = load(p + "ffn.shared_experts.w1.weight");
+    f.shared_w2 = load(p + "ffn.shared_experts.w2.weight");
+    f.shared_w3 = load(p + "ffn.shared_experts.w3.weight");
+    return b;
+  };
+
+  w.embed = load("embed.weight");
+  w.head = load("head.weight");
+  w.norm = load("norm.weight");
+  w.hc_head = {load("hc_head_fn"), load("hc_head_base"), load("hc_head_scale")};
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    w.layers.push_back(load_block(block_prefix(l), cfg.layer_types[l], cfg.mlp_layer_types[l]));
+  }
+  if (with_mtp) {
+    const std::string p = kMtpPrefix;
+    MtpWeights m;
+    m.enorm = load(p + "enorm.weight");
+    m.hnorm = load(p + "hnorm.weight");
+    m.norm = load(p + "norm.weight");
+    m.e_proj = load(p + "e_proj.weight");
+    m.h_proj = load(p + "h_proj.weight");
+    m.hc_head = {load(p + "hc_head_fn"), load(p + "hc_head_base"), load(p + "hc_head_scale")};
+    m.block = load_block(p, AttentionType::kSliding, MlpType::kMoe);
+    w.mtp = std::move(m);
+  }
+  for (const TensorSpec& s : specs) {
+    int64_t numel = 1;
+    for (int64_t d : s.shape) numel *= d;
+    (s.name.rfind(kMtpPrefix, 0) == 0 ? w.mtp_parameter_count : w.parameter_count) += static_cast<size_t>(numel);
+  }
+  return w;
+}
+
+}  // namespace dsv4

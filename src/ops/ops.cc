@@ -1,0 +1,261 @@
+// Validation and device dispatch for dsv4::ops.
+#include "dsv4/ops/ops.h"
+
+#include "backend/cpu/cpu_ops.h"
+#include "backend/cuda/cuda_ops.h"
+
+namespace dsv4::ops {
+namespace {
+
+void require(const ExecContext& ctx, const Tensor& t, DType dtype, const char* op, const char* what) {
+  DSV4_CHECK_ARG(t.data() != nullptr || t.numel() == 0, op, ": ", what, " is undefined");
+  DSV4_CHECK_ARG(t.device() == ctx.device, op, ": ", what, " is on ", device_name(t.device()), " but the op runs on ",
+                 device_name(ctx.device));
+  DSV4_CHECK_ARG(t.dtype() == dtype, op, ": ", what, " must be ", dtype_name(dtype), ", got ", t.describe());
+  DSV4_CHECK_ARG(t.is_contiguous(), op, ": ", what, " must be contiguous, got ", t.describe());
+}
+
+// Activations and weights: float32 on the CPU; bf16 (activations/weights) or f32 on CUDA.
+void require_float(const ExecContext& ctx, const Tensor& t, const char* op, const char* what) {
+  if (!ctx.is_cuda()) return require(ctx, t, DType::F32, op, what);
+  DSV4_CHECK_ARG(t.dtype() == DType::F32 || t.dtype() == DType::BF16, op, ": ", what,
+                 " must be F32 or BF16, got ", t.describe());
+  require(ctx, t, t.dtype(), op, what);
+}
+
+void require_meta(const ExecContext& ctx, const BatchMeta& m, const char* op) {
+  for (const Tensor* t : {&m.ids, &m.pos, &m.slot, &m.start, &m.end}) {
+    require(ctx, *t, DType::I32, op, "batch metadata");
+    DSV4_CHECK_ARG(t->numel() >= m.num_tokens, op, ": batch metadata shorter than num_tokens");
+  }
+}
+
+bool optional(const Tensor& t) { return t.data() != nullptr; }
+
+}  // namespace
+
+#define DSV4_DISPATCH(name, ...)                 \
+  do {                                           \
+    if (ctx.is_cuda()) {                         \
+      cuda::name(ctx, __VA_ARGS__);              \
+    } else {                                     \
+      cpu::name(__VA_ARGS__);                    \
+    }                                            \
+  } while (0)
+
+void embedding(ExecContext& ctx, Tensor out, Tensor table, Tensor ids) {
+  require_float(ctx, out, "embedding", "out");
+  require_float(ctx, table, "embedding", "table");
+  require(ctx, ids, DType::I32, "embedding", "ids");
+  DSV4_CHECK_ARG(out.ndim() == 2 && table.ndim() == 2 && out.size(1) == table.size(1) && ids.numel() == out.size(0),
+                 "embedding: shapes out ", out.shape_string(), ", table ", table.shape_string(), ", ids ",
+                 ids.shape_string());
+  DSV4_DISPATCH(embedding, out, table, ids);
+}
+
+void broadcast_streams(ExecContext& ctx, Tensor out, Tensor x) {
+  require_float(ctx, out, "broadcast_streams", "out");
+  require_float(ctx, x, "broadcast_streams", "x");
+  DSV4_CHECK_ARG(out.ndim() == 3 && x.ndim() == 2 && out.size(0) == x.size(0) && out.size(2) == x.size(1),
+                 "broadcast_streams: out ", out.shape_string(), " vs x ", x.shape_string());
+  DSV4_DISPATCH(broadcast_streams, out, x);
+}
+
+void linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w) {
+  require_float(ctx, out, "linear", "out");
+  require_float(ctx, x, "linear", "x");
+  require_float(ctx, w, "linear", "weight");
+  DSV4_CHECK_ARG(x.ndim() == 2 && w.ndim() == 2 && out.ndim() == 2 && x.size(1) == w.size(1) &&
+                     out.size(0) == x.size(0) && out.size(1) == w.size(0),
+                 "linear: x ", x.shape_string(), " @ w ", w.shape_string(), "^T -> out ", out.shape_string());
+  DSV4_DISPATCH(linear, out, x, w);
+}
+
+void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w, int64_t groups) {
+  require_float(ctx, out, "grouped_linear", "out");
+  require_float(ctx, x, "grouped_linear", "x");
+  require_float(ctx, w, "grouped_linear", "weight");
+  DSV4_CHECK_ARG(groups > 0 && x.ndim() == 2 && w.ndim() == 2 && x.size(1) % groups == 0 &&
+                     w.size(0) % groups == 0 && w.size(1) == x.size(1) / groups && out.size(0) == x.size(0) &&
+                     out.size(1) == w.size(0),
+                 "grouped_linear: x ", x.shape_string(), ", w ", w.shape_string(), ", out ", out.shape_string(),
+                 ", groups ", groups);
+  DSV4_DISPATCH(grouped_linear, out, x, w, groups);
+}
+
+void rms_norm(ExecContext& ctx, Tensor out, Tensor x, Tensor w, float eps) {
+  require_float(ctx, out, "rms_norm", "out");
+  require_float(ctx, x, "rms_norm", "x");
+  if (optional(w)) {
+    require_float(ctx, w, "rms_norm", "weight");
+    DSV4_CHECK_ARG(w.numel() == x.size(-1), "rms_norm: weight ", w.shape_string(), " vs x ", x.shape_string());
+  }
+  DSV4_CHECK_ARG(out.numel() == x.numel(), "rms_norm: out ", out.shape_string(), " vs x ", x.shape_string());
+  DSV4_DISPATCH(rms_norm, out, x, w, eps);
+}
+
+void add(ExecContext& ctx, Tensor out, Tensor a, Tensor b) {
+  require_float(ctx, out, "add", "out");
+  require_float(ctx, a, "add", "a");
+  require_float(ctx, b, "add", "b");
+  DSV4_CHECK_ARG(out.numel() == a.numel() && a.numel() == b.numel(), "add: shape mismatch");
+  DSV4_DISPATCH(add, out, a, b);
+}
+
+void copy(ExecContext& ctx, Tensor out, Tensor x) {
+  require(ctx, out, x.dtype(), "copy", "out");
+  require(ctx, x, x.dtype(), "copy", "x");
+  DSV4_CHECK_ARG(out.numel() == x.numel(), "copy: out ", out.shape_string(), " vs x ", x.shape_string());
+  DSV4_DISPATCH(copy, out, x);
+}
+
+void gather_rows(ExecContext& ctx, Tensor out, Tensor x, Tensor rows) {
+  require_float(ctx, out, "gather_rows", "out");
+  require_float(ctx, x, "gather_rows", "x");
+  require(ctx, rows, DType::I32, "gather_rows", "rows");
+  DSV4_CHECK_ARG(out.size(0) == rows.numel() && out.numel() / std::max<int64_t>(out.size(0), 1) ==
+                                                      x.numel() / std::max<int64_t>(x.size(0), 1),
+                 "gather_rows: out ", out.shape_string(), ", x ", x.shape_string(), ", rows ", rows.shape_string());
+  DSV4_DISPATCH(gather_rows, out, x, rows);
+}
+
+void rope(ExecContext& ctx, Tensor x, Tensor pos, const RopeTable& table, bool inverse) {
+  require_float(ctx, x, "rope", "x");
+  require(ctx, pos, DType::I32, "rope", "positions");
+  require(ctx, table.inv_freq, DType::F32, "rope", "inv_freq");
+  DSV4_CHECK_ARG(x.ndim() == 3 && pos.numel() >= x.size(0) && table.rope_dim % 2 == 0 &&
+                     table.rope_dim <= x.size(2) && table.inv_freq.numel() == table.rope_dim / 2,
+                 "rope: x ", x.shape_string(), ", rope_dim ", table.rope_dim);
+  DSV4_DISPATCH(rope, x, pos, table, inverse);
+}
+
+void hc_pre(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base,
+            Tensor scale, const ModelConfig& cfg) {
+  const int64_t n = cfg.hc_mult;
+  require_float(ctx, x, "hc_pre", "x");
+  require_float(ctx, collapsed, "hc_pre", "collapsed");
+  for (const Tensor* t : {&post, &comb, &fn, &base, &scale}) require(ctx, *t, DType::F32, "hc_pre", "mHC tensor");
+  DSV4_CHECK_ARG(x.ndim() == 3 && x.size(1) == n && fn.size(0) == (2 + n) * n && fn.size(1) == n * x.size(2) &&
+                     base.numel() == (2 + n) * n && scale.numel() == 3 && post.numel() == x.size(0) * n &&
+                     comb.numel() == x.size(0) * n * n && collapsed.numel() == x.size(0) * x.size(2),
+                 "hc_pre: x ", x.shape_string(), ", fn ", fn.shape_string());
+  DSV4_DISPATCH(hc_pre, collapsed, post, comb, x, fn, base, scale, cfg);
+}
+
+void hc_post(ExecContext& ctx, Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb) {
+  require_float(ctx, out, "hc_post", "out");
+  require_float(ctx, y, "hc_post", "y");
+  require_float(ctx, x, "hc_post", "x");
+  require(ctx, post, DType::F32, "hc_post", "post");
+  require(ctx, comb, DType::F32, "hc_post", "comb");
+  DSV4_CHECK_ARG(out.data() != x.data(), "hc_post: out must not alias x");
+  DSV4_CHECK_ARG(x.ndim() == 3 && out.numel() == x.numel() && y.numel() == x.size(0) * x.size(2),
+                 "hc_post: x ", x.shape_string(), ", y ", y.shape_string());
+  DSV4_DISPATCH(hc_post, out, y, x, post, comb);
+}
+
+void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const ModelConfig& cfg) {
+  require_float(ctx, out, "hc_head", "out");
+  require_float(ctx, x, "hc_head", "x");
+  for (const Tensor* t : {&fn, &base, &scale}) require(ctx, *t, DType::F32, "hc_head", "hc_head tensor");
+  DSV4_CHECK_ARG(x.ndim() == 3 && fn.size(0) == x.size(1) && fn.size(1) == x.size(1) * x.size(2) &&
+                     out.numel() == x.size(0) * x.size(2),
+                 "hc_head: x ", x.shape_string(), ", fn ", fn.shape_string());
+  DSV4_DISPATCH(hc_head, out, x, fn, base, scale, cfg);
+}
+
+void compressor_emit(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor gate, Tensor ape, Tensor norm_w,
+                     const RopeTable& rope, const BatchMeta& meta, float eps) {
+  require_meta(ctx, meta, "compressor_emit");
+  require(ctx, kv, DType::F32, "compressor_emit", "kv");
+  require(ctx, gate, DType::F32, "compressor_emit", "gate");
+  require(ctx, ape, DType::F32, "compressor_emit", "ape");
+  const int64_t width = (state.overlap ? 2 : 1) * state.dim;
+  DSV4_CHECK_ARG(kv.size(1) == width && gate.size(1) == width && ape.size(0) == state.rate && ape.size(1) == width &&
+                     norm_w.numel() == state.dim && state.raw_kv.size(2) == width,
+                 "compressor_emit: kv ", kv.shape_string(), ", ape ", ape.shape_string(), " for width ", width);
+  DSV4_DISPATCH(compressor_emit, state, kv, gate, ape, norm_w, rope, meta, eps);
+}
+
+void compressor_store(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor gate, const BatchMeta& meta) {
+  require_meta(ctx, meta, "compressor_store");
+  DSV4_CHECK_ARG(kv.size(1) == state.raw_kv.size(2) && gate.size(1) == state.raw_gate.size(2),
+                 "compressor_store: width mismatch");
+  DSV4_DISPATCH(compressor_store, state, kv, gate, meta);
+}
+
+void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const CompressorState& keys,
+                  const BatchMeta& meta, float softmax_scale) {
+  require_meta(ctx, meta, "indexer_topk");
+  require(ctx, out, DType::I32, "indexer_topk", "out");
+  require(ctx, q, DType::F32, "indexer_topk", "q");
+  require(ctx, w, DType::F32, "indexer_topk", "weights");
+  DSV4_CHECK_ARG(q.ndim() == 3 && q.size(2) == keys.dim && w.size(1) == q.size(1) && out.ndim() == 2,
+                 "indexer_topk: q ", q.shape_string(), ", weights ", w.shape_string());
+  DSV4_DISPATCH(indexer_topk, out, q, w, keys, meta, softmax_scale);
+}
+
+void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, Tensor kv_ring, const CompressorState* compressed,
+               Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window, float scale) {
+  require_meta(ctx, meta, "attention");
+  require_float(ctx, out, "attention", "out");
+  require_float(ctx, q, "attention", "q");
+  require_float(ctx, kv, "attention", "kv");
+  require(ctx, sinks, DType::F32, "attention", "sinks");
+  DSV4_CHECK_ARG(q.ndim() == 3 && kv.ndim() == 2 && kv.size(1) == q.size(2) && kv_ring.size(2) == q.size(2) &&
+                     sinks.numel() == q.size(1) && out.numel() == q.numel(),
+                 "attention: q ", q.shape_string(), ", kv ", kv.shape_string(), ", ring ", kv_ring.shape_string());
+  DSV4_CHECK_ARG(kv_ring.size(1) >= window, "attention: the kv ring (", kv_ring.size(1),
+                 ") is smaller than the window (", window, ")");
+  if (optional(selected)) require(ctx, selected, DType::I32, "attention", "selected");
+  DSV4_DISPATCH(attention, out, q, kv, kv_ring, compressed, selected, sinks, meta, window, scale);
+}
+
+void kv_ring_store(ExecContext& ctx, Tensor kv_ring, Tensor kv, const BatchMeta& meta) {
+  require_meta(ctx, meta, "kv_ring_store");
+  DSV4_CHECK_ARG(kv.size(1) == kv_ring.size(2), "kv_ring_store: width mismatch");
+  DSV4_DISPATCH(kv_ring_store, kv_ring, kv, meta);
+}
+
+void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid,
+               Tensor ids, const ModelConfig& cfg) {
+  require(ctx, weights, DType::F32, "moe_route", "weights");
+  require(ctx, indices, DType::I32, "moe_route", "indices");
+  require(ctx, logits, DType::F32, "moe_route", "logits");
+  require(ctx, ids, DType::I32, "moe_route", "ids");
+  if (optional(tid2eid)) require(ctx, tid2eid, DType::I32, "moe_route", "tid2eid");
+  if (optional(bias)) require(ctx, bias, DType::F32, "moe_route", "bias");
+  DSV4_CHECK_ARG(logits.size(1) == cfg.n_routed_experts && weights.size(1) == cfg.num_experts_per_tok &&
+                     indices.size(1) == cfg.num_experts_per_tok && ids.numel() >= logits.size(0),
+                 "moe_route: logits ", logits.shape_string(), ", weights ", weights.shape_string());
+  DSV4_DISPATCH(moe_route, weights, indices, logits, bias, tid2eid, ids, cfg);
+}
+
+void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2,
+                 Tensor w3, float limit) {
+  require_float(ctx, out, "moe_experts", "out");
+  require_float(ctx, x, "moe_experts", "x");
+  require(ctx, indices, DType::I32, "moe_experts", "indices");
+  require(ctx, weights, DType::F32, "moe_experts", "weights");
+  DSV4_CHECK_ARG(w1.ndim() == 3 && w2.ndim() == 3 && w3.ndim() == 3 && w1.size(2) == x.size(1) &&
+                     w2.size(1) == x.size(1) && w2.size(2) == w1.size(1),
+                 "moe_experts: w1 ", w1.shape_string(), ", w2 ", w2.shape_string(), ", x ", x.shape_string());
+  DSV4_DISPATCH(moe_experts, out, x, indices, weights, w1, w2, w3, limit);
+}
+
+void swiglu(ExecContext& ctx, Tensor out, Tensor gate, Tensor up, float limit) {
+  require_float(ctx, out, "swiglu", "out");
+  require_float(ctx, gate, "swiglu", "gate");
+  require_float(ctx, up, "swiglu", "up");
+  DSV4_CHECK_ARG(out.numel() == gate.numel() && gate.numel() == up.numel(), "swiglu: shape mismatch");
+  DSV4_DISPATCH(swiglu, out, gate, up, limit);
+}
+
+void argmax(ExecContext& ctx, Tensor out, Tensor logits) {
+  require(ctx, out, DType::I32, "argmax", "out");
+  require(ctx, logits, DType::F32, "argmax", "logits");
+  DSV4_CHECK_ARG(logits.ndim() == 2 && out.numel() == logits.size(0), "argmax: logits ", logits.shape_string());
+  DSV4_DISPATCH(argmax, out, logits);
+}
+
+}  // namespace dsv4::ops

@@ -1,0 +1,108 @@
+// Whole-model parity of the CPU backend with transformers' token-by-token logits (tests/fixtures/hf).
+#include <memory>
+
+#include "dsv4/model/deepseek_v4.h"
+#include "dsv4/runtime/batch.h"
+#include "test_util.h"
+
+namespace dsv4 {
+namespace {
+
+struct Fixture {
+  ModelConfig cfg;
+  Checkpoint ckpt;
+  ModelWeights weights;
+  std::unique_ptr<SafetensorsFile> expected;
+  std::vector<int32_t> ids;
+  std::vector<float> logits;  // [T, V]
+};
+
+std::unique_ptr<Fixture> load_fixture(const std::string& name) {
+  auto f = std::make_unique<Fixture>();
+  const std::string dir = test::fixture_dir(name);
+  f->cfg = ModelConfig::from_file(dir + "/config.json");
+  f->ckpt = Checkpoint::open(dir);
+  f->weights = load_weights(f->ckpt, f->cfg, {Device::kCPU, true});
+  f->expected = SafetensorsFile::open(dir + "/expected.safetensors");
+  const Tensor ids = f->expected->view(*f->expected->find("input_ids"));
+  for (int64_t i = 0; i < ids.numel(); ++i) f->ids.push_back(static_cast<int32_t>(ids.ptr<int64_t>()[i]));
+  f->logits = test::to_vector(f->expected->view(*f->expected->find("logits")));
+  return f;
+}
+
+// Runs the sequence through the model in chunks of the given sizes; returns logits for every token.
+std::vector<float> run_chunks(const Fixture& f, const std::vector<int64_t>& chunks) {
+  ModelOptions opt;
+  opt.max_seq_len = 256;
+  ModelState state(f.cfg, opt, Device::kCPU, false);
+  Arena scratch("scratch", forward_scratch_bytes(f.cfg, static_cast<int64_t>(f.ids.size()),
+                                                 static_cast<int64_t>(f.ids.size())),
+                Device::kCPU);
+  ExecContext ctx;
+  ctx.scratch = &scratch;
+  const int64_t V = f.cfg.vocab_size;
+  std::vector<float> out;
+  int64_t done = 0;
+  for (int64_t n : chunks) {
+    BatchBuilder b;
+    b.add({0, static_cast<int32_t>(done), std::vector<int32_t>(f.ids.begin() + done, f.ids.begin() + done + n), true});
+    std::vector<float> logits(static_cast<size_t>(n * V));
+    scratch.reset();
+    target_forward(ctx, f.cfg, f.weights, state, b.meta(), b.logit_rows(), Tensor(logits.data(), DType::F32, {n, V}),
+                   Tensor());
+    out.insert(out.end(), logits.begin(), logits.end());
+    done += n;
+  }
+  return out;
+}
+
+class ModelParity : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ModelParity, WholeSequencePrefill) {
+  auto f = load_fixture(GetParam());
+  const int64_t T = static_cast<int64_t>(f->ids.size());
+  const std::vector<float> got = run_chunks(*f, {T});
+  const double err = test::max_rel_error(got.data(), f->logits.data(), got.size());
+  std::printf("%s prefill: max rel error %.3g\n", GetParam().c_str(), err);
+  EXPECT_LE(err, 1e-4);
+}
+
+TEST_P(ModelParity, PrefillThenSingleTokenDecode) {
+  auto f = load_fixture(GetParam());
+  const int64_t T = static_cast<int64_t>(f->ids.size());
+  std::vector<int64_t> chunks = {T / 3};
+  while (static_cast<int64_t>(chunks.size()) < T - T / 3 + 1) chunks.push_back(1);
+  const std::vector<float> got = run_chunks(*f, chunks);
+  const double err = test::max_rel_error(got.data(), f->logits.data(), got.size());
+  std::printf("%s prefill+decode: max rel error %.3g\n", GetParam().c_str(), err);
+  EXPECT_LE(err, 1e-4);
+}
+
+TEST_P(ModelParity, TwoChunkPrefill) {
+  auto f = load_fixture(GetParam());
+  const int64_t T = static_cast<int64_t>(f->ids.size());
+  for (int64_t first : {int64_t{5}, T / 2 + 1}) {
+    const std::vector<float> got = run_chunks(*f, {first, T - first});
+    const double err = test::max_rel_error(got.data(), f->logits.data(), got.size());
+    std::printf("%s chunks %lld+%lld: max rel error %.3g\n", GetParam().c_str(), static_cast<long long>(first),
+                static_cast<long long>(T - first), err);
+    EXPECT_LE(err, 1e-4);
+  }
+}
+
+TEST_P(ModelParity, PrefixRowsEqualWholeRows) {
+  auto f = load_fixture(GetParam());
+  const int64_t T = static_cast<int64_t>(f->ids.size()), V = f->cfg.vocab_size;
+  const std::vector<float> whole = run_chunks(*f, {T});
+  Fixture& g = *f;
+  const std::vector<int32_t> all = g.ids;
+  g.ids.resize(static_cast<size_t>(T / 2));
+  const std::vector<float> prefix = run_chunks(g, {T / 2});
+  g.ids = all;
+  for (size_t i = 0; i < prefix.size(); ++i) ASSERT_EQ(prefix[i], whole[i]) << "row " << i / V;
+}
+
+INSTANTIATE_TEST_SUITE_P(HfFixtures, ModelParity, ::testing::Values("tiny_a", "tiny_b", "tiny_c"));
+
+}  // namespace
+}  // namespace dsv4
