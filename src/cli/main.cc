@@ -1,6 +1,27 @@
+// dsv4 command-line interface: make-tiny | info | score | generate.
+#include <CLI/CLI.hpp>
 #include <cstdio>
 
-int main() {
-  std::puts("dsv4");
+#include "cli/commands.h"
+#include "dsv4/core/status.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"dsv4: a C++/CUDA inference engine for DeepSeek-V4 and its MTP drafter"};
+  app.require_subcommand(1);
+  dsv4::cli::register_make_tiny(app);
+  dsv4::cli::register_info(app);
+  dsv4::cli::register_score(app);
+  dsv4::cli::register_generate(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);  // usage errors: message + non-zero exit
+  } catch (const dsv4::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
   return 0;
 }

@@ -1,0 +1,91 @@
+// Engine: a loaded model on one device with its per-sequence state, running scoring and generation.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dsv4/model/deepseek_v4.h"
+#include "dsv4/runtime/batch.h"
+#include "dsv4/runtime/sampler.h"
+
+namespace dsv4 {
+
+struct EngineOptions {
+  Device device = Device::kCPU;
+  int64_t max_seqs = 8;           // sequences resident at once (state slots)
+  int64_t max_seq_len = 0;        // positions per sequence; 0 = min(max_position_embeddings, 4096)
+  int64_t max_batch_tokens = 512;  // tokens per forward (longer prompts are prefilled in chunks)
+  int64_t max_spec_tokens = 7;    // largest --spec-tokens the state is sized for
+  bool load_mtp = true;
+};
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 32;
+  SamplingParams sampling;
+  int64_t spec_tokens = 0;  // MTP draft tokens per step (0 = off)
+  bool stop_at_eos = true;
+  // Called for every emitted token, in order per sequence.
+  std::function<void(size_t seq, int32_t token)> on_token;
+};
+
+struct GenerateStats {
+  int64_t prompt_tokens = 0;
+  int64_t generated_tokens = 0;
+  int64_t forward_calls = 0;
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+  // Speculative decoding (spec_tokens > 0).
+  int64_t draft_steps = 0;       // verification steps
+  int64_t drafted_tokens = 0;    // draft tokens proposed
+  int64_t accepted_tokens = 0;   // draft tokens accepted
+  double acceptance_rate() const { return drafted_tokens ? double(accepted_tokens) / drafted_tokens : 0.0; }
+  // Tokens emitted per verification step (accepted drafts + the recovered/bonus token).
+  double mean_accepted_length() const { return draft_steps ? double(accepted_tokens + draft_steps) / draft_steps : 0.0; }
+  double decode_tokens_per_second() const;
+};
+
+struct GenerateResult {
+  std::vector<std::vector<int32_t>> tokens;  // generated tokens per prompt (prompt excluded)
+  GenerateStats stats;
+};
+
+class Engine {
+ public:
+  Engine(const std::string& model_dir, const EngineOptions& options);
+  ~Engine();
+
+  const ModelConfig& config() const { return cfg_; }
+  const ModelWeights& weights() const { return weights_; }
+  const EngineOptions& options() const { return opt_; }
+  bool has_mtp() const { return weights_.mtp.has_value(); }
+  double load_seconds() const { return load_seconds_; }
+  size_t state_bytes() const { return state_->bytes(); }
+  size_t scratch_bytes() const { return scratch_.capacity(); }
+  int64_t max_seq_len() const { return model_opt_.max_seq_len; }
+
+  // Teacher-forced logits of every position: [T, V] row-major.
+  std::vector<float> score(const std::vector<int32_t>& ids);
+  GenerateResult generate(const std::vector<std::vector<int32_t>>& prompts, const GenerateOptions& options);
+
+  // One forward of the target: logits for the batch's logit rows ([R, V] host, row-major). When
+  // `residual` is non-null, the pre-hc_head residual of every row ([T, n*H]) is copied there too.
+  void forward(BatchBuilder& batch, std::vector<float>* logits, std::vector<float>* residual = nullptr);
+
+  // Throws kInvalidArgument naming the offending id when a token is outside the vocabulary.
+  void check_ids(const std::vector<int32_t>& ids) const;
+
+ private:
+  ModelConfig cfg_;
+  EngineOptions opt_;
+  ModelOptions model_opt_;
+  Checkpoint ckpt_;
+  ModelWeights weights_;
+  std::unique_ptr<ModelState> state_;
+  Arena scratch_;
+  ExecContext ctx_;
+  double load_seconds_ = 0;
+};
+
+}  // namespace dsv4

@@ -1,0 +1,41 @@
+#include <cerrno>
+#include <cstdlib>
+
+#include "cli/commands.h"
+#include "dsv4/core/status.h"
+
+namespace dsv4::cli {
+
+Device parse_device(const std::string& name) {
+  if (name == "cpu") return Device::kCPU;
+  if (name == "cuda") return Device::kCUDA;
+  fail(StatusCode::kInvalidArgument, "--device must be cpu or cuda, got '", name, "'");
+}
+
+std::vector<int32_t> parse_ids(const std::string& csv) {
+  std::vector<int32_t> ids;
+  size_t i = 0;
+  while (i <= csv.size()) {
+    const size_t j = std::min(csv.find(',', i), csv.size());
+    std::string item = csv.substr(i, j - i);
+    while (!item.empty() && item.front() == ' ') item.erase(item.begin());
+    while (!item.empty() && item.back() == ' ') item.pop_back();
+    DSV4_CHECK_ARG(!item.empty(), "--ids: empty entry in '", csv, "'");
+    char* end = nullptr;
+    errno = 0;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    DSV4_CHECK_ARG(end && *end == '\0' && errno == 0 && v >= 0 && v <= INT32_MAX, "--ids: '", item,
+                   "' is not a token id (non-negative integer)");
+    ids.push_back(static_cast<int32_t>(v));
+    i = j + 1;
+  }
+  return ids;
+}
+
+std::vector<int32_t> byte_level_ids(const std::string& text) {
+  std::vector<int32_t> ids;
+  for (unsigned char c : text) ids.push_back(c);
+  return ids;
+}
+
+}  // namespace dsv4::cli

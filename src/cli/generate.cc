@@ -1,0 +1,108 @@
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "dsv4/runtime/engine.h"
+
+namespace dsv4::cli {
+
+void register_generate(CLI::App& app) {
+  auto* cmd = app.add_subcommand("generate", "Generate tokens from a prompt");
+  struct Opts {
+    std::string dir, ids, prompt, prompts_file, device = "cpu";
+    int64_t n = 32, spec_tokens = 0;
+    float temperature = 0.0f, top_p = 1.0f;
+    uint64_t seed = 0;
+    bool json = false, ignore_eos = false;
+  };
+  auto o = std::make_shared<Opts>();
+  cmd->add_option("-m,--model", o->dir, "Model directory")->required();
+  auto* ids = cmd->add_option("--ids", o->ids, "Comma-separated prompt token ids");
+  auto* prompt = cmd->add_option("-p,--prompt", o->prompt, "Prompt text (byte-level ids without a tokenizer)");
+  auto* file = cmd->add_option("--prompts", o->prompts_file, "File with one prompt per line (generated as a batch)");
+  ids->excludes(prompt)->excludes(file);
+  prompt->excludes(file);
+  cmd->add_option("-n,--max-new-tokens", o->n, "Tokens to generate per prompt")->capture_default_str();
+  cmd->add_option("--temperature", o->temperature, "Sampling temperature (0 = greedy)")->capture_default_str();
+  cmd->add_option("--top-p", o->top_p, "Nucleus sampling mass")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Sampling seed")->capture_default_str();
+  cmd->add_option("--spec-tokens", o->spec_tokens, "MTP draft tokens per step (0 = off)")->capture_default_str();
+  cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
+  cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-sequence tokens");
+  cmd->add_flag("--json", o->json, "Print one JSON object");
+  cmd->callback([o] {
+    std::vector<std::vector<int32_t>> prompts;
+    if (!o->ids.empty()) {
+      prompts.push_back(parse_ids(o->ids));
+    } else if (!o->prompt.empty()) {
+      prompts.push_back(byte_level_ids(o->prompt));
+    } else if (!o->prompts_file.empty()) {
+      std::ifstream in(o->prompts_file);
+      DSV4_CHECK(in.good(), kNotFound, "cannot open --prompts file '", o->prompts_file, "'");
+      for (std::string line; std::getline(in, line);) {
+        if (!line.empty()) prompts.push_back(byte_level_ids(line));
+      }
+      DSV4_CHECK_ARG(!prompts.empty(), "--prompts file '", o->prompts_file, "' has no non-empty line");
+    } else {
+      fail(StatusCode::kInvalidArgument, "generate needs --ids, --prompt or --prompts");
+    }
+    EngineOptions eo;
+    eo.device = parse_device(o->device);
+    eo.max_seqs = static_cast<int64_t>(std::min<size_t>(prompts.size(), 64));
+    Engine engine(o->dir, eo);
+    GenerateOptions go;
+    go.max_new_tokens = o->n;
+    go.sampling = {o->temperature, o->top_p, o->seed};
+    go.spec_tokens = o->spec_tokens;
+    go.stop_at_eos = !o->ignore_eos;
+    const bool stream = !o->json && prompts.size() == 1;
+    if (stream) {
+      go.on_token = [](size_t, int32_t token) {
+        std::printf("%d ", token);
+        std::fflush(stdout);
+      };
+    }
+    const GenerateResult r = engine.generate(prompts, go);
+    const GenerateStats& s = r.stats;
+    if (o->json) {
+      nlohmann::json j;
+      j["tokens"] = r.tokens;
+      j["prompt_tokens"] = s.prompt_tokens;
+      j["generated_tokens"] = s.generated_tokens;
+      j["load_seconds"] = engine.load_seconds();
+      j["prefill_seconds"] = s.prefill_seconds;
+      j["decode_seconds"] = s.decode_seconds;
+      j["decode_tokens_per_second"] = s.decode_tokens_per_second();
+      j["settings"] = {{"device", o->device},     {"max_new_tokens", o->n}, {"temperature", o->temperature},
+                       {"top_p", o->top_p},       {"seed", o->seed},        {"spec_tokens", o->spec_tokens},
+                       {"prompts", prompts.size()}};
+      if (o->spec_tokens > 0) {
+        j["acceptance_rate"] = s.acceptance_rate();
+        j["mean_accepted_length"] = s.mean_accepted_length();
+      }
+      std::printf("%s\n", j.dump().c_str());
+      return;
+    }
+    if (stream) {
+      std::printf("\n");
+    } else {
+      for (size_t i = 0; i < r.tokens.size(); ++i) {
+        std::printf("[%zu]", i);
+        for (int32_t t : r.tokens[i]) std::printf(" %d", t);
+        std::printf("\n");
+      }
+    }
+    std::printf("generated %lld tokens (%zu prompt%s, %lld prompt tokens) on %s: load %.3f s, prefill %.3f s, "
+                "decode %.3f s, %.1f tokens/s\n",
+                (long long)s.generated_tokens, prompts.size(), prompts.size() > 1 ? "s" : "", (long long)s.prompt_tokens,
+                o->device.c_str(), engine.load_seconds(), s.prefill_seconds, s.decode_seconds,
+                s.decode_tokens_per_second());
+    if (o->spec_tokens > 0) {
+      std::printf("speculative decoding: K=%lld, acceptance rate %.3f, mean accepted length %.2f\n",
+                  (long long)o->spec_tokens, s.acceptance_rate(), s.mean_accepted_length());
+    }
+  });
+}
+
+}  // namespace dsv4::cli

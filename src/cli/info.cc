@@ -1,0 +1,105 @@
+#include <cstdio>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "dsv4/io/safetensors.h"
+#include "dsv4/model/weights.h"
+
+namespace dsv4::cli {
+namespace {
+
+// Parameter count per component, from the checkpoint inventory of the config.
+std::map<std::string, int64_t> count_parameters(const ModelConfig& cfg, bool with_mtp) {
+  std::map<std::string, int64_t> out;
+  for (const TensorSpec& s : checkpoint_inventory(cfg, with_mtp)) {
+    int64_t n = 1;
+    for (int64_t d : s.shape) n *= d;
+    std::string part;
+    if (s.name.rfind("mtp.", 0) == 0) {
+      part = "mtp";
+    } else if (s.name == "embed.weight" || s.name == "head.weight") {
+      part = "embedding+head";
+    } else if (s.name.find(".ffn.experts.") != std::string::npos) {
+      part = "routed_experts";
+    } else if (s.name.find(".ffn.shared_experts.") != std::string::npos) {
+      part = "shared_experts";
+    } else if (s.name.find(".ffn.gate.") != std::string::npos) {
+      part = "router";
+    } else if (s.name.find(".attn.") != std::string::npos) {
+      part = "attention";
+    } else if (s.name.find("hc_") != std::string::npos) {
+      part = "mhc";
+    } else {
+      part = "norms";
+    }
+    out[part] += n;
+    out[part == "mtp" ? "total_with_mtp" : "total"] += n;
+  }
+  out["total_with_mtp"] += out["total"];
+  // Active per token: everything but the routed experts, plus top-k of them; one embedding row.
+  const int64_t per_expert = 3 * cfg.hidden_size * cfg.moe_intermediate_size;
+  out["active_per_token"] = out["total"] - out["routed_experts"] - out["embedding+head"] +
+                            cfg.num_hidden_layers * cfg.num_experts_per_tok * per_expert +
+                            cfg.vocab_size * cfg.hidden_size + cfg.hidden_size;
+  return out;
+}
+
+}  // namespace
+
+void register_info(CLI::App& app) {
+  auto* cmd = app.add_subcommand("info", "Print the model's config summary, parameter counts and layer types");
+  auto dir = std::make_shared<std::string>();
+  auto json_out = std::make_shared<bool>(false);
+  cmd->add_option("-m,--model", *dir, "Model directory (config.json + safetensors)")->required();
+  cmd->add_flag("--json", *json_out, "Print one JSON object");
+  cmd->callback([dir, json_out] {
+    const ModelConfig cfg = ModelConfig::from_file(*dir + "/config.json");
+    const Checkpoint ckpt = Checkpoint::open(*dir);
+    bool has_mtp = false;
+    for (const std::string& n : ckpt.names()) has_mtp |= n.rfind("mtp.", 0) == 0;
+    const auto params = count_parameters(cfg, has_mtp && cfg.has_mtp());
+    std::vector<std::string> types, mlp;
+    for (size_t l = 0; l < cfg.layer_types.size(); ++l) {
+      types.push_back(attention_type_name(cfg.layer_types[l]));
+      mlp.push_back(mlp_type_name(cfg.mlp_layer_types[l]));
+    }
+    if (*json_out) {
+      nlohmann::json j;
+      j["model"] = *dir;
+      j["architecture"] = cfg.architecture;
+      j["config"] = nlohmann::json::parse(cfg.to_json());
+      j["layer_types"] = types;
+      j["mlp_layer_types"] = mlp;
+      j["parameters"] = params;
+      j["has_mtp"] = has_mtp;
+      j["checkpoint_bytes"] = ckpt.total_bytes();
+      std::printf("%s\n", j.dump().c_str());
+      return;
+    }
+    std::printf("model          %s (%s)\n", dir->c_str(), cfg.architecture.c_str());
+    std::printf("hidden         %lld, %lld layers, vocab %lld, hc_mult %lld\n", (long long)cfg.hidden_size,
+                (long long)cfg.num_hidden_layers, (long long)cfg.vocab_size, (long long)cfg.hc_mult);
+    std::printf("attention      %lld heads x %lld (rope %lld), q_lora %lld, o_lora %lld x %lld groups, window %lld\n",
+                (long long)cfg.num_attention_heads, (long long)cfg.head_dim, (long long)cfg.rope_head_dim,
+                (long long)cfg.q_lora_rank, (long long)cfg.o_lora_rank, (long long)cfg.o_groups,
+                (long long)cfg.sliding_window);
+    std::printf("compression    CSA rate %lld (indexer %lld x %lld, top-%lld), HCA rate %lld\n",
+                (long long)cfg.compress_rate_csa, (long long)cfg.index_n_heads, (long long)cfg.index_head_dim,
+                (long long)cfg.index_topk, (long long)cfg.compress_rate_hca);
+    std::printf("moe            %lld experts, top-%lld, shared %lld, inter %lld, %s, scale %.3g\n",
+                (long long)cfg.n_routed_experts, (long long)cfg.num_experts_per_tok, (long long)cfg.n_shared_experts,
+                (long long)cfg.moe_intermediate_size, scoring_func_name(cfg.scoring_func), cfg.routed_scaling_factor);
+    std::printf("rope           main theta %.6g; compress theta %.6g%s\n", cfg.rope_main.theta, cfg.rope_compress.theta,
+                cfg.rope_compress.type == RopeType::kYarn ? " (YaRN)" : "");
+    std::printf("mtp            %s\n", has_mtp ? "yes (mtp.0.*)" : "no");
+    std::printf("parameters    ");
+    for (const auto& [k, v] : params) std::printf(" %s=%lld", k.c_str(), (long long)v);
+    std::printf("\nlayers\n");
+    for (size_t l = 0; l < types.size(); ++l) {
+      std::printf("  %2zu  %-30s %s\n", l, types[l].c_str(), mlp[l].c_str());
+    }
+  });
+}
+
+}  // namespace dsv4::cli

@@ -1,0 +1,79 @@
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "dsv4/io/safetensors.h"
+#include "dsv4/runtime/engine.h"
+
+namespace dsv4::cli {
+
+void register_score(CLI::App& app) {
+  auto* cmd = app.add_subcommand("score", "Teacher-forced logits of a token sequence");
+  struct Opts {
+    std::string dir, ids, logits_out, device = "cpu";
+    bool json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  cmd->add_option("-m,--model", o->dir, "Model directory")->required();
+  cmd->add_option("--ids", o->ids, "Comma-separated token ids")->required();
+  cmd->add_option("--logits-out", o->logits_out, "Write logits [T, V] (F32) and input_ids to a .safetensors file");
+  cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
+  cmd->add_flag("--json", o->json, "Print one JSON object");
+  cmd->callback([o] {
+    const std::vector<int32_t> ids = parse_ids(o->ids);
+    EngineOptions eo;
+    eo.device = parse_device(o->device);
+    eo.max_seqs = 1;
+    Engine engine(o->dir, eo);
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::vector<float> logits = engine.score(ids);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const int64_t T = static_cast<int64_t>(ids.size()), V = engine.config().vocab_size;
+    // Next-token negative log-likelihood of the given continuation (positions 0..T-2 predict 1..T-1).
+    double nll = 0;
+    std::vector<int32_t> argmax(T);
+    for (int64_t t = 0; t < T; ++t) {
+      const float* row = logits.data() + t * V;
+      float mx = row[0];
+      int32_t best = 0;
+      for (int64_t v = 1; v < V; ++v) {
+        if (row[v] > mx) mx = row[best = static_cast<int32_t>(v)];
+      }
+      argmax[t] = best;
+      if (t + 1 < T) {
+        double z = 0;
+        for (int64_t v = 0; v < V; ++v) z += std::exp(static_cast<double>(row[v] - mx));
+        nll += -(row[ids[t + 1]] - mx - std::log(z));
+      }
+    }
+    if (!o->logits_out.empty()) {
+      std::vector<int64_t> ids64(ids.begin(), ids.end());
+      save_safetensors(o->logits_out,
+                       {{"logits", Tensor(const_cast<float*>(logits.data()), DType::F32, {T, V})},
+                        {"input_ids", Tensor(ids64.data(), DType::I64, {T})}});
+    }
+    const double mean_nll = T > 1 ? nll / static_cast<double>(T - 1) : 0.0;
+    if (o->json) {
+      nlohmann::json j;
+      j["tokens"] = ids;
+      j["argmax"] = argmax;
+      j["mean_nll"] = mean_nll;
+      j["seconds"] = seconds;
+      j["device"] = o->device;
+      j["vocab_size"] = V;
+      if (!o->logits_out.empty()) j["logits_out"] = o->logits_out;
+      std::printf("%s\n", j.dump().c_str());
+      return;
+    }
+    std::printf("scored %lld tokens in %.3f s on %s; mean next-token NLL %.4f\n", (long long)T, seconds,
+                o->device.c_str(), mean_nll);
+    std::printf("argmax:");
+    for (int32_t a : argmax) std::printf(" %d", a);
+    std::printf("\n");
+    if (!o->logits_out.empty()) std::printf("logits [%lld, %lld] written to %s\n", (long long)T, (long long)V, o->logits_out.c_str());
+  });
+}
+
+}  // namespace dsv4::cli

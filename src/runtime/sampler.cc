@@ -1,0 +1,72 @@
+#include "dsv4/runtime/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "dsv4/core/status.h"
+
+namespace dsv4 {
+
+void SamplingParams::validate() const {
+  DSV4_CHECK_ARG(std::isfinite(temperature) && temperature >= 0.0f, "temperature must be >= 0, got ", temperature);
+  DSV4_CHECK_ARG(top_p > 0.0f && top_p <= 1.0f, "top-p must be in (0, 1], got ", top_p);
+}
+
+int32_t argmax_token(const float* logits, int64_t vocab) {
+  int64_t best = 0;
+  for (int64_t v = 1; v < vocab; ++v) {
+    if (logits[v] > logits[best]) best = v;
+  }
+  return static_cast<int32_t>(best);
+}
+
+std::vector<float> sampling_distribution(const float* logits, int64_t vocab, const SamplingParams& p) {
+  std::vector<float> prob(static_cast<size_t>(vocab), 0.0f);
+  if (p.greedy()) {
+    prob[argmax_token(logits, vocab)] = 1.0f;
+    return prob;
+  }
+  const float mx = *std::max_element(logits, logits + vocab);
+  double sum = 0;
+  for (int64_t v = 0; v < vocab; ++v) sum += (prob[v] = std::exp((logits[v] - mx) / p.temperature));
+  for (float& x : prob) x = static_cast<float>(x / sum);
+  if (p.top_p < 1.0f) {
+    std::vector<int32_t> order(static_cast<size_t>(vocab));
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return prob[a] > prob[b] || (prob[a] == prob[b] && a < b); });
+    double mass = 0;
+    size_t keep = 0;
+    while (keep < order.size() && mass < p.top_p) mass += prob[order[keep++]];
+    for (size_t i = keep; i < order.size(); ++i) prob[order[i]] = 0.0f;
+    for (size_t i = 0; i < keep; ++i) prob[order[i]] = static_cast<float>(prob[order[i]] / mass);
+  }
+  return prob;
+}
+
+Sampler::Sampler(const SamplingParams& p, uint64_t stream) : params_(p), rng_(p.seed * 0x9E3779B97F4A7C15ull + stream) {
+  p.validate();
+}
+
+double Sampler::uniform() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
+
+int32_t Sampler::draw(const std::vector<float>& w) {
+  double total = 0;
+  for (float x : w) total += x;
+  DSV4_INTERNAL_CHECK(total > 0, "sampling from an empty distribution");
+  double u = uniform() * total;
+  for (size_t i = 0; i < w.size(); ++i) {
+    if ((u -= w[i]) < 0 && w[i] > 0) return static_cast<int32_t>(i);
+  }
+  for (size_t i = w.size(); i-- > 0;) {  // rounding: the last token with mass
+    if (w[i] > 0) return static_cast<int32_t>(i);
+  }
+  return 0;
+}
+
+int32_t Sampler::sample(const float* logits, int64_t vocab) {
+  if (params_.greedy()) return argmax_token(logits, vocab);
+  return draw(sampling_distribution(logits, vocab, params_));
+}
+
+}  // namespace dsv4
