@@ -2,6 +2,7 @@
 
 #include "dsv4/core/log.h"
 #include "dsv4/graph/graph_runner.h"
+#include "graph/format.h"
 
 namespace dsv4::graph {
 
@@ -20,10 +21,9 @@ void GraphPool::begin_capture_window() {
 
 void GraphPool::end_capture_window() {
   window_open_ = false;
-  const double arena_mib = static_cast<double>(activation_bytes()) / (1024.0 * 1024.0);
-  log_info(totals().summary(), activations_ ? str_cat(", activation arena high-water ",
-                                                      static_cast<int64_t>(arena_mib * 10) / 10.0, " MiB")
-                                            : std::string());
+  log_info(totals().summary(), activations_
+                                   ? ", activation arena high-water " + format_bytes(activation_bytes())
+                                   : std::string());
 }
 
 std::vector<GraphRunnerStats> GraphPool::stats() const {

@@ -2,20 +2,13 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
 #include <optional>
 
 #include "dsv4/core/log.h"
+#include "graph/format.h"
 
 namespace dsv4::graph {
 namespace {
-
-std::string fixed1(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.1f", v);
-  return buf;
-}
-std::string mib(int64_t bytes) { return fixed1(static_cast<double>(bytes) / (1024.0 * 1024.0)); }
 
 std::string describe(const BatchDescriptor& b) {
   return str_cat(b.num_tokens_padded, b.uniform_decode ? " tokens (uniform decode)" : " tokens (mixed)");
@@ -25,7 +18,7 @@ std::string describe(const BatchDescriptor& b) {
 
 std::string GraphRunnerStats::summary() const {
   return str_cat("graphs[", name, "]: ", num_captured, " captured, ", num_failed, " failed (eager), capture ",
-                 fixed1(capture_ms), " ms, graph memory ", mib(graph_bytes), " MiB");
+                 format_ms(capture_ms), ", graph memory ", format_bytes(graph_bytes));
 }
 
 GraphRunnerOptions GraphRunnerOptions::for_target(const GraphPolicy& policy, CaptureSizes sizes) {

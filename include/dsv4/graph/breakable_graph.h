@@ -30,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "dsv4/core/status.h"
 #include "dsv4/graph/capture_backend.h"
 #include "dsv4/graph/forward_context.h"
 
