@@ -90,6 +90,9 @@ def hf_config_kwargs(spec: dict, extra_mtp_layer: bool = False) -> dict:
     kw = {k: copy.deepcopy(spec[k]) for k in ARCH_KEYS}
     kw.update(copy.deepcopy(FIXED_ARCH))
     kw["num_hidden_layers"] = len(kw["layer_types"])
+    # transformers 5 reads YaRN from `rope_parameters` (flat; DeepseekV4Config nests it under
+    # "compress" and gives sliding layers plain RoPE); config.json keeps DeepSeek's `rope_scaling`.
+    kw["rope_parameters"] = {k: v for k, v in kw.pop("rope_scaling").items() if k != "type"}
     if extra_mtp_layer:
         # The MTP block is decoder layer index num_hidden_layers: sliding attention only (no compressor
         # or indexer) and a non-hash MoE, as in DeepSeek's checkpoints (§2 of the reference).
@@ -143,7 +146,7 @@ def official_config(spec: dict) -> dict:
         "rms_norm_eps": kw["rms_norm_eps"],
         "rope_theta": kw["rope_theta"],
         "compress_rope_theta": kw["compress_rope_theta"],
-        "rope_scaling": kw["rope_scaling"],
+        "rope_scaling": dict(FIXED_ARCH["rope_scaling"]),
         "max_position_embeddings": kw["max_position_embeddings"],
         "swiglu_limit": kw["swiglu_limit"],
         "hidden_act": kw["hidden_act"],
@@ -960,7 +963,8 @@ def main():
         with open(os.path.join(args.out, "config.json")) as f:
             c = DeepseekV4Config(**json.load(f))
         ok = list(c.layer_types) == list(config.layer_types) and list(c.mlp_layer_types) == list(
-            config.mlp_layer_types) and c.qk_rope_head_dim == config.qk_rope_head_dim
+            config.mlp_layer_types) and c.qk_rope_head_dim == config.qk_rope_head_dim and \
+            c.rope_parameters == config.rope_parameters
         print(f"config.json reloads in transformers: {'matches' if ok else 'DIFFERS'}", flush=True)
     except Exception as e:  # the engine reads config.json itself; this is informative only
         print(f"note: DeepseekV4Config(**config.json) failed: {e!r}")
