@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Tokenizer parity fixtures for dsv4's C++ tokenizer, produced with the `tokenizers` package.
 
-Writes, under OUT (mirroring the repository layout so the files can be copied over the checkout):
+Writes into OUT (flat: the GPU machine hands back files at most two folders down; copy them all into
+tests/fixtures/tokenizer/):
 
   tests/fixtures/tokenizer/deepseek_style.tokenizer.json   DeepSeek-V3/V4 pre-tokenizer (Split regexes +
                                                            ByteLevel), BPE trained here, BOS template,
@@ -138,12 +139,10 @@ def make_cases(tok, inputs, rng):
 def write_fixture(out_dir, name, tok, tokenizer_rel_path, inputs, rng, write_tokenizer=True):
     import tokenizers
 
-    fdir = os.path.join(out_dir, FIXTURE_DIR)
+    fdir = out_dir
     os.makedirs(fdir, exist_ok=True)
     if write_tokenizer:
-        path = os.path.join(out_dir, tokenizer_rel_path)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tok.save(path, pretty=False)
+        tok.save(os.path.join(out_dir, os.path.basename(tokenizer_rel_path)), pretty=False)
     cases, decode_cases = make_cases(tok, inputs, rng)
     vocab = tok.get_vocab(with_added_tokens=True)
     inv = {i: t for t, i in vocab.items()}
@@ -169,7 +168,7 @@ def write_fixture(out_dir, name, tok, tokenizer_rel_path, inputs, rng, write_tok
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True, help="output root (files land under OUT/tests/fixtures/tokenizer)")
+    ap.add_argument("--out", required=True, help="output folder (copy its files to tests/fixtures/tokenizer/)")
     ap.add_argument("--corpus", default=None, help="plain-text corpus (e.g. the KJV from prepare_corpus.sh)")
     ap.add_argument("--model-tokenizer", default=None,
                     help=f"tokenizer.json of the default model (default: {MODEL_TOKENIZER} if present)")

@@ -665,6 +665,38 @@ def acceptance_rates(model, mtp, cap, prompts, n_new, k_max):
     return {k: (acc / max(prop, 1), (acc + steps) / max(steps, 1)) for k, (acc, prop, steps) in results.items()}
 
 
+SHARD_BYTES = 14 * 2**20  # the GPU machine hands back files of at most 16 MiB
+
+
+def save_sharded(tensors, out_dir, save_file):
+    """HF-style sharded safetensors (model-0000i-of-0000n.safetensors + model.safetensors.index.json)."""
+    shards, cur, size = [], {}, 0
+    for name in sorted(tensors):
+        nbytes = tensors[name].numel() * tensors[name].element_size()
+        if cur and size + nbytes > SHARD_BYTES:
+            shards.append(cur)
+            cur, size = {}, 0
+        cur[name] = tensors[name]
+        size += nbytes
+    if cur:
+        shards.append(cur)
+    for old in os.listdir(out_dir):
+        if old.startswith("model") and old.endswith((".safetensors", ".safetensors.index.json")):
+            os.remove(os.path.join(out_dir, old))
+    files, weight_map, total = [], {}, 0
+    for i, shard in enumerate(shards):
+        fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, os.path.join(out_dir, fname), metadata={"format": "pt"})
+        files.append(os.path.join(out_dir, fname))
+        for name, t in shard.items():
+            weight_map[name] = fname
+            total += t.numel() * t.element_size()
+    with open(os.path.join(out_dir, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=1, sort_keys=True)
+        f.write("\n")
+    return files
+
+
 def sample_text(model, tok, prompt, n_new, device):
     import torch
 
@@ -728,6 +760,9 @@ def write_model_card(path, spec, cfg, stats):
         "  loss = next-token cross-entropy + 0.3 x MTP cross-entropy on the token after next;",
         "  auxiliary-loss-free router bias updates (gamma 1e-3); best held-out checkpoint kept "
         f"(step {stats['best_step']}).",
+        "",
+        "Held-out loss during training (step: target / MTP): " + ", ".join(
+            f"{st}: {hl:.3f} / {hm:.3f}" for st, _, _, hl, hm in stats["log"]) + ".",
         "",
         "## Results (exported bf16 weights, fp32 compute, PyTorch)",
         "",
@@ -912,8 +947,7 @@ def main():
     # 4. Export and verify.
     full_sd = {**model.state_dict(), **{"mtp." + k: v for k, v in mtp.state_dict().items()}}
     tensors = export_tensors(full_sd, mapping)
-    st_path = os.path.join(args.out, "model.safetensors")
-    save_file(tensors, st_path, metadata={"format": "pt"})
+    shard_files = save_sharded(tensors, args.out, save_file)
     cfg = official_config(spec)
     with open(os.path.join(args.out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
@@ -921,12 +955,15 @@ def main():
     dtypes = {}
     for t in tensors.values():
         dtypes[str(t.dtype)] = dtypes.get(str(t.dtype), 0) + 1
-    print(f"exported {len(tensors)} tensors {dtypes}, {os.path.getsize(st_path) / 2**20:.1f} MiB -> {st_path}")
+    print(f"exported {len(tensors)} tensors {dtypes} into {len(shard_files)} shards "
+          f"({sum(os.path.getsize(f) for f in shard_files) / 2**20:.1f} MiB) -> {args.out}")
 
     # Reload the file into fresh modules: every tensor must come back bit-identical, and the logits of
     # both the target and the MTP must then be identical too (checked on the CPU, where kernels are
     # deterministic, in fp32).
-    loaded = load_file(st_path)
+    loaded = {}
+    for f in shard_files:
+        loaded.update(load_file(f))
     model.to("cpu")
     mtp.to("cpu")
     full_sd = {**model.state_dict(), **{"mtp." + k: v for k, v in mtp.state_dict().items()}}
@@ -976,12 +1013,9 @@ def main():
         "device_name": torch.cuda.get_device_name() if device == "cuda" else "CPU",
         "torch_version": torch.__version__, "transformers_version": transformers.__version__,
         "best_step": best[2], "ppl": math.exp(hl), "mtp_ppl": math.exp(hm), "accept_prompts": npr,
-        "acceptance": acc, "sample": sample,
+        "acceptance": acc, "sample": sample, "log": log,
     }
     write_model_card(os.path.join(args.out, "MODEL_CARD.md"), spec, cfg, stats)
-    with open(os.path.join(args.out, "training_log.json"), "w") as f:
-        json.dump({"log": log, "stats": {k: v for k, v in stats.items() if k != "acceptance"},
-                   "acceptance": {str(k): v for k, v in acc.items()}}, f, indent=1)
     total_mb = sum(os.path.getsize(os.path.join(args.out, n)) for n in os.listdir(args.out)) / 2**20
     print(f"done in {time.time() - t_start:.0f} s; {args.out} holds {total_mb:.1f} MiB", flush=True)
     if total_mb > 40:
