@@ -5,6 +5,7 @@
 #include "cli/commands.h"
 #include "dsv4/io/safetensors.h"
 #include "dsv4/model/weights.h"
+#include "dsv4/runtime/engine.h"
 
 namespace dsv4::cli {
 namespace {
@@ -51,9 +52,12 @@ void register_info(CLI::App& app) {
   auto* cmd = app.add_subcommand("info", "Print the model's config summary, parameter counts and layer types");
   auto dir = std::make_shared<std::string>();
   auto json_out = std::make_shared<bool>(false);
+  auto device = std::make_shared<std::string>();
   cmd->add_option("-m,--model", *dir, "Model directory (config.json + safetensors)")->required();
   cmd->add_flag("--json", *json_out, "Print one JSON object");
-  cmd->callback([dir, json_out] {
+  cmd->add_option("--device", *device,
+                  "cpu or cuda: also load the model there (engine defaults) and report its memory use");
+  cmd->callback([dir, json_out, device] {
     const ModelConfig cfg = ModelConfig::from_file(*dir + "/config.json");
     const Checkpoint ckpt = Checkpoint::open(*dir);
     bool has_mtp = false;
@@ -64,8 +68,26 @@ void register_info(CLI::App& app) {
       types.push_back(attention_type_name(cfg.layer_types[l]));
       mlp.push_back(mlp_type_name(cfg.mlp_layer_types[l]));
     }
+    // Memory of a loaded engine: weights, per-sequence state, activation scratch, device I/O buffers.
+    std::map<std::string, size_t> memory;
+    if (!device->empty()) {
+      EngineOptions eo;
+      eo.device = parse_device(*device);
+      Engine engine(*dir, eo);
+      memory = {{"weights_bytes", engine.weights_bytes()},
+                {"state_bytes", engine.state_bytes()},
+                {"activations_bytes", engine.scratch_bytes()},
+                {"io_bytes", engine.device_io_bytes()}};
+      size_t total = 0;
+      for (const auto& [k, v] : memory) total += v;
+      memory["total_bytes"] = total;
+    }
     if (*json_out) {
       nlohmann::json j;
+      if (!memory.empty()) {
+        j["device"] = *device;
+        j["memory"] = memory;
+      }
       j["model"] = *dir;
       j["architecture"] = cfg.architecture;
       j["config"] = nlohmann::json::parse(cfg.to_json());
@@ -95,6 +117,10 @@ void register_info(CLI::App& app) {
     std::printf("mtp            %s\n", has_mtp ? "yes (mtp.0.*)" : "no");
     std::printf("parameters    ");
     for (const auto& [k, v] : params) std::printf(" %s=%lld", k.c_str(), (long long)v);
+    if (!memory.empty()) {
+      std::printf("\nmemory (%s)   ", device->c_str());
+      for (const auto& [k, v] : memory) std::printf(" %s=%.2f MiB", k.c_str(), static_cast<double>(v) / (1 << 20));
+    }
     std::printf("\nlayers\n");
     for (size_t l = 0; l < types.size(); ++l) {
       std::printf("  %2zu  %-30s %s\n", l, types[l].c_str(), mlp[l].c_str());

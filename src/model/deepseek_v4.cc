@@ -10,7 +10,7 @@ namespace dsv4 {
 namespace {
 
 CompressorState make_compressor(Arena& arena, int64_t slots, int64_t rate, bool overlap, int64_t dim,
-                                int64_t max_seq_len, int64_t ahead) {
+                                int64_t max_seq_len, int64_t ahead, DType entry_dtype) {
   CompressorState s;
   s.rate = rate;
   s.overlap = overlap;
@@ -21,7 +21,7 @@ CompressorState make_compressor(Arena& arena, int64_t slots, int64_t rate, bool 
   const int64_t ring = (overlap ? 2 : 1) * rate + ahead;
   s.raw_kv = arena.alloc(DType::F32, {slots, ring, width});
   s.raw_gate = arena.alloc(DType::F32, {slots, ring, width});
-  s.entries = arena.alloc(DType::F32, {slots, (max_seq_len + rate - 1) / rate, dim});
+  s.entries = arena.alloc(entry_dtype, {slots, (max_seq_len + rate - 1) / rate, dim});
   return s;
 }
 
@@ -62,20 +62,24 @@ ModelState::ModelState(const ModelConfig& c, const ModelOptions& o, Device devic
   DSV4_CHECK_ARG(o.max_seqs > 0 && o.max_seq_len > 0 && o.max_tokens_ahead >= 1,
                  "model options: max_seqs, max_seq_len and max_tokens_ahead must be positive");
   const int64_t S = o.max_seqs, ring = c.sliding_window + o.max_tokens_ahead;
+  // CUDA keeps the attention keys (kv ring, compressed entries) in bf16 like the activations, and the
+  // compressor's raw kv/gate rings in f32 (they feed a softmax over tokens); the CPU keeps everything f32.
+  const DType keys = device == Device::kCUDA ? DType::BF16 : DType::F32;
   for (AttentionType t : c.layer_types) {
     LayerState ls;
-    ls.kv_ring = storage_.alloc(DType::F32, {S, ring, c.head_dim});
+    ls.kv_ring = storage_.alloc(keys, {S, ring, c.head_dim});
     const int64_t rate = c.compress_rate(t);
     if (rate > 0) {
       ls.compressor = make_compressor(storage_, S, rate, t == AttentionType::kCompressedSparse, c.head_dim,
-                                      o.max_seq_len, o.max_tokens_ahead);
+                                      o.max_seq_len, o.max_tokens_ahead, keys);
     }
     if (t == AttentionType::kCompressedSparse) {
-      ls.indexer = make_compressor(storage_, S, rate, true, c.index_head_dim, o.max_seq_len, o.max_tokens_ahead);
+      ls.indexer =
+          make_compressor(storage_, S, rate, true, c.index_head_dim, o.max_seq_len, o.max_tokens_ahead, keys);
     }
     layers.push_back(ls);
   }
-  if (with_mtp) mtp.kv_ring = storage_.alloc(DType::F32, {S, ring, c.head_dim});
+  if (with_mtp) mtp.kv_ring = storage_.alloc(keys, {S, ring, c.head_dim});
   fill_rope(rope_main, storage_, c.rope_main, c.rope_head_dim, device);
   fill_rope(rope_compress, storage_, c.rope_compress, c.rope_head_dim, device);
 }
@@ -85,7 +89,9 @@ size_t forward_scratch_bytes(const ModelConfig& c, int64_t T, int64_t R) {
   const int64_t per_token = 3 * n * H + 4 * H + n + n * n + 2 * c.q_lora_rank + 2 * Nh * D + 3 * D + 8 * D +
                             c.index_n_heads * (c.index_head_dim + 1) + 8 * c.index_head_dim + c.index_topk +
                             c.o_groups * c.o_lora_rank + c.n_routed_experts + 2 * c.num_experts_per_tok +
-                            3 * c.moe_intermediate_size + H;
+                            3 * c.moe_intermediate_size + H +
+                            // CUDA moe_experts: expert-sorted rows (bf16 activations, f32 outputs, row maps)
+                            c.num_experts_per_tok * (c.moe_intermediate_size + H + 5);
   const int64_t per_row = n * H + 2 * H + c.vocab_size;
   return static_cast<size_t>(4 * (per_token * T + per_row * R)) + 64 * Arena::kAlignment;
 }

@@ -6,6 +6,7 @@
 
 #include "dsv4/backend/cuda_device.h"
 #include "dsv4/core/log.h"
+#include "runtime/device_forward.h"
 
 namespace dsv4 {
 namespace {
@@ -40,6 +41,7 @@ Engine::Engine(const std::string& model_dir, const EngineOptions& options) : opt
   scratch_ = Arena("activations", forward_scratch_bytes(cfg_, opt_.max_batch_tokens, rows), opt_.device);
   ctx_.device = opt_.device;
   ctx_.scratch = &scratch_;
+  if (opt_.device == Device::kCUDA) device_ = std::make_unique<DeviceForward>(cfg_, opt_.max_batch_tokens, rows, ctx_);
   load_seconds_ = seconds_since(t0);
 }
 
@@ -56,11 +58,15 @@ void Engine::forward(BatchBuilder& batch, std::vector<float>* logits, std::vecto
   const int64_t T = batch.num_tokens(), R = batch.num_logit_rows(), V = cfg_.vocab_size;
   DSV4_CHECK_ARG(T > 0 && T <= opt_.max_batch_tokens, "forward of ", T, " tokens exceeds max_batch_tokens (",
                  opt_.max_batch_tokens, ")");
-  DSV4_CHECK(!ctx_.is_cuda(), kUnsupported, "the CUDA forward is not available in this build yet; use --device cpu");
   check_ids(batch.ids());
   for (int32_t p : batch.positions()) {
     DSV4_CHECK_ARG(p < model_opt_.max_seq_len, "position ", p, " exceeds the engine's max_seq_len (",
                    model_opt_.max_seq_len, ")");
+  }
+  if (ctx_.is_cuda()) {
+    scratch_.reset();
+    device_->forward(ctx_, cfg_, weights_, *state_, batch, logits, residual);
+    return;
   }
   logits->assign(static_cast<size_t>(R * V), 0.0f);
   Tensor residual_t;

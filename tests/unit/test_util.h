@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -12,7 +13,12 @@
 
 namespace dsv4::test {
 
-inline std::string source_dir() { return DSV4_SOURCE_DIR; }
+// The source tree (fixtures): $DSV4_SOURCE_DIR when set (tests run from a staged copy on a GPU machine),
+// else the tree the tests were built from.
+inline std::string source_dir() {
+  const char* env = std::getenv("DSV4_SOURCE_DIR");
+  return env != nullptr && *env != '\0' ? std::string(env) : std::string(DSV4_SOURCE_DIR);
+}
 inline std::string fixture_dir(const std::string& name) { return source_dir() + "/tests/fixtures/hf/" + name; }
 
 // max |a - b| / max |b|

@@ -51,6 +51,8 @@ struct GenerateResult {
   GenerateStats stats;
 };
 
+class DeviceForward;  // CUDA stream, cuBLASLt and persistent device I/O buffers (src/runtime/device_forward.h)
+
 class Engine {
  public:
   Engine(const std::string& model_dir, const EngineOptions& options);
@@ -63,6 +65,9 @@ class Engine {
   double load_seconds() const { return load_seconds_; }
   size_t state_bytes() const { return state_->bytes(); }
   size_t scratch_bytes() const { return scratch_.capacity(); }
+  size_t weights_bytes() const { return weights_.storage.capacity(); }
+  // Device-only: persistent input/output buffers and the cuBLASLt workspace (0 on the CPU).
+  size_t device_io_bytes() const;
   int64_t max_seq_len() const { return model_opt_.max_seq_len; }
 
   // Teacher-forced logits of every position: [T, V] row-major.
@@ -85,6 +90,7 @@ class Engine {
   std::unique_ptr<ModelState> state_;
   Arena scratch_;
   ExecContext ctx_;
+  std::unique_ptr<DeviceForward> device_;  // set when the device is CUDA
   double load_seconds_ = 0;
 };
 

@@ -1,0 +1,60 @@
+// cuBLASLt for the dense projections: one handle and one fixed workspace per engine (created before any
+// forward, so forwards can be captured into CUDA graphs), and a per-shape plan cache so that a forward
+// only issues host-side heuristic queries the first time it meets a shape.
+#pragma once
+
+#include <cublasLt.h>
+
+#include <array>
+#include <cstdint>
+#include <map>
+
+#include "dsv4/core/exec_context.h"
+#include "dsv4/core/tensor.h"
+
+namespace dsv4::cuda {
+
+// Operands of out[b] = x[b] · w[b]^T for b < batch, all row-major:
+// x [M, K] (leading dimension ldx), w [N, K] (ldw), out [M, N] (ldo); stride_* = elements between batches.
+struct GemmArgs {
+  const void* x = nullptr;
+  const void* w = nullptr;
+  void* out = nullptr;
+  DType x_type = DType::BF16, w_type = DType::BF16, out_type = DType::BF16;
+  int64_t M = 0, N = 0, K = 0, batch = 1;
+  int64_t ldx = 0, ldw = 0, ldo = 0;
+  int64_t stride_x = 0, stride_w = 0, stride_o = 0;
+};
+
+struct BlasHandle {
+  static constexpr size_t kDefaultWorkspaceBytes = size_t{32} << 20;  // NVIDIA's recommendation for Hopper
+
+  explicit BlasHandle(size_t workspace_bytes = kDefaultWorkspaceBytes);
+  ~BlasHandle();
+  BlasHandle(const BlasHandle&) = delete;
+  BlasHandle& operator=(const BlasHandle&) = delete;
+
+  // out = x · w^T with fp32 accumulation on ctx's stream (cuBLASLt; a plain tiled kernel for the rare
+  // shape cuBLASLt has no algorithm for). Capture-safe once the shape has been seen.
+  void gemm(const ExecContext& ctx, const GemmArgs& args);
+
+  cublasLtHandle_t lt = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+
+ private:
+  struct Plan {
+    cublasLtMatmulDesc_t desc = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+    bool use_lt = false;  // false: no cuBLASLt algorithm for this shape, use the fallback kernel
+  };
+  using Key = std::array<int64_t, 16>;
+  Plan& plan_for(const GemmArgs& args);
+  std::map<Key, Plan> plans_;
+};
+
+// The fallback GEMM (also used by tests to check cuBLASLt's results against a second implementation).
+void gemm_fallback(const ExecContext& ctx, const GemmArgs& args);
+
+}  // namespace dsv4::cuda

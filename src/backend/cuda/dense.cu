@@ -1,0 +1,243 @@
+// Dense CUDA ops: embedding, stream broadcast, projections (cuBLASLt), RMSNorm and elementwise ops.
+//
+// Every kernel converts its inputs to fp32, computes in fp32 and rounds once on store, so a bf16 result
+// differs from the fp32 CPU reference by one rounding of the output (plus the inputs' own rounding).
+#include "backend/cuda/blas.h"
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_ops.h"
+
+namespace dsv4::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+BlasHandle& blas_of(const ExecContext& ctx) {
+  DSV4_CHECK_ARG(ctx.blas != nullptr, "the CUDA execution context has no cuBLASLt handle (ExecContext::blas)");
+  return *ctx.blas;
+}
+
+template <typename TO, typename TI>
+__global__ void embedding_kernel(TO* __restrict__ out, const TI* __restrict__ table, const int32_t* __restrict__ ids,
+                                 int64_t H) {
+  pdl_wait();
+  const int64_t t = blockIdx.y;
+  const TI* row = table + static_cast<int64_t>(ids[t]) * H;
+  for (int64_t h = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; h < H;
+       h += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[t * H + h] = from_float<TO>(to_float(row[h]));
+  }
+}
+
+template <typename TO, typename TI>
+__global__ void broadcast_kernel(TO* __restrict__ out, const TI* __restrict__ x, int64_t n, int64_t H) {
+  pdl_wait();
+  const int64_t t = blockIdx.y;
+  for (int64_t h = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; h < H;
+       h += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const TO v = from_float<TO>(to_float(x[t * H + h]));
+    for (int64_t s = 0; s < n; ++s) out[(t * n + s) * H + h] = v;
+  }
+}
+
+template <typename TO, typename TA, typename TB>
+__global__ void add_kernel(TO* out, const TA* a, const TB* b, int64_t n) {  // out may alias a or b
+  pdl_wait();
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[i] = from_float<TO>(to_float(a[i]) + to_float(b[i]));
+  }
+}
+
+template <typename TO, typename TI>
+__global__ void gather_rows_kernel(TO* __restrict__ out, const TI* __restrict__ x, const int32_t* __restrict__ rows,
+                                   int64_t width) {
+  pdl_wait();
+  const int64_t r = blockIdx.y;
+  const TI* src = x + static_cast<int64_t>(rows[r]) * width;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < width;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[r * width + i] = from_float<TO>(to_float(src[i]));
+  }
+}
+
+template <typename TO, typename TG, typename TU>
+__global__ void swiglu_kernel(TO* out, const TG* gate, const TU* up, int64_t n, float limit) {
+  pdl_wait();
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float g = fminf(to_float(gate[i]), limit);
+    const float u = fminf(fmaxf(to_float(up[i]), -limit), limit);
+    out[i] = from_float<TO>(g / (1.0f + expf(-g)) * u);
+  }
+}
+
+// One block per row: fp32 sum of squares, then y = w * (x * rsqrt(mean + eps)). out may be x.
+template <typename TO, typename TI, typename TW>
+__global__ void rms_norm_kernel(TO* out, const TI* x, const TW* __restrict__ w, int64_t dim, float eps) {
+  pdl_wait();
+  __shared__ float scratch[33];
+  const int64_t r = blockIdx.x;
+  const TI* xr = x + r * dim;
+  float ss = 0;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float v = to_float(xr[i]);
+    ss = fmaf(v, v, ss);
+  }
+  ss = block_sum(ss, scratch);
+  const float inv = 1.0f / sqrtf(ss / static_cast<float>(dim) + eps);
+  TO* yr = out + r * dim;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float v = to_float(xr[i]) * inv;
+    yr[i] = from_float<TO>(w != nullptr ? to_float(w[i]) * v : v);
+  }
+}
+
+// Blocks in x for a loop over `width` elements of each of `rows` rows (grid.y = rows).
+dim3 row_grid(int64_t width, int64_t rows) {
+  return dim3(std::max(1u, std::min(blocks_for(width, kThreads), 64u)), static_cast<unsigned>(rows));
+}
+unsigned flat_blocks(int64_t n) { return std::max(1u, std::min(blocks_for(n, kThreads), 8192u)); }
+
+}  // namespace
+
+void embedding(ExecContext& ctx, Tensor out, Tensor table, Tensor ids) {
+  const int64_t T = out.size(0), H = out.size(1);
+  if (T == 0) return;
+  dispatch_float(out.dtype(), "embedding out", [&](auto o) {
+    dispatch_float(table.dtype(), "embedding table", [&](auto i) {
+      using TO = decltype(o);
+      using TI = decltype(i);
+      check_launch(launch_kernel(embedding_kernel<TO, TI>, row_grid(H, T), dim3(kThreads), 0, stream_of(ctx),
+                                 out.ptr<TO>(), table.ptr<TI>(), ids.ptr<int32_t>(), H),
+                   "embedding");
+    });
+  });
+}
+
+void broadcast_streams(ExecContext& ctx, Tensor out, Tensor x) {
+  const int64_t T = out.size(0), n = out.size(1), H = out.size(2);
+  if (T == 0) return;
+  dispatch_float(out.dtype(), "broadcast out", [&](auto o) {
+    dispatch_float(x.dtype(), "broadcast x", [&](auto i) {
+      using TO = decltype(o);
+      using TI = decltype(i);
+      check_launch(launch_kernel(broadcast_kernel<TO, TI>, row_grid(H, T), dim3(kThreads), 0, stream_of(ctx),
+                                 out.ptr<TO>(), x.ptr<TI>(), n, H),
+                   "broadcast_streams");
+    });
+  });
+}
+
+void linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w) {
+  GemmArgs g;
+  g.x = x.data();
+  g.w = w.data();
+  g.out = out.data();
+  g.x_type = x.dtype();
+  g.w_type = w.dtype();
+  g.out_type = out.dtype();
+  g.M = x.size(0);
+  g.K = x.size(1);
+  g.N = w.size(0);
+  g.ldx = g.K;
+  g.ldw = g.K;
+  g.ldo = g.N;
+  blas_of(ctx).gemm(ctx, g);
+}
+
+void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w, int64_t groups) {
+  // A strided batch over the groups: x_g = x[:, g*K:(g+1)*K], w_g = w[g*N:(g+1)*N], out_g = out[:, g*N:...].
+  GemmArgs g;
+  g.x = x.data();
+  g.w = w.data();
+  g.out = out.data();
+  g.x_type = x.dtype();
+  g.w_type = w.dtype();
+  g.out_type = out.dtype();
+  g.M = x.size(0);
+  g.K = x.size(1) / groups;
+  g.N = w.size(0) / groups;
+  g.batch = groups;
+  g.ldx = groups * g.K;
+  g.ldw = g.K;
+  g.ldo = groups * g.N;
+  g.stride_x = g.K;
+  g.stride_w = g.N * g.K;
+  g.stride_o = g.N;
+  blas_of(ctx).gemm(ctx, g);
+}
+
+void rms_norm(ExecContext& ctx, Tensor out, Tensor x, Tensor w, float eps) {
+  const int64_t dim = x.size(-1), rows = x.numel() / std::max<int64_t>(dim, 1);
+  if (rows == 0) return;
+  const int threads = dim >= 256 ? 256 : std::max<int>(32, static_cast<int>((dim + 31) / 32 * 32));
+  dispatch_float(out.dtype(), "rms_norm out", [&](auto o) {
+    dispatch_float(x.dtype(), "rms_norm x", [&](auto i) {
+      dispatch_float(w.data() != nullptr ? w.dtype() : DType::F32, "rms_norm weight", [&](auto wt) {
+        using TO = decltype(o);
+        using TI = decltype(i);
+        using TW = decltype(wt);
+        check_launch(launch_kernel(rms_norm_kernel<TO, TI, TW>, dim3(static_cast<unsigned>(rows)), dim3(threads), 0,
+                                   stream_of(ctx), out.ptr<TO>(), x.ptr<TI>(), w.ptr<TW>(), dim, eps),
+                     "rms_norm");
+      });
+    });
+  });
+}
+
+void add(ExecContext& ctx, Tensor out, Tensor a, Tensor b) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  dispatch_float(out.dtype(), "add out", [&](auto o) {
+    dispatch_float(a.dtype(), "add a", [&](auto av) {
+      dispatch_float(b.dtype(), "add b", [&](auto bv) {
+        using TO = decltype(o);
+        using TA = decltype(av);
+        using TB = decltype(bv);
+        check_launch(launch_kernel(add_kernel<TO, TA, TB>, dim3(flat_blocks(n)), dim3(kThreads), 0, stream_of(ctx),
+                                   out.ptr<TO>(), a.ptr<TA>(), b.ptr<TB>(), n),
+                     "add");
+      });
+    });
+  });
+}
+
+void copy(ExecContext& ctx, Tensor out, Tensor x) {
+  if (x.nbytes() == 0) return;
+  throw_if_error(cuda_status(cudaMemcpyAsync(out.data(), x.data(), x.nbytes(), cudaMemcpyDeviceToDevice,
+                                             stream_of(ctx)),
+                             "copy: cudaMemcpyAsync"));
+}
+
+void gather_rows(ExecContext& ctx, Tensor out, Tensor x, Tensor rows) {
+  const int64_t R = out.size(0), width = out.numel() / std::max<int64_t>(R, 1);
+  if (R == 0) return;
+  dispatch_float(out.dtype(), "gather_rows out", [&](auto o) {
+    dispatch_float(x.dtype(), "gather_rows x", [&](auto i) {
+      using TO = decltype(o);
+      using TI = decltype(i);
+      check_launch(launch_kernel(gather_rows_kernel<TO, TI>, row_grid(width, R), dim3(kThreads), 0, stream_of(ctx),
+                                 out.ptr<TO>(), x.ptr<TI>(), rows.ptr<int32_t>(), width),
+                   "gather_rows");
+    });
+  });
+}
+
+void swiglu(ExecContext& ctx, Tensor out, Tensor gate, Tensor up, float limit) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  dispatch_float(out.dtype(), "swiglu out", [&](auto o) {
+    dispatch_float(gate.dtype(), "swiglu gate", [&](auto g) {
+      dispatch_float(up.dtype(), "swiglu up", [&](auto u) {
+        using TO = decltype(o);
+        using TG = decltype(g);
+        using TU = decltype(u);
+        check_launch(launch_kernel(swiglu_kernel<TO, TG, TU>, dim3(flat_blocks(n)), dim3(kThreads), 0,
+                                   stream_of(ctx), out.ptr<TO>(), gate.ptr<TG>(), up.ptr<TU>(), n, limit),
+                     "swiglu");
+      });
+    });
+  });
+}
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,340 @@
+// Mixture of experts on CUDA: routing (hash / top-k with selection-only bias) and the routed experts as
+// grouped GEMMs over expert-sorted rows.
+//
+// moe_experts never reads routing results on the host. A one-block planning kernel counts the T·k
+// (token, expert) pairs per expert, gives each pair a row of the expert-sorted order and lists the
+// row tiles of every expert; the two grouped GEMMs (w1/w3 with the SwiGLU epilogue, then w2) run on a grid
+// sized from the capacity min(T·k, ceil(T·k / BM) + E) tiles, where tiles past the listed count exit at
+// once; a combine kernel sums each token's k rows in routing order. Everything has a fixed size given T,
+// so the whole sequence can be captured in a CUDA graph.
+#include <mma.h>
+
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_ops.h"
+
+namespace dsv4::cuda {
+namespace {
+
+// ---- routing ---------------------------------------------------------------------------------------
+constexpr int kRouteWarps = 4;
+
+struct RouteArgs {
+  int64_t T, E, k;
+  int scoring;  // ScoringFunc
+  bool normalise;
+  float scale;
+};
+
+__device__ __forceinline__ float softplusf(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+// One warp per token: scores into shared memory, k rounds of a warp arg-max (larger value, then lower
+// index — the CPU reference's partial_sort order) over the unselected experts.
+__global__ void moe_route_kernel(float* __restrict__ weights, int32_t* __restrict__ indices,
+                                 const float* __restrict__ logits, const float* __restrict__ bias,
+                                 const int32_t* __restrict__ tid2eid, const int32_t* __restrict__ ids, RouteArgs a) {
+  pdl_wait();
+  extern __shared__ float smem[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kRouteWarps + warp;
+  if (t >= a.T) return;
+  float* score = smem + warp * 2 * a.E;
+  float* biased = score + a.E;
+  const float* l = logits + t * a.E;
+  if (a.scoring == static_cast<int>(ScoringFunc::kSoftmax)) {
+    float mx = -INFINITY;
+    for (int64_t e = lane; e < a.E; e += 32) mx = fmaxf(mx, l[e]);
+    mx = warp_max(mx);
+    float sum = 0;
+    for (int64_t e = lane; e < a.E; e += 32) sum += (score[e] = expf(l[e] - mx));
+    sum = warp_sum(sum);
+    for (int64_t e = lane; e < a.E; e += 32) score[e] /= sum;
+  } else if (a.scoring == static_cast<int>(ScoringFunc::kSigmoid)) {
+    for (int64_t e = lane; e < a.E; e += 32) score[e] = 1.0f / (1.0f + expf(-l[e]));
+  } else {
+    for (int64_t e = lane; e < a.E; e += 32) score[e] = sqrtf(softplusf(l[e]));
+  }
+  for (int64_t e = lane; e < a.E; e += 32) biased[e] = score[e] + (bias != nullptr ? bias[e] : 0.0f);
+  __syncwarp();
+  int32_t* idx = indices + t * a.k;
+  if (tid2eid != nullptr) {
+    for (int64_t i = lane; i < a.k; i += 32) idx[i] = tid2eid[static_cast<int64_t>(ids[t]) * a.k + i];
+  } else {
+    for (int64_t i = 0; i < a.k; ++i) {
+      float best = -INFINITY;
+      int32_t best_e = INT32_MAX;
+      for (int64_t e = lane; e < a.E; e += 32) {
+        const float v = biased[e];
+        if (v > best || (v == best && e < best_e)) best = v, best_e = static_cast<int32_t>(e);
+      }
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, best, off);
+        const int32_t oe = __shfl_xor_sync(0xffffffffu, best_e, off);
+        if (ov > best || (ov == best && oe < best_e)) best = ov, best_e = oe;
+      }
+      if (lane == 0) {
+        // NaN marks a taken expert (never selected again); an all-NaN row (garbage logits) gives expert 0.
+        idx[i] = best_e == INT32_MAX ? 0 : best_e;
+        if (best_e != INT32_MAX) biased[best_e] = NAN;
+      }
+      __syncwarp();
+    }
+  }
+  __syncwarp();
+  if (lane == 0) {
+    float* w = weights + t * a.k;
+    float sum = 0;
+    for (int64_t i = 0; i < a.k; ++i) sum += (w[i] = score[idx[i]]);
+    for (int64_t i = 0; i < a.k; ++i) w[i] = (a.normalise ? w[i] / (sum + 1e-20f) : w[i]) * a.scale;
+  }
+}
+
+// ---- expert-sorted plan ----------------------------------------------------------------------------
+constexpr int kBM = 64, kBN = 64, kBK = 32, kGemmThreads = 128;
+
+struct Plan {
+  int32_t* row_of;      // [P]: expert-sorted row of pair p = t*k + i
+  int32_t* token_of;    // [P]: token of each expert-sorted row
+  int32_t* tile_info;   // [max_tiles, 3]: expert, first row, end row of the expert's segment
+  int32_t* num_tiles;   // [1]
+};
+
+// One block. Pairs of one expert get consecutive rows; their order inside the expert's segment follows
+// the shared-memory atomics, which is harmless: every row is computed independently and the combine sums
+// a token's rows in routing order.
+__global__ void moe_plan_kernel(Plan plan, const int32_t* __restrict__ indices, int64_t P, int64_t k, int64_t E) {
+  pdl_wait();
+  extern __shared__ int32_t sh[];  // cnt[E], off[E + 1], cursor[E], tile_off[E + 1]
+  int32_t* cnt = sh;
+  int32_t* off = cnt + E;
+  int32_t* cursor = off + E + 1;
+  int32_t* tile_off = cursor + E;
+  for (int64_t e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0, cursor[e] = 0;
+  __syncthreads();
+  for (int64_t p = threadIdx.x; p < P; p += blockDim.x) atomicAdd(&cnt[indices[p]], 1);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int32_t o = 0, to = 0;
+    for (int64_t e = 0; e < E; ++e) {
+      off[e] = o, tile_off[e] = to;
+      o += cnt[e];
+      to += (cnt[e] + kBM - 1) / kBM;
+    }
+    off[E] = o, tile_off[E] = to;
+    *plan.num_tiles = to;
+  }
+  __syncthreads();
+  for (int64_t p = threadIdx.x; p < P; p += blockDim.x) {
+    const int32_t e = indices[p];
+    const int32_t r = off[e] + atomicAdd(&cursor[e], 1);
+    plan.row_of[p] = r;
+    plan.token_of[r] = static_cast<int32_t>(p / k);
+  }
+  for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
+    for (int32_t j = tile_off[e]; j < tile_off[e + 1]; ++j) {
+      plan.tile_info[3 * j + 0] = static_cast<int32_t>(e);
+      plan.tile_info[3 * j + 1] = off[e] + (j - tile_off[e]) * kBM;
+      plan.tile_info[3 * j + 2] = off[e + 1];
+    }
+  }
+}
+
+// ---- grouped GEMM (bf16 tensor cores through WMMA, fp32 accumulation) ------------------------------
+// out[r, n] = sum_k A[r, k] * W[e][n, k] for the rows r of one expert tile. GATED: A rows are gathered
+// from x by token, two weights (w1, w3) give g and u, and the epilogue writes silu(min(g, L)) * clamp(u).
+namespace wmma = nvcuda::wmma;
+
+template <bool VEC>
+__device__ __forceinline__ void load_tile(bf16 (*dst)[kBK + 8], const bf16* const* rows, int nrows, int64_t K,
+                                          int64_t k0) {
+  if constexpr (VEC) {  // K % 8 == 0 and 16-byte aligned rows: 8 elements per access
+    for (int i = threadIdx.x; i < nrows * (kBK / 8); i += kGemmThreads) {
+      const int r = i / (kBK / 8), c = (i % (kBK / 8)) * 8;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (rows[r] != nullptr && k0 + c < K) v = *reinterpret_cast<const uint4*>(rows[r] + k0 + c);
+      *reinterpret_cast<uint4*>(&dst[r][c]) = v;
+    }
+  } else {
+    for (int i = threadIdx.x; i < nrows * kBK; i += kGemmThreads) {
+      const int r = i / kBK, c = i % kBK;
+      dst[r][c] = (rows[r] != nullptr && k0 + c < K) ? rows[r][k0 + c] : __float2bfloat16_rn(0.0f);
+    }
+  }
+}
+
+template <bool GATED, bool VEC, typename TO>
+__global__ void __launch_bounds__(kGemmThreads)
+    moe_gemm_kernel(TO* __restrict__ out, const bf16* __restrict__ a, const bf16* __restrict__ w,
+                    const bf16* __restrict__ w3, Plan plan, int64_t N, int64_t K, float limit) {
+  pdl_wait();
+  const int tile = blockIdx.y;
+  if (tile >= *plan.num_tiles) return;
+  const int32_t e = plan.tile_info[3 * tile], row0 = plan.tile_info[3 * tile + 1], row_end = plan.tile_info[3 * tile + 2];
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kBN;
+  __shared__ __align__(128) bf16 As[kBM][kBK + 8];
+  __shared__ __align__(128) bf16 Bs[kBN][kBK + 8];
+  __shared__ __align__(128) bf16 B3s[GATED ? kBN : 1][kBK + 8];
+  __shared__ __align__(128) float Cs[kBM][kBN + 4];
+  __shared__ const bf16* arow[kBM];
+  __shared__ const bf16* wrow[kBN];
+  __shared__ const bf16* w3row[GATED ? kBN : 1];
+  for (int i = threadIdx.x; i < kBM; i += kGemmThreads) {
+    const int32_t r = row0 + i;
+    arow[i] = r < row_end ? a + static_cast<int64_t>(GATED ? plan.token_of[r] : r) * K : nullptr;
+  }
+  for (int i = threadIdx.x; i < kBN; i += kGemmThreads) {
+    const int64_t n = n0 + i;
+    wrow[i] = n < N ? w + (static_cast<int64_t>(e) * N + n) * K : nullptr;
+    if constexpr (GATED) w3row[i] = n < N ? w3 + (static_cast<int64_t>(e) * N + n) * K : nullptr;
+  }
+  const int warp = threadIdx.x >> 5, wm = warp >> 1, wn = warp & 1;  // 2 x 2 warps, 32 x 32 each
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2], acc3[GATED ? 2 : 1][GATED ? 2 : 1];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+#pragma unroll
+    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+  }
+  if constexpr (GATED) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc3[i][j], 0.0f);
+    }
+  }
+  __syncthreads();
+  for (int64_t k0 = 0; k0 < K; k0 += kBK) {
+    load_tile<VEC>(As, arow, kBM, K, k0);
+    load_tile<VEC>(Bs, wrow, kBN, K, k0);
+    if constexpr (GATED) load_tile<VEC>(B3s, w3row, kBN, K, k0);
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kBK; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &As[wm * 32 + i * 16][kk], kBK + 8);
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;
+        wmma::load_matrix_sync(fb, &Bs[wn * 32 + j * 16][kk], kBK + 8);
+#pragma unroll
+        for (int i = 0; i < 2; ++i) wmma::mma_sync(acc[i][j], fa[i], fb, acc[i][j]);
+        if constexpr (GATED) {
+          wmma::load_matrix_sync(fb, &B3s[wn * 32 + j * 16][kk], kBK + 8);
+#pragma unroll
+          for (int i = 0; i < 2; ++i) wmma::mma_sync(acc3[i][j], fa[i], fb, acc3[i][j]);
+        }
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      if constexpr (GATED) {
+        // g and u fragments share one layout, so the SwiGLU applies element by element.
+#pragma unroll
+        for (int x = 0; x < acc[i][j].num_elements; ++x) {
+          const float g = fminf(acc[i][j].x[x], limit);
+          const float u = fminf(fmaxf(acc3[i][j].x[x], -limit), limit);
+          acc[i][j].x[x] = g / (1.0f + expf(-g)) * u;
+        }
+      }
+      wmma::store_matrix_sync(&Cs[wm * 32 + i * 16][wn * 32 + j * 16], acc[i][j], kBN + 4, wmma::mem_row_major);
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < kBM * kBN; i += kGemmThreads) {
+    const int r = i / kBN, c = i % kBN;
+    const int64_t n = n0 + c;
+    if (row0 + r < row_end && n < N) out[static_cast<int64_t>(row0 + r) * N + n] = from_float<TO>(Cs[r][c]);
+  }
+}
+
+// out[t] = sum_i weights[t, i] * y[row_of[t*k + i]]
+template <typename TO>
+__global__ void moe_combine_kernel(TO* __restrict__ out, const float* __restrict__ y, const float* __restrict__ weights,
+                                   const int32_t* __restrict__ row_of, int64_t k, int64_t H) {
+  pdl_wait();
+  const int64_t t = blockIdx.y;
+  for (int64_t h = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; h < H;
+       h += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float acc = 0;
+    for (int64_t i = 0; i < k; ++i) acc = fmaf(weights[t * k + i], y[static_cast<int64_t>(row_of[t * k + i]) * H + h], acc);
+    out[t * H + h] = from_float<TO>(acc);
+  }
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+}  // namespace
+
+void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid,
+               Tensor ids, const ModelConfig& cfg) {
+  RouteArgs a{};
+  a.T = logits.size(0);
+  a.E = logits.size(1);
+  a.k = weights.size(1);
+  a.scoring = static_cast<int>(cfg.scoring_func);
+  a.normalise = cfg.norm_topk_prob;
+  a.scale = static_cast<float>(cfg.routed_scaling_factor);
+  if (a.T == 0) return;
+  DSV4_CHECK_ARG(a.k <= a.E, "moe_route: top-", a.k, " of ", a.E, " experts");
+  const size_t shared = sizeof(float) * 2 * a.E * kRouteWarps;
+  DSV4_CHECK(shared <= 48 * 1024, kUnsupported, "moe_route on CUDA supports at most ", 48 * 1024 / 32,
+             " experts, got ", a.E);
+  check_launch(launch_kernel(moe_route_kernel, dim3(blocks_for(a.T, kRouteWarps)), dim3(kRouteWarps * 32), shared,
+                             stream_of(ctx), weights.ptr<float>(), indices.ptr<int32_t>(), logits.ptr<float>(),
+                             bias.data() != nullptr ? bias.ptr<float>() : nullptr,
+                             tid2eid.data() != nullptr ? tid2eid.ptr<int32_t>() : nullptr, ids.ptr<int32_t>(), a),
+               "moe_route");
+}
+
+void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2,
+                 Tensor w3, float limit) {
+  const int64_t T = x.size(0), H = x.size(1), k = indices.size(1), I = w1.size(1), E = w1.size(0);
+  if (T == 0) return;
+  for (const Tensor* t : {&x, &w1, &w2, &w3}) {
+    DSV4_CHECK_ARG(t->dtype() == DType::BF16, "moe_experts on CUDA: x and the expert weights must be BF16, got ",
+                   t->describe());
+  }
+  DSV4_CHECK_ARG(ctx.scratch != nullptr && ctx.scratch->device() == Device::kCUDA,
+                 "moe_experts on CUDA needs a device scratch arena (ExecContext::scratch)");
+  const int64_t P = T * k, max_tiles = std::min<int64_t>(P, (P + kBM - 1) / kBM + E);
+  Arena& A = *ctx.scratch;
+  ArenaScope scope(A);
+  Plan plan{};
+  plan.row_of = A.alloc(DType::I32, {P}).ptr<int32_t>();
+  plan.token_of = A.alloc(DType::I32, {P}).ptr<int32_t>();
+  plan.tile_info = A.alloc(DType::I32, {max_tiles, 3}).ptr<int32_t>();
+  plan.num_tiles = A.alloc(DType::I32, {1}).ptr<int32_t>();
+  Tensor act = A.alloc(DType::BF16, {P, I});
+  Tensor y = A.alloc(DType::F32, {P, H});
+  const cudaStream_t s = stream_of(ctx);
+  const size_t plan_shared = sizeof(int32_t) * (4 * E + 2);
+  DSV4_CHECK(plan_shared <= 48 * 1024, kUnsupported, "moe_experts on CUDA supports at most 3000 experts, got ", E);
+  check_launch(launch_kernel(moe_plan_kernel, dim3(1), dim3(1024), plan_shared, s, plan, indices.ptr<int32_t>(), P, k,
+                             E),
+               "moe_plan");
+  const bool vec1 = H % 8 == 0 && aligned16(x.data()) && aligned16(w1.data()) && aligned16(w3.data());
+  const dim3 grid1(blocks_for(I, kBN), static_cast<unsigned>(max_tiles));
+  check_launch(launch_kernel(vec1 ? moe_gemm_kernel<true, true, bf16> : moe_gemm_kernel<true, false, bf16>, grid1,
+                             dim3(kGemmThreads), 0, s, act.ptr<bf16>(), x.ptr<bf16>(), w1.ptr<bf16>(), w3.ptr<bf16>(),
+                             plan, I, H, limit),
+               "moe_gemm (w1/w3 + SwiGLU)");
+  const bool vec2 = I % 8 == 0 && aligned16(act.data()) && aligned16(w2.data());
+  const dim3 grid2(blocks_for(H, kBN), static_cast<unsigned>(max_tiles));
+  check_launch(launch_kernel(vec2 ? moe_gemm_kernel<false, true, float> : moe_gemm_kernel<false, false, float>, grid2,
+                             dim3(kGemmThreads), 0, s, y.ptr<float>(), act.ptr<bf16>(), w2.ptr<bf16>(),
+                             static_cast<const bf16*>(nullptr), plan, H, I, limit),
+               "moe_gemm (w2)");
+  const dim3 grid3(std::max(1u, std::min(blocks_for(H, 256), 16u)), static_cast<unsigned>(T));
+  dispatch_float(out.dtype(), "moe_experts out", [&](auto o) {
+    using TO = decltype(o);
+    check_launch(launch_kernel(moe_combine_kernel<TO>, grid3, dim3(256), 0, s, out.ptr<TO>(), y.ptr<float>(),
+                               weights.ptr<float>(), plan.row_of, k, H),
+                 "moe_combine");
+  });
+}
+
+}  // namespace dsv4::cuda

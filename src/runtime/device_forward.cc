@@ -1,0 +1,115 @@
+#include "runtime/device_forward.h"
+
+#include <cuda_runtime_api.h>
+
+#include <cstring>
+
+#include "backend/cuda/blas.h"
+#include "backend/cuda/cuda_check.h"
+#include "dsv4/core/buffer.h"
+#include "dsv4/runtime/engine.h"
+
+namespace dsv4 {
+
+struct DeviceForward::Impl {
+  int64_t max_tokens = 0, max_rows = 0, vocab = 0, hc_mult = 0, hidden = 0;
+  cudaStream_t stream = nullptr;
+  std::unique_ptr<cuda::BlasHandle> blas;
+  // Device layout (int32 unless stated): ids, pos, slot, start, end [max_tokens] each, logit rows
+  // [max_rows]; then logits [max_rows, V] f32 and the residual [max_tokens, n*H] bf16, 256-byte aligned.
+  Buffer io;
+  int32_t* d_ints = nullptr;
+  float* d_logits = nullptr;
+  void* d_residual = nullptr;
+  int32_t* h_ints = nullptr;  // pinned staging with the device layout of the int32 block
+  std::vector<uint16_t> h_residual;
+
+  size_t int_count() const { return static_cast<size_t>(5 * max_tokens + max_rows); }
+
+  ~Impl() {
+    // Destructors must not throw: errors here can only come from a device that already failed.
+    if (stream != nullptr) cudaStreamSynchronize(stream);
+    blas.reset();
+    if (h_ints != nullptr) cudaFreeHost(h_ints);
+    if (stream != nullptr) cudaStreamDestroy(stream);
+  }
+};
+
+namespace {
+size_t align256(size_t n) { return (n + 255) / 256 * 256; }
+}  // namespace
+
+DeviceForward::DeviceForward(const ModelConfig& cfg, int64_t max_tokens, int64_t max_rows, ExecContext& ctx)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.max_tokens = max_tokens;
+  m.max_rows = max_rows;
+  m.vocab = cfg.vocab_size;
+  m.hc_mult = cfg.hc_mult;
+  m.hidden = cfg.hidden_size;
+  DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
+  m.blas = std::make_unique<cuda::BlasHandle>();
+  const size_t ints = align256(m.int_count() * sizeof(int32_t));
+  const size_t logits = align256(static_cast<size_t>(max_rows * m.vocab) * sizeof(float));
+  const size_t residual = align256(static_cast<size_t>(max_tokens * cfg.hc_dim()) * 2);
+  m.io = Buffer(ints + logits + residual, Device::kCUDA);
+  char* base = static_cast<char*>(m.io.data());
+  m.d_ints = reinterpret_cast<int32_t*>(base);
+  m.d_logits = reinterpret_cast<float*>(base + ints);
+  m.d_residual = base + ints + logits;
+  DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&m.h_ints), m.int_count() * sizeof(int32_t)));
+  std::memset(m.h_ints, 0, m.int_count() * sizeof(int32_t));
+  ctx.stream = m.stream;
+  ctx.blas = m.blas.get();
+}
+
+DeviceForward::~DeviceForward() = default;
+
+size_t DeviceForward::device_bytes() const { return impl_->io.size() + impl_->blas->workspace_bytes; }
+
+BatchMeta DeviceForward::upload_meta(ExecContext& ctx, BatchBuilder& batch) {
+  Impl& m = *impl_;
+  const int64_t T = batch.num_tokens(), R = batch.num_logit_rows();
+  DSV4_CHECK_ARG(T <= m.max_tokens && R <= m.max_rows, "device forward: ", T, " tokens / ", R,
+                 " logit rows exceed the device buffers (", m.max_tokens, " / ", m.max_rows, ")");
+  const BatchMeta host = batch.meta();
+  const Tensor* fields[5] = {&host.ids, &host.pos, &host.slot, &host.start, &host.end};
+  // The previous forward synchronised its stream, so the staging buffer is free to rewrite.
+  for (int f = 0; f < 5; ++f) std::memcpy(m.h_ints + f * m.max_tokens, fields[f]->data(), T * sizeof(int32_t));
+  const Tensor rows = batch.logit_rows();
+  std::memcpy(m.h_ints + 5 * m.max_tokens, rows.data(), R * sizeof(int32_t));
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.d_ints, m.h_ints, m.int_count() * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                  static_cast<cudaStream_t>(ctx.stream)));
+  auto view = [&](int f) { return Tensor(m.d_ints + f * m.max_tokens, DType::I32, {T}, Device::kCUDA); };
+  return {view(0), view(1), view(2), view(3), view(4), T};
+}
+
+void DeviceForward::forward(ExecContext& ctx, const ModelConfig& cfg, const ModelWeights& w, ModelState& state,
+                            BatchBuilder& batch, std::vector<float>* logits, std::vector<float>* residual) {
+  Impl& m = *impl_;
+  const int64_t T = batch.num_tokens(), R = batch.num_logit_rows();
+  const cudaStream_t stream = static_cast<cudaStream_t>(ctx.stream);
+  const BatchMeta meta = upload_meta(ctx, batch);
+  const Tensor rows(m.d_ints + 5 * m.max_tokens, DType::I32, {R}, Device::kCUDA);
+  const Tensor logits_d(m.d_logits, DType::F32, {R, m.vocab}, Device::kCUDA);
+  Tensor residual_d;
+  if (residual != nullptr) residual_d = Tensor(m.d_residual, DType::BF16, {T, m.hc_mult, m.hidden}, Device::kCUDA);
+  target_forward(ctx, cfg, w, state, meta, rows, logits_d, residual_d);
+  logits->resize(static_cast<size_t>(R * m.vocab));
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(logits->data(), m.d_logits, logits->size() * sizeof(float), cudaMemcpyDeviceToHost,
+                                  stream));
+  if (residual != nullptr) {
+    m.h_residual.resize(static_cast<size_t>(residual_d.numel()));
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(m.h_residual.data(), m.d_residual, m.h_residual.size() * 2,
+                                    cudaMemcpyDeviceToHost, stream));
+  }
+  DSV4_CUDA_CHECK(cudaStreamSynchronize(stream));
+  if (residual != nullptr) {
+    residual->resize(m.h_residual.size());
+    convert_to_f32(DType::BF16, m.h_residual.data(), residual->data(), m.h_residual.size());
+  }
+}
+
+size_t Engine::device_io_bytes() const { return device_ ? device_->device_bytes() : 0; }
+
+}  // namespace dsv4

@@ -1,0 +1,694 @@
+// Every CUDA op against its CPU reference (backend/cpu) on random inputs, including odd sizes and T = 1.
+//
+// Device inputs are stored in the dtype the model uses (bf16 activations and weights, f32 where the
+// model keeps f32); the CPU reference runs in f32 on exactly the values the device holds (bf16-rounded),
+// so the comparison measures the device's arithmetic and output rounding only. Outputs are poisoned
+// (NaN / 0x7b7b7b7b) before every run and every element is checked to be written; stateful ops use
+// several slots, a prefill chunk, a decode row and padding rows (slot -1) in one batch.
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <numeric>
+
+#include "backend/cpu/cpu_ops.h"
+#include "cuda_test_util.h"
+#include "dsv4/ops/rope_table.h"
+
+namespace dsv4 {
+namespace {
+
+using test::DevTensor;
+using test::download;
+using test::poison;
+using test::random_vec;
+using test::TestBatch;
+using test::upload;
+
+test::DeviceEnv& env() {
+  // Never destroyed: the CUDA runtime may already be shut down when static destructors run.
+  static test::DeviceEnv* e = new test::DeviceEnv(size_t{256} << 20);
+  return *e;
+}
+
+ExecContext cpu_ctx() { return ExecContext{}; }
+
+std::mt19937 rng_for(const char* test, int variant = 0) {
+  std::seed_seq seq{static_cast<int>(std::hash<std::string>{}(test) & 0x7fffffff), variant};
+  return std::mt19937(seq);
+}
+
+// ---- dense -------------------------------------------------------------------------------------------
+
+void check_linear(int64_t T, int64_t K, int64_t N, DType in_dtype, DType out_dtype, int variant) {
+  auto rng = rng_for("linear", variant);
+  std::vector<float> x = test::as_stored(random_vec(rng, T * K), in_dtype);
+  std::vector<float> w = test::as_stored(random_vec(rng, N * K, -0.5f, 0.5f), in_dtype);
+  std::vector<float> ref(T * N);
+  ExecContext cpu = cpu_ctx();
+  ops::linear(cpu, test::host_view(ref, {T, N}), test::host_view(x, {T, K}), test::host_view(w, {N, K}));
+  DevTensor dx = upload(x, in_dtype, {T, K}), dw = upload(w, in_dtype, {N, K}), dout(out_dtype, {T, N});
+  const double tol = out_dtype == DType::BF16 ? 1e-2 : 1e-4;
+  const std::string name = str_cat("linear T=", T, " K=", K, " N=", N, " ", dtype_name(in_dtype), "->",
+                                   dtype_name(out_dtype));
+  poison(dout.t);
+  ops::linear(env().ctx, dout.t, dx.t, dw.t);
+  env().sync();
+  DSV4_EXPECT_CLOSE(download(dout.t), ref, tol, name);
+  // The fallback kernel (shapes cuBLASLt has no algorithm for) on the same problem.
+  cuda::GemmArgs g;
+  g.x = dx.t.data(), g.w = dw.t.data(), g.out = dout.t.data();
+  g.x_type = in_dtype, g.w_type = in_dtype, g.out_type = out_dtype;
+  g.M = T, g.N = N, g.K = K, g.ldx = K, g.ldw = K, g.ldo = N;
+  poison(dout.t);
+  cuda::gemm_fallback(env().ctx, g);
+  env().sync();
+  DSV4_EXPECT_CLOSE(download(dout.t), ref, tol, name + " (fallback)");
+}
+
+TEST(CudaOps, Linear) {
+  DSV4_REQUIRE_GPU();
+  int v = 0;
+  for (DType out : {DType::BF16, DType::F32}) {
+    check_linear(1, 64, 32, DType::BF16, out, v++);
+    check_linear(7, 96, 320, DType::BF16, out, v++);
+    check_linear(33, 37, 19, DType::BF16, out, v++);  // odd: unaligned rows
+    check_linear(130, 256, 520, DType::BF16, out, v++);
+  }
+  check_linear(5, 48, 24, DType::F32, DType::F32, v++);
+}
+
+TEST(CudaOps, GroupedLinear) {
+  DSV4_REQUIRE_GPU();
+  struct Case {
+    int64_t T, G, K, N;
+  };
+  int v = 0;
+  for (const Case c : {Case{1, 2, 64, 16}, Case{9, 8, 40, 24}, Case{5, 3, 33, 7}, Case{64, 8, 512, 128}}) {
+    auto rng = rng_for("grouped_linear", v++);
+    std::vector<float> x = test::round_bf16(random_vec(rng, c.T * c.G * c.K));
+    std::vector<float> w = test::round_bf16(random_vec(rng, c.G * c.N * c.K, -0.5f, 0.5f));
+    std::vector<float> ref(c.T * c.G * c.N);
+    ExecContext cpu = cpu_ctx();
+    ops::grouped_linear(cpu, test::host_view(ref, {c.T, c.G * c.N}), test::host_view(x, {c.T, c.G * c.K}),
+                        test::host_view(w, {c.G * c.N, c.K}), c.G);
+    DevTensor dx = upload(x, DType::BF16, {c.T, c.G * c.K}), dw = upload(w, DType::BF16, {c.G * c.N, c.K});
+    DevTensor dout(DType::BF16, {c.T, c.G * c.N});
+    poison(dout.t);
+    ops::grouped_linear(env().ctx, dout.t, dx.t, dw.t, c.G);
+    env().sync();
+    DSV4_EXPECT_CLOSE(download(dout.t), ref, 1e-2, str_cat("grouped_linear T=", c.T, " G=", c.G, " K=", c.K, " N=", c.N));
+  }
+}
+
+TEST(CudaOps, RmsNorm) {
+  DSV4_REQUIRE_GPU();
+  struct Case {
+    int64_t rows, dim;
+    bool weight, in_place;
+    DType dtype;
+  };
+  int v = 0;
+  for (const Case c : {Case{1, 64, true, false, DType::BF16}, Case{7, 512, true, true, DType::BF16},
+                       Case{5, 37, false, false, DType::BF16}, Case{12, 1000, true, false, DType::F32},
+                       Case{3, 4096, false, true, DType::BF16}}) {
+    auto rng = rng_for("rms_norm", v++);
+    std::vector<float> x = test::as_stored(random_vec(rng, c.rows * c.dim, -2, 2), c.dtype);
+    std::vector<float> w = random_vec(rng, c.dim, 0.5f, 1.5f);
+    std::vector<float> ref(x.size());
+    ExecContext cpu = cpu_ctx();
+    ops::rms_norm(cpu, test::host_view(ref, {c.rows, c.dim}), test::host_view(x, {c.rows, c.dim}),
+                  c.weight ? test::host_view(w, {c.dim}) : Tensor(), 1e-6f);
+    DevTensor dx = upload(x, c.dtype, {c.rows, c.dim}), dw = upload(w, DType::F32, {c.dim});
+    DevTensor dout(c.dtype, {c.rows, c.dim});
+    Tensor out = c.in_place ? dx.t : dout.t;
+    if (!c.in_place) poison(out);
+    ops::rms_norm(env().ctx, out, dx.t, c.weight ? dw.t : Tensor(), 1e-6f);
+    env().sync();
+    DSV4_EXPECT_CLOSE(download(out), ref, c.dtype == DType::BF16 ? 1e-2 : 1e-5,
+                      str_cat("rms_norm ", c.rows, "x", c.dim, c.weight ? " weighted" : "", c.in_place ? " in place" : ""));
+  }
+}
+
+TEST(CudaOps, EmbeddingBroadcastGatherCopy) {
+  DSV4_REQUIRE_GPU();
+  int v = 0;
+  for (int64_t H : {int64_t{64}, int64_t{37}}) {
+    for (int64_t T : {int64_t{1}, int64_t{7}}) {
+      auto rng = rng_for("embedding", v++);
+      const int64_t V = 50, n = 4;
+      std::vector<float> table = test::round_bf16(random_vec(rng, V * H));
+      std::vector<int32_t> ids(T);
+      for (auto& i : ids) i = static_cast<int32_t>(rng() % V);
+      std::vector<float> emb(T * H), streams(T * n * H);
+      ExecContext cpu = cpu_ctx();
+      ops::embedding(cpu, test::host_view(emb, {T, H}), test::host_view(table, {V, H}), test::host_view_i32(ids, {T}));
+      ops::broadcast_streams(cpu, test::host_view(streams, {T, n, H}), test::host_view(emb, {T, H}));
+      DevTensor dtable = upload(table, DType::BF16, {V, H}), dids = test::upload_i32(ids, {T});
+      DevTensor demb(DType::BF16, {T, H}), dstreams(DType::BF16, {T, n, H});
+      poison(demb.t);
+      poison(dstreams.t);
+      ops::embedding(env().ctx, demb.t, dtable.t, dids.t);
+      ops::broadcast_streams(env().ctx, dstreams.t, demb.t);
+      env().sync();
+      DSV4_EXPECT_CLOSE(download(demb.t), emb, 0.0, str_cat("embedding T=", T, " H=", H));
+      DSV4_EXPECT_CLOSE(download(dstreams.t), streams, 0.0, str_cat("broadcast_streams T=", T, " H=", H));
+      // gather_rows of the streams (rows in any order, repeated) and copy.
+      std::vector<int32_t> rows = {static_cast<int32_t>(T - 1), 0, static_cast<int32_t>(T / 2)};
+      std::vector<float> gathered(3 * n * H);
+      ops::gather_rows(cpu, test::host_view(gathered, {3, n, H}), test::host_view(streams, {T, n, H}),
+                       test::host_view_i32(rows, {3}));
+      DevTensor drows = test::upload_i32(rows, {3}), dg(DType::BF16, {3, n, H}), dcopy(DType::BF16, {3, n * H});
+      poison(dg.t);
+      poison(dcopy.t);
+      ops::gather_rows(env().ctx, dg.t, dstreams.t, drows.t);
+      ops::copy(env().ctx, dcopy.t, dg.t);
+      env().sync();
+      DSV4_EXPECT_CLOSE(download(dg.t), gathered, 0.0, "gather_rows");
+      DSV4_EXPECT_CLOSE(download(dcopy.t), gathered, 0.0, "copy");
+    }
+  }
+}
+
+TEST(CudaOps, AddAndSwiglu) {
+  DSV4_REQUIRE_GPU();
+  int v = 0;
+  for (int64_t n : {int64_t{1}, int64_t{333}, int64_t{70000}}) {
+    auto rng = rng_for("add_swiglu", v++);
+    std::vector<float> a = test::round_bf16(random_vec(rng, n, -12, 12)), b = test::round_bf16(random_vec(rng, n, -12, 12));
+    std::vector<float> sum(n), act(n);
+    ExecContext cpu = cpu_ctx();
+    ops::add(cpu, test::host_view(sum, {n}), test::host_view(a, {n}), test::host_view(b, {n}));
+    ops::swiglu(cpu, test::host_view(act, {n}), test::host_view(a, {n}), test::host_view(b, {n}), 10.0f);
+    DevTensor da = upload(a, DType::BF16, {n}), db = upload(b, DType::BF16, {n}), dsum(DType::F32, {n});
+    DevTensor dact(DType::BF16, {n});
+    poison(dsum.t);
+    poison(dact.t);
+    ops::add(env().ctx, dsum.t, da.t, db.t);
+    ops::swiglu(env().ctx, dact.t, da.t, db.t, 10.0f);
+    ops::add(env().ctx, da.t, da.t, db.t);  // in place, bf16
+    env().sync();
+    DSV4_EXPECT_CLOSE(download(dsum.t), sum, 1e-6, str_cat("add n=", n));
+    DSV4_EXPECT_CLOSE(download(da.t), sum, 1e-2, str_cat("add in place (bf16) n=", n));
+    DSV4_EXPECT_CLOSE(download(dact.t), act, 1e-2, str_cat("swiglu (limit 10) n=", n));
+  }
+}
+
+TEST(CudaOps, Argmax) {
+  DSV4_REQUIRE_GPU();
+  int v = 0;
+  for (int64_t V : {int64_t{320}, int64_t{1000}, int64_t{129280}}) {
+    for (int64_t R : {int64_t{1}, int64_t{5}}) {
+      auto rng = rng_for("argmax", v++);
+      std::vector<float> logits = random_vec(rng, R * V, -5, 5);
+      logits[7] = logits[V - 3] = 9.0f;  // a tie in row 0: the lower index wins
+      std::vector<int32_t> ref(R);
+      ExecContext cpu = cpu_ctx();
+      ops::argmax(cpu, test::host_view_i32(ref, {R}), test::host_view(logits, {R, V}));
+      DevTensor dl = upload(logits, DType::F32, {R, V}), dout(DType::I32, {R});
+      poison(dout.t);
+      ops::argmax(env().ctx, dout.t, dl.t);
+      env().sync();
+      EXPECT_EQ(test::download_i32(dout.t), ref) << "argmax V=" << V << " R=" << R;
+      EXPECT_EQ(ref[0], 7);
+    }
+  }
+}
+
+// ---- rope and mHC -----------------------------------------------------------------------------------
+
+TEST(CudaOps, Rope) {
+  DSV4_REQUIRE_GPU();
+  struct Case {
+    int64_t T, heads, dim, rope_dim;
+    bool yarn;
+    DType dtype;
+  };
+  int v = 0;
+  for (const Case c : {Case{1, 4, 32, 8, false, DType::BF16}, Case{7, 3, 32, 8, true, DType::BF16},
+                       Case{5, 16, 512, 64, true, DType::BF16}, Case{6, 8, 128, 64, true, DType::F32}}) {
+    for (bool inverse : {false, true}) {
+      auto rng = rng_for("rope", v++);
+      RopeParams p;
+      if (c.yarn) {
+        p.type = RopeType::kYarn;
+        p.theta = 160000;
+        p.factor = 16;
+        p.original_max_position_embeddings = 65536;
+      }
+      const std::vector<float> inv = rope_inv_freq(p, c.rope_dim);
+      std::vector<float> inv_host = inv;
+      std::vector<int32_t> pos(c.T);
+      for (auto& x : pos) x = static_cast<int32_t>(rng() % 70000);
+      std::vector<float> x = test::as_stored(random_vec(rng, c.T * c.heads * c.dim), c.dtype);
+      std::vector<float> ref = x;
+      RopeTable cpu_table{test::host_view(inv_host, {c.rope_dim / 2}), 1.0f, c.rope_dim};
+      ExecContext cpu = cpu_ctx();
+      ops::rope(cpu, test::host_view(ref, {c.T, c.heads, c.dim}), test::host_view_i32(pos, {c.T}), cpu_table, inverse);
+      DevTensor dinv = upload(inv, DType::F32, {c.rope_dim / 2}), dpos = test::upload_i32(pos, {c.T});
+      DevTensor dx = upload(x, c.dtype, {c.T, c.heads, c.dim});
+      RopeTable gpu_table{dinv.t, 1.0f, c.rope_dim};
+      ops::rope(env().ctx, dx.t, dpos.t, gpu_table, inverse);
+      env().sync();
+      DSV4_EXPECT_CLOSE(download(dx.t), ref, c.dtype == DType::BF16 ? 1e-2 : 1e-5,
+                        str_cat("rope T=", c.T, " heads=", c.heads, " dim=", c.dim, " R=", c.rope_dim,
+                                inverse ? " inverse" : ""));
+    }
+  }
+}
+
+struct HcParams {
+  std::vector<float> fn, base, scale;
+};
+HcParams random_hc(std::mt19937& rng, int64_t rows, int64_t width, int64_t nscale) {
+  HcParams p;
+  const float a = 3.0f / std::sqrt(static_cast<float>(width));
+  p.fn = random_vec(rng, rows * width, -a, a);
+  p.base = random_vec(rng, rows, -1, 1);
+  p.scale = random_vec(rng, nscale, 0.5f, 2.0f);
+  return p;
+}
+
+TEST(CudaOps, HcPreAndHead) {
+  DSV4_REQUIRE_GPU();
+  ModelConfig cfg;
+  int v = 0;
+  for (int64_t T : {int64_t{1}, int64_t{6}}) {
+    for (int64_t H : {int64_t{64}, int64_t{50}, int64_t{1024}}) {
+      auto rng = rng_for("hc_pre", v++);
+      const int64_t n = cfg.hc_mult, rows = cfg.hc_mix_dim();
+      std::vector<float> x = test::round_bf16(random_vec(rng, T * n * H, -2, 2));
+      HcParams p = random_hc(rng, rows, n * H, 3);
+      HcParams ph = random_hc(rng, n, n * H, 1);
+      std::vector<float> collapsed(T * H), post(T * n), comb(T * n * n), head(T * H);
+      ExecContext cpu = cpu_ctx();
+      ops::hc_pre(cpu, test::host_view(collapsed, {T, H}), test::host_view(post, {T, n}),
+                  test::host_view(comb, {T, n, n}), test::host_view(x, {T, n, H}), test::host_view(p.fn, {rows, n * H}),
+                  test::host_view(p.base, {rows}), test::host_view(p.scale, {3}), cfg);
+      ops::hc_head(cpu, test::host_view(head, {T, H}), test::host_view(x, {T, n, H}),
+                   test::host_view(ph.fn, {n, n * H}), test::host_view(ph.base, {n}), test::host_view(ph.scale, {1}),
+                   cfg);
+      DevTensor dx = upload(x, DType::BF16, {T, n, H});
+      DevTensor dfn = upload(p.fn, DType::F32, {rows, n * H}), dbase = upload(p.base, DType::F32, {rows});
+      DevTensor dscale = upload(p.scale, DType::F32, {3});
+      DevTensor hfn = upload(ph.fn, DType::F32, {n, n * H}), hbase = upload(ph.base, DType::F32, {n});
+      DevTensor hscale = upload(ph.scale, DType::F32, {1});
+      DevTensor dcol(DType::BF16, {T, H}), dpost(DType::F32, {T, n}), dcomb(DType::F32, {T, n, n});
+      DevTensor dhead(DType::BF16, {T, H});
+      for (const Tensor* t : {&dcol.t, &dpost.t, &dcomb.t, &dhead.t}) poison(*t);
+      ops::hc_pre(env().ctx, dcol.t, dpost.t, dcomb.t, dx.t, dfn.t, dbase.t, dscale.t, cfg);
+      ops::hc_head(env().ctx, dhead.t, dx.t, hfn.t, hbase.t, hscale.t, cfg);
+      env().sync();
+      const std::string tag = str_cat(" T=", T, " H=", H);
+      DSV4_EXPECT_CLOSE(download(dcol.t), collapsed, 1e-2, "hc_pre collapsed" + tag);
+      DSV4_EXPECT_CLOSE(download(dpost.t), post, 1e-4, "hc_pre post" + tag);
+      DSV4_EXPECT_CLOSE(download(dcomb.t), comb, 1e-4, "hc_pre comb (Sinkhorn)" + tag);
+      DSV4_EXPECT_CLOSE(download(dhead.t), head, 1e-2, "hc_head" + tag);
+    }
+  }
+}
+
+TEST(CudaOps, HcPost) {
+  DSV4_REQUIRE_GPU();
+  int v = 0;
+  for (int64_t T : {int64_t{1}, int64_t{9}}) {
+    for (int64_t H : {int64_t{64}, int64_t{37}, int64_t{4096}}) {
+      auto rng = rng_for("hc_post", v++);
+      const int64_t n = 4;
+      std::vector<float> x = test::round_bf16(random_vec(rng, T * n * H)), y = test::round_bf16(random_vec(rng, T * H));
+      std::vector<float> post = random_vec(rng, T * n, 0, 2), comb = random_vec(rng, T * n * n, 0, 1);
+      std::vector<float> ref(T * n * H);
+      ExecContext cpu = cpu_ctx();
+      ops::hc_post(cpu, test::host_view(ref, {T, n, H}), test::host_view(y, {T, H}), test::host_view(x, {T, n, H}),
+                   test::host_view(post, {T, n}), test::host_view(comb, {T, n, n}));
+      DevTensor dx = upload(x, DType::BF16, {T, n, H}), dy = upload(y, DType::BF16, {T, H});
+      DevTensor dpost = upload(post, DType::F32, {T, n}), dcomb = upload(comb, DType::F32, {T, n, n});
+      DevTensor dout(DType::BF16, {T, n, H});
+      poison(dout.t);
+      ops::hc_post(env().ctx, dout.t, dy.t, dx.t, dpost.t, dcomb.t);
+      env().sync();
+      DSV4_EXPECT_CLOSE(download(dout.t), ref, 1e-2, str_cat("hc_post T=", T, " H=", H));
+    }
+  }
+}
+
+// ---- state: compressor, rings, indexer, attention ---------------------------------------------------
+
+// A compressor state on the host (f32, the reference) and on the device (raw rings f32, entries bf16)
+// holding the same random values.
+struct CompressorPair {
+  std::vector<float> raw_kv, raw_gate, entries;
+  DevTensor d_kv, d_gate, d_entries;
+  CompressorState cpu, gpu;
+
+  CompressorPair(std::mt19937& rng, int64_t slots, int64_t rate, bool overlap, int64_t dim, int64_t max_seq_len,
+                 int64_t ahead) {
+    const int64_t width = (overlap ? 2 : 1) * dim, ring = (overlap ? 2 : 1) * rate + ahead;
+    const int64_t max_entries = (max_seq_len + rate - 1) / rate;
+    raw_kv = random_vec(rng, slots * ring * width, -2, 2);
+    raw_gate = random_vec(rng, slots * ring * width, -2, 2);
+    entries = test::round_bf16(random_vec(rng, slots * max_entries * dim));
+    d_kv = upload(raw_kv, DType::F32, {slots, ring, width});
+    d_gate = upload(raw_gate, DType::F32, {slots, ring, width});
+    d_entries = upload(entries, DType::BF16, {slots, max_entries, dim});
+    for (CompressorState* s : {&cpu, &gpu}) {
+      s->rate = rate;
+      s->overlap = overlap;
+      s->dim = dim;
+    }
+    cpu.raw_kv = test::host_view(raw_kv, {slots, ring, width});
+    cpu.raw_gate = test::host_view(raw_gate, {slots, ring, width});
+    cpu.entries = test::host_view(entries, {slots, max_entries, dim});
+    gpu.raw_kv = d_kv.t;
+    gpu.raw_gate = d_gate.t;
+    gpu.entries = d_entries.t;
+  }
+};
+
+struct RopePair {
+  std::vector<float> inv;
+  DevTensor d_inv;
+  RopeTable cpu, gpu;
+  explicit RopePair(int64_t rope_dim) {
+    RopeParams p;
+    p.type = RopeType::kYarn;
+    p.theta = 160000;
+    p.factor = 4;
+    p.original_max_position_embeddings = 64;
+    inv = rope_inv_freq(p, rope_dim);
+    d_inv = upload(inv, DType::F32, {rope_dim / 2});
+    cpu = {test::host_view(inv, {rope_dim / 2}), 1.0f, rope_dim};
+    gpu = {d_inv.t, 1.0f, rope_dim};
+  }
+};
+
+TEST(CudaOps, CompressorEmitAndStore) {
+  DSV4_REQUIRE_GPU();
+  struct Case {
+    int64_t rate;
+    bool overlap;
+    int64_t dim, rope_dim;
+  };
+  int v = 0;
+  for (const Case c : {Case{4, true, 32, 8}, Case{8, false, 32, 8}, Case{4, true, 128, 64}, Case{16, false, 512, 64},
+                       Case{4, true, 40, 8}}) {
+    auto rng = rng_for("compressor", v++);
+    const int64_t slots = 3, ahead = 2, max_seq_len = 64, width = (c.overlap ? 2 : 1) * c.dim;
+    CompressorPair st(rng, slots, c.rate, c.overlap, c.dim, max_seq_len, ahead);
+    RopePair rope(c.rope_dim);
+    // A prefill continuation (slot 2, positions 5..11), a decode row closing a window from the ring
+    // (slot 0, position 39 or 47), a fresh prefill (slot 1, 0..8), a T = 1-like row and padding.
+    const int32_t decode_pos = c.rate == 16 ? 47 : 39;
+    TestBatch batch({{2, 5, 7}, {0, decode_pos, 1}, {1, 0, 9}}, 2, 100, rng);
+    const int64_t T = batch.size();
+    std::vector<float> kv = random_vec(rng, T * width, -2, 2), gate = random_vec(rng, T * width, -2, 2);
+    std::vector<float> ape = random_vec(rng, c.rate * width), norm = random_vec(rng, c.dim, 0.5f, 1.5f);
+    ExecContext cpu = cpu_ctx();
+    ops::compressor_emit(cpu, st.cpu, test::host_view(kv, {T, width}), test::host_view(gate, {T, width}),
+                         test::host_view(ape, {c.rate, width}), test::host_view(norm, {c.dim}), rope.cpu, batch.host(),
+                         1e-6f);
+    ops::compressor_store(cpu, st.cpu, test::host_view(kv, {T, width}), test::host_view(gate, {T, width}),
+                          batch.host());
+    DevTensor dkv = upload(kv, DType::F32, {T, width}), dgate = upload(gate, DType::F32, {T, width});
+    DevTensor dape = upload(ape, DType::F32, {c.rate, width}), dnorm = upload(norm, DType::F32, {c.dim});
+    ops::compressor_emit(env().ctx, st.gpu, dkv.t, dgate.t, dape.t, dnorm.t, rope.gpu, batch.device(), 1e-6f);
+    ops::compressor_store(env().ctx, st.gpu, dkv.t, dgate.t, batch.device());
+    env().sync();
+    const std::string tag = str_cat(" rate=", c.rate, c.overlap ? " overlap" : "", " dim=", c.dim);
+    // Untouched entries keep their (identical) initial values, so a stray write shows as a large error.
+    DSV4_EXPECT_CLOSE(download(st.d_entries.t), st.entries, 1e-2, "compressor_emit entries" + tag);
+    DSV4_EXPECT_CLOSE(download(st.d_kv.t), st.raw_kv, 0.0, "compressor_store raw kv" + tag);
+    DSV4_EXPECT_CLOSE(download(st.d_gate.t), st.raw_gate, 0.0, "compressor_store raw gate" + tag);
+  }
+}
+
+TEST(CudaOps, KvRingStore) {
+  DSV4_REQUIRE_GPU();
+  int v = 0;
+  for (int64_t D : {int64_t{32}, int64_t{512}}) {
+    auto rng = rng_for("kv_ring", v++);
+    const int64_t slots = 3, ring = 10;
+    std::vector<float> state = test::round_bf16(random_vec(rng, slots * ring * D));
+    // A chunk longer than the ring (only its last `ring` positions are kept), a decode row, a short chunk.
+    TestBatch batch({{1, 3, 12}, {0, 50, 1}, {2, 0, 4}}, 2, 100, rng);
+    const int64_t T = batch.size();
+    std::vector<float> rows = test::round_bf16(random_vec(rng, T * D));
+    DevTensor dstate = upload(state, DType::BF16, {slots, ring, D}), drows = upload(rows, DType::BF16, {T, D});
+    ExecContext cpu = cpu_ctx();
+    ops::kv_ring_store(cpu, test::host_view(state, {slots, ring, D}), test::host_view(rows, {T, D}), batch.host());
+    ops::kv_ring_store(env().ctx, dstate.t, drows.t, batch.device());
+    env().sync();
+    DSV4_EXPECT_CLOSE(download(dstate.t), state, 0.0, str_cat("kv_ring_store D=", D));
+  }
+}
+
+// Exact selection, except where two entries' double-precision scores are within `margin` of each other
+// (a near-tie that fp32 rounding may order either way): counted and reported.
+void check_selection(const std::vector<int32_t>& got, const std::vector<int32_t>& want,
+                     const std::vector<std::vector<double>>& scores, int64_t topk, const std::string& what) {
+  int near_ties = 0;
+  for (size_t t = 0; t < scores.size(); ++t) {
+    double top = 0;
+    for (double s : scores[t]) top = std::max(top, std::fabs(s));
+    for (int64_t k = 0; k < topk; ++k) {
+      const int32_t g = got[t * topk + k], w = want[t * topk + k];
+      if (g == w) continue;
+      ASSERT_TRUE(g >= 0 && w >= 0 && g < static_cast<int32_t>(scores[t].size()) &&
+                  w < static_cast<int32_t>(scores[t].size()))
+          << what << ": token " << t << " rank " << k << ": got " << g << ", want " << w;
+      const double gap = std::fabs(scores[t][g] - scores[t][w]);
+      EXPECT_LE(gap, 1e-4 * top) << what << ": token " << t << " rank " << k << " selects " << g << " instead of "
+                                 << w << " (score gap " << gap << " of " << top << ")";
+      ++near_ties;
+    }
+  }
+  std::printf("  %-50s %d near-tie swaps\n", what.c_str(), near_ties);
+}
+
+TEST(CudaOps, IndexerTopk) {
+  DSV4_REQUIRE_GPU();
+  struct Case {
+    int64_t heads, Di, max_seq_len, topk;
+  };
+  int v = 0;
+  for (const Case c : {Case{8, 16, 64, 5}, Case{12, 32, 64, 4}, Case{64, 128, 256, 16}, Case{3, 20, 64, 3}}) {
+    auto rng = rng_for("indexer", v++);
+    const int64_t slots = 3, rate = 4;
+    CompressorPair keys(rng, slots, rate, true, c.Di, c.max_seq_len, 2);
+    // Early positions (every visible entry, in order), a chunk past top-k, a decode row at the store's end.
+    TestBatch batch({{0, 0, 10}, {1, 40, 6}, {2, static_cast<int32_t>(c.max_seq_len - 1), 1}}, 2, 100, rng);
+    const int64_t T = batch.size();
+    std::vector<float> q = random_vec(rng, T * c.heads * c.Di), w = random_vec(rng, T * c.heads, -1, 1);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.Di * c.heads));
+    std::vector<int32_t> ref(T * c.topk);
+    ExecContext cpu = cpu_ctx();
+    ops::indexer_topk(cpu, test::host_view_i32(ref, {T, c.topk}), test::host_view(q, {T, c.heads, c.Di}),
+                      test::host_view(w, {T, c.heads}), keys.cpu, batch.host(), scale);
+    DevTensor dq = upload(q, DType::F32, {T, c.heads, c.Di}), dw = upload(w, DType::F32, {T, c.heads});
+    DevTensor dout(DType::I32, {T, c.topk});
+    poison(dout.t);
+    ops::indexer_topk(env().ctx, dout.t, dq.t, dw.t, keys.gpu, batch.device(), scale);
+    env().sync();
+    // Double-precision scores for the near-tie check.
+    const int64_t max_entries = keys.cpu.entries.size(1);
+    std::vector<std::vector<double>> scores(T);
+    for (int64_t t = 0; t < T; ++t) {
+      if (batch.slot[t] < 0) continue;
+      const int64_t visible = std::min<int64_t>((batch.pos[t] + 1) / rate, max_entries);
+      for (int64_t s = 0; s < visible; ++s) {
+        double acc = 0;
+        for (int64_t h = 0; h < c.heads; ++h) {
+          double d = 0;
+          for (int64_t i = 0; i < c.Di; ++i) {
+            d += static_cast<double>(q[(t * c.heads + h) * c.Di + i]) *
+                 keys.entries[(batch.slot[t] * max_entries + s) * c.Di + i];
+          }
+          acc += std::max(d, 0.0) * scale * w[t * c.heads + h];
+        }
+        scores[t].push_back(acc);
+      }
+    }
+    const std::vector<int32_t> got = test::download_i32(dout.t);
+    for (int32_t s : got) ASSERT_NE(s, 0x7b7b7b7b) << "indexer_topk left an output unwritten";
+    check_selection(got, ref, scores, c.topk,
+                    str_cat("indexer_topk heads=", c.heads, " Di=", c.Di, " topk=", c.topk));
+  }
+}
+
+enum class AttnKind { kSliding, kHca, kCsa };
+
+TEST(CudaOps, Attention) {
+  DSV4_REQUIRE_GPU();
+  struct Case {
+    int64_t D, heads, window;
+    AttnKind kind;
+  };
+  int v = 0;
+  for (const Case c : {Case{32, 4, 8, AttnKind::kSliding}, Case{32, 4, 8, AttnKind::kHca}, Case{32, 4, 8, AttnKind::kCsa},
+                       Case{64, 3, 16, AttnKind::kCsa}, Case{40, 2, 8, AttnKind::kHca},
+                       Case{512, 16, 16, AttnKind::kCsa}, Case{512, 10, 8, AttnKind::kHca},
+                       Case{256, 1, 8, AttnKind::kSliding}}) {
+    auto rng = rng_for("attention", v++);
+    const int64_t slots = 3, ahead = 3, ring = c.window + ahead, max_seq_len = 64, topk = 5;
+    const int64_t rate = c.kind == AttnKind::kCsa ? 4 : 8, max_entries = max_seq_len / rate;
+    std::vector<float> ring_v = test::round_bf16(random_vec(rng, slots * ring * c.D));
+    std::vector<float> entries = test::round_bf16(random_vec(rng, slots * max_entries * c.D));
+    // A chunk whose window spans the ring and the batch, a decode row, a fresh prefill, padding.
+    TestBatch batch({{1, 5, 9}, {0, 40, 1}, {2, 0, 3}}, 2, 100, rng);
+    const int64_t T = batch.size();
+    std::vector<float> q = test::round_bf16(random_vec(rng, T * c.heads * c.D, -3, 3));
+    std::vector<float> kv = test::round_bf16(random_vec(rng, T * c.D));
+    std::vector<float> sinks = random_vec(rng, c.heads, -1, 1);
+    std::vector<int32_t> selected(T * topk, -1);
+    for (int64_t t = 0; t < T; ++t) {  // distinct visible entries, with -1 holes
+      if (batch.slot[t] < 0) continue;
+      std::vector<int32_t> pool(std::min<int64_t>((batch.pos[t] + 1) / rate, max_entries));
+      std::iota(pool.begin(), pool.end(), 0);
+      std::shuffle(pool.begin(), pool.end(), rng);
+      for (int64_t k = 0; k < topk && k < static_cast<int64_t>(pool.size()); ++k) {
+        if (rng() % 4 != 0) selected[t * topk + k] = pool[k];
+      }
+    }
+    CompressorState cpu_c, gpu_c;
+    DevTensor dentries = upload(entries, DType::BF16, {slots, max_entries, c.D});
+    cpu_c.rate = gpu_c.rate = rate;
+    cpu_c.dim = gpu_c.dim = c.D;
+    cpu_c.entries = test::host_view(entries, {slots, max_entries, c.D});
+    gpu_c.entries = dentries.t;
+    const bool compressed = c.kind != AttnKind::kSliding;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.D));
+    std::vector<float> ref(T * c.heads * c.D);
+    ExecContext cpu = cpu_ctx();
+    ops::attention(cpu, test::host_view(ref, {T, c.heads, c.D}), test::host_view(q, {T, c.heads, c.D}),
+                   test::host_view(kv, {T, c.D}), test::host_view(ring_v, {slots, ring, c.D}),
+                   compressed ? &cpu_c : nullptr,
+                   c.kind == AttnKind::kCsa ? test::host_view_i32(selected, {T, topk}) : Tensor(),
+                   test::host_view(sinks, {c.heads}), batch.host(), c.window, scale);
+    DevTensor dq = upload(q, DType::BF16, {T, c.heads, c.D}), dkv = upload(kv, DType::BF16, {T, c.D});
+    DevTensor dring = upload(ring_v, DType::BF16, {slots, ring, c.D}), dsinks = upload(sinks, DType::F32, {c.heads});
+    DevTensor dsel = test::upload_i32(selected, {T, topk}), dout(DType::BF16, {T, c.heads, c.D});
+    poison(dout.t);
+    ops::attention(env().ctx, dout.t, dq.t, dkv.t, dring.t, compressed ? &gpu_c : nullptr,
+                   c.kind == AttnKind::kCsa ? dsel.t : Tensor(), dsinks.t, batch.device(), c.window, scale);
+    env().sync();
+    const char* kind = c.kind == AttnKind::kSliding ? "sliding" : c.kind == AttnKind::kHca ? "HCA" : "CSA";
+    DSV4_EXPECT_CLOSE(download(dout.t), ref, 1e-2,
+                      str_cat("attention ", kind, " D=", c.D, " heads=", c.heads, " window=", c.window));
+  }
+}
+
+// ---- MoE -------------------------------------------------------------------------------------------
+
+TEST(CudaOps, MoeRoute) {
+  DSV4_REQUIRE_GPU();
+  struct Case {
+    int64_t T, E, k;
+    ScoringFunc scoring;
+    bool bias, hash, normalise;
+  };
+  int v = 0;
+  for (const Case c : {Case{1, 8, 2, ScoringFunc::kSqrtSoftplus, true, false, true},
+                       Case{9, 256, 6, ScoringFunc::kSqrtSoftplus, true, false, true},
+                       Case{7, 6, 3, ScoringFunc::kSigmoid, true, false, true},
+                       Case{5, 64, 4, ScoringFunc::kSoftmax, false, false, false},
+                       Case{11, 8, 2, ScoringFunc::kSqrtSoftplus, false, true, true},
+                       Case{3, 384, 8, ScoringFunc::kSigmoid, true, false, true}}) {
+    auto rng = rng_for("moe_route", v++);
+    ModelConfig cfg;
+    cfg.n_routed_experts = c.E;
+    cfg.num_experts_per_tok = c.k;
+    cfg.scoring_func = c.scoring;
+    cfg.norm_topk_prob = c.normalise;
+    cfg.routed_scaling_factor = 1.5;
+    const int64_t V = 50;
+    std::vector<float> logits = random_vec(rng, c.T * c.E, -4, 4), bias = random_vec(rng, c.E, -0.3f, 0.3f);
+    std::vector<int32_t> ids(c.T), table(V * c.k);
+    for (auto& i : ids) i = static_cast<int32_t>(rng() % V);
+    for (int64_t r = 0; r < V; ++r) {
+      std::vector<int32_t> e(c.E);
+      std::iota(e.begin(), e.end(), 0);
+      std::shuffle(e.begin(), e.end(), rng);
+      std::copy(e.begin(), e.begin() + c.k, table.begin() + r * c.k);
+    }
+    std::vector<float> w(c.T * c.k);
+    std::vector<int32_t> idx(c.T * c.k);
+    ExecContext cpu = cpu_ctx();
+    ops::moe_route(cpu, test::host_view(w, {c.T, c.k}), test::host_view_i32(idx, {c.T, c.k}),
+                   test::host_view(logits, {c.T, c.E}), c.bias ? test::host_view(bias, {c.E}) : Tensor(),
+                   c.hash ? test::host_view_i32(table, {V, c.k}) : Tensor(), test::host_view_i32(ids, {c.T}), cfg);
+    DevTensor dl = upload(logits, DType::F32, {c.T, c.E}), db = upload(bias, DType::F32, {c.E});
+    DevTensor dtable = test::upload_i32(table, {V, c.k}), dids = test::upload_i32(ids, {c.T});
+    DevTensor dw(DType::F32, {c.T, c.k}), didx(DType::I32, {c.T, c.k});
+    poison(dw.t);
+    poison(didx.t);
+    ops::moe_route(env().ctx, dw.t, didx.t, dl.t, c.bias ? db.t : Tensor(), c.hash ? dtable.t : Tensor(), dids.t,
+                   cfg);
+    env().sync();
+    const std::string tag = str_cat("moe_route T=", c.T, " E=", c.E, " k=", c.k, " ", scoring_func_name(c.scoring),
+                                    c.hash ? " hash" : "", c.bias ? " bias" : "");
+    // Selection values in double: the near-tie check of the indices.
+    std::vector<std::vector<double>> sel(c.T);
+    for (int64_t t = 0; t < c.T; ++t) {
+      double mx = -1e300, sum = 0;
+      for (int64_t e = 0; e < c.E; ++e) mx = std::max(mx, static_cast<double>(logits[t * c.E + e]));
+      for (int64_t e = 0; e < c.E; ++e) sum += std::exp(logits[t * c.E + e] - mx);
+      for (int64_t e = 0; e < c.E; ++e) {
+        const double l = logits[t * c.E + e];
+        double s = c.scoring == ScoringFunc::kSigmoid ? 1 / (1 + std::exp(-l))
+                   : c.scoring == ScoringFunc::kSoftmax ? std::exp(l - mx) / sum
+                                                        : std::sqrt(std::log1p(std::exp(l)));
+        sel[t].push_back(s + (c.bias ? bias[e] : 0.0));
+      }
+    }
+    const std::vector<int32_t> got = test::download_i32(didx.t);
+    check_selection(got, idx, sel, c.k, tag);
+    if (got == idx) DSV4_EXPECT_CLOSE(download(dw.t), w, 1e-5, tag + " weights");
+  }
+}
+
+TEST(CudaOps, MoeExperts) {
+  DSV4_REQUIRE_GPU();
+  struct Case {
+    int64_t T, H, I, E, k;
+    float limit;
+    bool skewed;  // every token routed to experts {0, 1, ...}: one expert gets T rows
+  };
+  int v = 0;
+  for (const Case c : {Case{1, 64, 32, 8, 2, 10.0f, false}, Case{5, 48, 24, 4, 3, 10.0f, false},
+                       Case{7, 37, 19, 6, 2, 1.5f, false}, Case{70, 96, 48, 6, 3, 10.0f, false},
+                       Case{200, 64, 32, 4, 2, 1.0f, true}, Case{33, 256, 128, 16, 4, 10.0f, false}}) {
+    auto rng = rng_for("moe_experts", v++);
+    const float sx = 2.0f, sw1 = 2.0f / std::sqrt(static_cast<float>(c.H)), sw2 = 2.0f / std::sqrt(static_cast<float>(c.I));
+    std::vector<float> x = test::round_bf16(random_vec(rng, c.T * c.H, -sx, sx));
+    std::vector<float> w1 = test::round_bf16(random_vec(rng, c.E * c.I * c.H, -sw1, sw1));
+    std::vector<float> w3 = test::round_bf16(random_vec(rng, c.E * c.I * c.H, -sw1, sw1));
+    std::vector<float> w2 = test::round_bf16(random_vec(rng, c.E * c.H * c.I, -sw2, sw2));
+    std::vector<float> weights = random_vec(rng, c.T * c.k, 0.1f, 1.0f);
+    std::vector<int32_t> idx(c.T * c.k);
+    for (int64_t t = 0; t < c.T; ++t) {
+      std::vector<int32_t> e(c.E);
+      std::iota(e.begin(), e.end(), 0);
+      if (!c.skewed) std::shuffle(e.begin(), e.end(), rng);
+      std::copy(e.begin(), e.begin() + c.k, idx.begin() + t * c.k);
+    }
+    std::vector<float> ref(c.T * c.H);
+    ExecContext cpu = cpu_ctx();
+    ops::moe_experts(cpu, test::host_view(ref, {c.T, c.H}), test::host_view(x, {c.T, c.H}),
+                     test::host_view_i32(idx, {c.T, c.k}), test::host_view(weights, {c.T, c.k}),
+                     test::host_view(w1, {c.E, c.I, c.H}), test::host_view(w2, {c.E, c.H, c.I}),
+                     test::host_view(w3, {c.E, c.I, c.H}), c.limit);
+    DevTensor dx = upload(x, DType::BF16, {c.T, c.H}), didx = test::upload_i32(idx, {c.T, c.k});
+    DevTensor dweights = upload(weights, DType::F32, {c.T, c.k});
+    DevTensor dw1 = upload(w1, DType::BF16, {c.E, c.I, c.H}), dw2 = upload(w2, DType::BF16, {c.E, c.H, c.I});
+    DevTensor dw3 = upload(w3, DType::BF16, {c.E, c.I, c.H}), dout(DType::BF16, {c.T, c.H});
+    poison(dout.t);
+    env().scratch().reset();
+    ops::moe_experts(env().ctx, dout.t, dx.t, didx.t, dweights.t, dw1.t, dw2.t, dw3.t, c.limit);
+    env().sync();
+    DSV4_EXPECT_CLOSE(download(dout.t), ref, 2e-2,
+                      str_cat("moe_experts T=", c.T, " H=", c.H, " I=", c.I, " E=", c.E, " k=", c.k, " limit=",
+                              c.limit, c.skewed ? " skewed" : ""));
+  }
+}
+
+}  // namespace
+}  // namespace dsv4
