@@ -29,13 +29,20 @@ int finish(const Status& s) {
 
 Status to_dtype(int dtype, DType* out) {
   switch (dtype) {
-    case DSV4_DTYPE_F32: *out = DType::F32; return Status::ok();
-    case DSV4_DTYPE_BF16: *out = DType::BF16; return Status::ok();
-    case DSV4_DTYPE_F16: *out = DType::F16; return Status::ok();
+    case DSV4_DTYPE_F32:
+      *out = DType::F32;
+      return Status::ok();
+    case DSV4_DTYPE_BF16:
+      *out = DType::BF16;
+      return Status::ok();
+    case DSV4_DTYPE_F16:
+      *out = DType::F16;
+      return Status::ok();
     default:
-      return {StatusCode::kInvalidArgument,
-              dsv4::str_cat("dtype must be DSV4_DTYPE_F32 (0), DSV4_DTYPE_BF16 (1) or DSV4_DTYPE_F16 (2), got ",
-                            dtype)};
+      return {
+          StatusCode::kInvalidArgument,
+          dsv4::str_cat("dtype must be DSV4_DTYPE_F32 (0), DSV4_DTYPE_BF16 (1) or DSV4_DTYPE_F16 (2), got ",
+                        dtype)};
   }
 }
 
@@ -54,7 +61,8 @@ using NamedPointer = std::pair<const char*, const void*>;
 // Host memory passed where device memory is needed would fault inside the kernel and poison the CUDA
 // context, so pointers are checked first. The check is skipped while the stream is being captured into a
 // graph (where such queries are best avoided and the caller's pointers were checked on its eager warm-up).
-Status check_device_pointers(const char* what, cudaStream_t stream, std::initializer_list<NamedPointer> ptrs) {
+Status check_device_pointers(const char* what, cudaStream_t stream,
+                             std::initializer_list<NamedPointer> ptrs) {
   for (const auto& [name, ptr] : ptrs) {
     if (ptr == nullptr) return {StatusCode::kInvalidArgument, dsv4::str_cat(what, ": ", name, " is null")};
   }
@@ -67,7 +75,8 @@ Status check_device_pointers(const char* what, cudaStream_t stream, std::initial
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess) {
     const cudaError_t err = cudaGetLastError();
-    return {StatusCode::kCudaError, dsv4::str_cat(what, ": no usable CUDA device (", cudaGetErrorString(err), ")")};
+    return {StatusCode::kCudaError,
+            dsv4::str_cat(what, ": no usable CUDA device (", cudaGetErrorString(err), ")")};
   }
   for (const auto& [name, ptr] : ptrs) {
     cudaPointerAttributes attr{};
@@ -114,10 +123,10 @@ const char* dsv4_status_string(int code) {
 
 const char* dsv4_last_error(void) { return g_last_error.c_str(); }
 
-int dsv4_fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
-                                  const void* enorm_weight, const void* hnorm_weight, void* enorm_out,
-                                  void* hnorm_out, int64_t num_tokens, int64_t hidden, int64_t hc_mult, float eps,
-                                  dsv4_dtype dtype, void* cuda_stream) {
+int dsv4_fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positions,
+                                  const void* prev_hidden, const void* enorm_weight, const void* hnorm_weight,
+                                  void* enorm_out, void* hnorm_out, int64_t num_tokens, int64_t hidden,
+                                  int64_t hc_mult, float eps, dsv4_dtype dtype, void* cuda_stream) {
   return guarded([&]() -> Status {
     constexpr const char* kWhat = "dsv4_fused_mtp_input_rms_norm";
     DType dt;
@@ -137,15 +146,16 @@ int dsv4_fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* posi
         return s;
       }
     }
-    return dsv4::cuda::fused_mtp_input_rms_norm(inputs_embeds, positions, prev_hidden, enorm_weight, hnorm_weight,
-                                                enorm_out, hnorm_out, num_tokens, hidden, hc_mult, eps, dt, stream);
+    return dsv4::cuda::fused_mtp_input_rms_norm(inputs_embeds, positions, prev_hidden, enorm_weight,
+                                                hnorm_weight, enorm_out, hnorm_out, num_tokens, hidden,
+                                                hc_mult, eps, dt, stream);
   });
 }
 
-int dsv4_fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
-                                     const void* enorm_weight, const void* hnorm_weight, void* out,
-                                     int64_t num_tokens, int64_t hidden, int64_t hc_mult, float eps,
-                                     dsv4_dtype dtype, void* cuda_stream) {
+int dsv4_fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* positions,
+                                     const void* prev_hidden, const void* enorm_weight,
+                                     const void* hnorm_weight, void* out, int64_t num_tokens, int64_t hidden,
+                                     int64_t hc_mult, float eps, dsv4_dtype dtype, void* cuda_stream) {
   return guarded([&]() -> Status {
     constexpr const char* kWhat = "dsv4_fused_mtp_input_rms_norm_eh";
     DType dt;
@@ -165,7 +175,8 @@ int dsv4_fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* p
       }
     }
     return dsv4::cuda::fused_mtp_input_rms_norm_eh(inputs_embeds, positions, prev_hidden, enorm_weight,
-                                                   hnorm_weight, out, num_tokens, hidden, hc_mult, eps, dt, stream);
+                                                   hnorm_weight, out, num_tokens, hidden, hc_mult, eps, dt,
+                                                   stream);
   });
 }
 

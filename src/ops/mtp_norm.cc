@@ -32,7 +32,8 @@ struct MtpInputs {
 MtpInputs check_mtp_inputs(const ExecContext& ctx, const Tensor& inputs_embeds, const Tensor& positions,
                            const Tensor& prev_hidden, const Tensor& enorm_w, const Tensor& hnorm_w,
                            int64_t hc_mult) {
-  DSV4_CHECK_ARG(inputs_embeds.ndim() == 2, "inputs_embeds: expected [T, H], got ", inputs_embeds.shape_string());
+  DSV4_CHECK_ARG(inputs_embeds.ndim() == 2, "inputs_embeds: expected [T, H], got ",
+                 inputs_embeds.shape_string());
   const DType dtype = inputs_embeds.dtype();
   check_float_dtype(inputs_embeds, "inputs_embeds");
   check_tensor(ctx, inputs_embeds, dtype, "inputs_embeds");
@@ -77,8 +78,8 @@ void fused_mtp_input_rms_norm(ExecContext& ctx, const Tensor& enorm_out, const T
         enorm_out.data(), hnorm_out.data(), num_tokens, hidden, hc_mult, eps, dtype, stream_of(ctx)));
   } else {
     cpu::fused_mtp_input_rms_norm(inputs_embeds.data(), positions.ptr<int64_t>(), prev_hidden.data(),
-                                  enorm_w.data(), hnorm_w.data(), enorm_out.data(), hnorm_out.data(), num_tokens,
-                                  hidden, hc_mult, eps, dtype);
+                                  enorm_w.data(), hnorm_w.data(), enorm_out.data(), hnorm_out.data(),
+                                  num_tokens, hidden, hc_mult, eps, dtype);
   }
 }
 
@@ -95,18 +96,18 @@ void fused_mtp_input_rms_norm_eh(ExecContext& ctx, const Tensor& out, const Tens
   check_tensor(ctx, out, dtype, "out");
   check_eps(eps);
   if (ctx.is_cuda()) {
-    throw_if_error(cuda::fused_mtp_input_rms_norm_eh(inputs_embeds.data(), positions.ptr<int64_t>(),
-                                                     prev_hidden.data(), enorm_w.data(), hnorm_w.data(),
-                                                     out.data(), num_tokens, hidden, hc_mult, eps, dtype,
-                                                     stream_of(ctx)));
+    throw_if_error(cuda::fused_mtp_input_rms_norm_eh(
+        inputs_embeds.data(), positions.ptr<int64_t>(), prev_hidden.data(), enorm_w.data(), hnorm_w.data(),
+        out.data(), num_tokens, hidden, hc_mult, eps, dtype, stream_of(ctx)));
   } else {
     cpu::fused_mtp_input_rms_norm_eh(inputs_embeds.data(), positions.ptr<int64_t>(), prev_hidden.data(),
-                                     enorm_w.data(), hnorm_w.data(), out.data(), num_tokens, hidden, hc_mult, eps,
-                                     dtype);
+                                     enorm_w.data(), hnorm_w.data(), out.data(), num_tokens, hidden, hc_mult,
+                                     eps, dtype);
   }
 }
 
-void mtp_shared_head_rms_norm(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& w, float eps) {
+void mtp_shared_head_rms_norm(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& w,
+                              float eps) {
   DSV4_CHECK_ARG(x.ndim() == 2, "x: expected [T, H], got ", x.shape_string());
   check_float_dtype(x, "x");
   const DType dtype = x.dtype();
@@ -119,8 +120,8 @@ void mtp_shared_head_rms_norm(ExecContext& ctx, const Tensor& out, const Tensor&
   check_tensor(ctx, out, dtype, "out");
   check_eps(eps);
   if (ctx.is_cuda()) {
-    throw_if_error(cuda::mtp_shared_head_rms_norm(x.data(), w.data(), out.data(), num_tokens, hidden, eps, dtype,
-                                                  stream_of(ctx)));
+    throw_if_error(cuda::mtp_shared_head_rms_norm(x.data(), w.data(), out.data(), num_tokens, hidden, eps,
+                                                  dtype, stream_of(ctx)));
   } else {
     cpu::mtp_shared_head_rms_norm(x.data(), w.data(), out.data(), num_tokens, hidden, eps, dtype);
   }

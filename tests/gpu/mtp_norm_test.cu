@@ -29,7 +29,9 @@ constexpr float kEps = 1e-6f;
 
 class DeviceBuffer {
  public:
-  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) { DSV4_CUDA_CHECK(cudaMalloc(&ptr_, std::max<size_t>(bytes, 16))); }
+  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
+    DSV4_CUDA_CHECK(cudaMalloc(&ptr_, std::max<size_t>(bytes, 16)));
+  }
   ~DeviceBuffer() { cudaFree(ptr_); }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
@@ -83,23 +85,24 @@ struct DeviceMtp {
 // Runs the three kernels with `config`; returns false when the (explicit) config does not fit this shape.
 bool run_all(const MtpInputs& in, DeviceMtp& d, const cuda::MtpNormConfig* config, cudaStream_t stream) {
   const int64_t T = in.num_tokens, H = in.hidden, hc = in.hc;
-  Status s = cuda::fused_mtp_input_rms_norm(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
-                                            d.e_out.get(), d.h_out.get(), T, H, hc, kEps, in.dtype, stream, config);
+  Status s =
+      cuda::fused_mtp_input_rms_norm(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
+                                     d.e_out.get(), d.h_out.get(), T, H, hc, kEps, in.dtype, stream, config);
   if (config != nullptr && s.code() == StatusCode::kInvalidArgument) return false;
   EXPECT_TRUE(s.is_ok()) << s.to_string();
   s = cuda::fused_mtp_input_rms_norm_eh(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
                                         d.eh_out.get(), T, H, hc, kEps, in.dtype, stream, config);
   EXPECT_TRUE(s.is_ok()) << s.to_string();
-  s = cuda::mtp_shared_head_rms_norm(d.prev.get(), d.hw.get(), d.head_out.get(), T * hc, H, kEps, in.dtype, stream,
-                                     config);
+  s = cuda::mtp_shared_head_rms_norm(d.prev.get(), d.hw.get(), d.head_out.get(), T * hc, H, kEps, in.dtype,
+                                     stream, config);
   EXPECT_TRUE(s.is_ok()) << s.to_string();
   DSV4_CUDA_CHECK(cudaStreamSynchronize(stream));
   return true;
 }
 
 // CUDA output vs the CPU reference (one rounding apart at most) and vs float64 (the acceptance bound).
-void expect_matches(const std::vector<uint8_t>& got, const std::vector<uint8_t>& cpu, const std::vector<double>& ref,
-                    DType dtype, const std::string& what) {
+void expect_matches(const std::vector<uint8_t>& got, const std::vector<uint8_t>& cpu,
+                    const std::vector<double>& ref, DType dtype, const std::string& what) {
   const size_t n = ref.size();
   const std::vector<float> g = to_floats(got.data(), n, dtype);
   const std::vector<float> c = to_floats(cpu.data(), n, dtype);
@@ -135,9 +138,9 @@ TEST_P(MtpNormCuda, EveryLaunchVariantMatchesReference) {
   DSV4_REQUIRE_GPU();
   const DType dtype = GetParam();
   const std::vector<cuda::MtpNormConfig> configs = all_configs();
-  for (const auto& [T, H, hc] : {Shape{1, 4096, 4}, Shape{2, 7168, 4}, Shape{17, 2568, 4}, Shape{5, 7, 4},
-                                 Shape{4, 4097, 2}, Shape{3, 1, 3}, Shape{9, 1024, 1}, Shape{33, 4096, 2},
-                                 Shape{130, 256, 4}, Shape{6, 16384, 4}}) {
+  for (const auto& [T, H, hc] :
+       {Shape{1, 4096, 4}, Shape{2, 7168, 4}, Shape{17, 2568, 4}, Shape{5, 7, 4}, Shape{4, 4097, 2},
+        Shape{3, 1, 3}, Shape{9, 1024, 1}, Shape{33, 4096, 2}, Shape{130, 256, 4}, Shape{6, 16384, 4}}) {
     SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << " T=" << T << " H=" << H << " hc=" << hc);
     const MtpInputs in = random_mtp_inputs(T, H, hc, dtype, static_cast<uint32_t>(T * 7919 + H * 31 + hc));
     const auto ref = reference_mtp(in, kEps);
@@ -168,7 +171,8 @@ TEST_P(MtpNormCuda, EveryLaunchVariantMatchesReference) {
       for (int64_t t = 0; t < T; ++t) {
         for (int64_t s = 0; s < hc; ++s) {
           const uint8_t* slot = eh_out.data() + (t * hc + s) * 2 * row;
-          ASSERT_EQ(std::memcmp(slot, h_out.data() + (t * hc + s) * row, row), 0) << "h half " << t << "," << s;
+          ASSERT_EQ(std::memcmp(slot, h_out.data() + (t * hc + s) * row, row), 0)
+              << "h half " << t << "," << s;
           ASSERT_EQ(std::memcmp(slot + row, e_out.data() + t * row, row), 0) << "e half " << t << "," << s;
         }
       }
@@ -185,13 +189,14 @@ TEST(MtpNormCudaEdge, ZeroTokensLaunchNothing) {
   DSV4_REQUIRE_GPU();
   DeviceBuffer out(256);
   out.poison();
-  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm(nullptr, nullptr, nullptr, nullptr, nullptr, out.get(), out.get(), 0,
-                                             8, 4, kEps, DType::BF16, nullptr)
+  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm(nullptr, nullptr, nullptr, nullptr, nullptr, out.get(),
+                                             out.get(), 0, 8, 4, kEps, DType::BF16, nullptr)
                   .is_ok());
-  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm_eh(nullptr, nullptr, nullptr, nullptr, nullptr, out.get(), 0, 8, 4,
-                                                kEps, DType::F32, nullptr)
+  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm_eh(nullptr, nullptr, nullptr, nullptr, nullptr, out.get(), 0, 8,
+                                                4, kEps, DType::F32, nullptr)
                   .is_ok());
-  ASSERT_TRUE(cuda::mtp_shared_head_rms_norm(nullptr, nullptr, out.get(), 0, 8, kEps, DType::F16, nullptr).is_ok());
+  ASSERT_TRUE(
+      cuda::mtp_shared_head_rms_norm(nullptr, nullptr, out.get(), 0, 8, kEps, DType::F16, nullptr).is_ok());
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   for (uint8_t b : out.download()) ASSERT_EQ(b, 0xff);
 }
@@ -207,7 +212,8 @@ TEST(MtpNormCudaEdge, GraphReplayReadsNewInputs) {
   cudaGraphExec_t exec;
   DSV4_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
   ASSERT_TRUE(cuda::fused_mtp_input_rms_norm_eh(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(),
-                                                d.hw.get(), d.eh_out.get(), T, H, hc, kEps, DType::BF16, stream)
+                                                d.hw.get(), d.eh_out.get(), T, H, hc, kEps, DType::BF16,
+                                                stream)
                   .is_ok());
   DSV4_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
   DSV4_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
@@ -247,11 +253,11 @@ TEST(MtpNormCudaEdge, OpsDispatchToCuda) {
   ExecContext ctx;
   ctx.device = Device::kCUDA;
   const Device g = Device::kCUDA;
-  ops::fused_mtp_input_rms_norm(ctx, Tensor(d.e_out.get(), DType::BF16, {T, H}, g),
-                                Tensor(d.h_out.get(), DType::BF16, {T, hc, H}, g),
-                                Tensor(d.e.get(), DType::BF16, {T, H}, g), Tensor(d.pos.get(), DType::I64, {T}, g),
-                                Tensor(d.prev.get(), DType::BF16, {T, hc * H}, g),
-                                Tensor(d.ew.get(), DType::BF16, {H}, g), Tensor(d.hw.get(), DType::BF16, {H}, g), kEps);
+  ops::fused_mtp_input_rms_norm(
+      ctx, Tensor(d.e_out.get(), DType::BF16, {T, H}, g), Tensor(d.h_out.get(), DType::BF16, {T, hc, H}, g),
+      Tensor(d.e.get(), DType::BF16, {T, H}, g), Tensor(d.pos.get(), DType::I64, {T}, g),
+      Tensor(d.prev.get(), DType::BF16, {T, hc * H}, g), Tensor(d.ew.get(), DType::BF16, {H}, g),
+      Tensor(d.hw.get(), DType::BF16, {H}, g), kEps);
   ops::mtp_shared_head_rms_norm(ctx, Tensor(d.head_out.get(), DType::BF16, {T * hc, H}, g),
                                 Tensor(d.prev.get(), DType::BF16, {T * hc, H}, g),
                                 Tensor(d.hw.get(), DType::BF16, {H}, g), kEps);
@@ -271,13 +277,15 @@ TEST(MtpNormCudaEdge, CApiRunsAndRejectsHostMemory) {
   const MtpInputs in = random_mtp_inputs(T, H, hc, DType::F32, 21);
   DeviceMtp d(in);
   d.poison_outputs();
-  ASSERT_EQ(dsv4_fused_mtp_input_rms_norm(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
-                                          d.e_out.get(), d.h_out.get(), T, H, hc, kEps, DSV4_DTYPE_F32, nullptr),
-            DSV4_OK)
+  ASSERT_EQ(
+      dsv4_fused_mtp_input_rms_norm(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
+                                    d.e_out.get(), d.h_out.get(), T, H, hc, kEps, DSV4_DTYPE_F32, nullptr),
+      DSV4_OK)
       << dsv4_last_error();
-  ASSERT_EQ(dsv4_fused_mtp_input_rms_norm_eh(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
-                                             d.eh_out.get(), T, H, hc, kEps, DSV4_DTYPE_F32, nullptr),
-            DSV4_OK)
+  ASSERT_EQ(
+      dsv4_fused_mtp_input_rms_norm_eh(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
+                                       d.eh_out.get(), T, H, hc, kEps, DSV4_DTYPE_F32, nullptr),
+      DSV4_OK)
       << dsv4_last_error();
   ASSERT_EQ(dsv4_mtp_shared_head_rms_norm(d.prev.get(), d.hw.get(), d.head_out.get(), T * hc, H, kEps,
                                           DSV4_DTYPE_F32, nullptr),
@@ -294,9 +302,10 @@ TEST(MtpNormCudaEdge, CApiRunsAndRejectsHostMemory) {
 
   // Host memory where device memory is needed: an error code, and the context stays usable.
   std::vector<float> host(T * hc * H);
-  EXPECT_EQ(dsv4_fused_mtp_input_rms_norm(host.data(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
-                                          d.e_out.get(), d.h_out.get(), T, H, hc, kEps, DSV4_DTYPE_F32, nullptr),
-            DSV4_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(
+      dsv4_fused_mtp_input_rms_norm(host.data(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
+                                    d.e_out.get(), d.h_out.get(), T, H, hc, kEps, DSV4_DTYPE_F32, nullptr),
+      DSV4_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(dsv4_last_error()).find("inputs_embeds"), std::string::npos) << dsv4_last_error();
   EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(d.prev.get(), d.hw.get(), host.data(), T, H, kEps, DSV4_DTYPE_F32,
                                           nullptr),

@@ -1,5 +1,7 @@
 // CPU reference of the MTP norms against a direct float64 formula; ops-level argument checks; C API
 // argument errors (all of which are detected before any CUDA call, so they run without a GPU).
+#include "backend/cpu/mtp_norm.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,7 +12,6 @@
 #include <tuple>
 #include <vector>
 
-#include "backend/cpu/mtp_norm.h"
 #include "dsv4/dsv4.h"
 #include "dsv4/ops/mtp_norm.h"
 #include "unit/mtp_norm_testing.h"
@@ -89,12 +90,12 @@ std::string case_name(const ::testing::TestParamInfo<std::tuple<DType, Shape>>& 
          std::to_string(std::get<1>(shape)) + "_hc" + std::to_string(std::get<2>(shape));
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, MtpNormCpuShapes,
-                         ::testing::Combine(::testing::Values(DType::F32, DType::BF16, DType::F16),
-                                            ::testing::Values(Shape{1, 4096, 4}, Shape{3, 7168, 4},
-                                                              Shape{5, 2568, 4}, Shape{4, 7, 4}, Shape{6, 1023, 2},
-                                                              Shape{2, 1, 3}, Shape{7, 64, 1})),
-                         case_name);
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, MtpNormCpuShapes,
+    ::testing::Combine(::testing::Values(DType::F32, DType::BF16, DType::F16),
+                       ::testing::Values(Shape{1, 4096, 4}, Shape{3, 7168, 4}, Shape{5, 2568, 4},
+                                         Shape{4, 7, 4}, Shape{6, 1023, 2}, Shape{2, 1, 3}, Shape{7, 64, 1})),
+    case_name);
 
 TEST(MtpNormCpu, ZeroRowsGiveZerosNotNaN) {
   // All positions 0 and an all-zero prev slot: rsqrt(eps) keeps them finite, and the result is exactly 0.
@@ -167,8 +168,8 @@ TEST(MtpNormOps, CpuDispatchMatchesReference) {
   }
   std::vector<float> head(f.T * f.H);
   ops::mtp_shared_head_rms_norm(ctx, Tensor(head.data(), DType::F32, {f.T, f.H}), f.e(), f.ew(), kEps);
-  expect_close(head, mtp_testing::reference_rms_norm(f.in.e.values, f.H, f.in.enorm_w.values, kEps), DType::F32,
-               "ops shared head");
+  expect_close(head, mtp_testing::reference_rms_norm(f.in.e.values, f.H, f.in.enorm_w.values, kEps),
+               DType::F32, "ops shared head");
 }
 
 TEST(MtpNormOps, RejectsBadArguments) {
@@ -181,20 +182,21 @@ TEST(MtpNormOps, RejectsBadArguments) {
   std::vector<int32_t> pos32(f.T);
   std::vector<uint16_t> bf16(f.T * f.hc * f.H);
   std::vector<float> big(64 * 64);
-  expect_invalid(call(f.eo(), f.ho(), f.e(), Tensor(pos32.data(), DType::I32, {f.T}), f.prev(), f.ew(), f.hw(), eps),
-                 "positions");
-  expect_invalid(call(f.eo(), f.ho(), f.e(), f.pos(), Tensor(bf16.data(), DType::BF16, {f.T, f.hc, f.H}), f.ew(),
-                      f.hw(), eps),
+  expect_invalid(
+      call(f.eo(), f.ho(), f.e(), Tensor(pos32.data(), DType::I32, {f.T}), f.prev(), f.ew(), f.hw(), eps),
+      "positions");
+  expect_invalid(call(f.eo(), f.ho(), f.e(), f.pos(), Tensor(bf16.data(), DType::BF16, {f.T, f.hc, f.H}),
+                      f.ew(), f.hw(), eps),
                  "prev_hidden");
-  expect_invalid(call(f.eo(), f.ho(), f.e(), f.pos(), f.prev(), Tensor(big.data(), DType::F32, {f.H + 1}), f.hw(),
-                      eps),
-                 "enorm_w");
+  expect_invalid(
+      call(f.eo(), f.ho(), f.e(), f.pos(), f.prev(), Tensor(big.data(), DType::F32, {f.H + 1}), f.hw(), eps),
+      "enorm_w");
   expect_invalid(call(f.eo(), f.ho(), f.e(), f.pos(), f.prev(), f.ew(), f.hw().view({2, 4}), eps), "hnorm_w");
   expect_invalid(call(f.eo(), Tensor(big.data(), DType::F32, {f.T, f.hc + 1, f.H}), f.e(), f.pos(), f.prev(),
                       f.ew(), f.hw(), eps),
                  "prev_hidden");
-  expect_invalid(call(Tensor(big.data(), DType::F32, {f.T + 1, f.H}), f.ho(), f.e(), f.pos(), f.prev(), f.ew(),
-                      f.hw(), eps),
+  expect_invalid(call(Tensor(big.data(), DType::F32, {f.T + 1, f.H}), f.ho(), f.e(), f.pos(), f.prev(),
+                      f.ew(), f.hw(), eps),
                  "enorm_out");
   expect_invalid(call(f.eo(), f.ho(), f.e(), f.pos(), f.prev(), f.ew(), f.hw(), NAN), "eps");
   expect_invalid(call(f.eo(), f.ho(), f.e(), f.pos(), f.prev(), f.ew(), f.hw(), -1.f), "eps");
@@ -204,15 +206,18 @@ TEST(MtpNormOps, RejectsBadArguments) {
                       f.hw(), eps),
                  "inputs_embeds");
   Tensor wide(big.data(), DType::F32, {f.T, 2 * f.H});
-  expect_invalid(call(f.eo(), f.ho(), wide.slice(1, 0, f.H), f.pos(), f.prev(), f.ew(), f.hw(), eps), "contiguous");
+  expect_invalid(call(f.eo(), f.ho(), wide.slice(1, 0, f.H), f.pos(), f.prev(), f.ew(), f.hw(), eps),
+                 "contiguous");
   Tensor on_gpu(f.in.enorm_w.data(), DType::F32, {f.H}, Device::kCUDA);
   expect_invalid(call(f.eo(), f.ho(), f.e(), f.pos(), f.prev(), on_gpu, f.hw(), eps), "enorm_w");
   // eh layout: the last dim must be 2H.
-  expect_invalid([&] { ops::fused_mtp_input_rms_norm_eh(ctx, f.ho(), f.e(), f.pos(), f.prev(), f.ew(), f.hw(), eps); },
-                 "out");
+  expect_invalid(
+      [&] { ops::fused_mtp_input_rms_norm_eh(ctx, f.ho(), f.e(), f.pos(), f.prev(), f.ew(), f.hw(), eps); },
+      "out");
   // shared head: weight size and output shape.
-  expect_invalid([&] { ops::mtp_shared_head_rms_norm(ctx, f.eo(), f.e(), Tensor(big.data(), DType::F32, {3}), eps); },
-                 "w");
+  expect_invalid(
+      [&] { ops::mtp_shared_head_rms_norm(ctx, f.eo(), f.e(), Tensor(big.data(), DType::F32, {3}), eps); },
+      "w");
   expect_invalid([&] { ops::mtp_shared_head_rms_norm(ctx, f.ho(), f.e(), f.ew(), eps); }, "out");
 }
 
@@ -234,7 +239,8 @@ TEST(MtpNormCApi, ArgumentErrorsAreCodesNotCrashes) {
                                          nullptr);
   };
   EXPECT_EQ(mtp(nullptr, pos, 2, 8, 4, kEps, DSV4_DTYPE_BF16), DSV4_ERROR_INVALID_ARGUMENT);
-  EXPECT_NE(std::string(dsv4_last_error()).find("inputs_embeds is null"), std::string::npos) << dsv4_last_error();
+  EXPECT_NE(std::string(dsv4_last_error()).find("inputs_embeds is null"), std::string::npos)
+      << dsv4_last_error();
   EXPECT_EQ(mtp(p, nullptr, 2, 8, 4, kEps, DSV4_DTYPE_BF16), DSV4_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(dsv4_last_error()).find("positions"), std::string::npos) << dsv4_last_error();
   EXPECT_EQ(mtp(p, pos, 2, 8, 4, kEps, 7), DSV4_ERROR_INVALID_ARGUMENT);
@@ -249,19 +255,20 @@ TEST(MtpNormCApi, ArgumentErrorsAreCodesNotCrashes) {
   EXPECT_EQ(mtp(p, pos, 0, 8, 4, NAN, DSV4_DTYPE_F32), DSV4_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(dsv4_last_error()).find("eps"), std::string::npos) << dsv4_last_error();
   // T = 0 is a no-op even with null pointers, and clears the last error.
-  EXPECT_EQ(dsv4_fused_mtp_input_rms_norm(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 8, 4,
-                                          kEps, DSV4_DTYPE_BF16, nullptr),
+  EXPECT_EQ(dsv4_fused_mtp_input_rms_norm(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 8,
+                                          4, kEps, DSV4_DTYPE_BF16, nullptr),
             DSV4_OK);
   EXPECT_STREQ(dsv4_last_error(), "");
 
-  EXPECT_EQ(dsv4_fused_mtp_input_rms_norm_eh(p, pos, p, p, p, nullptr, 2, 8, 4, kEps, DSV4_DTYPE_BF16, nullptr),
-            DSV4_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(
+      dsv4_fused_mtp_input_rms_norm_eh(p, pos, p, p, p, nullptr, 2, 8, 4, kEps, DSV4_DTYPE_BF16, nullptr),
+      DSV4_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(dsv4_last_error()).find("out is null"), std::string::npos) << dsv4_last_error();
   EXPECT_EQ(dsv4_fused_mtp_input_rms_norm_eh(p, pos, p, p, p, p, 2, 8, 4, kEps, static_cast<dsv4_dtype>(-3),
                                              nullptr),
             DSV4_ERROR_INVALID_ARGUMENT);
-  EXPECT_EQ(dsv4_fused_mtp_input_rms_norm_eh(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 8, 4, kEps,
-                                             DSV4_DTYPE_F32, nullptr),
+  EXPECT_EQ(dsv4_fused_mtp_input_rms_norm_eh(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 8, 4,
+                                             kEps, DSV4_DTYPE_F32, nullptr),
             DSV4_OK);
 
   EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(p, nullptr, p, 2, 8, kEps, DSV4_DTYPE_BF16, nullptr),
@@ -269,7 +276,8 @@ TEST(MtpNormCApi, ArgumentErrorsAreCodesNotCrashes) {
   EXPECT_NE(std::string(dsv4_last_error()).find("weight is null"), std::string::npos) << dsv4_last_error();
   EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(p, p, p, 2, -5, kEps, DSV4_DTYPE_BF16, nullptr),
             DSV4_ERROR_INVALID_ARGUMENT);
-  EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(nullptr, nullptr, nullptr, 0, 8, kEps, DSV4_DTYPE_F16, nullptr), DSV4_OK);
+  EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(nullptr, nullptr, nullptr, 0, 8, kEps, DSV4_DTYPE_F16, nullptr),
+            DSV4_OK);
 }
 
 }  // namespace

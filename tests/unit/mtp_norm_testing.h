@@ -70,7 +70,8 @@ struct MtpInputs {
   std::vector<int64_t> positions;
 };
 
-inline MtpInputs random_mtp_inputs(int64_t num_tokens, int64_t hidden, int64_t hc, DType dtype, uint32_t seed) {
+inline MtpInputs random_mtp_inputs(int64_t num_tokens, int64_t hidden, int64_t hc, DType dtype,
+                                   uint32_t seed) {
   std::mt19937 rng(seed);
   MtpInputs in;
   in.num_tokens = num_tokens;
@@ -138,9 +139,12 @@ inline double relative_error(const std::vector<float>& out, const std::vector<do
 // finer than bf16.
 inline double tolerance(DType dtype) {
   switch (dtype) {
-    case DType::BF16: return 3e-3;
-    case DType::F16: return 1e-3;
-    default: return 1e-5;
+    case DType::BF16:
+      return 3e-3;
+    case DType::F16:
+      return 1e-3;
+    default:
+      return 1e-5;
   }
 }
 

@@ -25,6 +25,7 @@ void fused_mtp_input_rms_norm_eh(ExecContext& ctx, const Tensor& out, const Tens
                                  const Tensor& hnorm_w, float eps);
 
 // out [T, H] = RMSNorm(x [T, H]; w [H]) (shared_head.norm).
-void mtp_shared_head_rms_norm(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& w, float eps);
+void mtp_shared_head_rms_norm(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& w,
+                              float eps);
 
 }  // namespace dsv4::ops

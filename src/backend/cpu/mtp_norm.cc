@@ -76,22 +76,24 @@ void fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* position
   check_args("cpu::fused_mtp_input_rms_norm", num_tokens, hidden, hc_mult, dtype);
   const int64_t row_bytes = hidden * static_cast<int64_t>(dtype_size(dtype));
   mtp_rows(inputs_embeds, positions, prev_hidden, enorm_weight, hnorm_weight, static_cast<char*>(enorm_out),
-           row_bytes, 0, 1, static_cast<char*>(hnorm_out), row_bytes, num_tokens, hidden, hc_mult, eps, dtype);
+           row_bytes, 0, 1, static_cast<char*>(hnorm_out), row_bytes, num_tokens, hidden, hc_mult, eps,
+           dtype);
 }
 
 void fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
                                  const void* enorm_weight, const void* hnorm_weight, void* out,
-                                 int64_t num_tokens, int64_t hidden, int64_t hc_mult, float eps, DType dtype) {
+                                 int64_t num_tokens, int64_t hidden, int64_t hc_mult, float eps,
+                                 DType dtype) {
   check_args("cpu::fused_mtp_input_rms_norm_eh", num_tokens, hidden, hc_mult, dtype);
   const int64_t row_bytes = hidden * static_cast<int64_t>(dtype_size(dtype));
   char* base = static_cast<char*>(out);
   mtp_rows(inputs_embeds, positions, prev_hidden, enorm_weight, hnorm_weight, base + row_bytes,
-           2 * row_bytes * hc_mult, 2 * row_bytes, hc_mult, base, 2 * row_bytes, num_tokens, hidden, hc_mult, eps,
-           dtype);
+           2 * row_bytes * hc_mult, 2 * row_bytes, hc_mult, base, 2 * row_bytes, num_tokens, hidden, hc_mult,
+           eps, dtype);
 }
 
-void mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, int64_t num_tokens, int64_t hidden,
-                              float eps, DType dtype) {
+void mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, int64_t num_tokens,
+                              int64_t hidden, float eps, DType dtype) {
   check_args("cpu::mtp_shared_head_rms_norm", num_tokens, hidden, 1, dtype);
   if (num_tokens == 0) return;
   const std::vector<float> w = to_f32(weight, hidden, dtype);

@@ -23,7 +23,7 @@ void fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* posit
                                  int64_t num_tokens, int64_t hidden, int64_t hc_mult, float eps, DType dtype);
 
 // out [T, H] = RMSNorm(x [T, H]; weight).
-void mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, int64_t num_tokens, int64_t hidden,
-                              float eps, DType dtype);
+void mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, int64_t num_tokens,
+                              int64_t hidden, float eps, DType dtype);
 
 }  // namespace dsv4::cpu

@@ -11,8 +11,6 @@
 // one-program-per-row kernel re-reads the weights from L2 for every row. Loads of x, positions and weights
 // are all issued before the first use, so a small-T call pays one memory round trip, then one block
 // reduction. Unaligned rows (odd H) or very large H take the scalar two-pass kernel.
-#include "backend/cuda/mtp_norm.h"
-
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -24,6 +22,7 @@
 #include <utility>
 
 #include "backend/cuda/launch.h"
+#include "backend/cuda/mtp_norm.h"
 
 namespace dsv4::cuda {
 namespace {
@@ -127,7 +126,9 @@ __device__ __forceinline__ uint4 load_stream(const void* p) {
 }
 
 // Weights are shared by every row: default caching, so blocks on one SM share them through L1.
-__device__ __forceinline__ uint4 load_weight(const void* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+__device__ __forceinline__ uint4 load_weight(const void* p) {
+  return __ldg(reinterpret_cast<const uint4*>(p));
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -148,7 +149,8 @@ __device__ __forceinline__ uint4 select(bool first, uint4 a, uint4 b) {
 // Vectorised kernel: a block of blockDim.x threads normalises kRows rows at a time; thread j holds the
 // 16-byte vectors j, j + blockDim.x, ... (kVpt of them) of each row, so a warp's loads are contiguous.
 template <typename T, int kVpt, int kRows>
-__global__ void __launch_bounds__(vec_kernel_max_threads(kVpt, kRows)) mtp_rms_norm_vec_kernel(const MtpNormRows p) {
+__global__ void __launch_bounds__(vec_kernel_max_threads(kVpt, kRows))
+    mtp_rms_norm_vec_kernel(const MtpNormRows p) {
   using V = Vec16<T>;
   constexpr int kE = V::kElems;
   // Double-buffered by step parity: a fast warp may start step i+1 while others still read step i's sums.
@@ -377,49 +379,69 @@ using RowKernel = void (*)(MtpNormRows);
 template <typename T>
 RowKernel pick_vec_kernel(int vpt, int rows) {
   switch (vpt * 10 + rows) {
-    case 11: return mtp_rms_norm_vec_kernel<T, 1, 1>;
-    case 12: return mtp_rms_norm_vec_kernel<T, 1, 2>;
-    case 14: return mtp_rms_norm_vec_kernel<T, 1, 4>;
-    case 21: return mtp_rms_norm_vec_kernel<T, 2, 1>;
-    case 22: return mtp_rms_norm_vec_kernel<T, 2, 2>;
-    case 24: return mtp_rms_norm_vec_kernel<T, 2, 4>;
-    case 41: return mtp_rms_norm_vec_kernel<T, 4, 1>;
-    case 42: return mtp_rms_norm_vec_kernel<T, 4, 2>;
-    case 81: return mtp_rms_norm_vec_kernel<T, 8, 1>;
-    default: return nullptr;
+    case 11:
+      return mtp_rms_norm_vec_kernel<T, 1, 1>;
+    case 12:
+      return mtp_rms_norm_vec_kernel<T, 1, 2>;
+    case 14:
+      return mtp_rms_norm_vec_kernel<T, 1, 4>;
+    case 21:
+      return mtp_rms_norm_vec_kernel<T, 2, 1>;
+    case 22:
+      return mtp_rms_norm_vec_kernel<T, 2, 2>;
+    case 24:
+      return mtp_rms_norm_vec_kernel<T, 2, 4>;
+    case 41:
+      return mtp_rms_norm_vec_kernel<T, 4, 1>;
+    case 42:
+      return mtp_rms_norm_vec_kernel<T, 4, 2>;
+    case 81:
+      return mtp_rms_norm_vec_kernel<T, 8, 1>;
+    default:
+      return nullptr;
   }
 }
 
 RowKernel pick_vec_kernel(DType dtype, int vpt, int rows) {
   switch (dtype) {
-    case DType::F32: return pick_vec_kernel<float>(vpt, rows);
-    case DType::BF16: return pick_vec_kernel<__nv_bfloat16>(vpt, rows);
-    case DType::F16: return pick_vec_kernel<__half>(vpt, rows);
-    default: return nullptr;
+    case DType::F32:
+      return pick_vec_kernel<float>(vpt, rows);
+    case DType::BF16:
+      return pick_vec_kernel<__nv_bfloat16>(vpt, rows);
+    case DType::F16:
+      return pick_vec_kernel<__half>(vpt, rows);
+    default:
+      return nullptr;
   }
 }
 
 RowKernel pick_scalar_kernel(DType dtype) {
   switch (dtype) {
-    case DType::F32: return mtp_rms_norm_scalar_kernel<float>;
-    case DType::BF16: return mtp_rms_norm_scalar_kernel<__nv_bfloat16>;
-    case DType::F16: return mtp_rms_norm_scalar_kernel<__half>;
-    default: return nullptr;
+    case DType::F32:
+      return mtp_rms_norm_scalar_kernel<float>;
+    case DType::BF16:
+      return mtp_rms_norm_scalar_kernel<__nv_bfloat16>;
+    case DType::F16:
+      return mtp_rms_norm_scalar_kernel<__half>;
+    default:
+      return nullptr;
   }
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 // Shared argument checks. `what` names the entry point in messages.
-Status check_sizes(const char* what, int64_t num_tokens, int64_t hidden, int64_t hc_mult, float eps, DType dtype,
-                   int64_t out_row_elems_per_token) {
+Status check_sizes(const char* what, int64_t num_tokens, int64_t hidden, int64_t hc_mult, float eps,
+                   DType dtype, int64_t out_row_elems_per_token) {
   if (dtype != DType::F32 && dtype != DType::BF16 && dtype != DType::F16) {
     return {StatusCode::kInvalidArgument,
             str_cat(what, ": dtype must be F32, BF16 or F16, got ", dtype_name(dtype))};
   }
-  if (num_tokens < 0) return {StatusCode::kInvalidArgument, str_cat(what, ": num_tokens < 0 (", num_tokens, ")")};
+  if (num_tokens < 0)
+    return {StatusCode::kInvalidArgument, str_cat(what, ": num_tokens < 0 (", num_tokens, ")")};
   if (hidden <= 0) return {StatusCode::kInvalidArgument, str_cat(what, ": hidden must be > 0, got ", hidden)};
-  if (hc_mult <= 0) return {StatusCode::kInvalidArgument, str_cat(what, ": hc_mult must be > 0, got ", hc_mult)};
+  if (hc_mult <= 0)
+    return {StatusCode::kInvalidArgument, str_cat(what, ": hc_mult must be > 0, got ", hc_mult)};
   if (!(eps >= 0.f) || std::isinf(eps)) {
     return {StatusCode::kInvalidArgument, str_cat(what, ": eps must be finite and >= 0, got ", eps)};
   }
@@ -428,9 +450,8 @@ Status check_sizes(const char* what, int64_t num_tokens, int64_t hidden, int64_t
   if (__builtin_mul_overflow(num_tokens, out_row_elems_per_token, &elems) ||
       __builtin_mul_overflow(elems, static_cast<int64_t>(dtype_size(dtype)), &bytes) ||
       hidden > (INT64_MAX / 4) / static_cast<int64_t>(dtype_size(dtype))) {
-    return {StatusCode::kInvalidArgument,
-            str_cat(what, ": sizes overflow int64 (num_tokens=", num_tokens, ", hidden=", hidden,
-                    ", hc_mult=", hc_mult, ")")};
+    return {StatusCode::kInvalidArgument, str_cat(what, ": sizes overflow int64 (num_tokens=", num_tokens,
+                                                  ", hidden=", hidden, ", hc_mult=", hc_mult, ")")};
   }
   return Status::ok();
 }
@@ -502,7 +523,8 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
       cap = INT_MAX;  // one block per tile: the hardware scheduler balances uneven blocks
     } else if (cap == -2) {
       int per_sm = 0;  // exactly one resident wave; each block loops over tiles
-      if (Status s = blocks_per_sm(reinterpret_cast<const void*>(kernel), shape.threads, &per_sm); !s) return s;
+      if (Status s = blocks_per_sm(reinterpret_cast<const void*>(kernel), shape.threads, &per_sm); !s)
+        return s;
       cap = static_cast<int64_t>(per_sm) * sms;
     } else if (cap < 0) {
       return {StatusCode::kInvalidArgument, str_cat(what, ": max_blocks must be >= -2, got ", cap)};
@@ -529,7 +551,8 @@ MtpNormRows base_rows(int64_t hidden, float eps, DType dtype) {
 std::string MtpNormLaunch::to_string() const {
   if (blocks == 0) return "none";
   if (!vectorized) return str_cat("scalar threads=", threads, " blocks=", blocks);
-  return str_cat("vec vpt=", vecs_per_thread, " rows=", rows_per_block, " threads=", threads, " blocks=", blocks);
+  return str_cat("vec vpt=", vecs_per_thread, " rows=", rows_per_block, " threads=", threads,
+                 " blocks=", blocks);
 }
 
 Status fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
@@ -543,9 +566,12 @@ Status fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positi
   }
   if (num_tokens == 0) return launch_rows(kWhat, MtpNormRows{}, dtype, {}, stream, config, launched);
   for (auto [name, ptr] : {std::pair<const char*, const void*>{"inputs_embeds", inputs_embeds},
-                           {"positions", positions}, {"prev_hidden", prev_hidden},
-                           {"enorm_weight", enorm_weight}, {"hnorm_weight", hnorm_weight},
-                           {"enorm_out", enorm_out}, {"hnorm_out", hnorm_out}}) {
+                           {"positions", positions},
+                           {"prev_hidden", prev_hidden},
+                           {"enorm_weight", enorm_weight},
+                           {"hnorm_weight", hnorm_weight},
+                           {"enorm_out", enorm_out},
+                           {"hnorm_out", hnorm_out}}) {
     if (Status s = check_pointer(kWhat, name, ptr); !s) return s;
   }
   MtpNormRows p = base_rows(hidden, eps, dtype);
@@ -566,16 +592,21 @@ Status fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positi
                      config, launched);
 }
 
-Status fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
-                                   const void* enorm_weight, const void* hnorm_weight, void* out,
-                                   int64_t num_tokens, int64_t hidden, int64_t hc_mult, float eps, DType dtype,
-                                   cudaStream_t stream, const MtpNormConfig* config, MtpNormLaunch* launched) {
+Status fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* positions,
+                                   const void* prev_hidden, const void* enorm_weight,
+                                   const void* hnorm_weight, void* out, int64_t num_tokens, int64_t hidden,
+                                   int64_t hc_mult, float eps, DType dtype, cudaStream_t stream,
+                                   const MtpNormConfig* config, MtpNormLaunch* launched) {
   constexpr const char* kWhat = "fused_mtp_input_rms_norm_eh";
-  if (Status s = check_sizes(kWhat, num_tokens, hidden, hc_mult, eps, dtype, 2 * hc_mult * hidden); !s) return s;
+  if (Status s = check_sizes(kWhat, num_tokens, hidden, hc_mult, eps, dtype, 2 * hc_mult * hidden); !s)
+    return s;
   if (num_tokens == 0) return launch_rows(kWhat, MtpNormRows{}, dtype, {}, stream, config, launched);
   for (auto [name, ptr] : {std::pair<const char*, const void*>{"inputs_embeds", inputs_embeds},
-                           {"positions", positions}, {"prev_hidden", prev_hidden},
-                           {"enorm_weight", enorm_weight}, {"hnorm_weight", hnorm_weight}, {"out", out}}) {
+                           {"positions", positions},
+                           {"prev_hidden", prev_hidden},
+                           {"enorm_weight", enorm_weight},
+                           {"hnorm_weight", hnorm_weight},
+                           {"out", out}}) {
     if (Status s = check_pointer(kWhat, name, ptr); !s) return s;
   }
   MtpNormRows p = base_rows(hidden, eps, dtype);
@@ -597,14 +628,13 @@ Status fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* pos
                      config, launched);
 }
 
-Status mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, int64_t num_tokens, int64_t hidden,
-                                float eps, DType dtype, cudaStream_t stream, const MtpNormConfig* config,
-                                MtpNormLaunch* launched) {
+Status mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, int64_t num_tokens,
+                                int64_t hidden, float eps, DType dtype, cudaStream_t stream,
+                                const MtpNormConfig* config, MtpNormLaunch* launched) {
   constexpr const char* kWhat = "mtp_shared_head_rms_norm";
   if (Status s = check_sizes(kWhat, num_tokens, hidden, 1, eps, dtype, hidden); !s) return s;
   if (num_tokens == 0) return launch_rows(kWhat, MtpNormRows{}, dtype, {}, stream, config, launched);
-  for (auto [name, ptr] :
-       {std::pair<const char*, const void*>{"x", x}, {"weight", weight}, {"out", out}}) {
+  for (auto [name, ptr] : {std::pair<const char*, const void*>{"x", x}, {"weight", weight}, {"out", out}}) {
     if (Status s = check_pointer(kWhat, name, ptr); !s) return s;
   }
   // A plain per-row norm is the h-row half of the MTP kernel with no e rows.

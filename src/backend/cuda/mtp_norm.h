@@ -50,14 +50,14 @@ Status fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positi
                                 const MtpNormConfig* config = nullptr, MtpNormLaunch* launched = nullptr);
 
 // out: [num_tokens, hc_mult, 2 * hidden].
-Status fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
-                                   const void* enorm_weight, const void* hnorm_weight, void* out,
-                                   int64_t num_tokens, int64_t hidden, int64_t hc_mult, float eps, DType dtype,
-                                   cudaStream_t stream, const MtpNormConfig* config = nullptr,
-                                   MtpNormLaunch* launched = nullptr);
+Status fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* positions,
+                                   const void* prev_hidden, const void* enorm_weight,
+                                   const void* hnorm_weight, void* out, int64_t num_tokens, int64_t hidden,
+                                   int64_t hc_mult, float eps, DType dtype, cudaStream_t stream,
+                                   const MtpNormConfig* config = nullptr, MtpNormLaunch* launched = nullptr);
 
-Status mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, int64_t num_tokens, int64_t hidden,
-                                float eps, DType dtype, cudaStream_t stream, const MtpNormConfig* config = nullptr,
-                                MtpNormLaunch* launched = nullptr);
+Status mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, int64_t num_tokens,
+                                int64_t hidden, float eps, DType dtype, cudaStream_t stream,
+                                const MtpNormConfig* config = nullptr, MtpNormLaunch* launched = nullptr);
 
 }  // namespace dsv4::cuda
