@@ -355,6 +355,7 @@ ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const 
     w.mtp = std::move(m);
   }
   for (const TensorSpec& s : specs) {
+    if (s.kind == WeightKind::kIndex) continue;  // tid2eid is a lookup table, not parameters
     int64_t numel = 1;
     for (int64_t d : s.shape) numel *= d;
     (s.name.rfind(kMtpPrefix, 0) == 0 ? w.mtp_parameter_count : w.parameter_count) += static_cast<size_t>(numel);
