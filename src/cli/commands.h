@@ -3,10 +3,12 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "dsv4/core/tensor.h"
+#include "dsv4/tokenizer/tokenizer.h"
 
 namespace dsv4::cli {
 
@@ -18,7 +20,13 @@ void register_generate(CLI::App& app);
 // Shared option parsing.
 Device parse_device(const std::string& name);
 std::vector<int32_t> parse_ids(const std::string& csv);
-// Byte-level ids: each UTF-8 byte b of the text becomes token id b.
+// Byte-level ids: each UTF-8 byte b of the text becomes token id b (models without tokenizer.json).
 std::vector<int32_t> byte_level_ids(const std::string& text);
+
+// The model directory's tokenizer.json, if it has one.
+std::unique_ptr<Tokenizer> load_tokenizer_if_present(const std::string& model_dir);
+// Text → ids with the model's tokenizer (special tokens such as BOS added as its post-processor says),
+// or byte-level ids when there is none.
+std::vector<int32_t> text_to_ids(const Tokenizer* tok, const std::string& text);
 
 }  // namespace dsv4::cli

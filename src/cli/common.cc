@@ -1,5 +1,6 @@
 #include <cerrno>
 #include <cstdlib>
+#include <filesystem>
 
 #include "cli/commands.h"
 #include "dsv4/core/status.h"
@@ -35,6 +36,18 @@ std::vector<int32_t> parse_ids(const std::string& csv) {
 std::vector<int32_t> byte_level_ids(const std::string& text) {
   std::vector<int32_t> ids;
   for (unsigned char c : text) ids.push_back(c);
+  return ids;
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer_if_present(const std::string& model_dir) {
+  const std::filesystem::path path = std::filesystem::path(model_dir) / "tokenizer.json";
+  if (!std::filesystem::exists(path)) return nullptr;
+  return std::make_unique<Tokenizer>(Tokenizer::from_file(path.string()));
+}
+
+std::vector<int32_t> text_to_ids(const Tokenizer* tok, const std::string& text) {
+  std::vector<int32_t> ids = tok ? tok->encode(text, /*add_special=*/true) : byte_level_ids(text);
+  DSV4_CHECK_ARG(!ids.empty(), "the prompt is empty");
   return ids;
 }
 

@@ -19,7 +19,8 @@ void register_generate(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   cmd->add_option("-m,--model", o->dir, "Model directory")->required();
   auto* ids = cmd->add_option("--ids", o->ids, "Comma-separated prompt token ids");
-  auto* prompt = cmd->add_option("-p,--prompt", o->prompt, "Prompt text (byte-level ids without a tokenizer)");
+  auto* prompt = cmd->add_option("-p,--prompt", o->prompt,
+                                 "Prompt text (tokenized with the model's tokenizer.json; byte-level ids without one)");
   auto* file = cmd->add_option("--prompts", o->prompts_file, "File with one prompt per line (generated as a batch)");
   ids->excludes(prompt)->excludes(file);
   prompt->excludes(file);
@@ -32,16 +33,17 @@ void register_generate(CLI::App& app) {
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-sequence tokens");
   cmd->add_flag("--json", o->json, "Print one JSON object");
   cmd->callback([o] {
+    const std::unique_ptr<Tokenizer> tok = load_tokenizer_if_present(o->dir);
     std::vector<std::vector<int32_t>> prompts;
     if (!o->ids.empty()) {
       prompts.push_back(parse_ids(o->ids));
     } else if (!o->prompt.empty()) {
-      prompts.push_back(byte_level_ids(o->prompt));
+      prompts.push_back(text_to_ids(tok.get(), o->prompt));
     } else if (!o->prompts_file.empty()) {
       std::ifstream in(o->prompts_file);
       DSV4_CHECK(in.good(), kNotFound, "cannot open --prompts file '", o->prompts_file, "'");
       for (std::string line; std::getline(in, line);) {
-        if (!line.empty()) prompts.push_back(byte_level_ids(line));
+        if (!line.empty()) prompts.push_back(text_to_ids(tok.get(), line));
       }
       DSV4_CHECK_ARG(!prompts.empty(), "--prompts file '", o->prompts_file, "' has no non-empty line");
     } else {
@@ -56,8 +58,18 @@ void register_generate(CLI::App& app) {
     go.sampling = {o->temperature, o->top_p, o->seed};
     go.spec_tokens = o->spec_tokens;
     go.stop_at_eos = !o->ignore_eos;
+    // One prompt streams to the terminal as it is generated: decoded text with a tokenizer (whole UTF-8
+    // characters only), token ids without one.
     const bool stream = !o->json && prompts.size() == 1;
-    if (stream) {
+    std::unique_ptr<StreamDecoder> decoder;
+    if (stream && tok) {
+      decoder = std::make_unique<StreamDecoder>(*tok, /*skip_special=*/true);
+      std::printf("%s", o->prompt.c_str());
+      go.on_token = [&decoder](size_t, int32_t token) {
+        std::printf("%s", decoder->push(token).c_str());
+        std::fflush(stdout);
+      };
+    } else if (stream) {
       go.on_token = [](size_t, int32_t token) {
         std::printf("%d ", token);
         std::fflush(stdout);
@@ -68,6 +80,11 @@ void register_generate(CLI::App& app) {
     if (o->json) {
       nlohmann::json j;
       j["tokens"] = r.tokens;
+      if (tok) {
+        std::vector<std::string> texts;
+        for (const auto& t : r.tokens) texts.push_back(tok->decode(t, /*skip_special=*/true));
+        j["text"] = texts;
+      }
       j["prompt_tokens"] = s.prompt_tokens;
       j["generated_tokens"] = s.generated_tokens;
       j["load_seconds"] = engine.load_seconds();
@@ -85,12 +102,17 @@ void register_generate(CLI::App& app) {
       return;
     }
     if (stream) {
+      if (decoder) std::printf("%s", decoder->flush().c_str());
       std::printf("\n");
     } else {
       for (size_t i = 0; i < r.tokens.size(); ++i) {
-        std::printf("[%zu]", i);
-        for (int32_t t : r.tokens[i]) std::printf(" %d", t);
-        std::printf("\n");
+        if (tok) {
+          std::printf("[%zu] %s\n", i, tok->decode(r.tokens[i], /*skip_special=*/true).c_str());
+        } else {
+          std::printf("[%zu]", i);
+          for (int32_t t : r.tokens[i]) std::printf(" %d", t);
+          std::printf("\n");
+        }
       }
     }
     std::printf("generated %lld tokens (%zu prompt%s, %lld prompt tokens) on %s: load %.3f s, prefill %.3f s, "

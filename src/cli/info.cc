@@ -14,6 +14,7 @@ namespace {
 std::map<std::string, int64_t> count_parameters(const ModelConfig& cfg, bool with_mtp) {
   std::map<std::string, int64_t> out;
   for (const TensorSpec& s : checkpoint_inventory(cfg, with_mtp)) {
+    if (s.kind == WeightKind::kIndex) continue;  // tid2eid is a lookup table, not parameters
     int64_t n = 1;
     for (int64_t d : s.shape) n *= d;
     std::string part;

@@ -12,13 +12,15 @@ namespace dsv4::cli {
 void register_score(CLI::App& app) {
   auto* cmd = app.add_subcommand("score", "Teacher-forced logits of a token sequence");
   struct Opts {
-    std::string dir, ids, logits_out, device = "cpu";
+    std::string dir, ids, logits_out, mtp_logits_out, device = "cpu";
     bool json = false;
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("-m,--model", o->dir, "Model directory")->required();
   cmd->add_option("--ids", o->ids, "Comma-separated token ids")->required();
   cmd->add_option("--logits-out", o->logits_out, "Write logits [T, V] (F32) and input_ids to a .safetensors file");
+  cmd->add_option("--mtp-logits-out", o->mtp_logits_out,
+                  "Write the MTP drafter's step-0 logits [T-1, V] (position p predicts token p+2) to a .safetensors file");
   cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
   cmd->add_flag("--json", o->json, "Print one JSON object");
   cmd->callback([o] {
@@ -54,6 +56,21 @@ void register_score(CLI::App& app) {
                        {{"logits", Tensor(const_cast<float*>(logits.data()), DType::F32, {T, V})},
                         {"input_ids", Tensor(ids64.data(), DType::I64, {T})}});
     }
+    if (!o->mtp_logits_out.empty()) {
+      // Drafter step 0 over positions 0..T-2: (target residual at p, token p+1) -> logits for token p+2.
+      DSV4_CHECK(engine.has_mtp(), kUnsupported, "--mtp-logits-out: the checkpoint has no MTP layer (mtp.0.*)");
+      DSV4_CHECK_ARG(T >= 2 && T <= engine.options().max_batch_tokens,
+                     "--mtp-logits-out needs 2 to max_batch_tokens token ids");
+      BatchBuilder target;
+      target.add({0, 0, ids, true});
+      std::vector<float> unused, residual, mtp_logits, mtp_hidden;
+      engine.forward(target, &unused, &residual);
+      residual.resize(static_cast<size_t>((T - 1) * engine.config().hc_dim()));
+      BatchBuilder draft;
+      draft.add({0, 0, std::vector<int32_t>(ids.begin() + 1, ids.end()), true});
+      engine.mtp_forward(draft, residual, &mtp_logits, &mtp_hidden);
+      save_safetensors(o->mtp_logits_out, {{"mtp_logits", Tensor(mtp_logits.data(), DType::F32, {T - 1, V})}});
+    }
     const double mean_nll = T > 1 ? nll / static_cast<double>(T - 1) : 0.0;
     if (o->json) {
       nlohmann::json j;
@@ -64,6 +81,7 @@ void register_score(CLI::App& app) {
       j["device"] = o->device;
       j["vocab_size"] = V;
       if (!o->logits_out.empty()) j["logits_out"] = o->logits_out;
+      if (!o->mtp_logits_out.empty()) j["mtp_logits_out"] = o->mtp_logits_out;
       std::printf("%s\n", j.dump().c_str());
       return;
     }

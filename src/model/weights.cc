@@ -130,6 +130,23 @@ class Loader {
     }
   }
 
+  // Loads [rows, a] and [rows, b] tensors side by side into dst [rows, a + b].
+  void load_concat_columns(const std::string& left, const std::string& right, Tensor dst) {
+    const Tensor l = ckpt_.view(by_canonical_.at(left)), r = ckpt_.view(by_canonical_.at(right));
+    const int64_t rows = dst.size(0), a = l.size(1), b = r.size(1);
+    std::vector<float> lf(static_cast<size_t>(l.numel())), rf(static_cast<size_t>(r.numel()));
+    convert_to_f32(l.dtype(), l.data(), lf.data(), lf.size());
+    convert_to_f32(r.dtype(), r.data(), rf.data(), rf.size());
+    float_buf_.resize(static_cast<size_t>(rows * (a + b)));
+    for (int64_t i = 0; i < rows; ++i) {
+      std::copy(lf.begin() + i * a, lf.begin() + (i + 1) * a, float_buf_.begin() + i * (a + b));
+      std::copy(rf.begin() + i * b, rf.begin() + (i + 1) * b, float_buf_.begin() + i * (a + b) + a);
+    }
+    staging_.resize(dst.nbytes());
+    convert_from_f32(float_buf_.data(), dst.dtype(), staging_.data(), float_buf_.size());
+    upload(dst, left + " + " + right);
+  }
+
   // Converts one checkpoint tensor into dst (storage dtype), through a host staging buffer.
   void load_into(const std::string& canon, Tensor dst) {
     const Tensor src = ckpt_.view(by_canonical_.at(canon));
@@ -150,6 +167,10 @@ class Loader {
       convert_to_f32(src.dtype(), src.data(), float_buf_.data(), n);
       convert_from_f32(float_buf_.data(), dst.dtype(), staging_.data(), n);
     }
+    upload(dst, canon);
+  }
+
+  void upload(Tensor dst, const std::string&) {
     if (dst.device() == Device::kCPU) {
       std::memcpy(dst.data(), staging_.data(), dst.nbytes());
     } else {
@@ -326,13 +347,15 @@ ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const 
     m.enorm = load(p + "enorm.weight");
     m.hnorm = load(p + "hnorm.weight");
     m.norm = load(p + "norm.weight");
-    m.e_proj = load(p + "e_proj.weight");
-    m.h_proj = load(p + "h_proj.weight");
+    const int64_t H = cfg.hidden_size;
+    m.eh_proj = w.storage.alloc(storage_dtype(WeightKind::kMatrix, opt.device), {H, 2 * H});
+    loader.load_concat_columns(p + "h_proj.weight", p + "e_proj.weight", m.eh_proj);
     m.hc_head = {load(p + "hc_head_fn"), load(p + "hc_head_base"), load(p + "hc_head_scale")};
     m.block = load_block(p, AttentionType::kSliding, MlpType::kMoe);
     w.mtp = std::move(m);
   }
   for (const TensorSpec& s : specs) {
+    if (s.kind == WeightKind::kIndex) continue;  // tid2eid is a lookup table, not parameters
     int64_t numel = 1;
     for (int64_t d : s.shape) numel *= d;
     (s.name.rfind(kMtpPrefix, 0) == 0 ? w.mtp_parameter_count : w.parameter_count) += static_cast<size_t>(numel);

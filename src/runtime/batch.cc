@@ -6,6 +6,7 @@ void BatchBuilder::add(const SequenceChunk& c) {
   DSV4_CHECK_ARG(!c.ids.empty(), "batch: a sequence chunk needs at least one token");
   DSV4_CHECK_ARG(c.slot >= 0 && c.start >= 0, "batch: negative slot or start");
   chunk_rows_.push_back(num_logit_rows());
+  chunk_sizes_.push_back(static_cast<int64_t>(c.ids.size()));
   const int32_t end = c.start + static_cast<int32_t>(c.ids.size());
   for (size_t i = 0; i < c.ids.size(); ++i) {
     if (c.all_logits || i + 1 == c.ids.size()) logit_rows_.push_back(static_cast<int32_t>(ids_.size()));
@@ -31,6 +32,7 @@ void BatchBuilder::pad_to(int64_t tokens) {
 void BatchBuilder::clear() {
   for (auto* v : {&ids_, &pos_, &slot_, &start_, &end_, &logit_rows_}) v->clear();
   chunk_rows_.clear();
+  chunk_sizes_.clear();
 }
 
 BatchMeta BatchBuilder::meta() {

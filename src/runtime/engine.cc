@@ -6,6 +6,8 @@
 
 #include "dsv4/backend/cuda_device.h"
 #include "dsv4/core/log.h"
+#include "dsv4/model/mtp.h"
+#include "dsv4/runtime/speculative.h"
 #include "runtime/device_forward.h"
 
 namespace dsv4 {
@@ -54,8 +56,8 @@ void Engine::check_ids(const std::vector<int32_t>& ids) const {
   }
 }
 
-void Engine::forward(BatchBuilder& batch, std::vector<float>* logits, std::vector<float>* residual) {
-  const int64_t T = batch.num_tokens(), R = batch.num_logit_rows(), V = cfg_.vocab_size;
+void Engine::check_batch(BatchBuilder& batch) const {
+  const int64_t T = batch.num_tokens();
   DSV4_CHECK_ARG(T > 0 && T <= opt_.max_batch_tokens, "forward of ", T, " tokens exceeds max_batch_tokens (",
                  opt_.max_batch_tokens, ")");
   check_ids(batch.ids());
@@ -63,6 +65,11 @@ void Engine::forward(BatchBuilder& batch, std::vector<float>* logits, std::vecto
     DSV4_CHECK_ARG(p < model_opt_.max_seq_len, "position ", p, " exceeds the engine's max_seq_len (",
                    model_opt_.max_seq_len, ")");
   }
+}
+
+void Engine::forward(BatchBuilder& batch, std::vector<float>* logits, std::vector<float>* residual) {
+  const int64_t T = batch.num_tokens(), R = batch.num_logit_rows(), V = cfg_.vocab_size;
+  check_batch(batch);
   if (ctx_.is_cuda()) {
     scratch_.reset();
     device_->forward(ctx_, cfg_, weights_, *state_, batch, logits, residual);
@@ -96,96 +103,281 @@ std::vector<float> Engine::score(const std::vector<int32_t>& ids) {
   return all;
 }
 
+// A sequence being generated, with its slot and the drafter's pending step-0 input.
+struct Engine::Sequence {
+  size_t index = 0;
+  int32_t slot = 0;
+  std::vector<int32_t> tokens;  // prompt + generated
+  int64_t prompt_len = 0;
+  int64_t prefilled = 0;  // prompt tokens already in the target's state
+  bool done = false;
+  Sampler sampler;
+  std::vector<int32_t>* out = nullptr;  // generated tokens (the caller's result row)
+  // Speculative decoding: the target's state holds positions [0, committed); tokens.back() sits at
+  // position `committed` and is not processed yet. The drafter's next step 0 covers positions
+  // [step0_start, committed) with the target's residual rows and the token after each position.
+  int64_t committed = 0;
+  int64_t step0_start = 0;
+  std::vector<float> step0_hidden;
+  std::vector<int32_t> step0_ids;
+  std::vector<float> draft_hidden;  // the drafter's latest residual row (input of its next step)
+  std::vector<int32_t> drafts;
+  std::vector<std::vector<float>> draft_probs;
+};
+
 GenerateResult Engine::generate(const std::vector<std::vector<int32_t>>& prompts, const GenerateOptions& go) {
   DSV4_CHECK_ARG(!prompts.empty(), "generate: no prompts");
-  DSV4_CHECK_ARG(go.max_new_tokens >= 0, "generate: -n must be >= 0");
+  DSV4_CHECK_ARG(go.max_new_tokens >= 0, "generate: -n must be >= 0, got ", go.max_new_tokens);
+  DSV4_CHECK_ARG(go.spec_tokens >= 0, "generate: --spec-tokens must be >= 0, got ", go.spec_tokens);
   go.sampling.validate();
-  DSV4_CHECK_ARG(go.spec_tokens == 0, "speculative decoding (--spec-tokens) is not available in this build yet");
-  const int64_t V = cfg_.vocab_size;
+  if (go.spec_tokens > 0) {
+    DSV4_CHECK(has_mtp(), kUnsupported, "--spec-tokens needs a checkpoint with an MTP layer (mtp.0.*)");
+    DSV4_CHECK_ARG(go.spec_tokens <= opt_.max_spec_tokens, "--spec-tokens ", go.spec_tokens,
+                   " exceeds the engine's maximum of ", opt_.max_spec_tokens);
+    DSV4_CHECK_ARG(go.spec_tokens + 1 <= opt_.max_batch_tokens, "--spec-tokens too large for max_batch_tokens");
+  }
   GenerateResult result;
   result.tokens.resize(prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i) {
     DSV4_CHECK_ARG(!prompts[i].empty(), "generate: prompt ", i, " is empty");
     check_ids(prompts[i]);
-    DSV4_CHECK_ARG(static_cast<int64_t>(prompts[i].size()) + go.max_new_tokens <= model_opt_.max_seq_len,
+    DSV4_CHECK_ARG(static_cast<int64_t>(prompts[i].size()) + go.max_new_tokens + go.spec_tokens <= model_opt_.max_seq_len,
                    "generate: prompt ", i, " (", prompts[i].size(), " tokens) + ", go.max_new_tokens,
                    " new tokens exceed max_seq_len (", model_opt_.max_seq_len, ")");
     result.stats.prompt_tokens += static_cast<int64_t>(prompts[i].size());
   }
   if (go.max_new_tokens == 0) return result;
 
-  // Sequences run in waves of at most max_seqs (one state slot each).
+  // Sequences run in waves of at most max_seqs (one state slot each); finished sequences leave the batch.
   for (size_t wave = 0; wave < prompts.size(); wave += static_cast<size_t>(opt_.max_seqs)) {
     const size_t count = std::min(prompts.size() - wave, static_cast<size_t>(opt_.max_seqs));
-    struct Seq {
-      size_t index;
-      int32_t slot;
-      std::vector<int32_t> tokens;  // prompt + generated
-      int64_t prompt_len = 0;
-      int64_t prefilled = 0;        // prompt tokens already in the state
-      bool done = false;
-      Sampler sampler;
-    };
-    std::vector<Seq> seqs;
+    std::vector<Sequence> seqs(count);
     for (size_t i = 0; i < count; ++i) {
-      const std::vector<int32_t>& p = prompts[wave + i];
-      seqs.push_back({wave + i, static_cast<int32_t>(i), p, static_cast<int64_t>(p.size()), 0, false,
-                      Sampler(go.sampling, wave + i)});
+      Sequence& s = seqs[i];
+      s.index = wave + i;
+      s.slot = static_cast<int32_t>(i);
+      s.tokens = prompts[wave + i];
+      s.prompt_len = static_cast<int64_t>(s.tokens.size());
+      s.sampler = Sampler(go.sampling, wave + i);
+      s.out = &result.tokens[wave + i];
     }
-    auto emit = [&](Seq& s, int32_t token) {
-      s.tokens.push_back(token);
-      result.tokens[s.index].push_back(token);
-      ++result.stats.generated_tokens;
-      if (go.on_token) go.on_token(s.index, token);
-      const bool eos = std::find(cfg_.eos_token_ids.begin(), cfg_.eos_token_ids.end(), token) != cfg_.eos_token_ids.end();
-      if (static_cast<int64_t>(result.tokens[s.index].size()) >= go.max_new_tokens || (go.stop_at_eos && eos)) s.done = true;
-    };
-    std::vector<float> logits;
-    // Prefill: pack prompt chunks into forwards of at most max_batch_tokens tokens.
-    auto t0 = std::chrono::steady_clock::now();
-    while (true) {
-      BatchBuilder b;
-      std::vector<Seq*> finishing;
-      int64_t budget = opt_.max_batch_tokens;
-      for (Seq& s : seqs) {
-        const int64_t left = s.prompt_len - s.prefilled;
-        if (left <= 0 || budget <= 0) continue;
-        const int64_t n = std::min(left, budget);
-        b.add({s.slot, static_cast<int32_t>(s.prefilled),
-               std::vector<int32_t>(s.tokens.begin() + s.prefilled, s.tokens.begin() + s.prefilled + n), false});
-        s.prefilled += n;
-        budget -= n;
-        finishing.push_back(s.prefilled == s.prompt_len ? &s : nullptr);
+    prefill(seqs, go, result.stats, go.spec_tokens > 0);
+    if (go.spec_tokens > 0) {
+      decode_speculative(seqs, go, result.stats);
+    } else {
+      decode_plain(seqs, go, result.stats);
+    }
+  }
+  return result;
+}
+
+namespace {
+
+// Appends a generated token; marks the sequence done at the token budget or an end-of-sequence token.
+template <typename Seq>
+void emit(Seq& s, int32_t token, const GenerateOptions& go, const ModelConfig& cfg, GenerateStats& stats) {
+  if (s.done) return;
+  s.tokens.push_back(token);
+  s.out->push_back(token);
+  ++stats.generated_tokens;
+  if (go.on_token) go.on_token(s.index, token);
+  const bool eos = std::find(cfg.eos_token_ids.begin(), cfg.eos_token_ids.end(), token) != cfg.eos_token_ids.end();
+  if (static_cast<int64_t>(s.out->size()) >= go.max_new_tokens || (go.stop_at_eos && eos)) s.done = true;
+}
+
+}  // namespace
+
+void Engine::prefill(std::vector<Sequence>& seqs, const GenerateOptions& go, GenerateStats& stats,
+                     bool keep_residual) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t V = cfg_.vocab_size, W = cfg_.hc_dim();
+  std::vector<float> logits, residual;
+  // Prompt chunks are packed into forwards of at most max_batch_tokens tokens.
+  while (true) {
+    BatchBuilder b;
+    std::vector<Sequence*> chunk_seq;
+    std::vector<bool> finishing;
+    int64_t budget = opt_.max_batch_tokens;
+    for (Sequence& s : seqs) {
+      const int64_t left = s.prompt_len - s.prefilled;
+      if (left <= 0 || budget <= 0) continue;
+      const int64_t n = std::min(left, budget);
+      b.add({s.slot, static_cast<int32_t>(s.prefilled),
+             std::vector<int32_t>(s.tokens.begin() + s.prefilled, s.tokens.begin() + s.prefilled + n), false});
+      chunk_seq.push_back(&s);
+      s.prefilled += n;
+      budget -= n;
+      finishing.push_back(s.prefilled == s.prompt_len);
+    }
+    if (b.num_tokens() == 0) break;
+    forward(b, &logits, keep_residual ? &residual : nullptr);
+    ++stats.forward_calls;
+    int64_t row = 0;
+    for (size_t c = 0; c < chunk_seq.size(); ++c) {
+      Sequence& s = *chunk_seq[c];
+      const int64_t n = static_cast<int64_t>(b.chunk_token_count(c));
+      if (keep_residual) s.step0_hidden.insert(s.step0_hidden.end(), residual.begin() + row * W, residual.begin() + (row + n) * W);
+      row += n;
+      if (finishing[c]) emit(s, s.sampler.sample(logits.data() + b.chunk_first_logit_row()[c] * V, V), go, cfg_, stats);
+    }
+  }
+  for (Sequence& s : seqs) {  // the drafter's first step 0 covers the whole prompt
+    s.committed = s.prompt_len;
+    s.step0_start = 0;
+    s.step0_ids.assign(s.tokens.begin() + 1, s.tokens.end());
+  }
+  stats.prefill_seconds += seconds_since(t0);
+}
+
+void Engine::decode_plain(std::vector<Sequence>& seqs, const GenerateOptions& go, GenerateStats& stats) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t V = cfg_.vocab_size;
+  std::vector<float> logits;
+  while (true) {  // one token per unfinished sequence per forward
+    BatchBuilder b;
+    std::vector<Sequence*> active;
+    for (Sequence& s : seqs) {
+      if (s.done) continue;
+      b.add({s.slot, static_cast<int32_t>(s.tokens.size() - 1), {s.tokens.back()}, false});
+      active.push_back(&s);
+    }
+    if (active.empty()) break;
+    forward(b, &logits);
+    ++stats.forward_calls;
+    for (size_t c = 0; c < active.size(); ++c) {
+      emit(*active[c], active[c]->sampler.sample(logits.data() + c * V, V), go, cfg_, stats);
+    }
+  }
+  stats.decode_seconds += seconds_since(t0);
+}
+
+// Drafter step 0 over each sequence's pending positions (chunked to max_batch_tokens); leaves the first
+// draft and the drafter's last residual row in the sequence.
+void Engine::draft_step0(std::vector<Sequence*>& active) {
+  const int64_t W = cfg_.hc_dim();
+  std::vector<float> hidden, logits, out;
+  std::vector<int64_t> done(active.size(), 0);
+  while (true) {
+    BatchBuilder b;
+    std::vector<size_t> members;
+    hidden.clear();
+    int64_t budget = opt_.max_batch_tokens;
+    for (size_t i = 0; i < active.size(); ++i) {
+      Sequence& s = *active[i];
+      const int64_t total = static_cast<int64_t>(s.step0_ids.size());
+      const int64_t n = std::min(total - done[i], budget);
+      if (n <= 0) continue;
+      b.add({s.slot, static_cast<int32_t>(s.step0_start + done[i]),
+             std::vector<int32_t>(s.step0_ids.begin() + done[i], s.step0_ids.begin() + done[i] + n), false});
+      hidden.insert(hidden.end(), s.step0_hidden.begin() + done[i] * W, s.step0_hidden.begin() + (done[i] + n) * W);
+      members.push_back(i);
+      done[i] += n;
+      budget -= n;
+    }
+    if (members.empty()) break;
+    mtp_forward(b, hidden, &logits, &out);
+    int64_t row = 0;
+    for (size_t c = 0; c < members.size(); ++c) {
+      Sequence& s = *active[members[c]];
+      row += b.chunk_token_count(c);
+      if (done[members[c]] < static_cast<int64_t>(s.step0_ids.size())) continue;  // more chunks follow
+      s.draft_hidden.assign(out.begin() + (row - 1) * W, out.begin() + row * W);
+      const float* l = logits.data() + b.chunk_first_logit_row()[c] * cfg_.vocab_size;
+      s.drafts.clear();
+      s.draft_probs.clear();
+      if (s.sampler.params().greedy()) {
+        s.drafts.push_back(argmax_token(l, cfg_.vocab_size));
+      } else {
+        s.draft_probs.push_back(sampling_distribution(l, cfg_.vocab_size, s.sampler.params()));
+        s.drafts.push_back(s.sampler.draw(s.draft_probs.back()));
       }
-      if (b.num_tokens() == 0) break;
-      forward(b, &logits);
-      ++result.stats.forward_calls;
-      for (size_t c = 0; c < finishing.size(); ++c) {
-        if (finishing[c] != nullptr) {
-          Seq& s = *finishing[c];
-          emit(s, s.sampler.sample(logits.data() + b.chunk_first_logit_row()[c] * V, V));
+    }
+  }
+}
+
+void Engine::decode_speculative(std::vector<Sequence>& seqs, const GenerateOptions& go, GenerateStats& stats) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t K = go.spec_tokens, V = cfg_.vocab_size, W = cfg_.hc_dim();
+  std::vector<float> logits, residual, out;
+  while (true) {
+    std::vector<Sequence*> active;
+    for (Sequence& s : seqs) {
+      if (!s.done) active.push_back(&s);
+    }
+    if (active.empty()) break;
+    // 1. Drafter step 0 (every position the target just accepted) → d_1.
+    draft_step0(active);
+    // 2. K-1 single-token drafter steps, each continuing from the drafter's previous residual.
+    for (int64_t j = 1; j < K; ++j) {
+      BatchBuilder b;
+      std::vector<float> hidden;
+      for (Sequence* s : active) {
+        b.add({s->slot, static_cast<int32_t>(s->committed - 1 + j), {s->drafts.back()}, false});
+        hidden.insert(hidden.end(), s->draft_hidden.begin(), s->draft_hidden.end());
+      }
+      mtp_forward(b, hidden, &logits, &out);
+      for (size_t c = 0; c < active.size(); ++c) {
+        Sequence& s = *active[c];
+        s.draft_hidden.assign(out.begin() + c * W, out.begin() + (c + 1) * W);
+        const float* l = logits.data() + c * V;
+        if (s.sampler.params().greedy()) {
+          s.drafts.push_back(argmax_token(l, V));
+        } else {
+          s.draft_probs.push_back(sampling_distribution(l, V, s.sampler.params()));
+          s.drafts.push_back(s.sampler.draw(s.draft_probs.back()));
         }
       }
     }
-    result.stats.prefill_seconds += seconds_since(t0);
-    // Decode: one token per unfinished sequence per forward.
-    t0 = std::chrono::steady_clock::now();
-    while (true) {
-      BatchBuilder b;
-      std::vector<Seq*> active;
-      for (Seq& s : seqs) {
-        if (s.done) continue;
-        b.add({s.slot, static_cast<int32_t>(s.tokens.size() - 1), {s.tokens.back()}, false});
-        active.push_back(&s);
-      }
-      if (active.empty()) break;
-      forward(b, &logits);
-      ++result.stats.forward_calls;
-      for (size_t c = 0; c < active.size(); ++c) emit(*active[c], active[c]->sampler.sample(logits.data() + c * V, V));
+    // 3. The target verifies [last, d_1..d_K] of every sequence in one forward.
+    BatchBuilder b;
+    for (Sequence* s : active) {
+      std::vector<int32_t> ids = {s->tokens.back()};
+      ids.insert(ids.end(), s->drafts.begin(), s->drafts.end());
+      b.add({s->slot, static_cast<int32_t>(s->committed), ids, true});
     }
-    result.stats.decode_seconds += seconds_since(t0);
+    forward(b, &logits, &residual);
+    ++stats.forward_calls;
+    // 4. Accept, emit, and queue the accepted positions for the drafter's next step 0. Rejected positions
+    //    leave no trace: every state is indexed by position and is rewritten when they are reprocessed.
+    int64_t row = 0;
+    for (size_t c = 0; c < active.size(); ++c) {
+      Sequence& s = *active[c];
+      const DraftVerdict v =
+          verify_drafts(logits.data() + b.chunk_first_logit_row()[c] * V, V, s.drafts, s.draft_probs, s.sampler);
+      ++stats.draft_steps;
+      stats.drafted_tokens += K;
+      stats.accepted_tokens += v.accepted;
+      s.step0_start = s.committed;
+      s.step0_hidden.assign(residual.begin() + row * W, residual.begin() + (row + v.accepted + 1) * W);
+      s.step0_ids.assign(s.drafts.begin(), s.drafts.begin() + v.accepted);
+      s.step0_ids.push_back(v.next_token);
+      s.committed += v.accepted + 1;
+      for (int64_t i = 0; i < v.accepted; ++i) emit(s, s.drafts[i], go, cfg_, stats);
+      emit(s, v.next_token, go, cfg_, stats);
+      row += K + 1;
+    }
   }
-  return result;
+  stats.decode_seconds += seconds_since(t0);
+}
+
+void Engine::mtp_forward(BatchBuilder& batch, const std::vector<float>& hidden, std::vector<float>* logits,
+                         std::vector<float>* hidden_out) {
+  DSV4_CHECK(has_mtp(), kUnsupported, "this checkpoint has no MTP layer (mtp.0.*)");
+  check_batch(batch);
+  const int64_t T = batch.num_tokens(), R = batch.num_logit_rows(), V = cfg_.vocab_size;
+  const int64_t n = cfg_.hc_mult, H = cfg_.hidden_size;
+  DSV4_CHECK_ARG(static_cast<int64_t>(hidden.size()) == T * n * H, "mtp_forward: hidden has ", hidden.size(),
+                 " values, expected ", T * n * H);
+  logits->assign(static_cast<size_t>(R * V), 0.0f);
+  hidden_out->assign(static_cast<size_t>(T * n * H), 0.0f);
+  scratch_.reset();
+  ArenaScope scope(scratch_);
+  Tensor out(hidden_out->data(), DType::F32, {T, n, H});
+  ::dsv4::mtp_forward(ctx_, cfg_, weights_, *state_, batch.meta(),
+                   Tensor(const_cast<float*>(hidden.data()), DType::F32, {T, n, H}), out);
+  Tensor rows = scratch_.alloc(DType::F32, {R, n, H});
+  ops::gather_rows(ctx_, rows, out, batch.logit_rows());
+  mtp_logits(ctx_, cfg_, weights_, rows, Tensor(logits->data(), DType::F32, {R, V}));
 }
 
 }  // namespace dsv4

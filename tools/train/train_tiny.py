@@ -452,6 +452,7 @@ class RouterBalancer:
         self.n_experts = n_experts
         self.counts = {}
         self.routers = []
+        self.enabled = True  # switched off after training: evaluation and export checks must not count
         for name, m in modules:
             if hasattr(m, "e_score_correction_bias"):
                 self.routers.append((name, m))
@@ -461,9 +462,10 @@ class RouterBalancer:
         import torch
 
         idx = [o for o in output if isinstance(o, torch.Tensor) and not o.dtype.is_floating_point]
-        if idx and module.training:
+        if idx and module.training and self.enabled:
             c = torch.bincount(idx[-1].reshape(-1), minlength=self.n_experts).float()
-            self.counts[id(module)] = self.counts.get(id(module), 0) + c
+            prev = self.counts.get(id(module))
+            self.counts[id(module)] = c if prev is None else prev + c.to(prev.device)
 
     def step(self):
         import torch
@@ -922,6 +924,7 @@ def main():
             print(f"time budget reached at step {step}", flush=True)
             break
     train_seconds = time.time() - t_train
+    balancer.enabled = False
 
     # 3. Best checkpoint, rounded to what is exported; final metrics in fp32 compute.
     model.load_state_dict({k: v for k, v in best[1].items() if not k.startswith("mtp.")})

@@ -68,7 +68,8 @@ struct BlockWeights {
 };
 
 struct MtpWeights {
-  Tensor enorm, hnorm, e_proj, h_proj, norm;
+  Tensor enorm, hnorm, norm;
+  Tensor eh_proj;  // [H, 2H] = [h_proj | e_proj]: one GEMM over [hnorm(prev) | enorm(e)] rows
   HcWeights hc_head;
   BlockWeights block;
 };

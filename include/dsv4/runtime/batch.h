@@ -27,6 +27,8 @@ class BatchBuilder {
   int64_t num_logit_rows() const { return static_cast<int64_t>(logit_rows_.size()); }
   // First logit row of each added chunk, in order (a chunk's rows are consecutive).
   const std::vector<int64_t>& chunk_first_logit_row() const { return chunk_rows_; }
+  // Tokens of each added chunk, in order (a chunk's rows are consecutive in the batch).
+  int64_t chunk_token_count(size_t chunk) const { return chunk_sizes_.at(chunk); }
   const std::vector<int32_t>& ids() const { return ids_; }
   const std::vector<int32_t>& positions() const { return pos_; }
 
@@ -36,7 +38,7 @@ class BatchBuilder {
 
  private:
   std::vector<int32_t> ids_, pos_, slot_, start_, end_, logit_rows_;
-  std::vector<int64_t> chunk_rows_;
+  std::vector<int64_t> chunk_rows_, chunk_sizes_;
 };
 
 }  // namespace dsv4

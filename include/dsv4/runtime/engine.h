@@ -78,6 +78,12 @@ class Engine {
   // `residual` is non-null, the pre-hc_head residual of every row ([T, n*H]) is copied there too.
   void forward(BatchBuilder& batch, std::vector<float>* logits, std::vector<float>* residual = nullptr);
 
+  // One forward of the MTP drafter: `batch` holds the drafter's input tokens (the token after each
+  // position), `hidden` the residual rows it continues from ([T, n*H] host). Writes the draft logits of
+  // the batch's logit rows and the new residual of every row.
+  void mtp_forward(BatchBuilder& batch, const std::vector<float>& hidden, std::vector<float>* logits,
+                   std::vector<float>* hidden_out);
+
   // Throws kInvalidArgument naming the offending id when a token is outside the vocabulary.
   void check_ids(const std::vector<int32_t>& ids) const;
 
@@ -92,6 +98,13 @@ class Engine {
   ExecContext ctx_;
   std::unique_ptr<DeviceForward> device_;  // set when the device is CUDA
   double load_seconds_ = 0;
+
+  struct Sequence;
+  void prefill(std::vector<Sequence>& seqs, const GenerateOptions& go, GenerateStats& stats, bool keep_residual);
+  void decode_plain(std::vector<Sequence>& seqs, const GenerateOptions& go, GenerateStats& stats);
+  void decode_speculative(std::vector<Sequence>& seqs, const GenerateOptions& go, GenerateStats& stats);
+  void draft_step0(std::vector<Sequence*>& active);
+  void check_batch(BatchBuilder& batch) const;
 };
 
 }  // namespace dsv4

@@ -23,6 +23,7 @@ int32_t argmax_token(const float* logits, int64_t vocab);
 
 class Sampler {
  public:
+  Sampler() : Sampler(SamplingParams{}) {}
   explicit Sampler(const SamplingParams& p, uint64_t stream = 0);
   int32_t sample(const float* logits, int64_t vocab);
   // Draws an index from an arbitrary (unnormalised, non-negative) distribution.

@@ -146,7 +146,7 @@ void indexer_topk(Tensor out, Tensor q, Tensor w, const CompressorState& keys, c
 void attention(Tensor out, Tensor q, Tensor kv, Tensor kv_ring, const CompressorState* compressed, Tensor selected,
                Tensor sinks, const BatchMeta& meta, int64_t window, float scale) {
   const int64_t T = meta.num_tokens, heads = q.size(1), D = q.size(2), ring = kv_ring.size(1);
-#pragma omp parallel for schedule(dynamic) if (T > 1)
+#pragma omp parallel for schedule(dynamic) if (T * heads * D * (window + 64) > kParallelWork)
   for (int64_t t = 0; t < T; ++t) {
     const TokenMeta m = token_meta(meta, t);
     float* o = out.ptr<float>() + t * heads * D;

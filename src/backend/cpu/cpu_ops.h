@@ -8,6 +8,11 @@
 
 namespace dsv4::cpu {
 
+// Work (multiply-adds) below which a loop runs on one thread: OpenMP fork/join costs microseconds, and
+// milliseconds when the cores are shared with other processes (threads wait for descheduled peers), so
+// decode-sized ops of small models are faster serial.
+constexpr int64_t kParallelWork = int64_t{1} << 22;
+
 void embedding(Tensor out, Tensor table, Tensor ids);
 void broadcast_streams(Tensor out, Tensor x);
 void linear(Tensor out, Tensor x, Tensor w);

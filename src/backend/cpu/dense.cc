@@ -40,7 +40,7 @@ void linear(Tensor out, Tensor x, Tensor w) {
   const float* X = x.ptr<float>();
   const float* W = w.ptr<float>();
   float* Y = out.ptr<float>();
-#pragma omp parallel for collapse(2) schedule(static) if (T * N * K > 32768)
+#pragma omp parallel for collapse(2) schedule(static) if (T * N * K > kParallelWork)
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t n = 0; n < N; ++n) Y[t * N + n] = dot(X + t * K, W + n * K, K);
   }
@@ -51,7 +51,7 @@ void grouped_linear(Tensor out, Tensor x, Tensor w, int64_t groups) {
   const float* X = x.ptr<float>();
   const float* W = w.ptr<float>();
   float* Y = out.ptr<float>();
-#pragma omp parallel for collapse(2) schedule(static) if (T * N * K * groups > 32768)
+#pragma omp parallel for collapse(2) schedule(static) if (T * N * K * groups > kParallelWork)
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t g = 0; g < groups; ++g) {
       for (int64_t n = 0; n < N; ++n) {

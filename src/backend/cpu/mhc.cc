@@ -26,7 +26,7 @@ void hc_pre(Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Ten
   const float eps = static_cast<float>(cfg.rms_norm_eps), hc_eps = static_cast<float>(cfg.hc_eps);
   const float* B = base.ptr<float>();
   const float* S = scale.ptr<float>();
-#pragma omp parallel for schedule(static) if (T > 1)
+#pragma omp parallel for schedule(static) if (T * rows * width > kParallelWork)
   for (int64_t t = 0; t < T; ++t) {
     const float* xt = x.ptr<float>() + t * width;
     std::vector<float> m(rows);
@@ -74,7 +74,7 @@ void hc_pre(Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Ten
 
 void hc_post(Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb) {
   const int64_t T = x.size(0), n = x.size(1), H = x.size(2);
-#pragma omp parallel for schedule(static) if (T > 1)
+#pragma omp parallel for schedule(static) if (T * n * n * H > kParallelWork)
   for (int64_t t = 0; t < T; ++t) {
     const float* xt = x.ptr<float>() + t * n * H;
     const float* yt = y.ptr<float>() + t * H;

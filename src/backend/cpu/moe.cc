@@ -52,7 +52,7 @@ void moe_route(Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tenso
 
 void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2, Tensor w3, float limit) {
   const int64_t T = x.size(0), H = x.size(1), k = indices.size(1), I = w1.size(1);
-#pragma omp parallel for schedule(static) if (T > 1)
+#pragma omp parallel for schedule(static) if (T * k * 3 * I * H > kParallelWork)
   for (int64_t t = 0; t < T; ++t) {
     const float* xt = x.ptr<float>() + t * H;
     float* o = out.ptr<float>() + t * H;

@@ -1,0 +1,313 @@
+// Kernel lab: the fused MTP norms (dsv4::cuda) timed as CUDA-graph replays, median of many, next to the
+// measured device-to-device copy bandwidth of the same card in the same run.
+//
+//   bench_mtp_norm [--json PATH] [--sweep] [--hidden 4096,7168,2568] [--tokens 1,4,...] [--hc 4]
+//
+// Two input regimes per shape:
+//   hot:  one buffer set, replayed back to back (what triton.testing.do_bench_cudagraph measures; small
+//         shapes stay in L2, as they do in the engine where the previous kernel just wrote them);
+//   cold: launches rotate over enough buffer sets (>= 3x L2) that every launch reads from DRAM.
+// --sweep also times every launch variant (vectors per thread x rows per block x grid policy), hot, to
+// pick the heuristic. Bytes counted: read (1+hc)*T*H + 2H activations/weights + 8T positions, write
+// (1+hc)*T*H (the eh layout writes 2*hc*T*H).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/mtp_norm.h"
+#include "dsv4/backend/cuda_device.h"
+#include "dsv4/core/dtype.h"
+
+namespace {
+
+using dsv4::DType;
+using dsv4::cuda::MtpNormConfig;
+using nlohmann::json;
+
+std::vector<int64_t> parse_list(const char* s) {
+  std::vector<int64_t> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) out.push_back(std::stoll(item));
+  return out;
+}
+
+struct DeviceAlloc {
+  void* ptr = nullptr;
+  explicit DeviceAlloc(size_t bytes) { DSV4_CUDA_CHECK(cudaMalloc(&ptr, std::max<size_t>(bytes, 256))); }
+  ~DeviceAlloc() { cudaFree(ptr); }
+  DeviceAlloc(const DeviceAlloc&) = delete;
+  DeviceAlloc& operator=(const DeviceAlloc&) = delete;
+};
+
+// Random bf16 in [-2, 2) written on the host once and copied: never time on zeros.
+void fill_random_bf16(void* dst, size_t elems, uint32_t seed) {
+  std::vector<uint16_t> host(std::min<size_t>(elems, 1 << 22));
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-2.f, 2.f);
+  for (auto& h : host) h = dsv4::float_to_bf16(u(rng));
+  for (size_t off = 0; off < elems; off += host.size()) {
+    const size_t n = std::min(host.size(), elems - off);
+    DSV4_CUDA_CHECK(
+        cudaMemcpy(static_cast<uint16_t*>(dst) + off, host.data(), n * 2, cudaMemcpyHostToDevice));
+  }
+}
+
+// Median seconds per launch: `launch(i)` is captured `per_graph` times (i = 0..per_graph-1) into one graph,
+// the graph is replayed `replays` times, and each replay's time is divided by per_graph.
+double time_graph(const std::function<void(int, cudaStream_t)>& launch, cudaStream_t stream, int per_graph,
+                  int replays = 15) {
+  for (int i = 0; i < 2; ++i) launch(i, stream);  // warm-up outside the graph (module load, caches)
+  DSV4_CUDA_CHECK(cudaStreamSynchronize(stream));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  DSV4_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < per_graph; ++i) launch(i, stream);
+  DSV4_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  DSV4_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  DSV4_CUDA_CHECK(cudaGraphLaunch(exec, stream));  // warm replay
+  cudaEvent_t start, stop;
+  DSV4_CUDA_CHECK(cudaEventCreate(&start));
+  DSV4_CUDA_CHECK(cudaEventCreate(&stop));
+  std::vector<double> times;
+  for (int r = 0; r < replays; ++r) {
+    DSV4_CUDA_CHECK(cudaEventRecord(start, stream));
+    DSV4_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    DSV4_CUDA_CHECK(cudaEventRecord(stop, stream));
+    DSV4_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0.f;
+    DSV4_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    times.push_back(ms * 1e-3 / per_graph);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+// Launches per graph so that one replay takes ~2 ms (enough to amortise the replay's own launch).
+int launches_per_graph(double est_seconds) {
+  return static_cast<int>(std::clamp(2e-3 / std::max(est_seconds, 1e-7), 8.0, 400.0));
+}
+
+// One set of MTP buffers (inputs and outputs) for one shape.
+struct MtpSet {
+  DeviceAlloc e, prev, pos, e_out, h_out;
+  MtpSet(int64_t T, int64_t H, int64_t hc, uint32_t seed)
+      : e(T * H * 2), prev(T * hc * H * 2), pos(T * 8), e_out(T * H * 2), h_out(T * hc * H * 2) {
+    fill_random_bf16(e.ptr, T * H, seed);
+    fill_random_bf16(prev.ptr, T * hc * H, seed + 1);
+    std::vector<int64_t> p(T);
+    for (int64_t t = 0; t < T; ++t) p[t] = t % 7 == 0 ? 0 : 100 + t;  // some masked rows, as in a batch
+    DSV4_CUDA_CHECK(cudaMemcpy(pos.ptr, p.data(), T * 8, cudaMemcpyHostToDevice));
+  }
+};
+
+struct Card {
+  std::string name;
+  int sms = 0;
+  int l2_bytes = 0;
+};
+
+void check(const dsv4::Status& s) {
+  if (!s.is_ok()) {
+    std::fprintf(stderr, "launch failed: %s\n", s.to_string().c_str());
+    std::exit(1);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string json_path;
+  bool sweep = false;
+  std::vector<int64_t> hiddens = {4096, 7168, 2568};
+  std::vector<int64_t> tokens = {1, 4, 16, 64, 256, 1024, 4096, 16384};
+  int64_t hc = 4;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--json" && i + 1 < argc) {
+      json_path = argv[++i];
+    } else if (a == "--sweep") {
+      sweep = true;
+    } else if (a == "--hidden" && i + 1 < argc) {
+      hiddens = parse_list(argv[++i]);
+    } else if (a == "--tokens" && i + 1 < argc) {
+      tokens = parse_list(argv[++i]);
+    } else if (a == "--hc" && i + 1 < argc) {
+      hc = std::stoll(argv[++i]);
+    } else {
+      std::fprintf(stderr, "usage: %s [--json PATH] [--sweep] [--hidden LIST] [--tokens LIST] [--hc N]\n",
+                   argv[0]);
+      return 2;
+    }
+  }
+  const std::string why = dsv4::cuda::unavailable_reason();
+  if (!why.empty()) {
+    std::fprintf(stderr, "bench_mtp_norm: %s\n", why.c_str());
+    return 1;
+  }
+  Card card;
+  {
+    cudaDeviceProp prop{};
+    DSV4_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    card = {prop.name, prop.multiProcessorCount, prop.l2CacheSize};
+  }
+  cudaStream_t stream;
+  DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  const char* pdl = std::getenv("DSV4_PDL");
+
+  // ---- copy bandwidth: 1 GiB device-to-device, bytes read + written ---------------------------------
+  double copy_bw = 0.0;
+  {
+    const size_t bytes = size_t{1} << 30;
+    DeviceAlloc a(bytes), b(bytes);
+    DSV4_CUDA_CHECK(cudaMemset(a.ptr, 1, bytes));
+    const double t = time_graph(
+        [&](int, cudaStream_t s) {
+          DSV4_CUDA_CHECK(cudaMemcpyAsync(b.ptr, a.ptr, bytes, cudaMemcpyDeviceToDevice, s));
+        },
+        stream, 10, 10);
+    copy_bw = 2.0 * bytes / t;
+  }
+  std::printf("card: %s (%d SMs, L2 %.0f MB), copy bandwidth %.0f GB/s (read+write), PDL %s\n",
+              card.name.c_str(), card.sms, card.l2_bytes / 1e6, copy_bw / 1e9, pdl ? pdl : "off");
+
+  json results = json::array();
+  std::vector<MtpNormConfig> variants;
+  for (int vpt : {1, 2, 4, 8}) {
+    for (int rows : {1, 2, 4}) {
+      if (vpt * rows > 8) continue;
+      for (int max_blocks : {-1, -2}) variants.push_back({vpt, rows, max_blocks, false});
+    }
+  }
+
+  std::printf("\n%6s %6s | %9s %9s %6s | %9s %6s | %9s %9s | %s\n", "H", "T", "hot us", "cold us", "cold%",
+              "eh cold", "eh%", "head hot", "head cold", "best sweep variant (hot)");
+  for (int64_t H : hiddens) {
+    for (int64_t T : tokens) {
+      const double set_bytes = 2.0 * (2 * (1 + hc) * T * H);  // inputs + outputs of one set
+      const int cold_sets =
+          static_cast<int>(std::clamp(std::ceil(3.0 * card.l2_bytes / set_bytes), 1.0, 32.0));
+      std::vector<std::unique_ptr<MtpSet>> sets;
+      for (int k = 0; k < cold_sets; ++k) sets.push_back(std::make_unique<MtpSet>(T, H, hc, 1000 + k));
+      DeviceAlloc ew(H * 2), hw(H * 2);
+      fill_random_bf16(ew.ptr, H, 7);
+      fill_random_bf16(hw.ptr, H, 8);
+      std::vector<std::unique_ptr<DeviceAlloc>> eh_out;
+      for (int k = 0; k < cold_sets; ++k) eh_out.push_back(std::make_unique<DeviceAlloc>(T * hc * 2 * H * 2));
+
+      const double bytes = 2.0 * (2 * (1 + hc) * T * H + 2 * H) + 8.0 * T;
+      const double eh_bytes = 2.0 * ((1 + hc) * T * H + 2 * hc * T * H + 2 * H) + 8.0 * T;
+      const double head_bytes = 2.0 * (2 * T * H + H);
+      auto mtp = [&](const MtpNormConfig* cfg, int nsets) {
+        return [&, cfg, nsets](int i, cudaStream_t s) {
+          MtpSet& d = *sets[i % nsets];
+          check(dsv4::cuda::fused_mtp_input_rms_norm(d.e.ptr, static_cast<int64_t*>(d.pos.ptr), d.prev.ptr,
+                                                     ew.ptr, hw.ptr, d.e_out.ptr, d.h_out.ptr, T, H, hc,
+                                                     1e-6f, DType::BF16, s, cfg));
+        };
+      };
+      auto eh = [&](int nsets) {
+        return [&, nsets](int i, cudaStream_t s) {
+          MtpSet& d = *sets[i % nsets];
+          check(dsv4::cuda::fused_mtp_input_rms_norm_eh(d.e.ptr, static_cast<int64_t*>(d.pos.ptr), d.prev.ptr,
+                                                        ew.ptr, hw.ptr, eh_out[i % nsets]->ptr, T, H, hc,
+                                                        1e-6f, DType::BF16, s));
+        };
+      };
+      auto head = [&](int nsets) {
+        return [&, nsets](int i, cudaStream_t s) {
+          MtpSet& d = *sets[i % nsets];
+          check(dsv4::cuda::mtp_shared_head_rms_norm(d.e.ptr, hw.ptr, d.e_out.ptr, T, H, 1e-6f, DType::BF16,
+                                                     s));
+        };
+      };
+      // Estimate one launch from the copy bandwidth (bytes / bandwidth, at least a few microseconds).
+      const int n_mtp = launches_per_graph(std::max(bytes / copy_bw, 3e-6));
+      const int n_head = launches_per_graph(std::max(head_bytes / copy_bw, 3e-6));
+      dsv4::cuda::MtpNormLaunch chosen;
+      check(dsv4::cuda::fused_mtp_input_rms_norm(
+          sets[0]->e.ptr, static_cast<int64_t*>(sets[0]->pos.ptr), sets[0]->prev.ptr, ew.ptr, hw.ptr,
+          sets[0]->e_out.ptr, sets[0]->h_out.ptr, T, H, hc, 1e-6f, DType::BF16, stream, nullptr, &chosen));
+      const double hot = time_graph(mtp(nullptr, 1), stream, n_mtp);
+      const double cold = time_graph(mtp(nullptr, cold_sets), stream, n_mtp);
+      const double eh_cold = time_graph(eh(cold_sets), stream, n_mtp);
+      const double head_hot = time_graph(head(1), stream, n_head);
+      const double head_cold = time_graph(head(cold_sets), stream, n_head);
+
+      json sweep_rows = json::array();
+      std::string best_desc = "-";
+      double best = 0.0;
+      if (sweep) {
+        for (const MtpNormConfig& cfg : variants) {
+          dsv4::cuda::MtpNormLaunch shape;
+          const dsv4::Status s = dsv4::cuda::fused_mtp_input_rms_norm(
+              sets[0]->e.ptr, static_cast<int64_t*>(sets[0]->pos.ptr), sets[0]->prev.ptr, ew.ptr, hw.ptr,
+              sets[0]->e_out.ptr, sets[0]->h_out.ptr, T, H, hc, 1e-6f, DType::BF16, stream, &cfg, &shape);
+          if (!s.is_ok()) continue;  // this variant does not fit this H
+          const double t = time_graph(mtp(&cfg, 1), stream, n_mtp);
+          sweep_rows.push_back({{"variant", shape.to_string()},
+                                {"vecs_per_thread", cfg.vecs_per_thread},
+                                {"rows_per_block", cfg.rows_per_block},
+                                {"max_blocks", cfg.max_blocks},
+                                {"us", t * 1e6}});
+          if (best == 0.0 || t < best) {
+            best = t;
+            best_desc = shape.to_string();
+          }
+        }
+      }
+      char best_col[160];
+      std::snprintf(best_col, sizeof(best_col), "%.2f us  %s", best * 1e6, best_desc.c_str());
+      std::printf("%6ld %6ld | %9.2f %9.2f %5.1f%% | %9.2f %5.1f%% | %9.2f %9.2f | %s\n",
+                  static_cast<long>(H), static_cast<long>(T), hot * 1e6, cold * 1e6,
+                  100.0 * bytes / cold / copy_bw, eh_cold * 1e6, 100.0 * eh_bytes / eh_cold / copy_bw,
+                  head_hot * 1e6, head_cold * 1e6, sweep ? best_col : "-");
+      std::fflush(stdout);
+      results.push_back({{"hidden", H},
+                         {"tokens", T},
+                         {"hc", hc},
+                         {"dtype", "bf16"},
+                         {"launch", chosen.to_string()},
+                         {"cold_sets", cold_sets},
+                         {"bytes", bytes},
+                         {"hot_us", hot * 1e6},
+                         {"cold_us", cold * 1e6},
+                         {"cold_frac_copy_bw", bytes / cold / copy_bw},
+                         {"hot_frac_copy_bw", bytes / hot / copy_bw},
+                         {"eh_bytes", eh_bytes},
+                         {"eh_cold_us", eh_cold * 1e6},
+                         {"eh_cold_frac_copy_bw", eh_bytes / eh_cold / copy_bw},
+                         {"head_bytes", head_bytes},
+                         {"head_hot_us", head_hot * 1e6},
+                         {"head_cold_us", head_cold * 1e6},
+                         {"head_cold_frac_copy_bw", head_bytes / head_cold / copy_bw},
+                         {"sweep", sweep_rows}});
+    }
+  }
+  if (!json_path.empty()) {
+    json doc = {{"card", card.name},         {"sms", card.sms},
+                {"l2_bytes", card.l2_bytes}, {"copy_bw_bytes_per_s", copy_bw},
+                {"pdl", pdl ? pdl : "off"},  {"results", results}};
+    std::ofstream(json_path) << doc.dump(1) << "\n";
+    std::printf("wrote %s\n", json_path.c_str());
+  }
+  cudaStreamDestroy(stream);
+  return 0;
+}

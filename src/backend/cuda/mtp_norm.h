@@ -1,0 +1,63 @@
+// Fused RMSNorm kernels of the MTP draft layer (DeepSeek-V4 MTP prologue and shared head).
+//
+//   fused_mtp_input_rms_norm:    enorm_out[t]   = RMSNorm(positions[t] == 0 ? 0 : inputs_embeds[t]; enorm_w)
+//                                hnorm_out[t,s] = RMSNorm(prev_hidden[t,s]; hnorm_w)           (s < hc)
+//   fused_mtp_input_rms_norm_eh: the same values written as out[T, hc, 2H] with
+//                                out[t,s,:H] = hnorm(prev[t,s]) and out[t,s,H:] = enorm(e[t]), so that
+//                                out.view(T*hc, 2H) @ [W_h | W_e]^T is the MTP's single input projection.
+//   mtp_shared_head_rms_norm:    out[t] = RMSNorm(x[t]; w)
+//
+// RMSNorm(x; w) = x * rsqrt(mean(x^2) + eps) * w, in fp32, stored in the activation dtype (F32, BF16 or
+// F16; weights share it). All pointers are device pointers; rows are contiguous. num_tokens = 0 launches
+// nothing. Every launcher validates its arguments and returns a Status (never throws).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <string>
+
+#include "dsv4/core/dtype.h"
+#include "dsv4/core/status.h"
+
+namespace dsv4::cuda {
+
+// Launch shape of the vectorised kernel. Production callers pass nullptr and get the heuristic; the kernel
+// lab and the tests pass explicit values to sweep / cover every variant.
+struct MtpNormConfig {
+  int vecs_per_thread = 0;    // 16-byte vectors each thread keeps per row: 1, 2, 4 or 8 (0 = choose)
+  int rows_per_block = 0;     // rows one block normalises together per step: 1, 2 or 4 (0 = choose)
+  int max_blocks = 0;         // grid: 0 = choose, -1 = one block per tile, -2 = one resident wave,
+                              // > 0 = at most this many blocks; capped grids loop over tiles, and each
+                              // block keeps the weights it loaded in registers
+  bool force_scalar = false;  // use the scalar two-pass kernel (any alignment, any H)
+};
+
+// What a launch resolved to (for logs and the kernel lab's JSON).
+struct MtpNormLaunch {
+  bool vectorized = false;
+  int vecs_per_thread = 0;
+  int rows_per_block = 0;
+  int threads = 0;
+  int64_t blocks = 0;
+  std::string to_string() const;
+};
+
+Status fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
+                                const void* enorm_weight, const void* hnorm_weight, void* enorm_out,
+                                void* hnorm_out, int64_t num_tokens, int64_t hidden, int64_t hc_mult,
+                                float eps, DType dtype, cudaStream_t stream,
+                                const MtpNormConfig* config = nullptr, MtpNormLaunch* launched = nullptr);
+
+// out: [num_tokens, hc_mult, 2 * hidden].
+Status fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* positions,
+                                   const void* prev_hidden, const void* enorm_weight,
+                                   const void* hnorm_weight, void* out, int64_t num_tokens, int64_t hidden,
+                                   int64_t hc_mult, float eps, DType dtype, cudaStream_t stream,
+                                   const MtpNormConfig* config = nullptr, MtpNormLaunch* launched = nullptr);
+
+Status mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, int64_t num_tokens,
+                                int64_t hidden, float eps, DType dtype, cudaStream_t stream,
+                                const MtpNormConfig* config = nullptr, MtpNormLaunch* launched = nullptr);
+
+}  // namespace dsv4::cuda

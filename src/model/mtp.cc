@@ -1,0 +1,43 @@
+#include "dsv4/model/mtp.h"
+
+#include "dsv4/ops/mtp_norm.h"
+
+namespace dsv4 {
+
+void mtp_forward(ExecContext& ctx, const ModelConfig& c, const ModelWeights& w, ModelState& state,
+                 const BatchMeta& meta, Tensor prev_hidden, Tensor out) {
+  DSV4_CHECK(w.mtp.has_value(), kUnsupported, "this checkpoint has no MTP layer (mtp.0.*)");
+  const MtpWeights& m = *w.mtp;
+  Arena& A = *ctx.scratch;
+  ArenaScope scope(A);
+  const int64_t T = meta.num_tokens, n = c.hc_mult, H = c.hidden_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const DType act = prev_hidden.dtype();
+  Tensor emb = A.alloc(act, {T, H});
+  ops::embedding(ctx, emb, w.embed, meta.ids);
+  // [hnorm(prev[t, s]) | enorm(masked e[t])] per slot, so that x = [W_h | W_e] · row is one GEMM.
+  Tensor eh = A.alloc(act, {T, n, 2 * H});
+  // The fused prologue takes int64 positions (its C API serves torch callers).
+  DSV4_CHECK(!ctx.is_cuda(), kUnsupported, "the MTP drafter does not run on the CUDA backend yet; use --device cpu");
+  Tensor pos64 = A.alloc(DType::I64, {T});
+  for (int64_t t = 0; t < T; ++t) pos64.ptr<int64_t>()[t] = meta.pos.ptr<int32_t>()[t];
+  ops::fused_mtp_input_rms_norm_eh(ctx, eh, emb, pos64, prev_hidden, m.enorm, m.hnorm, eps);
+  Tensor x = A.alloc(act, {T, n, H});
+  ops::linear(ctx, x.view({T * n, H}), eh.view({T * n, 2 * H}), m.eh_proj);
+  decoder_block(ctx, c, m.block, state.mtp, state, meta, x, out);
+}
+
+void mtp_logits(ExecContext& ctx, const ModelConfig& c, const ModelWeights& w, Tensor x, Tensor logits) {
+  DSV4_CHECK(w.mtp.has_value(), kUnsupported, "this checkpoint has no MTP layer (mtp.0.*)");
+  const MtpWeights& m = *w.mtp;
+  Arena& A = *ctx.scratch;
+  ArenaScope scope(A);
+  const int64_t R = x.size(0);
+  Tensor h = A.alloc(x.dtype(), {R, c.hidden_size});
+  ops::hc_head(ctx, h, x, m.hc_head.fn, m.hc_head.base, m.hc_head.scale, c);
+  Tensor hn = A.alloc(x.dtype(), {R, c.hidden_size});
+  ops::mtp_shared_head_rms_norm(ctx, hn, h, m.norm, static_cast<float>(c.rms_norm_eps));
+  ops::linear(ctx, logits, hn, w.head);
+}
+
+}  // namespace dsv4

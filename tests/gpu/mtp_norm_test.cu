@@ -1,0 +1,320 @@
+// CUDA MTP norm kernels against the CPU reference and a float64 formula, for every launch variant the
+// kernel lab may pick; outputs are poisoned with NaN before each launch so unwritten elements fail.
+#include <cuda_runtime.h>
+
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "backend/cpu/mtp_norm.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/mtp_norm.h"
+#include "dsv4/dsv4.h"
+#include "dsv4/ops/mtp_norm.h"
+#include "gpu_test_util.h"
+#include "unit/mtp_norm_testing.h"
+
+namespace dsv4 {
+namespace {
+
+using mtp_testing::element_tolerance;
+using mtp_testing::MtpInputs;
+using mtp_testing::random_mtp_inputs;
+using mtp_testing::reference_mtp;
+using mtp_testing::relative_error;
+using mtp_testing::to_floats;
+using mtp_testing::tolerance;
+
+constexpr float kEps = 1e-6f;
+
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
+    DSV4_CUDA_CHECK(cudaMalloc(&ptr_, std::max<size_t>(bytes, 16)));
+  }
+  ~DeviceBuffer() { cudaFree(ptr_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  void* get() const { return ptr_; }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+  void upload(const void* src) { DSV4_CUDA_CHECK(cudaMemcpy(ptr_, src, bytes_, cudaMemcpyHostToDevice)); }
+  std::vector<uint8_t> download() const {
+    std::vector<uint8_t> out(bytes_);
+    DSV4_CUDA_CHECK(cudaMemcpy(out.data(), ptr_, bytes_, cudaMemcpyDeviceToHost));
+    return out;
+  }
+  // 0xff bytes are NaN in F32, BF16 and F16: any element a kernel leaves unwritten fails the checks.
+  void poison() { DSV4_CUDA_CHECK(cudaMemset(ptr_, 0xff, bytes_)); }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_;
+};
+
+struct DeviceMtp {
+  explicit DeviceMtp(const MtpInputs& in)
+      : es(dtype_size(in.dtype)),
+        e(in.num_tokens * in.hidden * es),
+        prev(in.num_tokens * in.hc * in.hidden * es),
+        ew(in.hidden * es),
+        hw(in.hidden * es),
+        pos(in.num_tokens * sizeof(int64_t)),
+        e_out(in.num_tokens * in.hidden * es),
+        h_out(in.num_tokens * in.hc * in.hidden * es),
+        eh_out(in.num_tokens * in.hc * 2 * in.hidden * es),
+        head_out(in.num_tokens * in.hc * in.hidden * es) {
+    e.upload(in.e.data());
+    prev.upload(in.prev.data());
+    ew.upload(in.enorm_w.data());
+    hw.upload(in.hnorm_w.data());
+    pos.upload(in.positions.data());
+  }
+  void poison_outputs() {
+    e_out.poison();
+    h_out.poison();
+    eh_out.poison();
+    head_out.poison();
+  }
+  size_t es;
+  DeviceBuffer e, prev, ew, hw, pos, e_out, h_out, eh_out, head_out;
+};
+
+// Runs the three kernels with `config`; returns false when the (explicit) config does not fit this shape.
+bool run_all(const MtpInputs& in, DeviceMtp& d, const cuda::MtpNormConfig* config, cudaStream_t stream) {
+  const int64_t T = in.num_tokens, H = in.hidden, hc = in.hc;
+  Status s =
+      cuda::fused_mtp_input_rms_norm(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
+                                     d.e_out.get(), d.h_out.get(), T, H, hc, kEps, in.dtype, stream, config);
+  if (config != nullptr && s.code() == StatusCode::kInvalidArgument) return false;
+  EXPECT_TRUE(s.is_ok()) << s.to_string();
+  s = cuda::fused_mtp_input_rms_norm_eh(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
+                                        d.eh_out.get(), T, H, hc, kEps, in.dtype, stream, config);
+  EXPECT_TRUE(s.is_ok()) << s.to_string();
+  s = cuda::mtp_shared_head_rms_norm(d.prev.get(), d.hw.get(), d.head_out.get(), T * hc, H, kEps, in.dtype,
+                                     stream, config);
+  EXPECT_TRUE(s.is_ok()) << s.to_string();
+  DSV4_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return true;
+}
+
+// CUDA output vs the CPU reference (one rounding apart at most) and vs float64 (the acceptance bound).
+void expect_matches(const std::vector<uint8_t>& got, const std::vector<uint8_t>& cpu,
+                    const std::vector<double>& ref, DType dtype, const std::string& what) {
+  const size_t n = ref.size();
+  const std::vector<float> g = to_floats(got.data(), n, dtype);
+  const std::vector<float> c = to_floats(cpu.data(), n, dtype);
+  EXPECT_LE(relative_error(g, ref), tolerance(dtype)) << what;
+  int64_t bad = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (!(std::fabs(g[i] - c[i]) <= element_tolerance(dtype, c[i]))) {  // NaN (unwritten) fails here
+      if (bad++ < 5) ADD_FAILURE() << what << "[" << i << "]: cuda " << g[i] << " vs cpu " << c[i];
+    }
+  }
+  EXPECT_EQ(bad, 0) << what;
+}
+
+std::vector<cuda::MtpNormConfig> all_configs() {
+  std::vector<cuda::MtpNormConfig> configs;
+  cuda::MtpNormConfig scalar;
+  scalar.force_scalar = true;
+  configs.push_back(scalar);
+  for (int vpt : {1, 2, 4, 8}) {
+    for (int rows : {1, 2, 4}) {
+      if (vpt * rows > 8) continue;
+      for (int max_blocks : {-1, -2, 3}) configs.push_back({vpt, rows, max_blocks, false});
+    }
+  }
+  return configs;
+}
+
+using Shape = std::tuple<int64_t, int64_t, int64_t>;  // T, H, hc
+
+class MtpNormCuda : public ::testing::TestWithParam<DType> {};
+
+TEST_P(MtpNormCuda, EveryLaunchVariantMatchesReference) {
+  DSV4_REQUIRE_GPU();
+  const DType dtype = GetParam();
+  const std::vector<cuda::MtpNormConfig> configs = all_configs();
+  for (const auto& [T, H, hc] :
+       {Shape{1, 4096, 4}, Shape{2, 7168, 4}, Shape{17, 2568, 4}, Shape{5, 7, 4}, Shape{4, 4097, 2},
+        Shape{3, 1, 3}, Shape{9, 1024, 1}, Shape{33, 4096, 2}, Shape{130, 256, 4}, Shape{6, 16384, 4}}) {
+    SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << " T=" << T << " H=" << H << " hc=" << hc);
+    const MtpInputs in = random_mtp_inputs(T, H, hc, dtype, static_cast<uint32_t>(T * 7919 + H * 31 + hc));
+    const auto ref = reference_mtp(in, kEps);
+    const size_t es = dtype_size(dtype), row = H * es;
+    std::vector<uint8_t> cpu_e(T * row), cpu_h(T * hc * row), cpu_head(T * hc * row);
+    cpu::fused_mtp_input_rms_norm(in.e.data(), in.positions.data(), in.prev.data(), in.enorm_w.data(),
+                                  in.hnorm_w.data(), cpu_e.data(), cpu_h.data(), T, H, hc, kEps, dtype);
+    cpu::mtp_shared_head_rms_norm(in.prev.data(), in.hnorm_w.data(), cpu_head.data(), T * hc, H, kEps, dtype);
+    DeviceMtp d(in);
+    int ran = 0;
+    for (size_t c = 0; c <= configs.size(); ++c) {
+      const cuda::MtpNormConfig* config = c == 0 ? nullptr : &configs[c - 1];
+      SCOPED_TRACE(::testing::Message() << "config " << c);
+      d.poison_outputs();
+      if (!run_all(in, d, config, nullptr)) continue;
+      ++ran;
+      const std::vector<uint8_t> e_out = d.e_out.download(), h_out = d.h_out.download();
+      const std::vector<uint8_t> eh_out = d.eh_out.download(), head = d.head_out.download();
+      expect_matches(e_out, cpu_e, ref.enorm, dtype, "enorm");
+      expect_matches(h_out, cpu_h, ref.hnorm, dtype, "hnorm");
+      expect_matches(head, cpu_head, ref.hnorm, dtype, "shared head");
+      const std::vector<float> e_f = to_floats(e_out.data(), T * H, dtype);
+      for (int64_t t = 0; t < T; ++t) {
+        if (in.positions[t] != 0) continue;
+        for (int64_t i = 0; i < H; ++i) ASSERT_EQ(e_f[t * H + i], 0.0f) << "position-0 row " << t;
+      }
+      // The eh layout holds exactly the bytes of the separate outputs (same kernel, same math).
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t s = 0; s < hc; ++s) {
+          const uint8_t* slot = eh_out.data() + (t * hc + s) * 2 * row;
+          ASSERT_EQ(std::memcmp(slot, h_out.data() + (t * hc + s) * row, row), 0)
+              << "h half " << t << "," << s;
+          ASSERT_EQ(std::memcmp(slot + row, e_out.data() + t * row, row), 0) << "e half " << t << "," << s;
+        }
+      }
+      if (::testing::Test::HasFailure()) return;
+    }
+    EXPECT_GE(ran, 3) << "too few launch variants fit this shape";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(DTypes, MtpNormCuda, ::testing::Values(DType::F32, DType::BF16, DType::F16),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+TEST(MtpNormCudaEdge, ZeroTokensLaunchNothing) {
+  DSV4_REQUIRE_GPU();
+  DeviceBuffer out(256);
+  out.poison();
+  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm(nullptr, nullptr, nullptr, nullptr, nullptr, out.get(),
+                                             out.get(), 0, 8, 4, kEps, DType::BF16, nullptr)
+                  .is_ok());
+  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm_eh(nullptr, nullptr, nullptr, nullptr, nullptr, out.get(), 0, 8,
+                                                4, kEps, DType::F32, nullptr)
+                  .is_ok());
+  ASSERT_TRUE(
+      cuda::mtp_shared_head_rms_norm(nullptr, nullptr, out.get(), 0, 8, kEps, DType::F16, nullptr).is_ok());
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  for (uint8_t b : out.download()) ASSERT_EQ(b, 0xff);
+}
+
+TEST(MtpNormCudaEdge, GraphReplayReadsNewInputs) {
+  DSV4_REQUIRE_GPU();
+  const int64_t T = 8, H = 4096, hc = 4;
+  MtpInputs in = random_mtp_inputs(T, H, hc, DType::BF16, 99);
+  DeviceMtp d(in);
+  cudaStream_t stream;
+  DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  DSV4_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm_eh(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(),
+                                                d.hw.get(), d.eh_out.get(), T, H, hc, kEps, DType::BF16,
+                                                stream)
+                  .is_ok());
+  DSV4_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  DSV4_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  // New inputs at the same addresses, then replay: the graph must compute on them.
+  in = random_mtp_inputs(T, H, hc, DType::BF16, 100);
+  d.e.upload(in.e.data());
+  d.prev.upload(in.prev.data());
+  d.pos.upload(in.positions.data());
+  d.eh_out.poison();
+  DSV4_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+  DSV4_CUDA_CHECK(cudaStreamSynchronize(stream));
+  std::vector<uint8_t> cpu(T * hc * 2 * H * 2);
+  cpu::fused_mtp_input_rms_norm_eh(in.e.data(), in.positions.data(), in.prev.data(), in.enorm_w.data(),
+                                   in.hnorm_w.data(), cpu.data(), T, H, hc, kEps, DType::BF16);
+  const auto ref = reference_mtp(in, kEps);
+  std::vector<double> ref_eh(T * hc * 2 * H);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t s = 0; s < hc; ++s) {
+      for (int64_t i = 0; i < H; ++i) {
+        ref_eh[((t * hc + s) * 2) * H + i] = ref.hnorm[(t * hc + s) * H + i];
+        ref_eh[((t * hc + s) * 2 + 1) * H + i] = ref.enorm[t * H + i];
+      }
+    }
+  }
+  expect_matches(d.eh_out.download(), cpu, ref_eh, DType::BF16, "graph replay eh");
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+TEST(MtpNormCudaEdge, OpsDispatchToCuda) {
+  DSV4_REQUIRE_GPU();
+  const int64_t T = 5, H = 7168, hc = 4;
+  const MtpInputs in = random_mtp_inputs(T, H, hc, DType::BF16, 3);
+  DeviceMtp d(in);
+  d.poison_outputs();
+  ExecContext ctx;
+  ctx.device = Device::kCUDA;
+  const Device g = Device::kCUDA;
+  ops::fused_mtp_input_rms_norm(
+      ctx, Tensor(d.e_out.get(), DType::BF16, {T, H}, g), Tensor(d.h_out.get(), DType::BF16, {T, hc, H}, g),
+      Tensor(d.e.get(), DType::BF16, {T, H}, g), Tensor(d.pos.get(), DType::I64, {T}, g),
+      Tensor(d.prev.get(), DType::BF16, {T, hc * H}, g), Tensor(d.ew.get(), DType::BF16, {H}, g),
+      Tensor(d.hw.get(), DType::BF16, {H}, g), kEps);
+  ops::mtp_shared_head_rms_norm(ctx, Tensor(d.head_out.get(), DType::BF16, {T * hc, H}, g),
+                                Tensor(d.prev.get(), DType::BF16, {T * hc, H}, g),
+                                Tensor(d.hw.get(), DType::BF16, {H}, g), kEps);
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto ref = reference_mtp(in, kEps);
+  std::vector<uint8_t> cpu_e(T * H * 2), cpu_h(T * hc * H * 2);
+  cpu::fused_mtp_input_rms_norm(in.e.data(), in.positions.data(), in.prev.data(), in.enorm_w.data(),
+                                in.hnorm_w.data(), cpu_e.data(), cpu_h.data(), T, H, hc, kEps, DType::BF16);
+  expect_matches(d.e_out.download(), cpu_e, ref.enorm, DType::BF16, "ops enorm");
+  expect_matches(d.h_out.download(), cpu_h, ref.hnorm, DType::BF16, "ops hnorm");
+  expect_matches(d.head_out.download(), cpu_h, ref.hnorm, DType::BF16, "ops shared head");
+}
+
+TEST(MtpNormCudaEdge, CApiRunsAndRejectsHostMemory) {
+  DSV4_REQUIRE_GPU();
+  const int64_t T = 3, H = 2568, hc = 4;
+  const MtpInputs in = random_mtp_inputs(T, H, hc, DType::F32, 21);
+  DeviceMtp d(in);
+  d.poison_outputs();
+  ASSERT_EQ(
+      dsv4_fused_mtp_input_rms_norm(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
+                                    d.e_out.get(), d.h_out.get(), T, H, hc, kEps, DSV4_DTYPE_F32, nullptr),
+      DSV4_OK)
+      << dsv4_last_error();
+  ASSERT_EQ(
+      dsv4_fused_mtp_input_rms_norm_eh(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
+                                       d.eh_out.get(), T, H, hc, kEps, DSV4_DTYPE_F32, nullptr),
+      DSV4_OK)
+      << dsv4_last_error();
+  ASSERT_EQ(dsv4_mtp_shared_head_rms_norm(d.prev.get(), d.hw.get(), d.head_out.get(), T * hc, H, kEps,
+                                          DSV4_DTYPE_F32, nullptr),
+            DSV4_OK)
+      << dsv4_last_error();
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto ref = reference_mtp(in, kEps);
+  std::vector<uint8_t> cpu_e(T * H * 4), cpu_h(T * hc * H * 4);
+  cpu::fused_mtp_input_rms_norm(in.e.data(), in.positions.data(), in.prev.data(), in.enorm_w.data(),
+                                in.hnorm_w.data(), cpu_e.data(), cpu_h.data(), T, H, hc, kEps, DType::F32);
+  expect_matches(d.e_out.download(), cpu_e, ref.enorm, DType::F32, "capi enorm");
+  expect_matches(d.h_out.download(), cpu_h, ref.hnorm, DType::F32, "capi hnorm");
+  expect_matches(d.head_out.download(), cpu_h, ref.hnorm, DType::F32, "capi shared head");
+
+  // Host memory where device memory is needed: an error code, and the context stays usable.
+  std::vector<float> host(T * hc * H);
+  EXPECT_EQ(
+      dsv4_fused_mtp_input_rms_norm(host.data(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
+                                    d.e_out.get(), d.h_out.get(), T, H, hc, kEps, DSV4_DTYPE_F32, nullptr),
+      DSV4_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(dsv4_last_error()).find("inputs_embeds"), std::string::npos) << dsv4_last_error();
+  EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(d.prev.get(), d.hw.get(), host.data(), T, H, kEps, DSV4_DTYPE_F32,
+                                          nullptr),
+            DSV4_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(d.prev.get(), d.hw.get(), d.head_out.get(), T, H, kEps,
+                                          static_cast<dsv4_dtype>(9), nullptr),
+            DSV4_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
+}  // namespace
+}  // namespace dsv4

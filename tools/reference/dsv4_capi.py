@@ -1,0 +1,88 @@
+"""ctypes binding of dsv4's C API (include/dsv4/dsv4.h) for torch CUDA tensors.
+
+    lib = Dsv4Lib()                       # $DSV4_LIB, else <repo>/build/libdsv4.so
+    lib.fused_mtp_input_rms_norm(e, positions, prev, enorm_w, hnorm_w, enorm_out, hnorm_out, eps)
+
+Every call passes torch's current CUDA stream, so calls can be captured into CUDA graphs, and raises
+Dsv4Error (with the library's message) when the C function returns a non-zero status.
+"""
+import ctypes
+import os
+from pathlib import Path
+
+DTYPE_CODES = {"torch.float32": 0, "torch.bfloat16": 1, "torch.float16": 2}
+
+
+class Dsv4Error(RuntimeError):
+    def __init__(self, code, text, detail):
+        super().__init__(f"dsv4 status {code} ({text}): {detail}")
+        self.code = code
+
+
+def default_library_path():
+    env = os.environ.get("DSV4_LIB")
+    if env:
+        return env
+    return str(Path(__file__).resolve().parents[2] / "build" / "libdsv4.so")
+
+
+class Dsv4Lib:
+    def __init__(self, path=None):
+        self.path = path or default_library_path()
+        lib = ctypes.CDLL(self.path)
+        vp, i64, f32, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
+        lib.dsv4_status_string.argtypes = [i32]
+        lib.dsv4_status_string.restype = ctypes.c_char_p
+        lib.dsv4_last_error.argtypes = []
+        lib.dsv4_last_error.restype = ctypes.c_char_p
+        lib.dsv4_fused_mtp_input_rms_norm.argtypes = [vp, vp, vp, vp, vp, vp, vp, i64, i64, i64, f32, i32, vp]
+        lib.dsv4_fused_mtp_input_rms_norm.restype = i32
+        lib.dsv4_fused_mtp_input_rms_norm_eh.argtypes = [vp, vp, vp, vp, vp, vp, i64, i64, i64, f32, i32, vp]
+        lib.dsv4_fused_mtp_input_rms_norm_eh.restype = i32
+        lib.dsv4_mtp_shared_head_rms_norm.argtypes = [vp, vp, vp, i64, i64, f32, i32, vp]
+        lib.dsv4_mtp_shared_head_rms_norm.restype = i32
+        self.lib = lib
+
+    # ---- raw access (ints in, status out), for error-path tests ------------------------------------
+    def status_string(self, code):
+        return self.lib.dsv4_status_string(code).decode()
+
+    def last_error(self):
+        return self.lib.dsv4_last_error().decode()
+
+    def check(self, code):
+        if code != 0:
+            raise Dsv4Error(code, self.status_string(code), self.last_error())
+
+    @staticmethod
+    def _stream():
+        import torch
+
+        return torch.cuda.current_stream().cuda_stream
+
+    @staticmethod
+    def _dtype(t):
+        try:
+            return DTYPE_CODES[str(t.dtype)]
+        except KeyError:
+            raise ValueError(f"dsv4 kernels take float32, bfloat16 or float16, got {t.dtype}") from None
+
+    # ---- torch-tensor calls ---------------------------------------------------------------------------
+    def fused_mtp_input_rms_norm(self, e, positions, prev, enorm_w, hnorm_w, enorm_out, hnorm_out, eps):
+        T, H = e.shape
+        hc = hnorm_out.shape[1]
+        self.check(self.lib.dsv4_fused_mtp_input_rms_norm(
+            e.data_ptr(), positions.data_ptr(), prev.data_ptr(), enorm_w.data_ptr(), hnorm_w.data_ptr(),
+            enorm_out.data_ptr(), hnorm_out.data_ptr(), T, H, hc, eps, self._dtype(e), self._stream()))
+
+    def fused_mtp_input_rms_norm_eh(self, e, positions, prev, enorm_w, hnorm_w, out, eps):
+        T, H = e.shape
+        hc = out.shape[1]
+        self.check(self.lib.dsv4_fused_mtp_input_rms_norm_eh(
+            e.data_ptr(), positions.data_ptr(), prev.data_ptr(), enorm_w.data_ptr(), hnorm_w.data_ptr(),
+            out.data_ptr(), T, H, hc, eps, self._dtype(e), self._stream()))
+
+    def mtp_shared_head_rms_norm(self, x, w, out, eps):
+        T, H = x.shape
+        self.check(self.lib.dsv4_mtp_shared_head_rms_norm(
+            x.data_ptr(), w.data_ptr(), out.data_ptr(), T, H, eps, self._dtype(x), self._stream()))
