@@ -62,9 +62,11 @@ ModelState::ModelState(const ModelConfig& c, const ModelOptions& o, Device devic
   DSV4_CHECK_ARG(o.max_seqs > 0 && o.max_seq_len > 0 && o.max_tokens_ahead >= 1,
                  "model options: max_seqs, max_seq_len and max_tokens_ahead must be positive");
   const int64_t S = o.max_seqs, ring = c.sliding_window + o.max_tokens_ahead;
-  // CUDA keeps the attention keys (kv ring, compressed entries) in bf16 like the activations, and the
-  // compressor's raw kv/gate rings in f32 (they feed a softmax over tokens); the CPU keeps everything f32.
-  const DType keys = device == Device::kCUDA ? DType::BF16 : DType::F32;
+  // CUDA keeps the attention keys (kv ring, compressed entries) in the activation dtype (bf16 by default),
+  // and the compressor's raw kv/gate rings in f32 (they feed a softmax over tokens); the CPU keeps f32.
+  act_ = device == Device::kCUDA ? o.cuda_activation_dtype : DType::F32;
+  DSV4_CHECK_ARG(act_ == DType::BF16 || act_ == DType::F32, "model options: CUDA activations must be BF16 or F32");
+  const DType keys = act_;
   for (AttentionType t : c.layer_types) {
     LayerState ls;
     ls.kv_ring = storage_.alloc(keys, {S, ring, c.head_dim});
@@ -202,7 +204,7 @@ void target_forward(ExecContext& ctx, const ModelConfig& c, const ModelWeights& 
   Arena& A = *ctx.scratch;
   ArenaScope scope(A);
   const int64_t T = meta.num_tokens, n = c.hc_mult, H = c.hidden_size, R = logit_rows.numel();
-  const DType act = ctx.is_cuda() ? DType::BF16 : DType::F32;
+  const DType act = state.activation_dtype();
   Tensor emb = A.alloc(act, {T, H});
   ops::embedding(ctx, emb, w.embed, meta.ids);
   Tensor x = A.alloc(act, {T, n, H});

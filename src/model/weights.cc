@@ -254,6 +254,14 @@ DType storage_dtype(WeightKind kind, Device device) {
   return DType::F32;
 }
 
+namespace {
+// Storage dtype under the load options (CUDA matrices may be kept in f32 for full-precision runs).
+DType matrix_or(WeightKind kind, const LoadOptions& opt) {
+  if (kind == WeightKind::kMatrix && opt.device == Device::kCUDA) return opt.cuda_matrix_dtype;
+  return storage_dtype(kind, opt.device);
+}
+}  // namespace
+
 ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const LoadOptions& opt) {
   Loader loader(ckpt, cfg, opt);
   const bool with_mtp = opt.load_mtp && cfg.has_mtp() && loader.has_mtp_tensors();
@@ -269,20 +277,20 @@ ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const 
     spec_by_name[s.name] = &s;
     int64_t numel = 1;
     for (int64_t d : s.shape) numel *= d;
-    bytes += align_up(static_cast<size_t>(numel) * dtype_size(storage_dtype(s.kind, opt.device)));
+    bytes += align_up(static_cast<size_t>(numel) * dtype_size(matrix_or(s.kind, opt)));
   }
   ModelWeights w;
   w.storage = Arena("weights", bytes + Arena::kAlignment, opt.device);
   auto load = [&](const std::string& name) {
     const TensorSpec& s = *spec_by_name.at(name);
-    Tensor t = w.storage.alloc(storage_dtype(s.kind, opt.device), s.shape);
+    Tensor t = w.storage.alloc(matrix_or(s.kind, opt), s.shape);
     loader.load_into(name, t);
     return t;
   };
   // Experts are stacked [E, rows, cols] so kernels index them by expert id.
   auto load_stacked = [&](const std::string& prefix, const char* proj) {
     const TensorSpec& first = *spec_by_name.at(str_cat(prefix, "ffn.experts.0.", proj, ".weight"));
-    Tensor t = w.storage.alloc(storage_dtype(first.kind, opt.device),
+    Tensor t = w.storage.alloc(matrix_or(first.kind, opt),
                                {cfg.n_routed_experts, first.shape[0], first.shape[1]});
     for (int64_t e = 0; e < cfg.n_routed_experts; ++e) {
       loader.load_into(str_cat(prefix, "ffn.experts.", e, ".", proj, ".weight"), t.select(0, e));
@@ -348,7 +356,7 @@ ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const 
     m.hnorm = load(p + "hnorm.weight");
     m.norm = load(p + "norm.weight");
     const int64_t H = cfg.hidden_size;
-    m.eh_proj = w.storage.alloc(storage_dtype(WeightKind::kMatrix, opt.device), {H, 2 * H});
+    m.eh_proj = w.storage.alloc(matrix_or(WeightKind::kMatrix, opt), {H, 2 * H});
     loader.load_concat_columns(p + "h_proj.weight", p + "e_proj.weight", m.eh_proj);
     m.hc_head = {load(p + "hc_head_fn"), load(p + "hc_head_base"), load(p + "hc_head_scale")};
     m.block = load_block(p, AttentionType::kSliding, MlpType::kMoe);

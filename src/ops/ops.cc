@@ -1,6 +1,8 @@
 // Validation and device dispatch for dsv4::ops.
 #include "dsv4/ops/ops.h"
 
+#include <utility>
+
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cuda/cuda_ops.h"
 
@@ -32,7 +34,11 @@ void require_meta(const ExecContext& ctx, const BatchMeta& m, const char* op) {
 
 bool optional(const Tensor& t) { return t.data() != nullptr; }
 
+thread_local ChoiceTap* g_choice_tap = nullptr;
+
 }  // namespace
+
+ChoiceTap* set_choice_tap(ChoiceTap* tap) { return std::exchange(g_choice_tap, tap); }
 
 #define DSV4_DISPATCH(name, ...)                 \
   do {                                           \
@@ -193,6 +199,7 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
   DSV4_CHECK_ARG(q.ndim() == 3 && q.size(2) == keys.dim && w.size(1) == q.size(1) && out.ndim() == 2,
                  "indexer_topk: q ", q.shape_string(), ", weights ", w.shape_string());
   DSV4_DISPATCH(indexer_topk, out, q, w, keys, meta, softmax_scale);
+  if (g_choice_tap != nullptr) g_choice_tap->after_indexer_topk(ctx, out, q, w, keys, meta, softmax_scale);
 }
 
 void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, Tensor kv_ring, const CompressorState* compressed,
@@ -229,6 +236,7 @@ void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, 
                      indices.size(1) == cfg.num_experts_per_tok && ids.numel() >= logits.size(0),
                  "moe_route: logits ", logits.shape_string(), ", weights ", weights.shape_string());
   DSV4_DISPATCH(moe_route, weights, indices, logits, bias, tid2eid, ids, cfg);
+  if (g_choice_tap != nullptr && !optional(tid2eid)) g_choice_tap->after_moe_route(ctx, weights, indices, logits, bias, cfg);
 }
 
 void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2,

@@ -13,16 +13,17 @@ namespace dsv4 {
 
 struct DeviceForward::Impl {
   int64_t max_tokens = 0, max_rows = 0, vocab = 0, hc_mult = 0, hidden = 0;
+  DType act = DType::BF16;  // of the residual the forward writes
   cudaStream_t stream = nullptr;
   std::unique_ptr<cuda::BlasHandle> blas;
   // Device layout (int32 unless stated): ids, pos, slot, start, end [max_tokens] each, logit rows
-  // [max_rows]; then logits [max_rows, V] f32 and the residual [max_tokens, n*H] bf16, 256-byte aligned.
+  // [max_rows]; then logits [max_rows, V] f32 and the residual [max_tokens, n*H] (activation dtype).
   Buffer io;
   int32_t* d_ints = nullptr;
   float* d_logits = nullptr;
   void* d_residual = nullptr;
   int32_t* h_ints = nullptr;  // pinned staging with the device layout of the int32 block
-  std::vector<uint16_t> h_residual;
+  std::vector<char> h_residual;
 
   size_t int_count() const { return static_cast<size_t>(5 * max_tokens + max_rows); }
 
@@ -39,7 +40,8 @@ namespace {
 size_t align256(size_t n) { return (n + 255) / 256 * 256; }
 }  // namespace
 
-DeviceForward::DeviceForward(const ModelConfig& cfg, int64_t max_tokens, int64_t max_rows, ExecContext& ctx)
+DeviceForward::DeviceForward(const ModelConfig& cfg, const ModelState& state, int64_t max_tokens, int64_t max_rows,
+                             ExecContext& ctx)
     : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   m.max_tokens = max_tokens;
@@ -47,11 +49,12 @@ DeviceForward::DeviceForward(const ModelConfig& cfg, int64_t max_tokens, int64_t
   m.vocab = cfg.vocab_size;
   m.hc_mult = cfg.hc_mult;
   m.hidden = cfg.hidden_size;
+  m.act = state.activation_dtype();
   DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
   m.blas = std::make_unique<cuda::BlasHandle>();
   const size_t ints = align256(m.int_count() * sizeof(int32_t));
   const size_t logits = align256(static_cast<size_t>(max_rows * m.vocab) * sizeof(float));
-  const size_t residual = align256(static_cast<size_t>(max_tokens * cfg.hc_dim()) * 2);
+  const size_t residual = align256(static_cast<size_t>(max_tokens * cfg.hc_dim()) * dtype_size(m.act));
   m.io = Buffer(ints + logits + residual, Device::kCUDA);
   char* base = static_cast<char*>(m.io.data());
   m.d_ints = reinterpret_cast<int32_t*>(base);
@@ -93,20 +96,20 @@ void DeviceForward::forward(ExecContext& ctx, const ModelConfig& cfg, const Mode
   const Tensor rows(m.d_ints + 5 * m.max_tokens, DType::I32, {R}, Device::kCUDA);
   const Tensor logits_d(m.d_logits, DType::F32, {R, m.vocab}, Device::kCUDA);
   Tensor residual_d;
-  if (residual != nullptr) residual_d = Tensor(m.d_residual, DType::BF16, {T, m.hc_mult, m.hidden}, Device::kCUDA);
+  if (residual != nullptr) residual_d = Tensor(m.d_residual, m.act, {T, m.hc_mult, m.hidden}, Device::kCUDA);
   target_forward(ctx, cfg, w, state, meta, rows, logits_d, residual_d);
   logits->resize(static_cast<size_t>(R * m.vocab));
   DSV4_CUDA_CHECK(cudaMemcpyAsync(logits->data(), m.d_logits, logits->size() * sizeof(float), cudaMemcpyDeviceToHost,
                                   stream));
   if (residual != nullptr) {
-    m.h_residual.resize(static_cast<size_t>(residual_d.numel()));
-    DSV4_CUDA_CHECK(cudaMemcpyAsync(m.h_residual.data(), m.d_residual, m.h_residual.size() * 2,
-                                    cudaMemcpyDeviceToHost, stream));
+    m.h_residual.resize(residual_d.nbytes());
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(m.h_residual.data(), m.d_residual, m.h_residual.size(), cudaMemcpyDeviceToHost,
+                                    stream));
   }
   DSV4_CUDA_CHECK(cudaStreamSynchronize(stream));
   if (residual != nullptr) {
-    residual->resize(m.h_residual.size());
-    convert_to_f32(DType::BF16, m.h_residual.data(), residual->data(), m.h_residual.size());
+    residual->resize(static_cast<size_t>(residual_d.numel()));
+    convert_to_f32(m.act, m.h_residual.data(), residual->data(), residual->size());
   }
 }
 

@@ -16,7 +16,8 @@ namespace dsv4 {
 class DeviceForward {
  public:
   // Sets ctx.stream and ctx.blas (owned here; ctx must not outlive this object).
-  DeviceForward(const ModelConfig& cfg, int64_t max_tokens, int64_t max_rows, ExecContext& ctx);
+  DeviceForward(const ModelConfig& cfg, const ModelState& state, int64_t max_tokens, int64_t max_rows,
+                ExecContext& ctx);
   ~DeviceForward();
   DeviceForward(const DeviceForward&) = delete;
   DeviceForward& operator=(const DeviceForward&) = delete;

@@ -33,17 +33,20 @@ Engine::Engine(const std::string& model_dir, const EngineOptions& options) : opt
                  "engine options: max_seqs and max_batch_tokens must be positive");
   cfg_ = ModelConfig::from_file((std::filesystem::path(model_dir) / "config.json").string());
   ckpt_ = Checkpoint::open(model_dir);
-  weights_ = load_weights(ckpt_, cfg_, {opt_.device, opt_.load_mtp});
+  DSV4_CHECK_ARG(opt_.cuda_precision == DType::BF16 || opt_.cuda_precision == DType::F32,
+                 "engine options: the CUDA precision must be BF16 or F32");
+  weights_ = load_weights(ckpt_, cfg_, {opt_.device, opt_.load_mtp, opt_.cuda_precision});
   model_opt_.max_seqs = opt_.max_seqs;
   model_opt_.max_seq_len =
       opt_.max_seq_len > 0 ? opt_.max_seq_len : std::min<int64_t>(cfg_.max_position_embeddings, 4096);
   model_opt_.max_tokens_ahead = opt_.max_spec_tokens + 1;
+  model_opt_.cuda_activation_dtype = opt_.cuda_precision;
   state_ = std::make_unique<ModelState>(cfg_, model_opt_, opt_.device, has_mtp());
   const int64_t rows = std::max(opt_.max_batch_tokens, opt_.max_seqs);
   scratch_ = Arena("activations", forward_scratch_bytes(cfg_, opt_.max_batch_tokens, rows), opt_.device);
   ctx_.device = opt_.device;
   ctx_.scratch = &scratch_;
-  if (opt_.device == Device::kCUDA) device_ = std::make_unique<DeviceForward>(cfg_, opt_.max_batch_tokens, rows, ctx_);
+  if (opt_.device == Device::kCUDA) device_ = std::make_unique<DeviceForward>(cfg_, *state_, opt_.max_batch_tokens, rows, ctx_);
   load_seconds_ = seconds_since(t0);
 }
 

@@ -23,7 +23,8 @@ namespace dsv4::test {
 class DeviceEnv {
  public:
   explicit DeviceEnv(size_t scratch_bytes = size_t{64} << 20) : scratch_("test-scratch", scratch_bytes, Device::kCUDA) {
-    DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    // A blocking stream: it orders with the legacy-stream copies and memsets the tests make around ops.
+    DSV4_CUDA_CHECK(cudaStreamCreate(&stream_));
     blas_ = std::make_unique<cuda::BlasHandle>();
     ctx.device = Device::kCUDA;
     ctx.stream = stream_;
@@ -100,6 +101,7 @@ inline std::vector<int32_t> download_i32(const Tensor& t) {
 // Fills a device tensor with a value no kernel writes: NaN for floats, 0x7b7b7b7b for ints.
 inline void poison(const Tensor& t) {
   DSV4_CUDA_CHECK(cudaMemset(t.data(), t.dtype() == DType::I32 ? 0x7b : 0xff, t.nbytes()));
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());  // the memset runs on the legacy stream, the ops on another
 }
 
 inline std::vector<float> random_vec(std::mt19937& rng, size_t n, float lo = -1.0f, float hi = 1.0f) {

@@ -13,7 +13,8 @@ std::string device_summary();
 // The reason GPU tests skip / the CLI refuses --device cuda on this machine ("" if a device exists).
 std::string unavailable_reason();
 
-// Synchronous copies between host and device memory (throw kCudaError on failure).
+// Copies between host and device memory, complete with respect to every stream when they return (throw
+// kCudaError on failure). Not for use inside a forward.
 void copy_to_device(void* dst, const void* src, size_t bytes);
 void copy_to_host(void* dst, const void* src, size_t bytes);
 

@@ -15,6 +15,9 @@ struct ModelOptions {
   int64_t max_seqs = 1;        // sequence slots
   int64_t max_seq_len = 4096;  // positions per sequence (sizes the compressed-entry stores)
   int64_t max_tokens_ahead = 8;  // tokens a step may write beyond the accepted length (speculation)
+  // CUDA only: activations and the attention keys (kv ring, compressed entries) in BF16 (the default) or F32
+  // (full precision, with F32 matrices: LoadOptions::cuda_matrix_dtype). The CPU always runs F32.
+  DType cuda_activation_dtype = DType::BF16;
 };
 
 // Per-layer, per-slot state.
@@ -32,9 +35,11 @@ class ModelState {
   LayerState mtp;  // the drafter's own sliding-window state
   RopeTable rope_main, rope_compress;
   size_t bytes() const { return storage_.capacity(); }
+  DType activation_dtype() const { return act_; }  // of the forwards on this state
 
  private:
   Arena storage_;
+  DType act_ = DType::F32;
 };
 
 // Scratch bytes a forward of `tokens` tokens with `logit_rows` logit rows needs (upper bound).

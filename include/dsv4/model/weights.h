@@ -87,6 +87,8 @@ struct ModelWeights {
 struct LoadOptions {
   Device device = Device::kCPU;
   bool load_mtp = true;  // load mtp.0.* when the config and the checkpoint have it
+  // kMatrix storage on CUDA: BF16 (the default), or F32 for full-precision runs (parity checks).
+  DType cuda_matrix_dtype = DType::BF16;
 };
 
 // Validates the checkpoint against the inventory — missing, unexpected and mis-shaped tensors are all

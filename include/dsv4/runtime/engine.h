@@ -19,6 +19,8 @@ struct EngineOptions {
   int64_t max_batch_tokens = 512;  // tokens per forward (longer prompts are prefilled in chunks)
   int64_t max_spec_tokens = 7;    // largest --spec-tokens the state is sized for
   bool load_mtp = true;
+  // CUDA: BF16 weights and activations (the default) or F32 throughout (full precision, for parity checks).
+  DType cuda_precision = DType::BF16;
 };
 
 struct GenerateOptions {

@@ -38,11 +38,17 @@ std::string device_summary() {
                  static_cast<double>(prop.totalGlobalMem) / (1024.0 * 1024 * 1024), " GiB)");
 }
 
+// cudaMemcpy from pageable memory may return before its DMA lands, and it orders only with the legacy
+// default stream: the engine's forward runs on a non-blocking stream. Synchronising the device makes both
+// copies complete with respect to every stream, which is what their callers (weight upload, state setup,
+// tests) assume.
 void copy_to_device(void* dst, const void* src, size_t bytes) {
   DSV4_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 void copy_to_host(void* dst, const void* src, size_t bytes) {
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   DSV4_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
 }
 

@@ -251,6 +251,66 @@ __global__ void __launch_bounds__(kGemmThreads)
   }
 }
 
+// The same grouped product for any operand dtypes (f32 activations / weights): fp32 FMA on 64 x 32
+// output tiles, 32 x 8 threads with 8 rows each. Used when the tensor-core kernel's bf16 operands do not apply.
+template <bool GATED, typename TA, typename TW, typename TO>
+__global__ void __launch_bounds__(256)
+    moe_gemm_simple_kernel(TO* __restrict__ out, const TA* __restrict__ a, const TW* __restrict__ w,
+                           const TW* __restrict__ w3, Plan plan, int64_t N, int64_t K, float limit) {
+  constexpr int kCols = 32, kK = 32;
+  pdl_wait();
+  const int tile = blockIdx.y;
+  if (tile >= *plan.num_tiles) return;
+  const int32_t e = plan.tile_info[3 * tile], row0 = plan.tile_info[3 * tile + 1], row_end = plan.tile_info[3 * tile + 2];
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kCols;
+  __shared__ float xs[kBM][kK + 1];
+  __shared__ float ws[kCols][kK + 1];
+  __shared__ float w3s[GATED ? kCols : 1][kK + 1];
+  __shared__ const TA* arow[kBM];
+  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 32 + tx;
+  for (int i = tid; i < kBM; i += 256) {
+    const int32_t r = row0 + i;
+    arow[i] = r < row_end ? a + static_cast<int64_t>(GATED ? plan.token_of[r] : r) * K : nullptr;
+  }
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, acc3[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  __syncthreads();
+  for (int64_t k0 = 0; k0 < K; k0 += kK) {
+    const int64_t k = k0 + tx;
+    for (int r = ty; r < kBM; r += 8) xs[r][tx] = (arow[r] != nullptr && k < K) ? to_float(arow[r][k]) : 0.0f;
+    for (int r = ty; r < kCols; r += 8) {
+      const int64_t n = n0 + r;
+      const bool ok = n < N && k < K;
+      ws[r][tx] = ok ? to_float(w[(static_cast<int64_t>(e) * N + n) * K + k]) : 0.0f;
+      if constexpr (GATED) w3s[r][tx] = ok ? to_float(w3[(static_cast<int64_t>(e) * N + n) * K + k]) : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll 4
+    for (int kk = 0; kk < kK; ++kk) {
+      const float wv = ws[tx][kk];
+      const float w3v = GATED ? w3s[tx][kk] : 0.0f;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const float xv = xs[ty + 8 * i][kk];
+        acc[i] = fmaf(xv, wv, acc[i]);
+        if constexpr (GATED) acc3[i] = fmaf(xv, w3v, acc3[i]);
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int r = ty + 8 * i;
+    const int64_t n = n0 + tx;
+    if (row0 + r >= row_end || n >= N) continue;
+    float v = acc[i];
+    if constexpr (GATED) {
+      const float g = fminf(acc[i], limit), u = fminf(fmaxf(acc3[i], -limit), limit);
+      v = g / (1.0f + expf(-g)) * u;
+    }
+    out[static_cast<int64_t>(row0 + r) * N + n] = from_float<TO>(v);
+  }
+}
+
 // out[t] = sum_i weights[t, i] * y[row_of[t*k + i]]
 template <typename TO>
 __global__ void moe_combine_kernel(TO* __restrict__ out, const float* __restrict__ y, const float* __restrict__ weights,
@@ -294,10 +354,9 @@ void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor 
                  Tensor w3, float limit) {
   const int64_t T = x.size(0), H = x.size(1), k = indices.size(1), I = w1.size(1), E = w1.size(0);
   if (T == 0) return;
-  for (const Tensor* t : {&x, &w1, &w2, &w3}) {
-    DSV4_CHECK_ARG(t->dtype() == DType::BF16, "moe_experts on CUDA: x and the expert weights must be BF16, got ",
-                   t->describe());
-  }
+  DSV4_CHECK_ARG(w1.dtype() == w2.dtype() && w1.dtype() == w3.dtype(),
+                 "moe_experts on CUDA: w1, w2 and w3 must share a dtype, got ", w1.describe(), ", ", w2.describe(),
+                 ", ", w3.describe());
   DSV4_CHECK_ARG(ctx.scratch != nullptr && ctx.scratch->device() == Device::kCUDA,
                  "moe_experts on CUDA needs a device scratch arena (ExecContext::scratch)");
   const int64_t P = T * k, max_tiles = std::min<int64_t>(P, (P + kBM - 1) / kBM + E);
@@ -308,7 +367,10 @@ void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor 
   plan.token_of = A.alloc(DType::I32, {P}).ptr<int32_t>();
   plan.tile_info = A.alloc(DType::I32, {max_tiles, 3}).ptr<int32_t>();
   plan.num_tiles = A.alloc(DType::I32, {1}).ptr<int32_t>();
-  Tensor act = A.alloc(DType::BF16, {P, I});
+  // bf16 operands: tensor cores, the SwiGLU output stored bf16 (the w2 GEMM's operand); otherwise fp32 FMA
+  // with an f32 intermediate.
+  const bool tensor_cores = x.dtype() == DType::BF16 && w1.dtype() == DType::BF16;
+  Tensor act = A.alloc(tensor_cores ? DType::BF16 : DType::F32, {P, I});
   Tensor y = A.alloc(DType::F32, {P, H});
   const cudaStream_t s = stream_of(ctx);
   const size_t plan_shared = sizeof(int32_t) * (4 * E + 2);
@@ -316,18 +378,36 @@ void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor 
   check_launch(launch_kernel(moe_plan_kernel, dim3(1), dim3(1024), plan_shared, s, plan, indices.ptr<int32_t>(), P, k,
                              E),
                "moe_plan");
-  const bool vec1 = H % 8 == 0 && aligned16(x.data()) && aligned16(w1.data()) && aligned16(w3.data());
-  const dim3 grid1(blocks_for(I, kBN), static_cast<unsigned>(max_tiles));
-  check_launch(launch_kernel(vec1 ? moe_gemm_kernel<true, true, bf16> : moe_gemm_kernel<true, false, bf16>, grid1,
-                             dim3(kGemmThreads), 0, s, act.ptr<bf16>(), x.ptr<bf16>(), w1.ptr<bf16>(), w3.ptr<bf16>(),
-                             plan, I, H, limit),
-               "moe_gemm (w1/w3 + SwiGLU)");
-  const bool vec2 = I % 8 == 0 && aligned16(act.data()) && aligned16(w2.data());
-  const dim3 grid2(blocks_for(H, kBN), static_cast<unsigned>(max_tiles));
-  check_launch(launch_kernel(vec2 ? moe_gemm_kernel<false, true, float> : moe_gemm_kernel<false, false, float>, grid2,
-                             dim3(kGemmThreads), 0, s, y.ptr<float>(), act.ptr<bf16>(), w2.ptr<bf16>(),
-                             static_cast<const bf16*>(nullptr), plan, H, I, limit),
-               "moe_gemm (w2)");
+  if (tensor_cores) {
+    const bool vec1 = H % 8 == 0 && aligned16(x.data()) && aligned16(w1.data()) && aligned16(w3.data());
+    const dim3 grid1(blocks_for(I, kBN), static_cast<unsigned>(max_tiles));
+    check_launch(launch_kernel(vec1 ? moe_gemm_kernel<true, true, bf16> : moe_gemm_kernel<true, false, bf16>, grid1,
+                               dim3(kGemmThreads), 0, s, act.ptr<bf16>(), x.ptr<bf16>(), w1.ptr<bf16>(),
+                               w3.ptr<bf16>(), plan, I, H, limit),
+                 "moe_gemm (w1/w3 + SwiGLU)");
+    const bool vec2 = I % 8 == 0 && aligned16(act.data()) && aligned16(w2.data());
+    const dim3 grid2(blocks_for(H, kBN), static_cast<unsigned>(max_tiles));
+    check_launch(launch_kernel(vec2 ? moe_gemm_kernel<false, true, float> : moe_gemm_kernel<false, false, float>,
+                               grid2, dim3(kGemmThreads), 0, s, y.ptr<float>(), act.ptr<bf16>(), w2.ptr<bf16>(),
+                               static_cast<const bf16*>(nullptr), plan, H, I, limit),
+                 "moe_gemm (w2)");
+  } else {
+    dispatch_float(x.dtype(), "moe_experts x", [&](auto xt) {
+      dispatch_float(w1.dtype(), "moe_experts weights", [&](auto wt) {
+        using TA = decltype(xt);
+        using TW = decltype(wt);
+        check_launch(launch_kernel(moe_gemm_simple_kernel<true, TA, TW, float>,
+                                   dim3(blocks_for(I, 32), static_cast<unsigned>(max_tiles)), dim3(32, 8), 0, s,
+                                   act.ptr<float>(), x.ptr<TA>(), w1.ptr<TW>(), w3.ptr<TW>(), plan, I, H, limit),
+                     "moe_gemm_simple (w1/w3 + SwiGLU)");
+        check_launch(launch_kernel(moe_gemm_simple_kernel<false, float, TW, float>,
+                                   dim3(blocks_for(H, 32), static_cast<unsigned>(max_tiles)), dim3(32, 8), 0, s,
+                                   y.ptr<float>(), act.ptr<float>(), w2.ptr<TW>(), static_cast<const TW*>(nullptr),
+                                   plan, H, I, limit),
+                     "moe_gemm_simple (w2)");
+      });
+    });
+  }
   const dim3 grid3(std::max(1u, std::min(blocks_for(H, 256), 16u)), static_cast<unsigned>(T));
   dispatch_float(out.dtype(), "moe_experts out", [&](auto o) {
     using TO = decltype(o);
