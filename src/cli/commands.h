@@ -19,6 +19,8 @@ void register_generate(CLI::App& app);
 
 // Shared option parsing.
 Device parse_device(const std::string& name);
+// --cuda-precision: "bf16" or "f32".
+DType parse_cuda_precision(const std::string& name);
 std::vector<int32_t> parse_ids(const std::string& csv);
 // Byte-level ids: each UTF-8 byte b of the text becomes token id b (models without tokenizer.json).
 std::vector<int32_t> byte_level_ids(const std::string& text);

@@ -13,6 +13,12 @@ Device parse_device(const std::string& name) {
   fail(StatusCode::kInvalidArgument, "--device must be cpu or cuda, got '", name, "'");
 }
 
+DType parse_cuda_precision(const std::string& name) {
+  if (name == "bf16") return DType::BF16;
+  if (name == "f32") return DType::F32;
+  fail(StatusCode::kInvalidArgument, "--cuda-precision must be bf16 or f32, got '", name, "'");
+}
+
 std::vector<int32_t> parse_ids(const std::string& csv) {
   std::vector<int32_t> ids;
   size_t i = 0;

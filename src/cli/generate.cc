@@ -10,7 +10,7 @@ namespace dsv4::cli {
 void register_generate(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate tokens from a prompt");
   struct Opts {
-    std::string dir, ids, prompt, prompts_file, device = "cpu";
+    std::string dir, ids, prompt, prompts_file, device = "cpu", cuda_precision = "bf16";
     int64_t n = 32, spec_tokens = 0;
     float temperature = 0.0f, top_p = 1.0f;
     uint64_t seed = 0;
@@ -30,6 +30,9 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--seed", o->seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--spec-tokens", o->spec_tokens, "MTP draft tokens per step (0 = off)")->capture_default_str();
   cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
+  cmd->add_option("--cuda-precision", o->cuda_precision,
+                  "bf16 (weights + activations, the default) or f32 (full precision) on --device cuda")
+      ->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-sequence tokens");
   cmd->add_flag("--json", o->json, "Print one JSON object");
   cmd->callback([o] {
@@ -51,6 +54,7 @@ void register_generate(CLI::App& app) {
     }
     EngineOptions eo;
     eo.device = parse_device(o->device);
+    eo.cuda_precision = parse_cuda_precision(o->cuda_precision);
     eo.max_seqs = static_cast<int64_t>(std::min<size_t>(prompts.size(), 64));
     Engine engine(o->dir, eo);
     GenerateOptions go;

@@ -12,7 +12,7 @@ namespace dsv4::cli {
 void register_score(CLI::App& app) {
   auto* cmd = app.add_subcommand("score", "Teacher-forced logits of a token sequence");
   struct Opts {
-    std::string dir, ids, logits_out, mtp_logits_out, device = "cpu";
+    std::string dir, ids, logits_out, mtp_logits_out, device = "cpu", cuda_precision = "bf16";
     bool json = false;
   };
   auto o = std::make_shared<Opts>();
@@ -22,11 +22,15 @@ void register_score(CLI::App& app) {
   cmd->add_option("--mtp-logits-out", o->mtp_logits_out,
                   "Write the MTP drafter's step-0 logits [T-1, V] (position p predicts token p+2) to a .safetensors file");
   cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
+  cmd->add_option("--cuda-precision", o->cuda_precision,
+                  "bf16 (weights + activations, the default) or f32 (full precision) on --device cuda")
+      ->capture_default_str();
   cmd->add_flag("--json", o->json, "Print one JSON object");
   cmd->callback([o] {
     const std::vector<int32_t> ids = parse_ids(o->ids);
     EngineOptions eo;
     eo.device = parse_device(o->device);
+    eo.cuda_precision = parse_cuda_precision(o->cuda_precision);
     eo.max_seqs = 1;
     Engine engine(o->dir, eo);
     const auto t0 = std::chrono::steady_clock::now();

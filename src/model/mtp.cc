@@ -17,10 +17,9 @@ void mtp_forward(ExecContext& ctx, const ModelConfig& c, const ModelWeights& w, 
   ops::embedding(ctx, emb, w.embed, meta.ids);
   // [hnorm(prev[t, s]) | enorm(masked e[t])] per slot, so that x = [W_h | W_e] · row is one GEMM.
   Tensor eh = A.alloc(act, {T, n, 2 * H});
-  // The fused prologue takes int64 positions (its C API serves torch callers).
-  DSV4_CHECK(!ctx.is_cuda(), kUnsupported, "the MTP drafter does not run on the CUDA backend yet; use --device cpu");
+  // The fused prologue takes int64 positions (its C API serves torch callers); converted on the device.
   Tensor pos64 = A.alloc(DType::I64, {T});
-  for (int64_t t = 0; t < T; ++t) pos64.ptr<int64_t>()[t] = meta.pos.ptr<int32_t>()[t];
+  ops::convert(ctx, pos64, meta.pos);
   ops::fused_mtp_input_rms_norm_eh(ctx, eh, emb, pos64, prev_hidden, m.enorm, m.hnorm, eps);
   Tensor x = A.alloc(act, {T, n, H});
   ops::linear(ctx, x.view({T * n, H}), eh.view({T * n, 2 * H}), m.eh_proj);

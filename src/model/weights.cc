@@ -352,9 +352,16 @@ ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const 
   if (with_mtp) {
     const std::string p = kMtpPrefix;
     MtpWeights m;
-    m.enorm = load(p + "enorm.weight");
-    m.hnorm = load(p + "hnorm.weight");
-    m.norm = load(p + "norm.weight");
+    // The fused MTP norms take their weights in the activation dtype: on CUDA that of the matrices.
+    auto load_norm = [&](const std::string& name) {
+      const TensorSpec& s = *spec_by_name.at(name);
+      Tensor t = w.storage.alloc(opt.device == Device::kCUDA ? opt.cuda_matrix_dtype : DType::F32, s.shape);
+      loader.load_into(name, t);
+      return t;
+    };
+    m.enorm = load_norm(p + "enorm.weight");
+    m.hnorm = load_norm(p + "hnorm.weight");
+    m.norm = load_norm(p + "norm.weight");
     const int64_t H = cfg.hidden_size;
     m.eh_proj = w.storage.alloc(matrix_or(WeightKind::kMatrix, opt), {H, 2 * H});
     loader.load_concat_columns(p + "h_proj.weight", p + "e_proj.weight", m.eh_proj);

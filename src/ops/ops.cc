@@ -115,6 +115,17 @@ void copy(ExecContext& ctx, Tensor out, Tensor x) {
   DSV4_DISPATCH(copy, out, x);
 }
 
+void convert(ExecContext& ctx, Tensor out, Tensor x) {
+  const bool floats = (out.dtype() == DType::F32 || out.dtype() == DType::BF16) &&
+                      (x.dtype() == DType::F32 || x.dtype() == DType::BF16);
+  const bool widen = out.dtype() == DType::I64 && x.dtype() == DType::I32;
+  DSV4_CHECK_ARG(floats || widen, "convert: ", x.describe(), " -> ", out.describe(), " is not supported");
+  require(ctx, out, out.dtype(), "convert", "out");
+  require(ctx, x, x.dtype(), "convert", "x");
+  DSV4_CHECK_ARG(out.numel() == x.numel(), "convert: out ", out.shape_string(), " vs x ", x.shape_string());
+  DSV4_DISPATCH(convert, out, x);
+}
+
 void gather_rows(ExecContext& ctx, Tensor out, Tensor x, Tensor rows) {
   require_float(ctx, out, "gather_rows", "out");
   require_float(ctx, x, "gather_rows", "x");

@@ -7,6 +7,7 @@
 #include "backend/cuda/blas.h"
 #include "backend/cuda/cuda_check.h"
 #include "dsv4/core/buffer.h"
+#include "dsv4/model/mtp.h"
 #include "dsv4/runtime/engine.h"
 
 namespace dsv4 {
@@ -17,11 +18,14 @@ struct DeviceForward::Impl {
   cudaStream_t stream = nullptr;
   std::unique_ptr<cuda::BlasHandle> blas;
   // Device layout (int32 unless stated): ids, pos, slot, start, end [max_tokens] each, logit rows
-  // [max_rows]; then logits [max_rows, V] f32 and the residual [max_tokens, n*H] (activation dtype).
+  // [max_rows]; then logits [max_rows, V] f32, the residual out and the drafter's residual in (each
+  // [max_tokens, n*H], activation dtype).
   Buffer io;
   int32_t* d_ints = nullptr;
   float* d_logits = nullptr;
   void* d_residual = nullptr;
+  void* d_hidden = nullptr;  // the drafter's input residual [max_tokens, n*H] (activation dtype)
+  std::vector<char> h_hidden;
   int32_t* h_ints = nullptr;  // pinned staging with the device layout of the int32 block
   std::vector<char> h_residual;
 
@@ -55,11 +59,12 @@ DeviceForward::DeviceForward(const ModelConfig& cfg, const ModelState& state, in
   const size_t ints = align256(m.int_count() * sizeof(int32_t));
   const size_t logits = align256(static_cast<size_t>(max_rows * m.vocab) * sizeof(float));
   const size_t residual = align256(static_cast<size_t>(max_tokens * cfg.hc_dim()) * dtype_size(m.act));
-  m.io = Buffer(ints + logits + residual, Device::kCUDA);
+  m.io = Buffer(ints + logits + 2 * residual, Device::kCUDA);
   char* base = static_cast<char*>(m.io.data());
   m.d_ints = reinterpret_cast<int32_t*>(base);
   m.d_logits = reinterpret_cast<float*>(base + ints);
   m.d_residual = base + ints + logits;
+  m.d_hidden = base + ints + logits + residual;
   DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&m.h_ints), m.int_count() * sizeof(int32_t)));
   std::memset(m.h_ints, 0, m.int_count() * sizeof(int32_t));
   ctx.stream = m.stream;
@@ -111,6 +116,38 @@ void DeviceForward::forward(ExecContext& ctx, const ModelConfig& cfg, const Mode
     residual->resize(static_cast<size_t>(residual_d.numel()));
     convert_to_f32(m.act, m.h_residual.data(), residual->data(), residual->size());
   }
+}
+
+void DeviceForward::mtp_forward(ExecContext& ctx, const ModelConfig& cfg, const ModelWeights& w, ModelState& state,
+                                BatchBuilder& batch, const std::vector<float>& hidden, std::vector<float>* logits,
+                                std::vector<float>* hidden_out) {
+  Impl& m = *impl_;
+  const int64_t T = batch.num_tokens(), R = batch.num_logit_rows();
+  const cudaStream_t stream = static_cast<cudaStream_t>(ctx.stream);
+  const BatchMeta meta = upload_meta(ctx, batch);
+  const Tensor rows(m.d_ints + 5 * m.max_tokens, DType::I32, {R}, Device::kCUDA);
+  const Tensor logits_d(m.d_logits, DType::F32, {R, m.vocab}, Device::kCUDA);
+  const Tensor prev(m.d_hidden, m.act, {T, m.hc_mult, m.hidden}, Device::kCUDA);
+  const Tensor out(m.d_residual, m.act, {T, m.hc_mult, m.hidden}, Device::kCUDA);
+  m.h_hidden.resize(prev.nbytes());
+  convert_from_f32(hidden.data(), m.act, m.h_hidden.data(), hidden.size());
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.d_hidden, m.h_hidden.data(), m.h_hidden.size(), cudaMemcpyHostToDevice, stream));
+  {
+    ArenaScope scope(*ctx.scratch);
+    ::dsv4::mtp_forward(ctx, cfg, w, state, meta, prev, out);
+    Tensor picked = ctx.scratch->alloc(m.act, {R, m.hc_mult, m.hidden});
+    ops::gather_rows(ctx, picked, out, rows);
+    mtp_logits(ctx, cfg, w, picked, logits_d);
+  }
+  logits->resize(static_cast<size_t>(R * m.vocab));
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(logits->data(), m.d_logits, logits->size() * sizeof(float), cudaMemcpyDeviceToHost,
+                                  stream));
+  m.h_residual.resize(out.nbytes());
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.h_residual.data(), m.d_residual, m.h_residual.size(), cudaMemcpyDeviceToHost,
+                                  stream));
+  DSV4_CUDA_CHECK(cudaStreamSynchronize(stream));  // also keeps h_hidden alive until its copy is done
+  hidden_out->resize(static_cast<size_t>(out.numel()));
+  convert_to_f32(m.act, m.h_residual.data(), hidden_out->data(), hidden_out->size());
 }
 
 size_t Engine::device_io_bytes() const { return device_ ? device_->device_bytes() : 0; }

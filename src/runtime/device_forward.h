@@ -27,6 +27,12 @@ class DeviceForward {
   void forward(ExecContext& ctx, const ModelConfig& cfg, const ModelWeights& w, ModelState& state,
                BatchBuilder& batch, std::vector<float>* logits, std::vector<float>* residual);
 
+  // One MTP drafter forward (model/mtp.h): `hidden` [T, n*H] host residual rows in, draft logits [R, V] and
+  // the new residual [T, n*H] out (host, f32).
+  void mtp_forward(ExecContext& ctx, const ModelConfig& cfg, const ModelWeights& w, ModelState& state,
+                   BatchBuilder& batch, const std::vector<float>& hidden, std::vector<float>* logits,
+                   std::vector<float>* hidden_out);
+
   // Device batch inputs for a host batch (copied asynchronously on ctx's stream); valid until the next call.
   BatchMeta upload_meta(ExecContext& ctx, BatchBuilder& batch);
 

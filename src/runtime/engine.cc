@@ -371,6 +371,11 @@ void Engine::mtp_forward(BatchBuilder& batch, const std::vector<float>& hidden, 
   const int64_t n = cfg_.hc_mult, H = cfg_.hidden_size;
   DSV4_CHECK_ARG(static_cast<int64_t>(hidden.size()) == T * n * H, "mtp_forward: hidden has ", hidden.size(),
                  " values, expected ", T * n * H);
+  if (ctx_.is_cuda()) {
+    scratch_.reset();
+    device_->mtp_forward(ctx_, cfg_, weights_, *state_, batch, hidden, logits, hidden_out);
+    return;
+  }
   logits->assign(static_cast<size_t>(R * V), 0.0f);
   hidden_out->assign(static_cast<size_t>(T * n * H), 0.0f);
   scratch_.reset();

@@ -31,7 +31,8 @@ constexpr double kF32Tolerance = 1e-3;         // the CUDA path at full precisio
 constexpr double kBf16ForcedTolerance = 8e-2;  // bf16 with the CPU's choices (CPU emulation: 0.020-0.049)
 // A choice the reference made with a score gap above this (relative to its largest score) is not a
 // near-tie: flipping it is a bug, not rounding.
-constexpr double kNearTie = 2e-2;
+// bf16 noise moves deep-layer scores by up to the forced logit error, so a gap below that bound is a near-tie.
+constexpr double kNearTie = 8e-2;
 
 const char* precision_name(DType p) { return p == DType::F32 ? "F32" : "BF16"; }
 

@@ -676,17 +676,20 @@ TEST(CudaOps, MoeExperts) {
                      test::host_view_i32(idx, {c.T, c.k}), test::host_view(weights, {c.T, c.k}),
                      test::host_view(w1, {c.E, c.I, c.H}), test::host_view(w2, {c.E, c.H, c.I}),
                      test::host_view(w3, {c.E, c.I, c.H}), c.limit);
-    DevTensor dx = upload(x, DType::BF16, {c.T, c.H}), didx = test::upload_i32(idx, {c.T, c.k});
-    DevTensor dweights = upload(weights, DType::F32, {c.T, c.k});
-    DevTensor dw1 = upload(w1, DType::BF16, {c.E, c.I, c.H}), dw2 = upload(w2, DType::BF16, {c.E, c.H, c.I});
-    DevTensor dw3 = upload(w3, DType::BF16, {c.E, c.I, c.H}), dout(DType::BF16, {c.T, c.H});
-    poison(dout.t);
-    env().scratch().reset();
-    ops::moe_experts(env().ctx, dout.t, dx.t, didx.t, dweights.t, dw1.t, dw2.t, dw3.t, c.limit);
-    env().sync();
-    DSV4_EXPECT_CLOSE(download(dout.t), ref, 2e-2,
-                      str_cat("moe_experts T=", c.T, " H=", c.H, " I=", c.I, " E=", c.E, " k=", c.k, " limit=",
-                              c.limit, c.skewed ? " skewed" : ""));
+    // BF16: tensor cores (bf16 SwiGLU intermediate); F32: the generic grouped kernel (f32 throughout).
+    for (DType dt : {DType::BF16, DType::F32}) {
+      DevTensor dx = upload(x, dt, {c.T, c.H}), didx = test::upload_i32(idx, {c.T, c.k});
+      DevTensor dweights = upload(weights, DType::F32, {c.T, c.k});
+      DevTensor dw1 = upload(w1, dt, {c.E, c.I, c.H}), dw2 = upload(w2, dt, {c.E, c.H, c.I});
+      DevTensor dw3 = upload(w3, dt, {c.E, c.I, c.H}), dout(dt, {c.T, c.H});
+      poison(dout.t);
+      env().scratch().reset();
+      ops::moe_experts(env().ctx, dout.t, dx.t, didx.t, dweights.t, dw1.t, dw2.t, dw3.t, c.limit);
+      env().sync();
+      DSV4_EXPECT_CLOSE(download(dout.t), ref, dt == DType::BF16 ? 2e-2 : 1e-4,
+                        str_cat("moe_experts ", dtype_name(dt), " T=", c.T, " H=", c.H, " I=", c.I, " E=", c.E,
+                                " k=", c.k, " limit=", c.limit, c.skewed ? " skewed" : ""));
+    }
   }
 }
 

@@ -55,6 +55,8 @@ void rms_norm(ExecContext& ctx, Tensor out, Tensor x, Tensor w, float eps);
 void add(ExecContext& ctx, Tensor out, Tensor a, Tensor b);
 // out = x (same number of elements; a device-to-device copy)
 void copy(ExecContext& ctx, Tensor out, Tensor x);
+// out = x converted to out's dtype (same number of elements): between F32 and BF16, or I32 -> I64.
+void convert(ExecContext& ctx, Tensor out, Tensor x);
 // out[r] = x[rows[r]]
 void gather_rows(ExecContext& ctx, Tensor out, Tensor x, Tensor rows);
 

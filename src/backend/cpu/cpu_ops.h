@@ -20,6 +20,7 @@ void grouped_linear(Tensor out, Tensor x, Tensor w, int64_t groups);
 void rms_norm(Tensor out, Tensor x, Tensor w, float eps);
 void add(Tensor out, Tensor a, Tensor b);
 void copy(Tensor out, Tensor x);
+void convert(Tensor out, Tensor x);  // F32 <-> BF16, I32 -> I64 (backend/cpu/convert.cc)
 void gather_rows(Tensor out, Tensor x, Tensor rows);
 void swiglu(Tensor out, Tensor gate, Tensor up, float limit);
 void argmax(Tensor out, Tensor logits);

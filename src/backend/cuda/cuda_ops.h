@@ -13,6 +13,7 @@ void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w, int64_t gr
 void rms_norm(ExecContext& ctx, Tensor out, Tensor x, Tensor w, float eps);
 void add(ExecContext& ctx, Tensor out, Tensor a, Tensor b);
 void copy(ExecContext& ctx, Tensor out, Tensor x);
+void convert(ExecContext& ctx, Tensor out, Tensor x);
 void gather_rows(ExecContext& ctx, Tensor out, Tensor x, Tensor rows);
 void swiglu(ExecContext& ctx, Tensor out, Tensor gate, Tensor up, float limit);
 void argmax(ExecContext& ctx, Tensor out, Tensor logits);

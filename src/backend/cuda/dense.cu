@@ -2,6 +2,8 @@
 //
 // Every kernel converts its inputs to fp32, computes in fp32 and rounds once on store, so a bf16 result
 // differs from the fp32 CPU reference by one rounding of the output (plus the inputs' own rounding).
+#include <type_traits>
+
 #include "backend/cuda/blas.h"
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_ops.h"
@@ -68,6 +70,19 @@ __global__ void swiglu_kernel(TO* out, const TG* gate, const TU* up, int64_t n, 
     const float g = fminf(to_float(gate[i]), limit);
     const float u = fminf(fmaxf(to_float(up[i]), -limit), limit);
     out[i] = from_float<TO>(g / (1.0f + expf(-g)) * u);
+  }
+}
+
+template <typename TO, typename TI>
+__global__ void convert_kernel(TO* __restrict__ out, const TI* __restrict__ x, int64_t n) {
+  pdl_wait();
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    if constexpr (std::is_integral_v<TO>) {
+      out[i] = static_cast<TO>(x[i]);
+    } else {
+      out[i] = from_float<TO>(to_float(x[i]));
+    }
   }
 }
 
@@ -207,6 +222,26 @@ void copy(ExecContext& ctx, Tensor out, Tensor x) {
   throw_if_error(cuda_status(cudaMemcpyAsync(out.data(), x.data(), x.nbytes(), cudaMemcpyDeviceToDevice,
                                              stream_of(ctx)),
                              "copy: cudaMemcpyAsync"));
+}
+
+void convert(ExecContext& ctx, Tensor out, Tensor x) {
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  if (out.dtype() == DType::I64) {  // positions for the MTP prologue (validated: x is I32)
+    check_launch(launch_kernel(convert_kernel<int64_t, int32_t>, dim3(flat_blocks(n)), dim3(kThreads), 0,
+                               stream_of(ctx), out.ptr<int64_t>(), x.ptr<int32_t>(), n),
+                 "convert");
+    return;
+  }
+  dispatch_float(out.dtype(), "convert out", [&](auto o) {
+    dispatch_float(x.dtype(), "convert x", [&](auto i) {
+      using TO = decltype(o);
+      using TI = decltype(i);
+      check_launch(launch_kernel(convert_kernel<TO, TI>, dim3(flat_blocks(n)), dim3(kThreads), 0, stream_of(ctx),
+                                 out.ptr<TO>(), x.ptr<TI>(), n),
+                   "convert");
+    });
+  });
 }
 
 void gather_rows(ExecContext& ctx, Tensor out, Tensor x, Tensor rows) {
