@@ -76,8 +76,7 @@ ModelState::ModelState(const ModelConfig& c, const ModelOptions& o, Device devic
                                       o.max_seq_len, o.max_tokens_ahead, keys);
     }
     if (t == AttentionType::kCompressedSparse) {
-      ls.indexer =
-          make_compressor(storage_, S, rate, true, c.index_head_dim, o.max_seq_len, o.max_tokens_ahead, keys);
+      ls.indexer = make_compressor(storage_, S, rate, true, c.index_head_dim, o.max_seq_len, o.max_tokens_ahead, keys);
     }
     layers.push_back(ls);
   }

@@ -177,9 +177,15 @@ class Loader {
       cuda::copy_to_device(dst.data(), staging_.data(), dst.nbytes());
     }
     loaded_bytes_ += dst.nbytes();
+    report_progress();
   }
 
   size_t loaded_bytes() const { return loaded_bytes_; }
+  // Large checkpoints log a progress line every 10% of `total` bytes (loading one can take minutes).
+  void set_total(size_t total, Device device) {
+    total_ = total;
+    device_ = device;
+  }
 
  private:
   static std::string shape_str(const std::vector<int64_t>& s) {
@@ -195,7 +201,19 @@ class Loader {
   std::vector<std::string> errors_;
   std::vector<char> staging_;
   std::vector<float> float_buf_;
+  void report_progress() {
+    if (total_ < (size_t{1} << 30)) return;
+    const size_t tenth = std::min<size_t>(10, loaded_bytes_ * 10 / total_);
+    if (tenth <= reported_tenth_) return;
+    reported_tenth_ = tenth;
+    log_info("loading weights to ", device_name(device_), ": ", tenth * 10, "% (",
+             static_cast<double>(loaded_bytes_) / (1 << 30), " of ", static_cast<double>(total_) / (1 << 30), " GiB)");
+  }
+
   size_t loaded_bytes_ = 0;
+  size_t total_ = 0;
+  size_t reported_tenth_ = 0;
+  Device device_ = Device::kCPU;
 };
 
 }  // namespace
@@ -281,6 +299,7 @@ ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const 
   }
   ModelWeights w;
   w.storage = Arena("weights", bytes + Arena::kAlignment, opt.device);
+  loader.set_total(bytes, opt.device);
   auto load = [&](const std::string& name) {
     const TensorSpec& s = *spec_by_name.at(name);
     Tensor t = w.storage.alloc(matrix_or(s.kind, opt), s.shape);
@@ -290,8 +309,7 @@ ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const 
   // Experts are stacked [E, rows, cols] so kernels index them by expert id.
   auto load_stacked = [&](const std::string& prefix, const char* proj) {
     const TensorSpec& first = *spec_by_name.at(str_cat(prefix, "ffn.experts.0.", proj, ".weight"));
-    Tensor t = w.storage.alloc(matrix_or(first.kind, opt),
-                               {cfg.n_routed_experts, first.shape[0], first.shape[1]});
+    Tensor t = w.storage.alloc(matrix_or(first.kind, opt), {cfg.n_routed_experts, first.shape[0], first.shape[1]});
     for (int64_t e = 0; e < cfg.n_routed_experts; ++e) {
       loader.load_into(str_cat(prefix, "ffn.experts.", e, ".", proj, ".weight"), t.select(0, e));
     }

@@ -247,7 +247,9 @@ void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, 
                      indices.size(1) == cfg.num_experts_per_tok && ids.numel() >= logits.size(0),
                  "moe_route: logits ", logits.shape_string(), ", weights ", weights.shape_string());
   DSV4_DISPATCH(moe_route, weights, indices, logits, bias, tid2eid, ids, cfg);
-  if (g_choice_tap != nullptr && !optional(tid2eid)) g_choice_tap->after_moe_route(ctx, weights, indices, logits, bias, cfg);
+  if (g_choice_tap != nullptr && !optional(tid2eid)) {
+    g_choice_tap->after_moe_route(ctx, weights, indices, logits, bias, cfg);
+  }
 }
 
 void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2,

@@ -104,12 +104,12 @@ void DeviceForward::forward(ExecContext& ctx, const ModelConfig& cfg, const Mode
   if (residual != nullptr) residual_d = Tensor(m.d_residual, m.act, {T, m.hc_mult, m.hidden}, Device::kCUDA);
   target_forward(ctx, cfg, w, state, meta, rows, logits_d, residual_d);
   logits->resize(static_cast<size_t>(R * m.vocab));
-  DSV4_CUDA_CHECK(cudaMemcpyAsync(logits->data(), m.d_logits, logits->size() * sizeof(float), cudaMemcpyDeviceToHost,
-                                  stream));
+  DSV4_CUDA_CHECK(
+      cudaMemcpyAsync(logits->data(), m.d_logits, logits->size() * sizeof(float), cudaMemcpyDeviceToHost, stream));
   if (residual != nullptr) {
     m.h_residual.resize(residual_d.nbytes());
-    DSV4_CUDA_CHECK(cudaMemcpyAsync(m.h_residual.data(), m.d_residual, m.h_residual.size(), cudaMemcpyDeviceToHost,
-                                    stream));
+    DSV4_CUDA_CHECK(
+        cudaMemcpyAsync(m.h_residual.data(), m.d_residual, m.h_residual.size(), cudaMemcpyDeviceToHost, stream));
   }
   DSV4_CUDA_CHECK(cudaStreamSynchronize(stream));
   if (residual != nullptr) {
@@ -140,11 +140,11 @@ void DeviceForward::mtp_forward(ExecContext& ctx, const ModelConfig& cfg, const 
     mtp_logits(ctx, cfg, w, picked, logits_d);
   }
   logits->resize(static_cast<size_t>(R * m.vocab));
-  DSV4_CUDA_CHECK(cudaMemcpyAsync(logits->data(), m.d_logits, logits->size() * sizeof(float), cudaMemcpyDeviceToHost,
-                                  stream));
+  DSV4_CUDA_CHECK(
+      cudaMemcpyAsync(logits->data(), m.d_logits, logits->size() * sizeof(float), cudaMemcpyDeviceToHost, stream));
   m.h_residual.resize(out.nbytes());
-  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.h_residual.data(), m.d_residual, m.h_residual.size(), cudaMemcpyDeviceToHost,
-                                  stream));
+  DSV4_CUDA_CHECK(
+      cudaMemcpyAsync(m.h_residual.data(), m.d_residual, m.h_residual.size(), cudaMemcpyDeviceToHost, stream));
   DSV4_CUDA_CHECK(cudaStreamSynchronize(stream));  // also keeps h_hidden alive until its copy is done
   hidden_out->resize(static_cast<size_t>(out.numel()));
   convert_to_f32(m.act, m.h_residual.data(), hidden_out->data(), hidden_out->size());

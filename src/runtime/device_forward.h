@@ -24,8 +24,8 @@ class DeviceForward {
 
   // One target forward: logits [R, V] (and, if residual != nullptr, the residual [T, n*H] as f32) on the host.
   // ctx.scratch must have been reset by the caller.
-  void forward(ExecContext& ctx, const ModelConfig& cfg, const ModelWeights& w, ModelState& state,
-               BatchBuilder& batch, std::vector<float>* logits, std::vector<float>* residual);
+  void forward(ExecContext& ctx, const ModelConfig& cfg, const ModelWeights& w, ModelState& state, BatchBuilder& batch,
+               std::vector<float>* logits, std::vector<float>* residual);
 
   // One MTP drafter forward (model/mtp.h): `hidden` [T, n*H] host residual rows in, draft logits [R, V] and
   // the new residual [T, n*H] out (host, f32).

@@ -46,7 +46,8 @@ Engine::Engine(const std::string& model_dir, const EngineOptions& options) : opt
   scratch_ = Arena("activations", forward_scratch_bytes(cfg_, opt_.max_batch_tokens, rows), opt_.device);
   ctx_.device = opt_.device;
   ctx_.scratch = &scratch_;
-  if (opt_.device == Device::kCUDA) device_ = std::make_unique<DeviceForward>(cfg_, *state_, opt_.max_batch_tokens, rows, ctx_);
+  if (opt_.device == Device::kCUDA)
+    device_ = std::make_unique<DeviceForward>(cfg_, *state_, opt_.max_batch_tokens, rows, ctx_);
   load_seconds_ = seconds_since(t0);
 }
 

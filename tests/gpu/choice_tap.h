@@ -23,10 +23,10 @@ class RecordingTap : public ops::ChoiceTap {
  public:
   struct Call {
     bool route = false;
-    int64_t T = 0, width = 0;                  // tokens, choices per token (k or topk)
-    std::vector<int32_t> choice;               // [T, width]
-    std::vector<float> weights;                // routing weights [T, k]
-    std::vector<std::vector<double>> scores;   // per token: selection value of every candidate
+    int64_t T = 0, width = 0;                 // tokens, choices per token (k or topk)
+    std::vector<int32_t> choice;              // [T, width]
+    std::vector<float> weights;               // routing weights [T, k]
+    std::vector<std::vector<double>> scores;  // per token: selection value of every candidate
   };
 
   void after_moe_route(ExecContext&, Tensor weights, Tensor indices, Tensor logits, Tensor bias,
@@ -154,7 +154,8 @@ class FollowingTap : public ops::ChoiceTap {
       flips.push_back({i, route, t, gap});
       if (force_) {
         std::copy(r.choice.begin() + t * r.width, r.choice.begin() + (t + 1) * r.width, got.begin() + t * r.width);
-        if (route) std::copy(r.weights.begin() + t * r.width, r.weights.begin() + (t + 1) * r.width, w.begin() + t * r.width);
+        if (route)
+          std::copy(r.weights.begin() + t * r.width, r.weights.begin() + (t + 1) * r.width, w.begin() + t * r.width);
         changed = true;
       }
     }

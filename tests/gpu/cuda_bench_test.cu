@@ -6,9 +6,9 @@
 
 #include <algorithm>
 #include <array>
-#include <map>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <random>
 
 #include "cuda_test_util.h"
@@ -159,7 +159,8 @@ TEST(CudaBench, ForwardThroughput) {
     step();
     DSV4_CUDA_CHECK(cudaStreamEndCapture(env.stream(), &graph));
     DSV4_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-    const float replay = timer.median_ms(env.stream(), 21, [&] { DSV4_CUDA_CHECK(cudaGraphLaunch(exec, env.stream())); });
+    const float replay =
+        timer.median_ms(env.stream(), 21, [&] { DSV4_CUDA_CHECK(cudaGraphLaunch(exec, env.stream())); });
     size_t nodes = 0;
     DSV4_CUDA_CHECK(cudaGraphGetNodes(graph, nullptr, &nodes));
     cudaGraphExecDestroy(exec);

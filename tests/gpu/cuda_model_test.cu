@@ -74,7 +74,8 @@ struct DeviceBatch {
     auto up = [](const Tensor& t) {
       return test::upload_i32(std::vector<int32_t>(t.ptr<int32_t>(), t.ptr<int32_t>() + t.numel()), {t.numel()});
     };
-    ids = up(h.ids), pos = up(h.pos), slot = up(h.slot), start = up(h.start), end = up(h.end), rows = up(b.logit_rows());
+    ids = up(h.ids), pos = up(h.pos), slot = up(h.slot), start = up(h.start), end = up(h.end),
+    rows = up(b.logit_rows());
     meta = {ids.t, pos.t, slot.t, start.t, end.t, h.num_tokens};
     logit_rows = rows.t;
   }
@@ -83,8 +84,7 @@ struct DeviceBatch {
 // The model on one device with its own state and scratch; forwards a host batch, returns [R, V] logits.
 class Model {
  public:
-  Model(const Fixture& f, const ModelWeights& w, Device device, int64_t max_seqs = 3,
-        DType precision = DType::BF16)
+  Model(const Fixture& f, const ModelWeights& w, Device device, int64_t max_seqs = 3, DType precision = DType::BF16)
       : f_(f), w_(w), device_(device), state_(f.cfg, options(max_seqs, precision), device, false) {
     const size_t scratch = forward_scratch_bytes(f.cfg, 256, 256);
     if (device == Device::kCUDA) {
@@ -237,8 +237,8 @@ void check_schedule(const Fixture& f, const ModelWeights& cpu_w, const std::stri
     ASSERT_TRUE(test::all_written(got, &where)) << what << ": logits not written: " << where;
     ASSERT_FALSE(follow.mismatched_calls) << what << ": the CUDA run made other routing/indexer calls than the CPU";
     const double err = test::max_rel_error(got.data(), want.data(), want.size());
-    const std::string tag = str_cat(what, " [", precision_name(run.precision), run.force ? ", CPU choices forced" : "",
-                                    "]");
+    const std::string tag =
+        str_cat(what, " [", precision_name(run.precision), run.force ? ", CPU choices forced" : "", "]");
     std::printf("%s: max rel logit error %.3g; %s\n", tag.c_str(), err, follow.summary().c_str());
     if (run.precision == DType::F32) {
       EXPECT_LE(err, kF32Tolerance) << tag;
@@ -451,8 +451,8 @@ TEST_P(CudaModelParity, GreedyTokensMatchCpuEngine) {
               << GetParam() << " prompt " << i << why << " is neither a logit near-tie nor after a flipped choice";
         }
       }
-      std::printf("%s prompt %zu [%s]: %zu of 32 greedy tokens identical to the CPU engine%s; %s\n",
-                  GetParam().c_str(), i, precision_name(p), same, why.c_str(), follow.summary().c_str());
+      std::printf("%s prompt %zu [%s]: %zu of 32 greedy tokens identical to the CPU engine%s; %s\n", GetParam().c_str(),
+                  i, precision_name(p), same, why.c_str(), follow.summary().c_str());
       if (p == DType::F32) {
         EXPECT_EQ(same, 32u) << GetParam() << " prompt " << i << why;
         EXPECT_TRUE(follow.flips.empty()) << follow.summary();

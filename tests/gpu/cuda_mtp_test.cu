@@ -112,8 +112,8 @@ TEST(CudaMtp, GreedySpeculativeEqualsPlainDecoding) {
       Engine gpu(dir, o);
       go.spec_tokens = 0;
       const GenerateResult plain = gpu.generate(prompts, go);
-      std::printf("seed %llu [%s]: plain greedy %s the CPU's", static_cast<unsigned long long>(seed),
-                  precision_name(p), plain.tokens == cpu_plain.tokens ? "equals" : "DIFFERS FROM");
+      std::printf("seed %llu [%s]: plain greedy %s the CPU's", static_cast<unsigned long long>(seed), precision_name(p),
+                  plain.tokens == cpu_plain.tokens ? "equals" : "DIFFERS FROM");
       if (p == DType::F32) EXPECT_EQ(plain.tokens, cpu_plain.tokens) << "seed " << seed;
       for (int64_t k : {1, 2, 3}) {
         go.spec_tokens = k;

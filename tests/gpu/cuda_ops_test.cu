@@ -33,7 +33,7 @@ test::DeviceEnv& env() {
 ExecContext cpu_ctx() { return ExecContext{}; }
 
 std::mt19937 rng_for(const char* test, int variant = 0) {
-  std::seed_seq seq{static_cast<int>(std::hash<std::string>{}(test) & 0x7fffffff), variant};
+  std::seed_seq seq{static_cast<int>(std::hash<std::string>{}(test)&0x7fffffff), variant};
   return std::mt19937(seq);
 }
 
@@ -48,8 +48,8 @@ void check_linear(int64_t T, int64_t K, int64_t N, DType in_dtype, DType out_dty
   ops::linear(cpu, test::host_view(ref, {T, N}), test::host_view(x, {T, K}), test::host_view(w, {N, K}));
   DevTensor dx = upload(x, in_dtype, {T, K}), dw = upload(w, in_dtype, {N, K}), dout(out_dtype, {T, N});
   const double tol = out_dtype == DType::BF16 ? 1e-2 : 1e-4;
-  const std::string name = str_cat("linear T=", T, " K=", K, " N=", N, " ", dtype_name(in_dtype), "->",
-                                   dtype_name(out_dtype));
+  const std::string name =
+      str_cat("linear T=", T, " K=", K, " N=", N, " ", dtype_name(in_dtype), "->", dtype_name(out_dtype));
   poison(dout.t);
   ops::linear(env().ctx, dout.t, dx.t, dw.t);
   env().sync();
@@ -96,7 +96,8 @@ TEST(CudaOps, GroupedLinear) {
     poison(dout.t);
     ops::grouped_linear(env().ctx, dout.t, dx.t, dw.t, c.G);
     env().sync();
-    DSV4_EXPECT_CLOSE(download(dout.t), ref, 1e-2, str_cat("grouped_linear T=", c.T, " G=", c.G, " K=", c.K, " N=", c.N));
+    DSV4_EXPECT_CLOSE(download(dout.t), ref, 1e-2,
+                      str_cat("grouped_linear T=", c.T, " G=", c.G, " K=", c.K, " N=", c.N));
   }
 }
 
@@ -124,8 +125,9 @@ TEST(CudaOps, RmsNorm) {
     if (!c.in_place) poison(out);
     ops::rms_norm(env().ctx, out, dx.t, c.weight ? dw.t : Tensor(), 1e-6f);
     env().sync();
-    DSV4_EXPECT_CLOSE(download(out), ref, c.dtype == DType::BF16 ? 1e-2 : 1e-5,
-                      str_cat("rms_norm ", c.rows, "x", c.dim, c.weight ? " weighted" : "", c.in_place ? " in place" : ""));
+    DSV4_EXPECT_CLOSE(
+        download(out), ref, c.dtype == DType::BF16 ? 1e-2 : 1e-5,
+        str_cat("rms_norm ", c.rows, "x", c.dim, c.weight ? " weighted" : "", c.in_place ? " in place" : ""));
   }
 }
 
@@ -174,7 +176,8 @@ TEST(CudaOps, AddAndSwiglu) {
   int v = 0;
   for (int64_t n : {int64_t{1}, int64_t{333}, int64_t{70000}}) {
     auto rng = rng_for("add_swiglu", v++);
-    std::vector<float> a = test::round_bf16(random_vec(rng, n, -12, 12)), b = test::round_bf16(random_vec(rng, n, -12, 12));
+    std::vector<float> a = test::round_bf16(random_vec(rng, n, -12, 12)),
+                       b = test::round_bf16(random_vec(rng, n, -12, 12));
     std::vector<float> sum(n), act(n);
     ExecContext cpu = cpu_ctx();
     ops::add(cpu, test::host_view(sum, {n}), test::host_view(a, {n}), test::host_view(b, {n}));
@@ -249,9 +252,9 @@ TEST(CudaOps, Rope) {
       RopeTable gpu_table{dinv.t, 1.0f, c.rope_dim};
       ops::rope(env().ctx, dx.t, dpos.t, gpu_table, inverse);
       env().sync();
-      DSV4_EXPECT_CLOSE(download(dx.t), ref, c.dtype == DType::BF16 ? 1e-2 : 1e-5,
-                        str_cat("rope T=", c.T, " heads=", c.heads, " dim=", c.dim, " R=", c.rope_dim,
-                                inverse ? " inverse" : ""));
+      DSV4_EXPECT_CLOSE(
+          download(dx.t), ref, c.dtype == DType::BF16 ? 1e-2 : 1e-5,
+          str_cat("rope T=", c.T, " heads=", c.heads, " dim=", c.dim, " R=", c.rope_dim, inverse ? " inverse" : ""));
     }
   }
 }
@@ -456,8 +459,8 @@ void check_selection(const std::vector<int32_t>& got, const std::vector<int32_t>
                   w < static_cast<int32_t>(scores[t].size()))
           << what << ": token " << t << " rank " << k << ": got " << g << ", want " << w;
       const double gap = std::fabs(scores[t][g] - scores[t][w]);
-      EXPECT_LE(gap, 1e-4 * top) << what << ": token " << t << " rank " << k << " selects " << g << " instead of "
-                                 << w << " (score gap " << gap << " of " << top << ")";
+      EXPECT_LE(gap, 1e-4 * top) << what << ": token " << t << " rank " << k << " selects " << g << " instead of " << w
+                                 << " (score gap " << gap << " of " << top << ")";
       ++near_ties;
     }
   }
@@ -509,8 +512,7 @@ TEST(CudaOps, IndexerTopk) {
     }
     const std::vector<int32_t> got = test::download_i32(dout.t);
     for (int32_t s : got) ASSERT_NE(s, 0x7b7b7b7b) << "indexer_topk left an output unwritten";
-    check_selection(got, ref, scores, c.topk,
-                    str_cat("indexer_topk heads=", c.heads, " Di=", c.Di, " topk=", c.topk));
+    check_selection(got, ref, scores, c.topk, str_cat("indexer_topk heads=", c.heads, " Di=", c.Di, " topk=", c.topk));
   }
 }
 
@@ -523,10 +525,10 @@ TEST(CudaOps, Attention) {
     AttnKind kind;
   };
   int v = 0;
-  for (const Case c : {Case{32, 4, 8, AttnKind::kSliding}, Case{32, 4, 8, AttnKind::kHca}, Case{32, 4, 8, AttnKind::kCsa},
-                       Case{64, 3, 16, AttnKind::kCsa}, Case{40, 2, 8, AttnKind::kHca},
-                       Case{512, 16, 16, AttnKind::kCsa}, Case{512, 10, 8, AttnKind::kHca},
-                       Case{256, 1, 8, AttnKind::kSliding}}) {
+  for (const Case c :
+       {Case{32, 4, 8, AttnKind::kSliding}, Case{32, 4, 8, AttnKind::kHca}, Case{32, 4, 8, AttnKind::kCsa},
+        Case{64, 3, 16, AttnKind::kCsa}, Case{40, 2, 8, AttnKind::kHca}, Case{512, 16, 16, AttnKind::kCsa},
+        Case{512, 10, 8, AttnKind::kHca}, Case{256, 1, 8, AttnKind::kSliding}}) {
     auto rng = rng_for("attention", v++);
     const int64_t slots = 3, ahead = 3, ring = c.window + ahead, max_seq_len = 64, topk = 5;
     const int64_t rate = c.kind == AttnKind::kCsa ? 4 : 8, max_entries = max_seq_len / rate;
@@ -620,8 +622,7 @@ TEST(CudaOps, MoeRoute) {
     DevTensor dw(DType::F32, {c.T, c.k}), didx(DType::I32, {c.T, c.k});
     poison(dw.t);
     poison(didx.t);
-    ops::moe_route(env().ctx, dw.t, didx.t, dl.t, c.bias ? db.t : Tensor(), c.hash ? dtable.t : Tensor(), dids.t,
-                   cfg);
+    ops::moe_route(env().ctx, dw.t, didx.t, dl.t, c.bias ? db.t : Tensor(), c.hash ? dtable.t : Tensor(), dids.t, cfg);
     env().sync();
     const std::string tag = str_cat("moe_route T=", c.T, " E=", c.E, " k=", c.k, " ", scoring_func_name(c.scoring),
                                     c.hash ? " hash" : "", c.bias ? " bias" : "");
@@ -633,7 +634,7 @@ TEST(CudaOps, MoeRoute) {
       for (int64_t e = 0; e < c.E; ++e) sum += std::exp(logits[t * c.E + e] - mx);
       for (int64_t e = 0; e < c.E; ++e) {
         const double l = logits[t * c.E + e];
-        double s = c.scoring == ScoringFunc::kSigmoid ? 1 / (1 + std::exp(-l))
+        double s = c.scoring == ScoringFunc::kSigmoid   ? 1 / (1 + std::exp(-l))
                    : c.scoring == ScoringFunc::kSoftmax ? std::exp(l - mx) / sum
                                                         : std::sqrt(std::log1p(std::exp(l)));
         sel[t].push_back(s + (c.bias ? bias[e] : 0.0));
@@ -657,7 +658,8 @@ TEST(CudaOps, MoeExperts) {
                        Case{7, 37, 19, 6, 2, 1.5f, false}, Case{70, 96, 48, 6, 3, 10.0f, false},
                        Case{200, 64, 32, 4, 2, 1.0f, true}, Case{33, 256, 128, 16, 4, 10.0f, false}}) {
     auto rng = rng_for("moe_experts", v++);
-    const float sx = 2.0f, sw1 = 2.0f / std::sqrt(static_cast<float>(c.H)), sw2 = 2.0f / std::sqrt(static_cast<float>(c.I));
+    const float sx = 2.0f, sw1 = 2.0f / std::sqrt(static_cast<float>(c.H)),
+                sw2 = 2.0f / std::sqrt(static_cast<float>(c.I));
     std::vector<float> x = test::round_bf16(random_vec(rng, c.T * c.H, -sx, sx));
     std::vector<float> w1 = test::round_bf16(random_vec(rng, c.E * c.I * c.H, -sw1, sw1));
     std::vector<float> w3 = test::round_bf16(random_vec(rng, c.E * c.I * c.H, -sw1, sw1));

@@ -67,7 +67,8 @@ inline DevTensor upload(const std::vector<float>& host, DType dtype, const std::
   EXPECT_EQ(static_cast<int64_t>(host.size()), d.t.numel());
   std::vector<char> staging(d.t.nbytes());
   if (dtype == DType::I32) {
-    for (size_t i = 0; i < host.size(); ++i) reinterpret_cast<int32_t*>(staging.data())[i] = static_cast<int32_t>(host[i]);
+    for (size_t i = 0; i < host.size(); ++i)
+      reinterpret_cast<int32_t*>(staging.data())[i] = static_cast<int32_t>(host[i]);
   } else {
     convert_from_f32(host.data(), dtype, staging.data(), host.size());
   }
@@ -147,14 +148,14 @@ inline double rel_error(const std::vector<float>& a, const std::vector<float>& b
   return ref > 0 ? diff / ref : diff;
 }
 
-#define DSV4_EXPECT_CLOSE(got, want, tol, what)                                             \
-  do {                                                                                     \
-    std::string where_;                                                                    \
+#define DSV4_EXPECT_CLOSE(got, want, tol, what)                                               \
+  do {                                                                                        \
+    std::string where_;                                                                       \
     ASSERT_TRUE(::dsv4::test::all_written(got, &where_)) << what << ": unwritten " << where_; \
-    ASSERT_EQ((got).size(), (want).size()) << what;                                        \
-    const double err_ = ::dsv4::test::rel_error(got, want);                                \
-    std::printf("  %-50s rel err %.3g\n", std::string(what).c_str(), err_);                \
-    EXPECT_LE(err_, tol) << what;                                                          \
+    ASSERT_EQ((got).size(), (want).size()) << what;                                           \
+    const double err_ = ::dsv4::test::rel_error(got, want);                                   \
+    std::printf("  %-50s rel err %.3g\n", std::string(what).c_str(), err_);                   \
+    EXPECT_LE(err_, tol) << what;                                                             \
   } while (0)
 
 // The BatchMeta of a batch described by chunks, on the host and on the device.
@@ -194,8 +195,8 @@ struct TestBatch {
   int64_t size() const { return static_cast<int64_t>(ids.size()); }
   BatchMeta host() {
     const int64_t T = size();
-    return {host_view_i32(ids, {T}), host_view_i32(pos, {T}), host_view_i32(slot, {T}), host_view_i32(start, {T}),
-            host_view_i32(end, {T}), T};
+    return {host_view_i32(ids, {T}),   host_view_i32(pos, {T}), host_view_i32(slot, {T}),
+            host_view_i32(start, {T}), host_view_i32(end, {T}), T};
   }
   BatchMeta device() const { return {d_ids.t, d_pos.t, d_slot.t, d_start.t, d_end.t, size()}; }
 };

@@ -61,9 +61,8 @@ __device__ __forceinline__ void load_row(const T* row, int lane, int64_t D, floa
 
 template <int EPL, bool VEC, typename T>
 __global__ void __launch_bounds__(kMaxWarps * 32)
-    attention_kernel(T* __restrict__ out, const T* __restrict__ q, const T* __restrict__ kv,
-                     const T* __restrict__ ring, const T* __restrict__ entries, const float* __restrict__ sinks,
-                     AttnArgs a) {
+    attention_kernel(T* __restrict__ out, const T* __restrict__ q, const T* __restrict__ kv, const T* __restrict__ ring,
+                     const T* __restrict__ entries, const float* __restrict__ sinks, AttnArgs a) {
   pdl_wait();
   const int lane = threadIdx.x & 31;
   const int64_t t = blockIdx.x, h = static_cast<int64_t>(blockIdx.y) * (blockDim.x / 32) + (threadIdx.x >> 5);
@@ -85,7 +84,8 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
   for (int k = 0; k < EPL; ++k) acc[k] = 0.0f;
   const int64_t n_win = min(static_cast<int64_t>(pos) + 1, a.window);
   int64_t n_comp = 0;
-  if (a.rate > 0) n_comp = a.selected != nullptr ? a.topk : min(static_cast<int64_t>((pos + 1) / a.rate), a.max_entries);
+  if (a.rate > 0)
+    n_comp = a.selected != nullptr ? a.topk : min(static_cast<int64_t>((pos + 1) / a.rate), a.max_entries);
   const int64_t n = n_win + n_comp;
   const T* E = entries != nullptr ? entries + static_cast<int64_t>(slot) * a.max_entries * D : nullptr;
   // Key i: window positions pos-n_win+1 .. pos, then compressed entries (null = an unused selection slot).

@@ -1,6 +1,5 @@
 // cuBLASLt dense GEMMs (bf16/f32 in, bf16/f32 out, fp32 accumulation) and the fallback tiled kernel.
 #include "backend/cuda/blas.h"
-
 #include "backend/cuda/common.cuh"
 #include "dsv4/core/log.h"
 
@@ -16,9 +15,12 @@ void check_lt(cublasStatus_t s, const char* what) {
 
 cudaDataType_t cuda_type(DType t) {
   switch (t) {
-    case DType::F32: return CUDA_R_32F;
-    case DType::BF16: return CUDA_R_16BF;
-    default: fail(StatusCode::kInvalidArgument, "gemm: unsupported dtype ", dtype_name(t));
+    case DType::F32:
+      return CUDA_R_32F;
+    case DType::BF16:
+      return CUDA_R_16BF;
+    default:
+      fail(StatusCode::kInvalidArgument, "gemm: unsupported dtype ", dtype_name(t));
   }
 }
 
@@ -52,8 +54,8 @@ constexpr int kTile = 32;
 
 template <typename TX, typename TW, typename TO>
 __global__ void gemm_fallback_kernel(const TX* __restrict__ x, const TW* __restrict__ w, TO* __restrict__ out,
-                                     int64_t M, int64_t N, int64_t K, int64_t ldx, int64_t ldw, int64_t ldo,
-                                     int64_t sx, int64_t sw, int64_t so) {
+                                     int64_t M, int64_t N, int64_t K, int64_t ldx, int64_t ldw, int64_t ldo, int64_t sx,
+                                     int64_t sw, int64_t so) {
   pdl_wait();
   __shared__ float xs[kTile][kTile + 1];
   __shared__ float ws[kTile][kTile + 1];
@@ -167,8 +169,7 @@ BlasHandle::Plan& BlasHandle::plan_for(const GemmArgs& g) {
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_o, sizeof(al_o));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  const cublasStatus_t hs =
-      cublasLtMatmulAlgoGetHeuristic(lt, p.desc, p.a, p.b, p.d, p.d, pref, 1, &result, &found);
+  const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(lt, p.desc, p.a, p.b, p.d, p.d, pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (hs == CUBLAS_STATUS_SUCCESS && found > 0) {
     p.algo = result.algo;

@@ -72,17 +72,18 @@ inline void check_launch(const Status& s, const char* kernel) {
   if (!s.is_ok()) throw Error(s.code(), str_cat(kernel, ": ", s.message()));
 }
 
-inline unsigned blocks_for(int64_t work, int threads) {
-  return static_cast<unsigned>((work + threads - 1) / threads);
-}
+inline unsigned blocks_for(int64_t work, int threads) { return static_cast<unsigned>((work + threads - 1) / threads); }
 
 // Calls f(float{}) or f(bf16{}) for a floating tensor dtype (the element type as a tag value).
 template <typename F>
 decltype(auto) dispatch_float(DType t, const char* what, F&& f) {
   switch (t) {
-    case DType::F32: return f(float{});
-    case DType::BF16: return f(bf16{});
-    default: fail(StatusCode::kInvalidArgument, what, ": unsupported dtype ", dtype_name(t), " on CUDA");
+    case DType::F32:
+      return f(float{});
+    case DType::BF16:
+      return f(bf16{});
+    default:
+      fail(StatusCode::kInvalidArgument, what, ": unsupported dtype ", dtype_name(t), " on CUDA");
   }
 }
 

@@ -93,8 +93,8 @@ __global__ void compressor_emit_kernel(TE* __restrict__ entries, const float* __
 // Stores batch row t into the ring of its slot at position % ring, if it is among the sequence's last
 // `ring` positions of this forward (so two rows of one sequence never share a ring entry).
 template <typename TD, typename TS>
-__global__ void ring_store_kernel(TD* __restrict__ ring, const TS* __restrict__ rows, MetaPtrs meta,
-                                  int64_t ring_size, int64_t width) {
+__global__ void ring_store_kernel(TD* __restrict__ ring, const TS* __restrict__ rows, MetaPtrs meta, int64_t ring_size,
+                                  int64_t width) {
   pdl_wait();
   const int64_t t = blockIdx.y;
   const int32_t pos = meta.pos[t], slot = meta.slot[t], end = meta.end[t];
@@ -130,8 +130,10 @@ void compressor_emit(ExecContext& ctx, CompressorState& st, Tensor kv, Tensor ga
   const int64_t T = meta.num_tokens, D = st.dim;
   if (T == 0) return;
   for (const Tensor* t : {&kv, &gate, &st.raw_kv, &st.raw_gate, &ape, &norm_w}) {
-    DSV4_CHECK_ARG(t->dtype() == DType::F32, "compressor_emit on CUDA: kv, gate, the raw rings, ape and norm must be "
-                                             "F32, got ", t->describe());
+    DSV4_CHECK_ARG(t->dtype() == DType::F32,
+                   "compressor_emit on CUDA: kv, gate, the raw rings, ape and norm must be "
+                   "F32, got ",
+                   t->describe());
   }
   DSV4_CHECK_ARG(rope.rope_dim <= D && rope.rope_dim % 2 == 0, "compressor_emit: rope_dim ", rope.rope_dim,
                  " vs entry dim ", D);
@@ -141,9 +143,8 @@ void compressor_emit(ExecContext& ctx, CompressorState& st, Tensor kv, Tensor ga
     check_launch(launch_kernel(compressor_emit_kernel<TE>, dim3(static_cast<unsigned>(T)), dim3(threads),
                                D * sizeof(float), stream_of(ctx), st.entries.ptr<TE>(), kv.ptr<float>(),
                                gate.ptr<float>(), st.raw_kv.ptr<float>(), st.raw_gate.ptr<float>(), ape.ptr<float>(),
-                               norm_w.ptr<float>(), rope.inv_freq.ptr<float>(), meta_ptrs(meta), st.rate, D,
-                               st.overlap, st.raw_kv.size(1), st.entries.size(1), rope.rope_dim,
-                               rope.attention_factor, eps),
+                               norm_w.ptr<float>(), rope.inv_freq.ptr<float>(), meta_ptrs(meta), st.rate, D, st.overlap,
+                               st.raw_kv.size(1), st.entries.size(1), rope.rope_dim, rope.attention_factor, eps),
                  "compressor_emit");
   });
 }

@@ -219,9 +219,9 @@ void add(ExecContext& ctx, Tensor out, Tensor a, Tensor b) {
 
 void copy(ExecContext& ctx, Tensor out, Tensor x) {
   if (x.nbytes() == 0) return;
-  throw_if_error(cuda_status(cudaMemcpyAsync(out.data(), x.data(), x.nbytes(), cudaMemcpyDeviceToDevice,
-                                             stream_of(ctx)),
-                             "copy: cudaMemcpyAsync"));
+  throw_if_error(
+      cuda_status(cudaMemcpyAsync(out.data(), x.data(), x.nbytes(), cudaMemcpyDeviceToDevice, stream_of(ctx)),
+                  "copy: cudaMemcpyAsync"));
 }
 
 void convert(ExecContext& ctx, Tensor out, Tensor x) {
@@ -267,8 +267,8 @@ void swiglu(ExecContext& ctx, Tensor out, Tensor gate, Tensor up, float limit) {
         using TO = decltype(o);
         using TG = decltype(g);
         using TU = decltype(u);
-        check_launch(launch_kernel(swiglu_kernel<TO, TG, TU>, dim3(flat_blocks(n)), dim3(kThreads), 0,
-                                   stream_of(ctx), out.ptr<TO>(), gate.ptr<TG>(), up.ptr<TU>(), n, limit),
+        check_launch(launch_kernel(swiglu_kernel<TO, TG, TU>, dim3(flat_blocks(n)), dim3(kThreads), 0, stream_of(ctx),
+                                   out.ptr<TO>(), gate.ptr<TG>(), up.ptr<TU>(), n, limit),
                      "swiglu");
       });
     });

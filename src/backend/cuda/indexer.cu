@@ -21,11 +21,11 @@ __global__ void __launch_bounds__(kThreads)
                         int64_t max_entries, int64_t topk, float softmax_scale) {
   pdl_wait();
   extern __shared__ float smem[];
-  const int64_t qs = Di + 1;                // padded query row: lanes read different heads without conflicts
-  float* qsh = smem;                        // [heads, Di + 1]
-  float* wsh = qsh + heads * qs;            // [heads]
-  float* ksh = wsh + heads;                 // [kWarps, Di]: each warp's current key
-  float* score = ksh + kWarps * Di;         // [max_entries]
+  const int64_t qs = Di + 1;         // padded query row: lanes read different heads without conflicts
+  float* qsh = smem;                 // [heads, Di + 1]
+  float* wsh = qsh + heads * qs;     // [heads]
+  float* ksh = wsh + heads;          // [kWarps, Di]: each warp's current key
+  float* score = ksh + kWarps * Di;  // [max_entries]
   const int64_t t = blockIdx.x;
   const int32_t pos = pos_of[t], slot = slot_of[t];
   int32_t* sel = out + t * topk;
@@ -79,8 +79,8 @@ int max_shared_optin() {
 
 }  // namespace
 
-void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const CompressorState& keys,
-                  const BatchMeta& meta, float softmax_scale) {
+void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const CompressorState& keys, const BatchMeta& meta,
+                  float softmax_scale) {
   const int64_t T = meta.num_tokens, heads = q.size(1), Di = q.size(2), topk = out.size(1);
   const int64_t max_entries = keys.entries.size(1);
   if (T == 0) return;
@@ -91,10 +91,10 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
   dispatch_float(keys.entries.dtype(), "indexer keys", [&](auto k) {
     using TK = decltype(k);
     if (shared > 48 * 1024) {
-      throw_if_error(cuda_status(cudaFuncSetAttribute(indexer_topk_kernel<TK>,
-                                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                      static_cast<int>(shared)),
-                                 "cudaFuncSetAttribute(indexer_topk)"));
+      throw_if_error(
+          cuda_status(cudaFuncSetAttribute(indexer_topk_kernel<TK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(shared)),
+                      "cudaFuncSetAttribute(indexer_topk)"));
     }
     check_launch(launch_kernel(indexer_topk_kernel<TK>, dim3(static_cast<unsigned>(T)), dim3(kThreads), shared,
                                stream_of(ctx), out.ptr<int32_t>(), q.ptr<float>(), w.ptr<float>(),

@@ -16,11 +16,10 @@ __device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(
 // sum of squares and the ROWS dot products with fn; one block reduction gives m = (fn @ x) * rsqrt(mean x²).
 // HEAD: hc_head (ROWS = N: sigmoid weights only); otherwise hc_pre (ROWS = (2+N)N: pre, post, Sinkhorn comb).
 template <int N, bool HEAD, typename TO, typename TI>
-__global__ void __launch_bounds__(kThreads) hc_mix_kernel(TO* __restrict__ collapsed, float* __restrict__ post,
-                                                          float* __restrict__ comb, const TI* __restrict__ x,
-                                                          const float* __restrict__ fn, const float* __restrict__ base,
-                                                          const float* __restrict__ scale, int64_t H, float eps,
-                                                          float hc_eps, int sinkhorn_iters) {
+__global__ void __launch_bounds__(kThreads)
+    hc_mix_kernel(TO* __restrict__ collapsed, float* __restrict__ post, float* __restrict__ comb,
+                  const TI* __restrict__ x, const float* __restrict__ fn, const float* __restrict__ base,
+                  const float* __restrict__ scale, int64_t H, float eps, float hc_eps, int sinkhorn_iters) {
   constexpr int ROWS = HEAD ? N : (2 + N) * N;
   pdl_wait();
   __shared__ float partial[kThreads / 32][ROWS + 1];
@@ -130,11 +129,16 @@ __global__ void hc_post_kernel(TO* __restrict__ out, const TY* __restrict__ y, c
 template <typename F>
 void dispatch_streams(int64_t n, F&& f) {
   switch (n) {
-    case 1: return f(std::integral_constant<int, 1>{});
-    case 2: return f(std::integral_constant<int, 2>{});
-    case 3: return f(std::integral_constant<int, 3>{});
-    case 4: return f(std::integral_constant<int, 4>{});
-    default: fail(StatusCode::kUnsupported, "mHC on CUDA supports hc_mult 1..4, got ", n);
+    case 1:
+      return f(std::integral_constant<int, 1>{});
+    case 2:
+      return f(std::integral_constant<int, 2>{});
+    case 3:
+      return f(std::integral_constant<int, 3>{});
+    case 4:
+      return f(std::integral_constant<int, 4>{});
+    default:
+      fail(StatusCode::kUnsupported, "mHC on CUDA supports hc_mult 1..4, got ", n);
   }
 }
 

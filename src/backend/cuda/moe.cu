@@ -93,10 +93,10 @@ __global__ void moe_route_kernel(float* __restrict__ weights, int32_t* __restric
 constexpr int kBM = 64, kBN = 64, kBK = 32, kGemmThreads = 128;
 
 struct Plan {
-  int32_t* row_of;      // [P]: expert-sorted row of pair p = t*k + i
-  int32_t* token_of;    // [P]: token of each expert-sorted row
-  int32_t* tile_info;   // [max_tiles, 3]: expert, first row, end row of the expert's segment
-  int32_t* num_tiles;   // [1]
+  int32_t* row_of;     // [P]: expert-sorted row of pair p = t*k + i
+  int32_t* token_of;   // [P]: token of each expert-sorted row
+  int32_t* tile_info;  // [max_tiles, 3]: expert, first row, end row of the expert's segment
+  int32_t* num_tiles;  // [1]
 };
 
 // One block. Pairs of one expert get consecutive rows; their order inside the expert's segment follows
@@ -169,7 +169,8 @@ __global__ void __launch_bounds__(kGemmThreads)
   pdl_wait();
   const int tile = blockIdx.y;
   if (tile >= *plan.num_tiles) return;
-  const int32_t e = plan.tile_info[3 * tile], row0 = plan.tile_info[3 * tile + 1], row_end = plan.tile_info[3 * tile + 2];
+  const int32_t e = plan.tile_info[3 * tile], row0 = plan.tile_info[3 * tile + 1],
+                row_end = plan.tile_info[3 * tile + 2];
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kBN;
   __shared__ __align__(128) bf16 As[kBM][kBK + 8];
   __shared__ __align__(128) bf16 Bs[kBN][kBK + 8];
@@ -261,7 +262,8 @@ __global__ void __launch_bounds__(256)
   pdl_wait();
   const int tile = blockIdx.y;
   if (tile >= *plan.num_tiles) return;
-  const int32_t e = plan.tile_info[3 * tile], row0 = plan.tile_info[3 * tile + 1], row_end = plan.tile_info[3 * tile + 2];
+  const int32_t e = plan.tile_info[3 * tile], row0 = plan.tile_info[3 * tile + 1],
+                row_end = plan.tile_info[3 * tile + 2];
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kCols;
   __shared__ float xs[kBM][kK + 1];
   __shared__ float ws[kCols][kK + 1];
@@ -320,7 +322,8 @@ __global__ void moe_combine_kernel(TO* __restrict__ out, const float* __restrict
   for (int64_t h = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; h < H;
        h += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float acc = 0;
-    for (int64_t i = 0; i < k; ++i) acc = fmaf(weights[t * k + i], y[static_cast<int64_t>(row_of[t * k + i]) * H + h], acc);
+    for (int64_t i = 0; i < k; ++i)
+      acc = fmaf(weights[t * k + i], y[static_cast<int64_t>(row_of[t * k + i]) * H + h], acc);
     out[t * H + h] = from_float<TO>(acc);
   }
 }
@@ -329,8 +332,8 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 }  // namespace
 
-void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid,
-               Tensor ids, const ModelConfig& cfg) {
+void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
+               const ModelConfig& cfg) {
   RouteArgs a{};
   a.T = logits.size(0);
   a.E = logits.size(1);
@@ -341,8 +344,8 @@ void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, 
   if (a.T == 0) return;
   DSV4_CHECK_ARG(a.k <= a.E, "moe_route: top-", a.k, " of ", a.E, " experts");
   const size_t shared = sizeof(float) * 2 * a.E * kRouteWarps;
-  DSV4_CHECK(shared <= 48 * 1024, kUnsupported, "moe_route on CUDA supports at most ", 48 * 1024 / 32,
-             " experts, got ", a.E);
+  DSV4_CHECK(shared <= 48 * 1024, kUnsupported, "moe_route on CUDA supports at most ", 48 * 1024 / 32, " experts, got ",
+             a.E);
   check_launch(launch_kernel(moe_route_kernel, dim3(blocks_for(a.T, kRouteWarps)), dim3(kRouteWarps * 32), shared,
                              stream_of(ctx), weights.ptr<float>(), indices.ptr<int32_t>(), logits.ptr<float>(),
                              bias.data() != nullptr ? bias.ptr<float>() : nullptr,
@@ -375,20 +378,20 @@ void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor 
   const cudaStream_t s = stream_of(ctx);
   const size_t plan_shared = sizeof(int32_t) * (4 * E + 2);
   DSV4_CHECK(plan_shared <= 48 * 1024, kUnsupported, "moe_experts on CUDA supports at most 3000 experts, got ", E);
-  check_launch(launch_kernel(moe_plan_kernel, dim3(1), dim3(1024), plan_shared, s, plan, indices.ptr<int32_t>(), P, k,
-                             E),
-               "moe_plan");
+  check_launch(
+      launch_kernel(moe_plan_kernel, dim3(1), dim3(1024), plan_shared, s, plan, indices.ptr<int32_t>(), P, k, E),
+      "moe_plan");
   if (tensor_cores) {
     const bool vec1 = H % 8 == 0 && aligned16(x.data()) && aligned16(w1.data()) && aligned16(w3.data());
     const dim3 grid1(blocks_for(I, kBN), static_cast<unsigned>(max_tiles));
     check_launch(launch_kernel(vec1 ? moe_gemm_kernel<true, true, bf16> : moe_gemm_kernel<true, false, bf16>, grid1,
-                               dim3(kGemmThreads), 0, s, act.ptr<bf16>(), x.ptr<bf16>(), w1.ptr<bf16>(),
-                               w3.ptr<bf16>(), plan, I, H, limit),
+                               dim3(kGemmThreads), 0, s, act.ptr<bf16>(), x.ptr<bf16>(), w1.ptr<bf16>(), w3.ptr<bf16>(),
+                               plan, I, H, limit),
                  "moe_gemm (w1/w3 + SwiGLU)");
     const bool vec2 = I % 8 == 0 && aligned16(act.data()) && aligned16(w2.data());
     const dim3 grid2(blocks_for(H, kBN), static_cast<unsigned>(max_tiles));
-    check_launch(launch_kernel(vec2 ? moe_gemm_kernel<false, true, float> : moe_gemm_kernel<false, false, float>,
-                               grid2, dim3(kGemmThreads), 0, s, y.ptr<float>(), act.ptr<bf16>(), w2.ptr<bf16>(),
+    check_launch(launch_kernel(vec2 ? moe_gemm_kernel<false, true, float> : moe_gemm_kernel<false, false, float>, grid2,
+                               dim3(kGemmThreads), 0, s, y.ptr<float>(), act.ptr<bf16>(), w2.ptr<bf16>(),
                                static_cast<const bf16*>(nullptr), plan, H, I, limit),
                  "moe_gemm (w2)");
   } else {
@@ -400,11 +403,11 @@ void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor 
                                    dim3(blocks_for(I, 32), static_cast<unsigned>(max_tiles)), dim3(32, 8), 0, s,
                                    act.ptr<float>(), x.ptr<TA>(), w1.ptr<TW>(), w3.ptr<TW>(), plan, I, H, limit),
                      "moe_gemm_simple (w1/w3 + SwiGLU)");
-        check_launch(launch_kernel(moe_gemm_simple_kernel<false, float, TW, float>,
-                                   dim3(blocks_for(H, 32), static_cast<unsigned>(max_tiles)), dim3(32, 8), 0, s,
-                                   y.ptr<float>(), act.ptr<float>(), w2.ptr<TW>(), static_cast<const TW*>(nullptr),
-                                   plan, H, I, limit),
-                     "moe_gemm_simple (w2)");
+        check_launch(
+            launch_kernel(moe_gemm_simple_kernel<false, float, TW, float>,
+                          dim3(blocks_for(H, 32), static_cast<unsigned>(max_tiles)), dim3(32, 8), 0, s, y.ptr<float>(),
+                          act.ptr<float>(), w2.ptr<TW>(), static_cast<const TW*>(nullptr), plan, H, I, limit),
+            "moe_gemm_simple (w2)");
       });
     });
   }

@@ -38,8 +38,8 @@ void rope(ExecContext& ctx, Tensor x, Tensor pos, const RopeTable& table, bool i
   dispatch_float(x.dtype(), "rope x", [&](auto v) {
     using TX = decltype(v);
     check_launch(launch_kernel(rope_kernel<TX>, dim3(static_cast<unsigned>(T)), dim3(threads), R * sizeof(float),
-                               stream_of(ctx), x.ptr<TX>(), pos.ptr<int32_t>(), table.inv_freq.ptr<float>(), heads,
-                               dim, R, table.attention_factor, inverse),
+                               stream_of(ctx), x.ptr<TX>(), pos.ptr<int32_t>(), table.inv_freq.ptr<float>(), heads, dim,
+                               R, table.attention_factor, inverse),
                  "rope");
   });
 }

@@ -12,8 +12,8 @@ __device__ __forceinline__ bool better(float v, int32_t i, float bv, int32_t bi)
 }
 
 // One block per row.
-__global__ void __launch_bounds__(kThreads) argmax_kernel(int32_t* __restrict__ out, const float* __restrict__ logits,
-                                                          int64_t V) {
+__global__ void __launch_bounds__(kThreads)
+    argmax_kernel(int32_t* __restrict__ out, const float* __restrict__ logits, int64_t V) {
   pdl_wait();
   __shared__ float sv[kThreads / 32];
   __shared__ int32_t si[kThreads / 32];
