@@ -3,6 +3,8 @@
 // configs, to_json() round trips and every error (code + the field named in the message).
 #include "dsv4/io/config.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -650,7 +652,7 @@ TEST(ConfigErrors, MissingFile) {
     EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
   }
   // An error in a file names the file.
-  const std::string dir = testing::TempDir() + "/dsv4_config_test";
+  const std::string dir = testing::TempDir() + str_cat("/dsv4_config_test_", ::getpid());
   std::filesystem::create_directories(dir);
   std::ofstream(dir + "/config.json") << "{\"hidden_act\": \"relu\"}";
   try {
