@@ -1204,5 +1204,132 @@ TEST_F(CpuOps, ValidationNamesTheOp) {
       "attention");  // one sink per head
 }
 
+// Mismatches the kernels would otherwise turn into out-of-bounds reads or writes.
+TEST_F(CpuOps, ValidationCatchesOutOfBoundsShapes) {
+  Vec a(256, 1.0f), b(256, 1.0f), c(256, 1.0f), d(256, 1.0f);
+  IVec ids(64, 0);
+  uint16_t bf[64] = {};
+  ExecContext& x = ctx;
+  const ModelConfig cfg = hc_config(4);
+  // hc_head: base [n], scale [1]; hc_post: post [T, n], comb [T, n, n].
+  expect_invalid(
+      [&] {
+        ops::hc_head(x, f32(c, {1, 2}), f32(d, {1, 4, 2}), f32(a, {4, 8}), f32(b, {2}), f32(b, {1}), cfg);
+      },
+      "hc_head");
+  expect_invalid(
+      [&] {
+        ops::hc_head(x, f32(c, {1, 2}), f32(d, {1, 4, 2}), f32(a, {4, 8}), f32(b, {4}), f32(b, {0}), cfg);
+      },
+      "hc_head");
+  expect_invalid(
+      [&] {
+        ops::hc_post(x, f32(c, {2, 4, 2}), f32(a, {2, 2}), f32(d, {2, 4, 2}), f32(b, {1, 4}), f32(b, {2, 4, 4}));
+      },
+      "hc_post");
+  expect_invalid(
+      [&] {
+        ops::hc_post(x, f32(c, {2, 4, 2}), f32(a, {2, 2}), f32(d, {2, 4, 2}), f32(b, {2, 4}), f32(a, {2, 4, 3}));
+      },
+      "hc_post");
+  // moe_route: bias [E], tid2eid [V, k], weights / indices [T, k].
+  const ModelConfig moe = moe_config(8, 2, ScoringFunc::kSigmoid, true, 1.0);
+  expect_invalid(
+      [&] {
+        ops::moe_route(x, f32(a, {2, 2}), i32(ids, {2, 2}), f32(b, {2, 8}), f32(c, {7}), Tensor(), i32(ids, {2}), moe);
+      },
+      "moe_route");
+  expect_invalid(
+      [&] {
+        ops::moe_route(x, f32(a, {2, 2}), i32(ids, {2, 2}), f32(b, {2, 8}), Tensor(), i32(ids, {10, 3}), i32(ids, {2}),
+                       moe);
+      },
+      "moe_route");
+  expect_invalid(
+      [&] {
+        ops::moe_route(x, f32(a, {1, 2}), i32(ids, {2, 2}), f32(b, {2, 8}), Tensor(), Tensor(), i32(ids, {2}), moe);
+      },
+      "moe_route");
+  expect_invalid(
+      [&] {
+        ops::moe_route(x, f32(a, {2, 2}), i32(ids, {1, 2}), f32(b, {2, 8}), Tensor(), Tensor(), i32(ids, {2}), moe);
+      },
+      "moe_route");
+  // moe_experts: w3 like w1, experts agree, indices / weights [T, k], out like x, float weights.
+  auto experts = [&](std::vector<int64_t> out, std::vector<int64_t> idx, std::vector<int64_t> wts,
+                     std::vector<int64_t> w3) {
+    ops::moe_experts(x, f32(c, out), f32(a, {2, 4}), i32(ids, idx), f32(b, wts), f32(d, {2, 3, 4}), f32(d, {2, 4, 3}),
+                     f32(d, w3), 1.0f);
+  };
+  experts({2, 4}, {2, 1}, {2, 1}, {2, 3, 4});  // valid
+  expect_invalid([&] { experts({2, 4}, {2, 1}, {2, 1}, {2, 2, 4}); }, "moe_experts");
+  expect_invalid([&] { experts({2, 4}, {2, 1}, {2, 1}, {3, 3, 4}); }, "moe_experts");
+  expect_invalid([&] { experts({2, 4}, {1, 1}, {2, 1}, {2, 3, 4}); }, "moe_experts");
+  expect_invalid([&] { experts({2, 4}, {2, 1}, {2, 2}, {2, 3, 4}); }, "moe_experts");
+  expect_invalid([&] { experts({2, 3}, {2, 1}, {2, 1}, {2, 3, 4}); }, "moe_experts");
+  expect_invalid(
+      [&] {
+        ops::moe_experts(x, f32(c, {2, 4}), f32(a, {2, 4}), i32(ids, {2, 1}), f32(b, {2, 1}),
+                         Tensor(bf, DType::BF16, {2, 3, 4}), f32(d, {2, 4, 3}), f32(d, {2, 3, 4}), 1.0f);
+      },
+      "moe_experts");
+
+  // Stateful ops: the batch rows must cover meta.num_tokens.
+  StateHolder st(1, 2, false, 4, 4);
+  BatchBuilder bb;
+  bb.add({0, 0, IVec(2, 0), true});
+  const BatchMeta meta = bb.meta();
+  RopeHolder rope(rope_inv_freq(RopeParams{}, 2), 1.0f);
+  expect_invalid(
+      [&] {
+        ops::compressor_emit(x, st.st, f32(a, {1, 4}), f32(b, {1, 4}), f32(c, {2, 4}), f32(d, {4}), rope.table, meta,
+                             1e-6f);
+      },
+      "compressor_emit");
+  expect_invalid(
+      [&] {
+        ops::compressor_emit(x, st.st, f32(a, {2, 4}), f32(b, {2, 4}), f32(c, {2, 4}), Tensor(bf, DType::BF16, {4}),
+                             rope.table, meta, 1e-6f);
+      },
+      "compressor_emit");
+  expect_invalid([&] { ops::compressor_store(x, st.st, f32(a, {1, 4}), f32(b, {2, 4}), meta); }, "compressor_store");
+  expect_invalid([&] { ops::compressor_store(x, st.st, f32(a, {2, 4}), f32(b, {1, 4}), meta); }, "compressor_store");
+  expect_invalid([&] { ops::kv_ring_store(x, f32(c, {1, 4, 4}), f32(a, {1, 4}), meta); }, "kv_ring_store");
+  expect_invalid(
+      [&] {
+        ops::indexer_topk(x, i32(ids, {2, 2}), f32(a, {1, 2, 4}), f32(b, {2, 2}), st.st, meta, 1.0f);
+      },
+      "indexer_topk");
+  expect_invalid(
+      [&] {
+        ops::indexer_topk(x, i32(ids, {2, 2}), f32(a, {2, 2, 4}), f32(b, {1, 2}), st.st, meta, 1.0f);
+      },
+      "indexer_topk");
+  expect_invalid(
+      [&] {
+        ops::indexer_topk(x, i32(ids, {1, 2}), f32(a, {2, 2, 4}), f32(b, {2, 2}), st.st, meta, 1.0f);
+      },
+      "indexer_topk");
+  expect_invalid(
+      [&] {
+        ops::attention(x, f32(c, {1, 1, 4}), f32(a, {1, 1, 4}), f32(b, {1, 4}), f32(d, {1, 4, 4}), nullptr, Tensor(),
+                       f32(c, {1}), meta, 3, 1.0f);
+      },
+      "attention");
+  expect_invalid(
+      [&] {
+        ops::attention(x, f32(c, {2, 1, 4}), f32(a, {2, 1, 4}), f32(b, {2, 4}), f32(d, {1, 4, 4}), &st.st,
+                       i32(ids, {1, 2}), f32(c, {1}), meta, 3, 1.0f);
+      },
+      "attention");
+  StateHolder wide(1, 2, true, 4, 4);  // entries of another width than the heads
+  expect_invalid(
+      [&] {
+        ops::attention(x, f32(c, {2, 1, 8}), f32(a, {2, 1, 8}), f32(b, {2, 8}), f32(d, {1, 4, 8}), &wide.st, Tensor(),
+                       f32(c, {1}), meta, 3, 1.0f);
+      },
+      "attention");
+}
+
 }  // namespace
 }  // namespace dsv4
