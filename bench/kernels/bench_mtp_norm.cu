@@ -178,6 +178,10 @@ int main(int argc, char** argv) {
     const size_t bytes = size_t{1} << 30;
     DeviceAlloc a(bytes), b(bytes);
     DSV4_CUDA_CHECK(cudaMemset(a.ptr, 1, bytes));
+    // Let the clocks leave their idle state first (the card idles at a few hundred MHz).
+    for (int i = 0; i < 400; ++i)
+      DSV4_CUDA_CHECK(cudaMemcpyAsync(b.ptr, a.ptr, bytes, cudaMemcpyDeviceToDevice, stream));
+    DSV4_CUDA_CHECK(cudaStreamSynchronize(stream));
     const double t = time_graph(
         [&](int, cudaStream_t s) {
           DSV4_CUDA_CHECK(cudaMemcpyAsync(b.ptr, a.ptr, bytes, cudaMemcpyDeviceToDevice, s));
@@ -189,12 +193,18 @@ int main(int argc, char** argv) {
               card.name.c_str(), card.sms, card.l2_bytes / 1e6, copy_bw / 1e9, pdl ? pdl : "off");
 
   json results = json::array();
+  // Launch variants for --sweep: every register-kernel instance (one block per tile, and one resident
+  // wave looping over tiles), the clusters, and every pipelined instance (one resident wave).
   std::vector<MtpNormConfig> variants;
-  for (int vpt : {1, 2, 4, 8}) {
-    for (int rows : {1, 2, 4}) {
-      if (vpt * rows > 8) continue;
-      for (int max_blocks : {-1, -2}) variants.push_back({vpt, rows, max_blocks, false});
-    }
+  using dsv4::cuda::MtpNormKernel;
+  const int reg_shapes[][3] = {{1, 1, 1}, {1, 2, 1}, {1, 4, 1}, {2, 1, 1}, {2, 2, 1}, {2, 4, 1}, {4, 1, 1},
+                               {4, 2, 1}, {8, 1, 1}, {1, 1, 2}, {1, 1, 4}, {2, 1, 2}, {2, 1, 4}};
+  for (const auto& [vpt, rows, cluster] : reg_shapes) {
+    variants.push_back({MtpNormKernel::kRegister, vpt, rows, cluster, 0, -1});
+    if (cluster == 1) variants.push_back({MtpNormKernel::kRegister, vpt, rows, cluster, 0, -2});
+  }
+  for (int vpt : {1, 2, 4}) {
+    for (int stages : {3, 4, 6}) variants.push_back({MtpNormKernel::kPipelined, vpt, 0, 0, stages, -2});
   }
 
   std::printf("\n%6s %6s | %9s %9s %6s | %9s %6s | %9s %9s | %s\n", "H", "T", "hot us", "cold us", "cold%",
@@ -263,8 +273,11 @@ int main(int argc, char** argv) {
           if (!s.is_ok()) continue;  // this variant does not fit this H
           const double t = time_graph(mtp(&cfg, 1), stream, n_mtp);
           sweep_rows.push_back({{"variant", shape.to_string()},
+                                {"kernel", static_cast<int>(cfg.kernel)},
                                 {"vecs_per_thread", cfg.vecs_per_thread},
                                 {"rows_per_block", cfg.rows_per_block},
+                                {"cluster", cfg.cluster},
+                                {"stages", cfg.stages},
                                 {"max_blocks", cfg.max_blocks},
                                 {"us", t * 1e6}});
           if (best == 0.0 || t < best) {

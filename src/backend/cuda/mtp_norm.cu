@@ -3,14 +3,20 @@
 // The work is a list of rows of H elements: first the T "e" rows (inputs_embeds, masked by position,
 // normalised with enorm_w), then the T*hc "h" rows (prev_hidden, normalised with hnorm_w). prev_hidden is
 // [T, hc, H] contiguous, so h row i is simply prev + i*H, and its output is h_out + i*h_out_stride: the two
-// output layouts and the shared-head norm (no e rows) differ only in strides, so one kernel serves all.
+// output layouts and the shared-head norm (no e rows) differ only in strides, so every kernel serves all.
 //
-// The op is memory-bound (read (1+hc)*T*H + 2H, write (1+hc)*T*H elements). The vectorised kernel keeps
-// a whole row in registers (16-byte loads, `vecs_per_thread` per thread), so each element is read once,
-// and a block reuses the weight vectors it holds in registers for every row it processes, where a
-// one-program-per-row kernel re-reads the weights from L2 for every row. Loads of x, positions and weights
-// are all issued before the first use, so a small-T call pays one memory round trip, then one block
-// reduction. Unaligned rows (odd H) or very large H take the scalar two-pass kernel.
+// The op is memory-bound (read (1+hc)*T*H + 2H, write (1+hc)*T*H elements), and each row needs its whole
+// sum of squares before any output, so a row's data must be held on chip between the two. Two regimes:
+//  - small T (a few rows per SM): latency. The register kernel issues every load of a row (activations,
+//    position, weights) before using any, then does one block reduction: one memory round trip. A row
+//    can also be split over a cluster of blocks (partial sums exchanged through distributed shared
+//    memory) so that no single SM streams a whole row.
+//  - large T: bandwidth, which needs many bytes in flight per SM. Holding rows in registers caps that at
+//    a few rows per SM, so the pipelined kernel streams rows through a shared-memory ring with cp.async
+//    (each thread copies, then reads back, only its own 16-byte slots: no barrier guards the ring), with
+//    `stages - 1` rows in flight per block while it normalises the current one, and keeps the weights
+//    in registers for every row it processes.
+// Rows that are not 16-byte aligned (odd H) take a scalar two-pass kernel.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -19,6 +25,8 @@
 #include <cmath>
 #include <map>
 #include <mutex>
+#include <set>
+#include <tuple>
 #include <utility>
 
 #include "backend/cuda/launch.h"
@@ -27,25 +35,27 @@
 namespace dsv4::cuda {
 namespace {
 
-// Everything a kernel needs, in bytes so that one kernel serves every dtype-independent layout.
+// Everything a kernel needs, in bytes so that one kernel serves every layout.
 struct MtpNormRows {
   const char* e_in;          // e rows: inputs_embeds [num_e_rows, H]
-  const int64_t* positions;  // [num_e_rows]; row t is zeroed when positions[t] == 0
-  const char* h_in;          // h rows: [num_rows - num_e_rows, H]
+  const int64_t* positions;  // [num_e_rows]; e row t is zeroed when positions[t] == 0
+  const char* h_in;          // h rows: [num_h_rows, H]
   const char* e_weight;
   const char* h_weight;
   char* e_out;
   char* h_out;
   int64_t num_e_rows;
-  int64_t num_rows;
-  int64_t num_tiles;      // ceil(num_rows / rows_per_block) (vector kernel)
+  int64_t num_h_rows;
+  int64_t num_e_tiles;  // tiles never mix e and h rows: tiles [0, num_e_tiles) hold e rows
+  int64_t num_tiles;
   int64_t hidden;         // elements per row
   int64_t row_bytes;      // hidden * element size (input rows are packed)
   int64_t e_out_stride;   // bytes between the outputs of consecutive e rows
-  int64_t e_copy_stride;  // bytes between the copies of one e row (eh layout writes hc copies)
+  int64_t e_copy_stride;  // bytes between the copies of one e row (the eh layout writes hc copies)
   int64_t h_out_stride;   // bytes between the outputs of consecutive h rows
   int32_t e_copies;
-  int32_t num_vecs;  // 16-byte vectors per row (vector kernel)
+  int32_t num_vecs;      // 16-byte vectors per row (vector kernels)
+  int32_t vecs_per_cta;  // register kernel: vectors of a row each block of a cluster handles
   float inv_hidden;
   float eps;
 };
@@ -130,66 +140,264 @@ __device__ __forceinline__ uint4 load_weight(const void* p) {
   return __ldg(reinterpret_cast<const uint4*>(p));
 }
 
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(dst), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_8(void* smem, const void* gmem) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(dst), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
+}
+
+// ---- thread-block clusters (sm_90) ---------------------------------------------------------------------
+__device__ __forceinline__ uint32_t cluster_cta_rank() {
+  uint32_t r = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+#endif
+  return r;
+}
+__device__ __forceinline__ void cluster_arrive() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void cluster_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+// Reads a float at the same shared-memory offset in block `rank` of this cluster.
+__device__ __forceinline__ float load_cluster_shared(const float* local, uint32_t rank) {
+  float v = 0.f;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(local));
+  uint32_t remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(addr), "r"(rank));
+  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
+#endif
+  return v;
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
   return v;
 }
 
-// Register budget: variants that hold more vectors per thread get fewer threads per block, so that the
-// compiler may use more registers without spilling (launch bounds of 1024 threads cap it at 64).
-constexpr int vec_kernel_max_threads(int vpt, int rows) {
-  return vpt * rows <= 2 ? 1024 : (vpt * rows <= 4 ? 512 : 256);
+// Block-wide sums of kRows values: warp shuffles, one barrier, then every warp reduces the per-warp sums
+// with shuffles again (no serial shared-memory loop, no second barrier). Every warp evaluates the same
+// tree on the same data, so all threads get bit-identical totals. `partial` must alternate between two
+// buffers on consecutive calls (a fast warp may write the next call's sums while others still read).
+template <int kRows>
+__device__ __forceinline__ void block_sum(float (&s)[kRows], float (*partial)[32], int lane, int warp,
+                                          int num_warps) {
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) s[r] = warp_sum(s[r]);
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) partial[r][warp] = s[r];
+  }
+  __syncthreads();
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) s[r] = warp_sum(lane < num_warps ? partial[r][lane] : 0.f);
 }
 
+template <typename V>
+__device__ __forceinline__ float sum_squares(const uint4& v) {
+  float f[V::kElems];
+  V::to_float(v, f);
+  float s = 0.f;
+#pragma unroll
+  for (int i = 0; i < V::kElems; ++i) s = fmaf(f[i], f[i], s);
+  return s;
+}
+
+// y = x * rstd * w, rounded once to the storage dtype.
+template <typename V>
+__device__ __forceinline__ uint4 scale(const uint4& x, const uint4& w, float rstd) {
+  float f[V::kElems], g[V::kElems];
+  V::to_float(x, f);
+  V::to_float(w, g);
+#pragma unroll
+  for (int i = 0; i < V::kElems; ++i) f[i] = f[i] * rstd * g[i];
+  return V::from_float(f);
+}
+
+// By value: a ternary on two register arrays' elements would take an address and push them to local memory.
 __device__ __forceinline__ uint4 select(bool first, uint4 a, uint4 b) {
   return make_uint4(first ? a.x : b.x, first ? a.y : b.y, first ? a.z : b.z, first ? a.w : b.w);
 }
 
-// Vectorised kernel: a block of blockDim.x threads normalises kRows rows at a time; thread j holds the
-// 16-byte vectors j, j + blockDim.x, ... (kVpt of them) of each row, so a warp's loads are contiguous.
-template <typename T, int kVpt, int kRows>
-__global__ void __launch_bounds__(vec_kernel_max_threads(kVpt, kRows))
-    mtp_rms_norm_vec_kernel(const MtpNormRows p) {
+// Writes one output vector of a row (hc copies for an e row in the eh layout).
+__device__ __forceinline__ void store_row_vec(const MtpNormRows& p, bool is_e, int64_t row, int v, uint4 y) {
+  char* dst =
+      (is_e ? p.e_out + row * p.e_out_stride : p.h_out + row * p.h_out_stride) + static_cast<int64_t>(v) * 16;
+  const int copies = is_e ? p.e_copies : 1;
+  for (int c = 0; c < copies; ++c) *reinterpret_cast<uint4*>(dst + c * p.e_copy_stride) = y;
+}
+
+// Register budget: variants that hold more vectors per thread get fewer threads per block, so that the
+// compiler may use more registers without spilling (launch bounds of 1024 threads cap it at 64).
+constexpr int reg_kernel_max_threads(int vpt, int rows) {
+  return vpt * rows <= 2 ? 1024 : (vpt * rows <= 4 ? 512 : 256);
+}
+constexpr int kPipeMaxThreads = 512;
+
+// ---- register kernel ----------------------------------------------------------------------------------
+// A block (kCluster == 1) or a cluster of kCluster blocks normalises kRows rows of one kind per step.
+// Block `rank` of a cluster handles vectors [rank * vecs_per_cta, ...) of the row; thread j holds vectors
+// j, j + blockDim.x, ... of that slice, so a warp's loads are contiguous.
+template <typename T, int kVpt, int kRows, int kCluster>
+__global__ void __launch_bounds__(reg_kernel_max_threads(kVpt, kRows))
+    mtp_rms_norm_reg_kernel(const MtpNormRows p) {
   using V = Vec16<T>;
-  constexpr int kE = V::kElems;
-  // Double-buffered by step parity: a fast warp may start step i+1 while others still read step i's sums.
   __shared__ float partial[2][kRows][32];
+  __shared__ float cluster_partial[kRows];
 
   pdl_wait();
-  const int tid = threadIdx.x;
-  const int lane = tid & 31;
-  const int warp = tid >> 5;
-  const int num_warps = blockDim.x >> 5;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, num_warps = blockDim.x >> 5;
+  const int rank = kCluster > 1 ? static_cast<int>(cluster_cta_rank()) : 0;
+  const int64_t first_tile = blockIdx.x / kCluster, tile_stride = gridDim.x / kCluster;
+  const int vec_begin = rank * p.vecs_per_cta;
+  const int vec_end = min(p.num_vecs, vec_begin + p.vecs_per_cta);
 
-  uint4 w_e[kVpt], w_h[kVpt];
-#pragma unroll
-  for (int k = 0; k < kVpt; ++k) w_e[k] = w_h[k] = make_uint4(0, 0, 0, 0);
-  bool have_e = false, have_h = false;
+  uint4 w[kVpt];
+  int weight_kind = -1;  // 1: w holds enorm_w, 0: hnorm_w
   int parity = 0;
-
-  for (int64_t tile = blockIdx.x; tile < p.num_tiles; tile += gridDim.x) {
-    const int64_t row0 = tile * kRows;
-    // 1. Issue every load of this step before using any: activations, positions, then (once per block)
-    //    the weights.
+  for (int64_t tile = first_tile; tile < p.num_tiles; tile += tile_stride) {
+    const bool is_e = tile < p.num_e_tiles;  // block-uniform
+    const int64_t row0 = (is_e ? tile : tile - p.num_e_tiles) * kRows;
+    const int64_t num_kind_rows = is_e ? p.num_e_rows : p.num_h_rows;
+    const char* in = is_e ? p.e_in : p.h_in;
+    // 1. Issue every load of this step before using any.
     uint4 x[kRows][kVpt];
     int64_t position[kRows];
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       const int64_t row = row0 + r;
-      const bool valid = row < p.num_rows;
-      const bool is_e = row < p.num_e_rows;
-      const char* src = is_e ? p.e_in + row * p.row_bytes : p.h_in + (row - p.num_e_rows) * p.row_bytes;
+      const bool valid = row < num_kind_rows;
       position[r] = (valid && is_e) ? __ldg(p.positions + row) : 1;
 #pragma unroll
       for (int k = 0; k < kVpt; ++k) {
-        const int v = k * blockDim.x + tid;
-        x[r][k] = (valid && v < p.num_vecs) ? load_stream(src + static_cast<int64_t>(v) * 16)
-                                            : make_uint4(0, 0, 0, 0);
+        const int v = vec_begin + k * blockDim.x + tid;
+        x[r][k] = (valid && v < vec_end) ? load_stream(in + row * p.row_bytes + static_cast<int64_t>(v) * 16)
+                                         : make_uint4(0, 0, 0, 0);
       }
     }
-    const int64_t row_end = min(row0 + kRows, p.num_rows);
-    if (row0 < p.num_e_rows && !have_e) {  // block-uniform branch
+    if (weight_kind != static_cast<int>(is_e)) {
+      const char* wsrc = is_e ? p.e_weight : p.h_weight;
+#pragma unroll
+      for (int k = 0; k < kVpt; ++k) {
+        const int v = vec_begin + k * blockDim.x + tid;
+        w[k] = v < vec_end ? load_weight(wsrc + static_cast<int64_t>(v) * 16) : make_uint4(0, 0, 0, 0);
+      }
+      weight_kind = is_e;
+    }
+    if (tile + tile_stride >= p.num_tiles) pdl_launch_dependents();  // this block's last loads are issued
+
+    // 2. Sums of squares ("where(positions == 0, 0, e)": a masked row is normalised as zeros).
+    float s[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      if (position[r] == 0) {
+#pragma unroll
+        for (int k = 0; k < kVpt; ++k) x[r][k] = make_uint4(0, 0, 0, 0);
+      }
+      s[r] = 0.f;
+#pragma unroll
+      for (int k = 0; k < kVpt; ++k) s[r] += sum_squares<V>(x[r][k]);
+    }
+    block_sum<kRows>(s, partial[parity], lane, warp, num_warps);
+    parity ^= 1;
+    if constexpr (kCluster > 1) {
+      // Exchange the blocks' partial sums; every block adds them in rank order (identical totals).
+      if (tid == 0) {
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) cluster_partial[r] = s[r];
+      }
+      cluster_arrive();
+      cluster_wait();
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        float total = 0.f;
+#pragma unroll
+        for (int c = 0; c < kCluster; ++c) total += load_cluster_shared(&cluster_partial[r], c);
+        s[r] = total;
+      }
+      cluster_arrive();  // done reading the peers' shared memory; matched by the wait below
+    }
+
+    // 3. Normalise and store.
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      const int64_t row = row0 + r;
+      if (row >= num_kind_rows) continue;
+      const float rstd = rsqrtf(s[r] * p.inv_hidden + p.eps);
+#pragma unroll
+      for (int k = 0; k < kVpt; ++k) {
+        const int v = vec_begin + k * blockDim.x + tid;
+        if (v < vec_end) store_row_vec(p, is_e, row, v, scale<V>(x[r][k], w[k], rstd));
+      }
+    }
+    if constexpr (kCluster > 1) cluster_wait();  // no block leaves (or reuses cluster_partial) early
+  }
+}
+
+// ---- pipelined kernel ---------------------------------------------------------------------------------
+// Persistent blocks; tile = one row; block b handles rows b, b + gridDim.x, ... through a ring of
+// kStages row buffers in dynamic shared memory.
+template <typename T, int kVpt, int kStages>
+__global__ void __launch_bounds__(kPipeMaxThreads) mtp_rms_norm_pipe_kernel(const MtpNormRows p) {
+  using V = Vec16<T>;
+  extern __shared__ uint4 ring[];  // [kStages][kVpt * blockDim.x]
+  __shared__ float partial[2][1][32];
+  __shared__ int64_t ring_position[kStages][32];  // e rows: the position, copied by each warp's lane 0
+
+  pdl_wait();
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, num_warps = blockDim.x >> 5;
+  const int slots = kVpt * blockDim.x;
+  const int64_t stride = gridDim.x;
+
+  // Copies this thread's slots of row `tile` (and, for an e row, its position) into ring stage `stage`.
+  // Always commits a group, empty past the end, so that group counting stays uniform.
+  auto issue = [&](int64_t tile, int stage) {
+    if (tile < p.num_tiles) {
+      const bool is_e = tile < p.num_e_tiles;
+      const int64_t row = is_e ? tile : tile - p.num_e_tiles;
+      const char* src = (is_e ? p.e_in : p.h_in) + row * p.row_bytes;
+      uint4* dst = ring + stage * slots;
+#pragma unroll
+      for (int k = 0; k < kVpt; ++k) {
+        const int v = k * blockDim.x + tid;
+        if (v < p.num_vecs) cp_async_16(dst + v, src + static_cast<int64_t>(v) * 16);
+      }
+      if (is_e && lane == 0) cp_async_8(&ring_position[stage][warp], p.positions + row);
+    }
+    cp_async_commit();
+  };
+
+  int64_t next = blockIdx.x;
+#pragma unroll
+  for (int st = 0; st < kStages - 1; ++st, next += stride) issue(next, st);
+
+  uint4 w_e[kVpt], w_h[kVpt];
+#pragma unroll
+  for (int k = 0; k < kVpt; ++k) w_e[k] = w_h[k] = make_uint4(0, 0, 0, 0);
+  bool have_e = false, have_h = false;
+  int stage = 0, free_stage = kStages - 1, parity = 0;
+  for (int64_t tile = blockIdx.x; tile < p.num_tiles; tile += stride) {
+    // Refill the stage this thread finished reading last step, then wait for the current row.
+    issue(next, free_stage);
+    next += stride;
+    free_stage = free_stage + 1 == kStages ? 0 : free_stage + 1;
+    const bool is_e = tile < p.num_e_tiles;  // block-uniform
+    if (is_e && !have_e) {
 #pragma unroll
       for (int k = 0; k < kVpt; ++k) {
         const int v = k * blockDim.x + tid;
@@ -197,7 +405,7 @@ __global__ void __launch_bounds__(vec_kernel_max_threads(kVpt, kRows))
       }
       have_e = true;
     }
-    if (row_end > p.num_e_rows && !have_h) {
+    if (!is_e && !have_h) {
 #pragma unroll
       for (int k = 0; k < kVpt; ++k) {
         const int v = k * blockDim.x + tid;
@@ -205,65 +413,39 @@ __global__ void __launch_bounds__(vec_kernel_max_threads(kVpt, kRows))
       }
       have_h = true;
     }
-    if (tile + gridDim.x >= p.num_tiles) pdl_launch_dependents();  // last loads of this block are issued
+    cp_async_wait<kStages - 1>();
+    if (tile + stride >= p.num_tiles) pdl_launch_dependents();
 
-    // 2. Sum of squares per row: thread partials -> warp shuffles -> one barrier -> every thread adds
-    //    the per-warp sums (broadcast shared-memory reads).
-    float sum_sq[kRows];
+    uint4 x[kVpt];
+    const uint4* src = ring + stage * slots;
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      if (position[r] == 0) {  // "where(positions == 0, 0, e)": the row is normalised as zeros
+    for (int k = 0; k < kVpt; ++k) {
+      const int v = k * blockDim.x + tid;
+      x[k] = v < p.num_vecs ? src[v] : make_uint4(0, 0, 0, 0);
+    }
+    if (is_e) {
+      int64_t position = lane == 0 ? ring_position[stage][warp] : 0;
+      position = __shfl_sync(0xffffffffu, position, 0);
+      if (position == 0) {
 #pragma unroll
-        for (int k = 0; k < kVpt; ++k) x[r][k] = make_uint4(0, 0, 0, 0);
+        for (int k = 0; k < kVpt; ++k) x[k] = make_uint4(0, 0, 0, 0);
       }
-      float s = 0.f;
-#pragma unroll
-      for (int k = 0; k < kVpt; ++k) {
-        float f[kE];
-        V::to_float(x[r][k], f);
-#pragma unroll
-        for (int i = 0; i < kE; ++i) s = fmaf(f[i], f[i], s);
-      }
-      sum_sq[r] = warp_sum(s);
     }
-    if (lane == 0) {
+    float s[1] = {0.f};
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) partial[parity][r][warp] = sum_sq[r];
-    }
-    __syncthreads();
-    float rstd[kRows];
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      float s = 0.f;
-      for (int w = 0; w < num_warps; ++w) s += partial[parity][r][w];
-      rstd[r] = rsqrtf(s * p.inv_hidden + p.eps);
-    }
+    for (int k = 0; k < kVpt; ++k) s[0] += sum_squares<V>(x[k]);
+    block_sum<1>(s, partial[parity], lane, warp, num_warps);
     parity ^= 1;
-
-    // 3. y = x * rstd * w, rounded once to the storage dtype.
+    const float rstd = rsqrtf(s[0] * p.inv_hidden + p.eps);
+    const int64_t row = is_e ? tile : tile - p.num_e_tiles;
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      const int64_t row = row0 + r;
-      if (row >= p.num_rows) continue;
-      const bool is_e = row < p.num_e_rows;
-      char* dst = is_e ? p.e_out + row * p.e_out_stride : p.h_out + (row - p.num_e_rows) * p.h_out_stride;
-      const int copies = is_e ? p.e_copies : 1;
-#pragma unroll
-      for (int k = 0; k < kVpt; ++k) {
-        const int v = k * blockDim.x + tid;
-        if (v >= p.num_vecs) continue;
-        float f[kE], w[kE];
-        V::to_float(x[r][k], f);
-        V::to_float(select(is_e, w_e[k], w_h[k]), w);
-#pragma unroll
-        for (int i = 0; i < kE; ++i) f[i] = f[i] * rstd[r] * w[i];
-        const uint4 y = V::from_float(f);
-        for (int c = 0; c < copies; ++c) {
-          *reinterpret_cast<uint4*>(dst + c * p.e_copy_stride + static_cast<int64_t>(v) * 16) = y;
-        }
-      }
+    for (int k = 0; k < kVpt; ++k) {
+      const int v = k * blockDim.x + tid;
+      if (v < p.num_vecs) store_row_vec(p, is_e, row, v, scale<V>(x[k], select(is_e, w_e[k], w_h[k]), rstd));
     }
+    stage = stage + 1 == kStages ? 0 : stage + 1;
   }
+  cp_async_wait<0>();  // nothing may still be landing in shared memory when the block exits
 }
 
 // ---- scalar two-pass kernel: any H, any alignment --------------------------------------------------
@@ -296,34 +478,32 @@ __device__ __forceinline__ __half from_f32<__half>(float v) {
   return __float2half_rn(v);
 }
 
-// One block per row (grid-stride): pass 1 sums squares, pass 2 re-reads the row (now in L1/L2) and writes.
+// One block per row (grid-stride over all rows, e rows first): pass 1 sums squares, pass 2 re-reads the
+// row (now in L1/L2) and writes it.
 template <typename T>
 __global__ void __launch_bounds__(256) mtp_rms_norm_scalar_kernel(const MtpNormRows p) {
-  __shared__ float partial[2][32];
+  __shared__ float partial[2][1][32];
   pdl_wait();
-  const int tid = threadIdx.x;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, num_warps = blockDim.x >> 5;
+  const int64_t num_rows = p.num_e_rows + p.num_h_rows;
   int parity = 0;
-  for (int64_t row = blockIdx.x; row < p.num_rows; row += gridDim.x) {
-    const bool is_e = row < p.num_e_rows;
-    const T* src = reinterpret_cast<const T*>(is_e ? p.e_in + row * p.row_bytes
-                                                   : p.h_in + (row - p.num_e_rows) * p.row_bytes);
+  for (int64_t r = blockIdx.x; r < num_rows; r += gridDim.x) {
+    const bool is_e = r < p.num_e_rows;
+    const int64_t row = is_e ? r : r - p.num_e_rows;
+    const T* src = reinterpret_cast<const T*>((is_e ? p.e_in : p.h_in) + row * p.row_bytes);
     const T* weight = reinterpret_cast<const T*>(is_e ? p.e_weight : p.h_weight);
     const bool zeroed = is_e && p.positions[row] == 0;
-    float s = 0.f;
+    float s[1] = {0.f};
     if (!zeroed) {
       for (int64_t i = tid; i < p.hidden; i += blockDim.x) {
         const float f = to_f32(src[i]);
-        s = fmaf(f, f, s);
+        s[0] = fmaf(f, f, s[0]);
       }
     }
-    s = warp_sum(s);
-    if ((tid & 31) == 0) partial[parity][tid >> 5] = s;
-    __syncthreads();
-    float total = 0.f;
-    for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) total += partial[parity][w];
+    block_sum<1>(s, partial[parity], lane, warp, num_warps);
     parity ^= 1;
-    const float rstd = rsqrtf(total * p.inv_hidden + p.eps);
-    char* dst = is_e ? p.e_out + row * p.e_out_stride : p.h_out + (row - p.num_e_rows) * p.h_out_stride;
+    const float rstd = rsqrtf(s[0] * p.inv_hidden + p.eps);
+    char* dst = is_e ? p.e_out + row * p.e_out_stride : p.h_out + row * p.h_out_stride;
     const int copies = is_e ? p.e_copies : 1;
     for (int64_t i = tid; i < p.hidden; i += blockDim.x) {
       const float f = zeroed ? 0.f : to_f32(src[i]);
@@ -337,6 +517,7 @@ __global__ void __launch_bounds__(256) mtp_rms_norm_scalar_kernel(const MtpNormR
 constexpr int kScalarThreads = 256;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up32(int64_t a) { return (a + 31) / 32 * 32; }
 
 // Multiprocessor count of the current device, cached per device (the launch path must stay cheap and
 // must not call anything a stream capture forbids).
@@ -356,72 +537,112 @@ Status sm_count(int* out) {
   return Status::ok();
 }
 
-// Resident blocks per SM for (kernel, threads), cached.
-Status blocks_per_sm(const void* kernel, int threads, int* out) {
+using RowKernel = void (*)(MtpNormRows);
+
+// Resident blocks per SM of (kernel, threads, dynamic shared memory), cached. Also raises the kernel's
+// dynamic shared-memory limit (once) when it needs more than the default 48 KB.
+Status blocks_per_sm(RowKernel kernel, int threads, int64_t smem, int* out) {
   static std::mutex mu;
-  static std::map<std::pair<const void*, int>, int> cache;
+  static std::map<std::tuple<const void*, int, int64_t, int>, int> cache;
+  static std::set<std::pair<const void*, int>> raised;
   int dev = 0;
   DSV4_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev));
+  const void* fn = reinterpret_cast<const void*>(kernel);
   std::lock_guard<std::mutex> lock(mu);
-  const auto key = std::make_pair(kernel, threads * 64 + dev);
+  if (smem > 48 * 1024 && raised.insert({fn, dev}).second) {
+    int max_optin = 0;
+    DSV4_CUDA_RETURN_IF_ERROR(
+        cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    DSV4_CUDA_RETURN_IF_ERROR(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_optin - 1024));
+  }
+  const auto key = std::make_tuple(fn, threads, smem, dev);
   auto it = cache.find(key);
   if (it == cache.end()) {
     int n = 0;
-    DSV4_CUDA_RETURN_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, 0));
-    it = cache.emplace(key, std::max(n, 1)).first;
+    DSV4_CUDA_RETURN_IF_ERROR(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, static_cast<size_t>(smem)));
+    it = cache.emplace(key, n).first;
   }
   *out = it->second;
   return Status::ok();
 }
 
-using RowKernel = void (*)(MtpNormRows);
+template <typename T>
+RowKernel pick_reg_kernel(int vpt, int rows, int cluster) {
+  switch (vpt * 100 + rows * 10 + cluster) {
+    case 111:
+      return mtp_rms_norm_reg_kernel<T, 1, 1, 1>;
+    case 121:
+      return mtp_rms_norm_reg_kernel<T, 1, 2, 1>;
+    case 141:
+      return mtp_rms_norm_reg_kernel<T, 1, 4, 1>;
+    case 211:
+      return mtp_rms_norm_reg_kernel<T, 2, 1, 1>;
+    case 221:
+      return mtp_rms_norm_reg_kernel<T, 2, 2, 1>;
+    case 241:
+      return mtp_rms_norm_reg_kernel<T, 2, 4, 1>;
+    case 411:
+      return mtp_rms_norm_reg_kernel<T, 4, 1, 1>;
+    case 421:
+      return mtp_rms_norm_reg_kernel<T, 4, 2, 1>;
+    case 811:
+      return mtp_rms_norm_reg_kernel<T, 8, 1, 1>;
+    case 112:
+      return mtp_rms_norm_reg_kernel<T, 1, 1, 2>;
+    case 114:
+      return mtp_rms_norm_reg_kernel<T, 1, 1, 4>;
+    case 212:
+      return mtp_rms_norm_reg_kernel<T, 2, 1, 2>;
+    case 214:
+      return mtp_rms_norm_reg_kernel<T, 2, 1, 4>;
+    default:
+      return nullptr;
+  }
+}
 
 template <typename T>
-RowKernel pick_vec_kernel(int vpt, int rows) {
-  switch (vpt * 10 + rows) {
-    case 11:
-      return mtp_rms_norm_vec_kernel<T, 1, 1>;
-    case 12:
-      return mtp_rms_norm_vec_kernel<T, 1, 2>;
+RowKernel pick_pipe_kernel(int vpt, int stages) {
+  switch (vpt * 10 + stages) {
+    case 13:
+      return mtp_rms_norm_pipe_kernel<T, 1, 3>;
     case 14:
-      return mtp_rms_norm_vec_kernel<T, 1, 4>;
-    case 21:
-      return mtp_rms_norm_vec_kernel<T, 2, 1>;
-    case 22:
-      return mtp_rms_norm_vec_kernel<T, 2, 2>;
+      return mtp_rms_norm_pipe_kernel<T, 1, 4>;
+    case 16:
+      return mtp_rms_norm_pipe_kernel<T, 1, 6>;
+    case 23:
+      return mtp_rms_norm_pipe_kernel<T, 2, 3>;
     case 24:
-      return mtp_rms_norm_vec_kernel<T, 2, 4>;
-    case 41:
-      return mtp_rms_norm_vec_kernel<T, 4, 1>;
-    case 42:
-      return mtp_rms_norm_vec_kernel<T, 4, 2>;
-    case 81:
-      return mtp_rms_norm_vec_kernel<T, 8, 1>;
+      return mtp_rms_norm_pipe_kernel<T, 2, 4>;
+    case 26:
+      return mtp_rms_norm_pipe_kernel<T, 2, 6>;
+    case 43:
+      return mtp_rms_norm_pipe_kernel<T, 4, 3>;
+    case 44:
+      return mtp_rms_norm_pipe_kernel<T, 4, 4>;
+    case 46:
+      return mtp_rms_norm_pipe_kernel<T, 4, 6>;
     default:
       return nullptr;
   }
 }
 
-RowKernel pick_vec_kernel(DType dtype, int vpt, int rows) {
-  switch (dtype) {
-    case DType::F32:
-      return pick_vec_kernel<float>(vpt, rows);
-    case DType::BF16:
-      return pick_vec_kernel<__nv_bfloat16>(vpt, rows);
-    case DType::F16:
-      return pick_vec_kernel<__half>(vpt, rows);
-    default:
-      return nullptr;
-  }
-}
-
-RowKernel pick_scalar_kernel(DType dtype) {
-  switch (dtype) {
-    case DType::F32:
-      return mtp_rms_norm_scalar_kernel<float>;
-    case DType::BF16:
-      return mtp_rms_norm_scalar_kernel<__nv_bfloat16>;
-    case DType::F16:
+RowKernel pick_kernel(DType dtype, const MtpNormLaunch& s) {
+  switch (s.kernel) {
+    case MtpNormKernel::kRegister:
+      if (dtype == DType::F32) return pick_reg_kernel<float>(s.vecs_per_thread, s.rows_per_block, s.cluster);
+      if (dtype == DType::BF16) {
+        return pick_reg_kernel<__nv_bfloat16>(s.vecs_per_thread, s.rows_per_block, s.cluster);
+      }
+      return pick_reg_kernel<__half>(s.vecs_per_thread, s.rows_per_block, s.cluster);
+    case MtpNormKernel::kPipelined:
+      if (dtype == DType::F32) return pick_pipe_kernel<float>(s.vecs_per_thread, s.stages);
+      if (dtype == DType::BF16) return pick_pipe_kernel<__nv_bfloat16>(s.vecs_per_thread, s.stages);
+      return pick_pipe_kernel<__half>(s.vecs_per_thread, s.stages);
+    case MtpNormKernel::kScalar:
+      if (dtype == DType::F32) return mtp_rms_norm_scalar_kernel<float>;
+      if (dtype == DType::BF16) return mtp_rms_norm_scalar_kernel<__nv_bfloat16>;
       return mtp_rms_norm_scalar_kernel<__half>;
     default:
       return nullptr;
@@ -437,19 +658,22 @@ Status check_sizes(const char* what, int64_t num_tokens, int64_t hidden, int64_t
     return {StatusCode::kInvalidArgument,
             str_cat(what, ": dtype must be F32, BF16 or F16, got ", dtype_name(dtype))};
   }
-  if (num_tokens < 0)
+  if (num_tokens < 0) {
     return {StatusCode::kInvalidArgument, str_cat(what, ": num_tokens < 0 (", num_tokens, ")")};
+  }
   if (hidden <= 0) return {StatusCode::kInvalidArgument, str_cat(what, ": hidden must be > 0, got ", hidden)};
-  if (hc_mult <= 0)
+  if (hc_mult <= 0) {
     return {StatusCode::kInvalidArgument, str_cat(what, ": hc_mult must be > 0, got ", hc_mult)};
+  }
   if (!(eps >= 0.f) || std::isinf(eps)) {
     return {StatusCode::kInvalidArgument, str_cat(what, ": eps must be finite and >= 0, got ", eps)};
   }
   // Every byte offset the kernels form must fit in int64: bytes of the largest tensor touched.
-  int64_t elems = 0, bytes = 0;
-  if (__builtin_mul_overflow(num_tokens, out_row_elems_per_token, &elems) ||
-      __builtin_mul_overflow(elems, static_cast<int64_t>(dtype_size(dtype)), &bytes) ||
-      hidden > (INT64_MAX / 4) / static_cast<int64_t>(dtype_size(dtype))) {
+  int64_t elems = 0, bytes = 0, row_elems = 0;
+  if (hidden > (INT64_MAX / 4) / static_cast<int64_t>(dtype_size(dtype)) ||
+      __builtin_mul_overflow(hc_mult + 1, 2 * hidden, &row_elems) ||
+      __builtin_mul_overflow(num_tokens, std::max(out_row_elems_per_token, row_elems), &elems) ||
+      __builtin_mul_overflow(elems, static_cast<int64_t>(dtype_size(dtype)), &bytes)) {
     return {StatusCode::kInvalidArgument, str_cat(what, ": sizes overflow int64 (num_tokens=", num_tokens,
                                                   ", hidden=", hidden, ", hc_mult=", hc_mult, ")")};
   }
@@ -461,79 +685,121 @@ Status check_pointer(const char* what, const char* name, const void* p) {
   return Status::ok();
 }
 
-// Chooses the kernel and launch shape, then launches. `p` has everything but num_tiles / num_vecs.
+Status invalid_config(const char* what, const MtpNormLaunch& s, int64_t hidden, const char* why) {
+  return {StatusCode::kInvalidArgument,
+          str_cat(what, ": launch variant [", s.to_string(), "] does not fit hidden=", hidden, ": ", why)};
+}
+
+// Chooses the kernel and its launch shape (heuristic, or the caller's config), then launches.
+// `p` arrives with everything but the tiling fields.
 Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initializer_list<const void*> pointers,
                    cudaStream_t stream, const MtpNormConfig* config, MtpNormLaunch* launched) {
-  if (p.num_rows == 0) {
-    if (launched != nullptr) *launched = MtpNormLaunch{};
-    return Status::ok();
-  }
+  if (launched != nullptr) *launched = MtpNormLaunch{};
+  const int64_t num_rows = p.num_e_rows + p.num_h_rows;
+  if (num_rows == 0) return Status::ok();
   const MtpNormConfig cfg = config != nullptr ? *config : MtpNormConfig{};
   int sms = 0;
-  if (Status s = sm_count(&sms); !s) return s;
+  if (Status st = sm_count(&sms); !st) return st;
 
-  // Vector path: rows (and so every row start) 16-byte aligned, and a launch shape that fits. The eh
-  // layout's e half starts H elements into each output row, which is aligned when row_bytes is.
-  bool vector_ok = !cfg.force_scalar && p.row_bytes % 16 == 0;
-  for (const void* ptr : pointers) vector_ok = vector_ok && aligned16(ptr);
+  // Vector kernels need every row start 16-byte aligned (the eh layout's e half starts H elements into
+  // each output row: aligned when row_bytes is).
+  bool aligned = p.row_bytes % 16 == 0;
+  for (const void* ptr : pointers) aligned = aligned && aligned16(ptr);
   const int64_t num_vecs = p.row_bytes / 16;
-  const auto threads_for = [&](int vpt) { return (ceil_div(num_vecs, vpt) + 31) / 32 * 32; };
-  int vpt = cfg.vecs_per_thread;
-  const int rows = cfg.rows_per_block == 0 ? 1 : cfg.rows_per_block;
-  if (vector_ok && vpt == 0) {
-    // Smallest vector count that keeps a row within 512 threads: short per-thread chains for latency,
-    // and up to 16 warps per row for the reduction. Rows too long for 8 vectors per thread go scalar.
-    vpt = 1;
-    while (vpt < 8 && threads_for(vpt) > 512) vpt *= 2;
-    vector_ok = threads_for(vpt) <= vec_kernel_max_threads(vpt, rows);
+
+  MtpNormLaunch s;
+  s.kernel = cfg.kernel;
+  if (s.kernel == MtpNormKernel::kAuto) {
+    // Few rows per SM: latency, the register kernel. Many: bandwidth, the pipelined kernel.
+    s.kernel = num_rows <= 2 * sms ? MtpNormKernel::kRegister : MtpNormKernel::kPipelined;
+    if (!aligned || num_vecs > 4 * kPipeMaxThreads) s.kernel = MtpNormKernel::kScalar;
+  }
+  if (!aligned && s.kernel != MtpNormKernel::kScalar) {
+    return invalid_config(what, s, p.hidden, "rows or pointers are not 16-byte aligned");
   }
 
-  MtpNormLaunch shape;
-  RowKernel kernel = nullptr;
-  if (vector_ok) {
-    kernel = pick_vec_kernel(dtype, vpt, rows);
-    if (kernel == nullptr) {
-      return {StatusCode::kInvalidArgument,
-              str_cat(what, ": no vector kernel for vecs_per_thread=", vpt, ", rows_per_block=", rows)};
+  int64_t max_resident = 0;  // blocks of one resident wave (for max_blocks == -2 and the pipelined grid)
+  if (s.kernel == MtpNormKernel::kRegister) {
+    s.rows_per_block = cfg.rows_per_block == 0 ? 1 : cfg.rows_per_block;
+    s.cluster = cfg.cluster == 0 ? 1 : cfg.cluster;
+    const int64_t per_cta = ceil_div(num_vecs, s.cluster);
+    s.vecs_per_thread = cfg.vecs_per_thread;
+    if (s.vecs_per_thread == 0) {
+      // Smallest vector count that keeps a block within 512 threads: short per-thread chains, up to 16
+      // warps to share the reduction.
+      s.vecs_per_thread = 1;
+      while (s.vecs_per_thread < 8 && round_up32(ceil_div(per_cta, s.vecs_per_thread)) > 512)
+        s.vecs_per_thread *= 2;
     }
-    const int64_t threads = threads_for(vpt);
-    if (threads > vec_kernel_max_threads(vpt, rows)) {
-      return {StatusCode::kInvalidArgument,
-              str_cat(what, ": vecs_per_thread=", vpt, ", rows_per_block=", rows, " needs ", threads,
-                      " threads for hidden=", p.hidden, " (max ", vec_kernel_max_threads(vpt, rows), ")")};
+    s.threads =
+        static_cast<int>(std::min<int64_t>(round_up32(ceil_div(per_cta, s.vecs_per_thread)), INT_MAX));
+    if (s.threads > reg_kernel_max_threads(s.vecs_per_thread, s.rows_per_block)) {
+      return invalid_config(what, s, p.hidden, "too many threads per block");
     }
-    p.num_vecs = static_cast<int32_t>(num_vecs);
-    p.num_tiles = ceil_div(p.num_rows, rows);
-    shape.vectorized = true;
-    shape.vecs_per_thread = vpt;
-    shape.rows_per_block = rows;
-    shape.threads = static_cast<int>(threads);
-    shape.blocks = p.num_tiles;
+    p.vecs_per_cta = static_cast<int32_t>(per_cta);
+    p.num_e_tiles = ceil_div(p.num_e_rows, s.rows_per_block);
+    p.num_tiles = p.num_e_tiles + ceil_div(p.num_h_rows, s.rows_per_block);
+    s.blocks = p.num_tiles * s.cluster;
+  } else if (s.kernel == MtpNormKernel::kPipelined) {
+    s.vecs_per_thread = cfg.vecs_per_thread != 0 ? cfg.vecs_per_thread : (num_vecs <= 512 ? 2 : 4);
+    s.stages = cfg.stages != 0 ? cfg.stages : 4;
+    s.threads =
+        static_cast<int>(std::min<int64_t>(round_up32(ceil_div(num_vecs, s.vecs_per_thread)), INT_MAX));
+    if (s.threads > kPipeMaxThreads) return invalid_config(what, s, p.hidden, "too many threads per block");
+    s.shared_bytes = static_cast<int64_t>(s.stages) * s.vecs_per_thread * s.threads * 16;
+    p.num_e_tiles = p.num_e_rows;
+    p.num_tiles = num_rows;
+    s.blocks = p.num_tiles;
   } else {
-    kernel = pick_scalar_kernel(dtype);
-    p.num_vecs = 0;
-    p.num_tiles = p.num_rows;
-    shape.threads = p.hidden >= kScalarThreads ? kScalarThreads : static_cast<int>((p.hidden + 31) / 32 * 32);
-    shape.rows_per_block = 1;
-    shape.blocks = std::min<int64_t>(p.num_rows, static_cast<int64_t>(sms) * 16);
+    s.kernel = MtpNormKernel::kScalar;
+    s.threads = p.hidden >= kScalarThreads ? kScalarThreads : static_cast<int>(round_up32(p.hidden));
+    s.rows_per_block = 1;
+    p.num_e_tiles = p.num_e_rows;
+    p.num_tiles = num_rows;
+    s.blocks = std::min<int64_t>(num_rows, static_cast<int64_t>(sms) * 16);
   }
-  if (vector_ok) {
+  const RowKernel kernel = pick_kernel(dtype, s);
+  if (kernel == nullptr) return invalid_config(what, s, p.hidden, "no such kernel instance");
+  p.num_vecs = static_cast<int32_t>(std::min<int64_t>(num_vecs, INT32_MAX));
+
+  if (s.kernel != MtpNormKernel::kScalar) {
+    int per_sm = 0;
+    if (Status st = blocks_per_sm(kernel, s.threads, s.shared_bytes, &per_sm); !st) return st;
+    if (per_sm == 0) return invalid_config(what, s, p.hidden, "the block does not fit on an SM");
+    max_resident = static_cast<int64_t>(per_sm) * sms;
     int64_t cap = cfg.max_blocks;
-    if (cap == 0 || cap == -1) {
-      cap = INT_MAX;  // one block per tile: the hardware scheduler balances uneven blocks
-    } else if (cap == -2) {
-      int per_sm = 0;  // exactly one resident wave; each block loops over tiles
-      if (Status s = blocks_per_sm(reinterpret_cast<const void*>(kernel), shape.threads, &per_sm); !s)
-        return s;
-      cap = static_cast<int64_t>(per_sm) * sms;
-    } else if (cap < 0) {
-      return {StatusCode::kInvalidArgument, str_cat(what, ": max_blocks must be >= -2, got ", cap)};
+    if (cap == 0) cap = s.kernel == MtpNormKernel::kPipelined ? -2 : -1;
+    if (cap == -2) {
+      cap = std::max<int64_t>(max_resident / s.cluster, 1) * s.cluster;
+    } else if (cap == -1) {
+      cap = s.blocks;
+    } else if (cap < -2) {
+      return invalid_config(what, s, p.hidden, "max_blocks must be >= -2");
     }
-    shape.blocks = std::min<int64_t>(shape.blocks, cap);
+    s.blocks = std::min<int64_t>(s.blocks, (cap + s.cluster - 1) / s.cluster * s.cluster);
   }
-  shape.blocks = std::min<int64_t>(shape.blocks, INT_MAX);
-  if (launched != nullptr) *launched = shape;
-  return launch_kernel(kernel, dim3(static_cast<unsigned>(shape.blocks)), dim3(shape.threads), 0, stream, p);
+  s.blocks = std::min<int64_t>(s.blocks, INT_MAX / 8 * 8);
+  if (launched != nullptr) *launched = s;
+
+  cudaLaunchConfig_t lc{};
+  lc.gridDim = dim3(static_cast<unsigned>(s.blocks));
+  lc.blockDim = dim3(s.threads);
+  lc.dynamicSmemBytes = static_cast<size_t>(s.shared_bytes);
+  lc.stream = stream;
+  cudaLaunchAttribute attrs[2];
+  attrs[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attrs[0].val.programmaticStreamSerializationAllowed = pdl_enabled() ? 1 : 0;
+  lc.numAttrs = 1;
+  if (s.cluster > 1) {
+    attrs[1].id = cudaLaunchAttributeClusterDimension;
+    attrs[1].val.clusterDim.x = s.cluster;
+    attrs[1].val.clusterDim.y = 1;
+    attrs[1].val.clusterDim.z = 1;
+    lc.numAttrs = 2;
+  }
+  lc.attrs = attrs;
+  DSV4_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&lc, kernel, p));
+  return Status::ok();
 }
 
 MtpNormRows base_rows(int64_t hidden, float eps, DType dtype) {
@@ -546,13 +812,34 @@ MtpNormRows base_rows(int64_t hidden, float eps, DType dtype) {
   return p;
 }
 
+const char* kernel_name(MtpNormKernel k) {
+  switch (k) {
+    case MtpNormKernel::kRegister:
+      return "register";
+    case MtpNormKernel::kPipelined:
+      return "pipelined";
+    case MtpNormKernel::kScalar:
+      return "scalar";
+    default:
+      return "auto";
+  }
+}
+
 }  // namespace
 
 std::string MtpNormLaunch::to_string() const {
-  if (blocks == 0) return "none";
-  if (!vectorized) return str_cat("scalar threads=", threads, " blocks=", blocks);
-  return str_cat("vec vpt=", vecs_per_thread, " rows=", rows_per_block, " threads=", threads,
-                 " blocks=", blocks);
+  switch (kernel) {
+    case MtpNormKernel::kRegister:
+      return str_cat("register vpt=", vecs_per_thread, " rows=", rows_per_block, " cluster=", cluster,
+                     " threads=", threads, " blocks=", blocks);
+    case MtpNormKernel::kPipelined:
+      return str_cat("pipelined vpt=", vecs_per_thread, " stages=", stages, " threads=", threads,
+                     " blocks=", blocks, " smem=", shared_bytes);
+    case MtpNormKernel::kScalar:
+      return str_cat("scalar threads=", threads, " blocks=", blocks);
+    default:
+      return blocks == 0 ? "none" : kernel_name(kernel);
+  }
 }
 
 Status fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
@@ -583,7 +870,7 @@ Status fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positi
   p.e_out = static_cast<char*>(enorm_out);
   p.h_out = static_cast<char*>(hnorm_out);
   p.num_e_rows = num_tokens;
-  p.num_rows = num_tokens * (hc_mult + 1);
+  p.num_h_rows = num_tokens * hc_mult;
   p.e_out_stride = p.row_bytes;
   p.h_out_stride = p.row_bytes;
   p.e_copy_stride = 0;
@@ -619,7 +906,7 @@ Status fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* pos
   p.h_out = static_cast<char*>(out);
   p.e_out = static_cast<char*>(out) + p.row_bytes;
   p.num_e_rows = num_tokens;
-  p.num_rows = num_tokens * (hc_mult + 1);
+  p.num_h_rows = num_tokens * hc_mult;
   p.h_out_stride = 2 * p.row_bytes;
   p.e_out_stride = 2 * p.row_bytes * hc_mult;
   p.e_copy_stride = 2 * p.row_bytes;
@@ -644,7 +931,7 @@ Status mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, in
   p.e_weight = p.h_weight;
   p.h_out = static_cast<char*>(out);
   p.num_e_rows = 0;
-  p.num_rows = num_tokens;
+  p.num_h_rows = num_tokens;
   p.h_out_stride = p.row_bytes;
   return launch_rows(kWhat, p, dtype, {x, weight, out}, stream, config, launched);
 }

@@ -22,24 +22,36 @@
 
 namespace dsv4::cuda {
 
-// Launch shape of the vectorised kernel. Production callers pass nullptr and get the heuristic; the kernel
-// lab and the tests pass explicit values to sweep / cover every variant.
+// Kernels behind the launchers (see mtp_norm.cu):
+//   kRegister   a block (or a cluster of blocks) per group of rows, each row held in registers; weights
+//               loaded together with the activations: the fewest round trips, for small T.
+//   kPipelined  persistent blocks streaming rows through a cp.async shared-memory ring, many rows in
+//               flight per SM without spending registers on them: for bandwidth at large T.
+//   kScalar     two passes with scalar accesses: any H and any alignment (odd H).
+enum class MtpNormKernel { kAuto = 0, kRegister = 1, kPipelined = 2, kScalar = 3 };
+
+// Launch shape. Production callers pass nullptr and get the heuristic; the kernel lab and the tests pass
+// explicit values to sweep / cover every variant. 0 means "choose" everywhere.
 struct MtpNormConfig {
-  int vecs_per_thread = 0;    // 16-byte vectors each thread keeps per row: 1, 2, 4 or 8 (0 = choose)
-  int rows_per_block = 0;     // rows one block normalises together per step: 1, 2 or 4 (0 = choose)
-  int max_blocks = 0;         // grid: 0 = choose, -1 = one block per tile, -2 = one resident wave,
-                              // > 0 = at most this many blocks; capped grids loop over tiles, and each
-                              // block keeps the weights it loaded in registers
-  bool force_scalar = false;  // use the scalar two-pass kernel (any alignment, any H)
+  MtpNormKernel kernel = MtpNormKernel::kAuto;
+  int vecs_per_thread = 0;  // 16-byte vectors per thread per row: 1, 2, 4 or 8 (pipelined: 1, 2 or 4)
+  int rows_per_block = 0;   // register kernel: rows a block normalises together: 1, 2 or 4
+  int cluster = 0;          // register kernel with rows_per_block 1: blocks sharing one row (1, 2, 4)
+  int stages = 0;           // pipelined kernel: shared-memory ring depth in rows (3, 4 or 6)
+  int max_blocks = 0;       // grid: -1 = one block per tile, -2 = one resident wave, > 0 = at most
+                            // this many blocks; capped grids loop over tiles
 };
 
 // What a launch resolved to (for logs and the kernel lab's JSON).
 struct MtpNormLaunch {
-  bool vectorized = false;
+  MtpNormKernel kernel = MtpNormKernel::kAuto;  // kAuto: nothing launched (T = 0)
   int vecs_per_thread = 0;
   int rows_per_block = 0;
+  int cluster = 1;
+  int stages = 0;
   int threads = 0;
   int64_t blocks = 0;
+  int64_t shared_bytes = 0;
   std::string to_string() const;
 };
 
