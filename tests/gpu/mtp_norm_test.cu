@@ -122,8 +122,8 @@ std::vector<cuda::MtpNormConfig> all_configs() {
   using cuda::MtpNormKernel;
   std::vector<cuda::MtpNormConfig> configs;
   configs.push_back({MtpNormKernel::kScalar, 0, 0, 0, 0, 0});
-  const int reg_shapes[][3] = {{1, 1, 1}, {1, 2, 1}, {1, 4, 1}, {2, 1, 1}, {2, 2, 1}, {2, 4, 1}, {4, 1, 1},
-                               {4, 2, 1}, {8, 1, 1}, {1, 1, 2}, {1, 1, 4}, {2, 1, 2}, {2, 1, 4}};
+  const int reg_shapes[][3] = {{1, 1, 1}, {1, 2, 1}, {1, 4, 1},  {2, 1, 1}, {2, 2, 1}, {2, 4, 1}, {4, 1, 1},
+                               {4, 2, 1}, {8, 1, 1}, {16, 1, 1}, {1, 1, 2}, {1, 1, 4}, {2, 1, 2}, {2, 1, 4}};
   for (const auto& [vpt, rows, cluster] : reg_shapes) {
     for (int max_blocks : {-1, -2, 3}) {
       configs.push_back({MtpNormKernel::kRegister, vpt, rows, cluster, 0, max_blocks});

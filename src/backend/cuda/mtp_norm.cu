@@ -56,6 +56,7 @@ struct MtpNormRows {
   int32_t e_copies;
   int32_t num_vecs;      // 16-byte vectors per row (vector kernels)
   int32_t vecs_per_cta;  // register kernel: vectors of a row each block of a cluster handles
+  int32_t pdl;           // launched with programmatic dependent launch: wait for / release neighbours
   float inv_hidden;
   float eps;
 };
@@ -245,7 +246,7 @@ __device__ __forceinline__ void store_row_vec(const MtpNormRows& p, bool is_e, i
 // Register budget: variants that hold more vectors per thread get fewer threads per block, so that the
 // compiler may use more registers without spilling (launch bounds of 1024 threads cap it at 64).
 constexpr int reg_kernel_max_threads(int vpt, int rows) {
-  return vpt * rows <= 2 ? 1024 : (vpt * rows <= 4 ? 512 : 256);
+  return vpt * rows <= 2 ? 1024 : (vpt * rows <= 4 ? 512 : (vpt * rows <= 8 ? 256 : 128));
 }
 constexpr int kPipeMaxThreads = 512;
 
@@ -260,7 +261,7 @@ __global__ void __launch_bounds__(reg_kernel_max_threads(kVpt, kRows))
   __shared__ float partial[2][kRows][32];
   __shared__ float cluster_partial[kRows];
 
-  pdl_wait();
+  if (p.pdl) pdl_wait();  // without PDL the previous grid has completed: skip the instruction
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, num_warps = blockDim.x >> 5;
   const int rank = kCluster > 1 ? static_cast<int>(cluster_cta_rank()) : 0;
   const int64_t first_tile = blockIdx.x / kCluster, tile_stride = gridDim.x / kCluster;
@@ -299,7 +300,8 @@ __global__ void __launch_bounds__(reg_kernel_max_threads(kVpt, kRows))
       }
       weight_kind = is_e;
     }
-    if (tile + tile_stride >= p.num_tiles) pdl_launch_dependents();  // this block's last loads are issued
+    if (p.pdl && tile + tile_stride >= p.num_tiles)
+      pdl_launch_dependents();  // this block's last loads are issued
 
     // 2. Sums of squares ("where(positions == 0, 0, e)": a masked row is normalised as zeros).
     float s[kRows];
@@ -359,7 +361,7 @@ __global__ void __launch_bounds__(kPipeMaxThreads) mtp_rms_norm_pipe_kernel(cons
   __shared__ float partial[2][1][32];
   __shared__ int64_t ring_position[kStages][32];  // e rows: the position, copied by each warp's lane 0
 
-  pdl_wait();
+  if (p.pdl) pdl_wait();  // without PDL the previous grid has completed: skip the instruction
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, num_warps = blockDim.x >> 5;
   const int slots = kVpt * blockDim.x;
   const int64_t stride = gridDim.x;
@@ -414,7 +416,7 @@ __global__ void __launch_bounds__(kPipeMaxThreads) mtp_rms_norm_pipe_kernel(cons
       have_h = true;
     }
     cp_async_wait<kStages - 1>();
-    if (tile + stride >= p.num_tiles) pdl_launch_dependents();
+    if (p.pdl && tile + stride >= p.num_tiles) pdl_launch_dependents();
 
     uint4 x[kVpt];
     const uint4* src = ring + stage * slots;
@@ -483,7 +485,7 @@ __device__ __forceinline__ __half from_f32<__half>(float v) {
 template <typename T>
 __global__ void __launch_bounds__(256) mtp_rms_norm_scalar_kernel(const MtpNormRows p) {
   __shared__ float partial[2][1][32];
-  pdl_wait();
+  if (p.pdl) pdl_wait();  // without PDL the previous grid has completed: skip the instruction
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, num_warps = blockDim.x >> 5;
   const int64_t num_rows = p.num_e_rows + p.num_h_rows;
   int parity = 0;
@@ -549,12 +551,16 @@ Status blocks_per_sm(RowKernel kernel, int threads, int64_t smem, int* out) {
   DSV4_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev));
   const void* fn = reinterpret_cast<const void*>(kernel);
   std::lock_guard<std::mutex> lock(mu);
-  if (smem > 48 * 1024 && raised.insert({fn, dev}).second) {
+  if (smem > 48 * 1024 && raised.count({fn, dev}) == 0) {
+    // The dynamic limit may be raised up to the opt-in maximum minus the kernel's static shared memory.
     int max_optin = 0;
+    cudaFuncAttributes attr{};
     DSV4_CUDA_RETURN_IF_ERROR(
         cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    DSV4_CUDA_RETURN_IF_ERROR(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_optin - 1024));
+    DSV4_CUDA_RETURN_IF_ERROR(cudaFuncGetAttributes(&attr, kernel));
+    DSV4_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                   max_optin - static_cast<int>(attr.sharedSizeBytes)));
+    raised.insert({fn, dev});
   }
   const auto key = std::make_tuple(fn, threads, smem, dev);
   auto it = cache.find(key);
@@ -710,9 +716,9 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
   MtpNormLaunch s;
   s.kernel = cfg.kernel;
   if (s.kernel == MtpNormKernel::kAuto) {
-    // Few rows per SM: latency, the register kernel. Many: bandwidth, the pipelined kernel.
-    s.kernel = num_rows <= 2 * sms ? MtpNormKernel::kRegister : MtpNormKernel::kPipelined;
-    if (!aligned || num_vecs > 4 * kPipeMaxThreads) s.kernel = MtpNormKernel::kScalar;
+    // The register kernel serves every T (see the kernel lab's sweep in bench/RESULTS.md); the pipelined
+    // kernel stays selectable for the lab. Unaligned or very long rows go scalar.
+    s.kernel = aligned && num_vecs <= 2048 ? MtpNormKernel::kRegister : MtpNormKernel::kScalar;
   }
   if (!aligned && s.kernel != MtpNormKernel::kScalar) {
     return invalid_config(what, s, p.hidden, "rows or pointers are not 16-byte aligned");
@@ -725,11 +731,19 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
     const int64_t per_cta = ceil_div(num_vecs, s.cluster);
     s.vecs_per_thread = cfg.vecs_per_thread;
     if (s.vecs_per_thread == 0) {
-      // Smallest vector count that keeps a block within 512 threads: short per-thread chains, up to 16
-      // warps to share the reduction.
-      s.vecs_per_thread = 1;
-      while (s.vecs_per_thread < 8 && round_up32(ceil_div(per_cta, s.vecs_per_thread)) > 512)
+      if (num_rows > 8192) {
+        // Bandwidth regime: 8 vectors per thread (a row per 2-4 warps): many small blocks per SM, each
+        // thread with 128 bytes in flight.
+        s.vecs_per_thread = 8;
+      } else {
+        // Latency regime: 2 vectors per thread (1 for short rows), so that one block streams a row with
+        // short per-thread chains; more only when a row would need more than 512 threads.
+        s.vecs_per_thread = per_cta >= 512 ? 2 : 1;
+      }
+      while (s.vecs_per_thread < 16 && round_up32(ceil_div(per_cta, s.vecs_per_thread)) >
+                                           reg_kernel_max_threads(s.vecs_per_thread, s.rows_per_block)) {
         s.vecs_per_thread *= 2;
+      }
     }
     s.threads =
         static_cast<int>(std::min<int64_t>(round_up32(ceil_div(per_cta, s.vecs_per_thread)), INT_MAX));
@@ -786,16 +800,21 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
   lc.blockDim = dim3(s.threads);
   lc.dynamicSmemBytes = static_cast<size_t>(s.shared_bytes);
   lc.stream = stream;
+  // Attributes only when used: a kernel node that carries none is the plainest thing a graph can launch.
   cudaLaunchAttribute attrs[2];
-  attrs[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attrs[0].val.programmaticStreamSerializationAllowed = pdl_enabled() ? 1 : 0;
-  lc.numAttrs = 1;
+  lc.numAttrs = 0;
+  p.pdl = pdl_enabled() ? 1 : 0;
+  if (p.pdl) {
+    attrs[lc.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[lc.numAttrs].val.programmaticStreamSerializationAllowed = 1;
+    ++lc.numAttrs;
+  }
   if (s.cluster > 1) {
-    attrs[1].id = cudaLaunchAttributeClusterDimension;
-    attrs[1].val.clusterDim.x = s.cluster;
-    attrs[1].val.clusterDim.y = 1;
-    attrs[1].val.clusterDim.z = 1;
-    lc.numAttrs = 2;
+    attrs[lc.numAttrs].id = cudaLaunchAttributeClusterDimension;
+    attrs[lc.numAttrs].val.clusterDim.x = s.cluster;
+    attrs[lc.numAttrs].val.clusterDim.y = 1;
+    attrs[lc.numAttrs].val.clusterDim.z = 1;
+    ++lc.numAttrs;
   }
   lc.attrs = attrs;
   DSV4_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&lc, kernel, p));
