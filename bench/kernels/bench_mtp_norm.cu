@@ -221,18 +221,15 @@ int main(int argc, char** argv) {
               card.name.c_str(), card.sms, card.l2_bytes / 1e6, copy_bw / 1e9, pdl ? pdl : "off");
 
   json results = json::array();
-  // Launch variants for --sweep: every register-kernel instance (one block per tile, and one resident
-  // wave looping over tiles), the clusters, and every pipelined instance (one resident wave).
+  // Launch variants for --sweep: every register-kernel instance, one block per tile and one resident wave
+  // looping over tiles, and the plain-load flavour.
   std::vector<MtpNormConfig> variants;
   using dsv4::cuda::MtpNormKernel;
-  const int reg_shapes[][3] = {{1, 1, 1}, {1, 2, 1}, {1, 4, 1},  {2, 1, 1}, {2, 2, 1}, {2, 4, 1}, {4, 1, 1},
-                               {4, 2, 1}, {8, 1, 1}, {16, 1, 1}, {1, 1, 2}, {1, 1, 4}, {2, 1, 2}, {2, 1, 4}};
-  for (const auto& [vpt, rows, cluster] : reg_shapes) {
-    variants.push_back({MtpNormKernel::kRegister, vpt, rows, cluster, 0, -1});
-    if (cluster == 1) variants.push_back({MtpNormKernel::kRegister, vpt, rows, cluster, 0, -2});
-  }
-  for (int vpt : {1, 2, 4}) {
-    for (int stages : {3, 4, 6}) variants.push_back({MtpNormKernel::kPipelined, vpt, 0, 0, stages, -2});
+  const int shapes[][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}, {4, 1}, {4, 2}, {8, 1}};
+  for (const auto& [vpt, rows] : shapes) {
+    for (int max_blocks : {-1, -2})
+      variants.push_back({MtpNormKernel::kRegister, vpt, rows, max_blocks, false});
+    if (rows == 1) variants.push_back({MtpNormKernel::kRegister, vpt, rows, -1, true});
   }
 
   std::printf("\n%6s %6s | %9s %9s %6s | %9s %6s | %9s %9s | %s\n", "H", "T", "hot us", "cold us", "cold%",
@@ -304,9 +301,8 @@ int main(int argc, char** argv) {
                                 {"kernel", static_cast<int>(cfg.kernel)},
                                 {"vecs_per_thread", cfg.vecs_per_thread},
                                 {"rows_per_block", cfg.rows_per_block},
-                                {"cluster", cfg.cluster},
-                                {"stages", cfg.stages},
                                 {"max_blocks", cfg.max_blocks},
+                                {"plain_loads", cfg.plain_loads},
                                 {"us", t * 1e6}});
           if (best == 0.0 || t < best) {
             best = t;

@@ -31,13 +31,11 @@ from dsv4_capi import Dsv4Error, Dsv4Lib  # noqa: E402
 
 EPS = 1e-6
 
-# Our launch variants for --sweep (kernel, vecs_per_thread, rows_per_block, cluster, stages, max_blocks), as in
-# bench_mtp_norm.cu: register kernel (1) per tile / one wave, clusters, pipelined kernel (2) one wave.
-REG_SHAPES = [(1, 1, 1), (1, 2, 1), (1, 4, 1), (2, 1, 1), (2, 2, 1), (2, 4, 1), (4, 1, 1), (4, 2, 1), (8, 1, 1), (16, 1, 1),
-              (1, 1, 2), (1, 1, 4), (2, 1, 2), (2, 1, 4)]
-# (Clusters and 4-row blocks lost everywhere in earlier sweeps; bench_mtp_norm --sweep still times them.)
-VARIANTS = ([(1, v, r, 1, 0, g) for v, r, c in REG_SHAPES if c == 1 and r <= 2 for g in (-1, -2)]
-            + [(2, v, 0, 0, s, -2) for v in (1, 2, 4) for s in (3, 4, 6)])
+# Our launch variants for --sweep: (kernel, vecs_per_thread, rows_per_block, max_blocks, plain_loads) as
+# in bench_mtp_norm.cu: the register kernel (1), one block per tile (-1) or one resident wave (-2).
+REG_SHAPES = [(1, 1), (1, 2), (2, 1), (2, 2), (4, 1), (4, 2), (8, 1)]
+VARIANTS = ([(1, v, r, g, 0) for v, r in REG_SHAPES for g in (-1, -2)]
+            + [(1, v, 1, -1, 1) for v in (1, 2, 4, 8)])  # plain loads instead of .nc / no-L1 / L2 prefetch
 
 
 @triton.jit

@@ -227,20 +227,16 @@ int dsv4_mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, 
   });
 }
 
-int dsv4_lab_set_mtp_norm_variant(int kernel, int vecs_per_thread, int rows_per_block, int cluster,
-                                  int stages, int max_blocks) {
+int dsv4_lab_set_mtp_norm_variant(int kernel, int vecs_per_thread, int rows_per_block, int max_blocks,
+                                  int plain_loads) {
   return guarded([&]() -> Status {
     if (kernel < 0 || kernel > static_cast<int>(dsv4::cuda::MtpNormKernel::kScalar)) {
       return {StatusCode::kInvalidArgument,
-              dsv4::str_cat("dsv4_lab_set_mtp_norm_variant: kernel must be 0..3, got ", kernel)};
+              dsv4::str_cat("dsv4_lab_set_mtp_norm_variant: kernel must be 0, 1 or 2, got ", kernel)};
     }
     std::lock_guard<std::mutex> lock(g_lab_mu);
-    g_lab_config = {static_cast<dsv4::cuda::MtpNormKernel>(kernel),
-                    vecs_per_thread,
-                    rows_per_block,
-                    cluster,
-                    stages,
-                    max_blocks};
+    g_lab_config = {static_cast<dsv4::cuda::MtpNormKernel>(kernel), vecs_per_thread, rows_per_block,
+                    max_blocks, plain_loads != 0};
     return Status::ok();
   });
 }

@@ -116,23 +116,17 @@ void expect_matches(const std::vector<uint8_t>& got, const std::vector<uint8_t>&
   EXPECT_EQ(bad, 0) << what;
 }
 
-// Every kernel instance the launchers can pick, under each grid policy (one block per tile, one resident
-// wave, and a tiny cap of 3 blocks that forces long persistent loops).
+// Every kernel instance the launchers can pick (both load flavours), under each grid policy: one block
+// per tile, one resident wave, and a cap of 3 blocks that forces long loops over tiles.
 std::vector<cuda::MtpNormConfig> all_configs() {
   using cuda::MtpNormKernel;
   std::vector<cuda::MtpNormConfig> configs;
-  configs.push_back({MtpNormKernel::kScalar, 0, 0, 0, 0, 0});
-  const int reg_shapes[][3] = {{1, 1, 1}, {1, 2, 1}, {1, 4, 1},  {2, 1, 1}, {2, 2, 1}, {2, 4, 1}, {4, 1, 1},
-                               {4, 2, 1}, {8, 1, 1}, {16, 1, 1}, {1, 1, 2}, {1, 1, 4}, {2, 1, 2}, {2, 1, 4}};
-  for (const auto& [vpt, rows, cluster] : reg_shapes) {
+  configs.push_back({MtpNormKernel::kScalar, 0, 0, 0, false});
+  const int shapes[][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}, {4, 1}, {4, 2}, {8, 1}};
+  for (const auto& [vpt, rows] : shapes) {
     for (int max_blocks : {-1, -2, 3}) {
-      configs.push_back({MtpNormKernel::kRegister, vpt, rows, cluster, 0, max_blocks});
-    }
-  }
-  for (int vpt : {1, 2, 4}) {
-    for (int stages : {3, 4, 6}) {
-      for (int max_blocks : {-1, -2, 3})
-        configs.push_back({MtpNormKernel::kPipelined, vpt, 0, 0, stages, max_blocks});
+      for (bool plain : {false, true})
+        configs.push_back({MtpNormKernel::kRegister, vpt, rows, max_blocks, plain});
     }
   }
   return configs;

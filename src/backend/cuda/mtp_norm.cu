@@ -3,20 +3,19 @@
 // The work is a list of rows of H elements: first the T "e" rows (inputs_embeds, masked by position,
 // normalised with enorm_w), then the T*hc "h" rows (prev_hidden, normalised with hnorm_w). prev_hidden is
 // [T, hc, H] contiguous, so h row i is simply prev + i*H, and its output is h_out + i*h_out_stride: the two
-// output layouts and the shared-head norm (no e rows) differ only in strides, so every kernel serves all.
+// output layouts and the shared-head norm (no e rows) differ only in strides, so one kernel serves all.
 //
 // The op is memory-bound (read (1+hc)*T*H + 2H, write (1+hc)*T*H elements), and each row needs its whole
-// sum of squares before any output, so a row's data must be held on chip between the two. Two regimes:
-//  - small T (a few rows per SM): latency. The register kernel issues every load of a row (activations,
-//    position, weights) before using any, then does one block reduction: one memory round trip. A row
-//    can also be split over a cluster of blocks (partial sums exchanged through distributed shared
-//    memory) so that no single SM streams a whole row.
-//  - large T: bandwidth, which needs many bytes in flight per SM. Holding rows in registers caps that at
-//    a few rows per SM, so the pipelined kernel streams rows through a shared-memory ring with cp.async
-//    (each thread copies, then reads back, only its own 16-byte slots: no barrier guards the ring), with
-//    `stages - 1` rows in flight per block while it normalises the current one, and keeps the weights
-//    in registers for every row it processes.
-// Rows that are not 16-byte aligned (odd H) take a scalar two-pass kernel.
+// sum of squares before any output, so a row stays on chip between the two. The register kernel holds
+// it in registers: a block normalises one (or two) rows of one kind per step, each thread keeping
+// `vecs_per_thread` 16-byte vectors; it issues every load of a step (activations, position, weights)
+// before using any, so a step costs one memory round trip and one block reduction (warp shuffles, one
+// barrier, shuffles again). The launch shape is the whole tuning space: at small T few threads per
+// vector keep the per-thread chains short (latency); at large T fewer, fatter blocks per row keep more
+// bytes in flight per SM (bandwidth). The heuristic in launch_rows comes from the kernel lab's sweep
+// (bench/kernels/, results in bench/RESULTS.md), which also timed and dropped a cp.async shared-memory
+// pipeline and cluster-split rows. Rows that are not 16-byte aligned (odd H) take a scalar two-pass
+// kernel.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -25,7 +24,6 @@
 #include <cmath>
 #include <map>
 #include <mutex>
-#include <set>
 #include <tuple>
 #include <utility>
 
@@ -54,9 +52,8 @@ struct MtpNormRows {
   int64_t e_copy_stride;  // bytes between the copies of one e row (the eh layout writes hc copies)
   int64_t h_out_stride;   // bytes between the outputs of consecutive h rows
   int32_t e_copies;
-  int32_t num_vecs;      // 16-byte vectors per row (vector kernels)
-  int32_t vecs_per_cta;  // register kernel: vectors of a row each block of a cluster handles
-  int32_t pdl;           // launched with programmatic dependent launch: wait for / release neighbours
+  int32_t num_vecs;  // 16-byte vectors per row (vector kernels)
+  int32_t pdl;       // launched with programmatic dependent launch: wait for / release neighbours
   float inv_hidden;
   float eps;
 };
@@ -141,49 +138,8 @@ __device__ __forceinline__ uint4 load_weight(const void* p) {
   return __ldg(reinterpret_cast<const uint4*>(p));
 }
 
-__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem) {
-  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(dst), "l"(gmem) : "memory");
-}
-__device__ __forceinline__ void cp_async_8(void* smem, const void* gmem) {
-  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(dst), "l"(gmem) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
-}
-
-// ---- thread-block clusters (sm_90) ---------------------------------------------------------------------
-__device__ __forceinline__ uint32_t cluster_cta_rank() {
-  uint32_t r = 0;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-#endif
-  return r;
-}
-__device__ __forceinline__ void cluster_arrive() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void cluster_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
-#endif
-}
-// Reads a float at the same shared-memory offset in block `rank` of this cluster.
-__device__ __forceinline__ float load_cluster_shared(const float* local, uint32_t rank) {
-  float v = 0.f;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(local));
-  uint32_t remote;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(addr), "r"(rank));
-  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
-#endif
-  return v;
-}
+// Plain loads (default caching), the lab's alternative to the two above.
+__device__ __forceinline__ uint4 load_plain(const void* p) { return *reinterpret_cast<const uint4*>(p); }
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -230,11 +186,6 @@ __device__ __forceinline__ uint4 scale(const uint4& x, const uint4& w, float rst
   return V::from_float(f);
 }
 
-// By value: a ternary on two register arrays' elements would take an address and push them to local memory.
-__device__ __forceinline__ uint4 select(bool first, uint4 a, uint4 b) {
-  return make_uint4(first ? a.x : b.x, first ? a.y : b.y, first ? a.z : b.z, first ? a.w : b.w);
-}
-
 // Writes one output vector of a row (hc copies for an e row in the eh layout).
 __device__ __forceinline__ void store_row_vec(const MtpNormRows& p, bool is_e, int64_t row, int v, uint4 y) {
   char* dst =
@@ -246,32 +197,31 @@ __device__ __forceinline__ void store_row_vec(const MtpNormRows& p, bool is_e, i
 // Register budget: variants that hold more vectors per thread get fewer threads per block, so that the
 // compiler may use more registers without spilling (launch bounds of 1024 threads cap it at 64).
 constexpr int reg_kernel_max_threads(int vpt, int rows) {
-  return vpt * rows <= 2 ? 1024 : (vpt * rows <= 4 ? 512 : (vpt * rows <= 8 ? 256 : 128));
+  return vpt * rows <= 2 ? 1024 : (vpt * rows <= 4 ? 512 : 256);
 }
-constexpr int kPipeMaxThreads = 512;
+// Variants with 4+ vectors per thread ask for 2 resident blocks, which caps them at 64 (4 vectors) or 128
+// (8 vectors) registers: the allocations of the lab's measured-fastest bandwidth configurations (more
+// registers per thread would mean fewer resident blocks, fewer bytes in flight).
+constexpr int reg_kernel_min_blocks(int vpt, int rows) { return vpt * rows >= 4 ? 2 : 1; }
 
 // ---- register kernel ----------------------------------------------------------------------------------
-// A block (kCluster == 1) or a cluster of kCluster blocks normalises kRows rows of one kind per step.
-// Block `rank` of a cluster handles vectors [rank * vecs_per_cta, ...) of the row; thread j holds vectors
-// j, j + blockDim.x, ... of that slice, so a warp's loads are contiguous.
-template <typename T, int kVpt, int kRows, int kCluster>
-__global__ void __launch_bounds__(reg_kernel_max_threads(kVpt, kRows))
+// A block normalises kRows rows of one kind per step (tiles never mix e and h rows, so a block holds one
+// weight vector set); thread j holds vectors j, j + blockDim.x, ... (kVpt of them) of each row, so a
+// warp's accesses are contiguous. A capped grid loops over tiles and reloads weights only when the kind
+// changes. kPlainLoads (lab only) swaps the read-only/no-L1/L2-prefetch loads for plain ones.
+template <typename T, int kVpt, int kRows, bool kPlainLoads>
+__global__ void __launch_bounds__(reg_kernel_max_threads(kVpt, kRows), reg_kernel_min_blocks(kVpt, kRows))
     mtp_rms_norm_reg_kernel(const MtpNormRows p) {
   using V = Vec16<T>;
   __shared__ float partial[2][kRows][32];
-  __shared__ float cluster_partial[kRows];
 
   if (p.pdl) pdl_wait();  // without PDL the previous grid has completed: skip the instruction
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, num_warps = blockDim.x >> 5;
-  const int rank = kCluster > 1 ? static_cast<int>(cluster_cta_rank()) : 0;
-  const int64_t first_tile = blockIdx.x / kCluster, tile_stride = gridDim.x / kCluster;
-  const int vec_begin = rank * p.vecs_per_cta;
-  const int vec_end = min(p.num_vecs, vec_begin + p.vecs_per_cta);
 
   uint4 w[kVpt];
   int weight_kind = -1;  // 1: w holds enorm_w, 0: hnorm_w
   int parity = 0;
-  for (int64_t tile = first_tile; tile < p.num_tiles; tile += tile_stride) {
+  for (int64_t tile = blockIdx.x; tile < p.num_tiles; tile += gridDim.x) {
     const bool is_e = tile < p.num_e_tiles;  // block-uniform
     const int64_t row0 = (is_e ? tile : tile - p.num_e_tiles) * kRows;
     const int64_t num_kind_rows = is_e ? p.num_e_rows : p.num_h_rows;
@@ -286,22 +236,23 @@ __global__ void __launch_bounds__(reg_kernel_max_threads(kVpt, kRows))
       position[r] = (valid && is_e) ? __ldg(p.positions + row) : 1;
 #pragma unroll
       for (int k = 0; k < kVpt; ++k) {
-        const int v = vec_begin + k * blockDim.x + tid;
-        x[r][k] = (valid && v < vec_end) ? load_stream(in + row * p.row_bytes + static_cast<int64_t>(v) * 16)
-                                         : make_uint4(0, 0, 0, 0);
+        const int v = k * blockDim.x + tid;
+        const char* src = in + row * p.row_bytes + static_cast<int64_t>(v) * 16;
+        x[r][k] = (valid && v < p.num_vecs) ? (kPlainLoads ? load_plain(src) : load_stream(src))
+                                            : make_uint4(0, 0, 0, 0);
       }
     }
     if (weight_kind != static_cast<int>(is_e)) {
       const char* wsrc = is_e ? p.e_weight : p.h_weight;
 #pragma unroll
       for (int k = 0; k < kVpt; ++k) {
-        const int v = vec_begin + k * blockDim.x + tid;
-        w[k] = v < vec_end ? load_weight(wsrc + static_cast<int64_t>(v) * 16) : make_uint4(0, 0, 0, 0);
+        const int v = k * blockDim.x + tid;
+        const char* src = wsrc + static_cast<int64_t>(v) * 16;
+        w[k] = v < p.num_vecs ? (kPlainLoads ? load_plain(src) : load_weight(src)) : make_uint4(0, 0, 0, 0);
       }
       weight_kind = is_e;
     }
-    if (p.pdl && tile + tile_stride >= p.num_tiles)
-      pdl_launch_dependents();  // this block's last loads are issued
+    if (p.pdl && tile + gridDim.x >= p.num_tiles) pdl_launch_dependents();  // last loads are issued
 
     // 2. Sums of squares ("where(positions == 0, 0, e)": a masked row is normalised as zeros).
     float s[kRows];
@@ -317,23 +268,6 @@ __global__ void __launch_bounds__(reg_kernel_max_threads(kVpt, kRows))
     }
     block_sum<kRows>(s, partial[parity], lane, warp, num_warps);
     parity ^= 1;
-    if constexpr (kCluster > 1) {
-      // Exchange the blocks' partial sums; every block adds them in rank order (identical totals).
-      if (tid == 0) {
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) cluster_partial[r] = s[r];
-      }
-      cluster_arrive();
-      cluster_wait();
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) {
-        float total = 0.f;
-#pragma unroll
-        for (int c = 0; c < kCluster; ++c) total += load_cluster_shared(&cluster_partial[r], c);
-        s[r] = total;
-      }
-      cluster_arrive();  // done reading the peers' shared memory; matched by the wait below
-    }
 
     // 3. Normalise and store.
 #pragma unroll
@@ -343,111 +277,11 @@ __global__ void __launch_bounds__(reg_kernel_max_threads(kVpt, kRows))
       const float rstd = rsqrtf(s[r] * p.inv_hidden + p.eps);
 #pragma unroll
       for (int k = 0; k < kVpt; ++k) {
-        const int v = vec_begin + k * blockDim.x + tid;
-        if (v < vec_end) store_row_vec(p, is_e, row, v, scale<V>(x[r][k], w[k], rstd));
+        const int v = k * blockDim.x + tid;
+        if (v < p.num_vecs) store_row_vec(p, is_e, row, v, scale<V>(x[r][k], w[k], rstd));
       }
     }
-    if constexpr (kCluster > 1) cluster_wait();  // no block leaves (or reuses cluster_partial) early
   }
-}
-
-// ---- pipelined kernel ---------------------------------------------------------------------------------
-// Persistent blocks; tile = one row; block b handles rows b, b + gridDim.x, ... through a ring of
-// kStages row buffers in dynamic shared memory.
-template <typename T, int kVpt, int kStages>
-__global__ void __launch_bounds__(kPipeMaxThreads) mtp_rms_norm_pipe_kernel(const MtpNormRows p) {
-  using V = Vec16<T>;
-  extern __shared__ uint4 ring[];  // [kStages][kVpt * blockDim.x]
-  __shared__ float partial[2][1][32];
-  __shared__ int64_t ring_position[kStages][32];  // e rows: the position, copied by each warp's lane 0
-
-  if (p.pdl) pdl_wait();  // without PDL the previous grid has completed: skip the instruction
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, num_warps = blockDim.x >> 5;
-  const int slots = kVpt * blockDim.x;
-  const int64_t stride = gridDim.x;
-
-  // Copies this thread's slots of row `tile` (and, for an e row, its position) into ring stage `stage`.
-  // Always commits a group, empty past the end, so that group counting stays uniform.
-  auto issue = [&](int64_t tile, int stage) {
-    if (tile < p.num_tiles) {
-      const bool is_e = tile < p.num_e_tiles;
-      const int64_t row = is_e ? tile : tile - p.num_e_tiles;
-      const char* src = (is_e ? p.e_in : p.h_in) + row * p.row_bytes;
-      uint4* dst = ring + stage * slots;
-#pragma unroll
-      for (int k = 0; k < kVpt; ++k) {
-        const int v = k * blockDim.x + tid;
-        if (v < p.num_vecs) cp_async_16(dst + v, src + static_cast<int64_t>(v) * 16);
-      }
-      if (is_e && lane == 0) cp_async_8(&ring_position[stage][warp], p.positions + row);
-    }
-    cp_async_commit();
-  };
-
-  int64_t next = blockIdx.x;
-#pragma unroll
-  for (int st = 0; st < kStages - 1; ++st, next += stride) issue(next, st);
-
-  uint4 w_e[kVpt], w_h[kVpt];
-#pragma unroll
-  for (int k = 0; k < kVpt; ++k) w_e[k] = w_h[k] = make_uint4(0, 0, 0, 0);
-  bool have_e = false, have_h = false;
-  int stage = 0, free_stage = kStages - 1, parity = 0;
-  for (int64_t tile = blockIdx.x; tile < p.num_tiles; tile += stride) {
-    // Refill the stage this thread finished reading last step, then wait for the current row.
-    issue(next, free_stage);
-    next += stride;
-    free_stage = free_stage + 1 == kStages ? 0 : free_stage + 1;
-    const bool is_e = tile < p.num_e_tiles;  // block-uniform
-    if (is_e && !have_e) {
-#pragma unroll
-      for (int k = 0; k < kVpt; ++k) {
-        const int v = k * blockDim.x + tid;
-        if (v < p.num_vecs) w_e[k] = load_weight(p.e_weight + static_cast<int64_t>(v) * 16);
-      }
-      have_e = true;
-    }
-    if (!is_e && !have_h) {
-#pragma unroll
-      for (int k = 0; k < kVpt; ++k) {
-        const int v = k * blockDim.x + tid;
-        if (v < p.num_vecs) w_h[k] = load_weight(p.h_weight + static_cast<int64_t>(v) * 16);
-      }
-      have_h = true;
-    }
-    cp_async_wait<kStages - 1>();
-    if (p.pdl && tile + stride >= p.num_tiles) pdl_launch_dependents();
-
-    uint4 x[kVpt];
-    const uint4* src = ring + stage * slots;
-#pragma unroll
-    for (int k = 0; k < kVpt; ++k) {
-      const int v = k * blockDim.x + tid;
-      x[k] = v < p.num_vecs ? src[v] : make_uint4(0, 0, 0, 0);
-    }
-    if (is_e) {
-      int64_t position = lane == 0 ? ring_position[stage][warp] : 0;
-      position = __shfl_sync(0xffffffffu, position, 0);
-      if (position == 0) {
-#pragma unroll
-        for (int k = 0; k < kVpt; ++k) x[k] = make_uint4(0, 0, 0, 0);
-      }
-    }
-    float s[1] = {0.f};
-#pragma unroll
-    for (int k = 0; k < kVpt; ++k) s[0] += sum_squares<V>(x[k]);
-    block_sum<1>(s, partial[parity], lane, warp, num_warps);
-    parity ^= 1;
-    const float rstd = rsqrtf(s[0] * p.inv_hidden + p.eps);
-    const int64_t row = is_e ? tile : tile - p.num_e_tiles;
-#pragma unroll
-    for (int k = 0; k < kVpt; ++k) {
-      const int v = k * blockDim.x + tid;
-      if (v < p.num_vecs) store_row_vec(p, is_e, row, v, scale<V>(x[k], select(is_e, w_e[k], w_h[k]), rstd));
-    }
-    stage = stage + 1 == kStages ? 0 : stage + 1;
-  }
-  cp_async_wait<0>();  // nothing may still be landing in shared memory when the block exits
 }
 
 // ---- scalar two-pass kernel: any H, any alignment --------------------------------------------------
@@ -517,6 +351,7 @@ __global__ void __launch_bounds__(256) mtp_rms_norm_scalar_kernel(const MtpNormR
 
 // ---- host side ---------------------------------------------------------------------------------------
 constexpr int kScalarThreads = 256;
+constexpr int64_t kMaxRegisterVecs = 8 * 256;  // 8 vectors x 256 threads (the 8-vector launch bound)
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up32(int64_t a) { return (a + 31) / 32 * 32; }
@@ -541,118 +376,66 @@ Status sm_count(int* out) {
 
 using RowKernel = void (*)(MtpNormRows);
 
-// Resident blocks per SM of (kernel, threads, dynamic shared memory), cached. Also raises the kernel's
-// dynamic shared-memory limit (once) when it needs more than the default 48 KB.
-Status blocks_per_sm(RowKernel kernel, int threads, int64_t smem, int* out) {
+// Resident blocks per SM of (kernel, threads), cached.
+Status blocks_per_sm(RowKernel kernel, int threads, int* out) {
   static std::mutex mu;
-  static std::map<std::tuple<const void*, int, int64_t, int>, int> cache;
-  static std::set<std::pair<const void*, int>> raised;
+  static std::map<std::tuple<const void*, int, int>, int> cache;
   int dev = 0;
   DSV4_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev));
-  const void* fn = reinterpret_cast<const void*>(kernel);
   std::lock_guard<std::mutex> lock(mu);
-  if (smem > 48 * 1024 && raised.count({fn, dev}) == 0) {
-    // The dynamic limit may be raised up to the opt-in maximum minus the kernel's static shared memory.
-    int max_optin = 0;
-    cudaFuncAttributes attr{};
-    DSV4_CUDA_RETURN_IF_ERROR(
-        cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    DSV4_CUDA_RETURN_IF_ERROR(cudaFuncGetAttributes(&attr, kernel));
-    DSV4_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                   max_optin - static_cast<int>(attr.sharedSizeBytes)));
-    raised.insert({fn, dev});
-  }
-  const auto key = std::make_tuple(fn, threads, smem, dev);
+  const auto key = std::make_tuple(reinterpret_cast<const void*>(kernel), threads, dev);
   auto it = cache.find(key);
   if (it == cache.end()) {
     int n = 0;
-    DSV4_CUDA_RETURN_IF_ERROR(
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, static_cast<size_t>(smem)));
+    DSV4_CUDA_RETURN_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, 0));
     it = cache.emplace(key, n).first;
   }
   *out = it->second;
   return Status::ok();
 }
 
-template <typename T>
-RowKernel pick_reg_kernel(int vpt, int rows, int cluster) {
-  switch (vpt * 100 + rows * 10 + cluster) {
-    case 111:
-      return mtp_rms_norm_reg_kernel<T, 1, 1, 1>;
-    case 121:
-      return mtp_rms_norm_reg_kernel<T, 1, 2, 1>;
-    case 141:
-      return mtp_rms_norm_reg_kernel<T, 1, 4, 1>;
-    case 211:
-      return mtp_rms_norm_reg_kernel<T, 2, 1, 1>;
-    case 221:
-      return mtp_rms_norm_reg_kernel<T, 2, 2, 1>;
-    case 241:
-      return mtp_rms_norm_reg_kernel<T, 2, 4, 1>;
-    case 411:
-      return mtp_rms_norm_reg_kernel<T, 4, 1, 1>;
-    case 421:
-      return mtp_rms_norm_reg_kernel<T, 4, 2, 1>;
-    case 811:
-      return mtp_rms_norm_reg_kernel<T, 8, 1, 1>;
-    case 112:
-      return mtp_rms_norm_reg_kernel<T, 1, 1, 2>;
-    case 114:
-      return mtp_rms_norm_reg_kernel<T, 1, 1, 4>;
-    case 212:
-      return mtp_rms_norm_reg_kernel<T, 2, 1, 2>;
-    case 214:
-      return mtp_rms_norm_reg_kernel<T, 2, 1, 4>;
+template <typename T, bool kPlain>
+RowKernel pick_reg_kernel(int vpt, int rows) {
+  switch (vpt * 10 + rows) {
+    case 11:
+      return mtp_rms_norm_reg_kernel<T, 1, 1, kPlain>;
+    case 12:
+      return mtp_rms_norm_reg_kernel<T, 1, 2, kPlain>;
+    case 21:
+      return mtp_rms_norm_reg_kernel<T, 2, 1, kPlain>;
+    case 22:
+      return mtp_rms_norm_reg_kernel<T, 2, 2, kPlain>;
+    case 41:
+      return mtp_rms_norm_reg_kernel<T, 4, 1, kPlain>;
+    case 42:
+      return mtp_rms_norm_reg_kernel<T, 4, 2, kPlain>;
+    case 81:
+      return mtp_rms_norm_reg_kernel<T, 8, 1, kPlain>;
     default:
       return nullptr;
   }
 }
 
 template <typename T>
-RowKernel pick_pipe_kernel(int vpt, int stages) {
-  switch (vpt * 10 + stages) {
-    case 13:
-      return mtp_rms_norm_pipe_kernel<T, 1, 3>;
-    case 14:
-      return mtp_rms_norm_pipe_kernel<T, 1, 4>;
-    case 16:
-      return mtp_rms_norm_pipe_kernel<T, 1, 6>;
-    case 23:
-      return mtp_rms_norm_pipe_kernel<T, 2, 3>;
-    case 24:
-      return mtp_rms_norm_pipe_kernel<T, 2, 4>;
-    case 26:
-      return mtp_rms_norm_pipe_kernel<T, 2, 6>;
-    case 43:
-      return mtp_rms_norm_pipe_kernel<T, 4, 3>;
-    case 44:
-      return mtp_rms_norm_pipe_kernel<T, 4, 4>;
-    case 46:
-      return mtp_rms_norm_pipe_kernel<T, 4, 6>;
-    default:
-      return nullptr;
-  }
+RowKernel pick_reg_kernel(int vpt, int rows, bool plain) {
+  return plain ? pick_reg_kernel<T, true>(vpt, rows) : pick_reg_kernel<T, false>(vpt, rows);
 }
 
 RowKernel pick_kernel(DType dtype, const MtpNormLaunch& s) {
-  switch (s.kernel) {
-    case MtpNormKernel::kRegister:
-      if (dtype == DType::F32) return pick_reg_kernel<float>(s.vecs_per_thread, s.rows_per_block, s.cluster);
-      if (dtype == DType::BF16) {
-        return pick_reg_kernel<__nv_bfloat16>(s.vecs_per_thread, s.rows_per_block, s.cluster);
-      }
-      return pick_reg_kernel<__half>(s.vecs_per_thread, s.rows_per_block, s.cluster);
-    case MtpNormKernel::kPipelined:
-      if (dtype == DType::F32) return pick_pipe_kernel<float>(s.vecs_per_thread, s.stages);
-      if (dtype == DType::BF16) return pick_pipe_kernel<__nv_bfloat16>(s.vecs_per_thread, s.stages);
-      return pick_pipe_kernel<__half>(s.vecs_per_thread, s.stages);
-    case MtpNormKernel::kScalar:
-      if (dtype == DType::F32) return mtp_rms_norm_scalar_kernel<float>;
-      if (dtype == DType::BF16) return mtp_rms_norm_scalar_kernel<__nv_bfloat16>;
-      return mtp_rms_norm_scalar_kernel<__half>;
-    default:
-      return nullptr;
+  if (s.kernel == MtpNormKernel::kRegister) {
+    if (dtype == DType::F32)
+      return pick_reg_kernel<float>(s.vecs_per_thread, s.rows_per_block, s.plain_loads);
+    if (dtype == DType::BF16) {
+      return pick_reg_kernel<__nv_bfloat16>(s.vecs_per_thread, s.rows_per_block, s.plain_loads);
+    }
+    return pick_reg_kernel<__half>(s.vecs_per_thread, s.rows_per_block, s.plain_loads);
   }
+  if (s.kernel == MtpNormKernel::kScalar) {
+    if (dtype == DType::F32) return mtp_rms_norm_scalar_kernel<float>;
+    if (dtype == DType::BF16) return mtp_rms_norm_scalar_kernel<__nv_bfloat16>;
+    return mtp_rms_norm_scalar_kernel<__half>;
+  }
+  return nullptr;
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
@@ -716,53 +499,48 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
   MtpNormLaunch s;
   s.kernel = cfg.kernel;
   if (s.kernel == MtpNormKernel::kAuto) {
-    // The register kernel serves every T (see the kernel lab's sweep in bench/RESULTS.md); the pipelined
-    // kernel stays selectable for the lab. Unaligned or very long rows go scalar.
-    s.kernel = aligned && num_vecs <= 2048 ? MtpNormKernel::kRegister : MtpNormKernel::kScalar;
+    s.kernel = aligned && num_vecs <= kMaxRegisterVecs ? MtpNormKernel::kRegister : MtpNormKernel::kScalar;
   }
-  if (!aligned && s.kernel != MtpNormKernel::kScalar) {
+  if (!aligned && s.kernel == MtpNormKernel::kRegister) {
     return invalid_config(what, s, p.hidden, "rows or pointers are not 16-byte aligned");
   }
 
-  int64_t max_resident = 0;  // blocks of one resident wave (for max_blocks == -2 and the pipelined grid)
+  int64_t cap = cfg.max_blocks;
+  if (cap < -2) return invalid_config(what, s, p.hidden, "max_blocks must be >= -2");
   if (s.kernel == MtpNormKernel::kRegister) {
     s.rows_per_block = cfg.rows_per_block == 0 ? 1 : cfg.rows_per_block;
-    s.cluster = cfg.cluster == 0 ? 1 : cfg.cluster;
-    const int64_t per_cta = ceil_div(num_vecs, s.cluster);
+    s.plain_loads = cfg.plain_loads;
+    // Slots a launch with v vectors per thread leaves idle in each row (threads come in warps).
+    const auto idle = [&](int v) { return round_up32(ceil_div(num_vecs, v)) * v - num_vecs; };
+    const int64_t total_bytes = num_rows * p.row_bytes;
     s.vecs_per_thread = cfg.vecs_per_thread;
     if (s.vecs_per_thread == 0) {
+      // From the lab's sweep (H200, bf16, H = 2568 / 4096 / 7168, hc = 4; bench/RESULTS.md):
       if (num_rows > 8192) {
-        // Bandwidth regime: 8 vectors per thread (a row per 2-4 warps): many small blocks per SM, each
-        // thread with 128 bytes in flight.
-        s.vecs_per_thread = 8;
+        // bandwidth (T >~ 2000): 4 or 8 vectors per thread, whichever wastes fewer lanes (8 on a tie):
+        // fewer, fatter threads keep more bytes in flight per SM.
+        s.vecs_per_thread = idle(8) <= idle(4) ? 8 : 4;
+      } else if (total_bytes > (int64_t{4} << 20)) {
+        // rows no longer fit the SMs in one go (T ~ 64..2000): 4 vectors per thread, and up to ~2000 rows
+        // one resident wave of blocks looping over tiles (fewer block launches, weights loaded once).
+        s.vecs_per_thread = 4;
+        if (cap == 0 && num_rows <= 2048) cap = -2;
       } else {
-        // Latency regime: 2 vectors per thread (1 for short rows), so that one block streams a row with
-        // short per-thread chains; more only when a row would need more than 512 threads.
-        s.vecs_per_thread = per_cta >= 512 ? 2 : 1;
+        // latency (a few rows per SM): 2 vectors per thread: short per-thread chains, 8-16 warps per row.
+        s.vecs_per_thread = 2;
       }
-      while (s.vecs_per_thread < 16 && round_up32(ceil_div(per_cta, s.vecs_per_thread)) >
-                                           reg_kernel_max_threads(s.vecs_per_thread, s.rows_per_block)) {
+      while (s.vecs_per_thread < 8 && round_up32(ceil_div(num_vecs, s.vecs_per_thread)) >
+                                          reg_kernel_max_threads(s.vecs_per_thread, s.rows_per_block)) {
         s.vecs_per_thread *= 2;
       }
     }
     s.threads =
-        static_cast<int>(std::min<int64_t>(round_up32(ceil_div(per_cta, s.vecs_per_thread)), INT_MAX));
+        static_cast<int>(std::min<int64_t>(round_up32(ceil_div(num_vecs, s.vecs_per_thread)), INT_MAX));
     if (s.threads > reg_kernel_max_threads(s.vecs_per_thread, s.rows_per_block)) {
       return invalid_config(what, s, p.hidden, "too many threads per block");
     }
-    p.vecs_per_cta = static_cast<int32_t>(per_cta);
     p.num_e_tiles = ceil_div(p.num_e_rows, s.rows_per_block);
     p.num_tiles = p.num_e_tiles + ceil_div(p.num_h_rows, s.rows_per_block);
-    s.blocks = p.num_tiles * s.cluster;
-  } else if (s.kernel == MtpNormKernel::kPipelined) {
-    s.vecs_per_thread = cfg.vecs_per_thread != 0 ? cfg.vecs_per_thread : (num_vecs <= 512 ? 2 : 4);
-    s.stages = cfg.stages != 0 ? cfg.stages : 4;
-    s.threads =
-        static_cast<int>(std::min<int64_t>(round_up32(ceil_div(num_vecs, s.vecs_per_thread)), INT_MAX));
-    if (s.threads > kPipeMaxThreads) return invalid_config(what, s, p.hidden, "too many threads per block");
-    s.shared_bytes = static_cast<int64_t>(s.stages) * s.vecs_per_thread * s.threads * 16;
-    p.num_e_tiles = p.num_e_rows;
-    p.num_tiles = num_rows;
     s.blocks = p.num_tiles;
   } else {
     s.kernel = MtpNormKernel::kScalar;
@@ -776,47 +554,30 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
   if (kernel == nullptr) return invalid_config(what, s, p.hidden, "no such kernel instance");
   p.num_vecs = static_cast<int32_t>(std::min<int64_t>(num_vecs, INT32_MAX));
 
-  if (s.kernel != MtpNormKernel::kScalar) {
-    int per_sm = 0;
-    if (Status st = blocks_per_sm(kernel, s.threads, s.shared_bytes, &per_sm); !st) return st;
-    if (per_sm == 0) return invalid_config(what, s, p.hidden, "the block does not fit on an SM");
-    max_resident = static_cast<int64_t>(per_sm) * sms;
-    int64_t cap = cfg.max_blocks;
-    if (cap == 0) cap = s.kernel == MtpNormKernel::kPipelined ? -2 : -1;
+  if (s.kernel == MtpNormKernel::kRegister) {
     if (cap == -2) {
-      cap = std::max<int64_t>(max_resident / s.cluster, 1) * s.cluster;
-    } else if (cap == -1) {
-      cap = s.blocks;
-    } else if (cap < -2) {
-      return invalid_config(what, s, p.hidden, "max_blocks must be >= -2");
+      int per_sm = 0;
+      if (Status st = blocks_per_sm(kernel, s.threads, &per_sm); !st) return st;
+      cap = std::max<int64_t>(static_cast<int64_t>(per_sm) * sms, 1);
     }
-    s.blocks = std::min<int64_t>(s.blocks, (cap + s.cluster - 1) / s.cluster * s.cluster);
+    if (cap > 0) s.blocks = std::min(s.blocks, cap);
   }
-  s.blocks = std::min<int64_t>(s.blocks, INT_MAX / 8 * 8);
+  s.blocks = std::min<int64_t>(s.blocks, INT_MAX);
   if (launched != nullptr) *launched = s;
 
+  // Launch attributes only when used: a kernel node that carries none is the plainest a graph can launch.
   cudaLaunchConfig_t lc{};
   lc.gridDim = dim3(static_cast<unsigned>(s.blocks));
   lc.blockDim = dim3(s.threads);
-  lc.dynamicSmemBytes = static_cast<size_t>(s.shared_bytes);
   lc.stream = stream;
-  // Attributes only when used: a kernel node that carries none is the plainest thing a graph can launch.
-  cudaLaunchAttribute attrs[2];
-  lc.numAttrs = 0;
+  cudaLaunchAttribute attr[1];
   p.pdl = pdl_enabled() ? 1 : 0;
   if (p.pdl) {
-    attrs[lc.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attrs[lc.numAttrs].val.programmaticStreamSerializationAllowed = 1;
-    ++lc.numAttrs;
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    lc.attrs = attr;
+    lc.numAttrs = 1;
   }
-  if (s.cluster > 1) {
-    attrs[lc.numAttrs].id = cudaLaunchAttributeClusterDimension;
-    attrs[lc.numAttrs].val.clusterDim.x = s.cluster;
-    attrs[lc.numAttrs].val.clusterDim.y = 1;
-    attrs[lc.numAttrs].val.clusterDim.z = 1;
-    ++lc.numAttrs;
-  }
-  lc.attrs = attrs;
   DSV4_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&lc, kernel, p));
   return Status::ok();
 }
@@ -831,33 +592,17 @@ MtpNormRows base_rows(int64_t hidden, float eps, DType dtype) {
   return p;
 }
 
-const char* kernel_name(MtpNormKernel k) {
-  switch (k) {
-    case MtpNormKernel::kRegister:
-      return "register";
-    case MtpNormKernel::kPipelined:
-      return "pipelined";
-    case MtpNormKernel::kScalar:
-      return "scalar";
-    default:
-      return "auto";
-  }
-}
-
 }  // namespace
 
 std::string MtpNormLaunch::to_string() const {
   switch (kernel) {
     case MtpNormKernel::kRegister:
-      return str_cat("register vpt=", vecs_per_thread, " rows=", rows_per_block, " cluster=", cluster,
+      return str_cat("register vpt=", vecs_per_thread, " rows=", rows_per_block, plain_loads ? " plain" : "",
                      " threads=", threads, " blocks=", blocks);
-    case MtpNormKernel::kPipelined:
-      return str_cat("pipelined vpt=", vecs_per_thread, " stages=", stages, " threads=", threads,
-                     " blocks=", blocks, " smem=", shared_bytes);
     case MtpNormKernel::kScalar:
       return str_cat("scalar threads=", threads, " blocks=", blocks);
     default:
-      return blocks == 0 ? "none" : kernel_name(kernel);
+      return "none";
   }
 }
 

@@ -23,23 +23,20 @@
 namespace dsv4::cuda {
 
 // Kernels behind the launchers (see mtp_norm.cu):
-//   kRegister   a block (or a cluster of blocks) per group of rows, each row held in registers; weights
-//               loaded together with the activations: the fewest round trips, for small T.
-//   kPipelined  persistent blocks streaming rows through a cp.async shared-memory ring, many rows in
-//               flight per SM without spending registers on them: for bandwidth at large T.
-//   kScalar     two passes with scalar accesses: any H and any alignment (odd H).
-enum class MtpNormKernel { kAuto = 0, kRegister = 1, kPipelined = 2, kScalar = 3 };
+//   kRegister  rows held in registers, one block per (group of) row(s); the launch shape adapts it from
+//              latency-bound small T to bandwidth-bound large T.
+//   kScalar    two passes with scalar accesses: any H and any alignment (odd H).
+enum class MtpNormKernel { kAuto = 0, kRegister = 1, kScalar = 2 };
 
 // Launch shape. Production callers pass nullptr and get the heuristic; the kernel lab and the tests pass
 // explicit values to sweep / cover every variant. 0 means "choose" everywhere.
 struct MtpNormConfig {
   MtpNormKernel kernel = MtpNormKernel::kAuto;
-  int vecs_per_thread = 0;  // 16-byte vectors per thread per row: 1, 2, 4 or 8 (pipelined: 1, 2 or 4)
-  int rows_per_block = 0;   // register kernel: rows a block normalises together: 1, 2 or 4
-  int cluster = 0;          // register kernel with rows_per_block 1: blocks sharing one row (1, 2, 4)
-  int stages = 0;           // pipelined kernel: shared-memory ring depth in rows (3, 4 or 6)
-  int max_blocks = 0;       // grid: -1 = one block per tile, -2 = one resident wave, > 0 = at most
-                            // this many blocks; capped grids loop over tiles
+  int vecs_per_thread = 0;   // 16-byte vectors per thread per row: 1, 2, 4 or 8
+  int rows_per_block = 0;    // rows a block normalises together: 1 or 2 (2 only with <= 4 vectors)
+  int max_blocks = 0;        // grid: -1 = one block per tile, -2 = one resident wave, > 0 = at most this
+                             // many blocks; capped grids loop over tiles
+  bool plain_loads = false;  // lab: plain loads instead of read-only / no-L1 / L2-prefetch loads
 };
 
 // What a launch resolved to (for logs and the kernel lab's JSON).
@@ -47,11 +44,9 @@ struct MtpNormLaunch {
   MtpNormKernel kernel = MtpNormKernel::kAuto;  // kAuto: nothing launched (T = 0)
   int vecs_per_thread = 0;
   int rows_per_block = 0;
-  int cluster = 1;
-  int stages = 0;
+  bool plain_loads = false;
   int threads = 0;
   int64_t blocks = 0;
-  int64_t shared_bytes = 0;
   std::string to_string() const;
 };
 
