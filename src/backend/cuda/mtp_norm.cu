@@ -510,24 +510,24 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
   if (s.kernel == MtpNormKernel::kRegister) {
     s.rows_per_block = cfg.rows_per_block == 0 ? 1 : cfg.rows_per_block;
     s.plain_loads = cfg.plain_loads;
-    // Slots a launch with v vectors per thread leaves idle in each row (threads come in warps).
-    const auto idle = [&](int v) { return round_up32(ceil_div(num_vecs, v)) * v - num_vecs; };
     const int64_t total_bytes = num_rows * p.row_bytes;
     s.vecs_per_thread = cfg.vecs_per_thread;
     if (s.vecs_per_thread == 0) {
-      // From the lab's sweep (H200, bf16, H = 2568 / 4096 / 7168, hc = 4; bench/RESULTS.md):
-      if (num_rows > 8192) {
-        // bandwidth (T >~ 2000): 4 or 8 vectors per thread, whichever wastes fewer lanes (8 on a tie):
-        // fewer, fatter threads keep more bytes in flight per SM.
-        s.vecs_per_thread = idle(8) <= idle(4) ? 8 : 4;
-      } else if (total_bytes > (int64_t{4} << 20)) {
-        // rows no longer fit the SMs in one go (T ~ 64..2000): 4 vectors per thread, and up to ~2000 rows
-        // one resident wave of blocks looping over tiles (fewer block launches, weights loaded once).
-        s.vecs_per_thread = 4;
-        if (cap == 0 && num_rows <= 2048) cap = -2;
-      } else {
-        // latency (a few rows per SM): 2 vectors per thread: short per-thread chains, 8-16 warps per row.
+      // From the lab's sweeps (H200, bf16, H = 2568 / 4096 / 7168, hc = 4; bench/RESULTS.md):
+      if (total_bytes <= (int64_t{4} << 20)) {
+        // latency (a few rows per SM, T <~ 64): 2 vectors per thread: short per-thread chains, 8-16 warps
+        // per row.
         s.vecs_per_thread = 2;
+      } else if (num_rows <= 2048) {
+        // the rows just exceed what the SMs take in one go (T ~ 64..400): 4 vectors per thread and one
+        // resident wave of blocks looping over tiles (fewer block launches, weights loaded once).
+        s.vecs_per_thread = 4;
+        if (cap == 0) cap = -2;
+      } else {
+        // bandwidth (T >~ 400): 4 vectors per thread, one block per row, plain loads (3-5% faster here
+        // than read-only / no-L1 / L2-prefetch loads in every sweep at T >= 1024).
+        s.vecs_per_thread = 4;
+        s.plain_loads = true;
       }
       while (s.vecs_per_thread < 8 && round_up32(ceil_div(num_vecs, s.vecs_per_thread)) >
                                           reg_kernel_max_threads(s.vecs_per_thread, s.rows_per_block)) {

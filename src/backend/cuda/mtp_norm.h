@@ -36,7 +36,8 @@ struct MtpNormConfig {
   int rows_per_block = 0;    // rows a block normalises together: 1 or 2 (2 only with <= 4 vectors)
   int max_blocks = 0;        // grid: -1 = one block per tile, -2 = one resident wave, > 0 = at most this
                              // many blocks; capped grids loop over tiles
-  bool plain_loads = false;  // lab: plain loads instead of read-only / no-L1 / L2-prefetch loads
+  bool plain_loads = false;  // plain loads instead of read-only / no-L1 / L2-prefetch ones (with
+                             // vecs_per_thread 0 the heuristic decides; it picks them at large T)
 };
 
 // What a launch resolved to (for logs and the kernel lab's JSON).
