@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   dsv4::cli::register_info(app);
   dsv4::cli::register_score(app);
   dsv4::cli::register_generate(app);
+  dsv4::cli::register_bench(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
