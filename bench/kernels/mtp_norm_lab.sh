@@ -28,13 +28,19 @@ step check_kernels "${LAB_CHECK_S:-50}" python3 tools/reference/check_kernels.py
   --json "$LOGS/check_kernels.json"
 step bench_sweep "${LAB_SWEEP_S:-80}" ./bench_mtp_norm ${LAB_SWEEP_FLAG---sweep} --json "$LOGS/bench.json"
 step bench_pdl "${LAB_PDL_S:-25}" env DSV4_PDL=1 ./bench_mtp_norm --json "$LOGS/bench_pdl.json"
-step peers "${LAB_PEERS_S:-180}" python3 bench/kernels/mtp_norm_peers.py --lib "$STAGE/libdsv4.so" \
+step peers "${LAB_PEERS_S:-200}" python3 bench/kernels/mtp_norm_peers.py --lib "$STAGE/libdsv4.so" \
   --json "$LOGS/peers.json"
-cp "$LOGS/peers.log" "$LOGS/bench.log" "$OUT_DIR/" 2>/dev/null
+# Kernel-only durations at small T (Nsight Compute, clocks left alone); skipped when ncu is absent.
+if command -v ncu >/dev/null; then
+  step ncu "${LAB_NCU_S:-90}" ncu --clock-control none -k regex:mtp --metrics gpu__time_duration.sum \
+    python3 bench/kernels/mtp_norm_ncu.py --lib "$STAGE/libdsv4.so"
+fi
+cp "$LOGS/peers.log" "$LOGS/bench_sweep.log" "$OUT_DIR/" 2>/dev/null
 tar -czf "$OUT_DIR/lab.tgz" -C "$LOGS" .
 echo "---- gpu tests";  grep -E "^\[  (PASSED|FAILED)|tests? ran|FAILED" "$LOGS/gpu_tests.log" | head -20
 echo "---- check";      tail -3 "$LOGS/check_kernels.log"
-echo "---- bench (PDL off, sweep)"; cat "$LOGS/bench.log"
+echo "---- bench (PDL off, sweep)"; cat "$LOGS/bench_sweep.log"
 echo "---- bench (PDL on)"; tail -27 "$LOGS/bench_pdl.log"
-echo "---- peers";      tail -30 "$LOGS/peers.log"
+echo "---- peers";      sed -n '/^fused MTP input/,$p' "$LOGS/peers.log"; tail -3 "$LOGS/peers.log"
+echo "---- ncu"; [ -f "$LOGS/ncu.log" ] && python3 bench/kernels/mtp_norm_ncu.py --summarize "$LOGS/ncu.log"
 cat "$LOGS/summary.txt"

@@ -27,9 +27,15 @@ import triton.language as tl
 from triton.testing import do_bench_cudagraph
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools" / "reference"))
-from dsv4_capi import Dsv4Lib  # noqa: E402
+from dsv4_capi import Dsv4Error, Dsv4Lib  # noqa: E402
 
 EPS = 1e-6
+
+# Our launch variants for --sweep: (kernel, vecs_per_thread, rows_per_block, max_blocks, plain_loads) as
+# in bench_mtp_norm.cu: the register kernel (1), one block per tile (-1) or one resident wave (-2).
+REG_SHAPES = [(1, 1), (1, 2), (2, 1), (2, 2), (4, 1), (4, 2), (8, 1)]
+VARIANTS = ([(1, v, r, g, 0) for v, r in REG_SHAPES for g in (-1, -2)]
+            + [(1, v, 1, -1, 1) for v in (1, 2, 4, 8)])  # plain loads instead of .nc / no-L1 / L2 prefetch
 
 
 @triton.jit
@@ -53,6 +59,13 @@ def mtp_input_rmsnorm_kernel(e_ptr, pos_ptr, prev_ptr, ew_ptr, hw_ptr, eo_ptr, h
     rstd = tl.rsqrt(tl.sum(x * x, axis=0) / H + eps)
     w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + offs, (x * rstd * w).to(eo_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def copy_kernel(src_ptr, dst_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    tl.store(dst_ptr + offs, tl.load(src_ptr + offs, mask=mask), mask=mask)
 
 
 @triton.jit
@@ -115,6 +128,8 @@ def main():
     ap.add_argument("--hc", type=int, default=4)
     ap.add_argument("--rep", type=int, default=10, help="do_bench_cudagraph rep (ms)")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--sweep", default="4096,7168",
+                    help="hidden sizes at which to time every launch variant of ours ('' = none)")
     args = ap.parse_args()
     hiddens = [int(v) for v in args.hidden.split(",")]
     tokens = [int(v) for v in args.tokens.split(",")]
@@ -129,7 +144,14 @@ def main():
     # Copy bandwidth (bytes read + written) of a 1 GiB device-to-device copy, this card, this run.
     src = torch.randn(1 << 29, device="cuda", dtype=dt)
     dst = torch.empty_like(src)
-    copy_bw = 2 * src.numel() * 2 / (bench(lambda: dst.copy_(src), 50) * 1e-6)
+    for _ in range(400):  # let the clocks leave their idle state first
+        dst.copy_(src)
+    torch.cuda.synchronize()
+    n = src.numel()
+    t_copy = bench(lambda: dst.copy_(src), 50)
+    t_triton_copy = bench(lambda: copy_kernel[(triton.cdiv(n, 8192),)](src, dst, n, BLOCK=8192, num_warps=8), 50)
+    copy_bw = 2 * n * 2 / (min(t_copy, t_triton_copy) * 1e-6)  # the better of torch's copy_ and a plain kernel
+    print(f"copy: torch copy_ {2 * n * 2 / t_copy / 1e3:.0f} GB/s, Triton copy {2 * n * 2 / t_triton_copy / 1e3:.0f} GB/s")
     del src, dst
     device = torch.cuda.get_device_name()
     print(f"device: {device}; torch {torch.__version__}, triton {triton.__version__}; "
@@ -166,7 +188,23 @@ def main():
             assert torch.allclose(ho.float(), ho2.float(), rtol=1e-2, atol=1e-2), "ours vs triton: hnorm differs"
 
             r = {"hidden": H, "tokens": T, "hc": hc}
+            r["ours_launch"] = lib.last_launch()
             r["ours"] = bench(lambda: lib.fused_mtp_input_rms_norm(e, pos, prev, ew, hw, eo, ho, EPS), args.rep)
+            if str(H) in args.sweep.split(","):
+                sweep = []
+                for var in VARIANTS:
+                    lib.set_variant(*var)
+                    try:
+                        lib.fused_mtp_input_rms_norm(e, pos, prev, ew, hw, eo, ho, EPS)
+                    except Dsv4Error:
+                        continue  # this variant does not fit H
+                    desc = lib.last_launch()
+                    t = bench(lambda: lib.fused_mtp_input_rms_norm(e, pos, prev, ew, hw, eo, ho, EPS), args.rep)
+                    sweep.append({"variant": list(var), "launch": desc, "us": t})
+                lib.set_variant(0)
+                best = min(sweep, key=lambda x: x["us"])
+                r["sweep"] = sweep
+                r["sweep_best_us"], r["sweep_best_launch"] = best["us"], best["launch"]
             r["ours_eh"] = bench(lambda: lib.fused_mtp_input_rms_norm_eh(e, pos, prev, ew, hw, eh, EPS), args.rep)
             tw = {}
             for nw in (4, 8, 16):
@@ -198,7 +236,9 @@ def main():
             if "compile" in r:
                 r["ratio_ours_compile"] = r["ours"] / r["compile"]
             results.append(r)
-            print(f"H={H} T={T}: ours {r['ours']:.2f} us, triton {r['triton']:.2f} (best {r['triton_best']:.2f} "
+            if "sweep_best_us" in r:
+                print(f"H={H} T={T}: sweep best {r['sweep_best_us']:.2f} us [{r['sweep_best_launch']}]", flush=True)
+            print(f"H={H} T={T}: ours {r['ours']:.2f} us [{r['ours_launch']}], triton {r['triton']:.2f} (best {r['triton_best']:.2f} "
                   f"@{r['triton_best_warps']}w), compile {r.get('compile', float('nan')):.2f}, "
                   f"eager {r['eager']:.2f}", flush=True)
             dump()
@@ -222,7 +262,7 @@ def main():
           f"%bw = fraction of copy bandwidth ({copy_bw / 1e9:.0f} GB/s)")
     print(f"{'H':>5} {'T':>5} | {'ours':>8} {'%bw':>4} {'eh':>8} | {'triton':>8} {'best':>8} {'%bw':>4} | "
           f"{'compile':>8} {'eager':>8} | {'o/tri':>5} {'o/best':>6} {'o/comp':>6} | {'head':>7} {'h-tri*':>7} "
-          f"{'h-comp':>7} {'h o/t*':>6}")
+          f"{'h-comp':>7} {'h o/t*':>6} | {'sweep':>8} {'s/best':>6}")
     for r in results:
         ok = {True: "", False: " MISS"}.get(r.get("meets_target_vs_triton_best"), "")
         print(f"{r['hidden']:5d} {r['tokens']:5d} | {r['ours']:8.2f} {100 * r['ours_frac_copy_bw']:3.0f}% "
@@ -231,7 +271,8 @@ def main():
               f"{r['ratio_ours_triton']:5.2f} {r['ratio_ours_triton_best']:6.2f} "
               f"{r.get('ratio_ours_compile', float('nan')):6.2f} | {r['head_ours']:7.2f} "
               f"{r['head_triton_best']:7.2f} {r.get('head_compile', float('nan')):7.2f} "
-              f"{r['head_ratio_ours_triton_best']:6.2f}{ok}")
+              f"{r['head_ratio_ours_triton_best']:6.2f} | {r.get('sweep_best_us', float('nan')):8.2f} "
+              f"{r.get('sweep_best_us', float('nan')) / r['triton_best']:6.2f}{ok}")
     print(f"acceptance (vs best Triton variant, H 4096/7168): {sum(verdicts)}/{len(verdicts)} points met")
     dump()
     return 0

@@ -4,6 +4,7 @@
 
 #include <exception>
 #include <initializer_list>
+#include <mutex>
 #include <string>
 #include <utility>
 
@@ -17,6 +18,24 @@ using dsv4::Status;
 using dsv4::StatusCode;
 
 thread_local std::string g_last_error;
+thread_local std::string g_last_launch;
+
+// The kernel lab's variant override (dsv4_lab_set_mtp_norm_variant); kAuto = none.
+std::mutex g_lab_mu;
+dsv4::cuda::MtpNormConfig g_lab_config;
+
+// The config the entry points pass to the launchers: nullptr (the heuristic) unless the lab set one.
+const dsv4::cuda::MtpNormConfig* lab_config(dsv4::cuda::MtpNormConfig* storage) {
+  std::lock_guard<std::mutex> lock(g_lab_mu);
+  if (g_lab_config.kernel == dsv4::cuda::MtpNormKernel::kAuto) return nullptr;
+  *storage = g_lab_config;
+  return storage;
+}
+
+Status record_launch(const Status& s, const dsv4::cuda::MtpNormLaunch& launch) {
+  if (s.is_ok()) g_last_launch = launch.to_string();
+  return s;
+}
 
 int finish(const Status& s) {
   if (s.is_ok()) {
@@ -146,9 +165,13 @@ int dsv4_fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* posi
         return s;
       }
     }
-    return dsv4::cuda::fused_mtp_input_rms_norm(inputs_embeds, positions, prev_hidden, enorm_weight,
-                                                hnorm_weight, enorm_out, hnorm_out, num_tokens, hidden,
-                                                hc_mult, eps, dt, stream);
+    dsv4::cuda::MtpNormConfig storage;
+    dsv4::cuda::MtpNormLaunch launch;
+    return record_launch(
+        dsv4::cuda::fused_mtp_input_rms_norm(inputs_embeds, positions, prev_hidden, enorm_weight,
+                                             hnorm_weight, enorm_out, hnorm_out, num_tokens, hidden, hc_mult,
+                                             eps, dt, stream, lab_config(&storage), &launch),
+        launch);
   });
 }
 
@@ -174,9 +197,12 @@ int dsv4_fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* p
         return s;
       }
     }
-    return dsv4::cuda::fused_mtp_input_rms_norm_eh(inputs_embeds, positions, prev_hidden, enorm_weight,
-                                                   hnorm_weight, out, num_tokens, hidden, hc_mult, eps, dt,
-                                                   stream);
+    dsv4::cuda::MtpNormConfig storage;
+    dsv4::cuda::MtpNormLaunch launch;
+    return record_launch(dsv4::cuda::fused_mtp_input_rms_norm_eh(
+                             inputs_embeds, positions, prev_hidden, enorm_weight, hnorm_weight, out,
+                             num_tokens, hidden, hc_mult, eps, dt, stream, lab_config(&storage), &launch),
+                         launch);
   });
 }
 
@@ -193,8 +219,28 @@ int dsv4_mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, 
         return s;
       }
     }
-    return dsv4::cuda::mtp_shared_head_rms_norm(x, weight, out, num_tokens, hidden, eps, dt, stream);
+    dsv4::cuda::MtpNormConfig storage;
+    dsv4::cuda::MtpNormLaunch launch;
+    return record_launch(dsv4::cuda::mtp_shared_head_rms_norm(x, weight, out, num_tokens, hidden, eps, dt,
+                                                              stream, lab_config(&storage), &launch),
+                         launch);
   });
 }
+
+int dsv4_lab_set_mtp_norm_variant(int kernel, int vecs_per_thread, int rows_per_block, int max_blocks,
+                                  int plain_loads) {
+  return guarded([&]() -> Status {
+    if (kernel < 0 || kernel > static_cast<int>(dsv4::cuda::MtpNormKernel::kScalar)) {
+      return {StatusCode::kInvalidArgument,
+              dsv4::str_cat("dsv4_lab_set_mtp_norm_variant: kernel must be 0, 1 or 2, got ", kernel)};
+    }
+    std::lock_guard<std::mutex> lock(g_lab_mu);
+    g_lab_config = {static_cast<dsv4::cuda::MtpNormKernel>(kernel), vecs_per_thread, rows_per_block,
+                    max_blocks, plain_loads != 0};
+    return Status::ok();
+  });
+}
+
+const char* dsv4_lab_last_mtp_norm_launch(void) { return g_last_launch.c_str(); }
 
 }  // extern "C"

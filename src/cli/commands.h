@@ -16,6 +16,7 @@ void register_make_tiny(CLI::App& app);
 void register_info(CLI::App& app);
 void register_score(CLI::App& app);
 void register_generate(CLI::App& app);
+void register_bench(CLI::App& app);
 
 // Shared option parsing.
 Device parse_device(const std::string& name);

@@ -8,10 +8,14 @@
 int main(int argc, char** argv) {
   CLI::App app{"dsv4: a C++/CUDA inference engine for DeepSeek-V4 and its MTP drafter"};
   app.require_subcommand(1);
+  // Usage errors get the same "error: " prefix as every other failure.
+  app.failure_message(
+      [](const CLI::App* a, const CLI::Error& e) { return "error: " + CLI::FailureMessage::simple(a, e); });
   dsv4::cli::register_make_tiny(app);
   dsv4::cli::register_info(app);
   dsv4::cli::register_score(app);
   dsv4::cli::register_generate(app);
+  dsv4::cli::register_bench(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

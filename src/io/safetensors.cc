@@ -92,7 +92,17 @@ void parse_safetensors_header(const char* bytes, size_t file_size, const std::st
       bad("tensor '", name, "': data_offsets [", begin, ", ", end, "] lie outside the ", data_size,
           "-byte data section (truncated file?)");
     }
-    const uint64_t expected = static_cast<uint64_t>(info.numel()) * dtype_size(info.dtype);
+    // Overflow-checked: a huge shape must not wrap around to a small (or zero) byte count.
+    uint64_t expected = dtype_size(info.dtype);
+    bool overflow = false;
+    for (int64_t s : info.shape) overflow |= __builtin_mul_overflow(expected, static_cast<uint64_t>(s), &expected);
+    if (std::find(info.shape.begin(), info.shape.end(), 0) != info.shape.end()) {
+      overflow = false;
+      expected = 0;
+    }
+    if (overflow || expected > static_cast<uint64_t>(INT64_MAX)) {
+      bad("tensor '", name, "': shape ", info.shape_string(), " is too large");
+    }
     if (end - begin != expected) {
       bad("tensor '", name, "': ", dtype, info.shape_string(), " needs ", expected, " bytes but data_offsets span ",
           end - begin);
@@ -174,7 +184,7 @@ Checkpoint Checkpoint::open(const std::string& dir) {
         fail(StatusCode::kParseError, index_path.string(), ": weight_map entry '", it.key(), "' is not a file name");
       }
       const std::string shard = it.value().get<std::string>();
-      if (shard.find('/') != std::string::npos || shard == "..") {
+      if (shard.find('/') != std::string::npos || shard.empty() || shard == "." || shard == "..") {
         fail(StatusCode::kParseError, index_path.string(), ": shard name '", shard, "' must be a plain file name");
       }
       if (!opened.count(shard)) {

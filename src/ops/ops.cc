@@ -166,8 +166,10 @@ void hc_post(ExecContext& ctx, Tensor out, Tensor y, Tensor x, Tensor post, Tens
   require(ctx, post, DType::F32, "hc_post", "post");
   require(ctx, comb, DType::F32, "hc_post", "comb");
   DSV4_CHECK_ARG(out.data() != x.data(), "hc_post: out must not alias x");
-  DSV4_CHECK_ARG(x.ndim() == 3 && out.numel() == x.numel() && y.numel() == x.size(0) * x.size(2),
-                 "hc_post: x ", x.shape_string(), ", y ", y.shape_string());
+  DSV4_CHECK_ARG(x.ndim() == 3 && out.numel() == x.numel() && y.numel() == x.size(0) * x.size(2) &&
+                     post.numel() == x.size(0) * x.size(1) && comb.numel() == x.size(0) * x.size(1) * x.size(1),
+                 "hc_post: x ", x.shape_string(), ", y ", y.shape_string(), ", post ", post.shape_string(), ", comb ",
+                 comb.shape_string());
   DSV4_DISPATCH(hc_post, out, y, x, post, comb);
 }
 
@@ -175,9 +177,10 @@ void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Ten
   require_float(ctx, out, "hc_head", "out");
   require_float(ctx, x, "hc_head", "x");
   for (const Tensor* t : {&fn, &base, &scale}) require(ctx, *t, DType::F32, "hc_head", "hc_head tensor");
-  DSV4_CHECK_ARG(x.ndim() == 3 && fn.size(0) == x.size(1) && fn.size(1) == x.size(1) * x.size(2) &&
-                     out.numel() == x.size(0) * x.size(2),
-                 "hc_head: x ", x.shape_string(), ", fn ", fn.shape_string());
+  DSV4_CHECK_ARG(x.ndim() == 3 && fn.ndim() == 2 && fn.size(0) == x.size(1) && fn.size(1) == x.size(1) * x.size(2) &&
+                     base.numel() == x.size(1) && scale.numel() == 1 && out.numel() == x.size(0) * x.size(2),
+                 "hc_head: x ", x.shape_string(), ", fn ", fn.shape_string(), ", base ", base.shape_string(),
+                 ", scale ", scale.shape_string());
   DSV4_DISPATCH(hc_head, out, x, fn, base, scale, cfg);
 }
 
@@ -187,7 +190,12 @@ void compressor_emit(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor
   require(ctx, kv, DType::F32, "compressor_emit", "kv");
   require(ctx, gate, DType::F32, "compressor_emit", "gate");
   require(ctx, ape, DType::F32, "compressor_emit", "ape");
+  require(ctx, norm_w, DType::F32, "compressor_emit", "norm weight");
   const int64_t width = (state.overlap ? 2 : 1) * state.dim;
+  DSV4_CHECK_ARG(kv.ndim() == 2 && gate.ndim() == 2 && kv.size(0) >= meta.num_tokens &&
+                     gate.size(0) >= meta.num_tokens && state.entries.size(2) == state.dim,
+                 "compressor_emit: kv ", kv.shape_string(), " and gate ", gate.shape_string(), " for ", meta.num_tokens,
+                 " tokens");
   DSV4_CHECK_ARG(kv.size(1) == width && gate.size(1) == width && ape.size(0) == state.rate && ape.size(1) == width &&
                      norm_w.numel() == state.dim && state.raw_kv.size(2) == width,
                  "compressor_emit: kv ", kv.shape_string(), ", ape ", ape.shape_string(), " for width ", width);
@@ -198,6 +206,8 @@ void compressor_store(ExecContext& ctx, CompressorState& state, Tensor kv, Tenso
   require_meta(ctx, meta, "compressor_store");
   DSV4_CHECK_ARG(kv.size(1) == state.raw_kv.size(2) && gate.size(1) == state.raw_gate.size(2),
                  "compressor_store: width mismatch");
+  DSV4_CHECK_ARG(kv.size(0) >= meta.num_tokens && gate.size(0) >= meta.num_tokens, "compressor_store: kv ",
+                 kv.shape_string(), " and gate ", gate.shape_string(), " for ", meta.num_tokens, " tokens");
   DSV4_DISPATCH(compressor_store, state, kv, gate, meta);
 }
 
@@ -207,8 +217,11 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
   require(ctx, out, DType::I32, "indexer_topk", "out");
   require(ctx, q, DType::F32, "indexer_topk", "q");
   require(ctx, w, DType::F32, "indexer_topk", "weights");
-  DSV4_CHECK_ARG(q.ndim() == 3 && q.size(2) == keys.dim && w.size(1) == q.size(1) && out.ndim() == 2,
-                 "indexer_topk: q ", q.shape_string(), ", weights ", w.shape_string());
+  DSV4_CHECK_ARG(q.ndim() == 3 && q.size(2) == keys.dim && keys.entries.size(2) == keys.dim && w.ndim() == 2 &&
+                     w.size(1) == q.size(1) && out.ndim() == 2 && q.size(0) >= meta.num_tokens &&
+                     w.size(0) >= meta.num_tokens && out.size(0) >= meta.num_tokens,
+                 "indexer_topk: q ", q.shape_string(), ", weights ", w.shape_string(), ", out ", out.shape_string(),
+                 " for ", meta.num_tokens, " tokens");
   DSV4_DISPATCH(indexer_topk, out, q, w, keys, meta, softmax_scale);
   if (g_choice_tap != nullptr) g_choice_tap->after_indexer_topk(ctx, out, q, w, keys, meta, softmax_scale);
 }
@@ -225,13 +238,24 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, Tensor kv_ring
                  "attention: q ", q.shape_string(), ", kv ", kv.shape_string(), ", ring ", kv_ring.shape_string());
   DSV4_CHECK_ARG(kv_ring.size(1) >= window, "attention: the kv ring (", kv_ring.size(1),
                  ") is smaller than the window (", window, ")");
-  if (optional(selected)) require(ctx, selected, DType::I32, "attention", "selected");
+  DSV4_CHECK_ARG(q.size(0) >= meta.num_tokens && kv.size(0) >= meta.num_tokens, "attention: q ", q.shape_string(),
+                 " and kv ", kv.shape_string(), " for ", meta.num_tokens, " tokens");
+  DSV4_CHECK_ARG(compressed == nullptr || (compressed->dim == q.size(2) && compressed->entries.size(2) == q.size(2)),
+                 "attention: compressed entries of width ", compressed ? compressed->dim : 0, " for heads of ",
+                 q.size(2));
+  if (optional(selected)) {
+    require(ctx, selected, DType::I32, "attention", "selected");
+    DSV4_CHECK_ARG(selected.ndim() == 2 && selected.size(0) >= meta.num_tokens, "attention: selected ",
+                   selected.shape_string(), " for ", meta.num_tokens, " tokens");
+  }
   DSV4_DISPATCH(attention, out, q, kv, kv_ring, compressed, selected, sinks, meta, window, scale);
 }
 
 void kv_ring_store(ExecContext& ctx, Tensor kv_ring, Tensor kv, const BatchMeta& meta) {
   require_meta(ctx, meta, "kv_ring_store");
   DSV4_CHECK_ARG(kv.size(1) == kv_ring.size(2), "kv_ring_store: width mismatch");
+  DSV4_CHECK_ARG(kv.size(0) >= meta.num_tokens, "kv_ring_store: kv ", kv.shape_string(), " for ", meta.num_tokens,
+                 " tokens");
   DSV4_DISPATCH(kv_ring_store, kv_ring, kv, meta);
 }
 
@@ -243,9 +267,16 @@ void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, 
   require(ctx, ids, DType::I32, "moe_route", "ids");
   if (optional(tid2eid)) require(ctx, tid2eid, DType::I32, "moe_route", "tid2eid");
   if (optional(bias)) require(ctx, bias, DType::F32, "moe_route", "bias");
-  DSV4_CHECK_ARG(logits.size(1) == cfg.n_routed_experts && weights.size(1) == cfg.num_experts_per_tok &&
-                     indices.size(1) == cfg.num_experts_per_tok && ids.numel() >= logits.size(0),
-                 "moe_route: logits ", logits.shape_string(), ", weights ", weights.shape_string());
+  DSV4_CHECK_ARG(logits.ndim() == 2 && logits.size(1) == cfg.n_routed_experts && weights.ndim() == 2 &&
+                     weights.size(1) == cfg.num_experts_per_tok && indices.ndim() == 2 &&
+                     indices.size(1) == cfg.num_experts_per_tok && weights.size(0) == logits.size(0) &&
+                     indices.size(0) == logits.size(0) && ids.numel() >= logits.size(0),
+                 "moe_route: logits ", logits.shape_string(), ", weights ", weights.shape_string(), ", indices ",
+                 indices.shape_string());
+  DSV4_CHECK_ARG(!optional(bias) || bias.numel() == cfg.n_routed_experts, "moe_route: bias ", bias.shape_string(),
+                 " for ", cfg.n_routed_experts, " experts");
+  DSV4_CHECK_ARG(!optional(tid2eid) || (tid2eid.ndim() == 2 && tid2eid.size(1) == cfg.num_experts_per_tok),
+                 "moe_route: tid2eid ", tid2eid.shape_string(), " for top-", cfg.num_experts_per_tok);
   DSV4_DISPATCH(moe_route, weights, indices, logits, bias, tid2eid, ids, cfg);
   if (g_choice_tap != nullptr && !optional(tid2eid)) {
     g_choice_tap->after_moe_route(ctx, weights, indices, logits, bias, cfg);
@@ -258,9 +289,15 @@ void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor 
   require_float(ctx, x, "moe_experts", "x");
   require(ctx, indices, DType::I32, "moe_experts", "indices");
   require(ctx, weights, DType::F32, "moe_experts", "weights");
-  DSV4_CHECK_ARG(w1.ndim() == 3 && w2.ndim() == 3 && w3.ndim() == 3 && w1.size(2) == x.size(1) &&
-                     w2.size(1) == x.size(1) && w2.size(2) == w1.size(1),
-                 "moe_experts: w1 ", w1.shape_string(), ", w2 ", w2.shape_string(), ", x ", x.shape_string());
+  for (const Tensor* w : {&w1, &w2, &w3}) require_float(ctx, *w, "moe_experts", "expert weight");
+  DSV4_CHECK_ARG(w1.ndim() == 3 && w2.ndim() == 3 && w1.shape() == w3.shape() && w1.size(0) == w2.size(0) &&
+                     x.ndim() == 2 && w1.size(2) == x.size(1) && w2.size(1) == x.size(1) && w2.size(2) == w1.size(1),
+                 "moe_experts: w1 ", w1.shape_string(), ", w2 ", w2.shape_string(), ", w3 ", w3.shape_string(), ", x ",
+                 x.shape_string());
+  DSV4_CHECK_ARG(indices.ndim() == 2 && indices.size(0) == x.size(0) && weights.shape() == indices.shape() &&
+                     out.numel() == x.numel(),
+                 "moe_experts: indices ", indices.shape_string(), ", weights ", weights.shape_string(), ", out ",
+                 out.shape_string(), " for x ", x.shape_string());
   DSV4_DISPATCH(moe_experts, out, x, indices, weights, w1, w2, w3, limit);
 }
 

@@ -278,6 +278,10 @@ TEST(MtpNormCApi, ArgumentErrorsAreCodesNotCrashes) {
             DSV4_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(nullptr, nullptr, nullptr, 0, 8, kEps, DSV4_DTYPE_F16, nullptr),
             DSV4_OK);
+
+  // The lab's variant override validates the kernel id and resets with 0.
+  EXPECT_EQ(dsv4_lab_set_mtp_norm_variant(9, 0, 0, 0, 0), DSV4_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(dsv4_lab_set_mtp_norm_variant(0, 0, 0, 0, 0), DSV4_OK);
 }
 
 }  // namespace

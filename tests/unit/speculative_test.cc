@@ -78,7 +78,9 @@ TEST(Speculative, TrainedModelAcceptsDraftsAndKeepsGreedyOutput) {
     EXPECT_EQ(spec.tokens, plain.tokens) << "K=" << k;
     std::printf("dsv4-tiny-kjv K=%lld: acceptance %.3f, mean accepted length %.2f\n", static_cast<long long>(k),
                 spec.stats.acceptance_rate(), spec.stats.mean_accepted_length());
-    if (k == 2) EXPECT_GT(spec.stats.acceptance_rate(), 0.3);
+    if (k == 2) {
+      EXPECT_GT(spec.stats.acceptance_rate(), 0.3);
+    }
   }
 }
 

@@ -41,6 +41,10 @@ class Dsv4Lib:
         lib.dsv4_fused_mtp_input_rms_norm_eh.restype = i32
         lib.dsv4_mtp_shared_head_rms_norm.argtypes = [vp, vp, vp, i64, i64, f32, i32, vp]
         lib.dsv4_mtp_shared_head_rms_norm.restype = i32
+        lib.dsv4_lab_set_mtp_norm_variant.argtypes = [i32, i32, i32, i32, i32]
+        lib.dsv4_lab_set_mtp_norm_variant.restype = i32
+        lib.dsv4_lab_last_mtp_norm_launch.argtypes = []
+        lib.dsv4_lab_last_mtp_norm_launch.restype = ctypes.c_char_p
         self.lib = lib
 
     # ---- raw access (ints in, status out), for error-path tests ------------------------------------
@@ -66,6 +70,15 @@ class Dsv4Lib:
             return DTYPE_CODES[str(t.dtype)]
         except KeyError:
             raise ValueError(f"dsv4 kernels take float32, bfloat16 or float16, got {t.dtype}") from None
+
+    # ---- kernel lab -----------------------------------------------------------------------------------
+    def set_variant(self, kernel=0, vecs_per_thread=0, rows_per_block=0, max_blocks=0, plain_loads=0):
+        """Forces the launch variant of the entry points (kernel 0 = the heuristic again)."""
+        self.check(self.lib.dsv4_lab_set_mtp_norm_variant(kernel, vecs_per_thread, rows_per_block, max_blocks,
+                                                          plain_loads))
+
+    def last_launch(self):
+        return self.lib.dsv4_lab_last_mtp_norm_launch().decode()
 
     # ---- torch-tensor calls ---------------------------------------------------------------------------
     def fused_mtp_input_rms_norm(self, e, positions, prev, enorm_w, hnorm_w, enorm_out, hnorm_out, eps):

@@ -1,17 +1,8 @@
 #!/usr/bin/env python3
 """MTP-drafter reference fixtures for dsv4 (transformers has no MTP layer; this builds one).
 
-The MTP layer follows shared/reference/dsv4-architecture.md §2 and is assembled from transformers'
-DeepSeek-V4 modules:
-
-  e   = where(position == 0, 0, embed(token after p))          # the position-0 mask (vLLM, from V3)
-  x   = h_proj(hnorm(prev[p, s])) + e_proj(enorm(e))           # hnorm per hc slot, e_proj broadcast
-  out = DeepseekV4DecoderLayer(x)                               # layer id = num_hidden_layers: sliding
-                                                                #   attention only, routed (non-hash) MoE
-  logits = lm_head(norm(hc_head(out)))                          # its own hc_head and shared-head norm
-
-Embedding and lm_head are the target's. `prev` is the target's pre-hc_head residual (step 0) or the MTP's
-own previous output (later draft steps).
+The MTP layer is the one in mtp_reference.py (reference §2, from transformers' modules). `prev` is the
+target's pre-hc_head residual (step 0) or the MTP's own previous output (later draft steps).
 
 Writes OUT/mtp_tiny/: config.json, model.safetensors in DeepSeek's official naming (target + mtp.0.*),
 and expected.safetensors:
@@ -33,50 +24,9 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "train"))
 
 import make_fixtures as mf  # noqa: E402
+from mtp_reference import build_mtp_layer  # noqa: E402
 
 DRAFT_STEPS = 2
-
-
-def build_mtp(config, model):
-    import copy
-
-    import torch
-    from torch import nn
-    from transformers import DeepseekV4Config
-
-    raw = config.to_dict()
-    mtp_raw = {k: raw[k] for k in raw if k not in ("layer_types", "mlp_layer_types", "num_hidden_layers")}
-    mtp_raw["layer_types"] = list(config.layer_types) + ["sliding_attention"]
-    mtp_raw["mlp_layer_types"] = list(config.mlp_layer_types) + ["moe"]
-    mtp_raw["num_hidden_layers"] = config.num_hidden_layers + 1
-    for k in ("transformers_version", "model_type", "architectures", "dtype", "torch_dtype"):
-        mtp_raw.pop(k, None)
-    mtp_config = DeepseekV4Config(**mtp_raw)
-    mtp_config._attn_implementation = "eager"
-    layer_cls = type(model.model.layers[0])
-    norm_cls = type(model.model.norm)
-    H = config.hidden_size
-
-    class MTPLayer(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.enorm = norm_cls(H, eps=config.rms_norm_eps)
-            self.hnorm = norm_cls(H, eps=config.rms_norm_eps)
-            self.e_proj = nn.Linear(H, H, bias=False)
-            self.h_proj = nn.Linear(H, H, bias=False)
-            self.block = layer_cls(mtp_config, config.num_hidden_layers)
-            self.hc_head = copy.deepcopy(model.model.hc_head)
-            self.norm = norm_cls(H, eps=config.rms_norm_eps)
-
-        def forward(self, prev, embeds, position_ids, layer_kwargs):
-            e = torch.where((position_ids == 0).unsqueeze(-1), torch.zeros_like(embeds), embeds)
-            x = self.h_proj(self.hnorm(prev)) + self.e_proj(self.enorm(e)).unsqueeze(-2)
-            return self.block(x, input_ids=None, **layer_kwargs)
-
-        def logits(self, hs, head):
-            return head(self.norm(self.hc_head(hs)))
-
-    return MTPLayer().float().eval()
 
 
 def main():
@@ -99,7 +49,7 @@ def main():
         config._attn_implementation = "eager"
         model = DeepseekV4ForCausalLM(config).float().eval()
         mf.randomise(model, config, gen)
-        mtp = build_mtp(config, model)
+        mtp = build_mtp_layer(config, model).float().eval()
         mf.randomise(mtp, config, gen)
         ids = torch.randint(2, config.vocab_size, (1, T), generator=gen)
         next_ids = torch.cat([ids[:, 1:], torch.randint(2, config.vocab_size, (1, 1), generator=gen)], dim=1)

@@ -338,7 +338,6 @@ def round_exported_to_bf16_(module, mapping, prefix=""):
 
 def build_models(spec, device):
     import torch
-    from torch import nn
     import transformers
     from transformers import DeepseekV4Config, DeepseekV4ForCausalLM
 
@@ -361,36 +360,11 @@ def build_models(spec, device):
 
     mtp_config = DeepseekV4Config(**hf_config_kwargs(spec, extra_mtp_layer=True))
     mtp_config._attn_implementation = "eager"
-    layer_cls = type(model.model.layers[0])
-    norm_cls = type(model.model.norm)
-    hidden = config.hidden_size
+    # The MTP layer (reference §2) lives in tools/reference/mtp_reference.py, shared with the fixtures.
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
+    from mtp_reference import build_mtp_layer
 
-    class MTPLayer(nn.Module):
-        """DeepSeek-V4's MTP layer (reference §2), built from transformers' modules. Shares the
-        embedding and LM head with the target (passed in, not owned)."""
-
-        def __init__(self):
-            super().__init__()
-            self.enorm = norm_cls(hidden, eps=config.rms_norm_eps)
-            self.hnorm = norm_cls(hidden, eps=config.rms_norm_eps)
-            self.e_proj = nn.Linear(hidden, hidden, bias=False)
-            self.h_proj = nn.Linear(hidden, hidden, bias=False)
-            self.block = layer_cls(mtp_config, config.num_hidden_layers)
-            self.hc_head = copy.deepcopy(model.model.hc_head)
-            self.norm = norm_cls(hidden, eps=config.rms_norm_eps)
-
-        def forward(self, prev_hidden, input_embeds, position_ids, layer_kwargs):
-            """prev_hidden [B,S,n,H] (pre-hc residual of the target or of the previous MTP step),
-            input_embeds [B,S,H] (embedding of the token after each position) -> [B,S,n,H]."""
-            # Position 0 sees a zero embedding (vLLM's fused_mtp_input_rmsnorm, inherited from V3).
-            e = torch.where((position_ids == 0).unsqueeze(-1), torch.zeros_like(input_embeds), input_embeds)
-            x = self.h_proj(self.hnorm(prev_hidden)) + self.e_proj(self.enorm(e)).unsqueeze(-2)
-            return self.block(x, input_ids=None, **layer_kwargs)
-
-        def logits(self, hs, head):
-            return head(self.norm(self.hc_head(hs)))
-
-    mtp = MTPLayer()
+    mtp = build_mtp_layer(config, model, mtp_config)
     init_like_target_(mtp, config.initializer_range)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}", flush=True)
     return config, model.to(device), mtp.to(device)

@@ -5,12 +5,17 @@
 // [T, hc, H] contiguous, so h row i is simply prev + i*H, and its output is h_out + i*h_out_stride: the two
 // output layouts and the shared-head norm (no e rows) differ only in strides, so one kernel serves all.
 //
-// The op is memory-bound (read (1+hc)*T*H + 2H, write (1+hc)*T*H elements). The vectorised kernel keeps
-// a whole row in registers (16-byte loads, `vecs_per_thread` per thread), so each element is read once,
-// and a block reuses the weight vectors it holds in registers for every row it processes, where a
-// one-program-per-row kernel re-reads the weights from L2 for every row. Loads of x, positions and weights
-// are all issued before the first use, so a small-T call pays one memory round trip, then one block
-// reduction. Unaligned rows (odd H) or very large H take the scalar two-pass kernel.
+// The op is memory-bound (read (1+hc)*T*H + 2H, write (1+hc)*T*H elements), and each row needs its whole
+// sum of squares before any output, so a row stays on chip between the two. The register kernel holds
+// it in registers: a block normalises one (or two) rows of one kind per step, each thread keeping
+// `vecs_per_thread` 16-byte vectors; it issues every load of a step (activations, position, weights)
+// before using any, so a step costs one memory round trip and one block reduction (warp shuffles, one
+// barrier, shuffles again). The launch shape is the whole tuning space: at small T few threads per
+// vector keep the per-thread chains short (latency); at large T fewer, fatter blocks per row keep more
+// bytes in flight per SM (bandwidth). The heuristic in launch_rows comes from the kernel lab's sweep
+// (bench/kernels/, results in bench/RESULTS.md), which also timed and dropped a cp.async shared-memory
+// pipeline and cluster-split rows. Rows that are not 16-byte aligned (odd H) take a scalar two-pass
+// kernel.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -19,6 +24,7 @@
 #include <cmath>
 #include <map>
 #include <mutex>
+#include <tuple>
 #include <utility>
 
 #include "backend/cuda/launch.h"
@@ -27,25 +33,27 @@
 namespace dsv4::cuda {
 namespace {
 
-// Everything a kernel needs, in bytes so that one kernel serves every dtype-independent layout.
+// Everything a kernel needs, in bytes so that one kernel serves every layout.
 struct MtpNormRows {
   const char* e_in;          // e rows: inputs_embeds [num_e_rows, H]
-  const int64_t* positions;  // [num_e_rows]; row t is zeroed when positions[t] == 0
-  const char* h_in;          // h rows: [num_rows - num_e_rows, H]
+  const int64_t* positions;  // [num_e_rows]; e row t is zeroed when positions[t] == 0
+  const char* h_in;          // h rows: [num_h_rows, H]
   const char* e_weight;
   const char* h_weight;
   char* e_out;
   char* h_out;
   int64_t num_e_rows;
-  int64_t num_rows;
-  int64_t num_tiles;      // ceil(num_rows / rows_per_block) (vector kernel)
+  int64_t num_h_rows;
+  int64_t num_e_tiles;  // tiles never mix e and h rows: tiles [0, num_e_tiles) hold e rows
+  int64_t num_tiles;
   int64_t hidden;         // elements per row
   int64_t row_bytes;      // hidden * element size (input rows are packed)
   int64_t e_out_stride;   // bytes between the outputs of consecutive e rows
-  int64_t e_copy_stride;  // bytes between the copies of one e row (eh layout writes hc copies)
+  int64_t e_copy_stride;  // bytes between the copies of one e row (the eh layout writes hc copies)
   int64_t h_out_stride;   // bytes between the outputs of consecutive h rows
   int32_t e_copies;
-  int32_t num_vecs;  // 16-byte vectors per row (vector kernel)
+  int32_t num_vecs;  // 16-byte vectors per row (vector kernels)
+  int32_t pdl;       // launched with programmatic dependent launch: wait for / release neighbours
   float inv_hidden;
   float eps;
 };
@@ -130,137 +138,147 @@ __device__ __forceinline__ uint4 load_weight(const void* p) {
   return __ldg(reinterpret_cast<const uint4*>(p));
 }
 
+// Plain loads (default caching), the lab's alternative to the two above.
+__device__ __forceinline__ uint4 load_plain(const void* p) { return *reinterpret_cast<const uint4*>(p); }
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
   return v;
 }
 
+// Block-wide sums of kRows values: warp shuffles, one barrier, then every warp reduces the per-warp sums
+// with shuffles again (no serial shared-memory loop, no second barrier). Every warp evaluates the same
+// tree on the same data, so all threads get bit-identical totals. `partial` must alternate between two
+// buffers on consecutive calls (a fast warp may write the next call's sums while others still read).
+template <int kRows>
+__device__ __forceinline__ void block_sum(float (&s)[kRows], float (*partial)[32], int lane, int warp,
+                                          int num_warps) {
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) s[r] = warp_sum(s[r]);
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) partial[r][warp] = s[r];
+  }
+  __syncthreads();
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) s[r] = warp_sum(lane < num_warps ? partial[r][lane] : 0.f);
+}
+
+template <typename V>
+__device__ __forceinline__ float sum_squares(const uint4& v) {
+  float f[V::kElems];
+  V::to_float(v, f);
+  float s = 0.f;
+#pragma unroll
+  for (int i = 0; i < V::kElems; ++i) s = fmaf(f[i], f[i], s);
+  return s;
+}
+
+// y = x * rstd * w, rounded once to the storage dtype.
+template <typename V>
+__device__ __forceinline__ uint4 scale(const uint4& x, const uint4& w, float rstd) {
+  float f[V::kElems], g[V::kElems];
+  V::to_float(x, f);
+  V::to_float(w, g);
+#pragma unroll
+  for (int i = 0; i < V::kElems; ++i) f[i] = f[i] * rstd * g[i];
+  return V::from_float(f);
+}
+
+// Writes one output vector of a row (hc copies for an e row in the eh layout).
+__device__ __forceinline__ void store_row_vec(const MtpNormRows& p, bool is_e, int64_t row, int v, uint4 y) {
+  char* dst =
+      (is_e ? p.e_out + row * p.e_out_stride : p.h_out + row * p.h_out_stride) + static_cast<int64_t>(v) * 16;
+  const int copies = is_e ? p.e_copies : 1;
+  for (int c = 0; c < copies; ++c) *reinterpret_cast<uint4*>(dst + c * p.e_copy_stride) = y;
+}
+
 // Register budget: variants that hold more vectors per thread get fewer threads per block, so that the
 // compiler may use more registers without spilling (launch bounds of 1024 threads cap it at 64).
-constexpr int vec_kernel_max_threads(int vpt, int rows) {
+constexpr int reg_kernel_max_threads(int vpt, int rows) {
   return vpt * rows <= 2 ? 1024 : (vpt * rows <= 4 ? 512 : 256);
 }
+// Variants with 4+ vectors per thread ask for 2 resident blocks, which caps them at 64 (4 vectors) or 128
+// (8 vectors) registers: the allocations of the lab's measured-fastest bandwidth configurations (more
+// registers per thread would mean fewer resident blocks, fewer bytes in flight).
+constexpr int reg_kernel_min_blocks(int vpt, int rows) { return vpt * rows >= 4 ? 2 : 1; }
 
-__device__ __forceinline__ uint4 select(bool first, uint4 a, uint4 b) {
-  return make_uint4(first ? a.x : b.x, first ? a.y : b.y, first ? a.z : b.z, first ? a.w : b.w);
-}
-
-// Vectorised kernel: a block of blockDim.x threads normalises kRows rows at a time; thread j holds the
-// 16-byte vectors j, j + blockDim.x, ... (kVpt of them) of each row, so a warp's loads are contiguous.
-template <typename T, int kVpt, int kRows>
-__global__ void __launch_bounds__(vec_kernel_max_threads(kVpt, kRows))
-    mtp_rms_norm_vec_kernel(const MtpNormRows p) {
+// ---- register kernel ----------------------------------------------------------------------------------
+// A block normalises kRows rows of one kind per step (tiles never mix e and h rows, so a block holds one
+// weight vector set); thread j holds vectors j, j + blockDim.x, ... (kVpt of them) of each row, so a
+// warp's accesses are contiguous. A capped grid loops over tiles and reloads weights only when the kind
+// changes. kPlainLoads (lab only) swaps the read-only/no-L1/L2-prefetch loads for plain ones.
+template <typename T, int kVpt, int kRows, bool kPlainLoads>
+__global__ void __launch_bounds__(reg_kernel_max_threads(kVpt, kRows), reg_kernel_min_blocks(kVpt, kRows))
+    mtp_rms_norm_reg_kernel(const MtpNormRows p) {
   using V = Vec16<T>;
-  constexpr int kE = V::kElems;
-  // Double-buffered by step parity: a fast warp may start step i+1 while others still read step i's sums.
   __shared__ float partial[2][kRows][32];
 
-  pdl_wait();
-  const int tid = threadIdx.x;
-  const int lane = tid & 31;
-  const int warp = tid >> 5;
-  const int num_warps = blockDim.x >> 5;
+  if (p.pdl) pdl_wait();  // without PDL the previous grid has completed: skip the instruction
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, num_warps = blockDim.x >> 5;
 
-  uint4 w_e[kVpt], w_h[kVpt];
-#pragma unroll
-  for (int k = 0; k < kVpt; ++k) w_e[k] = w_h[k] = make_uint4(0, 0, 0, 0);
-  bool have_e = false, have_h = false;
+  uint4 w[kVpt];
+  int weight_kind = -1;  // 1: w holds enorm_w, 0: hnorm_w
   int parity = 0;
-
   for (int64_t tile = blockIdx.x; tile < p.num_tiles; tile += gridDim.x) {
-    const int64_t row0 = tile * kRows;
-    // 1. Issue every load of this step before using any: activations, positions, then (once per block)
-    //    the weights.
+    const bool is_e = tile < p.num_e_tiles;  // block-uniform
+    const int64_t row0 = (is_e ? tile : tile - p.num_e_tiles) * kRows;
+    const int64_t num_kind_rows = is_e ? p.num_e_rows : p.num_h_rows;
+    const char* in = is_e ? p.e_in : p.h_in;
+    // 1. Issue every load of this step before using any.
     uint4 x[kRows][kVpt];
     int64_t position[kRows];
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       const int64_t row = row0 + r;
-      const bool valid = row < p.num_rows;
-      const bool is_e = row < p.num_e_rows;
-      const char* src = is_e ? p.e_in + row * p.row_bytes : p.h_in + (row - p.num_e_rows) * p.row_bytes;
+      const bool valid = row < num_kind_rows;
       position[r] = (valid && is_e) ? __ldg(p.positions + row) : 1;
 #pragma unroll
       for (int k = 0; k < kVpt; ++k) {
         const int v = k * blockDim.x + tid;
-        x[r][k] = (valid && v < p.num_vecs) ? load_stream(src + static_cast<int64_t>(v) * 16)
+        const char* src = in + row * p.row_bytes + static_cast<int64_t>(v) * 16;
+        x[r][k] = (valid && v < p.num_vecs) ? (kPlainLoads ? load_plain(src) : load_stream(src))
                                             : make_uint4(0, 0, 0, 0);
       }
     }
-    const int64_t row_end = min(row0 + kRows, p.num_rows);
-    if (row0 < p.num_e_rows && !have_e) {  // block-uniform branch
+    if (weight_kind != static_cast<int>(is_e)) {
+      const char* wsrc = is_e ? p.e_weight : p.h_weight;
 #pragma unroll
       for (int k = 0; k < kVpt; ++k) {
         const int v = k * blockDim.x + tid;
-        if (v < p.num_vecs) w_e[k] = load_weight(p.e_weight + static_cast<int64_t>(v) * 16);
+        const char* src = wsrc + static_cast<int64_t>(v) * 16;
+        w[k] = v < p.num_vecs ? (kPlainLoads ? load_plain(src) : load_weight(src)) : make_uint4(0, 0, 0, 0);
       }
-      have_e = true;
+      weight_kind = is_e;
     }
-    if (row_end > p.num_e_rows && !have_h) {
-#pragma unroll
-      for (int k = 0; k < kVpt; ++k) {
-        const int v = k * blockDim.x + tid;
-        if (v < p.num_vecs) w_h[k] = load_weight(p.h_weight + static_cast<int64_t>(v) * 16);
-      }
-      have_h = true;
-    }
-    if (tile + gridDim.x >= p.num_tiles) pdl_launch_dependents();  // last loads of this block are issued
+    if (p.pdl && tile + gridDim.x >= p.num_tiles) pdl_launch_dependents();  // last loads are issued
 
-    // 2. Sum of squares per row: thread partials -> warp shuffles -> one barrier -> every thread adds
-    //    the per-warp sums (broadcast shared-memory reads).
-    float sum_sq[kRows];
+    // 2. Sums of squares ("where(positions == 0, 0, e)": a masked row is normalised as zeros).
+    float s[kRows];
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
-      if (position[r] == 0) {  // "where(positions == 0, 0, e)": the row is normalised as zeros
+      if (position[r] == 0) {
 #pragma unroll
         for (int k = 0; k < kVpt; ++k) x[r][k] = make_uint4(0, 0, 0, 0);
       }
-      float s = 0.f;
+      s[r] = 0.f;
 #pragma unroll
-      for (int k = 0; k < kVpt; ++k) {
-        float f[kE];
-        V::to_float(x[r][k], f);
-#pragma unroll
-        for (int i = 0; i < kE; ++i) s = fmaf(f[i], f[i], s);
-      }
-      sum_sq[r] = warp_sum(s);
+      for (int k = 0; k < kVpt; ++k) s[r] += sum_squares<V>(x[r][k]);
     }
-    if (lane == 0) {
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) partial[parity][r][warp] = sum_sq[r];
-    }
-    __syncthreads();
-    float rstd[kRows];
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      float s = 0.f;
-      for (int w = 0; w < num_warps; ++w) s += partial[parity][r][w];
-      rstd[r] = rsqrtf(s * p.inv_hidden + p.eps);
-    }
+    block_sum<kRows>(s, partial[parity], lane, warp, num_warps);
     parity ^= 1;
 
-    // 3. y = x * rstd * w, rounded once to the storage dtype.
+    // 3. Normalise and store.
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       const int64_t row = row0 + r;
-      if (row >= p.num_rows) continue;
-      const bool is_e = row < p.num_e_rows;
-      char* dst = is_e ? p.e_out + row * p.e_out_stride : p.h_out + (row - p.num_e_rows) * p.h_out_stride;
-      const int copies = is_e ? p.e_copies : 1;
+      if (row >= num_kind_rows) continue;
+      const float rstd = rsqrtf(s[r] * p.inv_hidden + p.eps);
 #pragma unroll
       for (int k = 0; k < kVpt; ++k) {
         const int v = k * blockDim.x + tid;
-        if (v >= p.num_vecs) continue;
-        float f[kE], w[kE];
-        V::to_float(x[r][k], f);
-        V::to_float(select(is_e, w_e[k], w_h[k]), w);
-#pragma unroll
-        for (int i = 0; i < kE; ++i) f[i] = f[i] * rstd[r] * w[i];
-        const uint4 y = V::from_float(f);
-        for (int c = 0; c < copies; ++c) {
-          *reinterpret_cast<uint4*>(dst + c * p.e_copy_stride + static_cast<int64_t>(v) * 16) = y;
-        }
+        if (v < p.num_vecs) store_row_vec(p, is_e, row, v, scale<V>(x[r][k], w[k], rstd));
       }
     }
   }
@@ -296,34 +314,32 @@ __device__ __forceinline__ __half from_f32<__half>(float v) {
   return __float2half_rn(v);
 }
 
-// One block per row (grid-stride): pass 1 sums squares, pass 2 re-reads the row (now in L1/L2) and writes.
+// One block per row (grid-stride over all rows, e rows first): pass 1 sums squares, pass 2 re-reads the
+// row (now in L1/L2) and writes it.
 template <typename T>
 __global__ void __launch_bounds__(256) mtp_rms_norm_scalar_kernel(const MtpNormRows p) {
-  __shared__ float partial[2][32];
-  pdl_wait();
-  const int tid = threadIdx.x;
+  __shared__ float partial[2][1][32];
+  if (p.pdl) pdl_wait();  // without PDL the previous grid has completed: skip the instruction
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, num_warps = blockDim.x >> 5;
+  const int64_t num_rows = p.num_e_rows + p.num_h_rows;
   int parity = 0;
-  for (int64_t row = blockIdx.x; row < p.num_rows; row += gridDim.x) {
-    const bool is_e = row < p.num_e_rows;
-    const T* src = reinterpret_cast<const T*>(is_e ? p.e_in + row * p.row_bytes
-                                                   : p.h_in + (row - p.num_e_rows) * p.row_bytes);
+  for (int64_t r = blockIdx.x; r < num_rows; r += gridDim.x) {
+    const bool is_e = r < p.num_e_rows;
+    const int64_t row = is_e ? r : r - p.num_e_rows;
+    const T* src = reinterpret_cast<const T*>((is_e ? p.e_in : p.h_in) + row * p.row_bytes);
     const T* weight = reinterpret_cast<const T*>(is_e ? p.e_weight : p.h_weight);
     const bool zeroed = is_e && p.positions[row] == 0;
-    float s = 0.f;
+    float s[1] = {0.f};
     if (!zeroed) {
       for (int64_t i = tid; i < p.hidden; i += blockDim.x) {
         const float f = to_f32(src[i]);
-        s = fmaf(f, f, s);
+        s[0] = fmaf(f, f, s[0]);
       }
     }
-    s = warp_sum(s);
-    if ((tid & 31) == 0) partial[parity][tid >> 5] = s;
-    __syncthreads();
-    float total = 0.f;
-    for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) total += partial[parity][w];
+    block_sum<1>(s, partial[parity], lane, warp, num_warps);
     parity ^= 1;
-    const float rstd = rsqrtf(total * p.inv_hidden + p.eps);
-    char* dst = is_e ? p.e_out + row * p.e_out_stride : p.h_out + (row - p.num_e_rows) * p.h_out_stride;
+    const float rstd = rsqrtf(s[0] * p.inv_hidden + p.eps);
+    char* dst = is_e ? p.e_out + row * p.e_out_stride : p.h_out + row * p.h_out_stride;
     const int copies = is_e ? p.e_copies : 1;
     for (int64_t i = tid; i < p.hidden; i += blockDim.x) {
       const float f = zeroed ? 0.f : to_f32(src[i]);
@@ -335,8 +351,10 @@ __global__ void __launch_bounds__(256) mtp_rms_norm_scalar_kernel(const MtpNormR
 
 // ---- host side ---------------------------------------------------------------------------------------
 constexpr int kScalarThreads = 256;
+constexpr int64_t kMaxRegisterVecs = 8 * 256;  // 8 vectors x 256 threads (the 8-vector launch bound)
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up32(int64_t a) { return (a + 31) / 32 * 32; }
 
 // Multiprocessor count of the current device, cached per device (the launch path must stay cheap and
 // must not call anything a stream capture forbids).
@@ -356,76 +374,68 @@ Status sm_count(int* out) {
   return Status::ok();
 }
 
-// Resident blocks per SM for (kernel, threads), cached.
-Status blocks_per_sm(const void* kernel, int threads, int* out) {
+using RowKernel = void (*)(MtpNormRows);
+
+// Resident blocks per SM of (kernel, threads), cached.
+Status blocks_per_sm(RowKernel kernel, int threads, int* out) {
   static std::mutex mu;
-  static std::map<std::pair<const void*, int>, int> cache;
+  static std::map<std::tuple<const void*, int, int>, int> cache;
   int dev = 0;
   DSV4_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev));
   std::lock_guard<std::mutex> lock(mu);
-  const auto key = std::make_pair(kernel, threads * 64 + dev);
+  const auto key = std::make_tuple(reinterpret_cast<const void*>(kernel), threads, dev);
   auto it = cache.find(key);
   if (it == cache.end()) {
     int n = 0;
     DSV4_CUDA_RETURN_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, 0));
-    it = cache.emplace(key, std::max(n, 1)).first;
+    it = cache.emplace(key, n).first;
   }
   *out = it->second;
   return Status::ok();
 }
 
-using RowKernel = void (*)(MtpNormRows);
-
-template <typename T>
-RowKernel pick_vec_kernel(int vpt, int rows) {
+template <typename T, bool kPlain>
+RowKernel pick_reg_kernel(int vpt, int rows) {
   switch (vpt * 10 + rows) {
     case 11:
-      return mtp_rms_norm_vec_kernel<T, 1, 1>;
+      return mtp_rms_norm_reg_kernel<T, 1, 1, kPlain>;
     case 12:
-      return mtp_rms_norm_vec_kernel<T, 1, 2>;
-    case 14:
-      return mtp_rms_norm_vec_kernel<T, 1, 4>;
+      return mtp_rms_norm_reg_kernel<T, 1, 2, kPlain>;
     case 21:
-      return mtp_rms_norm_vec_kernel<T, 2, 1>;
+      return mtp_rms_norm_reg_kernel<T, 2, 1, kPlain>;
     case 22:
-      return mtp_rms_norm_vec_kernel<T, 2, 2>;
-    case 24:
-      return mtp_rms_norm_vec_kernel<T, 2, 4>;
+      return mtp_rms_norm_reg_kernel<T, 2, 2, kPlain>;
     case 41:
-      return mtp_rms_norm_vec_kernel<T, 4, 1>;
+      return mtp_rms_norm_reg_kernel<T, 4, 1, kPlain>;
     case 42:
-      return mtp_rms_norm_vec_kernel<T, 4, 2>;
+      return mtp_rms_norm_reg_kernel<T, 4, 2, kPlain>;
     case 81:
-      return mtp_rms_norm_vec_kernel<T, 8, 1>;
+      return mtp_rms_norm_reg_kernel<T, 8, 1, kPlain>;
     default:
       return nullptr;
   }
 }
 
-RowKernel pick_vec_kernel(DType dtype, int vpt, int rows) {
-  switch (dtype) {
-    case DType::F32:
-      return pick_vec_kernel<float>(vpt, rows);
-    case DType::BF16:
-      return pick_vec_kernel<__nv_bfloat16>(vpt, rows);
-    case DType::F16:
-      return pick_vec_kernel<__half>(vpt, rows);
-    default:
-      return nullptr;
-  }
+template <typename T>
+RowKernel pick_reg_kernel(int vpt, int rows, bool plain) {
+  return plain ? pick_reg_kernel<T, true>(vpt, rows) : pick_reg_kernel<T, false>(vpt, rows);
 }
 
-RowKernel pick_scalar_kernel(DType dtype) {
-  switch (dtype) {
-    case DType::F32:
-      return mtp_rms_norm_scalar_kernel<float>;
-    case DType::BF16:
-      return mtp_rms_norm_scalar_kernel<__nv_bfloat16>;
-    case DType::F16:
-      return mtp_rms_norm_scalar_kernel<__half>;
-    default:
-      return nullptr;
+RowKernel pick_kernel(DType dtype, const MtpNormLaunch& s) {
+  if (s.kernel == MtpNormKernel::kRegister) {
+    if (dtype == DType::F32)
+      return pick_reg_kernel<float>(s.vecs_per_thread, s.rows_per_block, s.plain_loads);
+    if (dtype == DType::BF16) {
+      return pick_reg_kernel<__nv_bfloat16>(s.vecs_per_thread, s.rows_per_block, s.plain_loads);
+    }
+    return pick_reg_kernel<__half>(s.vecs_per_thread, s.rows_per_block, s.plain_loads);
   }
+  if (s.kernel == MtpNormKernel::kScalar) {
+    if (dtype == DType::F32) return mtp_rms_norm_scalar_kernel<float>;
+    if (dtype == DType::BF16) return mtp_rms_norm_scalar_kernel<__nv_bfloat16>;
+    return mtp_rms_norm_scalar_kernel<__half>;
+  }
+  return nullptr;
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
@@ -437,19 +447,22 @@ Status check_sizes(const char* what, int64_t num_tokens, int64_t hidden, int64_t
     return {StatusCode::kInvalidArgument,
             str_cat(what, ": dtype must be F32, BF16 or F16, got ", dtype_name(dtype))};
   }
-  if (num_tokens < 0)
+  if (num_tokens < 0) {
     return {StatusCode::kInvalidArgument, str_cat(what, ": num_tokens < 0 (", num_tokens, ")")};
+  }
   if (hidden <= 0) return {StatusCode::kInvalidArgument, str_cat(what, ": hidden must be > 0, got ", hidden)};
-  if (hc_mult <= 0)
+  if (hc_mult <= 0) {
     return {StatusCode::kInvalidArgument, str_cat(what, ": hc_mult must be > 0, got ", hc_mult)};
+  }
   if (!(eps >= 0.f) || std::isinf(eps)) {
     return {StatusCode::kInvalidArgument, str_cat(what, ": eps must be finite and >= 0, got ", eps)};
   }
   // Every byte offset the kernels form must fit in int64: bytes of the largest tensor touched.
-  int64_t elems = 0, bytes = 0;
-  if (__builtin_mul_overflow(num_tokens, out_row_elems_per_token, &elems) ||
-      __builtin_mul_overflow(elems, static_cast<int64_t>(dtype_size(dtype)), &bytes) ||
-      hidden > (INT64_MAX / 4) / static_cast<int64_t>(dtype_size(dtype))) {
+  int64_t elems = 0, bytes = 0, row_elems = 0;
+  if (hidden > (INT64_MAX / 4) / static_cast<int64_t>(dtype_size(dtype)) ||
+      __builtin_mul_overflow(hc_mult + 1, 2 * hidden, &row_elems) ||
+      __builtin_mul_overflow(num_tokens, std::max(out_row_elems_per_token, row_elems), &elems) ||
+      __builtin_mul_overflow(elems, static_cast<int64_t>(dtype_size(dtype)), &bytes)) {
     return {StatusCode::kInvalidArgument, str_cat(what, ": sizes overflow int64 (num_tokens=", num_tokens,
                                                   ", hidden=", hidden, ", hc_mult=", hc_mult, ")")};
   }
@@ -461,79 +474,112 @@ Status check_pointer(const char* what, const char* name, const void* p) {
   return Status::ok();
 }
 
-// Chooses the kernel and launch shape, then launches. `p` has everything but num_tiles / num_vecs.
+Status invalid_config(const char* what, const MtpNormLaunch& s, int64_t hidden, const char* why) {
+  return {StatusCode::kInvalidArgument,
+          str_cat(what, ": launch variant [", s.to_string(), "] does not fit hidden=", hidden, ": ", why)};
+}
+
+// Chooses the kernel and its launch shape (heuristic, or the caller's config), then launches.
+// `p` arrives with everything but the tiling fields.
 Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initializer_list<const void*> pointers,
                    cudaStream_t stream, const MtpNormConfig* config, MtpNormLaunch* launched) {
-  if (p.num_rows == 0) {
-    if (launched != nullptr) *launched = MtpNormLaunch{};
-    return Status::ok();
-  }
+  if (launched != nullptr) *launched = MtpNormLaunch{};
+  const int64_t num_rows = p.num_e_rows + p.num_h_rows;
+  if (num_rows == 0) return Status::ok();
   const MtpNormConfig cfg = config != nullptr ? *config : MtpNormConfig{};
   int sms = 0;
-  if (Status s = sm_count(&sms); !s) return s;
+  if (Status st = sm_count(&sms); !st) return st;
 
-  // Vector path: rows (and so every row start) 16-byte aligned, and a launch shape that fits. The eh
-  // layout's e half starts H elements into each output row, which is aligned when row_bytes is.
-  bool vector_ok = !cfg.force_scalar && p.row_bytes % 16 == 0;
-  for (const void* ptr : pointers) vector_ok = vector_ok && aligned16(ptr);
+  // Vector kernels need every row start 16-byte aligned (the eh layout's e half starts H elements into
+  // each output row: aligned when row_bytes is).
+  bool aligned = p.row_bytes % 16 == 0;
+  for (const void* ptr : pointers) aligned = aligned && aligned16(ptr);
   const int64_t num_vecs = p.row_bytes / 16;
-  const auto threads_for = [&](int vpt) { return (ceil_div(num_vecs, vpt) + 31) / 32 * 32; };
-  int vpt = cfg.vecs_per_thread;
-  const int rows = cfg.rows_per_block == 0 ? 1 : cfg.rows_per_block;
-  if (vector_ok && vpt == 0) {
-    // Smallest vector count that keeps a row within 512 threads: short per-thread chains for latency,
-    // and up to 16 warps per row for the reduction. Rows too long for 8 vectors per thread go scalar.
-    vpt = 1;
-    while (vpt < 8 && threads_for(vpt) > 512) vpt *= 2;
-    vector_ok = threads_for(vpt) <= vec_kernel_max_threads(vpt, rows);
+
+  MtpNormLaunch s;
+  s.kernel = cfg.kernel;
+  if (s.kernel == MtpNormKernel::kAuto) {
+    s.kernel = aligned && num_vecs <= kMaxRegisterVecs ? MtpNormKernel::kRegister : MtpNormKernel::kScalar;
+  }
+  if (!aligned && s.kernel == MtpNormKernel::kRegister) {
+    return invalid_config(what, s, p.hidden, "rows or pointers are not 16-byte aligned");
   }
 
-  MtpNormLaunch shape;
-  RowKernel kernel = nullptr;
-  if (vector_ok) {
-    kernel = pick_vec_kernel(dtype, vpt, rows);
-    if (kernel == nullptr) {
-      return {StatusCode::kInvalidArgument,
-              str_cat(what, ": no vector kernel for vecs_per_thread=", vpt, ", rows_per_block=", rows)};
+  int64_t cap = cfg.max_blocks;
+  if (cap < -2) return invalid_config(what, s, p.hidden, "max_blocks must be >= -2");
+  if (s.kernel == MtpNormKernel::kRegister) {
+    s.rows_per_block = cfg.rows_per_block == 0 ? 1 : cfg.rows_per_block;
+    s.plain_loads = cfg.plain_loads;
+    const int64_t total_bytes = num_rows * p.row_bytes;
+    s.vecs_per_thread = cfg.vecs_per_thread;
+    if (s.vecs_per_thread == 0) {
+      // From the lab's sweeps (H200, bf16, H = 2568 / 4096 / 7168, hc = 4; bench/RESULTS.md):
+      if (total_bytes <= (int64_t{4} << 20)) {
+        // latency (a few rows per SM, T <~ 64): 2 vectors per thread: short per-thread chains, 8-16 warps
+        // per row.
+        s.vecs_per_thread = 2;
+      } else if (num_rows <= 2048) {
+        // the rows just exceed what the SMs take in one go (T ~ 64..400): 4 vectors per thread and one
+        // resident wave of blocks looping over tiles (fewer block launches, weights loaded once).
+        s.vecs_per_thread = 4;
+        if (cap == 0) cap = -2;
+      } else {
+        // bandwidth (T >~ 400): 4 vectors per thread, one block per row, plain loads (3-5% faster here
+        // than read-only / no-L1 / L2-prefetch loads in every sweep at T >= 1024).
+        s.vecs_per_thread = 4;
+        s.plain_loads = true;
+      }
+      while (s.vecs_per_thread < 8 && round_up32(ceil_div(num_vecs, s.vecs_per_thread)) >
+                                          reg_kernel_max_threads(s.vecs_per_thread, s.rows_per_block)) {
+        s.vecs_per_thread *= 2;
+      }
     }
-    const int64_t threads = threads_for(vpt);
-    if (threads > vec_kernel_max_threads(vpt, rows)) {
-      return {StatusCode::kInvalidArgument,
-              str_cat(what, ": vecs_per_thread=", vpt, ", rows_per_block=", rows, " needs ", threads,
-                      " threads for hidden=", p.hidden, " (max ", vec_kernel_max_threads(vpt, rows), ")")};
+    s.threads =
+        static_cast<int>(std::min<int64_t>(round_up32(ceil_div(num_vecs, s.vecs_per_thread)), INT_MAX));
+    if (s.threads > reg_kernel_max_threads(s.vecs_per_thread, s.rows_per_block)) {
+      return invalid_config(what, s, p.hidden, "too many threads per block");
     }
-    p.num_vecs = static_cast<int32_t>(num_vecs);
-    p.num_tiles = ceil_div(p.num_rows, rows);
-    shape.vectorized = true;
-    shape.vecs_per_thread = vpt;
-    shape.rows_per_block = rows;
-    shape.threads = static_cast<int>(threads);
-    shape.blocks = p.num_tiles;
+    p.num_e_tiles = ceil_div(p.num_e_rows, s.rows_per_block);
+    p.num_tiles = p.num_e_tiles + ceil_div(p.num_h_rows, s.rows_per_block);
+    s.blocks = p.num_tiles;
   } else {
-    kernel = pick_scalar_kernel(dtype);
-    p.num_vecs = 0;
-    p.num_tiles = p.num_rows;
-    shape.threads = p.hidden >= kScalarThreads ? kScalarThreads : static_cast<int>((p.hidden + 31) / 32 * 32);
-    shape.rows_per_block = 1;
-    shape.blocks = std::min<int64_t>(p.num_rows, static_cast<int64_t>(sms) * 16);
+    s.kernel = MtpNormKernel::kScalar;
+    s.threads = p.hidden >= kScalarThreads ? kScalarThreads : static_cast<int>(round_up32(p.hidden));
+    s.rows_per_block = 1;
+    p.num_e_tiles = p.num_e_rows;
+    p.num_tiles = num_rows;
+    s.blocks = std::min<int64_t>(num_rows, static_cast<int64_t>(sms) * 16);
   }
-  if (vector_ok) {
-    int64_t cap = cfg.max_blocks;
-    if (cap == 0 || cap == -1) {
-      cap = INT_MAX;  // one block per tile: the hardware scheduler balances uneven blocks
-    } else if (cap == -2) {
-      int per_sm = 0;  // exactly one resident wave; each block loops over tiles
-      if (Status s = blocks_per_sm(reinterpret_cast<const void*>(kernel), shape.threads, &per_sm); !s)
-        return s;
-      cap = static_cast<int64_t>(per_sm) * sms;
-    } else if (cap < 0) {
-      return {StatusCode::kInvalidArgument, str_cat(what, ": max_blocks must be >= -2, got ", cap)};
+  const RowKernel kernel = pick_kernel(dtype, s);
+  if (kernel == nullptr) return invalid_config(what, s, p.hidden, "no such kernel instance");
+  p.num_vecs = static_cast<int32_t>(std::min<int64_t>(num_vecs, INT32_MAX));
+
+  if (s.kernel == MtpNormKernel::kRegister) {
+    if (cap == -2) {
+      int per_sm = 0;
+      if (Status st = blocks_per_sm(kernel, s.threads, &per_sm); !st) return st;
+      cap = std::max<int64_t>(static_cast<int64_t>(per_sm) * sms, 1);
     }
-    shape.blocks = std::min<int64_t>(shape.blocks, cap);
+    if (cap > 0) s.blocks = std::min(s.blocks, cap);
   }
-  shape.blocks = std::min<int64_t>(shape.blocks, INT_MAX);
-  if (launched != nullptr) *launched = shape;
-  return launch_kernel(kernel, dim3(static_cast<unsigned>(shape.blocks)), dim3(shape.threads), 0, stream, p);
+  s.blocks = std::min<int64_t>(s.blocks, INT_MAX);
+  if (launched != nullptr) *launched = s;
+
+  // Launch attributes only when used: a kernel node that carries none is the plainest a graph can launch.
+  cudaLaunchConfig_t lc{};
+  lc.gridDim = dim3(static_cast<unsigned>(s.blocks));
+  lc.blockDim = dim3(s.threads);
+  lc.stream = stream;
+  cudaLaunchAttribute attr[1];
+  p.pdl = pdl_enabled() ? 1 : 0;
+  if (p.pdl) {
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    lc.attrs = attr;
+    lc.numAttrs = 1;
+  }
+  DSV4_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&lc, kernel, p));
+  return Status::ok();
 }
 
 MtpNormRows base_rows(int64_t hidden, float eps, DType dtype) {
@@ -549,10 +595,15 @@ MtpNormRows base_rows(int64_t hidden, float eps, DType dtype) {
 }  // namespace
 
 std::string MtpNormLaunch::to_string() const {
-  if (blocks == 0) return "none";
-  if (!vectorized) return str_cat("scalar threads=", threads, " blocks=", blocks);
-  return str_cat("vec vpt=", vecs_per_thread, " rows=", rows_per_block, " threads=", threads,
-                 " blocks=", blocks);
+  switch (kernel) {
+    case MtpNormKernel::kRegister:
+      return str_cat("register vpt=", vecs_per_thread, " rows=", rows_per_block, plain_loads ? " plain" : "",
+                     " threads=", threads, " blocks=", blocks);
+    case MtpNormKernel::kScalar:
+      return str_cat("scalar threads=", threads, " blocks=", blocks);
+    default:
+      return "none";
+  }
 }
 
 Status fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
@@ -583,7 +634,7 @@ Status fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positi
   p.e_out = static_cast<char*>(enorm_out);
   p.h_out = static_cast<char*>(hnorm_out);
   p.num_e_rows = num_tokens;
-  p.num_rows = num_tokens * (hc_mult + 1);
+  p.num_h_rows = num_tokens * hc_mult;
   p.e_out_stride = p.row_bytes;
   p.h_out_stride = p.row_bytes;
   p.e_copy_stride = 0;
@@ -619,7 +670,7 @@ Status fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* pos
   p.h_out = static_cast<char*>(out);
   p.e_out = static_cast<char*>(out) + p.row_bytes;
   p.num_e_rows = num_tokens;
-  p.num_rows = num_tokens * (hc_mult + 1);
+  p.num_h_rows = num_tokens * hc_mult;
   p.h_out_stride = 2 * p.row_bytes;
   p.e_out_stride = 2 * p.row_bytes * hc_mult;
   p.e_copy_stride = 2 * p.row_bytes;
@@ -644,7 +695,7 @@ Status mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, in
   p.e_weight = p.h_weight;
   p.h_out = static_cast<char*>(out);
   p.num_e_rows = 0;
-  p.num_rows = num_tokens;
+  p.num_h_rows = num_tokens;
   p.h_out_stride = p.row_bytes;
   return launch_rows(kWhat, p, dtype, {x, weight, out}, stream, config, launched);
 }

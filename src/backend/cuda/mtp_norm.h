@@ -22,22 +22,30 @@
 
 namespace dsv4::cuda {
 
-// Launch shape of the vectorised kernel. Production callers pass nullptr and get the heuristic; the kernel
-// lab and the tests pass explicit values to sweep / cover every variant.
+// Kernels behind the launchers (see mtp_norm.cu):
+//   kRegister  rows held in registers, one block per (group of) row(s); the launch shape adapts it from
+//              latency-bound small T to bandwidth-bound large T.
+//   kScalar    two passes with scalar accesses: any H and any alignment (odd H).
+enum class MtpNormKernel { kAuto = 0, kRegister = 1, kScalar = 2 };
+
+// Launch shape. Production callers pass nullptr and get the heuristic; the kernel lab and the tests pass
+// explicit values to sweep / cover every variant. 0 means "choose" everywhere.
 struct MtpNormConfig {
-  int vecs_per_thread = 0;    // 16-byte vectors each thread keeps per row: 1, 2, 4 or 8 (0 = choose)
-  int rows_per_block = 0;     // rows one block normalises together per step: 1, 2 or 4 (0 = choose)
-  int max_blocks = 0;         // grid: 0 = choose, -1 = one block per tile, -2 = one resident wave,
-                              // > 0 = at most this many blocks; capped grids loop over tiles, and each
-                              // block keeps the weights it loaded in registers
-  bool force_scalar = false;  // use the scalar two-pass kernel (any alignment, any H)
+  MtpNormKernel kernel = MtpNormKernel::kAuto;
+  int vecs_per_thread = 0;   // 16-byte vectors per thread per row: 1, 2, 4 or 8
+  int rows_per_block = 0;    // rows a block normalises together: 1 or 2 (2 only with <= 4 vectors)
+  int max_blocks = 0;        // grid: -1 = one block per tile, -2 = one resident wave, > 0 = at most this
+                             // many blocks; capped grids loop over tiles
+  bool plain_loads = false;  // plain loads instead of read-only / no-L1 / L2-prefetch ones (with
+                             // vecs_per_thread 0 the heuristic decides; it picks them at large T)
 };
 
 // What a launch resolved to (for logs and the kernel lab's JSON).
 struct MtpNormLaunch {
-  bool vectorized = false;
+  MtpNormKernel kernel = MtpNormKernel::kAuto;  // kAuto: nothing launched (T = 0)
   int vecs_per_thread = 0;
   int rows_per_block = 0;
+  bool plain_loads = false;
   int threads = 0;
   int64_t blocks = 0;
   std::string to_string() const;

@@ -1,0 +1,361 @@
+// The dsv4 command-line interface, run as a process (DSV4_CLI_PATH) in a temporary directory:
+// make-tiny, info, score, generate, and a non-zero exit with an "error:" message for every bad input.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "dsv4/model/random_checkpoint.h"
+#include "dsv4/model/weights.h"
+#include "dsv4/runtime/engine.h"
+#include "test_util.h"
+
+namespace dsv4 {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+struct Result {
+  int status = -1;
+  std::string out, err;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// One tiny model shared by every test of the suite (make-tiny runs once).
+class Cli : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string((fs::path(testing::TempDir()) / str_cat("dsv4_cli_", ::getpid())).string());
+    fs::remove_all(*dir_);
+    fs::create_directories(*dir_);
+    const Result r = run(str_cat("make-tiny ", model(), " --seed 3"));
+    ASSERT_EQ(r.status, 0) << r.err;
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*dir_);
+    delete dir_;
+    dir_ = nullptr;
+  }
+
+  static std::string model() { return *dir_ + "/model"; }
+  static std::string path(const std::string& name) { return *dir_ + "/" + name; }
+
+  // Runs `dsv4 <args>` (args are passed through the shell as written).
+  static Result run(const std::string& args) {
+    static int counter = 0;
+    const std::string out = str_cat(*dir_, "/out", counter, ".txt"), err = str_cat(*dir_, "/err", counter++, ".txt");
+    const std::string cmd = str_cat("'", DSV4_CLI_PATH, "' ", args, " > '", out, "' 2> '", err, "'");
+    const int raw = std::system(cmd.c_str());
+    Result r;
+    r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
+    r.out = slurp(out);
+    r.err = slurp(err);
+    fs::remove(out);
+    fs::remove(err);
+    return r;
+  }
+  static json run_json(const std::string& args) {
+    const Result r = run(args);
+    EXPECT_EQ(r.status, 0) << args << "\n" << r.err;
+    try {
+      return json::parse(r.out);
+    } catch (const json::parse_error& e) {
+      ADD_FAILURE() << args << ": output is not one JSON object: " << e.what() << "\n" << r.out;
+      return json::object();
+    }
+  }
+  // The command fails (non-zero exit, no crash) and stderr says "error:" plus every one of `parts`.
+  static void expect_failure(const std::string& args, const std::vector<std::string>& parts) {
+    SCOPED_TRACE(args);
+    const Result r = run(args);
+    EXPECT_NE(r.status, 0) << r.out;
+    EXPECT_LT(r.status, 128) << "killed by a signal";
+    EXPECT_NE(r.err.find("error:"), std::string::npos) << r.err;
+    for (const std::string& p : parts) EXPECT_NE(r.err.find(p), std::string::npos) << "'" << p << "' in: " << r.err;
+  }
+
+  static std::string* dir_;
+};
+
+std::string* Cli::dir_ = nullptr;
+
+std::vector<int32_t> ints(const json& j) { return j.get<std::vector<int32_t>>(); }
+
+TEST_F(Cli, MakeTinyWritesAnOfficialNamedCheckpointWithMtp) {
+  const ModelConfig cfg = ModelConfig::from_file(model() + "/config.json");
+  const ModelConfig tiny = tiny_config();
+  EXPECT_EQ(cfg.to_json(), tiny.to_json());
+  const Checkpoint ckpt = Checkpoint::open(model());
+  EXPECT_NE(ckpt.find("embed.weight"), nullptr);
+  EXPECT_NE(ckpt.find("layers.1.attn.indexer.compressor.wkv.weight"), nullptr);
+  EXPECT_NE(ckpt.find("mtp.0.e_proj.weight"), nullptr);
+  EXPECT_NE(ckpt.find("mtp.0.ffn.gate.bias"), nullptr);
+  EXPECT_EQ(ckpt.names().size(), checkpoint_inventory(cfg, true).size());
+  const ModelWeights w = load_weights(ckpt, cfg, {});
+  EXPECT_TRUE(w.mtp.has_value());
+
+  // Same seed: the same bytes; another seed: other weights.
+  const Result again = run(str_cat("make-tiny ", path("again"), " --seed 3"));
+  ASSERT_EQ(again.status, 0) << again.err;
+  EXPECT_NE(again.out.find("seed 3"), std::string::npos) << again.out;
+  EXPECT_EQ(slurp(path("again/model.safetensors")), slurp(model() + "/model.safetensors"));
+  ASSERT_EQ(run(str_cat("make-tiny ", path("other"), " --seed 4")).status, 0);
+  EXPECT_NE(slurp(path("other/model.safetensors")), slurp(model() + "/model.safetensors"));
+  fs::remove_all(path("again"));
+  fs::remove_all(path("other"));
+}
+
+TEST_F(Cli, Info) {
+  const Result r = run(str_cat("info -m ", model()));
+  ASSERT_EQ(r.status, 0) << r.err;
+  for (const char* part : {"DeepseekV4ForCausalLM", "sliding_attention", "compressed_sparse_attention",
+                           "heavily_compressed_attention", "hash_moe", "parameters", "total=", "mtp", "YaRN"}) {
+    EXPECT_NE(r.out.find(part), std::string::npos) << part << " in:\n" << r.out;
+  }
+  const json j = run_json(str_cat("info -m ", model(), " --json"));
+  for (const char* key : {"model", "architecture", "config", "layer_types", "mlp_layer_types", "parameters", "has_mtp",
+                          "checkpoint_bytes"}) {
+    EXPECT_TRUE(j.contains(key)) << key;
+  }
+  const ModelConfig cfg = tiny_config();
+  EXPECT_EQ(j["architecture"], "DeepseekV4ForCausalLM");
+  EXPECT_EQ(j["has_mtp"], true);
+  ASSERT_EQ(j["layer_types"].size(), cfg.layer_types.size());
+  for (size_t l = 0; l < cfg.layer_types.size(); ++l) {
+    EXPECT_EQ(j["layer_types"][l], attention_type_name(cfg.layer_types[l]));
+    EXPECT_EQ(j["mlp_layer_types"][l], mlp_type_name(cfg.mlp_layer_types[l]));
+  }
+  int64_t total = 0, with_mtp = 0;
+  for (const TensorSpec& s : checkpoint_inventory(cfg, true)) {
+    if (s.kind == WeightKind::kIndex) continue;  // tid2eid is not counted
+    int64_t n = 1;
+    for (int64_t d : s.shape) n *= d;
+    (s.name.rfind("mtp.", 0) == 0 ? with_mtp : total) += n;
+  }
+  EXPECT_EQ(j["parameters"]["total"].get<int64_t>(), total);
+  EXPECT_EQ(j["parameters"]["total_with_mtp"].get<int64_t>(), total + with_mtp);
+  EXPECT_EQ(j["checkpoint_bytes"].get<uint64_t>(), Checkpoint::open(model()).total_bytes());
+  EXPECT_EQ(ModelConfig::from_json_text(j["config"].dump()).to_json(), cfg.to_json());
+}
+
+TEST_F(Cli, ScoreWritesLogits) {
+  const std::vector<int32_t> ids = {256, 72, 101, 108, 108, 111, 33};
+  const std::string f = path("logits.safetensors");
+  const Result r = run(str_cat("score -m ", model(), " --ids 256,72,101,108,108,111,33 --logits-out ", f));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("scored 7 tokens"), std::string::npos) << r.out;
+  auto file = SafetensorsFile::open(f);
+  const TensorInfo* logits = file->find("logits");
+  ASSERT_NE(logits, nullptr);
+  EXPECT_EQ(logits->dtype, DType::F32);
+  EXPECT_EQ(logits->shape, (std::vector<int64_t>{7, 512}));
+  const TensorInfo* in = file->find("input_ids");
+  ASSERT_NE(in, nullptr);
+  const Tensor t = file->view(*in);
+  ASSERT_EQ(t.numel(), 7);
+  for (int i = 0; i < 7; ++i) EXPECT_EQ(t.ptr<int64_t>()[i], ids[i]);
+  // The same logits as the engine computes in process.
+  Engine engine(model(), {});
+  const std::vector<float> want = engine.score(ids);
+  const std::vector<float> got = test::to_vector(file->view(*logits));
+  EXPECT_LE(test::max_rel_error(got.data(), want.data(), want.size()), 1e-6);
+
+  const json j = run_json(str_cat("score -m ", model(), " --ids 256,72,101,108,108,111,33 --json"));
+  EXPECT_EQ(ints(j["tokens"]), ids);
+  EXPECT_EQ(j["vocab_size"], 512);
+  ASSERT_EQ(j["argmax"].size(), 7u);
+  for (int t = 0; t < 7; ++t) {
+    const auto row = want.begin() + t * 512;
+    EXPECT_EQ(j["argmax"][t].get<int64_t>(), std::max_element(row, row + 512) - row) << t;
+  }
+  EXPECT_GT(j["mean_nll"].get<double>(), 0.0);
+  EXPECT_TRUE(std::isfinite(j["mean_nll"].get<double>()));
+  EXPECT_TRUE(j.contains("seconds"));
+  fs::remove(f);
+}
+
+TEST_F(Cli, GenerateGreedyIsDeterministicAndAgreesWithScore) {
+  const std::string args = str_cat("generate -m ", model(), " --ids 256,84,104,101 -n 8 --ignore-eos --json");
+  const json a = run_json(args);
+  const json b = run_json(args);
+  ASSERT_EQ(a["tokens"].size(), 1u);
+  const std::vector<int32_t> gen = ints(a["tokens"][0]);
+  ASSERT_EQ(gen.size(), 8u);
+  EXPECT_EQ(a["tokens"], b["tokens"]);
+  EXPECT_EQ(a["generated_tokens"], 8);
+  EXPECT_EQ(a["prompt_tokens"], 4);
+  for (const char* key : {"load_seconds", "prefill_seconds", "decode_seconds", "decode_tokens_per_second"}) {
+    EXPECT_TRUE(a.contains(key)) << key;
+  }
+  EXPECT_EQ(a["settings"]["max_new_tokens"], 8);
+  EXPECT_EQ(a["settings"]["temperature"], 0.0);
+  EXPECT_EQ(a["settings"]["device"], "cpu");
+  // Greedy decoding = the argmax of the teacher-forced logits of prompt + generated tokens.
+  std::string ids = "256,84,104,101";
+  for (size_t i = 0; i + 1 < gen.size(); ++i) ids += str_cat(",", gen[i]);
+  const json s = run_json(str_cat("score -m ", model(), " --ids ", ids, " --json"));
+  for (size_t i = 0; i < gen.size(); ++i) EXPECT_EQ(s["argmax"][3 + i].get<int32_t>(), gen[i]) << i;
+
+  // Without --ignore-eos, generation stops at an end-of-sequence token (257) at the latest after 8 tokens.
+  const json c = run_json(str_cat("generate -m ", model(), " --ids 256,84,104,101 -n 8 --json"));
+  const std::vector<int32_t> stop = ints(c["tokens"][0]);
+  ASSERT_FALSE(stop.empty());
+  EXPECT_TRUE(stop.size() == 8 || stop.back() == 257);
+  EXPECT_EQ(std::vector<int32_t>(gen.begin(), gen.begin() + stop.size()), stop);
+
+  // The text form prints the tokens and the speed.
+  const Result r = run(str_cat("generate -m ", model(), " --ids 256,84,104,101 -n 3 --ignore-eos"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find(str_cat(gen[0], " ", gen[1], " ", gen[2])), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("tokens/s"), std::string::npos) << r.out;
+  // -n 0 generates nothing.
+  EXPECT_EQ(run_json(str_cat("generate -m ", model(), " --ids 1 -n 0 --json"))["generated_tokens"], 0);
+}
+
+TEST_F(Cli, GenerateFromTextPrompt) {
+  const json j = run_json(str_cat("generate -m ", model(), " --prompt 'In the beginning' -n 4 --ignore-eos --json"));
+  EXPECT_EQ(j["prompt_tokens"], 16);  // byte-level ids
+  EXPECT_EQ(j["tokens"][0].size(), 4u);
+  // Byte-level ids: the same as passing the bytes as --ids.
+  const json k = run_json(str_cat("generate -m ", model(),
+                                  " --ids 73,110,32,116,104,101,32,98,101,103,105,110,110,105,110,103 -n 4 "
+                                  "--ignore-eos --json"));
+  EXPECT_EQ(j["tokens"], k["tokens"]);
+  // A prompts file runs one sequence per line.
+  std::ofstream(path("prompts.txt")) << "In the beginning\n\nAnd God said\n";
+  const json p =
+      run_json(str_cat("generate -m ", model(), " --prompts ", path("prompts.txt"), " -n 4 --ignore-eos --json"));
+  ASSERT_EQ(p["tokens"].size(), 2u);
+  EXPECT_EQ(p["tokens"][0], j["tokens"][0]);
+  EXPECT_EQ(p["settings"]["prompts"], 2);
+}
+
+TEST_F(Cli, DefaultModelWithTokenizerAndShardedCheckpoint) {
+  const std::string kjv = test::source_dir() + "/models/dsv4-tiny-kjv";
+  const json info = run_json(str_cat("info -m ", kjv, " --json"));
+  EXPECT_EQ(info["config"]["vocab_size"], 6144);
+  EXPECT_EQ(info["layer_types"].size(), 6u);
+  EXPECT_EQ(info["has_mtp"], true);
+  const std::string args = str_cat("generate -m ", kjv, " --prompt 'In the beginning God' -n 6 --ignore-eos --json");
+  const json a = run_json(args);
+  ASSERT_EQ(a["tokens"].size(), 1u);
+  EXPECT_EQ(a["tokens"][0].size(), 6u);
+  ASSERT_TRUE(a.contains("text"));  // decoded with the model's tokenizer.json
+  EXPECT_FALSE(a["text"][0].get<std::string>().empty());
+  EXPECT_LT(a["prompt_tokens"].get<int>(), 20);  // tokenized, not byte-level
+  EXPECT_EQ(run_json(args)["tokens"], a["tokens"]);
+  // Streaming text output starts with the prompt.
+  const Result r = run(str_cat("generate -m ", kjv, " --prompt 'In the beginning God' -n 3 --ignore-eos"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("In the beginning God", 0), 0u) << r.out;
+}
+
+TEST_F(Cli, SamplingIsDeterministicPerSeed) {
+  auto sample = [&](int seed) {
+    return run_json(str_cat("generate -m ", model(),
+                            " --ids 256,65 -n 16 --ignore-eos --temperature 1.5 --top-p 0.95 "
+                            "--seed ",
+                            seed, " --json"));
+  };
+  const json a = sample(7), b = sample(7);
+  EXPECT_EQ(a["tokens"], b["tokens"]);
+  EXPECT_EQ(a["settings"]["seed"], 7);
+  EXPECT_DOUBLE_EQ(a["settings"]["temperature"].get<double>(), 1.5);
+  EXPECT_NEAR(a["settings"]["top_p"].get<double>(), 0.95, 1e-6);
+  bool any_differs = false;
+  for (int seed : {8, 9, 10}) any_differs |= sample(seed)["tokens"] != a["tokens"];
+  EXPECT_TRUE(any_differs) << "three other seeds all gave the same 16 sampled tokens";
+}
+
+TEST_F(Cli, ModelErrors) {
+  expect_failure(str_cat("info -m ", path("absent")), {"absent"});
+  expect_failure(str_cat("score -m ", path("absent"), " --ids 1,2"), {"absent"});
+  expect_failure(str_cat("generate -m ", path("absent"), " --ids 1,2 -n 2"), {"absent"});
+  // Malformed config.json.
+  fs::create_directories(path("badcfg"));
+  fs::copy_file(model() + "/model.safetensors", path("badcfg/model.safetensors"));
+  std::ofstream(path("badcfg/config.json")) << "{\"hidden_size\": 64,";
+  expect_failure(str_cat("info -m ", path("badcfg")), {"config.json", "invalid JSON"});
+  expect_failure(str_cat("generate -m ", path("badcfg"), " --ids 1 -n 1"), {"config.json"});
+  std::ofstream(path("badcfg/config.json")) << "{\"model_type\": \"llama\"}";
+  expect_failure(str_cat("score -m ", path("badcfg"), " --ids 1"), {"model_type", "llama"});
+  // A config that does not match the weights.
+  ModelConfig other = tiny_config();
+  other.hidden_size = 96;
+  std::ofstream(path("badcfg/config.json")) << other.to_json();
+  expect_failure(str_cat("generate -m ", path("badcfg"), " --ids 1 -n 1"), {"does not match", "embed.weight"});
+  // A truncated checkpoint.
+  std::ofstream(path("badcfg/config.json")) << tiny_config().to_json();
+  const std::string bytes = slurp(model() + "/model.safetensors");
+  std::ofstream(path("badcfg/model.safetensors"), std::ios::binary | std::ios::trunc)
+      << bytes.substr(0, bytes.size() / 2);
+  expect_failure(str_cat("info -m ", path("badcfg")), {"model.safetensors", "outside"});
+  fs::remove_all(path("badcfg"));
+  // make-tiny into a path that is a file.
+  std::ofstream(path("afile")) << "x";
+  expect_failure(str_cat("make-tiny ", path("afile")), {});
+  fs::remove(path("afile"));
+}
+
+TEST_F(Cli, InputErrors) {
+  const std::string m = model();
+  expect_failure(str_cat("score -m ", m, " --ids 1,512"), {"token id 512", "outside the vocabulary"});
+  expect_failure(str_cat("generate -m ", m, " --ids 5,100000 -n 2"), {"token id 100000"});
+  for (const char* bad : {"1,,3", "a,b", "-1", "1.5", "'1;2'", "'1 2'", "99999999999", "''", "1,"}) {
+    expect_failure(str_cat("score -m ", m, " --ids ", bad), {"--ids"});
+  }
+  expect_failure(str_cat("generate -m ", m, " --ids 1,x -n 2"), {"--ids", "'x'"});
+  expect_failure(str_cat("generate -m ", m, " -n 2"), {"generate needs --ids, --prompt or --prompts"});
+  expect_failure(str_cat("generate -m ", m, " --ids 1 --prompt hi -n 2"), {"excludes"});
+  expect_failure(str_cat("generate -m ", m, " --ids 1 -n -1"), {"-n must be >= 0"});
+  expect_failure(str_cat("generate -m ", m, " --ids 1 -n abc"), {"-n"});
+  expect_failure(str_cat("generate -m ", m, " --ids 1 -n 5000"), {"max_seq_len"});
+  expect_failure(str_cat("generate -m ", m, " --ids 1 --temperature -1"), {"temperature"});
+  expect_failure(str_cat("generate -m ", m, " --ids 1 --top-p 0"), {"top-p"});
+  expect_failure(str_cat("generate -m ", m, " --ids 1 --top-p 1.5"), {"top-p"});
+  expect_failure(str_cat("generate -m ", m, " --prompts ", path("absent.txt")), {"absent.txt"});
+}
+
+TEST_F(Cli, DeviceErrors) {
+  const std::string m = model();
+  for (const std::string& cmd : {str_cat("score -m ", m, " --ids 1,2"), str_cat("generate -m ", m, " --ids 1 -n 2")}) {
+    expect_failure(cmd + " --device tpu", {"--device must be cpu or cuda", "tpu"});
+    expect_failure(cmd + " --device ''", {"--device"});
+  }
+  // This machine has no GPU (the test skips where one exists: there --device cuda may work).
+  if (run(str_cat("generate -m ", m, " --ids 1 -n 1 --device cuda")).status == 0) {
+    GTEST_SKIP() << "a CUDA device is present";
+  }
+  expect_failure(str_cat("generate -m ", m, " --ids 1 -n 1 --device cuda"), {"--device cuda", "use --device cpu"});
+  expect_failure(str_cat("score -m ", m, " --ids 1 --device cuda"), {"--device cuda", "use --device cpu"});
+}
+
+TEST_F(Cli, UsageErrors) {
+  expect_failure("", {"subcommand"});
+  expect_failure("bogus", {});
+  expect_failure(str_cat("info -m ", model(), " --bogus"), {"--bogus"});
+  expect_failure(str_cat("generate -m ", model(), " --ids 1 --frobnicate 3"), {"--frobnicate"});
+  expect_failure("info", {"--model is required"});
+  expect_failure("score -m x", {"--ids is required"});
+  expect_failure("make-tiny", {"OUT_DIR is required"});
+  expect_failure(str_cat("make-tiny ", path("x"), " --seed abc"), {"--seed"});
+  // --help is not an error.
+  const Result h = run("generate --help");
+  EXPECT_EQ(h.status, 0);
+  EXPECT_NE(h.out.find("--temperature"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace dsv4
