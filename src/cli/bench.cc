@@ -38,7 +38,7 @@ std::vector<int64_t> parse_list(const std::string& csv, const char* flag) {
 void register_bench(CLI::App& app) {
   auto* cmd = app.add_subcommand("bench", "Measure load time, prefill and decode speed, speculative decoding");
   struct Opts {
-    std::string dir, device = "cpu", prefill = "128,1024", batches = "1,4,16,64", spec = "0,1,2,3", prompt;
+    std::string dir, device = "cpu", cuda_precision = "bf16", prefill = "128,1024", batches = "1,4,16,64", spec = "0,1,2,3", prompt;
     int64_t decode_steps = 32, reps = 5, warmup = 1;
     uint64_t seed = 0;
     bool json = false;
@@ -46,6 +46,7 @@ void register_bench(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   cmd->add_option("-m,--model", o->dir, "Model directory")->required();
   cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
+  cmd->add_option("--cuda-precision", o->cuda_precision, "bf16 or f32 on --device cuda")->capture_default_str();
   cmd->add_option("--prefill", o->prefill, "Prompt lengths for prefill throughput")->capture_default_str();
   cmd->add_option("--batch", o->batches, "Batch sizes for decode")->capture_default_str();
   cmd->add_option("--spec-tokens", o->spec, "Draft lengths K for speculative decoding (batch 1)")->capture_default_str();
@@ -62,6 +63,7 @@ void register_bench(CLI::App& app) {
     DSV4_CHECK_ARG(o->reps > 0 && o->warmup >= 0 && o->decode_steps > 0, "--reps and --decode-steps must be > 0");
     EngineOptions eo;
     eo.device = parse_device(o->device);
+    eo.cuda_precision = parse_cuda_precision(o->cuda_precision);
     eo.max_seqs = *std::max_element(batches.begin(), batches.end());
     eo.max_batch_tokens = std::max<int64_t>(*std::max_element(prefill.begin(), prefill.end()), eo.max_seqs * 8);
     const auto t0 = std::chrono::steady_clock::now();
