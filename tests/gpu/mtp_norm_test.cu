@@ -40,14 +40,22 @@ class DeviceBuffer {
   T* as() const {
     return static_cast<T*>(ptr_);
   }
-  void upload(const void* src) { DSV4_CUDA_CHECK(cudaMemcpy(ptr_, src, bytes_, cudaMemcpyHostToDevice)); }
+  // cudaMemcpy/cudaMemset from pageable memory run on the legacy stream and may still be in flight when
+  // they return; kernels run on non-blocking streams, so synchronise the device before using the data.
+  void upload(const void* src) {
+    DSV4_CUDA_CHECK(cudaMemcpy(ptr_, src, bytes_, cudaMemcpyHostToDevice));
+    DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  }
   std::vector<uint8_t> download() const {
     std::vector<uint8_t> out(bytes_);
     DSV4_CUDA_CHECK(cudaMemcpy(out.data(), ptr_, bytes_, cudaMemcpyDeviceToHost));
     return out;
   }
   // 0xff bytes are NaN in F32, BF16 and F16: any element a kernel leaves unwritten fails the checks.
-  void poison() { DSV4_CUDA_CHECK(cudaMemset(ptr_, 0xff, bytes_)); }
+  void poison() {
+    DSV4_CUDA_CHECK(cudaMemset(ptr_, 0xff, bytes_));
+    DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  }
 
  private:
   void* ptr_ = nullptr;
