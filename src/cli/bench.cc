@@ -38,15 +38,15 @@ std::vector<int64_t> parse_list(const std::string& csv, const char* flag) {
 void register_bench(CLI::App& app) {
   auto* cmd = app.add_subcommand("bench", "Measure load time, prefill and decode speed, speculative decoding");
   struct Opts {
-    std::string dir, device = "cpu", cuda_precision = "bf16", prefill = "128,1024", batches = "1,4,16,64", spec = "0,1,2,3", prompt;
+    std::string dir, modes, prefill = "128,1024", batches = "1,4,16,64", spec = "0,1,2,3", prompt;
     int64_t decode_steps = 32, reps = 5, warmup = 1;
     uint64_t seed = 0;
+    DeviceFlags flags;
     bool json = false;
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("-m,--model", o->dir, "Model directory")->required();
-  cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
-  cmd->add_option("--cuda-precision", o->cuda_precision, "bf16 or f32 on --device cuda")->capture_default_str();
+  o->flags.add_to(cmd);
   cmd->add_option("--prefill", o->prefill, "Prompt lengths for prefill throughput")->capture_default_str();
   cmd->add_option("--batch", o->batches, "Batch sizes for decode")->capture_default_str();
   cmd->add_option("--spec-tokens", o->spec, "Draft lengths K for speculative decoding (batch 1)")->capture_default_str();
@@ -56,106 +56,131 @@ void register_bench(CLI::App& app) {
   cmd->add_option("-p,--prompt", o->prompt, "Prompt for speculative decoding (default: random ids)");
   cmd->add_option("--seed", o->seed, "Seed of the random prompts")->capture_default_str();
   cmd->add_flag("--json", o->json, "Print one JSON object");
+  cmd->add_option("--modes", o->modes,
+                  "CUDA graph modes to measure, each with its own engine (none, breakable, full, auto); default "
+                  "none,breakable,full on CUDA, auto (eager) on the CPU");
   cmd->callback([o] {
     const std::vector<int64_t> prefill = parse_list(o->prefill, "--prefill"), batches = parse_list(o->batches, "--batch");
     std::vector<int64_t> spec;
     for (int32_t k : parse_ids(o->spec)) spec.push_back(k);
-    DSV4_CHECK_ARG(o->reps > 0 && o->warmup >= 0 && o->decode_steps > 0, "--reps and --decode-steps must be > 0");
-    EngineOptions eo;
-    eo.device = parse_device(o->device);
-    eo.cuda_precision = parse_cuda_precision(o->cuda_precision);
-    eo.max_seqs = *std::max_element(batches.begin(), batches.end());
-    eo.max_batch_tokens = std::max<int64_t>(*std::max_element(prefill.begin(), prefill.end()), eo.max_seqs * 8);
-    const auto t0 = std::chrono::steady_clock::now();
-    Engine engine(o->dir, eo);
-    const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const int64_t V = engine.config().vocab_size;
-    std::mt19937_64 rng(o->seed);
-    auto random_ids = [&](int64_t n) {
-      std::vector<int32_t> ids(static_cast<size_t>(n));
-      for (int32_t& x : ids) x = static_cast<int32_t>(2 + rng() % static_cast<uint64_t>(V - 2));
-      return ids;
-    };
-    auto measure = [&](auto&& fn) {
-      for (int64_t i = 0; i < o->warmup; ++i) fn();
-      std::vector<double> v;
-      for (int64_t i = 0; i < o->reps; ++i) v.push_back(fn());
-      return summarise(v);
-    };
-    nlohmann::json j;
-    j["model"] = o->dir;
-    j["device"] = o->device == "cuda" ? cuda::device_summary() : std::string("cpu");
-    j["load_seconds"] = load_s;
-    j["settings"] = {{"reps", o->reps}, {"warmup", o->warmup}, {"decode_steps", o->decode_steps}};
-    // Prefill: tokens per second of one prompt's forward passes.
-    for (int64_t L : prefill) {
-      if (L + 1 > engine.max_seq_len()) continue;
-      const std::vector<int32_t> ids = random_ids(L);
-      const Summary s = measure([&] {
-        GenerateOptions go;
-        go.max_new_tokens = 1;
-        return engine.generate({ids}, go).stats.prefill_seconds;
-      });
-      j["prefill"].push_back({{"tokens", L}, {"seconds", to_json(s)}, {"tokens_per_second", L / s.median}});
+    DSV4_CHECK_ARG(o->reps > 0 && o->warmup >= 0 && o->decode_steps > 1, "--reps > 0 and --decode-steps > 1 needed");
+    std::vector<std::string> modes;
+    const std::string mode_list = !o->modes.empty() ? o->modes : (o->flags.device == "cuda" ? "none,breakable,full" : "auto");
+    for (size_t i = 0; i <= mode_list.size();) {
+      const size_t j = std::min(mode_list.find(',', i), mode_list.size());
+      modes.push_back(mode_list.substr(i, j - i));
+      i = j + 1;
     }
-    // Decode: B sequences of 16 prompt tokens, decode_steps tokens each.
-    for (int64_t B : batches) {
-      std::vector<std::vector<int32_t>> prompts;
-      for (int64_t b = 0; b < B; ++b) prompts.push_back(random_ids(16));
-      const Summary s = measure([&] {
-        GenerateOptions go;
-        go.max_new_tokens = o->decode_steps;
-        go.stop_at_eos = false;
-        const GenerateStats st = engine.generate(prompts, go).stats;
-        return st.decode_seconds / static_cast<double>(o->decode_steps - 1);  // the first token comes from prefill
-      });
-      j["decode"].push_back({{"batch", B}, {"ms_per_step", to_json({s.median * 1e3, s.min * 1e3, s.max * 1e3})},
-                             {"tokens_per_second", static_cast<double>(B) / s.median}});
-    }
-    // Speculative decoding at batch 1.
-    if (engine.has_mtp()) {
-      std::vector<int32_t> prompt;
-      if (!o->prompt.empty()) {
-        const std::unique_ptr<Tokenizer> tok = load_tokenizer_if_present(o->dir);
-        prompt = text_to_ids(tok.get(), o->prompt);
-      } else {
-        prompt = random_ids(16);
+    nlohmann::json out;
+    out["model"] = o->dir;
+    out["device"] = o->flags.device == "cuda" ? cuda::device_summary() : std::string("cpu");
+    out["settings"] = {{"reps", o->reps}, {"warmup", o->warmup}, {"decode_steps", o->decode_steps}};
+    for (const std::string& mode : modes) {
+      EngineOptions eo;
+      DeviceFlags flags = o->flags;
+      flags.cudagraph_mode = mode == "auto" ? "" : mode;
+      flags.apply(eo);
+      eo.max_seqs = *std::max_element(batches.begin(), batches.end());
+      eo.max_batch_tokens = std::max<int64_t>(*std::max_element(prefill.begin(), prefill.end()), eo.max_seqs * 8);
+      const auto t0 = std::chrono::steady_clock::now();
+      Engine engine(o->dir, eo);
+      const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const int64_t V = engine.config().vocab_size;
+      std::mt19937_64 rng(o->seed);
+      auto random_ids = [&](int64_t n) {
+        std::vector<int32_t> ids(static_cast<size_t>(n));
+        for (int32_t& x : ids) x = static_cast<int32_t>(2 + rng() % static_cast<uint64_t>(V - 2));
+        return ids;
+      };
+      auto measure = [&](auto&& fn) {
+        for (int64_t i = 0; i < o->warmup; ++i) fn();
+        std::vector<double> v;
+        for (int64_t i = 0; i < o->reps; ++i) v.push_back(fn());
+        return summarise(v);
+      };
+      nlohmann::json j;
+      j["mode"] = mode;
+      j["load_seconds"] = load_s;  // includes the graph capture
+      j["capture_seconds"] = engine.capture_seconds();
+      j["graph_bytes"] = engine.graph_bytes();
+      j["graphs"] = engine.graph_summary();
+      for (int64_t L : prefill) {  // tokens per second of one prompt's forward passes
+        if (L + 1 > engine.max_seq_len()) continue;
+        const std::vector<int32_t> ids = random_ids(L);
+        const Summary s = measure([&] {
+          GenerateOptions go;
+          go.max_new_tokens = 1;
+          return engine.generate({ids}, go).stats.prefill_seconds;
+        });
+        j["prefill"].push_back({{"tokens", L}, {"seconds", to_json(s)}, {"tokens_per_second", L / s.median}});
       }
-      for (int64_t k : spec) {
-        GenerateStats last;
+      for (int64_t B : batches) {  // B sequences of 16 prompt tokens, decode_steps tokens each
+        std::vector<std::vector<int32_t>> prompts;
+        for (int64_t b = 0; b < B; ++b) prompts.push_back(random_ids(16));
         const Summary s = measure([&] {
           GenerateOptions go;
           go.max_new_tokens = o->decode_steps;
-          go.spec_tokens = k;
           go.stop_at_eos = false;
-          last = engine.generate({prompt}, go).stats;
-          return last.decode_seconds;
+          const GenerateStats st = engine.generate(prompts, go).stats;
+          return st.decode_seconds / static_cast<double>(o->decode_steps - 1);  // token 1 comes from the prefill
         });
-        j["speculative"].push_back({{"spec_tokens", k},
-                                    {"acceptance_rate", last.acceptance_rate()},
-                                    {"mean_accepted_length", last.mean_accepted_length()},
-                                    {"tokens_per_second", static_cast<double>(o->decode_steps - 1) / s.median}});
+        j["decode"].push_back({{"batch", B}, {"ms_per_step", to_json({s.median * 1e3, s.min * 1e3, s.max * 1e3})},
+                               {"tokens_per_second", static_cast<double>(B) / s.median}});
       }
+      if (engine.has_mtp()) {  // speculative decoding at batch 1
+        std::vector<int32_t> prompt;
+        if (!o->prompt.empty()) {
+          const std::unique_ptr<Tokenizer> tok = load_tokenizer_if_present(o->dir);
+          prompt = text_to_ids(tok.get(), o->prompt);
+        } else {
+          prompt = random_ids(16);
+        }
+        for (int64_t k : spec) {
+          GenerateStats last;
+          const Summary s = measure([&] {
+            GenerateOptions go;
+            go.max_new_tokens = o->decode_steps;
+            go.spec_tokens = k;
+            go.stop_at_eos = false;
+            last = engine.generate({prompt}, go).stats;
+            return last.decode_seconds;
+          });
+          j["speculative"].push_back({{"spec_tokens", k},
+                                      {"acceptance_rate", last.acceptance_rate()},
+                                      {"mean_accepted_length", last.mean_accepted_length()},
+                                      {"tokens_per_second", static_cast<double>(o->decode_steps - 1) / s.median}});
+        }
+      }
+      out["runs"].push_back(j);
     }
     if (o->json) {
-      std::printf("%s\n", j.dump().c_str());
+      std::printf("%s\n", out.dump().c_str());
       return;
     }
-    std::printf("model %s on %s; load %.3f s\n", o->dir.c_str(), j["device"].get<std::string>().c_str(), load_s);
-    for (const auto& p : j["prefill"]) {
-      std::printf("prefill %6lld tokens: %10.1f tokens/s (median of %lld)\n", p["tokens"].get<long long>(),
-                  p["tokens_per_second"].get<double>(), static_cast<long long>(o->reps));
-    }
-    for (const auto& d : j["decode"]) {
-      std::printf("decode batch %3lld: %8.3f ms/step [%.3f, %.3f], %10.1f tokens/s\n", d["batch"].get<long long>(),
-                  d["ms_per_step"]["median"].get<double>(), d["ms_per_step"]["min"].get<double>(),
-                  d["ms_per_step"]["max"].get<double>(), d["tokens_per_second"].get<double>());
-    }
-    if (j.contains("speculative")) {
-      for (const auto& s : j["speculative"]) {
-        std::printf("spec K=%lld: acceptance %.3f, mean accepted length %.2f, %10.1f tokens/s\n",
-                    s["spec_tokens"].get<long long>(), s["acceptance_rate"].get<double>(),
-                    s["mean_accepted_length"].get<double>(), s["tokens_per_second"].get<double>());
+    std::printf("model %s on %s\n", o->dir.c_str(), out["device"].get<std::string>().c_str());
+    for (const auto& j : out["runs"]) {
+      std::printf("== mode %s: load %.3f s (capture %.3f s, graph memory %.2f MiB)\n", j["mode"].get<std::string>().c_str(),
+                  j["load_seconds"].get<double>(), j["capture_seconds"].get<double>(),
+                  j["graph_bytes"].get<double>() / (1024.0 * 1024.0));
+      if (j.contains("prefill")) {
+        for (const auto& p : j["prefill"]) {
+          std::printf("prefill %6lld tokens: %10.1f tokens/s\n", p["tokens"].get<long long>(),
+                      p["tokens_per_second"].get<double>());
+        }
+      }
+      if (j.contains("decode")) {
+        for (const auto& d : j["decode"]) {
+          std::printf("decode batch %3lld: %8.3f ms/step [%.3f, %.3f], %10.1f tokens/s\n", d["batch"].get<long long>(),
+                      d["ms_per_step"]["median"].get<double>(), d["ms_per_step"]["min"].get<double>(),
+                      d["ms_per_step"]["max"].get<double>(), d["tokens_per_second"].get<double>());
+        }
+      }
+      if (j.contains("speculative")) {
+        for (const auto& s : j["speculative"]) {
+          std::printf("spec K=%lld: acceptance %.3f, mean accepted length %.2f, %10.1f tokens/s\n",
+                      s["spec_tokens"].get<long long>(), s["acceptance_rate"].get<double>(),
+                      s["mean_accepted_length"].get<double>(), s["tokens_per_second"].get<double>());
+        }
       }
     }
   });

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "dsv4/core/tensor.h"
+#include "dsv4/runtime/engine.h"
 #include "dsv4/tokenizer/tokenizer.h"
 
 namespace dsv4::cli {
@@ -17,6 +18,15 @@ void register_info(CLI::App& app);
 void register_score(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_bench(CLI::App& app);
+
+// Device options shared by every command that runs the model: --device, --cuda-precision and the CUDA
+// graph flags (--cudagraph-mode, --enforce-eager, --capture-sizes).
+struct DeviceFlags {
+  std::string device = "cpu", cuda_precision = "bf16", cudagraph_mode, capture_sizes;
+  bool enforce_eager = false;
+  void add_to(CLI::App* cmd);
+  void apply(EngineOptions& options) const;  // validates and fills the engine options
+};
 
 // Shared option parsing.
 Device parse_device(const std::string& name);

@@ -19,6 +19,25 @@ DType parse_cuda_precision(const std::string& name) {
   fail(StatusCode::kInvalidArgument, "--cuda-precision must be bf16 or f32, got '", name, "'");
 }
 
+void DeviceFlags::add_to(CLI::App* cmd) {
+  cmd->add_option("--device", device, "cpu or cuda")->capture_default_str();
+  cmd->add_option("--cuda-precision", cuda_precision, "bf16 (default) or f32 weights/activations on --device cuda")
+      ->capture_default_str();
+  cmd->add_option("--cudagraph-mode", cudagraph_mode,
+                  "CUDA graphs: none | breakable | full | auto (default: full for decode and drafter, breakable for "
+                  "prefill; env DSV4_USE_BREAKABLE_CUDAGRAPH=0 turns breakable graphs off)");
+  cmd->add_flag("--enforce-eager", enforce_eager, "Run every forward eagerly (no CUDA graphs)");
+  cmd->add_option("--capture-sizes", capture_sizes, "CUDA graph capture sizes, e.g. 1,2,4,8 (default 1,2,4,8,...,256)");
+}
+
+void DeviceFlags::apply(EngineOptions& o) const {
+  o.device = parse_device(device);
+  o.cuda_precision = parse_cuda_precision(cuda_precision);
+  o.cudagraph_mode = cudagraph_mode;
+  o.enforce_eager = enforce_eager;
+  o.capture_sizes = capture_sizes;
+}
+
 std::vector<int32_t> parse_ids(const std::string& csv) {
   std::vector<int32_t> ids;
   size_t i = 0;

@@ -10,10 +10,11 @@ namespace dsv4::cli {
 void register_generate(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate tokens from a prompt");
   struct Opts {
-    std::string dir, ids, prompt, prompts_file, device = "cpu", cuda_precision = "bf16";
+    std::string dir, ids, prompt, prompts_file;
     int64_t n = 32, spec_tokens = 0;
     float temperature = 0.0f, top_p = 1.0f;
     uint64_t seed = 0;
+    DeviceFlags flags;
     bool json = false, ignore_eos = false;
   };
   auto o = std::make_shared<Opts>();
@@ -29,10 +30,7 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--top-p", o->top_p, "Nucleus sampling mass")->capture_default_str();
   cmd->add_option("--seed", o->seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--spec-tokens", o->spec_tokens, "MTP draft tokens per step (0 = off)")->capture_default_str();
-  cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
-  cmd->add_option("--cuda-precision", o->cuda_precision,
-                  "bf16 (weights + activations, the default) or f32 (full precision) on --device cuda")
-      ->capture_default_str();
+  o->flags.add_to(cmd);
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-sequence tokens");
   cmd->add_flag("--json", o->json, "Print one JSON object");
   cmd->callback([o] {
@@ -53,8 +51,8 @@ void register_generate(CLI::App& app) {
       fail(StatusCode::kInvalidArgument, "generate needs --ids, --prompt or --prompts");
     }
     EngineOptions eo;
-    eo.device = parse_device(o->device);
-    eo.cuda_precision = parse_cuda_precision(o->cuda_precision);
+    o->flags.apply(eo);
+    eo.graph_spec_tokens = o->spec_tokens;
     eo.max_seqs = static_cast<int64_t>(std::min<size_t>(prompts.size(), 64));
     Engine engine(o->dir, eo);
     GenerateOptions go;
@@ -95,7 +93,11 @@ void register_generate(CLI::App& app) {
       j["prefill_seconds"] = s.prefill_seconds;
       j["decode_seconds"] = s.decode_seconds;
       j["decode_tokens_per_second"] = s.decode_tokens_per_second();
-      j["settings"] = {{"device", o->device},     {"max_new_tokens", o->n}, {"temperature", o->temperature},
+      if (eo.device == Device::kCUDA) {
+        j["capture_seconds"] = engine.capture_seconds();
+        j["graph_bytes"] = engine.graph_bytes();
+      }
+      j["settings"] = {{"device", o->flags.device},     {"max_new_tokens", o->n}, {"temperature", o->temperature},
                        {"top_p", o->top_p},       {"seed", o->seed},        {"spec_tokens", o->spec_tokens},
                        {"prompts", prompts.size()}};
       if (o->spec_tokens > 0) {
@@ -122,7 +124,7 @@ void register_generate(CLI::App& app) {
     std::printf("generated %lld tokens (%zu prompt%s, %lld prompt tokens) on %s: load %.3f s, prefill %.3f s, "
                 "decode %.3f s, %.1f tokens/s\n",
                 (long long)s.generated_tokens, prompts.size(), prompts.size() > 1 ? "s" : "", (long long)s.prompt_tokens,
-                o->device.c_str(), engine.load_seconds(), s.prefill_seconds, s.decode_seconds,
+                o->flags.device.c_str(), engine.load_seconds(), s.prefill_seconds, s.decode_seconds,
                 s.decode_tokens_per_second());
     if (o->spec_tokens > 0) {
       std::printf("speculative decoding: K=%lld, acceptance rate %.3f, mean accepted length %.2f\n",

@@ -12,7 +12,8 @@ namespace dsv4::cli {
 void register_score(CLI::App& app) {
   auto* cmd = app.add_subcommand("score", "Teacher-forced logits of a token sequence");
   struct Opts {
-    std::string dir, ids, logits_out, mtp_logits_out, device = "cpu", cuda_precision = "bf16";
+    std::string dir, ids, logits_out, mtp_logits_out;
+    DeviceFlags flags;
     bool json = false;
   };
   auto o = std::make_shared<Opts>();
@@ -21,16 +22,12 @@ void register_score(CLI::App& app) {
   cmd->add_option("--logits-out", o->logits_out, "Write logits [T, V] (F32) and input_ids to a .safetensors file");
   cmd->add_option("--mtp-logits-out", o->mtp_logits_out,
                   "Write the MTP drafter's step-0 logits [T-1, V] (position p predicts token p+2) to a .safetensors file");
-  cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
-  cmd->add_option("--cuda-precision", o->cuda_precision,
-                  "bf16 (weights + activations, the default) or f32 (full precision) on --device cuda")
-      ->capture_default_str();
+  o->flags.add_to(cmd);
   cmd->add_flag("--json", o->json, "Print one JSON object");
   cmd->callback([o] {
     const std::vector<int32_t> ids = parse_ids(o->ids);
     EngineOptions eo;
-    eo.device = parse_device(o->device);
-    eo.cuda_precision = parse_cuda_precision(o->cuda_precision);
+    o->flags.apply(eo);
     eo.max_seqs = 1;
     Engine engine(o->dir, eo);
     const auto t0 = std::chrono::steady_clock::now();
@@ -82,7 +79,7 @@ void register_score(CLI::App& app) {
       j["argmax"] = argmax;
       j["mean_nll"] = mean_nll;
       j["seconds"] = seconds;
-      j["device"] = o->device;
+      j["device"] = o->flags.device;
       j["vocab_size"] = V;
       if (!o->logits_out.empty()) j["logits_out"] = o->logits_out;
       if (!o->mtp_logits_out.empty()) j["mtp_logits_out"] = o->mtp_logits_out;
@@ -90,7 +87,7 @@ void register_score(CLI::App& app) {
       return;
     }
     std::printf("scored %lld tokens in %.3f s on %s; mean next-token NLL %.4f\n", (long long)T, seconds,
-                o->device.c_str(), mean_nll);
+                o->flags.device.c_str(), mean_nll);
     std::printf("argmax:");
     for (int32_t a : argmax) std::printf(" %d", a);
     std::printf("\n");

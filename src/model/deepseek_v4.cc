@@ -119,34 +119,51 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
   ops::rms_norm(ctx, kv, kv, aw.kv_norm, eps);
   ops::rope(ctx, kv.view({T, 1, D}), meta.pos, rope, false);
 
-  auto run_compressor = [&](CompressorState& cs, const CompressorWeights& cw) {
-    const int64_t width = (cs.overlap ? 2 : 1) * cs.dim;
-    Tensor ckv = A.alloc(DType::F32, {T, width});
-    Tensor cgate = A.alloc(DType::F32, {T, width});
-    ops::linear(ctx, ckv, h, cw.wkv);
-    ops::linear(ctx, cgate, h, cw.wgate);
-    ops::compressor_emit(ctx, cs, ckv, cgate, cw.ape, cw.norm, ms.rope_compress, meta, eps);
-    ops::compressor_store(ctx, cs, ckv, cgate, meta);
+  // Buffers of the metadata-dependent core, allocated here: the core runs again at every replay of a
+  // breakable graph and must not allocate.
+  struct CompressorIo {
+    Tensor kv, gate;
   };
-  Tensor selected;
-  if (w.compress_rate > 0) run_compressor(st.compressor, aw.compressor);
-  if (w.attention_type == AttentionType::kCompressedSparse) {
-    const int64_t Hi = c.index_n_heads, Di = c.index_head_dim;
-    run_compressor(st.indexer, aw.indexer_compressor);
-    Tensor iq = A.alloc(DType::F32, {T, Hi, Di});
-    ops::linear(ctx, iq.view({T, Hi * Di}), qr, aw.indexer_wq_b);
-    ops::rope(ctx, iq, meta.pos, ms.rope_compress, false);
-    Tensor iw = A.alloc(DType::F32, {T, Hi});
-    ops::linear(ctx, iw, h, aw.indexer_weights_proj);
+  auto compressor_io = [&](const CompressorState& cs) {
+    const int64_t width = (cs.overlap ? 2 : 1) * cs.dim;
+    return CompressorIo{A.alloc(DType::F32, {T, width}), A.alloc(DType::F32, {T, width})};
+  };
+  const bool compressed = w.compress_rate > 0, sparse = w.attention_type == AttentionType::kCompressedSparse;
+  const int64_t Hi = c.index_n_heads, Di = c.index_head_dim;
+  CompressorIo cio, iio;
+  Tensor iq, iw, selected;
+  if (compressed) cio = compressor_io(st.compressor);
+  if (sparse) {
+    iio = compressor_io(st.indexer);
+    iq = A.alloc(DType::F32, {T, Hi, Di});
+    iw = A.alloc(DType::F32, {T, Hi});
     selected = A.alloc(DType::I32, {T, c.index_topk});
-    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(Di)) /
-                                           std::sqrt(static_cast<double>(Hi)));
-    ops::indexer_topk(ctx, selected, iq, iw, st.indexer, meta, scale);
   }
   Tensor o = A.alloc(act, {T, Nh, D});
-  ops::attention(ctx, o, q, kv, st.kv_ring, w.compress_rate > 0 ? &st.compressor : nullptr, selected, aw.sink, meta,
-                 c.sliding_window, static_cast<float>(1.0 / std::sqrt(static_cast<double>(D))));
-  ops::kv_ring_store(ctx, st.kv_ring, kv, meta);
+
+  // The attention core: compressors, indexer, attention over window + compressed entries, ring stores.
+  // Everything that reads positions, slots and lengths runs here (an eager region of a breakable graph).
+  eager_region(ctx, "attention", [=, &ctx, &c, &w, &aw, &st, &ms, &rope] {
+    auto run_compressor = [&](CompressorState& cs, const CompressorWeights& cw, const CompressorIo& io) {
+      ops::linear(ctx, io.kv, h, cw.wkv);
+      ops::linear(ctx, io.gate, h, cw.wgate);
+      ops::compressor_emit(ctx, cs, io.kv, io.gate, cw.ape, cw.norm, ms.rope_compress, meta, eps);
+      ops::compressor_store(ctx, cs, io.kv, io.gate, meta);
+    };
+    if (compressed) run_compressor(st.compressor, aw.compressor, cio);
+    if (sparse) {
+      run_compressor(st.indexer, aw.indexer_compressor, iio);
+      ops::linear(ctx, iq.view({T, Hi * Di}), qr, aw.indexer_wq_b);
+      ops::rope(ctx, iq, meta.pos, ms.rope_compress, false);
+      ops::linear(ctx, iw, h, aw.indexer_weights_proj);
+      const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(Di)) /
+                                             std::sqrt(static_cast<double>(Hi)));
+      ops::indexer_topk(ctx, selected, iq, iw, st.indexer, meta, scale);
+    }
+    ops::attention(ctx, o, q, kv, st.kv_ring, compressed ? &st.compressor : nullptr, selected, aw.sink, meta,
+                   c.sliding_window, static_cast<float>(1.0 / std::sqrt(static_cast<double>(D))));
+    ops::kv_ring_store(ctx, st.kv_ring, kv, meta);
+  });
   ops::rope(ctx, o, meta.pos, rope, true);  // K = V carried rope: undo it at the query position
   Tensor oa = A.alloc(act, {T, c.o_groups * c.o_lora_rank});
   ops::grouped_linear(ctx, oa, o.view({T, Nh * D}), aw.wo_a, c.o_groups);

@@ -2,11 +2,15 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "backend/cuda/blas.h"
 #include "backend/cuda/cuda_check.h"
 #include "dsv4/core/buffer.h"
+#include "dsv4/core/log.h"
+#include "dsv4/graph/graph_runner.h"
 #include "dsv4/model/mtp.h"
 #include "dsv4/runtime/engine.h"
 
@@ -14,7 +18,7 @@ namespace dsv4 {
 
 struct DeviceForward::Impl {
   int64_t max_tokens = 0, max_rows = 0, vocab = 0, hc_mult = 0, hidden = 0;
-  DType act = DType::BF16;  // of the residual the forward writes
+  DType act = DType::BF16;  // of the residuals
   cudaStream_t stream = nullptr;
   std::unique_ptr<cuda::BlasHandle> blas;
   // Device layout (int32 unless stated): ids, pos, slot, start, end [max_tokens] each, logit rows
@@ -24,19 +28,104 @@ struct DeviceForward::Impl {
   int32_t* d_ints = nullptr;
   float* d_logits = nullptr;
   void* d_residual = nullptr;
-  void* d_hidden = nullptr;  // the drafter's input residual [max_tokens, n*H] (activation dtype)
+  void* d_hidden = nullptr;
   std::vector<char> h_hidden;
   int32_t* h_ints = nullptr;  // pinned staging with the device layout of the int32 block
   std::vector<char> h_residual;
 
+  // Graphs: one pool (the engine's activation arena) shared by the target's and the drafter's runner.
+  const ModelConfig* cfg = nullptr;
+  const ModelWeights* weights = nullptr;
+  ModelState* state = nullptr;
+  std::unique_ptr<graph::GraphPool> pool;
+  std::unique_ptr<graph::GraphRunner> target, drafter;
+  double capture_seconds = 0;
+
   size_t int_count() const { return static_cast<size_t>(5 * max_tokens + max_rows); }
+  int64_t rows_for(int64_t tokens) const { return std::min(tokens, max_rows); }
+  Tensor meta_field(int f, int64_t T) const { return Tensor(d_ints + f * max_tokens, DType::I32, {T}, Device::kCUDA); }
+  BatchMeta meta(int64_t T) const { return {meta_field(0, T), meta_field(1, T), meta_field(2, T), meta_field(3, T),
+                                            meta_field(4, T), T}; }
+  Tensor logit_rows(int64_t R) const {
+    return Tensor(d_ints + 5 * max_tokens, DType::I32, {R}, Device::kCUDA);
+  }
+  Tensor residual(void* p, int64_t T) const { return Tensor(p, act, {T, hc_mult, hidden}, Device::kCUDA); }
 
   ~Impl() {
     // Destructors must not throw: errors here can only come from a device that already failed.
     if (stream != nullptr) cudaStreamSynchronize(stream);
+    target.reset();
+    drafter.reset();
+    pool.reset();
     blas.reset();
     if (h_ints != nullptr) cudaFreeHost(h_ints);
     if (stream != nullptr) cudaStreamDestroy(stream);
+  }
+
+  // Copies the batch's metadata and logit rows into the device buffers (rows beyond R read row 0).
+  void upload(BatchBuilder& batch) {
+    const int64_t T = batch.num_tokens(), R = batch.num_logit_rows();
+    DSV4_CHECK_ARG(T <= max_tokens && R <= max_rows, "device forward: ", T, " tokens / ", R,
+                   " logit rows exceed the device buffers (", max_tokens, " / ", max_rows, ")");
+    const BatchMeta host = batch.meta();
+    const Tensor* fields[5] = {&host.ids, &host.pos, &host.slot, &host.start, &host.end};
+    // The previous step synchronised the stream, so the staging buffer is free to rewrite.
+    for (int f = 0; f < 5; ++f) std::memcpy(h_ints + f * max_tokens, fields[f]->data(), T * sizeof(int32_t));
+    std::memset(h_ints + 5 * max_tokens, 0, max_rows * sizeof(int32_t));
+    std::memcpy(h_ints + 5 * max_tokens, batch.logit_rows().data(), R * sizeof(int32_t));
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(d_ints, h_ints, int_count() * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
+  }
+
+  // Safe values for rows [n, padded): token 0, position 0, slot -1, empty range, a zero drafter input.
+  void pad(int64_t n, int64_t padded) {
+    if (padded <= n) return;
+    const size_t bytes = static_cast<size_t>(padded - n) * sizeof(int32_t);
+    for (int f = 0; f < 5; ++f) {
+      DSV4_CUDA_CHECK(cudaMemsetAsync(d_ints + f * max_tokens + n, f == 2 ? 0xff : 0, bytes, stream));
+    }
+    const size_t row = static_cast<size_t>(hc_mult * hidden) * dtype_size(act);
+    DSV4_CUDA_CHECK(cudaMemsetAsync(static_cast<char*>(d_hidden) + n * row, 0, (padded - n) * row, stream));
+  }
+
+  // Device → host copies of logits [R, V] and residual rows [T, n*H], then one synchronisation.
+  void download(int64_t R, int64_t T, std::vector<float>* logits, std::vector<float>* residual_out) {
+    logits->resize(static_cast<size_t>(R * vocab));
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(logits->data(), d_logits, logits->size() * sizeof(float), cudaMemcpyDeviceToHost,
+                                    stream));
+    if (residual_out != nullptr) {
+      h_residual.resize(residual(d_residual, T).nbytes());
+      DSV4_CUDA_CHECK(
+          cudaMemcpyAsync(h_residual.data(), d_residual, h_residual.size(), cudaMemcpyDeviceToHost, stream));
+    }
+    DSV4_CUDA_CHECK(cudaStreamSynchronize(stream));
+    if (residual_out != nullptr) {
+      residual_out->resize(static_cast<size_t>(T * hc_mult * hidden));
+      convert_to_f32(act, h_residual.data(), residual_out->data(), residual_out->size());
+    }
+  }
+
+  // The forwards the runners capture: every shape is a function of the padded token count only.
+  static void install_region_hook(graph::ForwardContext& f) {
+    f.exec.eager_region_hook = [&f](const char* name, std::function<void()> fn) {
+      graph::eager_region(f, name, std::move(fn));
+    };
+  }
+  void target_forward_padded(graph::ForwardContext& f, const graph::BatchDescriptor& b) {
+    const int64_t T = b.num_tokens_padded, R = rows_for(T);
+    install_region_hook(f);
+    ::dsv4::target_forward(f.exec, *cfg, *weights, *state, meta(T), logit_rows(R),
+                           Tensor(d_logits, DType::F32, {R, vocab}, Device::kCUDA), residual(d_residual, T));
+  }
+  void drafter_forward_padded(graph::ForwardContext& f, const graph::BatchDescriptor& b) {
+    const int64_t T = b.num_tokens_padded, R = rows_for(T);
+    install_region_hook(f);
+    ExecContext& ctx = f.exec;
+    ArenaScope scope(*ctx.scratch);
+    const Tensor out = residual(d_residual, T);
+    ::dsv4::mtp_forward(ctx, *cfg, *weights, *state, meta(T), residual(d_hidden, T), out);
+    Tensor picked = ctx.scratch->alloc(act, {R, hc_mult, hidden});
+    ops::gather_rows(ctx, picked, out, logit_rows(R));
+    mtp_logits(ctx, *cfg, *weights, picked, Tensor(d_logits, DType::F32, {R, vocab}, Device::kCUDA));
   }
 };
 
@@ -60,6 +149,7 @@ DeviceForward::DeviceForward(const ModelConfig& cfg, const ModelState& state, in
   const size_t logits = align256(static_cast<size_t>(max_rows * m.vocab) * sizeof(float));
   const size_t residual = align256(static_cast<size_t>(max_tokens * cfg.hc_dim()) * dtype_size(m.act));
   m.io = Buffer(ints + logits + 2 * residual, Device::kCUDA);
+  DSV4_CUDA_CHECK(cudaMemset(m.io.data(), 0, m.io.size()));
   char* base = static_cast<char*>(m.io.data());
   m.d_ints = reinterpret_cast<int32_t*>(base);
   m.d_logits = reinterpret_cast<float*>(base + ints);
@@ -73,83 +163,116 @@ DeviceForward::DeviceForward(const ModelConfig& cfg, const ModelState& state, in
 
 DeviceForward::~DeviceForward() = default;
 
+void DeviceForward::setup_graphs(const GraphSetup& setup, ExecContext& ctx, const ModelConfig& cfg,
+                                 const ModelWeights& w, ModelState& state) {
+  Impl& m = *impl_;
+  m.cfg = &cfg;
+  m.weights = &w;
+  m.state = &state;
+  graph::GraphModeInputs inputs;
+  if (!setup.cudagraph_mode.empty()) inputs.cudagraph_mode_flag = setup.cudagraph_mode;
+  inputs.enforce_eager = setup.enforce_eager;
+  inputs.architectures = {setup.architecture};
+  const graph::GraphPolicy policy = graph::resolve_graph_policy_from_env(inputs);
+  graph::log_graph_policy(policy);
+  // Capture sizes no larger than the device buffers; the target's rounded to multiples of 1 + K.
+  auto sizes_for = [&](int spec_tokens) {
+    graph::CaptureSizeOptions o;
+    if (!setup.capture_sizes.empty()) o.sizes = graph::parse_capture_sizes(setup.capture_sizes);
+    o.num_speculative_tokens = spec_tokens;
+    std::vector<int> fitting;
+    const graph::CaptureSizes all(o);
+    for (int s : all.sizes()) {
+      if (s <= m.max_tokens) fitting.push_back(s);
+    }
+    graph::CaptureSizeOptions kept;
+    kept.sizes = fitting;
+    if (fitting.empty()) kept.max_size = 0;
+    return graph::CaptureSizes(kept);
+  };
+  m.pool = std::make_unique<graph::GraphPool>(ctx.scratch);
+  ExecContext exec = ctx;
+  exec.eager_region_hook = nullptr;
+  m.target = std::make_unique<graph::GraphRunner>(
+      *m.pool, graph::GraphRunnerOptions::for_target(policy, sizes_for(static_cast<int>(setup.spec_tokens))), exec,
+      [&m](graph::ForwardContext& f, const graph::BatchDescriptor& b) { m.target_forward_padded(f, b); });
+  auto padding = [&m](graph::ForwardContext&, const graph::BatchDescriptor& b, int n) {
+    m.pad(n, b.num_tokens_padded);
+  };
+  m.target->set_padding_hook(padding);
+  if (w.mtp.has_value()) {
+    graph::GraphRunnerOptions o = graph::GraphRunnerOptions::for_drafter(policy, sizes_for(0));
+    o.name = "drafter";
+    m.drafter = std::make_unique<graph::GraphRunner>(
+        *m.pool, o, exec,
+        [&m](graph::ForwardContext& f, const graph::BatchDescriptor& b) { m.drafter_forward_padded(f, b); });
+    m.drafter->set_padding_hook(padding);
+  }
+  // Start-up capture window: warm-up + capture of every entry, largest first; none later.
+  const auto t0 = std::chrono::steady_clock::now();
+  m.pool->begin_capture_window();
+  m.target->capture_all();
+  if (m.drafter) m.drafter->capture_all();
+  m.pool->end_capture_window();
+  DSV4_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  m.capture_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (policy.any_graphs()) log_info(graph_summary());
+}
+
+void DeviceForward::forward(ExecContext& ctx, BatchBuilder& batch, std::vector<float>* logits,
+                            std::vector<float>* residual, bool uniform_decode) {
+  Impl& m = *impl_;
+  DSV4_INTERNAL_CHECK(m.target != nullptr, "setup_graphs() must run before a forward");
+  m.upload(batch);
+  m.target->run(static_cast<int>(batch.num_tokens()), uniform_decode);
+  m.download(batch.num_logit_rows(), batch.num_tokens(), logits, residual);
+}
+
+void DeviceForward::mtp_forward(ExecContext& ctx, BatchBuilder& batch, const std::vector<float>& hidden,
+                                std::vector<float>* logits, std::vector<float>* hidden_out) {
+  Impl& m = *impl_;
+  DSV4_CHECK(m.drafter != nullptr, kUnsupported, "this checkpoint has no MTP layer (mtp.0.*)");
+  const int64_t T = batch.num_tokens();
+  m.upload(batch);
+  m.h_hidden.resize(m.residual(m.d_hidden, T).nbytes());
+  convert_from_f32(hidden.data(), m.act, m.h_hidden.data(), hidden.size());
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.d_hidden, m.h_hidden.data(), m.h_hidden.size(), cudaMemcpyHostToDevice, m.stream));
+  m.drafter->run(static_cast<int>(T), /*uniform_decode=*/false);
+  m.download(batch.num_logit_rows(), T, logits, hidden_out);  // the sync also keeps h_hidden alive until copied
+}
+
 size_t DeviceForward::device_bytes() const { return impl_->io.size() + impl_->blas->workspace_bytes; }
 
-BatchMeta DeviceForward::upload_meta(ExecContext& ctx, BatchBuilder& batch) {
-  Impl& m = *impl_;
-  const int64_t T = batch.num_tokens(), R = batch.num_logit_rows();
-  DSV4_CHECK_ARG(T <= m.max_tokens && R <= m.max_rows, "device forward: ", T, " tokens / ", R,
-                 " logit rows exceed the device buffers (", m.max_tokens, " / ", m.max_rows, ")");
-  const BatchMeta host = batch.meta();
-  const Tensor* fields[5] = {&host.ids, &host.pos, &host.slot, &host.start, &host.end};
-  // The previous forward synchronised its stream, so the staging buffer is free to rewrite.
-  for (int f = 0; f < 5; ++f) std::memcpy(m.h_ints + f * m.max_tokens, fields[f]->data(), T * sizeof(int32_t));
-  const Tensor rows = batch.logit_rows();
-  std::memcpy(m.h_ints + 5 * m.max_tokens, rows.data(), R * sizeof(int32_t));
-  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.d_ints, m.h_ints, m.int_count() * sizeof(int32_t), cudaMemcpyHostToDevice,
-                                  static_cast<cudaStream_t>(ctx.stream)));
-  auto view = [&](int f) { return Tensor(m.d_ints + f * m.max_tokens, DType::I32, {T}, Device::kCUDA); };
-  return {view(0), view(1), view(2), view(3), view(4), T};
+std::string DeviceForward::graph_summary() const {
+  const Impl& m = *impl_;
+  if (!m.pool) return "";
+  const graph::GraphRunnerStats t = m.pool->totals();
+  return str_cat("CUDA graphs: ", t.num_captured, " entries captured (", t.num_failed, " failed) in ",
+                 m.capture_seconds * 1e3, " ms, graph memory ", t.graph_bytes / (1024.0 * 1024.0),
+                 " MiB; ", m.target->stats().summary(), m.drafter ? "; " + m.drafter->stats().summary() : "");
 }
 
-void DeviceForward::forward(ExecContext& ctx, const ModelConfig& cfg, const ModelWeights& w, ModelState& state,
-                            BatchBuilder& batch, std::vector<float>* logits, std::vector<float>* residual) {
-  Impl& m = *impl_;
-  const int64_t T = batch.num_tokens(), R = batch.num_logit_rows();
-  const cudaStream_t stream = static_cast<cudaStream_t>(ctx.stream);
-  const BatchMeta meta = upload_meta(ctx, batch);
-  const Tensor rows(m.d_ints + 5 * m.max_tokens, DType::I32, {R}, Device::kCUDA);
-  const Tensor logits_d(m.d_logits, DType::F32, {R, m.vocab}, Device::kCUDA);
-  Tensor residual_d;
-  if (residual != nullptr) residual_d = Tensor(m.d_residual, m.act, {T, m.hc_mult, m.hidden}, Device::kCUDA);
-  target_forward(ctx, cfg, w, state, meta, rows, logits_d, residual_d);
-  logits->resize(static_cast<size_t>(R * m.vocab));
-  DSV4_CUDA_CHECK(
-      cudaMemcpyAsync(logits->data(), m.d_logits, logits->size() * sizeof(float), cudaMemcpyDeviceToHost, stream));
-  if (residual != nullptr) {
-    m.h_residual.resize(residual_d.nbytes());
-    DSV4_CUDA_CHECK(
-        cudaMemcpyAsync(m.h_residual.data(), m.d_residual, m.h_residual.size(), cudaMemcpyDeviceToHost, stream));
+std::vector<GraphEntryInfo> DeviceForward::graph_entries() const {
+  std::vector<GraphEntryInfo> out;
+  for (const graph::GraphRunner* r : {impl_->target.get(), impl_->drafter.get()}) {
+    if (r == nullptr) continue;
+    for (const graph::GraphEntryStats& e : r->stats().entries) {
+      out.push_back({r == impl_->target.get() ? "target" : "drafter", e.batch.num_tokens_padded, e.batch.uniform_decode,
+                     graph::graph_mode_name(e.mode), e.captured, e.num_graphs, e.num_eager_regions});
+    }
   }
-  DSV4_CUDA_CHECK(cudaStreamSynchronize(stream));
-  if (residual != nullptr) {
-    residual->resize(static_cast<size_t>(residual_d.numel()));
-    convert_to_f32(m.act, m.h_residual.data(), residual->data(), residual->size());
-  }
+  return out;
 }
 
-void DeviceForward::mtp_forward(ExecContext& ctx, const ModelConfig& cfg, const ModelWeights& w, ModelState& state,
-                                BatchBuilder& batch, const std::vector<float>& hidden, std::vector<float>* logits,
-                                std::vector<float>* hidden_out) {
-  Impl& m = *impl_;
-  const int64_t T = batch.num_tokens(), R = batch.num_logit_rows();
-  const cudaStream_t stream = static_cast<cudaStream_t>(ctx.stream);
-  const BatchMeta meta = upload_meta(ctx, batch);
-  const Tensor rows(m.d_ints + 5 * m.max_tokens, DType::I32, {R}, Device::kCUDA);
-  const Tensor logits_d(m.d_logits, DType::F32, {R, m.vocab}, Device::kCUDA);
-  const Tensor prev(m.d_hidden, m.act, {T, m.hc_mult, m.hidden}, Device::kCUDA);
-  const Tensor out(m.d_residual, m.act, {T, m.hc_mult, m.hidden}, Device::kCUDA);
-  m.h_hidden.resize(prev.nbytes());
-  convert_from_f32(hidden.data(), m.act, m.h_hidden.data(), hidden.size());
-  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.d_hidden, m.h_hidden.data(), m.h_hidden.size(), cudaMemcpyHostToDevice, stream));
-  {
-    ArenaScope scope(*ctx.scratch);
-    ::dsv4::mtp_forward(ctx, cfg, w, state, meta, prev, out);
-    Tensor picked = ctx.scratch->alloc(m.act, {R, m.hc_mult, m.hidden});
-    ops::gather_rows(ctx, picked, out, rows);
-    mtp_logits(ctx, cfg, w, picked, logits_d);
-  }
-  logits->resize(static_cast<size_t>(R * m.vocab));
-  DSV4_CUDA_CHECK(
-      cudaMemcpyAsync(logits->data(), m.d_logits, logits->size() * sizeof(float), cudaMemcpyDeviceToHost, stream));
-  m.h_residual.resize(out.nbytes());
-  DSV4_CUDA_CHECK(
-      cudaMemcpyAsync(m.h_residual.data(), m.d_residual, m.h_residual.size(), cudaMemcpyDeviceToHost, stream));
-  DSV4_CUDA_CHECK(cudaStreamSynchronize(stream));  // also keeps h_hidden alive until its copy is done
-  hidden_out->resize(static_cast<size_t>(out.numel()));
-  convert_to_f32(m.act, m.h_residual.data(), hidden_out->data(), hidden_out->size());
-}
+double DeviceForward::capture_seconds() const { return impl_->capture_seconds; }
+int64_t DeviceForward::graph_bytes() const { return impl_->pool ? impl_->pool->totals().graph_bytes : 0; }
 
 size_t Engine::device_io_bytes() const { return device_ ? device_->device_bytes() : 0; }
+std::string Engine::graph_summary() const { return device_ ? device_->graph_summary() : std::string(); }
+double Engine::capture_seconds() const { return device_ ? device_->capture_seconds() : 0.0; }
+int64_t Engine::graph_bytes() const { return device_ ? device_->graph_bytes() : 0; }
+std::vector<GraphEntryInfo> Engine::graph_entries() const {
+  return device_ ? device_->graph_entries() : std::vector<GraphEntryInfo>{};
+}
 
 }  // namespace dsv4

@@ -1,17 +1,30 @@
-// DeviceForward: what the engine needs to run a forward on a CUDA device — its stream, the cuBLASLt
-// handle and workspace, and persistent device buffers at fixed addresses for the per-step inputs
-// (BatchMeta, logit rows) and outputs (logits, the pre-hc_head residual). Created once with the engine;
-// a forward copies the host batch in (async, pinned staging), runs target_forward on the stream and
-// copies the outputs back. Nothing is allocated per forward, so the same buffers can feed CUDA graphs.
+// DeviceForward: what the engine needs to run forwards on a CUDA device — its stream, the cuBLASLt
+// handle and workspace, persistent device buffers at fixed addresses for the per-step inputs (BatchMeta,
+// logit rows, the drafter's input residual) and outputs (logits, residual), and the CUDA-graph runners
+// of the target and the drafter that replay captured forwards over those buffers.
+//
+// A step copies the host batch in (async, pinned staging), runs the target (or drafter) runner — a graph
+// replay padded to a capture size, or an eager forward — and copies the outputs back. Nothing is
+// allocated per step.
 #pragma once
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "dsv4/model/deepseek_v4.h"
 #include "dsv4/runtime/batch.h"
+#include "dsv4/runtime/engine.h"
 
 namespace dsv4 {
+
+struct GraphSetup {
+  std::string cudagraph_mode;  // --cudagraph-mode ("" = not given)
+  bool enforce_eager = false;
+  std::string capture_sizes;   // explicit list ("" = default)
+  int64_t spec_tokens = 0;     // target sizes are rounded to multiples of 1 + K
+  std::string architecture;
+};
 
 class DeviceForward {
  public:
@@ -22,21 +35,26 @@ class DeviceForward {
   DeviceForward(const DeviceForward&) = delete;
   DeviceForward& operator=(const DeviceForward&) = delete;
 
+  // Resolves the graph policy (flag > DSV4_USE_BREAKABLE_CUDAGRAPH > architecture), builds the target and
+  // drafter runners on one shared pool (the engine's activation arena) and captures every entry inside the
+  // start-up capture window. The model, weights and state must outlive this object.
+  void setup_graphs(const GraphSetup& setup, ExecContext& ctx, const ModelConfig& cfg, const ModelWeights& w,
+                    ModelState& state);
+
   // One target forward: logits [R, V] (and, if residual != nullptr, the residual [T, n*H] as f32) on the host.
-  // ctx.scratch must have been reset by the caller.
-  void forward(ExecContext& ctx, const ModelConfig& cfg, const ModelWeights& w, ModelState& state, BatchBuilder& batch,
-               std::vector<float>* logits, std::vector<float>* residual);
+  void forward(ExecContext& ctx, BatchBuilder& batch, std::vector<float>* logits, std::vector<float>* residual,
+               bool uniform_decode);
 
   // One MTP drafter forward (model/mtp.h): `hidden` [T, n*H] host residual rows in, draft logits [R, V] and
   // the new residual [T, n*H] out (host, f32).
-  void mtp_forward(ExecContext& ctx, const ModelConfig& cfg, const ModelWeights& w, ModelState& state,
-                   BatchBuilder& batch, const std::vector<float>& hidden, std::vector<float>* logits,
-                   std::vector<float>* hidden_out);
-
-  // Device batch inputs for a host batch (copied asynchronously on ctx's stream); valid until the next call.
-  BatchMeta upload_meta(ExecContext& ctx, BatchBuilder& batch);
+  void mtp_forward(ExecContext& ctx, BatchBuilder& batch, const std::vector<float>& hidden,
+                   std::vector<float>* logits, std::vector<float>* hidden_out);
 
   size_t device_bytes() const;  // persistent input/output buffers + cuBLASLt workspace
+  std::string graph_summary() const;
+  double capture_seconds() const;
+  int64_t graph_bytes() const;
+  std::vector<GraphEntryInfo> graph_entries() const;
 
  private:
   struct Impl;

@@ -46,8 +46,16 @@ Engine::Engine(const std::string& model_dir, const EngineOptions& options) : opt
   scratch_ = Arena("activations", forward_scratch_bytes(cfg_, opt_.max_batch_tokens, rows), opt_.device);
   ctx_.device = opt_.device;
   ctx_.scratch = &scratch_;
-  if (opt_.device == Device::kCUDA)
+  if (opt_.device == Device::kCUDA) {
     device_ = std::make_unique<DeviceForward>(cfg_, *state_, opt_.max_batch_tokens, rows, ctx_);
+    GraphSetup g;
+    g.cudagraph_mode = opt_.cudagraph_mode;
+    g.enforce_eager = opt_.enforce_eager;
+    g.capture_sizes = opt_.capture_sizes;
+    g.spec_tokens = opt_.graph_spec_tokens;
+    g.architecture = cfg_.architecture;
+    device_->setup_graphs(g, ctx_, cfg_, weights_, *state_);
+  }
   load_seconds_ = seconds_since(t0);
 }
 
@@ -71,12 +79,13 @@ void Engine::check_batch(BatchBuilder& batch) const {
   }
 }
 
-void Engine::forward(BatchBuilder& batch, std::vector<float>* logits, std::vector<float>* residual) {
+void Engine::forward(BatchBuilder& batch, std::vector<float>* logits, std::vector<float>* residual,
+                     bool uniform_decode) {
   const int64_t T = batch.num_tokens(), R = batch.num_logit_rows(), V = cfg_.vocab_size;
   check_batch(batch);
   if (ctx_.is_cuda()) {
     scratch_.reset();
-    device_->forward(ctx_, cfg_, weights_, *state_, batch, logits, residual);
+    device_->forward(ctx_, batch, logits, residual, uniform_decode);
     return;
   }
   logits->assign(static_cast<size_t>(R * V), 0.0f);
@@ -216,6 +225,7 @@ void Engine::prefill(std::vector<Sequence>& seqs, const GenerateOptions& go, Gen
     if (b.num_tokens() == 0) break;
     forward(b, &logits, keep_residual ? &residual : nullptr);
     ++stats.forward_calls;
+    if (go.on_target_logits) go.on_target_logits(logits);
     int64_t row = 0;
     for (size_t c = 0; c < chunk_seq.size(); ++c) {
       Sequence& s = *chunk_seq[c];
@@ -246,8 +256,9 @@ void Engine::decode_plain(std::vector<Sequence>& seqs, const GenerateOptions& go
       active.push_back(&s);
     }
     if (active.empty()) break;
-    forward(b, &logits);
+    forward(b, &logits, nullptr, /*uniform_decode=*/true);
     ++stats.forward_calls;
+    if (go.on_target_logits) go.on_target_logits(logits);
     for (size_t c = 0; c < active.size(); ++c) {
       emit(*active[c], active[c]->sampler.sample(logits.data() + c * V, V), go, cfg_, stats);
     }
@@ -339,8 +350,9 @@ void Engine::decode_speculative(std::vector<Sequence>& seqs, const GenerateOptio
       ids.insert(ids.end(), s->drafts.begin(), s->drafts.end());
       b.add({s->slot, static_cast<int32_t>(s->committed), ids, true});
     }
-    forward(b, &logits, &residual);
+    forward(b, &logits, &residual, /*uniform_decode=*/true);
     ++stats.forward_calls;
+    if (go.on_target_logits) go.on_target_logits(logits);
     // 4. Accept, emit, and queue the accepted positions for the drafter's next step 0. Rejected positions
     //    leave no trace: every state is indexed by position and is rewritten when they are reprocessed.
     int64_t row = 0;
@@ -374,7 +386,7 @@ void Engine::mtp_forward(BatchBuilder& batch, const std::vector<float>& hidden, 
                  " values, expected ", T * n * H);
   if (ctx_.is_cuda()) {
     scratch_.reset();
-    device_->mtp_forward(ctx_, cfg_, weights_, *state_, batch, hidden, logits, hidden_out);
+    device_->mtp_forward(ctx_, batch, hidden, logits, hidden_out);
     return;
   }
   logits->assign(static_cast<size_t>(R * V), 0.0f);

@@ -5,6 +5,8 @@
 // forward, so forwards can be captured into CUDA graphs.
 #pragma once
 
+#include <functional>
+
 #include "dsv4/core/arena.h"
 
 namespace dsv4 {
@@ -18,8 +20,23 @@ struct ExecContext {
   void* stream = nullptr;         // cudaStream_t on CUDA (nullptr = legacy default stream)
   Arena* scratch = nullptr;       // per-forward scratch on `device`, reset by the caller each step
   cuda::BlasHandle* blas = nullptr;  // set for CUDA contexts
+  // Installed by the graph runtime while a breakable capture is open (graph/): runs `fn` as an eager
+  // region between captured segments, and again at every replay. Unset: regions run inline.
+  std::function<void(const char* name, std::function<void()> fn)> eager_region_hook;
 
   bool is_cuda() const { return device == Device::kCUDA; }
 };
+
+// Marks work that depends on per-step metadata (DESIGN §2): in a breakable graph it runs eagerly between
+// captured segments; elsewhere (eager, full graphs, CPU) inline. The callable runs again at every replay:
+// it captures tensors by value, long-lived objects by reference, allocates nothing and only enqueues work
+// on ctx.stream.
+inline void eager_region(ExecContext& ctx, const char* name, std::function<void()> fn) {
+  if (ctx.eager_region_hook) {
+    ctx.eager_region_hook(name, std::move(fn));
+  } else {
+    fn();
+  }
+}
 
 }  // namespace dsv4

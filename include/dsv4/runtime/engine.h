@@ -21,6 +21,13 @@ struct EngineOptions {
   bool load_mtp = true;
   // CUDA: BF16 weights and activations (the default) or F32 throughout (full precision, for parity checks).
   DType cuda_precision = DType::BF16;
+  // CUDA graphs (docs/graphs.md): --cudagraph-mode none|breakable|full|auto ("" = not given, i.e. auto),
+  // --enforce-eager, explicit capture sizes ("" = default 1, 2, 4, 8, 16, ... 256), and the draft length
+  // the target's sizes are rounded for (multiples of 1 + K).
+  std::string cudagraph_mode;
+  bool enforce_eager = false;
+  std::string capture_sizes;
+  int64_t graph_spec_tokens = 0;
 };
 
 struct GenerateOptions {
@@ -30,6 +37,8 @@ struct GenerateOptions {
   bool stop_at_eos = true;
   // Called for every emitted token, in order per sequence.
   std::function<void(size_t seq, int32_t token)> on_token;
+  // Called with the host logits [R, V] of every target forward (tests: bit-identity across graph modes).
+  std::function<void(const std::vector<float>& logits)> on_target_logits;
 };
 
 struct GenerateStats {
@@ -53,6 +62,16 @@ struct GenerateResult {
   GenerateStats stats;
 };
 
+// One captured CUDA-graph entry (CUDA engines; see docs/graphs.md).
+struct GraphEntryInfo {
+  std::string runner;  // "target" or "drafter"
+  int tokens = 0;      // padded token count (capture size)
+  bool uniform_decode = false;
+  std::string mode;    // "breakable" or "full"
+  bool captured = false;
+  int graphs = 0, eager_regions = 0;
+};
+
 class DeviceForward;  // CUDA stream, cuBLASLt and persistent device I/O buffers (src/runtime/device_forward.h)
 
 class Engine {
@@ -70,6 +89,11 @@ class Engine {
   size_t weights_bytes() const { return weights_.storage.capacity(); }
   // Device-only: persistent input/output buffers and the cuBLASLt workspace (0 on the CPU).
   size_t device_io_bytes() const;
+  // CUDA graph capture summary (capture time, graph memory, entries); empty on the CPU.
+  std::string graph_summary() const;
+  double capture_seconds() const;
+  int64_t graph_bytes() const;
+  std::vector<GraphEntryInfo> graph_entries() const;
   int64_t max_seq_len() const { return model_opt_.max_seq_len; }
 
   // Teacher-forced logits of every position: [T, V] row-major.
@@ -78,7 +102,10 @@ class Engine {
 
   // One forward of the target: logits for the batch's logit rows ([R, V] host, row-major). When
   // `residual` is non-null, the pre-hc_head residual of every row ([T, n*H]) is copied there too.
-  void forward(BatchBuilder& batch, std::vector<float>* logits, std::vector<float>* residual = nullptr);
+  // `uniform_decode`: every sequence contributes the same number of tokens (decode or verification), which
+  // selects the full-graph entries on CUDA.
+  void forward(BatchBuilder& batch, std::vector<float>* logits, std::vector<float>* residual = nullptr,
+               bool uniform_decode = false);
 
   // One forward of the MTP drafter: `batch` holds the drafter's input tokens (the token after each
   // position), `hidden` the residual rows it continues from ([T, n*H] host). Writes the draft logits of
