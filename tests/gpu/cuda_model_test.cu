@@ -426,6 +426,9 @@ TEST_P(CudaModelParity, GreedyTokensMatchCpuEngine) {
     EngineOptions o = co;
     o.device = Device::kCUDA;
     o.cuda_precision = p;
+    // The choice taps read routing results on the host after each op: eager forwards only (graph replays
+    // run no host code; graph-vs-eager bit identity is tested in graph_model_test.cu).
+    o.enforce_eager = true;
     Engine gpu(dir, o);
     test::FollowingTap follow(record, false);
     GenerateResult got;

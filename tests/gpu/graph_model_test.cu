@@ -96,19 +96,23 @@ TEST_P(GraphModelSpeculative, LogitsBitIdenticalAcrossModesWithK2) {
 INSTANTIATE_TEST_SUITE_P(FixturesWithMtp, GraphModelSpeculative,
                          ::testing::Values("/tests/fixtures/mtp/mtp_tiny", "/models/dsv4-tiny-kjv"));
 
-TEST(GraphModel, BreakableCaptureBreaksAtEveryAttentionLayer) {
+TEST(GraphModel, DefaultPolicyBreaksPrefillAtEveryAttentionLayerAndCapturesDecodeWhole) {
   DSV4_REQUIRE_GPU();
-  Engine e(source_dir() + "/models/dsv4-tiny-kjv", mode_options("breakable"));
+  // The DeepSeek-V4 default: full graphs for uniform decode and the drafter, breakable for mixed batches.
+  Engine e(source_dir() + "/models/dsv4-tiny-kjv", mode_options("auto"));
   std::printf("%s\n", e.graph_summary().c_str());
   const int64_t layers = e.config().num_hidden_layers;
   int breakable = 0, full = 0;
   for (const GraphEntryInfo& g : e.graph_entries()) {
     ASSERT_TRUE(g.captured) << g.runner << " " << g.tokens;
-    if (g.mode == "breakable") {  // G E G ... : one eager region per attention layer (target), one (drafter)
+    if (g.mode == "breakable") {  // G E G ... E G: one eager region per attention layer
       ++breakable;
-      EXPECT_EQ(g.eager_regions, g.runner == "target" ? layers : 1) << g.runner << " " << g.tokens;
+      EXPECT_FALSE(g.uniform_decode);
+      EXPECT_EQ(g.runner, "target");
+      EXPECT_EQ(g.eager_regions, layers) << g.tokens;
       EXPECT_EQ(g.graphs, g.eager_regions + 1) << g.runner << " " << g.tokens;
     } else {  // full: the regions are captured inline, one graph
+      EXPECT_TRUE(g.uniform_decode || g.runner == "drafter");
       ++full;
       EXPECT_EQ(g.eager_regions, 0);
       EXPECT_EQ(g.graphs, 1);
