@@ -18,5 +18,5 @@ dsv4 generate -m models/dsv4-tiny-kjv -p "And God said" -n 48 --device cuda --sp
 dsv4 bench -m models/dsv4-tiny-kjv --device cuda --modes auto --prefill 128 --batch 1 --spec-tokens 0 --reps 9 --json \
   > $OUT/dsv4_b1.json 2>/dev/null
 python3 -c "import json;d=json.load(open('$OUT/dsv4_b1.json'));r=d['runs'][0];print('dsv4 default mode decode b=1: %.3f ms/step, load %.3f s'%(r['decode'][0]['ms_per_step']['median'], r['load_seconds']))"
-timeout 330 python3 bench/hf_compare.py --model models/dsv4-tiny-kjv --compile-budget 240 > $OUT/hf.json 2> $OUT/hf.log
+timeout 220 python3 bench/hf_compare.py --model models/dsv4-tiny-kjv --compile-budget 150 > $OUT/hf.json 2> $OUT/hf.log
 echo "hf rc=$?"; grep -vE "Warning|warn" $OUT/hf.log | tail -4
