@@ -51,6 +51,8 @@ def main():
     ap.add_argument("--compile-budget", type=float, default=300.0)
     args = ap.parse_args()
 
+    import contextlib
+
     import torch
     import transformers
     from transformers import DeepseekV4ForCausalLM, DynamicCache
@@ -63,7 +65,15 @@ def main():
     result = {"card": torch.cuda.get_device_name(), "torch": torch.__version__,
               "transformers": transformers.__version__, "model": args.model, "load_seconds": load_s,
               "steps": args.steps}
-    with torch.no_grad():
+    # transformers keeps norms and mHC modules in fp32 (_keep_in_fp32_modules_strict): q_a_norm's fp32 output
+    # then meets a bf16 q_b_proj, so bf16 inference needs autocast, as transformers' own bf16 users run it.
+    def ctx():
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.no_grad())
+        stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+        return stack
+
+    with ctx():
         cache = DynamicCache(config=model.config)
         out = model(input_ids=ids, past_key_values=cache, use_cache=True)
         tok = out.logits[:, -1:].argmax(-1)
@@ -79,7 +89,7 @@ def main():
         signal.signal(signal.SIGALRM, on_alarm)
         signal.alarm(int(args.compile_budget))
         try:
-            with torch.no_grad():
+            with ctx():
                 cache = DynamicCache(config=model.config)
                 out = model(input_ids=ids, past_key_values=cache, use_cache=True)
                 tok = out.logits[:, -1:].argmax(-1)
