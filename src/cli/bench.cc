@@ -8,6 +8,8 @@
 
 #include "cli/commands.h"
 #include "dsv4/backend/cuda_device.h"
+#include "dsv4/model/random_checkpoint.h"
+#include "dsv4/runtime/decode_traffic.h"
 #include "dsv4/runtime/engine.h"
 
 namespace dsv4::cli {
@@ -38,14 +40,19 @@ std::vector<int64_t> parse_list(const std::string& csv, const char* flag) {
 void register_bench(CLI::App& app) {
   auto* cmd = app.add_subcommand("bench", "Measure load time, prefill and decode speed, speculative decoding");
   struct Opts {
-    std::string dir, modes, prefill = "128,1024", batches = "1,4,16,64", spec = "0,1,2,3", prompt;
-    int64_t decode_steps = 32, reps = 5, warmup = 1;
+    std::string dir, synthetic, modes, prefill = "128,1024", batches = "1,4,16,64", spec = "0,1,2,3", prompt;
+    int64_t layers = 3, context = 16, decode_steps = 32, reps = 5, warmup = 1;
     uint64_t seed = 0;
     DeviceFlags flags;
     bool json = false;
   };
   auto o = std::make_shared<Opts>();
-  cmd->add_option("-m,--model", o->dir, "Model directory")->required();
+  cmd->add_option("-m,--model", o->dir, "Model directory (or --synthetic)");
+  cmd->add_option("--synthetic", o->synthetic,
+                  "Random weights built on the device instead of a checkpoint: 'flash' (DeepSeek-V4-Flash "
+                  "dimensions, the first --layers layers + MTP) or 'tiny'");
+  cmd->add_option("--layers", o->layers, "Layers of the synthetic Flash slice")->capture_default_str();
+  cmd->add_option("--context", o->context, "Prompt tokens before the decode steps")->capture_default_str();
   o->flags.add_to(cmd);
   cmd->add_option("--prefill", o->prefill, "Prompt lengths for prefill throughput")->capture_default_str();
   cmd->add_option("--batch", o->batches, "Batch sizes for decode")->capture_default_str();
@@ -64,6 +71,10 @@ void register_bench(CLI::App& app) {
     std::vector<int64_t> spec;
     for (int32_t k : parse_ids(o->spec)) spec.push_back(k);
     DSV4_CHECK_ARG(o->reps > 0 && o->warmup >= 0 && o->decode_steps > 1, "--reps > 0 and --decode-steps > 1 needed");
+    DSV4_CHECK_ARG(o->dir.empty() != o->synthetic.empty(), "bench needs exactly one of -m DIR and --synthetic");
+    DSV4_CHECK_ARG(o->synthetic.empty() || o->synthetic == "flash" || o->synthetic == "tiny",
+                   "--synthetic must be flash or tiny, got '", o->synthetic, "'");
+    DSV4_CHECK_ARG(o->context > 0, "--context must be > 0");
     std::vector<std::string> modes;
     const std::string mode_list = !o->modes.empty() ? o->modes : (o->flags.device == "cuda" ? "none,breakable,full" : "auto");
     for (size_t i = 0; i <= mode_list.size();) {
@@ -72,7 +83,12 @@ void register_bench(CLI::App& app) {
       i = j + 1;
     }
     nlohmann::json out;
-    out["model"] = o->dir;
+    out["model"] = o->synthetic.empty() ? o->dir : str_cat("synthetic ", o->synthetic, o->synthetic == "flash" ? str_cat(" (", o->layers, " layers + MTP)") : std::string());
+    double copy_bw = 0;
+    if (o->flags.device == "cuda") {
+      copy_bw = cuda::measure_copy_bandwidth();
+      out["copy_bandwidth_gbs"] = copy_bw / 1e9;
+    }
     out["device"] = o->flags.device == "cuda" ? cuda::device_summary() : std::string("cpu");
     out["settings"] = {{"reps", o->reps}, {"warmup", o->warmup}, {"decode_steps", o->decode_steps}};
     for (const std::string& mode : modes) {
@@ -83,7 +99,15 @@ void register_bench(CLI::App& app) {
       eo.max_seqs = *std::max_element(batches.begin(), batches.end());
       eo.max_batch_tokens = std::max<int64_t>(*std::max_element(prefill.begin(), prefill.end()), eo.max_seqs * 8);
       const auto t0 = std::chrono::steady_clock::now();
-      Engine engine(o->dir, eo);
+      std::unique_ptr<Engine> owned;
+      if (o->synthetic.empty()) {
+        owned = std::make_unique<Engine>(o->dir, eo);
+      } else {
+        ModelConfig cfg = o->synthetic == "flash" ? flash_slice_config(o->layers) : tiny_config();
+        ModelWeights w = random_weights(cfg, {eo.device, true, eo.cuda_precision}, o->seed + 1);
+        owned = std::make_unique<Engine>(std::move(cfg), std::move(w), eo);
+      }
+      Engine& engine = *owned;
       const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       const int64_t V = engine.config().vocab_size;
       std::mt19937_64 rng(o->seed);
@@ -116,7 +140,7 @@ void register_bench(CLI::App& app) {
       }
       for (int64_t B : batches) {  // B sequences of 16 prompt tokens, decode_steps tokens each
         std::vector<std::vector<int32_t>> prompts;
-        for (int64_t b = 0; b < B; ++b) prompts.push_back(random_ids(16));
+        for (int64_t b = 0; b < B; ++b) prompts.push_back(random_ids(o->context));
         const Summary s = measure([&] {
           GenerateOptions go;
           go.max_new_tokens = o->decode_steps;
@@ -124,8 +148,18 @@ void register_bench(CLI::App& app) {
           const GenerateStats st = engine.generate(prompts, go).stats;
           return st.decode_seconds / static_cast<double>(o->decode_steps - 1);  // token 1 comes from the prefill
         });
-        j["decode"].push_back({{"batch", B}, {"ms_per_step", to_json({s.median * 1e3, s.min * 1e3, s.max * 1e3})},
-                               {"tokens_per_second", static_cast<double>(B) / s.median}});
+        nlohmann::json d = {{"batch", B}, {"ms_per_step", to_json({s.median * 1e3, s.min * 1e3, s.max * 1e3})},
+                            {"tokens_per_second", static_cast<double>(B) / s.median}};
+        if (copy_bw > 0) {  // HBM floor at the middle of the measured steps
+          const DecodeTraffic traffic = decode_step_traffic(
+              engine.config(), engine.weights(), B, o->context + o->decode_steps / 2,
+              eo.cuda_precision == DType::F32 ? DType::F32 : DType::BF16);
+          const double floor_ms = traffic.total() / copy_bw * 1e3;
+          d["floor_ms"] = floor_ms;
+          d["floor_bytes"] = traffic.bytes;
+          d["measured_over_floor"] = s.median * 1e3 / floor_ms;
+        }
+        j["decode"].push_back(d);
       }
       if (engine.has_mtp()) {  // speculative decoding at batch 1
         std::vector<int32_t> prompt;
@@ -157,7 +191,9 @@ void register_bench(CLI::App& app) {
       std::printf("%s\n", out.dump().c_str());
       return;
     }
-    std::printf("model %s on %s\n", o->dir.c_str(), out["device"].get<std::string>().c_str());
+    std::printf("model %s on %s", out["model"].get<std::string>().c_str(), out["device"].get<std::string>().c_str());
+    if (out.contains("copy_bandwidth_gbs")) std::printf("; copy bandwidth %.0f GB/s", out["copy_bandwidth_gbs"].get<double>());
+    std::printf("\n");
     for (const auto& j : out["runs"]) {
       std::printf("== mode %s: load %.3f s (capture %.3f s, graph memory %.2f MiB)\n", j["mode"].get<std::string>().c_str(),
                   j["load_seconds"].get<double>(), j["capture_seconds"].get<double>(),
@@ -170,9 +206,14 @@ void register_bench(CLI::App& app) {
       }
       if (j.contains("decode")) {
         for (const auto& d : j["decode"]) {
-          std::printf("decode batch %3lld: %8.3f ms/step [%.3f, %.3f], %10.1f tokens/s\n", d["batch"].get<long long>(),
+          std::printf("decode batch %3lld: %8.3f ms/step [%.3f, %.3f], %10.1f tokens/s", d["batch"].get<long long>(),
                       d["ms_per_step"]["median"].get<double>(), d["ms_per_step"]["min"].get<double>(),
                       d["ms_per_step"]["max"].get<double>(), d["tokens_per_second"].get<double>());
+          if (d.contains("floor_ms")) {
+            std::printf("; HBM floor %.3f ms, measured/floor %.2f", d["floor_ms"].get<double>(),
+                        d["measured_over_floor"].get<double>());
+          }
+          std::printf("\n");
         }
       }
       if (j.contains("speculative")) {

@@ -49,6 +49,23 @@ ModelConfig tiny_config() {
   return c;
 }
 
+ModelConfig flash_slice_config(int64_t layers) {
+  DSV4_CHECK_ARG(layers >= 1 && layers <= 43, "the Flash slice has 1 to 43 layers, got ", layers);
+  ModelConfig c;  // the defaults are DeepSeek-V4-Flash's (io/config.h)
+  c.num_hidden_layers = layers;
+  for (int64_t l = 0; l < layers; ++l) {
+    c.layer_types.push_back(l < 2 ? AttentionType::kSliding
+                                  : (l % 2 == 0 ? AttentionType::kCompressedSparse : AttentionType::kHeavilyCompressed));
+    c.mlp_layer_types.push_back(l < 3 ? MlpType::kHashMoe : MlpType::kMoe);
+  }
+  c.rope_compress.type = RopeType::kYarn;
+  c.rope_compress.theta = 160000.0;
+  c.rope_compress.factor = 16.0;
+  c.rope_compress.original_max_position_embeddings = 65536;
+  c.validate();
+  return c;
+}
+
 void write_random_checkpoint(const std::string& dir, const ModelConfig& cfg, uint64_t seed) {
   namespace fs = std::filesystem;
   fs::create_directories(dir);

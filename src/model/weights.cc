@@ -1,5 +1,6 @@
 #include "dsv4/model/weights.h"
 
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <regex>
@@ -7,6 +8,7 @@
 
 #include "dsv4/backend/cuda_device.h"
 #include "dsv4/core/log.h"
+#include "dsv4/ops/ops.h"
 
 namespace dsv4 {
 namespace {
@@ -71,7 +73,17 @@ void add_block(std::vector<TensorSpec>& out, const ModelConfig& c, const std::st
 
 size_t align_up(size_t n) { return (n + Arena::kAlignment - 1) / Arena::kAlignment * Arena::kAlignment; }
 
-class Loader {
+// Where tensor values come from: a checkpoint (Loader) or a generator (synthetic benchmarks). `dst` is
+// already allocated in its storage dtype on the target device.
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  virtual void fill(const std::string& name, Tensor dst) = 0;
+  // [rows, a] and [rows, b] side by side into dst [rows, a + b] (the MTP's h_proj | e_proj).
+  virtual void fill_concat_columns(const std::string& left, const std::string& right, Tensor dst) = 0;
+};
+
+class Loader : public WeightSource {
  public:
   Loader(const Checkpoint& ckpt, const ModelConfig& cfg, const LoadOptions& opt) : ckpt_(ckpt), cfg_(cfg), opt_(opt) {
     for (const std::string& raw : ckpt.names()) {
@@ -128,6 +140,11 @@ class Loader {
       if (shown < errors_.size()) msg += str_cat("\n  ... and ", errors_.size() - shown, " more");
       fail(StatusCode::kInvalidArgument, msg);
     }
+  }
+
+  void fill(const std::string& name, Tensor dst) override { load_into(name, dst); }
+  void fill_concat_columns(const std::string& left, const std::string& right, Tensor dst) override {
+    load_concat_columns(left, right, dst);
   }
 
   // Loads [rows, a] and [rows, b] tensors side by side into dst [rows, a + b].
@@ -280,15 +297,12 @@ DType matrix_or(WeightKind kind, const LoadOptions& opt) {
 }
 }  // namespace
 
-ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const LoadOptions& opt) {
-  Loader loader(ckpt, cfg, opt);
-  const bool with_mtp = opt.load_mtp && cfg.has_mtp() && loader.has_mtp_tensors();
-  if (opt.load_mtp && cfg.has_mtp() && !with_mtp) {
-    log_info("checkpoint has no mtp.0.* tensors: speculative decoding with the MTP drafter is unavailable");
-  }
-  const std::vector<TensorSpec> specs = checkpoint_inventory(cfg, with_mtp);
-  loader.validate(specs, /*mtp_ignored=*/!with_mtp);
+namespace {
 
+// Allocates every tensor of `specs` in one arena on the device and fills it from `source`, in the layout the
+// model uses (stacked experts, concatenated MTP projections, MTP norms in the activation dtype).
+ModelWeights assemble_weights(const ModelConfig& cfg, const std::vector<TensorSpec>& specs, const LoadOptions& opt,
+                              bool with_mtp, WeightSource& source, size_t* total_bytes) {
   std::map<std::string, const TensorSpec*> spec_by_name;
   size_t bytes = 0;
   for (const TensorSpec& s : specs) {
@@ -299,11 +313,11 @@ ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const 
   }
   ModelWeights w;
   w.storage = Arena("weights", bytes + Arena::kAlignment, opt.device);
-  loader.set_total(bytes, opt.device);
+  *total_bytes = bytes;
   auto load = [&](const std::string& name) {
     const TensorSpec& s = *spec_by_name.at(name);
     Tensor t = w.storage.alloc(matrix_or(s.kind, opt), s.shape);
-    loader.load_into(name, t);
+    source.fill(name, t);
     return t;
   };
   // Experts are stacked [E, rows, cols] so kernels index them by expert id.
@@ -311,7 +325,7 @@ ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const 
     const TensorSpec& first = *spec_by_name.at(str_cat(prefix, "ffn.experts.0.", proj, ".weight"));
     Tensor t = w.storage.alloc(matrix_or(first.kind, opt), {cfg.n_routed_experts, first.shape[0], first.shape[1]});
     for (int64_t e = 0; e < cfg.n_routed_experts; ++e) {
-      loader.load_into(str_cat(prefix, "ffn.experts.", e, ".", proj, ".weight"), t.select(0, e));
+      source.fill(str_cat(prefix, "ffn.experts.", e, ".", proj, ".weight"), t.select(0, e));
     }
     return t;
   };
@@ -374,7 +388,7 @@ ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const 
     auto load_norm = [&](const std::string& name) {
       const TensorSpec& s = *spec_by_name.at(name);
       Tensor t = w.storage.alloc(opt.device == Device::kCUDA ? opt.cuda_matrix_dtype : DType::F32, s.shape);
-      loader.load_into(name, t);
+      source.fill(name, t);
       return t;
     };
     m.enorm = load_norm(p + "enorm.weight");
@@ -382,7 +396,7 @@ ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const 
     m.norm = load_norm(p + "norm.weight");
     const int64_t H = cfg.hidden_size;
     m.eh_proj = w.storage.alloc(matrix_or(WeightKind::kMatrix, opt), {H, 2 * H});
-    loader.load_concat_columns(p + "h_proj.weight", p + "e_proj.weight", m.eh_proj);
+    source.fill_concat_columns(p + "h_proj.weight", p + "e_proj.weight", m.eh_proj);
     m.hc_head = {load(p + "hc_head_fn"), load(p + "hc_head_base"), load(p + "hc_head_scale")};
     m.block = load_block(p, AttentionType::kSliding, MlpType::kMoe);
     w.mtp = std::move(m);
@@ -396,4 +410,83 @@ ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const 
   return w;
 }
 
+}  // namespace
+
+ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const LoadOptions& opt) {
+  Loader loader(ckpt, cfg, opt);
+  const bool with_mtp = opt.load_mtp && cfg.has_mtp() && loader.has_mtp_tensors();
+  if (opt.load_mtp && cfg.has_mtp() && !with_mtp) {
+    log_info("checkpoint has no mtp.0.* tensors: speculative decoding with the MTP drafter is unavailable");
+  }
+  const std::vector<TensorSpec> specs = checkpoint_inventory(cfg, with_mtp);
+  loader.validate(specs, /*mtp_ignored=*/!with_mtp);
+  size_t bytes = 0;
+  for (const TensorSpec& s : specs) {
+    int64_t numel = 1;
+    for (int64_t d : s.shape) numel *= d;
+    bytes += align_up(static_cast<size_t>(numel) * dtype_size(matrix_or(s.kind, opt)));
+  }
+  loader.set_total(bytes, opt.device);
+  size_t assembled = 0;
+  return assemble_weights(cfg, specs, opt, with_mtp, loader, &assembled);
+}
+
+namespace {
+
+// Synthetic weights, generated on the device with make-tiny's unit-scale rules (random_checkpoint.cc).
+class RandomSource : public WeightSource {
+ public:
+  RandomSource(const ModelConfig& cfg, const std::vector<TensorSpec>& specs, Device device, uint64_t seed)
+      : cfg_(cfg), seed_(seed) {
+    ctx_.device = device;
+    for (const TensorSpec& s : specs) specs_[s.name] = &s;
+  }
+  void fill(const std::string& name, Tensor dst) override {
+    const TensorSpec& s = *specs_.at(name);
+    const uint64_t seed = seed_ ^ std::hash<std::string>{}(name);
+    if (s.kind == WeightKind::kIndex) {
+      ops::fill_expert_table(ctx_, dst, seed, cfg_.n_routed_experts);
+      return;
+    }
+    float mean = 0.0f, std = 1.0f;
+    const std::string leaf = name.substr(name.rfind('.') + 1);
+    if (s.kind == WeightKind::kMatrix) {
+      std = 1.0f / std::sqrt(static_cast<float>(s.shape.back()));
+      if (name.find("ffn.gate.weight") != std::string::npos) std *= 2.0f;
+    } else if (s.kind == WeightKind::kNorm) {
+      mean = 1.0f;
+      std = 0.1f;
+    } else if (name.find("_fn") != std::string::npos) {
+      std = 1.0f / std::sqrt(static_cast<float>(s.shape.back()));
+    } else if (name.find("_scale") != std::string::npos) {
+      mean = 1.0f;
+      std = 0.3f;
+    } else if (leaf == "bias") {
+      std = 0.5f;
+    }
+    ops::fill_random(ctx_, dst, seed, mean, std);
+  }
+  void fill_concat_columns(const std::string& left, const std::string&, Tensor dst) override {
+    ops::fill_random(ctx_, dst, seed_ ^ std::hash<std::string>{}(left),
+                     0.0f, 1.0f / std::sqrt(static_cast<float>(dst.size(1) / 2)));
+  }
+
+ private:
+  const ModelConfig& cfg_;
+  uint64_t seed_;
+  ExecContext ctx_;
+  std::map<std::string, const TensorSpec*> specs_;
+};
+
+}  // namespace
+
+ModelWeights random_weights(const ModelConfig& cfg, const LoadOptions& opt, uint64_t seed) {
+  const bool with_mtp = opt.load_mtp && cfg.has_mtp();
+  const std::vector<TensorSpec> specs = checkpoint_inventory(cfg, with_mtp);
+  RandomSource source(cfg, specs, opt.device, seed);
+  size_t bytes = 0;
+  ModelWeights w = assemble_weights(cfg, specs, opt, with_mtp, source, &bytes);
+  if (opt.device == Device::kCUDA) cuda::synchronize_device();
+  return w;
+}
 }  // namespace dsv4

@@ -309,6 +309,18 @@ void swiglu(ExecContext& ctx, Tensor out, Tensor gate, Tensor up, float limit) {
   DSV4_DISPATCH(swiglu, out, gate, up, limit);
 }
 
+void fill_random(ExecContext& ctx, Tensor out, uint64_t seed, float mean, float std) {
+  require_float(ctx, out, "fill_random", "out");
+  DSV4_DISPATCH(fill_random, out, seed, mean, std);
+}
+
+void fill_expert_table(ExecContext& ctx, Tensor out, uint64_t seed, int64_t num_experts) {
+  require(ctx, out, DType::I32, "fill_expert_table", "out");
+  DSV4_CHECK_ARG(out.ndim() == 2 && num_experts > 0 && out.size(1) <= num_experts,
+                 "fill_expert_table: out ", out.shape_string(), " needs k <= num_experts (", num_experts, ")");
+  DSV4_DISPATCH(fill_expert_table, out, seed, num_experts);
+}
+
 void argmax(ExecContext& ctx, Tensor out, Tensor logits) {
   require(ctx, out, DType::I32, "argmax", "out");
   require(ctx, logits, DType::F32, "argmax", "logits");

@@ -23,19 +23,43 @@ double GenerateStats::decode_tokens_per_second() const {
   return decode_seconds > 0 ? static_cast<double>(generated_tokens) / decode_seconds : 0.0;
 }
 
-Engine::Engine(const std::string& model_dir, const EngineOptions& options) : opt_(options) {
-  const auto t0 = std::chrono::steady_clock::now();
-  if (opt_.device == Device::kCUDA) {
+namespace {
+
+void check_engine_options(const EngineOptions& o) {
+  if (o.device == Device::kCUDA) {
     const std::string why = cuda::unavailable_reason();
     DSV4_CHECK(why.empty(), kUnsupported, "--device cuda: ", why, "; use --device cpu");
   }
-  DSV4_CHECK_ARG(opt_.max_seqs > 0 && opt_.max_batch_tokens > 0 && opt_.max_spec_tokens >= 0,
+  DSV4_CHECK_ARG(o.max_seqs > 0 && o.max_batch_tokens > 0 && o.max_spec_tokens >= 0,
                  "engine options: max_seqs and max_batch_tokens must be positive");
+  DSV4_CHECK_ARG(o.cuda_precision == DType::BF16 || o.cuda_precision == DType::F32,
+                 "engine options: the CUDA precision must be BF16 or F32");
+}
+
+}  // namespace
+
+Engine::Engine(const std::string& model_dir, const EngineOptions& options) : opt_(options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  check_engine_options(opt_);
   cfg_ = ModelConfig::from_file((std::filesystem::path(model_dir) / "config.json").string());
   ckpt_ = Checkpoint::open(model_dir);
-  DSV4_CHECK_ARG(opt_.cuda_precision == DType::BF16 || opt_.cuda_precision == DType::F32,
-                 "engine options: the CUDA precision must be BF16 or F32");
   weights_ = load_weights(ckpt_, cfg_, {opt_.device, opt_.load_mtp, opt_.cuda_precision});
+  init(t0);
+}
+
+Engine::Engine(ModelConfig cfg, ModelWeights weights, const EngineOptions& options)
+    : cfg_(std::move(cfg)), opt_(options), weights_(std::move(weights)) {
+  const auto t0 = std::chrono::steady_clock::now();
+  check_engine_options(opt_);
+  DSV4_CHECK_ARG(weights_.storage.device() == opt_.device, "engine: the weights are on ",
+                 device_name(weights_.storage.device()), ", the engine runs on ", device_name(opt_.device));
+  DSV4_CHECK_ARG(weights_.layers.size() == static_cast<size_t>(cfg_.num_hidden_layers),
+                 "engine: the weights have ", weights_.layers.size(), " layers, the config ", cfg_.num_hidden_layers);
+  init(t0);
+}
+
+// State, activation arena, device buffers and CUDA graphs for the loaded weights.
+void Engine::init(std::chrono::steady_clock::time_point t0) {
   model_opt_.max_seqs = opt_.max_seqs;
   model_opt_.max_seq_len =
       opt_.max_seq_len > 0 ? opt_.max_seq_len : std::min<int64_t>(cfg_.max_position_embeddings, 4096);

@@ -17,5 +17,10 @@ std::string unavailable_reason();
 // kCudaError on failure). Not for use inside a forward.
 void copy_to_device(void* dst, const void* src, size_t bytes);
 void copy_to_host(void* dst, const void* src, size_t bytes);
+// Device-to-device copy bandwidth in bytes/s (bytes read + written) of a vectorised copy kernel over
+// 2 x `bytes` of device memory, median of `reps` timed runs after a warm-up (the HBM floor's divisor).
+double measure_copy_bandwidth(size_t bytes = size_t{1} << 30, int reps = 10);
+// Waits for all work on the device (throws kCudaError on a failed kernel).
+void synchronize_device();
 
 }  // namespace dsv4::cuda

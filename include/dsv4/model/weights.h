@@ -95,4 +95,9 @@ struct LoadOptions {
 // reported by name in one kInvalidArgument error — then converts and copies every tensor.
 ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const LoadOptions& options);
 
+// Synthetic weights for `cfg` (benchmarks at real dimensions without a checkpoint): every tensor of the
+// inventory generated directly on the device from a counter-based generator, with make-tiny's unit-scale
+// rules; tid2eid tables with k distinct experts per token.
+ModelWeights random_weights(const ModelConfig& cfg, const LoadOptions& options, uint64_t seed);
+
 }  // namespace dsv4

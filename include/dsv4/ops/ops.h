@@ -109,6 +109,12 @@ void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor 
 // out = silu(min(gate, L)) * clamp(up, -L, L)
 void swiglu(ExecContext& ctx, Tensor out, Tensor gate, Tensor up, float limit);
 
+// Synthetic weights: out[i] = mean + std * z_i with z_i a counter-based normal of (seed, i) (identical on
+// every device; core/hash_random.h). Float tensors of any dtype.
+void fill_random(ExecContext& ctx, Tensor out, uint64_t seed, float mean, float std);
+// A hash-routing table tid2eid [V, k] (int32): k distinct experts per token, (h(seed, row) + j) mod E.
+void fill_expert_table(ExecContext& ctx, Tensor out, uint64_t seed, int64_t num_experts);
+
 // Greedy next tokens: out[r] = argmax(logits[r]) (int32; ties → lowest index).
 void argmax(ExecContext& ctx, Tensor out, Tensor logits);
 

@@ -1,6 +1,7 @@
 // Engine: a loaded model on one device with its per-sequence state, running scoring and generation.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -77,6 +78,9 @@ class DeviceForward;  // CUDA stream, cuBLASLt and persistent device I/O buffers
 class Engine {
  public:
   Engine(const std::string& model_dir, const EngineOptions& options);
+  // A model without a checkpoint (synthetic benchmarks): `weights` were built for `cfg` on options.device,
+  // e.g. by random_weights() with the engine's precision.
+  Engine(ModelConfig cfg, ModelWeights weights, const EngineOptions& options);
   ~Engine();
 
   const ModelConfig& config() const { return cfg_; }
@@ -128,6 +132,7 @@ class Engine {
   std::unique_ptr<DeviceForward> device_;  // set when the device is CUDA
   double load_seconds_ = 0;
 
+  void init(std::chrono::steady_clock::time_point t0);
   struct Sequence;
   void prefill(std::vector<Sequence>& seqs, const GenerateOptions& go, GenerateStats& stats, bool keep_residual);
   void decode_plain(std::vector<Sequence>& seqs, const GenerateOptions& go, GenerateStats& stats);

@@ -23,6 +23,8 @@ void copy(Tensor out, Tensor x);
 void convert(Tensor out, Tensor x);  // F32 <-> BF16, I32 -> I64 (backend/cpu/convert.cc)
 void gather_rows(Tensor out, Tensor x, Tensor rows);
 void swiglu(Tensor out, Tensor gate, Tensor up, float limit);
+void fill_random(Tensor out, uint64_t seed, float mean, float std);
+void fill_expert_table(Tensor out, uint64_t seed, int64_t num_experts);
 void argmax(Tensor out, Tensor logits);
 void rope(Tensor x, Tensor pos, const RopeTable& table, bool inverse);
 // Rotates the last table.rope_dim channels of one vector v[dim] at `position`.

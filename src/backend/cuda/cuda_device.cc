@@ -52,4 +52,6 @@ void copy_to_host(void* dst, const void* src, size_t bytes) {
   DSV4_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
 }
 
+void synchronize_device() { DSV4_CUDA_CHECK(cudaDeviceSynchronize()); }
+
 }  // namespace dsv4::cuda

@@ -1,0 +1,31 @@
+// The HBM floor of a decode step: the fewest bytes one step must move through device memory — the weights
+// it reads (attention, mHC, router, the shared expert, the routed experts the routing touched, lm_head,
+// the embedding rows) and the per-sequence state it touches (sliding-window KV, compressed entries
+// attended or scored, compressor rings) — to be divided by measured copy bandwidth.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "dsv4/model/weights.h"
+
+namespace dsv4 {
+
+struct DecodeTraffic {
+  std::map<std::string, double> bytes;  // by component
+  double total() const;
+};
+
+// Distinct experts a batch of `tokens` routed tokens touches on average when each picks k of E uniformly:
+// E (1 - (1 - k/E)^tokens). Exact (k) for one token.
+double expected_distinct_experts(int64_t num_experts, int64_t k, int64_t tokens);
+
+// Traffic of one decode step of `batch` sequences, each at `position` (0-based index of the new token),
+// with `experts_touched[l]` distinct routed experts read in layer l (empty: expected_distinct_experts).
+// Byte sizes come from the weights as stored (dtypes of the device they live on); state element sizes
+// from `state_dtype` (kv ring and compressed entries) and float32 (compressor rings).
+DecodeTraffic decode_step_traffic(const ModelConfig& cfg, const ModelWeights& w, int64_t batch, int64_t position,
+                                  DType state_dtype, const std::vector<double>& experts_touched = {});
+
+}  // namespace dsv4
