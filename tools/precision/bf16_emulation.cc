@@ -7,12 +7,14 @@
 // Build and run from the repository root after building libdsv4:
 //   g++ -std=c++20 -O2 -fopenmp -Iinclude -Isrc -I/usr/local/cuda/include tools/precision/bf16_emulation.cc
 //       -Lbuild -ldsv4 -Wl,-rpath,$PWD/build -o build/bf16_emulation    (one line)
-//   build/bf16_emulation tests/fixtures/hf
+//   build/bf16_emulation tests/fixtures/hf        (reference: transformers' logits)
+//   build/bf16_emulation models/dsv4-tiny-kjv     (a trained model; reference: its own exact fp32 run)
 // The model code below mirrors src/model/deepseek_v4.cc (attention_block, moe_block, decoder_block,
 // target_forward) with the rounding calls added; keep it in step when the model changes.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
@@ -258,7 +260,9 @@ static void target_forward_emu(ExecContext& ctx, const ModelConfig& c, const Mod
 }
 
 int main(int argc, char** argv) {
-  const std::string root = std::string(argc > 1 ? argv[1] : "tests/fixtures/hf") + "/";
+  std::string root = argc > 1 ? argv[1] : "tests/fixtures/hf";
+  while (root.size() > 1 && root.back() == '/') root.pop_back();
+  root += "/";
   struct Variant {
     const char* name;
     unsigned mask;
@@ -276,17 +280,31 @@ int main(int argc, char** argv) {
       {"only entries/kv", kEntries | kRopeOut},
       {"only H", kH},
   };
-  for (const char* fx : {"tiny_a", "tiny_b", "tiny_c"}) {
-    const std::string dir = root + fx;
+  // A fixture folder (tests/fixtures/hf: reference = transformers' logits), or one model directory
+  // (e.g. models/dsv4-tiny-kjv: reference = this program's own exact fp32 run on a token sequence).
+  const bool single_model = std::ifstream(root + "config.json").good();
+  std::vector<std::string> dirs;
+  if (single_model) {
+    dirs.push_back(root.substr(0, root.size() - 1));
+  } else {
+    for (const char* fx : {"tiny_a", "tiny_b", "tiny_c"}) dirs.push_back(root + fx);
+  }
+  for (const std::string& dir : dirs) {
+    const std::string fx = dir.substr(dir.find_last_of('/') + 1);
     ModelConfig cfg = ModelConfig::from_file(dir + "/config.json");
     Checkpoint ck = Checkpoint::open(dir);
     ModelWeights w = load_weights(ck, cfg, {Device::kCPU, false});
-    auto exp = SafetensorsFile::open(dir + "/expected.safetensors");
-    const Tensor idt = exp->view(*exp->find("input_ids"));
     std::vector<int32_t> ids;
-    for (int64_t i = 0; i < idt.numel(); ++i) ids.push_back(static_cast<int32_t>(idt.ptr<int64_t>()[i]));
-    const Tensor lt = exp->view(*exp->find("logits"));
-    std::vector<float> want(lt.ptr<float>(), lt.ptr<float>() + lt.numel());
+    std::vector<float> want;
+    if (!single_model) {
+      auto exp = SafetensorsFile::open(dir + "/expected.safetensors");
+      const Tensor idt = exp->view(*exp->find("input_ids"));
+      for (int64_t i = 0; i < idt.numel(); ++i) ids.push_back(static_cast<int32_t>(idt.ptr<int64_t>()[i]));
+      const Tensor lt = exp->view(*exp->find("logits"));
+      want.assign(lt.ptr<float>(), lt.ptr<float>() + lt.numel());
+    } else {  // 96 tokens: ids spread over the vocabulary; the reference is the exact variant below
+      for (int i = 0; i < 96; ++i) ids.push_back(static_cast<int32_t>(3 + (i * 2654435761u) % (cfg.vocab_size - 3)));
+    }
     const int64_t T = ids.size(), V = cfg.vocab_size;
     Rec rec;
     for (size_t vi = 0; vi < variants.size(); ++vi) {
@@ -309,12 +327,13 @@ int main(int argc, char** argv) {
         std::vector<float> got(T * V);
         target_forward_emu(ctx, cfg, w, st, b.meta(), b.logit_rows(), Tensor(got.data(), DType::F32, {T, V}));
         ops::set_choice_tap(nullptr);
+        if (single_model && vi == 0) want = got;
         double diff = 0, ref = 0;
         for (size_t i = 0; i < got.size(); ++i) {
           diff = std::max(diff, std::fabs((double)got[i] - want[i]));
           ref = std::max(ref, std::fabs((double)want[i]));
         }
-        std::printf("%s %-50s %s err %.4f flips %d\n", fx, variants[vi].name, force ? "forced" : "free  ", diff / ref,
+        std::printf("%s %-50s %s err %.4f flips %d\n", fx.c_str(), variants[vi].name, force ? "forced" : "free  ", diff / ref,
                     rec.flips);
       }
     }
