@@ -592,6 +592,21 @@ MtpNormRows base_rows(int64_t hidden, float eps, DType dtype) {
   return p;
 }
 
+// The inputs both prologue layouts share: embeddings with their positions, previous residual, both weights.
+MtpNormRows prologue_rows(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
+                          const void* enorm_weight, const void* hnorm_weight, int64_t num_tokens, int64_t hidden,
+                          int64_t hc_mult, float eps, DType dtype) {
+  MtpNormRows p = base_rows(hidden, eps, dtype);
+  p.e_in = static_cast<const char*>(inputs_embeds);
+  p.positions = positions;
+  p.h_in = static_cast<const char*>(prev_hidden);
+  p.e_weight = static_cast<const char*>(enorm_weight);
+  p.h_weight = static_cast<const char*>(hnorm_weight);
+  p.num_e_rows = num_tokens;
+  p.num_h_rows = num_tokens * hc_mult;
+  return p;
+}
+
 }  // namespace
 
 std::string MtpNormLaunch::to_string() const {
@@ -625,16 +640,10 @@ Status fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positi
                            {"hnorm_out", hnorm_out}}) {
     if (Status s = check_pointer(kWhat, name, ptr); !s) return s;
   }
-  MtpNormRows p = base_rows(hidden, eps, dtype);
-  p.e_in = static_cast<const char*>(inputs_embeds);
-  p.positions = positions;
-  p.h_in = static_cast<const char*>(prev_hidden);
-  p.e_weight = static_cast<const char*>(enorm_weight);
-  p.h_weight = static_cast<const char*>(hnorm_weight);
+  MtpNormRows p = prologue_rows(inputs_embeds, positions, prev_hidden, enorm_weight, hnorm_weight, num_tokens,
+                                hidden, hc_mult, eps, dtype);
   p.e_out = static_cast<char*>(enorm_out);
   p.h_out = static_cast<char*>(hnorm_out);
-  p.num_e_rows = num_tokens;
-  p.num_h_rows = num_tokens * hc_mult;
   p.e_out_stride = p.row_bytes;
   p.h_out_stride = p.row_bytes;
   p.e_copy_stride = 0;
@@ -660,17 +669,11 @@ Status fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* pos
                            {"out", out}}) {
     if (Status s = check_pointer(kWhat, name, ptr); !s) return s;
   }
-  MtpNormRows p = base_rows(hidden, eps, dtype);
-  p.e_in = static_cast<const char*>(inputs_embeds);
-  p.positions = positions;
-  p.h_in = static_cast<const char*>(prev_hidden);
-  p.e_weight = static_cast<const char*>(enorm_weight);
-  p.h_weight = static_cast<const char*>(hnorm_weight);
+  MtpNormRows p = prologue_rows(inputs_embeds, positions, prev_hidden, enorm_weight, hnorm_weight, num_tokens,
+                                hidden, hc_mult, eps, dtype);
   // out[t, s, :H] = hnorm(prev[t, s]); out[t, s, H:] = enorm(e[t]) for every s.
   p.h_out = static_cast<char*>(out);
   p.e_out = static_cast<char*>(out) + p.row_bytes;
-  p.num_e_rows = num_tokens;
-  p.num_h_rows = num_tokens * hc_mult;
   p.h_out_stride = 2 * p.row_bytes;
   p.e_out_stride = 2 * p.row_bytes * hc_mult;
   p.e_copy_stride = 2 * p.row_bytes;
