@@ -1,9 +1,11 @@
 #include "runtime/device_forward.h"
 
+#include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 
 #include "backend/cuda/blas.h"
@@ -219,13 +221,36 @@ void DeviceForward::setup_graphs(const GraphSetup& setup, ExecContext& ctx, cons
   if (policy.any_graphs()) log_info(graph_summary());
 }
 
+namespace {
+
+// DSV4_PROFILE_DECODE=N brackets the N-th uniform-decode target forward of the process (from 0) with
+// cudaProfilerStart/Stop, so `ncu --profile-from-start off` (or any CUPTI tool) sees exactly one decode
+// step's kernels: the per-kernel profile and kernel-time sum of issue 6.
+bool profile_this_decode(bool uniform_decode) {
+  static const long target = [] {
+    const char* v = std::getenv("DSV4_PROFILE_DECODE");
+    return v != nullptr ? std::strtol(v, nullptr, 10) : -1L;
+  }();
+  static long seen = 0;
+  return uniform_decode && target >= 0 && seen++ == target;
+}
+
+}  // namespace
+
 void DeviceForward::forward(ExecContext& ctx, BatchBuilder& batch, std::vector<float>* logits,
                             std::vector<float>* residual, bool uniform_decode) {
   Impl& m = *impl_;
   DSV4_INTERNAL_CHECK(m.target != nullptr, "setup_graphs() must run before a forward");
   m.upload(batch);
+  const bool profile = profile_this_decode(uniform_decode);
+  if (profile) {
+    DSV4_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+    DSV4_CUDA_CHECK(cudaProfilerStart());
+    log_info("profiling one decode forward of ", batch.num_tokens(), " tokens (DSV4_PROFILE_DECODE)");
+  }
   m.target->run(static_cast<int>(batch.num_tokens()), uniform_decode);
   m.download(batch.num_logit_rows(), batch.num_tokens(), logits, residual);
+  if (profile) DSV4_CUDA_CHECK(cudaProfilerStop());
 }
 
 void DeviceForward::mtp_forward(ExecContext& ctx, BatchBuilder& batch, const std::vector<float>& hidden,
