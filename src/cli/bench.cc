@@ -159,6 +159,9 @@ void register_bench(CLI::App& app) {
           d["floor_bytes"] = traffic.bytes;
           d["measured_over_floor"] = s.median * 1e3 / floor_ms;
         }
+        if (engine.options().device == Device::kCUDA) {  // the same step without host work in between
+          d["device_ms_per_step"] = engine.device_decode_step_ms(B, 20);
+        }
         j["decode"].push_back(d);
       }
       if (engine.has_mtp()) {  // speculative decoding at batch 1
@@ -212,6 +215,9 @@ void register_bench(CLI::App& app) {
           if (d.contains("floor_ms")) {
             std::printf("; HBM floor %.3f ms, measured/floor %.2f", d["floor_ms"].get<double>(),
                         d["measured_over_floor"].get<double>());
+          }
+          if (d.contains("device_ms_per_step")) {
+            std::printf("; device step %.3f ms", d["device_ms_per_step"].get<double>());
           }
           std::printf("\n");
         }

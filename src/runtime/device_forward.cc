@@ -292,6 +292,32 @@ std::vector<GraphEntryInfo> DeviceForward::graph_entries() const {
 double DeviceForward::capture_seconds() const { return impl_->capture_seconds; }
 int64_t DeviceForward::graph_bytes() const { return impl_->pool ? impl_->pool->totals().graph_bytes : 0; }
 
+double DeviceForward::time_decode_replays(int64_t num_tokens, int reps) {
+  Impl& m = *impl_;
+  DSV4_CHECK_ARG(num_tokens > 0 && num_tokens <= m.max_tokens && reps > 0, "time_decode_replays: bad arguments");
+  cudaEvent_t begin = nullptr, end = nullptr;
+  DSV4_CUDA_CHECK(cudaEventCreate(&begin));
+  DSV4_CUDA_CHECK(cudaEventCreate(&end));
+  std::vector<double> runs;
+  for (int r = 0; r < 6; ++r) {  // the first run warms up
+    DSV4_CUDA_CHECK(cudaEventRecord(begin, m.stream));
+    for (int i = 0; i < reps; ++i) m.target->run(static_cast<int>(num_tokens), /*uniform_decode=*/true);
+    DSV4_CUDA_CHECK(cudaEventRecord(end, m.stream));
+    DSV4_CUDA_CHECK(cudaEventSynchronize(end));
+    float ms = 0;
+    DSV4_CUDA_CHECK(cudaEventElapsedTime(&ms, begin, end));
+    if (r > 0) runs.push_back(ms / reps);
+  }
+  cudaEventDestroy(begin);
+  cudaEventDestroy(end);
+  std::sort(runs.begin(), runs.end());
+  return runs[runs.size() / 2];
+}
+
+double Engine::device_decode_step_ms(int64_t batch, int reps) {
+  return device_ ? device_->time_decode_replays(batch, reps) : 0.0;
+}
+
 size_t Engine::device_io_bytes() const { return device_ ? device_->device_bytes() : 0; }
 std::string Engine::graph_summary() const { return device_ ? device_->graph_summary() : std::string(); }
 double Engine::capture_seconds() const { return device_ ? device_->capture_seconds() : 0.0; }

@@ -98,6 +98,10 @@ class Engine {
   double capture_seconds() const;
   int64_t graph_bytes() const;
   std::vector<GraphEntryInfo> graph_entries() const;
+  // CUDA only: device ms of one decode forward of `batch` tokens (graph replay or eager launches, as the
+  // policy runs it) repeated back to back on the last decode step's inputs — the step without host work.
+  // Call right after a generate() whose last step decoded `batch` sequences. 0 on the CPU.
+  double device_decode_step_ms(int64_t batch, int reps);
   int64_t max_seq_len() const { return model_opt_.max_seq_len; }
 
   // Teacher-forced logits of every position: [T, V] row-major.
