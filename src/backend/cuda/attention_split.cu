@@ -2,10 +2,12 @@
 //
 // Grid (NC, heads / 16, T), clusters of NC blocks along x. A block owns 16 query heads of one token and
 // the NC-th part of that token's key set (window from the batch rows / the slot's ring ∪ HCA entries or
-// the indexer's selection, −1 skipped). Keys pass through shared memory 64 rows at a time and serve as
-// both K and V (MQA: one row feeds the 16 heads): S = Q·Kᵀ on bf16 MMAs with fp32 accumulation, an online
-// softmax per head, O += P·V with P split into bf16 hi + lo parts (two MMAs, ~16 mantissa bits: the
-// probabilities lose nothing measurable against the fp32 reference).
+// the indexer's selection, −1 skipped). Keys pass through shared memory 128 rows at a time (one tile per
+// block for decode key sets up to 1024) and serve as both K and V (MQA: one row feeds the 16 heads):
+// S = Q·Kᵀ on bf16 MMAs with fp32 accumulation, an online softmax per head, O += P·V with P split into
+// bf16 hi + lo parts (two MMAs, ~16 mantissa bits: the probabilities lose nothing measurable against the
+// fp32 reference). The kernel is latency-bound, so every global read is issued before it is waited on:
+// Q and the key rows arrive by cp.async (absent keys zero-filled), the sinks are read up front.
 //
 // The NC partials (max, sum, O) stay in the blocks' shared memory; after a cluster barrier each block
 // merges a slice of the head dimension over the NC partials in rank order through distributed shared
@@ -30,10 +32,20 @@ namespace cg = cooperative_groups;
 namespace wmma = nvcuda::wmma;
 
 constexpr int kHeads = 16;  // query heads per block: one MMA row tile
-constexpr int kKeys = 64;   // keys per shared-memory tile
+constexpr int kKeys = 128;  // keys per shared-memory tile
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kSplit = 8;  // key chunks per (token, head group) when splitting: a portable cluster size
+constexpr int kSplit = 8;            // key chunks per (token, head group) when splitting: a portable cluster size
+constexpr int kMaxTilesPerWarp = 4;  // head-dim tiles of 16 per warp in P·V (D <= 512)
+
+// 16-byte global -> shared copy without a register round trip; `valid` false zero-fills (nothing is read).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+  asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+}
 
 // Shared-memory carve-up for head dim D. Rows are padded by 16 bytes so that MMA tile loads of
 // consecutive rows fall into different banks.
@@ -55,7 +67,7 @@ __host__ __device__ inline Layout layout_for(int D) {
   };
   L.q = take(kHeads * L.ldq * 2);
   L.k = take(kKeys * L.ldq * 2);
-  L.s = take(2 * kHeads * L.lds * 4);  // the two halves of the head dim, summed by the softmax
+  L.s = take(kHeads * L.lds * 4);
   L.phi = take(kHeads * L.ldp * 2);
   L.plo = take(kHeads * L.ldp * 2);
   L.o = take(kHeads * L.ldo * 4);
@@ -120,11 +132,12 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
     return e >= 0 ? E + static_cast<int64_t>(e) * D : nullptr;
   };
 
-  const int vecs = D / 8;  // 16-byte vectors per row
+  const float sink = tid < kHeads ? sinks[h0 + tid] : 0.f;  // used by the merge; read now, in flight
+  const int vecs = D / 8;                                   // 16-byte vectors per row
   const bf16* qsrc = q + (t * a.heads + h0) * D;
   for (int i = tid; i < kHeads * vecs; i += kThreads) {
     const int r = i / vecs, c = i % vecs;
-    *reinterpret_cast<uint4*>(qs + r * L.ldq + c * 8) = *reinterpret_cast<const uint4*>(qsrc + r * D + c * 8);
+    cp_async16(qs + r * L.ldq + c * 8, qsrc + r * D + c * 8, true);  // waited for with the first key tile
   }
   for (int i = tid; i < kHeads * L.ldo; i += kThreads) os[i] = 0.f;
   if (tid < kHeads) ms[tid] = -INFINITY, ls[tid] = 0.f;
@@ -136,30 +149,27 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
     for (int i = tid; i < kKeys * vecs; i += kThreads) {
       const int r = i / vecs, c = i % vecs;
       const bf16* src = rows[r];
-      const uint4 v = src != nullptr ? *reinterpret_cast<const uint4*>(src + c * 8) : make_uint4(0, 0, 0, 0);
-      *reinterpret_cast<uint4*>(ks + r * L.ldq + c * 8) = v;
+      cp_async16(ks + r * L.ldq + c * 8, src != nullptr ? src + c * 8 : qsrc, src != nullptr);
     }
+    cp_async_wait_all();
     __syncthreads();
 
-    // S = Q·Kᵀ: warp (key tile warp % 4, half of the head dim warp / 4).
-    {
-      const int nt = warp & 3, half = warp >> 2;
-      if (nt * 16 < cnt) {
-        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-        wmma::fill_fragment(acc, 0.f);
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;
-        for (int kk = half * (D / 2); kk < (half + 1) * (D / 2); kk += 16) {
-          wmma::load_matrix_sync(fa, qs + kk, L.ldq);
-          wmma::load_matrix_sync(fb, ks + nt * 16 * L.ldq + kk, L.ldq);
-          wmma::mma_sync(acc, fa, fb, acc);
-        }
-        wmma::store_matrix_sync(ss + half * kHeads * L.lds + nt * 16, acc, L.lds, wmma::mem_row_major);
+    // S = Q·Kᵀ: warp w the keys 16w .. 16w + 15.
+    if (warp * 16 < cnt) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::fill_fragment(acc, 0.f);
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;
+      for (int kk = 0; kk < D; kk += 16) {
+        wmma::load_matrix_sync(fa, qs + kk, L.ldq);
+        wmma::load_matrix_sync(fb, ks + warp * 16 * L.ldq + kk, L.ldq);
+        wmma::mma_sync(acc, fa, fb, acc);
       }
+      wmma::store_matrix_sync(ss + warp * 16, acc, L.lds, wmma::mem_row_major);
     }
     __syncthreads();
 
-    // Online softmax: a half warp per head, 4 keys per thread; O's row rescaled by the correction.
+    // Online softmax: a half warp per head, 8 keys per thread; O's row rescaled by the correction.
     {
       const int h = tid >> 4, j = tid & 15;
       const float m_old = ms[h], l_old = ls[h];
@@ -167,7 +177,7 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
 #pragma unroll
       for (int u = 0; u < kKeys / 16; ++u) {
         const int key = j + 16 * u;
-        sv[u] = rows[key] != nullptr ? (ss[h * L.lds + key] + ss[(kHeads + h) * L.lds + key]) * a.scale : -INFINITY;
+        sv[u] = rows[key] != nullptr ? ss[h * L.lds + key] * a.scale : -INFINITY;
         mx = fmaxf(mx, sv[u]);
       }
 #pragma unroll
@@ -194,33 +204,39 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
     }
     __syncthreads();
 
-    // O += P·V (P = hi + lo): warp w owns the head-dim tiles w, w + 8, ...
+    // O += P·V (P = hi + lo): warp w owns the head-dim tiles w, w + 8, ... (accumulators in registers
+    // across the key steps).
     {
-      const int nks = (cnt + 15) / 16;
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> ahi[kKeys / 16], alo[kKeys / 16];
+      const int nks = (cnt + 15) / 16, tiles = D / 16;
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kMaxTilesPerWarp];
 #pragma unroll
-      for (int k = 0; k < kKeys / 16; ++k) {
-        if (k < nks) {
-          wmma::load_matrix_sync(ahi[k], phi + k * 16, L.ldp);
-          wmma::load_matrix_sync(alo[k], plo + k * 16, L.ldp);
-        }
+      for (int i = 0; i < kMaxTilesPerWarp; ++i) {
+        const int nt = warp + i * kWarps;
+        if (nt < tiles) wmma::load_matrix_sync(acc[i], os + nt * 16, L.ldo, wmma::mem_row_major);
       }
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> ahi, alo;
       wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fb;
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      for (int nt = warp; nt < D / 16; nt += kWarps) {
-        wmma::load_matrix_sync(acc, os + nt * 16, L.ldo, wmma::mem_row_major);
+      for (int k = 0; k < nks; ++k) {
+        wmma::load_matrix_sync(ahi, phi + k * 16, L.ldp);
+        wmma::load_matrix_sync(alo, plo + k * 16, L.ldp);
 #pragma unroll
-        for (int k = 0; k < kKeys / 16; ++k) {
-          if (k < nks) {
+        for (int i = 0; i < kMaxTilesPerWarp; ++i) {
+          const int nt = warp + i * kWarps;
+          if (nt < tiles) {
             wmma::load_matrix_sync(fb, ks + k * 16 * L.ldq + nt * 16, L.ldq);
-            wmma::mma_sync(acc, ahi[k], fb, acc);
-            wmma::mma_sync(acc, alo[k], fb, acc);
+            wmma::mma_sync(acc[i], ahi, fb, acc[i]);
+            wmma::mma_sync(acc[i], alo, fb, acc[i]);
           }
         }
-        wmma::store_matrix_sync(os + nt * 16, acc, L.ldo, wmma::mem_row_major);
+      }
+#pragma unroll
+      for (int i = 0; i < kMaxTilesPerWarp; ++i) {
+        const int nt = warp + i * kWarps;
+        if (nt < tiles) wmma::store_matrix_sync(os + nt * 16, acc[i], L.ldo, wmma::mem_row_major);
       }
     }
   }
+  cp_async_wait_all();  // a block without keys still has Q in flight
 
   // Merge the NC partials in rank order: weights per (head, chunk) first, then this block's columns.
   if constexpr (NC > 1) {
@@ -237,7 +253,6 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
   };
   if (tid < kHeads) {
     const int h = tid;
-    const float sink = sinks[h0 + h];
     float m = sink;
     for (int r = 0; r < NC; ++r) m = fmaxf(m, part(ms, r)[h]);
     float l = expf(sink - m);  // the sink joins the denominator only
