@@ -104,9 +104,18 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
   const int64_t h0 = static_cast<int64_t>(blockIdx.y) * kHeads, t = blockIdx.z;
   const int cols = D / NC, c0 = rank * cols;  // this block's slice of the head dim in the merge
   bf16* o_out = out + (t * a.heads + h0) * D;
+  // Q and the sinks depend on nothing per-step: in flight while the metadata arrives.
+  const float sink = tid < kHeads ? sinks[h0 + tid] : 0.f;
+  const int vecs = D / 8;  // 16-byte vectors per row
+  const bf16* qsrc = q + (t * a.heads + h0) * D;
+  for (int i = tid; i < kHeads * vecs; i += kThreads) {
+    const int r = i / vecs, c = i % vecs;
+    cp_async16(qs + r * L.ldq + c * 8, qsrc + r * D + c * 8, true);  // waited for with the first key tile
+  }
   const int32_t pos = a.pos[t], slot = a.slot[t], start = a.start[t];
   if (slot < 0) {  // padding row (the same for the whole cluster): zeros, as the reference
     for (int i = tid; i < kHeads * cols; i += kThreads) o_out[(i / cols) * D + c0 + i % cols] = from_float<bf16>(0.f);
+    cp_async_wait_all();
     return;
   }
 
@@ -132,21 +141,15 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
     return e >= 0 ? E + static_cast<int64_t>(e) * D : nullptr;
   };
 
-  const float sink = tid < kHeads ? sinks[h0 + tid] : 0.f;  // used by the merge; read now, in flight
-  const int vecs = D / 8;                                   // 16-byte vectors per row
-  const bf16* qsrc = q + (t * a.heads + h0) * D;
-  for (int i = tid; i < kHeads * vecs; i += kThreads) {
-    const int r = i / vecs, c = i % vecs;
-    cp_async16(qs + r * L.ldq + c * 8, qsrc + r * D + c * 8, true);  // waited for with the first key tile
-  }
   for (int i = tid; i < kHeads * L.ldo; i += kThreads) os[i] = 0.f;
   if (tid < kHeads) ms[tid] = -INFINITY, ls[tid] = 0.f;
 
   for (int64_t kb = k_begin; kb < k_end; kb += kKeys) {
     const int cnt = static_cast<int>(min(static_cast<int64_t>(kKeys), k_end - kb));
     if (tid < kKeys) rows[tid] = tid < cnt ? key_row(kb + tid) : nullptr;
-    __syncthreads();  // rows visible; the previous tile's K and P consumed
-    for (int i = tid; i < kKeys * vecs; i += kThreads) {
+    __syncthreads();                  // rows visible; the previous tile's K and P consumed
+    const int nks = (cnt + 15) / 16;  // 16-key steps: rows past cnt up to 16 * nks are zero-filled
+    for (int i = tid; i < nks * 16 * vecs; i += kThreads) {
       const int r = i / vecs, c = i % vecs;
       const bf16* src = rows[r];
       cp_async16(ks + r * L.ldq + c * 8, src != nullptr ? src + c * 8 : qsrc, src != nullptr);
@@ -154,18 +157,28 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
     cp_async_wait_all();
     __syncthreads();
 
-    // S = Q·Kᵀ: warp w the keys 16w .. 16w + 15.
-    if (warp * 16 < cnt) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.f);
+    // S = Q·Kᵀ: warp w the keys 16w .. 16w + 15, in kChains independent accumulators over the head dim
+    // (MMA latency, not throughput, bounds a single chain), summed in a fixed order.
+    if (warp < nks) {
+      constexpr int kChains = 4;  // D % 64 == 0: the D / 16 steps are a multiple of 4
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kChains];
+#pragma unroll
+      for (int c = 0; c < kChains; ++c) wmma::fill_fragment(acc[c], 0.f);
       wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
       wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;
-      for (int kk = 0; kk < D; kk += 16) {
-        wmma::load_matrix_sync(fa, qs + kk, L.ldq);
-        wmma::load_matrix_sync(fb, ks + warp * 16 * L.ldq + kk, L.ldq);
-        wmma::mma_sync(acc, fa, fb, acc);
+      for (int kk = 0; kk < D; kk += 16 * kChains) {
+#pragma unroll
+        for (int c = 0; c < kChains; ++c) {
+          wmma::load_matrix_sync(fa, qs + kk + 16 * c, L.ldq);
+          wmma::load_matrix_sync(fb, ks + warp * 16 * L.ldq + kk + 16 * c, L.ldq);
+          wmma::mma_sync(acc[c], fa, fb, acc[c]);
+        }
       }
-      wmma::store_matrix_sync(ss + warp * 16, acc, L.lds, wmma::mem_row_major);
+#pragma unroll
+      for (int e = 0; e < acc[0].num_elements; ++e) {
+        acc[0].x[e] = (acc[0].x[e] + acc[1].x[e]) + (acc[2].x[e] + acc[3].x[e]);
+      }
+      wmma::store_matrix_sync(ss + warp * 16, acc[0], L.lds, wmma::mem_row_major);
     }
     __syncthreads();
 
@@ -207,7 +220,7 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
     // O += P·V (P = hi + lo): warp w owns the head-dim tiles w, w + 8, ... (accumulators in registers
     // across the key steps).
     {
-      const int nks = (cnt + 15) / 16, tiles = D / 16;
+      const int tiles = D / 16;
       wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kMaxTilesPerWarp];
 #pragma unroll
       for (int i = 0; i < kMaxTilesPerWarp; ++i) {
@@ -253,13 +266,18 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
   };
   if (tid < kHeads) {
     const int h = tid;
+    float mr[NC], lr[NC];  // the chunks' (max, sum), fetched together
+#pragma unroll
+    for (int r = 0; r < NC; ++r) mr[r] = part(ms, r)[h], lr[r] = part(ls, r)[h];
     float m = sink;
-    for (int r = 0; r < NC; ++r) m = fmaxf(m, part(ms, r)[h]);
+#pragma unroll
+    for (int r = 0; r < NC; ++r) m = fmaxf(m, mr[r]);
     float l = expf(sink - m);  // the sink joins the denominator only
+#pragma unroll
     for (int r = 0; r < NC; ++r) {
-      const float w = expf(part(ms, r)[h] - m);  // 0 for a chunk without keys (m = -inf)
+      const float w = expf(mr[r] - m);  // 0 for a chunk without keys (m = -inf)
       ws[h * (kSplit + 1) + r] = w;
-      l += part(ls, r)[h] * w;
+      l += lr[r] * w;
     }
     ws[h * (kSplit + 1) + kSplit] = 1.f / l;
   }
