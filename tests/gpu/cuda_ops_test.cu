@@ -7,6 +7,7 @@
 // several slots, a prefill chunk, a decode row and padding rows (slot -1) in one batch.
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <numeric>
 
@@ -467,56 +468,163 @@ void check_selection(const std::vector<int32_t>& got, const std::vector<int32_t>
   std::printf("  %-50s %d near-tie swaps\n", what.c_str(), near_ties);
 }
 
-TEST(CudaOps, IndexerTopk) {
-  DSV4_REQUIRE_GPU();
-  struct Case {
-    int64_t heads, Di, max_seq_len, topk;
-  };
-  int v = 0;
-  for (const Case c : {Case{8, 16, 64, 5}, Case{12, 32, 64, 4}, Case{64, 128, 256, 16}, Case{3, 20, 64, 3}}) {
-    auto rng = rng_for("indexer", v++);
-    const int64_t slots = 3, rate = 4;
-    CompressorPair keys(rng, slots, rate, true, c.Di, c.max_seq_len, 2);
-    // Early positions (every visible entry, in order), a chunk past top-k, a decode row at the store's end.
-    TestBatch batch({{0, 0, 10}, {1, 40, 6}, {2, static_cast<int32_t>(c.max_seq_len - 1), 1}}, 2, 100, rng);
-    const int64_t T = batch.size();
-    std::vector<float> q = random_vec(rng, T * c.heads * c.Di), w = random_vec(rng, T * c.heads, -1, 1);
-    const float scale = 1.0f / std::sqrt(static_cast<float>(c.Di * c.heads));
-    std::vector<int32_t> ref(T * c.topk);
-    ExecContext cpu = cpu_ctx();
-    ops::indexer_topk(cpu, test::host_view_i32(ref, {T, c.topk}), test::host_view(q, {T, c.heads, c.Di}),
-                      test::host_view(w, {T, c.heads}), keys.cpu, batch.host(), scale);
-    DevTensor dq = upload(q, DType::F32, {T, c.heads, c.Di}), dw = upload(w, DType::F32, {T, c.heads});
-    DevTensor dout(DType::I32, {T, c.topk});
-    poison(dout.t);
-    ops::indexer_topk(env().ctx, dout.t, dq.t, dw.t, keys.gpu, batch.device(), scale);
-    env().sync();
-    // Double-precision scores for the near-tie check.
-    const int64_t max_entries = keys.cpu.entries.size(1);
-    std::vector<std::vector<double>> scores(T);
-    for (int64_t t = 0; t < T; ++t) {
-      if (batch.slot[t] < 0) continue;
-      const int64_t visible = std::min<int64_t>((batch.pos[t] + 1) / rate, max_entries);
-      for (int64_t s = 0; s < visible; ++s) {
-        double acc = 0;
-        for (int64_t h = 0; h < c.heads; ++h) {
-          double d = 0;
-          for (int64_t i = 0; i < c.Di; ++i) {
-            d += static_cast<double>(q[(t * c.heads + h) * c.Di + i]) *
-                 keys.entries[(batch.slot[t] * max_entries + s) * c.Di + i];
-          }
-          acc += std::max(d, 0.0) * scale * w[t * c.heads + h];
-        }
-        scores[t].push_back(acc);
+struct IndexerCase {
+  int64_t heads, Di, max_seq_len, topk;
+};
+
+// `period` > 0: entry s repeats entry s % period, so scores tie exactly in groups; the selection must then
+// take each group's lowest indices, in ascending order (the CPU's tie order).
+void check_indexer(const IndexerCase& c, int variant, int64_t period = 0) {
+  auto rng = rng_for("indexer", variant);
+  const int64_t slots = 3, rate = 4;
+  CompressorPair keys(rng, slots, rate, true, c.Di, c.max_seq_len, 2);
+  const int64_t max_entries = keys.cpu.entries.size(1);
+  if (period > 0) {
+    for (int64_t sl = 0; sl < slots; ++sl) {
+      for (int64_t s = period; s < max_entries; ++s) {
+        std::copy_n(&keys.entries[(sl * max_entries + s % period) * c.Di], c.Di,
+                    &keys.entries[(sl * max_entries + s) * c.Di]);
       }
     }
-    const std::vector<int32_t> got = test::download_i32(dout.t);
-    for (int32_t s : got) ASSERT_NE(s, 0x7b7b7b7b) << "indexer_topk left an output unwritten";
-    check_selection(got, ref, scores, c.topk, str_cat("indexer_topk heads=", c.heads, " Di=", c.Di, " topk=", c.topk));
+    keys.d_entries = upload(keys.entries, DType::BF16, {slots, max_entries, c.Di});
+    keys.gpu.entries = keys.d_entries.t;
+  }
+  // Early positions (every visible entry, in order), a chunk past top-k, a decode row at the store's end.
+  TestBatch batch({{0, 0, 10}, {1, 40, 6}, {2, static_cast<int32_t>(c.max_seq_len - 1), 1}}, 2, 100, rng);
+  const int64_t T = batch.size();
+  std::vector<float> q = random_vec(rng, T * c.heads * c.Di), w = random_vec(rng, T * c.heads, -1, 1);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.Di * c.heads));
+  std::vector<int32_t> ref(T * c.topk);
+  ExecContext cpu = cpu_ctx();
+  ops::indexer_topk(cpu, test::host_view_i32(ref, {T, c.topk}), test::host_view(q, {T, c.heads, c.Di}),
+                    test::host_view(w, {T, c.heads}), keys.cpu, batch.host(), scale);
+  DevTensor dq = upload(q, DType::F32, {T, c.heads, c.Di}), dw = upload(w, DType::F32, {T, c.heads});
+  DevTensor dout(DType::I32, {T, c.topk});
+  poison(dout.t);
+  ops::indexer_topk(env().ctx, dout.t, dq.t, dw.t, keys.gpu, batch.device(), scale);
+  env().sync();
+  // Double-precision scores for the near-tie check.
+  std::vector<std::vector<double>> scores(T);
+  for (int64_t t = 0; t < T; ++t) {
+    if (batch.slot[t] < 0) continue;
+    const int64_t visible = std::min<int64_t>((batch.pos[t] + 1) / rate, max_entries);
+    for (int64_t s = 0; s < visible; ++s) {
+      double acc = 0;
+      for (int64_t h = 0; h < c.heads; ++h) {
+        double d = 0;
+        for (int64_t i = 0; i < c.Di; ++i) {
+          d += static_cast<double>(q[(t * c.heads + h) * c.Di + i]) *
+               keys.entries[(batch.slot[t] * max_entries + s) * c.Di + i];
+        }
+        acc += std::max(d, 0.0) * scale * w[t * c.heads + h];
+      }
+      scores[t].push_back(acc);
+    }
+  }
+  const std::vector<int32_t> got = test::download_i32(dout.t);
+  for (int32_t s : got) ASSERT_NE(s, 0x7b7b7b7b) << "indexer_topk left an output unwritten";
+  const std::string what = str_cat("indexer_topk heads=", c.heads, " Di=", c.Di, " topk=", c.topk,
+                                   " entries=", max_entries, period > 0 ? " tied" : "");
+  check_selection(got, ref, scores, c.topk, what);
+  if (period == 0) return;
+  for (int64_t t = 0; t < T; ++t) {  // per tie group: the lowest indices, ascending
+    std::vector<int32_t> next(period, 0);
+    for (int64_t k = 0; k < c.topk; ++k) {
+      const int32_t s = got[t * c.topk + k];
+      if (s < 0) continue;
+      EXPECT_EQ(s, next[s % period] * period + s % period) << what << ": token " << t << " rank " << k;
+      ++next[s % period];
+    }
   }
 }
 
+TEST(CudaOps, IndexerTopk) {
+  DSV4_REQUIRE_GPU();
+  int v = 0;
+  for (const IndexerCase c : {IndexerCase{8, 16, 64, 5}, IndexerCase{12, 32, 64, 4}, IndexerCase{64, 128, 256, 16},
+                              IndexerCase{3, 20, 64, 3}}) {
+    check_indexer(c, v++);
+  }
+}
+
+// Long contexts: 4096 positions (1024 CSA entries), top-512 (the Flash slice's), a top-k that is no power
+// of two, and exact ties (repeated entries).
+TEST(CudaOps, IndexerTopkLong) {
+  DSV4_REQUIRE_GPU();
+  check_indexer({64, 128, 4096, 512}, 10);
+  check_indexer({8, 32, 4096, 300}, 11);
+  check_indexer({8, 16, 1024, 100}, 12, 37);
+  check_indexer({4, 16, 4096, 512}, 13, 5);
+}
+
 enum class AttnKind { kSliding, kHca, kCsa };
+
+// One attention problem: random rings, entries, queries and selections (distinct visible entries with
+// −1 holes) for the batch `chunks` + `padding` rows, the device against the CPU reference; the device
+// runs twice and must reproduce its output bit for bit.
+struct AttnCase {
+  int64_t D, heads, window;
+  AttnKind kind;
+  int64_t rate, max_seq_len, topk;
+};
+
+void check_attention(const AttnCase& c, const std::vector<TestBatch::Chunk>& chunks, int padding, int variant) {
+  auto rng = rng_for("attention", variant);
+  const int64_t slots = 3, ahead = 3, ring = c.window + ahead, max_entries = c.max_seq_len / c.rate;
+  const int64_t topk = c.topk;
+  std::vector<float> ring_v = test::round_bf16(random_vec(rng, slots * ring * c.D));
+  std::vector<float> entries = test::round_bf16(random_vec(rng, slots * max_entries * c.D));
+  TestBatch batch(chunks, padding, 100, rng);
+  const int64_t T = batch.size();
+  std::vector<float> q = test::round_bf16(random_vec(rng, T * c.heads * c.D, -3, 3));
+  std::vector<float> kv = test::round_bf16(random_vec(rng, T * c.D));
+  std::vector<float> sinks = random_vec(rng, c.heads, -1, 1);
+  std::vector<int32_t> selected(T * topk, -1);
+  for (int64_t t = 0; t < T; ++t) {  // distinct visible entries, with -1 holes
+    if (batch.slot[t] < 0) continue;
+    std::vector<int32_t> pool(std::min<int64_t>((batch.pos[t] + 1) / c.rate, max_entries));
+    std::iota(pool.begin(), pool.end(), 0);
+    std::shuffle(pool.begin(), pool.end(), rng);
+    for (int64_t k = 0; k < topk && k < static_cast<int64_t>(pool.size()); ++k) {
+      if (rng() % 4 != 0) selected[t * topk + k] = pool[k];
+    }
+  }
+  CompressorState cpu_c, gpu_c;
+  DevTensor dentries = upload(entries, DType::BF16, {slots, max_entries, c.D});
+  cpu_c.rate = gpu_c.rate = c.rate;
+  cpu_c.dim = gpu_c.dim = c.D;
+  cpu_c.entries = test::host_view(entries, {slots, max_entries, c.D});
+  gpu_c.entries = dentries.t;
+  const bool compressed = c.kind != AttnKind::kSliding;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.D));
+  std::vector<float> ref(T * c.heads * c.D);
+  ExecContext cpu = cpu_ctx();
+  ops::attention(cpu, test::host_view(ref, {T, c.heads, c.D}), test::host_view(q, {T, c.heads, c.D}),
+                 test::host_view(kv, {T, c.D}), test::host_view(ring_v, {slots, ring, c.D}),
+                 compressed ? &cpu_c : nullptr,
+                 c.kind == AttnKind::kCsa ? test::host_view_i32(selected, {T, topk}) : Tensor(),
+                 test::host_view(sinks, {c.heads}), batch.host(), c.window, scale);
+  DevTensor dq = upload(q, DType::BF16, {T, c.heads, c.D}), dkv = upload(kv, DType::BF16, {T, c.D});
+  DevTensor dring = upload(ring_v, DType::BF16, {slots, ring, c.D}), dsinks = upload(sinks, DType::F32, {c.heads});
+  DevTensor dsel = test::upload_i32(selected, {T, topk}), dout(DType::BF16, {T, c.heads, c.D});
+  std::vector<float> first;
+  for (int run = 0; run < 2; ++run) {
+    poison(dout.t);
+    ops::attention(env().ctx, dout.t, dq.t, dkv.t, dring.t, compressed ? &gpu_c : nullptr,
+                   c.kind == AttnKind::kCsa ? dsel.t : Tensor(), dsinks.t, batch.device(), c.window, scale);
+    env().sync();
+    std::vector<float> got = download(dout.t);
+    if (run == 1) {
+      ASSERT_EQ(std::memcmp(got.data(), first.data(), got.size() * sizeof(float)), 0)
+          << "attention is not deterministic";
+      break;
+    }
+    const char* kind = c.kind == AttnKind::kSliding ? "sliding" : c.kind == AttnKind::kHca ? "HCA" : "CSA";
+    DSV4_EXPECT_CLOSE(got, ref, 1e-2,
+                      str_cat("attention ", kind, " D=", c.D, " heads=", c.heads, " window=", c.window, " T=", T));
+    first = std::move(got);
+  }
+}
 
 TEST(CudaOps, Attention) {
   DSV4_REQUIRE_GPU();
@@ -529,53 +637,28 @@ TEST(CudaOps, Attention) {
        {Case{32, 4, 8, AttnKind::kSliding}, Case{32, 4, 8, AttnKind::kHca}, Case{32, 4, 8, AttnKind::kCsa},
         Case{64, 3, 16, AttnKind::kCsa}, Case{40, 2, 8, AttnKind::kHca}, Case{512, 16, 16, AttnKind::kCsa},
         Case{512, 10, 8, AttnKind::kHca}, Case{256, 1, 8, AttnKind::kSliding}}) {
-    auto rng = rng_for("attention", v++);
-    const int64_t slots = 3, ahead = 3, ring = c.window + ahead, max_seq_len = 64, topk = 5;
-    const int64_t rate = c.kind == AttnKind::kCsa ? 4 : 8, max_entries = max_seq_len / rate;
-    std::vector<float> ring_v = test::round_bf16(random_vec(rng, slots * ring * c.D));
-    std::vector<float> entries = test::round_bf16(random_vec(rng, slots * max_entries * c.D));
+    const int64_t rate = c.kind == AttnKind::kCsa ? 4 : 8;
     // A chunk whose window spans the ring and the batch, a decode row, a fresh prefill, padding.
-    TestBatch batch({{1, 5, 9}, {0, 40, 1}, {2, 0, 3}}, 2, 100, rng);
-    const int64_t T = batch.size();
-    std::vector<float> q = test::round_bf16(random_vec(rng, T * c.heads * c.D, -3, 3));
-    std::vector<float> kv = test::round_bf16(random_vec(rng, T * c.D));
-    std::vector<float> sinks = random_vec(rng, c.heads, -1, 1);
-    std::vector<int32_t> selected(T * topk, -1);
-    for (int64_t t = 0; t < T; ++t) {  // distinct visible entries, with -1 holes
-      if (batch.slot[t] < 0) continue;
-      std::vector<int32_t> pool(std::min<int64_t>((batch.pos[t] + 1) / rate, max_entries));
-      std::iota(pool.begin(), pool.end(), 0);
-      std::shuffle(pool.begin(), pool.end(), rng);
-      for (int64_t k = 0; k < topk && k < static_cast<int64_t>(pool.size()); ++k) {
-        if (rng() % 4 != 0) selected[t * topk + k] = pool[k];
-      }
-    }
-    CompressorState cpu_c, gpu_c;
-    DevTensor dentries = upload(entries, DType::BF16, {slots, max_entries, c.D});
-    cpu_c.rate = gpu_c.rate = rate;
-    cpu_c.dim = gpu_c.dim = c.D;
-    cpu_c.entries = test::host_view(entries, {slots, max_entries, c.D});
-    gpu_c.entries = dentries.t;
-    const bool compressed = c.kind != AttnKind::kSliding;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(c.D));
-    std::vector<float> ref(T * c.heads * c.D);
-    ExecContext cpu = cpu_ctx();
-    ops::attention(cpu, test::host_view(ref, {T, c.heads, c.D}), test::host_view(q, {T, c.heads, c.D}),
-                   test::host_view(kv, {T, c.D}), test::host_view(ring_v, {slots, ring, c.D}),
-                   compressed ? &cpu_c : nullptr,
-                   c.kind == AttnKind::kCsa ? test::host_view_i32(selected, {T, topk}) : Tensor(),
-                   test::host_view(sinks, {c.heads}), batch.host(), c.window, scale);
-    DevTensor dq = upload(q, DType::BF16, {T, c.heads, c.D}), dkv = upload(kv, DType::BF16, {T, c.D});
-    DevTensor dring = upload(ring_v, DType::BF16, {slots, ring, c.D}), dsinks = upload(sinks, DType::F32, {c.heads});
-    DevTensor dsel = test::upload_i32(selected, {T, topk}), dout(DType::BF16, {T, c.heads, c.D});
-    poison(dout.t);
-    ops::attention(env().ctx, dout.t, dq.t, dkv.t, dring.t, compressed ? &gpu_c : nullptr,
-                   c.kind == AttnKind::kCsa ? dsel.t : Tensor(), dsinks.t, batch.device(), c.window, scale);
-    env().sync();
-    const char* kind = c.kind == AttnKind::kSliding ? "sliding" : c.kind == AttnKind::kHca ? "HCA" : "CSA";
-    DSV4_EXPECT_CLOSE(download(dout.t), ref, 1e-2,
-                      str_cat("attention ", kind, " D=", c.D, " heads=", c.heads, " window=", c.window));
+    check_attention({c.D, c.heads, c.window, c.kind, rate, 64, 5}, {{1, 5, 9}, {0, 40, 1}, {2, 0, 3}}, 2, v++);
   }
+}
+
+// The Flash slice's shapes (64 heads × 512, window 128; HCA rate 128, CSA rate 4 with top-512 selections):
+// decode steps of T = 1 and 4 with 64..600 compressed entries (the split-KV path), and a batch large
+// enough that the keys are not split.
+TEST(CudaOps, AttentionFlashShapes) {
+  DSV4_REQUIRE_GPU();
+  const int64_t max_seq_len = 81920;
+  const AttnCase hca{512, 64, 128, AttnKind::kHca, 128, max_seq_len, 512};
+  const AttnCase csa{512, 64, 128, AttnKind::kCsa, 4, 2560, 512};
+  const AttnCase sliding{512, 64, 128, AttnKind::kSliding, 128, max_seq_len, 512};
+  int v = 100;
+  check_attention(hca, {{1, 8200, 1}}, 0, v++);                                           // 64 entries
+  check_attention(hca, {{0, 76900, 1}, {1, 8191, 1}, {2, 40000, 1}}, 1, v++);             // 600, 64, 312
+  check_attention(csa, {{2, 2403, 1}}, 0, v++);                                           // 601 visible
+  check_attention(csa, {{0, 2403, 1}, {1, 300, 1}, {2, 1100, 1}, {0, 2559, 1}}, 0, v++);  // 601, 75, 275, 640
+  check_attention(sliding, {{0, 60, 1}, {1, 500, 1}, {2, 127, 1}}, 1, v++);
+  check_attention(csa, {{1, 100, 24}, {0, 2403, 1}, {2, 700, 8}}, 2, v++);  // 35 rows: no split
 }
 
 // ---- MoE -------------------------------------------------------------------------------------------

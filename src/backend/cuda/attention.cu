@@ -5,6 +5,11 @@
 // and warp reductions in flight) with an online softmax that starts from the sink (m = sink, l = 1).
 // Every per-token range (window start, positions in the batch vs the ring, visible compressed entries,
 // the indexer's selection) is read from device memory; the grid depends only on T and the head count.
+// bf16 with heads % 16 == 0 and head_dim % 64 == 0 (the model's shapes) goes to the split-KV tensor-core
+// kernel (attention_split.cu) instead; this kernel covers f32 and the other shapes.
+#include <type_traits>
+
+#include "backend/cuda/attention_split.h"
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_ops.h"
 
@@ -14,16 +19,7 @@ namespace {
 constexpr int kMaxWarps = 8;
 constexpr int kKeysPerStep = 4;
 
-struct AttnArgs {
-  const int32_t* pos;
-  const int32_t* slot;
-  const int32_t* start;
-  const int32_t* selected;  // [T, topk] or null (HCA: every visible entry; sliding: no compressed keys)
-  int64_t topk;
-  int64_t heads, D, ring_size, window;
-  int64_t rate, max_entries;  // rate 0: no compressed entries
-  float scale;
-};
+using AttnArgs = SplitAttnArgs;  // the same per-token ranges
 
 // Lane's k-th element of a D-vector. VEC: 8 consecutive elements per 16-byte access (D % 256 == 0);
 // otherwise element k*32 + lane (masked beyond D).
@@ -198,6 +194,12 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, Tensor kv_ring
     auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
     const bool vec = D % 256 == 0 && aligned(q.data()) && aligned(kv.data()) && aligned(kv_ring.data()) &&
                      aligned(out.data()) && aligned(entries);
+    if constexpr (std::is_same_v<TT, bf16>) {
+      if (split_attention_supports(a.heads, D, vec) && T <= 65535) {  // T is the grid's z
+        return split_attention(ctx, out.ptr<bf16>(), q.ptr<bf16>(), kv.ptr<bf16>(), kv_ring.ptr<bf16>(), entries,
+                               sinks.ptr<float>(), a, T);
+      }
+    }
     if (vec && D == 512) return launch_attention<16, true, TT>(ctx, out, q, kv, kv_ring, entries, sinks, a, T);
     if (vec && D == 256) return launch_attention<8, true, TT>(ctx, out, q, kv, kv_ring, entries, sinks, a, T);
     if (D <= 32) return launch_attention<1, false, TT>(ctx, out, q, kv, kv_ring, entries, sinks, a, T);

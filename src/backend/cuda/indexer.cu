@@ -2,8 +2,11 @@
 //
 // One block per query token. The query's heads and every visible key's score live in shared memory:
 // score[s] = sum_h relu(q_h · k_s) * softmax_scale * w_h for s < min((pos+1)/rate, max_entries), then an
-// exact rank selection (descending score, ties to the lower index — the CPU reference's order) writes the
-// top-k. Visibility is per query, read from the device BatchMeta; the grid depends only on T.
+// exact top-k in the CPU reference's order (descending score, ties to the lower index): every entry is
+// the 64-bit key (order-preserving bits of the score, ~index), all distinct, so a most-significant-digit
+// radix select (8-bit digits, shared-memory histograms) finds the k-th largest key exactly; the k keys at
+// or above it are gathered and bitonic-sorted. O(n) passes instead of the O(n²) rank. Visibility is per
+// query, read from the device BatchMeta; the grid depends only on T.
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_ops.h"
 
@@ -12,6 +15,97 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
+
+constexpr size_t kSelectStaticShared = sizeof(uint32_t) * (256 + 4);  // select_topk's histogram and scalars
+
+__host__ __device__ inline int64_t padded_topk(int64_t topk) {  // the bitonic sort's power of two
+  int64_t p = 1;
+  while (p < topk) p <<= 1;
+  return p;
+}
+__host__ __device__ inline int64_t align2(int64_t floats) { return (floats + 1) / 2 * 2; }  // 8-byte aligned
+
+// Descending order of the key = descending score, then ascending index (the CPU's order). -0 is +0.
+__device__ __forceinline__ uint64_t order_key(float score, int64_t s) {
+  const uint32_t u = __float_as_uint(score == 0.0f ? 0.0f : score);
+  const uint32_t k = (u & 0x80000000u) != 0 ? ~u : (u | 0x80000000u);  // larger float, larger k
+  return (static_cast<uint64_t>(k) << 32) | (0xffffffffu - static_cast<uint32_t>(s));
+}
+
+// Writes the `topk` largest order keys of score[0, n) (n > topk) to sel in descending order. `cand` holds
+// `padded` (a power of two >= topk) keys.
+__device__ void select_topk(int32_t* __restrict__ sel, const float* score, int64_t n, int64_t topk, uint64_t* cand,
+                            int64_t padded) {
+  __shared__ uint32_t hist[256];
+  __shared__ uint32_t digit_sh, remaining_sh, exact_sh, count_sh;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  // Radix select: after each pass, `prefix` (the bits under `mask`) is the k-th largest key's prefix and
+  // `remaining` how many keys with exactly that prefix belong to the top k.
+  uint64_t prefix = 0, mask = 0;
+  uint32_t remaining = static_cast<uint32_t>(topk);
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    for (int i = threadIdx.x; i < 256; i += kThreads) hist[i] = 0;
+    __syncthreads();
+    for (int64_t s = threadIdx.x; s < n; s += kThreads) {
+      const uint64_t c = order_key(score[s], s);
+      if ((c & mask) == prefix) atomicAdd(&hist[(c >> shift) & 0xff], 1u);
+    }
+    __syncthreads();
+    if (warp == 0) {  // the digit where the count from the top reaches `remaining`: lane l owns 8 bins
+      uint32_t cnt[8], local = 0;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) local += cnt[j] = hist[255 - 8 * lane - j];
+      uint32_t incl = local;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const uint32_t v = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += v;
+      }
+      const unsigned reach = __ballot_sync(0xffffffffu, incl >= remaining);
+      if (lane == __ffs(reach) - 1) {
+        uint32_t above = incl - local;
+        for (int j = 0; j < 8; ++j) {
+          if (above + cnt[j] >= remaining) {
+            digit_sh = 255 - 8 * lane - j;
+            remaining_sh = remaining - above;
+            exact_sh = cnt[j] == remaining - above ? 1 : 0;
+            break;
+          }
+          above += cnt[j];
+        }
+      }
+    }
+    __syncthreads();
+    prefix |= static_cast<uint64_t>(digit_sh) << shift;
+    mask |= uint64_t{0xff} << shift;
+    remaining = remaining_sh;
+    if (exact_sh != 0) break;  // every key with this prefix is in: the set is decided (keys are distinct)
+  }
+  // Gather the top k (any order: the sort fixes it), pad with 0 (below every key), sort descending.
+  if (threadIdx.x == 0) count_sh = 0;
+  for (int64_t i = topk + threadIdx.x; i < padded; i += kThreads) cand[i] = 0;
+  __syncthreads();
+  for (int64_t s = threadIdx.x; s < n; s += kThreads) {
+    const uint64_t c = order_key(score[s], s);
+    if ((c & mask) >= prefix) cand[atomicAdd(&count_sh, 1u)] = c;
+  }
+  __syncthreads();
+  for (int64_t k = 2; k <= padded; k <<= 1) {
+    for (int64_t j = k >> 1; j > 0; j >>= 1) {
+      for (int64_t i = threadIdx.x; i < padded; i += kThreads) {
+        const int64_t p = i ^ j;
+        if (p > i) {
+          const uint64_t a = cand[i], b = cand[p];
+          if ((i & k) == 0 ? a < b : a > b) cand[i] = b, cand[p] = a;
+        }
+      }
+      __syncthreads();
+    }
+  }
+  for (int64_t r = threadIdx.x; r < topk; r += kThreads) {
+    sel[r] = static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(cand[r]));
+  }
+}
 
 template <typename TK>
 __global__ void __launch_bounds__(kThreads)
@@ -26,6 +120,8 @@ __global__ void __launch_bounds__(kThreads)
   float* wsh = qsh + heads * qs;     // [heads]
   float* ksh = wsh + heads;          // [kWarps, Di]: each warp's current key
   float* score = ksh + kWarps * Di;  // [max_entries]
+  const int64_t padded = padded_topk(topk);
+  uint64_t* cand = reinterpret_cast<uint64_t*>(smem + align2(heads * qs + heads + kWarps * Di + max_entries));
   const int64_t t = blockIdx.x;
   const int32_t pos = pos_of[t], slot = slot_of[t];
   int32_t* sel = out + t * topk;
@@ -55,15 +151,7 @@ __global__ void __launch_bounds__(kThreads)
     __syncwarp();  // kw is rewritten for the next key
   }
   __syncthreads();
-  for (int64_t s = threadIdx.x; s < visible; s += kThreads) {
-    const float v = score[s];
-    int64_t rank = 0;
-    for (int64_t o = 0; o < visible && rank < topk; ++o) {
-      const float u = score[o];
-      rank += (u > v || (u == v && o < s)) ? 1 : 0;
-    }
-    if (rank < topk) sel[rank] = static_cast<int32_t>(s);
-  }
+  select_topk(sel, score, visible, topk, cand, padded);
 }
 
 int max_shared_optin() {
@@ -84,10 +172,14 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
   const int64_t T = meta.num_tokens, heads = q.size(1), Di = q.size(2), topk = out.size(1);
   const int64_t max_entries = keys.entries.size(1);
   if (T == 0) return;
-  const size_t shared = sizeof(float) * static_cast<size_t>(heads * (Di + 1) + heads + kWarps * Di + max_entries);
-  DSV4_CHECK(shared <= static_cast<size_t>(max_shared_optin()), kUnsupported, "indexer_topk on CUDA keeps a query's ",
-             max_entries, " candidate scores and its ", heads, "x", Di, " query in shared memory (", shared,
-             " bytes), more than the device allows (", max_shared_optin(), "); lower max_seq_len");
+  // Floats (query, weights, keys, scores), then the top-k candidates (8-byte aligned).
+  const size_t shared =
+      sizeof(float) * static_cast<size_t>(align2(heads * (Di + 1) + heads + kWarps * Di + max_entries)) +
+      sizeof(uint64_t) * static_cast<size_t>(padded_topk(topk));
+  DSV4_CHECK(shared + kSelectStaticShared <= static_cast<size_t>(max_shared_optin()), kUnsupported,
+             "indexer_topk on CUDA keeps a query's ", max_entries, " candidate scores and its ", heads, "x", Di,
+             " query in shared memory (", shared, " bytes), more than the device allows (", max_shared_optin(),
+             "); lower max_seq_len");
   dispatch_float(keys.entries.dtype(), "indexer keys", [&](auto k) {
     using TK = decltype(k);
     if (shared > 48 * 1024) {

@@ -1,0 +1,348 @@
+// Split-KV sink attention on tensor cores (flash-decoding for MQA with K = V).
+//
+// Grid (NC, heads / 16, T), clusters of NC blocks along x. A block owns 16 query heads of one token and
+// the NC-th part of that token's key set (window from the batch rows / the slot's ring ∪ HCA entries or
+// the indexer's selection, −1 skipped). Keys pass through shared memory 128 rows at a time (one tile per
+// block for decode key sets up to 1024) and serve as both K and V (MQA: one row feeds the 16 heads):
+// S = Q·Kᵀ on bf16 MMAs with fp32 accumulation, an online softmax per head, O += P·V with P split into
+// bf16 hi + lo parts (two MMAs, ~16 mantissa bits: the probabilities lose nothing measurable against the
+// fp32 reference). The kernel is latency-bound, so every global read is issued before it is waited on:
+// Q and the key rows arrive by cp.async (absent keys zero-filled), the sinks are read up front.
+//
+// The NC partials (max, sum, O) stay in the blocks' shared memory; after a cluster barrier each block
+// merges a slice of the head dimension over the NC partials in rank order through distributed shared
+// memory, adds the sink and stores bf16. No global scratch: the op runs inside an eager region of a
+// breakable graph, which replays without the forward's arena allocations (an arena allocation there
+// would alias live activations). No atomics and a fixed merge order, so graph replays are bit-identical.
+//
+// NC = 8 while the (token, head group) blocks would leave most multiprocessors idle (decode), NC = 1
+// (no split) otherwise.
+#include <cooperative_groups.h>
+#include <mma.h>
+
+#include <cmath>
+
+#include "backend/cuda/attention_split.h"
+#include "backend/cuda/cuda_ops.h"
+
+namespace dsv4::cuda {
+namespace {
+
+namespace cg = cooperative_groups;
+namespace wmma = nvcuda::wmma;
+
+constexpr int kHeads = 16;  // query heads per block: one MMA row tile
+constexpr int kKeys = 128;  // keys per shared-memory tile
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kSplit = 8;            // key chunks per (token, head group) when splitting: a portable cluster size
+constexpr int kMaxTilesPerWarp = 4;  // head-dim tiles of 16 per warp in P·V (D <= 512)
+
+// 16-byte global -> shared copy without a register round trip; `valid` false zero-fills (nothing is read).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+  asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+}
+
+// Shared-memory carve-up for head dim D. Rows are padded by 16 bytes so that MMA tile loads of
+// consecutive rows fall into different banks.
+struct Layout {
+  int ldq, lds, ldp, ldo;                          // row strides (elements): Q/K (bf16), S (f32), P, O (f32)
+  int q, k, s, phi, plo, o, m, l, w, rows, total;  // byte offsets
+};
+
+__host__ __device__ constexpr int align128(int n) { return (n + 127) / 128 * 128; }
+
+__host__ __device__ inline Layout layout_for(int D) {
+  Layout L{};
+  L.ldq = D + 8, L.lds = kKeys + 4, L.ldp = kKeys + 8, L.ldo = D + 4;
+  int at = 0;
+  auto take = [&at](int bytes) {
+    const int here = at;
+    at = align128(at + bytes);
+    return here;
+  };
+  L.q = take(kHeads * L.ldq * 2);
+  L.k = take(kKeys * L.ldq * 2);
+  L.s = take(kHeads * L.lds * 4);
+  L.phi = take(kHeads * L.ldp * 2);
+  L.plo = take(kHeads * L.ldp * 2);
+  L.o = take(kHeads * L.ldo * 4);
+  L.m = take(kHeads * 4);
+  L.l = take(kHeads * 4);
+  L.w = take(kHeads * (kSplit + 1) * 4);  // merge weight per (head, chunk), then 1 / denominator
+  L.rows = take(kKeys * 8);
+  L.total = at;
+  return L;
+}
+
+template <int NC>
+__global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
+    split_attention_kernel(bf16* __restrict__ out, const bf16* __restrict__ q, const bf16* __restrict__ kv,
+                           const bf16* __restrict__ ring, const bf16* __restrict__ entries,
+                           const float* __restrict__ sinks, SplitAttnArgs a) {
+  pdl_wait();
+  extern __shared__ __align__(128) unsigned char smem[];
+  const int D = static_cast<int>(a.D);
+  const Layout L = layout_for(D);
+  bf16* qs = reinterpret_cast<bf16*>(smem + L.q);
+  bf16* ks = reinterpret_cast<bf16*>(smem + L.k);
+  float* ss = reinterpret_cast<float*>(smem + L.s);
+  bf16* phi = reinterpret_cast<bf16*>(smem + L.phi);
+  bf16* plo = reinterpret_cast<bf16*>(smem + L.plo);
+  float* os = reinterpret_cast<float*>(smem + L.o);
+  float* ms = reinterpret_cast<float*>(smem + L.m);
+  float* ls = reinterpret_cast<float*>(smem + L.l);
+  float* ws = reinterpret_cast<float*>(smem + L.w);
+  const bf16** rows = reinterpret_cast<const bf16**>(smem + L.rows);
+
+  const int tid = threadIdx.x, warp = tid >> 5;
+  const int rank = static_cast<int>(blockIdx.x);  // grid.x == NC: the block's rank in its cluster
+  const int64_t h0 = static_cast<int64_t>(blockIdx.y) * kHeads, t = blockIdx.z;
+  const int cols = D / NC, c0 = rank * cols;  // this block's slice of the head dim in the merge
+  bf16* o_out = out + (t * a.heads + h0) * D;
+  // Q and the sinks depend on nothing per-step: in flight while the metadata arrives.
+  const float sink = tid < kHeads ? sinks[h0 + tid] : 0.f;
+  const int vecs = D / 8;  // 16-byte vectors per row
+  const bf16* qsrc = q + (t * a.heads + h0) * D;
+  for (int i = tid; i < kHeads * vecs; i += kThreads) {
+    const int r = i / vecs, c = i % vecs;
+    cp_async16(qs + r * L.ldq + c * 8, qsrc + r * D + c * 8, true);  // waited for with the first key tile
+  }
+  const int32_t pos = a.pos[t], slot = a.slot[t], start = a.start[t];
+  if (slot < 0) {  // padding row (the same for the whole cluster): zeros, as the reference
+    for (int i = tid; i < kHeads * cols; i += kThreads) o_out[(i / cols) * D + c0 + i % cols] = from_float<bf16>(0.f);
+    cp_async_wait_all();
+    return;
+  }
+
+  // This block's keys: [k_begin, k_end) of the token's key list (window positions pos-n_win+1 .. pos,
+  // then compressed entries), cut into NC parts of a multiple of 16 keys.
+  const int64_t n_win = min(static_cast<int64_t>(pos) + 1, a.window);
+  int64_t n_comp = 0;
+  if (a.rate > 0)
+    n_comp = a.selected != nullptr ? a.topk : min(static_cast<int64_t>((pos + 1) / a.rate), a.max_entries);
+  const int64_t n = n_win + n_comp;
+  const int64_t per = ((n + NC - 1) / NC + 15) / 16 * 16;
+  const int64_t k_begin = min(n, rank * per), k_end = min(n, k_begin + per);
+  const bf16* E = entries != nullptr ? entries + static_cast<int64_t>(slot) * a.max_entries * D : nullptr;
+  auto key_row = [&](int64_t i) -> const bf16* {  // null: an unused selection slot
+    if (i < n_win) {
+      const int64_t p = pos - n_win + 1 + i;
+      if (p >= start) return kv + (t - (pos - p)) * D;
+      return ring + (static_cast<int64_t>(slot) * a.ring_size + p % a.ring_size) * D;
+    }
+    const int64_t c = i - n_win;
+    if (a.selected == nullptr) return E + c * D;
+    const int32_t e = a.selected[t * a.topk + c];
+    return e >= 0 ? E + static_cast<int64_t>(e) * D : nullptr;
+  };
+
+  for (int i = tid; i < kHeads * L.ldo; i += kThreads) os[i] = 0.f;
+  if (tid < kHeads) ms[tid] = -INFINITY, ls[tid] = 0.f;
+
+  for (int64_t kb = k_begin; kb < k_end; kb += kKeys) {
+    const int cnt = static_cast<int>(min(static_cast<int64_t>(kKeys), k_end - kb));
+    if (tid < kKeys) rows[tid] = tid < cnt ? key_row(kb + tid) : nullptr;
+    __syncthreads();                  // rows visible; the previous tile's K and P consumed
+    const int nks = (cnt + 15) / 16;  // 16-key steps: rows past cnt up to 16 * nks are zero-filled
+    for (int i = tid; i < nks * 16 * vecs; i += kThreads) {
+      const int r = i / vecs, c = i % vecs;
+      const bf16* src = rows[r];
+      cp_async16(ks + r * L.ldq + c * 8, src != nullptr ? src + c * 8 : qsrc, src != nullptr);
+    }
+    cp_async_wait_all();
+    __syncthreads();
+
+    // S = Q·Kᵀ: warp w the keys 16w .. 16w + 15, in kChains independent accumulators over the head dim
+    // (MMA latency, not throughput, bounds a single chain), summed in a fixed order.
+    if (warp < nks) {
+      constexpr int kChains = 4;  // D % 64 == 0: the D / 16 steps are a multiple of 4
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kChains];
+#pragma unroll
+      for (int c = 0; c < kChains; ++c) wmma::fill_fragment(acc[c], 0.f);
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;
+      for (int kk = 0; kk < D; kk += 16 * kChains) {
+#pragma unroll
+        for (int c = 0; c < kChains; ++c) {
+          wmma::load_matrix_sync(fa, qs + kk + 16 * c, L.ldq);
+          wmma::load_matrix_sync(fb, ks + warp * 16 * L.ldq + kk + 16 * c, L.ldq);
+          wmma::mma_sync(acc[c], fa, fb, acc[c]);
+        }
+      }
+#pragma unroll
+      for (int e = 0; e < acc[0].num_elements; ++e) {
+        acc[0].x[e] = (acc[0].x[e] + acc[1].x[e]) + (acc[2].x[e] + acc[3].x[e]);
+      }
+      wmma::store_matrix_sync(ss + warp * 16, acc[0], L.lds, wmma::mem_row_major);
+    }
+    __syncthreads();
+
+    // Online softmax: a half warp per head, 8 keys per thread; O's row rescaled by the correction.
+    {
+      const int h = tid >> 4, j = tid & 15;
+      const float m_old = ms[h], l_old = ls[h];
+      float sv[kKeys / 16], mx = -INFINITY;
+#pragma unroll
+      for (int u = 0; u < kKeys / 16; ++u) {
+        const int key = j + 16 * u;
+        sv[u] = rows[key] != nullptr ? ss[h * L.lds + key] * a.scale : -INFINITY;
+        mx = fmaxf(mx, sv[u]);
+      }
+#pragma unroll
+      for (int o = 8; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      const float m_new = fmaxf(m_old, mx);
+      const float corr = m_new == -INFINITY ? 1.f : expf(m_old - m_new);
+      float sum = 0.f;
+#pragma unroll
+      for (int u = 0; u < kKeys / 16; ++u) {
+        const int key = j + 16 * u;
+        const float p = sv[u] == -INFINITY ? 0.f : expf(sv[u] - m_new);
+        sum += p;
+        const bf16 hi = __float2bfloat16_rn(p);
+        phi[h * L.ldp + key] = hi;
+        plo[h * L.ldp + key] = __float2bfloat16_rn(p - __bfloat162float(hi));
+      }
+#pragma unroll
+      for (int o = 8; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      __syncwarp();  // every lane of the head has read m_old / l_old
+      if (j == 0) ms[h] = m_new, ls[h] = l_old * corr + sum;
+      if (corr != 1.f) {
+        for (int d = j; d < D; d += 16) os[h * L.ldo + d] *= corr;
+      }
+    }
+    __syncthreads();
+
+    // O += P·V (P = hi + lo): warp w owns the head-dim tiles w, w + 8, ... (accumulators in registers
+    // across the key steps).
+    {
+      const int tiles = D / 16;
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kMaxTilesPerWarp];
+#pragma unroll
+      for (int i = 0; i < kMaxTilesPerWarp; ++i) {
+        const int nt = warp + i * kWarps;
+        if (nt < tiles) wmma::load_matrix_sync(acc[i], os + nt * 16, L.ldo, wmma::mem_row_major);
+      }
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> ahi, alo;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fb;
+      for (int k = 0; k < nks; ++k) {
+        wmma::load_matrix_sync(ahi, phi + k * 16, L.ldp);
+        wmma::load_matrix_sync(alo, plo + k * 16, L.ldp);
+#pragma unroll
+        for (int i = 0; i < kMaxTilesPerWarp; ++i) {
+          const int nt = warp + i * kWarps;
+          if (nt < tiles) {
+            wmma::load_matrix_sync(fb, ks + k * 16 * L.ldq + nt * 16, L.ldq);
+            wmma::mma_sync(acc[i], ahi, fb, acc[i]);
+            wmma::mma_sync(acc[i], alo, fb, acc[i]);
+          }
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < kMaxTilesPerWarp; ++i) {
+        const int nt = warp + i * kWarps;
+        if (nt < tiles) wmma::store_matrix_sync(os + nt * 16, acc[i], L.ldo, wmma::mem_row_major);
+      }
+    }
+  }
+  cp_async_wait_all();  // a block without keys still has Q in flight
+
+  // Merge the NC partials in rank order: weights per (head, chunk) first, then this block's columns.
+  if constexpr (NC > 1) {
+    cg::this_cluster().sync();  // every block's (m, l, O) complete and visible across the cluster
+  } else {
+    __syncthreads();
+  }
+  auto part = [&](float* local, int r) -> const float* {
+    if constexpr (NC > 1) {
+      return cg::this_cluster().map_shared_rank(local, static_cast<unsigned>(r));
+    } else {
+      return local;
+    }
+  };
+  if (tid < kHeads) {
+    const int h = tid;
+    float mr[NC], lr[NC];  // the chunks' (max, sum), fetched together
+#pragma unroll
+    for (int r = 0; r < NC; ++r) mr[r] = part(ms, r)[h], lr[r] = part(ls, r)[h];
+    float m = sink;
+#pragma unroll
+    for (int r = 0; r < NC; ++r) m = fmaxf(m, mr[r]);
+    float l = expf(sink - m);  // the sink joins the denominator only
+#pragma unroll
+    for (int r = 0; r < NC; ++r) {
+      const float w = expf(mr[r] - m);  // 0 for a chunk without keys (m = -inf)
+      ws[h * (kSplit + 1) + r] = w;
+      l += lr[r] * w;
+    }
+    ws[h * (kSplit + 1) + kSplit] = 1.f / l;
+  }
+  __syncthreads();
+  const int quads = cols / 4;
+  for (int i = tid; i < kHeads * quads; i += kThreads) {
+    const int h = i / quads, d = c0 + (i % quads) * 4;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int r = 0; r < NC; ++r) {
+      const float w = ws[h * (kSplit + 1) + r];
+      const float4 v = *reinterpret_cast<const float4*>(part(os, r) + h * L.ldo + d);
+      acc.x = fmaf(w, v.x, acc.x), acc.y = fmaf(w, v.y, acc.y);
+      acc.z = fmaf(w, v.z, acc.z), acc.w = fmaf(w, v.w, acc.w);
+    }
+    const float inv = ws[h * (kSplit + 1) + kSplit];
+    const __nv_bfloat162 lo2 = __floats2bfloat162_rn(acc.x * inv, acc.y * inv);
+    const __nv_bfloat162 hi2 = __floats2bfloat162_rn(acc.z * inv, acc.w * inv);
+    uint2 packed;
+    packed.x = *reinterpret_cast<const uint32_t*>(&lo2);
+    packed.y = *reinterpret_cast<const uint32_t*>(&hi2);
+    *reinterpret_cast<uint2*>(o_out + h * D + d) = packed;
+  }
+  if constexpr (NC > 1) cg::this_cluster().sync();  // keep this block's shared memory alive for the others
+}
+
+int multiprocessors() {
+  static const int n = [] {
+    int dev = 0, v = 0;
+    throw_if_error(cuda_status(cudaGetDevice(&dev), "cudaGetDevice"));
+    throw_if_error(cuda_status(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev),
+                               "cudaDeviceGetAttribute(multiprocessor count)"));
+    return v;
+  }();
+  return n;
+}
+
+template <int NC>
+void launch_split(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, const bf16* ring, const bf16* entries,
+                  const float* sinks, const SplitAttnArgs& a, int64_t T) {
+  // The largest layout (D = 512), once per instantiation: smaller head dims need less.
+  static const bool configured = [] {
+    throw_if_error(cuda_status(cudaFuncSetAttribute(split_attention_kernel<NC>,
+                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, layout_for(512).total),
+                               "cudaFuncSetAttribute(split_attention)"));
+    return true;
+  }();
+  (void)configured;
+  const size_t shared = static_cast<size_t>(layout_for(static_cast<int>(a.D)).total);
+  const dim3 grid(NC, static_cast<unsigned>(a.heads / kHeads), static_cast<unsigned>(T));
+  check_launch(launch_kernel(split_attention_kernel<NC>, grid, dim3(kThreads), shared, stream_of(ctx), out, q, kv, ring,
+                             entries, sinks, a),
+               "split_attention");
+}
+
+}  // namespace
+
+bool split_attention_supports(int64_t heads, int64_t D, bool aligned16) {
+  return aligned16 && D % 64 == 0 && D >= 64 && D <= 512 && heads > 0 && heads % kHeads == 0;
+}
+
+void split_attention(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, const bf16* ring, const bf16* entries,
+                     const float* sinks, const SplitAttnArgs& a, int64_t T) {
+  const int64_t blocks = T * (a.heads / kHeads);
+  if (blocks * 2 < multiprocessors()) return launch_split<kSplit>(ctx, out, q, kv, ring, entries, sinks, a, T);
+  return launch_split<1>(ctx, out, q, kv, ring, entries, sinks, a, T);
+}
+
+}  // namespace dsv4::cuda

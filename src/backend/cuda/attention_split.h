@@ -1,0 +1,30 @@
+// Split-KV sink attention on tensor cores (flash-decoding for MQA with K = V), used by cuda::attention
+// for the bf16 shapes it supports; the warp-per-head kernel in attention.cu covers the rest.
+#pragma once
+
+#include <cstdint>
+
+#include "backend/cuda/common.cuh"
+
+namespace dsv4::cuda {
+
+// Per-token ranges are read from device memory (see attention.cu); the grid depends only on T and heads.
+struct SplitAttnArgs {
+  const int32_t* pos;
+  const int32_t* slot;
+  const int32_t* start;
+  const int32_t* selected;  // [T, topk] or null (HCA: every visible entry; sliding: no compressed keys)
+  int64_t topk;
+  int64_t heads, D, ring_size, window;
+  int64_t rate, max_entries;  // rate 0: no compressed entries
+  float scale;
+};
+
+// Whether split_attention handles the shape: head_dim a multiple of 64 up to 512, heads a multiple of 16,
+// 16-byte aligned operands (bf16).
+bool split_attention_supports(int64_t heads, int64_t D, bool aligned16);
+
+void split_attention(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, const bf16* ring, const bf16* entries,
+                     const float* sinks, const SplitAttnArgs& a, int64_t T);
+
+}  // namespace dsv4::cuda
