@@ -13,6 +13,7 @@ namespace dsv4::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kMaxNormThreads = 1024;  // rms_norm: threads of a block (one row)
 
 BlasHandle& blas_of(const ExecContext& ctx) {
   DSV4_CHECK_ARG(ctx.blas != nullptr, "the CUDA execution context has no cuBLASLt handle (ExecContext::blas)");
@@ -93,7 +94,8 @@ __global__ void convert_kernel(TO* __restrict__ out, const TI* __restrict__ x, i
 // rounding on store. out may be x: every element is read before the block reduction and written after it
 // (a tail element by the same thread).
 template <int K, typename TO, typename TI, typename TW>
-__global__ void rms_norm_kernel(TO* out, const TI* x, const TW* __restrict__ w, int64_t dim, float eps) {
+__global__ void __launch_bounds__(kMaxNormThreads)
+    rms_norm_kernel(TO* out, const TI* x, const TW* __restrict__ w, int64_t dim, float eps) {
   pdl_wait();
   __shared__ float scratch[33];
   const int64_t r = blockIdx.x, stride = blockDim.x;
@@ -208,7 +210,7 @@ void rms_norm(ExecContext& ctx, Tensor out, Tensor x, Tensor w, float eps) {
   const bool wide = dim > 8 * 1024;
   const int64_t per_thread = wide ? 16 : 8;
   const int64_t warps = ((dim + per_thread - 1) / per_thread + 31) / 32;
-  const int threads = static_cast<int>(std::clamp<int64_t>(warps * 32, 32, 1024));
+  const int threads = static_cast<int>(std::clamp<int64_t>(warps * 32, 32, kMaxNormThreads));
   dispatch_float(out.dtype(), "rms_norm out", [&](auto o) {
     dispatch_float(x.dtype(), "rms_norm x", [&](auto i) {
       dispatch_float(w.data() != nullptr ? w.dtype() : DType::F32, "rms_norm weight", [&](auto wt) {
