@@ -89,16 +89,24 @@ __global__ void convert_kernel(TO* __restrict__ out, const TI* __restrict__ x, i
 }
 
 // One block per row, sized so that each thread holds K of the row's values in registers (blockDim ≈ dim / K,
-// at most 1024): all loads of a row are in flight at once and x is read once. Rows longer than K·1024 loop
-// over the rest (read again for the store). fp32 sum of squares, y = w * (x * rsqrt(mean + eps)), one
-// rounding on store. out may be x: every element is read before the block reduction and written after it
-// (a tail element by the same thread).
+// at most 1024): all loads of a row are in flight at once and x is read once; the weights are loaded with
+// them (before pdl_wait: no earlier kernel writes them), not after the reduction (K = 8 only). Rows longer
+// than K·1024 loop over the rest (read again for the store). fp32 sum of squares, y = w * (x * rsqrt(mean +
+// eps)), one rounding on store. out may be x: every element is read before the block reduction and written
+// after it (a tail element by the same thread).
 template <int K, typename TO, typename TI, typename TW>
 __global__ void __launch_bounds__(kMaxNormThreads)
     rms_norm_kernel(TO* out, const TI* x, const TW* __restrict__ w, int64_t dim, float eps) {
-  pdl_wait();
+  constexpr bool kPrefetchWeights = K <= 8;  // at K = 16, 2K values per thread would spill at 1024 threads
   __shared__ float scratch[33];
   const int64_t r = blockIdx.x, stride = blockDim.x;
+  float wv[K];
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+    const int64_t i = threadIdx.x + j * stride;
+    wv[j] = kPrefetchWeights && w != nullptr && i < dim ? to_float(w[i]) : 1.0f;
+  }
+  pdl_wait();
   const TI* xr = x + r * dim;
   float v[K];
 #pragma unroll
@@ -119,7 +127,9 @@ __global__ void __launch_bounds__(kMaxNormThreads)
 #pragma unroll
   for (int j = 0; j < K; ++j) {
     const int64_t i = threadIdx.x + j * stride;
-    if (i < dim) yr[i] = from_float<TO>(w != nullptr ? to_float(w[i]) * (v[j] * inv) : v[j] * inv);
+    if (i >= dim) continue;
+    const float wj = w == nullptr ? 1.0f : kPrefetchWeights ? wv[j] : to_float(w[i]);
+    yr[i] = from_float<TO>(w != nullptr ? wj * (v[j] * inv) : v[j] * inv);
   }
   for (int64_t i = threadIdx.x + K * stride; i < dim; i += stride) {
     const float a = to_float(xr[i]) * inv;

@@ -14,12 +14,13 @@ constexpr int kThreads = 256;
 // hc_pre / hc_head run as two kernels so that the N·H-long dot products with `fn` are spread over the GPU
 // (at decode, reading one token's `fn`, (2+N)·N × N·H f32, is the whole cost, and one block per token
 // cannot stream it fast enough):
-//  1. hc_mix_partial_kernel, grid (K-chunks, token groups): each block reduces its chunk of the flattened
-//     streams x [N*H] of TT tokens to the ROWS dot products with `fn` and the sum of squares, and stores
-//     these ROWS + 1 fp32 partial sums to scratch. The TT tokens share every `fn` value loaded.
-//  2. hc_mix_finish_kernel, grid (H-slices, tokens): sums a token's partials over the chunks in a fixed
-//     order, derives the collapse weights and collapses its H-slice; the first slice's block of hc_pre
-//     also writes post and runs the Sinkhorn on one warp (one lane per comb entry).
+//  1. hc_mix_partial_kernel, grid (K-chunks, token groups, row groups): each block reduces its chunk of the
+//     flattened streams x [N*H] of TT tokens to RG of the ROWS dot products with `fn` (and the sum of
+//     squares), and stores these fp32 partial sums to scratch. The TT tokens share every `fn` value
+//     loaded; few rows per thread keep all of a thread's loads in flight at once.
+//  2. hc_mix_finish_kernel, grid (H-slices [+ 1 for hc_pre], tokens): sums a token's partials over the
+//     chunks in a fixed order, derives the collapse weights and collapses its H-slice; the extra block of
+//     hc_pre writes post and runs the Sinkhorn on one warp (one lane per comb entry), beside the collapse.
 // No atomics: every sum has a fixed order, so results are bit-reproducible (graph replay == eager).
 constexpr int kPartialThreads = 128;
 constexpr int kPartialWarps = kPartialThreads / 32;
@@ -35,54 +36,64 @@ constexpr int mix_rows() {
   return HEAD ? N : (2 + N) * N;
 }
 
-// partial[t, chunk, k] = sum over the chunk of fn[k, i] * x[t, i] (k < ROWS), of x[t, i]² (k = ROWS).
+// Rows per partial block: all ROWS when TT tokens share each fn load; 8 at TT = 1 (few tokens, where the
+// latency of a thread's loads is the cost).
+template <int N, bool HEAD, int TT>
+constexpr int row_group() {
+  return TT == 1 && mix_rows<N, HEAD>() > 8 ? 8 : mix_rows<N, HEAD>();
+}
+
+// partial[t, chunk, k] = sum over the chunk of fn[k, i] * x[t, i] (k < ROWS), of x[t, i]² (k = ROWS), for
+// the rows k of row group blockIdx.z (group 0 also stores the sum of squares).
 template <int N, bool HEAD, int TT, typename TI>
-__global__ void __launch_bounds__(kPartialThreads)
+__global__ void __launch_bounds__(kPartialThreads, 4)
     hc_mix_partial_kernel(float* __restrict__ partial, const TI* __restrict__ x, const float* __restrict__ fn,
                           int64_t T, int64_t width, int64_t chunk) {
-  constexpr int ROWS = mix_rows<N, HEAD>(), V = ROWS + 1;
+  constexpr int ROWS = mix_rows<N, HEAD>(), V = ROWS + 1, RG = row_group<N, HEAD, TT>(), A = RG + 1;
   pdl_wait();
-  __shared__ float red[kPartialWarps][TT * V];
+  __shared__ float red[kPartialWarps][TT * A];
   const int64_t t0 = static_cast<int64_t>(blockIdx.y) * TT;
+  const int k0 = blockIdx.z * RG;
   const int64_t begin = static_cast<int64_t>(blockIdx.x) * chunk, end = min(width, begin + chunk);
-  float acc[TT][V];
+  float acc[TT][A];  // RG dot products, then the sum of squares
 #pragma unroll
   for (int j = 0; j < TT; ++j) {
 #pragma unroll
-    for (int k = 0; k < V; ++k) acc[j][k] = 0.0f;
+    for (int r = 0; r < A; ++r) acc[j][r] = 0.0f;
   }
   for (int64_t i = begin + threadIdx.x; i < end; i += kPartialThreads) {
     float v[TT];
 #pragma unroll
     for (int j = 0; j < TT; ++j) {
       v[j] = t0 + j < T ? to_float(x[(t0 + j) * width + i]) : 0.0f;
-      acc[j][ROWS] = fmaf(v[j], v[j], acc[j][ROWS]);
+      acc[j][RG] = fmaf(v[j], v[j], acc[j][RG]);
     }
 #pragma unroll
-    for (int k = 0; k < ROWS; ++k) {
-      const float f = fn[k * width + i];
+    for (int r = 0; r < RG; ++r) {
+      const float f = k0 + r < ROWS ? fn[(k0 + r) * width + i] : 0.0f;
 #pragma unroll
-      for (int j = 0; j < TT; ++j) acc[j][k] = fmaf(f, v[j], acc[j][k]);
+      for (int j = 0; j < TT; ++j) acc[j][r] = fmaf(f, v[j], acc[j][r]);
     }
   }
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
   for (int j = 0; j < TT; ++j) {
 #pragma unroll
-    for (int k = 0; k < V; ++k) {
-      const float s = warp_sum(acc[j][k]);
-      if (lane == 0) red[warp][j * V + k] = s;
+    for (int r = 0; r < A; ++r) {
+      const float s = warp_sum(acc[j][r]);
+      if (lane == 0) red[warp][j * A + r] = s;
     }
   }
   __syncthreads();
   const int64_t chunks = gridDim.x;
-  for (int q = threadIdx.x; q < TT * V; q += kPartialThreads) {
-    const int64_t t = t0 + q / V;
-    if (t >= T) continue;
+  for (int q = threadIdx.x; q < TT * A; q += kPartialThreads) {
+    const int64_t t = t0 + q / A;
+    const int r = q % A, k = r == RG ? ROWS : k0 + r;
+    if (t >= T || (r == RG ? blockIdx.z != 0 : k >= ROWS)) continue;
     float s = 0;
 #pragma unroll
     for (int w = 0; w < kPartialWarps; ++w) s += red[w][q];
-    partial[(t * chunks + blockIdx.x) * V + q % V] = s;
+    partial[(t * chunks + blockIdx.x) * V + k] = s;
   }
 }
 
@@ -121,41 +132,66 @@ __device__ void hc_post_and_comb(float* __restrict__ post, float* __restrict__ c
   if (live) comb[t * N * N + lane] = c;
 }
 
-// Block (s, t): token t's mixing logits from its chunks' partials, the collapse weights, and
-// collapsed[t, h] = sum_i pre[i] * x[t, i, h] over H-slice s; block (0, t) of hc_pre also writes post/comb.
+// Sums rows [k_begin, k_end) and row ROWS of token t's partials over the chunks into mm: one warp per row,
+// lanes over the chunks, then a butterfly (a fixed order). All of a warp's loads are issued before its sums.
+template <int V>
+__device__ __forceinline__ void reduce_partials(float* mm, const float* __restrict__ pt, int chunks, int k_begin,
+                                                int k_end) {
+  constexpr int kRowsPerWarp = (V + kFinishWarps - 1) / kFinishWarps;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  float s[kRowsPerWarp];
+#pragma unroll
+  for (int q = 0; q < kRowsPerWarp; ++q) s[q] = 0.0f;
+  for (int c = lane; c < chunks; c += 32) {
+#pragma unroll
+    for (int q = 0; q < kRowsPerWarp; ++q) {
+      const int k = warp + q * kFinishWarps;
+      if (k < V && ((k >= k_begin && k < k_end) || k == V - 1)) s[q] += pt[c * V + k];
+    }
+  }
+#pragma unroll
+  for (int q = 0; q < kRowsPerWarp; ++q) {
+    const int k = warp + q * kFinishWarps;
+    const float v = warp_sum(s[q]);
+    if (lane == 0 && k < V) mm[k] = v;
+  }
+}
+
+// Blocks (s < slices, t): token t's collapse weights from its partials and collapsed[t, h] =
+// sum_i pre[i] * x[t, i, h] over H-slice s. hc_pre launches one more block per token, (slices, t), which
+// writes post and comb instead.
 template <int N, bool HEAD, typename TO, typename TI>
 __global__ void __launch_bounds__(kThreads)
     hc_mix_finish_kernel(TO* __restrict__ collapsed, float* __restrict__ post, float* __restrict__ comb,
                          const float* __restrict__ partial, const TI* __restrict__ x, const float* __restrict__ base,
-                         const float* __restrict__ scale, int64_t H, int chunks, float eps, float hc_eps,
+                         const float* __restrict__ scale, int64_t H, int chunks, int slices, float eps, float hc_eps,
                          int sinkhorn_iters) {
   constexpr int ROWS = mix_rows<N, HEAD>(), V = ROWS + 1;
   pdl_wait();
   __shared__ float mm[V];
   __shared__ float pre[N];
   const int64_t t = blockIdx.y;
-  const bool mixer = !HEAD && blockIdx.x == 0;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const bool mixer = !HEAD && static_cast<int>(blockIdx.x) == slices;
   const float* pt = partial + t * chunks * V;
-  for (int k = warp; k < V; k += kFinishWarps) {
-    if (!mixer && k >= N && k < ROWS) continue;  // post/comb logits: only the mixing block needs them
-    float s = 0;
-    for (int c = lane; c < chunks; c += 32) s += pt[c * V + k];
-    s = warp_sum(s);
-    if (lane == 0) mm[k] = s;
+  // The mixer needs the post/comb logits (rows N..ROWS-1), a collapse block the pre logits (rows 0..N-1).
+  if (mixer) {
+    reduce_partials<V>(mm, pt, chunks, N, ROWS);
+  } else {
+    reduce_partials<V>(mm, pt, chunks, 0, N);
   }
   __syncthreads();
   const float r = 1.0f / sqrtf(mm[ROWS] / static_cast<float>(N * H) + eps);
-  if (threadIdx.x < N) pre[threadIdx.x] = sigmoidf(mm[threadIdx.x] * r * scale[0] + base[threadIdx.x]) + hc_eps;
-  __syncthreads();
-  if (mixer) {  // scale the logits by r in place (the collapse below reads only pre[])
+  if (mixer) {
     if (threadIdx.x < ROWS) mm[threadIdx.x] *= r;
     __syncthreads();
-    if (warp == 0) hc_post_and_comb<N>(post, comb, mm, base, scale, t, hc_eps, sinkhorn_iters);
+    if (threadIdx.x < 32) hc_post_and_comb<N>(post, comb, mm, base, scale, t, hc_eps, sinkhorn_iters);
+    return;
   }
+  if (threadIdx.x < N) pre[threadIdx.x] = sigmoidf(mm[threadIdx.x] * r * scale[0] + base[threadIdx.x]) + hc_eps;
+  __syncthreads();
   const TI* xt = x + t * N * H;
   for (int64_t h = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; h < H;
-       h += static_cast<int64_t>(gridDim.x) * kThreads) {
+       h += static_cast<int64_t>(slices) * kThreads) {
     float a = 0;
 #pragma unroll
     for (int i = 0; i < N; ++i) a = fmaf(pre[i], to_float(xt[i * H + h]), a);
@@ -236,14 +272,17 @@ void launch_mix(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Te
         using TO = decltype(o);
         using TI = decltype(i);
         auto partial_kernel = tt == 4 ? hc_mix_partial_kernel<N, HEAD, 4, TI> : hc_mix_partial_kernel<N, HEAD, 1, TI>;
-        check_launch(launch_kernel(partial_kernel, dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(groups)),
+        const int row_groups = tt == 4 ? 1 : (V - 1 + row_group<N, HEAD, 1>() - 1) / row_group<N, HEAD, 1>();
+        check_launch(launch_kernel(partial_kernel,
+                                   dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(groups), row_groups),
                                    dim3(kPartialThreads), 0, stream_of(ctx), partial.ptr<float>(), x.ptr<TI>(),
                                    fn.ptr<float>(), T, width, chunk),
                      name);
-        check_launch(launch_kernel(hc_mix_finish_kernel<N, HEAD, TO, TI>, dim3(slices, static_cast<unsigned>(T)),
-                                   dim3(kThreads), 0, stream_of(ctx), collapsed.ptr<TO>(), post.ptr<float>(),
-                                   comb.ptr<float>(), partial.ptr<float>(), x.ptr<TI>(), base.ptr<float>(),
-                                   scale.ptr<float>(), H, chunks, static_cast<float>(cfg.rms_norm_eps),
+        const dim3 fgrid(slices + (HEAD ? 0 : 1), static_cast<unsigned>(T));
+        check_launch(launch_kernel(hc_mix_finish_kernel<N, HEAD, TO, TI>, fgrid, dim3(kThreads), 0, stream_of(ctx),
+                                   collapsed.ptr<TO>(), post.ptr<float>(), comb.ptr<float>(), partial.ptr<float>(),
+                                   x.ptr<TI>(), base.ptr<float>(), scale.ptr<float>(), H, chunks,
+                                   static_cast<int>(slices), static_cast<float>(cfg.rms_norm_eps),
                                    static_cast<float>(cfg.hc_eps), static_cast<int>(cfg.hc_sinkhorn_iters)),
                      name);
       });
