@@ -112,7 +112,10 @@ TEST(CudaOps, RmsNorm) {
   int v = 0;
   for (const Case c : {Case{1, 64, true, false, DType::BF16}, Case{7, 512, true, true, DType::BF16},
                        Case{5, 37, false, false, DType::BF16}, Case{12, 1000, true, false, DType::F32},
-                       Case{3, 4096, false, true, DType::BF16}}) {
+                       Case{3, 4096, false, true, DType::BF16}, Case{1, 4096, true, false, DType::BF16},
+                       Case{64, 512, false, true, DType::BF16}, Case{2, 16384, true, false, DType::BF16},
+                       Case{1, 16384, false, true, DType::F32}, Case{2, 20001, true, true, DType::BF16},
+                       Case{3, 9000, true, false, DType::F32}}) {
     auto rng = rng_for("rms_norm", v++);
     std::vector<float> x = test::as_stored(random_vec(rng, c.rows * c.dim, -2, 2), c.dtype);
     std::vector<float> w = random_vec(rng, c.dim, 0.5f, 1.5f);
@@ -272,43 +275,64 @@ HcParams random_hc(std::mt19937& rng, int64_t rows, int64_t width, int64_t nscal
   return p;
 }
 
+// hc_pre and hc_head of T tokens against the CPU, activations in `act`; the device runs twice and must
+// give bit-identical results (fixed reduction order: graph replay is compared with memcmp).
+void check_hc(int64_t T, int64_t H, DType act, int variant) {
+  ModelConfig cfg;
+  auto rng = rng_for("hc_pre", variant);
+  const int64_t n = cfg.hc_mult, rows = cfg.hc_mix_dim();
+  std::vector<float> x = test::as_stored(random_vec(rng, T * n * H, -2, 2), act);
+  HcParams p = random_hc(rng, rows, n * H, 3);
+  HcParams ph = random_hc(rng, n, n * H, 1);
+  std::vector<float> collapsed(T * H), post(T * n), comb(T * n * n), head(T * H);
+  ExecContext cpu = cpu_ctx();
+  ops::hc_pre(cpu, test::host_view(collapsed, {T, H}), test::host_view(post, {T, n}), test::host_view(comb, {T, n, n}),
+              test::host_view(x, {T, n, H}), test::host_view(p.fn, {rows, n * H}), test::host_view(p.base, {rows}),
+              test::host_view(p.scale, {3}), cfg);
+  ops::hc_head(cpu, test::host_view(head, {T, H}), test::host_view(x, {T, n, H}), test::host_view(ph.fn, {n, n * H}),
+               test::host_view(ph.base, {n}), test::host_view(ph.scale, {1}), cfg);
+  DevTensor dx = upload(x, act, {T, n, H});
+  DevTensor dfn = upload(p.fn, DType::F32, {rows, n * H}), dbase = upload(p.base, DType::F32, {rows});
+  DevTensor dscale = upload(p.scale, DType::F32, {3});
+  DevTensor hfn = upload(ph.fn, DType::F32, {n, n * H}), hbase = upload(ph.base, DType::F32, {n});
+  DevTensor hscale = upload(ph.scale, DType::F32, {1});
+  DevTensor dcol(act, {T, H}), dpost(DType::F32, {T, n}), dcomb(DType::F32, {T, n, n});
+  DevTensor dhead(act, {T, H});
+  std::vector<std::vector<float>> first;
+  for (int run = 0; run < 2; ++run) {
+    for (const Tensor* t : {&dcol.t, &dpost.t, &dcomb.t, &dhead.t}) poison(*t);
+    ops::hc_pre(env().ctx, dcol.t, dpost.t, dcomb.t, dx.t, dfn.t, dbase.t, dscale.t, cfg);
+    ops::hc_head(env().ctx, dhead.t, dx.t, hfn.t, hbase.t, hscale.t, cfg);
+    env().sync();
+    std::vector<std::vector<float>> got = {download(dcol.t), download(dpost.t), download(dcomb.t), download(dhead.t)};
+    const std::string tag = str_cat(" T=", T, " H=", H, " ", dtype_name(act));
+    if (run == 1) {
+      for (size_t i = 0; i < got.size(); ++i) {
+        EXPECT_EQ(std::memcmp(got[i].data(), first[i].data(), got[i].size() * sizeof(float)), 0)
+            << "hc_pre/hc_head output " << i << " differs between two runs" << tag;
+      }
+      continue;
+    }
+    const double tol = act == DType::BF16 ? 1e-2 : 1e-4;
+    DSV4_EXPECT_CLOSE(got[0], collapsed, tol, "hc_pre collapsed" + tag);
+    DSV4_EXPECT_CLOSE(got[1], post, 1e-4, "hc_pre post" + tag);
+    DSV4_EXPECT_CLOSE(got[2], comb, 1e-4, "hc_pre comb (Sinkhorn)" + tag);
+    DSV4_EXPECT_CLOSE(got[3], head, tol, "hc_head" + tag);
+    first = std::move(got);
+  }
+}
+
 TEST(CudaOps, HcPreAndHead) {
   DSV4_REQUIRE_GPU();
-  ModelConfig cfg;
   int v = 0;
   for (int64_t T : {int64_t{1}, int64_t{6}}) {
-    for (int64_t H : {int64_t{64}, int64_t{50}, int64_t{1024}}) {
-      auto rng = rng_for("hc_pre", v++);
-      const int64_t n = cfg.hc_mult, rows = cfg.hc_mix_dim();
-      std::vector<float> x = test::round_bf16(random_vec(rng, T * n * H, -2, 2));
-      HcParams p = random_hc(rng, rows, n * H, 3);
-      HcParams ph = random_hc(rng, n, n * H, 1);
-      std::vector<float> collapsed(T * H), post(T * n), comb(T * n * n), head(T * H);
-      ExecContext cpu = cpu_ctx();
-      ops::hc_pre(cpu, test::host_view(collapsed, {T, H}), test::host_view(post, {T, n}),
-                  test::host_view(comb, {T, n, n}), test::host_view(x, {T, n, H}), test::host_view(p.fn, {rows, n * H}),
-                  test::host_view(p.base, {rows}), test::host_view(p.scale, {3}), cfg);
-      ops::hc_head(cpu, test::host_view(head, {T, H}), test::host_view(x, {T, n, H}),
-                   test::host_view(ph.fn, {n, n * H}), test::host_view(ph.base, {n}), test::host_view(ph.scale, {1}),
-                   cfg);
-      DevTensor dx = upload(x, DType::BF16, {T, n, H});
-      DevTensor dfn = upload(p.fn, DType::F32, {rows, n * H}), dbase = upload(p.base, DType::F32, {rows});
-      DevTensor dscale = upload(p.scale, DType::F32, {3});
-      DevTensor hfn = upload(ph.fn, DType::F32, {n, n * H}), hbase = upload(ph.base, DType::F32, {n});
-      DevTensor hscale = upload(ph.scale, DType::F32, {1});
-      DevTensor dcol(DType::BF16, {T, H}), dpost(DType::F32, {T, n}), dcomb(DType::F32, {T, n, n});
-      DevTensor dhead(DType::BF16, {T, H});
-      for (const Tensor* t : {&dcol.t, &dpost.t, &dcomb.t, &dhead.t}) poison(*t);
-      ops::hc_pre(env().ctx, dcol.t, dpost.t, dcomb.t, dx.t, dfn.t, dbase.t, dscale.t, cfg);
-      ops::hc_head(env().ctx, dhead.t, dx.t, hfn.t, hbase.t, hscale.t, cfg);
-      env().sync();
-      const std::string tag = str_cat(" T=", T, " H=", H);
-      DSV4_EXPECT_CLOSE(download(dcol.t), collapsed, 1e-2, "hc_pre collapsed" + tag);
-      DSV4_EXPECT_CLOSE(download(dpost.t), post, 1e-4, "hc_pre post" + tag);
-      DSV4_EXPECT_CLOSE(download(dcomb.t), comb, 1e-4, "hc_pre comb (Sinkhorn)" + tag);
-      DSV4_EXPECT_CLOSE(download(dhead.t), head, 1e-2, "hc_head" + tag);
-    }
+    for (int64_t H : {int64_t{64}, int64_t{50}, int64_t{1024}}) check_hc(T, H, DType::BF16, v++);
   }
+  // Flash shapes (n = 4, H = 4096): decode batches of 1, 3 and 64 tokens, a small prefill; odd H.
+  for (int64_t T : {int64_t{1}, int64_t{3}, int64_t{64}, int64_t{300}}) check_hc(T, 4096, DType::BF16, v++);
+  check_hc(5, 1001, DType::BF16, v++);
+  check_hc(3, 4096, DType::F32, v++);
+  check_hc(9, 333, DType::F32, v++);
 }
 
 TEST(CudaOps, HcPost) {

@@ -2,6 +2,7 @@
 //
 // Every kernel converts its inputs to fp32, computes in fp32 and rounds once on store, so a bf16 result
 // differs from the fp32 CPU reference by one rounding of the output (plus the inputs' own rounding).
+#include <algorithm>
 #include <type_traits>
 
 #include "backend/cuda/blas.h"
@@ -12,6 +13,7 @@ namespace dsv4::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kMaxNormThreads = 1024;  // rms_norm: threads of a block (one row)
 
 BlasHandle& blas_of(const ExecContext& ctx) {
   DSV4_CHECK_ARG(ctx.blas != nullptr, "the CUDA execution context has no cuBLASLt handle (ExecContext::blas)");
@@ -86,24 +88,52 @@ __global__ void convert_kernel(TO* __restrict__ out, const TI* __restrict__ x, i
   }
 }
 
-// One block per row: fp32 sum of squares, then y = w * (x * rsqrt(mean + eps)). out may be x.
-template <typename TO, typename TI, typename TW>
-__global__ void rms_norm_kernel(TO* out, const TI* x, const TW* __restrict__ w, int64_t dim, float eps) {
-  pdl_wait();
+// One block per row, sized so that each thread holds K of the row's values in registers (blockDim ≈ dim / K,
+// at most 1024): all loads of a row are in flight at once and x is read once; the weights are loaded with
+// them (before pdl_wait: no earlier kernel writes them), not after the reduction (K = 8 only). Rows longer
+// than K·1024 loop over the rest (read again for the store). fp32 sum of squares, y = w * (x * rsqrt(mean +
+// eps)), one rounding on store. out may be x: every element is read before the block reduction and written
+// after it (a tail element by the same thread).
+template <int K, typename TO, typename TI, typename TW>
+__global__ void __launch_bounds__(kMaxNormThreads)
+    rms_norm_kernel(TO* out, const TI* x, const TW* __restrict__ w, int64_t dim, float eps) {
+  constexpr bool kPrefetchWeights = K <= 8;  // at K = 16, 2K values per thread would spill at 1024 threads
   __shared__ float scratch[33];
-  const int64_t r = blockIdx.x;
+  const int64_t r = blockIdx.x, stride = blockDim.x;
+  float wv[K];
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+    const int64_t i = threadIdx.x + j * stride;
+    wv[j] = kPrefetchWeights && w != nullptr && i < dim ? to_float(w[i]) : 1.0f;
+  }
+  pdl_wait();
   const TI* xr = x + r * dim;
+  float v[K];
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+    const int64_t i = threadIdx.x + j * stride;
+    v[j] = i < dim ? to_float(xr[i]) : 0.0f;
+  }
   float ss = 0;
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
-    const float v = to_float(xr[i]);
-    ss = fmaf(v, v, ss);
+#pragma unroll
+  for (int j = 0; j < K; ++j) ss = fmaf(v[j], v[j], ss);
+  for (int64_t i = threadIdx.x + K * stride; i < dim; i += stride) {
+    const float a = to_float(xr[i]);
+    ss = fmaf(a, a, ss);
   }
   ss = block_sum(ss, scratch);
   const float inv = 1.0f / sqrtf(ss / static_cast<float>(dim) + eps);
   TO* yr = out + r * dim;
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
-    const float v = to_float(xr[i]) * inv;
-    yr[i] = from_float<TO>(w != nullptr ? to_float(w[i]) * v : v);
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+    const int64_t i = threadIdx.x + j * stride;
+    if (i >= dim) continue;
+    const float wj = w == nullptr ? 1.0f : kPrefetchWeights ? wv[j] : to_float(w[i]);
+    yr[i] = from_float<TO>(w != nullptr ? wj * (v[j] * inv) : v[j] * inv);
+  }
+  for (int64_t i = threadIdx.x + K * stride; i < dim; i += stride) {
+    const float a = to_float(xr[i]) * inv;
+    yr[i] = from_float<TO>(w != nullptr ? to_float(w[i]) * a : a);
   }
 }
 
@@ -185,15 +215,21 @@ void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w, int64_t gr
 void rms_norm(ExecContext& ctx, Tensor out, Tensor x, Tensor w, float eps) {
   const int64_t dim = x.size(-1), rows = x.numel() / std::max<int64_t>(dim, 1);
   if (rows == 0) return;
-  const int threads = dim >= 256 ? 256 : std::max<int>(32, static_cast<int>((dim + 31) / 32 * 32));
+  // K = 8 values per thread up to 8192-wide rows (512 threads for H = 4096, 64 for a 512-wide head), K = 16
+  // beyond, so that a row of n·H = 16384 is held in registers too.
+  const bool wide = dim > 8 * 1024;
+  const int64_t per_thread = wide ? 16 : 8;
+  const int64_t warps = ((dim + per_thread - 1) / per_thread + 31) / 32;
+  const int threads = static_cast<int>(std::clamp<int64_t>(warps * 32, 32, kMaxNormThreads));
   dispatch_float(out.dtype(), "rms_norm out", [&](auto o) {
     dispatch_float(x.dtype(), "rms_norm x", [&](auto i) {
       dispatch_float(w.data() != nullptr ? w.dtype() : DType::F32, "rms_norm weight", [&](auto wt) {
         using TO = decltype(o);
         using TI = decltype(i);
         using TW = decltype(wt);
-        check_launch(launch_kernel(rms_norm_kernel<TO, TI, TW>, dim3(static_cast<unsigned>(rows)), dim3(threads), 0,
-                                   stream_of(ctx), out.ptr<TO>(), x.ptr<TI>(), w.ptr<TW>(), dim, eps),
+        auto kernel = wide ? rms_norm_kernel<16, TO, TI, TW> : rms_norm_kernel<8, TO, TI, TW>;
+        check_launch(launch_kernel(kernel, dim3(static_cast<unsigned>(rows)), dim3(threads), 0, stream_of(ctx),
+                                   out.ptr<TO>(), x.ptr<TI>(), w.ptr<TW>(), dim, eps),
                      "rms_norm");
       });
     });

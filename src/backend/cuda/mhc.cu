@@ -1,5 +1,6 @@
 // Manifold-constrained hyper-connections (mHC) on CUDA: hc_pre (mixing GEMV + Sinkhorn + collapse),
 // hc_post and hc_head. Mixing logits, Sinkhorn and the collapse weights are fp32, as in the reference.
+#include <algorithm>
 #include <type_traits>
 
 #include "backend/cuda/common.cuh"
@@ -10,88 +11,187 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// hc_pre / hc_head run as two kernels so that the N·H-long dot products with `fn` are spread over the GPU
+// (at decode, reading one token's `fn`, (2+N)·N × N·H f32, is the whole cost, and one block per token
+// cannot stream it fast enough):
+//  1. hc_mix_partial_kernel, grid (K-chunks, token groups, row groups): each block reduces its chunk of the
+//     flattened streams x [N*H] of TT tokens to RG of the ROWS dot products with `fn` (and the sum of
+//     squares), and stores these fp32 partial sums to scratch. The TT tokens share every `fn` value
+//     loaded; few rows per thread keep all of a thread's loads in flight at once.
+//  2. hc_mix_finish_kernel, grid (H-slices [+ 1 for hc_pre], tokens): sums a token's partials over the
+//     chunks in a fixed order, derives the collapse weights and collapses its H-slice; the extra block of
+//     hc_pre writes post and runs the Sinkhorn on one warp (one lane per comb entry), beside the collapse.
+// No atomics: every sum has a fixed order, so results are bit-reproducible (graph replay == eager).
+constexpr int kPartialThreads = 128;
+constexpr int kPartialWarps = kPartialThreads / 32;
+constexpr int kFinishWarps = kThreads / 32;
+constexpr int kMaxChunks = 128;     // per token: bounds the scratch (kMaxChunks * (ROWS + 1) floats)
+constexpr int kTargetBlocks = 512;  // partial-kernel blocks to aim for (~4 per SM)
+
 __device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-// One block per token. Each thread accumulates, over its slice of the flattened streams x [N*H], the
-// sum of squares and the ROWS dot products with fn; one block reduction gives m = (fn @ x) * rsqrt(mean x²).
-// HEAD: hc_head (ROWS = N: sigmoid weights only); otherwise hc_pre (ROWS = (2+N)N: pre, post, Sinkhorn comb).
-template <int N, bool HEAD, typename TO, typename TI>
-__global__ void __launch_bounds__(kThreads)
-    hc_mix_kernel(TO* __restrict__ collapsed, float* __restrict__ post, float* __restrict__ comb,
-                  const TI* __restrict__ x, const float* __restrict__ fn, const float* __restrict__ base,
-                  const float* __restrict__ scale, int64_t H, float eps, float hc_eps, int sinkhorn_iters) {
-  constexpr int ROWS = HEAD ? N : (2 + N) * N;
+// hc_head: the N pre weights; hc_pre: pre, post and the N×N comb logits.
+template <int N, bool HEAD>
+constexpr int mix_rows() {
+  return HEAD ? N : (2 + N) * N;
+}
+
+// Rows per partial block: all ROWS when TT tokens share each fn load; 8 at TT = 1 (few tokens, where the
+// latency of a thread's loads is the cost).
+template <int N, bool HEAD, int TT>
+constexpr int row_group() {
+  return TT == 1 && mix_rows<N, HEAD>() > 8 ? 8 : mix_rows<N, HEAD>();
+}
+
+// partial[t, chunk, k] = sum over the chunk of fn[k, i] * x[t, i] (k < ROWS), of x[t, i]² (k = ROWS), for
+// the rows k of row group blockIdx.z (group 0 also stores the sum of squares).
+template <int N, bool HEAD, int TT, typename TI>
+__global__ void __launch_bounds__(kPartialThreads, 4)
+    hc_mix_partial_kernel(float* __restrict__ partial, const TI* __restrict__ x, const float* __restrict__ fn,
+                          int64_t T, int64_t width, int64_t chunk) {
+  constexpr int ROWS = mix_rows<N, HEAD>(), V = ROWS + 1, RG = row_group<N, HEAD, TT>(), A = RG + 1;
   pdl_wait();
-  __shared__ float partial[kThreads / 32][ROWS + 1];
-  __shared__ float m[ROWS + 1];
-  __shared__ float pre[N];
-  const int64_t t = blockIdx.x, width = N * H;
-  const TI* xt = x + t * width;
-  float acc[ROWS + 1];
+  __shared__ float red[kPartialWarps][TT * A];
+  const int64_t t0 = static_cast<int64_t>(blockIdx.y) * TT;
+  const int k0 = blockIdx.z * RG;
+  const int64_t begin = static_cast<int64_t>(blockIdx.x) * chunk, end = min(width, begin + chunk);
+  float acc[TT][A];  // RG dot products, then the sum of squares
 #pragma unroll
-  for (int k = 0; k <= ROWS; ++k) acc[k] = 0.0f;
-  for (int64_t i = threadIdx.x; i < width; i += kThreads) {
-    const float v = to_float(xt[i]);
-    acc[ROWS] = fmaf(v, v, acc[ROWS]);
+  for (int j = 0; j < TT; ++j) {
 #pragma unroll
-    for (int k = 0; k < ROWS; ++k) acc[k] = fmaf(fn[k * width + i], v, acc[k]);
+    for (int r = 0; r < A; ++r) acc[j][r] = 0.0f;
+  }
+  for (int64_t i = begin + threadIdx.x; i < end; i += kPartialThreads) {
+    float v[TT];
+#pragma unroll
+    for (int j = 0; j < TT; ++j) {
+      v[j] = t0 + j < T ? to_float(x[(t0 + j) * width + i]) : 0.0f;
+      acc[j][RG] = fmaf(v[j], v[j], acc[j][RG]);
+    }
+#pragma unroll
+    for (int r = 0; r < RG; ++r) {
+      const float f = k0 + r < ROWS ? fn[(k0 + r) * width + i] : 0.0f;
+#pragma unroll
+      for (int j = 0; j < TT; ++j) acc[j][r] = fmaf(f, v[j], acc[j][r]);
+    }
   }
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
-  for (int k = 0; k <= ROWS; ++k) {
-    const float s = warp_sum(acc[k]);
-    if (lane == 0) partial[warp][k] = s;
-  }
-  __syncthreads();
-  for (int k = threadIdx.x; k <= ROWS; k += kThreads) {
-    float s = 0;
-    for (int w = 0; w < kThreads / 32; ++w) s += partial[w][k];
-    m[k] = s;
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    const float r = 1.0f / sqrtf(m[ROWS] / static_cast<float>(width) + eps);
-    if (HEAD) {
-      for (int i = 0; i < N; ++i) pre[i] = sigmoidf(m[i] * r * scale[0] + base[i]) + hc_eps;
-    } else {
-      float mm[ROWS];
-      for (int k = 0; k < ROWS; ++k) mm[k] = m[k] * r;
-      for (int i = 0; i < N; ++i) {
-        pre[i] = sigmoidf(mm[i] * scale[0] + base[i]) + hc_eps;
-        post[t * N + i] = 2.0f * sigmoidf(mm[N + i] * scale[1] + base[N + i]);
-      }
-      float C[N][N];
-      for (int i = 0; i < N; ++i) {  // row-wise softmax, then + eps
-        float mx = -INFINITY;
-        for (int j = 0; j < N; ++j) {
-          C[i][j] = mm[2 * N + i * N + j] * scale[2] + base[2 * N + i * N + j];
-          mx = fmaxf(mx, C[i][j]);
-        }
-        float sum = 0;
-        for (int j = 0; j < N; ++j) sum += (C[i][j] = expf(C[i][j] - mx));
-        for (int j = 0; j < N; ++j) C[i][j] = C[i][j] / sum + hc_eps;
-      }
-      for (int it = 0; it < sinkhorn_iters; ++it) {  // columns first; then (rows, columns) x (iters - 1)
-        if (it > 0) {
-          for (int i = 0; i < N; ++i) {
-            float sum = 0;
-            for (int j = 0; j < N; ++j) sum += C[i][j];
-            for (int j = 0; j < N; ++j) C[i][j] /= (sum + hc_eps);
-          }
-        }
-        for (int j = 0; j < N; ++j) {
-          float sum = 0;
-          for (int i = 0; i < N; ++i) sum += C[i][j];
-          for (int i = 0; i < N; ++i) C[i][j] /= (sum + hc_eps);
-        }
-      }
-      for (int i = 0; i < N; ++i) {
-        for (int j = 0; j < N; ++j) comb[(t * N + i) * N + j] = C[i][j];
-      }
+  for (int j = 0; j < TT; ++j) {
+#pragma unroll
+    for (int r = 0; r < A; ++r) {
+      const float s = warp_sum(acc[j][r]);
+      if (lane == 0) red[warp][j * A + r] = s;
     }
   }
   __syncthreads();
-  for (int64_t h = threadIdx.x; h < H; h += kThreads) {
+  const int64_t chunks = gridDim.x;
+  for (int q = threadIdx.x; q < TT * A; q += kPartialThreads) {
+    const int64_t t = t0 + q / A;
+    const int r = q % A, k = r == RG ? ROWS : k0 + r;
+    if (t >= T || (r == RG ? blockIdx.z != 0 : k >= ROWS)) continue;
+    float s = 0;
+#pragma unroll
+    for (int w = 0; w < kPartialWarps; ++w) s += red[w][q];
+    partial[(t * chunks + blockIdx.x) * V + k] = s;
+  }
+}
+
+// One warp: post = 2σ(·) and comb = Sinkhorn(row softmax(·) + eps) of token t from its mixing logits mm
+// (already multiplied by the rsqrt of the mean square). Lane i*N + j holds comb[i][j]; row and column
+// sums run in ascending order, as in the CPU reference.
+template <int N>
+__device__ void hc_post_and_comb(float* __restrict__ post, float* __restrict__ comb, const float* mm,
+                                 const float* __restrict__ base, const float* __restrict__ scale, int64_t t,
+                                 float hc_eps, int sinkhorn_iters) {
+  const int lane = threadIdx.x & 31, i = lane / N, j = lane % N;
+  const bool live = lane < N * N;
+  if (lane < N) post[t * N + lane] = 2.0f * sigmoidf(mm[N + lane] * scale[1] + base[N + lane]);
+  float c = live ? mm[2 * N + lane] * scale[2] + base[2 * N + lane] : 0.0f;
+  auto row_sum = [&](float v) {
+    float s = 0;
+#pragma unroll
+    for (int jj = 0; jj < N; ++jj) s += __shfl_sync(0xffffffffu, v, i * N + jj);
+    return s;
+  };
+  auto col_sum = [&](float v) {
+    float s = 0;
+#pragma unroll
+    for (int ii = 0; ii < N; ++ii) s += __shfl_sync(0xffffffffu, v, ii * N + j);
+    return s;
+  };
+  float mx = -INFINITY;  // row-wise softmax, then + eps
+#pragma unroll
+  for (int jj = 0; jj < N; ++jj) mx = fmaxf(mx, __shfl_sync(0xffffffffu, c, i * N + jj));
+  c = expf(c - mx);
+  c = c / row_sum(c) + hc_eps;
+  for (int it = 0; it < sinkhorn_iters; ++it) {  // columns first; then (rows, columns) x (iters - 1)
+    if (it > 0) c /= (row_sum(c) + hc_eps);
+    c /= (col_sum(c) + hc_eps);
+  }
+  if (live) comb[t * N * N + lane] = c;
+}
+
+// Sums rows [k_begin, k_end) and row ROWS of token t's partials over the chunks into mm: one warp per row,
+// lanes over the chunks, then a butterfly (a fixed order). All of a warp's loads are issued before its sums.
+template <int V>
+__device__ __forceinline__ void reduce_partials(float* mm, const float* __restrict__ pt, int chunks, int k_begin,
+                                                int k_end) {
+  constexpr int kRowsPerWarp = (V + kFinishWarps - 1) / kFinishWarps;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  float s[kRowsPerWarp];
+#pragma unroll
+  for (int q = 0; q < kRowsPerWarp; ++q) s[q] = 0.0f;
+  for (int c = lane; c < chunks; c += 32) {
+#pragma unroll
+    for (int q = 0; q < kRowsPerWarp; ++q) {
+      const int k = warp + q * kFinishWarps;
+      if (k < V && ((k >= k_begin && k < k_end) || k == V - 1)) s[q] += pt[c * V + k];
+    }
+  }
+#pragma unroll
+  for (int q = 0; q < kRowsPerWarp; ++q) {
+    const int k = warp + q * kFinishWarps;
+    const float v = warp_sum(s[q]);
+    if (lane == 0 && k < V) mm[k] = v;
+  }
+}
+
+// Blocks (s < slices, t): token t's collapse weights from its partials and collapsed[t, h] =
+// sum_i pre[i] * x[t, i, h] over H-slice s. hc_pre launches one more block per token, (slices, t), which
+// writes post and comb instead.
+template <int N, bool HEAD, typename TO, typename TI>
+__global__ void __launch_bounds__(kThreads)
+    hc_mix_finish_kernel(TO* __restrict__ collapsed, float* __restrict__ post, float* __restrict__ comb,
+                         const float* __restrict__ partial, const TI* __restrict__ x, const float* __restrict__ base,
+                         const float* __restrict__ scale, int64_t H, int chunks, int slices, float eps, float hc_eps,
+                         int sinkhorn_iters) {
+  constexpr int ROWS = mix_rows<N, HEAD>(), V = ROWS + 1;
+  pdl_wait();
+  __shared__ float mm[V];
+  __shared__ float pre[N];
+  const int64_t t = blockIdx.y;
+  const bool mixer = !HEAD && static_cast<int>(blockIdx.x) == slices;
+  const float* pt = partial + t * chunks * V;
+  // The mixer needs the post/comb logits (rows N..ROWS-1), a collapse block the pre logits (rows 0..N-1).
+  if (mixer) {
+    reduce_partials<V>(mm, pt, chunks, N, ROWS);
+  } else {
+    reduce_partials<V>(mm, pt, chunks, 0, N);
+  }
+  __syncthreads();
+  const float r = 1.0f / sqrtf(mm[ROWS] / static_cast<float>(N * H) + eps);
+  if (mixer) {
+    if (threadIdx.x < ROWS) mm[threadIdx.x] *= r;
+    __syncthreads();
+    if (threadIdx.x < 32) hc_post_and_comb<N>(post, comb, mm, base, scale, t, hc_eps, sinkhorn_iters);
+    return;
+  }
+  if (threadIdx.x < N) pre[threadIdx.x] = sigmoidf(mm[threadIdx.x] * r * scale[0] + base[threadIdx.x]) + hc_eps;
+  __syncthreads();
+  const TI* xt = x + t * N * H;
+  for (int64_t h = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; h < H;
+       h += static_cast<int64_t>(slices) * kThreads) {
     float a = 0;
 #pragma unroll
     for (int i = 0; i < N; ++i) a = fmaf(pre[i], to_float(xt[i * H + h]), a);
@@ -142,22 +242,48 @@ void dispatch_streams(int64_t n, F&& f) {
   }
 }
 
+// Grids from the shapes only (graph-capturable): about kTargetBlocks partial blocks, each chunk a multiple
+// of the block width; several H-slices per token when there are few tokens.
 template <bool HEAD>
 void launch_mix(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base,
                 Tensor scale, const ModelConfig& cfg, const char* name) {
   const int64_t T = x.size(0), H = x.size(2);
   if (T == 0) return;
+  DSV4_CHECK_ARG(ctx.scratch != nullptr && ctx.scratch->device() == Device::kCUDA, name,
+                 " on CUDA needs a device scratch arena (ExecContext::scratch)");
+  DSV4_CHECK_ARG(T <= 65535, name, ": at most 65535 tokens per call, got ", T);
+  const int64_t width = x.size(1) * H;
+  const int tt = T >= 4 ? 4 : 1;  // tokens per partial block: 4 share each fn load; 1 wastes no work at T < 4
+  const int64_t groups = (T + tt - 1) / tt;
+  const int64_t max_chunks = std::min<int64_t>(kMaxChunks, (width + kPartialThreads - 1) / kPartialThreads);
+  const int64_t want_chunks = std::clamp<int64_t>((kTargetBlocks + groups - 1) / groups, 1, max_chunks);
+  const int64_t chunk =
+      ((width + want_chunks - 1) / want_chunks + kPartialThreads - 1) / kPartialThreads * kPartialThreads;
+  const int chunks = static_cast<int>((width + chunk - 1) / chunk);
+  const unsigned slices =
+      static_cast<unsigned>(std::clamp<int64_t>(std::min<int64_t>(blocks_for(H, kThreads), kTargetBlocks / T), 1, 64));
+  ArenaScope scope(*ctx.scratch);
   dispatch_streams(x.size(1), [&](auto nc) {
     constexpr int N = decltype(nc)::value;
+    constexpr int V = mix_rows<N, HEAD>() + 1;
+    Tensor partial = ctx.scratch->alloc(DType::F32, {T, chunks, V});
     dispatch_float(collapsed.dtype(), name, [&](auto o) {
       dispatch_float(x.dtype(), name, [&](auto i) {
         using TO = decltype(o);
         using TI = decltype(i);
-        check_launch(launch_kernel(hc_mix_kernel<N, HEAD, TO, TI>, dim3(static_cast<unsigned>(T)), dim3(kThreads), 0,
-                                   stream_of(ctx), collapsed.ptr<TO>(), post.ptr<float>(), comb.ptr<float>(),
-                                   x.ptr<TI>(), fn.ptr<float>(), base.ptr<float>(), scale.ptr<float>(), H,
-                                   static_cast<float>(cfg.rms_norm_eps), static_cast<float>(cfg.hc_eps),
-                                   static_cast<int>(cfg.hc_sinkhorn_iters)),
+        auto partial_kernel = tt == 4 ? hc_mix_partial_kernel<N, HEAD, 4, TI> : hc_mix_partial_kernel<N, HEAD, 1, TI>;
+        const int row_groups = tt == 4 ? 1 : (V - 1 + row_group<N, HEAD, 1>() - 1) / row_group<N, HEAD, 1>();
+        check_launch(launch_kernel(partial_kernel,
+                                   dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(groups), row_groups),
+                                   dim3(kPartialThreads), 0, stream_of(ctx), partial.ptr<float>(), x.ptr<TI>(),
+                                   fn.ptr<float>(), T, width, chunk),
+                     name);
+        const dim3 fgrid(slices + (HEAD ? 0 : 1), static_cast<unsigned>(T));
+        check_launch(launch_kernel(hc_mix_finish_kernel<N, HEAD, TO, TI>, fgrid, dim3(kThreads), 0, stream_of(ctx),
+                                   collapsed.ptr<TO>(), post.ptr<float>(), comb.ptr<float>(), partial.ptr<float>(),
+                                   x.ptr<TI>(), base.ptr<float>(), scale.ptr<float>(), H, chunks,
+                                   static_cast<int>(slices), static_cast<float>(cfg.rms_norm_eps),
+                                   static_cast<float>(cfg.hc_eps), static_cast<int>(cfg.hc_sinkhorn_iters)),
                      name);
       });
     });
