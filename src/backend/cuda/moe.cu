@@ -109,26 +109,15 @@ __global__ void moe_plan_kernel(Plan plan, const int32_t* __restrict__ indices, 
   __syncthreads();
   for (int64_t p = threadIdx.x; p < P; p += blockDim.x) atomicAdd(&cnt[indices[p]], 1);
   __syncthreads();
-  if (threadIdx.x < 32) {
-    // Exclusive prefix sums of the row and tile counts in one warp (a serial loop over E = 256 experts cost
-    // ~5 us per layer at decode): each lane sums a contiguous run of experts, a warp scan gives its start.
-    const int lane = threadIdx.x;
-    const int64_t per = (E + 31) / 32, e0 = std::min<int64_t>(E, lane * per), e1 = std::min<int64_t>(E, e0 + per);
-    int32_t rows = 0, tiles = 0;
-    for (int64_t e = e0; e < e1; ++e) rows += cnt[e], tiles += (cnt[e] + kBM - 1) / kBM;
-    int32_t rows_incl = rows, tiles_incl = tiles;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int32_t r = __shfl_up_sync(0xffffffffu, rows_incl, o), t = __shfl_up_sync(0xffffffffu, tiles_incl, o);
-      if (lane >= o) rows_incl += r, tiles_incl += t;
-    }
-    int32_t o = rows_incl - rows, to = tiles_incl - tiles;
-    for (int64_t e = e0; e < e1; ++e) {
+  if (threadIdx.x == 0) {
+    int32_t o = 0, to = 0;
+    for (int64_t e = 0; e < E; ++e) {
       off[e] = o, tile_off[e] = to;
       o += cnt[e];
       to += (cnt[e] + kBM - 1) / kBM;
     }
-    if (lane == 31) off[E] = rows_incl, tile_off[E] = tiles_incl, *plan.num_tiles = tiles_incl;
+    off[E] = o, tile_off[E] = to;
+    *plan.num_tiles = to;
   }
   __syncthreads();
   for (int64_t p = threadIdx.x; p < P; p += blockDim.x) {
