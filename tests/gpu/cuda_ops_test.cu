@@ -755,15 +755,31 @@ TEST(CudaOps, MoeRoute) {
 
 TEST(CudaOps, MoeExperts) {
   DSV4_REQUIRE_GPU();
+  enum class Routing {
+    kRandom,  // k distinct random experts per token
+    kSkewed,  // every token routed to experts {0, 1, ...}: each of them gets T rows
+    kHashed,  // a hash layer's table gathered by token ids from a small vocabulary: tokens repeat expert sets
+  };
   struct Case {
     int64_t T, H, I, E, k;
     float limit;
-    bool skewed;  // every token routed to experts {0, 1, ...}: one expert gets T rows
+    Routing routing;
   };
+  // T·k ≤ 128 runs the decode path (bf16), larger counts the tiled GEMMs; odd H / I take the element-wise
+  // variants of both.
   int v = 0;
-  for (const Case c : {Case{1, 64, 32, 8, 2, 10.0f, false}, Case{5, 48, 24, 4, 3, 10.0f, false},
-                       Case{7, 37, 19, 6, 2, 1.5f, false}, Case{70, 96, 48, 6, 3, 10.0f, false},
-                       Case{200, 64, 32, 4, 2, 1.0f, true}, Case{33, 256, 128, 16, 4, 10.0f, false}}) {
+  for (const Case c :
+       {// decode path
+        Case{1, 64, 32, 8, 2, 10.0f, Routing::kRandom}, Case{5, 48, 24, 4, 3, 10.0f, Routing::kRandom},
+        Case{7, 37, 19, 6, 2, 1.5f, Routing::kRandom}, Case{1, 1024, 512, 16, 6, 10.0f, Routing::kRandom},
+        Case{2, 1000, 520, 32, 6, 3.0f, Routing::kRandom}, Case{2, 2048, 1024, 8, 6, 10.0f, Routing::kRandom},
+        Case{3, 37, 19, 64, 6, 1.5f, Routing::kRandom}, Case{7, 77, 45, 24, 6, 10.0f, Routing::kRandom},
+        Case{7, 520, 264, 16, 6, 10.0f, Routing::kHashed}, Case{3, 99, 41, 48, 6, 2.0f, Routing::kHashed},
+        Case{12, 264, 136, 16, 6, 10.0f, Routing::kSkewed}, Case{20, 128, 72, 64, 6, 10.0f, Routing::kSkewed},
+        // tiled GEMMs
+        Case{70, 96, 48, 6, 3, 10.0f, Routing::kRandom}, Case{200, 64, 32, 4, 2, 1.0f, Routing::kSkewed},
+        Case{33, 256, 128, 16, 4, 10.0f, Routing::kRandom}, Case{45, 37, 19, 6, 3, 1.5f, Routing::kRandom},
+        Case{40, 128, 64, 16, 6, 10.0f, Routing::kHashed}}) {
     auto rng = rng_for("moe_experts", v++);
     const float sx = 2.0f, sw1 = 2.0f / std::sqrt(static_cast<float>(c.H)),
                 sw2 = 2.0f / std::sqrt(static_cast<float>(c.I));
@@ -772,12 +788,22 @@ TEST(CudaOps, MoeExperts) {
     std::vector<float> w3 = test::round_bf16(random_vec(rng, c.E * c.I * c.H, -sw1, sw1));
     std::vector<float> w2 = test::round_bf16(random_vec(rng, c.E * c.H * c.I, -sw2, sw2));
     std::vector<float> weights = random_vec(rng, c.T * c.k, 0.1f, 1.0f);
-    std::vector<int32_t> idx(c.T * c.k);
-    for (int64_t t = 0; t < c.T; ++t) {
+    auto distinct_experts = [&](int32_t* dst) {
       std::vector<int32_t> e(c.E);
       std::iota(e.begin(), e.end(), 0);
-      if (!c.skewed) std::shuffle(e.begin(), e.end(), rng);
-      std::copy(e.begin(), e.begin() + c.k, idx.begin() + t * c.k);
+      if (c.routing != Routing::kSkewed) std::shuffle(e.begin(), e.end(), rng);
+      std::copy(e.begin(), e.begin() + c.k, dst);
+    };
+    const int64_t vocab = 3;  // hashed: the table's rows, so tokens share expert sets
+    std::vector<int32_t> idx(c.T * c.k), table(vocab * c.k);
+    for (int64_t r = 0; r < vocab; ++r) distinct_experts(table.data() + r * c.k);
+    for (int64_t t = 0; t < c.T; ++t) {
+      if (c.routing == Routing::kHashed) {
+        const int64_t id = static_cast<int64_t>(rng() % vocab);
+        std::copy(table.begin() + id * c.k, table.begin() + (id + 1) * c.k, idx.begin() + t * c.k);
+      } else {
+        distinct_experts(idx.data() + t * c.k);
+      }
     }
     std::vector<float> ref(c.T * c.H);
     ExecContext cpu = cpu_ctx();
@@ -785,19 +811,30 @@ TEST(CudaOps, MoeExperts) {
                      test::host_view_i32(idx, {c.T, c.k}), test::host_view(weights, {c.T, c.k}),
                      test::host_view(w1, {c.E, c.I, c.H}), test::host_view(w2, {c.E, c.H, c.I}),
                      test::host_view(w3, {c.E, c.I, c.H}), c.limit);
-    // BF16: tensor cores (bf16 SwiGLU intermediate); F32: the generic grouped kernel (f32 throughout).
+    const char* routing = c.routing == Routing::kSkewed ? " skewed" : c.routing == Routing::kHashed ? " hashed" : "";
+    // BF16: decode GEMVs or tensor cores (bf16 SwiGLU intermediate); F32: the generic grouped kernel.
     for (DType dt : {DType::BF16, DType::F32}) {
       DevTensor dx = upload(x, dt, {c.T, c.H}), didx = test::upload_i32(idx, {c.T, c.k});
       DevTensor dweights = upload(weights, DType::F32, {c.T, c.k});
       DevTensor dw1 = upload(w1, dt, {c.E, c.I, c.H}), dw2 = upload(w2, dt, {c.E, c.H, c.I});
       DevTensor dw3 = upload(w3, dt, {c.E, c.I, c.H}), dout(dt, {c.T, c.H});
-      poison(dout.t);
-      env().scratch().reset();
-      ops::moe_experts(env().ctx, dout.t, dx.t, didx.t, dweights.t, dw1.t, dw2.t, dw3.t, c.limit);
-      env().sync();
-      DSV4_EXPECT_CLOSE(download(dout.t), ref, dt == DType::BF16 ? 2e-2 : 1e-4,
-                        str_cat("moe_experts ", dtype_name(dt), " T=", c.T, " H=", c.H, " I=", c.I, " E=", c.E,
-                                " k=", c.k, " limit=", c.limit, c.skewed ? " skewed" : ""));
+      const std::string tag = str_cat("moe_experts ", dtype_name(dt), " T=", c.T, " H=", c.H, " I=", c.I, " E=", c.E,
+                                      " k=", c.k, " limit=", c.limit, routing);
+      std::vector<float> first;
+      for (int run = 0; run < 2; ++run) {  // the second run must reproduce the first bit for bit
+        poison(dout.t);
+        env().scratch().reset();
+        ops::moe_experts(env().ctx, dout.t, dx.t, didx.t, dweights.t, dw1.t, dw2.t, dw3.t, c.limit);
+        env().sync();
+        std::vector<float> got = download(dout.t);
+        if (run == 0) {
+          DSV4_EXPECT_CLOSE(got, ref, dt == DType::BF16 ? 2e-2 : 1e-4, tag);
+          first = std::move(got);
+        } else {
+          EXPECT_EQ(std::memcmp(got.data(), first.data(), got.size() * sizeof(float)), 0)
+              << tag << " not deterministic";
+        }
+      }
     }
   }
 }

@@ -1,16 +1,18 @@
 // Mixture of experts on CUDA: routing (hash / top-k with selection-only bias) and the routed experts as
-// grouped GEMMs over expert-sorted rows.
+// grouped GEMMs over expert-sorted rows (prefill) or weight-streaming GEMVs (decode, moe_decode.cu).
 //
 // moe_experts never reads routing results on the host. A one-block planning kernel counts the T·k
 // (token, expert) pairs per expert, gives each pair a row of the expert-sorted order and lists the
 // row tiles of every expert; the two grouped GEMMs (w1/w3 with the SwiGLU epilogue, then w2) run on a grid
 // sized from the capacity min(T·k, ceil(T·k / BM) + E) tiles, where tiles past the listed count exit at
-// once; a combine kernel sums each token's k rows in routing order. Everything has a fixed size given T,
+// once. Up to kMoeDecodeMaxPairs pairs the decode path (moe_decode.cu) replaces the two GEMMs over the
+// same plan. A combine kernel sums each token's k rows in routing order. Everything has a fixed size given T,
 // so the whole sequence can be captured in a CUDA graph.
 #include <mma.h>
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/moe_plan.h"
 
 namespace dsv4::cuda {
 namespace {
@@ -90,14 +92,8 @@ __global__ void moe_route_kernel(float* __restrict__ weights, int32_t* __restric
 }
 
 // ---- expert-sorted plan ----------------------------------------------------------------------------
-constexpr int kBM = 64, kBN = 64, kBK = 32, kGemmThreads = 128;
-
-struct Plan {
-  int32_t* row_of;     // [P]: expert-sorted row of pair p = t*k + i
-  int32_t* token_of;   // [P]: token of each expert-sorted row
-  int32_t* tile_info;  // [max_tiles, 3]: expert, first row, end row of the expert's segment
-  int32_t* num_tiles;  // [1]
-};
+constexpr int kBM = kPlanTileRows, kBN = 64, kBK = 32, kGemmThreads = 128;
+using Plan = MoePlan;
 
 // One block. Pairs of one expert get consecutive rows; their order inside the expert's segment follows
 // the shared-memory atomics, which is harmless: every row is computed independently and the combine sums
@@ -381,7 +377,10 @@ void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor 
   check_launch(
       launch_kernel(moe_plan_kernel, dim3(1), dim3(1024), plan_shared, s, plan, indices.ptr<int32_t>(), P, k, E),
       "moe_plan");
-  if (tensor_cores) {
+  if (tensor_cores && P <= kMoeDecodeMaxPairs) {
+    moe_decode_experts(s, act.ptr<bf16>(), y.ptr<float>(), x.ptr<bf16>(), w1.ptr<bf16>(), w3.ptr<bf16>(),
+                       w2.ptr<bf16>(), plan, max_tiles, H, I, limit);
+  } else if (tensor_cores) {
     const bool vec1 = H % 8 == 0 && aligned16(x.data()) && aligned16(w1.data()) && aligned16(w3.data());
     const dim3 grid1(blocks_for(I, kBN), static_cast<unsigned>(max_tiles));
     check_launch(launch_kernel(vec1 ? moe_gemm_kernel<true, true, bf16> : moe_gemm_kernel<true, false, bf16>, grid1,
