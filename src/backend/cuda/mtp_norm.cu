@@ -15,7 +15,7 @@
 // bytes in flight per SM (bandwidth). The heuristic in launch_rows comes from the kernel lab's sweep
 // (bench/kernels/, results in bench/RESULTS.md), which also timed and dropped a cp.async shared-memory
 // pipeline and cluster-split rows. Where registers limit how many rows an SM holds at once, a late-weight
-// instance (weights read after the reduction) trades one L1 read for about 40% fewer registers. Rows
+// instance (weights read after the reduction) trades one L1 read for ~30% fewer registers. Rows
 // that are not 16-byte aligned (odd H) take a scalar two-pass kernel.
 //
 // Launches use programmatic dependent launch unless DSV4_PDL=0 (launch.h): each kernel waits
@@ -208,7 +208,7 @@ constexpr int reg_kernel_max_threads(int vpt, int rows) {
 // (8 vectors) registers: the allocations of the lab's measured-fastest bandwidth configurations (more
 // registers per thread would mean fewer resident blocks, fewer bytes in flight).
 constexpr int reg_kernel_min_blocks(int vpt, int rows) { return vpt * rows >= 4 ? 2 : 1; }
-// Late-weight variants hold only the row in registers (weights are read after the reduction, from L1), so
+// Late-weight variants hold only the row across the reduction (weights are read afterwards, from L1), so
 // they ask for more resident threads: at most 512 threads per block (256 with 8 vectors) and 3-4 resident
 // blocks, i.e. a 42 (1-4 vectors) or 64 (8 vectors) register cap.
 constexpr int late_kernel_max_threads(int vpt) { return vpt >= 8 ? 256 : 512; }
@@ -226,8 +226,10 @@ struct RegKernelBounds {
 // weight vector set); thread j holds vectors j, j + blockDim.x, ... (kVpt of them) of each row, so a
 // warp's accesses are contiguous. A capped grid loops over tiles and reloads weights only when the kind
 // changes. kPlainLoads swaps the read-only/no-L1/L2-prefetch loads for plain ones. kLateWeights reads
-// the weights after the reduction instead of with the row (an L1 hit once one block of the SM has read
-// them): half the registers, so more rows resident per SM when rows outnumber the SMs.
+// the weights after the reduction, one vector at a time in the store loop, instead of with the row (an
+// L1 hit once one block of the SM has read them): 40 instead of 56 registers at 2 vectors per thread (bf16),
+// so more rows resident per SM. The heuristic uses it at 1-2 vectors only: at 4-8 the loads queue behind
+// the stores and it measured 0.5-1 us slower.
 template <typename T, int kVpt, int kRows, bool kPlainLoads, bool kLateWeights>
 __global__ void __launch_bounds__(RegKernelBounds<kVpt, kRows, kLateWeights>::kMaxThreads,
                                   RegKernelBounds<kVpt, kRows, kLateWeights>::kMinBlocks)
@@ -565,7 +567,7 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
     s.vecs_per_thread = cfg.vecs_per_thread;
     if (s.vecs_per_thread == 0) {
       // From the lab's sweeps (bf16, H = 2568 / 4096 / 7168, hc = 4, PDL on; bench/RESULTS.md):
-      // threads_per_row(n) = the fewest vectors per thread that keep a row within n threads.
+      // fit_threads(n): the fewest vectors per thread that keep a row within n threads.
       const auto fit_threads = [&](int limit) {
         s.vecs_per_thread = 1;
         while (s.vecs_per_thread < 8 && round_up32(ceil_div(num_vecs, s.vecs_per_thread)) > limit) {
