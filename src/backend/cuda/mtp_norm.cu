@@ -228,8 +228,9 @@ struct RegKernelBounds {
 // changes. kPlainLoads swaps the read-only/no-L1/L2-prefetch loads for plain ones. kLateWeights reads
 // the weights after the reduction, one vector at a time in the store loop, instead of with the row (an
 // L1 hit once one block of the SM has read them): 40 instead of 56 registers at 2 vectors per thread (bf16),
-// so more rows resident per SM. The heuristic uses it at 1-2 vectors only: at 4-8 the loads queue behind
-// the stores and it measured 0.5-1 us slower.
+// so more rows resident per SM. The heuristic uses it at 1-2 vectors only: at 4-8 it measured slower
+// (0.5-1.2 us at T = 1, up to 25% at T = 4096), likely because each weight load waits behind the stores
+// before it.
 template <typename T, int kVpt, int kRows, bool kPlainLoads, bool kLateWeights>
 __global__ void __launch_bounds__(RegKernelBounds<kVpt, kRows, kLateWeights>::kMaxThreads,
                                   RegKernelBounds<kVpt, kRows, kLateWeights>::kMinBlocks)
