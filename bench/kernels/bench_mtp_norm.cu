@@ -8,8 +8,9 @@
 //         shapes stay in L2, as they do in the engine where the previous kernel just wrote them);
 //   cold: launches rotate over enough buffer sets (>= 3x L2) that every launch reads from DRAM.
 // --sweep also times every launch variant (vectors per thread x rows per block x grid policy), hot, to
-// pick the heuristic. Bytes counted: read (1+hc)*T*H + 2H activations/weights + 8T positions, write
-// (1+hc)*T*H (the eh layout writes 2*hc*T*H).
+// pick the heuristic. Next to each shape: a copy of the same bytes, hot, launched like the norms (PDL on
+// unless DSV4_PDL=0): the roofline of the hot timings. Bytes counted: read (1+hc)*T*H + 2H
+// activations/weights + 8T positions, write (1+hc)*T*H (the eh layout writes 2*hc*T*H).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -27,6 +28,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/launch.h"
 #include "backend/cuda/mtp_norm.h"
 #include "dsv4/backend/cuda_device.h"
 #include "dsv4/core/dtype.h"
@@ -78,6 +80,27 @@ __global__ void copy_kernel(const uint4* __restrict__ src, uint4* __restrict__ d
   }
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
+    const int64_t i = base + k * blockDim.x;
+    if (i < n) dst[i] = v[k];
+  }
+}
+
+// The roofline of a norm of B bytes in and B bytes out: a copy of the same bytes with kVecs 16-byte vectors
+// per thread, launched through launch_kernel, so with PDL on it overlaps its launch with the previous copy
+// exactly as the norm kernels do (wait first, then let the next grid launch).
+template <int kVecs>
+__global__ void pdl_copy_kernel(const uint4* __restrict__ src, uint4* __restrict__ dst, int64_t n) {
+  dsv4::cuda::pdl_wait();
+  dsv4::cuda::pdl_launch_dependents();
+  const int64_t base = (static_cast<int64_t>(blockIdx.x) * blockDim.x * kVecs) + threadIdx.x;
+  uint4 v[kVecs];
+#pragma unroll
+  for (int k = 0; k < kVecs; ++k) {
+    const int64_t i = base + k * blockDim.x;
+    if (i < n) v[k] = src[i];
+  }
+#pragma unroll
+  for (int k = 0; k < kVecs; ++k) {
     const int64_t i = base + k * blockDim.x;
     if (i < n) dst[i] = v[k];
   }
@@ -187,7 +210,7 @@ int main(int argc, char** argv) {
   }
   cudaStream_t stream;
   DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  const char* pdl = std::getenv("DSV4_PDL");
+  const char* pdl = dsv4::cuda::pdl_enabled() ? "on" : "off";  // on unless DSV4_PDL=0
 
   // ---- copy bandwidth: 1 GiB device-to-device, bytes read + written ---------------------------------
   double copy_bw = 0.0;
@@ -218,7 +241,7 @@ int main(int argc, char** argv) {
     copy_bw = 2.0 * bytes / t;
   }
   std::printf("card: %s (%d SMs, L2 %.0f MB), copy bandwidth %.0f GB/s (read+write), PDL %s\n",
-              card.name.c_str(), card.sms, card.l2_bytes / 1e6, copy_bw / 1e9, pdl ? pdl : "off");
+              card.name.c_str(), card.sms, card.l2_bytes / 1e6, copy_bw / 1e9, pdl);
 
   json results = json::array();
   // Launch variants for --sweep: every register-kernel instance, one block per tile and one resident wave
@@ -229,11 +252,15 @@ int main(int argc, char** argv) {
   for (const auto& [vpt, rows] : shapes) {
     for (int max_blocks : {-1, -2})
       variants.push_back({MtpNormKernel::kRegister, vpt, rows, max_blocks, false});
-    if (rows == 1) variants.push_back({MtpNormKernel::kRegister, vpt, rows, -1, true});
+    if (rows == 1) {
+      variants.push_back({MtpNormKernel::kRegister, vpt, rows, -1, true});
+      for (int max_blocks : {-1, -2})
+        variants.push_back({MtpNormKernel::kRegister, vpt, rows, max_blocks, false, true});  // late weights
+    }
   }
 
-  std::printf("\n%6s %6s | %9s %9s %6s | %9s %6s | %9s %9s | %s\n", "H", "T", "hot us", "cold us", "cold%",
-              "eh cold", "eh%", "head hot", "head cold", "best sweep variant (hot)");
+  std::printf("\n%6s %6s | %9s %9s %6s | %9s %6s | %9s %9s | %9s | %s\n", "H", "T", "hot us", "cold us",
+              "cold%", "eh cold", "eh%", "head hot", "head cold", "copy hot", "best sweep variant (hot)");
   for (int64_t H : hiddens) {
     for (int64_t T : tokens) {
       const double set_bytes = 2.0 * (2 * (1 + hc) * T * H);  // inputs + outputs of one set
@@ -286,6 +313,24 @@ int main(int argc, char** argv) {
       const double head_hot = time_graph(head(1), stream, n_head);
       const double head_cold = time_graph(head(cold_sets), stream, n_head);
 
+      // Roofline: a copy of the norm's bytes ((1+hc)*T*H elements in, as many out), hot, the better of 1 and
+      // 4 vectors per thread at 256 threads.
+      double copy_hot = 0.0;
+      {
+        const int64_t n16 = (1 + hc) * T * H * 2 / 16;
+        DeviceAlloc src(n16 * 16), dst(n16 * 16);
+        DSV4_CUDA_CHECK(cudaMemset(src.ptr, 1, n16 * 16));
+        const auto copy = [&](auto kernel, int vecs) {
+          return [&, kernel, vecs](int, cudaStream_t s) {
+            const dim3 grid(static_cast<unsigned>((n16 + 256 * vecs - 1) / (256 * vecs)));
+            check(dsv4::cuda::launch_kernel(kernel, grid, dim3(256), 0, s, static_cast<const uint4*>(src.ptr),
+                                            static_cast<uint4*>(dst.ptr), n16));
+          };
+        };
+        copy_hot = std::min(time_graph(copy(pdl_copy_kernel<1>, 1), stream, n_mtp),
+                            time_graph(copy(pdl_copy_kernel<4>, 4), stream, n_mtp));
+      }
+
       json sweep_rows = json::array();
       std::string best_desc = "-";
       double best = 0.0;
@@ -303,6 +348,7 @@ int main(int argc, char** argv) {
                                 {"rows_per_block", cfg.rows_per_block},
                                 {"max_blocks", cfg.max_blocks},
                                 {"plain_loads", cfg.plain_loads},
+                                {"late_weights", cfg.late_weights},
                                 {"us", t * 1e6}});
           if (best == 0.0 || t < best) {
             best = t;
@@ -312,10 +358,10 @@ int main(int argc, char** argv) {
       }
       char best_col[160];
       std::snprintf(best_col, sizeof(best_col), "%.2f us  %s", best * 1e6, best_desc.c_str());
-      std::printf("%6ld %6ld | %9.2f %9.2f %5.1f%% | %9.2f %5.1f%% | %9.2f %9.2f | %s\n",
+      std::printf("%6ld %6ld | %9.2f %9.2f %5.1f%% | %9.2f %5.1f%% | %9.2f %9.2f | %9.2f | %s\n",
                   static_cast<long>(H), static_cast<long>(T), hot * 1e6, cold * 1e6,
                   100.0 * bytes / cold / copy_bw, eh_cold * 1e6, 100.0 * eh_bytes / eh_cold / copy_bw,
-                  head_hot * 1e6, head_cold * 1e6, sweep ? best_col : "-");
+                  head_hot * 1e6, head_cold * 1e6, copy_hot * 1e6, sweep ? best_col : "-");
       std::fflush(stdout);
       results.push_back({{"hidden", H},
                          {"tokens", T},
@@ -325,6 +371,7 @@ int main(int argc, char** argv) {
                          {"cold_sets", cold_sets},
                          {"bytes", bytes},
                          {"hot_us", hot * 1e6},
+                         {"copy_same_bytes_hot_us", copy_hot * 1e6},
                          {"cold_us", cold * 1e6},
                          {"cold_frac_copy_bw", bytes / cold / copy_bw},
                          {"hot_frac_copy_bw", bytes / hot / copy_bw},
@@ -339,9 +386,12 @@ int main(int argc, char** argv) {
     }
   }
   if (!json_path.empty()) {
-    json doc = {{"card", card.name},         {"sms", card.sms},
-                {"l2_bytes", card.l2_bytes}, {"copy_bw_bytes_per_s", copy_bw},
-                {"pdl", pdl ? pdl : "off"},  {"results", results}};
+    json doc = {{"card", card.name},
+                {"sms", card.sms},
+                {"l2_bytes", card.l2_bytes},
+                {"copy_bw_bytes_per_s", copy_bw},
+                {"pdl", pdl},
+                {"results", results}};
     std::ofstream(json_path) << doc.dump(1) << "\n";
     std::printf("wrote %s\n", json_path.c_str());
   }

@@ -12,9 +12,17 @@ Peers, all timed with triton.testing.do_bench_cudagraph (graph-replayed, median)
              default, "triton") and at the best of 4/8/16 ("triton best").
   eager      the PyTorch sequence it replaces: where / enorm / view / hnorm
   compile    torch.compile of that sequence
-and the same four for the shared-head norm (one row per program). Prints a table (time, fraction of the
-measured copy bandwidth, ratios ours/Triton and ours/compile) and writes JSON.
+and the same four for the shared-head norm (one row per program), plus the roofline of each shape: a copy
+of the same bytes ((1+hc)*T*H elements in and out), hot, the best of torch's copy_ and a few Triton copy
+launch shapes. Prints a table (time, fraction of the measured copy bandwidth, ratios ours/Triton and
+ours/compile) and writes JSON.
+
+PDL: our launches use programmatic dependent launch unless DSV4_PDL=0 (the library reads it once); the
+script checks that a torch graph capture of two of our calls holds a programmatic edge and records it.
+--only-ours times just our kernels (for an A/B run with DSV4_PDL=0).
 """
+import ctypes
+import os
 import argparse
 import datetime
 import json
@@ -59,6 +67,47 @@ def mtp_input_rmsnorm_kernel(e_ptr, pos_ptr, prev_ptr, ew_ptr, hw_ptr, eo_ptr, h
     rstd = tl.rsqrt(tl.sum(x * x, axis=0) / H + eps)
     w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + offs, (x * rstd * w).to(eo_ptr.dtype.element_ty), mask=mask)
+
+
+try:  # Triton's programmatic-dependent-launch intrinsics (Hopper); the "triton pdl" column needs them
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+    HAVE_GDC = True
+except ImportError:
+    HAVE_GDC = False
+
+
+@triton.jit
+def mtp_input_rmsnorm_pdl_kernel(e_ptr, pos_ptr, prev_ptr, ew_ptr, hw_ptr, eo_ptr, ho_ptr, H, eps,
+                                 HC: tl.constexpr, BLOCK: tl.constexpr):
+    """The same kernel launched with PDL: wait for the previous grid, then let the next one launch."""
+    gdc_wait()
+    gdc_launch_dependents()
+    t = tl.program_id(0).to(tl.int64)
+    k = tl.program_id(1)
+    offs = tl.arange(0, BLOCK)
+    mask = offs < H
+    if k == 0:
+        x = tl.load(e_ptr + t * H + offs, mask=mask, other=0.0).to(tl.float32)
+        pos = tl.load(pos_ptr + t)
+        x = tl.where(pos == 0, 0.0, x)
+        w_ptr = ew_ptr
+        out_ptr = eo_ptr + t * H
+    else:
+        row = t * HC + (k - 1)
+        x = tl.load(prev_ptr + row * H + offs, mask=mask, other=0.0).to(tl.float32)
+        w_ptr = hw_ptr
+        out_ptr = ho_ptr + row * H
+    rstd = tl.rsqrt(tl.sum(x * x, axis=0) / H + eps)
+    w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + offs, (x * rstd * w).to(eo_ptr.dtype.element_ty), mask=mask)
+
+
+def triton_mtp_pdl(e, pos, prev, ew, hw, eo, ho, eps, num_warps):
+    T, H = e.shape
+    hc = ho.shape[1]
+    mtp_input_rmsnorm_pdl_kernel[(T, hc + 1)](e, pos, prev, ew, hw, eo, ho, H, eps, HC=hc,
+                                              BLOCK=triton.next_power_of_2(H), num_warps=num_warps,
+                                              launch_pdl=True)
 
 
 @triton.jit
@@ -119,6 +168,43 @@ def bench(fn, rep):
         return do_bench_cudagraph(fn, rep=rep, return_mode="median") * 1e3
 
 
+def programmatic_edges(fn):
+    """Captures fn() twice into a torch CUDA graph and counts the graph's programmatic edges (the form a
+    PDL launch takes under stream capture); None when the CUDA runtime's edge query is unavailable."""
+    g = torch.cuda.CUDAGraph(keep_graph=True)
+    s = torch.cuda.Stream()
+    torch.cuda.synchronize()
+    with torch.cuda.graph(g, stream=s):
+        fn()
+        fn()
+    try:
+        rt = ctypes.CDLL("libcudart.so.13")  # torch's runtime, already loaded; CUDA 13 signature with edge data
+    except OSError:
+        return None
+    graph = ctypes.c_void_p(g.raw_cuda_graph())
+    n = ctypes.c_size_t(0)
+    if rt.cudaGraphGetEdges(graph, None, None, None, ctypes.byref(n)) != 0:
+        return None
+    frm, to = (ctypes.c_void_p * n.value)(), (ctypes.c_void_p * n.value)()
+    data = (ctypes.c_uint8 * (8 * n.value))()  # cudaGraphEdgeData: from_port, to_port, type, reserved[5]
+    if rt.cudaGraphGetEdges(graph, frm, to, data, ctypes.byref(n)) != 0:
+        return None
+    return {"edges": n.value, "programmatic": sum(1 for i in range(n.value) if data[8 * i + 2] == 1)}
+
+
+def copy_roofline(n_elems, dt, rep):
+    """Best graph-replayed, hot time (us) of copying n_elems elements: torch copy_ and Triton copy shapes."""
+    src = torch.randn(n_elems, device="cuda", dtype=torch.float32).to(dt)
+    dst = torch.empty_like(src)
+    times = {"torch_copy_": bench(lambda: dst.copy_(src), rep)}
+    for block, warps in ((1024, 4), (2048, 8), (4096, 8), (8192, 16)):
+        times[f"triton_{block}_{warps}w"] = bench(
+            lambda: copy_kernel[(triton.cdiv(n_elems, block),)](src, dst, n_elems, BLOCK=block, num_warps=warps), rep)
+    best = min(times, key=times.get)
+    del src, dst
+    return times[best], best, times
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lib", default=None)
@@ -128,6 +214,7 @@ def main():
     ap.add_argument("--hc", type=int, default=4)
     ap.add_argument("--rep", type=int, default=10, help="do_bench_cudagraph rep (ms)")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--only-ours", action="store_true", help="time only our kernels (no peers, no roofline)")
     ap.add_argument("--sweep", default="4096,7168",
                     help="hidden sizes at which to time every launch variant of ours ('' = none)")
     args = ap.parse_args()
@@ -157,13 +244,16 @@ def main():
     print(f"device: {device}; torch {torch.__version__}, triton {triton.__version__}; "
           f"copy bandwidth {copy_bw / 1e9:.0f} GB/s (read+write)", flush=True)
 
+    pdl_env = os.environ.get("DSV4_PDL", "(unset: on)")
     results = []
+    edge_check = None
 
     def dump():  # after every shape, so a run cut short still leaves its numbers
         if args.json:
             Path(args.json).write_text(json.dumps({
                 "device": device, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                 "torch": torch.__version__, "triton": triton.__version__, "copy_bw_bytes_per_s": copy_bw,
+                "DSV4_PDL": pdl_env, "graph_edges_two_calls": edge_check,
                 "command": " ".join(sys.argv), "results": results}, indent=1))
 
     for H in hiddens:
@@ -187,9 +277,24 @@ def main():
             assert torch.allclose(eo.float(), eo2.float(), rtol=1e-2, atol=1e-2), "ours vs triton: enorm differs"
             assert torch.allclose(ho.float(), ho2.float(), rtol=1e-2, atol=1e-2), "ours vs triton: hnorm differs"
 
+            if edge_check is None:
+                edge_check = programmatic_edges(lambda: lib.fused_mtp_input_rms_norm(e, pos, prev, ew, hw, eo, ho, EPS))
+                print(f"DSV4_PDL={pdl_env}: torch graph of two calls of ours: {edge_check}", flush=True)
             r = {"hidden": H, "tokens": T, "hc": hc}
             r["ours_launch"] = lib.last_launch()
             r["ours"] = bench(lambda: lib.fused_mtp_input_rms_norm(e, pos, prev, ew, hw, eo, ho, EPS), args.rep)
+            if args.only_ours:
+                r["ours_eh"] = bench(lambda: lib.fused_mtp_input_rms_norm_eh(e, pos, prev, ew, hw, eh, EPS), args.rep)
+                r["head_ours"] = bench(lambda: lib.mtp_shared_head_rms_norm(x, hw, head_out, EPS), args.rep)
+                results.append(r)
+                print(f"H={H} T={T}: ours {r['ours']:.2f} us [{r['ours_launch']}], eh {r['ours_eh']:.2f}, "
+                      f"head {r['head_ours']:.2f}", flush=True)
+                dump()
+                del e, prev, eo, ho, eh, eo2, ho2, head_out
+                torch.cuda.empty_cache()
+                continue
+            if T <= 4096:
+                r["copy_us"], r["copy_best"], r["copy_all"] = copy_roofline((1 + hc) * T * H, dt, args.rep)
             if str(H) in args.sweep.split(","):
                 sweep = []
                 for var in VARIANTS:
@@ -210,6 +315,13 @@ def main():
             for nw in (4, 8, 16):
                 tw[nw] = bench(lambda: triton_mtp(e, pos, prev, ew, hw, eo2, ho2, EPS, nw), args.rep)
             r["triton"] = tw[4]
+            if HAVE_GDC and T <= 4096:  # context: the Triton kernel with PDL too (not the acceptance baseline)
+                try:
+                    r["triton_pdl"] = bench(lambda: triton_mtp_pdl(e, pos, prev, ew, hw, eo2, ho2, EPS, 4), args.rep)
+                    r["triton_pdl_16w"] = bench(lambda: triton_mtp_pdl(e, pos, prev, ew, hw, eo2, ho2, EPS, 16),
+                                                args.rep)
+                except Exception as exc:  # noqa: BLE001 - an older Triton without launch_pdl
+                    r["triton_pdl_error"] = str(exc)[:200]
             r["triton_best"] = min(tw.values())
             r["triton_best_warps"] = min(tw, key=tw.get)
             r["eager"] = bench(lambda: eager_mtp(e, pos, prev, ew, hw, EPS, hc), args.rep)
@@ -240,7 +352,10 @@ def main():
                 print(f"H={H} T={T}: sweep best {r['sweep_best_us']:.2f} us [{r['sweep_best_launch']}]", flush=True)
             print(f"H={H} T={T}: ours {r['ours']:.2f} us [{r['ours_launch']}], triton {r['triton']:.2f} (best {r['triton_best']:.2f} "
                   f"@{r['triton_best_warps']}w), compile {r.get('compile', float('nan')):.2f}, "
-                  f"eager {r['eager']:.2f}", flush=True)
+                  f"eager {r['eager']:.2f}, triton+PDL 4w/16w {r.get('triton_pdl', float('nan')):.2f}/"
+                  f"{r.get('triton_pdl_16w', float('nan')):.2f}{' ' + r['triton_pdl_error'] if 'triton_pdl_error' in r else ''}, "
+                  f"copy of the same bytes {r.get('copy_us', float('nan')):.2f} "
+                  f"[{r.get('copy_best', '-')}]", flush=True)
             dump()
             del e, prev, eo, ho, eh, eo2, ho2, head_out
             torch.cuda.empty_cache()
@@ -249,6 +364,9 @@ def main():
     def target(T):
         return 0.8 if T <= 256 else (1.0 if T >= 4096 else None)
 
+    if args.only_ours:
+        dump()
+        return 0
     verdicts = []
     for r in results:
         lim = target(r["tokens"])
@@ -262,7 +380,7 @@ def main():
           f"%bw = fraction of copy bandwidth ({copy_bw / 1e9:.0f} GB/s)")
     print(f"{'H':>5} {'T':>5} | {'ours':>8} {'%bw':>4} {'eh':>8} | {'triton':>8} {'best':>8} {'%bw':>4} | "
           f"{'compile':>8} {'eager':>8} | {'o/tri':>5} {'o/best':>6} {'o/comp':>6} | {'head':>7} {'h-tri*':>7} "
-          f"{'h-comp':>7} {'h o/t*':>6} | {'sweep':>8} {'s/best':>6}")
+          f"{'h-comp':>7} {'h o/t*':>6} | {'sweep':>8} {'s/best':>6} | {'copy':>7} {'0.8tri':>7}")
     for r in results:
         ok = {True: "", False: " MISS"}.get(r.get("meets_target_vs_triton_best"), "")
         print(f"{r['hidden']:5d} {r['tokens']:5d} | {r['ours']:8.2f} {100 * r['ours_frac_copy_bw']:3.0f}% "
@@ -272,7 +390,8 @@ def main():
               f"{r.get('ratio_ours_compile', float('nan')):6.2f} | {r['head_ours']:7.2f} "
               f"{r['head_triton_best']:7.2f} {r.get('head_compile', float('nan')):7.2f} "
               f"{r['head_ratio_ours_triton_best']:6.2f} | {r.get('sweep_best_us', float('nan')):8.2f} "
-              f"{r.get('sweep_best_us', float('nan')) / r['triton_best']:6.2f}{ok}")
+              f"{r.get('sweep_best_us', float('nan')) / r['triton_best']:6.2f} | "
+              f"{r.get('copy_us', float('nan')):7.2f} {0.8 * r['triton']:7.2f}{ok}")
     print(f"acceptance (vs best Triton variant, H 4096/7168): {sum(verdicts)}/{len(verdicts)} points met")
     dump()
     return 0

@@ -124,8 +124,9 @@ void expect_matches(const std::vector<uint8_t>& got, const std::vector<uint8_t>&
   EXPECT_EQ(bad, 0) << what;
 }
 
-// Every kernel instance the launchers can pick (both load flavours), under each grid policy: one block
-// per tile, one resident wave, and a cap of 3 blocks that forces long loops over tiles.
+// Every kernel instance the launchers can pick (both load flavours, weights with the row or late), under
+// each grid policy: one block per tile, one resident wave, and a cap of 3 blocks that forces long loops
+// over tiles.
 std::vector<cuda::MtpNormConfig> all_configs() {
   using cuda::MtpNormKernel;
   std::vector<cuda::MtpNormConfig> configs;
@@ -135,6 +136,7 @@ std::vector<cuda::MtpNormConfig> all_configs() {
     for (int max_blocks : {-1, -2, 3}) {
       for (bool plain : {false, true})
         configs.push_back({MtpNormKernel::kRegister, vpt, rows, max_blocks, plain});
+      if (rows == 1) configs.push_back({MtpNormKernel::kRegister, vpt, rows, max_blocks, false, true});
     }
   }
   return configs;
@@ -251,6 +253,57 @@ TEST(MtpNormCudaEdge, GraphReplayReadsNewInputs) {
     }
   }
   expect_matches(d.eh_out.download(), cpu, ref_eh, DType::BF16, "graph replay eh");
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+// PDL is on by default: captured back-to-back launches are joined by a programmatic edge, and a launch
+// that reads the previous one's output still sees all of it (griddepcontrol.wait waits for the whole
+// grid, however early that grid let its dependents launch). The chain is poison -> MTP norm -> shared-head
+// norm of the MTP norm's h output, replayed several times.
+TEST(MtpNormCudaEdge, ProgrammaticLaunchChainInGraph) {
+  DSV4_REQUIRE_GPU();
+  const int64_t T = 64, H = 4096, hc = 4;
+  const MtpInputs in = random_mtp_inputs(T, H, hc, DType::BF16, 7);
+  DeviceMtp d(in);
+  cudaStream_t stream;
+  DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  DSV4_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  DSV4_CUDA_CHECK(cudaMemsetAsync(d.h_out.get(), 0xff, T * hc * H * 2, stream));
+  DSV4_CUDA_CHECK(cudaMemsetAsync(d.head_out.get(), 0xff, T * hc * H * 2, stream));
+  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(),
+                                             d.hw.get(), d.e_out.get(), d.h_out.get(), T, H, hc, kEps,
+                                             DType::BF16, stream)
+                  .is_ok());
+  ASSERT_TRUE(cuda::mtp_shared_head_rms_norm(d.h_out.get(), d.ew.get(), d.head_out.get(), T * hc, H, kEps,
+                                             DType::BF16, stream)
+                  .is_ok());
+  DSV4_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  size_t num_edges = 0;
+  DSV4_CUDA_CHECK(cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &num_edges));
+  std::vector<cudaGraphNode_t> from(num_edges), to(num_edges);
+  std::vector<cudaGraphEdgeData> edges(num_edges);
+  DSV4_CUDA_CHECK(cudaGraphGetEdges(graph, from.data(), to.data(), edges.data(), &num_edges));
+  int programmatic = 0;
+  for (const cudaGraphEdgeData& e : edges) programmatic += e.type == cudaGraphDependencyTypeProgrammatic;
+  EXPECT_GE(programmatic, 1) << "no programmatic norm -> norm edge (with DSV4_PDL=0 this fails)";
+  DSV4_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  for (int replay = 0; replay < 20; ++replay) DSV4_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+  DSV4_CUDA_CHECK(cudaStreamSynchronize(stream));
+  // The second norm must have read the first one's complete output: compare with the CPU norm of it.
+  const std::vector<uint8_t> h_out = d.h_out.download(), head = d.head_out.download();
+  std::vector<uint8_t> cpu_head(head.size());
+  cpu::mtp_shared_head_rms_norm(h_out.data(), in.enorm_w.data(), cpu_head.data(), T * hc, H, kEps,
+                                DType::BF16);
+  const std::vector<float> g = to_floats(head.data(), T * hc * H, DType::BF16);
+  const std::vector<float> c = to_floats(cpu_head.data(), T * hc * H, DType::BF16);
+  int64_t bad = 0;
+  for (size_t i = 0; i < g.size(); ++i)
+    bad += !(std::fabs(g[i] - c[i]) <= element_tolerance(DType::BF16, c[i]));
+  EXPECT_EQ(bad, 0) << "the chained norm read an incomplete (poisoned) input";
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);

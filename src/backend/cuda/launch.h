@@ -2,7 +2,8 @@
 //
 // Every dsv4 kernel starts with pdl_wait() (griddepcontrol.wait: a no-op unless the launch allowed
 // overlap) before reading what the previous kernel wrote, and may call pdl_launch_dependents() once its
-// inputs are consumed. PDL is off unless DSV4_PDL=1.
+// inputs are consumed. PDL is on unless DSV4_PDL=0; under stream capture the attribute becomes a
+// programmatic graph edge, so captured graphs overlap their launches too.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -13,7 +14,7 @@
 
 namespace dsv4::cuda {
 
-bool pdl_enabled();  // DSV4_PDL=1 (read once)
+bool pdl_enabled();  // true unless DSV4_PDL=0 (read once)
 
 template <typename... KernelArgs, typename... Args>
 Status launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t shared_bytes,

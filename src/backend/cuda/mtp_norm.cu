@@ -14,8 +14,13 @@
 // vector keep the per-thread chains short (latency); at large T fewer, fatter blocks per row keep more
 // bytes in flight per SM (bandwidth). The heuristic in launch_rows comes from the kernel lab's sweep
 // (bench/kernels/, results in bench/RESULTS.md), which also timed and dropped a cp.async shared-memory
-// pipeline and cluster-split rows. Rows that are not 16-byte aligned (odd H) take a scalar two-pass
-// kernel.
+// pipeline and cluster-split rows. Where registers limit how many rows an SM holds at once, a late-weight
+// instance (weights read after the reduction) trades one L1 read for ~30% fewer registers. Rows
+// that are not 16-byte aligned (odd H) take a scalar two-pass kernel.
+//
+// Launches use programmatic dependent launch unless DSV4_PDL=0 (launch.h): each kernel waits
+// (griddepcontrol.wait) before its first memory access and lets the next grid launch as soon as its own
+// loads are issued, so back-to-back launches, captured graphs included, overlap one launch latency.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -203,14 +208,32 @@ constexpr int reg_kernel_max_threads(int vpt, int rows) {
 // (8 vectors) registers: the allocations of the lab's measured-fastest bandwidth configurations (more
 // registers per thread would mean fewer resident blocks, fewer bytes in flight).
 constexpr int reg_kernel_min_blocks(int vpt, int rows) { return vpt * rows >= 4 ? 2 : 1; }
+// Late-weight variants hold only the row across the reduction (weights are read afterwards, from L1), so
+// they ask for more resident threads: at most 512 threads per block (256 with 8 vectors) and 3-4 resident
+// blocks, i.e. a 42 (1-4 vectors) or 64 (8 vectors) register cap.
+constexpr int late_kernel_max_threads(int vpt) { return vpt >= 8 ? 256 : 512; }
+constexpr int late_kernel_min_blocks(int vpt) { return vpt >= 8 ? 4 : 3; }
+template <int kVpt, int kRows, bool kLateWeights>
+struct RegKernelBounds {
+  static constexpr int kMaxThreads =
+      kLateWeights ? late_kernel_max_threads(kVpt) : reg_kernel_max_threads(kVpt, kRows);
+  static constexpr int kMinBlocks =
+      kLateWeights ? late_kernel_min_blocks(kVpt) : reg_kernel_min_blocks(kVpt, kRows);
+};
 
 // ---- register kernel ----------------------------------------------------------------------------------
 // A block normalises kRows rows of one kind per step (tiles never mix e and h rows, so a block holds one
 // weight vector set); thread j holds vectors j, j + blockDim.x, ... (kVpt of them) of each row, so a
 // warp's accesses are contiguous. A capped grid loops over tiles and reloads weights only when the kind
-// changes. kPlainLoads (lab only) swaps the read-only/no-L1/L2-prefetch loads for plain ones.
-template <typename T, int kVpt, int kRows, bool kPlainLoads>
-__global__ void __launch_bounds__(reg_kernel_max_threads(kVpt, kRows), reg_kernel_min_blocks(kVpt, kRows))
+// changes. kPlainLoads swaps the read-only/no-L1/L2-prefetch loads for plain ones. kLateWeights reads
+// the weights after the reduction, one vector at a time in the store loop, instead of with the row (an
+// L1 hit once one block of the SM has read them): 40 instead of 56 registers at 2 vectors per thread (bf16),
+// so more rows resident per SM. The heuristic uses it at 1-2 vectors only: at 4-8 it measured slower
+// (0.5-1.2 us at T = 1, up to 25% at T = 4096), likely because each weight load waits behind the stores
+// before it.
+template <typename T, int kVpt, int kRows, bool kPlainLoads, bool kLateWeights>
+__global__ void __launch_bounds__(RegKernelBounds<kVpt, kRows, kLateWeights>::kMaxThreads,
+                                  RegKernelBounds<kVpt, kRows, kLateWeights>::kMinBlocks)
     mtp_rms_norm_reg_kernel(const MtpNormRows p) {
   using V = Vec16<T>;
   __shared__ float partial[2][kRows][32];
@@ -219,7 +242,7 @@ __global__ void __launch_bounds__(reg_kernel_max_threads(kVpt, kRows), reg_kerne
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, num_warps = blockDim.x >> 5;
 
   uint4 w[kVpt];
-  int weight_kind = -1;  // 1: w holds enorm_w, 0: hnorm_w
+  int weight_kind = -1;  // 1: w holds enorm_w, 0: hnorm_w (unused with kLateWeights)
   int parity = 0;
   for (int64_t tile = blockIdx.x; tile < p.num_tiles; tile += gridDim.x) {
     const bool is_e = tile < p.num_e_tiles;  // block-uniform
@@ -242,14 +265,14 @@ __global__ void __launch_bounds__(reg_kernel_max_threads(kVpt, kRows), reg_kerne
                                             : make_uint4(0, 0, 0, 0);
       }
     }
-    if (weight_kind != static_cast<int>(is_e)) {
-      const char* wsrc = is_e ? p.e_weight : p.h_weight;
+    const auto weight_vec = [&](int k) {  // this thread's weight vector k (16 bytes)
+      const int v = k * blockDim.x + tid;
+      const char* src = (is_e ? p.e_weight : p.h_weight) + static_cast<int64_t>(v) * 16;
+      return v < p.num_vecs ? (kPlainLoads ? load_plain(src) : load_weight(src)) : make_uint4(0, 0, 0, 0);
+    };
+    if (!kLateWeights && weight_kind != static_cast<int>(is_e)) {
 #pragma unroll
-      for (int k = 0; k < kVpt; ++k) {
-        const int v = k * blockDim.x + tid;
-        const char* src = wsrc + static_cast<int64_t>(v) * 16;
-        w[k] = v < p.num_vecs ? (kPlainLoads ? load_plain(src) : load_weight(src)) : make_uint4(0, 0, 0, 0);
-      }
+      for (int k = 0; k < kVpt; ++k) w[k] = weight_vec(k);
       weight_kind = is_e;
     }
     if (p.pdl && tile + gridDim.x >= p.num_tiles) pdl_launch_dependents();  // last loads are issued
@@ -278,7 +301,9 @@ __global__ void __launch_bounds__(reg_kernel_max_threads(kVpt, kRows), reg_kerne
 #pragma unroll
       for (int k = 0; k < kVpt; ++k) {
         const int v = k * blockDim.x + tid;
-        if (v < p.num_vecs) store_row_vec(p, is_e, row, v, scale<V>(x[r][k], w[k], rstd));
+        if (v < p.num_vecs) {
+          store_row_vec(p, is_e, row, v, scale<V>(x[r][k], kLateWeights ? weight_vec(k) : w[k], rstd));
+        }
       }
     }
   }
@@ -319,7 +344,12 @@ __device__ __forceinline__ __half from_f32<__half>(float v) {
 template <typename T>
 __global__ void __launch_bounds__(256) mtp_rms_norm_scalar_kernel(const MtpNormRows p) {
   __shared__ float partial[2][1][32];
-  if (p.pdl) pdl_wait();  // without PDL the previous grid has completed: skip the instruction
+  if (p.pdl) {
+    pdl_wait();  // without PDL the previous grid has completed: skip the instruction
+    // The next grid may launch now: it waits for this one's completion before touching memory, and every
+    // block of this grid is resident once all of them have passed here.
+    pdl_launch_dependents();
+  }
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, num_warps = blockDim.x >> 5;
   const int64_t num_rows = p.num_e_rows + p.num_h_rows;
   int parity = 0;
@@ -398,37 +428,54 @@ template <typename T, bool kPlain>
 RowKernel pick_reg_kernel(int vpt, int rows) {
   switch (vpt * 10 + rows) {
     case 11:
-      return mtp_rms_norm_reg_kernel<T, 1, 1, kPlain>;
+      return mtp_rms_norm_reg_kernel<T, 1, 1, kPlain, false>;
     case 12:
-      return mtp_rms_norm_reg_kernel<T, 1, 2, kPlain>;
+      return mtp_rms_norm_reg_kernel<T, 1, 2, kPlain, false>;
     case 21:
-      return mtp_rms_norm_reg_kernel<T, 2, 1, kPlain>;
+      return mtp_rms_norm_reg_kernel<T, 2, 1, kPlain, false>;
     case 22:
-      return mtp_rms_norm_reg_kernel<T, 2, 2, kPlain>;
+      return mtp_rms_norm_reg_kernel<T, 2, 2, kPlain, false>;
     case 41:
-      return mtp_rms_norm_reg_kernel<T, 4, 1, kPlain>;
+      return mtp_rms_norm_reg_kernel<T, 4, 1, kPlain, false>;
     case 42:
-      return mtp_rms_norm_reg_kernel<T, 4, 2, kPlain>;
+      return mtp_rms_norm_reg_kernel<T, 4, 2, kPlain, false>;
     case 81:
-      return mtp_rms_norm_reg_kernel<T, 8, 1, kPlain>;
+      return mtp_rms_norm_reg_kernel<T, 8, 1, kPlain, false>;
+    default:
+      return nullptr;
+  }
+}
+
+// Late-weight instances: one row per block, read-only loads.
+template <typename T>
+RowKernel pick_late_kernel(int vpt, int rows) {
+  if (rows != 1) return nullptr;
+  switch (vpt) {
+    case 1:
+      return mtp_rms_norm_reg_kernel<T, 1, 1, false, true>;
+    case 2:
+      return mtp_rms_norm_reg_kernel<T, 2, 1, false, true>;
+    case 4:
+      return mtp_rms_norm_reg_kernel<T, 4, 1, false, true>;
+    case 8:
+      return mtp_rms_norm_reg_kernel<T, 8, 1, false, true>;
     default:
       return nullptr;
   }
 }
 
 template <typename T>
-RowKernel pick_reg_kernel(int vpt, int rows, bool plain) {
+RowKernel pick_reg_kernel(int vpt, int rows, bool plain, bool late) {
+  if (late) return plain ? nullptr : pick_late_kernel<T>(vpt, rows);
   return plain ? pick_reg_kernel<T, true>(vpt, rows) : pick_reg_kernel<T, false>(vpt, rows);
 }
 
 RowKernel pick_kernel(DType dtype, const MtpNormLaunch& s) {
   if (s.kernel == MtpNormKernel::kRegister) {
-    if (dtype == DType::F32)
-      return pick_reg_kernel<float>(s.vecs_per_thread, s.rows_per_block, s.plain_loads);
-    if (dtype == DType::BF16) {
-      return pick_reg_kernel<__nv_bfloat16>(s.vecs_per_thread, s.rows_per_block, s.plain_loads);
-    }
-    return pick_reg_kernel<__half>(s.vecs_per_thread, s.rows_per_block, s.plain_loads);
+    const int vpt = s.vecs_per_thread, rows = s.rows_per_block;
+    if (dtype == DType::F32) return pick_reg_kernel<float>(vpt, rows, s.plain_loads, s.late_weights);
+    if (dtype == DType::BF16) return pick_reg_kernel<__nv_bfloat16>(vpt, rows, s.plain_loads, s.late_weights);
+    return pick_reg_kernel<__half>(vpt, rows, s.plain_loads, s.late_weights);
   }
   if (s.kernel == MtpNormKernel::kScalar) {
     if (dtype == DType::F32) return mtp_rms_norm_scalar_kernel<float>;
@@ -436,6 +483,12 @@ RowKernel pick_kernel(DType dtype, const MtpNormLaunch& s) {
     return mtp_rms_norm_scalar_kernel<__half>;
   }
   return nullptr;
+}
+
+// The launch bound of the register-kernel instance `s` selects.
+int max_threads(const MtpNormLaunch& s) {
+  return s.late_weights ? late_kernel_max_threads(s.vecs_per_thread)
+                        : reg_kernel_max_threads(s.vecs_per_thread, s.rows_per_block);
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
@@ -510,18 +563,42 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
   if (s.kernel == MtpNormKernel::kRegister) {
     s.rows_per_block = cfg.rows_per_block == 0 ? 1 : cfg.rows_per_block;
     s.plain_loads = cfg.plain_loads;
+    s.late_weights = cfg.late_weights;
     const int64_t total_bytes = num_rows * p.row_bytes;
     s.vecs_per_thread = cfg.vecs_per_thread;
     if (s.vecs_per_thread == 0) {
-      // From the lab's sweeps (H200, bf16, H = 2568 / 4096 / 7168, hc = 4; bench/RESULTS.md):
-      if (total_bytes <= (int64_t{4} << 20)) {
-        // latency (a few rows per SM, T <~ 64): 2 vectors per thread: short per-thread chains, 8-16 warps
-        // per row.
+      // From the lab's sweeps (bf16, H = 2568 / 4096 / 7168, hc = 4, PDL on; bench/RESULTS.md):
+      // fit_threads(n): the fewest vectors per thread that keep a row within n threads.
+      const auto fit_threads = [&](int limit) {
+        s.vecs_per_thread = 1;
+        while (s.vecs_per_thread < 8 && round_up32(ceil_div(num_vecs, s.vecs_per_thread)) > limit) {
+          s.vecs_per_thread *= 2;
+        }
+      };
+      if (total_bytes <= (int64_t{3} << 19)) {
+        // latency (<= 1.5 MB, T <~ 16-32): 2 vectors per thread: short per-thread chains, 8-16 warps per row.
         s.vecs_per_thread = 2;
+      } else if (num_rows <= int64_t{4} * sms) {
+        // a few rows per SM (T ~ 32..100): wide rows (~512 threads, as Triton's best 16 warps), one block
+        // per row, and every row resident at once: when the early-weight instance's registers allow too
+        // few blocks per SM for that, the late-weight one (weights read after the reduction, ~40
+        // registers) is used instead (H = 7168, T = 64: 3.64 vs 3.86 us on H100).
+        fit_threads(512);
+        if (s.vecs_per_thread <= 2 && s.rows_per_block == 1 && !s.plain_loads) {
+          const int threads = static_cast<int>(round_up32(ceil_div(num_vecs, s.vecs_per_thread)));
+          MtpNormLaunch late = s;
+          late.late_weights = true;
+          int early_per_sm = 0, late_per_sm = 0;
+          if (Status st = blocks_per_sm(pick_kernel(dtype, s), threads, &early_per_sm); !st) return st;
+          if (Status st = blocks_per_sm(pick_kernel(dtype, late), threads, &late_per_sm); !st) return st;
+          const int64_t early_wave = static_cast<int64_t>(early_per_sm) * sms;
+          const int64_t late_wave = static_cast<int64_t>(late_per_sm) * sms;
+          s.late_weights = early_wave < num_rows && late_wave >= num_rows;
+        }
       } else if (num_rows <= 2048) {
-        // the rows just exceed what the SMs take in one go (T ~ 64..400): 4 vectors per thread and one
-        // resident wave of blocks looping over tiles (fewer block launches, weights loaded once).
-        s.vecs_per_thread = 4;
+        // the rows exceed one resident wave (T ~ 100..400): ~256 threads per row and one resident wave of
+        // blocks looping over tiles (fewer block launches, weights loaded once per block).
+        fit_threads(256);
         if (cap == 0) cap = -2;
       } else {
         // bandwidth (T >~ 400): 4 vectors per thread, one block per row, plain loads (3-5% faster here
@@ -529,14 +606,13 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
         s.vecs_per_thread = 4;
         s.plain_loads = true;
       }
-      while (s.vecs_per_thread < 8 && round_up32(ceil_div(num_vecs, s.vecs_per_thread)) >
-                                          reg_kernel_max_threads(s.vecs_per_thread, s.rows_per_block)) {
+      while (s.vecs_per_thread < 8 && round_up32(ceil_div(num_vecs, s.vecs_per_thread)) > max_threads(s)) {
         s.vecs_per_thread *= 2;
       }
     }
     s.threads =
         static_cast<int>(std::min<int64_t>(round_up32(ceil_div(num_vecs, s.vecs_per_thread)), INT_MAX));
-    if (s.threads > reg_kernel_max_threads(s.vecs_per_thread, s.rows_per_block)) {
+    if (s.threads > max_threads(s)) {
       return invalid_config(what, s, p.hidden, "too many threads per block");
     }
     p.num_e_tiles = ceil_div(p.num_e_rows, s.rows_per_block);
@@ -594,8 +670,8 @@ MtpNormRows base_rows(int64_t hidden, float eps, DType dtype) {
 
 // The inputs both prologue layouts share: embeddings with their positions, previous residual, both weights.
 MtpNormRows prologue_rows(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
-                          const void* enorm_weight, const void* hnorm_weight, int64_t num_tokens, int64_t hidden,
-                          int64_t hc_mult, float eps, DType dtype) {
+                          const void* enorm_weight, const void* hnorm_weight, int64_t num_tokens,
+                          int64_t hidden, int64_t hc_mult, float eps, DType dtype) {
   MtpNormRows p = base_rows(hidden, eps, dtype);
   p.e_in = static_cast<const char*>(inputs_embeds);
   p.positions = positions;
@@ -613,7 +689,7 @@ std::string MtpNormLaunch::to_string() const {
   switch (kernel) {
     case MtpNormKernel::kRegister:
       return str_cat("register vpt=", vecs_per_thread, " rows=", rows_per_block, plain_loads ? " plain" : "",
-                     " threads=", threads, " blocks=", blocks);
+                     late_weights ? " late-w" : "", " threads=", threads, " blocks=", blocks);
     case MtpNormKernel::kScalar:
       return str_cat("scalar threads=", threads, " blocks=", blocks);
     default:

@@ -32,12 +32,14 @@ enum class MtpNormKernel { kAuto = 0, kRegister = 1, kScalar = 2 };
 // explicit values to sweep / cover every variant. 0 means "choose" everywhere.
 struct MtpNormConfig {
   MtpNormKernel kernel = MtpNormKernel::kAuto;
-  int vecs_per_thread = 0;   // 16-byte vectors per thread per row: 1, 2, 4 or 8
-  int rows_per_block = 0;    // rows a block normalises together: 1 or 2 (2 only with <= 4 vectors)
-  int max_blocks = 0;        // grid: -1 = one block per tile, -2 = one resident wave, > 0 = at most this
-                             // many blocks; capped grids loop over tiles
-  bool plain_loads = false;  // plain loads instead of read-only / no-L1 / L2-prefetch ones (with
-                             // vecs_per_thread 0 the heuristic decides; it picks them at large T)
+  int vecs_per_thread = 0;    // 16-byte vectors per thread per row: 1, 2, 4 or 8
+  int rows_per_block = 0;     // rows a block normalises together: 1 or 2 (2 only with <= 4 vectors)
+  int max_blocks = 0;         // grid: -1 = one block per tile, -2 = one resident wave, > 0 = at most this
+                              // many blocks; capped grids loop over tiles
+  bool plain_loads = false;   // plain loads instead of read-only / no-L1 / L2-prefetch ones (with
+                              // vecs_per_thread 0 the heuristic decides; it picks them at large T)
+  bool late_weights = false;  // read the weights after the reduction (fewer registers, more resident
+                              // rows); instances exist for rows_per_block 1 without plain loads
 };
 
 // What a launch resolved to (for logs and the kernel lab's JSON).
@@ -46,6 +48,7 @@ struct MtpNormLaunch {
   int vecs_per_thread = 0;
   int rows_per_block = 0;
   bool plain_loads = false;
+  bool late_weights = false;
   int threads = 0;
   int64_t blocks = 0;
   std::string to_string() const;
