@@ -94,7 +94,7 @@ TEST(SampleTokens, DeterministicPerSeedStreamAndCounter) {
 }
 
 TEST(SampleTokens, DrawsFollowTheExactDistribution) {
-  std::mt19937 rng(9);
+  std::mt19937 rng(8);  // a spread distribution: the top token has 0.22 at T = 1
   const int64_t V = 24;
   std::vector<float> row(V);
   std::normal_distribution<float> d(0.0f, 1.5f);
