@@ -3,7 +3,6 @@
 // order, and replayable inside a CUDA graph without device RNG state.
 #pragma once
 
-#include <cmath>
 #include <cstdint>
 
 #include "dsv4/core/hash_random.h"  // DSV4_HD
@@ -44,13 +43,6 @@ DSV4_HD uint32_t sampling_bits24(uint64_t seed, uint64_t stream, uint64_t counte
 // A token's weight exp((logit - max) / T) in (0, 1] as an integer mass: round(w · 2^40). Integer masses make every
 // sum exact and independent of the reduction order (the nucleus and the draw are deterministic and the same on the CPU
 // and the GPU); a weight below 2^-41 of the top token's has no mass. Sums stay below 2^64 for vocabularies up to 2^23.
-// The weight exp((logit - max) / T) computed as exp2((logit - max) * (log2(e) / T)): one multiply and one exp2
-// per token (no division), with the same float operations on the CPU and the GPU.
-DSV4_HD float sampling_log2_scale(float temperature) { return 1.44269504088896341f / temperature; }
-DSV4_HD float sampling_weight(float logit, float max_logit, float log2_scale) {
-  return exp2f((logit - max_logit) * log2_scale);
-}
-
 constexpr float kSamplingMassScale = 1099511627776.0f;  // 2^40
 constexpr int64_t kSamplingMaxVocab = int64_t{1} << 23;
 

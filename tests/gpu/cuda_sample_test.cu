@@ -200,15 +200,6 @@ TEST(CudaSampleTokens, Timing) {
   test::DeviceEnv env;
   std::mt19937 rng(37);
   const int64_t V = kFlashVocab;
-  {  // bring the clocks up before timing (an idle GPU runs the first milliseconds slowly)
-    test::DevTensor l = test::upload(normal_logits(rng, 8 * V, 2.5f), DType::F32, {8, V});
-    std::vector<ops::TokenSamplingParams> rows(8, test::sampling_row(1.0f, 0.9f, 1, 0, 0));
-    test::DevTensor p(DType::U8, {8, static_cast<int64_t>(sizeof(ops::TokenSamplingParams))});
-    cuda::copy_to_device(p.t.data(), rows.data(), rows.size() * sizeof(ops::TokenSamplingParams));
-    test::DevTensor out(DType::I32, {8});
-    for (int i = 0; i < 200; ++i) ops::sample_tokens(env.ctx, out.t, l.t, p.t);
-    env.sync();
-  }
   for (int64_t R : {int64_t{1}, int64_t{8}}) {
     const std::vector<float> host_logits = normal_logits(rng, R * V, 2.5f);
     test::DevTensor l = test::upload(host_logits, DType::F32, {R, V});

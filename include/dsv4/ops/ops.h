@@ -133,7 +133,7 @@ constexpr int64_t kSampleLanes = 512;
 
 // Next tokens (int32 out [R]) from logits [R, V] (f32, V <= 2^23) with per-row params (U8 [R, 32]):
 // - temperature <= 0: argmax_token (ties → lowest index; a NaN in column 0 selects token 0).
-// - otherwise weights w = exp2((logit - max) * (log2 e / T)) (finite logits) as integer masses round(w * 2^40)
+// - otherwise weights w = exp((logit - max) / T) (finite logits) as integer masses round(w * 2^40)
 //   (exact, order-independent sums), restricted to the smallest nucleus reaching ceil(top_p * total)
 //   (weights descending, ties → lower index), and a draw at floor(mass * bits / 2^24) with 24 bits from
 //   Philox4x32-10(key seed; counter, stream), walking the vocabulary in lane-major order (v % kSampleLanes,

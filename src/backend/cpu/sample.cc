@@ -26,9 +26,8 @@ int32_t sampled_token(const float* l, int64_t V, const ops::TokenSamplingParams&
   for (int64_t v = 1; v < V; ++v) mx = std::max(mx, l[v]);
   std::vector<float> w(static_cast<size_t>(V));
   std::vector<uint64_t> mass(static_cast<size_t>(V));
-  const float scale = sampling_log2_scale(p.temperature);
   for (int64_t v = 0; v < V; ++v) {
-    w[v] = sampling_weight(l[v], mx, scale);
+    w[v] = std::exp((l[v] - mx) / p.temperature);
     mass[v] = static_cast<uint64_t>(std::nearbyint(static_cast<double>(w[v] * kSamplingMassScale)));
   }
   if (p.top_p < 1.0f) {

@@ -62,19 +62,10 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kDigitBits = 8, kBins = 1 << kDigitBits;
 constexpr unsigned kFullMask = 0xffffffffu;
 
-__device__ __forceinline__ uint64_t token_mass(float w) { return __float2ull_rn(w * kSamplingMassScale); }
-
-// Sum over the block (blockDim.x == kThreads), every thread gets it; `warp_totals` holds kWarps values.
-__device__ __forceinline__ uint64_t block_total(uint64_t v, unsigned long long* warp_totals) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
-  __syncthreads();  // a previous use may still be reading warp_totals
-  if ((threadIdx.x & 31) == 0) warp_totals[threadIdx.x >> 5] = v;
-  __syncthreads();
-  uint64_t sum = 0;
-  for (int w = 0; w < kWarps; ++w) sum += warp_totals[w];
-  return sum;
+__device__ __forceinline__ float token_weight(float logit, float mx, float temperature) {
+  return expf((logit - mx) / temperature);
 }
+__device__ __forceinline__ uint64_t token_mass(float w) { return __float2ull_rn(w * kSamplingMassScale); }
 
 // Exclusive prefix sum over the block (blockDim.x == kThreads); *total gets the sum of all values.
 __device__ __forceinline__ uint64_t block_exclusive_scan(uint64_t v, unsigned long long* warp_totals, uint64_t* total) {
@@ -118,7 +109,6 @@ __global__ void __launch_bounds__(kThreads)
   // 1. Argmax: the greedy token and the softmax's max.
   float best = -INFINITY;
   int32_t bi = INT32_MAX;
-#pragma unroll 4
   for (int64_t v = tid; v < V; v += kThreads) {
     const float x = l[v];
     if (better(x, static_cast<int32_t>(v), best, bi)) best = x, bi = static_cast<int32_t>(v);
@@ -139,41 +129,23 @@ __global__ void __launch_bounds__(kThreads)
     if (tid == 0) out[blockIdx.x] = bi == INT32_MAX || isnan(l[0]) ? 0 : bi;
     return;
   }
-  const float mx = best, scale = sampling_log2_scale(p.temperature);
+  const float mx = best, T = p.temperature;
 
   // 2. The nucleus: tokens with weight bits > kstar, and those == kstar with index <= limit.
   uint32_t kstar = 0;
   int64_t limit = V;
   if (p.top_p < 1.0f) {
-    // Tokens lighter than `light` cannot reach the boundary: together they weigh at most V * light <=
-    // 2^40 (1 - top_p) - 64 <= total - target (the top token alone weighs 2^40), so the tokens at or above
-    // `light` reach the target and the boundary is among them. Skipping them keeps the histograms small.
-    const double slack = 1099511627776.0 * (1.0 - static_cast<double>(p.top_p)) - 64.0;
-    const uint64_t light = slack > 0 ? static_cast<uint64_t>(slack / static_cast<double>(V)) : 0;
     uint32_t prefix = 0;
-    uint64_t above = 0, target = 0, all = 0;
+    uint64_t above = 0, target = 0;
     for (int shift = 32 - kDigitBits; shift >= 0; shift -= kDigitBits) {
       const uint32_t fixed = shift + kDigitBits >= 32 ? 0u : ~0u << (shift + kDigitBits);  // bits already chosen
       for (int i = tid; i < kWarps * kBins; i += kThreads) (&s_hist[0][0])[i] = 0;
       __syncthreads();
-#pragma unroll 4
-      for (int64_t base = 0; base < V; base += kThreads) {  // warp-uniform trip count (__match_any_sync)
-        const int64_t v = base + tid;
-        const float w = v < V ? sampling_weight(l[v], mx, scale) : 0.0f;
+      for (int64_t v = tid; v < V; v += kThreads) {
+        const float w = token_weight(l[v], mx, T);
         const uint32_t key = __float_as_uint(w);
-        const uint64_t m = token_mass(w);
-        if (shift == 32 - kDigitBits) all += m;
-        const bool counted = v < V && m >= light && (key & fixed) == prefix;
-        // One atomic per distinct bin of the warp: lanes of a bin sum their masses (< 2^41, as 27 + 14 bits).
-        const uint32_t bin = counted ? (key >> shift) & (kBins - 1) : kBins;
-        const unsigned peers = __match_any_sync(kFullMask, bin);
-        const uint32_t low = __reduce_add_sync(peers, static_cast<uint32_t>(m & ((1u << 27) - 1)));
-        const uint32_t high = __reduce_add_sync(peers, static_cast<uint32_t>(m >> 27));
-        if (counted && lane == __ffs(peers) - 1) {
-          atomicAdd(&s_hist[warp][bin], (static_cast<uint64_t>(high) << 27) + low);
-        }
+        if ((key & fixed) == prefix) atomicAdd(&s_hist[warp][(key >> shift) & (kBins - 1)], token_mass(w));
       }
-      if (shift == 32 - kDigitBits) all = block_total(all, s_warp);  // the exact total, skipped tokens included
       __syncthreads();
       if (tid < kBins) {
         uint64_t sum = 0;
@@ -186,9 +158,12 @@ __global__ void __launch_bounds__(kThreads)
         constexpr int kPerLane = kBins / 32;
         uint64_t own = 0;
         for (int j = 0; j < kPerLane; ++j) own += s_hist[0][kBins - 1 - kPerLane * lane - j];
-        if (shift == 32 - kDigitBits) {
-          const double want = ceil(static_cast<double>(p.top_p) * static_cast<double>(all));
-          target = min(max(static_cast<uint64_t>(want), uint64_t{1}), all);
+        if (shift == 32 - kDigitBits) {  // first pass: every token matched, the bins hold the total
+          uint64_t total = own;
+#pragma unroll
+          for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(kFullMask, total, o);
+          const double want = ceil(static_cast<double>(p.top_p) * static_cast<double>(total));
+          target = min(max(static_cast<uint64_t>(want), uint64_t{1}), total);
         }
         uint64_t cum = own;
 #pragma unroll
@@ -227,7 +202,7 @@ __global__ void __launch_bounds__(kThreads)
       int64_t seen = 0;
       for (int64_t base = 0; base < V; base += kThreads) {
         const int64_t v = base + tid;
-        const bool is_tied = v < V && __float_as_uint(sampling_weight(l[v], mx, scale)) == kstar;
+        const bool is_tied = v < V && __float_as_uint(token_weight(l[v], mx, T)) == kstar;
         const unsigned ballot = __ballot_sync(kFullMask, is_tied);
         if (lane == 0) s_count[warp] = __popc(ballot);
         __syncthreads();
@@ -252,12 +227,11 @@ __global__ void __launch_bounds__(kThreads)
   // 3. The draw: the lane holding the point, then the token within the lane.
   const uint64_t bits = sampling_bits24(p.seed, p.stream, p.counter);
   auto nucleus_mass = [&](int64_t v) -> uint64_t {
-    const float w = sampling_weight(l[v], mx, scale);
+    const float w = token_weight(l[v], mx, T);
     const uint32_t key = __float_as_uint(w);
     return key > kstar || (key == kstar && v <= limit) ? token_mass(w) : 0;
   };
   uint64_t mine = 0;
-#pragma unroll 4
   for (int64_t v = tid; v < V; v += kThreads) mine += nucleus_mass(v);
   uint64_t total = 0;
   uint64_t before = block_exclusive_scan(mine, s_warp, &total);
