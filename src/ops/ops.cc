@@ -5,6 +5,7 @@
 
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/philox.h"
 
 namespace dsv4::ops {
 namespace {
@@ -326,6 +327,18 @@ void argmax(ExecContext& ctx, Tensor out, Tensor logits) {
   require(ctx, logits, DType::F32, "argmax", "logits");
   DSV4_CHECK_ARG(logits.ndim() == 2 && out.numel() == logits.size(0), "argmax: logits ", logits.shape_string());
   DSV4_DISPATCH(argmax, out, logits);
+}
+
+void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params) {
+  require(ctx, out, DType::I32, "sample_tokens", "out");
+  require(ctx, logits, DType::F32, "sample_tokens", "logits");
+  require(ctx, params, DType::U8, "sample_tokens", "params");
+  DSV4_CHECK_ARG(logits.ndim() == 2 && logits.size(1) > 0 && logits.size(1) <= kSamplingMaxVocab &&
+                     out.numel() == logits.size(0) &&
+                     params.numel() == logits.size(0) * static_cast<int64_t>(sizeof(TokenSamplingParams)),
+                 "sample_tokens: logits ", logits.shape_string(), ", out ", out.shape_string(), ", params ",
+                 params.shape_string(), " (", sizeof(TokenSamplingParams), " bytes per row)");
+  DSV4_DISPATCH(sample_tokens, out, logits, params);
 }
 
 }  // namespace dsv4::ops

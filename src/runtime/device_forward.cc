@@ -34,6 +34,12 @@ struct DeviceForward::Impl {
   std::vector<char> h_hidden;
   int32_t* h_ints = nullptr;  // pinned staging with the device layout of the int32 block
   std::vector<char> h_residual;
+  // Device sampling: per-row parameters in and tokens out ([max_rows] each), with pinned staging.
+  Buffer sampling_io;
+  ops::TokenSamplingParams* d_sampling = nullptr;
+  int32_t* d_tokens = nullptr;
+  ops::TokenSamplingParams* h_sampling = nullptr;
+  int32_t* h_tokens = nullptr;
 
   // Graphs: one pool (the engine's activation arena) shared by the target's and the drafter's runner.
   const ModelConfig* cfg = nullptr;
@@ -61,6 +67,8 @@ struct DeviceForward::Impl {
     pool.reset();
     blas.reset();
     if (h_ints != nullptr) cudaFreeHost(h_ints);
+    if (h_sampling != nullptr) cudaFreeHost(h_sampling);
+    if (h_tokens != nullptr) cudaFreeHost(h_tokens);
     if (stream != nullptr) cudaStreamDestroy(stream);
   }
 
@@ -159,6 +167,12 @@ DeviceForward::DeviceForward(const ModelConfig& cfg, const ModelState& state, in
   m.d_hidden = base + ints + logits + residual;
   DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&m.h_ints), m.int_count() * sizeof(int32_t)));
   std::memset(m.h_ints, 0, m.int_count() * sizeof(int32_t));
+  const size_t sampling_params = align256(static_cast<size_t>(max_rows) * sizeof(ops::TokenSamplingParams));
+  m.sampling_io = Buffer(sampling_params + align256(static_cast<size_t>(max_rows) * sizeof(int32_t)), Device::kCUDA);
+  m.d_sampling = static_cast<ops::TokenSamplingParams*>(m.sampling_io.data());
+  m.d_tokens = reinterpret_cast<int32_t*>(static_cast<char*>(m.sampling_io.data()) + sampling_params);
+  DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&m.h_sampling), max_rows * sizeof(ops::TokenSamplingParams)));
+  DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&m.h_tokens), max_rows * sizeof(int32_t)));
   ctx.stream = m.stream;
   ctx.blas = m.blas.get();
 }
@@ -237,8 +251,8 @@ bool profile_this_decode(bool uniform_decode) {
 
 }  // namespace
 
-void DeviceForward::forward(ExecContext& ctx, BatchBuilder& batch, std::vector<float>* logits,
-                            std::vector<float>* residual, bool uniform_decode) {
+// Uploads the batch and runs the target; returns whether this forward is being profiled.
+bool DeviceForward::run_target(BatchBuilder& batch, bool uniform_decode) {
   Impl& m = *impl_;
   DSV4_INTERNAL_CHECK(m.target != nullptr, "setup_graphs() must run before a forward");
   m.upload(batch);
@@ -249,7 +263,36 @@ void DeviceForward::forward(ExecContext& ctx, BatchBuilder& batch, std::vector<f
     log_info("profiling one decode forward of ", batch.num_tokens(), " tokens (DSV4_PROFILE_DECODE)");
   }
   m.target->run(static_cast<int>(batch.num_tokens()), uniform_decode);
-  m.download(batch.num_logit_rows(), batch.num_tokens(), logits, residual);
+  return profile;
+}
+
+void DeviceForward::forward(ExecContext& ctx, BatchBuilder& batch, std::vector<float>* logits,
+                            std::vector<float>* residual, bool uniform_decode) {
+  const bool profile = run_target(batch, uniform_decode);
+  impl_->download(batch.num_logit_rows(), batch.num_tokens(), logits, residual);
+  if (profile) DSV4_CUDA_CHECK(cudaProfilerStop());
+}
+
+void DeviceForward::forward_tokens(ExecContext& ctx, BatchBuilder& batch,
+                                   const std::vector<ops::TokenSamplingParams>& params, std::vector<int32_t>* tokens,
+                                   bool uniform_decode) {
+  Impl& m = *impl_;
+  const int64_t R = batch.num_logit_rows();
+  DSV4_CHECK_ARG(static_cast<int64_t>(params.size()) == R, "forward_tokens: ", params.size(),
+                 " sampling rows for ", R, " logit rows");
+  // The previous step synchronised the stream, so the staging buffer is free to rewrite.
+  if (R > 0) std::memcpy(m.h_sampling, params.data(), R * sizeof(ops::TokenSamplingParams));
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.d_sampling, m.h_sampling, R * sizeof(ops::TokenSamplingParams),
+                                  cudaMemcpyHostToDevice, m.stream));
+  const bool profile = run_target(batch, uniform_decode);
+  // Eager, after the (possibly replayed) forward: the kernel reads only the logits and these buffers.
+  ops::sample_tokens(ctx, Tensor(m.d_tokens, DType::I32, {R}, Device::kCUDA),
+                     Tensor(m.d_logits, DType::F32, {R, m.vocab}, Device::kCUDA),
+                     Tensor(m.d_sampling, DType::U8, {R, static_cast<int64_t>(sizeof(ops::TokenSamplingParams))},
+                            Device::kCUDA));
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.h_tokens, m.d_tokens, R * sizeof(int32_t), cudaMemcpyDeviceToHost, m.stream));
+  DSV4_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  tokens->assign(m.h_tokens, m.h_tokens + R);
   if (profile) DSV4_CUDA_CHECK(cudaProfilerStop());
 }
 
@@ -266,7 +309,9 @@ void DeviceForward::mtp_forward(ExecContext& ctx, BatchBuilder& batch, const std
   m.download(batch.num_logit_rows(), T, logits, hidden_out);  // the sync also keeps h_hidden alive until copied
 }
 
-size_t DeviceForward::device_bytes() const { return impl_->io.size() + impl_->blas->workspace_bytes; }
+size_t DeviceForward::device_bytes() const {
+  return impl_->io.size() + impl_->sampling_io.size() + impl_->blas->workspace_bytes;
+}
 
 std::string DeviceForward::graph_summary() const {
   const Impl& m = *impl_;

@@ -4,8 +4,8 @@
 // of the target and the drafter that replay captured forwards over those buffers.
 //
 // A step copies the host batch in (async, pinned staging), runs the target (or drafter) runner — a graph
-// replay padded to a capture size, or an eager forward — and copies the outputs back. Nothing is
-// allocated per step.
+// replay padded to a capture size, or an eager forward — and copies the outputs back (the logits, or only
+// the tokens sampled on the device). Nothing is allocated per step.
 #pragma once
 
 #include <memory>
@@ -45,6 +45,13 @@ class DeviceForward {
   void forward(ExecContext& ctx, BatchBuilder& batch, std::vector<float>* logits, std::vector<float>* residual,
                bool uniform_decode);
 
+  // One target forward that samples on the device (ops::sample_tokens after the forward, on the same
+  // stream): tokens[r] for logit row r drawn with params[r]; only the R int32 tokens are copied back.
+  // For callers that need no logits (plain decode, a prefill's last rows); speculative verification needs
+  // the full distributions and uses forward().
+  void forward_tokens(ExecContext& ctx, BatchBuilder& batch, const std::vector<ops::TokenSamplingParams>& params,
+                      std::vector<int32_t>* tokens, bool uniform_decode);
+
   // One MTP drafter forward (model/mtp.h): `hidden` [T, n*H] host residual rows in, draft logits [R, V] and
   // the new residual [T, n*H] out (host, f32).
   void mtp_forward(ExecContext& ctx, BatchBuilder& batch, const std::vector<float>& hidden,
@@ -60,6 +67,7 @@ class DeviceForward {
   double time_decode_replays(int64_t num_tokens, int reps);
 
  private:
+  bool run_target(BatchBuilder& batch, bool uniform_decode);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -222,6 +222,12 @@ void emit(Seq& s, int32_t token, const GenerateOptions& go, const ModelConfig& c
   if (static_cast<int64_t>(s.out->size()) >= go.max_new_tokens || (go.stop_at_eos && eos)) s.done = true;
 }
 
+// Device sampling parameters of a sequence's next token: its Philox stream is the sequence index, the
+// counter its number of generated tokens (deterministic per seed; not the host Sampler's sequence).
+ops::TokenSamplingParams device_sampling(const SamplingParams& p, size_t sequence, size_t generated) {
+  return {p.temperature, p.top_p, p.seed, static_cast<uint64_t>(sequence), static_cast<uint64_t>(generated)};
+}
+
 }  // namespace
 
 void Engine::prefill(std::vector<Sequence>& seqs, const GenerateOptions& go, GenerateStats& stats,
@@ -229,6 +235,10 @@ void Engine::prefill(std::vector<Sequence>& seqs, const GenerateOptions& go, Gen
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t V = cfg_.vocab_size, W = cfg_.hc_dim();
   std::vector<float> logits, residual;
+  // CUDA without a logits consumer: sample on the device, copy back only the tokens.
+  const bool sample_on_device = device_ != nullptr && !keep_residual && !go.on_target_logits;
+  std::vector<ops::TokenSamplingParams> rows;
+  std::vector<int32_t> tokens;
   // Prompt chunks are packed into forwards of at most max_batch_tokens tokens.
   while (true) {
     BatchBuilder b;
@@ -247,7 +257,17 @@ void Engine::prefill(std::vector<Sequence>& seqs, const GenerateOptions& go, Gen
       finishing.push_back(s.prefilled == s.prompt_len);
     }
     if (b.num_tokens() == 0) break;
-    forward(b, &logits, keep_residual ? &residual : nullptr);
+    if (sample_on_device) {
+      rows.assign(static_cast<size_t>(b.num_logit_rows()), {});
+      for (size_t c = 0; c < chunk_seq.size(); ++c) {
+        rows[b.chunk_first_logit_row()[c]] = device_sampling(go.sampling, chunk_seq[c]->index, chunk_seq[c]->out->size());
+      }
+      check_batch(b);
+      scratch_.reset();
+      device_->forward_tokens(ctx_, b, rows, &tokens, /*uniform_decode=*/false);
+    } else {
+      forward(b, &logits, keep_residual ? &residual : nullptr);
+    }
     ++stats.forward_calls;
     if (go.on_target_logits) go.on_target_logits(logits);
     int64_t row = 0;
@@ -256,7 +276,9 @@ void Engine::prefill(std::vector<Sequence>& seqs, const GenerateOptions& go, Gen
       const int64_t n = static_cast<int64_t>(b.chunk_token_count(c));
       if (keep_residual) s.step0_hidden.insert(s.step0_hidden.end(), residual.begin() + row * W, residual.begin() + (row + n) * W);
       row += n;
-      if (finishing[c]) emit(s, s.sampler.sample(logits.data() + b.chunk_first_logit_row()[c] * V, V), go, cfg_, stats);
+      if (!finishing[c]) continue;
+      const int64_t r = b.chunk_first_logit_row()[c];
+      emit(s, sample_on_device ? tokens[r] : s.sampler.sample(logits.data() + r * V, V), go, cfg_, stats);
     }
   }
   for (Sequence& s : seqs) {  // the drafter's first step 0 covers the whole prompt
@@ -271,6 +293,9 @@ void Engine::decode_plain(std::vector<Sequence>& seqs, const GenerateOptions& go
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t V = cfg_.vocab_size;
   std::vector<float> logits;
+  const bool sample_on_device = device_ != nullptr && !go.on_target_logits;  // as in prefill
+  std::vector<ops::TokenSamplingParams> rows;
+  std::vector<int32_t> tokens;
   while (true) {  // one token per unfinished sequence per forward
     BatchBuilder b;
     std::vector<Sequence*> active;
@@ -280,11 +305,20 @@ void Engine::decode_plain(std::vector<Sequence>& seqs, const GenerateOptions& go
       active.push_back(&s);
     }
     if (active.empty()) break;
-    forward(b, &logits, nullptr, /*uniform_decode=*/true);
+    if (sample_on_device) {
+      rows.clear();
+      for (Sequence* s : active) rows.push_back(device_sampling(go.sampling, s->index, s->out->size()));
+      check_batch(b);
+      scratch_.reset();
+      device_->forward_tokens(ctx_, b, rows, &tokens, /*uniform_decode=*/true);
+    } else {
+      forward(b, &logits, nullptr, /*uniform_decode=*/true);
+    }
     ++stats.forward_calls;
     if (go.on_target_logits) go.on_target_logits(logits);
     for (size_t c = 0; c < active.size(); ++c) {
-      emit(*active[c], active[c]->sampler.sample(logits.data() + c * V, V), go, cfg_, stats);
+      emit(*active[c], sample_on_device ? tokens[c] : active[c]->sampler.sample(logits.data() + c * V, V), go, cfg_,
+           stats);
     }
   }
   stats.decode_seconds += seconds_since(t0);

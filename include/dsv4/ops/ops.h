@@ -118,6 +118,28 @@ void fill_expert_table(ExecContext& ctx, Tensor out, uint64_t seed, int64_t num_
 // Greedy next tokens: out[r] = argmax(logits[r]) (int32; ties → lowest index).
 void argmax(ExecContext& ctx, Tensor out, Tensor logits);
 
+// One row's parameters of sample_tokens, stored as raw bytes in its `params` tensor (U8 [R, 32]) so they
+// can live in a device buffer written before a (captured) forward.
+struct TokenSamplingParams {
+  float temperature = 0.0f;  // <= 0: greedy
+  float top_p = 1.0f;        // nucleus mass in (0, 1]
+  uint64_t seed = 0;         // Philox key
+  uint64_t stream = 0;       // Philox counter, high half (e.g. the sequence)
+  uint64_t counter = 0;      // Philox counter, low half (e.g. tokens the sequence has drawn)
+};
+static_assert(sizeof(TokenSamplingParams) == 32, "sample_tokens reads 32-byte parameter rows");
+// Lanes of sample_tokens' draw order (see below).
+constexpr int64_t kSampleLanes = 512;
+
+// Next tokens (int32 out [R]) from logits [R, V] (f32, V <= 2^23) with per-row params (U8 [R, 32]):
+// - temperature <= 0: argmax_token (ties → lowest index; a NaN in column 0 selects token 0).
+// - otherwise weights w = exp((logit - max) / T) (finite logits) as integer masses round(w * 2^40)
+//   (exact, order-independent sums), restricted to the smallest nucleus reaching ceil(top_p * total)
+//   (weights descending, ties → lower index), and a draw at floor(mass * bits / 2^24) with 24 bits from
+//   Philox4x32-10(key seed; counter, stream), walking the vocabulary in lane-major order (v % kSampleLanes,
+//   then v / kSampleLanes) — the order the CUDA kernel scans in. backend/cpu/sample.cc is the reference.
+void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params);
+
 // Testing hook on the forward's discrete choices. A low-precision backend (bf16 on CUDA) can order two
 // nearly tied candidates of the MoE router or the indexer differently from the fp32 reference, and the
 // forward then follows another path. Parity tests install a tap (per thread) that sees every routing and

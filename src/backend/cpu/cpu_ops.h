@@ -26,6 +26,7 @@ void swiglu(Tensor out, Tensor gate, Tensor up, float limit);
 void fill_random(Tensor out, uint64_t seed, float mean, float std);
 void fill_expert_table(Tensor out, uint64_t seed, int64_t num_experts);
 void argmax(Tensor out, Tensor logits);
+void sample_tokens(Tensor out, Tensor logits, Tensor params);  // backend/cpu/sample.cc
 void rope(Tensor x, Tensor pos, const RopeTable& table, bool inverse);
 // Rotates the last table.rope_dim channels of one vector v[dim] at `position`.
 void rope_vector(float* v, int64_t dim, const RopeTable& table, float position, bool inverse);

@@ -19,6 +19,7 @@ void swiglu(ExecContext& ctx, Tensor out, Tensor gate, Tensor up, float limit);
 void fill_random(ExecContext& ctx, Tensor out, uint64_t seed, float mean, float std);
 void fill_expert_table(ExecContext& ctx, Tensor out, uint64_t seed, int64_t num_experts);
 void argmax(ExecContext& ctx, Tensor out, Tensor logits);
+void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params);
 void rope(ExecContext& ctx, Tensor x, Tensor pos, const RopeTable& table, bool inverse);
 void hc_pre(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base,
             Tensor scale, const ModelConfig& cfg);

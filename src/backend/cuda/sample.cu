@@ -1,6 +1,21 @@
-// Token selection on the device: greedy argmax (ties to the lowest index, as the CPU reference).
+// Token selection on the device: greedy argmax (ties to the lowest index, as the CPU reference) and sample_tokens —
+// temperature, exact top-p and a Philox draw per row, one block per row, no host sync.
+//
+// sample_tokens never stores the V weights (129280 floats do not fit in shared memory); each pass over the row
+// recomputes w = expf((logit - max) / T) from the logits (L2-resident after the first pass):
+//  1. argmax pass: the greedy token, and the max of the softmax.
+//  2. top-p < 1: the nucleus boundary by an MSB-first radix select over the weights' float bits (positive floats order
+//     as their bits): 4 passes of 8-bit digits, each a per-warp shared histogram of integer masses over the candidates
+//     that still match the chosen prefix; warp 0 scans the 256 bins from the top and keeps the digit where the mass
+//     above + the bin reaches the target. The result is the exact boundary weight w* and the mass above it; if only
+//     some of the tokens tied at w* are needed, a scan in index order keeps the lowest-index ones (the CPU's sort
+//     order).
+//  3. draw: each thread sums the nucleus mass of its lane (v = lane + 512 k), an exclusive block scan finds the lane
+//     holding the point floor(mass * bits / 2^24), and a second scan over that lane's elements finds the token. Integer
+//     masses make both scans exact, so exactly one thread claims.
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/philox.h"
 
 namespace dsv4::cuda {
 namespace {
@@ -41,6 +56,214 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// ---- sample_tokens ----------------------------------------------------------------------------------
+static_assert(kThreads == ops::kSampleLanes, "the draw order is lane-major over the block's threads");
+constexpr int kWarps = kThreads / 32;
+constexpr int kDigitBits = 8, kBins = 1 << kDigitBits;
+constexpr unsigned kFullMask = 0xffffffffu;
+
+__device__ __forceinline__ float token_weight(float logit, float mx, float temperature) {
+  return expf((logit - mx) / temperature);
+}
+__device__ __forceinline__ uint64_t token_mass(float w) { return __float2ull_rn(w * kSamplingMassScale); }
+
+// Exclusive prefix sum over the block (blockDim.x == kThreads); *total gets the sum of all values.
+__device__ __forceinline__ uint64_t block_exclusive_scan(uint64_t v, unsigned long long* warp_totals, uint64_t* total) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  uint64_t incl = v;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const uint64_t n = __shfl_up_sync(kFullMask, incl, o);
+    if (lane >= o) incl += n;
+  }
+  __syncthreads();  // a previous call may still be reading warp_totals
+  if (lane == 31) warp_totals[warp] = incl;
+  __syncthreads();
+  uint64_t before = 0, sum = 0;
+  for (int w = 0; w < kWarps; ++w) {
+    const uint64_t t = warp_totals[w];
+    if (w < warp) before += t;
+    sum += t;
+  }
+  *total = sum;
+  return before + incl - v;
+}
+
+__global__ void __launch_bounds__(kThreads)
+    sample_tokens_kernel(int32_t* __restrict__ out, const float* __restrict__ logits,
+                         const ops::TokenSamplingParams* __restrict__ params, int64_t V) {
+  pdl_wait();
+  __shared__ unsigned long long s_hist[kWarps][kBins];
+  __shared__ unsigned long long s_warp[kWarps];
+  __shared__ float s_best[kWarps];
+  __shared__ int32_t s_best_index[kWarps];
+  __shared__ int s_count[kWarps];
+  __shared__ uint32_t s_prefix;
+  __shared__ unsigned long long s_above, s_point;
+  __shared__ int64_t s_limit;
+  __shared__ int s_lane;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const float* l = logits + static_cast<int64_t>(blockIdx.x) * V;
+  const ops::TokenSamplingParams p = params[blockIdx.x];
+
+  // 1. Argmax: the greedy token and the softmax's max.
+  float best = -INFINITY;
+  int32_t bi = INT32_MAX;
+  for (int64_t v = tid; v < V; v += kThreads) {
+    const float x = l[v];
+    if (better(x, static_cast<int32_t>(v), best, bi)) best = x, bi = static_cast<int32_t>(v);
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    const float ov = __shfl_xor_sync(kFullMask, best, off);
+    const int32_t oi = __shfl_xor_sync(kFullMask, bi, off);
+    if (better(ov, oi, best, bi)) best = ov, bi = oi;
+  }
+  if (lane == 0) s_best[warp] = best, s_best_index[warp] = bi;
+  __syncthreads();
+  for (int w = 0; w < kWarps; ++w) {  // every thread, same order: the same result everywhere
+    if (better(s_best[w], s_best_index[w], best, bi)) best = s_best[w], bi = s_best_index[w];
+  }
+  if (!(p.temperature > 0.0f)) {
+    // argmax_token: a NaN in column 0 is never beaten; elsewhere NaNs never win.
+    if (tid == 0) out[blockIdx.x] = bi == INT32_MAX || isnan(l[0]) ? 0 : bi;
+    return;
+  }
+  const float mx = best, T = p.temperature;
+
+  // 2. The nucleus: tokens with weight bits > kstar, and those == kstar with index <= limit.
+  uint32_t kstar = 0;
+  int64_t limit = V;
+  if (p.top_p < 1.0f) {
+    uint32_t prefix = 0;
+    uint64_t above = 0, target = 0;
+    for (int shift = 32 - kDigitBits; shift >= 0; shift -= kDigitBits) {
+      const uint32_t fixed = shift + kDigitBits >= 32 ? 0u : ~0u << (shift + kDigitBits);  // bits already chosen
+      for (int i = tid; i < kWarps * kBins; i += kThreads) (&s_hist[0][0])[i] = 0;
+      __syncthreads();
+      for (int64_t v = tid; v < V; v += kThreads) {
+        const float w = token_weight(l[v], mx, T);
+        const uint32_t key = __float_as_uint(w);
+        if ((key & fixed) == prefix) atomicAdd(&s_hist[warp][(key >> shift) & (kBins - 1)], token_mass(w));
+      }
+      __syncthreads();
+      if (tid < kBins) {
+        uint64_t sum = 0;
+        for (int w = 0; w < kWarps; ++w) sum += s_hist[w][tid];
+        s_hist[0][tid] = sum;  // each thread owns its column
+      }
+      __syncthreads();
+      if (warp == 0) {
+        // Lane i owns the 8 digits 255 - 8i ... 248 - 8i (descending order of weight).
+        constexpr int kPerLane = kBins / 32;
+        uint64_t own = 0;
+        for (int j = 0; j < kPerLane; ++j) own += s_hist[0][kBins - 1 - kPerLane * lane - j];
+        if (shift == 32 - kDigitBits) {  // first pass: every token matched, the bins hold the total
+          uint64_t total = own;
+#pragma unroll
+          for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(kFullMask, total, o);
+          const double want = ceil(static_cast<double>(p.top_p) * static_cast<double>(total));
+          target = min(max(static_cast<uint64_t>(want), uint64_t{1}), total);
+        }
+        uint64_t cum = own;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+          const uint64_t n = __shfl_up_sync(kFullMask, cum, o);
+          if (lane >= o) cum += n;
+        }
+        // above < target <= above + (mass in the prefix's range), so some lane reaches the target.
+        const unsigned reach = __ballot_sync(kFullMask, above + cum >= target);
+        if (lane == __ffs(reach) - 1) {
+          uint64_t run = above + cum - own;
+          for (int j = 0; j < kPerLane; ++j) {
+            const int d = kBins - 1 - kPerLane * lane - j;
+            const uint64_t h = s_hist[0][d];
+            if (run + h >= target) {
+              s_prefix = prefix | (static_cast<uint32_t>(d) << shift);
+              s_above = run;
+              break;
+            }
+            run += h;
+          }
+        }
+        if (shift == 32 - kDigitBits && lane == 0) s_point = target;  // share the target with the block
+      }
+      __syncthreads();
+      prefix = s_prefix;
+      above = s_above;
+      target = s_point;
+    }
+    kstar = prefix;
+    // Tokens tied at the boundary weight: the CPU keeps the lowest-index ones until the target is reached.
+    const uint64_t unit = token_mass(__uint_as_float(kstar));  // > 0: the chosen bin has mass
+    const uint64_t tied = s_hist[0][kstar & (kBins - 1)] / unit;
+    const uint64_t keep = (target - above + unit - 1) / unit;
+    if (keep < tied) {
+      int64_t seen = 0;
+      for (int64_t base = 0; base < V; base += kThreads) {
+        const int64_t v = base + tid;
+        const bool is_tied = v < V && __float_as_uint(token_weight(l[v], mx, T)) == kstar;
+        const unsigned ballot = __ballot_sync(kFullMask, is_tied);
+        if (lane == 0) s_count[warp] = __popc(ballot);
+        __syncthreads();
+        int before = 0, in_tile = 0;
+        for (int w = 0; w < kWarps; ++w) {
+          if (w < warp) before += s_count[w];
+          in_tile += s_count[w];
+        }
+        if (seen + in_tile >= static_cast<int64_t>(keep)) {  // block-uniform
+          const int64_t rank = seen + before + __popc(ballot & ((1u << lane) - 1)) + 1;
+          if (is_tied && rank == static_cast<int64_t>(keep)) s_limit = v;
+          __syncthreads();
+          limit = s_limit;
+          break;
+        }
+        seen += in_tile;
+        __syncthreads();
+      }
+    }
+  }
+
+  // 3. The draw: the lane holding the point, then the token within the lane.
+  const uint64_t bits = sampling_bits24(p.seed, p.stream, p.counter);
+  auto nucleus_mass = [&](int64_t v) -> uint64_t {
+    const float w = token_weight(l[v], mx, T);
+    const uint32_t key = __float_as_uint(w);
+    return key > kstar || (key == kstar && v <= limit) ? token_mass(w) : 0;
+  };
+  uint64_t mine = 0;
+  for (int64_t v = tid; v < V; v += kThreads) mine += nucleus_mass(v);
+  uint64_t total = 0;
+  uint64_t before = block_exclusive_scan(mine, s_warp, &total);
+  if (total == 0) {  // only for non-finite logits (outside the op's contract): the argmax, as greedy
+    if (tid == 0) out[blockIdx.x] = bi == INT32_MAX ? 0 : bi;
+    return;
+  }
+  const uint64_t point = __umul64hi(total, static_cast<uint64_t>(bits) << 40);  // floor(total * bits / 2^24)
+  if (before <= point && point < before + mine) s_lane = tid, s_point = point - before;
+  __syncthreads();
+  const int64_t lane_of_point = s_lane;
+  const uint64_t rest = s_point;
+  const int64_t K = (V - lane_of_point + kThreads - 1) / kThreads;  // elements of that lane
+  const int64_t chunk = (K + kThreads - 1) / kThreads;              // per thread, consecutive in k
+  const int64_t k0 = min(K, tid * chunk), k1 = min(K, k0 + chunk);
+  mine = 0;
+  for (int64_t k = k0; k < k1; ++k) mine += nucleus_mass(lane_of_point + k * kThreads);
+  before = block_exclusive_scan(mine, s_warp, &total);
+  if (before <= rest && rest < before + mine) {
+    uint64_t x = rest - before;
+    for (int64_t k = k0; k < k1; ++k) {
+      const int64_t v = lane_of_point + k * kThreads;
+      const uint64_t m = nucleus_mass(v);
+      if (m > x) {
+        out[blockIdx.x] = static_cast<int32_t>(v);
+        break;
+      }
+      x -= m;
+    }
+  }
+}
+
 }  // namespace
 
 void argmax(ExecContext& ctx, Tensor out, Tensor logits) {
@@ -49,6 +272,15 @@ void argmax(ExecContext& ctx, Tensor out, Tensor logits) {
   check_launch(launch_kernel(argmax_kernel, dim3(static_cast<unsigned>(R)), dim3(kThreads), 0, stream_of(ctx),
                              out.ptr<int32_t>(), logits.ptr<float>(), V),
                "argmax");
+}
+
+void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params) {
+  const int64_t R = logits.size(0), V = logits.size(1);
+  if (R == 0) return;
+  check_launch(launch_kernel(sample_tokens_kernel, dim3(static_cast<unsigned>(R)), dim3(kThreads), 0, stream_of(ctx),
+                             out.ptr<int32_t>(), logits.ptr<float>(),
+                             reinterpret_cast<const ops::TokenSamplingParams*>(params.ptr<uint8_t>()), V),
+               "sample_tokens");
 }
 
 }  // namespace dsv4::cuda
