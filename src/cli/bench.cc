@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "dsv4/backend/cuda_device.h"
+#include "dsv4/core/log.h"
 #include "dsv4/model/random_checkpoint.h"
 #include "dsv4/runtime/decode_traffic.h"
 #include "dsv4/runtime/engine.h"
@@ -98,12 +99,17 @@ void register_bench(CLI::App& app) {
       flags.apply(eo);
       eo.max_seqs = *std::max_element(batches.begin(), batches.end());
       eo.max_batch_tokens = std::max<int64_t>(*std::max_element(prefill.begin(), prefill.end()), eo.max_seqs * 8);
+      // Positions the measurements need (the longest prompt + its token, or context + decode + drafts).
+      const int64_t positions_needed = std::max(*std::max_element(prefill.begin(), prefill.end()) + 1,
+                                                o->context + o->decode_steps + 8);
       const auto t0 = std::chrono::steady_clock::now();
       std::unique_ptr<Engine> owned;
       if (o->synthetic.empty()) {
         owned = std::make_unique<Engine>(o->dir, eo);
       } else {
         ModelConfig cfg = o->synthetic == "flash" ? flash_slice_config(o->layers) : tiny_config();
+        // A checkpoint keeps the engine's default positions; a synthetic model gets what the bench needs.
+        if (positions_needed > 4096) eo.max_seq_len = std::min(positions_needed, cfg.max_position_embeddings);
         ModelWeights w = random_weights(cfg, {eo.device, true, eo.cuda_precision}, o->seed + 1);
         owned = std::make_unique<Engine>(std::move(cfg), std::move(w), eo);
       }
@@ -129,7 +135,11 @@ void register_bench(CLI::App& app) {
       j["graph_bytes"] = engine.graph_bytes();
       j["graphs"] = engine.graph_summary();
       for (int64_t L : prefill) {  // tokens per second of one prompt's forward passes
-        if (L + 1 > engine.max_seq_len()) continue;
+        if (L + 1 > engine.max_seq_len()) {
+          log_info("prefill ", L, " skipped: the engine holds ", engine.max_seq_len(), " positions per sequence");
+          j["prefill_skipped"].push_back(L);
+          continue;
+        }
         const std::vector<int32_t> ids = random_ids(L);
         const Summary s = measure([&] {
           GenerateOptions go;
