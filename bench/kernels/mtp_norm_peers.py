@@ -47,8 +47,10 @@ VARIANTS = ([(1, v, r, g, 0) for v, r in REG_SHAPES for g in (-1, -2)]
 
 
 @triton.jit
-def mtp_input_rmsnorm_kernel(e_ptr, pos_ptr, prev_ptr, ew_ptr, hw_ptr, eo_ptr, ho_ptr, H, eps,
-                             HC: tl.constexpr, BLOCK: tl.constexpr):
+def mtp_input_rmsnorm_program(e_ptr, pos_ptr, prev_ptr, ew_ptr, hw_ptr, eo_ptr, ho_ptr, H, eps,
+                              HC: tl.constexpr, BLOCK: tl.constexpr):
+    """Program (t, k) of the published algorithm: k = 0 normalises the (masked) embedding row, k > 0 the
+    hidden stream k - 1."""
     t = tl.program_id(0).to(tl.int64)
     k = tl.program_id(1)
     offs = tl.arange(0, BLOCK)
@@ -67,6 +69,12 @@ def mtp_input_rmsnorm_kernel(e_ptr, pos_ptr, prev_ptr, ew_ptr, hw_ptr, eo_ptr, h
     rstd = tl.rsqrt(tl.sum(x * x, axis=0) / H + eps)
     w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + offs, (x * rstd * w).to(eo_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def mtp_input_rmsnorm_kernel(e_ptr, pos_ptr, prev_ptr, ew_ptr, hw_ptr, eo_ptr, ho_ptr, H, eps,
+                             HC: tl.constexpr, BLOCK: tl.constexpr):
+    mtp_input_rmsnorm_program(e_ptr, pos_ptr, prev_ptr, ew_ptr, hw_ptr, eo_ptr, ho_ptr, H, eps, HC, BLOCK)
 
 
 try:  # Triton's programmatic-dependent-launch intrinsics (Hopper); the "triton pdl" column needs them
@@ -82,24 +90,7 @@ def mtp_input_rmsnorm_pdl_kernel(e_ptr, pos_ptr, prev_ptr, ew_ptr, hw_ptr, eo_pt
     """The same kernel launched with PDL: wait for the previous grid, then let the next one launch."""
     gdc_wait()
     gdc_launch_dependents()
-    t = tl.program_id(0).to(tl.int64)
-    k = tl.program_id(1)
-    offs = tl.arange(0, BLOCK)
-    mask = offs < H
-    if k == 0:
-        x = tl.load(e_ptr + t * H + offs, mask=mask, other=0.0).to(tl.float32)
-        pos = tl.load(pos_ptr + t)
-        x = tl.where(pos == 0, 0.0, x)
-        w_ptr = ew_ptr
-        out_ptr = eo_ptr + t * H
-    else:
-        row = t * HC + (k - 1)
-        x = tl.load(prev_ptr + row * H + offs, mask=mask, other=0.0).to(tl.float32)
-        w_ptr = hw_ptr
-        out_ptr = ho_ptr + row * H
-    rstd = tl.rsqrt(tl.sum(x * x, axis=0) / H + eps)
-    w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + offs, (x * rstd * w).to(eo_ptr.dtype.element_ty), mask=mask)
+    mtp_input_rmsnorm_program(e_ptr, pos_ptr, prev_ptr, ew_ptr, hw_ptr, eo_ptr, ho_ptr, H, eps, HC, BLOCK)
 
 
 def triton_mtp_pdl(e, pos, prev, ew, hw, eo, ho, eps, num_warps):

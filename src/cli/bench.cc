@@ -57,7 +57,8 @@ void register_bench(CLI::App& app) {
   o->flags.add_to(cmd);
   cmd->add_option("--prefill", o->prefill, "Prompt lengths for prefill throughput")->capture_default_str();
   cmd->add_option("--batch", o->batches, "Batch sizes for decode")->capture_default_str();
-  cmd->add_option("--spec-tokens", o->spec, "Draft lengths K for speculative decoding (batch 1)")->capture_default_str();
+  cmd->add_option("--spec-tokens", o->spec, "Draft lengths K for speculative decoding (batch 1)")
+      ->capture_default_str();
   cmd->add_option("--decode-steps", o->decode_steps, "Tokens generated per decode measurement")->capture_default_str();
   cmd->add_option("--reps", o->reps, "Measured repetitions (median reported)")->capture_default_str();
   cmd->add_option("--warmup", o->warmup, "Warm-up repetitions")->capture_default_str();
@@ -68,7 +69,8 @@ void register_bench(CLI::App& app) {
                   "CUDA graph modes to measure, each with its own engine (none, breakable, full, auto); default "
                   "none,breakable,full on CUDA, auto (eager) on the CPU");
   cmd->callback([o] {
-    const std::vector<int64_t> prefill = parse_list(o->prefill, "--prefill"), batches = parse_list(o->batches, "--batch");
+    const std::vector<int64_t> prefill = parse_list(o->prefill, "--prefill"),
+                               batches = parse_list(o->batches, "--batch");
     std::vector<int64_t> spec;
     for (int32_t k : parse_ids(o->spec)) spec.push_back(k);
     DSV4_CHECK_ARG(o->reps > 0 && o->warmup >= 0 && o->decode_steps > 1, "--reps > 0 and --decode-steps > 1 needed");
@@ -77,14 +79,18 @@ void register_bench(CLI::App& app) {
                    "--synthetic must be flash or tiny, got '", o->synthetic, "'");
     DSV4_CHECK_ARG(o->context > 0, "--context must be > 0");
     std::vector<std::string> modes;
-    const std::string mode_list = !o->modes.empty() ? o->modes : (o->flags.device == "cuda" ? "none,breakable,full" : "auto");
+    const std::string mode_list =
+        !o->modes.empty() ? o->modes : (o->flags.device == "cuda" ? "none,breakable,full" : "auto");
     for (size_t i = 0; i <= mode_list.size();) {
       const size_t j = std::min(mode_list.find(',', i), mode_list.size());
       modes.push_back(mode_list.substr(i, j - i));
       i = j + 1;
     }
     nlohmann::json out;
-    out["model"] = o->synthetic.empty() ? o->dir : str_cat("synthetic ", o->synthetic, o->synthetic == "flash" ? str_cat(" (", o->layers, " layers + MTP)") : std::string());
+    out["model"] = o->synthetic.empty()
+                       ? o->dir
+                       : str_cat("synthetic ", o->synthetic,
+                                 o->synthetic == "flash" ? str_cat(" (", o->layers, " layers + MTP)") : std::string());
     double copy_bw = 0;
     if (o->flags.device == "cuda") {
       copy_bw = cuda::measure_copy_bandwidth();
@@ -100,8 +106,8 @@ void register_bench(CLI::App& app) {
       eo.max_seqs = *std::max_element(batches.begin(), batches.end());
       eo.max_batch_tokens = std::max<int64_t>(*std::max_element(prefill.begin(), prefill.end()), eo.max_seqs * 8);
       // Positions the measurements need (the longest prompt + its token, or context + decode + drafts).
-      const int64_t positions_needed = std::max(*std::max_element(prefill.begin(), prefill.end()) + 1,
-                                                o->context + o->decode_steps + 8);
+      const int64_t positions_needed =
+          std::max(*std::max_element(prefill.begin(), prefill.end()) + 1, o->context + o->decode_steps + 8);
       const auto t0 = std::chrono::steady_clock::now();
       std::unique_ptr<Engine> owned;
       if (o->synthetic.empty()) {
@@ -158,12 +164,13 @@ void register_bench(CLI::App& app) {
           const GenerateStats st = engine.generate(prompts, go).stats;
           return st.decode_seconds / static_cast<double>(o->decode_steps - 1);  // token 1 comes from the prefill
         });
-        nlohmann::json d = {{"batch", B}, {"ms_per_step", to_json({s.median * 1e3, s.min * 1e3, s.max * 1e3})},
+        nlohmann::json d = {{"batch", B},
+                            {"ms_per_step", to_json({s.median * 1e3, s.min * 1e3, s.max * 1e3})},
                             {"tokens_per_second", static_cast<double>(B) / s.median}};
         if (copy_bw > 0) {  // HBM floor at the middle of the measured steps
-          const DecodeTraffic traffic = decode_step_traffic(
-              engine.config(), engine.weights(), B, o->context + o->decode_steps / 2,
-              eo.cuda_precision == DType::F32 ? DType::F32 : DType::BF16);
+          const DecodeTraffic traffic =
+              decode_step_traffic(engine.config(), engine.weights(), B, o->context + o->decode_steps / 2,
+                                  eo.cuda_precision == DType::F32 ? DType::F32 : DType::BF16);
           const double floor_ms = traffic.total() / copy_bw * 1e3;
           d["floor_ms"] = floor_ms;
           d["floor_bytes"] = traffic.bytes;
@@ -205,12 +212,13 @@ void register_bench(CLI::App& app) {
       return;
     }
     std::printf("model %s on %s", out["model"].get<std::string>().c_str(), out["device"].get<std::string>().c_str());
-    if (out.contains("copy_bandwidth_gbs")) std::printf("; copy bandwidth %.0f GB/s", out["copy_bandwidth_gbs"].get<double>());
+    if (out.contains("copy_bandwidth_gbs"))
+      std::printf("; copy bandwidth %.0f GB/s", out["copy_bandwidth_gbs"].get<double>());
     std::printf("\n");
     for (const auto& j : out["runs"]) {
-      std::printf("== mode %s: load %.3f s (capture %.3f s, graph memory %.2f MiB)\n", j["mode"].get<std::string>().c_str(),
-                  j["load_seconds"].get<double>(), j["capture_seconds"].get<double>(),
-                  j["graph_bytes"].get<double>() / (1024.0 * 1024.0));
+      std::printf("== mode %s: load %.3f s (capture %.3f s, graph memory %.2f MiB)\n",
+                  j["mode"].get<std::string>().c_str(), j["load_seconds"].get<double>(),
+                  j["capture_seconds"].get<double>(), j["graph_bytes"].get<double>() / (1024.0 * 1024.0));
       if (j.contains("prefill")) {
         for (const auto& p : j["prefill"]) {
           std::printf("prefill %6lld tokens: %10.1f tokens/s\n", p["tokens"].get<long long>(),

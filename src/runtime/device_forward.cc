@@ -52,11 +52,10 @@ struct DeviceForward::Impl {
   size_t int_count() const { return static_cast<size_t>(5 * max_tokens + max_rows); }
   int64_t rows_for(int64_t tokens) const { return std::min(tokens, max_rows); }
   Tensor meta_field(int f, int64_t T) const { return Tensor(d_ints + f * max_tokens, DType::I32, {T}, Device::kCUDA); }
-  BatchMeta meta(int64_t T) const { return {meta_field(0, T), meta_field(1, T), meta_field(2, T), meta_field(3, T),
-                                            meta_field(4, T), T}; }
-  Tensor logit_rows(int64_t R) const {
-    return Tensor(d_ints + 5 * max_tokens, DType::I32, {R}, Device::kCUDA);
+  BatchMeta meta(int64_t T) const {
+    return {meta_field(0, T), meta_field(1, T), meta_field(2, T), meta_field(3, T), meta_field(4, T), T};
   }
+  Tensor logit_rows(int64_t R) const { return Tensor(d_ints + 5 * max_tokens, DType::I32, {R}, Device::kCUDA); }
   Tensor residual(void* p, int64_t T) const { return Tensor(p, act, {T, hc_mult, hidden}, Device::kCUDA); }
 
   ~Impl() {
@@ -100,8 +99,8 @@ struct DeviceForward::Impl {
   // Device → host copies of logits [R, V] and residual rows [T, n*H], then one synchronisation.
   void download(int64_t R, int64_t T, std::vector<float>* logits, std::vector<float>* residual_out) {
     logits->resize(static_cast<size_t>(R * vocab));
-    DSV4_CUDA_CHECK(cudaMemcpyAsync(logits->data(), d_logits, logits->size() * sizeof(float), cudaMemcpyDeviceToHost,
-                                    stream));
+    DSV4_CUDA_CHECK(
+        cudaMemcpyAsync(logits->data(), d_logits, logits->size() * sizeof(float), cudaMemcpyDeviceToHost, stream));
     if (residual_out != nullptr) {
       h_residual.resize(residual(d_residual, T).nbytes());
       DSV4_CUDA_CHECK(
@@ -278,18 +277,18 @@ void DeviceForward::forward_tokens(ExecContext& ctx, BatchBuilder& batch,
                                    bool uniform_decode) {
   Impl& m = *impl_;
   const int64_t R = batch.num_logit_rows();
-  DSV4_CHECK_ARG(static_cast<int64_t>(params.size()) == R, "forward_tokens: ", params.size(),
-                 " sampling rows for ", R, " logit rows");
+  DSV4_CHECK_ARG(static_cast<int64_t>(params.size()) == R, "forward_tokens: ", params.size(), " sampling rows for ", R,
+                 " logit rows");
   // The previous step synchronised the stream, so the staging buffer is free to rewrite.
   if (R > 0) std::memcpy(m.h_sampling, params.data(), R * sizeof(ops::TokenSamplingParams));
   DSV4_CUDA_CHECK(cudaMemcpyAsync(m.d_sampling, m.h_sampling, R * sizeof(ops::TokenSamplingParams),
                                   cudaMemcpyHostToDevice, m.stream));
   const bool profile = run_target(batch, uniform_decode);
   // Eager, after the (possibly replayed) forward: the kernel reads only the logits and these buffers.
-  ops::sample_tokens(ctx, Tensor(m.d_tokens, DType::I32, {R}, Device::kCUDA),
-                     Tensor(m.d_logits, DType::F32, {R, m.vocab}, Device::kCUDA),
-                     Tensor(m.d_sampling, DType::U8, {R, static_cast<int64_t>(sizeof(ops::TokenSamplingParams))},
-                            Device::kCUDA));
+  ops::sample_tokens(
+      ctx, Tensor(m.d_tokens, DType::I32, {R}, Device::kCUDA),
+      Tensor(m.d_logits, DType::F32, {R, m.vocab}, Device::kCUDA),
+      Tensor(m.d_sampling, DType::U8, {R, static_cast<int64_t>(sizeof(ops::TokenSamplingParams))}, Device::kCUDA));
   DSV4_CUDA_CHECK(cudaMemcpyAsync(m.h_tokens, m.d_tokens, R * sizeof(int32_t), cudaMemcpyDeviceToHost, m.stream));
   DSV4_CUDA_CHECK(cudaStreamSynchronize(m.stream));
   tokens->assign(m.h_tokens, m.h_tokens + R);
@@ -318,8 +317,8 @@ std::string DeviceForward::graph_summary() const {
   if (!m.pool) return "";
   const graph::GraphRunnerStats t = m.pool->totals();
   return str_cat("CUDA graphs: ", t.num_captured, " entries captured (", t.num_failed, " failed) in ",
-                 m.capture_seconds * 1e3, " ms, graph memory ", t.graph_bytes / (1024.0 * 1024.0),
-                 " MiB; ", m.target->stats().summary(), m.drafter ? "; " + m.drafter->stats().summary() : "");
+                 m.capture_seconds * 1e3, " ms, graph memory ", t.graph_bytes / (1024.0 * 1024.0), " MiB; ",
+                 m.target->stats().summary(), m.drafter ? "; " + m.drafter->stats().summary() : "");
 }
 
 std::vector<GraphEntryInfo> DeviceForward::graph_entries() const {

@@ -21,8 +21,8 @@ namespace dsv4 {
 struct GraphSetup {
   std::string cudagraph_mode;  // --cudagraph-mode ("" = not given)
   bool enforce_eager = false;
-  std::string capture_sizes;   // explicit list ("" = default)
-  int64_t spec_tokens = 0;     // target sizes are rounded to multiples of 1 + K
+  std::string capture_sizes;  // explicit list ("" = default)
+  int64_t spec_tokens = 0;    // target sizes are rounded to multiples of 1 + K
   std::string architecture;
 };
 
@@ -54,8 +54,8 @@ class DeviceForward {
 
   // One MTP drafter forward (model/mtp.h): `hidden` [T, n*H] host residual rows in, draft logits [R, V] and
   // the new residual [T, n*H] out (host, f32).
-  void mtp_forward(ExecContext& ctx, BatchBuilder& batch, const std::vector<float>& hidden,
-                   std::vector<float>* logits, std::vector<float>* hidden_out);
+  void mtp_forward(ExecContext& ctx, BatchBuilder& batch, const std::vector<float>& hidden, std::vector<float>* logits,
+                   std::vector<float>* hidden_out);
 
   size_t device_bytes() const;  // persistent input/output buffers + cuBLASLt workspace
   std::string graph_summary() const;

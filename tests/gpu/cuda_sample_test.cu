@@ -37,12 +37,7 @@ struct DeviceSampler {
     return test::download_i32(out.t);
   }
   static std::vector<int32_t> cpu(std::vector<float> logits, int64_t V, std::vector<ops::TokenSamplingParams> rows) {
-    ExecContext ctx;
-    const int64_t R = static_cast<int64_t>(rows.size());
-    std::vector<int32_t> out(rows.size(), -1);
-    ops::sample_tokens(ctx, Tensor(out.data(), DType::I32, {R}), Tensor(logits.data(), DType::F32, {R, V}),
-                       test::params_view(rows));
-    return out;
+    return test::sample_on_cpu(std::move(logits), V, std::move(rows));
   }
 };
 

@@ -25,6 +25,17 @@ inline Tensor params_view(std::vector<ops::TokenSamplingParams>& rows) {
                 {static_cast<int64_t>(rows.size()), static_cast<int64_t>(sizeof(ops::TokenSamplingParams))});
 }
 
+// The CPU reference's tokens for `rows` over logits [R, V] (the op's CPU backend).
+inline std::vector<int32_t> sample_on_cpu(std::vector<float> logits, int64_t V,
+                                          std::vector<ops::TokenSamplingParams> rows) {
+  ExecContext ctx;
+  const int64_t R = static_cast<int64_t>(rows.size());
+  std::vector<int32_t> out(rows.size(), -1);
+  ops::sample_tokens(ctx, Tensor(out.data(), DType::I32, {R}), Tensor(logits.data(), DType::F32, {R, V}),
+                     params_view(rows));
+  return out;
+}
+
 // Pearson's chi-square of the token counts against the host sampling_distribution of `logits`: tokens outside the
 // distribution's support must never be drawn, and the statistic must stay below df + 6 standard deviations (a wrong
 // nucleus or a biased draw exceeds that by orders of magnitude).

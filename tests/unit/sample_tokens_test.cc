@@ -18,13 +18,8 @@
 namespace dsv4 {
 namespace {
 
-std::vector<int32_t> sample(std::vector<float>& logits, int64_t V, std::vector<ops::TokenSamplingParams> rows) {
-  ExecContext ctx;
-  const int64_t R = static_cast<int64_t>(rows.size());
-  std::vector<int32_t> out(rows.size(), -1);
-  ops::sample_tokens(ctx, Tensor(out.data(), DType::I32, {R}), Tensor(logits.data(), DType::F32, {R, V}),
-                     test::params_view(rows));
-  return out;
+std::vector<int32_t> sample(const std::vector<float>& logits, int64_t V, std::vector<ops::TokenSamplingParams> rows) {
+  return test::sample_on_cpu(logits, V, std::move(rows));
 }
 
 // `draws` rows of the same logits, counters 0..draws-1 of one seed.

@@ -15,10 +15,10 @@ namespace dsv4 {
 
 struct EngineOptions {
   Device device = Device::kCPU;
-  int64_t max_seqs = 8;           // sequences resident at once (state slots)
-  int64_t max_seq_len = 0;        // positions per sequence; 0 = min(max_position_embeddings, 4096)
+  int64_t max_seqs = 8;            // sequences resident at once (state slots)
+  int64_t max_seq_len = 0;         // positions per sequence; 0 = min(max_position_embeddings, 4096)
   int64_t max_batch_tokens = 512;  // tokens per forward (longer prompts are prefilled in chunks)
-  int64_t max_spec_tokens = 7;    // largest --spec-tokens the state is sized for
+  int64_t max_spec_tokens = 7;     // largest --spec-tokens the state is sized for
   bool load_mtp = true;
   // CUDA: BF16 weights and activations (the default) or F32 throughout (full precision, for parity checks).
   DType cuda_precision = DType::BF16;
@@ -49,12 +49,14 @@ struct GenerateStats {
   double prefill_seconds = 0;
   double decode_seconds = 0;
   // Speculative decoding (spec_tokens > 0).
-  int64_t draft_steps = 0;       // verification steps
-  int64_t drafted_tokens = 0;    // draft tokens proposed
-  int64_t accepted_tokens = 0;   // draft tokens accepted
+  int64_t draft_steps = 0;      // verification steps
+  int64_t drafted_tokens = 0;   // draft tokens proposed
+  int64_t accepted_tokens = 0;  // draft tokens accepted
   double acceptance_rate() const { return drafted_tokens ? double(accepted_tokens) / drafted_tokens : 0.0; }
   // Tokens emitted per verification step (accepted drafts + the recovered/bonus token).
-  double mean_accepted_length() const { return draft_steps ? double(accepted_tokens + draft_steps) / draft_steps : 0.0; }
+  double mean_accepted_length() const {
+    return draft_steps ? double(accepted_tokens + draft_steps) / draft_steps : 0.0;
+  }
   double decode_tokens_per_second() const;
 };
 
@@ -68,7 +70,7 @@ struct GraphEntryInfo {
   std::string runner;  // "target" or "drafter"
   int tokens = 0;      // padded token count (capture size)
   bool uniform_decode = false;
-  std::string mode;    // "breakable" or "full"
+  std::string mode;  // "breakable" or "full"
   bool captured = false;
   int graphs = 0, eager_regions = 0;
 };
