@@ -63,7 +63,9 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--reps", o->reps, "Measured repetitions (median reported)")->capture_default_str();
   cmd->add_option("--warmup", o->warmup, "Warm-up repetitions")->capture_default_str();
   cmd->add_option("-p,--prompt", o->prompt, "Prompt for speculative decoding (default: random ids)");
-  cmd->add_option("--seed", o->seed, "Seed of the random prompts")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Seed of the random prompts")
+      ->check(non_negative_integer())
+      ->capture_default_str();
   cmd->add_flag("--json", o->json, "Print one JSON object");
   cmd->add_option("--modes", o->modes,
                   "CUDA graph modes to measure, each with its own engine (none, breakable, full, auto); default "

@@ -29,6 +29,8 @@ struct DeviceFlags {
 };
 
 // Shared option parsing.
+// Validator for unsigned options (seeds): CLI11 would read "-3" as 2^64 - 3; a sign is an error instead.
+CLI::Validator non_negative_integer();
 Device parse_device(const std::string& name);
 // --cuda-precision: "bf16" or "f32".
 DType parse_cuda_precision(const std::string& name);

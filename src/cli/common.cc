@@ -7,6 +7,15 @@
 
 namespace dsv4::cli {
 
+CLI::Validator non_negative_integer() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        const bool digits = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos;
+        return digits ? std::string() : "must be a non-negative integer, got '" + v + "'";
+      },
+      "UINT");
+}
+
 Device parse_device(const std::string& name) {
   if (name == "cpu") return Device::kCPU;
   if (name == "cuda") return Device::kCUDA;

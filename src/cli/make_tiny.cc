@@ -10,7 +10,7 @@ void register_make_tiny(CLI::App& app) {
   auto out = std::make_shared<std::string>();
   auto seed = std::make_shared<uint64_t>(0);
   cmd->add_option("OUT_DIR", *out, "Output directory")->required();
-  cmd->add_option("--seed", *seed, "Random seed")->capture_default_str();
+  cmd->add_option("--seed", *seed, "Random seed")->check(non_negative_integer())->capture_default_str();
   cmd->callback([out, seed] {
     const ModelConfig cfg = tiny_config();
     write_random_checkpoint(*out, cfg, *seed);

@@ -65,8 +65,8 @@ AttentionType parse_attention_type(const std::string& s, const Reader& r, const 
 
 // Rope parameters of one rope-type label, from an already-resolved dict (nested form), as
 // transformers' default / yarn init functions read them.
-RopeParams parse_rope_dict(const json& d, const std::string& label, const ModelConfig& cfg,
-                           const std::string& origin, bool force_unit_attention_factor) {
+RopeParams parse_rope_dict(const json& d, const std::string& label, const ModelConfig& cfg, const std::string& origin,
+                           bool force_unit_attention_factor) {
   const Reader r{d, str_cat(origin, " rope_parameters.", label)};
   RopeParams p;
   const std::string type = r.get_string("rope_type", r.get_string("type", "default"));
@@ -118,8 +118,7 @@ void parse_rope(const json& j, ModelConfig& cfg, const std::string& origin) {
     rp = j.at("rope_scaling");
   }
   if (!rp.is_object()) r.bad(r.has("rope_parameters") ? "rope_parameters" : "rope_scaling", "must be an object");
-  if (rp.contains("main") && rp.contains("compress") && rp.at("main").is_object() &&
-      rp.at("compress").is_object()) {
+  if (rp.contains("main") && rp.contains("compress") && rp.at("main").is_object() && rp.at("compress").is_object()) {
     cfg.rope_main = parse_rope_dict(rp.at("main"), "main", cfg, origin, false);
     cfg.rope_compress = parse_rope_dict(rp.at("compress"), "compress", cfg, origin, false);
     return;
@@ -139,27 +138,36 @@ void parse_rope(const json& j, ModelConfig& cfg, const std::string& origin) {
 
 const char* attention_type_name(AttentionType t) {
   switch (t) {
-    case AttentionType::kSliding: return "sliding_attention";
-    case AttentionType::kCompressedSparse: return "compressed_sparse_attention";
-    case AttentionType::kHeavilyCompressed: return "heavily_compressed_attention";
+    case AttentionType::kSliding:
+      return "sliding_attention";
+    case AttentionType::kCompressedSparse:
+      return "compressed_sparse_attention";
+    case AttentionType::kHeavilyCompressed:
+      return "heavily_compressed_attention";
   }
   return "?";
 }
 const char* mlp_type_name(MlpType t) { return t == MlpType::kHashMoe ? "hash_moe" : "moe"; }
 const char* scoring_func_name(ScoringFunc f) {
   switch (f) {
-    case ScoringFunc::kSqrtSoftplus: return "sqrtsoftplus";
-    case ScoringFunc::kSoftmax: return "softmax";
-    case ScoringFunc::kSigmoid: return "sigmoid";
+    case ScoringFunc::kSqrtSoftplus:
+      return "sqrtsoftplus";
+    case ScoringFunc::kSoftmax:
+      return "softmax";
+    case ScoringFunc::kSigmoid:
+      return "sigmoid";
   }
   return "?";
 }
 
 int64_t ModelConfig::compress_rate(AttentionType t) const {
   switch (t) {
-    case AttentionType::kSliding: return 0;
-    case AttentionType::kCompressedSparse: return compress_rate_csa;
-    case AttentionType::kHeavilyCompressed: return compress_rate_hca;
+    case AttentionType::kSliding:
+      return 0;
+    case AttentionType::kCompressedSparse:
+      return compress_rate_csa;
+    case AttentionType::kHeavilyCompressed:
+      return compress_rate_hca;
   }
   return 0;
 }
@@ -269,17 +277,17 @@ ModelConfig ModelConfig::from_json_text(const std::string& text, const std::stri
     for (const json& v : cr) {
       if (!v.is_number_integer()) r.bad("compress_ratios", "must be a list of integers");
       const int64_t ratio = v.get<int64_t>();
-      if (static_cast<int64_t>(c.layer_types.size()) >= n) break;  // trailing MTP entries are ignored
-      if (ratio == 0) {
-        c.layer_types.push_back(AttentionType::kSliding);
-      } else if (ratio == 4) {
-        c.layer_types.push_back(AttentionType::kCompressedSparse);
+      AttentionType type = AttentionType::kSliding;
+      if (ratio == 4) {
+        type = AttentionType::kCompressedSparse;
       } else if (ratio == 128) {
-        c.layer_types.push_back(AttentionType::kHeavilyCompressed);
-      } else {
-        r.bad("compress_ratios", str_cat("holds ", ratio, "; only 0, 4 and 128 map to layer types (use "
+        type = AttentionType::kHeavilyCompressed;
+      } else if (ratio != 0) {  // checked for every entry, the MTP layers' trailing ones too
+        r.bad("compress_ratios", str_cat("holds ", ratio,
+                                         "; only 0, 4 and 128 map to layer types (use "
                                          "layer_types + compress_rates for other rates)"));
       }
+      if (static_cast<int64_t>(c.layer_types.size()) < n) c.layer_types.push_back(type);  // MTP entries: unused
     }
   } else {
     c.layer_types.assign(std::min<int64_t>(n, 2), AttentionType::kHeavilyCompressed);
@@ -340,9 +348,7 @@ ModelConfig ModelConfig::from_file(const std::string& path) {
 }
 
 void ModelConfig::validate() const {
-  auto positive = [](int64_t v, const char* name) {
-    DSV4_CHECK_ARG(v > 0, "config: ", name, " must be > 0, got ", v);
-  };
+  auto positive = [](int64_t v, const char* name) { DSV4_CHECK_ARG(v > 0, "config: ", name, " must be > 0, got ", v); };
   positive(vocab_size, "vocab_size");
   positive(hidden_size, "hidden_size");
   positive(moe_intermediate_size, "moe_intermediate_size");

@@ -113,12 +113,24 @@ void parse_safetensors_header(const char* bytes, size_t file_size, const std::st
   }
   std::vector<const TensorInfo*> order;
   for (const TensorInfo& t : *tensors) order.push_back(&t);
-  std::sort(order.begin(), order.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
-  for (size_t i = 1; i < order.size(); ++i) {
-    const TensorInfo& prev = *order[i - 1];
-    if (order[i]->offset < prev.offset + prev.nbytes) {
-      bad("tensors '", prev.name, "' and '", order[i]->name, "' overlap in the data section");
+  // The tensors must tile the data section exactly, as the safetensors format (and its reference reader)
+  // requires: no overlap, no gap between tensors, no bytes after the last one. Empty tensors sort first.
+  std::sort(order.begin(), order.end(),
+            [](auto* a, auto* b) { return a->offset != b->offset ? a->offset < b->offset : a->nbytes < b->nbytes; });
+  uint64_t covered = data_begin;
+  const TensorInfo* prev = nullptr;
+  for (const TensorInfo* t : order) {
+    if (t->offset < covered) bad("tensors '", prev->name, "' and '", t->name, "' overlap in the data section");
+    if (t->offset > covered) {
+      bad("tensor '", t->name, "' starts ", t->offset - covered, " bytes after ",
+          prev ? str_cat("the end of '", prev->name, "'") : std::string("the start of the data section"),
+          ": the data section has a gap");
     }
+    covered = t->offset + t->nbytes;
+    prev = t;
+  }
+  if (covered != data_begin + data_size) {
+    bad("the data section has ", data_begin + data_size - covered, " bytes after the last tensor");
   }
 }
 
@@ -261,7 +273,8 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
     const uint64_t len = header.size();
     out.write(reinterpret_cast<const char*>(&len), 8);
     out.write(header.data(), static_cast<std::streamsize>(header.size()));
-    for (const auto& [name, t] : tensors) out.write(static_cast<const char*>(t.data()), static_cast<std::streamsize>(t.nbytes()));
+    for (const auto& [name, t] : tensors)
+      out.write(static_cast<const char*>(t.data()), static_cast<std::streamsize>(t.nbytes()));
     if (!out) fail(StatusCode::kIoError, "write to '", tmp, "' failed");
   }
   std::filesystem::rename(tmp, path);

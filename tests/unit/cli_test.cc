@@ -351,6 +351,9 @@ TEST_F(Cli, UsageErrors) {
   expect_failure("score -m x", {"--ids is required"});
   expect_failure("make-tiny", {"OUT_DIR is required"});
   expect_failure(str_cat("make-tiny ", path("x"), " --seed abc"), {"--seed"});
+  expect_failure(str_cat("make-tiny ", path("x"), " --seed -3"), {"--seed", "non-negative"});
+  expect_failure(str_cat("generate -m ", model(), " --ids 1 -n 1 --seed -1"), {"--seed", "non-negative"});
+  expect_failure(str_cat("bench -m ", model(), " --seed=-7"), {"--seed", "non-negative"});
   // --help is not an error.
   const Result h = run("generate --help");
   EXPECT_EQ(h.status, 0);

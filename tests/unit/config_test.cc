@@ -554,6 +554,8 @@ TEST(ConfigErrors, LayerSchedules) {
   j = small_config();
   j["compress_ratios"] = {0, 4, 16, 128};
   expect_error(j, StatusCode::kParseError, {"'compress_ratios'", "16"});
+  j["compress_ratios"] = {0, 4, 0, 128, 7};  // a trailing (MTP) entry is checked too
+  expect_error(j, StatusCode::kParseError, {"'compress_ratios'", "7"});
   j["compress_ratios"] = {0, 4, 128};
   expect_error(j, StatusCode::kParseError, {"'compress_ratios'", "3 entries"});
 

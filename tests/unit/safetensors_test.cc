@@ -307,6 +307,21 @@ TEST(SafetensorsErrors, Offsets) {
   h = {{"big", {{"dtype", "U8"}, {"shape", {32}}, {"data_offsets", {0, 32}}}},
        {"small", {{"dtype", "U8"}, {"shape", {4}}, {"data_offsets", {8, 12}}}}};
   expect_header_error(h, 32, {"'big'", "'small'", "overlap"});
+  // Gaps: before the first tensor, between two, after the last (the format tiles the section exactly).
+  expect_header_error(one_tensor("F32", {2}, {4, 12}), 12, {"'w'", "4 bytes after the start", "gap"});
+  h = {{"a", {{"dtype", "F32"}, {"shape", {2}}, {"data_offsets", {0, 8}}}},
+       {"b", {{"dtype", "F32"}, {"shape", {2}}, {"data_offsets", {12, 20}}}}};
+  expect_header_error(h, 20, {"'b'", "after the end of 'a'", "gap"});
+  expect_header_error(one_tensor("F32", {2}, {0, 8}), 11, {"3 bytes after the last tensor"});
+  // Empty tensors anywhere in the tiling are fine.
+  h = {{"a", {{"dtype", "F32"}, {"shape", {2}}, {"data_offsets", {0, 8}}}},
+       {"e", {{"dtype", "F32"}, {"shape", {0}}, {"data_offsets", {8, 8}}}},
+       {"z", {{"dtype", "F32"}, {"shape", {0}}, {"data_offsets", {0, 0}}}},
+       {"b", {{"dtype", "F32"}, {"shape", {2}}, {"data_offsets", {8, 16}}}}};
+  const std::string ok = raw_file(h.dump(), std::string(16, '\x01'));
+  TempDir dir;
+  write_bytes(dir / "ok.safetensors", ok);
+  EXPECT_EQ(SafetensorsFile::open(dir / "ok.safetensors")->tensors().size(), 4u);
   // A shape whose element count overflows cannot pass as a small (or empty) tensor.
   expect_header_error(one_tensor("F32", {int64_t{1} << 32, int64_t{1} << 32}, {0, 0}), 0, {"'w'", "too large"});
   expect_header_error(one_tensor("F32", {int64_t{1} << 62, 4}, {0, 0}), 0, {"'w'", "too large"});
