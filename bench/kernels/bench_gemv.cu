@@ -182,6 +182,7 @@ int main(int argc, char** argv) {
       }
       DeviceAlloc x(T * s.G * s.K * 2), out_gemv(T * s.G * s.N * 4), out_lt(T * s.G * s.N * 4);
       fill_random_bf16(x.ptr, T * s.G * s.K, 5);
+      DSV4_CUDA_CHECK(cudaDeviceSynchronize());  // pageable copies may still be landing; kernels run on `stream`
       auto args = [&](int i, void* out) {
         dsv4::cuda::GemmArgs g;
         g.x = x.ptr, g.w = w[i % copies]->ptr, g.out = out;
