@@ -1,7 +1,7 @@
 // The weight-streaming GEMV of cuda::linear / grouped_linear at small T (see gemv.h).
 //
 // Work split: a warp owns kRows consecutive weight rows (output columns) and one slice of K. Each lane
-// streams 16-byte pieces of its kRows rows (kUnroll pieces per row in flight, L1 bypassed, the first batch
+// streams 16-byte pieces of its kRows rows (unroll_for(T) pieces per row in flight, L1 bypassed, the first batch
 // issued before the PDL wait since no earlier kernel writes weights) and applies every row of x to them:
 // one x load serves kRows weight rows, one weight load serves T rows of x. Lanes accumulate in fp32 in a
 // fixed order. A warp reduce-scatter (kRows·T' values over 32 lanes, 31 shuffles at most) leaves each
@@ -43,10 +43,6 @@ struct GemvParams {
   int k_splits;     // warps sharing one row group, each on its own slice of K
 };
 
-// Sums each of the V values over the warp's 32 lanes (V a power of two <= 32). Recursive halving: at
-// offset o a lane keeps the half of its values selected by (lane & o) and adds the partner's copy of that
-// half, so after log2(V) steps lane l holds the partial of value l / (32 / V); butterflies over the
-// remaining offsets complete it. Returns that sum (the same on every lane holding the value).
 // One halving step of warp_reduce_scatter at lane offset O over the first 2 * HALF values, then the rest.
 template <int HALF, int O, int V>
 __device__ __forceinline__ void reduce_scatter_step(float (&v)[V], int lane) {
@@ -66,6 +62,8 @@ __device__ __forceinline__ void reduce_scatter_step(float (&v)[V], int lane) {
 // offset o a lane keeps the half of its values selected by (lane & o) and adds the partner's copy of that
 // half, so after log2(V) steps lane l holds the partial of value l / (32 / V); butterflies over the
 // remaining offsets complete it. Returns that sum (the same on every lane holding the value). Destroys v.
+// Every value is summed in the same tree (lane pairs over offset 16, then 8, ..., 1) whatever V is, so a
+// row's result does not depend on how many rows of x share the pass.
 template <int V>
 __device__ __forceinline__ float warp_reduce_scatter(float (&v)[V]) {
   static_assert(V >= 1 && V <= 32 && (V & (V - 1)) == 0, "V must be a power of two <= 32");
@@ -76,7 +74,7 @@ __device__ __forceinline__ float warp_reduce_scatter(float (&v)[V]) {
   return s;
 }
 
-// The next kUnroll pieces of this lane's kRows weight rows from element k0 on (zeros past k_end).
+// The next U pieces of this lane's kRows weight rows from element k0 on (zeros past k_end).
 template <int U>
 __device__ __forceinline__ void load_weights(uint4 (&wv)[U][kRows], const bf16* const (&wrow)[kRows], int64_t k0,
                                              int64_t k_end) {
