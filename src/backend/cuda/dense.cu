@@ -1,4 +1,5 @@
-// Dense CUDA ops: embedding, stream broadcast, projections (cuBLASLt), RMSNorm and elementwise ops.
+// Dense CUDA ops: embedding, stream broadcast, projections (GEMV at small T, cuBLASLt otherwise), RMSNorm and
+// elementwise ops.
 //
 // Every kernel converts its inputs to fp32, computes in fp32 and rounds once on store, so a bf16 result
 // differs from the fp32 CPU reference by one rounding of the output (plus the inputs' own rounding).
@@ -8,6 +9,7 @@
 #include "backend/cuda/blas.h"
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/gemv.h"
 
 namespace dsv4::cuda {
 namespace {
@@ -137,6 +139,12 @@ __global__ void __launch_bounds__(kMaxNormThreads)
   }
 }
 
+// Small-T bf16 projections stream their weights through the GEMV (gemv.h), the rest runs on cuBLASLt.
+void project(const ExecContext& ctx, const GemmArgs& g) {
+  if (gemv_serves(g)) return gemv(stream_of(ctx), g);
+  blas_of(ctx).gemm(ctx, g);
+}
+
 // Blocks in x for a loop over `width` elements of each of `rows` rows (grid.y = rows).
 dim3 row_grid(int64_t width, int64_t rows) {
   return dim3(std::max(1u, std::min(blocks_for(width, kThreads), 64u)), static_cast<unsigned>(rows));
@@ -187,7 +195,7 @@ void linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w) {
   g.ldx = g.K;
   g.ldw = g.K;
   g.ldo = g.N;
-  blas_of(ctx).gemm(ctx, g);
+  project(ctx, g);
 }
 
 void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w, int64_t groups) {
@@ -209,7 +217,7 @@ void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w, int64_t gr
   g.stride_x = g.K;
   g.stride_w = g.N * g.K;
   g.stride_o = g.N;
-  blas_of(ctx).gemm(ctx, g);
+  project(ctx, g);
 }
 
 void rms_norm(ExecContext& ctx, Tensor out, Tensor x, Tensor w, float eps) {

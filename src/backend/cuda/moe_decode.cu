@@ -7,6 +7,7 @@
 // so rows of the same expert share one weight read. Each lane accumulates its slice of K in fp32 in a fixed
 // order and a butterfly reduces the warp: no atomics, bit-identical run to run. The grid is sized from the
 // plan's tile capacity; blocks of tiles past *num_tiles exit at once.
+#include "backend/cuda/bf16_stream.cuh"
 #include "backend/cuda/moe_plan.h"
 
 namespace dsv4::cuda {
@@ -18,26 +19,7 @@ constexpr int kOutPerWarp = 2;  // output columns per warp (one after the other)
 constexpr int kOutPerBlock = kDecodeWarps * kOutPerWarp;
 constexpr int kRowChunk = 8;  // activation rows applied to one pass over a weight row
 constexpr int kUnroll = 4;    // loads in flight per lane and weight matrix
-constexpr int kVecElems = 8;  // bf16 per 16-byte load
-
-// Weights are read once: bypass L1 (the activation rows live there) and let L2 fetch whole 256-byte sectors.
-__device__ __forceinline__ uint4 load_streaming(const bf16* p) {
-  uint4 v;
-  asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
-  return v;
-}
-
-// Eight bf16 to float (exact: a bf16 is the high half of its float).
-__device__ __forceinline__ void unpack8(const uint4& v, float (&f)[kVecElems]) {
-  const uint32_t u[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    f[2 * j] = __uint_as_float(u[j] << 16);
-    f[2 * j + 1] = __uint_as_float(u[j] & 0xffff0000u);
-  }
-}
+constexpr int kVecElems = kBf16PerVec;
 
 // acc[i] (+ acc3[i]) = this lane's part of arow[i] · wrow (· w3row) for the first nr rows, 16-byte accesses.
 template <bool GATED>

@@ -1,0 +1,30 @@
+// Device helpers of the weight-streaming GEMVs (moe_decode.cu, gemv.cu): 16-byte loads of bf16 weights that
+// bypass L1, and the exact bf16 -> fp32 unpacking of one such load.
+#pragma once
+
+#include "backend/cuda/common.cuh"
+
+namespace dsv4::cuda {
+
+constexpr int kBf16PerVec = 8;  // bf16 per 16-byte load
+
+// Weights are read once: bypass L1 (the activation rows live there) and let L2 fetch whole 256-byte sectors.
+__device__ __forceinline__ uint4 load_streaming(const bf16* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+// Eight bf16 to float (exact: a bf16 is the high half of its float).
+__device__ __forceinline__ void unpack8(const uint4& v, float (&f)[kBf16PerVec]) {
+  const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    f[2 * j] = __uint_as_float(u[j] << 16);
+    f[2 * j + 1] = __uint_as_float(u[j] & 0xffff0000u);
+  }
+}
+
+}  // namespace dsv4::cuda

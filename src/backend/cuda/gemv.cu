@@ -1,0 +1,237 @@
+// The weight-streaming GEMV of cuda::linear / grouped_linear at small T (see gemv.h).
+//
+// Work split: a warp owns kRows consecutive weight rows (output columns) and one slice of K. Each lane
+// streams 16-byte pieces of its kRows rows (unroll_for(T) pieces per row in flight, L1 bypassed, the first batch
+// issued before the PDL wait since no earlier kernel writes weights) and applies every row of x to them:
+// one x load serves kRows weight rows, one weight load serves T rows of x. Lanes accumulate in fp32 in a
+// fixed order. A warp reduce-scatter (kRows·T' values over 32 lanes, 31 shuffles at most) leaves each
+// (row, token) sum on some lanes; warps that split K meet in shared memory and one thread per output sums
+// their partials in slice order. Nothing depends on timing: bit-identical run to run.
+//
+// Grid: (blocks of kWarps / k_splits row groups, batch). k_splits (1, 2, 4 or 8 warps of a block on one
+// row group) is picked from the shape alone so that the grid has ~kTargetWarps warps, enough to keep every
+// SM streaming even for N = 512 (the result then also does not depend on the card).
+#include <algorithm>
+#include <string>
+
+#include "backend/cuda/bf16_stream.cuh"
+#include "backend/cuda/gemv.h"
+#include "dsv4/core/log.h"
+
+namespace dsv4::cuda {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kRows = 4;                           // weight rows per warp: one x load serves all of them
+constexpr int kWarpStep = 32 * kBf16PerVec;        // elements of K a warp covers with one load per lane
+constexpr int64_t kTargetWarps = 2048;             // ~16 warps on each of 132 SMs
+constexpr int64_t kMinSliceElems = 2 * kWarpStep;  // K per warp when splitting: at least 2 loads per lane
+
+// Rows of x padded to a power of two: the reduce-scatter halves the value count at each step.
+constexpr int padded_tokens(int t) { return t <= 1 ? 1 : t <= 2 ? 2 : t <= 4 ? 4 : 8; }
+// Loads in flight per lane and weight row, as many as fit next to the accumulators in the 128 registers of
+// two resident blocks per SM (ptxas: 118-128 registers, no spills): 16 warps with 2-4 KB in flight each.
+constexpr int unroll_for(int t) { return t <= 2 ? 4 : t <= 4 ? 2 : 1; }
+
+struct GemvParams {
+  const bf16* x;
+  const bf16* w;
+  void* out;
+  int64_t N, K, ldx, ldw, ldo, stride_x, stride_w, stride_o;
+  int64_t k_slice;  // elements of K per warp (a multiple of kBf16PerVec)
+  int k_splits;     // warps sharing one row group, each on its own slice of K
+};
+
+// One halving step of warp_reduce_scatter at lane offset O over the first 2 * HALF values, then the rest.
+template <int HALF, int O, int V>
+__device__ __forceinline__ void reduce_scatter_step(float (&v)[V], int lane) {
+  if constexpr (HALF >= 1) {
+    const bool upper = (lane & O) != 0;
+#pragma unroll
+    for (int i = 0; i < HALF; ++i) {
+      const float send = upper ? v[i] : v[i + HALF];
+      const float keep = upper ? v[i + HALF] : v[i];
+      v[i] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+    }
+    reduce_scatter_step<HALF / 2, O / 2>(v, lane);
+  }
+}
+
+// Sums each of the V values over the warp's 32 lanes (V a power of two <= 32). Recursive halving: at
+// offset o a lane keeps the half of its values selected by (lane & o) and adds the partner's copy of that
+// half, so after log2(V) steps lane l holds the partial of value l / (32 / V); butterflies over the
+// remaining offsets complete it. Returns that sum (the same on every lane holding the value). Destroys v.
+// Every value is summed in the same tree (lane pairs over offset 16, then 8, ..., 1) whatever V is, so a
+// row's result does not depend on how many rows of x share the pass.
+template <int V>
+__device__ __forceinline__ float warp_reduce_scatter(float (&v)[V]) {
+  static_assert(V >= 1 && V <= 32 && (V & (V - 1)) == 0, "V must be a power of two <= 32");
+  reduce_scatter_step<V / 2, 16>(v, threadIdx.x & 31);
+  float s = v[0];
+#pragma unroll
+  for (int b = 16 / V; b >= 1; b /= 2) s += __shfl_xor_sync(0xffffffffu, s, b);
+  return s;
+}
+
+// The next U pieces of this lane's kRows weight rows from element k0 on (zeros past k_end).
+template <int U>
+__device__ __forceinline__ void load_weights(uint4 (&wv)[U][kRows], const bf16* const (&wrow)[kRows], int64_t k0,
+                                             int64_t k_end) {
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int64_t k = k0 + static_cast<int64_t>(u) * kWarpStep;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) wv[u][r] = k < k_end ? load_streaming(wrow[r] + k) : make_uint4(0, 0, 0, 0);
+  }
+}
+
+template <int T, typename TO>
+__global__ void __launch_bounds__(kThreads, 2) gemv_kernel(GemvParams p) {
+  constexpr int TP = padded_tokens(T), V = kRows * TP, U = unroll_for(T);
+  __shared__ float partial[kWarps * V];  // [warp][value], warp = row group * k_splits + slice
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int slice = warp % p.k_splits, group = warp / p.k_splits, groups_per_block = kWarps / p.k_splits;
+  const int64_t b = blockIdx.y;
+  const bf16* x = p.x + b * p.stride_x;
+  const bf16* w = p.w + b * p.stride_w;
+  TO* out = static_cast<TO*>(p.out) + b * p.stride_o;
+
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * groups_per_block + group) * kRows;
+  const int64_t k_begin = slice * p.k_slice, k_end = min(p.K, k_begin + p.k_slice);
+  const bool active = row0 < p.N;  // a row group past N (last block) only joins the reduction
+  const bf16* wrow[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) wrow[r] = w + min(row0 + r, p.N - 1) * p.ldw;  // rows past N: read, unused
+  const bf16* xrow[T];
+#pragma unroll
+  for (int t = 0; t < T; ++t) xrow[t] = x + t * p.ldx;
+
+  float acc[V];  // acc[r * TP + t]: this lane's part of x[t] · w[row0 + r]
+#pragma unroll
+  for (int i = 0; i < V; ++i) acc[i] = 0.0f;
+  const int64_t lane_k = k_begin + static_cast<int64_t>(lane) * kBf16PerVec;
+  const int64_t k_stop = active ? k_end : 0;
+  uint4 wv[U][kRows];
+  load_weights<U>(wv, wrow, lane_k, k_stop);
+  pdl_wait();  // x is the previous kernel's output
+  for (int64_t k0 = lane_k; k0 < k_stop; k0 += static_cast<int64_t>(U) * kWarpStep) {
+    if (k0 != lane_k) load_weights<U>(wv, wrow, k0, k_stop);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t k = k0 + static_cast<int64_t>(u) * kWarpStep;
+      if (k >= k_stop) break;
+      float wf[kRows][kBf16PerVec];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) unpack8(wv[u][r], wf[r]);
+#pragma unroll
+      for (int t = 0; t < T; ++t) {
+        float xf[kBf16PerVec];
+        unpack8(__ldg(reinterpret_cast<const uint4*>(xrow[t] + k)), xf);
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+          for (int c = 0; c < kBf16PerVec; ++c) acc[r * TP + t] = fmaf(xf[c], wf[r][c], acc[r * TP + t]);
+        }
+      }
+    }
+  }
+
+  // After the reduce-scatter lane l holds value i = l / (32 / V), i.e. (r, t) = (i / TP, i % TP).
+  const float sum = warp_reduce_scatter<V>(acc);
+  constexpr int kLanesPerValue = 32 / V;
+  if (lane % kLanesPerValue == 0) partial[warp * V + lane / kLanesPerValue] = sum;
+  __syncthreads();
+  if (threadIdx.x < groups_per_block * V) {
+    const int g = threadIdx.x / V, i = threadIdx.x % V, r = i / TP, t = i % TP;
+    const int64_t n = (static_cast<int64_t>(blockIdx.x) * groups_per_block + g) * kRows + r;
+    if (t < T && n < p.N) {
+      float s = partial[g * p.k_splits * V + i];
+      for (int j = 1; j < p.k_splits; ++j) s += partial[(g * p.k_splits + j) * V + i];  // slice order
+      out[t * p.ldo + n] = from_float<TO>(s);
+    }
+  }
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// 0: off, 1: on up to kGemvMaxWeightBytes, 2: on for any size.
+int gemv_mode() {
+  static const int mode = [] {
+    std::string v;
+    if (!env_string("DSV4_GEMV", &v)) return 1;
+    if (v == "0" || v == "1" || v == "2") return v[0] - '0';
+    fail(StatusCode::kInvalidArgument, "DSV4_GEMV must be 0 (cuBLASLt only), 1 (default) or 2 (no size cap), not '", v,
+         "'");
+  }();
+  return mode;
+}
+
+template <int T>
+void launch_tokens(cudaStream_t stream, const GemmArgs& g, const GemvParams& p, dim3 grid) {
+  dispatch_float(g.out_type, "gemv out", [&](auto o) {
+    using TO = decltype(o);
+    check_launch(launch_kernel(gemv_kernel<T, TO>, grid, dim3(kThreads), 0, stream, p), "gemv");
+  });
+}
+
+}  // namespace
+
+bool gemv_supports(const GemmArgs& g, int64_t max_tokens) {
+  const bool batched = g.batch > 1;
+  return g.x_type == DType::BF16 && g.w_type == DType::BF16 &&
+         (g.out_type == DType::F32 || g.out_type == DType::BF16) && g.M >= 1 && g.M <= max_tokens &&
+         g.M <= kGemvMaxTokens && g.N >= 1 && g.K >= 1 && g.batch >= 1 && g.K % kBf16PerVec == 0 && aligned16(g.x) &&
+         aligned16(g.w) && g.ldx % kBf16PerVec == 0 && g.ldw % kBf16PerVec == 0 &&
+         (!batched || (g.stride_x % kBf16PerVec == 0 && g.stride_w % kBf16PerVec == 0));
+}
+
+bool gemv_serves(const GemmArgs& g) {
+  const int mode = gemv_mode();
+  if (mode == 0 || !gemv_supports(g)) return false;
+  return mode == 2 || g.N * g.K * g.batch * 2 <= kGemvMaxWeightBytes;
+}
+
+void gemv(cudaStream_t stream, const GemmArgs& g) {
+  DSV4_CHECK_ARG(gemv_supports(g), "gemv: unsupported operands (M=", g.M, " N=", g.N, " K=", g.K, ")");
+  const int64_t row_groups = (g.N + kRows - 1) / kRows;
+  int k_splits = 1;
+  while (k_splits < kWarps && row_groups * g.batch * k_splits < kTargetWarps &&
+         g.K / (2 * k_splits) >= kMinSliceElems) {
+    k_splits *= 2;
+  }
+  const int64_t vecs = g.K / kBf16PerVec;
+  GemvParams p;
+  p.x = static_cast<const bf16*>(g.x);
+  p.w = static_cast<const bf16*>(g.w);
+  p.out = g.out;
+  p.N = g.N, p.K = g.K, p.ldx = g.ldx, p.ldw = g.ldw, p.ldo = g.ldo;
+  p.stride_x = g.batch > 1 ? g.stride_x : 0;
+  p.stride_w = g.batch > 1 ? g.stride_w : 0;
+  p.stride_o = g.batch > 1 ? g.stride_o : 0;
+  p.k_slice = (vecs + k_splits - 1) / k_splits * kBf16PerVec;
+  p.k_splits = k_splits;
+  const int64_t groups_per_block = kWarps / k_splits;
+  const dim3 grid(static_cast<unsigned>((row_groups + groups_per_block - 1) / groups_per_block),
+                  static_cast<unsigned>(g.batch));
+  switch (g.M) {
+    case 1:
+      return launch_tokens<1>(stream, g, p, grid);
+    case 2:
+      return launch_tokens<2>(stream, g, p, grid);
+    case 3:
+      return launch_tokens<3>(stream, g, p, grid);
+    case 4:
+      return launch_tokens<4>(stream, g, p, grid);
+    case 5:
+      return launch_tokens<5>(stream, g, p, grid);
+    case 6:
+      return launch_tokens<6>(stream, g, p, grid);
+    case 7:
+      return launch_tokens<7>(stream, g, p, grid);
+    default:
+      return launch_tokens<8>(stream, g, p, grid);
+  }
+}
+
+}  // namespace dsv4::cuda

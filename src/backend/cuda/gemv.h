@@ -1,0 +1,43 @@
+// Weight-streaming GEMV for the dense projections at small T (decode): out[b] = x[b] · w[b]^T for a few
+// rows of x, bf16 x and w, f32 or bf16 out, fp32 accumulation, each weight row read once for all rows.
+//
+// At decode a projection reads its whole weight matrix for 1-8 activation rows, so its cost is the weight
+// bytes over the HBM bandwidth. cuBLASLt serves these shapes with split-K tensor-core GEMMs plus a separate
+// split-K reduction and reaches about half the bandwidth on Flash's attention and shared-expert shapes; a
+// GEMV that streams each weight row once with all rows of x applied to it and no second kernel reaches it.
+// Deterministic (fixed-order reductions, no atomics) and graph-capturable (no allocation, no host reads).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "backend/cuda/blas.h"
+
+namespace dsv4::cuda {
+
+// The most rows of x the GEMV serves. Per weight element the kernel issues T FMAs plus ~1 + T/4 unpacking
+// operations; at T = 8 that is ~11 instructions per 2 bytes of HBM traffic, ~75% of an H200 SM's issue rate
+// at full bandwidth, so beyond 8 rows the CUDA cores, not HBM, set the pace and tensor cores win.
+constexpr int64_t kGemvMaxTokens = 8;
+
+// Matrices above this many bytes stay on cuBLASLt by default: the vocabulary head (1.06 GB on Flash) already
+// runs there at the copy bandwidth. DSV4_GEMV=2 lifts the cap (to time the head through the GEMV).
+constexpr int64_t kGemvMaxWeightBytes = int64_t{512} << 20;
+
+// Whether the kernel can compute these operands: x and w bf16, out f32 or bf16, 1 <= M <= max_tokens,
+// N >= 1, K % 8 == 0, x and w 16-byte aligned with ldx, ldw (and, for batch > 1, stride_x, stride_w) multiples
+// of 8 elements. Any N, ldo and output alignment.
+bool gemv_supports(const GemmArgs& g, int64_t max_tokens = kGemvMaxTokens);
+
+// The dispatch policy of cuda::linear / grouped_linear: gemv_supports(g), weights up to kGemvMaxWeightBytes,
+// and the environment: DSV4_GEMV=0 sends everything to cuBLASLt (A/B timing), 1 (the default) is the policy
+// above, 2 drops the size cap. Read once.
+bool gemv_serves(const GemmArgs& g);
+
+// out[b] = x[b] · w[b]^T for b < g.batch on `stream` (requires gemv_supports(g)). Bit-identical run to run,
+// and each output row is the same bits whatever M is (the summation order depends on N, K and batch only):
+// a speculative verification batch projects every row exactly as a one-row decode step. Graph-capturable.
+void gemv(cudaStream_t stream, const GemmArgs& g);
+
+}  // namespace dsv4::cuda
