@@ -155,13 +155,14 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_kernel(GemvParams p) {
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// 0: off, 1: on up to kGemvMaxWeightBytes, 2: on for any size.
+// 0: off, 1: on up to kGemvMaxWeightBytes, 2: on for any size. Off by default until the kernel has been
+// validated and timed on a GPU (written in a session without GPU time; scripts/gpu/gemv_check.sh does both).
 int gemv_mode() {
   static const int mode = [] {
     std::string v;
-    if (!env_string("DSV4_GEMV", &v)) return 1;
+    if (!env_string("DSV4_GEMV", &v)) return 0;
     if (v == "0" || v == "1" || v == "2") return v[0] - '0';
-    fail(StatusCode::kInvalidArgument, "DSV4_GEMV must be 0 (cuBLASLt only), 1 (default) or 2 (no size cap), not '", v,
+    fail(StatusCode::kInvalidArgument, "DSV4_GEMV must be 0 (cuBLASLt only, the default), 1 (GEMV at small T) or 2 (no size cap), not '", v,
          "'");
   }();
   return mode;

@@ -31,8 +31,8 @@ constexpr int64_t kGemvMaxWeightBytes = int64_t{512} << 20;
 bool gemv_supports(const GemmArgs& g, int64_t max_tokens = kGemvMaxTokens);
 
 // The dispatch policy of cuda::linear / grouped_linear: gemv_supports(g), weights up to kGemvMaxWeightBytes,
-// and the environment: DSV4_GEMV=0 sends everything to cuBLASLt (A/B timing), 1 (the default) is the policy
-// above, 2 drops the size cap. Read once.
+// and the environment: DSV4_GEMV=0 (the default until the kernel is validated on a GPU) sends everything to
+// cuBLASLt, 1 is the policy above, 2 drops the size cap. Read once.
 bool gemv_serves(const GemmArgs& g);
 
 // out[b] = x[b] · w[b]^T for b < g.batch on `stream` (requires gemv_supports(g)). Bit-identical run to run,
