@@ -9,7 +9,6 @@
 // kernel (attention_split.cu) instead; this kernel covers f32 and the other shapes.
 #include <type_traits>
 
-#include "backend/cuda/attention_keys.cuh"
 #include "backend/cuda/attention_split.h"
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_ops.h"
@@ -79,9 +78,24 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
   load_row<EPL, VEC>(q + (t * a.heads + h) * D, lane, D, qv);
 #pragma unroll
   for (int k = 0; k < EPL; ++k) acc[k] = 0.0f;
-  const TokenKeys<T> keys = token_keys(a, kv, ring, entries, t, pos, slot, start);
-  const int64_t n = keys.size();
-  auto key_row = [&](int64_t i) { return keys.row(i); };
+  const int64_t n_win = min(static_cast<int64_t>(pos) + 1, a.window);
+  int64_t n_comp = 0;
+  if (a.rate > 0)
+    n_comp = a.selected != nullptr ? a.topk : min(static_cast<int64_t>((pos + 1) / a.rate), a.max_entries);
+  const int64_t n = n_win + n_comp;
+  const T* E = entries != nullptr ? entries + static_cast<int64_t>(slot) * a.max_entries * D : nullptr;
+  // Key i: window positions pos-n_win+1 .. pos, then compressed entries (null = an unused selection slot).
+  auto key_row = [&](int64_t i) -> const T* {
+    if (i < n_win) {
+      const int64_t p = pos - n_win + 1 + i;
+      if (p >= start) return kv + (t - (pos - p)) * D;
+      return ring + (static_cast<int64_t>(slot) * a.ring_size + p % a.ring_size) * D;
+    }
+    const int64_t c = i - n_win;
+    if (a.selected == nullptr) return E + c * D;
+    const int32_t e = a.selected[t * a.topk + c];
+    return e >= 0 ? E + static_cast<int64_t>(e) * D : nullptr;
+  };
   float m = sinks[h], l = 1.0f;  // the sink: e^{sink - m} with m = sink
   for (int64_t base = 0; base < n; base += kKeysPerStep) {
     float kvv[kKeysPerStep][EPL], s[kKeysPerStep];

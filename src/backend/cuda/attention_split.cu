@@ -22,7 +22,6 @@
 
 #include <cmath>
 
-#include "backend/cuda/attention_keys.cuh"
 #include "backend/cuda/attention_split.h"
 #include "backend/cuda/cuda_ops.h"
 
@@ -122,11 +121,25 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
 
   // This block's keys: [k_begin, k_end) of the token's key list (window positions pos-n_win+1 .. pos,
   // then compressed entries), cut into NC parts of a multiple of 16 keys.
-  const TokenKeys<bf16> keys = token_keys(a, kv, ring, entries, t, pos, slot, start);
-  const int64_t n = keys.size();
+  const int64_t n_win = min(static_cast<int64_t>(pos) + 1, a.window);
+  int64_t n_comp = 0;
+  if (a.rate > 0)
+    n_comp = a.selected != nullptr ? a.topk : min(static_cast<int64_t>((pos + 1) / a.rate), a.max_entries);
+  const int64_t n = n_win + n_comp;
   const int64_t per = ((n + NC - 1) / NC + 15) / 16 * 16;
   const int64_t k_begin = min(n, rank * per), k_end = min(n, k_begin + per);
-  auto key_row = [&](int64_t i) { return keys.row(i); };
+  const bf16* E = entries != nullptr ? entries + static_cast<int64_t>(slot) * a.max_entries * D : nullptr;
+  auto key_row = [&](int64_t i) -> const bf16* {  // null: an unused selection slot
+    if (i < n_win) {
+      const int64_t p = pos - n_win + 1 + i;
+      if (p >= start) return kv + (t - (pos - p)) * D;
+      return ring + (static_cast<int64_t>(slot) * a.ring_size + p % a.ring_size) * D;
+    }
+    const int64_t c = i - n_win;
+    if (a.selected == nullptr) return E + c * D;
+    const int32_t e = a.selected[t * a.topk + c];
+    return e >= 0 ? E + static_cast<int64_t>(e) * D : nullptr;
+  };
 
   for (int i = tid; i < kHeads * L.ldo; i += kThreads) os[i] = 0.f;
   if (tid < kHeads) ms[tid] = -INFINITY, ls[tid] = 0.f;
