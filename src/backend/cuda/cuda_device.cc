@@ -34,8 +34,13 @@ std::string device_summary() {
   cudaGetDevice(&dev);
   cudaDeviceProp prop{};
   if (cudaGetDeviceProperties(&prop, dev) != cudaSuccess) return "CUDA device (properties unavailable)";
+  // Maximum clocks as the driver reports them (the current clocks need NVML; benchmarks warm up instead).
+  int sm_khz = 0, mem_khz = 0;
+  cudaDeviceGetAttribute(&sm_khz, cudaDevAttrClockRate, dev);
+  cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, dev);
   return str_cat(prop.name, " (sm_", prop.major, prop.minor, ", ", prop.multiProcessorCount, " SMs, ",
-                 static_cast<double>(prop.totalGlobalMem) / (1024.0 * 1024 * 1024), " GiB)");
+                 static_cast<double>(prop.totalGlobalMem) / (1024.0 * 1024 * 1024), " GiB, max SM clock ",
+                 sm_khz / 1000, " MHz, memory clock ", mem_khz / 1000, " MHz)");
 }
 
 // cudaMemcpy from pageable memory may return before its DMA lands, and it orders only with the legacy
