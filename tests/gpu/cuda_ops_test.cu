@@ -685,6 +685,37 @@ TEST(CudaOps, AttentionFlashShapes) {
   check_attention(csa, {{1, 100, 24}, {0, 2403, 1}, {2, 700, 8}}, 2, v++);  // 35 rows: no split
 }
 
+// Head counts that are not a multiple of 16 (the default tiny model: 4 × 64, window 64, CSA 4 / top-16,
+// HCA 16; the HF fixtures: 4 × 32, window 8, top-3) and head dim 32: the split kernel's zero-padded head
+// groups. Decode T = 1, a 4-row batch (3 decode rows + padding), 35 rows (a prefill chunk whose window
+// spans the ring and the batch, decode rows, padding), each window-only, HCA and CSA with −1 holes, and a
+// 72-row batch where the keys are not split; heads 16 is the unmasked instantiation at D 64, the masked one
+// at D 32.
+TEST(CudaOps, AttentionSmallHeads) {
+  DSV4_REQUIRE_GPU();
+  struct Batch {
+    std::vector<TestBatch::Chunk> chunks;
+    int padding;
+  };
+  const std::vector<Batch> batches = {
+      {{{1, 150, 1}}, 0},                            // T = 1
+      {{{0, 300, 1}, {1, 90, 1}, {2, 40, 1}}, 1},    // T = 4
+      {{{1, 100, 24}, {0, 200, 1}, {2, 70, 8}}, 2},  // T = 35
+  };
+  int v = 200;
+  for (const int64_t D : {64, 32}) {
+    const int64_t window = D == 64 ? 64 : 8, topk = D == 64 ? 16 : 3;
+    for (const int64_t heads : {1, 4, 8, 12, 16, 20}) {
+      for (const AttnKind kind : {AttnKind::kSliding, AttnKind::kHca, AttnKind::kCsa}) {
+        const int64_t rate = kind == AttnKind::kCsa ? 4 : 16;
+        for (const Batch& b : batches)
+          check_attention({D, heads, window, kind, rate, 512, topk}, b.chunks, b.padding, v++);
+      }
+    }
+    check_attention({D, 4, window, AttnKind::kCsa, 4, 512, topk}, {{0, 10, 64}, {1, 200, 8}}, 0, v++);  // 72 rows
+  }
+}
+
 // ---- MoE -------------------------------------------------------------------------------------------
 
 TEST(CudaOps, MoeRoute) {

@@ -5,8 +5,8 @@
 // and warp reductions in flight) with an online softmax that starts from the sink (m = sink, l = 1).
 // Every per-token range (window start, positions in the batch vs the ring, visible compressed entries,
 // the indexer's selection) is read from device memory; the grid depends only on T and the head count.
-// bf16 with heads % 16 == 0 and head_dim % 64 == 0 (the model's shapes) goes to the split-KV tensor-core
-// kernel (attention_split.cu) instead; this kernel covers f32 and the other shapes.
+// bf16 with head_dim % 32 == 0 (up to 512) and any head count goes to the split-KV tensor-core kernel
+// (attention_split.cu) instead; this kernel covers f32 and the other shapes.
 #include <type_traits>
 
 #include "backend/cuda/attention_split.h"
@@ -190,12 +190,14 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, Tensor kv_ring
   dispatch_float(dt, "attention", [&](auto tag) {
     using TT = decltype(tag);
     const TT* entries = compressed != nullptr ? compressed->entries.ptr<TT>() : nullptr;
-    // 16-byte accesses need D % 256 == 0 and 16-byte aligned bases (arena allocations are 256-byte aligned).
+    // 16-byte accesses need 16-byte aligned bases (arena allocations are 256-byte aligned); this kernel's
+    // also need D % 256 == 0 (a lane's 8 elements per 256), the split kernel's D % 8 (it checks D itself).
     auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-    const bool vec = D % 256 == 0 && aligned(q.data()) && aligned(kv.data()) && aligned(kv_ring.data()) &&
-                     aligned(out.data()) && aligned(entries);
+    const bool aligned16 =
+        aligned(q.data()) && aligned(kv.data()) && aligned(kv_ring.data()) && aligned(out.data()) && aligned(entries);
+    const bool vec = D % 256 == 0 && aligned16;
     if constexpr (std::is_same_v<TT, bf16>) {
-      if (split_attention_supports(a.heads, D, vec) && T <= 65535) {  // T is the grid's z
+      if (split_attention_supports(a.heads, D, aligned16) && T <= 65535) {  // T is the grid's z
         return split_attention(ctx, out.ptr<bf16>(), q.ptr<bf16>(), kv.ptr<bf16>(), kv_ring.ptr<bf16>(), entries,
                                sinks.ptr<float>(), a, T);
       }

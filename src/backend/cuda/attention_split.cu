@@ -1,7 +1,7 @@
 // Split-KV sink attention on tensor cores (flash-decoding for MQA with K = V).
 //
-// Grid (NC, heads / 16, T), clusters of NC blocks along x. A block owns 16 query heads of one token and
-// the NC-th part of that token's key set (window from the batch rows / the slot's ring ∪ HCA entries or
+// Grid (NC, ceil(heads / 16), T), clusters of NC blocks along x. A block owns 16 query heads of one token
+// and the NC-th part of that token's key set (window from the batch rows / the slot's ring ∪ HCA entries or
 // the indexer's selection, −1 skipped). Keys pass through shared memory 128 rows at a time (one tile per
 // block for decode key sets up to 1024) and serve as both K and V (MQA: one row feeds the 16 heads):
 // S = Q·Kᵀ on bf16 MMAs with fp32 accumulation, an online softmax per head, O += P·V with P split into
@@ -17,6 +17,13 @@
 //
 // NC = 8 while the (token, head group) blocks would leave most multiprocessors idle (decode), NC = 1
 // (no split) otherwise.
+//
+// Shapes: the model's (heads % 16 == 0, head_dim % 64 == 0: Flash 64 × 512, Pro 128 × 512) compile
+// without any masking. Other head counts (the default tiny model's 4, test fixtures' 4) and head dims that
+// are multiples of 32 run a second instantiation: a head group short of 16 heads fills its missing MMA
+// rows with zero queries (cp.async zero-fill), which cost nothing extra on the tensor cores, produce
+// finite scores (0) and are never stored; the Q·Kᵀ chains skip the 16-column steps past D. The valid
+// heads' arithmetic is the same as in a full group, so the results are exact and deterministic alike.
 #include <cooperative_groups.h>
 #include <mma.h>
 
@@ -79,7 +86,9 @@ __host__ __device__ inline Layout layout_for(int D) {
   return L;
 }
 
-template <int NC>
+// kAnyShape false: heads % 16 == 0 and D % 64 == 0, no masks. true: any heads >= 1 (the last group's
+// rows past `heads` are zero queries, not stored) and D % 32 == 0.
+template <int NC, bool kAnyShape>
 __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
     split_attention_kernel(bf16* __restrict__ out, const bf16* __restrict__ q, const bf16* __restrict__ kv,
                            const bf16* __restrict__ ring, const bf16* __restrict__ entries,
@@ -103,18 +112,21 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
   const int rank = static_cast<int>(blockIdx.x);  // grid.x == NC: the block's rank in its cluster
   const int64_t h0 = static_cast<int64_t>(blockIdx.y) * kHeads, t = blockIdx.z;
   const int cols = D / NC, c0 = rank * cols;  // this block's slice of the head dim in the merge
+  // The group's real heads: 16 unless the head count is not a multiple of 16 (then the last group has fewer).
+  const int hv = kAnyShape ? static_cast<int>(min(static_cast<int64_t>(kHeads), a.heads - h0)) : kHeads;
   bf16* o_out = out + (t * a.heads + h0) * D;
   // Q and the sinks depend on nothing per-step: in flight while the metadata arrives.
-  const float sink = tid < kHeads ? sinks[h0 + tid] : 0.f;
+  const float sink = tid < hv ? sinks[h0 + tid] : 0.f;
   const int vecs = D / 8;  // 16-byte vectors per row
   const bf16* qsrc = q + (t * a.heads + h0) * D;
   for (int i = tid; i < kHeads * vecs; i += kThreads) {
     const int r = i / vecs, c = i % vecs;
-    cp_async16(qs + r * L.ldq + c * 8, qsrc + r * D + c * 8, true);  // waited for with the first key tile
+    const bool real = !kAnyShape || r < hv;  // rows past the group's heads: zero queries (nothing read)
+    cp_async16(qs + r * L.ldq + c * 8, real ? qsrc + r * D + c * 8 : qsrc, real);  // waited for with the first key tile
   }
   const int32_t pos = a.pos[t], slot = a.slot[t], start = a.start[t];
   if (slot < 0) {  // padding row (the same for the whole cluster): zeros, as the reference
-    for (int i = tid; i < kHeads * cols; i += kThreads) o_out[(i / cols) * D + c0 + i % cols] = from_float<bf16>(0.f);
+    for (int i = tid; i < hv * cols; i += kThreads) o_out[(i / cols) * D + c0 + i % cols] = from_float<bf16>(0.f);
     cp_async_wait_all();
     return;
   }
@@ -160,7 +172,7 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
     // S = Q·Kᵀ: warp w the keys 16w .. 16w + 15, in kChains independent accumulators over the head dim
     // (MMA latency, not throughput, bounds a single chain), summed in a fixed order.
     if (warp < nks) {
-      constexpr int kChains = 4;  // D % 64 == 0: the D / 16 steps are a multiple of 4
+      constexpr int kChains = 4;  // D % 64 == 0: the D / 16 steps are a multiple of 4; else steps past D skipped
       wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kChains];
 #pragma unroll
       for (int c = 0; c < kChains; ++c) wmma::fill_fragment(acc[c], 0.f);
@@ -169,6 +181,7 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
       for (int kk = 0; kk < D; kk += 16 * kChains) {
 #pragma unroll
         for (int c = 0; c < kChains; ++c) {
+          if (kAnyShape && kk + 16 * c >= D) break;  // D % 64 == 32: the last pass has two steps
           wmma::load_matrix_sync(fa, qs + kk + 16 * c, L.ldq);
           wmma::load_matrix_sync(fb, ks + warp * 16 * L.ldq + kk + 16 * c, L.ldq);
           wmma::mma_sync(acc[c], fa, fb, acc[c]);
@@ -283,7 +296,7 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
   }
   __syncthreads();
   const int quads = cols / 4;
-  for (int i = tid; i < kHeads * quads; i += kThreads) {
+  for (int i = tid; i < hv * quads; i += kThreads) {
     const int h = i / quads, d = c0 + (i % quads) * 4;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
     for (int r = 0; r < NC; ++r) {
@@ -303,6 +316,8 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
   if constexpr (NC > 1) cg::this_cluster().sync();  // keep this block's shared memory alive for the others
 }
 
+int64_t head_groups(int64_t heads) { return (heads + kHeads - 1) / kHeads; }
+
 int multiprocessors() {
   static const int n = [] {
     int dev = 0, v = 0;
@@ -314,35 +329,40 @@ int multiprocessors() {
   return n;
 }
 
-template <int NC>
+template <int NC, bool kAnyShape>
 void launch_split(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, const bf16* ring, const bf16* entries,
                   const float* sinks, const SplitAttnArgs& a, int64_t T) {
   // The largest layout (D = 512), once per instantiation: smaller head dims need less.
   static const bool configured = [] {
-    throw_if_error(cuda_status(cudaFuncSetAttribute(split_attention_kernel<NC>,
+    throw_if_error(cuda_status(cudaFuncSetAttribute(split_attention_kernel<NC, kAnyShape>,
                                                     cudaFuncAttributeMaxDynamicSharedMemorySize, layout_for(512).total),
                                "cudaFuncSetAttribute(split_attention)"));
     return true;
   }();
   (void)configured;
   const size_t shared = static_cast<size_t>(layout_for(static_cast<int>(a.D)).total);
-  const dim3 grid(NC, static_cast<unsigned>(a.heads / kHeads), static_cast<unsigned>(T));
-  check_launch(launch_kernel(split_attention_kernel<NC>, grid, dim3(kThreads), shared, stream_of(ctx), out, q, kv, ring,
-                             entries, sinks, a),
+  const dim3 grid(NC, static_cast<unsigned>(head_groups(a.heads)), static_cast<unsigned>(T));
+  check_launch(launch_kernel(split_attention_kernel<NC, kAnyShape>, grid, dim3(kThreads), shared, stream_of(ctx), out,
+                             q, kv, ring, entries, sinks, a),
                "split_attention");
 }
 
 }  // namespace
 
 bool split_attention_supports(int64_t heads, int64_t D, bool aligned16) {
-  return aligned16 && D % 64 == 0 && D >= 64 && D <= 512 && heads > 0 && heads % kHeads == 0;
+  // D % 32: 16-byte rows, whole 16-column MMA steps, and D / kSplit merge columns in groups of 4.
+  return aligned16 && D % 32 == 0 && D >= 32 && D <= 512 && heads > 0 && head_groups(heads) <= 65535;
 }
 
 void split_attention(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, const bf16* ring, const bf16* entries,
                      const float* sinks, const SplitAttnArgs& a, int64_t T) {
-  const int64_t blocks = T * (a.heads / kHeads);
-  if (blocks * 2 < multiprocessors()) return launch_split<kSplit>(ctx, out, q, kv, ring, entries, sinks, a, T);
-  return launch_split<1>(ctx, out, q, kv, ring, entries, sinks, a, T);
+  const bool split = T * head_groups(a.heads) * 2 < multiprocessors();
+  if (a.heads % kHeads == 0 && a.D % 64 == 0) {  // the model's shapes: no masks
+    if (split) return launch_split<kSplit, false>(ctx, out, q, kv, ring, entries, sinks, a, T);
+    return launch_split<1, false>(ctx, out, q, kv, ring, entries, sinks, a, T);
+  }
+  if (split) return launch_split<kSplit, true>(ctx, out, q, kv, ring, entries, sinks, a, T);
+  return launch_split<1, true>(ctx, out, q, kv, ring, entries, sinks, a, T);
 }
 
 }  // namespace dsv4::cuda
