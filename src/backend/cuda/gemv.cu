@@ -162,8 +162,8 @@ int gemv_mode() {
     std::string v;
     if (!env_string("DSV4_GEMV", &v)) return 0;
     if (v == "0" || v == "1" || v == "2") return v[0] - '0';
-    fail(StatusCode::kInvalidArgument, "DSV4_GEMV must be 0 (cuBLASLt only, the default), 1 (GEMV at small T) or 2 (no size cap), not '", v,
-         "'");
+    fail(StatusCode::kInvalidArgument,
+         "DSV4_GEMV must be 0 (cuBLASLt only, the default), 1 (GEMV at small T) or 2 (no size cap), not '", v, "'");
   }();
   return mode;
 }
