@@ -17,6 +17,8 @@ numbers do not depend on TF32 settings). For every fixture config it
      the full forward) in `figures.json`.
 
 Usage: make_fixtures.py OUT_DIR [--only NAME]
+       make_fixtures.py OUT_DIR --from-checkpoint models/dsv4-tiny-kjv --name kjv [--seq-len 64]
+         (ground truth for a trained checkpoint: a realistic model for the bf16 parity figures)
 """
 
 import argparse
@@ -395,16 +397,63 @@ def build_attempt(name, spec, out_dir, seed):
     return figures
 
 
+def build_from_checkpoint(checkpoint, name, seq_len, seed, out_dir):
+    """Ground truth for an existing checkpoint (e.g. the trained models/dsv4-tiny-kjv, whose parity figures
+    reflect a real model rather than unit-scale random weights): token-by-token logits of `seq_len` random
+    ids, written as OUT_DIR/NAME/{expected.safetensors, figures.json} plus `checkpoint.txt` naming the model
+    directory (not copied). Near-ties are measured and reported, not rejected: the weights are given."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import DeepseekV4ForCausalLM
+
+    model = DeepseekV4ForCausalLM.from_pretrained(checkpoint, torch_dtype=torch.float32).eval()
+    model.config._attn_implementation = "eager"
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, model.config.vocab_size, (1, seq_len), generator=gen)
+    with TieMonitor() as monitor:
+        tbt = token_by_token_logits(model, ids)
+    full = full_logits(model, ids)
+    top2 = tbt.double().topk(2, dim=-1).values
+    figures = {
+        "checkpoint": checkpoint,
+        "seed": seed,
+        "seq_len": seq_len,
+        "min_index_margin": monitor.min_index_margin,
+        "min_router_margin": monitor.min_router_margin,
+        "min_greedy_top2_gap": float((top2[:, 0] - top2[:, 1]).min()),
+        "full_vs_token_by_token_rel": rel(full, tbt),
+        "logits_absmax": float(tbt.abs().max()),
+    }
+    fdir = os.path.join(out_dir, name)
+    os.makedirs(fdir, exist_ok=True)
+    save_file({"input_ids": ids[0].to(torch.int64).contiguous(), "logits": tbt.float().contiguous(),
+               "logits_full_forward": full.float().contiguous()}, os.path.join(fdir, "expected.safetensors"))
+    with open(os.path.join(fdir, "figures.json"), "w") as f:
+        json.dump(figures, f, indent=1)
+    with open(os.path.join(fdir, "checkpoint.txt"), "w") as f:
+        f.write(checkpoint + "\n")
+    return figures
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir")
     ap.add_argument("--only", default=None)
+    ap.add_argument("--from-checkpoint", default=None,
+                    help="write ground truth for this existing checkpoint directory instead of random fixtures")
+    ap.add_argument("--name", default="trained", help="fixture name with --from-checkpoint")
+    ap.add_argument("--seq-len", type=int, default=64, help="ids with --from-checkpoint")
+    ap.add_argument("--seed", type=int, default=1234, help="seed of the ids with --from-checkpoint")
     args = ap.parse_args()
     import torch
     import transformers
 
     print(f"torch {torch.__version__}, transformers {transformers.__version__}", flush=True)
     torch.set_num_threads(min(8, os.cpu_count() or 1))
+    if args.from_checkpoint:
+        figures = build_from_checkpoint(args.from_checkpoint, args.name, args.seq_len, args.seed, args.out_dir)
+        print(args.name, json.dumps(figures), flush=True)
+        return 0
     results = {}
     failed = False
     for name, spec in fixture_configs().items():
