@@ -24,6 +24,7 @@
 
 #include "backend/cuda/blas.h"
 #include "backend/cuda/cuda_check.h"
+#include "graph_timing.h"
 #include "backend/cuda/gemv.h"
 #include "backend/cuda/launch.h"
 #include "dsv4/backend/cuda_device.h"
@@ -63,39 +64,7 @@ void fill_random_bf16(void* dst, size_t elems, uint32_t seed) {
   }
 }
 
-// Median seconds per launch: `launch(i)` is captured `per_graph` times (i = 0..per_graph-1) into one graph,
-// the graph is replayed `replays` times, and each replay's time is divided by per_graph.
-double time_graph(const std::function<void(int, cudaStream_t)>& launch, cudaStream_t stream, int per_graph,
-                  int replays = 15) {
-  for (int i = 0; i < 2; ++i) launch(i, stream);  // warm-up outside the graph (module load, cuBLASLt plans)
-  DSV4_CUDA_CHECK(cudaStreamSynchronize(stream));
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  DSV4_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < per_graph; ++i) launch(i, stream);
-  DSV4_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
-  DSV4_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  DSV4_CUDA_CHECK(cudaGraphLaunch(exec, stream));  // warm replay
-  cudaEvent_t start, stop;
-  DSV4_CUDA_CHECK(cudaEventCreate(&start));
-  DSV4_CUDA_CHECK(cudaEventCreate(&stop));
-  std::vector<double> times;
-  for (int r = 0; r < replays; ++r) {
-    DSV4_CUDA_CHECK(cudaEventRecord(start, stream));
-    DSV4_CUDA_CHECK(cudaGraphLaunch(exec, stream));
-    DSV4_CUDA_CHECK(cudaEventRecord(stop, stream));
-    DSV4_CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0.f;
-    DSV4_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    times.push_back(ms * 1e-3 / per_graph);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
+using dsv4::bench::time_graph;
 
 // A projection of one Flash layer (per group: x [T, G*K], w [G*N, K]); `count` = uses per layer.
 struct Shape {
