@@ -24,45 +24,21 @@
 
 #include "backend/cuda/blas.h"
 #include "backend/cuda/cuda_check.h"
-#include "graph_timing.h"
 #include "backend/cuda/gemv.h"
 #include "backend/cuda/launch.h"
 #include "dsv4/backend/cuda_device.h"
 #include "dsv4/core/dtype.h"
 #include "dsv4/core/exec_context.h"
+#include "lab_util.h"
 
 namespace {
 
 using dsv4::DType;
 using nlohmann::json;
 
-std::vector<int64_t> parse_list(const char* s) {
-  std::vector<int64_t> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) out.push_back(std::stoll(item));
-  return out;
-}
-
-struct DeviceAlloc {
-  void* ptr = nullptr;
-  explicit DeviceAlloc(size_t bytes) { DSV4_CUDA_CHECK(cudaMalloc(&ptr, std::max<size_t>(bytes, 256))); }
-  ~DeviceAlloc() { cudaFree(ptr); }
-  DeviceAlloc(const DeviceAlloc&) = delete;
-  DeviceAlloc& operator=(const DeviceAlloc&) = delete;
-};
-
-// Random bf16 in [-1, 1) written on the host once and copied: never time on zeros.
-void fill_random_bf16(void* dst, size_t elems, uint32_t seed) {
-  std::vector<uint16_t> host(std::min<size_t>(elems, size_t{1} << 22));
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-1.f, 1.f);
-  for (auto& h : host) h = dsv4::float_to_bf16(u(rng));
-  for (size_t off = 0; off < elems; off += host.size()) {
-    const size_t n = std::min(host.size(), elems - off);
-    DSV4_CUDA_CHECK(cudaMemcpy(static_cast<uint16_t*>(dst) + off, host.data(), n * 2, cudaMemcpyHostToDevice));
-  }
-}
+using dsv4::bench::DeviceAlloc;
+using dsv4::bench::fill_random_bf16;
+using dsv4::bench::parse_list;
 
 using dsv4::bench::time_graph;
 
@@ -147,10 +123,10 @@ int main(int argc, char** argv) {
       std::vector<std::unique_ptr<DeviceAlloc>> w;
       for (int c = 0; c < copies; ++c) {
         w.push_back(std::make_unique<DeviceAlloc>(w_bytes));
-        fill_random_bf16(w.back()->ptr, w_elems, 17 + c);
+        fill_random_bf16(w.back()->ptr, w_elems, 17 + c, 1.f);
       }
       DeviceAlloc x(T * s.G * s.K * 2), out_gemv(T * s.G * s.N * 4), out_lt(T * s.G * s.N * 4);
-      fill_random_bf16(x.ptr, T * s.G * s.K, 5);
+      fill_random_bf16(x.ptr, T * s.G * s.K, 5, 1.f);
       DSV4_CUDA_CHECK(cudaDeviceSynchronize());  // pageable copies may still be landing; kernels run on `stream`
       auto args = [&](int i, void* out) {
         dsv4::cuda::GemmArgs g;

@@ -28,11 +28,11 @@
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
-#include "graph_timing.h"
 #include "backend/cuda/launch.h"
 #include "backend/cuda/mtp_norm.h"
 #include "dsv4/backend/cuda_device.h"
 #include "dsv4/core/dtype.h"
+#include "lab_util.h"
 
 namespace {
 
@@ -40,34 +40,9 @@ using dsv4::DType;
 using dsv4::cuda::MtpNormConfig;
 using nlohmann::json;
 
-std::vector<int64_t> parse_list(const char* s) {
-  std::vector<int64_t> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) out.push_back(std::stoll(item));
-  return out;
-}
-
-struct DeviceAlloc {
-  void* ptr = nullptr;
-  explicit DeviceAlloc(size_t bytes) { DSV4_CUDA_CHECK(cudaMalloc(&ptr, std::max<size_t>(bytes, 256))); }
-  ~DeviceAlloc() { cudaFree(ptr); }
-  DeviceAlloc(const DeviceAlloc&) = delete;
-  DeviceAlloc& operator=(const DeviceAlloc&) = delete;
-};
-
-// Random bf16 in [-2, 2) written on the host once and copied: never time on zeros.
-void fill_random_bf16(void* dst, size_t elems, uint32_t seed) {
-  std::vector<uint16_t> host(std::min<size_t>(elems, 1 << 22));
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-2.f, 2.f);
-  for (auto& h : host) h = dsv4::float_to_bf16(u(rng));
-  for (size_t off = 0; off < elems; off += host.size()) {
-    const size_t n = std::min(host.size(), elems - off);
-    DSV4_CUDA_CHECK(
-        cudaMemcpy(static_cast<uint16_t*>(dst) + off, host.data(), n * 2, cudaMemcpyHostToDevice));
-  }
-}
+using dsv4::bench::DeviceAlloc;
+using dsv4::bench::fill_random_bf16;
+using dsv4::bench::parse_list;
 
 // A plain streaming copy, 4 independent 16-byte loads per thread: on some cards it beats
 // cudaMemcpyAsync's device-to-device copy, so the copy bandwidth is the better of the two.
@@ -119,8 +94,8 @@ struct MtpSet {
   DeviceAlloc e, prev, pos, e_out, h_out;
   MtpSet(int64_t T, int64_t H, int64_t hc, uint32_t seed)
       : e(T * H * 2), prev(T * hc * H * 2), pos(T * 8), e_out(T * H * 2), h_out(T * hc * H * 2) {
-    fill_random_bf16(e.ptr, T * H, seed);
-    fill_random_bf16(prev.ptr, T * hc * H, seed + 1);
+    fill_random_bf16(e.ptr, T * H, seed, 2.f);
+    fill_random_bf16(prev.ptr, T * hc * H, seed + 1, 2.f);
     std::vector<int64_t> p(T);
     for (int64_t t = 0; t < T; ++t) p[t] = t % 7 == 0 ? 0 : 100 + t;  // some masked rows, as in a batch
     DSV4_CUDA_CHECK(cudaMemcpy(pos.ptr, p.data(), T * 8, cudaMemcpyHostToDevice));
@@ -161,8 +136,7 @@ int main(int argc, char** argv) {
     } else if (a == "--hc" && i + 1 < argc) {
       hc = std::stoll(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: %s [--json PATH] [--sweep] [--hidden LIST] [--tokens LIST] [--hc N]\n",
-                   argv[0]);
+      std::fprintf(stderr, "usage: %s [--json PATH] [--sweep] [--hidden LIST] [--tokens LIST] [--hc N]\n", argv[0]);
       return 2;
     }
   }
@@ -199,18 +173,18 @@ int main(int argc, char** argv) {
     const int64_t n16 = static_cast<int64_t>(bytes / 16);
     const double t_kernel = time_graph(
         [&](int, cudaStream_t s) {
-          copy_kernel<<<static_cast<unsigned>((n16 + 1023) / 1024), 256, 0, s>>>(
-              static_cast<const uint4*>(a.ptr), static_cast<uint4*>(b.ptr), n16);
+          copy_kernel<<<static_cast<unsigned>((n16 + 1023) / 1024), 256, 0, s>>>(static_cast<const uint4*>(a.ptr),
+                                                                                 static_cast<uint4*>(b.ptr), n16);
           DSV4_CUDA_CHECK(cudaGetLastError());
         },
         stream, 10, 10);
-    std::printf("copy: cudaMemcpyAsync %.0f GB/s, copy kernel %.0f GB/s (read+write)\n",
-                2.0 * bytes / t_memcpy / 1e9, 2.0 * bytes / t_kernel / 1e9);
+    std::printf("copy: cudaMemcpyAsync %.0f GB/s, copy kernel %.0f GB/s (read+write)\n", 2.0 * bytes / t_memcpy / 1e9,
+                2.0 * bytes / t_kernel / 1e9);
     const double t = std::min(t_memcpy, t_kernel);
     copy_bw = 2.0 * bytes / t;
   }
-  std::printf("card: %s (%d SMs, L2 %.0f MB), copy bandwidth %.0f GB/s (read+write), PDL %s\n",
-              card.name.c_str(), card.sms, card.l2_bytes / 1e6, copy_bw / 1e9, pdl);
+  std::printf("card: %s (%d SMs, L2 %.0f MB), copy bandwidth %.0f GB/s (read+write), PDL %s\n", card.name.c_str(),
+              card.sms, card.l2_bytes / 1e6, copy_bw / 1e9, pdl);
 
   json results = json::array();
   // Launch variants for --sweep: every register-kernel instance, one block per tile and one resident wave
@@ -219,8 +193,7 @@ int main(int argc, char** argv) {
   using dsv4::cuda::MtpNormKernel;
   const int shapes[][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}, {4, 1}, {4, 2}, {8, 1}};
   for (const auto& [vpt, rows] : shapes) {
-    for (int max_blocks : {-1, -2})
-      variants.push_back({MtpNormKernel::kRegister, vpt, rows, max_blocks, false});
+    for (int max_blocks : {-1, -2}) variants.push_back({MtpNormKernel::kRegister, vpt, rows, max_blocks, false});
     if (rows == 1) {
       variants.push_back({MtpNormKernel::kRegister, vpt, rows, -1, true});
       for (int max_blocks : {-1, -2})
@@ -228,18 +201,17 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::printf("\n%6s %6s | %9s %9s %6s | %9s %6s | %9s %9s | %9s | %s\n", "H", "T", "hot us", "cold us",
-              "cold%", "eh cold", "eh%", "head hot", "head cold", "copy hot", "best sweep variant (hot)");
+  std::printf("\n%6s %6s | %9s %9s %6s | %9s %6s | %9s %9s | %9s | %s\n", "H", "T", "hot us", "cold us", "cold%",
+              "eh cold", "eh%", "head hot", "head cold", "copy hot", "best sweep variant (hot)");
   for (int64_t H : hiddens) {
     for (int64_t T : tokens) {
       const double set_bytes = 2.0 * (2 * (1 + hc) * T * H);  // inputs + outputs of one set
-      const int cold_sets =
-          static_cast<int>(std::clamp(std::ceil(3.0 * card.l2_bytes / set_bytes), 1.0, 32.0));
+      const int cold_sets = static_cast<int>(std::clamp(std::ceil(3.0 * card.l2_bytes / set_bytes), 1.0, 32.0));
       std::vector<std::unique_ptr<MtpSet>> sets;
       for (int k = 0; k < cold_sets; ++k) sets.push_back(std::make_unique<MtpSet>(T, H, hc, 1000 + k));
       DeviceAlloc ew(H * 2), hw(H * 2);
-      fill_random_bf16(ew.ptr, H, 7);
-      fill_random_bf16(hw.ptr, H, 8);
+      fill_random_bf16(ew.ptr, H, 7, 2.f);
+      fill_random_bf16(hw.ptr, H, 8, 2.f);
       std::vector<std::unique_ptr<DeviceAlloc>> eh_out;
       for (int k = 0; k < cold_sets; ++k) eh_out.push_back(std::make_unique<DeviceAlloc>(T * hc * 2 * H * 2));
 
@@ -249,24 +221,23 @@ int main(int argc, char** argv) {
       auto mtp = [&](const MtpNormConfig* cfg, int nsets) {
         return [&, cfg, nsets](int i, cudaStream_t s) {
           MtpSet& d = *sets[i % nsets];
-          check(dsv4::cuda::fused_mtp_input_rms_norm(d.e.ptr, static_cast<int64_t*>(d.pos.ptr), d.prev.ptr,
-                                                     ew.ptr, hw.ptr, d.e_out.ptr, d.h_out.ptr, T, H, hc,
-                                                     1e-6f, DType::BF16, s, cfg));
+          check(dsv4::cuda::fused_mtp_input_rms_norm(d.e.ptr, static_cast<int64_t*>(d.pos.ptr), d.prev.ptr, ew.ptr,
+                                                     hw.ptr, d.e_out.ptr, d.h_out.ptr, T, H, hc, 1e-6f, DType::BF16, s,
+                                                     cfg));
         };
       };
       auto eh = [&](int nsets) {
         return [&, nsets](int i, cudaStream_t s) {
           MtpSet& d = *sets[i % nsets];
-          check(dsv4::cuda::fused_mtp_input_rms_norm_eh(d.e.ptr, static_cast<int64_t*>(d.pos.ptr), d.prev.ptr,
-                                                        ew.ptr, hw.ptr, eh_out[i % nsets]->ptr, T, H, hc,
-                                                        1e-6f, DType::BF16, s));
+          check(dsv4::cuda::fused_mtp_input_rms_norm_eh(d.e.ptr, static_cast<int64_t*>(d.pos.ptr), d.prev.ptr, ew.ptr,
+                                                        hw.ptr, eh_out[i % nsets]->ptr, T, H, hc, 1e-6f, DType::BF16,
+                                                        s));
         };
       };
       auto head = [&](int nsets) {
         return [&, nsets](int i, cudaStream_t s) {
           MtpSet& d = *sets[i % nsets];
-          check(dsv4::cuda::mtp_shared_head_rms_norm(d.e.ptr, hw.ptr, d.e_out.ptr, T, H, 1e-6f, DType::BF16,
-                                                     s));
+          check(dsv4::cuda::mtp_shared_head_rms_norm(d.e.ptr, hw.ptr, d.e_out.ptr, T, H, 1e-6f, DType::BF16, s));
         };
       };
       // Estimate one launch from the copy bandwidth (bytes / bandwidth, at least a few microseconds).
@@ -327,10 +298,10 @@ int main(int argc, char** argv) {
       }
       char best_col[160];
       std::snprintf(best_col, sizeof(best_col), "%.2f us  %s", best * 1e6, best_desc.c_str());
-      std::printf("%6ld %6ld | %9.2f %9.2f %5.1f%% | %9.2f %5.1f%% | %9.2f %9.2f | %9.2f | %s\n",
-                  static_cast<long>(H), static_cast<long>(T), hot * 1e6, cold * 1e6,
-                  100.0 * bytes / cold / copy_bw, eh_cold * 1e6, 100.0 * eh_bytes / eh_cold / copy_bw,
-                  head_hot * 1e6, head_cold * 1e6, copy_hot * 1e6, sweep ? best_col : "-");
+      std::printf("%6ld %6ld | %9.2f %9.2f %5.1f%% | %9.2f %5.1f%% | %9.2f %9.2f | %9.2f | %s\n", static_cast<long>(H),
+                  static_cast<long>(T), hot * 1e6, cold * 1e6, 100.0 * bytes / cold / copy_bw, eh_cold * 1e6,
+                  100.0 * eh_bytes / eh_cold / copy_bw, head_hot * 1e6, head_cold * 1e6, copy_hot * 1e6,
+                  sweep ? best_col : "-");
       std::fflush(stdout);
       results.push_back({{"hidden", H},
                          {"tokens", T},
@@ -355,12 +326,8 @@ int main(int argc, char** argv) {
     }
   }
   if (!json_path.empty()) {
-    json doc = {{"card", card.name},
-                {"sms", card.sms},
-                {"l2_bytes", card.l2_bytes},
-                {"copy_bw_bytes_per_s", copy_bw},
-                {"pdl", pdl},
-                {"results", results}};
+    json doc = {{"card", card.name}, {"sms", card.sms},   {"l2_bytes", card.l2_bytes}, {"copy_bw_bytes_per_s", copy_bw},
+                {"pdl", pdl},        {"results", results}};
     std::ofstream(json_path) << doc.dump(1) << "\n";
     std::printf("wrote %s\n", json_path.c_str());
   }
