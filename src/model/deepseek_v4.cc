@@ -29,7 +29,8 @@ size_t state_bytes(const ModelConfig& c, const ModelOptions& o, bool with_mtp) {
   const int64_t S = o.max_seqs, D = c.head_dim, ring = c.sliding_window + o.max_tokens_ahead;
   auto compressor = [&](int64_t rate, bool overlap, int64_t dim) {
     const int64_t width = (overlap ? 2 : 1) * dim;
-    return 4 * S * (2 * ((overlap ? 2 : 1) * rate + o.max_tokens_ahead) * width + (o.max_seq_len + rate - 1) / rate * dim) +
+    return 4 * S *
+               (2 * ((overlap ? 2 : 1) * rate + o.max_tokens_ahead) * width + (o.max_seq_len + rate - 1) / rate * dim) +
            3 * Arena::kAlignment;
   };
   size_t bytes = 0;
@@ -112,12 +113,10 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
   ops::rms_norm(ctx, qr, qr, aw.q_norm, eps);
   Tensor q = A.alloc(act, {T, Nh, D});
   ops::linear(ctx, q.view({T, Nh * D}), qr, aw.wq_b);
-  ops::rms_norm(ctx, q, q, Tensor(), eps);  // weightless per-head norm
-  ops::rope(ctx, q, meta.pos, rope, false);
+  ops::rms_norm_rope(ctx, q, Tensor(), eps, meta.pos, rope);  // weightless per-head norm
   Tensor kv = A.alloc(act, {T, D});
   ops::linear(ctx, kv, h, aw.wkv);
-  ops::rms_norm(ctx, kv, kv, aw.kv_norm, eps);
-  ops::rope(ctx, kv.view({T, 1, D}), meta.pos, rope, false);
+  ops::rms_norm_rope(ctx, kv.view({T, 1, D}), aw.kv_norm, eps, meta.pos, rope);
 
   // Buffers of the metadata-dependent core, allocated here: the core runs again at every replay of a
   // breakable graph and must not allocate.
@@ -156,8 +155,8 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
       ops::linear(ctx, iq.view({T, Hi * Di}), qr, aw.indexer_wq_b);
       ops::rope(ctx, iq, meta.pos, ms.rope_compress, false);
       ops::linear(ctx, iw, h, aw.indexer_weights_proj);
-      const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(Di)) /
-                                             std::sqrt(static_cast<double>(Hi)));
+      const float scale =
+          static_cast<float>(1.0 / std::sqrt(static_cast<double>(Di)) / std::sqrt(static_cast<double>(Hi)));
       ops::indexer_topk(ctx, selected, iq, iw, st.indexer, meta, scale);
     }
     ops::attention(ctx, o, q, kv, st.kv_ring, compressed ? &st.compressor : nullptr, selected, aw.sink, meta,

@@ -21,8 +21,8 @@ void require(const ExecContext& ctx, const Tensor& t, DType dtype, const char* o
 // Activations and weights: float32 on the CPU; bf16 (activations/weights) or f32 on CUDA.
 void require_float(const ExecContext& ctx, const Tensor& t, const char* op, const char* what) {
   if (!ctx.is_cuda()) return require(ctx, t, DType::F32, op, what);
-  DSV4_CHECK_ARG(t.dtype() == DType::F32 || t.dtype() == DType::BF16, op, ": ", what,
-                 " must be F32 or BF16, got ", t.describe());
+  DSV4_CHECK_ARG(t.dtype() == DType::F32 || t.dtype() == DType::BF16, op, ": ", what, " must be F32 or BF16, got ",
+                 t.describe());
   require(ctx, t, t.dtype(), op, what);
 }
 
@@ -41,13 +41,13 @@ thread_local ChoiceTap* g_choice_tap = nullptr;
 
 ChoiceTap* set_choice_tap(ChoiceTap* tap) { return std::exchange(g_choice_tap, tap); }
 
-#define DSV4_DISPATCH(name, ...)                 \
-  do {                                           \
-    if (ctx.is_cuda()) {                         \
-      cuda::name(ctx, __VA_ARGS__);              \
-    } else {                                     \
-      cpu::name(__VA_ARGS__);                    \
-    }                                            \
+#define DSV4_DISPATCH(name, ...)    \
+  do {                              \
+    if (ctx.is_cuda()) {            \
+      cuda::name(ctx, __VA_ARGS__); \
+    } else {                        \
+      cpu::name(__VA_ARGS__);       \
+    }                               \
   } while (0)
 
 void embedding(ExecContext& ctx, Tensor out, Tensor table, Tensor ids) {
@@ -82,9 +82,8 @@ void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w, int64_t gr
   require_float(ctx, out, "grouped_linear", "out");
   require_float(ctx, x, "grouped_linear", "x");
   require_float(ctx, w, "grouped_linear", "weight");
-  DSV4_CHECK_ARG(groups > 0 && x.ndim() == 2 && w.ndim() == 2 && x.size(1) % groups == 0 &&
-                     w.size(0) % groups == 0 && w.size(1) == x.size(1) / groups && out.size(0) == x.size(0) &&
-                     out.size(1) == w.size(0),
+  DSV4_CHECK_ARG(groups > 0 && x.ndim() == 2 && w.ndim() == 2 && x.size(1) % groups == 0 && w.size(0) % groups == 0 &&
+                     w.size(1) == x.size(1) / groups && out.size(0) == x.size(0) && out.size(1) == w.size(0),
                  "grouped_linear: x ", x.shape_string(), ", w ", w.shape_string(), ", out ", out.shape_string(),
                  ", groups ", groups);
   DSV4_DISPATCH(grouped_linear, out, x, w, groups);
@@ -131,8 +130,8 @@ void gather_rows(ExecContext& ctx, Tensor out, Tensor x, Tensor rows) {
   require_float(ctx, out, "gather_rows", "out");
   require_float(ctx, x, "gather_rows", "x");
   require(ctx, rows, DType::I32, "gather_rows", "rows");
-  DSV4_CHECK_ARG(out.size(0) == rows.numel() && out.numel() / std::max<int64_t>(out.size(0), 1) ==
-                                                      x.numel() / std::max<int64_t>(x.size(0), 1),
+  DSV4_CHECK_ARG(out.size(0) == rows.numel() &&
+                     out.numel() / std::max<int64_t>(out.size(0), 1) == x.numel() / std::max<int64_t>(x.size(0), 1),
                  "gather_rows: out ", out.shape_string(), ", x ", x.shape_string(), ", rows ", rows.shape_string());
   DSV4_DISPATCH(gather_rows, out, x, rows);
 }
@@ -141,10 +140,24 @@ void rope(ExecContext& ctx, Tensor x, Tensor pos, const RopeTable& table, bool i
   require_float(ctx, x, "rope", "x");
   require(ctx, pos, DType::I32, "rope", "positions");
   require(ctx, table.inv_freq, DType::F32, "rope", "inv_freq");
-  DSV4_CHECK_ARG(x.ndim() == 3 && pos.numel() >= x.size(0) && table.rope_dim % 2 == 0 &&
-                     table.rope_dim <= x.size(2) && table.inv_freq.numel() == table.rope_dim / 2,
+  DSV4_CHECK_ARG(x.ndim() == 3 && pos.numel() >= x.size(0) && table.rope_dim % 2 == 0 && table.rope_dim <= x.size(2) &&
+                     table.inv_freq.numel() == table.rope_dim / 2,
                  "rope: x ", x.shape_string(), ", rope_dim ", table.rope_dim);
   DSV4_DISPATCH(rope, x, pos, table, inverse);
+}
+
+void rms_norm_rope(ExecContext& ctx, Tensor x, Tensor w, float eps, Tensor pos, const RopeTable& table) {
+  require_float(ctx, x, "rms_norm_rope", "x");
+  require(ctx, pos, DType::I32, "rms_norm_rope", "positions");
+  require(ctx, table.inv_freq, DType::F32, "rms_norm_rope", "inv_freq");
+  if (optional(w)) {
+    require_float(ctx, w, "rms_norm_rope", "weight");
+    DSV4_CHECK_ARG(w.numel() == x.size(-1), "rms_norm_rope: weight ", w.shape_string(), " vs x ", x.shape_string());
+  }
+  DSV4_CHECK_ARG(x.ndim() == 3 && pos.numel() >= x.size(0) && table.rope_dim % 2 == 0 && table.rope_dim <= x.size(2) &&
+                     table.inv_freq.numel() == table.rope_dim / 2,
+                 "rms_norm_rope: x ", x.shape_string(), ", rope_dim ", table.rope_dim);
+  DSV4_DISPATCH(rms_norm_rope, x, w, eps, pos, table);
 }
 
 void hc_pre(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base,
@@ -212,8 +225,8 @@ void compressor_store(ExecContext& ctx, CompressorState& state, Tensor kv, Tenso
   DSV4_DISPATCH(compressor_store, state, kv, gate, meta);
 }
 
-void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const CompressorState& keys,
-                  const BatchMeta& meta, float softmax_scale) {
+void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const CompressorState& keys, const BatchMeta& meta,
+                  float softmax_scale) {
   require_meta(ctx, meta, "indexer_topk");
   require(ctx, out, DType::I32, "indexer_topk", "out");
   require(ctx, q, DType::F32, "indexer_topk", "q");
@@ -260,8 +273,8 @@ void kv_ring_store(ExecContext& ctx, Tensor kv_ring, Tensor kv, const BatchMeta&
   DSV4_DISPATCH(kv_ring_store, kv_ring, kv, meta);
 }
 
-void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid,
-               Tensor ids, const ModelConfig& cfg) {
+void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
+               const ModelConfig& cfg) {
   require(ctx, weights, DType::F32, "moe_route", "weights");
   require(ctx, indices, DType::I32, "moe_route", "indices");
   require(ctx, logits, DType::F32, "moe_route", "logits");
@@ -317,8 +330,8 @@ void fill_random(ExecContext& ctx, Tensor out, uint64_t seed, float mean, float 
 
 void fill_expert_table(ExecContext& ctx, Tensor out, uint64_t seed, int64_t num_experts) {
   require(ctx, out, DType::I32, "fill_expert_table", "out");
-  DSV4_CHECK_ARG(out.ndim() == 2 && num_experts > 0 && out.size(1) <= num_experts,
-                 "fill_expert_table: out ", out.shape_string(), " needs k <= num_experts (", num_experts, ")");
+  DSV4_CHECK_ARG(out.ndim() == 2 && num_experts > 0 && out.size(1) <= num_experts, "fill_expert_table: out ",
+                 out.shape_string(), " needs k <= num_experts (", num_experts, ")");
   DSV4_DISPATCH(fill_expert_table, out, seed, num_experts);
 }
 

@@ -24,21 +24,22 @@ struct DeviceForward::Impl {
   cudaStream_t stream = nullptr;
   std::unique_ptr<cuda::BlasHandle> blas;
   // Device layout (int32 unless stated): ids, pos, slot, start, end [max_tokens] each, logit rows
-  // [max_rows]; then logits [max_rows, V] f32, the residual out and the drafter's residual in (each
-  // [max_tokens, n*H], activation dtype).
+  // [max_rows]; the sampling parameters [max_rows] (the staged block: one host-to-device copy per step);
+  // then logits [max_rows, V] f32, the residual out and the drafter's residual in (each [max_tokens, n*H],
+  // activation dtype).
   Buffer io;
   int32_t* d_ints = nullptr;
   float* d_logits = nullptr;
   void* d_residual = nullptr;
   void* d_hidden = nullptr;
   std::vector<char> h_hidden;
-  int32_t* h_ints = nullptr;  // pinned staging with the device layout of the int32 block
+  int32_t* h_ints = nullptr;  // pinned staging with the device layout of the staged block
   std::vector<char> h_residual;
-  // Device sampling: per-row parameters in and tokens out ([max_rows] each), with pinned staging.
+  // Device sampling: per-row parameters in (inside the staged block) and tokens out ([max_rows] each).
   Buffer sampling_io;
   ops::TokenSamplingParams* d_sampling = nullptr;
   int32_t* d_tokens = nullptr;
-  ops::TokenSamplingParams* h_sampling = nullptr;
+  ops::TokenSamplingParams* h_sampling = nullptr;  // in h_ints' allocation
   int32_t* h_tokens = nullptr;
 
   // Graphs: one pool (the engine's activation arena) shared by the target's and the drafter's runner.
@@ -50,6 +51,11 @@ struct DeviceForward::Impl {
   double capture_seconds = 0;
 
   size_t int_count() const { return static_cast<size_t>(5 * max_tokens + max_rows); }
+  // Bytes of the staged block: the int32 fields, then the sampling parameters (16-byte aligned).
+  size_t params_offset() const { return (int_count() * sizeof(int32_t) + 15) / 16 * 16; }
+  size_t staged_bytes() const {
+    return params_offset() + static_cast<size_t>(max_rows) * sizeof(ops::TokenSamplingParams);
+  }
   int64_t rows_for(int64_t tokens) const { return std::min(tokens, max_rows); }
   Tensor meta_field(int f, int64_t T) const { return Tensor(d_ints + f * max_tokens, DType::I32, {T}, Device::kCUDA); }
   BatchMeta meta(int64_t T) const {
@@ -66,12 +72,12 @@ struct DeviceForward::Impl {
     pool.reset();
     blas.reset();
     if (h_ints != nullptr) cudaFreeHost(h_ints);
-    if (h_sampling != nullptr) cudaFreeHost(h_sampling);
     if (h_tokens != nullptr) cudaFreeHost(h_tokens);
     if (stream != nullptr) cudaStreamDestroy(stream);
   }
 
-  // Copies the batch's metadata and logit rows into the device buffers (rows beyond R read row 0).
+  // Copies the batch's metadata and logit rows into the device buffers (rows beyond R read row 0), with the
+  // sampling parameters staged in h_sampling (if any) in the same copy.
   void upload(BatchBuilder& batch) {
     const int64_t T = batch.num_tokens(), R = batch.num_logit_rows();
     DSV4_CHECK_ARG(T <= max_tokens && R <= max_rows, "device forward: ", T, " tokens / ", R,
@@ -82,7 +88,8 @@ struct DeviceForward::Impl {
     for (int f = 0; f < 5; ++f) std::memcpy(h_ints + f * max_tokens, fields[f]->data(), T * sizeof(int32_t));
     std::memset(h_ints + 5 * max_tokens, 0, max_rows * sizeof(int32_t));
     std::memcpy(h_ints + 5 * max_tokens, batch.logit_rows().data(), R * sizeof(int32_t));
-    DSV4_CUDA_CHECK(cudaMemcpyAsync(d_ints, h_ints, int_count() * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
+    const size_t bytes = params_offset() + static_cast<size_t>(R) * sizeof(ops::TokenSamplingParams);
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(d_ints, h_ints, bytes, cudaMemcpyHostToDevice, stream));
   }
 
   // Safe values for rows [n, padded): token 0, position 0, slot -1, empty range, a zero drafter input.
@@ -154,7 +161,7 @@ DeviceForward::DeviceForward(const ModelConfig& cfg, const ModelState& state, in
   m.act = state.activation_dtype();
   DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
   m.blas = std::make_unique<cuda::BlasHandle>();
-  const size_t ints = align256(m.int_count() * sizeof(int32_t));
+  const size_t ints = align256(m.staged_bytes());
   const size_t logits = align256(static_cast<size_t>(max_rows * m.vocab) * sizeof(float));
   const size_t residual = align256(static_cast<size_t>(max_tokens * cfg.hc_dim()) * dtype_size(m.act));
   m.io = Buffer(ints + logits + 2 * residual, Device::kCUDA);
@@ -164,13 +171,12 @@ DeviceForward::DeviceForward(const ModelConfig& cfg, const ModelState& state, in
   m.d_logits = reinterpret_cast<float*>(base + ints);
   m.d_residual = base + ints + logits;
   m.d_hidden = base + ints + logits + residual;
-  DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&m.h_ints), m.int_count() * sizeof(int32_t)));
-  std::memset(m.h_ints, 0, m.int_count() * sizeof(int32_t));
-  const size_t sampling_params = align256(static_cast<size_t>(max_rows) * sizeof(ops::TokenSamplingParams));
-  m.sampling_io = Buffer(sampling_params + align256(static_cast<size_t>(max_rows) * sizeof(int32_t)), Device::kCUDA);
-  m.d_sampling = static_cast<ops::TokenSamplingParams*>(m.sampling_io.data());
-  m.d_tokens = reinterpret_cast<int32_t*>(static_cast<char*>(m.sampling_io.data()) + sampling_params);
-  DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&m.h_sampling), max_rows * sizeof(ops::TokenSamplingParams)));
+  DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&m.h_ints), m.staged_bytes()));
+  std::memset(m.h_ints, 0, m.staged_bytes());
+  m.d_sampling = reinterpret_cast<ops::TokenSamplingParams*>(base + m.params_offset());
+  m.h_sampling = reinterpret_cast<ops::TokenSamplingParams*>(reinterpret_cast<char*>(m.h_ints) + m.params_offset());
+  m.sampling_io = Buffer(align256(static_cast<size_t>(max_rows) * sizeof(int32_t)), Device::kCUDA);
+  m.d_tokens = static_cast<int32_t*>(m.sampling_io.data());
   DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&m.h_tokens), max_rows * sizeof(int32_t)));
   ctx.stream = m.stream;
   ctx.blas = m.blas.get();
@@ -279,10 +285,8 @@ void DeviceForward::forward_tokens(ExecContext& ctx, BatchBuilder& batch,
   const int64_t R = batch.num_logit_rows();
   DSV4_CHECK_ARG(static_cast<int64_t>(params.size()) == R, "forward_tokens: ", params.size(), " sampling rows for ", R,
                  " logit rows");
-  // The previous step synchronised the stream, so the staging buffer is free to rewrite.
+  // The previous step synchronised the stream, so the staging buffer is free to rewrite; upload() copies it.
   if (R > 0) std::memcpy(m.h_sampling, params.data(), R * sizeof(ops::TokenSamplingParams));
-  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.d_sampling, m.h_sampling, R * sizeof(ops::TokenSamplingParams),
-                                  cudaMemcpyHostToDevice, m.stream));
   const bool profile = run_target(batch, uniform_decode);
   // Eager, after the (possibly replayed) forward: the kernel reads only the logits and these buffers.
   ops::sample_tokens(

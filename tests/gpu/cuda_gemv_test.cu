@@ -61,7 +61,7 @@ struct Shape {
 };
 
 // Every T of `tokens` on one shape: the GEMV called directly, twice (bit-identical), and through the op
-// dispatch (which must pick it, unless DSV4_GEMV=0 or the shape is over the size cap), for bf16 and f32 out.
+// dispatch (which must pick it where gemv_serves says so, the same bits), for bf16 and f32 out.
 void check_shape(const Shape& s, const std::vector<int64_t>& tokens, int seed) {
   std::mt19937 rng(seed);
   std::vector<float> w = test::round_bf16(random_vec(rng, s.G * s.N * s.K, -0.5f, 0.5f));

@@ -232,7 +232,9 @@ TEST(CudaOps, Rope) {
   };
   int v = 0;
   for (const Case c : {Case{1, 4, 32, 8, false, DType::BF16}, Case{7, 3, 32, 8, true, DType::BF16},
-                       Case{5, 16, 512, 64, true, DType::BF16}, Case{6, 8, 128, 64, true, DType::F32}}) {
+                       Case{5, 16, 512, 64, true, DType::BF16}, Case{6, 8, 128, 64, true, DType::F32},
+                       Case{1, 64, 512, 64, true, DType::BF16}, Case{3, 70, 16, 2, false, DType::BF16},
+                       Case{2, 3, 1200, 1200, false, DType::F32}}) {
     for (bool inverse : {false, true}) {
       auto rng = rng_for("rope", v++);
       RopeParams p;
@@ -260,6 +262,54 @@ TEST(CudaOps, Rope) {
           download(dx.t), ref, c.dtype == DType::BF16 ? 1e-2 : 1e-5,
           str_cat("rope T=", c.T, " heads=", c.heads, " dim=", c.dim, " R=", c.rope_dim, inverse ? " inverse" : ""));
     }
+  }
+}
+
+// rms_norm_rope against the CPU's rms_norm then rope, and against the two CUDA ops (the fused kernel rounds the
+// norm's output as the unfused path stores it): the fused kernel, and the fallbacks (odd dim, rows > 8192).
+TEST(CudaOps, RmsNormRope) {
+  DSV4_REQUIRE_GPU();
+  struct Case {
+    int64_t T, heads, dim, rope_dim;
+    bool weight;
+    DType dtype;
+  };
+  int v = 0;
+  for (const Case c : {Case{1, 64, 512, 64, false, DType::BF16}, Case{3, 1, 512, 64, true, DType::BF16},
+                       Case{5, 3, 32, 8, true, DType::F32}, Case{2, 2, 37, 6, false, DType::BF16},
+                       Case{2, 5, 100, 100, true, DType::BF16}, Case{2, 2, 9000, 64, true, DType::F32},
+                       Case{4, 7, 64, 2, false, DType::F32}}) {
+    auto rng = rng_for("rms_norm_rope", v++);
+    RopeParams p;
+    p.type = RopeType::kYarn;
+    p.theta = 160000;
+    p.factor = 16;
+    p.original_max_position_embeddings = 65536;
+    std::vector<float> inv = rope_inv_freq(p, c.rope_dim);
+    std::vector<int32_t> pos(c.T);
+    for (auto& x : pos) x = static_cast<int32_t>(rng() % 70000);
+    std::vector<float> x = test::as_stored(random_vec(rng, c.T * c.heads * c.dim, -2, 2), c.dtype);
+    std::vector<float> w = test::as_stored(random_vec(rng, c.dim, 0.5f, 1.5f), c.dtype);
+    std::vector<float> ref = x;
+    ExecContext cpu = cpu_ctx();
+    RopeTable cpu_table{test::host_view(inv, {c.rope_dim / 2}), 1.0f, c.rope_dim};
+    ops::rms_norm_rope(cpu, test::host_view(ref, {c.T, c.heads, c.dim}),
+                       c.weight ? test::host_view(w, {c.dim}) : Tensor(), 1e-6f, test::host_view_i32(pos, {c.T}),
+                       cpu_table);
+    DevTensor dinv = upload(inv, DType::F32, {c.rope_dim / 2}), dpos = test::upload_i32(pos, {c.T});
+    DevTensor dw = upload(w, c.dtype, {c.dim});
+    DevTensor fused = upload(x, c.dtype, {c.T, c.heads, c.dim}), unfused = upload(x, c.dtype, {c.T, c.heads, c.dim});
+    RopeTable gpu_table{dinv.t, 1.0f, c.rope_dim};
+    const Tensor wt = c.weight ? dw.t : Tensor();
+    ops::rms_norm_rope(env().ctx, fused.t, wt, 1e-6f, dpos.t, gpu_table);
+    ops::rms_norm(env().ctx, unfused.t, unfused.t, wt, 1e-6f);
+    ops::rope(env().ctx, unfused.t, dpos.t, gpu_table, false);
+    env().sync();
+    const std::string name = str_cat("rms_norm_rope T=", c.T, " heads=", c.heads, " dim=", c.dim, " R=", c.rope_dim,
+                                     c.weight ? " weighted " : " ", dtype_name(c.dtype));
+    DSV4_EXPECT_CLOSE(download(fused.t), ref, c.dtype == DType::BF16 ? 1e-2 : 1e-5, name);
+    DSV4_EXPECT_CLOSE(download(fused.t), download(unfused.t), c.dtype == DType::BF16 ? 4e-3 : 1e-6,
+                      name + " vs the two CUDA ops");
   }
 }
 

@@ -376,6 +376,36 @@ TEST_F(CpuOps, RopeInterleavedForwardAndInverse) {
   EXPECT_EQ(x, y);
 }
 
+// rms_norm_rope is rms_norm then rope, in place; bad shapes are rejected by name.
+TEST_F(CpuOps, RmsNormRopeIsNormThenRope) {
+  const int64_t T = 3, heads = 2, dim = 16, R = 8;
+  RopeHolder rope(rope_inv_freq(RopeParams{}, R), 1.0f);
+  Vec x = rnd(T * heads * dim, rng, -2.0f, 2.0f), w = rnd(dim, rng, 0.5f, 1.5f);
+  IVec pos = {0, 5, 70};
+  for (bool weighted : {false, true}) {
+    Vec want = x, got = x;
+    const Tensor wt = weighted ? f32(w, {dim}) : Tensor();
+    ops::rms_norm(ctx, f32(want, {T, heads, dim}), f32(want, {T, heads, dim}), wt, 1e-6f);
+    ops::rope(ctx, f32(want, {T, heads, dim}), i32(pos, {T}), rope.table, false);
+    ops::rms_norm_rope(ctx, f32(got, {T, heads, dim}), wt, 1e-6f, i32(pos, {T}), rope.table);
+    EXPECT_EQ(got, want) << (weighted ? "weighted" : "unweighted");
+  }
+  expect_invalid(
+      [&] { ops::rms_norm_rope(ctx, f32(x, {T * heads * dim}), Tensor(), 1e-6f, i32(pos, {T}), rope.table); },
+      "rms_norm_rope");
+  expect_invalid(
+      [&] {
+        ops::rms_norm_rope(ctx, f32(x, {T, heads, dim}), f32(w, {8}), 1e-6f, i32(pos, {T}), rope.table);
+      },
+      "rms_norm_rope");
+  IVec short_pos = {1};
+  expect_invalid(
+      [&] {
+        ops::rms_norm_rope(ctx, f32(x, {T, heads, dim}), Tensor(), 1e-6f, i32(short_pos, {1}), rope.table);
+      },
+      "rms_norm_rope");
+}
+
 // ---- mHC --------------------------------------------------------------------------------------------
 
 ModelConfig hc_config(int64_t n, int64_t iters = 20) {

@@ -63,6 +63,10 @@ void gather_rows(ExecContext& ctx, Tensor out, Tensor x, Tensor rows);
 // GPT-J interleaved RoPE on the last table.rope_dim channels of each head of x [T, heads, dim], at
 // positions pos [T]; inverse = rotate by -angle (used on the attention output). In place.
 void rope(ExecContext& ctx, Tensor x, Tensor pos, const RopeTable& table, bool inverse);
+// rms_norm of each head of x [T, heads, dim] (weight w [dim] or undefined), then rope at pos (not inverse), in
+// place: the same values as the two ops one after the other (the norm's output rounded to x's dtype before the
+// rotation), in one pass on CUDA.
+void rms_norm_rope(ExecContext& ctx, Tensor x, Tensor w, float eps, Tensor pos, const RopeTable& table);
 
 // mHC pre: from streams x [T, n, H] and fn [(2+n)n, nH], base [(2+n)n], scale [3] compute
 // post [T, n], comb [T, n, n] (Sinkhorn-normalised) and collapsed [T, H] = sum_i pre_i x_i.
@@ -86,8 +90,8 @@ void compressor_store(ExecContext& ctx, CompressorState& state, Tensor kv, Tenso
 // sum_h relu(q[t,h] · k[s]) * softmax_scale * w[t, h] and keep the top-k (descending score; fewer when
 // fewer are visible). out [T, topk] int32, -1 padded. q [T, Hi, Di], w [T, Hi]; softmax_scale carries every
 // constant factor (Di^-0.5 * Hi^-0.5).
-void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const CompressorState& keys,
-                  const BatchMeta& meta, float softmax_scale);
+void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const CompressorState& keys, const BatchMeta& meta,
+                  float softmax_scale);
 
 // Attention core with sinks. For each token: keys = the sliding window (positions pos-window+1..pos, from
 // the batch kv [T, D] for positions >= start and from kv_ring [slots, ring, D] otherwise) ∪ compressed
@@ -100,8 +104,8 @@ void kv_ring_store(ExecContext& ctx, Tensor kv_ring, Tensor kv, const BatchMeta&
 
 // MoE routing. logits [T, E] (float32). Hash layers: indices from tid2eid[ids] ([V, k] int32), no bias;
 // others: top-k of score + bias. weights = score[idx] / sum (if normalise) * routed_scaling_factor.
-void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid,
-               Tensor ids, const ModelConfig& cfg);
+void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
+               const ModelConfig& cfg);
 // Routed experts: out[t] = sum_k weights[t,k] * w2[e] · (silu(min(w1[e]·x, L)) * clamp(w3[e]·x, -L, L)),
 // e = indices[t, k]; w1/w3 [E, I, H], w2 [E, H, I].
 void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2,

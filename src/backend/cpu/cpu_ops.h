@@ -28,6 +28,7 @@ void fill_expert_table(Tensor out, uint64_t seed, int64_t num_experts);
 void argmax(Tensor out, Tensor logits);
 void sample_tokens(Tensor out, Tensor logits, Tensor params);  // backend/cpu/sample.cc
 void rope(Tensor x, Tensor pos, const RopeTable& table, bool inverse);
+void rms_norm_rope(Tensor x, Tensor w, float eps, Tensor pos, const RopeTable& table);
 // Rotates the last table.rope_dim channels of one vector v[dim] at `position`.
 void rope_vector(float* v, int64_t dim, const RopeTable& table, float position, bool inverse);
 

@@ -136,4 +136,9 @@ void rope(Tensor x, Tensor pos, const RopeTable& table, bool inverse) {
   }
 }
 
+void rms_norm_rope(Tensor x, Tensor w, float eps, Tensor pos, const RopeTable& table) {
+  rms_norm(x, x, w, eps);
+  rope(x, pos, table, false);
+}
+
 }  // namespace dsv4::cpu

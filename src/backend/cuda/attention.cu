@@ -5,9 +5,8 @@
 // and warp reductions in flight) with an online softmax that starts from the sink (m = sink, l = 1).
 // Every per-token range (window start, positions in the batch vs the ring, visible compressed entries,
 // the indexer's selection) is read from device memory; the grid depends only on T and the head count.
-// bf16 shapes the split-KV tensor-core kernel takes (attention_split.cu: heads % 16 == 0 with head_dim % 256
-// == 0 by default; any head count and head_dim % 32 with DSV4_SPLIT_ATTENTION=all) go there instead; this
-// kernel covers f32 and the other shapes.
+// bf16 shapes the split-KV tensor-core kernel takes (attention_split.cu: any head count, head_dim % 32 up to
+// 512; DSV4_SPLIT_ATTENTION=0 turns it off) go there instead; this kernel covers f32 and the other shapes.
 #include <type_traits>
 
 #include "backend/cuda/attention_split.h"

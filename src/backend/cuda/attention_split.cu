@@ -354,16 +354,16 @@ void launch_split(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, co
 bool split_attention_supports(int64_t heads, int64_t D, bool aligned16) {
   // D % 32: 16-byte rows, whole 16-column MMA steps, and D / kSplit merge columns in groups of 4.
   if (!(aligned16 && D % 32 == 0 && D >= 32 && D <= 512 && heads > 0 && head_groups(heads) <= 65535)) return false;
-  // The shapes validated on a GPU (heads % 16 == 0, D % 256 == 0: Flash and Pro) always take this kernel; the
-  // others (zero-padded head groups, D % 64 != 0, e.g. the default tiny model's 4 x 64) were written in a
-  // session without GPU time and stay opt-in until they have run: DSV4_SPLIT_ATTENTION=all.
-  static const bool any_shape = [] {
+  // Every supported shape takes this kernel (validated on H200: the model's 16-head groups and the zero-padded
+  // ones, D % 64 != 0 included). DSV4_SPLIT_ATTENTION=0 sends everything to the warp kernel, for A/B timing.
+  static const bool enabled = [] {
     std::string v;
-    if (!env_string("DSV4_SPLIT_ATTENTION", &v) || v == "validated") return false;
-    if (v == "all") return true;
-    fail(StatusCode::kInvalidArgument, "DSV4_SPLIT_ATTENTION must be 'validated' (default) or 'all', not '", v, "'");
+    if (!env_string("DSV4_SPLIT_ATTENTION", &v) || v == "1") return true;
+    if (v == "0") return false;
+    fail(StatusCode::kInvalidArgument, "DSV4_SPLIT_ATTENTION must be 1 (the default) or 0 (warp kernel only), not '", v,
+         "'");
   }();
-  return any_shape || (heads % kHeads == 0 && D % 256 == 0);
+  return enabled;
 }
 
 void split_attention(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, const bf16* ring, const bf16* entries,

@@ -21,7 +21,8 @@ struct SplitAttnArgs {
 };
 
 // Whether split_attention handles the shape: head_dim a multiple of 32 up to 512, any head count (the
-// fastest instantiation needs heads % 16 == 0 and head_dim % 64 == 0), 16-byte aligned operands (bf16).
+// fastest instantiation needs heads % 16 == 0 and head_dim % 64 == 0), 16-byte aligned operands (bf16),
+// unless DSV4_SPLIT_ATTENTION=0 (then never: the warp kernel of attention.cu serves every shape).
 bool split_attention_supports(int64_t heads, int64_t D, bool aligned16);
 
 void split_attention(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, const bf16* ring, const bf16* entries,

@@ -21,6 +21,7 @@ void fill_expert_table(ExecContext& ctx, Tensor out, uint64_t seed, int64_t num_
 void argmax(ExecContext& ctx, Tensor out, Tensor logits);
 void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params);
 void rope(ExecContext& ctx, Tensor x, Tensor pos, const RopeTable& table, bool inverse);
+void rms_norm_rope(ExecContext& ctx, Tensor x, Tensor w, float eps, Tensor pos, const RopeTable& table);
 void hc_pre(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base,
             Tensor scale, const ModelConfig& cfg);
 void hc_post(ExecContext& ctx, Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb);
@@ -28,13 +29,13 @@ void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Ten
 void compressor_emit(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor gate, Tensor ape, Tensor norm_w,
                      const RopeTable& rope, const BatchMeta& meta, float eps);
 void compressor_store(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor gate, const BatchMeta& meta);
-void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const CompressorState& keys,
-                  const BatchMeta& meta, float softmax_scale);
+void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const CompressorState& keys, const BatchMeta& meta,
+                  float softmax_scale);
 void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, Tensor kv_ring, const CompressorState* compressed,
                Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window, float scale);
 void kv_ring_store(ExecContext& ctx, Tensor kv_ring, Tensor kv, const BatchMeta& meta);
-void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid,
-               Tensor ids, const ModelConfig& cfg);
+void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
+               const ModelConfig& cfg);
 void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2,
                  Tensor w3, float limit);
 

@@ -155,15 +155,15 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_kernel(GemvParams p) {
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// 0: off, 1: on up to kGemvMaxWeightBytes, 2: on for any size. Off by default until the kernel has been
-// validated and timed on a GPU (written in a session without GPU time; scripts/gpu/gemv_check.sh does both).
+// 0: off, 1: the measured policy of gemv_serves (the default), 2: any size and T <= kGemvMaxTokens.
 int gemv_mode() {
   static const int mode = [] {
     std::string v;
-    if (!env_string("DSV4_GEMV", &v)) return 0;
+    if (!env_string("DSV4_GEMV", &v)) return 1;
     if (v == "0" || v == "1" || v == "2") return v[0] - '0';
     fail(StatusCode::kInvalidArgument,
-         "DSV4_GEMV must be 0 (cuBLASLt only, the default), 1 (GEMV at small T) or 2 (no size cap), not '", v, "'");
+         "DSV4_GEMV must be 0 (cuBLASLt only), 1 (GEMV where it wins, the default) or 2 (GEMV for every T <= ",
+         kGemvMaxTokens, " and size), not '", v, "'");
   }();
   return mode;
 }
@@ -190,7 +190,9 @@ bool gemv_supports(const GemmArgs& g, int64_t max_tokens) {
 bool gemv_serves(const GemmArgs& g) {
   const int mode = gemv_mode();
   if (mode == 0 || !gemv_supports(g)) return false;
-  return mode == 2 || g.N * g.K * g.batch * 2 <= kGemvMaxWeightBytes;
+  if (mode == 2) return true;
+  const int64_t weight_bytes = g.N * g.K * g.batch * 2;
+  return weight_bytes <= kGemvMaxWeightBytes && (g.M <= kGemvAnySizeTokens || weight_bytes <= kGemvSmallWeightBytes);
 }
 
 void gemv(cudaStream_t stream, const GemmArgs& g) {

@@ -21,8 +21,13 @@ namespace dsv4::cuda {
 // at full bandwidth, so beyond 8 rows the CUDA cores, not HBM, set the pace and tensor cores win.
 constexpr int64_t kGemvMaxTokens = 8;
 
-// Matrices above this many bytes stay on cuBLASLt by default: the vocabulary head (1.06 GB on Flash) already
-// runs there at the copy bandwidth. DSV4_GEMV=2 lifts the cap (to time the head through the GEMV).
+// The default policy, from bench_gemv on H200 (bench/RESULTS.md, 2026-11-28): the GEMV beats cuBLASLt's split-K
+// GEMMs on every Flash projection at T <= 2 (1.23x per CSA layer at T = 1) and on matrices up to 8 MiB at any
+// T <= 8 (1.2-2.4x: cuBLASLt's fixed cost dominates there), while the 16-67 MB ones fall behind from T = 4
+// (0.65-0.93x at T = 8: fewer loads in flight per lane). Matrices above kGemvMaxWeightBytes (the 1.06 GB
+// vocabulary head) stay on cuBLASLt, which already streams them at the copy bandwidth.
+constexpr int64_t kGemvAnySizeTokens = 2;
+constexpr int64_t kGemvSmallWeightBytes = int64_t{8} << 20;
 constexpr int64_t kGemvMaxWeightBytes = int64_t{512} << 20;
 
 // Whether the kernel can compute these operands: x and w bf16, out f32 or bf16, 1 <= M <= max_tokens,
@@ -30,9 +35,10 @@ constexpr int64_t kGemvMaxWeightBytes = int64_t{512} << 20;
 // of 8 elements. Any N, ldo and output alignment.
 bool gemv_supports(const GemmArgs& g, int64_t max_tokens = kGemvMaxTokens);
 
-// The dispatch policy of cuda::linear / grouped_linear: gemv_supports(g), weights up to kGemvMaxWeightBytes,
-// and the environment: DSV4_GEMV=0 (the default until the kernel is validated on a GPU) sends everything to
-// cuBLASLt, 1 is the policy above, 2 drops the size cap. Read once.
+// The dispatch policy of cuda::linear / grouped_linear: gemv_supports(g) and the size/T policy above.
+// DSV4_GEMV=0 sends everything to cuBLASLt, 1 is the policy (the default), 2 takes the GEMV whenever it can
+// (for timing). Read once. The choice depends on T, so a verification batch of more than 2 rows may project
+// a large matrix on another path than a one-row step (cuBLASLt's split-K choice depends on T in any case).
 bool gemv_serves(const GemmArgs& g);
 
 // out[b] = x[b] · w[b]^T for b < g.batch on `stream` (requires gemv_supports(g)). Bit-identical run to run,
