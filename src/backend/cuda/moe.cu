@@ -379,7 +379,7 @@ void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor 
       "moe_plan");
   if (tensor_cores && P <= kMoeDecodeMaxPairs) {
     moe_decode_experts(s, act.ptr<bf16>(), y.ptr<float>(), x.ptr<bf16>(), w1.ptr<bf16>(), w3.ptr<bf16>(),
-                       w2.ptr<bf16>(), plan, max_tiles, H, I, limit);
+                       w2.ptr<bf16>(), plan, max_tiles, T, H, I, limit);
   } else if (tensor_cores) {
     const bool vec1 = H % 8 == 0 && aligned16(x.data()) && aligned16(w1.data()) && aligned16(w3.data());
     const dim3 grid1(blocks_for(I, kBN), static_cast<unsigned>(max_tiles));
