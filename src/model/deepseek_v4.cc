@@ -108,16 +108,6 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
   const RopeTable& rope = w.attention_type == AttentionType::kSliding ? ms.rope_main : ms.rope_compress;
   const DType act = h.dtype();
 
-  Tensor qr = A.alloc(act, {T, c.q_lora_rank});
-  ops::linear(ctx, qr, h, aw.wq_a);
-  ops::rms_norm(ctx, qr, qr, aw.q_norm, eps);
-  Tensor q = A.alloc(act, {T, Nh, D});
-  ops::linear(ctx, q.view({T, Nh * D}), qr, aw.wq_b);
-  ops::rms_norm_rope(ctx, q, Tensor(), eps, meta.pos, rope);  // weightless per-head norm
-  Tensor kv = A.alloc(act, {T, D});
-  ops::linear(ctx, kv, h, aw.wkv);
-  ops::rms_norm_rope(ctx, kv.view({T, 1, D}), aw.kv_norm, eps, meta.pos, rope);
-
   // Buffers of the metadata-dependent core, allocated here: the core runs again at every replay of a
   // breakable graph and must not allocate.
   struct CompressorIo {
@@ -138,23 +128,43 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
     iw = A.alloc(DType::F32, {T, Hi});
     selected = A.alloc(DType::I32, {T, c.index_topk});
   }
+
+  // Every projection of h (query down, kv, the compressors' kv/gate, the indexer's head weights) in one op:
+  // at decode they share one weight-streaming launch.
+  Tensor qr = A.alloc(act, {T, c.q_lora_rank});
+  Tensor kv = A.alloc(act, {T, D});
+  std::vector<ops::Projection> from_h = {{qr, aw.wq_a}, {kv, aw.wkv}};
+  if (compressed) {
+    from_h.push_back({cio.kv, aw.compressor.wkv});
+    from_h.push_back({cio.gate, aw.compressor.wgate});
+  }
+  if (sparse) {
+    from_h.push_back({iio.kv, aw.indexer_compressor.wkv});
+    from_h.push_back({iio.gate, aw.indexer_compressor.wgate});
+    from_h.push_back({iw, aw.indexer_weights_proj});
+  }
+  ops::linears(ctx, h, from_h);
+  ops::rms_norm(ctx, qr, qr, aw.q_norm, eps);
+  Tensor q = A.alloc(act, {T, Nh, D});
+  std::vector<ops::Projection> from_qr = {{q.view({T, Nh * D}), aw.wq_b}};
+  if (sparse) from_qr.push_back({iq.view({T, Hi * Di}), aw.indexer_wq_b});
+  ops::linears(ctx, qr, from_qr);
+  ops::rms_norm_rope(ctx, q, Tensor(), eps, meta.pos, rope);  // weightless per-head norm
+  ops::rms_norm_rope(ctx, kv.view({T, 1, D}), aw.kv_norm, eps, meta.pos, rope);
+
   Tensor o = A.alloc(act, {T, Nh, D});
 
   // The attention core: compressors, indexer, attention over window + compressed entries, ring stores.
   // Everything that reads positions, slots and lengths runs here (an eager region of a breakable graph).
   eager_region(ctx, "attention", [=, &ctx, &c, &w, &aw, &st, &ms, &rope] {
     auto run_compressor = [&](CompressorState& cs, const CompressorWeights& cw, const CompressorIo& io) {
-      ops::linear(ctx, io.kv, h, cw.wkv);
-      ops::linear(ctx, io.gate, h, cw.wgate);
       ops::compressor_emit(ctx, cs, io.kv, io.gate, cw.ape, cw.norm, ms.rope_compress, meta, eps);
       ops::compressor_store(ctx, cs, io.kv, io.gate, meta);
     };
     if (compressed) run_compressor(st.compressor, aw.compressor, cio);
     if (sparse) {
       run_compressor(st.indexer, aw.indexer_compressor, iio);
-      ops::linear(ctx, iq.view({T, Hi * Di}), qr, aw.indexer_wq_b);
       ops::rope(ctx, iq, meta.pos, ms.rope_compress, false);
-      ops::linear(ctx, iw, h, aw.indexer_weights_proj);
       const float scale =
           static_cast<float>(1.0 / std::sqrt(static_cast<double>(Di)) / std::sqrt(static_cast<double>(Hi)));
       ops::indexer_topk(ctx, selected, iq, iw, st.indexer, meta, scale);

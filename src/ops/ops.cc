@@ -78,6 +78,18 @@ void linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w) {
   DSV4_DISPATCH(linear, out, x, w);
 }
 
+void linears(ExecContext& ctx, Tensor x, const std::vector<Projection>& projections) {
+  require_float(ctx, x, "linears", "x");
+  for (const Projection& p : projections) {
+    require_float(ctx, p.out, "linears", "out");
+    require_float(ctx, p.w, "linears", "weight");
+    DSV4_CHECK_ARG(x.ndim() == 2 && p.w.ndim() == 2 && p.out.ndim() == 2 && x.size(1) == p.w.size(1) &&
+                       p.out.size(0) == x.size(0) && p.out.size(1) == p.w.size(0),
+                   "linears: x ", x.shape_string(), " @ w ", p.w.shape_string(), "^T -> out ", p.out.shape_string());
+  }
+  DSV4_DISPATCH(linears, x, projections);
+}
+
 void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w, int64_t groups) {
   require_float(ctx, out, "grouped_linear", "out");
   require_float(ctx, x, "grouped_linear", "x");

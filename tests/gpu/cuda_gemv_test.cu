@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -194,6 +195,51 @@ TEST(CudaGemv, RowsDoNotDependOnT) {
       env().sync();
       EXPECT_EQ(0, std::memcmp(all.data() + t * row_bytes, download_bytes(drow.t).data(), row_bytes))
           << s.name << ": row " << t << " of T=8 differs from the same row alone";
+    }
+  }
+}
+
+// ops::linears: several projections of one x (the attention block's projections of h and of qr) — the
+// GEMV-served ones share gemv_many launches (more than kMaxGemvMatrices: several launches), the others go to
+// cuBLASLt. Every output equals its own ops::linear call bit for bit, across bf16 and f32 outputs and sizes.
+TEST(CudaGemv, ManyProjectionsOfOneInputEqualSeparateLinears) {
+  DSV4_REQUIRE_GPU();
+  struct Proj {
+    int64_t N;
+    DType out, w;
+  };
+  const std::vector<Proj> projs = {
+      {1024, DType::BF16, DType::BF16}, {512, DType::BF16, DType::BF16}, {1024, DType::F32, DType::BF16},
+      {1024, DType::F32, DType::BF16},  {256, DType::F32, DType::BF16},  {64, DType::F32, DType::BF16},
+      {37, DType::BF16, DType::BF16},   {7, DType::F32, DType::BF16},    {300, DType::F32, DType::BF16},
+      {2048, DType::F32, DType::BF16}};  // 16 MiB at
+                                         // K = 4096, T = 3: cuBLASLt
+  int seed = 500;
+  for (int64_t T : {1, 2, 3}) {
+    for (int64_t K : {4096, 1032}) {
+      std::mt19937 rng(seed++);
+      DevTensor dx = upload(test::round_bf16(random_vec(rng, T * K)), DType::BF16, {T, K});
+      std::vector<DevTensor> ws, many, single;
+      std::vector<ops::Projection> list;
+      for (const Proj& p : projs) {
+        ws.push_back(upload(test::round_bf16(random_vec(rng, p.N * K, -0.5f, 0.5f)), p.w, {p.N, K}));
+        many.emplace_back(p.out, std::vector<int64_t>{T, p.N});
+        single.emplace_back(p.out, std::vector<int64_t>{T, p.N});
+      }
+      for (size_t i = 0; i < projs.size(); ++i) {
+        poison(many[i].t);
+        poison(single[i].t);
+        list.push_back({many[i].t, ws[i].t});
+      }
+      ops::linears(env().ctx, dx.t, list);
+      for (size_t i = 0; i < projs.size(); ++i) ops::linear(env().ctx, single[i].t, dx.t, ws[i].t);
+      env().sync();
+      for (size_t i = 0; i < projs.size(); ++i) {
+        EXPECT_TRUE(download_bytes(many[i].t) == download_bytes(single[i].t))
+            << "T=" << T << " K=" << K << " projection " << i << " (N=" << projs[i].N << ") differs from its linear";
+        std::string where;
+        EXPECT_TRUE(test::all_written(download(many[i].t), &where)) << where;
+      }
     }
   }
 }

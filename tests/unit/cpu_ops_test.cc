@@ -376,6 +376,19 @@ TEST_F(CpuOps, RopeInterleavedForwardAndInverse) {
   EXPECT_EQ(x, y);
 }
 
+// linears is one linear per projection of the same x; a bad shape is rejected by name.
+TEST_F(CpuOps, LinearsAreSeparateLinears) {
+  const int64_t T = 3, K = 12;
+  Vec x = rnd(T * K, rng), w1 = rnd(5 * K, rng), w2 = rnd(7 * K, rng);
+  Vec a(T * 5, NAN), b(T * 7, NAN), a_ref(T * 5), b_ref(T * 7);
+  ops::linears(ctx, f32(x, {T, K}), {{f32(a, {T, 5}), f32(w1, {5, K})}, {f32(b, {T, 7}), f32(w2, {7, K})}});
+  ops::linear(ctx, f32(a_ref, {T, 5}), f32(x, {T, K}), f32(w1, {5, K}));
+  ops::linear(ctx, f32(b_ref, {T, 7}), f32(x, {T, K}), f32(w2, {7, K}));
+  EXPECT_EQ(a, a_ref);
+  EXPECT_EQ(b, b_ref);
+  expect_invalid([&] { ops::linears(ctx, f32(x, {T, K}), {{f32(a, {T, 5}), f32(w2, {7, K})}}); }, "linears");
+}
+
 // rms_norm_rope is rms_norm then rope, in place; bad shapes are rejected by name.
 TEST_F(CpuOps, RmsNormRopeIsNormThenRope) {
   const int64_t T = 3, heads = 2, dim = 16, R = 8;

@@ -7,6 +7,8 @@
 // on T; outputs never alias inputs unless an op says so.
 #pragma once
 
+#include <vector>
+
 #include "dsv4/core/exec_context.h"
 #include "dsv4/core/tensor.h"
 #include "dsv4/io/config.h"
@@ -47,6 +49,12 @@ void embedding(ExecContext& ctx, Tensor out, Tensor table, Tensor ids);
 void broadcast_streams(ExecContext& ctx, Tensor out, Tensor x);
 // out = x @ w^T   (x [T, K], w [N, K], out [T, N])
 void linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w);
+// Several projections of the same x: out_i = x @ w_i^T for each {out_i, w_i} (shapes as linear). On CUDA the
+// small-T weight-streaming ones share one launch; the values are those of separate linear calls.
+struct Projection {
+  Tensor out, w;
+};
+void linears(ExecContext& ctx, Tensor x, const std::vector<Projection>& projections);
 // Block-diagonal grouped projection: x [T, G*K] viewed [T, G, K], w [G*N, K] → out [T, G*N]
 void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w, int64_t groups);
 // RMSNorm over the last dimension of x viewed [rows, dim]; w may be undefined (no weight). out may be x.

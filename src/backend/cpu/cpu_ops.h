@@ -18,6 +18,7 @@ void broadcast_streams(Tensor out, Tensor x);
 void linear(Tensor out, Tensor x, Tensor w);
 void grouped_linear(Tensor out, Tensor x, Tensor w, int64_t groups);
 void rms_norm(Tensor out, Tensor x, Tensor w, float eps);
+void linears(Tensor x, const std::vector<ops::Projection>& projections);
 void add(Tensor out, Tensor a, Tensor b);
 void copy(Tensor out, Tensor x);
 void convert(Tensor out, Tensor x);  // F32 <-> BF16, I32 -> I64 (backend/cpu/convert.cc)

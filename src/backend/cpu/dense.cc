@@ -46,6 +46,10 @@ void linear(Tensor out, Tensor x, Tensor w) {
   }
 }
 
+void linears(Tensor x, const std::vector<ops::Projection>& projections) {
+  for (const ops::Projection& p : projections) linear(p.out, x, p.w);
+}
+
 void grouped_linear(Tensor out, Tensor x, Tensor w, int64_t groups) {
   const int64_t T = x.size(0), K = x.size(1) / groups, N = w.size(0) / groups;
   const float* X = x.ptr<float>();

@@ -11,6 +11,7 @@ void broadcast_streams(ExecContext& ctx, Tensor out, Tensor x);
 void linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w);
 void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w, int64_t groups);
 void rms_norm(ExecContext& ctx, Tensor out, Tensor x, Tensor w, float eps);
+void linears(ExecContext& ctx, Tensor x, const std::vector<ops::Projection>& projections);
 void add(ExecContext& ctx, Tensor out, Tensor a, Tensor b);
 void copy(ExecContext& ctx, Tensor out, Tensor x);
 void convert(ExecContext& ctx, Tensor out, Tensor x);

@@ -157,14 +157,14 @@ __global__ void __launch_bounds__(kMaxNormThreads)
       }
       yr[i] = from_float<TO>(o);
     }
-    return;
-  }
+  } else {
 #pragma unroll
-  for (int j = 0; j < K; ++j) {
-    const int64_t i = threadIdx.x + j * stride;
-    if (i >= dim) continue;
-    const float wj = w == nullptr ? 1.0f : kPrefetchWeights ? wv[j] : to_float(w[i]);
-    yr[i] = from_float<TO>(w != nullptr ? wj * (v[j] * inv) : v[j] * inv);
+    for (int j = 0; j < K; ++j) {
+      const int64_t i = threadIdx.x + j * stride;
+      if (i >= dim) continue;
+      const float wj = w == nullptr ? 1.0f : kPrefetchWeights ? wv[j] : to_float(w[i]);
+      yr[i] = from_float<TO>(w != nullptr ? wj * (v[j] * inv) : v[j] * inv);
+    }
   }
   for (int64_t i = threadIdx.x + K * stride; i < dim; i += stride) {
     const float a = to_float(xr[i]) * inv;
@@ -176,6 +176,24 @@ __global__ void __launch_bounds__(kMaxNormThreads)
 void project(const ExecContext& ctx, const GemmArgs& g) {
   if (gemv_serves(g)) return gemv(stream_of(ctx), g);
   blas_of(ctx).gemm(ctx, g);
+}
+
+// out = x · w^T as GemmArgs (x [M, K], w [N, K], out [M, N], contiguous).
+GemmArgs linear_args(Tensor out, Tensor x, Tensor w) {
+  GemmArgs g;
+  g.x = x.data();
+  g.w = w.data();
+  g.out = out.data();
+  g.x_type = x.dtype();
+  g.w_type = w.dtype();
+  g.out_type = out.dtype();
+  g.M = x.size(0);
+  g.K = x.size(1);
+  g.N = w.size(0);
+  g.ldx = g.K;
+  g.ldw = g.K;
+  g.ldo = g.N;
+  return g;
 }
 
 // Blocks in x for a loop over `width` elements of each of `rows` rows (grid.y = rows).
@@ -214,21 +232,25 @@ void broadcast_streams(ExecContext& ctx, Tensor out, Tensor x) {
   });
 }
 
-void linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w) {
-  GemmArgs g;
-  g.x = x.data();
-  g.w = w.data();
-  g.out = out.data();
-  g.x_type = x.dtype();
-  g.w_type = w.dtype();
-  g.out_type = out.dtype();
-  g.M = x.size(0);
-  g.K = x.size(1);
-  g.N = w.size(0);
-  g.ldx = g.K;
-  g.ldw = g.K;
-  g.ldo = g.N;
-  project(ctx, g);
+void linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w) { project(ctx, linear_args(out, x, w)); }
+
+void linears(ExecContext& ctx, Tensor x, const std::vector<ops::Projection>& projections) {
+  // The GEMV-served ones in launches of up to kMaxGemvMatrices, the others one by one on cuBLASLt.
+  std::vector<GemmArgs> batch;
+  auto flush = [&] {
+    if (!batch.empty()) gemv_many(stream_of(ctx), batch.data(), static_cast<int>(batch.size()));
+    batch.clear();
+  };
+  for (const ops::Projection& p : projections) {
+    const GemmArgs g = linear_args(p.out, x, p.w);
+    if (!gemv_serves(g)) {
+      blas_of(ctx).gemm(ctx, g);
+      continue;
+    }
+    batch.push_back(g);
+    if (static_cast<int>(batch.size()) == kMaxGemvMatrices) flush();
+  }
+  flush();
 }
 
 void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w, int64_t groups) {

@@ -8,9 +8,11 @@
 // (row, token) sum on some lanes; warps that split K meet in shared memory and one thread per output sums
 // their partials in slice order. Nothing depends on timing: bit-identical run to run.
 //
-// Grid: (blocks of kWarps / k_splits row groups, batch). k_splits (1, 2, 4 or 8 warps of a block on one
-// row group) is picked from the shape alone so that the grid has ~kTargetWarps warps, enough to keep every
-// SM streaming even for N = 512 (the result then also does not depend on the card).
+// Grid: (blocks of kWarps / k_splits row groups, matrices × batch). k_splits (1, 2, 4 or 8 warps of a block on
+// one row group) is picked from each matrix's shape alone so that it would fill ~kTargetWarps warps on its
+// own, enough to keep every SM streaming even for N = 512 (the result then also does not depend on the card
+// or on the other matrices of a gemv_many launch). Up to kMaxGemvMatrices projections of the same x share
+// one launch (one launch latency instead of several for the small projections of a decode step).
 #include <algorithm>
 #include <string>
 
@@ -34,14 +36,32 @@ constexpr int padded_tokens(int t) { return t <= 1 ? 1 : t <= 2 ? 2 : t <= 4 ? 4
 // two resident blocks per SM (ptxas: 118-128 registers, no spills): 16 warps with 2-4 KB in flight each.
 constexpr int unroll_for(int t) { return t <= 2 ? 4 : t <= 4 ? 2 : 1; }
 
-struct GemvParams {
-  const bf16* x;
+struct GemvMatrix {
   const bf16* w;
   void* out;
-  int64_t N, K, ldx, ldw, ldo, stride_x, stride_w, stride_o;
+  int64_t N, ldw, ldo;
   int64_t k_slice;  // elements of K per warp (a multiple of kBf16PerVec)
   int k_splits;     // warps sharing one row group, each on its own slice of K
+  int out_f32;      // out is float (else bf16)
+  unsigned blocks;  // blocks of this matrix along the grid's x (the grid has the largest count)
 };
+
+struct GemvParams {
+  const bf16* x;
+  int64_t K, ldx, stride_x, stride_w, stride_o;  // strides: between the batches of a grouped projection
+  int batch;
+  GemvMatrix m[kMaxGemvMatrices];
+};
+
+// p.m[i] with constant indices only (a dynamically indexed kernel parameter would go through local memory).
+__device__ __forceinline__ GemvMatrix matrix_of(const GemvParams& p, int i) {
+  GemvMatrix m = p.m[0];
+#pragma unroll
+  for (int j = 1; j < kMaxGemvMatrices; ++j) {
+    if (j == i) m = p.m[j];
+  }
+  return m;
+}
 
 // One halving step of warp_reduce_scatter at lane offset O over the first 2 * HALF values, then the rest.
 template <int HALF, int O, int V>
@@ -86,23 +106,25 @@ __device__ __forceinline__ void load_weights(uint4 (&wv)[U][kRows], const bf16* 
   }
 }
 
-template <int T, typename TO>
+template <int T>
 __global__ void __launch_bounds__(kThreads, 2) gemv_kernel(GemvParams p) {
   constexpr int TP = padded_tokens(T), V = kRows * TP, U = unroll_for(T);
   __shared__ float partial[kWarps * V];  // [warp][value], warp = row group * k_splits + slice
+  const GemvMatrix M = matrix_of(p, static_cast<int>(blockIdx.y) / p.batch);
+  if (blockIdx.x >= M.blocks) return;  // the whole block: a smaller matrix of a gemv_many launch
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int slice = warp % p.k_splits, group = warp / p.k_splits, groups_per_block = kWarps / p.k_splits;
-  const int64_t b = blockIdx.y;
+  const int slice = warp % M.k_splits, group = warp / M.k_splits, groups_per_block = kWarps / M.k_splits;
+  const int64_t b = blockIdx.y % p.batch;
   const bf16* x = p.x + b * p.stride_x;
-  const bf16* w = p.w + b * p.stride_w;
-  TO* out = static_cast<TO*>(p.out) + b * p.stride_o;
+  const bf16* w = M.w + b * p.stride_w;
+  const int64_t out_offset = b * p.stride_o;
 
   const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * groups_per_block + group) * kRows;
-  const int64_t k_begin = slice * p.k_slice, k_end = min(p.K, k_begin + p.k_slice);
-  const bool active = row0 < p.N;  // a row group past N (last block) only joins the reduction
+  const int64_t k_begin = slice * M.k_slice, k_end = min(p.K, k_begin + M.k_slice);
+  const bool active = row0 < M.N;  // a row group past N (last block) only joins the reduction
   const bf16* wrow[kRows];
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) wrow[r] = w + min(row0 + r, p.N - 1) * p.ldw;  // rows past N: read, unused
+  for (int r = 0; r < kRows; ++r) wrow[r] = w + min(row0 + r, M.N - 1) * M.ldw;  // rows past N: read, unused
   const bf16* xrow[T];
 #pragma unroll
   for (int t = 0; t < T; ++t) xrow[t] = x + t * p.ldx;
@@ -145,10 +167,15 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_kernel(GemvParams p) {
   if (threadIdx.x < groups_per_block * V) {
     const int g = threadIdx.x / V, i = threadIdx.x % V, r = i / TP, t = i % TP;
     const int64_t n = (static_cast<int64_t>(blockIdx.x) * groups_per_block + g) * kRows + r;
-    if (t < T && n < p.N) {
-      float s = partial[g * p.k_splits * V + i];
-      for (int j = 1; j < p.k_splits; ++j) s += partial[(g * p.k_splits + j) * V + i];  // slice order
-      out[t * p.ldo + n] = from_float<TO>(s);
+    if (t < T && n < M.N) {
+      float s = partial[g * M.k_splits * V + i];
+      for (int j = 1; j < M.k_splits; ++j) s += partial[(g * M.k_splits + j) * V + i];  // slice order
+      const int64_t o = out_offset + t * M.ldo + n;
+      if (M.out_f32) {
+        static_cast<float*>(M.out)[o] = s;
+      } else {
+        static_cast<bf16*>(M.out)[o] = from_float<bf16>(s);
+      }
     }
   }
 }
@@ -169,11 +196,63 @@ int gemv_mode() {
 }
 
 template <int T>
-void launch_tokens(cudaStream_t stream, const GemmArgs& g, const GemvParams& p, dim3 grid) {
-  dispatch_float(g.out_type, "gemv out", [&](auto o) {
-    using TO = decltype(o);
-    check_launch(launch_kernel(gemv_kernel<T, TO>, grid, dim3(kThreads), 0, stream, p), "gemv");
-  });
+void launch_tokens(cudaStream_t stream, const GemvParams& p, dim3 grid) {
+  check_launch(launch_kernel(gemv_kernel<T>, grid, dim3(kThreads), 0, stream, p), "gemv");
+}
+
+// The work split of one matrix (see the top of the file): a function of its shape only.
+GemvMatrix matrix_for(const GemmArgs& g) {
+  const int64_t row_groups = (g.N + kRows - 1) / kRows;
+  int k_splits = 1;
+  while (k_splits < kWarps && row_groups * g.batch * k_splits < kTargetWarps &&
+         g.K / (2 * k_splits) >= kMinSliceElems) {
+    k_splits *= 2;
+  }
+  const int64_t vecs = g.K / kBf16PerVec, groups_per_block = kWarps / k_splits;
+  GemvMatrix m;
+  m.w = static_cast<const bf16*>(g.w);
+  m.out = g.out;
+  m.N = g.N, m.ldw = g.ldw, m.ldo = g.ldo;
+  m.k_slice = (vecs + k_splits - 1) / k_splits * kBf16PerVec;
+  m.k_splits = k_splits;
+  m.out_f32 = g.out_type == DType::F32;
+  m.blocks = static_cast<unsigned>((row_groups + groups_per_block - 1) / groups_per_block);
+  return m;
+}
+
+void launch(cudaStream_t stream, const GemmArgs* gs, int n) {
+  const GemmArgs& g = gs[0];
+  GemvParams p{};
+  p.x = static_cast<const bf16*>(g.x);
+  p.K = g.K, p.ldx = g.ldx;
+  p.stride_x = g.batch > 1 ? g.stride_x : 0;
+  p.stride_w = g.batch > 1 ? g.stride_w : 0;
+  p.stride_o = g.batch > 1 ? g.stride_o : 0;
+  p.batch = static_cast<int>(g.batch);
+  unsigned blocks = 0;
+  for (int i = 0; i < n; ++i) {
+    p.m[i] = matrix_for(gs[i]);
+    blocks = std::max(blocks, p.m[i].blocks);
+  }
+  const dim3 grid(blocks, static_cast<unsigned>(n * g.batch));
+  switch (g.M) {
+    case 1:
+      return launch_tokens<1>(stream, p, grid);
+    case 2:
+      return launch_tokens<2>(stream, p, grid);
+    case 3:
+      return launch_tokens<3>(stream, p, grid);
+    case 4:
+      return launch_tokens<4>(stream, p, grid);
+    case 5:
+      return launch_tokens<5>(stream, p, grid);
+    case 6:
+      return launch_tokens<6>(stream, p, grid);
+    case 7:
+      return launch_tokens<7>(stream, p, grid);
+    default:
+      return launch_tokens<8>(stream, p, grid);
+  }
 }
 
 }  // namespace
@@ -197,44 +276,20 @@ bool gemv_serves(const GemmArgs& g) {
 
 void gemv(cudaStream_t stream, const GemmArgs& g) {
   DSV4_CHECK_ARG(gemv_supports(g), "gemv: unsupported operands (M=", g.M, " N=", g.N, " K=", g.K, ")");
-  const int64_t row_groups = (g.N + kRows - 1) / kRows;
-  int k_splits = 1;
-  while (k_splits < kWarps && row_groups * g.batch * k_splits < kTargetWarps &&
-         g.K / (2 * k_splits) >= kMinSliceElems) {
-    k_splits *= 2;
+  DSV4_CHECK_ARG(g.batch <= 65535, "gemv: ", g.batch, " batches");
+  launch(stream, &g, 1);
+}
+
+void gemv_many(cudaStream_t stream, const GemmArgs* gs, int n) {
+  DSV4_CHECK_ARG(n >= 1 && n <= kMaxGemvMatrices, "gemv_many: ", n, " matrices (1 to ", kMaxGemvMatrices, ")");
+  for (int i = 0; i < n; ++i) {
+    const GemmArgs& g = gs[i];
+    DSV4_CHECK_ARG(
+        gemv_supports(g) && g.batch == 1 && g.x == gs[0].x && g.M == gs[0].M && g.K == gs[0].K && g.ldx == gs[0].ldx,
+        "gemv_many: matrix ", i, " (M=", g.M, " N=", g.N, " K=", g.K,
+        ") is not a supported unbatched projection of the first one's x");
   }
-  const int64_t vecs = g.K / kBf16PerVec;
-  GemvParams p;
-  p.x = static_cast<const bf16*>(g.x);
-  p.w = static_cast<const bf16*>(g.w);
-  p.out = g.out;
-  p.N = g.N, p.K = g.K, p.ldx = g.ldx, p.ldw = g.ldw, p.ldo = g.ldo;
-  p.stride_x = g.batch > 1 ? g.stride_x : 0;
-  p.stride_w = g.batch > 1 ? g.stride_w : 0;
-  p.stride_o = g.batch > 1 ? g.stride_o : 0;
-  p.k_slice = (vecs + k_splits - 1) / k_splits * kBf16PerVec;
-  p.k_splits = k_splits;
-  const int64_t groups_per_block = kWarps / k_splits;
-  const dim3 grid(static_cast<unsigned>((row_groups + groups_per_block - 1) / groups_per_block),
-                  static_cast<unsigned>(g.batch));
-  switch (g.M) {
-    case 1:
-      return launch_tokens<1>(stream, g, p, grid);
-    case 2:
-      return launch_tokens<2>(stream, g, p, grid);
-    case 3:
-      return launch_tokens<3>(stream, g, p, grid);
-    case 4:
-      return launch_tokens<4>(stream, g, p, grid);
-    case 5:
-      return launch_tokens<5>(stream, g, p, grid);
-    case 6:
-      return launch_tokens<6>(stream, g, p, grid);
-    case 7:
-      return launch_tokens<7>(stream, g, p, grid);
-    default:
-      return launch_tokens<8>(stream, g, p, grid);
-  }
+  launch(stream, gs, n);
 }
 
 }  // namespace dsv4::cuda

@@ -46,4 +46,11 @@ bool gemv_serves(const GemmArgs& g);
 // a speculative verification batch projects every row exactly as a one-row decode step. Graph-capturable.
 void gemv(cudaStream_t stream, const GemmArgs& g);
 
+// The most projections one gemv_many launch takes.
+constexpr int kMaxGemvMatrices = 8;
+
+// gemv for n <= kMaxGemvMatrices unbatched projections of the same x (same M, K, ldx; each N, w, out and out
+// dtype its own) in one launch. Each output is the same bits as its own gemv call.
+void gemv_many(cudaStream_t stream, const GemmArgs* gs, int n);
+
 }  // namespace dsv4::cuda
