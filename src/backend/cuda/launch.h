@@ -1,9 +1,14 @@
 // Kernel launches through cudaLaunchKernelEx, so programmatic dependent launch (PDL) can be switched on.
 //
 // Every dsv4 kernel starts with pdl_wait() (griddepcontrol.wait: a no-op unless the launch allowed
-// overlap) before reading what the previous kernel wrote, and may call pdl_launch_dependents() once its
-// inputs are consumed. PDL is on unless DSV4_PDL=0; under stream capture the attribute becomes a
-// programmatic graph edge, so captured graphs overlap their launches too.
+// overlap) before reading what the previous kernel wrote or writing anything. pdl_wait() then at once lets
+// the next kernel launch (griddepcontrol.launch_dependents): once every block of this grid has passed its
+// wait, the next grid's blocks take the SM slots this grid's finishing blocks free and run their prologue
+// (the weight-streaming kernels issue their first weight loads before their own pdl_wait), so a kernel's
+// tail overlaps the next one's ramp-up. Safe whatever the kernels do: the next grid's pdl_wait still waits
+// for this grid's completion and memory flush, and at most one grid runs ahead (this grid's wait has
+// returned, so the one before it is complete). PDL is on unless DSV4_PDL=0; under stream capture the
+// attribute becomes a programmatic graph edge, so captured graphs overlap their launches too.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -36,9 +41,17 @@ Status launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_
 }
 
 #if defined(__CUDACC__)
+// The wait alone: for kernels that pick their own trigger point (mtp_norm.cu's persistent kernels trigger
+// once their last loads are issued).
+__device__ __forceinline__ void pdl_wait_only() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
 __device__ __forceinline__ void pdl_launch_dependents() {

@@ -238,7 +238,7 @@ __global__ void __launch_bounds__(RegKernelBounds<kVpt, kRows, kLateWeights>::kM
   using V = Vec16<T>;
   __shared__ float partial[2][kRows][32];
 
-  if (p.pdl) pdl_wait();  // without PDL the previous grid has completed: skip the instruction
+  if (p.pdl) pdl_wait_only();  // without PDL the previous grid has completed: skip the instruction
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, num_warps = blockDim.x >> 5;
 
   uint4 w[kVpt];
@@ -345,7 +345,7 @@ template <typename T>
 __global__ void __launch_bounds__(256) mtp_rms_norm_scalar_kernel(const MtpNormRows p) {
   __shared__ float partial[2][1][32];
   if (p.pdl) {
-    pdl_wait();  // without PDL the previous grid has completed: skip the instruction
+    pdl_wait_only();  // without PDL the previous grid has completed: skip the instruction
     // The next grid may launch now: it waits for this one's completion before touching memory, and every
     // block of this grid is resident once all of them have passed here.
     pdl_launch_dependents();
