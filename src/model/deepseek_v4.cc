@@ -92,8 +92,9 @@ size_t forward_scratch_bytes(const ModelConfig& c, int64_t T, int64_t R) {
                             c.index_n_heads * (c.index_head_dim + 1) + 8 * c.index_head_dim + c.index_topk +
                             c.o_groups * c.o_lora_rank + c.n_routed_experts + 2 * c.num_experts_per_tok +
                             3 * c.moe_intermediate_size + H +
-                            // CUDA moe_experts: expert-sorted rows (bf16 activations, f32 outputs, row maps)
-                            c.num_experts_per_tok * (c.moe_intermediate_size + H + 5);
+                            // CUDA moe_experts: expert-sorted rows (bf16 activations, f32 outputs, row maps) of
+                            // the k routed pairs and the shared expert's pair of every token
+                            (c.num_experts_per_tok + 1) * (c.moe_intermediate_size + H + 5);
   const int64_t per_row = n * H + 2 * H + c.vocab_size;
   return static_cast<size_t>(4 * (per_token * T + per_row * R)) + 64 * Arena::kAlignment;
 }
@@ -183,23 +184,17 @@ void moe_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights& w, co
                Tensor y) {
   Arena& A = *ctx.scratch;
   ArenaScope scope(A);
-  const int64_t T = meta.num_tokens, k = c.num_experts_per_tok, I = c.moe_intermediate_size;
-  const float limit = static_cast<float>(c.swiglu_limit);
+  const int64_t T = meta.num_tokens, k = c.num_experts_per_tok;
   const MoeWeights& f = w.ffn;
   Tensor logits = A.alloc(DType::F32, {T, c.n_routed_experts});
   ops::linear(ctx, logits, h, f.gate);
   Tensor weights = A.alloc(DType::F32, {T, k});
   Tensor indices = A.alloc(DType::I32, {T, k});
   ops::moe_route(ctx, weights, indices, logits, f.bias, f.tid2eid, meta.ids, c);
-  Tensor routed = A.alloc(h.dtype(), {T, c.hidden_size});
-  ops::moe_experts(ctx, routed, h, indices, weights, f.w1, f.w2, f.w3, limit);
-  Tensor gate = A.alloc(h.dtype(), {T, I});
-  Tensor up = A.alloc(h.dtype(), {T, I});
-  ops::linear(ctx, gate, h, f.shared_w1);
-  ops::linear(ctx, up, h, f.shared_w3);
-  ops::swiglu(ctx, gate, gate, up, limit);
-  ops::linear(ctx, y, gate, f.shared_w2);
-  ops::add(ctx, y, y, routed);
+  // The shared expert is the last stacked expert (weights.h): one call runs it with the routed ones, in the
+  // same weight-streaming / grouped kernels, and adds it in fp32 before the single rounding to y's dtype.
+  ops::moe_experts(ctx, y, h, indices, weights, f.w1, f.w2, f.w3, static_cast<float>(c.swiglu_limit),
+                   /*shared_expert=*/true);
 }
 
 void decoder_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights& w, LayerState& state,

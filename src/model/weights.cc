@@ -71,6 +71,12 @@ void add_block(std::vector<TensorSpec>& out, const ModelConfig& c, const std::st
   add("ffn.shared_experts.w3.weight", {I, H}, WeightKind::kMatrix);
 }
 
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
 size_t align_up(size_t n) { return (n + Arena::kAlignment - 1) / Arena::kAlignment * Arena::kAlignment; }
 
 // Where tensor values come from: a checkpoint (Loader) or a generator (synthetic benchmarks). `dst` is
@@ -205,12 +211,6 @@ class Loader : public WeightSource {
   }
 
  private:
-  static std::string shape_str(const std::vector<int64_t>& s) {
-    std::string out = "[";
-    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-    return out + "]";
-  }
-
   const Checkpoint& ckpt_;
   const ModelConfig& cfg_;
   const LoadOptions& opt_;
@@ -320,13 +320,23 @@ ModelWeights assemble_weights(const ModelConfig& cfg, const std::vector<TensorSp
     source.fill(name, t);
     return t;
   };
-  // Experts are stacked [E, rows, cols] so kernels index them by expert id.
-  auto load_stacked = [&](const std::string& prefix, const char* proj) {
+  // Experts are stacked [E + 1, rows, cols] so kernels index them by expert id: the routed experts, then the
+  // shared expert at index E, which moe_experts runs as one more expert of the same kernels. The shared
+  // expert's own tensor is a view of that slice (no second copy).
+  auto load_stacked = [&](const std::string& prefix, const char* proj, Tensor* shared) {
     const TensorSpec& first = *spec_by_name.at(str_cat(prefix, "ffn.experts.0.", proj, ".weight"));
-    Tensor t = w.storage.alloc(matrix_or(first.kind, opt), {cfg.n_routed_experts, first.shape[0], first.shape[1]});
-    for (int64_t e = 0; e < cfg.n_routed_experts; ++e) {
+    const std::string shared_name = str_cat(prefix, "ffn.shared_experts.", proj, ".weight");
+    const TensorSpec& shared_spec = *spec_by_name.at(shared_name);
+    DSV4_CHECK_ARG(shared_spec.shape == first.shape && shared_spec.kind == first.kind, "weights: the shared expert's ",
+                   shared_name, " ", shape_str(shared_spec.shape), " must have the routed experts' shape ",
+                   shape_str(first.shape), " (it is stacked with them)");
+    const int64_t E = cfg.n_routed_experts;
+    Tensor t = w.storage.alloc(matrix_or(first.kind, opt), {E + 1, first.shape[0], first.shape[1]});
+    for (int64_t e = 0; e < E; ++e) {
       source.fill(str_cat(prefix, "ffn.experts.", e, ".", proj, ".weight"), t.select(0, e));
     }
+    *shared = t.select(0, E);
+    source.fill(shared_name, *shared);
     return t;
   };
   auto load_block = [&](const std::string& p, AttentionType type, MlpType mlp) {
@@ -365,12 +375,9 @@ ModelWeights assemble_weights(const ModelConfig& cfg, const std::vector<TensorSp
     } else {
       f.bias = load(p + "ffn.gate.bias");
     }
-    f.w1 = load_stacked(p, "w1");
-    f.w2 = load_stacked(p, "w2");
-    f.w3 = load_stacked(p, "w3");
-    f.shared_w1 = load(p + "ffn.shared_experts.w1.weight");
-    f.shared_w2 = load(p + "ffn.shared_experts.w2.weight");
-    f.shared_w3 = load(p + "ffn.shared_experts.w3.weight");
+    f.w1 = load_stacked(p, "w1", &f.shared_w1);
+    f.w2 = load_stacked(p, "w2", &f.shared_w2);
+    f.w3 = load_stacked(p, "w3", &f.shared_w3);
     return b;
   };
 

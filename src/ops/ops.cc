@@ -310,7 +310,7 @@ void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, 
 }
 
 void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2,
-                 Tensor w3, float limit) {
+                 Tensor w3, float limit, bool shared_expert) {
   require_float(ctx, out, "moe_experts", "out");
   require_float(ctx, x, "moe_experts", "x");
   require(ctx, indices, DType::I32, "moe_experts", "indices");
@@ -324,7 +324,10 @@ void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor 
                      out.numel() == x.numel(),
                  "moe_experts: indices ", indices.shape_string(), ", weights ", weights.shape_string(), ", out ",
                  out.shape_string(), " for x ", x.shape_string());
-  DSV4_DISPATCH(moe_experts, out, x, indices, weights, w1, w2, w3, limit);
+  DSV4_CHECK_ARG(!shared_expert || w1.size(0) >= 2,
+                 "moe_experts: a shared expert needs w1 [E + 1, I, H] with E >= 1 routed experts, got w1 ",
+                 w1.shape_string());
+  DSV4_DISPATCH(moe_experts, out, x, indices, weights, w1, w2, w3, limit, shared_expert);
 }
 
 void swiglu(ExecContext& ctx, Tensor out, Tensor gate, Tensor up, float limit) {

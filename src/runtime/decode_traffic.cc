@@ -44,7 +44,8 @@ DecodeTraffic decode_step_traffic(const ModelConfig& c, const ModelWeights& w, i
     add("router", bytes(f.gate) + bytes(f.bias) +
                       (f.tid2eid.data() ? static_cast<double>(B * c.num_experts_per_tok * 4) : 0.0));
     add("shared expert", bytes(f.shared_w1) + bytes(f.shared_w2) + bytes(f.shared_w3));
-    const double per_expert = (bytes(f.w1) + bytes(f.w2) + bytes(f.w3)) / static_cast<double>(c.n_routed_experts);
+    // w1/w2/w3 stack the routed experts and the shared one (weights.h).
+    const double per_expert = (bytes(f.w1) + bytes(f.w2) + bytes(f.w3)) / static_cast<double>(f.w1.size(0));
     const double touched = l < experts_touched.size()
                                ? experts_touched[l]
                                : expected_distinct_experts(c.n_routed_experts, c.num_experts_per_tok, B);

@@ -710,6 +710,39 @@ TEST_F(CpuOps, MoeExperts) {
   }
 }
 
+// shared_expert: the last stacked expert runs for every token with weight 1 after the routed ones; equal (up
+// to the summation order of f32 dots) to the model's former unfused sequence: routed experts, then
+// linear / linear / swiglu / linear with the shared weights and an add.
+TEST_F(CpuOps, MoeExpertsSharedExpert) {
+  for (auto [T, H, I, E, k] :
+       std::vector<std::array<int64_t, 5>>{{1, 7, 5, 3, 2}, {1, 33, 17, 5, 3}, {3, 9, 5, 4, 2}}) {
+    for (float limit : {10.0f, 0.4f}) {
+      SCOPED_TRACE(str_cat("T ", T, " H ", H, " I ", I, " E ", E, " k ", k, " limit ", limit));
+      // Stacked [E + 1, ...]: the routed experts, then the shared one.
+      Vec x = rnd(T * H, rng, -1.0f, 1.0f), w1 = rnd((E + 1) * I * H, rng, -1.0f, 1.0f),
+          w2 = rnd((E + 1) * H * I, rng, -1.0f, 1.0f), w3 = rnd((E + 1) * I * H, rng, -1.0f, 1.0f);
+      Vec weights = rnd(T * k, rng), out(T * H, NAN);
+      IVec idx(T * k);
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t i = 0; i < k; ++i) idx[t * k + i] = static_cast<int32_t>((t + i * 2 + 1) % E);
+      }
+      Tensor tw1 = f32(w1, {E + 1, I, H}), tw2 = f32(w2, {E + 1, H, I}), tw3 = f32(w3, {E + 1, I, H});
+      ops::moe_experts(ctx, f32(out, {T, H}), f32(x, {T, H}), i32(idx, {T, k}), f32(weights, {T, k}), tw1, tw2, tw3,
+                       limit, /*shared_expert=*/true);
+
+      Vec routed(T * H, NAN), gate(T * I, NAN), up(T * I, NAN), y(T * H, NAN);
+      ops::moe_experts(ctx, f32(routed, {T, H}), f32(x, {T, H}), i32(idx, {T, k}), f32(weights, {T, k}),
+                       tw1.slice(0, 0, E), tw2.slice(0, 0, E), tw3.slice(0, 0, E), limit);
+      ops::linear(ctx, f32(gate, {T, I}), f32(x, {T, H}), tw1.select(0, E));
+      ops::linear(ctx, f32(up, {T, I}), f32(x, {T, H}), tw3.select(0, E));
+      ops::swiglu(ctx, f32(gate, {T, I}), f32(gate, {T, I}), f32(up, {T, I}), limit);
+      ops::linear(ctx, f32(y, {T, H}), f32(gate, {T, I}), tw2.select(0, E));
+      ops::add(ctx, f32(y, {T, H}), f32(y, {T, H}), f32(routed, {T, H}));
+      expect_close(out, DVec(y.begin(), y.end()), 1e-6);
+    }
+  }
+}
+
 // ---- compressor -------------------------------------------------------------------------------------
 
 struct StateHolder {
@@ -1316,6 +1349,23 @@ TEST_F(CpuOps, ValidationCatchesOutOfBoundsShapes) {
                          Tensor(bf, DType::BF16, {2, 3, 4}), f32(d, {2, 4, 3}), f32(d, {2, 3, 4}), 1.0f);
       },
       "moe_experts");
+  // With a shared expert (the last of w1/w2/w3): at least one routed expert besides it, and routed indices
+  // below it (the CPU reads the indices on the host and checks them).
+  expect_invalid(
+      [&] {
+        ops::moe_experts(x, f32(c, {2, 4}), f32(a, {2, 4}), i32(ids, {2, 1}), f32(b, {2, 1}), f32(d, {1, 3, 4}),
+                         f32(d, {1, 4, 3}), f32(d, {1, 3, 4}), 1.0f, /*shared_expert=*/true);
+      },
+      "moe_experts");
+  IVec shared_idx = {0, 1};
+  expect_invalid(
+      [&] {
+        ops::moe_experts(x, f32(c, {2, 4}), f32(a, {2, 4}), i32(shared_idx, {2, 1}), f32(b, {2, 1}), f32(d, {2, 3, 4}),
+                         f32(d, {2, 4, 3}), f32(d, {2, 3, 4}), 1.0f, /*shared_expert=*/true);
+      },
+      "moe_experts");
+  ops::moe_experts(x, f32(c, {2, 4}), f32(a, {2, 4}), i32(shared_idx, {2, 1}), f32(b, {2, 1}), f32(d, {2, 3, 4}),
+                   f32(d, {2, 4, 3}), f32(d, {2, 3, 4}), 1.0f);  // valid without the shared expert
 
   // Stateful ops: the batch rows must cover meta.num_tokens.
   StateHolder st(1, 2, false, 4, 4);

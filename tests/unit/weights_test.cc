@@ -211,11 +211,20 @@ TEST_F(LoadWeights, RandomCheckpointLoadsAndConverts) {
   EXPECT_EQ(w.embed.dtype(), DType::F32);
   EXPECT_EQ(floats(w.embed), floats(ckpt.view("embed.weight")));
   EXPECT_EQ(floats(w.layers[1].attn.indexer_wq_b), floats(ckpt.view("layers.1.attn.indexer.wq_b.weight")));
-  // Experts are stacked [E, I, H].
-  EXPECT_EQ(w.layers[2].ffn.w1.shape(), (std::vector<int64_t>{4, 16, 32}));
-  const std::vector<float> stacked = floats(w.layers[2].ffn.w1);
+  // Experts are stacked [E + 1, I, H]: the routed ones, then the shared expert, which shared_w1 views.
+  const MoeWeights& f = w.layers[2].ffn;
+  EXPECT_EQ(f.w1.shape(), (std::vector<int64_t>{5, 16, 32}));
+  EXPECT_EQ(f.w2.shape(), (std::vector<int64_t>{5, 32, 16}));
+  const std::vector<float> stacked = floats(f.w1);
   const std::vector<float> e3 = floats(ckpt.view("layers.2.ffn.experts.3.w1.weight"));
-  EXPECT_EQ(std::vector<float>(stacked.begin() + 3 * 16 * 32, stacked.end()), e3);
+  EXPECT_EQ(std::vector<float>(stacked.begin() + 3 * 16 * 32, stacked.begin() + 4 * 16 * 32), e3);
+  EXPECT_EQ(std::vector<float>(stacked.begin() + 4 * 16 * 32, stacked.end()),
+            floats(ckpt.view("layers.2.ffn.shared_experts.w1.weight")));
+  for (const auto& [stack, shared] :
+       {std::pair{f.w1, f.shared_w1}, std::pair{f.w2, f.shared_w2}, std::pair{f.w3, f.shared_w3}}) {
+    EXPECT_EQ(shared.data(), stack.select(0, 4).data());
+    EXPECT_EQ(shared.shape(), stack.select(0, 4).shape());
+  }
   // tid2eid: I64 in the file, I32 in memory.
   EXPECT_EQ(w.layers[0].ffn.tid2eid.dtype(), DType::I32);
   const Tensor t64 = ckpt.view("layers.0.ffn.gate.tid2eid");

@@ -53,7 +53,9 @@ struct AttentionWeights {
 
 struct MoeWeights {
   Tensor gate, bias, tid2eid;  // bias for routed layers, tid2eid for hash layers
-  Tensor w1, w2, w3;           // stacked experts: [E, I, H], [E, H, I], [E, I, H]
+  // Stacked experts [E + 1, I, H], [E + 1, H, I], [E + 1, I, H]: the E routed experts, then the shared expert
+  // at index E, so one moe_experts call (shared flag) runs both. shared_w* are views of slice E.
+  Tensor w1, w2, w3;
   Tensor shared_w1, shared_w2, shared_w3;
 };
 

@@ -112,12 +112,15 @@ void kv_ring_store(ExecContext& ctx, Tensor kv_ring, Tensor kv, const BatchMeta&
 
 // MoE routing. logits [T, E] (float32). Hash layers: indices from tid2eid[ids] ([V, k] int32), no bias;
 // others: top-k of score + bias. weights = score[idx] / sum (if normalise) * routed_scaling_factor.
-void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
-               const ModelConfig& cfg);
-// Routed experts: out[t] = sum_k weights[t,k] * w2[e] · (silu(min(w1[e]·x, L)) * clamp(w3[e]·x, -L, L)),
-// e = indices[t, k]; w1/w3 [E, I, H], w2 [E, H, I].
+void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid,
+               Tensor ids, const ModelConfig& cfg);
+// Routed experts: out[t] = sum_k weights[t,k] * f_e(x[t]), e = indices[t, k], with the SwiGLU expert
+// f_e(x) = w2[e] · (silu(min(w1[e]·x, L)) * clamp(w3[e]·x, -L, L)); w1/w3 [E, I, H], w2 [E, H, I].
+// shared_expert: the last expert of w1/w2/w3 is a shared expert applied to every token with weight 1 and
+// added after the routed terms: out[t] = sum_k weights[t,k] * f_{indices[t,k]}(x[t]) + f_{E-1}(x[t]); the
+// routed indices must then be < E - 1. Sums in fp32 in that fixed order, rounded once to out's dtype.
 void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2,
-                 Tensor w3, float limit);
+                 Tensor w3, float limit, bool shared_expert = false);
 // out = silu(min(gate, L)) * clamp(up, -L, L)
 void swiglu(ExecContext& ctx, Tensor out, Tensor gate, Tensor up, float limit);
 

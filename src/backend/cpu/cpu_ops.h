@@ -49,7 +49,8 @@ void kv_ring_store(Tensor kv_ring, Tensor kv, const BatchMeta& meta);
 
 void moe_route(Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
                const ModelConfig& cfg);
-void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2, Tensor w3, float limit);
+void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2, Tensor w3, float limit,
+                 bool shared_expert);
 
 // Shared scalar helpers (also used by tests as the direct formulas).
 float dot(const float* a, const float* b, int64_t n);

@@ -50,17 +50,28 @@ void moe_route(Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tenso
   }
 }
 
-void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2, Tensor w3, float limit) {
+void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2, Tensor w3, float limit,
+                 bool shared_expert) {
   const int64_t T = x.size(0), H = x.size(1), k = indices.size(1), I = w1.size(1);
-#pragma omp parallel for schedule(static) if (T * k * 3 * I * H > kParallelWork)
+  const int64_t routed = w1.size(0) - (shared_expert ? 1 : 0);
+  // Checked before the parallel loop (no exceptions inside it): an index past the routed experts would read
+  // past w1, or silently run the shared expert twice.
+  for (int64_t p = 0; p < T * k; ++p) {
+    const int32_t e = indices.ptr<int32_t>()[p];
+    DSV4_CHECK_ARG(e >= 0 && e < routed, "moe_experts: expert index ", e, " of token ", p / k, " outside [0, ", routed,
+                   ")");
+  }
+  const int64_t terms = k + (shared_expert ? 1 : 0);
+#pragma omp parallel for schedule(static) if (T * terms * 3 * I * H > kParallelWork)
   for (int64_t t = 0; t < T; ++t) {
     const float* xt = x.ptr<float>() + t * H;
     float* o = out.ptr<float>() + t * H;
     std::fill(o, o + H, 0.0f);
     std::vector<float> act(I);
-    for (int64_t i = 0; i < k; ++i) {
-      const int64_t e = indices.ptr<int32_t>()[t * k + i];
-      const float wt = weights.ptr<float>()[t * k + i];
+    // Term i < k is the routed expert indices[t, i]; term k the shared expert (index `routed`), weight 1.
+    for (int64_t i = 0; i < terms; ++i) {
+      const int64_t e = i < k ? indices.ptr<int32_t>()[t * k + i] : routed;
+      const float wt = i < k ? weights.ptr<float>()[t * k + i] : 1.0f;
       const float* W1 = w1.ptr<float>() + e * I * H;
       const float* W3 = w3.ptr<float>() + e * I * H;
       const float* W2 = w2.ptr<float>() + e * H * I;

@@ -38,6 +38,6 @@ void kv_ring_store(ExecContext& ctx, Tensor kv_ring, Tensor kv, const BatchMeta&
 void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
                const ModelConfig& cfg);
 void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2,
-                 Tensor w3, float limit);
+                 Tensor w3, float limit, bool shared_expert);
 
 }  // namespace dsv4::cuda

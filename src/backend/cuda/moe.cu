@@ -1,13 +1,14 @@
 // Mixture of experts on CUDA: routing (hash / top-k with selection-only bias) and the routed experts as
 // grouped GEMMs over expert-sorted rows (prefill) or weight-streaming GEMVs (decode, moe_decode.cu).
 //
-// moe_experts never reads routing results on the host. A one-block planning kernel counts the T·k
-// (token, expert) pairs per expert, gives each pair a row of the expert-sorted order and lists the
-// row tiles of every expert; the two grouped GEMMs (w1/w3 with the SwiGLU epilogue, then w2) run on a grid
-// sized from the capacity min(T·k, ceil(T·k / BM) + E) tiles, where tiles past the listed count exit at
-// once. Up to kMoeDecodeMaxPairs pairs the decode path (moe_decode.cu) replaces the two GEMMs over the
-// same plan. A combine kernel sums each token's k rows in routing order. Everything has a fixed size given T,
-// so the whole sequence can be captured in a CUDA graph.
+// moe_experts never reads routing results on the host. A one-block planning kernel counts the P (token,
+// expert) pairs per expert — T·k routed pairs, plus T pairs of the shared expert (the last one) when it
+// runs here — gives each pair a row of the expert-sorted order and lists the row tiles of every expert; the
+// two grouped GEMMs (w1/w3 with the SwiGLU epilogue, then w2) run on a grid sized from the capacity
+// min(P, ceil(P / BM) + E) tiles, where tiles past the listed count exit at once. Up to kMoeDecodeMaxPairs
+// pairs the decode path (moe_decode.cu) replaces the two GEMMs over the same plan. A combine kernel sums each
+// token's k rows in routing order, then its shared row. Everything has a fixed size given T, so the whole
+// sequence can be captured in a CUDA graph.
 #include <mma.h>
 
 #include "backend/cuda/common.cuh"
@@ -95,10 +96,12 @@ __global__ void moe_route_kernel(float* __restrict__ weights, int32_t* __restric
 constexpr int kBM = kPlanTileRows, kBN = 64, kBK = 32, kGemmThreads = 128;
 using Plan = MoePlan;
 
-// One block. Pairs of one expert get consecutive rows; their order inside the expert's segment follows
-// the shared-memory atomics, which is harmless: every row is computed independently and the combine sums
-// a token's rows in routing order.
-__global__ void moe_plan_kernel(Plan plan, const int32_t* __restrict__ indices, int64_t P, int64_t k, int64_t E) {
+// One block. Pairs p < routed_pairs are (p / k, indices[p]); pairs past them (the shared expert, when it runs
+// here) are (p - routed_pairs, E - 1). Pairs of one expert get consecutive rows; their order inside the
+// expert's segment follows the shared-memory atomics, which is harmless: every row is computed independently
+// and the combine sums a token's rows in a fixed order.
+__global__ void moe_plan_kernel(Plan plan, const int32_t* __restrict__ indices, int64_t routed_pairs, int64_t P,
+                                int64_t k, int64_t E) {
   pdl_wait();
   extern __shared__ int32_t sh[];  // cnt[E], off[E + 1], cursor[E], tile_off[E + 1]
   int32_t* cnt = sh;
@@ -107,7 +110,8 @@ __global__ void moe_plan_kernel(Plan plan, const int32_t* __restrict__ indices, 
   int32_t* tile_off = cursor + E;
   for (int64_t e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0, cursor[e] = 0;
   __syncthreads();
-  for (int64_t p = threadIdx.x; p < P; p += blockDim.x) atomicAdd(&cnt[indices[p]], 1);
+  auto expert_of = [&](int64_t p) { return p < routed_pairs ? indices[p] : static_cast<int32_t>(E - 1); };
+  for (int64_t p = threadIdx.x; p < P; p += blockDim.x) atomicAdd(&cnt[expert_of(p)], 1);
   __syncthreads();
   if (threadIdx.x == 0) {
     int32_t o = 0, to = 0;
@@ -121,10 +125,10 @@ __global__ void moe_plan_kernel(Plan plan, const int32_t* __restrict__ indices, 
   }
   __syncthreads();
   for (int64_t p = threadIdx.x; p < P; p += blockDim.x) {
-    const int32_t e = indices[p];
+    const int32_t e = expert_of(p);
     const int32_t r = off[e] + atomicAdd(&cursor[e], 1);
     plan.row_of[p] = r;
-    plan.token_of[r] = static_cast<int32_t>(p / k);
+    plan.token_of[r] = static_cast<int32_t>(p < routed_pairs ? p / k : p - routed_pairs);
   }
   for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
     for (int32_t j = tile_off[e]; j < tile_off[e + 1]; ++j) {
@@ -309,10 +313,11 @@ __global__ void __launch_bounds__(256)
   }
 }
 
-// out[t] = sum_i weights[t, i] * y[row_of[t*k + i]]
+// out[t] = sum_i weights[t, i] * y[row_of[t*k + i]] (+ y[shared_row_of[t]], weight 1, when not null)
 template <typename TO>
 __global__ void moe_combine_kernel(TO* __restrict__ out, const float* __restrict__ y, const float* __restrict__ weights,
-                                   const int32_t* __restrict__ row_of, int64_t k, int64_t H) {
+                                   const int32_t* __restrict__ row_of, const int32_t* __restrict__ shared_row_of,
+                                   int64_t k, int64_t H) {
   pdl_wait();
   const int64_t t = blockIdx.y;
   for (int64_t h = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; h < H;
@@ -320,6 +325,7 @@ __global__ void moe_combine_kernel(TO* __restrict__ out, const float* __restrict
     float acc = 0;
     for (int64_t i = 0; i < k; ++i)
       acc = fmaf(weights[t * k + i], y[static_cast<int64_t>(row_of[t * k + i]) * H + h], acc);
+    if (shared_row_of != nullptr) acc += y[static_cast<int64_t>(shared_row_of[t]) * H + h];
     out[t * H + h] = from_float<TO>(acc);
   }
 }
@@ -350,7 +356,8 @@ void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, 
 }
 
 void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2,
-                 Tensor w3, float limit) {
+                 Tensor w3, float limit, bool shared_expert) {
+  // E counts every stacked expert, the shared one (last) included: the plan treats it as one more expert.
   const int64_t T = x.size(0), H = x.size(1), k = indices.size(1), I = w1.size(1), E = w1.size(0);
   if (T == 0) return;
   DSV4_CHECK_ARG(w1.dtype() == w2.dtype() && w1.dtype() == w3.dtype(),
@@ -358,7 +365,8 @@ void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor 
                  ", ", w3.describe());
   DSV4_CHECK_ARG(ctx.scratch != nullptr && ctx.scratch->device() == Device::kCUDA,
                  "moe_experts on CUDA needs a device scratch arena (ExecContext::scratch)");
-  const int64_t P = T * k, max_tiles = std::min<int64_t>(P, (P + kBM - 1) / kBM + E);
+  const int64_t routed_pairs = T * k, P = routed_pairs + (shared_expert ? T : 0);
+  const int64_t max_tiles = std::min<int64_t>(P, (P + kBM - 1) / kBM + E);
   Arena& A = *ctx.scratch;
   ArenaScope scope(A);
   Plan plan{};
@@ -374,9 +382,9 @@ void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor 
   const cudaStream_t s = stream_of(ctx);
   const size_t plan_shared = sizeof(int32_t) * (4 * E + 2);
   DSV4_CHECK(plan_shared <= 48 * 1024, kUnsupported, "moe_experts on CUDA supports at most 3000 experts, got ", E);
-  check_launch(
-      launch_kernel(moe_plan_kernel, dim3(1), dim3(1024), plan_shared, s, plan, indices.ptr<int32_t>(), P, k, E),
-      "moe_plan");
+  check_launch(launch_kernel(moe_plan_kernel, dim3(1), dim3(1024), plan_shared, s, plan, indices.ptr<int32_t>(),
+                             routed_pairs, P, k, E),
+               "moe_plan");
   if (tensor_cores && P <= kMoeDecodeMaxPairs) {
     moe_decode_experts(s, act.ptr<bf16>(), y.ptr<float>(), x.ptr<bf16>(), w1.ptr<bf16>(), w3.ptr<bf16>(),
                        w2.ptr<bf16>(), plan, max_tiles, T, H, I, limit);
@@ -413,9 +421,10 @@ void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor 
   const dim3 grid3(std::max(1u, std::min(blocks_for(H, 256), 16u)), static_cast<unsigned>(T));
   dispatch_float(out.dtype(), "moe_experts out", [&](auto o) {
     using TO = decltype(o);
-    check_launch(launch_kernel(moe_combine_kernel<TO>, grid3, dim3(256), 0, s, out.ptr<TO>(), y.ptr<float>(),
-                               weights.ptr<float>(), plan.row_of, k, H),
-                 "moe_combine");
+    check_launch(
+        launch_kernel(moe_combine_kernel<TO>, grid3, dim3(256), 0, s, out.ptr<TO>(), y.ptr<float>(),
+                      weights.ptr<float>(), plan.row_of, shared_expert ? plan.row_of + routed_pairs : nullptr, k, H),
+        "moe_combine");
   });
 }
 
