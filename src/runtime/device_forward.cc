@@ -33,14 +33,26 @@ struct DeviceForward::Impl {
   void* d_residual = nullptr;
   void* d_hidden = nullptr;
   std::vector<char> h_hidden;
-  int32_t* h_ints = nullptr;  // pinned staging with the device layout of the staged block
+  // Pinned staging with the device layout of the staged block, two of them (kStages): a token forward may
+  // be started while the previous one runs (start_tokens), so its staging must not be the one still being
+  // copied. h_ints / h_sampling point into the current stage.
+  static constexpr int kStages = 2;
+  char* h_stages = nullptr;
+  int32_t* h_ints = nullptr;
+  ops::TokenSamplingParams* h_sampling = nullptr;
   std::vector<char> h_residual;
-  // Device sampling: per-row parameters in (inside the staged block) and tokens out ([max_rows] each).
+  // Device sampling: per-row parameters in (inside the staged block) and tokens out ([max_rows] each), the
+  // tokens copied back into the stage's pinned row of h_tokens; an event per stage marks the copy done.
   Buffer sampling_io;
   ops::TokenSamplingParams* d_sampling = nullptr;
   int32_t* d_tokens = nullptr;
-  ops::TokenSamplingParams* h_sampling = nullptr;  // in h_ints' allocation
-  int32_t* h_tokens = nullptr;
+  int32_t* h_tokens = nullptr;  // [kStages][max_rows]
+  cudaEvent_t tokens_ready[kStages] = {};
+  bool stage_busy[kStages] = {};      // started, not finished
+  bool stage_profiled[kStages] = {};  // cudaProfilerStop due at finish
+  int64_t stage_rows[kStages] = {};
+  int next_stage = 0;
+  int64_t last_sampled_rows = -1;  // rows of the tokens in d_tokens (-1: none yet)
 
   // Graphs: one pool (the engine's activation arena) shared by the target's and the drafter's runner.
   const ModelConfig* cfg = nullptr;
@@ -56,6 +68,11 @@ struct DeviceForward::Impl {
   size_t staged_bytes() const {
     return params_offset() + static_cast<size_t>(max_rows) * sizeof(ops::TokenSamplingParams);
   }
+  void use_stage(int s) {
+    h_ints = reinterpret_cast<int32_t*>(h_stages + s * staged_bytes());
+    h_sampling = reinterpret_cast<ops::TokenSamplingParams*>(reinterpret_cast<char*>(h_ints) + params_offset());
+  }
+  bool any_stage_busy() const { return stage_busy[0] || stage_busy[1]; }
   int64_t rows_for(int64_t tokens) const { return std::min(tokens, max_rows); }
   Tensor meta_field(int f, int64_t T) const { return Tensor(d_ints + f * max_tokens, DType::I32, {T}, Device::kCUDA); }
   BatchMeta meta(int64_t T) const {
@@ -71,8 +88,11 @@ struct DeviceForward::Impl {
     drafter.reset();
     pool.reset();
     blas.reset();
-    if (h_ints != nullptr) cudaFreeHost(h_ints);
+    if (h_stages != nullptr) cudaFreeHost(h_stages);
     if (h_tokens != nullptr) cudaFreeHost(h_tokens);
+    for (cudaEvent_t e : tokens_ready) {
+      if (e != nullptr) cudaEventDestroy(e);
+    }
     if (stream != nullptr) cudaStreamDestroy(stream);
   }
 
@@ -171,13 +191,14 @@ DeviceForward::DeviceForward(const ModelConfig& cfg, const ModelState& state, in
   m.d_logits = reinterpret_cast<float*>(base + ints);
   m.d_residual = base + ints + logits;
   m.d_hidden = base + ints + logits + residual;
-  DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&m.h_ints), m.staged_bytes()));
-  std::memset(m.h_ints, 0, m.staged_bytes());
+  DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&m.h_stages), Impl::kStages * m.staged_bytes()));
+  std::memset(m.h_stages, 0, Impl::kStages * m.staged_bytes());
+  m.use_stage(0);
   m.d_sampling = reinterpret_cast<ops::TokenSamplingParams*>(base + m.params_offset());
-  m.h_sampling = reinterpret_cast<ops::TokenSamplingParams*>(reinterpret_cast<char*>(m.h_ints) + m.params_offset());
   m.sampling_io = Buffer(align256(static_cast<size_t>(max_rows) * sizeof(int32_t)), Device::kCUDA);
   m.d_tokens = static_cast<int32_t*>(m.sampling_io.data());
-  DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&m.h_tokens), max_rows * sizeof(int32_t)));
+  DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&m.h_tokens), Impl::kStages * max_rows * sizeof(int32_t)));
+  for (cudaEvent_t& e : m.tokens_ready) DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   ctx.stream = m.stream;
   ctx.blas = m.blas.get();
 }
@@ -256,11 +277,16 @@ bool profile_this_decode(bool uniform_decode) {
 
 }  // namespace
 
-// Uploads the batch and runs the target; returns whether this forward is being profiled.
-bool DeviceForward::run_target(BatchBuilder& batch, bool uniform_decode) {
+// Uploads the batch (then, with device_ids, replaces its token ids by those [T] on the device) and runs the
+// target; returns whether this forward is being profiled.
+bool DeviceForward::run_target(BatchBuilder& batch, bool uniform_decode, const int32_t* device_ids) {
   Impl& m = *impl_;
   DSV4_INTERNAL_CHECK(m.target != nullptr, "setup_graphs() must run before a forward");
   m.upload(batch);
+  if (device_ids != nullptr) {  // ids are field 0 of the int block
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(m.d_ints, device_ids, batch.num_tokens() * sizeof(int32_t),
+                                    cudaMemcpyDeviceToDevice, m.stream));
+  }
   const bool profile = profile_this_decode(uniform_decode);
   if (profile) {
     DSV4_CUDA_CHECK(cudaStreamSynchronize(m.stream));
@@ -273,7 +299,8 @@ bool DeviceForward::run_target(BatchBuilder& batch, bool uniform_decode) {
 
 void DeviceForward::forward(ExecContext& ctx, BatchBuilder& batch, std::vector<float>* logits,
                             std::vector<float>* residual, bool uniform_decode) {
-  const bool profile = run_target(batch, uniform_decode);
+  DSV4_INTERNAL_CHECK(!impl_->any_stage_busy(), "forward() while a token forward is in flight");
+  const bool profile = run_target(batch, uniform_decode, nullptr);
   impl_->download(batch.num_logit_rows(), batch.num_tokens(), logits, residual);
   if (profile) DSV4_CUDA_CHECK(cudaProfilerStop());
 }
@@ -281,22 +308,47 @@ void DeviceForward::forward(ExecContext& ctx, BatchBuilder& batch, std::vector<f
 void DeviceForward::forward_tokens(ExecContext& ctx, BatchBuilder& batch,
                                    const std::vector<ops::TokenSamplingParams>& params, std::vector<int32_t>* tokens,
                                    bool uniform_decode) {
+  finish_tokens(start_tokens(ctx, batch, params, uniform_decode, /*ids_from_previous=*/false), tokens);
+}
+
+int DeviceForward::start_tokens(ExecContext& ctx, BatchBuilder& batch,
+                                const std::vector<ops::TokenSamplingParams>& params, bool uniform_decode,
+                                bool ids_from_previous) {
   Impl& m = *impl_;
-  const int64_t R = batch.num_logit_rows();
+  const int64_t R = batch.num_logit_rows(), T = batch.num_tokens();
   DSV4_CHECK_ARG(static_cast<int64_t>(params.size()) == R, "forward_tokens: ", params.size(), " sampling rows for ", R,
                  " logit rows");
-  // The previous step synchronised the stream, so the staging buffer is free to rewrite; upload() copies it.
+  DSV4_CHECK_ARG(!ids_from_previous || m.last_sampled_rows == T, "start_tokens: ids from the previous forward need ", T,
+                 " sampled rows there, it has ", m.last_sampled_rows);
+  const int s = m.next_stage;
+  DSV4_INTERNAL_CHECK(!m.stage_busy[s], "start_tokens: ", Impl::kStages, " token forwards already in flight");
+  m.next_stage = (s + 1) % Impl::kStages;
+  m.use_stage(s);  // this stage's last copy ran before its forward, which finish_tokens waited for
   if (R > 0) std::memcpy(m.h_sampling, params.data(), R * sizeof(ops::TokenSamplingParams));
-  const bool profile = run_target(batch, uniform_decode);
+  m.stage_profiled[s] = run_target(batch, uniform_decode, ids_from_previous ? m.d_tokens : nullptr);
   // Eager, after the (possibly replayed) forward: the kernel reads only the logits and these buffers.
   ops::sample_tokens(
       ctx, Tensor(m.d_tokens, DType::I32, {R}, Device::kCUDA),
       Tensor(m.d_logits, DType::F32, {R, m.vocab}, Device::kCUDA),
       Tensor(m.d_sampling, DType::U8, {R, static_cast<int64_t>(sizeof(ops::TokenSamplingParams))}, Device::kCUDA));
-  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.h_tokens, m.d_tokens, R * sizeof(int32_t), cudaMemcpyDeviceToHost, m.stream));
-  DSV4_CUDA_CHECK(cudaStreamSynchronize(m.stream));
-  tokens->assign(m.h_tokens, m.h_tokens + R);
-  if (profile) DSV4_CUDA_CHECK(cudaProfilerStop());
+  int32_t* out = m.h_tokens + s * m.max_rows;
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(out, m.d_tokens, R * sizeof(int32_t), cudaMemcpyDeviceToHost, m.stream));
+  DSV4_CUDA_CHECK(cudaEventRecord(m.tokens_ready[s], m.stream));
+  m.stage_busy[s] = true;
+  m.stage_rows[s] = R;
+  m.last_sampled_rows = R;
+  return s;
+}
+
+void DeviceForward::finish_tokens(int ticket, std::vector<int32_t>* tokens) {
+  Impl& m = *impl_;
+  DSV4_INTERNAL_CHECK(ticket >= 0 && ticket < Impl::kStages && m.stage_busy[ticket], "finish_tokens: no forward ",
+                      ticket, " in flight");
+  DSV4_CUDA_CHECK(cudaEventSynchronize(m.tokens_ready[ticket]));
+  const int32_t* out = m.h_tokens + ticket * m.max_rows;
+  tokens->assign(out, out + m.stage_rows[ticket]);
+  m.stage_busy[ticket] = false;
+  if (m.stage_profiled[ticket]) DSV4_CUDA_CHECK(cudaProfilerStop());
 }
 
 void DeviceForward::mtp_forward(ExecContext& ctx, BatchBuilder& batch, const std::vector<float>& hidden,
@@ -304,6 +356,7 @@ void DeviceForward::mtp_forward(ExecContext& ctx, BatchBuilder& batch, const std
   Impl& m = *impl_;
   DSV4_CHECK(m.drafter != nullptr, kUnsupported, "this checkpoint has no MTP layer (mtp.0.*)");
   const int64_t T = batch.num_tokens();
+  DSV4_INTERNAL_CHECK(!m.any_stage_busy(), "mtp_forward() while a token forward is in flight");
   m.upload(batch);
   m.h_hidden.resize(m.residual(m.d_hidden, T).nbytes());
   convert_from_f32(hidden.data(), m.act, m.h_hidden.data(), hidden.size());

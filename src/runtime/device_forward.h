@@ -52,6 +52,16 @@ class DeviceForward {
   void forward_tokens(ExecContext& ctx, BatchBuilder& batch, const std::vector<ops::TokenSamplingParams>& params,
                       std::vector<int32_t>* tokens, bool uniform_decode);
 
+  // forward_tokens in two halves, so that the host can queue the next decode step before this one's tokens
+  // are back (at most two in flight; finish them in order): start_tokens enqueues the upload, the forward, the
+  // sampling and the copy back, and returns a ticket; finish_tokens waits for it and returns the tokens.
+  // ids_from_previous: the batch's token ids are replaced on the device by the tokens the previous started
+  // forward sampled (row i → token i), so the batch must have exactly that forward's logit-row count; its
+  // host ids are placeholders. forward() and mtp_forward() must not run while a ticket is unfinished.
+  int start_tokens(ExecContext& ctx, BatchBuilder& batch, const std::vector<ops::TokenSamplingParams>& params,
+                   bool uniform_decode, bool ids_from_previous);
+  void finish_tokens(int ticket, std::vector<int32_t>* tokens);
+
   // One MTP drafter forward (model/mtp.h): `hidden` [T, n*H] host residual rows in, draft logits [R, V] and
   // the new residual [T, n*H] out (host, f32).
   void mtp_forward(ExecContext& ctx, BatchBuilder& batch, const std::vector<float>& hidden, std::vector<float>* logits,
@@ -67,7 +77,7 @@ class DeviceForward {
   double time_decode_replays(int64_t num_tokens, int reps);
 
  private:
-  bool run_target(BatchBuilder& batch, bool uniform_decode);
+  bool run_target(BatchBuilder& batch, bool uniform_decode, const int32_t* device_ids);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

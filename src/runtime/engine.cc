@@ -53,8 +53,8 @@ Engine::Engine(ModelConfig cfg, ModelWeights weights, const EngineOptions& optio
   check_engine_options(opt_);
   DSV4_CHECK_ARG(weights_.storage.device() == opt_.device, "engine: the weights are on ",
                  device_name(weights_.storage.device()), ", the engine runs on ", device_name(opt_.device));
-  DSV4_CHECK_ARG(weights_.layers.size() == static_cast<size_t>(cfg_.num_hidden_layers),
-                 "engine: the weights have ", weights_.layers.size(), " layers, the config ", cfg_.num_hidden_layers);
+  DSV4_CHECK_ARG(weights_.layers.size() == static_cast<size_t>(cfg_.num_hidden_layers), "engine: the weights have ",
+                 weights_.layers.size(), " layers, the config ", cfg_.num_hidden_layers);
   init(t0);
 }
 
@@ -178,9 +178,10 @@ GenerateResult Engine::generate(const std::vector<std::vector<int32_t>>& prompts
   for (size_t i = 0; i < prompts.size(); ++i) {
     DSV4_CHECK_ARG(!prompts[i].empty(), "generate: prompt ", i, " is empty");
     check_ids(prompts[i]);
-    DSV4_CHECK_ARG(static_cast<int64_t>(prompts[i].size()) + go.max_new_tokens + go.spec_tokens <= model_opt_.max_seq_len,
-                   "generate: prompt ", i, " (", prompts[i].size(), " tokens) + ", go.max_new_tokens,
-                   " new tokens exceed max_seq_len (", model_opt_.max_seq_len, ")");
+    DSV4_CHECK_ARG(
+        static_cast<int64_t>(prompts[i].size()) + go.max_new_tokens + go.spec_tokens <= model_opt_.max_seq_len,
+        "generate: prompt ", i, " (", prompts[i].size(), " tokens) + ", go.max_new_tokens,
+        " new tokens exceed max_seq_len (", model_opt_.max_seq_len, ")");
     result.stats.prompt_tokens += static_cast<int64_t>(prompts[i].size());
   }
   if (go.max_new_tokens == 0) return result;
@@ -230,8 +231,7 @@ ops::TokenSamplingParams device_sampling(const SamplingParams& p, size_t sequenc
 
 }  // namespace
 
-void Engine::prefill(std::vector<Sequence>& seqs, const GenerateOptions& go, GenerateStats& stats,
-                     bool keep_residual) {
+void Engine::prefill(std::vector<Sequence>& seqs, const GenerateOptions& go, GenerateStats& stats, bool keep_residual) {
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t V = cfg_.vocab_size, W = cfg_.hc_dim();
   std::vector<float> logits, residual;
@@ -260,7 +260,8 @@ void Engine::prefill(std::vector<Sequence>& seqs, const GenerateOptions& go, Gen
     if (sample_on_device) {
       rows.assign(static_cast<size_t>(b.num_logit_rows()), {});
       for (size_t c = 0; c < chunk_seq.size(); ++c) {
-        rows[b.chunk_first_logit_row()[c]] = device_sampling(go.sampling, chunk_seq[c]->index, chunk_seq[c]->out->size());
+        rows[b.chunk_first_logit_row()[c]] =
+            device_sampling(go.sampling, chunk_seq[c]->index, chunk_seq[c]->out->size());
       }
       check_batch(b);
       scratch_.reset();
@@ -274,7 +275,8 @@ void Engine::prefill(std::vector<Sequence>& seqs, const GenerateOptions& go, Gen
     for (size_t c = 0; c < chunk_seq.size(); ++c) {
       Sequence& s = *chunk_seq[c];
       const int64_t n = static_cast<int64_t>(b.chunk_token_count(c));
-      if (keep_residual) s.step0_hidden.insert(s.step0_hidden.end(), residual.begin() + row * W, residual.begin() + (row + n) * W);
+      if (keep_residual)
+        s.step0_hidden.insert(s.step0_hidden.end(), residual.begin() + row * W, residual.begin() + (row + n) * W);
       row += n;
       if (!finishing[c]) continue;
       const int64_t r = b.chunk_first_logit_row()[c];
@@ -289,11 +291,96 @@ void Engine::prefill(std::vector<Sequence>& seqs, const GenerateOptions& go, Gen
   stats.prefill_seconds += seconds_since(t0);
 }
 
+namespace {
+
+// Whether plain decode on the device queues step n + 1 before step n's tokens are back (DSV4_PIPELINE_DECODE,
+// on by default; 0 = one synchronous step at a time, for A/B timing).
+bool pipeline_decode() {
+  static const bool enabled = [] {
+    bool v = true;
+    env_bool("DSV4_PIPELINE_DECODE", &v);
+    return v;
+  }();
+  return enabled;
+}
+
+}  // namespace
+
+// Plain decode with device sampling, two steps in flight: while step n runs, step n + 1 is queued with its
+// token ids taken on the device from step n's sampled tokens (positions and sampling counters are known
+// ahead), so the GPU never waits for the host between steps. Step n + 1 is queued only if no sequence can
+// stop by length or position at step n; if one stops at step n on an end-of-sequence token, step n + 1
+// (already queued) still completes and its rows of the finished sequences are dropped: their state past
+// the end is never read (position-indexed rings; the slot's next owner overwrites it from position 0).
+// The tokens and their order are exactly those of the synchronous loop.
+void Engine::decode_on_device_pipelined(std::vector<Sequence>& seqs, const GenerateOptions& go, GenerateStats& stats) {
+  std::vector<Sequence*> active;
+  for (Sequence& s : seqs) {
+    if (!s.done) active.push_back(&s);
+  }
+  // Starts one step of `active` (ahead = 1: the step after the one in flight, ids from its tokens).
+  std::vector<ops::TokenSamplingParams> rows;
+  auto start = [&](int ahead) {
+    BatchBuilder b;
+    rows.clear();
+    for (Sequence* s : active) {
+      b.add({s->slot, static_cast<int32_t>(s->tokens.size() - 1 + ahead), {ahead ? 0 : s->tokens.back()}, false});
+      rows.push_back(device_sampling(go.sampling, s->index, s->out->size() + ahead));
+    }
+    check_batch(b);
+    scratch_.reset();
+    ++stats.forward_calls;
+    return device_->start_tokens(ctx_, b, rows, /*uniform_decode=*/true, /*ids_from_previous=*/ahead != 0);
+  };
+  // Whether every active sequence is certain to want another token after the step in flight.
+  auto all_continue_by_length = [&] {
+    for (const Sequence* s : active) {
+      if (static_cast<int64_t>(s->out->size()) + 1 >= go.max_new_tokens ||
+          static_cast<int64_t>(s->tokens.size()) + 1 > model_opt_.max_seq_len) {
+        return false;
+      }
+    }
+    return true;
+  };
+  std::vector<int32_t> tokens;
+  int pending = active.empty() ? -1 : start(0);
+  while (pending >= 0) {
+    const int next = all_continue_by_length() ? start(1) : -1;
+    device_->finish_tokens(pending, &tokens);
+    for (size_t c = 0; c < active.size(); ++c) emit(*active[c], tokens[c], go, cfg_, stats);
+    std::vector<Sequence*> running;
+    for (Sequence* s : active) {
+      if (!s->done) running.push_back(s);
+    }
+    if (next >= 0 && running.size() == active.size()) {
+      pending = next;  // step n + 1 is exactly the next synchronous step
+      continue;
+    }
+    if (next >= 0) {  // an end-of-sequence token: keep step n + 1's tokens of the others
+      device_->finish_tokens(next, &tokens);
+      for (size_t c = 0; c < active.size(); ++c) {
+        if (!active[c]->done) emit(*active[c], tokens[c], go, cfg_, stats);
+      }
+      running.clear();
+      for (Sequence* s : active) {
+        if (!s->done) running.push_back(s);
+      }
+    }
+    active = std::move(running);
+    pending = active.empty() ? -1 : start(0);
+  }
+}
+
 void Engine::decode_plain(std::vector<Sequence>& seqs, const GenerateOptions& go, GenerateStats& stats) {
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t V = cfg_.vocab_size;
   std::vector<float> logits;
   const bool sample_on_device = device_ != nullptr && !go.on_target_logits;  // as in prefill
+  if (sample_on_device && pipeline_decode()) {
+    decode_on_device_pipelined(seqs, go, stats);
+    stats.decode_seconds += seconds_since(t0);
+    return;
+  }
   std::vector<ops::TokenSamplingParams> rows;
   std::vector<int32_t> tokens;
   while (true) {  // one token per unfinished sequence per forward
@@ -453,7 +540,7 @@ void Engine::mtp_forward(BatchBuilder& batch, const std::vector<float>& hidden, 
   ArenaScope scope(scratch_);
   Tensor out(hidden_out->data(), DType::F32, {T, n, H});
   ::dsv4::mtp_forward(ctx_, cfg_, weights_, *state_, batch.meta(),
-                   Tensor(const_cast<float*>(hidden.data()), DType::F32, {T, n, H}), out);
+                      Tensor(const_cast<float*>(hidden.data()), DType::F32, {T, n, H}), out);
   Tensor rows = scratch_.alloc(DType::F32, {R, n, H});
   ops::gather_rows(ctx_, rows, out, batch.logit_rows());
   mtp_logits(ctx_, cfg_, weights_, rows, Tensor(logits->data(), DType::F32, {R, V}));

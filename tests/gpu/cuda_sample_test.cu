@@ -3,9 +3,13 @@
 // nucleus and temperature edges, graph replay identical to eager, timings; and the CUDA engine's tokens with device
 // sampling vs the host sampling path.
 #include <cuda_runtime_api.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <random>
 #include <set>
@@ -272,6 +276,65 @@ TEST(CudaSampleTokens, EngineDeviceSamplingMatchesHostPath) {
     for (int32_t t : a.tokens[0]) std::printf(" %d", t);
     std::printf("\n");
   }
+}
+
+// Plain decode on the device keeps two steps in flight (the next step's ids come from this step's tokens on the
+// device). When a sequence stops on an end-of-sequence token, the step already queued behind it is dropped for
+// that sequence and kept for the others: the tokens equal the host path's, step by step. The fixture's config
+// is copied with an eos id that one prompt's greedy output meets early and the other's late or never.
+TEST(CudaSampleTokens, PipelinedDecodeStopsAtEosLikeTheHostPath) {
+  DSV4_REQUIRE_GPU();
+  const std::string dir = test::fixture_dir("tiny_a");
+  const std::vector<std::vector<int32_t>> prompts = {{1, 5, 9, 14, 3, 7}, {2, 8, 4, 11, 6, 10, 12, 13, 15}};
+  EngineOptions o;
+  o.device = Device::kCUDA;
+  o.max_seqs = 2;
+  GenerateOptions go;
+  go.max_new_tokens = 24;
+  go.stop_at_eos = false;
+  std::vector<std::vector<int32_t>> free_run;
+  {
+    Engine engine(dir, o);
+    free_run = engine.generate(prompts, go).tokens;
+  }
+  // The first token of prompt 0's output (from step 2 on) that prompt 1 meets at least 3 steps later or never.
+  auto first_at = [](const std::vector<int32_t>& v, int32_t t) {
+    return static_cast<size_t>(std::find(v.begin(), v.end(), t) - v.begin());
+  };
+  int32_t eos = -1;
+  for (size_t j = 2; j + 3 < free_run[0].size() && eos < 0; ++j) {
+    const int32_t t = free_run[0][j];
+    if (first_at(free_run[0], t) == j && first_at(free_run[1], t) >= j + 3) eos = t;
+  }
+  ASSERT_GE(eos, 0) << "no usable eos candidate in the fixture's greedy output";
+  const std::filesystem::path eos_dir =
+      std::filesystem::path(testing::TempDir()) / ("dsv4_pipelined_eos_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(eos_dir);
+  ModelConfig cfg = ModelConfig::from_file(dir + "/config.json");
+  cfg.eos_token_ids = {eos};
+  std::ofstream(eos_dir / "config.json") << cfg.to_json();
+  std::filesystem::copy_file(dir + "/model.safetensors", eos_dir / "model.safetensors",
+                             std::filesystem::copy_options::overwrite_existing);
+
+  for (bool eager : {true, false}) {
+    o.enforce_eager = eager;
+    Engine engine(eos_dir.string(), o);
+    GenerateOptions stop = go;
+    stop.stop_at_eos = true;
+    const GenerateResult device_run = engine.generate(prompts, stop);
+    GenerateOptions host = stop;
+    host.on_target_logits = [](const std::vector<float>&) {};  // the synchronous host-sampling path
+    const GenerateResult host_run = engine.generate(prompts, host);
+    EXPECT_EQ(device_run.tokens, host_run.tokens) << (eager ? "eager" : "graphs");
+    for (size_t p = 0; p < prompts.size(); ++p) {
+      const size_t stop_at = std::min(first_at(free_run[p], eos) + 1, free_run[p].size());
+      const std::vector<int32_t> want(free_run[p].begin(), free_run[p].begin() + stop_at);
+      EXPECT_EQ(device_run.tokens[p], want) << (eager ? "eager" : "graphs") << " prompt " << p;
+    }
+    std::printf("%s engine: eos %d stops prompt 0 after %zu tokens, prompt 1 after %zu\n", eager ? "eager" : "graph",
+                eos, device_run.tokens[0].size(), device_run.tokens[1].size());
+  }
+  std::filesystem::remove_all(eos_dir);
 }
 
 }  // namespace

@@ -142,6 +142,7 @@ class Engine {
   struct Sequence;
   void prefill(std::vector<Sequence>& seqs, const GenerateOptions& go, GenerateStats& stats, bool keep_residual);
   void decode_plain(std::vector<Sequence>& seqs, const GenerateOptions& go, GenerateStats& stats);
+  void decode_on_device_pipelined(std::vector<Sequence>& seqs, const GenerateOptions& go, GenerateStats& stats);
   void decode_speculative(std::vector<Sequence>& seqs, const GenerateOptions& go, GenerateStats& stats);
   void draft_step0(std::vector<Sequence*>& active);
   void check_batch(BatchBuilder& batch) const;
