@@ -320,17 +320,6 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
 
 int64_t head_groups(int64_t heads) { return (heads + kHeads - 1) / kHeads; }
 
-int multiprocessors() {
-  static const int n = [] {
-    int dev = 0, v = 0;
-    throw_if_error(cuda_status(cudaGetDevice(&dev), "cudaGetDevice"));
-    throw_if_error(cuda_status(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev),
-                               "cudaDeviceGetAttribute(multiprocessor count)"));
-    return v;
-  }();
-  return n;
-}
-
 template <int NC, bool kAnyShape>
 void launch_split(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, const bf16* ring, const bf16* entries,
                   const float* sinks, const SplitAttnArgs& a, int64_t T) {
@@ -368,7 +357,7 @@ bool split_attention_supports(int64_t heads, int64_t D, bool aligned16) {
 
 void split_attention(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, const bf16* ring, const bf16* entries,
                      const float* sinks, const SplitAttnArgs& a, int64_t T) {
-  const bool split = T * head_groups(a.heads) * 2 < multiprocessors();
+  const bool split = T * head_groups(a.heads) * 2 < multiprocessor_count();
   if (a.heads % kHeads == 0 && a.D % 64 == 0) {  // the model's shapes: no masks
     if (split) return launch_split<kSplit, false>(ctx, out, q, kv, ring, entries, sinks, a, T);
     return launch_split<1, false>(ctx, out, q, kv, ring, entries, sinks, a, T);

@@ -1,5 +1,8 @@
 #include "backend/cuda/launch.h"
 
+#include <map>
+#include <mutex>
+
 #include "dsv4/core/log.h"
 
 namespace dsv4::cuda {
@@ -14,6 +17,22 @@ bool pdl_enabled() {
     return v;
   }();
   return enabled;
+}
+
+int multiprocessor_count() {
+  static std::mutex mu;
+  static std::map<int, int> cache;
+  int dev = 0;
+  throw_if_error(cuda_status(cudaGetDevice(&dev), "cudaGetDevice"));
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(dev);
+  if (it == cache.end()) {
+    int n = 0;
+    throw_if_error(cuda_status(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev),
+                               "cudaDeviceGetAttribute(multiprocessor count)"));
+    it = cache.emplace(dev, n).first;
+  }
+  return it->second;
 }
 
 }  // namespace dsv4::cuda

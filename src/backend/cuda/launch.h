@@ -21,9 +21,21 @@ namespace dsv4::cuda {
 
 bool pdl_enabled();  // true unless DSV4_PDL=0 (read once)
 
+// Multiprocessors of the current device (cached per device; safe during stream capture).
+int multiprocessor_count();
+
+// Blocks of `kernel` with `threads` threads (and dynamic shared memory) resident on one multiprocessor.
+template <typename Kernel>
+int resident_blocks_per_sm(Kernel kernel, int threads, size_t shared_bytes = 0) {
+  int n = 0;
+  throw_if_error(cuda_status(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, shared_bytes),
+                             "cudaOccupancyMaxActiveBlocksPerMultiprocessor"));
+  return n;
+}
+
 template <typename... KernelArgs, typename... Args>
-Status launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t shared_bytes,
-                     cudaStream_t stream, Args&&... args) {
+Status launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
+                     Args&&... args) {
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return Status::ok();  // nothing to do (e.g. T = 0)
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
@@ -35,8 +47,7 @@ Status launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_
   attribute[0].val.programmaticStreamSerializationAllowed = pdl_enabled() ? 1 : 0;
   config.attrs = attribute;
   config.numAttrs = 1;
-  DSV4_CUDA_RETURN_IF_ERROR(
-      cudaLaunchKernelEx(&config, kernel, static_cast<KernelArgs>(std::forward<Args>(args))...));
+  DSV4_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&config, kernel, static_cast<KernelArgs>(std::forward<Args>(args))...));
   return Status::ok();
 }
 
