@@ -320,6 +320,11 @@ int DeviceForward::start_tokens(ExecContext& ctx, BatchBuilder& batch,
                  " logit rows");
   DSV4_CHECK_ARG(!ids_from_previous || m.last_sampled_rows == T, "start_tokens: ids from the previous forward need ", T,
                  " sampled rows there, it has ", m.last_sampled_rows);
+  // A profiled forward's range ends where the next one starts: the profile holds exactly its launches.
+  for (bool& profiled : m.stage_profiled) {
+    if (profiled) DSV4_CUDA_CHECK(cudaProfilerStop());
+    profiled = false;
+  }
   const int s = m.next_stage;
   DSV4_INTERNAL_CHECK(!m.stage_busy[s], "start_tokens: ", Impl::kStages, " token forwards already in flight");
   m.next_stage = (s + 1) % Impl::kStages;
@@ -349,6 +354,7 @@ void DeviceForward::finish_tokens(int ticket, std::vector<int32_t>* tokens) {
   tokens->assign(out, out + m.stage_rows[ticket]);
   m.stage_busy[ticket] = false;
   if (m.stage_profiled[ticket]) DSV4_CUDA_CHECK(cudaProfilerStop());
+  m.stage_profiled[ticket] = false;
 }
 
 void DeviceForward::mtp_forward(ExecContext& ctx, BatchBuilder& batch, const std::vector<float>& hidden,
