@@ -113,15 +113,34 @@ __global__ void moe_plan_kernel(Plan plan, const int32_t* __restrict__ indices, 
   auto expert_of = [&](int64_t p) { return p < routed_pairs ? indices[p] : static_cast<int32_t>(E - 1); };
   for (int64_t p = threadIdx.x; p < P; p += blockDim.x) atomicAdd(&cnt[expert_of(p)], 1);
   __syncthreads();
-  if (threadIdx.x == 0) {
-    int32_t o = 0, to = 0;
-    for (int64_t e = 0; e < E; ++e) {
-      off[e] = o, tile_off[e] = to;
-      o += cnt[e];
-      to += (cnt[e] + kBM - 1) / kBM;
+  // Exclusive prefix sums of the rows and tiles per expert (was a serial loop over E on one thread): each
+  // thread sums its contiguous run of experts, a block scan of the run totals gives the run's start, then
+  // the run is written out. Blocks of 1024 threads: at most 32 warp totals.
+  {
+    __shared__ int32_t warp_rows[32], warp_tiles[32];
+    const int64_t per = (E + blockDim.x - 1) / blockDim.x, e0 = min(E, threadIdx.x * per), e1 = min(E, e0 + per);
+    auto tiles_of = [](int32_t rows) { return (rows + kBM - 1) / kBM; };
+    int32_t rows = 0, tiles = 0;
+    for (int64_t e = e0; e < e1; ++e) rows += cnt[e], tiles += tiles_of(cnt[e]);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int32_t rows_incl = rows, tiles_incl = tiles;  // inclusive scan inside the warp
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int32_t r = __shfl_up_sync(0xffffffffu, rows_incl, o), t = __shfl_up_sync(0xffffffffu, tiles_incl, o);
+      if (lane >= o) rows_incl += r, tiles_incl += t;
     }
-    off[E] = o, tile_off[E] = to;
-    *plan.num_tiles = to;
+    if (lane == 31) warp_rows[warp] = rows_incl, warp_tiles[warp] = tiles_incl;
+    __syncthreads();
+    int32_t o = rows_incl - rows, to = tiles_incl - tiles;
+    for (int w = 0; w < warp; ++w) o += warp_rows[w], to += warp_tiles[w];
+    for (int64_t e = e0; e < e1; ++e) {
+      off[e] = o, tile_off[e] = to;
+      o += cnt[e], to += tiles_of(cnt[e]);
+    }
+    if (threadIdx.x == blockDim.x - 1) {  // the last run ends at the totals
+      off[E] = o, tile_off[E] = to;
+      *plan.num_tiles = to;
+    }
   }
   __syncthreads();
   for (int64_t p = threadIdx.x; p < P; p += blockDim.x) {

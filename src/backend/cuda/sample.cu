@@ -13,6 +13,8 @@
 //  3. draw: each thread sums the nucleus mass of its lane (v = lane + 512 k), an exclusive block scan finds the lane
 //     holding the point floor(mass * bits / 2^24), and a second scan over that lane's elements finds the token. Integer
 //     masses make both scans exact, so exactly one thread claims.
+#include <cooperative_groups.h>
+
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/philox.h"
@@ -20,22 +22,28 @@
 namespace dsv4::cuda {
 namespace {
 
+namespace cg = cooperative_groups;
+
 constexpr int kThreads = 512;
+constexpr int kArgmaxBlocks = 8;  // blocks of one row's first pass (a portable cluster size)
 
 __device__ __forceinline__ bool better(float v, int32_t i, float bv, int32_t bi) {
   return v > bv || (v == bv && i < bi);
 }
 
-// This thread's best (value, lowest index) of the row l[V]: 16-byte loads, four in flight, when the row allows
-// (a row of 129280 logits is one block's whole job, so the loads' latency, not the compares, is the cost).
-// `better` is a total order on the non-NaN values and NaNs never win, so the visiting order does not matter.
-__device__ __forceinline__ void thread_argmax(const float* __restrict__ l, int64_t V, float& best, int32_t& bi) {
+// This thread's best (value, lowest index) over l[0, n) of a row whose element 0 has index `first`: 16-byte
+// loads, four in flight, where the slice allows (a row of 129280 logits is a lot of loads for one block, so
+// their latency, not the compares, is the cost), then the scalar tail. `better` is a total order on the
+// non-NaN values and NaNs never win, so the visiting order does not matter.
+__device__ __forceinline__ void thread_argmax(const float* __restrict__ l, int64_t n, int64_t first, float& best,
+                                              int32_t& bi) {
   auto consider = [&](float x, int64_t v) {
-    if (better(x, static_cast<int32_t>(v), best, bi)) best = x, bi = static_cast<int32_t>(v);
+    if (better(x, static_cast<int32_t>(first + v), best, bi)) best = x, bi = static_cast<int32_t>(first + v);
   };
-  if (V % 4 == 0 && reinterpret_cast<uintptr_t>(l) % 16 == 0) {
+  int64_t done = 0;
+  if (reinterpret_cast<uintptr_t>(l) % 16 == 0) {
     const float4* l4 = reinterpret_cast<const float4*>(l);
-    const int64_t n4 = V / 4;
+    const int64_t n4 = n / 4;
     int64_t q = threadIdx.x;
     for (; q + 3 * kThreads < n4; q += 4 * kThreads) {
       float4 a[4];
@@ -51,9 +59,25 @@ __device__ __forceinline__ void thread_argmax(const float* __restrict__ l, int64
       const float4 a = __ldg(l4 + q);
       consider(a.x, 4 * q), consider(a.y, 4 * q + 1), consider(a.z, 4 * q + 2), consider(a.w, 4 * q + 3);
     }
-    return;
+    done = 4 * n4;
   }
-  for (int64_t v = threadIdx.x; v < V; v += kThreads) consider(l[v], v);
+  for (int64_t v = done + threadIdx.x; v < n; v += kThreads) consider(l[v], v);
+}
+
+// (best, bi) of the whole block, the same on every thread (fixed order). s_value / s_index: kThreads / 32 each.
+__device__ __forceinline__ void block_argmax(float& best, int32_t& bi, float* s_value, int32_t* s_index) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, off);
+    const int32_t oi = __shfl_xor_sync(0xffffffffu, bi, off);
+    if (better(ov, oi, best, bi)) best = ov, bi = oi;
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) s_value[warp] = best, s_index[warp] = bi;
+  __syncthreads();
+  for (int w = 0; w < kThreads / 32; ++w) {
+    if (better(s_value[w], s_index[w], best, bi)) best = s_value[w], bi = s_index[w];
+  }
 }
 
 // One block per row.
@@ -62,25 +86,11 @@ __global__ void __launch_bounds__(kThreads)
   pdl_wait();
   __shared__ float sv[kThreads / 32];
   __shared__ int32_t si[kThreads / 32];
-  const float* l = logits + static_cast<int64_t>(blockIdx.x) * V;
   float best = -INFINITY;
   int32_t bi = INT32_MAX;
-  thread_argmax(l, V, best, bi);
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) {
-    const float ov = __shfl_xor_sync(0xffffffffu, best, off);
-    const int32_t oi = __shfl_xor_sync(0xffffffffu, bi, off);
-    if (better(ov, oi, best, bi)) best = ov, bi = oi;
-  }
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) sv[warp] = best, si[warp] = bi;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int w = 1; w < kThreads / 32; ++w) {
-      if (better(sv[w], si[w], best, bi)) best = sv[w], bi = si[w];
-    }
-    out[blockIdx.x] = bi == INT32_MAX ? 0 : bi;  // all-NaN row: token 0, as the reference's first index
-  }
+  thread_argmax(logits + static_cast<int64_t>(blockIdx.x) * V, V, 0, best, bi);
+  block_argmax(best, bi, sv, si);
+  if (threadIdx.x == 0) out[blockIdx.x] = bi == INT32_MAX ? 0 : bi;  // all-NaN row: token 0, as the reference
 }
 
 // ---- sample_tokens ----------------------------------------------------------------------------------
@@ -116,10 +126,15 @@ __device__ __forceinline__ uint64_t block_exclusive_scan(uint64_t v, unsigned lo
   return before + incl - v;
 }
 
-__global__ void __launch_bounds__(kThreads)
+// Clusters of kArgmaxBlocks blocks per row: the first pass (the argmax, all a greedy row needs) is split over
+// the cluster's blocks and merged through distributed shared memory in rank order; the sampling passes then
+// run on the cluster's first block alone.
+__global__ void __cluster_dims__(kArgmaxBlocks, 1, 1) __launch_bounds__(kThreads)
     sample_tokens_kernel(int32_t* __restrict__ out, const float* __restrict__ logits,
                          const ops::TokenSamplingParams* __restrict__ params, int64_t V) {
   pdl_wait();
+  __shared__ float s_cluster_best;
+  __shared__ int32_t s_cluster_index;
   __shared__ unsigned long long s_hist[kWarps][kBins];
   __shared__ unsigned long long s_warp[kWarps];
   __shared__ float s_best[kWarps];
@@ -130,27 +145,33 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ int64_t s_limit;
   __shared__ int s_lane;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const float* l = logits + static_cast<int64_t>(blockIdx.x) * V;
-  const ops::TokenSamplingParams p = params[blockIdx.x];
+  const int64_t row = blockIdx.x / kArgmaxBlocks;
+  const int rank = static_cast<int>(blockIdx.x % kArgmaxBlocks);  // == the block's rank in its cluster
+  const float* l = logits + row * V;
+  const ops::TokenSamplingParams p = params[row];
 
-  // 1. Argmax: the greedy token and the softmax's max.
+  // 1. Argmax: the greedy token and the softmax's max. This block's slice of the row (a multiple of 4 long,
+  // so every slice starts 16-byte aligned), then the cluster's slices merged in rank order by every block.
+  const int64_t slice = ((V + kArgmaxBlocks - 1) / kArgmaxBlocks + 3) / 4 * 4;
+  const int64_t begin = min(V, rank * slice), end = min(V, begin + slice);
   float best = -INFINITY;
   int32_t bi = INT32_MAX;
-  thread_argmax(l, V, best, bi);
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) {
-    const float ov = __shfl_xor_sync(kFullMask, best, off);
-    const int32_t oi = __shfl_xor_sync(kFullMask, bi, off);
-    if (better(ov, oi, best, bi)) best = ov, bi = oi;
+  thread_argmax(l + begin, end - begin, begin, best, bi);
+  block_argmax(best, bi, s_best, s_best_index);
+  if (tid == 0) s_cluster_best = best, s_cluster_index = bi;
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();
+  best = -INFINITY, bi = INT32_MAX;
+  for (int r = 0; r < kArgmaxBlocks; ++r) {
+    const float v = *cluster.map_shared_rank(&s_cluster_best, static_cast<unsigned>(r));
+    const int32_t i = *cluster.map_shared_rank(&s_cluster_index, static_cast<unsigned>(r));
+    if (better(v, i, best, bi)) best = v, bi = i;
   }
-  if (lane == 0) s_best[warp] = best, s_best_index[warp] = bi;
-  __syncthreads();
-  for (int w = 0; w < kWarps; ++w) {  // every thread, same order: the same result everywhere
-    if (better(s_best[w], s_best_index[w], best, bi)) best = s_best[w], bi = s_best_index[w];
-  }
+  cluster.sync();  // every block has read every other block's result: their shared memory may go
+  if (rank != 0) return;
   if (!(p.temperature > 0.0f)) {
     // argmax_token: a NaN in column 0 is never beaten; elsewhere NaNs never win.
-    if (tid == 0) out[blockIdx.x] = bi == INT32_MAX || isnan(l[0]) ? 0 : bi;
+    if (tid == 0) out[row] = bi == INT32_MAX || isnan(l[0]) ? 0 : bi;
     return;
   }
   const float mx = best, T = p.temperature;
@@ -260,7 +281,7 @@ __global__ void __launch_bounds__(kThreads)
   uint64_t total = 0;
   uint64_t before = block_exclusive_scan(mine, s_warp, &total);
   if (total == 0) {  // only for non-finite logits (outside the op's contract): the argmax, as greedy
-    if (tid == 0) out[blockIdx.x] = bi == INT32_MAX ? 0 : bi;
+    if (tid == 0) out[row] = bi == INT32_MAX ? 0 : bi;
     return;
   }
   const uint64_t point = __umul64hi(total, static_cast<uint64_t>(bits) << 40);  // floor(total * bits / 2^24)
@@ -280,7 +301,7 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t v = lane_of_point + k * kThreads;
       const uint64_t m = nucleus_mass(v);
       if (m > x) {
-        out[blockIdx.x] = static_cast<int32_t>(v);
+        out[row] = static_cast<int32_t>(v);
         break;
       }
       x -= m;
@@ -301,8 +322,8 @@ void argmax(ExecContext& ctx, Tensor out, Tensor logits) {
 void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params) {
   const int64_t R = logits.size(0), V = logits.size(1);
   if (R == 0) return;
-  check_launch(launch_kernel(sample_tokens_kernel, dim3(static_cast<unsigned>(R)), dim3(kThreads), 0, stream_of(ctx),
-                             out.ptr<int32_t>(), logits.ptr<float>(),
+  check_launch(launch_kernel(sample_tokens_kernel, dim3(static_cast<unsigned>(R * kArgmaxBlocks)), dim3(kThreads), 0,
+                             stream_of(ctx), out.ptr<int32_t>(), logits.ptr<float>(),
                              reinterpret_cast<const ops::TokenSamplingParams*>(params.ptr<uint8_t>()), V),
                "sample_tokens");
 }
