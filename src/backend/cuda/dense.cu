@@ -255,14 +255,7 @@ void linears(ExecContext& ctx, Tensor x, const std::vector<ops::Projection>& pro
 
 void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w, int64_t groups) {
   // A strided batch over the groups: x_g = x[:, g*K:(g+1)*K], w_g = w[g*N:(g+1)*N], out_g = out[:, g*N:...].
-  GemmArgs g;
-  g.x = x.data();
-  g.w = w.data();
-  g.out = out.data();
-  g.x_type = x.dtype();
-  g.w_type = w.dtype();
-  g.out_type = out.dtype();
-  g.M = x.size(0);
+  GemmArgs g = linear_args(out, x, w);
   g.K = x.size(1) / groups;
   g.N = w.size(0) / groups;
   g.batch = groups;
