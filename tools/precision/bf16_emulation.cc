@@ -38,7 +38,7 @@ enum Site : unsigned {
   kORope = 64,        // o after inverse rope (GEMM input)
   kOa = 128,          // oa (GEMM input)
   kY = 256,           // sublayer outputs y (attn wo_b out, moe add result)
-  kMoeInner = 512,    // routed out, shared gate/up, swiglu out, shared y
+  kMoeInner = 512,    // (none since the shared expert runs inside moe_experts; kept for the variant masks)
   kExpertAct = 1024,  // expert act inside moe_experts (GEMM input of w2)
   kEntries = 2048,    // compressed entries, kv ring (bf16 state)
   kHead = 4096,       // hr after hc_head and after norm
@@ -85,16 +85,18 @@ struct Rec : ops::ChoiceTap {
   bool force = true;
 };
 
+// As the CUDA moe_experts with shared_expert: the k routed experts, then the shared one (the last stacked expert,
+// weight 1), summed in fp32 and rounded once by the caller.
 static void moe_experts_emu(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2, Tensor w3,
                             float limit) {
-  const int64_t T = x.size(0), H = x.size(1), k = indices.size(1), I = w1.size(1);
+  const int64_t T = x.size(0), H = x.size(1), k = indices.size(1), I = w1.size(1), shared = w1.size(0) - 1;
   for (int64_t t = 0; t < T; ++t) {
     const float* xt = x.ptr<float>() + t * H;
     float* o = out.ptr<float>() + t * H;
     std::vector<float> acc(H, 0.0f), act(I);
-    for (int64_t i = 0; i < k; ++i) {
-      const int64_t e = indices.ptr<int32_t>()[t * k + i];
-      const float wt = weights.ptr<float>()[t * k + i];
+    for (int64_t i = 0; i <= k; ++i) {
+      const int64_t e = i < k ? indices.ptr<int32_t>()[t * k + i] : shared;
+      const float wt = i < k ? weights.ptr<float>()[t * k + i] : 1.0f;
       const float* W1 = w1.ptr<float>() + e * I * H;
       const float* W3 = w3.ptr<float>() + e * I * H;
       const float* W2 = w2.ptr<float>() + e * H * I;
@@ -181,7 +183,7 @@ static void moe_block_emu(ExecContext& ctx, const ModelConfig& c, const BlockWei
                           Tensor h, Tensor y) {
   Arena& A = *ctx.scratch;
   ArenaScope scope(A);
-  const int64_t T = meta.num_tokens, k = c.num_experts_per_tok, I = c.moe_intermediate_size;
+  const int64_t T = meta.num_tokens, k = c.num_experts_per_tok;
   const float limit = static_cast<float>(c.swiglu_limit);
   const MoeWeights& f = w.ffn;
   Tensor logits = A.alloc(DType::F32, {T, c.n_routed_experts});
@@ -189,20 +191,7 @@ static void moe_block_emu(ExecContext& ctx, const ModelConfig& c, const BlockWei
   Tensor weights = A.alloc(DType::F32, {T, k});
   Tensor indices = A.alloc(DType::I32, {T, k});
   ops::moe_route(ctx, weights, indices, logits, f.bias, f.tid2eid, meta.ids, c);
-  Tensor routed = A.alloc(h.dtype(), {T, c.hidden_size});
-  moe_experts_emu(routed, h, indices, weights, f.w1, f.w2, f.w3, limit);
-  R(routed, kMoeInner);
-  Tensor gate = A.alloc(h.dtype(), {T, I});
-  Tensor up = A.alloc(h.dtype(), {T, I});
-  ops::linear(ctx, gate, h, f.shared_w1);
-  R(gate, kMoeInner);
-  ops::linear(ctx, up, h, f.shared_w3);
-  R(up, kMoeInner);
-  ops::swiglu(ctx, gate, gate, up, limit);
-  R(gate, kMoeInner | kExpertAct);
-  ops::linear(ctx, y, gate, f.shared_w2);
-  R(y, kMoeInner);
-  ops::add(ctx, y, y, routed);
+  moe_experts_emu(y, h, indices, weights, f.w1, f.w2, f.w3, limit);  // routed + shared, as moe_block
   R(y, kY);
 }
 
