@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU checks of the small-T GEMV of linear / grouped_linear (backend/cuda/gemv.cu): its tests, compute-sanitizer
 # on its kernels, the kernel lab (GEMV vs cuBLASLt on Flash's decode shapes against the copy bandwidth), the
-# Flash slice decode A/B (DSV4_GEMV=0 = cuBLASLt, the default until this passes) and, as a second call, the whole
-# GPU suite with it on (DSV4_GEMV=1). If both pass and the GEMV wins, make 1 the default in gemv.cu.
+# Flash slice decode A/B (DSV4_GEMV=0 = cuBLASLt only, 1 = the default policy, 2 = the GEMV wherever it can) and,
+# as a second call, the whole GPU suite. Use it when the GEMV or its policy (gemv.h) changes.
 # Repository root, .gpu-stage carried (../shared/scripts/stage-gpu.sh build). Details under $OUT.
 #   bash scripts/gpu/gemv_check.sh          GEMV tests, sanitizers, bench_gemv, Flash A/B   (~5 min)
 #   bash scripts/gpu/gemv_check.sh suite    the whole GPU test suite with the GEMV on       (~3 min)
@@ -30,7 +30,7 @@ for tool in memcheck racecheck; do
   timeout 60 $SAN --tool $tool --error-exitcode 9 dsv4_gpu_tests --gtest_filter="$F" > $OUT/$tool.txt 2>&1
   echo "$tool rc=$?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED  \]|FAILED  \]" $OUT/$tool.txt | head -3
 done
-# 4. Flash slice decode: cuBLASLt (DSV4_GEMV=0, the default for now), GEMV (1), GEMV for the vocab head too (2)
+# 4. Flash slice decode: cuBLASLt (DSV4_GEMV=0), the default policy (1), the GEMV wherever it can (2)
 for mode in 0 1 2; do
   DSV4_GEMV=$mode timeout 120 dsv4 bench --synthetic flash --layers 3 --device cuda --modes auto --prefill 128 \
     --batch 1,4 --context 1024 --decode-steps 32 --reps 5 --spec-tokens 0 --json > $OUT/flash_gemv$mode.json \
