@@ -72,7 +72,7 @@ struct DeviceForward::Impl {
     h_ints = reinterpret_cast<int32_t*>(h_stages + s * staged_bytes());
     h_sampling = reinterpret_cast<ops::TokenSamplingParams*>(reinterpret_cast<char*>(h_ints) + params_offset());
   }
-  bool any_stage_busy() const { return stage_busy[0] || stage_busy[1]; }
+  bool any_stage_busy() const { return std::find(stage_busy, stage_busy + kStages, true) != stage_busy + kStages; }
   int64_t rows_for(int64_t tokens) const { return std::min(tokens, max_rows); }
   Tensor meta_field(int f, int64_t T) const { return Tensor(d_ints + f * max_tokens, DType::I32, {T}, Device::kCUDA); }
   BatchMeta meta(int64_t T) const {

@@ -318,6 +318,13 @@ void Engine::decode_on_device_pipelined(std::vector<Sequence>& seqs, const Gener
   for (Sequence& s : seqs) {
     if (!s.done) active.push_back(&s);
   }
+  auto still_running = [&] {
+    std::vector<Sequence*> running;
+    for (Sequence* s : active) {
+      if (!s->done) running.push_back(s);
+    }
+    return running;
+  };
   // Starts one step of `active` (ahead = 1: the step after the one in flight, ids from its tokens).
   std::vector<ops::TokenSamplingParams> rows;
   auto start = [&](int ahead) {
@@ -348,10 +355,7 @@ void Engine::decode_on_device_pipelined(std::vector<Sequence>& seqs, const Gener
     const int next = all_continue_by_length() ? start(1) : -1;
     device_->finish_tokens(pending, &tokens);
     for (size_t c = 0; c < active.size(); ++c) emit(*active[c], tokens[c], go, cfg_, stats);
-    std::vector<Sequence*> running;
-    for (Sequence* s : active) {
-      if (!s->done) running.push_back(s);
-    }
+    std::vector<Sequence*> running = still_running();
     if (next >= 0 && running.size() == active.size()) {
       pending = next;  // step n + 1 is exactly the next synchronous step
       continue;
@@ -361,10 +365,7 @@ void Engine::decode_on_device_pipelined(std::vector<Sequence>& seqs, const Gener
       for (size_t c = 0; c < active.size(); ++c) {
         if (!active[c]->done) emit(*active[c], tokens[c], go, cfg_, stats);
       }
-      running.clear();
-      for (Sequence* s : active) {
-        if (!s->done) running.push_back(s);
-      }
+      running = still_running();
     }
     active = std::move(running);
     pending = active.empty() ? -1 : start(0);

@@ -223,6 +223,16 @@ TEST(CudaOps, Argmax) {
 
 // ---- rope and mHC -----------------------------------------------------------------------------------
 
+// DeepSeek-V4's compress-type rope: YaRN, theta 160000, factor 16 over 65536 original positions.
+RopeParams v4_yarn() {
+  RopeParams p;
+  p.type = RopeType::kYarn;
+  p.theta = 160000;
+  p.factor = 16;
+  p.original_max_position_embeddings = 65536;
+  return p;
+}
+
 TEST(CudaOps, Rope) {
   DSV4_REQUIRE_GPU();
   struct Case {
@@ -237,13 +247,7 @@ TEST(CudaOps, Rope) {
                        Case{2, 3, 1200, 1200, false, DType::F32}}) {
     for (bool inverse : {false, true}) {
       auto rng = rng_for("rope", v++);
-      RopeParams p;
-      if (c.yarn) {
-        p.type = RopeType::kYarn;
-        p.theta = 160000;
-        p.factor = 16;
-        p.original_max_position_embeddings = 65536;
-      }
+      const RopeParams p = c.yarn ? v4_yarn() : RopeParams{};
       const std::vector<float> inv = rope_inv_freq(p, c.rope_dim);
       std::vector<float> inv_host = inv;
       std::vector<int32_t> pos(c.T);
@@ -280,12 +284,7 @@ TEST(CudaOps, RmsNormRope) {
                        Case{2, 5, 100, 100, true, DType::BF16}, Case{2, 2, 9000, 64, true, DType::F32},
                        Case{4, 7, 64, 2, false, DType::F32}}) {
     auto rng = rng_for("rms_norm_rope", v++);
-    RopeParams p;
-    p.type = RopeType::kYarn;
-    p.theta = 160000;
-    p.factor = 16;
-    p.original_max_position_embeddings = 65536;
-    std::vector<float> inv = rope_inv_freq(p, c.rope_dim);
+    std::vector<float> inv = rope_inv_freq(v4_yarn(), c.rope_dim);
     std::vector<int32_t> pos(c.T);
     for (auto& x : pos) x = static_cast<int32_t>(rng() % 70000);
     std::vector<float> x = test::as_stored(random_vec(rng, c.T * c.heads * c.dim, -2, 2), c.dtype);

@@ -22,9 +22,7 @@ double measure_copy_bandwidth(size_t bytes, int reps) {
   bytes = bytes / sizeof(int4) * sizeof(int4);
   Buffer src(bytes, Device::kCUDA), dst(bytes, Device::kCUDA);
   DSV4_CUDA_CHECK(cudaMemset(src.data(), 1, bytes));  // never time on untouched memory
-  int sms = 0, dev = 0;
-  DSV4_CUDA_CHECK(cudaGetDevice(&dev));
-  DSV4_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  const int sms = multiprocessor_count();
   const int64_t n = static_cast<int64_t>(bytes / sizeof(int4));
   const dim3 grid(static_cast<unsigned>(sms * 8)), block(512);
   cudaEvent_t start, stop;

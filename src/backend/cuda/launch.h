@@ -24,15 +24,6 @@ bool pdl_enabled();  // true unless DSV4_PDL=0 (read once)
 // Multiprocessors of the current device (cached per device; safe during stream capture).
 int multiprocessor_count();
 
-// Blocks of `kernel` with `threads` threads (and dynamic shared memory) resident on one multiprocessor.
-template <typename Kernel>
-int resident_blocks_per_sm(Kernel kernel, int threads, size_t shared_bytes = 0) {
-  int n = 0;
-  throw_if_error(cuda_status(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, shared_bytes),
-                             "cudaOccupancyMaxActiveBlocksPerMultiprocessor"));
-  return n;
-}
-
 template <typename... KernelArgs, typename... Args>
 Status launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
                      Args&&... args) {
