@@ -188,7 +188,7 @@ int main(int argc, char** argv) {
 
   json results = json::array();
   // Launch variants for --sweep: every register-kernel instance, one block per tile and one resident wave
-  // looping over tiles, and the plain-load flavour.
+  // looping over tiles, and the plain-load flavour; the bulk kernel's shapes.
   std::vector<MtpNormConfig> variants;
   using dsv4::cuda::MtpNormKernel;
   const int shapes[][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}, {4, 1}, {4, 2}, {8, 1}};
@@ -198,6 +198,12 @@ int main(int argc, char** argv) {
       variants.push_back({MtpNormKernel::kRegister, vpt, rows, -1, true});
       for (int max_blocks : {-1, -2})
         variants.push_back({MtpNormKernel::kRegister, vpt, rows, max_blocks, false, true});  // late weights
+    }
+  }
+  // The bulk (TMA ring) kernel at each vectors per thread and resident blocks per SM.
+  for (int vpt : {1, 2, 4}) {
+    for (int per_sm : {1, 2, 4}) {
+      variants.push_back({MtpNormKernel::kBulk, vpt, 0, 0, false, false, dsv4::cuda::MtpNormTrigger::kAuto, per_sm});
     }
   }
 

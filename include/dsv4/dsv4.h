@@ -77,6 +77,14 @@ DSV4_API int dsv4_mtp_shared_head_rms_norm(const void* x, const void* weight, vo
 DSV4_API int dsv4_lab_set_mtp_norm_variant(int kernel, int vecs_per_thread, int rows_per_block,
                                            int max_blocks, int plain_loads);
 
+/* Kernel lab only: the full launch override. kernel adds 3 = bulk (TMA ring); late_weights 0 or 1;
+ * trigger: where a PDL launch lets the next grid launch, 0 = default (after the loads), 1 = after the
+ * loads, 2 = after griddepcontrol.wait, 3 = before it; blocks_per_sm: the bulk kernel's resident blocks
+ * per SM (0 = default, 1..4). */
+DSV4_API int dsv4_lab_set_mtp_norm_launch(int kernel, int vecs_per_thread, int rows_per_block,
+                                          int max_blocks, int plain_loads, int late_weights, int trigger,
+                                          int blocks_per_sm);
+
 /* Kernel lab only: the launch (kernel and shape) of the calling thread's last successful MTP norm call. */
 DSV4_API const char* dsv4_lab_last_mtp_norm_launch(void);
 

@@ -24,10 +24,14 @@ thread_local std::string g_last_launch;
 std::mutex g_lab_mu;
 dsv4::cuda::MtpNormConfig g_lab_config;
 
-// The config the entry points pass to the launchers: nullptr (the heuristic) unless the lab set one.
+// The config the entry points pass to the launchers: nullptr (the heuristic) unless the lab set one
+// (an automatic kernel with only the trigger set is the heuristic's launch with that trigger).
 const dsv4::cuda::MtpNormConfig* lab_config(dsv4::cuda::MtpNormConfig* storage) {
   std::lock_guard<std::mutex> lock(g_lab_mu);
-  if (g_lab_config.kernel == dsv4::cuda::MtpNormKernel::kAuto) return nullptr;
+  if (g_lab_config.kernel == dsv4::cuda::MtpNormKernel::kAuto &&
+      g_lab_config.trigger == dsv4::cuda::MtpNormTrigger::kAuto) {
+    return nullptr;
+  }
   *storage = g_lab_config;
   return storage;
 }
@@ -60,8 +64,7 @@ Status to_dtype(int dtype, DType* out) {
     default:
       return {
           StatusCode::kInvalidArgument,
-          dsv4::str_cat("dtype must be DSV4_DTYPE_F32 (0), DSV4_DTYPE_BF16 (1) or DSV4_DTYPE_F16 (2), got ",
-                        dtype)};
+          dsv4::str_cat("dtype must be DSV4_DTYPE_F32 (0), DSV4_DTYPE_BF16 (1) or DSV4_DTYPE_F16 (2), got ", dtype)};
   }
 }
 
@@ -80,8 +83,7 @@ using NamedPointer = std::pair<const char*, const void*>;
 // Host memory passed where device memory is needed would fault inside the kernel and poison the CUDA
 // context, so pointers are checked first. The check is skipped while the stream is being captured into a
 // graph (where such queries are best avoided and the caller's pointers were checked on its eager warm-up).
-Status check_device_pointers(const char* what, cudaStream_t stream,
-                             std::initializer_list<NamedPointer> ptrs) {
+Status check_device_pointers(const char* what, cudaStream_t stream, std::initializer_list<NamedPointer> ptrs) {
   for (const auto& [name, ptr] : ptrs) {
     if (ptr == nullptr) return {StatusCode::kInvalidArgument, dsv4::str_cat(what, ": ", name, " is null")};
   }
@@ -94,8 +96,7 @@ Status check_device_pointers(const char* what, cudaStream_t stream,
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess) {
     const cudaError_t err = cudaGetLastError();
-    return {StatusCode::kCudaError,
-            dsv4::str_cat(what, ": no usable CUDA device (", cudaGetErrorString(err), ")")};
+    return {StatusCode::kCudaError, dsv4::str_cat(what, ": no usable CUDA device (", cudaGetErrorString(err), ")")};
   }
   for (const auto& [name, ptr] : ptrs) {
     cudaPointerAttributes attr{};
@@ -106,12 +107,11 @@ Status check_device_pointers(const char* what, cudaStream_t stream,
     const bool device_memory = attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged;
     const bool mapped_host = attr.type == cudaMemoryTypeHost && attr.devicePointer != nullptr;
     if (!device_memory && !mapped_host) {
-      return {StatusCode::kInvalidArgument,
-              dsv4::str_cat(what, ": ", name, " is not device memory (host pointer?)")};
+      return {StatusCode::kInvalidArgument, dsv4::str_cat(what, ": ", name, " is not device memory (host pointer?)")};
     }
     if (attr.type == cudaMemoryTypeDevice && attr.device != device) {
-      return {StatusCode::kInvalidArgument, dsv4::str_cat(what, ": ", name, " lives on device ", attr.device,
-                                                          ", the current device is ", device)};
+      return {StatusCode::kInvalidArgument,
+              dsv4::str_cat(what, ": ", name, " lives on device ", attr.device, ", the current device is ", device)};
     }
   }
   return Status::ok();
@@ -142,10 +142,10 @@ const char* dsv4_status_string(int code) {
 
 const char* dsv4_last_error(void) { return g_last_error.c_str(); }
 
-int dsv4_fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positions,
-                                  const void* prev_hidden, const void* enorm_weight, const void* hnorm_weight,
-                                  void* enorm_out, void* hnorm_out, int64_t num_tokens, int64_t hidden,
-                                  int64_t hc_mult, float eps, dsv4_dtype dtype, void* cuda_stream) {
+int dsv4_fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
+                                  const void* enorm_weight, const void* hnorm_weight, void* enorm_out, void* hnorm_out,
+                                  int64_t num_tokens, int64_t hidden, int64_t hc_mult, float eps, dsv4_dtype dtype,
+                                  void* cuda_stream) {
   return guarded([&]() -> Status {
     constexpr const char* kWhat = "dsv4_fused_mtp_input_rms_norm";
     DType dt;
@@ -167,18 +167,16 @@ int dsv4_fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* posi
     }
     dsv4::cuda::MtpNormConfig storage;
     dsv4::cuda::MtpNormLaunch launch;
-    return record_launch(
-        dsv4::cuda::fused_mtp_input_rms_norm(inputs_embeds, positions, prev_hidden, enorm_weight,
-                                             hnorm_weight, enorm_out, hnorm_out, num_tokens, hidden, hc_mult,
-                                             eps, dt, stream, lab_config(&storage), &launch),
-        launch);
+    return record_launch(dsv4::cuda::fused_mtp_input_rms_norm(inputs_embeds, positions, prev_hidden, enorm_weight,
+                                                              hnorm_weight, enorm_out, hnorm_out, num_tokens, hidden,
+                                                              hc_mult, eps, dt, stream, lab_config(&storage), &launch),
+                         launch);
   });
 }
 
-int dsv4_fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* positions,
-                                     const void* prev_hidden, const void* enorm_weight,
-                                     const void* hnorm_weight, void* out, int64_t num_tokens, int64_t hidden,
-                                     int64_t hc_mult, float eps, dsv4_dtype dtype, void* cuda_stream) {
+int dsv4_fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
+                                     const void* enorm_weight, const void* hnorm_weight, void* out, int64_t num_tokens,
+                                     int64_t hidden, int64_t hc_mult, float eps, dsv4_dtype dtype, void* cuda_stream) {
   return guarded([&]() -> Status {
     constexpr const char* kWhat = "dsv4_fused_mtp_input_rms_norm_eh";
     DType dt;
@@ -199,15 +197,15 @@ int dsv4_fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* p
     }
     dsv4::cuda::MtpNormConfig storage;
     dsv4::cuda::MtpNormLaunch launch;
-    return record_launch(dsv4::cuda::fused_mtp_input_rms_norm_eh(
-                             inputs_embeds, positions, prev_hidden, enorm_weight, hnorm_weight, out,
-                             num_tokens, hidden, hc_mult, eps, dt, stream, lab_config(&storage), &launch),
+    return record_launch(dsv4::cuda::fused_mtp_input_rms_norm_eh(inputs_embeds, positions, prev_hidden, enorm_weight,
+                                                                 hnorm_weight, out, num_tokens, hidden, hc_mult, eps,
+                                                                 dt, stream, lab_config(&storage), &launch),
                          launch);
   });
 }
 
-int dsv4_mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, int64_t num_tokens,
-                                  int64_t hidden, float eps, dsv4_dtype dtype, void* cuda_stream) {
+int dsv4_mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, int64_t num_tokens, int64_t hidden,
+                                  float eps, dsv4_dtype dtype, void* cuda_stream) {
   return guarded([&]() -> Status {
     constexpr const char* kWhat = "dsv4_mtp_shared_head_rms_norm";
     DType dt;
@@ -221,24 +219,41 @@ int dsv4_mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, 
     }
     dsv4::cuda::MtpNormConfig storage;
     dsv4::cuda::MtpNormLaunch launch;
-    return record_launch(dsv4::cuda::mtp_shared_head_rms_norm(x, weight, out, num_tokens, hidden, eps, dt,
-                                                              stream, lab_config(&storage), &launch),
+    return record_launch(dsv4::cuda::mtp_shared_head_rms_norm(x, weight, out, num_tokens, hidden, eps, dt, stream,
+                                                              lab_config(&storage), &launch),
                          launch);
+  });
+}
+
+int dsv4_lab_set_mtp_norm_launch(int kernel, int vecs_per_thread, int rows_per_block, int max_blocks, int plain_loads,
+                                 int late_weights, int trigger, int blocks_per_sm) {
+  return guarded([&]() -> Status {
+    using dsv4::cuda::MtpNormKernel;
+    using dsv4::cuda::MtpNormTrigger;
+    if (kernel < 0 || kernel > static_cast<int>(MtpNormKernel::kBulk)) {
+      return {StatusCode::kInvalidArgument,
+              dsv4::str_cat("dsv4_lab_set_mtp_norm_launch: kernel must be 0..3, got ", kernel)};
+    }
+    if (trigger < 0 || trigger > static_cast<int>(MtpNormTrigger::kBeforeWait)) {
+      return {StatusCode::kInvalidArgument,
+              dsv4::str_cat("dsv4_lab_set_mtp_norm_launch: trigger must be 0..3, got ", trigger)};
+    }
+    std::lock_guard<std::mutex> lock(g_lab_mu);
+    g_lab_config = {static_cast<MtpNormKernel>(kernel),
+                    vecs_per_thread,
+                    rows_per_block,
+                    max_blocks,
+                    plain_loads != 0,
+                    late_weights != 0,
+                    static_cast<MtpNormTrigger>(trigger),
+                    blocks_per_sm};
+    return Status::ok();
   });
 }
 
 int dsv4_lab_set_mtp_norm_variant(int kernel, int vecs_per_thread, int rows_per_block, int max_blocks,
                                   int plain_loads) {
-  return guarded([&]() -> Status {
-    if (kernel < 0 || kernel > static_cast<int>(dsv4::cuda::MtpNormKernel::kScalar)) {
-      return {StatusCode::kInvalidArgument,
-              dsv4::str_cat("dsv4_lab_set_mtp_norm_variant: kernel must be 0, 1 or 2, got ", kernel)};
-    }
-    std::lock_guard<std::mutex> lock(g_lab_mu);
-    g_lab_config = {static_cast<dsv4::cuda::MtpNormKernel>(kernel), vecs_per_thread, rows_per_block,
-                    max_blocks, plain_loads != 0};
-    return Status::ok();
-  });
+  return dsv4_lab_set_mtp_norm_launch(kernel, vecs_per_thread, rows_per_block, max_blocks, plain_loads, 0, 0, 0);
 }
 
 const char* dsv4_lab_last_mtp_norm_launch(void) { return g_last_launch.c_str(); }

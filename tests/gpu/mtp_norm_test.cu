@@ -93,24 +93,23 @@ struct DeviceMtp {
 // Runs the three kernels with `config`; returns false when the (explicit) config does not fit this shape.
 bool run_all(const MtpInputs& in, DeviceMtp& d, const cuda::MtpNormConfig* config, cudaStream_t stream) {
   const int64_t T = in.num_tokens, H = in.hidden, hc = in.hc;
-  Status s =
-      cuda::fused_mtp_input_rms_norm(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
-                                     d.e_out.get(), d.h_out.get(), T, H, hc, kEps, in.dtype, stream, config);
+  Status s = cuda::fused_mtp_input_rms_norm(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
+                                            d.e_out.get(), d.h_out.get(), T, H, hc, kEps, in.dtype, stream, config);
   if (config != nullptr && s.code() == StatusCode::kInvalidArgument) return false;
   EXPECT_TRUE(s.is_ok()) << s.to_string();
   s = cuda::fused_mtp_input_rms_norm_eh(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
                                         d.eh_out.get(), T, H, hc, kEps, in.dtype, stream, config);
   EXPECT_TRUE(s.is_ok()) << s.to_string();
-  s = cuda::mtp_shared_head_rms_norm(d.prev.get(), d.hw.get(), d.head_out.get(), T * hc, H, kEps, in.dtype,
-                                     stream, config);
+  s = cuda::mtp_shared_head_rms_norm(d.prev.get(), d.hw.get(), d.head_out.get(), T * hc, H, kEps, in.dtype, stream,
+                                     config);
   EXPECT_TRUE(s.is_ok()) << s.to_string();
   DSV4_CUDA_CHECK(cudaStreamSynchronize(stream));
   return true;
 }
 
 // CUDA output vs the CPU reference (one rounding apart at most) and vs float64 (the acceptance bound).
-void expect_matches(const std::vector<uint8_t>& got, const std::vector<uint8_t>& cpu,
-                    const std::vector<double>& ref, DType dtype, const std::string& what) {
+void expect_matches(const std::vector<uint8_t>& got, const std::vector<uint8_t>& cpu, const std::vector<double>& ref,
+                    DType dtype, const std::string& what) {
   const size_t n = ref.size();
   const std::vector<float> g = to_floats(got.data(), n, dtype);
   const std::vector<float> c = to_floats(cpu.data(), n, dtype);
@@ -129,14 +128,30 @@ void expect_matches(const std::vector<uint8_t>& got, const std::vector<uint8_t>&
 // over tiles.
 std::vector<cuda::MtpNormConfig> all_configs() {
   using cuda::MtpNormKernel;
+  using cuda::MtpNormTrigger;
   std::vector<cuda::MtpNormConfig> configs;
   configs.push_back({MtpNormKernel::kScalar, 0, 0, 0, false});
   const int shapes[][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}, {4, 1}, {4, 2}, {8, 1}};
   for (const auto& [vpt, rows] : shapes) {
     for (int max_blocks : {-1, -2, 3}) {
-      for (bool plain : {false, true})
-        configs.push_back({MtpNormKernel::kRegister, vpt, rows, max_blocks, plain});
+      for (bool plain : {false, true}) configs.push_back({MtpNormKernel::kRegister, vpt, rows, max_blocks, plain});
       if (rows == 1) configs.push_back({MtpNormKernel::kRegister, vpt, rows, max_blocks, false, true});
+    }
+  }
+  // Each PDL trigger placement (the heuristic's launch and the scalar kernel's).
+  for (MtpNormTrigger trigger : {MtpNormTrigger::kAfterWait, MtpNormTrigger::kBeforeWait}) {
+    configs.push_back({MtpNormKernel::kAuto, 0, 0, 0, false, false, trigger});
+    configs.push_back({MtpNormKernel::kScalar, 0, 0, 0, false, false, trigger});
+  }
+  // The bulk kernel: every instance and ring size (one block per row; 3 blocks: rings that wrap many
+  // times), each trigger.
+  int n = 0;
+  for (int vpt : {1, 2, 4, 8}) {
+    for (int per_sm : {0, 1, 2, 4}) {  // 0: one block per row; else a resident grid
+      for (int max_blocks : {0, -1, 3}) {
+        const auto trigger = static_cast<MtpNormTrigger>(1 + n++ % 3);
+        configs.push_back({MtpNormKernel::kBulk, vpt, 0, max_blocks, false, false, trigger, per_sm});
+      }
     }
   }
   return configs;
@@ -151,8 +166,8 @@ TEST_P(MtpNormCuda, EveryLaunchVariantMatchesReference) {
   const DType dtype = GetParam();
   const std::vector<cuda::MtpNormConfig> configs = all_configs();
   for (const auto& [T, H, hc] :
-       {Shape{1, 4096, 4}, Shape{2, 7168, 4}, Shape{17, 2568, 4}, Shape{5, 7, 4}, Shape{4, 4097, 2},
-        Shape{3, 1, 3}, Shape{9, 1024, 1}, Shape{33, 4096, 2}, Shape{130, 256, 4}, Shape{6, 16384, 4}}) {
+       {Shape{1, 4096, 4}, Shape{2, 7168, 4}, Shape{17, 2568, 4}, Shape{5, 7, 4}, Shape{4, 4097, 2}, Shape{3, 1, 3},
+        Shape{9, 1024, 1}, Shape{33, 4096, 2}, Shape{130, 256, 4}, Shape{6, 16384, 4}}) {
     SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << " T=" << T << " H=" << H << " hc=" << hc);
     const MtpInputs in = random_mtp_inputs(T, H, hc, dtype, static_cast<uint32_t>(T * 7919 + H * 31 + hc));
     const auto ref = reference_mtp(in, kEps);
@@ -183,8 +198,7 @@ TEST_P(MtpNormCuda, EveryLaunchVariantMatchesReference) {
       for (int64_t t = 0; t < T; ++t) {
         for (int64_t s = 0; s < hc; ++s) {
           const uint8_t* slot = eh_out.data() + (t * hc + s) * 2 * row;
-          ASSERT_EQ(std::memcmp(slot, h_out.data() + (t * hc + s) * row, row), 0)
-              << "h half " << t << "," << s;
+          ASSERT_EQ(std::memcmp(slot, h_out.data() + (t * hc + s) * row, row), 0) << "h half " << t << "," << s;
           ASSERT_EQ(std::memcmp(slot + row, e_out.data() + t * row, row), 0) << "e half " << t << "," << s;
         }
       }
@@ -201,14 +215,13 @@ TEST(MtpNormCudaEdge, ZeroTokensLaunchNothing) {
   DSV4_REQUIRE_GPU();
   DeviceBuffer out(256);
   out.poison();
-  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm(nullptr, nullptr, nullptr, nullptr, nullptr, out.get(),
-                                             out.get(), 0, 8, 4, kEps, DType::BF16, nullptr)
+  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm(nullptr, nullptr, nullptr, nullptr, nullptr, out.get(), out.get(), 0, 8, 4,
+                                             kEps, DType::BF16, nullptr)
                   .is_ok());
-  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm_eh(nullptr, nullptr, nullptr, nullptr, nullptr, out.get(), 0, 8,
-                                                4, kEps, DType::F32, nullptr)
+  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm_eh(nullptr, nullptr, nullptr, nullptr, nullptr, out.get(), 0, 8, 4, kEps,
+                                                DType::F32, nullptr)
                   .is_ok());
-  ASSERT_TRUE(
-      cuda::mtp_shared_head_rms_norm(nullptr, nullptr, out.get(), 0, 8, kEps, DType::F16, nullptr).is_ok());
+  ASSERT_TRUE(cuda::mtp_shared_head_rms_norm(nullptr, nullptr, out.get(), 0, 8, kEps, DType::F16, nullptr).is_ok());
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   for (uint8_t b : out.download()) ASSERT_EQ(b, 0xff);
 }
@@ -223,9 +236,8 @@ TEST(MtpNormCudaEdge, GraphReplayReadsNewInputs) {
   cudaGraph_t graph;
   cudaGraphExec_t exec;
   DSV4_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm_eh(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(),
-                                                d.hw.get(), d.eh_out.get(), T, H, hc, kEps, DType::BF16,
-                                                stream)
+  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm_eh(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
+                                                d.eh_out.get(), T, H, hc, kEps, DType::BF16, stream)
                   .is_ok());
   DSV4_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
   DSV4_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
@@ -274,13 +286,12 @@ TEST(MtpNormCudaEdge, ProgrammaticLaunchChainInGraph) {
   DSV4_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
   DSV4_CUDA_CHECK(cudaMemsetAsync(d.h_out.get(), 0xff, T * hc * H * 2, stream));
   DSV4_CUDA_CHECK(cudaMemsetAsync(d.head_out.get(), 0xff, T * hc * H * 2, stream));
-  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(),
-                                             d.hw.get(), d.e_out.get(), d.h_out.get(), T, H, hc, kEps,
-                                             DType::BF16, stream)
+  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
+                                             d.e_out.get(), d.h_out.get(), T, H, hc, kEps, DType::BF16, stream)
                   .is_ok());
-  ASSERT_TRUE(cuda::mtp_shared_head_rms_norm(d.h_out.get(), d.ew.get(), d.head_out.get(), T * hc, H, kEps,
-                                             DType::BF16, stream)
-                  .is_ok());
+  ASSERT_TRUE(
+      cuda::mtp_shared_head_rms_norm(d.h_out.get(), d.ew.get(), d.head_out.get(), T * hc, H, kEps, DType::BF16, stream)
+          .is_ok());
   DSV4_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
   size_t num_edges = 0;
   DSV4_CUDA_CHECK(cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &num_edges));
@@ -296,13 +307,11 @@ TEST(MtpNormCudaEdge, ProgrammaticLaunchChainInGraph) {
   // The second norm must have read the first one's complete output: compare with the CPU norm of it.
   const std::vector<uint8_t> h_out = d.h_out.download(), head = d.head_out.download();
   std::vector<uint8_t> cpu_head(head.size());
-  cpu::mtp_shared_head_rms_norm(h_out.data(), in.enorm_w.data(), cpu_head.data(), T * hc, H, kEps,
-                                DType::BF16);
+  cpu::mtp_shared_head_rms_norm(h_out.data(), in.enorm_w.data(), cpu_head.data(), T * hc, H, kEps, DType::BF16);
   const std::vector<float> g = to_floats(head.data(), T * hc * H, DType::BF16);
   const std::vector<float> c = to_floats(cpu_head.data(), T * hc * H, DType::BF16);
   int64_t bad = 0;
-  for (size_t i = 0; i < g.size(); ++i)
-    bad += !(std::fabs(g[i] - c[i]) <= element_tolerance(DType::BF16, c[i]));
+  for (size_t i = 0; i < g.size(); ++i) bad += !(std::fabs(g[i] - c[i]) <= element_tolerance(DType::BF16, c[i]));
   EXPECT_EQ(bad, 0) << "the chained norm read an incomplete (poisoned) input";
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
@@ -318,19 +327,19 @@ TEST(MtpNormCudaEdge, OpsDispatchToCuda) {
   ExecContext ctx;
   ctx.device = Device::kCUDA;
   const Device g = Device::kCUDA;
-  ops::fused_mtp_input_rms_norm(
-      ctx, Tensor(d.e_out.get(), DType::BF16, {T, H}, g), Tensor(d.h_out.get(), DType::BF16, {T, hc, H}, g),
-      Tensor(d.e.get(), DType::BF16, {T, H}, g), Tensor(d.pos.get(), DType::I64, {T}, g),
-      Tensor(d.prev.get(), DType::BF16, {T, hc * H}, g), Tensor(d.ew.get(), DType::BF16, {H}, g),
-      Tensor(d.hw.get(), DType::BF16, {H}, g), kEps);
+  ops::fused_mtp_input_rms_norm(ctx, Tensor(d.e_out.get(), DType::BF16, {T, H}, g),
+                                Tensor(d.h_out.get(), DType::BF16, {T, hc, H}, g),
+                                Tensor(d.e.get(), DType::BF16, {T, H}, g), Tensor(d.pos.get(), DType::I64, {T}, g),
+                                Tensor(d.prev.get(), DType::BF16, {T, hc * H}, g),
+                                Tensor(d.ew.get(), DType::BF16, {H}, g), Tensor(d.hw.get(), DType::BF16, {H}, g), kEps);
   ops::mtp_shared_head_rms_norm(ctx, Tensor(d.head_out.get(), DType::BF16, {T * hc, H}, g),
                                 Tensor(d.prev.get(), DType::BF16, {T * hc, H}, g),
                                 Tensor(d.hw.get(), DType::BF16, {H}, g), kEps);
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   const auto ref = reference_mtp(in, kEps);
   std::vector<uint8_t> cpu_e(T * H * 2), cpu_h(T * hc * H * 2);
-  cpu::fused_mtp_input_rms_norm(in.e.data(), in.positions.data(), in.prev.data(), in.enorm_w.data(),
-                                in.hnorm_w.data(), cpu_e.data(), cpu_h.data(), T, H, hc, kEps, DType::BF16);
+  cpu::fused_mtp_input_rms_norm(in.e.data(), in.positions.data(), in.prev.data(), in.enorm_w.data(), in.hnorm_w.data(),
+                                cpu_e.data(), cpu_h.data(), T, H, hc, kEps, DType::BF16);
   expect_matches(d.e_out.download(), cpu_e, ref.enorm, DType::BF16, "ops enorm");
   expect_matches(d.h_out.download(), cpu_h, ref.hnorm, DType::BF16, "ops hnorm");
   expect_matches(d.head_out.download(), cpu_h, ref.hnorm, DType::BF16, "ops shared head");
@@ -342,38 +351,34 @@ TEST(MtpNormCudaEdge, CApiRunsAndRejectsHostMemory) {
   const MtpInputs in = random_mtp_inputs(T, H, hc, DType::F32, 21);
   DeviceMtp d(in);
   d.poison_outputs();
-  ASSERT_EQ(
-      dsv4_fused_mtp_input_rms_norm(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
-                                    d.e_out.get(), d.h_out.get(), T, H, hc, kEps, DSV4_DTYPE_F32, nullptr),
-      DSV4_OK)
+  ASSERT_EQ(dsv4_fused_mtp_input_rms_norm(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
+                                          d.e_out.get(), d.h_out.get(), T, H, hc, kEps, DSV4_DTYPE_F32, nullptr),
+            DSV4_OK)
       << dsv4_last_error();
-  ASSERT_EQ(
-      dsv4_fused_mtp_input_rms_norm_eh(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
-                                       d.eh_out.get(), T, H, hc, kEps, DSV4_DTYPE_F32, nullptr),
-      DSV4_OK)
+  ASSERT_EQ(dsv4_fused_mtp_input_rms_norm_eh(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
+                                             d.eh_out.get(), T, H, hc, kEps, DSV4_DTYPE_F32, nullptr),
+            DSV4_OK)
       << dsv4_last_error();
-  ASSERT_EQ(dsv4_mtp_shared_head_rms_norm(d.prev.get(), d.hw.get(), d.head_out.get(), T * hc, H, kEps,
-                                          DSV4_DTYPE_F32, nullptr),
+  ASSERT_EQ(dsv4_mtp_shared_head_rms_norm(d.prev.get(), d.hw.get(), d.head_out.get(), T * hc, H, kEps, DSV4_DTYPE_F32,
+                                          nullptr),
             DSV4_OK)
       << dsv4_last_error();
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   const auto ref = reference_mtp(in, kEps);
   std::vector<uint8_t> cpu_e(T * H * 4), cpu_h(T * hc * H * 4);
-  cpu::fused_mtp_input_rms_norm(in.e.data(), in.positions.data(), in.prev.data(), in.enorm_w.data(),
-                                in.hnorm_w.data(), cpu_e.data(), cpu_h.data(), T, H, hc, kEps, DType::F32);
+  cpu::fused_mtp_input_rms_norm(in.e.data(), in.positions.data(), in.prev.data(), in.enorm_w.data(), in.hnorm_w.data(),
+                                cpu_e.data(), cpu_h.data(), T, H, hc, kEps, DType::F32);
   expect_matches(d.e_out.download(), cpu_e, ref.enorm, DType::F32, "capi enorm");
   expect_matches(d.h_out.download(), cpu_h, ref.hnorm, DType::F32, "capi hnorm");
   expect_matches(d.head_out.download(), cpu_h, ref.hnorm, DType::F32, "capi shared head");
 
   // Host memory where device memory is needed: an error code, and the context stays usable.
   std::vector<float> host(T * hc * H);
-  EXPECT_EQ(
-      dsv4_fused_mtp_input_rms_norm(host.data(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
-                                    d.e_out.get(), d.h_out.get(), T, H, hc, kEps, DSV4_DTYPE_F32, nullptr),
-      DSV4_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(dsv4_fused_mtp_input_rms_norm(host.data(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
+                                          d.e_out.get(), d.h_out.get(), T, H, hc, kEps, DSV4_DTYPE_F32, nullptr),
+            DSV4_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(dsv4_last_error()).find("inputs_embeds"), std::string::npos) << dsv4_last_error();
-  EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(d.prev.get(), d.hw.get(), host.data(), T, H, kEps, DSV4_DTYPE_F32,
-                                          nullptr),
+  EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(d.prev.get(), d.hw.get(), host.data(), T, H, kEps, DSV4_DTYPE_F32, nullptr),
             DSV4_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(d.prev.get(), d.hw.get(), d.head_out.get(), T, H, kEps,
                                           static_cast<dsv4_dtype>(9), nullptr),

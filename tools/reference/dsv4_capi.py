@@ -43,6 +43,8 @@ class Dsv4Lib:
         lib.dsv4_mtp_shared_head_rms_norm.restype = i32
         lib.dsv4_lab_set_mtp_norm_variant.argtypes = [i32, i32, i32, i32, i32]
         lib.dsv4_lab_set_mtp_norm_variant.restype = i32
+        lib.dsv4_lab_set_mtp_norm_launch.argtypes = [i32] * 8
+        lib.dsv4_lab_set_mtp_norm_launch.restype = i32
         lib.dsv4_lab_last_mtp_norm_launch.argtypes = []
         lib.dsv4_lab_last_mtp_norm_launch.restype = ctypes.c_char_p
         self.lib = lib
@@ -76,6 +78,12 @@ class Dsv4Lib:
         """Forces the launch variant of the entry points (kernel 0 = the heuristic again)."""
         self.check(self.lib.dsv4_lab_set_mtp_norm_variant(kernel, vecs_per_thread, rows_per_block, max_blocks,
                                                           plain_loads))
+
+    def set_launch(self, kernel=0, vecs_per_thread=0, rows_per_block=0, max_blocks=0, plain_loads=0,
+                   late_weights=0, trigger=0, blocks_per_sm=0):
+        """The full launch override (kernel 3 = bulk; trigger 0..3; see dsv4.h)."""
+        self.check(self.lib.dsv4_lab_set_mtp_norm_launch(kernel, vecs_per_thread, rows_per_block, max_blocks,
+                                                         plain_loads, late_weights, trigger, blocks_per_sm))
 
     def last_launch(self):
         return self.lib.dsv4_lab_last_mtp_norm_launch().decode()

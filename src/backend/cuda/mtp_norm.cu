@@ -14,9 +14,11 @@
 // vector keep the per-thread chains short (latency); at large T fewer, fatter blocks per row keep more
 // bytes in flight per SM (bandwidth). The heuristic in launch_rows comes from the kernel lab's sweep
 // (bench/kernels/, results in bench/RESULTS.md), which also timed and dropped a cp.async shared-memory
-// pipeline and cluster-split rows. Where registers limit how many rows an SM holds at once, a late-weight
-// instance (weights read after the reduction) trades one L1 read for ~30% fewer registers. Rows
-// that are not 16-byte aligned (odd H) take a scalar two-pass kernel.
+// pipeline and cluster-split rows. Up to ~2048 rows the bulk kernel does better: one block per row, whose
+// thread 0 loads the whole row into shared memory with one bulk asynchronous copy (TMA) while the others
+// read the weights, so a row costs one instruction to fetch and no registers while in flight. Where registers limit how
+// many rows an SM holds at once, a late-weight instance (weights read after the reduction) trades one L1 read for ~30%
+// fewer registers. Rows that are not 16-byte aligned (odd H) take a scalar two-pass kernel.
 //
 // Launches use programmatic dependent launch unless DSV4_PDL=0 (launch.h): each kernel waits
 // (griddepcontrol.wait) before its first memory access and lets the next grid launch as soon as its own
@@ -58,7 +60,8 @@ struct MtpNormRows {
   int64_t h_out_stride;   // bytes between the outputs of consecutive h rows
   int32_t e_copies;
   int32_t num_vecs;  // 16-byte vectors per row (vector kernels)
-  int32_t pdl;       // launched with programmatic dependent launch: wait for / release neighbours
+  int32_t pdl;       // 0: launched without PDL; else the MtpNormTrigger at which the next grid may launch
+  int32_t stages;    // bulk kernel: depth of the shared-memory row ring
   float inv_hidden;
   float eps;
 };
@@ -77,8 +80,7 @@ struct Vec16<float> {
     f[3] = __uint_as_float(v.w);
   }
   __device__ __forceinline__ static uint4 from_float(const float (&f)[kElems]) {
-    return make_uint4(__float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]),
-                      __float_as_uint(f[3]));
+    return make_uint4(__float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]), __float_as_uint(f[3]));
   }
 };
 
@@ -139,9 +141,7 @@ __device__ __forceinline__ uint4 load_stream(const void* p) {
 }
 
 // Weights are shared by every row: default caching, so blocks on one SM share them through L1.
-__device__ __forceinline__ uint4 load_weight(const void* p) {
-  return __ldg(reinterpret_cast<const uint4*>(p));
-}
+__device__ __forceinline__ uint4 load_weight(const void* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
 
 // Plain loads (default caching), the lab's alternative to the two above.
 __device__ __forceinline__ uint4 load_plain(const void* p) { return *reinterpret_cast<const uint4*>(p); }
@@ -157,8 +157,7 @@ __device__ __forceinline__ float warp_sum(float v) {
 // tree on the same data, so all threads get bit-identical totals. `partial` must alternate between two
 // buffers on consecutive calls (a fast warp may write the next call's sums while others still read).
 template <int kRows>
-__device__ __forceinline__ void block_sum(float (&s)[kRows], float (*partial)[32], int lane, int warp,
-                                          int num_warps) {
+__device__ __forceinline__ void block_sum(float (&s)[kRows], float (*partial)[32], int lane, int warp, int num_warps) {
 #pragma unroll
   for (int r = 0; r < kRows; ++r) s[r] = warp_sum(s[r]);
   if (lane == 0) {
@@ -193,10 +192,21 @@ __device__ __forceinline__ uint4 scale(const uint4& x, const uint4& w, float rst
 
 // Writes one output vector of a row (hc copies for an e row in the eh layout).
 __device__ __forceinline__ void store_row_vec(const MtpNormRows& p, bool is_e, int64_t row, int v, uint4 y) {
-  char* dst =
-      (is_e ? p.e_out + row * p.e_out_stride : p.h_out + row * p.h_out_stride) + static_cast<int64_t>(v) * 16;
+  char* dst = (is_e ? p.e_out + row * p.e_out_stride : p.h_out + row * p.h_out_stride) + static_cast<int64_t>(v) * 16;
   const int copies = is_e ? p.e_copies : 1;
   for (int c = 0; c < copies; ++c) *reinterpret_cast<uint4*>(dst + c * p.e_copy_stride) = y;
+}
+
+// PDL prologue: wait for the previous grid (only when launched with PDL: without it the previous grid has
+// completed, so the instruction is skipped) and, where the launch asks for it, let the next one launch
+// before or right after that wait. The kAfterLoads trigger is the kernels' own, after their last loads.
+__device__ __forceinline__ void pdl_prologue(int32_t pdl) {
+  if (pdl == static_cast<int32_t>(MtpNormTrigger::kBeforeWait)) pdl_launch_dependents();
+  if (pdl != 0) pdl_wait_only();
+  if (pdl == static_cast<int32_t>(MtpNormTrigger::kAfterWait)) pdl_launch_dependents();
+}
+__device__ __forceinline__ bool triggers_after_loads(int32_t pdl) {
+  return pdl == static_cast<int32_t>(MtpNormTrigger::kAfterLoads);
 }
 
 // Register budget: variants that hold more vectors per thread get fewer threads per block, so that the
@@ -215,10 +225,8 @@ constexpr int late_kernel_max_threads(int vpt) { return vpt >= 8 ? 256 : 512; }
 constexpr int late_kernel_min_blocks(int vpt) { return vpt >= 8 ? 4 : 3; }
 template <int kVpt, int kRows, bool kLateWeights>
 struct RegKernelBounds {
-  static constexpr int kMaxThreads =
-      kLateWeights ? late_kernel_max_threads(kVpt) : reg_kernel_max_threads(kVpt, kRows);
-  static constexpr int kMinBlocks =
-      kLateWeights ? late_kernel_min_blocks(kVpt) : reg_kernel_min_blocks(kVpt, kRows);
+  static constexpr int kMaxThreads = kLateWeights ? late_kernel_max_threads(kVpt) : reg_kernel_max_threads(kVpt, kRows);
+  static constexpr int kMinBlocks = kLateWeights ? late_kernel_min_blocks(kVpt) : reg_kernel_min_blocks(kVpt, kRows);
 };
 
 // ---- register kernel ----------------------------------------------------------------------------------
@@ -238,7 +246,7 @@ __global__ void __launch_bounds__(RegKernelBounds<kVpt, kRows, kLateWeights>::kM
   using V = Vec16<T>;
   __shared__ float partial[2][kRows][32];
 
-  if (p.pdl) pdl_wait_only();  // without PDL the previous grid has completed: skip the instruction
+  pdl_prologue(p.pdl);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, num_warps = blockDim.x >> 5;
 
   uint4 w[kVpt];
@@ -261,8 +269,8 @@ __global__ void __launch_bounds__(RegKernelBounds<kVpt, kRows, kLateWeights>::kM
       for (int k = 0; k < kVpt; ++k) {
         const int v = k * blockDim.x + tid;
         const char* src = in + row * p.row_bytes + static_cast<int64_t>(v) * 16;
-        x[r][k] = (valid && v < p.num_vecs) ? (kPlainLoads ? load_plain(src) : load_stream(src))
-                                            : make_uint4(0, 0, 0, 0);
+        x[r][k] =
+            (valid && v < p.num_vecs) ? (kPlainLoads ? load_plain(src) : load_stream(src)) : make_uint4(0, 0, 0, 0);
       }
     }
     const auto weight_vec = [&](int k) {  // this thread's weight vector k (16 bytes)
@@ -275,7 +283,7 @@ __global__ void __launch_bounds__(RegKernelBounds<kVpt, kRows, kLateWeights>::kM
       for (int k = 0; k < kVpt; ++k) w[k] = weight_vec(k);
       weight_kind = is_e;
     }
-    if (p.pdl && tile + gridDim.x >= p.num_tiles) pdl_launch_dependents();  // last loads are issued
+    if (triggers_after_loads(p.pdl) && tile + gridDim.x >= p.num_tiles) pdl_launch_dependents();
 
     // 2. Sums of squares ("where(positions == 0, 0, e)": a masked row is normalised as zeros).
     float s[kRows];
@@ -305,6 +313,119 @@ __global__ void __launch_bounds__(RegKernelBounds<kVpt, kRows, kLateWeights>::kM
           store_row_vec(p, is_e, row, v, scale<V>(x[r][k], kLateWeights ? weight_vec(k) : w[k], rstd));
         }
       }
+    }
+  }
+}
+
+// ---- bulk (TMA) kernel ---------------------------------------------------------------------------------
+// A resident grid; block b normalises rows b, b + G, b + 2G, ... (G = gridDim.x; e rows first). Thread 0
+// keeps up to p.stages of them in flight in a shared-memory ring, one bulk asynchronous copy per row
+// completing on that stage's mbarrier; the block waits for a row, reads it into registers, and the
+// barrier inside the block reduction (every thread has read the stage by then) frees the stage for the
+// row p.stages further on, before this row's stores. Weights stay in registers while the kind holds.
+constexpr int kMaxBulkStages = 32;
+
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void bulk_load(uint32_t dst, const void* src, uint32_t bytes, uint32_t barrier) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(barrier), "r"(bytes) : "memory");
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
+               "l"(src), "r"(bytes), "r"(barrier)
+               : "memory");
+}
+
+__device__ __forceinline__ void wait_phase(uint32_t barrier, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
+                 : "=r"(done)
+                 : "r"(barrier), "r"(parity)
+                 : "memory");
+  } while (done == 0);
+}
+
+template <typename T, int kVpt>
+__global__ void __launch_bounds__(1024) mtp_rms_norm_bulk_kernel(const MtpNormRows p) {
+  using V = Vec16<T>;
+  extern __shared__ __align__(128) unsigned char ring[];  // p.stages rows of p.row_bytes
+  __shared__ __align__(8) uint64_t full[kMaxBulkStages];
+  __shared__ float partial[2][1][32];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, num_warps = blockDim.x >> 5;
+  const int64_t num_rows = p.num_e_rows + p.num_h_rows;
+  const int64_t grid = gridDim.x;
+  const int64_t my_rows = (num_rows - blockIdx.x + grid - 1) / grid;
+  const int stages = p.stages;
+  const uint32_t row_bytes = static_cast<uint32_t>(p.row_bytes);
+  const uint32_t ring_base = shared_address(ring), full_base = shared_address(full);
+  if (tid == 0) {  // no global memory touched: may run before the PDL wait
+    for (int s = 0; s < stages; ++s) {
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(full_base + 8u * s) : "memory");
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  pdl_prologue(p.pdl);
+
+  const auto row_src = [&](int64_t r) {
+    return r < p.num_e_rows ? p.e_in + r * p.row_bytes : p.h_in + (r - p.num_e_rows) * p.row_bytes;
+  };
+  if (tid == 0) {
+    const int64_t first = std::min<int64_t>(stages, my_rows);
+    for (int64_t i = 0; i < first; ++i) {
+      bulk_load(ring_base + static_cast<uint32_t>(i) * row_bytes, row_src(blockIdx.x + i * grid), row_bytes,
+                full_base + 8u * static_cast<uint32_t>(i));
+    }
+  }
+  // The last load of this block is issued before row (my_rows - stages)'s stores, or above.
+  const int64_t last_issue = my_rows - 1 - stages;
+  if (triggers_after_loads(p.pdl) && last_issue < 0) pdl_launch_dependents();
+
+  uint4 w[kVpt];
+  int weight_kind = -1;
+  int parity = 0;
+  for (int64_t i = 0; i < my_rows; ++i) {
+    const int64_t r = blockIdx.x + i * grid;
+    const bool is_e = r < p.num_e_rows;  // block-uniform
+    const int64_t row = is_e ? r : r - p.num_e_rows;
+    const bool masked = is_e && __ldg(p.positions + row) == 0;
+    if (weight_kind != static_cast<int>(is_e)) {
+      const char* wsrc = is_e ? p.e_weight : p.h_weight;
+#pragma unroll
+      for (int k = 0; k < kVpt; ++k) {
+        const int v = k * blockDim.x + tid;
+        w[k] = v < p.num_vecs ? load_weight(wsrc + static_cast<int64_t>(v) * 16) : make_uint4(0, 0, 0, 0);
+      }
+      weight_kind = is_e;
+    }
+    const int stage = static_cast<int>(i % stages);
+    const uint32_t stage_addr = ring_base + static_cast<uint32_t>(stage) * row_bytes;
+    wait_phase(full_base + 8u * stage, static_cast<uint32_t>((i / stages) & 1));
+    uint4 x[kVpt];
+    float s[1] = {0.f};
+#pragma unroll
+    for (int k = 0; k < kVpt; ++k) {
+      const int v = k * blockDim.x + tid;
+      x[k] = make_uint4(0, 0, 0, 0);
+      if (v < p.num_vecs && !masked) {
+        asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+                     : "=r"(x[k].x), "=r"(x[k].y), "=r"(x[k].z), "=r"(x[k].w)
+                     : "r"(stage_addr + static_cast<uint32_t>(v) * 16u));
+      }
+      s[0] += sum_squares<V>(x[k]);
+    }
+    block_sum<1>(s, partial[parity], lane, warp, num_warps);  // its barrier: every thread has read the stage
+    parity ^= 1;
+    if (tid == 0 && i + stages < my_rows) {
+      bulk_load(stage_addr, row_src(r + stages * grid), row_bytes, full_base + 8u * stage);
+    }
+    if (triggers_after_loads(p.pdl) && i == last_issue) pdl_launch_dependents();
+    const float rstd = rsqrtf(s[0] * p.inv_hidden + p.eps);
+#pragma unroll
+    for (int k = 0; k < kVpt; ++k) {
+      const int v = k * blockDim.x + tid;
+      if (v < p.num_vecs) store_row_vec(p, is_e, row, v, scale<V>(x[k], w[k], rstd));
     }
   }
 }
@@ -344,12 +465,9 @@ __device__ __forceinline__ __half from_f32<__half>(float v) {
 template <typename T>
 __global__ void __launch_bounds__(256) mtp_rms_norm_scalar_kernel(const MtpNormRows p) {
   __shared__ float partial[2][1][32];
-  if (p.pdl) {
-    pdl_wait_only();  // without PDL the previous grid has completed: skip the instruction
-    // The next grid may launch now: it waits for this one's completion before touching memory, and every
-    // block of this grid is resident once all of them have passed here.
-    pdl_launch_dependents();
-  }
+  pdl_prologue(p.pdl);
+  // Two passes over every row: the loads never end early, so "after loads" means after the wait here.
+  if (triggers_after_loads(p.pdl)) pdl_launch_dependents();
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, num_warps = blockDim.x >> 5;
   const int64_t num_rows = p.num_e_rows + p.num_h_rows;
   int parity = 0;
@@ -381,46 +499,70 @@ __global__ void __launch_bounds__(256) mtp_rms_norm_scalar_kernel(const MtpNormR
 
 // ---- host side ---------------------------------------------------------------------------------------
 constexpr int kScalarThreads = 256;
-constexpr int64_t kMaxRegisterVecs = 8 * 256;  // 8 vectors x 256 threads (the 8-vector launch bound)
+constexpr int64_t kMaxRegisterVecs = 8 * 256;       // 8 vectors x 256 threads (the 8-vector launch bound)
+constexpr int64_t kMaxBulkAutoRows = 2048;          // the heuristic's bulk / register boundary
+constexpr size_t kDefaultSmemPerBlock = 48 * 1024;  // dynamic shared memory a kernel may use without opting in
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up32(int64_t a) { return (a + 31) / 32 * 32; }
 
-// Multiprocessor count of the current device, cached per device (the launch path must stay cheap and
-// must not call anything a stream capture forbids).
-Status sm_count(int* out) {
+// An attribute of the current device, cached per device (the launch path must stay cheap and must not
+// call anything a stream capture forbids).
+Status device_attribute(cudaDeviceAttr attr, int* out) {
   static std::mutex mu;
-  static std::map<int, int> cache;
+  static std::map<std::pair<int, int>, int> cache;
   int dev = 0;
   DSV4_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev));
   std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find(dev);
+  const auto key = std::make_pair(dev, static_cast<int>(attr));
+  auto it = cache.find(key);
   if (it == cache.end()) {
     int n = 0;
-    DSV4_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-    it = cache.emplace(dev, n).first;
+    DSV4_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&n, attr, dev));
+    it = cache.emplace(key, n).first;
   }
   *out = it->second;
   return Status::ok();
 }
 
+Status sm_count(int* out) { return device_attribute(cudaDevAttrMultiProcessorCount, out); }
+
 using RowKernel = void (*)(MtpNormRows);
 
-// Resident blocks per SM of (kernel, threads), cached.
-Status blocks_per_sm(RowKernel kernel, int threads, int* out) {
+// Resident blocks per SM of (kernel, threads, dynamic shared memory), cached.
+Status blocks_per_sm(RowKernel kernel, int threads, int* out, size_t dynamic_smem = 0) {
   static std::mutex mu;
-  static std::map<std::tuple<const void*, int, int>, int> cache;
+  static std::map<std::tuple<const void*, int, size_t, int>, int> cache;
   int dev = 0;
   DSV4_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev));
   std::lock_guard<std::mutex> lock(mu);
-  const auto key = std::make_tuple(reinterpret_cast<const void*>(kernel), threads, dev);
+  const auto key = std::make_tuple(reinterpret_cast<const void*>(kernel), threads, dynamic_smem, dev);
   auto it = cache.find(key);
   if (it == cache.end()) {
     int n = 0;
-    DSV4_CUDA_RETURN_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, 0));
+    DSV4_CUDA_RETURN_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, dynamic_smem));
     it = cache.emplace(key, n).first;
   }
   *out = it->second;
+  return Status::ok();
+}
+
+// Lets `kernel` use up to the device's opt-in shared memory per block, static arrays included (once per
+// kernel and device).
+Status allow_large_smem(RowKernel kernel, int optin_bytes) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, bool> done;
+  int dev = 0;
+  DSV4_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev));
+  std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_pair(reinterpret_cast<const void*>(kernel), dev);
+  if (done.count(key) == 0) {
+    cudaFuncAttributes attr{};
+    DSV4_CUDA_RETURN_IF_ERROR(cudaFuncGetAttributes(&attr, kernel));
+    const int dynamic_max = optin_bytes - static_cast<int>(attr.sharedSizeBytes);  // the cap excludes static
+    DSV4_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic_max));
+    done.emplace(key, true);
+  }
   return Status::ok();
 }
 
@@ -465,6 +607,22 @@ RowKernel pick_late_kernel(int vpt, int rows) {
 }
 
 template <typename T>
+RowKernel pick_bulk_kernel(int vpt) {
+  switch (vpt) {
+    case 1:
+      return mtp_rms_norm_bulk_kernel<T, 1>;
+    case 2:
+      return mtp_rms_norm_bulk_kernel<T, 2>;
+    case 4:
+      return mtp_rms_norm_bulk_kernel<T, 4>;
+    case 8:
+      return mtp_rms_norm_bulk_kernel<T, 8>;
+    default:
+      return nullptr;
+  }
+}
+
+template <typename T>
 RowKernel pick_reg_kernel(int vpt, int rows, bool plain, bool late) {
   if (late) return plain ? nullptr : pick_late_kernel<T>(vpt, rows);
   return plain ? pick_reg_kernel<T, true>(vpt, rows) : pick_reg_kernel<T, false>(vpt, rows);
@@ -476,6 +634,11 @@ RowKernel pick_kernel(DType dtype, const MtpNormLaunch& s) {
     if (dtype == DType::F32) return pick_reg_kernel<float>(vpt, rows, s.plain_loads, s.late_weights);
     if (dtype == DType::BF16) return pick_reg_kernel<__nv_bfloat16>(vpt, rows, s.plain_loads, s.late_weights);
     return pick_reg_kernel<__half>(vpt, rows, s.plain_loads, s.late_weights);
+  }
+  if (s.kernel == MtpNormKernel::kBulk) {
+    if (dtype == DType::F32) return pick_bulk_kernel<float>(s.vecs_per_thread);
+    if (dtype == DType::BF16) return pick_bulk_kernel<__nv_bfloat16>(s.vecs_per_thread);
+    return pick_bulk_kernel<__half>(s.vecs_per_thread);
   }
   if (s.kernel == MtpNormKernel::kScalar) {
     if (dtype == DType::F32) return mtp_rms_norm_scalar_kernel<float>;
@@ -494,11 +657,10 @@ int max_threads(const MtpNormLaunch& s) {
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 // Shared argument checks. `what` names the entry point in messages.
-Status check_sizes(const char* what, int64_t num_tokens, int64_t hidden, int64_t hc_mult, float eps,
-                   DType dtype, int64_t out_row_elems_per_token) {
+Status check_sizes(const char* what, int64_t num_tokens, int64_t hidden, int64_t hc_mult, float eps, DType dtype,
+                   int64_t out_row_elems_per_token) {
   if (dtype != DType::F32 && dtype != DType::BF16 && dtype != DType::F16) {
-    return {StatusCode::kInvalidArgument,
-            str_cat(what, ": dtype must be F32, BF16 or F16, got ", dtype_name(dtype))};
+    return {StatusCode::kInvalidArgument, str_cat(what, ": dtype must be F32, BF16 or F16, got ", dtype_name(dtype))};
   }
   if (num_tokens < 0) {
     return {StatusCode::kInvalidArgument, str_cat(what, ": num_tokens < 0 (", num_tokens, ")")};
@@ -532,6 +694,57 @@ Status invalid_config(const char* what, const MtpNormLaunch& s, int64_t hidden, 
           str_cat(what, ": launch variant [", s.to_string(), "] does not fit hidden=", hidden, ": ", why)};
 }
 
+// Launch shape of the bulk kernel. Threads per row: 2 vectors per thread (more where a row needs more than
+// 1024 threads), and 4 when a few rows share each SM (sms < rows <= 4 sms) and 2 would take more than 256
+// threads (H = 7168, T = 64: 3.55 vs 4.05 us on H100). Grid: one block per row with a one-row ring,
+// unless blocks_per_sm asks for a resident grid (blocks_per_sm blocks per SM, each streaming its rows
+// through a ring as deep as its share of the SM's shared memory allows; measured slower at every shape,
+// kept for the lab); a positive max_blocks caps the grid (the tests' long rings).
+Status plan_bulk(const char* what, const MtpNormRows& p, DType dtype, const MtpNormConfig& cfg, int sms,
+                 MtpNormLaunch* s, size_t* dynamic_smem) {
+  const int64_t num_rows = p.num_e_rows + p.num_h_rows;
+  const int64_t num_vecs = p.row_bytes / 16;
+  const auto threads_for = [&](int vpt) { return round_up32(ceil_div(num_vecs, vpt)); };
+  s->vecs_per_thread = cfg.vecs_per_thread;
+  if (s->vecs_per_thread == 0) {
+    s->vecs_per_thread = 2;
+    while (s->vecs_per_thread < 8 && threads_for(s->vecs_per_thread) > 1024) s->vecs_per_thread *= 2;
+    if (num_rows > sms && num_rows <= int64_t{4} * sms && threads_for(s->vecs_per_thread) > 256 &&
+        s->vecs_per_thread < 8) {
+      s->vecs_per_thread *= 2;
+    }
+  }
+  s->rows_per_block = 1;
+  s->threads = static_cast<int>(std::min<int64_t>(round_up32(ceil_div(num_vecs, s->vecs_per_thread)), INT_MAX));
+  if (s->threads > 1024) return invalid_config(what, *s, p.hidden, "too many threads per block");
+  const bool resident_grid = cfg.blocks_per_sm != 0 && cfg.max_blocks != -1;
+  const int per_sm = resident_grid ? cfg.blocks_per_sm : 1;
+  if (per_sm < 1 || per_sm > 4) return invalid_config(what, *s, p.hidden, "blocks_per_sm must be 0..4");
+  int smem_per_sm = 0, optin = 0;
+  if (Status st = device_attribute(cudaDevAttrMaxSharedMemoryPerMultiprocessor, &smem_per_sm); !st) return st;
+  if (Status st = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, &optin); !st) return st;
+  // Per block: its share of the SM less the static arrays and the 1 KB the runtime reserves per block.
+  const int64_t budget = std::min<int64_t>(optin, smem_per_sm / per_sm - 2048);
+  s->blocks = resident_grid ? std::min<int64_t>(num_rows, static_cast<int64_t>(sms) * per_sm) : num_rows;
+  if (cfg.max_blocks > 0) s->blocks = std::min<int64_t>(s->blocks, cfg.max_blocks);  // tests: long rings
+  const int64_t rows_per_block = ceil_div(num_rows, s->blocks);
+  s->stages =
+      static_cast<int>(std::min<int64_t>({kMaxBulkStages, rows_per_block, budget / std::max<int64_t>(p.row_bytes, 1)}));
+  if (s->stages < 1) return invalid_config(what, *s, p.hidden, "a row does not fit the shared-memory budget");
+  *dynamic_smem = static_cast<size_t>(s->stages) * static_cast<size_t>(p.row_bytes);
+  const RowKernel kernel = pick_kernel(dtype, *s);
+  if (kernel == nullptr) return invalid_config(what, *s, p.hidden, "no such kernel instance");
+  if (*dynamic_smem > kDefaultSmemPerBlock) {  // only the lab's deep rings: no attribute call otherwise
+    if (Status st = allow_large_smem(kernel, optin); !st) return st;
+  }
+  int resident = 0;
+  if (Status st = blocks_per_sm(kernel, s->threads, &resident, *dynamic_smem); !st) return st;
+  if (resident < 1) return invalid_config(what, *s, p.hidden, "the block does not fit an SM");
+  // Fewer resident blocks than asked for: a smaller grid (each block then loops over more rows).
+  if (resident_grid && resident < per_sm) s->blocks = std::min<int64_t>(num_rows, static_cast<int64_t>(sms) * resident);
+  return Status::ok();
+}
+
 // Chooses the kernel and its launch shape (heuristic, or the caller's config), then launches.
 // `p` arrives with everything but the tiling fields.
 Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initializer_list<const void*> pointers,
@@ -552,14 +765,22 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
   MtpNormLaunch s;
   s.kernel = cfg.kernel;
   if (s.kernel == MtpNormKernel::kAuto) {
-    s.kernel = aligned && num_vecs <= kMaxRegisterVecs ? MtpNormKernel::kRegister : MtpNormKernel::kScalar;
+    // Up to ~2048 rows (T <~ 400 at hc = 4) the bulk kernel, one block per row, was the fastest launch at
+    // every shape the lab timed (H = 4096 / 7168, bf16, H100); beyond, the register kernel's bandwidth
+    // shape (4 vectors per thread, plain loads) is as fast or faster (bench/RESULTS.md).
+    if (!aligned || num_vecs > kMaxRegisterVecs) {
+      s.kernel = MtpNormKernel::kScalar;
+    } else {
+      s.kernel = num_rows <= kMaxBulkAutoRows ? MtpNormKernel::kBulk : MtpNormKernel::kRegister;
+    }
   }
-  if (!aligned && s.kernel == MtpNormKernel::kRegister) {
+  if (!aligned && (s.kernel == MtpNormKernel::kRegister || s.kernel == MtpNormKernel::kBulk)) {
     return invalid_config(what, s, p.hidden, "rows or pointers are not 16-byte aligned");
   }
 
   int64_t cap = cfg.max_blocks;
   if (cap < -2) return invalid_config(what, s, p.hidden, "max_blocks must be >= -2");
+  size_t dynamic_smem = 0;
   if (s.kernel == MtpNormKernel::kRegister) {
     s.rows_per_block = cfg.rows_per_block == 0 ? 1 : cfg.rows_per_block;
     s.plain_loads = cfg.plain_loads;
@@ -610,14 +831,15 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
         s.vecs_per_thread *= 2;
       }
     }
-    s.threads =
-        static_cast<int>(std::min<int64_t>(round_up32(ceil_div(num_vecs, s.vecs_per_thread)), INT_MAX));
+    s.threads = static_cast<int>(std::min<int64_t>(round_up32(ceil_div(num_vecs, s.vecs_per_thread)), INT_MAX));
     if (s.threads > max_threads(s)) {
       return invalid_config(what, s, p.hidden, "too many threads per block");
     }
     p.num_e_tiles = ceil_div(p.num_e_rows, s.rows_per_block);
     p.num_tiles = p.num_e_tiles + ceil_div(p.num_h_rows, s.rows_per_block);
     s.blocks = p.num_tiles;
+  } else if (s.kernel == MtpNormKernel::kBulk) {
+    if (Status st = plan_bulk(what, p, dtype, cfg, sms, &s, &dynamic_smem); !st) return st;
   } else {
     s.kernel = MtpNormKernel::kScalar;
     s.threads = p.hidden >= kScalarThreads ? kScalarThreads : static_cast<int>(round_up32(p.hidden));
@@ -629,6 +851,7 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
   const RowKernel kernel = pick_kernel(dtype, s);
   if (kernel == nullptr) return invalid_config(what, s, p.hidden, "no such kernel instance");
   p.num_vecs = static_cast<int32_t>(std::min<int64_t>(num_vecs, INT32_MAX));
+  p.stages = s.stages;
 
   if (s.kernel == MtpNormKernel::kRegister) {
     if (cap == -2) {
@@ -645,9 +868,15 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
   cudaLaunchConfig_t lc{};
   lc.gridDim = dim3(static_cast<unsigned>(s.blocks));
   lc.blockDim = dim3(s.threads);
+  lc.dynamicSmemBytes = dynamic_smem;
   lc.stream = stream;
   cudaLaunchAttribute attr[1];
-  p.pdl = pdl_enabled() ? 1 : 0;
+  if (cfg.trigger < MtpNormTrigger::kAuto || cfg.trigger > MtpNormTrigger::kBeforeWait) {
+    return invalid_config(what, s, p.hidden, "unknown PDL trigger");
+  }
+  const MtpNormTrigger trigger = cfg.trigger == MtpNormTrigger::kAuto ? MtpNormTrigger::kAfterLoads : cfg.trigger;
+  p.pdl = pdl_enabled() ? static_cast<int32_t>(trigger) : 0;
+  if (launched != nullptr) launched->trigger = p.pdl != 0 ? trigger : MtpNormTrigger::kAuto;
   if (p.pdl) {
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
@@ -670,8 +899,8 @@ MtpNormRows base_rows(int64_t hidden, float eps, DType dtype) {
 
 // The inputs both prologue layouts share: embeddings with their positions, previous residual, both weights.
 MtpNormRows prologue_rows(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
-                          const void* enorm_weight, const void* hnorm_weight, int64_t num_tokens,
-                          int64_t hidden, int64_t hc_mult, float eps, DType dtype) {
+                          const void* enorm_weight, const void* hnorm_weight, int64_t num_tokens, int64_t hidden,
+                          int64_t hc_mult, float eps, DType dtype) {
   MtpNormRows p = base_rows(hidden, eps, dtype);
   p.e_in = static_cast<const char*>(inputs_embeds);
   p.positions = positions;
@@ -683,25 +912,40 @@ MtpNormRows prologue_rows(const void* inputs_embeds, const int64_t* positions, c
   return p;
 }
 
+const char* trigger_name(MtpNormTrigger t) {
+  switch (t) {
+    case MtpNormTrigger::kAfterLoads:
+      return "";  // the default: not spelled out
+    case MtpNormTrigger::kAfterWait:
+      return " trigger=after-wait";
+    case MtpNormTrigger::kBeforeWait:
+      return " trigger=before-wait";
+    default:
+      return " no-pdl";
+  }
+}
+
 }  // namespace
 
 std::string MtpNormLaunch::to_string() const {
   switch (kernel) {
     case MtpNormKernel::kRegister:
       return str_cat("register vpt=", vecs_per_thread, " rows=", rows_per_block, plain_loads ? " plain" : "",
-                     late_weights ? " late-w" : "", " threads=", threads, " blocks=", blocks);
+                     late_weights ? " late-w" : "", " threads=", threads, " blocks=", blocks, trigger_name(trigger));
     case MtpNormKernel::kScalar:
-      return str_cat("scalar threads=", threads, " blocks=", blocks);
+      return str_cat("scalar threads=", threads, " blocks=", blocks, trigger_name(trigger));
+    case MtpNormKernel::kBulk:
+      return str_cat("bulk vpt=", vecs_per_thread, " stages=", stages, " threads=", threads, " blocks=", blocks,
+                     trigger_name(trigger));
     default:
       return "none";
   }
 }
 
 Status fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
-                                const void* enorm_weight, const void* hnorm_weight, void* enorm_out,
-                                void* hnorm_out, int64_t num_tokens, int64_t hidden, int64_t hc_mult,
-                                float eps, DType dtype, cudaStream_t stream, const MtpNormConfig* config,
-                                MtpNormLaunch* launched) {
+                                const void* enorm_weight, const void* hnorm_weight, void* enorm_out, void* hnorm_out,
+                                int64_t num_tokens, int64_t hidden, int64_t hc_mult, float eps, DType dtype,
+                                cudaStream_t stream, const MtpNormConfig* config, MtpNormLaunch* launched) {
   constexpr const char* kWhat = "fused_mtp_input_rms_norm";
   if (Status s = check_sizes(kWhat, num_tokens, hidden, hc_mult, eps, dtype, (hc_mult + 1) * hidden); !s) {
     return s;
@@ -716,26 +960,23 @@ Status fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positi
                            {"hnorm_out", hnorm_out}}) {
     if (Status s = check_pointer(kWhat, name, ptr); !s) return s;
   }
-  MtpNormRows p = prologue_rows(inputs_embeds, positions, prev_hidden, enorm_weight, hnorm_weight, num_tokens,
-                                hidden, hc_mult, eps, dtype);
+  MtpNormRows p = prologue_rows(inputs_embeds, positions, prev_hidden, enorm_weight, hnorm_weight, num_tokens, hidden,
+                                hc_mult, eps, dtype);
   p.e_out = static_cast<char*>(enorm_out);
   p.h_out = static_cast<char*>(hnorm_out);
   p.e_out_stride = p.row_bytes;
   p.h_out_stride = p.row_bytes;
   p.e_copy_stride = 0;
-  return launch_rows(kWhat, p, dtype,
-                     {inputs_embeds, prev_hidden, enorm_weight, hnorm_weight, enorm_out, hnorm_out}, stream,
-                     config, launched);
+  return launch_rows(kWhat, p, dtype, {inputs_embeds, prev_hidden, enorm_weight, hnorm_weight, enorm_out, hnorm_out},
+                     stream, config, launched);
 }
 
-Status fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* positions,
-                                   const void* prev_hidden, const void* enorm_weight,
-                                   const void* hnorm_weight, void* out, int64_t num_tokens, int64_t hidden,
-                                   int64_t hc_mult, float eps, DType dtype, cudaStream_t stream,
+Status fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
+                                   const void* enorm_weight, const void* hnorm_weight, void* out, int64_t num_tokens,
+                                   int64_t hidden, int64_t hc_mult, float eps, DType dtype, cudaStream_t stream,
                                    const MtpNormConfig* config, MtpNormLaunch* launched) {
   constexpr const char* kWhat = "fused_mtp_input_rms_norm_eh";
-  if (Status s = check_sizes(kWhat, num_tokens, hidden, hc_mult, eps, dtype, 2 * hc_mult * hidden); !s)
-    return s;
+  if (Status s = check_sizes(kWhat, num_tokens, hidden, hc_mult, eps, dtype, 2 * hc_mult * hidden); !s) return s;
   if (num_tokens == 0) return launch_rows(kWhat, MtpNormRows{}, dtype, {}, stream, config, launched);
   for (auto [name, ptr] : {std::pair<const char*, const void*>{"inputs_embeds", inputs_embeds},
                            {"positions", positions},
@@ -745,8 +986,8 @@ Status fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* pos
                            {"out", out}}) {
     if (Status s = check_pointer(kWhat, name, ptr); !s) return s;
   }
-  MtpNormRows p = prologue_rows(inputs_embeds, positions, prev_hidden, enorm_weight, hnorm_weight, num_tokens,
-                                hidden, hc_mult, eps, dtype);
+  MtpNormRows p = prologue_rows(inputs_embeds, positions, prev_hidden, enorm_weight, hnorm_weight, num_tokens, hidden,
+                                hc_mult, eps, dtype);
   // out[t, s, :H] = hnorm(prev[t, s]); out[t, s, H:] = enorm(e[t]) for every s.
   p.h_out = static_cast<char*>(out);
   p.e_out = static_cast<char*>(out) + p.row_bytes;
@@ -754,13 +995,13 @@ Status fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* pos
   p.e_out_stride = 2 * p.row_bytes * hc_mult;
   p.e_copy_stride = 2 * p.row_bytes;
   p.e_copies = static_cast<int32_t>(std::min<int64_t>(hc_mult, INT32_MAX));
-  return launch_rows(kWhat, p, dtype, {inputs_embeds, prev_hidden, enorm_weight, hnorm_weight, out}, stream,
-                     config, launched);
+  return launch_rows(kWhat, p, dtype, {inputs_embeds, prev_hidden, enorm_weight, hnorm_weight, out}, stream, config,
+                     launched);
 }
 
-Status mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, int64_t num_tokens,
-                                int64_t hidden, float eps, DType dtype, cudaStream_t stream,
-                                const MtpNormConfig* config, MtpNormLaunch* launched) {
+Status mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, int64_t num_tokens, int64_t hidden,
+                                float eps, DType dtype, cudaStream_t stream, const MtpNormConfig* config,
+                                MtpNormLaunch* launched) {
   constexpr const char* kWhat = "mtp_shared_head_rms_norm";
   if (Status s = check_sizes(kWhat, num_tokens, hidden, 1, eps, dtype, hidden); !s) return s;
   if (num_tokens == 0) return launch_rows(kWhat, MtpNormRows{}, dtype, {}, stream, config, launched);

@@ -26,7 +26,15 @@ namespace dsv4::cuda {
 //   kRegister  rows held in registers, one block per (group of) row(s); the launch shape adapts it from
 //              latency-bound small T to bandwidth-bound large T.
 //   kScalar    two passes with scalar accesses: any H and any alignment (odd H).
-enum class MtpNormKernel { kAuto = 0, kRegister = 1, kScalar = 2 };
+//   kBulk      rows loaded into shared memory by bulk asynchronous copies (TMA, one instruction per row):
+//              by default one block per row, the heuristic's choice up to ~2048 rows; the lab's resident
+//              grid streams several rows per block through a shared-memory ring instead.
+enum class MtpNormKernel { kAuto = 0, kRegister = 1, kScalar = 2, kBulk = 3 };
+
+// Where a kernel launched with programmatic dependent launch lets the next grid launch (nothing without
+// PDL): after its last loads are issued, right after its griddepcontrol.wait, or before it (the next grid
+// is then scheduled as soon as this one is, and waits on the device).
+enum class MtpNormTrigger { kAuto = 0, kAfterLoads = 1, kAfterWait = 2, kBeforeWait = 3 };
 
 // Launch shape. Production callers pass nullptr and get the heuristic; the kernel lab and the tests pass
 // explicit values to sweep / cover every variant. 0 means "choose" everywhere.
@@ -40,6 +48,9 @@ struct MtpNormConfig {
                               // vecs_per_thread 0 the heuristic decides; it picks them at large T)
   bool late_weights = false;  // read the weights after the reduction (fewer registers, more resident
                               // rows); instances exist for rows_per_block 1 without plain loads
+  MtpNormTrigger trigger = MtpNormTrigger::kAuto;
+  int blocks_per_sm = 0;  // kBulk: 0 = one block per row; 1..4 = a resident grid of that many blocks per
+                          // SM, each streaming its rows through a shared-memory ring
 };
 
 // What a launch resolved to (for logs and the kernel lab's JSON).
@@ -49,26 +60,27 @@ struct MtpNormLaunch {
   int rows_per_block = 0;
   bool plain_loads = false;
   bool late_weights = false;
+  MtpNormTrigger trigger = MtpNormTrigger::kAuto;  // kAuto: launched without PDL
+  int stages = 0;                                  // kBulk: rows in flight per block
   int threads = 0;
   int64_t blocks = 0;
   std::string to_string() const;
 };
 
 Status fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
-                                const void* enorm_weight, const void* hnorm_weight, void* enorm_out,
-                                void* hnorm_out, int64_t num_tokens, int64_t hidden, int64_t hc_mult,
-                                float eps, DType dtype, cudaStream_t stream,
-                                const MtpNormConfig* config = nullptr, MtpNormLaunch* launched = nullptr);
+                                const void* enorm_weight, const void* hnorm_weight, void* enorm_out, void* hnorm_out,
+                                int64_t num_tokens, int64_t hidden, int64_t hc_mult, float eps, DType dtype,
+                                cudaStream_t stream, const MtpNormConfig* config = nullptr,
+                                MtpNormLaunch* launched = nullptr);
 
 // out: [num_tokens, hc_mult, 2 * hidden].
-Status fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* positions,
-                                   const void* prev_hidden, const void* enorm_weight,
-                                   const void* hnorm_weight, void* out, int64_t num_tokens, int64_t hidden,
-                                   int64_t hc_mult, float eps, DType dtype, cudaStream_t stream,
+Status fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
+                                   const void* enorm_weight, const void* hnorm_weight, void* out, int64_t num_tokens,
+                                   int64_t hidden, int64_t hc_mult, float eps, DType dtype, cudaStream_t stream,
                                    const MtpNormConfig* config = nullptr, MtpNormLaunch* launched = nullptr);
 
-Status mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, int64_t num_tokens,
-                                int64_t hidden, float eps, DType dtype, cudaStream_t stream,
-                                const MtpNormConfig* config = nullptr, MtpNormLaunch* launched = nullptr);
+Status mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, int64_t num_tokens, int64_t hidden,
+                                float eps, DType dtype, cudaStream_t stream, const MtpNormConfig* config = nullptr,
+                                MtpNormLaunch* launched = nullptr);
 
 }  // namespace dsv4::cuda
