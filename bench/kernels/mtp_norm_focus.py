@@ -42,6 +42,13 @@ def variants(quick):
                     {"kernel": 3, "vecs_per_thread": vpt, "blocks_per_sm": per_sm, "trigger": trig}))
     for vpt in (1, 2, 4, 8):  # one block per row (one-row rings): the grid is the row count
         out.append((f"bulk vpt={vpt} row-blocks", {"kernel": 3, "vecs_per_thread": vpt, "max_blocks": -1}))
+    for vpt, rows in itertools.product((2, 4), (2, 3, 4)):  # contiguous rows per block, one weight load
+        out.append((f"bulk vpt={vpt} rows={rows}", {"kernel": 3, "vecs_per_thread": vpt, "rows_per_block": rows}))
+    for vpt, plain in itertools.product((2, 4), (0, 1)):  # register kernel, one block per row
+        out.append((f"reg vpt={vpt} row-blocks{' plain' if plain else ''}",
+                    {"kernel": 1, "vecs_per_thread": vpt, "max_blocks": -1, "plain_loads": plain}))
+        out.append((f"reg vpt={vpt} rows=2{' plain' if plain else ''}",
+                    {"kernel": 1, "vecs_per_thread": vpt, "rows_per_block": 2, "max_blocks": -1, "plain_loads": plain}))
     return out
 
 

@@ -151,6 +151,11 @@ std::vector<cuda::MtpNormConfig> all_configs() {
       for (int max_blocks : {0, -1, 3}) {
         const auto trigger = static_cast<MtpNormTrigger>(1 + n++ % 3);
         configs.push_back({MtpNormKernel::kBulk, vpt, 0, max_blocks, false, false, trigger, per_sm});
+        if (per_sm == 0) {  // contiguous groups of rows per block: 3, and 32 (rings that wrap at large H)
+          for (int rows : {3, 32}) {
+            configs.push_back({MtpNormKernel::kBulk, vpt, rows, max_blocks, false, false, trigger, 0});
+          }
+        }
       }
     }
   }

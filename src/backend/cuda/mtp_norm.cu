@@ -12,13 +12,14 @@
 // before using any, so a step costs one memory round trip and one block reduction (warp shuffles, one
 // barrier, shuffles again). The launch shape is the whole tuning space: at small T few threads per
 // vector keep the per-thread chains short (latency); at large T fewer, fatter blocks per row keep more
-// bytes in flight per SM (bandwidth). The heuristic in launch_rows comes from the kernel lab's sweep
+// bytes in flight per SM (bandwidth). The heuristic in launch_rows comes from the kernel lab's sweeps
 // (bench/kernels/, results in bench/RESULTS.md), which also timed and dropped a cp.async shared-memory
-// pipeline and cluster-split rows. Up to ~2048 rows the bulk kernel does better: one block per row, whose
-// thread 0 loads the whole row into shared memory with one bulk asynchronous copy (TMA) while the others
-// read the weights, so a row costs one instruction to fetch and no registers while in flight. Where registers limit how
-// many rows an SM holds at once, a late-weight instance (weights read after the reduction) trades one L1 read for ~30%
-// fewer registers. Rows that are not 16-byte aligned (odd H) take a scalar two-pass kernel.
+// pipeline and cluster-split rows (register and bulk kernels alike). Up to 4 rows per SM the bulk kernel
+// does better: one block per row, whose thread 0 loads the whole row into shared memory with one bulk
+// asynchronous copy (TMA) while the others read the weights, so a row costs one instruction to fetch and
+// no registers while in flight. Where registers limit how many rows an SM holds at once, a late-weight
+// instance of the register kernel (weights read after the reduction) trades one L1 read for ~30% fewer
+// registers. Rows that are not 16-byte aligned (odd H) take a scalar two-pass kernel.
 //
 // Launches use programmatic dependent launch unless DSV4_PDL=0 (launch.h): each kernel waits
 // (griddepcontrol.wait) before its first memory access and lets the next grid launch as soon as its own
@@ -59,9 +60,10 @@ struct MtpNormRows {
   int64_t e_copy_stride;  // bytes between the copies of one e row (the eh layout writes hc copies)
   int64_t h_out_stride;   // bytes between the outputs of consecutive h rows
   int32_t e_copies;
-  int32_t num_vecs;  // 16-byte vectors per row (vector kernels)
-  int32_t pdl;       // 0: launched without PDL; else the MtpNormTrigger at which the next grid may launch
-  int32_t stages;    // bulk kernel: depth of the shared-memory row ring
+  int32_t num_vecs;        // 16-byte vectors per row (vector kernels)
+  int32_t pdl;             // 0: launched without PDL; else the MtpNormTrigger at which the next grid may launch
+  int32_t stages;          // bulk kernel: depth of the shared-memory row ring
+  int32_t rows_per_group;  // bulk kernel: > 0: block b owns rows [b * this, (b + 1) * this); 0: rows b + i * grid
   float inv_hidden;
   float eps;
 };
@@ -354,8 +356,12 @@ __global__ void __launch_bounds__(1024) mtp_rms_norm_bulk_kernel(const MtpNormRo
   __shared__ float partial[2][1][32];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, num_warps = blockDim.x >> 5;
   const int64_t num_rows = p.num_e_rows + p.num_h_rows;
-  const int64_t grid = gridDim.x;
-  const int64_t my_rows = (num_rows - blockIdx.x + grid - 1) / grid;
+  // This block's rows: first_row + i * step, i < my_rows (contiguous groups share one weight load).
+  const int64_t group = p.rows_per_group;
+  const int64_t first_row = group > 0 ? blockIdx.x * group : blockIdx.x;
+  const int64_t step = group > 0 ? 1 : gridDim.x;
+  const int64_t my_rows =
+      group > 0 ? std::min<int64_t>(group, num_rows - first_row) : (num_rows - blockIdx.x + gridDim.x - 1) / gridDim.x;
   const int stages = p.stages;
   const uint32_t row_bytes = static_cast<uint32_t>(p.row_bytes);
   const uint32_t ring_base = shared_address(ring), full_base = shared_address(full);
@@ -374,7 +380,7 @@ __global__ void __launch_bounds__(1024) mtp_rms_norm_bulk_kernel(const MtpNormRo
   if (tid == 0) {
     const int64_t first = std::min<int64_t>(stages, my_rows);
     for (int64_t i = 0; i < first; ++i) {
-      bulk_load(ring_base + static_cast<uint32_t>(i) * row_bytes, row_src(blockIdx.x + i * grid), row_bytes,
+      bulk_load(ring_base + static_cast<uint32_t>(i) * row_bytes, row_src(first_row + i * step), row_bytes,
                 full_base + 8u * static_cast<uint32_t>(i));
     }
   }
@@ -386,7 +392,7 @@ __global__ void __launch_bounds__(1024) mtp_rms_norm_bulk_kernel(const MtpNormRo
   int weight_kind = -1;
   int parity = 0;
   for (int64_t i = 0; i < my_rows; ++i) {
-    const int64_t r = blockIdx.x + i * grid;
+    const int64_t r = first_row + i * step;
     const bool is_e = r < p.num_e_rows;  // block-uniform
     const int64_t row = is_e ? r : r - p.num_e_rows;
     const bool masked = is_e && __ldg(p.positions + row) == 0;
@@ -418,7 +424,7 @@ __global__ void __launch_bounds__(1024) mtp_rms_norm_bulk_kernel(const MtpNormRo
     block_sum<1>(s, partial[parity], lane, warp, num_warps);  // its barrier: every thread has read the stage
     parity ^= 1;
     if (tid == 0 && i + stages < my_rows) {
-      bulk_load(stage_addr, row_src(r + stages * grid), row_bytes, full_base + 8u * stage);
+      bulk_load(stage_addr, row_src(r + stages * step), row_bytes, full_base + 8u * stage);
     }
     if (triggers_after_loads(p.pdl) && i == last_issue) pdl_launch_dependents();
     const float rstd = rsqrtf(s[0] * p.inv_hidden + p.eps);
@@ -500,7 +506,6 @@ __global__ void __launch_bounds__(256) mtp_rms_norm_scalar_kernel(const MtpNormR
 // ---- host side ---------------------------------------------------------------------------------------
 constexpr int kScalarThreads = 256;
 constexpr int64_t kMaxRegisterVecs = 8 * 256;       // 8 vectors x 256 threads (the 8-vector launch bound)
-constexpr int64_t kMaxBulkAutoRows = 2048;          // the heuristic's bulk / register boundary
 constexpr size_t kDefaultSmemPerBlock = 48 * 1024;  // dynamic shared memory a kernel may use without opting in
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -714,10 +719,13 @@ Status plan_bulk(const char* what, const MtpNormRows& p, DType dtype, const MtpN
       s->vecs_per_thread *= 2;
     }
   }
-  s->rows_per_block = 1;
+  s->rows_per_block = cfg.rows_per_block == 0 ? 1 : cfg.rows_per_block;
   s->threads = static_cast<int>(std::min<int64_t>(round_up32(ceil_div(num_vecs, s->vecs_per_thread)), INT_MAX));
   if (s->threads > 1024) return invalid_config(what, *s, p.hidden, "too many threads per block");
   const bool resident_grid = cfg.blocks_per_sm != 0 && cfg.max_blocks != -1;
+  if (s->rows_per_block < 1 || s->rows_per_block > kMaxBulkStages || (resident_grid && s->rows_per_block > 1)) {
+    return invalid_config(what, *s, p.hidden, "rows_per_block must be 1..32, and 1 with a resident grid");
+  }
   const int per_sm = resident_grid ? cfg.blocks_per_sm : 1;
   if (per_sm < 1 || per_sm > 4) return invalid_config(what, *s, p.hidden, "blocks_per_sm must be 0..4");
   int smem_per_sm = 0, optin = 0;
@@ -725,8 +733,12 @@ Status plan_bulk(const char* what, const MtpNormRows& p, DType dtype, const MtpN
   if (Status st = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, &optin); !st) return st;
   // Per block: its share of the SM less the static arrays and the 1 KB the runtime reserves per block.
   const int64_t budget = std::min<int64_t>(optin, smem_per_sm / per_sm - 2048);
-  s->blocks = resident_grid ? std::min<int64_t>(num_rows, static_cast<int64_t>(sms) * per_sm) : num_rows;
-  if (cfg.max_blocks > 0) s->blocks = std::min<int64_t>(s->blocks, cfg.max_blocks);  // tests: long rings
+  s->blocks = resident_grid ? std::min<int64_t>(num_rows, static_cast<int64_t>(sms) * per_sm)
+                            : ceil_div(num_rows, s->rows_per_block);
+  if (cfg.max_blocks > 0) {  // the tests' long rings: only where blocks stride over the rows
+    if (s->rows_per_block > 1) return invalid_config(what, *s, p.hidden, "max_blocks > 0 needs rows_per_block 1");
+    s->blocks = std::min<int64_t>(s->blocks, cfg.max_blocks);
+  }
   const int64_t rows_per_block = ceil_div(num_rows, s->blocks);
   s->stages =
       static_cast<int>(std::min<int64_t>({kMaxBulkStages, rows_per_block, budget / std::max<int64_t>(p.row_bytes, 1)}));
@@ -765,13 +777,13 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
   MtpNormLaunch s;
   s.kernel = cfg.kernel;
   if (s.kernel == MtpNormKernel::kAuto) {
-    // Up to ~2048 rows (T <~ 400 at hc = 4) the bulk kernel, one block per row, was the fastest launch at
-    // every shape the lab timed (H = 4096 / 7168, bf16, H100); beyond, the register kernel's bandwidth
-    // shape (4 vectors per thread, plain loads) is as fast or faster (bench/RESULTS.md).
+    // Up to 4 rows per SM (T <~ 100 at hc = 4) the bulk kernel, one block per row, was the fastest launch
+    // at every shape the lab timed (H = 4096 / 7168, bf16, H100); beyond, the register kernel's bandwidth
+    // shape (4 vectors per thread, plain loads, one block per row) is (bench/RESULTS.md).
     if (!aligned || num_vecs > kMaxRegisterVecs) {
       s.kernel = MtpNormKernel::kScalar;
     } else {
-      s.kernel = num_rows <= kMaxBulkAutoRows ? MtpNormKernel::kBulk : MtpNormKernel::kRegister;
+      s.kernel = num_rows <= int64_t{4} * sms ? MtpNormKernel::kBulk : MtpNormKernel::kRegister;
     }
   }
   if (!aligned && (s.kernel == MtpNormKernel::kRegister || s.kernel == MtpNormKernel::kBulk)) {
@@ -816,14 +828,10 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
           const int64_t late_wave = static_cast<int64_t>(late_per_sm) * sms;
           s.late_weights = early_wave < num_rows && late_wave >= num_rows;
         }
-      } else if (num_rows <= 2048) {
-        // the rows exceed one resident wave (T ~ 100..400): ~256 threads per row and one resident wave of
-        // blocks looping over tiles (fewer block launches, weights loaded once per block).
-        fit_threads(256);
-        if (cap == 0) cap = -2;
       } else {
-        // bandwidth (T >~ 400): 4 vectors per thread, one block per row, plain loads (3-5% faster here
-        // than read-only / no-L1 / L2-prefetch loads in every sweep at T >= 1024).
+        // bandwidth (T >~ 100): 4 vectors per thread, one block per row, plain loads (3-5% faster here
+        // than read-only / no-L1 / L2-prefetch loads in every sweep at T >= 1024; at T = 256 2-5% faster
+        // than the resident wave of ~256-thread blocks this range used before: bench/RESULTS.md).
         s.vecs_per_thread = 4;
         s.plain_loads = true;
       }
@@ -852,6 +860,7 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
   if (kernel == nullptr) return invalid_config(what, s, p.hidden, "no such kernel instance");
   p.num_vecs = static_cast<int32_t>(std::min<int64_t>(num_vecs, INT32_MAX));
   p.stages = s.stages;
+  p.rows_per_group = s.kernel == MtpNormKernel::kBulk && s.rows_per_block > 1 ? s.rows_per_block : 0;
 
   if (s.kernel == MtpNormKernel::kRegister) {
     if (cap == -2) {
@@ -935,8 +944,8 @@ std::string MtpNormLaunch::to_string() const {
     case MtpNormKernel::kScalar:
       return str_cat("scalar threads=", threads, " blocks=", blocks, trigger_name(trigger));
     case MtpNormKernel::kBulk:
-      return str_cat("bulk vpt=", vecs_per_thread, " stages=", stages, " threads=", threads, " blocks=", blocks,
-                     trigger_name(trigger));
+      return str_cat("bulk vpt=", vecs_per_thread, " rows=", rows_per_block, " stages=", stages, " threads=", threads,
+                     " blocks=", blocks, trigger_name(trigger));
     default:
       return "none";
   }

@@ -27,7 +27,7 @@ namespace dsv4::cuda {
 //              latency-bound small T to bandwidth-bound large T.
 //   kScalar    two passes with scalar accesses: any H and any alignment (odd H).
 //   kBulk      rows loaded into shared memory by bulk asynchronous copies (TMA, one instruction per row):
-//              by default one block per row, the heuristic's choice up to ~2048 rows; the lab's resident
+//              by default one block per row, the heuristic's choice up to 4 rows per SM; the lab's resident
 //              grid streams several rows per block through a shared-memory ring instead.
 enum class MtpNormKernel { kAuto = 0, kRegister = 1, kScalar = 2, kBulk = 3 };
 

@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Memory-side probe of the fused MTP input norm at mid T, for Nsight Compute with hot caches:
+
+    ncu --cache-control none --clock-control none -k regex:"mtp|copy" \\
+        --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,lts__t_sector_hit_rate.pct \\
+        python3 bench/kernels/mtp_norm_probe.py --lib build/libdsv4.so
+
+Per shape (H, T in SHAPES, hc = 4, bf16), after a warm-up, 3 launches each of: ours (heuristic), the
+Triton peer at 4 warps, and a Triton copy of the same bytes. With hot caches (the state the graph-replayed
+benchmarks see), DRAM bytes and the L2 hit rate show how much of each kernel's traffic L2 absorbs.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import triton
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mtp_norm_peers import EPS, Dsv4Lib, copy_kernel, triton_mtp  # noqa: E402
+
+SHAPES = [(4096, 256), (7168, 256), (7168, 64)]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lib", default=None)
+    args = ap.parse_args()
+    lib = Dsv4Lib(args.lib)
+    hc, dt = 4, torch.bfloat16
+    for H, T in SHAPES:
+        e = torch.randn(T, H, device="cuda", dtype=dt)
+        prev = torch.randn(T, hc, H, device="cuda", dtype=dt)
+        ew = torch.randn(H, device="cuda", dtype=dt)
+        hw = torch.randn(H, device="cuda", dtype=dt)
+        pos = torch.arange(T, device="cuda", dtype=torch.int64) % 7
+        eo, ho = torch.empty(T, H, device="cuda", dtype=dt), torch.empty(T, hc, H, device="cuda", dtype=dt)
+        n = (1 + hc) * T * H
+        src, dst = torch.randn(n, device="cuda", dtype=dt), torch.empty(n, device="cuda", dtype=dt)
+        runs = [("ours", lambda: lib.fused_mtp_input_rms_norm(e, pos, prev, ew, hw, eo, ho, EPS)),
+                ("triton 4w", lambda: triton_mtp(e, pos, prev, ew, hw, eo, ho, EPS, 4)),
+                ("copy", lambda: copy_kernel[(triton.cdiv(n, 4096),)](src, dst, n, BLOCK=4096, num_warps=8))]
+        for name, fn in runs:
+            for _ in range(3):
+                fn()
+            torch.cuda.synchronize()
+            print(f"H={H} T={T} {name}: {lib.last_launch() if name == 'ours' else ''}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
