@@ -5,8 +5,8 @@
         --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,lts__t_sector_hit_rate.pct \\
         python3 bench/kernels/mtp_norm_probe.py --lib build/libdsv4.so
 
-Per shape (H, T in SHAPES, hc = 4, bf16), after a warm-up, 3 launches each of: ours (heuristic), the
-Triton peer at 4 warps, and a Triton copy of the same bytes. With hot caches (the state the graph-replayed
+Per shape (--shapes, hc = 4, bf16), --launches launches each of: ours (heuristic), the Triton peer at
+--warps warps, and a Triton copy of the same bytes. With hot caches (the state the graph-replayed
 benchmarks see), DRAM bytes and the L2 hit rate show how much of each kernel's traffic L2 absorbs.
 """
 import argparse
@@ -19,16 +19,18 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mtp_norm_peers import EPS, Dsv4Lib, copy_kernel, triton_mtp  # noqa: E402
 
-SHAPES = [(4096, 256), (7168, 256), (7168, 64)]
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", default=None)
+    ap.add_argument("--shapes", default="4096x256,7168x256,7168x64", help="HxT,...")
+    ap.add_argument("--warps", type=int, default=4, help="the Triton peer's num_warps")
+    ap.add_argument("--launches", type=int, default=3, help="launches of each kernel per shape")
     args = ap.parse_args()
     lib = Dsv4Lib(args.lib)
     hc, dt = 4, torch.bfloat16
-    for H, T in SHAPES:
+    for H, T in (tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(",")):
         e = torch.randn(T, H, device="cuda", dtype=dt)
         prev = torch.randn(T, hc, H, device="cuda", dtype=dt)
         ew = torch.randn(H, device="cuda", dtype=dt)
@@ -38,10 +40,10 @@ def main():
         n = (1 + hc) * T * H
         src, dst = torch.randn(n, device="cuda", dtype=dt), torch.empty(n, device="cuda", dtype=dt)
         runs = [("ours", lambda: lib.fused_mtp_input_rms_norm(e, pos, prev, ew, hw, eo, ho, EPS)),
-                ("triton 4w", lambda: triton_mtp(e, pos, prev, ew, hw, eo, ho, EPS, 4)),
+                (f"triton {args.warps}w", lambda: triton_mtp(e, pos, prev, ew, hw, eo, ho, EPS, args.warps)),
                 ("copy", lambda: copy_kernel[(triton.cdiv(n, 4096),)](src, dst, n, BLOCK=4096, num_warps=8))]
         for name, fn in runs:
-            for _ in range(3):
+            for _ in range(args.launches):
                 fn()
             torch.cuda.synchronize()
             print(f"H={H} T={T} {name}: {lib.last_launch() if name == 'ours' else ''}", flush=True)
