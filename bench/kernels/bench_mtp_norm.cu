@@ -200,9 +200,9 @@ int main(int argc, char** argv) {
         variants.push_back({MtpNormKernel::kRegister, vpt, rows, max_blocks, false, true});  // late weights
     }
   }
-  // The bulk (TMA ring) kernel at each vectors per thread and resident blocks per SM.
+  // The bulk (TMA) kernel at each vectors per thread, one block per row or a resident grid with rings.
   for (int vpt : {1, 2, 4}) {
-    for (int per_sm : {1, 2, 4}) {
+    for (int per_sm : {0, 1, 2, 4}) {  // 0: one block per row (the default); else a resident grid
       variants.push_back({MtpNormKernel::kBulk, vpt, 0, 0, false, false, dsv4::cuda::MtpNormTrigger::kAuto, per_sm});
     }
   }

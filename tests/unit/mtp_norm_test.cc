@@ -29,8 +29,7 @@ using mtp_testing::tolerance;
 
 constexpr float kEps = 1e-6f;
 
-void expect_close(const std::vector<float>& out, const std::vector<double>& ref, DType dtype,
-                  const std::string& what) {
+void expect_close(const std::vector<float>& out, const std::vector<double>& ref, DType dtype, const std::string& what) {
   ASSERT_EQ(out.size(), ref.size()) << what;
   EXPECT_LE(relative_error(out, ref), tolerance(dtype)) << what;
   int64_t bad = 0;
@@ -54,8 +53,8 @@ TEST_P(MtpNormCpuShapes, MatchesFloat64FormulaInBothLayouts) {
   const size_t es = dtype_size(dtype);
 
   std::vector<uint8_t> enorm(T * H * es, 0xff), hnorm(T * hc * H * es, 0xff);
-  cpu::fused_mtp_input_rms_norm(in.e.data(), in.positions.data(), in.prev.data(), in.enorm_w.data(),
-                                in.hnorm_w.data(), enorm.data(), hnorm.data(), T, H, hc, kEps, dtype);
+  cpu::fused_mtp_input_rms_norm(in.e.data(), in.positions.data(), in.prev.data(), in.enorm_w.data(), in.hnorm_w.data(),
+                                enorm.data(), hnorm.data(), T, H, hc, kEps, dtype);
   const std::vector<float> e_out = to_floats(enorm.data(), T * H, dtype);
   const std::vector<float> h_out = to_floats(hnorm.data(), T * hc * H, dtype);
   expect_close(e_out, ref.enorm, dtype, "enorm");
@@ -90,12 +89,12 @@ std::string case_name(const ::testing::TestParamInfo<std::tuple<DType, Shape>>& 
          std::to_string(std::get<1>(shape)) + "_hc" + std::to_string(std::get<2>(shape));
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, MtpNormCpuShapes,
-    ::testing::Combine(::testing::Values(DType::F32, DType::BF16, DType::F16),
-                       ::testing::Values(Shape{1, 4096, 4}, Shape{3, 7168, 4}, Shape{5, 2568, 4},
-                                         Shape{4, 7, 4}, Shape{6, 1023, 2}, Shape{2, 1, 3}, Shape{7, 64, 1})),
-    case_name);
+INSTANTIATE_TEST_SUITE_P(Shapes, MtpNormCpuShapes,
+                         ::testing::Combine(::testing::Values(DType::F32, DType::BF16, DType::F16),
+                                            ::testing::Values(Shape{1, 4096, 4}, Shape{3, 7168, 4}, Shape{5, 2568, 4},
+                                                              Shape{4, 7, 4}, Shape{6, 1023, 2}, Shape{2, 1, 3},
+                                                              Shape{7, 64, 1})),
+                         case_name);
 
 TEST(MtpNormCpu, ZeroRowsGiveZerosNotNaN) {
   // All positions 0 and an all-zero prev slot: rsqrt(eps) keeps them finite, and the result is exactly 0.
@@ -105,8 +104,8 @@ TEST(MtpNormCpu, ZeroRowsGiveZerosNotNaN) {
   for (int64_t i = 0; i < H; ++i) in.prev.values[i] = 0.f;
   std::memcpy(in.prev.bytes.data(), in.prev.values.data(), H * sizeof(float));
   std::vector<float> e(T * H, NAN), h(T * hc * H, NAN);
-  cpu::fused_mtp_input_rms_norm(in.e.data(), in.positions.data(), in.prev.data(), in.enorm_w.data(),
-                                in.hnorm_w.data(), e.data(), h.data(), T, H, hc, kEps, DType::F32);
+  cpu::fused_mtp_input_rms_norm(in.e.data(), in.positions.data(), in.prev.data(), in.enorm_w.data(), in.hnorm_w.data(),
+                                e.data(), h.data(), T, H, hc, kEps, DType::F32);
   for (float v : e) ASSERT_EQ(v, 0.0f);
   for (int64_t i = 0; i < H; ++i) ASSERT_EQ(h[i], 0.0f);
   for (int64_t i = H; i < T * hc * H; ++i) ASSERT_TRUE(std::isfinite(h[i]));
@@ -114,10 +113,9 @@ TEST(MtpNormCpu, ZeroRowsGiveZerosNotNaN) {
 
 TEST(MtpNormCpu, ZeroTokensTouchNothing) {
   std::vector<float> out(8, 42.f);
-  cpu::fused_mtp_input_rms_norm(nullptr, nullptr, nullptr, nullptr, nullptr, out.data(), out.data(), 0, 8, 4,
-                                kEps, DType::BF16);
-  cpu::fused_mtp_input_rms_norm_eh(nullptr, nullptr, nullptr, nullptr, nullptr, out.data(), 0, 8, 4, kEps,
-                                   DType::F16);
+  cpu::fused_mtp_input_rms_norm(nullptr, nullptr, nullptr, nullptr, nullptr, out.data(), out.data(), 0, 8, 4, kEps,
+                                DType::BF16);
+  cpu::fused_mtp_input_rms_norm_eh(nullptr, nullptr, nullptr, nullptr, nullptr, out.data(), 0, 8, 4, kEps, DType::F16);
   cpu::mtp_shared_head_rms_norm(nullptr, nullptr, out.data(), 0, 8, kEps, DType::F32);
   for (float v : out) EXPECT_EQ(v, 42.f);
 }
@@ -168,8 +166,8 @@ TEST(MtpNormOps, CpuDispatchMatchesReference) {
   }
   std::vector<float> head(f.T * f.H);
   ops::mtp_shared_head_rms_norm(ctx, Tensor(head.data(), DType::F32, {f.T, f.H}), f.e(), f.ew(), kEps);
-  expect_close(head, mtp_testing::reference_rms_norm(f.in.e.values, f.H, f.in.enorm_w.values, kEps),
-               DType::F32, "ops shared head");
+  expect_close(head, mtp_testing::reference_rms_norm(f.in.e.values, f.H, f.in.enorm_w.values, kEps), DType::F32,
+               "ops shared head");
 }
 
 TEST(MtpNormOps, RejectsBadArguments) {
@@ -182,42 +180,37 @@ TEST(MtpNormOps, RejectsBadArguments) {
   std::vector<int32_t> pos32(f.T);
   std::vector<uint16_t> bf16(f.T * f.hc * f.H);
   std::vector<float> big(64 * 64);
+  expect_invalid(call(f.eo(), f.ho(), f.e(), Tensor(pos32.data(), DType::I32, {f.T}), f.prev(), f.ew(), f.hw(), eps),
+                 "positions");
   expect_invalid(
-      call(f.eo(), f.ho(), f.e(), Tensor(pos32.data(), DType::I32, {f.T}), f.prev(), f.ew(), f.hw(), eps),
-      "positions");
-  expect_invalid(call(f.eo(), f.ho(), f.e(), f.pos(), Tensor(bf16.data(), DType::BF16, {f.T, f.hc, f.H}),
-                      f.ew(), f.hw(), eps),
-                 "prev_hidden");
-  expect_invalid(
-      call(f.eo(), f.ho(), f.e(), f.pos(), f.prev(), Tensor(big.data(), DType::F32, {f.H + 1}), f.hw(), eps),
-      "enorm_w");
+      call(f.eo(), f.ho(), f.e(), f.pos(), Tensor(bf16.data(), DType::BF16, {f.T, f.hc, f.H}), f.ew(), f.hw(), eps),
+      "prev_hidden");
+  expect_invalid(call(f.eo(), f.ho(), f.e(), f.pos(), f.prev(), Tensor(big.data(), DType::F32, {f.H + 1}), f.hw(), eps),
+                 "enorm_w");
   expect_invalid(call(f.eo(), f.ho(), f.e(), f.pos(), f.prev(), f.ew(), f.hw().view({2, 4}), eps), "hnorm_w");
-  expect_invalid(call(f.eo(), Tensor(big.data(), DType::F32, {f.T, f.hc + 1, f.H}), f.e(), f.pos(), f.prev(),
-                      f.ew(), f.hw(), eps),
-                 "prev_hidden");
-  expect_invalid(call(Tensor(big.data(), DType::F32, {f.T + 1, f.H}), f.ho(), f.e(), f.pos(), f.prev(),
-                      f.ew(), f.hw(), eps),
-                 "enorm_out");
+  expect_invalid(
+      call(f.eo(), Tensor(big.data(), DType::F32, {f.T, f.hc + 1, f.H}), f.e(), f.pos(), f.prev(), f.ew(), f.hw(), eps),
+      "prev_hidden");
+  expect_invalid(
+      call(Tensor(big.data(), DType::F32, {f.T + 1, f.H}), f.ho(), f.e(), f.pos(), f.prev(), f.ew(), f.hw(), eps),
+      "enorm_out");
   expect_invalid(call(f.eo(), f.ho(), f.e(), f.pos(), f.prev(), f.ew(), f.hw(), NAN), "eps");
   expect_invalid(call(f.eo(), f.ho(), f.e(), f.pos(), f.prev(), f.ew(), f.hw(), -1.f), "eps");
   // Integer activations, a non-contiguous input, a tensor on the wrong device.
   std::vector<int32_t> ints(f.T * f.H);
-  expect_invalid(call(f.eo(), f.ho(), Tensor(ints.data(), DType::I32, {f.T, f.H}), f.pos(), f.prev(), f.ew(),
-                      f.hw(), eps),
-                 "inputs_embeds");
+  expect_invalid(
+      call(f.eo(), f.ho(), Tensor(ints.data(), DType::I32, {f.T, f.H}), f.pos(), f.prev(), f.ew(), f.hw(), eps),
+      "inputs_embeds");
   Tensor wide(big.data(), DType::F32, {f.T, 2 * f.H});
-  expect_invalid(call(f.eo(), f.ho(), wide.slice(1, 0, f.H), f.pos(), f.prev(), f.ew(), f.hw(), eps),
-                 "contiguous");
+  expect_invalid(call(f.eo(), f.ho(), wide.slice(1, 0, f.H), f.pos(), f.prev(), f.ew(), f.hw(), eps), "contiguous");
   Tensor on_gpu(f.in.enorm_w.data(), DType::F32, {f.H}, Device::kCUDA);
   expect_invalid(call(f.eo(), f.ho(), f.e(), f.pos(), f.prev(), on_gpu, f.hw(), eps), "enorm_w");
   // eh layout: the last dim must be 2H.
-  expect_invalid(
-      [&] { ops::fused_mtp_input_rms_norm_eh(ctx, f.ho(), f.e(), f.pos(), f.prev(), f.ew(), f.hw(), eps); },
-      "out");
+  expect_invalid([&] { ops::fused_mtp_input_rms_norm_eh(ctx, f.ho(), f.e(), f.pos(), f.prev(), f.ew(), f.hw(), eps); },
+                 "out");
   // shared head: weight size and output shape.
-  expect_invalid(
-      [&] { ops::mtp_shared_head_rms_norm(ctx, f.eo(), f.e(), Tensor(big.data(), DType::F32, {3}), eps); },
-      "w");
+  expect_invalid([&] { ops::mtp_shared_head_rms_norm(ctx, f.eo(), f.e(), Tensor(big.data(), DType::F32, {3}), eps); },
+                 "w");
   expect_invalid([&] { ops::mtp_shared_head_rms_norm(ctx, f.ho(), f.e(), f.ew(), eps); }, "out");
 }
 
@@ -235,12 +228,10 @@ TEST(MtpNormCApi, ArgumentErrorsAreCodesNotCrashes) {
   const int64_t pos[2] = {0, 1};
   void* p = buf;
   auto mtp = [&](const void* e, const int64_t* ps, int64_t T, int64_t H, int64_t hc, float eps, int dtype) {
-    return dsv4_fused_mtp_input_rms_norm(e, ps, p, p, p, p, p, T, H, hc, eps, static_cast<dsv4_dtype>(dtype),
-                                         nullptr);
+    return dsv4_fused_mtp_input_rms_norm(e, ps, p, p, p, p, p, T, H, hc, eps, static_cast<dsv4_dtype>(dtype), nullptr);
   };
   EXPECT_EQ(mtp(nullptr, pos, 2, 8, 4, kEps, DSV4_DTYPE_BF16), DSV4_ERROR_INVALID_ARGUMENT);
-  EXPECT_NE(std::string(dsv4_last_error()).find("inputs_embeds is null"), std::string::npos)
-      << dsv4_last_error();
+  EXPECT_NE(std::string(dsv4_last_error()).find("inputs_embeds is null"), std::string::npos) << dsv4_last_error();
   EXPECT_EQ(mtp(p, nullptr, 2, 8, 4, kEps, DSV4_DTYPE_BF16), DSV4_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(dsv4_last_error()).find("positions"), std::string::npos) << dsv4_last_error();
   EXPECT_EQ(mtp(p, pos, 2, 8, 4, kEps, 7), DSV4_ERROR_INVALID_ARGUMENT);
@@ -255,33 +246,37 @@ TEST(MtpNormCApi, ArgumentErrorsAreCodesNotCrashes) {
   EXPECT_EQ(mtp(p, pos, 0, 8, 4, NAN, DSV4_DTYPE_F32), DSV4_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(dsv4_last_error()).find("eps"), std::string::npos) << dsv4_last_error();
   // T = 0 is a no-op even with null pointers, and clears the last error.
-  EXPECT_EQ(dsv4_fused_mtp_input_rms_norm(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 8,
-                                          4, kEps, DSV4_DTYPE_BF16, nullptr),
+  EXPECT_EQ(dsv4_fused_mtp_input_rms_norm(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 8, 4, kEps,
+                                          DSV4_DTYPE_BF16, nullptr),
             DSV4_OK);
   EXPECT_STREQ(dsv4_last_error(), "");
 
-  EXPECT_EQ(
-      dsv4_fused_mtp_input_rms_norm_eh(p, pos, p, p, p, nullptr, 2, 8, 4, kEps, DSV4_DTYPE_BF16, nullptr),
-      DSV4_ERROR_INVALID_ARGUMENT);
-  EXPECT_NE(std::string(dsv4_last_error()).find("out is null"), std::string::npos) << dsv4_last_error();
-  EXPECT_EQ(dsv4_fused_mtp_input_rms_norm_eh(p, pos, p, p, p, p, 2, 8, 4, kEps, static_cast<dsv4_dtype>(-3),
-                                             nullptr),
+  EXPECT_EQ(dsv4_fused_mtp_input_rms_norm_eh(p, pos, p, p, p, nullptr, 2, 8, 4, kEps, DSV4_DTYPE_BF16, nullptr),
             DSV4_ERROR_INVALID_ARGUMENT);
-  EXPECT_EQ(dsv4_fused_mtp_input_rms_norm_eh(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 8, 4,
-                                             kEps, DSV4_DTYPE_F32, nullptr),
+  EXPECT_NE(std::string(dsv4_last_error()).find("out is null"), std::string::npos) << dsv4_last_error();
+  EXPECT_EQ(dsv4_fused_mtp_input_rms_norm_eh(p, pos, p, p, p, p, 2, 8, 4, kEps, static_cast<dsv4_dtype>(-3), nullptr),
+            DSV4_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(dsv4_fused_mtp_input_rms_norm_eh(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 8, 4, kEps,
+                                             DSV4_DTYPE_F32, nullptr),
             DSV4_OK);
 
   EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(p, nullptr, p, 2, 8, kEps, DSV4_DTYPE_BF16, nullptr),
             DSV4_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(dsv4_last_error()).find("weight is null"), std::string::npos) << dsv4_last_error();
-  EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(p, p, p, 2, -5, kEps, DSV4_DTYPE_BF16, nullptr),
-            DSV4_ERROR_INVALID_ARGUMENT);
-  EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(nullptr, nullptr, nullptr, 0, 8, kEps, DSV4_DTYPE_F16, nullptr),
-            DSV4_OK);
+  EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(p, p, p, 2, -5, kEps, DSV4_DTYPE_BF16, nullptr), DSV4_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(nullptr, nullptr, nullptr, 0, 8, kEps, DSV4_DTYPE_F16, nullptr), DSV4_OK);
 
   // The lab's variant override validates the kernel id and resets with 0.
   EXPECT_EQ(dsv4_lab_set_mtp_norm_variant(9, 0, 0, 0, 0), DSV4_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(dsv4_lab_set_mtp_norm_variant(0, 0, 0, 0, 0), DSV4_OK);
+  // The full override also validates the PDL trigger; kernel 3 (bulk) exists there.
+  EXPECT_EQ(dsv4_lab_set_mtp_norm_launch(4, 0, 0, 0, 0, 0, 0, 0), DSV4_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(dsv4_last_error()).find("kernel must be 0..3"), std::string::npos) << dsv4_last_error();
+  EXPECT_EQ(dsv4_lab_set_mtp_norm_launch(0, 0, 0, 0, 0, 0, 4, 0), DSV4_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(dsv4_last_error()).find("trigger must be 0..3"), std::string::npos) << dsv4_last_error();
+  EXPECT_EQ(dsv4_lab_set_mtp_norm_launch(-1, 0, 0, 0, 0, 0, -1, 0), DSV4_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(dsv4_lab_set_mtp_norm_launch(3, 2, 1, -1, 0, 0, 2, 0), DSV4_OK);
+  EXPECT_EQ(dsv4_lab_set_mtp_norm_launch(0, 0, 0, 0, 0, 0, 0, 0), DSV4_OK);  // back to the heuristic
 }
 
 }  // namespace

@@ -800,34 +800,12 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
     const int64_t total_bytes = num_rows * p.row_bytes;
     s.vecs_per_thread = cfg.vecs_per_thread;
     if (s.vecs_per_thread == 0) {
-      // From the lab's sweeps (bf16, H = 2568 / 4096 / 7168, hc = 4, PDL on; bench/RESULTS.md):
-      // fit_threads(n): the fewest vectors per thread that keep a row within n threads.
-      const auto fit_threads = [&](int limit) {
-        s.vecs_per_thread = 1;
-        while (s.vecs_per_thread < 8 && round_up32(ceil_div(num_vecs, s.vecs_per_thread)) > limit) {
-          s.vecs_per_thread *= 2;
-        }
-      };
+      // From the lab's sweeps (bf16, H = 2568 / 4096 / 7168, hc = 4, PDL on; bench/RESULTS.md). The
+      // automatic choice takes this kernel only above 4 rows per SM (the bulk kernel does better below);
+      // explicit register launches at small T get the latency shape.
       if (total_bytes <= (int64_t{3} << 19)) {
         // latency (<= 1.5 MB, T <~ 16-32): 2 vectors per thread: short per-thread chains, 8-16 warps per row.
         s.vecs_per_thread = 2;
-      } else if (num_rows <= int64_t{4} * sms) {
-        // a few rows per SM (T ~ 32..100): wide rows (~512 threads, as Triton's best 16 warps), one block
-        // per row, and every row resident at once: when the early-weight instance's registers allow too
-        // few blocks per SM for that, the late-weight one (weights read after the reduction, ~40
-        // registers) is used instead (H = 7168, T = 64: 3.64 vs 3.86 us on H100).
-        fit_threads(512);
-        if (s.vecs_per_thread <= 2 && s.rows_per_block == 1 && !s.plain_loads) {
-          const int threads = static_cast<int>(round_up32(ceil_div(num_vecs, s.vecs_per_thread)));
-          MtpNormLaunch late = s;
-          late.late_weights = true;
-          int early_per_sm = 0, late_per_sm = 0;
-          if (Status st = blocks_per_sm(pick_kernel(dtype, s), threads, &early_per_sm); !st) return st;
-          if (Status st = blocks_per_sm(pick_kernel(dtype, late), threads, &late_per_sm); !st) return st;
-          const int64_t early_wave = static_cast<int64_t>(early_per_sm) * sms;
-          const int64_t late_wave = static_cast<int64_t>(late_per_sm) * sms;
-          s.late_weights = early_wave < num_rows && late_wave >= num_rows;
-        }
       } else {
         // bandwidth (T >~ 100): 4 vectors per thread, one block per row, plain loads (3-5% faster here
         // than read-only / no-L1 / L2-prefetch loads in every sweep at T >= 1024; at T = 256 2-5% faster
