@@ -41,14 +41,16 @@ enum class MtpNormTrigger { kAuto = 0, kAfterLoads = 1, kAfterWait = 2, kBeforeW
 struct MtpNormConfig {
   MtpNormKernel kernel = MtpNormKernel::kAuto;
   int vecs_per_thread = 0;    // 16-byte vectors per thread per row: 1, 2, 4 or 8
-  int rows_per_block = 0;     // rows a block normalises together: 1 or 2 (2 only with <= 4 vectors)
+  int rows_per_block = 0;     // rows a block normalises together: 1 or 2 (2 only with <= 4 vectors);
+                              // kBulk: 1..32 consecutive rows per block (one weight load)
   int max_blocks = 0;         // grid: -1 = one block per tile, -2 = one resident wave, > 0 = at most this
-                              // many blocks; capped grids loop over tiles
+                              // many blocks; capped grids loop over tiles (kBulk: -1 is its default,
+                              // > 0 caps a one-row-per-block grid)
   bool plain_loads = false;   // plain loads instead of read-only / no-L1 / L2-prefetch ones (with
                               // vecs_per_thread 0 the heuristic decides; it picks them at large T)
   bool late_weights = false;  // read the weights after the reduction (fewer registers, more resident
                               // rows); instances exist for rows_per_block 1 without plain loads
-  MtpNormTrigger trigger = MtpNormTrigger::kAuto;
+  MtpNormTrigger trigger = MtpNormTrigger::kAuto;  // with PDL (default): kAfterLoads
   int blocks_per_sm = 0;  // kBulk: 0 = one block per row; 1..4 = a resident grid of that many blocks per
                           // SM, each streaming its rows through a shared-memory ring
 };
