@@ -23,7 +23,7 @@ import torch
 import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mtp_norm_peers import Dsv4Error, Dsv4Lib, EPS, bench, copy_roofline, triton_mtp  # noqa: E402
+from mtp_norm_peers import Dsv4Error, Dsv4Lib, EPS, bench, copy_roofline, mtp_inputs, triton_mtp  # noqa: E402
 
 TRIGGERS = {1: "after-loads", 2: "after-wait", 3: "before-wait"}
 
@@ -74,13 +74,7 @@ def main():
     results = []
     for H in (int(v) for v in args.hidden.split(",")):
         for T in (int(v) for v in args.tokens.split(",")):
-            gen = torch.Generator(device="cuda").manual_seed(T * 131 + H)
-            e = torch.randn(T, H, device="cuda", dtype=dt, generator=gen)
-            prev = torch.randn(T, hc, H, device="cuda", dtype=dt, generator=gen)
-            ew = (1 + 0.5 * torch.randn(H, device="cuda", generator=gen)).to(dt)
-            hw = (1 + 0.5 * torch.randn(H, device="cuda", generator=gen)).to(dt)
-            pos = torch.arange(T, device="cuda", dtype=torch.int64) % 7
-            eo, ho = torch.empty(T, H, device="cuda", dtype=dt), torch.empty(T, hc, H, device="cuda", dtype=dt)
+            e, pos, prev, ew, hw, eo, ho = mtp_inputs(T, H, hc, dt)
             eo_ref, ho_ref = torch.empty_like(eo), torch.empty_like(ho)
             triton_mtp(e, pos, prev, ew, hw, eo_ref, ho_ref, EPS, 4)
             r = {"hidden": H, "tokens": T, "hc": hc}

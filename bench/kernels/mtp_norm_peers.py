@@ -145,6 +145,19 @@ def eager_head(x, w, eps):
     return rms(x, w, eps)
 
 
+def mtp_inputs(T, H, hc, dt):
+    """The lab's inputs of one shape (seeded by the shape): embeddings, positions (1 in 7 rows masked),
+    previous hidden streams, both weights, and the two outputs."""
+    gen = torch.Generator(device="cuda").manual_seed(T * 131 + H)
+    e = torch.randn(T, H, device="cuda", dtype=dt, generator=gen)
+    prev = torch.randn(T, hc, H, device="cuda", dtype=dt, generator=gen)
+    ew = (1 + 0.5 * torch.randn(H, device="cuda", generator=gen)).to(dt)
+    hw = (1 + 0.5 * torch.randn(H, device="cuda", generator=gen)).to(dt)
+    pos = torch.arange(T, device="cuda", dtype=torch.int64) % 7
+    eo, ho = torch.empty(T, H, device="cuda", dtype=dt), torch.empty(T, hc, H, device="cuda", dtype=dt)
+    return e, pos, prev, ew, hw, eo, ho
+
+
 _STREAM = None
 
 
@@ -249,13 +262,7 @@ def main():
 
     for H in hiddens:
         for T in tokens:
-            gen = torch.Generator(device="cuda").manual_seed(T * 131 + H)
-            e = torch.randn(T, H, device="cuda", dtype=dt, generator=gen)
-            prev = torch.randn(T, hc, H, device="cuda", dtype=dt, generator=gen)
-            ew = (1 + 0.5 * torch.randn(H, device="cuda", generator=gen)).to(dt)
-            hw = (1 + 0.5 * torch.randn(H, device="cuda", generator=gen)).to(dt)
-            pos = torch.arange(T, device="cuda", dtype=torch.int64) % 7  # some masked rows
-            eo, ho = torch.empty(T, H, device="cuda", dtype=dt), torch.empty(T, hc, H, device="cuda", dtype=dt)
+            e, pos, prev, ew, hw, eo, ho = mtp_inputs(T, H, hc, dt)
             eh = torch.empty(T, hc, 2 * H, device="cuda", dtype=dt)
             x = e  # shared-head input [T, H]
             head_out = torch.empty(T, H, device="cuda", dtype=dt)

@@ -17,7 +17,7 @@ import torch
 import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mtp_norm_peers import EPS, Dsv4Lib, copy_kernel, triton_mtp  # noqa: E402
+from mtp_norm_peers import EPS, Dsv4Lib, copy_kernel, mtp_inputs, triton_mtp  # noqa: E402
 
 
 
@@ -31,12 +31,7 @@ def main():
     lib = Dsv4Lib(args.lib)
     hc, dt = 4, torch.bfloat16
     for H, T in (tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(",")):
-        e = torch.randn(T, H, device="cuda", dtype=dt)
-        prev = torch.randn(T, hc, H, device="cuda", dtype=dt)
-        ew = torch.randn(H, device="cuda", dtype=dt)
-        hw = torch.randn(H, device="cuda", dtype=dt)
-        pos = torch.arange(T, device="cuda", dtype=torch.int64) % 7
-        eo, ho = torch.empty(T, H, device="cuda", dtype=dt), torch.empty(T, hc, H, device="cuda", dtype=dt)
+        e, pos, prev, ew, hw, eo, ho = mtp_inputs(T, H, hc, dt)
         n = (1 + hc) * T * H
         src, dst = torch.randn(n, device="cuda", dtype=dt), torch.empty(n, device="cuda", dtype=dt)
         runs = [("ours", lambda: lib.fused_mtp_input_rms_norm(e, pos, prev, ew, hw, eo, ho, EPS)),

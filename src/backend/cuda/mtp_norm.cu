@@ -33,6 +33,7 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 #include "backend/cuda/launch.h"
@@ -593,38 +594,34 @@ RowKernel pick_reg_kernel(int vpt, int rows) {
   }
 }
 
-// Late-weight instances: one row per block, read-only loads.
-template <typename T>
-RowKernel pick_late_kernel(int vpt, int rows) {
-  if (rows != 1) return nullptr;
+// The instance of a kernel template for a run-time vectors-per-thread count (1, 2, 4 or 8; else nullptr):
+// `instance` maps a std::integral_constant<int, V> to that instance.
+template <typename Instance>
+RowKernel for_vecs_per_thread(int vpt, Instance instance) {
   switch (vpt) {
     case 1:
-      return mtp_rms_norm_reg_kernel<T, 1, 1, false, true>;
+      return instance(std::integral_constant<int, 1>{});
     case 2:
-      return mtp_rms_norm_reg_kernel<T, 2, 1, false, true>;
+      return instance(std::integral_constant<int, 2>{});
     case 4:
-      return mtp_rms_norm_reg_kernel<T, 4, 1, false, true>;
+      return instance(std::integral_constant<int, 4>{});
     case 8:
-      return mtp_rms_norm_reg_kernel<T, 8, 1, false, true>;
+      return instance(std::integral_constant<int, 8>{});
     default:
       return nullptr;
   }
 }
 
+// Late-weight instances: one row per block, read-only loads.
+template <typename T>
+RowKernel pick_late_kernel(int vpt, int rows) {
+  if (rows != 1) return nullptr;
+  return for_vecs_per_thread(vpt, [](auto v) -> RowKernel { return mtp_rms_norm_reg_kernel<T, v(), 1, false, true>; });
+}
+
 template <typename T>
 RowKernel pick_bulk_kernel(int vpt) {
-  switch (vpt) {
-    case 1:
-      return mtp_rms_norm_bulk_kernel<T, 1>;
-    case 2:
-      return mtp_rms_norm_bulk_kernel<T, 2>;
-    case 4:
-      return mtp_rms_norm_bulk_kernel<T, 4>;
-    case 8:
-      return mtp_rms_norm_bulk_kernel<T, 8>;
-    default:
-      return nullptr;
-  }
+  return for_vecs_per_thread(vpt, [](auto v) -> RowKernel { return mtp_rms_norm_bulk_kernel<T, v()>; });
 }
 
 template <typename T>
@@ -749,11 +746,13 @@ Status plan_bulk(const char* what, const MtpNormRows& p, DType dtype, const MtpN
   if (*dynamic_smem > kDefaultSmemPerBlock) {  // only the lab's deep rings: no attribute call otherwise
     if (Status st = allow_large_smem(kernel, optin); !st) return st;
   }
-  int resident = 0;
-  if (Status st = blocks_per_sm(kernel, s->threads, &resident, *dynamic_smem); !st) return st;
-  if (resident < 1) return invalid_config(what, *s, p.hidden, "the block does not fit an SM");
-  // Fewer resident blocks than asked for: a smaller grid (each block then loops over more rows).
-  if (resident_grid && resident < per_sm) s->blocks = std::min<int64_t>(num_rows, static_cast<int64_t>(sms) * resident);
+  if (resident_grid) {  // one row per block always fits (<= 1024 threads, a row within the smem budget)
+    int resident = 0;
+    if (Status st = blocks_per_sm(kernel, s->threads, &resident, *dynamic_smem); !st) return st;
+    if (resident < 1) return invalid_config(what, *s, p.hidden, "the block does not fit an SM");
+    // Fewer resident blocks than asked for: a smaller grid (each block then loops over more rows).
+    if (resident < per_sm) s->blocks = std::min<int64_t>(num_rows, static_cast<int64_t>(sms) * resident);
+  }
   return Status::ok();
 }
 
@@ -792,6 +791,9 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
 
   int64_t cap = cfg.max_blocks;
   if (cap < -2) return invalid_config(what, s, p.hidden, "max_blocks must be >= -2");
+  if (cfg.trigger < MtpNormTrigger::kAuto || cfg.trigger > MtpNormTrigger::kBeforeWait) {
+    return invalid_config(what, s, p.hidden, "unknown PDL trigger");
+  }
   size_t dynamic_smem = 0;
   if (s.kernel == MtpNormKernel::kRegister) {
     s.rows_per_block = cfg.rows_per_block == 0 ? 1 : cfg.rows_per_block;
@@ -858,9 +860,6 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
   lc.dynamicSmemBytes = dynamic_smem;
   lc.stream = stream;
   cudaLaunchAttribute attr[1];
-  if (cfg.trigger < MtpNormTrigger::kAuto || cfg.trigger > MtpNormTrigger::kBeforeWait) {
-    return invalid_config(what, s, p.hidden, "unknown PDL trigger");
-  }
   const MtpNormTrigger trigger = cfg.trigger == MtpNormTrigger::kAuto ? MtpNormTrigger::kAfterLoads : cfg.trigger;
   p.pdl = pdl_enabled() ? static_cast<int32_t>(trigger) : 0;
   if (launched != nullptr) launched->trigger = p.pdl != 0 ? trigger : MtpNormTrigger::kAuto;
