@@ -105,8 +105,9 @@ void register_bench(CLI::App& app) {
       DeviceFlags flags = o->flags;
       flags.cudagraph_mode = mode == "auto" ? "" : mode;
       flags.apply(eo);
-      eo.max_seqs = *std::max_element(batches.begin(), batches.end());
-      eo.max_batch_tokens = std::max<int64_t>(*std::max_element(prefill.begin(), prefill.end()), eo.max_seqs * 8);
+      // Sequences: the largest decode batch unless --max-num-seqs says otherwise; prompts longer than
+      // --max-batch-tokens are prefilled in chunks (activations are sized by the chunk, not the prompt).
+      if (eo.max_seqs == 0) eo.max_seqs = std::max<int64_t>(1, *std::max_element(batches.begin(), batches.end()));
       // Positions the measurements need (the longest prompt + its token, or context + decode + drafts).
       const int64_t positions_needed =
           std::max(*std::max_element(prefill.begin(), prefill.end()) + 1, o->context + o->decode_steps + 8);
@@ -116,8 +117,8 @@ void register_bench(CLI::App& app) {
         owned = std::make_unique<Engine>(o->dir, eo);
       } else {
         ModelConfig cfg = o->synthetic == "flash" ? flash_slice_config(o->layers) : tiny_config();
-        // A checkpoint keeps the engine's default positions; a synthetic model gets what the bench needs.
-        if (positions_needed > 4096) eo.max_seq_len = std::min(positions_needed, cfg.max_position_embeddings);
+        // A synthetic model's positions: what the bench needs unless --max-model-len says otherwise.
+        if (eo.max_model_len == 0) eo.max_model_len = std::min(std::max<int64_t>(positions_needed, 4096), cfg.max_position_embeddings);
         ModelWeights w = random_weights(cfg, {eo.device, true, eo.cuda_precision}, o->seed + 1);
         owned = std::make_unique<Engine>(std::move(cfg), std::move(w), eo);
       }
@@ -143,8 +144,8 @@ void register_bench(CLI::App& app) {
       j["graph_bytes"] = engine.graph_bytes();
       j["graphs"] = engine.graph_summary();
       for (int64_t L : prefill) {  // tokens per second of one prompt's forward passes
-        if (L + 1 > engine.max_seq_len()) {
-          log_info("prefill ", L, " skipped: the engine holds ", engine.max_seq_len(), " positions per sequence");
+        if (L + 1 > engine.max_model_len()) {
+          log_info("prefill ", L, " skipped: the engine holds ", engine.max_model_len(), " positions per sequence");
           j["prefill_skipped"].push_back(L);
           continue;
         }

@@ -24,6 +24,9 @@ void register_bench(CLI::App& app);
 struct DeviceFlags {
   std::string device = "cpu", cuda_precision = "bf16", cudagraph_mode, capture_sizes;
   bool enforce_eager = false;
+  // Scheduler and state pool (0 = the engine's default for the device).
+  int64_t max_model_len = 0, max_num_seqs = 0, max_batch_tokens = 0, kv_cache_memory = 0, page_tokens = 0;
+  double gpu_memory_utilization = 0.90;
   void add_to(CLI::App* cmd);
   void apply(EngineOptions& options) const;  // validates and fills the engine options
 };

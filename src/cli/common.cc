@@ -37,6 +37,25 @@ void DeviceFlags::add_to(CLI::App* cmd) {
                   "prefill; env DSV4_USE_BREAKABLE_CUDAGRAPH=0 turns breakable graphs off)");
   cmd->add_flag("--enforce-eager", enforce_eager, "Run every forward eagerly (no CUDA graphs)");
   cmd->add_option("--capture-sizes", capture_sizes, "CUDA graph capture sizes, e.g. 1,2,4,8 (default 1,2,4,8,...,256)");
+  cmd->add_option("--max-model-len", max_model_len,
+                  "Positions per sequence, prompt + generated (default: the model's max_position_embeddings)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
+  cmd->add_option("--max-num-seqs", max_num_seqs, "Sequences running at once (default 256 on CUDA, 64 on the CPU)")
+      ->check(CLI::Range(int64_t{0}, int64_t{65536}));
+  cmd->add_option("--max-batch-tokens", max_batch_tokens,
+                  "Tokens per forward; longer prompts are prefilled in chunks (default 8192 on CUDA, 512 on the CPU)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
+  cmd->add_option("--kv-cache-memory", kv_cache_memory,
+                  "Bytes of the paged KV/state pool (default: --gpu-memory-utilization on CUDA, 2 GiB on the CPU)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 50));
+  cmd->add_option("--gpu-memory-utilization", gpu_memory_utilization,
+                  "Share of the GPU's memory the engine may use; the state pool takes what is left after weights, "
+                  "activations and graphs")
+      ->check(CLI::Range(0.01, 1.0))
+      ->capture_default_str();
+  cmd->add_option("--page-tokens", page_tokens,
+                  "Positions per state page, a multiple of every compress rate (default: derived from the config)")
+      ->check(CLI::Range(int64_t{0}, int64_t{65536}));
 }
 
 void DeviceFlags::apply(EngineOptions& o) const {
@@ -45,6 +64,12 @@ void DeviceFlags::apply(EngineOptions& o) const {
   o.cudagraph_mode = cudagraph_mode;
   o.enforce_eager = enforce_eager;
   o.capture_sizes = capture_sizes;
+  o.max_model_len = max_model_len;
+  o.max_seqs = max_num_seqs;
+  o.max_batch_tokens = max_batch_tokens;
+  o.kv_cache_memory = kv_cache_memory;
+  o.gpu_memory_utilization = gpu_memory_utilization;
+  o.page_tokens = page_tokens;
 }
 
 std::vector<int32_t> parse_ids(const std::string& csv) {

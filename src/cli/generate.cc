@@ -53,7 +53,6 @@ void register_generate(CLI::App& app) {
     EngineOptions eo;
     o->flags.apply(eo);
     eo.graph_spec_tokens = o->spec_tokens;
-    eo.max_seqs = static_cast<int64_t>(std::min<size_t>(prompts.size(), 64));
     Engine engine(o->dir, eo);
     GenerateOptions go;
     go.max_new_tokens = o->n;

@@ -219,18 +219,19 @@ void compressor_emit(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor
   require(ctx, norm_w, DType::F32, "compressor_emit", "norm weight");
   const int64_t width = (state.overlap ? 2 : 1) * state.dim;
   DSV4_CHECK_ARG(kv.ndim() == 2 && gate.ndim() == 2 && kv.size(0) >= meta.num_tokens &&
-                     gate.size(0) >= meta.num_tokens && state.entries.size(2) == state.dim,
+                     gate.size(0) >= meta.num_tokens && state.entries.width == state.dim,
                  "compressor_emit: kv ", kv.shape_string(), " and gate ", gate.shape_string(), " for ", meta.num_tokens,
                  " tokens");
   DSV4_CHECK_ARG(kv.size(1) == width && gate.size(1) == width && ape.size(0) == state.rate && ape.size(1) == width &&
-                     norm_w.numel() == state.dim && state.raw_kv.size(2) == width,
+                     norm_w.numel() == state.dim && state.raw_kv.width == width && state.raw_gate.width == width &&
+                     state.raw_kv.dtype == DType::F32 && state.raw_gate.dtype == DType::F32,
                  "compressor_emit: kv ", kv.shape_string(), ", ape ", ape.shape_string(), " for width ", width);
   DSV4_DISPATCH(compressor_emit, state, kv, gate, ape, norm_w, rope, meta, eps);
 }
 
 void compressor_store(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor gate, const BatchMeta& meta) {
   require_meta(ctx, meta, "compressor_store");
-  DSV4_CHECK_ARG(kv.size(1) == state.raw_kv.size(2) && gate.size(1) == state.raw_gate.size(2),
+  DSV4_CHECK_ARG(kv.size(1) == state.raw_kv.width && gate.size(1) == state.raw_gate.width,
                  "compressor_store: width mismatch");
   DSV4_CHECK_ARG(kv.size(0) >= meta.num_tokens && gate.size(0) >= meta.num_tokens, "compressor_store: kv ",
                  kv.shape_string(), " and gate ", gate.shape_string(), " for ", meta.num_tokens, " tokens");
@@ -243,7 +244,7 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
   require(ctx, out, DType::I32, "indexer_topk", "out");
   require(ctx, q, DType::F32, "indexer_topk", "q");
   require(ctx, w, DType::F32, "indexer_topk", "weights");
-  DSV4_CHECK_ARG(q.ndim() == 3 && q.size(2) == keys.dim && keys.entries.size(2) == keys.dim && w.ndim() == 2 &&
+  DSV4_CHECK_ARG(q.ndim() == 3 && q.size(2) == keys.dim && keys.entries.width == keys.dim && w.ndim() == 2 &&
                      w.size(1) == q.size(1) && out.ndim() == 2 && q.size(0) >= meta.num_tokens &&
                      w.size(0) >= meta.num_tokens && out.size(0) >= meta.num_tokens,
                  "indexer_topk: q ", q.shape_string(), ", weights ", w.shape_string(), ", out ", out.shape_string(),
@@ -252,21 +253,23 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
   if (g_choice_tap != nullptr) g_choice_tap->after_indexer_topk(ctx, out, q, w, keys, meta, softmax_scale);
 }
 
-void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, Tensor kv_ring, const CompressorState* compressed,
-               Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window, float scale) {
+void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring,
+               const CompressorState* compressed, Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window, float scale) {
   require_meta(ctx, meta, "attention");
   require_float(ctx, out, "attention", "out");
   require_float(ctx, q, "attention", "q");
   require_float(ctx, kv, "attention", "kv");
   require(ctx, sinks, DType::F32, "attention", "sinks");
-  DSV4_CHECK_ARG(q.ndim() == 3 && kv.ndim() == 2 && kv.size(1) == q.size(2) && kv_ring.size(2) == q.size(2) &&
-                     sinks.numel() == q.size(1) && out.numel() == q.numel(),
-                 "attention: q ", q.shape_string(), ", kv ", kv.shape_string(), ", ring ", kv_ring.shape_string());
-  DSV4_CHECK_ARG(kv_ring.size(1) >= window, "attention: the kv ring (", kv_ring.size(1),
+  DSV4_CHECK_ARG(q.ndim() == 3 && kv.ndim() == 2 && kv.size(1) == q.size(2) && kv_ring.width == q.size(2) &&
+                     kv_ring.dtype == kv.dtype() && sinks.numel() == q.size(1) && out.numel() == q.numel(),
+                 "attention: q ", q.shape_string(), ", kv ", kv.shape_string(), ", ring rows of ", kv_ring.width, " ",
+                 dtype_name(kv_ring.dtype));
+  DSV4_CHECK_ARG(kv_ring.rows >= window, "attention: the kv ring (", kv_ring.rows,
                  ") is smaller than the window (", window, ")");
   DSV4_CHECK_ARG(q.size(0) >= meta.num_tokens && kv.size(0) >= meta.num_tokens, "attention: q ", q.shape_string(),
                  " and kv ", kv.shape_string(), " for ", meta.num_tokens, " tokens");
-  DSV4_CHECK_ARG(compressed == nullptr || (compressed->dim == q.size(2) && compressed->entries.size(2) == q.size(2)),
+  DSV4_CHECK_ARG(compressed == nullptr || (compressed->dim == q.size(2) && compressed->entries.width == q.size(2) &&
+                                             compressed->entries.dtype == kv.dtype()),
                  "attention: compressed entries of width ", compressed ? compressed->dim : 0, " for heads of ",
                  q.size(2));
   if (optional(selected)) {
@@ -277,9 +280,9 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, Tensor kv_ring
   DSV4_DISPATCH(attention, out, q, kv, kv_ring, compressed, selected, sinks, meta, window, scale);
 }
 
-void kv_ring_store(ExecContext& ctx, Tensor kv_ring, Tensor kv, const BatchMeta& meta) {
+void kv_ring_store(ExecContext& ctx, const PagedRows& kv_ring, Tensor kv, const BatchMeta& meta) {
   require_meta(ctx, meta, "kv_ring_store");
-  DSV4_CHECK_ARG(kv.size(1) == kv_ring.size(2), "kv_ring_store: width mismatch");
+  DSV4_CHECK_ARG(kv.ndim() == 2 && kv.size(1) == kv_ring.width, "kv_ring_store: width mismatch");
   DSV4_CHECK_ARG(kv.size(0) >= meta.num_tokens, "kv_ring_store: kv ", kv.shape_string(), " for ", meta.num_tokens,
                  " tokens");
   DSV4_DISPATCH(kv_ring_store, kv_ring, kv, meta);

@@ -53,6 +53,7 @@ struct DeviceForward::Impl {
   int64_t stage_rows[kStages] = {};
   int next_stage = 0;
   int64_t last_sampled_rows = -1;  // rows of the tokens in d_tokens (-1: none yet)
+  int32_t* h_table = nullptr;      // pinned staging of the page-table rows copied to the device
 
   // Graphs: one pool (the engine's activation arena) shared by the target's and the drafter's runner.
   const ModelConfig* cfg = nullptr;
@@ -90,6 +91,7 @@ struct DeviceForward::Impl {
     blas.reset();
     if (h_stages != nullptr) cudaFreeHost(h_stages);
     if (h_tokens != nullptr) cudaFreeHost(h_tokens);
+    if (h_table != nullptr) cudaFreeHost(h_table);
     for (cudaEvent_t e : tokens_ready) {
       if (e != nullptr) cudaEventDestroy(e);
     }
@@ -110,6 +112,10 @@ struct DeviceForward::Impl {
     std::memcpy(h_ints + 5 * max_tokens, batch.logit_rows().data(), R * sizeof(int32_t));
     const size_t bytes = params_offset() + static_cast<size_t>(R) * sizeof(ops::TokenSamplingParams);
     DSV4_CUDA_CHECK(cudaMemcpyAsync(d_ints, h_ints, bytes, cudaMemcpyHostToDevice, stream));
+    // Page-table rows changed since the last step, ordered before this forward on the stream. A row's staging is
+    // rewritten only after the forwards that read its previous copy have been waited for (one step at a time,
+    // or the pipelined decode, which changes no table row between its two forwards).
+    if (state != nullptr && state->table_dirty()) state->sync_table(stream, h_table);
   }
 
   // Safe values for rows [n, padded): token 0, position 0, slot -1, empty range, a zero drafter input.
@@ -211,6 +217,7 @@ void DeviceForward::setup_graphs(const GraphSetup& setup, ExecContext& ctx, cons
   m.cfg = &cfg;
   m.weights = &w;
   m.state = &state;
+  DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&m.h_table), state.table_bytes()));
   graph::GraphModeInputs inputs;
   if (!setup.cudagraph_mode.empty()) inputs.cudagraph_mode_flag = setup.cudagraph_mode;
   inputs.enforce_eager = setup.enforce_eager;
@@ -421,16 +428,57 @@ double DeviceForward::time_decode_replays(int64_t num_tokens, int reps) {
   return runs[runs.size() / 2];
 }
 
-double Engine::device_decode_step_ms(int64_t batch, int reps) {
-  return device_ ? device_->time_decode_replays(batch, reps) : 0.0;
-}
+namespace {
 
-size_t Engine::device_io_bytes() const { return device_ ? device_->device_bytes() : 0; }
-std::string Engine::graph_summary() const { return device_ ? device_->graph_summary() : std::string(); }
-double Engine::capture_seconds() const { return device_ ? device_->capture_seconds() : 0.0; }
-int64_t Engine::graph_bytes() const { return device_ ? device_->graph_bytes() : 0; }
-std::vector<GraphEntryInfo> Engine::graph_entries() const {
-  return device_ ? device_->graph_entries() : std::vector<GraphEntryInfo>{};
+// The CUDA executor: DeviceForward behind the Executor interface.
+class CudaExecutor final : public Executor {
+ public:
+  explicit CudaExecutor(const ExecutorSetup& s)
+      : s_(s), device_(*s.cfg, *s.state, s.max_tokens, s.max_rows, *s.ctx) {
+    GraphSetup g;
+    g.cudagraph_mode = s.cudagraph_mode;
+    g.enforce_eager = s.enforce_eager;
+    g.capture_sizes = s.capture_sizes;
+    g.spec_tokens = s.spec_tokens;
+    g.architecture = s.architecture;
+    device_.setup_graphs(g, *s.ctx, *s.cfg, *s.weights, *s.state);
+  }
+
+  void forward(BatchBuilder& batch, bool uniform_decode, std::vector<float>* logits,
+               std::vector<float>* residual) override {
+    s_.ctx->scratch->reset();
+    std::vector<float> unused;
+    device_.forward(*s_.ctx, batch, logits != nullptr ? logits : &unused, residual, uniform_decode);
+  }
+  bool samples_on_device() const override { return true; }
+  void forward_tokens(BatchBuilder& batch, bool uniform_decode, const std::vector<ops::TokenSamplingParams>& params,
+                      std::vector<int32_t>* tokens) override {
+    s_.ctx->scratch->reset();
+    device_.forward_tokens(*s_.ctx, batch, params, tokens, uniform_decode);
+  }
+  void drafter(BatchBuilder& batch, const std::vector<float>& hidden, std::vector<float>* logits,
+               std::vector<float>* hidden_out) override {
+    s_.ctx->scratch->reset();
+    device_.mtp_forward(*s_.ctx, batch, hidden, logits, hidden_out);
+  }
+  size_t device_bytes() const override { return device_.device_bytes(); }
+  std::string graph_summary() const override { return device_.graph_summary(); }
+  double capture_seconds() const override { return device_.capture_seconds(); }
+  int64_t graph_bytes() const override { return device_.graph_bytes(); }
+  std::vector<GraphEntryInfo> graph_entries() const override { return device_.graph_entries(); }
+  double time_decode_replays(int64_t num_tokens, int reps) override {
+    return device_.time_decode_replays(num_tokens, reps);
+  }
+
+ private:
+  ExecutorSetup s_;
+  DeviceForward device_;
+};
+
+}  // namespace
+
+std::unique_ptr<Executor> make_cuda_executor(const ExecutorSetup& setup) {
+  return std::make_unique<CudaExecutor>(setup);
 }
 
 }  // namespace dsv4

@@ -15,6 +15,7 @@
 #include "dsv4/model/deepseek_v4.h"
 #include "dsv4/runtime/batch.h"
 #include "dsv4/runtime/engine.h"
+#include "runtime/executor.h"
 
 namespace dsv4 {
 

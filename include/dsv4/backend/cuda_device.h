@@ -17,10 +17,15 @@ std::string unavailable_reason();
 // kCudaError on failure). Not for use inside a forward.
 void copy_to_device(void* dst, const void* src, size_t bytes);
 void copy_to_host(void* dst, const void* src, size_t bytes);
+// Host -> device on `stream` (cudaStream_t), ordered with the work queued there; `src` may be reused as soon as
+// the call returns (pageable memory is staged by the driver before it returns).
+void copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream);
 // Device-to-device copy bandwidth in bytes/s (bytes read + written) of a vectorised copy kernel over
 // 2 x `bytes` of device memory, median of `reps` timed runs after a warm-up (the HBM floor's divisor).
 double measure_copy_bandwidth(size_t bytes = size_t{1} << 30, int reps = 10);
 // Waits for all work on the device (throws kCudaError on a failed kernel).
 void synchronize_device();
+// Free and total memory of the current device (cudaMemGetInfo).
+void memory_info(size_t* free_bytes, size_t* total_bytes);
 
 }  // namespace dsv4::cuda

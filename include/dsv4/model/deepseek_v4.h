@@ -1,46 +1,16 @@
 // The DeepSeek-V4 target model (and the blocks the MTP drafter reuses), written once against dsv4::ops.
 //
-// State is held in fixed per-sequence slots and indexed by absolute position (see ops.h), so a forward
-// may mix sequences at different positions, prefill chunks of any size, decode steps and speculative
-// verification; rejected positions are simply recomputed later. No state needs resetting between
-// sequences that reuse a slot.
+// State lives in pages addressed through per-sequence page tables (model/state.h) and is indexed by absolute
+// position (see ops.h), so a forward may mix sequences at different positions, prefill chunks of any size,
+// decode steps and speculative verification; rejected positions are simply recomputed later. No state needs
+// resetting between sequences that reuse a page.
 #pragma once
 
+#include "dsv4/model/state.h"
 #include "dsv4/model/weights.h"
 #include "dsv4/ops/ops.h"
 
 namespace dsv4 {
-
-struct ModelOptions {
-  int64_t max_seqs = 1;        // sequence slots
-  int64_t max_seq_len = 4096;  // positions per sequence (sizes the compressed-entry stores)
-  int64_t max_tokens_ahead = 8;  // tokens a step may write beyond the accepted length (speculation)
-  // CUDA only: activations and the attention keys (kv ring, compressed entries) in BF16 (the default) or F32
-  // (full precision, with F32 matrices: LoadOptions::cuda_matrix_dtype). The CPU always runs F32.
-  DType cuda_activation_dtype = DType::BF16;
-};
-
-// Per-layer, per-slot state.
-struct LayerState {
-  Tensor kv_ring;  // [slots, window + ahead, head_dim]
-  CompressorState compressor;
-  CompressorState indexer;
-};
-
-// Everything a forward needs besides weights: state, rope tables. One allocation on the device.
-class ModelState {
- public:
-  ModelState(const ModelConfig& cfg, const ModelOptions& opt, Device device, bool with_mtp);
-  std::vector<LayerState> layers;
-  LayerState mtp;  // the drafter's own sliding-window state
-  RopeTable rope_main, rope_compress;
-  size_t bytes() const { return storage_.capacity(); }
-  DType activation_dtype() const { return act_; }  // of the forwards on this state
-
- private:
-  Arena storage_;
-  DType act_ = DType::F32;
-};
 
 // Scratch bytes a forward of `tokens` tokens with `logit_rows` logit rows needs (upper bound).
 size_t forward_scratch_bytes(const ModelConfig& cfg, int64_t tokens, int64_t logit_rows);

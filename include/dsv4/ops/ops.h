@@ -12,13 +12,15 @@
 #include "dsv4/core/exec_context.h"
 #include "dsv4/core/tensor.h"
 #include "dsv4/io/config.h"
+#include "dsv4/ops/paged_rows.h"
 
 namespace dsv4 {
 
 // Per-token metadata of one forward. All [T] int32 on the compute device. A sequence's tokens are
 // contiguous in the batch with consecutive positions; `start` is the position of its first token in
-// this forward (= tokens already held in its state), `end` = start + its tokens in this forward.
-// Padding rows have slot = -1 and are ignored by every stateful op.
+// this forward (= tokens already held in its state), `end` = start + its tokens in this forward; `slot` is
+// the sequence's row of the state page table (PagedRows). Padding rows have slot = -1 and are ignored by every
+// stateful op.
 struct BatchMeta {
   Tensor ids, pos, slot, start, end;
   int64_t num_tokens = 0;
@@ -31,11 +33,12 @@ struct RopeTable {
   int64_t rope_dim = 0;
 };
 
-// Per-sequence compressor state of one layer (fixed slots, position-indexed rings: rejected speculative
-// positions leave no trace because every entry is a function of the positions that produced it).
+// Per-sequence compressor state of one layer in the paged state (position-indexed: ring row = position % ring
+// rows, entry j at row j; rejected speculative positions leave no trace because every entry is a function of
+// the positions that produced it).
 struct CompressorState {
-  Tensor raw_kv, raw_gate;  // [slots, ring, width] float32: projected kv / gate (without ape) per position
-  Tensor entries;           // [slots, max_entries, dim]: normalised, rotated compressed entries
+  PagedRows raw_kv, raw_gate;  // ring rows of `width` float32: projected kv / gate (without ape) per position
+  PagedRows entries;           // rows of `dim`: normalised, rotated compressed entries (entry capacity = rows)
   int64_t rate = 0;         // tokens per entry
   bool overlap = false;     // CSA-style: entry j mixes block j-1's first half with block j's second half
   int64_t dim = 0;          // entry width (head_dim or index_head_dim); width = (overlap ? 2 : 1) * dim
@@ -102,13 +105,14 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
                   float softmax_scale);
 
 // Attention core with sinks. For each token: keys = the sliding window (positions pos-window+1..pos, from
-// the batch kv [T, D] for positions >= start and from kv_ring [slots, ring, D] otherwise) ∪ compressed
+// the batch kv [T, D] for positions >= start and from the kv_ring rows (position % ring) otherwise) ∪ compressed
 // entries (HCA: every visible entry s < (pos+1)/rate; CSA: the indexer's selection `selected` [T, topk]);
 // K = V; out [T, heads, D] = softmax-with-sink(q · k * scale) · v.  `compressed` may be null (sliding).
-void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, Tensor kv_ring, const CompressorState* compressed,
+void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring,
+               const CompressorState* compressed,
                Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window, float scale);
 // Store the batch's kv rows into the sliding-window ring (after attention has read it).
-void kv_ring_store(ExecContext& ctx, Tensor kv_ring, Tensor kv, const BatchMeta& meta);
+void kv_ring_store(ExecContext& ctx, const PagedRows& kv_ring, Tensor kv, const BatchMeta& meta);
 
 // MoE routing. logits [T, E] (float32). Hash layers: indices from tid2eid[ids] ([V, k] int32), no bias;
 // others: top-k of score + bias. weights = score[idx] / sum (if normalise) * routed_scaling_factor.

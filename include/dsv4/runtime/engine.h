@@ -1,4 +1,5 @@
-// Engine: a loaded model on one device with its per-sequence state, running scoring and generation.
+// Engine: a loaded model on one device with its paged per-sequence state, an executor that runs forwards, and a
+// scheduler with continuous batching (submit / step / cancel) that serves scoring, generation and servers.
 #pragma once
 
 #include <chrono>
@@ -9,16 +10,22 @@
 
 #include "dsv4/model/deepseek_v4.h"
 #include "dsv4/runtime/batch.h"
+#include "dsv4/runtime/request.h"
 #include "dsv4/runtime/sampler.h"
 
 namespace dsv4 {
 
 struct EngineOptions {
   Device device = Device::kCPU;
-  int64_t max_seqs = 8;            // sequences resident at once (state slots)
-  int64_t max_seq_len = 0;         // positions per sequence; 0 = min(max_position_embeddings, 4096)
-  int64_t max_batch_tokens = 512;  // tokens per forward (longer prompts are prefilled in chunks)
-  int64_t max_spec_tokens = 7;     // largest --spec-tokens the state is sized for
+  int64_t max_seqs = 0;          // --max-num-seqs: sequences running at once; 0 = 256 on CUDA, 64 on the CPU
+  int64_t max_model_len = 0;     // positions per sequence; 0 = max_position_embeddings
+  int64_t max_batch_tokens = 0;  // tokens per forward (prompts are prefilled in chunks); 0 = 8192 CUDA, 512 CPU
+  int64_t max_spec_tokens = 7;   // largest --spec-tokens the state is sized for
+  // The state pool: --kv-cache-memory bytes, or (CUDA, when 0) --gpu-memory-utilization of the card's memory
+  // minus what weights, activations and buffers hold; the CPU default is 2 GiB. page_tokens 0 = derived.
+  int64_t kv_cache_memory = 0;
+  double gpu_memory_utilization = 0.90;
+  int64_t page_tokens = 0;
   bool load_mtp = true;
   // CUDA: BF16 weights and activations (the default) or F32 throughout (full precision, for parity checks).
   DType cuda_precision = DType::BF16;
@@ -36,6 +43,8 @@ struct GenerateOptions {
   SamplingParams sampling;
   int64_t spec_tokens = 0;  // MTP draft tokens per step (0 = off)
   bool stop_at_eos = true;
+  // Submit prompt i at scheduler step arrival_steps[i] (empty = all at once): tests of continuous batching.
+  std::vector<int64_t> arrival_steps;
   // Called for every emitted token, in order per sequence.
   std::function<void(size_t seq, int32_t token)> on_token;
   // Called with the host logits [R, V] of every target forward (tests: bit-identity across graph modes).
@@ -58,10 +67,15 @@ struct GenerateStats {
     return draft_steps ? double(accepted_tokens + draft_steps) / draft_steps : 0.0;
   }
   double decode_tokens_per_second() const;
+  double total_seconds = 0;   // from the first submission to the last token
+  int64_t preemptions = 0;    // sequences preempted (pages freed, recomputed later)
+  int64_t steps = 0;          // scheduler steps
 };
 
 struct GenerateResult {
   std::vector<std::vector<int32_t>> tokens;  // generated tokens per prompt (prompt excluded)
+  std::vector<double> latency_seconds;       // per prompt: submission to its last token
+  std::vector<double> first_token_seconds;   // per prompt: submission to its first token
   GenerateStats stats;
 };
 
@@ -75,7 +89,8 @@ struct GraphEntryInfo {
   int graphs = 0, eager_regions = 0;
 };
 
-class DeviceForward;  // CUDA stream, cuBLASLt and persistent device I/O buffers (src/runtime/device_forward.h)
+class Executor;  // runs forwards on the device (src/runtime/executor.h)
+class PagePool;
 
 class Engine {
  public:
@@ -91,6 +106,8 @@ class Engine {
   bool has_mtp() const { return weights_.mtp.has_value(); }
   double load_seconds() const { return load_seconds_; }
   size_t state_bytes() const { return state_->bytes(); }
+  const StateLayout& state_layout() const { return state_->layout(); }
+  int64_t pool_pages() const { return state_->num_pages(); }
   size_t scratch_bytes() const { return scratch_.capacity(); }
   size_t weights_bytes() const { return weights_.storage.capacity(); }
   // Device-only: persistent input/output buffers and the cuBLASLt workspace (0 on the CPU).
@@ -104,12 +121,33 @@ class Engine {
   // policy runs it) repeated back to back on the last decode step's inputs — the step without host work.
   // Call right after a generate() whose last step decoded `batch` sequences. 0 on the CPU.
   double device_decode_step_ms(int64_t batch, int reps);
-  int64_t max_seq_len() const { return model_opt_.max_seq_len; }
+  int64_t max_model_len() const { return model_opt_.max_model_len; }
+  int64_t max_num_seqs() const { return opt_.max_seqs; }
+  int64_t max_batch_tokens() const { return opt_.max_batch_tokens; }
+
+  // ---- the scheduler (continuous batching; runtime/request.h) ----
+  // Queues a request; it joins the batch at the next step that has room. Throws kInvalidArgument (nothing
+  // queued) for a request that can never run: empty prompt, ids outside the vocabulary, prompt + max_new_tokens
+  // beyond max_model_len or beyond the whole state pool.
+  RequestId submit(std::vector<int32_t> prompt, const RequestOptions& options, TokenCallback on_event);
+  // Ends a request at the next step (its pages are freed; its callback gets a final kCancelled event).
+  void cancel(RequestId id);
+  // One scheduler step: one forward (or one speculative draft-verify round) over the running sequences' next
+  // tokens and the waiting ones' prompt chunks. Returns false when there was nothing to do.
+  bool step();
+  bool idle() const;
+  SchedulerStats scheduler_stats() const;
+  // MTP draft tokens per step for the scheduler's decode steps (0 = off); only while idle.
+  void set_spec_tokens(int64_t k);
+  int64_t spec_tokens() const { return spec_tokens_; }
 
   // Teacher-forced logits of every position: [T, V] row-major.
   std::vector<float> score(const std::vector<int32_t>& ids);
+  // Runs the prompts through the scheduler (all submitted at once, or at options.arrival_steps) until done.
   GenerateResult generate(const std::vector<std::vector<int32_t>>& prompts, const GenerateOptions& options);
 
+  // Low-level forwards (tests, tools): the batch's slots get the pages their positions need on demand and keep
+  // them (release_slot frees them); do not mix with a running scheduler.
   // One forward of the target: logits for the batch's logit rows ([R, V] host, row-major). When
   // `residual` is non-null, the pre-hc_head residual of every row ([T, n*H]) is copied there too.
   // `uniform_decode`: every sequence contributes the same number of tokens (decode or verification), which
@@ -123,6 +161,8 @@ class Engine {
   void mtp_forward(BatchBuilder& batch, const std::vector<float>& hidden, std::vector<float>* logits,
                    std::vector<float>* hidden_out);
 
+  void release_slot(int32_t slot);
+
   // Throws kInvalidArgument naming the offending id when a token is outside the vocabulary.
   void check_ids(const std::vector<int32_t>& ids) const;
 
@@ -133,19 +173,40 @@ class Engine {
   Checkpoint ckpt_;
   ModelWeights weights_;
   std::unique_ptr<ModelState> state_;
+  std::unique_ptr<PagePool> pages_;
   Arena scratch_;
   ExecContext ctx_;
-  std::unique_ptr<DeviceForward> device_;  // set when the device is CUDA
+  std::unique_ptr<Executor> exec_;
   double load_seconds_ = 0;
 
+  // Scheduler state (runtime/scheduler.cc).
+  struct Seq;
+  std::vector<std::unique_ptr<Seq>> running_;  // in admission order
+  std::vector<std::unique_ptr<Seq>> waiting_;  // FIFO; preempted sequences go to the front
+  std::vector<int32_t> free_slots_;
+  std::vector<RequestId> cancelled_;
+  RequestId next_id_ = 1;
+  int64_t admissions_ = 0;
+  int64_t spec_tokens_ = 0;
+  SchedulerStats sched_;
+  const GenerateOptions* generating_ = nullptr;  // generate()'s options while it runs (logits hook)
+
   void init(std::chrono::steady_clock::time_point t0);
-  struct Sequence;
-  void prefill(std::vector<Sequence>& seqs, const GenerateOptions& go, GenerateStats& stats, bool keep_residual);
-  void decode_plain(std::vector<Sequence>& seqs, const GenerateOptions& go, GenerateStats& stats);
-  void decode_on_device_pipelined(std::vector<Sequence>& seqs, const GenerateOptions& go, GenerateStats& stats);
-  void decode_speculative(std::vector<Sequence>& seqs, const GenerateOptions& go, GenerateStats& stats);
-  void draft_step0(std::vector<Sequence*>& active);
+  void size_pool_and_state();
   void check_batch(BatchBuilder& batch) const;
+  void ensure_pages(BatchBuilder& batch);
+  // Scheduler internals.
+  void admit();
+  bool reserve(Seq& s, int64_t tokens);
+  void preempt(Seq& s);
+  void finish(Seq& s, FinishReason reason, const std::string& error = "");
+  void emit(Seq& s, int32_t token, const float* logits_row);
+  void drop_finished();
+  void handle_cancellations();
+  bool step_plain();
+  bool step_prefill_for_drafts();
+  void step_speculative();
+  void draft_step0(std::vector<Seq*>& active);
 };
 
 }  // namespace dsv4

@@ -56,8 +56,10 @@ struct SchedulerStats {
   int64_t pages_total = 0, pages_used = 0, page_tokens = 0;
   int64_t preemptions = 0;          // since the engine started
   int64_t steps = 0;                // scheduler steps run
+  int64_t forward_calls = 0;        // target and drafter forwards
   int64_t prompt_tokens = 0, generated_tokens = 0;
-  int64_t drafted_tokens = 0, accepted_tokens = 0;  // speculative decoding
+  double prefill_seconds = 0, decode_seconds = 0;  // steps with prompt chunks / pure decode steps
+  int64_t draft_steps = 0, drafted_tokens = 0, accepted_tokens = 0;  // speculative decoding
 };
 
 }  // namespace dsv4

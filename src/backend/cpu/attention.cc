@@ -1,8 +1,9 @@
 // Sparse attention pieces on the CPU: compressor (CSA/HCA), lightning indexer, sink attention, rings.
 //
-// Every per-sequence state is indexed by absolute position (ring slot = position % ring size), and each
-// op reads positions >= meta.start from the batch rows and older ones from the state. A prefill, a
-// chunked prefill and single-token decode steps therefore compute exactly the same values.
+// Every per-sequence state is indexed by absolute position (ring row = position % ring rows, entry j at row j)
+// and read through the sequence's page table (PagedRows); each op reads positions >= meta.start from the batch
+// rows and older ones from the state. A prefill, a chunked prefill and single-token decode steps therefore
+// compute exactly the same values, wherever the pages lie.
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -22,11 +23,18 @@ TokenMeta token_meta(const BatchMeta& meta, int64_t t) {
           meta.end.ptr<int32_t>()[t]};
 }
 
+// Row r of a sequence's paged state; an unallocated page is a scheduling bug, reported rather than read.
+float* state_row(const PagedRows& p, int32_t slot, int64_t r, const char* what) {
+  float* row = p.row<float>(slot, r);
+  DSV4_CHECK(row != nullptr, kInternal, what, ": row ", r, " of sequence slot ", slot, " is in an unallocated page");
+  return row;
+}
+
 // Row of a per-position quantity: the batch row for positions in this forward, else the state ring.
-const float* position_row(const float* batch, int64_t t, const TokenMeta& m, int64_t q, const float* ring,
-                          int64_t ring_size, int64_t width) {
+const float* position_row(const float* batch, int64_t t, const TokenMeta& m, int64_t q, const PagedRows& ring,
+                          int64_t width) {
   if (q >= m.start) return batch + (t - (m.pos - q)) * width;
-  return ring + (static_cast<int64_t>(m.slot) * ring_size + q % ring_size) * width;
+  return state_row(ring, m.slot, q % ring.rows, "state ring");
 }
 
 }  // namespace
@@ -34,7 +42,7 @@ const float* position_row(const float* batch, int64_t t, const TokenMeta& m, int
 void compressor_emit(CompressorState& st, Tensor kv, Tensor gate, Tensor ape, Tensor norm_w, const RopeTable& rope,
                      const BatchMeta& meta, float eps) {
   const int64_t T = meta.num_tokens, r = st.rate, D = st.dim, width = kv.size(1);
-  const int64_t ring = st.raw_kv.size(1), max_entries = st.entries.size(1);
+  const int64_t max_entries = st.entries.rows;
   const float* A = ape.ptr<float>();
   for (int64_t t = 0; t < T; ++t) {
     const TokenMeta m = token_meta(meta, t);
@@ -47,20 +55,20 @@ void compressor_emit(CompressorState& st, Tensor kv, Tensor gate, Tensor ape, Te
     if (st.overlap && j >= 1) {
       for (int64_t i = 0; i < r; ++i) {
         const int64_t q = (j - 1) * r + i;
-        kv_rows.push_back(position_row(kv.ptr<float>(), t, m, q, st.raw_kv.ptr<float>(), ring, width));
-        gate_rows.push_back(position_row(gate.ptr<float>(), t, m, q, st.raw_gate.ptr<float>(), ring, width));
+        kv_rows.push_back(position_row(kv.ptr<float>(), t, m, q, st.raw_kv, width));
+        gate_rows.push_back(position_row(gate.ptr<float>(), t, m, q, st.raw_gate, width));
         ape_row.push_back(i);
         channel_offset.push_back(0);
       }
     }
     for (int64_t i = 0; i < r; ++i) {
       const int64_t q = j * r + i;
-      kv_rows.push_back(position_row(kv.ptr<float>(), t, m, q, st.raw_kv.ptr<float>(), ring, width));
-      gate_rows.push_back(position_row(gate.ptr<float>(), t, m, q, st.raw_gate.ptr<float>(), ring, width));
+      kv_rows.push_back(position_row(kv.ptr<float>(), t, m, q, st.raw_kv, width));
+      gate_rows.push_back(position_row(gate.ptr<float>(), t, m, q, st.raw_gate, width));
       ape_row.push_back(i);
       channel_offset.push_back(st.overlap ? D : 0);
     }
-    float* entry = st.entries.ptr<float>() + (static_cast<int64_t>(m.slot) * max_entries + j) * D;
+    float* entry = state_row(st.entries, m.slot, j, "compressor entries");
     const size_t S = kv_rows.size();
     std::vector<float> logit(S);
     for (int64_t d = 0; d < D; ++d) {
@@ -89,31 +97,30 @@ void compressor_emit(CompressorState& st, Tensor kv, Tensor gate, Tensor ape, Te
 namespace {
 
 // Stores the batch's rows into a position-indexed ring: only each sequence's last `ring` positions.
-void ring_store(float* ring, int64_t ring_size, const float* rows, int64_t width, const BatchMeta& meta) {
+void ring_store(const PagedRows& ring, const float* rows, int64_t width, const BatchMeta& meta) {
   for (int64_t t = 0; t < meta.num_tokens; ++t) {
     const TokenMeta m = token_meta(meta, t);
-    if (m.slot < 0 || m.pos < m.end - ring_size) continue;
-    std::copy(rows + t * width, rows + (t + 1) * width,
-              ring + (static_cast<int64_t>(m.slot) * ring_size + m.pos % ring_size) * width);
+    if (m.slot < 0 || m.pos < m.end - ring.rows) continue;
+    std::copy(rows + t * width, rows + (t + 1) * width, state_row(ring, m.slot, m.pos % ring.rows, "ring store"));
   }
 }
 
 }  // namespace
 
 void compressor_store(CompressorState& st, Tensor kv, Tensor gate, const BatchMeta& meta) {
-  const int64_t ring = st.raw_kv.size(1), width = kv.size(1);
-  ring_store(st.raw_kv.ptr<float>(), ring, kv.ptr<float>(), width, meta);
-  ring_store(st.raw_gate.ptr<float>(), ring, gate.ptr<float>(), width, meta);
+  const int64_t width = kv.size(1);
+  ring_store(st.raw_kv, kv.ptr<float>(), width, meta);
+  ring_store(st.raw_gate, gate.ptr<float>(), width, meta);
 }
 
-void kv_ring_store(Tensor kv_ring, Tensor kv, const BatchMeta& meta) {
-  ring_store(kv_ring.ptr<float>(), kv_ring.size(1), kv.ptr<float>(), kv.size(1), meta);
+void kv_ring_store(const PagedRows& kv_ring, Tensor kv, const BatchMeta& meta) {
+  ring_store(kv_ring, kv.ptr<float>(), kv.size(1), meta);
 }
 
 void indexer_topk(Tensor out, Tensor q, Tensor w, const CompressorState& keys, const BatchMeta& meta,
                   float softmax_scale) {
   const int64_t T = meta.num_tokens, Hi = q.size(1), Di = q.size(2), topk = out.size(1);
-  const int64_t max_entries = keys.entries.size(1);
+  const int64_t max_entries = keys.entries.rows;
   for (int64_t t = 0; t < T; ++t) {
     const TokenMeta m = token_meta(meta, t);
     int32_t* sel = out.ptr<int32_t>() + t * topk;
@@ -125,11 +132,11 @@ void indexer_topk(Tensor out, Tensor q, Tensor w, const CompressorState& keys, c
       continue;
     }
     std::vector<float> score(visible);
-    const float* K = keys.entries.ptr<float>() + static_cast<int64_t>(m.slot) * max_entries * Di;
     for (int64_t s = 0; s < visible; ++s) {
+      const float* K = state_row(keys.entries, m.slot, s, "indexer keys");
       float acc = 0;
       for (int64_t h = 0; h < Hi; ++h) {
-        const float d = dot(q.ptr<float>() + (t * Hi + h) * Di, K + s * Di, Di);
+        const float d = dot(q.ptr<float>() + (t * Hi + h) * Di, K, Di);
         acc += std::max(d, 0.0f) * softmax_scale * w.ptr<float>()[t * Hi + h];
       }
       score[s] = acc;
@@ -143,9 +150,9 @@ void indexer_topk(Tensor out, Tensor q, Tensor w, const CompressorState& keys, c
   }
 }
 
-void attention(Tensor out, Tensor q, Tensor kv, Tensor kv_ring, const CompressorState* compressed, Tensor selected,
-               Tensor sinks, const BatchMeta& meta, int64_t window, float scale) {
-  const int64_t T = meta.num_tokens, heads = q.size(1), D = q.size(2), ring = kv_ring.size(1);
+void attention(Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring, const CompressorState* compressed,
+               Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window, float scale) {
+  const int64_t T = meta.num_tokens, heads = q.size(1), D = q.size(2);
 #pragma omp parallel for schedule(dynamic) if (T * heads * D * (window + 64) > kParallelWork)
   for (int64_t t = 0; t < T; ++t) {
     const TokenMeta m = token_meta(meta, t);
@@ -154,20 +161,19 @@ void attention(Tensor out, Tensor q, Tensor kv, Tensor kv_ring, const Compressor
     if (m.slot < 0) continue;
     std::vector<const float*> keys;
     for (int64_t p = std::max<int64_t>(0, m.pos - window + 1); p <= m.pos; ++p) {
-      keys.push_back(position_row(kv.ptr<float>(), t, m, p, kv_ring.ptr<float>(), ring, D));
+      keys.push_back(position_row(kv.ptr<float>(), t, m, p, kv_ring, D));
     }
     if (compressed != nullptr) {
-      const int64_t max_entries = compressed->entries.size(1);
-      const float* E = compressed->entries.ptr<float>() + static_cast<int64_t>(m.slot) * max_entries * D;
+      const PagedRows& E = compressed->entries;
       if (selected.data() != nullptr) {
         const int64_t topk = selected.size(1);
         for (int64_t k = 0; k < topk; ++k) {
           const int32_t e = selected.ptr<int32_t>()[t * topk + k];
-          if (e >= 0) keys.push_back(E + static_cast<int64_t>(e) * D);
+          if (e >= 0) keys.push_back(state_row(E, m.slot, e, "compressed entries"));
         }
       } else {
-        const int64_t visible = std::min<int64_t>((m.pos + 1) / compressed->rate, max_entries);
-        for (int64_t e = 0; e < visible; ++e) keys.push_back(E + e * D);
+        const int64_t visible = std::min<int64_t>((m.pos + 1) / compressed->rate, E.rows);
+        for (int64_t e = 0; e < visible; ++e) keys.push_back(state_row(E, m.slot, e, "compressed entries"));
       }
     }
     std::vector<float> logit(keys.size());

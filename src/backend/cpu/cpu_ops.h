@@ -43,9 +43,10 @@ void compressor_emit(CompressorState& state, Tensor kv, Tensor gate, Tensor ape,
 void compressor_store(CompressorState& state, Tensor kv, Tensor gate, const BatchMeta& meta);
 void indexer_topk(Tensor out, Tensor q, Tensor w, const CompressorState& keys, const BatchMeta& meta,
                   float softmax_scale);
-void attention(Tensor out, Tensor q, Tensor kv, Tensor kv_ring, const CompressorState* compressed, Tensor selected,
+void attention(Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring, const CompressorState* compressed,
+               Tensor selected,
                Tensor sinks, const BatchMeta& meta, int64_t window, float scale);
-void kv_ring_store(Tensor kv_ring, Tensor kv, const BatchMeta& meta);
+void kv_ring_store(const PagedRows& kv_ring, Tensor kv, const BatchMeta& meta);
 
 void moe_route(Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
                const ModelConfig& cfg);

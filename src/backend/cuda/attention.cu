@@ -57,8 +57,8 @@ __device__ __forceinline__ void load_row(const T* row, int lane, int64_t D, floa
 
 template <int EPL, bool VEC, typename T>
 __global__ void __launch_bounds__(kMaxWarps * 32)
-    attention_kernel(T* __restrict__ out, const T* __restrict__ q, const T* __restrict__ kv, const T* __restrict__ ring,
-                     const T* __restrict__ entries, const float* __restrict__ sinks, AttnArgs a) {
+    attention_kernel(T* __restrict__ out, const T* __restrict__ q, const T* __restrict__ kv,
+                     const float* __restrict__ sinks, AttnArgs a) {
   pdl_wait();
   const int lane = threadIdx.x & 31;
   const int64_t t = blockIdx.x, h = static_cast<int64_t>(blockIdx.y) * (blockDim.x / 32) + (threadIdx.x >> 5);
@@ -81,20 +81,20 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
   const int64_t n_win = min(static_cast<int64_t>(pos) + 1, a.window);
   int64_t n_comp = 0;
   if (a.rate > 0)
-    n_comp = a.selected != nullptr ? a.topk : min(static_cast<int64_t>((pos + 1) / a.rate), a.max_entries);
+    n_comp = a.selected != nullptr ? a.topk : min(static_cast<int64_t>((pos + 1) / a.rate), a.entries.rows);
   const int64_t n = n_win + n_comp;
-  const T* E = entries != nullptr ? entries + static_cast<int64_t>(slot) * a.max_entries * D : nullptr;
-  // Key i: window positions pos-n_win+1 .. pos, then compressed entries (null = an unused selection slot).
+  // Key i: window positions pos-n_win+1 .. pos, then compressed entries, read through the sequence's page table
+  // (null = an unused selection slot, or a missing page).
   auto key_row = [&](int64_t i) -> const T* {
     if (i < n_win) {
       const int64_t p = pos - n_win + 1 + i;
       if (p >= start) return kv + (t - (pos - p)) * D;
-      return ring + (static_cast<int64_t>(slot) * a.ring_size + p % a.ring_size) * D;
+      return a.ring.row<const T>(slot, p % a.ring.rows);
     }
     const int64_t c = i - n_win;
-    if (a.selected == nullptr) return E + c * D;
+    if (a.selected == nullptr) return a.entries.row<const T>(slot, c);
     const int32_t e = a.selected[t * a.topk + c];
-    return e >= 0 ? E + static_cast<int64_t>(e) * D : nullptr;
+    return e >= 0 ? a.entries.row<const T>(slot, e) : nullptr;
   };
   float m = sinks[h], l = 1.0f;  // the sink: e^{sink - m} with m = sink
   for (int64_t base = 0; base < n; base += kKeysPerStep) {
@@ -148,29 +148,33 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
 }
 
 template <int EPL, bool VEC, typename T>
-void launch_attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, Tensor ring, const T* entries, Tensor sinks,
-                      const AttnArgs& a, int64_t T_) {
+void launch_attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, Tensor sinks, const AttnArgs& a,
+                      int64_t T_) {
   const int warps = static_cast<int>(std::min<int64_t>(a.heads, kMaxWarps));
   const dim3 grid(static_cast<unsigned>(T_), static_cast<unsigned>((a.heads + warps - 1) / warps));
   check_launch(launch_kernel(attention_kernel<EPL, VEC, T>, grid, dim3(warps * 32), 0, stream_of(ctx), out.ptr<T>(),
-                             q.ptr<T>(), kv.ptr<T>(), ring.ptr<T>(), entries, sinks.ptr<float>(), a),
+                             q.ptr<T>(), kv.ptr<T>(), sinks.ptr<float>(), a),
                "attention");
 }
 
 }  // namespace
 
-void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, Tensor kv_ring, const CompressorState* compressed,
-               Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window, float scale) {
+void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring,
+               const CompressorState* compressed, Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window,
+               float scale) {
   const int64_t T = meta.num_tokens, D = q.size(2);
   if (T == 0) return;
   const DType dt = q.dtype();
-  for (const Tensor* t : {&out, &kv, &kv_ring}) {
-    DSV4_CHECK_ARG(t->dtype() == dt, "attention on CUDA: q, kv, out and the kv ring must share a dtype; q is ",
-                   q.describe(), ", got ", t->describe());
+  for (const Tensor* t : {&out, &kv}) {
+    DSV4_CHECK_ARG(t->dtype() == dt, "attention on CUDA: q, kv and out must share a dtype; q is ", q.describe(),
+                   ", got ", t->describe());
   }
+  DSV4_CHECK_ARG(kv_ring.dtype == dt && kv_ring.width == D, "attention on CUDA: kv ring rows of ", kv_ring.width, " ",
+                 dtype_name(kv_ring.dtype), " vs q ", q.describe());
   if (compressed != nullptr) {
-    DSV4_CHECK_ARG(compressed->entries.dtype() == dt && compressed->entries.size(2) == D,
-                   "attention on CUDA: compressed entries ", compressed->entries.describe(), " vs q ", q.describe());
+    DSV4_CHECK_ARG(compressed->entries.dtype == dt && compressed->entries.width == D,
+                   "attention on CUDA: compressed entries of ", compressed->entries.width, " ",
+                   dtype_name(compressed->entries.dtype), " vs q ", q.describe());
   }
   DSV4_CHECK_ARG(D <= 512, "attention on CUDA supports head_dim <= 512, got ", D);
   AttnArgs a{};
@@ -182,33 +186,35 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, Tensor kv_ring
   a.topk = use_selection ? selected.size(1) : 0;
   a.heads = q.size(1);
   a.D = D;
-  a.ring_size = kv_ring.size(1);
+  a.ring = kv_ring;
   a.window = window;
   a.rate = compressed != nullptr ? compressed->rate : 0;
-  a.max_entries = compressed != nullptr ? compressed->entries.size(1) : 0;
-  a.scale = scale;
+  if (compressed != nullptr) a.entries = compressed->entries;
   dispatch_float(dt, "attention", [&](auto tag) {
     using TT = decltype(tag);
-    const TT* entries = compressed != nullptr ? compressed->entries.ptr<TT>() : nullptr;
-    // 16-byte accesses need 16-byte aligned bases (arena allocations are 256-byte aligned); this kernel's
-    // also need D % 256 == 0 (a lane's 8 elements per 256), the split kernel's D % 8 (it checks D itself).
+    // 16-byte accesses need 16-byte aligned rows (arena allocations are 256-byte aligned; the state layout
+    // aligns pages, arrays and rows to 16 bytes); this kernel's also need D % 256 == 0 (a lane's 8 elements per
+    // 256), the split kernel's D % 8 (it checks D itself).
     auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-    const bool aligned16 =
-        aligned(q.data()) && aligned(kv.data()) && aligned(kv_ring.data()) && aligned(out.data()) && aligned(entries);
+    auto rows_aligned = [&](const PagedRows& p) {
+      return !p.defined() ||
+             (aligned(p.base) && p.page_bytes % 16 == 0 && p.offset % 16 == 0 && p.row_bytes % 16 == 0);
+    };
+    const bool aligned16 = aligned(q.data()) && aligned(kv.data()) && aligned(out.data()) && rows_aligned(a.ring) &&
+                           rows_aligned(a.entries);
     const bool vec = D % 256 == 0 && aligned16;
     if constexpr (std::is_same_v<TT, bf16>) {
       if (split_attention_supports(a.heads, D, aligned16) && T <= 65535) {  // T is the grid's z
-        return split_attention(ctx, out.ptr<bf16>(), q.ptr<bf16>(), kv.ptr<bf16>(), kv_ring.ptr<bf16>(), entries,
-                               sinks.ptr<float>(), a, T);
+        return split_attention(ctx, out.ptr<bf16>(), q.ptr<bf16>(), kv.ptr<bf16>(), sinks.ptr<float>(), a, T);
       }
     }
-    if (vec && D == 512) return launch_attention<16, true, TT>(ctx, out, q, kv, kv_ring, entries, sinks, a, T);
-    if (vec && D == 256) return launch_attention<8, true, TT>(ctx, out, q, kv, kv_ring, entries, sinks, a, T);
-    if (D <= 32) return launch_attention<1, false, TT>(ctx, out, q, kv, kv_ring, entries, sinks, a, T);
-    if (D <= 64) return launch_attention<2, false, TT>(ctx, out, q, kv, kv_ring, entries, sinks, a, T);
-    if (D <= 128) return launch_attention<4, false, TT>(ctx, out, q, kv, kv_ring, entries, sinks, a, T);
-    if (D <= 256) return launch_attention<8, false, TT>(ctx, out, q, kv, kv_ring, entries, sinks, a, T);
-    return launch_attention<16, false, TT>(ctx, out, q, kv, kv_ring, entries, sinks, a, T);
+    if (vec && D == 512) return launch_attention<16, true, TT>(ctx, out, q, kv, sinks, a, T);
+    if (vec && D == 256) return launch_attention<8, true, TT>(ctx, out, q, kv, sinks, a, T);
+    if (D <= 32) return launch_attention<1, false, TT>(ctx, out, q, kv, sinks, a, T);
+    if (D <= 64) return launch_attention<2, false, TT>(ctx, out, q, kv, sinks, a, T);
+    if (D <= 128) return launch_attention<4, false, TT>(ctx, out, q, kv, sinks, a, T);
+    if (D <= 256) return launch_attention<8, false, TT>(ctx, out, q, kv, sinks, a, T);
+    return launch_attention<16, false, TT>(ctx, out, q, kv, sinks, a, T);
   });
 }
 

@@ -93,7 +93,6 @@ __host__ __device__ inline Layout layout_for(int D) {
 template <int NC, bool kAnyShape>
 __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
     split_attention_kernel(bf16* __restrict__ out, const bf16* __restrict__ q, const bf16* __restrict__ kv,
-                           const bf16* __restrict__ ring, const bf16* __restrict__ entries,
                            const float* __restrict__ sinks, SplitAttnArgs a) {
   pdl_wait();
   extern __shared__ __align__(128) unsigned char smem[];
@@ -138,21 +137,21 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
   const int64_t n_win = min(static_cast<int64_t>(pos) + 1, a.window);
   int64_t n_comp = 0;
   if (a.rate > 0)
-    n_comp = a.selected != nullptr ? a.topk : min(static_cast<int64_t>((pos + 1) / a.rate), a.max_entries);
+    n_comp = a.selected != nullptr ? a.topk : min(static_cast<int64_t>((pos + 1) / a.rate), a.entries.rows);
   const int64_t n = n_win + n_comp;
   const int64_t per = ((n + NC - 1) / NC + 15) / 16 * 16;
   const int64_t k_begin = min(n, rank * per), k_end = min(n, k_begin + per);
-  const bf16* E = entries != nullptr ? entries + static_cast<int64_t>(slot) * a.max_entries * D : nullptr;
-  auto key_row = [&](int64_t i) -> const bf16* {  // null: an unused selection slot
+  // Rows of the state through the sequence's page table; null: an unused selection slot (or a missing page).
+  auto key_row = [&](int64_t i) -> const bf16* {
     if (i < n_win) {
       const int64_t p = pos - n_win + 1 + i;
       if (p >= start) return kv + (t - (pos - p)) * D;
-      return ring + (static_cast<int64_t>(slot) * a.ring_size + p % a.ring_size) * D;
+      return a.ring.row<const bf16>(slot, p % a.ring.rows);
     }
     const int64_t c = i - n_win;
-    if (a.selected == nullptr) return E + c * D;
+    if (a.selected == nullptr) return a.entries.row<const bf16>(slot, c);
     const int32_t e = a.selected[t * a.topk + c];
-    return e >= 0 ? E + static_cast<int64_t>(e) * D : nullptr;
+    return e >= 0 ? a.entries.row<const bf16>(slot, e) : nullptr;
   };
 
   for (int i = tid; i < kHeads * L.ldo; i += kThreads) os[i] = 0.f;
@@ -321,8 +320,8 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
 int64_t head_groups(int64_t heads) { return (heads + kHeads - 1) / kHeads; }
 
 template <int NC, bool kAnyShape>
-void launch_split(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, const bf16* ring, const bf16* entries,
-                  const float* sinks, const SplitAttnArgs& a, int64_t T) {
+void launch_split(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, const float* sinks,
+                  const SplitAttnArgs& a, int64_t T) {
   // The largest layout (D = 512), once per instantiation: smaller head dims need less.
   static const bool configured = [] {
     throw_if_error(cuda_status(cudaFuncSetAttribute(split_attention_kernel<NC, kAnyShape>,
@@ -334,7 +333,7 @@ void launch_split(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, co
   const size_t shared = static_cast<size_t>(layout_for(static_cast<int>(a.D)).total);
   const dim3 grid(NC, static_cast<unsigned>(head_groups(a.heads)), static_cast<unsigned>(T));
   check_launch(launch_kernel(split_attention_kernel<NC, kAnyShape>, grid, dim3(kThreads), shared, stream_of(ctx), out,
-                             q, kv, ring, entries, sinks, a),
+                             q, kv, sinks, a),
                "split_attention");
 }
 
@@ -355,15 +354,15 @@ bool split_attention_supports(int64_t heads, int64_t D, bool aligned16) {
   return enabled;
 }
 
-void split_attention(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, const bf16* ring, const bf16* entries,
-                     const float* sinks, const SplitAttnArgs& a, int64_t T) {
+void split_attention(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, const float* sinks,
+                     const SplitAttnArgs& a, int64_t T) {
   const bool split = T * head_groups(a.heads) * 2 < multiprocessor_count();
   if (a.heads % kHeads == 0 && a.D % 64 == 0) {  // the model's shapes: no masks
-    if (split) return launch_split<kSplit, false>(ctx, out, q, kv, ring, entries, sinks, a, T);
-    return launch_split<1, false>(ctx, out, q, kv, ring, entries, sinks, a, T);
+    if (split) return launch_split<kSplit, false>(ctx, out, q, kv, sinks, a, T);
+    return launch_split<1, false>(ctx, out, q, kv, sinks, a, T);
   }
-  if (split) return launch_split<kSplit, true>(ctx, out, q, kv, ring, entries, sinks, a, T);
-  return launch_split<1, true>(ctx, out, q, kv, ring, entries, sinks, a, T);
+  if (split) return launch_split<kSplit, true>(ctx, out, q, kv, sinks, a, T);
+  return launch_split<1, true>(ctx, out, q, kv, sinks, a, T);
 }
 
 }  // namespace dsv4::cuda

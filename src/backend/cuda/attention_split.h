@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "backend/cuda/common.cuh"
+#include "dsv4/ops/paged_rows.h"
 
 namespace dsv4::cuda {
 
@@ -15,8 +16,10 @@ struct SplitAttnArgs {
   const int32_t* start;
   const int32_t* selected;  // [T, topk] or null (HCA: every visible entry; sliding: no compressed keys)
   int64_t topk;
-  int64_t heads, D, ring_size, window;
-  int64_t rate, max_entries;  // rate 0: no compressed entries
+  int64_t heads, D, window;
+  int64_t rate;        // 0: no compressed entries
+  PagedRows ring;      // the sliding-window kv ring (row = position % ring.rows)
+  PagedRows entries;   // compressed entries (used when rate > 0; capacity entries.rows)
   float scale;
 };
 
@@ -25,7 +28,7 @@ struct SplitAttnArgs {
 // unless DSV4_SPLIT_ATTENTION=0 (then never: the warp kernel of attention.cu serves every shape).
 bool split_attention_supports(int64_t heads, int64_t D, bool aligned16);
 
-void split_attention(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, const bf16* ring, const bf16* entries,
-                     const float* sinks, const SplitAttnArgs& a, int64_t T);
+void split_attention(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, const float* sinks,
+                     const SplitAttnArgs& a, int64_t T);
 
 }  // namespace dsv4::cuda

@@ -23,23 +23,21 @@ MetaPtrs meta_ptrs(const BatchMeta& m) {
 }
 
 // Row of a per-position quantity at position q for batch row t: the batch row if the position is part of
-// this forward (q >= start), else the state ring.
+// this forward (q >= start), else the state ring (through the sequence's page table).
 __device__ __forceinline__ const float* position_row(const float* batch, int64_t t, int32_t pos, int32_t start,
-                                                     int32_t slot, int64_t q, const float* ring, int64_t ring_size,
-                                                     int64_t width) {
+                                                     int32_t slot, int64_t q, const PagedRows& ring, int64_t width) {
   if (q >= start) return batch + (t - (pos - q)) * width;
-  return ring + (static_cast<int64_t>(slot) * ring_size + q % ring_size) * width;
+  return ring.row<float>(slot, q % ring.rows);
 }
 
 // One block per batch row; threads over the entry's D channels. Softmax over the window's tokens per
 // channel (online, fp32), RMSNorm over the entry, RoPE at the window's first position, store.
 template <typename TE>
-__global__ void compressor_emit_kernel(TE* __restrict__ entries, const float* __restrict__ kv,
-                                       const float* __restrict__ gate, const float* __restrict__ raw_kv,
-                                       const float* __restrict__ raw_gate, const float* __restrict__ ape,
+__global__ void compressor_emit_kernel(PagedRows entries, const float* __restrict__ kv, const float* __restrict__ gate,
+                                       PagedRows raw_kv, PagedRows raw_gate, const float* __restrict__ ape,
                                        const float* __restrict__ norm_w, const float* __restrict__ inv_freq,
-                                       MetaPtrs meta, int64_t rate, int64_t D, bool overlap, int64_t ring,
-                                       int64_t max_entries, int64_t rope_dim, float attention_factor, float eps) {
+                                       MetaPtrs meta, int64_t rate, int64_t D, bool overlap, int64_t rope_dim,
+                                       float attention_factor, float eps) {
   pdl_wait();
   extern __shared__ float entry[];  // [D]
   __shared__ float scratch[33];
@@ -47,16 +45,19 @@ __global__ void compressor_emit_kernel(TE* __restrict__ entries, const float* __
   const int32_t pos = meta.pos[t], slot = meta.slot[t], start = meta.start[t];
   if (slot < 0 || (pos + 1) % rate != 0) return;
   const int64_t j = (pos + 1) / rate - 1;
-  // Positions are checked against max_seq_len on the host, which sizes max_entries; a row past the
-  // store would be a caller bug, and writing nothing is the safe choice inside a kernel.
-  if (j >= max_entries) return;
+  // Positions are checked against max_model_len on the host, which sizes the entry capacity, and the scheduler
+  // allocates the pages a step writes; a row past the store or in a missing page would be a caller bug, and
+  // writing nothing is the safe choice inside a kernel.
+  if (j >= entries.rows) return;
+  TE* out = entries.row<TE>(slot, j);
+  if (out == nullptr) return;
   const int64_t width = (overlap ? 2 : 1) * D;
   float ss = 0;
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
     float m = -INFINITY, l = 0, acc = 0;
     auto take = [&](int64_t q, int64_t i, int64_t c) {
-      const float* kr = position_row(kv, t, pos, start, slot, q, raw_kv, ring, width);
-      const float* gr = position_row(gate, t, pos, start, slot, q, raw_gate, ring, width);
+      const float* kr = position_row(kv, t, pos, start, slot, q, raw_kv, width);
+      const float* gr = position_row(gate, t, pos, start, slot, q, raw_gate, width);
       const float logit = gr[c] + ape[i * width + c];
       const float m_new = fmaxf(m, logit);
       const float corr = expf(m - m_new), e = expf(logit - m_new);
@@ -86,20 +87,19 @@ __global__ void compressor_emit_kernel(TE* __restrict__ entries, const float* __
     r[2 * i + 1] = x1 * c + x0 * s;
   }
   __syncthreads();
-  TE* out = entries + (static_cast<int64_t>(slot) * max_entries + j) * D;
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x) out[d] = from_float<TE>(entry[d]);
 }
 
 // Stores batch row t into the ring of its slot at position % ring, if it is among the sequence's last
 // `ring` positions of this forward (so two rows of one sequence never share a ring entry).
 template <typename TD, typename TS>
-__global__ void ring_store_kernel(TD* __restrict__ ring, const TS* __restrict__ rows, MetaPtrs meta, int64_t ring_size,
-                                  int64_t width) {
+__global__ void ring_store_kernel(PagedRows ring, const TS* __restrict__ rows, MetaPtrs meta, int64_t width) {
   pdl_wait();
   const int64_t t = blockIdx.y;
   const int32_t pos = meta.pos[t], slot = meta.slot[t], end = meta.end[t];
-  if (slot < 0 || pos < end - ring_size) return;
-  TD* dst = ring + (static_cast<int64_t>(slot) * ring_size + pos % ring_size) * width;
+  if (slot < 0 || pos < end - ring.rows) return;
+  TD* dst = ring.row<TD>(slot, pos % ring.rows);
+  if (dst == nullptr) return;  // an unallocated page: a scheduling bug, never a stray write
   const TS* src = rows + t * width;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < width;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -107,17 +107,17 @@ __global__ void ring_store_kernel(TD* __restrict__ ring, const TS* __restrict__ 
   }
 }
 
-void ring_store(ExecContext& ctx, Tensor ring, Tensor rows, const BatchMeta& meta, const char* name) {
-  const int64_t T = meta.num_tokens, width = rows.size(1), ring_size = ring.size(1);
+void ring_store(ExecContext& ctx, const PagedRows& ring, Tensor rows, const BatchMeta& meta, const char* name) {
+  const int64_t T = meta.num_tokens, width = rows.size(1);
   if (T == 0) return;
-  DSV4_CHECK_ARG(ring.size(2) == width, name, ": ring width ", ring.size(2), " vs rows ", width);
+  DSV4_CHECK_ARG(ring.width == width, name, ": ring width ", ring.width, " vs rows ", width);
   const dim3 grid(std::max(1u, std::min(blocks_for(width, 256), 16u)), static_cast<unsigned>(T));
-  dispatch_float(ring.dtype(), name, [&](auto d) {
+  dispatch_float(ring.dtype, name, [&](auto d) {
     dispatch_float(rows.dtype(), name, [&](auto s) {
       using TD = decltype(d);
       using TS = decltype(s);
-      check_launch(launch_kernel(ring_store_kernel<TD, TS>, grid, dim3(256), 0, stream_of(ctx), ring.ptr<TD>(),
-                                 rows.ptr<TS>(), meta_ptrs(meta), ring_size, width),
+      check_launch(launch_kernel(ring_store_kernel<TD, TS>, grid, dim3(256), 0, stream_of(ctx), ring, rows.ptr<TS>(),
+                                 meta_ptrs(meta), width),
                    name);
     });
   });
@@ -129,7 +129,9 @@ void compressor_emit(ExecContext& ctx, CompressorState& st, Tensor kv, Tensor ga
                      const RopeTable& rope, const BatchMeta& meta, float eps) {
   const int64_t T = meta.num_tokens, D = st.dim;
   if (T == 0) return;
-  for (const Tensor* t : {&kv, &gate, &st.raw_kv, &st.raw_gate, &ape, &norm_w}) {
+  DSV4_CHECK_ARG(st.raw_kv.dtype == DType::F32 && st.raw_gate.dtype == DType::F32,
+                 "compressor_emit on CUDA: the raw rings must be F32");
+  for (const Tensor* t : {&kv, &gate, &ape, &norm_w}) {
     DSV4_CHECK_ARG(t->dtype() == DType::F32,
                    "compressor_emit on CUDA: kv, gate, the raw rings, ape and norm must be "
                    "F32, got ",
@@ -138,13 +140,13 @@ void compressor_emit(ExecContext& ctx, CompressorState& st, Tensor kv, Tensor ga
   DSV4_CHECK_ARG(rope.rope_dim <= D && rope.rope_dim % 2 == 0, "compressor_emit: rope_dim ", rope.rope_dim,
                  " vs entry dim ", D);
   const int threads = D >= 256 ? 256 : static_cast<int>((D + 31) / 32 * 32);
-  dispatch_float(st.entries.dtype(), "compressor entries", [&](auto e) {
+  dispatch_float(st.entries.dtype, "compressor entries", [&](auto e) {
     using TE = decltype(e);
     check_launch(launch_kernel(compressor_emit_kernel<TE>, dim3(static_cast<unsigned>(T)), dim3(threads),
-                               D * sizeof(float), stream_of(ctx), st.entries.ptr<TE>(), kv.ptr<float>(),
-                               gate.ptr<float>(), st.raw_kv.ptr<float>(), st.raw_gate.ptr<float>(), ape.ptr<float>(),
-                               norm_w.ptr<float>(), rope.inv_freq.ptr<float>(), meta_ptrs(meta), st.rate, D, st.overlap,
-                               st.raw_kv.size(1), st.entries.size(1), rope.rope_dim, rope.attention_factor, eps),
+                               D * sizeof(float), stream_of(ctx), st.entries, kv.ptr<float>(), gate.ptr<float>(),
+                               st.raw_kv, st.raw_gate, ape.ptr<float>(), norm_w.ptr<float>(),
+                               rope.inv_freq.ptr<float>(), meta_ptrs(meta), st.rate, D, st.overlap, rope.rope_dim,
+                               rope.attention_factor, eps),
                  "compressor_emit");
   });
 }
@@ -154,7 +156,7 @@ void compressor_store(ExecContext& ctx, CompressorState& st, Tensor kv, Tensor g
   ring_store(ctx, st.raw_gate, gate, meta, "compressor_store (gate)");
 }
 
-void kv_ring_store(ExecContext& ctx, Tensor kv_ring, Tensor kv, const BatchMeta& meta) {
+void kv_ring_store(ExecContext& ctx, const PagedRows& kv_ring, Tensor kv, const BatchMeta& meta) {
   ring_store(ctx, kv_ring, kv, meta, "kv_ring_store");
 }
 

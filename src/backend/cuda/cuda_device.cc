@@ -52,6 +52,14 @@ void copy_to_device(void* dst, const void* src, size_t bytes) {
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
+void memory_info(size_t* free_bytes, size_t* total_bytes) {
+  DSV4_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
+}
+
+void copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream) {
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, static_cast<cudaStream_t>(stream)));
+}
+
 void copy_to_host(void* dst, const void* src, size_t bytes) {
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   DSV4_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));

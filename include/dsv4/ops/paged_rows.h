@@ -1,0 +1,70 @@
+// PagedRows: one per-sequence array of state rows (a ring or an entry store of one layer) held in the pages
+// of the state pool and addressed through the per-sequence page table.
+//
+// Row r of the sequence in table row `s` lives in page table[s * table_stride + first_column + r /
+// rows_per_page], at byte offset `offset + (r % rows_per_page) * row_bytes` of that page. A page holds the
+// same row range of every array of its kind (context pages: the compressed entries of all layers for
+// page_tokens positions; ring pages: a slice of every ring), so one page id serves all layers. The table
+// lives in memory of the compute device at a fixed address (graph replays read it); page ids < 0 are
+// unallocated pages.
+//
+// The accessor is plain data with inline address arithmetic, usable in host code and CUDA kernels.
+#pragma once
+
+#include <cstdint>
+
+#include "dsv4/core/dtype.h"
+
+#ifdef __CUDACC__
+#define DSV4_PAGED_HD __host__ __device__ __forceinline__
+#else
+#define DSV4_PAGED_HD inline
+#endif
+
+namespace dsv4 {
+
+struct PagedRows {
+  void* base = nullptr;          // the pool's first page
+  DType dtype = DType::F32;      // element type
+  int64_t page_bytes = 0;        // distance between consecutive pages
+  int64_t offset = 0;            // bytes of this array's first row inside a page
+  int64_t width = 0;             // elements per row
+  int64_t row_bytes = 0;         // distance between rows inside a page (>= width * element size)
+  int64_t rows_per_page = 0;     // rows of this array in one page
+  int64_t rows = 0;              // logical rows per sequence (ring size, or entry capacity)
+  const int32_t* table = nullptr;  // page ids, [sequences, table_stride]
+  int64_t table_stride = 0;
+  int64_t first_column = 0;        // table column of row 0
+
+  bool defined() const { return base != nullptr; }
+
+  // Address of row r (0 <= r < rows) of table row s, or nullptr when its page is not allocated.
+  template <typename T>
+  DSV4_PAGED_HD T* row(int64_t s, int64_t r) const {
+    const int32_t page = table[s * table_stride + first_column + r / rows_per_page];
+    if (page < 0) return nullptr;
+    return reinterpret_cast<T*>(static_cast<char*>(base) + static_cast<int64_t>(page) * page_bytes + offset +
+                                (r % rows_per_page) * row_bytes);
+  }
+};
+
+// A dense [sequences, rows, width] store seen as paged rows: one page per sequence, read through an identity
+// table (`identity_table`: sequences int32 values 0, 1, 2, … in the compute device's memory, owned by the
+// caller). For op tests and tools that keep unpaged state.
+inline PagedRows dense_paged_rows(void* data, DType dtype, int64_t sequences, int64_t rows, int64_t width,
+                                  const int32_t* identity_table) {
+  PagedRows p;
+  p.base = data;
+  p.dtype = dtype;
+  p.width = width;
+  p.row_bytes = width * static_cast<int64_t>(dtype_size(dtype));
+  p.rows_per_page = rows;
+  p.rows = rows;
+  p.page_bytes = rows * p.row_bytes;
+  p.table = identity_table;
+  p.table_stride = 1;
+  (void)sequences;
+  return p;
+}
+
+}  // namespace dsv4

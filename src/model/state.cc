@@ -1,0 +1,218 @@
+#include "dsv4/model/state.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "dsv4/backend/cuda_device.h"
+#include "dsv4/core/buffer.h"
+#include "dsv4/ops/rope_table.h"
+
+namespace dsv4 {
+namespace {
+
+int64_t align_up(int64_t n, int64_t a) { return (n + a - 1) / a * a; }
+
+constexpr int64_t kRowAlign = 16;    // 16-byte vector loads of every row
+constexpr int64_t kPageAlign = 256;  // page starts
+
+void fill_rope(RopeTable& t, Arena& arena, const RopeParams& p, int64_t rope_dim, Device device) {
+  const std::vector<float> inv = rope_inv_freq(p, rope_dim);
+  t.inv_freq = arena.alloc(DType::F32, {rope_dim / 2});
+  t.rope_dim = rope_dim;
+  t.attention_factor = static_cast<float>(p.attention_factor);
+  if (device == Device::kCPU) {
+    std::copy(inv.begin(), inv.end(), t.inv_freq.ptr<float>());
+  } else {
+    cuda::copy_to_device(t.inv_freq.data(), inv.data(), inv.size() * sizeof(float));
+  }
+}
+
+// Places ring arrays so that each ring page holds ceil(rows / n) rows of every ring; returns the bytes of one
+// ring page.
+int64_t place_rings(std::vector<StateLayout::Array>& arrays, int64_t n) {
+  int64_t offset = 0;
+  for (StateLayout::Array& a : arrays) {
+    if (!a.ring) continue;
+    a.rows_per_page = (a.rows + n - 1) / n;
+    a.offset = offset;
+    offset += a.rows_per_page * a.row_bytes;
+  }
+  return offset;
+}
+
+}  // namespace
+
+int64_t default_page_tokens(const ModelConfig& cfg) {
+  int64_t l = 1;
+  for (AttentionType t : cfg.layer_types) {
+    const int64_t r = cfg.compress_rate(t);
+    if (r > 0) l = std::lcm(l, r);
+  }
+  return l * std::max<int64_t>(1, (256 + l - 1) / l);
+}
+
+StateLayout StateLayout::make(const ModelConfig& c, const ModelOptions& o, DType keys, bool with_mtp) {
+  DSV4_CHECK_ARG(o.max_seqs > 0 && o.max_model_len > 0 && o.max_tokens_ahead >= 1,
+                 "model options: max_seqs, max_model_len and max_tokens_ahead must be positive");
+  StateLayout L;
+  L.page_tokens = o.page_tokens > 0 ? o.page_tokens : default_page_tokens(c);
+  const int64_t ahead = o.max_tokens_ahead, P = L.page_tokens;
+  for (AttentionType t : c.layer_types) {
+    const int64_t r = c.compress_rate(t);
+    DSV4_CHECK_ARG(r == 0 || P % r == 0, "page size of ", P, " tokens is not a multiple of the compress rate ", r);
+  }
+  const int64_t positions = o.max_model_len + ahead;  // a step may write `ahead` positions past the limit
+  auto add = [&](std::string name, bool ring, DType dt, int64_t width, int64_t rows) {
+    Array a;
+    a.name = std::move(name);
+    a.ring = ring;
+    a.dtype = dt;
+    a.width = width;
+    a.rows = rows;
+    a.row_bytes = align_up(width * static_cast<int64_t>(dtype_size(dt)), kRowAlign);
+    L.arrays.push_back(std::move(a));
+  };
+  bool any_context = false;
+  for (size_t l = 0; l < c.layer_types.size(); ++l) {
+    const AttentionType t = c.layer_types[l];
+    const std::string p = "layers." + std::to_string(l) + ".";
+    add(p + "kv_ring", true, keys, c.head_dim, c.sliding_window + ahead);
+    const int64_t r = c.compress_rate(t);
+    if (r == 0) continue;
+    any_context = true;
+    auto compressor = [&](const std::string& name, bool overlap, int64_t dim) {
+      const int64_t width = (overlap ? 2 : 1) * dim, ring = (overlap ? 2 : 1) * r + ahead;
+      add(p + name + ".raw_kv", true, DType::F32, width, ring);
+      add(p + name + ".raw_gate", true, DType::F32, width, ring);
+      add(p + name + ".entries", false, keys, dim, 0);
+      L.arrays.back().rate = r;
+    };
+    compressor("compressor", t == AttentionType::kCompressedSparse, c.head_dim);
+    if (t == AttentionType::kCompressedSparse) compressor("indexer", true, c.index_head_dim);
+  }
+  if (with_mtp) add("mtp.kv_ring", true, keys, c.head_dim, c.sliding_window + ahead);
+
+  // Context pages: page_tokens positions of every entry store.
+  int64_t context_bytes = 0;
+  if (any_context) {
+    L.context_columns = (positions + P - 1) / P;
+    for (Array& a : L.arrays) {
+      if (a.ring) continue;
+      a.rows_per_page = P / a.rate;
+      a.rows = L.context_columns * a.rows_per_page;
+      a.offset = context_bytes;
+      context_bytes += a.rows_per_page * a.row_bytes;
+    }
+  }
+  // Ring pages: as few as fit in a context page (every ring's rows spread evenly over them); without compressed
+  // layers one ring page holds a sequence's rings.
+  int64_t max_rows = 1;
+  for (const Array& a : L.arrays) {
+    if (a.ring) max_rows = std::max(max_rows, a.rows);
+  }
+  if (context_bytes == 0) {
+    L.ring_pages = 1;
+    L.page_bytes = align_up(std::max<int64_t>(place_rings(L.arrays, 1), kPageAlign), kPageAlign);
+    return L;
+  }
+  L.page_bytes = align_up(context_bytes, kPageAlign);
+  int64_t n = 1;
+  while (n < max_rows && place_rings(L.arrays, n) > L.page_bytes) ++n;
+  const int64_t ring_bytes = place_rings(L.arrays, n);
+  L.ring_pages = n;
+  L.page_bytes = align_up(std::max(L.page_bytes, ring_bytes), kPageAlign);  // rows larger than a context page
+  return L;
+}
+
+const StateLayout::Array& StateLayout::array(const std::string& name) const {
+  for (const Array& a : arrays) {
+    if (a.name == name) return a;
+  }
+  fail(StatusCode::kInternal, "state layout: no array named ", name);
+}
+
+ModelState::ModelState(const ModelConfig& c, const ModelOptions& o, Device device, bool with_mtp)
+    : opt_(o), device_(device), small_("rope-tables", 4 * c.rope_head_dim + 4 * Arena::kAlignment, device) {
+  // CUDA keeps the attention keys (kv ring, compressed entries) in the activation dtype (bf16 by default),
+  // and the compressor's raw kv/gate rings in f32 (they feed a softmax over tokens); the CPU keeps f32.
+  act_ = device == Device::kCUDA ? o.cuda_activation_dtype : DType::F32;
+  DSV4_CHECK_ARG(act_ == DType::BF16 || act_ == DType::F32, "model options: CUDA activations must be BF16 or F32");
+  layout_ = StateLayout::make(c, o, act_, with_mtp);
+  const int64_t cols = layout_.table_columns();
+  const bool static_table = o.num_pages == 0;
+  num_pages_ = static_table ? o.max_seqs * cols : o.num_pages;
+  DSV4_CHECK_ARG(num_pages_ > 0, "model options: the state pool needs at least one page");
+  pool_ = Buffer(static_cast<size_t>(num_pages_ * layout_.page_bytes), device);
+  host_table_.assign(static_cast<size_t>(o.max_seqs * cols), -1);
+  if (static_table) std::iota(host_table_.begin(), host_table_.end(), 0);
+  dirty_flag_.assign(static_cast<size_t>(o.max_seqs), 0);
+  const int32_t* table = host_table_.data();
+  if (device == Device::kCUDA) {
+    table_ = Buffer(host_table_.size() * sizeof(int32_t), device);
+    cuda::copy_to_device(table_.data(), host_table_.data(), table_bytes());
+    table = static_cast<const int32_t*>(table_.data());
+  }
+  auto view = [&](const std::string& name) {
+    const StateLayout::Array& a = layout_.array(name);
+    PagedRows p;
+    p.base = pool_.data();
+    p.dtype = a.dtype;
+    p.page_bytes = layout_.page_bytes;
+    p.offset = a.offset;
+    p.width = a.width;
+    p.row_bytes = a.row_bytes;
+    p.rows_per_page = a.rows_per_page;
+    p.rows = a.rows;
+    p.table = table;
+    p.table_stride = cols;
+    p.first_column = a.ring ? 0 : layout_.ring_pages;
+    return p;
+  };
+  for (size_t l = 0; l < c.layer_types.size(); ++l) {
+    const AttentionType t = c.layer_types[l];
+    const std::string p = "layers." + std::to_string(l) + ".";
+    LayerState ls;
+    ls.kv_ring = view(p + "kv_ring");
+    const int64_t rate = c.compress_rate(t);
+    auto compressor = [&](const std::string& name, bool overlap, int64_t dim) {
+      CompressorState cs;
+      cs.raw_kv = view(p + name + ".raw_kv");
+      cs.raw_gate = view(p + name + ".raw_gate");
+      cs.entries = view(p + name + ".entries");
+      cs.rate = rate;
+      cs.overlap = overlap;
+      cs.dim = dim;
+      return cs;
+    };
+    if (rate > 0) ls.compressor = compressor("compressor", t == AttentionType::kCompressedSparse, c.head_dim);
+    if (t == AttentionType::kCompressedSparse) ls.indexer = compressor("indexer", true, c.index_head_dim);
+    layers.push_back(ls);
+  }
+  if (with_mtp) mtp.kv_ring = view("mtp.kv_ring");
+  fill_rope(rope_main, small_, c.rope_main, c.rope_head_dim, device);
+  fill_rope(rope_compress, small_, c.rope_compress, c.rope_head_dim, device);
+}
+
+void ModelState::mark_dirty(int64_t slot) {
+  if (dirty_flag_.at(static_cast<size_t>(slot)) != 0) return;
+  dirty_flag_[static_cast<size_t>(slot)] = 1;
+  dirty_.push_back(slot);
+}
+
+void ModelState::sync_table(void* stream, int32_t* staging) {
+  if (device_ == Device::kCPU) {  // the kernels read the host copy
+    for (int64_t s : dirty_) dirty_flag_[static_cast<size_t>(s)] = 0;
+    dirty_.clear();
+    return;
+  }
+  const int64_t cols = layout_.table_columns();
+  for (int64_t s : dirty_) {
+    std::copy(table_row(s), table_row(s) + cols, staging + s * cols);
+    cuda::copy_to_device_async(static_cast<int32_t*>(table_.data()) + s * cols, staging + s * cols,
+                               static_cast<size_t>(cols) * sizeof(int32_t), stream);
+    dirty_flag_[static_cast<size_t>(s)] = 0;
+  }
+  dirty_.clear();
+}
+
+}  // namespace dsv4

@@ -1,0 +1,585 @@
+// The engine's scheduler: continuous batching over the paged state, one step loop for generation and
+// speculative decoding.
+//
+// Every step builds one forward from (a) the next token of every running sequence in its decode phase and (b)
+// prompt chunks of the others, up to max_batch_tokens, in admission order. Requests join at the next step with
+// room (a free sequence slot and the pages of their first chunk) and leave when done, freeing their pages. A
+// sequence is a token list plus how many of its tokens the state holds (`computed`): a prompt, a chunk, a decode
+// step and a resumption after preemption are the same thing — the tokens not yet computed. When the pool runs
+// out, the most recently admitted sequence is preempted: its pages are freed and it waits at the front of the
+// queue to be recomputed from its tokens; its sampler state stays with it, so its output is unchanged.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "dsv4/core/log.h"
+#include "dsv4/runtime/engine.h"
+#include "dsv4/runtime/page_pool.h"
+#include "dsv4/runtime/speculative.h"
+#include "runtime/executor.h"
+#include "runtime/sequence.h"
+
+namespace dsv4 {
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kError:
+      return "error";
+    case FinishReason::kNone:
+      break;
+  }
+  return "";
+}
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Device sampling parameters of a sequence's next token: its Philox stream is the request's sampling stream, the
+// counter its number of generated tokens (deterministic per seed; not the host Sampler's sequence).
+ops::TokenSamplingParams device_sampling(const SamplingParams& p, uint64_t stream, int64_t generated) {
+  return {p.temperature, p.top_p, p.seed, stream, static_cast<uint64_t>(generated)};
+}
+
+// log-softmax of one logit row at `token` and its k most likely tokens.
+void fill_logprobs(const float* row, int64_t V, int32_t token, int64_t k, TokenEvent& e) {
+  float mx = row[0];
+  for (int64_t v = 1; v < V; ++v) mx = std::max(mx, row[v]);
+  double sum = 0;
+  for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v] - mx));
+  const double lse = static_cast<double>(mx) + std::log(sum);
+  e.logprob = static_cast<float>(row[token] - lse);
+  if (k <= 0) return;
+  std::vector<int32_t> idx(static_cast<size_t>(V));
+  for (int64_t v = 0; v < V; ++v) idx[static_cast<size_t>(v)] = static_cast<int32_t>(v);
+  const int64_t n = std::min(k, V);
+  std::partial_sort(idx.begin(), idx.begin() + n, idx.end(),
+                    [&](int32_t a, int32_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); });
+  for (int64_t i = 0; i < n; ++i) e.top_logprobs.emplace_back(idx[i], static_cast<float>(row[idx[i]] - lse));
+}
+
+}  // namespace
+
+// ---- requests ----
+
+RequestId Engine::submit(std::vector<int32_t> prompt, const RequestOptions& o, TokenCallback on_event) {
+  DSV4_CHECK_ARG(!prompt.empty(), "request: the prompt is empty");
+  check_ids(prompt);
+  o.sampling.validate();
+  DSV4_CHECK_ARG(o.max_new_tokens >= 0, "request: max_new_tokens must be >= 0, got ", o.max_new_tokens);
+  DSV4_CHECK_ARG(o.logprobs >= -1 && o.logprobs <= 20, "request: logprobs must be in [0, 20], got ", o.logprobs);
+  for (int32_t t : o.stop_token_ids) {
+    DSV4_CHECK_ARG(t >= 0 && t < cfg_.vocab_size, "request: stop token id ", t, " is outside the vocabulary");
+  }
+  const int64_t P = static_cast<int64_t>(prompt.size()), limit = model_opt_.max_model_len;
+  DSV4_CHECK_ARG(P <= limit && o.max_new_tokens <= limit - P, "request: the prompt (", P, " tokens) + ",
+                 o.max_new_tokens, " new tokens exceed max_model_len (", limit, ")");
+  const int64_t need = state_->layout().pages_for(P + o.max_new_tokens + model_opt_.max_tokens_ahead);
+  DSV4_CHECK_ARG(need <= pages_->total_pages(), "request: the prompt (", P, " tokens) + ", o.max_new_tokens,
+                 " new tokens need ", need, " state pages; the pool has ", pages_->total_pages(),
+                 " (raise --kv-cache-memory)");
+  auto s = std::make_unique<Seq>();
+  s->id = next_id_++;
+  s->opt = o;
+  s->cb = std::move(on_event);
+  s->tokens = std::move(prompt);
+  s->prompt_len = P;
+  s->sampler = Sampler(o.sampling, o.sampling_stream);
+  sched_.prompt_tokens += P;
+  const RequestId id = s->id;
+  if (o.max_new_tokens == 0) {
+    finish(*s, FinishReason::kLength);
+    return id;
+  }
+  waiting_.push_back(std::move(s));
+  return id;
+}
+
+void Engine::cancel(RequestId id) { cancelled_.push_back(id); }
+
+bool Engine::idle() const { return running_.empty() && waiting_.empty() && cancelled_.empty(); }
+
+SchedulerStats Engine::scheduler_stats() const {
+  SchedulerStats s = sched_;
+  s.running = static_cast<int64_t>(running_.size());
+  s.waiting = static_cast<int64_t>(waiting_.size());
+  s.pages_total = pages_->total_pages();
+  s.pages_used = pages_->used_pages();
+  s.page_tokens = state_->layout().page_tokens;
+  return s;
+}
+
+void Engine::set_spec_tokens(int64_t k) {
+  DSV4_CHECK_ARG(k >= 0, "--spec-tokens must be >= 0, got ", k);
+  if (k == spec_tokens_) return;
+  DSV4_CHECK(idle(), kInvalidArgument, "the draft length can change only while no request runs");
+  if (k > 0) {
+    DSV4_CHECK(has_mtp(), kUnsupported, "--spec-tokens needs a checkpoint with an MTP layer (mtp.0.*)");
+    DSV4_CHECK_ARG(k <= opt_.max_spec_tokens, "--spec-tokens ", k, " exceeds the engine's maximum of ",
+                   opt_.max_spec_tokens);
+    DSV4_CHECK_ARG(k + 1 <= opt_.max_batch_tokens, "--spec-tokens too large for max_batch_tokens");
+  }
+  spec_tokens_ = k;
+}
+
+void Engine::finish(Seq& s, FinishReason reason, const std::string& error) {
+  s.done = true;
+  TokenEvent e;
+  e.id = s.id;
+  e.index = s.generated;
+  e.finished = true;
+  e.reason = reason;
+  e.error = error;
+  if (s.cb) s.cb(e);
+}
+
+void Engine::emit(Seq& s, int32_t token, const float* logits_row) {
+  if (s.done) return;
+  s.tokens.push_back(token);
+  ++s.generated;
+  ++sched_.generated_tokens;
+  TokenEvent e;
+  e.id = s.id;
+  e.token = token;
+  e.index = s.generated - 1;
+  if (s.opt.logprobs >= 0 && logits_row != nullptr) fill_logprobs(logits_row, cfg_.vocab_size, token, s.opt.logprobs, e);
+  const auto& eos = cfg_.eos_token_ids;
+  const bool stop = (s.opt.stop_at_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) ||
+                    std::find(s.opt.stop_token_ids.begin(), s.opt.stop_token_ids.end(), token) !=
+                        s.opt.stop_token_ids.end();
+  if (stop) {
+    e.reason = FinishReason::kStop;
+  } else if (s.generated >= s.opt.max_new_tokens ||
+             static_cast<int64_t>(s.tokens.size()) >= model_opt_.max_model_len) {
+    e.reason = FinishReason::kLength;
+  }
+  e.finished = e.reason != FinishReason::kNone;
+  s.done = e.finished;
+  if (s.cb) s.cb(e);
+}
+
+// Frees the slots and pages of finished sequences.
+void Engine::drop_finished() {
+  for (auto it = running_.begin(); it != running_.end();) {
+    if (!(*it)->done) {
+      ++it;
+      continue;
+    }
+    pages_->release((*it)->slot);
+    free_slots_.push_back((*it)->slot);
+    it = running_.erase(it);
+  }
+}
+
+void Engine::handle_cancellations() {
+  for (RequestId id : cancelled_) {
+    for (auto* list : {&running_, &waiting_}) {
+      for (auto& s : *list) {
+        if (s->id == id && !s->done) finish(*s, FinishReason::kCancelled);
+      }
+    }
+  }
+  cancelled_.clear();
+  waiting_.erase(std::remove_if(waiting_.begin(), waiting_.end(), [](const auto& s) { return s->done; }),
+                 waiting_.end());
+  drop_finished();
+}
+
+// Moves waiting requests into the batch, first come first served, while a slot and their first chunk's pages are
+// free.
+void Engine::admit() {
+  while (!waiting_.empty() && !free_slots_.empty() && static_cast<int64_t>(running_.size()) < opt_.max_seqs) {
+    Seq& s = *waiting_.front();
+    const int64_t first = std::min(s.pending(), opt_.max_batch_tokens) + model_opt_.max_tokens_ahead;
+    if (state_->layout().pages_for(first) > pages_->free_pages()) break;
+    s.slot = free_slots_.back();
+    free_slots_.pop_back();
+    s.admitted = admissions_++;
+    running_.push_back(std::move(waiting_.front()));
+    waiting_.erase(waiting_.begin());
+  }
+}
+
+void Engine::preempt(Seq& s) {
+  pages_->release(s.slot);
+  free_slots_.push_back(s.slot);
+  s.slot = -1;
+  s.computed = 0;
+  s.prefilled = false;
+  s.step0_hidden.clear();
+  s.step0_ids.clear();
+  s.drafts.clear();
+  s.draft_probs.clear();
+  ++sched_.preemptions;
+  auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& p) { return p.get() == &s; });
+  waiting_.insert(waiting_.begin(), std::move(*it));
+  running_.erase(it);
+}
+
+// Pages for positions [0, tokens) of `s`, preempting the most recently admitted sequences while the pool is short;
+// false when `s` itself was preempted. Callers reserve in admission order, so victims are never reserved yet.
+bool Engine::reserve(Seq& s, int64_t tokens) {
+  while (!pages_->ensure(s.slot, tokens)) {
+    Seq& victim = *running_.back();
+    preempt(victim);
+    if (&victim == &s) return false;
+  }
+  return true;
+}
+
+bool Engine::step() {
+  handle_cancellations();
+  admit();
+  if (running_.empty()) return false;
+  if (spec_tokens_ > 0) {
+    const bool any_unprefilled =
+        std::any_of(running_.begin(), running_.end(), [](const auto& s) { return !s->prefilled; });
+    if (any_unprefilled) {
+      step_prefill_for_drafts();
+    } else {
+      step_speculative();
+    }
+  } else {
+    step_plain();
+  }
+  drop_finished();
+  ++sched_.steps;
+  return true;
+}
+
+// One forward over the running sequences' pending tokens: decode tokens first, then prompt chunks.
+bool Engine::step_plain() {
+  const auto t0 = std::chrono::steady_clock::now();
+  // 1. Token counts (decode-phase sequences first), 2. pages in admission order, 3. the batch.
+  std::vector<Seq*> order;
+  for (auto& s : running_) {
+    if (s->pending() == 1) order.push_back(s.get());
+  }
+  for (auto& s : running_) {
+    if (s->pending() > 1) order.push_back(s.get());
+  }
+  std::vector<std::pair<Seq*, int64_t>> plan;
+  int64_t budget = opt_.max_batch_tokens;
+  for (Seq* s : order) {
+    if (budget == 0) break;
+    const int64_t n = std::min(s->pending(), budget);
+    plan.emplace_back(s, n);
+    budget -= n;
+  }
+  std::vector<Seq*> admitted_order;
+  for (auto& s : running_) admitted_order.push_back(s.get());
+  for (Seq* s : admitted_order) {
+    auto it = std::find_if(plan.begin(), plan.end(), [&](const auto& p) { return p.first == s; });
+    if (it == plan.end() || s->slot < 0) continue;
+    if (!reserve(*s, s->computed + it->second)) it->second = 0;
+  }
+  BatchBuilder b;
+  std::vector<std::pair<Seq*, int64_t>> in;
+  bool uniform = true, prefill = false;
+  for (auto& [s, n] : plan) {
+    if (n == 0 || s->slot < 0) continue;
+    b.add({s->slot, static_cast<int32_t>(s->computed),
+           std::vector<int32_t>(s->tokens.begin() + s->computed, s->tokens.begin() + s->computed + n), false});
+    in.emplace_back(s, n);
+    uniform = uniform && n == 1;
+    prefill = prefill || s->generated == 0 || n > 1;
+  }
+  if (in.empty()) return false;
+  check_batch(b);
+  // Device sampling unless a caller needs the logits on the host.
+  bool host_logits = !exec_->samples_on_device() || (generating_ != nullptr && generating_->on_target_logits);
+  for (auto& [s, n] : in) host_logits = host_logits || s->opt.logprobs >= 0;
+  std::vector<float> logits;
+  std::vector<int32_t> tokens;
+  if (host_logits) {
+    exec_->forward(b, uniform, &logits, nullptr);
+    if (generating_ != nullptr && generating_->on_target_logits) generating_->on_target_logits(logits);
+  } else {
+    std::vector<ops::TokenSamplingParams> params(static_cast<size_t>(b.num_logit_rows()));
+    for (size_t c = 0; c < in.size(); ++c) {
+      const Seq& s = *in[c].first;
+      params[b.chunk_first_logit_row()[c]] = device_sampling(s.opt.sampling, s.opt.sampling_stream, s.generated);
+    }
+    exec_->forward_tokens(b, uniform, params, &tokens);
+  }
+  ++sched_.forward_calls;
+  const int64_t V = cfg_.vocab_size;
+  for (size_t c = 0; c < in.size(); ++c) {
+    Seq& s = *in[c].first;
+    s.computed += in[c].second;
+    if (s.computed < static_cast<int64_t>(s.tokens.size())) continue;  // more prompt chunks follow
+    const int64_t r = b.chunk_first_logit_row()[c];
+    if (host_logits) {
+      const float* row = logits.data() + r * V;
+      emit(s, s.sampler.sample(row, V), row);
+    } else {
+      emit(s, tokens[r], nullptr);
+    }
+  }
+  (prefill ? sched_.prefill_seconds : sched_.decode_seconds) += seconds_since(t0);
+  return true;
+}
+
+// Speculative mode: prompts (or resumed sequences) run through the target keeping every row's residual for the
+// drafter's first step 0; the first token is sampled from the target.
+bool Engine::step_prefill_for_drafts() {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::pair<Seq*, int64_t>> plan;
+  int64_t budget = opt_.max_batch_tokens;
+  for (auto& s : running_) {
+    if (s->prefilled || budget == 0) continue;
+    const int64_t n = std::min(s->pending(), budget);
+    plan.emplace_back(s.get(), n);
+    budget -= n;
+  }
+  for (auto& [s, n] : plan) {  // running_ order is admission order
+    if (s->slot >= 0 && !reserve(*s, s->computed + n)) n = 0;
+  }
+  BatchBuilder b;
+  std::vector<std::pair<Seq*, int64_t>> in;
+  for (auto& [s, n] : plan) {
+    if (n == 0 || s->slot < 0) continue;
+    b.add({s->slot, static_cast<int32_t>(s->computed),
+           std::vector<int32_t>(s->tokens.begin() + s->computed, s->tokens.begin() + s->computed + n), false});
+    in.emplace_back(s, n);
+  }
+  if (in.empty()) return false;
+  check_batch(b);
+  std::vector<float> logits, residual;
+  exec_->forward(b, /*uniform_decode=*/false, &logits, &residual);
+  ++sched_.forward_calls;
+  if (generating_ != nullptr && generating_->on_target_logits) generating_->on_target_logits(logits);
+  const int64_t V = cfg_.vocab_size, W = cfg_.hc_dim();
+  int64_t row = 0;
+  for (size_t c = 0; c < in.size(); ++c) {
+    Seq& s = *in[c].first;
+    const int64_t n = in[c].second;
+    s.step0_hidden.insert(s.step0_hidden.end(), residual.begin() + row * W, residual.begin() + (row + n) * W);
+    row += n;
+    s.computed += n;
+    if (s.computed < static_cast<int64_t>(s.tokens.size())) continue;
+    const float* l = logits.data() + b.chunk_first_logit_row()[c] * V;
+    emit(s, s.sampler.sample(l, V), l);
+    // The drafter's first step 0 covers every computed position (residual at p, token at p + 1).
+    s.prefilled = true;
+    s.step0_start = 0;
+    s.step0_ids.assign(s.tokens.begin() + 1, s.tokens.end());
+  }
+  sched_.prefill_seconds += seconds_since(t0);
+  return true;
+}
+
+// Drafter step 0 over each sequence's pending positions (chunked to max_batch_tokens); leaves the first draft and
+// the drafter's last residual row in the sequence.
+void Engine::draft_step0(std::vector<Seq*>& active) {
+  const int64_t W = cfg_.hc_dim(), V = cfg_.vocab_size;
+  std::vector<float> hidden, logits, out;
+  std::vector<int64_t> done(active.size(), 0);
+  while (true) {
+    BatchBuilder b;
+    std::vector<size_t> members;
+    hidden.clear();
+    int64_t budget = opt_.max_batch_tokens;
+    for (size_t i = 0; i < active.size(); ++i) {
+      Seq& s = *active[i];
+      const int64_t total = static_cast<int64_t>(s.step0_ids.size());
+      const int64_t n = std::min(total - done[i], budget);
+      if (n <= 0) continue;
+      b.add({s.slot, static_cast<int32_t>(s.step0_start + done[i]),
+             std::vector<int32_t>(s.step0_ids.begin() + done[i], s.step0_ids.begin() + done[i] + n), false});
+      hidden.insert(hidden.end(), s.step0_hidden.begin() + done[i] * W, s.step0_hidden.begin() + (done[i] + n) * W);
+      members.push_back(i);
+      done[i] += n;
+      budget -= n;
+    }
+    if (members.empty()) break;
+    check_batch(b);
+    exec_->drafter(b, hidden, &logits, &out);
+    ++sched_.forward_calls;
+    int64_t row = 0;
+    for (size_t c = 0; c < members.size(); ++c) {
+      Seq& s = *active[members[c]];
+      row += b.chunk_token_count(c);
+      if (done[members[c]] < static_cast<int64_t>(s.step0_ids.size())) continue;  // more chunks follow
+      s.draft_hidden.assign(out.begin() + (row - 1) * W, out.begin() + row * W);
+      const float* l = logits.data() + b.chunk_first_logit_row()[c] * V;
+      s.drafts.clear();
+      s.draft_probs.clear();
+      if (s.sampler.params().greedy()) {
+        s.drafts.push_back(argmax_token(l, V));
+      } else {
+        s.draft_probs.push_back(sampling_distribution(l, V, s.sampler.params()));
+        s.drafts.push_back(s.sampler.draw(s.draft_probs.back()));
+      }
+    }
+  }
+}
+
+// One draft–verify–accept round over the running sequences (all in their decode phase).
+void Engine::step_speculative() {
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t K = spec_tokens_, V = cfg_.vocab_size, W = cfg_.hc_dim();
+  // As many sequences as a verification forward holds, oldest first; their pages for the K + 1 positions.
+  std::vector<Seq*> active;
+  const int64_t most = std::max<int64_t>(1, opt_.max_batch_tokens / (K + 1));
+  std::vector<Seq*> candidates;
+  for (auto& s : running_) {
+    if (static_cast<int64_t>(candidates.size()) < most) candidates.push_back(s.get());
+  }
+  for (Seq* s : candidates) {
+    if (s->slot >= 0 && reserve(*s, s->computed + K + 1)) active.push_back(s);
+  }
+  active.erase(std::remove_if(active.begin(), active.end(), [](Seq* s) { return s->slot < 0; }), active.end());
+  if (active.empty()) return;
+  // 1. Drafter step 0 (every position the target just accepted) → d_1.
+  draft_step0(active);
+  // 2. K - 1 single-token drafter steps, each continuing from the drafter's previous residual.
+  std::vector<float> logits, residual, out;
+  for (int64_t j = 1; j < K; ++j) {
+    BatchBuilder b;
+    std::vector<float> hidden;
+    for (Seq* s : active) {
+      b.add({s->slot, static_cast<int32_t>(s->computed - 1 + j), {s->drafts.back()}, false});
+      hidden.insert(hidden.end(), s->draft_hidden.begin(), s->draft_hidden.end());
+    }
+    check_batch(b);
+    exec_->drafter(b, hidden, &logits, &out);
+    ++sched_.forward_calls;
+    for (size_t c = 0; c < active.size(); ++c) {
+      Seq& s = *active[c];
+      s.draft_hidden.assign(out.begin() + c * W, out.begin() + (c + 1) * W);
+      const float* l = logits.data() + c * V;
+      if (s.sampler.params().greedy()) {
+        s.drafts.push_back(argmax_token(l, V));
+      } else {
+        s.draft_probs.push_back(sampling_distribution(l, V, s.sampler.params()));
+        s.drafts.push_back(s.sampler.draw(s.draft_probs.back()));
+      }
+    }
+  }
+  // 3. The target verifies [last, d_1..d_K] of every sequence in one forward.
+  BatchBuilder b;
+  for (Seq* s : active) {
+    std::vector<int32_t> ids = {s->tokens.back()};
+    ids.insert(ids.end(), s->drafts.begin(), s->drafts.end());
+    b.add({s->slot, static_cast<int32_t>(s->computed), ids, true});
+  }
+  check_batch(b);
+  exec_->forward(b, /*uniform_decode=*/true, &logits, &residual);
+  ++sched_.forward_calls;
+  if (generating_ != nullptr && generating_->on_target_logits) generating_->on_target_logits(logits);
+  // 4. Accept, emit, and queue the accepted positions for the drafter's next step 0. Rejected positions leave
+  //    no trace: every state is indexed by position and is rewritten when they are reprocessed.
+  int64_t row = 0;
+  for (size_t c = 0; c < active.size(); ++c) {
+    Seq& s = *active[c];
+    const float* l = logits.data() + b.chunk_first_logit_row()[c] * V;
+    const DraftVerdict v = verify_drafts(l, V, s.drafts, s.draft_probs, s.sampler);
+    ++sched_.draft_steps;
+    sched_.drafted_tokens += K;
+    sched_.accepted_tokens += v.accepted;
+    s.step0_start = s.computed;
+    s.step0_hidden.assign(residual.begin() + row * W, residual.begin() + (row + v.accepted + 1) * W);
+    s.step0_ids.assign(s.drafts.begin(), s.drafts.begin() + v.accepted);
+    s.step0_ids.push_back(v.next_token);
+    s.computed += v.accepted + 1;
+    for (int64_t i = 0; i < v.accepted; ++i) emit(s, s.drafts[static_cast<size_t>(i)], l + i * V);
+    emit(s, v.next_token, l + v.accepted * V);
+    row += K + 1;
+  }
+  sched_.decode_seconds += seconds_since(t0);
+}
+
+// ---- generate: the prompts through the scheduler ----
+
+GenerateResult Engine::generate(const std::vector<std::vector<int32_t>>& prompts, const GenerateOptions& go) {
+  DSV4_CHECK_ARG(!prompts.empty(), "generate: no prompts");
+  DSV4_CHECK_ARG(go.max_new_tokens >= 0, "generate: -n must be >= 0, got ", go.max_new_tokens);
+  DSV4_CHECK_ARG(go.spec_tokens >= 0, "generate: --spec-tokens must be >= 0, got ", go.spec_tokens);
+  DSV4_CHECK_ARG(go.arrival_steps.empty() || go.arrival_steps.size() == prompts.size(),
+                 "generate: arrival_steps needs one entry per prompt");
+  DSV4_CHECK(idle(), kInvalidArgument, "generate: the engine is serving other requests");
+  go.sampling.validate();
+  const int64_t previous_k = spec_tokens_;
+  set_spec_tokens(go.spec_tokens);
+  GenerateResult result;
+  result.tokens.resize(prompts.size());
+  result.latency_seconds.assign(prompts.size(), 0.0);
+  result.first_token_seconds.assign(prompts.size(), 0.0);
+  for (size_t i = 0; i < prompts.size(); ++i) {  // every request checked before any runs
+    DSV4_CHECK_ARG(!prompts[i].empty(), "generate: prompt ", i, " is empty");
+    check_ids(prompts[i]);
+    const int64_t P = static_cast<int64_t>(prompts[i].size());
+    DSV4_CHECK_ARG(go.max_new_tokens <= model_opt_.max_model_len - P, "generate: prompt ", i, " (", P,
+                   " tokens) + ", go.max_new_tokens, " new tokens exceed max_model_len (", model_opt_.max_model_len,
+                   ")");
+  }
+  const SchedulerStats before = sched_;
+  std::vector<std::chrono::steady_clock::time_point> submitted(prompts.size());
+  const auto t0 = std::chrono::steady_clock::now();
+  generating_ = &go;
+  size_t next = 0;
+  std::vector<size_t> order(prompts.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  if (!go.arrival_steps.empty()) {
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return go.arrival_steps[a] < go.arrival_steps[b]; });
+  }
+  try {
+    for (int64_t steps = 0; next < order.size() || !idle(); ++steps) {
+      while (next < order.size() && (go.arrival_steps.empty() || go.arrival_steps[order[next]] <= steps)) {
+        const size_t i = order[next++];
+        RequestOptions ro;
+        ro.max_new_tokens = go.max_new_tokens;
+        ro.sampling = go.sampling;
+        ro.sampling_stream = i;
+        ro.stop_at_eos = go.stop_at_eos;
+        submitted[i] = std::chrono::steady_clock::now();
+        submit(prompts[i], ro, [&, i](const TokenEvent& e) {
+          const auto now = std::chrono::steady_clock::now();
+          if (e.token >= 0) {
+            if (result.tokens[i].empty()) {
+              result.first_token_seconds[i] = std::chrono::duration<double>(now - submitted[i]).count();
+            }
+            result.tokens[i].push_back(e.token);
+            if (go.on_token) go.on_token(i, e.token);
+          }
+          if (e.finished) result.latency_seconds[i] = std::chrono::duration<double>(now - submitted[i]).count();
+        });
+      }
+      step();
+    }
+  } catch (...) {
+    generating_ = nullptr;
+    for (auto& s : running_) pages_->release(s->slot), free_slots_.push_back(s->slot);
+    running_.clear();
+    waiting_.clear();
+    spec_tokens_ = previous_k;
+    throw;
+  }
+  generating_ = nullptr;
+  spec_tokens_ = previous_k;
+  GenerateStats& st = result.stats;
+  st.total_seconds = seconds_since(t0);
+  st.prompt_tokens = sched_.prompt_tokens - before.prompt_tokens;
+  st.generated_tokens = sched_.generated_tokens - before.generated_tokens;
+  st.forward_calls = sched_.forward_calls - before.forward_calls;
+  st.prefill_seconds = sched_.prefill_seconds - before.prefill_seconds;
+  st.decode_seconds = sched_.decode_seconds - before.decode_seconds;
+  st.draft_steps = sched_.draft_steps - before.draft_steps;
+  st.drafted_tokens = sched_.drafted_tokens - before.drafted_tokens;
+  st.accepted_tokens = sched_.accepted_tokens - before.accepted_tokens;
+  st.preemptions = sched_.preemptions - before.preemptions;
+  st.steps = sched_.steps - before.steps;
+  return result;
+}
+
+}  // namespace dsv4

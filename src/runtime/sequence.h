@@ -1,0 +1,35 @@
+// A request inside the engine's scheduler (scheduler.cc).
+#pragma once
+
+#include <vector>
+
+#include "dsv4/runtime/engine.h"
+
+namespace dsv4 {
+
+struct Engine::Seq {
+  RequestId id = 0;
+  RequestOptions opt;
+  TokenCallback cb;
+  std::vector<int32_t> tokens;  // prompt + generated
+  int64_t prompt_len = 0, generated = 0;
+  int32_t slot = -1;
+  int64_t computed = 0;  // tokens whose state is in the pages (positions [0, computed))
+  int64_t admitted = -1;
+  Sampler sampler;
+  bool done = false;
+  // Speculative decoding: `prefilled` once the target has run every token but the last (then computed =
+  // tokens.size() - 1 and tokens.back() sits at position `computed`, unprocessed). The drafter's next step 0
+  // covers positions [step0_start, computed) with the target's residual rows and the token after each position.
+  bool prefilled = false;
+  int64_t step0_start = 0;
+  std::vector<float> step0_hidden;
+  std::vector<int32_t> step0_ids;
+  std::vector<float> draft_hidden;
+  std::vector<int32_t> drafts;
+  std::vector<std::vector<float>> draft_probs;
+
+  int64_t pending() const { return static_cast<int64_t>(tokens.size()) - computed; }
+};
+
+}  // namespace dsv4
