@@ -162,6 +162,9 @@ class Engine {
                    std::vector<float>* hidden_out);
 
   void release_slot(int32_t slot);
+  // Benchmarks: fills the whole state pool with random values (finite, unit scale), so that a decode at a long
+  // context can be timed without prefilling it. The logits of such steps mean nothing.
+  void fill_state_random(uint64_t seed);
 
   // Throws kInvalidArgument naming the offending id when a token is outside the vocabulary.
   void check_ids(const std::vector<int32_t>& ids) const;
