@@ -193,6 +193,9 @@ class Engine {
   int64_t spec_tokens_ = 0;
   SchedulerStats sched_;
   const GenerateOptions* generating_ = nullptr;  // generate()'s options while it runs (logits hook)
+  // Pipelined decode (device sampling): the decode step queued behind the last one, not yet read back.
+  int inflight_ticket_ = -1;
+  std::vector<Seq*> inflight_seqs_;
 
   void init(std::chrono::steady_clock::time_point t0);
   void size_pool_and_state();
@@ -207,6 +210,11 @@ class Engine {
   void drop_finished();
   void handle_cancellations();
   bool step_plain();
+  int start_decode(const std::vector<Seq*>& seqs, bool ids_from_previous);
+  void finish_decode(int ticket, const std::vector<Seq*>& seqs);
+  bool can_pipeline(const std::vector<Seq*>& seqs);
+  bool pipeline_decode() const;
+  void continue_pipeline();
   bool step_prefill_for_drafts();
   void step_speculative();
   void draft_step0(std::vector<Seq*>& active);
