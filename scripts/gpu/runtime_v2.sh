@@ -6,8 +6,8 @@
 set -u
 . .gpu-stage/env.sh
 export DSV4_SOURCE_DIR=$PWD LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64 PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-PHASES=${PHASES:-tests,memcheck,regress,contexts,prefill,requests}
+FINAL=${OUT:-/tmp/out}; OUT=/tmp/rt2; rm -rf $OUT; mkdir -p "$OUT" "$FINAL"  # everything in one archive at the end
+PHASES=${PHASES:-tests,memcheck,regress,oldtiny,contexts,prefill,requests}
 has() { [[ ",$PHASES," == *",$1,"* ]]; }
 card=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader); echo "$card" | tee $OUT/card.txt
 if has tests; then
@@ -25,7 +25,7 @@ if has regress; then  # no-regression rows: Flash slice b=1/16, tiny b=1 (defaul
   timeout 200 dsv4 bench --synthetic flash --layers 3 --device cuda --modes auto --prefill 4096 --batch 1,16 \
     --context 1024 --decode-steps 32 --reps 5 --spec-tokens 0 --kv-cache-memory 8000000000 --json > $OUT/flash.json 2>$OUT/flash.log
   echo "flash bench rc=$?"; grep -E "error" $OUT/flash.log | head -3
-  timeout 120 dsv4 bench -m models/dsv4-tiny-kjv --device cuda --modes auto --prefill 128 --batch 1,16 \
+  timeout 120 dsv4 bench -m models/dsv4-tiny-kjv --device cuda --modes auto --prefill 128 --batch ${TINY_BATCH:-1,16,64,256} \
     --spec-tokens 0 --reps 9 --kv-cache-memory 2000000000 --json > $OUT/tiny.json 2>$OUT/tiny.log
   echo "tiny bench rc=$?"; grep -E "error" $OUT/tiny.log | head -3
 fi
@@ -41,6 +41,11 @@ if has prefill; then  # long prompts prefilled in chunks of --max-batch-tokens, 
     --kv-cache-memory 16000000000 --json > $OUT/prefill.json 2>$OUT/prefill.log
   echo "prefill bench rc=$?"; grep -E "error" $OUT/prefill.log | head -3
 fi
+if has oldtiny; then  # the pre-change CLI on the same card: tiny decode b=1/16 (no-regression row)
+  (export LD_LIBRARY_PATH=$PWD/.gpu-stage/old/lib:/usr/local/cuda/lib64
+   timeout 120 .gpu-stage/old/bin/dsv4 bench -m models/dsv4-tiny-kjv --device cuda --modes auto --prefill 128 \
+     --batch ${TINY_BATCH:-1,16,64,256} --spec-tokens 0 --reps 9 --json > $OUT/tiny_old.json 2>$OUT/tiny_old.log; echo "old tiny bench rc=$?")
+fi
 if has requests; then  # 256 requests of 16-512 prompt tokens, 128 new tokens each: scheduler vs the old wave loop
   python3 bench/make_prompts.py --tokenizer models/dsv4-tiny-kjv/tokenizer.json --count 256 --out /tmp/p256.txt
   /usr/bin/time -f "%e" -o $OUT/new_wall.txt timeout 200 dsv4 generate -m models/dsv4-tiny-kjv --device cuda \
@@ -51,7 +56,7 @@ if has requests; then  # 256 requests of 16-512 prompt tokens, 128 new tokens ea
      --device cuda --prompts /tmp/p256.txt -n 128 --ignore-eos --json > $OUT/requests_old.json 2>$OUT/requests_old.log
    echo "requests old rc=$?")
 fi
-python3 - "$OUT" <<'PY'
+python3 - "$OUT" <<'PY' | tee $OUT/summary.txt
 import json, sys
 out = sys.argv[1]
 def load(n):
@@ -64,10 +69,11 @@ if f:
     for d in r["decode"]:
         print("flash decode b=%d: %.3f ms/step (device %.3f), floor %.3f -> %.2fx" % (d["batch"], d["ms_per_step"]["median"], d.get("device_ms_per_step", 0), d.get("floor_ms", 0), d.get("measured_over_floor", 0)))
     for p in r.get("prefill", []): print("flash prefill %d: %.0f tok/s" % (p["tokens"], p["tokens_per_second"]))
-t = load("tiny.json")
-if t:
-    for d in t["runs"][0]["decode"]:
-        print("tiny decode b=%d: %.3f ms/step (device %.3f)" % (d["batch"], d["ms_per_step"]["median"], d.get("device_ms_per_step", 0)))
+for name in ("tiny.json", "tiny_old.json"):
+    t = load(name)
+    if t:
+        for d in t["runs"][0]["decode"]:
+            print("%s decode b=%d: %.3f ms/step (device %.3f)" % (name[:-5], d["batch"], d["ms_per_step"]["median"], d.get("device_ms_per_step", 0)))
 c = load("contexts.json")
 if c:
     for d in c["runs"][0].get("context_decode", []):
@@ -83,9 +89,11 @@ def wall(name):
     try: return float(open(f"{out}/{name}").read().split()[-1])
     except Exception: return 0
 if n:
+    print("scheduler split: prefill %.3f s, decode %.3f s, %d steps" % (n["prefill_seconds"], n["decode_seconds"], n["scheduler_steps"]))
     print("256 requests, scheduler: %d output tokens in %.2f s -> %.0f tok/s; latency p50 %.2f s p99 %.2f s; TTFT p50 %.2f s; process %.1f s" % (n["generated_tokens"], n["total_seconds"], n["output_tokens_per_second"], n["latency_seconds"]["p50"], n["latency_seconds"]["p99"], n["first_token_seconds"]["p50"], wall("new_wall.txt")))
 if o:
     t = o["prefill_seconds"] + o["decode_seconds"]
     print("256 requests, old waves: %d output tokens in %.2f s -> %.0f tok/s; process %.1f s" % (o["generated_tokens"], t, o["generated_tokens"] / t, wall("old_wall.txt")))
     if n: print("throughput ratio (scheduler / waves): %.2fx" % (n["output_tokens_per_second"] / (o["generated_tokens"] / t)))
 PY
+cp $OUT/summary.txt $FINAL/; tar czf $FINAL/details.tgz -C $OUT .

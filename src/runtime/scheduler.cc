@@ -280,12 +280,16 @@ bool Engine::step_plain() {
     plan.emplace_back(s, n);
     budget -= n;
   }
+  for (auto& [s, n] : plan) s->planned = n;
   std::vector<Seq*> admitted_order;
   for (auto& s : running_) admitted_order.push_back(s.get());
   for (Seq* s : admitted_order) {
-    auto it = std::find_if(plan.begin(), plan.end(), [&](const auto& p) { return p.first == s; });
-    if (it == plan.end() || s->slot < 0) continue;
-    if (!reserve(*s, s->computed + it->second)) it->second = 0;
+    if (s->planned == 0 || s->slot < 0) continue;
+    if (!reserve(*s, s->computed + s->planned)) s->planned = 0;
+  }
+  for (auto& [s, n] : plan) {
+    n = s->planned;
+    s->planned = 0;
   }
   BatchBuilder b;
   std::vector<std::pair<Seq*, int64_t>> in;
