@@ -173,8 +173,10 @@ void DsmlToolParser::parse_block(Out& out, bool final) {
     } else if (!final && (kCallsEnd.starts_with(rest) || kInvokeStart.starts_with(rest))) {
       return;  // a tag is still arriving
     }
-    // Malformed: what was not returned as calls goes back to the content.
-    out.content += raw_ + buf_;
+    // Malformed: what was not returned as calls goes back to the content (a block whose calls all parsed and
+    // that only lacks its closing tag at the end gives back nothing but whitespace, which is dropped).
+    const bool only_space = skip_space(buf_, 0) == buf_.size();
+    if (!(final && raw_.empty() && only_space)) out.content += raw_ + buf_;
     raw_.clear();
     buf_.clear();
     state_ = State::kText;

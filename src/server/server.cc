@@ -1,6 +1,7 @@
 #include "dsv4/server/server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
@@ -21,6 +22,7 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 constexpr auto kHeartbeat = std::chrono::milliseconds(1000);
+constexpr int kListenBacklog = 4096;
 const char* kJsonType = "application/json";
 // Chunked JSON bodies carry a charset so httplib does not gzip them: compression would buffer the heartbeat spaces
 // that detect a client gone away.
@@ -60,7 +62,7 @@ struct Job {
   std::unique_ptr<OutputPipeline> pipeline;
   std::vector<int32_t> hidden_ids;
   std::unique_ptr<InFlight> in_flight;
-  Clock::time_point t0, t_first, t_last;
+  Clock::time_point t0, t_first, t_last, last_write;
   // Whole-response accumulators (non-streaming).
   std::string content, reasoning;
   json tool_calls = json::array();
@@ -81,6 +83,7 @@ struct Server::Impl {
   httplib::Server http;
   std::atomic<int64_t> in_flight{0};
   std::atomic<bool> shutting_down{false};
+  int listen_fd = -1;  // the listening socket, captured when httplib creates it
   std::time_t created = std::time(nullptr);
   std::mutex rng_mu;
   std::mt19937_64 rng{std::random_device{}()};
@@ -218,6 +221,7 @@ struct Server::Impl {
     job->logprobs = gen->logprobs;
     job->prompt_tokens = P;
     job->t0 = t0;
+    job->last_write = Clock::now();
     job->hidden_ids = loop.eos_ids();
     for (int32_t t : gen->stop_token_ids) job->hidden_ids.push_back(t);
     OutputPipeline::Options po;
@@ -251,17 +255,18 @@ struct Server::Impl {
       return true;
     }
     std::vector<TokenEvent> events = job.channel->take(kHeartbeat);
-    std::string out;
-    if (events.empty()) {
-      out = job.stream ? ": keep-alive\n\n" : " ";  // SSE comment / JSON whitespace: detects a closed connection
-    } else {
-      out = consume(job, events);
-    }
+    std::string out = consume(job, events);
     if (job.done) {
       out += job.stream ? stream_tail(job) : dump_json(final_body(job));
       job.answered = true;
     }
-    if (!out.empty() && !sink.write(out.data(), out.size())) return false;
+    // Nothing written for a heartbeat: an SSE comment or a JSON space (allowed before the value), so that a
+    // client gone away shows as a failed write.
+    const Clock::time_point now = Clock::now();
+    if (out.empty() && now - job.last_write >= kHeartbeat) out = job.stream ? ": keep-alive\n\n" : " ";
+    if (out.empty()) return true;
+    job.last_write = now;
+    if (!sink.write(out.data(), out.size())) return false;
     if (job.answered) sink.done();
     return true;
   }
@@ -574,6 +579,13 @@ Server::Server(ServerOptions options, Generator& generator, TextCodec codec)
   const size_t threads = impl_->opt.http_threads > 0 ? static_cast<size_t>(impl_->opt.http_threads)
                                                      : static_cast<size_t>(impl_->opt.max_queued_requests) + 8;
   impl_->http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  // SO_REUSEADDR only: httplib's default adds SO_REUSEPORT, which would let a second server share the port.
+  impl_->http.set_socket_options([impl = impl_.get()](int sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    impl->listen_fd = sock;
+  });
+  impl_->http.set_tcp_nodelay(true);
   impl_->http.set_payload_max_length(size_t{64} << 20);
   impl_->http.set_read_timeout(30, 0);
   impl_->http.set_write_timeout(30, 0);
@@ -593,6 +605,12 @@ int Server::bind() {
   } else {
     DSV4_CHECK(impl_->http.bind_to_port(impl_->opt.host, port), kIoError, "serve: cannot bind ", impl_->opt.host, ":",
                port, " (in use, or not an address of this machine)");
+  }
+  // Debian's libcpp-httplib listens with a backlog of 5: concurrent clients beyond it see failed connections.
+  // Listening again on the bound socket raises the backlog.
+  if (impl_->listen_fd >= 0) {
+    DSV4_CHECK(::listen(impl_->listen_fd, kListenBacklog) == 0, kIoError, "serve: cannot listen on ", impl_->opt.host,
+               ":", port);
   }
   impl_->opt.port = port;
   return port;

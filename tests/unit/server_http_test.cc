@@ -1,0 +1,316 @@
+// The HTTP server end to end over real loopback HTTP (httplib's client), with the deterministic fake generator
+// and byte-level text: endpoints, streaming, stop strings, errors (server still serving), 401, 429, a client
+// that disconnects mid-stream (its sequence cancelled), concurrency, shutdown.
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <future>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "dsv4/server/server.h"
+#include "server_fake_generator.h"
+
+namespace dsv4::server {
+namespace {
+
+using json = nlohmann::json;
+using testing::FakeGenerator;
+
+std::vector<int32_t> bytes_of(const std::string& s) {
+  std::vector<int32_t> ids;
+  for (unsigned char c : s) ids.push_back(c);
+  return ids;
+}
+
+struct TestServer {
+  FakeGenerator gen;
+  std::unique_ptr<Server> srv;
+  int port = 0;
+  std::thread thread;
+  explicit TestServer(ServerOptions o = {}) : gen(/*max_model_len=*/4096) {
+    o.host = "127.0.0.1";
+    o.port = 0;
+    if (o.served_model_name.empty()) o.served_model_name = "fake";
+    o.http_threads = 64;
+    srv = std::make_unique<Server>(o, gen, TextCodec());
+    port = srv->bind();
+    thread = std::thread([this] { srv->serve(); });
+  }
+  ~TestServer() {
+    srv->shutdown();
+    thread.join();
+  }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(20, 0);
+    return c;
+  }
+  httplib::Result post(const std::string& path, const std::string& body, const httplib::Headers& h = {}) const {
+    return client().Post(path.c_str(), h, body, "application/json");
+  }
+};
+
+// The JSON payloads of an SSE body, "[DONE]" as a string.
+std::vector<json> sse_payloads(const std::string& body) {
+  std::vector<json> out;
+  size_t i = 0;
+  while ((i = body.find("data: ", i)) != std::string::npos) {
+    const size_t end = body.find("\n\n", i);
+    const std::string data = body.substr(i + 6, end - i - 6);
+    out.push_back(data == "[DONE]" ? json("[DONE]") : json::parse(data));
+    i = end;
+  }
+  return out;
+}
+
+void expect_error(const httplib::Result& r, int status, const std::string& param = "") {
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, status) << r->body;
+  const json j = json::parse(r->body);
+  ASSERT_TRUE(j.contains("error")) << r->body;
+  EXPECT_TRUE(j["error"]["message"].is_string());
+  EXPECT_TRUE(j["error"]["type"].is_string());
+  EXPECT_TRUE(j["error"].contains("param"));
+  EXPECT_TRUE(j["error"].contains("code"));
+  if (!param.empty()) {
+    EXPECT_EQ(j["error"]["param"], param);
+  }
+}
+
+TEST(ServerHttp, ModelsHealthTokenize) {
+  TestServer s;
+  auto c = s.client();
+  auto health = c.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  auto models = c.Get("/v1/models");
+  ASSERT_TRUE(models);
+  const json m = json::parse(models->body);
+  EXPECT_EQ(m["object"], "list");
+  EXPECT_EQ(m["data"][0]["id"], "fake");
+  EXPECT_EQ(m["data"][0]["max_model_len"], 4096);
+  auto tok = s.post("/tokenize", R"({"prompt": "hé"})");
+  ASSERT_TRUE(tok);
+  EXPECT_EQ(json::parse(tok->body)["tokens"], json::array({104, 0xC3, 0xA9}));
+  auto detok = s.post("/detokenize", R"({"tokens": [104, 195, 169]})");
+  ASSERT_TRUE(detok);
+  EXPECT_EQ(json::parse(detok->body)["prompt"], "hé");
+  auto chat_tok = s.post("/tokenize", R"({"messages": [{"role": "user", "content": "hi"}]})");
+  EXPECT_EQ(json::parse(chat_tok->body)["count"], std::string("User: hi\n\nAssistant:").size());
+  expect_error(c.Get("/v1/nothing"), 404);
+}
+
+TEST(ServerHttp, ChatCompletionWholeAndStreamed) {
+  TestServer s;
+  s.gen.set_script([](const std::vector<int32_t>&) {
+    auto t = bytes_of("Hello world");
+    t.push_back(1);  // end of sequence
+    return t;
+  });
+  const std::string prompt = "User: hi\n\nAssistant:";
+  auto r = s.post("/v1/chat/completions", R"({"model": "fake", "messages": [{"role": "user", "content": "hi"}]})");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json j = json::parse(r->body);
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(j["choices"][0]["message"]["content"], "Hello world");
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(j["usage"]["prompt_tokens"], prompt.size());
+  EXPECT_EQ(j["usage"]["completion_tokens"], 12);  // the end-of-sequence token counts, its text is not shown
+  EXPECT_EQ(j["usage"]["total_tokens"], prompt.size() + 12);
+
+  auto st = s.post("/v1/chat/completions", R"({"messages": [{"role": "user", "content": "hi"}], "stream": true,
+                                               "stream_options": {"include_usage": true}})");
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->get_header_value("Content-Type"), "text/event-stream");
+  const auto events = sse_payloads(st->body);
+  ASSERT_GE(events.size(), 4u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  std::string content;
+  std::string finish;
+  for (size_t i = 0; i + 2 < events.size(); ++i) {
+    EXPECT_EQ(events[i]["object"], "chat.completion.chunk");
+    const json& ch = events[i]["choices"][0];
+    if (ch["delta"].contains("content")) content += ch["delta"]["content"].get<std::string>();
+    if (!ch["finish_reason"].is_null()) finish = ch["finish_reason"];
+  }
+  EXPECT_EQ(events[0]["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_EQ(content, "Hello world");
+  EXPECT_EQ(finish, "stop");
+  const json& usage = events[events.size() - 2];
+  EXPECT_TRUE(usage["choices"].empty());
+  EXPECT_EQ(usage["usage"]["completion_tokens"], 12);
+}
+
+TEST(ServerHttp, StopStringsLengthAndLogprobs) {
+  TestServer s;
+  s.gen.set_step_delay(std::chrono::milliseconds(5));  // the stop string matches while the sequence still runs
+  s.gen.set_script([](const std::vector<int32_t>&) { return bytes_of("In the beginning God created"); });
+  auto r = s.post("/v1/completions", R"({"prompt": "x", "stop": ["ning"], "max_tokens": 100})");
+  ASSERT_TRUE(r);
+  json j = json::parse(r->body);
+  EXPECT_EQ(j["choices"][0]["text"], "In the begin");
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+  for (int i = 0; i < 200 && s.gen.cancels() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(s.gen.cancels(), 1);  // the stop string ended the sequence in the engine too
+
+  auto st = s.post("/v1/completions", R"({"prompt": [120, 121], "max_tokens": 6, "stream": true, "logprobs": 2})");
+  ASSERT_TRUE(st);
+  std::string text;
+  int lp_tokens = 0;
+  std::string finish;
+  for (const json& e : sse_payloads(st->body)) {
+    if (e == "[DONE]") continue;
+    text += e["choices"][0]["text"].get<std::string>();
+    if (!e["choices"][0]["logprobs"].is_null()) {
+      const json& lp = e["choices"][0]["logprobs"];
+      lp_tokens += static_cast<int>(lp["tokens"].size());
+      EXPECT_EQ(lp["top_logprobs"][0].size(), 2u);
+    }
+    if (!e["choices"][0]["finish_reason"].is_null()) finish = e["choices"][0]["finish_reason"];
+  }
+  EXPECT_EQ(text, "In the");
+  EXPECT_EQ(lp_tokens, 6);
+  EXPECT_EQ(finish, "length");
+
+  auto c = s.post("/v1/chat/completions",
+                  R"({"messages": [{"role": "user", "content": "q"}], "max_tokens": 2, "logprobs": true,
+                      "top_logprobs": 1})");
+  j = json::parse(c->body);
+  const json& content = j["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 2u);
+  EXPECT_EQ(content[0]["token"], "I");
+  EXPECT_FLOAT_EQ(content[0]["logprob"].get<float>(), -0.25f);
+  EXPECT_EQ(content[0]["bytes"], json::array({73}));
+  EXPECT_EQ(content[0]["top_logprobs"].size(), 1u);
+}
+
+TEST(ServerHttp, BadRequestsGetErrorsAndTheServerKeepsServing) {
+  TestServer s;
+  expect_error(s.post("/v1/chat/completions", "{not json"), 400);
+  expect_error(s.post("/v1/chat/completions", std::string(1000, '[')), 400);
+  expect_error(s.post("/v1/chat/completions", R"({"messages": "hi"})"), 400, "messages");
+  expect_error(s.post("/v1/chat/completions", R"({"messages": [{"role": "user", "content": "q"}], "n": 3})"), 400, "n");
+  expect_error(s.post("/v1/chat/completions", R"({"model": "gpt-9", "messages": [{"role": "user", "content": "q"}]})"),
+               404, "model");
+  auto too_long = s.post("/v1/completions", R"({"prompt": "abc", "max_tokens": 5000})");
+  expect_error(too_long, 400, "max_tokens");
+  EXPECT_EQ(json::parse(too_long->body)["error"]["code"], "context_length_exceeded");
+  expect_error(s.post("/v1/completions", R"({"prompt": [600]})"), 400, "prompt");  // outside the vocabulary
+  expect_error(s.post("/v1/chat/completions", R"({"messages": [{"role": "user", "content": "q"}], "thinking": true})"),
+               400);  // the plain template has no thinking mode
+  auto ok = s.post("/v1/completions", R"({"prompt": "abc", "max_tokens": 3})");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+  EXPECT_EQ(json::parse(ok->body)["choices"][0]["text"], "cba");
+  auto metrics = s.client().Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("dsv4_http_requests_total{endpoint=\"/v1/chat/completions\",status=\"400\"} 5"),
+            std::string::npos)
+      << metrics->body;
+}
+
+TEST(ServerHttp, ApiKey) {
+  ServerOptions o;
+  o.api_key = "sekret";
+  TestServer s(o);
+  expect_error(s.client().Get("/v1/models"), 401);
+  expect_error(s.post("/v1/completions", R"({"prompt": "a"})", {{"Authorization", "Bearer wrong"}}), 401);
+  auto ok = s.client().Get("/v1/models", {{"Authorization", "Bearer sekret"}});
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+  EXPECT_EQ(s.client().Get("/health")->status, 200);  // health needs no key
+}
+
+TEST(ServerHttp, FullQueueAnswers429) {
+  ServerOptions o;
+  o.max_queued_requests = 2;
+  TestServer s(o);
+  s.gen.pause(true);
+  const std::string body = R"({"prompt": "ab", "max_tokens": 2})";
+  auto a = std::async(std::launch::async, [&] { return s.post("/v1/completions", body); });
+  auto b = std::async(std::launch::async, [&] { return s.post("/v1/completions", body); });
+  for (int i = 0; i < 500 && s.gen.submitted() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(s.gen.submitted(), 2);
+  auto c = s.post("/v1/completions", body);
+  expect_error(c, 429);
+  EXPECT_EQ(json::parse(c->body)["error"]["type"], "rate_limit_error");
+  s.gen.pause(false);
+  EXPECT_EQ(a.get()->status, 200);
+  EXPECT_EQ(b.get()->status, 200);
+  EXPECT_EQ(s.post("/v1/completions", body)->status, 200);
+}
+
+TEST(ServerHttp, ClientDisconnectCancelsItsSequence) {
+  TestServer s;
+  s.gen.set_step_delay(std::chrono::milliseconds(2));
+  s.gen.set_script([](const std::vector<int32_t>&) { return std::vector<int32_t>(100000, 'z'); });
+  for (const bool stream : {true, false}) {
+    const int64_t before = s.gen.cancels();
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.set_header("Content-Type", "application/json");
+    req.body = json{{"prompt", "a"}, {"max_tokens", 4000}, {"stream", stream}}.dump();
+    int chunks = 0;
+    req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 2; };  // hang up
+    if (!stream) {
+      // A whole-response client that gives up: its read timeout closes the connection.
+      httplib::Client c("127.0.0.1", s.port);
+      c.set_read_timeout(0, 300000);
+      c.Post("/v1/completions", req.body, "application/json");
+    } else {
+      s.client().send(req);
+    }
+    for (int i = 0; i < 500 && s.gen.cancels() == before; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_EQ(s.gen.cancels(), before + 1) << (stream ? "stream" : "whole response");
+  }
+  for (int i = 0; i < 500 && !s.gen.idle(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  const std::string metrics = s.client().Get("/metrics")->body;
+  EXPECT_NE(metrics.find("dsv4_request_success_total{finish_reason=\"abort\"} 2"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("dsv4_num_requests_running 0\n"), std::string::npos) << metrics;
+}
+
+TEST(ServerHttp, ConcurrentRequestsGetTheirOwnTokens) {
+  TestServer s;
+  std::vector<std::future<httplib::Result>> results;
+  std::vector<std::string> prompts;
+  for (int i = 0; i < 16; ++i) {
+    prompts.push_back("prompt number " + std::to_string(i) + std::string(static_cast<size_t>(i), '!'));
+    const bool stream = i % 2 == 1;
+    const std::string body = json{{"prompt", prompts.back()}, {"temperature", 0}, {"stream", stream}}.dump();
+    results.push_back(std::async(std::launch::async, [&s, body] { return s.post("/v1/completions", body); }));
+  }
+  for (int i = 0; i < 16; ++i) {
+    auto r = results[static_cast<size_t>(i)].get();
+    ASSERT_TRUE(r) << httplib::to_string(r.error()) << " request " << i;
+    ASSERT_EQ(r->status, 200);
+    std::string text;
+    if (i % 2 == 1) {
+      for (const json& e : sse_payloads(r->body)) {
+        if (e != "[DONE]") text += e["choices"][0]["text"].get<std::string>();
+      }
+    } else {
+      text = json::parse(r->body)["choices"][0]["text"];
+    }
+    const std::string& p = prompts[static_cast<size_t>(i)];
+    EXPECT_EQ(text, std::string(p.rbegin(), p.rend()));  // the fake answers each prompt reversed
+  }
+}
+
+TEST(ServerHttp, ShutdownAnswersRequestsInFlight) {
+  auto s = std::make_unique<TestServer>();
+  s->gen.pause(true);
+  auto pending = std::async(std::launch::async, [&] { return s->post("/v1/completions", R"({"prompt": "ab"})"); });
+  for (int i = 0; i < 500 && s->gen.submitted() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  s->srv->shutdown();
+  auto r = pending.get();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(json::parse(r->body)["choices"][0]["finish_reason"], "abort");
+  s.reset();
+}
+
+}  // namespace
+}  // namespace dsv4::server
