@@ -148,6 +148,7 @@ void parse_common(const ojson& b, GenerationParams& g, bool chat) {
     g.include_usage = get_bool(*so, "include_usage", false);
   }
   g.user = get_string(b, "user", "");
+  g.tokens_as_ids = get_bool(b, "return_tokens_as_token_ids", false);
   if (const ojson* bias = field(b, "logit_bias")) {
     if (!bias->is_object()) bad("logit_bias", "'logit_bias' must be an object");
     if (!bias->empty()) bad("logit_bias", "'logit_bias' is not supported");

@@ -58,6 +58,7 @@ struct Job {
   std::string id, model;
   std::time_t created = 0;
   int64_t logprobs = -1, prompt_tokens = 0, completion_tokens = 0;
+  bool tokens_as_ids = false;
   std::shared_ptr<RequestChannel> channel;
   std::unique_ptr<OutputPipeline> pipeline;
   std::vector<int32_t> hidden_ids;
@@ -219,6 +220,7 @@ struct Server::Impl {
     job->model = opt.served_model_name;
     job->created = std::time(nullptr);
     job->logprobs = gen->logprobs;
+    job->tokens_as_ids = gen->tokens_as_ids;
     job->prompt_tokens = P;
     job->t0 = t0;
     job->last_write = Clock::now();
@@ -353,23 +355,28 @@ struct Server::Impl {
     return stream_chunk(job, delta, calls, lp_batch);
   }
 
+  // A token as logprobs show it: its text (invalid UTF-8 of a partial character repaired), or "token_id:N".
+  std::string token_label(const Job& job, int32_t id) const {
+    return job.tokens_as_ids ? "token_id:" + std::to_string(id) : repair_utf8(codec.token_bytes(id));
+  }
+
   void add_logprobs(Job& job, const TokenEvent& e, json& batch) {
     const std::string bytes = codec.token_bytes(e.token);
-    const std::string text = repair_utf8(bytes);
+    const std::string text = token_label(job, e.token);
     if (job.chat) {
       json top = json::array();
       for (const auto& [id, lp] : e.top_logprobs) {
         const std::string b = codec.token_bytes(id);
-        top.push_back({{"token", repair_utf8(b)}, {"logprob", lp}, {"bytes", bytes_array(b)}});
+        top.push_back({{"token", token_label(job, id)}, {"logprob", lp}, {"bytes", bytes_array(b)}});
       }
       json entry = {{"token", text}, {"logprob", e.logprob}, {"bytes", bytes_array(bytes)}, {"top_logprobs", top}};
       batch.push_back(entry);
       if (!job.stream) job.chat_logprobs.push_back(entry);
     } else {
       json top = json::object();
-      for (const auto& [id, lp] : e.top_logprobs) top[repair_utf8(codec.token_bytes(id))] = lp;
+      for (const auto& [id, lp] : e.top_logprobs) top[token_label(job, id)] = lp;
       json entry = {{"token", text}, {"logprob", e.logprob}, {"top", top}, {"offset", job.text_offset}};
-      job.text_offset += static_cast<int64_t>(text.size());
+      job.text_offset += static_cast<int64_t>(repair_utf8(bytes).size());
       batch.push_back(entry);
       if (!job.stream) {
         job.cmpl_tokens.push_back(text);

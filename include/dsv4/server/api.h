@@ -47,6 +47,7 @@ struct GenerationParams {
   bool stream = false, include_usage = false;
   int64_t logprobs = -1;  // -1 none; 0 the sampled token's; k > 0 also the k most likely
   std::string user;
+  bool tokens_as_ids = false;  // extension (vLLM's return_tokens_as_token_ids): logprob tokens as "token_id:N"
 };
 
 struct ChatRequest {
