@@ -4,9 +4,14 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <fstream>
 #include <future>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
+
+#include "dsv4/server/chat_template.h"
+#include "test_util.h"
 
 #include "dsv4/server/server.h"
 #include "server_fake_generator.h"
@@ -28,12 +33,13 @@ struct TestServer {
   std::unique_ptr<Server> srv;
   int port = 0;
   std::thread thread;
-  explicit TestServer(ServerOptions o = {}) : gen(/*max_model_len=*/4096) {
+  explicit TestServer(ServerOptions o = {}, TextCodec codec = TextCodec(), int64_t vocab = 512)
+      : gen(/*max_model_len=*/4096, vocab) {
     o.host = "127.0.0.1";
     o.port = 0;
     if (o.served_model_name.empty()) o.served_model_name = "fake";
     o.http_threads = 64;
-    srv = std::make_unique<Server>(o, gen, TextCodec());
+    srv = std::make_unique<Server>(o, gen, std::move(codec));
     port = srv->bind();
     thread = std::thread([this] { srv->serve(); });
   }
@@ -310,6 +316,106 @@ TEST(ServerHttp, ShutdownAnswersRequestsInFlight) {
   ASSERT_TRUE(r);
   EXPECT_EQ(json::parse(r->body)["choices"][0]["finish_reason"], "abort");
   s.reset();
+}
+
+// The default model's tokenizer with DeepSeek-V4's chat tokens added: the server then speaks the DeepSeek-V4
+// format (thinking, DSML tool calls) while the fake generator replays a recorded answer token by token.
+TextCodec dsv4_codec() {
+  std::ifstream in(dsv4::test::source_dir() + "/models/dsv4-tiny-kjv/tokenizer.json");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  json t = json::parse(ss.str());
+  int id = 6144;
+  for (const char* tok : {"<｜User｜>", "<｜Assistant｜>", "<think>", "</think>", "｜DSML｜"}) {
+    t["added_tokens"].push_back({{"id", id++}, {"content", tok}, {"single_word", false}, {"lstrip", false},
+                                 {"rstrip", false}, {"normalized", false}, {"special", true}});
+  }
+  return TextCodec(std::make_shared<const Tokenizer>(Tokenizer::from_json(t.dump())));
+}
+
+TEST(ServerHttp, DeepSeekV4ThinkingAndToolCallsStreamed) {
+  const TextCodec codec = dsv4_codec();
+  TestServer s(ServerOptions{}, codec, /*vocab=*/8192);
+  ASSERT_TRUE(s.srv->deepseek_chat_format());
+  const std::string answer =
+      "The user wants weather; call the tool.</think>Checking now.\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke "
+      "name=\"get_weather\">\n<｜DSML｜parameter name=\"city\" string=\"true\">Paris</｜DSML｜parameter>\n<｜DSML｜parameter "
+      "name=\"days\" string=\"false\">3</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>";
+  std::vector<int32_t> seen_prompt;
+  std::mutex mu;
+  s.gen.set_script([&](const std::vector<int32_t>& prompt) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      seen_prompt = prompt;
+    }
+    std::vector<int32_t> ids = codec.encode(answer);
+    ids.push_back(1);  // <｜end▁of▁sentence｜>
+    return ids;
+  });
+  const json tools = json::parse(R"([{"type": "function", "function": {"name": "get_weather",
+      "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}}}])");
+  json body = {{"messages", {{{"role", "user"}, {"content", "Weather in Paris?"}}}},
+               {"tools", tools},
+               {"chat_template_kwargs", {{"thinking", true}}},
+               {"stream", true}};
+  auto st = s.post("/v1/chat/completions", body.dump());
+  ASSERT_TRUE(st);
+  ASSERT_EQ(st->status, 200) << st->body;
+  // The prompt is the published format.
+  ChatEncodeOptions enc;
+  enc.thinking = true;
+  enc.tools = nlohmann::ordered_json::parse(tools.dump());
+  ChatMessage user;
+  user.role = "user";
+  user.content = "Weather in Paris?";
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(codec.decode(seen_prompt), encode_chat_dsv4({user}, enc));
+  }
+  std::string reasoning, content, finish;
+  json calls = json::array();
+  for (const json& e : sse_payloads(st->body)) {
+    if (e == "[DONE]") continue;
+    const json& ch = e["choices"][0];
+    const json& d = ch["delta"];
+    if (d.contains("reasoning_content")) reasoning += d["reasoning_content"].get<std::string>();
+    if (d.contains("content")) {
+      content += d["content"].get<std::string>();
+      EXPECT_EQ(d["content"].get<std::string>().find("DSML"), std::string::npos);
+    }
+    if (d.contains("tool_calls")) {
+      for (const json& c : d["tool_calls"]) calls.push_back(c);
+    }
+    if (!ch["finish_reason"].is_null()) finish = ch["finish_reason"];
+  }
+  EXPECT_EQ(reasoning, "The user wants weather; call the tool.");
+  EXPECT_EQ(content, "Checking now.");
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0]["index"], 0);
+  EXPECT_EQ(calls[0]["type"], "function");
+  EXPECT_EQ(calls[0]["function"]["name"], "get_weather");
+  EXPECT_EQ(json::parse(calls[0]["function"]["arguments"].get<std::string>()), json({{"city", "Paris"}, {"days", 3}}));
+  EXPECT_EQ(calls[0]["id"].get<std::string>().rfind("call_", 0), 0u);
+  EXPECT_EQ(finish, "tool_calls");
+
+  // The same answer whole.
+  body["stream"] = false;
+  auto whole = s.post("/v1/chat/completions", body.dump());
+  const json m = json::parse(whole->body)["choices"][0];
+  EXPECT_EQ(m["finish_reason"], "tool_calls");
+  EXPECT_EQ(m["message"]["reasoning_content"], "The user wants weather; call the tool.");
+  EXPECT_EQ(m["message"]["content"], "Checking now.");
+  EXPECT_EQ(m["message"]["tool_calls"][0]["function"]["name"], "get_weather");
+  EXPECT_FALSE(m["message"]["tool_calls"][0].contains("index"));
+
+  // Without tools the markup is not parsed (returned as text), and without thinking there is no reasoning.
+  body.erase("tools");
+  body.erase("chat_template_kwargs");
+  auto plain = s.post("/v1/chat/completions", body.dump());
+  const json pm = json::parse(plain->body)["choices"][0];
+  EXPECT_EQ(pm["finish_reason"], "stop");
+  EXPECT_FALSE(pm["message"].contains("reasoning_content"));
+  EXPECT_EQ(pm["message"]["content"], answer);
 }
 
 }  // namespace
