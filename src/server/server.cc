@@ -549,7 +549,8 @@ struct Server::Impl {
     http.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
       guarded("/v1/models", req, res, [&] {
         json model = {{"id", opt.served_model_name}, {"object", "model"},          {"created", created},
-                      {"owned_by", "dsv4"},          {"root", opt.served_model_name}, {"max_model_len", loop.max_model_len()}};
+                      {"owned_by", "dsv4"},          {"root", opt.served_model_name}, {"max_model_len", loop.max_model_len()},
+                      {"vocab_size", loop.vocab_size()}};
         send_json(res, 200, {{"object", "list"}, {"data", json::array({model})}});
       });
     });
