@@ -22,6 +22,21 @@ class EngineGenerator final : public Generator {
     for (int64_t id : engine_.config().eos_token_ids) ids.push_back(static_cast<int32_t>(id));
     return ids;
   }
+  // The scheduler (runtime/scheduler.cc) samples with Sampler::sample(row, V) on host logits, or on the device
+  // (greedy, temperature, top-p only) when the executor samples there and no logprobs are asked for. Until it
+  // passes each sequence's generated tokens and routes !device_compatible() requests to host logits, penalties
+  // are not applied anywhere and top-k / min-p only on the CPU backend.
+  std::string unsupported_sampling(const SamplingParams& p) const override {
+    if (p.has_penalties()) {
+      return "presence_penalty / frequency_penalty are not supported by this engine build yet (the scheduler does "
+             "not pass generated tokens to the sampler)";
+    }
+    if ((p.top_k > 0 || p.min_p > 0.0f) && engine_.options().device != Device::kCPU) {
+      return "top_k / min_p are not supported on --device cuda yet (the device sampler implements greedy, "
+             "temperature and top_p)";
+    }
+    return "";
+  }
 
  private:
   Engine& engine_;

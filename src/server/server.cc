@@ -77,6 +77,7 @@ struct Job {
 
 struct Server::Impl {
   ServerOptions opt;
+  Generator& generator;  // for its constant properties only; the engine thread alone drives it
   TextCodec codec;
   bool dsv4_format = false;
   EngineLoop loop;
@@ -89,7 +90,8 @@ struct Server::Impl {
   std::mutex rng_mu;
   std::mt19937_64 rng{std::random_device{}()};
 
-  Impl(ServerOptions o, Generator& gen, TextCodec c) : opt(std::move(o)), codec(std::move(c)), loop(gen) {
+  Impl(ServerOptions o, Generator& gen, TextCodec c)
+      : opt(std::move(o)), generator(gen), codec(std::move(c)), loop(gen) {
     dsv4_format = true;
     for (const char* t : {dsv4_tokens::kUser, dsv4_tokens::kAssistant, dsv4_tokens::kThinkStart,
                           dsv4_tokens::kThinkEnd, dsv4_tokens::kBos, dsv4_tokens::kEos}) {
@@ -202,6 +204,11 @@ struct Server::Impl {
     if (in_flight.load() >= opt.max_queued_requests) {
       throw ApiError(429, "the server is at capacity (" + std::to_string(opt.max_queued_requests) +
                               " requests in flight); retry later");
+    }
+    if (const std::string why = generator.unsupported_sampling(gen->sampling); !why.empty()) {
+      const SamplingParams& sp = gen->sampling;
+      throw ApiError(400, why, sp.has_penalties() ? (sp.presence_penalty != 0.0f ? "presence_penalty" : "frequency_penalty")
+                                                  : (sp.top_k > 0 ? "top_k" : "min_p"));
     }
     RequestOptions ro;
     ro.max_new_tokens = max_tokens;

@@ -39,6 +39,11 @@ class FakeGenerator final : public Generator {
   void pause(bool p) { paused_ = p; }
   // Sleep per step (lets a test act while a long request runs).
   void set_step_delay(std::chrono::milliseconds d) { delay_ms_ = d.count(); }
+  // Requests with penalties are refused with this message (as an engine without them would).
+  void refuse_penalties(std::string why) { refuse_penalties_ = std::move(why); }
+  std::string unsupported_sampling(const SamplingParams& p) const override {
+    return p.has_penalties() ? refuse_penalties_ : std::string();
+  }
   int64_t cancels() const { return cancels_; }
   int64_t submitted() const { return submitted_; }
 
@@ -141,6 +146,7 @@ class FakeGenerator final : public Generator {
   int64_t max_model_len_, vocab_;
   int32_t eos_;
   std::mutex mu_;
+  std::string refuse_penalties_;
   Script script_;
   std::vector<Req> running_;
   std::vector<RequestId> cancelled_;

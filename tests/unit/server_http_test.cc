@@ -207,6 +207,10 @@ TEST(ServerHttp, BadRequestsGetErrorsAndTheServerKeepsServing) {
   expect_error(s.post("/v1/completions", R"({"prompt": [600]})"), 400, "prompt");  // outside the vocabulary
   expect_error(s.post("/v1/chat/completions", R"({"messages": [{"role": "user", "content": "q"}], "thinking": true})"),
                400);  // the plain template has no thinking mode
+  s.gen.refuse_penalties("no penalties here");
+  auto refused = s.post("/v1/completions", R"({"prompt": "abc", "frequency_penalty": 0.5})");
+  expect_error(refused, 400, "frequency_penalty");
+  EXPECT_EQ(json::parse(refused->body)["error"]["message"], "no penalties here");
   auto ok = s.post("/v1/completions", R"({"prompt": "abc", "max_tokens": 3})");
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->status, 200);

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "dsv4/runtime/request.h"
@@ -31,6 +32,10 @@ class Generator {
   virtual int64_t vocab_size() const = 0;
   // Tokens that end a request by themselves when stop_at_eos is set (the model's end-of-sequence ids).
   virtual std::vector<int32_t> eos_ids() const = 0;
+  // Why these sampling parameters cannot be honoured ("" when they can); the server answers 400 with it rather
+  // than sample from another distribution than the one asked for. Called from HTTP threads: reads only state
+  // that does not change while serving.
+  virtual std::string unsupported_sampling(const SamplingParams& p) const { return ""; }
 };
 
 // The engine must outlive the generator; it is used from the server's engine thread only.
