@@ -2,8 +2,9 @@
 #include <pthread.h>
 #include <signal.h>
 
-#include <atomic>
+#include <mutex>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <thread>
 
@@ -49,13 +50,42 @@ void register_serve(CLI::App& app) {
       o->name = p.filename().string();
     }
     // Signals are taken by one thread (sigwait); every other thread, the engine's and HTTP ones included, blocks
-    // them, so they are created after this mask.
+    // them, so they are created after this mask. A signal while the model loads ends the process at once; once
+    // serving, it shuts the server down gracefully.
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     signal(SIGPIPE, SIG_IGN);  // a client gone away is a failed write, not a signal
+    std::mutex mu;
+    server::Server* serving = nullptr;
+    bool finished = false;
+    std::thread waiter([&] {
+      int sig = 0;
+      sigwait(&stop_signals, &sig);
+      std::lock_guard<std::mutex> lock(mu);
+      if (finished) return;  // woken by main after serve() ended
+      if (serving == nullptr) {
+        std::fprintf(stderr, "dsv4 serve: signal %d while loading, exiting\n", sig);
+        std::_Exit(128 + sig);
+      }
+      log_info("serve: signal ", sig, ", shutting down (in-flight requests are cancelled and answered)");
+      serving->shutdown();
+    });
+    struct JoinWaiter {  // wakes and joins the waiter however this scope ends
+      std::thread& t;
+      std::mutex& mu;
+      bool& finished;
+      ~JoinWaiter() {
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          finished = true;
+        }
+        pthread_kill(t.native_handle(), SIGTERM);
+        t.join();
+      }
+    } join_waiter{waiter, mu, finished};
 
     EngineOptions eo;
     o->flags.apply(eo);
@@ -74,21 +104,20 @@ void register_serve(CLI::App& app) {
     so.max_queued_requests = o->max_queued;
     server::Server srv(so, *generator, server::TextCodec::from_model_dir(o->dir));
     const int port = srv.bind();
-    std::atomic<bool> served{false};
-    std::thread waiter([&] {
-      int sig = 0;
-      sigwait(&stop_signals, &sig);
-      if (!served) log_info("serve: signal ", sig, ", shutting down (in-flight requests are cancelled)");
-      srv.shutdown();
-    });
-    log_info("serve: model '", o->name, "' (", srv.deepseek_chat_format() ? "DeepSeek-V4 chat format" : "plain chat template",
-             "), max_model_len ", engine.max_model_len(), ", listening on http://", o->host, ":", port);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      serving = &srv;
+    }
+    log_info("serve: model '", o->name, "' (",
+             srv.deepseek_chat_format() ? "DeepSeek-V4 chat format" : "plain chat template", "), max_model_len ",
+             engine.max_model_len(), ", listening on http://", o->host, ":", port);
     std::printf("dsv4 serve: listening on http://%s:%d\n", o->host.c_str(), port);
     std::fflush(stdout);
     srv.serve();
-    served = true;
-    pthread_kill(waiter.native_handle(), SIGTERM);  // wakes the waiter if serve() ended by itself
-    waiter.join();
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      serving = nullptr;
+    }
   });
 }
 
