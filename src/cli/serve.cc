@@ -2,10 +2,10 @@
 #include <pthread.h>
 #include <signal.h>
 
-#include <mutex>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 #include <thread>
 
 #include "cli/commands.h"
@@ -23,8 +23,9 @@ void register_serve(CLI::App& app) {
     DeviceFlags flags;
   };
   auto o = std::make_shared<Opts>();
-  CLI::App* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server (chat/completions, completions, models, "
-                                              "health, metrics, tokenize)");
+  CLI::App* cmd = app.add_subcommand("serve",
+                                     "OpenAI-compatible HTTP server (chat/completions, completions, models, "
+                                     "health, metrics, tokenize)");
   cmd->add_option("-m,--model", o->dir, "Model directory")->required();
   cmd->add_option("--host", o->host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", o->port, "Port to listen on (0 = any free port, printed at start)")

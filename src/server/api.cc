@@ -64,16 +64,16 @@ double get_number(const ojson& obj, const char* name, double fallback, double lo
 int64_t get_int(const ojson& obj, const char* name, int64_t fallback, int64_t lo, int64_t hi) {
   const ojson* v = field(obj, name);
   if (!v) return fallback;
-  const bool integral = v->is_number_integer() || (v->is_number_float() && std::floor(v->get<double>()) ==
-                                                                               v->get<double>() &&
-                                                   std::abs(v->get<double>()) < 9e15);
+  const bool integral =
+      v->is_number_integer() ||
+      (v->is_number_float() && std::floor(v->get<double>()) == v->get<double>() && std::abs(v->get<double>()) < 9e15);
   if (!integral) bad(name, std::string("'") + name + "' must be an integer, got " + v->dump());
   const int64_t x = v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max())
                         ? std::numeric_limits<int64_t>::max()
                         : (v->is_number_float() ? static_cast<int64_t>(v->get<double>()) : v->get<int64_t>());
   if (x < lo || x > hi) {
-    bad(name, std::string("'") + name + "' must be in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                  "], got " + std::to_string(x));
+    bad(name, std::string("'") + name + "' must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
+                  std::to_string(x));
   }
   return x;
 }
@@ -119,8 +119,8 @@ void parse_common(const ojson& b, GenerationParams& g, bool chat) {
   s.presence_penalty = static_cast<float>(get_number(b, "presence_penalty", 0.0, -2.0, 2.0));
   s.frequency_penalty = static_cast<float>(get_number(b, "frequency_penalty", 0.0, -2.0, 2.0));
   if (field(b, "seed")) {
-    s.seed = static_cast<uint64_t>(get_int(b, "seed", 0, std::numeric_limits<int64_t>::min(),
-                                           std::numeric_limits<int64_t>::max()));
+    s.seed = static_cast<uint64_t>(
+        get_int(b, "seed", 0, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()));
     g.seed_given = true;
   }
   if (const ojson* stop = field(b, "stop")) {
@@ -290,7 +290,8 @@ ChatRequest parse_chat_request(const ojson& b) {
       thinking = t->get<bool>();
     } else if (t->is_object()) {
       const std::string type = get_string(*t, "type", "");
-      if (type != "enabled" && type != "disabled") bad("thinking", "'thinking.type' must be \"enabled\" or \"disabled\"");
+      if (type != "enabled" && type != "disabled")
+        bad("thinking", "'thinking.type' must be \"enabled\" or \"disabled\"");
       thinking = type == "enabled";
     } else {
       bad("thinking", "'thinking' must be a boolean or {\"type\": \"enabled\" | \"disabled\"}");
@@ -360,7 +361,9 @@ CompletionRequest parse_completion_request(const ojson& b) {
   return r;
 }
 
-std::string dump_json(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
+std::string dump_json(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 std::string sse_event(const nlohmann::json& payload) { return "data: " + dump_json(payload) + "\n\n"; }
 

@@ -23,14 +23,14 @@ std::string render_tools(const ojson& tools) {
          "You have access to a set of tools to help answer the user's question. You can invoke tools by writing a \"<" +
          d + "tool_calls>\" block like the following:\n\n<" + d + "tool_calls>\n<" + d +
          "invoke name=\"$TOOL_NAME\">\n<" + d +
-         "parameter name=\"$PARAMETER_NAME\" string=\"true|false\">$PARAMETER_VALUE</" + d + "parameter>\n...\n</" +
-         d + "invoke>\n<" + d + "invoke name=\"$TOOL_NAME2\">\n...\n</" + d + "invoke>\n</" + d +
+         "parameter name=\"$PARAMETER_NAME\" string=\"true|false\">$PARAMETER_VALUE</" + d + "parameter>\n...\n</" + d +
+         "invoke>\n<" + d + "invoke name=\"$TOOL_NAME2\">\n...\n</" + d + "invoke>\n</" + d +
          "tool_calls>\n\n"
          "String parameters should be specified as is and set `string=\"true\"`. For all other types (numbers, "
          "booleans, arrays, objects), pass the value in JSON format and set `string=\"false\"`.\n\n"
          "If thinking_mode is enabled (triggered by " +
-         std::string(tk::kThinkStart) + "), you MUST output your complete reasoning inside " + tk::kThinkStart +
-         "..." + tk::kThinkEnd +
+         std::string(tk::kThinkStart) + "), you MUST output your complete reasoning inside " + tk::kThinkStart + "..." +
+         tk::kThinkEnd +
          " BEFORE any tool calls or final response.\n\n"
          "Otherwise, output directly after " +
          tk::kThinkEnd +
@@ -62,9 +62,9 @@ struct Msg {
 
 void check_role(const ChatMessage& m, size_t i) {
   static const char* roles[] = {"system", "developer", "user", "assistant", "tool"};
-  DSV4_CHECK_ARG(std::find_if(std::begin(roles), std::end(roles), [&](const char* r) { return m.role == r; }) !=
-                     std::end(roles),
-                 "messages[", i, "].role must be system, developer, user, assistant or tool, got '", m.role, "'");
+  DSV4_CHECK_ARG(
+      std::find_if(std::begin(roles), std::end(roles), [&](const char* r) { return m.role == r; }) != std::end(roles),
+      "messages[", i, "].role must be system, developer, user, assistant or tool, got '", m.role, "'");
   DSV4_CHECK_ARG(m.role == "assistant" || m.tool_calls.empty(), "messages[", i,
                  "]: only assistant messages may have tool_calls");
 }
@@ -226,8 +226,7 @@ std::string encode_chat_dsv4(const std::vector<ChatMessage>& messages, const Cha
     }
   }
   DSV4_CHECK_ARG(msgs.back().role == "user" || msgs.back().role == "developer",
-                 "the conversation must end with a user, developer or tool message (got '", messages.back().role,
-                 "')");
+                 "the conversation must end with a user, developer or tool message (got '", messages.back().role, "')");
 
   // Reasoning of earlier turns is dropped when a new user message opens the turn and no tools are in play.
   const bool drop_thinking = messages.back().role == "user" && !has_tools;

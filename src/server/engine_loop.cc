@@ -156,8 +156,7 @@ void EngineLoop::run() {
       }
       std::shared_ptr<RequestChannel> ch = s.channel;
       try {
-        const RequestId id =
-            gen_.submit(std::move(s.prompt), s.options, [ch](const TokenEvent& e) { ch->deliver(e); });
+        const RequestId id = gen_.submit(std::move(s.prompt), s.options, [ch](const TokenEvent& e) { ch->deliver(e); });
         ch->admit(id);
         if (!ch->finished()) live_[id] = ch;
       } catch (const Error& e) {

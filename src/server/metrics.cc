@@ -42,8 +42,8 @@ std::string Histogram::render(const std::string& name) const {
 
 Metrics::Metrics()
     : ttft_({0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80}),
-      tpot_({0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5,
-             0.75, 1, 2.5}),
+      tpot_({0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
+             0.075, 0.1,    0.15,  0.2,  0.3,   0.4,  0.5,   0.75, 1,    2.5}),
       latency_({0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320}) {}
 
 void Metrics::request_done(const std::string& endpoint, int status) {
@@ -81,7 +81,8 @@ std::string Metrics::render(const SchedulerStats& st, int64_t queued) const {
     os << "dsv4_http_requests_total{endpoint=\"" << key.first << "\",status=\"" << key.second << "\"} " << n << '\n';
   }
   header(os, "dsv4_request_success_total", "counter", "Finished generations by finish reason.");
-  for (const auto& [reason, n] : finished_) os << "dsv4_request_success_total{finish_reason=\"" << reason << "\"} " << n << '\n';
+  for (const auto& [reason, n] : finished_)
+    os << "dsv4_request_success_total{finish_reason=\"" << reason << "\"} " << n << '\n';
   header(os, "dsv4_prompt_tokens_total", "counter", "Prompt tokens of finished generations.");
   os << "dsv4_prompt_tokens_total " << prompt_tokens_ << '\n';
   header(os, "dsv4_generation_tokens_total", "counter", "Generated tokens of finished generations.");

@@ -93,8 +93,8 @@ struct Server::Impl {
   Impl(ServerOptions o, Generator& gen, TextCodec c)
       : opt(std::move(o)), generator(gen), codec(std::move(c)), loop(gen) {
     dsv4_format = true;
-    for (const char* t : {dsv4_tokens::kUser, dsv4_tokens::kAssistant, dsv4_tokens::kThinkStart,
-                          dsv4_tokens::kThinkEnd, dsv4_tokens::kBos, dsv4_tokens::kEos}) {
+    for (const char* t : {dsv4_tokens::kUser, dsv4_tokens::kAssistant, dsv4_tokens::kThinkStart, dsv4_tokens::kThinkEnd,
+                          dsv4_tokens::kBos, dsv4_tokens::kEos}) {
       dsv4_format = dsv4_format && codec.token_id(t).has_value();
     }
   }
@@ -125,7 +125,8 @@ struct Server::Impl {
 
   void check_model(const std::string& model) const {
     if (!model.empty() && model != opt.served_model_name) {
-      throw ApiError(404, "the model '" + model + "' does not exist; this server serves '" + opt.served_model_name + "'",
+      throw ApiError(404,
+                     "the model '" + model + "' does not exist; this server serves '" + opt.served_model_name + "'",
                      "model", "invalid_request_error", "model_not_found");
     }
   }
@@ -183,8 +184,9 @@ struct Server::Impl {
       prompt = cmpl_req.token_prompt ? cmpl_req.prompt_ids : encode_text(cmpl_req.prompt, /*add_special=*/true);
       for (int32_t id : prompt) {
         if (id >= loop.vocab_size()) {
-          throw ApiError(400, "prompt token id " + std::to_string(id) + " is outside the vocabulary (" +
-                                  std::to_string(loop.vocab_size()) + " tokens)",
+          throw ApiError(400,
+                         "prompt token id " + std::to_string(id) + " is outside the vocabulary (" +
+                             std::to_string(loop.vocab_size()) + " tokens)",
                          "prompt");
         }
       }
@@ -207,8 +209,9 @@ struct Server::Impl {
     }
     if (const std::string why = generator.unsupported_sampling(gen->sampling); !why.empty()) {
       const SamplingParams& sp = gen->sampling;
-      throw ApiError(400, why, sp.has_penalties() ? (sp.presence_penalty != 0.0f ? "presence_penalty" : "frequency_penalty")
-                                                  : (sp.top_k > 0 ? "top_k" : "min_p"));
+      throw ApiError(400, why,
+                     sp.has_penalties() ? (sp.presence_penalty != 0.0f ? "presence_penalty" : "frequency_penalty")
+                                        : (sp.top_k > 0 ? "top_k" : "min_p"));
     }
     RequestOptions ro;
     ro.max_new_tokens = max_tokens;
@@ -445,10 +448,11 @@ struct Server::Impl {
     } else {
       if (d.content.empty() && lp_batch.empty()) return out;
       json c = chunk_head(job);
-      c["choices"] = json::array({{{"index", 0},
-                                   {"text", d.content},
-                                   {"logprobs", lp_batch.empty() ? json(nullptr) : completion_logprobs(lp_batch, job.logprobs)},
-                                   {"finish_reason", nullptr}}});
+      c["choices"] =
+          json::array({{{"index", 0},
+                        {"text", d.content},
+                        {"logprobs", lp_batch.empty() ? json(nullptr) : completion_logprobs(lp_batch, job.logprobs)},
+                        {"finish_reason", nullptr}}});
       out += sse_event(c);
     }
     return out;
@@ -519,7 +523,8 @@ struct Server::Impl {
       ids = chat_ids(chat_prompt(r));
     } else {
       auto it = body.find("prompt");
-      if (it == body.end() || !it->is_string()) throw ApiError(400, "'prompt' (a string) or 'messages' is required", "prompt");
+      if (it == body.end() || !it->is_string())
+        throw ApiError(400, "'prompt' (a string) or 'messages' is required", "prompt");
       bool add_special = true;
       if (auto a = body.find("add_special_tokens"); a != body.end()) {
         if (!a->is_boolean()) throw ApiError(400, "'add_special_tokens' must be a boolean", "add_special_tokens");
@@ -533,13 +538,14 @@ struct Server::Impl {
   void detokenize(const httplib::Request& req, httplib::Response& res) {
     const auto body = parse_json_body(req.body);
     auto it = body.find("tokens");
-    if (it == body.end() || !it->is_array()) throw ApiError(400, "'tokens' (an array of token ids) is required", "tokens");
+    if (it == body.end() || !it->is_array())
+      throw ApiError(400, "'tokens' (an array of token ids) is required", "tokens");
     std::vector<int32_t> ids;
     for (const auto& x : *it) {
       if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() >= loop.vocab_size()) {
-        throw ApiError(400, "'tokens' must hold token ids in [0, " + std::to_string(loop.vocab_size()) + "), got " +
-                                x.dump(),
-                       "tokens");
+        throw ApiError(
+            400, "'tokens' must hold token ids in [0, " + std::to_string(loop.vocab_size()) + "), got " + x.dump(),
+            "tokens");
       }
       ids.push_back(static_cast<int32_t>(x.get<int64_t>()));
     }
@@ -555,8 +561,12 @@ struct Server::Impl {
     });
     http.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
       guarded("/v1/models", req, res, [&] {
-        json model = {{"id", opt.served_model_name}, {"object", "model"},          {"created", created},
-                      {"owned_by", "dsv4"},          {"root", opt.served_model_name}, {"max_model_len", loop.max_model_len()},
+        json model = {{"id", opt.served_model_name},
+                      {"object", "model"},
+                      {"created", created},
+                      {"owned_by", "dsv4"},
+                      {"root", opt.served_model_name},
+                      {"max_model_len", loop.max_model_len()},
                       {"vocab_size", loop.vocab_size()}};
         send_json(res, 200, {{"object", "list"}, {"data", json::array({model})}});
       });
@@ -567,9 +577,8 @@ struct Server::Impl {
       metrics.request_done("/health", res.status);
     });
     http.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
-      guarded("/metrics", req, res, [&] {
-        res.set_content(metrics.render(loop.stats(), in_flight.load()), "text/plain; version=0.0.4");
-      });
+      guarded("/metrics", req, res,
+              [&] { res.set_content(metrics.render(loop.stats(), in_flight.load()), "text/plain; version=0.0.4"); });
     });
     http.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
       guarded("/tokenize", req, res, [&] { tokenize(req, res); });
@@ -638,7 +647,8 @@ void Server::shutdown() {
   // Running generations end (cancelled: finish_reason "abort") and are answered; then the listener stops.
   impl_->loop.stop();
   const auto deadline = Clock::now() + std::chrono::seconds(10);
-  while (impl_->in_flight.load() > 0 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  while (impl_->in_flight.load() > 0 && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   impl_->http.stop();
 }
 

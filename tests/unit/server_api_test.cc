@@ -57,15 +57,18 @@ TEST(ServerApi, ChatRequestFields) {
 }
 
 TEST(ServerApi, ThinkingSwitchesAndTools) {
-  EXPECT_TRUE(chat(R"({"messages": [{"role": "user", "content": "q"}], "thinking": {"type": "enabled"}})").encode.thinking);
+  EXPECT_TRUE(
+      chat(R"({"messages": [{"role": "user", "content": "q"}], "thinking": {"type": "enabled"}})").encode.thinking);
   EXPECT_TRUE(chat(R"({"messages": [{"role": "user", "content": "q"}], "chat_template_kwargs": {"thinking": true}})")
                   .encode.thinking);
   const ChatRequest max = chat(R"({"messages": [{"role": "user", "content": "q"}], "reasoning_effort": "max"})");
   EXPECT_TRUE(max.encode.thinking);
   EXPECT_EQ(max.encode.reasoning_effort, "max");
-  EXPECT_FALSE(chat(R"({"messages": [{"role": "user", "content": "q"}], "reasoning_effort": "high", "thinking": false})")
-                   .encode.thinking);
-  const std::string tools = R"("tools": [{"type": "function", "function": {"name": "f", "parameters": {"b": 1, "a": 2}}}])";
+  EXPECT_FALSE(
+      chat(R"({"messages": [{"role": "user", "content": "q"}], "reasoning_effort": "high", "thinking": false})")
+          .encode.thinking);
+  const std::string tools =
+      R"("tools": [{"type": "function", "function": {"name": "f", "parameters": {"b": 1, "a": 2}}}])";
   const ChatRequest t = chat(R"({"messages": [{"role": "user", "content": "q"}], )" + tools + "}");
   ASSERT_EQ(t.encode.tools.size(), 1u);
   EXPECT_EQ(t.encode.tools[0]["function"]["parameters"].dump(), R"({"b":1,"a":2})");  // request order kept

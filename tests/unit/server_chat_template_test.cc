@@ -8,7 +8,8 @@
 namespace dsv4::server {
 namespace {
 
-const std::string BOS = "<｜begin▁of▁sentence｜>", EOS = "<｜end▁of▁sentence｜>", U = "<｜User｜>", A = "<｜Assistant｜>";
+const std::string BOS = "<｜begin▁of▁sentence｜>", EOS = "<｜end▁of▁sentence｜>", U = "<｜User｜>",
+                  A = "<｜Assistant｜>";
 
 ChatMessage msg(std::string role, std::string content) {
   ChatMessage m;

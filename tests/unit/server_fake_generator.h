@@ -5,12 +5,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <string>
 #include <thread>
-#include <chrono>
 #include <vector>
 
 #include "dsv4/core/status.h"
@@ -49,7 +49,8 @@ class FakeGenerator final : public Generator {
 
   RequestId submit(std::vector<int32_t> prompt, const RequestOptions& o, TokenCallback cb) override {
     DSV4_CHECK_ARG(!prompt.empty(), "request: the prompt is empty");
-    for (int32_t t : prompt) DSV4_CHECK_ARG(t >= 0 && t < vocab_, "request: token id ", t, " is outside the vocabulary");
+    for (int32_t t : prompt)
+      DSV4_CHECK_ARG(t >= 0 && t < vocab_, "request: token id ", t, " is outside the vocabulary");
     o.sampling.validate();
     const int64_t P = static_cast<int64_t>(prompt.size());
     DSV4_CHECK_ARG(P + o.max_new_tokens <= max_model_len_, "request: the prompt (", P, " tokens) + ", o.max_new_tokens,
@@ -90,9 +91,9 @@ class FakeGenerator final : public Generator {
       ++r.next;
       ++stats_.generated_tokens;
       FinishReason reason = FinishReason::kNone;
-      const bool stop = (r.opt.stop_at_eos && token == eos_) ||
-                        std::find(r.opt.stop_token_ids.begin(), r.opt.stop_token_ids.end(), token) !=
-                            r.opt.stop_token_ids.end();
+      const bool stop =
+          (r.opt.stop_at_eos && token == eos_) ||
+          std::find(r.opt.stop_token_ids.begin(), r.opt.stop_token_ids.end(), token) != r.opt.stop_token_ids.end();
       if (stop) {
         reason = FinishReason::kStop;
       } else if (static_cast<int64_t>(r.next) >= r.opt.max_new_tokens) {
@@ -131,7 +132,8 @@ class FakeGenerator final : public Generator {
     e.index = static_cast<int64_t>(r.next) - 1;
     if (token >= 0 && r.opt.logprobs >= 0) {
       e.logprob = -0.25f;
-      for (int64_t k = 0; k < r.opt.logprobs; ++k) e.top_logprobs.emplace_back(static_cast<int32_t>(token + k), -0.25f - k);
+      for (int64_t k = 0; k < r.opt.logprobs; ++k)
+        e.top_logprobs.emplace_back(static_cast<int32_t>(token + k), -0.25f - k);
     }
     e.finished = reason != FinishReason::kNone;
     e.reason = reason;

@@ -11,10 +11,9 @@
 #include <thread>
 
 #include "dsv4/server/chat_template.h"
-#include "test_util.h"
-
 #include "dsv4/server/server.h"
 #include "server_fake_generator.h"
+#include "test_util.h"
 
 namespace dsv4::server {
 namespace {
@@ -274,7 +273,8 @@ TEST(ServerHttp, ClientDisconnectCancelsItsSequence) {
     } else {
       s.client().send(req);
     }
-    for (int i = 0; i < 500 && s.gen.cancels() == before; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (int i = 0; i < 500 && s.gen.cancels() == before; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     EXPECT_EQ(s.gen.cancels(), before + 1) << (stream ? "stream" : "whole response");
   }
   for (int i = 0; i < 500 && !s.gen.idle(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -331,8 +331,13 @@ TextCodec dsv4_codec() {
   json t = json::parse(ss.str());
   int id = 6144;
   for (const char* tok : {"<｜User｜>", "<｜Assistant｜>", "<think>", "</think>", "｜DSML｜"}) {
-    t["added_tokens"].push_back({{"id", id++}, {"content", tok}, {"single_word", false}, {"lstrip", false},
-                                 {"rstrip", false}, {"normalized", false}, {"special", true}});
+    t["added_tokens"].push_back({{"id", id++},
+                                 {"content", tok},
+                                 {"single_word", false},
+                                 {"lstrip", false},
+                                 {"rstrip", false},
+                                 {"normalized", false},
+                                 {"special", true}});
   }
   return TextCodec(std::make_shared<const Tokenizer>(Tokenizer::from_json(t.dump())));
 }
@@ -343,7 +348,8 @@ TEST(ServerHttp, DeepSeekV4ThinkingAndToolCallsStreamed) {
   ASSERT_TRUE(s.srv->deepseek_chat_format());
   const std::string answer =
       "The user wants weather; call the tool.</think>Checking now.\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke "
-      "name=\"get_weather\">\n<｜DSML｜parameter name=\"city\" string=\"true\">Paris</｜DSML｜parameter>\n<｜DSML｜parameter "
+      "name=\"get_weather\">\n<｜DSML｜parameter name=\"city\" "
+      "string=\"true\">Paris</｜DSML｜parameter>\n<｜DSML｜parameter "
       "name=\"days\" string=\"false\">3</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>";
   std::vector<int32_t> seen_prompt;
   std::mutex mu;

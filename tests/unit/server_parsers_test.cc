@@ -107,7 +107,8 @@ TEST(ServerDsmlParser, PlainTextAndLookalikesPassThrough) {
     for (const auto& feed : feeds(text)) EXPECT_EQ(run_dsml(feed).content, text);
   }
   // Text after a finished block is content again.
-  const Parsed r = run_dsml({"<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"g\">\n</｜DSML｜invoke>\n</｜DSML｜tool_calls> done"});
+  const Parsed r =
+      run_dsml({"<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"g\">\n</｜DSML｜invoke>\n</｜DSML｜tool_calls> done"});
   EXPECT_EQ(r.calls.size(), 1u);
   EXPECT_EQ(r.content, " done");
 }
@@ -220,7 +221,10 @@ TEST(ServerTextCodec, ByteLevelStreamHoldsPartialCharacters) {
   EXPECT_EQ(s.push(static_cast<unsigned char>(e_acute[1])), "é");
   EXPECT_EQ(s.push(0xE2), "");
   EXPECT_EQ(s.flush(), "\xEF\xBF\xBD");  // an unfinished character becomes U+FFFD
-  EXPECT_EQ(repair_utf8("a\xFF" "b"), "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(repair_utf8("a\xFF"
+                        "b"),
+            "a\xEF\xBF\xBD"
+            "b");
   EXPECT_EQ(bytes.decode(byte_ids("héllo")), "héllo");
 }
 

@@ -38,7 +38,7 @@ TEST(ServerSampling, TopKThenTopP) {
   const std::vector<float> logits = {std::log(0.4f), std::log(0.3f), std::log(0.2f), std::log(0.1f)};
   SamplingParams p;
   p.temperature = 1.0f;
-  p.top_k = 3;    // 0.4, 0.3, 0.2 → renormalised 4/9, 3/9, 2/9
+  p.top_k = 3;     // 0.4, 0.3, 0.2 → renormalised 4/9, 3/9, 2/9
   p.top_p = 0.7f;  // 4/9 < 0.7 ≤ 7/9: keeps two
   const auto prob = sampling_distribution(logits.data(), 4, p);
   EXPECT_NEAR(prob[0], 4.0 / 7.0, 1e-6);
@@ -72,7 +72,7 @@ TEST(ServerSampling, PenaltiesChangeGreedyChoices) {
   Sampler s(p);
   EXPECT_EQ(s.sample(logits.data(), 3), 1);             // no history: the plain argmax
   EXPECT_EQ(s.sample(logits.data(), 3, generated), 1);  // 2.4 > 2.0
-  const std::vector<int32_t> repeated = {1, 1, 1};     // token 1: 3 - 0.4 - 0.3 = 2.3 < 2.5
+  const std::vector<int32_t> repeated = {1, 1, 1};      // token 1: 3 - 0.4 - 0.3 = 2.3 < 2.5
   EXPECT_EQ(s.sample(logits.data(), 3, repeated), 2);
 }
 

@@ -13,8 +13,8 @@ struct SamplingParams {
   float temperature = 0.0f;  // 0 = greedy
   float top_p = 1.0f;        // nucleus mass in (0, 1]
   uint64_t seed = 0;
-  int32_t top_k = 0;    // keep the k most likely tokens (0 = all)
-  float min_p = 0.0f;   // drop tokens less likely than min_p × the most likely one, in [0, 1] (0 = off)
+  int32_t top_k = 0;   // keep the k most likely tokens (0 = all)
+  float min_p = 0.0f;  // drop tokens less likely than min_p × the most likely one, in [0, 1] (0 = off)
   // Subtracted from the logit of every token already generated (presence) and once per occurrence (frequency),
   // before temperature; in [-2, 2] as in OpenAI's API. They apply to greedy decoding too.
   float presence_penalty = 0.0f;

@@ -37,10 +37,10 @@ nlohmann::ordered_json parse_json_body(std::string_view body, size_t max_depth =
 
 // Fields shared by /v1/chat/completions and /v1/completions.
 struct GenerationParams {
-  std::string model;         // "" = not given
-  int64_t max_tokens = -1;   // -1 = not given: up to max_model_len
-  SamplingParams sampling;   // temperature default 1.0 as OpenAI's API
-  bool seed_given = false;   // without a seed the server draws one per request
+  std::string model;        // "" = not given
+  int64_t max_tokens = -1;  // -1 = not given: up to max_model_len
+  SamplingParams sampling;  // temperature default 1.0 as OpenAI's API
+  bool seed_given = false;  // without a seed the server draws one per request
   std::vector<std::string> stop;
   std::vector<int32_t> stop_token_ids;  // extension (vLLM)
   bool ignore_eos = false;              // extension (vLLM)
@@ -59,8 +59,8 @@ struct ChatRequest {
 struct CompletionRequest {
   GenerationParams gen;
   bool token_prompt = false;
-  std::string prompt;                 // text prompt
-  std::vector<int32_t> prompt_ids;    // token prompt
+  std::string prompt;               // text prompt
+  std::vector<int32_t> prompt_ids;  // token prompt
 };
 
 // 400 naming the offending field for a wrong type or value; unknown fields are ignored.

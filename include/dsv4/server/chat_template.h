@@ -1,14 +1,16 @@
 // Chat prompts. DeepSeek-V4's format, written from DeepSeek's published encoder (encoding/encoding_dsv4.py in
 // the model repositories; no Jinja template ships with the model):
 //
-//   <｜begin▁of▁sentence｜>{system}[\n\n{tools block}]<｜User｜>{user}<｜Assistant｜></think>{answer}<｜end▁of▁sentence｜>
-//   <｜User｜>{user}<｜Assistant｜><think>                        (thinking mode: the model writes reasoning, </think>, answer)
+//   <｜begin▁of▁sentence｜>{system}[\n\n{tools
+//   block}]<｜User｜>{user}<｜Assistant｜></think>{answer}<｜end▁of▁sentence｜> <｜User｜>{user}<｜Assistant｜><think>
+//   (thinking mode: the model writes reasoning, </think>, answer)
 //
 // - user and developer messages start with <｜User｜>; consecutive user messages and tool results merge into one
 //   user turn, blocks joined by a blank line; a tool result is <tool_result>{content}</tool_result>, tool results
 //   ordered as the assistant's calls were.
 // - after the last user turn: <｜Assistant｜> then </think> (chat) or <think> (thinking).
-// - assistant history: [reasoning</think>]{content}[\n\n<｜DSML｜tool_calls>…</｜DSML｜tool_calls>]<｜end▁of▁sentence｜>;
+// - assistant history:
+// [reasoning</think>]{content}[\n\n<｜DSML｜tool_calls>…</｜DSML｜tool_calls>]<｜end▁of▁sentence｜>;
 //   in thinking mode the reasoning of turns before the last user message is dropped (kept when tools are given or
 //   the conversation ends with tool results, as vLLM does), earlier turns get </think> after <｜Assistant｜>.
 // - reasoning_effort "max" prepends a fixed paragraph in thinking mode ("high" adds nothing).
@@ -41,7 +43,7 @@ struct ChatMessage {
 
 struct ChatEncodeOptions {
   bool thinking = false;
-  std::string reasoning_effort;                                       // "", "high" or "max"
+  std::string reasoning_effort;                                    // "", "high" or "max"
   nlohmann::ordered_json tools = nlohmann::ordered_json::array();  // [{"type": "function", "function": {...}}]
 };
 

@@ -20,9 +20,9 @@ namespace dsv4::server {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8000;                  // 0 = any free port (see Server::bind)
-  std::string api_key;              // "" = no authentication
-  std::string served_model_name;    // the model id clients name
+  int port = 8000;                // 0 = any free port (see Server::bind)
+  std::string api_key;            // "" = no authentication
+  std::string served_model_name;  // the model id clients name
   int64_t max_queued_requests = 512;
   int http_threads = 0;  // 0 = max_queued_requests + 8 (handlers block while their request runs)
 };
