@@ -1,17 +1,15 @@
-// dsv4 serve: the OpenAI-compatible HTTP server (server/server.h) over the engine's scheduler.
-#include <pthread.h>
-#include <signal.h>
+// dsv4 serve: options of the OpenAI-compatible server; the server itself (server/serve.h) is loaded from
+// libdsv4_server.so when the command runs.
+#include "dsv4/server/serve.h"
 
-#include <cstdio>
-#include <cstdlib>
+#include <dlfcn.h>
+
 #include <filesystem>
-#include <mutex>
-#include <thread>
+#include <string>
 
 #include "cli/commands.h"
 #include "dsv4/core/log.h"
 #include "dsv4/core/status.h"
-#include "dsv4/server/server.h"
 
 namespace dsv4::cli {
 
@@ -50,75 +48,30 @@ void register_serve(CLI::App& app) {
       if (p.filename().empty()) p = p.parent_path();  // "dir/"
       o->name = p.filename().string();
     }
-    // Signals are taken by one thread (sigwait); every other thread, the engine's and HTTP ones included, blocks
-    // them, so they are created after this mask. A signal while the model loads ends the process at once; once
-    // serving, it shuts the server down gracefully.
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-    signal(SIGPIPE, SIG_IGN);  // a client gone away is a failed write, not a signal
-    std::mutex mu;
-    server::Server* serving = nullptr;
-    bool finished = false;
-    std::thread waiter([&] {
-      int sig = 0;
-      sigwait(&stop_signals, &sig);
-      std::lock_guard<std::mutex> lock(mu);
-      if (finished) return;  // woken by main after serve() ended
-      if (serving == nullptr) {
-        std::fprintf(stderr, "dsv4 serve: signal %d while loading, exiting\n", sig);
-        std::_Exit(128 + sig);
-      }
-      log_info("serve: signal ", sig, ", shutting down (in-flight requests are cancelled and answered)");
-      serving->shutdown();
-    });
-    struct JoinWaiter {  // wakes and joins the waiter however this scope ends
-      std::thread& t;
-      std::mutex& mu;
-      bool& finished;
-      ~JoinWaiter() {
-        {
-          std::lock_guard<std::mutex> lock(mu);
-          finished = true;
-        }
-        pthread_kill(t.native_handle(), SIGTERM);
-        t.join();
-      }
-    } join_waiter{waiter, mu, finished};
-
-    EngineOptions eo;
-    o->flags.apply(eo);
-    eo.graph_spec_tokens = o->spec_tokens;
-    Engine engine(o->dir, eo);
-    if (o->spec_tokens > 0) {
-      DSV4_CHECK_ARG(engine.has_mtp(), "--spec-tokens needs a model with its MTP layer (mtp.0.*)");
-      engine.set_spec_tokens(o->spec_tokens);
+    server::ServeConfig cfg;
+    cfg.model_dir = o->dir;
+    o->flags.apply(cfg.engine);
+    cfg.spec_tokens = o->spec_tokens;
+    cfg.server.host = o->host;
+    cfg.server.port = o->port;
+    cfg.server.api_key = o->api_key;
+    cfg.server.served_model_name = o->name;
+    cfg.server.max_queued_requests = o->max_queued;
+    // The server library (and through it cpp-httplib) is loaded only now: the other commands do not need it.
+    const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe");
+    std::string errors;
+    void* lib = nullptr;
+    for (const std::filesystem::path& dir : {exe.parent_path(), exe.parent_path().parent_path() / "lib"}) {
+      const std::string path = (dir / server::kServeLibrary).string();
+      if ((lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL)) != nullptr) break;
+      errors += std::string("\n  ") + dlerror();
     }
-    auto generator = server::make_engine_generator(engine);
-    server::ServerOptions so;
-    so.host = o->host;
-    so.port = o->port;
-    so.api_key = o->api_key;
-    so.served_model_name = o->name;
-    so.max_queued_requests = o->max_queued;
-    server::Server srv(so, *generator, server::TextCodec::from_model_dir(o->dir));
-    const int port = srv.bind();
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      serving = &srv;
-    }
-    log_info("serve: model '", o->name, "' (",
-             srv.deepseek_chat_format() ? "DeepSeek-V4 chat format" : "plain chat template", "), max_model_len ",
-             engine.max_model_len(), ", listening on http://", o->host, ":", port);
-    std::printf("dsv4 serve: listening on http://%s:%d\n", o->host.c_str(), port);
-    std::fflush(stdout);
-    srv.serve();
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      serving = nullptr;
-    }
+    DSV4_CHECK(
+        lib != nullptr, kUnsupported, "dsv4 serve needs ", server::kServeLibrary,
+        " next to the dsv4 executable and cpp-httplib (Debian/Ubuntu: apt-get install libcpp-httplib0.11):", errors);
+    auto serve_main = reinterpret_cast<server::ServeMainFn>(dlsym(lib, server::kServeMainSymbol));
+    DSV4_CHECK(serve_main != nullptr, kInternal, server::kServeLibrary, " has no ", server::kServeMainSymbol);
+    serve_main(cfg);
   });
 }
 
