@@ -44,7 +44,8 @@ json bytes_array(const std::string& s) {
 // Decrements the in-flight count when the last copy goes (the response is done).
 struct InFlight {
   std::atomic<int64_t>* counter;
-  explicit InFlight(std::atomic<int64_t>* c) : counter(c) { ++*counter; }
+  int64_t position;  // requests in flight with this one, when it arrived
+  explicit InFlight(std::atomic<int64_t>* c) : counter(c), position(c->fetch_add(1) + 1) {}
   ~InFlight() { --*counter; }
   InFlight(const InFlight&) = delete;
   InFlight& operator=(const InFlight&) = delete;
@@ -203,10 +204,6 @@ struct Server::Impl {
                      gen->max_tokens > 0 ? "max_tokens" : (chat ? "messages" : "prompt"), "",
                      "context_length_exceeded");
     }
-    if (in_flight.load() >= opt.max_queued_requests) {
-      throw ApiError(429, "the server is at capacity (" + std::to_string(opt.max_queued_requests) +
-                              " requests in flight); retry later");
-    }
     if (const std::string why = generator.unsupported_sampling(gen->sampling); !why.empty()) {
       const SamplingParams& sp = gen->sampling;
       throw ApiError(400, why,
@@ -221,8 +218,14 @@ struct Server::Impl {
     ro.stop_token_ids = gen->stop_token_ids;
     ro.logprobs = gen->logprobs;
 
+    // A place among the requests in flight (taken atomically, so concurrent handlers cannot overshoot the bound).
+    auto slot = std::make_unique<InFlight>(&in_flight);
+    if (slot->position > opt.max_queued_requests) {
+      throw ApiError(429, "the server is at capacity (" + std::to_string(opt.max_queued_requests) +
+                              " requests in flight); retry later");
+    }
     auto job = std::make_shared<Job>();
-    job->in_flight = std::make_unique<InFlight>(&in_flight);
+    job->in_flight = std::move(slot);
     job->chat = chat;
     job->stream = gen->stream;
     job->include_usage = gen->include_usage;
