@@ -176,6 +176,10 @@ void EngineLoop::run() {
     if (stopping) {
       for (const auto& [id, ch] : live_) gen_.cancel(id);
     }
+    if (!inbox.empty()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      stats_ = gen_.stats();  // admissions show before the step that runs them ends
+    }
     try {
       busy = gen_.step();
     } catch (const std::exception& e) {

@@ -6,7 +6,7 @@ completions (streaming and not), stop strings, seeded sampling, logprobs against
 OpenAI's shape with the server still healthy, 32 concurrent greedy clients against the same requests sent alone,
 and a client that disconnects mid-stream (its sequence freed, as /metrics shows).
 
-    python3 tests/server/test_server.py --dsv4 build/dsv4 --model models/dsv4-tiny-kjv
+    python3 tests/server/test_server.py --dsv4 build/dsv4 --model models/dsv4-tiny-kjv [--serve-args "--spec-tokens 2"]
 """
 import argparse
 import concurrent.futures
@@ -214,8 +214,10 @@ class ServerTest(unittest.TestCase):
                      headers={"Content-Type": "application/json"})
         r = conn.getresponse()
         r.read1(64)  # the stream has started
-        running = metric(metrics(), "dsv4_num_requests_running")
-        self.assertGreaterEqual(running, 1)
+        deadline = time.time() + 10  # the scheduler's figures are those of the last step
+        while metric(metrics(), "dsv4_num_requests_running") < 1 and time.time() < deadline:
+            time.sleep(0.02)
+        self.assertGreaterEqual(metric(metrics(), "dsv4_num_requests_running"), 1)
         r.close()  # hang up mid-stream
         conn.close()
         deadline = time.time() + 30
@@ -237,9 +239,11 @@ def main():
     ap.add_argument("--dsv4", default="build/dsv4")
     ap.add_argument("--model", default="models/dsv4-tiny-kjv")
     ap.add_argument("--name", default="dsv4-tiny-kjv")
+    ap.add_argument("--serve-args", default="", help="further dsv4 serve flags, e.g. '--spec-tokens 2'")
     ARGS, rest = ap.parse_known_args()
     proc = subprocess.Popen([ARGS.dsv4, "serve", "-m", ARGS.model, "--port", "0", "--served-model-name", ARGS.name,
-                             "--max-model-len", "4096"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--max-model-len", "4096"] + ARGS.serve_args.split(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     port = None
     for line in proc.stdout:
         sys.stderr.write(line)
