@@ -44,6 +44,11 @@ class FakeGenerator final : public Generator {
   std::string unsupported_sampling(const SamplingParams& p) const override {
     return p.has_penalties() ? refuse_penalties_ : std::string();
   }
+  // The next step throws (an engine failure mid-generation).
+  void fail_next_step(std::string why) {
+    std::lock_guard<std::mutex> lock(mu_);
+    fail_ = std::move(why);
+  }
   int64_t cancels() const { return cancels_; }
   int64_t submitted() const { return submitted_; }
 
@@ -80,6 +85,14 @@ class FakeGenerator final : public Generator {
     cancelled_.clear();
     prune();
     if (running_.empty()) return false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!fail_.empty()) {
+        const std::string why = std::move(fail_);
+        fail_.clear();
+        fail(StatusCode::kInternal, why);
+      }
+    }
     if (paused_) {  // busy while holding requests, so the engine loop keeps polling
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
       return true;
@@ -148,7 +161,7 @@ class FakeGenerator final : public Generator {
   int64_t max_model_len_, vocab_;
   int32_t eos_;
   std::mutex mu_;
-  std::string refuse_penalties_;
+  std::string refuse_penalties_, fail_;
   Script script_;
   std::vector<Req> running_;
   std::vector<RequestId> cancelled_;

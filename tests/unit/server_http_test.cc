@@ -310,6 +310,29 @@ TEST(ServerHttp, ConcurrentRequestsGetTheirOwnTokens) {
   }
 }
 
+TEST(ServerHttp, EngineFailureReachesTheClientAndTheServerGoesOn) {
+  TestServer s;
+  for (const bool stream : {false, true}) {
+    s.gen.pause(true);
+    const std::string body = json{{"prompt", "abc"}, {"max_tokens", 3}, {"stream", stream}}.dump();
+    auto pending = std::async(std::launch::async, [&] { return s.post("/v1/completions", body); });
+    for (int i = 0; i < 500 && s.gen.idle(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    s.gen.fail_next_step("device lost");
+    s.gen.pause(false);
+    auto r = pending.get();
+    ASSERT_TRUE(r);
+    // The status line went out with the first bytes; the error is in the body (an SSE event before [DONE]).
+    const json err = stream ? sse_payloads(r->body).front() : json::parse(r->body);
+    EXPECT_NE(err["error"]["message"].get<std::string>().find("device lost"), std::string::npos) << r->body;
+    EXPECT_EQ(err["error"]["type"], "server_error");
+    if (stream) {
+      EXPECT_EQ(sse_payloads(r->body).back(), "[DONE]");
+    }
+  }
+  auto ok = s.post("/v1/completions", R"({"prompt": "abc", "max_tokens": 3})");
+  EXPECT_EQ(json::parse(ok->body)["choices"][0]["text"], "cba");
+}
+
 TEST(ServerHttp, ShutdownAnswersRequestsInFlight) {
   auto s = std::make_unique<TestServer>();
   s->gen.pause(true);
