@@ -18,6 +18,7 @@ void register_info(CLI::App& app);
 void register_score(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_bench(CLI::App& app);
+void register_serve(CLI::App& app);
 
 // Device options shared by every command that runs the model: --device, --cuda-precision and the CUDA
 // graph flags (--cudagraph-mode, --enforce-eager, --capture-sizes).
