@@ -26,14 +26,11 @@ class EngineGenerator final : public Generator {
   // (greedy, temperature, top-p only) when the executor samples there and no logprobs are asked for. Until it
   // passes each sequence's generated tokens and routes !device_compatible() requests to host logits, penalties
   // are not applied anywhere and top-k / min-p only on the CPU backend.
+  // The scheduler samples on the host whatever the device sampler cannot draw (top-k, min-p, penalties); only
+  // penalties under speculative decoding are refused (the verification would not see them).
   std::string unsupported_sampling(const SamplingParams& p) const override {
-    if (p.has_penalties()) {
-      return "presence_penalty / frequency_penalty are not supported by this engine build yet (the scheduler does "
-             "not pass generated tokens to the sampler)";
-    }
-    if ((p.top_k > 0 || p.min_p > 0.0f) && engine_.options().device != Device::kCPU) {
-      return "top_k / min_p are not supported on --device cuda yet (the device sampler implements greedy, "
-             "temperature and top_p)";
+    if (p.has_penalties() && engine_.spec_tokens() > 0) {
+      return "presence_penalty / frequency_penalty are not supported with speculative decoding (--spec-tokens)";
     }
     return "";
   }
