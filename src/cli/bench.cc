@@ -76,7 +76,8 @@ void register_bench(CLI::App& app) {
   cmd->callback([o] {
     const std::vector<int64_t> prefill = parse_list(o->prefill, "--prefill"),
                                batches = parse_list(o->batches, "--batch");
-    const std::vector<int64_t> contexts = o->contexts.empty() ? std::vector<int64_t>{} : parse_list(o->contexts, "--contexts");
+    const std::vector<int64_t> contexts =
+        o->contexts.empty() ? std::vector<int64_t>{} : parse_list(o->contexts, "--contexts");
     std::vector<int64_t> spec;
     for (int32_t k : parse_ids(o->spec)) spec.push_back(k);
     DSV4_CHECK_ARG(o->reps > 0 && o->warmup >= 0 && o->decode_steps > 1, "--reps > 0 and --decode-steps > 1 needed");
@@ -123,7 +124,8 @@ void register_bench(CLI::App& app) {
       } else {
         ModelConfig cfg = o->synthetic == "flash" ? flash_slice_config(o->layers) : tiny_config();
         // A synthetic model's positions: what the bench needs unless --max-model-len says otherwise.
-        if (eo.max_model_len == 0) eo.max_model_len = std::min(std::max<int64_t>(positions_needed, 4096), cfg.max_position_embeddings);
+        if (eo.max_model_len == 0)
+          eo.max_model_len = std::min(std::max<int64_t>(positions_needed, 4096), cfg.max_position_embeddings);
         ModelWeights w = random_weights(cfg, {eo.device, true, eo.cuda_precision}, o->seed + 1);
         owned = std::make_unique<Engine>(std::move(cfg), std::move(w), eo);
       }
@@ -306,7 +308,8 @@ void register_bench(CLI::App& app) {
             std::printf("; floor (weights + state) %.3f ms, measured/floor %.2f", d["floor_ms"].get<double>(),
                         d["measured_over_floor"].get<double>());
           }
-          if (d.contains("device_ms_per_step")) std::printf("; device step %.3f ms", d["device_ms_per_step"].get<double>());
+          if (d.contains("device_ms_per_step"))
+            std::printf("; device step %.3f ms", d["device_ms_per_step"].get<double>());
           std::printf("\n");
         }
       }

@@ -89,8 +89,8 @@ void register_info(CLI::App& app) {
       memory["state_page_bytes"] = static_cast<size_t>(L.page_bytes);
       memory["state_page_tokens"] = static_cast<size_t>(L.page_tokens);
       memory["state_ring_pages_per_sequence"] = static_cast<size_t>(L.ring_pages);
-      memory["state_pool_tokens"] = static_cast<size_t>(
-          L.context_columns == 0 ? 0 : (engine.pool_pages() - L.ring_pages) * L.page_tokens);
+      memory["state_pool_tokens"] =
+          static_cast<size_t>(L.context_columns == 0 ? 0 : (engine.pool_pages() - L.ring_pages) * L.page_tokens);
     }
     if (*json_out) {
       nlohmann::json j;

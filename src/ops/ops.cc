@@ -254,7 +254,8 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
 }
 
 void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring,
-               const CompressorState* compressed, Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window, float scale) {
+               const CompressorState* compressed, Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window,
+               float scale) {
   require_meta(ctx, meta, "attention");
   require_float(ctx, out, "attention", "out");
   require_float(ctx, q, "attention", "q");
@@ -264,12 +265,12 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRow
                      kv_ring.dtype == kv.dtype() && sinks.numel() == q.size(1) && out.numel() == q.numel(),
                  "attention: q ", q.shape_string(), ", kv ", kv.shape_string(), ", ring rows of ", kv_ring.width, " ",
                  dtype_name(kv_ring.dtype));
-  DSV4_CHECK_ARG(kv_ring.rows >= window, "attention: the kv ring (", kv_ring.rows,
-                 ") is smaller than the window (", window, ")");
+  DSV4_CHECK_ARG(kv_ring.rows >= window, "attention: the kv ring (", kv_ring.rows, ") is smaller than the window (",
+                 window, ")");
   DSV4_CHECK_ARG(q.size(0) >= meta.num_tokens && kv.size(0) >= meta.num_tokens, "attention: q ", q.shape_string(),
                  " and kv ", kv.shape_string(), " for ", meta.num_tokens, " tokens");
   DSV4_CHECK_ARG(compressed == nullptr || (compressed->dim == q.size(2) && compressed->entries.width == q.size(2) &&
-                                             compressed->entries.dtype == kv.dtype()),
+                                           compressed->entries.dtype == kv.dtype()),
                  "attention: compressed entries of width ", compressed ? compressed->dim : 0, " for heads of ",
                  q.size(2));
   if (optional(selected)) {

@@ -440,8 +440,7 @@ namespace {
 // The CUDA executor: DeviceForward behind the Executor interface.
 class CudaExecutor final : public Executor {
  public:
-  explicit CudaExecutor(const ExecutorSetup& s)
-      : s_(s), device_(*s.cfg, *s.state, s.max_tokens, s.max_rows, *s.ctx) {
+  explicit CudaExecutor(const ExecutorSetup& s) : s_(s), device_(*s.cfg, *s.state, s.max_tokens, s.max_rows, *s.ctx) {
     GraphSetup g;
     g.cudagraph_mode = s.cudagraph_mode;
     g.enforce_eager = s.enforce_eager;

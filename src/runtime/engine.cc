@@ -102,9 +102,9 @@ void Engine::size_pool_and_state() {
     const int64_t reserve = io + (int64_t{1} << 30);  // executor buffers, cuBLASLt workspace, graphs
     const int64_t used = static_cast<int64_t>(total_b - free_b);
     bytes = static_cast<int64_t>(opt_.gpu_memory_utilization * static_cast<double>(total_b)) - used - reserve;
-    DSV4_CHECK(bytes >= layout.bytes_for(1), kOutOfMemory, "no device memory left for the KV state: ",
-               used >> 20, " MiB in use of ", total_b >> 20, " MiB (--gpu-memory-utilization ",
-               opt_.gpu_memory_utilization, ", ", reserve >> 20, " MiB reserved for buffers and graphs)");
+    DSV4_CHECK(bytes >= layout.bytes_for(1), kOutOfMemory, "no device memory left for the KV state: ", used >> 20,
+               " MiB in use of ", total_b >> 20, " MiB (--gpu-memory-utilization ", opt_.gpu_memory_utilization, ", ",
+               reserve >> 20, " MiB reserved for buffers and graphs)");
   }
   int64_t pages = std::min(bytes / layout.page_bytes, full);
   DSV4_CHECK(pages >= layout.pages_for(1), kInvalidArgument, "--kv-cache-memory ", bytes,
@@ -164,8 +164,7 @@ void Engine::check_batch(BatchBuilder& batch) const {
   check_ids(batch.ids());
   const int64_t limit = model_opt_.max_model_len + model_opt_.max_tokens_ahead;
   for (int32_t p : batch.positions()) {
-    DSV4_CHECK_ARG(p < limit, "position ", p, " exceeds the engine's max_model_len (", model_opt_.max_model_len,
-                   ")");
+    DSV4_CHECK_ARG(p < limit, "position ", p, " exceeds the engine's max_model_len (", model_opt_.max_model_len, ")");
   }
 }
 
@@ -177,8 +176,7 @@ void Engine::ensure_pages(BatchBuilder& batch) {
     if (slot < 0) continue;
     DSV4_CHECK_ARG(slot < opt_.max_seqs, "slot ", slot, " outside [0, ", opt_.max_seqs, ")");
     DSV4_CHECK(pages_->ensure(slot, m.end.ptr<int32_t>()[t]), kOutOfMemory, "the KV state pool (",
-               pages_->total_pages(), " pages) cannot hold slot ", slot, " at ", m.end.ptr<int32_t>()[t],
-               " positions");
+               pages_->total_pages(), " pages) cannot hold slot ", slot, " at ", m.end.ptr<int32_t>()[t], " positions");
   }
 }
 
@@ -211,8 +209,8 @@ std::vector<float> Engine::score(const std::vector<int32_t>& ids) {
   DSV4_CHECK_ARG(static_cast<int64_t>(ids.size()) <= model_opt_.max_model_len, "score: ", ids.size(),
                  " tokens exceed max_model_len (", model_opt_.max_model_len, ")");
   DSV4_CHECK(!free_slots_.empty(), kUnsupported, "score: every sequence slot is busy");
-  DSV4_CHECK_ARG(state_->layout().pages_for(static_cast<int64_t>(ids.size())) <= pages_->free_pages(), "score: ",
-                 ids.size(), " tokens need more state pages than are free (", pages_->free_pages(), " of ",
+  DSV4_CHECK_ARG(state_->layout().pages_for(static_cast<int64_t>(ids.size())) <= pages_->free_pages(),
+                 "score: ", ids.size(), " tokens need more state pages than are free (", pages_->free_pages(), " of ",
                  pages_->total_pages(), ")");
   const int32_t slot = free_slots_.back();
   std::vector<float> all, part;
@@ -221,8 +219,7 @@ std::vector<float> Engine::score(const std::vector<int32_t>& ids) {
     for (size_t done = 0; done < ids.size();) {
       const size_t n = std::min(ids.size() - done, chunk);
       BatchBuilder b;
-      b.add({slot, static_cast<int32_t>(done), std::vector<int32_t>(ids.begin() + done, ids.begin() + done + n),
-             true});
+      b.add({slot, static_cast<int32_t>(done), std::vector<int32_t>(ids.begin() + done, ids.begin() + done + n), true});
       forward(b, &part);
       all.insert(all.end(), part.begin(), part.end());
       done += n;

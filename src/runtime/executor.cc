@@ -65,8 +65,6 @@ class CpuExecutor final : public Executor {
 
 }  // namespace
 
-std::unique_ptr<Executor> make_cpu_executor(const ExecutorSetup& setup) {
-  return std::make_unique<CpuExecutor>(setup);
-}
+std::unique_ptr<Executor> make_cpu_executor(const ExecutorSetup& setup) { return std::make_unique<CpuExecutor>(setup); }
 
 }  // namespace dsv4

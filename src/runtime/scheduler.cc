@@ -153,15 +153,15 @@ void Engine::emit(Seq& s, int32_t token, const float* logits_row) {
   e.id = s.id;
   e.token = token;
   e.index = s.generated - 1;
-  if (s.opt.logprobs >= 0 && logits_row != nullptr) fill_logprobs(logits_row, cfg_.vocab_size, token, s.opt.logprobs, e);
+  if (s.opt.logprobs >= 0 && logits_row != nullptr)
+    fill_logprobs(logits_row, cfg_.vocab_size, token, s.opt.logprobs, e);
   const auto& eos = cfg_.eos_token_ids;
-  const bool stop = (s.opt.stop_at_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) ||
-                    std::find(s.opt.stop_token_ids.begin(), s.opt.stop_token_ids.end(), token) !=
-                        s.opt.stop_token_ids.end();
+  const bool stop =
+      (s.opt.stop_at_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) ||
+      std::find(s.opt.stop_token_ids.begin(), s.opt.stop_token_ids.end(), token) != s.opt.stop_token_ids.end();
   if (stop) {
     e.reason = FinishReason::kStop;
-  } else if (s.generated >= s.opt.max_new_tokens ||
-             static_cast<int64_t>(s.tokens.size()) >= model_opt_.max_model_len) {
+  } else if (s.generated >= s.opt.max_new_tokens || static_cast<int64_t>(s.tokens.size()) >= model_opt_.max_model_len) {
     e.reason = FinishReason::kLength;
   }
   e.finished = e.reason != FinishReason::kNone;
@@ -624,9 +624,8 @@ GenerateResult Engine::generate(const std::vector<std::vector<int32_t>>& prompts
     DSV4_CHECK_ARG(!prompts[i].empty(), "generate: prompt ", i, " is empty");
     check_ids(prompts[i]);
     const int64_t P = static_cast<int64_t>(prompts[i].size());
-    DSV4_CHECK_ARG(go.max_new_tokens <= model_opt_.max_model_len - P, "generate: prompt ", i, " (", P,
-                   " tokens) + ", go.max_new_tokens, " new tokens exceed max_model_len (", model_opt_.max_model_len,
-                   ")");
+    DSV4_CHECK_ARG(go.max_new_tokens <= model_opt_.max_model_len - P, "generate: prompt ", i, " (", P, " tokens) + ",
+                   go.max_new_tokens, " new tokens exceed max_model_len (", model_opt_.max_model_len, ")");
   }
   const SchedulerStats before = sched_;
   std::vector<std::chrono::steady_clock::time_point> submitted(prompts.size());

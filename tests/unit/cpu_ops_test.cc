@@ -770,9 +770,7 @@ struct StateHolder {
     st.entries = paged(entries, {slots, max_entries, dim});
   }
   StateHolder(const StateHolder&) = delete;
-  const float* entry(int64_t slot, int64_t j) const {
-    return entries.data() + (slot * st.entries.rows + j) * st.dim;
-  }
+  const float* entry(int64_t slot, int64_t j) const { return entries.data() + (slot * st.entries.rows + j) * st.dim; }
 };
 
 // Entry j of a sequence whose per-position projections are kv/gate [L, width].
@@ -1105,8 +1103,8 @@ TEST_F(CpuOps, AttentionSinkAbsorbsMass) {
   Vec q(D, 0.0f), kv = {1.0f, -2.0f, 3.0f, 0.5f}, ring(1 * 2 * D, 0.0f), sinks = {std::log(3.0f)}, out(D);
   BatchBuilder b;
   b.add({0, 0, {5}, true});
-  ops::attention(ctx, f32(out, {1, 1, D}), f32(q, {1, 1, D}), f32(kv, {1, D}), paged(ring, {1, 2, D}), nullptr, Tensor(),
-                 f32(sinks, {1}), b.meta(), 2, 0.5f);
+  ops::attention(ctx, f32(out, {1, 1, D}), f32(q, {1, 1, D}), f32(kv, {1, D}), paged(ring, {1, 2, D}), nullptr,
+                 Tensor(), f32(sinks, {1}), b.meta(), 2, 0.5f);
   for (int64_t i = 0; i < D; ++i) EXPECT_NEAR(out[i], kv[i] / 4.0f, 1e-6);
 }
 
@@ -1271,20 +1269,20 @@ TEST_F(CpuOps, ValidationNamesTheOp) {
       "indexer_topk");
   expect_invalid(
       [&] {
-        ops::attention(x, f32(c, {2, 1, 4}), f32(a, {2, 1, 4}), f32(b, {2, 4}), paged(big, {1, 2, 4}), nullptr, Tensor(),
-                       f32(c, {1}), meta, 3, 1.0f);
+        ops::attention(x, f32(c, {2, 1, 4}), f32(a, {2, 1, 4}), f32(b, {2, 4}), paged(big, {1, 2, 4}), nullptr,
+                       Tensor(), f32(c, {1}), meta, 3, 1.0f);
       },
       "attention");  // ring smaller than the window
   expect_invalid(
       [&] {
-        ops::attention(x, f32(c, {2, 1, 4}), f32(a, {2, 1, 4}), f32(b, {2, 3}), paged(big, {1, 4, 4}), nullptr, Tensor(),
-                       f32(c, {1}), meta, 3, 1.0f);
+        ops::attention(x, f32(c, {2, 1, 4}), f32(a, {2, 1, 4}), f32(b, {2, 3}), paged(big, {1, 4, 4}), nullptr,
+                       Tensor(), f32(c, {1}), meta, 3, 1.0f);
       },
       "attention");
   expect_invalid(
       [&] {
-        ops::attention(x, f32(c, {2, 2, 4}), f32(a, {2, 2, 4}), f32(b, {2, 4}), paged(big, {1, 4, 4}), nullptr, Tensor(),
-                       f32(c, {1}), meta, 3, 1.0f);
+        ops::attention(x, f32(c, {2, 2, 4}), f32(a, {2, 2, 4}), f32(b, {2, 4}), paged(big, {1, 4, 4}), nullptr,
+                       Tensor(), f32(c, {1}), meta, 3, 1.0f);
       },
       "attention");  // one sink per head
 }

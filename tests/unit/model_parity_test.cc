@@ -57,8 +57,8 @@ std::vector<float> run_chunks(const Fixture& f, const std::vector<int64_t>& chun
     state.mark_dirty(0);
     EXPECT_GT(state.layout().ring_pages, 1);  // the rings themselves span pages
   }
-  Arena scratch("scratch", forward_scratch_bytes(f.cfg, static_cast<int64_t>(f.ids.size()),
-                                                 static_cast<int64_t>(f.ids.size())),
+  Arena scratch("scratch",
+                forward_scratch_bytes(f.cfg, static_cast<int64_t>(f.ids.size()), static_cast<int64_t>(f.ids.size())),
                 Device::kCPU);
   ExecContext ctx;
   ctx.scratch = &scratch;

@@ -42,8 +42,8 @@ int64_t default_page_tokens(const ModelConfig& cfg);
 // Where every state array lives inside a page; computed once from the config and options.
 struct StateLayout {
   struct Array {
-    std::string name;       // "layers.3.compressor.entries", "mtp.kv_ring", …
-    bool ring = false;      // ring page (else context page)
+    std::string name;   // "layers.3.compressor.entries", "mtp.kv_ring", …
+    bool ring = false;  // ring page (else context page)
     DType dtype = DType::F32;
     int64_t width = 0, rows = 0;  // elements per row, logical rows per sequence
     int64_t rate = 0;             // entry stores: positions per entry

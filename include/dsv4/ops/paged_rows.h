@@ -24,17 +24,17 @@
 namespace dsv4 {
 
 struct PagedRows {
-  void* base = nullptr;          // the pool's first page
-  DType dtype = DType::F32;      // element type
-  int64_t page_bytes = 0;        // distance between consecutive pages
-  int64_t offset = 0;            // bytes of this array's first row inside a page
-  int64_t width = 0;             // elements per row
-  int64_t row_bytes = 0;         // distance between rows inside a page (>= width * element size)
-  int64_t rows_per_page = 0;     // rows of this array in one page
-  int64_t rows = 0;              // logical rows per sequence (ring size, or entry capacity)
+  void* base = nullptr;            // the pool's first page
+  DType dtype = DType::F32;        // element type
+  int64_t page_bytes = 0;          // distance between consecutive pages
+  int64_t offset = 0;              // bytes of this array's first row inside a page
+  int64_t width = 0;               // elements per row
+  int64_t row_bytes = 0;           // distance between rows inside a page (>= width * element size)
+  int64_t rows_per_page = 0;       // rows of this array in one page
+  int64_t rows = 0;                // logical rows per sequence (ring size, or entry capacity)
   const int32_t* table = nullptr;  // page ids, [sequences, table_stride]
   int64_t table_stride = 0;
-  int64_t first_column = 0;        // table column of row 0
+  int64_t first_column = 0;  // table column of row 0
 
   bool defined() const { return base != nullptr; }
 

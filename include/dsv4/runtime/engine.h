@@ -67,9 +67,9 @@ struct GenerateStats {
     return draft_steps ? double(accepted_tokens + draft_steps) / draft_steps : 0.0;
   }
   double decode_tokens_per_second() const;
-  double total_seconds = 0;   // from the first submission to the last token
-  int64_t preemptions = 0;    // sequences preempted (pages freed, recomputed later)
-  int64_t steps = 0;          // scheduler steps
+  double total_seconds = 0;  // from the first submission to the last token
+  int64_t preemptions = 0;   // sequences preempted (pages freed, recomputed later)
+  int64_t steps = 0;         // scheduler steps
 };
 
 struct GenerateResult {

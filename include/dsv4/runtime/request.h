@@ -39,9 +39,9 @@ struct RequestOptions {
 
 struct TokenEvent {
   RequestId id = 0;
-  int32_t token = -1;  // the emitted token, or -1 for an event without one (cancellation, error)
-  int64_t index = 0;   // 0-based index of the token among the request's generated tokens
-  float logprob = 0.0f;                               // when RequestOptions::logprobs >= 0
+  int32_t token = -1;    // the emitted token, or -1 for an event without one (cancellation, error)
+  int64_t index = 0;     // 0-based index of the token among the request's generated tokens
+  float logprob = 0.0f;  // when RequestOptions::logprobs >= 0
   std::vector<std::pair<int32_t, float>> top_logprobs;  // when RequestOptions::logprobs > 0, most likely first
   bool finished = false;
   FinishReason reason = FinishReason::kNone;
@@ -54,11 +54,11 @@ using TokenCallback = std::function<void(const TokenEvent&)>;
 struct SchedulerStats {
   int64_t running = 0, waiting = 0;  // requests in the batch / queued (including preempted ones)
   int64_t pages_total = 0, pages_used = 0, page_tokens = 0;
-  int64_t preemptions = 0;          // since the engine started
-  int64_t steps = 0;                // scheduler steps run
-  int64_t forward_calls = 0;        // target and drafter forwards
+  int64_t preemptions = 0;    // since the engine started
+  int64_t steps = 0;          // scheduler steps run
+  int64_t forward_calls = 0;  // target and drafter forwards
   int64_t prompt_tokens = 0, generated_tokens = 0;
-  double prefill_seconds = 0, decode_seconds = 0;  // steps with prompt chunks / pure decode steps
+  double prefill_seconds = 0, decode_seconds = 0;                    // steps with prompt chunks / pure decode steps
   int64_t draft_steps = 0, drafted_tokens = 0, accepted_tokens = 0;  // speculative decoding
 };
 

@@ -143,9 +143,8 @@ void indexer_topk(Tensor out, Tensor q, Tensor w, const CompressorState& keys, c
     }
     std::vector<int32_t> order(visible);
     std::iota(order.begin(), order.end(), 0);
-    std::partial_sort(order.begin(), order.begin() + topk, order.end(), [&](int32_t a, int32_t b) {
-      return score[a] > score[b] || (score[a] == score[b] && a < b);
-    });
+    std::partial_sort(order.begin(), order.begin() + topk, order.end(),
+                      [&](int32_t a, int32_t b) { return score[a] > score[b] || (score[a] == score[b] && a < b); });
     std::copy(order.begin(), order.begin() + topk, sel);
   }
 }

@@ -148,8 +148,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
 }
 
 template <int EPL, bool VEC, typename T>
-void launch_attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, Tensor sinks, const AttnArgs& a,
-                      int64_t T_) {
+void launch_attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, Tensor sinks, const AttnArgs& a, int64_t T_) {
   const int warps = static_cast<int>(std::min<int64_t>(a.heads, kMaxWarps));
   const dim3 grid(static_cast<unsigned>(T_), static_cast<unsigned>((a.heads + warps - 1) / warps));
   check_launch(launch_kernel(attention_kernel<EPL, VEC, T>, grid, dim3(warps * 32), 0, stream_of(ctx), out.ptr<T>(),
@@ -198,8 +197,7 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRow
     // 256), the split kernel's D % 8 (it checks D itself).
     auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
     auto rows_aligned = [&](const PagedRows& p) {
-      return !p.defined() ||
-             (aligned(p.base) && p.page_bytes % 16 == 0 && p.offset % 16 == 0 && p.row_bytes % 16 == 0);
+      return !p.defined() || (aligned(p.base) && p.page_bytes % 16 == 0 && p.offset % 16 == 0 && p.row_bytes % 16 == 0);
     };
     const bool aligned16 = aligned(q.data()) && aligned(kv.data()) && aligned(out.data()) && rows_aligned(a.ring) &&
                            rows_aligned(a.entries);

@@ -17,9 +17,9 @@ struct SplitAttnArgs {
   const int32_t* selected;  // [T, topk] or null (HCA: every visible entry; sliding: no compressed keys)
   int64_t topk;
   int64_t heads, D, window;
-  int64_t rate;        // 0: no compressed entries
-  PagedRows ring;      // the sliding-window kv ring (row = position % ring.rows)
-  PagedRows entries;   // compressed entries (used when rate > 0; capacity entries.rows)
+  int64_t rate;       // 0: no compressed entries
+  PagedRows ring;     // the sliding-window kv ring (row = position % ring.rows)
+  PagedRows entries;  // compressed entries (used when rate > 0; capacity entries.rows)
   float scale;
 };
 

@@ -145,12 +145,12 @@ void compressor_emit(ExecContext& ctx, CompressorState& st, Tensor kv, Tensor ga
   const int threads = D >= 256 ? 256 : static_cast<int>((D + 31) / 32 * 32);
   dispatch_float(st.entries.dtype, "compressor entries", [&](auto e) {
     using TE = decltype(e);
-    check_launch(launch_kernel(compressor_emit_kernel<TE>, dim3(static_cast<unsigned>(T)), dim3(threads),
-                               D * sizeof(float), stream_of(ctx), st.entries, kv.ptr<float>(), gate.ptr<float>(),
-                               st.raw_kv, st.raw_gate, ape.ptr<float>(), norm_w.ptr<float>(),
-                               rope.inv_freq.ptr<float>(), meta_ptrs(meta), st.rate, D, st.overlap, rope.rope_dim,
-                               rope.attention_factor, eps),
-                 "compressor_emit");
+    check_launch(
+        launch_kernel(compressor_emit_kernel<TE>, dim3(static_cast<unsigned>(T)), dim3(threads), D * sizeof(float),
+                      stream_of(ctx), st.entries, kv.ptr<float>(), gate.ptr<float>(), st.raw_kv, st.raw_gate,
+                      ape.ptr<float>(), norm_w.ptr<float>(), rope.inv_freq.ptr<float>(), meta_ptrs(meta), st.rate, D,
+                      st.overlap, rope.rope_dim, rope.attention_factor, eps),
+        "compressor_emit");
   });
 }
 

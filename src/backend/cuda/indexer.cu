@@ -117,10 +117,10 @@ __global__ void __launch_bounds__(kThreads)
                         int64_t heads, int64_t Di, int64_t rate, int64_t chunk, int64_t topk, float softmax_scale) {
   pdl_wait();
   extern __shared__ float smem[];
-  const int64_t qs = Di + 1;       // padded query row: lanes read different heads without conflicts
-  float* qsh = smem;               // [heads, Di + 1]
-  float* wsh = qsh + heads * qs;   // [heads]
-  float* ksh = wsh + heads;        // [kWarps, Di]: each warp's current key
+  const int64_t qs = Di + 1;      // padded query row: lanes read different heads without conflicts
+  float* qsh = smem;              // [heads, Di + 1]
+  float* wsh = qsh + heads * qs;  // [heads]
+  float* ksh = wsh + heads;       // [kWarps, Di]: each warp's current key
   const int64_t padded = padded_topk(topk);
   // [topk + chunk] order keys: the best topk so far, then the current chunk's; then the selection's candidates.
   uint64_t* best = reinterpret_cast<uint64_t*>(smem + align2(heads * qs + heads + kWarps * Di));
@@ -213,11 +213,11 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
                                            static_cast<int>(shared)),
                       "cudaFuncSetAttribute(indexer_topk)"));
     }
-    check_launch(launch_kernel(indexer_topk_kernel<TK>, dim3(static_cast<unsigned>(T)), dim3(kThreads), shared,
-                               stream_of(ctx), out.ptr<int32_t>(), q.ptr<float>(), w.ptr<float>(),
-                               keys.entries, meta.pos.ptr<int32_t>(), meta.slot.ptr<int32_t>(), heads, Di, keys.rate,
-                               chunk, topk, softmax_scale),
-                 "indexer_topk");
+    check_launch(
+        launch_kernel(indexer_topk_kernel<TK>, dim3(static_cast<unsigned>(T)), dim3(kThreads), shared, stream_of(ctx),
+                      out.ptr<int32_t>(), q.ptr<float>(), w.ptr<float>(), keys.entries, meta.pos.ptr<int32_t>(),
+                      meta.slot.ptr<int32_t>(), heads, Di, keys.rate, chunk, topk, softmax_scale),
+        "indexer_topk");
   });
 }
 
