@@ -6,32 +6,17 @@
 
 #include "dsv4/runtime/engine.h"
 #include "gpu_test_util.h"
+#include "unit/scheduler_testing.h"
 #include "unit/test_util.h"
 
 namespace dsv4 {
 namespace {
 
+using test::greedy;
+using test::mixed_prompts;
+
 std::string model_dir() { return test::source_dir() + "/models/dsv4-tiny-kjv"; }
 
-std::vector<std::vector<int32_t>> mixed_prompts(size_t count, uint64_t seed, int max_len) {
-  std::mt19937 rng(static_cast<uint32_t>(seed));
-  std::vector<std::vector<int32_t>> out;
-  for (size_t i = 0; i < count; ++i) {
-    const int len = 1 + static_cast<int>(rng() % static_cast<uint32_t>(max_len));
-    std::vector<int32_t> p = {0};
-    for (int j = 1; j < len; ++j) p.push_back(static_cast<int32_t>(2 + rng() % 6000u));
-    out.push_back(p);
-  }
-  return out;
-}
-
-GenerateOptions greedy(int64_t n, int64_t k = 0) {
-  GenerateOptions go;
-  go.max_new_tokens = n;
-  go.stop_at_eos = false;
-  go.spec_tokens = k;
-  return go;
-}
 
 EngineOptions cuda_options(int64_t max_seqs, int64_t max_batch_tokens) {
   EngineOptions o;
@@ -46,7 +31,7 @@ EngineOptions cuda_options(int64_t max_seqs, int64_t max_batch_tokens) {
 
 TEST(CudaScheduler, ContinuousBatchingMatchesAloneAndTheCpu) {
   DSV4_REQUIRE_GPU();
-  const auto prompts = mixed_prompts(40, 3, 90);
+  const auto prompts = mixed_prompts(6144, 40, 3, 90);
   const int64_t n = 12;
   Engine e(model_dir(), cuda_options(12, 96));
   GenerateOptions go = greedy(n);
@@ -71,7 +56,7 @@ TEST(CudaScheduler, PreemptionKeepsOutputs) {
   DSV4_REQUIRE_GPU();
   EngineOptions o = cuda_options(16, 128);
   o.page_tokens = 16;
-  const auto prompts = mixed_prompts(16, 17, 60);
+  const auto prompts = mixed_prompts(6144, 16, 17, 60);
   std::vector<std::vector<int32_t>> roomy;
   {
     Engine e(model_dir(), o);
@@ -88,7 +73,7 @@ TEST(CudaScheduler, PreemptionKeepsOutputs) {
 TEST(CudaScheduler, SpeculativeBatchMatchesPlain) {
   DSV4_REQUIRE_GPU();
   Engine e(model_dir(), cuda_options(16, 256));
-  const auto prompts = mixed_prompts(16, 29, 40);
+  const auto prompts = mixed_prompts(6144, 16, 29, 40);
   const GenerateResult plain = e.generate(prompts, greedy(32));
   for (int64_t k : {1, 2, 4}) {
     const GenerateResult spec = e.generate(prompts, greedy(32, k));

@@ -6,32 +6,17 @@
 
 #include "dsv4/runtime/engine.h"
 #include "dsv4/runtime/page_pool.h"
+#include "scheduler_testing.h"
 #include "test_util.h"
 
 namespace dsv4 {
 namespace {
 
+using test::greedy;
+using test::mixed_prompts;
+
 std::string model_dir() { return test::source_dir() + "/models/dsv4-tiny-kjv"; }
 
-std::vector<std::vector<int32_t>> mixed_prompts(int64_t vocab, size_t count, uint64_t seed, int max_len = 90) {
-  std::mt19937 rng(static_cast<uint32_t>(seed));
-  std::vector<std::vector<int32_t>> out;
-  for (size_t i = 0; i < count; ++i) {
-    const int len = 1 + static_cast<int>(rng() % static_cast<uint32_t>(max_len));
-    std::vector<int32_t> p = {0};  // BOS, then random ids
-    for (int j = 1; j < len; ++j) p.push_back(static_cast<int32_t>(2 + rng() % static_cast<uint32_t>(vocab - 2)));
-    out.push_back(p);
-  }
-  return out;
-}
-
-GenerateOptions greedy(int64_t n, int64_t k = 0) {
-  GenerateOptions go;
-  go.max_new_tokens = n;
-  go.stop_at_eos = false;
-  go.spec_tokens = k;
-  return go;
-}
 
 // Each prompt alone, one engine, in order.
 std::vector<std::vector<int32_t>> alone(Engine& e, const std::vector<std::vector<int32_t>>& prompts, int64_t n) {
