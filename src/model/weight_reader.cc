@@ -98,11 +98,11 @@ WeightReader::WeightReader(const Checkpoint& ckpt, const ModelConfig& cfg, bool 
         const bool quantised = info->dtype == DType::F8_E4M3 || info->dtype == DType::I8 || info->dtype == DType::U8;
         std::string hint;
         if (quantised && s.group == QuantGroup::kNone) {
-          hint = " (DeepSeek's checkpoints keep this tensor unquantised)";
+          hint = " (an FP8/FP4 storage dtype, but DeepSeek's checkpoints keep this tensor unquantised)";
         } else if (quantised && !q.quantized) {
-          hint = " (a quantised weight, but config.json has no quantization_config)";
+          hint = " (an FP8/FP4-quantised weight, but config.json has no quantization_config)";
         } else if (quantised) {
-          hint = str_cat(" (a quantised expert, but config.json expert_dtype is '", q.expert_dtype, "')");
+          hint = str_cat(" (an FP8/FP4-quantised expert, but config.json expert_dtype is '", q.expert_dtype, "')");
         }
         errors.push_back(str_cat("tensor '", it->second, "' has dtype ", dtype_name(info->dtype),
                                  ", expected F32, BF16 or F16", hint));
