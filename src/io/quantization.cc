@@ -114,28 +114,27 @@ QuantizationConfig parse_quantization_config(const json& root, const std::string
     if (!method.empty() && method != "fp8") {
       bad("quantization_config.quant_method", "is '", method, "': dsv4 reads DeepSeek's 'fp8' checkpoints");
     }
+    // Absent fields take DeepSeek-V4's values; the tensors' dtypes and shapes are validated at load either way.
     const std::string fmt = string_field(qc, "fmt", "quantization_config.fmt");
-    if (fmt != "e4m3") {
-      bad("quantization_config.fmt", fmt.empty() ? std::string("is missing") : "is '" + fmt + "'",
-          ": dsv4 reads 'e4m3' FP8 weights");
-    }
+    if (!fmt.empty() && fmt != "e4m3") bad("quantization_config.fmt", "is '", fmt, "': dsv4 reads 'e4m3' FP8 weights");
     const std::string scale_fmt = string_field(qc, "scale_fmt", "quantization_config.scale_fmt");
-    if (scale_fmt != "ue8m0") {
-      bad("quantization_config.scale_fmt", scale_fmt.empty() ? std::string("is missing") : "is '" + scale_fmt + "'",
-          ": dsv4 reads 'ue8m0' scales (F8_E8M0 tensors named <weight>.scale)");
+    if (!scale_fmt.empty() && scale_fmt != "ue8m0") {
+      bad("quantization_config.scale_fmt", "is '", scale_fmt,
+          "': dsv4 reads 'ue8m0' scales (F8_E8M0 tensors named <weight>.scale)");
     }
     const std::string act = string_field(qc, "activation_scheme", "quantization_config.activation_scheme");
     if (!act.empty() && act != "dynamic") {
       bad("quantization_config.activation_scheme", "is '", act, "': only 'dynamic' is supported");
     }
-    if (!qc.contains("weight_block_size")) bad("quantization_config.weight_block_size", "is missing");
-    const json& bs = qc.at("weight_block_size");
-    if (!bs.is_array() || bs.size() != 2 || !bs[0].is_number_integer() || !bs[1].is_number_integer()) {
-      bad("quantization_config.weight_block_size", "must be a list of two integers, got ", bs.dump());
-    }
-    if (bs[0].get<int64_t>() != kFp8Block || bs[1].get<int64_t>() != kFp8Block) {
-      bad("quantization_config.weight_block_size", "is ", bs.dump(),
-          ": block sizes other than [128, 128] are not supported");
+    if (qc.contains("weight_block_size") && !qc.at("weight_block_size").is_null()) {
+      const json& bs = qc.at("weight_block_size");
+      if (!bs.is_array() || bs.size() != 2 || !bs[0].is_number_integer() || !bs[1].is_number_integer()) {
+        bad("quantization_config.weight_block_size", "must be a list of two integers, got ", bs.dump());
+      }
+      if (bs[0].get<int64_t>() != kFp8Block || bs[1].get<int64_t>() != kFp8Block) {
+        bad("quantization_config.weight_block_size", "is ", bs.dump(),
+            ": block sizes other than [128, 128] are not supported");
+      }
     }
     const std::string inner = string_field(qc, "expert_dtype", "quantization_config.expert_dtype");
     if (!inner.empty() && !expert_dtype.empty() && inner != expert_dtype) {

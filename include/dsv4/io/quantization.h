@@ -41,7 +41,8 @@ struct QuantizationConfig {
   static QuantizationConfig official(WeightFormat experts = WeightFormat::kFp4);
 };
 
-// Parses the quantisation fields of a config.json object. Errors (kParseError) name the field: unknown
+// Parses the quantisation fields of a config.json object. Absent fields of quantization_config take
+// DeepSeek-V4's values (e4m3, ue8m0, [128, 128], dynamic). Errors (kParseError) name the field: unknown
 // quant_method / fmt / scale_fmt / activation_scheme / expert_dtype, block sizes other than 128 x 128 (named
 // as unsupported), an fp4/fp8 expert_dtype without quantization_config, conflicting expert_dtype values.
 QuantizationConfig parse_quantization_config(const nlohmann::json& root, const std::string& origin);
