@@ -42,9 +42,10 @@ void register_make_tiny(CLI::App& app) {
       throw;
     }
     std::filesystem::remove_all(tmp);
-    std::printf("wrote a random tiny DeepSeek-V4 checkpoint (seed %llu) in the official quantised layout "
-                "(FP8 dense, %s experts) to %s\n",
-                static_cast<unsigned long long>(o->seed), o->expert_dtype.c_str(), o->out.c_str());
+    std::printf(
+        "wrote a random tiny DeepSeek-V4 checkpoint (seed %llu) in the official quantised layout "
+        "(FP8 dense, %s experts) to %s\n",
+        static_cast<unsigned long long>(o->seed), o->expert_dtype.c_str(), o->out.c_str());
   });
 }
 

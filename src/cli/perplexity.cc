@@ -55,16 +55,16 @@ Reference open_reference(const std::string& path, int64_t V, int64_t ctx, const 
   DSV4_CHECK_ARG(lp->shape[1] == V, "--kl-reference '", path, "' has vocabulary ", lp->shape[1], ", the model has ", V);
   const auto& meta = r.file->metadata();
   auto it = meta.find("ctx");
-  DSV4_CHECK_ARG(it == meta.end() || it->second == std::to_string(ctx), "--kl-reference '", path, "' was made with --ctx ",
-                 it == meta.end() ? "" : it->second, ", this run uses --ctx ", ctx);
+  DSV4_CHECK_ARG(it == meta.end() || it->second == std::to_string(ctx), "--kl-reference '", path,
+                 "' was made with --ctx ", it == meta.end() ? "" : it->second, ", this run uses --ctx ", ctx);
   r.rows = lp->shape[0];
   DSV4_CHECK_ARG(r.rows == static_cast<int64_t>(targets.size()), "--kl-reference '", path, "' scores ", r.rows,
                  " tokens, this run ", targets.size(), " (same --file, tokenizer, --ctx and --max-tokens?)");
   r.log_probs = static_cast<const float*>(r.file->data(*lp));
   r.targets = static_cast<const int64_t*>(r.file->data(*tg));
   for (int64_t i = 0; i < r.rows; ++i) {
-    DSV4_CHECK_ARG(r.targets[i] == targets[static_cast<size_t>(i)], "--kl-reference '", path,
-                   "': token ", i, " is ", r.targets[i], " there and ", targets[static_cast<size_t>(i)],
+    DSV4_CHECK_ARG(r.targets[i] == targets[static_cast<size_t>(i)], "--kl-reference '", path, "': token ", i, " is ",
+                   r.targets[i], " there and ", targets[static_cast<size_t>(i)],
                    " here (a different text or tokenizer)");
   }
   return r;
@@ -204,8 +204,8 @@ void register_perplexity(CLI::App& app) {
                   j["reference_perplexity"].get<double>(), j["kl_mean"].get<double>(), j["kl_p99"].get<double>(),
                   j["kl_max"].get<double>(), j["top1_agreement"].get<double>());
     }
-    if (!o->save_logits.empty()) std::printf("log-probabilities [%lld, %lld] written to %s\n", (long long)N, (long long)V,
-                                             o->save_logits.c_str());
+    if (!o->save_logits.empty())
+      std::printf("log-probabilities [%lld, %lld] written to %s\n", (long long)N, (long long)V, o->save_logits.c_str());
   });
 }
 

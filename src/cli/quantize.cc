@@ -1,8 +1,9 @@
+#include "dsv4/model/quantize.h"
+
 #include <chrono>
 #include <cstdio>
 
 #include "cli/commands.h"
-#include "dsv4/model/quantize.h"
 
 namespace dsv4::cli {
 

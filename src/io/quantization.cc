@@ -77,9 +77,12 @@ struct FirstError {
 
 const char* weight_format_name(WeightFormat f) {
   switch (f) {
-    case WeightFormat::kPlain: return "plain";
-    case WeightFormat::kFp8Block: return "fp8-e4m3 (ue8m0 128x128 blocks)";
-    case WeightFormat::kFp4: return "fp4-e2m1 (ue8m0 per 32)";
+    case WeightFormat::kPlain:
+      return "plain";
+    case WeightFormat::kFp8Block:
+      return "fp8-e4m3 (ue8m0 128x128 blocks)";
+    case WeightFormat::kFp4:
+      return "fp4-e2m1 (ue8m0 per 32)";
   }
   return "?";
 }
@@ -194,9 +197,12 @@ std::vector<int64_t> quantized_weight_shape(WeightFormat f, int64_t out, int64_t
 
 std::vector<int64_t> quantized_scale_shape(WeightFormat f, int64_t out, int64_t in) {
   switch (f) {
-    case WeightFormat::kPlain: return {};
-    case WeightFormat::kFp8Block: return {ceil_div(out, kFp8Block), ceil_div(in, kFp8Block)};
-    case WeightFormat::kFp4: return {out, ceil_div(in, kFp4Group)};
+    case WeightFormat::kPlain:
+      return {};
+    case WeightFormat::kFp8Block:
+      return {ceil_div(out, kFp8Block), ceil_div(in, kFp8Block)};
+    case WeightFormat::kFp4:
+      return {out, ceil_div(in, kFp4Group)};
   }
   return {};
 }
@@ -260,8 +266,7 @@ void dequantize_fp4(const uint8_t* packed, const uint8_t* scale, int64_t out, in
   }
 }
 
-void quantize_fp8_block(const float* w, int64_t out, int64_t in, uint8_t* q, uint8_t* scale,
-                        const std::string& what) {
+void quantize_fp8_block(const float* w, int64_t out, int64_t in, uint8_t* q, uint8_t* scale, const std::string& what) {
   for (int64_t i = 0; i < out * in; ++i) {
     if (!std::isfinite(w[i])) non_finite_input(what, i / in, i % in, w[i]);
   }

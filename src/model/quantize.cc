@@ -54,10 +54,10 @@ QuantizeReport quantize_checkpoint(const std::string& in_dir, const std::string&
       continue;
     }
     const int64_t out = s.shape[0], in = s.shape[1];
-    DSV4_CHECK_ARG(fmt != WeightFormat::kFp4 || in % 2 == 0, "quantize: '", s.name, "' has an odd input dimension ",
-                   in, ": packed FP4 needs an even one (use --expert-dtype fp8 or bf16)");
-    plan.push_back({s.name, fmt == WeightFormat::kFp4 ? DType::I8 : DType::F8_E4M3,
-                    quantized_weight_shape(fmt, out, in), s.name});
+    DSV4_CHECK_ARG(fmt != WeightFormat::kFp4 || in % 2 == 0, "quantize: '", s.name, "' has an odd input dimension ", in,
+                   ": packed FP4 needs an even one (use --expert-dtype fp8 or bf16)");
+    plan.push_back(
+        {s.name, fmt == WeightFormat::kFp4 ? DType::I8 : DType::F8_E4M3, quantized_weight_shape(fmt, out, in), s.name});
     plan.push_back({scale_tensor_name(s.name), DType::F8_E8M0, quantized_scale_shape(fmt, out, in), s.name, true});
   }
   std::vector<std::vector<size_t>> shards(1);

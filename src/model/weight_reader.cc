@@ -21,8 +21,9 @@ bool is_plain_float(DType t) { return t == DType::F32 || t == DType::BF16 || t =
 // Why a format was expected, for error messages.
 std::string format_reason(const QuantizationConfig& q, const TensorSpec& s) {
   if (s.group == QuantGroup::kRoutedExpert) {
-    return q.expert_dtype.empty() ? std::string("routed experts of a quantization_config checkpoint without "
-                                                "expert_dtype follow the dense FP8 format")
+    return q.expert_dtype.empty() ? std::string(
+                                        "routed experts of a quantization_config checkpoint without "
+                                        "expert_dtype follow the dense FP8 format")
                                   : str_cat("config.json expert_dtype is '", q.expert_dtype, "'");
   }
   return "config.json has a quantization_config (dense projections are FP8)";
@@ -32,9 +33,12 @@ std::string format_reason(const QuantizationConfig& q, const TensorSpec& s) {
 
 WeightFormat checkpoint_format(const QuantizationConfig& q, const TensorSpec& spec) {
   switch (spec.group) {
-    case QuantGroup::kNone: return WeightFormat::kPlain;
-    case QuantGroup::kDense: return q.dense;
-    case QuantGroup::kRoutedExpert: return q.experts;
+    case QuantGroup::kNone:
+      return WeightFormat::kPlain;
+    case QuantGroup::kDense:
+      return q.dense;
+    case QuantGroup::kRoutedExpert:
+      return q.experts;
   }
   return WeightFormat::kPlain;
 }
@@ -80,8 +84,8 @@ WeightReader::WeightReader(const Checkpoint& ckpt, const ModelConfig& cfg, bool 
     const TensorInfo* info = ckpt.find(it->second);
     if (s.kind == WeightKind::kIndex) {
       if (info->shape != s.shape) {
-        errors.push_back(str_cat("tensor '", it->second, "' has shape ", info->shape_string(), ", expected ",
-                                 shape_str(s.shape)));
+        errors.push_back(
+            str_cat("tensor '", it->second, "' has shape ", info->shape_string(), ", expected ", shape_str(s.shape)));
       }
       if (info->dtype != DType::I64 && info->dtype != DType::I32) {
         errors.push_back(
@@ -91,8 +95,8 @@ WeightReader::WeightReader(const Checkpoint& ckpt, const ModelConfig& cfg, bool 
     }
     if (fmt == WeightFormat::kPlain) {
       if (info->shape != s.shape) {
-        errors.push_back(str_cat("tensor '", it->second, "' has shape ", info->shape_string(), ", expected ",
-                                 shape_str(s.shape)));
+        errors.push_back(
+            str_cat("tensor '", it->second, "' has shape ", info->shape_string(), ", expected ", shape_str(s.shape)));
       }
       if (!is_plain_float(info->dtype)) {
         const bool quantised = info->dtype == DType::F8_E4M3 || info->dtype == DType::I8 || info->dtype == DType::U8;
@@ -117,9 +121,8 @@ WeightReader::WeightReader(const Checkpoint& ckpt, const ModelConfig& cfg, bool 
       continue;
     }
     const std::vector<int64_t> want_shape = quantized_weight_shape(fmt, out, in);
-    const bool dtype_ok = fmt == WeightFormat::kFp8Block
-                              ? info->dtype == DType::F8_E4M3
-                              : (info->dtype == DType::I8 || info->dtype == DType::U8);
+    const bool dtype_ok = fmt == WeightFormat::kFp8Block ? info->dtype == DType::F8_E4M3
+                                                         : (info->dtype == DType::I8 || info->dtype == DType::U8);
     if (!dtype_ok) {
       errors.push_back(str_cat("tensor '", it->second, "' has dtype ", dtype_name(info->dtype), ", expected ",
                                fmt == WeightFormat::kFp8Block ? "F8_E4M3" : "I8 (packed FP4)", " since ",
@@ -127,15 +130,14 @@ WeightReader::WeightReader(const Checkpoint& ckpt, const ModelConfig& cfg, bool 
     }
     if (info->shape != want_shape) {
       errors.push_back(str_cat("tensor '", it->second, "' has shape ", info->shape_string(), ", expected ",
-                               shape_str(want_shape), " (", weight_format_name(fmt), " of ", shape_str(s.shape),
-                               ")"));
+                               shape_str(want_shape), " (", weight_format_name(fmt), " of ", shape_str(s.shape), ")"));
     }
     const std::string scale = scale_tensor_name(s.name);
     expected.insert(scale);
     auto sit = by_canonical_.find(scale);
     if (sit == by_canonical_.end()) {
-      errors.push_back(str_cat("missing scale tensor '", scale, "' of the quantised weight '", it->second, "' (F8_E8M0 ",
-                               shape_str(quantized_scale_shape(fmt, out, in)), ")"));
+      errors.push_back(str_cat("missing scale tensor '", scale, "' of the quantised weight '", it->second,
+                               "' (F8_E8M0 ", shape_str(quantized_scale_shape(fmt, out, in)), ")"));
       continue;
     }
     const TensorInfo* sinfo = ckpt.find(sit->second);
@@ -146,8 +148,7 @@ WeightReader::WeightReader(const Checkpoint& ckpt, const ModelConfig& cfg, bool 
     const std::vector<int64_t> want_scale = quantized_scale_shape(fmt, out, in);
     if (sinfo->shape != want_scale) {
       errors.push_back(str_cat("scale tensor '", sit->second, "' has shape ", sinfo->shape_string(), ", expected ",
-                               shape_str(want_scale), " (", weight_format_name(fmt), " of ", shape_str(s.shape),
-                               ")"));
+                               shape_str(want_scale), " (", weight_format_name(fmt), " of ", shape_str(s.shape), ")"));
     }
   }
   for (const auto& [canon, raw] : by_canonical_) {
@@ -216,8 +217,7 @@ void WeightReader::read_f32(const std::string& name, std::vector<float>* out) co
       convert_to_f32(t.dtype(), t.data(), out->data(), out->size());
       return;
     case WeightFormat::kFp8Block:
-      dequantize_fp8_block(t.ptr<uint8_t>(), raw_scale(name).ptr<uint8_t>(), s.shape[0], s.shape[1], out->data(),
-                           what);
+      dequantize_fp8_block(t.ptr<uint8_t>(), raw_scale(name).ptr<uint8_t>(), s.shape[0], s.shape[1], out->data(), what);
       return;
     case WeightFormat::kFp4:
       dequantize_fp4(t.ptr<uint8_t>(), raw_scale(name).ptr<uint8_t>(), s.shape[0], s.shape[1], out->data(), what);

@@ -1,19 +1,20 @@
 // Quantised checkpoints (issue 17): the E4M3 / E2M1 / E8M0 codecs, quantization_config parsing, `dsv4 quantize`
 // round trips checked against a dequantiser written independently here, the official layout (shards, index,
 // `.scale` siblings, packed I8 experts), and a clear error for every malformed quantised checkpoint.
+#include "dsv4/io/quantization.h"
+
 #include <unistd.h>
 
 #include <cmath>
 #include <cstring>
-#include <functional>
-#include <set>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 
 #include "dsv4/core/buffer.h"
-#include "dsv4/io/quantization.h"
 #include "dsv4/model/quantize.h"
 #include "dsv4/model/random_checkpoint.h"
 #include "dsv4/model/weights.h"
@@ -172,17 +173,17 @@ TEST(QuantCodec, BadCodesAndInputsAreErrors) {
   std::vector<float> dst(4);
   const uint8_t q[4] = {0x38, 0x38, 0x7F, 0x38}, s[1] = {127}, nan_scale[1] = {0xFF};
   expect_error_contains([&] { dequantize_fp8_block(q, s, 2, 2, dst.data(), "tensor 'x'"); },
-                              {"tensor 'x'", "[1, 0]", "NaN"});
+                        {"tensor 'x'", "[1, 0]", "NaN"});
   const uint8_t ok[4] = {0x38, 0x38, 0x38, 0x38};
   expect_error_contains([&] { dequantize_fp8_block(ok, nan_scale, 2, 2, dst.data(), "tensor 'x'"); },
-                              {"tensor 'x'", "0xFF"});
+                        {"tensor 'x'", "0xFF"});
   const uint8_t max_codes[4] = {0x7E, 0x7E, 0x7E, 0x7E}, big[1] = {254};  // 448 * 2^127
   expect_error_contains([&] { dequantize_fp8_block(max_codes, big, 2, 2, dst.data(), "tensor 'x'"); },
-                              {"overflows f32"});
+                        {"overflows f32"});
   const float inf_w[2] = {1.0f, INFINITY};
   uint8_t qb[2], sb[1];
   expect_error_contains([&] { quantize_fp8_block(inf_w, 1, 2, qb, sb, "tensor 'y'"); },
-                              {"tensor 'y'", "non-finite", "[0, 1]"});
+                        {"tensor 'y'", "non-finite", "[0, 1]"});
   const float three[3] = {1, 2, 3};
   expect_error_contains([&] { quantize_fp4(three, 1, 3, qb, sb, "tensor 'z'"); }, {"tensor 'z'", "even"});
 }
@@ -250,7 +251,9 @@ TEST(QuantConfig, EveryUnsupportedFieldIsNamed) {
          {"config.json", "quantization_config.fmt", "'e5m2'", "e4m3"});
   expect(error_of([](json& j) { j["quantization_config"]["scale_fmt"] = "fp32"; }),
          {"quantization_config.scale_fmt", "'fp32'", "ue8m0"});
-  expect(error_of([](json& j) { j["quantization_config"]["weight_block_size"] = {64, 64}; }),
+  expect(error_of([](json& j) {
+           j["quantization_config"]["weight_block_size"] = {64, 64};
+         }),
          {"weight_block_size", "[64,64]", "not supported", "[128, 128]"});
   expect(error_of([](json& j) { j["quantization_config"]["weight_block_size"] = "128"; }),
          {"weight_block_size", "two integers"});
@@ -409,8 +412,8 @@ TEST_F(QuantizedCheckpoint, OfficialLayout) {
   EXPECT_EQ(c.find("layers.1.ffn.experts.0.w1.scale")->shape, (std::vector<int64_t>{32, 2}));
   EXPECT_EQ(c.find("layers.1.ffn.experts.0.w2.scale")->shape, (std::vector<int64_t>{64, 1}));
   // Unquantised classes stay as DeepSeek ships them.
-  for (const char* n : {"embed.weight", "head.weight", "layers.1.ffn.gate.weight", "layers.1.attn.compressor.wgate.weight",
-                        "layers.1.attn.indexer.weights_proj.weight"}) {
+  for (const char* n : {"embed.weight", "head.weight", "layers.1.ffn.gate.weight",
+                        "layers.1.attn.compressor.wgate.weight", "layers.1.attn.indexer.weights_proj.weight"}) {
     EXPECT_EQ(c.find(n)->dtype, DType::BF16) << n;
     EXPECT_EQ(c.find(str_cat(std::string(n).substr(0, std::string(n).size() - 7), ".scale")), nullptr) << n;
   }
@@ -439,10 +442,14 @@ TEST_F(QuantizedCheckpoint, MalformedCheckpointsGiveClearErrors) {
   expect_parts(load_error(rewrite(q, "noscale", [](Ts& t) { erase(t, "layers.0.attn.wq_a.scale"); })),
                {"missing scale tensor 'layers.0.attn.wq_a.scale'", "'layers.0.attn.wq_a.weight'", "F8_E8M0 [1, 1]"});
   expect_parts(load_error(rewrite(q, "scaleshape",
-                                  [](Ts& t) { find(t, "layers.1.attn.wq_b.scale") = HostTensor(DType::F8_E8M0, {2, 1}); })),
+                                  [](Ts& t) {
+                                    find(t, "layers.1.attn.wq_b.scale") = HostTensor(DType::F8_E8M0, {2, 1});
+                                  })),
                {"scale tensor 'layers.1.attn.wq_b.scale' has shape [2, 1], expected [1, 1]"});
   expect_parts(load_error(rewrite(q, "scaledtype",
-                                  [](Ts& t) { find(t, "layers.1.attn.wkv.scale") = HostTensor(DType::F32, {1, 1}); })),
+                                  [](Ts& t) {
+                                    find(t, "layers.1.attn.wkv.scale") = HostTensor(DType::F32, {1, 1});
+                                  })),
                {"scale tensor 'layers.1.attn.wkv.scale' has dtype F32, expected F8_E8M0"});
   expect_parts(load_error(rewrite(q, "fp4scale",
                                   [](Ts& t) {
@@ -459,24 +466,26 @@ TEST_F(QuantizedCheckpoint, MalformedCheckpointsGiveClearErrors) {
                                     find(t, "layers.0.attn.wo_a.weight") = HostTensor(DType::BF16, {32, 64});
                                   })),
                {"'layers.0.attn.wo_a.weight' has dtype BF16, expected F8_E4M3", "quantization_config"});
-  expect_parts(load_error(rewrite(q, "expertdtype",
-                                  [](Ts& t) {
-                                    find(t, "layers.3.ffn.experts.1.w3.weight") = HostTensor(DType::F8_E4M3, {32, 32});
-                                  })),
-               {"'layers.3.ffn.experts.1.w3.weight' has dtype F8_E4M3, expected I8 (packed FP4)",
-                "expert_dtype is 'fp4'"});
+  expect_parts(
+      load_error(rewrite(q, "expertdtype",
+                         [](Ts& t) {
+                           find(t, "layers.3.ffn.experts.1.w3.weight") = HostTensor(DType::F8_E4M3, {32, 32});
+                         })),
+      {"'layers.3.ffn.experts.1.w3.weight' has dtype F8_E4M3, expected I8 (packed FP4)", "expert_dtype is 'fp4'"});
   expect_parts(load_error(rewrite(q, "extrascale",
-                                  [](Ts& t) { t.emplace_back("embed.scale", HostTensor(DType::F8_E8M0, {1, 1})); })),
+                                  [](Ts& t) {
+                                    t.emplace_back("embed.scale", HostTensor(DType::F8_E8M0, {1, 1}));
+                                  })),
                {"unexpected scale tensor 'embed.scale'", "not stored quantised"});
-  expect_parts(load_error(rewrite(q, "nanscale",
-                                  [](Ts& t) { find(t, "layers.1.attn.wq_a.scale").ptr<uint8_t>()[0] = 0xFF; })),
-               {"tensor 'layers.1.attn.wq_a.weight'", "0xFF (NaN in E8M0)"});
+  expect_parts(
+      load_error(rewrite(q, "nanscale", [](Ts& t) { find(t, "layers.1.attn.wq_a.scale").ptr<uint8_t>()[0] = 0xFF; })),
+      {"tensor 'layers.1.attn.wq_a.weight'", "0xFF (NaN in E8M0)"});
   // A quantised config over a bf16 checkpoint, and a plain config over a quantised one.
   const std::string plain_as_q = rewrite(dir_ + "/bf16", "plainasq", [](Ts&) {});
   fs::copy_file(q + "/config.json", plain_as_q + "/config.json", fs::copy_options::overwrite_existing);
-  expect_parts(load_error(plain_as_q), {"'layers.0.attn.wq_a.weight' has dtype BF16, expected F8_E4M3",
-                                        "'layers.0.ffn.experts.0.w1.weight' has dtype BF16, expected I8",
-                                        "missing scale tensor"});
+  expect_parts(load_error(plain_as_q),
+               {"'layers.0.attn.wq_a.weight' has dtype BF16, expected F8_E4M3",
+                "'layers.0.ffn.experts.0.w1.weight' has dtype BF16, expected I8", "missing scale tensor"});
   const std::string q_as_plain = rewrite(q, "qasplain", [](Ts&) {});
   fs::copy_file(dir_ + "/bf16/config.json", q_as_plain + "/config.json", fs::copy_options::overwrite_existing);
   expect_parts(load_error(q_as_plain), {"'layers.0.attn.wq_a.weight' has dtype F8_E4M3", "no quantization_config"});
@@ -492,7 +501,7 @@ TEST_F(QuantizedCheckpoint, OddExpertInputIsRejected) {
   write_random_checkpoint(dir_ + "/odd", cfg, 2);
   QuantizeOptions o;
   expect_error_contains([&] { quantize_checkpoint(dir_ + "/odd", dir_ + "/oddq", o); },
-                              {"ffn.experts.0.w2.weight", "odd input dimension 33", "--expert-dtype fp8"});
+                        {"ffn.experts.0.w2.weight", "odd input dimension 33", "--expert-dtype fp8"});
   o.experts = WeightFormat::kFp8Block;  // FP8 experts take any shape (partial 128-blocks)
   quantize_checkpoint(dir_ + "/odd", dir_ + "/oddq8", o);
   EXPECT_NO_THROW(load_weights(Checkpoint::open(dir_ + "/oddq8"), config_of(dir_ + "/oddq8"), {}));

@@ -73,7 +73,8 @@ class QuantizeCli : public testing::Test {
     const Result r = run(args);
     EXPECT_EQ(r.status, 1) << args << "\n" << r.out << r.err;
     EXPECT_NE(r.err.find("error:"), std::string::npos) << args << "\n" << r.err;
-    for (const std::string& p : parts) EXPECT_NE(r.err.find(p), std::string::npos) << args << ": '" << p << "' in:\n" << r.err;
+    for (const std::string& p : parts)
+      EXPECT_NE(r.err.find(p), std::string::npos) << args << ": '" << p << "' in:\n" << r.err;
   }
 
   static std::string* dir_;
@@ -98,8 +99,8 @@ TEST_F(QuantizeCli, PerplexityAgainstItselfHasZeroKlAndFullAgreement) {
   EXPECT_EQ(b["perplexity"], a["perplexity"]);
   EXPECT_EQ(b["reference_perplexity"], a["perplexity"]);
   // The progress line goes to stderr; the human-readable form names every figure.
-  const Result r = run(str_cat("perplexity -m ", path("tiny"), " --file ", path("text.txt"), " --ctx 48 --kl-reference ",
-                               path("ref.safetensors")));
+  const Result r = run(str_cat("perplexity -m ", path("tiny"), " --file ", path("text.txt"),
+                               " --ctx 48 --kl-reference ", path("ref.safetensors")));
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.err.find("perplexity: window 3/3"), std::string::npos) << r.err;
   for (const char* part : {"perplexity ", "KL mean 0", "top-1 agreement 1.0000"}) {
@@ -111,10 +112,11 @@ TEST_F(QuantizeCli, PerplexityAgainstItselfHasZeroKlAndFullAgreement) {
   expect_failure(str_cat("perplexity -m ", path("tiny"), " --file ", path("text.txt"), " --ctx 32 --kl-reference ",
                          path("ref.safetensors")),
                  {"--ctx 48", "--ctx 32"});
-  expect_failure(str_cat("perplexity -m ", path("tiny"), " --file ", path("missing.txt")), {"cannot open", "missing.txt"});
-  expect_failure(str_cat("perplexity -m ", path("tiny"), " --file ", path("text.txt"), " --kl-reference ",
-                         path("text.txt")),
-                 {"text.txt"});
+  expect_failure(str_cat("perplexity -m ", path("tiny"), " --file ", path("missing.txt")),
+                 {"cannot open", "missing.txt"});
+  expect_failure(
+      str_cat("perplexity -m ", path("tiny"), " --file ", path("text.txt"), " --kl-reference ", path("text.txt")),
+      {"text.txt"});
 }
 
 TEST_F(QuantizeCli, MakeTinyQuantizedAndInfo) {
@@ -136,7 +138,8 @@ TEST_F(QuantizeCli, MakeTinyQuantizedAndInfo) {
   const std::string common = str_cat(" --file ", path("text.txt"), " --ctx 48 --json");
   ASSERT_EQ(run(str_cat("make-tiny ", path("tinyb"), " --seed 4")).status, 0);
   run_json(str_cat("perplexity -m ", path("tinyb"), common, " --save-logits ", path("tinyb.safetensors")));
-  const json q = run_json(str_cat("perplexity -m ", path("tinyq"), common, " --kl-reference ", path("tinyb.safetensors")));
+  const json q =
+      run_json(str_cat("perplexity -m ", path("tinyq"), common, " --kl-reference ", path("tinyb.safetensors")));
   EXPECT_GT(q["kl_mean"].get<double>(), 0.0);
   EXPECT_LT(q["kl_mean"].get<double>(), 0.5);  // random unit-scale weights, FP4 experts: a loose sanity bound
   expect_failure(str_cat("make-tiny ", path("bad"), " --quantized --expert-dtype int4"), {"--expert-dtype", "int4"});
@@ -153,8 +156,10 @@ TEST_F(QuantizeCli, DefaultModelQuantizedPerplexity) {
   EXPECT_TRUE(fs::exists(path("kjv-fp4/model.safetensors.index.json")));
   EXPECT_TRUE(fs::exists(path("kjv-fp4/tokenizer.json")));
   const std::string common = str_cat(" --file ", heldout, " --max-tokens 1024 --json");
-  const json ref = run_json(str_cat("perplexity -m ", default_model(), common, " --save-logits ", path("kjv.safetensors")));
-  const json q = run_json(str_cat("perplexity -m ", path("kjv-fp4"), common, " --kl-reference ", path("kjv.safetensors")));
+  const json ref =
+      run_json(str_cat("perplexity -m ", default_model(), common, " --save-logits ", path("kjv.safetensors")));
+  const json q =
+      run_json(str_cat("perplexity -m ", path("kjv-fp4"), common, " --kl-reference ", path("kjv.safetensors")));
   EXPECT_EQ(q["tokens"], 1024);
   const double bf16 = ref["perplexity"].get<double>(), fp4 = q["perplexity"].get<double>();
   // Measured on the whole file: bf16 15.066, FP8 dense + FP4 experts 15.093 (+0.18%), KL mean 0.017.

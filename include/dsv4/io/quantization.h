@@ -32,10 +32,10 @@ constexpr int64_t kFp4Group = 32;   // inputs per FP4 scale
 // "e4m3", "scale_fmt": "ue8m0", "weight_block_size": [128, 128], "activation_scheme": "dynamic"}) and the
 // top-level `expert_dtype` ("fp4" | "fp8" | "bf16"; also read inside quantization_config, as V4.1 writes it).
 struct QuantizationConfig {
-  bool quantized = false;                      // quantization_config present
-  WeightFormat dense = WeightFormat::kPlain;   // dense projections: FP8 when quantized
+  bool quantized = false;                       // quantization_config present
+  WeightFormat dense = WeightFormat::kPlain;    // dense projections: FP8 when quantized
   WeightFormat experts = WeightFormat::kPlain;  // routed experts: expert_dtype (absent: as the dense ones)
-  std::string expert_dtype;                    // as written in config.json ("" when absent)
+  std::string expert_dtype;                     // as written in config.json ("" when absent)
 
   // FP8 dense projections with FP4 (fp4) or FP8 (fp8) routed experts: the official Flash / Pro layout.
   static QuantizationConfig official(WeightFormat experts = WeightFormat::kFp4);
