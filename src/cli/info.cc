@@ -1,7 +1,7 @@
 #include <cstdio>
 #include <map>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "cli/commands.h"
 #include "dsv4/io/safetensors.h"

@@ -21,7 +21,9 @@ void add_block(std::vector<TensorSpec>& out, const ModelConfig& c, const std::st
   const int64_t H = c.hidden_size, n = c.hc_mult, mix = c.hc_mix_dim(), D = c.head_dim, Nh = c.num_attention_heads;
   const int64_t I = c.moe_intermediate_size, E = c.n_routed_experts;
   auto add = [&](const std::string& name, std::vector<int64_t> shape, WeightKind kind,
-                 QuantGroup group = QuantGroup::kNone) { out.push_back({p + name, std::move(shape), kind, group}); };
+                 QuantGroup group = QuantGroup::kNone) {
+    out.push_back({p + name, std::move(shape), kind, group});
+  };
   constexpr QuantGroup kDense = QuantGroup::kDense;
   add("attn_norm.weight", {H}, WeightKind::kNorm);
   add("ffn_norm.weight", {H}, WeightKind::kNorm);

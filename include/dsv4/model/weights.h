@@ -63,9 +63,9 @@ class WeightReader {
   const std::vector<TensorSpec>& specs() const { return specs_; }
   const TensorSpec& spec(const std::string& name) const;
   WeightFormat format(const std::string& name) const;  // as stored (the config's format, validated)
-  Tensor raw(const std::string& name) const;            // the checkpoint's tensor (its own dtype and shape)
-  Tensor raw_scale(const std::string& name) const;      // the `.scale` sibling of a quantised weight
-  size_t stored_bytes(const std::string& name) const;   // bytes on disk: the weight plus its scale
+  Tensor raw(const std::string& name) const;           // the checkpoint's tensor (its own dtype and shape)
+  Tensor raw_scale(const std::string& name) const;     // the `.scale` sibling of a quantised weight
+  size_t stored_bytes(const std::string& name) const;  // bytes on disk: the weight plus its scale
   // The weight's values as f32 in its spec shape, dequantised exactly when it is stored quantised.
   // Not for kIndex tensors (integer tables: read raw()).
   void read_f32(const std::string& name, std::vector<float>* out) const;
