@@ -212,30 +212,34 @@ void dequantize_fp8_block(const uint8_t* q, const uint8_t* scale, int64_t out, i
   const int64_t sc = ceil_div(in, kFp8Block), sr = ceil_div(out, kFp8Block);
   for (int64_t i = 0; i < sr * sc; ++i) {
     DSV4_CHECK_ARG(scale[i] != kE8m0Nan, what, ": scale [", i / sc, ", ", i % sc, "] is 0xFF (NaN in E8M0)");
+    // |e4m3| <= 448 = 1.75 * 2^8: a product overflows f32 only from 2^120 on.
+    DSV4_CHECK_ARG(scale[i] < 127 + 120, what, ": scale [", i / sc, ", ", i % sc, "] = 2^", int(scale[i]) - 127,
+                   " overflows f32 times the largest E4M3 value");
   }
   float table[256];
   for (int c = 0; c < 256; ++c) table[c] = f8e4m3_to_float(static_cast<uint8_t>(c));
-  FirstError nan_code, overflow;
+  FirstError nan_row;
 #pragma omp parallel for schedule(static) if (out * in > kParallelElements)
   for (int64_t r = 0; r < out; ++r) {
     const uint8_t* qr = q + r * in;
-    const uint8_t* sr_row = scale + (r / kFp8Block) * sc;
+    const uint8_t* srow = scale + (r / kFp8Block) * sc;
     float* d = dst + r * in;
-    for (int64_t k = 0; k < in; ++k) {
-      const uint8_t c = qr[k];
-      if ((c & 0x7F) == 0x7F) nan_code.record(r * in + k);
-      d[k] = table[c] * e8m0_value(sr_row[k / kFp8Block]);
-      if (std::isinf(d[k])) overflow.record(r * in + k);
+    int nan_codes = 0;
+    for (int64_t k0 = 0; k0 < in; k0 += kFp8Block) {
+      const float s = e8m0_value(srow[k0 / kFp8Block]);
+      const int64_t k1 = std::min(in, k0 + kFp8Block);
+      for (int64_t k = k0; k < k1; ++k) {
+        nan_codes |= (qr[k] & 0x7F) == 0x7F;
+        d[k] = table[qr[k]] * s;
+      }
     }
+    if (nan_codes) nan_row.record(r);
   }
-  if (nan_code.any()) {
-    const int64_t i = nan_code.index.load();
-    fail(StatusCode::kInvalidArgument, what, ": element [", i / in, ", ", i % in, "] is an E4M3 NaN code");
-  }
-  if (overflow.any()) {
-    const int64_t i = overflow.index.load();
-    fail(StatusCode::kInvalidArgument, what, ": element [", i / in, ", ", i % in,
-         "] times its scale overflows f32 (scale exponent too large)");
+  if (nan_row.any()) {
+    const int64_t r = nan_row.index.load();
+    int64_t k = 0;
+    while ((q[r * in + k] & 0x7F) != 0x7F) ++k;
+    fail(StatusCode::kInvalidArgument, what, ": element [", r, ", ", k, "] is an E4M3 NaN code");
   }
 }
 
@@ -245,24 +249,29 @@ void dequantize_fp4(const uint8_t* packed, const uint8_t* scale, int64_t out, in
   const int64_t sc = ceil_div(in, kFp4Group);
   for (int64_t i = 0; i < out * sc; ++i) {
     DSV4_CHECK_ARG(scale[i] != kE8m0Nan, what, ": scale [", i / sc, ", ", i % sc, "] is 0xFF (NaN in E8M0)");
+    // |e2m1| <= 6 = 1.5 * 2^2: a product overflows f32 only from 2^126 on.
+    DSV4_CHECK_ARG(scale[i] < 127 + 126, what, ": scale [", i / sc, ", ", i % sc, "] = 2^", int(scale[i]) - 127,
+                   " overflows f32 times the largest E2M1 value");
   }
-  FirstError overflow;
+  // Both values of every byte: element 2j in the low nibble.
+  float pairs[256][2];
+  for (int b = 0; b < 256; ++b) {
+    pairs[b][0] = fp4_e2m1_to_float(static_cast<uint8_t>(b & 0xF));
+    pairs[b][1] = fp4_e2m1_to_float(static_cast<uint8_t>(b >> 4));
+  }
 #pragma omp parallel for schedule(static) if (out * in > kParallelElements)
   for (int64_t r = 0; r < out; ++r) {
     const uint8_t* pr = packed + r * (in / 2);
-    const uint8_t* s = scale + r * sc;
+    const uint8_t* srow = scale + r * sc;
     float* d = dst + r * in;
-    for (int64_t j = 0; j < in / 2; ++j) {
-      const float s0 = e8m0_value(s[(2 * j) / kFp4Group]), s1 = e8m0_value(s[(2 * j + 1) / kFp4Group]);
-      d[2 * j] = fp4_e2m1_to_float(pr[j] & 0xF) * s0;
-      d[2 * j + 1] = fp4_e2m1_to_float(pr[j] >> 4) * s1;
-      if (std::isinf(d[2 * j]) || std::isinf(d[2 * j + 1])) overflow.record(r * in + 2 * j);
+    for (int64_t g = 0; g < sc; ++g) {  // a group of 32 inputs is 16 whole bytes (in is even)
+      const float s = e8m0_value(srow[g]);
+      const int64_t j1 = std::min(in, (g + 1) * kFp4Group) / 2;
+      for (int64_t j = g * kFp4Group / 2; j < j1; ++j) {
+        d[2 * j] = pairs[pr[j]][0] * s;
+        d[2 * j + 1] = pairs[pr[j]][1] * s;
+      }
     }
-  }
-  if (overflow.any()) {
-    const int64_t i = overflow.index.load();
-    fail(StatusCode::kInvalidArgument, what, ": element [", i / in, ", ", i % in,
-         "] times its scale overflows f32 (scale exponent too large)");
   }
 }
 

@@ -62,7 +62,8 @@ std::vector<int64_t> quantized_scale_shape(WeightFormat f, int64_t out, int64_t 
 
 // ---- matrix codecs (host, OpenMP over rows for large matrices) --------------------------------------------
 // Dequantise into f32 [out, in], exactly. `what` names the tensor in errors: a NaN weight code (E4M3
-// 0x7F/0xFF), a NaN scale (E8M0 0xFF) or a value beyond f32 range throw kInvalidArgument with its position.
+// 0x7F/0xFF), a NaN scale (E8M0 0xFF) or a scale large enough to overflow f32 (2^120 for FP8, 2^126 for FP4)
+// throw kInvalidArgument with its position.
 void dequantize_fp8_block(const uint8_t* q, const uint8_t* scale, int64_t out, int64_t in, float* dst,
                           const std::string& what);
 void dequantize_fp4(const uint8_t* packed, const uint8_t* scale, int64_t out, int64_t in, float* dst,
