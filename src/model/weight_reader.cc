@@ -1,6 +1,7 @@
 // WeightReader: validation of a checkpoint against a config's inventory, plain and quantised formats, and the
 // exact f32 read of each weight.
 #include <algorithm>
+#include <regex>
 #include <set>
 
 #include "dsv4/model/weights.h"
@@ -151,9 +152,21 @@ WeightReader::WeightReader(const Checkpoint& ckpt, const ModelConfig& cfg, bool 
                                shape_str(want_scale), " (", weight_format_name(fmt), " of ", shape_str(s.shape), ")"));
     }
   }
+  // DeepSeek's checkpoints may carry the MTP layer's own copies of the embedding and head (`mtp.0.emb.tok_emb.weight`,
+  // `mtp.0.head.weight`); its convert.py drops them, and the drafter shares the target's (checked for shape only).
+  static const std::regex kMtpCopies(R"(^mtp\.\d+\.(emb\.tok_emb|head)\.weight$)");
   for (const auto& [canon, raw] : by_canonical_) {
     if (expected.count(canon)) continue;
     if (mtp_ignored && canon.rfind(kMtpPrefix, 0) == 0) continue;
+    if (std::regex_match(canon, kMtpCopies)) {
+      const TensorInfo* info = ckpt.find(raw);
+      const std::vector<int64_t> want = {cfg.vocab_size, cfg.hidden_size};
+      if (info->shape != want) {
+        errors.push_back(str_cat("tensor '", raw, "' (the MTP's copy of the embedding/head, unused) has shape ",
+                                 info->shape_string(), ", expected ", shape_str(want)));
+      }
+      continue;
+    }
     const bool is_scale = canon.size() > 6 && canon.compare(canon.size() - 6, 6, ".scale") == 0;
     const std::string weight = is_scale ? canon.substr(0, canon.size() - 6) + ".weight" : std::string();
     if (is_scale && spec_index_.count(weight)) {

@@ -489,6 +489,18 @@ TEST_F(QuantizedCheckpoint, MalformedCheckpointsGiveClearErrors) {
   const std::string q_as_plain = rewrite(q, "qasplain", [](Ts&) {});
   fs::copy_file(dir_ + "/bf16/config.json", q_as_plain + "/config.json", fs::copy_options::overwrite_existing);
   expect_parts(load_error(q_as_plain), {"'layers.0.attn.wq_a.weight' has dtype F8_E4M3", "no quantization_config"});
+  // The MTP's own copies of the embedding and head, as DeepSeek's checkpoints may carry them: accepted (unused)
+  // when shaped [V, H].
+  const std::string copies = rewrite(q, "mtpcopies", [](Ts& t) {
+    t.emplace_back("mtp.0.emb.tok_emb.weight", HostTensor(DType::BF16, {512, 64}));
+    t.emplace_back("mtp.0.head.weight", HostTensor(DType::BF16, {512, 64}));
+  });
+  EXPECT_TRUE(load_weights(Checkpoint::open(copies), config_of(copies), {}).mtp.has_value());
+  expect_parts(load_error(rewrite(q, "mtpcopybad",
+                                  [](Ts& t) {
+                                    t.emplace_back("mtp.0.head.weight", HostTensor(DType::BF16, {512, 32}));
+                                  })),
+               {"'mtp.0.head.weight'", "has shape [512, 32], expected [512, 64]"});
   // A truncated shard.
   const std::string cut = rewrite(q, "truncated", [](Ts&) {});
   fs::resize_file(cut + "/model.safetensors", fs::file_size(cut + "/model.safetensors") - 100);
