@@ -507,6 +507,54 @@ TEST_F(QuantizedCheckpoint, MalformedCheckpointsGiveClearErrors) {
   expect_error_contains([&] { Checkpoint::open(cut); }, {"truncated"});
 }
 
+// Hand-written codes and scale bytes load as the format defines them (literal expected values: the nibble order,
+// the sign bit, the E8M0 bias and the block/group layout, independent of any codec in dsv4 or this file).
+TEST_F(QuantizedCheckpoint, HandWrittenCodesLoadAsDefined) {
+  const std::string q = quantize("q", WeightFormat::kFp4);
+  using Ts = std::vector<std::pair<std::string, HostTensor>>;
+  const std::string d = rewrite(q, "hand", [](Ts& t) {
+    // wq_a [32, 64], one 128x128 block: 0x38 = 1.0, 0xB8 = -1.0, 0x3C = 1.5, 0x01 = 2^-9, 0x7E = 448; scale 2^3.
+    uint8_t* w = find(t, "layers.0.attn.wq_a.weight").ptr<uint8_t>();
+    std::memset(w, 0, 32 * 64);
+    w[0] = 0x38;
+    w[1] = 0xB8;
+    w[64 + 2] = 0x3C;
+    w[31 * 64 + 63] = 0x01;
+    w[5 * 64 + 7] = 0x7E;
+    find(t, "layers.0.attn.wq_a.scale").ptr<uint8_t>()[0] = 130;
+    // Expert 2's w1 [32, 64] as [32, 32] bytes, scales [32, 2]: row 0 byte 0 = 0x7A -> element 0 = -1.0 (low
+    // nibble 0xA), element 1 = 6.0 (high nibble 0x7); row 0 byte 16 (elements 32, 33, second group) = 0x21 ->
+    // 0.5, 1.0; row 3 byte 31 (elements 62, 63) = 0xF9 -> -0.5, -6.0.
+    uint8_t* e = find(t, "layers.0.ffn.experts.2.w1.weight").ptr<uint8_t>();
+    std::memset(e, 0, 32 * 32);
+    e[0] = 0x7A;
+    e[16] = 0x21;
+    e[3 * 32 + 31] = 0xF9;
+    uint8_t* s = find(t, "layers.0.ffn.experts.2.w1.scale").ptr<uint8_t>();
+    std::memset(s, 127, 32 * 2);
+    s[0] = 126;          // row 0, group 0: 2^-1
+    s[1] = 129;          // row 0, group 1: 2^2
+    s[3 * 2 + 1] = 120;  // row 3, group 1: 2^-7
+  });
+  const ModelWeights w = load_weights(Checkpoint::open(d), config_of(d), {});
+  const float* a = w.layers[0].attn.wq_a.ptr<float>();
+  EXPECT_EQ(a[0], 8.0f);
+  EXPECT_EQ(a[1], -8.0f);
+  EXPECT_EQ(a[64 + 2], 12.0f);
+  EXPECT_EQ(a[31 * 64 + 63], std::ldexp(1.0f, -6));
+  EXPECT_EQ(a[5 * 64 + 7], 3584.0f);
+  EXPECT_EQ(a[3], 0.0f);
+  const Tensor ex = w.layers[0].ffn.w1.select(0, 2);
+  const float* x = ex.ptr<float>();
+  EXPECT_EQ(x[0], -0.5f);
+  EXPECT_EQ(x[1], 3.0f);
+  EXPECT_EQ(x[32], 2.0f);
+  EXPECT_EQ(x[33], 4.0f);
+  EXPECT_EQ(x[3 * 64 + 62], -std::ldexp(0.5f, -7));
+  EXPECT_EQ(x[3 * 64 + 63], -std::ldexp(6.0f, -7));
+  EXPECT_EQ(x[2], 0.0f);
+}
+
 TEST_F(QuantizedCheckpoint, OddExpertInputIsRejected) {
   ModelConfig cfg = tiny_config();
   cfg.moe_intermediate_size = 33;  // w2 [64, 33]: cannot be packed two values a byte
