@@ -41,7 +41,7 @@ std::vector<int64_t> parse_list(const std::string& csv, const char* flag) {
 void register_bench(CLI::App& app) {
   auto* cmd = app.add_subcommand("bench", "Measure load time, prefill and decode speed, speculative decoding");
   struct Opts {
-    std::string dir, synthetic, modes, prefill = "128,1024", batches = "1,4,16,64", spec = "0,1,2,3", prompt;
+    std::string dir, synthetic, modes, prefill = "128,1024", batches = "1,4,16,64", spec = "0,1,2,3", prompt, contexts;
     int64_t layers = 3, context = 16, decode_steps = 32, reps = 5, warmup = 1;
     uint64_t seed = 0;
     DeviceFlags flags;
@@ -54,6 +54,9 @@ void register_bench(CLI::App& app) {
                   "dimensions, the first --layers layers + MTP) or 'tiny'");
   cmd->add_option("--layers", o->layers, "Layers of the synthetic Flash slice")->capture_default_str();
   cmd->add_option("--context", o->context, "Prompt tokens before the decode steps")->capture_default_str();
+  cmd->add_option("--contexts", o->contexts,
+                  "Contexts (e.g. 1024,32768,1048576) for a batch-1 decode step on a state filled with random values "
+                  "(no prefill): ms/step against a floor of the weight and state bytes a step reads");
   o->flags.add_to(cmd);
   cmd->add_option("--prefill", o->prefill, "Prompt lengths for prefill throughput")->capture_default_str();
   cmd->add_option("--batch", o->batches, "Batch sizes for decode")->capture_default_str();
@@ -73,6 +76,7 @@ void register_bench(CLI::App& app) {
   cmd->callback([o] {
     const std::vector<int64_t> prefill = parse_list(o->prefill, "--prefill"),
                                batches = parse_list(o->batches, "--batch");
+    const std::vector<int64_t> contexts = o->contexts.empty() ? std::vector<int64_t>{} : parse_list(o->contexts, "--contexts");
     std::vector<int64_t> spec;
     for (int32_t k : parse_ids(o->spec)) spec.push_back(k);
     DSV4_CHECK_ARG(o->reps > 0 && o->warmup >= 0 && o->decode_steps > 1, "--reps > 0 and --decode-steps > 1 needed");
@@ -109,8 +113,9 @@ void register_bench(CLI::App& app) {
       // --max-batch-tokens are prefilled in chunks (activations are sized by the chunk, not the prompt).
       if (eo.max_seqs == 0) eo.max_seqs = std::max<int64_t>(1, *std::max_element(batches.begin(), batches.end()));
       // Positions the measurements need (the longest prompt + its token, or context + decode + drafts).
-      const int64_t positions_needed =
+      int64_t positions_needed =
           std::max(*std::max_element(prefill.begin(), prefill.end()) + 1, o->context + o->decode_steps + 8);
+      for (int64_t c : contexts) positions_needed = std::max(positions_needed, c + 1);
       const auto t0 = std::chrono::steady_clock::now();
       std::unique_ptr<Engine> owned;
       if (o->synthetic.empty()) {
@@ -184,6 +189,44 @@ void register_bench(CLI::App& app) {
         }
         j["decode"].push_back(d);
       }
+      for (int64_t N : contexts) {  // batch-1 decode at position N on a random state (no prefill)
+        if (N + 1 > engine.max_model_len()) {
+          log_info("context ", N, " skipped: the engine holds ", engine.max_model_len(), " positions per sequence");
+          continue;
+        }
+        engine.fill_state_random(o->seed + 7);
+        std::vector<float> logits;
+        auto step_at = [&](int64_t p) {
+          BatchBuilder b;
+          b.add({0, static_cast<int32_t>(p), {random_ids(1)[0]}, false});
+          engine.forward(b, &logits, nullptr, /*uniform_decode=*/true);
+        };
+        const Summary s = measure([&] {
+          const auto t = std::chrono::steady_clock::now();
+          for (int64_t i = 0; i < o->decode_steps; ++i) step_at(N + i);
+          return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count() /
+                 static_cast<double>(o->decode_steps);
+        });
+        nlohmann::json d = {{"context", N}, {"ms_per_step", to_json({s.median * 1e3, s.min * 1e3, s.max * 1e3})}};
+        if (copy_bw > 0) {
+          const DecodeTraffic traffic = decode_step_traffic(engine.config(), engine.weights(), 1, N,
+                                                            eo.cuda_precision == DType::F32 ? DType::F32 : DType::BF16);
+          double state_bytes = 0;
+          for (const char* part : {"kv window", "compressed entries", "indexer keys"}) {
+            if (traffic.bytes.count(part) != 0) state_bytes += traffic.bytes.at(part);
+          }
+          d["floor_ms"] = traffic.total() / copy_bw * 1e3;
+          d["floor_state_bytes"] = state_bytes;
+          d["floor_bytes"] = traffic.total();
+          d["measured_over_floor"] = s.median * 1e3 / (traffic.total() / copy_bw * 1e3);
+        }
+        if (engine.options().device == Device::kCUDA) {
+          step_at(N);  // the replayed step is this one
+          d["device_ms_per_step"] = engine.device_decode_step_ms(1, 10);
+        }
+        engine.release_slot(0);
+        j["context_decode"].push_back(d);
+      }
       if (engine.has_mtp()) {  // speculative decoding at batch 1
         std::vector<int32_t> prompt;
         if (!o->prompt.empty()) {
@@ -207,6 +250,18 @@ void register_bench(CLI::App& app) {
                                       {"mean_accepted_length", last.mean_accepted_length()},
                                       {"tokens_per_second", static_cast<double>(o->decode_steps - 1) / s.median}});
         }
+      }
+      j["memory"] = {{"weights_bytes", engine.weights_bytes()},
+                     {"activations_bytes", engine.scratch_bytes()},
+                     {"state_pool_bytes", engine.state_bytes()},
+                     {"state_pages", engine.pool_pages()},
+                     {"page_tokens", engine.state_layout().page_tokens},
+                     {"io_bytes", engine.device_io_bytes()},
+                     {"graph_bytes", engine.graph_bytes()}};
+      if (engine.options().device == Device::kCUDA) {
+        size_t free_b = 0, total_b = 0;
+        cuda::memory_info(&free_b, &total_b);
+        j["memory"]["device_in_use_bytes"] = total_b - free_b;  // everything is allocated up front
       }
       out["runs"].push_back(j);
     }
@@ -243,6 +298,27 @@ void register_bench(CLI::App& app) {
           std::printf("\n");
         }
       }
+      if (j.contains("context_decode")) {
+        for (const auto& d : j["context_decode"]) {
+          std::printf("decode at context %8lld: %8.3f ms/step", d["context"].get<long long>(),
+                      d["ms_per_step"]["median"].get<double>());
+          if (d.contains("floor_ms")) {
+            std::printf("; floor (weights + state) %.3f ms, measured/floor %.2f", d["floor_ms"].get<double>(),
+                        d["measured_over_floor"].get<double>());
+          }
+          if (d.contains("device_ms_per_step")) std::printf("; device step %.3f ms", d["device_ms_per_step"].get<double>());
+          std::printf("\n");
+        }
+      }
+      const auto& mem = j["memory"];
+      std::printf("memory: weights %.1f MiB, activations %.1f MiB, state pool %.1f MiB (%lld pages of %lld tokens)",
+                  mem["weights_bytes"].get<double>() / 1048576.0, mem["activations_bytes"].get<double>() / 1048576.0,
+                  mem["state_pool_bytes"].get<double>() / 1048576.0, mem["state_pages"].get<long long>(),
+                  mem["page_tokens"].get<long long>());
+      if (mem.contains("device_in_use_bytes")) {
+        std::printf(", device in use %.1f MiB", mem["device_in_use_bytes"].get<double>() / 1048576.0);
+      }
+      std::printf("\n");
       if (j.contains("speculative")) {
         for (const auto& s : j["speculative"]) {
           std::printf("spec K=%lld: acceptance %.3f, mean accepted length %.2f, %10.1f tokens/s\n",

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -92,6 +93,17 @@ void register_generate(CLI::App& app) {
       j["prefill_seconds"] = s.prefill_seconds;
       j["decode_seconds"] = s.decode_seconds;
       j["decode_tokens_per_second"] = s.decode_tokens_per_second();
+      // The whole run through the scheduler: output tokens per second of wall time, per-request latencies.
+      j["total_seconds"] = s.total_seconds;
+      j["output_tokens_per_second"] = s.total_seconds > 0 ? s.generated_tokens / s.total_seconds : 0.0;
+      auto pct = [](std::vector<double> v, double q) {
+        std::sort(v.begin(), v.end());
+        return v.empty() ? 0.0 : v[std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())))];
+      };
+      j["latency_seconds"] = {{"p50", pct(r.latency_seconds, 0.5)}, {"p99", pct(r.latency_seconds, 0.99)}};
+      j["first_token_seconds"] = {{"p50", pct(r.first_token_seconds, 0.5)}, {"p99", pct(r.first_token_seconds, 0.99)}};
+      j["preemptions"] = s.preemptions;
+      j["scheduler_steps"] = s.steps;
       if (eo.device == Device::kCUDA) {
         j["capture_seconds"] = engine.capture_seconds();
         j["graph_bytes"] = engine.graph_bytes();

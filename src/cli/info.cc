@@ -108,10 +108,19 @@ void register_info(CLI::App& app) {
       memory = {{"weights_bytes", engine.weights_bytes()},
                 {"state_bytes", engine.state_bytes()},
                 {"activations_bytes", engine.scratch_bytes()},
-                {"io_bytes", engine.device_io_bytes()}};
+                {"io_bytes", engine.device_io_bytes()},
+                {"graph_bytes", static_cast<size_t>(engine.graph_bytes())}};
       size_t total = 0;
       for (const auto& [k, v] : memory) total += v;
       memory["total_bytes"] = total;
+      // The paged state pool: pages, tokens a page holds, tokens the pool holds (ring pages aside).
+      const StateLayout& L = engine.state_layout();
+      memory["state_pages"] = static_cast<size_t>(engine.pool_pages());
+      memory["state_page_bytes"] = static_cast<size_t>(L.page_bytes);
+      memory["state_page_tokens"] = static_cast<size_t>(L.page_tokens);
+      memory["state_ring_pages_per_sequence"] = static_cast<size_t>(L.ring_pages);
+      memory["state_pool_tokens"] = static_cast<size_t>(
+          L.context_columns == 0 ? 0 : (engine.pool_pages() - L.ring_pages) * L.page_tokens);
     }
     if (*json_out) {
       nlohmann::json j;
@@ -160,7 +169,13 @@ void register_info(CLI::App& app) {
     for (const auto& [k, v] : params) std::printf(" %s=%lld", k.c_str(), (long long)v);
     if (!memory.empty()) {
       std::printf("\nmemory (%s)   ", device->c_str());
-      for (const auto& [k, v] : memory) std::printf(" %s=%.2f MiB", k.c_str(), static_cast<double>(v) / (1 << 20));
+      for (const auto& [k, v] : memory) {
+        if (k.rfind("state_page", 0) == 0 || k.rfind("state_ring", 0) == 0 || k == "state_pool_tokens") {
+          std::printf(" %s=%zu", k.c_str(), v);
+        } else {
+          std::printf(" %s=%.2f MiB", k.c_str(), static_cast<double>(v) / (1 << 20));
+        }
+      }
     }
     std::printf("\nquantization   %s\n",
                 q.quantized ? str_cat("fp8 e4m3 / ue8m0 128x128 dense, experts ", weight_format_name(q.experts),

@@ -456,6 +456,12 @@ class CudaExecutor final : public Executor {
     s_.ctx->scratch->reset();
     device_.forward_tokens(*s_.ctx, batch, params, tokens, uniform_decode);
   }
+  int start_tokens(BatchBuilder& batch, bool uniform_decode, const std::vector<ops::TokenSamplingParams>& params,
+                   bool ids_from_previous) override {
+    s_.ctx->scratch->reset();
+    return device_.start_tokens(*s_.ctx, batch, params, uniform_decode, ids_from_previous);
+  }
+  void finish_tokens(int ticket, std::vector<int32_t>* tokens) override { device_.finish_tokens(ticket, tokens); }
   void drafter(BatchBuilder& batch, const std::vector<float>& hidden, std::vector<float>* logits,
                std::vector<float>* hidden_out) override {
     s_.ctx->scratch->reset();

@@ -235,6 +235,14 @@ std::vector<float> Engine::score(const std::vector<int32_t>& ids) {
   return all;
 }
 
+void Engine::fill_state_random(uint64_t seed) {
+  // Every array in the pool is f32 or the activation dtype; bf16 patterns read as f32 stay finite and O(1).
+  const DType dt = opt_.device == Device::kCUDA ? DType::BF16 : DType::F32;
+  const int64_t n = static_cast<int64_t>(state_->pool_bytes() / dtype_size(dt));
+  ops::fill_random(ctx_, Tensor(state_->pool_data(), dt, {n}, opt_.device), seed, 0.0f, 1.0f);
+  if (opt_.device == Device::kCUDA) cuda::synchronize_device();
+}
+
 double Engine::device_decode_step_ms(int64_t batch, int reps) { return exec_->time_decode_replays(batch, reps); }
 size_t Engine::device_io_bytes() const { return exec_->device_bytes(); }
 std::string Engine::graph_summary() const { return exec_->graph_summary(); }

@@ -9,6 +9,14 @@ void Executor::forward_tokens(BatchBuilder&, bool, const std::vector<ops::TokenS
   fail(StatusCode::kInternal, "this executor does not sample on the device");
 }
 
+int Executor::start_tokens(BatchBuilder&, bool, const std::vector<ops::TokenSamplingParams>&, bool) {
+  fail(StatusCode::kInternal, "this executor does not sample on the device");
+}
+
+void Executor::finish_tokens(int, std::vector<int32_t>*) {
+  fail(StatusCode::kInternal, "this executor does not sample on the device");
+}
+
 namespace {
 
 class CpuExecutor final : public Executor {

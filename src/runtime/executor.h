@@ -32,6 +32,12 @@ class Executor {
   // R tokens come back.
   virtual void forward_tokens(BatchBuilder& batch, bool uniform_decode,
                               const std::vector<ops::TokenSamplingParams>& params, std::vector<int32_t>* tokens);
+  // forward_tokens in two halves, so the host can queue the next decode step before this one's tokens are back (at
+  // most two in flight, finished in order). ids_from_previous: the batch's ids are the tokens the previous started
+  // forward sampled (row i -> token i), taken on the device.
+  virtual int start_tokens(BatchBuilder& batch, bool uniform_decode, const std::vector<ops::TokenSamplingParams>& params,
+                           bool ids_from_previous);
+  virtual void finish_tokens(int ticket, std::vector<int32_t>* tokens);
   // One MTP drafter forward: `hidden` [T, n*H] host residual rows in; draft logits [R, V] and the new residual
   // [T, n*H] out (host, f32).
   virtual void drafter(BatchBuilder& batch, const std::vector<float>& hidden, std::vector<float>* logits,

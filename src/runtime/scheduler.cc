@@ -236,6 +236,12 @@ bool Engine::reserve(Seq& s, int64_t tokens) {
 }
 
 bool Engine::step() {
+  if (inflight_ticket_ >= 0) {  // a pipelined decode step is queued: read it back (and maybe queue the next)
+    continue_pipeline();
+    drop_finished();
+    ++sched_.steps;
+    return true;
+  }
   handle_cancellations();
   admit();
   if (running_.empty()) return false;
@@ -274,12 +280,16 @@ bool Engine::step_plain() {
     plan.emplace_back(s, n);
     budget -= n;
   }
+  for (auto& [s, n] : plan) s->planned = n;
   std::vector<Seq*> admitted_order;
   for (auto& s : running_) admitted_order.push_back(s.get());
   for (Seq* s : admitted_order) {
-    auto it = std::find_if(plan.begin(), plan.end(), [&](const auto& p) { return p.first == s; });
-    if (it == plan.end() || s->slot < 0) continue;
-    if (!reserve(*s, s->computed + it->second)) it->second = 0;
+    if (s->planned == 0 || s->slot < 0) continue;
+    if (!reserve(*s, s->computed + s->planned)) s->planned = 0;
+  }
+  for (auto& [s, n] : plan) {
+    n = s->planned;
+    s->planned = 0;
   }
   BatchBuilder b;
   std::vector<std::pair<Seq*, int64_t>> in;
@@ -297,6 +307,20 @@ bool Engine::step_plain() {
   // Device sampling unless a caller needs the logits on the host.
   bool host_logits = !exec_->samples_on_device() || (generating_ != nullptr && generating_->on_target_logits);
   for (auto& [s, n] : in) host_logits = host_logits || s->opt.logprobs >= 0;
+  if (!host_logits && !prefill && pipeline_decode()) {  // pure decode: two steps in flight when possible
+    std::vector<Seq*> seqs;
+    for (auto& [s, n] : in) seqs.push_back(s);
+    const int ticket = start_decode(seqs, /*ids_from_previous=*/false);
+    const int next = can_pipeline(seqs) ? start_decode(seqs, /*ids_from_previous=*/true) : -1;
+    finish_decode(ticket, seqs);
+    if (next >= 0) {
+      inflight_ticket_ = next;
+      inflight_seqs_ = seqs;
+      if (std::any_of(seqs.begin(), seqs.end(), [](Seq* s) { return s->done; })) continue_pipeline();
+    }
+    sched_.decode_seconds += seconds_since(t0);
+    return true;
+  }
   std::vector<float> logits;
   std::vector<int32_t> tokens;
   if (host_logits) {
@@ -326,6 +350,84 @@ bool Engine::step_plain() {
   }
   (prefill ? sched_.prefill_seconds : sched_.decode_seconds) += seconds_since(t0);
   return true;
+}
+
+// ---- pipelined decode (CUDA, device sampling) ----
+// Step n + 1 of a pure-decode batch is queued, its ids copied on the device from step n's sampled tokens, before
+// step n's tokens are read back, so the GPU never waits for the host between steps. It is queued only when nothing
+// can change the batch in between: no request waiting or cancelled, no sequence at its token budget or
+// max_model_len, and every sequence's pages already hold step n + 1's position. A sequence that stops on an end or
+// stop token at step n has its step n + 1 row dropped (its state past the end is never read; its pages are reused
+// only by work queued later on the same stream). The tokens are exactly those of one step at a time.
+
+namespace {
+bool pipeline_decode_enabled() {
+  static const bool enabled = [] {
+    bool v = true;
+    env_bool("DSV4_PIPELINE_DECODE", &v);
+    return v;
+  }();
+  return enabled;
+}
+}  // namespace
+
+bool Engine::pipeline_decode() const { return exec_->samples_on_device() && pipeline_decode_enabled(); }
+
+int Engine::start_decode(const std::vector<Seq*>& seqs, bool ids_from_previous) {
+  BatchBuilder b;
+  std::vector<ops::TokenSamplingParams> params;
+  const int64_t ahead = ids_from_previous ? 1 : 0;
+  for (Seq* s : seqs) {
+    b.add({s->slot, static_cast<int32_t>(s->computed), {ids_from_previous ? 0 : s->tokens.back()}, false});
+    params.push_back(device_sampling(s->opt.sampling, s->opt.sampling_stream, s->generated + ahead));
+    ++s->computed;
+  }
+  check_batch(b);
+  ++sched_.forward_calls;
+  return exec_->start_tokens(b, /*uniform_decode=*/true, params, ids_from_previous);
+}
+
+void Engine::finish_decode(int ticket, const std::vector<Seq*>& seqs) {
+  std::vector<int32_t> tokens;
+  exec_->finish_tokens(ticket, &tokens);
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    if (!seqs[i]->done) emit(*seqs[i], tokens[i], nullptr);
+  }
+}
+
+// Whether step n + 1 of `seqs` (whose step n is queued: computed counts it, generated does not) may be queued now.
+bool Engine::can_pipeline(const std::vector<Seq*>& seqs) {
+  if (!waiting_.empty() || !cancelled_.empty() || seqs.size() != running_.size()) return false;
+  if (generating_ != nullptr && generating_->on_target_logits) return false;
+  for (Seq* s : seqs) {
+    if (s->done || s->generated + 1 >= s->opt.max_new_tokens ||
+        static_cast<int64_t>(s->tokens.size()) + 1 >= model_opt_.max_model_len || s->opt.logprobs >= 0) {
+      return false;
+    }
+  }
+  for (Seq* s : seqs) {
+    if (!pages_->ensure(s->slot, s->computed + 1)) return false;
+  }
+  return true;
+}
+
+void Engine::continue_pipeline() {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<Seq*> seqs = std::move(inflight_seqs_);
+  const int ticket = inflight_ticket_;
+  inflight_ticket_ = -1;
+  inflight_seqs_.clear();
+  const int next = can_pipeline(seqs) ? start_decode(seqs, /*ids_from_previous=*/true) : -1;
+  finish_decode(ticket, seqs);
+  if (next >= 0) {
+    if (std::any_of(seqs.begin(), seqs.end(), [](Seq* s) { return s->done; })) {
+      finish_decode(next, seqs);  // keep the others' tokens of the step already queued
+    } else {
+      inflight_ticket_ = next;
+      inflight_seqs_ = std::move(seqs);
+    }
+  }
+  sched_.decode_seconds += seconds_since(t0);
 }
 
 // Speculative mode: prompts (or resumed sequences) run through the target keeping every row's residual for the
@@ -559,6 +661,15 @@ GenerateResult Engine::generate(const std::vector<std::vector<int32_t>>& prompts
     }
   } catch (...) {
     generating_ = nullptr;
+    if (inflight_ticket_ >= 0) {
+      std::vector<int32_t> unused;
+      try {
+        exec_->finish_tokens(inflight_ticket_, &unused);
+      } catch (...) {
+      }
+      inflight_ticket_ = -1;
+      inflight_seqs_.clear();
+    }
     for (auto& s : running_) pages_->release(s->slot), free_slots_.push_back(s->slot);
     running_.clear();
     waiting_.clear();

@@ -16,6 +16,7 @@ struct Engine::Seq {
   int32_t slot = -1;
   int64_t computed = 0;  // tokens whose state is in the pages (positions [0, computed))
   int64_t admitted = -1;
+  int64_t planned = 0;  // tokens of this sequence in the step being planned
   Sampler sampler;
   bool done = false;
   // Speculative decoding: `prefilled` once the target has run every token but the last (then computed =

@@ -62,13 +62,13 @@ class RecordingTap : public ops::ChoiceTap {
     c.T = selected.size(0);
     c.width = selected.size(1);
     c.choice.assign(selected.ptr<int32_t>(), selected.ptr<int32_t>() + selected.numel());
-    const int64_t Hi = q.size(1), Di = q.size(2), max_entries = keys.entries.size(1);
+    const int64_t Hi = q.size(1), Di = q.size(2), max_entries = keys.entries.rows;
     for (int64_t t = 0; t < c.T; ++t) {
       std::vector<double> s;
       const int32_t slot = meta.slot.ptr<int32_t>()[t], pos = meta.pos.ptr<int32_t>()[t];
       const int64_t visible = slot < 0 ? 0 : std::min<int64_t>((pos + 1) / keys.rate, max_entries);
       for (int64_t e = 0; e < visible; ++e) {
-        const float* k = keys.entries.ptr<float>() + (slot * max_entries + e) * Di;
+        const float* k = keys.entries.row<float>(slot, e);  // the CPU reference's state: every page allocated
         double acc = 0;
         for (int64_t h = 0; h < Hi; ++h) {
           double d = 0;

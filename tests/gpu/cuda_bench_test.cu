@@ -88,7 +88,7 @@ TEST(CudaBench, ForwardThroughput) {
   const ModelWeights w = load_weights(ckpt, cfg, {Device::kCUDA, false, DType::BF16});
   ModelOptions mo;
   mo.max_seqs = 8;
-  mo.max_seq_len = 4096;
+  mo.max_model_len = 4096;
   ModelState state(cfg, mo, Device::kCUDA, false);
   const int64_t max_tokens = 2048;
   test::DeviceEnv env(forward_scratch_bytes(cfg, max_tokens, max_tokens));

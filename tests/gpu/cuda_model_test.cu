@@ -98,7 +98,7 @@ class Model {
   static ModelOptions options(int64_t max_seqs, DType precision = DType::BF16) {
     ModelOptions o;
     o.max_seqs = max_seqs;
-    o.max_seq_len = 256;
+    o.max_model_len = 256;
     o.cuda_activation_dtype = precision;
     return o;
   }
@@ -415,6 +415,9 @@ TEST_P(CudaModelParity, GreedyTokensMatchCpuEngine) {
   go.stop_at_eos = false;
   EngineOptions co;
   co.max_seqs = 2;
+  co.max_model_len = 4096;
+  co.max_batch_tokens = 512;
+  co.kv_cache_memory = int64_t{256} << 20;  // two engines share the device
   test::RecordingTap record;
   Engine cpu(dir, co);
   GenerateResult want;
@@ -474,6 +477,9 @@ TEST(CudaEngine, ScoreMatchesFixtureAndReportsMemory) {
     EngineOptions o;
     o.device = Device::kCUDA;
     o.cuda_precision = p;
+    o.max_seqs = 2;
+    o.max_model_len = 4096;
+    o.kv_cache_memory = int64_t{256} << 20;
     o.max_batch_tokens = 24;  // the 64 tokens are scored in 3 chunks
     Engine e(dir, o);
     const std::vector<float> got = e.score(f->ids);

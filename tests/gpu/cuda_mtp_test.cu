@@ -37,6 +37,9 @@ TEST(CudaMtp, DrafterMatchesPyTorchReference) {
     eo.device = Device::kCUDA;
     eo.cuda_precision = p;
     eo.max_seqs = 1;
+    eo.max_model_len = 4096;
+    eo.max_batch_tokens = 512;
+    eo.kv_cache_memory = int64_t{256} << 20;
     Engine engine(dir, eo);
     ASSERT_TRUE(engine.has_mtp());
     const int64_t T = static_cast<int64_t>(ids.size()), V = engine.config().vocab_size, W = engine.config().hc_dim();
@@ -93,6 +96,10 @@ TEST(CudaMtp, GreedySpeculativeEqualsPlainDecoding) {
   for (uint64_t seed : {21, 22}) {
     const std::string dir = random_checkpoint(seed);
     EngineOptions co;
+    co.max_seqs = 8;
+    co.max_model_len = 4096;
+    co.max_batch_tokens = 512;
+    co.kv_cache_memory = int64_t{256} << 20;
     Engine cpu(dir, co);
     std::mt19937 rng(static_cast<uint32_t>(seed));
     std::vector<std::vector<int32_t>> prompts;
@@ -106,7 +113,7 @@ TEST(CudaMtp, GreedySpeculativeEqualsPlainDecoding) {
     go.stop_at_eos = false;
     const GenerateResult cpu_plain = cpu.generate(prompts, go);
     for (DType p : {DType::F32, DType::BF16}) {
-      EngineOptions o;
+      EngineOptions o = co;
       o.device = Device::kCUDA;
       o.cuda_precision = p;
       Engine gpu(dir, o);

@@ -410,6 +410,38 @@ TEST(CudaOps, HcPost) {
 
 // ---- state: compressor, rings, indexer, attention ---------------------------------------------------
 
+// The state ops read and write paged rows (ops/paged_rows.h). These tests keep dense [slots, rows, width] buffers
+// and show them as paged rows through identity page tables (one page per slot): a host table for the CPU
+// reference, a device copy for the kernels. Scattered pages are tested in cuda_paged_test.cu.
+constexpr int64_t kMaxDenseSlots = 16;
+
+const int32_t* identity_table(Device device) {
+  static const std::vector<int32_t> host = [] {
+    std::vector<int32_t> v(kMaxDenseSlots);
+    std::iota(v.begin(), v.end(), 0);
+    return v;
+  }();
+  if (device == Device::kCPU) return host.data();
+  // Never destroyed, as env(): the CUDA runtime may already be shut down when static destructors run.
+  static const DevTensor* dev = new DevTensor(test::upload_i32(host, {kMaxDenseSlots}));
+  return static_cast<const int32_t*>(dev->t.data());
+}
+
+// A host buffer of [slots, rows, width] f32 values as paged rows.
+PagedRows host_rows(std::vector<float>& v, int64_t slots, int64_t rows, int64_t width) {
+  EXPECT_LE(slots, kMaxDenseSlots);
+  EXPECT_EQ(static_cast<int64_t>(v.size()), slots * rows * width);
+  return dense_paged_rows(v.data(), DType::F32, slots, rows, width, identity_table(Device::kCPU));
+}
+
+// A device tensor [slots, rows, width] as paged rows.
+PagedRows device_rows(const DevTensor& d) {
+  const Tensor& t = d.t;
+  EXPECT_EQ(t.ndim(), 3);
+  EXPECT_LE(t.size(0), kMaxDenseSlots);
+  return dense_paged_rows(t.data(), t.dtype(), t.size(0), t.size(1), t.size(2), identity_table(Device::kCUDA));
+}
+
 // A compressor state on the host (f32, the reference) and on the device (raw rings f32, entries bf16)
 // holding the same random values.
 struct CompressorPair {
@@ -417,10 +449,10 @@ struct CompressorPair {
   DevTensor d_kv, d_gate, d_entries;
   CompressorState cpu, gpu;
 
-  CompressorPair(std::mt19937& rng, int64_t slots, int64_t rate, bool overlap, int64_t dim, int64_t max_seq_len,
+  CompressorPair(std::mt19937& rng, int64_t slots, int64_t rate, bool overlap, int64_t dim, int64_t max_model_len,
                  int64_t ahead) {
     const int64_t width = (overlap ? 2 : 1) * dim, ring = (overlap ? 2 : 1) * rate + ahead;
-    const int64_t max_entries = (max_seq_len + rate - 1) / rate;
+    const int64_t max_entries = (max_model_len + rate - 1) / rate;
     raw_kv = random_vec(rng, slots * ring * width, -2, 2);
     raw_gate = random_vec(rng, slots * ring * width, -2, 2);
     entries = test::round_bf16(random_vec(rng, slots * max_entries * dim));
@@ -432,12 +464,12 @@ struct CompressorPair {
       s->overlap = overlap;
       s->dim = dim;
     }
-    cpu.raw_kv = test::host_view(raw_kv, {slots, ring, width});
-    cpu.raw_gate = test::host_view(raw_gate, {slots, ring, width});
-    cpu.entries = test::host_view(entries, {slots, max_entries, dim});
-    gpu.raw_kv = d_kv.t;
-    gpu.raw_gate = d_gate.t;
-    gpu.entries = d_entries.t;
+    cpu.raw_kv = host_rows(raw_kv, slots, ring, width);
+    cpu.raw_gate = host_rows(raw_gate, slots, ring, width);
+    cpu.entries = host_rows(entries, slots, max_entries, dim);
+    gpu.raw_kv = device_rows(d_kv);
+    gpu.raw_gate = device_rows(d_gate);
+    gpu.entries = device_rows(d_entries);
   }
 };
 
@@ -469,8 +501,8 @@ TEST(CudaOps, CompressorEmitAndStore) {
   for (const Case c : {Case{4, true, 32, 8}, Case{8, false, 32, 8}, Case{4, true, 128, 64}, Case{16, false, 512, 64},
                        Case{4, true, 40, 8}}) {
     auto rng = rng_for("compressor", v++);
-    const int64_t slots = 3, ahead = 2, max_seq_len = 64, width = (c.overlap ? 2 : 1) * c.dim;
-    CompressorPair st(rng, slots, c.rate, c.overlap, c.dim, max_seq_len, ahead);
+    const int64_t slots = 3, ahead = 2, max_model_len = 64, width = (c.overlap ? 2 : 1) * c.dim;
+    CompressorPair st(rng, slots, c.rate, c.overlap, c.dim, max_model_len, ahead);
     RopePair rope(c.rope_dim);
     // A prefill continuation (slot 2, positions 5..11), a decode row closing a window from the ring
     // (slot 0, position 39 or 47), a fresh prefill (slot 1, 0..8), a T = 1-like row and padding.
@@ -511,8 +543,8 @@ TEST(CudaOps, KvRingStore) {
     std::vector<float> rows = test::round_bf16(random_vec(rng, T * D));
     DevTensor dstate = upload(state, DType::BF16, {slots, ring, D}), drows = upload(rows, DType::BF16, {T, D});
     ExecContext cpu = cpu_ctx();
-    ops::kv_ring_store(cpu, test::host_view(state, {slots, ring, D}), test::host_view(rows, {T, D}), batch.host());
-    ops::kv_ring_store(env().ctx, dstate.t, drows.t, batch.device());
+    ops::kv_ring_store(cpu, host_rows(state, slots, ring, D), test::host_view(rows, {T, D}), batch.host());
+    ops::kv_ring_store(env().ctx, device_rows(dstate), drows.t, batch.device());
     env().sync();
     DSV4_EXPECT_CLOSE(download(dstate.t), state, 0.0, str_cat("kv_ring_store D=", D));
   }
@@ -542,7 +574,7 @@ void check_selection(const std::vector<int32_t>& got, const std::vector<int32_t>
 }
 
 struct IndexerCase {
-  int64_t heads, Di, max_seq_len, topk;
+  int64_t heads, Di, max_model_len, topk;
 };
 
 // `period` > 0: entry s repeats entry s % period, so scores tie exactly in groups; the selection must then
@@ -550,8 +582,8 @@ struct IndexerCase {
 void check_indexer(const IndexerCase& c, int variant, int64_t period = 0) {
   auto rng = rng_for("indexer", variant);
   const int64_t slots = 3, rate = 4;
-  CompressorPair keys(rng, slots, rate, true, c.Di, c.max_seq_len, 2);
-  const int64_t max_entries = keys.cpu.entries.size(1);
+  CompressorPair keys(rng, slots, rate, true, c.Di, c.max_model_len, 2);
+  const int64_t max_entries = keys.cpu.entries.rows;
   if (period > 0) {
     for (int64_t sl = 0; sl < slots; ++sl) {
       for (int64_t s = period; s < max_entries; ++s) {
@@ -560,10 +592,10 @@ void check_indexer(const IndexerCase& c, int variant, int64_t period = 0) {
       }
     }
     keys.d_entries = upload(keys.entries, DType::BF16, {slots, max_entries, c.Di});
-    keys.gpu.entries = keys.d_entries.t;
+    keys.gpu.entries = device_rows(keys.d_entries);
   }
   // Early positions (every visible entry, in order), a chunk past top-k, a decode row at the store's end.
-  TestBatch batch({{0, 0, 10}, {1, 40, 6}, {2, static_cast<int32_t>(c.max_seq_len - 1), 1}}, 2, 100, rng);
+  TestBatch batch({{0, 0, 10}, {1, 40, 6}, {2, static_cast<int32_t>(c.max_model_len - 1), 1}}, 2, 100, rng);
   const int64_t T = batch.size();
   std::vector<float> q = random_vec(rng, T * c.heads * c.Di), w = random_vec(rng, T * c.heads, -1, 1);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.Di * c.heads));
@@ -638,12 +670,12 @@ enum class AttnKind { kSliding, kHca, kCsa };
 struct AttnCase {
   int64_t D, heads, window;
   AttnKind kind;
-  int64_t rate, max_seq_len, topk;
+  int64_t rate, max_model_len, topk;
 };
 
 void check_attention(const AttnCase& c, const std::vector<TestBatch::Chunk>& chunks, int padding, int variant) {
   auto rng = rng_for("attention", variant);
-  const int64_t slots = 3, ahead = 3, ring = c.window + ahead, max_entries = c.max_seq_len / c.rate;
+  const int64_t slots = 3, ahead = 3, ring = c.window + ahead, max_entries = c.max_model_len / c.rate;
   const int64_t topk = c.topk;
   std::vector<float> ring_v = test::round_bf16(random_vec(rng, slots * ring * c.D));
   std::vector<float> entries = test::round_bf16(random_vec(rng, slots * max_entries * c.D));
@@ -666,14 +698,14 @@ void check_attention(const AttnCase& c, const std::vector<TestBatch::Chunk>& chu
   DevTensor dentries = upload(entries, DType::BF16, {slots, max_entries, c.D});
   cpu_c.rate = gpu_c.rate = c.rate;
   cpu_c.dim = gpu_c.dim = c.D;
-  cpu_c.entries = test::host_view(entries, {slots, max_entries, c.D});
-  gpu_c.entries = dentries.t;
+  cpu_c.entries = host_rows(entries, slots, max_entries, c.D);
+  gpu_c.entries = device_rows(dentries);
   const bool compressed = c.kind != AttnKind::kSliding;
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.D));
   std::vector<float> ref(T * c.heads * c.D);
   ExecContext cpu = cpu_ctx();
   ops::attention(cpu, test::host_view(ref, {T, c.heads, c.D}), test::host_view(q, {T, c.heads, c.D}),
-                 test::host_view(kv, {T, c.D}), test::host_view(ring_v, {slots, ring, c.D}),
+                 test::host_view(kv, {T, c.D}), host_rows(ring_v, slots, ring, c.D),
                  compressed ? &cpu_c : nullptr,
                  c.kind == AttnKind::kCsa ? test::host_view_i32(selected, {T, topk}) : Tensor(),
                  test::host_view(sinks, {c.heads}), batch.host(), c.window, scale);
@@ -683,7 +715,7 @@ void check_attention(const AttnCase& c, const std::vector<TestBatch::Chunk>& chu
   std::vector<float> first;
   for (int run = 0; run < 2; ++run) {
     poison(dout.t);
-    ops::attention(env().ctx, dout.t, dq.t, dkv.t, dring.t, compressed ? &gpu_c : nullptr,
+    ops::attention(env().ctx, dout.t, dq.t, dkv.t, device_rows(dring), compressed ? &gpu_c : nullptr,
                    c.kind == AttnKind::kCsa ? dsel.t : Tensor(), dsinks.t, batch.device(), c.window, scale);
     env().sync();
     std::vector<float> got = download(dout.t);
@@ -721,10 +753,10 @@ TEST(CudaOps, Attention) {
 // enough that the keys are not split.
 TEST(CudaOps, AttentionFlashShapes) {
   DSV4_REQUIRE_GPU();
-  const int64_t max_seq_len = 81920;
-  const AttnCase hca{512, 64, 128, AttnKind::kHca, 128, max_seq_len, 512};
+  const int64_t max_model_len = 81920;
+  const AttnCase hca{512, 64, 128, AttnKind::kHca, 128, max_model_len, 512};
   const AttnCase csa{512, 64, 128, AttnKind::kCsa, 4, 2560, 512};
-  const AttnCase sliding{512, 64, 128, AttnKind::kSliding, 128, max_seq_len, 512};
+  const AttnCase sliding{512, 64, 128, AttnKind::kSliding, 128, max_model_len, 512};
   int v = 100;
   check_attention(hca, {{1, 8200, 1}}, 0, v++);                                           // 64 entries
   check_attention(hca, {{0, 76900, 1}, {1, 8191, 1}, {2, 40000, 1}}, 1, v++);             // 600, 64, 312

@@ -251,6 +251,9 @@ TEST(CudaSampleTokens, EngineDeviceSamplingMatchesHostPath) {
     EngineOptions o;
     o.device = Device::kCUDA;
     o.max_seqs = 2;
+    o.max_model_len = 4096;
+    o.max_batch_tokens = 512;
+    o.kv_cache_memory = int64_t{256} << 20;
     o.enforce_eager = eager;
     Engine engine(dir, o);
     GenerateOptions go;
@@ -289,6 +292,9 @@ TEST(CudaSampleTokens, PipelinedDecodeStopsAtEosLikeTheHostPath) {
   EngineOptions o;
   o.device = Device::kCUDA;
   o.max_seqs = 2;
+  o.max_model_len = 4096;
+  o.max_batch_tokens = 512;
+  o.kv_cache_memory = int64_t{256} << 20;
   GenerateOptions go;
   go.max_new_tokens = 24;
   go.stop_at_eos = false;

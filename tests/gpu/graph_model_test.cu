@@ -24,6 +24,8 @@ EngineOptions mode_options(const std::string& mode) {
   o.device = Device::kCUDA;
   o.max_seqs = 4;
   o.max_batch_tokens = 256;
+  o.max_model_len = 4096;
+  o.kv_cache_memory = int64_t{256} << 20;
   o.graph_spec_tokens = 2;
   if (mode == "eager") {
     o.enforce_eager = true;

@@ -321,7 +321,13 @@ TEST_F(Cli, InputErrors) {
   expect_failure(str_cat("generate -m ", m, " --ids 1 --prompt hi -n 2"), {"excludes"});
   expect_failure(str_cat("generate -m ", m, " --ids 1 -n -1"), {"-n must be >= 0"});
   expect_failure(str_cat("generate -m ", m, " --ids 1 -n abc"), {"-n"});
-  expect_failure(str_cat("generate -m ", m, " --ids 1 -n 5000"), {"max_seq_len"});
+  expect_failure(str_cat("generate -m ", m, " --ids 1 -n 5000 --max-model-len 4096"), {"max_model_len (4096)"});
+  // Checked without overflow (2 + INT64_MAX), at once, before any step runs.
+  expect_failure(str_cat("generate -m ", m, " --ids 1,2 -n 9223372036854775807 --ignore-eos"), {"max_model_len"});
+  expect_failure(str_cat("generate -m ", m, " --ids 1 -n 8 --kv-cache-memory 1000"), {"--kv-cache-memory"});
+  expect_failure(str_cat("generate -m ", m, " --ids 1 -n 8 --max-num-seqs 70000"), {"--max-num-seqs"});
+  expect_failure(str_cat("generate -m ", m, " --ids 1 -n 8 --gpu-memory-utilization 1.5"),
+                 {"--gpu-memory-utilization"});
   expect_failure(str_cat("generate -m ", m, " --ids 1 --temperature -1"), {"temperature"});
   expect_failure(str_cat("generate -m ", m, " --ids 1 --top-p 0"), {"top-p"});
   expect_failure(str_cat("generate -m ", m, " --ids 1 --top-p 1.5"), {"top-p"});

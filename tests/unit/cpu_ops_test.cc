@@ -32,6 +32,15 @@ Vec rnd(size_t n, std::mt19937& rng, float lo = 0.1f, float hi = 1.0f) {
 
 Tensor f32(Vec& v, std::vector<int64_t> shape) { return Tensor(v.data(), DType::F32, shape); }
 Tensor i32(IVec& v, std::vector<int64_t> shape) { return Tensor(v.data(), DType::I32, shape); }
+// A dense [sequences, rows, width] state buffer as paged rows (one page per sequence, identity table).
+PagedRows paged(Vec& v, std::vector<int64_t> shape) {
+  static const IVec identity = [] {
+    IVec t(4096);
+    for (size_t i = 0; i < t.size(); ++i) t[i] = static_cast<int32_t>(i);
+    return t;
+  }();
+  return dense_paged_rows(v.data(), DType::F32, shape[0], shape[1], shape[2], identity.data());
+}
 
 // max |got - want| <= tol * max(1, max |want|)
 void expect_close(const Vec& got, const DVec& want, double tol, const std::string& what = "") {
@@ -756,13 +765,13 @@ struct StateHolder {
     st.rate = rate;
     st.overlap = overlap;
     st.dim = dim;
-    st.raw_kv = f32(raw_kv, {slots, ring, width});
-    st.raw_gate = f32(raw_gate, {slots, ring, width});
-    st.entries = f32(entries, {slots, max_entries, dim});
+    st.raw_kv = paged(raw_kv, {slots, ring, width});
+    st.raw_gate = paged(raw_gate, {slots, ring, width});
+    st.entries = paged(entries, {slots, max_entries, dim});
   }
   StateHolder(const StateHolder&) = delete;
   const float* entry(int64_t slot, int64_t j) const {
-    return entries.data() + (slot * st.entries.size(1) + j) * st.dim;
+    return entries.data() + (slot * st.entries.rows + j) * st.dim;
   }
 };
 
@@ -1048,7 +1057,7 @@ TEST_P(Attention, MatchesSinkSoftmaxOverWindowAndCompressedEntries) {
     if (visible >= 2) selected[t * topk + topk - 1] = -1;
   }
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  ops::attention(ctx, f32(out, {T, heads, D}), f32(q, {T, heads, D}), f32(kv, {T, D}), f32(ring, {slots, c.ring, D}),
+  ops::attention(ctx, f32(out, {T, heads, D}), f32(q, {T, heads, D}), f32(kv, {T, D}), paged(ring, {slots, c.ring, D}),
                  c.kind == 0 ? nullptr : &comp.st, c.kind == 2 ? i32(selected, {T, topk}) : Tensor(),
                  f32(sinks, {heads}), b.meta(), c.window, scale);
   DVec want(T * heads * D, 0.0);
@@ -1096,7 +1105,7 @@ TEST_F(CpuOps, AttentionSinkAbsorbsMass) {
   Vec q(D, 0.0f), kv = {1.0f, -2.0f, 3.0f, 0.5f}, ring(1 * 2 * D, 0.0f), sinks = {std::log(3.0f)}, out(D);
   BatchBuilder b;
   b.add({0, 0, {5}, true});
-  ops::attention(ctx, f32(out, {1, 1, D}), f32(q, {1, 1, D}), f32(kv, {1, D}), f32(ring, {1, 2, D}), nullptr, Tensor(),
+  ops::attention(ctx, f32(out, {1, 1, D}), f32(q, {1, 1, D}), f32(kv, {1, D}), paged(ring, {1, 2, D}), nullptr, Tensor(),
                  f32(sinks, {1}), b.meta(), 2, 0.5f);
   for (int64_t i = 0; i < D; ++i) EXPECT_NEAR(out[i], kv[i] / 4.0f, 1e-6);
 }
@@ -1111,7 +1120,7 @@ TEST_F(CpuOps, KvRingStoreKeepsLastRingPositions) {
   b.add({0, 0, IVec(2, 0), false});
   b.pad_to(10);
   Vec kv = rnd(10 * D, rng);
-  ops::kv_ring_store(ctx, f32(r, {slots, ring, D}), f32(kv, {10, D}), b.meta());
+  ops::kv_ring_store(ctx, paged(r, {slots, ring, D}), f32(kv, {10, D}), b.meta());
   for (int64_t p = 6; p <= 9; ++p) {
     for (int64_t i = 0; i < D; ++i) EXPECT_EQ(r[(1 * ring + p % ring) * D + i], kv[(p - 3) * D + i]) << p;
   }
@@ -1248,8 +1257,8 @@ TEST_F(CpuOps, ValidationNamesTheOp) {
       "compressor_store");
   bad_meta = meta;
   bad_meta.num_tokens = 5;
-  expect_invalid([&] { ops::kv_ring_store(x, f32(a, {2, 2, 4}), f32(b, {2, 4}), bad_meta); }, "kv_ring_store");
-  expect_invalid([&] { ops::kv_ring_store(x, f32(a, {1, 2, 4}), f32(b, {2, 3}), meta); }, "kv_ring_store");
+  expect_invalid([&] { ops::kv_ring_store(x, paged(a, {2, 2, 4}), f32(b, {2, 4}), bad_meta); }, "kv_ring_store");
+  expect_invalid([&] { ops::kv_ring_store(x, paged(a, {1, 2, 4}), f32(b, {2, 3}), meta); }, "kv_ring_store");
   expect_invalid(
       [&] {
         ops::indexer_topk(x, i32(ids, {2, 2}), f32(a, {2, 2, 3}), f32(b, {2, 2}), st.st, meta, 1.0f);
@@ -1262,19 +1271,19 @@ TEST_F(CpuOps, ValidationNamesTheOp) {
       "indexer_topk");
   expect_invalid(
       [&] {
-        ops::attention(x, f32(c, {2, 1, 4}), f32(a, {2, 1, 4}), f32(b, {2, 4}), f32(big, {1, 2, 4}), nullptr, Tensor(),
+        ops::attention(x, f32(c, {2, 1, 4}), f32(a, {2, 1, 4}), f32(b, {2, 4}), paged(big, {1, 2, 4}), nullptr, Tensor(),
                        f32(c, {1}), meta, 3, 1.0f);
       },
       "attention");  // ring smaller than the window
   expect_invalid(
       [&] {
-        ops::attention(x, f32(c, {2, 1, 4}), f32(a, {2, 1, 4}), f32(b, {2, 3}), f32(big, {1, 4, 4}), nullptr, Tensor(),
+        ops::attention(x, f32(c, {2, 1, 4}), f32(a, {2, 1, 4}), f32(b, {2, 3}), paged(big, {1, 4, 4}), nullptr, Tensor(),
                        f32(c, {1}), meta, 3, 1.0f);
       },
       "attention");
   expect_invalid(
       [&] {
-        ops::attention(x, f32(c, {2, 2, 4}), f32(a, {2, 2, 4}), f32(b, {2, 4}), f32(big, {1, 4, 4}), nullptr, Tensor(),
+        ops::attention(x, f32(c, {2, 2, 4}), f32(a, {2, 2, 4}), f32(b, {2, 4}), paged(big, {1, 4, 4}), nullptr, Tensor(),
                        f32(c, {1}), meta, 3, 1.0f);
       },
       "attention");  // one sink per head
@@ -1387,7 +1396,7 @@ TEST_F(CpuOps, ValidationCatchesOutOfBoundsShapes) {
       "compressor_emit");
   expect_invalid([&] { ops::compressor_store(x, st.st, f32(a, {1, 4}), f32(b, {2, 4}), meta); }, "compressor_store");
   expect_invalid([&] { ops::compressor_store(x, st.st, f32(a, {2, 4}), f32(b, {1, 4}), meta); }, "compressor_store");
-  expect_invalid([&] { ops::kv_ring_store(x, f32(c, {1, 4, 4}), f32(a, {1, 4}), meta); }, "kv_ring_store");
+  expect_invalid([&] { ops::kv_ring_store(x, paged(c, {1, 4, 4}), f32(a, {1, 4}), meta); }, "kv_ring_store");
   expect_invalid(
       [&] {
         ops::indexer_topk(x, i32(ids, {2, 2}), f32(a, {1, 2, 4}), f32(b, {2, 2}), st.st, meta, 1.0f);
@@ -1405,20 +1414,20 @@ TEST_F(CpuOps, ValidationCatchesOutOfBoundsShapes) {
       "indexer_topk");
   expect_invalid(
       [&] {
-        ops::attention(x, f32(c, {1, 1, 4}), f32(a, {1, 1, 4}), f32(b, {1, 4}), f32(d, {1, 4, 4}), nullptr, Tensor(),
+        ops::attention(x, f32(c, {1, 1, 4}), f32(a, {1, 1, 4}), f32(b, {1, 4}), paged(d, {1, 4, 4}), nullptr, Tensor(),
                        f32(c, {1}), meta, 3, 1.0f);
       },
       "attention");
   expect_invalid(
       [&] {
-        ops::attention(x, f32(c, {2, 1, 4}), f32(a, {2, 1, 4}), f32(b, {2, 4}), f32(d, {1, 4, 4}), &st.st,
+        ops::attention(x, f32(c, {2, 1, 4}), f32(a, {2, 1, 4}), f32(b, {2, 4}), paged(d, {1, 4, 4}), &st.st,
                        i32(ids, {1, 2}), f32(c, {1}), meta, 3, 1.0f);
       },
       "attention");
   StateHolder wide(1, 2, true, 4, 4);  // entries of another width than the heads
   expect_invalid(
       [&] {
-        ops::attention(x, f32(c, {2, 1, 8}), f32(a, {2, 1, 8}), f32(b, {2, 8}), f32(d, {1, 4, 8}), &wide.st, Tensor(),
+        ops::attention(x, f32(c, {2, 1, 8}), f32(a, {2, 1, 8}), f32(b, {2, 8}), paged(d, {1, 4, 8}), &wide.st, Tensor(),
                        f32(c, {1}), meta, 3, 1.0f);
       },
       "attention");

@@ -1,5 +1,8 @@
 // Whole-model parity of the CPU backend with transformers' token-by-token logits (tests/fixtures/hf).
+#include <algorithm>
 #include <memory>
+#include <numeric>
+#include <random>
 
 #include "dsv4/model/deepseek_v4.h"
 #include "dsv4/runtime/batch.h"
@@ -30,11 +33,30 @@ std::unique_ptr<Fixture> load_fixture(const std::string& name) {
   return f;
 }
 
-// Runs the sequence through the model in chunks of the given sizes; returns logits for every token.
-std::vector<float> run_chunks(const Fixture& f, const std::vector<int64_t>& chunks) {
+// Runs the sequence through the model in chunks of the given sizes; returns logits for every token. scattered:
+// the smallest page size the config allows and the sequence's pages spread over a pool three times larger in
+// a random order — ring rows and compressor windows cross page boundaries everywhere.
+std::vector<float> run_chunks(const Fixture& f, const std::vector<int64_t>& chunks, bool scattered = false) {
   ModelOptions opt;
-  opt.max_seq_len = 256;
+  opt.max_model_len = 256;
+  if (scattered) {
+    opt.page_tokens = std::max<int64_t>(f.cfg.compress_rate_csa, f.cfg.compress_rate_hca);
+    for (AttentionType t : f.cfg.layer_types) {
+      if (f.cfg.compress_rate(t) > 0) opt.page_tokens = std::lcm(opt.page_tokens, f.cfg.compress_rate(t));
+    }
+    const StateLayout layout = StateLayout::make(f.cfg, opt, DType::F32, false);
+    opt.num_pages = 3 * layout.table_columns();
+  }
   ModelState state(f.cfg, opt, Device::kCPU, false);
+  if (scattered) {  // a random permutation of the pool's pages, the first table_columns of them to slot 0
+    std::vector<int32_t> pages(static_cast<size_t>(state.num_pages()));
+    std::iota(pages.begin(), pages.end(), 0);
+    std::mt19937 rng(7);
+    std::shuffle(pages.begin(), pages.end(), rng);
+    std::copy_n(pages.begin(), state.layout().table_columns(), state.table_row(0));
+    state.mark_dirty(0);
+    EXPECT_GT(state.layout().ring_pages, 1);  // the rings themselves span pages
+  }
   Arena scratch("scratch", forward_scratch_bytes(f.cfg, static_cast<int64_t>(f.ids.size()),
                                                  static_cast<int64_t>(f.ids.size())),
                 Device::kCPU);
@@ -65,6 +87,21 @@ TEST_P(ModelParity, WholeSequencePrefill) {
   const double err = test::max_rel_error(got.data(), f->logits.data(), got.size());
   std::printf("%s prefill: max rel error %.3g\n", GetParam().c_str(), err);
   EXPECT_LE(err, 1e-4);
+}
+
+// Paged state: the same logits wherever the pages lie (≤ 1e-5 of the unpaged run), for one-shot and chunked
+// prefill and for decode steps.
+TEST_P(ModelParity, ScatteredPagesMatchUnpaged) {
+  auto f = load_fixture(GetParam());
+  const int64_t T = static_cast<int64_t>(f->ids.size());
+  std::vector<int64_t> decode = {T / 3};
+  while (static_cast<int64_t>(decode.size()) < T - T / 3 + 1) decode.push_back(1);
+  for (const std::vector<int64_t>& chunks : {std::vector<int64_t>{T}, std::vector<int64_t>{5, T - 12, 7}, decode}) {
+    const std::vector<float> dense = run_chunks(*f, chunks), paged = run_chunks(*f, chunks, /*scattered=*/true);
+    const double err = test::max_rel_error(paged.data(), dense.data(), dense.size());
+    EXPECT_LE(err, 1e-5) << chunks.size() << " chunks";
+    EXPECT_LE(test::max_rel_error(paged.data(), f->logits.data(), paged.size()), 1e-4);
+  }
 }
 
 TEST_P(ModelParity, PrefillThenSingleTokenDecode) {

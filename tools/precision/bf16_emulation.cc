@@ -50,6 +50,18 @@ static void R(Tensor t, unsigned site) {
   for (int64_t i = 0; i < t.numel(); ++i) p[i] = round_to_bf16(p[i]);
 }
 
+// The same rounding on every allocated row of a paged state array (f32 on the CPU) of `sequences` table rows.
+static void R(const PagedRows& rows, int64_t sequences, unsigned site) {
+  if (!(g_mask & site)) return;
+  for (int64_t s = 0; s < sequences; ++s) {
+    for (int64_t r = 0; r < rows.rows; ++r) {
+      float* p = rows.row<float>(s, r);
+      if (p == nullptr) continue;
+      for (int64_t i = 0; i < rows.width; ++i) p[i] = round_to_bf16(p[i]);
+    }
+  }
+}
+
 // --- choice forcing on the CPU ---
 struct Rec : ops::ChoiceTap {
   bool record = true;
@@ -147,7 +159,7 @@ static void attention_block_emu(ExecContext& ctx, const ModelConfig& c, const Bl
     ops::linear(ctx, ckv, h, cw.wkv);
     ops::linear(ctx, cgate, h, cw.wgate);
     ops::compressor_emit(ctx, cs, ckv, cgate, cw.ape, cw.norm, ms.rope_compress, meta, eps);
-    R(cs.entries, kEntries);
+    R(cs.entries, ms.options().max_seqs, kEntries);
     ops::compressor_store(ctx, cs, ckv, cgate, meta);
   };
   Tensor selected;
@@ -301,7 +313,7 @@ int main(int argc, char** argv) {
         if (vi == 0 && force) continue;
         g_mask = variants[vi].mask;
         ModelOptions o;
-        o.max_seq_len = 256;
+        o.max_model_len = 256;
         ModelState st(cfg, o, Device::kCPU, false);
         Arena scratch("s", forward_scratch_bytes(cfg, T, T), Device::kCPU);
         ExecContext ctx;

@@ -89,6 +89,7 @@ class ModelState {
   int64_t num_pages() const { return num_pages_; }
   size_t bytes() const { return pool_.size() + table_.size(); }  // pool + page table
   size_t pool_bytes() const { return pool_.size(); }
+  void* pool_data() const { return pool_.data(); }
   DType activation_dtype() const { return act_; }  // of the forwards on this state
   Device device() const { return device_; }
 

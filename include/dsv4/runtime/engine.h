@@ -162,6 +162,9 @@ class Engine {
                    std::vector<float>* hidden_out);
 
   void release_slot(int32_t slot);
+  // Benchmarks: fills the whole state pool with random values (finite, unit scale), so that a decode at a long
+  // context can be timed without prefilling it. The logits of such steps mean nothing.
+  void fill_state_random(uint64_t seed);
 
   // Throws kInvalidArgument naming the offending id when a token is outside the vocabulary.
   void check_ids(const std::vector<int32_t>& ids) const;
@@ -190,6 +193,9 @@ class Engine {
   int64_t spec_tokens_ = 0;
   SchedulerStats sched_;
   const GenerateOptions* generating_ = nullptr;  // generate()'s options while it runs (logits hook)
+  // Pipelined decode (device sampling): the decode step queued behind the last one, not yet read back.
+  int inflight_ticket_ = -1;
+  std::vector<Seq*> inflight_seqs_;
 
   void init(std::chrono::steady_clock::time_point t0);
   void size_pool_and_state();
@@ -204,6 +210,11 @@ class Engine {
   void drop_finished();
   void handle_cancellations();
   bool step_plain();
+  int start_decode(const std::vector<Seq*>& seqs, bool ids_from_previous);
+  void finish_decode(int ticket, const std::vector<Seq*>& seqs);
+  bool can_pipeline(const std::vector<Seq*>& seqs);
+  bool pipeline_decode() const;
+  void continue_pipeline();
   bool step_prefill_for_drafts();
   void step_speculative();
   void draft_step0(std::vector<Seq*>& active);

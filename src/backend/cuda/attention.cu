@@ -190,6 +190,7 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRow
   a.window = window;
   a.rate = compressed != nullptr ? compressed->rate : 0;
   if (compressed != nullptr) a.entries = compressed->entries;
+  a.scale = scale;
   dispatch_float(dt, "attention", [&](auto tag) {
     using TT = decltype(tag);
     // 16-byte accesses need 16-byte aligned rows (arena allocations are 256-byte aligned; the state layout

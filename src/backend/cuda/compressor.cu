@@ -58,6 +58,7 @@ __global__ void compressor_emit_kernel(PagedRows entries, const float* __restric
     auto take = [&](int64_t q, int64_t i, int64_t c) {
       const float* kr = position_row(kv, t, pos, start, slot, q, raw_kv, width);
       const float* gr = position_row(gate, t, pos, start, slot, q, raw_gate, width);
+      if (kr == nullptr || gr == nullptr) return;  // a ring page the scheduler never gave: a bug, never a crash
       const float logit = gr[c] + ape[i * width + c];
       const float m_new = fmaxf(m, logit);
       const float corr = expf(m - m_new), e = expf(logit - m_new);

@@ -152,7 +152,8 @@ __global__ void __launch_bounds__(kThreads)
         acc = fmaf(fmaxf(dot, 0.0f), wsh[h], acc);
       }
       acc = warp_sum(acc);
-      if (lane == 0) best[kept + (s - base)] = order_key(acc, s);
+      // A key page the scheduler never gave (a bug) ranks below every real score instead of as a zero key.
+      if (lane == 0) best[kept + (s - base)] = order_key(K != nullptr ? acc : -INFINITY, s);
       __syncwarp();  // kw is rewritten for the next key
     }
     __syncthreads();
