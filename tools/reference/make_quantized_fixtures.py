@@ -25,12 +25,14 @@ windowing (windows of --ctx tokens, each scored as BOS + its first ctx - 1 token
 Writes OUT_DIR/kjv_perplexity.json. Compare with
     build/dsv4 quantize models/dsv4-tiny-kjv /tmp/kjv-fp4
     build/dsv4 perplexity -m /tmp/kjv-fp4 --file models/dsv4-tiny-kjv/heldout.txt --json
-(acceptance: within 0.5%), and `cmp` the shards: both quantisers implement the same rule (the smallest
-power-of-two scale holding each block's largest magnitude, round-to-nearest-even), so the bytes should agree.
+(acceptance: within 0.5%), and `--compare /tmp/kjv-fp4 OUT_DIR/kjv-python-fp4`: both quantisers implement the
+same rule (the smallest power-of-two scale holding each block's largest magnitude, round-to-nearest-even), so
+every tensor's bytes should agree.
 (transformers drops the MTP layer when loading; the Python checkpoint keeps mtp.0.* quantised the same way.)
 
 Usage: make_quantized_fixtures.py OUT_DIR [--only NAME]
        make_quantized_fixtures.py OUT_DIR --kjv models/dsv4-tiny-kjv --heldout models/dsv4-tiny-kjv/heldout.txt
+       make_quantized_fixtures.py - --compare DIR_A DIR_B     (tensor-by-tensor bytes; exit 1 on any difference)
 """
 
 import argparse
@@ -387,6 +389,40 @@ def build_kjv(model_dir, heldout, ctx, out_dir):
     return result
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Tensor-by-tensor comparison of two checkpoints (pure Python: no torch needed).
+
+def read_tensors(directory):
+    """name -> (dtype, shape, bytes) for model.safetensors or the shards of model.safetensors.index.json."""
+    index = os.path.join(directory, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index) as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+    else:
+        files = ["model.safetensors"]
+    out = {}
+    for name in files:
+        with open(os.path.join(directory, name), "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(n))
+            data = f.read()
+        for key, v in header.items():
+            if key == "__metadata__":
+                continue
+            b, e = v["data_offsets"]
+            out[key] = (v["dtype"], tuple(v["shape"]), data[b:e])
+    return out
+
+
+def compare(dir_a, dir_b):
+    a, b = read_tensors(dir_a), read_tensors(dir_b)
+    only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+    differ = sorted(k for k in set(a) & set(b) if a[k] != b[k])
+    result = {"tensors": len(set(a) & set(b)), "identical": len(set(a) & set(b)) - len(differ),
+              "differ": differ[:20], "n_differ": len(differ), "only_in_a": only_a[:20], "only_in_b": only_b[:20]}
+    return result
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir")
@@ -394,7 +430,13 @@ def main():
     ap.add_argument("--kjv", default=None, help="default model directory: Python-quantised copy and perplexities")
     ap.add_argument("--heldout", default=None, help="held-out text for --kjv")
     ap.add_argument("--ctx", type=int, default=256, help="window length for --kjv (dsv4 perplexity's default)")
+    ap.add_argument("--compare", nargs=2, metavar=("DIR_A", "DIR_B"), default=None,
+                    help="compare two checkpoints tensor by tensor (bytes, dtype, shape) and exit; no torch needed")
     args = ap.parse_args()
+    if args.compare:
+        result = compare(*args.compare)
+        print(json.dumps(result, indent=1))
+        return 0 if result["n_differ"] == 0 and not result["only_in_a"] and not result["only_in_b"] else 1
     import torch
     import transformers
 
