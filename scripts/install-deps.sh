@@ -2,7 +2,7 @@
 # Installs what dsv4 needs to build on a fresh Debian/Ubuntu machine (nvcc is expected on the machine).
 set -euo pipefail
 pkgs=(cmake ninja-build g++ pkg-config nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev
-      libpcre2-dev libutf8proc-dev)
+      libpcre2-dev libutf8proc-dev libcpp-httplib-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

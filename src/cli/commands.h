@@ -19,6 +19,7 @@ void register_info(CLI::App& app);
 void register_score(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_bench(CLI::App& app);
+void register_serve(CLI::App& app);
 void register_quantize(CLI::App& app);
 void register_perplexity(CLI::App& app);
 

@@ -110,8 +110,15 @@ struct DeviceForward::Impl {
     for (int f = 0; f < 5; ++f) std::memcpy(h_ints + f * max_tokens, fields[f]->data(), T * sizeof(int32_t));
     std::memset(h_ints + 5 * max_tokens, 0, max_rows * sizeof(int32_t));
     std::memcpy(h_ints + 5 * max_tokens, batch.logit_rows().data(), R * sizeof(int32_t));
-    const size_t bytes = params_offset() + static_cast<size_t>(R) * sizeof(ops::TokenSamplingParams);
-    DSV4_CUDA_CHECK(cudaMemcpyAsync(d_ints, h_ints, bytes, cudaMemcpyHostToDevice, stream));
+    // Only what the step uses: [0, T) of the five per-token fields (one strided copy), then the logit rows and
+    // the sampling parameters (one copy); the block spans 5 * max_tokens ints, mostly unused at decode.
+    const size_t pitch = static_cast<size_t>(max_tokens) * sizeof(int32_t);
+    DSV4_CUDA_CHECK(cudaMemcpy2DAsync(d_ints, pitch, h_ints, pitch, static_cast<size_t>(T) * sizeof(int32_t), 5,
+                                      cudaMemcpyHostToDevice, stream));
+    const size_t tail = 5 * pitch;
+    const size_t bytes = params_offset() + static_cast<size_t>(R) * sizeof(ops::TokenSamplingParams) - tail;
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(reinterpret_cast<char*>(d_ints) + tail, reinterpret_cast<char*>(h_ints) + tail,
+                                    bytes, cudaMemcpyHostToDevice, stream));
     // Page-table rows changed since the last step, ordered before this forward on the stream. A row's staging is
     // rewritten only after the forwards that read its previous copy have been waited for (one step at a time,
     // or the pipelined decode, which changes no table row between its two forwards).

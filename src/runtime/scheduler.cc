@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <span>
 
 #include "dsv4/core/log.h"
 #include "dsv4/runtime/engine.h"
@@ -76,6 +77,8 @@ RequestId Engine::submit(std::vector<int32_t> prompt, const RequestOptions& o, T
   o.sampling.validate();
   DSV4_CHECK_ARG(o.max_new_tokens >= 0, "request: max_new_tokens must be >= 0, got ", o.max_new_tokens);
   DSV4_CHECK_ARG(o.logprobs >= -1 && o.logprobs <= 20, "request: logprobs must be in [0, 20], got ", o.logprobs);
+  DSV4_CHECK_ARG(spec_tokens_ == 0 || !o.sampling.has_penalties(),
+                 "request: presence / frequency penalties are not supported with speculative decoding (--spec-tokens)");
   for (int32_t t : o.stop_token_ids) {
     DSV4_CHECK_ARG(t >= 0 && t < cfg_.vocab_size, "request: stop token id ", t, " is outside the vocabulary");
   }
@@ -306,7 +309,7 @@ bool Engine::step_plain() {
   check_batch(b);
   // Device sampling unless a caller needs the logits on the host.
   bool host_logits = !exec_->samples_on_device() || (generating_ != nullptr && generating_->on_target_logits);
-  for (auto& [s, n] : in) host_logits = host_logits || s->opt.logprobs >= 0;
+  for (auto& [s, n] : in) host_logits = host_logits || s->opt.logprobs >= 0 || !s->opt.sampling.device_compatible();
   if (!host_logits && !prefill && pipeline_decode()) {  // pure decode: two steps in flight when possible
     std::vector<Seq*> seqs;
     for (auto& [s, n] : in) seqs.push_back(s);
@@ -343,7 +346,7 @@ bool Engine::step_plain() {
     const int64_t r = b.chunk_first_logit_row()[c];
     if (host_logits) {
       const float* row = logits.data() + r * V;
-      emit(s, s.sampler.sample(row, V), row);
+      emit(s, s.sampler.sample(row, V, s.generated_span()), row);
     } else {
       emit(s, tokens[r], nullptr);
     }
@@ -401,7 +404,8 @@ bool Engine::can_pipeline(const std::vector<Seq*>& seqs) {
   if (generating_ != nullptr && generating_->on_target_logits) return false;
   for (Seq* s : seqs) {
     if (s->done || s->generated + 1 >= s->opt.max_new_tokens ||
-        static_cast<int64_t>(s->tokens.size()) + 1 >= model_opt_.max_model_len || s->opt.logprobs >= 0) {
+        static_cast<int64_t>(s->tokens.size()) + 1 >= model_opt_.max_model_len || s->opt.logprobs >= 0 ||
+        !s->opt.sampling.device_compatible()) {
       return false;
     }
   }
@@ -469,7 +473,7 @@ bool Engine::step_prefill_for_drafts() {
     s.computed += n;
     if (s.computed < static_cast<int64_t>(s.tokens.size())) continue;
     const float* l = logits.data() + b.chunk_first_logit_row()[c] * V;
-    emit(s, s.sampler.sample(l, V), l);
+    emit(s, s.sampler.sample(l, V, s.generated_span()), l);
     // The drafter's first step 0 covers every computed position (residual at p, token at p + 1).
     s.prefilled = true;
     s.step0_start = 0;

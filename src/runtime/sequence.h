@@ -1,6 +1,7 @@
 // A request inside the engine's scheduler (scheduler.cc).
 #pragma once
 
+#include <span>
 #include <vector>
 
 #include "dsv4/runtime/engine.h"
@@ -31,6 +32,10 @@ struct Engine::Seq {
   std::vector<std::vector<float>> draft_probs;
 
   int64_t pending() const { return static_cast<int64_t>(tokens.size()) - computed; }
+  // The tokens generated so far (what presence / frequency penalties count).
+  std::span<const int32_t> generated_span() const {
+    return {tokens.data() + prompt_len, static_cast<size_t>(generated)};
+  }
 };
 
 }  // namespace dsv4

@@ -276,3 +276,43 @@ TEST(PagePool, AllOrNothingAllocationAndReuse) {
 
 }  // namespace
 }  // namespace dsv4
+
+namespace dsv4 {
+namespace {
+
+// Penalties and top-k need the host sampler: the scheduler gives such requests host logits, and the greedy tokens
+// follow argmax(logits − presence · [seen] − frequency · count) over the generated tokens.
+TEST(Scheduler, PenaltiesFollowTheGeneratedTokens) {
+  Engine e(model_dir(), EngineOptions{});
+  const std::vector<int32_t> prompt = {0, 1035, 509, 456};
+  RequestOptions ro;
+  ro.max_new_tokens = 16;
+  ro.stop_at_eos = false;
+  ro.sampling.frequency_penalty = 1.5f;
+  ro.sampling.presence_penalty = 0.5f;
+  std::vector<int32_t> got;
+  e.submit(prompt, ro, [&](const TokenEvent& ev) {
+    if (ev.token >= 0) got.push_back(ev.token);
+  });
+  while (e.step()) {
+  }
+  ASSERT_EQ(got.size(), 16u);
+  std::vector<int32_t> ids = prompt;
+  ids.insert(ids.end(), got.begin(), got.end() - 1);
+  const std::vector<float> logits = e.score(ids);
+  const int64_t V = e.config().vocab_size;
+  std::vector<int> count(static_cast<size_t>(V), 0);
+  for (size_t i = 0; i < got.size(); ++i) {
+    std::vector<float> row(logits.begin() + (prompt.size() - 1 + i) * V, logits.begin() + (prompt.size() + i) * V);
+    for (int64_t v = 0; v < V; ++v) row[v] -= (count[v] > 0 ? 0.5f : 0.0f) + 1.5f * static_cast<float>(count[v]);
+    EXPECT_EQ(got[i], argmax_token(row.data(), V)) << "token " << i;
+    ++count[static_cast<size_t>(got[i])];
+  }
+  // Penalties under speculative decoding are refused at submission.
+  e.set_spec_tokens(2);
+  EXPECT_THROW(e.submit(prompt, ro, [](const TokenEvent&) {}), Error);
+  e.set_spec_tokens(0);
+}
+
+}  // namespace
+}  // namespace dsv4

@@ -95,12 +95,14 @@ __global__ void compressor_emit_kernel(PagedRows entries, const float* __restric
 // `ring` positions of this forward (so two rows of one sequence never share a ring entry).
 template <typename TD, typename TS>
 __global__ void ring_store_kernel(PagedRows ring, const TS* __restrict__ rows, MetaPtrs meta, int64_t width) {
-  pdl_wait();
+  // The metadata and the page table are written before the forward (host copies), never by the kernel this one
+  // overlaps under PDL: the destination row is found before the wait, hiding the table lookup's latency. Every
+  // block still waits before it exits (the chain's ordering needs it), and writes only after the wait.
   const int64_t t = blockIdx.y;
   const int32_t pos = meta.pos[t], slot = meta.slot[t], end = meta.end[t];
-  if (slot < 0 || pos < end - ring.rows) return;
-  TD* dst = ring.row<TD>(slot, pos % ring.rows);
-  if (dst == nullptr) return;  // an unallocated page: a scheduling bug, never a stray write
+  TD* dst = slot < 0 || pos < end - ring.rows ? nullptr : ring.row<TD>(slot, pos % ring.rows);
+  pdl_wait();
+  if (dst == nullptr) return;  // not among the last ring positions, padding, or a page never given (a bug)
   const TS* src = rows + t * width;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < width;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {

@@ -19,7 +19,8 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int64_t kChunk = 4096;  // order keys scored per selection pass
+constexpr int64_t kChunk = 4096;         // order keys scored per selection pass (decode)
+constexpr int64_t kPrefillChunk = 1024;  // … with 256 or more queries
 
 constexpr size_t kSelectStaticShared = sizeof(uint32_t) * (256 + 4);  // select_topk's histogram and scalars
 
@@ -199,8 +200,10 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
   const size_t budget = static_cast<size_t>(max_shared_optin()) - kSelectStaticShared;
   DSV4_CHECK(fixed + sizeof(uint64_t) * 256 <= budget, kUnsupported, "indexer_topk on CUDA: a ", heads, "x", Di,
              " query and top-", topk, " need ", fixed, " bytes of shared memory; the device allows ", budget);
+  // Many queries (prefill): a smaller chunk, so that more blocks share an SM; few (decode): fewer passes.
+  const int64_t want = T >= 256 ? kPrefillChunk : kChunk;
   const int64_t chunk =
-      std::max<int64_t>(1, std::min({kChunk, max_entries, static_cast<int64_t>((budget - fixed) / sizeof(uint64_t))}));
+      std::max<int64_t>(1, std::min({want, max_entries, static_cast<int64_t>((budget - fixed) / sizeof(uint64_t))}));
   const size_t shared = fixed + sizeof(uint64_t) * static_cast<size_t>(chunk);
   dispatch_float(keys.entries.dtype, "indexer keys", [&](auto k) {
     using TK = decltype(k);
