@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "dsv4/core/tensor.h"
+#include "dsv4/io/quantization.h"
 #include "dsv4/runtime/engine.h"
 #include "dsv4/tokenizer/tokenizer.h"
 
@@ -19,6 +20,8 @@ void register_score(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_serve(CLI::App& app);
+void register_quantize(CLI::App& app);
+void register_perplexity(CLI::App& app);
 
 // Device options shared by every command that runs the model: --device, --cuda-precision and the CUDA
 // graph flags (--cudagraph-mode, --enforce-eager, --capture-sizes).
@@ -36,6 +39,8 @@ struct DeviceFlags {
 // Validator for unsigned options (seeds): CLI11 would read "-3" as 2^64 - 3; a sign is an error instead.
 CLI::Validator non_negative_integer();
 Device parse_device(const std::string& name);
+// --expert-dtype: fp4 | fp8 | bf16.
+WeightFormat parse_expert_dtype(const std::string& name);
 // --cuda-precision: "bf16" or "f32".
 DType parse_cuda_precision(const std::string& name);
 std::vector<int32_t> parse_ids(const std::string& csv);

@@ -1,6 +1,7 @@
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "cli/commands.h"
 #include "dsv4/io/safetensors.h"
@@ -10,6 +11,18 @@
 namespace dsv4::cli {
 namespace {
 
+// The component a tensor belongs to (parameter counts and the storage report).
+std::string tensor_class(const TensorSpec& s) {
+  if (s.name.rfind("mtp.", 0) == 0) return "mtp";
+  if (s.name == "embed.weight" || s.name == "head.weight") return "embedding+head";
+  if (s.name.find(".ffn.experts.") != std::string::npos) return "routed_experts";
+  if (s.name.find(".ffn.shared_experts.") != std::string::npos) return "shared_experts";
+  if (s.name.find(".ffn.gate.") != std::string::npos) return "router";
+  if (s.name.find(".attn.") != std::string::npos) return "attention";
+  if (s.name.find("hc_") != std::string::npos) return "mhc";
+  return "norms";
+}
+
 // Parameter count per component, from the checkpoint inventory of the config.
 std::map<std::string, int64_t> count_parameters(const ModelConfig& cfg, bool with_mtp) {
   std::map<std::string, int64_t> out;
@@ -17,24 +30,7 @@ std::map<std::string, int64_t> count_parameters(const ModelConfig& cfg, bool wit
     if (s.kind == WeightKind::kIndex) continue;  // tid2eid is a lookup table, not parameters
     int64_t n = 1;
     for (int64_t d : s.shape) n *= d;
-    std::string part;
-    if (s.name.rfind("mtp.", 0) == 0) {
-      part = "mtp";
-    } else if (s.name == "embed.weight" || s.name == "head.weight") {
-      part = "embedding+head";
-    } else if (s.name.find(".ffn.experts.") != std::string::npos) {
-      part = "routed_experts";
-    } else if (s.name.find(".ffn.shared_experts.") != std::string::npos) {
-      part = "shared_experts";
-    } else if (s.name.find(".ffn.gate.") != std::string::npos) {
-      part = "router";
-    } else if (s.name.find(".attn.") != std::string::npos) {
-      part = "attention";
-    } else if (s.name.find("hc_") != std::string::npos) {
-      part = "mhc";
-    } else {
-      part = "norms";
-    }
+    const std::string part = tensor_class(s);
     out[part] += n;
     out[part == "mtp" ? "total_with_mtp" : "total"] += n;
   }
@@ -44,6 +40,36 @@ std::map<std::string, int64_t> count_parameters(const ModelConfig& cfg, bool wit
   out["active_per_token"] = out["total"] - out["routed_experts"] - out["embedding+head"] +
                             cfg.num_hidden_layers * cfg.num_experts_per_tok * per_expert +
                             cfg.vocab_size * cfg.hidden_size + cfg.hidden_size;
+  return out;
+}
+
+// Per component: the storage formats found in the checkpoint, bytes on disk (weights + scales) and bytes once
+// loaded (CPU: f32 matrices; CUDA: bf16 matrices, quantised weights dequantised at load).
+struct StorageClass {
+  std::set<std::string> formats;
+  size_t disk_bytes = 0, cpu_bytes = 0, cuda_bytes = 0;
+};
+
+std::map<std::string, StorageClass> storage_report(const WeightReader& reader) {
+  std::map<std::string, StorageClass> out;
+  for (const TensorSpec& s : reader.specs()) {
+    StorageClass& c = out[tensor_class(s)];
+    const WeightFormat fmt = reader.format(s.name);
+    c.formats.insert(fmt == WeightFormat::kPlain ? std::string(dtype_name(reader.raw(s.name).dtype()))
+                                                 : std::string(weight_format_name(fmt)));
+    c.disk_bytes += reader.stored_bytes(s.name);
+    int64_t numel = 1;
+    for (int64_t d : s.shape) numel *= d;
+    c.cpu_bytes += static_cast<size_t>(numel) * dtype_size(storage_dtype(s.kind, Device::kCPU));
+    c.cuda_bytes += static_cast<size_t>(numel) * dtype_size(storage_dtype(s.kind, Device::kCUDA));
+  }
+  StorageClass total;
+  for (const auto& [name, c] : out) {
+    total.disk_bytes += c.disk_bytes;
+    total.cpu_bytes += c.cpu_bytes;
+    total.cuda_bytes += c.cuda_bytes;
+  }
+  out["total"] = total;
   return out;
 }
 
@@ -63,6 +89,10 @@ void register_info(CLI::App& app) {
     const Checkpoint ckpt = Checkpoint::open(*dir);
     bool has_mtp = false;
     for (const std::string& n : ckpt.names()) has_mtp |= n.rfind("mtp.", 0) == 0;
+    // Validates every tensor against the config (quantised formats and scales included).
+    const WeightReader reader(ckpt, cfg, /*load_mtp=*/true);
+    const auto storage = storage_report(reader);
+    const QuantizationConfig& q = cfg.quantization;
     const auto params = count_parameters(cfg, has_mtp && cfg.has_mtp());
     std::vector<std::string> types, mlp;
     for (size_t l = 0; l < cfg.layer_types.size(); ++l) {
@@ -106,6 +136,16 @@ void register_info(CLI::App& app) {
       j["parameters"] = params;
       j["has_mtp"] = has_mtp;
       j["checkpoint_bytes"] = ckpt.total_bytes();
+      j["quantization"] = {{"quantized", q.quantized},
+                           {"dense", weight_format_name(q.dense)},
+                           {"experts", weight_format_name(q.experts)},
+                           {"expert_dtype", q.expert_dtype}};
+      nlohmann::json st = nlohmann::json::object();
+      for (const auto& [name, c] : storage) {
+        st[name] = {{"disk_bytes", c.disk_bytes}, {"cpu_bytes", c.cpu_bytes}, {"cuda_bytes", c.cuda_bytes}};
+        if (name != "total") st[name]["formats"] = c.formats;
+      }
+      j["storage"] = st;
       std::printf("%s\n", j.dump().c_str());
       return;
     }
@@ -137,7 +177,21 @@ void register_info(CLI::App& app) {
         }
       }
     }
-    std::printf("\nlayers\n");
+    std::printf("\nquantization   %s\n",
+                q.quantized ? str_cat("fp8 e4m3 / ue8m0 128x128 dense, experts ", weight_format_name(q.experts),
+                                      q.expert_dtype.empty() ? "" : str_cat(" (expert_dtype ", q.expert_dtype, ")"))
+                                  .c_str()
+                            : "none (plain weights)");
+    std::printf("storage        %-16s %10s %12s %12s  %s\n", "component", "disk MiB", "cpu MiB", "cuda MiB",
+                "formats on disk");
+    for (const auto& [name, c] : storage) {
+      std::string formats;
+      for (const std::string& f : c.formats) formats += (formats.empty() ? "" : ", ") + f;
+      std::printf("               %-16s %10.2f %12.2f %12.2f  %s\n", name.c_str(),
+                  static_cast<double>(c.disk_bytes) / (1 << 20), static_cast<double>(c.cpu_bytes) / (1 << 20),
+                  static_cast<double>(c.cuda_bytes) / (1 << 20), formats.c_str());
+    }
+    std::printf("layers\n");
     for (size_t l = 0; l < types.size(); ++l) {
       std::printf("  %2zu  %-30s %s\n", l, types[l].c_str(), mlp[l].c_str());
     }

@@ -1,4 +1,4 @@
-// dsv4 command-line interface: make-tiny | info | score | generate | bench | serve.
+// dsv4 command-line interface: make-tiny | info | score | generate | bench | serve | quantize | perplexity.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
@@ -17,6 +17,8 @@ int main(int argc, char** argv) {
   dsv4::cli::register_generate(app);
   dsv4::cli::register_bench(app);
   dsv4::cli::register_serve(app);
+  dsv4::cli::register_quantize(app);
+  dsv4::cli::register_perplexity(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

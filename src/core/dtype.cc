@@ -16,6 +16,10 @@ size_t dtype_size(DType t) {
     case DType::F8_E4M3: return 1;
     case DType::U8: return 1;
     case DType::BOOL: return 1;
+    case DType::F8_E8M0:
+      return 1;
+    case DType::I8:
+      return 1;
   }
   return 0;
 }
@@ -30,6 +34,10 @@ const char* dtype_name(DType t) {
     case DType::F8_E4M3: return "F8_E4M3";
     case DType::U8: return "U8";
     case DType::BOOL: return "BOOL";
+    case DType::F8_E8M0:
+      return "F8_E8M0";
+    case DType::I8:
+      return "I8";
   }
   return "?";
 }
@@ -38,9 +46,10 @@ bool parse_dtype(std::string_view s, DType* out) {
   static constexpr struct {
     const char* name;
     DType type;
-  } kTable[] = {{"F32", DType::F32}, {"BF16", DType::BF16},       {"F16", DType::F16},
-                {"I64", DType::I64}, {"I32", DType::I32},         {"F8_E4M3", DType::F8_E4M3},
-                {"U8", DType::U8},   {"BOOL", DType::BOOL}};
+  } kTable[] = {{"F32", DType::F32}, {"BF16", DType::BF16}, {"F16", DType::F16},
+                {"I64", DType::I64}, {"I32", DType::I32},   {"F8_E4M3", DType::F8_E4M3},
+                {"U8", DType::U8},   {"BOOL", DType::BOOL}, {"F8_E8M0", DType::F8_E8M0},
+                {"I8", DType::I8}};
   for (const auto& e : kTable) {
     if (s == e.name) {
       *out = e.type;

@@ -335,6 +335,7 @@ ModelConfig ModelConfig::from_json_text(const std::string& text, const std::stri
   c.rope_head_dim = static_cast<int64_t>(static_cast<double>(c.head_dim) * prf + 1e-9);
 
   parse_rope(j, c, origin);
+  c.quantization = parse_quantization_config(j, origin);
   c.validate();
   return c;
 }
@@ -449,6 +450,7 @@ std::string ModelConfig::to_json() const {
   j["bos_token_id"] = bos_token_id;
   j["eos_token_id"] = eos_token_ids.size() == 1 ? json(eos_token_ids[0]) : json(eos_token_ids);
   j["tie_word_embeddings"] = false;
+  write_quantization_config(quantization, j);
   return j.dump(2);
 }
 

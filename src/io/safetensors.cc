@@ -73,7 +73,8 @@ void parse_safetensors_header(const char* bytes, size_t file_size, const std::st
     info.name = name;
     const std::string dtype = v["dtype"].get<std::string>();
     if (!parse_dtype(dtype, &info.dtype)) {
-      bad("tensor '", name, "': unknown dtype '", dtype, "' (dsv4 reads F32, BF16, F16, I64, I32, F8_E4M3, U8, BOOL)");
+      bad("tensor '", name, "': unknown dtype '", dtype,
+          "' (dsv4 reads F32, BF16, F16, I64, I32, F8_E4M3, F8_E8M0, I8, U8, BOOL)");
     }
     if (!v.contains("shape") || !v["shape"].is_array()) bad("tensor '", name, "': missing shape");
     for (const json& s : v["shape"]) {

@@ -20,9 +20,11 @@ void add_block(std::vector<TensorSpec>& out, const ModelConfig& c, const std::st
                MlpType mlp) {
   const int64_t H = c.hidden_size, n = c.hc_mult, mix = c.hc_mix_dim(), D = c.head_dim, Nh = c.num_attention_heads;
   const int64_t I = c.moe_intermediate_size, E = c.n_routed_experts;
-  auto add = [&](const std::string& name, std::vector<int64_t> shape, WeightKind kind) {
-    out.push_back({p + name, std::move(shape), kind});
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, WeightKind kind,
+                 QuantGroup group = QuantGroup::kNone) {
+    out.push_back({p + name, std::move(shape), kind, group});
   };
+  constexpr QuantGroup kDense = QuantGroup::kDense;
   add("attn_norm.weight", {H}, WeightKind::kNorm);
   add("ffn_norm.weight", {H}, WeightKind::kNorm);
   for (const char* part : {"attn", "ffn"}) {
@@ -30,13 +32,13 @@ void add_block(std::vector<TensorSpec>& out, const ModelConfig& c, const std::st
     add(str_cat("hc_", part, "_base"), {mix}, WeightKind::kPrecision);
     add(str_cat("hc_", part, "_scale"), {3}, WeightKind::kPrecision);
   }
-  add("attn.wq_a.weight", {c.q_lora_rank, H}, WeightKind::kMatrix);
+  add("attn.wq_a.weight", {c.q_lora_rank, H}, WeightKind::kMatrix, kDense);
   add("attn.q_norm.weight", {c.q_lora_rank}, WeightKind::kNorm);
-  add("attn.wq_b.weight", {Nh * D, c.q_lora_rank}, WeightKind::kMatrix);
-  add("attn.wkv.weight", {D, H}, WeightKind::kMatrix);
+  add("attn.wq_b.weight", {Nh * D, c.q_lora_rank}, WeightKind::kMatrix, kDense);
+  add("attn.wkv.weight", {D, H}, WeightKind::kMatrix, kDense);
   add("attn.kv_norm.weight", {D}, WeightKind::kNorm);
-  add("attn.wo_a.weight", {c.o_groups * c.o_lora_rank, Nh * D / c.o_groups}, WeightKind::kMatrix);
-  add("attn.wo_b.weight", {H, c.o_groups * c.o_lora_rank}, WeightKind::kMatrix);
+  add("attn.wo_a.weight", {c.o_groups * c.o_lora_rank, Nh * D / c.o_groups}, WeightKind::kMatrix, kDense);
+  add("attn.wo_b.weight", {H, c.o_groups * c.o_lora_rank}, WeightKind::kMatrix, kDense);
   add("attn.attn_sink", {Nh}, WeightKind::kPrecision);
   const int64_t rate = c.compress_rate(type);
   if (rate > 0) {
@@ -48,7 +50,7 @@ void add_block(std::vector<TensorSpec>& out, const ModelConfig& c, const std::st
   }
   if (type == AttentionType::kCompressedSparse) {
     const int64_t Di = c.index_head_dim;
-    add("attn.indexer.wq_b.weight", {c.index_n_heads * Di, c.q_lora_rank}, WeightKind::kMatrix);
+    add("attn.indexer.wq_b.weight", {c.index_n_heads * Di, c.q_lora_rank}, WeightKind::kMatrix, kDense);
     add("attn.indexer.weights_proj.weight", {c.index_n_heads, H}, WeightKind::kMatrix);
     add("attn.indexer.compressor.wkv.weight", {2 * Di, H}, WeightKind::kMatrix);
     add("attn.indexer.compressor.wgate.weight", {2 * Di, H}, WeightKind::kMatrix);
@@ -62,13 +64,13 @@ void add_block(std::vector<TensorSpec>& out, const ModelConfig& c, const std::st
     add("ffn.gate.bias", {E}, WeightKind::kPrecision);
   }
   for (int64_t e = 0; e < E; ++e) {
-    add(str_cat("ffn.experts.", e, ".w1.weight"), {I, H}, WeightKind::kMatrix);
-    add(str_cat("ffn.experts.", e, ".w2.weight"), {H, I}, WeightKind::kMatrix);
-    add(str_cat("ffn.experts.", e, ".w3.weight"), {I, H}, WeightKind::kMatrix);
+    add(str_cat("ffn.experts.", e, ".w1.weight"), {I, H}, WeightKind::kMatrix, QuantGroup::kRoutedExpert);
+    add(str_cat("ffn.experts.", e, ".w2.weight"), {H, I}, WeightKind::kMatrix, QuantGroup::kRoutedExpert);
+    add(str_cat("ffn.experts.", e, ".w3.weight"), {I, H}, WeightKind::kMatrix, QuantGroup::kRoutedExpert);
   }
-  add("ffn.shared_experts.w1.weight", {I, H}, WeightKind::kMatrix);
-  add("ffn.shared_experts.w2.weight", {H, I}, WeightKind::kMatrix);
-  add("ffn.shared_experts.w3.weight", {I, H}, WeightKind::kMatrix);
+  add("ffn.shared_experts.w1.weight", {I, H}, WeightKind::kMatrix, kDense);
+  add("ffn.shared_experts.w2.weight", {H, I}, WeightKind::kMatrix, kDense);
+  add("ffn.shared_experts.w3.weight", {I, H}, WeightKind::kMatrix, kDense);
 }
 
 std::string shape_str(const std::vector<int64_t>& s) {
@@ -89,64 +91,11 @@ class WeightSource {
   virtual void fill_concat_columns(const std::string& left, const std::string& right, Tensor dst) = 0;
 };
 
+// Loads a validated checkpoint (WeightReader): plain tensors are converted, quantised ones dequantised exactly on
+// the host, into the storage dtype, then copied to the device.
 class Loader : public WeightSource {
  public:
-  Loader(const Checkpoint& ckpt, const ModelConfig& cfg, const LoadOptions& opt) : ckpt_(ckpt), cfg_(cfg), opt_(opt) {
-    for (const std::string& raw : ckpt.names()) {
-      const std::string canon = canonical_tensor_name(raw);
-      if (!by_canonical_.emplace(canon, raw).second) {
-        errors_.push_back(str_cat("tensors '", by_canonical_[canon], "' and '", raw, "' name the same weight '",
-                                  canon, "'"));
-      }
-    }
-  }
-
-  bool has_mtp_tensors() const {
-    for (const auto& [canon, raw] : by_canonical_) {
-      if (canon.rfind(kMtpPrefix, 0) == 0) return true;
-    }
-    return false;
-  }
-
-  // Checks names, shapes and dtypes of every spec; collects every problem.
-  void validate(const std::vector<TensorSpec>& specs, bool mtp_ignored) {
-    std::set<std::string> expected;
-    for (const TensorSpec& s : specs) {
-      expected.insert(s.name);
-      auto it = by_canonical_.find(s.name);
-      if (it == by_canonical_.end()) {
-        errors_.push_back(str_cat("missing tensor '", s.name, "' (expected shape ", shape_str(s.shape), ")"));
-        continue;
-      }
-      const TensorInfo* info = ckpt_.find(it->second);
-      if (info->shape != s.shape) {
-        errors_.push_back(str_cat("tensor '", it->second, "' has shape ", info->shape_string(), ", expected ",
-                                  shape_str(s.shape)));
-      }
-      const bool want_int = s.kind == WeightKind::kIndex;
-      const bool is_int = info->dtype == DType::I64 || info->dtype == DType::I32;
-      const bool is_plain_float = info->dtype == DType::F32 || info->dtype == DType::BF16 || info->dtype == DType::F16;
-      if (want_int ? !is_int : !is_plain_float) {
-        errors_.push_back(str_cat("tensor '", it->second, "' has dtype ", dtype_name(info->dtype), ", expected ",
-                                  want_int ? "I64 or I32" : "F32, BF16 or F16",
-                                  info->dtype == DType::F8_E4M3 ? " (FP8-quantised checkpoints are not supported yet)"
-                                                                : ""));
-      }
-    }
-    for (const auto& [canon, raw] : by_canonical_) {
-      if (expected.count(canon)) continue;
-      if (mtp_ignored && canon.rfind(kMtpPrefix, 0) == 0) continue;
-      errors_.push_back(str_cat("unexpected tensor '", raw, "'"));
-    }
-    if (!errors_.empty()) {
-      std::string msg = str_cat("checkpoint '", ckpt_.dir(), "' does not match its config (", errors_.size(),
-                                " problem", errors_.size() > 1 ? "s" : "", "):");
-      const size_t shown = std::min<size_t>(errors_.size(), 25);
-      for (size_t i = 0; i < shown; ++i) msg += "\n  " + errors_[i];
-      if (shown < errors_.size()) msg += str_cat("\n  ... and ", errors_.size() - shown, " more");
-      fail(StatusCode::kInvalidArgument, msg);
-    }
-  }
+  Loader(const WeightReader& reader, const ModelConfig& cfg) : reader_(reader), cfg_(cfg) {}
 
   void fill(const std::string& name, Tensor dst) override { load_into(name, dst); }
   void fill_concat_columns(const std::string& left, const std::string& right, Tensor dst) override {
@@ -155,11 +104,10 @@ class Loader : public WeightSource {
 
   // Loads [rows, a] and [rows, b] tensors side by side into dst [rows, a + b].
   void load_concat_columns(const std::string& left, const std::string& right, Tensor dst) {
-    const Tensor l = ckpt_.view(by_canonical_.at(left)), r = ckpt_.view(by_canonical_.at(right));
-    const int64_t rows = dst.size(0), a = l.size(1), b = r.size(1);
-    std::vector<float> lf(static_cast<size_t>(l.numel())), rf(static_cast<size_t>(r.numel()));
-    convert_to_f32(l.dtype(), l.data(), lf.data(), lf.size());
-    convert_to_f32(r.dtype(), r.data(), rf.data(), rf.size());
+    std::vector<float> lf, rf;
+    reader_.read_f32(left, &lf);
+    reader_.read_f32(right, &rf);
+    const int64_t rows = dst.size(0), a = reader_.spec(left).shape[1], b = reader_.spec(right).shape[1];
     float_buf_.resize(static_cast<size_t>(rows * (a + b)));
     for (int64_t i = 0; i < rows; ++i) {
       std::copy(lf.begin() + i * a, lf.begin() + (i + 1) * a, float_buf_.begin() + i * (a + b));
@@ -172,10 +120,10 @@ class Loader : public WeightSource {
 
   // Converts one checkpoint tensor into dst (storage dtype), through a host staging buffer.
   void load_into(const std::string& canon, Tensor dst) {
-    const Tensor src = ckpt_.view(by_canonical_.at(canon));
-    const size_t n = static_cast<size_t>(src.numel());
+    const Tensor src = reader_.raw(canon);
     staging_.resize(dst.nbytes());
     if (dst.dtype() == DType::I32) {
+      const size_t n = static_cast<size_t>(src.numel());
       int32_t* out = reinterpret_cast<int32_t*>(staging_.data());
       for (size_t i = 0; i < n; ++i) {
         const int64_t v = src.dtype() == DType::I64 ? src.ptr<int64_t>()[i] : src.ptr<int32_t>()[i];
@@ -183,12 +131,11 @@ class Loader : public WeightSource {
                        " outside [0, ", cfg_.n_routed_experts, ")");
         out[i] = static_cast<int32_t>(v);
       }
-    } else if (src.dtype() == dst.dtype()) {
+    } else if (reader_.format(canon) == WeightFormat::kPlain && src.dtype() == dst.dtype()) {
       std::memcpy(staging_.data(), src.data(), dst.nbytes());
     } else {
-      float_buf_.resize(n);
-      convert_to_f32(src.dtype(), src.data(), float_buf_.data(), n);
-      convert_from_f32(float_buf_.data(), dst.dtype(), staging_.data(), n);
+      reader_.read_f32(canon, &float_buf_);
+      convert_from_f32(float_buf_.data(), dst.dtype(), staging_.data(), float_buf_.size());
     }
     upload(dst, canon);
   }
@@ -211,11 +158,8 @@ class Loader : public WeightSource {
   }
 
  private:
-  const Checkpoint& ckpt_;
+  const WeightReader& reader_;
   const ModelConfig& cfg_;
-  const LoadOptions& opt_;
-  std::map<std::string, std::string> by_canonical_;
-  std::vector<std::string> errors_;
   std::vector<char> staging_;
   std::vector<float> float_buf_;
   void report_progress() {
@@ -252,8 +196,8 @@ std::vector<TensorSpec> checkpoint_inventory(const ModelConfig& c, bool with_mtp
     out.push_back({p + "enorm.weight", {H}, WeightKind::kNorm});
     out.push_back({p + "hnorm.weight", {H}, WeightKind::kNorm});
     out.push_back({p + "norm.weight", {H}, WeightKind::kNorm});
-    out.push_back({p + "e_proj.weight", {H, H}, WeightKind::kMatrix});
-    out.push_back({p + "h_proj.weight", {H, H}, WeightKind::kMatrix});
+    out.push_back({p + "e_proj.weight", {H, H}, WeightKind::kMatrix, QuantGroup::kDense});
+    out.push_back({p + "h_proj.weight", {H, H}, WeightKind::kMatrix, QuantGroup::kDense});
     out.push_back({p + "hc_head_fn", {n, n * H}, WeightKind::kPrecision});
     out.push_back({p + "hc_head_base", {n}, WeightKind::kPrecision});
     out.push_back({p + "hc_head_scale", {1}, WeightKind::kPrecision});
@@ -420,13 +364,12 @@ ModelWeights assemble_weights(const ModelConfig& cfg, const std::vector<TensorSp
 }  // namespace
 
 ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const LoadOptions& opt) {
-  Loader loader(ckpt, cfg, opt);
-  const bool with_mtp = opt.load_mtp && cfg.has_mtp() && loader.has_mtp_tensors();
-  if (opt.load_mtp && cfg.has_mtp() && !with_mtp) {
+  const WeightReader reader(ckpt, cfg, opt.load_mtp);
+  if (opt.load_mtp && cfg.has_mtp() && !reader.with_mtp()) {
     log_info("checkpoint has no mtp.0.* tensors: speculative decoding with the MTP drafter is unavailable");
   }
-  const std::vector<TensorSpec> specs = checkpoint_inventory(cfg, with_mtp);
-  loader.validate(specs, /*mtp_ignored=*/!with_mtp);
+  Loader loader(reader, cfg);
+  const std::vector<TensorSpec>& specs = reader.specs();
   size_t bytes = 0;
   for (const TensorSpec& s : specs) {
     int64_t numel = 1;
@@ -435,7 +378,7 @@ ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const 
   }
   loader.set_total(bytes, opt.device);
   size_t assembled = 0;
-  return assemble_weights(cfg, specs, opt, with_mtp, loader, &assembled);
+  return assemble_weights(cfg, specs, opt, reader.with_mtp(), loader, &assembled);
 }
 
 namespace {

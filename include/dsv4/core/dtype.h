@@ -9,7 +9,9 @@
 
 namespace dsv4 {
 
-enum class DType : uint8_t { F32, BF16, F16, I64, I32, F8_E4M3, U8, BOOL };
+// F8_E8M0: an unsigned power-of-two exponent byte (bias 127, 0xFF NaN), the scale format of DeepSeek's
+// quantised checkpoints. I8: signed bytes (packed FP4 weights are stored as I8, two E2M1 values a byte).
+enum class DType : uint8_t { F32, BF16, F16, I64, I32, F8_E4M3, U8, BOOL, F8_E8M0, I8 };
 
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);  // safetensors spelling: "F32", "BF16", ...

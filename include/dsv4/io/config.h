@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "dsv4/io/quantization.h"
+
 namespace dsv4 {
 
 enum class AttentionType { kSliding, kCompressedSparse, kHeavilyCompressed };
@@ -67,6 +69,8 @@ struct ModelConfig {
   int64_t bos_token_id = 0;
   std::vector<int64_t> eos_token_ids = {1};
   bool tie_word_embeddings = false;
+  // quantization_config / expert_dtype: how the checkpoint stores its matrices (io/quantization.h).
+  QuantizationConfig quantization;
 
   // Derived helpers.
   int64_t hc_dim() const { return hc_mult * hidden_size; }

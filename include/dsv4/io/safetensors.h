@@ -22,7 +22,7 @@ struct TensorInfo {
 };
 
 // One .safetensors file, memory-mapped read-only. Opening validates the whole header: its length,
-// JSON syntax, each entry's dtype (F32, BF16, F16, I64, I32, F8_E4M3, U8, BOOL), shape and data
+// JSON syntax, each entry's dtype (F32, BF16, F16, I64, I32, F8_E4M3, F8_E8M0, I8, U8, BOOL), shape and data
 // offsets (inside the file, dtype x shape = byte length, no two tensors overlapping). Any violation
 // throws kParseError naming the file and the tensor.
 class SafetensorsFile {

@@ -2,12 +2,14 @@
 // DeepSeek naming and transformers' saved naming, and loading into one allocation on the target device.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "dsv4/core/arena.h"
 #include "dsv4/io/config.h"
+#include "dsv4/io/quantization.h"
 #include "dsv4/io/safetensors.h"
 
 namespace dsv4 {
@@ -20,11 +22,22 @@ enum class WeightKind {
   kIndex,      // integer table (tid2eid): i32 on every device
 };
 
+// Which matrices a quantised checkpoint stores quantised (DeepSeek's inference code and released inventories):
+// the dense projections (attention wq_a, wq_b, wkv, wo_a, wo_b, the indexer's wq_b, the shared expert, the MTP's
+// e_proj / h_proj) in FP8, the routed experts as `expert_dtype` says; everything else stays plain.
+enum class QuantGroup : uint8_t { kNone, kDense, kRoutedExpert };
+
 struct TensorSpec {
   std::string name;  // official DeepSeek hub name
   std::vector<int64_t> shape;
   WeightKind kind;
+  QuantGroup group = QuantGroup::kNone;
 };
+
+// The storage format the config implies for a tensor (kPlain for every QuantGroup::kNone tensor).
+WeightFormat checkpoint_format(const QuantizationConfig& q, const TensorSpec& spec);
+// The official name of a quantised weight's scale: "<prefix>.weight" -> "<prefix>.scale".
+std::string scale_tensor_name(const std::string& weight_name);
 
 // Every tensor a checkpoint for `cfg` must hold (official names), with the MTP layer when asked.
 std::vector<TensorSpec> checkpoint_inventory(const ModelConfig& cfg, bool with_mtp);
@@ -35,6 +48,37 @@ std::string canonical_tensor_name(const std::string& name);
 
 // Storage dtype of a tensor of this kind on `device`.
 DType storage_dtype(WeightKind kind, Device device);
+
+// A validated view of a checkpoint's weights for a config: every tensor of the inventory checked by name,
+// shape, dtype and storage format (quantised weights: their F8_E4M3 / packed-FP4 data and `.scale` siblings),
+// every problem reported by name in one kInvalidArgument error. load_weights and `dsv4 quantize` read
+// through it.
+class WeightReader {
+ public:
+  // with MTP when `load_mtp`, the config has an MTP layer and the checkpoint holds mtp.0.* tensors.
+  WeightReader(const Checkpoint& ckpt, const ModelConfig& cfg, bool load_mtp);
+
+  const Checkpoint& checkpoint() const { return ckpt_; }
+  bool with_mtp() const { return with_mtp_; }
+  const std::vector<TensorSpec>& specs() const { return specs_; }
+  const TensorSpec& spec(const std::string& name) const;
+  WeightFormat format(const std::string& name) const;  // as stored (the config's format, validated)
+  Tensor raw(const std::string& name) const;           // the checkpoint's tensor (its own dtype and shape)
+  Tensor raw_scale(const std::string& name) const;     // the `.scale` sibling of a quantised weight
+  size_t stored_bytes(const std::string& name) const;  // bytes on disk: the weight plus its scale
+  // The weight's values as f32 in its spec shape, dequantised exactly when it is stored quantised.
+  // Not for kIndex tensors (integer tables: read raw()).
+  void read_f32(const std::string& name, std::vector<float>* out) const;
+
+ private:
+  const Checkpoint& ckpt_;
+  bool with_mtp_ = false;
+  std::vector<TensorSpec> specs_;
+  std::map<std::string, size_t> spec_index_;
+  std::map<std::string, std::string> by_canonical_;  // official name -> checkpoint name
+  std::map<std::string, WeightFormat> formats_;
+  const std::string& raw_name(const std::string& name) const;
+};
 
 struct HcWeights {
   Tensor fn, base, scale;
