@@ -4,7 +4,9 @@
 #include <utility>
 
 #include "backend/cpu/cpu_ops.h"
+#ifndef DSV4_NO_CUDA
 #include "backend/cuda/cuda_ops.h"
+#endif
 #include "backend/philox.h"
 
 namespace dsv4::ops {
@@ -41,6 +43,7 @@ thread_local ChoiceTap* g_choice_tap = nullptr;
 
 ChoiceTap* set_choice_tap(ChoiceTap* tap) { return std::exchange(g_choice_tap, tap); }
 
+#ifndef DSV4_NO_CUDA
 #define DSV4_DISPATCH(name, ...)    \
   do {                              \
     if (ctx.is_cuda()) {            \
@@ -49,6 +52,14 @@ ChoiceTap* set_choice_tap(ChoiceTap* tap) { return std::exchange(g_choice_tap, t
       cpu::name(__VA_ARGS__);       \
     }                               \
   } while (0)
+#else
+// CPU-only build (DSV4_CUDA=OFF): no CUDA kernels to dispatch to.
+#define DSV4_DISPATCH(name, ...)                                                                   \
+  do {                                                                                             \
+    DSV4_CHECK(!ctx.is_cuda(), kCudaError, #name ": dsv4 was built without CUDA (DSV4_CUDA=OFF)"); \
+    cpu::name(__VA_ARGS__);                                                                        \
+  } while (0)
+#endif
 
 void embedding(ExecContext& ctx, Tensor out, Tensor table, Tensor ids) {
   require_float(ctx, out, "embedding", "out");
@@ -254,7 +265,8 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
 }
 
 void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring,
-               const CompressorState* compressed, Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window, float scale) {
+               const CompressorState* compressed, Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window,
+               float scale) {
   require_meta(ctx, meta, "attention");
   require_float(ctx, out, "attention", "out");
   require_float(ctx, q, "attention", "q");
@@ -264,12 +276,12 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRow
                      kv_ring.dtype == kv.dtype() && sinks.numel() == q.size(1) && out.numel() == q.numel(),
                  "attention: q ", q.shape_string(), ", kv ", kv.shape_string(), ", ring rows of ", kv_ring.width, " ",
                  dtype_name(kv_ring.dtype));
-  DSV4_CHECK_ARG(kv_ring.rows >= window, "attention: the kv ring (", kv_ring.rows,
-                 ") is smaller than the window (", window, ")");
+  DSV4_CHECK_ARG(kv_ring.rows >= window, "attention: the kv ring (", kv_ring.rows, ") is smaller than the window (",
+                 window, ")");
   DSV4_CHECK_ARG(q.size(0) >= meta.num_tokens && kv.size(0) >= meta.num_tokens, "attention: q ", q.shape_string(),
                  " and kv ", kv.shape_string(), " for ", meta.num_tokens, " tokens");
   DSV4_CHECK_ARG(compressed == nullptr || (compressed->dim == q.size(2) && compressed->entries.width == q.size(2) &&
-                                             compressed->entries.dtype == kv.dtype()),
+                                           compressed->entries.dtype == kv.dtype()),
                  "attention: compressed entries of width ", compressed ? compressed->dim : 0, " for heads of ",
                  q.size(2));
   if (optional(selected)) {
