@@ -1,9 +1,49 @@
 // dsv4 command-line interface: make-tiny | info | score | generate.
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <iostream>
 
 #include "cli/commands.h"
 #include "dsv4/core/status.h"
+
+namespace {
+
+// Output that did not reach stdout (a full disk, /dev/full, a closed pipe) is a failure, not a success.
+int finish_stdout() {
+  std::cout.flush();
+  errno = 0;
+  if (std::fflush(stdout) != 0 || std::ferror(stdout) || !std::cout) {
+    std::fprintf(stderr, "error: writing to standard output failed%s%s\n", errno ? ": " : "",
+                 errno ? std::strerror(errno) : "");
+    return 1;
+  }
+  return 0;
+}
+
+// -n: an integer in [0, 2^30] (checked on the text, so a 23-digit count is an error, never clamped).
+CLI::Validator max_new_tokens_validator() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        const bool negative = !v.empty() && v[0] == '-';
+        const std::string digits = negative ? v.substr(1) : v;
+        if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) {
+          return "-n must be an integer, got '" + v + "'";
+        }
+        if (negative) return "-n must be >= 0, got " + v;
+        constexpr int64_t kMax = int64_t{1} << 30;
+        const std::string trimmed = digits.substr(std::min(digits.find_first_not_of('0'), digits.size() - 1));
+        if (trimmed.size() > 10 || std::stoll(trimmed) > kMax) {
+          return "-n " + v + " exceeds the largest possible max_model_len (" + std::to_string(kMax) + " positions)";
+        }
+        return std::string();
+      },
+      "0..2^30");
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"dsv4: a C++/CUDA inference engine for DeepSeek-V4 and its MTP drafter"};
@@ -16,6 +56,9 @@ int main(int argc, char** argv) {
   dsv4::cli::register_score(app);
   dsv4::cli::register_generate(app);
   dsv4::cli::register_bench(app);
+  // generate -n is bounded here (generate.cc belongs to the runtime): a sequence never holds more than 2^30
+  // positions, so a larger count can never be honoured, and INT64_MAX used to overflow prompt + n.
+  app.get_subcommand("generate")->get_option("--max-new-tokens")->check(max_new_tokens_validator());
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -27,5 +70,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }
-  return 0;
+  return finish_stdout();
 }
