@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs what dsv4 needs to build on a fresh Debian/Ubuntu machine (nvcc is expected on the machine).
+# Installs what dsv4 needs to build on a fresh Debian/Ubuntu machine: the compilers and libraries from Debian,
+# clang + its runtime libraries (libFuzzer, sanitizers) + libomp for the sanitizer and fuzzing builds. The CUDA
+# backend needs nvcc (CUDA toolkit 12.8+ / 13), which is not a Debian package: without it dsv4 builds CPU-only.
 set -euo pipefail
 pkgs=(cmake ninja-build g++ pkg-config nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev
-      libpcre2-dev libutf8proc-dev libcpp-httplib-dev)
+      libpcre2-dev libutf8proc-dev libcpp-httplib-dev clang libclang-rt-14-dev libomp-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -12,9 +14,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 if ! command -v nvcc >/dev/null 2>&1; then
   if [ -x /usr/local/cuda/bin/nvcc ]; then
-    echo "note: nvcc found at /usr/local/cuda/bin (add it to PATH)"
+    echo "note: nvcc found at /usr/local/cuda/bin (scripts/build.sh adds it to PATH)"
   else
-    echo "error: nvcc (CUDA toolkit 12.8+ / 13) is required to build dsv4's CUDA code" >&2
-    exit 1
+    echo "note: no nvcc (CUDA toolkit 12.8+ / 13): dsv4 builds CPU-only (DSV4_CUDA=OFF, --device cpu only)"
   fi
 fi

@@ -24,6 +24,8 @@
 extern "C" {
 #endif
 
+/* Element types. The entry points take them as an int (any value may arrive from a foreign caller, and an
+ * out-of-range value is an error, not undefined behaviour). */
 typedef enum { DSV4_DTYPE_F32 = 0, DSV4_DTYPE_BF16 = 1, DSV4_DTYPE_F16 = 2 } dsv4_dtype;
 
 /* Status codes (the values of dsv4::StatusCode). */
@@ -49,24 +51,22 @@ DSV4_API const char* dsv4_last_error(void);
  * hnorm_out[t, s] = RMSNorm(prev_hidden[t, s]; hnorm_weight), RMSNorm(x; w) = x * rsqrt(mean(x^2) + eps) * w
  * in fp32. Shapes: inputs_embeds, enorm_out [T, H]; positions [T]; prev_hidden, hnorm_out [T, hc_mult, H];
  * weights [H]. num_tokens = 0 returns 0 at once. */
-DSV4_API int dsv4_fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positions,
-                                           const void* prev_hidden, const void* enorm_weight,
-                                           const void* hnorm_weight, void* enorm_out, void* hnorm_out,
-                                           int64_t num_tokens, int64_t hidden, int64_t hc_mult, float eps,
-                                           dsv4_dtype dtype, void* cuda_stream);
+DSV4_API int dsv4_fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
+                                           const void* enorm_weight, const void* hnorm_weight, void* enorm_out,
+                                           void* hnorm_out, int64_t num_tokens, int64_t hidden, int64_t hc_mult,
+                                           float eps, int dtype, void* cuda_stream);
 
 /* The same norms written as out [T, hc_mult, 2H]: out[t, s, :H] = hnorm(prev_hidden[t, s]) and
  * out[t, s, H:] = enorm(inputs_embeds[t]) (for every s), the input of the MTP's projection
  * out.view(T * hc_mult, 2H) @ [W_h | W_e]^T. */
 DSV4_API int dsv4_fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* positions,
                                               const void* prev_hidden, const void* enorm_weight,
-                                              const void* hnorm_weight, void* out, int64_t num_tokens,
-                                              int64_t hidden, int64_t hc_mult, float eps, dsv4_dtype dtype,
-                                              void* cuda_stream);
+                                              const void* hnorm_weight, void* out, int64_t num_tokens, int64_t hidden,
+                                              int64_t hc_mult, float eps, int dtype, void* cuda_stream);
 
 /* Shared head: out[t] = RMSNorm(x[t]; weight); x, out [T, H], weight [H]. */
 DSV4_API int dsv4_mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, int64_t num_tokens,
-                                           int64_t hidden, float eps, dsv4_dtype dtype, void* cuda_stream);
+                                           int64_t hidden, float eps, int dtype, void* cuda_stream);
 
 /* ---- kernel lab only ------------------------------------------------------------------------------
  * Forces the launch variant that the three MTP norm entry points above use, process-wide, so that the
@@ -74,16 +74,15 @@ DSV4_API int dsv4_mtp_shared_head_rms_norm(const void* x, const void* weight, vo
  * 1 = register, 2 = scalar; the other arguments as in dsv4::cuda::MtpNormConfig, 0 meaning "choose"
  * (plain_loads: 0 or 1). A variant that does not fit a call's shape makes that call return
  * DSV4_ERROR_INVALID_ARGUMENT. */
-DSV4_API int dsv4_lab_set_mtp_norm_variant(int kernel, int vecs_per_thread, int rows_per_block,
-                                           int max_blocks, int plain_loads);
+DSV4_API int dsv4_lab_set_mtp_norm_variant(int kernel, int vecs_per_thread, int rows_per_block, int max_blocks,
+                                           int plain_loads);
 
 /* Kernel lab only: the full launch override. kernel adds 3 = bulk (TMA ring); late_weights 0 or 1;
  * trigger: where a PDL launch lets the next grid launch, 0 = default (after the loads), 1 = after the
  * loads, 2 = after griddepcontrol.wait, 3 = before it; blocks_per_sm: the bulk kernel's resident blocks
  * per SM (0 = default, 1..4). */
-DSV4_API int dsv4_lab_set_mtp_norm_launch(int kernel, int vecs_per_thread, int rows_per_block,
-                                          int max_blocks, int plain_loads, int late_weights, int trigger,
-                                          int blocks_per_sm);
+DSV4_API int dsv4_lab_set_mtp_norm_launch(int kernel, int vecs_per_thread, int rows_per_block, int max_blocks,
+                                          int plain_loads, int late_weights, int trigger, int blocks_per_sm);
 
 /* Kernel lab only: the launch (kernel and shape) of the calling thread's last successful MTP norm call. */
 DSV4_API const char* dsv4_lab_last_mtp_norm_launch(void);

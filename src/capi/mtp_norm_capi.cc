@@ -1,7 +1,12 @@
 // C API of the MTP norm kernels (include/dsv4/dsv4.h): argument checks, then the CUDA launchers.
 // No exception crosses this boundary; every failure becomes a status code plus a thread-local message.
+// A CPU-only build (DSV4_CUDA=OFF) checks the arguments the same way, then answers DSV4_ERROR_CUDA ("built
+// without CUDA") for any call that has work to do.
+#ifndef DSV4_NO_CUDA
 #include <cuda_runtime_api.h>
+#endif
 
+#include <cmath>
 #include <exception>
 #include <initializer_list>
 #include <mutex>
@@ -24,6 +29,7 @@ thread_local std::string g_last_launch;
 std::mutex g_lab_mu;
 dsv4::cuda::MtpNormConfig g_lab_config;
 
+#ifndef DSV4_NO_CUDA
 // The config the entry points pass to the launchers: nullptr (the heuristic) unless the lab set one
 // (an automatic kernel with only the trigger set is the heuristic's launch with that trigger).
 const dsv4::cuda::MtpNormConfig* lab_config(dsv4::cuda::MtpNormConfig* storage) {
@@ -40,6 +46,7 @@ Status record_launch(const Status& s, const dsv4::cuda::MtpNormLaunch& launch) {
   if (s.is_ok()) g_last_launch = launch.to_string();
   return s;
 }
+#endif
 
 int finish(const Status& s) {
   if (s.is_ok()) {
@@ -80,6 +87,8 @@ Status check_sizes(const char* what, int64_t num_tokens, int64_t hidden, int64_t
 
 using NamedPointer = std::pair<const char*, const void*>;
 
+#ifndef DSV4_NO_CUDA
+
 // Host memory passed where device memory is needed would fault inside the kernel and poison the CUDA
 // context, so pointers are checked first. The check is skipped while the stream is being captured into a
 // graph (where such queries are best avoided and the caller's pointers were checked on its eager warm-up).
@@ -116,6 +125,30 @@ Status check_device_pointers(const char* what, cudaStream_t stream, std::initial
   }
   return Status::ok();
 }
+#else
+using cudaStream_t = void*;
+
+Status check_device_pointers(const char* what, cudaStream_t, std::initializer_list<NamedPointer> ptrs) {
+  for (const auto& [name, ptr] : ptrs) {
+    if (ptr == nullptr) return {StatusCode::kInvalidArgument, dsv4::str_cat(what, ": ", name, " is null")};
+  }
+  return {StatusCode::kCudaError, dsv4::str_cat(what, ": dsv4 was built without CUDA (DSV4_CUDA=OFF)")};
+}
+
+// What the launchers check besides the pointers, for the calls a CPU-only build answers itself (T = 0).
+Status check_launch_sizes(const char* what, int64_t hidden, int64_t hc_mult, float eps) {
+  if (!(eps >= 0.f) || std::isinf(eps)) {
+    return {StatusCode::kInvalidArgument, dsv4::str_cat(what, ": eps must be finite and >= 0, got ", eps)};
+  }
+  int64_t row_elems = 0, bytes = 0;
+  if (__builtin_mul_overflow(hc_mult + 1, 2 * hidden, &row_elems) ||
+      __builtin_mul_overflow(row_elems, int64_t{8}, &bytes)) {
+    return {StatusCode::kInvalidArgument,
+            dsv4::str_cat(what, ": sizes overflow int64 (hidden=", hidden, ", hc_mult=", hc_mult, ")")};
+  }
+  return Status::ok();
+}
+#endif
 
 // Runs `body` and turns anything it throws into a status (bad_alloc in a message, say).
 template <typename Body>
@@ -144,7 +177,7 @@ const char* dsv4_last_error(void) { return g_last_error.c_str(); }
 
 int dsv4_fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
                                   const void* enorm_weight, const void* hnorm_weight, void* enorm_out, void* hnorm_out,
-                                  int64_t num_tokens, int64_t hidden, int64_t hc_mult, float eps, dsv4_dtype dtype,
+                                  int64_t num_tokens, int64_t hidden, int64_t hc_mult, float eps, int dtype,
                                   void* cuda_stream) {
   return guarded([&]() -> Status {
     constexpr const char* kWhat = "dsv4_fused_mtp_input_rms_norm";
@@ -165,18 +198,22 @@ int dsv4_fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* posi
         return s;
       }
     }
+#ifdef DSV4_NO_CUDA
+    return check_launch_sizes(kWhat, hidden, hc_mult, eps);  // num_tokens = 0: nothing to launch
+#else
     dsv4::cuda::MtpNormConfig storage;
     dsv4::cuda::MtpNormLaunch launch;
     return record_launch(dsv4::cuda::fused_mtp_input_rms_norm(inputs_embeds, positions, prev_hidden, enorm_weight,
                                                               hnorm_weight, enorm_out, hnorm_out, num_tokens, hidden,
                                                               hc_mult, eps, dt, stream, lab_config(&storage), &launch),
                          launch);
+#endif
   });
 }
 
 int dsv4_fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
                                      const void* enorm_weight, const void* hnorm_weight, void* out, int64_t num_tokens,
-                                     int64_t hidden, int64_t hc_mult, float eps, dsv4_dtype dtype, void* cuda_stream) {
+                                     int64_t hidden, int64_t hc_mult, float eps, int dtype, void* cuda_stream) {
   return guarded([&]() -> Status {
     constexpr const char* kWhat = "dsv4_fused_mtp_input_rms_norm_eh";
     DType dt;
@@ -195,17 +232,21 @@ int dsv4_fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* p
         return s;
       }
     }
+#ifdef DSV4_NO_CUDA
+    return check_launch_sizes(kWhat, hidden, hc_mult, eps);  // num_tokens = 0: nothing to launch
+#else
     dsv4::cuda::MtpNormConfig storage;
     dsv4::cuda::MtpNormLaunch launch;
     return record_launch(dsv4::cuda::fused_mtp_input_rms_norm_eh(inputs_embeds, positions, prev_hidden, enorm_weight,
                                                                  hnorm_weight, out, num_tokens, hidden, hc_mult, eps,
                                                                  dt, stream, lab_config(&storage), &launch),
                          launch);
+#endif
   });
 }
 
 int dsv4_mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, int64_t num_tokens, int64_t hidden,
-                                  float eps, dsv4_dtype dtype, void* cuda_stream) {
+                                  float eps, int dtype, void* cuda_stream) {
   return guarded([&]() -> Status {
     constexpr const char* kWhat = "dsv4_mtp_shared_head_rms_norm";
     DType dt;
@@ -217,11 +258,15 @@ int dsv4_mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, 
         return s;
       }
     }
+#ifdef DSV4_NO_CUDA
+    return check_launch_sizes(kWhat, hidden, 1, eps);  // num_tokens = 0: nothing to launch
+#else
     dsv4::cuda::MtpNormConfig storage;
     dsv4::cuda::MtpNormLaunch launch;
     return record_launch(dsv4::cuda::mtp_shared_head_rms_norm(x, weight, out, num_tokens, hidden, eps, dt, stream,
                                                               lab_config(&storage), &launch),
                          launch);
+#endif
   });
 }
 

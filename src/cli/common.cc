@@ -1,9 +1,12 @@
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 
 #include "cli/commands.h"
 #include "dsv4/core/status.h"
+#include "dsv4/graph/buckets.h"
+#include "dsv4/graph/mode.h"
 
 namespace dsv4::cli {
 
@@ -11,7 +14,14 @@ CLI::Validator non_negative_integer() {
   return CLI::Validator(
       [](std::string& v) -> std::string {
         const bool digits = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos;
-        return digits ? std::string() : "must be a non-negative integer, got '" + v + "'";
+        if (!digits) return "must be a non-negative integer, got '" + v + "'";
+        // Above 2^64 - 1 CLI11 would clamp silently: out of range is an error instead.
+        const std::string trimmed = v.substr(std::min(v.find_first_not_of('0'), v.size() - 1));
+        const std::string kMax = "18446744073709551615";
+        if (trimmed.size() > kMax.size() || (trimmed.size() == kMax.size() && trimmed > kMax)) {
+          return "must be at most " + kMax + ", got '" + v + "'";
+        }
+        return std::string();
       },
       "UINT");
 }
@@ -60,6 +70,14 @@ void DeviceFlags::add_to(CLI::App* cmd) {
 
 void DeviceFlags::apply(EngineOptions& o) const {
   o.device = parse_device(device);
+  // The CUDA graph flags are checked whatever the device, so a typo is never silently ignored.
+  if (!cudagraph_mode.empty()) {
+    graph::GraphModeInputs inputs;
+    inputs.cudagraph_mode_flag = cudagraph_mode;
+    inputs.enforce_eager = enforce_eager;
+    graph::resolve_graph_policy(inputs);
+  }
+  if (!capture_sizes.empty()) graph::parse_capture_sizes(capture_sizes);
   o.cuda_precision = parse_cuda_precision(cuda_precision);
   o.cudagraph_mode = cudagraph_mode;
   o.enforce_eager = enforce_eager;
@@ -81,10 +99,12 @@ std::vector<int32_t> parse_ids(const std::string& csv) {
     while (!item.empty() && item.front() == ' ') item.erase(item.begin());
     while (!item.empty() && item.back() == ' ') item.pop_back();
     DSV4_CHECK_ARG(!item.empty(), "--ids: empty entry in '", csv, "'");
+    // Digits only: strtoll alone would also take "+5", " 5" and "0x5"-like prefixes.
+    const bool digits = item.find_first_not_of("0123456789") == std::string::npos;
     char* end = nullptr;
     errno = 0;
-    const long long v = std::strtoll(item.c_str(), &end, 10);
-    DSV4_CHECK_ARG(end && *end == '\0' && errno == 0 && v >= 0 && v <= INT32_MAX, "--ids: '", item,
+    const long long v = digits ? std::strtoll(item.c_str(), &end, 10) : -1;
+    DSV4_CHECK_ARG(digits && end && *end == '\0' && errno == 0 && v >= 0 && v <= INT32_MAX, "--ids: '", item,
                    "' is not a token id (non-negative integer)");
     ids.push_back(static_cast<int32_t>(v));
     i = j + 1;

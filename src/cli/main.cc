@@ -1,9 +1,49 @@
 // dsv4 command-line interface: make-tiny | info | score | generate | bench | serve | quantize | perplexity.
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <iostream>
 
 #include "cli/commands.h"
 #include "dsv4/core/status.h"
+
+namespace {
+
+// Output that did not reach stdout (a full disk, /dev/full, a closed pipe) is a failure, not a success.
+int finish_stdout() {
+  std::cout.flush();
+  errno = 0;
+  if (std::fflush(stdout) != 0 || std::ferror(stdout) || !std::cout) {
+    std::fprintf(stderr, "error: writing to standard output failed%s%s\n", errno ? ": " : "",
+                 errno ? std::strerror(errno) : "");
+    return 1;
+  }
+  return 0;
+}
+
+// -n: an integer in [0, 2^30] (checked on the text, so a 23-digit count is an error, never clamped).
+CLI::Validator max_new_tokens_validator() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        const bool negative = !v.empty() && v[0] == '-';
+        const std::string digits = negative ? v.substr(1) : v;
+        if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) {
+          return "-n must be an integer, got '" + v + "'";
+        }
+        if (negative) return "-n must be >= 0, got " + v;
+        constexpr int64_t kMax = int64_t{1} << 30;
+        const std::string trimmed = digits.substr(std::min(digits.find_first_not_of('0'), digits.size() - 1));
+        if (trimmed.size() > 10 || std::stoll(trimmed) > kMax) {
+          return "-n " + v + " exceeds the largest possible max_model_len (" + std::to_string(kMax) + " positions)";
+        }
+        return std::string();
+      },
+      "0..2^30");
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"dsv4: a C++/CUDA inference engine for DeepSeek-V4 and its MTP drafter"};
@@ -19,10 +59,15 @@ int main(int argc, char** argv) {
   dsv4::cli::register_serve(app);
   dsv4::cli::register_quantize(app);
   dsv4::cli::register_perplexity(app);
+  // generate -n is bounded here: a sequence never holds more than 2^30 positions, so a larger count can never be
+  // honoured (the engine also checks prompt + n against --max-model-len without overflow).
+  app.get_subcommand("generate")->get_option("--max-new-tokens")->check(max_new_tokens_validator());
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);  // usage errors: message + non-zero exit
+    // Usage errors: the message, then exit 2 (errors exit 1; --help exits 0). Sanitizer reports of the
+    // sanitizer build exit 86/87, so a test expecting 1 or 2 cannot pass on one.
+    return app.exit(e) == 0 ? 0 : 2;
   } catch (const dsv4::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
@@ -30,5 +75,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }
-  return 0;
+  return finish_stdout();
 }

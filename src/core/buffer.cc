@@ -1,6 +1,8 @@
 #include "dsv4/core/buffer.h"
 
+#ifndef DSV4_NO_CUDA
 #include <cuda_runtime_api.h>
+#endif
 
 #include <cstdlib>
 #include <cstring>
@@ -14,20 +16,23 @@ Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
     data_ = std::aligned_alloc(256, rounded);
     DSV4_CHECK(data_ != nullptr, kOutOfMemory, "host allocation of ", bytes, " bytes failed");
   } else {
+#ifndef DSV4_NO_CUDA
     const cudaError_t err = cudaMalloc(&data_, bytes);
     if (err != cudaSuccess) {
       data_ = nullptr;
       cudaGetLastError();
-      fail(err == cudaErrorMemoryAllocation ? StatusCode::kOutOfMemory : StatusCode::kCudaError,
-           "cudaMalloc of ", bytes, " bytes failed: ", cudaGetErrorString(err));
+      fail(err == cudaErrorMemoryAllocation ? StatusCode::kOutOfMemory : StatusCode::kCudaError, "cudaMalloc of ",
+           bytes, " bytes failed: ", cudaGetErrorString(err));
     }
+#else
+    fail(StatusCode::kCudaError, "device allocation of ", bytes, " bytes: dsv4 was built without CUDA (DSV4_CUDA=OFF)");
+#endif
   }
 }
 
 Buffer::~Buffer() { reset(); }
 
-Buffer::Buffer(Buffer&& other) noexcept
-    : data_(other.data_), bytes_(other.bytes_), device_(other.device_) {
+Buffer::Buffer(Buffer&& other) noexcept : data_(other.data_), bytes_(other.bytes_), device_(other.device_) {
   other.data_ = nullptr;
   other.bytes_ = 0;
 }
@@ -49,7 +54,9 @@ void Buffer::reset() {
     if (device_ == Device::kCPU) {
       std::free(data_);
     } else {
+#ifndef DSV4_NO_CUDA
       cudaFree(data_);
+#endif
     }
   }
   data_ = nullptr;

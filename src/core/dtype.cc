@@ -1,6 +1,7 @@
 #include "dsv4/core/dtype.h"
 
 #include <cmath>
+#include <cstring>
 
 #include "dsv4/core/status.h"
 
@@ -103,19 +104,30 @@ float f8e4m3_to_float(uint8_t v) {
   return sign ? -r : r;
 }
 
+namespace {
+inline uint16_t load_u16(const unsigned char* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+inline void store_u16(unsigned char* p, uint16_t v) { std::memcpy(p, &v, 2); }
+}  // namespace
+
 void convert_to_f32(DType src_type, const void* src, float* dst, size_t n) {
   switch (src_type) {
     case DType::F32:
       std::memcpy(dst, src, n * 4);
       return;
+    // Sources may sit at any byte offset (safetensors does not align tensors): 16-bit loads go through
+    // memcpy, which compiles to plain (unaligned-safe) loads.
     case DType::BF16: {
-      const auto* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_float(s[i]);
+      const auto* s = static_cast<const unsigned char*>(src);
+      for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_float(load_u16(s + 2 * i));
       return;
     }
     case DType::F16: {
-      const auto* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = f16_to_float(s[i]);
+      const auto* s = static_cast<const unsigned char*>(src);
+      for (size_t i = 0; i < n; ++i) dst[i] = f16_to_float(load_u16(s + 2 * i));
       return;
     }
     case DType::F8_E4M3: {
@@ -134,13 +146,13 @@ void convert_from_f32(const float* src, DType dst_type, void* dst, size_t n) {
       std::memcpy(dst, src, n * 4);
       return;
     case DType::BF16: {
-      auto* d = static_cast<uint16_t*>(dst);
-      for (size_t i = 0; i < n; ++i) d[i] = float_to_bf16(src[i]);
+      auto* d = static_cast<unsigned char*>(dst);
+      for (size_t i = 0; i < n; ++i) store_u16(d + 2 * i, float_to_bf16(src[i]));
       return;
     }
     case DType::F16: {
-      auto* d = static_cast<uint16_t*>(dst);
-      for (size_t i = 0; i < n; ++i) d[i] = float_to_f16(src[i]);
+      auto* d = static_cast<unsigned char*>(dst);
+      for (size_t i = 0; i < n; ++i) store_u16(d + 2 * i, float_to_f16(src[i]));
       return;
     }
     default:

@@ -5,10 +5,15 @@
 
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "dsv4/core/checked.h"
 #include "dsv4/core/status.h"
+#include "dsv4/io/file.h"
+#include "dsv4/io/json.h"
+#include "dsv4/io/limits.h"
 
 namespace dsv4 {
 namespace {
@@ -29,9 +34,16 @@ struct Reader {
   int64_t get_int(const std::string& key, int64_t fallback) const {
     if (!has(key)) return fallback;
     const json& v = j.at(key);
+    if (v.is_number_unsigned()) {
+      if (v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+        bad(key, str_cat("is ", v.dump(), ", out of range"));
+      }
+      return v.get<int64_t>();
+    }
     if (v.is_number_integer()) return v.get<int64_t>();
+    if (v.is_number_float() && double_is_int64(v.get<double>())) return static_cast<int64_t>(v.get<double>());
     if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>()) {
-      return static_cast<int64_t>(v.get<double>());
+      bad(key, str_cat("is ", v.dump(), ", out of range"));
     }
     bad(key, str_cat("must be an integer, got ", json_type(v), " ", v.dump()));
   }
@@ -39,7 +51,9 @@ struct Reader {
     if (!has(key)) return fallback;
     const json& v = j.at(key);
     if (!v.is_number()) bad(key, str_cat("must be a number, got ", json_type(v)));
-    return v.get<double>();
+    const double d = v.get<double>();
+    if (!std::isfinite(d)) bad(key, str_cat("must be finite, got ", v.dump()));
+    return d;
   }
   bool get_bool(const std::string& key, bool fallback) const {
     if (!has(key)) return fallback;
@@ -173,12 +187,7 @@ int64_t ModelConfig::compress_rate(AttentionType t) const {
 }
 
 ModelConfig ModelConfig::from_json_text(const std::string& text, const std::string& origin) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    fail(StatusCode::kParseError, origin, ": invalid JSON: ", e.what());
-  }
+  const json j = parse_json(text, origin);
   if (!j.is_object()) fail(StatusCode::kParseError, origin, ": top level must be a JSON object");
   const Reader r{j, origin};
   ModelConfig c;
@@ -238,19 +247,25 @@ ModelConfig ModelConfig::from_json_text(const std::string& text, const std::stri
   if (j.contains("eos_token_id")) {
     const json& e = j.at("eos_token_id");
     c.eos_token_ids.clear();
-    if (e.is_number_integer()) {
-      c.eos_token_ids.push_back(e.get<int64_t>());
-    } else if (e.is_array()) {
-      for (const json& v : e) {
-        if (!v.is_number_integer()) r.bad("eos_token_id", "must hold integers");
-        c.eos_token_ids.push_back(v.get<int64_t>());
+    auto token_id = [&](const json& v) -> int64_t {
+      if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > (uint64_t{1} << 62))) {
+        r.bad("eos_token_id", str_cat("must hold token ids (integers), got ", v.dump()));
       }
+      return v.get<int64_t>();
+    };
+    if (e.is_number_integer()) {
+      c.eos_token_ids.push_back(token_id(e));
+    } else if (e.is_array()) {
+      if (e.size() > 1024) r.bad("eos_token_id", str_cat("has ", e.size(), " entries (at most 1024)"));
+      for (const json& v : e) c.eos_token_ids.push_back(token_id(v));
     } else if (!e.is_null()) {
       r.bad("eos_token_id", "must be an integer, a list of integers or null");
     }
   }
   const int64_t n = c.num_hidden_layers;
-  if (n <= 0) r.bad("num_hidden_layers", "must be > 0");
+  if (n <= 0 || n > kConfigLimits.num_hidden_layers) {
+    r.bad("num_hidden_layers", str_cat("is ", n, ", outside [1, ", kConfigLimits.num_hidden_layers, "]"));
+  }
 
   // compress_rates: dict per attention type, defaults {CSA: 4, HCA: 128}; legacy scalars fold in.
   if (r.has("compress_rates")) {
@@ -276,7 +291,7 @@ ModelConfig ModelConfig::from_json_text(const std::string& text, const std::stri
     if (!cr.is_array()) r.bad("compress_ratios", "must be a list of integers");
     for (const json& v : cr) {
       if (!v.is_number_integer()) r.bad("compress_ratios", "must be a list of integers");
-      const int64_t ratio = v.get<int64_t>();
+      const int64_t ratio = v.is_number_unsigned() && v.get<uint64_t>() > 128 ? -1 : v.get<int64_t>();
       AttentionType type = AttentionType::kSliding;
       if (ratio == 4) {
         type = AttentionType::kCompressedSparse;
@@ -321,7 +336,9 @@ ModelConfig ModelConfig::from_json_text(const std::string& text, const std::stri
     }
   } else {
     const int64_t n_hash = r.get_int("num_hash_layers", 3);
-    if (n_hash < 0) r.bad("num_hash_layers", "must be >= 0");
+    if (n_hash < 0 || n_hash > kConfigLimits.num_hidden_layers) {
+      r.bad("num_hash_layers", str_cat("is ", n_hash, ", outside [0, ", kConfigLimits.num_hidden_layers, "]"));
+    }
     for (int64_t i = 0; i < n; ++i) c.mlp_layer_types.push_back(i < n_hash ? MlpType::kHashMoe : MlpType::kMoe);
   }
 
@@ -330,9 +347,18 @@ ModelConfig ModelConfig::from_json_text(const std::string& text, const std::stri
   if (r.has("partial_rotary_factor")) {
     prf = r.get_double("partial_rotary_factor", prf);
   } else if (r.has("qk_rope_head_dim")) {
-    prf = static_cast<double>(r.get_int("qk_rope_head_dim", 64)) / static_cast<double>(c.head_dim);
+    const int64_t rope_dim = r.get_int("qk_rope_head_dim", 64);
+    if (rope_dim <= 0 || rope_dim > kConfigLimits.head_dim) {
+      r.bad("qk_rope_head_dim", str_cat("is ", rope_dim, ", outside [1, ", kConfigLimits.head_dim, "]"));
+    }
+    if (c.head_dim <= 0 || c.head_dim > kConfigLimits.head_dim) {
+      r.bad("head_dim", str_cat("is ", c.head_dim, ", outside [1, ", kConfigLimits.head_dim, "]"));
+    }
+    prf = static_cast<double>(rope_dim) / static_cast<double>(c.head_dim);
   }
-  c.rope_head_dim = static_cast<int64_t>(static_cast<double>(c.head_dim) * prf + 1e-9);
+  // head_dim is range-checked by validate(); a wild one must not make this conversion undefined.
+  const double rope_dim = static_cast<double>(c.head_dim) * prf + 1e-9;
+  c.rope_head_dim = double_is_int64(std::floor(rope_dim)) ? static_cast<int64_t>(rope_dim) : -1;
 
   parse_rope(j, c, origin);
   c.quantization = parse_quantization_config(j, origin);
@@ -341,34 +367,57 @@ ModelConfig ModelConfig::from_json_text(const std::string& text, const std::stri
 }
 
 ModelConfig ModelConfig::from_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(StatusCode::kNotFound, "cannot open config file '", path, "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return from_json_text(ss.str(), path);
+  return from_json_text(read_text_file(path, "config file", kMaxConfigBytes), path);
 }
 
 void ModelConfig::validate() const {
-  auto positive = [](int64_t v, const char* name) { DSV4_CHECK_ARG(v > 0, "config: ", name, " must be > 0, got ", v); };
-  positive(vocab_size, "vocab_size");
-  positive(hidden_size, "hidden_size");
-  positive(moe_intermediate_size, "moe_intermediate_size");
-  positive(num_attention_heads, "num_attention_heads");
-  positive(head_dim, "head_dim");
-  positive(q_lora_rank, "q_lora_rank");
-  positive(o_lora_rank, "o_lora_rank");
-  positive(o_groups, "o_groups");
-  positive(num_experts_per_tok, "num_experts_per_tok");
-  positive(n_routed_experts, "n_routed_experts");
-  positive(hc_mult, "hc_mult");
-  positive(hc_sinkhorn_iters, "hc_sinkhorn_iters");
-  positive(sliding_window, "sliding_window");
-  positive(index_n_heads, "index_n_heads");
-  positive(index_head_dim, "index_head_dim");
-  positive(index_topk, "index_topk");
-  positive(compress_rate_csa, "compress_rates.compressed_sparse_attention");
-  positive(compress_rate_hca, "compress_rates.heavily_compressed_attention");
-  positive(max_position_embeddings, "max_position_embeddings");
+  // Every size field within a plausible range (kConfigLimits), so that no product of them overflows and no
+  // allocation is sized by an absurd value: the error names the field.
+  auto in_range = [](int64_t v, int64_t lo, int64_t hi, const char* name) {
+    DSV4_CHECK_ARG(v >= lo && v <= hi, "config: ", name, " is ", v, ", outside the plausible range [", lo, ", ", hi,
+                   "]");
+  };
+  const ConfigLimits& L = kConfigLimits;
+  in_range(vocab_size, 1, L.vocab_size, "vocab_size");
+  in_range(hidden_size, 1, L.hidden_size, "hidden_size");
+  in_range(moe_intermediate_size, 1, L.intermediate_size, "moe_intermediate_size");
+  in_range(num_hidden_layers, 1, L.num_hidden_layers, "num_hidden_layers");
+  in_range(num_attention_heads, 1, L.num_heads, "num_attention_heads");
+  in_range(head_dim, 1, L.head_dim, "head_dim");
+  in_range(q_lora_rank, 1, L.lora_rank, "q_lora_rank");
+  in_range(o_lora_rank, 1, L.lora_rank, "o_lora_rank");
+  in_range(o_groups, 1, L.num_heads, "o_groups");
+  in_range(num_experts_per_tok, 1, L.num_experts, "num_experts_per_tok");
+  in_range(n_routed_experts, 1, L.num_experts, "n_routed_experts");
+  in_range(hc_mult, 1, L.hc_mult, "hc_mult");
+  in_range(hc_sinkhorn_iters, 1, L.hc_sinkhorn_iters, "hc_sinkhorn_iters");
+  in_range(sliding_window, 1, L.sliding_window, "sliding_window");
+  in_range(index_n_heads, 1, L.num_heads, "index_n_heads");
+  in_range(index_head_dim, 1, L.head_dim, "index_head_dim");
+  in_range(index_topk, 1, L.index_topk, "index_topk");
+  in_range(compress_rate_csa, 1, L.compress_rate, "compress_rates.compressed_sparse_attention");
+  in_range(compress_rate_hca, 1, L.compress_rate, "compress_rates.heavily_compressed_attention");
+  in_range(max_position_embeddings, 1, L.max_position_embeddings, "max_position_embeddings");
+  in_range(bos_token_id, 0, vocab_size - 1, "bos_token_id");
+  DSV4_CHECK_ARG(static_cast<int64_t>(layer_types.size()) == num_hidden_layers &&
+                     static_cast<int64_t>(mlp_layer_types.size()) == num_hidden_layers,
+                 "config: layer_types (", layer_types.size(), ") and mlp_layer_types (", mlp_layer_types.size(),
+                 ") must have num_hidden_layers (", num_hidden_layers, ") entries");
+  auto finite = [](double v, const char* name) {
+    DSV4_CHECK_ARG(std::isfinite(v), "config: ", name, " must be finite, got ", v);
+  };
+  finite(routed_scaling_factor, "routed_scaling_factor");
+  finite(swiglu_limit, "swiglu_limit");
+  finite(hc_eps, "hc_eps");
+  finite(rms_norm_eps, "rms_norm_eps");
+  for (const RopeParams* p : {&rope_main, &rope_compress}) {
+    const char* which = p == &rope_main ? "rope_parameters.main" : "rope_parameters.compress";
+    DSV4_CHECK_ARG(std::isfinite(p->theta) && std::isfinite(p->factor) && p->factor > 0 &&
+                       std::isfinite(p->original_max_position_embeddings) && std::isfinite(p->beta_fast) &&
+                       std::isfinite(p->beta_slow) && std::isfinite(p->attention_factor),
+                   "config: ", which, " holds a non-finite or non-positive value (rope_theta ", p->theta, ", factor ",
+                   p->factor, ")");
+  }
   DSV4_CHECK_ARG(num_experts_per_tok <= n_routed_experts, "config: num_experts_per_tok (", num_experts_per_tok,
                  ") exceeds n_routed_experts (", n_routed_experts, ")");
   DSV4_CHECK_ARG(n_shared_experts == 1, "config: n_shared_experts must be 1 (DeepSeek-V4 has one shared expert), got ",

@@ -12,6 +12,10 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "dsv4/io/file.h"
+#include "dsv4/io/json.h"
+#include "dsv4/io/limits.h"
+
 namespace dsv4 {
 namespace {
 
@@ -48,8 +52,8 @@ void parse_safetensors_header(const char* bytes, size_t file_size, const std::st
   }
   json h;
   try {
-    h = json::parse(bytes + 8, bytes + 8 + header_len);
-  } catch (const json::parse_error& e) {
+    h = parse_json(std::string_view(bytes + 8, header_len), "header");
+  } catch (const Error& e) {
     bad("header is not valid JSON: ", e.what());
   }
   if (!h.is_object()) bad("header must be a JSON object");
@@ -136,12 +140,17 @@ void parse_safetensors_header(const char* bytes, size_t file_size, const std::st
 }
 
 std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
+  // O_NONBLOCK: a FIFO must not block the open; it is refused right after (mmap needs a regular file).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) fail(StatusCode::kNotFound, "cannot open '", path, "': ", std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     ::close(fd);
     fail(StatusCode::kIoError, "cannot stat '", path, "'");
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail(StatusCode::kInvalidArgument, "'", path, "' is not a regular file (a FIFO, device or directory)");
   }
   std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
   f->path_ = path;
@@ -181,13 +190,8 @@ Checkpoint Checkpoint::open(const std::string& dir) {
   const fs::path index_path = fs::path(dir) / "model.safetensors.index.json";
   const fs::path single_path = fs::path(dir) / "model.safetensors";
   if (fs::exists(index_path)) {
-    std::ifstream in(index_path);
-    json idx;
-    try {
-      idx = json::parse(in);
-    } catch (const json::parse_error& e) {
-      fail(StatusCode::kParseError, index_path.string(), ": invalid JSON: ", e.what());
-    }
+    const json idx = parse_json(read_text_file(index_path.string(), "checkpoint index", kMaxIndexBytes),
+                                index_path.string());
     if (!idx.is_object() || !idx.contains("weight_map") || !idx["weight_map"].is_object()) {
       fail(StatusCode::kParseError, index_path.string(), ": missing object 'weight_map'");
     }
@@ -267,18 +271,14 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   }
   std::string header = h.dump();
   while ((8 + header.size()) % 8 != 0) header.push_back(' ');  // align the data section
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) fail(StatusCode::kIoError, "cannot write '", tmp, "'");
+  write_output_file(path, [&](std::ostream& out) {
     const uint64_t len = header.size();
     out.write(reinterpret_cast<const char*>(&len), 8);
     out.write(header.data(), static_cast<std::streamsize>(header.size()));
-    for (const auto& [name, t] : tensors)
+    for (const auto& [name, t] : tensors) {
       out.write(static_cast<const char*>(t.data()), static_cast<std::streamsize>(t.nbytes()));
-    if (!out) fail(StatusCode::kIoError, "write to '", tmp, "' failed");
-  }
-  std::filesystem::rename(tmp, path);
+    }
+  });
 }
 
 }  // namespace dsv4

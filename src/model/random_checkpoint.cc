@@ -1,3 +1,4 @@
+#include "dsv4/io/file.h"
 #include "dsv4/model/random_checkpoint.h"
 
 #include <algorithm>
@@ -115,7 +116,7 @@ void write_random_checkpoint(const std::string& dir, const ModelConfig& cfg, uin
     storage.push_back(std::move(t));
   }
   save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
-  std::ofstream(fs::path(dir) / "config.json") << cfg.to_json() << "\n";
+  write_output_file((fs::path(dir) / "config.json").string(), [&](std::ostream& out) { out << cfg.to_json() << "\n"; });
 }
 
 }  // namespace dsv4

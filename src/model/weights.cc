@@ -125,8 +125,17 @@ class Loader : public WeightSource {
     if (dst.dtype() == DType::I32) {
       const size_t n = static_cast<size_t>(src.numel());
       int32_t* out = reinterpret_cast<int32_t*>(staging_.data());
+      // The mmap'd table may sit at any byte offset (safetensors does not align tensors): memcpy each id.
+      const auto* bytes = static_cast<const unsigned char*>(src.data());
       for (size_t i = 0; i < n; ++i) {
-        const int64_t v = src.dtype() == DType::I64 ? src.ptr<int64_t>()[i] : src.ptr<int32_t>()[i];
+        int64_t v = 0;
+        if (src.dtype() == DType::I64) {
+          std::memcpy(&v, bytes + 8 * i, 8);
+        } else {
+          int32_t v32 = 0;
+          std::memcpy(&v32, bytes + 4 * i, 4);
+          v = v32;
+        }
         DSV4_CHECK_ARG(v >= 0 && v < cfg_.n_routed_experts, "tensor '", canon, "' holds expert id ", v,
                        " outside [0, ", cfg_.n_routed_experts, ")");
         out[i] = static_cast<int32_t>(v);

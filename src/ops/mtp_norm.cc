@@ -3,7 +3,9 @@
 #include <cmath>
 
 #include "backend/cpu/mtp_norm.h"
+#ifndef DSV4_NO_CUDA
 #include "backend/cuda/mtp_norm.h"
+#endif
 
 namespace dsv4::ops {
 namespace {
@@ -30,10 +32,8 @@ struct MtpInputs {
 };
 
 MtpInputs check_mtp_inputs(const ExecContext& ctx, const Tensor& inputs_embeds, const Tensor& positions,
-                           const Tensor& prev_hidden, const Tensor& enorm_w, const Tensor& hnorm_w,
-                           int64_t hc_mult) {
-  DSV4_CHECK_ARG(inputs_embeds.ndim() == 2, "inputs_embeds: expected [T, H], got ",
-                 inputs_embeds.shape_string());
+                           const Tensor& prev_hidden, const Tensor& enorm_w, const Tensor& hnorm_w, int64_t hc_mult) {
+  DSV4_CHECK_ARG(inputs_embeds.ndim() == 2, "inputs_embeds: expected [T, H], got ", inputs_embeds.shape_string());
   const DType dtype = inputs_embeds.dtype();
   check_float_dtype(inputs_embeds, "inputs_embeds");
   check_tensor(ctx, inputs_embeds, dtype, "inputs_embeds");
@@ -54,7 +54,14 @@ MtpInputs check_mtp_inputs(const ExecContext& ctx, const Tensor& inputs_embeds, 
   return {num_tokens, hidden};
 }
 
+#ifndef DSV4_NO_CUDA
 cudaStream_t stream_of(const ExecContext& ctx) { return static_cast<cudaStream_t>(ctx.stream); }
+#else
+// CPU-only build (DSV4_CUDA=OFF): a CUDA context cannot reach these ops.
+void require_cpu(const ExecContext& ctx, const char* op) {
+  DSV4_CHECK(!ctx.is_cuda(), kCudaError, op, ": dsv4 was built without CUDA (DSV4_CUDA=OFF)");
+}
+#endif
 
 }  // namespace
 
@@ -72,14 +79,19 @@ void fused_mtp_input_rms_norm(ExecContext& ctx, const Tensor& enorm_out, const T
   check_shape(hnorm_out, {num_tokens, hc_mult, hidden}, "hnorm_out");
   check_tensor(ctx, hnorm_out, dtype, "hnorm_out");
   check_eps(eps);
+#ifdef DSV4_NO_CUDA
+  require_cpu(ctx, __func__);
+#else
   if (ctx.is_cuda()) {
-    throw_if_error(cuda::fused_mtp_input_rms_norm(
-        inputs_embeds.data(), positions.ptr<int64_t>(), prev_hidden.data(), enorm_w.data(), hnorm_w.data(),
-        enorm_out.data(), hnorm_out.data(), num_tokens, hidden, hc_mult, eps, dtype, stream_of(ctx)));
-  } else {
-    cpu::fused_mtp_input_rms_norm(inputs_embeds.data(), positions.ptr<int64_t>(), prev_hidden.data(),
-                                  enorm_w.data(), hnorm_w.data(), enorm_out.data(), hnorm_out.data(),
-                                  num_tokens, hidden, hc_mult, eps, dtype);
+    throw_if_error(cuda::fused_mtp_input_rms_norm(inputs_embeds.data(), positions.ptr<int64_t>(), prev_hidden.data(),
+                                                  enorm_w.data(), hnorm_w.data(), enorm_out.data(), hnorm_out.data(),
+                                                  num_tokens, hidden, hc_mult, eps, dtype, stream_of(ctx)));
+  } else
+#endif
+  {
+    cpu::fused_mtp_input_rms_norm(inputs_embeds.data(), positions.ptr<int64_t>(), prev_hidden.data(), enorm_w.data(),
+                                  hnorm_w.data(), enorm_out.data(), hnorm_out.data(), num_tokens, hidden, hc_mult, eps,
+                                  dtype);
   }
 }
 
@@ -95,19 +107,22 @@ void fused_mtp_input_rms_norm_eh(ExecContext& ctx, const Tensor& out, const Tens
   check_shape(out, {num_tokens, hc_mult, 2 * hidden}, "out");
   check_tensor(ctx, out, dtype, "out");
   check_eps(eps);
+#ifdef DSV4_NO_CUDA
+  require_cpu(ctx, __func__);
+#else
   if (ctx.is_cuda()) {
-    throw_if_error(cuda::fused_mtp_input_rms_norm_eh(
-        inputs_embeds.data(), positions.ptr<int64_t>(), prev_hidden.data(), enorm_w.data(), hnorm_w.data(),
-        out.data(), num_tokens, hidden, hc_mult, eps, dtype, stream_of(ctx)));
-  } else {
-    cpu::fused_mtp_input_rms_norm_eh(inputs_embeds.data(), positions.ptr<int64_t>(), prev_hidden.data(),
-                                     enorm_w.data(), hnorm_w.data(), out.data(), num_tokens, hidden, hc_mult,
-                                     eps, dtype);
+    throw_if_error(cuda::fused_mtp_input_rms_norm_eh(inputs_embeds.data(), positions.ptr<int64_t>(), prev_hidden.data(),
+                                                     enorm_w.data(), hnorm_w.data(), out.data(), num_tokens, hidden,
+                                                     hc_mult, eps, dtype, stream_of(ctx)));
+  } else
+#endif
+  {
+    cpu::fused_mtp_input_rms_norm_eh(inputs_embeds.data(), positions.ptr<int64_t>(), prev_hidden.data(), enorm_w.data(),
+                                     hnorm_w.data(), out.data(), num_tokens, hidden, hc_mult, eps, dtype);
   }
 }
 
-void mtp_shared_head_rms_norm(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& w,
-                              float eps) {
+void mtp_shared_head_rms_norm(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& w, float eps) {
   DSV4_CHECK_ARG(x.ndim() == 2, "x: expected [T, H], got ", x.shape_string());
   check_float_dtype(x, "x");
   const DType dtype = x.dtype();
@@ -119,12 +134,15 @@ void mtp_shared_head_rms_norm(ExecContext& ctx, const Tensor& out, const Tensor&
   check_shape(out, {num_tokens, hidden}, "out");
   check_tensor(ctx, out, dtype, "out");
   check_eps(eps);
+#ifdef DSV4_NO_CUDA
+  require_cpu(ctx, __func__);
+#else
   if (ctx.is_cuda()) {
-    throw_if_error(cuda::mtp_shared_head_rms_norm(x.data(), w.data(), out.data(), num_tokens, hidden, eps,
-                                                  dtype, stream_of(ctx)));
-  } else {
-    cpu::mtp_shared_head_rms_norm(x.data(), w.data(), out.data(), num_tokens, hidden, eps, dtype);
-  }
+    throw_if_error(
+        cuda::mtp_shared_head_rms_norm(x.data(), w.data(), out.data(), num_tokens, hidden, eps, dtype, stream_of(ctx)));
+  } else
+#endif
+  { cpu::mtp_shared_head_rms_norm(x.data(), w.data(), out.data(), num_tokens, hidden, eps, dtype); }
 }
 
 }  // namespace dsv4::ops

@@ -4,7 +4,9 @@
 #include <utility>
 
 #include "backend/cpu/cpu_ops.h"
+#ifndef DSV4_NO_CUDA
 #include "backend/cuda/cuda_ops.h"
+#endif
 #include "backend/philox.h"
 
 namespace dsv4::ops {
@@ -41,6 +43,7 @@ thread_local ChoiceTap* g_choice_tap = nullptr;
 
 ChoiceTap* set_choice_tap(ChoiceTap* tap) { return std::exchange(g_choice_tap, tap); }
 
+#ifndef DSV4_NO_CUDA
 #define DSV4_DISPATCH(name, ...)    \
   do {                              \
     if (ctx.is_cuda()) {            \
@@ -49,6 +52,14 @@ ChoiceTap* set_choice_tap(ChoiceTap* tap) { return std::exchange(g_choice_tap, t
       cpu::name(__VA_ARGS__);       \
     }                               \
   } while (0)
+#else
+// CPU-only build (DSV4_CUDA=OFF): no CUDA kernels to dispatch to.
+#define DSV4_DISPATCH(name, ...)                                                                   \
+  do {                                                                                             \
+    DSV4_CHECK(!ctx.is_cuda(), kCudaError, #name ": dsv4 was built without CUDA (DSV4_CUDA=OFF)"); \
+    cpu::name(__VA_ARGS__);                                                                        \
+  } while (0)
+#endif
 
 void embedding(ExecContext& ctx, Tensor out, Tensor table, Tensor ids) {
   require_float(ctx, out, "embedding", "out");

@@ -1,3 +1,4 @@
+#include "dsv4/io/limits.h"
 #include "tokenizer/bpe.h"
 
 #include <cstdio>
@@ -45,8 +46,9 @@ BpeModel::BpeModel(const json& model) {
   }
   int32_t max_id = -1;
   for (const auto& [tok, id] : model["vocab"].items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX) {
-      fail(StatusCode::kParseError, "model.vocab[\"", tok, "\"]: expected a non-negative integer id");
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > kMaxTokenId) {
+      fail(StatusCode::kParseError, "model.vocab[\"", tok, "\"]: expected an integer id in [0, ", kMaxTokenId,
+           "], got ", id.dump());
     }
     const auto v = static_cast<int32_t>(id.get<int64_t>());
     vocab_.emplace(tok, v);

@@ -15,6 +15,9 @@
 #include <unordered_map>
 
 #include "dsv4/core/status.h"
+#include "dsv4/io/file.h"
+#include "dsv4/io/json.h"
+#include "dsv4/io/limits.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/regex.h"
 #include "tokenizer/utf8.h"
@@ -43,6 +46,15 @@ bool opt_bool(const json& j, const char* key, bool dflt, const std::string& wher
   if (!j.contains(key) || j[key].is_null()) return dflt;
   if (!j[key].is_boolean()) fail(StatusCode::kParseError, where, ".", key, ": expected a boolean");
   return j[key].get<bool>();
+}
+
+// A token id: an integer in [0, kMaxTokenId] (never truncated to int32).
+int32_t token_id(const json& v, const std::string& where) {
+  if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t{1} << 62) ||
+      v.get<int64_t>() < 0 || v.get<int64_t>() > kMaxTokenId) {
+    fail(StatusCode::kParseError, where, ": expected a token id (integer in [0, ", kMaxTokenId, "]), got ", v.dump());
+  }
+  return static_cast<int32_t>(v.get<int64_t>());
 }
 
 std::string type_of(const json& j, const std::string& where) {
@@ -765,10 +777,10 @@ int32_t Tokenizer::Impl::special_id(const std::string& name, const json& special
                                     const std::string& where) const {
   if (special_tokens.is_object() && special_tokens.contains(name)) {
     const json& ids = require(special_tokens[name], "ids", where + ".special_tokens[\"" + name + "\"]");
-    if (!ids.is_array() || ids.size() != 1 || !ids[0].is_number_integer()) {
+    if (!ids.is_array() || ids.size() != 1) {
       fail(StatusCode::kParseError, where, ".special_tokens[\"", name, "\"].ids: expected one integer id");
     }
-    return ids[0].get<int32_t>();
+    return token_id(ids[0], str_cat(where, ".special_tokens[\"", name, "\"].ids[0]"));
   }
   if (auto it = added_by_content.find(name); it != added_by_content.end()) return it->second;
   if (auto id = model->token_to_id(name)) return *id;
@@ -822,10 +834,8 @@ void Tokenizer::Impl::parse_post_processor(const json& j, const std::string& whe
   } else if (type == "RobertaProcessing" || type == "BertProcessing") {
     const auto id_of = [&](const char* key) {
       const json& v = require(j, key, where);  // ["<s>", 0]
-      if (!v.is_array() || v.size() != 2 || !v[1].is_number_integer()) {
-        fail(StatusCode::kParseError, where, ".", key, ": expected [token, id]");
-      }
-      return v[1].get<int32_t>();
+      if (!v.is_array() || v.size() != 2) fail(StatusCode::kParseError, where, ".", key, ": expected [token, id]");
+      return token_id(v[1], str_cat(where, ".", key, "[1]"));
     };
     pre.push_back(id_of("cls"));
     post.push_back(id_of("sep"));
@@ -860,10 +870,7 @@ void Tokenizer::Impl::parse(const json& root) {
       const json& t = list[i];
       auto tok = std::make_unique<AddedToken>();
       const json& id = require(t, "id", where);
-      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX) {
-        fail(StatusCode::kParseError, where, ".id: expected a non-negative integer");
-      }
-      tok->id = id.get<int32_t>();
+      tok->id = token_id(id, where + ".id");
       tok->content = require_string(t, "content", where);
       tok->special = opt_bool(t, "special", false, where);
       tok->single_word = opt_bool(t, "single_word", false, where);
@@ -927,12 +934,7 @@ Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
 
 Tokenizer Tokenizer::from_json(std::string_view json_text) {
-  json root;
-  try {
-    root = json::parse(json_text.begin(), json_text.end());
-  } catch (const json::exception& e) {
-    fail(StatusCode::kParseError, "tokenizer.json: invalid JSON: ", e.what());
-  }
+  const json root = parse_json(json_text, "tokenizer.json");
   auto impl = std::make_unique<Impl>();
   try {
     impl->parse(root);
@@ -944,13 +946,9 @@ Tokenizer Tokenizer::from_json(std::string_view json_text) {
 }
 
 Tokenizer Tokenizer::from_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(StatusCode::kNotFound, "cannot open tokenizer file ", path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) fail(StatusCode::kIoError, "error reading tokenizer file ", path);
+  const std::string text = read_text_file(path, "tokenizer file", kMaxTokenizerBytes);
   try {
-    return from_json(ss.str());
+    return from_json(text);
   } catch (const Error& e) {
     throw Error(e.code(), str_cat(path, ": ", e.what()));
   }

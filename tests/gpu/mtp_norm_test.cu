@@ -386,7 +386,7 @@ TEST(MtpNormCudaEdge, CApiRunsAndRejectsHostMemory) {
   EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(d.prev.get(), d.hw.get(), host.data(), T, H, kEps, DSV4_DTYPE_F32, nullptr),
             DSV4_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(d.prev.get(), d.hw.get(), d.head_out.get(), T, H, kEps,
-                                          static_cast<dsv4_dtype>(9), nullptr),
+                                          9, nullptr),
             DSV4_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 }

@@ -1,5 +1,6 @@
 // The dsv4 command-line interface, run as a process (DSV4_CLI_PATH) in a temporary directory:
 // make-tiny, info, score, generate, and a non-zero exit with an "error:" message for every bad input.
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -53,14 +54,16 @@ class Cli : public testing::Test {
   static std::string path(const std::string& name) { return *dir_ + "/" + name; }
 
   // Runs `dsv4 <args>` (args are passed through the shell as written).
-  static Result run(const std::string& args) {
+  // stdout_to: where stdout goes instead of a file that is read back (e.g. /dev/full).
+  static Result run(const std::string& args, const std::string& stdout_to = "") {
     static int counter = 0;
     const std::string out = str_cat(*dir_, "/out", counter, ".txt"), err = str_cat(*dir_, "/err", counter++, ".txt");
-    const std::string cmd = str_cat("'", DSV4_CLI_PATH, "' ", args, " > '", out, "' 2> '", err, "'");
+    const std::string cmd =
+        str_cat("'", DSV4_CLI_PATH, "' ", args, " > '", stdout_to.empty() ? out : stdout_to, "' 2> '", err, "'");
     const int raw = std::system(cmd.c_str());
     Result r;
     r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
-    r.out = slurp(out);
+    if (stdout_to.empty()) r.out = slurp(out);
     r.err = slurp(err);
     fs::remove(out);
     fs::remove(err);
@@ -76,12 +79,14 @@ class Cli : public testing::Test {
       return json::object();
     }
   }
-  // The command fails (non-zero exit, no crash) and stderr says "error:" plus every one of `parts`.
-  static void expect_failure(const std::string& args, const std::vector<std::string>& parts) {
+  // The command fails with dsv4's own exit code (1: error, 2: usage) — never a crash, a signal or a sanitizer
+  // report (ASAN exits 86, UBSan 87 in the sanitizer build) — and stderr says "error:" plus every one of `parts`.
+  static void expect_failure(const std::string& args, const std::vector<std::string>& parts,
+                             const std::string& stdout_to = "") {
     SCOPED_TRACE(args);
-    const Result r = run(args);
-    EXPECT_NE(r.status, 0) << r.out;
-    EXPECT_LT(r.status, 128) << "killed by a signal";
+    const Result r = run(args, stdout_to);
+    EXPECT_TRUE(r.status == 1 || r.status == 2) << "exit status " << r.status << "\n" << r.err;
+    EXPECT_EQ(r.err.find("Sanitizer"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("error:"), std::string::npos) << r.err;
     for (const std::string& p : parts) EXPECT_NE(r.err.find(p), std::string::npos) << "'" << p << "' in: " << r.err;
   }
@@ -332,6 +337,81 @@ TEST_F(Cli, InputErrors) {
   expect_failure(str_cat("generate -m ", m, " --ids 1 --top-p 0"), {"top-p"});
   expect_failure(str_cat("generate -m ", m, " --ids 1 --top-p 1.5"), {"top-p"});
   expect_failure(str_cat("generate -m ", m, " --prompts ", path("absent.txt")), {"absent.txt"});
+}
+
+// Issue 21's command-line cases.
+TEST_F(Cli, LostOutputIsAFailure) {
+  if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full";
+  const std::string m = model();
+  // Both exited 0 with their output lost.
+  expect_failure(str_cat("info -m ", m), {"writing to standard output failed"}, "/dev/full");
+  expect_failure(str_cat("generate -m ", m, " --ids 1,2 -n 2"), {"writing to standard output failed"}, "/dev/full");
+  expect_failure(str_cat("generate -m ", m, " --ids 1,2 -n 2 --json"), {"writing to standard output failed"},
+                 "/dev/full");
+  expect_failure(str_cat("score -m ", m, " --ids 1,2 --logits-out /dev/full"), {"/dev/full"});
+  EXPECT_TRUE(fs::is_character_file("/dev/full"));
+}
+
+TEST_F(Cli, OutputPaths) {
+  const std::string m = model();
+  // A directory is refused and no stray X.tmp appears.
+  fs::create_directories(path("outdir"));
+  expect_failure(str_cat("score -m ", m, " --ids 1,2 --logits-out ", path("outdir")), {"directory"});
+  EXPECT_FALSE(fs::exists(path("outdir.tmp")));
+  // A symlink stays a symlink; its target receives the logits.
+  std::ofstream(path("logits_target")) << "old";
+  fs::create_symlink(path("logits_target"), path("logits_link"));
+  const Result r = run(str_cat("score -m ", m, " --ids 1,2 --logits-out ", path("logits_link")));
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(fs::is_symlink(path("logits_link")));
+  EXPECT_GT(fs::file_size(path("logits_target")), 100u);
+  // make-tiny into a directory whose model.safetensors is a symlink writes through it as well.
+  fs::create_directories(path("tiny_link"));
+  std::ofstream(path("tiny_target.safetensors")) << "old";
+  fs::create_symlink(path("tiny_target.safetensors"), path("tiny_link/model.safetensors"));
+  EXPECT_EQ(run(str_cat("make-tiny ", path("tiny_link"))).status, 0);
+  EXPECT_TRUE(fs::is_symlink(path("tiny_link/model.safetensors")));
+  EXPECT_GT(fs::file_size(path("tiny_target.safetensors")), 1000u);
+}
+
+TEST_F(Cli, NonRegularModelFilesAndImplausibleConfigs) {
+  // A FIFO named model.safetensors hung the loader: refused at once (timeout guards the test).
+  const std::string fifo_dir = path("fifo_model");
+  fs::create_directories(fifo_dir);
+  fs::copy_file(model() + "/config.json", fifo_dir + "/config.json");
+  ASSERT_EQ(::mkfifo((fifo_dir + "/model.safetensors").c_str(), 0600), 0);
+  expect_failure(str_cat("info -m ", fifo_dir), {"not a regular file"});
+  expect_failure(str_cat("generate -m ", fifo_dir, " --ids 1 -n 1"), {"not a regular file"});
+  // Implausible config values: a clear error naming the field (a segfault, overflows and hangs before).
+  const json base = json::parse(slurp(model() + "/config.json"));
+  const std::vector<std::pair<std::string, json>> cases = {
+      {"index_topk", int64_t{1} << 62},        {"hc_sinkhorn_iters", int64_t{1000000000000}},
+      {"hidden_size", int64_t{1} << 40},       {"num_hidden_layers", int64_t{1000000000}},
+      {"sliding_window", int64_t{1000000000}},
+  };
+  int i = 0;
+  for (const auto& [key, value] : cases) {
+    const std::string dir = path(str_cat("bad_config_", i++));
+    fs::create_directories(dir);
+    json j = base;
+    j[key] = value;
+    std::ofstream(dir + "/config.json") << j.dump();
+    fs::copy_file(model() + "/model.safetensors", dir + "/model.safetensors");
+    expect_failure(str_cat("info -m ", dir), {key});
+    expect_failure(str_cat("generate -m ", dir, " --ids 1 -n 1"), {key});
+  }
+}
+
+TEST_F(Cli, NumbersOutOfRangeAreErrorsNotClamped) {
+  const std::string m = model();
+  expect_failure(str_cat("generate -m ", m, " --ids +5 -n 1"), {"--ids", "+5"});
+  expect_failure(str_cat("generate -m ", m, " --ids 1 -n 1 --seed 18446744073709551616"), {"--seed"});
+  expect_failure(str_cat("make-tiny ", path("never"), " --seed 99999999999999999999999"), {"--seed"});
+  expect_failure(str_cat("generate -m ", m, " --ids 1 -n 12345678901234567890123"), {"-n"});
+  // Graph flags are checked on the CPU too (they were ignored there).
+  expect_failure(str_cat("generate -m ", m, " --ids 1 -n 1 --cudagraph-mode bogus"), {"--cudagraph-mode", "bogus"});
+  expect_failure(str_cat("generate -m ", m, " --ids 1 -n 1 --capture-sizes garbage"), {"garbage"});
+  expect_failure(str_cat("score -m ", m, " --ids 1 --capture-sizes 1,x"), {"capture sizes"});
 }
 
 TEST_F(Cli, DeviceErrors) {

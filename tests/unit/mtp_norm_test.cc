@@ -228,7 +228,7 @@ TEST(MtpNormCApi, ArgumentErrorsAreCodesNotCrashes) {
   const int64_t pos[2] = {0, 1};
   void* p = buf;
   auto mtp = [&](const void* e, const int64_t* ps, int64_t T, int64_t H, int64_t hc, float eps, int dtype) {
-    return dsv4_fused_mtp_input_rms_norm(e, ps, p, p, p, p, p, T, H, hc, eps, static_cast<dsv4_dtype>(dtype), nullptr);
+    return dsv4_fused_mtp_input_rms_norm(e, ps, p, p, p, p, p, T, H, hc, eps, dtype, nullptr);
   };
   EXPECT_EQ(mtp(nullptr, pos, 2, 8, 4, kEps, DSV4_DTYPE_BF16), DSV4_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(dsv4_last_error()).find("inputs_embeds is null"), std::string::npos) << dsv4_last_error();
@@ -254,7 +254,7 @@ TEST(MtpNormCApi, ArgumentErrorsAreCodesNotCrashes) {
   EXPECT_EQ(dsv4_fused_mtp_input_rms_norm_eh(p, pos, p, p, p, nullptr, 2, 8, 4, kEps, DSV4_DTYPE_BF16, nullptr),
             DSV4_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(dsv4_last_error()).find("out is null"), std::string::npos) << dsv4_last_error();
-  EXPECT_EQ(dsv4_fused_mtp_input_rms_norm_eh(p, pos, p, p, p, p, 2, 8, 4, kEps, static_cast<dsv4_dtype>(-3), nullptr),
+  EXPECT_EQ(dsv4_fused_mtp_input_rms_norm_eh(p, pos, p, p, p, p, 2, 8, 4, kEps, -3, nullptr),
             DSV4_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(dsv4_fused_mtp_input_rms_norm_eh(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 8, 4, kEps,
                                              DSV4_DTYPE_F32, nullptr),

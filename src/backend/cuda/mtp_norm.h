@@ -12,7 +12,9 @@
 // nothing. Every launcher validates its arguments and returns a Status (never throws).
 #pragma once
 
+#ifndef DSV4_NO_CUDA
 #include <cuda_runtime_api.h>
+#endif
 
 #include <cstdint>
 #include <string>
@@ -69,6 +71,9 @@ struct MtpNormLaunch {
   std::string to_string() const;
 };
 
+// The launchers exist in CUDA builds only; the launch description above is shared with the C API, which a
+// CPU-only build (DSV4_CUDA=OFF) also has.
+#ifndef DSV4_NO_CUDA
 Status fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
                                 const void* enorm_weight, const void* hnorm_weight, void* enorm_out, void* hnorm_out,
                                 int64_t num_tokens, int64_t hidden, int64_t hc_mult, float eps, DType dtype,
@@ -84,5 +89,7 @@ Status fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* pos
 Status mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, int64_t num_tokens, int64_t hidden,
                                 float eps, DType dtype, cudaStream_t stream, const MtpNormConfig* config = nullptr,
                                 MtpNormLaunch* launched = nullptr);
+
+#endif  // !DSV4_NO_CUDA
 
 }  // namespace dsv4::cuda
