@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import unittest
 
@@ -254,7 +255,9 @@ def main():
     if port is None:
         proc.wait()
         sys.exit("dsv4 serve did not start")
-    proc.stdout.close()  # the server logs nothing more that the test needs
+    # Keep draining the server's output: a closed pipe would make its later log lines fail (and a server whose
+    # output fails exits non-zero, as it should).
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
     SERVER = (proc, port)
     try:
         result = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2).result
