@@ -143,12 +143,16 @@ TEST(Safetensors, RoundTripEveryDtypeWithMetadata) {
     EXPECT_EQ(info->nbytes, tensors[i].second.nbytes());
     EXPECT_EQ(info->numel(), tensors[i].second.numel());
     // An empty tensor has no data pointer to compare (memcmp on null is undefined even for 0 bytes).
-    if (info->nbytes > 0) EXPECT_EQ(0, std::memcmp(file->data(*info), tensors[i].second.data(), info->nbytes));
+    if (info->nbytes > 0) {
+      EXPECT_EQ(0, std::memcmp(file->data(*info), tensors[i].second.data(), info->nbytes));
+    }
     const Tensor v = file->view(*info);
     EXPECT_EQ(v.dtype(), items[i].dtype);
     EXPECT_EQ(v.shape(), items[i].shape);
     EXPECT_EQ(v.device(), Device::kCPU);
-    if (info->nbytes > 0) EXPECT_EQ(0, std::memcmp(v.data(), tensors[i].second.data(), info->nbytes));
+    if (info->nbytes > 0) {
+      EXPECT_EQ(0, std::memcmp(v.data(), tensors[i].second.data(), info->nbytes));
+    }
   }
   EXPECT_EQ(file->find("a.f32")->shape_string(), "[3, 5]");
   EXPECT_EQ(file->find("nope"), nullptr);
