@@ -5,3 +5,4 @@ export ASAN_OPTIONS="exitcode=86:abort_on_error=0:detect_leaks=1:strict_string_c
 export UBSAN_OPTIONS="halt_on_error=1:exitcode=87:print_stacktrace=1"
 # Leaks inside libgomp / libomp thread pools are not dsv4's.
 export LSAN_OPTIONS="exitcode=86:suppressions=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lsan.supp"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"  # ctest -j2 runs tests side by side: no OpenMP oversubscription
