@@ -264,44 +264,47 @@ bool Engine::step() {
   return true;
 }
 
+// The chunks of one forward: the pending tokens of `order` up to max_batch_tokens, their pages reserved in admission
+// order (preempting the newest sequences when the pool is short; preempted ones drop out), laid out in `b` in
+// `order`. Returns each chunk's sequence and token count.
+std::vector<std::pair<Engine::Seq*, int64_t>> Engine::plan_chunks(const std::vector<Seq*>& order, BatchBuilder& b) {
+  int64_t budget = opt_.max_batch_tokens;
+  for (Seq* s : order) {
+    s->planned = std::min(s->pending(), budget);
+    budget -= s->planned;
+  }
+  std::vector<Seq*> admitted_order;
+  for (auto& s : running_) admitted_order.push_back(s.get());
+  for (Seq* s : admitted_order) {  // victims are always newer than the sequence reserving, so not reserved yet
+    if (s->planned == 0 || s->slot < 0) continue;
+    if (!reserve(*s, s->computed + s->planned)) s->planned = 0;
+  }
+  std::vector<std::pair<Seq*, int64_t>> in;
+  for (Seq* s : order) {
+    const int64_t n = s->planned;
+    s->planned = 0;
+    if (n == 0 || s->slot < 0) continue;
+    b.add({s->slot, static_cast<int32_t>(s->computed),
+           std::vector<int32_t>(s->tokens.begin() + s->computed, s->tokens.begin() + s->computed + n), false});
+    in.emplace_back(s, n);
+  }
+  return in;
+}
+
 // One forward over the running sequences' pending tokens: decode tokens first, then prompt chunks.
 bool Engine::step_plain() {
   const auto t0 = std::chrono::steady_clock::now();
-  // 1. Token counts (decode-phase sequences first), 2. pages in admission order, 3. the batch.
-  std::vector<Seq*> order;
+  std::vector<Seq*> order;  // decode-phase sequences first, then prompt chunks
   for (auto& s : running_) {
     if (s->pending() == 1) order.push_back(s.get());
   }
   for (auto& s : running_) {
     if (s->pending() > 1) order.push_back(s.get());
   }
-  std::vector<std::pair<Seq*, int64_t>> plan;
-  int64_t budget = opt_.max_batch_tokens;
-  for (Seq* s : order) {
-    if (budget == 0) break;
-    const int64_t n = std::min(s->pending(), budget);
-    plan.emplace_back(s, n);
-    budget -= n;
-  }
-  for (auto& [s, n] : plan) s->planned = n;
-  std::vector<Seq*> admitted_order;
-  for (auto& s : running_) admitted_order.push_back(s.get());
-  for (Seq* s : admitted_order) {
-    if (s->planned == 0 || s->slot < 0) continue;
-    if (!reserve(*s, s->computed + s->planned)) s->planned = 0;
-  }
-  for (auto& [s, n] : plan) {
-    n = s->planned;
-    s->planned = 0;
-  }
   BatchBuilder b;
-  std::vector<std::pair<Seq*, int64_t>> in;
+  const std::vector<std::pair<Seq*, int64_t>> in = plan_chunks(order, b);
   bool uniform = true, prefill = false;
-  for (auto& [s, n] : plan) {
-    if (n == 0 || s->slot < 0) continue;
-    b.add({s->slot, static_cast<int32_t>(s->computed),
-           std::vector<int32_t>(s->tokens.begin() + s->computed, s->tokens.begin() + s->computed + n), false});
-    in.emplace_back(s, n);
+  for (const auto& [s, n] : in) {
     uniform = uniform && n == 1;
     prefill = prefill || s->generated == 0 || n > 1;
   }
@@ -438,25 +441,12 @@ void Engine::continue_pipeline() {
 // drafter's first step 0; the first token is sampled from the target.
 bool Engine::step_prefill_for_drafts() {
   const auto t0 = std::chrono::steady_clock::now();
-  std::vector<std::pair<Seq*, int64_t>> plan;
-  int64_t budget = opt_.max_batch_tokens;
+  std::vector<Seq*> order;
   for (auto& s : running_) {
-    if (s->prefilled || budget == 0) continue;
-    const int64_t n = std::min(s->pending(), budget);
-    plan.emplace_back(s.get(), n);
-    budget -= n;
-  }
-  for (auto& [s, n] : plan) {  // running_ order is admission order
-    if (s->slot >= 0 && !reserve(*s, s->computed + n)) n = 0;
+    if (!s->prefilled) order.push_back(s.get());
   }
   BatchBuilder b;
-  std::vector<std::pair<Seq*, int64_t>> in;
-  for (auto& [s, n] : plan) {
-    if (n == 0 || s->slot < 0) continue;
-    b.add({s->slot, static_cast<int32_t>(s->computed),
-           std::vector<int32_t>(s->tokens.begin() + s->computed, s->tokens.begin() + s->computed + n), false});
-    in.emplace_back(s, n);
-  }
+  const std::vector<std::pair<Seq*, int64_t>> in = plan_chunks(order, b);
   if (in.empty()) return false;
   check_batch(b);
   std::vector<float> logits, residual;

@@ -209,6 +209,7 @@ class Engine {
   void emit(Seq& s, int32_t token, const float* logits_row);
   void drop_finished();
   void handle_cancellations();
+  std::vector<std::pair<Seq*, int64_t>> plan_chunks(const std::vector<Seq*>& order, BatchBuilder& b);
   bool step_plain();
   int start_decode(const std::vector<Seq*>& seqs, bool ids_from_previous);
   void finish_decode(int ticket, const std::vector<Seq*>& seqs);
