@@ -91,6 +91,8 @@ void register_generate(CLI::App& app) {
       j["generated_tokens"] = s.generated_tokens;
       j["load_seconds"] = engine.load_seconds();
       j["prefill_seconds"] = s.prefill_seconds;
+      j["prefill_wait_seconds"] = s.prefill_wait_seconds;
+      j["prefill_steps"] = s.prefill_steps;
       j["decode_seconds"] = s.decode_seconds;
       j["decode_tokens_per_second"] = s.decode_tokens_per_second();
       // The whole run through the scheduler: output tokens per second of wall time, per-request latencies.

@@ -61,6 +61,11 @@ std::vector<std::pair<BatchDescriptor, GraphMode>> GraphRunner::planned_captures
       plan.push_back({{size, true}, options_.uniform_decode_mode});
     }
   }
+  if (options_.mixed_mode != GraphMode::kNone) {
+    for (int size : options_.prefill_sizes.sizes()) {
+      if (size > options_.sizes.max_size()) plan.push_back({{size, false}, options_.mixed_mode});
+    }
+  }
   std::stable_sort(plan.begin(), plan.end(), [](const auto& a, const auto& b) {
     const bool a_full = a.second == GraphMode::kFull, b_full = b.second == GraphMode::kFull;
     if (a_full != b_full) return !a_full;                          // breakable first
@@ -101,8 +106,10 @@ bool GraphRunner::capture(const BatchDescriptor& batch, GraphMode mode) {
              describe(batch), " outside the start-up capture window (GraphPool::begin_capture_window)");
   DSV4_CHECK_ARG(mode != GraphMode::kNone, "GraphRunner::capture needs mode breakable or full");
   const std::vector<int>& sizes = options_.sizes.sizes();
-  DSV4_CHECK_ARG(std::binary_search(sizes.begin(), sizes.end(), batch.num_tokens_padded), "GraphRunner '",
-                 options_.name, "': ", batch.num_tokens_padded, " is not a capture size");
+  const std::vector<int>& prefill = options_.prefill_sizes.sizes();
+  DSV4_CHECK_ARG(std::binary_search(sizes.begin(), sizes.end(), batch.num_tokens_padded) ||
+                     std::binary_search(prefill.begin(), prefill.end(), batch.num_tokens_padded),
+                 "GraphRunner '", options_.name, "': ", batch.num_tokens_padded, " is not a capture size");
   DSV4_CHECK_ARG(entries_.count(batch) == 0, "GraphRunner '", options_.name, "': ", describe(batch),
                  " is already captured; clear() first");
   CaptureBackend& backend = pool_.backend();
@@ -158,7 +165,15 @@ GraphRunner::Dispatch GraphRunner::dispatch(int num_tokens, bool uniform_decode)
   DSV4_CHECK_ARG(num_tokens >= 1, "GraphRunner '", options_.name, "': a forward needs >= 1 token, got ",
                  num_tokens);
   const std::optional<int> padded = options_.sizes.pad_to_bucket(num_tokens);
-  if (!padded) return {GraphMode::kNone, {num_tokens, uniform_decode}};  // above the largest size
+  if (!padded) {  // above the largest size: a prefill bucket that it (nearly) fills, or eager at its own size
+    const std::optional<int> bucket = options_.prefill_sizes.pad_to_bucket(num_tokens);
+    if (!bucket || *bucket - num_tokens > num_tokens / GraphRunnerOptions::kPrefillPadDivisor) {
+      return {GraphMode::kNone, {num_tokens, uniform_decode}};
+    }
+    const BatchDescriptor prefill{*bucket, false};
+    if (captured_entry(prefill, options_.mixed_mode)) return {options_.mixed_mode, prefill};
+    return {GraphMode::kNone, options_.pad_eager_batches ? prefill : BatchDescriptor{num_tokens, uniform_decode}};
+  }
 
   const BatchDescriptor exact{*padded, uniform_decode};
   const BatchDescriptor relaxed{*padded, false};  // a uniform batch is also a valid mixed batch

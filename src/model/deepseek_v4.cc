@@ -8,19 +8,6 @@
 
 namespace dsv4 {
 
-size_t forward_scratch_bytes(const ModelConfig& c, int64_t T, int64_t R) {
-  const int64_t H = c.hidden_size, n = c.hc_mult, D = c.head_dim, Nh = c.num_attention_heads;
-  const int64_t per_token = 3 * n * H + 4 * H + n + n * n + 2 * c.q_lora_rank + 2 * Nh * D + 3 * D + 8 * D +
-                            c.index_n_heads * (c.index_head_dim + 1) + 8 * c.index_head_dim + c.index_topk +
-                            c.o_groups * c.o_lora_rank + c.n_routed_experts + 2 * c.num_experts_per_tok +
-                            3 * c.moe_intermediate_size + H +
-                            // CUDA moe_experts: expert-sorted rows (bf16 activations, f32 outputs, row maps) of
-                            // the k routed pairs and the shared expert's pair of every token
-                            (c.num_experts_per_tok + 1) * (c.moe_intermediate_size + H + 5);
-  const int64_t per_row = n * H + 2 * H + c.vocab_size;
-  return static_cast<size_t>(4 * (per_token * T + per_row * R)) + 64 * Arena::kAlignment;
-}
-
 void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights& w, LayerState& st,
                      const ModelState& ms, const BatchMeta& meta, Tensor h, Tensor y) {
   Arena& A = *ctx.scratch;

@@ -39,4 +39,13 @@ void mtp_logits(ExecContext& ctx, const ModelConfig& c, const ModelWeights& w, T
   ops::linear(ctx, logits, hn, w.head);
 }
 
+void drafter_forward(ExecContext& ctx, const ModelConfig& c, const ModelWeights& w, ModelState& state,
+                     const BatchMeta& meta, Tensor prev_hidden, Tensor out, Tensor logit_rows, Tensor logits) {
+  ArenaScope scope(*ctx.scratch);
+  mtp_forward(ctx, c, w, state, meta, prev_hidden, out);
+  Tensor rows = ctx.scratch->alloc(out.dtype(), {logit_rows.size(0), c.hc_mult, c.hidden_size});
+  ops::gather_rows(ctx, rows, out, logit_rows);
+  mtp_logits(ctx, c, w, rows, logits);
+}
+
 }  // namespace dsv4

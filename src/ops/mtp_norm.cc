@@ -79,6 +79,7 @@ void fused_mtp_input_rms_norm(ExecContext& ctx, const Tensor& enorm_out, const T
   check_shape(hnorm_out, {num_tokens, hc_mult, hidden}, "hnorm_out");
   check_tensor(ctx, hnorm_out, dtype, "hnorm_out");
   check_eps(eps);
+  if (ctx.measuring) return;  // no scratch: nothing to count
 #ifdef DSV4_NO_CUDA
   require_cpu(ctx, __func__);
 #else
@@ -107,6 +108,7 @@ void fused_mtp_input_rms_norm_eh(ExecContext& ctx, const Tensor& out, const Tens
   check_shape(out, {num_tokens, hc_mult, 2 * hidden}, "out");
   check_tensor(ctx, out, dtype, "out");
   check_eps(eps);
+  if (ctx.measuring) return;  // no scratch: nothing to count
 #ifdef DSV4_NO_CUDA
   require_cpu(ctx, __func__);
 #else
@@ -134,6 +136,7 @@ void mtp_shared_head_rms_norm(ExecContext& ctx, const Tensor& out, const Tensor&
   check_shape(out, {num_tokens, hidden}, "out");
   check_tensor(ctx, out, dtype, "out");
   check_eps(eps);
+  if (ctx.measuring) return;  // no scratch: nothing to count
 #ifdef DSV4_NO_CUDA
   require_cpu(ctx, __func__);
 #else

@@ -44,20 +44,23 @@ thread_local ChoiceTap* g_choice_tap = nullptr;
 ChoiceTap* set_choice_tap(ChoiceTap* tap) { return std::exchange(g_choice_tap, tap); }
 
 #ifndef DSV4_NO_CUDA
-#define DSV4_DISPATCH(name, ...)    \
-  do {                              \
-    if (ctx.is_cuda()) {            \
-      cuda::name(ctx, __VA_ARGS__); \
-    } else {                        \
-      cpu::name(__VA_ARGS__);       \
-    }                               \
+// A measuring pass (ExecContext::measuring) runs the CUDA backend with launches suppressed (its scratch
+// allocations count) and skips the CPU backend, which takes no scratch.
+#define DSV4_DISPATCH(name, ...)                    \
+  do {                                              \
+    if (ctx.is_cuda()) {                            \
+      cuda::DryRunScope dry_run(ctx.measuring);     \
+      cuda::name(ctx, __VA_ARGS__);                 \
+    } else if (!ctx.measuring) {                    \
+      cpu::name(__VA_ARGS__);                       \
+    }                                               \
   } while (0)
 #else
 // CPU-only build (DSV4_CUDA=OFF): no CUDA kernels to dispatch to.
 #define DSV4_DISPATCH(name, ...)                                                                   \
   do {                                                                                             \
     DSV4_CHECK(!ctx.is_cuda(), kCudaError, #name ": dsv4 was built without CUDA (DSV4_CUDA=OFF)"); \
-    cpu::name(__VA_ARGS__);                                                                        \
+    if (!ctx.measuring) cpu::name(__VA_ARGS__);                                                    \
   } while (0)
 #endif
 
@@ -261,7 +264,7 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
                  "indexer_topk: q ", q.shape_string(), ", weights ", w.shape_string(), ", out ", out.shape_string(),
                  " for ", meta.num_tokens, " tokens");
   DSV4_DISPATCH(indexer_topk, out, q, w, keys, meta, softmax_scale);
-  if (g_choice_tap != nullptr) g_choice_tap->after_indexer_topk(ctx, out, q, w, keys, meta, softmax_scale);
+  if (g_choice_tap != nullptr && !ctx.measuring) g_choice_tap->after_indexer_topk(ctx, out, q, w, keys, meta, softmax_scale);
 }
 
 void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring,
@@ -319,7 +322,7 @@ void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, 
   DSV4_CHECK_ARG(!optional(tid2eid) || (tid2eid.ndim() == 2 && tid2eid.size(1) == cfg.num_experts_per_tok),
                  "moe_route: tid2eid ", tid2eid.shape_string(), " for top-", cfg.num_experts_per_tok);
   DSV4_DISPATCH(moe_route, weights, indices, logits, bias, tid2eid, ids, cfg);
-  if (g_choice_tap != nullptr && !optional(tid2eid)) {
+  if (g_choice_tap != nullptr && !ctx.measuring && !optional(tid2eid)) {
     g_choice_tap->after_moe_route(ctx, weights, indices, logits, bias, cfg);
   }
 }

@@ -168,13 +168,8 @@ struct DeviceForward::Impl {
   void drafter_forward_padded(graph::ForwardContext& f, const graph::BatchDescriptor& b) {
     const int64_t T = b.num_tokens_padded, R = rows_for(T);
     install_region_hook(f);
-    ExecContext& ctx = f.exec;
-    ArenaScope scope(*ctx.scratch);
-    const Tensor out = residual(d_residual, T);
-    ::dsv4::mtp_forward(ctx, *cfg, *weights, *state, meta(T), residual(d_hidden, T), out);
-    Tensor picked = ctx.scratch->alloc(act, {R, hc_mult, hidden});
-    ops::gather_rows(ctx, picked, out, logit_rows(R));
-    mtp_logits(ctx, *cfg, *weights, picked, Tensor(d_logits, DType::F32, {R, vocab}, Device::kCUDA));
+    ::dsv4::drafter_forward(f.exec, *cfg, *weights, *state, meta(T), residual(d_hidden, T), residual(d_residual, T),
+                            logit_rows(R), Tensor(d_logits, DType::F32, {R, vocab}, Device::kCUDA));
   }
 };
 
@@ -249,8 +244,20 @@ void DeviceForward::setup_graphs(const GraphSetup& setup, ExecContext& ctx, cons
   m.pool = std::make_unique<graph::GraphPool>(ctx.scratch);
   ExecContext exec = ctx;
   exec.eager_region_hook = nullptr;
+  graph::GraphRunnerOptions target_options =
+      graph::GraphRunnerOptions::for_target(policy, sizes_for(static_cast<int>(setup.spec_tokens)));
+  // Prefill buckets for the mixed (breakable) entries: powers of two above the decode sizes up to the largest
+  // forward, and the largest forward itself (what a scheduler with a backlog of prompts runs).
+  graph::CaptureSizeOptions prefill;
+  const int64_t largest = std::min<int64_t>(m.max_tokens, graph::CaptureSizes::kLimit);
+  for (int64_t s = 2 * std::max(target_options.sizes.max_size(), 256); s < largest; s *= 2) {
+    prefill.sizes.push_back(static_cast<int>(s));
+  }
+  if (largest > target_options.sizes.max_size()) prefill.sizes.push_back(static_cast<int>(largest));
+  if (prefill.sizes.empty()) prefill.max_size = 0;
+  target_options.prefill_sizes = graph::CaptureSizes(prefill);
   m.target = std::make_unique<graph::GraphRunner>(
-      *m.pool, graph::GraphRunnerOptions::for_target(policy, sizes_for(static_cast<int>(setup.spec_tokens))), exec,
+      *m.pool, target_options, exec,
       [&m](graph::ForwardContext& f, const graph::BatchDescriptor& b) { m.target_forward_padded(f, b); });
   auto padding = [&m](graph::ForwardContext&, const graph::BatchDescriptor& b, int n) {
     m.pad(n, b.num_tokens_padded);

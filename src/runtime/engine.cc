@@ -7,6 +7,7 @@
 
 #include "dsv4/backend/cuda_device.h"
 #include "dsv4/core/log.h"
+#include "dsv4/model/forward_memory.h"
 #include "dsv4/runtime/page_pool.h"
 #include "runtime/executor.h"
 #include "runtime/sequence.h"
@@ -84,11 +85,6 @@ static int64_t max_logit_rows(const EngineOptions& o) {
 // and a reserve for the executor's buffers and graphs), on the CPU 2 GiB; never more than every sequence at
 // max_model_len needs.
 void Engine::size_pool_and_state() {
-  model_opt_.max_seqs = opt_.max_seqs;
-  model_opt_.max_model_len = opt_.max_model_len;
-  model_opt_.max_tokens_ahead = opt_.max_spec_tokens + 1;
-  model_opt_.page_tokens = opt_.page_tokens;
-  model_opt_.cuda_activation_dtype = opt_.cuda_precision;
   const DType keys = opt_.device == Device::kCUDA ? opt_.cuda_precision : DType::F32;
   const StateLayout layout = StateLayout::make(cfg_, model_opt_, keys, has_mtp());
   const int64_t full = opt_.max_seqs * layout.pages_for(opt_.max_model_len + model_opt_.max_tokens_ahead);
@@ -124,7 +120,16 @@ void Engine::init(std::chrono::steady_clock::time_point t0) {
   DSV4_CHECK_ARG(opt_.max_spec_tokens + 1 <= opt_.max_batch_tokens,
                  "--max-batch-tokens must exceed the largest draft length (", opt_.max_spec_tokens, ")");
   const int64_t rows = max_logit_rows(opt_);
-  scratch_ = Arena("activations", forward_scratch_bytes(cfg_, opt_.max_batch_tokens, rows), opt_.device);
+  model_opt_.max_seqs = opt_.max_seqs;
+  model_opt_.max_model_len = opt_.max_model_len;
+  model_opt_.max_tokens_ahead = opt_.max_spec_tokens + 1;
+  model_opt_.page_tokens = opt_.page_tokens;
+  model_opt_.cuda_activation_dtype = opt_.cuda_precision;
+  ForwardShape shape;
+  shape.max_tokens = opt_.max_batch_tokens;
+  shape.max_rows = rows;
+  shape.drafter = has_mtp();
+  scratch_ = Arena("activations", measure_forward_scratch(cfg_, weights_, model_opt_, opt_.device, shape), opt_.device);
   size_pool_and_state();
   free_slots_.clear();
   for (int64_t s = opt_.max_seqs - 1; s >= 0; --s) free_slots_.push_back(static_cast<int32_t>(s));

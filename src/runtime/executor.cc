@@ -50,13 +50,10 @@ class CpuExecutor final : public Executor {
     logits->assign(static_cast<size_t>(R * V), 0.0f);
     hidden_out->assign(static_cast<size_t>(T * n * H), 0.0f);
     ctx.scratch->reset();
-    ArenaScope scope(*ctx.scratch);
-    Tensor out(hidden_out->data(), DType::F32, {T, n, H});
-    mtp_forward(ctx, c, *s_.weights, *s_.state, batch.meta(),
-                Tensor(const_cast<float*>(hidden.data()), DType::F32, {T, n, H}), out);
-    Tensor rows = ctx.scratch->alloc(DType::F32, {R, n, H});
-    ops::gather_rows(ctx, rows, out, batch.logit_rows());
-    mtp_logits(ctx, c, *s_.weights, rows, Tensor(logits->data(), DType::F32, {R, V}));
+    drafter_forward(ctx, c, *s_.weights, *s_.state, batch.meta(),
+                    Tensor(const_cast<float*>(hidden.data()), DType::F32, {T, n, H}),
+                    Tensor(hidden_out->data(), DType::F32, {T, n, H}), batch.logit_rows(),
+                    Tensor(logits->data(), DType::F32, {R, V}));
   }
 
  private:

@@ -338,7 +338,10 @@ bool Engine::step_plain() {
       const Seq& s = *in[c].first;
       params[b.chunk_first_logit_row()[c]] = device_sampling(s.opt.sampling, s.opt.sampling_stream, s.generated);
     }
-    exec_->forward_tokens(b, uniform, params, &tokens);
+    const int ticket = exec_->start_tokens(b, uniform, params, /*ids_from_previous=*/false);
+    const auto t_wait = std::chrono::steady_clock::now();
+    exec_->finish_tokens(ticket, &tokens);
+    if (prefill) sched_.prefill_wait_seconds += seconds_since(t_wait);
   }
   ++sched_.forward_calls;
   const int64_t V = cfg_.vocab_size;
@@ -355,6 +358,7 @@ bool Engine::step_plain() {
     }
   }
   (prefill ? sched_.prefill_seconds : sched_.decode_seconds) += seconds_since(t0);
+  sched_.prefill_steps += prefill ? 1 : 0;
   return true;
 }
 
@@ -677,6 +681,8 @@ GenerateResult Engine::generate(const std::vector<std::vector<int32_t>>& prompts
   st.generated_tokens = sched_.generated_tokens - before.generated_tokens;
   st.forward_calls = sched_.forward_calls - before.forward_calls;
   st.prefill_seconds = sched_.prefill_seconds - before.prefill_seconds;
+  st.prefill_wait_seconds = sched_.prefill_wait_seconds - before.prefill_wait_seconds;
+  st.prefill_steps = sched_.prefill_steps - before.prefill_steps;
   st.decode_seconds = sched_.decode_seconds - before.decode_seconds;
   st.draft_steps = sched_.draft_steps - before.draft_steps;
   st.drafted_tokens = sched_.drafted_tokens - before.drafted_tokens;

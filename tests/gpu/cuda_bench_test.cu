@@ -13,6 +13,7 @@
 
 #include "cuda_test_util.h"
 #include "dsv4/model/deepseek_v4.h"
+#include "dsv4/model/forward_memory.h"
 #include "dsv4/model/random_checkpoint.h"
 #include "dsv4/runtime/batch.h"
 
@@ -91,7 +92,7 @@ TEST(CudaBench, ForwardThroughput) {
   mo.max_model_len = 4096;
   ModelState state(cfg, mo, Device::kCUDA, false);
   const int64_t max_tokens = 2048;
-  test::DeviceEnv env(forward_scratch_bytes(cfg, max_tokens, max_tokens));
+  test::DeviceEnv env(measure_forward_scratch(cfg, w, mo, Device::kCUDA, {max_tokens, max_tokens, false}));
   std::printf("bench model: %zu parameters (bf16 weights %.1f MiB), state %.1f MiB\n", w.parameter_count,
               w.storage.capacity() / 1048576.0, state.bytes() / 1048576.0);
   std::mt19937 rng(1);

@@ -19,6 +19,7 @@
 #include "choice_tap.h"
 #include "cuda_test_util.h"
 #include "dsv4/model/deepseek_v4.h"
+#include "dsv4/model/forward_memory.h"
 #include "dsv4/runtime/batch.h"
 #include "dsv4/runtime/engine.h"
 #include "unit/test_util.h"
@@ -86,7 +87,7 @@ class Model {
  public:
   Model(const Fixture& f, const ModelWeights& w, Device device, int64_t max_seqs = 3, DType precision = DType::BF16)
       : f_(f), w_(w), device_(device), state_(f.cfg, options(max_seqs, precision), device, false) {
-    const size_t scratch = forward_scratch_bytes(f.cfg, 256, 256);
+    const size_t scratch = measure_forward_scratch(f.cfg, w, options(max_seqs, precision), device, {256, 256, false});
     if (device == Device::kCUDA) {
       env_ = std::make_unique<test::DeviceEnv>(scratch);
     } else {
@@ -319,7 +320,7 @@ TEST_P(CudaModelParity, EachBlockFromTheReferenceInput) {
   {
     test::ScopedTap scope(&record);
     ModelState state(c, Model::options(1), Device::kCPU, false);
-    Arena scratch("cpu", forward_scratch_bytes(c, T, T), Device::kCPU);
+    Arena scratch("cpu", measure_forward_scratch(c, cpu_w_, Model::options(1), Device::kCPU, {T, T, false}), Device::kCPU);
     ExecContext ctx;
     ctx.scratch = &scratch;
     std::vector<float> emb(T * H), x(T * n * H), next(T * n * H);

@@ -76,5 +76,23 @@ TEST(Arena, AlignedBumpAllocationAndOverflow) {
   }
 }
 
+// The measuring pass's arena: any size, no memory, the same bump/release/high-water accounting.
+TEST(Arena, CountingArenaRecordsHighWaterWithoutMemory) {
+  Arena arena = Arena::counting("measure", Device::kCUDA);
+  EXPECT_TRUE(arena.is_counting());
+  EXPECT_EQ(arena.device(), Device::kCUDA);
+  Tensor a = arena.alloc(DType::F32, {int64_t{1} << 38});  // 1 TiB: nothing is allocated
+  EXPECT_NE(a.data(), nullptr);
+  EXPECT_EQ(a.device(), Device::kCUDA);
+  const size_t mark = arena.mark();
+  Tensor b = arena.alloc(DType::BF16, {3});
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(b.data()) % Arena::kAlignment, 0u);
+  EXPECT_EQ(arena.high_water(), (size_t{1} << 40) + 6);
+  arena.release(mark);
+  arena.alloc(DType::I32, {1});
+  EXPECT_EQ(arena.high_water(), (size_t{1} << 40) + 6);  // the peak, not the current top
+  EXPECT_EQ(arena.used(), (size_t{1} << 40) + 4);
+}
+
 }  // namespace
 }  // namespace dsv4

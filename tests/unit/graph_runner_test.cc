@@ -103,6 +103,37 @@ TEST_F(GraphRunnerTest, DispatchOrderFullThenBreakableThenEager) {
   EXPECT_THROW(runner->dispatch(0, false), Error);
 }
 
+// Prefill buckets: captured in mixed mode only, largest first with the other breakable entries; a batch above the
+// decode sizes uses one only when it fills it to within 1/16, in every graph mode (so modes stay bit-identical).
+TEST_F(GraphRunnerTest, PrefillBucketsAreMixedOnlyAndUsedWhenNearlyFull) {
+  GraphRunnerOptions options = GraphRunnerOptions::for_target(kDefaultPolicy, sizes({1, 2, 4, 8}));
+  options.prefill_sizes = sizes({32, 64});
+  auto runner = make_runner(options);
+  using P = std::pair<BatchDescriptor, GraphMode>;
+  const std::vector<P> plan = runner->planned_captures();
+  ASSERT_EQ(plan.size(), 10u);
+  EXPECT_EQ(plan[0], (P{{64, false}, B}));
+  EXPECT_EQ(plan[1], (P{{32, false}, B}));
+  EXPECT_EQ(plan[2], (P{{8, false}, B}));
+  EXPECT_EQ(runner->dispatch(64, false), (Dispatch{N, {64, false}}));  // not captured yet: eager at the bucket
+  EXPECT_EQ(runner->dispatch(61, false), (Dispatch{N, {64, false}}));
+  pool.begin_capture_window();
+  runner->capture_all();
+  pool.end_capture_window();
+  EXPECT_EQ(runner->dispatch(64, false), (Dispatch{B, {64, false}}));
+  EXPECT_EQ(runner->dispatch(61, true), (Dispatch{B, {64, false}}));   // 3 rows of padding <= 61 / 16
+  EXPECT_EQ(runner->dispatch(60, false), (Dispatch{N, {60, false}}));  // 4 > 60 / 16: eager, unpadded
+  EXPECT_EQ(runner->dispatch(33, false), (Dispatch{N, {33, false}}));
+  EXPECT_EQ(runner->dispatch(31, false), (Dispatch{B, {32, false}}));
+  EXPECT_EQ(runner->dispatch(30, false), (Dispatch{N, {30, false}}));  // 2 > 30 / 16
+  EXPECT_EQ(runner->dispatch(65, false), (Dispatch{N, {65, false}}));  // above every bucket
+  // A replay of the prefill entry adds the real token count to the real rows only.
+  for (int i = 0; i < 64; ++i) x[i] = i;
+  runner->run(62, false);
+  EXPECT_EQ(y[61], 2 * 61 + 62);
+  EXPECT_EQ(y[63], 2 * 63);
+}
+
 TEST_F(GraphRunnerTest, UniformBatchFallsBackToTheMixedEntry) {
   GraphRunnerOptions options = GraphRunnerOptions::for_target(kDefaultPolicy, sizes({2, 4}));
   auto runner = make_runner(options);

@@ -5,6 +5,7 @@
 #include <random>
 
 #include "dsv4/model/deepseek_v4.h"
+#include "dsv4/model/forward_memory.h"
 #include "dsv4/runtime/batch.h"
 #include "test_util.h"
 
@@ -57,9 +58,9 @@ std::vector<float> run_chunks(const Fixture& f, const std::vector<int64_t>& chun
     state.mark_dirty(0);
     EXPECT_GT(state.layout().ring_pages, 1);  // the rings themselves span pages
   }
-  Arena scratch("scratch",
-                forward_scratch_bytes(f.cfg, static_cast<int64_t>(f.ids.size()), static_cast<int64_t>(f.ids.size())),
-                Device::kCPU);
+  const int64_t n_ids = static_cast<int64_t>(f.ids.size());
+  const size_t measured = measure_forward_scratch(f.cfg, f.weights, opt, Device::kCPU, {n_ids, n_ids, false});
+  Arena scratch("scratch", measured, Device::kCPU);
   ExecContext ctx;
   ctx.scratch = &scratch;
   const int64_t V = f.cfg.vocab_size;
@@ -74,6 +75,11 @@ std::vector<float> run_chunks(const Fixture& f, const std::vector<int64_t>& chun
                    Tensor());
     out.insert(out.end(), logits.begin(), logits.end());
     done += n;
+  }
+  // The measuring pass counts exactly what the real forward of the whole sequence takes (the CPU backend keeps no
+  // scratch of its own; the measure adds one alignment of slack).
+  if (chunks.size() == 1) {
+    EXPECT_EQ(scratch.high_water() + Arena::kAlignment, measured);
   }
   return out;
 }

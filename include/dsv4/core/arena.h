@@ -4,8 +4,14 @@
 // sequence of allocations yields the same addresses, which CUDA-graph replay relies on. Allocation
 // never touches the system allocator after construction; running out is an error that names the
 // arena and the request.
+//
+// A counting arena (Arena::counting) has no memory: it hands out addresses that are never dereferenced and
+// records the high-water mark. The engine sizes its activation arena by running its largest forwards once
+// against one, with ExecContext::measuring set so that no op runs (the measuring pass): the forward code is
+// the single source of truth for its scratch bytes.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "dsv4/core/buffer.h"
@@ -18,6 +24,7 @@ class Arena {
 
   Arena() = default;
   Arena(std::string name, size_t bytes, Device device);
+  static Arena counting(std::string name, Device device);
 
   Tensor alloc(DType dtype, std::initializer_list<int64_t> shape);
   Tensor alloc(DType dtype, const std::vector<int64_t>& shape);
@@ -30,12 +37,16 @@ class Arena {
   size_t used() const { return offset_; }
   size_t capacity() const { return buffer_.size(); }
   size_t high_water() const { return high_water_; }
-  Device device() const { return buffer_.device(); }
+  Device device() const { return device_; }
+  bool is_counting() const { return counting_; }
   const std::string& name() const { return name_; }
 
  private:
   std::string name_;
   Buffer buffer_;
+  Device device_ = Device::kCPU;
+  bool counting_ = false;
+  uintptr_t counting_base_ = 0;
   size_t offset_ = 0;
   size_t high_water_ = 0;
 };

@@ -23,6 +23,10 @@ struct ExecContext {
   // Installed by the graph runtime while a breakable capture is open (graph/): runs `fn` as an eager
   // region between captured segments, and again at every replay. Unset: regions run inline.
   std::function<void(const char* name, std::function<void()> fn)> eager_region_hook;
+  // The measuring pass (core/arena.h): ops validate their arguments and take their scratch from a counting
+  // arena, but launch and compute nothing (on CUDA the backend runs with kernel launches suppressed, so its own
+  // scratch allocations are counted too).
+  bool measuring = false;
 
   bool is_cuda() const { return device == Device::kCUDA; }
 };

@@ -106,6 +106,12 @@ struct GraphRunnerOptions {
   GraphMode uniform_decode_mode = GraphMode::kNone;  // entries {s, uniform_decode = true}
   GraphMode mixed_mode = GraphMode::kNone;           // entries {s, uniform_decode = false}
   CaptureSizes sizes;
+  // Prefill buckets above `sizes`, captured in mixed mode only: a batch of n tokens above sizes' largest pads to
+  // the smallest of them >= n when that adds at most n / kPrefillPadDivisor rows (a scheduler filling
+  // --max-batch-tokens hits one exactly), and otherwise runs eagerly at n. Large prefill forwards gain little from
+  // a graph on the device side but much on the host side (hundreds of eager launches per step).
+  CaptureSizes prefill_sizes;
+  static constexpr int kPrefillPadDivisor = 16;
   int warmup_runs = 1;  // eager runs of the same shape before each capture
   // Run eager batches inside the capture range at the padded size too, so each shape runs the same
   // kernels with the same shapes whether it replays a graph or not (bit-identical results across modes).

@@ -12,9 +12,6 @@
 
 namespace dsv4 {
 
-// Scratch bytes a forward of `tokens` tokens with `logit_rows` logit rows needs (upper bound).
-size_t forward_scratch_bytes(const ModelConfig& cfg, int64_t tokens, int64_t logit_rows);
-
 // Attention sublayer of one block: h [T, H] → y [T, H], updating the layer's state.
 void attention_block(ExecContext& ctx, const ModelConfig& cfg, const BlockWeights& w, LayerState& state,
                      const ModelState& ms, const BatchMeta& meta, Tensor h, Tensor y);

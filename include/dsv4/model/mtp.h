@@ -16,4 +16,9 @@ void mtp_forward(ExecContext& ctx, const ModelConfig& cfg, const ModelWeights& w
 // Draft logits [R, V] of residual rows x [R, n, H]: the MTP's own hc_head → shared-head RMSNorm → lm_head.
 void mtp_logits(ExecContext& ctx, const ModelConfig& cfg, const ModelWeights& w, Tensor x, Tensor logits);
 
+// One drafter step as the executors run it: mtp_forward, then the draft logits [R, V] of the residual rows
+// listed in logit_rows [R] (int32). Temporaries come from ctx.scratch.
+void drafter_forward(ExecContext& ctx, const ModelConfig& cfg, const ModelWeights& w, ModelState& state,
+                     const BatchMeta& meta, Tensor prev_hidden, Tensor out, Tensor logit_rows, Tensor logits);
+
 }  // namespace dsv4

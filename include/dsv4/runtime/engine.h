@@ -56,6 +56,8 @@ struct GenerateStats {
   int64_t generated_tokens = 0;
   int64_t forward_calls = 0;
   double prefill_seconds = 0;
+  double prefill_wait_seconds = 0;  // of prefill_seconds: the host waiting for the device
+  int64_t prefill_steps = 0;        // scheduler steps that carried prompt chunks
   double decode_seconds = 0;
   // Speculative decoding (spec_tokens > 0).
   int64_t draft_steps = 0;      // verification steps

@@ -6,6 +6,20 @@
 
 namespace dsv4::cuda {
 
+// While a DryRunScope(true) is alive, this thread's kernel launches, GEMMs and copies are skipped: the measuring
+// pass (ExecContext::measuring) runs the backend for its scratch allocations only.
+bool dry_run();
+class DryRunScope {
+ public:
+  explicit DryRunScope(bool on);
+  ~DryRunScope();
+  DryRunScope(const DryRunScope&) = delete;
+  DryRunScope& operator=(const DryRunScope&) = delete;
+
+ private:
+  bool previous_;
+};
+
 void embedding(ExecContext& ctx, Tensor out, Tensor table, Tensor ids);
 void broadcast_streams(ExecContext& ctx, Tensor out, Tensor x);
 void linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w);

@@ -18,9 +18,11 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kMaxNormThreads = 1024;  // rms_norm: threads of a block (one row)
 
-BlasHandle& blas_of(const ExecContext& ctx) {
+// cuBLASLt GEMMs; none in a measuring pass (launch.h), which needs no handle.
+void blas_gemm(const ExecContext& ctx, const GemmArgs& g) {
+  if (dry_run()) return;
   DSV4_CHECK_ARG(ctx.blas != nullptr, "the CUDA execution context has no cuBLASLt handle (ExecContext::blas)");
-  return *ctx.blas;
+  ctx.blas->gemm(ctx, g);
 }
 
 template <typename TO, typename TI>
@@ -175,7 +177,7 @@ __global__ void __launch_bounds__(kMaxNormThreads)
 // Small-T bf16 projections stream their weights through the GEMV (gemv.h), the rest runs on cuBLASLt.
 void project(const ExecContext& ctx, const GemmArgs& g) {
   if (gemv_serves(g)) return gemv(stream_of(ctx), g);
-  blas_of(ctx).gemm(ctx, g);
+  blas_gemm(ctx, g);
 }
 
 // out = x · w^T as GemmArgs (x [M, K], w [N, K], out [M, N], contiguous).
@@ -244,7 +246,7 @@ void linears(ExecContext& ctx, Tensor x, const std::vector<ops::Projection>& pro
   for (const ops::Projection& p : projections) {
     const GemmArgs g = linear_args(p.out, x, p.w);
     if (!gemv_serves(g)) {
-      blas_of(ctx).gemm(ctx, g);
+      blas_gemm(ctx, g);
       continue;
     }
     batch.push_back(g);
@@ -340,7 +342,7 @@ void add(ExecContext& ctx, Tensor out, Tensor a, Tensor b) {
 }
 
 void copy(ExecContext& ctx, Tensor out, Tensor x) {
-  if (x.nbytes() == 0) return;
+  if (x.nbytes() == 0 || dry_run()) return;
   throw_if_error(
       cuda_status(cudaMemcpyAsync(out.data(), x.data(), x.nbytes(), cudaMemcpyDeviceToDevice, stream_of(ctx)),
                   "copy: cudaMemcpyAsync"));

@@ -3,6 +3,7 @@
 #include <map>
 #include <mutex>
 
+#include "backend/cuda/cuda_ops.h"
 #include "dsv4/core/log.h"
 
 namespace dsv4::cuda {
@@ -18,6 +19,15 @@ bool pdl_enabled() {
   }();
   return enabled;
 }
+
+namespace {
+thread_local bool g_dry_run = false;
+}  // namespace
+
+bool dry_run() { return g_dry_run; }
+
+DryRunScope::DryRunScope(bool on) : previous_(g_dry_run) { g_dry_run = g_dry_run || on; }
+DryRunScope::~DryRunScope() { g_dry_run = previous_; }
 
 int multiprocessor_count() {
   static std::mutex mu;

@@ -20,6 +20,7 @@
 namespace dsv4::cuda {
 
 bool pdl_enabled();  // true unless DSV4_PDL=0 (read once)
+bool dry_run();      // the measuring pass: launches are skipped (cuda_ops.h, DryRunScope)
 
 // Multiprocessors of the current device (cached per device; safe during stream capture).
 int multiprocessor_count();
@@ -28,6 +29,7 @@ template <typename... KernelArgs, typename... Args>
 Status launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
                      Args&&... args) {
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return Status::ok();  // nothing to do (e.g. T = 0)
+  if (dry_run()) return Status::ok();
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
   config.blockDim = block;
