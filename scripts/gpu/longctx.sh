@@ -22,14 +22,9 @@ if has memcheck; then
   timeout ${SAN_TIMEOUT:-150} $SAN --tool memcheck --error-exitcode 99 dsv4_gpu_tests --gtest_filter="$IDX" > $OUT/memcheck.txt 2>&1
   echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|PASSED  \]|FAILED  \]" $OUT/memcheck.txt | head -5
 fi
-if has racecheck; then
-  timeout ${SAN_TIMEOUT:-150} $SAN --tool racecheck --error-exitcode 99 dsv4_gpu_tests \
-    --gtest_filter='CudaOps.IndexerTopk:CudaOps.IndexerTopkEdges:CudaOps.IndexerTopkHuge' > $OUT/racecheck.txt 2>&1
-  echo "racecheck rc=$?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED  \]|FAILED  \]" $OUT/racecheck.txt | head -5
-fi
 if has contexts; then  # decode b=1 at long contexts (random state) against weights + state floor
-  timeout ${CTX_TIMEOUT:-200} dsv4 bench --synthetic flash --layers 3 --device cuda --modes auto --prefill 128 --batch 1 \
-    --contexts ${CONTEXTS:-1024,32768,131072,1048576} --decode-steps 8 --reps 3 --warmup 1 --spec-tokens 0 \
+  timeout ${CTX_TIMEOUT:-200} dsv4 bench --synthetic flash --layers 3 --device cuda --modes ${CTX_MODES:-auto,none} \
+    --prefill 128 --batch 1 --contexts ${CONTEXTS:-1024,32768,131072,1048575} --decode-steps 8 --reps 3 --warmup 1 --spec-tokens 0 \
     --kv-cache-memory 16000000000 --json > $OUT/contexts.json 2>$OUT/contexts.log
   echo "contexts bench rc=$?"; grep -E "error" $OUT/contexts.log | head -3
 fi
@@ -44,8 +39,13 @@ fi
 if has prefill1m; then
   timeout ${PREFILL1M_TIMEOUT:-300} dsv4 bench --synthetic flash --layers 3 --device cuda --modes auto \
     --prefill 1048576 --batch 1 --decode-steps 2 --reps 1 --warmup 0 --spec-tokens 0 \
-    --kv-cache-memory ${KV1M:-40000000000} --json > $OUT/prefill_1048576.json 2>$OUT/prefill_1048576.log
+    --kv-cache-memory ${KV1M:-16000000000} --json > $OUT/prefill_1048576.json 2>$OUT/prefill_1048576.log
   echo "prefill 1048576 rc=$?"; grep -E "error" $OUT/prefill_1048576.log | head -3
+fi
+if has racecheck; then
+  timeout ${SAN_TIMEOUT:-150} $SAN --tool racecheck --error-exitcode 99 dsv4_gpu_tests \
+    --gtest_filter='CudaOps.IndexerTopk:CudaOps.IndexerTopkEdges:CudaOps.IndexerTopkHuge' > $OUT/racecheck.txt 2>&1
+  echo "racecheck rc=$?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED  \]|FAILED  \]" $OUT/racecheck.txt | head -5
 fi
 python3 - "$OUT" <<'PY'
 import json, sys, glob, os
@@ -56,8 +56,9 @@ def load(p):
 print("\n== summary")
 c = load(f"{out}/contexts.json")
 if c:
-    for d in c["runs"][0].get("context_decode", []):
-        print("flash b=1 context %d: %.3f ms/step (device %.3f), floor(weights+state) %.3f ms -> %.2fx" % (d["context"], d["ms_per_step"]["median"], d.get("device_ms_per_step", 0), d.get("floor_ms", 0), d.get("measured_over_floor", 0)))
+    for r in c["runs"]:
+        for d in r.get("context_decode", []):
+            print("flash b=1 %s context %d: %.3f ms/step (device %.3f), floor(weights+state) %.3f ms -> %.2fx; indexer %.1f us, attention %.1f us per step" % (r["mode"], d["context"], d["ms_per_step"]["median"], d.get("device_ms_per_step", 0), d.get("floor_ms", 0), d.get("measured_over_floor", 0), d.get("indexer_ms_per_step", 0) * 1e3, d.get("attention_ms_per_step", 0) * 1e3))
 for f in sorted(glob.glob(f"{out}/prefill_*.json"), key=lambda p: int(p.split("_")[-1][:-5])):
     p = load(f)
     if not p: continue
