@@ -2,7 +2,7 @@
 # One GPU call for the long-context issue (indexer, sparse attention, long contexts): the indexer's GPU-vs-CPU
 # tests, compute-sanitizer memcheck + racecheck on them, decode at long contexts, long prefills. Run from the
 # folder that holds bin/, lib/ (the staged build); DSV4_SOURCE_DIR is the repository root (fixtures).
-#   PHASES: comma list of tests,memcheck,racecheck,contexts,prefill,prefill1m (default: all but prefill1m)
+#   PHASES: comma list of tests,prefill1m,memcheck,contexts,prefill,racecheck (default: all but prefill1m)
 set -u
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export PATH="$here/bin:$PATH" LD_LIBRARY_PATH="$here/lib:${LD_LIBRARY_PATH:-}:/usr/local/cuda/lib64"
@@ -17,6 +17,12 @@ if has tests; then
   timeout ${TESTS_TIMEOUT:-200} dsv4_gpu_tests --gtest_filter="${TESTS_FILTER:-$IDX}" > $OUT/gpu_tests.txt 2>&1
   echo "gpu tests rc=$?"; grep -E "tests ran|PASSED  \]|FAILED  \]|near-tie" $OUT/gpu_tests.txt | head -30
   grep -E "Failure|error:" -A5 $OUT/gpu_tests.txt | head -30
+fi
+if has prefill1m; then
+  timeout ${PREFILL1M_TIMEOUT:-300} dsv4 bench --synthetic flash --layers 3 --device cuda --modes auto \
+    --prefill 1048576 --batch 1 --decode-steps 2 --reps 1 --warmup 0 --spec-tokens 0 --max-model-len 1048584 \
+    --kv-cache-memory ${KV1M:-16000000000} --json > $OUT/prefill_1048576.json 2>$OUT/prefill_1048576.log
+  echo "prefill 1048576 rc=$?"; grep -E "error" $OUT/prefill_1048576.log | head -3
 fi
 if has memcheck; then
   timeout ${SAN_TIMEOUT:-150} $SAN --tool memcheck --error-exitcode 99 dsv4_gpu_tests --gtest_filter="$IDX" > $OUT/memcheck.txt 2>&1
@@ -36,15 +42,9 @@ if has prefill; then  # prompts prefilled in chunks of --max-batch-tokens, one p
     echo "prefill $n rc=$?"; grep -E "error" $OUT/prefill_$n.log | head -3
   done
 fi
-if has prefill1m; then
-  timeout ${PREFILL1M_TIMEOUT:-300} dsv4 bench --synthetic flash --layers 3 --device cuda --modes auto \
-    --prefill 1048576 --batch 1 --decode-steps 2 --reps 1 --warmup 0 --spec-tokens 0 \
-    --kv-cache-memory ${KV1M:-16000000000} --json > $OUT/prefill_1048576.json 2>$OUT/prefill_1048576.log
-  echo "prefill 1048576 rc=$?"; grep -E "error" $OUT/prefill_1048576.log | head -3
-fi
 if has racecheck; then
   timeout ${SAN_TIMEOUT:-150} $SAN --tool racecheck --error-exitcode 99 dsv4_gpu_tests \
-    --gtest_filter='CudaOps.IndexerTopk:CudaOps.IndexerTopkEdges:CudaOps.IndexerTopkHuge' > $OUT/racecheck.txt 2>&1
+    --gtest_filter="${RACE_FILTER:-CudaOps.IndexerTopk:CudaOps.IndexerTopkLong}" > $OUT/racecheck.txt 2>&1
   echo "racecheck rc=$?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED  \]|FAILED  \]" $OUT/racecheck.txt | head -5
 fi
 python3 - "$OUT" <<'PY'

@@ -665,6 +665,8 @@ TEST(CudaOps, IndexerTopk) {
                               IndexerCase{3, 20, 64, 3}}) {
     check_indexer(c, v++);
   }
+  // A prefill-sized batch (several queries per block) that stays small enough for racecheck.
+  check_indexer({8, 16, 2048, 5}, v++, 0, {{0, 100, 300}, {1, 500, 251}});
 }
 
 // Long contexts: 4096 positions (1024 CSA entries), top-512 (the Flash slice's), a top-k that is no power

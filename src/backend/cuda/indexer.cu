@@ -16,7 +16,8 @@
 //   threshold (the k-th best key so far); a scored entry is appended only when its key beats the threshold.
 //   When the buffer nears full, a most-significant-digit radix select (8-bit digits, shared-memory
 //   histograms) finds the k-th largest key exactly, the k keys at or above it are bitonic-sorted and kept,
-//   and the threshold rises. Memory is O(TQ * (k + cap)) per block whatever the context, so prefill never
+//   and the threshold rises. Appends, histogram counts and gathers are warp-aggregated (one shared atomic per
+//   warp and digit: the keys of one query mostly share their top bits). Memory is O(TQ * (k + cap)) per block whatever the context, so prefill never
 //   holds the T x S score matrix; with random-like scores only ~k ln(S/k) entries ever pass the threshold.
 // - Decode (few queries, long contexts): the entries of each query are split over `splits` blocks (grid x),
 //   each keeping the exact top-k of its range; the per-split keys go to a workspace (allocated by the caller
@@ -65,6 +66,17 @@ __device__ __forceinline__ int32_t key_index(uint64_t key) {
   return static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(key));
 }
 
+// Appends `key` to list[*count ...] for the lanes with `take`, one atomic per warp. Every lane of the warp calls.
+__device__ __forceinline__ void append_warp(uint64_t* list, uint32_t* count, uint64_t key, bool take) {
+  const unsigned takers = __ballot_sync(0xffffffffu, take);
+  if (takers == 0) return;
+  const int lane = threadIdx.x & 31, leader = __ffs(takers) - 1;
+  uint32_t at = 0;
+  if (lane == leader) at = atomicAdd(count, static_cast<uint32_t>(__popc(takers)));
+  at = __shfl_sync(0xffffffffu, at, leader);
+  if (take) list[at + __popc(takers & ((1u << lane) - 1))] = key;
+}
+
 // Writes the `topk` largest of the order keys keys[0, n) (n > topk) to cand[0, topk) in descending order.
 // `cand` holds `padded` (a power of two >= topk) keys. Block-wide (kThreads); ends with a barrier.
 __device__ void select_topk(const uint64_t* keys, int64_t n, int64_t topk, uint64_t* cand, int64_t padded) {
@@ -78,9 +90,16 @@ __device__ void select_topk(const uint64_t* keys, int64_t n, int64_t topk, uint6
   for (int shift = 56; shift >= 0; shift -= 8) {
     for (int i = threadIdx.x; i < 256; i += kThreads) hist[i] = 0;
     __syncthreads();
-    for (int64_t s = threadIdx.x; s < n; s += kThreads) {
-      const uint64_t c = keys[s];
-      if ((c & mask) == prefix) atomicAdd(&hist[(c >> shift) & 0xff], 1u);
+    for (int64_t base = 0; base < n; base += kThreads) {  // every lane runs every round: warp-wide votes
+      const int64_t s = base + threadIdx.x;
+      const uint64_t c = s < n ? keys[s] : 0;
+      const bool in = s < n && (c & mask) == prefix;
+      const uint32_t digit = static_cast<uint32_t>(c >> shift) & 0xff;
+      const unsigned voters = __ballot_sync(0xffffffffu, in);
+      if (in) {  // keys of one query mostly share their top digits: one atomic per digit and warp
+        const unsigned peers = __match_any_sync(voters, digit);
+        if (lane == __ffs(peers) - 1) atomicAdd(&hist[digit], static_cast<uint32_t>(__popc(peers)));
+      }
     }
     __syncthreads();
     if (warp == 0) {  // the digit where the count from the top reaches `remaining`: lane l owns 8 bins
@@ -117,9 +136,10 @@ __device__ void select_topk(const uint64_t* keys, int64_t n, int64_t topk, uint6
   if (threadIdx.x == 0) count_sh = 0;
   for (int64_t i = topk + threadIdx.x; i < padded; i += kThreads) cand[i] = 0;
   __syncthreads();
-  for (int64_t s = threadIdx.x; s < n; s += kThreads) {
-    const uint64_t c = keys[s];
-    if ((c & mask) >= prefix) cand[atomicAdd(&count_sh, 1u)] = c;
+  for (int64_t base = 0; base < n; base += kThreads) {
+    const int64_t s = base + threadIdx.x;
+    const uint64_t c = s < n ? keys[s] : 0;
+    append_warp(cand, &count_sh, c, s < n && (c & mask) >= prefix);
   }
   __syncthreads();
   for (int64_t k = 2; k <= padded; k <<= 1) {
@@ -139,7 +159,8 @@ __device__ void select_topk(const uint64_t* keys, int64_t n, int64_t topk, uint6
 
 // The running top-k of up to kMaxQueries queries of one block: per query `buf` [topk + cap] order keys (the
 // kept best, then appended candidates), its fill `n` and the threshold `thr` (0 until the first selection:
-// every real key is > 0). offer() is per thread; compact() and finish() are block-wide (uniform arguments).
+// every real key is > 0). offer() is warp-wide (one atomic per warp), compact() and finish() block-wide (uniform
+// arguments).
 struct RunningTopK {
   uint64_t* buf;   // [queries, topk + cap]
   uint64_t* sort;  // [padded]
@@ -151,9 +172,8 @@ struct RunningTopK {
   __device__ void reset(int queries) const {
     for (int q = threadIdx.x; q < queries; q += kThreads) n[q] = 0, thr[q] = 0;
   }
-  __device__ void offer(int q, uint64_t key) const {
-    if (key > thr[q]) of(q)[atomicAdd(&n[q], 1u)] = key;
-  }
+  // Every lane of the warp calls, all for the same query q; key 0 = none.
+  __device__ void offer(int q, uint64_t key) const { append_warp(of(q), &n[q], key, key > thr[q]); }
   // Keeps the best topk of query q when fewer than `room` free places remain. Call after a barrier.
   __device__ void compact(int q, int64_t room) const {
     const int64_t count = n[q];
@@ -387,14 +407,18 @@ __global__ void __launch_bounds__(kThreads) indexer_score_kernel(ScoreArgs a) {
       }
       __syncthreads();
       const int64_t base = lo + tile * kTile;
+      // kTile is a multiple of 32: the lanes of a warp share one query and run the same rounds.
       for (int i = threadIdx.x; i < a.tq * kTile; i += kThreads) {
         const int qi = i / kTile, e = i % kTile;
         const int64_t s = base + e;
-        if (act_sh[qi] == 0 || s < lo_sh[qi] || s >= hi_sh[qi]) continue;
-        float score = 0;
-        for (int m = 0; m < a.mtq; ++m) score += part[(qi * a.mtq + m) * kTile + e];
-        // A key page the scheduler never gave (a bug) ranks below every real score instead of as a zero key.
-        top.offer(qi, order_key(absent[stage * kTile + e] != 0 ? -INFINITY : score, s));
+        uint64_t key = 0;
+        if (act_sh[qi] != 0 && s >= lo_sh[qi] && s < hi_sh[qi]) {
+          float score = 0;
+          for (int m = 0; m < a.mtq; ++m) score += part[(qi * a.mtq + m) * kTile + e];
+          // A key page the scheduler never gave (a bug) ranks below every real score instead of as a zero key.
+          key = order_key(absent[stage * kTile + e] != 0 ? -INFINITY : score, s);
+        }
+        top.offer(qi, key);
       }
       __syncthreads();
       for (int qi = 0; qi < a.tq; ++qi) {
@@ -455,12 +479,11 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t room = topk + cap - static_cast<int64_t>(n_sh[0]);
     const int64_t rows_now = max(int64_t{1}, min(ranks - r0, room / eff));
     const int64_t last = r0 + rows_now - 1;
-    for (int64_t i = threadIdx.x; i < rows_now * eff; i += kThreads) {
-      const int64_t r = r0 + i / eff, sp = i % eff;
-      const uint64_t key = src[sp * topk + r];
-      if (key == 0) continue;
+    for (int64_t b = 0; b < rows_now * eff; b += kThreads) {  // every lane runs every round (warp-wide offer)
+      const int64_t i = b + threadIdx.x, r = r0 + i / eff, sp = i % eff;
+      const uint64_t key = i < rows_now * eff ? src[sp * topk + r] : 0;
       top.offer(0, key);
-      if (r == last) atomicMax(&rowmax_sh, static_cast<unsigned long long>(key));
+      if (key != 0 && r == last) atomicMax(&rowmax_sh, static_cast<unsigned long long>(key));
     }
     r0 += rows_now;
     __syncthreads();
