@@ -19,7 +19,12 @@ size_t forward_scratch_bytes(const ModelConfig& c, int64_t T, int64_t R) {
                             // the k routed pairs and the shared expert's pair of every token
                             (c.num_experts_per_tok + 1) * (c.moe_intermediate_size + H + 5);
   const int64_t per_row = n * H + 2 * H + c.vocab_size;
-  return static_cast<size_t>(4 * (per_token * T + per_row * R)) + 64 * Arena::kAlignment;
+  // The CUDA indexer's decode workspace (attention_block), counted on every device: it is small (T x splits
+  // is bounded) and the CPU's share is 0 anyway.
+  ExecContext cuda_ctx;
+  cuda_ctx.device = Device::kCUDA;
+  const int64_t indexer_ws = c.index_topk > 0 ? ops::indexer_workspace_bytes(cuda_ctx, T, c.index_topk) : 0;
+  return static_cast<size_t>(4 * (per_token * T + per_row * R) + indexer_ws) + 65 * Arena::kAlignment;
 }
 
 void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights& w, LayerState& st,
