@@ -167,10 +167,10 @@ void register_bench(CLI::App& app) {
         const ops::OpTimes ot = ops::stop_op_timing();
         nlohmann::json p = {{"tokens", L}, {"seconds", to_json(s)}, {"tokens_per_second", L / s.median}};
         if (ot.calls > 0) {  // per prefill (mean over the warm-up and timed runs); the rest = median wall - the two
-          const double runs = static_cast<double>(o->warmup + o->reps), mean = s.median;
+          const double runs = static_cast<double>(o->warmup + o->reps), wall = s.median;
           p["split"] = {{"indexer_seconds", ot.indexer_seconds / runs},
                         {"attention_seconds", ot.attention_seconds / runs},
-                        {"rest_seconds", mean - (ot.indexer_seconds + ot.attention_seconds) / runs}};
+                        {"rest_seconds", wall - (ot.indexer_seconds + ot.attention_seconds) / runs}};
         }
         j["prefill"].push_back(p);
       }

@@ -331,7 +331,7 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRow
     DSV4_CHECK_ARG(selected.ndim() == 2 && selected.size(0) >= meta.num_tokens, "attention: selected ",
                    selected.shape_string(), " for ", meta.num_tokens, " tokens");
   }
-  #ifndef DSV4_NO_CUDA
+#ifndef DSV4_NO_CUDA
   if (ctx.is_cuda()) cuda::op_timing_begin(ctx, cuda::TimedOp::kAttention);
 #endif
   DSV4_DISPATCH(attention, out, q, kv, kv_ring, compressed, selected, sinks, meta, window, scale);

@@ -17,8 +17,9 @@
 //   When the buffer nears full, a most-significant-digit radix select (8-bit digits, shared-memory
 //   histograms) finds the k-th largest key exactly, the k keys at or above it are bitonic-sorted and kept,
 //   and the threshold rises. Appends, histogram counts and gathers are warp-aggregated (one shared atomic per
-//   warp and digit: the keys of one query mostly share their top bits). Memory is O(TQ * (k + cap)) per block whatever the context, so prefill never
-//   holds the T x S score matrix; with random-like scores only ~k ln(S/k) entries ever pass the threshold.
+//   warp and digit: the keys of one query mostly share their top bits). Memory is O(TQ * (k + cap)) per block whatever
+//   the context, so prefill never holds the T x S score matrix; with random-like scores only ~k ln(S/k) entries ever
+//   pass the threshold.
 // - Decode (few queries, long contexts): the entries of each query are split over `splits` blocks (grid x),
 //   each keeping the exact top-k of its range; the per-split keys go to a workspace (allocated by the caller
 //   outside the graph's eager region) and a merge kernel, one block per query, runs the same running top-k
