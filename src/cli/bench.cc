@@ -10,6 +10,7 @@
 #include "dsv4/backend/cuda_device.h"
 #include "dsv4/core/log.h"
 #include "dsv4/model/random_checkpoint.h"
+#include "dsv4/ops/op_timer.h"
 #include "dsv4/runtime/decode_traffic.h"
 #include "dsv4/runtime/engine.h"
 
@@ -157,12 +158,21 @@ void register_bench(CLI::App& app) {
           continue;
         }
         const std::vector<int32_t> ids = random_ids(L);
+        ops::start_op_timing();  // device time of the indexer and attention ops (CUDA, outside graph capture)
         const Summary s = measure([&] {
           GenerateOptions go;
           go.max_new_tokens = 1;
           return engine.generate({ids}, go).stats.prefill_seconds;
         });
-        j["prefill"].push_back({{"tokens", L}, {"seconds", to_json(s)}, {"tokens_per_second", L / s.median}});
+        const ops::OpTimes ot = ops::stop_op_timing();
+        nlohmann::json p = {{"tokens", L}, {"seconds", to_json(s)}, {"tokens_per_second", L / s.median}};
+        if (ot.calls > 0) {  // per prefill (mean over the warm-up and timed runs); the rest = median wall - the two
+          const double runs = static_cast<double>(o->warmup + o->reps), wall = s.median;
+          p["split"] = {{"indexer_seconds", ot.indexer_seconds / runs},
+                        {"attention_seconds", ot.attention_seconds / runs},
+                        {"rest_seconds", wall - (ot.indexer_seconds + ot.attention_seconds) / runs}};
+        }
+        j["prefill"].push_back(p);
       }
       for (int64_t B : batches) {  // B sequences of 16 prompt tokens, decode_steps tokens each
         std::vector<std::vector<int32_t>> prompts;
@@ -203,13 +213,20 @@ void register_bench(CLI::App& app) {
           b.add({0, static_cast<int32_t>(p), {random_ids(1)[0]}, false});
           engine.forward(b, &logits, nullptr, /*uniform_decode=*/true);
         };
+        ops::start_op_timing();  // eager steps only: graph replays run no ops
         const Summary s = measure([&] {
           const auto t = std::chrono::steady_clock::now();
           for (int64_t i = 0; i < o->decode_steps; ++i) step_at(N + i);
           return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count() /
                  static_cast<double>(o->decode_steps);
         });
+        const ops::OpTimes ot = ops::stop_op_timing();
         nlohmann::json d = {{"context", N}, {"ms_per_step", to_json({s.median * 1e3, s.min * 1e3, s.max * 1e3})}};
+        if (ot.calls > 0) {  // device time of the indexer / attention ops per step (all layers), eager mode
+          const double steps = static_cast<double>((o->warmup + o->reps) * o->decode_steps);
+          d["indexer_ms_per_step"] = ot.indexer_seconds / steps * 1e3;
+          d["attention_ms_per_step"] = ot.attention_seconds / steps * 1e3;
+        }
         if (copy_bw > 0) {
           const DecodeTraffic traffic = decode_step_traffic(engine.config(), engine.weights(), 1, N,
                                                             eo.cuda_precision == DType::F32 ? DType::F32 : DType::BF16);
@@ -281,8 +298,13 @@ void register_bench(CLI::App& app) {
                   j["capture_seconds"].get<double>(), j["graph_bytes"].get<double>() / (1024.0 * 1024.0));
       if (j.contains("prefill")) {
         for (const auto& p : j["prefill"]) {
-          std::printf("prefill %6lld tokens: %10.1f tokens/s\n", p["tokens"].get<long long>(),
+          std::printf("prefill %6lld tokens: %10.1f tokens/s", p["tokens"].get<long long>(),
                       p["tokens_per_second"].get<double>());
+          if (p.contains("split")) {
+            std::printf(" (indexer %.3f s, attention %.3f s, rest %.3f s)", p["split"]["indexer_seconds"].get<double>(),
+                        p["split"]["attention_seconds"].get<double>(), p["split"]["rest_seconds"].get<double>());
+          }
+          std::printf("\n");
         }
       }
       if (j.contains("decode")) {
@@ -310,6 +332,10 @@ void register_bench(CLI::App& app) {
           }
           if (d.contains("device_ms_per_step"))
             std::printf("; device step %.3f ms", d["device_ms_per_step"].get<double>());
+          if (d.contains("indexer_ms_per_step")) {
+            std::printf("; indexer %.3f ms, attention %.3f ms", d["indexer_ms_per_step"].get<double>(),
+                        d["attention_ms_per_step"].get<double>());
+          }
           std::printf("\n");
         }
       }

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "dsv4/backend/cuda_device.h"
+#include "dsv4/ops/indexer_workspace.h"
 #include "dsv4/ops/rope_table.h"
 
 namespace dsv4 {
@@ -30,13 +31,16 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
   const bool compressed = w.compress_rate > 0, sparse = w.attention_type == AttentionType::kCompressedSparse;
   const int64_t Hi = c.index_n_heads, Di = c.index_head_dim;
   CompressorIo cio, iio;
-  Tensor iq, iw, selected;
+  Tensor iq, iw, selected, iws;
   if (compressed) cio = compressor_io(st.compressor);
   if (sparse) {
     iio = compressor_io(st.indexer);
     iq = A.alloc(DType::F32, {T, Hi, Di});
     iw = A.alloc(DType::F32, {T, Hi});
     selected = A.alloc(DType::I32, {T, c.index_topk});
+    // Lets the CUDA indexer split long contexts over many blocks at decode (0 bytes elsewhere).
+    const int64_t ws = ops::indexer_workspace_bytes(ctx, T, c.index_topk);
+    if (ws > 0) iws = A.alloc(DType::I32, {(ws + 3) / 4});
   }
 
   // Every projection of h (query down, kv, the compressors' kv/gate, the indexer's head weights) in one op:
@@ -77,7 +81,7 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
       ops::rope(ctx, iq, meta.pos, ms.rope_compress, false);
       const float scale =
           static_cast<float>(1.0 / std::sqrt(static_cast<double>(Di)) / std::sqrt(static_cast<double>(Hi)));
-      ops::indexer_topk(ctx, selected, iq, iw, st.indexer, meta, scale);
+      ops::indexer_topk(ctx, selected, iq, iw, st.indexer, meta, scale, iws);
     }
     ops::attention(ctx, o, q, kv, st.kv_ring, compressed ? &st.compressor : nullptr, selected, aw.sink, meta,
                    c.sliding_window, static_cast<float>(1.0 / std::sqrt(static_cast<double>(D))));

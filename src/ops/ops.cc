@@ -4,8 +4,12 @@
 #include <utility>
 
 #include "backend/cpu/cpu_ops.h"
+#include "dsv4/ops/indexer_workspace.h"
+#include "dsv4/ops/op_timer.h"
 #ifndef DSV4_NO_CUDA
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/indexer.h"
+#include "backend/cuda/op_timer.h"
 #endif
 #include "backend/philox.h"
 
@@ -254,6 +258,11 @@ void compressor_store(ExecContext& ctx, CompressorState& state, Tensor kv, Tenso
 
 void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const CompressorState& keys, const BatchMeta& meta,
                   float softmax_scale) {
+  indexer_topk(ctx, out, q, w, keys, meta, softmax_scale, Tensor());
+}
+
+void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const CompressorState& keys, const BatchMeta& meta,
+                  float softmax_scale, Tensor workspace) {
   require_meta(ctx, meta, "indexer_topk");
   require(ctx, out, DType::I32, "indexer_topk", "out");
   require(ctx, q, DType::F32, "indexer_topk", "q");
@@ -263,8 +272,42 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
                      w.size(0) >= meta.num_tokens && out.size(0) >= meta.num_tokens,
                  "indexer_topk: q ", q.shape_string(), ", weights ", w.shape_string(), ", out ", out.shape_string(),
                  " for ", meta.num_tokens, " tokens");
+  if (optional(workspace)) require(ctx, workspace, workspace.dtype(), "indexer_topk", "workspace");
+#ifndef DSV4_NO_CUDA
+  if (ctx.is_cuda()) {
+    cuda::DryRunScope dry_run(ctx.measuring);  // see DSV4_DISPATCH
+    cuda::op_timing_begin(ctx, cuda::TimedOp::kIndexer);
+    cuda::indexer_topk(ctx, out, q, w, keys, meta, softmax_scale, workspace);
+    cuda::op_timing_end(ctx, cuda::TimedOp::kIndexer);
+  } else if (!ctx.measuring) {
+    cpu::indexer_topk(out, q, w, keys, meta, softmax_scale);  // no workspace needed
+  }
+#else
   DSV4_DISPATCH(indexer_topk, out, q, w, keys, meta, softmax_scale);
+#endif
   if (g_choice_tap != nullptr && !ctx.measuring) g_choice_tap->after_indexer_topk(ctx, out, q, w, keys, meta, softmax_scale);
+}
+
+void start_op_timing() {
+#ifndef DSV4_NO_CUDA
+  cuda::op_timing_start();
+#endif
+}
+
+OpTimes stop_op_timing() {
+#ifndef DSV4_NO_CUDA
+  return cuda::op_timing_stop();
+#else
+  return {};
+#endif
+}
+
+int64_t indexer_workspace_bytes(const ExecContext& ctx, int64_t tokens, int64_t topk) {
+#ifndef DSV4_NO_CUDA
+  if (ctx.is_cuda()) return cuda::indexer_workspace_bytes(tokens, topk);
+#endif
+  (void)ctx, (void)tokens, (void)topk;
+  return 0;
 }
 
 void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring,
@@ -292,7 +335,13 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRow
     DSV4_CHECK_ARG(selected.ndim() == 2 && selected.size(0) >= meta.num_tokens, "attention: selected ",
                    selected.shape_string(), " for ", meta.num_tokens, " tokens");
   }
+#ifndef DSV4_NO_CUDA
+  if (ctx.is_cuda()) cuda::op_timing_begin(ctx, cuda::TimedOp::kAttention);
+#endif
   DSV4_DISPATCH(attention, out, q, kv, kv_ring, compressed, selected, sinks, meta, window, scale);
+#ifndef DSV4_NO_CUDA
+  if (ctx.is_cuda()) cuda::op_timing_end(ctx, cuda::TimedOp::kAttention);
+#endif
 }
 
 void kv_ring_store(ExecContext& ctx, const PagedRows& kv_ring, Tensor kv, const BatchMeta& meta) {

@@ -13,6 +13,7 @@
 
 #include "backend/cpu/cpu_ops.h"
 #include "cuda_test_util.h"
+#include "dsv4/ops/indexer_workspace.h"
 #include "dsv4/ops/rope_table.h"
 
 namespace dsv4 {
@@ -579,7 +580,10 @@ struct IndexerCase {
 
 // `period` > 0: entry s repeats entry s % period, so scores tie exactly in groups; the selection must then
 // take each group's lowest indices, in ascending order (the CPU's tie order).
-void check_indexer(const IndexerCase& c, int variant, int64_t period = 0) {
+// `chunks`: the batch (default: early positions, a chunk past top-k, a decode row at the store's end). The
+// device runs twice, without and with the decode workspace (one block per query group / entries split over
+// blocks and merged), and both must give the same selection.
+void check_indexer(const IndexerCase& c, int variant, int64_t period = 0, std::vector<TestBatch::Chunk> chunks = {}) {
   auto rng = rng_for("indexer", variant);
   const int64_t slots = 3, rate = 4;
   CompressorPair keys(rng, slots, rate, true, c.Di, c.max_model_len, 2);
@@ -595,7 +599,8 @@ void check_indexer(const IndexerCase& c, int variant, int64_t period = 0) {
     keys.gpu.entries = device_rows(keys.d_entries);
   }
   // Early positions (every visible entry, in order), a chunk past top-k, a decode row at the store's end.
-  TestBatch batch({{0, 0, 10}, {1, 40, 6}, {2, static_cast<int32_t>(c.max_model_len - 1), 1}}, 2, 100, rng);
+  if (chunks.empty()) chunks = {{0, 0, 10}, {1, 40, 6}, {2, static_cast<int32_t>(c.max_model_len - 1), 1}};
+  TestBatch batch(chunks, 2, 100, rng);
   const int64_t T = batch.size();
   std::vector<float> q = random_vec(rng, T * c.heads * c.Di), w = random_vec(rng, T * c.heads, -1, 1);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.Di * c.heads));
@@ -608,6 +613,16 @@ void check_indexer(const IndexerCase& c, int variant, int64_t period = 0) {
   poison(dout.t);
   ops::indexer_topk(env().ctx, dout.t, dq.t, dw.t, keys.gpu, batch.device(), scale);
   env().sync();
+  const int64_t ws_bytes = ops::indexer_workspace_bytes(env().ctx, T, c.topk);
+  if (ws_bytes > 0) {
+    DevTensor dws(DType::I32, {(ws_bytes + 3) / 4}), dsplit(DType::I32, {T, c.topk});
+    poison(dws.t);
+    poison(dsplit.t);
+    ops::indexer_topk(env().ctx, dsplit.t, dq.t, dw.t, keys.gpu, batch.device(), scale, dws.t);
+    env().sync();
+    EXPECT_EQ(test::download_i32(dsplit.t), test::download_i32(dout.t))
+        << "indexer_topk: the split (decode workspace) selection differs from the unsplit one";
+  }
   // Double-precision scores for the near-tie check.
   std::vector<std::vector<double>> scores(T);
   for (int64_t t = 0; t < T; ++t) {
@@ -650,6 +665,8 @@ TEST(CudaOps, IndexerTopk) {
                               IndexerCase{3, 20, 64, 3}}) {
     check_indexer(c, v++);
   }
+  // A prefill-sized batch (several queries per block) that stays small enough for racecheck.
+  check_indexer({8, 16, 2048, 5}, v++, 0, {{0, 100, 300}, {1, 500, 251}});
 }
 
 // Long contexts: 4096 positions (1024 CSA entries), top-512 (the Flash slice's), a top-k that is no power
@@ -660,6 +677,25 @@ TEST(CudaOps, IndexerTopkLong) {
   check_indexer({8, 32, 4096, 300}, 11);
   check_indexer({8, 16, 1024, 100}, 12, 37);
   check_indexer({4, 16, 4096, 512}, 13, 5);
+}
+
+// Visible-entry counts at the edges (rate 4: S = (pos + 1) / 4): S = 0, S < top-k, S = top-k + 1, odd S, and
+// a prefill-sized batch (>= 512 queries: several queries share a block) whose query groups straddle sequences.
+TEST(CudaOps, IndexerTopkEdges) {
+  DSV4_REQUIRE_GPU();
+  using C = TestBatch::Chunk;
+  const std::vector<C> edges = {{0, 0, 3}, {0, 399, 1}, {1, 4 * 513 - 1, 1}, {1, 4 * 1001 - 1, 2}, {2, 8191, 1}};
+  check_indexer({64, 128, 8192, 512}, 20, 0, edges);
+  check_indexer({12, 32, 8192, 512}, 21, 0, edges);
+  check_indexer({16, 64, 8192, 100}, 22, 0, {{0, 0, 5}, {0, 4003, 301}, {1, 6000, 211}, {2, 3, 9}});
+  check_indexer({64, 128, 4096, 512}, 23, 0, {{0, 2100, 263}, {1, 2400, 260}});
+  check_indexer({8, 16, 4096, 64}, 24, 29, {{0, 1000, 301}, {1, 2000, 300}, {2, 4095, 1}});
+}
+
+// The longest context of the Flash slice at 1M positions: S = 262,144 CSA entries for one decode row.
+TEST(CudaOps, IndexerTopkHuge) {
+  DSV4_REQUIRE_GPU();
+  check_indexer({64, 128, 1048576, 512}, 30, 0, {{0, 1048575, 1}, {1, 524287, 1}, {2, 4 * 513 - 1, 1}});
 }
 
 enum class AttnKind { kSliding, kHca, kCsa };

@@ -1,35 +1,55 @@
 // Lightning indexer top-k on CUDA.
 //
-// One block per query token. The query's heads live in shared memory; the visible keys (read through the
-// sequence's page table) are scored in chunks of up to `chunk` entries:
-// score[s] = sum_h relu(q_h · k_s) * softmax_scale * w_h for s < min((pos+1)/rate, entry capacity). Every score
-// becomes a 64-bit order key (order-preserving bits of the score, ~index), all distinct, so the exact top-k in
-// the CPU reference's order (descending score, ties to the lower index) is kept as a running set: the best k
-// so far and the chunk's keys go through a most-significant-digit radix select (8-bit digits, shared-memory
-// histograms) that finds the k-th largest key exactly, and the k keys at or above it are gathered and
-// bitonic-sorted. Memory stays O(chunk + k) per query whatever the context. Visibility is per query, read from
-// the device BatchMeta; the grid depends only on T.
+// score[t, s] = sum_h relu(q[t,h] · k[s]) * softmax_scale * w[t,h] over the visible entries
+// s < min((pos+1)/rate, entry capacity), then the exact top-k in the CPU reference's order: descending score,
+// ties to the lower index. Every score becomes a 64-bit order key (order-preserving bits of the score, then
+// ~index), all distinct, so "the k largest keys" is one well-defined set whatever the processing order.
+//
+// Tensor-core path (BF16 keys, the default; heads <= 128, Di <= 128):
+// - Scoring: a block holds TQ queries (TQ * heads rows padded to 16-row MMA tiles, at most 8 tiles: one per
+//   warp, the query's q split into bf16 hi + lo parts held in registers — two MMAs per step, ~16 mantissa
+//   bits, so the scores match the fp32 reference to ~1e-5 relative) and walks key tiles of 64 entries that
+//   arrive in shared memory by cp.async, double-buffered, read through the page table. relu, the head weights
+//   and the sum over a tile's 16 heads happen in registers and shuffles; the per-query sum over head tiles in
+//   a fixed order (graph replays and chunked prefill give bit-identical scores).
+// - Running top-k, fused: per query a buffer of the best k so far plus `cap` candidates in shared memory and a
+//   threshold (the k-th best key so far); a scored entry is appended only when its key beats the threshold.
+//   When the buffer nears full, a most-significant-digit radix select (8-bit digits, shared-memory
+//   histograms) finds the k-th largest key exactly, the k keys at or above it are bitonic-sorted and kept,
+//   and the threshold rises. Appends, histogram counts and gathers are warp-aggregated (one shared atomic per
+//   warp and digit: the keys of one query mostly share their top bits). Memory is O(TQ * (k + cap)) per block whatever
+//   the context, so prefill never holds the T x S score matrix; with random-like scores only ~k ln(S/k) entries ever
+//   pass the threshold.
+// - Decode (few queries, long contexts): the entries of each query are split over `splits` blocks (grid x),
+//   each keeping the exact top-k of its range; the per-split keys go to a workspace (allocated by the caller
+//   outside the graph's eager region) and a merge kernel, one block per query, runs the same running top-k
+//   over them. The top-k of the union of per-range top-ks is the global top-k, so the set is exact.
+// SIMT path (F32 keys, or shapes beyond the MMA tiles): one block per query scores in fp32 on CUDA cores with
+// the same running top-k.
+// The grid depends only on T and the entry capacity (capture-safe); visibility is per query, read from the
+// device BatchMeta.
 #include <algorithm>
 
 #include "backend/cuda/common.cuh"
-#include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/indexer.h"
 
 namespace dsv4::cuda {
 namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int64_t kChunk = 4096;         // order keys scored per selection pass (decode)
-constexpr int64_t kPrefillChunk = 1024;  // … with 256 or more queries
-
-constexpr size_t kSelectStaticShared = sizeof(uint32_t) * (256 + 4);  // select_topk's histogram and scalars
+constexpr int kTile = 64;                  // key entries per shared-memory tile
+constexpr int kMaxQueries = 8;             // queries per block (one MMA row tile each at most)
+constexpr int64_t kSplitSlots = 512;       // decode: T * splits blocks
+constexpr int64_t kMaxSplits = 128;        // blocks per query
+constexpr int64_t kMinSplitEntries = 128;  // entries per split at least (two tiles)
+constexpr int64_t kSplitMaxTokens = 64;    // queries beyond which no split is needed (enough blocks)
 
 __host__ __device__ inline int64_t padded_topk(int64_t topk) {  // the bitonic sort's power of two
   int64_t p = 1;
   while (p < topk) p <<= 1;
   return p;
 }
-__host__ __device__ inline int64_t align2(int64_t floats) { return (floats + 1) / 2 * 2; }  // 8-byte aligned
 
 // Descending order of the key = descending score, then ascending index (the CPU's order). -0 is +0.
 __device__ __forceinline__ uint64_t order_key(float score, int64_t s) {
@@ -37,9 +57,29 @@ __device__ __forceinline__ uint64_t order_key(float score, int64_t s) {
   const uint32_t k = (u & 0x80000000u) != 0 ? ~u : (u | 0x80000000u);  // larger float, larger k
   return (static_cast<uint64_t>(k) << 32) | (0xffffffffu - static_cast<uint32_t>(s));
 }
+// Splits that hold entries for a query of `visible` entries: at least kMinSplitEntries each (the merge reads
+// only theirs).
+__host__ __device__ inline int64_t effective_splits(int64_t visible, int64_t splits) {
+  const int64_t need = (visible + kMinSplitEntries - 1) / kMinSplitEntries;
+  return need < 1 ? 1 : (need < splits ? need : splits);
+}
+__device__ __forceinline__ int32_t key_index(uint64_t key) {
+  return static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(key));
+}
+
+// Appends `key` to list[*count ...] for the lanes with `take`, one atomic per warp. Every lane of the warp calls.
+__device__ __forceinline__ void append_warp(uint64_t* list, uint32_t* count, uint64_t key, bool take) {
+  const unsigned takers = __ballot_sync(0xffffffffu, take);
+  if (takers == 0) return;
+  const int lane = threadIdx.x & 31, leader = __ffs(takers) - 1;
+  uint32_t at = 0;
+  if (lane == leader) at = atomicAdd(count, static_cast<uint32_t>(__popc(takers)));
+  at = __shfl_sync(0xffffffffu, at, leader);
+  if (take) list[at + __popc(takers & ((1u << lane) - 1))] = key;
+}
 
 // Writes the `topk` largest of the order keys keys[0, n) (n > topk) to cand[0, topk) in descending order.
-// `cand` holds `padded` (a power of two >= topk) keys.
+// `cand` holds `padded` (a power of two >= topk) keys. Block-wide (kThreads); ends with a barrier.
 __device__ void select_topk(const uint64_t* keys, int64_t n, int64_t topk, uint64_t* cand, int64_t padded) {
   __shared__ uint32_t hist[256];
   __shared__ uint32_t digit_sh, remaining_sh, exact_sh, count_sh;
@@ -51,9 +91,16 @@ __device__ void select_topk(const uint64_t* keys, int64_t n, int64_t topk, uint6
   for (int shift = 56; shift >= 0; shift -= 8) {
     for (int i = threadIdx.x; i < 256; i += kThreads) hist[i] = 0;
     __syncthreads();
-    for (int64_t s = threadIdx.x; s < n; s += kThreads) {
-      const uint64_t c = keys[s];
-      if ((c & mask) == prefix) atomicAdd(&hist[(c >> shift) & 0xff], 1u);
+    for (int64_t base = 0; base < n; base += kThreads) {  // every lane runs every round: warp-wide votes
+      const int64_t s = base + threadIdx.x;
+      const uint64_t c = s < n ? keys[s] : 0;
+      const bool in = s < n && (c & mask) == prefix;
+      const uint32_t digit = static_cast<uint32_t>(c >> shift) & 0xff;
+      const unsigned voters = __ballot_sync(0xffffffffu, in);
+      if (in) {  // keys of one query mostly share their top digits: one atomic per digit and warp
+        const unsigned peers = __match_any_sync(voters, digit);
+        if (lane == __ffs(peers) - 1) atomicAdd(&hist[digit], static_cast<uint32_t>(__popc(peers)));
+      }
     }
     __syncthreads();
     if (warp == 0) {  // the digit where the count from the top reaches `remaining`: lane l owns 8 bins
@@ -90,9 +137,10 @@ __device__ void select_topk(const uint64_t* keys, int64_t n, int64_t topk, uint6
   if (threadIdx.x == 0) count_sh = 0;
   for (int64_t i = topk + threadIdx.x; i < padded; i += kThreads) cand[i] = 0;
   __syncthreads();
-  for (int64_t s = threadIdx.x; s < n; s += kThreads) {
-    const uint64_t c = keys[s];
-    if ((c & mask) >= prefix) cand[atomicAdd(&count_sh, 1u)] = c;
+  for (int64_t base = 0; base < n; base += kThreads) {
+    const int64_t s = base + threadIdx.x;
+    const uint64_t c = s < n ? keys[s] : 0;
+    append_warp(cand, &count_sh, c, s < n && (c & mask) >= prefix);
   }
   __syncthreads();
   for (int64_t k = 2; k <= padded; k <<= 1) {
@@ -110,11 +158,355 @@ __device__ void select_topk(const uint64_t* keys, int64_t n, int64_t topk, uint6
   __syncthreads();
 }
 
+// The running top-k of up to kMaxQueries queries of one block: per query `buf` [topk + cap] order keys (the
+// kept best, then appended candidates), its fill `n` and the threshold `thr` (0 until the first selection:
+// every real key is > 0). offer() is warp-wide (one atomic per warp), compact() and finish() block-wide (uniform
+// arguments).
+struct RunningTopK {
+  uint64_t* buf;   // [queries, topk + cap]
+  uint64_t* sort;  // [padded]
+  uint32_t* n;     // [queries]
+  uint64_t* thr;   // [queries]
+  int64_t topk, cap, padded;
+
+  __device__ uint64_t* of(int q) const { return buf + q * (topk + cap); }
+  __device__ void reset(int queries) const {
+    for (int q = threadIdx.x; q < queries; q += kThreads) n[q] = 0, thr[q] = 0;
+  }
+  // Every lane of the warp calls, all for the same query q; key 0 = none.
+  __device__ void offer(int q, uint64_t key) const { append_warp(of(q), &n[q], key, key > thr[q]); }
+  // Keeps the best topk of query q when fewer than `room` free places remain. Call after a barrier.
+  __device__ void compact(int q, int64_t room) const {
+    const int64_t count = n[q];
+    if (count + room <= topk + cap) return;
+    uint64_t* b = of(q);
+    select_topk(b, count, topk, sort, padded);
+    for (int64_t r = threadIdx.x; r < topk; r += kThreads) b[r] = sort[r];
+    __syncthreads();
+    if (threadIdx.x == 0) n[q] = static_cast<uint32_t>(topk), thr[q] = b[topk - 1];
+    __syncthreads();
+  }
+  // The final best keys of query q, descending, in sort[0, topk) (fewer: padded with 0); returns how many.
+  // Call after a barrier.
+  __device__ int64_t finish(int q) const {
+    const int64_t count = n[q];
+    const uint64_t* b = of(q);
+    if (count > topk) {
+      select_topk(b, count, topk, sort, padded);
+      return topk;
+    }
+    // At most topk keys: sort them (keys already kept by a selection are sorted, appended ones are not).
+    for (int64_t i = threadIdx.x; i < padded; i += kThreads) sort[i] = i < count ? b[i] : 0;
+    __syncthreads();
+    for (int64_t k = 2; k <= padded; k <<= 1) {
+      for (int64_t j = k >> 1; j > 0; j >>= 1) {
+        for (int64_t i = threadIdx.x; i < padded; i += kThreads) {
+          const int64_t p = i ^ j;
+          if (p > i) {
+            const uint64_t a = sort[i], c = sort[p];
+            if ((i & k) == 0 ? a < c : a > c) sort[i] = c, sort[p] = a;
+          }
+        }
+        __syncthreads();
+      }
+    }
+    return count;
+  }
+};
+
+// 16-byte global -> shared copy; `valid` false zero-fills (nothing is read).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo_col, float hi_col) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo_col, hi_col);  // .x (low half) = the lower column
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+struct ScoreArgs {
+  int32_t* out;  // [T, topk] (splits == 1)
+  uint64_t* ws;  // [T, splits, topk] order keys (splits > 1)
+  const float* q;
+  const float* w;
+  PagedRows keys;
+  const int32_t* pos_of;
+  const int32_t* slot_of;
+  int64_t T, heads, Di, rate, topk, cap;
+  int tq;      // queries per block
+  int mtq;     // 16-row head tiles per query
+  int splits;  // blocks per query (grid x)
+  float scale;
+  bool vec;  // key rows are 16-byte aligned and Di % 8 == 0: cp.async
+};
+
+// Shared memory of the score kernel for KS k-steps (Dp = 16 KS).
+__host__ __device__ inline int64_t key_stride(int ks) { return 16 * ks + 8; }  // bf16 per row: +16 B, no conflicts
+// Order keys (buffers, then the sort's), rounded to 16 bytes: the key tiles after them take cp.async.
+__host__ __device__ inline int64_t key_words(int tq, int64_t topk, int64_t cap) {
+  return (tq * (topk + cap) + padded_topk(topk) + 1) / 2 * 2;
+}
+__host__ __device__ inline size_t score_shared_bytes(int ks, int tq, int64_t topk, int64_t cap) {
+  return sizeof(uint64_t) * static_cast<size_t>(key_words(tq, topk, cap)) +
+         sizeof(bf16) * static_cast<size_t>(2 * kTile * key_stride(ks)) +  // key tiles
+         sizeof(float) * static_cast<size_t>(kMaxQueries * kTile) +        // per head-tile sums
+         sizeof(int32_t) * static_cast<size_t>(2 * kTile);                 // absent-page flags
+}
+
+template <int KS>
+__global__ void __launch_bounds__(kThreads) indexer_score_kernel(ScoreArgs a) {
+  pdl_wait();
+  extern __shared__ __align__(16) uint64_t smem64[];
+  const int64_t padded = padded_topk(a.topk);
+  uint64_t* bufs = smem64;
+  uint64_t* sortbuf = bufs + a.tq * (a.topk + a.cap);
+  bf16* ktile = reinterpret_cast<bf16*>(smem64 + key_words(a.tq, a.topk, a.cap));  // [2][kTile][key_stride]
+  float* part = reinterpret_cast<float*>(ktile + 2 * kTile * key_stride(KS));      // [mt][kTile]
+  int32_t* absent = reinterpret_cast<int32_t*>(part + kMaxQueries * kTile);        // [2][kTile]
+  __shared__ uint32_t n_sh[kMaxQueries];
+  __shared__ uint64_t thr_sh[kMaxQueries];
+  __shared__ int64_t vis_sh[kMaxQueries], lo_sh[kMaxQueries], hi_sh[kMaxQueries];
+  __shared__ int32_t slot_sh[kMaxQueries], act_sh[kMaxQueries];
+  const RunningTopK top{bufs, sortbuf, n_sh, thr_sh, a.topk, a.cap, padded};
+  constexpr int64_t KSTR = 16 * KS + 8;
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
+  const int split = static_cast<int>(blockIdx.x);
+  const int64_t t0 = static_cast<int64_t>(blockIdx.y) * a.tq;
+  if (threadIdx.x < a.tq) {
+    const int64_t t = t0 + threadIdx.x;
+    const int32_t slot = t < a.T ? a.slot_of[t] : -1;
+    const int64_t visible = slot < 0 ? 0 : min(static_cast<int64_t>((a.pos_of[t] + 1) / a.rate), a.keys.rows);
+    // This split's share of the visible entries, in whole tiles (splits past the context's need stay idle).
+    const int64_t eff = effective_splits(visible, a.splits);
+    const int64_t per = (visible + eff * kTile - 1) / (eff * kTile) * kTile;
+    slot_sh[threadIdx.x] = slot;
+    vis_sh[threadIdx.x] = visible;
+    lo_sh[threadIdx.x] = split < eff ? min(visible, split * per) : visible;
+    hi_sh[threadIdx.x] = split < eff ? min(visible, split * per + per) : visible;
+  }
+  top.reset(a.tq);
+  for (int i = threadIdx.x; i < 2 * kTile * KSTR; i += kThreads) ktile[i] = __float2bfloat16_rn(0.0f);  // pad cols
+  __syncthreads();
+  // Queries with every visible entry selected: index order (-1 padded), written by the merge when split.
+  if (a.splits == 1) {
+    for (int qi = 0; qi < a.tq && t0 + qi < a.T; ++qi) {
+      if (vis_sh[qi] > a.topk) continue;
+      int32_t* sel = a.out + (t0 + qi) * a.topk;
+      for (int64_t k = threadIdx.x; k < a.topk; k += kThreads) sel[k] = k < vis_sh[qi] ? static_cast<int32_t>(k) : -1;
+    }
+  }
+
+  // This warp's MMA row tile: query qi, heads hb .. hb + 15; q split into bf16 hi + lo in registers.
+  const int mt_count = a.tq * a.mtq;
+  const int mt = warp % mt_count, nsub = warp / mt_count, nstep = kWarps / mt_count;
+  const int qi_w = mt / a.mtq, hb = (mt % a.mtq) * 16;
+  const int64_t tw = t0 + qi_w;
+  uint32_t ahi[KS][4], alo[KS][4];
+#pragma unroll
+  for (int ks = 0; ks < KS; ++ks) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int64_t head = hb + g + 8 * (r & 1), col = ks * 16 + 2 * c + 8 * (r >> 1);
+      float x0 = 0, x1 = 0;
+      if (tw < a.T && head < a.heads) {
+        const float* qrow = a.q + (tw * a.heads + head) * a.Di;
+        if (col < a.Di) x0 = qrow[col];
+        if (col + 1 < a.Di) x1 = qrow[col + 1];
+      }
+      const float h0 = __bfloat162float(__float2bfloat16_rn(x0)), h1 = __bfloat162float(__float2bfloat16_rn(x1));
+      ahi[ks][r] = pack_bf16(h0, h1);
+      alo[ks][r] = pack_bf16(x0 - h0, x1 - h1);
+    }
+  }
+  float wg = 0, wg8 = 0;
+  if (tw < a.T) {
+    if (hb + g < a.heads) wg = a.w[tw * a.heads + hb + g] * a.scale;
+    if (hb + g + 8 < a.heads) wg8 = a.w[tw * a.heads + hb + g + 8] * a.scale;
+  }
+
+  // One pass per distinct slot among the block's queries (adjacent tokens mostly share one sequence).
+  for (int p = 0; p < a.tq; ++p) {
+    const int32_t slot = slot_sh[p];
+    bool first = slot >= 0;
+    for (int o = 0; o < p; ++o) first = first && slot_sh[o] != slot;
+    if (!first) continue;
+    int64_t lo = INT64_MAX, hi = 0;
+    for (int o = 0; o < a.tq; ++o) {
+      const bool act = slot_sh[o] == slot && vis_sh[o] > a.topk;
+      if (threadIdx.x == 0) act_sh[o] = act ? 1 : 0;
+      if (act && lo_sh[o] < hi_sh[o]) lo = min(lo, lo_sh[o]), hi = max(hi, hi_sh[o]);
+    }
+    const int64_t tiles = lo < hi ? (hi - lo + kTile - 1) / kTile : 0;
+    auto load = [&](int64_t tile, int stage) {
+      const int64_t base = lo + tile * kTile;
+      bf16* dst = ktile + stage * kTile * KSTR;
+      if (a.vec) {
+        const int chunks = static_cast<int>(a.Di / 8);
+        for (int i = threadIdx.x; i < kTile * chunks; i += kThreads) {
+          const int e = i / chunks, ch = i % chunks;
+          const int64_t s = base + e;
+          const bf16* row = s < hi ? a.keys.row<bf16>(slot, s) : nullptr;
+          cp_async16(dst + e * KSTR + ch * 8, row != nullptr ? row + ch * 8 : a.keys.base, row != nullptr);
+          if (ch == 0) absent[stage * kTile + e] = s < hi && row == nullptr ? 1 : 0;
+        }
+      } else {
+        for (int i = threadIdx.x; i < kTile * a.Di; i += kThreads) {
+          const int e = static_cast<int>(i / a.Di), d = static_cast<int>(i % a.Di);
+          const int64_t s = base + e;
+          const bf16* row = s < hi ? a.keys.row<bf16>(slot, s) : nullptr;
+          dst[e * KSTR + d] = row != nullptr ? row[d] : __float2bfloat16_rn(0.0f);
+          if (d == 0) absent[stage * kTile + e] = s < hi && row == nullptr ? 1 : 0;
+        }
+      }
+      cp_async_commit();
+    };
+    __syncthreads();  // act_sh
+    if (tiles > 0) load(0, 0);
+    for (int64_t tile = 0; tile < tiles; ++tile) {
+      const int stage = static_cast<int>(tile & 1);
+      if (tile + 1 < tiles) {
+        load(tile + 1, stage ^ 1);
+        cp_async_wait<1>();
+      } else {
+        cp_async_wait<0>();
+      }
+      __syncthreads();
+      const bf16* kt = ktile + stage * kTile * KSTR;
+      for (int j = nsub; j < kTile / 8; j += nstep) {  // n-tiles of 8 entries
+        float d[4] = {0, 0, 0, 0};
+        const bf16* krow = kt + (j * 8 + g) * KSTR + 2 * c;
+#pragma unroll
+        for (int ks = 0; ks < KS; ++ks) {
+          const uint32_t b0 = *reinterpret_cast<const uint32_t*>(krow + ks * 16);
+          const uint32_t b1 = *reinterpret_cast<const uint32_t*>(krow + ks * 16 + 8);
+          mma_bf16(d, ahi[ks], b0, b1);
+          mma_bf16(d, alo[ks], b0, b1);
+        }
+        float v0 = fmaf(fmaxf(d[0], 0.0f), wg, fmaxf(d[2], 0.0f) * wg8);
+        float v1 = fmaf(fmaxf(d[1], 0.0f), wg, fmaxf(d[3], 0.0f) * wg8);
+#pragma unroll
+        for (int o = 4; o < 32; o <<= 1) {
+          v0 += __shfl_xor_sync(0xffffffffu, v0, o);
+          v1 += __shfl_xor_sync(0xffffffffu, v1, o);
+        }
+        if (g == 0) part[mt * kTile + j * 8 + 2 * c] = v0, part[mt * kTile + j * 8 + 2 * c + 1] = v1;
+      }
+      __syncthreads();
+      const int64_t base = lo + tile * kTile;
+      // kTile is a multiple of 32: the lanes of a warp share one query and run the same rounds.
+      for (int i = threadIdx.x; i < a.tq * kTile; i += kThreads) {
+        const int qi = i / kTile, e = i % kTile;
+        const int64_t s = base + e;
+        uint64_t key = 0;
+        if (act_sh[qi] != 0 && s >= lo_sh[qi] && s < hi_sh[qi]) {
+          float score = 0;
+          for (int m = 0; m < a.mtq; ++m) score += part[(qi * a.mtq + m) * kTile + e];
+          // A key page the scheduler never gave (a bug) ranks below every real score instead of as a zero key.
+          key = order_key(absent[stage * kTile + e] != 0 ? -INFINITY : score, s);
+        }
+        top.offer(qi, key);
+      }
+      __syncthreads();
+      for (int qi = 0; qi < a.tq; ++qi) {
+        if (act_sh[qi] != 0) top.compact(qi, kTile);
+      }
+    }
+    __syncthreads();
+  }
+  // Results: the selection (one split) or this split's best keys (the merge takes the union).
+  for (int qi = 0; qi < a.tq; ++qi) {
+    if (t0 + qi >= a.T || vis_sh[qi] <= a.topk || split >= effective_splits(vis_sh[qi], a.splits)) continue;
+    const int64_t got = top.finish(qi);
+    const int64_t t = t0 + qi;
+    if (a.splits == 1) {
+      for (int64_t r = threadIdx.x; r < a.topk; r += kThreads) a.out[t * a.topk + r] = key_index(sortbuf[r]);
+    } else {
+      uint64_t* dst = a.ws + (t * a.splits + split) * a.topk;
+      for (int64_t r = threadIdx.x; r < a.topk; r += kThreads) dst[r] = r < got ? sortbuf[r] : 0;
+    }
+    __syncthreads();
+  }
+}
+
+// One block per query: the exact top-k of the union of the splits' best keys (0 = no key).
+__global__ void __launch_bounds__(kThreads)
+    indexer_merge_kernel(int32_t* __restrict__ out, const uint64_t* __restrict__ ws, const int32_t* __restrict__ pos_of,
+                         const int32_t* __restrict__ slot_of, int64_t rows, int64_t rate, int64_t topk, int64_t cap,
+                         int splits) {
+  pdl_wait();
+  extern __shared__ __align__(16) uint64_t smem64[];
+  __shared__ uint32_t n_sh[1];
+  __shared__ uint64_t thr_sh[1];
+  const int64_t padded = padded_topk(topk);
+  const RunningTopK top{smem64, smem64 + topk + cap, n_sh, thr_sh, topk, cap, padded};
+  const int64_t t = blockIdx.x;
+  const int32_t slot = slot_of[t];
+  const int64_t visible = slot < 0 ? 0 : min(static_cast<int64_t>((pos_of[t] + 1) / rate), rows);
+  int32_t* sel = out + t * topk;
+  if (visible <= topk) {
+    for (int64_t k = threadIdx.x; k < topk; k += kThreads) sel[k] = k < visible ? static_cast<int32_t>(k) : -1;
+    return;
+  }
+  top.reset(1);
+  __syncthreads();
+  // Split sp holds the best min(topk, its range) keys of its range, descending (zeros past its count). Read
+  // rank-major — row r = every split's r-th best key — as many rows per round as the buffer has room for; once
+  // the last row read lies wholly at or below the threshold, so does every later row (each split's list
+  // descends), and the selection is final.
+  __shared__ unsigned long long rowmax_sh;
+  const uint64_t* src = ws + t * splits * topk;
+  const int64_t eff = effective_splits(visible, splits);
+  const int64_t per = (visible + eff * kTile - 1) / (eff * kTile) * kTile;
+  const int64_t ranks = min(topk, per);
+  for (int64_t r0 = 0; r0 < ranks;) {
+    __syncthreads();  // the previous round's rowmax_sh reads
+    if (threadIdx.x == 0) rowmax_sh = 0;
+    __syncthreads();
+    const int64_t room = topk + cap - static_cast<int64_t>(n_sh[0]);
+    const int64_t rows_now = max(int64_t{1}, min(ranks - r0, room / eff));
+    const int64_t last = r0 + rows_now - 1;
+    for (int64_t b = 0; b < rows_now * eff; b += kThreads) {  // every lane runs every round (warp-wide offer)
+      const int64_t i = b + threadIdx.x, r = r0 + i / eff, sp = i % eff;
+      const uint64_t key = i < rows_now * eff ? src[sp * topk + r] : 0;
+      top.offer(0, key);
+      if (key != 0 && r == last) atomicMax(&rowmax_sh, static_cast<unsigned long long>(key));
+    }
+    r0 += rows_now;
+    __syncthreads();
+    top.compact(0, eff);  // room for at least one more row
+    if (thr_sh[0] != 0 && rowmax_sh <= thr_sh[0]) break;
+  }
+  __syncthreads();
+  top.finish(0);
+  for (int64_t r = threadIdx.x; r < topk; r += kThreads) sel[r] = key_index(top.sort[r]);
+}
+
+// ---- SIMT path ----------------------------------------------------------------------------------
+__host__ __device__ inline int64_t align2(int64_t floats) { return (floats + 1) / 2 * 2; }  // 8-byte aligned
+
+// One block per query, fp32 on CUDA cores: the query's heads in shared memory, the visible keys scored in
+// chunks of up to `chunk` entries; the best k so far and the chunk's keys go through select_topk.
 template <typename TK>
 __global__ void __launch_bounds__(kThreads)
-    indexer_topk_kernel(int32_t* __restrict__ out, const float* __restrict__ q, const float* __restrict__ w,
-                        PagedRows keys, const int32_t* __restrict__ pos_of, const int32_t* __restrict__ slot_of,
-                        int64_t heads, int64_t Di, int64_t rate, int64_t chunk, int64_t topk, float softmax_scale) {
+    indexer_topk_simt_kernel(int32_t* __restrict__ out, const float* __restrict__ q, const float* __restrict__ w,
+                             PagedRows keys, const int32_t* __restrict__ pos_of, const int32_t* __restrict__ slot_of,
+                             int64_t heads, int64_t Di, int64_t rate, int64_t chunk, int64_t topk,
+                             float softmax_scale) {
   pdl_wait();
   extern __shared__ float smem[];
   const int64_t qs = Di + 1;      // padded query row: lanes read different heads without conflicts
@@ -185,40 +577,139 @@ int max_shared_optin() {
   return bytes;
 }
 
-}  // namespace
+constexpr size_t kSelectStaticShared = 2048;  // select_topk's histogram and scalars, the per-query scalars
 
-void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const CompressorState& keys, const BatchMeta& meta,
-                  float softmax_scale) {
+int64_t floor_pow2(int64_t v) {
+  int64_t p = 1;
+  while (p * 2 <= v) p *= 2;
+  return p;
+}
+
+// Blocks per query for T queries (1 = no split).
+int64_t split_count(int64_t T) {
+  return T > kSplitMaxTokens ? 1 : floor_pow2(std::min<int64_t>(kMaxSplits, kSplitSlots / std::max<int64_t>(T, 1)));
+}
+
+template <typename F>
+void set_shared(F* kernel, size_t shared, const char* what) {
+  if (shared > 48 * 1024) {
+    throw_if_error(cuda_status(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)), what));
+  }
+}
+
+void launch_score(int ks, dim3 grid, size_t shared, cudaStream_t stream, const ScoreArgs& a) {
+  auto go = [&](auto kernel) {
+    set_shared(kernel, shared, "cudaFuncSetAttribute(indexer_score)");
+    check_launch(launch_kernel(kernel, grid, dim3(kThreads), shared, stream, a), "indexer_score");
+  };
+  switch (ks) {
+    case 1:
+      return go(indexer_score_kernel<1>);
+    case 2:
+      return go(indexer_score_kernel<2>);
+    case 3:
+      return go(indexer_score_kernel<3>);
+    case 4:
+      return go(indexer_score_kernel<4>);
+    case 5:
+      return go(indexer_score_kernel<5>);
+    case 6:
+      return go(indexer_score_kernel<6>);
+    case 7:
+      return go(indexer_score_kernel<7>);
+    case 8:
+      return go(indexer_score_kernel<8>);
+    default:
+      DSV4_CHECK(false, kUnsupported, "indexer_topk on CUDA: no score kernel for ", ks, " k-steps");
+  }
+}
+
+void indexer_topk_simt(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const CompressorState& keys,
+                       const BatchMeta& meta, float softmax_scale) {
   const int64_t T = meta.num_tokens, heads = q.size(1), Di = q.size(2), topk = out.size(1);
-  const int64_t max_entries = keys.entries.rows;
-  if (T == 0) return;
-  // Floats (query, weights, one key per warp), then the order keys (best topk + a chunk) and the selection's
-  // candidates (8-byte aligned). The chunk is kChunk entries (fewer when the capacity or shared memory is
-  // smaller): large enough that short contexts take one pass, small enough that several blocks share an SM.
   const size_t fixed = sizeof(float) * static_cast<size_t>(align2(heads * (Di + 1) + heads + kWarps * Di)) +
                        sizeof(uint64_t) * static_cast<size_t>(topk + padded_topk(topk));
   const size_t budget = static_cast<size_t>(max_shared_optin()) - kSelectStaticShared;
   DSV4_CHECK(fixed + sizeof(uint64_t) * 256 <= budget, kUnsupported, "indexer_topk on CUDA: a ", heads, "x", Di,
              " query and top-", topk, " need ", fixed, " bytes of shared memory; the device allows ", budget);
-  // Many queries (prefill): a smaller chunk, so that more blocks share an SM; few (decode): fewer passes.
-  const int64_t want = T >= 256 ? kPrefillChunk : kChunk;
-  const int64_t chunk =
-      std::max<int64_t>(1, std::min({want, max_entries, static_cast<int64_t>((budget - fixed) / sizeof(uint64_t))}));
+  const int64_t chunk = std::max<int64_t>(
+      1, std::min({int64_t{4096}, keys.entries.rows, static_cast<int64_t>((budget - fixed) / sizeof(uint64_t))}));
   const size_t shared = fixed + sizeof(uint64_t) * static_cast<size_t>(chunk);
   dispatch_float(keys.entries.dtype, "indexer keys", [&](auto k) {
     using TK = decltype(k);
-    if (shared > 48 * 1024) {
-      throw_if_error(
-          cuda_status(cudaFuncSetAttribute(indexer_topk_kernel<TK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(shared)),
-                      "cudaFuncSetAttribute(indexer_topk)"));
-    }
-    check_launch(
-        launch_kernel(indexer_topk_kernel<TK>, dim3(static_cast<unsigned>(T)), dim3(kThreads), shared, stream_of(ctx),
-                      out.ptr<int32_t>(), q.ptr<float>(), w.ptr<float>(), keys.entries, meta.pos.ptr<int32_t>(),
-                      meta.slot.ptr<int32_t>(), heads, Di, keys.rate, chunk, topk, softmax_scale),
-        "indexer_topk");
+    set_shared(indexer_topk_simt_kernel<TK>, shared, "cudaFuncSetAttribute(indexer_topk)");
+    check_launch(launch_kernel(indexer_topk_simt_kernel<TK>, dim3(static_cast<unsigned>(T)), dim3(kThreads), shared,
+                               stream_of(ctx), out.ptr<int32_t>(), q.ptr<float>(), w.ptr<float>(), keys.entries,
+                               meta.pos.ptr<int32_t>(), meta.slot.ptr<int32_t>(), heads, Di, keys.rate, chunk, topk,
+                               softmax_scale),
+                 "indexer_topk");
   });
+}
+
+}  // namespace
+
+int64_t indexer_workspace_bytes(int64_t tokens, int64_t topk) {
+  const int64_t splits = split_count(tokens);
+  return splits > 1 ? tokens * splits * topk * static_cast<int64_t>(sizeof(uint64_t)) : 0;
+}
+
+void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const CompressorState& keys, const BatchMeta& meta,
+                  float softmax_scale, Tensor workspace) {
+  const int64_t T = meta.num_tokens, heads = q.size(1), Di = q.size(2), topk = out.size(1);
+  const int64_t rows = keys.entries.rows;
+  if (T == 0) return;
+  const PagedRows& kr = keys.entries;
+  if (kr.dtype != DType::BF16 || heads > 128 || Di > 128 || topk > (int64_t{1} << 16)) {
+    return indexer_topk_simt(ctx, out, q, w, keys, meta, softmax_scale);
+  }
+  ScoreArgs a{};
+  a.out = out.ptr<int32_t>();
+  a.q = q.ptr<float>();
+  a.w = w.ptr<float>();
+  a.keys = kr;
+  a.pos_of = meta.pos.ptr<int32_t>();
+  a.slot_of = meta.slot.ptr<int32_t>();
+  a.T = T, a.heads = heads, a.Di = Di, a.rate = keys.rate, a.topk = topk, a.scale = softmax_scale;
+  const int ks = static_cast<int>((Di + 15) / 16);
+  a.mtq = static_cast<int>(floor_pow2(2 * ((heads + 15) / 16) - 1));  // next power of two of the head tiles
+  a.vec = Di % 8 == 0 && kr.row_bytes % 16 == 0 && kr.offset % 16 == 0 && kr.page_bytes % 16 == 0 &&
+          reinterpret_cast<uintptr_t>(kr.base) % 16 == 0;
+  // Decode: split each query's entries over blocks when the caller gave the workspace for it and the capacity
+  // is long enough to matter.
+  int64_t splits = std::min(split_count(T), floor_pow2(std::max<int64_t>(1, rows / kMinSplitEntries)));
+  if (splits > 1 && workspace.numel() * static_cast<int64_t>(dtype_size(workspace.dtype())) <
+                        T * splits * topk * static_cast<int64_t>(sizeof(uint64_t))) {
+    splits = 1;  // no (or too small a) workspace: one block per query group
+  }
+  a.splits = static_cast<int>(splits);
+  a.ws = splits > 1 ? static_cast<uint64_t*>(workspace.data()) : nullptr;
+  // Prefill: several queries per block share each key tile (MMA rows = queries x heads, at most 8 tiles).
+  a.tq = splits == 1 && T >= 512 ? kWarps / a.mtq : 1;
+  const size_t budget = static_cast<size_t>(max_shared_optin()) - kSelectStaticShared;
+  a.cap = std::max<int64_t>(2 * kTile, 2048 / a.tq);
+  while (score_shared_bytes(ks, a.tq, topk, a.cap) > budget && a.cap > kTile) a.cap /= 2;
+  const size_t shared = score_shared_bytes(ks, a.tq, topk, a.cap);
+  DSV4_CHECK(shared <= budget, kUnsupported, "indexer_topk on CUDA: top-", topk, " needs ", shared,
+             " bytes of shared memory; the device allows ", budget);
+  const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>((T + a.tq - 1) / a.tq));
+  launch_score(ks, grid, shared, stream_of(ctx), a);
+  if (splits == 1) return;
+  int64_t cap = 16384;  // most decode merges (splits x topk keys) in one round
+  auto merge_bytes = [&](int64_t c) { return sizeof(uint64_t) * static_cast<size_t>(topk + c + padded_topk(topk)); };
+  while (merge_bytes(cap) > budget && cap > kThreads) cap /= 2;
+  DSV4_CHECK(merge_bytes(cap) <= budget, kUnsupported, "indexer_topk on CUDA: top-", topk, " needs ", merge_bytes(cap),
+             " bytes of shared memory; the device allows ", budget);
+  set_shared(indexer_merge_kernel, merge_bytes(cap), "cudaFuncSetAttribute(indexer_merge)");
+  check_launch(launch_kernel(indexer_merge_kernel, dim3(static_cast<unsigned>(T)), dim3(kThreads), merge_bytes(cap),
+                             stream_of(ctx), out.ptr<int32_t>(), a.ws, a.pos_of, a.slot_of, rows, keys.rate, topk, cap,
+                             a.splits),
+               "indexer_merge");
+}
+
+void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const CompressorState& keys, const BatchMeta& meta,
+                  float softmax_scale) {
+  indexer_topk(ctx, out, q, w, keys, meta, softmax_scale, Tensor());
 }
 
 }  // namespace dsv4::cuda

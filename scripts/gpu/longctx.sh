@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# One GPU call for the long-context issue (indexer, sparse attention, long contexts): the indexer's GPU-vs-CPU
+# tests, compute-sanitizer memcheck + racecheck on them, decode at long contexts, long prefills. Run from the
+# folder that holds bin/, lib/ (the staged build); DSV4_SOURCE_DIR is the repository root (fixtures).
+#   PHASES: comma list of tests,prefill1m,memcheck,contexts,prefill,racecheck (default: all but prefill1m)
+set -u
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+export PATH="$here/bin:$PATH" LD_LIBRARY_PATH="$here/lib:${LD_LIBRARY_PATH:-}:/usr/local/cuda/lib64"
+export DSV4_SOURCE_DIR=${DSV4_SOURCE_DIR:-$(cd "$here/.." && pwd)} PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+PHASES=${PHASES:-tests,memcheck,racecheck,contexts,prefill}
+has() { [[ ",$PHASES," == *",$1,"* ]]; }
+SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/card.txt
+IDX='CudaOps.IndexerTopk*'
+if has tests; then
+  timeout ${TESTS_TIMEOUT:-200} dsv4_gpu_tests --gtest_filter="${TESTS_FILTER:-$IDX}" > $OUT/gpu_tests.txt 2>&1
+  echo "gpu tests rc=$?"; grep -E "tests ran|PASSED  \]|FAILED  \]|near-tie" $OUT/gpu_tests.txt | head -30
+  grep -E "Failure|error:" -A5 $OUT/gpu_tests.txt | head -30
+fi
+if has prefill1m; then
+  timeout ${PREFILL1M_TIMEOUT:-300} dsv4 bench --synthetic flash --layers 3 --device cuda --modes auto \
+    --prefill 1048576 --batch 1 --decode-steps 2 --reps 1 --warmup 0 --spec-tokens 0 --max-model-len 1048584 \
+    --kv-cache-memory ${KV1M:-16000000000} --json > $OUT/prefill_1048576.json 2>$OUT/prefill_1048576.log
+  echo "prefill 1048576 rc=$?"; grep -E "error" $OUT/prefill_1048576.log | head -3
+fi
+if has memcheck; then
+  timeout ${SAN_TIMEOUT:-150} $SAN --tool memcheck --error-exitcode 99 dsv4_gpu_tests --gtest_filter="$IDX" > $OUT/memcheck.txt 2>&1
+  echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|PASSED  \]|FAILED  \]" $OUT/memcheck.txt | head -5
+fi
+if has contexts; then  # decode b=1 at long contexts (random state) against weights + state floor
+  timeout ${CTX_TIMEOUT:-200} dsv4 bench --synthetic flash --layers 3 --device cuda --modes ${CTX_MODES:-auto,none} \
+    --prefill 128 --batch 1 --contexts ${CONTEXTS:-1024,32768,131072,1048575} --decode-steps 8 --reps 3 --warmup 1 --spec-tokens 0 \
+    --kv-cache-memory 16000000000 --json > $OUT/contexts.json 2>$OUT/contexts.log
+  echo "contexts bench rc=$?"; grep -E "error" $OUT/contexts.log | head -3
+fi
+if has prefill; then  # prompts prefilled in chunks of --max-batch-tokens, one process each
+  for n in ${PREFILLS:-4096 131072}; do
+    timeout ${PREFILL_TIMEOUT:-150} dsv4 bench --synthetic flash --layers 3 --device cuda --modes auto \
+      --prefill $n --batch 1 --decode-steps 2 --reps 1 --warmup 0 --spec-tokens 0 \
+      --kv-cache-memory 16000000000 --json > $OUT/prefill_$n.json 2>$OUT/prefill_$n.log
+    echo "prefill $n rc=$?"; grep -E "error" $OUT/prefill_$n.log | head -3
+  done
+fi
+if has racecheck; then
+  timeout ${SAN_TIMEOUT:-150} $SAN --tool racecheck --error-exitcode 99 dsv4_gpu_tests \
+    --gtest_filter="${RACE_FILTER:-CudaOps.IndexerTopk:CudaOps.IndexerTopkLong}" > $OUT/racecheck.txt 2>&1
+  echo "racecheck rc=$?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED  \]|FAILED  \]" $OUT/racecheck.txt | head -5
+fi
+python3 - "$OUT" <<'PY'
+import json, sys, glob, os
+out = sys.argv[1]
+def load(p):
+    try: return json.load(open(p))
+    except Exception: return None
+print("\n== summary")
+c = load(f"{out}/contexts.json")
+if c:
+    for r in c["runs"]:
+        for d in r.get("context_decode", []):
+            print("flash b=1 %s context %d: %.3f ms/step (device %.3f), floor(weights+state) %.3f ms -> %.2fx; indexer %.1f us, attention %.1f us per step" % (r["mode"], d["context"], d["ms_per_step"]["median"], d.get("device_ms_per_step", 0), d.get("floor_ms", 0), d.get("measured_over_floor", 0), d.get("indexer_ms_per_step", 0) * 1e3, d.get("attention_ms_per_step", 0) * 1e3))
+for f in sorted(glob.glob(f"{out}/prefill_*.json"), key=lambda p: int(p.split("_")[-1][:-5])):
+    p = load(f)
+    if not p: continue
+    r = p["runs"][0]
+    for q in r.get("prefill", []):
+        print("flash prefill %d tokens: %.2f s, %.0f tok/s %s" % (q["tokens"], q["seconds"]["median"], q["tokens_per_second"], json.dumps(q.get("split", {}))))
+    m = r.get("memory", {})
+    print("  memory: device in use %.2f GiB, peak %.2f GiB (weights %.2f, activations %.2f, state pool %.2f GiB)" % tuple(m.get(k, 0) / 2**30 for k in ("device_in_use_bytes", "device_peak_bytes", "weights_bytes", "activations_bytes", "state_pool_bytes")))
+PY
