@@ -35,11 +35,13 @@ if has contexts; then  # decode b=1 at long contexts (random state) against weig
     --kv-cache-memory 16000000000 --json > $OUT/contexts.json 2>$OUT/contexts.log
   echo "contexts bench rc=$?"; grep -E "error" $OUT/contexts.log | head -3
 fi
-if has prefill; then  # long prompts prefilled in chunks of --max-batch-tokens, one process
-  timeout ${PREFILL_TIMEOUT:-300} dsv4 bench --synthetic flash --layers 3 --device cuda --modes auto \
-    --prefill ${PREFILL:-131072} --batch 1 --decode-steps 2 --reps 1 --warmup 0 --spec-tokens 0 \
-    --kv-cache-memory 16000000000 --json > $OUT/prefill.json 2>$OUT/prefill.log
-  echo "prefill bench rc=$?"; grep -E "error" $OUT/prefill.log | head -3
+if has prefill; then  # long prompts prefilled in chunks of --max-batch-tokens, one process per length
+  for n in ${PREFILL:-131072 1048576}; do  # max-model-len: the prompt, the decoded tokens and the draft margin
+    timeout ${PREFILL_TIMEOUT:-300} dsv4 bench --synthetic flash --layers 3 --device cuda --modes auto \
+      --prefill $n --batch 1 --decode-steps 2 --reps 1 --warmup 0 --spec-tokens 0 --max-model-len $((n + 16)) \
+      --kv-cache-memory 16000000000 --json > $OUT/prefill_$n.json 2>$OUT/prefill_$n.log
+    echo "prefill $n bench rc=$?"; grep -E "error" $OUT/prefill_$n.log | head -3
+  done
 fi
 if has oldtiny; then  # the pre-change CLI on the same card: tiny decode b=1/16 (no-regression row)
   (export LD_LIBRARY_PATH=$PWD/.gpu-stage/old/lib:/usr/local/cuda/lib64
@@ -78,12 +80,14 @@ c = load("contexts.json")
 if c:
     for d in c["runs"][0].get("context_decode", []):
         print("flash b=1 context %d: %.3f ms/step (device %.3f), floor(weights+state) %.3f ms -> %.2fx" % (d["context"], d["ms_per_step"]["median"], d.get("device_ms_per_step", 0), d.get("floor_ms", 0), d.get("measured_over_floor", 0)))
-p = load("prefill.json")
-if p:
+import glob
+for name in sorted(glob.glob(f"{out}/prefill_*.json")):
+    p = load(name.split("/")[-1])
+    if not p: continue
     r = p["runs"][0]
     for q in r.get("prefill", []): print("flash prefill %d tokens: %.1f s, %.0f tok/s" % (q["tokens"], q["seconds"]["median"], q["tokens_per_second"]))
     m = r.get("memory", {})
-    print("flash memory: device in use %.2f GiB (weights %.2f, activations %.2f, state pool %.2f GiB)" % tuple(m.get(k, 0) / 2**30 for k in ("device_in_use_bytes", "weights_bytes", "activations_bytes", "state_pool_bytes")))
+    print("  memory: device in use (peak: all allocated up front) %.2f GiB (weights %.2f, activations %.2f, state pool %.2f GiB)" % tuple(m.get(k, 0) / 2**30 for k in ("device_in_use_bytes", "weights_bytes", "activations_bytes", "state_pool_bytes")))
 n, o = load("requests_new.json"), load("requests_old.json")
 def wall(name):
     try: return float(open(f"{out}/{name}").read().split()[-1])
