@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors index config tokenizer)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors index config tokenizer http_request output_parsers)
 [ -x build-san/fuzz/fuzz_config ] || scripts/build_sanitize.sh
 source scripts/sanitize_env.sh
 status=0

@@ -19,7 +19,7 @@ constexpr double kE4m3Max = 448.0;
 constexpr double kE2m1Max = 6.0;
 constexpr uint8_t kE8m0Nan = 0xFF;
 // Matrices above this many elements are (de)quantised with OpenMP over rows.
-constexpr int64_t kParallelElements = int64_t{1} << 18;
+[[maybe_unused]] constexpr int64_t kParallelElements = int64_t{1} << 18;  // read by OpenMP pragmas only
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
