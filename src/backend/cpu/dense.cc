@@ -40,11 +40,9 @@ void linear(Tensor out, Tensor x, Tensor w) {
   const float* X = x.ptr<float>();
   const float* W = w.ptr<float>();
   float* Y = out.ptr<float>();
-  // Weight row outer, token inner: a few-token step (a speculative verification) reads the weights once, not once
-  // per token; every (t, n) is the same dot product either way.
 #pragma omp parallel for collapse(2) schedule(static) if (T * N * K > kParallelWork)
-  for (int64_t n = 0; n < N; ++n) {
-    for (int64_t t = 0; t < T; ++t) Y[t * N + n] = dot(X + t * K, W + n * K, K);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t n = 0; n < N; ++n) Y[t * N + n] = dot(X + t * K, W + n * K, K);
   }
 }
 
