@@ -18,19 +18,32 @@ if [ "${TESTS:-1}" = 1 ]; then
   echo "gpu tests rc=$?"; grep -E "tests ran|PASSED  \]|FAILED  \]|CUDA K=|identical|GPU sampled|joint|MTP fixture|sampled K=2" $OUT/gpu_tests.txt | head -40
   grep -E "Failure|error" -A6 $OUT/gpu_tests.txt | head -50
 fi
+if [ "${MEMCHECK:-1}" = 1 ]; then  # the new kernels and the speculative engine under compute-sanitizer
+  SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  timeout ${MEMCHECK_TIMEOUT:-120} $SAN --tool memcheck --error-exitcode 99 dsv4_gpu_tests \
+    --gtest_filter='CudaSpec.GreedyVerdicts:CudaSpec.AcceptanceEqualsTheCpuReference:CudaSpec.SampledIsDeterministic*' \
+    > $OUT/memcheck.txt 2>&1
+  echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|PASSED|FAILED" $OUT/memcheck.txt | head -5
+fi
 prompt="In the beginning God created the heaven and the earth. And the earth was without form, and void"
 timeout ${FLASH_TIMEOUT:-100} dsv4 bench --synthetic flash --layers 3 --device cuda --modes auto --prefill 16 --batch 1 \
   --context 16 --decode-steps 32 --reps 5 --spec-tokens 0,1,3 --spec-batch 1 --capture-sizes 1,2,4,8,16 \
   --kv-cache-memory 4000000000 --json > $OUT/flash.json 2>$OUT/flash.log
 echo "flash bench rc=$?"; grep -iE "error" $OUT/flash.log | head -3
-timeout ${TINY_TIMEOUT:-60} dsv4 bench -m models/dsv4-tiny-kjv --device cuda --modes auto --prefill 16 --batch 1,16 \
-  --decode-steps 64 --reps 7 --spec-tokens 0,2 --spec-batch 1,16 --prompt "$prompt" \
-  --capture-sizes 1,2,4,8,16,24,32,48,64 --kv-cache-memory 2000000000 --json > $OUT/tiny.json 2>$OUT/tiny.log
-echo "tiny bench rc=$?"; grep -iE "error" $OUT/tiny.log | head -3
+# The default model: 64 and 256 generated tokens with the text prompt (256 = the CPU acceptance run's length), and
+# 256 with the bench's random prompts.
+for v in tiny:64:text tiny256:256:text tiny256r:256:random; do
+  IFS=: read name steps kind <<< "$v"
+  args=(--prompt "$prompt"); [ $kind = random ] && args=()
+  timeout ${TINY_TIMEOUT:-60} dsv4 bench -m models/dsv4-tiny-kjv --device cuda --modes auto --prefill 16 --batch 1,16 \
+    --decode-steps $steps --reps 7 --spec-tokens 0,1,2,3 --spec-batch 1,16 "${args[@]}" \
+    --capture-sizes 1,2,4,8,16,24,32,48,64 --kv-cache-memory 2000000000 --json > $OUT/$name.json 2>$OUT/$name.log
+  echo "$name bench rc=$?"; grep -iE "error" $OUT/$name.log | head -3
+done
 python3 - "$OUT" <<'PY'
 import json, sys, os
 out = sys.argv[1]
-for name in ("flash", "tiny"):
+for name in ("flash", "tiny", "tiny256", "tiny256r"):
     try:
         run = json.load(open(os.path.join(out, name + ".json")))["runs"][0]
     except Exception as e:

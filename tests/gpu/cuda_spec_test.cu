@@ -144,6 +144,20 @@ TEST(CudaSpec, GreedyIdenticalToPlainUnderContinuousBatching) {
   EXPECT_EQ(e.scheduler_stats().pages_used, 0);
 }
 
+TEST(CudaSpec, GreedyIdenticalAboveTheLargestBucket) {
+  DSV4_REQUIRE_GPU();
+  // Capture sizes 1, 2, 4: a step of 12 sequences runs unpadded and eagerly, one of 3 replays the bucket of 4.
+  EngineOptions o = cuda_options(12, {2});
+  o.capture_sizes = "1,2,4,8,12";
+  Engine e(model_dir(), o);
+  const auto prompts = test::mixed_prompts(e.config().vocab_size, 12, 47, 30);
+  const GenerateResult plain = e.generate(prompts, test::greedy(20));
+  EXPECT_EQ(e.generate(prompts, test::greedy(20, 2)).tokens, plain.tokens);
+  const std::vector<std::vector<int32_t>> three(prompts.begin(), prompts.begin() + 3);
+  EXPECT_EQ(e.generate(three, test::greedy(20, 2)).tokens,
+            std::vector<std::vector<int32_t>>(plain.tokens.begin(), plain.tokens.begin() + 3));
+}
+
 TEST(CudaSpec, GreedyIdenticalToPlainOnTheMtpFixtureAndTheCpu) {
   DSV4_REQUIRE_GPU();
   const std::string dir = test::source_dir() + "/tests/fixtures/mtp/mtp_tiny";
