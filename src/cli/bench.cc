@@ -274,6 +274,14 @@ void register_bench(CLI::App& app) {
                                 {"tokens_per_second", static_cast<double>(B * (o->decode_steps - 1)) / s.median},
                                 {"ms_per_step", s.median * 1e3 / std::max(steps, 1.0)}};
             if (cuda && k > 0) {  // the same step replayed without host work (both graphs, the last step's inputs)
+              if (std::any_of(prompts.begin(), prompts.end(), [&](const auto& p) { return p != prompts[0]; })) {
+                // Sequences of different prompts finish at different steps: end on a step of all B sequences.
+                GenerateOptions go;
+                go.max_new_tokens = 4;
+                go.spec_tokens = k;
+                go.stop_at_eos = false;
+                engine.generate(std::vector<std::vector<int32_t>>(static_cast<size_t>(B), prompts[0]), go);
+              }
               r["device_ms_per_step"] = engine.device_spec_step_ms(B, k, 20);
             }
             if (cuda && k > 0 && B == 1) {

@@ -250,6 +250,9 @@ void Engine::fill_state_random(uint64_t seed) {
 double Engine::device_decode_step_ms(int64_t batch, int reps) { return exec_->time_decode_replays(batch, reps); }
 double Engine::device_drafter_step_ms(int64_t tokens, int reps) { return exec_->time_drafter_replays(tokens, reps); }
 double Engine::device_spec_step_ms(int64_t batch, int64_t K, int reps) {
+  // The replays read the last step's uploaded block: only a step of the same shape may replay it.
+  DSV4_CHECK_ARG(batch == last_spec_batch_ && K == last_spec_k_, "device_spec_step_ms: the last speculative step had ",
+                 last_spec_batch_, " sequences and K = ", last_spec_k_, ", not ", batch, " and K = ", K);
   return exec_->time_spec_replays(batch, K, reps);
 }
 size_t Engine::device_io_bytes() const { return exec_->device_bytes(); }

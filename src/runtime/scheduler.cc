@@ -522,6 +522,8 @@ void Engine::step_speculative() {
   std::vector<int32_t> tokens, counts;
   std::vector<float> logits;
   exec_->spec_step(seqs, K, &tokens, &counts, host_logits ? &logits : nullptr);
+  last_spec_batch_ = static_cast<int64_t>(seqs.size());
+  last_spec_k_ = K;
   sched_.forward_calls += K + 1;
   if (generating_ != nullptr && generating_->on_target_logits) generating_->on_target_logits(logits);
   // Emit the accepted drafts and the next token. Rejected positions leave no trace: every state is indexed by

@@ -127,7 +127,8 @@ class Engine {
   double device_decode_step_ms(int64_t batch, int reps);
   // CUDA only (0 on the CPU): device ms of one drafter forward of `tokens` tokens replayed on the drafter's last
   // inputs (call right after mtp_forward() of such a batch), and of one speculative step of `batch` sequences and K
-  // drafts replayed on the last step's inputs (call right after a generate() whose last step had that shape).
+  // drafts replayed on the last step's inputs (kInvalidArgument unless the engine's last speculative step had that
+  // shape).
   double device_drafter_step_ms(int64_t tokens, int reps);
   double device_spec_step_ms(int64_t batch, int64_t K, int reps);
   int64_t max_model_len() const { return model_opt_.max_model_len; }
@@ -205,6 +206,7 @@ class Engine {
   // Pipelined decode (device sampling): the decode step queued behind the last one, not yet read back.
   int inflight_ticket_ = -1;
   std::vector<Seq*> inflight_seqs_;
+  int64_t last_spec_batch_ = 0, last_spec_k_ = 0;  // the last speculative step's shape (device_spec_step_ms)
 
   void init(std::chrono::steady_clock::time_point t0);
   void size_pool_and_state();
