@@ -42,7 +42,7 @@ void register_bench(CLI::App& app) {
   auto* cmd = app.add_subcommand("bench", "Measure load time, prefill and decode speed, speculative decoding");
   struct Opts {
     std::string dir, synthetic, modes, prefill = "128,1024", batches = "1,4,16,64", spec = "0,1,2,3", spec_batch = "1",
-                prompt, contexts;
+                                       prompt, contexts;
     int64_t layers = 3, context = 16, decode_steps = 32, reps = 5, warmup = 1;
     uint64_t seed = 0;
     DeviceFlags flags;
@@ -61,9 +61,10 @@ void register_bench(CLI::App& app) {
   o->flags.add_to(cmd);
   cmd->add_option("--prefill", o->prefill, "Prompt lengths for prefill throughput")->capture_default_str();
   cmd->add_option("--batch", o->batches, "Batch sizes for decode")->capture_default_str();
-  cmd->add_option("--spec-tokens", o->spec,
-                  "Draft lengths K for speculative decoding (0 = plain decoding, the baseline); on CUDA each K > 0 also "
-                  "times one drafter forward and one (K + 1)-token target forward at batch 1 in the same run")
+  cmd->add_option(
+         "--spec-tokens", o->spec,
+         "Draft lengths K for speculative decoding (0 = plain decoding, the baseline); on CUDA each K > 0 also "
+         "times one drafter forward and one (K + 1)-token target forward at batch 1 in the same run")
       ->capture_default_str();
   cmd->add_option("--spec-batch", o->spec_batch, "Batch sizes for speculative decoding")->capture_default_str();
   cmd->add_option("--decode-steps", o->decode_steps, "Tokens generated per decode measurement")->capture_default_str();
@@ -382,15 +383,16 @@ void register_bench(CLI::App& app) {
       if (j.contains("speculative")) {
         for (const auto& s : j["speculative"]) {
           std::printf("spec b=%lld K=%lld: acceptance %.3f, mean accepted length %.2f, %10.1f tokens/s, %.3f ms/step",
-                      s["batch"].get<long long>(), s["spec_tokens"].get<long long>(), s["acceptance_rate"].get<double>(),
-                      s["mean_accepted_length"].get<double>(), s["tokens_per_second"].get<double>(),
-                      s["ms_per_step"].get<double>());
+                      s["batch"].get<long long>(), s["spec_tokens"].get<long long>(),
+                      s["acceptance_rate"].get<double>(), s["mean_accepted_length"].get<double>(),
+                      s["tokens_per_second"].get<double>(), s["ms_per_step"].get<double>());
           if (s.contains("device_ms_per_step")) std::printf("; device %.3f ms", s["device_ms_per_step"].get<double>());
           if (s.contains("reference_ms")) {
-            std::printf("; drafter %.3f ms + %lld-token target %.3f ms: step / (K drafter + target) = %.2f (device %.2f)",
-                        s["drafter_forward_ms"].get<double>(), s["spec_tokens"].get<long long>() + 1,
-                        s["target_forward_ms"].get<double>(), s["step_over_reference"].get<double>(),
-                        s["device_step_over_reference"].get<double>());
+            std::printf(
+                "; drafter %.3f ms + %lld-token target %.3f ms: step / (K drafter + target) = %.2f (device %.2f)",
+                s["drafter_forward_ms"].get<double>(), s["spec_tokens"].get<long long>() + 1,
+                s["target_forward_ms"].get<double>(), s["step_over_reference"].get<double>(),
+                s["device_step_over_reference"].get<double>());
           }
           std::printf("\n");
         }

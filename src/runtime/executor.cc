@@ -63,9 +63,9 @@ class CpuExecutor final : public Executor {
 
   // The reference of the CUDA executor's speculative path: the same ops over host buffers (the drafter's step 0
   // runs only the carried rows: no graph shape to keep).
-  void spec_prefill(BatchBuilder& batch, const std::vector<int32_t>& drafter_ids, const std::vector<int32_t>& carry_slot,
-                    const std::vector<ops::TokenSamplingParams>& params, std::vector<int32_t>* tokens,
-                    std::vector<float>* logits) override {
+  void spec_prefill(BatchBuilder& batch, const std::vector<int32_t>& drafter_ids,
+                    const std::vector<int32_t>& carry_slot, const std::vector<ops::TokenSamplingParams>& params,
+                    std::vector<int32_t>* tokens, std::vector<float>* logits) override {
     const ModelConfig& c = *s_.cfg;
     const int64_t T = batch.num_tokens(), R = batch.num_logit_rows(), V = c.vocab_size, W = c.hc_dim();
     DSV4_CHECK_ARG(static_cast<int64_t>(drafter_ids.size()) == T && static_cast<int64_t>(carry_slot.size()) == T &&
@@ -88,8 +88,8 @@ class CpuExecutor final : public Executor {
     }
     // The drafter over the same rows: its state at every position (no logits needed).
     const BatchMeta m = batch.meta();
-    const BatchMeta dm{Tensor(const_cast<int32_t*>(drafter_ids.data()), DType::I32, {T}), m.pos, m.slot, m.start,
-                       m.end, T};
+    const BatchMeta dm{
+        Tensor(const_cast<int32_t*>(drafter_ids.data()), DType::I32, {T}), m.pos, m.slot, m.start, m.end, T};
     std::vector<float> out(static_cast<size_t>(T * W));
     ctx.scratch->reset();
     mtp_forward(ctx, c, *s_.weights, *s_.state, dm, Tensor(residual.data(), DType::F32, {T, c.hc_mult, c.hidden_size}),

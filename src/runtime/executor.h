@@ -85,8 +85,8 @@ struct ExecutorSetup {
   std::string cudagraph_mode, capture_sizes, architecture;
   bool enforce_eager = false;
   int64_t spec_tokens = 0;
-  int64_t max_spec_tokens = 0;            // Kmax: carry rows per slot = Kmax + 1
-  int64_t max_seqs = 0;                   // slots
+  int64_t max_spec_tokens = 0;             // Kmax: carry rows per slot = Kmax + 1
+  int64_t max_seqs = 0;                    // slots
   std::vector<int64_t> spec_graph_tokens;  // draft lengths K whose speculative steps are captured as graphs
 };
 

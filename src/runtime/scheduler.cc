@@ -491,8 +491,7 @@ void Engine::step_speculative() {
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t K = spec_tokens_, V = cfg_.vocab_size;
   // As many sequences as one step takes, oldest first; their pages for the K + 1 verified positions.
-  const int64_t most =
-      std::max<int64_t>(1, std::min(exec_->spec_max_seqs(K), opt_.max_batch_tokens / (K + 1)));
+  const int64_t most = std::max<int64_t>(1, std::min(exec_->spec_max_seqs(K), opt_.max_batch_tokens / (K + 1)));
   std::vector<Seq*> candidates, active;
   for (auto& s : running_) {
     if (static_cast<int64_t>(candidates.size()) < most) candidates.push_back(s.get());

@@ -79,8 +79,10 @@ void fill_spec_block(const std::vector<SpecSeq>& seqs, const SpecLayout& l, bool
   const int64_t b = l.shape.b, K = l.shape.K, T0 = l.shape.T0, Tv = l.shape.verify_tokens();
   DSV4_CHECK_ARG(static_cast<int64_t>(seqs.size()) <= b && (!compact || static_cast<int64_t>(seqs.size()) == b),
                  "speculative step: ", seqs.size(), " sequences for a block of ", b);
-  DSV4_CHECK_ARG(K + 1 <= carry_stride, "speculative step: K = ", K, " needs ", K + 1, " carry rows per slot, the "
-                 "executor keeps ", carry_stride);
+  DSV4_CHECK_ARG(K + 1 <= carry_stride, "speculative step: K = ", K, " needs ", K + 1,
+                 " carry rows per slot, the "
+                 "executor keeps ",
+                 carry_stride);
   std::memset(block, 0, l.bytes);
   auto* ints = reinterpret_cast<int32_t*>(block);
   int32_t* meta0 = ints + l.meta0;
@@ -214,8 +216,8 @@ void spec_verify_forward(ExecContext& ctx, const ModelConfig& c, const ModelWeig
   target_forward(ctx, c, w, state, t.metav, t.rowsv, t.target_logits, residual);
   ops::scatter_rows(ctx, t.carry, residual, t.scatter);
   ops::sample_tokens(ctx, t.target_tokens, t.target_logits, t.params_target, t.target_info);
-  ops::speculative_accept(ctx, t.out_tokens, t.counts, t.target_logits, t.target_info, t.target_tokens,
-                          t.draft_logits, t.draft_info, t.draft_tokens, t.params_accept);
+  ops::speculative_accept(ctx, t.out_tokens, t.counts, t.target_logits, t.target_info, t.target_tokens, t.draft_logits,
+                          t.draft_info, t.draft_tokens, t.params_accept);
 }
 
 }  // namespace dsv4

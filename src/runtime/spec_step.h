@@ -20,10 +20,10 @@ namespace dsv4 {
 // One sequence of a speculative step (built by the scheduler).
 struct SpecSeq {
   int32_t slot = 0;
-  int64_t computed = 0;            // c: positions [0, c) are in the target's state; `last` sits at position c
-  std::vector<int32_t> carry_ids;  // n = size() in [1, K + 1]: the token after each position [c - n, c), whose
-                                   // target residual rows are carried (carry row r = position c - n + r)
-  int32_t last = 0;                // the sequence's last token (not yet in the state)
+  int64_t computed = 0;               // c: positions [0, c) are in the target's state; `last` sits at position c
+  std::vector<int32_t> carry_ids;     // n = size() in [1, K + 1]: the token after each position [c - n, c), whose
+                                      // target residual rows are carried (carry row r = position c - n + r)
+  int32_t last = 0;                   // the sequence's last token (not yet in the state)
   ops::TokenSamplingParams sampling;  // temperature, top_p, seed, stream; counter = tokens generated so far
 };
 
@@ -39,7 +39,7 @@ struct SpecShape {
 struct SpecLayout {
   SpecShape shape;
   size_t meta0 = 0, gather0 = 0, rows0 = 0, metaj = 0, metav = 0, scatter = 0, rowsv = 0;  // int32 elements
-  size_t params_draft = 0, params_target = 0, params_accept = 0;                          // bytes
+  size_t params_draft = 0, params_target = 0, params_accept = 0;                           // bytes
   size_t bytes = 0;
   static SpecLayout make(const SpecShape& shape);
 };
@@ -59,7 +59,8 @@ void fill_spec_padding(const SpecLayout& layout, char* block);
 // The executor's persistent buffers a step reads and writes (device memory on CUDA, host memory on the CPU).
 struct SpecBuffers {
   Tensor carry;          // [slots * (Kmax + 1), n, H] activation dtype
-  Tensor hidden, residual;  // [>= max rows of a step, n, H]: the drafter's inputs / outputs, the verification's residual
+  Tensor hidden;         // [>= a step's rows, n, H]: the drafter's inputs,
+  Tensor residual;       // and its outputs, the verification's residual
   Tensor draft_logits;   // [>= K b, V] f32
   Tensor target_logits;  // [>= b (K + 1), V] f32
   Tensor ints;           // I32 [>= 4 b (K + 1)]: draft tokens, target tokens, accepted tokens + counts

@@ -63,13 +63,16 @@ struct SpecRound {
 // One round, as a speculative step runs it: each draft drawn by sample_tokens (Philox word 1 at counter g + j) from its
 // row, the target rows' tokens and nuclei (word 3 at g + r), then the acceptance. params: one row per trial (counter =
 // g).
-inline SpecRound run_spec_round(OpsBackend& be, const SpecTrials& s, const std::vector<ops::TokenSamplingParams>& params) {
+inline SpecRound run_spec_round(OpsBackend& be, const SpecTrials& s,
+                                const std::vector<ops::TokenSamplingParams>& params) {
   const int64_t b = static_cast<int64_t>(params.size()), K = s.K, V = s.V, Tv = b * (K + 1);
   const int64_t prm = sizeof(ops::TokenSamplingParams), inf = sizeof(ops::NucleusInfo);
   ExecContext& ctx = be.ctx();
-  Tensor dl = be.alloc(DType::F32, {K * b, V}), dt = be.alloc(DType::I32, {K * b}), di = be.alloc(DType::U8, {K * b, inf});
+  Tensor dl = be.alloc(DType::F32, {K * b, V}), dt = be.alloc(DType::I32, {K * b}),
+         di = be.alloc(DType::U8, {K * b, inf});
   Tensor tl = be.alloc(DType::F32, {Tv, V}), tt = be.alloc(DType::I32, {Tv}), ti = be.alloc(DType::U8, {Tv, inf});
-  Tensor pd = be.alloc(DType::U8, {K * b, prm}), pt = be.alloc(DType::U8, {Tv, prm}), pa = be.alloc(DType::U8, {b, prm});
+  Tensor pd = be.alloc(DType::U8, {K * b, prm}), pt = be.alloc(DType::U8, {Tv, prm}),
+         pa = be.alloc(DType::U8, {b, prm});
   Tensor out = be.alloc(DType::I32, {Tv}), counts = be.alloc(DType::I32, {b});
   std::vector<ops::TokenSamplingParams> rows_d(static_cast<size_t>(K * b)), rows_t(static_cast<size_t>(Tv));
   for (int64_t i = 0; i < b; ++i) {
@@ -150,7 +153,7 @@ inline double gamma_q(double a, double x) {
 // Chi-square goodness of fit of counts against probabilities; bins with expected count < 5 are pooled; an outcome
 // of probability 0 drawn gives 0.
 inline double chi_square_p_value(const std::map<int64_t, int64_t>& counts, const std::map<int64_t, double>& probs,
-                                  int64_t draws) {
+                                 int64_t draws) {
   double chi2 = 0, pooled_expected = 0, pooled_observed = 0;
   int bins = 0;
   for (const auto& [key, p] : probs) {
@@ -175,8 +178,8 @@ inline double chi_square_p_value(const std::map<int64_t, int64_t>& counts, const
   return gamma_q((bins - 1) / 2.0, chi2 / 2.0);
 }
 
-inline std::vector<ops::TokenSamplingParams> trial_params(int64_t trials, float temperature, float top_p,
-                                                          uint64_t seed, uint64_t counter = 5) {
+inline std::vector<ops::TokenSamplingParams> trial_params(int64_t trials, float temperature, float top_p, uint64_t seed,
+                                                          uint64_t counter = 5) {
   std::vector<ops::TokenSamplingParams> p(static_cast<size_t>(trials));
   for (int64_t i = 0; i < trials; ++i) p[i] = {temperature, top_p, seed, static_cast<uint64_t>(i), counter};
   return p;
@@ -266,8 +269,8 @@ inline void check_first_token_follows_target(OpsBackend& be, const std::vector<f
 }
 
 // Sampled, K = 2, synthetic target p(x), p(y | x), p(z | x, y) and drafter q(x), q(y | x) over V = 5: the first two
-// emitted tokens (accepted drafts, recovered or bonus tokens; y drawn from p(. | x) when only x was emitted) must follow
-// p(x) p(y | x).
+// emitted tokens (accepted drafts, recovered or bonus tokens; y drawn from p(. | x) when only x was emitted) must
+// follow p(x) p(y | x).
 inline void check_joint_over_two_drafts(OpsBackend& be, int64_t trials) {
   const int64_t V = 5;
   std::mt19937 rng(3);
