@@ -42,7 +42,8 @@ std::vector<int64_t> parse_list(const std::string& csv, const char* flag) {
 void register_bench(CLI::App& app) {
   auto* cmd = app.add_subcommand("bench", "Measure load time, prefill and decode speed, speculative decoding");
   struct Opts {
-    std::string dir, synthetic, modes, prefill = "128,1024", batches = "1,4,16,64", spec = "0,1,2,3", prompt, contexts;
+    std::string dir, synthetic, modes, prefill = "128,1024", batches = "1,4,16,64", spec = "0,1,2,3", spec_batch = "1",
+                                       prompt, contexts;
     int64_t layers = 3, context = 16, decode_steps = 32, reps = 5, warmup = 1;
     uint64_t seed = 0;
     DeviceFlags flags;
@@ -61,8 +62,12 @@ void register_bench(CLI::App& app) {
   o->flags.add_to(cmd);
   cmd->add_option("--prefill", o->prefill, "Prompt lengths for prefill throughput")->capture_default_str();
   cmd->add_option("--batch", o->batches, "Batch sizes for decode")->capture_default_str();
-  cmd->add_option("--spec-tokens", o->spec, "Draft lengths K for speculative decoding (batch 1)")
+  cmd->add_option(
+         "--spec-tokens", o->spec,
+         "Draft lengths K for speculative decoding (0 = plain decoding, the baseline); on CUDA each K > 0 also "
+         "times one drafter forward and one (K + 1)-token target forward at batch 1 in the same run")
       ->capture_default_str();
+  cmd->add_option("--spec-batch", o->spec_batch, "Batch sizes for speculative decoding")->capture_default_str();
   cmd->add_option("--decode-steps", o->decode_steps, "Tokens generated per decode measurement")->capture_default_str();
   cmd->add_option("--reps", o->reps, "Measured repetitions (median reported)")->capture_default_str();
   cmd->add_option("--warmup", o->warmup, "Warm-up repetitions")->capture_default_str();
@@ -81,6 +86,7 @@ void register_bench(CLI::App& app) {
         o->contexts.empty() ? std::vector<int64_t>{} : parse_list(o->contexts, "--contexts");
     std::vector<int64_t> spec;
     for (int32_t k : parse_ids(o->spec)) spec.push_back(k);
+    const std::vector<int64_t> spec_batches = parse_list(o->spec_batch, "--spec-batch");
     DSV4_CHECK_ARG(o->reps > 0 && o->warmup >= 0 && o->decode_steps > 1, "--reps > 0 and --decode-steps > 1 needed");
     DSV4_CHECK_ARG(o->dir.empty() != o->synthetic.empty(), "bench needs exactly one of -m DIR and --synthetic");
     DSV4_CHECK_ARG(o->synthetic.empty() || o->synthetic == "flash" || o->synthetic == "tiny",
@@ -113,7 +119,13 @@ void register_bench(CLI::App& app) {
       flags.apply(eo);
       // Sequences: the largest decode batch unless --max-num-seqs says otherwise; prompts longer than
       // --max-batch-tokens are prefilled in chunks (activations are sized by the chunk, not the prompt).
-      if (eo.max_seqs == 0) eo.max_seqs = std::max<int64_t>(1, *std::max_element(batches.begin(), batches.end()));
+      if (eo.max_seqs == 0) {
+        eo.max_seqs = std::max<int64_t>({1, *std::max_element(batches.begin(), batches.end()),
+                                         *std::max_element(spec_batches.begin(), spec_batches.end())});
+      }
+      for (int64_t k : spec) {  // the speculative steps measured run from captured graphs
+        if (k > 0) eo.spec_graph_tokens.push_back(k);
+      }
       // Positions the measurements need (the longest prompt + its token, or context + decode + drafts).
       int64_t positions_needed =
           std::max(*std::max_element(prefill.begin(), prefill.end()) + 1, o->context + o->decode_steps + 8);
@@ -246,7 +258,7 @@ void register_bench(CLI::App& app) {
         engine.release_slot(0);
         j["context_decode"].push_back(d);
       }
-      if (engine.has_mtp()) {  // speculative decoding at batch 1
+      if (engine.has_mtp()) {  // speculative decoding: tokens/s, acceptance, and (CUDA) the step against its parts
         std::vector<int32_t> prompt;
         if (!o->prompt.empty()) {
           const std::unique_ptr<Tokenizer> tok = load_tokenizer_if_present(o->dir);
@@ -254,20 +266,66 @@ void register_bench(CLI::App& app) {
         } else {
           prompt = random_ids(16);
         }
-        for (int64_t k : spec) {
-          GenerateStats last;
-          const Summary s = measure([&] {
-            GenerateOptions go;
-            go.max_new_tokens = o->decode_steps;
-            go.spec_tokens = k;
-            go.stop_at_eos = false;
-            last = engine.generate({prompt}, go).stats;
-            return last.decode_seconds;
-          });
-          j["speculative"].push_back({{"spec_tokens", k},
-                                      {"acceptance_rate", last.acceptance_rate()},
-                                      {"mean_accepted_length", last.mean_accepted_length()},
-                                      {"tokens_per_second", static_cast<double>(o->decode_steps - 1) / s.median}});
+        const bool cuda = engine.options().device == Device::kCUDA;
+        for (int64_t B : spec_batches) {
+          std::vector<std::vector<int32_t>> prompts;
+          // Every sequence gets --prompt when one is given (its acceptance is the text's), else its own random ids.
+          for (int64_t b = 0; b < B; ++b) prompts.push_back(b == 0 || !o->prompt.empty() ? prompt : random_ids(16));
+          for (int64_t k : spec) {
+            GenerateStats last;
+            const Summary s = measure([&] {
+              GenerateOptions go;
+              go.max_new_tokens = o->decode_steps;
+              go.spec_tokens = k;
+              go.stop_at_eos = false;
+              last = engine.generate(prompts, go).stats;
+              return last.decode_seconds;
+            });
+            // Steps of the decode phase: one per token at K = 0; per speculative round (draft_steps counts rounds of
+            // each sequence) otherwise.
+            const double steps = k == 0 ? static_cast<double>(o->decode_steps - 1)
+                                        : static_cast<double>(last.draft_steps) / static_cast<double>(B);
+            nlohmann::json r = {{"spec_tokens", k},
+                                {"batch", B},
+                                {"acceptance_rate", last.acceptance_rate()},
+                                {"mean_accepted_length", k == 0 ? 1.0 : last.mean_accepted_length()},
+                                {"tokens_per_second", static_cast<double>(B * (o->decode_steps - 1)) / s.median},
+                                {"ms_per_step", s.median * 1e3 / std::max(steps, 1.0)}};
+            if (cuda && k > 0) {  // the same step replayed without host work (both graphs, the last step's inputs)
+              if (std::any_of(prompts.begin(), prompts.end(), [&](const auto& p) { return p != prompts[0]; })) {
+                // Sequences of different prompts finish at different steps: end on a step of all B sequences.
+                GenerateOptions go;
+                go.max_new_tokens = 4;
+                go.spec_tokens = k;
+                go.stop_at_eos = false;
+                engine.generate(std::vector<std::vector<int32_t>>(static_cast<size_t>(B), prompts[0]), go);
+              }
+              r["device_ms_per_step"] = engine.device_spec_step_ms(B, k, 20);
+            }
+            if (cuda && k > 0 && B == 1) {
+              // Its parts, timed separately in the same run at the middle of the measured context: one drafter
+              // forward (one MTP layer + the shared head, 1 token) and one (K + 1)-token target forward.
+              const int32_t pos = static_cast<int32_t>(o->context + o->decode_steps / 2);
+              BatchBuilder t;
+              t.add({0, pos, random_ids(k + 1), true});
+              std::vector<float> logits, hidden_out;
+              engine.forward(t, &logits, nullptr, /*uniform_decode=*/true);
+              const double target_ms = engine.device_decode_step_ms(k + 1, 20);
+              BatchBuilder d;
+              d.add({0, pos, random_ids(1), false});
+              engine.mtp_forward(d, std::vector<float>(static_cast<size_t>(engine.config().hc_dim()), 0.0f), &logits,
+                                 &hidden_out);
+              const double drafter_ms = engine.device_drafter_step_ms(1, 20);
+              engine.release_slot(0);
+              const double reference = static_cast<double>(k) * drafter_ms + target_ms;
+              r["drafter_forward_ms"] = drafter_ms;
+              r["target_forward_ms"] = target_ms;  // K + 1 tokens
+              r["reference_ms"] = reference;       // K drafter forwards + the (K + 1)-token target forward
+              r["step_over_reference"] = r["ms_per_step"].get<double>() / reference;
+              r["device_step_over_reference"] = r["device_ms_per_step"].get<double>() / reference;
+            }
+            j["speculative"].push_back(r);
+          }
         }
       }
       j["memory"] = {{"weights_bytes", engine.weights_bytes()},
@@ -350,9 +408,19 @@ void register_bench(CLI::App& app) {
       std::printf("\n");
       if (j.contains("speculative")) {
         for (const auto& s : j["speculative"]) {
-          std::printf("spec K=%lld: acceptance %.3f, mean accepted length %.2f, %10.1f tokens/s\n",
-                      s["spec_tokens"].get<long long>(), s["acceptance_rate"].get<double>(),
-                      s["mean_accepted_length"].get<double>(), s["tokens_per_second"].get<double>());
+          std::printf("spec b=%lld K=%lld: acceptance %.3f, mean accepted length %.2f, %10.1f tokens/s, %.3f ms/step",
+                      s["batch"].get<long long>(), s["spec_tokens"].get<long long>(),
+                      s["acceptance_rate"].get<double>(), s["mean_accepted_length"].get<double>(),
+                      s["tokens_per_second"].get<double>(), s["ms_per_step"].get<double>());
+          if (s.contains("device_ms_per_step")) std::printf("; device %.3f ms", s["device_ms_per_step"].get<double>());
+          if (s.contains("reference_ms")) {
+            std::printf(
+                "; drafter %.3f ms + %lld-token target %.3f ms: step / (K drafter + target) = %.2f (device %.2f)",
+                s["drafter_forward_ms"].get<double>(), s["spec_tokens"].get<long long>() + 1,
+                s["target_forward_ms"].get<double>(), s["step_over_reference"].get<double>(),
+                s["device_step_over_reference"].get<double>());
+          }
+          std::printf("\n");
         }
       }
     }

@@ -424,7 +424,7 @@ void argmax(ExecContext& ctx, Tensor out, Tensor logits) {
   DSV4_DISPATCH(argmax, out, logits);
 }
 
-void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params) {
+void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params, Tensor info) {
   require(ctx, out, DType::I32, "sample_tokens", "out");
   require(ctx, logits, DType::F32, "sample_tokens", "logits");
   require(ctx, params, DType::U8, "sample_tokens", "params");
@@ -433,7 +433,58 @@ void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params) {
                      params.numel() == logits.size(0) * static_cast<int64_t>(sizeof(TokenSamplingParams)),
                  "sample_tokens: logits ", logits.shape_string(), ", out ", out.shape_string(), ", params ",
                  params.shape_string(), " (", sizeof(TokenSamplingParams), " bytes per row)");
-  DSV4_DISPATCH(sample_tokens, out, logits, params);
+  if (optional(info)) {
+    require(ctx, info, DType::U8, "sample_tokens", "info");
+    DSV4_CHECK_ARG(info.numel() == logits.size(0) * static_cast<int64_t>(sizeof(NucleusInfo)), "sample_tokens: info ",
+                   info.shape_string(), " for ", logits.size(0), " rows of ", sizeof(NucleusInfo), " bytes");
+  }
+  DSV4_DISPATCH(sample_tokens, out, logits, params, info);
+}
+
+void scatter_rows(ExecContext& ctx, Tensor out, Tensor x, Tensor rows) {
+  require_float(ctx, out, "scatter_rows", "out");
+  require_float(ctx, x, "scatter_rows", "x");
+  require(ctx, rows, DType::I32, "scatter_rows", "rows");
+  DSV4_CHECK_ARG(out.dtype() == x.dtype() && out.ndim() >= 1 && x.ndim() == out.ndim() && x.size(0) == rows.numel() &&
+                     (x.size(0) == 0 || x.numel() / x.size(0) == out.numel() / std::max<int64_t>(out.size(0), 1)),
+                 "scatter_rows: out ", out.describe(), ", x ", x.describe(), ", rows ", rows.shape_string());
+  DSV4_DISPATCH(scatter_rows, out, x, rows);
+}
+
+void speculative_verify_ids(ExecContext& ctx, Tensor ids, Tensor drafts, int64_t K) {
+  require(ctx, ids, DType::I32, "speculative_verify_ids", "ids");
+  require(ctx, drafts, DType::I32, "speculative_verify_ids", "drafts");
+  DSV4_CHECK_ARG(K >= 1 && ids.numel() % (K + 1) == 0 && drafts.numel() == ids.numel() / (K + 1) * K,
+                 "speculative_verify_ids: ids ", ids.shape_string(), ", drafts ", drafts.shape_string(), ", K ", K);
+  DSV4_DISPATCH(speculative_verify_ids, ids, drafts, K);
+}
+
+void speculative_accept(ExecContext& ctx, Tensor out, Tensor counts, Tensor target_logits, Tensor target_info,
+                        Tensor target_tokens, Tensor draft_logits, Tensor draft_info, Tensor draft_tokens,
+                        Tensor params) {
+  require(ctx, out, DType::I32, "speculative_accept", "out");
+  require(ctx, counts, DType::I32, "speculative_accept", "counts");
+  require(ctx, target_logits, DType::F32, "speculative_accept", "target logits");
+  require(ctx, target_info, DType::U8, "speculative_accept", "target info");
+  require(ctx, target_tokens, DType::I32, "speculative_accept", "target tokens");
+  require(ctx, draft_logits, DType::F32, "speculative_accept", "draft logits");
+  require(ctx, draft_info, DType::U8, "speculative_accept", "draft info");
+  require(ctx, draft_tokens, DType::I32, "speculative_accept", "draft tokens");
+  require(ctx, params, DType::U8, "speculative_accept", "params");
+  const int64_t b = counts.numel(), info = sizeof(NucleusInfo), prm = sizeof(TokenSamplingParams);
+  DSV4_CHECK_ARG(b > 0 && out.numel() % b == 0 && out.numel() / b >= 2, "speculative_accept: out ", out.shape_string(),
+                 " for ", b, " sequences");
+  const int64_t K = out.numel() / b - 1;
+  DSV4_CHECK_ARG(target_logits.ndim() == 2 && target_logits.size(0) == b * (K + 1) && draft_logits.ndim() == 2 &&
+                     draft_logits.size(0) == b * K && draft_logits.size(1) == target_logits.size(1) &&
+                     target_logits.size(1) <= kSamplingMaxVocab && target_tokens.numel() == b * (K + 1) &&
+                     target_info.numel() == b * (K + 1) * info && draft_tokens.numel() == b * K &&
+                     draft_info.numel() == b * K * info && params.numel() == b * prm,
+                 "speculative_accept: shapes for ", b, " sequences of K = ", K, " drafts: target logits ",
+                 target_logits.shape_string(), ", draft logits ", draft_logits.shape_string(), ", target tokens ",
+                 target_tokens.shape_string(), ", draft tokens ", draft_tokens.shape_string());
+  DSV4_DISPATCH(speculative_accept, out, counts, target_logits, target_info, target_tokens, draft_logits, draft_info,
+                draft_tokens, params);
 }
 
 }  // namespace dsv4::ops

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 
 #include "backend/cuda/blas.h"
 #include "backend/cuda/cuda_check.h"
@@ -15,6 +16,7 @@
 #include "dsv4/graph/graph_runner.h"
 #include "dsv4/model/mtp.h"
 #include "dsv4/runtime/engine.h"
+#include "runtime/spec_step.h"
 
 namespace dsv4 {
 
@@ -62,6 +64,29 @@ struct DeviceForward::Impl {
   std::unique_ptr<graph::GraphPool> pool;
   std::unique_ptr<graph::GraphRunner> target, drafter;
   double capture_seconds = 0;
+  graph::GraphPolicy policy;
+  ExecContext runner_exec;          // the runners' context (no eager-region hook)
+  std::vector<int> base_sizes;      // capture sizes before fitting (default list or --capture-sizes)
+  int max_capture_tokens = 0;       // the target's largest capture size
+
+  // Speculative decoding (runtime/spec_step.h): the step's block of inputs at d_spec (one upload), the outputs
+  // (draft / target tokens, accepted tokens + counts at d_spec_ints; nuclei at d_spec_info; the drafter's logits),
+  // and the carry: Kmax + 1 target residual rows per slot. Per draft length K one runner for the drafter's K steps
+  // and one for the verification + acceptance, keyed by the padded sequence count.
+  int64_t max_spec = 0, spec_slots = 0;
+  Buffer spec_io;
+  char* d_spec = nullptr;
+  size_t spec_block_bytes = 0;
+  int32_t* d_spec_ints = nullptr;   // [4 * max_rows]
+  uint8_t* d_spec_info = nullptr;   // [2 * max_rows] NucleusInfo
+  float* d_draft_logits = nullptr;  // [max_rows, V]
+  void* d_carry = nullptr;          // [spec_slots * (max_spec + 1), n, H]
+  char* h_spec = nullptr;           // pinned: the staged block (spec_block_bytes), then 2 * max_tokens int32
+  int32_t* h_spec_out = nullptr;    // pinned: [2 * max_rows] accepted tokens + counts
+  struct SpecRunners {
+    std::unique_ptr<graph::GraphRunner> draft, verify;
+  };
+  std::map<int64_t, SpecRunners> spec;
 
   size_t int_count() const { return static_cast<size_t>(5 * max_tokens + max_rows); }
   // Bytes of the staged block: the int32 fields, then the sampling parameters (16-byte aligned).
@@ -85,10 +110,13 @@ struct DeviceForward::Impl {
   ~Impl() {
     // Destructors must not throw: errors here can only come from a device that already failed.
     if (stream != nullptr) cudaStreamSynchronize(stream);
+    spec.clear();
     target.reset();
     drafter.reset();
     pool.reset();
     blas.reset();
+    if (h_spec != nullptr) cudaFreeHost(h_spec);
+    if (h_spec_out != nullptr) cudaFreeHost(h_spec_out);
     if (h_stages != nullptr) cudaFreeHost(h_stages);
     if (h_tokens != nullptr) cudaFreeHost(h_tokens);
     if (h_table != nullptr) cudaFreeHost(h_table);
@@ -171,6 +199,104 @@ struct DeviceForward::Impl {
     ::dsv4::drafter_forward(f.exec, *cfg, *weights, *state, meta(T), residual(d_hidden, T), residual(d_residual, T),
                             logit_rows(R), Tensor(d_logits, DType::F32, {R, vocab}, Device::kCUDA));
   }
+
+  // ---- speculative decoding ----
+  int64_t carry_stride() const { return max_spec + 1; }
+  int64_t spec_max_seqs(int64_t K) const { return std::max<int64_t>(1, std::min(spec_slots, max_rows / (K + 1))); }
+  static SpecLayout spec_layout(int64_t b, int64_t K) { return SpecLayout::make({b, K, b * (K + 1)}); }
+  SpecBuffers spec_buffers() const {
+    SpecBuffers sb;
+    sb.carry = Tensor(d_carry, act, {spec_slots * carry_stride(), hc_mult, hidden}, Device::kCUDA);
+    sb.hidden = residual(d_hidden, max_tokens);
+    sb.residual = residual(d_residual, max_tokens);
+    sb.draft_logits = Tensor(d_draft_logits, DType::F32, {max_rows, vocab}, Device::kCUDA);
+    sb.target_logits = Tensor(d_logits, DType::F32, {max_rows, vocab}, Device::kCUDA);
+    sb.ints = Tensor(d_spec_ints, DType::I32, {4 * max_rows}, Device::kCUDA);
+    sb.info = Tensor(d_spec_info, DType::U8, {2 * max_rows * static_cast<int64_t>(sizeof(ops::NucleusInfo))},
+                     Device::kCUDA);
+    return sb;
+  }
+  // The runners' forwards: every tensor's address is a function of the padded sequence count and K.
+  void spec_draft_padded(graph::ForwardContext& f, const graph::BatchDescriptor& b, int64_t K) {
+    install_region_hook(f);
+    const SpecTensors t = spec_tensors(spec_layout(b.num_tokens_padded, K), d_spec, Device::kCUDA, spec_buffers());
+    spec_draft_forward(f.exec, *cfg, *weights, *state, t);
+  }
+  void spec_verify_padded(graph::ForwardContext& f, const graph::BatchDescriptor& b, int64_t K) {
+    install_region_hook(f);
+    const SpecTensors t = spec_tensors(spec_layout(b.num_tokens_padded, K), d_spec, Device::kCUDA, spec_buffers());
+    spec_verify_forward(f.exec, *cfg, *weights, *state, t);
+  }
+  // Warm-up and capture (num_tokens = 0): a block of padding sequences. A real step's block (fill_spec_block) holds
+  // its padding sequences already.
+  void spec_padding(const graph::BatchDescriptor& b, int n, int64_t K) {
+    if (n > 0) return;
+    const SpecLayout layout = spec_layout(b.num_tokens_padded, K);
+    fill_spec_padding(layout, h_spec);
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(d_spec, h_spec, layout.bytes, cudaMemcpyHostToDevice, stream));
+    DSV4_CUDA_CHECK(cudaStreamSynchronize(stream));  // start-up only: h_spec is free again
+  }
+  graph::CaptureSizes spec_sizes(int64_t K) const {
+    std::vector<int> kept;
+    for (int s : base_sizes) {
+      if (s <= spec_max_seqs(K) && s * (K + 1) <= max_capture_tokens) kept.push_back(s);
+    }
+    graph::CaptureSizeOptions o;
+    o.sizes = kept;
+    if (kept.empty()) o.max_size = 0;
+    return graph::CaptureSizes(o);
+  }
+  SpecRunners& spec_runners(int64_t K) {
+    DSV4_CHECK_ARG(K >= 1 && K <= max_spec, "speculative step: K = ", K, " outside [1, ", max_spec, "]");
+    auto it = spec.find(K);
+    if (it != spec.end()) return it->second;
+    SpecRunners r;
+    const graph::CaptureSizes sizes = spec_sizes(K);
+    graph::GraphRunnerOptions od;
+    od.name = str_cat("spec-draft K=", K);
+    od.uniform_decode_mode = policy.drafter;
+    od.sizes = sizes;
+    r.draft = std::make_unique<graph::GraphRunner>(
+        *pool, od, runner_exec,
+        [this, K](graph::ForwardContext& f, const graph::BatchDescriptor& b) { spec_draft_padded(f, b, K); });
+    graph::GraphRunnerOptions ov;
+    ov.name = str_cat("spec-verify K=", K);
+    ov.uniform_decode_mode = policy.uniform_decode;
+    ov.sizes = sizes;
+    r.verify = std::make_unique<graph::GraphRunner>(
+        *pool, ov, runner_exec,
+        [this, K](graph::ForwardContext& f, const graph::BatchDescriptor& b) { spec_verify_padded(f, b, K); });
+    auto padding = [this, K](graph::ForwardContext&, const graph::BatchDescriptor& b, int n) { spec_padding(b, n, K); };
+    r.draft->set_padding_hook(padding);
+    r.verify->set_padding_hook(padding);
+    return spec.emplace(K, std::move(r)).first->second;
+  }
+  // Device buffers of speculative decoding, sized for Kmax and the executor's rows.
+  void allocate_spec(int64_t kmax, int64_t slots) {
+    max_spec = kmax;
+    spec_slots = slots;
+    spec_block_bytes = static_cast<size_t>(max_tokens) * sizeof(int32_t);  // the prefill's carry rows
+    for (int64_t K = 1; K <= kmax; ++K) {
+      spec_block_bytes = std::max(spec_block_bytes, spec_layout(spec_max_seqs(K), K).bytes);
+    }
+    spec_block_bytes = align256(spec_block_bytes);
+    const size_t ints = align256(static_cast<size_t>(4 * max_rows) * sizeof(int32_t));
+    const size_t info = align256(static_cast<size_t>(2 * max_rows) * sizeof(ops::NucleusInfo));
+    const size_t logits = align256(static_cast<size_t>(max_rows * vocab) * sizeof(float));
+    const size_t carry = align256(static_cast<size_t>(slots * (kmax + 1) * hc_mult * hidden) * dtype_size(act));
+    spec_io = Buffer(spec_block_bytes + ints + info + logits + carry, Device::kCUDA);
+    DSV4_CUDA_CHECK(cudaMemset(spec_io.data(), 0, spec_io.size()));
+    char* base = static_cast<char*>(spec_io.data());
+    d_spec = base;
+    d_spec_ints = reinterpret_cast<int32_t*>(base + spec_block_bytes);
+    d_spec_info = reinterpret_cast<uint8_t*>(base + spec_block_bytes + ints);
+    d_draft_logits = reinterpret_cast<float*>(base + spec_block_bytes + ints + info);
+    d_carry = base + spec_block_bytes + ints + info + logits;
+    DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_spec),
+                                   spec_block_bytes + 2 * static_cast<size_t>(max_tokens) * sizeof(int32_t)));
+    DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_spec_out), 2 * max_rows * sizeof(int32_t)));
+  }
+  static size_t align256(size_t n) { return (n + 255) / 256 * 256; }
 };
 
 namespace {
@@ -226,6 +352,9 @@ void DeviceForward::setup_graphs(const GraphSetup& setup, ExecContext& ctx, cons
   inputs.architectures = {setup.architecture};
   const graph::GraphPolicy policy = graph::resolve_graph_policy_from_env(inputs);
   graph::log_graph_policy(policy);
+  m.policy = policy;
+  m.base_sizes = setup.capture_sizes.empty() ? graph::CaptureSizes::default_sizes()
+                                             : graph::parse_capture_sizes(setup.capture_sizes);
   // Capture sizes no larger than the device buffers; the target's rounded to multiples of 1 + K.
   auto sizes_for = [&](int spec_tokens) {
     graph::CaptureSizeOptions o;
@@ -263,6 +392,9 @@ void DeviceForward::setup_graphs(const GraphSetup& setup, ExecContext& ctx, cons
     m.pad(n, b.num_tokens_padded);
   };
   m.target->set_padding_hook(padding);
+  m.runner_exec = exec;
+  m.max_capture_tokens = m.target->options().sizes.max_size();
+  if (w.mtp.has_value() && setup.max_spec_tokens > 0) m.allocate_spec(setup.max_spec_tokens, setup.max_seqs);
   if (w.mtp.has_value()) {
     graph::GraphRunnerOptions o = graph::GraphRunnerOptions::for_drafter(policy, sizes_for(0));
     o.name = "drafter";
@@ -276,6 +408,14 @@ void DeviceForward::setup_graphs(const GraphSetup& setup, ExecContext& ctx, cons
   m.pool->begin_capture_window();
   m.target->capture_all();
   if (m.drafter) m.drafter->capture_all();
+  if (m.d_carry != nullptr) {
+    for (int64_t K : setup.spec_graph_tokens) {
+      if (K < 1 || K > m.max_spec) continue;
+      Impl::SpecRunners& r = m.spec_runners(K);
+      r.draft->capture_all();
+      r.verify->capture_all();
+    }
+  }
   m.pool->end_capture_window();
   DSV4_CUDA_CHECK(cudaStreamSynchronize(m.stream));
   m.capture_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -392,26 +532,132 @@ void DeviceForward::mtp_forward(ExecContext& ctx, BatchBuilder& batch, const std
   m.download(batch.num_logit_rows(), T, logits, hidden_out);  // the sync also keeps h_hidden alive until copied
 }
 
+// ---- speculative decoding ----
+
+int64_t DeviceForward::spec_max_seqs(int64_t K) const { return impl_->spec_max_seqs(K); }
+
+void DeviceForward::spec_prefill(ExecContext& ctx, BatchBuilder& batch, const std::vector<int32_t>& drafter_ids,
+                                 const std::vector<int32_t>& carry_slot,
+                                 const std::vector<ops::TokenSamplingParams>& params, std::vector<int32_t>* tokens,
+                                 std::vector<float>* logits) {
+  Impl& m = *impl_;
+  DSV4_CHECK(m.drafter != nullptr && m.d_carry != nullptr, kUnsupported,
+             "speculative decoding needs a checkpoint with an MTP layer (mtp.0.*)");
+  DSV4_INTERNAL_CHECK(!m.any_stage_busy(), "spec_prefill() while a token forward is in flight");
+  const int64_t T = batch.num_tokens(), R = batch.num_logit_rows();
+  DSV4_CHECK_ARG(static_cast<int64_t>(drafter_ids.size()) == T && static_cast<int64_t>(carry_slot.size()) == T &&
+                     static_cast<int64_t>(params.size()) == R,
+                 "spec_prefill: ", drafter_ids.size(), " drafter ids, ", carry_slot.size(), " carry slots and ",
+                 params.size(), " sampling rows for ", T, " tokens and ", R, " logit rows");
+  // The target, its rows' tokens drawn on the device.
+  if (R > 0) std::memcpy(m.h_sampling, params.data(), R * sizeof(ops::TokenSamplingParams));
+  run_target(batch, /*uniform_decode=*/false, nullptr);
+  ops::sample_tokens(
+      ctx, Tensor(m.d_tokens, DType::I32, {R}, Device::kCUDA),
+      Tensor(m.d_logits, DType::F32, {R, m.vocab}, Device::kCUDA),
+      Tensor(m.d_sampling, DType::U8, {R, static_cast<int64_t>(sizeof(ops::TokenSamplingParams))}, Device::kCUDA));
+  m.last_sampled_rows = -1;
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.h_tokens, m.d_tokens, R * sizeof(int32_t), cudaMemcpyDeviceToHost, m.stream));
+  if (logits != nullptr) {  // before the drafter overwrites them
+    logits->resize(static_cast<size_t>(R * m.vocab));
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(logits->data(), m.d_logits, logits->size() * sizeof(float),
+                                    cudaMemcpyDeviceToHost, m.stream));
+  }
+  // Carry rows, then the drafter over the same rows: the target's residuals in, the next tokens as ids.
+  auto* h_rows = reinterpret_cast<int32_t*>(m.h_spec);
+  int32_t* h_ids = h_rows + m.max_tokens;
+  for (int64_t t = 0; t < T; ++t) {
+    h_rows[t] = carry_slot[t] >= 0 ? static_cast<int32_t>(carry_slot[t] * m.carry_stride()) : -1;
+  }
+  std::memcpy(h_ids, drafter_ids.data(), T * sizeof(int32_t));
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.d_spec, h_rows, T * sizeof(int32_t), cudaMemcpyHostToDevice, m.stream));
+  const Tensor residual = m.residual(m.d_residual, T);
+  ops::scatter_rows(ctx, m.spec_buffers().carry, residual, Tensor(m.d_spec, DType::I32, {T}, Device::kCUDA));
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.d_hidden, m.d_residual, residual.nbytes(), cudaMemcpyDeviceToDevice, m.stream));
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.d_ints, h_ids, T * sizeof(int32_t), cudaMemcpyHostToDevice, m.stream));
+  m.drafter->run(static_cast<int>(T), /*uniform_decode=*/false);
+  DSV4_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  tokens->assign(m.h_tokens, m.h_tokens + R);
+}
+
+void DeviceForward::spec_step(ExecContext& ctx, const std::vector<SpecSeq>& seqs, int64_t K,
+                              std::vector<int32_t>* tokens, std::vector<int32_t>* counts,
+                              std::vector<float>* verify_logits) {
+  Impl& m = *impl_;
+  DSV4_CHECK(m.drafter != nullptr && m.d_carry != nullptr, kUnsupported,
+             "speculative decoding needs a checkpoint with an MTP layer (mtp.0.*)");
+  DSV4_INTERNAL_CHECK(!m.any_stage_busy(), "spec_step() while a token forward is in flight");
+  const int64_t b = static_cast<int64_t>(seqs.size());
+  DSV4_CHECK_ARG(b > 0 && b <= m.spec_max_seqs(K), "spec_step: ", b, " sequences (at most ", m.spec_max_seqs(K), ")");
+  Impl::SpecRunners& r = m.spec_runners(K);
+  const int64_t bp = r.draft->dispatch(static_cast<int>(b), /*uniform_decode=*/true).batch.num_tokens_padded;
+  const SpecLayout layout = Impl::spec_layout(bp, K);
+  fill_spec_block(seqs, layout, /*compact=*/false, m.carry_stride(), m.h_spec);
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.d_spec, m.h_spec, layout.bytes, cudaMemcpyHostToDevice, m.stream));
+  if (m.state->table_dirty()) m.state->sync_table(m.stream, m.h_table);
+  r.draft->run(static_cast<int>(b), /*uniform_decode=*/true);
+  r.verify->run(static_cast<int>(b), /*uniform_decode=*/true);
+  // The one read-back: accepted tokens [bp (K + 1)] and counts [bp], contiguous.
+  const int64_t Tv = bp * (K + 1);
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.h_spec_out, m.d_spec_ints + 2 * Tv, (Tv + bp) * sizeof(int32_t),
+                                  cudaMemcpyDeviceToHost, m.stream));
+  if (verify_logits != nullptr) {
+    verify_logits->resize(static_cast<size_t>(b * (K + 1) * m.vocab));
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(verify_logits->data(), m.d_logits, verify_logits->size() * sizeof(float),
+                                    cudaMemcpyDeviceToHost, m.stream));
+  }
+  DSV4_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  tokens->assign(m.h_spec_out, m.h_spec_out + b * (K + 1));
+  counts->assign(m.h_spec_out + Tv, m.h_spec_out + Tv + b);
+}
+
+double DeviceForward::time_drafter_replays(int64_t num_tokens, int reps) {
+  Impl& m = *impl_;
+  DSV4_CHECK(m.drafter != nullptr, kUnsupported, "this checkpoint has no MTP layer (mtp.0.*)");
+  DSV4_CHECK_ARG(num_tokens > 0 && num_tokens <= m.max_tokens && reps > 0, "time_drafter_replays: bad arguments");
+  return time_replays(reps, [&] { m.drafter->run(static_cast<int>(num_tokens), /*uniform_decode=*/false); });
+}
+
+double DeviceForward::time_spec_replays(int64_t batch, int64_t K, int reps) {
+  Impl& m = *impl_;
+  DSV4_CHECK(m.d_carry != nullptr, kUnsupported, "speculative decoding needs an MTP layer and max_spec_tokens > 0");
+  DSV4_CHECK_ARG(batch > 0 && batch <= m.spec_max_seqs(K) && reps > 0, "time_spec_replays: bad arguments");
+  Impl::SpecRunners& r = m.spec_runners(K);
+  return time_replays(reps, [&] {
+    r.draft->run(static_cast<int>(batch), /*uniform_decode=*/true);
+    r.verify->run(static_cast<int>(batch), /*uniform_decode=*/true);
+  });
+}
+
 size_t DeviceForward::device_bytes() const {
-  return impl_->io.size() + impl_->sampling_io.size() + impl_->blas->workspace_bytes;
+  return impl_->io.size() + impl_->sampling_io.size() + impl_->spec_io.size() + impl_->blas->workspace_bytes;
 }
 
 std::string DeviceForward::graph_summary() const {
   const Impl& m = *impl_;
   if (!m.pool) return "";
   const graph::GraphRunnerStats t = m.pool->totals();
+  std::string spec;
+  for (const auto& [K, r] : m.spec) spec += "; " + r.draft->stats().summary() + "; " + r.verify->stats().summary();
   return str_cat("CUDA graphs: ", t.num_captured, " entries captured (", t.num_failed, " failed) in ",
                  m.capture_seconds * 1e3, " ms, graph memory ", t.graph_bytes / (1024.0 * 1024.0), " MiB; ",
-                 m.target->stats().summary(), m.drafter ? "; " + m.drafter->stats().summary() : "");
+                 m.target->stats().summary(), m.drafter ? "; " + m.drafter->stats().summary() : "", spec);
 }
 
 std::vector<GraphEntryInfo> DeviceForward::graph_entries() const {
   std::vector<GraphEntryInfo> out;
-  for (const graph::GraphRunner* r : {impl_->target.get(), impl_->drafter.get()}) {
+  std::vector<std::pair<std::string, const graph::GraphRunner*>> runners = {{"target", impl_->target.get()},
+                                                                             {"drafter", impl_->drafter.get()}};
+  for (const auto& [K, r] : impl_->spec) {
+    runners.emplace_back(r.draft->options().name, r.draft.get());
+    runners.emplace_back(r.verify->options().name, r.verify.get());
+  }
+  for (const auto& [name, r] : runners) {
     if (r == nullptr) continue;
     for (const graph::GraphEntryStats& e : r->stats().entries) {
-      out.push_back({r == impl_->target.get() ? "target" : "drafter", e.batch.num_tokens_padded, e.batch.uniform_decode,
-                     graph::graph_mode_name(e.mode), e.captured, e.num_graphs, e.num_eager_regions});
+      // Speculative entries are keyed by sequences: `tokens` is the padded sequence count there.
+      out.push_back({name, e.batch.num_tokens_padded, e.batch.uniform_decode, graph::graph_mode_name(e.mode),
+                     e.captured, e.num_graphs, e.num_eager_regions});
     }
   }
   return out;
@@ -423,13 +669,19 @@ int64_t DeviceForward::graph_bytes() const { return impl_->pool ? impl_->pool->t
 double DeviceForward::time_decode_replays(int64_t num_tokens, int reps) {
   Impl& m = *impl_;
   DSV4_CHECK_ARG(num_tokens > 0 && num_tokens <= m.max_tokens && reps > 0, "time_decode_replays: bad arguments");
+  return time_replays(reps, [&] { m.target->run(static_cast<int>(num_tokens), /*uniform_decode=*/true); });
+}
+
+// ms of one call of `step`, queued `reps` times back to back: median of 5 runs after one warm-up run.
+double DeviceForward::time_replays(int reps, const std::function<void()>& step) {
+  Impl& m = *impl_;
   cudaEvent_t begin = nullptr, end = nullptr;
   DSV4_CUDA_CHECK(cudaEventCreate(&begin));
   DSV4_CUDA_CHECK(cudaEventCreate(&end));
   std::vector<double> runs;
   for (int r = 0; r < 6; ++r) {  // the first run warms up
     DSV4_CUDA_CHECK(cudaEventRecord(begin, m.stream));
-    for (int i = 0; i < reps; ++i) m.target->run(static_cast<int>(num_tokens), /*uniform_decode=*/true);
+    for (int i = 0; i < reps; ++i) step();
     DSV4_CUDA_CHECK(cudaEventRecord(end, m.stream));
     DSV4_CUDA_CHECK(cudaEventSynchronize(end));
     float ms = 0;
@@ -454,6 +706,9 @@ class CudaExecutor final : public Executor {
     g.capture_sizes = s.capture_sizes;
     g.spec_tokens = s.spec_tokens;
     g.architecture = s.architecture;
+    g.max_spec_tokens = s.max_spec_tokens;
+    g.max_seqs = s.max_seqs;
+    g.spec_graph_tokens = s.spec_graph_tokens;
     device_.setup_graphs(g, *s.ctx, *s.cfg, *s.weights, *s.state);
   }
 
@@ -479,6 +734,24 @@ class CudaExecutor final : public Executor {
                std::vector<float>* hidden_out) override {
     s_.ctx->scratch->reset();
     device_.mtp_forward(*s_.ctx, batch, hidden, logits, hidden_out);
+  }
+  void spec_prefill(BatchBuilder& batch, const std::vector<int32_t>& drafter_ids, const std::vector<int32_t>& carry_slot,
+                    const std::vector<ops::TokenSamplingParams>& params, std::vector<int32_t>* tokens,
+                    std::vector<float>* logits) override {
+    s_.ctx->scratch->reset();
+    device_.spec_prefill(*s_.ctx, batch, drafter_ids, carry_slot, params, tokens, logits);
+  }
+  void spec_step(const std::vector<SpecSeq>& seqs, int64_t K, std::vector<int32_t>* tokens,
+                 std::vector<int32_t>* counts, std::vector<float>* verify_logits) override {
+    s_.ctx->scratch->reset();
+    device_.spec_step(*s_.ctx, seqs, K, tokens, counts, verify_logits);
+  }
+  int64_t spec_max_seqs(int64_t K) const override { return device_.spec_max_seqs(K); }
+  double time_drafter_replays(int64_t num_tokens, int reps) override {
+    return device_.time_drafter_replays(num_tokens, reps);
+  }
+  double time_spec_replays(int64_t batch, int64_t K, int reps) override {
+    return device_.time_spec_replays(batch, K, reps);
   }
   size_t device_bytes() const override { return device_.device_bytes(); }
   std::string graph_summary() const override { return device_.graph_summary(); }

@@ -8,6 +8,7 @@
 // the tokens sampled on the device). Nothing is allocated per step.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,6 +26,10 @@ struct GraphSetup {
   std::string capture_sizes;  // explicit list ("" = default)
   int64_t spec_tokens = 0;    // target sizes are rounded to multiples of 1 + K
   std::string architecture;
+  // Speculative decoding: carry rows per slot (Kmax + 1) for max_seqs slots, and the draft lengths whose steps are
+  // captured (one drafter entry and one verification entry per batch bucket and K).
+  int64_t max_spec_tokens = 0, max_seqs = 0;
+  std::vector<int64_t> spec_graph_tokens;
 };
 
 class DeviceForward {
@@ -68,6 +73,18 @@ class DeviceForward {
   void mtp_forward(ExecContext& ctx, BatchBuilder& batch, const std::vector<float>& hidden, std::vector<float>* logits,
                    std::vector<float>* hidden_out);
 
+  // Speculative decoding on the device (Executor::spec_prefill / spec_step; runtime/spec_step.h).
+  void spec_prefill(ExecContext& ctx, BatchBuilder& batch, const std::vector<int32_t>& drafter_ids,
+                    const std::vector<int32_t>& carry_slot, const std::vector<ops::TokenSamplingParams>& params,
+                    std::vector<int32_t>* tokens, std::vector<float>* logits);
+  void spec_step(ExecContext& ctx, const std::vector<SpecSeq>& seqs, int64_t K, std::vector<int32_t>* tokens,
+                 std::vector<int32_t>* counts, std::vector<float>* verify_logits);
+  int64_t spec_max_seqs(int64_t K) const;
+  // Device ms of one drafter forward of num_tokens tokens (the drafter's last inputs), and of one speculative step
+  // of `batch` sequences and K drafts (both graphs, the last step's inputs), replayed back to back.
+  double time_drafter_replays(int64_t num_tokens, int reps);
+  double time_spec_replays(int64_t batch, int64_t K, int reps);
+
   size_t device_bytes() const;  // persistent input/output buffers + cuBLASLt workspace
   std::string graph_summary() const;
   double capture_seconds() const;
@@ -79,6 +96,7 @@ class DeviceForward {
 
  private:
   bool run_target(BatchBuilder& batch, bool uniform_decode, const int32_t* device_ids);
+  double time_replays(int reps, const std::function<void()>& step);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

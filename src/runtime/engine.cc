@@ -94,7 +94,10 @@ void Engine::size_pool_and_state() {
     size_t free_b = 0, total_b = 0;
     cuda::memory_info(&free_b, &total_b);
     const int64_t rows = max_logit_rows(opt_);
-    const int64_t io = rows * cfg_.vocab_size * 4 + 2 * opt_.max_batch_tokens * cfg_.hc_dim() * 4;
+    int64_t io = rows * cfg_.vocab_size * 4 + 2 * opt_.max_batch_tokens * cfg_.hc_dim() * 4;
+    if (has_mtp() && opt_.max_spec_tokens > 0) {  // speculative decoding: draft logits, carry rows, the step's block
+      io += rows * cfg_.vocab_size * 4 + opt_.max_seqs * (opt_.max_spec_tokens + 1) * cfg_.hc_dim() * 4 + rows * 256;
+    }
     const int64_t reserve = io + (int64_t{1} << 30);  // executor buffers, cuBLASLt workspace, graphs
     const int64_t used = static_cast<int64_t>(total_b - free_b);
     bytes = static_cast<int64_t>(opt_.gpu_memory_utilization * static_cast<double>(total_b)) - used - reserve;
@@ -147,6 +150,10 @@ void Engine::init(std::chrono::steady_clock::time_point t0) {
   e.capture_sizes = opt_.capture_sizes;
   e.spec_tokens = opt_.graph_spec_tokens;
   e.architecture = cfg_.architecture;
+  e.max_spec_tokens = opt_.max_spec_tokens;
+  e.max_seqs = opt_.max_seqs;
+  e.spec_graph_tokens = opt_.spec_graph_tokens;
+  if (e.spec_graph_tokens.empty() && opt_.graph_spec_tokens > 0) e.spec_graph_tokens = {opt_.graph_spec_tokens};
   exec_ = opt_.device == Device::kCUDA ? make_cuda_executor(e) : make_cpu_executor(e);
   load_seconds_ = seconds_since(t0);
 }
@@ -246,6 +253,13 @@ void Engine::fill_state_random(uint64_t seed) {
 }
 
 double Engine::device_decode_step_ms(int64_t batch, int reps) { return exec_->time_decode_replays(batch, reps); }
+double Engine::device_drafter_step_ms(int64_t tokens, int reps) { return exec_->time_drafter_replays(tokens, reps); }
+double Engine::device_spec_step_ms(int64_t batch, int64_t K, int reps) {
+  // The replays read the last step's uploaded block: only a step of the same shape may replay it.
+  DSV4_CHECK_ARG(batch == last_spec_batch_ && K == last_spec_k_, "device_spec_step_ms: the last speculative step had ",
+                 last_spec_batch_, " sequences and K = ", last_spec_k_, ", not ", batch, " and K = ", K);
+  return exec_->time_spec_replays(batch, K, reps);
+}
 size_t Engine::device_io_bytes() const { return exec_->device_bytes(); }
 std::string Engine::graph_summary() const { return exec_->graph_summary(); }
 double Engine::capture_seconds() const { return exec_->capture_seconds(); }

@@ -14,6 +14,7 @@
 #include "dsv4/model/deepseek_v4.h"
 #include "dsv4/runtime/batch.h"
 #include "dsv4/runtime/engine.h"
+#include "runtime/spec_step.h"
 
 namespace dsv4 {
 
@@ -43,6 +44,23 @@ class Executor {
   virtual void drafter(BatchBuilder& batch, const std::vector<float>& hidden, std::vector<float>* logits,
                        std::vector<float>* hidden_out) = 0;
 
+  // ---- speculative decoding (runtime/spec_step.h, docs/speculative.md) ----
+  // The prefill step of speculative mode: one target forward over `batch` (prompt chunks), its logit rows' tokens
+  // drawn with `params` (device sampling's semantics on both executors), then the drafter over the same rows —
+  // drafter_ids[t] is the token after row t's position, a placeholder where it is not known yet (that position's
+  // drafter state is rewritten by the next step 0) — and the target residual of every row t with carry_slot[t] >= 0
+  // kept as that slot's carry row 0. tokens: the R drawn tokens; logits (if non-null): the target's [R, V].
+  virtual void spec_prefill(BatchBuilder& batch, const std::vector<int32_t>& drafter_ids,
+                            const std::vector<int32_t>& carry_slot, const std::vector<ops::TokenSamplingParams>& params,
+                            std::vector<int32_t>* tokens, std::vector<float>* logits) = 0;
+  // One speculative step of K drafts over `seqs` (at most spec_max_seqs(K)): the drafter's K steps, the verification
+  // and the acceptance. tokens [b (K + 1)]: per sequence the accepted drafts, the next token, then -1; counts [b]:
+  // tokens emitted (accepted + 1); verify_logits (if non-null): the target's [b (K + 1), V] rows.
+  virtual void spec_step(const std::vector<SpecSeq>& seqs, int64_t K, std::vector<int32_t>* tokens,
+                         std::vector<int32_t>* counts, std::vector<float>* verify_logits) = 0;
+  // The most sequences one spec_step of K drafts takes.
+  virtual int64_t spec_max_seqs(int64_t K) const = 0;
+
   // CUDA reporting (empty / 0 on the CPU).
   virtual size_t device_bytes() const { return 0; }
   virtual std::string graph_summary() const { return ""; }
@@ -50,6 +68,11 @@ class Executor {
   virtual int64_t graph_bytes() const { return 0; }
   virtual std::vector<GraphEntryInfo> graph_entries() const { return {}; }
   virtual double time_decode_replays(int64_t num_tokens, int reps) { return 0; }
+  // Device ms of one drafter forward of `num_tokens` tokens replayed back to back on the last drafter inputs (0 on
+  // the CPU), and of one whole speculative step (both graphs) of `batch` sequences and K drafts replayed on the
+  // last step's inputs.
+  virtual double time_drafter_replays(int64_t num_tokens, int reps) { return 0; }
+  virtual double time_spec_replays(int64_t batch, int64_t K, int reps) { return 0; }
 };
 
 struct ExecutorSetup {
@@ -62,6 +85,9 @@ struct ExecutorSetup {
   std::string cudagraph_mode, capture_sizes, architecture;
   bool enforce_eager = false;
   int64_t spec_tokens = 0;
+  int64_t max_spec_tokens = 0;             // Kmax: carry rows per slot = Kmax + 1
+  int64_t max_seqs = 0;                    // slots
+  std::vector<int64_t> spec_graph_tokens;  // draft lengths K whose speculative steps are captured as graphs
 };
 
 std::unique_ptr<Executor> make_cpu_executor(const ExecutorSetup& setup);

@@ -16,7 +16,6 @@
 #include "dsv4/core/log.h"
 #include "dsv4/runtime/engine.h"
 #include "dsv4/runtime/page_pool.h"
-#include "dsv4/runtime/speculative.h"
 #include "runtime/executor.h"
 #include "runtime/sequence.h"
 
@@ -79,6 +78,9 @@ RequestId Engine::submit(std::vector<int32_t> prompt, const RequestOptions& o, T
   DSV4_CHECK_ARG(o.logprobs >= -1 && o.logprobs <= 20, "request: logprobs must be in [0, 20], got ", o.logprobs);
   DSV4_CHECK_ARG(spec_tokens_ == 0 || !o.sampling.has_penalties(),
                  "request: presence / frequency penalties are not supported with speculative decoding (--spec-tokens)");
+  DSV4_CHECK_ARG(spec_tokens_ == 0 || o.sampling.device_compatible(),
+                 "request: top-k / min-p are not supported with speculative decoding (--spec-tokens): drafts are "
+                 "drawn and verified with temperature and top-p only");
   for (int32_t t : o.stop_token_ids) {
     DSV4_CHECK_ARG(t >= 0 && t < cfg_.vocab_size, "request: stop token id ", t, " is outside the vocabulary");
   }
@@ -217,10 +219,7 @@ void Engine::preempt(Seq& s) {
   s.slot = -1;
   s.computed = 0;
   s.prefilled = false;
-  s.step0_hidden.clear();
-  s.step0_ids.clear();
-  s.drafts.clear();
-  s.draft_probs.clear();
+  s.carry = 0;
   ++sched_.preemptions;
   auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& p) { return p.get() == &s; });
   waiting_.insert(waiting_.begin(), std::move(*it));
@@ -441,8 +440,9 @@ void Engine::continue_pipeline() {
   sched_.decode_seconds += seconds_since(t0);
 }
 
-// Speculative mode: prompts (or resumed sequences) run through the target keeping every row's residual for the
-// drafter's first step 0; the first token is sampled from the target.
+// Speculative mode: prompts (or resumed sequences) run through the target, their first token drawn on the device, and
+// the drafter runs over the same rows at once (the token after each position is known, except after a prompt's last
+// position: that row's target residual is carried instead, for the first step 0). See runtime/spec_step.h.
 bool Engine::step_prefill_for_drafts() {
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<Seq*> order;
@@ -453,84 +453,50 @@ bool Engine::step_prefill_for_drafts() {
   const std::vector<std::pair<Seq*, int64_t>> in = plan_chunks(order, b);
   if (in.empty()) return false;
   check_batch(b);
-  std::vector<float> logits, residual;
-  exec_->forward(b, /*uniform_decode=*/false, &logits, &residual);
-  ++sched_.forward_calls;
-  if (generating_ != nullptr && generating_->on_target_logits) generating_->on_target_logits(logits);
-  const int64_t V = cfg_.vocab_size, W = cfg_.hc_dim();
+  const int64_t T = b.num_tokens(), R = b.num_logit_rows(), V = cfg_.vocab_size;
+  std::vector<int32_t> drafter_ids(static_cast<size_t>(T), 0), carry_slot(static_cast<size_t>(T), -1);
+  std::vector<ops::TokenSamplingParams> params(static_cast<size_t>(R));
+  bool host_logits = generating_ != nullptr && generating_->on_target_logits;
   int64_t row = 0;
   for (size_t c = 0; c < in.size(); ++c) {
-    Seq& s = *in[c].first;
-    const int64_t n = in[c].second;
-    s.step0_hidden.insert(s.step0_hidden.end(), residual.begin() + row * W, residual.begin() + (row + n) * W);
+    const Seq& s = *in[c].first;
+    const int64_t n = in[c].second, size = static_cast<int64_t>(s.tokens.size());
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t next = s.computed + k + 1;
+      if (next < size) drafter_ids[static_cast<size_t>(row + k)] = s.tokens[static_cast<size_t>(next)];
+    }
+    if (s.computed + n == size) carry_slot[static_cast<size_t>(row + n - 1)] = s.slot;
+    params[static_cast<size_t>(b.chunk_first_logit_row()[c])] =
+        device_sampling(s.opt.sampling, s.opt.sampling_stream, s.generated);
+    host_logits = host_logits || s.opt.logprobs >= 0;
     row += n;
-    s.computed += n;
-    if (s.computed < static_cast<int64_t>(s.tokens.size())) continue;
-    const float* l = logits.data() + b.chunk_first_logit_row()[c] * V;
-    emit(s, s.sampler.sample(l, V, s.generated_span()), l);
-    // The drafter's first step 0 covers every computed position (residual at p, token at p + 1).
+  }
+  std::vector<int32_t> tokens;
+  std::vector<float> logits;
+  exec_->spec_prefill(b, drafter_ids, carry_slot, params, &tokens, host_logits ? &logits : nullptr);
+  sched_.forward_calls += 2;
+  if (generating_ != nullptr && generating_->on_target_logits) generating_->on_target_logits(logits);
+  for (size_t c = 0; c < in.size(); ++c) {
+    Seq& s = *in[c].first;
+    s.computed += in[c].second;
+    if (s.computed < static_cast<int64_t>(s.tokens.size())) continue;  // more prompt chunks follow
+    const int64_t r = b.chunk_first_logit_row()[c];
+    emit(s, tokens[static_cast<size_t>(r)], host_logits ? logits.data() + r * V : nullptr);
     s.prefilled = true;
-    s.step0_start = 0;
-    s.step0_ids.assign(s.tokens.begin() + 1, s.tokens.end());
+    s.carry = 1;  // the residual of position computed - 1, whose next token was just drawn
   }
   sched_.prefill_seconds += seconds_since(t0);
   return true;
 }
 
-// Drafter step 0 over each sequence's pending positions (chunked to max_batch_tokens); leaves the first draft and
-// the drafter's last residual row in the sequence.
-void Engine::draft_step0(std::vector<Seq*>& active) {
-  const int64_t W = cfg_.hc_dim(), V = cfg_.vocab_size;
-  std::vector<float> hidden, logits, out;
-  std::vector<int64_t> done(active.size(), 0);
-  while (true) {
-    BatchBuilder b;
-    std::vector<size_t> members;
-    hidden.clear();
-    int64_t budget = opt_.max_batch_tokens;
-    for (size_t i = 0; i < active.size(); ++i) {
-      Seq& s = *active[i];
-      const int64_t total = static_cast<int64_t>(s.step0_ids.size());
-      const int64_t n = std::min(total - done[i], budget);
-      if (n <= 0) continue;
-      b.add({s.slot, static_cast<int32_t>(s.step0_start + done[i]),
-             std::vector<int32_t>(s.step0_ids.begin() + done[i], s.step0_ids.begin() + done[i] + n), false});
-      hidden.insert(hidden.end(), s.step0_hidden.begin() + done[i] * W, s.step0_hidden.begin() + (done[i] + n) * W);
-      members.push_back(i);
-      done[i] += n;
-      budget -= n;
-    }
-    if (members.empty()) break;
-    check_batch(b);
-    exec_->drafter(b, hidden, &logits, &out);
-    ++sched_.forward_calls;
-    int64_t row = 0;
-    for (size_t c = 0; c < members.size(); ++c) {
-      Seq& s = *active[members[c]];
-      row += b.chunk_token_count(c);
-      if (done[members[c]] < static_cast<int64_t>(s.step0_ids.size())) continue;  // more chunks follow
-      s.draft_hidden.assign(out.begin() + (row - 1) * W, out.begin() + row * W);
-      const float* l = logits.data() + b.chunk_first_logit_row()[c] * V;
-      s.drafts.clear();
-      s.draft_probs.clear();
-      if (s.sampler.params().greedy()) {
-        s.drafts.push_back(argmax_token(l, V));
-      } else {
-        s.draft_probs.push_back(sampling_distribution(l, V, s.sampler.params()));
-        s.drafts.push_back(s.sampler.draw(s.draft_probs.back()));
-      }
-    }
-  }
-}
-
-// One draft–verify–accept round over the running sequences (all in their decode phase).
+// One draft–verify–accept round over the running sequences (all in their decode phase), on the device: the host
+// sends the step's metadata in one copy and reads back the accepted tokens and counts in one copy.
 void Engine::step_speculative() {
   const auto t0 = std::chrono::steady_clock::now();
-  const int64_t K = spec_tokens_, V = cfg_.vocab_size, W = cfg_.hc_dim();
-  // As many sequences as a verification forward holds, oldest first; their pages for the K + 1 positions.
-  std::vector<Seq*> active;
-  const int64_t most = std::max<int64_t>(1, opt_.max_batch_tokens / (K + 1));
-  std::vector<Seq*> candidates;
+  const int64_t K = spec_tokens_, V = cfg_.vocab_size;
+  // As many sequences as one step takes, oldest first; their pages for the K + 1 verified positions.
+  const int64_t most = std::max<int64_t>(1, std::min(exec_->spec_max_seqs(K), opt_.max_batch_tokens / (K + 1)));
+  std::vector<Seq*> candidates, active;
   for (auto& s : running_) {
     if (static_cast<int64_t>(candidates.size()) < most) candidates.push_back(s.get());
   }
@@ -539,61 +505,45 @@ void Engine::step_speculative() {
   }
   active.erase(std::remove_if(active.begin(), active.end(), [](Seq* s) { return s->slot < 0; }), active.end());
   if (active.empty()) return;
-  // 1. Drafter step 0 (every position the target just accepted) → d_1.
-  draft_step0(active);
-  // 2. K - 1 single-token drafter steps, each continuing from the drafter's previous residual.
-  std::vector<float> logits, residual, out;
-  for (int64_t j = 1; j < K; ++j) {
-    BatchBuilder b;
-    std::vector<float> hidden;
-    for (Seq* s : active) {
-      b.add({s->slot, static_cast<int32_t>(s->computed - 1 + j), {s->drafts.back()}, false});
-      hidden.insert(hidden.end(), s->draft_hidden.begin(), s->draft_hidden.end());
-    }
-    check_batch(b);
-    exec_->drafter(b, hidden, &logits, &out);
-    ++sched_.forward_calls;
-    for (size_t c = 0; c < active.size(); ++c) {
-      Seq& s = *active[c];
-      s.draft_hidden.assign(out.begin() + c * W, out.begin() + (c + 1) * W);
-      const float* l = logits.data() + c * V;
-      if (s.sampler.params().greedy()) {
-        s.drafts.push_back(argmax_token(l, V));
-      } else {
-        s.draft_probs.push_back(sampling_distribution(l, V, s.sampler.params()));
-        s.drafts.push_back(s.sampler.draw(s.draft_probs.back()));
-      }
-    }
-  }
-  // 3. The target verifies [last, d_1..d_K] of every sequence in one forward.
-  BatchBuilder b;
+  std::vector<SpecSeq> seqs;
+  bool host_logits = generating_ != nullptr && generating_->on_target_logits;
+  const int64_t limit = model_opt_.max_model_len + model_opt_.max_tokens_ahead;
   for (Seq* s : active) {
-    std::vector<int32_t> ids = {s->tokens.back()};
-    ids.insert(ids.end(), s->drafts.begin(), s->drafts.end());
-    b.add({s->slot, static_cast<int32_t>(s->computed), ids, true});
+    DSV4_INTERNAL_CHECK(s->prefilled && s->pending() == 1 && s->carry >= 1 && s->carry <= K + 1,
+                        "speculative step: sequence ", s->id, " is not in its decode phase");
+    DSV4_CHECK_ARG(s->computed + K < limit, "position ", s->computed + K, " exceeds the engine's max_model_len (",
+                   model_opt_.max_model_len, ")");
+    SpecSeq q;
+    q.slot = s->slot;
+    q.computed = s->computed;
+    q.carry_ids.assign(s->tokens.begin() + (s->computed - s->carry + 1), s->tokens.begin() + (s->computed + 1));
+    q.last = s->tokens.back();
+    q.sampling = device_sampling(s->opt.sampling, s->opt.sampling_stream, s->generated);
+    seqs.push_back(std::move(q));
+    host_logits = host_logits || s->opt.logprobs >= 0;
   }
-  check_batch(b);
-  exec_->forward(b, /*uniform_decode=*/true, &logits, &residual);
-  ++sched_.forward_calls;
+  std::vector<int32_t> tokens, counts;
+  std::vector<float> logits;
+  exec_->spec_step(seqs, K, &tokens, &counts, host_logits ? &logits : nullptr);
+  last_spec_batch_ = static_cast<int64_t>(seqs.size());
+  last_spec_k_ = K;
+  sched_.forward_calls += K + 1;
   if (generating_ != nullptr && generating_->on_target_logits) generating_->on_target_logits(logits);
-  // 4. Accept, emit, and queue the accepted positions for the drafter's next step 0. Rejected positions leave
-  //    no trace: every state is indexed by position and is rewritten when they are reprocessed.
-  int64_t row = 0;
-  for (size_t c = 0; c < active.size(); ++c) {
-    Seq& s = *active[c];
-    const float* l = logits.data() + b.chunk_first_logit_row()[c] * V;
-    const DraftVerdict v = verify_drafts(l, V, s.drafts, s.draft_probs, s.sampler);
+  // Emit the accepted drafts and the next token. Rejected positions leave no trace: every state is indexed by
+  // position and is rewritten when they are reprocessed; the carry keeps the accepted positions' residual rows.
+  for (size_t i = 0; i < active.size(); ++i) {
+    Seq& s = *active[i];
+    const int64_t emitted = counts[i];
+    DSV4_INTERNAL_CHECK(emitted >= 1 && emitted <= K + 1, "speculative step: ", emitted, " tokens accepted");
     ++sched_.draft_steps;
     sched_.drafted_tokens += K;
-    sched_.accepted_tokens += v.accepted;
-    s.step0_start = s.computed;
-    s.step0_hidden.assign(residual.begin() + row * W, residual.begin() + (row + v.accepted + 1) * W);
-    s.step0_ids.assign(s.drafts.begin(), s.drafts.begin() + v.accepted);
-    s.step0_ids.push_back(v.next_token);
-    s.computed += v.accepted + 1;
-    for (int64_t i = 0; i < v.accepted; ++i) emit(s, s.drafts[static_cast<size_t>(i)], l + i * V);
-    emit(s, v.next_token, l + v.accepted * V);
-    row += K + 1;
+    sched_.accepted_tokens += emitted - 1;
+    const int64_t row = static_cast<int64_t>(i) * (K + 1);
+    for (int64_t j = 0; j < emitted; ++j) {
+      emit(s, tokens[static_cast<size_t>(row + j)], host_logits ? logits.data() + (row + j) * V : nullptr);
+    }
+    s.computed += emitted;
+    s.carry = emitted;
   }
   sched_.decode_seconds += seconds_since(t0);
 }

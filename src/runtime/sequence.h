@@ -21,15 +21,11 @@ struct Engine::Seq {
   Sampler sampler;
   bool done = false;
   // Speculative decoding: `prefilled` once the target has run every token but the last (then computed =
-  // tokens.size() - 1 and tokens.back() sits at position `computed`, unprocessed). The drafter's next step 0
-  // covers positions [step0_start, computed) with the target's residual rows and the token after each position.
+  // tokens.size() - 1 and tokens.back() sits at position `computed`, unprocessed). The executor's carry holds the
+  // target's residual rows of the last `carry` positions [computed - carry, computed), which the drafter's next
+  // step 0 runs over with the token after each position (runtime/spec_step.h).
   bool prefilled = false;
-  int64_t step0_start = 0;
-  std::vector<float> step0_hidden;
-  std::vector<int32_t> step0_ids;
-  std::vector<float> draft_hidden;
-  std::vector<int32_t> drafts;
-  std::vector<std::vector<float>> draft_probs;
+  int64_t carry = 0;
 
   int64_t pending() const { return static_cast<int64_t>(tokens.size()) - computed; }
   // The tokens generated so far (what presence / frequency penalties count).

@@ -26,11 +26,14 @@ class EngineGenerator final : public Generator {
   // (greedy, temperature, top-p only) when the executor samples there and no logprobs are asked for. Until it
   // passes each sequence's generated tokens and routes !device_compatible() requests to host logits, penalties
   // are not applied anywhere and top-k / min-p only on the CPU backend.
-  // The scheduler samples on the host whatever the device sampler cannot draw (top-k, min-p, penalties); only
-  // penalties under speculative decoding are refused (the verification would not see them).
+  // The scheduler samples on the host whatever the device sampler cannot draw (top-k, min-p, penalties); under
+  // speculative decoding, whose drafts and verification run on the device (temperature and top-p), those are refused.
   std::string unsupported_sampling(const SamplingParams& p) const override {
     if (p.has_penalties() && engine_.spec_tokens() > 0) {
       return "presence_penalty / frequency_penalty are not supported with speculative decoding (--spec-tokens)";
+    }
+    if (!p.device_compatible() && engine_.spec_tokens() > 0) {  // drafts are drawn and verified on the device
+      return "top_k / min_p are not supported with speculative decoding (--spec-tokens)";
     }
     return "";
   }

@@ -122,7 +122,7 @@ TEST(CudaMtp, GreedySpeculativeEqualsPlainDecoding) {
       std::printf("seed %llu [%s]: plain greedy %s the CPU's", static_cast<unsigned long long>(seed), precision_name(p),
                   plain.tokens == cpu_plain.tokens ? "equals" : "DIFFERS FROM");
       if (p == DType::F32) EXPECT_EQ(plain.tokens, cpu_plain.tokens) << "seed " << seed;
-      for (int64_t k : {1, 2, 3}) {
+      for (int64_t k : {1, 2, 3, 4}) {
         go.spec_tokens = k;
         const GenerateResult spec = gpu.generate(prompts, go);
         std::printf("; K=%lld %s (acceptance %.2f)", static_cast<long long>(k),

@@ -75,7 +75,7 @@ TEST(CudaScheduler, SpeculativeBatchMatchesPlain) {
   Engine e(model_dir(), cuda_options(16, 256));
   const auto prompts = mixed_prompts(6144, 16, 29, 40);
   const GenerateResult plain = e.generate(prompts, greedy(32));
-  for (int64_t k : {1, 2, 4}) {
+  for (int64_t k : {1, 2, 3, 4}) {
     const GenerateResult spec = e.generate(prompts, greedy(32, k));
     EXPECT_EQ(spec.tokens, plain.tokens) << "K=" << k;
     std::printf("CUDA b=16 K=%lld: acceptance %.3f\n", static_cast<long long>(k), spec.stats.acceptance_rate());

@@ -70,6 +70,8 @@ void copy(ExecContext& ctx, Tensor out, Tensor x);
 void convert(ExecContext& ctx, Tensor out, Tensor x);
 // out[r] = x[rows[r]]
 void gather_rows(ExecContext& ctx, Tensor out, Tensor x, Tensor rows);
+// out[rows[r]] = x[r] for every r with rows[r] >= 0 (rows I32 [R], x [R, ...]; the other rows of out are kept).
+void scatter_rows(ExecContext& ctx, Tensor out, Tensor x, Tensor rows);
 
 // GPT-J interleaved RoPE on the last table.rope_dim channels of each head of x [T, heads, dim], at
 // positions pos [T]; inverse = rotate by -angle (used on the attention output). In place.
@@ -157,7 +159,42 @@ constexpr int64_t kSampleLanes = 512;
 //   (weights descending, ties → lower index), and a draw at floor(mass * bits / 2^24) with 24 bits from
 //   Philox4x32-10(key seed; counter, stream), walking the vocabulary in lane-major order (v % kSampleLanes,
 //   then v / kSampleLanes) — the order the CUDA kernel scans in. backend/cpu/sample.cc is the reference.
-void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params);
+// `info` (optional, U8 [R, sizeof(NucleusInfo)]): each sampled row's nucleus, so that a later op can recompute
+// any token's mass without the sort (speculative_accept); rows with temperature <= 0 leave theirs unwritten.
+void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params, Tensor info = Tensor());
+
+// A sampled row's nucleus as sample_tokens found it: token v of the row has weight w = exp((logit[v] - max) / T)
+// and mass round(w * 2^40) if bits(w) > boundary or (bits(w) == boundary and v <= limit), else 0; `total` is the sum
+// of the masses (0 only for non-finite logits). Its normalised probability is round(mass / total * 2^40)
+// (nucleus_probability, backend/philox.h), the unit speculative acceptance works in.
+struct NucleusInfo {
+  float max = 0.0f;
+  uint32_t boundary = 0;  // float bits of the smallest kept weight (0 with top_p = 1: every token)
+  int64_t limit = 0;      // the last kept index among the tokens tied at the boundary
+  uint64_t total = 0;
+};
+static_assert(sizeof(NucleusInfo) == 24, "NucleusInfo rows are 24 bytes");
+
+// Speculative decoding's verification ids: ids [b * (K + 1)] holds per sequence [last, d_1 .. d_K]; rows r >= 1 are
+// overwritten with drafts [K * b] (step-major: d_j of sequence i at (j - 1) * b + i). Row 0 is kept.
+void speculative_verify_ids(ExecContext& ctx, Tensor ids, Tensor drafts, int64_t K);
+
+// Acceptance of K drafts per sequence (b sequences) against the target (docs/speculative.md):
+//   target_logits [b * (K + 1), V] f32 (row i * (K + 1) + r: the target after [last, d_1 .. d_r]), target_tokens
+//   [b * (K + 1)] (sample_tokens of those rows: the argmax for greedy rows, else a draw with Philox word 3 at counter
+//   g + r), target_info (their nuclei); draft_logits [K * b, V], draft_tokens [K * b], draft_info (step-major, the
+//   drafter's rows and draws with word 1 at counter g + j - 1); params [b] (U8 [b, 32]: temperature, top_p, seed,
+//   stream, counter = g, the tokens the sequence has generated).
+// Greedy (temperature <= 0): d_j is accepted while it equals the target's argmax of row j - 1; then the argmax of
+// the first row not matched (recovered, or the bonus token after K acceptances). Sampled: d_j is accepted when
+// bits * q(d_j) < p(d_j) * 2^24 (24 bits of Philox word 2 at counter g + j - 1; p, q the normalised probabilities of
+// the target's row j - 1 and the drafter's row j); on the first rejection the next token is drawn from
+// max(0, p - q) (word 3 at counter g + j - 1; from p where that is 0 everywhere); after K acceptances it is the
+// target's draw of row K. Writes out [b, K + 1] (the accepted drafts, then the next token, then -1) and counts [b]
+// (accepted + 1). backend/cpu/sample.cc is the reference.
+void speculative_accept(ExecContext& ctx, Tensor out, Tensor counts, Tensor target_logits, Tensor target_info,
+                        Tensor target_tokens, Tensor draft_logits, Tensor draft_info, Tensor draft_tokens,
+                        Tensor params);
 
 // Testing hook on the forward's discrete choices. A low-precision backend (bf16 on CUDA) can order two
 // nearly tied candidates of the MoE router or the indexer differently from the fp32 reference, and the

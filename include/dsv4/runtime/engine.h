@@ -36,6 +36,10 @@ struct EngineOptions {
   bool enforce_eager = false;
   std::string capture_sizes;
   int64_t graph_spec_tokens = 0;
+  // Draft lengths K whose speculative steps are captured as graphs at start-up (one drafter entry and one
+  // verification + acceptance entry per batch bucket and K); empty = {graph_spec_tokens} when that is > 0. Other
+  // draft lengths run the same device path without graphs.
+  std::vector<int64_t> spec_graph_tokens;
 };
 
 struct GenerateOptions {
@@ -123,6 +127,12 @@ class Engine {
   // policy runs it) repeated back to back on the last decode step's inputs — the step without host work.
   // Call right after a generate() whose last step decoded `batch` sequences. 0 on the CPU.
   double device_decode_step_ms(int64_t batch, int reps);
+  // CUDA only (0 on the CPU): device ms of one drafter forward of `tokens` tokens replayed on the drafter's last
+  // inputs (call right after mtp_forward() of such a batch), and of one speculative step of `batch` sequences and K
+  // drafts replayed on the last step's inputs (kInvalidArgument unless the engine's last speculative step had that
+  // shape).
+  double device_drafter_step_ms(int64_t tokens, int reps);
+  double device_spec_step_ms(int64_t batch, int64_t K, int reps);
   int64_t max_model_len() const { return model_opt_.max_model_len; }
   int64_t max_num_seqs() const { return opt_.max_seqs; }
   int64_t max_batch_tokens() const { return opt_.max_batch_tokens; }
@@ -198,6 +208,7 @@ class Engine {
   // Pipelined decode (device sampling): the decode step queued behind the last one, not yet read back.
   int inflight_ticket_ = -1;
   std::vector<Seq*> inflight_seqs_;
+  int64_t last_spec_batch_ = 0, last_spec_k_ = 0;  // the last speculative step's shape (device_spec_step_ms)
 
   void init(std::chrono::steady_clock::time_point t0);
   void size_pool_and_state();
@@ -220,7 +231,6 @@ class Engine {
   void continue_pipeline();
   bool step_prefill_for_drafts();
   void step_speculative();
-  void draft_step0(std::vector<Seq*>& active);
 };
 
 }  // namespace dsv4

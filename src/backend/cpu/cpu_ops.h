@@ -9,9 +9,10 @@
 namespace dsv4::cpu {
 
 // Work (multiply-adds) below which a loop runs on one thread: OpenMP fork/join costs microseconds, and
-// milliseconds when the cores are shared with other processes (threads wait for descheduled peers), so
-// decode-sized ops of small models are faster serial.
-constexpr int64_t kParallelWork = int64_t{1} << 22;
+// milliseconds when the cores are shared with other processes (threads wait for descheduled peers, and after a
+// region the pool's threads spin for a while, taking the cores the next serial op needs), so decode-sized ops —
+// a speculative step's few tokens included — of small models are faster serial.
+constexpr int64_t kParallelWork = int64_t{1} << 24;
 
 void embedding(Tensor out, Tensor table, Tensor ids);
 void broadcast_streams(Tensor out, Tensor x);
@@ -27,7 +28,11 @@ void swiglu(Tensor out, Tensor gate, Tensor up, float limit);
 void fill_random(Tensor out, uint64_t seed, float mean, float std);
 void fill_expert_table(Tensor out, uint64_t seed, int64_t num_experts);
 void argmax(Tensor out, Tensor logits);
-void sample_tokens(Tensor out, Tensor logits, Tensor params);  // backend/cpu/sample.cc
+void sample_tokens(Tensor out, Tensor logits, Tensor params, Tensor info);  // backend/cpu/sample.cc
+void scatter_rows(Tensor out, Tensor x, Tensor rows);
+void speculative_verify_ids(Tensor ids, Tensor drafts, int64_t K);  // backend/cpu/sample.cc
+void speculative_accept(Tensor out, Tensor counts, Tensor target_logits, Tensor target_info, Tensor target_tokens,
+                        Tensor draft_logits, Tensor draft_info, Tensor draft_tokens, Tensor params);
 void rope(Tensor x, Tensor pos, const RopeTable& table, bool inverse);
 void rms_norm_rope(Tensor x, Tensor w, float eps, Tensor pos, const RopeTable& table);
 // Rotates the last table.rope_dim channels of one vector v[dim] at `position`.

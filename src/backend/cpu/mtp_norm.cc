@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "backend/cpu/cpu_ops.h"
 #include "dsv4/core/status.h"
 
 namespace dsv4::cpu {
@@ -51,7 +52,8 @@ void mtp_rows(const void* inputs_embeds, const int64_t* positions, const void* p
   const int64_t row_bytes = hidden * static_cast<int64_t>(dtype_size(dtype));
   const auto* e = static_cast<const char*>(inputs_embeds);
   const auto* prev = static_cast<const char*>(prev_hidden);
-#pragma omp parallel
+  // One thread for decode-sized steps (a fork/join and the spinning threads after it cost more than the rows).
+#pragma omp parallel if (num_tokens * hidden * (hc_mult + 1) > kParallelWork)
   {
     std::vector<float> row;
 #pragma omp for schedule(static)
@@ -100,7 +102,7 @@ void mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, int6
   const int64_t row_bytes = hidden * static_cast<int64_t>(dtype_size(dtype));
   const auto* in = static_cast<const char*>(x);
   auto* dst = static_cast<char*>(out);
-#pragma omp parallel
+#pragma omp parallel if (num_tokens * hidden > kParallelWork)
   {
     std::vector<float> row;
 #pragma omp for schedule(static)

@@ -34,7 +34,12 @@ void swiglu(ExecContext& ctx, Tensor out, Tensor gate, Tensor up, float limit);
 void fill_random(ExecContext& ctx, Tensor out, uint64_t seed, float mean, float std);
 void fill_expert_table(ExecContext& ctx, Tensor out, uint64_t seed, int64_t num_experts);
 void argmax(ExecContext& ctx, Tensor out, Tensor logits);
-void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params);
+void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params, Tensor info);
+void scatter_rows(ExecContext& ctx, Tensor out, Tensor x, Tensor rows);
+void speculative_verify_ids(ExecContext& ctx, Tensor ids, Tensor drafts, int64_t K);
+void speculative_accept(ExecContext& ctx, Tensor out, Tensor counts, Tensor target_logits, Tensor target_info,
+                        Tensor target_tokens, Tensor draft_logits, Tensor draft_info, Tensor draft_tokens,
+                        Tensor params);
 void rope(ExecContext& ctx, Tensor x, Tensor pos, const RopeTable& table, bool inverse);
 void rms_norm_rope(ExecContext& ctx, Tensor x, Tensor w, float eps, Tensor pos, const RopeTable& table);
 void hc_pre(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base,

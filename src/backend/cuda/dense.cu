@@ -69,6 +69,21 @@ __global__ void gather_rows_kernel(TO* __restrict__ out, const TI* __restrict__ 
   }
 }
 
+// out[rows[r]] = x[r]; rows < 0 are skipped (same element type: a row copy).
+template <typename T>
+__global__ void scatter_rows_kernel(T* __restrict__ out, const T* __restrict__ x, const int32_t* __restrict__ rows,
+                                    int64_t width) {
+  pdl_wait();
+  const int64_t r = blockIdx.y;
+  const int32_t to = rows[r];
+  if (to < 0) return;
+  T* dst = out + static_cast<int64_t>(to) * width;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < width;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    dst[i] = x[r * width + i];
+  }
+}
+
 template <typename TO, typename TG, typename TU>
 __global__ void swiglu_kernel(TO* out, const TG* gate, const TU* up, int64_t n, float limit) {
   pdl_wait();
@@ -379,6 +394,17 @@ void gather_rows(ExecContext& ctx, Tensor out, Tensor x, Tensor rows) {
                                  out.ptr<TO>(), x.ptr<TI>(), rows.ptr<int32_t>(), width),
                    "gather_rows");
     });
+  });
+}
+
+void scatter_rows(ExecContext& ctx, Tensor out, Tensor x, Tensor rows) {
+  const int64_t R = x.size(0), width = x.numel() / std::max<int64_t>(R, 1);
+  if (R == 0) return;
+  dispatch_float(x.dtype(), "scatter_rows", [&](auto tag) {
+    using T = decltype(tag);
+    check_launch(launch_kernel(scatter_rows_kernel<T>, row_grid(width, R), dim3(kThreads), 0, stream_of(ctx),
+                               out.ptr<T>(), x.ptr<T>(), rows.ptr<int32_t>(), width),
+                 "scatter_rows");
   });
 }
 

@@ -131,7 +131,8 @@ __device__ __forceinline__ uint64_t block_exclusive_scan(uint64_t v, unsigned lo
 // run on the cluster's first block alone.
 __global__ void __cluster_dims__(kArgmaxBlocks, 1, 1) __launch_bounds__(kThreads)
     sample_tokens_kernel(int32_t* __restrict__ out, const float* __restrict__ logits,
-                         const ops::TokenSamplingParams* __restrict__ params, int64_t V) {
+                         const ops::TokenSamplingParams* __restrict__ params, ops::NucleusInfo* __restrict__ info,
+                         int64_t V) {
   pdl_wait();
   __shared__ float s_cluster_best;
   __shared__ int32_t s_cluster_index;
@@ -280,6 +281,7 @@ __global__ void __cluster_dims__(kArgmaxBlocks, 1, 1) __launch_bounds__(kThreads
   for (int64_t v = tid; v < V; v += kThreads) mine += nucleus_mass(v);
   uint64_t total = 0;
   uint64_t before = block_exclusive_scan(mine, s_warp, &total);
+  if (info != nullptr && tid == 0) info[row] = {mx, kstar, limit, total};
   if (total == 0) {  // only for non-finite logits (outside the op's contract): the argmax, as greedy
     if (tid == 0) out[row] = bi == INT32_MAX ? 0 : bi;
     return;
@@ -309,6 +311,123 @@ __global__ void __cluster_dims__(kArgmaxBlocks, 1, 1) __launch_bounds__(kThreads
   }
 }
 
+// ---- speculative decoding ------------------------------------------------------------------------------
+
+// ids[i * (K + 1) + r] = drafts[(r - 1) * b + i] for r >= 1.
+__global__ void verify_ids_kernel(int32_t* __restrict__ ids, const int32_t* __restrict__ drafts, int64_t b,
+                                  int64_t K) {
+  pdl_wait();
+  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (t >= b * (K + 1)) return;
+  const int64_t i = t / (K + 1), r = t % (K + 1);
+  if (r > 0) ids[t] = drafts[(r - 1) * b + i];
+}
+
+// The token at point floor(total * bits / 2^24) of the masses mass(v), in lane-major order (the draw of
+// sample_tokens, for any mass function): -1 when total is 0. Every thread of the block calls it; all get the token.
+template <typename Mass>
+__device__ int32_t block_draw_lane_major(int64_t V, uint32_t bits, Mass&& mass, unsigned long long* s_warp,
+                                         int* s_lane, unsigned long long* s_point, int* s_token) {
+  const int tid = threadIdx.x;
+  uint64_t mine = 0;
+  for (int64_t v = tid; v < V; v += kThreads) mine += mass(v);
+  uint64_t total = 0;
+  uint64_t before = block_exclusive_scan(mine, s_warp, &total);
+  if (total == 0) return -1;
+  const uint64_t point = __umul64hi(total, static_cast<uint64_t>(bits) << 40);  // floor(total * bits / 2^24)
+  if (before <= point && point < before + mine) *s_lane = tid, *s_point = point - before;
+  __syncthreads();
+  const int64_t lane_of_point = *s_lane;
+  const uint64_t rest = *s_point;
+  const int64_t K = (V - lane_of_point + kThreads - 1) / kThreads;  // elements of that lane
+  const int64_t chunk = (K + kThreads - 1) / kThreads;              // per thread, consecutive in k
+  const int64_t k0 = min(K, tid * chunk), k1 = min(K, k0 + chunk);
+  mine = 0;
+  for (int64_t k = k0; k < k1; ++k) mine += mass(lane_of_point + k * kThreads);
+  before = block_exclusive_scan(mine, s_warp, &total);
+  if (before <= rest && rest < before + mine) {
+    uint64_t x = rest - before;
+    for (int64_t k = k0; k < k1; ++k) {
+      const int64_t v = lane_of_point + k * kThreads;
+      const uint64_t m = mass(v);
+      if (m > x) {
+        *s_token = static_cast<int32_t>(v);
+        break;
+      }
+      x -= m;
+    }
+  }
+  __syncthreads();
+  const int32_t token = *s_token;
+  __syncthreads();  // every thread has read the shared results before a later call rewrites them
+  return token;
+}
+
+// One block per sequence (ops::speculative_accept; backend/cpu/sample.cc is the reference). Thread 0 walks the
+// drafts (O(1) each from the nuclei); on a sampled rejection the whole block draws from max(0, p - q).
+__global__ void __launch_bounds__(kThreads)
+    speculative_accept_kernel(int32_t* __restrict__ out, int32_t* __restrict__ counts, const float* __restrict__ tl,
+                              const ops::NucleusInfo* __restrict__ tinfo, const int32_t* __restrict__ ttok,
+                              const float* __restrict__ dl, const ops::NucleusInfo* __restrict__ dinfo,
+                              const int32_t* __restrict__ dtok, const ops::TokenSamplingParams* __restrict__ params,
+                              int64_t b, int64_t K, int64_t V) {
+  pdl_wait();
+  __shared__ unsigned long long s_warp[kWarps];
+  __shared__ unsigned long long s_point;
+  __shared__ int s_lane, s_token, s_accepted, s_rejected;
+  const int tid = threadIdx.x;
+  const int64_t i = blockIdx.x, row0 = i * (K + 1);
+  const ops::TokenSamplingParams p = params[i];
+  const bool sampled = p.temperature > 0.0f;
+  auto prob = [&](const float* l, const ops::NucleusInfo& n, int64_t v) {
+    return nucleus_probability(nucleus_mass(l[v], v, n.max, p.temperature, n.boundary, n.limit), n.total);
+  };
+  if (tid == 0) {
+    int64_t a = 0;
+    int rejected = 0;
+    if (!sampled) {
+      while (a < K && dtok[a * b + i] == ttok[row0 + a]) ++a;
+    } else {
+      for (; a < K; ++a) {
+        const int32_t d = dtok[a * b + i];
+        const uint32_t bits = sampling_bits24(p.seed, p.stream, philox_word_counter(p.counter + a, 2));
+        if (!speculative_accepts(prob(tl + (row0 + a) * V, tinfo[row0 + a], d),
+                                 prob(dl + (a * b + i) * V, dinfo[a * b + i], d), bits)) {
+          rejected = 1;
+          break;
+        }
+      }
+    }
+    s_accepted = static_cast<int>(a);
+    s_rejected = rejected;
+    s_token = ttok[row0 + a];  // greedy: the argmax of row a; sampled without rejection: row K's draw
+  }
+  __syncthreads();
+  const int64_t a = s_accepted;
+  int32_t next = s_token;
+  if (s_rejected) {
+    const float* pl = tl + (row0 + a) * V;
+    const float* ql = dl + (a * b + i) * V;
+    const ops::NucleusInfo pn = tinfo[row0 + a], qn = dinfo[a * b + i];
+    const uint32_t bits = sampling_bits24(p.seed, p.stream, philox_word_counter(p.counter + a, 3));
+    __syncthreads();  // s_token was read by every thread
+    int32_t t = block_draw_lane_major(
+        V, bits,
+        [&](int64_t v) -> uint64_t {
+          const uint64_t pv = prob(pl, pn, v), qv = prob(ql, qn, v);
+          return pv > qv ? pv - qv : 0;
+        },
+        s_warp, &s_lane, &s_point, &s_token);
+    if (t < 0) t = block_draw_lane_major(V, bits, [&](int64_t v) -> uint64_t { return prob(pl, pn, v); }, s_warp,
+                                         &s_lane, &s_point, &s_token);
+    if (t >= 0) next = t;
+  }
+  for (int64_t r = tid; r <= K; r += kThreads) {
+    out[row0 + r] = r < a ? dtok[r * b + i] : (r == a ? next : -1);
+  }
+  if (tid == 0) counts[i] = static_cast<int32_t>(a + 1);
+}
+
 }  // namespace
 
 void argmax(ExecContext& ctx, Tensor out, Tensor logits) {
@@ -319,13 +438,37 @@ void argmax(ExecContext& ctx, Tensor out, Tensor logits) {
                "argmax");
 }
 
-void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params) {
+void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params, Tensor info) {
   const int64_t R = logits.size(0), V = logits.size(1);
   if (R == 0) return;
   check_launch(launch_kernel(sample_tokens_kernel, dim3(static_cast<unsigned>(R * kArgmaxBlocks)), dim3(kThreads), 0,
                              stream_of(ctx), out.ptr<int32_t>(), logits.ptr<float>(),
-                             reinterpret_cast<const ops::TokenSamplingParams*>(params.ptr<uint8_t>()), V),
+                             reinterpret_cast<const ops::TokenSamplingParams*>(params.ptr<uint8_t>()),
+                             info.data() != nullptr ? reinterpret_cast<ops::NucleusInfo*>(info.ptr<uint8_t>()) : nullptr,
+                             V),
                "sample_tokens");
+}
+
+void speculative_verify_ids(ExecContext& ctx, Tensor ids, Tensor drafts, int64_t K) {
+  const int64_t T = ids.numel(), b = T / (K + 1);
+  if (T == 0) return;
+  check_launch(launch_kernel(verify_ids_kernel, dim3(static_cast<unsigned>((T + 255) / 256)), dim3(256), 0,
+                             stream_of(ctx), ids.ptr<int32_t>(), drafts.ptr<int32_t>(), b, K),
+               "speculative_verify_ids");
+}
+
+void speculative_accept(ExecContext& ctx, Tensor out, Tensor counts, Tensor target_logits, Tensor target_info,
+                        Tensor target_tokens, Tensor draft_logits, Tensor draft_info, Tensor draft_tokens,
+                        Tensor params) {
+  const int64_t b = counts.numel(), K = out.numel() / b - 1, V = target_logits.size(1);
+  check_launch(
+      launch_kernel(speculative_accept_kernel, dim3(static_cast<unsigned>(b)), dim3(kThreads), 0, stream_of(ctx),
+                    out.ptr<int32_t>(), counts.ptr<int32_t>(), target_logits.ptr<float>(),
+                    reinterpret_cast<const ops::NucleusInfo*>(target_info.ptr<uint8_t>()), target_tokens.ptr<int32_t>(),
+                    draft_logits.ptr<float>(), reinterpret_cast<const ops::NucleusInfo*>(draft_info.ptr<uint8_t>()),
+                    draft_tokens.ptr<int32_t>(),
+                    reinterpret_cast<const ops::TokenSamplingParams*>(params.ptr<uint8_t>()), b, K, V),
+      "speculative_accept");
 }
 
 }  // namespace dsv4::cuda
