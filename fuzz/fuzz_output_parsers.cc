@@ -7,6 +7,8 @@
 // text. The stop strings are fixed (one ASCII, one multi-byte, one DSML-like).
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -79,6 +81,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   const Result whole = run(text, {}, thinking);
   const Result pieces = run(text, cuts, thinking);
-  if (!(whole == pieces)) __builtin_trap();
+  if (!(whole == pieces)) {
+    if (std::getenv("DSV4_FUZZ_VERBOSE") != nullptr) {  // reproducing a finding: what differs
+      auto show = [](const char* what, const Result& r) {
+        std::fprintf(stderr, "%s: stopped %d\n  stop_text [%s]\n  reasoning [%s]\n  content [%s]\n", what, r.stopped,
+                     r.stop_text.c_str(), r.reasoning.c_str(), r.content.c_str());
+        for (const std::string& c : r.calls) std::fprintf(stderr, "  call %s\n", c.c_str());
+      };
+      show("whole", whole);
+      show("pieces", pieces);
+    }
+    __builtin_trap();
+  }
   return 0;
 }

@@ -263,7 +263,7 @@ ojson parse_json_body(std::string_view body, size_t max_depth) {
   ojson j;
   try {
     j = ojson::parse(body);
-  } catch (const ojson::parse_error& e) {
+  } catch (const ojson::exception& e) {  // syntax errors and out-of-range numbers (1e999) alike
     throw ApiError(400, std::string("invalid JSON body: ") + e.what());
   }
   if (!j.is_object()) throw ApiError(400, std::string("the JSON body must be an object, got ") + type_name(j));

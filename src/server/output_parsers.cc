@@ -173,12 +173,16 @@ void DsmlToolParser::parse_block(Out& out, bool final) {
     } else if (!final && (kCallsEnd.starts_with(rest) || kInvokeStart.starts_with(rest))) {
       return;  // a tag is still arriving
     }
-    // Malformed: what was not returned as calls goes back to the content (a block whose calls all parsed and
-    // that only lacks its closing tag at the end gives back nothing but whitespace, which is dropped).
-    const bool only_space = skip_space(buf_, 0) == buf_.size();
-    if (!(final && raw_.empty() && only_space)) out.content += raw_ + buf_;
+    // Malformed: the block's opening markup not yet returned as calls goes back to the content, and the text
+    // after it is scanned again as text (it may hold the next block), so the result does not depend on where
+    // the text was split. A block whose calls all parsed and that only lacks its closing tag at the end gives
+    // back nothing but whitespace, which is dropped.
+    if (final && raw_.empty() && skip_space(buf_, 0) == buf_.size()) {
+      buf_.clear();
+    } else {
+      out.content += raw_;
+    }
     raw_.clear();
-    buf_.clear();
     state_ = State::kText;
     return;
   }
@@ -212,8 +216,15 @@ DsmlToolParser::Out DsmlToolParser::push(std::string_view text) {
 }
 
 DsmlToolParser::Out DsmlToolParser::flush() {
-  Out out;
-  if (state_ == State::kBlock) parse_block(out, /*final=*/true);
+  Out out = push({});  // everything that can be decided before the end
+  while (state_ == State::kBlock) {
+    parse_block(out, /*final=*/true);
+    if (state_ == State::kText) {  // malformed: the rest is text again, which may open another block
+      Out more = push({});
+      out.content += more.content;
+      for (ToolCall& c : more.calls) out.calls.push_back(std::move(c));
+    }
+  }
   out.content += buf_;
   buf_.clear();
   return out;

@@ -133,6 +133,13 @@ TEST(ServerApi, CompletionPrompts) {
 TEST(ServerApi, JsonBodyLimitsAndErrorShape) {
   EXPECT_THROW(parse_json_body("{not json"), ApiError);
   EXPECT_THROW(parse_json_body("[1, 2]"), ApiError);  // not an object
+  // A number out of double's range is a 400 too, not an internal error (found by fuzz_http_request).
+  try {
+    parse_json_body(R"({"temperature": 11.0E01111})");
+    FAIL() << "expected a 400";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status(), 400);
+  }
   EXPECT_THROW(parse_json_body(std::string(100, '[') + std::string(100, ']')), ApiError);
   std::string nested = "{\"a\": " + std::string(60, '[') + std::string(60, ']') + "}";
   EXPECT_NO_THROW(parse_json_body(nested));

@@ -87,6 +87,20 @@ TEST(ServerDsmlParser, MalformedMarkupIsReturnedAsText) {
   }
 }
 
+// After a malformed block the text is scanned again, so a later well-formed block still gives its calls, at every
+// split (found by fuzz_output_parsers: the whole text used to return everything after the first malformed tag as
+// content, while a stream split inside it parsed the second block).
+TEST(ServerDsmlParser, ABlockAfterAMalformedOneStillParses) {
+  const std::string bad = "<｜DSML｜tool_calls>\"junk";
+  const std::string text = "See" + bad + kTwoCalls.substr(std::string("Let me check.").size());
+  for (const auto& feed : feeds(text)) {
+    const Parsed r = run_dsml(feed);
+    ASSERT_EQ(r.content, "See" + bad) << "split " << feed.size() << " / " << feed[0].size();
+    ASSERT_EQ(r.calls.size(), 2u);
+    EXPECT_EQ(r.calls[1].name, "get_time");
+  }
+}
+
 TEST(ServerDsmlParser, GarbageAfterAValidCallKeepsTheCall) {
   const std::string text =
       "<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n</｜DSML｜invoke>\noops\n</｜DSML｜tool_calls>";
