@@ -351,6 +351,13 @@ bool Engine::step_plain() {
     const int64_t r = b.chunk_first_logit_row()[c];
     if (host_logits) {
       const float* row = logits.data() + r * V;
+      const float* bad = std::find_if(row, row + V, [](float x) { return !std::isfinite(x); });
+      if (bad != row + V) {  // NaN/Inf weights or an overflow: never sample from it
+        finish(s, FinishReason::kError,
+               str_cat("non-finite logits (", *bad, " for token id ", bad - row, ") at position ", s.computed - 1,
+                   " of request ", s.id, ", scheduler step ", sched_.steps));
+        continue;
+      }
       emit(s, s.sampler.sample(row, V, s.generated_span()), row);
     } else {
       emit(s, tokens[r], nullptr);
@@ -572,6 +579,7 @@ GenerateResult Engine::generate(const std::vector<std::vector<int32_t>>& prompts
                    go.max_new_tokens, " new tokens exceed max_model_len (", model_opt_.max_model_len, ")");
   }
   const SchedulerStats before = sched_;
+  std::string failure;  // the first request that failed after admission (the others still complete)
   std::vector<std::chrono::steady_clock::time_point> submitted(prompts.size());
   const auto t0 = std::chrono::steady_clock::now();
   generating_ = &go;
@@ -602,6 +610,7 @@ GenerateResult Engine::generate(const std::vector<std::vector<int32_t>>& prompts
             if (go.on_token) go.on_token(i, e.token);
           }
           if (e.finished) result.latency_seconds[i] = std::chrono::duration<double>(now - submitted[i]).count();
+          if (e.reason == FinishReason::kError && failure.empty()) failure = e.error;
         });
       }
       step();
@@ -625,6 +634,7 @@ GenerateResult Engine::generate(const std::vector<std::vector<int32_t>>& prompts
   }
   generating_ = nullptr;
   spec_tokens_ = previous_k;
+  DSV4_CHECK(failure.empty(), kInvalidArgument, "generate: ", failure);
   GenerateStats& st = result.stats;
   st.total_seconds = seconds_since(t0);
   st.prompt_tokens = sched_.prompt_tokens - before.prompt_tokens;

@@ -23,6 +23,7 @@
 #include "dsv4/io/limits.h"
 #include "dsv4/model/random_checkpoint.h"
 #include "dsv4/model/weights.h"
+#include "dsv4/runtime/engine.h"
 #include "dsv4/tokenizer/tokenizer.h"
 #include "test_util.h"
 
@@ -233,6 +234,38 @@ TEST(RobustTensors, CheckpointWithUnalignedDataLoadsTheSameWeights) {
     ASSERT_EQ(x.nbytes(), y.nbytes());
     EXPECT_EQ(std::memcmp(x.data(), y.data(), x.nbytes()), 0);
   }
+  fs::remove_all(dir);
+}
+
+// NaN in the LM head: generation stops with an error naming the position instead of sampling from NaN logits.
+TEST(RobustTensors, NonFiniteLogitsAreAnErrorNamingThePosition) {
+  const std::string dir = temp_dir("nan_head");
+  const ModelConfig cfg = tiny_config();
+  write_random_checkpoint(dir, cfg, 5);
+  {
+    const Checkpoint ck = Checkpoint::open(dir);
+    const TensorInfo* head = ck.find("head.weight");
+    ASSERT_NE(head, nullptr);
+    ASSERT_EQ(head->dtype, DType::BF16);
+    std::fstream f(dir + "/model.safetensors", std::ios::binary | std::ios::in | std::ios::out);
+    const uint16_t nan_bf16 = 0x7fc0;
+    f.seekp(static_cast<std::streamoff>(head->offset));
+    f.write(reinterpret_cast<const char*>(&nan_bf16), 2);  // head[0][0]: logit 0 is NaN at every position
+  }
+  EngineOptions o;
+  o.device = Device::kCPU;
+  Engine engine(dir, o);
+  GenerateOptions go;
+  go.max_new_tokens = 4;
+  try {
+    engine.generate({{3, 4, 5}}, go);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("non-finite logits ("), std::string::npos) << what;
+    EXPECT_NE(what.find("nan for token id 0) at position 2 of request"), std::string::npos) << what;
+  }
+  EXPECT_TRUE(engine.idle());  // the engine is usable afterwards
   fs::remove_all(dir);
 }
 
