@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "cli/commands.h"
+#include "dsv4/backend/cpu.h"
 #include "dsv4/core/status.h"
 #include "dsv4/graph/buckets.h"
 #include "dsv4/graph/mode.h"
@@ -66,10 +67,14 @@ void DeviceFlags::add_to(CLI::App* cmd) {
   cmd->add_option("--page-tokens", page_tokens,
                   "Positions per state page, a multiple of every compress rate (default: derived from the config)")
       ->check(CLI::Range(int64_t{0}, int64_t{65536}));
+  cmd->add_option("--threads", threads,
+                  "CPU backend threads: OpenMP loops and OpenBLAS matrix products (default: one per core)")
+      ->check(CLI::Range(1, 4096));
 }
 
 void DeviceFlags::apply(EngineOptions& o) const {
   o.device = parse_device(device);
+  if (threads > 0) cpu::set_threads(threads);
   // The CUDA graph flags are checked whatever the device, so a typo is never silently ignored.
   if (!cudagraph_mode.empty()) {
     graph::GraphModeInputs inputs;

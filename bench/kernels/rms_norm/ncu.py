@@ -3,11 +3,11 @@
 Compute:
 
     ncu --clock-control none -k regex:mtp --metrics gpu__time_duration.sum \\
-        python3 bench/kernels/mtp_norm_ncu.py --lib build/libdsv4.so
+        python3 bench/kernels/rms_norm/ncu.py --lib build/libdsv4.so
 
 Each kernel runs 5 times per shape after a warm-up (T = 1 and 16, H = 4096 and 7168, hc = 4, bf16):
 ours (heuristic), then Triton at 4 and at 16 warps. Comparing these with the graph-replayed times of
-mtp_norm_peers.py separates what a kernel costs on the SM from what its launch costs.
+peers.py separates what a kernel costs on the SM from what its launch costs.
 """
 import argparse
 import sys
@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools" / "reference"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "reference"))
 from dsv4_capi import Dsv4Lib  # noqa: E402
-from mtp_norm_peers import EPS, triton_mtp  # noqa: E402
+from peers import EPS, triton_mtp  # noqa: E402
 
 
 SHAPES = [(4096, 1), (4096, 16), (7168, 1), (7168, 16)]
@@ -56,7 +56,7 @@ def main():
     if args.summarize:
         summarize(args.summarize)
         return
-    lib = Dsv4Lib(args.lib)
+    lib = Dsv4Lib(args.lib, lab=True)
     hc, dt = 4, torch.bfloat16
     cases = []
     for H, T in SHAPES:

@@ -6,13 +6,13 @@
 #include <tuple>
 #include <vector>
 
-#include "backend/cpu/mtp_norm.h"
+#include "backend/cpu/rms_norm.h"
 #include "backend/cuda/cuda_check.h"
-#include "backend/cuda/mtp_norm.h"
+#include "backend/cuda/rms_norm.h"
 #include "dsv4/dsv4.h"
-#include "dsv4/ops/mtp_norm.h"
+#include "dsv4/ops/ops.h"
 #include "gpu_test_util.h"
-#include "unit/mtp_norm_testing.h"
+#include "unit/rms_norm_testing.h"
 
 namespace dsv4 {
 namespace {
@@ -91,17 +91,17 @@ struct DeviceMtp {
 };
 
 // Runs the three kernels with `config`; returns false when the (explicit) config does not fit this shape.
-bool run_all(const MtpInputs& in, DeviceMtp& d, const cuda::MtpNormConfig* config, cudaStream_t stream) {
+bool run_all(const MtpInputs& in, DeviceMtp& d, const cuda::RmsNormConfig* config, cudaStream_t stream) {
   const int64_t T = in.num_tokens, H = in.hidden, hc = in.hc;
-  Status s = cuda::fused_mtp_input_rms_norm(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
-                                            d.e_out.get(), d.h_out.get(), T, H, hc, kEps, in.dtype, stream, config);
+  Status s =
+      cuda::fused_mtp_input_rms_norm(d.e.get(), RowPositions{d.pos.get(), true}, d.prev.get(), d.ew.get(), d.hw.get(),
+                                     d.e_out.get(), d.h_out.get(), T, H, hc, kEps, in.dtype, stream, config);
   if (config != nullptr && s.code() == StatusCode::kInvalidArgument) return false;
   EXPECT_TRUE(s.is_ok()) << s.to_string();
-  s = cuda::fused_mtp_input_rms_norm_eh(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
-                                        d.eh_out.get(), T, H, hc, kEps, in.dtype, stream, config);
+  s = cuda::fused_mtp_input_rms_norm_eh(d.e.get(), RowPositions{d.pos.get(), true}, d.prev.get(), d.ew.get(),
+                                        d.hw.get(), d.eh_out.get(), T, H, hc, kEps, in.dtype, stream, config);
   EXPECT_TRUE(s.is_ok()) << s.to_string();
-  s = cuda::mtp_shared_head_rms_norm(d.prev.get(), d.hw.get(), d.head_out.get(), T * hc, H, kEps, in.dtype, stream,
-                                     config);
+  s = cuda::rms_norm_rows(d.prev.get(), d.hw.get(), d.head_out.get(), T * hc, H, kEps, in.dtype, stream, config);
   EXPECT_TRUE(s.is_ok()) << s.to_string();
   DSV4_CUDA_CHECK(cudaStreamSynchronize(stream));
   return true;
@@ -126,22 +126,22 @@ void expect_matches(const std::vector<uint8_t>& got, const std::vector<uint8_t>&
 // Every kernel instance the launchers can pick (both load flavours, weights with the row or late), under
 // each grid policy: one block per tile, one resident wave, and a cap of 3 blocks that forces long loops
 // over tiles.
-std::vector<cuda::MtpNormConfig> all_configs() {
-  using cuda::MtpNormKernel;
-  using cuda::MtpNormTrigger;
-  std::vector<cuda::MtpNormConfig> configs;
-  configs.push_back({MtpNormKernel::kScalar, 0, 0, 0, false});
+std::vector<cuda::RmsNormConfig> all_configs() {
+  using cuda::RmsNormKernel;
+  using cuda::RmsNormTrigger;
+  std::vector<cuda::RmsNormConfig> configs;
+  configs.push_back({RmsNormKernel::kScalar, 0, 0, 0, false});
   const int shapes[][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}, {4, 1}, {4, 2}, {8, 1}};
   for (const auto& [vpt, rows] : shapes) {
     for (int max_blocks : {-1, -2, 3}) {
-      for (bool plain : {false, true}) configs.push_back({MtpNormKernel::kRegister, vpt, rows, max_blocks, plain});
-      if (rows == 1) configs.push_back({MtpNormKernel::kRegister, vpt, rows, max_blocks, false, true});
+      for (bool plain : {false, true}) configs.push_back({RmsNormKernel::kRegister, vpt, rows, max_blocks, plain});
+      if (rows == 1) configs.push_back({RmsNormKernel::kRegister, vpt, rows, max_blocks, false, true});
     }
   }
   // Each PDL trigger placement (the heuristic's launch and the scalar kernel's).
-  for (MtpNormTrigger trigger : {MtpNormTrigger::kAfterWait, MtpNormTrigger::kBeforeWait}) {
-    configs.push_back({MtpNormKernel::kAuto, 0, 0, 0, false, false, trigger});
-    configs.push_back({MtpNormKernel::kScalar, 0, 0, 0, false, false, trigger});
+  for (RmsNormTrigger trigger : {RmsNormTrigger::kAfterWait, RmsNormTrigger::kBeforeWait}) {
+    configs.push_back({RmsNormKernel::kAuto, 0, 0, 0, false, false, trigger});
+    configs.push_back({RmsNormKernel::kScalar, 0, 0, 0, false, false, trigger});
   }
   // The bulk kernel: every instance and ring size (one block per row; 3 blocks: rings that wrap many
   // times), each trigger.
@@ -149,11 +149,11 @@ std::vector<cuda::MtpNormConfig> all_configs() {
   for (int vpt : {1, 2, 4, 8}) {
     for (int per_sm : {0, 1, 2, 4}) {  // 0: one block per row; else a resident grid
       for (int max_blocks : {0, -1, 3}) {
-        const auto trigger = static_cast<MtpNormTrigger>(1 + n++ % 3);
-        configs.push_back({MtpNormKernel::kBulk, vpt, 0, max_blocks, false, false, trigger, per_sm});
+        const auto trigger = static_cast<RmsNormTrigger>(1 + n++ % 3);
+        configs.push_back({RmsNormKernel::kBulk, vpt, 0, max_blocks, false, false, trigger, per_sm});
         if (per_sm == 0) {  // contiguous groups of rows per block: 3, and 32 (rings that wrap at large H)
           for (int rows : {3, 32}) {
-            configs.push_back({MtpNormKernel::kBulk, vpt, rows, max_blocks, false, false, trigger, 0});
+            configs.push_back({RmsNormKernel::kBulk, vpt, rows, max_blocks, false, false, trigger, 0});
           }
         }
       }
@@ -169,7 +169,7 @@ class MtpNormCuda : public ::testing::TestWithParam<DType> {};
 TEST_P(MtpNormCuda, EveryLaunchVariantMatchesReference) {
   DSV4_REQUIRE_GPU();
   const DType dtype = GetParam();
-  const std::vector<cuda::MtpNormConfig> configs = all_configs();
+  const std::vector<cuda::RmsNormConfig> configs = all_configs();
   for (const auto& [T, H, hc] :
        {Shape{1, 4096, 4}, Shape{2, 7168, 4}, Shape{17, 2568, 4}, Shape{5, 7, 4}, Shape{4, 4097, 2}, Shape{3, 1, 3},
         Shape{9, 1024, 1}, Shape{33, 4096, 2}, Shape{130, 256, 4}, Shape{6, 16384, 4}}) {
@@ -178,13 +178,14 @@ TEST_P(MtpNormCuda, EveryLaunchVariantMatchesReference) {
     const auto ref = reference_mtp(in, kEps);
     const size_t es = dtype_size(dtype), row = H * es;
     std::vector<uint8_t> cpu_e(T * row), cpu_h(T * hc * row), cpu_head(T * hc * row);
-    cpu::fused_mtp_input_rms_norm(in.e.data(), in.positions.data(), in.prev.data(), in.enorm_w.data(),
-                                  in.hnorm_w.data(), cpu_e.data(), cpu_h.data(), T, H, hc, kEps, dtype);
-    cpu::mtp_shared_head_rms_norm(in.prev.data(), in.hnorm_w.data(), cpu_head.data(), T * hc, H, kEps, dtype);
+    cpu::fused_mtp_input_rms_norm(in.e.data(), RowPositions{in.positions.data(), true}, in.prev.data(),
+                                  in.enorm_w.data(), in.hnorm_w.data(), cpu_e.data(), cpu_h.data(), T, H, hc, kEps,
+                                  dtype);
+    cpu::rms_norm_rows(in.prev.data(), in.hnorm_w.data(), cpu_head.data(), T * hc, H, kEps, dtype);
     DeviceMtp d(in);
     int ran = 0;
     for (size_t c = 0; c <= configs.size(); ++c) {
-      const cuda::MtpNormConfig* config = c == 0 ? nullptr : &configs[c - 1];
+      const cuda::RmsNormConfig* config = c == 0 ? nullptr : &configs[c - 1];
       SCOPED_TRACE(::testing::Message() << "config " << c);
       d.poison_outputs();
       if (!run_all(in, d, config, nullptr)) continue;
@@ -220,13 +221,13 @@ TEST(MtpNormCudaEdge, ZeroTokensLaunchNothing) {
   DSV4_REQUIRE_GPU();
   DeviceBuffer out(256);
   out.poison();
-  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm(nullptr, nullptr, nullptr, nullptr, nullptr, out.get(), out.get(), 0, 8, 4,
-                                             kEps, DType::BF16, nullptr)
+  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm(nullptr, RowPositions{}, nullptr, nullptr, nullptr, out.get(), out.get(),
+                                             0, 8, 4, kEps, DType::BF16, nullptr)
                   .is_ok());
-  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm_eh(nullptr, nullptr, nullptr, nullptr, nullptr, out.get(), 0, 8, 4, kEps,
-                                                DType::F32, nullptr)
+  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm_eh(nullptr, RowPositions{}, nullptr, nullptr, nullptr, out.get(), 0, 8, 4,
+                                                kEps, DType::F32, nullptr)
                   .is_ok());
-  ASSERT_TRUE(cuda::mtp_shared_head_rms_norm(nullptr, nullptr, out.get(), 0, 8, kEps, DType::F16, nullptr).is_ok());
+  ASSERT_TRUE(cuda::rms_norm_rows(nullptr, nullptr, out.get(), 0, 8, kEps, DType::F16, nullptr).is_ok());
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   for (uint8_t b : out.download()) ASSERT_EQ(b, 0xff);
 }
@@ -241,8 +242,8 @@ TEST(MtpNormCudaEdge, GraphReplayReadsNewInputs) {
   cudaGraph_t graph;
   cudaGraphExec_t exec;
   DSV4_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm_eh(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
-                                                d.eh_out.get(), T, H, hc, kEps, DType::BF16, stream)
+  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm_eh(d.e.get(), RowPositions{d.pos.get(), true}, d.prev.get(), d.ew.get(),
+                                                d.hw.get(), d.eh_out.get(), T, H, hc, kEps, DType::BF16, stream)
                   .is_ok());
   DSV4_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
   DSV4_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
@@ -257,8 +258,8 @@ TEST(MtpNormCudaEdge, GraphReplayReadsNewInputs) {
   DSV4_CUDA_CHECK(cudaGraphLaunch(exec, stream));
   DSV4_CUDA_CHECK(cudaStreamSynchronize(stream));
   std::vector<uint8_t> cpu(T * hc * 2 * H * 2);
-  cpu::fused_mtp_input_rms_norm_eh(in.e.data(), in.positions.data(), in.prev.data(), in.enorm_w.data(),
-                                   in.hnorm_w.data(), cpu.data(), T, H, hc, kEps, DType::BF16);
+  cpu::fused_mtp_input_rms_norm_eh(in.e.data(), RowPositions{in.positions.data(), true}, in.prev.data(),
+                                   in.enorm_w.data(), in.hnorm_w.data(), cpu.data(), T, H, hc, kEps, DType::BF16);
   const auto ref = reference_mtp(in, kEps);
   std::vector<double> ref_eh(T * hc * 2 * H);
   for (int64_t t = 0; t < T; ++t) {
@@ -291,12 +292,12 @@ TEST(MtpNormCudaEdge, ProgrammaticLaunchChainInGraph) {
   DSV4_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
   DSV4_CUDA_CHECK(cudaMemsetAsync(d.h_out.get(), 0xff, T * hc * H * 2, stream));
   DSV4_CUDA_CHECK(cudaMemsetAsync(d.head_out.get(), 0xff, T * hc * H * 2, stream));
-  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm(d.e.get(), d.pos.as<int64_t>(), d.prev.get(), d.ew.get(), d.hw.get(),
-                                             d.e_out.get(), d.h_out.get(), T, H, hc, kEps, DType::BF16, stream)
+  ASSERT_TRUE(cuda::fused_mtp_input_rms_norm(d.e.get(), RowPositions{d.pos.get(), true}, d.prev.get(), d.ew.get(),
+                                             d.hw.get(), d.e_out.get(), d.h_out.get(), T, H, hc, kEps, DType::BF16,
+                                             stream)
                   .is_ok());
   ASSERT_TRUE(
-      cuda::mtp_shared_head_rms_norm(d.h_out.get(), d.ew.get(), d.head_out.get(), T * hc, H, kEps, DType::BF16, stream)
-          .is_ok());
+      cuda::rms_norm_rows(d.h_out.get(), d.ew.get(), d.head_out.get(), T * hc, H, kEps, DType::BF16, stream).is_ok());
   DSV4_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
   size_t num_edges = 0;
   DSV4_CUDA_CHECK(cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &num_edges));
@@ -312,7 +313,7 @@ TEST(MtpNormCudaEdge, ProgrammaticLaunchChainInGraph) {
   // The second norm must have read the first one's complete output: compare with the CPU norm of it.
   const std::vector<uint8_t> h_out = d.h_out.download(), head = d.head_out.download();
   std::vector<uint8_t> cpu_head(head.size());
-  cpu::mtp_shared_head_rms_norm(h_out.data(), in.enorm_w.data(), cpu_head.data(), T * hc, H, kEps, DType::BF16);
+  cpu::rms_norm_rows(h_out.data(), in.enorm_w.data(), cpu_head.data(), T * hc, H, kEps, DType::BF16);
   const std::vector<float> g = to_floats(head.data(), T * hc * H, DType::BF16);
   const std::vector<float> c = to_floats(cpu_head.data(), T * hc * H, DType::BF16);
   int64_t bad = 0;
@@ -329,22 +330,26 @@ TEST(MtpNormCudaEdge, OpsDispatchToCuda) {
   const MtpInputs in = random_mtp_inputs(T, H, hc, DType::BF16, 3);
   DeviceMtp d(in);
   d.poison_outputs();
+  // The engine's positions are int32.
+  const std::vector<int32_t> positions32(in.positions.begin(), in.positions.end());
+  DeviceBuffer pos32(T * sizeof(int32_t));
+  pos32.upload(positions32.data());
   ExecContext ctx;
   ctx.device = Device::kCUDA;
   const Device g = Device::kCUDA;
   ops::fused_mtp_input_rms_norm(ctx, Tensor(d.e_out.get(), DType::BF16, {T, H}, g),
                                 Tensor(d.h_out.get(), DType::BF16, {T, hc, H}, g),
-                                Tensor(d.e.get(), DType::BF16, {T, H}, g), Tensor(d.pos.get(), DType::I64, {T}, g),
+                                Tensor(d.e.get(), DType::BF16, {T, H}, g), Tensor(pos32.get(), DType::I32, {T}, g),
                                 Tensor(d.prev.get(), DType::BF16, {T, hc * H}, g),
                                 Tensor(d.ew.get(), DType::BF16, {H}, g), Tensor(d.hw.get(), DType::BF16, {H}, g), kEps);
-  ops::mtp_shared_head_rms_norm(ctx, Tensor(d.head_out.get(), DType::BF16, {T * hc, H}, g),
-                                Tensor(d.prev.get(), DType::BF16, {T * hc, H}, g),
-                                Tensor(d.hw.get(), DType::BF16, {H}, g), kEps);
+  // The shared head's norm is the plain op (rows of 14 KB: the row kernels' path).
+  ops::rms_norm(ctx, Tensor(d.head_out.get(), DType::BF16, {T * hc, H}, g),
+                Tensor(d.prev.get(), DType::BF16, {T * hc, H}, g), Tensor(d.hw.get(), DType::BF16, {H}, g), kEps);
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   const auto ref = reference_mtp(in, kEps);
   std::vector<uint8_t> cpu_e(T * H * 2), cpu_h(T * hc * H * 2);
-  cpu::fused_mtp_input_rms_norm(in.e.data(), in.positions.data(), in.prev.data(), in.enorm_w.data(), in.hnorm_w.data(),
-                                cpu_e.data(), cpu_h.data(), T, H, hc, kEps, DType::BF16);
+  cpu::fused_mtp_input_rms_norm(in.e.data(), RowPositions{in.positions.data(), true}, in.prev.data(), in.enorm_w.data(),
+                                in.hnorm_w.data(), cpu_e.data(), cpu_h.data(), T, H, hc, kEps, DType::BF16);
   expect_matches(d.e_out.download(), cpu_e, ref.enorm, DType::BF16, "ops enorm");
   expect_matches(d.h_out.download(), cpu_h, ref.hnorm, DType::BF16, "ops hnorm");
   expect_matches(d.head_out.download(), cpu_h, ref.hnorm, DType::BF16, "ops shared head");
@@ -371,8 +376,8 @@ TEST(MtpNormCudaEdge, CApiRunsAndRejectsHostMemory) {
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   const auto ref = reference_mtp(in, kEps);
   std::vector<uint8_t> cpu_e(T * H * 4), cpu_h(T * hc * H * 4);
-  cpu::fused_mtp_input_rms_norm(in.e.data(), in.positions.data(), in.prev.data(), in.enorm_w.data(), in.hnorm_w.data(),
-                                cpu_e.data(), cpu_h.data(), T, H, hc, kEps, DType::F32);
+  cpu::fused_mtp_input_rms_norm(in.e.data(), RowPositions{in.positions.data(), true}, in.prev.data(), in.enorm_w.data(),
+                                in.hnorm_w.data(), cpu_e.data(), cpu_h.data(), T, H, hc, kEps, DType::F32);
   expect_matches(d.e_out.download(), cpu_e, ref.enorm, DType::F32, "capi enorm");
   expect_matches(d.h_out.download(), cpu_h, ref.hnorm, DType::F32, "capi hnorm");
   expect_matches(d.head_out.download(), cpu_h, ref.hnorm, DType::F32, "capi shared head");
@@ -385,8 +390,7 @@ TEST(MtpNormCudaEdge, CApiRunsAndRejectsHostMemory) {
   EXPECT_NE(std::string(dsv4_last_error()).find("inputs_embeds"), std::string::npos) << dsv4_last_error();
   EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(d.prev.get(), d.hw.get(), host.data(), T, H, kEps, DSV4_DTYPE_F32, nullptr),
             DSV4_ERROR_INVALID_ARGUMENT);
-  EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(d.prev.get(), d.hw.get(), d.head_out.get(), T, H, kEps,
-                                          9, nullptr),
+  EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(d.prev.get(), d.hw.get(), d.head_out.get(), T, H, kEps, 9, nullptr),
             DSV4_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 }

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Kernel lab, focused: our fused MTP input norm's launch variants (register / bulk kernel, PDL trigger
 placement) against the acceptance baseline (the published algorithm in Triton, 4 warps) at a few shapes,
-all in one process on one card, timed exactly as mtp_norm_peers.py times them (do_bench_cudagraph median).
+all in one process on one card, timed exactly as peers.py times them (do_bench_cudagraph median).
 
-    python3 bench/kernels/mtp_norm_focus.py [--lib build/libdsv4.so] [--json out.json]
+    python3 bench/kernels/rms_norm/focus.py [--lib build/libdsv4.so] [--json out.json]
                                             [--hidden 4096,7168] [--tokens 1,16,64,256] [--quick]
 
-Variants (dsv4_lab_set_mtp_norm_launch): the heuristic ("default"), the heuristic with each PDL trigger,
+Variants (dsv4_lab_set_rms_norm_launch): the heuristic ("default"), the heuristic with each PDL trigger,
 the register kernel at 1 vector per thread with an early trigger, and the bulk (TMA ring) kernel at each
 vectors-per-thread x blocks-per-SM x trigger. Prints, per shape, Triton 4w / 16w, a copy of the same bytes,
 the default, the best variant, and every variant's time; writes JSON.
@@ -23,7 +23,7 @@ import torch
 import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mtp_norm_peers import Dsv4Error, Dsv4Lib, EPS, bench, copy_roofline, mtp_inputs, triton_mtp  # noqa: E402
+from peers import Dsv4Error, Dsv4Lib, EPS, bench, copy_roofline, mtp_inputs, triton_mtp  # noqa: E402
 
 TRIGGERS = {1: "after-loads", 2: "after-wait", 3: "before-wait"}
 
@@ -64,7 +64,7 @@ def main():
     ap.add_argument("--only", default=None, help="regex: time only the variants whose name matches (and default)")
     args = ap.parse_args()
     hc, dt = args.hc, torch.bfloat16
-    lib = Dsv4Lib(args.lib)
+    lib = Dsv4Lib(args.lib, lab=True)
     device = torch.cuda.get_device_name()
     warm = torch.empty(1 << 28, device="cuda", dtype=dt)
     for _ in range(200):  # let the clocks leave their idle state

@@ -1,6 +1,9 @@
-// Fused MTP RMSNorm kernels (see mtp_norm.h for the contract).
+// The RMSNorm family (rms_norm.h): every RMSNorm of the engine and of the C API.
 //
-// The work is a list of rows of H elements: first the T "e" rows (inputs_embeds, masked by position,
+// Two paths. Short rows (up to 2 KB, and whatever the row kernels cannot take: mixed dtypes, no weight,
+// the fused rope) run the one-pass small-row kernel at the end of this file: one block per row, a few
+// values per thread. Long rows run the row kernels below, which also serve the MTP draft layer's fused
+// norms: the work is a list of rows of H elements: first the T "e" rows (inputs_embeds, masked by position,
 // normalised with enorm_w), then the T*hc "h" rows (prev_hidden, normalised with hnorm_w). prev_hidden is
 // [T, hc, H] contiguous, so h row i is simply prev + i*H, and its output is h_out + i*h_out_stride: the two
 // output layouts and the shared-head norm (no e rows) differ only in strides, so one kernel serves all.
@@ -13,7 +16,7 @@
 // barrier, shuffles again). The launch shape is the whole tuning space: at small T few threads per
 // vector keep the per-thread chains short (latency); at large T fewer, fatter blocks per row keep more
 // bytes in flight per SM (bandwidth). The heuristic in launch_rows comes from the kernel lab's sweeps
-// (bench/kernels/, results in bench/RESULTS.md), which also timed and dropped a cp.async shared-memory
+// (bench/kernels/rms_norm/, results in bench/RESULTS.md), which also timed and dropped a cp.async shared-memory
 // pipeline and cluster-split rows (register and bulk kernels alike). Up to 4 rows per SM the bulk kernel
 // does better: one block per row, whose thread 0 loads the whole row into shared memory with one bulk
 // asynchronous copy (TMA) while the others read the weights, so a row costs one instruction to fetch and
@@ -36,17 +39,19 @@
 #include <type_traits>
 #include <utility>
 
-#include "backend/cuda/launch.h"
-#include "backend/cuda/mtp_norm.h"
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/rms_norm.h"
+#include "backend/cuda/rope.cuh"
 
 namespace dsv4::cuda {
 namespace {
 
 // Everything a kernel needs, in bytes so that one kernel serves every layout.
-struct MtpNormRows {
-  const char* e_in;          // e rows: inputs_embeds [num_e_rows, H]
-  const int64_t* positions;  // [num_e_rows]; e row t is zeroed when positions[t] == 0
-  const char* h_in;          // h rows: [num_h_rows, H]
+struct RmsNormRows {
+  const char* e_in;       // e rows: inputs_embeds [num_e_rows, H]
+  const void* positions;  // [num_e_rows] int32 (int64 when positions_int64); e row t is zeroed when 0
+  const char* h_in;       // h rows: [num_h_rows, H]
   const char* e_weight;
   const char* h_weight;
   char* e_out;
@@ -61,8 +66,9 @@ struct MtpNormRows {
   int64_t e_copy_stride;  // bytes between the copies of one e row (the eh layout writes hc copies)
   int64_t h_out_stride;   // bytes between the outputs of consecutive h rows
   int32_t e_copies;
+  int32_t positions_int64;
   int32_t num_vecs;        // 16-byte vectors per row (vector kernels)
-  int32_t pdl;             // 0: launched without PDL; else the MtpNormTrigger at which the next grid may launch
+  int32_t pdl;             // 0: launched without PDL; else the RmsNormTrigger at which the next grid may launch
   int32_t stages;          // bulk kernel: depth of the shared-memory row ring
   int32_t rows_per_group;  // bulk kernel: > 0: block b owns rows [b * this, (b + 1) * this); 0: rows b + i * grid
   float inv_hidden;
@@ -149,10 +155,10 @@ __device__ __forceinline__ uint4 load_weight(const void* p) { return __ldg(reint
 // Plain loads (default caching), the lab's alternative to the two above.
 __device__ __forceinline__ uint4 load_plain(const void* p) { return *reinterpret_cast<const uint4*>(p); }
 
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
+// Whether e row `row` is masked (its position is 0).
+__device__ __forceinline__ bool masked_row(const RmsNormRows& p, int64_t row) {
+  return p.positions_int64 ? __ldg(static_cast<const int64_t*>(p.positions) + row) == 0
+                           : __ldg(static_cast<const int32_t*>(p.positions) + row) == 0;
 }
 
 // Block-wide sums of kRows values: warp shuffles, one barrier, then every warp reduces the per-warp sums
@@ -160,7 +166,8 @@ __device__ __forceinline__ float warp_sum(float v) {
 // tree on the same data, so all threads get bit-identical totals. `partial` must alternate between two
 // buffers on consecutive calls (a fast warp may write the next call's sums while others still read).
 template <int kRows>
-__device__ __forceinline__ void block_sum(float (&s)[kRows], float (*partial)[32], int lane, int warp, int num_warps) {
+__device__ __forceinline__ void block_sum_rows(float (&s)[kRows], float (*partial)[32], int lane, int warp,
+                                               int num_warps) {
 #pragma unroll
   for (int r = 0; r < kRows; ++r) s[r] = warp_sum(s[r]);
   if (lane == 0) {
@@ -194,7 +201,7 @@ __device__ __forceinline__ uint4 scale(const uint4& x, const uint4& w, float rst
 }
 
 // Writes one output vector of a row (hc copies for an e row in the eh layout).
-__device__ __forceinline__ void store_row_vec(const MtpNormRows& p, bool is_e, int64_t row, int v, uint4 y) {
+__device__ __forceinline__ void store_row_vec(const RmsNormRows& p, bool is_e, int64_t row, int v, uint4 y) {
   char* dst = (is_e ? p.e_out + row * p.e_out_stride : p.h_out + row * p.h_out_stride) + static_cast<int64_t>(v) * 16;
   const int copies = is_e ? p.e_copies : 1;
   for (int c = 0; c < copies; ++c) *reinterpret_cast<uint4*>(dst + c * p.e_copy_stride) = y;
@@ -204,12 +211,12 @@ __device__ __forceinline__ void store_row_vec(const MtpNormRows& p, bool is_e, i
 // completed, so the instruction is skipped) and, where the launch asks for it, let the next one launch
 // before or right after that wait. The kAfterLoads trigger is the kernels' own, after their last loads.
 __device__ __forceinline__ void pdl_prologue(int32_t pdl) {
-  if (pdl == static_cast<int32_t>(MtpNormTrigger::kBeforeWait)) pdl_launch_dependents();
+  if (pdl == static_cast<int32_t>(RmsNormTrigger::kBeforeWait)) pdl_launch_dependents();
   if (pdl != 0) pdl_wait_only();
-  if (pdl == static_cast<int32_t>(MtpNormTrigger::kAfterWait)) pdl_launch_dependents();
+  if (pdl == static_cast<int32_t>(RmsNormTrigger::kAfterWait)) pdl_launch_dependents();
 }
 __device__ __forceinline__ bool triggers_after_loads(int32_t pdl) {
-  return pdl == static_cast<int32_t>(MtpNormTrigger::kAfterLoads);
+  return pdl == static_cast<int32_t>(RmsNormTrigger::kAfterLoads);
 }
 
 // Register budget: variants that hold more vectors per thread get fewer threads per block, so that the
@@ -245,7 +252,7 @@ struct RegKernelBounds {
 template <typename T, int kVpt, int kRows, bool kPlainLoads, bool kLateWeights>
 __global__ void __launch_bounds__(RegKernelBounds<kVpt, kRows, kLateWeights>::kMaxThreads,
                                   RegKernelBounds<kVpt, kRows, kLateWeights>::kMinBlocks)
-    mtp_rms_norm_reg_kernel(const MtpNormRows p) {
+    rms_norm_reg_kernel(const RmsNormRows p) {
   using V = Vec16<T>;
   __shared__ float partial[2][kRows][32];
 
@@ -262,12 +269,12 @@ __global__ void __launch_bounds__(RegKernelBounds<kVpt, kRows, kLateWeights>::kM
     const char* in = is_e ? p.e_in : p.h_in;
     // 1. Issue every load of this step before using any.
     uint4 x[kRows][kVpt];
-    int64_t position[kRows];
+    bool masked[kRows];
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       const int64_t row = row0 + r;
       const bool valid = row < num_kind_rows;
-      position[r] = (valid && is_e) ? __ldg(p.positions + row) : 1;
+      masked[r] = valid && is_e && masked_row(p, row);
 #pragma unroll
       for (int k = 0; k < kVpt; ++k) {
         const int v = k * blockDim.x + tid;
@@ -292,7 +299,7 @@ __global__ void __launch_bounds__(RegKernelBounds<kVpt, kRows, kLateWeights>::kM
     float s[kRows];
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
-      if (position[r] == 0) {
+      if (masked[r]) {
 #pragma unroll
         for (int k = 0; k < kVpt; ++k) x[r][k] = make_uint4(0, 0, 0, 0);
       }
@@ -300,7 +307,7 @@ __global__ void __launch_bounds__(RegKernelBounds<kVpt, kRows, kLateWeights>::kM
 #pragma unroll
       for (int k = 0; k < kVpt; ++k) s[r] += sum_squares<V>(x[r][k]);
     }
-    block_sum<kRows>(s, partial[parity], lane, warp, num_warps);
+    block_sum_rows<kRows>(s, partial[parity], lane, warp, num_warps);
     parity ^= 1;
 
     // 3. Normalise and store.
@@ -327,6 +334,8 @@ __global__ void __launch_bounds__(RegKernelBounds<kVpt, kRows, kLateWeights>::kM
 // barrier inside the block reduction (every thread has read the stage by then) frees the stage for the
 // row p.stages further on, before this row's stores. Weights stay in registers while the kind holds.
 constexpr int kMaxBulkStages = 32;
+// The bulk kernel's static shared memory: one mbarrier per stage and the block reduction's partial sums.
+constexpr size_t kBulkStaticSmem = kMaxBulkStages * sizeof(uint64_t) + 2 * 32 * sizeof(float);
 
 __device__ __forceinline__ uint32_t shared_address(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -350,11 +359,12 @@ __device__ __forceinline__ void wait_phase(uint32_t barrier, uint32_t parity) {
 }
 
 template <typename T, int kVpt>
-__global__ void __launch_bounds__(1024) mtp_rms_norm_bulk_kernel(const MtpNormRows p) {
+__global__ void __launch_bounds__(1024) rms_norm_bulk_kernel(const RmsNormRows p) {
   using V = Vec16<T>;
   extern __shared__ __align__(128) unsigned char ring[];  // p.stages rows of p.row_bytes
   __shared__ __align__(8) uint64_t full[kMaxBulkStages];
   __shared__ float partial[2][1][32];
+  static_assert(sizeof(full) + sizeof(partial) == kBulkStaticSmem, "kBulkStaticSmem: the static arrays");
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, num_warps = blockDim.x >> 5;
   const int64_t num_rows = p.num_e_rows + p.num_h_rows;
   // This block's rows: first_row + i * step, i < my_rows (contiguous groups share one weight load).
@@ -396,7 +406,7 @@ __global__ void __launch_bounds__(1024) mtp_rms_norm_bulk_kernel(const MtpNormRo
     const int64_t r = first_row + i * step;
     const bool is_e = r < p.num_e_rows;  // block-uniform
     const int64_t row = is_e ? r : r - p.num_e_rows;
-    const bool masked = is_e && __ldg(p.positions + row) == 0;
+    const bool masked = is_e && masked_row(p, row);
     if (weight_kind != static_cast<int>(is_e)) {
       const char* wsrc = is_e ? p.e_weight : p.h_weight;
 #pragma unroll
@@ -422,7 +432,7 @@ __global__ void __launch_bounds__(1024) mtp_rms_norm_bulk_kernel(const MtpNormRo
       }
       s[0] += sum_squares<V>(x[k]);
     }
-    block_sum<1>(s, partial[parity], lane, warp, num_warps);  // its barrier: every thread has read the stage
+    block_sum_rows<1>(s, partial[parity], lane, warp, num_warps);  // its barrier: every thread has read the stage
     parity ^= 1;
     if (tid == 0 && i + stages < my_rows) {
       bulk_load(stage_addr, row_src(r + stages * step), row_bytes, full_base + 8u * stage);
@@ -470,7 +480,7 @@ __device__ __forceinline__ __half from_f32<__half>(float v) {
 // One block per row (grid-stride over all rows, e rows first): pass 1 sums squares, pass 2 re-reads the
 // row (now in L1/L2) and writes it.
 template <typename T>
-__global__ void __launch_bounds__(256) mtp_rms_norm_scalar_kernel(const MtpNormRows p) {
+__global__ void __launch_bounds__(256) rms_norm_scalar_kernel(const RmsNormRows p) {
   __shared__ float partial[2][1][32];
   pdl_prologue(p.pdl);
   // Two passes over every row: the loads never end early, so "after loads" means after the wait here.
@@ -483,7 +493,7 @@ __global__ void __launch_bounds__(256) mtp_rms_norm_scalar_kernel(const MtpNormR
     const int64_t row = is_e ? r : r - p.num_e_rows;
     const T* src = reinterpret_cast<const T*>((is_e ? p.e_in : p.h_in) + row * p.row_bytes);
     const T* weight = reinterpret_cast<const T*>(is_e ? p.e_weight : p.h_weight);
-    const bool zeroed = is_e && p.positions[row] == 0;
+    const bool zeroed = is_e && masked_row(p, row);
     float s[1] = {0.f};
     if (!zeroed) {
       for (int64_t i = tid; i < p.hidden; i += blockDim.x) {
@@ -491,7 +501,7 @@ __global__ void __launch_bounds__(256) mtp_rms_norm_scalar_kernel(const MtpNormR
         s[0] = fmaf(f, f, s[0]);
       }
     }
-    block_sum<1>(s, partial[parity], lane, warp, num_warps);
+    block_sum_rows<1>(s, partial[parity], lane, warp, num_warps);
     parity ^= 1;
     const float rstd = rsqrtf(s[0] * p.inv_hidden + p.eps);
     char* dst = is_e ? p.e_out + row * p.e_out_stride : p.h_out + row * p.h_out_stride;
@@ -533,7 +543,7 @@ Status device_attribute(cudaDeviceAttr attr, int* out) {
 
 Status sm_count(int* out) { return device_attribute(cudaDevAttrMultiProcessorCount, out); }
 
-using RowKernel = void (*)(MtpNormRows);
+using RowKernel = void (*)(RmsNormRows);
 
 // Resident blocks per SM of (kernel, threads, dynamic shared memory), cached.
 Status blocks_per_sm(RowKernel kernel, int threads, int* out, size_t dynamic_smem = 0) {
@@ -576,19 +586,19 @@ template <typename T, bool kPlain>
 RowKernel pick_reg_kernel(int vpt, int rows) {
   switch (vpt * 10 + rows) {
     case 11:
-      return mtp_rms_norm_reg_kernel<T, 1, 1, kPlain, false>;
+      return rms_norm_reg_kernel<T, 1, 1, kPlain, false>;
     case 12:
-      return mtp_rms_norm_reg_kernel<T, 1, 2, kPlain, false>;
+      return rms_norm_reg_kernel<T, 1, 2, kPlain, false>;
     case 21:
-      return mtp_rms_norm_reg_kernel<T, 2, 1, kPlain, false>;
+      return rms_norm_reg_kernel<T, 2, 1, kPlain, false>;
     case 22:
-      return mtp_rms_norm_reg_kernel<T, 2, 2, kPlain, false>;
+      return rms_norm_reg_kernel<T, 2, 2, kPlain, false>;
     case 41:
-      return mtp_rms_norm_reg_kernel<T, 4, 1, kPlain, false>;
+      return rms_norm_reg_kernel<T, 4, 1, kPlain, false>;
     case 42:
-      return mtp_rms_norm_reg_kernel<T, 4, 2, kPlain, false>;
+      return rms_norm_reg_kernel<T, 4, 2, kPlain, false>;
     case 81:
-      return mtp_rms_norm_reg_kernel<T, 8, 1, kPlain, false>;
+      return rms_norm_reg_kernel<T, 8, 1, kPlain, false>;
     default:
       return nullptr;
   }
@@ -616,12 +626,12 @@ RowKernel for_vecs_per_thread(int vpt, Instance instance) {
 template <typename T>
 RowKernel pick_late_kernel(int vpt, int rows) {
   if (rows != 1) return nullptr;
-  return for_vecs_per_thread(vpt, [](auto v) -> RowKernel { return mtp_rms_norm_reg_kernel<T, v(), 1, false, true>; });
+  return for_vecs_per_thread(vpt, [](auto v) -> RowKernel { return rms_norm_reg_kernel<T, v(), 1, false, true>; });
 }
 
 template <typename T>
 RowKernel pick_bulk_kernel(int vpt) {
-  return for_vecs_per_thread(vpt, [](auto v) -> RowKernel { return mtp_rms_norm_bulk_kernel<T, v()>; });
+  return for_vecs_per_thread(vpt, [](auto v) -> RowKernel { return rms_norm_bulk_kernel<T, v()>; });
 }
 
 template <typename T>
@@ -630,28 +640,28 @@ RowKernel pick_reg_kernel(int vpt, int rows, bool plain, bool late) {
   return plain ? pick_reg_kernel<T, true>(vpt, rows) : pick_reg_kernel<T, false>(vpt, rows);
 }
 
-RowKernel pick_kernel(DType dtype, const MtpNormLaunch& s) {
-  if (s.kernel == MtpNormKernel::kRegister) {
+RowKernel pick_kernel(DType dtype, const RmsNormLaunch& s) {
+  if (s.kernel == RmsNormKernel::kRegister) {
     const int vpt = s.vecs_per_thread, rows = s.rows_per_block;
     if (dtype == DType::F32) return pick_reg_kernel<float>(vpt, rows, s.plain_loads, s.late_weights);
     if (dtype == DType::BF16) return pick_reg_kernel<__nv_bfloat16>(vpt, rows, s.plain_loads, s.late_weights);
     return pick_reg_kernel<__half>(vpt, rows, s.plain_loads, s.late_weights);
   }
-  if (s.kernel == MtpNormKernel::kBulk) {
+  if (s.kernel == RmsNormKernel::kBulk) {
     if (dtype == DType::F32) return pick_bulk_kernel<float>(s.vecs_per_thread);
     if (dtype == DType::BF16) return pick_bulk_kernel<__nv_bfloat16>(s.vecs_per_thread);
     return pick_bulk_kernel<__half>(s.vecs_per_thread);
   }
-  if (s.kernel == MtpNormKernel::kScalar) {
-    if (dtype == DType::F32) return mtp_rms_norm_scalar_kernel<float>;
-    if (dtype == DType::BF16) return mtp_rms_norm_scalar_kernel<__nv_bfloat16>;
-    return mtp_rms_norm_scalar_kernel<__half>;
+  if (s.kernel == RmsNormKernel::kScalar) {
+    if (dtype == DType::F32) return rms_norm_scalar_kernel<float>;
+    if (dtype == DType::BF16) return rms_norm_scalar_kernel<__nv_bfloat16>;
+    return rms_norm_scalar_kernel<__half>;
   }
   return nullptr;
 }
 
 // The launch bound of the register-kernel instance `s` selects.
-int max_threads(const MtpNormLaunch& s) {
+int max_threads(const RmsNormLaunch& s) {
   return s.late_weights ? late_kernel_max_threads(s.vecs_per_thread)
                         : reg_kernel_max_threads(s.vecs_per_thread, s.rows_per_block);
 }
@@ -691,7 +701,7 @@ Status check_pointer(const char* what, const char* name, const void* p) {
   return Status::ok();
 }
 
-Status invalid_config(const char* what, const MtpNormLaunch& s, int64_t hidden, const char* why) {
+Status invalid_config(const char* what, const RmsNormLaunch& s, int64_t hidden, const char* why) {
   return {StatusCode::kInvalidArgument,
           str_cat(what, ": launch variant [", s.to_string(), "] does not fit hidden=", hidden, ": ", why)};
 }
@@ -702,8 +712,8 @@ Status invalid_config(const char* what, const MtpNormLaunch& s, int64_t hidden, 
 // unless blocks_per_sm asks for a resident grid (blocks_per_sm blocks per SM, each streaming its rows
 // through a ring as deep as its share of the SM's shared memory allows; measured slower at every shape,
 // kept for the lab); a positive max_blocks caps the grid (the tests' long rings).
-Status plan_bulk(const char* what, const MtpNormRows& p, DType dtype, const MtpNormConfig& cfg, int sms,
-                 MtpNormLaunch* s, size_t* dynamic_smem) {
+Status plan_bulk(const char* what, const RmsNormRows& p, DType dtype, const RmsNormConfig& cfg, int sms,
+                 RmsNormLaunch* s, size_t* dynamic_smem) {
   const int64_t num_rows = p.num_e_rows + p.num_h_rows;
   const int64_t num_vecs = p.row_bytes / 16;
   const auto threads_for = [&](int vpt) { return round_up32(ceil_div(num_vecs, vpt)); };
@@ -743,7 +753,9 @@ Status plan_bulk(const char* what, const MtpNormRows& p, DType dtype, const MtpN
   *dynamic_smem = static_cast<size_t>(s->stages) * static_cast<size_t>(p.row_bytes);
   const RowKernel kernel = pick_kernel(dtype, *s);
   if (kernel == nullptr) return invalid_config(what, *s, p.hidden, "no such kernel instance");
-  if (*dynamic_smem > kDefaultSmemPerBlock) {  // only the lab's deep rings: no attribute call otherwise
+  // The 48 KB a block may use without opting in holds its static arrays too (an F32 row of 4096 in a
+  // 3-row ring is exactly 48 KB of ring: without the opt-in the launch fails).
+  if (*dynamic_smem + kBulkStaticSmem > kDefaultSmemPerBlock) {  // deep rings and rows > ~47 KB only
     if (Status st = allow_large_smem(kernel, optin); !st) return st;
   }
   if (resident_grid) {  // one row per block always fits (<= 1024 threads, a row within the smem budget)
@@ -758,12 +770,12 @@ Status plan_bulk(const char* what, const MtpNormRows& p, DType dtype, const MtpN
 
 // Chooses the kernel and its launch shape (heuristic, or the caller's config), then launches.
 // `p` arrives with everything but the tiling fields.
-Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initializer_list<const void*> pointers,
-                   cudaStream_t stream, const MtpNormConfig* config, MtpNormLaunch* launched) {
-  if (launched != nullptr) *launched = MtpNormLaunch{};
+Status launch_rows(const char* what, RmsNormRows p, DType dtype, std::initializer_list<const void*> pointers,
+                   cudaStream_t stream, const RmsNormConfig* config, RmsNormLaunch* launched) {
+  if (launched != nullptr) *launched = RmsNormLaunch{};
   const int64_t num_rows = p.num_e_rows + p.num_h_rows;
   if (num_rows == 0) return Status::ok();
-  const MtpNormConfig cfg = config != nullptr ? *config : MtpNormConfig{};
+  const RmsNormConfig cfg = config != nullptr ? *config : RmsNormConfig{};
   int sms = 0;
   if (Status st = sm_count(&sms); !st) return st;
 
@@ -773,29 +785,29 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
   for (const void* ptr : pointers) aligned = aligned && aligned16(ptr);
   const int64_t num_vecs = p.row_bytes / 16;
 
-  MtpNormLaunch s;
+  RmsNormLaunch s;
   s.kernel = cfg.kernel;
-  if (s.kernel == MtpNormKernel::kAuto) {
+  if (s.kernel == RmsNormKernel::kAuto) {
     // Up to 4 rows per SM (T <~ 100 at hc = 4) the bulk kernel, one block per row, was the fastest launch
     // at every shape the lab timed (H = 4096 / 7168, bf16, H100); beyond, the register kernel's bandwidth
     // shape (4 vectors per thread, plain loads, one block per row) is (bench/RESULTS.md).
     if (!aligned || num_vecs > kMaxRegisterVecs) {
-      s.kernel = MtpNormKernel::kScalar;
+      s.kernel = RmsNormKernel::kScalar;
     } else {
-      s.kernel = num_rows <= int64_t{4} * sms ? MtpNormKernel::kBulk : MtpNormKernel::kRegister;
+      s.kernel = num_rows <= int64_t{4} * sms ? RmsNormKernel::kBulk : RmsNormKernel::kRegister;
     }
   }
-  if (!aligned && (s.kernel == MtpNormKernel::kRegister || s.kernel == MtpNormKernel::kBulk)) {
+  if (!aligned && (s.kernel == RmsNormKernel::kRegister || s.kernel == RmsNormKernel::kBulk)) {
     return invalid_config(what, s, p.hidden, "rows or pointers are not 16-byte aligned");
   }
 
   int64_t cap = cfg.max_blocks;
   if (cap < -2) return invalid_config(what, s, p.hidden, "max_blocks must be >= -2");
-  if (cfg.trigger < MtpNormTrigger::kAuto || cfg.trigger > MtpNormTrigger::kBeforeWait) {
+  if (cfg.trigger < RmsNormTrigger::kAuto || cfg.trigger > RmsNormTrigger::kBeforeWait) {
     return invalid_config(what, s, p.hidden, "unknown PDL trigger");
   }
   size_t dynamic_smem = 0;
-  if (s.kernel == MtpNormKernel::kRegister) {
+  if (s.kernel == RmsNormKernel::kRegister) {
     s.rows_per_block = cfg.rows_per_block == 0 ? 1 : cfg.rows_per_block;
     s.plain_loads = cfg.plain_loads;
     s.late_weights = cfg.late_weights;
@@ -826,10 +838,10 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
     p.num_e_tiles = ceil_div(p.num_e_rows, s.rows_per_block);
     p.num_tiles = p.num_e_tiles + ceil_div(p.num_h_rows, s.rows_per_block);
     s.blocks = p.num_tiles;
-  } else if (s.kernel == MtpNormKernel::kBulk) {
+  } else if (s.kernel == RmsNormKernel::kBulk) {
     if (Status st = plan_bulk(what, p, dtype, cfg, sms, &s, &dynamic_smem); !st) return st;
   } else {
-    s.kernel = MtpNormKernel::kScalar;
+    s.kernel = RmsNormKernel::kScalar;
     s.threads = p.hidden >= kScalarThreads ? kScalarThreads : static_cast<int>(round_up32(p.hidden));
     s.rows_per_block = 1;
     p.num_e_tiles = p.num_e_rows;
@@ -840,9 +852,9 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
   if (kernel == nullptr) return invalid_config(what, s, p.hidden, "no such kernel instance");
   p.num_vecs = static_cast<int32_t>(std::min<int64_t>(num_vecs, INT32_MAX));
   p.stages = s.stages;
-  p.rows_per_group = s.kernel == MtpNormKernel::kBulk && s.rows_per_block > 1 ? s.rows_per_block : 0;
+  p.rows_per_group = s.kernel == RmsNormKernel::kBulk && s.rows_per_block > 1 ? s.rows_per_block : 0;
 
-  if (s.kernel == MtpNormKernel::kRegister) {
+  if (s.kernel == RmsNormKernel::kRegister) {
     if (cap == -2) {
       int per_sm = 0;
       if (Status st = blocks_per_sm(kernel, s.threads, &per_sm); !st) return st;
@@ -860,9 +872,9 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
   lc.dynamicSmemBytes = dynamic_smem;
   lc.stream = stream;
   cudaLaunchAttribute attr[1];
-  const MtpNormTrigger trigger = cfg.trigger == MtpNormTrigger::kAuto ? MtpNormTrigger::kAfterLoads : cfg.trigger;
+  const RmsNormTrigger trigger = cfg.trigger == RmsNormTrigger::kAuto ? RmsNormTrigger::kAfterLoads : cfg.trigger;
   p.pdl = pdl_enabled() ? static_cast<int32_t>(trigger) : 0;
-  if (launched != nullptr) launched->trigger = p.pdl != 0 ? trigger : MtpNormTrigger::kAuto;
+  if (launched != nullptr) launched->trigger = p.pdl != 0 ? trigger : RmsNormTrigger::kAuto;
   if (p.pdl) {
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
@@ -873,8 +885,8 @@ Status launch_rows(const char* what, MtpNormRows p, DType dtype, std::initialize
   return Status::ok();
 }
 
-MtpNormRows base_rows(int64_t hidden, float eps, DType dtype) {
-  MtpNormRows p{};
+RmsNormRows base_rows(int64_t hidden, float eps, DType dtype) {
+  RmsNormRows p{};
   p.hidden = hidden;
   p.row_bytes = hidden * static_cast<int64_t>(dtype_size(dtype));
   p.inv_hidden = static_cast<float>(1.0 / static_cast<double>(hidden));
@@ -884,12 +896,13 @@ MtpNormRows base_rows(int64_t hidden, float eps, DType dtype) {
 }
 
 // The inputs both prologue layouts share: embeddings with their positions, previous residual, both weights.
-MtpNormRows prologue_rows(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
+RmsNormRows prologue_rows(const void* inputs_embeds, RowPositions positions, const void* prev_hidden,
                           const void* enorm_weight, const void* hnorm_weight, int64_t num_tokens, int64_t hidden,
                           int64_t hc_mult, float eps, DType dtype) {
-  MtpNormRows p = base_rows(hidden, eps, dtype);
+  RmsNormRows p = base_rows(hidden, eps, dtype);
   p.e_in = static_cast<const char*>(inputs_embeds);
-  p.positions = positions;
+  p.positions = positions.data;
+  p.positions_int64 = positions.int64 ? 1 : 0;
   p.h_in = static_cast<const char*>(prev_hidden);
   p.e_weight = static_cast<const char*>(enorm_weight);
   p.h_weight = static_cast<const char*>(hnorm_weight);
@@ -898,13 +911,13 @@ MtpNormRows prologue_rows(const void* inputs_embeds, const int64_t* positions, c
   return p;
 }
 
-const char* trigger_name(MtpNormTrigger t) {
+const char* trigger_name(RmsNormTrigger t) {
   switch (t) {
-    case MtpNormTrigger::kAfterLoads:
+    case RmsNormTrigger::kAfterLoads:
       return "";  // the default: not spelled out
-    case MtpNormTrigger::kAfterWait:
+    case RmsNormTrigger::kAfterWait:
       return " trigger=after-wait";
-    case MtpNormTrigger::kBeforeWait:
+    case RmsNormTrigger::kBeforeWait:
       return " trigger=before-wait";
     default:
       return " no-pdl";
@@ -913,14 +926,14 @@ const char* trigger_name(MtpNormTrigger t) {
 
 }  // namespace
 
-std::string MtpNormLaunch::to_string() const {
+std::string RmsNormLaunch::to_string() const {
   switch (kernel) {
-    case MtpNormKernel::kRegister:
+    case RmsNormKernel::kRegister:
       return str_cat("register vpt=", vecs_per_thread, " rows=", rows_per_block, plain_loads ? " plain" : "",
                      late_weights ? " late-w" : "", " threads=", threads, " blocks=", blocks, trigger_name(trigger));
-    case MtpNormKernel::kScalar:
+    case RmsNormKernel::kScalar:
       return str_cat("scalar threads=", threads, " blocks=", blocks, trigger_name(trigger));
-    case MtpNormKernel::kBulk:
+    case RmsNormKernel::kBulk:
       return str_cat("bulk vpt=", vecs_per_thread, " rows=", rows_per_block, " stages=", stages, " threads=", threads,
                      " blocks=", blocks, trigger_name(trigger));
     default:
@@ -928,17 +941,17 @@ std::string MtpNormLaunch::to_string() const {
   }
 }
 
-Status fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
+Status fused_mtp_input_rms_norm(const void* inputs_embeds, RowPositions positions, const void* prev_hidden,
                                 const void* enorm_weight, const void* hnorm_weight, void* enorm_out, void* hnorm_out,
                                 int64_t num_tokens, int64_t hidden, int64_t hc_mult, float eps, DType dtype,
-                                cudaStream_t stream, const MtpNormConfig* config, MtpNormLaunch* launched) {
+                                cudaStream_t stream, const RmsNormConfig* config, RmsNormLaunch* launched) {
   constexpr const char* kWhat = "fused_mtp_input_rms_norm";
   if (Status s = check_sizes(kWhat, num_tokens, hidden, hc_mult, eps, dtype, (hc_mult + 1) * hidden); !s) {
     return s;
   }
-  if (num_tokens == 0) return launch_rows(kWhat, MtpNormRows{}, dtype, {}, stream, config, launched);
+  if (num_tokens == 0) return launch_rows(kWhat, RmsNormRows{}, dtype, {}, stream, config, launched);
   for (auto [name, ptr] : {std::pair<const char*, const void*>{"inputs_embeds", inputs_embeds},
-                           {"positions", positions},
+                           {"positions", positions.data},
                            {"prev_hidden", prev_hidden},
                            {"enorm_weight", enorm_weight},
                            {"hnorm_weight", hnorm_weight},
@@ -946,7 +959,7 @@ Status fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positi
                            {"hnorm_out", hnorm_out}}) {
     if (Status s = check_pointer(kWhat, name, ptr); !s) return s;
   }
-  MtpNormRows p = prologue_rows(inputs_embeds, positions, prev_hidden, enorm_weight, hnorm_weight, num_tokens, hidden,
+  RmsNormRows p = prologue_rows(inputs_embeds, positions, prev_hidden, enorm_weight, hnorm_weight, num_tokens, hidden,
                                 hc_mult, eps, dtype);
   p.e_out = static_cast<char*>(enorm_out);
   p.h_out = static_cast<char*>(hnorm_out);
@@ -957,22 +970,22 @@ Status fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* positi
                      stream, config, launched);
 }
 
-Status fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* positions, const void* prev_hidden,
+Status fused_mtp_input_rms_norm_eh(const void* inputs_embeds, RowPositions positions, const void* prev_hidden,
                                    const void* enorm_weight, const void* hnorm_weight, void* out, int64_t num_tokens,
                                    int64_t hidden, int64_t hc_mult, float eps, DType dtype, cudaStream_t stream,
-                                   const MtpNormConfig* config, MtpNormLaunch* launched) {
+                                   const RmsNormConfig* config, RmsNormLaunch* launched) {
   constexpr const char* kWhat = "fused_mtp_input_rms_norm_eh";
   if (Status s = check_sizes(kWhat, num_tokens, hidden, hc_mult, eps, dtype, 2 * hc_mult * hidden); !s) return s;
-  if (num_tokens == 0) return launch_rows(kWhat, MtpNormRows{}, dtype, {}, stream, config, launched);
+  if (num_tokens == 0) return launch_rows(kWhat, RmsNormRows{}, dtype, {}, stream, config, launched);
   for (auto [name, ptr] : {std::pair<const char*, const void*>{"inputs_embeds", inputs_embeds},
-                           {"positions", positions},
+                           {"positions", positions.data},
                            {"prev_hidden", prev_hidden},
                            {"enorm_weight", enorm_weight},
                            {"hnorm_weight", hnorm_weight},
                            {"out", out}}) {
     if (Status s = check_pointer(kWhat, name, ptr); !s) return s;
   }
-  MtpNormRows p = prologue_rows(inputs_embeds, positions, prev_hidden, enorm_weight, hnorm_weight, num_tokens, hidden,
+  RmsNormRows p = prologue_rows(inputs_embeds, positions, prev_hidden, enorm_weight, hnorm_weight, num_tokens, hidden,
                                 hc_mult, eps, dtype);
   // out[t, s, :H] = hnorm(prev[t, s]); out[t, s, H:] = enorm(e[t]) for every s.
   p.h_out = static_cast<char*>(out);
@@ -985,25 +998,189 @@ Status fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* pos
                      launched);
 }
 
-Status mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, int64_t num_tokens, int64_t hidden,
-                                float eps, DType dtype, cudaStream_t stream, const MtpNormConfig* config,
-                                MtpNormLaunch* launched) {
-  constexpr const char* kWhat = "mtp_shared_head_rms_norm";
-  if (Status s = check_sizes(kWhat, num_tokens, hidden, 1, eps, dtype, hidden); !s) return s;
-  if (num_tokens == 0) return launch_rows(kWhat, MtpNormRows{}, dtype, {}, stream, config, launched);
+Status rms_norm_rows(const void* x, const void* weight, void* out, int64_t rows, int64_t hidden, float eps, DType dtype,
+                     cudaStream_t stream, const RmsNormConfig* config, RmsNormLaunch* launched) {
+  constexpr const char* kWhat = "rms_norm_rows";
+  if (Status s = check_sizes(kWhat, rows, hidden, 1, eps, dtype, hidden); !s) return s;
+  if (rows == 0) return launch_rows(kWhat, RmsNormRows{}, dtype, {}, stream, config, launched);
   for (auto [name, ptr] : {std::pair<const char*, const void*>{"x", x}, {"weight", weight}, {"out", out}}) {
     if (Status s = check_pointer(kWhat, name, ptr); !s) return s;
   }
   // A plain per-row norm is the h-row half of the MTP kernel with no e rows.
-  MtpNormRows p = base_rows(hidden, eps, dtype);
+  RmsNormRows p = base_rows(hidden, eps, dtype);
   p.h_in = static_cast<const char*>(x);
   p.h_weight = static_cast<const char*>(weight);
   p.e_weight = p.h_weight;
   p.h_out = static_cast<char*>(out);
   p.num_e_rows = 0;
-  p.num_h_rows = num_tokens;
+  p.num_h_rows = rows;
   p.h_out_stride = p.row_bytes;
   return launch_rows(kWhat, p, dtype, {x, weight, out}, stream, config, launched);
+}
+
+// ---- the small-row path --------------------------------------------------------------------------------
+// Rows of less than kLongRowBytes, mixed dtypes, weightless norms and the norm fused with rope.
+namespace {
+
+constexpr int kMaxNormThreads = 1024;  // threads of a block (one row)
+// From this row size on, same-dtype weighted norms take the row kernels above (the sizes the kernel lab
+// tuned them at: H = 2568..7168 in bf16; bench/RESULTS.md).
+constexpr int64_t kLongRowBytes = 4096;
+
+// One block per row, sized so that each thread holds K of the row's values in registers (blockDim ≈ dim / K,
+// at most 1024): all loads of a row are in flight at once and x is read once; the weights are loaded with
+// them (before pdl_wait: no earlier kernel writes them), not after the reduction (K = 8 only). Rows longer
+// than K·1024 loop over the rest (read again for the store). fp32 sum of squares, y = w * (x * rsqrt(mean +
+// eps)), one rounding on store. out may be x: every element is read before the block reduction and written
+// after it (a tail element by the same thread).
+//
+// ROPE (rms_norm_rope): rows are heads of x [T, heads, dim]; after the norm each value is rounded to TO as the
+// unfused op stores it, and the last rope.rope_dim channels are rotated at the row's token position. A pair
+// (2i, 2i+1) sits on lanes (2l, 2l+1) of one warp (blockDim and dim - rope_dim even), so it meets through one
+// shuffle; the row is then stored once.
+struct NormRope {
+  const int32_t* pos = nullptr;
+  const float* inv_freq = nullptr;
+  int64_t heads = 1, rope_dim = 0;
+  float attention_factor = 1.0f;
+};
+
+template <int K, bool ROPE, typename TO, typename TI, typename TW>
+__global__ void __launch_bounds__(kMaxNormThreads)
+    rms_norm_kernel(TO* out, const TI* x, const TW* __restrict__ w, int64_t dim, float eps, NormRope rope) {
+  constexpr bool kPrefetchWeights = K <= 8;  // at K = 16, 2K values per thread would spill at 1024 threads
+  __shared__ float scratch[33];
+  const int64_t r = blockIdx.x, stride = blockDim.x;
+  float wv[K];
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+    const int64_t i = threadIdx.x + j * stride;
+    wv[j] = kPrefetchWeights && w != nullptr && i < dim ? to_float(w[i]) : 1.0f;
+  }
+  pdl_wait();
+  const TI* xr = x + r * dim;
+  float v[K];
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+    const int64_t i = threadIdx.x + j * stride;
+    v[j] = i < dim ? to_float(xr[i]) : 0.0f;
+  }
+  float ss = 0;
+#pragma unroll
+  for (int j = 0; j < K; ++j) ss = fmaf(v[j], v[j], ss);
+  for (int64_t i = threadIdx.x + K * stride; i < dim; i += stride) {
+    const float a = to_float(xr[i]);
+    ss = fmaf(a, a, ss);
+  }
+  ss = block_sum(ss, scratch);
+  const float inv = 1.0f / sqrtf(ss / static_cast<float>(dim) + eps);
+  TO* yr = out + r * dim;
+  if constexpr (ROPE) {
+    const float p = static_cast<float>(rope.pos[r / rope.heads]);
+    const int64_t first = dim - rope.rope_dim;
+#pragma unroll
+    for (int j = 0; j < K; ++j) {
+      const int64_t i = threadIdx.x + j * stride;
+      const float wj = w == nullptr || i >= dim ? 1.0f : kPrefetchWeights ? wv[j] : to_float(w[i]);
+      const float y = to_float(from_float<TO>(w != nullptr ? wj * (v[j] * inv) : v[j] * inv));
+      const float partner = __shfl_xor_sync(0xffffffffu, y, 1);  // every lane: i >= dim lanes carry zeros
+      if (i >= dim) continue;
+      float o = y;
+      if (i >= first) {
+        float c, sn;
+        rope_cos_sin(rope.inv_freq[(i - first) >> 1], p, rope.attention_factor, false, &c, &sn);
+        o = ((i - first) & 1) == 0 ? y * c - partner * sn : y * c + partner * sn;
+      }
+      yr[i] = from_float<TO>(o);
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < K; ++j) {
+      const int64_t i = threadIdx.x + j * stride;
+      if (i >= dim) continue;
+      const float wj = w == nullptr ? 1.0f : kPrefetchWeights ? wv[j] : to_float(w[i]);
+      yr[i] = from_float<TO>(w != nullptr ? wj * (v[j] * inv) : v[j] * inv);
+    }
+  }
+  for (int64_t i = threadIdx.x + K * stride; i < dim; i += stride) {
+    const float a = to_float(xr[i]) * inv;
+    yr[i] = from_float<TO>(w != nullptr ? to_float(w[i]) * a : a);
+  }
+}
+
+// One block per row of x (rows of `dim`), out may be x. rope.rope_dim > 0: the ROPE variant (dim <= 8192).
+void launch_rms_norm(const ExecContext& ctx, Tensor out, Tensor x, Tensor w, float eps, const NormRope& rope) {
+  const int64_t dim = x.size(-1), rows = x.numel() / std::max<int64_t>(dim, 1);
+  if (rows == 0) return;
+  // K = 8 values per thread up to 8192-wide rows (512 threads for H = 4096, 64 for a 512-wide head), K = 16
+  // beyond, so that a row of n·H = 16384 is held in registers too.
+  const bool wide = dim > 8 * 1024, with_rope = rope.rope_dim > 0;
+  DSV4_INTERNAL_CHECK(!(wide && with_rope), "rms_norm_rope: rows of at most 8192");
+  const int64_t per_thread = wide ? 16 : 8;
+  const int64_t warps = ((dim + per_thread - 1) / per_thread + 31) / 32;
+  const int threads = static_cast<int>(std::clamp<int64_t>(warps * 32, 32, kMaxNormThreads));
+  dispatch_float(out.dtype(), "rms_norm out", [&](auto o) {
+    dispatch_float(x.dtype(), "rms_norm x", [&](auto i) {
+      dispatch_float(w.data() != nullptr ? w.dtype() : DType::F32, "rms_norm weight", [&](auto wt) {
+        using TO = decltype(o);
+        using TI = decltype(i);
+        using TW = decltype(wt);
+        auto kernel = with_rope ? rms_norm_kernel<8, true, TO, TI, TW>
+                      : wide    ? rms_norm_kernel<16, false, TO, TI, TW>
+                                : rms_norm_kernel<8, false, TO, TI, TW>;
+        check_launch(launch_kernel(kernel, dim3(static_cast<unsigned>(rows)), dim3(threads), 0, stream_of(ctx),
+                                   out.ptr<TO>(), x.ptr<TI>(), w.ptr<TW>(), dim, eps, rope),
+                     with_rope ? "rms_norm_rope" : "rms_norm");
+      });
+    });
+  });
+}
+
+}  // namespace
+
+void rms_norm(ExecContext& ctx, Tensor out, Tensor x, Tensor w, float eps) {
+  const int64_t dim = x.size(-1), rows = x.numel() / std::max<int64_t>(dim, 1);
+  const int64_t row_bytes = dim * static_cast<int64_t>(dtype_size(x.dtype()));
+  if (row_bytes >= kLongRowBytes && w.data() != nullptr && out.dtype() == x.dtype() && w.dtype() == x.dtype() &&
+      x.is_contiguous() && out.is_contiguous()) {
+    throw_if_error(rms_norm_rows(x.data(), w.data(), out.data(), rows, dim, eps, x.dtype(), stream_of(ctx)));
+    return;
+  }
+  launch_rms_norm(ctx, out, x, w, eps, NormRope{});
+}
+
+void rms_norm_rope(ExecContext& ctx, Tensor x, Tensor w, float eps, Tensor pos, const RopeTable& table) {
+  const int64_t T = x.size(0), heads = x.size(1), dim = x.size(2);
+  if (T == 0 || heads == 0) return;
+  // Nothing to rotate, rows beyond the one-pass kernel, or pairs not on even lanes: the two ops.
+  if (table.rope_dim == 0 || dim > 8 * 1024 || dim % 2 != 0) {
+    rms_norm(ctx, x, x, w, eps);
+    rope(ctx, x, pos, table, false);
+    return;
+  }
+  NormRope r;
+  r.pos = pos.ptr<int32_t>();
+  r.inv_freq = table.inv_freq.ptr<float>();
+  r.heads = heads;
+  r.rope_dim = table.rope_dim;
+  r.attention_factor = table.attention_factor;
+  launch_rms_norm(ctx, x, x, w, eps, r);
+}
+
+void fused_mtp_input_rms_norm(ExecContext& ctx, Tensor enorm_out, Tensor hnorm_out, Tensor inputs_embeds,
+                              Tensor positions, Tensor prev_hidden, Tensor enorm_w, Tensor hnorm_w, float eps) {
+  throw_if_error(fused_mtp_input_rms_norm(inputs_embeds.data(), RowPositions{positions.data(), false},
+                                          prev_hidden.data(), enorm_w.data(), hnorm_w.data(), enorm_out.data(),
+                                          hnorm_out.data(), inputs_embeds.size(0), inputs_embeds.size(1),
+                                          hnorm_out.size(1), eps, inputs_embeds.dtype(), stream_of(ctx)));
+}
+
+void fused_mtp_input_rms_norm_eh(ExecContext& ctx, Tensor out, Tensor inputs_embeds, Tensor positions,
+                                 Tensor prev_hidden, Tensor enorm_w, Tensor hnorm_w, float eps) {
+  throw_if_error(fused_mtp_input_rms_norm_eh(inputs_embeds.data(), RowPositions{positions.data(), false},
+                                             prev_hidden.data(), enorm_w.data(), hnorm_w.data(), out.data(),
+                                             inputs_embeds.size(0), inputs_embeds.size(1), out.size(1), eps,
+                                             inputs_embeds.dtype(), stream_of(ctx)));
 }
 
 }  // namespace dsv4::cuda

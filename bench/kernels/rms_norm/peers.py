@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Kernel lab: dsv4's fused MTP norms vs their peers, in one process on one card.
 
-    python3 bench/kernels/mtp_norm_peers.py [--lib build/libdsv4.so] [--json out.json]
+    python3 bench/kernels/rms_norm/peers.py [--lib build/libdsv4.so] [--json out.json]
                                             [--hidden 4096,7168,2568] [--tokens 1,4,...] [--hc 4]
 
 Peers, all timed with triton.testing.do_bench_cudagraph (graph-replayed, median), bf16, same inputs:
@@ -34,16 +34,19 @@ import triton
 import triton.language as tl
 from triton.testing import do_bench_cudagraph
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools" / "reference"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools" / "reference"))
 from dsv4_capi import Dsv4Error, Dsv4Lib  # noqa: E402
 
 EPS = 1e-6
 
-# Our launch variants for --sweep: (kernel, vecs_per_thread, rows_per_block, max_blocks, plain_loads) as
-# in bench_mtp_norm.cu: the register kernel (1), one block per tile (-1) or one resident wave (-2).
+# Our launch variants for --sweep, as set_launch arguments (kernel, vecs_per_thread, rows_per_block, max_blocks,
+# plain_loads, late_weights): the register kernel (1) with one block per tile (-1) or one resident wave (-2),
+# with plain loads, with late weights; the bulk kernel (3), one block per row.
 REG_SHAPES = [(1, 1), (1, 2), (2, 1), (2, 2), (4, 1), (4, 2), (8, 1)]
-VARIANTS = ([(1, v, r, g, 0) for v, r in REG_SHAPES for g in (-1, -2)]
-            + [(1, v, 1, -1, 1) for v in (1, 2, 4, 8)])  # plain loads instead of .nc / no-L1 / L2 prefetch
+VARIANTS = ([(1, v, r, g, 0, 0) for v, r in REG_SHAPES for g in (-1, -2)]
+            + [(1, v, 1, g, 1, 0) for v in (1, 2, 4, 8) for g in (-1, -2)]  # plain loads, not .nc/no-L1/L2 prefetch
+            + [(1, v, 1, g, 0, 1) for v in (1, 2, 4) for g in (-1, -2)]  # weights read after the reduction
+            + [(3, v, 0, 0, 0, 0) for v in (1, 2, 4, 8)])
 
 
 @triton.jit
@@ -219,13 +222,15 @@ def main():
     ap.add_argument("--rep", type=int, default=10, help="do_bench_cudagraph rep (ms)")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--only-ours", action="store_true", help="time only our kernels (no peers, no roofline)")
+    ap.add_argument("--sweep-tokens", default="16,64,256,1024,4096",
+                    help="token counts at which --sweep times every variant")
     ap.add_argument("--sweep", default="4096,7168",
                     help="hidden sizes at which to time every launch variant of ours ('' = none)")
     args = ap.parse_args()
     hiddens = [int(v) for v in args.hidden.split(",")]
     tokens = [int(v) for v in args.tokens.split(",")]
     hc, dt = args.hc, torch.bfloat16
-    lib = Dsv4Lib(args.lib)
+    lib = Dsv4Lib(args.lib, lab=True)
     torch._dynamo.config.cache_size_limit = 256
     if hasattr(torch._dynamo.config, "recompile_limit"):
         torch._dynamo.config.recompile_limit = 256
@@ -293,10 +298,10 @@ def main():
                 continue
             if T <= 4096:
                 r["copy_us"], r["copy_best"], r["copy_all"] = copy_roofline((1 + hc) * T * H, dt, args.rep)
-            if str(H) in args.sweep.split(","):
+            if str(H) in args.sweep.split(",") and str(T) in args.sweep_tokens.split(","):
                 sweep = []
                 for var in VARIANTS:
-                    lib.set_variant(*var)
+                    lib.set_launch(*var)
                     try:
                         lib.fused_mtp_input_rms_norm(e, pos, prev, ew, hw, eo, ho, EPS)
                     except Dsv4Error:
@@ -304,7 +309,7 @@ def main():
                     desc = lib.last_launch()
                     t = bench(lambda: lib.fused_mtp_input_rms_norm(e, pos, prev, ew, hw, eo, ho, EPS), args.rep)
                     sweep.append({"variant": list(var), "launch": desc, "us": t})
-                lib.set_variant(0)
+                lib.set_launch(0)
                 best = min(sweep, key=lambda x: x["us"])
                 r["sweep"] = sweep
                 r["sweep_best_us"], r["sweep_best_launch"] = best["us"], best["launch"]
@@ -358,9 +363,10 @@ def main():
             del e, prev, eo, ho, eh, eo2, ho2, head_out
             torch.cuda.empty_cache()
 
-    # Acceptance (issue 8): ours <= 0.8x Triton at T <= 256 and <= 1.0x at T >= 4096, H in {4096, 7168}.
+    # Acceptance (issue 20): ours <= 0.8x the published Triton kernel (Triton's default 4 warps) at T <= 16 and
+    # never slower at any T, H in {4096, 7168}; the best Triton warp count is reported beside it.
     def target(T):
-        return 0.8 if T <= 256 else (1.0 if T >= 4096 else None)
+        return 0.8 if T <= 16 else 1.0
 
     if args.only_ours:
         dump()
@@ -372,15 +378,15 @@ def main():
             r["target"] = lim
             r["meets_target_vs_triton"] = r["ratio_ours_triton"] <= lim
             r["meets_target_vs_triton_best"] = r["ratio_ours_triton_best"] <= lim
-            verdicts.append(r["meets_target_vs_triton_best"])
+            verdicts.append(r["meets_target_vs_triton"])
 
     print(f"\nfused MTP input RMSNorm, bf16, hc={hc}, {device}; times in us (do_bench_cudagraph median); "
           f"%bw = fraction of copy bandwidth ({copy_bw / 1e9:.0f} GB/s)")
     print(f"{'H':>5} {'T':>5} | {'ours':>8} {'%bw':>4} {'eh':>8} | {'triton':>8} {'best':>8} {'%bw':>4} | "
           f"{'compile':>8} {'eager':>8} | {'o/tri':>5} {'o/best':>6} {'o/comp':>6} | {'head':>7} {'h-tri*':>7} "
-          f"{'h-comp':>7} {'h o/t*':>6} | {'sweep':>8} {'s/best':>6} | {'copy':>7} {'0.8tri':>7}")
+          f"{'h-comp':>7} {'h o/t*':>6} | {'sweep':>8} {'s/best':>6} | {'copy':>7} {'goal':>7}")
     for r in results:
-        ok = {True: "", False: " MISS"}.get(r.get("meets_target_vs_triton_best"), "")
+        ok = {True: "", False: " MISS"}.get(r.get("meets_target_vs_triton"), "")
         print(f"{r['hidden']:5d} {r['tokens']:5d} | {r['ours']:8.2f} {100 * r['ours_frac_copy_bw']:3.0f}% "
               f"{r['ours_eh']:8.2f} | {r['triton']:8.2f} {r['triton_best']:8.2f} "
               f"{100 * r['triton_frac_copy_bw']:3.0f}% | {r.get('compile', float('nan')):8.2f} {r['eager']:8.2f} | "
@@ -389,8 +395,8 @@ def main():
               f"{r['head_triton_best']:7.2f} {r.get('head_compile', float('nan')):7.2f} "
               f"{r['head_ratio_ours_triton_best']:6.2f} | {r.get('sweep_best_us', float('nan')):8.2f} "
               f"{r.get('sweep_best_us', float('nan')) / r['triton_best']:6.2f} | "
-              f"{r.get('copy_us', float('nan')):7.2f} {0.8 * r['triton']:7.2f}{ok}")
-    print(f"acceptance (vs best Triton variant, H 4096/7168): {sum(verdicts)}/{len(verdicts)} points met")
+              f"{r.get('copy_us', float('nan')):7.2f} {target(r['tokens']) * r['triton']:7.2f}{ok}")
+    print(f"acceptance (vs Triton 4 warps, H 4096/7168): {sum(verdicts)}/{len(verdicts)} points met")
     dump()
     return 0
 

@@ -4,7 +4,7 @@
 # (Triton / eager / torch.compile / copy roofline) and ours alone with DSV4_PDL=0.
 #
 # Knobs (environment): LAB_BENCH_ARGS (extra bench_mtp_norm arguments, e.g. "--hidden 4096,7168"),
-# LAB_PEERS_ARGS (extra mtp_norm_peers.py arguments, e.g. "--no-compile"), LAB_*_S (step time limits).
+# LAB_PEERS_ARGS (extra peers.py arguments, e.g. "--no-compile"), LAB_*_S (step time limits).
 #
 #   bench/kernels/mtp_norm_lab.sh STAGE_DIR OUT_DIR
 #
@@ -30,19 +30,19 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,te
 step gpu_tests "${LAB_TESTS_S:-70}" ./dsv4_gpu_tests --gtest_filter='*MtpNorm*:CudaDevice*'
 step check_kernels "${LAB_CHECK_S:-50}" python3 tools/reference/check_kernels.py --lib "$STAGE/libdsv4.so" \
   --json "$LOGS/check_kernels.json"
-step bench_sweep "${LAB_SWEEP_S:-80}" ./bench_mtp_norm ${LAB_SWEEP_FLAG---sweep} ${LAB_BENCH_ARGS:-} \
+step bench_sweep "${LAB_SWEEP_S:-80}" ./bench_rms_norm ${LAB_SWEEP_FLAG---sweep} ${LAB_BENCH_ARGS:-} \
   --json "$LOGS/bench.json"
-step bench_nopdl "${LAB_PDL_S:-25}" env DSV4_PDL=0 ./bench_mtp_norm ${LAB_BENCH_ARGS:-} \
+step bench_nopdl "${LAB_PDL_S:-25}" env DSV4_PDL=0 ./bench_rms_norm ${LAB_BENCH_ARGS:-} \
   --json "$LOGS/bench_nopdl.json"
-step peers "${LAB_PEERS_S:-200}" python3 bench/kernels/mtp_norm_peers.py --lib "$STAGE/libdsv4.so" \
+step peers "${LAB_PEERS_S:-200}" python3 bench/kernels/rms_norm/peers.py --lib "$STAGE/libdsv4.so" \
   ${LAB_PEERS_ARGS:-} --json "$LOGS/peers.json"
-step peers_nopdl "${LAB_PEERS_NOPDL_S:-60}" env DSV4_PDL=0 python3 bench/kernels/mtp_norm_peers.py \
+step peers_nopdl "${LAB_PEERS_NOPDL_S:-60}" env DSV4_PDL=0 python3 bench/kernels/rms_norm/peers.py \
   --lib "$STAGE/libdsv4.so" ${LAB_PEERS_ARGS:-} --only-ours --json "$LOGS/peers_nopdl.json"
 # Kernel-only durations at small T (Nsight Compute, clocks left alone); skipped when ncu is absent or
 # LAB_NCU_S=0.
 if [ "${LAB_NCU_S:-90}" != 0 ] && command -v ncu >/dev/null; then
-  step ncu "${LAB_NCU_S:-90}" ncu --clock-control none -k regex:mtp --metrics gpu__time_duration.sum \
-    python3 bench/kernels/mtp_norm_ncu.py --lib "$STAGE/libdsv4.so"
+  step ncu "${LAB_NCU_S:-90}" ncu --clock-control none -k regex:rms_norm --metrics gpu__time_duration.sum \
+    python3 bench/kernels/rms_norm/ncu.py --lib "$STAGE/libdsv4.so"
 fi
 cp "$LOGS/peers.log" "$LOGS/peers_nopdl.log" "$LOGS/bench_sweep.log" "$OUT_DIR/" 2>/dev/null
 tar -czf "$OUT_DIR/lab.tgz" -C "$LOGS" .
@@ -53,5 +53,5 @@ echo "---- bench (DSV4_PDL=0)"; grep -v "^wrote" "$LOGS/bench_nopdl.log" | tail 
 echo "---- peers";      grep -E "^(copy|device|DSV4_PDL)" "$LOGS/peers.log"; sed -n '/^fused MTP input/,$p' "$LOGS/peers.log"
 tail -3 "$LOGS/peers.log"
 echo "---- peers, ours with DSV4_PDL=0"; grep -E "^(H=|DSV4_PDL)" "$LOGS/peers_nopdl.log"; tail -2 "$LOGS/peers_nopdl.log"
-echo "---- ncu"; [ -f "$LOGS/ncu.log" ] && python3 bench/kernels/mtp_norm_ncu.py --summarize "$LOGS/ncu.log"
+echo "---- ncu"; [ -f "$LOGS/ncu.log" ] && python3 bench/kernels/rms_norm/ncu.py --summarize "$LOGS/ncu.log"
 cat "$LOGS/summary.txt"

@@ -3,7 +3,7 @@
 
     ncu --cache-control none --clock-control none -k regex:"mtp|copy" \\
         --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,lts__t_sector_hit_rate.pct \\
-        python3 bench/kernels/mtp_norm_probe.py --lib build/libdsv4.so
+        python3 bench/kernels/rms_norm/probe.py --lib build/libdsv4.so
 
 Per shape (--shapes, hc = 4, bf16), --launches launches each of: ours (heuristic), the Triton peer at
 --warps warps, and a Triton copy of the same bytes. With hot caches (the state the graph-replayed
@@ -17,7 +17,7 @@ import torch
 import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mtp_norm_peers import EPS, Dsv4Lib, copy_kernel, mtp_inputs, triton_mtp  # noqa: E402
+from peers import EPS, Dsv4Lib, copy_kernel, mtp_inputs, triton_mtp  # noqa: E402
 
 
 
@@ -28,7 +28,7 @@ def main():
     ap.add_argument("--warps", type=int, default=4, help="the Triton peer's num_warps")
     ap.add_argument("--launches", type=int, default=3, help="launches of each kernel per shape")
     args = ap.parse_args()
-    lib = Dsv4Lib(args.lib)
+    lib = Dsv4Lib(args.lib, lab=True)
     hc, dt = 4, torch.bfloat16
     for H, T in (tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(",")):
         e, pos, prev, ew, hw, eo, ho = mtp_inputs(T, H, hc, dt)

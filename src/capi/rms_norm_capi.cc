@@ -1,4 +1,5 @@
-// C API of the MTP norm kernels (include/dsv4/dsv4.h): argument checks, then the CUDA launchers.
+// C API of the MTP norm kernels (include/dsv4/dsv4.h): argument checks, then the RMSNorm family's CUDA launchers
+// (backend/cuda/rms_norm.h), which get the heuristic's launch shape.
 // No exception crosses this boundary; every failure becomes a status code plus a thread-local message.
 // A CPU-only build (DSV4_CUDA=OFF) checks the arguments the same way, then answers DSV4_ERROR_CUDA ("built
 // without CUDA") for any call that has work to do.
@@ -9,11 +10,10 @@
 #include <cmath>
 #include <exception>
 #include <initializer_list>
-#include <mutex>
 #include <string>
 #include <utility>
 
-#include "backend/cuda/mtp_norm.h"
+#include "backend/cuda/rms_norm.h"
 #include "dsv4/dsv4.h"
 
 namespace {
@@ -23,30 +23,6 @@ using dsv4::Status;
 using dsv4::StatusCode;
 
 thread_local std::string g_last_error;
-thread_local std::string g_last_launch;
-
-// The kernel lab's variant override (dsv4_lab_set_mtp_norm_variant); kAuto = none.
-std::mutex g_lab_mu;
-dsv4::cuda::MtpNormConfig g_lab_config;
-
-#ifndef DSV4_NO_CUDA
-// The config the entry points pass to the launchers: nullptr (the heuristic) unless the lab set one
-// (an automatic kernel with only the trigger set is the heuristic's launch with that trigger).
-const dsv4::cuda::MtpNormConfig* lab_config(dsv4::cuda::MtpNormConfig* storage) {
-  std::lock_guard<std::mutex> lock(g_lab_mu);
-  if (g_lab_config.kernel == dsv4::cuda::MtpNormKernel::kAuto &&
-      g_lab_config.trigger == dsv4::cuda::MtpNormTrigger::kAuto) {
-    return nullptr;
-  }
-  *storage = g_lab_config;
-  return storage;
-}
-
-Status record_launch(const Status& s, const dsv4::cuda::MtpNormLaunch& launch) {
-  if (s.is_ok()) g_last_launch = launch.to_string();
-  return s;
-}
-#endif
 
 int finish(const Status& s) {
   if (s.is_ok()) {
@@ -201,12 +177,9 @@ int dsv4_fused_mtp_input_rms_norm(const void* inputs_embeds, const int64_t* posi
 #ifdef DSV4_NO_CUDA
     return check_launch_sizes(kWhat, hidden, hc_mult, eps);  // num_tokens = 0: nothing to launch
 #else
-    dsv4::cuda::MtpNormConfig storage;
-    dsv4::cuda::MtpNormLaunch launch;
-    return record_launch(dsv4::cuda::fused_mtp_input_rms_norm(inputs_embeds, positions, prev_hidden, enorm_weight,
-                                                              hnorm_weight, enorm_out, hnorm_out, num_tokens, hidden,
-                                                              hc_mult, eps, dt, stream, lab_config(&storage), &launch),
-                         launch);
+    return dsv4::cuda::fused_mtp_input_rms_norm(inputs_embeds, dsv4::RowPositions{positions, true}, prev_hidden,
+                                                enorm_weight, hnorm_weight, enorm_out, hnorm_out, num_tokens, hidden,
+                                                hc_mult, eps, dt, stream);
 #endif
   });
 }
@@ -235,12 +208,9 @@ int dsv4_fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const int64_t* p
 #ifdef DSV4_NO_CUDA
     return check_launch_sizes(kWhat, hidden, hc_mult, eps);  // num_tokens = 0: nothing to launch
 #else
-    dsv4::cuda::MtpNormConfig storage;
-    dsv4::cuda::MtpNormLaunch launch;
-    return record_launch(dsv4::cuda::fused_mtp_input_rms_norm_eh(inputs_embeds, positions, prev_hidden, enorm_weight,
-                                                                 hnorm_weight, out, num_tokens, hidden, hc_mult, eps,
-                                                                 dt, stream, lab_config(&storage), &launch),
-                         launch);
+    return dsv4::cuda::fused_mtp_input_rms_norm_eh(inputs_embeds, dsv4::RowPositions{positions, true}, prev_hidden,
+                                                   enorm_weight, hnorm_weight, out, num_tokens, hidden, hc_mult, eps,
+                                                   dt, stream);
 #endif
   });
 }
@@ -261,46 +231,9 @@ int dsv4_mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, 
 #ifdef DSV4_NO_CUDA
     return check_launch_sizes(kWhat, hidden, 1, eps);  // num_tokens = 0: nothing to launch
 #else
-    dsv4::cuda::MtpNormConfig storage;
-    dsv4::cuda::MtpNormLaunch launch;
-    return record_launch(dsv4::cuda::mtp_shared_head_rms_norm(x, weight, out, num_tokens, hidden, eps, dt, stream,
-                                                              lab_config(&storage), &launch),
-                         launch);
+    return dsv4::cuda::rms_norm_rows(x, weight, out, num_tokens, hidden, eps, dt, stream);
 #endif
   });
 }
-
-int dsv4_lab_set_mtp_norm_launch(int kernel, int vecs_per_thread, int rows_per_block, int max_blocks, int plain_loads,
-                                 int late_weights, int trigger, int blocks_per_sm) {
-  return guarded([&]() -> Status {
-    using dsv4::cuda::MtpNormKernel;
-    using dsv4::cuda::MtpNormTrigger;
-    if (kernel < 0 || kernel > static_cast<int>(MtpNormKernel::kBulk)) {
-      return {StatusCode::kInvalidArgument,
-              dsv4::str_cat("dsv4_lab_set_mtp_norm_launch: kernel must be 0..3, got ", kernel)};
-    }
-    if (trigger < 0 || trigger > static_cast<int>(MtpNormTrigger::kBeforeWait)) {
-      return {StatusCode::kInvalidArgument,
-              dsv4::str_cat("dsv4_lab_set_mtp_norm_launch: trigger must be 0..3, got ", trigger)};
-    }
-    std::lock_guard<std::mutex> lock(g_lab_mu);
-    g_lab_config = {static_cast<MtpNormKernel>(kernel),
-                    vecs_per_thread,
-                    rows_per_block,
-                    max_blocks,
-                    plain_loads != 0,
-                    late_weights != 0,
-                    static_cast<MtpNormTrigger>(trigger),
-                    blocks_per_sm};
-    return Status::ok();
-  });
-}
-
-int dsv4_lab_set_mtp_norm_variant(int kernel, int vecs_per_thread, int rows_per_block, int max_blocks,
-                                  int plain_loads) {
-  return dsv4_lab_set_mtp_norm_launch(kernel, vecs_per_thread, rows_per_block, max_blocks, plain_loads, 0, 0, 0);
-}
-
-const char* dsv4_lab_last_mtp_norm_launch(void) { return g_last_launch.c_str(); }
 
 }  // extern "C"

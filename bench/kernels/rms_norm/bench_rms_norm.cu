@@ -1,7 +1,8 @@
-// Kernel lab: the fused MTP norms (dsv4::cuda) timed as CUDA-graph replays, median of many, next to the
-// measured device-to-device copy bandwidth of the same card in the same run.
+// Kernel lab: the RMSNorm family's row kernels (dsv4::cuda, rms_norm.h) as the fused MTP norms, timed as
+// CUDA-graph replays, median of many, next to the measured device-to-device copy bandwidth of the same card
+// in the same run.
 //
-//   bench_mtp_norm [--json PATH] [--sweep] [--hidden 4096,7168,2568] [--tokens 1,4,...] [--hc 4]
+//   bench_rms_norm [--json PATH] [--sweep] [--hidden 4096,7168,2568] [--tokens 1,4,...] [--hc 4]
 //
 // Two input regimes per shape:
 //   hot:  one buffer set, replayed back to back (what triton.testing.do_bench_cudagraph measures; small
@@ -27,17 +28,17 @@
 #include <string>
 #include <vector>
 
+#include "../lab_util.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/launch.h"
-#include "backend/cuda/mtp_norm.h"
+#include "backend/cuda/rms_norm.h"
 #include "dsv4/backend/cuda_device.h"
 #include "dsv4/core/dtype.h"
-#include "lab_util.h"
 
 namespace {
 
 using dsv4::DType;
-using dsv4::cuda::MtpNormConfig;
+using dsv4::cuda::RmsNormConfig;
 using nlohmann::json;
 
 using dsv4::bench::DeviceAlloc;
@@ -189,21 +190,21 @@ int main(int argc, char** argv) {
   json results = json::array();
   // Launch variants for --sweep: every register-kernel instance, one block per tile and one resident wave
   // looping over tiles, and the plain-load flavour; the bulk kernel's shapes.
-  std::vector<MtpNormConfig> variants;
-  using dsv4::cuda::MtpNormKernel;
+  std::vector<RmsNormConfig> variants;
+  using dsv4::cuda::RmsNormKernel;
   const int shapes[][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}, {4, 1}, {4, 2}, {8, 1}};
   for (const auto& [vpt, rows] : shapes) {
-    for (int max_blocks : {-1, -2}) variants.push_back({MtpNormKernel::kRegister, vpt, rows, max_blocks, false});
+    for (int max_blocks : {-1, -2}) variants.push_back({RmsNormKernel::kRegister, vpt, rows, max_blocks, false});
     if (rows == 1) {
-      variants.push_back({MtpNormKernel::kRegister, vpt, rows, -1, true});
+      variants.push_back({RmsNormKernel::kRegister, vpt, rows, -1, true});
       for (int max_blocks : {-1, -2})
-        variants.push_back({MtpNormKernel::kRegister, vpt, rows, max_blocks, false, true});  // late weights
+        variants.push_back({RmsNormKernel::kRegister, vpt, rows, max_blocks, false, true});  // late weights
     }
   }
   // The bulk (TMA) kernel at each vectors per thread, one block per row or a resident grid with rings.
   for (int vpt : {1, 2, 4}) {
     for (int per_sm : {0, 1, 2, 4}) {  // 0: one block per row (the default); else a resident grid
-      variants.push_back({MtpNormKernel::kBulk, vpt, 0, 0, false, false, dsv4::cuda::MtpNormTrigger::kAuto, per_sm});
+      variants.push_back({RmsNormKernel::kBulk, vpt, 0, 0, false, false, dsv4::cuda::RmsNormTrigger::kAuto, per_sm});
     }
   }
 
@@ -224,10 +225,10 @@ int main(int argc, char** argv) {
       const double bytes = 2.0 * (2 * (1 + hc) * T * H + 2 * H) + 8.0 * T;
       const double eh_bytes = 2.0 * ((1 + hc) * T * H + 2 * hc * T * H + 2 * H) + 8.0 * T;
       const double head_bytes = 2.0 * (2 * T * H + H);
-      auto mtp = [&](const MtpNormConfig* cfg, int nsets) {
+      auto mtp = [&](const RmsNormConfig* cfg, int nsets) {
         return [&, cfg, nsets](int i, cudaStream_t s) {
           MtpSet& d = *sets[i % nsets];
-          check(dsv4::cuda::fused_mtp_input_rms_norm(d.e.ptr, static_cast<int64_t*>(d.pos.ptr), d.prev.ptr, ew.ptr,
+          check(dsv4::cuda::fused_mtp_input_rms_norm(d.e.ptr, dsv4::RowPositions{d.pos.ptr, true}, d.prev.ptr, ew.ptr,
                                                      hw.ptr, d.e_out.ptr, d.h_out.ptr, T, H, hc, 1e-6f, DType::BF16, s,
                                                      cfg));
         };
@@ -235,23 +236,23 @@ int main(int argc, char** argv) {
       auto eh = [&](int nsets) {
         return [&, nsets](int i, cudaStream_t s) {
           MtpSet& d = *sets[i % nsets];
-          check(dsv4::cuda::fused_mtp_input_rms_norm_eh(d.e.ptr, static_cast<int64_t*>(d.pos.ptr), d.prev.ptr, ew.ptr,
-                                                        hw.ptr, eh_out[i % nsets]->ptr, T, H, hc, 1e-6f, DType::BF16,
-                                                        s));
+          check(dsv4::cuda::fused_mtp_input_rms_norm_eh(d.e.ptr, dsv4::RowPositions{d.pos.ptr, true}, d.prev.ptr,
+                                                        ew.ptr, hw.ptr, eh_out[i % nsets]->ptr, T, H, hc, 1e-6f,
+                                                        DType::BF16, s));
         };
       };
       auto head = [&](int nsets) {
         return [&, nsets](int i, cudaStream_t s) {
           MtpSet& d = *sets[i % nsets];
-          check(dsv4::cuda::mtp_shared_head_rms_norm(d.e.ptr, hw.ptr, d.e_out.ptr, T, H, 1e-6f, DType::BF16, s));
+          check(dsv4::cuda::rms_norm_rows(d.e.ptr, hw.ptr, d.e_out.ptr, T, H, 1e-6f, DType::BF16, s));
         };
       };
       // Estimate one launch from the copy bandwidth (bytes / bandwidth, at least a few microseconds).
       const int n_mtp = launches_per_graph(std::max(bytes / copy_bw, 3e-6));
       const int n_head = launches_per_graph(std::max(head_bytes / copy_bw, 3e-6));
-      dsv4::cuda::MtpNormLaunch chosen;
+      dsv4::cuda::RmsNormLaunch chosen;
       check(dsv4::cuda::fused_mtp_input_rms_norm(
-          sets[0]->e.ptr, static_cast<int64_t*>(sets[0]->pos.ptr), sets[0]->prev.ptr, ew.ptr, hw.ptr,
+          sets[0]->e.ptr, dsv4::RowPositions{sets[0]->pos.ptr, true}, sets[0]->prev.ptr, ew.ptr, hw.ptr,
           sets[0]->e_out.ptr, sets[0]->h_out.ptr, T, H, hc, 1e-6f, DType::BF16, stream, nullptr, &chosen));
       const double hot = time_graph(mtp(nullptr, 1), stream, n_mtp);
       const double cold = time_graph(mtp(nullptr, cold_sets), stream, n_mtp);
@@ -281,10 +282,10 @@ int main(int argc, char** argv) {
       std::string best_desc = "-";
       double best = 0.0;
       if (sweep) {
-        for (const MtpNormConfig& cfg : variants) {
-          dsv4::cuda::MtpNormLaunch shape;
+        for (const RmsNormConfig& cfg : variants) {
+          dsv4::cuda::RmsNormLaunch shape;
           const dsv4::Status s = dsv4::cuda::fused_mtp_input_rms_norm(
-              sets[0]->e.ptr, static_cast<int64_t*>(sets[0]->pos.ptr), sets[0]->prev.ptr, ew.ptr, hw.ptr,
+              sets[0]->e.ptr, dsv4::RowPositions{sets[0]->pos.ptr, true}, sets[0]->prev.ptr, ew.ptr, hw.ptr,
               sets[0]->e_out.ptr, sets[0]->h_out.ptr, T, H, hc, 1e-6f, DType::BF16, stream, &cfg, &shape);
           if (!s.is_ok()) continue;  // this variant does not fit this H
           const double t = time_graph(mtp(&cfg, 1), stream, n_mtp);

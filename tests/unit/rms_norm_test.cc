@@ -1,6 +1,6 @@
 // CPU reference of the MTP norms against a direct float64 formula; ops-level argument checks; C API
 // argument errors (all of which are detected before any CUDA call, so they run without a GPU).
-#include "backend/cpu/mtp_norm.h"
+#include "backend/cpu/rms_norm.h"
 
 #include <gtest/gtest.h>
 
@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "dsv4/dsv4.h"
-#include "dsv4/ops/mtp_norm.h"
-#include "unit/mtp_norm_testing.h"
+#include "dsv4/ops/ops.h"
+#include "unit/rms_norm_testing.h"
 
 namespace dsv4 {
 namespace {
@@ -53,8 +53,8 @@ TEST_P(MtpNormCpuShapes, MatchesFloat64FormulaInBothLayouts) {
   const size_t es = dtype_size(dtype);
 
   std::vector<uint8_t> enorm(T * H * es, 0xff), hnorm(T * hc * H * es, 0xff);
-  cpu::fused_mtp_input_rms_norm(in.e.data(), in.positions.data(), in.prev.data(), in.enorm_w.data(), in.hnorm_w.data(),
-                                enorm.data(), hnorm.data(), T, H, hc, kEps, dtype);
+  cpu::fused_mtp_input_rms_norm(in.e.data(), RowPositions{in.positions.data(), true}, in.prev.data(), in.enorm_w.data(),
+                                in.hnorm_w.data(), enorm.data(), hnorm.data(), T, H, hc, kEps, dtype);
   const std::vector<float> e_out = to_floats(enorm.data(), T * H, dtype);
   const std::vector<float> h_out = to_floats(hnorm.data(), T * hc * H, dtype);
   expect_close(e_out, ref.enorm, dtype, "enorm");
@@ -66,8 +66,8 @@ TEST_P(MtpNormCpuShapes, MatchesFloat64FormulaInBothLayouts) {
 
   // The eh layout holds the same bytes: out[t, s, :H] = hnorm[t, s], out[t, s, H:] = enorm[t].
   std::vector<uint8_t> eh(T * hc * 2 * H * es, 0xff);
-  cpu::fused_mtp_input_rms_norm_eh(in.e.data(), in.positions.data(), in.prev.data(), in.enorm_w.data(),
-                                   in.hnorm_w.data(), eh.data(), T, H, hc, kEps, dtype);
+  cpu::fused_mtp_input_rms_norm_eh(in.e.data(), RowPositions{in.positions.data(), true}, in.prev.data(),
+                                   in.enorm_w.data(), in.hnorm_w.data(), eh.data(), T, H, hc, kEps, dtype);
   const size_t row = H * es;
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t s = 0; s < hc; ++s) {
@@ -79,7 +79,7 @@ TEST_P(MtpNormCpuShapes, MatchesFloat64FormulaInBothLayouts) {
 
   // Shared head: a plain per-row norm (prev rows reused as input).
   std::vector<uint8_t> head(T * hc * H * es, 0xff);
-  cpu::mtp_shared_head_rms_norm(in.prev.data(), in.hnorm_w.data(), head.data(), T * hc, H, kEps, dtype);
+  cpu::rms_norm_rows(in.prev.data(), in.hnorm_w.data(), head.data(), T * hc, H, kEps, dtype);
   expect_close(to_floats(head.data(), T * hc * H, dtype), ref.hnorm, dtype, "shared head");
 }
 
@@ -104,8 +104,8 @@ TEST(MtpNormCpu, ZeroRowsGiveZerosNotNaN) {
   for (int64_t i = 0; i < H; ++i) in.prev.values[i] = 0.f;
   std::memcpy(in.prev.bytes.data(), in.prev.values.data(), H * sizeof(float));
   std::vector<float> e(T * H, NAN), h(T * hc * H, NAN);
-  cpu::fused_mtp_input_rms_norm(in.e.data(), in.positions.data(), in.prev.data(), in.enorm_w.data(), in.hnorm_w.data(),
-                                e.data(), h.data(), T, H, hc, kEps, DType::F32);
+  cpu::fused_mtp_input_rms_norm(in.e.data(), RowPositions{in.positions.data(), true}, in.prev.data(), in.enorm_w.data(),
+                                in.hnorm_w.data(), e.data(), h.data(), T, H, hc, kEps, DType::F32);
   for (float v : e) ASSERT_EQ(v, 0.0f);
   for (int64_t i = 0; i < H; ++i) ASSERT_EQ(h[i], 0.0f);
   for (int64_t i = H; i < T * hc * H; ++i) ASSERT_TRUE(std::isfinite(h[i]));
@@ -113,10 +113,11 @@ TEST(MtpNormCpu, ZeroRowsGiveZerosNotNaN) {
 
 TEST(MtpNormCpu, ZeroTokensTouchNothing) {
   std::vector<float> out(8, 42.f);
-  cpu::fused_mtp_input_rms_norm(nullptr, nullptr, nullptr, nullptr, nullptr, out.data(), out.data(), 0, 8, 4, kEps,
-                                DType::BF16);
-  cpu::fused_mtp_input_rms_norm_eh(nullptr, nullptr, nullptr, nullptr, nullptr, out.data(), 0, 8, 4, kEps, DType::F16);
-  cpu::mtp_shared_head_rms_norm(nullptr, nullptr, out.data(), 0, 8, kEps, DType::F32);
+  cpu::fused_mtp_input_rms_norm(nullptr, RowPositions{}, nullptr, nullptr, nullptr, out.data(), out.data(), 0, 8, 4,
+                                kEps, DType::BF16);
+  cpu::fused_mtp_input_rms_norm_eh(nullptr, RowPositions{}, nullptr, nullptr, nullptr, out.data(), 0, 8, 4, kEps,
+                                   DType::F16);
+  cpu::rms_norm_rows(nullptr, nullptr, out.data(), 0, 8, kEps, DType::F32);
   for (float v : out) EXPECT_EQ(v, 42.f);
 }
 
@@ -127,7 +128,8 @@ struct OpsFixture {
   std::vector<float> e_out = std::vector<float>(T * H), h_out = std::vector<float>(T * hc * H),
                      eh_out = std::vector<float>(T * hc * 2 * H);
   Tensor e() { return {in.e.data(), DType::F32, {T, H}}; }
-  Tensor pos() { return {in.positions.data(), DType::I64, {T}}; }
+  std::vector<int32_t> pos32 = std::vector<int32_t>(in.positions.begin(), in.positions.end());
+  Tensor pos() { return {pos32.data(), DType::I32, {T}}; }  // the engine's positions are int32
   Tensor prev() { return {in.prev.data(), DType::F32, {T, hc, H}}; }
   Tensor ew() { return {in.enorm_w.data(), DType::F32, {H}}; }
   Tensor hw() { return {in.hnorm_w.data(), DType::F32, {H}}; }
@@ -165,7 +167,8 @@ TEST(MtpNormOps, CpuDispatchMatchesReference) {
     }
   }
   std::vector<float> head(f.T * f.H);
-  ops::mtp_shared_head_rms_norm(ctx, Tensor(head.data(), DType::F32, {f.T, f.H}), f.e(), f.ew(), kEps);
+  // The shared head's norm is the plain op.
+  ops::rms_norm(ctx, Tensor(head.data(), DType::F32, {f.T, f.H}), f.e(), f.ew(), kEps);
   expect_close(head, mtp_testing::reference_rms_norm(f.in.e.values, f.H, f.in.enorm_w.values, kEps), DType::F32,
                "ops shared head");
 }
@@ -177,10 +180,10 @@ TEST(MtpNormOps, RejectsBadArguments) {
   auto call = [&](Tensor eo, Tensor ho, Tensor e, Tensor pos, Tensor prev, Tensor ew, Tensor hw, float ep) {
     return [=, &ctx] { ops::fused_mtp_input_rms_norm(ctx, eo, ho, e, pos, prev, ew, hw, ep); };
   };
-  std::vector<int32_t> pos32(f.T);
+  std::vector<int64_t> pos64(f.T);
   std::vector<uint16_t> bf16(f.T * f.hc * f.H);
   std::vector<float> big(64 * 64);
-  expect_invalid(call(f.eo(), f.ho(), f.e(), Tensor(pos32.data(), DType::I32, {f.T}), f.prev(), f.ew(), f.hw(), eps),
+  expect_invalid(call(f.eo(), f.ho(), f.e(), Tensor(pos64.data(), DType::I64, {f.T}), f.prev(), f.ew(), f.hw(), eps),
                  "positions");
   expect_invalid(
       call(f.eo(), f.ho(), f.e(), f.pos(), Tensor(bf16.data(), DType::BF16, {f.T, f.hc, f.H}), f.ew(), f.hw(), eps),
@@ -208,10 +211,9 @@ TEST(MtpNormOps, RejectsBadArguments) {
   // eh layout: the last dim must be 2H.
   expect_invalid([&] { ops::fused_mtp_input_rms_norm_eh(ctx, f.ho(), f.e(), f.pos(), f.prev(), f.ew(), f.hw(), eps); },
                  "out");
-  // shared head: weight size and output shape.
-  expect_invalid([&] { ops::mtp_shared_head_rms_norm(ctx, f.eo(), f.e(), Tensor(big.data(), DType::F32, {3}), eps); },
-                 "w");
-  expect_invalid([&] { ops::mtp_shared_head_rms_norm(ctx, f.ho(), f.e(), f.ew(), eps); }, "out");
+  // shared head (ops::rms_norm): weight size and output shape.
+  expect_invalid([&] { ops::rms_norm(ctx, f.eo(), f.e(), Tensor(big.data(), DType::F32, {3}), eps); }, "weight");
+  expect_invalid([&] { ops::rms_norm(ctx, f.ho(), f.e(), f.ew(), eps); }, "out");
 }
 
 // ---- C API (argument errors are found before any device call) -------------------------------------
@@ -265,18 +267,6 @@ TEST(MtpNormCApi, ArgumentErrorsAreCodesNotCrashes) {
   EXPECT_NE(std::string(dsv4_last_error()).find("weight is null"), std::string::npos) << dsv4_last_error();
   EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(p, p, p, 2, -5, kEps, DSV4_DTYPE_BF16, nullptr), DSV4_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(dsv4_mtp_shared_head_rms_norm(nullptr, nullptr, nullptr, 0, 8, kEps, DSV4_DTYPE_F16, nullptr), DSV4_OK);
-
-  // The lab's variant override validates the kernel id and resets with 0.
-  EXPECT_EQ(dsv4_lab_set_mtp_norm_variant(9, 0, 0, 0, 0), DSV4_ERROR_INVALID_ARGUMENT);
-  EXPECT_EQ(dsv4_lab_set_mtp_norm_variant(0, 0, 0, 0, 0), DSV4_OK);
-  // The full override also validates the PDL trigger; kernel 3 (bulk) exists there.
-  EXPECT_EQ(dsv4_lab_set_mtp_norm_launch(4, 0, 0, 0, 0, 0, 0, 0), DSV4_ERROR_INVALID_ARGUMENT);
-  EXPECT_NE(std::string(dsv4_last_error()).find("kernel must be 0..3"), std::string::npos) << dsv4_last_error();
-  EXPECT_EQ(dsv4_lab_set_mtp_norm_launch(0, 0, 0, 0, 0, 0, 4, 0), DSV4_ERROR_INVALID_ARGUMENT);
-  EXPECT_NE(std::string(dsv4_last_error()).find("trigger must be 0..3"), std::string::npos) << dsv4_last_error();
-  EXPECT_EQ(dsv4_lab_set_mtp_norm_launch(-1, 0, 0, 0, 0, 0, -1, 0), DSV4_ERROR_INVALID_ARGUMENT);
-  EXPECT_EQ(dsv4_lab_set_mtp_norm_launch(3, 2, 1, -1, 0, 0, 2, 0), DSV4_OK);
-  EXPECT_EQ(dsv4_lab_set_mtp_norm_launch(0, 0, 0, 0, 0, 0, 0, 0), DSV4_OK);  // back to the heuristic
 }
 
 }  // namespace

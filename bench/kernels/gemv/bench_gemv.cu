@@ -29,7 +29,7 @@
 #include "dsv4/backend/cuda_device.h"
 #include "dsv4/core/dtype.h"
 #include "dsv4/core/exec_context.h"
-#include "lab_util.h"
+#include "../lab_util.h"
 
 namespace {
 
