@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stages what a GPU run needs into one archive small enough to carry to the GPU machine: the build's programs
-# and libraries (debug info stripped), the scripts that drive them (tools/reference, the kernel lab, this
-# folder) and env.sh (PATH and LD_LIBRARY_PATH). Test fixtures and models are not staged: the runner reads
+# and libraries (debug info stripped), the scripts that drive them (tools/reference, tools/profile, the kernel
+# lab, this folder) and env.sh (PATH and LD_LIBRARY_PATH). Test fixtures and models are not staged: the runner reads
 # them from the checkout the GPU call sends (DSV4_SOURCE_DIR).
 #   scripts/gpu/stage.sh [BUILD_DIR (build)] [DEST (.gpu-stage)]   ->  DEST/stage.tar.xz
 # On the GPU machine:  cd DEST && tar xJf stage.tar.xz && bash scripts/gpu/run.sh SUITES   (see run.sh)
@@ -12,12 +12,12 @@ dest=${2:-.gpu-stage}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/bin" "$tmp/lib" "$tmp/tools" "$tmp/bench" "$tmp/scripts"
-for f in "$build/dsv4" "$build/tests/dsv4_gpu_tests" "$build"/bench/bench_*; do
+for f in "$build/dsv4" "$build/tests/dsv4_gpu_tests" "$build/tests/dsv4_unit_tests" "$build"/bench/bench_*; do
   [ -x "$f" ] && cp "$f" "$tmp/bin/"
 done
 find "$build" -maxdepth 2 -name 'lib*.so' ! -path '*/CMakeFiles/*' -exec cp {} "$tmp/lib/" \;
 strip --strip-debug "$tmp"/bin/* "$tmp"/lib/*
-cp -r tools/reference "$tmp/tools/"
+cp -r tools/reference tools/profile "$tmp/tools/"
 cp -r bench/kernels bench/make_prompts.py "$tmp/bench/"
 cp -r scripts/gpu "$tmp/scripts/"
 cat >"$tmp/env.sh" <<'EOT'

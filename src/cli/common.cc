@@ -5,6 +5,8 @@
 
 #include "cli/commands.h"
 #include "dsv4/backend/cpu.h"
+#include "dsv4/backend/cuda_device.h"
+#include "dsv4/core/log.h"
 #include "dsv4/core/status.h"
 #include "dsv4/graph/buckets.h"
 #include "dsv4/graph/mode.h"
@@ -30,7 +32,16 @@ CLI::Validator non_negative_integer() {
 Device parse_device(const std::string& name) {
   if (name == "cpu") return Device::kCPU;
   if (name == "cuda") return Device::kCUDA;
-  fail(StatusCode::kInvalidArgument, "--device must be cpu or cuda, got '", name, "'");
+  if (name == "auto") {
+    // Once per process: the first command that resolves it says what it chose and why.
+    static const Device chosen = [] {
+      const bool gpu = cuda::device_count() > 0;
+      log_info("--device auto: ", gpu ? "cuda, " + cuda::device_summary() : "cpu (" + cuda::unavailable_reason() + ")");
+      return gpu ? Device::kCUDA : Device::kCPU;
+    }();
+    return chosen;
+  }
+  fail(StatusCode::kInvalidArgument, "--device must be auto, cpu or cuda, got '", name, "'");
 }
 
 DType parse_cuda_precision(const std::string& name) {
@@ -40,7 +51,8 @@ DType parse_cuda_precision(const std::string& name) {
 }
 
 void DeviceFlags::add_to(CLI::App* cmd) {
-  cmd->add_option("--device", device, "cpu or cuda")->capture_default_str();
+  cmd->add_option("--device", device, "auto (CUDA when a GPU is present, else the CPU), cpu or cuda")
+      ->capture_default_str();
   cmd->add_option("--cuda-precision", cuda_precision, "bf16 (default) or f32 weights/activations on --device cuda")
       ->capture_default_str();
   cmd->add_option("--cudagraph-mode", cudagraph_mode,
@@ -71,6 +83,8 @@ void DeviceFlags::add_to(CLI::App* cmd) {
                   "CPU backend threads: OpenMP loops and OpenBLAS matrix products (default: one per core)")
       ->check(CLI::Range(1, 4096));
 }
+
+std::string DeviceFlags::device_used() const { return device_name(parse_device(device)); }
 
 void DeviceFlags::apply(EngineOptions& o) const {
   o.device = parse_device(device);

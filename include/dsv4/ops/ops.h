@@ -78,7 +78,7 @@ void rope(ExecContext& ctx, Tensor x, Tensor pos, const RopeTable& table, bool i
 // place: the same values as the two ops one after the other (the norm's output rounded to x's dtype before the
 // rotation), in one pass on CUDA.
 void rms_norm_rope(ExecContext& ctx, Tensor x, Tensor w, float eps, Tensor pos, const RopeTable& table);
-// The MTP draft layer's input norms (reference/dsv4-architecture.md §2), RMSNorms as above of two kinds of
+// The MTP draft layer's input norms (DeepSeek-V4's MTP module), RMSNorms as above of two kinds of
 // rows: enorm_out [T, H] = rms_norm(positions[t] == 0 ? 0 : inputs_embeds[t]; enorm_w) and hnorm_out [T, hc, H] =
 // rms_norm(prev_hidden[t, s]; hnorm_w), prev_hidden given as [T, hc, H] or [T, hc*H]. positions [T] int32;
 // activations, weights and outputs share one dtype; every tensor contiguous.

@@ -7,7 +7,7 @@
 #   bash scripts/gpu/gemv_check.sh          GEMV tests, sanitizers, bench_gemv, Flash A/B   (~5 min)
 #   bash scripts/gpu/gemv_check.sh suite    the whole GPU test suite with the GEMV on       (~3 min)
 set -u
-. .gpu-stage/env.sh
+. "${STAGE:-.gpu-stage}/env.sh"
 export DSV4_SOURCE_DIR=$PWD LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader

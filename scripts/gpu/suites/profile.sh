@@ -4,7 +4,7 @@
 # forward (DSV4_PROFILE_DECODE). Repository root; STAGE (default .gpu-stage) carried. ONLY=tiny|flash runs
 # one model; LAYERS (default 3) sets the Flash slice's depth. Results under $OUT (3 files per model).
 set -u
-. ${STAGE:-.gpu-stage}/env.sh
+. "${STAGE:-.gpu-stage}/env.sh"
 export DSV4_SOURCE_DIR=$PWD LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)

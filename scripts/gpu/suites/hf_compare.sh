@@ -2,7 +2,7 @@
 # dsv4 (default graph mode) and transformers (eager, torch.compile) decode at batch 1 on the default model,
 # same card, same run. Repository root, .gpu-stage carried.
 set -u
-. .gpu-stage/env.sh
+. "${STAGE:-.gpu-stage}/env.sh"
 export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64 PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader

@@ -3,7 +3,7 @@
 # ms/step against the HBM floor, prefill throughput, start-up. Repository root, .gpu-stage carried.
 # FULL=1 runs the complete measurement (prefill 128/1024/4096, batches 1/16/64).
 set -u
-. .gpu-stage/env.sh
+. "${STAGE:-.gpu-stage}/env.sh"
 export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
