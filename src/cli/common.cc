@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "dsv4/backend/cpu.h"
 #include "dsv4/backend/cuda_device.h"
+#include "dsv4/core/env.h"
 #include "dsv4/core/log.h"
 #include "dsv4/core/status.h"
 #include "dsv4/graph/buckets.h"
@@ -87,6 +88,7 @@ void DeviceFlags::add_to(CLI::App* cmd) {
 std::string DeviceFlags::device_used() const { return device_name(parse_device(device)); }
 
 void DeviceFlags::apply(EngineOptions& o) const {
+  check_environment();  // every DSV4_* switch, before any weight is read, whatever the device
   o.device = parse_device(device);
   if (threads > 0) cpu::set_threads(threads);
   // The CUDA graph flags are checked whatever the device, so a typo is never silently ignored.
