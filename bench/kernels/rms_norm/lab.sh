@@ -3,12 +3,12 @@
 # launch-variant sweep; PDL is on by default, then an A/B run with DSV4_PDL=0), then the peer comparison
 # (Triton / eager / torch.compile / copy roofline) and ours alone with DSV4_PDL=0.
 #
-# Knobs (environment): LAB_BENCH_ARGS (extra bench_mtp_norm arguments, e.g. "--hidden 4096,7168"),
+# Knobs (environment): LAB_BENCH_ARGS (extra bench_rms_norm arguments, e.g. "--hidden 4096,7168"),
 # LAB_PEERS_ARGS (extra peers.py arguments, e.g. "--no-compile"), LAB_*_S (step time limits).
 #
-#   bench/kernels/mtp_norm_lab.sh STAGE_DIR OUT_DIR
+#   bench/kernels/rms_norm/lab.sh STAGE_DIR OUT_DIR
 #
-# STAGE_DIR holds libdsv4.so, dsv4_gpu_tests, bench_mtp_norm and the tree's tools/reference/*.py and
+# STAGE_DIR holds libdsv4.so, dsv4_gpu_tests, bench_rms_norm and the tree's tools/reference/*.py and
 # bench/kernels/*.py (a build dir plus the sources work too). Every step has its own time limit so the
 # summary and the logs survive a slow step; logs and JSON land in OUT_DIR/lab.tgz.
 set -u

@@ -3,9 +3,9 @@
 # on its kernels, the kernel lab (GEMV vs cuBLASLt on Flash's decode shapes against the copy bandwidth), the
 # Flash slice decode A/B (DSV4_GEMV=0 = cuBLASLt only, 1 = the default policy, 2 = the GEMV wherever it can) and,
 # as a second call, the whole GPU suite. Use it when the GEMV or its policy (gemv.h) changes.
-# Repository root, .gpu-stage carried (../shared/scripts/stage-gpu.sh build). Details under $OUT.
-#   bash scripts/gpu/gemv_check.sh          GEMV tests, sanitizers, bench_gemv, Flash A/B   (~5 min)
-#   bash scripts/gpu/gemv_check.sh suite    the whole GPU test suite with the GEMV on       (~3 min)
+# Repository root, .gpu-stage carried (scripts/gpu/stage.sh; scripts/gpu/run.sh gemv). Details under $OUT.
+#   bash scripts/gpu/suites/gemv.sh          GEMV tests, sanitizers, bench_gemv, Flash A/B   (~5 min)
+#   bash scripts/gpu/suites/gemv.sh suite    the whole GPU test suite with the GEMV on       (~3 min)
 set -u
 . "${STAGE:-.gpu-stage}/env.sh"
 export DSV4_SOURCE_DIR=$PWD LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64
