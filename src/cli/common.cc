@@ -80,10 +80,8 @@ void DeviceFlags::add_to(CLI::App* cmd) {
   cmd->add_option("--page-tokens", page_tokens,
                   "Positions per state page, a multiple of every compress rate (default: derived from the config)")
       ->check(CLI::Range(int64_t{0}, int64_t{65536}));
-  cmd->add_option(
-         "--threads", threads,
-         "CPU backend threads: OpenMP loops and OpenBLAS matrix products (default: one per core for the loops, one for "
-         "the matrix products)")
+  cmd->add_option("--threads", threads,
+                  "CPU backend threads of the OpenMP loops (default: one per core; matrix products run on one)")
       ->check(CLI::Range(1, 4096));
 }
 

@@ -3,8 +3,8 @@
 
 namespace dsv4::cpu {
 
-// Threads of the CPU backend, its OpenMP loops and OpenBLAS's matrix products alike (n >= 1; throws
-// kInvalidArgument otherwise). The default: OpenMP one per core, OpenBLAS one (backend/cpu/blas.cc says why).
+// Threads of the CPU backend's OpenMP loops (n >= 1; throws kInvalidArgument otherwise; default one per core).
+// Matrix products run on the calling thread whatever n is (backend/cpu/blas.cc says why).
 void set_threads(int n);
 
 }  // namespace dsv4::cpu

@@ -3,29 +3,18 @@
 #include <cblas.h>
 #include <omp.h>
 
-#include <atomic>
 #include <climits>
 
 #include "dsv4/core/status.h"
 
 namespace dsv4::cpu {
-namespace {
-
-std::atomic<bool> g_threads_set{false};  // set_threads was called
-
-}  // namespace
-
 void gemm_nt(int64_t M, int64_t N, int64_t K, const float* X, int64_t ldx, const float* W, int64_t ldw, float* Y,
              int64_t ldy) {
   if (M == 0 || N == 0) return;
-  // OpenBLAS's own worker threads busy-wait for work: on a machine whose cores are all taken (a shared CI
-  // box) a product then waits on a descheduled worker, measured 2-4x slower than one thread. So the products
-  // run on the calling thread unless set_threads asked for more. Set on first use, not at load time (OpenBLAS
-  // initialises in its own constructor, which may run after ours).
-  static const bool single = [] {
-    if (!g_threads_set.load()) openblas_set_num_threads(1);
-    return true;
-  }();
+  // Every product runs on the calling thread: OpenBLAS splitting one over the OpenMP threads measured 9x slower
+  // wall here (3.75 vs 0.40 s for a 512-token score on 2 loaded cores, bench/RESULTS.md). Set on first use, not
+  // at load time (OpenBLAS initialises in its own constructor, which may run after ours).
+  static const bool single = (openblas_set_num_threads(1), true);
   (void)single;
   // OpenBLAS takes 32-bit sizes (blasint): larger products are the caller's to split.
   for (int64_t v : {M, N, K, ldx, ldw, ldy}) {
@@ -38,9 +27,7 @@ void gemm_nt(int64_t M, int64_t N, int64_t K, const float* X, int64_t ldx, const
 
 void set_threads(int n) {
   DSV4_CHECK_ARG(n >= 1, "threads must be >= 1, got ", n);
-  g_threads_set.store(true);
   omp_set_num_threads(n);
-  openblas_set_num_threads(n);
 }
 
 }  // namespace dsv4::cpu
