@@ -98,7 +98,11 @@ void DeviceFlags::apply(EngineOptions& o) const {
     inputs.enforce_eager = enforce_eager;
     graph::resolve_graph_policy(inputs);
   }
-  if (!capture_sizes.empty()) graph::parse_capture_sizes(capture_sizes);
+  if (!capture_sizes.empty()) {  // parsed and range-checked here, before loading, whatever the device
+    graph::CaptureSizeOptions sizes;
+    sizes.sizes = graph::parse_capture_sizes(capture_sizes);
+    graph::CaptureSizes checked(sizes);
+  }
   o.cuda_precision = parse_cuda_precision(cuda_precision);
   o.cudagraph_mode = cudagraph_mode;
   o.enforce_eager = enforce_eager;

@@ -413,6 +413,7 @@ TEST_F(Cli, NumbersOutOfRangeAreErrorsNotClamped) {
   expect_failure(str_cat("generate -m ", m, " --ids 1 -n 1 --cudagraph-mode bogus"), {"--cudagraph-mode", "bogus"});
   expect_failure(str_cat("generate -m ", m, " --ids 1 -n 1 --capture-sizes garbage"), {"garbage"});
   expect_failure(str_cat("score -m ", m, " --ids 1 --capture-sizes 1,x"), {"capture sizes"});
+  expect_failure(str_cat("score -m ", m, " --ids 1 --capture-sizes 0,3"), {"capture size 0", "outside"});
 }
 
 TEST_F(Cli, DeviceErrors) {
