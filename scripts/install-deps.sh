@@ -4,7 +4,7 @@
 # backend needs nvcc (CUDA toolkit 12.8+ / 13), which is not a Debian package: without it dsv4 builds CPU-only.
 set -euo pipefail
 pkgs=(cmake ninja-build g++ pkg-config nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev
-      libpcre2-dev libutf8proc-dev libcpp-httplib-dev clang libclang-rt-14-dev libomp-dev)
+      libpcre2-dev libutf8proc-dev libcpp-httplib-dev libopenblas-openmp-dev clang libclang-rt-14-dev libomp-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,4 +1,4 @@
-// Shared by the kernel labs (bench_mtp_norm, bench_gemv): device buffers, random bf16 operands, list
+// Shared by the kernel labs (bench_rms_norm, bench_gemv): device buffers, random bf16 operands, list
 // arguments and graph-replayed timing.
 #pragma once
 

@@ -68,25 +68,6 @@ DSV4_API int dsv4_fused_mtp_input_rms_norm_eh(const void* inputs_embeds, const i
 DSV4_API int dsv4_mtp_shared_head_rms_norm(const void* x, const void* weight, void* out, int64_t num_tokens,
                                            int64_t hidden, float eps, int dtype, void* cuda_stream);
 
-/* ---- kernel lab only ------------------------------------------------------------------------------
- * Forces the launch variant that the three MTP norm entry points above use, process-wide, so that the
- * lab can sweep variants through this API. kernel: 0 = automatic (the heuristic; resets the override),
- * 1 = register, 2 = scalar; the other arguments as in dsv4::cuda::MtpNormConfig, 0 meaning "choose"
- * (plain_loads: 0 or 1). A variant that does not fit a call's shape makes that call return
- * DSV4_ERROR_INVALID_ARGUMENT. */
-DSV4_API int dsv4_lab_set_mtp_norm_variant(int kernel, int vecs_per_thread, int rows_per_block, int max_blocks,
-                                           int plain_loads);
-
-/* Kernel lab only: the full launch override. kernel adds 3 = bulk (TMA ring); late_weights 0 or 1;
- * trigger: where a PDL launch lets the next grid launch, 0 = default (after the loads), 1 = after the
- * loads, 2 = after griddepcontrol.wait, 3 = before it; blocks_per_sm: the bulk kernel's resident blocks
- * per SM (0 = default, 1..4). */
-DSV4_API int dsv4_lab_set_mtp_norm_launch(int kernel, int vecs_per_thread, int rows_per_block, int max_blocks,
-                                          int plain_loads, int late_weights, int trigger, int blocks_per_sm);
-
-/* Kernel lab only: the launch (kernel and shape) of the calling thread's last successful MTP norm call. */
-DSV4_API const char* dsv4_lab_last_mtp_norm_launch(void);
-
 #ifdef __cplusplus
 }  // extern "C"
 #endif

@@ -1,32 +1,99 @@
 #!/usr/bin/env bash
-# GPU checks of the CUDA backend from a staged folder (scripts/gpu/stage.sh): tests, CLI, sanitizers; logs to $OUT.
-# Usage: run.sh [all|tests|bench|cli|san]
-cd "$(dirname "$0")"
-export LD_LIBRARY_PATH=$PWD:/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
-export DSV4_SOURCE_DIR=$PWD
-OUT=${OUT:-$PWD/out}; mkdir -p "$OUT"
-mode=${1:-all}
-SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv,noheader | tee $OUT/gpu.txt
-if [[ $mode == all || $mode == tests ]]; then
-  timeout 200 ./dsv4_gpu_tests > $OUT/tests.txt 2>&1; echo "tests rc=$?"
-  grep -E "tests ran|PASSED|FAILED  \]" $OUT/tests.txt | head -30
-  grep -E "Failure" -A3 $OUT/tests.txt | grep -v mtp_norm | head -30
-  grep -E "logit error|greedy|graph of|memory \[|MTP|seed" $OUT/tests.txt | grep -vE "prefill\+decode|chunks" | sed -E 's/(flipped choice\(s\)): .*/\1/' | cut -c1-220 | head -70
-  grep -E "\[(F32|BF16)\] block" $OUT/tests.txt | awk '{print $1, $2, $3, $4, $NF}' | paste -sd' ' | head -c 1500; echo
+# The GPU runner: named suites over a staged build (scripts/gpu/stage.sh), one call, logs and JSON under $OUT.
+#   cd STAGE && tar xJf stage.tar.xz && bash scripts/gpu/run.sh SUITE[,SUITE...]
+# Suites:
+#   tests       the whole GPU test suite (dsv4_gpu_tests)
+#   rms_norm    the RMSNorm family: its GPU tests, C-API parity (check_kernels.py) and the peer timing
+#               (bench/kernels/rms_norm/peers.py; PEERS_ARGS adds arguments, e.g. "--sweep ''" for no sweep)
+#   bench       the opt-in CUDA benchmark test (CudaBench)
+#   cli         info / generate on the test fixture, CUDA and CPU
+#   san         compute-sanitizer memcheck + racecheck on the op, model and engine tests
+#   runtime_v2  scripts/gpu/runtime_v2.sh (the runtime issue's measurements; PHASES selects its parts)
+#   profile, gemv, checkpoints, hf_compare, flash   scripts/gpu/suites/NAME.sh (their headers say what they
+#               measure and which variables they take), run from the checkout with the stage's programs
+# Fixtures and models come from DSV4_SOURCE_DIR (default: the checkout the call runs in, the stage's parent).
+# Prints a short summary last; every log is also in $OUT/logs.tgz.
+set -u
+STAGE=$(cd "$(dirname "$0")/../.." && pwd)
+. "$STAGE/env.sh"
+export DSV4_SOURCE_DIR=${DSV4_SOURCE_DIR:-$(cd "$STAGE/.." && pwd)} PYTHONUNBUFFERED=1
+FINAL=${OUT:-$STAGE/out}
+LOGS=$(mktemp -d)
+mkdir -p "$FINAL"
+suites=",${1:-tests},"
+has() { [[ $suites == *",$1,"* ]]; }
+summary() { echo "$*" | tee -a "$LOGS/summary.txt"; }
+step() {  # step NAME SECONDS CMD...: runs with a time limit, log in $LOGS/NAME.log
+  local name=$1 limit=$2 t0=$SECONDS
+  shift 2
+  timeout "$limit" "$@" >"$LOGS/$name.log" 2>&1
+  local rc=$?
+  summary "== $name: rc=$rc in $((SECONDS - t0)) s"
+  return $rc
+}
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.used,memory.total --format=csv \
+  >"$LOGS/card.csv" 2>&1
+summary "card: $(tail -1 "$LOGS/card.csv")"
+cd "$STAGE"
+if has tests; then
+  step gpu_tests "${TESTS_S:-300}" dsv4_gpu_tests ${TESTS_FILTER:+--gtest_filter=$TESTS_FILTER}
+  summary "$(grep -E "tests? ran|^\[  PASSED|^\[  FAILED" "$LOGS/gpu_tests.log" | head -20)"
 fi
-if [[ $mode == all || $mode == bench ]]; then
-  DSV4_BENCH=1 timeout 120 ./dsv4_gpu_tests --gtest_filter='CudaBench.*' > $OUT/bench.txt 2>&1; echo "bench rc=$?"
-  grep -E "bench model|prefill chunk|decode batch|FAILED|Failure" $OUT/bench.txt
+if has rms_norm; then
+  step rms_norm_tests "${RMS_TESTS_S:-90}" dsv4_gpu_tests --gtest_filter='*MtpNorm*:*RmsNorm*'
+  summary "$(grep -E "tests? ran|^\[  PASSED|^\[  FAILED" "$LOGS/rms_norm_tests.log" | head -8)"
+  step check_kernels "${CHECK_S:-90}" python3 tools/reference/check_kernels.py --lib "$STAGE/lib/libdsv4.so" \
+    --json "$LOGS/check_kernels.json"
+  summary "$(tail -2 "$LOGS/check_kernels.log")"
+  step peers "${PEERS_S:-240}" python3 bench/kernels/rms_norm/peers.py --lib "$STAGE/lib/libdsv4.so" --no-compile \
+    ${PEERS_ARGS:-} --json "$LOGS/peers.json"
+  sed -n '/^fused MTP input/,$p' "$LOGS/peers.log" | tee -a "$LOGS/summary.txt"
+  python3 - "$LOGS/peers.json" <<'PY' | tee -a "$LOGS/summary.txt"
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+except Exception as e:
+    sys.exit(f"no peers JSON: {e}")
+for r in d["results"]:
+    if "sweep" in r:
+        top = sorted(r["sweep"], key=lambda s: s["us"])[:4]
+        print(f"H={r['hidden']} T={r['tokens']}: ours {r['ours']:.2f} [{r['ours_launch']}], triton {r['triton']:.2f}; "
+              + "; ".join(f"{s['us']:.2f} {s['launch']}" for s in top))
+PY
 fi
-if [[ $mode == all || $mode == cli ]]; then
-  ./dsv4 info -m tests/fixtures/hf/tiny_a --device cuda 2>&1 | grep -E "memory|error"; ./dsv4 info -m tests/fixtures/hf/tiny_a --device cuda --json 2>/dev/null | head -c 300 | tee $OUT/info.txt
-  ./dsv4 generate -m tests/fixtures/hf/tiny_a --ids 5,6,7,8,9 -n 16 --device cuda --ignore-eos 2>&1 | tail -2 | tee $OUT/gen_cuda.txt
-  ./dsv4 generate -m tests/fixtures/hf/tiny_a --ids 5,6,7,8,9 -n 16 --device cpu --ignore-eos 2>&1 | tail -2 | tee $OUT/gen_cpu.txt
+if has bench; then
+  DSV4_BENCH=1 step cuda_bench 120 dsv4_gpu_tests --gtest_filter='CudaBench.*'
+  summary "$(grep -E "bench model|prefill chunk|decode batch|FAILED|Failure" "$LOGS/cuda_bench.log")"
 fi
-if [[ $mode == all || $mode == san ]]; then
-  timeout 150 $SAN --tool memcheck --error-exitcode 9 ./dsv4_gpu_tests --gtest_filter='CudaOps.*:*CudaModelParity*:CudaEngine.*:CudaMtp.*' > $OUT/san_memcheck.txt 2>&1
-  echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|tests ran|PASSED|FAILED" $OUT/san_memcheck.txt | head -12
-  timeout 150 $SAN --tool racecheck --error-exitcode 9 ./dsv4_gpu_tests --gtest_filter='CudaOps.*:*EachBlock*:*GraphReplay*/2:CudaMtp.Drafter*' > $OUT/san_racecheck.txt 2>&1
-  echo "racecheck rc=$?"; grep -E "RACECHECK SUMMARY|ERROR SUMMARY|tests ran|PASSED|FAILED" $OUT/san_racecheck.txt | head -12
+if has cli; then
+  fx=$DSV4_SOURCE_DIR/tests/fixtures/hf/tiny_a
+  step cli_cuda 60 dsv4 generate -m "$fx" --ids 5,6,7,8,9 -n 16 --device cuda --ignore-eos
+  step cli_cpu 60 dsv4 generate -m "$fx" --ids 5,6,7,8,9 -n 16 --device cpu --ignore-eos
+  summary "cuda: $(tail -1 "$LOGS/cli_cuda.log")"
+  summary "cpu:  $(tail -1 "$LOGS/cli_cpu.log")"
 fi
+if has san; then
+  SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  step memcheck 200 "$SAN" --tool memcheck --error-exitcode 9 dsv4_gpu_tests \
+    --gtest_filter='CudaOps.*:*CudaModelParity*:CudaEngine.*:CudaMtp.*:*MtpNorm*'
+  step racecheck 200 "$SAN" --tool racecheck --error-exitcode 9 dsv4_gpu_tests \
+    --gtest_filter='CudaOps.*:*EachBlock*:*GraphReplay*/2:CudaMtp.Drafter*'
+  summary "$(grep -h "ERROR SUMMARY" "$LOGS/memcheck.log" "$LOGS/racecheck.log")"
+fi
+if has runtime_v2; then
+  (cd "$DSV4_SOURCE_DIR" && STAGE_DIR=$STAGE OUT=$LOGS/runtime_v2 bash "$STAGE/scripts/gpu/runtime_v2.sh") \
+    >"$LOGS/runtime_v2.log" 2>&1
+  summary "$(sed -n '/== summary/,$p' "$LOGS/runtime_v2.log")"
+fi
+for suite in profile gemv checkpoints hf_compare flash; do
+  if has $suite; then
+    (cd "$DSV4_SOURCE_DIR" && STAGE=$STAGE OUT=$LOGS/$suite bash "$STAGE/scripts/gpu/suites/$suite.sh") \
+      >"$LOGS/$suite.log" 2>&1
+    summary "== $suite: rc=$?"
+    summary "$(tail -25 "$LOGS/$suite.log")"
+  fi
+done
+cp "$LOGS"/*.json "$FINAL/" 2>/dev/null
+tar -czf "$FINAL/logs.tgz" -C "$LOGS" .
+echo "---- summary"
+cat "$LOGS/summary.txt"

@@ -4,7 +4,7 @@
 # (new build in bin/lib, the pre-change CLI in old/bin, old/lib). Prints a short table last; details under $OUT.
 #   PHASES: comma list of tests,memcheck,regress,contexts,prefill,requests (default: all)
 set -u
-. .gpu-stage/env.sh
+. "${STAGE_DIR:-.gpu-stage}/env.sh"  # STAGE_DIR: a stage of scripts/gpu/stage.sh (run.sh runtime_v2)
 export DSV4_SOURCE_DIR=$PWD LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64 PYTHONUNBUFFERED=1
 FINAL=${OUT:-/tmp/out}; OUT=/tmp/rt2; rm -rf $OUT; mkdir -p "$OUT" "$FINAL"  # everything in one archive at the end
 PHASES=${PHASES:-tests,memcheck,regress,oldtiny,contexts,prefill,requests}

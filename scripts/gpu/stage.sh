@@ -1,11 +1,31 @@
 #!/usr/bin/env bash
-# Stages what the CUDA backend's GPU checks need (library, test binary, CLI, fixtures, the run scripts) into
-# DEST (default: .gpu-cuda), a folder small enough to carry to a GPU machine (~18 MiB).
+# Stages what a GPU run needs into one archive small enough to carry to the GPU machine: the build's programs
+# and libraries (debug info stripped), the scripts that drive them (tools/reference, tools/profile, the kernel
+# lab, this folder) and env.sh (PATH and LD_LIBRARY_PATH). Test fixtures and models are not staged: the runner reads
+# them from the checkout the GPU call sends (DSV4_SOURCE_DIR).
+#   scripts/gpu/stage.sh [BUILD_DIR (build)] [DEST (.gpu-stage)]   ->  DEST/stage.tar.xz
+# On the GPU machine:  cd DEST && tar xJf stage.tar.xz && bash scripts/gpu/run.sh SUITES   (see run.sh)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-dest=${1:-.gpu-cuda}
-mkdir -p "$dest/tests/fixtures"
-cp build/libdsv4.so build/tests/dsv4_gpu_tests build/dsv4 scripts/gpu/run.sh scripts/gpu/final.sh "$dest/"
-rm -rf "$dest/tests/fixtures/hf" "$dest/tests/fixtures/mtp"
-cp -r tests/fixtures/hf tests/fixtures/mtp "$dest/tests/fixtures/"
-du -sh "$dest"
+build=${1:-build}
+dest=${2:-.gpu-stage}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/bin" "$tmp/lib" "$tmp/tools" "$tmp/bench" "$tmp/scripts"
+for f in "$build/dsv4" "$build/tests/dsv4_gpu_tests" "$build/tests/dsv4_unit_tests" "$build"/bench/bench_*; do
+  [ -x "$f" ] && cp "$f" "$tmp/bin/"
+done
+find "$build" -maxdepth 2 -name 'lib*.so' ! -path '*/CMakeFiles/*' -exec cp {} "$tmp/lib/" \;
+strip --strip-debug "$tmp"/bin/* "$tmp"/lib/*
+cp -r tools/reference tools/profile "$tmp/tools/"
+cp -r bench/kernels bench/make_prompts.py "$tmp/bench/"
+cp -r scripts/gpu "$tmp/scripts/"
+cat >"$tmp/env.sh" <<'EOT'
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+export PATH="$here/bin:$PATH" LD_LIBRARY_PATH="$here/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+EOT
+mkdir -p "$dest"
+exclude="$(git rev-parse --git-common-dir)/info/exclude"
+grep -qx "/$dest/" "$exclude" 2>/dev/null || echo "/$dest/" >>"$exclude"
+tar -C "$tmp" -cf - . | xz -T2 -6 >"$dest/stage.tar.xz"
+echo "staged $(ls "$tmp/bin" | wc -l) programs, $(ls "$tmp/lib" | wc -l) libraries: $(du -h "$dest/stage.tar.xz" | cut -f1) in $dest/stage.tar.xz"

@@ -94,7 +94,7 @@ void register_bench(CLI::App& app) {
     DSV4_CHECK_ARG(o->context > 0, "--context must be > 0");
     std::vector<std::string> modes;
     const std::string mode_list =
-        !o->modes.empty() ? o->modes : (o->flags.device == "cuda" ? "none,breakable,full" : "auto");
+        !o->modes.empty() ? o->modes : (o->flags.device_used() == "cuda" ? "none,breakable,full" : "auto");
     for (size_t i = 0; i <= mode_list.size();) {
       const size_t j = std::min(mode_list.find(',', i), mode_list.size());
       modes.push_back(mode_list.substr(i, j - i));
@@ -106,11 +106,11 @@ void register_bench(CLI::App& app) {
                        : str_cat("synthetic ", o->synthetic,
                                  o->synthetic == "flash" ? str_cat(" (", o->layers, " layers + MTP)") : std::string());
     double copy_bw = 0;
-    if (o->flags.device == "cuda") {
+    if (o->flags.device_used() == "cuda") {
       copy_bw = cuda::measure_copy_bandwidth();
       out["copy_bandwidth_gbs"] = copy_bw / 1e9;
     }
-    out["device"] = o->flags.device == "cuda" ? cuda::device_summary() : std::string("cpu");
+    out["device"] = o->flags.device_used() == "cuda" ? cuda::device_summary() : std::string("cpu");
     out["settings"] = {{"reps", o->reps}, {"warmup", o->warmup}, {"decode_steps", o->decode_steps}};
     for (const std::string& mode : modes) {
       EngineOptions eo;

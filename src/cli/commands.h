@@ -26,13 +26,16 @@ void register_perplexity(CLI::App& app);
 // Device options shared by every command that runs the model: --device, --cuda-precision and the CUDA
 // graph flags (--cudagraph-mode, --enforce-eager, --capture-sizes).
 struct DeviceFlags {
-  std::string device = "cpu", cuda_precision = "bf16", cudagraph_mode, capture_sizes;
+  std::string device = "auto", cuda_precision = "bf16", cudagraph_mode, capture_sizes;
   bool enforce_eager = false;
   // Scheduler and state pool (0 = the engine's default for the device).
   int64_t max_model_len = 0, max_num_seqs = 0, max_batch_tokens = 0, kv_cache_memory = 0, page_tokens = 0;
   double gpu_memory_utilization = 0.90;
+  int threads = 0;  // CPU backend threads (0: one per core)
   void add_to(CLI::App* cmd);
   void apply(EngineOptions& options) const;  // validates and fills the engine options
+  // The device the commands run on ("cpu" or "cuda"; --device auto resolved).
+  std::string device_used() const;
 };
 
 // Shared option parsing.

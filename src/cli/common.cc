@@ -4,6 +4,10 @@
 #include <filesystem>
 
 #include "cli/commands.h"
+#include "dsv4/backend/cpu.h"
+#include "dsv4/backend/cuda_device.h"
+#include "dsv4/core/env.h"
+#include "dsv4/core/log.h"
 #include "dsv4/core/status.h"
 #include "dsv4/graph/buckets.h"
 #include "dsv4/graph/mode.h"
@@ -29,7 +33,16 @@ CLI::Validator non_negative_integer() {
 Device parse_device(const std::string& name) {
   if (name == "cpu") return Device::kCPU;
   if (name == "cuda") return Device::kCUDA;
-  fail(StatusCode::kInvalidArgument, "--device must be cpu or cuda, got '", name, "'");
+  if (name == "auto") {
+    // Once per process: the first command that resolves it says what it chose and why.
+    static const Device chosen = [] {
+      const bool gpu = cuda::device_count() > 0;
+      log_info("--device auto: ", gpu ? "cuda, " + cuda::device_summary() : "cpu (" + cuda::unavailable_reason() + ")");
+      return gpu ? Device::kCUDA : Device::kCPU;
+    }();
+    return chosen;
+  }
+  fail(StatusCode::kInvalidArgument, "--device must be auto, cpu or cuda, got '", name, "'");
 }
 
 DType parse_cuda_precision(const std::string& name) {
@@ -39,7 +52,8 @@ DType parse_cuda_precision(const std::string& name) {
 }
 
 void DeviceFlags::add_to(CLI::App* cmd) {
-  cmd->add_option("--device", device, "cpu or cuda")->capture_default_str();
+  cmd->add_option("--device", device, "auto (CUDA when a GPU is present, else the CPU), cpu or cuda")
+      ->capture_default_str();
   cmd->add_option("--cuda-precision", cuda_precision, "bf16 (default) or f32 weights/activations on --device cuda")
       ->capture_default_str();
   cmd->add_option("--cudagraph-mode", cudagraph_mode,
@@ -66,10 +80,17 @@ void DeviceFlags::add_to(CLI::App* cmd) {
   cmd->add_option("--page-tokens", page_tokens,
                   "Positions per state page, a multiple of every compress rate (default: derived from the config)")
       ->check(CLI::Range(int64_t{0}, int64_t{65536}));
+  cmd->add_option("--threads", threads,
+                  "CPU backend threads of the OpenMP loops (default: one per core; matrix products run on one)")
+      ->check(CLI::Range(1, 4096));
 }
 
+std::string DeviceFlags::device_used() const { return device_name(parse_device(device)); }
+
 void DeviceFlags::apply(EngineOptions& o) const {
+  check_environment();  // every DSV4_* switch, before any weight is read, whatever the device
   o.device = parse_device(device);
+  if (threads > 0) cpu::set_threads(threads);
   // The CUDA graph flags are checked whatever the device, so a typo is never silently ignored.
   if (!cudagraph_mode.empty()) {
     graph::GraphModeInputs inputs;
@@ -77,7 +98,11 @@ void DeviceFlags::apply(EngineOptions& o) const {
     inputs.enforce_eager = enforce_eager;
     graph::resolve_graph_policy(inputs);
   }
-  if (!capture_sizes.empty()) graph::parse_capture_sizes(capture_sizes);
+  if (!capture_sizes.empty()) {  // parsed and range-checked here, before loading, whatever the device
+    graph::CaptureSizeOptions sizes;
+    sizes.sizes = graph::parse_capture_sizes(capture_sizes);
+    graph::CaptureSizes checked(sizes);
+  }
   o.cuda_precision = parse_cuda_precision(cuda_precision);
   o.cudagraph_mode = cudagraph_mode;
   o.enforce_eager = enforce_eager;

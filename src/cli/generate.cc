@@ -110,8 +110,12 @@ void register_generate(CLI::App& app) {
         j["capture_seconds"] = engine.capture_seconds();
         j["graph_bytes"] = engine.graph_bytes();
       }
-      j["settings"] = {{"device", o->flags.device}, {"max_new_tokens", o->n}, {"temperature", o->temperature},
-                       {"top_p", o->top_p},         {"seed", o->seed},        {"spec_tokens", o->spec_tokens},
+      j["settings"] = {{"device", o->flags.device_used()},
+                       {"max_new_tokens", o->n},
+                       {"temperature", o->temperature},
+                       {"top_p", o->top_p},
+                       {"seed", o->seed},
+                       {"spec_tokens", o->spec_tokens},
                        {"prompts", prompts.size()}};
       if (o->spec_tokens > 0) {
         j["acceptance_rate"] = s.acceptance_rate();
@@ -134,15 +138,16 @@ void register_generate(CLI::App& app) {
         }
       }
     }
-    std::printf(
-        "generated %lld tokens (%zu prompt%s, %lld prompt tokens) on %s: load %.3f s, prefill %.3f s, "
-        "decode %.3f s, %.1f tokens/s\n",
-        (long long)s.generated_tokens, prompts.size(), prompts.size() > 1 ? "s" : "", (long long)s.prompt_tokens,
-        o->flags.device.c_str(), engine.load_seconds(), s.prefill_seconds, s.decode_seconds,
-        s.decode_tokens_per_second());
+    // Statistics go to stderr: stdout holds the generated text alone.
+    std::fprintf(stderr,
+                 "generated %lld tokens (%zu prompt%s, %lld prompt tokens) on %s: load %.3f s, prefill %.3f s, "
+                 "decode %.3f s, %.1f tokens/s\n",
+                 (long long)s.generated_tokens, prompts.size(), prompts.size() > 1 ? "s" : "",
+                 (long long)s.prompt_tokens, o->flags.device_used().c_str(), engine.load_seconds(), s.prefill_seconds,
+                 s.decode_seconds, s.decode_tokens_per_second());
     if (o->spec_tokens > 0) {
-      std::printf("speculative decoding: K=%lld, acceptance rate %.3f, mean accepted length %.2f\n",
-                  (long long)o->spec_tokens, s.acceptance_rate(), s.mean_accepted_length());
+      std::fprintf(stderr, "speculative decoding: K=%lld, acceptance rate %.3f, mean accepted length %.2f\n",
+                   (long long)o->spec_tokens, s.acceptance_rate(), s.mean_accepted_length());
     }
   });
 }

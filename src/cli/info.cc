@@ -4,6 +4,7 @@
 #include <set>
 
 #include "cli/commands.h"
+#include "dsv4/core/env.h"
 #include "dsv4/io/safetensors.h"
 #include "dsv4/model/weights.h"
 #include "dsv4/runtime/engine.h"
@@ -103,6 +104,7 @@ void register_info(CLI::App& app) {
     std::map<std::string, size_t> memory;
     if (!device->empty()) {
       EngineOptions eo;
+      check_environment();
       eo.device = parse_device(*device);
       Engine engine(*dir, eo);
       memory = {{"weights_bytes", engine.weights_bytes()},

@@ -48,6 +48,11 @@ CLI::Validator max_new_tokens_validator() {
 int main(int argc, char** argv) {
   CLI::App app{"dsv4: a C++/CUDA inference engine for DeepSeek-V4 and its MTP drafter"};
   app.require_subcommand(1);
+#ifdef DSV4_NO_CUDA
+  app.set_version_flag("--version", "dsv4 " DSV4_VERSION " (CPU-only build: DSV4_CUDA=OFF)");
+#else
+  app.set_version_flag("--version", "dsv4 " DSV4_VERSION " (CUDA backend built in)");
+#endif
   // Usage errors get the same "error: " prefix as every other failure.
   app.failure_message(
       [](const CLI::App* a, const CLI::Error& e) { return "error: " + CLI::FailureMessage::simple(a, e); });

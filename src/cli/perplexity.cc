@@ -178,7 +178,7 @@ void register_perplexity(CLI::App& app) {
     j["windows"] = windows;
     j["ctx"] = o->ctx;
     j["seconds"] = seconds;
-    j["device"] = o->flags.device;
+    j["device"] = o->flags.device_used();
     if (ref.rows > 0) {
       std::vector<double> sorted = kl;
       std::sort(sorted.begin(), sorted.end());
@@ -198,7 +198,7 @@ void register_perplexity(CLI::App& app) {
       return;
     }
     std::printf("perplexity %.4f over %lld tokens (%lld windows of %lld) in %.2f s on %s\n", ppl, (long long)N,
-                (long long)windows, (long long)o->ctx, seconds, o->flags.device.c_str());
+                (long long)windows, (long long)o->ctx, seconds, o->flags.device_used().c_str());
     if (ref.rows > 0) {
       std::printf("vs reference (perplexity %.4f): KL mean %.6g, p99 %.6g, max %.6g; top-1 agreement %.4f\n",
                   j["reference_perplexity"].get<double>(), j["kl_mean"].get<double>(), j["kl_p99"].get<double>(),

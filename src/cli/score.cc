@@ -79,7 +79,7 @@ void register_score(CLI::App& app) {
       j["argmax"] = argmax;
       j["mean_nll"] = mean_nll;
       j["seconds"] = seconds;
-      j["device"] = o->flags.device;
+      j["device"] = o->flags.device_used();
       j["vocab_size"] = V;
       if (!o->logits_out.empty()) j["logits_out"] = o->logits_out;
       if (!o->mtp_logits_out.empty()) j["mtp_logits_out"] = o->mtp_logits_out;
@@ -87,7 +87,7 @@ void register_score(CLI::App& app) {
       return;
     }
     std::printf("scored %lld tokens in %.3f s on %s; mean next-token NLL %.4f\n", (long long)T, seconds,
-                o->flags.device.c_str(), mean_nll);
+                o->flags.device_used().c_str(), mean_nll);
     std::printf("argmax:");
     for (int32_t a : argmax) std::printf(" %d", a);
     std::printf("\n");

@@ -1,6 +1,6 @@
 #include "dsv4/model/mtp.h"
 
-#include "dsv4/ops/mtp_norm.h"
+#include "dsv4/ops/ops.h"
 
 namespace dsv4 {
 
@@ -17,10 +17,7 @@ void mtp_forward(ExecContext& ctx, const ModelConfig& c, const ModelWeights& w, 
   ops::embedding(ctx, emb, w.embed, meta.ids);
   // [hnorm(prev[t, s]) | enorm(masked e[t])] per slot, so that x = [W_h | W_e] · row is one GEMM.
   Tensor eh = A.alloc(act, {T, n, 2 * H});
-  // The fused prologue takes int64 positions (its C API serves torch callers); converted on the device.
-  Tensor pos64 = A.alloc(DType::I64, {T});
-  ops::convert(ctx, pos64, meta.pos);
-  ops::fused_mtp_input_rms_norm_eh(ctx, eh, emb, pos64, prev_hidden, m.enorm, m.hnorm, eps);
+  ops::fused_mtp_input_rms_norm_eh(ctx, eh, emb, meta.pos.rows(0, T), prev_hidden, m.enorm, m.hnorm, eps);
   Tensor x = A.alloc(act, {T, n, H});
   ops::linear(ctx, x.view({T * n, H}), eh.view({T * n, 2 * H}), m.eh_proj);
   decoder_block(ctx, c, m.block, state.mtp, state, meta, x, out);
@@ -35,7 +32,7 @@ void mtp_logits(ExecContext& ctx, const ModelConfig& c, const ModelWeights& w, T
   Tensor h = A.alloc(x.dtype(), {R, c.hidden_size});
   ops::hc_head(ctx, h, x, m.hc_head.fn, m.hc_head.base, m.hc_head.scale, c);
   Tensor hn = A.alloc(x.dtype(), {R, c.hidden_size});
-  ops::mtp_shared_head_rms_norm(ctx, hn, h, m.norm, static_cast<float>(c.rms_norm_eps));
+  ops::rms_norm(ctx, hn, h, m.norm, static_cast<float>(c.rms_norm_eps));
   ops::linear(ctx, logits, hn, w.head);
 }
 

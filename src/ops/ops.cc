@@ -1,6 +1,7 @@
 // Validation and device dispatch for dsv4::ops.
 #include "dsv4/ops/ops.h"
 
+#include <cmath>
 #include <utility>
 
 #include "backend/cpu/cpu_ops.h"
@@ -128,6 +129,68 @@ void rms_norm(ExecContext& ctx, Tensor out, Tensor x, Tensor w, float eps) {
   }
   DSV4_CHECK_ARG(out.numel() == x.numel(), "rms_norm: out ", out.shape_string(), " vs x ", x.shape_string());
   DSV4_DISPATCH(rms_norm, out, x, w, eps);
+}
+
+namespace {
+
+// The MTP norms' operands: activations, weights and outputs share the dtype of inputs_embeds.
+void require_like(const ExecContext& ctx, const Tensor& t, DType dtype, const char* op, const char* what) {
+  require_float(ctx, t, op, what);
+  DSV4_CHECK_ARG(t.dtype() == dtype, op, ": ", what, " must be ", dtype_name(dtype), " like inputs_embeds, got ",
+                 t.describe());
+}
+
+// Checks the inputs both MTP layouts share against hc; returns {T, H}.
+std::pair<int64_t, int64_t> check_mtp_inputs(const ExecContext& ctx, const char* op, const Tensor& inputs_embeds,
+                                             const Tensor& positions, const Tensor& prev_hidden, const Tensor& enorm_w,
+                                             const Tensor& hnorm_w, int64_t hc, float eps) {
+  DSV4_CHECK_ARG(inputs_embeds.ndim() == 2, op, ": inputs_embeds: expected [T, H], got ", inputs_embeds.shape_string());
+  require_float(ctx, inputs_embeds, op, "inputs_embeds");
+  const DType dtype = inputs_embeds.dtype();
+  const int64_t T = inputs_embeds.size(0), H = inputs_embeds.size(1);
+  DSV4_CHECK_ARG(H > 0, op, ": inputs_embeds: hidden size must be > 0");
+  DSV4_CHECK_ARG(hc > 0, op, ": hc must be > 0");
+  require(ctx, positions, DType::I32, op, "positions");
+  check_shape(positions, {T}, "positions");
+  if (prev_hidden.ndim() == 2) {
+    check_shape(prev_hidden, {T, hc * H}, "prev_hidden");
+  } else {
+    check_shape(prev_hidden, {T, hc, H}, "prev_hidden");
+  }
+  require_like(ctx, prev_hidden, dtype, op, "prev_hidden");
+  check_shape(enorm_w, {H}, "enorm_w");
+  require_like(ctx, enorm_w, dtype, op, "enorm_w");
+  check_shape(hnorm_w, {H}, "hnorm_w");
+  require_like(ctx, hnorm_w, dtype, op, "hnorm_w");
+  DSV4_CHECK_ARG(eps >= 0.f && std::isfinite(eps), op, ": eps must be finite and >= 0");
+  return {T, H};
+}
+
+}  // namespace
+
+void fused_mtp_input_rms_norm(ExecContext& ctx, Tensor enorm_out, Tensor hnorm_out, Tensor inputs_embeds,
+                              Tensor positions, Tensor prev_hidden, Tensor enorm_w, Tensor hnorm_w, float eps) {
+  constexpr const char* kOp = "fused_mtp_input_rms_norm";
+  DSV4_CHECK_ARG(hnorm_out.ndim() == 3, kOp, ": hnorm_out: expected [T, hc, H], got ", hnorm_out.shape_string());
+  const int64_t hc = hnorm_out.size(1);
+  const auto [T, H] = check_mtp_inputs(ctx, kOp, inputs_embeds, positions, prev_hidden, enorm_w, hnorm_w, hc, eps);
+  check_shape(enorm_out, {T, H}, "enorm_out");
+  require_like(ctx, enorm_out, inputs_embeds.dtype(), kOp, "enorm_out");
+  check_shape(hnorm_out, {T, hc, H}, "hnorm_out");
+  require_like(ctx, hnorm_out, inputs_embeds.dtype(), kOp, "hnorm_out");
+  DSV4_DISPATCH(fused_mtp_input_rms_norm, enorm_out, hnorm_out, inputs_embeds, positions, prev_hidden, enorm_w, hnorm_w,
+                eps);
+}
+
+void fused_mtp_input_rms_norm_eh(ExecContext& ctx, Tensor out, Tensor inputs_embeds, Tensor positions,
+                                 Tensor prev_hidden, Tensor enorm_w, Tensor hnorm_w, float eps) {
+  constexpr const char* kOp = "fused_mtp_input_rms_norm_eh";
+  DSV4_CHECK_ARG(out.ndim() == 3, kOp, ": out: expected [T, hc, 2H], got ", out.shape_string());
+  const int64_t hc = out.size(1);
+  const auto [T, H] = check_mtp_inputs(ctx, kOp, inputs_embeds, positions, prev_hidden, enorm_w, hnorm_w, hc, eps);
+  check_shape(out, {T, hc, 2 * H}, "out");
+  require_like(ctx, out, inputs_embeds.dtype(), kOp, "out");
+  DSV4_DISPATCH(fused_mtp_input_rms_norm_eh, out, inputs_embeds, positions, prev_hidden, enorm_w, hnorm_w, eps);
 }
 
 void add(ExecContext& ctx, Tensor out, Tensor a, Tensor b) {

@@ -220,11 +220,12 @@ TEST_F(Cli, GenerateGreedyIsDeterministicAndAgreesWithScore) {
   EXPECT_TRUE(stop.size() == 8 || stop.back() == 257);
   EXPECT_EQ(std::vector<int32_t>(gen.begin(), gen.begin() + stop.size()), stop);
 
-  // The text form prints the tokens and the speed.
+  // The text form prints the tokens on stdout, the speed on stderr.
   const Result r = run(str_cat("generate -m ", model(), " --ids 256,84,104,101 -n 3 --ignore-eos"));
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find(str_cat(gen[0], " ", gen[1], " ", gen[2])), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("tokens/s"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("tokens/s"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("tokens/s"), std::string::npos) << r.err;
   // -n 0 generates nothing.
   EXPECT_EQ(run_json(str_cat("generate -m ", model(), " --ids 1 -n 0 --json"))["generated_tokens"], 0);
 }
@@ -412,12 +413,13 @@ TEST_F(Cli, NumbersOutOfRangeAreErrorsNotClamped) {
   expect_failure(str_cat("generate -m ", m, " --ids 1 -n 1 --cudagraph-mode bogus"), {"--cudagraph-mode", "bogus"});
   expect_failure(str_cat("generate -m ", m, " --ids 1 -n 1 --capture-sizes garbage"), {"garbage"});
   expect_failure(str_cat("score -m ", m, " --ids 1 --capture-sizes 1,x"), {"capture sizes"});
+  expect_failure(str_cat("score -m ", m, " --ids 1 --capture-sizes 0,3"), {"capture size 0", "outside"});
 }
 
 TEST_F(Cli, DeviceErrors) {
   const std::string m = model();
   for (const std::string& cmd : {str_cat("score -m ", m, " --ids 1,2"), str_cat("generate -m ", m, " --ids 1 -n 2")}) {
-    expect_failure(cmd + " --device tpu", {"--device must be cpu or cuda", "tpu"});
+    expect_failure(cmd + " --device tpu", {"--device must be auto, cpu or cuda", "tpu"});
     expect_failure(cmd + " --device ''", {"--device"});
   }
   // This machine has no GPU (the test skips where one exists: there --device cuda may work).
@@ -440,6 +442,10 @@ TEST_F(Cli, UsageErrors) {
   expect_failure(str_cat("make-tiny ", path("x"), " --seed -3"), {"--seed", "non-negative"});
   expect_failure(str_cat("generate -m ", model(), " --ids 1 -n 1 --seed -1"), {"--seed", "non-negative"});
   expect_failure(str_cat("bench -m ", model(), " --seed=-7"), {"--seed", "non-negative"});
+  // --version names the version and the build.
+  const Result v = run("--version");
+  EXPECT_EQ(v.status, 0) << v.err;
+  EXPECT_EQ(v.out.rfind("dsv4 ", 0), 0u) << v.out;
   // --help is not an error.
   const Result h = run("generate --help");
   EXPECT_EQ(h.status, 0);

@@ -133,16 +133,22 @@ TEST_P(ModelParity, TwoChunkPrefill) {
   }
 }
 
+// Causality: a row depends on its own and earlier tokens only. Matrix products of >= 8 rows run on OpenBLAS,
+// whose kernels and work split depend on the row count, so the two runs may round a product's last bit
+// differently (backend/cpu/blas.h); anything a later token leaked into an earlier row would show at full size.
 TEST_P(ModelParity, PrefixRowsEqualWholeRows) {
   auto f = load_fixture(GetParam());
-  const int64_t T = static_cast<int64_t>(f->ids.size()), V = f->cfg.vocab_size;
+  const int64_t T = static_cast<int64_t>(f->ids.size());
   const std::vector<float> whole = run_chunks(*f, {T});
   Fixture& g = *f;
   const std::vector<int32_t> all = g.ids;
   g.ids.resize(static_cast<size_t>(T / 2));
   const std::vector<float> prefix = run_chunks(g, {T / 2});
   g.ids = all;
-  for (size_t i = 0; i < prefix.size(); ++i) ASSERT_EQ(prefix[i], whole[i]) << "row " << i / V;
+  const double err = test::max_rel_error(prefix.data(), whole.data(), prefix.size());
+  std::printf("%s prefix of %lld rows vs the whole run: max rel error %.3g\n", GetParam().c_str(),
+              static_cast<long long>(T / 2), err);
+  EXPECT_LE(err, 1e-5);
 }
 
 INSTANTIATE_TEST_SUITE_P(HfFixtures, ModelParity, ::testing::Values("tiny_a", "tiny_b", "tiny_c"));

@@ -1,8 +1,13 @@
 // Errors and status codes shared by every layer of dsv4.
 //
-// Inside the engine, failures are reported by throwing dsv4::Error (a std::runtime_error that carries
-// a StatusCode). Kernel launchers and the C API return a Status / int code instead, because they sit
-// on boundaries where exceptions must not cross (CUDA streams, ctypes callers).
+// The rule: exceptions inside the engine, Status at the C API's edge.
+//  - Every engine function reports a failure by throwing dsv4::Error (a std::runtime_error carrying a
+//    StatusCode), ops, model, runtime and CLI alike.
+//  - The C API (include/dsv4/dsv4.h) returns int codes: it converts whatever is thrown below it, and no
+//    exception ever crosses it (ctypes callers).
+//  - Status as a return value is kept to two low-level spots that sit right under that edge: launch_kernel
+//    (backend/cuda/launch.h; the engine wraps it in check_launch, which throws) and the RMSNorm row launchers
+//    the C API calls directly (backend/cuda/rms_norm.h; the engine's ops call throw_if_error on them).
 #pragma once
 
 #include <sstream>

@@ -39,9 +39,9 @@ struct RopeTable {
 struct CompressorState {
   PagedRows raw_kv, raw_gate;  // ring rows of `width` float32: projected kv / gate (without ape) per position
   PagedRows entries;           // rows of `dim`: normalised, rotated compressed entries (entry capacity = rows)
-  int64_t rate = 0;         // tokens per entry
-  bool overlap = false;     // CSA-style: entry j mixes block j-1's first half with block j's second half
-  int64_t dim = 0;          // entry width (head_dim or index_head_dim); width = (overlap ? 2 : 1) * dim
+  int64_t rate = 0;            // tokens per entry
+  bool overlap = false;        // CSA-style: entry j mixes block j-1's first half with block j's second half
+  int64_t dim = 0;             // entry width (head_dim or index_head_dim); width = (overlap ? 2 : 1) * dim
 };
 
 namespace ops {
@@ -80,6 +80,16 @@ void rope(ExecContext& ctx, Tensor x, Tensor pos, const RopeTable& table, bool i
 // place: the same values as the two ops one after the other (the norm's output rounded to x's dtype before the
 // rotation), in one pass on CUDA.
 void rms_norm_rope(ExecContext& ctx, Tensor x, Tensor w, float eps, Tensor pos, const RopeTable& table);
+// The MTP draft layer's input norms (DeepSeek-V4's MTP module), RMSNorms as above of two kinds of
+// rows: enorm_out [T, H] = rms_norm(positions[t] == 0 ? 0 : inputs_embeds[t]; enorm_w) and hnorm_out [T, hc, H] =
+// rms_norm(prev_hidden[t, s]; hnorm_w), prev_hidden given as [T, hc, H] or [T, hc*H]. positions [T] int32;
+// activations, weights and outputs share one dtype; every tensor contiguous.
+void fused_mtp_input_rms_norm(ExecContext& ctx, Tensor enorm_out, Tensor hnorm_out, Tensor inputs_embeds,
+                              Tensor positions, Tensor prev_hidden, Tensor enorm_w, Tensor hnorm_w, float eps);
+// The same values in the layout of the MTP's input projection: out [T, hc, 2H] with out[t, s, :H] =
+// hnorm(prev[t, s]) and out[t, s, H:] = enorm(e[t]), so that out.view(T*hc, 2H) @ [W_h | W_e]^T is one GEMM.
+void fused_mtp_input_rms_norm_eh(ExecContext& ctx, Tensor out, Tensor inputs_embeds, Tensor positions,
+                                 Tensor prev_hidden, Tensor enorm_w, Tensor hnorm_w, float eps);
 
 // mHC pre: from streams x [T, n, H] and fn [(2+n)n, nH], base [(2+n)n], scale [3] compute
 // post [T, n], comb [T, n, n] (Sinkhorn-normalised) and collapsed [T, H] = sum_i pre_i x_i.
@@ -111,15 +121,15 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
 // entries (HCA: every visible entry s < (pos+1)/rate; CSA: the indexer's selection `selected` [T, topk]);
 // K = V; out [T, heads, D] = softmax-with-sink(q · k * scale) · v.  `compressed` may be null (sliding).
 void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring,
-               const CompressorState* compressed,
-               Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window, float scale);
+               const CompressorState* compressed, Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window,
+               float scale);
 // Store the batch's kv rows into the sliding-window ring (after attention has read it).
 void kv_ring_store(ExecContext& ctx, const PagedRows& kv_ring, Tensor kv, const BatchMeta& meta);
 
 // MoE routing. logits [T, E] (float32). Hash layers: indices from tid2eid[ids] ([V, k] int32), no bias;
 // others: top-k of score + bias. weights = score[idx] / sum (if normalise) * routed_scaling_factor.
-void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid,
-               Tensor ids, const ModelConfig& cfg);
+void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
+               const ModelConfig& cfg);
 // Routed experts: out[t] = sum_k weights[t,k] * f_e(x[t]), e = indices[t, k], with the SwiGLU expert
 // f_e(x) = w2[e] · (silu(min(w1[e]·x, L)) * clamp(w3[e]·x, -L, L)); w1/w3 [E, I, H], w2 [E, H, I].
 // shared_expert: the last expert of w1/w2/w3 is a shared expert applied to every token with weight 1 and

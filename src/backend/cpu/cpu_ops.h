@@ -35,6 +35,10 @@ void speculative_accept(Tensor out, Tensor counts, Tensor target_logits, Tensor 
                         Tensor draft_logits, Tensor draft_info, Tensor draft_tokens, Tensor params);
 void rope(Tensor x, Tensor pos, const RopeTable& table, bool inverse);
 void rms_norm_rope(Tensor x, Tensor w, float eps, Tensor pos, const RopeTable& table);
+void fused_mtp_input_rms_norm(Tensor enorm_out, Tensor hnorm_out, Tensor inputs_embeds, Tensor positions,
+                              Tensor prev_hidden, Tensor enorm_w, Tensor hnorm_w, float eps);
+void fused_mtp_input_rms_norm_eh(Tensor out, Tensor inputs_embeds, Tensor positions, Tensor prev_hidden, Tensor enorm_w,
+                                 Tensor hnorm_w, float eps);
 // Rotates the last table.rope_dim channels of one vector v[dim] at `position`.
 void rope_vector(float* v, int64_t dim, const RopeTable& table, float position, bool inverse);
 
@@ -49,8 +53,7 @@ void compressor_store(CompressorState& state, Tensor kv, Tensor gate, const Batc
 void indexer_topk(Tensor out, Tensor q, Tensor w, const CompressorState& keys, const BatchMeta& meta,
                   float softmax_scale);
 void attention(Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring, const CompressorState* compressed,
-               Tensor selected,
-               Tensor sinks, const BatchMeta& meta, int64_t window, float scale);
+               Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window, float scale);
 void kv_ring_store(const PagedRows& kv_ring, Tensor kv, const BatchMeta& meta);
 
 void moe_route(Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,

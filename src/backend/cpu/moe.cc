@@ -4,6 +4,7 @@
 #include <numeric>
 #include <vector>
 
+#include "backend/cpu/blas.h"
 #include "backend/cpu/cpu_ops.h"
 
 namespace dsv4::cpu {
@@ -50,9 +51,56 @@ void moe_route(Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tenso
   }
 }
 
+namespace {
+
+// The experts as matrix products: each expert's tokens gathered into one batch (in token order), gate/up and
+// down projections through sgemm, then every token's terms added in a fixed order (routed 0..k-1, shared).
+void moe_experts_blas(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2, Tensor w3,
+                      float limit, int64_t routed, int64_t terms) {
+  const int64_t T = x.size(0), H = x.size(1), k = indices.size(1), I = w1.size(1);
+  // rows[e]: the (token, term) pairs expert e serves, as t * terms + i.
+  std::vector<std::vector<int64_t>> rows(routed + 1);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t i = 0; i < terms; ++i)
+      rows[i < k ? indices.ptr<int32_t>()[t * k + i] : routed].push_back(t * terms + i);
+  }
+  std::vector<float> y(static_cast<size_t>(T * terms * H));  // y[t * terms + i]: term i of token t, unweighted
+  std::vector<float> xe, gate, up, ye;
+  for (int64_t e = 0; e <= routed; ++e) {
+    const int64_t n = static_cast<int64_t>(rows[e].size());
+    if (n == 0) continue;
+    xe.resize(n * H);
+    gate.resize(n * I);
+    up.resize(n * I);
+    ye.resize(n * H);
+    for (int64_t r = 0; r < n; ++r) {
+      const float* src = x.ptr<float>() + rows[e][r] / terms * H;
+      std::copy(src, src + H, xe.data() + r * H);
+    }
+    gemm_nt(n, I, H, xe.data(), H, w1.ptr<float>() + e * I * H, H, gate.data(), I);
+    gemm_nt(n, I, H, xe.data(), H, w3.ptr<float>() + e * I * H, H, up.data(), I);
+    for (int64_t j = 0; j < n * I; ++j) {
+      gate[j] = silu(std::min(gate[j], limit)) * std::min(std::max(up[j], -limit), limit);
+    }
+    gemm_nt(n, H, I, gate.data(), I, w2.ptr<float>() + e * H * I, I, ye.data(), H);
+    for (int64_t r = 0; r < n; ++r) std::copy(ye.data() + r * H, ye.data() + (r + 1) * H, y.data() + rows[e][r] * H);
+  }
+  for (int64_t t = 0; t < T; ++t) {
+    float* o = out.ptr<float>() + t * H;
+    std::fill(o, o + H, 0.0f);
+    for (int64_t i = 0; i < terms; ++i) {
+      const float wt = i < k ? weights.ptr<float>()[t * k + i] : 1.0f;
+      const float* yt = y.data() + (t * terms + i) * H;
+      for (int64_t h = 0; h < H; ++h) o[h] += wt * yt[h];
+    }
+  }
+}
+
+}  // namespace
+
 void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2, Tensor w3, float limit,
                  bool shared_expert) {
-  const int64_t T = x.size(0), H = x.size(1), k = indices.size(1), I = w1.size(1);
+  const int64_t T = x.size(0), k = indices.size(1);
   const int64_t routed = w1.size(0) - (shared_expert ? 1 : 0);
   // Checked before the parallel loop (no exceptions inside it): an index past the routed experts would read
   // past w1, or silently run the shared expert twice.
@@ -62,6 +110,8 @@ void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1
                    ")");
   }
   const int64_t terms = k + (shared_expert ? 1 : 0);
+  if (T >= kBlasMinRows) return moe_experts_blas(out, x, indices, weights, w1, w2, w3, limit, routed, terms);
+  const int64_t H = x.size(1), I = w1.size(1);
 #pragma omp parallel for schedule(static) if (T * terms * 3 * I * H > kParallelWork)
   for (int64_t t = 0; t < T; ++t) {
     const float* xt = x.ptr<float>() + t * H;

@@ -42,6 +42,10 @@ void speculative_accept(ExecContext& ctx, Tensor out, Tensor counts, Tensor targ
                         Tensor params);
 void rope(ExecContext& ctx, Tensor x, Tensor pos, const RopeTable& table, bool inverse);
 void rms_norm_rope(ExecContext& ctx, Tensor x, Tensor w, float eps, Tensor pos, const RopeTable& table);
+void fused_mtp_input_rms_norm(ExecContext& ctx, Tensor enorm_out, Tensor hnorm_out, Tensor inputs_embeds,
+                              Tensor positions, Tensor prev_hidden, Tensor enorm_w, Tensor hnorm_w, float eps);
+void fused_mtp_input_rms_norm_eh(ExecContext& ctx, Tensor out, Tensor inputs_embeds, Tensor positions,
+                                 Tensor prev_hidden, Tensor enorm_w, Tensor hnorm_w, float eps);
 void hc_pre(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base,
             Tensor scale, const ModelConfig& cfg);
 void hc_post(ExecContext& ctx, Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb);
@@ -52,8 +56,8 @@ void compressor_store(ExecContext& ctx, CompressorState& state, Tensor kv, Tenso
 void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const CompressorState& keys, const BatchMeta& meta,
                   float softmax_scale);
 void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring,
-               const CompressorState* compressed,
-               Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window, float scale);
+               const CompressorState* compressed, Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window,
+               float scale);
 void kv_ring_store(ExecContext& ctx, const PagedRows& kv_ring, Tensor kv, const BatchMeta& meta);
 void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
                const ModelConfig& cfg);

@@ -1,5 +1,5 @@
-// Dense CUDA ops: embedding, stream broadcast, projections (GEMV at small T, cuBLASLt otherwise), RMSNorm and
-// elementwise ops.
+// Dense CUDA ops: embedding, stream broadcast, projections (GEMV at small T, cuBLASLt otherwise) and
+// elementwise ops (RMSNorm: rms_norm.cu).
 //
 // Every kernel converts its inputs to fp32, computes in fp32 and rounds once on store, so a bf16 result
 // differs from the fp32 CPU reference by one rounding of the output (plus the inputs' own rounding).
@@ -10,13 +10,11 @@
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/gemv.h"
-#include "backend/cuda/rope.cuh"
 
 namespace dsv4::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kMaxNormThreads = 1024;  // rms_norm: threads of a block (one row)
 
 // cuBLASLt GEMMs; none in a measuring pass (launch.h), which needs no handle.
 void blas_gemm(const ExecContext& ctx, const GemmArgs& g) {
@@ -105,87 +103,6 @@ __global__ void convert_kernel(TO* __restrict__ out, const TI* __restrict__ x, i
     } else {
       out[i] = from_float<TO>(to_float(x[i]));
     }
-  }
-}
-
-// One block per row, sized so that each thread holds K of the row's values in registers (blockDim ≈ dim / K,
-// at most 1024): all loads of a row are in flight at once and x is read once; the weights are loaded with
-// them (before pdl_wait: no earlier kernel writes them), not after the reduction (K = 8 only). Rows longer
-// than K·1024 loop over the rest (read again for the store). fp32 sum of squares, y = w * (x * rsqrt(mean +
-// eps)), one rounding on store. out may be x: every element is read before the block reduction and written
-// after it (a tail element by the same thread).
-//
-// ROPE (rms_norm_rope): rows are heads of x [T, heads, dim]; after the norm each value is rounded to TO as the
-// unfused op stores it, and the last rope.rope_dim channels are rotated at the row's token position. A pair
-// (2i, 2i+1) sits on lanes (2l, 2l+1) of one warp (blockDim and dim - rope_dim even), so it meets through one
-// shuffle; the row is then stored once.
-struct NormRope {
-  const int32_t* pos = nullptr;
-  const float* inv_freq = nullptr;
-  int64_t heads = 1, rope_dim = 0;
-  float attention_factor = 1.0f;
-};
-
-template <int K, bool ROPE, typename TO, typename TI, typename TW>
-__global__ void __launch_bounds__(kMaxNormThreads)
-    rms_norm_kernel(TO* out, const TI* x, const TW* __restrict__ w, int64_t dim, float eps, NormRope rope) {
-  constexpr bool kPrefetchWeights = K <= 8;  // at K = 16, 2K values per thread would spill at 1024 threads
-  __shared__ float scratch[33];
-  const int64_t r = blockIdx.x, stride = blockDim.x;
-  float wv[K];
-#pragma unroll
-  for (int j = 0; j < K; ++j) {
-    const int64_t i = threadIdx.x + j * stride;
-    wv[j] = kPrefetchWeights && w != nullptr && i < dim ? to_float(w[i]) : 1.0f;
-  }
-  pdl_wait();
-  const TI* xr = x + r * dim;
-  float v[K];
-#pragma unroll
-  for (int j = 0; j < K; ++j) {
-    const int64_t i = threadIdx.x + j * stride;
-    v[j] = i < dim ? to_float(xr[i]) : 0.0f;
-  }
-  float ss = 0;
-#pragma unroll
-  for (int j = 0; j < K; ++j) ss = fmaf(v[j], v[j], ss);
-  for (int64_t i = threadIdx.x + K * stride; i < dim; i += stride) {
-    const float a = to_float(xr[i]);
-    ss = fmaf(a, a, ss);
-  }
-  ss = block_sum(ss, scratch);
-  const float inv = 1.0f / sqrtf(ss / static_cast<float>(dim) + eps);
-  TO* yr = out + r * dim;
-  if constexpr (ROPE) {
-    const float p = static_cast<float>(rope.pos[r / rope.heads]);
-    const int64_t first = dim - rope.rope_dim;
-#pragma unroll
-    for (int j = 0; j < K; ++j) {
-      const int64_t i = threadIdx.x + j * stride;
-      const float wj = w == nullptr || i >= dim ? 1.0f : kPrefetchWeights ? wv[j] : to_float(w[i]);
-      const float y = to_float(from_float<TO>(w != nullptr ? wj * (v[j] * inv) : v[j] * inv));
-      const float partner = __shfl_xor_sync(0xffffffffu, y, 1);  // every lane: i >= dim lanes carry zeros
-      if (i >= dim) continue;
-      float o = y;
-      if (i >= first) {
-        float c, sn;
-        rope_cos_sin(rope.inv_freq[(i - first) >> 1], p, rope.attention_factor, false, &c, &sn);
-        o = ((i - first) & 1) == 0 ? y * c - partner * sn : y * c + partner * sn;
-      }
-      yr[i] = from_float<TO>(o);
-    }
-  } else {
-#pragma unroll
-    for (int j = 0; j < K; ++j) {
-      const int64_t i = threadIdx.x + j * stride;
-      if (i >= dim) continue;
-      const float wj = w == nullptr ? 1.0f : kPrefetchWeights ? wv[j] : to_float(w[i]);
-      yr[i] = from_float<TO>(w != nullptr ? wj * (v[j] * inv) : v[j] * inv);
-    }
-  }
-  for (int64_t i = threadIdx.x + K * stride; i < dim; i += stride) {
-    const float a = to_float(xr[i]) * inv;
-    yr[i] = from_float<TO>(w != nullptr ? to_float(w[i]) * a : a);
   }
 }
 
@@ -283,60 +200,6 @@ void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w, int64_t gr
   g.stride_w = g.N * g.K;
   g.stride_o = g.N;
   project(ctx, g);
-}
-
-namespace {
-
-// One block per row of x (rows of `dim`), out may be x. rope.rope_dim > 0: the ROPE variant (dim <= 8192).
-void launch_rms_norm(const ExecContext& ctx, Tensor out, Tensor x, Tensor w, float eps, const NormRope& rope) {
-  const int64_t dim = x.size(-1), rows = x.numel() / std::max<int64_t>(dim, 1);
-  if (rows == 0) return;
-  // K = 8 values per thread up to 8192-wide rows (512 threads for H = 4096, 64 for a 512-wide head), K = 16
-  // beyond, so that a row of n·H = 16384 is held in registers too.
-  const bool wide = dim > 8 * 1024, with_rope = rope.rope_dim > 0;
-  DSV4_INTERNAL_CHECK(!(wide && with_rope), "rms_norm_rope: rows of at most 8192");
-  const int64_t per_thread = wide ? 16 : 8;
-  const int64_t warps = ((dim + per_thread - 1) / per_thread + 31) / 32;
-  const int threads = static_cast<int>(std::clamp<int64_t>(warps * 32, 32, kMaxNormThreads));
-  dispatch_float(out.dtype(), "rms_norm out", [&](auto o) {
-    dispatch_float(x.dtype(), "rms_norm x", [&](auto i) {
-      dispatch_float(w.data() != nullptr ? w.dtype() : DType::F32, "rms_norm weight", [&](auto wt) {
-        using TO = decltype(o);
-        using TI = decltype(i);
-        using TW = decltype(wt);
-        auto kernel = with_rope ? rms_norm_kernel<8, true, TO, TI, TW>
-                      : wide    ? rms_norm_kernel<16, false, TO, TI, TW>
-                                : rms_norm_kernel<8, false, TO, TI, TW>;
-        check_launch(launch_kernel(kernel, dim3(static_cast<unsigned>(rows)), dim3(threads), 0, stream_of(ctx),
-                                   out.ptr<TO>(), x.ptr<TI>(), w.ptr<TW>(), dim, eps, rope),
-                     with_rope ? "rms_norm_rope" : "rms_norm");
-      });
-    });
-  });
-}
-
-}  // namespace
-
-void rms_norm(ExecContext& ctx, Tensor out, Tensor x, Tensor w, float eps) {
-  launch_rms_norm(ctx, out, x, w, eps, NormRope{});
-}
-
-void rms_norm_rope(ExecContext& ctx, Tensor x, Tensor w, float eps, Tensor pos, const RopeTable& table) {
-  const int64_t T = x.size(0), heads = x.size(1), dim = x.size(2);
-  if (T == 0 || heads == 0) return;
-  // Nothing to rotate, rows beyond the one-pass kernel, or pairs not on even lanes: the two ops.
-  if (table.rope_dim == 0 || dim > 8 * 1024 || dim % 2 != 0) {
-    rms_norm(ctx, x, x, w, eps);
-    rope(ctx, x, pos, table, false);
-    return;
-  }
-  NormRope r;
-  r.pos = pos.ptr<int32_t>();
-  r.inv_freq = table.inv_freq.ptr<float>();
-  r.heads = heads;
-  r.rope_dim = table.rope_dim;
-  r.attention_factor = table.attention_factor;
-  launch_rms_norm(ctx, x, x, w, eps, r);
 }
 
 void add(ExecContext& ctx, Tensor out, Tensor a, Tensor b) {

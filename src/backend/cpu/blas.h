@@ -1,0 +1,24 @@
+// Matrix products of the CPU backend through OpenBLAS (Debian's libopenblas, linked statically into libdsv4 and
+// kept private to it, so that a host process with its own BLAS, torch for one, is not affected).
+//
+// Products of at least kBlasMinRows rows (prefill, batches, speculative verification) go to sgemm, on the
+// calling thread: several times faster there than the backend's dot-product loops (bench/RESULTS.md, issue 20). Fewer
+// rows (a decode step) stay on the loops, which are as fast for one row and start no BLAS thread. The two differ in
+// summation order only (fp32 rounding, ~1e-7 relative, far inside the parity bounds against transformers); OpenBLAS
+// picks its kernels by the row count and splits the work by the thread count, so a row's last bits may depend on how
+// many rows share its product.
+#pragma once
+
+#include <cstdint>
+
+#include "dsv4/backend/cpu.h"  // set_threads
+
+namespace dsv4::cpu {
+
+constexpr int64_t kBlasMinRows = 8;
+
+// Y[m, :N] = X[m, :K] · W[n, :K]^T for m < M, n < N: rows of X, W and Y lie ldx, ldw and ldy floats apart.
+void gemm_nt(int64_t M, int64_t N, int64_t K, const float* X, int64_t ldx, const float* W, int64_t ldw, float* Y,
+             int64_t ldy);
+
+}  // namespace dsv4::cpu

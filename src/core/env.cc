@@ -1,0 +1,58 @@
+#include "dsv4/core/env.h"
+
+#include <cstdlib>
+
+#include "dsv4/core/status.h"
+
+namespace dsv4 {
+namespace {
+
+bool any(const std::string&) { return true; }
+// env_bool's spellings (core/log.h); empty is not one of them.
+bool boolean(const std::string& v) {
+  for (const char* ok : {"0", "1", "true", "false", "on", "off", "yes", "no"}) {
+    if (v == ok) return true;
+  }
+  return false;
+}
+bool zero_or_one(const std::string& v) { return v == "0" || v == "1"; }
+bool gemv_mode(const std::string& v) { return v == "0" || v == "1" || v == "2"; }
+bool log_level(const std::string& v) {  // empty: the default
+  return v.empty() || v == "error" || v == "warn" || v == "info" || v == "debug";
+}
+bool boolean_or_unset(const std::string& v) { return v.empty() || boolean(v); }  // the graph policy's reading
+bool non_negative_integer(const std::string& v) {
+  return !v.empty() && v.size() <= 18 && v.find_first_not_of("0123456789") == std::string::npos;
+}
+
+constexpr EnvSwitch kSwitches[] = {
+    {"DSV4_PDL", "0 | 1", "programmatic dependent launch of the CUDA kernels (default on)", boolean},
+    {"DSV4_GEMV", "0 | 1 | 2",
+     "small-batch projections: 0 cuBLASLt only, 1 the weight-streaming GEMV where it wins (default), 2 the GEMV "
+     "wherever it can serve",
+     gemv_mode},
+    {"DSV4_SPLIT_ATTENTION", "0 | 1", "tensor-core split attention kernel (default 1; 0: the warp-per-head kernel)",
+     zero_or_one},
+    {"DSV4_PIPELINE_DECODE", "0 | 1", "queue the next decode step before the tokens are back (default on)", boolean},
+    {"DSV4_USE_BREAKABLE_CUDAGRAPH", "0 | 1",
+     "breakable CUDA graphs for prefill (default: the architecture's; --cudagraph-mode overrides)", boolean_or_unset},
+    {"DSV4_LOG_LEVEL", "error | warn | info | debug", "log messages shown on stderr (default info)", log_level},
+    {"DSV4_PROFILE_DECODE", "N >= 0", "bracket the N-th decode step with cudaProfilerStart/Stop (ncu)",
+     non_negative_integer},
+    {"DSV4_API_KEY", "any text", "dsv4 serve: the bearer token clients must send (--api-key overrides)", any},
+};
+
+}  // namespace
+
+std::span<const EnvSwitch> env_switches() { return kSwitches; }
+
+void check_environment() {
+  for (const EnvSwitch& s : kSwitches) {
+    const char* v = std::getenv(s.name);
+    if (v == nullptr) continue;
+    DSV4_CHECK_ARG(s.accepts(v), "environment variable ", s.name, "='", v, "' is not valid: use ", s.values, " (",
+                   s.what, ")");
+  }
+}
+
+}  // namespace dsv4
