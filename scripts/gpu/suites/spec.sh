@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Issue 15's GPU run (speculative decoding on the device), from a staged folder inside the repository root
-# (bin/, lib/, this script): the speculative GPU tests, then `dsv4 bench` in the default graph mode on the Flash
+# Issue 15's GPU run (speculative decoding on the device), a suite of scripts/gpu/run.sh (run from the repository
+# root with the staged build in STAGE, default .gpu-stage): the speculative GPU tests, then `dsv4 bench` in the default graph mode on the Flash
 # slice (3 layers + MTP: K = 0, 1, 3 at b = 1, each step against one drafter forward and one (K + 1)-token target
 # forward timed in the same run) and on the default model (K = 0, 2 at b = 1 and 16). Details under $OUT; a short
 # table last.
 set -u
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/.." && pwd)
-export PATH="$here/bin:$PATH" LD_LIBRARY_PATH="$here/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+. "${STAGE:-.gpu-stage}/env.sh"
+root=$PWD
+export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64
 export DSV4_SOURCE_DIR=$root PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 cd "$root"

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # One GPU call for the long-context issue (indexer, sparse attention, long contexts): the indexer's GPU-vs-CPU
-# tests, compute-sanitizer memcheck + racecheck on them, decode at long contexts, long prefills. Run from the
-# folder that holds bin/, lib/ (the staged build); DSV4_SOURCE_DIR is the repository root (fixtures).
+# tests, compute-sanitizer memcheck + racecheck on them, decode at long contexts, long prefills. A suite of
+# scripts/gpu/run.sh (run from the repository root with the staged build in STAGE, default .gpu-stage).
 #   PHASES: comma list of tests,prefill1m,memcheck,contexts,prefill,racecheck (default: all but prefill1m)
 set -u
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-export PATH="$here/bin:$PATH" LD_LIBRARY_PATH="$here/lib:${LD_LIBRARY_PATH:-}:/usr/local/cuda/lib64"
-export DSV4_SOURCE_DIR=${DSV4_SOURCE_DIR:-$(cd "$here/.." && pwd)} PYTHONUNBUFFERED=1
+. "${STAGE:-.gpu-stage}/env.sh"
+export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64
+export DSV4_SOURCE_DIR=${DSV4_SOURCE_DIR:-$PWD} PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 PHASES=${PHASES:-tests,memcheck,racecheck,contexts,prefill}
 has() { [[ ",$PHASES," == *",$1,"* ]]; }
