@@ -17,7 +17,7 @@ if has tests; then
 fi
 if has memcheck; then
   SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-  timeout 240 $SAN --tool memcheck --error-exitcode 99 dsv4_gpu_tests \
+  timeout ${MEMCHECK_TIMEOUT:-240} $SAN --tool memcheck --error-exitcode 99 dsv4_gpu_tests \
     --gtest_filter='CudaScheduler.ContinuousBatching*:CudaScheduler.Preemption*' > $OUT/memcheck.txt 2>&1
   echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|PASSED|FAILED" $OUT/memcheck.txt | head -5
 fi
