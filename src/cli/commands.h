@@ -31,6 +31,9 @@ struct DeviceFlags {
   // Scheduler and state pool (0 = the engine's default for the device).
   int64_t max_model_len = 0, max_num_seqs = 0, max_batch_tokens = 0, kv_cache_memory = 0, page_tokens = 0;
   double gpu_memory_utilization = 0.90;
+  // Ranks (--tensor-parallel-size) and expert parallelism over them (--expert-parallel).
+  int64_t tensor_parallel_size = 1;
+  bool expert_parallel = false;
   void add_to(CLI::App* cmd);
   void apply(EngineOptions& options) const;  // validates and fills the engine options
 };
