@@ -325,6 +325,20 @@ TEST(ShardedModel, HfFixturesMatchTheSingleRank) {
   }
 }
 
+// FP8/FP4 checkpoints (dequantised on the CPU before slicing) and the MTP fixture (a trained drafter).
+TEST(ShardedModel, QuantizedAndMtpFixturesMatchTheSingleRank) {
+  const std::string fixtures = test::source_dir() + "/tests/fixtures";
+  for (const std::string& dir : {fixtures + "/quantized/qtiny_a", fixtures + "/quantized/qtiny_b",
+                                 fixtures + "/quantized/qtiny_c", fixtures + "/mtp/mtp_tiny"}) {
+    SCOPED_TRACE(dir);
+    const auto m = load_model(dir);
+    const std::vector<int32_t> ids = some_ids(m->cfg, 32);
+    expect_sharded_parity(*m, ids, 2, true);
+    const int most = static_cast<int>(std::min<int64_t>(4, m->cfg.num_attention_heads));
+    if (most > 2) expect_sharded_parity(*m, ids, most, false);
+  }
+}
+
 TEST(ShardedModel, DefaultModelMatchesTheSingleRank) {
   const auto m = load_model(test::source_dir() + "/models/dsv4-tiny-kjv");
   const std::vector<int32_t> ids = some_ids(m->cfg, 48);
