@@ -71,6 +71,8 @@ ModelConfig rank_config(const ModelConfig& cfg, const RankPartition& p) {
 ModelWeights shard_weights(const ModelConfig& cfg, const ModelWeights& full, const RankPartition& p) {
   DSV4_CHECK_ARG(full.storage.device() == Device::kCPU, "shard_weights: CPU weights only (the model is on ",
                  device_name(full.storage.device()), ")");
+  DSV4_CHECK_ARG(full.layers.empty() || full.layers[0].attn.wo_a.dtype() == DType::F32,
+                 "shard_weights: f32 CPU weights only (wo_a is ", dtype_name(full.layers[0].attn.wo_a.dtype()), ")");
   const int64_t D = cfg.head_dim, R = cfg.o_lora_rank, per_group = cfg.num_attention_heads / cfg.o_groups;
   const int64_t s = p.unit_heads, units = p.units(), H = cfg.hidden_size, I = cfg.moe_intermediate_size;
   const bool split_heads = p.size > 1;
