@@ -56,7 +56,8 @@ ModelConfig rank_config(const ModelConfig& cfg, const RankPartition& p);
 
 // A rank's weights sliced from the full CPU weights: contiguous slices (wq_b rows, sinks) and replicated tensors
 // are views into `full`, which must outlive the result; wo_a / wo_b / the rank's experts are copied into its own
-// storage. The attention and MoE of every block (the MTP's too) are marked with the rank's share.
+// storage. The attention and MoE of every block (the MTP's too) are marked with the rank's share. parameter_count
+// and mtp_parameter_count stay the whole model's.
 ModelWeights shard_weights(const ModelConfig& cfg, const ModelWeights& full, const RankPartition& p);
 
 // ---- used by the model (model/deepseek_v4.cc) where a sublayer's output is a partial sum ----
