@@ -111,7 +111,11 @@ void register_bench(CLI::App& app) {
       out["copy_bandwidth_gbs"] = copy_bw / 1e9;
     }
     out["device"] = o->flags.device_used() == "cuda" ? cuda::device_summary() : std::string("cpu");
-    out["settings"] = {{"reps", o->reps}, {"warmup", o->warmup}, {"decode_steps", o->decode_steps}};
+    out["settings"] = {{"reps", o->reps},
+                       {"warmup", o->warmup},
+                       {"decode_steps", o->decode_steps},
+                       {"tensor_parallel_size", o->flags.tensor_parallel_size},
+                       {"expert_parallel", o->flags.expert_parallel}};
     for (const std::string& mode : modes) {
       EngineOptions eo;
       DeviceFlags flags = o->flags;

@@ -32,6 +32,9 @@ struct DeviceFlags {
   int64_t max_model_len = 0, max_num_seqs = 0, max_batch_tokens = 0, kv_cache_memory = 0, page_tokens = 0;
   double gpu_memory_utilization = 0.90;
   int threads = 0;  // CPU backend threads (0: one per core)
+  // Ranks (--tensor-parallel-size) and expert parallelism over them (--expert-parallel).
+  int64_t tensor_parallel_size = 1;
+  bool expert_parallel = false;
   void add_to(CLI::App* cmd);
   void apply(EngineOptions& options) const;  // validates and fills the engine options
   // The device the commands run on ("cpu" or "cuda"; --device auto resolved).

@@ -77,6 +77,12 @@ void DeviceFlags::add_to(CLI::App* cmd) {
                   "activations and graphs")
       ->check(CLI::Range(0.01, 1.0))
       ->capture_default_str();
+  cmd->add_option("--tensor-parallel-size", tensor_parallel_size,
+                  "Ranks the model is split over: query heads split across them, one all-reduce per attention "
+                  "(--device cpu: threads of this process)")
+      ->capture_default_str();
+  cmd->add_flag("--expert-parallel", expert_parallel,
+                "Split the routed experts over the --tensor-parallel-size ranks (expert e on rank e mod N)");
   cmd->add_option("--page-tokens", page_tokens,
                   "Positions per state page, a multiple of every compress rate (default: derived from the config)")
       ->check(CLI::Range(int64_t{0}, int64_t{65536}));
@@ -113,6 +119,12 @@ void DeviceFlags::apply(EngineOptions& o) const {
   o.kv_cache_memory = kv_cache_memory;
   o.gpu_memory_utilization = gpu_memory_utilization;
   o.page_tokens = page_tokens;
+  // Range errors name the flag here; the model-dependent limits (heads, experts) are checked against the config
+  // before anything is loaded (check_parallel_config).
+  DSV4_CHECK_ARG(tensor_parallel_size >= 1 && tensor_parallel_size <= 1024,
+                 "--tensor-parallel-size must be in [1, 1024], got ", tensor_parallel_size);
+  o.parallel.tensor_parallel_size = static_cast<int>(tensor_parallel_size);
+  o.parallel.expert_parallel = expert_parallel;
 }
 
 std::vector<int32_t> parse_ids(const std::string& csv) {

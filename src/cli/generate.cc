@@ -116,7 +116,9 @@ void register_generate(CLI::App& app) {
                        {"top_p", o->top_p},
                        {"seed", o->seed},
                        {"spec_tokens", o->spec_tokens},
-                       {"prompts", prompts.size()}};
+                       {"prompts", prompts.size()},
+                       {"tensor_parallel_size", o->flags.tensor_parallel_size},
+                       {"expert_parallel", o->flags.expert_parallel}};
       if (o->spec_tokens > 0) {
         j["acceptance_rate"] = s.acceptance_rate();
         j["mean_accepted_length"] = s.mean_accepted_length();

@@ -21,6 +21,11 @@ bool log_level(const std::string& v) {  // empty: the default
   return v.empty() || v == "error" || v == "warn" || v == "info" || v == "debug";
 }
 bool boolean_or_unset(const std::string& v) { return v.empty() || boolean(v); }  // the graph policy's reading
+bool positive_seconds(const std::string& v) {  // as default_collective_timeout() (parallel/in_process.cc) reads it
+  char* end = nullptr;
+  const double s = std::strtod(v.c_str(), &end);
+  return !v.empty() && end == v.c_str() + v.size() && s > 0 && s < 1e7;
+}
 bool non_negative_integer(const std::string& v) {
   return !v.empty() && v.size() <= 18 && v.find_first_not_of("0123456789") == std::string::npos;
 }
@@ -40,6 +45,8 @@ constexpr EnvSwitch kSwitches[] = {
     {"DSV4_PROFILE_DECODE", "N >= 0", "bracket the N-th decode step with cudaProfilerStart/Stop (ncu)",
      non_negative_integer},
     {"DSV4_API_KEY", "any text", "dsv4 serve: the bearer token clients must send (--api-key overrides)", any},
+    {"DSV4_COLLECTIVE_TIMEOUT_S", "seconds > 0",
+     "how long a rank waits in a collective before every rank stops with an error (default 300)", positive_seconds},
 };
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include "dsv4/backend/cuda_device.h"
 #include "dsv4/ops/indexer_workspace.h"
 #include "dsv4/ops/rope_table.h"
+#include "dsv4/parallel/partition.h"
 
 namespace dsv4 {
 
@@ -91,6 +92,7 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
   Tensor oa = A.alloc(act, {T, c.o_groups * c.o_lora_rank});
   ops::grouped_linear(ctx, oa, o.view({T, Nh * D}), aw.wo_a, c.o_groups);
   ops::linear(ctx, y, oa, aw.wo_b);
+  if (aw.partial_output) sum_over_ranks(ctx, y);
 }
 
 void moe_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights& w, const BatchMeta& meta, Tensor h,
@@ -104,10 +106,12 @@ void moe_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights& w, co
   Tensor weights = A.alloc(DType::F32, {T, k});
   Tensor indices = A.alloc(DType::I32, {T, k});
   ops::moe_route(ctx, weights, indices, logits, f.bias, f.tid2eid, meta.ids, c);
+  if (f.expert_ranks > 1) keep_rank_experts(ctx, weights, indices, f.expert_rank, f.expert_ranks);
   // The shared expert is the last stacked expert (weights.h): one call runs it with the routed ones, in the
   // same weight-streaming / grouped kernels, and adds it in fp32 before the single rounding to y's dtype.
   ops::moe_experts(ctx, y, h, indices, weights, f.w1, f.w2, f.w3, static_cast<float>(c.swiglu_limit),
-                   /*shared_expert=*/true);
+                   /*shared_expert=*/f.shared_expert_here);
+  if (f.expert_ranks > 1) sum_over_ranks(ctx, y);
 }
 
 void decoder_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights& w, LayerState& state,

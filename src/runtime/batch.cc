@@ -41,6 +41,27 @@ BatchMeta BatchBuilder::meta() {
   return {view(ids_), view(pos_), view(slot_), view(start_), view(end_), T};
 }
 
+std::vector<int32_t> BatchBuilder::pack() const {
+  std::vector<int32_t> out = {static_cast<int32_t>(num_tokens()), static_cast<int32_t>(num_logit_rows())};
+  for (const auto* v : {&ids_, &pos_, &slot_, &start_, &end_, &logit_rows_})
+    out.insert(out.end(), v->begin(), v->end());
+  return out;
+}
+
+BatchBuilder BatchBuilder::unpack(const int32_t* data, size_t count) {
+  DSV4_CHECK_ARG(count >= 2 && data[0] >= 0 && data[1] >= 0 &&
+                     count == 2 + 5 * static_cast<size_t>(data[0]) + static_cast<size_t>(data[1]),
+                 "batch: a packed batch of ", count, " values does not match its header");
+  BatchBuilder b;
+  const int32_t* p = data + 2;
+  for (auto* v : {&b.ids_, &b.pos_, &b.slot_, &b.start_, &b.end_, &b.logit_rows_}) {
+    const size_t n = static_cast<size_t>(v == &b.logit_rows_ ? data[1] : data[0]);
+    v->assign(p, p + n);
+    p += n;
+  }
+  return b;
+}
+
 Tensor BatchBuilder::logit_rows() { return Tensor(logit_rows_.data(), DType::I32, {num_logit_rows()}); }
 
 }  // namespace dsv4

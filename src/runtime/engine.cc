@@ -47,6 +47,14 @@ void check_engine_options(const EngineOptions& o) {
                  o.page_tokens);
   DSV4_CHECK_ARG(o.cuda_precision == DType::BF16 || o.cuda_precision == DType::F32,
                  "engine options: the CUDA precision must be BF16 or F32");
+  DSV4_CHECK_ARG(o.parallel.tensor_parallel_size >= 1, "--tensor-parallel-size must be >= 1, got ",
+                 o.parallel.tensor_parallel_size);
+  DSV4_CHECK(!o.parallel.active() || o.device == Device::kCPU, kUnsupported, "--tensor-parallel-size ",
+             o.parallel.tensor_parallel_size,
+             " on --device cuda: the CUDA executor does not run several ranks yet (the NCCL communicator is built but "
+             "not wired in); use --device cpu");
+  DSV4_CHECK_ARG(!o.parallel.expert_parallel || o.parallel.active(),
+                 "--expert-parallel needs --tensor-parallel-size > 1 (the experts are split over those ranks)");
 }
 
 }  // namespace
@@ -59,6 +67,7 @@ Engine::Engine(const std::string& model_dir, const EngineOptions& options) : opt
   const auto t0 = std::chrono::steady_clock::now();
   check_engine_options(opt_);
   cfg_ = ModelConfig::from_file((std::filesystem::path(model_dir) / "config.json").string());
+  check_parallel_config(cfg_, opt_.parallel);  // before the weights are read
   ckpt_ = Checkpoint::open(model_dir);
   weights_ = load_weights(ckpt_, cfg_, {opt_.device, opt_.load_mtp, opt_.cuda_precision});
   init(t0);
@@ -72,6 +81,7 @@ Engine::Engine(ModelConfig cfg, ModelWeights weights, const EngineOptions& optio
                  device_name(weights_.storage.device()), ", the engine runs on ", device_name(opt_.device));
   DSV4_CHECK_ARG(weights_.layers.size() == static_cast<size_t>(cfg_.num_hidden_layers), "engine: the weights have ",
                  weights_.layers.size(), " layers, the config ", cfg_.num_hidden_layers);
+  check_parallel_config(cfg_, opt_.parallel);
   init(t0);
 }
 
@@ -154,7 +164,11 @@ void Engine::init(std::chrono::steady_clock::time_point t0) {
   e.max_seqs = opt_.max_seqs;
   e.spec_graph_tokens = opt_.spec_graph_tokens;
   if (e.spec_graph_tokens.empty() && opt_.graph_spec_tokens > 0) e.spec_graph_tokens = {opt_.graph_spec_tokens};
-  exec_ = opt_.device == Device::kCUDA ? make_cuda_executor(e) : make_cpu_executor(e);
+  if (opt_.parallel.active()) {
+    exec_ = make_parallel_cpu_executor(e, opt_.parallel, model_opt_, shape);
+  } else {
+    exec_ = opt_.device == Device::kCUDA ? make_cuda_executor(e) : make_cpu_executor(e);
+  }
   load_seconds_ = seconds_since(t0);
 }
 
@@ -250,6 +264,7 @@ void Engine::fill_state_random(uint64_t seed) {
   const int64_t n = static_cast<int64_t>(state_->pool_bytes() / dtype_size(dt));
   ops::fill_random(ctx_, Tensor(state_->pool_data(), dt, {n}, opt_.device), seed, 0.0f, 1.0f);
   if (opt_.device == Device::kCUDA) cuda::synchronize_device();
+  exec_->fill_follower_states(seed);
 }
 
 double Engine::device_decode_step_ms(int64_t batch, int reps) { return exec_->time_decode_replays(batch, reps); }

@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "dsv4/model/deepseek_v4.h"
+#include "dsv4/model/forward_memory.h"
+#include "dsv4/parallel/partition.h"
 #include "dsv4/runtime/batch.h"
 #include "dsv4/runtime/engine.h"
 #include "runtime/spec_step.h"
@@ -61,6 +63,10 @@ class Executor {
   // The most sequences one spec_step of K drafts takes.
   virtual int64_t spec_max_seqs(int64_t K) const = 0;
 
+  // Multi-rank executors: the engine filled its state pool with fill_random(seed); the other ranks fill theirs the
+  // same way (benchmarks at a long context without a prefill). Nothing to do for one rank.
+  virtual void fill_follower_states(uint64_t /*seed*/) {}
+
   // CUDA reporting (empty / 0 on the CPU).
   virtual size_t device_bytes() const { return 0; }
   virtual std::string graph_summary() const { return ""; }
@@ -91,6 +97,11 @@ struct ExecutorSetup {
 };
 
 std::unique_ptr<Executor> make_cpu_executor(const ExecutorSetup& setup);
+// Defined in parallel_executor.cc: `parallel.tensor_parallel_size` ranks in this process (threads), rank 0 on the
+// caller's thread with `leader`'s state (the scheduler's), the others with their own state of `model_opt` and
+// activation arenas sized for `shape`; the weights in `leader` (full, CPU) are sharded per rank and must outlive it.
+std::unique_ptr<Executor> make_parallel_cpu_executor(const ExecutorSetup& leader, const ParallelConfig& parallel,
+                                                     const ModelOptions& model_opt, const ForwardShape& shape);
 // Defined in device_forward.cc: creates the stream and device buffers and captures the graphs.
 std::unique_ptr<Executor> make_cuda_executor(const ExecutorSetup& setup);
 

@@ -430,6 +430,25 @@ TEST_F(Cli, DeviceErrors) {
   expect_failure(str_cat("score -m ", m, " --ids 1 --device cuda"), {"--device cuda", "use --device cpu"});
 }
 
+// --tensor-parallel-size N [--expert-parallel] on the CPU: in-process ranks, the same greedy tokens as one rank (plain
+// and speculative); bad rank counts fail before the model is loaded.
+TEST_F(Cli, TensorParallelGenerateMatchesOneRank) {
+  const std::string base = str_cat("generate -m ", model(), " --ids 256,84,104,101,32,119 -n 8 --ignore-eos --json");
+  const json one = run_json(base), spec = run_json(base + " --spec-tokens 2");
+  EXPECT_EQ(spec["tokens"], one["tokens"]);
+  for (const auto& [ranks, extra] :
+       {std::pair{2, " --expert-parallel"}, std::pair{4, ""}, std::pair{3, " --expert-parallel --spec-tokens 2"}}) {
+    const json tp = run_json(str_cat(base, " --tensor-parallel-size ", ranks, extra));
+    EXPECT_EQ(tp["tokens"], one["tokens"]) << ranks << extra;
+    EXPECT_EQ(tp["settings"]["tensor_parallel_size"], ranks);
+  }
+  expect_failure(base + " --tensor-parallel-size 0", {"--tensor-parallel-size must be in [1, 1024], got 0"});
+  expect_failure(base + " --tensor-parallel-size 5",
+                 {"--tensor-parallel-size 5 exceeds the model's 4 attention heads"});
+  expect_failure(base + " --expert-parallel", {"--expert-parallel needs --tensor-parallel-size > 1"});
+  expect_failure(str_cat("score -m ", model(), " --ids 1,2 --tensor-parallel-size 9"), {"exceeds the model's 4"});
+}
+
 TEST_F(Cli, UsageErrors) {
   expect_failure("", {"subcommand"});
   expect_failure("bogus", {});

@@ -14,6 +14,7 @@ namespace dsv4 {
 namespace cuda {
 struct BlasHandle;  // cuBLASLt handle + fixed workspace (backend/cuda/blas.h)
 }
+class Communicator;  // parallel/communicator.h
 
 struct ExecContext {
   Device device = Device::kCPU;
@@ -27,6 +28,9 @@ struct ExecContext {
   // arena, but launch and compute nothing (on CUDA the backend runs with kernel launches suppressed, so its own
   // scratch allocations are counted too).
   bool measuring = false;
+  // This rank's communicator in a multi-rank run (parallel/partition.h: the model sums sharded sublayers'
+  // outputs through it); nullptr for a single rank.
+  Communicator* comm = nullptr;
 
   bool is_cuda() const { return device == Device::kCUDA; }
 };

@@ -27,6 +27,7 @@ enum class StatusCode : int {
   kOutOfMemory = 6,      // arena or device allocation exhausted
   kCudaError = 7,        // a CUDA runtime / cuBLASLt call failed
   kInternal = 8,         // a broken invariant inside dsv4 (a bug)
+  kAborted = 9,          // a collective timed out or a peer rank failed (multi-rank runs)
 };
 
 const char* status_code_name(StatusCode code);

@@ -93,6 +93,9 @@ struct AttentionWeights {
   CompressorWeights compressor;          // CSA / HCA layers
   CompressorWeights indexer_compressor;  // CSA layers
   Tensor indexer_wq_b, indexer_weights_proj;
+  // Tensor parallelism (parallel/partition.h): this rank holds a share of the query heads, so wo_b's output is its
+  // share of the sum over ranks.
+  bool partial_output = false;
 };
 
 struct MoeWeights {
@@ -101,6 +104,11 @@ struct MoeWeights {
   // at index E, so one moe_experts call (shared flag) runs both. shared_w* are views of slice E.
   Tensor w1, w2, w3;
   Tensor shared_w1, shared_w2, shared_w3;
+  // Expert parallelism (parallel/partition.h): the stacks hold only the routed experts e with e mod expert_ranks ==
+  // expert_rank (local index e / expert_ranks), plus the shared expert where shared_expert_here; the output is this
+  // rank's share of the sum over ranks. expert_ranks 1: every expert, the shared one last (the layout above).
+  int32_t expert_rank = 0, expert_ranks = 1;
+  bool shared_expert_here = true;
 };
 
 struct BlockWeights {

@@ -10,10 +10,10 @@
 namespace dsv4 {
 
 struct SequenceChunk {
-  int32_t slot = 0;              // state slot of the sequence
-  int32_t start = 0;             // position of ids[0] (= tokens already in the slot's state)
-  std::vector<int32_t> ids;      // this forward's tokens of the sequence
-  bool all_logits = false;       // logits for every token (verification, scoring) or only the last
+  int32_t slot = 0;          // state slot of the sequence
+  int32_t start = 0;         // position of ids[0] (= tokens already in the slot's state)
+  std::vector<int32_t> ids;  // this forward's tokens of the sequence
+  bool all_logits = false;   // logits for every token (verification, scoring) or only the last
 };
 
 class BatchBuilder {
@@ -35,6 +35,11 @@ class BatchBuilder {
   // Views of the host arrays (valid while the builder is unchanged).
   BatchMeta meta();
   Tensor logit_rows();
+
+  // The per-token arrays and the logit rows as one flat list, and the batch rebuilt from it (the step plans a
+  // multi-rank run's leader sends its followers): the same meta() and logit_rows(), no chunk records.
+  std::vector<int32_t> pack() const;
+  static BatchBuilder unpack(const int32_t* data, size_t count);
 
  private:
   std::vector<int32_t> ids_, pos_, slot_, start_, end_, logit_rows_;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "dsv4/model/deepseek_v4.h"
+#include "dsv4/parallel/partition.h"
 #include "dsv4/runtime/batch.h"
 #include "dsv4/runtime/request.h"
 #include "dsv4/runtime/sampler.h"
@@ -40,6 +41,9 @@ struct EngineOptions {
   // verification + acceptance entry per batch bucket and K); empty = {graph_spec_tokens} when that is > 0. Other
   // draft lengths run the same device path without graphs.
   std::vector<int64_t> spec_graph_tokens;
+  // --tensor-parallel-size N [--expert-parallel]: N ranks (parallel/partition.h). On the CPU they are threads of this
+  // process (the in-process communicator); rank 0 runs the scheduler, the others follow its step plans.
+  ParallelConfig parallel;
 };
 
 struct GenerateOptions {
