@@ -140,7 +140,9 @@ void register_generate(CLI::App& app) {
         }
       }
     }
-    // Statistics go to stderr: stdout holds the generated text alone.
+    // Statistics go to stderr: stdout holds the generated text alone (flushed first, so that a terminal or a
+    // 2>&1 pipe shows the text before the statistics).
+    std::fflush(stdout);
     std::fprintf(stderr,
                  "generated %lld tokens (%zu prompt%s, %lld prompt tokens) on %s: load %.3f s, prefill %.3f s, "
                  "decode %.3f s, %.1f tokens/s\n",
