@@ -5,6 +5,7 @@
 #include <exception>
 #include <thread>
 
+#include "backend/cpu/blas.h"
 #include "dsv4/core/dtype.h"
 #include "dsv4/core/status.h"
 
@@ -182,6 +183,7 @@ void InProcessGroup::run(const std::function<void(Communicator&)>& fn) {
   std::vector<char> origin(static_cast<size_t>(size_), 0);  // ranks that failed on their own, not by a peer's abort
   auto body = [&](int r) {
     try {
+      const cpu::BlasOffScope same_bits(size_ > 1);  // backend/cpu/blas.h
       fn(*ranks_[static_cast<size_t>(r)]);
     } catch (const Error& e) {
       errors[r] = std::current_exception();

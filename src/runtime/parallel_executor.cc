@@ -7,6 +7,7 @@
 #include <cstring>
 #include <thread>
 
+#include "backend/cpu/blas.h"
 #include "dsv4/core/log.h"
 #include "dsv4/model/forward_memory.h"
 #include "dsv4/parallel/in_process.h"
@@ -211,6 +212,7 @@ class ParallelCpuExecutor final : public Executor {
   void lead(PlanWriter& w, Fn&& run) {
     Communicator& comm = group_.rank(0);
     try {
+      const cpu::BlasOffScope same_bits(true);  // replicated work gives every rank the same bits (cpu/blas.h)
       comm.broadcast_bytes(&w.bytes(), 0);
       run();
     } catch (const std::exception& e) {
@@ -222,6 +224,7 @@ class ParallelCpuExecutor final : public Executor {
   void follow(int r) {
     Rank& rank = *ranks_[r];
     Communicator& comm = *rank.ctx.comm;
+    const cpu::BlasOffScope same_bits(true);  // as the leader's (lead)
     try {
       for (;;) {
         std::vector<uint8_t> bytes;

@@ -25,6 +25,14 @@ void gemm_nt(int64_t M, int64_t N, int64_t K, const float* X, int64_t ldx, const
               static_cast<blasint>(ldy));
 }
 
+namespace {
+thread_local bool g_blas_off = false;
+}  // namespace
+
+bool blas_enabled() { return !g_blas_off; }
+BlasOffScope::BlasOffScope(bool off) : previous_(g_blas_off) { g_blas_off = g_blas_off || off; }
+BlasOffScope::~BlasOffScope() { g_blas_off = previous_; }
+
 void set_threads(int n) {
   DSV4_CHECK_ARG(n >= 1, "threads must be >= 1, got ", n);
   omp_set_num_threads(n);

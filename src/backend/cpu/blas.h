@@ -17,6 +17,21 @@ namespace dsv4::cpu {
 
 constexpr int64_t kBlasMinRows = 8;
 
+// Whether products on this thread may go to sgemm (else the loops). The in-process ranks of parallel/ turn it off
+// (BlasOffScope): the work they replicate must give every rank the same bits, and OpenBLAS's may differ between
+// ranks whose partitioned shapes differ.
+bool blas_enabled();
+class BlasOffScope {
+ public:
+  explicit BlasOffScope(bool off);
+  ~BlasOffScope();
+  BlasOffScope(const BlasOffScope&) = delete;
+  BlasOffScope& operator=(const BlasOffScope&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // Y[m, :N] = X[m, :K] · W[n, :K]^T for m < M, n < N: rows of X, W and Y lie ldx, ldw and ldy floats apart.
 void gemm_nt(int64_t M, int64_t N, int64_t K, const float* X, int64_t ldx, const float* W, int64_t ldw, float* Y,
              int64_t ldy);

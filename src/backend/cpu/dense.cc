@@ -41,7 +41,7 @@ void linear(Tensor out, Tensor x, Tensor w) {
   const float* X = x.ptr<float>();
   const float* W = w.ptr<float>();
   float* Y = out.ptr<float>();
-  if (T >= kBlasMinRows) return gemm_nt(T, N, K, X, K, W, K, Y, N);
+  if (T >= kBlasMinRows && blas_enabled()) return gemm_nt(T, N, K, X, K, W, K, Y, N);
 #pragma omp parallel for collapse(2) schedule(static) if (T * N * K > kParallelWork)
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t n = 0; n < N; ++n) Y[t * N + n] = dot(X + t * K, W + n * K, K);
@@ -57,7 +57,7 @@ void grouped_linear(Tensor out, Tensor x, Tensor w, int64_t groups) {
   const float* X = x.ptr<float>();
   const float* W = w.ptr<float>();
   float* Y = out.ptr<float>();
-  if (T >= kBlasMinRows) {  // group g: Y[:, g*N:(g+1)*N] = X[:, g*K:(g+1)*K] · W[g*N:(g+1)*N]^T
+  if (T >= kBlasMinRows && blas_enabled()) {  // group g: Y[:, g*N:(g+1)*N] = X[:, g*K:(g+1)*K] · W[g*N:(g+1)*N]^T
     for (int64_t g = 0; g < groups; ++g) {
       gemm_nt(T, N, K, X + g * K, groups * K, W + g * N * K, K, Y + g * N, groups * N);
     }

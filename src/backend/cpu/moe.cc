@@ -110,7 +110,7 @@ void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1
                    ")");
   }
   const int64_t terms = k + (shared_expert ? 1 : 0);
-  if (T >= kBlasMinRows) return moe_experts_blas(out, x, indices, weights, w1, w2, w3, limit, routed, terms);
+  if (T >= kBlasMinRows && blas_enabled()) return moe_experts_blas(out, x, indices, weights, w1, w2, w3, limit, routed, terms);
   const int64_t H = x.size(1), I = w1.size(1);
 #pragma omp parallel for schedule(static) if (T * terms * 3 * I * H > kParallelWork)
   for (int64_t t = 0; t < T; ++t) {
