@@ -80,7 +80,7 @@ std::string render_arguments(const ToolCall& call) {
   ojson args;
   try {
     args = ojson::parse(call.arguments);
-  } catch (const ojson::parse_error&) {
+  } catch (const ojson::exception&) {  // syntax, or a number out of range (found by fuzz_http_request)
     args = ojson::object({{"arguments", call.arguments}});  // as encoding_dsv4.py does with unparsable text
   }
   DSV4_CHECK_ARG(args.is_object(), "tool call '", call.name, "': arguments must be a JSON object, got ",

@@ -119,6 +119,10 @@ TEST(ServerChatTemplate, ToolResultsFollowCallOrderAndMergeWithUserText) {
             "<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"arguments\" "
             "string=\"true\">not json</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>");
   EXPECT_THROW(render_dsml_tool_calls({{"c", "f", "[1, 2]"}}), Error);  // not an object
+  // A number JSON cannot hold is unparsable text too, not an escaping exception (found by fuzz_http_request).
+  EXPECT_EQ(render_dsml_tool_calls({{"c", "f", "7e7777"}}),
+            "<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"arguments\" "
+            "string=\"true\">7e7777</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>");
 }
 
 TEST(ServerChatTemplate, DeveloperMessagesAndBadConversations) {
