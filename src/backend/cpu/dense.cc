@@ -42,9 +42,12 @@ void linear(Tensor out, Tensor x, Tensor w) {
   const float* W = w.ptr<float>();
   float* Y = out.ptr<float>();
   if (T >= kBlasMinRows && blas_enabled()) return gemm_nt(T, N, K, X, K, W, K, Y, N);
-#pragma omp parallel for collapse(2) schedule(static) if (T * N * K > kParallelWork)
-  for (int64_t t = 0; t < T; ++t) {
-    for (int64_t n = 0; n < N; ++n) Y[t * N + n] = dot(X + t * K, W + n * K, K);
+  // Weight rows outer, the few token rows inner: each weight row is read once for all T rows (a speculative
+  // verification of K + 1 tokens then costs about one decode step's weight traffic, not K + 1). Same dot products,
+  // same bits as any other order.
+#pragma omp parallel for schedule(static) if (T * N * K > kParallelWork)
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t t = 0; t < T; ++t) Y[t * N + n] = dot(X + t * K, W + n * K, K);
   }
 }
 
@@ -64,9 +67,9 @@ void grouped_linear(Tensor out, Tensor x, Tensor w, int64_t groups) {
     return;
   }
 #pragma omp parallel for collapse(2) schedule(static) if (T * N * K * groups > kParallelWork)
-  for (int64_t t = 0; t < T; ++t) {
-    for (int64_t g = 0; g < groups; ++g) {
-      for (int64_t n = 0; n < N; ++n) {
+  for (int64_t g = 0; g < groups; ++g) {  // weight rows outer, as in linear
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t t = 0; t < T; ++t) {
         Y[t * groups * N + g * N + n] = dot(X + t * groups * K + g * K, W + (g * N + n) * K, K);
       }
     }
