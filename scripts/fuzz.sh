@@ -4,6 +4,8 @@
 # (the committed seeds stay as they are); crashes to build-san/fuzz/<target>/. Prints one summary line per
 # target (runs, executions per second, coverage) and exits non-zero when any target found a crash.
 #   scripts/fuzz.sh [SECONDS] [TARGET...]      e.g. scripts/fuzz.sh 20      scripts/fuzz.sh 600 config
+# DSV4_FUZZ_SEED fixes libFuzzer's random seed (the test command uses 1, so a CI run explores the same inputs
+# each time and a red run reproduces); unset or 0, libFuzzer picks one (long exploratory runs).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-600}
@@ -18,7 +20,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$work/corpus"
   log="$work/fuzz.log"
   # -rss_limit_mb: the tokenizer target loads a 400 kB tokenizer per input; -timeout: a hang is a finding.
-  "build-san/fuzz/fuzz_$t" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 \
+  "build-san/fuzz/fuzz_$t" -max_total_time="$seconds" -seed="${DSV4_FUZZ_SEED:-0}" -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 \
     -artifact_prefix="$work/" "$work/corpus" "fuzz/corpus/$t" >"$log" 2>&1
   rc=$?
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)

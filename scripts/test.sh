@@ -14,5 +14,5 @@ if [ "${DSV4_SANITIZE:-1}" != "0" ]; then
     # A sanitizer report fails the test that caused it (exit 86/87, never dsv4's 1 or 2).
     ctest --test-dir build-san --output-on-failure -j2 --timeout 900
   )
-  scripts/fuzz.sh "${DSV4_FUZZ_SECONDS:-20}"
+  DSV4_FUZZ_SEED=${DSV4_FUZZ_SEED:-1} scripts/fuzz.sh "${DSV4_FUZZ_SECONDS:-20}"
 fi

@@ -143,7 +143,7 @@ void parse_rope(const json& j, ModelConfig& cfg, const std::string& origin) {
     if (it.key() != "main" && it.key() != "compress") compress[it.key()] = it.value();
   }
   compress["rope_theta"] = compress_rope_theta;
-  if (!compress.contains("rope_type")) compress["rope_type"] = compress.value("type", std::string("default"));
+  // A legacy "type" key stands in for "rope_type": parse_rope_dict reads either, and checks it is a string.
   cfg.rope_main = parse_rope_dict(main, "main", cfg, origin, false);
   cfg.rope_compress = parse_rope_dict(compress, "compress", cfg, origin, true);
 }

@@ -540,6 +540,11 @@ TEST(ConfigErrors, WrongFieldTypes) {
   j = small_config();
   j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", "16"}, {"original_max_position_embeddings", 64}};
   expect_error(j, StatusCode::kParseError, {"'factor'"});
+  // The legacy "type" spelling is type-checked like "rope_type" (found by fuzz_config: it used to escape
+  // as a json type_error).
+  j = small_config();
+  j["rope_scaling"] = {{"type", 5}};
+  expect_error(j, StatusCode::kParseError, {"rope_parameters.compress", "'type'", "string"});
 }
 
 TEST(ConfigErrors, LayerSchedules) {
