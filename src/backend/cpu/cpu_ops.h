@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "backend/cpu/dot.h"
 #include "dsv4/ops/ops.h"
 
 namespace dsv4::cpu {
@@ -17,6 +18,9 @@ constexpr int64_t kParallelWork = int64_t{1} << 24;
 void embedding(Tensor out, Tensor table, Tensor ids);
 void broadcast_streams(Tensor out, Tensor x);
 void linear(Tensor out, Tensor x, Tensor w);
+// Y[m, :N] = X[m, :K] · W[n, :K]^T for m < M: sgemm from kBlasMinRows rows (blas.h), dot_rows below.
+void product_nt(int64_t M, int64_t N, int64_t K, const float* X, int64_t ldx, const float* W, int64_t ldw, float* Y,
+                int64_t ldy);
 void grouped_linear(Tensor out, Tensor x, Tensor w, int64_t groups);
 void rms_norm(Tensor out, Tensor x, Tensor w, float eps);
 void linears(Tensor x, const std::vector<ops::Projection>& projections);
@@ -62,7 +66,6 @@ void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1
                  bool shared_expert);
 
 // Shared scalar helpers (also used by tests as the direct formulas).
-float dot(const float* a, const float* b, int64_t n);
 inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
 // torch.nn.functional.softplus with beta 1, threshold 20.

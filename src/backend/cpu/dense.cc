@@ -1,4 +1,5 @@
 // Dense CPU reference ops: embedding, projections, norms, elementwise.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -6,18 +7,6 @@
 #include "backend/cpu/cpu_ops.h"
 
 namespace dsv4::cpu {
-
-float dot(const float* a, const float* b, int64_t n) {
-  // Eight independent partial sums: vectorises without -ffast-math and keeps fp32 error small.
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (int k = 0; k < 8; ++k) acc[k] += a[i + k] * b[i + k];
-  }
-  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
 
 void embedding(Tensor out, Tensor table, Tensor ids) {
   const int64_t T = out.size(0), H = out.size(1);
@@ -36,19 +25,21 @@ void broadcast_streams(Tensor out, Tensor x) {
   }
 }
 
+void product_nt(int64_t M, int64_t N, int64_t K, const float* X, int64_t ldx, const float* W, int64_t ldw, float* Y,
+                int64_t ldy) {
+  if (M >= kBlasMinRows && blas_enabled()) return gemm_nt(M, N, K, X, ldx, W, ldw, Y, ldy);
+  // Weight rows outer, the few token rows inner (dot_rows): each weight row is read once for all M rows, so a
+  // speculative verification of K + 1 tokens costs about one decode step's weight traffic, with the same bits.
+  constexpr int64_t kRowsPerTask = 64;
+#pragma omp parallel for schedule(static) if (M * N * K > kParallelWork)
+  for (int64_t n = 0; n < N; n += kRowsPerTask) {
+    dot_rows(M, std::min(kRowsPerTask, N - n), K, X, ldx, W + n * ldw, ldw, Y + n, ldy);
+  }
+}
+
 void linear(Tensor out, Tensor x, Tensor w) {
   const int64_t T = x.size(0), K = x.size(1), N = w.size(0);
-  const float* X = x.ptr<float>();
-  const float* W = w.ptr<float>();
-  float* Y = out.ptr<float>();
-  if (T >= kBlasMinRows && blas_enabled()) return gemm_nt(T, N, K, X, K, W, K, Y, N);
-  // Weight rows outer, the few token rows inner: each weight row is read once for all T rows (a speculative
-  // verification of K + 1 tokens then costs about one decode step's weight traffic, not K + 1). Same dot products,
-  // same bits as any other order.
-#pragma omp parallel for schedule(static) if (T * N * K > kParallelWork)
-  for (int64_t n = 0; n < N; ++n) {
-    for (int64_t t = 0; t < T; ++t) Y[t * N + n] = dot(X + t * K, W + n * K, K);
-  }
+  product_nt(T, N, K, x.ptr<float>(), K, w.ptr<float>(), K, out.ptr<float>(), N);
 }
 
 void linears(Tensor x, const std::vector<ops::Projection>& projections) {
@@ -60,19 +51,9 @@ void grouped_linear(Tensor out, Tensor x, Tensor w, int64_t groups) {
   const float* X = x.ptr<float>();
   const float* W = w.ptr<float>();
   float* Y = out.ptr<float>();
-  if (T >= kBlasMinRows && blas_enabled()) {  // group g: Y[:, g*N:(g+1)*N] = X[:, g*K:(g+1)*K] · W[g*N:(g+1)*N]^T
-    for (int64_t g = 0; g < groups; ++g) {
-      gemm_nt(T, N, K, X + g * K, groups * K, W + g * N * K, K, Y + g * N, groups * N);
-    }
-    return;
-  }
-#pragma omp parallel for collapse(2) schedule(static) if (T * N * K * groups > kParallelWork)
-  for (int64_t g = 0; g < groups; ++g) {  // weight rows outer, as in linear
-    for (int64_t n = 0; n < N; ++n) {
-      for (int64_t t = 0; t < T; ++t) {
-        Y[t * groups * N + g * N + n] = dot(X + t * groups * K + g * K, W + (g * N + n) * K, K);
-      }
-    }
+  // Group g: Y[:, g*N:(g+1)*N] = X[:, g*K:(g+1)*K] · W[g*N:(g+1)*N]^T.
+  for (int64_t g = 0; g < groups; ++g) {
+    product_nt(T, N, K, X + g * K, groups * K, W + g * N * K, K, Y + g * N, groups * N);
   }
 }
 

@@ -4,7 +4,6 @@
 #include <numeric>
 #include <vector>
 
-#include "backend/cpu/blas.h"
 #include "backend/cpu/cpu_ops.h"
 
 namespace dsv4::cpu {
@@ -51,14 +50,21 @@ void moe_route(Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tenso
   }
 }
 
-namespace {
-
-// The experts as matrix products: each expert's tokens gathered into one batch (in token order), gate/up and
-// down projections through sgemm, then every token's terms added in a fixed order (routed 0..k-1, shared).
-void moe_experts_blas(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2, Tensor w3,
-                      float limit, int64_t routed, int64_t terms) {
+void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2, Tensor w3, float limit,
+                 bool shared_expert) {
   const int64_t T = x.size(0), H = x.size(1), k = indices.size(1), I = w1.size(1);
-  // rows[e]: the (token, term) pairs expert e serves, as t * terms + i.
+  const int64_t routed = w1.size(0) - (shared_expert ? 1 : 0);
+  // An index past the routed experts would read past w1, or silently run the shared expert twice.
+  for (int64_t p = 0; p < T * k; ++p) {
+    const int32_t e = indices.ptr<int32_t>()[p];
+    DSV4_CHECK_ARG(e >= 0 && e < routed, "moe_experts: expert index ", e, " of token ", p / k, " outside [0, ", routed,
+                   ")");
+  }
+  // Term i < k of token t is the routed expert indices[t, i]; term k the shared expert (index `routed`), weight 1.
+  // Each expert's tokens are gathered (in token order) into one product, so its weights are read once per step
+  // however many tokens it serves (a batch, a speculative verification); then every token's terms are added in
+  // term order. rows[e]: the (token, term) pairs expert e serves, as t * terms + i.
+  const int64_t terms = k + (shared_expert ? 1 : 0);
   std::vector<std::vector<int64_t>> rows(routed + 1);
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t i = 0; i < terms; ++i)
@@ -77,12 +83,12 @@ void moe_experts_blas(Tensor out, Tensor x, Tensor indices, Tensor weights, Tens
       const float* src = x.ptr<float>() + rows[e][r] / terms * H;
       std::copy(src, src + H, xe.data() + r * H);
     }
-    gemm_nt(n, I, H, xe.data(), H, w1.ptr<float>() + e * I * H, H, gate.data(), I);
-    gemm_nt(n, I, H, xe.data(), H, w3.ptr<float>() + e * I * H, H, up.data(), I);
+    product_nt(n, I, H, xe.data(), H, w1.ptr<float>() + e * I * H, H, gate.data(), I);
+    product_nt(n, I, H, xe.data(), H, w3.ptr<float>() + e * I * H, H, up.data(), I);
     for (int64_t j = 0; j < n * I; ++j) {
       gate[j] = silu(std::min(gate[j], limit)) * std::min(std::max(up[j], -limit), limit);
     }
-    gemm_nt(n, H, I, gate.data(), I, w2.ptr<float>() + e * H * I, I, ye.data(), H);
+    product_nt(n, H, I, gate.data(), I, w2.ptr<float>() + e * H * I, I, ye.data(), H);
     for (int64_t r = 0; r < n; ++r) std::copy(ye.data() + r * H, ye.data() + (r + 1) * H, y.data() + rows[e][r] * H);
   }
   for (int64_t t = 0; t < T; ++t) {
@@ -92,45 +98,6 @@ void moe_experts_blas(Tensor out, Tensor x, Tensor indices, Tensor weights, Tens
       const float wt = i < k ? weights.ptr<float>()[t * k + i] : 1.0f;
       const float* yt = y.data() + (t * terms + i) * H;
       for (int64_t h = 0; h < H; ++h) o[h] += wt * yt[h];
-    }
-  }
-}
-
-}  // namespace
-
-void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2, Tensor w3, float limit,
-                 bool shared_expert) {
-  const int64_t T = x.size(0), k = indices.size(1);
-  const int64_t routed = w1.size(0) - (shared_expert ? 1 : 0);
-  // Checked before the parallel loop (no exceptions inside it): an index past the routed experts would read
-  // past w1, or silently run the shared expert twice.
-  for (int64_t p = 0; p < T * k; ++p) {
-    const int32_t e = indices.ptr<int32_t>()[p];
-    DSV4_CHECK_ARG(e >= 0 && e < routed, "moe_experts: expert index ", e, " of token ", p / k, " outside [0, ", routed,
-                   ")");
-  }
-  const int64_t terms = k + (shared_expert ? 1 : 0);
-  if (T >= kBlasMinRows && blas_enabled()) return moe_experts_blas(out, x, indices, weights, w1, w2, w3, limit, routed, terms);
-  const int64_t H = x.size(1), I = w1.size(1);
-#pragma omp parallel for schedule(static) if (T * terms * 3 * I * H > kParallelWork)
-  for (int64_t t = 0; t < T; ++t) {
-    const float* xt = x.ptr<float>() + t * H;
-    float* o = out.ptr<float>() + t * H;
-    std::fill(o, o + H, 0.0f);
-    std::vector<float> act(I);
-    // Term i < k is the routed expert indices[t, i]; term k the shared expert (index `routed`), weight 1.
-    for (int64_t i = 0; i < terms; ++i) {
-      const int64_t e = i < k ? indices.ptr<int32_t>()[t * k + i] : routed;
-      const float wt = i < k ? weights.ptr<float>()[t * k + i] : 1.0f;
-      const float* W1 = w1.ptr<float>() + e * I * H;
-      const float* W3 = w3.ptr<float>() + e * I * H;
-      const float* W2 = w2.ptr<float>() + e * H * I;
-      for (int64_t j = 0; j < I; ++j) {
-        const float g = std::min(dot(W1 + j * H, xt, H), limit);
-        const float u = std::min(std::max(dot(W3 + j * H, xt, H), -limit), limit);
-        act[j] = silu(g) * u;
-      }
-      for (int64_t h = 0; h < H; ++h) o[h] += wt * dot(W2 + h * I, act.data(), I);
     }
   }
 }

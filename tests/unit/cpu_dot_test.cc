@@ -1,0 +1,68 @@
+// The CPU backend's dot products (backend/cpu/dot.h): every path this CPU runs gives the portable path's bits, a
+// product's bits do not depend on the block it is computed in, and the sum is the exact one to fp32 rounding.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "backend/cpu/dot.h"
+
+namespace dsv4::cpu {
+namespace {
+
+std::vector<float> random_values(size_t n, std::mt19937& rng) {
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof(float)) == 0; }
+
+TEST(CpuDot, EveryPathGivesThePortableBitsInEveryBlockShape) {
+  std::mt19937 rng(7);
+  std::printf("dot path on this CPU: %s\n", dot_path());
+  int paths_run = 0;
+  for (const int64_t n : {0, 1, 7, 31, 32, 33, 64, 100, 192, 256, 1000}) {
+    for (const int64_t T : {1, 2, 3, 4, 7}) {
+      for (const int64_t R : {1, 3, 4, 5, 9}) {
+        // Leading dimensions wider than n, so a block that read past its row would pick up the padding.
+        const int64_t ldx = n + 5, ldw = n + 3, ldy = R + 2;
+        const std::vector<float> X = random_values(static_cast<size_t>(T * ldx), rng);
+        const std::vector<float> W = random_values(static_cast<size_t>(R * ldw), rng);
+        std::vector<float> want(static_cast<size_t>(T * ldy), -7.0f);
+        ASSERT_TRUE(dot_rows_on("portable", T, R, n, X.data(), ldx, W.data(), ldw, want.data(), ldy));
+        for (int64_t t = 0; t < T; ++t) {
+          for (int64_t r = 0; r < R; ++r) {
+            double exact = 0;
+            for (int64_t i = 0; i < n; ++i) exact += static_cast<double>(X[t * ldx + i]) * W[r * ldw + i];
+            const float got = want[t * ldy + r];
+            EXPECT_NEAR(got, exact, 1e-5 * (1 + std::sqrt(static_cast<double>(n)))) << "n " << n;
+            // dot() alone: the same bits as inside any block.
+            EXPECT_TRUE(same_bits(dot(X.data() + t * ldx, W.data() + r * ldw, n), got)) << "n " << n;
+          }
+          for (int64_t r = R; r < ldy; ++r) EXPECT_EQ(want[t * ldy + r], -7.0f) << "wrote past R";
+        }
+        for (const char* path : {"avx512", "avx2"}) {
+          std::vector<float> got(want.size(), -7.0f);
+          if (!dot_rows_on(path, T, R, n, X.data(), ldx, W.data(), ldw, got.data(), ldy)) continue;
+          ++paths_run;
+          for (size_t i = 0; i < got.size(); ++i) {
+            ASSERT_TRUE(same_bits(got[i], want[i])) << path << " n " << n << " T " << T << " R " << R << " element "
+                                                    << i << ": " << got[i] << " vs " << want[i];
+          }
+        }
+        std::vector<float> best(want.size(), -7.0f);
+        dot_rows(T, R, n, X.data(), ldx, W.data(), ldw, best.data(), ldy);
+        for (size_t i = 0; i < best.size(); ++i) ASSERT_TRUE(same_bits(best[i], want[i]));
+      }
+    }
+  }
+  if (paths_run == 0) std::printf("no vector path on this CPU: the portable path alone was checked\n");
+  EXPECT_FALSE(dot_rows_on("sse9", 1, 1, 1, nullptr, 1, nullptr, 1, nullptr, 1));
+}
+
+}  // namespace
+}  // namespace dsv4::cpu
