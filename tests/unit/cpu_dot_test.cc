@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
 
+#include "backend/cpu/blas.h"
 #include "backend/cpu/dot.h"
 
 namespace dsv4::cpu {
@@ -62,6 +64,23 @@ TEST(CpuDot, EveryPathGivesThePortableBitsInEveryBlockShape) {
   }
   if (paths_run == 0) std::printf("no vector path on this CPU: the portable path alone was checked\n");
   EXPECT_FALSE(dot_rows_on("sse9", 1, 1, 1, nullptr, 1, nullptr, 1, nullptr, 1));
+}
+
+// OpenBLAS 0.3.21 falls back to its SSE3 (Prescott) kernels on CPUs it does not know; blas.cc names the family
+// the CPU's features allow before OpenBLAS initialises, and takes the variable back out of the environment.
+TEST(CpuBlas, RunsTheKernelsTheCpuAllows) {
+  std::printf("OpenBLAS kernels: %s\n", blas_core());
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    EXPECT_STRNE(blas_core(), "Prescott");
+    EXPECT_STRNE(blas_core(), "Core2");
+  }
+#endif
+  float x[8] = {1, 2, 3, 4, 5, 6, 7, 8}, w[8] = {1, 1, 1, 1, 1, 1, 1, 1}, y = 0;
+  gemm_nt(1, 1, 8, x, 8, w, 8, &y, 1);
+  EXPECT_EQ(y, 36.0f);
+  EXPECT_EQ(std::getenv("OPENBLAS_CORETYPE"), nullptr) << "left in the environment";
 }
 
 }  // namespace

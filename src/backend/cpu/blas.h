@@ -32,6 +32,9 @@ class BlasOffScope {
   bool previous_;
 };
 
+// The kernel family OpenBLAS runs here ("Cooperlake", "SkylakeX", "Haswell", ...), for logs and benchmarks.
+const char* blas_core();
+
 // Y[m, :N] = X[m, :K] · W[n, :K]^T for m < M, n < N: rows of X, W and Y lie ldx, ldw and ldy floats apart.
 void gemm_nt(int64_t M, int64_t N, int64_t K, const float* X, int64_t ldx, const float* W, int64_t ldw, float* Y,
              int64_t ldy);
