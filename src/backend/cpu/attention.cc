@@ -175,18 +175,23 @@ void attention(Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring, const 
         for (int64_t e = 0; e < visible; ++e) keys.push_back(state_row(E, m.slot, e, "compressed entries"));
       }
     }
-    std::vector<float> logit(keys.size());
+    // Every head's logits at once: the keys gathered into rows, then blocks of heads x keys (dot_rows).
+    const int64_t nk = static_cast<int64_t>(keys.size());
+    std::vector<float> key_rows(static_cast<size_t>(nk * D)), logits(static_cast<size_t>(heads * nk));
+    for (int64_t k = 0; k < nk; ++k) std::copy(keys[k], keys[k] + D, key_rows.data() + k * D);
+    dot_rows(heads, nk, D, q.ptr<float>() + t * heads * D, D, key_rows.data(), D, logits.data(), nk);
     for (int64_t h = 0; h < heads; ++h) {
-      const float* qh = q.ptr<float>() + (t * heads + h) * D;
+      float* logit = logits.data() + h * nk;
       const float sink = sinks.ptr<float>()[h];
       float mx = sink;
-      for (size_t k = 0; k < keys.size(); ++k) mx = std::max(mx, logit[k] = dot(qh, keys[k], D) * scale);
+      for (int64_t k = 0; k < nk; ++k) mx = std::max(mx, logit[k] *= scale);
       float denom = std::exp(sink - mx);
-      for (size_t k = 0; k < keys.size(); ++k) denom += (logit[k] = std::exp(logit[k] - mx));
-      float* oh = o + h * D;
-      for (size_t k = 0; k < keys.size(); ++k) {
+      for (int64_t k = 0; k < nk; ++k) denom += (logit[k] = std::exp(logit[k] - mx));
+      float* __restrict oh = o + h * D;
+      for (int64_t k = 0; k < nk; ++k) {
         const float p = logit[k] / denom;
-        for (int64_t d = 0; d < D; ++d) oh[d] += p * keys[k][d];
+        const float* __restrict key = key_rows.data() + k * D;
+        for (int64_t d = 0; d < D; ++d) oh[d] += p * key[d];
       }
     }
   }

@@ -15,7 +15,18 @@ void mix_logits(const float* x, int64_t width, const float* fn, int64_t rows, fl
   // transformers normalises first, then projects; the same up to fp32 rounding.
   std::vector<float> xn(width);
   for (int64_t i = 0; i < width; ++i) xn[i] = x[i] * r;
-  for (int64_t k = 0; k < rows; ++k) m[k] = dot(fn + k * width, xn.data(), width);
+  dot_rows(1, rows, width, xn.data(), width, fn, width, m, rows);
+}
+
+// out[h] = sum_i w[i] * x[i * H + h], the streams added in order i = 0..n-1 (h innermost: vectorises).
+void weighted_streams(float* __restrict out, const float* __restrict w, const float* __restrict x, int64_t n,
+                      int64_t H) {
+  for (int64_t h = 0; h < H; ++h) out[h] = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float wi = w[i];
+    const float* __restrict xi = x + i * H;
+    for (int64_t h = 0; h < H; ++h) out[h] += wi * xi[h];
+  }
 }
 
 }  // namespace
@@ -63,12 +74,7 @@ void hc_pre(Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Ten
       }
       normalise_columns();
     }
-    float* out = collapsed.ptr<float>() + t * H;
-    for (int64_t h = 0; h < H; ++h) {
-      float acc = 0;
-      for (int64_t i = 0; i < n; ++i) acc += pre[i] * xt[i * H + h];
-      out[h] = acc;
-    }
+    weighted_streams(collapsed.ptr<float>() + t * H, pre.data(), xt, n, H);
   }
 }
 
@@ -80,12 +86,14 @@ void hc_post(Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb) {
     const float* yt = y.ptr<float>() + t * H;
     const float* P = post.ptr<float>() + t * n;
     const float* C = comb.ptr<float>() + t * n * n;
-    for (int64_t j = 0; j < n; ++j) {
-      float* o = out.ptr<float>() + (t * n + j) * H;
-      for (int64_t h = 0; h < H; ++h) {
-        float acc = P[j] * yt[h];
-        for (int64_t i = 0; i < n; ++i) acc += C[i * n + j] * xt[i * H + h];
-        o[h] = acc;
+    for (int64_t j = 0; j < n; ++j) {  // P[j] y, then the streams in order i = 0..n-1 (h innermost: vectorises)
+      float* __restrict o = out.ptr<float>() + (t * n + j) * H;
+      const float pj = P[j];
+      for (int64_t h = 0; h < H; ++h) o[h] = pj * yt[h];
+      for (int64_t i = 0; i < n; ++i) {
+        const float cij = C[i * n + j];
+        const float* __restrict xi = xt + i * H;
+        for (int64_t h = 0; h < H; ++h) o[h] += cij * xi[h];
       }
     }
   }
@@ -100,12 +108,7 @@ void hc_head(Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const M
     mix_logits(xt, width, fn.ptr<float>(), n, eps, m.data());
     std::vector<float> pre(n);
     for (int64_t i = 0; i < n; ++i) pre[i] = sigmoid(m[i] * scale.ptr<float>()[0] + base.ptr<float>()[i]) + hc_eps;
-    float* o = out.ptr<float>() + t * H;
-    for (int64_t h = 0; h < H; ++h) {
-      float acc = 0;
-      for (int64_t i = 0; i < n; ++i) acc += pre[i] * xt[i * H + h];
-      o[h] = acc;
-    }
+    weighted_streams(out.ptr<float>() + t * H, pre.data(), xt, n, H);
   }
 }
 
