@@ -72,6 +72,11 @@ void DeviceFlags::add_to(CLI::App* cmd) {
   cmd->add_option("--kv-cache-memory", kv_cache_memory,
                   "Bytes of the paged KV/state pool (default: --gpu-memory-utilization on CUDA, 2 GiB on the CPU)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 50));
+  cmd->add_option("--kv-cache-dtype", kv_cache_dtype,
+                  "How the attention caches hold their values: auto (as computed), bf16, or fp8 (DeepSeek-V4's cache: "
+                  "E4M3 with per-64 power-of-two scales, RoPE part bf16, indexer keys E4M3 per row; the CPU only "
+                  "in this build)")
+      ->capture_default_str();
   cmd->add_option("--gpu-memory-utilization", gpu_memory_utilization,
                   "Share of the GPU's memory the engine may use; the state pool takes what is left after weights, "
                   "activations and graphs")
@@ -110,6 +115,8 @@ void DeviceFlags::apply(EngineOptions& o) const {
     graph::CaptureSizes checked(sizes);
   }
   o.cuda_precision = parse_cuda_precision(cuda_precision);
+  o.kv_cache_dtype = parse_kv_cache_dtype(kv_cache_dtype);
+  kv_formats(o.kv_cache_dtype, o.device, o.cuda_precision);  // a format the device cannot run: before loading
   o.cudagraph_mode = cudagraph_mode;
   o.enforce_eager = enforce_eager;
   o.capture_sizes = capture_sizes;

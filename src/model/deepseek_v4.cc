@@ -66,6 +66,8 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
   ops::linears(ctx, qr, from_qr);
   ops::rms_norm_rope(ctx, q, Tensor(), eps, meta.pos, rope);  // weightless per-head norm
   ops::rms_norm_rope(ctx, kv.view({T, 1, D}), aw.kv_norm, eps, meta.pos, rope);
+  // The cache's format (--kv-cache-dtype): attention reads these rows now and from the ring later, the same values.
+  if (st.kv_format != KvRoundTrip::kNone) ops::kv_round_trip(ctx, kv, rope.rope_dim, st.kv_format);
 
   Tensor o = A.alloc(act, {T, Nh, D});
 

@@ -168,11 +168,13 @@ ModelState::ModelState(const ModelConfig& c, const ModelOptions& o, Device devic
     p.first_column = a.ring ? 0 : layout_.ring_pages;
     return p;
   };
+  const KvFormats formats = kv_formats(opt_.kv_cache_dtype, device, act_);
   for (size_t l = 0; l < c.layer_types.size(); ++l) {
     const AttentionType t = c.layer_types[l];
     const std::string p = "layers." + std::to_string(l) + ".";
     LayerState ls;
     ls.kv_ring = view(p + "kv_ring");
+    ls.kv_format = formats.window;
     const int64_t rate = c.compress_rate(t);
     auto compressor = [&](const std::string& name, bool overlap, int64_t dim) {
       CompressorState cs;
@@ -184,13 +186,63 @@ ModelState::ModelState(const ModelConfig& c, const ModelOptions& o, Device devic
       cs.dim = dim;
       return cs;
     };
-    if (rate > 0) ls.compressor = compressor("compressor", t == AttentionType::kCompressedSparse, c.head_dim);
-    if (t == AttentionType::kCompressedSparse) ls.indexer = compressor("indexer", true, c.index_head_dim);
+    if (rate > 0) {
+      ls.compressor = compressor("compressor", t == AttentionType::kCompressedSparse, c.head_dim);
+      ls.compressor.entry_format = formats.compressed;
+    }
+    if (t == AttentionType::kCompressedSparse) {
+      ls.indexer = compressor("indexer", true, c.index_head_dim);
+      ls.indexer.entry_format = formats.indexer;
+    }
     layers.push_back(ls);
   }
-  if (with_mtp) mtp.kv_ring = view("mtp.kv_ring");
+  if (with_mtp) {
+    mtp.kv_ring = view("mtp.kv_ring");
+    mtp.kv_format = formats.window;
+  }
   fill_rope(rope_main, small_, c.rope_main, c.rope_head_dim, device);
   fill_rope(rope_compress, small_, c.rope_compress, c.rope_head_dim, device);
+}
+
+KvCacheDtype parse_kv_cache_dtype(const std::string& s) {
+  if (s == "auto") return KvCacheDtype::kAuto;
+  if (s == "bf16") return KvCacheDtype::kBf16;
+  if (s == "fp8") return KvCacheDtype::kFp8;
+  fail(StatusCode::kInvalidArgument, "--kv-cache-dtype must be auto, bf16 or fp8, got '", s, "'");
+}
+
+const char* kv_cache_dtype_name(KvCacheDtype d) {
+  switch (d) {
+    case KvCacheDtype::kAuto:
+      return "auto";
+    case KvCacheDtype::kBf16:
+      return "bf16";
+    case KvCacheDtype::kFp8:
+      return "fp8";
+  }
+  return "?";
+}
+
+KvFormats kv_formats(KvCacheDtype d, Device device, DType activations) {
+  const bool cuda = device == Device::kCUDA;
+  switch (d) {
+    case KvCacheDtype::kAuto:
+      return {};
+    case KvCacheDtype::kBf16:
+      if (cuda) {  // a bf16 cache is what bf16 activations give
+        DSV4_CHECK(activations == DType::BF16, kUnsupported,
+                   "--kv-cache-dtype bf16 with --cuda-precision f32: the CUDA build keeps the cache in the activation "
+                   "dtype; use --kv-cache-dtype auto");
+        return {};
+      }
+      return {KvRoundTrip::kBf16, KvRoundTrip::kBf16, KvRoundTrip::kBf16};
+    case KvCacheDtype::kFp8:
+      DSV4_CHECK(!cuda, kUnsupported,
+                 "--kv-cache-dtype fp8 runs on the CPU only in this build (the CUDA kernels do not read FP8 caches "
+                 "yet); use --device cpu or --kv-cache-dtype auto");
+      return {KvRoundTrip::kFp8Blocks, KvRoundTrip::kFp8Blocks, KvRoundTrip::kFp8Row};
+  }
+  return {};
 }
 
 void ModelState::mark_dirty(int64_t slot) {

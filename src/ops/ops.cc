@@ -51,14 +51,14 @@ ChoiceTap* set_choice_tap(ChoiceTap* tap) { return std::exchange(g_choice_tap, t
 #ifndef DSV4_NO_CUDA
 // A measuring pass (ExecContext::measuring) runs the CUDA backend with launches suppressed (its scratch
 // allocations count) and skips the CPU backend, which takes no scratch.
-#define DSV4_DISPATCH(name, ...)                    \
-  do {                                              \
-    if (ctx.is_cuda()) {                            \
-      cuda::DryRunScope dry_run(ctx.measuring);     \
-      cuda::name(ctx, __VA_ARGS__);                 \
-    } else if (!ctx.measuring) {                    \
-      cpu::name(__VA_ARGS__);                       \
-    }                                               \
+#define DSV4_DISPATCH(name, ...)                \
+  do {                                          \
+    if (ctx.is_cuda()) {                        \
+      cuda::DryRunScope dry_run(ctx.measuring); \
+      cuda::name(ctx, __VA_ARGS__);             \
+    } else if (!ctx.measuring) {                \
+      cpu::name(__VA_ARGS__);                   \
+    }                                           \
   } while (0)
 #else
 // CPU-only build (DSV4_CUDA=OFF): no CUDA kernels to dispatch to.
@@ -307,7 +307,19 @@ void compressor_emit(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor
                      norm_w.numel() == state.dim && state.raw_kv.width == width && state.raw_gate.width == width &&
                      state.raw_kv.dtype == DType::F32 && state.raw_gate.dtype == DType::F32,
                  "compressor_emit: kv ", kv.shape_string(), ", ape ", ape.shape_string(), " for width ", width);
+  DSV4_CHECK(!ctx.is_cuda() || state.entry_format == KvRoundTrip::kNone, kUnsupported, "compressor_emit: the ",
+             kv_round_trip_name(state.entry_format), " cache runs on the CPU only in this build");
   DSV4_DISPATCH(compressor_emit, state, kv, gate, ape, norm_w, rope, meta, eps);
+}
+
+void kv_round_trip(ExecContext& ctx, Tensor x, int64_t rope_dim, KvRoundTrip format) {
+  require(ctx, x, DType::F32, "kv_round_trip", "x");
+  DSV4_CHECK_ARG(x.ndim() >= 1 && rope_dim >= 0 && rope_dim <= x.size(-1), "kv_round_trip: rope_dim ", rope_dim,
+                 " for rows of ", x.ndim() >= 1 ? x.size(-1) : 0);
+  if (format == KvRoundTrip::kNone) return;
+  DSV4_CHECK(!ctx.is_cuda(), kUnsupported, "kv_round_trip: the ", kv_round_trip_name(format),
+             " cache runs on the CPU only in this build");
+  if (!ctx.measuring) cpu::kv_round_trip(x, rope_dim, format);
 }
 
 void compressor_store(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor gate, const BatchMeta& meta) {
@@ -348,7 +360,8 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
 #else
   DSV4_DISPATCH(indexer_topk, out, q, w, keys, meta, softmax_scale);
 #endif
-  if (g_choice_tap != nullptr && !ctx.measuring) g_choice_tap->after_indexer_topk(ctx, out, q, w, keys, meta, softmax_scale);
+  if (g_choice_tap != nullptr && !ctx.measuring)
+    g_choice_tap->after_indexer_topk(ctx, out, q, w, keys, meta, softmax_scale);
 }
 
 void start_op_timing() {
@@ -551,3 +564,21 @@ void speculative_accept(ExecContext& ctx, Tensor out, Tensor counts, Tensor targ
 }
 
 }  // namespace dsv4::ops
+
+namespace dsv4 {
+
+const char* kv_round_trip_name(KvRoundTrip f) {
+  switch (f) {
+    case KvRoundTrip::kNone:
+      return "none";
+    case KvRoundTrip::kBf16:
+      return "bf16";
+    case KvRoundTrip::kFp8Blocks:
+      return "fp8 (e4m3 per 64, ue8m0 scales; RoPE part bf16)";
+    case KvRoundTrip::kFp8Row:
+      return "fp8 (e4m3, one fp32 scale per row)";
+  }
+  return "?";
+}
+
+}  // namespace dsv4

@@ -430,6 +430,16 @@ TEST_F(Cli, DeviceErrors) {
   expect_failure(str_cat("score -m ", m, " --ids 1 --device cuda"), {"--device cuda", "use --device cpu"});
 }
 
+TEST_F(Cli, KvCacheDtype) {
+  const std::string base = str_cat("generate -m ", model(), " --ids 256,84,104,101,32,119 -n 8 --ignore-eos --json");
+  for (const char* d : {"auto", "bf16", "fp8"}) {
+    const json r = run_json(str_cat(base, " --kv-cache-dtype ", d));
+    EXPECT_EQ(r["tokens"][0].size(), 8u) << d;
+  }
+  expect_failure(base + " --kv-cache-dtype fp9", {"--kv-cache-dtype must be auto, bf16 or fp8", "fp9"});
+  expect_failure(base + " --kv-cache-dtype ''", {"--kv-cache-dtype"});
+}
+
 // --tensor-parallel-size N [--expert-parallel] on the CPU: in-process ranks, the same greedy tokens as one rank (plain
 // and speculative); bad rank counts fail before the model is loaded.
 TEST_F(Cli, TensorParallelGenerateMatchesOneRank) {

@@ -937,6 +937,30 @@ TEST_F(CpuOps, CompressorTwoSequencesInOneBatch) {
   for (int64_t j = 0; j < max_entries; ++j) EXPECT_EQ(s.entry(1, j)[0], 12345.0f);
 }
 
+// --kv-cache-dtype: an entry goes through its cache's format after RoPE, before it is stored: the entries of a
+// formatted state are the plain entries' round trips (kv_round_trip is checked against its definition elsewhere).
+TEST_F(CpuOps, CompressorEntriesGoThroughTheCacheFormat) {
+  const int64_t r = 4, D = 24, R = 8, width = 2 * D, max_entries = 4, L = 16;
+  Vec ape = rnd(r * width, rng), norm_w = rnd(D, rng, 0.5f, 1.5f), kv = rnd(L * width, rng), g = rnd(L * width, rng);
+  RopeHolder rope(rope_inv_freq(RopeParams{}, R), 1.0f);
+  for (const KvRoundTrip f : {KvRoundTrip::kBf16, KvRoundTrip::kFp8Blocks, KvRoundTrip::kFp8Row}) {
+    StateHolder plain(1, r, true, D, max_entries), formatted(1, r, true, D, max_entries);
+    formatted.st.entry_format = f;
+    BatchBuilder b;
+    b.add({0, 0, IVec(L, 0), false});
+    for (StateHolder* s : {&plain, &formatted}) {
+      ops::compressor_emit(ctx, s->st, f32(kv, {L, width}), f32(g, {L, width}), f32(ape, {r, width}), f32(norm_w, {D}),
+                           rope.table, b.meta(), 1e-6f);
+    }
+    for (int64_t j = 0; j < max_entries; ++j) {
+      Vec want(plain.entry(0, j), plain.entry(0, j) + D);
+      ops::kv_round_trip(ctx, f32(want, {1, D}), R, f);
+      EXPECT_EQ(Vec(formatted.entry(0, j), formatted.entry(0, j) + D), want) << kv_round_trip_name(f) << " entry " << j;
+      EXPECT_NE(Vec(formatted.entry(0, j), formatted.entry(0, j) + D), Vec(plain.entry(0, j), plain.entry(0, j) + D));
+    }
+  }
+}
+
 TEST_F(CpuOps, CompressorRefusesEntriesBeyondCapacity) {
   StateHolder s(1, 2, false, 4, 2);
   Vec kv = rnd(6 * 4, rng), g = rnd(6 * 4, rng), ape = rnd(2 * 4, rng), nw = rnd(4, rng);

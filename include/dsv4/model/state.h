@@ -22,6 +22,19 @@
 
 namespace dsv4 {
 
+// --kv-cache-dtype: how the attention caches hold their values. auto = as computed (f32 on the CPU, the activation
+// dtype on CUDA); bf16 = rounded to bf16; fp8 = DeepSeek-V4's cache (the window and compressed kv as
+// KvRoundTrip::kFp8Blocks, the indexer's keys as kFp8Row), the numerics of the official reference. The CPU keeps
+// f32 rows and applies the round trip; the CUDA build runs auto (and bf16 with bf16 activations) only, for now.
+enum class KvCacheDtype : uint8_t { kAuto, kBf16, kFp8 };
+KvCacheDtype parse_kv_cache_dtype(const std::string& s);  // kInvalidArgument naming the accepted values
+const char* kv_cache_dtype_name(KvCacheDtype d);
+// What each cache goes through on `device` with `activations` (the CUDA activation dtype), or kUnsupported.
+struct KvFormats {
+  KvRoundTrip window = KvRoundTrip::kNone, compressed = KvRoundTrip::kNone, indexer = KvRoundTrip::kNone;
+};
+KvFormats kv_formats(KvCacheDtype d, Device device, DType activations);
+
 struct ModelOptions {
   int64_t max_seqs = 1;          // page-table rows: sequences resident at once
   int64_t max_model_len = 4096;  // positions per sequence (entry capacity, table columns)
@@ -33,6 +46,7 @@ struct ModelOptions {
   // CUDA only: activations and the attention keys (kv ring, compressed entries) in BF16 (the default) or F32
   // (full precision, with F32 matrices: LoadOptions::cuda_matrix_dtype). The CPU always runs F32.
   DType cuda_activation_dtype = DType::BF16;
+  KvCacheDtype kv_cache_dtype = KvCacheDtype::kAuto;
 };
 
 // Positions per context page for a config: the least common multiple of its compress rates, times the smallest
@@ -68,7 +82,8 @@ struct StateLayout {
 
 // Per-layer state views into the pool.
 struct LayerState {
-  PagedRows kv_ring;  // sliding-window kv, window + ahead rows
+  PagedRows kv_ring;                           // sliding-window kv, window + ahead rows
+  KvRoundTrip kv_format = KvRoundTrip::kNone;  // what the window kv goes through before attention reads it
   CompressorState compressor;
   CompressorState indexer;
 };

@@ -36,12 +36,23 @@ struct RopeTable {
 // Per-sequence compressor state of one layer in the paged state (position-indexed: ring row = position % ring
 // rows, entry j at row j; rejected speculative positions leave no trace because every entry is a function of
 // the positions that produced it).
+// The values an attention cache of a given format gives back (--kv-cache-dtype; ops::kv_round_trip).
+enum class KvRoundTrip : uint8_t {
+  kNone,       // as computed (f32 on the CPU, the activation dtype on CUDA)
+  kBf16,       // every value rounded to bf16
+  kFp8Blocks,  // DeepSeek-V4's window / compressed kv: the no-RoPE part in E4M3 per 64 values with a power-of-two
+               // (UE8M0) scale, the RoPE part (last rope_dim values) in bf16
+  kFp8Row,     // the indexer's keys: the whole row in E4M3 with one fp32 scale
+};
+const char* kv_round_trip_name(KvRoundTrip f);
+
 struct CompressorState {
   PagedRows raw_kv, raw_gate;  // ring rows of `width` float32: projected kv / gate (without ape) per position
   PagedRows entries;           // rows of `dim`: normalised, rotated compressed entries (entry capacity = rows)
   int64_t rate = 0;            // tokens per entry
   bool overlap = false;        // CSA-style: entry j mixes block j-1's first half with block j's second half
   int64_t dim = 0;             // entry width (head_dim or index_head_dim); width = (overlap ? 2 : 1) * dim
+  KvRoundTrip entry_format = KvRoundTrip::kNone;  // what an entry goes through before it is stored
 };
 
 namespace ops {
@@ -123,6 +134,12 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
 void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring,
                const CompressorState* compressed, Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window,
                float scale);
+// In place on x [rows, width] (F32): the values a cache of `format` gives back (see KvRoundTrip). E4M3 is rounded to
+// nearest-even and saturates at +-448; kFp8Blocks scales each block of 64 no-RoPE values (the last block may be
+// shorter) by s = 2^ceil(log2(max(amax, 1e-4) / 448)) (the fp32 quotient's exact next power of two);
+// kFp8Row the whole row by s = max(amax, 1e-4) / 448 (fp32). The value given back is e4m3(x / s) * s (fp32 division
+// and product). CPU only for now (the CUDA build rejects the fp8 cache up front).
+void kv_round_trip(ExecContext& ctx, Tensor x, int64_t rope_dim, KvRoundTrip format);
 // Store the batch's kv rows into the sliding-window ring (after attention has read it).
 void kv_ring_store(ExecContext& ctx, const PagedRows& kv_ring, Tensor kv, const BatchMeta& meta);
 

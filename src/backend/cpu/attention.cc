@@ -91,6 +91,7 @@ void compressor_emit(CompressorState& st, Tensor kv, Tensor gate, Tensor ape, Te
     const float inv = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(D)) + eps);
     for (int64_t d = 0; d < D; ++d) entry[d] = norm_w.ptr<float>()[d] * (entry[d] * inv);
     rope_vector(entry, D, rope, static_cast<float>(j * r), false);
+    kv_round_trip_row(entry, D, rope.rope_dim, st.entry_format);
   }
 }
 

@@ -59,6 +59,8 @@ void indexer_topk(Tensor out, Tensor q, Tensor w, const CompressorState& keys, c
 void attention(Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring, const CompressorState* compressed,
                Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window, float scale);
 void kv_ring_store(const PagedRows& kv_ring, Tensor kv, const BatchMeta& meta);
+void kv_round_trip(Tensor x, int64_t rope_dim, KvRoundTrip format);  // backend/cpu/kv_cache.cc
+void kv_round_trip_row(float* row, int64_t width, int64_t rope_dim, KvRoundTrip format);
 
 void moe_route(Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
                const ModelConfig& cfg);

@@ -1,0 +1,67 @@
+// The attention caches' formats on the CPU (ops::KvRoundTrip): the values a cache of the format gives back, computed
+// in place on f32 rows. The CPU keeps its caches in f32 and applies the round trip where a value enters a cache
+// (the window kv before attention reads it, an entry before it is stored), which is exactly what storing the
+// format and reading it back gives.
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cpu/cpu_ops.h"
+#include "dsv4/io/quantization.h"
+
+namespace dsv4::cpu {
+namespace {
+
+constexpr float kE4m3Max = 448.0f;
+constexpr float kAmaxFloor = 1e-4f;
+constexpr int64_t kFp8Block = 64;
+
+float amax(const float* x, int64_t n) {
+  float m = 0.0f;
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(x[i]));
+  return m;
+}
+
+// The smallest power of two >= r (r > 0, finite): 2^ceil(log2 r), exactly (frexp, not a rounded log2), so that
+// x / s is exact and |x / s| <= 448 for every x of the block.
+float ue8m0_scale(float r) {
+  int e = 0;
+  const float f = std::frexp(r, &e);  // r = f * 2^e, f in [0.5, 1)
+  return std::ldexp(1.0f, f == 0.5f ? e - 1 : e);
+}
+
+// e4m3(x / s) * s for n values at scale s (x / s saturates at +-448 in the encoder).
+void e4m3_round_trip(float* x, int64_t n, float s) {
+  for (int64_t i = 0; i < n; ++i) x[i] = f8e4m3_to_float(float_to_f8e4m3(x[i] / s)) * s;
+}
+
+void bf16_round_trip(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = round_to_bf16(x[i]);
+}
+
+}  // namespace
+
+void kv_round_trip_row(float* row, int64_t width, int64_t rope_dim, KvRoundTrip format) {
+  switch (format) {
+    case KvRoundTrip::kNone:
+      return;
+    case KvRoundTrip::kBf16:
+      return bf16_round_trip(row, width);
+    case KvRoundTrip::kFp8Blocks: {
+      const int64_t plain = width - rope_dim;
+      for (int64_t b = 0; b < plain; b += kFp8Block) {
+        const int64_t n = std::min(kFp8Block, plain - b);
+        e4m3_round_trip(row + b, n, ue8m0_scale(std::max(amax(row + b, n), kAmaxFloor) / kE4m3Max));
+      }
+      return bf16_round_trip(row + plain, rope_dim);
+    }
+    case KvRoundTrip::kFp8Row:
+      return e4m3_round_trip(row, width, std::max(amax(row, width), kAmaxFloor) / kE4m3Max);
+  }
+}
+
+void kv_round_trip(Tensor x, int64_t rope_dim, KvRoundTrip format) {
+  const int64_t width = x.size(-1), rows = x.numel() / std::max<int64_t>(width, 1);
+  for (int64_t r = 0; r < rows; ++r) kv_round_trip_row(x.ptr<float>() + r * width, width, rope_dim, format);
+}
+
+}  // namespace dsv4::cpu
