@@ -89,8 +89,7 @@ void register_bench(CLI::App& app) {
     const std::vector<int64_t> spec_batches = parse_list(o->spec_batch, "--spec-batch");
     DSV4_CHECK_ARG(o->reps > 0 && o->warmup >= 0 && o->decode_steps > 1, "--reps > 0 and --decode-steps > 1 needed");
     DSV4_CHECK_ARG(o->dir.empty() != o->synthetic.empty(), "bench needs exactly one of -m DIR and --synthetic");
-    DSV4_CHECK_ARG(o->synthetic.empty() || o->synthetic == "flash" || o->synthetic == "tiny",
-                   "--synthetic must be flash or tiny, got '", o->synthetic, "'");
+    if (!o->synthetic.empty()) synthetic_config(o->synthetic, o->layers);  // a bad name or layer count, up front
     DSV4_CHECK_ARG(o->context > 0, "--context must be > 0");
     std::vector<std::string> modes;
     const std::string mode_list =
@@ -139,7 +138,7 @@ void register_bench(CLI::App& app) {
       if (o->synthetic.empty()) {
         owned = std::make_unique<Engine>(o->dir, eo);
       } else {
-        ModelConfig cfg = o->synthetic == "flash" ? flash_slice_config(o->layers) : tiny_config();
+        ModelConfig cfg = synthetic_config(o->synthetic, o->layers);
         // A synthetic model's positions: what the bench needs unless --max-model-len says otherwise.
         if (eo.max_model_len == 0)
           eo.max_model_len = std::min(std::max<int64_t>(positions_needed, 4096), cfg.max_position_embeddings);

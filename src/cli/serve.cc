@@ -10,21 +10,29 @@
 #include "cli/commands.h"
 #include "dsv4/core/log.h"
 #include "dsv4/core/status.h"
+#include "dsv4/model/random_checkpoint.h"
 
 namespace dsv4::cli {
 
 void register_serve(CLI::App& app) {
   struct Opts {
-    std::string dir, host = "127.0.0.1", api_key, name;
+    std::string dir, synthetic, host = "127.0.0.1", api_key, name;
     int port = 8000;
-    int64_t spec_tokens = 0, max_queued = 512;
+    int64_t spec_tokens = 0, max_queued = 512, layers = 3;
+    uint64_t seed = 0;
     DeviceFlags flags;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("serve",
                                      "OpenAI-compatible HTTP server (chat/completions, completions, models, "
                                      "health, metrics, tokenize)");
-  cmd->add_option("-m,--model", o->dir, "Model directory")->required();
+  cmd->add_option("-m,--model", o->dir, "Model directory (or --synthetic)");
+  cmd->add_option(
+      "--synthetic", o->synthetic,
+      "Serve a synthetic model with random weights and byte-level text instead: 'flash' (DeepSeek-V4-Flash's "
+      "dimensions, the first --layers layers + MTP) or 'tiny' (load tests)");
+  cmd->add_option("--layers", o->layers, "Layers of the synthetic Flash slice")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Seed of the synthetic model's weights")->capture_default_str();
   cmd->add_option("--host", o->host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", o->port, "Port to listen on (0 = any free port, printed at start)")
       ->check(CLI::Range(0, 65535))
@@ -42,7 +50,10 @@ void register_serve(CLI::App& app) {
       ->capture_default_str();
   o->flags.add_to(cmd);
   cmd->callback([o] {
+    DSV4_CHECK_ARG(o->dir.empty() != o->synthetic.empty(), "serve needs exactly one of -m DIR and --synthetic");
+    if (!o->synthetic.empty()) synthetic_config(o->synthetic, o->layers);  // a bad name or layer count, up front
     if (o->api_key.empty()) env_string("DSV4_API_KEY", &o->api_key);
+    if (o->name.empty() && !o->synthetic.empty()) o->name = synthetic_model_name(o->synthetic, o->layers);
     if (o->name.empty()) {
       std::filesystem::path p = std::filesystem::absolute(o->dir).lexically_normal();
       if (p.filename().empty()) p = p.parent_path();  // "dir/"
@@ -50,6 +61,9 @@ void register_serve(CLI::App& app) {
     }
     server::ServeConfig cfg;
     cfg.model_dir = o->dir;
+    cfg.synthetic = o->synthetic;
+    cfg.synthetic_layers = o->layers;
+    cfg.seed = o->seed;
     o->flags.apply(cfg.engine);
     cfg.spec_tokens = o->spec_tokens;
     cfg.server.host = o->host;

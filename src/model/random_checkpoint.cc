@@ -1,4 +1,3 @@
-#include "dsv4/io/file.h"
 #include "dsv4/model/random_checkpoint.h"
 
 #include <algorithm>
@@ -9,6 +8,7 @@
 #include <random>
 
 #include "dsv4/core/buffer.h"
+#include "dsv4/io/file.h"
 #include "dsv4/io/safetensors.h"
 #include "dsv4/model/weights.h"
 
@@ -50,13 +50,24 @@ ModelConfig tiny_config() {
   return c;
 }
 
+ModelConfig synthetic_config(const std::string& name, int64_t layers) {
+  if (name == "tiny") return tiny_config();
+  if (name == "flash") return flash_slice_config(layers);
+  fail(StatusCode::kInvalidArgument, "--synthetic must be flash or tiny, got '", name, "'");
+}
+
+std::string synthetic_model_name(const std::string& name, int64_t layers) {
+  return name == "flash" ? str_cat("synthetic-flash-", layers) : "synthetic-" + name;
+}
+
 ModelConfig flash_slice_config(int64_t layers) {
   DSV4_CHECK_ARG(layers >= 1 && layers <= 43, "the Flash slice has 1 to 43 layers, got ", layers);
   ModelConfig c;  // the defaults are DeepSeek-V4-Flash's (io/config.h)
   c.num_hidden_layers = layers;
   for (int64_t l = 0; l < layers; ++l) {
-    c.layer_types.push_back(l < 2 ? AttentionType::kSliding
-                                  : (l % 2 == 0 ? AttentionType::kCompressedSparse : AttentionType::kHeavilyCompressed));
+    c.layer_types.push_back(l < 2
+                                ? AttentionType::kSliding
+                                : (l % 2 == 0 ? AttentionType::kCompressedSparse : AttentionType::kHeavilyCompressed));
     c.mlp_layer_types.push_back(l < 3 ? MlpType::kHashMoe : MlpType::kMoe);
   }
   c.rope_compress.type = RopeType::kYarn;

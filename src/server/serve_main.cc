@@ -4,11 +4,14 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
 #include <thread>
 
 #include "dsv4/core/log.h"
 #include "dsv4/core/status.h"
+#include "dsv4/model/random_checkpoint.h"
+#include "dsv4/model/weights.h"
 #include "dsv4/server/serve.h"
 
 namespace dsv4::server {
@@ -55,13 +58,21 @@ void serve_main(const ServeConfig& cfg) {
 
   EngineOptions eo = cfg.engine;
   eo.graph_spec_tokens = cfg.spec_tokens;
-  Engine engine(cfg.model_dir, eo);
+  std::unique_ptr<Engine> owned;
+  if (cfg.synthetic.empty()) {
+    owned = std::make_unique<Engine>(cfg.model_dir, eo);
+  } else {
+    ModelConfig mc = synthetic_config(cfg.synthetic, cfg.synthetic_layers);
+    ModelWeights w = random_weights(mc, {eo.device, true, eo.cuda_precision}, cfg.seed + 1);
+    owned = std::make_unique<Engine>(std::move(mc), std::move(w), eo);
+  }
+  Engine& engine = *owned;
   if (cfg.spec_tokens > 0) {
     DSV4_CHECK_ARG(engine.has_mtp(), "--spec-tokens needs a model with its MTP layer (mtp.0.*)");
     engine.set_spec_tokens(cfg.spec_tokens);
   }
   auto generator = make_engine_generator(engine);
-  Server srv(cfg.server, *generator, TextCodec::from_model_dir(cfg.model_dir));
+  Server srv(cfg.server, *generator, cfg.synthetic.empty() ? TextCodec::from_model_dir(cfg.model_dir) : TextCodec());
   const int port = srv.bind();
   {
     std::lock_guard<std::mutex> lock(mu);

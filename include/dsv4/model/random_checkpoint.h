@@ -18,6 +18,12 @@ ModelConfig tiny_config();
 // ([0, 0] + [4, 128] x 20 + [4]), plus its MTP layer. For synthetic benchmarks with random_weights().
 ModelConfig flash_slice_config(int64_t layers);
 
+// The config of a synthetic model by name, as `bench --synthetic` and `serve --synthetic` take it: "tiny"
+// (tiny_config) or "flash" (flash_slice_config(layers)); kInvalidArgument for any other name.
+ModelConfig synthetic_config(const std::string& name, int64_t layers);
+// Its display name: "synthetic-tiny", "synthetic-flash-3" (layers + MTP).
+std::string synthetic_model_name(const std::string& name, int64_t layers);
+
 // Writes config.json + model.safetensors (official DeepSeek naming; bf16 matrices, f32 mHC/sink/ape/
 // bias, I64 tid2eid; with mtp.0.* when cfg.has_mtp()) with unit-scale random parameters from `seed`.
 void write_random_checkpoint(const std::string& dir, const ModelConfig& cfg, uint64_t seed);

@@ -12,6 +12,11 @@ namespace dsv4::server {
 
 struct ServeConfig {
   std::string model_dir;
+  // Or a synthetic model with random weights (model/random_checkpoint.h: "tiny", or "flash" with
+  // synthetic_layers layers + MTP) and byte-level text: for load tests of models not on disk.
+  std::string synthetic;
+  int64_t synthetic_layers = 3;
+  uint64_t seed = 0;
   EngineOptions engine;
   int64_t spec_tokens = 0;  // MTP draft tokens per decode step
   ServerOptions server;
