@@ -33,9 +33,6 @@ struct RopeTable {
   int64_t rope_dim = 0;
 };
 
-// Per-sequence compressor state of one layer in the paged state (position-indexed: ring row = position % ring
-// rows, entry j at row j; rejected speculative positions leave no trace because every entry is a function of
-// the positions that produced it).
 // The values an attention cache of a given format gives back (--kv-cache-dtype; ops::kv_round_trip).
 enum class KvRoundTrip : uint8_t {
   kNone,       // as computed (f32 on the CPU, the activation dtype on CUDA)
@@ -46,6 +43,9 @@ enum class KvRoundTrip : uint8_t {
 };
 const char* kv_round_trip_name(KvRoundTrip f);
 
+// Per-sequence compressor state of one layer in the paged state (position-indexed: ring row = position % ring
+// rows, entry j at row j; rejected speculative positions leave no trace because every entry is a function of
+// the positions that produced it).
 struct CompressorState {
   PagedRows raw_kv, raw_gate;  // ring rows of `width` float32: projected kv / gate (without ape) per position
   PagedRows entries;           // rows of `dim`: normalised, rotated compressed entries (entry capacity = rows)
