@@ -26,7 +26,7 @@ void rms_norm(Tensor out, Tensor x, Tensor w, float eps);
 void linears(Tensor x, const std::vector<ops::Projection>& projections);
 void add(Tensor out, Tensor a, Tensor b);
 void copy(Tensor out, Tensor x);
-void convert(Tensor out, Tensor x);  // F32 <-> BF16, I32 -> I64 (backend/cpu/convert.cc)
+void convert(Tensor out, Tensor x);  // F32 <-> BF16, I32 -> I64
 void gather_rows(Tensor out, Tensor x, Tensor rows);
 void swiglu(Tensor out, Tensor gate, Tensor up, float limit);
 void fill_random(Tensor out, uint64_t seed, float mean, float std);

@@ -1,7 +1,8 @@
-// Dense CPU reference ops: embedding, projections, norms, elementwise.
+// Dense CPU reference ops: embedding, projections, elementwise, row gathers and scatters, dtype conversion.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "backend/cpu/blas.h"
 #include "backend/cpu/cpu_ops.h"
@@ -57,21 +58,6 @@ void grouped_linear(Tensor out, Tensor x, Tensor w, int64_t groups) {
   }
 }
 
-void rms_norm(Tensor out, Tensor x, Tensor w, float eps) {
-  const int64_t dim = x.size(-1), rows = x.numel() / std::max<int64_t>(dim, 1);
-  const float* X = x.ptr<float>();
-  const float* W = w.data() ? w.ptr<float>() : nullptr;
-  float* Y = out.ptr<float>();
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = X + r * dim;
-    double ss = 0;
-    for (int64_t i = 0; i < dim; ++i) ss += static_cast<double>(xr[i]) * xr[i];
-    const float inv = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(dim)) + eps);
-    float* yr = Y + r * dim;
-    for (int64_t i = 0; i < dim; ++i) yr[i] = W ? W[i] * (xr[i] * inv) : xr[i] * inv;
-  }
-}
-
 void add(Tensor out, Tensor a, Tensor b) {
   const int64_t n = out.numel();
   for (int64_t i = 0; i < n; ++i) out.ptr<float>()[i] = a.ptr<float>()[i] + b.ptr<float>()[i];
@@ -96,45 +82,35 @@ void swiglu(Tensor out, Tensor gate, Tensor up, float limit) {
   }
 }
 
-void argmax(Tensor out, Tensor logits) {
-  const int64_t R = logits.size(0), V = logits.size(1);
+void scatter_rows(Tensor out, Tensor x, Tensor rows) {
+  const int64_t R = rows.numel();
+  if (R == 0) return;
+  const size_t row_bytes = x.nbytes() / static_cast<size_t>(R);
+  const int64_t capacity = out.size(0);
   for (int64_t r = 0; r < R; ++r) {
-    const float* l = logits.ptr<float>() + r * V;
-    int64_t best = 0;
-    for (int64_t v = 1; v < V; ++v) {
-      if (l[v] > l[best]) best = v;
-    }
-    out.ptr<int32_t>()[r] = static_cast<int32_t>(best);
+    const int32_t to = rows.ptr<int32_t>()[r];
+    if (to < 0) continue;
+    DSV4_CHECK_ARG(to < capacity, "scatter_rows: row ", to, " outside [0, ", capacity, ")");
+    std::memcpy(static_cast<char*>(out.data()) + to * row_bytes, static_cast<const char*>(x.data()) + r * row_bytes,
+                row_bytes);
   }
 }
 
-void rope_vector(float* v, int64_t dim, const RopeTable& table, float position, bool inverse) {
-  const int64_t R = table.rope_dim;
-  const float* inv_freq = table.inv_freq.ptr<float>();
-  float* r = v + (dim - R);
-  for (int64_t i = 0; i < R / 2; ++i) {
-    // Same rounding as transformers: an fp32 angle, cos/sin scaled by the attention factor.
-    const float angle = inv_freq[i] * position;
-    const float c = static_cast<float>(std::cos(static_cast<double>(angle))) * table.attention_factor;
-    float s = static_cast<float>(std::sin(static_cast<double>(angle))) * table.attention_factor;
-    if (inverse) s = -s;
-    const float x0 = r[2 * i], x1 = r[2 * i + 1];
-    r[2 * i] = x0 * c - x1 * s;
-    r[2 * i + 1] = x1 * c + x0 * s;
+void convert(Tensor out, Tensor x) {
+  const size_t n = static_cast<size_t>(x.numel());
+  if (out.dtype() == DType::I64) {
+    for (size_t i = 0; i < n; ++i) out.ptr<int64_t>()[i] = x.ptr<int32_t>()[i];
+    return;
   }
-}
-
-void rope(Tensor x, Tensor pos, const RopeTable& table, bool inverse) {
-  const int64_t T = x.size(0), heads = x.size(1), dim = x.size(2);
-  for (int64_t t = 0; t < T; ++t) {
-    const float p = static_cast<float>(pos.ptr<int32_t>()[t]);
-    for (int64_t h = 0; h < heads; ++h) rope_vector(x.ptr<float>() + (t * heads + h) * dim, dim, table, p, inverse);
+  if (x.dtype() == DType::F32) {
+    convert_from_f32(x.ptr<float>(), out.dtype(), out.data(), n);
+  } else if (out.dtype() == DType::F32) {
+    convert_to_f32(x.dtype(), x.data(), out.ptr<float>(), n);
+  } else {
+    std::vector<float> tmp(n);
+    convert_to_f32(x.dtype(), x.data(), tmp.data(), n);
+    convert_from_f32(tmp.data(), out.dtype(), out.data(), n);
   }
-}
-
-void rms_norm_rope(Tensor x, Tensor w, float eps, Tensor pos, const RopeTable& table) {
-  rms_norm(x, x, w, eps);
-  rope(x, pos, table, false);
 }
 
 }  // namespace dsv4::cpu

@@ -122,4 +122,24 @@ void fused_mtp_input_rms_norm_eh(Tensor out, Tensor inputs_embeds, Tensor positi
                               out.size(1), eps, inputs_embeds.dtype());
 }
 
+void rms_norm(Tensor out, Tensor x, Tensor w, float eps) {
+  const int64_t dim = x.size(-1), rows = x.numel() / std::max<int64_t>(dim, 1);
+  const float* X = x.ptr<float>();
+  const float* W = w.data() ? w.ptr<float>() : nullptr;
+  float* Y = out.ptr<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = X + r * dim;
+    double ss = 0;
+    for (int64_t i = 0; i < dim; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    const float inv = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(dim)) + eps);
+    float* yr = Y + r * dim;
+    for (int64_t i = 0; i < dim; ++i) yr[i] = W ? W[i] * (xr[i] * inv) : xr[i] * inv;
+  }
+}
+
+void rms_norm_rope(Tensor x, Tensor w, float eps, Tensor pos, const RopeTable& table) {
+  rms_norm(x, x, w, eps);
+  rope(x, pos, table, false);
+}
+
 }  // namespace dsv4::cpu

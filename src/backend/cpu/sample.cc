@@ -108,20 +108,6 @@ void sample_tokens(Tensor out, Tensor logits, Tensor params, Tensor info) {
   }
 }
 
-void scatter_rows(Tensor out, Tensor x, Tensor rows) {
-  const int64_t R = rows.numel();
-  if (R == 0) return;
-  const size_t row_bytes = x.nbytes() / static_cast<size_t>(R);
-  const int64_t capacity = out.size(0);
-  for (int64_t r = 0; r < R; ++r) {
-    const int32_t to = rows.ptr<int32_t>()[r];
-    if (to < 0) continue;
-    DSV4_CHECK_ARG(to < capacity, "scatter_rows: row ", to, " outside [0, ", capacity, ")");
-    std::memcpy(static_cast<char*>(out.data()) + to * row_bytes, static_cast<const char*>(x.data()) + r * row_bytes,
-                row_bytes);
-  }
-}
-
 void speculative_verify_ids(Tensor ids, Tensor drafts, int64_t K) {
   const int64_t b = ids.numel() / (K + 1);
   for (int64_t i = 0; i < b; ++i) {
@@ -181,6 +167,18 @@ void speculative_accept(Tensor out, Tensor counts, Tensor target_logits, Tensor 
     int32_t* o = out.ptr<int32_t>() + i * (K + 1);
     for (int64_t r = 0; r <= K; ++r) o[r] = r < a ? draft(r) : (r == a ? next : -1);
     counts.ptr<int32_t>()[i] = static_cast<int32_t>(a + 1);
+  }
+}
+
+void argmax(Tensor out, Tensor logits) {
+  const int64_t R = logits.size(0), V = logits.size(1);
+  for (int64_t r = 0; r < R; ++r) {
+    const float* l = logits.ptr<float>() + r * V;
+    int64_t best = 0;
+    for (int64_t v = 1; v < V; ++v) {
+      if (l[v] > l[best]) best = v;
+    }
+    out.ptr<int32_t>()[r] = static_cast<int32_t>(best);
   }
 }
 

@@ -1,0 +1,43 @@
+// Lightning indexer on the CPU: every visible compressed key scored, the exact top-k (ties to the lower index).
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
+#include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/state_rows.h"
+
+namespace dsv4::cpu {
+
+void indexer_topk(Tensor out, Tensor q, Tensor w, const CompressorState& keys, const BatchMeta& meta,
+                  float softmax_scale) {
+  const int64_t T = meta.num_tokens, Hi = q.size(1), Di = q.size(2), topk = out.size(1);
+  const int64_t max_entries = keys.entries.rows;
+  for (int64_t t = 0; t < T; ++t) {
+    const TokenMeta m = token_meta(meta, t);
+    int32_t* sel = out.ptr<int32_t>() + t * topk;
+    std::fill(sel, sel + topk, -1);
+    if (m.slot < 0) continue;
+    const int64_t visible = std::min<int64_t>((m.pos + 1) / keys.rate, max_entries);
+    if (visible <= topk) {
+      for (int64_t s = 0; s < visible; ++s) sel[s] = static_cast<int32_t>(s);
+      continue;
+    }
+    std::vector<float> score(visible);
+    for (int64_t s = 0; s < visible; ++s) {
+      const float* K = state_row(keys.entries, m.slot, s, "indexer keys");
+      float acc = 0;
+      for (int64_t h = 0; h < Hi; ++h) {
+        const float d = dot(q.ptr<float>() + (t * Hi + h) * Di, K, Di);
+        acc += std::max(d, 0.0f) * softmax_scale * w.ptr<float>()[t * Hi + h];
+      }
+      score[s] = acc;
+    }
+    std::vector<int32_t> order(visible);
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + topk, order.end(),
+                      [&](int32_t a, int32_t b) { return score[a] > score[b] || (score[a] == score[b] && a < b); });
+    std::copy(order.begin(), order.begin() + topk, sel);
+  }
+}
+
+}  // namespace dsv4::cpu
