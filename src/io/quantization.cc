@@ -47,15 +47,6 @@ int round_to_table(const float* table, float a) {
   return (c % 2 == 0) ? c : c - 1;
 }
 
-// The smallest e with amax <= qmax * 2^e, clamped to the E8M0 range [-127, 127]; 0 for an all-zero block.
-int scale_exponent(double amax, double qmax) {
-  if (amax == 0.0) return 0;
-  int e = std::ilogb(amax) - std::ilogb(qmax);
-  while (amax > std::ldexp(qmax, e)) ++e;
-  while (amax <= std::ldexp(qmax, e - 1)) --e;
-  return std::clamp(e, -127, 127);
-}
-
 float e8m0_value(uint8_t s) { return std::ldexp(1.0f, static_cast<int>(s) - 127); }
 
 [[noreturn]] void non_finite_input(const std::string& what, int64_t row, int64_t col, float v) {
@@ -74,6 +65,14 @@ struct FirstError {
 };
 
 }  // namespace
+
+int scale_exponent(double amax, double qmax) {
+  if (amax == 0.0) return 0;
+  int e = std::ilogb(amax) - std::ilogb(qmax);
+  while (amax > std::ldexp(qmax, e)) ++e;
+  while (amax <= std::ldexp(qmax, e - 1)) --e;
+  return std::clamp(e, -127, 127);
+}
 
 const char* weight_format_name(WeightFormat f) {
   switch (f) {

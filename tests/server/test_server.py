@@ -15,12 +15,12 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 import unittest
+
+import serve_process
 
 ARGS = None
 SERVER = None  # (process, port)
@@ -242,32 +242,13 @@ def main():
     ap.add_argument("--name", default="dsv4-tiny-kjv")
     ap.add_argument("--serve-args", default="", help="further dsv4 serve flags, e.g. '--spec-tokens 2'")
     ARGS, rest = ap.parse_known_args()
-    proc = subprocess.Popen([ARGS.dsv4, "serve", "-m", ARGS.model, "--port", "0", "--served-model-name", ARGS.name,
-                             "--max-model-len", "4096"] + ARGS.serve_args.split(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    port = None
-    for line in proc.stdout:
-        sys.stderr.write(line)
-        m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-        if m:
-            port = int(m.group(1))
-            break
-    if port is None:
-        proc.wait()
-        sys.exit("dsv4 serve did not start")
-    # Keep draining the server's output: a closed pipe would make its later log lines fail (and a server whose
-    # output fails exits non-zero, as it should).
-    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+    proc, port = serve_process.start(ARGS.dsv4, ["-m", ARGS.model, "--served-model-name", ARGS.name,
+                                                 "--max-model-len", "4096"] + ARGS.serve_args.split())
     SERVER = (proc, port)
     try:
         result = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2).result
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            sys.exit("dsv4 serve did not stop within 30 s of SIGTERM")
+        code = serve_process.stop(proc)
     if code != 0:
         sys.exit(f"dsv4 serve exited with {code} after SIGTERM")
     sys.exit(0 if result.wasSuccessful() else 1)

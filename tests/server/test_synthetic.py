@@ -8,11 +8,10 @@ whole answer, greedy determinism, the usage counts, and that bad --synthetic arg
 import argparse
 import http.client
 import json
-import re
-import signal
 import subprocess
 import sys
-import threading
+
+import serve_process
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--dsv4", default="build/dsv4")
@@ -36,19 +35,7 @@ def check_usage_errors():
 
 def main():
     check_usage_errors()
-    proc = subprocess.Popen([ARGS.dsv4, "serve", "--synthetic", "tiny", "--device", "cpu", "--port", "0",
-                             "--max-model-len", "1024"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    port = None
-    for line in proc.stdout:
-        sys.stderr.write(line)
-        m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-        if m:
-            port = int(m.group(1))
-            break
-    if port is None:
-        proc.wait()
-        fail("dsv4 serve --synthetic tiny did not start")
-    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+    proc, port = serve_process.start(ARGS.dsv4, ["--synthetic", "tiny", "--device", "cpu", "--max-model-len", "1024"])
 
     def request(method, path, body=None):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
@@ -89,8 +76,7 @@ def main():
             fail(f"an id past the vocabulary: {status} {body}")
         print("synthetic serve: models, token-id and text prompts, streaming, errors: ok")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=30)
+        code = serve_process.stop(proc)
     if code != 0:
         fail(f"dsv4 serve exited with {code} after SIGTERM")
 

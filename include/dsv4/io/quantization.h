@@ -53,6 +53,9 @@ void write_quantization_config(const QuantizationConfig& q, nlohmann::json& root
 float fp4_e2m1_to_float(uint8_t nibble);  // low 4 bits: sign bit 3, magnitude table {0, .5, 1, 1.5, 2, 3, 4, 6}
 // Round-to-nearest-even onto the finite E4M3FN values, saturating at +-448 (NaN -> 0x7F).
 uint8_t float_to_f8e4m3(float x);
+// The UE8M0 (power-of-two) scale of a block: the smallest e with amax <= qmax * 2^e, exactly, clamped to the E8M0
+// range [-127, 127]; 0 for an all-zero block. The weight quantisers and the fp8 KV cache (backend/cpu/kv_cache.cc).
+int scale_exponent(double amax, double qmax);
 // Round-to-nearest-even onto the E2M1 values, saturating at +-6 (NaN is a caller error: 0 is returned).
 uint8_t float_to_fp4_e2m1(float x);
 

@@ -136,7 +136,7 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRow
                float scale);
 // In place on x [rows, width] (F32): the values a cache of `format` gives back (see KvRoundTrip). E4M3 is rounded to
 // nearest-even and saturates at +-448; kFp8Blocks scales each block of 64 no-RoPE values (the last block may be
-// shorter) by s = 2^ceil(log2(max(amax, 1e-4) / 448)) (the fp32 quotient's exact next power of two);
+// shorter) by s = 2^ceil(log2(max(amax, 1e-4) / 448)) (exactly: io/quantization.h's scale_exponent);
 // kFp8Row the whole row by s = max(amax, 1e-4) / 448 (fp32). The value given back is e4m3(x / s) * s (fp32 division
 // and product). CPU only for now (the CUDA build rejects the fp8 cache up front).
 void kv_round_trip(ExecContext& ctx, Tensor x, int64_t rope_dim, KvRoundTrip format);

@@ -21,14 +21,6 @@ float amax(const float* x, int64_t n) {
   return m;
 }
 
-// The smallest power of two >= r (r > 0, finite): 2^ceil(log2 r), exactly (frexp, not a rounded log2), so that
-// x / s is exact and |x / s| <= 448 for every x of the block.
-float ue8m0_scale(float r) {
-  int e = 0;
-  const float f = std::frexp(r, &e);  // r = f * 2^e, f in [0.5, 1)
-  return std::ldexp(1.0f, f == 0.5f ? e - 1 : e);
-}
-
 // e4m3(x / s) * s for n values at scale s (x / s saturates at +-448 in the encoder).
 void e4m3_round_trip(float* x, int64_t n, float s) {
   for (int64_t i = 0; i < n; ++i) x[i] = f8e4m3_to_float(float_to_f8e4m3(x[i] / s)) * s;
@@ -50,7 +42,9 @@ void kv_round_trip_row(float* row, int64_t width, int64_t rope_dim, KvRoundTrip 
       const int64_t plain = width - rope_dim;
       for (int64_t b = 0; b < plain; b += kFp8Block) {
         const int64_t n = std::min(kFp8Block, plain - b);
-        e4m3_round_trip(row + b, n, ue8m0_scale(std::max(amax(row + b, n), kAmaxFloor) / kE4m3Max));
+        // A power of two (UE8M0): x / s is exact, and |x / s| <= 448 for every x of the block.
+        const int e = scale_exponent(std::max(amax(row + b, n), kAmaxFloor), kE4m3Max);
+        e4m3_round_trip(row + b, n, std::ldexp(1.0f, e));
       }
       return bf16_round_trip(row + plain, rope_dim);
     }
