@@ -74,9 +74,13 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
   // The attention core: compressors, indexer, attention over window + compressed entries, ring stores.
   // Everything that reads positions, slots and lengths runs here (an eager region of a breakable graph).
   eager_region(ctx, "attention", [=, &ctx, &c, &w, &aw, &st, &ms, &rope] {
+    // The raw kv/gate rows and the kv rows go to their rings after every read of this step, together (one
+    // launch on CUDA).
+    std::vector<ops::RingStore> stores;
     auto run_compressor = [&](CompressorState& cs, const CompressorWeights& cw, const CompressorIo& io) {
       ops::compressor_emit(ctx, cs, io.kv, io.gate, cw.ape, cw.norm, ms.rope_compress, meta, eps);
-      ops::compressor_store(ctx, cs, io.kv, io.gate, meta);
+      stores.push_back({cs.raw_kv, io.kv});
+      stores.push_back({cs.raw_gate, io.gate});
     };
     if (compressed) run_compressor(st.compressor, aw.compressor, cio);
     if (sparse) {
@@ -88,7 +92,8 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
     }
     ops::attention(ctx, o, q, kv, st.kv_ring, compressed ? &st.compressor : nullptr, selected, aw.sink, meta,
                    c.sliding_window, static_cast<float>(1.0 / std::sqrt(static_cast<double>(D))));
-    ops::kv_ring_store(ctx, st.kv_ring, kv, meta);
+    stores.push_back({st.kv_ring, kv});
+    ops::ring_stores(ctx, stores, meta);
   });
   ops::rope(ctx, o, meta.pos, rope, true);  // K = V carried rope: undo it at the query position
   Tensor oa = A.alloc(act, {T, c.o_groups * c.o_lora_rank});

@@ -328,7 +328,7 @@ void compressor_store(ExecContext& ctx, CompressorState& state, Tensor kv, Tenso
                  "compressor_store: width mismatch");
   DSV4_CHECK_ARG(kv.size(0) >= meta.num_tokens && gate.size(0) >= meta.num_tokens, "compressor_store: kv ",
                  kv.shape_string(), " and gate ", gate.shape_string(), " for ", meta.num_tokens, " tokens");
-  DSV4_DISPATCH(compressor_store, state, kv, gate, meta);
+  ring_stores(ctx, {{state.raw_kv, kv}, {state.raw_gate, gate}}, meta);
 }
 
 void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const CompressorState& keys, const BatchMeta& meta,
@@ -425,7 +425,24 @@ void kv_ring_store(ExecContext& ctx, const PagedRows& kv_ring, Tensor kv, const 
   DSV4_CHECK_ARG(kv.ndim() == 2 && kv.size(1) == kv_ring.width, "kv_ring_store: width mismatch");
   DSV4_CHECK_ARG(kv.size(0) >= meta.num_tokens, "kv_ring_store: kv ", kv.shape_string(), " for ", meta.num_tokens,
                  " tokens");
-  DSV4_DISPATCH(kv_ring_store, kv_ring, kv, meta);
+  ring_stores(ctx, {{kv_ring, kv}}, meta);
+}
+
+void ring_stores(ExecContext& ctx, const std::vector<RingStore>& stores, const BatchMeta& meta) {
+  require_meta(ctx, meta, "ring_stores");
+  for (size_t i = 0; i < stores.size(); ++i) {
+    const RingStore& s = stores[i];
+    DSV4_CHECK_ARG(s.ring.defined() && s.ring.rows > 0, "ring_stores: store ", i, " has no ring");
+    DSV4_CHECK_ARG(s.rows.ndim() == 2 && s.rows.size(1) == s.ring.width, "ring_stores: store ", i, ": rows ",
+                   s.rows.shape_string(), " for a ring of width ", s.ring.width);
+    DSV4_CHECK_ARG(s.rows.size(0) >= meta.num_tokens, "ring_stores: store ", i, ": rows ", s.rows.shape_string(),
+                   " for ", meta.num_tokens, " tokens");
+    require_float(ctx, s.rows, "ring_stores", "rows");
+    DSV4_CHECK_ARG(s.ring.dtype == DType::F32 || (ctx.is_cuda() && s.ring.dtype == DType::BF16), "ring_stores: store ",
+                   i, ": a ", dtype_name(s.ring.dtype), " ring (F32, or BF16 on CUDA)");
+  }
+  if (stores.empty()) return;
+  DSV4_DISPATCH(ring_stores, stores, meta);
 }
 
 void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,

@@ -551,6 +551,46 @@ TEST(CudaOps, KvRingStore) {
   }
 }
 
+// Several rings in one launch, every dtype pairing (F32/BF16 rows into F32/BF16 rings), rings of different
+// widths and sizes, and more stores than one launch takes (the op splits them): each ring as kv_ring_store leaves it.
+TEST(CudaOps, RingStoresMatchSeparateStores) {
+  DSV4_REQUIRE_GPU();
+  auto rng = rng_for("ring_stores", 0);
+  const int64_t slots = 3;
+  TestBatch batch({{1, 3, 12}, {0, 50, 1}, {2, 0, 4}}, 2, 100, rng);
+  const int64_t T = batch.size();
+  struct Ring {
+    int64_t rows, width;
+    DType ring_dtype, rows_dtype;
+  };
+  std::vector<Ring> rings;
+  for (int i = 0; i < 10; ++i) {  // 10 > one launch's 8
+    rings.push_back({i % 2 == 0 ? 10 : 4, i % 3 == 0 ? 512 : 40 + 8 * i, i % 4 < 2 ? DType::F32 : DType::BF16,
+                     i % 2 == 0 ? DType::F32 : DType::BF16});
+  }
+  std::vector<std::vector<float>> want, rows;
+  std::vector<DevTensor> dstate, drows;
+  std::vector<ops::RingStore> stores;
+  ExecContext cpu = cpu_ctx();
+  for (const Ring& r : rings) {
+    // Values a bf16 ring or bf16 rows hold exactly, so every pairing has one right answer.
+    want.push_back(test::round_bf16(random_vec(rng, slots * r.rows * r.width)));
+    rows.push_back(test::round_bf16(random_vec(rng, T * r.width)));
+    dstate.push_back(upload(want.back(), r.ring_dtype, {slots, r.rows, r.width}));
+    drows.push_back(upload(rows.back(), r.rows_dtype, {T, r.width}));
+    ops::kv_ring_store(cpu, host_rows(want.back(), slots, r.rows, r.width), test::host_view(rows.back(), {T, r.width}),
+                       batch.host());
+  }
+  for (size_t i = 0; i < rings.size(); ++i) stores.push_back({device_rows(dstate[i]), drows[i].t});
+  ops::ring_stores(env().ctx, stores, batch.device());
+  env().sync();
+  for (size_t i = 0; i < rings.size(); ++i) {
+    DSV4_EXPECT_CLOSE(download(dstate[i].t), want[i], 0.0,
+                      str_cat("ring_stores ring ", i, " ", dtype_name(rings[i].ring_dtype), " <- ",
+                              dtype_name(rings[i].rows_dtype), " width ", rings[i].width));
+  }
+}
+
 // Exact selection, except where two entries' double-precision scores are within `margin` of each other
 // (a near-tie that fp32 rounding may order either way): counted and reported.
 void check_selection(const std::vector<int32_t>& got, const std::vector<int32_t>& want,
@@ -741,8 +781,7 @@ void check_attention(const AttnCase& c, const std::vector<TestBatch::Chunk>& chu
   std::vector<float> ref(T * c.heads * c.D);
   ExecContext cpu = cpu_ctx();
   ops::attention(cpu, test::host_view(ref, {T, c.heads, c.D}), test::host_view(q, {T, c.heads, c.D}),
-                 test::host_view(kv, {T, c.D}), host_rows(ring_v, slots, ring, c.D),
-                 compressed ? &cpu_c : nullptr,
+                 test::host_view(kv, {T, c.D}), host_rows(ring_v, slots, ring, c.D), compressed ? &cpu_c : nullptr,
                  c.kind == AttnKind::kCsa ? test::host_view_i32(selected, {T, topk}) : Tensor(),
                  test::host_view(sinks, {c.heads}), batch.host(), c.window, scale);
   DevTensor dq = upload(q, DType::BF16, {T, c.heads, c.D}), dkv = upload(kv, DType::BF16, {T, c.D});

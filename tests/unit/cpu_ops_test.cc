@@ -1154,6 +1154,41 @@ TEST_F(CpuOps, KvRingStoreKeepsLastRingPositions) {
   }
 }
 
+TEST_F(CpuOps, RingStoresAreSeparateStores) {
+  const int64_t slots = 2;
+  BatchBuilder b;
+  b.add({1, 3, IVec(7, 0), false});
+  b.add({0, 0, IVec(2, 0), false});
+  b.pad_to(10);
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{4, 3}, {8, 5}, {2, 16}};  // (ring rows, width)
+  std::vector<Vec> together, separate, rows;
+  for (const auto& [ring, D] : shapes) {
+    together.push_back(rnd(slots * ring * D, rng));
+    separate.push_back(together.back());
+    rows.push_back(rnd(10 * D, rng));
+  }
+  std::vector<ops::RingStore> stores;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const auto [ring, D] = shapes[i];
+    stores.push_back({paged(together[i], {slots, ring, D}), f32(rows[i], {10, D})});
+    ops::kv_ring_store(ctx, paged(separate[i], {slots, ring, D}), f32(rows[i], {10, D}), b.meta());
+  }
+  ops::ring_stores(ctx, stores, b.meta());
+  for (size_t i = 0; i < shapes.size(); ++i) EXPECT_EQ(together[i], separate[i]) << "ring " << i;
+  ops::ring_stores(ctx, {}, b.meta());  // nothing to store: a no-op
+  Vec short_rows(4 * 3);
+  expect_invalid(
+      [&] {
+        ops::ring_stores(ctx, {{paged(together[0], {slots, 4, 3}), f32(short_rows, {4, 3})}}, b.meta());
+      },
+      "ring_stores");
+  expect_invalid(
+      [&] {
+        ops::ring_stores(ctx, {{paged(together[0], {slots, 4, 3}), f32(rows[1], {10, 5})}}, b.meta());
+      },
+      "ring_stores");
+}
+
 // ---- validation -------------------------------------------------------------------------------------
 
 TEST_F(CpuOps, ValidationNamesTheOp) {

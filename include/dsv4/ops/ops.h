@@ -142,6 +142,14 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRow
 void kv_round_trip(ExecContext& ctx, Tensor x, int64_t rope_dim, KvRoundTrip format);
 // Store the batch's kv rows into the sliding-window ring (after attention has read it).
 void kv_ring_store(ExecContext& ctx, const PagedRows& kv_ring, Tensor kv, const BatchMeta& meta);
+// Several ring stores at once (compressor_store and kv_ring_store are one and two of them): each batch row of
+// `rows` [>= T, ring.width] (F32 or BF16) goes to `ring` at position % ring.rows, for each sequence's last ring.rows
+// positions of this forward. A layer's stores run together after every read of the step: one launch on CUDA.
+struct RingStore {
+  PagedRows ring;
+  Tensor rows;
+};
+void ring_stores(ExecContext& ctx, const std::vector<RingStore>& stores, const BatchMeta& meta);
 
 // MoE routing. logits [T, E] (float32). Hash layers: indices from tid2eid[ids] ([V, k] int32), no bias;
 // others: top-k of score + bias. weights = score[idx] / sum (if normalise) * routed_scaling_factor.

@@ -53,12 +53,11 @@ void hc_head(Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const M
 
 void compressor_emit(CompressorState& state, Tensor kv, Tensor gate, Tensor ape, Tensor norm_w, const RopeTable& rope,
                      const BatchMeta& meta, float eps);
-void compressor_store(CompressorState& state, Tensor kv, Tensor gate, const BatchMeta& meta);
 void indexer_topk(Tensor out, Tensor q, Tensor w, const CompressorState& keys, const BatchMeta& meta,
                   float softmax_scale);
 void attention(Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring, const CompressorState* compressed,
                Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window, float scale);
-void kv_ring_store(const PagedRows& kv_ring, Tensor kv, const BatchMeta& meta);
+void ring_stores(const std::vector<ops::RingStore>& stores, const BatchMeta& meta);
 void kv_round_trip(Tensor x, int64_t rope_dim, KvRoundTrip format);  // backend/cpu/kv_cache.cc
 void kv_round_trip_row(float* row, int64_t width, int64_t rope_dim, KvRoundTrip format);
 
