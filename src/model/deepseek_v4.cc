@@ -112,7 +112,7 @@ void moe_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights& w, co
   ops::linear(ctx, logits, h, f.gate);
   Tensor weights = A.alloc(DType::F32, {T, k});
   Tensor indices = A.alloc(DType::I32, {T, k});
-  ops::moe_route(ctx, weights, indices, logits, f.bias, f.tid2eid, meta.ids, c);
+  ops::moe_route(ctx, weights, indices, logits, f.bias, f.tid2eid, meta.ids, ops::route_params(c));
   if (f.expert_ranks > 1) keep_rank_experts(ctx, weights, indices, f.expert_rank, f.expert_ranks);
   // The shared expert is the last stacked expert (weights.h): one call runs it with the routed ones, in the
   // same weight-streaming / grouped kernels, and adds it in fp32 before the single rounding to y's dtype.
@@ -133,11 +133,11 @@ void decoder_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights& w
   Tensor h = A.alloc(x.dtype(), {T, H});
   Tensor y = A.alloc(x.dtype(), {T, H});
   Tensor mid = A.alloc(x.dtype(), {T, n, H});
-  ops::hc_pre(ctx, collapsed, post, comb, x, w.hc_attn.fn, w.hc_attn.base, w.hc_attn.scale, c);
+  ops::hc_pre(ctx, collapsed, post, comb, x, w.hc_attn.fn, w.hc_attn.base, w.hc_attn.scale, ops::mhc_params(c));
   ops::rms_norm(ctx, h, collapsed, w.attn_norm, eps);
   attention_block(ctx, c, w, state, ms, meta, h, y);
   ops::hc_post(ctx, mid, y, x, post, comb);
-  ops::hc_pre(ctx, collapsed, post, comb, mid, w.hc_ffn.fn, w.hc_ffn.base, w.hc_ffn.scale, c);
+  ops::hc_pre(ctx, collapsed, post, comb, mid, w.hc_ffn.fn, w.hc_ffn.base, w.hc_ffn.scale, ops::mhc_params(c));
   ops::rms_norm(ctx, h, collapsed, w.ffn_norm, eps);
   moe_block(ctx, c, w, meta, h, y);
   ops::hc_post(ctx, out, y, mid, post, comb);
@@ -163,7 +163,7 @@ void target_forward(ExecContext& ctx, const ModelConfig& c, const ModelWeights& 
   Tensor xr = A.alloc(act, {R, n, H});
   ops::gather_rows(ctx, xr, x, logit_rows);
   Tensor hr = A.alloc(act, {R, H});
-  ops::hc_head(ctx, hr, xr, w.hc_head.fn, w.hc_head.base, w.hc_head.scale, c);
+  ops::hc_head(ctx, hr, xr, w.hc_head.fn, w.hc_head.base, w.hc_head.scale, ops::mhc_params(c));
   ops::rms_norm(ctx, hr, hr, w.norm, static_cast<float>(c.rms_norm_eps));
   ops::linear(ctx, logits, hr, w.head);
 }

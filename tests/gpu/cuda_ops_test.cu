@@ -338,9 +338,9 @@ void check_hc(int64_t T, int64_t H, DType act, int variant) {
   ExecContext cpu = cpu_ctx();
   ops::hc_pre(cpu, test::host_view(collapsed, {T, H}), test::host_view(post, {T, n}), test::host_view(comb, {T, n, n}),
               test::host_view(x, {T, n, H}), test::host_view(p.fn, {rows, n * H}), test::host_view(p.base, {rows}),
-              test::host_view(p.scale, {3}), cfg);
+              test::host_view(p.scale, {3}), ops::mhc_params(cfg));
   ops::hc_head(cpu, test::host_view(head, {T, H}), test::host_view(x, {T, n, H}), test::host_view(ph.fn, {n, n * H}),
-               test::host_view(ph.base, {n}), test::host_view(ph.scale, {1}), cfg);
+               test::host_view(ph.base, {n}), test::host_view(ph.scale, {1}), ops::mhc_params(cfg));
   DevTensor dx = upload(x, act, {T, n, H});
   DevTensor dfn = upload(p.fn, DType::F32, {rows, n * H}), dbase = upload(p.base, DType::F32, {rows});
   DevTensor dscale = upload(p.scale, DType::F32, {3});
@@ -351,8 +351,8 @@ void check_hc(int64_t T, int64_t H, DType act, int variant) {
   std::vector<std::vector<float>> first;
   for (int run = 0; run < 2; ++run) {
     for (const Tensor* t : {&dcol.t, &dpost.t, &dcomb.t, &dhead.t}) poison(*t);
-    ops::hc_pre(env().ctx, dcol.t, dpost.t, dcomb.t, dx.t, dfn.t, dbase.t, dscale.t, cfg);
-    ops::hc_head(env().ctx, dhead.t, dx.t, hfn.t, hbase.t, hscale.t, cfg);
+    ops::hc_pre(env().ctx, dcol.t, dpost.t, dcomb.t, dx.t, dfn.t, dbase.t, dscale.t, ops::mhc_params(cfg));
+    ops::hc_head(env().ctx, dhead.t, dx.t, hfn.t, hbase.t, hscale.t, ops::mhc_params(cfg));
     env().sync();
     std::vector<std::vector<float>> got = {download(dcol.t), download(dpost.t), download(dcomb.t), download(dhead.t)};
     const std::string tag = str_cat(" T=", T, " H=", H, " ", dtype_name(act));
@@ -910,13 +910,15 @@ TEST(CudaOps, MoeRoute) {
     ExecContext cpu = cpu_ctx();
     ops::moe_route(cpu, test::host_view(w, {c.T, c.k}), test::host_view_i32(idx, {c.T, c.k}),
                    test::host_view(logits, {c.T, c.E}), c.bias ? test::host_view(bias, {c.E}) : Tensor(),
-                   c.hash ? test::host_view_i32(table, {V, c.k}) : Tensor(), test::host_view_i32(ids, {c.T}), cfg);
+                   c.hash ? test::host_view_i32(table, {V, c.k}) : Tensor(), test::host_view_i32(ids, {c.T}),
+                   ops::route_params(cfg));
     DevTensor dl = upload(logits, DType::F32, {c.T, c.E}), db = upload(bias, DType::F32, {c.E});
     DevTensor dtable = test::upload_i32(table, {V, c.k}), dids = test::upload_i32(ids, {c.T});
     DevTensor dw(DType::F32, {c.T, c.k}), didx(DType::I32, {c.T, c.k});
     poison(dw.t);
     poison(didx.t);
-    ops::moe_route(env().ctx, dw.t, didx.t, dl.t, c.bias ? db.t : Tensor(), c.hash ? dtable.t : Tensor(), dids.t, cfg);
+    ops::moe_route(env().ctx, dw.t, didx.t, dl.t, c.bias ? db.t : Tensor(), c.hash ? dtable.t : Tensor(), dids.t,
+                   ops::route_params(cfg));
     env().sync();
     const std::string tag = str_cat("moe_route T=", c.T, " E=", c.E, " k=", c.k, " ", scoring_func_name(c.scoring),
                                     c.hash ? " hash" : "", c.bias ? " bias" : "");

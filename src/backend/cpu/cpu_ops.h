@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "backend/cpu/dot.h"
-#include "dsv4/ops/ops.h"
+#include "dsv4/ops/op_types.h"
 
 namespace dsv4::cpu {
 
@@ -47,9 +47,9 @@ void fused_mtp_input_rms_norm_eh(Tensor out, Tensor inputs_embeds, Tensor positi
 void rope_vector(float* v, int64_t dim, const RopeTable& table, float position, bool inverse);
 
 void hc_pre(Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base, Tensor scale,
-            const ModelConfig& cfg);
+            const ops::MhcParams& params);
 void hc_post(Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb);
-void hc_head(Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const ModelConfig& cfg);
+void hc_head(Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const ops::MhcParams& params);
 
 void compressor_emit(CompressorState& state, Tensor kv, Tensor gate, Tensor ape, Tensor norm_w, const RopeTable& rope,
                      const BatchMeta& meta, float eps);
@@ -62,7 +62,7 @@ void kv_round_trip(Tensor x, int64_t rope_dim, KvRoundTrip format);  // backend/
 void kv_round_trip_row(float* row, int64_t width, int64_t rope_dim, KvRoundTrip format);
 
 void moe_route(Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
-               const ModelConfig& cfg);
+               const ops::RouteParams& params);
 void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2, Tensor w3, float limit,
                  bool shared_expert);
 

@@ -2,7 +2,7 @@
 // cuBLASLt). Each op lives in its own .cu file with its kernels and launcher.
 #pragma once
 
-#include "dsv4/ops/ops.h"
+#include "dsv4/ops/op_types.h"
 
 namespace dsv4::cuda {
 
@@ -47,9 +47,10 @@ void fused_mtp_input_rms_norm(ExecContext& ctx, Tensor enorm_out, Tensor hnorm_o
 void fused_mtp_input_rms_norm_eh(ExecContext& ctx, Tensor out, Tensor inputs_embeds, Tensor positions,
                                  Tensor prev_hidden, Tensor enorm_w, Tensor hnorm_w, float eps);
 void hc_pre(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base,
-            Tensor scale, const ModelConfig& cfg);
+            Tensor scale, const ops::MhcParams& params);
 void hc_post(ExecContext& ctx, Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb);
-void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const ModelConfig& cfg);
+void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale,
+             const ops::MhcParams& params);
 void compressor_emit(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor gate, Tensor ape, Tensor norm_w,
                      const RopeTable& rope, const BatchMeta& meta, float eps);
 void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const CompressorState& keys, const BatchMeta& meta,
@@ -59,7 +60,7 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRow
                float scale);
 void ring_stores(ExecContext& ctx, const std::vector<ops::RingStore>& stores, const BatchMeta& meta);
 void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
-               const ModelConfig& cfg);
+               const ops::RouteParams& params);
 void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2,
                  Tensor w3, float limit, bool shared_expert);
 
