@@ -525,7 +525,7 @@ void argmax(ExecContext& ctx, Tensor out, Tensor logits) {
   DSV4_DISPATCH(argmax, out, logits);
 }
 
-void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params, Tensor info) {
+void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params, Tensor info, Tensor nonfinite) {
   require(ctx, out, DType::I32, "sample_tokens", "out");
   require(ctx, logits, DType::F32, "sample_tokens", "logits");
   require(ctx, params, DType::U8, "sample_tokens", "params");
@@ -539,7 +539,12 @@ void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params, T
     DSV4_CHECK_ARG(info.numel() == logits.size(0) * static_cast<int64_t>(sizeof(NucleusInfo)), "sample_tokens: info ",
                    info.shape_string(), " for ", logits.size(0), " rows of ", sizeof(NucleusInfo), " bytes");
   }
-  DSV4_DISPATCH(sample_tokens, out, logits, params, info);
+  if (optional(nonfinite)) {
+    require(ctx, nonfinite, DType::I32, "sample_tokens", "nonfinite");
+    DSV4_CHECK_ARG(nonfinite.numel() == logits.size(0), "sample_tokens: nonfinite ", nonfinite.shape_string(), " for ",
+                   logits.size(0), " rows");
+  }
+  DSV4_DISPATCH(sample_tokens, out, logits, params, info, nonfinite);
 }
 
 void scatter_rows(ExecContext& ctx, Tensor out, Tensor x, Tensor rows) {

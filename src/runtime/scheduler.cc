@@ -148,6 +148,12 @@ void Engine::finish(Seq& s, FinishReason reason, const std::string& error) {
 
 void Engine::emit(Seq& s, int32_t token, const float* logits_row) {
   if (s.done) return;
+  if (token < 0) {  // the device sampler's mark of a row whose logits hold a NaN or an infinity (never a token id)
+    finish(s, FinishReason::kError,
+           str_cat("non-finite logits (a NaN or an infinity, found by the device sampler) at position ",
+                   static_cast<int64_t>(s.tokens.size()) - 1, " of request ", s.id, ", scheduler step ", sched_.steps));
+    return;
+  }
   s.tokens.push_back(token);
   ++s.generated;
   ++sched_.generated_tokens;
@@ -355,7 +361,7 @@ bool Engine::step_plain() {
       if (bad != row + V) {  // NaN/Inf weights or an overflow: never sample from it
         finish(s, FinishReason::kError,
                str_cat("non-finite logits (", *bad, " for token id ", bad - row, ") at position ", s.computed - 1,
-                   " of request ", s.id, ", scheduler step ", sched_.steps));
+                       " of request ", s.id, ", scheduler step ", sched_.steps));
         continue;
       }
       emit(s, s.sampler.sample(row, V, s.generated_span()), row);

@@ -144,7 +144,10 @@ void argmax(ExecContext& ctx, Tensor out, Tensor logits);
 //   then v / kSampleLanes) — the order the CUDA kernel scans in. backend/cpu/sample.cc is the reference.
 // `info` (optional, U8 [R, sizeof(NucleusInfo)]): each sampled row's nucleus, so that a later op can recompute
 // any token's mass without the sort (speculative_accept); rows with temperature <= 0 leave theirs unwritten.
-void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params, Tensor info = Tensor());
+// `nonfinite` (optional, I32 [R]): 1 for a row whose logits hold a NaN or an infinity, else 0 (the token drawn for
+// such a row is still a valid id, so device-side consumers stay in bounds; callers must not emit it).
+void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params, Tensor info = Tensor(),
+                   Tensor nonfinite = Tensor());
 
 // Speculative decoding's verification ids: ids [b * (K + 1)] holds per sequence [last, d_1 .. d_K]; rows r >= 1 are
 // overwritten with drafts [K * b] (step-major: d_j of sequence i at (j - 1) * b + i). Row 0 is kept.

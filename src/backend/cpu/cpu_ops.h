@@ -32,7 +32,7 @@ void swiglu(Tensor out, Tensor gate, Tensor up, float limit);
 void fill_random(Tensor out, uint64_t seed, float mean, float std);
 void fill_expert_table(Tensor out, uint64_t seed, int64_t num_experts);
 void argmax(Tensor out, Tensor logits);
-void sample_tokens(Tensor out, Tensor logits, Tensor params, Tensor info);  // backend/cpu/sample.cc
+void sample_tokens(Tensor out, Tensor logits, Tensor params, Tensor info, Tensor nonfinite);  // backend/cpu/sample.cc
 void scatter_rows(Tensor out, Tensor x, Tensor rows);
 void speculative_verify_ids(Tensor ids, Tensor drafts, int64_t K);  // backend/cpu/sample.cc
 void speculative_accept(Tensor out, Tensor counts, Tensor target_logits, Tensor target_info, Tensor target_tokens,

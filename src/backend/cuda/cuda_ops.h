@@ -34,7 +34,7 @@ void swiglu(ExecContext& ctx, Tensor out, Tensor gate, Tensor up, float limit);
 void fill_random(ExecContext& ctx, Tensor out, uint64_t seed, float mean, float std);
 void fill_expert_table(ExecContext& ctx, Tensor out, uint64_t seed, int64_t num_experts);
 void argmax(ExecContext& ctx, Tensor out, Tensor logits);
-void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params, Tensor info);
+void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params, Tensor info, Tensor nonfinite);
 void scatter_rows(ExecContext& ctx, Tensor out, Tensor x, Tensor rows);
 void speculative_verify_ids(ExecContext& ctx, Tensor ids, Tensor drafts, int64_t K);
 void speculative_accept(ExecContext& ctx, Tensor out, Tensor counts, Tensor target_logits, Tensor target_info,
