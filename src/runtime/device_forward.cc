@@ -94,12 +94,12 @@ struct DeviceForward::Impl {
   Buffer spec_io;
   char* d_spec = nullptr;
   size_t spec_block_bytes = 0;
-  int32_t* d_spec_ints = nullptr;   // [4 * max_rows]
+  int32_t* d_spec_ints = nullptr;   // [5 * max_rows]
   uint8_t* d_spec_info = nullptr;   // [2 * max_rows] NucleusInfo
   float* d_draft_logits = nullptr;  // [max_rows, V]
   void* d_carry = nullptr;          // [spec_slots * (max_spec + 1), n, H]
   char* h_spec = nullptr;           // pinned: the staged block (spec_block_bytes), then 2 * max_tokens int32
-  int32_t* h_spec_out = nullptr;    // pinned: [2 * max_rows] accepted tokens + counts
+  int32_t* h_spec_out = nullptr;    // pinned: [3 * max_rows] accepted tokens + counts + the target rows' flags
   struct SpecRunners {
     std::unique_ptr<graph::GraphRunner> draft, verify;
   };
@@ -228,7 +228,7 @@ struct DeviceForward::Impl {
     sb.residual = residual(d_residual, max_tokens);
     sb.draft_logits = Tensor(d_draft_logits, DType::F32, {max_rows, vocab}, Device::kCUDA);
     sb.target_logits = Tensor(d_logits, DType::F32, {max_rows, vocab}, Device::kCUDA);
-    sb.ints = Tensor(d_spec_ints, DType::I32, {4 * max_rows}, Device::kCUDA);
+    sb.ints = Tensor(d_spec_ints, DType::I32, {5 * max_rows}, Device::kCUDA);
     sb.info =
         Tensor(d_spec_info, DType::U8, {2 * max_rows * static_cast<int64_t>(sizeof(ops::NucleusInfo))}, Device::kCUDA);
     return sb;
@@ -297,7 +297,7 @@ struct DeviceForward::Impl {
       spec_block_bytes = std::max(spec_block_bytes, spec_layout(spec_max_seqs(K), K).bytes);
     }
     spec_block_bytes = align256(spec_block_bytes);
-    const size_t ints = align256(static_cast<size_t>(4 * max_rows) * sizeof(int32_t));
+    const size_t ints = align256(static_cast<size_t>(5 * max_rows) * sizeof(int32_t));
     const size_t info = align256(static_cast<size_t>(2 * max_rows) * sizeof(ops::NucleusInfo));
     const size_t logits = align256(static_cast<size_t>(max_rows * vocab) * sizeof(float));
     const size_t carry = align256(static_cast<size_t>(slots * (kmax + 1) * hc_mult * hidden) * dtype_size(act));
@@ -311,7 +311,7 @@ struct DeviceForward::Impl {
     d_carry = base + spec_block_bytes + ints + info + logits;
     DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_spec),
                                    spec_block_bytes + 2 * static_cast<size_t>(max_tokens) * sizeof(int32_t)));
-    DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_spec_out), 2 * max_rows * sizeof(int32_t)));
+    DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_spec_out), 3 * max_rows * sizeof(int32_t)));
   }
   static size_t align256(size_t n) { return (n + 255) / 256 * 256; }
 };
@@ -608,9 +608,10 @@ void DeviceForward::spec_step(ExecContext& ctx, const std::vector<SpecSeq>& seqs
   if (m.state->table_dirty()) m.state->sync_table(m.stream, m.h_table);
   r.draft->run(static_cast<int>(b), /*uniform_decode=*/true);
   r.verify->run(static_cast<int>(b), /*uniform_decode=*/true);
-  // The one read-back: accepted tokens [bp (K + 1)] and counts [bp], contiguous.
+  // The one read-back: accepted tokens [bp (K + 1)], counts [bp] and the target rows' non-finite flags [bp (K + 1)],
+  // contiguous.
   const int64_t Tv = bp * (K + 1);
-  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.h_spec_out, m.d_spec_ints + 2 * Tv, (Tv + bp) * sizeof(int32_t),
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.h_spec_out, m.d_spec_ints + 2 * Tv, (2 * Tv + bp) * sizeof(int32_t),
                                   cudaMemcpyDeviceToHost, m.stream));
   if (verify_logits != nullptr) {
     verify_logits->resize(static_cast<size_t>(b * (K + 1) * m.vocab));
@@ -620,6 +621,7 @@ void DeviceForward::spec_step(ExecContext& ctx, const std::vector<SpecSeq>& seqs
   DSV4_CUDA_CHECK(cudaStreamSynchronize(m.stream));
   tokens->assign(m.h_spec_out, m.h_spec_out + b * (K + 1));
   counts->assign(m.h_spec_out + Tv, m.h_spec_out + Tv + b);
+  mark_nonfinite_sequences(m.h_spec_out + Tv + bp, b, K, counts);
 }
 
 double DeviceForward::time_drafter_replays(int64_t num_tokens, int reps) {

@@ -346,7 +346,7 @@ TEST(CudaSampleTokens, NonFiniteLogitsEndTheRequestWithAnError) {
     FAIL() << "expected an error";
   } catch (const Error& e) {
     const std::string what = e.what();
-    EXPECT_NE(what.find("non-finite logits (a NaN or an infinity, found by the device sampler) at position 2 of "
+    EXPECT_NE(what.find("non-finite logits (a NaN or an infinity, flagged by the sampler) at position 2 of "
                         "request"),
               std::string::npos)
         << what;
