@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "dsv4/io/safetensors.h"
 #include "dsv4/model/state.h"
 #include "dsv4/ops/ops.h"
 #include "dsv4/ops/rope_table.h"
@@ -206,6 +207,28 @@ TEST(KvCache, Fp8CacheStaysCloseToTheF32Cache) {
   EXPECT_GT(max_diff, 0.0);
   EXPECT_GE(top1, 0.95);
   EXPECT_LE(kl, 1e-2);
+}
+
+// Against transformers with the same round trips (tools/reference/make_fp8_cache_fixtures.py, an independent
+// quantiser: torch's float8_e4m3fn cast and frexp scales; inputs with a value near a rounding boundary rejected):
+// the token-by-token logits of each HF fixture within 1e-5, as ModelParity holds the f32 cache.
+TEST(KvCache, Fp8CacheMatchesTransformersOnTheFixtures) {
+  for (const char* name : {"tiny_a", "tiny_b", "tiny_c"}) {
+    const std::string dir = test::fixture_dir(name);
+    const auto expected = SafetensorsFile::open(dir + "/expected_fp8_cache.safetensors");
+    const Tensor ids_t = expected->view(*expected->find("input_ids"));
+    std::vector<int32_t> ids;
+    for (int64_t i = 0; i < ids_t.numel(); ++i) ids.push_back(static_cast<int32_t>(ids_t.ptr<int64_t>()[i]));
+    const std::vector<float> want = test::to_vector(expected->view(*expected->find("logits")));
+    EngineOptions o = fp8_options(512);
+    o.max_model_len = 256;
+    Engine e(dir, o);
+    const std::vector<float> got = e.score(ids);
+    ASSERT_EQ(got.size(), want.size()) << name;
+    const double err = test::max_rel_error(got.data(), want.data(), want.size());
+    std::printf("%s: fp8 cache vs transformers with the same round trips: max rel error %.3g\n", name, err);
+    EXPECT_LE(err, 1e-5) << name;
+  }
 }
 
 }  // namespace
