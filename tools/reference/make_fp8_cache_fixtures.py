@@ -17,8 +17,9 @@ dsv4's CPU backend applies them (backend/cpu/kv_cache.cc, ops::kv_round_trip):
     s = max(amax, 1e-4) / 448.
 E4M3 values are e4m3(x / s) * s, round-to-nearest-even, saturating at +-448.
 
-A value within a relative 1e-5 of an E4M3 (or bf16) rounding boundary would let fp32 noise pick the other code in
-dsv4 and fail the 1e-5 comparison for reasons that are not bugs: such inputs are rejected, and other random ids
+A value within a relative 1e-6 of an E4M3 (or bf16) rounding boundary would let fp32 noise pick the other code in
+dsv4 and fail the 1e-5 comparison (1e-5 left ~10 of 9,216 values near a boundary in every one of 29 tiny_a
+attempts) for reasons that are not bugs: such inputs are rejected, and other random ids
 (seeded) are tried, as make_fixtures.py does for router / indexer ties. Writes <fixture>/expected_fp8_cache.safetensors
 with input_ids [T] (I64) and logits [T, V] (F32), and prints the margins.
 
@@ -34,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 E4M3_MAX = 448.0
 AMAX_FLOOR = 1e-4
 BLOCK = 64
-NEAR = 1e-5
+NEAR = 1e-6
 
 
 class RoundTrips:
@@ -133,7 +134,7 @@ class RoundTrips:
         return False
 
 
-def build(fdir, max_attempts=40):
+def build(fdir, max_attempts=80):
     import torch
     from safetensors.torch import load_file, save_file
     from transformers import DeepseekV4ForCausalLM
@@ -150,10 +151,11 @@ def build(fdir, max_attempts=40):
         ids = fixture_ids if attempt == 0 else torch.randint(2, V, (T,), generator=gen)
         with RoundTrips(rope_dim) as rt:
             logits = token_by_token_logits(model, ids.view(1, -1))
-        plain = token_by_token_logits(model, ids.view(1, -1))
-        print(f"{os.path.basename(fdir)} attempt {attempt}: {rt.values} values rounded, {rt.near} near a boundary; "
-              f"max |fp8 - f32 cache logits| {float((logits - plain).abs().max()):.3g}", flush=True)
+        print(f"{os.path.basename(fdir)} attempt {attempt}: {rt.values} values rounded, {rt.near} near a boundary",
+              flush=True)
         if rt.near == 0:
+            plain = token_by_token_logits(model, ids.view(1, -1))
+            print(f"  kept; max |fp8 - f32 cache logits| {float((logits - plain).abs().max()):.3g}", flush=True)
             save_file({"input_ids": ids.contiguous(), "logits": logits.float().contiguous()},
                       os.path.join(fdir, "expected_fp8_cache.safetensors"))
             return
