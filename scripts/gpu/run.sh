@@ -7,7 +7,7 @@
 #               (bench/kernels/rms_norm/peers.py; PEERS_ARGS adds arguments, e.g. "--sweep ''" for no sweep)
 #   bench       the opt-in CUDA benchmark test (CudaBench)
 #   cli         info / generate on the test fixture, CUDA and CPU
-#   san         compute-sanitizer memcheck + racecheck on the op, model and engine tests
+#   san         compute-sanitizer memcheck + racecheck on the op (attention, indexer, MoE, sampling), model and engine tests
 #   runtime_v2  scripts/gpu/runtime_v2.sh (the runtime issue's measurements; PHASES selects its parts)
 #   profile, gemv, checkpoints, hf_compare, flash, longctx, spec   scripts/gpu/suites/NAME.sh (their headers say what they
 #               measure and which variables they take), run from the checkout with the stage's programs
@@ -76,8 +76,8 @@ if has san; then
   SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   step memcheck 200 "$SAN" --tool memcheck --error-exitcode 9 dsv4_gpu_tests \
     --gtest_filter='CudaOps.*:*CudaModelParity*:CudaEngine.*:CudaMtp.*:*MtpNorm*'
-  step racecheck 200 "$SAN" --tool racecheck --error-exitcode 9 dsv4_gpu_tests \
-    --gtest_filter='CudaOps.*:*EachBlock*:*GraphReplay*/2:CudaMtp.Drafter*'
+  step racecheck 300 "$SAN" --tool racecheck --error-exitcode 9 dsv4_gpu_tests \
+    --gtest_filter='CudaOps.*:*EachBlock*:*GraphReplay*/2:CudaMtp.Drafter*:CudaSampleTokens.GreedyIsHostArgmax:CudaSampleTokens.DrawsMatchTheCpuReference:CudaSampleTokens.NonFiniteRowsAreFlaggedLikeTheCpu'
   summary "$(grep -h "ERROR SUMMARY" "$LOGS/memcheck.log" "$LOGS/racecheck.log")"
 fi
 if has runtime_v2; then

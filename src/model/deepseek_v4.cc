@@ -74,9 +74,13 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
   // The attention core: compressors, indexer, attention over window + compressed entries, ring stores.
   // Everything that reads positions, slots and lengths runs here (an eager region of a breakable graph).
   eager_region(ctx, "attention", [=, &ctx, &c, &w, &aw, &st, &ms, &rope] {
+    // The raw kv/gate rows and the kv rows go to their rings after every read of this step, together (one
+    // launch on CUDA).
+    std::vector<ops::RingStore> stores;
     auto run_compressor = [&](CompressorState& cs, const CompressorWeights& cw, const CompressorIo& io) {
       ops::compressor_emit(ctx, cs, io.kv, io.gate, cw.ape, cw.norm, ms.rope_compress, meta, eps);
-      ops::compressor_store(ctx, cs, io.kv, io.gate, meta);
+      stores.push_back({cs.raw_kv, io.kv});
+      stores.push_back({cs.raw_gate, io.gate});
     };
     if (compressed) run_compressor(st.compressor, aw.compressor, cio);
     if (sparse) {
@@ -88,7 +92,8 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
     }
     ops::attention(ctx, o, q, kv, st.kv_ring, compressed ? &st.compressor : nullptr, selected, aw.sink, meta,
                    c.sliding_window, static_cast<float>(1.0 / std::sqrt(static_cast<double>(D))));
-    ops::kv_ring_store(ctx, st.kv_ring, kv, meta);
+    stores.push_back({st.kv_ring, kv});
+    ops::ring_stores(ctx, stores, meta);
   });
   ops::rope(ctx, o, meta.pos, rope, true);  // K = V carried rope: undo it at the query position
   Tensor oa = A.alloc(act, {T, c.o_groups * c.o_lora_rank});
@@ -107,7 +112,7 @@ void moe_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights& w, co
   ops::linear(ctx, logits, h, f.gate);
   Tensor weights = A.alloc(DType::F32, {T, k});
   Tensor indices = A.alloc(DType::I32, {T, k});
-  ops::moe_route(ctx, weights, indices, logits, f.bias, f.tid2eid, meta.ids, c);
+  ops::moe_route(ctx, weights, indices, logits, f.bias, f.tid2eid, meta.ids, ops::route_params(c));
   if (f.expert_ranks > 1) keep_rank_experts(ctx, weights, indices, f.expert_rank, f.expert_ranks);
   // The shared expert is the last stacked expert (weights.h): one call runs it with the routed ones, in the
   // same weight-streaming / grouped kernels, and adds it in fp32 before the single rounding to y's dtype.
@@ -128,11 +133,11 @@ void decoder_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights& w
   Tensor h = A.alloc(x.dtype(), {T, H});
   Tensor y = A.alloc(x.dtype(), {T, H});
   Tensor mid = A.alloc(x.dtype(), {T, n, H});
-  ops::hc_pre(ctx, collapsed, post, comb, x, w.hc_attn.fn, w.hc_attn.base, w.hc_attn.scale, c);
+  ops::hc_pre(ctx, collapsed, post, comb, x, w.hc_attn.fn, w.hc_attn.base, w.hc_attn.scale, ops::mhc_params(c));
   ops::rms_norm(ctx, h, collapsed, w.attn_norm, eps);
   attention_block(ctx, c, w, state, ms, meta, h, y);
   ops::hc_post(ctx, mid, y, x, post, comb);
-  ops::hc_pre(ctx, collapsed, post, comb, mid, w.hc_ffn.fn, w.hc_ffn.base, w.hc_ffn.scale, c);
+  ops::hc_pre(ctx, collapsed, post, comb, mid, w.hc_ffn.fn, w.hc_ffn.base, w.hc_ffn.scale, ops::mhc_params(c));
   ops::rms_norm(ctx, h, collapsed, w.ffn_norm, eps);
   moe_block(ctx, c, w, meta, h, y);
   ops::hc_post(ctx, out, y, mid, post, comb);
@@ -158,7 +163,7 @@ void target_forward(ExecContext& ctx, const ModelConfig& c, const ModelWeights& 
   Tensor xr = A.alloc(act, {R, n, H});
   ops::gather_rows(ctx, xr, x, logit_rows);
   Tensor hr = A.alloc(act, {R, H});
-  ops::hc_head(ctx, hr, xr, w.hc_head.fn, w.hc_head.base, w.hc_head.scale, c);
+  ops::hc_head(ctx, hr, xr, w.hc_head.fn, w.hc_head.base, w.hc_head.scale, ops::mhc_params(c));
   ops::rms_norm(ctx, hr, hr, w.norm, static_cast<float>(c.rms_norm_eps));
   ops::linear(ctx, logits, hr, w.head);
 }

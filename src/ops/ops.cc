@@ -7,6 +7,7 @@
 #include "backend/cpu/cpu_ops.h"
 #include "dsv4/ops/indexer_workspace.h"
 #include "dsv4/ops/op_timer.h"
+#include "dsv4/ops/testing.h"
 #ifndef DSV4_NO_CUDA
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/indexer.h"
@@ -254,16 +255,20 @@ void rms_norm_rope(ExecContext& ctx, Tensor x, Tensor w, float eps, Tensor pos, 
 }
 
 void hc_pre(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base,
-            Tensor scale, const ModelConfig& cfg) {
-  const int64_t n = cfg.hc_mult;
+            Tensor scale, const MhcParams& params) {
   require_float(ctx, x, "hc_pre", "x");
+  DSV4_CHECK_ARG(x.ndim() == 3, "hc_pre: x ", x.shape_string(), " must be [T, streams, H]");
+  DSV4_CHECK_ARG(params.sinkhorn_iters >= 1 && params.norm_eps > 0 && params.hc_eps >= 0,
+                 "hc_pre: Sinkhorn iterations ", params.sinkhorn_iters, ", eps ", params.norm_eps, ", hc_eps ",
+                 params.hc_eps);
+  const int64_t n = x.size(1);
   require_float(ctx, collapsed, "hc_pre", "collapsed");
   for (const Tensor* t : {&post, &comb, &fn, &base, &scale}) require(ctx, *t, DType::F32, "hc_pre", "mHC tensor");
   DSV4_CHECK_ARG(x.ndim() == 3 && x.size(1) == n && fn.size(0) == (2 + n) * n && fn.size(1) == n * x.size(2) &&
                      base.numel() == (2 + n) * n && scale.numel() == 3 && post.numel() == x.size(0) * n &&
                      comb.numel() == x.size(0) * n * n && collapsed.numel() == x.size(0) * x.size(2),
                  "hc_pre: x ", x.shape_string(), ", fn ", fn.shape_string());
-  DSV4_DISPATCH(hc_pre, collapsed, post, comb, x, fn, base, scale, cfg);
+  DSV4_DISPATCH(hc_pre, collapsed, post, comb, x, fn, base, scale, params);
 }
 
 void hc_post(ExecContext& ctx, Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb) {
@@ -280,7 +285,7 @@ void hc_post(ExecContext& ctx, Tensor out, Tensor y, Tensor x, Tensor post, Tens
   DSV4_DISPATCH(hc_post, out, y, x, post, comb);
 }
 
-void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const ModelConfig& cfg) {
+void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const MhcParams& params) {
   require_float(ctx, out, "hc_head", "out");
   require_float(ctx, x, "hc_head", "x");
   for (const Tensor* t : {&fn, &base, &scale}) require(ctx, *t, DType::F32, "hc_head", "hc_head tensor");
@@ -288,7 +293,7 @@ void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Ten
                      base.numel() == x.size(1) && scale.numel() == 1 && out.numel() == x.size(0) * x.size(2),
                  "hc_head: x ", x.shape_string(), ", fn ", fn.shape_string(), ", base ", base.shape_string(),
                  ", scale ", scale.shape_string());
-  DSV4_DISPATCH(hc_head, out, x, fn, base, scale, cfg);
+  DSV4_DISPATCH(hc_head, out, x, fn, base, scale, params);
 }
 
 void compressor_emit(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor gate, Tensor ape, Tensor norm_w,
@@ -328,7 +333,7 @@ void compressor_store(ExecContext& ctx, CompressorState& state, Tensor kv, Tenso
                  "compressor_store: width mismatch");
   DSV4_CHECK_ARG(kv.size(0) >= meta.num_tokens && gate.size(0) >= meta.num_tokens, "compressor_store: kv ",
                  kv.shape_string(), " and gate ", gate.shape_string(), " for ", meta.num_tokens, " tokens");
-  DSV4_DISPATCH(compressor_store, state, kv, gate, meta);
+  ring_stores(ctx, {{state.raw_kv, kv}, {state.raw_gate, gate}}, meta);
 }
 
 void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const CompressorState& keys, const BatchMeta& meta,
@@ -425,30 +430,50 @@ void kv_ring_store(ExecContext& ctx, const PagedRows& kv_ring, Tensor kv, const 
   DSV4_CHECK_ARG(kv.ndim() == 2 && kv.size(1) == kv_ring.width, "kv_ring_store: width mismatch");
   DSV4_CHECK_ARG(kv.size(0) >= meta.num_tokens, "kv_ring_store: kv ", kv.shape_string(), " for ", meta.num_tokens,
                  " tokens");
-  DSV4_DISPATCH(kv_ring_store, kv_ring, kv, meta);
+  ring_stores(ctx, {{kv_ring, kv}}, meta);
+}
+
+void ring_stores(ExecContext& ctx, const std::vector<RingStore>& stores, const BatchMeta& meta) {
+  require_meta(ctx, meta, "ring_stores");
+  for (size_t i = 0; i < stores.size(); ++i) {
+    const RingStore& s = stores[i];
+    DSV4_CHECK_ARG(s.ring.defined() && s.ring.rows > 0, "ring_stores: store ", i, " has no ring");
+    DSV4_CHECK_ARG(s.rows.ndim() == 2 && s.rows.size(1) == s.ring.width, "ring_stores: store ", i, ": rows ",
+                   s.rows.shape_string(), " for a ring of width ", s.ring.width);
+    DSV4_CHECK_ARG(s.rows.size(0) >= meta.num_tokens, "ring_stores: store ", i, ": rows ", s.rows.shape_string(),
+                   " for ", meta.num_tokens, " tokens");
+    require_float(ctx, s.rows, "ring_stores", "rows");
+    DSV4_CHECK_ARG(s.ring.dtype == DType::F32 || (ctx.is_cuda() && s.ring.dtype == DType::BF16), "ring_stores: store ",
+                   i, ": a ", dtype_name(s.ring.dtype), " ring (F32, or BF16 on CUDA)");
+  }
+  if (stores.empty()) return;
+  DSV4_DISPATCH(ring_stores, stores, meta);
 }
 
 void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
-               const ModelConfig& cfg) {
+               const RouteParams& params) {
   require(ctx, weights, DType::F32, "moe_route", "weights");
   require(ctx, indices, DType::I32, "moe_route", "indices");
   require(ctx, logits, DType::F32, "moe_route", "logits");
   require(ctx, ids, DType::I32, "moe_route", "ids");
   if (optional(tid2eid)) require(ctx, tid2eid, DType::I32, "moe_route", "tid2eid");
   if (optional(bias)) require(ctx, bias, DType::F32, "moe_route", "bias");
-  DSV4_CHECK_ARG(logits.ndim() == 2 && logits.size(1) == cfg.n_routed_experts && weights.ndim() == 2 &&
-                     weights.size(1) == cfg.num_experts_per_tok && indices.ndim() == 2 &&
-                     indices.size(1) == cfg.num_experts_per_tok && weights.size(0) == logits.size(0) &&
-                     indices.size(0) == logits.size(0) && ids.numel() >= logits.size(0),
+  // E experts (the logits' columns), top-k (the weights' columns): every other operand must agree.
+  DSV4_CHECK_ARG(logits.ndim() == 2 && weights.ndim() == 2 && indices.ndim() == 2 && weights.size(1) >= 1 &&
+                     weights.size(1) <= logits.size(1) && indices.size(1) == weights.size(1) &&
+                     weights.size(0) == logits.size(0) && indices.size(0) == logits.size(0) &&
+                     ids.numel() >= logits.size(0),
                  "moe_route: logits ", logits.shape_string(), ", weights ", weights.shape_string(), ", indices ",
                  indices.shape_string());
-  DSV4_CHECK_ARG(!optional(bias) || bias.numel() == cfg.n_routed_experts, "moe_route: bias ", bias.shape_string(),
-                 " for ", cfg.n_routed_experts, " experts");
-  DSV4_CHECK_ARG(!optional(tid2eid) || (tid2eid.ndim() == 2 && tid2eid.size(1) == cfg.num_experts_per_tok),
-                 "moe_route: tid2eid ", tid2eid.shape_string(), " for top-", cfg.num_experts_per_tok);
-  DSV4_DISPATCH(moe_route, weights, indices, logits, bias, tid2eid, ids, cfg);
+  const int64_t E = logits.size(1), k = weights.size(1);
+  DSV4_CHECK_ARG(!optional(bias) || bias.numel() == E, "moe_route: bias ", bias.shape_string(), " for ", E, " experts");
+  DSV4_CHECK_ARG(!optional(tid2eid) || (tid2eid.ndim() == 2 && tid2eid.size(1) == k), "moe_route: tid2eid ",
+                 tid2eid.shape_string(), " for top-", k);
+  DSV4_CHECK_ARG(std::isfinite(params.routed_scaling_factor), "moe_route: routed scaling factor ",
+                 params.routed_scaling_factor);
+  DSV4_DISPATCH(moe_route, weights, indices, logits, bias, tid2eid, ids, params);
   if (g_choice_tap != nullptr && !ctx.measuring && !optional(tid2eid)) {
-    g_choice_tap->after_moe_route(ctx, weights, indices, logits, bias, cfg);
+    g_choice_tap->after_moe_route(ctx, weights, indices, logits, bias, params);
   }
 }
 
@@ -500,7 +525,7 @@ void argmax(ExecContext& ctx, Tensor out, Tensor logits) {
   DSV4_DISPATCH(argmax, out, logits);
 }
 
-void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params, Tensor info) {
+void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params, Tensor info, Tensor nonfinite) {
   require(ctx, out, DType::I32, "sample_tokens", "out");
   require(ctx, logits, DType::F32, "sample_tokens", "logits");
   require(ctx, params, DType::U8, "sample_tokens", "params");
@@ -514,7 +539,12 @@ void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params, T
     DSV4_CHECK_ARG(info.numel() == logits.size(0) * static_cast<int64_t>(sizeof(NucleusInfo)), "sample_tokens: info ",
                    info.shape_string(), " for ", logits.size(0), " rows of ", sizeof(NucleusInfo), " bytes");
   }
-  DSV4_DISPATCH(sample_tokens, out, logits, params, info);
+  if (optional(nonfinite)) {
+    require(ctx, nonfinite, DType::I32, "sample_tokens", "nonfinite");
+    DSV4_CHECK_ARG(nonfinite.numel() == logits.size(0), "sample_tokens: nonfinite ", nonfinite.shape_string(), " for ",
+                   logits.size(0), " rows");
+  }
+  DSV4_DISPATCH(sample_tokens, out, logits, params, info, nonfinite);
 }
 
 void scatter_rows(ExecContext& ctx, Tensor out, Tensor x, Tensor rows) {

@@ -43,19 +43,36 @@ struct DeviceForward::Impl {
   int32_t* h_ints = nullptr;
   ops::TokenSamplingParams* h_sampling = nullptr;
   std::vector<char> h_residual;
-  // Device sampling: per-row parameters in (inside the staged block) and tokens out ([max_rows] each), the
-  // tokens copied back into the stage's pinned row of h_tokens; an event per stage marks the copy done.
+  // Device sampling: per-row parameters in (inside the staged block) and tokens out, each step's R tokens followed by
+  // its R non-finite flags ([2 max_rows]), copied back in one piece into the stage's pinned row of h_tokens; an
+  // event per stage marks the copy done. A flagged row comes back as token -1 (the device keeps its valid argmax
+  // id, which a pipelined next step may read).
   Buffer sampling_io;
   ops::TokenSamplingParams* d_sampling = nullptr;
   int32_t* d_tokens = nullptr;
-  int32_t* h_tokens = nullptr;  // [kStages][max_rows]
+  int32_t* h_tokens = nullptr;  // [kStages][2 max_rows]
   cudaEvent_t tokens_ready[kStages] = {};
   bool stage_busy[kStages] = {};      // started, not finished
   bool stage_profiled[kStages] = {};  // cudaProfilerStop due at finish
   int64_t stage_rows[kStages] = {};
   int next_stage = 0;
   int64_t last_sampled_rows = -1;  // rows of the tokens in d_tokens (-1: none yet)
-  int32_t* h_table = nullptr;      // pinned staging of the page-table rows copied to the device
+
+  // The R logit rows' tokens into d_tokens[0, R), their non-finite flags into d_tokens[R, 2R).
+  void sample(ExecContext& ctx, int64_t R) {
+    ops::sample_tokens(
+        ctx, Tensor(d_tokens, DType::I32, {R}, Device::kCUDA), Tensor(d_logits, DType::F32, {R, vocab}, Device::kCUDA),
+        Tensor(d_sampling, DType::U8, {R, static_cast<int64_t>(sizeof(ops::TokenSamplingParams))}, Device::kCUDA),
+        Tensor(), Tensor(d_tokens + R, DType::I32, {R}, Device::kCUDA));
+  }
+  // A read-back of sample(): the tokens, -1 where the row's logits were not finite.
+  static void read_tokens(const int32_t* h, int64_t R, std::vector<int32_t>* tokens) {
+    tokens->assign(h, h + R);
+    for (int64_t r = 0; r < R; ++r) {
+      if (h[R + r] != 0) (*tokens)[static_cast<size_t>(r)] = -1;
+    }
+  }
+  int32_t* h_table = nullptr;  // pinned staging of the page-table rows copied to the device
 
   // Graphs: one pool (the engine's activation arena) shared by the target's and the drafter's runner.
   const ModelConfig* cfg = nullptr;
@@ -65,9 +82,9 @@ struct DeviceForward::Impl {
   std::unique_ptr<graph::GraphRunner> target, drafter;
   double capture_seconds = 0;
   graph::GraphPolicy policy;
-  ExecContext runner_exec;          // the runners' context (no eager-region hook)
-  std::vector<int> base_sizes;      // capture sizes before fitting (default list or --capture-sizes)
-  int max_capture_tokens = 0;       // the target's largest capture size
+  ExecContext runner_exec;      // the runners' context (no eager-region hook)
+  std::vector<int> base_sizes;  // capture sizes before fitting (default list or --capture-sizes)
+  int max_capture_tokens = 0;   // the target's largest capture size
 
   // Speculative decoding (runtime/spec_step.h): the step's block of inputs at d_spec (one upload), the outputs
   // (draft / target tokens, accepted tokens + counts at d_spec_ints; nuclei at d_spec_info; the drafter's logits),
@@ -77,12 +94,12 @@ struct DeviceForward::Impl {
   Buffer spec_io;
   char* d_spec = nullptr;
   size_t spec_block_bytes = 0;
-  int32_t* d_spec_ints = nullptr;   // [4 * max_rows]
+  int32_t* d_spec_ints = nullptr;   // [5 * max_rows]
   uint8_t* d_spec_info = nullptr;   // [2 * max_rows] NucleusInfo
   float* d_draft_logits = nullptr;  // [max_rows, V]
   void* d_carry = nullptr;          // [spec_slots * (max_spec + 1), n, H]
   char* h_spec = nullptr;           // pinned: the staged block (spec_block_bytes), then 2 * max_tokens int32
-  int32_t* h_spec_out = nullptr;    // pinned: [2 * max_rows] accepted tokens + counts
+  int32_t* h_spec_out = nullptr;    // pinned: [3 * max_rows] accepted tokens + counts + the target rows' flags
   struct SpecRunners {
     std::unique_ptr<graph::GraphRunner> draft, verify;
   };
@@ -211,9 +228,9 @@ struct DeviceForward::Impl {
     sb.residual = residual(d_residual, max_tokens);
     sb.draft_logits = Tensor(d_draft_logits, DType::F32, {max_rows, vocab}, Device::kCUDA);
     sb.target_logits = Tensor(d_logits, DType::F32, {max_rows, vocab}, Device::kCUDA);
-    sb.ints = Tensor(d_spec_ints, DType::I32, {4 * max_rows}, Device::kCUDA);
-    sb.info = Tensor(d_spec_info, DType::U8, {2 * max_rows * static_cast<int64_t>(sizeof(ops::NucleusInfo))},
-                     Device::kCUDA);
+    sb.ints = Tensor(d_spec_ints, DType::I32, {5 * max_rows}, Device::kCUDA);
+    sb.info =
+        Tensor(d_spec_info, DType::U8, {2 * max_rows * static_cast<int64_t>(sizeof(ops::NucleusInfo))}, Device::kCUDA);
     return sb;
   }
   // The runners' forwards: every tensor's address is a function of the padded sequence count and K.
@@ -280,7 +297,7 @@ struct DeviceForward::Impl {
       spec_block_bytes = std::max(spec_block_bytes, spec_layout(spec_max_seqs(K), K).bytes);
     }
     spec_block_bytes = align256(spec_block_bytes);
-    const size_t ints = align256(static_cast<size_t>(4 * max_rows) * sizeof(int32_t));
+    const size_t ints = align256(static_cast<size_t>(5 * max_rows) * sizeof(int32_t));
     const size_t info = align256(static_cast<size_t>(2 * max_rows) * sizeof(ops::NucleusInfo));
     const size_t logits = align256(static_cast<size_t>(max_rows * vocab) * sizeof(float));
     const size_t carry = align256(static_cast<size_t>(slots * (kmax + 1) * hc_mult * hidden) * dtype_size(act));
@@ -294,7 +311,7 @@ struct DeviceForward::Impl {
     d_carry = base + spec_block_bytes + ints + info + logits;
     DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_spec),
                                    spec_block_bytes + 2 * static_cast<size_t>(max_tokens) * sizeof(int32_t)));
-    DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_spec_out), 2 * max_rows * sizeof(int32_t)));
+    DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_spec_out), 3 * max_rows * sizeof(int32_t)));
   }
   static size_t align256(size_t n) { return (n + 255) / 256 * 256; }
 };
@@ -329,9 +346,10 @@ DeviceForward::DeviceForward(const ModelConfig& cfg, const ModelState& state, in
   std::memset(m.h_stages, 0, Impl::kStages * m.staged_bytes());
   m.use_stage(0);
   m.d_sampling = reinterpret_cast<ops::TokenSamplingParams*>(base + m.params_offset());
-  m.sampling_io = Buffer(align256(static_cast<size_t>(max_rows) * sizeof(int32_t)), Device::kCUDA);
+  m.sampling_io = Buffer(align256(static_cast<size_t>(2 * max_rows) * sizeof(int32_t)), Device::kCUDA);
   m.d_tokens = static_cast<int32_t*>(m.sampling_io.data());
-  DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&m.h_tokens), Impl::kStages * max_rows * sizeof(int32_t)));
+  DSV4_CUDA_CHECK(
+      cudaMallocHost(reinterpret_cast<void**>(&m.h_tokens), Impl::kStages * 2 * max_rows * sizeof(int32_t)));
   for (cudaEvent_t& e : m.tokens_ready) DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   ctx.stream = m.stream;
   ctx.blas = m.blas.get();
@@ -493,12 +511,9 @@ int DeviceForward::start_tokens(ExecContext& ctx, BatchBuilder& batch,
   if (R > 0) std::memcpy(m.h_sampling, params.data(), R * sizeof(ops::TokenSamplingParams));
   m.stage_profiled[s] = run_target(batch, uniform_decode, ids_from_previous ? m.d_tokens : nullptr);
   // Eager, after the (possibly replayed) forward: the kernel reads only the logits and these buffers.
-  ops::sample_tokens(
-      ctx, Tensor(m.d_tokens, DType::I32, {R}, Device::kCUDA),
-      Tensor(m.d_logits, DType::F32, {R, m.vocab}, Device::kCUDA),
-      Tensor(m.d_sampling, DType::U8, {R, static_cast<int64_t>(sizeof(ops::TokenSamplingParams))}, Device::kCUDA));
-  int32_t* out = m.h_tokens + s * m.max_rows;
-  DSV4_CUDA_CHECK(cudaMemcpyAsync(out, m.d_tokens, R * sizeof(int32_t), cudaMemcpyDeviceToHost, m.stream));
+  m.sample(ctx, R);
+  int32_t* out = m.h_tokens + s * 2 * m.max_rows;
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(out, m.d_tokens, 2 * R * sizeof(int32_t), cudaMemcpyDeviceToHost, m.stream));
   DSV4_CUDA_CHECK(cudaEventRecord(m.tokens_ready[s], m.stream));
   m.stage_busy[s] = true;
   m.stage_rows[s] = R;
@@ -511,8 +526,7 @@ void DeviceForward::finish_tokens(int ticket, std::vector<int32_t>* tokens) {
   DSV4_INTERNAL_CHECK(ticket >= 0 && ticket < Impl::kStages && m.stage_busy[ticket], "finish_tokens: no forward ",
                       ticket, " in flight");
   DSV4_CUDA_CHECK(cudaEventSynchronize(m.tokens_ready[ticket]));
-  const int32_t* out = m.h_tokens + ticket * m.max_rows;
-  tokens->assign(out, out + m.stage_rows[ticket]);
+  Impl::read_tokens(m.h_tokens + ticket * 2 * m.max_rows, m.stage_rows[ticket], tokens);
   m.stage_busy[ticket] = false;
   if (m.stage_profiled[ticket]) DSV4_CUDA_CHECK(cudaProfilerStop());
   m.stage_profiled[ticket] = false;
@@ -552,16 +566,13 @@ void DeviceForward::spec_prefill(ExecContext& ctx, BatchBuilder& batch, const st
   // The target, its rows' tokens drawn on the device.
   if (R > 0) std::memcpy(m.h_sampling, params.data(), R * sizeof(ops::TokenSamplingParams));
   run_target(batch, /*uniform_decode=*/false, nullptr);
-  ops::sample_tokens(
-      ctx, Tensor(m.d_tokens, DType::I32, {R}, Device::kCUDA),
-      Tensor(m.d_logits, DType::F32, {R, m.vocab}, Device::kCUDA),
-      Tensor(m.d_sampling, DType::U8, {R, static_cast<int64_t>(sizeof(ops::TokenSamplingParams))}, Device::kCUDA));
+  m.sample(ctx, R);
   m.last_sampled_rows = -1;
-  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.h_tokens, m.d_tokens, R * sizeof(int32_t), cudaMemcpyDeviceToHost, m.stream));
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.h_tokens, m.d_tokens, 2 * R * sizeof(int32_t), cudaMemcpyDeviceToHost, m.stream));
   if (logits != nullptr) {  // before the drafter overwrites them
     logits->resize(static_cast<size_t>(R * m.vocab));
-    DSV4_CUDA_CHECK(cudaMemcpyAsync(logits->data(), m.d_logits, logits->size() * sizeof(float),
-                                    cudaMemcpyDeviceToHost, m.stream));
+    DSV4_CUDA_CHECK(
+        cudaMemcpyAsync(logits->data(), m.d_logits, logits->size() * sizeof(float), cudaMemcpyDeviceToHost, m.stream));
   }
   // Carry rows, then the drafter over the same rows: the target's residuals in, the next tokens as ids.
   auto* h_rows = reinterpret_cast<int32_t*>(m.h_spec);
@@ -577,7 +588,7 @@ void DeviceForward::spec_prefill(ExecContext& ctx, BatchBuilder& batch, const st
   DSV4_CUDA_CHECK(cudaMemcpyAsync(m.d_ints, h_ids, T * sizeof(int32_t), cudaMemcpyHostToDevice, m.stream));
   m.drafter->run(static_cast<int>(T), /*uniform_decode=*/false);
   DSV4_CUDA_CHECK(cudaStreamSynchronize(m.stream));
-  tokens->assign(m.h_tokens, m.h_tokens + R);
+  Impl::read_tokens(m.h_tokens, R, tokens);
 }
 
 void DeviceForward::spec_step(ExecContext& ctx, const std::vector<SpecSeq>& seqs, int64_t K,
@@ -597,9 +608,10 @@ void DeviceForward::spec_step(ExecContext& ctx, const std::vector<SpecSeq>& seqs
   if (m.state->table_dirty()) m.state->sync_table(m.stream, m.h_table);
   r.draft->run(static_cast<int>(b), /*uniform_decode=*/true);
   r.verify->run(static_cast<int>(b), /*uniform_decode=*/true);
-  // The one read-back: accepted tokens [bp (K + 1)] and counts [bp], contiguous.
+  // The one read-back: accepted tokens [bp (K + 1)], counts [bp] and the target rows' non-finite flags [bp (K + 1)],
+  // contiguous.
   const int64_t Tv = bp * (K + 1);
-  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.h_spec_out, m.d_spec_ints + 2 * Tv, (Tv + bp) * sizeof(int32_t),
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(m.h_spec_out, m.d_spec_ints + 2 * Tv, (2 * Tv + bp) * sizeof(int32_t),
                                   cudaMemcpyDeviceToHost, m.stream));
   if (verify_logits != nullptr) {
     verify_logits->resize(static_cast<size_t>(b * (K + 1) * m.vocab));
@@ -609,6 +621,7 @@ void DeviceForward::spec_step(ExecContext& ctx, const std::vector<SpecSeq>& seqs
   DSV4_CUDA_CHECK(cudaStreamSynchronize(m.stream));
   tokens->assign(m.h_spec_out, m.h_spec_out + b * (K + 1));
   counts->assign(m.h_spec_out + Tv, m.h_spec_out + Tv + b);
+  mark_nonfinite_sequences(m.h_spec_out + Tv + bp, b, K, counts);
 }
 
 double DeviceForward::time_drafter_replays(int64_t num_tokens, int reps) {
@@ -647,7 +660,7 @@ std::string DeviceForward::graph_summary() const {
 std::vector<GraphEntryInfo> DeviceForward::graph_entries() const {
   std::vector<GraphEntryInfo> out;
   std::vector<std::pair<std::string, const graph::GraphRunner*>> runners = {{"target", impl_->target.get()},
-                                                                             {"drafter", impl_->drafter.get()}};
+                                                                            {"drafter", impl_->drafter.get()}};
   for (const auto& [K, r] : impl_->spec) {
     runners.emplace_back(r.draft->options().name, r.draft.get());
     runners.emplace_back(r.verify->options().name, r.verify.get());
@@ -735,9 +748,9 @@ class CudaExecutor final : public Executor {
     s_.ctx->scratch->reset();
     device_.mtp_forward(*s_.ctx, batch, hidden, logits, hidden_out);
   }
-  void spec_prefill(BatchBuilder& batch, const std::vector<int32_t>& drafter_ids, const std::vector<int32_t>& carry_slot,
-                    const std::vector<ops::TokenSamplingParams>& params, std::vector<int32_t>* tokens,
-                    std::vector<float>* logits) override {
+  void spec_prefill(BatchBuilder& batch, const std::vector<int32_t>& drafter_ids,
+                    const std::vector<int32_t>& carry_slot, const std::vector<ops::TokenSamplingParams>& params,
+                    std::vector<int32_t>* tokens, std::vector<float>* logits) override {
     s_.ctx->scratch->reset();
     device_.spec_prefill(*s_.ctx, batch, drafter_ids, carry_slot, params, tokens, logits);
   }

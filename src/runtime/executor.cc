@@ -74,9 +74,14 @@ class CpuExecutor final : public Executor {
     forward(batch, false, &l, &residual);
     ExecContext& ctx = *s_.ctx;
     tokens->assign(static_cast<size_t>(R), 0);
+    std::vector<int32_t> nonfinite(static_cast<size_t>(R), 0);
     ops::sample_tokens(ctx, Tensor(tokens->data(), DType::I32, {R}), Tensor(l.data(), DType::F32, {R, V}),
                        Tensor(const_cast<ops::TokenSamplingParams*>(params.data()), DType::U8,
-                              {R, static_cast<int64_t>(sizeof(ops::TokenSamplingParams))}));
+                              {R, static_cast<int64_t>(sizeof(ops::TokenSamplingParams))}),
+                       Tensor(), Tensor(nonfinite.data(), DType::I32, {R}));
+    for (int64_t r = 0; r < R; ++r) {  // as the CUDA executor: -1 marks a row the scheduler must not emit
+      if (nonfinite[static_cast<size_t>(r)] != 0) (*tokens)[static_cast<size_t>(r)] = -1;
+    }
     ensure_spec_buffers();
     for (int64_t t = 0; t < T; ++t) {
       if (carry_slot[t] < 0) continue;
@@ -108,7 +113,7 @@ class CpuExecutor final : public Executor {
     residual_.resize(hidden_.size());
     draft_logits_.resize(static_cast<size_t>(K * b * V));
     target_logits_.resize(static_cast<size_t>(b * (K + 1) * V));
-    ints_.assign(static_cast<size_t>(4 * b * (K + 1)), 0);
+    ints_.assign(static_cast<size_t>(5 * b * (K + 1)), 0);
     info_.assign(static_cast<size_t>(2 * b * (K + 1)) * sizeof(ops::NucleusInfo), 0);
     SpecBuffers buf;
     buf.carry = Tensor(carry_.data(), DType::F32, {s_.max_seqs * carry_stride(), n, H});
@@ -128,6 +133,7 @@ class CpuExecutor final : public Executor {
     const int32_t* out = t.out_tokens.ptr<int32_t>();
     tokens->assign(out, out + b * (K + 1));
     counts->assign(t.counts.ptr<int32_t>(), t.counts.ptr<int32_t>() + b);
+    mark_nonfinite_sequences(t.target_nonfinite.ptr<int32_t>(), b, K, counts);
     if (verify_logits != nullptr) *verify_logits = target_logits_;
   }
 

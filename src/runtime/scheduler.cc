@@ -148,6 +148,12 @@ void Engine::finish(Seq& s, FinishReason reason, const std::string& error) {
 
 void Engine::emit(Seq& s, int32_t token, const float* logits_row) {
   if (s.done) return;
+  if (token < 0) {  // the device sampler's mark of a row whose logits hold a NaN or an infinity (never a token id)
+    finish(s, FinishReason::kError,
+           str_cat("non-finite logits (a NaN or an infinity, flagged by the sampler) at position ",
+                   static_cast<int64_t>(s.tokens.size()) - 1, " of request ", s.id, ", scheduler step ", sched_.steps));
+    return;
+  }
   s.tokens.push_back(token);
   ++s.generated;
   ++sched_.generated_tokens;
@@ -355,7 +361,7 @@ bool Engine::step_plain() {
       if (bad != row + V) {  // NaN/Inf weights or an overflow: never sample from it
         finish(s, FinishReason::kError,
                str_cat("non-finite logits (", *bad, " for token id ", bad - row, ") at position ", s.computed - 1,
-                   " of request ", s.id, ", scheduler step ", sched_.steps));
+                       " of request ", s.id, ", scheduler step ", sched_.steps));
         continue;
       }
       emit(s, s.sampler.sample(row, V, s.generated_span()), row);
@@ -541,6 +547,13 @@ void Engine::step_speculative() {
   for (size_t i = 0; i < active.size(); ++i) {
     Seq& s = *active[i];
     const int64_t emitted = counts[i];
+    if (emitted < 0) {  // a verified row's logits held a NaN or an infinity (runtime/spec_step.h)
+      finish(
+          s, FinishReason::kError,
+          str_cat("non-finite logits (a NaN or an infinity, in the speculative verification) after position ",
+                  static_cast<int64_t>(s.tokens.size()) - 1, " of request ", s.id, ", scheduler step ", sched_.steps));
+      continue;
+    }
     DSV4_INTERNAL_CHECK(emitted >= 1 && emitted <= K + 1, "speculative step: ", emitted, " tokens accepted");
     ++sched_.draft_steps;
     sched_.drafted_tokens += K;

@@ -167,7 +167,7 @@ SpecTensors spec_tensors(const SpecLayout& l, char* block, Device d, const SpecB
   t.carry = buf.carry;
   DSV4_CHECK_ARG(buf.hidden.size(0) >= std::max(T0, Tv) && buf.residual.size(0) >= std::max(T0, Tv) &&
                      buf.draft_logits.size(0) >= K * b && buf.target_logits.size(0) >= Tv &&
-                     buf.ints.numel() >= 4 * Tv && buf.info.numel() >= 2 * Tv * info,
+                     buf.ints.numel() >= 5 * Tv && buf.info.numel() >= 2 * Tv * info,
                  "speculative step of ", b, " sequences, K = ", K, " exceeds the executor's buffers");
   t.hidden = buf.hidden;
   t.residual = buf.residual;
@@ -179,6 +179,7 @@ SpecTensors spec_tensors(const SpecLayout& l, char* block, Device d, const SpecB
   t.target_tokens = Tensor(out + Tv, DType::I32, {Tv}, d);
   t.out_tokens = Tensor(out + 2 * Tv, DType::I32, {Tv}, d);
   t.counts = Tensor(out + 3 * Tv, DType::I32, {b}, d);
+  t.target_nonfinite = Tensor(out + 3 * Tv + b, DType::I32, {Tv}, d);
   t.draft_info = Tensor(nuclei, DType::U8, {K * b, info}, d);
   t.target_info = Tensor(nuclei + Tv * info, DType::U8, {Tv, info}, d);
   return t;
@@ -215,9 +216,17 @@ void spec_verify_forward(ExecContext& ctx, const ModelConfig& c, const ModelWeig
   const Tensor residual = t.residual.rows(0, Tv);
   target_forward(ctx, c, w, state, t.metav, t.rowsv, t.target_logits, residual);
   ops::scatter_rows(ctx, t.carry, residual, t.scatter);
-  ops::sample_tokens(ctx, t.target_tokens, t.target_logits, t.params_target, t.target_info);
+  ops::sample_tokens(ctx, t.target_tokens, t.target_logits, t.params_target, t.target_info, t.target_nonfinite);
   ops::speculative_accept(ctx, t.out_tokens, t.counts, t.target_logits, t.target_info, t.target_tokens, t.draft_logits,
                           t.draft_info, t.draft_tokens, t.params_accept);
+}
+
+void mark_nonfinite_sequences(const int32_t* flags, int64_t b, int64_t K, std::vector<int32_t>* counts) {
+  for (int64_t i = 0; i < b; ++i) {
+    for (int64_t r = 0; r < K + 1; ++r) {
+      if (flags[i * (K + 1) + r] != 0) (*counts)[static_cast<size_t>(i)] = -1;
+    }
+  }
 }
 
 }  // namespace dsv4

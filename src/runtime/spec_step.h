@@ -63,8 +63,8 @@ struct SpecBuffers {
   Tensor residual;       // and its outputs, the verification's residual
   Tensor draft_logits;   // [>= K b, V] f32
   Tensor target_logits;  // [>= b (K + 1), V] f32
-  Tensor ints;           // I32 [>= 4 b (K + 1)]: draft tokens, target tokens, accepted tokens + counts
-  Tensor info;           // U8 [>= 2 b (K + 1) * sizeof(NucleusInfo)]: the drafts' and the target rows' nuclei
+  Tensor ints;  // I32 [>= 5 b (K + 1)]: draft tokens, target tokens, accepted tokens + counts + target rows' flags
+  Tensor info;  // U8 [>= 2 b (K + 1) * sizeof(NucleusInfo)]: the drafts' and the target rows' nuclei
 };
 
 // Views of one step's tensors: the block's inputs (at `block`, on `device`) and the buffers' outputs.
@@ -79,9 +79,15 @@ struct SpecTensors {
   Tensor carry, hidden, residual;
   Tensor draft_logits, draft_tokens, draft_info;
   Tensor target_logits, target_tokens, target_info;
-  Tensor out_tokens, counts;  // contiguous: out [b (K + 1)], then counts [b]
+  Tensor out_tokens, counts;  // contiguous: out [b (K + 1)], then counts [b], then target_nonfinite
+  Tensor target_nonfinite;    // [b (K + 1)]: 1 where a verified row's logits hold a NaN or an infinity
 };
 SpecTensors spec_tensors(const SpecLayout& layout, char* block, Device device, const SpecBuffers& buffers);
+
+// The host's read-back of a step: counts[i] becomes -1 for every sequence i < b one of whose K + 1 verified rows was
+// flagged non-finite (flags: target_nonfinite's values), so that the scheduler ends it with an error instead of
+// emitting tokens drawn from such logits.
+void mark_nonfinite_sequences(const int32_t* flags, int64_t b, int64_t K, std::vector<int32_t>* counts);
 
 // The drafter's K steps: step 0 over the carried rows (gathered from the carry), then K - 1 single-token steps,
 // each continuing from the previous step's residual and token; the K draft rows are sampled on the device.

@@ -16,6 +16,7 @@
 
 #include "backend/cpu/cpu_ops.h"
 #include "cuda_test_util.h"
+#include "dsv4/ops/testing.h"
 
 namespace dsv4::test {
 
@@ -30,7 +31,7 @@ class RecordingTap : public ops::ChoiceTap {
   };
 
   void after_moe_route(ExecContext&, Tensor weights, Tensor indices, Tensor logits, Tensor bias,
-                       const ModelConfig& cfg) override {
+                       const ops::RouteParams& params) override {
     Call c;
     c.route = true;
     c.T = indices.size(0);
@@ -46,9 +47,9 @@ class RecordingTap : public ops::ChoiceTap {
       std::vector<double> s(E);
       for (int64_t e = 0; e < E; ++e) {
         const double x = l[e];
-        s[e] = cfg.scoring_func == ScoringFunc::kSigmoid   ? 1.0 / (1.0 + std::exp(-x))
-               : cfg.scoring_func == ScoringFunc::kSoftmax ? std::exp(x - mx) / sum
-                                                           : std::sqrt(x > 20 ? x : std::log1p(std::exp(x)));
+        s[e] = params.scoring == ScoringFunc::kSigmoid   ? 1.0 / (1.0 + std::exp(-x))
+               : params.scoring == ScoringFunc::kSoftmax ? std::exp(x - mx) / sum
+                                                         : std::sqrt(x > 20 ? x : std::log1p(std::exp(x)));
         if (bias.data() != nullptr) s[e] += bias.ptr<float>()[e];
       }
       c.scores.push_back(std::move(s));
@@ -96,7 +97,8 @@ class FollowingTap : public ops::ChoiceTap {
 
   FollowingTap(const RecordingTap& ref, bool force) : ref_(ref), force_(force) {}
 
-  void after_moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor, Tensor, const ModelConfig&) override {
+  void after_moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor, Tensor,
+                       const ops::RouteParams&) override {
     follow(ctx, true, indices, weights);
   }
   void after_indexer_topk(ExecContext& ctx, Tensor selected, Tensor, Tensor, const CompressorState&, const BatchMeta&,

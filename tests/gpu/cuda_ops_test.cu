@@ -338,9 +338,9 @@ void check_hc(int64_t T, int64_t H, DType act, int variant) {
   ExecContext cpu = cpu_ctx();
   ops::hc_pre(cpu, test::host_view(collapsed, {T, H}), test::host_view(post, {T, n}), test::host_view(comb, {T, n, n}),
               test::host_view(x, {T, n, H}), test::host_view(p.fn, {rows, n * H}), test::host_view(p.base, {rows}),
-              test::host_view(p.scale, {3}), cfg);
+              test::host_view(p.scale, {3}), ops::mhc_params(cfg));
   ops::hc_head(cpu, test::host_view(head, {T, H}), test::host_view(x, {T, n, H}), test::host_view(ph.fn, {n, n * H}),
-               test::host_view(ph.base, {n}), test::host_view(ph.scale, {1}), cfg);
+               test::host_view(ph.base, {n}), test::host_view(ph.scale, {1}), ops::mhc_params(cfg));
   DevTensor dx = upload(x, act, {T, n, H});
   DevTensor dfn = upload(p.fn, DType::F32, {rows, n * H}), dbase = upload(p.base, DType::F32, {rows});
   DevTensor dscale = upload(p.scale, DType::F32, {3});
@@ -351,8 +351,8 @@ void check_hc(int64_t T, int64_t H, DType act, int variant) {
   std::vector<std::vector<float>> first;
   for (int run = 0; run < 2; ++run) {
     for (const Tensor* t : {&dcol.t, &dpost.t, &dcomb.t, &dhead.t}) poison(*t);
-    ops::hc_pre(env().ctx, dcol.t, dpost.t, dcomb.t, dx.t, dfn.t, dbase.t, dscale.t, cfg);
-    ops::hc_head(env().ctx, dhead.t, dx.t, hfn.t, hbase.t, hscale.t, cfg);
+    ops::hc_pre(env().ctx, dcol.t, dpost.t, dcomb.t, dx.t, dfn.t, dbase.t, dscale.t, ops::mhc_params(cfg));
+    ops::hc_head(env().ctx, dhead.t, dx.t, hfn.t, hbase.t, hscale.t, ops::mhc_params(cfg));
     env().sync();
     std::vector<std::vector<float>> got = {download(dcol.t), download(dpost.t), download(dcomb.t), download(dhead.t)};
     const std::string tag = str_cat(" T=", T, " H=", H, " ", dtype_name(act));
@@ -551,6 +551,46 @@ TEST(CudaOps, KvRingStore) {
   }
 }
 
+// Several rings in one launch, every dtype pairing (F32/BF16 rows into F32/BF16 rings), rings of different
+// widths and sizes, and more stores than one launch takes (the op splits them): each ring as kv_ring_store leaves it.
+TEST(CudaOps, RingStoresMatchSeparateStores) {
+  DSV4_REQUIRE_GPU();
+  auto rng = rng_for("ring_stores", 0);
+  const int64_t slots = 3;
+  TestBatch batch({{1, 3, 12}, {0, 50, 1}, {2, 0, 4}}, 2, 100, rng);
+  const int64_t T = batch.size();
+  struct Ring {
+    int64_t rows, width;
+    DType ring_dtype, rows_dtype;
+  };
+  std::vector<Ring> rings;
+  for (int i = 0; i < 10; ++i) {  // 10 > one launch's 8
+    rings.push_back({i % 2 == 0 ? 10 : 4, i % 3 == 0 ? 512 : 40 + 8 * i, i % 4 < 2 ? DType::F32 : DType::BF16,
+                     i % 2 == 0 ? DType::F32 : DType::BF16});
+  }
+  std::vector<std::vector<float>> want, rows;
+  std::vector<DevTensor> dstate, drows;
+  std::vector<ops::RingStore> stores;
+  ExecContext cpu = cpu_ctx();
+  for (const Ring& r : rings) {
+    // Values a bf16 ring or bf16 rows hold exactly, so every pairing has one right answer.
+    want.push_back(test::round_bf16(random_vec(rng, slots * r.rows * r.width)));
+    rows.push_back(test::round_bf16(random_vec(rng, T * r.width)));
+    dstate.push_back(upload(want.back(), r.ring_dtype, {slots, r.rows, r.width}));
+    drows.push_back(upload(rows.back(), r.rows_dtype, {T, r.width}));
+    ops::kv_ring_store(cpu, host_rows(want.back(), slots, r.rows, r.width), test::host_view(rows.back(), {T, r.width}),
+                       batch.host());
+  }
+  for (size_t i = 0; i < rings.size(); ++i) stores.push_back({device_rows(dstate[i]), drows[i].t});
+  ops::ring_stores(env().ctx, stores, batch.device());
+  env().sync();
+  for (size_t i = 0; i < rings.size(); ++i) {
+    DSV4_EXPECT_CLOSE(download(dstate[i].t), want[i], 0.0,
+                      str_cat("ring_stores ring ", i, " ", dtype_name(rings[i].ring_dtype), " <- ",
+                              dtype_name(rings[i].rows_dtype), " width ", rings[i].width));
+  }
+}
+
 // Exact selection, except where two entries' double-precision scores are within `margin` of each other
 // (a near-tie that fp32 rounding may order either way): counted and reported.
 void check_selection(const std::vector<int32_t>& got, const std::vector<int32_t>& want,
@@ -741,8 +781,7 @@ void check_attention(const AttnCase& c, const std::vector<TestBatch::Chunk>& chu
   std::vector<float> ref(T * c.heads * c.D);
   ExecContext cpu = cpu_ctx();
   ops::attention(cpu, test::host_view(ref, {T, c.heads, c.D}), test::host_view(q, {T, c.heads, c.D}),
-                 test::host_view(kv, {T, c.D}), host_rows(ring_v, slots, ring, c.D),
-                 compressed ? &cpu_c : nullptr,
+                 test::host_view(kv, {T, c.D}), host_rows(ring_v, slots, ring, c.D), compressed ? &cpu_c : nullptr,
                  c.kind == AttnKind::kCsa ? test::host_view_i32(selected, {T, topk}) : Tensor(),
                  test::host_view(sinks, {c.heads}), batch.host(), c.window, scale);
   DevTensor dq = upload(q, DType::BF16, {T, c.heads, c.D}), dkv = upload(kv, DType::BF16, {T, c.D});
@@ -871,13 +910,15 @@ TEST(CudaOps, MoeRoute) {
     ExecContext cpu = cpu_ctx();
     ops::moe_route(cpu, test::host_view(w, {c.T, c.k}), test::host_view_i32(idx, {c.T, c.k}),
                    test::host_view(logits, {c.T, c.E}), c.bias ? test::host_view(bias, {c.E}) : Tensor(),
-                   c.hash ? test::host_view_i32(table, {V, c.k}) : Tensor(), test::host_view_i32(ids, {c.T}), cfg);
+                   c.hash ? test::host_view_i32(table, {V, c.k}) : Tensor(), test::host_view_i32(ids, {c.T}),
+                   ops::route_params(cfg));
     DevTensor dl = upload(logits, DType::F32, {c.T, c.E}), db = upload(bias, DType::F32, {c.E});
     DevTensor dtable = test::upload_i32(table, {V, c.k}), dids = test::upload_i32(ids, {c.T});
     DevTensor dw(DType::F32, {c.T, c.k}), didx(DType::I32, {c.T, c.k});
     poison(dw.t);
     poison(didx.t);
-    ops::moe_route(env().ctx, dw.t, didx.t, dl.t, c.bias ? db.t : Tensor(), c.hash ? dtable.t : Tensor(), dids.t, cfg);
+    ops::moe_route(env().ctx, dw.t, didx.t, dl.t, c.bias ? db.t : Tensor(), c.hash ? dtable.t : Tensor(), dids.t,
+                   ops::route_params(cfg));
     env().sync();
     const std::string tag = str_cat("moe_route T=", c.T, " E=", c.E, " k=", c.k, " ", scoring_func_name(c.scoring),
                                     c.hash ? " hash" : "", c.bias ? " bias" : "");

@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "cuda_test_util.h"
+#include "dsv4/io/safetensors.h"
+#include "dsv4/model/random_checkpoint.h"
 #include "dsv4/runtime/engine.h"
 #include "dsv4/runtime/sampler.h"
 #include "unit/sample_testing.h"
@@ -279,6 +281,79 @@ TEST(CudaSampleTokens, EngineDeviceSamplingMatchesHostPath) {
     for (int32_t t : a.tokens[0]) std::printf(" %d", t);
     std::printf("\n");
   }
+}
+
+// The non-finite flags on the GPU: the same as the CPU reference's for rows with a NaN or an infinity in any of the
+// cluster's slices (first, middle, last element of a Flash-sized row), greedy and sampled; tokens unchanged.
+TEST(CudaSampleTokens, NonFiniteRowsAreFlaggedLikeTheCpu) {
+  DSV4_REQUIRE_GPU();
+  DeviceSampler s;
+  std::mt19937 rng(17);
+  const int64_t V = kFlashVocab, R = 8;
+  std::vector<float> logits = normal_logits(rng, static_cast<size_t>(R * V), 1.0f);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  logits[1 * V + 0] = nan;
+  logits[2 * V + V / 2] = inf;
+  logits[3 * V + V - 1] = -inf;
+  logits[5 * V + V / 3] = nan;  // a sampled row
+  std::vector<ops::TokenSamplingParams> rows(R);
+  for (int64_t r = 4; r < R; ++r) rows[r].temperature = 0.8f, rows[r].seed = 3, rows[r].counter = r;
+  test::DevTensor l = test::upload(logits, DType::F32, {R, V});
+  test::DevTensor p(DType::U8, {R, static_cast<int64_t>(sizeof(ops::TokenSamplingParams))});
+  cuda::copy_to_device(p.t.data(), rows.data(), rows.size() * sizeof(ops::TokenSamplingParams));
+  test::DevTensor out(DType::I32, {R}), flags(DType::I32, {R});
+  test::poison(out.t);
+  test::poison(flags.t);
+  ops::sample_tokens(s.env.ctx, out.t, l.t, p.t, Tensor(), flags.t);
+  s.env.sync();
+  EXPECT_EQ(test::download_i32(flags.t), (std::vector<int32_t>{0, 1, 1, 1, 0, 1, 0, 0}));
+  EXPECT_EQ(test::download_i32(out.t), s.gpu(logits, V, rows)) << "the flags change no token";
+}
+
+// A NaN in the head's weights makes every position's logit 0 NaN: on the device-sampling path (pipelined decode
+// included) the request ends with an error naming the position and the scheduler step, and the engine goes on.
+TEST(CudaSampleTokens, NonFiniteLogitsEndTheRequestWithAnError) {
+  DSV4_REQUIRE_GPU();
+  const std::filesystem::path dir =
+      std::filesystem::path(testing::TempDir()) / ("dsv4_nan_head_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  write_random_checkpoint(dir.string(), tiny_config(), 5);
+  {
+    const Checkpoint ck = Checkpoint::open(dir.string());
+    const TensorInfo* head = ck.find("head.weight");
+    ASSERT_NE(head, nullptr);
+    ASSERT_TRUE(head->dtype == DType::BF16 || head->dtype == DType::F32);
+    std::fstream f(dir / "model.safetensors", std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(static_cast<std::streamoff>(head->offset));
+    if (head->dtype == DType::BF16) {
+      const uint16_t nan_bf16 = 0x7fc0;
+      f.write(reinterpret_cast<const char*>(&nan_bf16), 2);
+    } else {
+      const float nan_f32 = std::numeric_limits<float>::quiet_NaN();
+      f.write(reinterpret_cast<const char*>(&nan_f32), 4);
+    }
+  }
+  EngineOptions o;
+  o.device = Device::kCUDA;
+  o.max_seqs = 2;
+  o.max_model_len = 4096;
+  o.kv_cache_memory = int64_t{256} << 20;
+  Engine engine(dir.string(), o);
+  GenerateOptions go;
+  go.max_new_tokens = 4;
+  try {
+    engine.generate({{3, 4, 5}}, go);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("non-finite logits (a NaN or an infinity, flagged by the sampler) at position 2 of "
+                        "request"),
+              std::string::npos)
+        << what;
+    EXPECT_NE(what.find("scheduler step"), std::string::npos) << what;
+  }
+  EXPECT_TRUE(engine.idle());
+  std::filesystem::remove_all(dir);
 }
 
 // Plain decode on the device keeps two steps in flight (the next step's ids come from this step's tokens on the

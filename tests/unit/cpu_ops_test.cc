@@ -510,7 +510,7 @@ TEST_F(CpuOps, HcPreSinkhorn) {
     Vec base = rnd(rows, rng), scale = rnd(3, rng, 0.5f, 1.5f);
     Vec collapsed(T * H, NAN), post(T * n, NAN), comb(T * n * n, NAN);
     ops::hc_pre(ctx, f32(collapsed, {T, H}), f32(post, {T, n}), f32(comb, {T, n, n}), f32(x, {T, n, H}),
-                f32(fn, {rows, n * H}), f32(base, {rows}), f32(scale, {3}), cfg);
+                f32(fn, {rows, n * H}), f32(base, {rows}), f32(scale, {3}), ops::mhc_params(cfg));
     const HcRef want = hc_pre_ref(x, fn, base, scale, T, n, H, cfg);
     expect_close(collapsed, want.collapsed, 2e-6, "collapsed");
     expect_close(post, want.post, 2e-6, "post");
@@ -555,7 +555,8 @@ TEST_F(CpuOps, HcPostAndHead) {
 
     const ModelConfig cfg = hc_config(n);
     Vec fn = rnd(n * n * H, rng), base = rnd(n, rng), scale = rnd(1, rng, 0.5f, 2.0f), head(T * H, NAN);
-    ops::hc_head(ctx, f32(head, {T, H}), f32(x, {T, n, H}), f32(fn, {n, n * H}), f32(base, {n}), f32(scale, {1}), cfg);
+    ops::hc_head(ctx, f32(head, {T, H}), f32(x, {T, n, H}), f32(fn, {n, n * H}), f32(base, {n}), f32(scale, {1}),
+                 ops::mhc_params(cfg));
     DVec want_head(T * H);
     for (int64_t t = 0; t < T; ++t) {
       const float* xt = x.data() + t * n * H;
@@ -623,7 +624,7 @@ TEST_F(CpuOps, MoeRouteTopKWithSelectionOnlyBias) {
         Vec w(T * k, NAN);
         for (bool with_bias : {false, true}) {
           ops::moe_route(ctx, f32(w, {T, k}), i32(idx, {T, k}), f32(logits, {T, E}),
-                         with_bias ? f32(bias, {E}) : Tensor(), Tensor(), i32(ids, {T}), cfg);
+                         with_bias ? f32(bias, {E}) : Tensor(), Tensor(), i32(ids, {T}), ops::route_params(cfg));
           for (int64_t t = 0; t < T; ++t) {
             const DVec s = scores_ref(logits.data() + t * E, E, f);
             std::vector<int32_t> order(E);
@@ -648,10 +649,11 @@ TEST_F(CpuOps, MoeRouteBiasChangesSelectionNotWeights) {
   const ModelConfig cfg = moe_config(4, 2, ScoringFunc::kSigmoid, false, 1.0);
   Vec logits = {2.0f, 1.0f, -1.0f, -2.0f}, bias = {0.0f, 0.0f, 0.0f, 5.0f}, w(2);
   IVec ids = {0}, idx(2);
-  ops::moe_route(ctx, f32(w, {1, 2}), i32(idx, {1, 2}), f32(logits, {1, 4}), Tensor(), Tensor(), i32(ids, {1}), cfg);
+  ops::moe_route(ctx, f32(w, {1, 2}), i32(idx, {1, 2}), f32(logits, {1, 4}), Tensor(), Tensor(), i32(ids, {1}),
+                 ops::route_params(cfg));
   EXPECT_EQ(idx, (IVec{0, 1}));
   ops::moe_route(ctx, f32(w, {1, 2}), i32(idx, {1, 2}), f32(logits, {1, 4}), f32(bias, {4}), Tensor(), i32(ids, {1}),
-                 cfg);
+                 ops::route_params(cfg));
   EXPECT_EQ(idx, (IVec{3, 0}));              // the bias pulls in the weakest expert ...
   EXPECT_NEAR(w[0], sigmoid_d(-2.0), 1e-7);  // ... whose weight is its own unbiased score
   EXPECT_NEAR(w[1], sigmoid_d(2.0), 1e-7);
@@ -668,7 +670,7 @@ TEST_F(CpuOps, MoeRouteHashUsesTid2eid) {
     IVec ids = {10, 0, 3, 3, 7}, idx(T * k, -1);
     Vec logits = rnd(T * E, rng, 0.05f, 3.0f), w(T * k, NAN);
     ops::moe_route(ctx, f32(w, {T, k}), i32(idx, {T, k}), f32(logits, {T, E}), Tensor(), i32(table, {V, k}),
-                   i32(ids, {T}), cfg);
+                   i32(ids, {T}), ops::route_params(cfg));
     for (int64_t t = 0; t < T; ++t) {
       const DVec s = scores_ref(logits.data() + t * E, E, f);
       double sum = 0;
@@ -1154,6 +1156,41 @@ TEST_F(CpuOps, KvRingStoreKeepsLastRingPositions) {
   }
 }
 
+TEST_F(CpuOps, RingStoresAreSeparateStores) {
+  const int64_t slots = 2;
+  BatchBuilder b;
+  b.add({1, 3, IVec(7, 0), false});
+  b.add({0, 0, IVec(2, 0), false});
+  b.pad_to(10);
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{4, 3}, {8, 5}, {2, 16}};  // (ring rows, width)
+  std::vector<Vec> together, separate, rows;
+  for (const auto& [ring, D] : shapes) {
+    together.push_back(rnd(slots * ring * D, rng));
+    separate.push_back(together.back());
+    rows.push_back(rnd(10 * D, rng));
+  }
+  std::vector<ops::RingStore> stores;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const auto [ring, D] = shapes[i];
+    stores.push_back({paged(together[i], {slots, ring, D}), f32(rows[i], {10, D})});
+    ops::kv_ring_store(ctx, paged(separate[i], {slots, ring, D}), f32(rows[i], {10, D}), b.meta());
+  }
+  ops::ring_stores(ctx, stores, b.meta());
+  for (size_t i = 0; i < shapes.size(); ++i) EXPECT_EQ(together[i], separate[i]) << "ring " << i;
+  ops::ring_stores(ctx, {}, b.meta());  // nothing to store: a no-op
+  Vec short_rows(4 * 3);
+  expect_invalid(
+      [&] {
+        ops::ring_stores(ctx, {{paged(together[0], {slots, 4, 3}), f32(short_rows, {4, 3})}}, b.meta());
+      },
+      "ring_stores");
+  expect_invalid(
+      [&] {
+        ops::ring_stores(ctx, {{paged(together[0], {slots, 4, 3}), f32(rows[1], {10, 5})}}, b.meta());
+      },
+      "ring_stores");
+}
+
 // ---- validation -------------------------------------------------------------------------------------
 
 TEST_F(CpuOps, ValidationNamesTheOp) {
@@ -1204,13 +1241,13 @@ TEST_F(CpuOps, ValidationNamesTheOp) {
   expect_invalid(
       [&] {
         ops::hc_pre(x, f32(c, {1, 2}), f32(a, {1, 4}), f32(b, {1, 4, 4}), f32(big, {1, 3, 2}), f32(fn, {24, 8}),
-                    f32(a, {24}), f32(b, {3}), cfg);
+                    f32(a, {24}), f32(b, {3}), ops::mhc_params(cfg));
       },
       "hc_pre");
   expect_invalid(
       [&] {
         ops::hc_pre(x, f32(c, {1, 2}), f32(a, {1, 4}), f32(b, {1, 4, 4}), f32(big, {1, 4, 2}), f32(fn, {24, 8}),
-                    f32(a, {24}), f32(b, {2}), cfg);
+                    f32(a, {24}), f32(b, {2}), ops::mhc_params(cfg));
       },
       "hc_pre");
   expect_invalid(
@@ -1225,25 +1262,29 @@ TEST_F(CpuOps, ValidationNamesTheOp) {
       "hc_post");
   expect_invalid(
       [&] {
-        ops::hc_head(x, f32(c, {1, 2}), f32(big, {1, 4, 2}), f32(fn, {3, 8}), f32(a, {4}), f32(b, {1}), cfg);
+        ops::hc_head(x, f32(c, {1, 2}), f32(big, {1, 4, 2}), f32(fn, {3, 8}), f32(a, {4}), f32(b, {1}),
+                     ops::mhc_params(cfg));
       },
       "hc_head");
 
   const ModelConfig moe = moe_config(8, 2, ScoringFunc::kSigmoid, true, 1.0);
+  // More experts chosen than the logits have (the op reads E and k from the tensors, not from a config).
   expect_invalid(
       [&] {
-        ops::moe_route(x, f32(a, {2, 2}), i32(ids, {2, 2}), f32(b, {2, 7}), Tensor(), Tensor(), i32(ids, {2}), moe);
+        ops::moe_route(x, f32(a, {2, 2}), i32(ids, {2, 2}), f32(b, {2, 1}), Tensor(), Tensor(), i32(ids, {2}),
+                       ops::route_params(moe));
       },
       "moe_route");
   expect_invalid(
       [&] {
-        ops::moe_route(x, f32(a, {2, 3}), i32(ids, {2, 2}), f32(b, {2, 8}), Tensor(), Tensor(), i32(ids, {2}), moe);
+        ops::moe_route(x, f32(a, {2, 3}), i32(ids, {2, 2}), f32(b, {2, 8}), Tensor(), Tensor(), i32(ids, {2}),
+                       ops::route_params(moe));
       },
       "moe_route");
   expect_invalid(
       [&] {
         ops::moe_route(x, f32(a, {2, 2}), i32(ids, {2, 2}), f32(b, {2, 8}), f32(c, {8}), f32(c, {8, 2}), i32(ids, {2}),
-                       moe);
+                       ops::route_params(moe));
       },
       "moe_route");  // tid2eid must be I32
   expect_invalid(
@@ -1321,12 +1362,14 @@ TEST_F(CpuOps, ValidationCatchesOutOfBoundsShapes) {
   // hc_head: base [n], scale [1]; hc_post: post [T, n], comb [T, n, n].
   expect_invalid(
       [&] {
-        ops::hc_head(x, f32(c, {1, 2}), f32(d, {1, 4, 2}), f32(a, {4, 8}), f32(b, {2}), f32(b, {1}), cfg);
+        ops::hc_head(x, f32(c, {1, 2}), f32(d, {1, 4, 2}), f32(a, {4, 8}), f32(b, {2}), f32(b, {1}),
+                     ops::mhc_params(cfg));
       },
       "hc_head");
   expect_invalid(
       [&] {
-        ops::hc_head(x, f32(c, {1, 2}), f32(d, {1, 4, 2}), f32(a, {4, 8}), f32(b, {4}), f32(b, {0}), cfg);
+        ops::hc_head(x, f32(c, {1, 2}), f32(d, {1, 4, 2}), f32(a, {4, 8}), f32(b, {4}), f32(b, {0}),
+                     ops::mhc_params(cfg));
       },
       "hc_head");
   expect_invalid(
@@ -1343,23 +1386,26 @@ TEST_F(CpuOps, ValidationCatchesOutOfBoundsShapes) {
   const ModelConfig moe = moe_config(8, 2, ScoringFunc::kSigmoid, true, 1.0);
   expect_invalid(
       [&] {
-        ops::moe_route(x, f32(a, {2, 2}), i32(ids, {2, 2}), f32(b, {2, 8}), f32(c, {7}), Tensor(), i32(ids, {2}), moe);
+        ops::moe_route(x, f32(a, {2, 2}), i32(ids, {2, 2}), f32(b, {2, 8}), f32(c, {7}), Tensor(), i32(ids, {2}),
+                       ops::route_params(moe));
       },
       "moe_route");
   expect_invalid(
       [&] {
         ops::moe_route(x, f32(a, {2, 2}), i32(ids, {2, 2}), f32(b, {2, 8}), Tensor(), i32(ids, {10, 3}), i32(ids, {2}),
-                       moe);
+                       ops::route_params(moe));
       },
       "moe_route");
   expect_invalid(
       [&] {
-        ops::moe_route(x, f32(a, {1, 2}), i32(ids, {2, 2}), f32(b, {2, 8}), Tensor(), Tensor(), i32(ids, {2}), moe);
+        ops::moe_route(x, f32(a, {1, 2}), i32(ids, {2, 2}), f32(b, {2, 8}), Tensor(), Tensor(), i32(ids, {2}),
+                       ops::route_params(moe));
       },
       "moe_route");
   expect_invalid(
       [&] {
-        ops::moe_route(x, f32(a, {2, 2}), i32(ids, {1, 2}), f32(b, {2, 8}), Tensor(), Tensor(), i32(ids, {2}), moe);
+        ops::moe_route(x, f32(a, {2, 2}), i32(ids, {1, 2}), f32(b, {2, 8}), Tensor(), Tensor(), i32(ids, {2}),
+                       ops::route_params(moe));
       },
       "moe_route");
   // moe_experts: w3 like w1, experts agree, indices / weights [T, k], out like x, float weights.

@@ -11,6 +11,7 @@
 #include "dsv4/model/deepseek_v4.h"
 #include "dsv4/model/forward_memory.h"
 #include "dsv4/model/random_checkpoint.h"
+#include "dsv4/ops/testing.h"
 #include "dsv4/runtime/batch.h"
 #include "test_util.h"
 
@@ -21,7 +22,7 @@ namespace {
 class SelectionRecorder : public ops::ChoiceTap {
  public:
   std::vector<std::vector<int32_t>> calls;
-  void after_moe_route(ExecContext&, Tensor, Tensor, Tensor, Tensor, const ModelConfig&) override {}
+  void after_moe_route(ExecContext&, Tensor, Tensor, Tensor, Tensor, const ops::RouteParams&) override {}
   void after_indexer_topk(ExecContext&, Tensor selected, Tensor, Tensor, const CompressorState&, const BatchMeta& meta,
                           float) override {
     const int32_t* p = selected.ptr<int32_t>();

@@ -266,6 +266,61 @@ TEST(RobustTensors, NonFiniteLogitsAreAnErrorNamingThePosition) {
     EXPECT_NE(what.find("nan for token id 0) at position 2 of request"), std::string::npos) << what;
   }
   EXPECT_TRUE(engine.idle());  // the engine is usable afterwards
+  // With speculative decoding the prefill step and the verification steps sample inside the executor (the device
+  // path's semantics): their non-finite flags end the request the same way.
+  go.spec_tokens = 2;
+  try {
+    engine.generate({{3, 4, 5}}, go);
+    FAIL() << "expected an error with speculative decoding";
+  } catch (const Error& e) {
+    std::printf("speculative: %s\n", e.what());
+    EXPECT_NE(std::string(e.what()).find("non-finite logits"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(engine.idle());
+  fs::remove_all(dir);
+}
+
+// Logits that turn non-finite only after the prompt: the embedding row of the first generated token is NaN, so the
+// prefill is finite and the next forward is not. With speculative decoding that forward is the verification of
+// [token, drafts]: its rows are flagged (sample_tokens' nonfinite output) and the request ends with an error.
+TEST(RobustTensors, NonFiniteVerificationRowsEndASpeculativeRequest) {
+  const std::string dir = temp_dir("nan_embed");
+  const ModelConfig cfg = tiny_config();
+  write_random_checkpoint(dir, cfg, 7);
+  const std::vector<int32_t> prompt = {3, 4, 5, 6};
+  GenerateOptions go;
+  go.max_new_tokens = 6;
+  go.stop_at_eos = false;
+  int32_t first = -1;
+  {
+    EngineOptions o;
+    Engine engine(dir, o);
+    first = engine.generate({prompt}, go).tokens[0][0];
+  }
+  ASSERT_TRUE(std::find(prompt.begin(), prompt.end(), first) == prompt.end()) << "pick another prompt";
+  {
+    const Checkpoint ck = Checkpoint::open(dir);
+    const TensorInfo* embed = ck.find("embed.weight");
+    ASSERT_NE(embed, nullptr);
+    ASSERT_EQ(embed->dtype, DType::BF16);
+    std::fstream f(dir + "/model.safetensors", std::ios::binary | std::ios::in | std::ios::out);
+    const uint16_t nan_bf16 = 0x7fc0;
+    f.seekp(static_cast<std::streamoff>(embed->offset + static_cast<size_t>(first) * cfg.hidden_size * 2));
+    f.write(reinterpret_cast<const char*>(&nan_bf16), 2);  // embed[first][0]
+  }
+  EngineOptions o;
+  Engine engine(dir, o);
+  go.spec_tokens = 2;
+  try {
+    engine.generate({prompt}, go);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("non-finite logits (a NaN or an infinity, in the speculative verification) after position 4"),
+              std::string::npos)
+        << what;
+  }
+  EXPECT_TRUE(engine.idle());
   fs::remove_all(dir);
 }
 

@@ -120,6 +120,35 @@ TEST(SampleTokens, NucleusEdges) {
   test::expect_matches_distribution(draw_many(ramp, 20000, 1e6f, 1.0f, 2), ramp, 1e6f, 1.0f, "T = 1e6");
 }
 
+// The optional non-finite flags: 1 for a row holding a NaN or an infinity anywhere, 0 else; the tokens are the same
+// with and without them.
+TEST(SampleTokens, FlagsRowsWithNonFiniteLogits) {
+  ExecContext ctx;
+  const int64_t V = 6;
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::vector<float> logits = {0.1f, 0.5f, 0.2f, 0.3f, 0.4f, 0.0f,    //
+                               0.1f, 0.5f, 0.2f, nan,  0.4f, 0.0f,    //
+                               0.1f, 0.5f, 0.2f, 0.3f, 0.4f, inf,     //
+                               -inf, 0.5f, 0.2f, 0.3f, 0.4f, 0.0f,    //
+                               0.1f, 0.5f, 0.2f, 0.3f, 0.4f, 1e30f};  // large but finite
+  const int64_t R = 5;
+  std::vector<ops::TokenSamplingParams> rows(R);
+  rows[2].temperature = 0.7f;
+  rows[4].temperature = 1.0f;
+  std::vector<int32_t> flagged(R, -7), plain(R, -7), flags(R, -7);
+  ops::sample_tokens(ctx, Tensor(flagged.data(), DType::I32, {R}), Tensor(logits.data(), DType::F32, {R, V}),
+                     test::params_view(rows), Tensor(), Tensor(flags.data(), DType::I32, {R}));
+  ops::sample_tokens(ctx, Tensor(plain.data(), DType::I32, {R}), Tensor(logits.data(), DType::F32, {R, V}),
+                     test::params_view(rows));
+  EXPECT_EQ(flags, (std::vector<int32_t>{0, 1, 1, 1, 0}));
+  EXPECT_EQ(flagged, plain);
+  for (int32_t t : flagged) EXPECT_TRUE(t >= 0 && t < V) << "a flagged row still gets a valid id";
+  std::vector<int32_t> short_flags(R - 1);
+  EXPECT_THROW(ops::sample_tokens(ctx, Tensor(plain.data(), DType::I32, {R}), Tensor(logits.data(), DType::F32, {R, V}),
+                                  test::params_view(rows), Tensor(), Tensor(short_flags.data(), DType::I32, {R - 1})),
+               Error);
+}
+
 TEST(SampleTokens, RejectsBadShapes) {
   ExecContext ctx;
   std::vector<float> logits(8);

@@ -23,6 +23,7 @@
 
 #include "backend/cpu/cpu_ops.h"
 #include "dsv4/model/deepseek_v4.h"
+#include "dsv4/ops/testing.h"
 #include "dsv4/runtime/batch.h"
 
 using namespace dsv4;
@@ -69,7 +70,7 @@ struct Rec : ops::ChoiceTap {
   std::vector<std::vector<float>> wt;
   size_t next = 0;
   int flips = 0;
-  void after_moe_route(ExecContext&, Tensor weights, Tensor indices, Tensor, Tensor, const ModelConfig&) override {
+  void after_moe_route(ExecContext&, Tensor weights, Tensor indices, Tensor, Tensor, const ops::RouteParams&) override {
     handle(indices, weights);
   }
   void after_indexer_topk(ExecContext&, Tensor selected, Tensor, Tensor, const CompressorState&, const BatchMeta&,
@@ -202,7 +203,7 @@ static void moe_block_emu(ExecContext& ctx, const ModelConfig& c, const BlockWei
   ops::linear(ctx, logits, h, f.gate);
   Tensor weights = A.alloc(DType::F32, {T, k});
   Tensor indices = A.alloc(DType::I32, {T, k});
-  ops::moe_route(ctx, weights, indices, logits, f.bias, f.tid2eid, meta.ids, c);
+  ops::moe_route(ctx, weights, indices, logits, f.bias, f.tid2eid, meta.ids, ops::route_params(c));
   moe_experts_emu(y, h, indices, weights, f.w1, f.w2, f.w3, limit);  // routed + shared, as moe_block
   R(y, kY);
 }
@@ -219,14 +220,14 @@ static void decoder_block_emu(ExecContext& ctx, const ModelConfig& c, const Bloc
   Tensor h = A.alloc(x.dtype(), {T, H});
   Tensor y = A.alloc(x.dtype(), {T, H});
   Tensor mid = A.alloc(x.dtype(), {T, n, H});
-  ops::hc_pre(ctx, collapsed, post, comb, x, w.hc_attn.fn, w.hc_attn.base, w.hc_attn.scale, c);
+  ops::hc_pre(ctx, collapsed, post, comb, x, w.hc_attn.fn, w.hc_attn.base, w.hc_attn.scale, ops::mhc_params(c));
   R(collapsed, kCollapsed);
   ops::rms_norm(ctx, h, collapsed, w.attn_norm, eps);
   R(h, kH);
   attention_block_emu(ctx, c, w, state, ms, meta, h, y);
   ops::hc_post(ctx, mid, y, x, post, comb);
   R(mid, kStream);
-  ops::hc_pre(ctx, collapsed, post, comb, mid, w.hc_ffn.fn, w.hc_ffn.base, w.hc_ffn.scale, c);
+  ops::hc_pre(ctx, collapsed, post, comb, mid, w.hc_ffn.fn, w.hc_ffn.base, w.hc_ffn.scale, ops::mhc_params(c));
   R(collapsed, kCollapsed);
   ops::rms_norm(ctx, h, collapsed, w.ffn_norm, eps);
   R(h, kH);
@@ -253,7 +254,7 @@ static void target_forward_emu(ExecContext& ctx, const ModelConfig& c, const Mod
   Tensor xr = A.alloc(act, {Rr, n, H});
   ops::gather_rows(ctx, xr, x, logit_rows);
   Tensor hr = A.alloc(act, {Rr, H});
-  ops::hc_head(ctx, hr, xr, w.hc_head.fn, w.hc_head.base, w.hc_head.scale, c);
+  ops::hc_head(ctx, hr, xr, w.hc_head.fn, w.hc_head.base, w.hc_head.scale, ops::mhc_params(c));
   R(hr, kHead);
   ops::rms_norm(ctx, hr, hr, w.norm, static_cast<float>(c.rms_norm_eps));
   R(hr, kHead);
@@ -334,8 +335,8 @@ int main(int argc, char** argv) {
           diff = std::max(diff, std::fabs((double)got[i] - want[i]));
           ref = std::max(ref, std::fabs((double)want[i]));
         }
-        std::printf("%s %-50s %s err %.4f flips %d\n", fx.c_str(), variants[vi].name, force ? "forced" : "free  ", diff / ref,
-                    rec.flips);
+        std::printf("%s %-50s %s err %.4f flips %d\n", fx.c_str(), variants[vi].name, force ? "forced" : "free  ",
+                    diff / ref, rec.flips);
       }
     }
   }

@@ -12,50 +12,18 @@
 #include "dsv4/core/exec_context.h"
 #include "dsv4/core/tensor.h"
 #include "dsv4/io/config.h"
-#include "dsv4/ops/paged_rows.h"
+#include "dsv4/ops/op_types.h"
 
 namespace dsv4 {
-
-// Per-token metadata of one forward. All [T] int32 on the compute device. A sequence's tokens are
-// contiguous in the batch with consecutive positions; `start` is the position of its first token in
-// this forward (= tokens already held in its state), `end` = start + its tokens in this forward; `slot` is
-// the sequence's row of the state page table (PagedRows). Padding rows have slot = -1 and are ignored by every
-// stateful op.
-struct BatchMeta {
-  Tensor ids, pos, slot, start, end;
-  int64_t num_tokens = 0;
-};
-
-// Rotary table of one rope type: inv_freq [rope_dim/2] (float32) and the cos/sin scale.
-struct RopeTable {
-  Tensor inv_freq;
-  float attention_factor = 1.0f;
-  int64_t rope_dim = 0;
-};
-
-// The values an attention cache of a given format gives back (--kv-cache-dtype; ops::kv_round_trip).
-enum class KvRoundTrip : uint8_t {
-  kNone,       // as computed (f32 on the CPU, the activation dtype on CUDA)
-  kBf16,       // every value rounded to bf16
-  kFp8Blocks,  // DeepSeek-V4's window / compressed kv: the no-RoPE part in E4M3 per 64 values with a power-of-two
-               // (UE8M0) scale, the RoPE part (last rope_dim values) in bf16
-  kFp8Row,     // the indexer's keys: the whole row in E4M3 with one fp32 scale
-};
-const char* kv_round_trip_name(KvRoundTrip f);
-
-// Per-sequence compressor state of one layer in the paged state (position-indexed: ring row = position % ring
-// rows, entry j at row j; rejected speculative positions leave no trace because every entry is a function of
-// the positions that produced it).
-struct CompressorState {
-  PagedRows raw_kv, raw_gate;  // ring rows of `width` float32: projected kv / gate (without ape) per position
-  PagedRows entries;           // rows of `dim`: normalised, rotated compressed entries (entry capacity = rows)
-  int64_t rate = 0;            // tokens per entry
-  bool overlap = false;        // CSA-style: entry j mixes block j-1's first half with block j's second half
-  int64_t dim = 0;             // entry width (head_dim or index_head_dim); width = (overlap ? 2 : 1) * dim
-  KvRoundTrip entry_format = KvRoundTrip::kNone;  // what an entry goes through before it is stored
-};
-
 namespace ops {
+
+// The scalars of the mHC and routing ops, from a model's config.
+inline MhcParams mhc_params(const ModelConfig& c) {
+  return {static_cast<float>(c.rms_norm_eps), static_cast<float>(c.hc_eps), c.hc_sinkhorn_iters};
+}
+inline RouteParams route_params(const ModelConfig& c) {
+  return {c.scoring_func, static_cast<float>(c.routed_scaling_factor), c.norm_topk_prob};
+}
 
 // out[t] = table[ids[t]]  (ids int32, validated against the vocabulary by the caller)
 void embedding(ExecContext& ctx, Tensor out, Tensor table, Tensor ids);
@@ -65,9 +33,6 @@ void broadcast_streams(ExecContext& ctx, Tensor out, Tensor x);
 void linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w);
 // Several projections of the same x: out_i = x @ w_i^T for each {out_i, w_i} (shapes as linear). On CUDA the
 // small-T weight-streaming ones share one launch; the values are those of separate linear calls.
-struct Projection {
-  Tensor out, w;
-};
 void linears(ExecContext& ctx, Tensor x, const std::vector<Projection>& projections);
 // Block-diagonal grouped projection: x [T, G*K] viewed [T, G, K], w [G*N, K] → out [T, G*N]
 void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w, int64_t groups);
@@ -105,11 +70,11 @@ void fused_mtp_input_rms_norm_eh(ExecContext& ctx, Tensor out, Tensor inputs_emb
 // mHC pre: from streams x [T, n, H] and fn [(2+n)n, nH], base [(2+n)n], scale [3] compute
 // post [T, n], comb [T, n, n] (Sinkhorn-normalised) and collapsed [T, H] = sum_i pre_i x_i.
 void hc_pre(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base,
-            Tensor scale, const ModelConfig& cfg);
+            Tensor scale, const MhcParams& params);
 // mHC post: out[t, j] = post[t, j] * y[t] + sum_i comb[t, i, j] * x[t, i]   (out [T, n, H], not aliasing x)
 void hc_post(ExecContext& ctx, Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb);
 // hc_head: out[t] = sum_i (sigmoid(m_i * scale + base_i) + hc_eps) x[t, i], m = (fn @ x[t]) * rsqrt(mean x²)
-void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const ModelConfig& cfg);
+void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const MhcParams& params);
 
 // Compressor, step 1: for every token of the batch that closes a window (pos + 1 ≡ 0 mod rate), compute
 // that window's entry from the raw kv/gate of its positions (taken from the batch rows kv/gate [T, width]
@@ -142,11 +107,15 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRow
 void kv_round_trip(ExecContext& ctx, Tensor x, int64_t rope_dim, KvRoundTrip format);
 // Store the batch's kv rows into the sliding-window ring (after attention has read it).
 void kv_ring_store(ExecContext& ctx, const PagedRows& kv_ring, Tensor kv, const BatchMeta& meta);
+// Several ring stores at once (compressor_store and kv_ring_store are one and two of them): each batch row of
+// `rows` [>= T, ring.width] (F32 or BF16) goes to `ring` at position % ring.rows, for each sequence's last ring.rows
+// positions of this forward. A layer's stores run together after every read of the step: one launch on CUDA.
+void ring_stores(ExecContext& ctx, const std::vector<RingStore>& stores, const BatchMeta& meta);
 
 // MoE routing. logits [T, E] (float32). Hash layers: indices from tid2eid[ids] ([V, k] int32), no bias;
 // others: top-k of score + bias. weights = score[idx] / sum (if normalise) * routed_scaling_factor.
 void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
-               const ModelConfig& cfg);
+               const RouteParams& params);
 // Routed experts: out[t] = sum_k weights[t,k] * f_e(x[t]), e = indices[t, k], with the SwiGLU expert
 // f_e(x) = w2[e] · (silu(min(w1[e]·x, L)) * clamp(w3[e]·x, -L, L)); w1/w3 [E, I, H], w2 [E, H, I].
 // shared_expert: the last expert of w1/w2/w3 is a shared expert applied to every token with weight 1 and
@@ -166,19 +135,6 @@ void fill_expert_table(ExecContext& ctx, Tensor out, uint64_t seed, int64_t num_
 // Greedy next tokens: out[r] = argmax(logits[r]) (int32; ties → lowest index).
 void argmax(ExecContext& ctx, Tensor out, Tensor logits);
 
-// One row's parameters of sample_tokens, stored as raw bytes in its `params` tensor (U8 [R, 32]) so they
-// can live in a device buffer written before a (captured) forward.
-struct TokenSamplingParams {
-  float temperature = 0.0f;  // <= 0: greedy
-  float top_p = 1.0f;        // nucleus mass in (0, 1]
-  uint64_t seed = 0;         // Philox key
-  uint64_t stream = 0;       // Philox counter, high half (e.g. the sequence)
-  uint64_t counter = 0;      // Philox counter, low half (e.g. tokens the sequence has drawn)
-};
-static_assert(sizeof(TokenSamplingParams) == 32, "sample_tokens reads 32-byte parameter rows");
-// Lanes of sample_tokens' draw order (see below).
-constexpr int64_t kSampleLanes = 512;
-
 // Next tokens (int32 out [R]) from logits [R, V] (f32, V <= 2^23) with per-row params (U8 [R, 32]):
 // - temperature <= 0: argmax_token (ties → lowest index; a NaN in column 0 selects token 0).
 // - otherwise weights w = exp((logit - max) / T) (finite logits) as integer masses round(w * 2^40)
@@ -188,19 +144,10 @@ constexpr int64_t kSampleLanes = 512;
 //   then v / kSampleLanes) — the order the CUDA kernel scans in. backend/cpu/sample.cc is the reference.
 // `info` (optional, U8 [R, sizeof(NucleusInfo)]): each sampled row's nucleus, so that a later op can recompute
 // any token's mass without the sort (speculative_accept); rows with temperature <= 0 leave theirs unwritten.
-void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params, Tensor info = Tensor());
-
-// A sampled row's nucleus as sample_tokens found it: token v of the row has weight w = exp((logit[v] - max) / T)
-// and mass round(w * 2^40) if bits(w) > boundary or (bits(w) == boundary and v <= limit), else 0; `total` is the sum
-// of the masses (0 only for non-finite logits). Its normalised probability is round(mass / total * 2^40)
-// (nucleus_probability, backend/philox.h), the unit speculative acceptance works in.
-struct NucleusInfo {
-  float max = 0.0f;
-  uint32_t boundary = 0;  // float bits of the smallest kept weight (0 with top_p = 1: every token)
-  int64_t limit = 0;      // the last kept index among the tokens tied at the boundary
-  uint64_t total = 0;
-};
-static_assert(sizeof(NucleusInfo) == 24, "NucleusInfo rows are 24 bytes");
+// `nonfinite` (optional, I32 [R]): 1 for a row whose logits hold a NaN or an infinity, else 0 (the token drawn for
+// such a row is still a valid id, so device-side consumers stay in bounds; callers must not emit it).
+void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params, Tensor info = Tensor(),
+                   Tensor nonfinite = Tensor());
 
 // Speculative decoding's verification ids: ids [b * (K + 1)] holds per sequence [last, d_1 .. d_K]; rows r >= 1 are
 // overwritten with drafts [K * b] (step-major: d_j of sequence i at (j - 1) * b + i). Row 0 is kept.
@@ -222,22 +169,6 @@ void speculative_verify_ids(ExecContext& ctx, Tensor ids, Tensor drafts, int64_t
 void speculative_accept(ExecContext& ctx, Tensor out, Tensor counts, Tensor target_logits, Tensor target_info,
                         Tensor target_tokens, Tensor draft_logits, Tensor draft_info, Tensor draft_tokens,
                         Tensor params);
-
-// Testing hook on the forward's discrete choices. A low-precision backend (bf16 on CUDA) can order two
-// nearly tied candidates of the MoE router or the indexer differently from the fp32 reference, and the
-// forward then follows another path. Parity tests install a tap (per thread) that sees every routing and
-// selection result right after it is computed — and may overwrite it with the reference's choice — to
-// detect and report such flips instead of loosening tolerances. No tap is installed outside tests.
-class ChoiceTap {
- public:
-  virtual ~ChoiceTap() = default;
-  virtual void after_moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias,
-                               const ModelConfig& cfg) = 0;
-  virtual void after_indexer_topk(ExecContext& ctx, Tensor selected, Tensor q, Tensor w, const CompressorState& keys,
-                                  const BatchMeta& meta, float softmax_scale) = 0;
-};
-// Installs `tap` for this thread (nullptr removes it); returns the previous one.
-ChoiceTap* set_choice_tap(ChoiceTap* tap);
 
 }  // namespace ops
 }  // namespace dsv4

@@ -78,14 +78,8 @@ void ring_store(const PagedRows& ring, const float* rows, int64_t width, const B
 
 }  // namespace
 
-void compressor_store(CompressorState& st, Tensor kv, Tensor gate, const BatchMeta& meta) {
-  const int64_t width = kv.size(1);
-  ring_store(st.raw_kv, kv.ptr<float>(), width, meta);
-  ring_store(st.raw_gate, gate.ptr<float>(), width, meta);
-}
-
-void kv_ring_store(const PagedRows& kv_ring, Tensor kv, const BatchMeta& meta) {
-  ring_store(kv_ring, kv.ptr<float>(), kv.size(1), meta);
+void ring_stores(const std::vector<ops::RingStore>& stores, const BatchMeta& meta) {
+  for (const ops::RingStore& s : stores) ring_store(s.ring, s.rows.ptr<float>(), s.rows.size(1), meta);
 }
 
 }  // namespace dsv4::cpu

@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "backend/cpu/dot.h"
-#include "dsv4/ops/ops.h"
+#include "dsv4/ops/op_types.h"
 
 namespace dsv4::cpu {
 
@@ -32,7 +32,7 @@ void swiglu(Tensor out, Tensor gate, Tensor up, float limit);
 void fill_random(Tensor out, uint64_t seed, float mean, float std);
 void fill_expert_table(Tensor out, uint64_t seed, int64_t num_experts);
 void argmax(Tensor out, Tensor logits);
-void sample_tokens(Tensor out, Tensor logits, Tensor params, Tensor info);  // backend/cpu/sample.cc
+void sample_tokens(Tensor out, Tensor logits, Tensor params, Tensor info, Tensor nonfinite);  // backend/cpu/sample.cc
 void scatter_rows(Tensor out, Tensor x, Tensor rows);
 void speculative_verify_ids(Tensor ids, Tensor drafts, int64_t K);  // backend/cpu/sample.cc
 void speculative_accept(Tensor out, Tensor counts, Tensor target_logits, Tensor target_info, Tensor target_tokens,
@@ -47,23 +47,22 @@ void fused_mtp_input_rms_norm_eh(Tensor out, Tensor inputs_embeds, Tensor positi
 void rope_vector(float* v, int64_t dim, const RopeTable& table, float position, bool inverse);
 
 void hc_pre(Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base, Tensor scale,
-            const ModelConfig& cfg);
+            const ops::MhcParams& params);
 void hc_post(Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb);
-void hc_head(Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const ModelConfig& cfg);
+void hc_head(Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const ops::MhcParams& params);
 
 void compressor_emit(CompressorState& state, Tensor kv, Tensor gate, Tensor ape, Tensor norm_w, const RopeTable& rope,
                      const BatchMeta& meta, float eps);
-void compressor_store(CompressorState& state, Tensor kv, Tensor gate, const BatchMeta& meta);
 void indexer_topk(Tensor out, Tensor q, Tensor w, const CompressorState& keys, const BatchMeta& meta,
                   float softmax_scale);
 void attention(Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring, const CompressorState* compressed,
                Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window, float scale);
-void kv_ring_store(const PagedRows& kv_ring, Tensor kv, const BatchMeta& meta);
+void ring_stores(const std::vector<ops::RingStore>& stores, const BatchMeta& meta);
 void kv_round_trip(Tensor x, int64_t rope_dim, KvRoundTrip format);  // backend/cpu/kv_cache.cc
 void kv_round_trip_row(float* row, int64_t width, int64_t rope_dim, KvRoundTrip format);
 
 void moe_route(Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
-               const ModelConfig& cfg);
+               const ops::RouteParams& params);
 void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2, Tensor w3, float limit,
                  bool shared_expert);
 

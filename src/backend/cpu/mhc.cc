@@ -32,9 +32,9 @@ void weighted_streams(float* __restrict out, const float* __restrict w, const fl
 }  // namespace
 
 void hc_pre(Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base, Tensor scale,
-            const ModelConfig& cfg) {
+            const ops::MhcParams& params) {
   const int64_t T = x.size(0), n = x.size(1), H = x.size(2), width = n * H, rows = (2 + n) * n;
-  const float eps = static_cast<float>(cfg.rms_norm_eps), hc_eps = static_cast<float>(cfg.hc_eps);
+  const float eps = params.norm_eps, hc_eps = params.hc_eps;
   const float* B = base.ptr<float>();
   const float* S = scale.ptr<float>();
 #pragma omp parallel for schedule(static) if (T * rows * width > kParallelWork)
@@ -66,7 +66,7 @@ void hc_pre(Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Ten
       }
     };
     normalise_columns();
-    for (int64_t it = 0; it < cfg.hc_sinkhorn_iters - 1; ++it) {  // Sinkhorn: rows, then columns
+    for (int64_t it = 0; it < params.sinkhorn_iters - 1; ++it) {  // Sinkhorn: rows, then columns
       for (int64_t i = 0; i < n; ++i) {
         float sum = 0;
         for (int64_t j = 0; j < n; ++j) sum += C[i * n + j];
@@ -99,9 +99,9 @@ void hc_post(Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb) {
   }
 }
 
-void hc_head(Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const ModelConfig& cfg) {
+void hc_head(Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const ops::MhcParams& params) {
   const int64_t T = x.size(0), n = x.size(1), H = x.size(2), width = n * H;
-  const float eps = static_cast<float>(cfg.rms_norm_eps), hc_eps = static_cast<float>(cfg.hc_eps);
+  const float eps = params.norm_eps, hc_eps = params.hc_eps;
   for (int64_t t = 0; t < T; ++t) {
     const float* xt = x.ptr<float>() + t * width;
     std::vector<float> m(n);

@@ -9,13 +9,13 @@
 namespace dsv4::cpu {
 
 void moe_route(Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
-               const ModelConfig& cfg) {
+               const ops::RouteParams& params) {
   const int64_t T = logits.size(0), E = logits.size(1), k = weights.size(1);
   std::vector<float> score(E), biased(E);
   std::vector<int32_t> order(E);
   for (int64_t t = 0; t < T; ++t) {
     const float* l = logits.ptr<float>() + t * E;
-    switch (cfg.scoring_func) {
+    switch (params.scoring) {
       case ScoringFunc::kSqrtSoftplus:
         for (int64_t e = 0; e < E; ++e) score[e] = std::sqrt(softplus(l[e]));
         break;
@@ -45,8 +45,8 @@ void moe_route(Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tenso
     float* w = weights.ptr<float>() + t * k;
     float sum = 0;
     for (int64_t i = 0; i < k; ++i) sum += (w[i] = score[idx[i]]);
-    const float scale = static_cast<float>(cfg.routed_scaling_factor);
-    for (int64_t i = 0; i < k; ++i) w[i] = (cfg.norm_topk_prob ? w[i] / (sum + 1e-20f) : w[i]) * scale;
+    const float scale = params.routed_scaling_factor;
+    for (int64_t i = 0; i < k; ++i) w[i] = (params.norm_topk_prob ? w[i] / (sum + 1e-20f) : w[i]) * scale;
   }
 }
 

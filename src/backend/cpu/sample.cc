@@ -97,7 +97,7 @@ int32_t sampled_token(const float* l, int64_t V, const ops::TokenSamplingParams&
 
 }  // namespace
 
-void sample_tokens(Tensor out, Tensor logits, Tensor params, Tensor info) {
+void sample_tokens(Tensor out, Tensor logits, Tensor params, Tensor info, Tensor nonfinite) {
   const int64_t R = logits.size(0), V = logits.size(1);
   for (int64_t r = 0; r < R; ++r) {
     const ops::TokenSamplingParams p = params_row(params, r);
@@ -105,6 +105,9 @@ void sample_tokens(Tensor out, Tensor logits, Tensor params, Tensor info) {
     ops::NucleusInfo n;
     out.ptr<int32_t>()[r] = p.temperature > 0.0f ? sampled_token(l, V, p, &n) : greedy_token(l, V);
     if (info.data() != nullptr && p.temperature > 0.0f) std::memcpy(info.ptr<uint8_t>() + r * sizeof(n), &n, sizeof(n));
+    if (nonfinite.data() != nullptr) {
+      nonfinite.ptr<int32_t>()[r] = std::all_of(l, l + V, [](float x) { return std::isfinite(x); }) ? 0 : 1;
+    }
   }
 }
 

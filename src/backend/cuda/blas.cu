@@ -1,6 +1,7 @@
 // cuBLASLt dense GEMMs (bf16/f32 in, bf16/f32 out, fp32 accumulation) and the fallback tiled kernel.
 #include "backend/cuda/blas.h"
 #include "backend/cuda/common.cuh"
+#include "backend/cuda/cublaslt_api.h"
 #include "dsv4/core/log.h"
 
 namespace dsv4::cuda {
@@ -9,7 +10,7 @@ namespace {
 void check_lt(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS) {
     fail(s == CUBLAS_STATUS_ALLOC_FAILED ? StatusCode::kOutOfMemory : StatusCode::kCudaError, what,
-         " failed: ", cublasLtGetStatusName(s), " (", cublasLtGetStatusString(s), ")");
+         " failed: ", cublaslt().GetStatusName(s), " (", cublaslt().GetStatusString(s), ")");
   }
 }
 
@@ -35,13 +36,14 @@ uint32_t alignment(const void* p, int64_t ld, int64_t stride, DType t) {
 
 template <typename T>
 void set_layout_attr(cublasLtMatrixLayout_t l, cublasLtMatrixLayoutAttribute_t a, T v) {
-  check_lt(cublasLtMatrixLayoutSetAttribute(l, a, &v, sizeof(v)), "cublasLtMatrixLayoutSetAttribute");
+  check_lt(cublaslt().MatrixLayoutSetAttribute(l, a, &v, sizeof(v)), "cublasLtMatrixLayoutSetAttribute");
 }
 
 cublasLtMatrixLayout_t make_layout(DType t, int64_t rows, int64_t cols, int64_t ld, int64_t batch, int64_t stride) {
   cublasLtMatrixLayout_t l = nullptr;
-  check_lt(cublasLtMatrixLayoutCreate(&l, cuda_type(t), static_cast<uint64_t>(rows), static_cast<uint64_t>(cols), ld),
-           "cublasLtMatrixLayoutCreate");
+  check_lt(
+      cublaslt().MatrixLayoutCreate(&l, cuda_type(t), static_cast<uint64_t>(rows), static_cast<uint64_t>(cols), ld),
+      "cublasLtMatrixLayoutCreate");
   if (batch > 1) {
     set_layout_attr(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, static_cast<int32_t>(batch));
     set_layout_attr(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, stride);
@@ -108,23 +110,23 @@ void gemm_fallback(const ExecContext& ctx, const GemmArgs& a) {
 }
 
 BlasHandle::BlasHandle(size_t bytes) : workspace_bytes(bytes) {
-  check_lt(cublasLtCreate(&lt), "cublasLtCreate");
+  check_lt(cublaslt().Create(&lt), "cublasLtCreate");
   const cudaError_t err = cudaMalloc(&workspace, workspace_bytes);
   if (err != cudaSuccess) {
-    cublasLtDestroy(lt);
+    cublaslt().Destroy(lt);
     throw_if_error(cuda_status(err, "cudaMalloc(cuBLASLt workspace)"));
   }
 }
 
 BlasHandle::~BlasHandle() {
   for (auto& [key, p] : plans_) {
-    if (p.a) cublasLtMatrixLayoutDestroy(p.a);
-    if (p.b) cublasLtMatrixLayoutDestroy(p.b);
-    if (p.d) cublasLtMatrixLayoutDestroy(p.d);
-    if (p.desc) cublasLtMatmulDescDestroy(p.desc);
+    if (p.a) cublaslt().MatrixLayoutDestroy(p.a);
+    if (p.b) cublaslt().MatrixLayoutDestroy(p.b);
+    if (p.d) cublaslt().MatrixLayoutDestroy(p.d);
+    if (p.desc) cublaslt().MatmulDescDestroy(p.desc);
   }
   if (workspace) cudaFree(workspace);
-  if (lt) cublasLtDestroy(lt);
+  if (lt) cublaslt().Destroy(lt);
 }
 
 BlasHandle::Plan& BlasHandle::plan_for(const GemmArgs& g) {
@@ -152,25 +154,25 @@ BlasHandle::Plan& BlasHandle::plan_for(const GemmArgs& g) {
   Plan p;
   // Row-major out[M,N] = x[M,K] · w[N,K]^T is column-major out^T[N,M] = op(A)·B with A = w viewed [K,N]
   // column-major (transposed), B = x viewed [K,M] column-major.
-  check_lt(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
+  check_lt(cublaslt().MatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
   const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  check_lt(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)), "set TRANSA");
-  check_lt(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)), "set TRANSB");
+  check_lt(cublaslt().MatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)), "set TRANSA");
+  check_lt(cublaslt().MatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)), "set TRANSB");
   p.a = make_layout(g.w_type, g.K, g.N, g.ldw, g.batch, g.stride_w);
   p.b = make_layout(g.x_type, g.K, g.M, g.ldx, g.batch, g.stride_x);
   p.d = make_layout(g.out_type, g.N, g.M, g.ldo, g.batch, g.stride_o);
   cublasLtMatmulPreference_t pref = nullptr;
-  check_lt(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
+  check_lt(cublaslt().MatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
   const uint64_t ws = workspace_bytes;
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_w, sizeof(al_w));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_x, sizeof(al_x));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_o, sizeof(al_o));
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_o, sizeof(al_o));
+  cublaslt().MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+  cublaslt().MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_w, sizeof(al_w));
+  cublaslt().MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_x, sizeof(al_x));
+  cublaslt().MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_o, sizeof(al_o));
+  cublaslt().MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_o, sizeof(al_o));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(lt, p.desc, p.a, p.b, p.d, p.d, pref, 1, &result, &found);
-  cublasLtMatmulPreferenceDestroy(pref);
+  const cublasStatus_t hs = cublaslt().MatmulAlgoGetHeuristic(lt, p.desc, p.a, p.b, p.d, p.d, pref, 1, &result, &found);
+  cublaslt().MatmulPreferenceDestroy(pref);
   if (hs == CUBLAS_STATUS_SUCCESS && found > 0) {
     p.algo = result.algo;
     p.use_lt = true;
@@ -188,8 +190,8 @@ void BlasHandle::gemm(const ExecContext& ctx, const GemmArgs& g) {
   Plan& p = plan_for(g);
   if (!p.use_lt) return gemm_fallback(ctx, g);
   const float alpha = 1.0f, beta = 0.0f;
-  check_lt(cublasLtMatmul(lt, p.desc, &alpha, g.w, p.a, g.x, p.b, &beta, g.out, p.d, g.out, p.d, &p.algo, workspace,
-                          workspace_bytes, stream_of(ctx)),
+  check_lt(cublaslt().Matmul(lt, p.desc, &alpha, g.w, p.a, g.x, p.b, &beta, g.out, p.d, g.out, p.d, &p.algo, workspace,
+                             workspace_bytes, stream_of(ctx)),
            "cublasLtMatmul");
 }
 

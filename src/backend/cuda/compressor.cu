@@ -91,39 +91,40 @@ __global__ void compressor_emit_kernel(PagedRows entries, const float* __restric
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x) out[d] = from_float<TE>(entry[d]);
 }
 
-// Stores batch row t into the ring of its slot at position % ring, if it is among the sequence's last
-// `ring` positions of this forward (so two rows of one sequence never share a ring entry).
-template <typename TD, typename TS>
-__global__ void ring_store_kernel(PagedRows ring, const TS* __restrict__ rows, MetaPtrs meta, int64_t width) {
+// Up to kMaxRingStores ring stores per launch (blockIdx.z picks one): batch row t goes into the ring of its slot at
+// position % ring, if it is among the sequence's last `ring` positions of this forward (so two rows of one sequence
+// never share a ring entry). Element types are read per store (F32 or BF16 each side).
+constexpr int kMaxRingStores = 8;
+struct RingStoreBatch {
+  PagedRows ring[kMaxRingStores];
+  const void* rows[kMaxRingStores];
+  bool rows_bf16[kMaxRingStores];
+};
+
+__global__ void ring_stores_kernel(RingStoreBatch b, MetaPtrs meta) {
   // The metadata and the page table are written before the forward (host copies), never by the kernel this one
   // overlaps under PDL: the destination row is found before the wait, hiding the table lookup's latency. Every
   // block still waits before it exits (the chain's ordering needs it), and writes only after the wait.
+  const int z = static_cast<int>(blockIdx.z);
+  const PagedRows& ring = b.ring[z];
   const int64_t t = blockIdx.y;
   const int32_t pos = meta.pos[t], slot = meta.slot[t], end = meta.end[t];
-  TD* dst = slot < 0 || pos < end - ring.rows ? nullptr : ring.row<TD>(slot, pos % ring.rows);
+  char* dst = slot < 0 || pos < end - ring.rows ? nullptr : ring.row<char>(slot, pos % ring.rows);
   pdl_wait();
   if (dst == nullptr) return;  // not among the last ring positions, padding, or a page never given (a bug)
-  const TS* src = rows + t * width;
+  const int64_t width = ring.width;
+  const bool src_bf16 = b.rows_bf16[z], dst_bf16 = ring.dtype == DType::BF16;
+  const float* src32 = static_cast<const float*>(b.rows[z]) + t * width;
+  const bf16* src16 = static_cast<const bf16*>(b.rows[z]) + t * width;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < width;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    dst[i] = from_float<TD>(to_float(src[i]));
+    const float v = src_bf16 ? to_float(src16[i]) : src32[i];
+    if (dst_bf16) {
+      reinterpret_cast<bf16*>(dst)[i] = from_float<bf16>(v);
+    } else {
+      reinterpret_cast<float*>(dst)[i] = v;
+    }
   }
-}
-
-void ring_store(ExecContext& ctx, const PagedRows& ring, Tensor rows, const BatchMeta& meta, const char* name) {
-  const int64_t T = meta.num_tokens, width = rows.size(1);
-  if (T == 0) return;
-  DSV4_CHECK_ARG(ring.width == width, name, ": ring width ", ring.width, " vs rows ", width);
-  const dim3 grid(std::max(1u, std::min(blocks_for(width, 256), 16u)), static_cast<unsigned>(T));
-  dispatch_float(ring.dtype, name, [&](auto d) {
-    dispatch_float(rows.dtype(), name, [&](auto s) {
-      using TD = decltype(d);
-      using TS = decltype(s);
-      check_launch(launch_kernel(ring_store_kernel<TD, TS>, grid, dim3(256), 0, stream_of(ctx), ring, rows.ptr<TS>(),
-                                 meta_ptrs(meta), width),
-                   name);
-    });
-  });
 }
 
 }  // namespace
@@ -154,13 +155,25 @@ void compressor_emit(ExecContext& ctx, CompressorState& st, Tensor kv, Tensor ga
   });
 }
 
-void compressor_store(ExecContext& ctx, CompressorState& st, Tensor kv, Tensor gate, const BatchMeta& meta) {
-  ring_store(ctx, st.raw_kv, kv, meta, "compressor_store (kv)");
-  ring_store(ctx, st.raw_gate, gate, meta, "compressor_store (gate)");
-}
-
-void kv_ring_store(ExecContext& ctx, const PagedRows& kv_ring, Tensor kv, const BatchMeta& meta) {
-  ring_store(ctx, kv_ring, kv, meta, "kv_ring_store");
+void ring_stores(ExecContext& ctx, const std::vector<ops::RingStore>& stores, const BatchMeta& meta) {
+  const int64_t T = meta.num_tokens;
+  if (T == 0) return;
+  for (size_t first = 0; first < stores.size(); first += kMaxRingStores) {
+    const size_t n = std::min(stores.size() - first, static_cast<size_t>(kMaxRingStores));
+    RingStoreBatch b{};
+    int64_t width = 1;
+    for (size_t i = 0; i < n; ++i) {
+      const ops::RingStore& s = stores[first + i];
+      b.ring[i] = s.ring;
+      b.rows[i] = s.rows.data();
+      b.rows_bf16[i] = s.rows.dtype() == DType::BF16;
+      width = std::max(width, s.ring.width);
+    }
+    const dim3 grid(std::max(1u, std::min(blocks_for(width, 256), 16u)), static_cast<unsigned>(T),
+                    static_cast<unsigned>(n));
+    check_launch(launch_kernel(ring_stores_kernel, grid, dim3(256), 0, stream_of(ctx), b, meta_ptrs(meta)),
+                 "ring_stores");
+  }
 }
 
 }  // namespace dsv4::cuda

@@ -2,7 +2,7 @@
 // cuBLASLt). Each op lives in its own .cu file with its kernels and launcher.
 #pragma once
 
-#include "dsv4/ops/ops.h"
+#include "dsv4/ops/op_types.h"
 
 namespace dsv4::cuda {
 
@@ -34,7 +34,7 @@ void swiglu(ExecContext& ctx, Tensor out, Tensor gate, Tensor up, float limit);
 void fill_random(ExecContext& ctx, Tensor out, uint64_t seed, float mean, float std);
 void fill_expert_table(ExecContext& ctx, Tensor out, uint64_t seed, int64_t num_experts);
 void argmax(ExecContext& ctx, Tensor out, Tensor logits);
-void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params, Tensor info);
+void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params, Tensor info, Tensor nonfinite);
 void scatter_rows(ExecContext& ctx, Tensor out, Tensor x, Tensor rows);
 void speculative_verify_ids(ExecContext& ctx, Tensor ids, Tensor drafts, int64_t K);
 void speculative_accept(ExecContext& ctx, Tensor out, Tensor counts, Tensor target_logits, Tensor target_info,
@@ -47,20 +47,20 @@ void fused_mtp_input_rms_norm(ExecContext& ctx, Tensor enorm_out, Tensor hnorm_o
 void fused_mtp_input_rms_norm_eh(ExecContext& ctx, Tensor out, Tensor inputs_embeds, Tensor positions,
                                  Tensor prev_hidden, Tensor enorm_w, Tensor hnorm_w, float eps);
 void hc_pre(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base,
-            Tensor scale, const ModelConfig& cfg);
+            Tensor scale, const ops::MhcParams& params);
 void hc_post(ExecContext& ctx, Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb);
-void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const ModelConfig& cfg);
+void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale,
+             const ops::MhcParams& params);
 void compressor_emit(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor gate, Tensor ape, Tensor norm_w,
                      const RopeTable& rope, const BatchMeta& meta, float eps);
-void compressor_store(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor gate, const BatchMeta& meta);
 void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const CompressorState& keys, const BatchMeta& meta,
                   float softmax_scale);
 void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring,
                const CompressorState* compressed, Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window,
                float scale);
-void kv_ring_store(ExecContext& ctx, const PagedRows& kv_ring, Tensor kv, const BatchMeta& meta);
+void ring_stores(ExecContext& ctx, const std::vector<ops::RingStore>& stores, const BatchMeta& meta);
 void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
-               const ModelConfig& cfg);
+               const ops::RouteParams& params);
 void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2,
                  Tensor w3, float limit, bool shared_expert);
 

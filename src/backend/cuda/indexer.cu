@@ -23,7 +23,9 @@
 // - Decode (few queries, long contexts): the entries of each query are split over `splits` blocks (grid x),
 //   each keeping the exact top-k of its range; the per-split keys go to a workspace (allocated by the caller
 //   outside the graph's eager region) and a merge kernel, one block per query, runs the same running top-k
-//   over them. The top-k of the union of per-range top-ks is the global top-k, so the set is exact.
+//   over them. The top-k of the union of per-range top-ks is the global top-k, so the set is exact. A query whose
+//   entries fit one split (short contexts under a graph sized for long ones) is finished by that split alone:
+//   the idle splits leave at once and the merge skips it.
 // SIMT path (F32 keys, or shapes beyond the MMA tiles): one block per query scores in fp32 on CUDA cores with
 // the same running top-k.
 // The grid depends only on T and the entry capacity (capture-safe); visibility is per query, read from the
@@ -299,6 +301,16 @@ __global__ void __launch_bounds__(kThreads) indexer_score_kernel(ScoreArgs a) {
     lo_sh[threadIdx.x] = split < eff ? min(visible, split * per) : visible;
     hi_sh[threadIdx.x] = split < eff ? min(visible, split * per + per) : visible;
   }
+  if (a.splits > 1) {
+    // A decode graph sizes its splits for the longest context; at a short one most blocks have nothing to score.
+    // They leave before the set-up (the decision is the same for the whole block).
+    __syncthreads();
+    bool idle = true;
+    for (int qi = 0; qi < a.tq; ++qi) {
+      idle = idle && (t0 + qi >= a.T || vis_sh[qi] <= a.topk || split >= effective_splits(vis_sh[qi], a.splits));
+    }
+    if (idle) return;
+  }
   top.reset(a.tq);
   for (int i = threadIdx.x; i < 2 * kTile * KSTR; i += kThreads) ktile[i] = __float2bfloat16_rn(0.0f);  // pad cols
   __syncthreads();
@@ -433,7 +445,7 @@ __global__ void __launch_bounds__(kThreads) indexer_score_kernel(ScoreArgs a) {
     if (t0 + qi >= a.T || vis_sh[qi] <= a.topk || split >= effective_splits(vis_sh[qi], a.splits)) continue;
     const int64_t got = top.finish(qi);
     const int64_t t = t0 + qi;
-    if (a.splits == 1) {
+    if (a.splits == 1 || effective_splits(vis_sh[qi], a.splits) == 1) {  // the selection itself (no merge)
       for (int64_t r = threadIdx.x; r < a.topk; r += kThreads) a.out[t * a.topk + r] = key_index(sortbuf[r]);
     } else {
       uint64_t* dst = a.ws + (t * a.splits + split) * a.topk;
@@ -462,6 +474,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t k = threadIdx.x; k < topk; k += kThreads) sel[k] = k < visible ? static_cast<int32_t>(k) : -1;
     return;
   }
+  if (effective_splits(visible, splits) == 1) return;  // one split held every entry: it wrote the selection
   top.reset(1);
   __syncthreads();
   // Split sp holds the best min(topk, its range) keys of its range, descending (zeros past its count). Read

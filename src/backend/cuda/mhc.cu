@@ -246,7 +246,7 @@ void dispatch_streams(int64_t n, F&& f) {
 // of the block width; several H-slices per token when there are few tokens.
 template <bool HEAD>
 void launch_mix(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base,
-                Tensor scale, const ModelConfig& cfg, const char* name) {
+                Tensor scale, const ops::MhcParams& params, const char* name) {
   const int64_t T = x.size(0), H = x.size(2);
   if (T == 0) return;
   DSV4_CHECK_ARG(ctx.scratch != nullptr && ctx.scratch->device() == Device::kCUDA, name,
@@ -279,12 +279,12 @@ void launch_mix(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Te
                                    fn.ptr<float>(), T, width, chunk),
                      name);
         const dim3 fgrid(slices + (HEAD ? 0 : 1), static_cast<unsigned>(T));
-        check_launch(launch_kernel(hc_mix_finish_kernel<N, HEAD, TO, TI>, fgrid, dim3(kThreads), 0, stream_of(ctx),
-                                   collapsed.ptr<TO>(), post.ptr<float>(), comb.ptr<float>(), partial.ptr<float>(),
-                                   x.ptr<TI>(), base.ptr<float>(), scale.ptr<float>(), H, chunks,
-                                   static_cast<int>(slices), static_cast<float>(cfg.rms_norm_eps),
-                                   static_cast<float>(cfg.hc_eps), static_cast<int>(cfg.hc_sinkhorn_iters)),
-                     name);
+        check_launch(
+            launch_kernel(hc_mix_finish_kernel<N, HEAD, TO, TI>, fgrid, dim3(kThreads), 0, stream_of(ctx),
+                          collapsed.ptr<TO>(), post.ptr<float>(), comb.ptr<float>(), partial.ptr<float>(), x.ptr<TI>(),
+                          base.ptr<float>(), scale.ptr<float>(), H, chunks, static_cast<int>(slices), params.norm_eps,
+                          params.hc_eps, static_cast<int>(params.sinkhorn_iters)),
+            name);
       });
     });
   });
@@ -293,13 +293,14 @@ void launch_mix(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Te
 }  // namespace
 
 void hc_pre(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base,
-            Tensor scale, const ModelConfig& cfg) {
-  DSV4_CHECK_ARG(cfg.hc_sinkhorn_iters >= 1, "hc_pre: hc_sinkhorn_iters must be >= 1");
-  launch_mix<false>(ctx, collapsed, post, comb, x, fn, base, scale, cfg, "hc_pre");
+            Tensor scale, const ops::MhcParams& params) {
+  DSV4_CHECK_ARG(params.sinkhorn_iters >= 1, "hc_pre: hc_sinkhorn_iters must be >= 1");
+  launch_mix<false>(ctx, collapsed, post, comb, x, fn, base, scale, params, "hc_pre");
 }
 
-void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const ModelConfig& cfg) {
-  launch_mix<true>(ctx, out, Tensor(), Tensor(), x, fn, base, scale, cfg, "hc_head");
+void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale,
+             const ops::MhcParams& params) {
+  launch_mix<true>(ctx, out, Tensor(), Tensor(), x, fn, base, scale, params, "hc_head");
 }
 
 void hc_post(ExecContext& ctx, Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb) {

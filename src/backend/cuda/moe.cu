@@ -354,14 +354,14 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }  // namespace
 
 void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
-               const ModelConfig& cfg) {
+               const ops::RouteParams& params) {
   RouteArgs a{};
   a.T = logits.size(0);
   a.E = logits.size(1);
   a.k = weights.size(1);
-  a.scoring = static_cast<int>(cfg.scoring_func);
-  a.normalise = cfg.norm_topk_prob;
-  a.scale = static_cast<float>(cfg.routed_scaling_factor);
+  a.scoring = static_cast<int>(params.scoring);
+  a.normalise = params.norm_topk_prob;
+  a.scale = params.routed_scaling_factor;
   if (a.T == 0) return;
   DSV4_CHECK_ARG(a.k <= a.E, "moe_route: top-", a.k, " of ", a.E, " experts");
   const size_t shared = sizeof(float) * 2 * a.E * kRouteWarps;

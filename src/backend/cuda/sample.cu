@@ -34,10 +34,12 @@ __device__ __forceinline__ bool better(float v, int32_t i, float bv, int32_t bi)
 // This thread's best (value, lowest index) over l[0, n) of a row whose element 0 has index `first`: 16-byte
 // loads, four in flight, where the slice allows (a row of 129280 logits is a lot of loads for one block, so
 // their latency, not the compares, is the cost), then the scalar tail. `better` is a total order on the
-// non-NaN values and NaNs never win, so the visiting order does not matter.
+// non-NaN values and NaNs never win, so the visiting order does not matter. `nonfinite` is set when a value is a
+// NaN or an infinity.
 __device__ __forceinline__ void thread_argmax(const float* __restrict__ l, int64_t n, int64_t first, float& best,
-                                              int32_t& bi) {
+                                              int32_t& bi, bool& nonfinite) {
   auto consider = [&](float x, int64_t v) {
+    nonfinite = nonfinite || !isfinite(x);
     if (better(x, static_cast<int32_t>(first + v), best, bi)) best = x, bi = static_cast<int32_t>(first + v);
   };
   int64_t done = 0;
@@ -88,7 +90,8 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ int32_t si[kThreads / 32];
   float best = -INFINITY;
   int32_t bi = INT32_MAX;
-  thread_argmax(logits + static_cast<int64_t>(blockIdx.x) * V, V, 0, best, bi);
+  bool nonfinite = false;  // not reported by argmax
+  thread_argmax(logits + static_cast<int64_t>(blockIdx.x) * V, V, 0, best, bi, nonfinite);
   block_argmax(best, bi, sv, si);
   if (threadIdx.x == 0) out[blockIdx.x] = bi == INT32_MAX ? 0 : bi;  // all-NaN row: token 0, as the reference
 }
@@ -132,10 +135,11 @@ __device__ __forceinline__ uint64_t block_exclusive_scan(uint64_t v, unsigned lo
 __global__ void __cluster_dims__(kArgmaxBlocks, 1, 1) __launch_bounds__(kThreads)
     sample_tokens_kernel(int32_t* __restrict__ out, const float* __restrict__ logits,
                          const ops::TokenSamplingParams* __restrict__ params, ops::NucleusInfo* __restrict__ info,
-                         int64_t V) {
+                         int32_t* __restrict__ nonfinite_rows, int64_t V) {
   pdl_wait();
   __shared__ float s_cluster_best;
   __shared__ int32_t s_cluster_index;
+  __shared__ int s_cluster_nonfinite;
   __shared__ unsigned long long s_hist[kWarps][kBins];
   __shared__ unsigned long long s_warp[kWarps];
   __shared__ float s_best[kWarps];
@@ -157,19 +161,24 @@ __global__ void __cluster_dims__(kArgmaxBlocks, 1, 1) __launch_bounds__(kThreads
   const int64_t begin = min(V, rank * slice), end = min(V, begin + slice);
   float best = -INFINITY;
   int32_t bi = INT32_MAX;
-  thread_argmax(l + begin, end - begin, begin, best, bi);
+  bool thread_nonfinite = false;
+  thread_argmax(l + begin, end - begin, begin, best, bi, thread_nonfinite);
+  const int block_nonfinite = __syncthreads_or(thread_nonfinite ? 1 : 0);
   block_argmax(best, bi, s_best, s_best_index);
-  if (tid == 0) s_cluster_best = best, s_cluster_index = bi;
+  if (tid == 0) s_cluster_best = best, s_cluster_index = bi, s_cluster_nonfinite = block_nonfinite;
   cg::cluster_group cluster = cg::this_cluster();
   cluster.sync();
   best = -INFINITY, bi = INT32_MAX;
+  int row_nonfinite = 0;
   for (int r = 0; r < kArgmaxBlocks; ++r) {
     const float v = *cluster.map_shared_rank(&s_cluster_best, static_cast<unsigned>(r));
     const int32_t i = *cluster.map_shared_rank(&s_cluster_index, static_cast<unsigned>(r));
+    row_nonfinite |= *cluster.map_shared_rank(&s_cluster_nonfinite, static_cast<unsigned>(r));
     if (better(v, i, best, bi)) best = v, bi = i;
   }
   cluster.sync();  // every block has read every other block's result: their shared memory may go
   if (rank != 0) return;
+  if (nonfinite_rows != nullptr && tid == 0) nonfinite_rows[row] = row_nonfinite != 0 ? 1 : 0;
   if (!(p.temperature > 0.0f)) {
     // argmax_token: a NaN in column 0 is never beaten; elsewhere NaNs never win.
     if (tid == 0) out[row] = bi == INT32_MAX || isnan(l[0]) ? 0 : bi;
@@ -314,8 +323,7 @@ __global__ void __cluster_dims__(kArgmaxBlocks, 1, 1) __launch_bounds__(kThreads
 // ---- speculative decoding ------------------------------------------------------------------------------
 
 // ids[i * (K + 1) + r] = drafts[(r - 1) * b + i] for r >= 1.
-__global__ void verify_ids_kernel(int32_t* __restrict__ ids, const int32_t* __restrict__ drafts, int64_t b,
-                                  int64_t K) {
+__global__ void verify_ids_kernel(int32_t* __restrict__ ids, const int32_t* __restrict__ drafts, int64_t b, int64_t K) {
   pdl_wait();
   const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (t >= b * (K + 1)) return;
@@ -326,8 +334,8 @@ __global__ void verify_ids_kernel(int32_t* __restrict__ ids, const int32_t* __re
 // The token at point floor(total * bits / 2^24) of the masses mass(v), in lane-major order (the draw of
 // sample_tokens, for any mass function): -1 when total is 0. Every thread of the block calls it; all get the token.
 template <typename Mass>
-__device__ int32_t block_draw_lane_major(int64_t V, uint32_t bits, Mass&& mass, unsigned long long* s_warp,
-                                         int* s_lane, unsigned long long* s_point, int* s_token) {
+__device__ int32_t block_draw_lane_major(int64_t V, uint32_t bits, Mass&& mass, unsigned long long* s_warp, int* s_lane,
+                                         unsigned long long* s_point, int* s_token) {
   const int tid = threadIdx.x;
   uint64_t mine = 0;
   for (int64_t v = tid; v < V; v += kThreads) mine += mass(v);
@@ -418,8 +426,9 @@ __global__ void __launch_bounds__(kThreads)
           return pv > qv ? pv - qv : 0;
         },
         s_warp, &s_lane, &s_point, &s_token);
-    if (t < 0) t = block_draw_lane_major(V, bits, [&](int64_t v) -> uint64_t { return prob(pl, pn, v); }, s_warp,
-                                         &s_lane, &s_point, &s_token);
+    if (t < 0)
+      t = block_draw_lane_major(
+          V, bits, [&](int64_t v) -> uint64_t { return prob(pl, pn, v); }, s_warp, &s_lane, &s_point, &s_token);
     if (t >= 0) next = t;
   }
   for (int64_t r = tid; r <= K; r += kThreads) {
@@ -438,15 +447,16 @@ void argmax(ExecContext& ctx, Tensor out, Tensor logits) {
                "argmax");
 }
 
-void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params, Tensor info) {
+void sample_tokens(ExecContext& ctx, Tensor out, Tensor logits, Tensor params, Tensor info, Tensor nonfinite) {
   const int64_t R = logits.size(0), V = logits.size(1);
   if (R == 0) return;
-  check_launch(launch_kernel(sample_tokens_kernel, dim3(static_cast<unsigned>(R * kArgmaxBlocks)), dim3(kThreads), 0,
-                             stream_of(ctx), out.ptr<int32_t>(), logits.ptr<float>(),
-                             reinterpret_cast<const ops::TokenSamplingParams*>(params.ptr<uint8_t>()),
-                             info.data() != nullptr ? reinterpret_cast<ops::NucleusInfo*>(info.ptr<uint8_t>()) : nullptr,
-                             V),
-               "sample_tokens");
+  check_launch(
+      launch_kernel(sample_tokens_kernel, dim3(static_cast<unsigned>(R * kArgmaxBlocks)), dim3(kThreads), 0,
+                    stream_of(ctx), out.ptr<int32_t>(), logits.ptr<float>(),
+                    reinterpret_cast<const ops::TokenSamplingParams*>(params.ptr<uint8_t>()),
+                    info.data() != nullptr ? reinterpret_cast<ops::NucleusInfo*>(info.ptr<uint8_t>()) : nullptr,
+                    nonfinite.data() != nullptr ? nonfinite.ptr<int32_t>() : nullptr, V),
+      "sample_tokens");
 }
 
 void speculative_verify_ids(ExecContext& ctx, Tensor ids, Tensor drafts, int64_t K) {
