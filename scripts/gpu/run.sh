@@ -75,10 +75,17 @@ fi
 if has san; then
   SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   step memcheck 200 "$SAN" --tool memcheck --error-exitcode 9 dsv4_gpu_tests \
-    --gtest_filter='CudaOps.*:*CudaModelParity*:CudaEngine.*:CudaMtp.*:*MtpNorm*'
+    --gtest_filter='CudaOps.*:*CudaModelParity*:CudaEngine.*:CudaMtp.*:*MtpNorm*:CudaSampleTokens.NonFinite*'
+  # Racecheck is slow: the sampling kernel first, then the ops (CudaOps.MoeExperts does not finish in 300 s, the MTP
+  # drafter test took all 300 s without finishing on 2026-12-04: run those alone with RACECHECK_SLOW=1).
+  step racecheck_sampling 120 "$SAN" --tool racecheck --error-exitcode 9 dsv4_gpu_tests \
+    --gtest_filter='CudaSampleTokens.GreedyIsHostArgmax:CudaSampleTokens.DrawsMatchTheCpuReference:CudaSampleTokens.NonFiniteRowsAreFlaggedLikeTheCpu'
   step racecheck 300 "$SAN" --tool racecheck --error-exitcode 9 dsv4_gpu_tests \
-    --gtest_filter='CudaOps.*:*EachBlock*:*GraphReplay*/2:CudaMtp.Drafter*:CudaSampleTokens.GreedyIsHostArgmax:CudaSampleTokens.DrawsMatchTheCpuReference:CudaSampleTokens.NonFiniteRowsAreFlaggedLikeTheCpu'
-  summary "$(grep -h "ERROR SUMMARY" "$LOGS/memcheck.log" "$LOGS/racecheck.log")"
+    --gtest_filter='CudaOps.*:*EachBlock*:*GraphReplay*/2-CudaOps.MoeExperts*'
+  [ -n "${RACECHECK_SLOW:-}" ] && step racecheck_slow 500 "$SAN" --tool racecheck --error-exitcode 9 dsv4_gpu_tests \
+    --gtest_filter='CudaOps.MoeExperts*:CudaMtp.Drafter*'
+  summary "$(grep -E "^\[       OK|Race|hazard" "$LOGS"/racecheck*.log | sed 's/ (.*//' | tr '\n' ' ')"
+  summary "$(grep -h "ERROR SUMMARY" "$LOGS"/memcheck.log "$LOGS"/racecheck*.log)"
 fi
 if has runtime_v2; then
   (cd "$DSV4_SOURCE_DIR" && STAGE_DIR=$STAGE OUT=$LOGS/runtime_v2 bash "$STAGE/scripts/gpu/runtime_v2.sh") \
