@@ -74,7 +74,9 @@ DSV4_HD uint64_t nucleus_mass(float logit, int64_t v, float max, float temperatu
 #ifdef __CUDA_ARCH__
   return __float2ull_rn(w * kSamplingMassScale);
 #else
-  return static_cast<uint64_t>(std::nearbyint(static_cast<double>(w * kSamplingMassScale)));
+  // A NaN or an infinity (non-finite logits, which the sampler flags) has no mass here: converting it is undefined.
+  const double m = std::nearbyint(static_cast<double>(w * kSamplingMassScale));
+  return m >= 0.0 && m <= static_cast<double>(kSamplingMassScale) ? static_cast<uint64_t>(m) : 0;
 #endif
 }
 

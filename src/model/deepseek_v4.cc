@@ -73,7 +73,7 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
 
   // The attention core: compressors, indexer, attention over window + compressed entries, ring stores.
   // Everything that reads positions, slots and lengths runs here (an eager region of a breakable graph).
-  eager_region(ctx, "attention", [=, &ctx, &c, &w, &aw, &st, &ms, &rope] {
+  eager_region(ctx, "attention", [=, &ctx, &c, &aw, &st, &ms] {
     // The raw kv/gate rows and the kv rows go to their rings after every read of this step, together (one
     // launch on CUDA).
     std::vector<ops::RingStore> stores;

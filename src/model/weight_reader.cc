@@ -218,22 +218,29 @@ size_t WeightReader::stored_bytes(const std::string& name) const {
 }
 
 void WeightReader::read_f32(const std::string& name, std::vector<float>* out) const {
+  int64_t numel = 1;
+  for (int64_t d : spec(name).shape) numel *= d;
+  out->resize(static_cast<size_t>(numel));
+  read_f32(name, out->data(), out->size());
+}
+
+void WeightReader::read_f32(const std::string& name, float* out, size_t n) const {
   const TensorSpec& s = spec(name);
   DSV4_CHECK_ARG(s.kind != WeightKind::kIndex, "weights: '", name, "' is an integer table, not a float weight");
   const Tensor t = raw(name);
   int64_t numel = 1;
   for (int64_t d : s.shape) numel *= d;
-  out->resize(static_cast<size_t>(numel));
+  DSV4_CHECK_ARG(static_cast<size_t>(numel) == n, "weights: '", name, "' has ", numel, " values, the destination ", n);
   const std::string what = str_cat("tensor '", raw_name(name), "'");
   switch (format(name)) {
     case WeightFormat::kPlain:
-      convert_to_f32(t.dtype(), t.data(), out->data(), out->size());
+      convert_to_f32(t.dtype(), t.data(), out, n);
       return;
     case WeightFormat::kFp8Block:
-      dequantize_fp8_block(t.ptr<uint8_t>(), raw_scale(name).ptr<uint8_t>(), s.shape[0], s.shape[1], out->data(), what);
+      dequantize_fp8_block(t.ptr<uint8_t>(), raw_scale(name).ptr<uint8_t>(), s.shape[0], s.shape[1], out, what);
       return;
     case WeightFormat::kFp4:
-      dequantize_fp4(t.ptr<uint8_t>(), raw_scale(name).ptr<uint8_t>(), s.shape[0], s.shape[1], out->data(), what);
+      dequantize_fp4(t.ptr<uint8_t>(), raw_scale(name).ptr<uint8_t>(), s.shape[0], s.shape[1], out, what);
       return;
   }
 }

@@ -113,18 +113,22 @@ class Loader : public WeightSource {
       std::copy(lf.begin() + i * a, lf.begin() + (i + 1) * a, float_buf_.begin() + i * (a + b));
       std::copy(rf.begin() + i * b, rf.begin() + (i + 1) * b, float_buf_.begin() + i * (a + b) + a);
     }
-    staging_.resize(dst.nbytes());
-    convert_from_f32(float_buf_.data(), dst.dtype(), staging_.data(), float_buf_.size());
-    upload(dst, left + " + " + right);
+    const bool on_host = dst.device() == Device::kCPU;
+    if (!on_host) staging_.resize(dst.nbytes());
+    convert_from_f32(float_buf_.data(), dst.dtype(), on_host ? dst.data() : staging_.data(), float_buf_.size());
+    finish(dst);
   }
 
-  // Converts one checkpoint tensor into dst (storage dtype), through a host staging buffer.
+  // Converts one checkpoint tensor into dst (storage dtype): on the host straight into dst, for a device through a
+  // host staging buffer.
   void load_into(const std::string& canon, Tensor dst) {
     const Tensor src = reader_.raw(canon);
-    staging_.resize(dst.nbytes());
+    const bool on_host = dst.device() == Device::kCPU;
+    if (!on_host) staging_.resize(dst.nbytes());
+    void* out = on_host ? dst.data() : staging_.data();
     if (dst.dtype() == DType::I32) {
       const size_t n = static_cast<size_t>(src.numel());
-      int32_t* out = reinterpret_cast<int32_t*>(staging_.data());
+      int32_t* ids = static_cast<int32_t*>(out);
       // The mmap'd table may sit at any byte offset (safetensors does not align tensors): memcpy each id.
       const auto* bytes = static_cast<const unsigned char*>(src.data());
       for (size_t i = 0; i < n; ++i) {
@@ -138,23 +142,22 @@ class Loader : public WeightSource {
         }
         DSV4_CHECK_ARG(v >= 0 && v < cfg_.n_routed_experts, "tensor '", canon, "' holds expert id ", v,
                        " outside [0, ", cfg_.n_routed_experts, ")");
-        out[i] = static_cast<int32_t>(v);
+        ids[i] = static_cast<int32_t>(v);
       }
     } else if (reader_.format(canon) == WeightFormat::kPlain && src.dtype() == dst.dtype()) {
-      std::memcpy(staging_.data(), src.data(), dst.nbytes());
+      std::memcpy(out, src.data(), dst.nbytes());
+    } else if (dst.dtype() == DType::F32) {
+      reader_.read_f32(canon, static_cast<float*>(out), static_cast<size_t>(dst.numel()));
     } else {
       reader_.read_f32(canon, &float_buf_);
-      convert_from_f32(float_buf_.data(), dst.dtype(), staging_.data(), float_buf_.size());
+      convert_from_f32(float_buf_.data(), dst.dtype(), out, float_buf_.size());
     }
-    upload(dst, canon);
+    finish(dst);
   }
 
-  void upload(Tensor dst, const std::string&) {
-    if (dst.device() == Device::kCPU) {
-      std::memcpy(dst.data(), staging_.data(), dst.nbytes());
-    } else {
-      cuda::copy_to_device(dst.data(), staging_.data(), dst.nbytes());
-    }
+  // Copies the staging buffer to a device destination; counts the bytes either way.
+  void finish(Tensor dst) {
+    if (dst.device() != Device::kCPU) cuda::copy_to_device(dst.data(), staging_.data(), dst.nbytes());
     loaded_bytes_ += dst.nbytes();
     report_progress();
   }

@@ -69,6 +69,7 @@ class WeightReader {
   // The weight's values as f32 in its spec shape, dequantised exactly when it is stored quantised.
   // Not for kIndex tensors (integer tables: read raw()).
   void read_f32(const std::string& name, std::vector<float>* out) const;
+  void read_f32(const std::string& name, float* out, size_t n) const;  // n: the tensor's value count
 
  private:
   const Checkpoint& ckpt_;

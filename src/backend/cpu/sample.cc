@@ -42,6 +42,9 @@ ops::NucleusInfo find_nucleus(const float* l, int64_t V, const ops::TokenSamplin
   for (int64_t v = 1; v < V; ++v) n.max = std::max(n.max, l[v]);
   n.boundary = 0;
   n.limit = V;
+  // Non-finite logits (flagged by sample_tokens): no mass, so the caller falls back to the argmax; a NaN must not
+  // reach the sort below (it breaks the comparator's ordering).
+  if (!std::all_of(l, l + V, [](float x) { return std::isfinite(x); })) return n;
   if (p.top_p < 1.0f) {
     std::vector<float> w(static_cast<size_t>(V));
     std::vector<uint64_t> mass(static_cast<size_t>(V));
