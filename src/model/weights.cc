@@ -140,8 +140,8 @@ class Loader : public WeightSource {
           std::memcpy(&v32, bytes + 4 * i, 4);
           v = v32;
         }
-        DSV4_CHECK_ARG(v >= 0 && v < cfg_.n_routed_experts, "tensor '", canon, "' holds expert id ", v,
-                       " outside [0, ", cfg_.n_routed_experts, ")");
+        DSV4_CHECK_ARG(v >= 0 && v < cfg_.n_routed_experts, "tensor '", canon, "' holds expert id ", v, " outside [0, ",
+                       cfg_.n_routed_experts, ")");
         ids[i] = static_cast<int32_t>(v);
       }
     } else if (reader_.format(canon) == WeightFormat::kPlain && src.dtype() == dst.dtype()) {
@@ -237,10 +237,13 @@ std::string canonical_tensor_name(const std::string& name) {
 
 DType storage_dtype(WeightKind kind, Device device) {
   switch (kind) {
-    case WeightKind::kIndex: return DType::I32;
-    case WeightKind::kMatrix: return device == Device::kCUDA ? DType::BF16 : DType::F32;
+    case WeightKind::kIndex:
+      return DType::I32;
+    case WeightKind::kMatrix:
+      return device == Device::kCUDA ? DType::BF16 : DType::F32;
     case WeightKind::kNorm:
-    case WeightKind::kPrecision: return DType::F32;
+    case WeightKind::kPrecision:
+      return DType::F32;
   }
   return DType::F32;
 }
@@ -320,9 +323,9 @@ ModelWeights assemble_weights(const ModelConfig& cfg, const std::vector<TensorSp
     if (type == AttentionType::kCompressedSparse) {
       a.indexer_wq_b = load(p + "attn.indexer.wq_b.weight");
       a.indexer_weights_proj = load(p + "attn.indexer.weights_proj.weight");
-      a.indexer_compressor = {
-          load(p + "attn.indexer.compressor.wkv.weight"), load(p + "attn.indexer.compressor.wgate.weight"),
-          load(p + "attn.indexer.compressor.ape"), load(p + "attn.indexer.compressor.norm.weight")};
+      a.indexer_compressor = {load(p + "attn.indexer.compressor.wkv.weight"),
+                              load(p + "attn.indexer.compressor.wgate.weight"), load(p + "attn.indexer.compressor.ape"),
+                              load(p + "attn.indexer.compressor.norm.weight")};
     }
     MoeWeights& f = b.ffn;
     f.gate = load(p + "ffn.gate.weight");
@@ -429,8 +432,8 @@ class RandomSource : public WeightSource {
     ops::fill_random(ctx_, dst, seed, mean, std);
   }
   void fill_concat_columns(const std::string& left, const std::string&, Tensor dst) override {
-    ops::fill_random(ctx_, dst, seed_ ^ std::hash<std::string>{}(left),
-                     0.0f, 1.0f / std::sqrt(static_cast<float>(dst.size(1) / 2)));
+    ops::fill_random(ctx_, dst, seed_ ^ std::hash<std::string>{}(left), 0.0f,
+                     1.0f / std::sqrt(static_cast<float>(dst.size(1) / 2)));
   }
 
  private:
