@@ -249,7 +249,11 @@ std::vector<float> Engine::score(const std::vector<int32_t>& ids) {
       BatchBuilder b;
       b.add({slot, static_cast<int32_t>(done), std::vector<int32_t>(ids.begin() + done, ids.begin() + done + n), true});
       forward(b, &part);
-      all.insert(all.end(), part.begin(), part.end());
+      if (all.empty()) {
+        all.swap(part);  // one chunk (the usual case): no copy
+      } else {
+        all.insert(all.end(), part.begin(), part.end());
+      }
       done += n;
     }
   } catch (...) {
