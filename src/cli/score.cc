@@ -37,13 +37,10 @@ void register_score(CLI::App& app) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const int64_t T = static_cast<int64_t>(ids.size()), V = engine.config().vocab_size;
     // Next-token negative log-likelihood of the given continuation (positions 0..T-2 predict 1..T-1).
+    const TokenScores scores = teacher_forced_scores(logits.data(), ids, V);
     double nll = 0;
-    std::vector<int32_t> argmax(T);
-    for (int64_t t = 0; t < T; ++t) {
-      const float* row = logits.data() + t * V;
-      argmax[t] = argmax_token(row, V);
-      if (t + 1 < T) nll += log_sum_exp(row, V) - row[ids[t + 1]];
-    }
+    for (double x : scores.nll) nll += x;
+    const std::vector<int32_t>& argmax = scores.argmax;
     if (!o->logits_out.empty()) {
       std::vector<int64_t> ids64(ids.begin(), ids.end());
       save_safetensors(o->logits_out, {{"logits", Tensor(const_cast<float*>(logits.data()), DType::F32, {T, V})},

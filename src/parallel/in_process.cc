@@ -1,5 +1,8 @@
 #include "dsv4/parallel/in_process.h"
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -181,9 +184,11 @@ void InProcessGroup::leave(int rank, const char* what) { arrive(rank, what, null
 void InProcessGroup::run(const std::function<void(Communicator&)>& fn) {
   std::vector<std::exception_ptr> errors(static_cast<size_t>(size_));
   std::vector<char> origin(static_cast<size_t>(size_), 0);  // ranks that failed on their own, not by a peer's abort
+  const int threads_per_rank = std::max(1, omp_get_max_threads() / size_);
   auto body = [&](int r) {
     try {
-      const cpu::BlasOffScope same_bits(size_ > 1);  // backend/cpu/blas.h
+      const cpu::BlasOffScope same_bits(size_ > 1);        // backend/cpu/blas.h
+      const cpu::OmpThreadsScope share(threads_per_rank);  // the ranks share the cores
       fn(*ranks_[static_cast<size_t>(r)]);
     } catch (const Error& e) {
       errors[r] = std::current_exception();

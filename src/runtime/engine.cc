@@ -250,14 +250,17 @@ std::vector<float> Engine::score(const std::vector<int32_t>& ids) {
   const int32_t slot = free_slots_.back();
   std::vector<float> all, part;
   const size_t chunk = static_cast<size_t>(max_logit_rows(opt_));
+  // One chunk: its logits are the result (no copy). Several: each lands in `part`, whose pages the next reuses,
+  // and is appended to `all`, sized once (a growing vector re-faulted and re-copied megabytes per chunk).
+  if (ids.size() > chunk) all.reserve(ids.size() * static_cast<size_t>(cfg_.vocab_size));
   try {
     for (size_t done = 0; done < ids.size();) {
       const size_t n = std::min(ids.size() - done, chunk);
       BatchBuilder b;
       b.add({slot, static_cast<int32_t>(done), std::vector<int32_t>(ids.begin() + done, ids.begin() + done + n), true});
       forward(b, &part);
-      if (all.empty()) {
-        all.swap(part);  // one chunk (the usual case): no copy
+      if (ids.size() <= chunk) {
+        all.swap(part);
       } else {
         all.insert(all.end(), part.begin(), part.end());
       }

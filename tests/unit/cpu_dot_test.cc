@@ -1,6 +1,7 @@
 // The CPU backend's dot products (backend/cpu/dot.h): every path this CPU runs gives the portable path's bits, a
 // product's bits do not depend on the block it is computed in, and the sum is the exact one to fp32 rounding.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -81,6 +82,36 @@ TEST(CpuBlas, RunsTheKernelsTheCpuAllows) {
   gemm_nt(1, 1, 8, x, 8, w, 8, &y, 1);
   EXPECT_EQ(y, 36.0f);
   EXPECT_EQ(std::getenv("OPENBLAS_CORETYPE"), nullptr) << "left in the environment";
+}
+
+// OpenBLAS's OpenMP build sets OpenMP's thread count with its own: the first product once left every later
+// OpenMP loop of the process on one thread (and --threads without effect). A product split over the threads (by
+// weight rows) gives the bits of the same product on one thread.
+TEST(CpuBlas, KeepsTheThreadCountAndSplitsProductsWithTheSameBits) {
+  const int before = omp_get_max_threads();
+  set_threads(3);
+  std::mt19937 rng(7);
+  const int64_t M = 64, N = 1000, K = 300;  // N not a multiple of the split's alignment
+  ASSERT_GT(M * N * K, kGemmSplitWork);
+  const std::vector<float> x = random_values(M * K, rng), w = random_values(N * K, rng);
+  std::vector<float> split(M * N), one(M * N);
+  gemm_nt(M, N, K, x.data(), K, w.data(), K, split.data(), N);
+  EXPECT_EQ(omp_get_max_threads(), 3);
+  {
+    const OmpThreadsScope single(1);
+    EXPECT_EQ(omp_get_max_threads(), 1);
+    gemm_nt(M, N, K, x.data(), K, w.data(), K, one.data(), N);
+  }
+  EXPECT_EQ(omp_get_max_threads(), 3);
+  for (int64_t i = 0; i < M * N; ++i) ASSERT_TRUE(same_bits(split[i], one[i])) << "element " << i;
+  int threads_seen = 0;
+#pragma omp parallel
+  {
+#pragma omp atomic
+    ++threads_seen;
+  }
+  EXPECT_EQ(threads_seen, 3);
+  set_threads(before);
 }
 
 }  // namespace

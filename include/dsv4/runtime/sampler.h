@@ -43,6 +43,15 @@ int32_t argmax_token(const float* logits, int64_t vocab);
 // for logprobs, scores and perplexity.
 double log_sum_exp(const float* logits, int64_t vocab);
 
+// Teacher-forced scores of logits [T, vocab] for the ids that produced them: argmax[t] = argmax_token(row t) and
+// nll[t] = log_sum_exp(row t) - row t[ids[t + 1]] for t < T - 1 (the negative log-likelihood of the next id).
+// Rows run on the OpenMP threads when there are many; every value is the same at any thread count.
+struct TokenScores {
+  std::vector<int32_t> argmax;  // [T]
+  std::vector<double> nll;      // [T - 1]
+};
+TokenScores teacher_forced_scores(const float* logits, std::span<const int32_t> ids, int64_t vocab);
+
 class Sampler {
  public:
   Sampler() : Sampler(SamplingParams{}) {}

@@ -1,12 +1,11 @@
 // Matrix products of the CPU backend through OpenBLAS (Debian's libopenblas, linked statically into libdsv4 and
 // kept private to it, so that a host process with its own BLAS, torch for one, is not affected).
 //
-// Products of at least kBlasMinRows rows (prefill, batches, speculative verification) go to sgemm, on the
-// calling thread: several times faster there than the backend's dot-product loops (bench/RESULTS.md, issue 20). Fewer
-// rows (a decode step) stay on the loops, which are as fast for one row and start no BLAS thread. The two differ in
-// summation order only (fp32 rounding, ~1e-7 relative, far inside the parity bounds against transformers); OpenBLAS
-// picks its kernels by the row count and splits the work by the thread count, so a row's last bits may depend on how
-// many rows share its product.
+// Products of at least kBlasMinRows rows (prefill, batches, speculative verification) go to sgemm: several times
+// faster there than the backend's dot-product loops (bench/RESULTS.md, issue 20). Fewer rows (a decode step) stay
+// on the loops, which are as fast for one row. The two differ in summation order only (fp32 rounding, ~1e-7
+// relative, far inside the parity bounds against transformers); OpenBLAS picks its kernels by the row count, so a
+// row's last bits may depend on how many rows share its product.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +15,10 @@
 namespace dsv4::cpu {
 
 constexpr int64_t kBlasMinRows = 8;
+// Products of more multiply-adds are split by weight rows (multiples of kGemmSplitAlign) over the OpenMP threads,
+// one single-threaded sgemm each: ~40 us of work and up (a fork/join with sleeping threads costs ~100 us).
+constexpr int64_t kGemmSplitWork = int64_t{1} << 22;
+constexpr int64_t kGemmSplitAlign = 64;
 
 // Whether products on this thread may go to sgemm (else the loops). The in-process ranks of parallel/ turn it off
 // (BlasOffScope): the work they replicate must give every rank the same bits, and OpenBLAS's may differ between
@@ -30,6 +33,18 @@ class BlasOffScope {
 
  private:
   bool previous_;
+};
+
+// The calling thread's OpenMP thread count for the scope (an OpenMP "ICV": other threads keep theirs).
+class OmpThreadsScope {
+ public:
+  explicit OmpThreadsScope(int threads);
+  ~OmpThreadsScope();
+  OmpThreadsScope(const OmpThreadsScope&) = delete;
+  OmpThreadsScope& operator=(const OmpThreadsScope&) = delete;
+
+ private:
+  int previous_;
 };
 
 // The kernel family OpenBLAS runs here ("Cooperlake", "SkylakeX", "Haswell", ...), for logs and benchmarks.

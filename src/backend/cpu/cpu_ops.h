@@ -9,11 +9,11 @@
 
 namespace dsv4::cpu {
 
-// Work (multiply-adds) below which a loop runs on one thread: OpenMP fork/join costs microseconds, and
-// milliseconds when the cores are shared with other processes (threads wait for descheduled peers, and after a
-// region the pool's threads spin for a while, taking the cores the next serial op needs), so decode-sized ops —
-// a speculative step's few tokens included — of small models are faster serial.
-constexpr int64_t kParallelWork = int64_t{1} << 24;
+// Work (multiply-adds) below which a loop runs on one thread. A fork/join costs about a microsecond with the pool's
+// threads awake and ~100 us when they have gone to sleep (a virtual machine wakes a halted vCPU slowly), so only
+// loops of some tens of microseconds split: on 2 cores of this project's build box, 2^18 made a 512-token score
+// 7% and a b = 1 decode 20% faster than 2^24 (bench/RESULTS.md).
+constexpr int64_t kParallelWork = int64_t{1} << 18;
 
 void embedding(Tensor out, Tensor table, Tensor ids);
 void broadcast_streams(Tensor out, Tensor x);

@@ -76,34 +76,47 @@ void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1
     const int64_t t = pair / terms, i = pair % terms;
     return i < k ? weights.ptr<float>()[t * k + i] : 1.0f;
   };
-  std::vector<float> xe, gate, up, ye;
+  // Experts run in parallel (each on one thread, its products single-threaded): a prefill's expert is a
+  // millisecond of work, far above a fork/join's cost, and every term's bits are the same at any thread count.
+  std::vector<int64_t> order;
   for (int64_t e = 0; e <= routed; ++e) {
-    const int64_t n = static_cast<int64_t>(rows[e].size());
-    if (n == 0) continue;
-    xe.resize(n * H);
-    gate.resize(n * I);
-    up.resize(n * I);
-    ye.resize(n * H);
-    for (int64_t r = 0; r < n; ++r) {
-      const float* src = x.ptr<float>() + rows[e][r] / terms * H;
-      std::copy(src, src + H, xe.data() + r * H);
-      if (activation_quant) kv_round_trip_row(xe.data() + r * H, H, 0, KvRoundTrip::kFp8Blocks128);
-    }
-    product_nt(n, I, H, xe.data(), H, w1.ptr<float>() + e * I * H, H, gate.data(), I);
-    product_nt(n, I, H, xe.data(), H, w3.ptr<float>() + e * I * H, H, up.data(), I);
-    for (int64_t j = 0; j < n * I; ++j) {
-      gate[j] = silu(std::min(gate[j], limit)) * std::min(std::max(up[j], -limit), limit);
-    }
-    if (activation_quant) {
+    if (!rows[e].empty()) order.push_back(e);
+  }
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return rows[a].size() > rows[b].size(); });
+  const int64_t work = T * terms * 3 * H * I;
+#pragma omp parallel if (work > kParallelWork)
+  {
+    std::vector<float> xe, gate, up, ye;
+#pragma omp for schedule(dynamic, 1)
+    for (size_t o = 0; o < order.size(); ++o) {
+      const int64_t e = order[o];
+      const std::vector<int64_t>& er = rows[e];
+      const int64_t n = static_cast<int64_t>(er.size());
+      xe.resize(n * H);
+      gate.resize(n * I);
+      up.resize(n * I);
+      ye.resize(n * H);
       for (int64_t r = 0; r < n; ++r) {
-        float* g = gate.data() + r * I;
-        const float wt = term_weight(rows[e][r]);
-        for (int64_t j = 0; j < I; ++j) g[j] *= wt;
-        kv_round_trip_row(g, I, 0, KvRoundTrip::kFp8Blocks128);
+        const float* src = x.ptr<float>() + er[r] / terms * H;
+        std::copy(src, src + H, xe.data() + r * H);
+        if (activation_quant) kv_round_trip_row(xe.data() + r * H, H, 0, KvRoundTrip::kFp8Blocks128);
       }
+      product_nt(n, I, H, xe.data(), H, w1.ptr<float>() + e * I * H, H, gate.data(), I);
+      product_nt(n, I, H, xe.data(), H, w3.ptr<float>() + e * I * H, H, up.data(), I);
+      for (int64_t j = 0; j < n * I; ++j) {
+        gate[j] = silu(std::min(gate[j], limit)) * std::min(std::max(up[j], -limit), limit);
+      }
+      if (activation_quant) {
+        for (int64_t r = 0; r < n; ++r) {
+          float* g = gate.data() + r * I;
+          const float wt = term_weight(er[r]);
+          for (int64_t j = 0; j < I; ++j) g[j] *= wt;
+          kv_round_trip_row(g, I, 0, KvRoundTrip::kFp8Blocks128);
+        }
+      }
+      product_nt(n, H, I, gate.data(), I, w2.ptr<float>() + e * H * I, I, ye.data(), H);
+      for (int64_t r = 0; r < n; ++r) std::copy(ye.data() + r * H, ye.data() + (r + 1) * H, y.data() + er[r] * H);
     }
-    product_nt(n, H, I, gate.data(), I, w2.ptr<float>() + e * H * I, I, ye.data(), H);
-    for (int64_t r = 0; r < n; ++r) std::copy(ye.data() + r * H, ye.data() + (r + 1) * H, y.data() + rows[e][r] * H);
   }
   for (int64_t t = 0; t < T; ++t) {
     float* o = out.ptr<float>() + t * H;
