@@ -1,8 +1,11 @@
 // dsv4 command-line interface: make-tiny | info | score | generate | bench | serve | quantize | perplexity.
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 
@@ -45,7 +48,26 @@ CLI::Validator max_new_tokens_validator() {
 
 }  // namespace
 
+namespace {
+
+// OpenMP's wait policy: passive unless the user chose one. libgomp's default spins ~300k iterations at every
+// barrier and after every parallel region; with other processes on the cores that turned a 0.3 s generation into
+// 4-22 s and cut the server's throughput 5-20x on this project's 2-core build box (a thread spinning for a
+// descheduled peer takes the core the peer needs). Passive waits cost a futex wake per region instead, which the
+// loops' work threshold (backend/cpu/cpu_ops.h, kParallelWork) keeps small against the region (bench/RESULTS.md).
+// libgomp reads the variable once, while it loads, before any code of ours runs (glibc's own start-up rebuilds the
+// environment after the executable's pre-initialisers), so the process re-executes itself with it set; should that
+// fail it runs on with libgomp's default.
+void default_openmp_wait_policy(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  if (setenv("OMP_WAIT_POLICY", "PASSIVE", 0) != 0) return;
+  execv("/proc/self/exe", argv);
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  default_openmp_wait_policy(argv);
   CLI::App app{"dsv4: a C++/CUDA inference engine for DeepSeek-V4 and its MTP drafter"};
   app.require_subcommand(1);
 #ifdef DSV4_NO_CUDA
