@@ -11,12 +11,11 @@ namespace dsv4::cpu {
 void attention(Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring, const CompressorState* compressed,
                Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window, float scale) {
   const int64_t T = meta.num_tokens, heads = q.size(1), D = q.size(2);
-#pragma omp parallel for schedule(dynamic) if (T * heads * D * (window + 64) > kParallelWork)
-  for (int64_t t = 0; t < T; ++t) {
+  parallel_for(T, T * heads * D * (window + 64), [&](int64_t t) {
     const TokenMeta m = token_meta(meta, t);
     float* o = out.ptr<float>() + t * heads * D;
     std::fill(o, o + heads * D, 0.0f);
-    if (m.slot < 0) continue;
+    if (m.slot < 0) return;
     std::vector<const float*> keys;
     for (int64_t p = std::max<int64_t>(0, m.pos - window + 1); p <= m.pos; ++p) {
       keys.push_back(position_row(kv.ptr<float>(), t, m, p, kv_ring, D));
@@ -53,7 +52,7 @@ void attention(Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring, const 
         for (int64_t d = 0; d < D; ++d) oh[d] += p * key[d];
       }
     }
-  }
+  });
 }
 
 }  // namespace dsv4::cpu

@@ -12,15 +12,19 @@ void indexer_topk(Tensor out, Tensor q, Tensor w, const CompressorState& keys, c
                   float softmax_scale) {
   const int64_t T = meta.num_tokens, Hi = q.size(1), Di = q.size(2), topk = out.size(1);
   const int64_t max_entries = keys.entries.rows;
-  for (int64_t t = 0; t < T; ++t) {
+  // Tokens in parallel once a forward's scores are some work (a prefill's: every token scores every visible key).
+  int64_t last = 0;
+  for (int64_t t = 0; t < T; ++t) last = std::max<int64_t>(last, meta.pos.ptr<int32_t>()[t]);
+  const int64_t work = T * Hi * Di * std::min<int64_t>(max_entries, (last + 1) / keys.rate);
+  parallel_for(T, work, [&](int64_t t) {
     const TokenMeta m = token_meta(meta, t);
     int32_t* sel = out.ptr<int32_t>() + t * topk;
     std::fill(sel, sel + topk, -1);
-    if (m.slot < 0) continue;
+    if (m.slot < 0) return;
     const int64_t visible = std::min<int64_t>((m.pos + 1) / keys.rate, max_entries);
     if (visible <= topk) {
       for (int64_t s = 0; s < visible; ++s) sel[s] = static_cast<int32_t>(s);
-      continue;
+      return;
     }
     std::vector<float> score(visible);
     for (int64_t s = 0; s < visible; ++s) {
@@ -37,7 +41,7 @@ void indexer_topk(Tensor out, Tensor q, Tensor w, const CompressorState& keys, c
     std::partial_sort(order.begin(), order.begin() + topk, order.end(),
                       [&](int32_t a, int32_t b) { return score[a] > score[b] || (score[a] == score[b] && a < b); });
     std::copy(order.begin(), order.begin() + topk, sel);
-  }
+  });
 }
 
 }  // namespace dsv4::cpu

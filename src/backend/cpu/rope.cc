@@ -1,32 +1,52 @@
 // Interleaved (GPT-J) rotary embeddings on the CPU, in transformers' rounding.
 #include <cmath>
+#include <vector>
 
 #include "backend/cpu/cpu_ops.h"
 
 namespace dsv4::cpu {
 
-void rope_vector(float* v, int64_t dim, const RopeTable& table, float position, bool inverse) {
-  const int64_t R = table.rope_dim;
+namespace {
+
+// cos and sin of one position's angles, in transformers' rounding: an fp32 angle, cos/sin scaled by the attention
+// factor (sin negated for the inverse rotation).
+void rope_angles(const RopeTable& table, float position, bool inverse, float* c, float* s) {
   const float* inv_freq = table.inv_freq.ptr<float>();
-  float* r = v + (dim - R);
-  for (int64_t i = 0; i < R / 2; ++i) {
-    // Same rounding as transformers: an fp32 angle, cos/sin scaled by the attention factor.
+  for (int64_t i = 0; i < table.rope_dim / 2; ++i) {
     const float angle = inv_freq[i] * position;
-    const float c = static_cast<float>(std::cos(static_cast<double>(angle))) * table.attention_factor;
-    float s = static_cast<float>(std::sin(static_cast<double>(angle))) * table.attention_factor;
-    if (inverse) s = -s;
-    const float x0 = r[2 * i], x1 = r[2 * i + 1];
-    r[2 * i] = x0 * c - x1 * s;
-    r[2 * i + 1] = x1 * c + x0 * s;
+    c[i] = static_cast<float>(std::cos(static_cast<double>(angle))) * table.attention_factor;
+    s[i] = static_cast<float>(std::sin(static_cast<double>(angle))) * table.attention_factor;
+    if (inverse) s[i] = -s[i];
   }
 }
 
-void rope(Tensor x, Tensor pos, const RopeTable& table, bool inverse) {
-  const int64_t T = x.size(0), heads = x.size(1), dim = x.size(2);
-  for (int64_t t = 0; t < T; ++t) {
-    const float p = static_cast<float>(pos.ptr<int32_t>()[t]);
-    for (int64_t h = 0; h < heads; ++h) rope_vector(x.ptr<float>() + (t * heads + h) * dim, dim, table, p, inverse);
+// Rotates the last rope_dim channels of v[dim] by the angles' cos c / sin s.
+void rotate(float* v, int64_t dim, int64_t rope_dim, const float* c, const float* s) {
+  float* r = v + (dim - rope_dim);
+  for (int64_t i = 0; i < rope_dim / 2; ++i) {
+    const float x0 = r[2 * i], x1 = r[2 * i + 1];
+    r[2 * i] = x0 * c[i] - x1 * s[i];
+    r[2 * i + 1] = x1 * c[i] + x0 * s[i];
   }
+}
+
+}  // namespace
+
+void rope_vector(float* v, int64_t dim, const RopeTable& table, float position, bool inverse) {
+  std::vector<float> c(static_cast<size_t>(table.rope_dim / 2)), s(c.size());
+  rope_angles(table, position, inverse, c.data(), s.data());
+  rotate(v, dim, table.rope_dim, c.data(), s.data());
+}
+
+void rope(Tensor x, Tensor pos, const RopeTable& table, bool inverse) {
+  const int64_t T = x.size(0), heads = x.size(1), dim = x.size(2), half = table.rope_dim / 2;
+  // A token's angles once for all its heads; tokens in parallel (a double cos + sin: ~256 multiply-adds' time).
+  parallel_for(T, T * half * 256, [&](int64_t t) {
+    std::vector<float> c(static_cast<size_t>(half)), s(c.size());
+    rope_angles(table, static_cast<float>(pos.ptr<int32_t>()[t]), inverse, c.data(), s.data());
+    for (int64_t h = 0; h < heads; ++h)
+      rotate(x.ptr<float>() + (t * heads + h) * dim, dim, table.rope_dim, c.data(), s.data());
+  });
 }
 
 }  // namespace dsv4::cpu
