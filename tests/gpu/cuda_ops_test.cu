@@ -942,102 +942,121 @@ TEST(CudaOps, MoeRoute) {
   }
 }
 
+namespace moe_experts_test {
+
+enum class Routing {
+  kRandom,  // k distinct random experts per token
+  kSkewed,  // every token routed to experts {0, 1, ...}: each of them gets T rows
+  kHashed,  // a hash layer's table gathered by token ids from a small vocabulary: tokens repeat expert sets
+};
+struct Case {
+  int64_t T, H, I, E, k;
+  float limit;
+  Routing routing;
+  bool shared = false;  // a shared expert stacked after the E routed ones (T more pairs)
+};
+
+// P = T·k (+ T with the shared expert) ≤ 128 runs the decode path (bf16), larger counts the tiled GEMMs;
+// odd H / I take the element-wise variants of both. `variant` seeds the case's random values.
+const std::vector<Case>& cases() {
+  static const std::vector<Case> all = {
+      // decode path
+      Case{1, 64, 32, 8, 2, 10.0f, Routing::kRandom}, Case{5, 48, 24, 4, 3, 10.0f, Routing::kRandom},
+      Case{7, 37, 19, 6, 2, 1.5f, Routing::kRandom}, Case{1, 1024, 512, 16, 6, 10.0f, Routing::kRandom},
+      Case{2, 1000, 520, 32, 6, 3.0f, Routing::kRandom}, Case{2, 2048, 1024, 8, 6, 10.0f, Routing::kRandom},
+      Case{3, 37, 19, 64, 6, 1.5f, Routing::kRandom}, Case{7, 77, 45, 24, 6, 10.0f, Routing::kRandom},
+      Case{7, 520, 264, 16, 6, 10.0f, Routing::kHashed}, Case{3, 99, 41, 48, 6, 2.0f, Routing::kHashed},
+      Case{12, 264, 136, 16, 6, 10.0f, Routing::kSkewed}, Case{20, 128, 72, 64, 6, 10.0f, Routing::kSkewed},
+      // decode path with the shared expert (P = T·(k + 1) ≤ 128, the last at the limit)
+      Case{1, 64, 32, 8, 2, 10.0f, Routing::kRandom, true}, Case{7, 37, 19, 6, 2, 1.5f, Routing::kRandom, true},
+      Case{2, 2048, 1024, 8, 6, 10.0f, Routing::kRandom, true}, Case{7, 520, 264, 16, 6, 10.0f, Routing::kHashed, true},
+      Case{16, 128, 72, 64, 6, 10.0f, Routing::kSkewed, true}, Case{18, 264, 136, 16, 6, 10.0f, Routing::kRandom, true},
+      // tiled GEMMs
+      Case{70, 96, 48, 6, 3, 10.0f, Routing::kRandom}, Case{200, 64, 32, 4, 2, 1.0f, Routing::kSkewed},
+      Case{33, 256, 128, 16, 4, 10.0f, Routing::kRandom}, Case{45, 37, 19, 6, 3, 1.5f, Routing::kRandom},
+      Case{40, 128, 64, 16, 6, 10.0f, Routing::kHashed},
+      // tiled GEMMs with the shared expert: T·k ≤ 128 < T·(k + 1) first; then the shared expert over several
+      // 64-row tiles, odd sizes, hashed routing
+      Case{19, 96, 48, 6, 6, 10.0f, Routing::kRandom, true}, Case{200, 64, 32, 4, 2, 1.0f, Routing::kSkewed, true},
+      Case{45, 37, 19, 6, 3, 1.5f, Routing::kRandom, true}, Case{40, 128, 64, 16, 6, 10.0f, Routing::kHashed, true}};
+  return all;
+}
+
+void check(const Case& c, int variant) {
+  auto rng = rng_for("moe_experts", variant);
+  const int64_t Es = c.E + (c.shared ? 1 : 0);  // stacked experts; routing picks among the first E
+  const float sx = 2.0f, sw1 = 2.0f / std::sqrt(static_cast<float>(c.H)),
+              sw2 = 2.0f / std::sqrt(static_cast<float>(c.I));
+  std::vector<float> x = test::round_bf16(random_vec(rng, c.T * c.H, -sx, sx));
+  std::vector<float> w1 = test::round_bf16(random_vec(rng, Es * c.I * c.H, -sw1, sw1));
+  std::vector<float> w3 = test::round_bf16(random_vec(rng, Es * c.I * c.H, -sw1, sw1));
+  std::vector<float> w2 = test::round_bf16(random_vec(rng, Es * c.H * c.I, -sw2, sw2));
+  std::vector<float> weights = random_vec(rng, c.T * c.k, 0.1f, 1.0f);
+  auto distinct_experts = [&](int32_t* dst) {
+    std::vector<int32_t> e(c.E);
+    std::iota(e.begin(), e.end(), 0);
+    if (c.routing != Routing::kSkewed) std::shuffle(e.begin(), e.end(), rng);
+    std::copy(e.begin(), e.begin() + c.k, dst);
+  };
+  const int64_t vocab = 3;  // hashed: the table's rows, so tokens share expert sets
+  std::vector<int32_t> idx(c.T * c.k), table(vocab * c.k);
+  for (int64_t r = 0; r < vocab; ++r) distinct_experts(table.data() + r * c.k);
+  for (int64_t t = 0; t < c.T; ++t) {
+    if (c.routing == Routing::kHashed) {
+      const int64_t id = static_cast<int64_t>(rng() % vocab);
+      std::copy(table.begin() + id * c.k, table.begin() + (id + 1) * c.k, idx.begin() + t * c.k);
+    } else {
+      distinct_experts(idx.data() + t * c.k);
+    }
+  }
+  std::vector<float> ref(c.T * c.H);
+  ExecContext cpu = cpu_ctx();
+  ops::moe_experts(cpu, test::host_view(ref, {c.T, c.H}), test::host_view(x, {c.T, c.H}),
+                   test::host_view_i32(idx, {c.T, c.k}), test::host_view(weights, {c.T, c.k}),
+                   test::host_view(w1, {Es, c.I, c.H}), test::host_view(w2, {Es, c.H, c.I}),
+                   test::host_view(w3, {Es, c.I, c.H}), c.limit, c.shared);
+  const char* routing = c.routing == Routing::kSkewed ? " skewed" : c.routing == Routing::kHashed ? " hashed" : "";
+  // BF16: decode GEMVs or tensor cores (bf16 SwiGLU intermediate); F32: the generic grouped kernel.
+  for (DType dt : {DType::BF16, DType::F32}) {
+    DevTensor dx = upload(x, dt, {c.T, c.H}), didx = test::upload_i32(idx, {c.T, c.k});
+    DevTensor dweights = upload(weights, DType::F32, {c.T, c.k});
+    DevTensor dw1 = upload(w1, dt, {Es, c.I, c.H}), dw2 = upload(w2, dt, {Es, c.H, c.I});
+    DevTensor dw3 = upload(w3, dt, {Es, c.I, c.H}), dout(dt, {c.T, c.H});
+    const std::string tag = str_cat("moe_experts ", dtype_name(dt), " T=", c.T, " H=", c.H, " I=", c.I, " E=", c.E,
+                                    " k=", c.k, " limit=", c.limit, routing, c.shared ? " +shared" : "");
+    std::vector<float> first;
+    for (int run = 0; run < 2; ++run) {  // the second run must reproduce the first bit for bit
+      poison(dout.t);
+      env().scratch().reset();
+      ops::moe_experts(env().ctx, dout.t, dx.t, didx.t, dweights.t, dw1.t, dw2.t, dw3.t, c.limit, c.shared);
+      env().sync();
+      std::vector<float> got = download(dout.t);
+      if (run == 0) {
+        DSV4_EXPECT_CLOSE(got, ref, dt == DType::BF16 ? 2e-2 : 1e-4, tag);
+        first = std::move(got);
+      } else {
+        EXPECT_EQ(std::memcmp(got.data(), first.data(), got.size() * sizeof(float)), 0) << tag << " not deterministic";
+      }
+    }
+  }
+}
+
+}  // namespace moe_experts_test
+
 TEST(CudaOps, MoeExperts) {
   DSV4_REQUIRE_GPU();
-  enum class Routing {
-    kRandom,  // k distinct random experts per token
-    kSkewed,  // every token routed to experts {0, 1, ...}: each of them gets T rows
-    kHashed,  // a hash layer's table gathered by token ids from a small vocabulary: tokens repeat expert sets
-  };
-  struct Case {
-    int64_t T, H, I, E, k;
-    float limit;
-    Routing routing;
-    bool shared = false;  // a shared expert stacked after the E routed ones (T more pairs)
-  };
-  // P = T·k (+ T with the shared expert) ≤ 128 runs the decode path (bf16), larger counts the tiled GEMMs;
-  // odd H / I take the element-wise variants of both.
   int v = 0;
-  for (const Case c :
-       {// decode path
-        Case{1, 64, 32, 8, 2, 10.0f, Routing::kRandom}, Case{5, 48, 24, 4, 3, 10.0f, Routing::kRandom},
-        Case{7, 37, 19, 6, 2, 1.5f, Routing::kRandom}, Case{1, 1024, 512, 16, 6, 10.0f, Routing::kRandom},
-        Case{2, 1000, 520, 32, 6, 3.0f, Routing::kRandom}, Case{2, 2048, 1024, 8, 6, 10.0f, Routing::kRandom},
-        Case{3, 37, 19, 64, 6, 1.5f, Routing::kRandom}, Case{7, 77, 45, 24, 6, 10.0f, Routing::kRandom},
-        Case{7, 520, 264, 16, 6, 10.0f, Routing::kHashed}, Case{3, 99, 41, 48, 6, 2.0f, Routing::kHashed},
-        Case{12, 264, 136, 16, 6, 10.0f, Routing::kSkewed}, Case{20, 128, 72, 64, 6, 10.0f, Routing::kSkewed},
-        // decode path with the shared expert (P = T·(k + 1) ≤ 128, the last at the limit)
-        Case{1, 64, 32, 8, 2, 10.0f, Routing::kRandom, true}, Case{7, 37, 19, 6, 2, 1.5f, Routing::kRandom, true},
-        Case{2, 2048, 1024, 8, 6, 10.0f, Routing::kRandom, true},
-        Case{7, 520, 264, 16, 6, 10.0f, Routing::kHashed, true},
-        Case{16, 128, 72, 64, 6, 10.0f, Routing::kSkewed, true},
-        Case{18, 264, 136, 16, 6, 10.0f, Routing::kRandom, true},
-        // tiled GEMMs
-        Case{70, 96, 48, 6, 3, 10.0f, Routing::kRandom}, Case{200, 64, 32, 4, 2, 1.0f, Routing::kSkewed},
-        Case{33, 256, 128, 16, 4, 10.0f, Routing::kRandom}, Case{45, 37, 19, 6, 3, 1.5f, Routing::kRandom},
-        Case{40, 128, 64, 16, 6, 10.0f, Routing::kHashed},
-        // tiled GEMMs with the shared expert: T·k ≤ 128 < T·(k + 1) first; then the shared expert over several
-        // 64-row tiles, odd sizes, hashed routing
-        Case{19, 96, 48, 6, 6, 10.0f, Routing::kRandom, true}, Case{200, 64, 32, 4, 2, 1.0f, Routing::kSkewed, true},
-        Case{45, 37, 19, 6, 3, 1.5f, Routing::kRandom, true},
-        Case{40, 128, 64, 16, 6, 10.0f, Routing::kHashed, true}}) {
-    auto rng = rng_for("moe_experts", v++);
-    const int64_t Es = c.E + (c.shared ? 1 : 0);  // stacked experts; routing picks among the first E
-    const float sx = 2.0f, sw1 = 2.0f / std::sqrt(static_cast<float>(c.H)),
-                sw2 = 2.0f / std::sqrt(static_cast<float>(c.I));
-    std::vector<float> x = test::round_bf16(random_vec(rng, c.T * c.H, -sx, sx));
-    std::vector<float> w1 = test::round_bf16(random_vec(rng, Es * c.I * c.H, -sw1, sw1));
-    std::vector<float> w3 = test::round_bf16(random_vec(rng, Es * c.I * c.H, -sw1, sw1));
-    std::vector<float> w2 = test::round_bf16(random_vec(rng, Es * c.H * c.I, -sw2, sw2));
-    std::vector<float> weights = random_vec(rng, c.T * c.k, 0.1f, 1.0f);
-    auto distinct_experts = [&](int32_t* dst) {
-      std::vector<int32_t> e(c.E);
-      std::iota(e.begin(), e.end(), 0);
-      if (c.routing != Routing::kSkewed) std::shuffle(e.begin(), e.end(), rng);
-      std::copy(e.begin(), e.begin() + c.k, dst);
-    };
-    const int64_t vocab = 3;  // hashed: the table's rows, so tokens share expert sets
-    std::vector<int32_t> idx(c.T * c.k), table(vocab * c.k);
-    for (int64_t r = 0; r < vocab; ++r) distinct_experts(table.data() + r * c.k);
-    for (int64_t t = 0; t < c.T; ++t) {
-      if (c.routing == Routing::kHashed) {
-        const int64_t id = static_cast<int64_t>(rng() % vocab);
-        std::copy(table.begin() + id * c.k, table.begin() + (id + 1) * c.k, idx.begin() + t * c.k);
-      } else {
-        distinct_experts(idx.data() + t * c.k);
-      }
-    }
-    std::vector<float> ref(c.T * c.H);
-    ExecContext cpu = cpu_ctx();
-    ops::moe_experts(cpu, test::host_view(ref, {c.T, c.H}), test::host_view(x, {c.T, c.H}),
-                     test::host_view_i32(idx, {c.T, c.k}), test::host_view(weights, {c.T, c.k}),
-                     test::host_view(w1, {Es, c.I, c.H}), test::host_view(w2, {Es, c.H, c.I}),
-                     test::host_view(w3, {Es, c.I, c.H}), c.limit, c.shared);
-    const char* routing = c.routing == Routing::kSkewed ? " skewed" : c.routing == Routing::kHashed ? " hashed" : "";
-    // BF16: decode GEMVs or tensor cores (bf16 SwiGLU intermediate); F32: the generic grouped kernel.
-    for (DType dt : {DType::BF16, DType::F32}) {
-      DevTensor dx = upload(x, dt, {c.T, c.H}), didx = test::upload_i32(idx, {c.T, c.k});
-      DevTensor dweights = upload(weights, DType::F32, {c.T, c.k});
-      DevTensor dw1 = upload(w1, dt, {Es, c.I, c.H}), dw2 = upload(w2, dt, {Es, c.H, c.I});
-      DevTensor dw3 = upload(w3, dt, {Es, c.I, c.H}), dout(dt, {c.T, c.H});
-      const std::string tag = str_cat("moe_experts ", dtype_name(dt), " T=", c.T, " H=", c.H, " I=", c.I, " E=", c.E,
-                                      " k=", c.k, " limit=", c.limit, routing, c.shared ? " +shared" : "");
-      std::vector<float> first;
-      for (int run = 0; run < 2; ++run) {  // the second run must reproduce the first bit for bit
-        poison(dout.t);
-        env().scratch().reset();
-        ops::moe_experts(env().ctx, dout.t, dx.t, didx.t, dweights.t, dw1.t, dw2.t, dw3.t, c.limit, c.shared);
-        env().sync();
-        std::vector<float> got = download(dout.t);
-        if (run == 0) {
-          DSV4_EXPECT_CLOSE(got, ref, dt == DType::BF16 ? 2e-2 : 1e-4, tag);
-          first = std::move(got);
-        } else {
-          EXPECT_EQ(std::memcmp(got.data(), first.data(), got.size() * sizeof(float)), 0)
-              << tag << " not deterministic";
-        }
-      }
-    }
+  for (const moe_experts_test::Case& c : moe_experts_test::cases()) moe_experts_test::check(c, v++);
+}
+
+// The cases with H <= 128 (every path: decode, tiled, the shared expert, odd sizes, hashed and skewed routing),
+// small enough for compute-sanitizer racecheck, which does not finish the whole list in 300 s.
+TEST(CudaOps, MoeExpertsSmallShapes) {
+  DSV4_REQUIRE_GPU();
+  int v = 0;
+  for (const moe_experts_test::Case& c : moe_experts_test::cases()) {
+    if (c.H <= 128) moe_experts_test::check(c, v);
+    ++v;
   }
 }
 
