@@ -12,6 +12,7 @@
 #include "dsv4/core/buffer.h"
 #include "dsv4/io/safetensors.h"
 #include "dsv4/runtime/engine.h"
+#include "dsv4/runtime/sampler.h"
 
 namespace dsv4::cli {
 namespace {
@@ -19,20 +20,8 @@ namespace {
 // log_softmax of one row, in double, rounded to f32 (what --save-logits stores, so a run compared with its own
 // saved reference gives KL exactly 0).
 void log_softmax_row(const float* logits, int64_t V, float* out) {
-  double mx = logits[0];
-  for (int64_t v = 1; v < V; ++v) mx = std::max(mx, static_cast<double>(logits[v]));
-  double z = 0;
-  for (int64_t v = 0; v < V; ++v) z += std::exp(static_cast<double>(logits[v]) - mx);
-  const double lz = mx + std::log(z);
+  const double lz = log_sum_exp(logits, V);
   for (int64_t v = 0; v < V; ++v) out[v] = static_cast<float>(static_cast<double>(logits[v]) - lz);
-}
-
-int64_t argmax_row(const float* row, int64_t V) {
-  int64_t best = 0;
-  for (int64_t v = 1; v < V; ++v) {
-    if (row[v] > row[best]) best = v;
-  }
-  return best;
 }
 
 struct Reference {
@@ -151,7 +140,7 @@ void register_perplexity(CLI::App& app) {
             k += pr * (static_cast<double>(r[v]) - static_cast<double>(lp[static_cast<size_t>(v)]));
           }
           kl.push_back(std::max(k, 0.0));
-          agree += argmax_row(r, V) == argmax_row(lp.data(), V);
+          agree += argmax_token(r, V) == argmax_token(lp.data(), V);
           ref_nll -= r[target];
         }
       }

@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "dsv4/io/safetensors.h"
 #include "dsv4/runtime/engine.h"
+#include "dsv4/runtime/sampler.h"
 
 namespace dsv4::cli {
 
@@ -20,8 +21,9 @@ void register_score(CLI::App& app) {
   cmd->add_option("-m,--model", o->dir, "Model directory")->required();
   cmd->add_option("--ids", o->ids, "Comma-separated token ids")->required();
   cmd->add_option("--logits-out", o->logits_out, "Write logits [T, V] (F32) and input_ids to a .safetensors file");
-  cmd->add_option("--mtp-logits-out", o->mtp_logits_out,
-                  "Write the MTP drafter's step-0 logits [T-1, V] (position p predicts token p+2) to a .safetensors file");
+  cmd->add_option(
+      "--mtp-logits-out", o->mtp_logits_out,
+      "Write the MTP drafter's step-0 logits [T-1, V] (position p predicts token p+2) to a .safetensors file");
   o->flags.add_to(cmd);
   cmd->add_flag("--json", o->json, "Print one JSON object");
   cmd->callback([o] {
@@ -39,23 +41,13 @@ void register_score(CLI::App& app) {
     std::vector<int32_t> argmax(T);
     for (int64_t t = 0; t < T; ++t) {
       const float* row = logits.data() + t * V;
-      float mx = row[0];
-      int32_t best = 0;
-      for (int64_t v = 1; v < V; ++v) {
-        if (row[v] > mx) mx = row[best = static_cast<int32_t>(v)];
-      }
-      argmax[t] = best;
-      if (t + 1 < T) {
-        double z = 0;
-        for (int64_t v = 0; v < V; ++v) z += std::exp(static_cast<double>(row[v] - mx));
-        nll += -(row[ids[t + 1]] - mx - std::log(z));
-      }
+      argmax[t] = argmax_token(row, V);
+      if (t + 1 < T) nll += log_sum_exp(row, V) - row[ids[t + 1]];
     }
     if (!o->logits_out.empty()) {
       std::vector<int64_t> ids64(ids.begin(), ids.end());
-      save_safetensors(o->logits_out,
-                       {{"logits", Tensor(const_cast<float*>(logits.data()), DType::F32, {T, V})},
-                        {"input_ids", Tensor(ids64.data(), DType::I64, {T})}});
+      save_safetensors(o->logits_out, {{"logits", Tensor(const_cast<float*>(logits.data()), DType::F32, {T, V})},
+                                       {"input_ids", Tensor(ids64.data(), DType::I64, {T})}});
     }
     if (!o->mtp_logits_out.empty()) {
       // Drafter step 0 over positions 0..T-2: (target residual at p, token p+1) -> logits for token p+2.
@@ -91,7 +83,8 @@ void register_score(CLI::App& app) {
     std::printf("argmax:");
     for (int32_t a : argmax) std::printf(" %d", a);
     std::printf("\n");
-    if (!o->logits_out.empty()) std::printf("logits [%lld, %lld] written to %s\n", (long long)T, (long long)V, o->logits_out.c_str());
+    if (!o->logits_out.empty())
+      std::printf("logits [%lld, %lld] written to %s\n", (long long)T, (long long)V, o->logits_out.c_str());
   });
 }
 

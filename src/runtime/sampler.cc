@@ -40,6 +40,14 @@ int32_t argmax_token(const float* logits, int64_t vocab) {
   return static_cast<int32_t>(best);
 }
 
+double log_sum_exp(const float* logits, int64_t vocab) {
+  double mx = logits[0];
+  for (int64_t v = 1; v < vocab; ++v) mx = std::max(mx, static_cast<double>(logits[v]));
+  double z = 0;
+  for (int64_t v = 0; v < vocab; ++v) z += std::exp(static_cast<double>(logits[v]) - mx);
+  return mx + std::log(z);
+}
+
 std::vector<float> sampling_distribution(const float* logits, int64_t vocab, const SamplingParams& p) {
   std::vector<float> prob(static_cast<size_t>(vocab), 0.0f);
   if (p.greedy()) {

@@ -16,6 +16,7 @@
 #include "dsv4/core/log.h"
 #include "dsv4/runtime/engine.h"
 #include "dsv4/runtime/page_pool.h"
+#include "dsv4/runtime/sampler.h"
 #include "runtime/executor.h"
 #include "runtime/sequence.h"
 
@@ -51,11 +52,7 @@ ops::TokenSamplingParams device_sampling(const SamplingParams& p, uint64_t strea
 
 // log-softmax of one logit row at `token` and its k most likely tokens.
 void fill_logprobs(const float* row, int64_t V, int32_t token, int64_t k, TokenEvent& e) {
-  float mx = row[0];
-  for (int64_t v = 1; v < V; ++v) mx = std::max(mx, row[v]);
-  double sum = 0;
-  for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v] - mx));
-  const double lse = static_cast<double>(mx) + std::log(sum);
+  const double lse = log_sum_exp(row, V);
   e.logprob = static_cast<float>(row[token] - lse);
   if (k <= 0) return;
   std::vector<int32_t> idx(static_cast<size_t>(V));

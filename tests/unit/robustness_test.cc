@@ -237,21 +237,24 @@ TEST(RobustTensors, CheckpointWithUnalignedDataLoadsTheSameWeights) {
   fs::remove_all(dir);
 }
 
+// Writes a bf16 NaN over element `index` of the BF16 tensor `name` of DIR/model.safetensors.
+void write_nan_bf16(const std::string& dir, const std::string& name, size_t index) {
+  const Checkpoint ck = Checkpoint::open(dir);
+  const TensorInfo* t = ck.find(name);
+  ASSERT_NE(t, nullptr) << name;
+  ASSERT_EQ(t->dtype, DType::BF16) << name;
+  std::fstream f(dir + "/model.safetensors", std::ios::binary | std::ios::in | std::ios::out);
+  const uint16_t nan_bf16 = 0x7fc0;
+  f.seekp(static_cast<std::streamoff>(t->offset + index * 2));
+  f.write(reinterpret_cast<const char*>(&nan_bf16), 2);
+}
+
 // NaN in the LM head: generation stops with an error naming the position instead of sampling from NaN logits.
 TEST(RobustTensors, NonFiniteLogitsAreAnErrorNamingThePosition) {
   const std::string dir = temp_dir("nan_head");
   const ModelConfig cfg = tiny_config();
   write_random_checkpoint(dir, cfg, 5);
-  {
-    const Checkpoint ck = Checkpoint::open(dir);
-    const TensorInfo* head = ck.find("head.weight");
-    ASSERT_NE(head, nullptr);
-    ASSERT_EQ(head->dtype, DType::BF16);
-    std::fstream f(dir + "/model.safetensors", std::ios::binary | std::ios::in | std::ios::out);
-    const uint16_t nan_bf16 = 0x7fc0;
-    f.seekp(static_cast<std::streamoff>(head->offset));
-    f.write(reinterpret_cast<const char*>(&nan_bf16), 2);  // head[0][0]: logit 0 is NaN at every position
-  }
+  write_nan_bf16(dir, "head.weight", 0);  // head[0][0]: logit 0 is NaN at every position
   EngineOptions o;
   o.device = Device::kCPU;
   Engine engine(dir, o);
@@ -298,16 +301,7 @@ TEST(RobustTensors, NonFiniteVerificationRowsEndASpeculativeRequest) {
     first = engine.generate({prompt}, go).tokens[0][0];
   }
   ASSERT_TRUE(std::find(prompt.begin(), prompt.end(), first) == prompt.end()) << "pick another prompt";
-  {
-    const Checkpoint ck = Checkpoint::open(dir);
-    const TensorInfo* embed = ck.find("embed.weight");
-    ASSERT_NE(embed, nullptr);
-    ASSERT_EQ(embed->dtype, DType::BF16);
-    std::fstream f(dir + "/model.safetensors", std::ios::binary | std::ios::in | std::ios::out);
-    const uint16_t nan_bf16 = 0x7fc0;
-    f.seekp(static_cast<std::streamoff>(embed->offset + static_cast<size_t>(first) * cfg.hidden_size * 2));
-    f.write(reinterpret_cast<const char*>(&nan_bf16), 2);  // embed[first][0]
-  }
+  write_nan_bf16(dir, "embed.weight", static_cast<size_t>(first) * cfg.hidden_size);  // embed[first][0]
   EngineOptions o;
   Engine engine(dir, o);
   go.spec_tokens = 2;

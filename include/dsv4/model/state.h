@@ -23,9 +23,11 @@
 namespace dsv4 {
 
 // --kv-cache-dtype: how the attention caches hold their values. auto = as computed (f32 on the CPU, the activation
-// dtype on CUDA); bf16 = rounded to bf16; fp8 = DeepSeek-V4's cache (the window and compressed kv as
-// KvRoundTrip::kFp8Blocks, the indexer's keys as kFp8Row), the numerics of the official reference. The CPU keeps
-// f32 rows and applies the round trip; the CUDA build runs auto (and bf16 with bf16 activations) only, for now.
+// dtype on CUDA); bf16 = rounded to bf16; fp8 = DeepSeek-V4's cache: the window and compressed kv as
+// KvRoundTrip::kFp8Blocks (the official reference's round trip), the indexer's keys as kFp8Row (vLLM's FP8 indexer
+// cache, 132 bytes per entry; DeepSeek's reference instead rotates the indexer's query and keys by a Hadamard
+// transform and rounds them through FP4 per 32 values, not reproduced here). The CPU keeps f32 rows and applies the
+// round trip; the CUDA build runs auto (and bf16 with bf16 activations) only, for now.
 enum class KvCacheDtype : uint8_t { kAuto, kBf16, kFp8 };
 KvCacheDtype parse_kv_cache_dtype(const std::string& s);  // kInvalidArgument naming the accepted values
 const char* kv_cache_dtype_name(KvCacheDtype d);

@@ -39,6 +39,10 @@ void apply_penalties(float* logits, int64_t vocab, std::span<const int32_t> gene
 
 int32_t argmax_token(const float* logits, int64_t vocab);
 
+// log(sum_v exp(logits[v])) in double (each logit minus the row's maximum before exp): the normaliser of log-softmax
+// for logprobs, scores and perplexity.
+double log_sum_exp(const float* logits, int64_t vocab);
+
 class Sampler {
  public:
   Sampler() : Sampler(SamplingParams{}) {}
