@@ -23,21 +23,13 @@ using test::DevTensor;
 using test::download;
 using test::poison;
 using test::random_vec;
+using test::rng_for;
 using test::TestBatch;
 using test::upload;
 
-test::DeviceEnv& env() {
-  // Never destroyed: the CUDA runtime may already be shut down when static destructors run.
-  static test::DeviceEnv* e = new test::DeviceEnv(size_t{256} << 20);
-  return *e;
-}
+test::DeviceEnv& env() { return test::shared_env<256>(); }
 
 ExecContext cpu_ctx() { return ExecContext{}; }
-
-std::mt19937 rng_for(const char* test, int variant = 0) {
-  std::seed_seq seq{static_cast<int>(std::hash<std::string>{}(test)&0x7fffffff), variant};
-  return std::mt19937(seq);
-}
 
 // ---- dense -------------------------------------------------------------------------------------------
 

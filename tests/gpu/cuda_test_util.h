@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -47,6 +48,20 @@ class DeviceEnv {
   std::unique_ptr<cuda::BlasHandle> blas_;
   Arena scratch_;
 };
+
+// The test program's DeviceEnv with a scratch arena of MiB mebibytes, made at first use and never destroyed: the
+// CUDA runtime may already be shut down when static destructors run.
+template <size_t MiB>
+DeviceEnv& shared_env() {
+  static DeviceEnv* e = new DeviceEnv(MiB << 20);
+  return *e;
+}
+
+// A generator seeded by the test's name and a variant number: each case draws its own reproducible values.
+inline std::mt19937 rng_for(const char* test, int variant = 0) {
+  std::seed_seq seq{static_cast<int>(std::hash<std::string>{}(test)&0x7fffffff), variant};
+  return std::mt19937(seq);
+}
 
 // An owning device tensor.
 struct DevTensor {
