@@ -15,6 +15,7 @@
 #include "backend/cuda/blas.h"
 #include "backend/cuda/cuda_check.h"
 #include "dsv4/core/buffer.h"
+#include "dsv4/io/config.h"
 #include "dsv4/ops/ops.h"
 #include "gpu_test_util.h"
 
@@ -61,6 +62,16 @@ DeviceEnv& shared_env() {
 inline std::mt19937 rng_for(const char* test, int variant = 0) {
   std::seed_seq seq{static_cast<int>(std::hash<std::string>{}(test)&0x7fffffff), variant};
   return std::mt19937(seq);
+}
+
+// DeepSeek-V4's compress-type rope: YaRN, theta 160000, factor 16 over 65536 original positions.
+inline RopeParams v4_yarn() {
+  RopeParams p;
+  p.type = RopeType::kYarn;
+  p.theta = 160000;
+  p.factor = 16;
+  p.original_max_position_embeddings = 65536;
+  return p;
 }
 
 // An owning device tensor.
