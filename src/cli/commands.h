@@ -26,7 +26,8 @@ void register_perplexity(CLI::App& app);
 // Device options shared by every command that runs the model: --device, --cuda-precision and the CUDA
 // graph flags (--cudagraph-mode, --enforce-eager, --capture-sizes).
 struct DeviceFlags {
-  std::string device = "auto", cuda_precision = "bf16", cudagraph_mode, capture_sizes, kv_cache_dtype = "auto";
+  std::string device = "auto", cuda_precision = "bf16", cudagraph_mode, capture_sizes, kv_cache_dtype = "auto",
+              activation_quant = "none";
   bool enforce_eager = false;
   // Scheduler and state pool (0 = the engine's default for the device).
   int64_t max_model_len = 0, max_num_seqs = 0, max_batch_tokens = 0, kv_cache_memory = 0, page_tokens = 0;

@@ -10,6 +10,14 @@
 
 namespace dsv4 {
 
+Tensor quantized_input(ExecContext& ctx, const ModelState& ms, Tensor x, int64_t row) {
+  if (ms.options().activation_quant != ActivationQuant::kFp8) return x;
+  Tensor q = ctx.scratch->alloc(x.dtype(), x.shape());
+  ops::copy(ctx, q, x);
+  ops::activation_round_trip(ctx, q.view({q.numel() / row, row}));
+  return q;
+}
+
 void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights& w, LayerState& st,
                      const ModelState& ms, const BatchMeta& meta, Tensor h, Tensor y) {
   Arena& A = *ctx.scratch;
@@ -45,10 +53,17 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
   }
 
   // Every projection of h (query down, kv, the compressors' kv/gate, the indexer's head weights) in one op:
-  // at decode they share one weight-streaming launch.
+  // at decode they share one weight-streaming launch. With --activation-quant fp8 the query and kv projections
+  // (FP8 in DeepSeek's checkpoints) read h through the FP8 round trip, in their own call.
   Tensor qr = A.alloc(act, {T, c.q_lora_rank});
   Tensor kv = A.alloc(act, {T, D});
-  std::vector<ops::Projection> from_h = {{qr, aw.wq_a}, {kv, aw.wkv}};
+  const bool act_quant = ms.options().activation_quant == ActivationQuant::kFp8;
+  std::vector<ops::Projection> from_h;
+  if (act_quant) {
+    ops::linears(ctx, quantized_input(ctx, ms, h, h.size(-1)), {{qr, aw.wq_a}, {kv, aw.wkv}});
+  } else {
+    from_h = {{qr, aw.wq_a}, {kv, aw.wkv}};
+  }
   if (compressed) {
     from_h.push_back({cio.kv, aw.compressor.wkv});
     from_h.push_back({cio.gate, aw.compressor.wgate});
@@ -58,12 +73,12 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
     from_h.push_back({iio.gate, aw.indexer_compressor.wgate});
     from_h.push_back({iw, aw.indexer_weights_proj});
   }
-  ops::linears(ctx, h, from_h);
+  if (!from_h.empty()) ops::linears(ctx, h, from_h);
   ops::rms_norm(ctx, qr, qr, aw.q_norm, eps);
   Tensor q = A.alloc(act, {T, Nh, D});
   std::vector<ops::Projection> from_qr = {{q.view({T, Nh * D}), aw.wq_b}};
   if (sparse) from_qr.push_back({iq.view({T, Hi * Di}), aw.indexer_wq_b});
-  ops::linears(ctx, qr, from_qr);
+  ops::linears(ctx, quantized_input(ctx, ms, qr, qr.size(-1)), from_qr);
   ops::rms_norm_rope(ctx, q, Tensor(), eps, meta.pos, rope);  // weightless per-head norm
   ops::rms_norm_rope(ctx, kv.view({T, 1, D}), aw.kv_norm, eps, meta.pos, rope);
   // The cache's format (--kv-cache-dtype): attention reads these rows now and from the ring later, the same values.
@@ -98,12 +113,13 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
   ops::rope(ctx, o, meta.pos, rope, true);  // K = V carried rope: undo it at the query position
   Tensor oa = A.alloc(act, {T, c.o_groups * c.o_lora_rank});
   ops::grouped_linear(ctx, oa, o.view({T, Nh * D}), aw.wo_a, c.o_groups);
-  ops::linear(ctx, y, oa, aw.wo_b);
+  ops::linear(ctx, y, quantized_input(ctx, ms, oa, oa.size(-1)), aw.wo_b);  // wo_a: bf16 in DeepSeek's converted
+                                                                            // checkpoints, no round trip
   if (aw.partial_output) sum_over_ranks(ctx, y);
 }
 
-void moe_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights& w, const BatchMeta& meta, Tensor h,
-               Tensor y) {
+void moe_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights& w, const BatchMeta& meta, Tensor h, Tensor y,
+               bool activation_quant) {
   Arena& A = *ctx.scratch;
   ArenaScope scope(A);
   const int64_t T = meta.num_tokens, k = c.num_experts_per_tok;
@@ -117,7 +133,7 @@ void moe_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights& w, co
   // The shared expert is the last stacked expert (weights.h): one call runs it with the routed ones, in the
   // same weight-streaming / grouped kernels, and adds it in fp32 before the single rounding to y's dtype.
   ops::moe_experts(ctx, y, h, indices, weights, f.w1, f.w2, f.w3, static_cast<float>(c.swiglu_limit),
-                   /*shared_expert=*/f.shared_expert_here);
+                   /*shared_expert=*/f.shared_expert_here, activation_quant);
   if (f.expert_ranks > 1) sum_over_ranks(ctx, y);
 }
 
@@ -139,7 +155,7 @@ void decoder_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights& w
   ops::hc_post(ctx, mid, y, x, post, comb);
   ops::hc_pre(ctx, collapsed, post, comb, mid, w.hc_ffn.fn, w.hc_ffn.base, w.hc_ffn.scale, ops::mhc_params(c));
   ops::rms_norm(ctx, h, collapsed, w.ffn_norm, eps);
-  moe_block(ctx, c, w, meta, h, y);
+  moe_block(ctx, c, w, meta, h, y, ms.options().activation_quant == ActivationQuant::kFp8);
   ops::hc_post(ctx, out, y, mid, post, comb);
 }
 

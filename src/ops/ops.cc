@@ -317,6 +317,15 @@ void compressor_emit(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor
   DSV4_DISPATCH(compressor_emit, state, kv, gate, ape, norm_w, rope, meta, eps);
 }
 
+void activation_round_trip(ExecContext& ctx, Tensor x) {
+  require(ctx, x, DType::F32, "activation_round_trip", "x");
+  DSV4_CHECK_ARG(x.ndim() >= 1, "activation_round_trip: x ", x.shape_string());
+  DSV4_CHECK(!ctx.is_cuda(), kUnsupported,
+             "activation_round_trip: --activation-quant fp8 runs on the CPU only in this "
+             "build");
+  if (!ctx.measuring) cpu::kv_round_trip(x, 0, KvRoundTrip::kFp8Blocks128);
+}
+
 void kv_round_trip(ExecContext& ctx, Tensor x, int64_t rope_dim, KvRoundTrip format) {
   require(ctx, x, DType::F32, "kv_round_trip", "x");
   DSV4_CHECK_ARG(x.ndim() >= 1 && rope_dim >= 0 && rope_dim <= x.size(-1), "kv_round_trip: rope_dim ", rope_dim,
@@ -478,7 +487,7 @@ void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, 
 }
 
 void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2,
-                 Tensor w3, float limit, bool shared_expert) {
+                 Tensor w3, float limit, bool shared_expert, bool activation_quant) {
   require_float(ctx, out, "moe_experts", "out");
   require_float(ctx, x, "moe_experts", "x");
   require(ctx, indices, DType::I32, "moe_experts", "indices");
@@ -495,6 +504,12 @@ void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor 
   DSV4_CHECK_ARG(!shared_expert || w1.size(0) >= 2,
                  "moe_experts: a shared expert needs w1 [E + 1, I, H] with E >= 1 routed experts, got w1 ",
                  w1.shape_string());
+  if (activation_quant) {
+    DSV4_CHECK(!ctx.is_cuda(), kUnsupported, "moe_experts: --activation-quant fp8 runs on the CPU only in this build");
+    require(ctx, x, DType::F32, "moe_experts", "x");
+    if (!ctx.measuring) cpu::moe_experts(out, x, indices, weights, w1, w2, w3, limit, shared_expert, true);
+    return;
+  }
   DSV4_DISPATCH(moe_experts, out, x, indices, weights, w1, w2, w3, limit, shared_expert);
 }
 
@@ -607,6 +622,8 @@ const char* kv_round_trip_name(KvRoundTrip f) {
       return "fp8 (e4m3 per 64, ue8m0 scales; RoPE part bf16)";
     case KvRoundTrip::kFp8Row:
       return "fp8 (e4m3, one fp32 scale per row)";
+    case KvRoundTrip::kFp8Blocks128:
+      return "fp8 activations (e4m3 per 128, ue8m0 scales)";
   }
   return "?";
 }

@@ -48,6 +48,7 @@ void check_engine_options(const EngineOptions& o) {
   DSV4_CHECK_ARG(o.cuda_precision == DType::BF16 || o.cuda_precision == DType::F32,
                  "engine options: the CUDA precision must be BF16 or F32");
   kv_formats(o.kv_cache_dtype, o.device, o.cuda_precision);  // a cache format the device cannot run
+  check_activation_quant(o.activation_quant, o.device);
   DSV4_CHECK_ARG(o.parallel.tensor_parallel_size >= 1, "--tensor-parallel-size must be >= 1, got ",
                  o.parallel.tensor_parallel_size);
   DSV4_CHECK(!o.parallel.active() || o.device == Device::kCPU, kUnsupported, "--tensor-parallel-size ",
@@ -140,6 +141,7 @@ void Engine::init(std::chrono::steady_clock::time_point t0) {
   model_opt_.page_tokens = opt_.page_tokens;
   model_opt_.cuda_activation_dtype = opt_.cuda_precision;
   model_opt_.kv_cache_dtype = opt_.kv_cache_dtype;
+  model_opt_.activation_quant = opt_.activation_quant;
   ForwardShape shape;
   shape.max_tokens = opt_.max_batch_tokens;
   shape.max_rows = rows;
@@ -249,7 +251,11 @@ std::vector<float> Engine::score(const std::vector<int32_t>& ids) {
       BatchBuilder b;
       b.add({slot, static_cast<int32_t>(done), std::vector<int32_t>(ids.begin() + done, ids.begin() + done + n), true});
       forward(b, &part);
-      all.insert(all.end(), part.begin(), part.end());
+      if (all.empty()) {
+        all.swap(part);  // one chunk (the usual case): no copy
+      } else {
+        all.insert(all.end(), part.begin(), part.end());
+      }
       done += n;
     }
   } catch (...) {

@@ -440,6 +440,16 @@ TEST_F(Cli, KvCacheDtype) {
   expect_failure(base + " --kv-cache-dtype ''", {"--kv-cache-dtype"});
 }
 
+TEST_F(Cli, ActivationQuant) {
+  const std::string base = str_cat("generate -m ", model(), " --ids 256,84,104,101,32,119 -n 8 --ignore-eos --json");
+  for (const char* q : {"none", "fp8"}) {
+    const json r = run_json(str_cat(base, " --activation-quant ", q));
+    EXPECT_EQ(r["tokens"][0].size(), 8u) << q;
+  }
+  expect_failure(base + " --activation-quant int8", {"--activation-quant must be none or fp8", "int8"});
+  expect_failure(base + " --activation-quant fp8 --device cuda", {"--activation-quant fp8 runs on the CPU only"});
+}
+
 // --tensor-parallel-size N [--expert-parallel] on the CPU: in-process ranks, the same greedy tokens as one rank (plain
 // and speculative); bad rank counts fail before the model is loaded.
 TEST_F(Cli, TensorParallelGenerateMatchesOneRank) {

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <string>
@@ -35,6 +36,36 @@ inline std::vector<float> to_vector(const Tensor& t) {
   std::vector<float> v(static_cast<size_t>(t.numel()));
   convert_to_f32(t.dtype(), t.data(), v.data(), v.size());
   return v;
+}
+
+// How close two runs' next-token distributions are, over rows of V logits: top-1 agreement, the mean KL divergence
+// KL(want || got) and the largest logit difference.
+struct LogitAgreement {
+  double top1 = 0, kl = 0, max_diff = 0;
+};
+inline LogitAgreement compare_logits(const std::vector<float>& want, const std::vector<float>& got, int64_t V) {
+  LogitAgreement r;
+  const int64_t T = static_cast<int64_t>(want.size()) / V;
+  int64_t agree = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    const float* w = want.data() + t * V;
+    const float* g = got.data() + t * V;
+    agree += std::max_element(w, w + V) - w == std::max_element(g, g + V) - g;
+    const double mw = *std::max_element(w, w + V), mg = *std::max_element(g, g + V);
+    double zw = 0, zg = 0;
+    for (int64_t v = 0; v < V; ++v) {
+      zw += std::exp(w[v] - mw);
+      zg += std::exp(g[v] - mg);
+      r.max_diff = std::max(r.max_diff, static_cast<double>(std::fabs(w[v] - g[v])));
+    }
+    for (int64_t v = 0; v < V; ++v) {
+      const double lp = w[v] - mw - std::log(zw), lq = g[v] - mg - std::log(zg);
+      r.kl += std::exp(lp) * (lp - lq);
+    }
+  }
+  r.kl /= static_cast<double>(std::max<int64_t>(T, 1));
+  r.top1 = static_cast<double>(agree) / static_cast<double>(std::max<int64_t>(T, 1));
+  return r;
 }
 
 }  // namespace dsv4::test

@@ -15,9 +15,13 @@ namespace dsv4 {
 // Attention sublayer of one block: h [T, H] → y [T, H], updating the layer's state.
 void attention_block(ExecContext& ctx, const ModelConfig& cfg, const BlockWeights& w, LayerState& state,
                      const ModelState& ms, const BatchMeta& meta, Tensor h, Tensor y);
-// MoE sublayer: h [T, H] → y [T, H].
+// MoE sublayer: h [T, H] → y [T, H]. activation_quant: --activation-quant fp8 (ops::moe_experts).
 void moe_block(ExecContext& ctx, const ModelConfig& cfg, const BlockWeights& w, const BatchMeta& meta, Tensor h,
-               Tensor y);
+               Tensor y, bool activation_quant = false);
+// The input of a product DeepSeek's checkpoints store in FP8/FP4: x itself, or under --activation-quant fp8
+// (ModelOptions::activation_quant) a scratch copy through ops::activation_round_trip, per `row` values (a row of a
+// concatenated input may join two products: each part is quantised on its own).
+Tensor quantized_input(ExecContext& ctx, const ModelState& ms, Tensor x, int64_t row);
 // One decoder block on the mHC residual: x [T, n, H] → out [T, n, H] (out must not alias x).
 void decoder_block(ExecContext& ctx, const ModelConfig& cfg, const BlockWeights& w, LayerState& state,
                    const ModelState& ms, const BatchMeta& meta, Tensor x, Tensor out);

@@ -37,6 +37,16 @@ struct KvFormats {
 };
 KvFormats kv_formats(KvCacheDtype d, Device device, DType activations);
 
+// --activation-quant: kFp8 rounds the activations entering every product DeepSeek's checkpoints store in FP8/FP4
+// (the query, kv and output projections but wo_a, the indexer's query, the experts, the MTP's e_proj / h_proj)
+// through E4M3 per 128 values with power-of-two scales, and applies each routed expert's weight before w2 — the
+// numerics of DeepSeek's reference inference. kNone keeps them as computed. The CPU only in this build.
+enum class ActivationQuant : uint8_t { kNone, kFp8 };
+ActivationQuant parse_activation_quant(const std::string& s);  // kInvalidArgument naming the accepted values
+const char* activation_quant_name(ActivationQuant q);
+// kUnsupported when `device` cannot run `q` (said before any weight is read).
+void check_activation_quant(ActivationQuant q, Device device);
+
 struct ModelOptions {
   int64_t max_seqs = 1;          // page-table rows: sequences resident at once
   int64_t max_model_len = 4096;  // positions per sequence (entry capacity, table columns)
@@ -49,6 +59,7 @@ struct ModelOptions {
   // (full precision, with F32 matrices: LoadOptions::cuda_matrix_dtype). The CPU always runs F32.
   DType cuda_activation_dtype = DType::BF16;
   KvCacheDtype kv_cache_dtype = KvCacheDtype::kAuto;
+  ActivationQuant activation_quant = ActivationQuant::kNone;
 };
 
 // Positions per context page for a config: the least common multiple of its compress rates, times the smallest

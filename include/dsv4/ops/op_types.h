@@ -31,11 +31,13 @@ struct RopeTable {
 
 // The values an attention cache of a given format gives back (--kv-cache-dtype; ops::kv_round_trip).
 enum class KvRoundTrip : uint8_t {
-  kNone,       // as computed (f32 on the CPU, the activation dtype on CUDA)
-  kBf16,       // every value rounded to bf16
-  kFp8Blocks,  // DeepSeek-V4's window / compressed kv: the no-RoPE part in E4M3 per 64 values with a power-of-two
-               // (UE8M0) scale, the RoPE part (last rope_dim values) in bf16
-  kFp8Row,     // the indexer's keys: the whole row in E4M3 with one fp32 scale
+  kNone,          // as computed (f32 on the CPU, the activation dtype on CUDA)
+  kBf16,          // every value rounded to bf16
+  kFp8Blocks,     // DeepSeek-V4's window / compressed kv: the no-RoPE part in E4M3 per 64 values with a power-of-two
+                  // (UE8M0) scale, the RoPE part (last rope_dim values) in bf16
+  kFp8Row,        // the indexer's keys: the whole row in E4M3 with one fp32 scale
+  kFp8Blocks128,  // activations before a product DeepSeek runs in FP8/FP4 (--activation-quant fp8): the whole row in
+                  // E4M3 per 128 values with a UE8M0 scale, as the reference's act_quant
 };
 const char* kv_round_trip_name(KvRoundTrip f);
 

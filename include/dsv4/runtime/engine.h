@@ -30,7 +30,8 @@ struct EngineOptions {
   bool load_mtp = true;
   // CUDA: BF16 weights and activations (the default) or F32 throughout (full precision, for parity checks).
   DType cuda_precision = DType::BF16;
-  KvCacheDtype kv_cache_dtype = KvCacheDtype::kAuto;  // --kv-cache-dtype (model/state.h)
+  KvCacheDtype kv_cache_dtype = KvCacheDtype::kAuto;          // --kv-cache-dtype (model/state.h)
+  ActivationQuant activation_quant = ActivationQuant::kNone;  // --activation-quant (model/state.h)
   // CUDA graphs (docs/graphs.md): --cudagraph-mode none|breakable|full|auto ("" = not given, i.e. auto),
   // --enforce-eager, explicit capture sizes ("" = default 1, 2, 4, 8, 16, ... 256), and the draft length
   // the target's sizes are rounded for (multiples of 1 + K).

@@ -64,7 +64,7 @@ void kv_round_trip_row(float* row, int64_t width, int64_t rope_dim, KvRoundTrip 
 void moe_route(Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
                const ops::RouteParams& params);
 void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2, Tensor w3, float limit,
-                 bool shared_expert);
+                 bool shared_expert, bool activation_quant = false);
 
 // Shared scalar helpers (also used by tests as the direct formulas).
 inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }

@@ -1,7 +1,7 @@
 // The attention caches' formats on the CPU (ops::KvRoundTrip): the values a cache of the format gives back, computed
-// in place on f32 rows. The CPU keeps its caches in f32 and applies the round trip where a value enters a cache
-// (the window kv before attention reads it, an entry before it is stored), which is exactly what storing the
-// format and reading it back gives.
+// in place on f32 rows; and the activations' FP8 format of --activation-quant fp8 (kFp8Blocks128). The CPU keeps its
+// caches in f32 and applies the round trip where a value enters a cache (the window kv before attention reads it, an
+// entry before it is stored), which is exactly what storing the format and reading it back gives.
 #include <algorithm>
 #include <cmath>
 
@@ -13,7 +13,8 @@ namespace {
 
 constexpr float kE4m3Max = 448.0f;
 constexpr float kAmaxFloor = 1e-4f;
-constexpr int64_t kFp8Block = 64;
+constexpr int64_t kFp8Block = 64;             // the cache's blocks
+constexpr int64_t kFp8ActivationBlock = 128;  // the activations' blocks (DeepSeek's act_quant)
 
 float amax(const float* x, int64_t n) {
   float m = 0.0f;
@@ -30,6 +31,16 @@ void bf16_round_trip(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = round_to_bf16(x[i]);
 }
 
+// E4M3 per `block` values (the last block may be shorter), each block at a power-of-two (UE8M0) scale: x / s is
+// exact, and |x / s| <= 448 for every x of the block.
+void e4m3_blocks_round_trip(float* x, int64_t n, int64_t block) {
+  for (int64_t b = 0; b < n; b += block) {
+    const int64_t m = std::min(block, n - b);
+    const int e = scale_exponent(std::max(amax(x + b, m), kAmaxFloor), kE4m3Max);
+    e4m3_round_trip(x + b, m, std::ldexp(1.0f, e));
+  }
+}
+
 }  // namespace
 
 void kv_round_trip_row(float* row, int64_t width, int64_t rope_dim, KvRoundTrip format) {
@@ -40,16 +51,13 @@ void kv_round_trip_row(float* row, int64_t width, int64_t rope_dim, KvRoundTrip 
       return bf16_round_trip(row, width);
     case KvRoundTrip::kFp8Blocks: {
       const int64_t plain = width - rope_dim;
-      for (int64_t b = 0; b < plain; b += kFp8Block) {
-        const int64_t n = std::min(kFp8Block, plain - b);
-        // A power of two (UE8M0): x / s is exact, and |x / s| <= 448 for every x of the block.
-        const int e = scale_exponent(std::max(amax(row + b, n), kAmaxFloor), kE4m3Max);
-        e4m3_round_trip(row + b, n, std::ldexp(1.0f, e));
-      }
+      e4m3_blocks_round_trip(row, plain, kFp8Block);
       return bf16_round_trip(row + plain, rope_dim);
     }
     case KvRoundTrip::kFp8Row:
       return e4m3_round_trip(row, width, std::max(amax(row, width), kAmaxFloor) / kE4m3Max);
+    case KvRoundTrip::kFp8Blocks128:
+      return e4m3_blocks_round_trip(row, width, kFp8ActivationBlock);
   }
 }
 

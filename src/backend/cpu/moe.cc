@@ -51,7 +51,7 @@ void moe_route(Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tenso
 }
 
 void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2, Tensor w3, float limit,
-                 bool shared_expert) {
+                 bool shared_expert, bool activation_quant) {
   const int64_t T = x.size(0), H = x.size(1), k = indices.size(1), I = w1.size(1);
   const int64_t routed = w1.size(0) - (shared_expert ? 1 : 0);
   // An index past the routed experts would read past w1, or silently run the shared expert twice.
@@ -70,7 +70,12 @@ void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1
     for (int64_t i = 0; i < terms; ++i)
       rows[i < k ? indices.ptr<int32_t>()[t * k + i] : routed].push_back(t * terms + i);
   }
-  std::vector<float> y(static_cast<size_t>(T * terms * H));  // y[t * terms + i]: term i of token t, unweighted
+  // y[t * terms + i]: term i of token t, unweighted (with activation_quant: weighted, the weight applied before w2)
+  std::vector<float> y(static_cast<size_t>(T * terms * H));
+  auto term_weight = [&](int64_t pair) {  // pair = t * terms + i
+    const int64_t t = pair / terms, i = pair % terms;
+    return i < k ? weights.ptr<float>()[t * k + i] : 1.0f;
+  };
   std::vector<float> xe, gate, up, ye;
   for (int64_t e = 0; e <= routed; ++e) {
     const int64_t n = static_cast<int64_t>(rows[e].size());
@@ -82,11 +87,20 @@ void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1
     for (int64_t r = 0; r < n; ++r) {
       const float* src = x.ptr<float>() + rows[e][r] / terms * H;
       std::copy(src, src + H, xe.data() + r * H);
+      if (activation_quant) kv_round_trip_row(xe.data() + r * H, H, 0, KvRoundTrip::kFp8Blocks128);
     }
     product_nt(n, I, H, xe.data(), H, w1.ptr<float>() + e * I * H, H, gate.data(), I);
     product_nt(n, I, H, xe.data(), H, w3.ptr<float>() + e * I * H, H, up.data(), I);
     for (int64_t j = 0; j < n * I; ++j) {
       gate[j] = silu(std::min(gate[j], limit)) * std::min(std::max(up[j], -limit), limit);
+    }
+    if (activation_quant) {
+      for (int64_t r = 0; r < n; ++r) {
+        float* g = gate.data() + r * I;
+        const float wt = term_weight(rows[e][r]);
+        for (int64_t j = 0; j < I; ++j) g[j] *= wt;
+        kv_round_trip_row(g, I, 0, KvRoundTrip::kFp8Blocks128);
+      }
     }
     product_nt(n, H, I, gate.data(), I, w2.ptr<float>() + e * H * I, I, ye.data(), H);
     for (int64_t r = 0; r < n; ++r) std::copy(ye.data() + r * H, ye.data() + (r + 1) * H, y.data() + rows[e][r] * H);
@@ -95,7 +109,7 @@ void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1
     float* o = out.ptr<float>() + t * H;
     std::fill(o, o + H, 0.0f);
     for (int64_t i = 0; i < terms; ++i) {
-      const float wt = i < k ? weights.ptr<float>()[t * k + i] : 1.0f;
+      const float wt = activation_quant ? 1.0f : term_weight(t * terms + i);
       const float* yt = y.data() + (t * terms + i) * H;
       for (int64_t h = 0; h < H; ++h) o[h] += wt * yt[h];
     }
