@@ -14,6 +14,7 @@
 #include "dsv4/ops/ops.h"
 #include "dsv4/ops/rope_table.h"
 #include "dsv4/runtime/engine.h"
+#include "engine_invariants.h"
 #include "test_util.h"
 
 namespace dsv4 {
@@ -151,36 +152,17 @@ EngineOptions fp8_options(int64_t max_batch_tokens) {
   return o;
 }
 
-std::vector<int32_t> prompt(int64_t n) {
-  std::mt19937 rng(3);
-  std::vector<int32_t> ids = {0};
-  for (int64_t i = 1; i < n; ++i) ids.push_back(static_cast<int32_t>(2 + rng() % 6000));
-  return ids;
-}
-
-// Chunks of 5 and 7 tokens (both below the BLAS threshold: every product through the same dot_rows bits): the
-// window kv and the compressed entries are round-tripped where they are computed, so every chunking gives the same
-// logits, bit for bit; greedy speculative decoding gives the tokens of plain decoding.
+// The window kv and the compressed entries are round-tripped where they are computed: every chunking gives the same
+// logits, and speculative decoding keeps its tokens.
 TEST(KvCache, Fp8CacheGivesTheSameValuesWhereverARowIsComputed) {
-  const std::string dir = test::source_dir() + "/models/dsv4-tiny-kjv";
-  const std::vector<int32_t> ids = prompt(90);
-  Engine five(dir, fp8_options(5)), seven(dir, fp8_options(7));
-  const std::vector<float> a = five.score(ids), b = seven.score(ids);
-  ASSERT_EQ(a.size(), b.size());
-  EXPECT_EQ(a, b);
-  GenerateOptions g;
-  g.max_new_tokens = 24;
-  g.stop_at_eos = false;
-  const GenerateResult plain = five.generate({ids}, g);
-  g.spec_tokens = 2;
-  EXPECT_EQ(five.generate({ids}, g).tokens, plain.tokens);
+  test::expect_chunking_and_speculation_invariant(fp8_options(512), test::random_prompt(90, 3));
 }
 
 // The fp8 cache changes the logits (the option does something), by little: top-1 agreement with the f32 cache and
 // the mean KL divergence of the next-token distributions (the perplexity of heldout.txt moves 15.066 -> 15.058).
 TEST(KvCache, Fp8CacheStaysCloseToTheF32Cache) {
   const std::string dir = test::source_dir() + "/models/dsv4-tiny-kjv";
-  const std::vector<int32_t> ids = prompt(300);
+  const std::vector<int32_t> ids = test::random_prompt(300, 3);
   EngineOptions f32 = fp8_options(512);
   f32.kv_cache_dtype = KvCacheDtype::kAuto;
   Engine exact(dir, f32), fp8(dir, fp8_options(512));
