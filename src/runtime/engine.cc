@@ -49,6 +49,11 @@ void check_engine_options(const EngineOptions& o) {
                  "engine options: the CUDA precision must be BF16 or F32");
   kv_formats(o.kv_cache_dtype, o.device, o.cuda_precision);  // a cache format the device cannot run
   check_activation_quant(o.activation_quant, o.device);
+  // A rank holds a share of some products' input rows (the output projection's groups, the experts' intermediate
+  // columns): its blocks of 128 would be cut where the partition cuts, and the result would depend on the rank count.
+  DSV4_CHECK(o.activation_quant == ActivationQuant::kNone || !o.parallel.active(), kUnsupported,
+             "--activation-quant fp8 with --tensor-parallel-size ", o.parallel.tensor_parallel_size,
+             ": each rank would quantise its share of a row in blocks of its own, unlike one rank; not supported yet");
   DSV4_CHECK_ARG(o.parallel.tensor_parallel_size >= 1, "--tensor-parallel-size must be >= 1, got ",
                  o.parallel.tensor_parallel_size);
   DSV4_CHECK(!o.parallel.active() || o.device == Device::kCPU, kUnsupported, "--tensor-parallel-size ",

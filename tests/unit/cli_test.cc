@@ -448,6 +448,8 @@ TEST_F(Cli, ActivationQuant) {
   }
   expect_failure(base + " --activation-quant int8", {"--activation-quant must be none or fp8", "int8"});
   expect_failure(base + " --activation-quant fp8 --device cuda", {"--activation-quant fp8 runs on the CPU only"});
+  expect_failure(base + " --activation-quant fp8 --tensor-parallel-size 2",
+                 {"--activation-quant fp8 with --tensor-parallel-size 2", "not supported yet"});
 }
 
 // --tensor-parallel-size N [--expert-parallel] on the CPU: in-process ranks, the same greedy tokens as one rank (plain

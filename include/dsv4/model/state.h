@@ -40,7 +40,8 @@ KvFormats kv_formats(KvCacheDtype d, Device device, DType activations);
 // --activation-quant: kFp8 rounds the activations entering every product DeepSeek's checkpoints store in FP8/FP4
 // (the query, kv and output projections but wo_a, the indexer's query, the experts, the MTP's e_proj / h_proj)
 // through E4M3 per 128 values with power-of-two scales, and applies each routed expert's weight before w2 — the
-// numerics of DeepSeek's reference inference. kNone keeps them as computed. The CPU only in this build.
+// numerics of DeepSeek's reference inference. kNone keeps them as computed. The CPU only in this build, and one rank
+// only (a rank's share of a row would be quantised in blocks of its own: the engine refuses the combination).
 enum class ActivationQuant : uint8_t { kNone, kFp8 };
 ActivationQuant parse_activation_quant(const std::string& s);  // kInvalidArgument naming the accepted values
 const char* activation_quant_name(ActivationQuant q);
