@@ -113,8 +113,8 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
   ops::rope(ctx, o, meta.pos, rope, true);  // K = V carried rope: undo it at the query position
   Tensor oa = A.alloc(act, {T, c.o_groups * c.o_lora_rank});
   ops::grouped_linear(ctx, oa, o.view({T, Nh * D}), aw.wo_a, c.o_groups);
-  ops::linear(ctx, y, quantized_input(ctx, ms, oa, oa.size(-1)), aw.wo_b);  // wo_a: bf16 in DeepSeek's converted
-                                                                            // checkpoints, no round trip
+  // wo_a stays unquantised under --activation-quant fp8 (DeepSeek's conversion makes it bf16); wo_b does not.
+  ops::linear(ctx, y, quantized_input(ctx, ms, oa, oa.size(-1)), aw.wo_b);
   if (aw.partial_output) sum_over_ranks(ctx, y);
 }
 

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <random>
 #include <string>
 #include <vector>
@@ -39,6 +40,22 @@ inline void expect_chunking_and_speculation_invariant(EngineOptions o, const std
   const GenerateResult plain = five.generate({ids}, g);
   g.spec_tokens = 2;
   EXPECT_EQ(five.generate({ids}, g).tokens, plain.tokens);
+}
+
+// `changed` moves the default model's logits over `ids` away from `exact`'s (the option does something), by little:
+// top-1 agreement >= 95% and mean KL <= 1e-2. `what` names the pair in the printed figures.
+inline void expect_close_but_changed(const EngineOptions& exact, const EngineOptions& changed,
+                                     const std::vector<int32_t>& ids, const char* what) {
+  const std::string dir = source_dir() + "/models/dsv4-tiny-kjv";
+  Engine a(dir, exact), b(dir, changed);
+  const std::vector<float> want = a.score(ids), got = b.score(ids);
+  ASSERT_EQ(want.size(), got.size());
+  const LogitAgreement r = compare_logits(want, got, a.config().vocab_size);
+  std::printf("%s over %zu positions: top-1 agreement %.4f, mean KL %.3g, max |logit diff| %.3g\n", what, ids.size(),
+              r.top1, r.kl, r.max_diff);
+  EXPECT_GT(r.max_diff, 0.0);
+  EXPECT_GE(r.top1, 0.95);
+  EXPECT_LE(r.kl, 1e-2);
 }
 
 }  // namespace dsv4::test
