@@ -7,7 +7,8 @@
 #               (bench/kernels/rms_norm/peers.py; PEERS_ARGS adds arguments, e.g. "--sweep ''" for no sweep)
 #   bench       the opt-in CUDA benchmark test (CudaBench)
 #   cli         info / generate on the test fixture, CUDA and CPU
-#   san         compute-sanitizer memcheck + racecheck on the op (attention, indexer, MoE, sampling), model and engine tests
+#   san         compute-sanitizer memcheck on the op, model, engine and scheduler tests and on whole generate runs
+#               (speculative; batched sampled), racecheck on the op tests (attention, indexer, MoE, sampling)
 #   runtime_v2  scripts/gpu/runtime_v2.sh (the runtime issue's measurements; PHASES selects its parts)
 #   profile, gemv, checkpoints, hf_compare, flash, longctx, spec   scripts/gpu/suites/NAME.sh (their headers say what they
 #               measure and which variables they take), run from the checkout with the stage's programs
@@ -72,20 +73,30 @@ if has cli; then
   summary "cuda: $(tail -1 "$LOGS/cli_cuda.log")"
   summary "cpu:  $(tail -1 "$LOGS/cli_cpu.log")"
 fi
-if has san; then
+if has san; then  # SAN_PARTS (default all; each part up to ~5-7 min, so split them over calls): tests,generate,racecheck
   SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-  step memcheck 200 "$SAN" --tool memcheck --error-exitcode 9 dsv4_gpu_tests \
+  part() { [[ ",${SAN_PARTS:-tests,generate,racecheck}," == *",$1,"* ]]; }
+  part tests && step memcheck 200 "$SAN" --tool memcheck --error-exitcode 9 dsv4_gpu_tests \
     --gtest_filter='CudaOps.*:*CudaModelParity*:CudaEngine.*:CudaScheduler.ContinuousBatching*:CudaScheduler.Preemption*:CudaMtp.*:*MtpNorm*:CudaSampleTokens.NonFinite*'
-  # Racecheck is slow: the sampling kernel first, then the ops (CudaOps.MoeExperts does not finish in 300 s, the MTP
-  # drafter test took all 300 s without finishing on 2026-12-04: run those alone with RACECHECK_SLOW=1).
-  step racecheck_sampling 120 "$SAN" --tool racecheck --error-exitcode 9 dsv4_gpu_tests \
+  # Whole runs of the CLI (issue 21): a generation with speculative decoding and a batched sampled one, each with
+  # its CUDA graphs captured and replayed.
+  fx=$DSV4_SOURCE_DIR/models/dsv4-tiny-kjv
+  printf '%s\n' "In the beginning" "And God said" "The LORD is my shepherd" "Blessed are the" >"$LOGS/prompts.txt"
+  part generate && step memcheck_spec 200 "$SAN" --tool memcheck --error-exitcode 9 dsv4 generate -m "$fx" --device cuda \
+    --prompt "In the beginning God created" -n 48 --spec-tokens 2 --ignore-eos
+  part generate && step memcheck_sampled 200 "$SAN" --tool memcheck --error-exitcode 9 dsv4 generate -m "$fx" --device cuda \
+    --prompts "$LOGS/prompts.txt" -n 32 --temperature 0.8 --top-p 0.9 --seed 7 --ignore-eos
+  # Racecheck is slow: the sampling kernel first, then the ops (the whole CudaOps.MoeExperts list does not finish in
+  # 300 s, its small shapes do; the MTP drafter test took all 300 s without finishing on 2026-12-04: run those with
+  # RACECHECK_SLOW=1).
+  part racecheck && step racecheck_sampling 120 "$SAN" --tool racecheck --error-exitcode 9 dsv4_gpu_tests \
     --gtest_filter='CudaSampleTokens.GreedyIsHostArgmax:CudaSampleTokens.DrawsMatchTheCpuReference:CudaSampleTokens.NonFiniteRowsAreFlaggedLikeTheCpu'
-  step racecheck 300 "$SAN" --tool racecheck --error-exitcode 9 dsv4_gpu_tests \
-    --gtest_filter='CudaOps.*:*EachBlock*:*GraphReplay*/2-CudaOps.MoeExperts*'
+  part racecheck && step racecheck 300 "$SAN" --tool racecheck --error-exitcode 9 dsv4_gpu_tests \
+    --gtest_filter='CudaOps.*:*EachBlock*:*GraphReplay*/2-CudaOps.MoeExperts'
   [ -n "${RACECHECK_SLOW:-}" ] && step racecheck_slow 500 "$SAN" --tool racecheck --error-exitcode 9 dsv4_gpu_tests \
-    --gtest_filter='CudaOps.MoeExperts*:CudaMtp.Drafter*'
-  summary "$(grep -E "^\[       OK|Race|hazard" "$LOGS"/racecheck*.log | sed 's/ (.*//' | tr '\n' ' ')"
-  summary "$(grep -h "ERROR SUMMARY" "$LOGS"/memcheck.log "$LOGS"/racecheck*.log)"
+    --gtest_filter='CudaOps.MoeExperts:CudaMtp.Drafter*'
+  summary "$(grep -E "^\[       OK|Race|hazard" "$LOGS"/racecheck*.log 2>/dev/null | sed 's/ (.*//' | tr '\n' ' ')"
+  summary "$(grep -H "ERROR SUMMARY" "$LOGS"/memcheck*.log "$LOGS"/racecheck*.log 2>/dev/null | sed "s|$LOGS/||")"
 fi
 if has runtime_v2; then
   (cd "$DSV4_SOURCE_DIR" && STAGE_DIR=$STAGE OUT=$LOGS/runtime_v2 bash "$STAGE/scripts/gpu/runtime_v2.sh") \

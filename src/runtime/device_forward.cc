@@ -267,25 +267,23 @@ struct DeviceForward::Impl {
     DSV4_CHECK_ARG(K >= 1 && K <= max_spec, "speculative step: K = ", K, " outside [1, ", max_spec, "]");
     auto it = spec.find(K);
     if (it != spec.end()) return it->second;
-    SpecRunners r;
     const graph::CaptureSizes sizes = spec_sizes(K);
-    graph::GraphRunnerOptions od;
-    od.name = str_cat("spec-draft K=", K);
-    od.uniform_decode_mode = policy.drafter;
-    od.sizes = sizes;
-    r.draft = std::make_unique<graph::GraphRunner>(
-        *pool, od, runner_exec,
-        [this, K](graph::ForwardContext& f, const graph::BatchDescriptor& b) { spec_draft_padded(f, b, K); });
-    graph::GraphRunnerOptions ov;
-    ov.name = str_cat("spec-verify K=", K);
-    ov.uniform_decode_mode = policy.uniform_decode;
-    ov.sizes = sizes;
-    r.verify = std::make_unique<graph::GraphRunner>(
-        *pool, ov, runner_exec,
-        [this, K](graph::ForwardContext& f, const graph::BatchDescriptor& b) { spec_verify_padded(f, b, K); });
-    auto padding = [this, K](graph::ForwardContext&, const graph::BatchDescriptor& b, int n) { spec_padding(b, n, K); };
-    r.draft->set_padding_hook(padding);
-    r.verify->set_padding_hook(padding);
+    // The draft and the verification forwards: one runner each over the same capture sizes and padding blocks.
+    auto runner = [&](const char* what, graph::GraphMode mode, auto forward) {
+      graph::GraphRunnerOptions o;
+      o.name = str_cat(what, " K=", K);
+      o.uniform_decode_mode = mode;
+      o.sizes = sizes;
+      auto r = std::make_unique<graph::GraphRunner>(
+          *pool, o, runner_exec,
+          [this, K, forward](graph::ForwardContext& f, const graph::BatchDescriptor& b) { (this->*forward)(f, b, K); });
+      r->set_padding_hook(
+          [this, K](graph::ForwardContext&, const graph::BatchDescriptor& b, int n) { spec_padding(b, n, K); });
+      return r;
+    };
+    SpecRunners r;
+    r.draft = runner("spec-draft", policy.drafter, &Impl::spec_draft_padded);
+    r.verify = runner("spec-verify", policy.uniform_decode, &Impl::spec_verify_padded);
     return spec.emplace(K, std::move(r)).first->second;
   }
   // Device buffers of speculative decoding, sized for Kmax and the executor's rows.

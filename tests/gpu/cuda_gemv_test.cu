@@ -24,11 +24,7 @@ using test::poison;
 using test::random_vec;
 using test::upload;
 
-test::DeviceEnv& env() {
-  // Never destroyed: the CUDA runtime may already be shut down when static destructors run.
-  static test::DeviceEnv* e = new test::DeviceEnv(size_t{16} << 20);
-  return *e;
-}
+test::DeviceEnv& env() { return test::shared_env<16>(); }
 
 std::vector<char> download_bytes(const Tensor& t) {
   std::vector<char> out(t.nbytes());

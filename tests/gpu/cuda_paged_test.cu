@@ -26,21 +26,13 @@ using test::DevTensor;
 using test::download;
 using test::poison;
 using test::random_vec;
+using test::rng_for;
 using test::TestBatch;
 using test::upload;
 
-test::DeviceEnv& env() {
-  // Never destroyed: the CUDA runtime may already be shut down when static destructors run.
-  static test::DeviceEnv* e = new test::DeviceEnv(size_t{16} << 20);
-  return *e;
-}
+test::DeviceEnv& env() { return test::shared_env<16>(); }
 
 ExecContext cpu_ctx() { return ExecContext{}; }
-
-std::mt19937 rng_for(const char* test, int variant = 0) {
-  std::seed_seq seq{static_cast<int>(std::hash<std::string>{}(test)&0x7fffffff), variant};
-  return std::mt19937(seq);
-}
 
 int64_t align16(int64_t bytes) { return (bytes + 15) / 16 * 16; }
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -190,8 +182,10 @@ class ScatteredPool {
     return "";
   }
 
-  PagedRows cpu(int a) { return rows(arrays_[a], host_.data(), host_page_bytes_, arrays_[a].host_offset,
-                                     arrays_[a].host_row_bytes, DType::F32, table_.data()); }
+  PagedRows cpu(int a) {
+    return rows(arrays_[a], host_.data(), host_page_bytes_, arrays_[a].host_offset, arrays_[a].host_row_bytes,
+                DType::F32, table_.data());
+  }
   PagedRows gpu(int a) const {
     return rows(arrays_[a], dev_.data(), dev_page_bytes_, arrays_[a].dev_offset, arrays_[a].dev_row_bytes,
                 arrays_[a].dtype, static_cast<const int32_t*>(dtable_.t.data()));
@@ -314,7 +308,8 @@ TEST(CudaPaged, CompressorEmitAndStore) {
     std::vector<float> ape = random_vec(rng, r * width), norm = random_vec(rng, c.dim, 0.5f, 1.5f);
     ExecContext cpu = cpu_ctx();
     ops::compressor_emit(cpu, cpu_c, test::host_view(kv, {T, width}), test::host_view(gate, {T, width}),
-                         test::host_view(ape, {r, width}), test::host_view(norm, {c.dim}), rope.cpu, batch.host(), 1e-6f);
+                         test::host_view(ape, {r, width}), test::host_view(norm, {c.dim}), rope.cpu, batch.host(),
+                         1e-6f);
     ops::compressor_store(cpu, cpu_c, test::host_view(kv, {T, width}), test::host_view(gate, {T, width}), batch.host());
     DevTensor dkv = upload(kv, DType::F32, {T, width}), dgate = upload(gate, DType::F32, {T, width});
     DevTensor dape = upload(ape, DType::F32, {r, width}), dnorm = upload(norm, DType::F32, {c.dim});
@@ -483,9 +478,8 @@ TEST(CudaPaged, AttentionOtherShapesAndWarpKernel) {
 // every score is an exact multiple of 2^-7 below 2^17 whatever the summation order: the device's selection must
 // equal the CPU reference's exactly, and both must equal the order of the exact (int64) scores, descending with
 // ties to the lower index. Each sequence holds the context pages its visible entries reach, no more.
-void check_indexer(const char* name, int64_t heads, int64_t Di, int64_t topk, int amp, int64_t slots,
-                   int64_t capacity, int64_t rows_per_page, const std::vector<TestBatch::Chunk>& chunks, int padding,
-                   int variant) {
+void check_indexer(const char* name, int64_t heads, int64_t Di, int64_t topk, int amp, int64_t slots, int64_t capacity,
+                   int64_t rows_per_page, const std::vector<TestBatch::Chunk>& chunks, int padding, int variant) {
   const auto t0 = std::chrono::steady_clock::now();
   auto rng = rng_for("paged_indexer", variant);
   const int64_t rate = 4, wmax = 8;
@@ -497,7 +491,8 @@ void check_indexer(const char* name, int64_t heads, int64_t Di, int64_t topk, in
   };
   std::vector<int64_t> mapped(static_cast<size_t>(slots), 0);
   for (int64_t t = 0; t < T; ++t) {
-    if (batch.slot[t] >= 0) mapped[batch.slot[t]] = std::max(mapped[batch.slot[t]], ceil_div(visible_of(t), rows_per_page));
+    if (batch.slot[t] >= 0)
+      mapped[batch.slot[t]] = std::max(mapped[batch.slot[t]], ceil_div(visible_of(t), rows_per_page));
   }
   ScatteredPool pool(slots, ceil_div(capacity, rows_per_page));
   const int a = pool.add(capacity, Di, rows_per_page, DType::BF16, 0);
@@ -546,9 +541,8 @@ void check_indexer(const char* name, int64_t heads, int64_t Di, int64_t topk, in
     std::iota(order.begin(), order.end(), 0);
     const int64_t n = std::min(S, topk);
     if (S > topk) {
-      std::partial_sort(order.begin(), order.begin() + n, order.end(), [&](int32_t x, int32_t y) {
-        return score[x] > score[y] || (score[x] == score[y] && x < y);
-      });
+      std::partial_sort(order.begin(), order.begin() + n, order.end(),
+                        [&](int32_t x, int32_t y) { return score[x] > score[y] || (score[x] == score[y] && x < y); });
     }
     std::vector<int32_t> want(static_cast<size_t>(topk), -1);
     std::copy_n(order.begin(), n, want.begin());
@@ -582,14 +576,14 @@ void check_indexer(const char* name, int64_t heads, int64_t Di, int64_t topk, in
 TEST(CudaPaged, IndexerTopkVisibleCounts) {
   DSV4_REQUIRE_GPU();
   const auto at = [](int64_t S) { return static_cast<int32_t>(4 * S - 1); };  // the first position seeing S entries
-  check_indexer("flash shape", 64, 128, 512, 3, 6, 12800, 7,
-                {{0, 0, 3}, {1, at(257), 1}, {2, at(513), 1}, {3, at(1001), 1}, {4, at(4096) - 4, 9},
-                 {5, at(3 * 4096 + 7), 1}},
-                2, 0);
-  check_indexer("ties", 8, 32, 100, 1, 6, 12800, 7,
-                {{0, 0, 3}, {1, at(51), 1}, {2, at(101), 1}, {3, at(201), 1}, {4, at(4096) - 4, 9},
-                 {5, at(2 * 4096 + 1), 1}},
-                2, 1);
+  check_indexer(
+      "flash shape", 64, 128, 512, 3, 6, 12800, 7,
+      {{0, 0, 3}, {1, at(257), 1}, {2, at(513), 1}, {3, at(1001), 1}, {4, at(4096) - 4, 9}, {5, at(3 * 4096 + 7), 1}},
+      2, 0);
+  check_indexer(
+      "ties", 8, 32, 100, 1, 6, 12800, 7,
+      {{0, 0, 3}, {1, at(51), 1}, {2, at(101), 1}, {3, at(201), 1}, {4, at(4096) - 4, 9}, {5, at(2 * 4096 + 1), 1}}, 2,
+      1);
 }
 
 // 262144 visible entries (one query at position 4·262144 − 1; 64 chunks) in pages of 64 entries, wide-ranged

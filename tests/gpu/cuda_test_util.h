@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -14,6 +15,7 @@
 #include "backend/cuda/blas.h"
 #include "backend/cuda/cuda_check.h"
 #include "dsv4/core/buffer.h"
+#include "dsv4/io/config.h"
 #include "dsv4/ops/ops.h"
 #include "gpu_test_util.h"
 
@@ -47,6 +49,30 @@ class DeviceEnv {
   std::unique_ptr<cuda::BlasHandle> blas_;
   Arena scratch_;
 };
+
+// The test program's DeviceEnv with a scratch arena of MiB mebibytes, made at first use and never destroyed: the
+// CUDA runtime may already be shut down when static destructors run.
+template <size_t MiB>
+DeviceEnv& shared_env() {
+  static DeviceEnv* e = new DeviceEnv(MiB << 20);
+  return *e;
+}
+
+// A generator seeded by the test's name and a variant number: each case draws its own reproducible values.
+inline std::mt19937 rng_for(const char* test, int variant = 0) {
+  std::seed_seq seq{static_cast<int>(std::hash<std::string>{}(test)&0x7fffffff), variant};
+  return std::mt19937(seq);
+}
+
+// DeepSeek-V4's compress-type rope: YaRN, theta 160000, factor 16 over 65536 original positions.
+inline RopeParams v4_yarn() {
+  RopeParams p;
+  p.type = RopeType::kYarn;
+  p.theta = 160000;
+  p.factor = 16;
+  p.original_max_position_embeddings = 65536;
+  return p;
+}
 
 // An owning device tensor.
 struct DevTensor {

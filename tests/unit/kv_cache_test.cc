@@ -176,29 +176,17 @@ TEST(KvCache, Fp8CacheStaysCloseToTheF32Cache) {
 TEST(KvCache, Fp8CacheMatchesTransformersOnTheFixtures) {
   for (const char* name : {"tiny_a", "tiny_b", "tiny_c"}) {
     const std::string dir = test::fixture_dir(name);
-    const auto expected = SafetensorsFile::open(dir + "/expected_fp8_cache.safetensors");
-    const Tensor ids_t = expected->view(*expected->find("input_ids"));
-    std::vector<int32_t> ids;
-    for (int64_t i = 0; i < ids_t.numel(); ++i) ids.push_back(static_cast<int32_t>(ids_t.ptr<int64_t>()[i]));
-    const std::vector<float> want = test::to_vector(expected->view(*expected->find("logits")));
+    const test::LogitFixture want = test::load_logit_fixture(dir + "/expected_fp8_cache.safetensors");
     EngineOptions o = fp8_options(512);
     o.max_model_len = 256;
     Engine e(dir, o);
-    const std::vector<float> got = e.score(ids);
-    ASSERT_EQ(got.size(), want.size()) << name;
-    const size_t T = ids.size(), V = want.size() / T;
-    double ref = 0;  // relative to the largest logit, as max_rel_error
-    for (const float w : want) ref = std::max(ref, static_cast<double>(std::fabs(w)));
-    std::vector<double> per_position(T, 0.0);
-    for (size_t i = 0; i < want.size(); ++i)
-      per_position[i / V] = std::max(per_position[i / V], std::fabs(static_cast<double>(got[i]) - want[i]) / ref);
-    const double worst = *std::max_element(per_position.begin(), per_position.end());
-    std::nth_element(per_position.begin(), per_position.begin() + T / 2, per_position.end());
-    const double median = per_position[T / 2];
+    const std::vector<float> got = e.score(want.ids);
+    ASSERT_EQ(got.size(), want.logits.size()) << name;
+    const test::PositionErrors err = test::position_errors(got, want.logits, want.ids.size());
     std::printf("%s: fp8 cache vs transformers with the same round trips: relative error median %.3g, max %.3g\n", name,
-                median, worst);
-    EXPECT_LE(median, 1e-5) << name;
-    EXPECT_LE(worst, 1e-4) << name;
+                err.median, err.max);
+    EXPECT_LE(err.median, 1e-5) << name;
+    EXPECT_LE(err.max, 1e-4) << name;
   }
 }
 

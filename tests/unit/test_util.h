@@ -68,4 +68,40 @@ inline LogitAgreement compare_logits(const std::vector<float>& want, const std::
   return r;
 }
 
+// A fixture of expected token-by-token logits (input_ids [T] I64, logits [T, V] F32) made with a quantiser outside
+// dsv4 (tools/reference/make_fp8_*_fixtures.py), and how far `got` is from it: per position the largest logit
+// difference relative to the largest logit of the whole fixture (as max_rel_error), summarised by the median and
+// the maximum over positions. An fp32-noise flip of one E4M3 code moves only the positions that read it, by ~1e-4
+// at most; a format mistake moves every position by ~1.
+struct LogitFixture {
+  std::vector<int32_t> ids;
+  std::vector<float> logits;
+};
+inline LogitFixture load_logit_fixture(const std::string& path) {
+  const auto f = SafetensorsFile::open(path);
+  const Tensor ids_t = f->view(*f->find("input_ids"));
+  LogitFixture r;
+  for (int64_t i = 0; i < ids_t.numel(); ++i) r.ids.push_back(static_cast<int32_t>(ids_t.ptr<int64_t>()[i]));
+  const Tensor l = f->view(*f->find("logits"));
+  r.logits.resize(static_cast<size_t>(l.numel()));
+  convert_to_f32(l.dtype(), l.data(), r.logits.data(), r.logits.size());
+  return r;
+}
+struct PositionErrors {
+  double median = 0, max = 0;
+};
+inline PositionErrors position_errors(const std::vector<float>& got, const std::vector<float>& want, size_t T) {
+  const size_t V = want.size() / T;
+  double ref = 0;
+  for (const float w : want) ref = std::max(ref, static_cast<double>(std::fabs(w)));
+  std::vector<double> per_position(T, 0.0);
+  for (size_t i = 0; i < want.size() && i < got.size(); ++i)
+    per_position[i / V] = std::max(per_position[i / V], std::fabs(static_cast<double>(got[i]) - want[i]) / ref);
+  PositionErrors e;
+  e.max = *std::max_element(per_position.begin(), per_position.end());
+  std::nth_element(per_position.begin(), per_position.begin() + T / 2, per_position.end());
+  e.median = per_position[T / 2];
+  return e;
+}
+
 }  // namespace dsv4::test

@@ -80,6 +80,23 @@ __device__ __forceinline__ void append_warp(uint64_t* list, uint32_t* count, uin
   if (take) list[at + __popc(takers & ((1u << lane) - 1))] = key;
 }
 
+// Sorts a[0, padded) descending (padded a power of two) by a bitonic network. Block-wide (kThreads); the caller's
+// writes to `a` must be behind a barrier; ends with one.
+__device__ void bitonic_sort_descending(uint64_t* a, int64_t padded) {
+  for (int64_t k = 2; k <= padded; k <<= 1) {
+    for (int64_t j = k >> 1; j > 0; j >>= 1) {
+      for (int64_t i = threadIdx.x; i < padded; i += kThreads) {
+        const int64_t p = i ^ j;
+        if (p > i) {
+          const uint64_t x = a[i], y = a[p];
+          if ((i & k) == 0 ? x < y : x > y) a[i] = y, a[p] = x;
+        }
+      }
+      __syncthreads();
+    }
+  }
+}
+
 // Writes the `topk` largest of the order keys keys[0, n) (n > topk) to cand[0, topk) in descending order.
 // `cand` holds `padded` (a power of two >= topk) keys. Block-wide (kThreads); ends with a barrier.
 __device__ void select_topk(const uint64_t* keys, int64_t n, int64_t topk, uint64_t* cand, int64_t padded) {
@@ -145,18 +162,7 @@ __device__ void select_topk(const uint64_t* keys, int64_t n, int64_t topk, uint6
     append_warp(cand, &count_sh, c, s < n && (c & mask) >= prefix);
   }
   __syncthreads();
-  for (int64_t k = 2; k <= padded; k <<= 1) {
-    for (int64_t j = k >> 1; j > 0; j >>= 1) {
-      for (int64_t i = threadIdx.x; i < padded; i += kThreads) {
-        const int64_t p = i ^ j;
-        if (p > i) {
-          const uint64_t a = cand[i], b = cand[p];
-          if ((i & k) == 0 ? a < b : a > b) cand[i] = b, cand[p] = a;
-        }
-      }
-      __syncthreads();
-    }
-  }
+  bitonic_sort_descending(cand, padded);
   __syncthreads();
 }
 
@@ -200,18 +206,7 @@ struct RunningTopK {
     // At most topk keys: sort them (keys already kept by a selection are sorted, appended ones are not).
     for (int64_t i = threadIdx.x; i < padded; i += kThreads) sort[i] = i < count ? b[i] : 0;
     __syncthreads();
-    for (int64_t k = 2; k <= padded; k <<= 1) {
-      for (int64_t j = k >> 1; j > 0; j >>= 1) {
-        for (int64_t i = threadIdx.x; i < padded; i += kThreads) {
-          const int64_t p = i ^ j;
-          if (p > i) {
-            const uint64_t a = sort[i], c = sort[p];
-            if ((i & k) == 0 ? a < c : a > c) sort[i] = c, sort[p] = a;
-          }
-        }
-        __syncthreads();
-      }
-    }
+    bitonic_sort_descending(sort, padded);
     return count;
   }
 };
