@@ -52,8 +52,7 @@ int64_t default_page_tokens(const ModelConfig& cfg) {
   return l * std::max<int64_t>(1, (256 + l - 1) / l);
 }
 
-StateLayout StateLayout::make(const ModelConfig& c, const ModelOptions& o, DType keys, bool with_mtp,
-                              bool packed_fp8) {
+StateLayout StateLayout::make(const ModelConfig& c, const ModelOptions& o, DType keys, bool with_mtp, bool packed_fp8) {
   DSV4_CHECK_ARG(o.max_seqs > 0 && o.max_model_len > 0 && o.max_tokens_ahead >= 1,
                  "model options: max_seqs, max_model_len and max_tokens_ahead must be positive");
   StateLayout L;
@@ -77,9 +76,9 @@ StateLayout StateLayout::make(const ModelConfig& c, const ModelOptions& o, DType
   // A key store: `keys` elements, or a packed fp8 row (8-byte aligned, the readers' widest load of it).
   auto add_keys = [&](std::string name, bool ring, int64_t width, int64_t rows, KvStorage storage, int64_t rope) {
     if (!packed_fp8) return add(std::move(name), ring, keys, width, rows);
-    DSV4_CHECK(kvfp8::shape_ok(storage, width, rope), kUnsupported, "--kv-cache-dtype fp8 on CUDA: ", name,
-               " rows of ", width, " values with ", rope,
-               " rope values cannot be packed (the no-rope part must be a multiple of 16 values, the rope part "
+    DSV4_CHECK(kvfp8::shape_ok(storage, width, rope), kUnsupported, "--kv-cache-dtype fp8 on CUDA: ", name, " rows of ",
+               width, " values with ", rope,
+               " rope values cannot be packed (the no-rope part must be a multiple of 8 values, the rope part "
                "even; indexer keys a multiple of 8)");
     add(std::move(name), ring, DType::F8_E4M3, width, rows);
     Array& a = L.arrays.back();

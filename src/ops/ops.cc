@@ -436,8 +436,7 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRow
   DSV4_CHECK_ARG(q.size(0) >= meta.num_tokens && kv.size(0) >= meta.num_tokens, "attention: q ", q.shape_string(),
                  " and kv ", kv.shape_string(), " for ", meta.num_tokens, " tokens");
   DSV4_CHECK_ARG(compressed == nullptr || (compressed->dim == q.size(2) && compressed->entries.width == q.size(2) &&
-                                           key_rows_ok(ctx, compressed->entries, kv.dtype(),
-                                                       KvStorage::kFp8Blocks)),
+                                           key_rows_ok(ctx, compressed->entries, kv.dtype(), KvStorage::kFp8Blocks)),
                  "attention: compressed entries of width ", compressed ? compressed->dim : 0, " for heads of ",
                  q.size(2));
   if (optional(selected)) {

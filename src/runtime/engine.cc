@@ -103,8 +103,8 @@ static int64_t max_logit_rows(const EngineOptions& o) {
 // max_model_len needs.
 void Engine::size_pool_and_state() {
   const DType keys = opt_.device == Device::kCUDA ? opt_.cuda_precision : DType::F32;
-  const StateLayout layout = StateLayout::make(cfg_, model_opt_, keys, has_mtp(),
-                                               packs_fp8_cache(model_opt_.kv_cache_dtype, opt_.device));
+  const StateLayout layout =
+      StateLayout::make(cfg_, model_opt_, keys, has_mtp(), packs_fp8_cache(model_opt_.kv_cache_dtype, opt_.device));
   const int64_t full = opt_.max_seqs * layout.pages_for(opt_.max_model_len + model_opt_.max_tokens_ahead);
   int64_t bytes = opt_.kv_cache_memory;
   if (bytes == 0 && opt_.device == Device::kCPU) bytes = int64_t{2} << 30;

@@ -38,7 +38,9 @@ struct KvFormats {
 };
 KvFormats kv_formats(KvCacheDtype d, Device device, DType activations);
 // Whether the state keeps the fp8 cache as packed rows (CUDA; the CPU keeps f32 rows holding the round-tripped values).
-inline bool packs_fp8_cache(KvCacheDtype d, Device device) { return d == KvCacheDtype::kFp8 && device == Device::kCUDA; }
+inline bool packs_fp8_cache(KvCacheDtype d, Device device) {
+  return d == KvCacheDtype::kFp8 && device == Device::kCUDA;
+}
 
 // --activation-quant: kFp8 rounds the activations entering every product DeepSeek's checkpoints store in FP8/FP4
 // (the query, kv and output projections but wo_a, the indexer's query, the experts, the MTP's e_proj / h_proj)
@@ -73,13 +75,13 @@ int64_t default_page_tokens(const ModelConfig& cfg);
 // Where every state array lives inside a page; computed once from the config and options.
 struct StateLayout {
   struct Array {
-    std::string name;   // "layers.3.compressor.entries", "mtp.kv_ring", …
-    bool ring = false;  // ring page (else context page)
-    DType dtype = DType::F32;                // F8_E4M3 for packed rows
+    std::string name;                       // "layers.3.compressor.entries", "mtp.kv_ring", …
+    bool ring = false;                      // ring page (else context page)
+    DType dtype = DType::F32;               // F8_E4M3 for packed rows
     KvStorage storage = KvStorage::kPlain;  // packed fp8 rows (row_bytes from dsv4/ops/kv_fp8.h)
     int64_t rope_dim = 0;                   // kFp8Blocks: the trailing bf16 values
     int64_t width = 0, rows = 0;            // elements per row, logical rows per sequence
-    int64_t rate = 0;             // entry stores: positions per entry
+    int64_t rate = 0;                       // entry stores: positions per entry
     int64_t offset = 0, row_bytes = 0, rows_per_page = 0;
   };
   int64_t page_tokens = 0, page_bytes = 0;

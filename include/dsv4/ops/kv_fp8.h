@@ -3,7 +3,7 @@
 // indexer) use these functions; the CPU keeps f32 rows and applies KvRoundTrip (backend/cpu/kv_cache.cc), and a
 // CPU test checks that packing a row here and reading it back gives exactly that round trip.
 //
-// KvStorage::kFp8Blocks, a row of `width` = P + R values (the last R = rope_dim are the RoPE part), P % 16 == 0:
+// KvStorage::kFp8Blocks, a row of `width` = P + R values (the last R = rope_dim are the RoPE part), P % 8 == 0:
 //   bytes [0, P)              E4M3 codes of the no-RoPE part
 //   bytes [P, P + 2R)         the RoPE part in bf16
 //   bytes [P + 2R, + P / 64)  one UE8M0 byte per 64 codes (exponent + 127; the last block may be shorter)
@@ -53,7 +53,9 @@ DSV4_KV_HD uint32_t float_bits(float f) {
 }
 
 // 2^e for e in [-127, 127], exactly (2^-127 is a subnormal).
-DSV4_KV_HD float pow2(int e) { return e >= -126 ? bits_float(static_cast<uint32_t>(e + 127) << 23) : bits_float(1u << 22); }
+DSV4_KV_HD float pow2(int e) {
+  return e >= -126 ? bits_float(static_cast<uint32_t>(e + 127) << 23) : bits_float(1u << 22);
+}
 
 // bf16 bits of f, round-to-nearest-even, NaN kept (dtype.h's float_to_bf16).
 DSV4_KV_HD uint16_t bf16_bits(float f) {
@@ -75,8 +77,8 @@ DSV4_KV_HD uint8_t e4m3_encode(float x) {
     return sign | static_cast<uint8_t>(rintf(a * 512.0f));
   }
   int k = 0;
-  frexpf(a, &k);         // a = f 2^k, f in [0.5, 1)
-  const int E = k - 1;   // a = (1 + m / 8) 2^E, E in [-6, 8]
+  frexpf(a, &k);                                            // a = f 2^k, f in [0.5, 1)
+  const int E = k - 1;                                      // a = (1 + m / 8) 2^E, E in [-6, 8]
   const int q = static_cast<int>(rintf(ldexpf(a, 3 - E)));  // in [8, 16]: 16 carries into the exponent
   return sign | static_cast<uint8_t>(((E + 7) << 3) + (q - 8));
 }
@@ -125,7 +127,7 @@ DSV4_KV_HD int64_t row_bytes(KvStorage s, int64_t width, int64_t rope_dim) {
 // Whether a packed format takes rows of this shape (the readers load 8 codes at a time).
 inline bool shape_ok(KvStorage s, int64_t width, int64_t rope_dim) {
   if (s == KvStorage::kFp8Blocks) {
-    return rope_dim >= 0 && rope_dim % 2 == 0 && width > rope_dim && (width - rope_dim) % 16 == 0;
+    return rope_dim >= 0 && rope_dim % 2 == 0 && width > rope_dim && (width - rope_dim) % 8 == 0;
   }
   if (s == KvStorage::kFp8Row) return width > 0 && width % 8 == 0;
   return true;

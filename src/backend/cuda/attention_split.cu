@@ -65,7 +65,7 @@ __device__ __forceinline__ void cp_async_wait_all() {
 // Shared-memory carve-up for head dim D. Rows are padded by 16 bytes so that MMA tile loads of
 // consecutive rows fall into different banks.
 struct Layout {
-  int ldq, lds, ldp, ldo;                          // row strides (elements): Q/K (bf16), S (f32), P, O (f32)
+  int ldq, lds, ldp, ldo;                                // row strides (elements): Q/K (bf16), S (f32), P, O (f32)
   int q, k, s, phi, plo, o, m, l, w, rows, kind, total;  // byte offsets
 };
 

@@ -287,7 +287,7 @@ __global__ void __launch_bounds__(kThreads) indexer_score_kernel(ScoreArgs a) {
   bf16* ktile = reinterpret_cast<bf16*>(smem64 + key_words(a.tq, a.topk, a.cap));  // [2][kTile][key_stride]
   float* part = reinterpret_cast<float*>(ktile + 2 * kTile * key_stride(KS));      // [mt][kTile]
   int32_t* absent = reinterpret_cast<int32_t*>(part + kMaxQueries * kTile);        // [2][kTile]
-  float* kscale = reinterpret_cast<float*>(absent + 2 * kTile);                     // [2][kTile] (fp8 keys)
+  float* kscale = reinterpret_cast<float*>(absent + 2 * kTile);                    // [2][kTile] (fp8 keys)
   __shared__ uint32_t n_sh[kMaxQueries];
   __shared__ uint64_t thr_sh[kMaxQueries];
   __shared__ int64_t vis_sh[kMaxQueries], lo_sh[kMaxQueries], hi_sh[kMaxQueries];

@@ -52,10 +52,10 @@ void kv_round_trip(ExecContext& ctx, Tensor x, int64_t rope_dim, KvRoundTrip for
   DSV4_CHECK_ARG(rows <= 0x7fffffff, "kv_round_trip on CUDA: ", rows, " rows");
   dispatch_float(x.dtype(), "kv_round_trip", [&](auto tag) {
     using T = decltype(tag);
-    check_launch(launch_kernel(kv_round_trip_kernel<T>, dim3(static_cast<unsigned>(rows)), dim3(256), 0,
-                               stream_of(ctx), x.ptr<T>(), width, format == KvRoundTrip::kFp8Row ? 0 : rope_dim,
-                               format == KvRoundTrip::kFp8Row),
-                 "kv_round_trip");
+    check_launch(
+        launch_kernel(kv_round_trip_kernel<T>, dim3(static_cast<unsigned>(rows)), dim3(256), 0, stream_of(ctx),
+                      x.ptr<T>(), width, format == KvRoundTrip::kFp8Row ? 0 : rope_dim, format == KvRoundTrip::kFp8Row),
+        "kv_round_trip");
   });
 }
 

@@ -83,7 +83,7 @@ __device__ __forceinline__ void load8_codes(const uint8_t* p, float s, float (&v
   }
 }
 
-// Values 8c .. 8c + 7 of a kFp8Blocks row (8-byte aligned; plain % 16 == 0, so 8 values never straddle a block or
+// Values 8c .. 8c + 7 of a kFp8Blocks row (8-byte aligned; plain % 8 == 0, so 8 values never straddle a block or
 // the rope boundary).
 __device__ __forceinline__ void load8_blocks(const uint8_t* row, int64_t plain, int64_t rope, int64_t c,
                                              float (&v)[8]) {
