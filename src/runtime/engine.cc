@@ -280,6 +280,9 @@ void Engine::fill_state_random(uint64_t seed) {
   const DType dt = opt_.device == Device::kCUDA ? DType::BF16 : DType::F32;
   const int64_t n = static_cast<int64_t>(state_->pool_bytes() / dtype_size(dt));
   ops::fill_random(ctx_, Tensor(state_->pool_data(), dt, {n}, opt_.device), seed, 0.0f, 1.0f);
+  // Packed fp8 rows read those patterns as codes and scale bytes: some NaN, some scales past f32. Keep them finite.
+  if (packs_fp8_cache(opt_.kv_cache_dtype, opt_.device))
+    cuda::and_bytes(state_->pool_data(), state_->pool_bytes(), 0x37);
   if (opt_.device == Device::kCUDA) cuda::synchronize_device();
   exec_->fill_follower_states(seed);
 }

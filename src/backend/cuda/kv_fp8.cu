@@ -6,8 +6,13 @@
 // part rounded to bf16; e4m3 values times a power of two are bf16 values, so BF16 rows hold the round trip exactly.
 // kFp8Row: warp 0 (the scale is not a power of two: BF16 rows get the round trip rounded to bf16; the model only
 // round-trips window rows, kFp8Blocks).
+// Also cuda::and_bytes (dsv4/backend/cuda_device.h), which keeps the bench's random fp8 state finite.
+#include <algorithm>
+
+#include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/kv_fp8.cuh"
+#include "dsv4/backend/cuda_device.h"
 
 namespace dsv4::cuda {
 namespace {
@@ -42,7 +47,23 @@ __global__ void kv_round_trip_kernel(T* __restrict__ x, int64_t width, int64_t r
   }
 }
 
+__global__ void and_bytes_kernel(uint8_t* p, size_t n, uint8_t keep) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    p[i] &= keep;
+  }
+}
+
 }  // namespace
+
+void and_bytes(void* data, size_t bytes, unsigned char keep) {
+  if (bytes == 0) return;
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());  // the caller's fill ran on its own stream
+  and_bytes_kernel<<<static_cast<unsigned>(std::min<size_t>((bytes + 255) / 256, 65536)), 256>>>(
+      static_cast<uint8_t*>(data), bytes, keep);
+  DSV4_CUDA_CHECK(cudaGetLastError());
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+}
 
 void kv_round_trip(ExecContext& ctx, Tensor x, int64_t rope_dim, KvRoundTrip format) {
   const int64_t width = x.size(-1), rows = width > 0 ? x.numel() / width : 0;
