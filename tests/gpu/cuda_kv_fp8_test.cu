@@ -11,16 +11,19 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <numeric>
 
 #include "backend/cpu/cpu_ops.h"
 #include "choice_tap.h"
 #include "cuda_test_util.h"
 #include "dsv4/io/safetensors.h"
+#include "dsv4/model/deepseek_v4.h"
+#include "dsv4/model/forward_memory.h"
 #include "dsv4/ops/indexer_workspace.h"
 #include "dsv4/ops/kv_fp8.h"
 #include "dsv4/ops/rope_table.h"
-#include "dsv4/runtime/engine.h"
+#include "dsv4/runtime/batch.h"
 #include "unit/test_util.h"
 
 namespace dsv4 {
@@ -484,26 +487,74 @@ TEST(CudaKvFp8, Attention) {
 
 // ---- the model ------------------------------------------------------------------------------------------------
 
-// The CUDA engine with the fp8 cache against the CPU engine with the fp8 cache, teacher-forced logits of every
-// fixture position. Both sides quantise the same cache values, so what differs is the activation path alone:
+// One fixture sequence through target_forward with the fp8 cache on `device`: a prefill of a third of it, then one
+// token per forward (ring stores, entries emitted and read back through the packed rows). Logits of every position.
+std::vector<float> run_fp8_model(const ModelConfig& cfg, const ModelWeights& w, Device device, DType precision,
+                                 const std::vector<int32_t>& ids) {
+  ModelOptions o;
+  o.max_seqs = 1;
+  o.max_model_len = static_cast<int64_t>(ids.size()) + 8;
+  o.cuda_activation_dtype = precision;
+  o.kv_cache_dtype = KvCacheDtype::kFp8;
+  ModelState state(cfg, o, device, false);
+  const int64_t T = static_cast<int64_t>(ids.size()), V = cfg.vocab_size;
+  const size_t scratch = measure_forward_scratch(cfg, w, o, device, {T, T, false});
+  std::unique_ptr<test::DeviceEnv> genv;
+  Arena cpu_scratch;
+  ExecContext cpu;
+  if (device == Device::kCUDA) {
+    genv = std::make_unique<test::DeviceEnv>(scratch);
+  } else {
+    cpu_scratch = Arena("cpu-scratch", scratch, Device::kCPU);
+    cpu.scratch = &cpu_scratch;
+  }
+  std::vector<float> out;
+  for (int64_t start = 0; start < T;) {
+    const int64_t n = start == 0 ? std::max<int64_t>(1, T / 3) : 1;
+    BatchBuilder b;
+    b.add({0, static_cast<int32_t>(start), std::vector<int32_t>(ids.begin() + start, ids.begin() + start + n), true});
+    const int64_t R = b.num_logit_rows();
+    if (device == Device::kCPU) {
+      std::vector<float> logits(static_cast<size_t>(R * V));
+      cpu_scratch.reset();
+      target_forward(cpu, cfg, w, state, b.meta(), b.logit_rows(), Tensor(logits.data(), DType::F32, {R, V}), Tensor());
+      out.insert(out.end(), logits.begin(), logits.end());
+    } else {
+      const BatchMeta h = b.meta();
+      auto up = [](const Tensor& t) {
+        return test::upload_i32(std::vector<int32_t>(t.ptr<int32_t>(), t.ptr<int32_t>() + t.numel()), {t.numel()});
+      };
+      DevTensor ids_d = up(h.ids), pos = up(h.pos), slot = up(h.slot), st = up(h.start), end = up(h.end);
+      DevTensor rows = up(b.logit_rows()), logits(DType::F32, {R, V});
+      poison(logits.t);
+      genv->scratch().reset();
+      target_forward(genv->ctx, cfg, w, state, {ids_d.t, pos.t, slot.t, st.t, end.t, h.num_tokens}, rows.t, logits.t,
+                     Tensor());
+      genv->sync();
+      const std::vector<float> l = download(logits.t);
+      out.insert(out.end(), l.begin(), l.end());
+    }
+    start += n;
+  }
+  return out;
+}
+
+// CUDA with the fp8 cache against the CPU with the fp8 cache on the hf fixtures, the same forwards on both sides.
+// Both quantise the same cache values, so what differs is the activation path alone:
 // - F32 (f32 matrices and activations): the CUDA path is within 1e-3 of the reference (cuda_model_test.cu's
 //   kF32Tolerance); the values entering the cache then differ by ~1e-6, and one lying that close to an E4M3 rounding
-//   midpoint takes the neighbouring code (one step: up to 1/8 of that value) — rare (~1e-5 of the values, a handful
-//   per fixture at most), and damped by the softmax over the keys. Bound: 1e-2.
-// - BF16 (production): the bf16 activations move logits by 2-5% on these fixtures and flip near-tied routing /
-//   indexer choices (cuda_model_test.cu); with the CPU's choices forced the bf16 bound 8e-2 holds and every flip
-//   is a near-tie (gap <= 8e-2).
+//   midpoint takes the neighbouring code (one step: up to 1/8 of that value) — rare (~1e-5 of the values: at most a
+//   handful per fixture), and damped by the softmax over the keys. Bound: 1e-2; no routing / indexer choice flips.
+// - BF16 (production): bf16 activations alone move logits by 2-5% on these fixtures and flip near-tied routing /
+//   indexer choices (cuda_model_test.cu); with the CPU's choices forced its bf16 bound 8e-2 holds and every flip is
+//   a near-tie (reference gap <= 8e-2).
 TEST(CudaKvFp8, ModelLogitsMatchTheCpuFp8Cache) {
   DSV4_REQUIRE_GPU();
   constexpr double kF32Fp8Tolerance = 1e-2, kBf16ForcedTolerance = 8e-2, kNearTie = 8e-2;
   for (const char* name : {"tiny_a", "tiny_b", "tiny_c"}) {
     const std::string dir = test::fixture_dir(name);
-    EngineOptions co;
-    co.max_seqs = 1;
-    co.max_model_len = 512;
-    co.max_batch_tokens = 512;
-    co.kv_cache_dtype = KvCacheDtype::kFp8;
-    co.kv_cache_memory = int64_t{128} << 20;
+    const ModelConfig cfg = ModelConfig::from_file(dir + "/config.json");
+    const Checkpoint ckpt = Checkpoint::open(dir);
     std::vector<int32_t> ids;
     {
       auto expected = SafetensorsFile::open(dir + "/expected.safetensors");
@@ -513,26 +564,24 @@ TEST(CudaKvFp8, ModelLogitsMatchTheCpuFp8Cache) {
     test::RecordingTap record;
     std::vector<float> want;
     {
-      Engine cpu(dir, co);
+      const ModelWeights cpu_w = load_weights(ckpt, cfg, {Device::kCPU, false});
       test::ScopedTap scope(&record);
-      want = cpu.score(ids);
+      want = run_fp8_model(cfg, cpu_w, Device::kCPU, DType::F32, ids);
     }
     struct Run {
       DType precision;
       bool force;
     };
     for (const Run run : {Run{DType::F32, false}, Run{DType::BF16, true}}) {
-      EngineOptions o = co;
-      o.device = Device::kCUDA;
-      o.cuda_precision = run.precision;
-      o.enforce_eager = true;  // the taps read choices on the host after each op
-      Engine gpu(dir, o);
+      const ModelWeights w = load_weights(ckpt, cfg, {Device::kCUDA, false, run.precision});
       test::FollowingTap follow(record, run.force);
       std::vector<float> got;
       {
         test::ScopedTap scope(&follow);
-        got = gpu.score(ids);
+        got = run_fp8_model(cfg, w, Device::kCUDA, run.precision, ids);
       }
+      std::string where;
+      ASSERT_TRUE(test::all_written(got, &where)) << name << ": logits not written: " << where;
       ASSERT_EQ(got.size(), want.size());
       ASSERT_FALSE(follow.mismatched_calls) << name << ": the CUDA run made other routing/indexer calls than the CPU";
       const double err = test::max_rel_error(got.data(), want.data(), want.size());
