@@ -250,6 +250,8 @@ void register_bench(CLI::App& app) {
         });
         const ops::OpTimes ot = ops::stop_op_timing();
         nlohmann::json d = {{"context", N}, {"ms_per_step", to_json({s.median * 1e3, s.min * 1e3, s.max * 1e3})}};
+        // The sequence's whole state at this context (pages of the pool; packed rows with the CUDA fp8 cache).
+        d["state_bytes"] = engine.state_layout().bytes_for(N + 1);
         if (ot.calls > 0) {  // device time of the indexer / attention ops per step (all layers), eager mode
           const double steps = static_cast<double>((o->warmup + o->reps) * o->decode_steps);
           d["indexer_ms_per_step"] = ot.indexer_seconds / steps * 1e3;
@@ -263,8 +265,6 @@ void register_bench(CLI::App& app) {
           }
           d["floor_ms"] = traffic.total() / copy_bw * 1e3;
           d["floor_state_bytes"] = state_bytes;
-          // The sequence's whole state at this context (pages of the pool, fp8 or bf16 rows as configured).
-          d["state_bytes"] = engine.state_layout().bytes_for(N + 1);
           d["floor_bytes"] = traffic.total();
           d["measured_over_floor"] = s.median * 1e3 / (traffic.total() / copy_bw * 1e3);
         }
