@@ -14,6 +14,7 @@
 #include "dsv4/io/quantization.h"
 #include "dsv4/model/random_checkpoint.h"
 #include "dsv4/model/state.h"
+#include "dsv4/runtime/decode_traffic.h"
 
 namespace dsv4 {
 namespace {
@@ -51,7 +52,17 @@ TEST(KvFp8, ScalarCodecMatchesTheCpuCodecs) {
     ASSERT_EQ(kvfp8::e4m3_encode(x), float_to_f8e4m3(x)) << "x = " << x;
     ++checked;
   }
-  EXPECT_GT(checked, 60000);
+  // Densely over the range E4M3 codes live in (2^-12 .. 512: below rounds to 0, above saturates): every 7th float.
+  const uint32_t lo = 0x39800000u /* 2^-12 */, hi = 0x44000000u /* 512 */;
+  for (uint32_t u = lo; u < hi; u += 7) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    if (kvfp8::e4m3_encode(f) != float_to_f8e4m3(f) || kvfp8::e4m3_encode(-f) != float_to_f8e4m3(-f)) {
+      FAIL() << "x = " << f;
+    }
+    ++checked;
+  }
+  EXPECT_GT(checked, 20000000);
   for (int c = 0; c < 256; ++c) {
     ASSERT_TRUE(same_value(kvfp8::e4m3_value(static_cast<uint8_t>(c)), f8e4m3_to_float(static_cast<uint8_t>(c))))
         << "code " << c;
@@ -150,6 +161,17 @@ TEST(KvFp8, FlashSliceStateBytesAtOneMillionPositions) {
   ModelConfig odd = cfg;
   odd.rope_head_dim = 60;  // no-rope part 452: not a multiple of 8
   EXPECT_THROW(StateLayout::make(odd, opt, DType::BF16, false, true), Error);
+}
+
+// The bench's floor counts the rows as stored: 584 / 132 bytes with the fp8 cache at the Flash shapes.
+TEST(KvFp8, DecodeFloorCountsTheStoredRows) {
+  const ModelConfig cfg = flash_slice_config(3);
+  const KeyRowBytes fp8 = key_row_bytes(cfg, DType::BF16, true), bf16 = key_row_bytes(cfg, DType::BF16, false);
+  EXPECT_EQ(fp8.kv, 584.0);
+  EXPECT_EQ(fp8.indexer, 132.0);
+  EXPECT_EQ(bf16.kv, 1024.0);
+  EXPECT_EQ(bf16.indexer, 256.0);
+  EXPECT_EQ(key_row_bytes(cfg, DType::F32, false).kv, 2048.0);
 }
 
 TEST(KvFp8, CudaRunsTheFp8Cache) {
