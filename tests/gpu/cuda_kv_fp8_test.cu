@@ -543,14 +543,15 @@ std::vector<float> run_fp8_model(const ModelConfig& cfg, const ModelWeights& w, 
 // Both quantise the same cache values, so what differs is the activation path alone:
 // - F32 (f32 matrices and activations): the CUDA path is within 1e-3 of the reference (cuda_model_test.cu's
 //   kF32Tolerance); the values entering the cache then differ by ~1e-6, and one lying that close to an E4M3 rounding
-//   midpoint takes the neighbouring code (one step: up to 1/8 of that value) — rare (~1e-5 of the values: at most a
-//   handful per fixture), and damped by the softmax over the keys. Bound: 1e-2; no routing / indexer choice flips.
+//   midpoint takes the neighbouring code — rare (~1e-5 of the values), and small in the logits: such a tipped code
+//   moved tiny_b's logits by 2.7e-5 relative against transformers (bench/RESULTS.md, the CPU fp8 cache). Bound: 2e-3
+//   (the F32 path's bound, doubled for a few tipped codes); no routing / indexer choice flips.
 // - BF16 (production): bf16 activations alone move logits by 2-5% on these fixtures and flip near-tied routing /
 //   indexer choices (cuda_model_test.cu); with the CPU's choices forced its bf16 bound 8e-2 holds and every flip is
 //   a near-tie (reference gap <= 8e-2).
 TEST(CudaKvFp8, ModelLogitsMatchTheCpuFp8Cache) {
   DSV4_REQUIRE_GPU();
-  constexpr double kF32Fp8Tolerance = 1e-2, kBf16ForcedTolerance = 8e-2, kNearTie = 8e-2;
+  constexpr double kF32Fp8Tolerance = 2e-3, kBf16ForcedTolerance = 8e-2, kNearTie = 8e-2;
   for (const char* name : {"tiny_a", "tiny_b", "tiny_c"}) {
     const std::string dir = test::fixture_dir(name);
     const ModelConfig cfg = ModelConfig::from_file(dir + "/config.json");
