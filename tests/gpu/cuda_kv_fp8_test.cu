@@ -67,50 +67,85 @@ PagedRows host_rows(std::vector<float>& v, int64_t slots, int64_t rows, int64_t 
   return dense_paged_rows(v.data(), DType::F32, slots, rows, width, identity_table(Device::kCPU));
 }
 
-// [slots, rows] packed rows on the device (one page per slot) and the f32 values they give back on the host.
+// [slots, rows] packed rows on the device and the f32 values they give back on the host. rows_per_page 0: one page
+// per slot (an identity table); else pages of rows_per_page rows after a 24-byte offset (as a page holding other
+// arrays first), the slots' pages scattered through the buffer in a random order by their own page table.
 struct PackedStore {
   KvStorage storage;
   int64_t slots, rows, width, rope, row_bytes;
+  int64_t rpp = 0, cols = 1, offset = 0, page_bytes = 0;
   Buffer dev;
-  std::vector<float> values;  // [slots, rows, width]
+  std::vector<int32_t> table;  // [slots, cols]
+  DevTensor d_table;
+  std::vector<float> values;  // [slots, rows, width], logical order
 
   PackedStore(std::mt19937& rng, KvStorage s, int64_t slots_, int64_t rows_, int64_t width_, int64_t rope_,
-              float magnitude = 1.0f)
+              int64_t rows_per_page = 0)
       : storage(s), slots(slots_), rows(rows_), width(width_), rope(s == KvStorage::kFp8Blocks ? rope_ : 0) {
     EXPECT_TRUE(kvfp8::shape_ok(storage, width, rope));
     EXPECT_LE(slots, kMaxSlots);
     row_bytes = kvfp8::row_bytes(storage, width, rope);
-    std::vector<uint8_t> bytes(static_cast<size_t>(slots * rows * row_bytes));
-    std::normal_distribution<float> normal(0.0f, magnitude);
+    if (rows_per_page > 0) {
+      rpp = rows_per_page;
+      cols = (rows + rpp - 1) / rpp;
+      offset = 24;
+      page_bytes = (offset + rpp * row_bytes + 7) / 8 * 8;
+      table.resize(static_cast<size_t>(slots * cols));
+      std::iota(table.begin(), table.end(), 0);
+      std::shuffle(table.begin(), table.end(), rng);
+      d_table = test::upload_i32(table, {slots * cols});
+    } else {
+      rpp = rows;
+      page_bytes = rows * row_bytes;
+    }
+    std::vector<uint8_t> bytes(static_cast<size_t>(slots * cols * page_bytes), 0);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
     std::vector<float> x(static_cast<size_t>(width));
-    for (int64_t r = 0; r < slots * rows; ++r) {
-      for (float& v : x) v = normal(rng);
-      kvfp8::pack_row_host(x.data(), storage, width, rope, bytes.data() + r * row_bytes);
+    for (int64_t sl = 0; sl < slots; ++sl) {
+      for (int64_t r = 0; r < rows; ++r) {
+        for (float& v : x) v = normal(rng);
+        kvfp8::pack_row_host(x.data(), storage, width, rope, bytes.data() + address(sl, r));
+      }
     }
     dev = Buffer(bytes.size(), Device::kCUDA);
     cuda::copy_to_device(dev.data(), bytes.data(), bytes.size());
     values = decode(bytes);
   }
 
+  int64_t address(int64_t slot, int64_t r) const {
+    const int64_t page = table.empty() ? slot : table[static_cast<size_t>(slot * cols + r / rpp)];
+    return page * page_bytes + offset + (r % rpp) * row_bytes;
+  }
   std::vector<float> decode(const std::vector<uint8_t>& bytes) const {
     std::vector<float> v(static_cast<size_t>(slots * rows * width));
-    for (int64_t r = 0; r < slots * rows; ++r) {
-      for (int64_t e = 0; e < width; ++e) {
-        v[static_cast<size_t>(r * width + e)] = kvfp8::element(bytes.data() + r * row_bytes, storage, width, rope, e);
+    for (int64_t sl = 0; sl < slots; ++sl) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const uint8_t* row = bytes.data() + address(sl, r);
+        for (int64_t e = 0; e < width; ++e) {
+          v[static_cast<size_t>((sl * rows + r) * width + e)] = kvfp8::element(row, storage, width, rope, e);
+        }
       }
     }
     return v;
   }
   // The values the device rows give back now.
   std::vector<float> download_values() const {
-    std::vector<uint8_t> bytes(static_cast<size_t>(slots * rows * row_bytes));
+    std::vector<uint8_t> bytes(static_cast<size_t>(slots * cols * page_bytes));
     cuda::copy_to_host(bytes.data(), dev.data(), bytes.size());
     return decode(bytes);
   }
   PagedRows gpu() const {
-    PagedRows p = dense_paged_rows(dev.data(), DType::F8_E4M3, slots, rows, width, identity_table(Device::kCUDA));
+    PagedRows p;
+    p.base = dev.data();
+    p.dtype = DType::F8_E4M3;
+    p.page_bytes = page_bytes;
+    p.offset = offset;
+    p.width = width;
     p.row_bytes = row_bytes;
-    p.page_bytes = rows * row_bytes;
+    p.rows_per_page = rpp;
+    p.rows = rows;
+    p.table = table.empty() ? identity_table(Device::kCUDA) : static_cast<const int32_t*>(d_table.t.data());
+    p.table_stride = table.empty() ? 1 : cols;
     p.storage = storage;
     p.rope_dim = rope;
     return p;
@@ -179,7 +214,8 @@ TEST(CudaKvFp8, RingStoresPack) {
     for (const DType rows_dt : {DType::BF16, DType::F32}) {
       auto rng = rng_for("ring_stores_fp8", v++);
       const int64_t slots = 3, ring_rows = 10;
-      PackedStore ring(rng, KvStorage::kFp8Blocks, slots, ring_rows, D, rope);
+      // BF16 rows: the ring in scattered pages of 3 rows (the ring wraps across pages).
+      PackedStore ring(rng, KvStorage::kFp8Blocks, slots, ring_rows, D, rope, rows_dt == DType::BF16 ? 3 : 0);
       std::vector<float> want = ring.values;
       std::vector<float> raw = random_vec(rng, slots * ring_rows * 24);
       std::vector<float> raw_want = raw;
@@ -318,10 +354,10 @@ struct IndexerCase {
 
 // fp8 keys (kFp8Row) on the device, their values on the CPU; the device runs without and with the decode workspace.
 void check_indexer_fp8(const IndexerCase& c, int variant, const std::vector<TestBatch::Chunk>& chunks,
-                       int64_t slots = 3) {
+                       int64_t slots = 3, int64_t rows_per_page = 0) {
   auto rng = rng_for("indexer_fp8", variant);
   const int64_t rate = 4, max_entries = (c.max_model_len + rate - 1) / rate;
-  PackedStore keys(rng, KvStorage::kFp8Row, slots, max_entries, c.Di, 0);
+  PackedStore keys(rng, KvStorage::kFp8Row, slots, max_entries, c.Di, 0, rows_per_page);
   CompressorState cs, gs;
   for (CompressorState* s : {&cs, &gs}) {
     s->rate = rate;
@@ -387,6 +423,9 @@ TEST(CudaKvFp8, IndexerTopk) {
   check_indexer_fp8({8, 16, 64, 5}, 2, {{0, 0, 10}, {1, 40, 6}, {2, 63, 1}});
   check_indexer_fp8({16, 64, 8192, 100}, 3, {{0, 0, 5}, {0, 4003, 301}, {1, 6000, 211}, {2, 3, 9}});
   check_indexer_fp8({130, 16, 1024, 16}, 4, {{0, 0, 5}, {1, 4 * 17 - 1, 1}, {2, 1023, 1}});  // SIMT
+  // Scattered pages of 64 entries (the state's page size at rate 4), decode rows and a prefill chunk.
+  check_indexer_fp8({64, 128, 8192, 512}, 5, {{0, 8191, 1}, {1, 4 * 513 - 1, 1}, {2, 3000, 40}}, 3, 64);
+  check_indexer_fp8({130, 16, 1024, 16}, 6, {{0, 1023, 1}, {2, 500, 3}}, 3, 64);  // SIMT, scattered
 }
 
 // S = 262,144: the Flash slice's CSA entries at 1M positions, one decode row (and two shorter ones).
@@ -401,14 +440,15 @@ struct AttnCase {
   int64_t D, rope, heads, window;
   AttnKind kind;
   int64_t rate, max_model_len, topk;
-  DType act;  // BF16: the split-KV kernel where it applies; F32: the warp kernel
+  DType act;                  // BF16: the split-KV kernel where it applies; F32: the warp kernel
+  int64_t rows_per_page = 0;  // > 0: ring and entries in scattered pages of this many rows
 };
 
 void check_attention_fp8(const AttnCase& c, const std::vector<TestBatch::Chunk>& chunks, int padding, int variant) {
   auto rng = rng_for("attention_fp8", variant);
   const int64_t slots = 3, ahead = 3, ring = c.window + ahead, max_entries = c.max_model_len / c.rate;
-  PackedStore ring_s(rng, KvStorage::kFp8Blocks, slots, ring, c.D, c.rope);
-  PackedStore entries(rng, KvStorage::kFp8Blocks, slots, max_entries, c.D, c.rope);
+  PackedStore ring_s(rng, KvStorage::kFp8Blocks, slots, ring, c.D, c.rope, c.rows_per_page);
+  PackedStore entries(rng, KvStorage::kFp8Blocks, slots, max_entries, c.D, c.rope, c.rows_per_page);
   TestBatch batch(chunks, padding, 100, rng);
   const int64_t T = batch.size();
   std::vector<float> q = test::as_stored(random_vec(rng, T * c.heads * c.D, -3, 3), c.act);
@@ -474,6 +514,11 @@ TEST(CudaKvFp8, Attention) {
   check_attention_fp8(hca, {{0, 76900, 1}, {1, 8191, 1}, {2, 40000, 1}}, 1, v++);
   check_attention_fp8(csa, {{0, 2403, 1}, {1, 300, 1}, {2, 1100, 1}, {0, 2559, 1}}, 0, v++);
   check_attention_fp8(csa, {{1, 100, 24}, {0, 2403, 1}, {2, 700, 8}}, 2, v++);  // 35 rows: no split
+  AttnCase paged = csa;  // scattered pages of 64 rows (the ring wraps across pages)
+  paged.rows_per_page = 64;
+  check_attention_fp8(paged, {{0, 2403, 1}, {1, 300, 1}, {2, 1100, 9}}, 1, v++);
+  paged.act = DType::F32;
+  check_attention_fp8(paged, {{0, 2403, 1}, {1, 300, 1}, {2, 1100, 9}}, 1, v++);
   const std::vector<C> mixed = {{1, 5, 9}, {0, 40, 1}, {2, 0, 3}};
   for (const DType act : {DType::BF16, DType::F32}) {
     for (const AttnKind kind : {AttnKind::kSliding, AttnKind::kHca, AttnKind::kCsa}) {
