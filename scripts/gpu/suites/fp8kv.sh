@@ -4,13 +4,13 @@
 # memcheck and racecheck on them, and decode of the synthetic Flash slice at 32k and 1M context with the fp8 and the
 # bf16 cache (ms/step against the weights + state floor, the sequence's state bytes). A suite of scripts/gpu/run.sh
 # (run from the repository root with the staged build in STAGE, default .gpu-stage).
-#   PHASES: comma list of tests,memcheck,racecheck,contexts (default: all)
+#   PHASES: comma list of tests,cli,memcheck,racecheck,contexts (default: all)
 set -u
 . "${STAGE:-.gpu-stage}/env.sh"
 export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64
 export DSV4_SOURCE_DIR=${DSV4_SOURCE_DIR:-$PWD} PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-PHASES=${PHASES:-tests,memcheck,racecheck,contexts}
+PHASES=${PHASES:-tests,cli,memcheck,racecheck,contexts}
 has() { [[ ",$PHASES," == *",$1,"* ]]; }
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/card.txt
@@ -22,6 +22,21 @@ if has tests; then
   timeout ${TESTS_TIMEOUT:-240} dsv4_gpu_tests --gtest_filter="${TESTS_FILTER:-$FP8:$TOUCHED}" > $OUT/gpu_tests.txt 2>&1
   echo "gpu tests rc=$?"; grep -E "tests ran|PASSED  \]|FAILED  \]|near-tie|equal, rel err|fp8 cache \[|rel err" $OUT/gpu_tests.txt | head -60
   grep -E "Failure|error:" -A5 $OUT/gpu_tests.txt | head -30
+fi
+if has cli; then  # greedy tokens through the CLI (CUDA graphs on): CUDA f32 fp8 = CPU fp8; speculation keeps them
+  gen() { timeout 120 dsv4 generate --ids 5,6,7,8,9 -n 24 --ignore-eos --kv-cache-dtype fp8 "$@" 2>>$OUT/cli.log | head -1; }
+  for m in tests/fixtures/hf/tiny_a tests/fixtures/hf/tiny_b tests/fixtures/mtp/mtp_tiny; do
+    cpu=$(gen -m $DSV4_SOURCE_DIR/$m --device cpu)
+    f32=$(gen -m $DSV4_SOURCE_DIR/$m --device cuda --cuda-precision f32)
+    bf16=$(gen -m $DSV4_SOURCE_DIR/$m --device cuda)
+    echo "$m fp8 cache: cpu [$cpu] cuda-f32 [$f32] cuda-bf16 [$bf16]" >> $OUT/cli.log
+    [ -n "$cpu" ] && [ "$cpu" == "$f32" ] && r=MATCH || r=DIFFER
+    echo "cli $m: CUDA f32 fp8 vs CPU fp8 greedy tokens: $r; CUDA bf16: $([ "$bf16" == "$cpu" ] && echo same || echo differs)"
+    if [[ $m == *mtp* ]]; then
+      spec=$(gen -m $DSV4_SOURCE_DIR/$m --device cuda --cuda-precision f32 --spec-tokens 2)
+      echo "cli $m: CUDA f32 fp8 speculative (K=2) vs plain: $([ -n "$spec" ] && [ "$spec" == "$f32" ] && echo MATCH || echo DIFFER)"
+    fi
+  done
 fi
 if has memcheck; then
   timeout ${SAN_TIMEOUT:-200} $SAN --tool memcheck --error-exitcode 99 dsv4_gpu_tests --gtest_filter="$FP8" > $OUT/memcheck.txt 2>&1
