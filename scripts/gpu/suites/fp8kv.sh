@@ -19,12 +19,12 @@ FP8='CudaKvFp8.*'
 # and the model on them.
 TOUCHED='CudaOps.Attention*:CudaOps.Indexer*:CudaOps.CompressorEmitAndStore:CudaOps.*Ring*:*CudaModelParity.PrefillDecodeAndChunks*:CudaPaged*'
 if has tests; then
-  timeout ${TESTS_TIMEOUT:-240} dsv4_gpu_tests --gtest_filter="${TESTS_FILTER:-$FP8:$TOUCHED}" > $OUT/gpu_tests.txt 2>&1
+  timeout ${TESTS_TIMEOUT:-220} dsv4_gpu_tests --gtest_filter="${TESTS_FILTER:-$FP8:$TOUCHED}" > $OUT/gpu_tests.txt 2>&1
   echo "gpu tests rc=$?"; grep -E "tests ran|PASSED  \]|FAILED  \]|near-tie|equal, rel err|fp8 cache \[|rel err" $OUT/gpu_tests.txt | head -60
   grep -E "Failure|error:" -A5 $OUT/gpu_tests.txt | head -30
 fi
 if has cli; then  # greedy tokens through the CLI (CUDA graphs on): CUDA f32 fp8 = CPU fp8; speculation keeps them
-  gen() { timeout 120 dsv4 generate --ids 5,6,7,8,9 -n 24 --ignore-eos --kv-cache-dtype fp8 "$@" 2>>$OUT/cli.log | head -1; }
+  gen() { timeout 60 dsv4 generate --ids 5,6,7,8,9 -n 24 --ignore-eos --kv-cache-dtype fp8 "$@" 2>>$OUT/cli.log | head -1; }
   for m in tests/fixtures/hf/tiny_a tests/fixtures/hf/tiny_b tests/fixtures/mtp/mtp_tiny; do
     cpu=$(gen -m $DSV4_SOURCE_DIR/$m --device cpu)
     f32=$(gen -m $DSV4_SOURCE_DIR/$m --device cuda --cuda-precision f32)
