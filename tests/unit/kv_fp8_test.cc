@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -78,6 +79,9 @@ TEST(KvFp8, ScalarCodecMatchesTheCpuCodecs) {
       if (amax < kvfp8::kAmaxFloor) continue;
       ASSERT_EQ(kvfp8::block_exponent(amax), scale_exponent(amax, 448.0)) << "amax " << amax;
     }
+  }
+  for (const float amax : {3.1e38f, std::numeric_limits<float>::max(), 1e-4f, 448.0f, std::nextafter(448.0f, 1e9f)}) {
+    ASSERT_EQ(kvfp8::block_exponent(amax), scale_exponent(amax, 448.0)) << "amax " << amax;
   }
   for (int e = -127; e <= 127; ++e) ASSERT_EQ(kvfp8::pow2(e), std::ldexp(1.0f, e)) << e;
   for (const float x : {1.0f, 1.00390625f, 1.01171875f, -3.3e-5f, 65504.0f, 1e-40f, NAN}) {

@@ -100,7 +100,7 @@ DSV4_KV_HD float e4m3_value(uint8_t c) {
 // The UE8M0 exponent of a block with largest magnitude `amax` (already floored, > 0): the smallest e with
 // amax <= 448 2^e, clamped to [-127, 127] (io/quantization.h's scale_exponent at qmax 448).
 DSV4_KV_HD int block_exponent(float amax) {
-  if (!(amax <= 3.0e38f)) return 127;  // inf: the largest scale (NaN never reaches here: amax skips NaN)
+  if (!(amax <= 3.40282347e38f)) return 127;  // inf: the largest scale (NaN never reaches here: amax skips NaN)
   int k = 0;
   const float f = frexpf(amax, &k);  // amax = f 2^k; 448 = 0.875 2^9
   const int e = k - 9 + (f > 0.875f ? 1 : 0);
