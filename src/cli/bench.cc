@@ -199,6 +199,10 @@ void register_bench(CLI::App& app) {
         }
         j["prefill"].push_back(p);
       }
+      // The floor's state rows: the activation dtype's elements, or the packed rows of the CUDA fp8 cache.
+      const KeyRowBytes key_rows =
+          key_row_bytes(engine.config(), eo.cuda_precision == DType::F32 ? DType::F32 : DType::BF16,
+                        packs_fp8_cache(eo.kv_cache_dtype, engine.options().device));
       for (int64_t B : batches) {  // B sequences of 16 prompt tokens, decode_steps tokens each
         std::vector<std::vector<int32_t>> prompts;
         for (int64_t b = 0; b < B; ++b) prompts.push_back(random_ids(o->context));
@@ -214,8 +218,7 @@ void register_bench(CLI::App& app) {
                             {"tokens_per_second", static_cast<double>(B) / s.median}};
         if (copy_bw > 0) {  // HBM floor at the middle of the measured steps
           const DecodeTraffic traffic =
-              decode_step_traffic(engine.config(), engine.weights(), B, o->context + o->decode_steps / 2,
-                                  eo.cuda_precision == DType::F32 ? DType::F32 : DType::BF16);
+              decode_step_traffic(engine.config(), engine.weights(), B, o->context + o->decode_steps / 2, key_rows);
           const double floor_ms = traffic.total() / copy_bw * 1e3;
           d["floor_ms"] = floor_ms;
           d["floor_bytes"] = traffic.bytes;
@@ -247,14 +250,15 @@ void register_bench(CLI::App& app) {
         });
         const ops::OpTimes ot = ops::stop_op_timing();
         nlohmann::json d = {{"context", N}, {"ms_per_step", to_json({s.median * 1e3, s.min * 1e3, s.max * 1e3})}};
+        // The sequence's whole state at this context (pages of the pool; packed rows with the CUDA fp8 cache).
+        d["state_bytes"] = engine.state_layout().bytes_for(N + 1);
         if (ot.calls > 0) {  // device time of the indexer / attention ops per step (all layers), eager mode
           const double steps = static_cast<double>((o->warmup + o->reps) * o->decode_steps);
           d["indexer_ms_per_step"] = ot.indexer_seconds / steps * 1e3;
           d["attention_ms_per_step"] = ot.attention_seconds / steps * 1e3;
         }
         if (copy_bw > 0) {
-          const DecodeTraffic traffic = decode_step_traffic(engine.config(), engine.weights(), 1, N,
-                                                            eo.cuda_precision == DType::F32 ? DType::F32 : DType::BF16);
+          const DecodeTraffic traffic = decode_step_traffic(engine.config(), engine.weights(), 1, N, key_rows);
           double state_bytes = 0;
           for (const char* part : {"kv window", "compressed entries", "indexer keys"}) {
             if (traffic.bytes.count(part) != 0) state_bytes += traffic.bytes.at(part);

@@ -5,6 +5,7 @@
 
 #include "dsv4/backend/cuda_device.h"
 #include "dsv4/core/buffer.h"
+#include "dsv4/ops/kv_fp8.h"
 #include "dsv4/ops/rope_table.h"
 
 namespace dsv4 {
@@ -35,7 +36,7 @@ int64_t place_rings(std::vector<StateLayout::Array>& arrays, int64_t n) {
     if (!a.ring) continue;
     a.rows_per_page = (a.rows + n - 1) / n;
     a.offset = offset;
-    offset += a.rows_per_page * a.row_bytes;
+    offset = align_up(offset + a.rows_per_page * a.row_bytes, kRowAlign);  // packed fp8 rows are not 16-byte multiples
   }
   return offset;
 }
@@ -51,7 +52,7 @@ int64_t default_page_tokens(const ModelConfig& cfg) {
   return l * std::max<int64_t>(1, (256 + l - 1) / l);
 }
 
-StateLayout StateLayout::make(const ModelConfig& c, const ModelOptions& o, DType keys, bool with_mtp) {
+StateLayout StateLayout::make(const ModelConfig& c, const ModelOptions& o, DType keys, bool with_mtp, bool packed_fp8) {
   DSV4_CHECK_ARG(o.max_seqs > 0 && o.max_model_len > 0 && o.max_tokens_ahead >= 1,
                  "model options: max_seqs, max_model_len and max_tokens_ahead must be positive");
   StateLayout L;
@@ -72,25 +73,41 @@ StateLayout StateLayout::make(const ModelConfig& c, const ModelOptions& o, DType
     a.row_bytes = align_up(width * static_cast<int64_t>(dtype_size(dt)), kRowAlign);
     L.arrays.push_back(std::move(a));
   };
+  // A key store: `keys` elements, or a packed fp8 row (8-byte aligned, the readers' widest load of it).
+  auto add_keys = [&](std::string name, bool ring, int64_t width, int64_t rows, KvStorage storage, int64_t rope) {
+    if (!packed_fp8) return add(std::move(name), ring, keys, width, rows);
+    DSV4_CHECK(kvfp8::shape_ok(storage, width, rope), kUnsupported, "--kv-cache-dtype fp8 on CUDA: ", name, " rows of ",
+               width, " values with ", rope,
+               " rope values cannot be packed (the no-rope part must be a multiple of 8 values, the rope part "
+               "even; indexer keys a multiple of 8)");
+    add(std::move(name), ring, DType::F8_E4M3, width, rows);
+    Array& a = L.arrays.back();
+    a.storage = storage;
+    a.rope_dim = storage == KvStorage::kFp8Blocks ? rope : 0;
+    a.row_bytes = kvfp8::row_bytes(storage, width, a.rope_dim);
+  };
+  const int64_t rope = c.rope_head_dim;
   bool any_context = false;
   for (size_t l = 0; l < c.layer_types.size(); ++l) {
     const AttentionType t = c.layer_types[l];
     const std::string p = "layers." + std::to_string(l) + ".";
-    add(p + "kv_ring", true, keys, c.head_dim, c.sliding_window + ahead);
+    add_keys(p + "kv_ring", true, c.head_dim, c.sliding_window + ahead, KvStorage::kFp8Blocks, rope);
     const int64_t r = c.compress_rate(t);
     if (r == 0) continue;
     any_context = true;
-    auto compressor = [&](const std::string& name, bool overlap, int64_t dim) {
+    auto compressor = [&](const std::string& name, bool overlap, int64_t dim, KvStorage storage) {
       const int64_t width = (overlap ? 2 : 1) * dim, ring = (overlap ? 2 : 1) * r + ahead;
       add(p + name + ".raw_kv", true, DType::F32, width, ring);
       add(p + name + ".raw_gate", true, DType::F32, width, ring);
-      add(p + name + ".entries", false, keys, dim, 0);
+      add_keys(p + name + ".entries", false, dim, 0, storage, rope);
       L.arrays.back().rate = r;
     };
-    compressor("compressor", t == AttentionType::kCompressedSparse, c.head_dim);
-    if (t == AttentionType::kCompressedSparse) compressor("indexer", true, c.index_head_dim);
+    compressor("compressor", t == AttentionType::kCompressedSparse, c.head_dim, KvStorage::kFp8Blocks);
+    if (t == AttentionType::kCompressedSparse) {
+      compressor("indexer", true, c.index_head_dim, KvStorage::kFp8Row);
+    }
   }
-  if (with_mtp) add("mtp.kv_ring", true, keys, c.head_dim, c.sliding_window + ahead);
+  if (with_mtp) add_keys("mtp.kv_ring", true, c.head_dim, c.sliding_window + ahead, KvStorage::kFp8Blocks, rope);
 
   // Context pages: page_tokens positions of every entry store.
   int64_t context_bytes = 0;
@@ -101,7 +118,7 @@ StateLayout StateLayout::make(const ModelConfig& c, const ModelOptions& o, DType
       a.rows_per_page = P / a.rate;
       a.rows = L.context_columns * a.rows_per_page;
       a.offset = context_bytes;
-      context_bytes += a.rows_per_page * a.row_bytes;
+      context_bytes = align_up(context_bytes + a.rows_per_page * a.row_bytes, kRowAlign);
     }
   }
   // Ring pages: as few as fit in a context page (every ring's rows spread evenly over them); without compressed
@@ -137,7 +154,7 @@ ModelState::ModelState(const ModelConfig& c, const ModelOptions& o, Device devic
   // and the compressor's raw kv/gate rings in f32 (they feed a softmax over tokens); the CPU keeps f32.
   act_ = device == Device::kCUDA ? o.cuda_activation_dtype : DType::F32;
   DSV4_CHECK_ARG(act_ == DType::BF16 || act_ == DType::F32, "model options: CUDA activations must be BF16 or F32");
-  layout_ = StateLayout::make(c, o, act_, with_mtp);
+  layout_ = StateLayout::make(c, o, act_, with_mtp, packs_fp8_cache(o.kv_cache_dtype, device));
   const int64_t cols = layout_.table_columns();
   const bool static_table = o.num_pages == 0;
   num_pages_ = static_table ? o.max_seqs * cols : o.num_pages;
@@ -166,6 +183,8 @@ ModelState::ModelState(const ModelConfig& c, const ModelOptions& o, Device devic
     p.table = table;
     p.table_stride = cols;
     p.first_column = a.ring ? 0 : layout_.ring_pages;
+    p.storage = a.storage;
+    p.rope_dim = a.rope_dim;
     return p;
   };
   const KvFormats formats = kv_formats(opt_.kv_cache_dtype, device, act_);
@@ -249,10 +268,7 @@ KvFormats kv_formats(KvCacheDtype d, Device device, DType activations) {
         return {};
       }
       return {KvRoundTrip::kBf16, KvRoundTrip::kBf16, KvRoundTrip::kBf16};
-    case KvCacheDtype::kFp8:
-      DSV4_CHECK(!cuda, kUnsupported,
-                 "--kv-cache-dtype fp8 runs on the CPU only in this build (the CUDA kernels do not read FP8 caches "
-                 "yet); use --device cpu or --kv-cache-dtype auto");
+    case KvCacheDtype::kFp8:  // CUDA: packed rows (packs_fp8_cache); the batch's own kv rows are round-tripped
       return {KvRoundTrip::kFp8Blocks, KvRoundTrip::kFp8Blocks, KvRoundTrip::kFp8Row};
   }
   return {};

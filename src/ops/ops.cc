@@ -43,6 +43,13 @@ void require_meta(const ExecContext& ctx, const BatchMeta& m, const char* op) {
 
 bool optional(const Tensor& t) { return t.data() != nullptr; }
 
+// The storage a key array's readers take: plain rows of the activation dtype, or (CUDA) the packed fp8 rows of
+// `format` (dsv4/ops/kv_fp8.h).
+bool key_rows_ok(const ExecContext& ctx, const PagedRows& rows, DType activation, KvStorage format) {
+  if (rows.packed()) return ctx.is_cuda() && rows.storage == format;
+  return rows.dtype == activation;
+}
+
 thread_local ChoiceTap* g_choice_tap = nullptr;
 
 }  // namespace
@@ -312,8 +319,16 @@ void compressor_emit(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor
                      norm_w.numel() == state.dim && state.raw_kv.width == width && state.raw_gate.width == width &&
                      state.raw_kv.dtype == DType::F32 && state.raw_gate.dtype == DType::F32,
                  "compressor_emit: kv ", kv.shape_string(), ", ape ", ape.shape_string(), " for width ", width);
-  DSV4_CHECK(!ctx.is_cuda() || state.entry_format == KvRoundTrip::kNone, kUnsupported, "compressor_emit: the ",
-             kv_round_trip_name(state.entry_format), " cache runs on the CPU only in this build");
+  // CUDA stores a cache format as packed rows of that format (the state's layout), or none.
+  const bool packed_match =
+      (state.entry_format == KvRoundTrip::kFp8Blocks && state.entries.storage == KvStorage::kFp8Blocks) ||
+      (state.entry_format == KvRoundTrip::kFp8Row && state.entries.storage == KvStorage::kFp8Row);
+  DSV4_CHECK(!ctx.is_cuda() || (state.entry_format == KvRoundTrip::kNone && !state.entries.packed()) || packed_match,
+             kUnsupported, "compressor_emit on CUDA: the ", kv_round_trip_name(state.entry_format),
+             " cache needs entries stored in that format (packed rows), got ",
+             state.entries.packed() ? "other packed rows" : dtype_name(state.entries.dtype));
+  DSV4_CHECK(ctx.is_cuda() || !state.entries.packed(), kUnsupported,
+             "compressor_emit on the CPU: packed fp8 entries (the CPU keeps f32 rows)");
   DSV4_DISPATCH(compressor_emit, state, kv, gate, ape, norm_w, rope, meta, eps);
 }
 
@@ -327,13 +342,14 @@ void activation_round_trip(ExecContext& ctx, Tensor x) {
 }
 
 void kv_round_trip(ExecContext& ctx, Tensor x, int64_t rope_dim, KvRoundTrip format) {
-  require(ctx, x, DType::F32, "kv_round_trip", "x");
+  require_float(ctx, x, "kv_round_trip", "x");
   DSV4_CHECK_ARG(x.ndim() >= 1 && rope_dim >= 0 && rope_dim <= x.size(-1), "kv_round_trip: rope_dim ", rope_dim,
                  " for rows of ", x.ndim() >= 1 ? x.size(-1) : 0);
   if (format == KvRoundTrip::kNone) return;
-  DSV4_CHECK(!ctx.is_cuda(), kUnsupported, "kv_round_trip: the ", kv_round_trip_name(format),
-             " cache runs on the CPU only in this build");
-  if (!ctx.measuring) cpu::kv_round_trip(x, rope_dim, format);
+  DSV4_CHECK(!ctx.is_cuda() || format == KvRoundTrip::kFp8Blocks || format == KvRoundTrip::kFp8Row, kUnsupported,
+             "kv_round_trip on CUDA: the ", kv_round_trip_name(format),
+             " format runs on the CPU only (CUDA: the fp8 cache's fp8-blocks and fp8-row)");
+  DSV4_DISPATCH(kv_round_trip, x, rope_dim, format);
 }
 
 void compressor_store(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor gate, const BatchMeta& meta) {
@@ -362,6 +378,8 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
                  "indexer_topk: q ", q.shape_string(), ", weights ", w.shape_string(), ", out ", out.shape_string(),
                  " for ", meta.num_tokens, " tokens");
   if (optional(workspace)) require(ctx, workspace, workspace.dtype(), "indexer_topk", "workspace");
+  DSV4_CHECK_ARG(!keys.entries.packed() || (ctx.is_cuda() && keys.entries.storage == KvStorage::kFp8Row),
+                 "indexer_topk: packed keys must be fp8 rows, on CUDA");
 #ifndef DSV4_NO_CUDA
   if (ctx.is_cuda()) {
     cuda::DryRunScope dry_run(ctx.measuring);  // see DSV4_DISPATCH
@@ -409,7 +427,8 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRow
   require_float(ctx, kv, "attention", "kv");
   require(ctx, sinks, DType::F32, "attention", "sinks");
   DSV4_CHECK_ARG(q.ndim() == 3 && kv.ndim() == 2 && kv.size(1) == q.size(2) && kv_ring.width == q.size(2) &&
-                     kv_ring.dtype == kv.dtype() && sinks.numel() == q.size(1) && out.numel() == q.numel(),
+                     key_rows_ok(ctx, kv_ring, kv.dtype(), KvStorage::kFp8Blocks) && sinks.numel() == q.size(1) &&
+                     out.numel() == q.numel(),
                  "attention: q ", q.shape_string(), ", kv ", kv.shape_string(), ", ring rows of ", kv_ring.width, " ",
                  dtype_name(kv_ring.dtype));
   DSV4_CHECK_ARG(kv_ring.rows >= window, "attention: the kv ring (", kv_ring.rows, ") is smaller than the window (",
@@ -417,7 +436,7 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRow
   DSV4_CHECK_ARG(q.size(0) >= meta.num_tokens && kv.size(0) >= meta.num_tokens, "attention: q ", q.shape_string(),
                  " and kv ", kv.shape_string(), " for ", meta.num_tokens, " tokens");
   DSV4_CHECK_ARG(compressed == nullptr || (compressed->dim == q.size(2) && compressed->entries.width == q.size(2) &&
-                                           compressed->entries.dtype == kv.dtype()),
+                                           key_rows_ok(ctx, compressed->entries, kv.dtype(), KvStorage::kFp8Blocks)),
                  "attention: compressed entries of width ", compressed ? compressed->dim : 0, " for heads of ",
                  q.size(2));
   if (optional(selected)) {
@@ -452,8 +471,10 @@ void ring_stores(ExecContext& ctx, const std::vector<RingStore>& stores, const B
     DSV4_CHECK_ARG(s.rows.size(0) >= meta.num_tokens, "ring_stores: store ", i, ": rows ", s.rows.shape_string(),
                    " for ", meta.num_tokens, " tokens");
     require_float(ctx, s.rows, "ring_stores", "rows");
-    DSV4_CHECK_ARG(s.ring.dtype == DType::F32 || (ctx.is_cuda() && s.ring.dtype == DType::BF16), "ring_stores: store ",
-                   i, ": a ", dtype_name(s.ring.dtype), " ring (F32, or BF16 on CUDA)");
+    DSV4_CHECK_ARG(s.ring.dtype == DType::F32 ||
+                       (ctx.is_cuda() && (s.ring.dtype == DType::BF16 || s.ring.storage == KvStorage::kFp8Blocks)),
+                   "ring_stores: store ", i, ": a ", dtype_name(s.ring.dtype),
+                   " ring (F32, or on CUDA BF16 or packed fp8 blocks)");
   }
   if (stores.empty()) return;
   DSV4_DISPATCH(ring_stores, stores, meta);

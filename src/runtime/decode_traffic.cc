@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "dsv4/ops/kv_fp8.h"
+
 namespace dsv4 {
 
 double DecodeTraffic::total() const {
@@ -13,16 +15,30 @@ double DecodeTraffic::total() const {
 
 double expected_distinct_experts(int64_t E, int64_t k, int64_t tokens) {
   if (tokens <= 1) return static_cast<double>(std::min(k, E));
-  return static_cast<double>(E) * (1.0 - std::pow(1.0 - static_cast<double>(k) / static_cast<double>(E),
-                                                  static_cast<double>(tokens)));
+  return static_cast<double>(E) *
+         (1.0 - std::pow(1.0 - static_cast<double>(k) / static_cast<double>(E), static_cast<double>(tokens)));
+}
+
+KeyRowBytes key_row_bytes(const ModelConfig& c, DType state_dtype, bool packed_fp8) {
+  if (packed_fp8) {
+    return {static_cast<double>(kvfp8::row_bytes(KvStorage::kFp8Blocks, c.head_dim, c.rope_head_dim)),
+            static_cast<double>(kvfp8::row_bytes(KvStorage::kFp8Row, c.index_head_dim, 0))};
+  }
+  const double es = static_cast<double>(dtype_size(state_dtype));
+  return {es * static_cast<double>(c.head_dim), es * static_cast<double>(c.index_head_dim)};
+}
+
+DecodeTraffic decode_step_traffic(const ModelConfig& c, const ModelWeights& w, int64_t B, int64_t p, DType state_dtype,
+                                  const std::vector<double>& experts_touched) {
+  return decode_step_traffic(c, w, B, p, key_row_bytes(c, state_dtype, false), experts_touched);
 }
 
 DecodeTraffic decode_step_traffic(const ModelConfig& c, const ModelWeights& w, int64_t B, int64_t p,
-                                  DType state_dtype, const std::vector<double>& experts_touched) {
+                                  const KeyRowBytes& rows, const std::vector<double>& experts_touched) {
   DecodeTraffic t;
   auto add = [&](const char* part, double b) { t.bytes[part] += b; };
   auto bytes = [](const Tensor& x) { return x.data() ? static_cast<double>(x.nbytes()) : 0.0; };
-  const double es = static_cast<double>(dtype_size(state_dtype)), D = static_cast<double>(c.head_dim);
+  const double D = static_cast<double>(c.head_dim);
   add("embedding rows", static_cast<double>(B) * bytes(w.embed) / static_cast<double>(c.vocab_size));
   add("lm_head", bytes(w.head));
   add("mhc", bytes(w.hc_head.fn) + bytes(w.hc_head.base) + bytes(w.hc_head.scale));
@@ -32,8 +48,8 @@ DecodeTraffic decode_step_traffic(const ModelConfig& c, const ModelWeights& w, i
     const AttentionWeights& a = b.attn;
     add("attention", bytes(a.wq_a) + bytes(a.wq_b) + bytes(a.wkv) + bytes(a.wo_a) + bytes(a.wo_b) + bytes(a.sink) +
                          bytes(a.q_norm) + bytes(a.kv_norm));
-    add("compressor", bytes(a.compressor.wkv) + bytes(a.compressor.wgate) + bytes(a.compressor.ape) +
-                          bytes(a.compressor.norm));
+    add("compressor",
+        bytes(a.compressor.wkv) + bytes(a.compressor.wgate) + bytes(a.compressor.ape) + bytes(a.compressor.norm));
     add("indexer", bytes(a.indexer_wq_b) + bytes(a.indexer_weights_proj) + bytes(a.indexer_compressor.wkv) +
                        bytes(a.indexer_compressor.wgate) + bytes(a.indexer_compressor.ape) +
                        bytes(a.indexer_compressor.norm));
@@ -41,8 +57,8 @@ DecodeTraffic decode_step_traffic(const ModelConfig& c, const ModelWeights& w, i
                    bytes(b.hc_ffn.base) + bytes(b.hc_ffn.scale));
     add("norms", bytes(b.attn_norm) + bytes(b.ffn_norm));
     const MoeWeights& f = b.ffn;
-    add("router", bytes(f.gate) + bytes(f.bias) +
-                      (f.tid2eid.data() ? static_cast<double>(B * c.num_experts_per_tok * 4) : 0.0));
+    add("router",
+        bytes(f.gate) + bytes(f.bias) + (f.tid2eid.data() ? static_cast<double>(B * c.num_experts_per_tok * 4) : 0.0));
     add("shared expert", bytes(f.shared_w1) + bytes(f.shared_w2) + bytes(f.shared_w3));
     // w1/w2/w3 stack the routed experts and the shared one (weights.h).
     const double per_expert = (bytes(f.w1) + bytes(f.w2) + bytes(f.w3)) / static_cast<double>(f.w1.size(0));
@@ -52,7 +68,7 @@ DecodeTraffic decode_step_traffic(const ModelConfig& c, const ModelWeights& w, i
     add("routed experts", touched * per_expert);
     // Per-sequence state: the window's KV (read) plus the new row (written).
     const double window = static_cast<double>(std::min<int64_t>(p + 1, c.sliding_window));
-    add("kv window", static_cast<double>(B) * (window + 1) * D * es);
+    add("kv window", static_cast<double>(B) * (window + 1) * rows.kv);
     const AttentionType type = c.layer_types[l];
     const int64_t rate = c.compress_rate(type);
     if (rate > 0) {
@@ -60,12 +76,12 @@ DecodeTraffic decode_step_traffic(const ModelConfig& c, const ModelWeights& w, i
       const double attended = type == AttentionType::kCompressedSparse
                                   ? std::min<double>(visible, static_cast<double>(c.index_topk))
                                   : visible;
-      add("compressed entries", static_cast<double>(B) * attended * D * es);
+      add("compressed entries", static_cast<double>(B) * attended * rows.kv);
       const double width = (type == AttentionType::kCompressedSparse ? 2.0 : 1.0) * D;
       add("compressor rings", static_cast<double>(B) * 2.0 * width * 4.0);  // kv + gate row written
       if (type == AttentionType::kCompressedSparse) {
         const double Di = static_cast<double>(c.index_head_dim);
-        add("indexer keys", static_cast<double>(B) * visible * Di * es);
+        add("indexer keys", static_cast<double>(B) * visible * rows.indexer);
         add("compressor rings", static_cast<double>(B) * 2.0 * 2.0 * Di * 4.0);
       }
     }

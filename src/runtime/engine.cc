@@ -103,7 +103,8 @@ static int64_t max_logit_rows(const EngineOptions& o) {
 // max_model_len needs.
 void Engine::size_pool_and_state() {
   const DType keys = opt_.device == Device::kCUDA ? opt_.cuda_precision : DType::F32;
-  const StateLayout layout = StateLayout::make(cfg_, model_opt_, keys, has_mtp());
+  const StateLayout layout =
+      StateLayout::make(cfg_, model_opt_, keys, has_mtp(), packs_fp8_cache(model_opt_.kv_cache_dtype, opt_.device));
   const int64_t full = opt_.max_seqs * layout.pages_for(opt_.max_model_len + model_opt_.max_tokens_ahead);
   int64_t bytes = opt_.kv_cache_memory;
   if (bytes == 0 && opt_.device == Device::kCPU) bytes = int64_t{2} << 30;
@@ -279,6 +280,9 @@ void Engine::fill_state_random(uint64_t seed) {
   const DType dt = opt_.device == Device::kCUDA ? DType::BF16 : DType::F32;
   const int64_t n = static_cast<int64_t>(state_->pool_bytes() / dtype_size(dt));
   ops::fill_random(ctx_, Tensor(state_->pool_data(), dt, {n}, opt_.device), seed, 0.0f, 1.0f);
+  // Packed fp8 rows read those patterns as codes and scale bytes: some NaN, some scales past f32. Keep them finite.
+  if (packs_fp8_cache(opt_.kv_cache_dtype, opt_.device))
+    cuda::and_bytes(state_->pool_data(), state_->pool_bytes(), 0x37);
   if (opt_.device == Device::kCUDA) cuda::synchronize_device();
   exec_->fill_follower_states(seed);
 }

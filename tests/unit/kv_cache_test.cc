@@ -139,7 +139,6 @@ TEST(KvCache, FormatsByDevice) {
   EXPECT_EQ(kv_formats(KvCacheDtype::kAuto, Device::kCPU, DType::F32).window, KvRoundTrip::kNone);
   EXPECT_EQ(kv_formats(KvCacheDtype::kBf16, Device::kCPU, DType::F32).indexer, KvRoundTrip::kBf16);
   EXPECT_EQ(kv_formats(KvCacheDtype::kBf16, Device::kCUDA, DType::BF16).window, KvRoundTrip::kNone);
-  EXPECT_THROW(kv_formats(KvCacheDtype::kFp8, Device::kCUDA, DType::BF16), Error);
   EXPECT_THROW(kv_formats(KvCacheDtype::kBf16, Device::kCUDA, DType::F32), Error);
 }
 

@@ -25,6 +25,10 @@ void copy_to_device_async(void* dst, const void* src, size_t bytes, void* stream
 double measure_copy_bandwidth(size_t bytes = size_t{1} << 30, int reps = 10);
 // Waits for all work on the device (throws kCudaError on a failed kernel).
 void synchronize_device();
+// Every byte of `bytes` of device memory ANDed with `keep`, synchronously: Engine::fill_state_random's random state
+// made finite for the packed fp8 cache (keep 0x37: no NaN E4M3 code, scales <= 2^-72, bf16 / f32 bytes of small
+// positive values). kv_fp8.cu.
+void and_bytes(void* data, size_t bytes, unsigned char keep);
 // Free and total memory of the current device (cudaMemGetInfo).
 void memory_info(size_t* free_bytes, size_t* total_bytes);
 

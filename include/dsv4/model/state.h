@@ -27,7 +27,8 @@ namespace dsv4 {
 // KvRoundTrip::kFp8Blocks (the official reference's round trip), the indexer's keys as kFp8Row (vLLM's FP8 indexer
 // cache, 132 bytes per entry; DeepSeek's reference instead rotates the indexer's query and keys by a Hadamard
 // transform and rounds them through FP4 per 32 values, not reproduced here). The CPU keeps f32 rows and applies the
-// round trip; the CUDA build runs auto (and bf16 with bf16 activations) only, for now.
+// round trip; CUDA stores fp8 rows packed (dsv4/ops/kv_fp8.h: 584 bytes per kv row at head_dim 512, rope 64; 132
+// per indexer key at 128 dims) and runs bf16 with bf16 activations only.
 enum class KvCacheDtype : uint8_t { kAuto, kBf16, kFp8 };
 KvCacheDtype parse_kv_cache_dtype(const std::string& s);  // kInvalidArgument naming the accepted values
 const char* kv_cache_dtype_name(KvCacheDtype d);
@@ -36,6 +37,10 @@ struct KvFormats {
   KvRoundTrip window = KvRoundTrip::kNone, compressed = KvRoundTrip::kNone, indexer = KvRoundTrip::kNone;
 };
 KvFormats kv_formats(KvCacheDtype d, Device device, DType activations);
+// Whether the state keeps the fp8 cache as packed rows (CUDA; the CPU keeps f32 rows holding the round-tripped values).
+inline bool packs_fp8_cache(KvCacheDtype d, Device device) {
+  return d == KvCacheDtype::kFp8 && device == Device::kCUDA;
+}
 
 // --activation-quant: kFp8 rounds the activations entering every product DeepSeek's checkpoints store in FP8/FP4
 // (the query, kv and output projections but wo_a, the indexer's query, the experts, the MTP's e_proj / h_proj)
@@ -70,11 +75,13 @@ int64_t default_page_tokens(const ModelConfig& cfg);
 // Where every state array lives inside a page; computed once from the config and options.
 struct StateLayout {
   struct Array {
-    std::string name;   // "layers.3.compressor.entries", "mtp.kv_ring", …
-    bool ring = false;  // ring page (else context page)
-    DType dtype = DType::F32;
-    int64_t width = 0, rows = 0;  // elements per row, logical rows per sequence
-    int64_t rate = 0;             // entry stores: positions per entry
+    std::string name;                       // "layers.3.compressor.entries", "mtp.kv_ring", …
+    bool ring = false;                      // ring page (else context page)
+    DType dtype = DType::F32;               // F8_E4M3 for packed rows
+    KvStorage storage = KvStorage::kPlain;  // packed fp8 rows (row_bytes from dsv4/ops/kv_fp8.h)
+    int64_t rope_dim = 0;                   // kFp8Blocks: the trailing bf16 values
+    int64_t width = 0, rows = 0;            // elements per row, logical rows per sequence
+    int64_t rate = 0;                       // entry stores: positions per entry
     int64_t offset = 0, row_bytes = 0, rows_per_page = 0;
   };
   int64_t page_tokens = 0, page_bytes = 0;
@@ -82,7 +89,10 @@ struct StateLayout {
   int64_t context_columns = 0;  // table columns for context pages (0 when no layer compresses)
   std::vector<Array> arrays;
 
-  static StateLayout make(const ModelConfig& cfg, const ModelOptions& opt, DType keys, bool with_mtp);
+  // packed_fp8: the kv rings and compressed entries as KvStorage::kFp8Blocks rows, the indexer's keys as kFp8Row
+  // (packs_fp8_cache); else every key row holds `keys` elements.
+  static StateLayout make(const ModelConfig& cfg, const ModelOptions& opt, DType keys, bool with_mtp,
+                          bool packed_fp8 = false);
   int64_t table_columns() const { return ring_pages + context_columns; }
   // Context pages a sequence needs to hold positions [0, tokens).
   int64_t context_pages_for(int64_t tokens) const {

@@ -99,11 +99,11 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
 void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring,
                const CompressorState* compressed, Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window,
                float scale);
-// In place on x [rows, width] (F32): the values a cache of `format` gives back (see KvRoundTrip). E4M3 is rounded to
-// nearest-even and saturates at +-448; kFp8Blocks scales each block of 64 no-RoPE values (the last block may be
-// shorter) by s = 2^ceil(log2(max(amax, 1e-4) / 448)) (exactly: io/quantization.h's scale_exponent);
+// In place on x [rows, width] (F32; on CUDA also BF16): the values a cache of `format` gives back (see KvRoundTrip).
+// E4M3 is rounded to nearest-even and saturates at +-448; kFp8Blocks scales each block of 64 no-RoPE values (the last
+// block may be shorter) by s = 2^ceil(log2(max(amax, 1e-4) / 448)) (exactly: io/quantization.h's scale_exponent);
 // kFp8Row the whole row by s = max(amax, 1e-4) / 448 (fp32). The value given back is e4m3(x / s) * s (fp32 division
-// and product). CPU only for now (the CUDA build rejects the fp8 cache up front).
+// and product). CUDA: kFp8Blocks and kFp8Row (the fp8 cache's; the packed rows' codec, dsv4/ops/kv_fp8.h).
 void kv_round_trip(ExecContext& ctx, Tensor x, int64_t rope_dim, KvRoundTrip format);
 // --activation-quant fp8, in place on x [rows, width] (F32): each row through E4M3 per 128 values with a UE8M0 scale
 // (KvRoundTrip::kFp8Blocks128), as DeepSeek's reference quantises the activations entering an FP8/FP4 product.

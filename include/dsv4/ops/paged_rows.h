@@ -23,6 +23,15 @@
 
 namespace dsv4 {
 
+// How a row holds its values: plain elements of `dtype`, or a packed FP8 row of the --kv-cache-dtype fp8 cache
+// (dsv4/ops/kv_fp8.h has the byte layouts and the codec; such rows have dtype F8_E4M3, so code that reads rows
+// by element type refuses them instead of misreading them).
+enum class KvStorage : uint8_t {
+  kPlain,
+  kFp8Blocks,  // window / compressed kv: E4M3 per 64 values with a UE8M0 scale, the last rope_dim values in bf16
+  kFp8Row,     // indexer keys: E4M3 with one fp32 scale per row
+};
+
 struct PagedRows {
   void* base = nullptr;            // the pool's first page
   DType dtype = DType::F32;        // element type
@@ -35,6 +44,10 @@ struct PagedRows {
   const int32_t* table = nullptr;  // page ids, [sequences, table_stride]
   int64_t table_stride = 0;
   int64_t first_column = 0;  // table column of row 0
+  KvStorage storage = KvStorage::kPlain;
+  int64_t rope_dim = 0;  // kFp8Blocks: the trailing values kept in bf16
+
+  DSV4_PAGED_HD bool packed() const { return storage != KvStorage::kPlain; }
 
   bool defined() const { return base != nullptr; }
 

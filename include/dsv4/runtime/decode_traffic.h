@@ -28,4 +28,14 @@ double expected_distinct_experts(int64_t num_experts, int64_t k, int64_t tokens)
 DecodeTraffic decode_step_traffic(const ModelConfig& cfg, const ModelWeights& w, int64_t batch, int64_t position,
                                   DType state_dtype, const std::vector<double>& experts_touched = {});
 
+// Bytes of one stored row of the attention caches: a kv row (window ring and compressed entries) and an indexer key.
+struct KeyRowBytes {
+  double kv = 0, indexer = 0;
+};
+// Rows of `state_dtype` elements, or the packed rows of the CUDA fp8 cache (dsv4/ops/kv_fp8.h: 584 and 132 bytes at
+// the Flash shapes) when packed_fp8.
+KeyRowBytes key_row_bytes(const ModelConfig& cfg, DType state_dtype, bool packed_fp8);
+DecodeTraffic decode_step_traffic(const ModelConfig& cfg, const ModelWeights& w, int64_t batch, int64_t position,
+                                  const KeyRowBytes& rows, const std::vector<double>& experts_touched = {});
+
 }  // namespace dsv4

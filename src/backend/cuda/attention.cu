@@ -7,11 +7,14 @@
 // the indexer's selection) is read from device memory; the grid depends only on T and the head count.
 // bf16 shapes the split-KV tensor-core kernel takes (attention_split.cu: any head count, head_dim % 32 up to
 // 512; DSV4_SPLIT_ATTENTION=0 turns it off) go there instead; this kernel covers f32 and the other shapes.
+// Packed fp8 ring / entry rows (--kv-cache-dtype fp8; UNVERIFIED ON GPU) are dequantised in registers as they are
+// loaded (kv_fp8.cuh); the batch's own kv rows stay in the activation dtype (already round-tripped).
 #include <type_traits>
 
 #include "backend/cuda/attention_split.h"
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/kv_fp8.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -55,6 +58,34 @@ __device__ __forceinline__ void load_row(const T* row, int lane, int64_t D, floa
   }
 }
 
+// A packed kFp8Blocks row (8-byte aligned) at the lanes' elements of load_row.
+template <int EPL, bool VEC>
+__device__ __forceinline__ void load_packed_row(const uint8_t* row, int lane, int64_t D, int64_t rope,
+                                                float (&v)[EPL]) {
+  if constexpr (VEC) {
+#pragma unroll
+    for (int c = 0; c < EPL / 8; ++c) {
+      float w[8];
+      kvfp8_dev::load8_blocks(row, D - rope, rope, (c * 256 + lane * 8) / 8, w);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) v[c * 8 + i] = w[i];
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < EPL; ++k) {
+      const int64_t e = lane_elem<false>(k, lane);
+      v[k] = e < D ? kvfp8::element(row, KvStorage::kFp8Blocks, D, rope, e) : 0.0f;
+    }
+  }
+}
+
+// A key row: the batch's (T elements) or the state's (T elements, or packed fp8 with `rope` bf16 values).
+struct KeyRef {
+  const void* p;
+  bool packed;
+  int64_t rope;
+};
+
 template <int EPL, bool VEC, typename T>
 __global__ void __launch_bounds__(kMaxWarps * 32)
     attention_kernel(T* __restrict__ out, const T* __restrict__ q, const T* __restrict__ kv,
@@ -85,16 +116,17 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
   const int64_t n = n_win + n_comp;
   // Key i: window positions pos-n_win+1 .. pos, then compressed entries, read through the sequence's page table
   // (null = an unused selection slot, or a missing page).
-  auto key_row = [&](int64_t i) -> const T* {
+  auto key_row = [&](int64_t i) -> KeyRef {
     if (i < n_win) {
       const int64_t p = pos - n_win + 1 + i;
-      if (p >= start) return kv + (t - (pos - p)) * D;
-      return a.ring.row<const T>(slot, p % a.ring.rows);
+      if (p >= start) return {kv + (t - (pos - p)) * D, false, 0};
+      return {a.ring.row<const char>(slot, p % a.ring.rows), a.ring.packed(), a.ring.rope_dim};
     }
     const int64_t c = i - n_win;
-    if (a.selected == nullptr) return a.entries.row<const T>(slot, c);
+    const KeyRef none{nullptr, false, 0};
+    if (a.selected == nullptr) return {a.entries.row<const char>(slot, c), a.entries.packed(), a.entries.rope_dim};
     const int32_t e = a.selected[t * a.topk + c];
-    return e >= 0 ? a.entries.row<const T>(slot, e) : nullptr;
+    return e >= 0 ? KeyRef{a.entries.row<const char>(slot, e), a.entries.packed(), a.entries.rope_dim} : none;
   };
   float m = sinks[h], l = 1.0f;  // the sink: e^{sink - m} with m = sink
   for (int64_t base = 0; base < n; base += kKeysPerStep) {
@@ -102,10 +134,12 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
     bool valid[kKeysPerStep];
 #pragma unroll
     for (int u = 0; u < kKeysPerStep; ++u) {
-      const T* row = base + u < n ? key_row(base + u) : nullptr;
-      valid[u] = row != nullptr;
-      if (valid[u]) {
-        load_row<EPL, VEC>(row, lane, D, kvv[u]);
+      const KeyRef row = base + u < n ? key_row(base + u) : KeyRef{nullptr, false, 0};
+      valid[u] = row.p != nullptr;
+      if (valid[u] && row.packed) {
+        load_packed_row<EPL, VEC>(static_cast<const uint8_t*>(row.p), lane, D, row.rope, kvv[u]);
+      } else if (valid[u]) {
+        load_row<EPL, VEC>(static_cast<const T*>(row.p), lane, D, kvv[u]);
       } else {
 #pragma unroll
         for (int k = 0; k < EPL; ++k) kvv[u][k] = 0.0f;
@@ -168,10 +202,15 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRow
     DSV4_CHECK_ARG(t->dtype() == dt, "attention on CUDA: q, kv and out must share a dtype; q is ", q.describe(),
                    ", got ", t->describe());
   }
-  DSV4_CHECK_ARG(kv_ring.dtype == dt && kv_ring.width == D, "attention on CUDA: kv ring rows of ", kv_ring.width, " ",
+  // Packed rows: the fp8 cache's kFp8Blocks (the only packed format attention reads).
+  auto rows_ok = [&](const PagedRows& p) {
+    return p.packed() ? p.storage == KvStorage::kFp8Blocks && kvfp8::shape_ok(p.storage, p.width, p.rope_dim)
+                      : p.dtype == dt;
+  };
+  DSV4_CHECK_ARG(rows_ok(kv_ring) && kv_ring.width == D, "attention on CUDA: kv ring rows of ", kv_ring.width, " ",
                  dtype_name(kv_ring.dtype), " vs q ", q.describe());
   if (compressed != nullptr) {
-    DSV4_CHECK_ARG(compressed->entries.dtype == dt && compressed->entries.width == D,
+    DSV4_CHECK_ARG(rows_ok(compressed->entries) && compressed->entries.width == D,
                    "attention on CUDA: compressed entries of ", compressed->entries.width, " ",
                    dtype_name(compressed->entries.dtype), " vs q ", q.describe());
   }
@@ -197,6 +236,10 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRow
     // 256), the split kernel's D % 8 (it checks D itself).
     auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
     auto rows_aligned = [&](const PagedRows& p) {
+      if (p.defined() && p.packed()) {  // 8-byte loads of packed rows (the state layout aligns them so)
+        return reinterpret_cast<uintptr_t>(p.base) % 8 == 0 && p.page_bytes % 8 == 0 && p.offset % 8 == 0 &&
+               p.row_bytes % 8 == 0;
+      }
       return !p.defined() || (aligned(p.base) && p.page_bytes % 16 == 0 && p.offset % 16 == 0 && p.row_bytes % 16 == 0);
     };
     const bool aligned16 = aligned(q.data()) && aligned(kv.data()) && aligned(out.data()) && rows_aligned(a.ring) &&

@@ -24,6 +24,11 @@
 // rows with zero queries (cp.async zero-fill), which cost nothing extra on the tensor cores, produce
 // finite scores (0) and are never stored; the Q·Kᵀ chains skip the 16-column steps past D. The valid
 // heads' arithmetic is the same as in a full group, so the results are exact and deterministic alike.
+//
+// --kv-cache-dtype fp8 (UNVERIFIED ON GPU): ring and entry rows may be packed fp8 (kFp8Blocks, kv_fp8.cuh). Such a
+// row is loaded 8 values at a time (8-byte loads), dequantised in registers and stored to the key tile as bf16 —
+// exactly: an e4m3 value times a power of two is a bf16 value, so the MMAs see the cache's values unrounded. The
+// batch's own rows (bf16, already round-tripped) keep cp.async.
 #include <cooperative_groups.h>
 #include <mma.h>
 
@@ -32,6 +37,7 @@
 
 #include "backend/cuda/attention_split.h"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/kv_fp8.cuh"
 #include "dsv4/core/log.h"
 
 namespace dsv4::cuda {
@@ -59,8 +65,8 @@ __device__ __forceinline__ void cp_async_wait_all() {
 // Shared-memory carve-up for head dim D. Rows are padded by 16 bytes so that MMA tile loads of
 // consecutive rows fall into different banks.
 struct Layout {
-  int ldq, lds, ldp, ldo;                          // row strides (elements): Q/K (bf16), S (f32), P, O (f32)
-  int q, k, s, phi, plo, o, m, l, w, rows, total;  // byte offsets
+  int ldq, lds, ldp, ldo;                                // row strides (elements): Q/K (bf16), S (f32), P, O (f32)
+  int q, k, s, phi, plo, o, m, l, w, rows, kind, total;  // byte offsets
 };
 
 __host__ __device__ constexpr int align128(int n) { return (n + 127) / 128 * 128; }
@@ -84,6 +90,7 @@ __host__ __device__ inline Layout layout_for(int D) {
   L.l = take(kHeads * 4);
   L.w = take(kHeads * (kSplit + 1) * 4);  // merge weight per (head, chunk), then 1 / denominator
   L.rows = take(kKeys * 8);
+  L.kind = take(kKeys);  // per key row: 0 plain bf16, 1 packed ring row, 2 packed entry row
   L.total = at;
   return L;
 }
@@ -107,7 +114,8 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
   float* ms = reinterpret_cast<float*>(smem + L.m);
   float* ls = reinterpret_cast<float*>(smem + L.l);
   float* ws = reinterpret_cast<float*>(smem + L.w);
-  const bf16** rows = reinterpret_cast<const bf16**>(smem + L.rows);
+  const void** rows = reinterpret_cast<const void**>(smem + L.rows);
+  uint8_t* kind = smem + L.kind;
 
   const int tid = threadIdx.x, warp = tid >> 5;
   const int rank = static_cast<int>(blockIdx.x);  // grid.x == NC: the block's rank in its cluster
@@ -142,16 +150,20 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
   const int64_t per = ((n + NC - 1) / NC + 15) / 16 * 16;
   const int64_t k_begin = min(n, rank * per), k_end = min(n, k_begin + per);
   // Rows of the state through the sequence's page table; null: an unused selection slot (or a missing page).
-  auto key_row = [&](int64_t i) -> const bf16* {
+  // *k: the row's kind (see Layout::kind).
+  auto key_row = [&](int64_t i, uint8_t* k) -> const void* {
+    *k = 0;
     if (i < n_win) {
       const int64_t p = pos - n_win + 1 + i;
       if (p >= start) return kv + (t - (pos - p)) * D;
-      return a.ring.row<const bf16>(slot, p % a.ring.rows);
+      *k = a.ring.packed() ? 1 : 0;
+      return a.ring.row<const char>(slot, p % a.ring.rows);
     }
     const int64_t c = i - n_win;
-    if (a.selected == nullptr) return a.entries.row<const bf16>(slot, c);
+    *k = a.entries.packed() ? 2 : 0;
+    if (a.selected == nullptr) return a.entries.row<const char>(slot, c);
     const int32_t e = a.selected[t * a.topk + c];
-    return e >= 0 ? a.entries.row<const bf16>(slot, e) : nullptr;
+    return e >= 0 ? a.entries.row<const char>(slot, e) : nullptr;
   };
 
   for (int i = tid; i < kHeads * L.ldo; i += kThreads) os[i] = 0.f;
@@ -159,13 +171,32 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
 
   for (int64_t kb = k_begin; kb < k_end; kb += kKeys) {
     const int cnt = static_cast<int>(min(static_cast<int64_t>(kKeys), k_end - kb));
-    if (tid < kKeys) rows[tid] = tid < cnt ? key_row(kb + tid) : nullptr;
+    if (tid < kKeys) {
+      uint8_t k = 0;
+      rows[tid] = tid < cnt ? key_row(kb + tid, &k) : nullptr;
+      kind[tid] = k;
+    }
     __syncthreads();                  // rows visible; the previous tile's K and P consumed
     const int nks = (cnt + 15) / 16;  // 16-key steps: rows past cnt up to 16 * nks are zero-filled
     for (int i = tid; i < nks * 16 * vecs; i += kThreads) {
       const int r = i / vecs, c = i % vecs;
-      const bf16* src = rows[r];
-      cp_async16(ks + r * L.ldq + c * 8, src != nullptr ? src + c * 8 : qsrc, src != nullptr);
+      const void* src = rows[r];
+      if (src != nullptr && kind[r] != 0) {  // packed fp8: dequantised through registers
+        const int64_t rope = kind[r] == 1 ? a.ring.rope_dim : a.entries.rope_dim;
+        float v[8];
+        kvfp8_dev::load8_blocks(static_cast<const uint8_t*>(src), D - rope, rope, c, v);
+        uint4 packed;
+        uint32_t* w = reinterpret_cast<uint32_t*>(&packed);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const __nv_bfloat162 two = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
+          w[j] = *reinterpret_cast<const uint32_t*>(&two);
+        }
+        *reinterpret_cast<uint4*>(ks + r * L.ldq + c * 8) = packed;
+      } else {
+        cp_async16(ks + r * L.ldq + c * 8, src != nullptr ? static_cast<const bf16*>(src) + c * 8 : qsrc,
+                   src != nullptr);
+      }
     }
     cp_async_wait_all();
     __syncthreads();

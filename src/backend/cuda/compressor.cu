@@ -3,8 +3,11 @@
 //
 // Every per-token quantity (position, slot, chunk start/end) is read from the device BatchMeta; the grid
 // is one block per batch row, and rows that close no window (or are padding) return at once.
+#include <type_traits>
+
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/kv_fp8.cuh"
 #include "backend/cuda/rope.cuh"
 
 namespace dsv4::cuda {
@@ -31,7 +34,8 @@ __device__ __forceinline__ const float* position_row(const float* batch, int64_t
 }
 
 // One block per batch row; threads over the entry's D channels. Softmax over the window's tokens per
-// channel (online, fp32), RMSNorm over the entry, RoPE at the window's first position, store.
+// channel (online, fp32), RMSNorm over the entry, RoPE at the window's first position, store. TE = uint8_t: the
+// --kv-cache-dtype fp8 entries, packed by the block (kv_fp8.cuh; UNVERIFIED ON GPU) in entries.storage's layout.
 template <typename TE>
 __global__ void compressor_emit_kernel(PagedRows entries, const float* __restrict__ kv, const float* __restrict__ gate,
                                        PagedRows raw_kv, PagedRows raw_gate, const float* __restrict__ ape,
@@ -88,12 +92,17 @@ __global__ void compressor_emit_kernel(PagedRows entries, const float* __restric
     r[2 * i + 1] = x1 * c + x0 * s;
   }
   __syncthreads();
-  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) out[d] = from_float<TE>(entry[d]);
+  if constexpr (std::is_same_v<TE, uint8_t>) {
+    kvfp8_dev::pack_row_block(out, entries.storage, D, entries.rope_dim, [&](int64_t i) { return entry[i]; });
+  } else {
+    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) out[d] = from_float<TE>(entry[d]);
+  }
 }
 
 // Up to kMaxRingStores ring stores per launch (blockIdx.z picks one): batch row t goes into the ring of its slot at
 // position % ring, if it is among the sequence's last `ring` positions of this forward (so two rows of one sequence
-// never share a ring entry). Element types are read per store (F32 or BF16 each side).
+// never share a ring entry). Element types are read per store (F32 or BF16 each side); a packed fp8 ring
+// (--kv-cache-dtype fp8, UNVERIFIED ON GPU) is written by the x = 0 block of its row alone (one block packs a row).
 constexpr int kMaxRingStores = 8;
 struct RingStoreBatch {
   PagedRows ring[kMaxRingStores];
@@ -113,6 +122,15 @@ __global__ void ring_stores_kernel(RingStoreBatch b, MetaPtrs meta) {
   pdl_wait();
   if (dst == nullptr) return;  // not among the last ring positions, padding, or a page never given (a bug)
   const int64_t width = ring.width;
+  if (ring.packed()) {
+    if (blockIdx.x != 0) return;
+    const float* s32 = static_cast<const float*>(b.rows[z]) + t * width;
+    const bf16* s16 = static_cast<const bf16*>(b.rows[z]) + t * width;
+    const bool in_bf16 = b.rows_bf16[z];
+    kvfp8_dev::pack_row_block(reinterpret_cast<uint8_t*>(dst), ring.storage, width, ring.rope_dim,
+                              [&](int64_t i) { return in_bf16 ? to_float(s16[i]) : s32[i]; });
+    return;
+  }
   const bool src_bf16 = b.rows_bf16[z], dst_bf16 = ring.dtype == DType::BF16;
   const float* src32 = static_cast<const float*>(b.rows[z]) + t * width;
   const bf16* src16 = static_cast<const bf16*>(b.rows[z]) + t * width;
@@ -144,7 +162,7 @@ void compressor_emit(ExecContext& ctx, CompressorState& st, Tensor kv, Tensor ga
   DSV4_CHECK_ARG(rope.rope_dim <= D && rope.rope_dim % 2 == 0, "compressor_emit: rope_dim ", rope.rope_dim,
                  " vs entry dim ", D);
   const int threads = D >= 256 ? 256 : static_cast<int>((D + 31) / 32 * 32);
-  dispatch_float(st.entries.dtype, "compressor entries", [&](auto e) {
+  auto launch = [&](auto e) {
     using TE = decltype(e);
     check_launch(
         launch_kernel(compressor_emit_kernel<TE>, dim3(static_cast<unsigned>(T)), dim3(threads), D * sizeof(float),
@@ -152,7 +170,14 @@ void compressor_emit(ExecContext& ctx, CompressorState& st, Tensor kv, Tensor ga
                       ape.ptr<float>(), norm_w.ptr<float>(), rope.inv_freq.ptr<float>(), meta_ptrs(meta), st.rate, D,
                       st.overlap, rope.rope_dim, rope.attention_factor, eps),
         "compressor_emit");
-  });
+  };
+  if (st.entries.packed()) {
+    DSV4_CHECK_ARG(st.entries.storage != KvStorage::kFp8Blocks || st.entries.rope_dim == rope.rope_dim,
+                   "compressor_emit on CUDA: packed entries keep ", st.entries.rope_dim, " rope values, the rope has ",
+                   rope.rope_dim);
+    return launch(uint8_t{});
+  }
+  dispatch_float(st.entries.dtype, "compressor entries", launch);
 }
 
 void ring_stores(ExecContext& ctx, const std::vector<ops::RingStore>& stores, const BatchMeta& meta) {

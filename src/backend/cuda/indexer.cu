@@ -28,12 +28,18 @@
 //   the idle splits leave at once and the merge skips it.
 // SIMT path (F32 keys, or shapes beyond the MMA tiles): one block per query scores in fp32 on CUDA cores with
 // the same running top-k.
+// FP8 keys (--kv-cache-dtype fp8, KvStorage::kFp8Row: E4M3 codes and one fp32 scale per entry; UNVERIFIED ON GPU):
+// the tensor-core path dequantises the codes alone into the bf16 key tile (exact: e4m3 values are bf16 values) and
+// multiplies each entry's head-weighted relu sum by its scale (relu(s x) = s relu(x) for s > 0); the SIMT path
+// scores e4m3(code) * s in fp32, as the CPU reference's round-tripped keys.
 // The grid depends only on T and the entry capacity (capture-safe); visibility is per query, read from the
 // device BatchMeta.
 #include <algorithm>
+#include <type_traits>
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/indexer.h"
+#include "backend/cuda/kv_fp8.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -249,6 +255,7 @@ struct ScoreArgs {
   int splits;  // blocks per query (grid x)
   float scale;
   bool vec;  // key rows are 16-byte aligned and Di % 8 == 0: cp.async
+  bool fp8;  // packed kFp8Row keys (4-byte aligned rows, Di % 8 == 0)
 };
 
 // Shared memory of the score kernel for KS k-steps (Dp = 16 KS).
@@ -261,7 +268,8 @@ __host__ __device__ inline size_t score_shared_bytes(int ks, int tq, int64_t top
   return sizeof(uint64_t) * static_cast<size_t>(key_words(tq, topk, cap)) +
          sizeof(bf16) * static_cast<size_t>(2 * kTile * key_stride(ks)) +  // key tiles
          sizeof(float) * static_cast<size_t>(kMaxQueries * kTile) +        // per head-tile sums
-         sizeof(int32_t) * static_cast<size_t>(2 * kTile);                 // absent-page flags
+         sizeof(int32_t) * static_cast<size_t>(2 * kTile) +                // absent-page flags
+         sizeof(float) * static_cast<size_t>(2 * kTile);                   // fp8 keys' scales
 }
 
 template <int KS>
@@ -274,6 +282,7 @@ __global__ void __launch_bounds__(kThreads) indexer_score_kernel(ScoreArgs a) {
   bf16* ktile = reinterpret_cast<bf16*>(smem64 + key_words(a.tq, a.topk, a.cap));  // [2][kTile][key_stride]
   float* part = reinterpret_cast<float*>(ktile + 2 * kTile * key_stride(KS));      // [mt][kTile]
   int32_t* absent = reinterpret_cast<int32_t*>(part + kMaxQueries * kTile);        // [2][kTile]
+  float* kscale = reinterpret_cast<float*>(absent + 2 * kTile);                    // [2][kTile] (fp8 keys)
   __shared__ uint32_t n_sh[kMaxQueries];
   __shared__ uint64_t thr_sh[kMaxQueries];
   __shared__ int64_t vis_sh[kMaxQueries], lo_sh[kMaxQueries], hi_sh[kMaxQueries];
@@ -362,7 +371,27 @@ __global__ void __launch_bounds__(kThreads) indexer_score_kernel(ScoreArgs a) {
     auto load = [&](int64_t tile, int stage) {
       const int64_t base = lo + tile * kTile;
       bf16* dst = ktile + stage * kTile * KSTR;
-      if (a.vec) {
+      if (a.fp8) {  // codes -> bf16 through registers (exact), the entry's scale aside
+        const int chunks = static_cast<int>(a.Di / 8);
+        for (int i = threadIdx.x; i < kTile * chunks; i += kThreads) {
+          const int e = i / chunks, ch = i % chunks;
+          const int64_t s = base + e;
+          const uint8_t* row = s < hi ? a.keys.row<const uint8_t>(slot, s) : nullptr;
+          uint4 packed = make_uint4(0, 0, 0, 0);
+          if (row != nullptr) {
+            float v[8];
+            kvfp8_dev::load8_row(row, 1.0f, ch, v);
+            uint32_t* w = reinterpret_cast<uint32_t*>(&packed);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) w[j] = pack_bf16(v[2 * j], v[2 * j + 1]);
+          }
+          *reinterpret_cast<uint4*>(dst + e * KSTR + ch * 8) = packed;
+          if (ch == 0) {
+            absent[stage * kTile + e] = s < hi && row == nullptr ? 1 : 0;
+            kscale[stage * kTile + e] = row != nullptr ? kvfp8_dev::row_scale_of(row, a.Di) : 0.0f;
+          }
+        }
+      } else if (a.vec) {
         const int chunks = static_cast<int>(a.Di / 8);
         for (int i = threadIdx.x; i < kTile * chunks; i += kThreads) {
           const int e = i / chunks, ch = i % chunks;
@@ -410,6 +439,10 @@ __global__ void __launch_bounds__(kThreads) indexer_score_kernel(ScoreArgs a) {
         for (int o = 4; o < 32; o <<= 1) {
           v0 += __shfl_xor_sync(0xffffffffu, v0, o);
           v1 += __shfl_xor_sync(0xffffffffu, v1, o);
+        }
+        if (a.fp8) {  // the entries' scales (the MMAs saw the bare codes)
+          v0 *= kscale[stage * kTile + j * 8 + 2 * c];
+          v1 *= kscale[stage * kTile + j * 8 + 2 * c + 1];
         }
         if (g == 0) part[mt * kTile + j * 8 + 2 * c] = v0, part[mt * kTile + j * 8 + 2 * c + 1] = v1;
       }
@@ -543,7 +576,13 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t n = min(chunk, visible - base);
     for (int64_t s = base + warp; s < base + n; s += kWarps) {
       const TK* K = keys.row<TK>(slot, s);
-      for (int64_t d = lane; d < Di; d += 32) kw[d] = K != nullptr ? to_float(K[d]) : 0.0f;
+      if constexpr (std::is_same_v<TK, uint8_t>) {  // packed fp8 row: e4m3(code) * scale, the CPU's values
+        for (int64_t d = lane; d < Di; d += 32) {
+          kw[d] = K != nullptr ? kvfp8::element(K, KvStorage::kFp8Row, Di, 0, d) : 0.0f;
+        }
+      } else {
+        for (int64_t d = lane; d < Di; d += 32) kw[d] = K != nullptr ? to_float(K[d]) : 0.0f;
+      }
       __syncwarp();
       float acc = 0;
       for (int64_t h = lane; h < heads; h += 32) {
@@ -644,7 +683,7 @@ void indexer_topk_simt(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const C
   const int64_t chunk = std::max<int64_t>(
       1, std::min({int64_t{4096}, keys.entries.rows, static_cast<int64_t>((budget - fixed) / sizeof(uint64_t))}));
   const size_t shared = fixed + sizeof(uint64_t) * static_cast<size_t>(chunk);
-  dispatch_float(keys.entries.dtype, "indexer keys", [&](auto k) {
+  auto launch = [&](auto k) {
     using TK = decltype(k);
     set_shared(indexer_topk_simt_kernel<TK>, shared, "cudaFuncSetAttribute(indexer_topk)");
     check_launch(launch_kernel(indexer_topk_simt_kernel<TK>, dim3(static_cast<unsigned>(T)), dim3(kThreads), shared,
@@ -652,7 +691,9 @@ void indexer_topk_simt(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const C
                                meta.pos.ptr<int32_t>(), meta.slot.ptr<int32_t>(), heads, Di, keys.rate, chunk, topk,
                                softmax_scale),
                  "indexer_topk");
-  });
+  };
+  if (keys.entries.packed()) return launch(uint8_t{});
+  dispatch_float(keys.entries.dtype, "indexer keys", launch);
 }
 
 }  // namespace
@@ -668,7 +709,11 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
   const int64_t rows = keys.entries.rows;
   if (T == 0) return;
   const PagedRows& kr = keys.entries;
-  if (kr.dtype != DType::BF16 || heads > 128 || Di > 128 || topk > (int64_t{1} << 16)) {
+  DSV4_CHECK_ARG(!kr.packed() || (kr.storage == KvStorage::kFp8Row && kvfp8::shape_ok(kr.storage, Di, 0)),
+                 "indexer_topk on CUDA: packed keys must be fp8 rows of a multiple of 8 values, got ", Di);
+  const bool fp8_tiles = kr.packed() && kr.row_bytes % 4 == 0 && kr.offset % 4 == 0 && kr.page_bytes % 4 == 0 &&
+                         reinterpret_cast<uintptr_t>(kr.base) % 4 == 0;
+  if ((kr.dtype != DType::BF16 && !fp8_tiles) || heads > 128 || Di > 128 || topk > (int64_t{1} << 16)) {
     return indexer_topk_simt(ctx, out, q, w, keys, meta, softmax_scale);
   }
   ScoreArgs a{};
@@ -681,7 +726,8 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
   a.T = T, a.heads = heads, a.Di = Di, a.rate = keys.rate, a.topk = topk, a.scale = softmax_scale;
   const int ks = static_cast<int>((Di + 15) / 16);
   a.mtq = static_cast<int>(floor_pow2(2 * ((heads + 15) / 16) - 1));  // next power of two of the head tiles
-  a.vec = Di % 8 == 0 && kr.row_bytes % 16 == 0 && kr.offset % 16 == 0 && kr.page_bytes % 16 == 0 &&
+  a.fp8 = fp8_tiles;
+  a.vec = !a.fp8 && Di % 8 == 0 && kr.row_bytes % 16 == 0 && kr.offset % 16 == 0 && kr.page_bytes % 16 == 0 &&
           reinterpret_cast<uintptr_t>(kr.base) % 16 == 0;
   // Decode: split each query's entries over blocks when the caller gave the workspace for it and the capacity
   // is long enough to matter.

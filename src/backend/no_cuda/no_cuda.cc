@@ -30,6 +30,7 @@ void copy_to_host(void*, const void*, size_t) { no_cuda("copy to host"); }
 void copy_to_device_async(void*, const void*, size_t, void*) { no_cuda("copy to device"); }
 double measure_copy_bandwidth(size_t, int) { no_cuda("copy bandwidth"); }
 void synchronize_device() { no_cuda("device synchronisation"); }
+void and_bytes(void*, size_t, unsigned char) { no_cuda("device memory"); }
 void memory_info(size_t*, size_t*) { no_cuda("device memory information"); }
 
 }  // namespace cuda
