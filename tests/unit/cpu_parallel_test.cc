@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/parallel.h"
 
 namespace dsv4::cpu {
 namespace {

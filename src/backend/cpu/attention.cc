@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/parallel.h"
 #include "backend/cpu/state_rows.h"
 
 namespace dsv4::cpu {

@@ -3,36 +3,16 @@
 #pragma once
 
 #include <cmath>
-#include <exception>
 
 #include "backend/cpu/dot.h"
 #include "dsv4/ops/op_types.h"
 
 namespace dsv4::cpu {
 
-// Work (multiply-adds) below which a loop runs on one thread. A fork/join costs about a microsecond with the pool's
-// threads awake and ~100 us when they have gone to sleep (a virtual machine wakes a halted vCPU slowly), so only
-// loops of some tens of microseconds split: on 2 cores of this project's build box, 2^18 made a 512-token score
-// 7% and a b = 1 decode 20% faster than 2^24 (bench/RESULTS.md).
+// Work (multiply-adds) below which a loop runs on one thread. The CLI runs OpenMP with passive waits
+// (src/cli/main.cc), so a parallel region wakes sleeping threads: tens of microseconds on a virtual machine, which
+// only loops of some tens of microseconds of work repay (bench/RESULTS.md: the measurements behind 2^18).
 constexpr int64_t kParallelWork = int64_t{1} << 18;
-
-// body(i) for i < n, on the OpenMP threads when `work` (multiply-adds, or the like) exceeds kParallelWork. An
-// exception may not leave an OpenMP region (the process would terminate): the first one a body throws is rethrown
-// here, on the calling thread, once the loop is done.
-template <class Body>
-void parallel_for(int64_t n, int64_t work, Body&& body) {
-  std::exception_ptr error;
-#pragma omp parallel for schedule(dynamic) if (work > kParallelWork)
-  for (int64_t i = 0; i < n; ++i) {
-    try {
-      body(i);
-    } catch (...) {
-#pragma omp critical(dsv4_cpu_parallel_for)
-      if (!error) error = std::current_exception();
-    }
-  }
-  if (error) std::rethrow_exception(error);
-}
 
 void embedding(Tensor out, Tensor table, Tensor ids);
 void broadcast_streams(Tensor out, Tensor x);
