@@ -11,8 +11,10 @@ namespace dsv4::cpu {
 
 // Work (multiply-adds) below which a loop runs on one thread. The CLI runs OpenMP with passive waits
 // (src/cli/main.cc), so a parallel region wakes sleeping threads: tens of microseconds on a virtual machine, which
-// only loops of some tens of microseconds of work repay (bench/RESULTS.md: the measurements behind 2^18).
-constexpr int64_t kParallelWork = int64_t{1} << 18;
+// only loops of ~100 us of work repay. With passive waits, 2^20 against 2^18 / 2^21 / 2^22 / one thread on this
+// project's 2-core box: a b = 1 decode 340 ms against 394 / 355 / 357 / 357, 8 prompts 554 against 551 / 545 / 594
+// / 604 (bench/RESULTS.md).
+constexpr int64_t kParallelWork = int64_t{1} << 20;
 
 void embedding(Tensor out, Tensor table, Tensor ids);
 void broadcast_streams(Tensor out, Tensor x);
