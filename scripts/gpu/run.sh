@@ -9,8 +9,8 @@
 #   cli         info / generate on the test fixture, CUDA and CPU
 #   san         compute-sanitizer memcheck + racecheck on the op (attention, indexer, MoE, sampling), model and engine tests
 #   runtime_v2  scripts/gpu/runtime_v2.sh (the runtime issue's measurements; PHASES selects its parts)
-#   profile, gemv, checkpoints, hf_compare, flash, longctx, spec   scripts/gpu/suites/NAME.sh (their headers say what they
-#               measure and which variables they take), run from the checkout with the stage's programs
+#   profile, gemv, quant, checkpoints, hf_compare, flash, longctx, spec   scripts/gpu/suites/NAME.sh (their headers say
+#               what they measure and which variables they take), run from the checkout with the stage's programs
 # Fixtures and models come from DSV4_SOURCE_DIR (default: the checkout the call runs in, the stage's parent).
 # Prints a short summary last; every log is also in $OUT/logs.tgz.
 set -u
@@ -92,7 +92,7 @@ if has runtime_v2; then
     >"$LOGS/runtime_v2.log" 2>&1
   summary "$(sed -n '/== summary/,$p' "$LOGS/runtime_v2.log")"
 fi
-for suite in profile gemv checkpoints hf_compare flash longctx spec; do
+for suite in profile gemv quant checkpoints hf_compare flash longctx spec; do
   if has $suite; then
     (cd "$DSV4_SOURCE_DIR" && STAGE=$STAGE OUT=$LOGS/$suite bash "$STAGE/scripts/gpu/suites/$suite.sh") \
       >"$LOGS/$suite.log" 2>&1

@@ -271,8 +271,10 @@ void check_moe(const MoeCase& c, int seed) {
   const HostQuant s1 = random_quant(rng, WeightFormat::kFp8Block, c.I, c.H),
                   s3 = random_quant(rng, WeightFormat::kFp8Block, c.I, c.H),
                   s2 = random_quant(rng, WeightFormat::kFp8Block, c.H, c.I);
-  // Activations small enough that the SwiGLU stays inside the clamp for most rows but not all.
-  const std::vector<float> x = test::round_bf16(random_vec(rng, c.T * c.H, -0.05f, 0.05f));
+  // Activations scaled by 1/sqrt(H) so that the gate and up values (std ~4 with these weights) fall both inside
+  // and outside the SwiGLU clamp.
+  const float range = 0.2f / std::sqrt(static_cast<float>(c.H));
+  const std::vector<float> x = test::round_bf16(random_vec(rng, c.T * c.H, -range, range));
   std::vector<int32_t> indices(c.T * c.k);
   for (int64_t t = 0; t < c.T; ++t) {  // k distinct experts per token
     std::vector<int32_t> all(c.E);
