@@ -112,35 +112,50 @@ std::vector<float> product(const std::vector<float>& x, const float* w, int64_t 
 struct GemvShape {
   const char* name;
   WeightFormat format;
-  int64_t N, K;
+  int64_t N, K;   // per group
+  int64_t G = 1;  // groups: x [T, G*K], w [G*N, K], out [T, G*N] (grouped_linear)
 };
+
+// ref [T, G*N]: group g of x [T, G*K] times the g-th [N, K] matrix of w.
+std::vector<float> grouped_product(const std::vector<float>& x, const std::vector<float>& w, int64_t T, int64_t N,
+                                   int64_t K, int64_t G) {
+  std::vector<float> out(static_cast<size_t>(T * G * N));
+  for (int64_t g = 0; g < G; ++g) {
+    std::vector<float> xg(static_cast<size_t>(T * K));
+    for (int64_t t = 0; t < T; ++t) std::copy_n(x.begin() + (t * G + g) * K, K, xg.begin() + t * K);
+    const std::vector<float> o = product(xg, w.data() + g * N * K, T, N, K);
+    for (int64_t t = 0; t < T; ++t) std::copy_n(o.begin() + t * N, N, out.begin() + (t * G + g) * N);
+  }
+  return out;
+}
 
 // Every T of `tokens`: the GEMV against the oracle (bf16 and f32 out), twice (bit-identical), and each row of the
 // largest T equal to the same row computed alone (the summation order does not depend on T).
 void check_gemv(const GemvShape& s, const std::vector<int64_t>& tokens, int seed) {
   std::mt19937 rng(seed);
-  const HostQuant h = random_quant(rng, s.format, s.N, s.K);
+  const HostQuant h = random_quant(rng, s.format, s.N, s.K, s.G);
   const DevQuant d = upload_quant(h);
+  const int64_t ldx = s.G * s.K, ldo = s.G * s.N;
   std::map<int64_t, std::vector<char>> f32_out;
   std::vector<float> x_all;
   for (int64_t T : tokens) {
-    std::vector<float> x = test::round_bf16(random_vec(rng, T * s.K));
+    std::vector<float> x = test::round_bf16(random_vec(rng, T * ldx));
     if (T == tokens.back()) x_all = x;
-    const std::vector<float> ref = product(x, h.values.data(), T, s.N, s.K);
-    DevTensor dx = upload(x, DType::BF16, {T, s.K});
-    ASSERT_TRUE(cuda::quant_gemv_supports(d.m, dx.t.data(), s.K, T)) << s.name;
+    const std::vector<float> ref = grouped_product(x, h.values, T, s.N, s.K, s.G);
+    DevTensor dx = upload(x, DType::BF16, {T, ldx});
+    ASSERT_TRUE(cuda::quant_gemv_supports(d.m, dx.t.data(), ldx, T, s.G)) << s.name;
     for (DType out_dtype : {DType::BF16, DType::F32}) {
-      DevTensor dout(out_dtype, {T, s.N});
+      DevTensor dout(out_dtype, {T, ldo});
       const std::string name = str_cat("quant_gemv ", s.name, " (", weight_format_name(s.format), ") T=", T, " N=", s.N,
-                                       " K=", s.K, " -> ", dtype_name(out_dtype));
+                                       " K=", s.K, " G=", s.G, " -> ", dtype_name(out_dtype));
       const bool f32 = out_dtype == DType::F32;
       poison(dout.t);
-      cuda::quant_gemv(env().stream(), d.m, dx.t.data(), s.K, dout.t.data(), f32, s.N, T);
+      cuda::quant_gemv(env().stream(), d.m, dx.t.data(), ldx, dout.t.data(), f32, ldo, T, s.G);
       env().sync();
       DSV4_EXPECT_CLOSE(download(dout.t), ref, f32 ? 1e-4 : 1e-2, name);
       const std::vector<char> first = download_bytes(dout.t);
       poison(dout.t);
-      cuda::quant_gemv(env().stream(), d.m, dx.t.data(), s.K, dout.t.data(), f32, s.N, T);
+      cuda::quant_gemv(env().stream(), d.m, dx.t.data(), ldx, dout.t.data(), f32, ldo, T, s.G);
       env().sync();
       EXPECT_TRUE(first == download_bytes(dout.t)) << name << ": second run differs";
       if (f32 && T == tokens.back()) f32_out[T] = first;
@@ -148,13 +163,13 @@ void check_gemv(const GemvShape& s, const std::vector<int64_t>& tokens, int seed
   }
   // Rows of the largest T alone.
   const int64_t T = tokens.back();
-  const size_t row_bytes = static_cast<size_t>(s.N) * sizeof(float);
-  DevTensor dx = upload(x_all, DType::BF16, {T, s.K});
-  DevTensor drow(DType::F32, {1, s.N});
+  const size_t row_bytes = static_cast<size_t>(ldo) * sizeof(float);
+  DevTensor dx = upload(x_all, DType::BF16, {T, ldx});
+  DevTensor drow(DType::F32, {1, ldo});
   for (int64_t t = 0; t < T; ++t) {
-    const void* xt = static_cast<const char*>(dx.t.data()) + t * s.K * 2;
+    const void* xt = static_cast<const char*>(dx.t.data()) + t * ldx * 2;
     poison(drow.t);
-    cuda::quant_gemv(env().stream(), d.m, xt, s.K, drow.t.data(), true, s.N, 1);
+    cuda::quant_gemv(env().stream(), d.m, xt, ldx, drow.t.data(), true, ldo, 1, s.G);
     env().sync();
     EXPECT_EQ(0, std::memcmp(f32_out[T].data() + t * row_bytes, download_bytes(drow.t).data(), row_bytes))
         << s.name << ": row " << t << " of T=" << T << " differs from the same row alone";
@@ -168,14 +183,15 @@ TEST(CudaQuant, GemvFlashShapesMatchCpu) {
   for (const GemvShape& s :
        {GemvShape{"wq_a", WeightFormat::kFp8Block, 1024, 4096}, GemvShape{"wo_b", WeightFormat::kFp8Block, 4096, 8192},
         GemvShape{"wkv", WeightFormat::kFp8Block, 512, 4096}, GemvShape{"expert w1", WeightFormat::kFp4, 2048, 4096},
-        GemvShape{"expert w2", WeightFormat::kFp4, 4096, 2048}}) {
+        GemvShape{"expert w2", WeightFormat::kFp4, 4096, 2048},
+        GemvShape{"wo_a (8 groups)", WeightFormat::kFp8Block, 1024, 4096, 8}}) {
     check_gemv(s, {1, 2, 8}, seed++);
   }
 }
 
 // Off the grid: rows not a multiple of 128 (FP8 scale rows cut short) or of the 4 rows a warp owns, K not a
 // multiple of 128 (a partial FP8 block; FP4 K a multiple of 32 only), K split across warps with a short slice,
-// a single row, a single load per lane.
+// a single row, a single load per lane, groups (FP8: whole 128-row blocks each; FP4: any N).
 TEST(CudaQuant, GemvOddShapesMatchCpu) {
   DSV4_REQUIRE_GPU();
   int seed = 100;
@@ -184,7 +200,9 @@ TEST(CudaQuant, GemvOddShapesMatchCpu) {
         GemvShape{"fp8 N=200 K=272", WeightFormat::kFp8Block, 200, 272},
         GemvShape{"fp8 K=16", WeightFormat::kFp8Block, 45, 16}, GemvShape{"fp8 N=1", WeightFormat::kFp8Block, 1, 4112},
         GemvShape{"fp4 K=96", WeightFormat::kFp4, 77, 96}, GemvShape{"fp4 N=130 K=1056", WeightFormat::kFp4, 130, 1056},
-        GemvShape{"fp4 K=32", WeightFormat::kFp4, 5, 32}, GemvShape{"fp4 short slice", WeightFormat::kFp4, 64, 8224}}) {
+        GemvShape{"fp4 K=32", WeightFormat::kFp4, 5, 32}, GemvShape{"fp4 short slice", WeightFormat::kFp4, 64, 8224},
+        GemvShape{"fp8 3 groups", WeightFormat::kFp8Block, 128, 272, 3},
+        GemvShape{"fp4 5 groups odd N", WeightFormat::kFp4, 7, 96, 5}}) {
     check_gemv(s, {1, 2, 3, 4, 5, 6, 7, 8}, seed++);
   }
 }
@@ -195,8 +213,9 @@ TEST(CudaQuant, DequantizeMatchesHost) {
   DSV4_REQUIRE_GPU();
   int seed = 300;
   for (const GemvShape& s :
-       {GemvShape{"fp8", WeightFormat::kFp8Block, 300, 520}, GemvShape{"fp8 K=50", WeightFormat::kFp8Block, 129, 50},
-        GemvShape{"fp4", WeightFormat::kFp4, 65, 1024}, GemvShape{"fp4 K=34", WeightFormat::kFp4, 3, 34}}) {
+       {GemvShape{"fp8", WeightFormat::kFp8Block, 300, 520}, GemvShape{"fp8 N=256", WeightFormat::kFp8Block, 256, 136},
+        GemvShape{"fp8 K=50", WeightFormat::kFp8Block, 129, 50}, GemvShape{"fp4", WeightFormat::kFp4, 65, 1024},
+        GemvShape{"fp4 K=34", WeightFormat::kFp4, 3, 34}}) {
     std::mt19937 rng(seed++);
     const HostQuant h = random_quant(rng, s.format, s.N, s.K);
     const DevQuant d = upload_quant(h);
@@ -215,6 +234,10 @@ TEST(CudaQuant, DequantizeMatchesHost) {
     const int64_t ldx = (s.K + 7) / 8 * 8;  // a row of x padded to whole 16-byte loads
     DevTensor x(DType::BF16, {1, ldx});
     EXPECT_EQ(cuda::quant_gemv_supports(d.m, x.t.data(), ldx, 1), gemv_shape) << s.name;
+    // FP8 groups must own whole 128-row scale blocks.
+    if (s.format == WeightFormat::kFp8Block && gemv_shape) {
+      EXPECT_EQ(cuda::quant_gemv_supports(d.m, x.t.data(), ldx, 1, 2), s.N % 128 == 0) << s.name << " grouped";
+    }
   }
 }
 

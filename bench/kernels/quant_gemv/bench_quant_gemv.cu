@@ -81,8 +81,9 @@ struct QuantAlloc {
 
 struct Dense {
   const char* name;
-  int64_t K, N;
+  int64_t K, N;  // per group
   bool out_f32;
+  int64_t G = 1;  // groups (grouped_linear: wo_a)
 };
 
 // The expert-sorted plan (moe.cu's moe_plan_kernel, on the host): routed pairs t*k + i, then the shared expert's
@@ -172,35 +173,39 @@ int main(int argc, char** argv) {
   json results = json::array();
 
   // ---- dense FP8 projections ----
-  const std::vector<Dense> dense = {{"wq_a", 4096, 1024, false},        {"wq_b", 1024, 32768, false},
-                                    {"wkv", 4096, 512, false},          {"wo_b", 8192, 4096, false},
-                                    {"indexer wq_b", 1024, 8192, true}, {"shared w1/w3", 4096, 2048, false},
+  const std::vector<Dense> dense = {{"wq_a", 4096, 1024, false},
+                                    {"wq_b", 1024, 32768, false},
+                                    {"wkv", 4096, 512, false},
+                                    {"wo_b", 8192, 4096, false},
+                                    {"wo_a (8 groups)", 4096, 1024, false, 8},
+                                    {"indexer wq_b", 1024, 8192, true},
+                                    {"shared w1/w3", 4096, 2048, false},
                                     {"shared w2", 2048, 4096, false}};
   std::printf("%-14s %2s %8s | %9s %6s %5s | %9s %5s | %6s\n", "fp8 dense", "T", "MB", "quant us", "GB/s", "floor",
               "bf16 us", "floor", "speed");
   for (const Dense& s : dense) {
-    const int64_t q_bytes = dsv4::cuda::quant_code_bytes(WeightFormat::kFp8Block, s.N, s.K) +
-                            dsv4::cuda::quant_scale_bytes(WeightFormat::kFp8Block, s.N, s.K);
-    const int64_t b_bytes = s.N * s.K * 2;
+    const int64_t q_bytes = s.G * (dsv4::cuda::quant_code_bytes(WeightFormat::kFp8Block, s.N, s.K) +
+                                   dsv4::cuda::quant_scale_bytes(WeightFormat::kFp8Block, s.N, s.K));
+    const int64_t b_bytes = s.G * s.N * s.K * 2;
     const int copies = static_cast<int>(std::clamp<int64_t>((int64_t{256} << 20) / q_bytes + 1, 1, 64));
     const int bcopies = static_cast<int>(std::clamp<int64_t>((int64_t{256} << 20) / b_bytes + 1, 1, 64));
     std::vector<std::unique_ptr<QuantAlloc>> q;
     std::vector<std::unique_ptr<DeviceAlloc>> b;
     for (int c = 0; c < copies; ++c)
-      q.push_back(std::make_unique<QuantAlloc>(WeightFormat::kFp8Block, s.N, s.K, 1, 7 + c));
+      q.push_back(std::make_unique<QuantAlloc>(WeightFormat::kFp8Block, s.N, s.K, s.G, 7 + c));
     for (int c = 0; c < bcopies; ++c) {
       b.push_back(std::make_unique<DeviceAlloc>(b_bytes));
-      fill(b.back()->ptr, s.N * s.K, 99 + c, 3);
+      fill(b.back()->ptr, s.G * s.N * s.K, 99 + c, 3);
     }
     for (int64_t T : tokens) {
-      DeviceAlloc x(T * s.K * 2), out(T * s.N * 4);
-      fill(x.ptr, T * s.K, 5, 3);
+      DeviceAlloc x(T * s.G * s.K * 2), out(T * s.G * s.N * 4);
+      fill(x.ptr, T * s.G * s.K, 5, 3);
       DSV4_CUDA_CHECK(cudaDeviceSynchronize());
       const double floor_q = q_bytes / copy_bw, floor_b = b_bytes / copy_bw;
       const int per_graph = static_cast<int>(std::clamp(2e-3 / std::max(floor_q, 1e-7), 8.0, 400.0));
       const double t_q = time_graph(
           [&](int i, cudaStream_t st) {
-            dsv4::cuda::quant_gemv(st, q[i % copies]->m, x.ptr, s.K, out.ptr, s.out_f32, s.N, T);
+            dsv4::cuda::quant_gemv(st, q[i % copies]->m, x.ptr, s.G * s.K, out.ptr, s.out_f32, s.G * s.N, T, s.G);
           },
           stream, per_graph);
       const double t_b = time_graph(
@@ -208,7 +213,9 @@ int main(int argc, char** argv) {
             dsv4::cuda::GemmArgs g;
             g.x = x.ptr, g.w = b[i % bcopies]->ptr, g.out = out.ptr;
             g.out_type = s.out_f32 ? dsv4::DType::F32 : dsv4::DType::BF16;
-            g.M = T, g.K = s.K, g.N = s.N, g.ldx = s.K, g.ldw = s.K, g.ldo = s.N;
+            g.M = T, g.K = s.K, g.N = s.N, g.batch = s.G;
+            g.ldx = s.G * s.K, g.ldw = s.K, g.ldo = s.G * s.N;
+            g.stride_x = s.K, g.stride_w = s.N * s.K, g.stride_o = s.N;
             dsv4::cuda::gemv(st, g);
           },
           stream, per_graph);
@@ -219,6 +226,7 @@ int main(int argc, char** argv) {
                          {"T", T},
                          {"K", s.K},
                          {"N", s.N},
+                         {"groups", s.G},
                          {"quant_bytes", q_bytes},
                          {"quant_us", t_q * 1e6},
                          {"quant_floor_us", floor_q * 1e6},

@@ -39,8 +39,10 @@ constexpr int kWarps = 8;
 constexpr int kThreads = 32 * kWarps;
 constexpr int kRows = 4;                // weight rows per warp
 constexpr int64_t kTargetWarps = 2048;  // as gemv.cu: ~16 warps on each of 132 SMs
-// Loads in flight per lane and row: fewer than gemv.cu's at the same T (each decoded load is 16 or 32 f32 values).
-constexpr int unroll_for(int t) { return t <= 1 ? 4 : t <= 4 ? 2 : 1; }
+// Loads in flight per lane and row, as many as fit in 128 registers next to the accumulators and one decoded group
+// (ptxas, CUDA 13.0: no spills at T <= 4 but FP4's T = 3 (16 bytes); T = 5..8 spill 16-140 bytes, L1-resident: to
+// measure). 16 warps x 32 lanes x 4 rows x U x 16 bytes: 32 KB in flight per SM at U = 1.
+constexpr int unroll_for(int t) { return t <= 2 ? 2 : 1; }
 
 struct QGemvParams {
   const uint8_t* codes;
@@ -49,21 +51,22 @@ struct QGemvParams {
   void* out;
   int64_t N, K, ldx, ldo;
   int64_t code_row_bytes, scale_cols;
-  int64_t k_slice;  // elements of K per warp (a multiple of the values per load)
+  int64_t group_codes, group_scales;  // bytes between the groups' codes and scales (grid.y = group)
+  int64_t k_slice;                    // elements of K per warp (a multiple of the values per load)
   int k_splits;
   int out_f32;
 };
 
 template <WeightFormat F, int U>
-__device__ __forceinline__ void load_codes_rows(uint4 (&wv)[U][kRows], const uint8_t* const (&wrow)[kRows], int64_t k0,
-                                                int64_t k_end) {
+__device__ __forceinline__ void load_codes_rows(uint4 (&wv)[U][kRows], const uint8_t* codes,
+                                                const uint32_t (&woff)[kRows], int64_t k0, int64_t k_end) {
   constexpr int64_t kStep = 32 * QuantTraits<F>::kValuesPerLoad;
 #pragma unroll
   for (int u = 0; u < U; ++u) {
     const int64_t k = k0 + u * kStep;
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
-      wv[u][r] = k < k_end ? load_codes(wrow[r] + code_offset<F>(k)) : make_uint4(0, 0, 0, 0);
+      wv[u][r] = k < k_end ? load_codes(codes + woff[r] + code_offset<F>(k)) : make_uint4(0, 0, 0, 0);
     }
   }
 }
@@ -77,15 +80,21 @@ __global__ void __launch_bounds__(kThreads, 2) quant_gemv_kernel(QGemvParams p) 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int slice = warp % p.k_splits, group = warp / p.k_splits, groups_per_block = kWarps / p.k_splits;
   const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * groups_per_block + group) * kRows;
+  // Group g (grouped_linear's block-diagonal projection) reads columns g*K.. of x and writes columns g*N.. of out.
+  const int64_t g = blockIdx.y;
+  const bf16* x = p.x + g * p.K;
+  const uint8_t* codes = p.codes + g * p.group_codes;
+  const uint8_t* scale = p.scale + g * p.group_scales;
   const int64_t k_begin = slice * p.k_slice, k_end = min(p.K, k_begin + p.k_slice);
   const bool active = row0 < p.N;
-  const uint8_t* wrow[kRows];
-  const uint8_t* srow[kRows];
+  // Row offsets in 32 bits (one group's matrix is far below 4 GB; quant_gemv checks it): fewer registers than
+  // pointers.
+  uint32_t woff[kRows], soff[kRows];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
     const int64_t n = min(row0 + r, p.N - 1);  // rows past N: read, unused
-    wrow[r] = p.codes + n * p.code_row_bytes;
-    srow[r] = p.scale + n / Tr::kBlockRows * p.scale_cols;
+    woff[r] = static_cast<uint32_t>(n * p.code_row_bytes);
+    soff[r] = static_cast<uint32_t>(n / Tr::kBlockRows * p.scale_cols);
   }
 
   float acc[V];  // acc[r * TP + t]
@@ -94,17 +103,17 @@ __global__ void __launch_bounds__(kThreads, 2) quant_gemv_kernel(QGemvParams p) 
   const int64_t lane_k = k_begin + static_cast<int64_t>(lane) * Tr::kValuesPerLoad;
   const int64_t k_stop = active ? k_end : 0;
   uint4 wv[U][kRows];
-  load_codes_rows<F, U>(wv, wrow, lane_k, k_stop);
+  load_codes_rows<F, U>(wv, codes, woff, lane_k, k_stop);
   pdl_wait();  // x is the previous kernel's output
   for (int64_t k0 = lane_k; k0 < k_stop; k0 += U * kStep) {
-    if (k0 != lane_k) load_codes_rows<F, U>(wv, wrow, k0, k_stop);
+    if (k0 != lane_k) load_codes_rows<F, U>(wv, codes, woff, k0, k_stop);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int64_t k = k0 + u * kStep;
       if (k >= k_stop) break;
       float sc[kRows];
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) sc[r] = e8m0_to_float(__ldg(srow[r] + k / Tr::kBlockCols));
+      for (int r = 0; r < kRows; ++r) sc[r] = e8m0_to_float(__ldg(scale + soff[r] + k / Tr::kBlockCols));
       auto apply = [&](auto group_tag) {
         constexpr int G = decltype(group_tag)::value;
         float wf[kRows][kBf16PerVec];
@@ -113,7 +122,7 @@ __global__ void __launch_bounds__(kThreads, 2) quant_gemv_kernel(QGemvParams p) 
 #pragma unroll
         for (int t = 0; t < T; ++t) {
           float xf[kBf16PerVec];
-          unpack8(__ldg(reinterpret_cast<const uint4*>(p.x + t * p.ldx + k + G * kBf16PerVec)), xf);
+          unpack8(__ldg(reinterpret_cast<const uint4*>(x + t * p.ldx + k + G * kBf16PerVec)), xf);
 #pragma unroll
           for (int r = 0; r < kRows; ++r) {
 #pragma unroll
@@ -135,12 +144,12 @@ __global__ void __launch_bounds__(kThreads, 2) quant_gemv_kernel(QGemvParams p) 
   if (lane % kLanesPerValue == 0) partial[warp * V + lane / kLanesPerValue] = sum;
   __syncthreads();
   if (threadIdx.x < groups_per_block * V) {
-    const int g = threadIdx.x / V, i = threadIdx.x % V, r = i / TP, t = i % TP;
-    const int64_t n = (static_cast<int64_t>(blockIdx.x) * groups_per_block + g) * kRows + r;
+    const int rg = threadIdx.x / V, i = threadIdx.x % V, r = i / TP, t = i % TP;
+    const int64_t n = (static_cast<int64_t>(blockIdx.x) * groups_per_block + rg) * kRows + r;
     if (t < T && n < p.N) {
-      float s = partial[g * p.k_splits * V + i];
-      for (int j = 1; j < p.k_splits; ++j) s += partial[(g * p.k_splits + j) * V + i];  // slice order
-      const int64_t o = t * p.ldo + n;
+      float s = partial[rg * p.k_splits * V + i];
+      for (int j = 1; j < p.k_splits; ++j) s += partial[(rg * p.k_splits + j) * V + i];  // slice order
+      const int64_t o = t * p.ldo + g * p.N + n;
       if (p.out_f32) {
         static_cast<float*>(p.out)[o] = s;
       } else {
@@ -211,22 +220,29 @@ void check_format(const QuantMatrix& w, const char* what) {
 
 }  // namespace
 
-bool quant_gemv_supports(const QuantMatrix& w, const void* x, int64_t ldx, int64_t T) {
+bool quant_gemv_supports(const QuantMatrix& w, const void* x, int64_t ldx, int64_t T, int64_t groups) {
   if (w.format != WeightFormat::kFp8Block && w.format != WeightFormat::kFp4) return false;
-  return T >= 1 && T <= kQuantGemvMaxTokens && w.N >= 1 && w.K >= 1 && w.K % values_per_load(w.format) == 0 &&
-         aligned16(w.codes) && w.scale != nullptr && aligned16(x) && ldx % kBf16PerVec == 0;
+  // Groups of an FP8 matrix must not share 128-row scale blocks; each group's codes stay 16-byte aligned.
+  const bool groups_ok =
+      groups == 1 || (groups >= 1 && groups <= 65535 && (w.format == WeightFormat::kFp4 || w.N % kFp8Block == 0) &&
+                      quant_code_bytes(w.format, w.N, w.K) % 16 == 0);
+  return groups_ok && T >= 1 && T <= kQuantGemvMaxTokens && w.N >= 1 && w.K >= 1 &&
+         w.K % values_per_load(w.format) == 0 && aligned16(w.codes) && w.scale != nullptr && aligned16(x) &&
+         ldx % kBf16PerVec == 0;
 }
 
 void quant_gemv(cudaStream_t stream, const QuantMatrix& w, const void* x, int64_t ldx, void* out, bool out_f32,
-                int64_t ldo, int64_t T) {
-  DSV4_CHECK_ARG(quant_gemv_supports(w, x, ldx, T), "quant_gemv: unsupported operands (", weight_format_name(w.format),
-                 " N=", w.N, " K=", w.K, " T=", T, ")");
+                int64_t ldo, int64_t T, int64_t groups) {
+  DSV4_CHECK_ARG(quant_gemv_supports(w, x, ldx, T, groups), "quant_gemv: unsupported operands (",
+                 weight_format_name(w.format), " N=", w.N, " K=", w.K, " T=", T, " groups=", groups, ")");
+  DSV4_CHECK_ARG(quant_code_bytes(w.format, w.N, w.K) < (int64_t{1} << 32), "quant_gemv: a ",
+                 weight_format_name(w.format), " matrix [", w.N, ", ", w.K, "] of 4 GB or more");
   const int64_t vpl = values_per_load(w.format);
   const int64_t row_groups = (w.N + kRows - 1) / kRows;
   // As gemv.cu: split K over up to kWarps warps until the matrix alone fills ~kTargetWarps warps, keeping at
   // least two loads per lane in a slice.
   int k_splits = 1;
-  while (k_splits < kWarps && row_groups * k_splits < kTargetWarps && w.K / (2 * k_splits) >= 2 * 32 * vpl) {
+  while (k_splits < kWarps && row_groups * groups * k_splits < kTargetWarps && w.K / (2 * k_splits) >= 2 * 32 * vpl) {
     k_splits *= 2;
   }
   const int64_t loads = w.K / vpl, groups_per_block = kWarps / k_splits;
@@ -236,10 +252,13 @@ void quant_gemv(cudaStream_t stream, const QuantMatrix& w, const void* x, int64_
   p.N = w.N, p.K = w.K, p.ldx = ldx, p.ldo = ldo;
   p.code_row_bytes = w.format == WeightFormat::kFp4 ? w.K / 2 : w.K;
   p.scale_cols = quant_scale_cols(w.format, w.K);
+  p.group_codes = quant_code_bytes(w.format, w.N, w.K);
+  p.group_scales = quant_scale_bytes(w.format, w.N, w.K);
   p.k_slice = (loads + k_splits - 1) / k_splits * vpl;
   p.k_splits = k_splits;
   p.out_f32 = out_f32 ? 1 : 0;
-  const dim3 grid(static_cast<unsigned>((row_groups + groups_per_block - 1) / groups_per_block));
+  const dim3 grid(static_cast<unsigned>((row_groups + groups_per_block - 1) / groups_per_block),
+                  static_cast<unsigned>(groups));
   if (w.format == WeightFormat::kFp4) return launch_format<WeightFormat::kFp4>(stream, p, grid, T);
   launch_format<WeightFormat::kFp8Block>(stream, p, grid, T);
 }

@@ -41,15 +41,19 @@ constexpr int64_t kQuantGemvMaxTokens = 8;
 
 // Whether quant_gemv computes these operands: format kFp8Block with K % 16 == 0 or kFp4 with K % 32 == 0 (each
 // lane's 16-byte load is whole and, for FP4, exactly one scale group), codes 16-byte aligned, x bf16 16-byte
-// aligned with ldx % 8 == 0, 1 <= T <= kQuantGemvMaxTokens, N >= 1. Any output alignment and ldo. Other shapes
-// go through dequantize_to_bf16 and the bf16 path.
-bool quant_gemv_supports(const QuantMatrix& w, const void* x, int64_t ldx, int64_t T);
+// aligned with ldx % 8 == 0, 1 <= T <= kQuantGemvMaxTokens, N >= 1; with groups > 1, FP8 groups of whole 128-row
+// scale blocks (N % 128 == 0) and 16-byte aligned group codes. Any output alignment and ldo. Other shapes go
+// through dequantize_to_bf16 and the bf16 path.
+bool quant_gemv_supports(const QuantMatrix& w, const void* x, int64_t ldx, int64_t T, int64_t groups = 1);
 
-// out[t, n] = sum_k x[t, k] * w[n, k] for t < T (x bf16 [T, K] with leading dimension ldx; out f32 or bf16
-// [T, N] with leading dimension ldo), fp32 accumulation, on `stream`. Deterministic (a fixed summation order that
-// depends on N and K only, the same for every T) and graph-capturable.
+// out[t, g*N + n] = sum_k x[t, g*K + k] * w_g[n, k] for t < T and g < groups (x bf16 [T, groups*K] with leading
+// dimension ldx; out f32 or bf16 [T, groups*N] with leading dimension ldo), fp32 accumulation, on `stream`. w_g is
+// the g-th [N, K] matrix of a stack (codes + g * quant_code_bytes, scale + g * quant_scale_bytes): with groups > 1,
+// grouped_linear's block-diagonal projection (wo_a: one [groups*N, K] checkpoint matrix, N a multiple of 128).
+// Deterministic (a fixed summation order that depends on N, K and groups only, the same for every T) and
+// graph-capturable.
 void quant_gemv(cudaStream_t stream, const QuantMatrix& w, const void* x, int64_t ldx, void* out, bool out_f32,
-                int64_t ldo, int64_t T);
+                int64_t ldo, int64_t T, int64_t groups = 1);
 
 // ---- dequantisation (the fallback of every other shape: prefill, verification, T > 8) --------------------
 // out [N, K] bf16 (contiguous) = the matrix's values. Exact wherever the value is a bf16 normal (any code times
