@@ -213,7 +213,7 @@ TEST(CudaQuant, DequantizeMatchesHost) {
   DSV4_REQUIRE_GPU();
   int seed = 300;
   for (const GemvShape& s :
-       {GemvShape{"fp8", WeightFormat::kFp8Block, 300, 520}, GemvShape{"fp8 N=256", WeightFormat::kFp8Block, 256, 136},
+       {GemvShape{"fp8", WeightFormat::kFp8Block, 300, 528}, GemvShape{"fp8 N=256", WeightFormat::kFp8Block, 256, 144},
         GemvShape{"fp8 K=50", WeightFormat::kFp8Block, 129, 50}, GemvShape{"fp4", WeightFormat::kFp4, 65, 1024},
         GemvShape{"fp4 K=34", WeightFormat::kFp4, 3, 34}}) {
     std::mt19937 rng(seed++);
