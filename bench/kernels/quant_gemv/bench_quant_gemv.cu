@@ -5,17 +5,23 @@
 //
 //   bench_quant_gemv [--tokens 1,2,4,8] [--batches 1,16] [--json PATH]
 //
-// Dense rows: FP8-block projections (quant_gemv) vs the bf16 GEMV (gemv.h) at T rows. MoE rows: one Flash MoE
-// layer's decode (256 routed FP4 experts + the FP8 shared expert, top-6, H 4096, I 2048) for a batch of b tokens
-// (moe_decode_experts_quant) vs the bf16 decode path (moe_decode_experts) on the same plans. Weights are cold as in
-// a forward: dense launches cycle through copies spanning >= 256 MB, MoE launches through 8 random routings. The
-// floor is the bytes a launch must read (codes + scales; for MoE the touched experts only) over
-// cuda::measure_copy_bandwidth(); timings are CUDA-graph replays (median of 15).
+// Dense rows: FP8-block projections at T rows: quant_gemv for T <= 8, the fallback (dequantize_to_bf16 into a
+// scratch matrix, then the bf16 product) above, against what cuda::linear does with bf16 weights (the GEMV where
+// gemv_serves says so, else cuBLASLt). T covers --tokens and --batches. MoE rows: one Flash MoE layer's decode (256
+// routed FP4 experts + the FP8 shared expert, top-6, H 4096, I 2048) for a batch of b tokens
+// (moe_decode_experts_quant) vs the bf16 decode path (moe_decode_experts) on the same plans. Layer totals (per b):
+// a CSA layer's FP8 projections (wq_a, wq_b, wkv, wo_a, wo_b, indexer wq_b) at T = b plus the MoE rows: the
+// kernel-level stand-in for the issue's "decode b = 1 and b = 16 <= 1.3x the quantised floor" until the engine
+// keeps weights quantised. Weights are cold as in a forward: dense launches cycle through copies spanning >= 256 MB,
+// MoE launches through 8 random routings. The floor is the bytes a launch must read (codes + scales; for MoE the
+// touched experts only) over cuda::measure_copy_bandwidth(); timings are CUDA-graph replays (median of 15).
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -24,11 +30,13 @@
 #include <vector>
 
 #include "../lab_util.h"
+#include "backend/cuda/blas.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemv.h"
 #include "backend/cuda/launch.h"
 #include "backend/cuda/quant_matrix.h"
 #include "dsv4/backend/cuda_device.h"
+#include "dsv4/core/exec_context.h"
 
 namespace {
 
@@ -83,7 +91,8 @@ struct Dense {
   const char* name;
   int64_t K, N;  // per group
   bool out_f32;
-  int64_t G = 1;  // groups (grouped_linear: wo_a)
+  int64_t G;      // groups (grouped_linear: wo_a)
+  bool in_layer;  // counted in the layer totals (the shared expert runs inside the MoE rows instead)
 };
 
 // The expert-sorted plan (moe.cu's moe_plan_kernel, on the host): routed pairs t*k + i, then the shared expert's
@@ -172,17 +181,31 @@ int main(int argc, char** argv) {
   DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   json results = json::array();
 
+  dsv4::cuda::BlasHandle blas;
+  dsv4::ExecContext ctx;
+  ctx.device = dsv4::Device::kCUDA;
+  ctx.stream = stream;
+  ctx.blas = &blas;
+
   // ---- dense FP8 projections ----
-  const std::vector<Dense> dense = {{"wq_a", 4096, 1024, false},
-                                    {"wq_b", 1024, 32768, false},
-                                    {"wkv", 4096, 512, false},
-                                    {"wo_b", 8192, 4096, false},
-                                    {"wo_a (8 groups)", 4096, 1024, false, 8},
-                                    {"indexer wq_b", 1024, 8192, true},
-                                    {"shared w1/w3", 4096, 2048, false},
-                                    {"shared w2", 2048, 4096, false}};
-  std::printf("%-14s %2s %8s | %9s %6s %5s | %9s %5s | %6s\n", "fp8 dense", "T", "MB", "quant us", "GB/s", "floor",
-              "bf16 us", "floor", "speed");
+  // T <= 8: quant_gemv. Larger T: the fallback (dequantize_to_bf16 into a scratch matrix, then cuBLASLt). bf16: what
+  // cuda::linear does (the GEMV where gemv_serves says so, else cuBLASLt).
+  const std::vector<Dense> dense = {{"wq_a", 4096, 1024, false, 1, true},
+                                    {"wq_b", 1024, 32768, false, 1, true},
+                                    {"wkv", 4096, 512, false, 1, true},
+                                    {"wo_b", 8192, 4096, false, 1, true},
+                                    {"wo_a (8 groups)", 4096, 1024, false, 8, true},
+                                    {"indexer wq_b", 1024, 8192, true, 1, true},
+                                    {"shared w1/w3", 4096, 2048, false, 1, false},
+                                    {"shared w2", 2048, 4096, false, 1, false}};
+  std::vector<int64_t> all_tokens = tokens;
+  for (int64_t b : batches) {
+    if (std::find(all_tokens.begin(), all_tokens.end(), b) == all_tokens.end()) all_tokens.push_back(b);
+  }
+  // Per T: summed times and floors of the per-layer projections (Dense::in_layer) for the layer totals.
+  std::map<int64_t, std::array<double, 4>> layer;  // quant us, quant floor, bf16 us, bf16 floor
+  std::printf("%-16s %3s %7s %10s | %9s %6s %5s | %9s %5s | %6s\n", "fp8 dense", "T", "MB", "path", "quant us", "GB/s",
+              "floor", "bf16 us", "floor", "speed");
   for (const Dense& s : dense) {
     const int64_t q_bytes = s.G * (dsv4::cuda::quant_code_bytes(WeightFormat::kFp8Block, s.N, s.K) +
                                    dsv4::cuda::quant_scale_bytes(WeightFormat::kFp8Block, s.N, s.K));
@@ -191,39 +214,63 @@ int main(int argc, char** argv) {
     const int bcopies = static_cast<int>(std::clamp<int64_t>((int64_t{256} << 20) / b_bytes + 1, 1, 64));
     std::vector<std::unique_ptr<QuantAlloc>> q;
     std::vector<std::unique_ptr<DeviceAlloc>> b;
-    for (int c = 0; c < copies; ++c)
+    for (int c = 0; c < copies; ++c) {
       q.push_back(std::make_unique<QuantAlloc>(WeightFormat::kFp8Block, s.N, s.K, s.G, 7 + c));
+    }
     for (int c = 0; c < bcopies; ++c) {
       b.push_back(std::make_unique<DeviceAlloc>(b_bytes));
       fill(b.back()->ptr, s.G * s.N * s.K, 99 + c, 3);
     }
-    for (int64_t T : tokens) {
+    DeviceAlloc scratch(b_bytes);  // the fallback's dequantised matrix
+    for (int64_t T : all_tokens) {
       DeviceAlloc x(T * s.G * s.K * 2), out(T * s.G * s.N * 4);
       fill(x.ptr, T * s.G * s.K, 5, 3);
       DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+      auto args = [&](const void* w) {
+        dsv4::cuda::GemmArgs g;
+        g.x = x.ptr, g.w = w, g.out = out.ptr;
+        g.out_type = s.out_f32 ? dsv4::DType::F32 : dsv4::DType::BF16;
+        g.M = T, g.K = s.K, g.N = s.N, g.batch = s.G;
+        g.ldx = s.G * s.K, g.ldw = s.K, g.ldo = s.G * s.N;
+        g.stride_x = s.K, g.stride_w = s.N * s.K, g.stride_o = s.N;
+        return g;
+      };
+      auto linear = [&](const dsv4::cuda::GemmArgs& g, cudaStream_t st) {
+        if (dsv4::cuda::gemv_serves(g)) {
+          dsv4::cuda::gemv(st, g);
+        } else {
+          blas.gemm(ctx, g);
+        }
+      };
+      const bool direct = T <= dsv4::cuda::kQuantGemvMaxTokens;
       const double floor_q = q_bytes / copy_bw, floor_b = b_bytes / copy_bw;
       const int per_graph = static_cast<int>(std::clamp(2e-3 / std::max(floor_q, 1e-7), 8.0, 400.0));
       const double t_q = time_graph(
           [&](int i, cudaStream_t st) {
-            dsv4::cuda::quant_gemv(st, q[i % copies]->m, x.ptr, s.G * s.K, out.ptr, s.out_f32, s.G * s.N, T, s.G);
+            const dsv4::cuda::QuantMatrix& m = q[i % copies]->m;
+            if (direct) {
+              dsv4::cuda::quant_gemv(st, m, x.ptr, s.G * s.K, out.ptr, s.out_f32, s.G * s.N, T, s.G);
+            } else {
+              dsv4::cuda::QuantMatrix whole = m;  // the groups' FP8 blocks are one [G*N, K] matrix's
+              whole.N = s.G * s.N;
+              dsv4::cuda::dequantize_to_bf16(st, whole, scratch.ptr);
+              linear(args(scratch.ptr), st);
+            }
           },
           stream, per_graph);
-      const double t_b = time_graph(
-          [&](int i, cudaStream_t st) {
-            dsv4::cuda::GemmArgs g;
-            g.x = x.ptr, g.w = b[i % bcopies]->ptr, g.out = out.ptr;
-            g.out_type = s.out_f32 ? dsv4::DType::F32 : dsv4::DType::BF16;
-            g.M = T, g.K = s.K, g.N = s.N, g.batch = s.G;
-            g.ldx = s.G * s.K, g.ldw = s.K, g.ldo = s.G * s.N;
-            g.stride_x = s.K, g.stride_w = s.N * s.K, g.stride_o = s.N;
-            dsv4::cuda::gemv(st, g);
-          },
-          stream, per_graph);
-      std::printf("%-14s %2lld %8.1f | %9.2f %6.0f %5.2f | %9.2f %5.2f | %5.2fx\n", s.name, static_cast<long long>(T),
-                  q_bytes / 1e6, t_q * 1e6, q_bytes / t_q / 1e9, t_q / floor_q, t_b * 1e6, t_b / floor_b, t_b / t_q);
+      const double t_b =
+          time_graph([&](int i, cudaStream_t st) { linear(args(b[i % bcopies]->ptr), st); }, stream, per_graph);
+      std::printf("%-16s %3lld %7.1f %10s | %9.2f %6.0f %5.2f | %9.2f %5.2f | %5.2fx\n", s.name,
+                  static_cast<long long>(T), q_bytes / 1e6, direct ? "gemv" : "dequant+lt", t_q * 1e6,
+                  q_bytes / t_q / 1e9, t_q / floor_q, t_b * 1e6, t_b / floor_b, t_b / t_q);
+      if (s.in_layer) {
+        auto& l = layer[T];
+        l[0] += t_q, l[1] += floor_q, l[2] += t_b, l[3] += floor_b;
+      }
       results.push_back({{"kind", "dense_fp8"},
                          {"shape", s.name},
                          {"T", T},
+                         {"path", direct ? "quant_gemv" : "dequantize_to_bf16 + linear"},
                          {"K", s.K},
                          {"N", s.N},
                          {"groups", s.G},
@@ -299,6 +346,20 @@ int main(int argc, char** argv) {
     std::printf("%-14s %3lld %7.1f | %9.2f %6.0f %5.2f | %9.2f %5.2f | %5.2fx\n", "flash moe",
                 static_cast<long long>(T), touched, t_q * 1e6, q_bytes / t_q / 1e9, t_q / floor_q, t_b * 1e6,
                 t_b / floor_b, t_b / t_q);
+    if (layer.count(T)) {
+      auto& l = layer[T];
+      l[0] += t_q, l[1] += floor_q, l[2] += t_b, l[3] += floor_b;
+      const double ratio_q = l[0] / l[1], ratio_b = l[2] / l[3];
+      std::printf(
+          "%-14s %3lld         | %9.2f        %5.2f | %9.2f %5.2f | %5.2fx   (CSA layer: FP8 projections + MoE)\n",
+          "layer total", static_cast<long long>(T), l[0] * 1e6, ratio_q, l[2] * 1e6, ratio_b, l[2] / l[0]);
+      results.push_back({{"kind", "layer_total"},
+                         {"batch", T},
+                         {"quant_us", l[0] * 1e6},
+                         {"quant_floor_us", l[1] * 1e6},
+                         {"bf16_us", l[2] * 1e6},
+                         {"bf16_floor_us", l[3] * 1e6}});
+    }
     results.push_back({{"kind", "moe_decode"},
                        {"batch", T},
                        {"touched_experts", touched},
