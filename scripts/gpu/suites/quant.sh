@@ -4,8 +4,9 @@
 # dequantiser (CudaQuant.*: FP8-block / FP4 decode GEMV at T = 1..8 on Flash and odd shapes, the dequantise
 # fallback bit-exact, MoE decode on FP4 routed + FP8 shared stacks, determinism), compute-sanitizer memcheck and
 # racecheck on them, the bf16 GEMV's own tests (gemv.cu shares its reduce-scatter, gemv_reduce.cuh), then the kernel
-# lab: FP8 dense projections at T = 1, 2, 4, 8 and one Flash MoE layer's decode at b = 1 and b = 16, each against
-# the HBM floor of the quantised bytes and against the bf16 kernels.
+# lab: FP8 dense projections at T = 1, 2, 4, 8 (and 16 through the dequantise fallback), one Flash MoE layer's
+# decode at b = 1 and b = 16 and the CSA layer totals, each against the HBM floor of the quantised bytes and
+# against the bf16 kernels.
 # Repository root, .gpu-stage carried (scripts/gpu/stage.sh; scripts/gpu/run.sh quant). Details under $OUT. ~3 min.
 set -u
 . "${STAGE:-.gpu-stage}/env.sh"
