@@ -241,6 +241,39 @@ TEST(CudaQuant, DequantizeMatchesHost) {
   }
 }
 
+// The fallback for every shape the GEMV does not serve (T > 8: prefill, verification): dequantise into a bf16
+// matrix and run the bf16 op (cuBLASLt or its GEMV), on the same oracle; FP8 grouped (wo_a) too. Bound: the bf16
+// path's (1e-4 of the largest output, f32 out).
+TEST(CudaQuant, DequantizeThenBf16ProductMatchesCpu) {
+  DSV4_REQUIRE_GPU();
+  int seed = 400;
+  for (const GemvShape& s :
+       {GemvShape{"fp8", WeightFormat::kFp8Block, 300, 528}, GemvShape{"fp8 K=50", WeightFormat::kFp8Block, 129, 50},
+        GemvShape{"fp4", WeightFormat::kFp4, 96, 1024},
+        GemvShape{"fp8 2 groups", WeightFormat::kFp8Block, 128, 256, 2}}) {
+    std::mt19937 rng(seed++);
+    const HostQuant h = random_quant(rng, s.format, s.N, s.K, s.G);
+    DevQuant d = upload_quant(h);
+    d.m.N = s.G * s.N;  // the groups are one [G*N, K] checkpoint matrix
+    DevTensor w(DType::BF16, {s.G * s.N, s.K});
+    cuda::dequantize_to_bf16(env().stream(), d.m, w.t.data());
+    for (int64_t T : {9, 16, 33}) {
+      const std::vector<float> x = test::round_bf16(random_vec(rng, T * s.G * s.K));
+      const std::vector<float> ref = grouped_product(x, h.values, T, s.N, s.K, s.G);
+      DevTensor dx = upload(x, DType::BF16, {T, s.G * s.K}), out(DType::F32, {T, s.G * s.N});
+      poison(out.t);
+      if (s.G == 1) {
+        ops::linear(env().ctx, out.t, dx.t, w.t);
+      } else {
+        ops::grouped_linear(env().ctx, out.t, dx.t, w.t, s.G);
+      }
+      env().sync();
+      DSV4_EXPECT_CLOSE(download(out.t), ref, 1e-4,
+                        str_cat("dequantise + bf16 product ", s.name, " T=", T, " N=", s.N, " K=", s.K));
+    }
+  }
+}
+
 // ---- MoE decode -------------------------------------------------------------------------------------------
 
 // The expert-sorted plan of moe.cu's moe_plan_kernel, built on the host: routed pairs p = t*k + i, then the shared
