@@ -317,8 +317,8 @@ float swiglu(float g, float u, float limit) {
   return g / (1.0f + std::exp(-g)) * u;
 }
 
-// y rows against the oracle (act rounded to bf16 as the kernel stores it), act within bf16 rounding; twice,
-// bit-identical.
+// y rows against the oracle (act rounded to bf16 as the kernel stores it), act within bf16 rounding; repeated and
+// with other row chunkings, bit-identical.
 void check_moe(const MoeCase& c, int seed) {
   std::mt19937 rng(seed);
   const float limit = 7.0f;
@@ -380,11 +380,14 @@ void check_moe(const MoeCase& c, int seed) {
   const std::string name = str_cat("moe_decode_quant ", c.name, " (routed ", weight_format_name(c.routed),
                                    ", shared fp8) T=", c.T, " H=", c.H, " I=", c.I, " E=", c.E, " k=", c.k);
   std::vector<char> first;
-  for (int run = 0; run < 2; ++run) {
+  // Run 0: values; run 1: the same call again; runs 2 and 3: `tokens` 1 and 8 (it only picks how many rows share a
+  // pass over a weight row, never the order of a row's sum), all bit-identical to run 0.
+  for (int run = 0; run < 4; ++run) {
+    const int64_t tokens = run < 2 ? c.T : run == 2 ? 1 : 8;
     poison(act.t);
     poison(y.t);
     cuda::moe_decode_experts_quant(env().stream(), act.t.ptr<cuda::bf16>(), y.t.ptr<float>(), dx.t.ptr<cuda::bf16>(),
-                                   q1, q3, q2, plan, hp.num_tiles, c.T, c.H, c.I, limit);
+                                   q1, q3, q2, plan, hp.num_tiles, tokens, c.H, c.I, limit);
     env().sync();
     if (run == 0) {
       DSV4_EXPECT_CLOSE(download(act.t), act_ref, 1e-2, name + " act");
@@ -392,7 +395,7 @@ void check_moe(const MoeCase& c, int seed) {
       DSV4_EXPECT_CLOSE(download(y.t), y_ref, 2e-2, name + " y");
       first = download_bytes(y.t);
     } else {
-      EXPECT_TRUE(first == download_bytes(y.t)) << name << ": second run differs";
+      EXPECT_TRUE(first == download_bytes(y.t)) << name << ": run " << run << " (tokens " << tokens << ") differs";
     }
   }
 }
