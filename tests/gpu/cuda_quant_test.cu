@@ -411,13 +411,16 @@ TEST(CudaQuant, MoeDecodeFlashShapesMatchCpu) {
 }
 
 // H and I multiples of 32 but not of 128 (FP8 shared expert with partial blocks), FP8 routed experts ("-Base"
-// checkpoints), experts with several rows.
+// checkpoints), experts with several rows, and a prefill-sized batch (T = 70: every expert past one 64-row plan
+// tile), which the decode kernel computes correctly too, reading each expert's weights once per 8 rows: the
+// quantised fallback of moe_experts at any T until the tiled prefill path reads FP4 (plan step 4).
 TEST(CudaQuant, MoeDecodeOddShapesMatchCpu) {
   DSV4_REQUIRE_GPU();
   int seed = 600;
   for (const MoeCase& c : {MoeCase{"odd dims", 160, 96, 5, 2, 3, WeightFormat::kFp4},
                            MoeCase{"fp8 routed (-Base)", 384, 256, 4, 2, 4, WeightFormat::kFp8Block},
-                           MoeCase{"T=5 odd", 224, 64, 7, 3, 5, WeightFormat::kFp4}}) {
+                           MoeCase{"T=5 odd", 224, 64, 7, 3, 5, WeightFormat::kFp4},
+                           MoeCase{"T=70: experts over one 64-row tile", 160, 96, 3, 2, 70, WeightFormat::kFp4}}) {
     check_moe(c, seed++);
   }
 }
