@@ -219,6 +219,87 @@ TEST(QuantizedWeight, LoaderRefusals) {
                {"synthetic", "not built yet"});
 }
 
+// The CUDA dispatch on quantised weights, through its measuring pass (ExecContext::measuring: launches and GEMMs are
+// skipped, so this runs without a GPU, on addresses never dereferenced): which path each shape takes shows in the
+// scratch it counts — none for quant_gemv (decode, T <= 8) and moe_decode_experts_quant's plan and rows only, the
+// dequantised bf16 matrix / stacks for the fallbacks — and what the measuring pass counts is what the forward's
+// arena is sized for.
+TEST(QuantizedWeight, CudaDispatchPathsAndTheirScratchAreMeasured) {
+#ifdef DSV4_NO_CUDA
+  GTEST_SKIP() << "CPU-only build: no CUDA dispatch";
+#else
+  auto at = [](uintptr_t gib) { return reinterpret_cast<uint8_t*>((uintptr_t{1} << 46) + (gib << 30)); };
+  auto device = [&](uintptr_t gib, DType dtype, std::vector<int64_t> shape) {
+    return Tensor(at(gib), dtype, shape, Device::kCUDA);
+  };
+  // Scratch high water of one op on a fresh counting arena.
+  auto scratch_of = [](const std::function<void(ExecContext&)>& op) {
+    Arena counting = Arena::counting("test-scratch", Device::kCUDA);
+    ExecContext ctx;
+    ctx.device = Device::kCUDA;
+    ctx.measuring = true;
+    ctx.scratch = &counting;
+    op(ctx);
+    return counting.high_water();
+  };
+  const int64_t N = 256, K = 512;
+  const Weight w = Weight::quantized_matrix({WeightFormat::kFp8Block, at(1), at(2), 1, N, K}, Device::kCUDA);
+  for (int64_t T : {1, 8, 9, 64}) {
+    const size_t used = scratch_of([&](ExecContext& ctx) {
+      ops::linear(ctx, device(3, DType::BF16, {T, N}), device(4, DType::BF16, {T, K}), w);
+    });
+    if (T <= 8) {
+      EXPECT_EQ(used, 0u) << "T = " << T << ": quant_gemv";
+    } else {
+      EXPECT_GE(used, static_cast<size_t>(N * K * 2)) << "T = " << T << ": the dequantised bf16 matrix";
+    }
+  }
+  // linears: quantised and plain projections side by side.
+  EXPECT_EQ(scratch_of([&](ExecContext& ctx) {
+              ops::linears(ctx, device(4, DType::BF16, {2, K}),
+                           {{device(3, DType::BF16, {2, N}), w},
+                            {device(5, DType::F32, {2, 64}), device(6, DType::BF16, {64, K})}});
+            }),
+            0u);
+  expect_error(
+      [&] {
+        scratch_of([&](ExecContext& ctx) {
+          ops::linear(ctx, device(3, DType::F32, {1, N}), device(4, DType::F32, {1, K}), w);
+        });
+      },
+      StatusCode::kInvalidArgument, {"linear", "takes bf16 activations"});
+  // grouped_linear (wo_a): FP8 groups of whole 128-row scale blocks stay on quant_gemv; others dequantise.
+  for (int64_t per_group : {128, 16}) {
+    const Weight wo_a =
+        Weight::quantized_matrix({WeightFormat::kFp8Block, at(1), at(2), 1, 2 * per_group, K}, Device::kCUDA);
+    const size_t used = scratch_of([&](ExecContext& ctx) {
+      ops::grouped_linear(ctx, device(3, DType::BF16, {1, 2 * per_group}), device(4, DType::BF16, {1, 2 * K}), wo_a, 2);
+    });
+    EXPECT_EQ(used == 0, per_group == 128) << per_group << "-row groups: " << used << " bytes";
+  }
+  // moe_experts: FP4 routed experts + an FP8 shared one. I = 32: the quantised decode kernel (scratch: the plan and
+  // the rows' activations); I = 48 (a partial FP4 group in w2's rows): the stacks dequantised to bf16.
+  const int64_t E = 4, H = 64, T = 3, k = 2;
+  for (int64_t I : {32, 48}) {
+    auto stack = [&](int64_t rows, int64_t cols, uintptr_t gib) {
+      return Weight::quantized_stack({WeightFormat::kFp4, at(gib), at(gib + 1), E, rows, cols},
+                                     {WeightFormat::kFp8Block, at(gib + 2), at(gib + 3), 1, rows, cols}, Device::kCUDA);
+    };
+    const Weight w1 = stack(I, H, 10), w2 = stack(H, I, 20), w3 = stack(I, H, 30);
+    const size_t used = scratch_of([&](ExecContext& ctx) {
+      ops::moe_experts(ctx, device(3, DType::BF16, {T, H}), device(4, DType::BF16, {T, H}),
+                       device(5, DType::I32, {T, k}), device(6, DType::F32, {T, k}), w1, w2, w3, 10.0f, true);
+    });
+    const size_t stacks = static_cast<size_t>(3 * (E + 1) * I * H * 2);
+    if (I == 32) {
+      EXPECT_LT(used, stacks) << "the quantised decode kernel";
+    } else {
+      EXPECT_GE(used, stacks) << "the dequantised stacks";
+    }
+  }
+#endif
+}
+
 // --cuda-weights: parsed and checked before any weight is read.
 TEST(QuantizedWeight, OptionParsingAndRefusals) {
   EXPECT_FALSE(parse_cuda_weights("bf16"));
