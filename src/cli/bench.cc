@@ -143,7 +143,9 @@ void register_bench(CLI::App& app) {
         // A synthetic model's positions: what the bench needs unless --max-model-len says otherwise.
         if (eo.max_model_len == 0)
           eo.max_model_len = std::min(std::max<int64_t>(positions_needed, 4096), cfg.max_position_embeddings);
-        // random_weights refuses keep_quantized (no synthetic FP8 / FP4 codes yet) before building anything.
+        // --cuda-weights quantized: the slice in DeepSeek's official layout (FP8 dense, FP4 routed experts), its
+        // codes made by random_weights (the same codes for every matrix of a shape).
+        if (eo.cuda_quantized_weights) cfg.quantization = QuantizationConfig::official(WeightFormat::kFp4);
         ModelWeights w =
             random_weights(cfg, {eo.device, true, eo.cuda_precision, eo.cuda_quantized_weights}, o->seed + 1);
         owned = std::make_unique<Engine>(std::move(cfg), std::move(w), eo);

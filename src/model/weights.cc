@@ -5,8 +5,10 @@
 #include <map>
 #include <regex>
 #include <set>
+#include <tuple>
 
 #include "dsv4/backend/cuda_device.h"
+#include "dsv4/core/hash_random.h"
 #include "dsv4/core/log.h"
 #include "dsv4/ops/ops.h"
 
@@ -496,8 +498,9 @@ namespace {
 // Synthetic weights, generated on the device with make-tiny's unit-scale rules (random_checkpoint.cc).
 class RandomSource : public WeightSource {
  public:
-  RandomSource(const ModelConfig& cfg, const std::vector<TensorSpec>& specs, Device device, uint64_t seed)
-      : cfg_(cfg), seed_(seed) {
+  RandomSource(const ModelConfig& cfg, const std::vector<TensorSpec>& specs, Device device, uint64_t seed,
+               bool keep_quantized)
+      : cfg_(cfg), seed_(seed), keep_quantized_(keep_quantized) {
     ctx_.device = device;
     for (const TensorSpec& s : specs) specs_[s.name] = &s;
   }
@@ -530,10 +533,45 @@ class RandomSource : public WeightSource {
     ops::fill_random(ctx_, dst, seed_ ^ std::hash<std::string>{}(left), 0.0f,
                      1.0f / std::sqrt(static_cast<float>(dst.size(1) / 2)));
   }
-  // Synthetic weights are plain (random FP8 / FP4 codes made on the device are not built yet).
-  WeightFormat stored_format(const std::string&) const override { return WeightFormat::kPlain; }
-  void fill_quantized(const std::string& name, void*, void*) override {
-    DSV4_INTERNAL_CHECK(false, "synthetic weights are plain; '", name, "' asked for quantised codes");
+  // Kept quantised: the format the config's quantization gives the tensor (DeepSeek's official layout for a
+  // synthetic slice, set by the caller); plain otherwise.
+  WeightFormat stored_format(const std::string& name) const override {
+    return keep_quantized_ ? checkpoint_format(cfg_.quantization, *specs_.at(name)) : WeightFormat::kPlain;
+  }
+  // make-tiny's unit-scale values (std 1/sqrt(cols)) quantised by the host codecs once per format and shape; every
+  // matrix of that shape gets the same codes and scales. A benchmark's time depends on the bytes, not the values,
+  // and drawing a Flash model's values one by one on the host would take hours.
+  void fill_quantized(const std::string& name, void* codes, void* scale) override {
+    const TensorSpec& s = *specs_.at(name);
+    const WeightFormat f = stored_format(name);
+    const int64_t rows = s.shape[0], cols = s.shape[1];
+    const auto key = std::make_tuple(f, rows, cols);
+    auto it = quantized_.find(key);
+    if (it == quantized_.end()) {
+      std::vector<float> values(static_cast<size_t>(rows * cols));
+      const uint64_t seed = seed_ ^ splitmix64(static_cast<uint64_t>(f) * 0x10001u + static_cast<uint64_t>(rows) *
+                                                                                      static_cast<uint64_t>(cols));
+      const float std = 1.0f / std::sqrt(static_cast<float>(cols));
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < rows * cols; ++i) values[static_cast<size_t>(i)] = std * hash_normal(seed, i);
+      Codes q;
+      q.codes.resize(static_cast<size_t>(quant_matrix_code_bytes(f, rows, cols)));
+      q.scale.resize(static_cast<size_t>(quant_matrix_scale_bytes(f, rows, cols)));
+      if (f == WeightFormat::kFp8Block) {
+        quantize_fp8_block(values.data(), rows, cols, q.codes.data(), q.scale.data(), name);
+      } else {
+        quantize_fp4(values.data(), rows, cols, q.codes.data(), q.scale.data(), name);
+      }
+      it = quantized_.emplace(key, std::move(q)).first;
+    }
+    const Codes& q = it->second;
+    if (ctx_.device == Device::kCPU) {
+      std::memcpy(codes, q.codes.data(), q.codes.size());
+      std::memcpy(scale, q.scale.data(), q.scale.size());
+    } else {
+      cuda::copy_to_device(codes, q.codes.data(), q.codes.size());
+      cuda::copy_to_device(scale, q.scale.data(), q.scale.size());
+    }
   }
 
  private:
@@ -541,16 +579,22 @@ class RandomSource : public WeightSource {
   uint64_t seed_;
   ExecContext ctx_;
   std::map<std::string, const TensorSpec*> specs_;
+  bool keep_quantized_ = false;
+  struct Codes {
+    std::vector<uint8_t> codes, scale;
+  };
+  std::map<std::tuple<WeightFormat, int64_t, int64_t>, Codes> quantized_;  // by format and shape
 };
 
 }  // namespace
 
 ModelWeights random_weights(const ModelConfig& cfg, const LoadOptions& opt, uint64_t seed) {
-  DSV4_CHECK(!opt.keep_quantized, kUnsupported,
-             "synthetic weights kept quantised (--cuda-weights quantized with --synthetic) are not built yet");
+  DSV4_CHECK_ARG(!opt.keep_quantized || cfg.quantization.quantized,
+                 "synthetic weights kept quantised need a quantised config (DeepSeek's official layout: "
+                 "QuantizationConfig::official)");
   const bool with_mtp = opt.load_mtp && cfg.has_mtp();
   const std::vector<TensorSpec> specs = checkpoint_inventory(cfg, with_mtp);
-  RandomSource source(cfg, specs, opt.device, seed);
+  RandomSource source(cfg, specs, opt.device, seed, opt.keep_quantized);
   size_t bytes = 0;
   ModelWeights w = assemble_weights(cfg, specs, opt, with_mtp, source, &bytes);
   if (opt.device == Device::kCUDA) cuda::synchronize_device();

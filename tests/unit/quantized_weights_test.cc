@@ -5,12 +5,14 @@
 // cuda_model_test.cu (CudaModel.QuantizedWeights*).
 #include <unistd.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <functional>
 
 #include "dsv4/core/buffer.h"
 #include "dsv4/core/weight.h"
+#include "dsv4/model/random_checkpoint.h"
 #include "dsv4/model/weights.h"
 #include "dsv4/ops/ops.h"
 #include "dsv4/runtime/engine.h"
@@ -215,8 +217,46 @@ TEST(QuantizedWeight, LoaderRefusals) {
   const std::string plain = test::fixture_dir("tiny_a");
   expect_error([&] { load_weights(Checkpoint::open(plain), ModelConfig::from_file(plain + "/config.json"), o); },
                StatusCode::kInvalidArgument, {"--cuda-weights quantized", "not quantised"});
-  expect_error([&] { random_weights(ModelConfig::from_file(plain + "/config.json"), o, 1); }, StatusCode::kUnsupported,
-               {"synthetic", "not built yet"});
+  expect_error([&] { random_weights(ModelConfig::from_file(plain + "/config.json"), o, 1); },
+               StatusCode::kInvalidArgument, {"synthetic weights kept quantised need a quantised config"});
+}
+
+// Synthetic weights kept quantised (bench --synthetic ... --cuda-weights quantized): DeepSeek's official layout, codes
+// of unit-scale values made by the host codecs once per format and shape, so every matrix of a shape holds the same
+// bytes; plain tensors as the plain synthetic weights.
+TEST(QuantizedWeight, SyntheticWeightsInTheOfficialLayout) {
+  ModelConfig cfg = tiny_config();
+  cfg.quantization = QuantizationConfig::official(WeightFormat::kFp4);
+  LoadOptions o{Device::kCPU, true};
+  o.keep_quantized = true;
+  const ModelWeights q = random_weights(cfg, o, 7);
+  const ModelWeights plain = random_weights(cfg, {Device::kCPU, true}, 7);
+  ASSERT_TRUE(q.quantized);
+  EXPECT_LT(q.storage.capacity(), plain.storage.capacity());
+  EXPECT_EQ(q.parameter_count, plain.parameter_count);
+  const BlockWeights &a = q.layers[0], &b = q.layers[1];
+  ASSERT_TRUE(a.attn.wq_a.quantized() && a.ffn.w1.quantized());
+  EXPECT_EQ(a.attn.wq_a.quant().format, WeightFormat::kFp8Block);
+  EXPECT_EQ(a.ffn.w1.quant().format, WeightFormat::kFp4);
+  EXPECT_EQ(a.ffn.w1.shared().format, WeightFormat::kFp8Block);
+  EXPECT_EQ(a.ffn.w1.shape(), plain.layers[0].ffn.w1.shape());
+  // Same shape, same codes: layer 0's and layer 1's wq_a, expert 0 and the last expert of a stack.
+  const QuantMatrices &m0 = a.attn.wq_a.quant(), &m1 = b.attn.wq_a.quant();
+  const size_t code = static_cast<size_t>(quant_matrix_code_bytes(m0.format, m0.rows, m0.cols));
+  EXPECT_EQ(std::memcmp(m0.codes, m1.codes, code), 0);
+  const QuantMatrices& e = a.ffn.w2.quant();
+  const int64_t e_code = quant_matrix_code_bytes(e.format, e.rows, e.cols);
+  EXPECT_EQ(std::memcmp(e.codes, e.codes + (e.count - 1) * e_code, static_cast<size_t>(e_code)), 0);
+  // Unit-scale values: the dequantised matrix's standard deviation is about 1/sqrt(cols).
+  for (const QuantMatrices* m : {&m0, &e}) {
+    const std::vector<float> v = dequantized(*m, 0);
+    double sq = 0;
+    for (float x : v) sq += static_cast<double>(x) * x;
+    const double sd = std::sqrt(sq / static_cast<double>(v.size()));
+    const double want = 1.0 / std::sqrt(static_cast<double>(m->cols));
+    EXPECT_NEAR(sd, want, 0.25 * want) << weight_format_name(m->format);
+  }
+  EXPECT_EQ(test::to_vector(q.embed), test::to_vector(plain.embed));
 }
 
 // The CUDA dispatch on quantised weights, through its measuring pass (ExecContext::measuring: launches and GEMMs are
