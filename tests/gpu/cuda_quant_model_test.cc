@@ -5,10 +5,12 @@
 // dequantise-to-bf16 fallback at prefill (the score's chunks of 24 tokens), moe_decode_experts_quant at every T
 // (qtiny_b's 48-wide experts take the dequantised-stack fallback: a partial FP4 group).
 //
-// Bound: the logits of every position within 2e-2 of the largest bf16 logit (the old bf16-vs-f32 bound; two bf16
-// runs that differ in summation order only are expected near 1e-3), and the same top-1 token wherever the bf16 run's
-// top two logits are more than that bound apart. Then one greedy generate (CUDA graphs on: no host sync or
-// allocation may happen in a quantised product) and the weights' bytes in memory against bf16's.
+// Bounds: mean KL(bf16 weights || quantised) over the positions <= 1e-3 (the GPU figure), the same top-1
+// token wherever the bf16 run's top two logits are more than 2e-2 of its largest logit apart, and every logit within
+// 5e-2 of the largest (loose on purpose: a bf16 rounding that flips a near-tied router or indexer choice moves one
+// token's logits by more than rounding; the fixtures' ties are only guaranteed against the f32 reference). Two bf16
+// runs that differ in summation order only are expected near 1e-3. Then one greedy generate (CUDA graphs on: no host
+// sync or allocation may happen in a quantised product) and the weights' bytes in memory against bf16's.
 //
 // UNVERIFIED ON GPU: written in a session without a GPU; scripts/gpu/suites/quant.sh runs it.
 #include <algorithm>
@@ -25,7 +27,22 @@
 namespace dsv4 {
 namespace {
 
-constexpr double kQuantizedVsBf16 = 2e-2;  // of the largest logit
+constexpr double kNearTie = 2e-2;       // of the largest logit: a top-2 gap below this may flip
+constexpr double kMaxLogitDiff = 5e-2;  // of the largest logit
+constexpr double kMeanKl = 1e-3;
+
+// KL(softmax(p) || softmax(q)) of one row of logits, in double.
+double kl_divergence(const float* p, const float* q, int64_t V) {
+  const double mp = *std::max_element(p, p + V), mq = *std::max_element(q, q + V);
+  double zp = 0, zq = 0;
+  for (int64_t v = 0; v < V; ++v) zp += std::exp(p[v] - mp), zq += std::exp(q[v] - mq);
+  double kl = 0;
+  for (int64_t v = 0; v < V; ++v) {
+    const double lp = p[v] - mp - std::log(zp), lq = q[v] - mq - std::log(zq);
+    kl += std::exp(lp) * (lp - lq);
+  }
+  return kl;
+}
 
 EngineOptions options(bool quantized) {
   EngineOptions o;
@@ -67,6 +84,7 @@ TEST_P(CudaQuantizedWeights, LogitsAndGenerateMatchBf16Weights) {
     diff = std::max(diff, std::fabs(static_cast<double>(got[i]) - ref[i]));
   }
   int64_t agree = 0, decided = 0;
+  double kl_sum = 0;
   for (int64_t t = 0; t < T; ++t) {
     const float* r = ref.data() + t * V;
     const float* g = got.data() + t * V;
@@ -74,17 +92,19 @@ TEST_P(CudaQuantizedWeights, LogitsAndGenerateMatchBf16Weights) {
     std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
     const int64_t top_r = std::max_element(r, r + V) - r, top_g = std::max_element(g, g + V) - g;
     agree += top_r == top_g;
-    if (sorted[0] - sorted[1] > kQuantizedVsBf16 * absmax) {
+    kl_sum += kl_divergence(r, g, V);
+    if (sorted[0] - sorted[1] > kNearTie * absmax) {
       ++decided;
       EXPECT_EQ(top_g, top_r) << "position " << t << ": top-2 gap " << sorted[0] - sorted[1];
     }
   }
   std::printf(
-      "%s quantised vs bf16 weights on CUDA: max logit diff %.3g of %.3g (rel %.3g), top-1 %lld/%lld "
+      "%s quantised vs bf16 weights on CUDA: max logit diff %.3g of %.3g (rel %.3g), mean KL %.3g, top-1 %lld/%lld "
       "(%lld not near-tied)\n",
-      GetParam(), diff, absmax, diff / absmax, static_cast<long long>(agree), static_cast<long long>(T),
-      static_cast<long long>(decided));
-  EXPECT_LE(diff, kQuantizedVsBf16 * absmax);
+      GetParam(), diff, absmax, diff / absmax, kl_sum / static_cast<double>(T), static_cast<long long>(agree),
+      static_cast<long long>(T), static_cast<long long>(decided));
+  EXPECT_LE(kl_sum / static_cast<double>(T), kMeanKl);
+  EXPECT_LE(diff, kMaxLogitDiff * absmax);
 
   GenerateOptions g;
   g.max_new_tokens = 8;
