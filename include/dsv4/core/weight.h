@@ -18,7 +18,7 @@
 namespace dsv4 {
 
 // `count` quantised [rows, cols] matrices of one format back to back in device memory: matrix i's codes at
-// codes + i * quant_code_bytes(format, rows, cols), its scale at scale + i * quant_scale_bytes(...).
+// codes + i * quant_matrix_code_bytes(format, rows, cols), its scale at scale + i * quant_matrix_scale_bytes(...).
 // FP8 block: codes [rows, cols] E4M3, scale [ceil(rows/128), ceil(cols/128)]; FP4: codes [rows, cols/2] packed
 // E2M1, scale [rows, ceil(cols/32)].
 struct QuantMatrices {
