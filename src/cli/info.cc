@@ -65,9 +65,11 @@ std::map<std::string, StorageClass> storage_report(const WeightReader& reader) {
     c.cpu_bytes += static_cast<size_t>(numel) * dtype_size(storage_dtype(s.kind, Device::kCPU));
     const size_t cuda = static_cast<size_t>(numel) * dtype_size(storage_dtype(s.kind, Device::kCUDA));
     c.cuda_bytes += cuda;
-    // The MTP's h_proj / e_proj are joined into one plain eh_proj whatever the option (model/weights.h).
-    const bool joined = s.name == "mtp.0.h_proj.weight" || s.name == "mtp.0.e_proj.weight";
-    c.cuda_quantized_bytes += fmt != WeightFormat::kPlain && !joined ? reader.stored_bytes(s.name) : cuda;
+    // The MTP's h_proj / e_proj are joined into eh_proj, kept quantised only as FP8 with H % 128 == 0
+    // (model/weights.h).
+    const bool joined_plain = (s.name == "mtp.0.h_proj.weight" || s.name == "mtp.0.e_proj.weight") &&
+                              (fmt != WeightFormat::kFp8Block || s.shape[1] % kFp8Block != 0);
+    c.cuda_quantized_bytes += fmt != WeightFormat::kPlain && !joined_plain ? reader.stored_bytes(s.name) : cuda;
   }
   StorageClass total;
   for (const auto& [name, c] : out) {

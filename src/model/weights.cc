@@ -93,14 +93,18 @@ class WeightSource {
   virtual void fill_concat_columns(const std::string& left, const std::string& right, Tensor dst) = 0;
   // How `name` is stored: a quantised format, or kPlain (filled as a plain tensor by fill).
   virtual WeightFormat stored_format(const std::string& name) const = 0;
-  // The stored codes and E8M0 scale bytes of a quantised `name`, validated, into codes / scale (memory of the
-  // destination arena's device: quant_matrix_code_bytes / quant_matrix_scale_bytes of its spec shape).
-  virtual void fill_quantized(const std::string& name, void* codes, void* scale) = 0;
+  // The stored codes and E8M0 scale bytes of a quantised `name` in host memory, validated
+  // (quant_matrix_code_bytes / quant_matrix_scale_bytes of its spec shape; valid while the source lives).
+  struct HostCodes {
+    const uint8_t* codes;
+    const uint8_t* scale;
+  };
+  virtual HostCodes quantized_bytes(const std::string& name) = 0;
 };
 
 // Loads a validated checkpoint (WeightReader): plain tensors are converted, quantised ones dequantised exactly on
 // the host, into the storage dtype, then copied to the device — or, under keep_quantized, copied as stored
-// (fill_quantized).
+// (quantized_bytes).
 class Loader : public WeightSource {
  public:
   Loader(const WeightReader& reader, const ModelConfig& cfg) : reader_(reader), cfg_(cfg) {}
@@ -111,9 +115,9 @@ class Loader : public WeightSource {
   }
   WeightFormat stored_format(const std::string& name) const override { return reader_.format(name); }
 
-  // Uploads the codes and scales as stored. They are validated by the host dequantiser first (the plain load's
-  // checks: NaN codes or scales, scales that overflow f32), which costs the time of a plain load, not memory.
-  void fill_quantized(const std::string& name, void* codes, void* scale) override {
+  // The codes and scales as stored (the mapped checkpoint), validated by the host dequantiser first (the plain
+  // load's checks: NaN codes or scales, scales that overflow f32), which costs the time of a plain load, not memory.
+  HostCodes quantized_bytes(const std::string& name) override {
     reader_.read_f32(name, &float_buf_);
     const Tensor c = reader_.raw(name), sc = reader_.raw_scale(name);
     const TensorSpec& spec = reader_.spec(name);
@@ -122,15 +126,9 @@ class Loader : public WeightSource {
     const size_t scale_bytes = static_cast<size_t>(quant_matrix_scale_bytes(f, spec.shape[0], spec.shape[1]));
     DSV4_INTERNAL_CHECK(c.nbytes() == code_bytes && sc.nbytes() == scale_bytes, "'", name, "': stored ", c.describe(),
                         " + ", sc.describe(), " vs the layout's ", code_bytes, " + ", scale_bytes, " bytes");
-    if (device_ == Device::kCPU) {
-      std::memcpy(codes, c.data(), code_bytes);
-      std::memcpy(scale, sc.data(), scale_bytes);
-    } else {
-      cuda::copy_to_device(codes, c.data(), code_bytes);
-      cuda::copy_to_device(scale, sc.data(), scale_bytes);
-    }
     loaded_bytes_ += code_bytes + scale_bytes;
     report_progress();
+    return {static_cast<const uint8_t*>(c.data()), static_cast<const uint8_t*>(sc.data())};
   }
 
   // Loads [rows, a] and [rows, b] tensors side by side into dst [rows, a + b].
@@ -286,15 +284,28 @@ DType matrix_or(WeightKind kind, const LoadOptions& opt) {
   return storage_dtype(kind, opt.device);
 }
 
-// The MTP's h_proj / e_proj are joined into one plain eh_proj (weights.h), whatever keep_quantized says.
+// The MTP's h_proj / e_proj are joined side by side into eh_proj [H, 2H] (weights.h).
 bool joined_mtp_projection(const std::string& name) {
   return name == std::string(kMtpPrefix) + "h_proj.weight" || name == std::string(kMtpPrefix) + "e_proj.weight";
 }
 
-// The format a tensor keeps in memory: its stored format under keep_quantized (except the joined MTP projections),
-// kPlain otherwise.
+// The format a tensor keeps in memory: its stored format under keep_quantized, kPlain otherwise. The joined MTP
+// projections stay quantised only as FP8 with H % 128 == 0, where the two matrices' scale blocks sit side by side.
 WeightFormat kept_format(const TensorSpec& s, WeightFormat stored, const LoadOptions& opt) {
-  return opt.keep_quantized && !joined_mtp_projection(s.name) ? stored : WeightFormat::kPlain;
+  if (!opt.keep_quantized) return WeightFormat::kPlain;
+  if (joined_mtp_projection(s.name) && (stored != WeightFormat::kFp8Block || s.shape[1] % kFp8Block != 0)) {
+    return WeightFormat::kPlain;
+  }
+  return stored;
+}
+
+// Copies host bytes into weight storage on `device`.
+void to_storage(void* dst, const void* src, size_t bytes, Device device) {
+  if (device == Device::kCPU) {
+    std::memcpy(dst, src, bytes);
+  } else {
+    cuda::copy_to_device(dst, src, bytes);
+  }
 }
 
 // Arena bytes of one tensor: codes and scale (each aligned) when kept quantised, else its storage dtype's. Routed
@@ -351,9 +362,13 @@ ModelWeights assemble_weights(const ModelConfig& cfg, const std::vector<TensorSp
     const WeightFormat kept = kept_format(s, source.stored_format(name), opt);
     if (kept == WeightFormat::kPlain) return load(name);
     QuantMatrices m{kept, nullptr, nullptr, 1, s.shape[0], s.shape[1]};
-    void* codes = w.storage.alloc_bytes(static_cast<size_t>(quant_matrix_code_bytes(kept, m.rows, m.cols)));
-    void* scale = w.storage.alloc_bytes(static_cast<size_t>(quant_matrix_scale_bytes(kept, m.rows, m.cols)));
-    source.fill_quantized(name, codes, scale);
+    const size_t code_bytes = static_cast<size_t>(quant_matrix_code_bytes(kept, m.rows, m.cols));
+    const size_t scale_bytes = static_cast<size_t>(quant_matrix_scale_bytes(kept, m.rows, m.cols));
+    void* codes = w.storage.alloc_bytes(code_bytes);
+    void* scale = w.storage.alloc_bytes(scale_bytes);
+    const WeightSource::HostCodes host = source.quantized_bytes(name);
+    to_storage(codes, host.codes, code_bytes, opt.device);
+    to_storage(scale, host.scale, scale_bytes, opt.device);
     m.codes = static_cast<const uint8_t*>(codes);
     m.scale = static_cast<const uint8_t*>(scale);
     return Weight::quantized_matrix(m, opt.device);
@@ -383,8 +398,10 @@ ModelWeights assemble_weights(const ModelConfig& cfg, const std::vector<TensorSp
       auto* codes = static_cast<uint8_t*>(w.storage.alloc_bytes(code * static_cast<size_t>(E)));
       auto* scales = static_cast<uint8_t*>(w.storage.alloc_bytes(scale * static_cast<size_t>(E)));
       for (int64_t e = 0; e < E; ++e) {
-        source.fill_quantized(str_cat(prefix, "ffn.experts.", e, ".", proj, ".weight"), codes + e * code,
-                              scales + e * scale);
+        const WeightSource::HostCodes host =
+            source.quantized_bytes(str_cat(prefix, "ffn.experts.", e, ".", proj, ".weight"));
+        to_storage(codes + e * code, host.codes, code, opt.device);
+        to_storage(scales + e * scale, host.scale, scale, opt.device);
       }
       const Weight s = load_weight(shared_name);
       *shared = s;
@@ -462,8 +479,35 @@ ModelWeights assemble_weights(const ModelConfig& cfg, const std::vector<TensorSp
     m.hnorm = load_norm(p + "hnorm.weight");
     m.norm = load_norm(p + "norm.weight");
     const int64_t H = cfg.hidden_size;
-    m.eh_proj = w.storage.alloc(matrix_or(WeightKind::kMatrix, opt), {H, 2 * H});
-    source.fill_concat_columns(p + "h_proj.weight", p + "e_proj.weight", m.eh_proj);
+    const std::string h_name = p + "h_proj.weight", e_name = p + "e_proj.weight";
+    const WeightFormat h_kept = kept_format(*spec_by_name.at(h_name), source.stored_format(h_name), opt);
+    const WeightFormat e_kept = kept_format(*spec_by_name.at(e_name), source.stored_format(e_name), opt);
+    if (h_kept == WeightFormat::kFp8Block && e_kept == WeightFormat::kFp8Block) {
+      // [h_proj | e_proj] in FP8: each codes row is h's row then e's, each scale row (one per 128 rows) h's scale
+      // blocks then e's (H % 128 == 0: no block straddles the join).
+      const int64_t blocks = H / kFp8Block;
+      std::vector<uint8_t> codes(static_cast<size_t>(H * 2 * H)), scale(static_cast<size_t>(blocks * 2 * blocks));
+      const WeightSource::HostCodes hc = source.quantized_bytes(h_name), ec = source.quantized_bytes(e_name);
+      for (int64_t r = 0; r < H; ++r) {
+        std::memcpy(codes.data() + r * 2 * H, hc.codes + r * H, static_cast<size_t>(H));
+        std::memcpy(codes.data() + r * 2 * H + H, ec.codes + r * H, static_cast<size_t>(H));
+      }
+      for (int64_t b = 0; b < blocks; ++b) {
+        std::memcpy(scale.data() + b * 2 * blocks, hc.scale + b * blocks, static_cast<size_t>(blocks));
+        std::memcpy(scale.data() + b * 2 * blocks + blocks, ec.scale + b * blocks, static_cast<size_t>(blocks));
+      }
+      void* dc = w.storage.alloc_bytes(codes.size());
+      void* ds = w.storage.alloc_bytes(scale.size());
+      to_storage(dc, codes.data(), codes.size(), opt.device);
+      to_storage(ds, scale.data(), scale.size(), opt.device);
+      m.eh_proj = Weight::quantized_matrix(
+          {WeightFormat::kFp8Block, static_cast<const uint8_t*>(dc), static_cast<const uint8_t*>(ds), 1, H, 2 * H},
+          opt.device);
+    } else {
+      const Tensor t = w.storage.alloc(matrix_or(WeightKind::kMatrix, opt), {H, 2 * H});
+      source.fill_concat_columns(h_name, e_name, t);
+      m.eh_proj = t;
+    }
     m.hc_head = {load(p + "hc_head_fn"), load(p + "hc_head_base"), load(p + "hc_head_scale")};
     m.block = load_block(p, AttentionType::kSliding, MlpType::kMoe);
     w.mtp = std::move(m);
@@ -541,7 +585,7 @@ class RandomSource : public WeightSource {
   // make-tiny's unit-scale values (std 1/sqrt(cols)) quantised by the host codecs once per format and shape; every
   // matrix of that shape gets the same codes and scales. A benchmark's time depends on the bytes, not the values,
   // and drawing a Flash model's values one by one on the host would take hours.
-  void fill_quantized(const std::string& name, void* codes, void* scale) override {
+  HostCodes quantized_bytes(const std::string& name) override {
     const TensorSpec& s = *specs_.at(name);
     const WeightFormat f = stored_format(name);
     const int64_t rows = s.shape[0], cols = s.shape[1];
@@ -549,8 +593,8 @@ class RandomSource : public WeightSource {
     auto it = quantized_.find(key);
     if (it == quantized_.end()) {
       std::vector<float> values(static_cast<size_t>(rows * cols));
-      const uint64_t seed = seed_ ^ splitmix64(static_cast<uint64_t>(f) * 0x10001u + static_cast<uint64_t>(rows) *
-                                                                                      static_cast<uint64_t>(cols));
+      const uint64_t seed = seed_ ^ splitmix64(static_cast<uint64_t>(f) * 0x10001u +
+                                               static_cast<uint64_t>(rows) * static_cast<uint64_t>(cols));
       const float std = 1.0f / std::sqrt(static_cast<float>(cols));
 #pragma omp parallel for schedule(static)
       for (int64_t i = 0; i < rows * cols; ++i) values[static_cast<size_t>(i)] = std * hash_normal(seed, i);
@@ -564,14 +608,7 @@ class RandomSource : public WeightSource {
       }
       it = quantized_.emplace(key, std::move(q)).first;
     }
-    const Codes& q = it->second;
-    if (ctx_.device == Device::kCPU) {
-      std::memcpy(codes, q.codes.data(), q.codes.size());
-      std::memcpy(scale, q.scale.data(), q.scale.size());
-    } else {
-      cuda::copy_to_device(codes, q.codes.data(), q.codes.size());
-      cuda::copy_to_device(scale, q.scale.data(), q.scale.size());
-    }
+    return {it->second.codes.data(), it->second.scale.data()};
   }
 
  private:

@@ -367,8 +367,8 @@ TEST_F(QuantizedCheckpoint, RoundTripLoadsExactlyWhatTheIndependentDequantiserRe
     const int64_t H = cfg.hidden_size;
     HostTensor h(DType::F32, {H, H}), e(DType::F32, {H, H});
     for (int64_t r = 0; r < H; ++r) {
-      std::memcpy(h.ptr<float>() + r * H, w.mtp->eh_proj.ptr<float>() + r * 2 * H, H * 4);
-      std::memcpy(e.ptr<float>() + r * H, w.mtp->eh_proj.ptr<float>() + r * 2 * H + H, H * 4);
+      std::memcpy(h.ptr<float>() + r * H, w.mtp->eh_proj.plain().ptr<float>() + r * 2 * H, H * 4);
+      std::memcpy(e.ptr<float>() + r * H, w.mtp->eh_proj.plain().ptr<float>() + r * 2 * H + H, H * 4);
     }
     expect_equals_reference(c, "mtp.0.h_proj.weight", h.t());
     expect_equals_reference(c, "mtp.0.e_proj.weight", e.t());

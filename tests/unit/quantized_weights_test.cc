@@ -12,6 +12,7 @@
 
 #include "dsv4/core/buffer.h"
 #include "dsv4/core/weight.h"
+#include "dsv4/model/quantize.h"
 #include "dsv4/model/random_checkpoint.h"
 #include "dsv4/model/weights.h"
 #include "dsv4/ops/ops.h"
@@ -178,7 +179,9 @@ TEST(QuantizedWeight, LoaderKeepsTheCheckpointsCodesAndScales) {
     ASSERT_EQ(q.mtp.has_value(), plain.mtp.has_value());
     if (q.mtp) {
       check_block("mtp.0.", q.mtp->block, plain.mtp->block);
-      EXPECT_EQ(test::to_vector(q.mtp->eh_proj), test::to_vector(plain.mtp->eh_proj));  // joined, so plain
+      // H = 64: no whole 128-column scale blocks to join, so eh_proj is plain.
+      EXPECT_FALSE(q.mtp->eh_proj.quantized());
+      EXPECT_EQ(test::to_vector(q.mtp->eh_proj), test::to_vector(plain.mtp->eh_proj));
     }
     EXPECT_EQ(test::to_vector(q.embed), test::to_vector(plain.embed));
     // f32 plain values vs 1-byte (FP8) or half-byte (FP4) codes plus one scale byte per 128² or 32 values.
@@ -219,6 +222,31 @@ TEST(QuantizedWeight, LoaderRefusals) {
                StatusCode::kInvalidArgument, {"--cuda-weights quantized", "not quantised"});
   expect_error([&] { random_weights(ModelConfig::from_file(plain + "/config.json"), o, 1); },
                StatusCode::kInvalidArgument, {"synthetic weights kept quantised need a quantised config"});
+}
+
+// The MTP's eh_proj = [h_proj | e_proj] stays FP8 when H % 128 == 0: codes rows and 128-row scale rows joined side
+// by side dequantise to exactly the plain load's joined matrix (a checkpoint with H = 128 from `dsv4 quantize`).
+TEST(QuantizedWeight, JoinedMtpProjectionStaysFp8AtWholeScaleBlocks) {
+  const std::string tmp = (fs::path(testing::TempDir()) / str_cat("dsv4_qeh_", ::getpid())).string();
+  fs::remove_all(tmp);
+  ModelConfig cfg = tiny_config();
+  cfg.hidden_size = 128;
+  write_random_checkpoint(tmp + "/bf16", cfg, 5);
+  QuantizeOptions qo;
+  quantize_checkpoint(tmp + "/bf16", tmp + "/q", qo);
+  const Checkpoint ckpt = Checkpoint::open(tmp + "/q");
+  const ModelConfig qcfg = ModelConfig::from_file(tmp + "/q/config.json");
+  const ModelWeights plain = load_weights(ckpt, qcfg, {Device::kCPU, true});
+  LoadOptions o{Device::kCPU, true};
+  o.keep_quantized = true;
+  const ModelWeights q = load_weights(ckpt, qcfg, o);
+  ASSERT_TRUE(q.mtp.has_value());
+  const Weight& eh = q.mtp->eh_proj;
+  ASSERT_TRUE(eh.quantized());
+  EXPECT_EQ(eh.quant().format, WeightFormat::kFp8Block);
+  EXPECT_EQ(eh.shape(), (std::vector<int64_t>{128, 256}));
+  EXPECT_EQ(dequantized(eh.quant(), 0), test::to_vector(plain.mtp->eh_proj));
+  fs::remove_all(tmp);
 }
 
 // Synthetic weights kept quantised (bench --synthetic ... --cuda-weights quantized): DeepSeek's official layout, codes

@@ -131,9 +131,9 @@ struct BlockWeights {
 
 struct MtpWeights {
   Tensor enorm, hnorm, norm;
-  // [H, 2H] = [h_proj | e_proj]: one GEMM over [hnorm(prev) | enorm(e)] rows. Plain even under keep_quantized
-  // (dequantised at load: joining two FP8 matrices' columns keeps their scale blocks only when H % 128 == 0).
-  Tensor eh_proj;
+  // [H, 2H] = [h_proj | e_proj]: one GEMM over [hnorm(prev) | enorm(e)] rows. Kept quantised (FP8) when both are
+  // FP8 and H % 128 == 0 (the two matrices' scale blocks then sit side by side); plain otherwise.
+  Weight eh_proj;
   HcWeights hc_head;
   BlockWeights block;
 };
