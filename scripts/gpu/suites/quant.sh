@@ -25,7 +25,7 @@ timeout 40 dsv4_gpu_tests --gtest_filter='*CudaQuantizedWeights.*' > $OUT/quant_
 echo "quant model tests rc=$?"; grep -E "tests ran|PASSED  \]|FAILED  \]|SKIPPED \] [0-9]|quantised vs bf16|greedy generate" $OUT/quant_model_tests.txt | head -12
 grep -E "Failure" -A6 $OUT/quant_model_tests.txt | head -30
 for w in bf16 quantized; do
-  timeout 15 dsv4 generate -m tests/fixtures/quantized/qtiny_a --device cuda --cuda-weights $w --ids 1,2,3,4,5,6,7,8 \
+  timeout 25 dsv4 generate -m tests/fixtures/quantized/qtiny_a --device cuda --cuda-weights $w --ids 1,2,3,4,5,6,7,8 \
     -n 8 --ignore-eos --json > $OUT/generate_$w.json 2> $OUT/generate_$w.err
   echo "generate --cuda-weights $w rc=$? $(python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(j['tokens'], 'weights_bytes', j['weights_bytes'])" $OUT/generate_$w.json 2>&1 | tail -1)"
 done
@@ -41,6 +41,6 @@ done
 timeout 60 dsv4_gpu_tests --gtest_filter='CudaGemv.*' > $OUT/gemv_tests.txt 2>&1
 echo "bf16 gemv tests rc=$?"; grep -E "tests ran|PASSED  \]|FAILED  \]" $OUT/gemv_tests.txt | head -3
 # 4. kernel lab: quantised vs floor vs bf16
-timeout 150 bench_quant_gemv --json $OUT/bench_quant_gemv.json > $OUT/bench_quant_gemv.txt 2>&1
+timeout 130 bench_quant_gemv --json $OUT/bench_quant_gemv.json > $OUT/bench_quant_gemv.txt 2>&1
 echo "bench_quant_gemv rc=$?"
 cat $OUT/bench_quant_gemv.txt
