@@ -143,7 +143,11 @@ void register_bench(CLI::App& app) {
         // A synthetic model's positions: what the bench needs unless --max-model-len says otherwise.
         if (eo.max_model_len == 0)
           eo.max_model_len = std::min(std::max<int64_t>(positions_needed, 4096), cfg.max_position_embeddings);
-        ModelWeights w = random_weights(cfg, {eo.device, true, eo.cuda_precision}, o->seed + 1);
+        // --cuda-weights quantized: the slice in DeepSeek's official layout (FP8 dense, FP4 routed experts), its
+        // codes made by random_weights (the same codes for every matrix of a shape).
+        if (eo.cuda_quantized_weights) cfg.quantization = QuantizationConfig::official(WeightFormat::kFp4);
+        ModelWeights w =
+            random_weights(cfg, {eo.device, true, eo.cuda_precision, eo.cuda_quantized_weights}, o->seed + 1);
         owned = std::make_unique<Engine>(std::move(cfg), std::move(w), eo);
       }
       Engine& engine = *owned;
@@ -346,6 +350,7 @@ void register_bench(CLI::App& app) {
         }
       }
       j["memory"] = {{"weights_bytes", engine.weights_bytes()},
+                     {"weights_quantized", engine.weights().quantized},  // --cuda-weights quantized
                      {"activations_bytes", engine.scratch_bytes()},
                      {"state_pool_bytes", engine.state_bytes()},
                      {"state_pages", engine.pool_pages()},

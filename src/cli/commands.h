@@ -27,7 +27,7 @@ void register_perplexity(CLI::App& app);
 // graph flags (--cudagraph-mode, --enforce-eager, --capture-sizes).
 struct DeviceFlags {
   std::string device = "auto", cuda_precision = "bf16", cudagraph_mode, capture_sizes, kv_cache_dtype = "auto",
-              activation_quant = "none";
+              activation_quant = "none", cuda_weights = "bf16";
   bool enforce_eager = false;
   // Scheduler and state pool (0 = the engine's default for the device).
   int64_t max_model_len = 0, max_num_seqs = 0, max_batch_tokens = 0, kv_cache_memory = 0, page_tokens = 0;

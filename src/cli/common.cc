@@ -56,6 +56,11 @@ void DeviceFlags::add_to(CLI::App* cmd) {
       ->capture_default_str();
   cmd->add_option("--cuda-precision", cuda_precision, "bf16 (default) or f32 weights/activations on --device cuda")
       ->capture_default_str();
+  cmd->add_option("--cuda-weights", cuda_weights,
+                  "bf16 (default: a quantised checkpoint's FP8 / FP4 matrices dequantised at load) or quantized (kept "
+                  "as stored in GPU memory, expanded in the decode kernels' registers; needs a quantised checkpoint, "
+                  "--device cuda, --cuda-precision bf16)")
+      ->capture_default_str();
   cmd->add_option("--cudagraph-mode", cudagraph_mode,
                   "CUDA graphs: none | breakable | full | auto (default: full for decode and drafter, breakable for "
                   "prefill; env DSV4_USE_BREAKABLE_CUDAGRAPH=0 turns breakable graphs off)");
@@ -119,6 +124,7 @@ void DeviceFlags::apply(EngineOptions& o) const {
     graph::CaptureSizes checked(sizes);
   }
   o.cuda_precision = parse_cuda_precision(cuda_precision);
+  o.cuda_quantized_weights = parse_cuda_weights(cuda_weights);
   o.kv_cache_dtype = parse_kv_cache_dtype(kv_cache_dtype);
   kv_formats(o.kv_cache_dtype, o.device, o.cuda_precision);  // a format the device cannot run: before loading
   o.activation_quant = parse_activation_quant(activation_quant);
@@ -138,6 +144,7 @@ void DeviceFlags::apply(EngineOptions& o) const {
                  "--tensor-parallel-size must be in [1, 1024], got ", tensor_parallel_size);
   o.parallel.tensor_parallel_size = static_cast<int>(tensor_parallel_size);
   o.parallel.expert_parallel = expert_parallel;
+  check_cuda_weights(o);  // the device, precision and ranks; the checkpoint's format when its config is read
 }
 
 std::vector<int32_t> parse_ids(const std::string& csv) {

@@ -110,7 +110,10 @@ void register_generate(CLI::App& app) {
         j["capture_seconds"] = engine.capture_seconds();
         j["graph_bytes"] = engine.graph_bytes();
       }
+      // Weights in memory: quantised codes and scales under --cuda-weights quantized.
+      j["weights_bytes"] = engine.weights_bytes();
       j["settings"] = {{"device", o->flags.device_used()},
+                       {"cuda_weights", o->flags.cuda_weights},
                        {"max_new_tokens", o->n},
                        {"temperature", o->temperature},
                        {"top_p", o->top_p},

@@ -45,10 +45,11 @@ std::map<std::string, int64_t> count_parameters(const ModelConfig& cfg, bool wit
 }
 
 // Per component: the storage formats found in the checkpoint, bytes on disk (weights + scales) and bytes once
-// loaded (CPU: f32 matrices; CUDA: bf16 matrices, quantised weights dequantised at load).
+// loaded (CPU: f32 matrices; CUDA: bf16 matrices, quantised weights dequantised at load; CUDA with --cuda-weights
+// quantized: quantised weights as stored, codes + scales, before the arena's 256-byte alignment).
 struct StorageClass {
   std::set<std::string> formats;
-  size_t disk_bytes = 0, cpu_bytes = 0, cuda_bytes = 0;
+  size_t disk_bytes = 0, cpu_bytes = 0, cuda_bytes = 0, cuda_quantized_bytes = 0;
 };
 
 std::map<std::string, StorageClass> storage_report(const WeightReader& reader) {
@@ -62,13 +63,20 @@ std::map<std::string, StorageClass> storage_report(const WeightReader& reader) {
     int64_t numel = 1;
     for (int64_t d : s.shape) numel *= d;
     c.cpu_bytes += static_cast<size_t>(numel) * dtype_size(storage_dtype(s.kind, Device::kCPU));
-    c.cuda_bytes += static_cast<size_t>(numel) * dtype_size(storage_dtype(s.kind, Device::kCUDA));
+    const size_t cuda = static_cast<size_t>(numel) * dtype_size(storage_dtype(s.kind, Device::kCUDA));
+    c.cuda_bytes += cuda;
+    // The MTP's h_proj / e_proj are joined into eh_proj, kept quantised only as FP8 with H % 128 == 0
+    // (model/weights.h).
+    const bool joined_plain = (s.name == "mtp.0.h_proj.weight" || s.name == "mtp.0.e_proj.weight") &&
+                              (fmt != WeightFormat::kFp8Block || s.shape[1] % kFp8Block != 0);
+    c.cuda_quantized_bytes += fmt != WeightFormat::kPlain && !joined_plain ? reader.stored_bytes(s.name) : cuda;
   }
   StorageClass total;
   for (const auto& [name, c] : out) {
     total.disk_bytes += c.disk_bytes;
     total.cpu_bytes += c.cpu_bytes;
     total.cuda_bytes += c.cuda_bytes;
+    total.cuda_quantized_bytes += c.cuda_quantized_bytes;
   }
   out["total"] = total;
   return out;
@@ -144,7 +152,10 @@ void register_info(CLI::App& app) {
                            {"expert_dtype", q.expert_dtype}};
       nlohmann::json st = nlohmann::json::object();
       for (const auto& [name, c] : storage) {
-        st[name] = {{"disk_bytes", c.disk_bytes}, {"cpu_bytes", c.cpu_bytes}, {"cuda_bytes", c.cuda_bytes}};
+        st[name] = {{"disk_bytes", c.disk_bytes},
+                    {"cpu_bytes", c.cpu_bytes},
+                    {"cuda_bytes", c.cuda_bytes},
+                    {"cuda_quantized_bytes", c.cuda_quantized_bytes}};
         if (name != "total") st[name]["formats"] = c.formats;
       }
       j["storage"] = st;
@@ -184,14 +195,15 @@ void register_info(CLI::App& app) {
                                       q.expert_dtype.empty() ? "" : str_cat(" (expert_dtype ", q.expert_dtype, ")"))
                                   .c_str()
                             : "none (plain weights)");
-    std::printf("storage        %-16s %10s %12s %12s  %s\n", "component", "disk MiB", "cpu MiB", "cuda MiB",
-                "formats on disk");
+    std::printf("storage        %-16s %10s %12s %12s %12s  %s\n", "component", "disk MiB", "cpu MiB", "cuda MiB",
+                "cuda q. MiB", "formats on disk");
     for (const auto& [name, c] : storage) {
       std::string formats;
       for (const std::string& f : c.formats) formats += (formats.empty() ? "" : ", ") + f;
-      std::printf("               %-16s %10.2f %12.2f %12.2f  %s\n", name.c_str(),
+      std::printf("               %-16s %10.2f %12.2f %12.2f %12.2f  %s\n", name.c_str(),
                   static_cast<double>(c.disk_bytes) / (1 << 20), static_cast<double>(c.cpu_bytes) / (1 << 20),
-                  static_cast<double>(c.cuda_bytes) / (1 << 20), formats.c_str());
+                  static_cast<double>(c.cuda_bytes) / (1 << 20),
+                  static_cast<double>(c.cuda_quantized_bytes) / (1 << 20), formats.c_str());
     }
     std::printf("layers\n");
     for (size_t l = 0; l < types.size(); ++l) {

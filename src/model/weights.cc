@@ -5,8 +5,10 @@
 #include <map>
 #include <regex>
 #include <set>
+#include <tuple>
 
 #include "dsv4/backend/cuda_device.h"
+#include "dsv4/core/hash_random.h"
 #include "dsv4/core/log.h"
 #include "dsv4/ops/ops.h"
 
@@ -89,10 +91,20 @@ class WeightSource {
   virtual void fill(const std::string& name, Tensor dst) = 0;
   // [rows, a] and [rows, b] side by side into dst [rows, a + b] (the MTP's h_proj | e_proj).
   virtual void fill_concat_columns(const std::string& left, const std::string& right, Tensor dst) = 0;
+  // How `name` is stored: a quantised format, or kPlain (filled as a plain tensor by fill).
+  virtual WeightFormat stored_format(const std::string& name) const = 0;
+  // The stored codes and E8M0 scale bytes of a quantised `name` in host memory, validated
+  // (quant_matrix_code_bytes / quant_matrix_scale_bytes of its spec shape; valid while the source lives).
+  struct HostCodes {
+    const uint8_t* codes;
+    const uint8_t* scale;
+  };
+  virtual HostCodes quantized_bytes(const std::string& name) = 0;
 };
 
 // Loads a validated checkpoint (WeightReader): plain tensors are converted, quantised ones dequantised exactly on
-// the host, into the storage dtype, then copied to the device.
+// the host, into the storage dtype, then copied to the device — or, under keep_quantized, copied as stored
+// (quantized_bytes).
 class Loader : public WeightSource {
  public:
   Loader(const WeightReader& reader, const ModelConfig& cfg) : reader_(reader), cfg_(cfg) {}
@@ -100,6 +112,23 @@ class Loader : public WeightSource {
   void fill(const std::string& name, Tensor dst) override { load_into(name, dst); }
   void fill_concat_columns(const std::string& left, const std::string& right, Tensor dst) override {
     load_concat_columns(left, right, dst);
+  }
+  WeightFormat stored_format(const std::string& name) const override { return reader_.format(name); }
+
+  // The codes and scales as stored (the mapped checkpoint), validated by the host dequantiser first (the plain
+  // load's checks: NaN codes or scales, scales that overflow f32), which costs the time of a plain load, not memory.
+  HostCodes quantized_bytes(const std::string& name) override {
+    reader_.read_f32(name, &float_buf_);
+    const Tensor c = reader_.raw(name), sc = reader_.raw_scale(name);
+    const TensorSpec& spec = reader_.spec(name);
+    const WeightFormat f = reader_.format(name);
+    const size_t code_bytes = static_cast<size_t>(quant_matrix_code_bytes(f, spec.shape[0], spec.shape[1]));
+    const size_t scale_bytes = static_cast<size_t>(quant_matrix_scale_bytes(f, spec.shape[0], spec.shape[1]));
+    DSV4_INTERNAL_CHECK(c.nbytes() == code_bytes && sc.nbytes() == scale_bytes, "'", name, "': stored ", c.describe(),
+                        " + ", sc.describe(), " vs the layout's ", code_bytes, " + ", scale_bytes, " bytes");
+    loaded_bytes_ += code_bytes + scale_bytes;
+    report_progress();
+    return {static_cast<const uint8_t*>(c.data()), static_cast<const uint8_t*>(sc.data())};
   }
 
   // Loads [rows, a] and [rows, b] tensors side by side into dst [rows, a + b].
@@ -254,6 +283,47 @@ DType matrix_or(WeightKind kind, const LoadOptions& opt) {
   if (kind == WeightKind::kMatrix && opt.device == Device::kCUDA) return opt.cuda_matrix_dtype;
   return storage_dtype(kind, opt.device);
 }
+
+// The MTP's h_proj / e_proj are joined side by side into eh_proj [H, 2H] (weights.h).
+bool joined_mtp_projection(const std::string& name) {
+  return name == std::string(kMtpPrefix) + "h_proj.weight" || name == std::string(kMtpPrefix) + "e_proj.weight";
+}
+
+// The format a tensor keeps in memory: its stored format under keep_quantized, kPlain otherwise. The joined MTP
+// projections stay quantised only as FP8 with H % 128 == 0, where the two matrices' scale blocks sit side by side.
+WeightFormat kept_format(const TensorSpec& s, WeightFormat stored, const LoadOptions& opt) {
+  if (!opt.keep_quantized) return WeightFormat::kPlain;
+  if (joined_mtp_projection(s.name) && (stored != WeightFormat::kFp8Block || s.shape[1] % kFp8Block != 0)) {
+    return WeightFormat::kPlain;
+  }
+  return stored;
+}
+
+// Copies host bytes into weight storage on `device`.
+void to_storage(void* dst, const void* src, size_t bytes, Device device) {
+  if (device == Device::kCPU) {
+    std::memcpy(dst, src, bytes);
+  } else {
+    cuda::copy_to_device(dst, src, bytes);
+  }
+}
+
+// Arena bytes of one tensor: codes and scale (each aligned) when kept quantised, else its storage dtype's. Routed
+// experts share their stack's two allocations (codes, scales): unaligned, plus the stack's alignment on expert 0.
+size_t tensor_bytes(const TensorSpec& s, WeightFormat kept, const LoadOptions& opt) {
+  if (kept != WeightFormat::kPlain) {
+    const size_t code = static_cast<size_t>(quant_matrix_code_bytes(kept, s.shape[0], s.shape[1]));
+    const size_t scale = static_cast<size_t>(quant_matrix_scale_bytes(kept, s.shape[0], s.shape[1]));
+    if (s.group == QuantGroup::kRoutedExpert) {
+      const bool first = s.name.find("ffn.experts.0.") != std::string::npos;
+      return code + scale + (first ? 2 * Arena::kAlignment : 0);
+    }
+    return align_up(code) + align_up(scale);
+  }
+  int64_t numel = 1;
+  for (int64_t d : s.shape) numel *= d;
+  return align_up(static_cast<size_t>(numel) * dtype_size(matrix_or(s.kind, opt)));
+}
 }  // namespace
 
 namespace {
@@ -264,14 +334,21 @@ ModelWeights assemble_weights(const ModelConfig& cfg, const std::vector<TensorSp
                               bool with_mtp, WeightSource& source, size_t* total_bytes) {
   std::map<std::string, const TensorSpec*> spec_by_name;
   size_t bytes = 0;
+  bool any_quantized = false;
   for (const TensorSpec& s : specs) {
     spec_by_name[s.name] = &s;
-    int64_t numel = 1;
-    for (int64_t d : s.shape) numel *= d;
-    bytes += align_up(static_cast<size_t>(numel) * dtype_size(matrix_or(s.kind, opt)));
+    const WeightFormat kept = kept_format(s, source.stored_format(s.name), opt);
+    any_quantized = any_quantized || kept != WeightFormat::kPlain;
+    bytes += tensor_bytes(s, kept, opt);
   }
+  DSV4_CHECK_ARG(!opt.keep_quantized || any_quantized,
+                 "--cuda-weights quantized: the checkpoint is not quantised (no FP8 / FP4 weights; its config.json "
+                 "has no quantization_config): use --cuda-weights bf16");
+  DSV4_CHECK_ARG(!opt.keep_quantized || opt.device == Device::kCPU || opt.cuda_matrix_dtype == DType::BF16,
+                 "--cuda-weights quantized runs with bf16 activations: use --cuda-precision bf16");
   ModelWeights w;
   w.storage = Arena("weights", bytes + Arena::kAlignment, opt.device);
+  w.quantized = any_quantized;
   *total_bytes = bytes;
   auto load = [&](const std::string& name) {
     const TensorSpec& s = *spec_by_name.at(name);
@@ -279,10 +356,27 @@ ModelWeights assemble_weights(const ModelConfig& cfg, const std::vector<TensorSp
     source.fill(name, t);
     return t;
   };
+  // A matrix DeepSeek may store quantised: kept so under keep_quantized, else plain as `load`.
+  auto load_weight = [&](const std::string& name) -> Weight {
+    const TensorSpec& s = *spec_by_name.at(name);
+    const WeightFormat kept = kept_format(s, source.stored_format(name), opt);
+    if (kept == WeightFormat::kPlain) return load(name);
+    QuantMatrices m{kept, nullptr, nullptr, 1, s.shape[0], s.shape[1]};
+    const size_t code_bytes = static_cast<size_t>(quant_matrix_code_bytes(kept, m.rows, m.cols));
+    const size_t scale_bytes = static_cast<size_t>(quant_matrix_scale_bytes(kept, m.rows, m.cols));
+    void* codes = w.storage.alloc_bytes(code_bytes);
+    void* scale = w.storage.alloc_bytes(scale_bytes);
+    const WeightSource::HostCodes host = source.quantized_bytes(name);
+    to_storage(codes, host.codes, code_bytes, opt.device);
+    to_storage(scale, host.scale, scale_bytes, opt.device);
+    m.codes = static_cast<const uint8_t*>(codes);
+    m.scale = static_cast<const uint8_t*>(scale);
+    return Weight::quantized_matrix(m, opt.device);
+  };
   // Experts are stacked [E + 1, rows, cols] so kernels index them by expert id: the routed experts, then the
   // shared expert at index E, which moe_experts runs as one more expert of the same kernels. The shared
   // expert's own tensor is a view of that slice (no second copy).
-  auto load_stacked = [&](const std::string& prefix, const char* proj, Tensor* shared) {
+  auto load_stacked = [&](const std::string& prefix, const char* proj, Weight* shared) -> Weight {
     const TensorSpec& first = *spec_by_name.at(str_cat(prefix, "ffn.experts.0.", proj, ".weight"));
     const std::string shared_name = str_cat(prefix, "ffn.shared_experts.", proj, ".weight");
     const TensorSpec& shared_spec = *spec_by_name.at(shared_name);
@@ -290,12 +384,36 @@ ModelWeights assemble_weights(const ModelConfig& cfg, const std::vector<TensorSp
                    shared_name, " ", shape_str(shared_spec.shape), " must have the routed experts' shape ",
                    shape_str(first.shape), " (it is stacked with them)");
     const int64_t E = cfg.n_routed_experts;
+    const WeightFormat routed_kept = kept_format(first, source.stored_format(first.name), opt);
+    if (routed_kept != WeightFormat::kPlain) {
+      // Quantised: the routed experts back to back in their format (QuantMatrices), the shared expert in its own
+      // allocation and format (the checkpoint's validation made every routed expert's format the same).
+      const WeightFormat shared_kept = kept_format(shared_spec, source.stored_format(shared_name), opt);
+      DSV4_CHECK_ARG(shared_kept != WeightFormat::kPlain, "weights: ", shared_name,
+                     " is stored plain next to quantised routed experts; a quantised stack needs a quantised shared "
+                     "expert");
+      const int64_t rows = first.shape[0], cols = first.shape[1];
+      const size_t code = static_cast<size_t>(quant_matrix_code_bytes(routed_kept, rows, cols));
+      const size_t scale = static_cast<size_t>(quant_matrix_scale_bytes(routed_kept, rows, cols));
+      auto* codes = static_cast<uint8_t*>(w.storage.alloc_bytes(code * static_cast<size_t>(E)));
+      auto* scales = static_cast<uint8_t*>(w.storage.alloc_bytes(scale * static_cast<size_t>(E)));
+      for (int64_t e = 0; e < E; ++e) {
+        const WeightSource::HostCodes host =
+            source.quantized_bytes(str_cat(prefix, "ffn.experts.", e, ".", proj, ".weight"));
+        to_storage(codes + e * code, host.codes, code, opt.device);
+        to_storage(scales + e * scale, host.scale, scale, opt.device);
+      }
+      const Weight s = load_weight(shared_name);
+      *shared = s;
+      return Weight::quantized_stack({routed_kept, codes, scales, E, rows, cols}, s.quant(), opt.device);
+    }
     Tensor t = w.storage.alloc(matrix_or(first.kind, opt), {E + 1, first.shape[0], first.shape[1]});
     for (int64_t e = 0; e < E; ++e) {
       source.fill(str_cat(prefix, "ffn.experts.", e, ".", proj, ".weight"), t.select(0, e));
     }
-    *shared = t.select(0, E);
-    source.fill(shared_name, *shared);
+    const Tensor shared_slice = t.select(0, E);
+    source.fill(shared_name, shared_slice);
+    *shared = shared_slice;
     return t;
   };
   auto load_block = [&](const std::string& p, AttentionType type, MlpType mlp) {
@@ -308,20 +426,20 @@ ModelWeights assemble_weights(const ModelConfig& cfg, const std::vector<TensorSp
     b.hc_attn = {load(p + "hc_attn_fn"), load(p + "hc_attn_base"), load(p + "hc_attn_scale")};
     b.hc_ffn = {load(p + "hc_ffn_fn"), load(p + "hc_ffn_base"), load(p + "hc_ffn_scale")};
     AttentionWeights& a = b.attn;
-    a.wq_a = load(p + "attn.wq_a.weight");
+    a.wq_a = load_weight(p + "attn.wq_a.weight");
     a.q_norm = load(p + "attn.q_norm.weight");
-    a.wq_b = load(p + "attn.wq_b.weight");
-    a.wkv = load(p + "attn.wkv.weight");
+    a.wq_b = load_weight(p + "attn.wq_b.weight");
+    a.wkv = load_weight(p + "attn.wkv.weight");
     a.kv_norm = load(p + "attn.kv_norm.weight");
-    a.wo_a = load(p + "attn.wo_a.weight");
-    a.wo_b = load(p + "attn.wo_b.weight");
+    a.wo_a = load_weight(p + "attn.wo_a.weight");
+    a.wo_b = load_weight(p + "attn.wo_b.weight");
     a.sink = load(p + "attn.attn_sink");
     if (b.compress_rate > 0) {
       a.compressor = {load(p + "attn.compressor.wkv.weight"), load(p + "attn.compressor.wgate.weight"),
                       load(p + "attn.compressor.ape"), load(p + "attn.compressor.norm.weight")};
     }
     if (type == AttentionType::kCompressedSparse) {
-      a.indexer_wq_b = load(p + "attn.indexer.wq_b.weight");
+      a.indexer_wq_b = load_weight(p + "attn.indexer.wq_b.weight");
       a.indexer_weights_proj = load(p + "attn.indexer.weights_proj.weight");
       a.indexer_compressor = {load(p + "attn.indexer.compressor.wkv.weight"),
                               load(p + "attn.indexer.compressor.wgate.weight"), load(p + "attn.indexer.compressor.ape"),
@@ -361,8 +479,35 @@ ModelWeights assemble_weights(const ModelConfig& cfg, const std::vector<TensorSp
     m.hnorm = load_norm(p + "hnorm.weight");
     m.norm = load_norm(p + "norm.weight");
     const int64_t H = cfg.hidden_size;
-    m.eh_proj = w.storage.alloc(matrix_or(WeightKind::kMatrix, opt), {H, 2 * H});
-    source.fill_concat_columns(p + "h_proj.weight", p + "e_proj.weight", m.eh_proj);
+    const std::string h_name = p + "h_proj.weight", e_name = p + "e_proj.weight";
+    const WeightFormat h_kept = kept_format(*spec_by_name.at(h_name), source.stored_format(h_name), opt);
+    const WeightFormat e_kept = kept_format(*spec_by_name.at(e_name), source.stored_format(e_name), opt);
+    if (h_kept == WeightFormat::kFp8Block && e_kept == WeightFormat::kFp8Block) {
+      // [h_proj | e_proj] in FP8: each codes row is h's row then e's, each scale row (one per 128 rows) h's scale
+      // blocks then e's (H % 128 == 0: no block straddles the join).
+      const int64_t blocks = H / kFp8Block;
+      std::vector<uint8_t> codes(static_cast<size_t>(H * 2 * H)), scale(static_cast<size_t>(blocks * 2 * blocks));
+      const WeightSource::HostCodes hc = source.quantized_bytes(h_name), ec = source.quantized_bytes(e_name);
+      for (int64_t r = 0; r < H; ++r) {
+        std::memcpy(codes.data() + r * 2 * H, hc.codes + r * H, static_cast<size_t>(H));
+        std::memcpy(codes.data() + r * 2 * H + H, ec.codes + r * H, static_cast<size_t>(H));
+      }
+      for (int64_t b = 0; b < blocks; ++b) {
+        std::memcpy(scale.data() + b * 2 * blocks, hc.scale + b * blocks, static_cast<size_t>(blocks));
+        std::memcpy(scale.data() + b * 2 * blocks + blocks, ec.scale + b * blocks, static_cast<size_t>(blocks));
+      }
+      void* dc = w.storage.alloc_bytes(codes.size());
+      void* ds = w.storage.alloc_bytes(scale.size());
+      to_storage(dc, codes.data(), codes.size(), opt.device);
+      to_storage(ds, scale.data(), scale.size(), opt.device);
+      m.eh_proj = Weight::quantized_matrix(
+          {WeightFormat::kFp8Block, static_cast<const uint8_t*>(dc), static_cast<const uint8_t*>(ds), 1, H, 2 * H},
+          opt.device);
+    } else {
+      const Tensor t = w.storage.alloc(matrix_or(WeightKind::kMatrix, opt), {H, 2 * H});
+      source.fill_concat_columns(h_name, e_name, t);
+      m.eh_proj = t;
+    }
     m.hc_head = {load(p + "hc_head_fn"), load(p + "hc_head_base"), load(p + "hc_head_scale")};
     m.block = load_block(p, AttentionType::kSliding, MlpType::kMoe);
     w.mtp = std::move(m);
@@ -386,11 +531,7 @@ ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const 
   Loader loader(reader, cfg);
   const std::vector<TensorSpec>& specs = reader.specs();
   size_t bytes = 0;
-  for (const TensorSpec& s : specs) {
-    int64_t numel = 1;
-    for (int64_t d : s.shape) numel *= d;
-    bytes += align_up(static_cast<size_t>(numel) * dtype_size(matrix_or(s.kind, opt)));
-  }
+  for (const TensorSpec& s : specs) bytes += tensor_bytes(s, kept_format(s, reader.format(s.name), opt), opt);
   loader.set_total(bytes, opt.device);
   size_t assembled = 0;
   return assemble_weights(cfg, specs, opt, reader.with_mtp(), loader, &assembled);
@@ -401,8 +542,9 @@ namespace {
 // Synthetic weights, generated on the device with make-tiny's unit-scale rules (random_checkpoint.cc).
 class RandomSource : public WeightSource {
  public:
-  RandomSource(const ModelConfig& cfg, const std::vector<TensorSpec>& specs, Device device, uint64_t seed)
-      : cfg_(cfg), seed_(seed) {
+  RandomSource(const ModelConfig& cfg, const std::vector<TensorSpec>& specs, Device device, uint64_t seed,
+               bool keep_quantized)
+      : cfg_(cfg), seed_(seed), keep_quantized_(keep_quantized) {
     ctx_.device = device;
     for (const TensorSpec& s : specs) specs_[s.name] = &s;
   }
@@ -435,20 +577,61 @@ class RandomSource : public WeightSource {
     ops::fill_random(ctx_, dst, seed_ ^ std::hash<std::string>{}(left), 0.0f,
                      1.0f / std::sqrt(static_cast<float>(dst.size(1) / 2)));
   }
+  // Kept quantised: the format the config's quantization gives the tensor (DeepSeek's official layout for a
+  // synthetic slice, set by the caller); plain otherwise.
+  WeightFormat stored_format(const std::string& name) const override {
+    return keep_quantized_ ? checkpoint_format(cfg_.quantization, *specs_.at(name)) : WeightFormat::kPlain;
+  }
+  // make-tiny's unit-scale values (std 1/sqrt(cols)) quantised by the host codecs once per format and shape; every
+  // matrix of that shape gets the same codes and scales. A benchmark's time depends on the bytes, not the values,
+  // and drawing a Flash model's values one by one on the host would take hours.
+  HostCodes quantized_bytes(const std::string& name) override {
+    const TensorSpec& s = *specs_.at(name);
+    const WeightFormat f = stored_format(name);
+    const int64_t rows = s.shape[0], cols = s.shape[1];
+    const auto key = std::make_tuple(f, rows, cols);
+    auto it = quantized_.find(key);
+    if (it == quantized_.end()) {
+      std::vector<float> values(static_cast<size_t>(rows * cols));
+      const uint64_t seed = seed_ ^ splitmix64(static_cast<uint64_t>(f) * 0x10001u +
+                                               static_cast<uint64_t>(rows) * static_cast<uint64_t>(cols));
+      const float std = 1.0f / std::sqrt(static_cast<float>(cols));
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < rows * cols; ++i) values[static_cast<size_t>(i)] = std * hash_normal(seed, i);
+      Codes q;
+      q.codes.resize(static_cast<size_t>(quant_matrix_code_bytes(f, rows, cols)));
+      q.scale.resize(static_cast<size_t>(quant_matrix_scale_bytes(f, rows, cols)));
+      if (f == WeightFormat::kFp8Block) {
+        quantize_fp8_block(values.data(), rows, cols, q.codes.data(), q.scale.data(), name);
+      } else {
+        quantize_fp4(values.data(), rows, cols, q.codes.data(), q.scale.data(), name);
+      }
+      it = quantized_.emplace(key, std::move(q)).first;
+    }
+    return {it->second.codes.data(), it->second.scale.data()};
+  }
 
  private:
   const ModelConfig& cfg_;
   uint64_t seed_;
   ExecContext ctx_;
   std::map<std::string, const TensorSpec*> specs_;
+  bool keep_quantized_ = false;
+  struct Codes {
+    std::vector<uint8_t> codes, scale;
+  };
+  std::map<std::tuple<WeightFormat, int64_t, int64_t>, Codes> quantized_;  // by format and shape
 };
 
 }  // namespace
 
 ModelWeights random_weights(const ModelConfig& cfg, const LoadOptions& opt, uint64_t seed) {
+  DSV4_CHECK_ARG(!opt.keep_quantized || cfg.quantization.quantized,
+                 "synthetic weights kept quantised need a quantised config (DeepSeek's official layout: "
+                 "QuantizationConfig::official)");
   const bool with_mtp = opt.load_mtp && cfg.has_mtp();
   const std::vector<TensorSpec> specs = checkpoint_inventory(cfg, with_mtp);
-  RandomSource source(cfg, specs, opt.device, seed);
+  RandomSource source(cfg, specs, opt.device, seed, opt.keep_quantized);
   size_t bytes = 0;
   ModelWeights w = assemble_weights(cfg, specs, opt, with_mtp, source, &bytes);
   if (opt.device == Device::kCUDA) cuda::synchronize_device();

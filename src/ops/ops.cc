@@ -34,6 +34,18 @@ void require_float(const ExecContext& ctx, const Tensor& t, const char* op, cons
   require(ctx, t, t.dtype(), op, what);
 }
 
+// A weight operand: plain (the float checks above), or quantised (core/weight.h) — the CUDA ops only, with bf16
+// activations. The CPU backend never holds quantised weights (its loader dequantises), so one reaching it is a bug.
+void require_weight(const ExecContext& ctx, const Weight& w, const Tensor& x, const char* op, const char* what) {
+  if (!w.quantized()) return require_float(ctx, w.plain(), op, what);
+  DSV4_INTERNAL_CHECK(ctx.is_cuda(), op, ": ", what, " ", w.describe(),
+                      " is quantised, but the CPU backend takes plain weights only");
+  DSV4_CHECK_ARG(w.device() == ctx.device, op, ": ", what, " is on ", device_name(w.device()), " but the op runs on ",
+                 device_name(ctx.device));
+  DSV4_CHECK_ARG(x.dtype() == DType::BF16, op, ": quantised ", what, " ", w.describe(),
+                 " takes bf16 activations, got x ", x.describe());
+}
+
 void require_meta(const ExecContext& ctx, const BatchMeta& m, const char* op) {
   for (const Tensor* t : {&m.ids, &m.pos, &m.slot, &m.start, &m.end}) {
     require(ctx, *t, DType::I32, op, "batch metadata");
@@ -95,10 +107,10 @@ void broadcast_streams(ExecContext& ctx, Tensor out, Tensor x) {
   DSV4_DISPATCH(broadcast_streams, out, x);
 }
 
-void linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w) {
+void linear(ExecContext& ctx, Tensor out, Tensor x, const Weight& w) {
   require_float(ctx, out, "linear", "out");
   require_float(ctx, x, "linear", "x");
-  require_float(ctx, w, "linear", "weight");
+  require_weight(ctx, w, x, "linear", "weight");
   DSV4_CHECK_ARG(x.ndim() == 2 && w.ndim() == 2 && out.ndim() == 2 && x.size(1) == w.size(1) &&
                      out.size(0) == x.size(0) && out.size(1) == w.size(0),
                  "linear: x ", x.shape_string(), " @ w ", w.shape_string(), "^T -> out ", out.shape_string());
@@ -109,7 +121,7 @@ void linears(ExecContext& ctx, Tensor x, const std::vector<Projection>& projecti
   require_float(ctx, x, "linears", "x");
   for (const Projection& p : projections) {
     require_float(ctx, p.out, "linears", "out");
-    require_float(ctx, p.w, "linears", "weight");
+    require_weight(ctx, p.w, x, "linears", "weight");
     DSV4_CHECK_ARG(x.ndim() == 2 && p.w.ndim() == 2 && p.out.ndim() == 2 && x.size(1) == p.w.size(1) &&
                        p.out.size(0) == x.size(0) && p.out.size(1) == p.w.size(0),
                    "linears: x ", x.shape_string(), " @ w ", p.w.shape_string(), "^T -> out ", p.out.shape_string());
@@ -117,10 +129,10 @@ void linears(ExecContext& ctx, Tensor x, const std::vector<Projection>& projecti
   DSV4_DISPATCH(linears, x, projections);
 }
 
-void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w, int64_t groups) {
+void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, const Weight& w, int64_t groups) {
   require_float(ctx, out, "grouped_linear", "out");
   require_float(ctx, x, "grouped_linear", "x");
-  require_float(ctx, w, "grouped_linear", "weight");
+  require_weight(ctx, w, x, "grouped_linear", "weight");
   DSV4_CHECK_ARG(groups > 0 && x.ndim() == 2 && w.ndim() == 2 && x.size(1) % groups == 0 && w.size(0) % groups == 0 &&
                      w.size(1) == x.size(1) / groups && out.size(0) == x.size(0) && out.size(1) == w.size(0),
                  "grouped_linear: x ", x.shape_string(), ", w ", w.shape_string(), ", out ", out.shape_string(),
@@ -507,13 +519,13 @@ void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, 
   }
 }
 
-void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2,
-                 Tensor w3, float limit, bool shared_expert, bool activation_quant) {
+void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, const Weight& w1,
+                 const Weight& w2, const Weight& w3, float limit, bool shared_expert, bool activation_quant) {
   require_float(ctx, out, "moe_experts", "out");
   require_float(ctx, x, "moe_experts", "x");
   require(ctx, indices, DType::I32, "moe_experts", "indices");
   require(ctx, weights, DType::F32, "moe_experts", "weights");
-  for (const Tensor* w : {&w1, &w2, &w3}) require_float(ctx, *w, "moe_experts", "expert weight");
+  for (const Weight* w : {&w1, &w2, &w3}) require_weight(ctx, *w, x, "moe_experts", "expert weight");
   DSV4_CHECK_ARG(w1.ndim() == 3 && w2.ndim() == 3 && w1.shape() == w3.shape() && w1.size(0) == w2.size(0) &&
                      x.ndim() == 2 && w1.size(2) == x.size(1) && w2.size(1) == x.size(1) && w2.size(2) == w1.size(1),
                  "moe_experts: w1 ", w1.shape_string(), ", w2 ", w2.shape_string(), ", w3 ", w3.shape_string(), ", x ",

@@ -71,8 +71,9 @@ ModelConfig rank_config(const ModelConfig& cfg, const RankPartition& p) {
 ModelWeights shard_weights(const ModelConfig& cfg, const ModelWeights& full, const RankPartition& p) {
   DSV4_CHECK_ARG(full.storage.device() == Device::kCPU, "shard_weights: CPU weights only (the model is on ",
                  device_name(full.storage.device()), ")");
-  DSV4_CHECK_ARG(full.layers.empty() || full.layers[0].attn.wo_a.dtype() == DType::F32,
-                 "shard_weights: f32 CPU weights only (wo_a is ", dtype_name(full.layers[0].attn.wo_a.dtype()), ")");
+  // Plain f32 weights only (plain() refuses quantised ones): the CPU loader dequantises.
+  DSV4_CHECK_ARG(full.layers.empty() || full.layers[0].attn.wo_a.plain().dtype() == DType::F32,
+                 "shard_weights: f32 CPU weights only (wo_a is ", full.layers[0].attn.wo_a.describe(), ")");
   const int64_t D = cfg.head_dim, R = cfg.o_lora_rank, per_group = cfg.num_attention_heads / cfg.o_groups;
   const int64_t s = p.unit_heads, units = p.units(), H = cfg.hidden_size, I = cfg.moe_intermediate_size;
   const bool split_heads = p.size > 1;
@@ -98,21 +99,25 @@ ModelWeights shard_weights(const ModelConfig& cfg, const ModelWeights& full, con
     BlockWeights o = b;
     if (split_heads) {
       AttentionWeights& a = o.attn;
-      a.wq_b = b.attn.wq_b.rows(p.head_begin * D, p.head_end * D);
+      a.wq_b = b.attn.wq_b.plain().rows(p.head_begin * D, p.head_end * D);
       a.sink = b.attn.sink.rows(p.head_begin, p.head_end);
       // Unit u covers heads [h, h + s) of group g = h / per_group: wo_a's rows of g, its columns of those heads;
       // wo_b's column block of g.
-      a.wo_a = w.storage.alloc(b.attn.wo_a.dtype(), {units * R, s * D});
-      a.wo_b = w.storage.alloc(b.attn.wo_b.dtype(), {H, units * R});
+      const Tensor& wo_a = b.attn.wo_a.plain();
+      const Tensor& wo_b = b.attn.wo_b.plain();
+      const Tensor rank_wo_a = w.storage.alloc(wo_a.dtype(), {units * R, s * D});
+      const Tensor rank_wo_b = w.storage.alloc(wo_b.dtype(), {H, units * R});
+      a.wo_a = rank_wo_a;
+      a.wo_b = rank_wo_b;
       for (int64_t u = 0; u < units; ++u) {
         const int64_t h = p.head_begin + u * s, g = h / per_group, col = (h - g * per_group) * D;
         for (int64_t r = 0; r < R; ++r) {
-          const float* src = b.attn.wo_a.ptr<float>() + (g * R + r) * per_group * D + col;
-          std::memcpy(a.wo_a.ptr<float>() + (u * R + r) * s * D, src, static_cast<size_t>(s * D) * sizeof(float));
+          const float* src = wo_a.ptr<float>() + (g * R + r) * per_group * D + col;
+          std::memcpy(rank_wo_a.ptr<float>() + (u * R + r) * s * D, src, static_cast<size_t>(s * D) * sizeof(float));
         }
         for (int64_t row = 0; row < H; ++row) {
-          const float* src = b.attn.wo_b.ptr<float>() + row * cfg.o_groups * R + g * R;
-          std::memcpy(a.wo_b.ptr<float>() + row * units * R + u * R, src, static_cast<size_t>(R) * sizeof(float));
+          const float* src = wo_b.ptr<float>() + row * cfg.o_groups * R + g * R;
+          std::memcpy(rank_wo_b.ptr<float>() + row * units * R + u * R, src, static_cast<size_t>(R) * sizeof(float));
         }
       }
       a.partial_output = true;
@@ -120,12 +125,13 @@ ModelWeights shard_weights(const ModelConfig& cfg, const ModelWeights& full, con
     if (p.expert_parallel) {
       MoeWeights& f = o.ffn;
       const int64_t E = cfg.n_routed_experts;
-      auto stack_of = [&](const Tensor& all, Tensor* shared) {
+      auto stack_of = [&](const Tensor& all, Weight* shared) {
         Tensor t = w.storage.alloc(all.dtype(), {local_experts + (with_shared ? 1 : 0), all.size(1), all.size(2)});
         for (int64_t i = 0; i < local_experts; ++i) copy_rows(t.select(0, i), all.select(0, p.experts[i]));
         if (with_shared) {
-          *shared = t.select(0, local_experts);
-          copy_rows(*shared, all.select(0, E));
+          const Tensor slice = t.select(0, local_experts);
+          copy_rows(slice, all.select(0, E));
+          *shared = slice;
         } else {
           *shared = Tensor();
         }

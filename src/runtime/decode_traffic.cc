@@ -38,6 +38,8 @@ DecodeTraffic decode_step_traffic(const ModelConfig& c, const ModelWeights& w, i
   DecodeTraffic t;
   auto add = [&](const char* part, double b) { t.bytes[part] += b; };
   auto bytes = [](const Tensor& x) { return x.data() ? static_cast<double>(x.nbytes()) : 0.0; };
+  // The matrices DeepSeek may keep quantised: their bytes in memory (codes and scales when quantised).
+  auto weight_bytes = [](const Weight& x) { return static_cast<double>(x.nbytes()); };
   const double D = static_cast<double>(c.head_dim);
   add("embedding rows", static_cast<double>(B) * bytes(w.embed) / static_cast<double>(c.vocab_size));
   add("lm_head", bytes(w.head));
@@ -46,11 +48,11 @@ DecodeTraffic decode_step_traffic(const ModelConfig& c, const ModelWeights& w, i
   for (size_t l = 0; l < w.layers.size(); ++l) {
     const BlockWeights& b = w.layers[l];
     const AttentionWeights& a = b.attn;
-    add("attention", bytes(a.wq_a) + bytes(a.wq_b) + bytes(a.wkv) + bytes(a.wo_a) + bytes(a.wo_b) + bytes(a.sink) +
-                         bytes(a.q_norm) + bytes(a.kv_norm));
+    add("attention", weight_bytes(a.wq_a) + weight_bytes(a.wq_b) + weight_bytes(a.wkv) + weight_bytes(a.wo_a) +
+                         weight_bytes(a.wo_b) + bytes(a.sink) + bytes(a.q_norm) + bytes(a.kv_norm));
     add("compressor",
         bytes(a.compressor.wkv) + bytes(a.compressor.wgate) + bytes(a.compressor.ape) + bytes(a.compressor.norm));
-    add("indexer", bytes(a.indexer_wq_b) + bytes(a.indexer_weights_proj) + bytes(a.indexer_compressor.wkv) +
+    add("indexer", weight_bytes(a.indexer_wq_b) + bytes(a.indexer_weights_proj) + bytes(a.indexer_compressor.wkv) +
                        bytes(a.indexer_compressor.wgate) + bytes(a.indexer_compressor.ape) +
                        bytes(a.indexer_compressor.norm));
     add("mhc", bytes(b.hc_attn.fn) + bytes(b.hc_attn.base) + bytes(b.hc_attn.scale) + bytes(b.hc_ffn.fn) +
@@ -59,9 +61,10 @@ DecodeTraffic decode_step_traffic(const ModelConfig& c, const ModelWeights& w, i
     const MoeWeights& f = b.ffn;
     add("router",
         bytes(f.gate) + bytes(f.bias) + (f.tid2eid.data() ? static_cast<double>(B * c.num_experts_per_tok * 4) : 0.0));
-    add("shared expert", bytes(f.shared_w1) + bytes(f.shared_w2) + bytes(f.shared_w3));
+    add("shared expert", weight_bytes(f.shared_w1) + weight_bytes(f.shared_w2) + weight_bytes(f.shared_w3));
     // w1/w2/w3 stack the routed experts and the shared one (weights.h).
-    const double per_expert = (bytes(f.w1) + bytes(f.w2) + bytes(f.w3)) / static_cast<double>(f.w1.size(0));
+    const double per_expert =
+        (weight_bytes(f.w1) + weight_bytes(f.w2) + weight_bytes(f.w3)) / static_cast<double>(f.w1.size(0));
     const double touched = l < experts_touched.size()
                                ? experts_touched[l]
                                : expected_distinct_experts(c.n_routed_experts, c.num_experts_per_tok, B);

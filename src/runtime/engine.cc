@@ -29,6 +29,7 @@ void resolve_defaults(EngineOptions& o, const ModelConfig& cfg) {
 }
 
 void check_engine_options(const EngineOptions& o) {
+  check_cuda_weights(o);
   if (o.device == Device::kCUDA) {
     const std::string why = cuda::unavailable_reason();
     DSV4_CHECK(why.empty(), kUnsupported, "--device cuda: ", why, "; use --device cpu");
@@ -66,6 +67,32 @@ void check_engine_options(const EngineOptions& o) {
 
 }  // namespace
 
+bool parse_cuda_weights(const std::string& s) {
+  if (s == "bf16") return false;
+  if (s == "quantized") return true;
+  fail(StatusCode::kInvalidArgument, "--cuda-weights must be bf16 or quantized, got '", s, "'");
+}
+
+void check_cuda_weights(const EngineOptions& o) {
+  if (!o.cuda_quantized_weights) return;
+  DSV4_CHECK(o.device == Device::kCUDA, kUnsupported,
+             "--cuda-weights quantized keeps FP8 / FP4 weights quantised in GPU memory; --device cpu dequantises "
+             "every weight to f32 at load (drop the option, or use --device cuda)");
+  DSV4_CHECK_ARG(o.cuda_precision == DType::BF16,
+                 "--cuda-weights quantized computes with bf16 activations; --cuda-precision f32 needs --cuda-weights "
+                 "bf16");
+  DSV4_CHECK(!o.parallel.active(), kUnsupported, "--cuda-weights quantized with --tensor-parallel-size ",
+             o.parallel.tensor_parallel_size,
+             ": splitting FP8 matrices over ranks (on 128-row / 128-column scale blocks) is not built yet");
+}
+
+void check_cuda_weights(const EngineOptions& o, const ModelConfig& cfg) {
+  check_cuda_weights(o);
+  DSV4_CHECK_ARG(!o.cuda_quantized_weights || cfg.quantization.quantized,
+                 "--cuda-weights quantized: the checkpoint is not quantised (its config.json has no "
+                 "quantization_config); use --cuda-weights bf16");
+}
+
 double GenerateStats::decode_tokens_per_second() const {
   return decode_seconds > 0 ? static_cast<double>(generated_tokens) / decode_seconds : 0.0;
 }
@@ -75,8 +102,9 @@ Engine::Engine(const std::string& model_dir, const EngineOptions& options) : opt
   check_engine_options(opt_);
   cfg_ = ModelConfig::from_file((std::filesystem::path(model_dir) / "config.json").string());
   check_parallel_config(cfg_, opt_.parallel);  // before the weights are read
+  check_cuda_weights(opt_, cfg_);
   ckpt_ = Checkpoint::open(model_dir);
-  weights_ = load_weights(ckpt_, cfg_, {opt_.device, opt_.load_mtp, opt_.cuda_precision});
+  weights_ = load_weights(ckpt_, cfg_, {opt_.device, opt_.load_mtp, opt_.cuda_precision, opt_.cuda_quantized_weights});
   init(t0);
 }
 

@@ -452,6 +452,21 @@ TEST_F(Cli, ActivationQuant) {
                  {"--activation-quant fp8 with --tensor-parallel-size 2", "not supported yet"});
 }
 
+// --cuda-weights bf16|quantized: refused before the model is loaded wherever quantised weights cannot run; bf16 (the
+// default) changes nothing, and generate --json reports the weights' bytes in memory.
+TEST_F(Cli, CudaWeights) {
+  const std::string base = str_cat("generate -m ", model(), " --ids 256,84,104 -n 2 --ignore-eos --json");
+  expect_failure(base + " --cuda-weights int4", {"--cuda-weights must be bf16 or quantized", "int4"});
+  expect_failure(base + " --cuda-weights quantized --device cpu", {"--cuda-weights quantized", "--device cpu"});
+  expect_failure(base + " --cuda-weights quantized --device cuda --cuda-precision f32", {"--cuda-precision f32"});
+  expect_failure(base + " --cuda-weights quantized --device cuda --tensor-parallel-size 2",
+                 {"--cuda-weights quantized with --tensor-parallel-size 2"});
+  const json r = run_json(base + " --device cpu --cuda-weights bf16");
+  EXPECT_EQ(r["tokens"], run_json(base + " --device cpu")["tokens"]);
+  EXPECT_GT(r["weights_bytes"].get<int64_t>(), 0);
+  EXPECT_EQ(r["settings"]["cuda_weights"], "bf16");
+}
+
 // --tensor-parallel-size N [--expert-parallel] on the CPU: in-process ranks, the same greedy tokens as one rank (plain
 // and speculative); bad rank counts fail before the model is loaded.
 TEST_F(Cli, TensorParallelGenerateMatchesOneRank) {

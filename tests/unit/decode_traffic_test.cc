@@ -57,7 +57,7 @@ TEST(SyntheticWeights, FlashSliceConfigAndRandomWeightsAreValid) {
     sum_sq += q.ptr<float>()[i] * q.ptr<float>()[i];
   }
   EXPECT_NEAR(sum_sq / q.numel(), 1.0 / q.size(1), 0.2 / q.size(1));  // std 1/sqrt(fan_in)
-  EXPECT_EQ(std::memcmp(q.data(), b.layers[1].attn.wq_b.data(), q.nbytes()), 0);
+  EXPECT_EQ(std::memcmp(q.data(), b.layers[1].attn.wq_b.plain().data(), q.nbytes()), 0);
   const Tensor& t = a.layers[0].ffn.tid2eid;
   for (int64_t r = 0; r < t.size(0); ++r) {
     for (int64_t j = 0; j < t.size(1); ++j) {

@@ -17,15 +17,18 @@ TEST(Flops, OneTokensProductsAreTwiceTheWeightsItMultiplies) {
   double weights = static_cast<double>(w.head.numel());  // one logit row
   for (const BlockWeights& b : w.layers) {
     const AttentionWeights& a = b.attn;
-    for (const Tensor* t :
-         {&a.wq_a, &a.wq_b, &a.wkv, &a.wo_a, &a.wo_b, &a.compressor.wkv, &a.compressor.wgate, &a.indexer_compressor.wkv,
-          &a.indexer_compressor.wgate, &a.indexer_wq_b, &a.indexer_weights_proj, &b.ffn.gate, &b.ffn.shared_w1,
-          &b.ffn.shared_w2, &b.ffn.shared_w3}) {
+    for (const Weight* t : {&a.wq_a, &a.wq_b, &a.wkv, &a.wo_a, &a.wo_b, &a.indexer_wq_b, &b.ffn.shared_w1,
+                            &b.ffn.shared_w2, &b.ffn.shared_w3}) {
+      if (t->plain().data() != nullptr) weights += static_cast<double>(t->plain().numel());
+    }
+    for (const Tensor* t : {&a.compressor.wkv, &a.compressor.wgate, &a.indexer_compressor.wkv,
+                            &a.indexer_compressor.wgate, &a.indexer_weights_proj, &b.ffn.gate}) {
       if (t->data() != nullptr) weights += static_cast<double>(t->numel());
     }
     // The routed stacks hold E + 1 experts (the shared one last); a token uses k of the E.
-    const double per_expert = static_cast<double>(b.ffn.w1.numel() + b.ffn.w2.numel() + b.ffn.w3.numel()) /
-                              static_cast<double>(c.n_routed_experts + 1);
+    const double per_expert =
+        static_cast<double>(b.ffn.w1.plain().numel() + b.ffn.w2.plain().numel() + b.ffn.w3.plain().numel()) /
+        static_cast<double>(c.n_routed_experts + 1);
     weights += per_expert * static_cast<double>(c.num_experts_per_tok);
   }
   const ForwardFlops f = prefill_flops(c, 1);

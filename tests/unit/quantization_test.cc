@@ -359,16 +359,16 @@ TEST_F(QuantizedCheckpoint, RoundTripLoadsExactlyWhatTheIndependentDequantiserRe
     expect_equals_reference(c, "layers.1.attn.wq_a.weight", w.layers[1].attn.wq_a);
     expect_equals_reference(c, "layers.3.attn.indexer.wq_b.weight", w.layers[3].attn.indexer_wq_b);
     expect_equals_reference(c, "layers.2.attn.wo_b.weight", w.layers[2].attn.wo_b);
-    expect_equals_reference(c, "layers.2.ffn.experts.5.w2.weight", w.layers[2].ffn.w2.select(0, 5));
-    expect_equals_reference(c, "layers.0.ffn.experts.0.w1.weight", w.layers[0].ffn.w1.select(0, 0));
+    expect_equals_reference(c, "layers.2.ffn.experts.5.w2.weight", w.layers[2].ffn.w2.plain().select(0, 5));
+    expect_equals_reference(c, "layers.0.ffn.experts.0.w1.weight", w.layers[0].ffn.w1.plain().select(0, 0));
     expect_equals_reference(c, "layers.3.ffn.shared_experts.w3.weight", w.layers[3].ffn.shared_w3);
-    expect_equals_reference(c, "mtp.0.ffn.experts.7.w3.weight", w.mtp->block.ffn.w3.select(0, 7));
+    expect_equals_reference(c, "mtp.0.ffn.experts.7.w3.weight", w.mtp->block.ffn.w3.plain().select(0, 7));
     // The MTP's [h_proj | e_proj]: each half dequantised on its own.
     const int64_t H = cfg.hidden_size;
     HostTensor h(DType::F32, {H, H}), e(DType::F32, {H, H});
     for (int64_t r = 0; r < H; ++r) {
-      std::memcpy(h.ptr<float>() + r * H, w.mtp->eh_proj.ptr<float>() + r * 2 * H, H * 4);
-      std::memcpy(e.ptr<float>() + r * H, w.mtp->eh_proj.ptr<float>() + r * 2 * H + H, H * 4);
+      std::memcpy(h.ptr<float>() + r * H, w.mtp->eh_proj.plain().ptr<float>() + r * 2 * H, H * 4);
+      std::memcpy(e.ptr<float>() + r * H, w.mtp->eh_proj.plain().ptr<float>() + r * 2 * H + H, H * 4);
     }
     expect_equals_reference(c, "mtp.0.h_proj.weight", h.t());
     expect_equals_reference(c, "mtp.0.e_proj.weight", e.t());
@@ -537,14 +537,14 @@ TEST_F(QuantizedCheckpoint, HandWrittenCodesLoadAsDefined) {
     s[3 * 2 + 1] = 120;  // row 3, group 1: 2^-7
   });
   const ModelWeights w = load_weights(Checkpoint::open(d), config_of(d), {});
-  const float* a = w.layers[0].attn.wq_a.ptr<float>();
+  const float* a = w.layers[0].attn.wq_a.plain().ptr<float>();
   EXPECT_EQ(a[0], 8.0f);
   EXPECT_EQ(a[1], -8.0f);
   EXPECT_EQ(a[64 + 2], 12.0f);
   EXPECT_EQ(a[31 * 64 + 63], std::ldexp(1.0f, -6));
   EXPECT_EQ(a[5 * 64 + 7], 3584.0f);
   EXPECT_EQ(a[3], 0.0f);
-  const Tensor ex = w.layers[0].ffn.w1.select(0, 2);
+  const Tensor ex = w.layers[0].ffn.w1.plain().select(0, 2);
   const float* x = ex.ptr<float>();
   EXPECT_EQ(x[0], -0.5f);
   EXPECT_EQ(x[1], 3.0f);

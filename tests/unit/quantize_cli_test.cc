@@ -134,6 +134,10 @@ TEST_F(QuantizeCli, MakeTinyQuantizedAndInfo) {
   EXPECT_EQ(st["routed_experts"]["disk_bytes"], experts / 2 + experts / 32);
   EXPECT_EQ(st["routed_experts"]["cpu_bytes"], experts * 4);
   EXPECT_EQ(st["routed_experts"]["cuda_bytes"], experts * 2);
+  // --cuda-weights quantized keeps what is on disk; plain tensors as bf16.
+  EXPECT_EQ(st["routed_experts"]["cuda_quantized_bytes"], experts / 2 + experts / 32);
+  EXPECT_EQ(st["embedding+head"]["cuda_quantized_bytes"], st["embedding+head"]["cuda_bytes"]);
+  EXPECT_LT(st["total"]["cuda_quantized_bytes"].get<int64_t>(), st["total"]["cuda_bytes"].get<int64_t>());
   // The quantised checkpoint runs: the same text scores close to the bf16 model of the same seed.
   const std::string common = str_cat(" --file ", path("text.txt"), " --ctx 48 --json");
   ASSERT_EQ(run(str_cat("make-tiny ", path("tinyb"), " --seed 4")).status, 0);

@@ -221,7 +221,8 @@ TEST_F(LoadWeights, RandomCheckpointLoadsAndConverts) {
   EXPECT_EQ(std::vector<float>(stacked.begin() + 4 * 16 * 32, stacked.end()),
             floats(ckpt.view("layers.2.ffn.shared_experts.w1.weight")));
   for (const auto& [stack, shared] :
-       {std::pair{f.w1, f.shared_w1}, std::pair{f.w2, f.shared_w2}, std::pair{f.w3, f.shared_w3}}) {
+       {std::pair{f.w1.plain(), f.shared_w1.plain()}, std::pair{f.w2.plain(), f.shared_w2.plain()},
+        std::pair{f.w3.plain(), f.shared_w3.plain()}}) {
     EXPECT_EQ(shared.data(), stack.select(0, 4).data());
     EXPECT_EQ(shared.shape(), stack.select(0, 4).shape());
   }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "dsv4/core/arena.h"
+#include "dsv4/core/weight.h"
 #include "dsv4/io/config.h"
 #include "dsv4/io/quantization.h"
 #include "dsv4/io/safetensors.h"
@@ -89,11 +90,15 @@ struct CompressorWeights {
   Tensor wkv, wgate, ape, norm;
 };
 
+// The matrices a quantised checkpoint stores in FP8 / FP4 (QuantGroup kDense / kRoutedExpert) are Weights: kept
+// quantised on CUDA under LoadOptions::keep_quantized, plain otherwise.
 struct AttentionWeights {
-  Tensor wq_a, q_norm, wq_b, wkv, kv_norm, wo_a, wo_b, sink;
+  Weight wq_a, wq_b, wkv, wo_a, wo_b;
+  Tensor q_norm, kv_norm, sink;
   CompressorWeights compressor;          // CSA / HCA layers
   CompressorWeights indexer_compressor;  // CSA layers
-  Tensor indexer_wq_b, indexer_weights_proj;
+  Weight indexer_wq_b;
+  Tensor indexer_weights_proj;
   // Tensor parallelism (parallel/partition.h): this rank holds a share of the query heads, so wo_b's output is its
   // share of the sum over ranks.
   bool partial_output = false;
@@ -102,9 +107,11 @@ struct AttentionWeights {
 struct MoeWeights {
   Tensor gate, bias, tid2eid;  // bias for routed layers, tid2eid for hash layers
   // Stacked experts [E + 1, I, H], [E + 1, H, I], [E + 1, I, H]: the E routed experts, then the shared expert
-  // at index E, so one moe_experts call (shared flag) runs both. shared_w* are views of slice E.
-  Tensor w1, w2, w3;
-  Tensor shared_w1, shared_w2, shared_w3;
+  // at index E, so one moe_experts call (shared flag) runs both. shared_w* are views of slice E. Kept quantised: the
+  // routed experts in the checkpoint's expert format and the shared expert (FP8) in its own allocation, one Weight
+  // stack (core/weight.h) whose index E is the shared expert; shared_w* are that shared part alone.
+  Weight w1, w2, w3;
+  Weight shared_w1, shared_w2, shared_w3;
   // Expert parallelism (parallel/partition.h): the stacks hold only the routed experts e with e mod expert_ranks ==
   // expert_rank (local index e / expert_ranks), plus the shared expert where shared_expert_here; the output is this
   // rank's share of the sum over ranks. expert_ranks 1: every expert, the shared one last (the layout above).
@@ -124,7 +131,9 @@ struct BlockWeights {
 
 struct MtpWeights {
   Tensor enorm, hnorm, norm;
-  Tensor eh_proj;  // [H, 2H] = [h_proj | e_proj]: one GEMM over [hnorm(prev) | enorm(e)] rows
+  // [H, 2H] = [h_proj | e_proj]: one GEMM over [hnorm(prev) | enorm(e)] rows. Kept quantised (FP8) when both are
+  // FP8 and H % 128 == 0 (the two matrices' scale blocks then sit side by side); plain otherwise.
+  Weight eh_proj;
   HcWeights hc_head;
   BlockWeights block;
 };
@@ -137,6 +146,7 @@ struct ModelWeights {
   Arena storage;  // owns every tensor above
   size_t parameter_count = 0;
   size_t mtp_parameter_count = 0;
+  bool quantized = false;  // loaded with keep_quantized from a quantised checkpoint
 };
 
 struct LoadOptions {
@@ -144,6 +154,11 @@ struct LoadOptions {
   bool load_mtp = true;  // load mtp.0.* when the config and the checkpoint have it
   // kMatrix storage on CUDA: BF16 (the default), or F32 for full-precision runs (parity checks).
   DType cuda_matrix_dtype = DType::BF16;
+  // --cuda-weights quantized: the matrices a quantised checkpoint stores in FP8 / FP4 keep their codes and scales as
+  // stored (validated: no NaN codes or scales, no scale that overflows f32), every other tensor as above. Needs a
+  // quantised checkpoint and bf16 matrices (kInvalidArgument otherwise). The loader does this on any device (the CPU
+  // for the layout's tests), but only the CUDA ops compute with quantised weights.
+  bool keep_quantized = false;
 };
 
 // Validates the checkpoint against the inventory — missing, unexpected and mis-shaped tensors are all

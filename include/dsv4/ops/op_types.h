@@ -7,6 +7,7 @@
 
 #include "dsv4/core/exec_context.h"
 #include "dsv4/core/tensor.h"
+#include "dsv4/core/weight.h"
 #include "dsv4/io/config.h"  // ScoringFunc
 #include "dsv4/ops/paged_rows.h"
 
@@ -57,7 +58,8 @@ namespace ops {
 
 // Several projections of the same x (ops::linears): out_i = x @ w_i^T for each {out_i, w_i}.
 struct Projection {
-  Tensor out, w;
+  Tensor out;
+  Weight w;
 };
 
 // One ring store of ops::ring_stores: the batch rows `rows` into `ring`.

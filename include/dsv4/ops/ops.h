@@ -29,13 +29,16 @@ inline RouteParams route_params(const ModelConfig& c) {
 void embedding(ExecContext& ctx, Tensor out, Tensor table, Tensor ids);
 // out[t, s, :] = x[t, :] for every stream s  (out [T, n, H])
 void broadcast_streams(ExecContext& ctx, Tensor out, Tensor x);
-// out = x @ w^T   (x [T, K], w [N, K], out [T, N])
-void linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w);
+// out = x @ w^T   (x [T, K], w [N, K], out [T, N]). The projections and the MoE take a Weight (core/weight.h): plain
+// everywhere, or on CUDA kept quantised (--cuda-weights quantized: FP8 / FP4 codes expanded in the GEMV's registers at
+// small T, otherwise dequantised to bf16 in scratch for the bf16 product; x must then be bf16). The CPU backend takes
+// plain weights only (kInternal otherwise: its loader dequantises).
+void linear(ExecContext& ctx, Tensor out, Tensor x, const Weight& w);
 // Several projections of the same x: out_i = x @ w_i^T for each {out_i, w_i} (shapes as linear). On CUDA the
 // small-T weight-streaming ones share one launch; the values are those of separate linear calls.
 void linears(ExecContext& ctx, Tensor x, const std::vector<Projection>& projections);
 // Block-diagonal grouped projection: x [T, G*K] viewed [T, G, K], w [G*N, K] → out [T, G*N]
-void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w, int64_t groups);
+void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, const Weight& w, int64_t groups);
 // RMSNorm over the last dimension of x viewed [rows, dim]; w may be undefined (no weight). out may be x.
 void rms_norm(ExecContext& ctx, Tensor out, Tensor x, Tensor w, float eps);
 // out = a + b (same shapes). out may alias a or b.
@@ -128,8 +131,10 @@ void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, 
 // activation_quant (--activation-quant fp8, CPU only for now): as DeepSeek's reference runs its FP4/FP8 experts —
 // x through activation_round_trip before w1/w3, each term's routing weight applied before w2 (w2 · (weight · h)) and
 // that input through activation_round_trip too; the terms are then summed with weight 1.
-void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2,
-                 Tensor w3, float limit, bool shared_expert = false, bool activation_quant = false);
+// Quantised stacks (CUDA): the routed experts in one format, the shared expert (stack index E - 1) in its own.
+void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, const Weight& w1,
+                 const Weight& w2, const Weight& w3, float limit, bool shared_expert = false,
+                 bool activation_quant = false);
 // out = silu(min(gate, L)) * clamp(up, -L, L)
 void swiglu(ExecContext& ctx, Tensor out, Tensor gate, Tensor up, float limit);
 

@@ -30,6 +30,9 @@ struct EngineOptions {
   bool load_mtp = true;
   // CUDA: BF16 weights and activations (the default) or F32 throughout (full precision, for parity checks).
   DType cuda_precision = DType::BF16;
+  // --cuda-weights quantized: keep a quantised checkpoint's FP8 / FP4 matrices quantised in GPU memory
+  // (LoadOptions::keep_quantized); false = dequantise them to cuda_precision at load (--cuda-weights bf16).
+  bool cuda_quantized_weights = false;
   KvCacheDtype kv_cache_dtype = KvCacheDtype::kAuto;          // --kv-cache-dtype (model/state.h)
   ActivationQuant activation_quant = ActivationQuant::kNone;  // --activation-quant (model/state.h)
   // CUDA graphs (docs/graphs.md): --cudagraph-mode none|breakable|full|auto ("" = not given, i.e. auto),
@@ -47,6 +50,13 @@ struct EngineOptions {
   // process (the in-process communicator); rank 0 runs the scheduler, the others follow its step plans.
   ParallelConfig parallel;
 };
+
+// --cuda-weights: "bf16" (false: dequantise at load) or "quantized" (true: keep FP8 / FP4 matrices quantised).
+bool parse_cuda_weights(const std::string& s);
+// --cuda-weights quantized's checks, before any weight is read: --device cuda, --cuda-precision bf16, one rank
+// (kUnsupported / kInvalidArgument naming the option); with a config, also a quantised checkpoint.
+void check_cuda_weights(const EngineOptions& o);
+void check_cuda_weights(const EngineOptions& o, const ModelConfig& cfg);
 
 struct GenerateOptions {
   int64_t max_new_tokens = 32;

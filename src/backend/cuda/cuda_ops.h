@@ -22,8 +22,8 @@ class DryRunScope {
 
 void embedding(ExecContext& ctx, Tensor out, Tensor table, Tensor ids);
 void broadcast_streams(ExecContext& ctx, Tensor out, Tensor x);
-void linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w);
-void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w, int64_t groups);
+void linear(ExecContext& ctx, Tensor out, Tensor x, const Weight& w);
+void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, const Weight& w, int64_t groups);
 void rms_norm(ExecContext& ctx, Tensor out, Tensor x, Tensor w, float eps);
 void linears(ExecContext& ctx, Tensor x, const std::vector<ops::Projection>& projections);
 void add(ExecContext& ctx, Tensor out, Tensor a, Tensor b);
@@ -64,7 +64,9 @@ void ring_stores(ExecContext& ctx, const std::vector<ops::RingStore>& stores, co
 void kv_round_trip(ExecContext& ctx, Tensor x, int64_t rope_dim, KvRoundTrip format);
 void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
                const ops::RouteParams& params);
-void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2,
-                 Tensor w3, float limit, bool shared_expert);
+// linear, linears, grouped_linear and moe_experts take quantised weights too (core/weight.h): quant_gemv /
+// moe_decode_experts_quant where they serve the shapes, else the weights dequantised to bf16 in ctx.scratch.
+void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, const Weight& w1,
+                 const Weight& w2, const Weight& w3, float limit, bool shared_expert);
 
 }  // namespace dsv4::cuda

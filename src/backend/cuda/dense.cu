@@ -10,6 +10,8 @@
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/gemv.h"
+#include "backend/cuda/quant_matrix.h"
+#include "dsv4/core/arena.h"
 
 namespace dsv4::cuda {
 namespace {
@@ -130,6 +132,45 @@ GemmArgs linear_args(Tensor out, Tensor x, Tensor w) {
   return g;
 }
 
+// grouped_linear's strided batch over the groups: x_g = x[:, g*K:(g+1)*K], w_g = w[g*N:(g+1)*N], out_g =
+// out[:, g*N:...].
+GemmArgs grouped_args(Tensor out, Tensor x, Tensor w, int64_t groups) {
+  GemmArgs g = linear_args(out, x, w);
+  g.K = x.size(1) / groups;
+  g.N = w.size(0) / groups;
+  g.batch = groups;
+  g.ldx = groups * g.K;
+  g.ldw = g.K;
+  g.ldo = groups * g.N;
+  g.stride_x = g.K;
+  g.stride_w = g.N * g.K;
+  g.stride_o = g.N;
+  return g;
+}
+
+// out = x · wᵀ for a quantised w (core/weight.h), in `groups` block-diagonal groups as grouped_linear (1: linear).
+// quant_gemv where it serves the shape (decode: T <= 8, the codes expanded in registers); every other shape
+// dequantises the whole matrix to bf16 in the scratch arena (counted by the measuring pass, released on return:
+// the product is ordered after the dequantisation on the stream) and runs the bf16 product. No host sync, no
+// allocation but the arena's: graph-capturable.
+void quant_project(const ExecContext& ctx, Tensor out, Tensor x, const Weight& w, int64_t groups) {
+  const QuantMatrices& q = w.quant();
+  const int64_t T = x.size(0);
+  if (T == 0) return;
+  DSV4_CHECK_ARG(q.count == 1 && w.ndim() == 2, "quantised projection: ", w.describe(), " is not one matrix");
+  const QuantMatrix group{q.format, q.codes, q.scale, q.rows / groups, q.cols};
+  if (quant_gemv_supports(group, x.data(), x.size(1), T, groups)) {
+    return quant_gemv(stream_of(ctx), group, x.data(), x.size(1), out.data(), out.dtype() == DType::F32, out.size(1), T,
+                      groups);
+  }
+  DSV4_CHECK_ARG(ctx.scratch != nullptr && ctx.scratch->device() == Device::kCUDA,
+                 "a quantised projection on CUDA needs a device scratch arena (ExecContext::scratch)");
+  ArenaScope scope(*ctx.scratch);
+  const Tensor values = ctx.scratch->alloc(DType::BF16, {q.rows, q.cols});
+  dequantize_to_bf16(stream_of(ctx), QuantMatrix{q.format, q.codes, q.scale, q.rows, q.cols}, values.data());
+  project(ctx, groups == 1 ? linear_args(out, x, values) : grouped_args(out, x, values, groups));
+}
+
 // Blocks in x for a loop over `width` elements of each of `rows` rows (grid.y = rows).
 dim3 row_grid(int64_t width, int64_t rows) {
   return dim3(std::max(1u, std::min(blocks_for(width, kThreads), 64u)), static_cast<unsigned>(rows));
@@ -166,7 +207,10 @@ void broadcast_streams(ExecContext& ctx, Tensor out, Tensor x) {
   });
 }
 
-void linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w) { project(ctx, linear_args(out, x, w)); }
+void linear(ExecContext& ctx, Tensor out, Tensor x, const Weight& w) {
+  if (w.quantized()) return quant_project(ctx, out, x, w, 1);
+  project(ctx, linear_args(out, x, w.plain()));
+}
 
 void linears(ExecContext& ctx, Tensor x, const std::vector<ops::Projection>& projections) {
   // The GEMV-served ones in launches of up to kMaxGemvMatrices, the others one by one on cuBLASLt.
@@ -176,7 +220,11 @@ void linears(ExecContext& ctx, Tensor x, const std::vector<ops::Projection>& pro
     batch.clear();
   };
   for (const ops::Projection& p : projections) {
-    const GemmArgs g = linear_args(p.out, x, p.w);
+    if (p.w.quantized()) {  // its own launch (quant_gemv), independent of the batch's
+      quant_project(ctx, p.out, x, p.w, 1);
+      continue;
+    }
+    const GemmArgs g = linear_args(p.out, x, p.w.plain());
     if (!gemv_serves(g)) {
       blas_gemm(ctx, g);
       continue;
@@ -187,19 +235,9 @@ void linears(ExecContext& ctx, Tensor x, const std::vector<ops::Projection>& pro
   flush();
 }
 
-void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, Tensor w, int64_t groups) {
-  // A strided batch over the groups: x_g = x[:, g*K:(g+1)*K], w_g = w[g*N:(g+1)*N], out_g = out[:, g*N:...].
-  GemmArgs g = linear_args(out, x, w);
-  g.K = x.size(1) / groups;
-  g.N = w.size(0) / groups;
-  g.batch = groups;
-  g.ldx = groups * g.K;
-  g.ldw = g.K;
-  g.ldo = groups * g.N;
-  g.stride_x = g.K;
-  g.stride_w = g.N * g.K;
-  g.stride_o = g.N;
-  project(ctx, g);
+void grouped_linear(ExecContext& ctx, Tensor out, Tensor x, const Weight& w, int64_t groups) {
+  if (w.quantized()) return quant_project(ctx, out, x, w, groups);
+  project(ctx, grouped_args(out, x, w.plain(), groups));
 }
 
 void add(ExecContext& ctx, Tensor out, Tensor a, Tensor b) {

@@ -18,6 +18,7 @@
 
 #include "backend/cuda/bf16_stream.cuh"
 #include "backend/cuda/gemv.h"
+#include "backend/cuda/gemv_reduce.cuh"
 #include "dsv4/core/log.h"
 
 namespace dsv4::cuda {
@@ -30,8 +31,6 @@ constexpr int kWarpStep = 32 * kBf16PerVec;        // elements of K a warp cover
 constexpr int64_t kTargetWarps = 2048;             // ~16 warps on each of 132 SMs
 constexpr int64_t kMinSliceElems = 2 * kWarpStep;  // K per warp when splitting: at least 2 loads per lane
 
-// Rows of x padded to a power of two: the reduce-scatter halves the value count at each step.
-constexpr int padded_tokens(int t) { return t <= 1 ? 1 : t <= 2 ? 2 : t <= 4 ? 4 : 8; }
 // Loads in flight per lane and weight row, as many as fit next to the accumulators in the 128 registers of
 // two resident blocks per SM (ptxas: 118-128 registers, no spills): 16 warps with 2-4 KB in flight each.
 constexpr int unroll_for(int t) { return t <= 2 ? 4 : t <= 4 ? 2 : 1; }
@@ -61,37 +60,6 @@ __device__ __forceinline__ GemvMatrix matrix_of(const GemvParams& p, int i) {
     if (j == i) m = p.m[j];
   }
   return m;
-}
-
-// One halving step of warp_reduce_scatter at lane offset O over the first 2 * HALF values, then the rest.
-template <int HALF, int O, int V>
-__device__ __forceinline__ void reduce_scatter_step(float (&v)[V], int lane) {
-  if constexpr (HALF >= 1) {
-    const bool upper = (lane & O) != 0;
-#pragma unroll
-    for (int i = 0; i < HALF; ++i) {
-      const float send = upper ? v[i] : v[i + HALF];
-      const float keep = upper ? v[i + HALF] : v[i];
-      v[i] = keep + __shfl_xor_sync(0xffffffffu, send, O);
-    }
-    reduce_scatter_step<HALF / 2, O / 2>(v, lane);
-  }
-}
-
-// Sums each of the V values over the warp's 32 lanes (V a power of two <= 32). Recursive halving: at
-// offset o a lane keeps the half of its values selected by (lane & o) and adds the partner's copy of that
-// half, so after log2(V) steps lane l holds the partial of value l / (32 / V); butterflies over the
-// remaining offsets complete it. Returns that sum (the same on every lane holding the value). Destroys v.
-// Every value is summed in the same tree (lane pairs over offset 16, then 8, ..., 1) whatever V is, so a
-// row's result does not depend on how many rows of x share the pass.
-template <int V>
-__device__ __forceinline__ float warp_reduce_scatter(float (&v)[V]) {
-  static_assert(V >= 1 && V <= 32 && (V & (V - 1)) == 0, "V must be a power of two <= 32");
-  reduce_scatter_step<V / 2, 16>(v, threadIdx.x & 31);
-  float s = v[0];
-#pragma unroll
-  for (int b = 16 / V; b >= 1; b /= 2) s += __shfl_xor_sync(0xffffffffu, s, b);
-  return s;
 }
 
 // The next U pieces of this lane's kRows weight rows from element k0 on (zeros past k_end).

@@ -14,6 +14,7 @@
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/moe_plan.h"
+#include "backend/cuda/quant_matrix.h"
 
 namespace dsv4::cuda {
 namespace {
@@ -374,9 +375,48 @@ void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, 
                "moe_route");
 }
 
-void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2,
-                 Tensor w3, float limit, bool shared_expert) {
-  // E counts every stacked expert, the shared one (last) included: the plan treats it as one more expert.
+namespace {
+
+// The routing plan of a moe_experts call in the scratch arena, built on the device (moe_plan_kernel).
+struct Routing {
+  Plan plan{};
+  int64_t routed_pairs = 0, P = 0, max_tiles = 0;
+};
+
+// E counts every stacked expert, the shared one (last) included: the plan treats it as one more expert.
+Routing plan_routes(Arena& A, cudaStream_t s, Tensor indices, int64_t T, int64_t E, bool shared_expert) {
+  const int64_t k = indices.size(1);
+  Routing r;
+  r.routed_pairs = T * k;
+  r.P = r.routed_pairs + (shared_expert ? T : 0);
+  r.max_tiles = std::min<int64_t>(r.P, (r.P + kBM - 1) / kBM + E);
+  r.plan.row_of = A.alloc(DType::I32, {r.P}).ptr<int32_t>();
+  r.plan.token_of = A.alloc(DType::I32, {r.P}).ptr<int32_t>();
+  r.plan.tile_info = A.alloc(DType::I32, {r.max_tiles, 3}).ptr<int32_t>();
+  r.plan.num_tiles = A.alloc(DType::I32, {1}).ptr<int32_t>();
+  const size_t plan_shared = sizeof(int32_t) * (4 * E + 2);
+  DSV4_CHECK(plan_shared <= 48 * 1024, kUnsupported, "moe_experts on CUDA supports at most 3000 experts, got ", E);
+  check_launch(launch_kernel(moe_plan_kernel, dim3(1), dim3(1024), plan_shared, s, r.plan, indices.ptr<int32_t>(),
+                             r.routed_pairs, r.P, k, E),
+               "moe_plan");
+  return r;
+}
+
+// out[t] = the routing-weighted sum of the rows' expert outputs y [P, H] (+ the shared expert's row).
+void combine(cudaStream_t s, Tensor out, const Routing& r, Tensor y, Tensor weights, int64_t T, int64_t k, int64_t H,
+             bool shared_expert) {
+  const dim3 grid3(std::max(1u, std::min(blocks_for(H, 256), 16u)), static_cast<unsigned>(T));
+  dispatch_float(out.dtype(), "moe_experts out", [&](auto o) {
+    using TO = decltype(o);
+    check_launch(launch_kernel(moe_combine_kernel<TO>, grid3, dim3(256), 0, s, out.ptr<TO>(), y.ptr<float>(),
+                               weights.ptr<float>(), r.plan.row_of,
+                               shared_expert ? r.plan.row_of + r.routed_pairs : nullptr, k, H),
+                 "moe_combine");
+  });
+}
+
+void moe_experts_plain(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2,
+                       Tensor w3, float limit, bool shared_expert) {
   const int64_t T = x.size(0), H = x.size(1), k = indices.size(1), I = w1.size(1), E = w1.size(0);
   if (T == 0) return;
   DSV4_CHECK_ARG(w1.dtype() == w2.dtype() && w1.dtype() == w3.dtype(),
@@ -384,26 +424,17 @@ void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor 
                  ", ", w3.describe());
   DSV4_CHECK_ARG(ctx.scratch != nullptr && ctx.scratch->device() == Device::kCUDA,
                  "moe_experts on CUDA needs a device scratch arena (ExecContext::scratch)");
-  const int64_t routed_pairs = T * k, P = routed_pairs + (shared_expert ? T : 0);
-  const int64_t max_tiles = std::min<int64_t>(P, (P + kBM - 1) / kBM + E);
   Arena& A = *ctx.scratch;
   ArenaScope scope(A);
-  Plan plan{};
-  plan.row_of = A.alloc(DType::I32, {P}).ptr<int32_t>();
-  plan.token_of = A.alloc(DType::I32, {P}).ptr<int32_t>();
-  plan.tile_info = A.alloc(DType::I32, {max_tiles, 3}).ptr<int32_t>();
-  plan.num_tiles = A.alloc(DType::I32, {1}).ptr<int32_t>();
+  const cudaStream_t s = stream_of(ctx);
+  const Routing r = plan_routes(A, s, indices, T, E, shared_expert);
+  const int64_t P = r.P, max_tiles = r.max_tiles;
+  const Plan& plan = r.plan;
   // bf16 operands: tensor cores, the SwiGLU output stored bf16 (the w2 GEMM's operand); otherwise fp32 FMA
   // with an f32 intermediate.
   const bool tensor_cores = x.dtype() == DType::BF16 && w1.dtype() == DType::BF16;
   Tensor act = A.alloc(tensor_cores ? DType::BF16 : DType::F32, {P, I});
   Tensor y = A.alloc(DType::F32, {P, H});
-  const cudaStream_t s = stream_of(ctx);
-  const size_t plan_shared = sizeof(int32_t) * (4 * E + 2);
-  DSV4_CHECK(plan_shared <= 48 * 1024, kUnsupported, "moe_experts on CUDA supports at most 3000 experts, got ", E);
-  check_launch(launch_kernel(moe_plan_kernel, dim3(1), dim3(1024), plan_shared, s, plan, indices.ptr<int32_t>(),
-                             routed_pairs, P, k, E),
-               "moe_plan");
   if (tensor_cores && P <= kMoeDecodeMaxPairs) {
     moe_decode_experts(s, act.ptr<bf16>(), y.ptr<float>(), x.ptr<bf16>(), w1.ptr<bf16>(), w3.ptr<bf16>(),
                        w2.ptr<bf16>(), plan, max_tiles, T, H, I, limit);
@@ -437,14 +468,69 @@ void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor 
       });
     });
   }
-  const dim3 grid3(std::max(1u, std::min(blocks_for(H, 256), 16u)), static_cast<unsigned>(T));
-  dispatch_float(out.dtype(), "moe_experts out", [&](auto o) {
-    using TO = decltype(o);
-    check_launch(
-        launch_kernel(moe_combine_kernel<TO>, grid3, dim3(256), 0, s, out.ptr<TO>(), y.ptr<float>(),
-                      weights.ptr<float>(), plan.row_of, shared_expert ? plan.row_of + routed_pairs : nullptr, k, H),
-        "moe_combine");
-  });
+  combine(s, out, r, y, weights, T, k, H, shared_expert);
+}
+
+QuantMatrix matrix_of(const QuantMatrices& m) { return {m.format, m.codes, m.scale, m.rows, m.cols}; }
+
+QuantExperts experts_of(const Weight& w) {
+  QuantExperts e;
+  e.routed = matrix_of(w.quant());
+  e.count = static_cast<int32_t>(w.quant().count);
+  if (w.shared().count != 0) e.shared = matrix_of(w.shared());
+  return e;
+}
+
+// A quantised stack's values as a bf16 [E, rows, cols] tensor in `A` (the fallback for shapes the quantised decode
+// kernel does not serve), one dequantize_to_bf16 per expert.
+Tensor dequantized_stack(Arena& A, cudaStream_t s, const Weight& w) {
+  const QuantMatrices &r = w.quant(), &sh = w.shared();
+  Tensor t = A.alloc(DType::BF16, w.shape());
+  const int64_t code = quant_code_bytes(r.format, r.rows, r.cols), scale = quant_scale_bytes(r.format, r.rows, r.cols);
+  for (int64_t e = 0; e < r.count; ++e) {
+    dequantize_to_bf16(s, QuantMatrix{r.format, r.codes + e * code, r.scale + e * scale, r.rows, r.cols},
+                       t.select(0, e).data());
+  }
+  if (sh.count != 0) dequantize_to_bf16(s, matrix_of(sh), t.select(0, r.count).data());
+  return t;
+}
+
+// Quantised stacks: moe_decode_experts_quant at every token count (correct at any T; a prefill re-reads each
+// expert's codes per 8 of its rows until the grouped FP8/FP4 GEMM exists), else the stacks dequantised to bf16 in
+// scratch and the bf16 path.
+void moe_experts_quant(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, const Weight& w1,
+                       const Weight& w2, const Weight& w3, float limit, bool shared_expert) {
+  const int64_t T = x.size(0), H = x.size(1), k = indices.size(1), I = w1.size(1), E = w1.size(0);
+  if (T == 0) return;
+  DSV4_CHECK_ARG(w2.quantized() && w3.quantized(), "moe_experts on CUDA: w1, w2 and w3 must all be quantised, got ",
+                 w1.describe(), ", ", w2.describe(), ", ", w3.describe());
+  DSV4_CHECK_ARG(!shared_expert || (w1.shared().count == 1 && w2.shared().count == 1 && w3.shared().count == 1),
+                 "moe_experts on CUDA: shared_expert with a quantised stack that holds no shared expert (",
+                 w1.describe(), ")");
+  DSV4_CHECK_ARG(ctx.scratch != nullptr && ctx.scratch->device() == Device::kCUDA,
+                 "moe_experts on CUDA needs a device scratch arena (ExecContext::scratch)");
+  const QuantExperts e1 = experts_of(w1), e2 = experts_of(w2), e3 = experts_of(w3);
+  const cudaStream_t s = stream_of(ctx);
+  Arena& A = *ctx.scratch;
+  ArenaScope scope(A);
+  if (!moe_decode_quant_supports(e1, e3, e2, x.data(), H, I)) {
+    const Tensor v1 = dequantized_stack(A, s, w1), v2 = dequantized_stack(A, s, w2), v3 = dequantized_stack(A, s, w3);
+    return moe_experts_plain(ctx, out, x, indices, weights, v1, v2, v3, limit, shared_expert);
+  }
+  const Routing r = plan_routes(A, s, indices, T, E, shared_expert);
+  Tensor act = A.alloc(DType::BF16, {r.P, I});
+  Tensor y = A.alloc(DType::F32, {r.P, H});
+  moe_decode_experts_quant(s, act.ptr<bf16>(), y.ptr<float>(), x.ptr<bf16>(), e1, e3, e2, r.plan, r.max_tiles, T, H, I,
+                           limit);
+  combine(s, out, r, y, weights, T, k, H, shared_expert);
+}
+
+}  // namespace
+
+void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, const Weight& w1,
+                 const Weight& w2, const Weight& w3, float limit, bool shared_expert) {
+  if (w1.quantized()) return moe_experts_quant(ctx, out, x, indices, weights, w1, w2, w3, limit, shared_expert);
+  moe_experts_plain(ctx, out, x, indices, weights, w1.plain(), w2.plain(), w3.plain(), limit, shared_expert);
 }
 
 }  // namespace dsv4::cuda

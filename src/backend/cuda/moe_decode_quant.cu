@@ -1,0 +1,204 @@
+// The decode path of moe_experts on quantised expert stacks (quant_matrix.h): moe_decode.cu's kernel with the
+// weight stream narrowed to FP8 / FP4 codes, expanded in registers (quant_decode.cuh).
+//
+// UNVERIFIED ON GPU: compiled for sm_90a in a session without a GPU; tests/gpu/cuda_quant_test.cu
+// (CudaQuant.MoeDecode*) and scripts/gpu/run.sh quant are the checks it has not had yet.
+//
+// As moe_decode.cu: one block owns kOutPerBlock output columns of one plan tile (one expert's rows), each warp
+// streams whole weight rows (16-byte loads of codes, UNROLL in flight per lane and matrix) and applies every
+// activation row of the tile to them, CHUNK rows per pass; fp32 accumulation in a fixed per-lane order and a
+// butterfly per value: deterministic. The tile's expert picks the format: indices below the stack's count are
+// the routed experts (one format), index `count` the shared expert (its own format and allocation), so the
+// plan and its indexing are moe_decode.cu's.
+#include "backend/cuda/quant_decode.cuh"
+#include "backend/cuda/quant_matrix.h"
+#include "dsv4/core/log.h"
+
+namespace dsv4::cuda {
+namespace {
+
+constexpr int kDecodeWarps = 8;
+constexpr int kDecodeThreads = 32 * kDecodeWarps;
+constexpr int kOutPerWarp = 2;
+constexpr int kOutPerBlock = kDecodeWarps * kOutPerWarp;
+constexpr int kMaxRowChunk = 8;
+constexpr int unroll_for_chunk(int chunk) { return chunk <= 2 ? 4 : 2; }
+
+// The codes and scale rows of weight row n of expert e, and the format, of one stack.
+struct RowRef {
+  const uint8_t* codes;
+  const uint8_t* scale;
+  WeightFormat format;
+};
+
+__device__ __forceinline__ RowRef row_of(const QuantExperts& s, int32_t e, int64_t n) {
+  // Scalars selected one by one: a reference to either QuantMatrix of the kernel parameter would copy it to the
+  // stack.
+  const bool shared = e >= s.count;
+  const WeightFormat format = shared ? s.shared.format : s.routed.format;
+  const int64_t N = shared ? s.shared.N : s.routed.N, K = shared ? s.shared.K : s.routed.K;
+  const int64_t ex = shared ? 0 : e;
+  const bool fp4 = format == WeightFormat::kFp4;
+  const int64_t row_bytes = fp4 ? K / 2 : K;
+  const int64_t scale_cols = fp4 ? (K + kFp4Group - 1) / kFp4Group : (K + kFp8Block - 1) / kFp8Block;
+  const int64_t scale_rows = fp4 ? N : (N + kFp8Block - 1) / kFp8Block;
+  RowRef r;
+  r.codes = (shared ? s.shared.codes : s.routed.codes) + (ex * N + n) * row_bytes;
+  r.scale = (shared ? s.shared.scale : s.routed.scale) + ex * scale_rows * scale_cols +
+            (fp4 ? n : n / kFp8Block) * scale_cols;
+  r.format = format;
+  return r;
+}
+
+// acc[i] (+ acc3[i]) = this lane's part of arow[i] · w (· w3) for the first nr rows.
+template <WeightFormat F, bool GATED, int CHUNK, int UNROLL>
+__device__ __forceinline__ void dot_rows_quant(float (&acc)[CHUNK], float (&acc3)[CHUNK],
+                                               const bf16* const (&arow)[CHUNK], int nr, const RowRef& w,
+                                               const RowRef& w3, int64_t K) {
+  using Tr = QuantTraits<F>;
+  constexpr int64_t kStep = 32 * Tr::kValuesPerLoad;
+  const int lane = threadIdx.x & 31;
+  for (int64_t k0 = static_cast<int64_t>(lane) * Tr::kValuesPerLoad; k0 < K; k0 += kStep * UNROLL) {
+    uint4 wv[UNROLL], w3v[UNROLL];
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      const int64_t k = k0 + u * kStep;
+      wv[u] = k < K ? load_codes(w.codes + code_offset<F>(k)) : make_uint4(0, 0, 0, 0);
+      if constexpr (GATED) w3v[u] = k < K ? load_codes(w3.codes + code_offset<F>(k)) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      const int64_t k = k0 + u * kStep;
+      if (k >= K) break;
+      const float sc = e8m0_to_float(__ldg(w.scale + k / Tr::kBlockCols));
+      const float sc3 = GATED ? e8m0_to_float(__ldg(w3.scale + k / Tr::kBlockCols)) : 0.0f;
+      auto apply = [&](auto group_tag) {
+        constexpr int G = decltype(group_tag)::value;
+        float wf[2][kBf16PerVec];  // w, w3
+        decode_group<F, G>(wv[u], sc, wf[0]);
+        if constexpr (GATED) decode_group<F, G>(w3v[u], sc3, wf[1]);
+#pragma unroll
+        for (int i = 0; i < CHUNK; ++i) {
+          if (i >= nr) break;
+          float xf[kBf16PerVec];
+          unpack8(__ldg(reinterpret_cast<const uint4*>(arow[i] + k + G * kBf16PerVec)), xf);
+#pragma unroll
+          for (int c = 0; c < kBf16PerVec; ++c) {
+            acc[i] = fmaf(xf[c], wf[0][c], acc[i]);
+            if constexpr (GATED) acc3[i] = fmaf(xf[c], wf[1][c], acc3[i]);
+          }
+        }
+      };
+      apply(std::integral_constant<int, 0>{});
+      apply(std::integral_constant<int, 1>{});
+      if constexpr (Tr::kGroups == 4) {
+        apply(std::integral_constant<int, 2>{});
+        apply(std::integral_constant<int, 3>{});
+      }
+    }
+  }
+}
+
+// out[r, n] = A[r] · W[e][n] for the rows r of one plan tile and kOutPerBlock columns n (moe_decode_kernel).
+template <bool GATED, int CHUNK, typename TO>
+__global__ void __launch_bounds__(kDecodeThreads)
+    moe_decode_quant_kernel(TO* __restrict__ out, const bf16* __restrict__ a, QuantExperts w, QuantExperts w3,
+                            MoePlan plan, int64_t N, int64_t K, float limit) {
+  constexpr int UNROLL = unroll_for_chunk(CHUNK);
+  pdl_wait();
+  const int tile = blockIdx.y;
+  if (tile >= *plan.num_tiles) return;
+  const int32_t e = plan.tile_info[3 * tile], row0 = plan.tile_info[3 * tile + 1],
+                row_end = min(plan.tile_info[3 * tile + 2], row0 + kPlanTileRows);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int j = 0; j < kOutPerWarp; ++j) {
+    const int64_t n = static_cast<int64_t>(blockIdx.x) * kOutPerBlock + j * kDecodeWarps + warp;
+    if (n >= N) return;
+    const RowRef wr = row_of(w, e, n);
+    const RowRef w3r = GATED ? row_of(w3, e, n) : wr;
+    for (int32_t r0 = row0; r0 < row_end; r0 += CHUNK) {
+      const int nr = min(CHUNK, row_end - r0);
+      const bf16* arow[CHUNK];
+#pragma unroll
+      for (int i = 0; i < CHUNK; ++i) {
+        const int32_t r = r0 + min(i, nr - 1);
+        arow[i] = a + static_cast<int64_t>(GATED ? plan.token_of[r] : r) * K;
+      }
+      float acc[CHUNK], acc3[CHUNK];
+#pragma unroll
+      for (int i = 0; i < CHUNK; ++i) acc[i] = 0.0f, acc3[i] = 0.0f;
+      // w1 and w3 of one expert share a format (moe_decode_quant_supports checks it).
+      if (wr.format == WeightFormat::kFp4) {
+        dot_rows_quant<WeightFormat::kFp4, GATED, CHUNK, UNROLL>(acc, acc3, arow, nr, wr, w3r, K);
+      } else {
+        dot_rows_quant<WeightFormat::kFp8Block, GATED, CHUNK, UNROLL>(acc, acc3, arow, nr, wr, w3r, K);
+      }
+#pragma unroll
+      for (int i = 0; i < CHUNK; ++i) {
+        if (i >= nr) break;
+        float v = warp_sum(acc[i]);
+        if constexpr (GATED) {
+          const float g = fminf(v, limit);
+          const float u = fminf(fmaxf(warp_sum(acc3[i]), -limit), limit);
+          v = g / (1.0f + expf(-g)) * u;
+        }
+        if (lane == i) out[static_cast<int64_t>(r0 + i) * N + n] = from_float<TO>(v);
+      }
+    }
+  }
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+bool matrix_ok(const QuantMatrix& m, int64_t N, int64_t K) {
+  if (m.format != WeightFormat::kFp8Block && m.format != WeightFormat::kFp4) return false;
+  const int64_t vpl = m.format == WeightFormat::kFp4 ? 32 : 16;
+  // Every expert slice 16-byte aligned: the codes of one expert are N * K (FP8) or N * K / 2 (FP4) bytes.
+  return m.N == N && m.K == K && K % vpl == 0 && m.codes != nullptr && m.scale != nullptr && aligned16(m.codes) &&
+         quant_code_bytes(m.format, N, K) % 16 == 0;
+}
+
+bool stack_ok(const QuantExperts& s, int64_t N, int64_t K) {
+  return s.count >= 0 && (s.count == 0 || matrix_ok(s.routed, N, K)) &&
+         (s.shared.codes == nullptr || matrix_ok(s.shared, N, K));
+}
+
+template <int CHUNK>
+void launch_decode(cudaStream_t stream, bf16* act, float* y, const bf16* x, const QuantExperts& w1,
+                   const QuantExperts& w3, const QuantExperts& w2, const MoePlan& plan, int64_t max_tiles, int64_t H,
+                   int64_t I, float limit) {
+  const dim3 grid1(blocks_for(I, kOutPerBlock), static_cast<unsigned>(max_tiles));
+  check_launch(launch_kernel(moe_decode_quant_kernel<true, CHUNK, bf16>, grid1, dim3(kDecodeThreads), 0, stream, act, x,
+                             w1, w3, plan, I, H, limit),
+               "moe_decode_quant (w1/w3 + SwiGLU)");
+  const dim3 grid2(blocks_for(H, kOutPerBlock), static_cast<unsigned>(max_tiles));
+  check_launch(launch_kernel(moe_decode_quant_kernel<false, CHUNK, float>, grid2, dim3(kDecodeThreads), 0, stream, y,
+                             static_cast<const bf16*>(act), w2, w2, plan, H, I, limit),
+               "moe_decode_quant (w2)");
+}
+
+}  // namespace
+
+bool moe_decode_quant_supports(const QuantExperts& w1, const QuantExperts& w3, const QuantExperts& w2, const void* x,
+                               int64_t H, int64_t I) {
+  const bool same_layout = w1.count == w3.count && w1.count == w2.count && w1.routed.format == w3.routed.format &&
+                           (w1.shared.codes == nullptr) == (w3.shared.codes == nullptr) &&
+                           (w1.shared.codes == nullptr) == (w2.shared.codes == nullptr) &&
+                           (w1.shared.codes == nullptr || w1.shared.format == w3.shared.format);
+  return same_layout && stack_ok(w1, I, H) && stack_ok(w3, I, H) && stack_ok(w2, H, I) && aligned16(x) &&
+         I % kBf16PerVec == 0 && H % kBf16PerVec == 0;
+}
+
+void moe_decode_experts_quant(cudaStream_t stream, bf16* act, float* y, const bf16* x, const QuantExperts& w1,
+                              const QuantExperts& w3, const QuantExperts& w2, const MoePlan& plan, int64_t max_tiles,
+                              int64_t tokens, int64_t H, int64_t I, float limit) {
+  DSV4_CHECK_ARG(moe_decode_quant_supports(w1, w3, w2, x, H, I) && aligned16(act),
+                 "moe_decode_experts_quant: unsupported stacks (H=", H, " I=", I, ", formats ",
+                 weight_format_name(w1.routed.format), " / ", weight_format_name(w1.shared.format), ")");
+  if (tokens <= 1) return launch_decode<1>(stream, act, y, x, w1, w3, w2, plan, max_tiles, H, I, limit);
+  if (tokens <= 2) return launch_decode<2>(stream, act, y, x, w1, w3, w2, plan, max_tiles, H, I, limit);
+  if (tokens <= 4) return launch_decode<4>(stream, act, y, x, w1, w3, w2, plan, max_tiles, H, I, limit);
+  launch_decode<kMaxRowChunk>(stream, act, y, x, w1, w3, w2, plan, max_tiles, H, I, limit);
+}
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,450 @@
+// Kernels on weights kept quantised in GPU memory (backend/cuda/quant_matrix.h): the decode GEMV on FP8-block and
+// FP4 weights, the dequantisation fallback and the MoE decode path on FP4 routed + FP8 shared stacks, against the
+// CPU oracle: the host dequantiser (io/quantization.h, exact into f32) and an f32 product on the same bf16 inputs.
+//
+// UNVERIFIED ON GPU: written in a session without a GPU; `scripts/gpu/run.sh quant` runs it.
+//
+// Codes and scales are random (E4M3 codes without the NaN bytes 0x7F / 0xFF, scales 2^-6..2^3); outputs are
+// poisoned with NaN before every run, so an unwritten element fails. Bounds: f32 outputs differ from the oracle
+// only by fp32 summation order (rel. 1e-4 of the largest output, as the bf16 GEMV's test); bf16 outputs by one
+// bf16 rounding more (1e-2); the dequantised matrix is exact (bit-equal to the host's bf16 rounding).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/quant_matrix.h"
+#include "cuda_test_util.h"
+#include "dsv4/io/quantization.h"
+
+namespace dsv4 {
+namespace {
+
+using test::DevTensor;
+using test::download;
+using test::poison;
+using test::random_vec;
+using test::upload;
+
+test::DeviceEnv& env() {
+  static test::DeviceEnv* e = new test::DeviceEnv(size_t{16} << 20);
+  return *e;
+}
+
+std::vector<char> download_bytes(const Tensor& t) {
+  std::vector<char> out(t.nbytes());
+  cuda::copy_to_host(out.data(), t.data(), out.size());
+  return out;
+}
+
+DevTensor upload_bytes(const std::vector<uint8_t>& host) {
+  DevTensor d(DType::U8, {std::max<int64_t>(1, static_cast<int64_t>(host.size()))});
+  if (!host.empty()) cuda::copy_to_device(d.t.data(), host.data(), host.size());
+  return d;
+}
+
+// A random quantised [N, K] matrix (or `count` of them back to back) on the host, and its exact f32 values.
+struct HostQuant {
+  WeightFormat format;
+  int64_t N, K, count;
+  std::vector<uint8_t> codes, scale;
+  std::vector<float> values;  // [count * N, K]
+};
+
+HostQuant random_quant(std::mt19937& rng, WeightFormat f, int64_t N, int64_t K, int64_t count = 1) {
+  HostQuant h{f, N, K, count, {}, {}, {}};
+  const int64_t cb = cuda::quant_code_bytes(f, N, K), sb = cuda::quant_scale_bytes(f, N, K);
+  h.codes.resize(static_cast<size_t>(cb * count));
+  h.scale.resize(static_cast<size_t>(sb * count));
+  std::uniform_int_distribution<int> byte(0, 255), exponent(127 - 6, 127 + 3);
+  for (uint8_t& c : h.codes) {
+    int v = byte(rng);
+    if (f == WeightFormat::kFp8Block && (v & 0x7f) == 0x7f) v &= 0xfe;  // E4M3's NaN
+    c = static_cast<uint8_t>(v);
+  }
+  for (uint8_t& s : h.scale) s = static_cast<uint8_t>(exponent(rng));
+  h.values.resize(static_cast<size_t>(count * N * K));
+  for (int64_t e = 0; e < count; ++e) {
+    const uint8_t* q = h.codes.data() + e * cb;
+    const uint8_t* s = h.scale.data() + e * sb;
+    float* dst = h.values.data() + e * N * K;
+    if (f == WeightFormat::kFp4) {
+      dequantize_fp4(q, s, N, K, dst, "test fp4");
+    } else {
+      dequantize_fp8_block(q, s, N, K, dst, "test fp8");
+    }
+  }
+  return h;
+}
+
+struct DevQuant {
+  DevTensor codes, scale;
+  cuda::QuantMatrix m;  // expert 0 for a stack
+};
+
+DevQuant upload_quant(const HostQuant& h) {
+  DevQuant d{upload_bytes(h.codes), upload_bytes(h.scale), {}};
+  d.m.format = h.format;
+  d.m.codes = static_cast<const uint8_t*>(d.codes.t.data());
+  d.m.scale = static_cast<const uint8_t*>(d.scale.t.data());
+  d.m.N = h.N, d.m.K = h.K;
+  return d;
+}
+
+// ref [T, N] = x [T, K] · w [N, K]^T in double.
+std::vector<float> product(const std::vector<float>& x, const float* w, int64_t T, int64_t N, int64_t K) {
+  std::vector<float> out(static_cast<size_t>(T * N));
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t n = 0; n < N; ++n) {
+      double s = 0;
+      for (int64_t k = 0; k < K; ++k) s += static_cast<double>(x[t * K + k]) * w[n * K + k];
+      out[t * N + n] = static_cast<float>(s);
+    }
+  }
+  return out;
+}
+
+struct GemvShape {
+  const char* name;
+  WeightFormat format;
+  int64_t N, K;   // per group
+  int64_t G = 1;  // groups: x [T, G*K], w [G*N, K], out [T, G*N] (grouped_linear)
+};
+
+// ref [T, G*N]: group g of x [T, G*K] times the g-th [N, K] matrix of w.
+std::vector<float> grouped_product(const std::vector<float>& x, const std::vector<float>& w, int64_t T, int64_t N,
+                                   int64_t K, int64_t G) {
+  std::vector<float> out(static_cast<size_t>(T * G * N));
+  for (int64_t g = 0; g < G; ++g) {
+    std::vector<float> xg(static_cast<size_t>(T * K));
+    for (int64_t t = 0; t < T; ++t) std::copy_n(x.begin() + (t * G + g) * K, K, xg.begin() + t * K);
+    const std::vector<float> o = product(xg, w.data() + g * N * K, T, N, K);
+    for (int64_t t = 0; t < T; ++t) std::copy_n(o.begin() + t * N, N, out.begin() + (t * G + g) * N);
+  }
+  return out;
+}
+
+// Every T of `tokens`: the GEMV against the oracle (bf16 and f32 out), twice (bit-identical), and each row of the
+// largest T equal to the same row computed alone (the summation order does not depend on T).
+void check_gemv(const GemvShape& s, const std::vector<int64_t>& tokens, int seed) {
+  std::mt19937 rng(seed);
+  const HostQuant h = random_quant(rng, s.format, s.N, s.K, s.G);
+  const DevQuant d = upload_quant(h);
+  const int64_t ldx = s.G * s.K, ldo = s.G * s.N;
+  std::map<int64_t, std::vector<char>> f32_out;
+  std::vector<float> x_all;
+  for (int64_t T : tokens) {
+    std::vector<float> x = test::round_bf16(random_vec(rng, T * ldx));
+    if (T == tokens.back()) x_all = x;
+    const std::vector<float> ref = grouped_product(x, h.values, T, s.N, s.K, s.G);
+    DevTensor dx = upload(x, DType::BF16, {T, ldx});
+    ASSERT_TRUE(cuda::quant_gemv_supports(d.m, dx.t.data(), ldx, T, s.G)) << s.name;
+    for (DType out_dtype : {DType::BF16, DType::F32}) {
+      DevTensor dout(out_dtype, {T, ldo});
+      const std::string name = str_cat("quant_gemv ", s.name, " (", weight_format_name(s.format), ") T=", T, " N=", s.N,
+                                       " K=", s.K, " G=", s.G, " -> ", dtype_name(out_dtype));
+      const bool f32 = out_dtype == DType::F32;
+      poison(dout.t);
+      cuda::quant_gemv(env().stream(), d.m, dx.t.data(), ldx, dout.t.data(), f32, ldo, T, s.G);
+      env().sync();
+      DSV4_EXPECT_CLOSE(download(dout.t), ref, f32 ? 1e-4 : 1e-2, name);
+      const std::vector<char> first = download_bytes(dout.t);
+      poison(dout.t);
+      cuda::quant_gemv(env().stream(), d.m, dx.t.data(), ldx, dout.t.data(), f32, ldo, T, s.G);
+      env().sync();
+      EXPECT_TRUE(first == download_bytes(dout.t)) << name << ": second run differs";
+      if (f32 && T == tokens.back()) f32_out[T] = first;
+    }
+  }
+  // Rows of the largest T alone.
+  const int64_t T = tokens.back();
+  const size_t row_bytes = static_cast<size_t>(ldo) * sizeof(float);
+  DevTensor dx = upload(x_all, DType::BF16, {T, ldx});
+  DevTensor drow(DType::F32, {1, ldo});
+  for (int64_t t = 0; t < T; ++t) {
+    const void* xt = static_cast<const char*>(dx.t.data()) + t * ldx * 2;
+    poison(drow.t);
+    cuda::quant_gemv(env().stream(), d.m, xt, ldx, drow.t.data(), true, ldo, 1, s.G);
+    env().sync();
+    EXPECT_EQ(0, std::memcmp(f32_out[T].data() + t * row_bytes, download_bytes(drow.t).data(), row_bytes))
+        << s.name << ": row " << t << " of T=" << T << " differs from the same row alone";
+  }
+}
+
+// DeepSeek-V4-Flash's decode shapes: FP8 attention projections, an FP4 expert's w1 and w2.
+TEST(CudaQuant, GemvFlashShapesMatchCpu) {
+  DSV4_REQUIRE_GPU();
+  int seed = 1;
+  for (const GemvShape& s :
+       {GemvShape{"wq_a", WeightFormat::kFp8Block, 1024, 4096}, GemvShape{"wo_b", WeightFormat::kFp8Block, 4096, 8192},
+        GemvShape{"wkv", WeightFormat::kFp8Block, 512, 4096}, GemvShape{"expert w1", WeightFormat::kFp4, 2048, 4096},
+        GemvShape{"expert w2", WeightFormat::kFp4, 4096, 2048},
+        GemvShape{"wo_a (8 groups)", WeightFormat::kFp8Block, 1024, 4096, 8}}) {
+    check_gemv(s, {1, 2, 8}, seed++);
+  }
+}
+
+// Off the grid: rows not a multiple of 128 (FP8 scale rows cut short) or of the 4 rows a warp owns, K not a
+// multiple of 128 (a partial FP8 block; FP4 K a multiple of 32 only), K split across warps with a short slice,
+// a single row, a single load per lane, groups (FP8: whole 128-row blocks each; FP4: any N).
+TEST(CudaQuant, GemvOddShapesMatchCpu) {
+  DSV4_REQUIRE_GPU();
+  int seed = 100;
+  for (const GemvShape& s :
+       {GemvShape{"fp8 odd N", WeightFormat::kFp8Block, 37, 4096},
+        GemvShape{"fp8 N=200 K=272", WeightFormat::kFp8Block, 200, 272},
+        GemvShape{"fp8 K=16", WeightFormat::kFp8Block, 45, 16}, GemvShape{"fp8 N=1", WeightFormat::kFp8Block, 1, 4112},
+        GemvShape{"fp4 K=96", WeightFormat::kFp4, 77, 96}, GemvShape{"fp4 N=130 K=1056", WeightFormat::kFp4, 130, 1056},
+        GemvShape{"fp4 K=32", WeightFormat::kFp4, 5, 32}, GemvShape{"fp4 short slice", WeightFormat::kFp4, 64, 8224},
+        GemvShape{"fp8 3 groups", WeightFormat::kFp8Block, 128, 272, 3},
+        GemvShape{"fp4 5 groups odd N", WeightFormat::kFp4, 7, 96, 5}}) {
+    check_gemv(s, {1, 2, 3, 4, 5, 6, 7, 8}, seed++);
+  }
+}
+
+// The dequantisation fallback: bit-equal to the host dequantiser's values rounded to bf16, on shapes the GEMV
+// does not take too (K not a multiple of 16 / 32). And quant_gemv_supports refuses those.
+TEST(CudaQuant, DequantizeMatchesHost) {
+  DSV4_REQUIRE_GPU();
+  int seed = 300;
+  for (const GemvShape& s :
+       {GemvShape{"fp8", WeightFormat::kFp8Block, 300, 528}, GemvShape{"fp8 N=256", WeightFormat::kFp8Block, 256, 144},
+        GemvShape{"fp8 K=50", WeightFormat::kFp8Block, 129, 50}, GemvShape{"fp4", WeightFormat::kFp4, 65, 1024},
+        GemvShape{"fp4 K=34", WeightFormat::kFp4, 3, 34}}) {
+    std::mt19937 rng(seed++);
+    const HostQuant h = random_quant(rng, s.format, s.N, s.K);
+    const DevQuant d = upload_quant(h);
+    DevTensor out(DType::BF16, {s.N, s.K});
+    poison(out.t);
+    cuda::dequantize_to_bf16(env().stream(), d.m, out.t.data());
+    env().sync();
+    const std::vector<float> got = download(out.t), want = test::round_bf16(h.values);
+    size_t bad = 0, first_bad = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (std::memcmp(&got[i], &want[i], sizeof(float)) != 0 && bad++ == 0) first_bad = i;
+    }
+    EXPECT_EQ(bad, 0u) << s.name << ": first difference at " << first_bad << ": " << got[first_bad] << " vs "
+                       << want[first_bad];
+    const bool gemv_shape = s.K % (s.format == WeightFormat::kFp4 ? 32 : 16) == 0;
+    const int64_t ldx = (s.K + 7) / 8 * 8;  // a row of x padded to whole 16-byte loads
+    DevTensor x(DType::BF16, {1, ldx});
+    EXPECT_EQ(cuda::quant_gemv_supports(d.m, x.t.data(), ldx, 1), gemv_shape) << s.name;
+    // FP8 groups must own whole 128-row scale blocks.
+    if (s.format == WeightFormat::kFp8Block && gemv_shape) {
+      EXPECT_EQ(cuda::quant_gemv_supports(d.m, x.t.data(), ldx, 1, 2), s.N % 128 == 0) << s.name << " grouped";
+    }
+  }
+}
+
+// The fallback for every shape the GEMV does not serve (T > 8: prefill, verification): dequantise into a bf16
+// matrix and run the bf16 op (cuBLASLt or its GEMV), on the same oracle; FP8 grouped (wo_a) too. Bound: the bf16
+// path's (1e-4 of the largest output, f32 out).
+TEST(CudaQuant, DequantizeThenBf16ProductMatchesCpu) {
+  DSV4_REQUIRE_GPU();
+  int seed = 400;
+  for (const GemvShape& s :
+       {GemvShape{"fp8", WeightFormat::kFp8Block, 300, 528}, GemvShape{"fp8 K=50", WeightFormat::kFp8Block, 129, 50},
+        GemvShape{"fp4", WeightFormat::kFp4, 96, 1024},
+        GemvShape{"fp8 2 groups", WeightFormat::kFp8Block, 128, 256, 2}}) {
+    std::mt19937 rng(seed++);
+    const HostQuant h = random_quant(rng, s.format, s.N, s.K, s.G);
+    DevQuant d = upload_quant(h);
+    d.m.N = s.G * s.N;  // the groups are one [G*N, K] checkpoint matrix
+    DevTensor w(DType::BF16, {s.G * s.N, s.K});
+    cuda::dequantize_to_bf16(env().stream(), d.m, w.t.data());
+    for (int64_t T : {9, 16, 33}) {
+      const std::vector<float> x = test::round_bf16(random_vec(rng, T * s.G * s.K));
+      const std::vector<float> ref = grouped_product(x, h.values, T, s.N, s.K, s.G);
+      DevTensor dx = upload(x, DType::BF16, {T, s.G * s.K}), out(DType::F32, {T, s.G * s.N});
+      poison(out.t);
+      if (s.G == 1) {
+        ops::linear(env().ctx, out.t, dx.t, w.t);
+      } else {
+        ops::grouped_linear(env().ctx, out.t, dx.t, w.t, s.G);
+      }
+      env().sync();
+      DSV4_EXPECT_CLOSE(download(out.t), ref, 1e-4,
+                        str_cat("dequantise + bf16 product ", s.name, " T=", T, " N=", s.N, " K=", s.K));
+    }
+  }
+}
+
+// ---- MoE decode -------------------------------------------------------------------------------------------
+
+// The expert-sorted plan of moe.cu's moe_plan_kernel, built on the host: routed pairs p = t*k + i, then the shared
+// expert's p = T*k + t (expert index E); each expert's rows consecutive, in tiles of at most kPlanTileRows.
+struct HostPlan {
+  std::vector<int32_t> row_of, token_of, tile_info;
+  int32_t num_tiles = 0;
+};
+
+HostPlan make_plan(const std::vector<int32_t>& indices, int64_t T, int64_t k, int64_t E, bool shared) {
+  const int64_t P = T * k + (shared ? T : 0);
+  auto expert_of = [&](int64_t p) { return p < T * k ? indices[p] : static_cast<int32_t>(E); };
+  auto token_of = [&](int64_t p) { return static_cast<int32_t>(p < T * k ? p / k : p - T * k); };
+  HostPlan plan;
+  plan.row_of.resize(P);
+  int32_t row = 0;
+  for (int32_t e = 0; e <= E; ++e) {
+    const int32_t start = row;
+    for (int64_t p = 0; p < P; ++p) {
+      if (expert_of(p) != e) continue;
+      plan.row_of[p] = row++;
+      plan.token_of.push_back(token_of(p));
+    }
+    for (int32_t r = start; r < row; r += cuda::kPlanTileRows) {
+      plan.tile_info.insert(plan.tile_info.end(), {e, r, row});
+      ++plan.num_tiles;
+    }
+  }
+  return plan;
+}
+
+struct MoeCase {
+  const char* name;
+  int64_t H, I, E, k, T;
+  WeightFormat routed;
+};
+
+float swiglu(float g, float u, float limit) {
+  g = std::min(g, limit);
+  u = std::min(std::max(u, -limit), limit);
+  return g / (1.0f + std::exp(-g)) * u;
+}
+
+// y rows against the oracle (act rounded to bf16 as the kernel stores it), act within bf16 rounding; repeated and
+// with other row chunkings, bit-identical.
+void check_moe(const MoeCase& c, int seed) {
+  std::mt19937 rng(seed);
+  const float limit = 7.0f;
+  const HostQuant w1 = random_quant(rng, c.routed, c.I, c.H, c.E), w3 = random_quant(rng, c.routed, c.I, c.H, c.E),
+                  w2 = random_quant(rng, c.routed, c.H, c.I, c.E);
+  const HostQuant s1 = random_quant(rng, WeightFormat::kFp8Block, c.I, c.H),
+                  s3 = random_quant(rng, WeightFormat::kFp8Block, c.I, c.H),
+                  s2 = random_quant(rng, WeightFormat::kFp8Block, c.H, c.I);
+  // Activations scaled by 1/sqrt(H) so that the gate and up values (std ~4 with these weights) fall both inside
+  // and outside the SwiGLU clamp.
+  const float range = 0.2f / std::sqrt(static_cast<float>(c.H));
+  const std::vector<float> x = test::round_bf16(random_vec(rng, c.T * c.H, -range, range));
+  std::vector<int32_t> indices(c.T * c.k);
+  for (int64_t t = 0; t < c.T; ++t) {  // k distinct experts per token
+    std::vector<int32_t> all(c.E);
+    for (int32_t e = 0; e < c.E; ++e) all[e] = e;
+    std::shuffle(all.begin(), all.end(), rng);
+    std::copy(all.begin(), all.begin() + c.k, indices.begin() + t * c.k);
+  }
+  const HostPlan hp = make_plan(indices, c.T, c.k, c.E, true);
+  const int64_t P = static_cast<int64_t>(hp.row_of.size());
+
+  // Oracle, per expert-sorted row.
+  std::vector<float> act_ref(P * c.I), y_ref(P * c.H);
+  for (int32_t tile = 0; tile < hp.num_tiles; ++tile) {
+    const int32_t e = hp.tile_info[3 * tile], r0 = hp.tile_info[3 * tile + 1], r1 = hp.tile_info[3 * tile + 2];
+    const bool sh = e == c.E;
+    const float* W1 = sh ? s1.values.data() : w1.values.data() + e * c.I * c.H;
+    const float* W3 = sh ? s3.values.data() : w3.values.data() + e * c.I * c.H;
+    const float* W2 = sh ? s2.values.data() : w2.values.data() + e * c.H * c.I;
+    for (int32_t r = r0; r < std::min(r1, r0 + static_cast<int32_t>(cuda::kPlanTileRows)); ++r) {
+      const std::vector<float> xr(x.begin() + hp.token_of[r] * c.H, x.begin() + (hp.token_of[r] + 1) * c.H);
+      const std::vector<float> g = product(xr, W1, 1, c.I, c.H), u = product(xr, W3, 1, c.I, c.H);
+      for (int64_t i = 0; i < c.I; ++i) act_ref[r * c.I + i] = round_to_bf16(swiglu(g[i], u[i], limit));
+      const std::vector<float> ar(act_ref.begin() + r * c.I, act_ref.begin() + (r + 1) * c.I);
+      const std::vector<float> y = product(ar, W2, 1, c.H, c.I);
+      std::copy(y.begin(), y.end(), y_ref.begin() + r * c.H);
+    }
+  }
+
+  auto stack = [&](const DevQuant& routed, const DevQuant& shared) {
+    cuda::QuantExperts s;
+    s.routed = routed.m;
+    s.count = static_cast<int32_t>(c.E);
+    s.shared = shared.m;
+    return s;
+  };
+  const DevQuant d1 = upload_quant(w1), d3 = upload_quant(w3), d2 = upload_quant(w2), ds1 = upload_quant(s1),
+                 ds3 = upload_quant(s3), ds2 = upload_quant(s2);
+  const cuda::QuantExperts q1 = stack(d1, ds1), q3 = stack(d3, ds3), q2 = stack(d2, ds2);
+  DevTensor dx = upload(x, DType::BF16, {c.T, c.H});
+  ASSERT_TRUE(cuda::moe_decode_quant_supports(q1, q3, q2, dx.t.data(), c.H, c.I)) << c.name;
+  DevTensor row_of = test::upload_i32(hp.row_of, {P}), token_of = test::upload_i32(hp.token_of, {P}),
+            tile_info = test::upload_i32(hp.tile_info, {hp.num_tiles, 3}),
+            num_tiles = test::upload_i32({hp.num_tiles}, {1});
+  cuda::MoePlan plan{row_of.t.ptr<int32_t>(), token_of.t.ptr<int32_t>(), tile_info.t.ptr<int32_t>(),
+                     num_tiles.t.ptr<int32_t>()};
+  DevTensor act(DType::BF16, {P, c.I}), y(DType::F32, {P, c.H});
+  const std::string name = str_cat("moe_decode_quant ", c.name, " (routed ", weight_format_name(c.routed),
+                                   ", shared fp8) T=", c.T, " H=", c.H, " I=", c.I, " E=", c.E, " k=", c.k);
+  std::vector<char> first;
+  // Run 0: values; run 1: the same call again; runs 2 and 3: `tokens` 1 and 8 (it only picks how many rows share a
+  // pass over a weight row, never the order of a row's sum), all bit-identical to run 0.
+  for (int run = 0; run < 4; ++run) {
+    const int64_t tokens = run < 2 ? c.T : run == 2 ? 1 : 8;
+    poison(act.t);
+    poison(y.t);
+    cuda::moe_decode_experts_quant(env().stream(), act.t.ptr<cuda::bf16>(), y.t.ptr<float>(), dx.t.ptr<cuda::bf16>(),
+                                   q1, q3, q2, plan, hp.num_tiles, tokens, c.H, c.I, limit);
+    env().sync();
+    if (run == 0) {
+      DSV4_EXPECT_CLOSE(download(act.t), act_ref, 1e-2, name + " act");
+      // y from the kernel's own act differs from the oracle's by act's bf16 rounding where the two disagree.
+      DSV4_EXPECT_CLOSE(download(y.t), y_ref, 2e-2, name + " y");
+      first = download_bytes(y.t);
+    } else {
+      EXPECT_TRUE(first == download_bytes(y.t)) << name << ": run " << run << " (tokens " << tokens << ") differs";
+    }
+  }
+}
+
+// Flash's expert shape (H 4096; I cut to 512 to keep the CPU oracle short) at T = 1 and 8.
+TEST(CudaQuant, MoeDecodeFlashShapesMatchCpu) {
+  DSV4_REQUIRE_GPU();
+  int seed = 500;
+  for (const MoeCase& c : {MoeCase{"flash-like", 4096, 512, 4, 2, 1, WeightFormat::kFp4},
+                           MoeCase{"flash-like T=8", 4096, 512, 6, 3, 8, WeightFormat::kFp4}}) {
+    check_moe(c, seed++);
+  }
+}
+
+// H and I multiples of 32 but not of 128 (FP8 shared expert with partial blocks), FP8 routed experts ("-Base"
+// checkpoints), experts with several rows, and a prefill-sized batch (T = 70: every expert past one 64-row plan
+// tile), which the decode kernel computes correctly too, reading each expert's weights once per 8 rows: the
+// quantised fallback of moe_experts at any T until the tiled prefill path reads FP4 (plan step 4).
+TEST(CudaQuant, MoeDecodeOddShapesMatchCpu) {
+  DSV4_REQUIRE_GPU();
+  int seed = 600;
+  for (const MoeCase& c : {MoeCase{"odd dims", 160, 96, 5, 2, 3, WeightFormat::kFp4},
+                           MoeCase{"fp8 routed (-Base)", 384, 256, 4, 2, 4, WeightFormat::kFp8Block},
+                           MoeCase{"T=5 odd", 224, 64, 7, 3, 5, WeightFormat::kFp4},
+                           MoeCase{"T=70: experts over one 64-row tile", 160, 96, 3, 2, 70, WeightFormat::kFp4}}) {
+    check_moe(c, seed++);
+  }
+}
+
+// Stacks the decode kernel cannot read are refused (the caller dequantises instead): K not a multiple of a
+// load, mismatched formats of w1 and w3.
+TEST(CudaQuant, MoeDecodeRefusesUnsupportedStacks) {
+  DSV4_REQUIRE_GPU();
+  DevTensor x(DType::BF16, {1, 512});
+  auto make = [&](WeightFormat f, int64_t N, int64_t K) {
+    cuda::QuantExperts s;
+    s.routed.format = f, s.routed.N = N, s.routed.K = K, s.count = 2;
+    s.routed.codes = static_cast<const uint8_t*>(x.t.data());
+    s.routed.scale = static_cast<const uint8_t*>(x.t.data());
+    return s;
+  };
+  // H = 48: FP4 needs K % 32 == 0 for w1 / w3.
+  EXPECT_FALSE(cuda::moe_decode_quant_supports(make(WeightFormat::kFp4, 64, 48), make(WeightFormat::kFp4, 64, 48),
+                                               make(WeightFormat::kFp4, 48, 64), x.t.data(), 48, 64));
+  EXPECT_FALSE(cuda::moe_decode_quant_supports(make(WeightFormat::kFp4, 64, 64), make(WeightFormat::kFp8Block, 64, 64),
+                                               make(WeightFormat::kFp4, 64, 64), x.t.data(), 64, 64));
+  EXPECT_TRUE(cuda::moe_decode_quant_supports(make(WeightFormat::kFp4, 64, 64), make(WeightFormat::kFp4, 64, 64),
+                                              make(WeightFormat::kFp4, 64, 64), x.t.data(), 64, 64));
+}
+
+}  // namespace
+}  // namespace dsv4
