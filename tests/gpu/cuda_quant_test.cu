@@ -20,6 +20,7 @@
 
 #include "backend/cuda/quant_matrix.h"
 #include "cuda_test_util.h"
+#include "dsv4/core/weight.h"
 #include "dsv4/io/quantization.h"
 
 namespace dsv4 {
@@ -270,6 +271,55 @@ TEST(CudaQuant, DequantizeThenBf16ProductMatchesCpu) {
       env().sync();
       DSV4_EXPECT_CLOSE(download(out.t), ref, 1e-4,
                         str_cat("dequantise + bf16 product ", s.name, " T=", T, " N=", s.N, " K=", s.K));
+    }
+  }
+}
+
+// The fallback at decode sizes (T <= 8) on shapes quant_gemv refuses but the bf16 GEMV would take (K a multiple of
+// 8 only; FP8 groups that split 128-row scale blocks, as qtiny's wo_a), through ops::linear / grouped_linear on a
+// quantised Weight: each product must read the dequantisation it follows. Two weights of one shape alternate with no
+// sync between them, so the scratch one product reads held the other's values just before (gemv.cu's GEMV loads
+// weights before its PDL wait and, overlapped with the dequantise kernel, read those).
+TEST(CudaQuant, DequantizeFallbackAtDecodeSizesReadsItsOwnValues) {
+  DSV4_REQUIRE_GPU();
+  int seed = 450;
+  for (const GemvShape& s :
+       {GemvShape{"fp8 K=24", WeightFormat::kFp8Block, 96, 24}, GemvShape{"fp4 K=48", WeightFormat::kFp4, 64, 48},
+        GemvShape{"fp8 2 groups N=16", WeightFormat::kFp8Block, 16, 32, 2}}) {
+    std::mt19937 rng(seed++);
+    // One [G*N, K] checkpoint matrix each (grouped: groups share scale blocks).
+    const HostQuant ha = random_quant(rng, s.format, s.G * s.N, s.K), hb = random_quant(rng, s.format, s.G * s.N, s.K);
+    const DevQuant da = upload_quant(ha), db = upload_quant(hb);
+    auto weight = [&](const DevQuant& d) {
+      return Weight::quantized_matrix(QuantMatrices{s.format, d.m.codes, d.m.scale, 1, s.G * s.N, s.K}, Device::kCUDA);
+    };
+    const Weight wa = weight(da), wb = weight(db);
+    cuda::QuantMatrix group = da.m;
+    group.N = s.N;
+    for (int64_t T = 1; T <= cuda::kQuantGemvMaxTokens; ++T) {
+      const std::vector<float> x = test::round_bf16(random_vec(rng, T * s.G * s.K));
+      const std::vector<float> ref_a = grouped_product(x, ha.values, T, s.N, s.K, s.G),
+                               ref_b = grouped_product(x, hb.values, T, s.N, s.K, s.G);
+      DevTensor dx = upload(x, DType::BF16, {T, s.G * s.K});
+      ASSERT_FALSE(cuda::quant_gemv_supports(group, dx.t.data(), s.G * s.K, T, s.G)) << s.name;
+      DevTensor out_a(DType::F32, {T, s.G * s.N}), out_b(DType::F32, {T, s.G * s.N});
+      auto product_into = [&](const DevTensor& out, const Weight& w) {
+        if (s.G == 1) {
+          ops::linear(env().ctx, out.t, dx.t, w);
+        } else {
+          ops::grouped_linear(env().ctx, out.t, dx.t, w, s.G);
+        }
+      };
+      for (int rep = 0; rep < 4; ++rep) {
+        poison(out_a.t);
+        poison(out_b.t);
+        product_into(out_a, wa);
+        product_into(out_b, wb);
+        env().sync();
+        const std::string name = str_cat("dequantise fallback ", s.name, " T=", T, " rep ", rep);
+        DSV4_EXPECT_CLOSE(download(out_a.t), ref_a, 1e-4, name + " (a)");
+        DSV4_EXPECT_CLOSE(download(out_b.t), ref_b, 1e-4, name + " (b)");
+      }
     }
   }
 }

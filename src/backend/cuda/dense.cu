@@ -151,7 +151,9 @@ GemmArgs grouped_args(Tensor out, Tensor x, Tensor w, int64_t groups) {
 // out = x · wᵀ for a quantised w (core/weight.h), in `groups` block-diagonal groups as grouped_linear (1: linear).
 // quant_gemv where it serves the shape (decode: T <= 8, the codes expanded in registers); every other shape
 // dequantises the whole matrix to bf16 in the scratch arena (counted by the measuring pass, released on return:
-// the product is ordered after the dequantisation on the stream) and runs the bf16 product. No host sync, no
+// the product is ordered after the dequantisation on the stream) and runs the bf16 product on cuBLASLt, never on
+// gemv.cu's GEMV: that kernel issues its first weight loads before its PDL wait (weights are static there), so
+// overlapped with the dequantise kernel it would read the scratch before it is written. No host sync, no
 // allocation but the arena's: graph-capturable.
 void quant_project(const ExecContext& ctx, Tensor out, Tensor x, const Weight& w, int64_t groups) {
   const QuantMatrices& q = w.quant();
@@ -168,7 +170,7 @@ void quant_project(const ExecContext& ctx, Tensor out, Tensor x, const Weight& w
   ArenaScope scope(*ctx.scratch);
   const Tensor values = ctx.scratch->alloc(DType::BF16, {q.rows, q.cols});
   dequantize_to_bf16(stream_of(ctx), QuantMatrix{q.format, q.codes, q.scale, q.rows, q.cols}, values.data());
-  project(ctx, groups == 1 ? linear_args(out, x, values) : grouped_args(out, x, values, groups));
+  blas_gemm(ctx, groups == 1 ? linear_args(out, x, values) : grouped_args(out, x, values, groups));
 }
 
 // Blocks in x for a loop over `width` elements of each of `rows` rows (grid.y = rows).
