@@ -291,9 +291,19 @@ bool joined_mtp_projection(const std::string& name) {
 
 // The format a tensor keeps in memory: its stored format under keep_quantized, kPlain otherwise. The joined MTP
 // projections stay quantised only as FP8 with H % 128 == 0, where the two matrices' scale blocks sit side by side.
-WeightFormat kept_format(const TensorSpec& s, WeightFormat stored, const LoadOptions& opt) {
+// A shared expert is a slice of its routed experts' stack (load_stacked): kept quantised only when they are (an
+// FP8 shared expert next to bf16 routed experts, expert_dtype bf16, is stored plain in the stack and counted so).
+WeightFormat kept_format(const TensorSpec& s, const WeightSource& source, const LoadOptions& opt) {
   if (!opt.keep_quantized) return WeightFormat::kPlain;
+  const WeightFormat stored = source.stored_format(s.name);
   if (joined_mtp_projection(s.name) && (stored != WeightFormat::kFp8Block || s.shape[1] % kFp8Block != 0)) {
+    return WeightFormat::kPlain;
+  }
+  const std::string shared = "ffn.shared_experts.";
+  const size_t at = s.name.find(shared);
+  if (stored != WeightFormat::kPlain && at != std::string::npos &&
+      source.stored_format(str_cat(s.name.substr(0, at), "ffn.experts.0.", s.name.substr(at + shared.size()))) ==
+          WeightFormat::kPlain) {
     return WeightFormat::kPlain;
   }
   return stored;
@@ -337,7 +347,7 @@ ModelWeights assemble_weights(const ModelConfig& cfg, const std::vector<TensorSp
   bool any_quantized = false;
   for (const TensorSpec& s : specs) {
     spec_by_name[s.name] = &s;
-    const WeightFormat kept = kept_format(s, source.stored_format(s.name), opt);
+    const WeightFormat kept = kept_format(s, source, opt);
     any_quantized = any_quantized || kept != WeightFormat::kPlain;
     bytes += tensor_bytes(s, kept, opt);
   }
@@ -359,7 +369,7 @@ ModelWeights assemble_weights(const ModelConfig& cfg, const std::vector<TensorSp
   // A matrix DeepSeek may store quantised: kept so under keep_quantized, else plain as `load`.
   auto load_weight = [&](const std::string& name) -> Weight {
     const TensorSpec& s = *spec_by_name.at(name);
-    const WeightFormat kept = kept_format(s, source.stored_format(name), opt);
+    const WeightFormat kept = kept_format(s, source, opt);
     if (kept == WeightFormat::kPlain) return load(name);
     QuantMatrices m{kept, nullptr, nullptr, 1, s.shape[0], s.shape[1]};
     const size_t code_bytes = static_cast<size_t>(quant_matrix_code_bytes(kept, m.rows, m.cols));
@@ -384,11 +394,11 @@ ModelWeights assemble_weights(const ModelConfig& cfg, const std::vector<TensorSp
                    shared_name, " ", shape_str(shared_spec.shape), " must have the routed experts' shape ",
                    shape_str(first.shape), " (it is stacked with them)");
     const int64_t E = cfg.n_routed_experts;
-    const WeightFormat routed_kept = kept_format(first, source.stored_format(first.name), opt);
+    const WeightFormat routed_kept = kept_format(first, source, opt);
     if (routed_kept != WeightFormat::kPlain) {
       // Quantised: the routed experts back to back in their format (QuantMatrices), the shared expert in its own
       // allocation and format (the checkpoint's validation made every routed expert's format the same).
-      const WeightFormat shared_kept = kept_format(shared_spec, source.stored_format(shared_name), opt);
+      const WeightFormat shared_kept = kept_format(shared_spec, source, opt);
       DSV4_CHECK_ARG(shared_kept != WeightFormat::kPlain, "weights: ", shared_name,
                      " is stored plain next to quantised routed experts; a quantised stack needs a quantised shared "
                      "expert");
@@ -480,8 +490,8 @@ ModelWeights assemble_weights(const ModelConfig& cfg, const std::vector<TensorSp
     m.norm = load_norm(p + "norm.weight");
     const int64_t H = cfg.hidden_size;
     const std::string h_name = p + "h_proj.weight", e_name = p + "e_proj.weight";
-    const WeightFormat h_kept = kept_format(*spec_by_name.at(h_name), source.stored_format(h_name), opt);
-    const WeightFormat e_kept = kept_format(*spec_by_name.at(e_name), source.stored_format(e_name), opt);
+    const WeightFormat h_kept = kept_format(*spec_by_name.at(h_name), source, opt);
+    const WeightFormat e_kept = kept_format(*spec_by_name.at(e_name), source, opt);
     if (h_kept == WeightFormat::kFp8Block && e_kept == WeightFormat::kFp8Block) {
       // [h_proj | e_proj] in FP8: each codes row is h's row then e's, each scale row (one per 128 rows) h's scale
       // blocks then e's (H % 128 == 0: no block straddles the join).
@@ -531,7 +541,7 @@ ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const 
   Loader loader(reader, cfg);
   const std::vector<TensorSpec>& specs = reader.specs();
   size_t bytes = 0;
-  for (const TensorSpec& s : specs) bytes += tensor_bytes(s, kept_format(s, reader.format(s.name), opt), opt);
+  for (const TensorSpec& s : specs) bytes += tensor_bytes(s, kept_format(s, loader, opt), opt);
   loader.set_total(bytes, opt.device);
   size_t assembled = 0;
   return assemble_weights(cfg, specs, opt, reader.with_mtp(), loader, &assembled);

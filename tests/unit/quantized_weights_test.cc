@@ -287,6 +287,23 @@ TEST(QuantizedWeight, SyntheticWeightsInTheOfficialLayout) {
   EXPECT_EQ(test::to_vector(q.embed), test::to_vector(plain.embed));
 }
 
+// expert_dtype bf16 next to FP8 dense projections: the routed experts stay plain, and so does the shared expert, a
+// slice of their stack; the arena is sized for it plain (counted as FP8, the load ran out of arena).
+TEST(QuantizedWeight, SharedExpertNextToPlainRoutedExpertsStaysPlain) {
+  ModelConfig cfg = tiny_config();
+  cfg.quantization = QuantizationConfig::official(WeightFormat::kPlain);
+  LoadOptions o{Device::kCPU, true};
+  o.keep_quantized = true;
+  const ModelWeights q = random_weights(cfg, o, 7);
+  ASSERT_TRUE(q.quantized);
+  const BlockWeights& a = q.layers[0];
+  EXPECT_TRUE(a.attn.wq_a.quantized());
+  EXPECT_FALSE(a.ffn.w1.quantized());
+  EXPECT_FALSE(a.ffn.shared_w2.quantized());
+  EXPECT_EQ(a.ffn.w1.shape(),
+            (std::vector<int64_t>{cfg.n_routed_experts + 1, cfg.moe_intermediate_size, cfg.hidden_size}));
+}
+
 // The CUDA dispatch on quantised weights, through its measuring pass (ExecContext::measuring: launches and GEMMs are
 // skipped, so this runs without a GPU, on addresses never dereferenced): which path each shape takes shows in the
 // scratch it counts — none for quant_gemv (decode, T <= 8) and moe_decode_experts_quant's plan and rows only, the
