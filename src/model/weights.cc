@@ -272,6 +272,7 @@ ModelWeights assemble_weights(const ModelConfig& cfg, const std::vector<TensorSp
   }
   ModelWeights w;
   w.storage = Arena("weights", bytes + Arena::kAlignment, opt.device);
+  w.storage.advise_huge_pages();
   *total_bytes = bytes;
   auto load = [&](const std::string& name) {
     const TensorSpec& s = *spec_by_name.at(name);
