@@ -1,5 +1,7 @@
 #include "dsv4/core/arena.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -36,8 +38,8 @@ void* Arena::alloc_bytes(size_t bytes) {
     return reinterpret_cast<void*>(counting_base_ + begin);
   }
   DSV4_CHECK(begin + bytes <= buffer_.size(), kOutOfMemory, "arena '", name_, "' exhausted: ", bytes,
-             " bytes requested with ", buffer_.size() - std::min(begin, buffer_.size()), " of ",
-             buffer_.size(), " left");
+             " bytes requested with ", buffer_.size() - std::min(begin, buffer_.size()), " of ", buffer_.size(),
+             " left");
   offset_ = begin + bytes;
   if (offset_ > high_water_) high_water_ = offset_;
   return static_cast<char*>(buffer_.data()) + begin;
@@ -52,6 +54,15 @@ Tensor Arena::alloc(DType dtype, const std::vector<int64_t>& shape) {
   for (int64_t s : shape) n *= s;
   void* p = alloc_bytes(static_cast<size_t>(n) * dtype_size(dtype));
   return Tensor(p, dtype, shape, device_);
+}
+
+void Arena::advise_huge_pages() {
+  if (device_ != Device::kCPU || counting_ || buffer_.data() == nullptr) return;
+  constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(buffer_.data()) + kHugePage - 1) & ~(kHugePage - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(buffer_.data()) + buffer_.size()) & ~(kHugePage - 1);
+  // Advice only: where it fails (THP compiled out, an old kernel) the pages stay 4 KiB.
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
 }
 
 void Arena::release(size_t mark) {

@@ -358,6 +358,7 @@ ModelWeights assemble_weights(const ModelConfig& cfg, const std::vector<TensorSp
                  "--cuda-weights quantized runs with bf16 activations: use --cuda-precision bf16");
   ModelWeights w;
   w.storage = Arena("weights", bytes + Arena::kAlignment, opt.device);
+  w.storage.advise_huge_pages();
   w.quantized = any_quantized;
   *total_bytes = bytes;
   auto load = [&](const std::string& name) {

@@ -30,6 +30,11 @@ class Arena {
   Tensor alloc(DType dtype, const std::vector<int64_t>& shape);
   void* alloc_bytes(size_t bytes);
 
+  // Host arenas: asks the kernel for transparent huge pages (madvise; a no-op where THP is off). For memory that is
+  // written whole, once: the model's weights (a 512-token CPU score's start-up 39 -> 25 ms, its page faults 15k ->
+  // 2k; bench/RESULTS.md). Not for the state pool, which is touched sparsely (a 2 MiB page cleared per touch).
+  void advise_huge_pages();
+
   size_t mark() const { return offset_; }
   void release(size_t mark);  // frees everything allocated after `mark`
   void reset() { offset_ = 0; }
