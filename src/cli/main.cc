@@ -46,10 +46,6 @@ CLI::Validator max_new_tokens_validator() {
       "0..2^30");
 }
 
-}  // namespace
-
-namespace {
-
 // OpenMP's wait policy: passive unless the user chose one. libgomp's default spins ~300k iterations at every
 // barrier and after every parallel region; with other processes on the cores that turned a 0.3 s generation into
 // 4-22 s and cut the server's throughput 5-20x on this project's 2-core build box (a thread spinning for a

@@ -7,7 +7,6 @@
 #include <climits>
 #include <cstdlib>
 
-#include "backend/cpu/cpu_ops.h"
 #include "dsv4/core/status.h"
 
 namespace dsv4::cpu {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/parallel.h"
 
 namespace dsv4::cpu {
 
@@ -83,41 +84,37 @@ void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1
     if (!rows[e].empty()) order.push_back(e);
   }
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return rows[a].size() > rows[b].size(); });
-  const int64_t work = T * terms * 3 * H * I;
-#pragma omp parallel if (work > kParallelWork)
-  {
-    std::vector<float> xe, gate, up, ye;
-#pragma omp for schedule(dynamic, 1)
-    for (size_t o = 0; o < order.size(); ++o) {
-      const int64_t e = order[o];
-      const std::vector<int64_t>& er = rows[e];
-      const int64_t n = static_cast<int64_t>(er.size());
-      xe.resize(n * H);
-      gate.resize(n * I);
-      up.resize(n * I);
-      ye.resize(n * H);
-      for (int64_t r = 0; r < n; ++r) {
-        const float* src = x.ptr<float>() + er[r] / terms * H;
-        std::copy(src, src + H, xe.data() + r * H);
-        if (activation_quant) kv_round_trip_row(xe.data() + r * H, H, 0, KvRoundTrip::kFp8Blocks128);
-      }
-      product_nt(n, I, H, xe.data(), H, w1.ptr<float>() + e * I * H, H, gate.data(), I);
-      product_nt(n, I, H, xe.data(), H, w3.ptr<float>() + e * I * H, H, up.data(), I);
-      for (int64_t j = 0; j < n * I; ++j) {
-        gate[j] = silu(std::min(gate[j], limit)) * std::min(std::max(up[j], -limit), limit);
-      }
-      if (activation_quant) {
-        for (int64_t r = 0; r < n; ++r) {
-          float* g = gate.data() + r * I;
-          const float wt = term_weight(er[r]);
-          for (int64_t j = 0; j < I; ++j) g[j] *= wt;
-          kv_round_trip_row(g, I, 0, KvRoundTrip::kFp8Blocks128);
-        }
-      }
-      product_nt(n, H, I, gate.data(), I, w2.ptr<float>() + e * H * I, I, ye.data(), H);
-      for (int64_t r = 0; r < n; ++r) std::copy(ye.data() + r * H, ye.data() + (r + 1) * H, y.data() + er[r] * H);
+  parallel_for(static_cast<int64_t>(order.size()), T * terms * 3 * H * I, [&](int64_t o) {
+    // A thread's buffers, reused across experts and calls.
+    thread_local std::vector<float> xe, gate, up, ye;
+    const int64_t e = order[static_cast<size_t>(o)];
+    const std::vector<int64_t>& er = rows[e];
+    const int64_t n = static_cast<int64_t>(er.size());
+    xe.resize(n * H);
+    gate.resize(n * I);
+    up.resize(n * I);
+    ye.resize(n * H);
+    for (int64_t r = 0; r < n; ++r) {
+      const float* src = x.ptr<float>() + er[r] / terms * H;
+      std::copy(src, src + H, xe.data() + r * H);
+      if (activation_quant) kv_round_trip_row(xe.data() + r * H, H, 0, KvRoundTrip::kFp8Blocks128);
     }
-  }
+    product_nt(n, I, H, xe.data(), H, w1.ptr<float>() + e * I * H, H, gate.data(), I);
+    product_nt(n, I, H, xe.data(), H, w3.ptr<float>() + e * I * H, H, up.data(), I);
+    for (int64_t j = 0; j < n * I; ++j) {
+      gate[j] = silu(std::min(gate[j], limit)) * std::min(std::max(up[j], -limit), limit);
+    }
+    if (activation_quant) {
+      for (int64_t r = 0; r < n; ++r) {
+        float* g = gate.data() + r * I;
+        const float wt = term_weight(er[r]);
+        for (int64_t j = 0; j < I; ++j) g[j] *= wt;
+        kv_round_trip_row(g, I, 0, KvRoundTrip::kFp8Blocks128);
+      }
+    }
+    product_nt(n, H, I, gate.data(), I, w2.ptr<float>() + e * H * I, I, ye.data(), H);
+    for (int64_t r = 0; r < n; ++r) std::copy(ye.data() + r * H, ye.data() + (r + 1) * H, y.data() + er[r] * H);
+  });
   for (int64_t t = 0; t < T; ++t) {
     float* o = out.ptr<float>() + t * H;
     std::fill(o, o + H, 0.0f);

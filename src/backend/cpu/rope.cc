@@ -31,22 +31,30 @@ void rotate(float* v, int64_t dim, int64_t rope_dim, const float* c, const float
   }
 }
 
+// A thread's buffer for one position's cos (first half) and sin (second half): no allocation per vector or token.
+float* angle_buffer(int64_t rope_dim) {
+  thread_local std::vector<float> cs;
+  cs.resize(static_cast<size_t>(rope_dim));
+  return cs.data();
+}
+
 }  // namespace
 
 void rope_vector(float* v, int64_t dim, const RopeTable& table, float position, bool inverse) {
-  std::vector<float> c(static_cast<size_t>(table.rope_dim / 2)), s(c.size());
-  rope_angles(table, position, inverse, c.data(), s.data());
-  rotate(v, dim, table.rope_dim, c.data(), s.data());
+  float* cs = angle_buffer(table.rope_dim);
+  const int64_t half = table.rope_dim / 2;
+  rope_angles(table, position, inverse, cs, cs + half);
+  rotate(v, dim, table.rope_dim, cs, cs + half);
 }
 
 void rope(Tensor x, Tensor pos, const RopeTable& table, bool inverse) {
   const int64_t T = x.size(0), heads = x.size(1), dim = x.size(2), half = table.rope_dim / 2;
   // A token's angles once for all its heads; tokens in parallel (a double cos + sin: ~256 multiply-adds' time).
   parallel_for(T, T * half * 256, [&](int64_t t) {
-    std::vector<float> c(static_cast<size_t>(half)), s(c.size());
-    rope_angles(table, static_cast<float>(pos.ptr<int32_t>()[t]), inverse, c.data(), s.data());
+    float* cs = angle_buffer(table.rope_dim);
+    rope_angles(table, static_cast<float>(pos.ptr<int32_t>()[t]), inverse, cs, cs + half);
     for (int64_t h = 0; h < heads; ++h)
-      rotate(x.ptr<float>() + (t * heads + h) * dim, dim, table.rope_dim, c.data(), s.data());
+      rotate(x.ptr<float>() + (t * heads + h) * dim, dim, table.rope_dim, cs, cs + half);
   });
 }
 
