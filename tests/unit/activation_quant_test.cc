@@ -151,9 +151,10 @@ TEST(ActivationQuant, Fp8ActivationsStayCloseToTheUnquantisedRun) {
 
 // Against transformers with the reference's activation quantisation patched in (tools/reference/
 // make_fp8_activation_fixtures.py: an independent quantiser, forward pre-hooks on the FP8 projections, the experts'
-// forward with the weight before down_proj; inputs with a value within 1e-6 of an E4M3 boundary rejected). The
+// forward with the weight before down_proj; the prefix before the first token with a value within 1e-6 of an E4M3
+// boundary). The
 // tolerance as KvCache.Fp8CacheMatchesTransformersOnTheFixtures: the median position within 1e-5, every position
-// within 1e-4. FAILS until the script has written tests/fixtures/hf/*/expected_fp8_act.safetensors (GPU machine).
+// within 1e-4. The fixtures come from the GPU machine (transformers).
 TEST(ActivationQuant, Fp8ActivationsMatchTransformersOnTheFixtures) {
   for (const char* name : {"tiny_a", "tiny_b", "tiny_c"}) {
     const std::string dir = test::fixture_dir(name);
