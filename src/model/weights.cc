@@ -1,5 +1,6 @@
 #include "dsv4/model/weights.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -100,6 +101,8 @@ class WeightSource {
     const uint8_t* scale;
   };
   virtual HostCodes quantized_bytes(const std::string& name) = 0;
+  // Completes what fill may have left pending; called once, after the last fill.
+  virtual void finish_fills() {}
 };
 
 // Loads a validated checkpoint (WeightReader): plain tensors are converted, quantised ones dequantised exactly on
@@ -175,6 +178,17 @@ class Loader : public WeightSource {
       }
     } else if (reader_.format(canon) == WeightFormat::kPlain && src.dtype() == dst.dtype()) {
       std::memcpy(out, src.data(), dst.nbytes());
+    } else if (on_host && dst.dtype() == DType::F32 && reader_.format(canon) == WeightFormat::kPlain) {
+      // Converted by finish_fills, all tensors at once over the OpenMP threads: most of a small model's CPU
+      // start-up is the kernel clearing the fresh pages these conversions touch first, and that runs on the core
+      // that touches them.
+      DSV4_CHECK_ARG(src.dtype() == DType::F32 || src.dtype() == DType::BF16 || src.dtype() == DType::F16, "tensor '",
+                     canon, "' has dtype ", dtype_name(src.dtype()), ", not a plain float");  // WeightReader checked
+      DSV4_CHECK_ARG(src.numel() == dst.numel(), "tensor '", canon, "' has ", src.numel(), " values, expected ",
+                     dst.numel());
+      pending_.push_back({src.dtype(), src.data(), static_cast<float*>(out), static_cast<size_t>(dst.numel())});
+      loaded_bytes_ += dst.nbytes();
+      return;
     } else if (dst.dtype() == DType::F32) {
       reader_.read_f32(canon, static_cast<float*>(out), static_cast<size_t>(dst.numel()));
     } else {
@@ -191,6 +205,17 @@ class Loader : public WeightSource {
     report_progress();
   }
 
+  void finish_fills() override {
+    std::sort(pending_.begin(), pending_.end(), [](const Pending& a, const Pending& b) { return a.n > b.n; });
+    const int64_t jobs = static_cast<int64_t>(pending_.size());
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t i = 0; i < jobs; ++i) {
+      const Pending& p = pending_[static_cast<size_t>(i)];
+      convert_to_f32(p.src_dtype, p.src, p.dst, p.n);  // cannot throw: a plain dtype, sizes checked when queued
+    }
+    pending_.clear();
+  }
+
   size_t loaded_bytes() const { return loaded_bytes_; }
   // Large checkpoints log a progress line every 10% of `total` bytes (loading one can take minutes).
   void set_total(size_t total, Device device) {
@@ -203,6 +228,13 @@ class Loader : public WeightSource {
   const ModelConfig& cfg_;
   std::vector<char> staging_;
   std::vector<float> float_buf_;
+  struct Pending {  // a host f32 destination converted by finish_fills
+    DType src_dtype;
+    const void* src;
+    float* dst;
+    size_t n;
+  };
+  std::vector<Pending> pending_;
   void report_progress() {
     if (total_ < (size_t{1} << 30)) return;
     const size_t tenth = std::min<size_t>(10, loaded_bytes_ * 10 / total_);
@@ -523,6 +555,7 @@ ModelWeights assemble_weights(const ModelConfig& cfg, const std::vector<TensorSp
     m.block = load_block(p, AttentionType::kSliding, MlpType::kMoe);
     w.mtp = std::move(m);
   }
+  source.finish_fills();
   for (const TensorSpec& s : specs) {
     if (s.kind == WeightKind::kIndex) continue;  // tid2eid is a lookup table, not parameters
     int64_t numel = 1;

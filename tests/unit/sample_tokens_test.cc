@@ -159,5 +159,39 @@ TEST(SampleTokens, RejectsBadShapes) {
                Error);
 }
 
+// argmax_token (a vector maximum, then a scan) and log_sum_exp (glibc's vector exp) against the scalar loops they
+// replaced, over row lengths around the vector widths: the same index always, the same sum to ~1e-15.
+TEST(SampleTokens, ArgmaxTokenAndLogSumExpMatchScalarLoops) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> d(0.0f, 4.0f);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  for (const int64_t V : {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 1000, 6144}) {
+    for (int variant = 0; variant < 6; ++variant) {
+      std::vector<float> row(static_cast<size_t>(V));
+      for (float& x : row) x = d(rng);
+      const auto at = [&](int64_t i) -> float& { return row[static_cast<size_t>(i % V)]; };
+      if (variant == 1) at(V / 2) = at(V - 1) = 50.0f;  // a tie: the lower index
+      if (variant == 2) at(V / 3) = nan;                // a NaN never wins
+      if (variant == 3) row.assign(row.size(), -inf);
+      if (variant == 4) at(V - 1) = inf;
+      if (variant == 5) std::fill(row.begin(), row.end(), 1.25f);
+      int64_t best = 0;
+      for (int64_t v = 1; v < V; ++v) {
+        if (row[v] > row[best]) best = v;
+      }
+      EXPECT_EQ(argmax_token(row.data(), V), best) << "V=" << V << " variant " << variant;
+      if (variant == 2 || variant == 3 || variant == 4) continue;  // non-finite sums: not compared
+      double mx = row[0], z = 0;
+      for (int64_t v = 1; v < V; ++v) mx = std::max(mx, static_cast<double>(row[v]));
+      for (int64_t v = 0; v < V; ++v) z += std::exp(static_cast<double>(row[v]) - mx);
+      const double want = mx + std::log(z);
+      EXPECT_NEAR(log_sum_exp(row.data(), V), want, 1e-14 * std::max(1.0, std::fabs(want)))
+          << "V=" << V << " variant " << variant;
+    }
+  }
+  const float nan_first[3] = {nan, 2.0f, 3.0f};
+  EXPECT_EQ(argmax_token(nan_first, 3), 0);  // as the scalar scan: nothing compares greater than a NaN
+}
+
 }  // namespace
 }  // namespace dsv4
