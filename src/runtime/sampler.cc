@@ -40,7 +40,8 @@ void apply_penalties(float* logits, int64_t vocab, std::span<const int32_t> gene
 }
 
 namespace {
-// The row's largest value that is not NaN; logits[0] must not be NaN (the reduction's lanes start at -inf).
+// The row's largest value that is not NaN, or -FLT_MAX (OpenMP's identity for max) when that is below it: a row of
+// -inf. logits[0] must not be NaN.
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) float row_max(const float* logits,
                                                                                             int64_t vocab) {
   float m = logits[0];
@@ -54,10 +55,11 @@ __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) fl
 // first strictly greater value gives, in a vector pass for the maximum and a scan that stops at its first position.
 int32_t argmax_token(const float* logits, int64_t vocab) {
   if (std::isnan(logits[0])) return 0;
-  const float m = row_max(logits, vocab);  // a value of the row
-  int64_t v = 0;
-  while (v + 1 < vocab && logits[v] != m) ++v;
-  return static_cast<int32_t>(v);
+  const float m = row_max(logits, vocab);
+  for (int64_t v = 0; v < vocab; ++v) {
+    if (logits[v] == m) return static_cast<int32_t>(v);
+  }
+  return 0;  // the row's values are all -inf (or NaN): m is the reduction's identity, -FLT_MAX, and token 0 is first
 }
 
 namespace {
