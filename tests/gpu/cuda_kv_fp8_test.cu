@@ -572,12 +572,12 @@ TEST(CudaKvFp8, Attention) {
 // One fixture sequence through target_forward with the fp8 cache on `device`: a prefill of a third of it, then one
 // token per forward (ring stores, entries emitted and read back through the packed rows). Logits of every position.
 std::vector<float> run_fp8_model(const ModelConfig& cfg, const ModelWeights& w, Device device, DType precision,
-                                 const std::vector<int32_t>& ids, KvCacheDtype cache = KvCacheDtype::kFp8) {
+                                 const std::vector<int32_t>& ids) {
   ModelOptions o;
   o.max_seqs = 1;
   o.max_model_len = static_cast<int64_t>(ids.size()) + 8;
   o.cuda_activation_dtype = precision;
-  o.kv_cache_dtype = cache;
+  o.kv_cache_dtype = KvCacheDtype::kFp8;
   ModelState state(cfg, o, device, false);
   const int64_t T = static_cast<int64_t>(ids.size()), V = cfg.vocab_size;
   const size_t scratch = measure_forward_scratch(cfg, w, o, device, {T, T, false});
@@ -621,23 +621,19 @@ std::vector<float> run_fp8_model(const ModelConfig& cfg, const ModelWeights& w, 
   return out;
 }
 
-// CUDA with the fp8 cache against the CPU with the fp8 cache on the hf fixtures, the same forwards on both sides,
-// the CPU's routing / indexer choices forced on the CUDA run (FollowingTap) so that a flipped near-tie does not stand
-// for the cache. Both sides quantise the cache values they computed, so what differs is the activation path and the
-// codes it tips:
-// - F32 (f32 matrices and activations): the values entering the cache differ by ~1e-6, and one lying that close to
-//   an E4M3 rounding midpoint takes the neighbouring code: rare (~1e-5 of the values) and small in the logits. Bound
-//   2e-3 (cuda_model_test.cu's F32 bound, doubled); the choices CUDA would have made differ only at near-ties
-//   (reference gap <= 1e-2; the H200 run of 2026-12-05 had one, a router gap of 9.3e-4 on tiny_b, whose unforced
-//   flip moved the logits by 0.32).
-// - BF16 (production): bf16 activations (2-5% off in the logits, cuda_model_test.cu) tip a share of the cache's codes
-//   by a whole E4M3 step, so the error is bounded by the measured parts it is made of: the same CUDA run on the
-//   plain cache against the CPU plain cache (bf16's own error) plus the fp8 cache's own effect on the CPU (fp8
-//   against the plain cache), plus 1e-2. Its choice flips are reported, not bounded (tipped indexer-key codes move
-//   scores by more than bf16 alone; the forced choices keep them out of the logits).
+// CUDA with the fp8 cache against the CPU with the fp8 cache on the hf fixtures, the same forwards on both sides.
+// Both quantise the same cache values, so what differs is the activation path alone:
+// - F32 (f32 matrices and activations): the CUDA path is within 1e-3 of the reference (cuda_model_test.cu's
+//   kF32Tolerance); the values entering the cache then differ by ~1e-6, and one lying that close to an E4M3 rounding
+//   midpoint takes the neighbouring code — rare (~1e-5 of the values), and small in the logits: such a tipped code
+//   moved tiny_b's logits by 2.7e-5 relative against transformers (bench/RESULTS.md, the CPU fp8 cache). Bound: 2e-3
+//   (the F32 path's bound, doubled for a few tipped codes); no routing / indexer choice flips.
+// - BF16 (production): bf16 activations alone move logits by 2-5% on these fixtures and flip near-tied routing /
+//   indexer choices (cuda_model_test.cu); with the CPU's choices forced its bf16 bound 8e-2 holds and every flip is
+//   a near-tie (reference gap <= 8e-2).
 TEST(CudaKvFp8, ModelLogitsMatchTheCpuFp8Cache) {
   DSV4_REQUIRE_GPU();
-  constexpr double kF32Fp8Tolerance = 2e-3, kF32NearTie = 1e-2, kBf16Slack = 1e-2;
+  constexpr double kF32Fp8Tolerance = 2e-3, kBf16ForcedTolerance = 8e-2, kNearTie = 8e-2;
   for (const char* name : {"tiny_a", "tiny_b", "tiny_c"}) {
     const std::string dir = test::fixture_dir(name);
     const ModelConfig cfg = ModelConfig::from_file(dir + "/config.json");
@@ -648,51 +644,41 @@ TEST(CudaKvFp8, ModelLogitsMatchTheCpuFp8Cache) {
       const Tensor t = expected->view(*expected->find("input_ids"));
       for (int64_t i = 0; i < t.numel(); ++i) ids.push_back(static_cast<int32_t>(t.ptr<int64_t>()[i]));
     }
-    const ModelWeights cpu_w = load_weights(ckpt, cfg, {Device::kCPU, false});
-    test::RecordingTap record, record_plain;
-    std::vector<float> want, want_plain;
+    test::RecordingTap record;
+    std::vector<float> want;
     {
+      const ModelWeights cpu_w = load_weights(ckpt, cfg, {Device::kCPU, false});
       test::ScopedTap scope(&record);
       want = run_fp8_model(cfg, cpu_w, Device::kCPU, DType::F32, ids);
     }
-    {
-      test::ScopedTap scope(&record_plain);
-      want_plain = run_fp8_model(cfg, cpu_w, Device::kCPU, DType::F32, ids, KvCacheDtype::kAuto);
-    }
-    const double cache_effect = test::max_rel_error(want.data(), want_plain.data(), want.size());
-    // One CUDA run with the CPU's choices forced: its max relative logit error against `reference`.
-    auto cuda_error = [&](DType precision, KvCacheDtype cache, const test::RecordingTap& rec,
-                          const std::vector<float>& reference, double* worst_gap) {
-      const ModelWeights w = load_weights(ckpt, cfg, {Device::kCUDA, false, precision});
-      test::FollowingTap follow(rec, true);
+    struct Run {
+      DType precision;
+      bool force;
+    };
+    for (const Run run : {Run{DType::F32, false}, Run{DType::BF16, true}}) {
+      const ModelWeights w = load_weights(ckpt, cfg, {Device::kCUDA, false, run.precision});
+      test::FollowingTap follow(record, run.force);
       std::vector<float> got;
       {
         test::ScopedTap scope(&follow);
-        got = run_fp8_model(cfg, w, Device::kCUDA, precision, ids, cache);
+        got = run_fp8_model(cfg, w, Device::kCUDA, run.precision, ids);
       }
       std::string where;
-      EXPECT_TRUE(test::all_written(got, &where)) << name << ": logits not written: " << where;
-      EXPECT_EQ(got.size(), reference.size());
-      EXPECT_FALSE(follow.mismatched_calls) << name << ": the CUDA run made other routing/indexer calls than the CPU";
-      if (got.size() != reference.size()) return 1.0;
-      const double err = test::max_rel_error(got.data(), reference.data(), reference.size());
-      std::printf("%s %s cache [%s, CPU choices forced]: max rel logit error vs the CPU %s cache %.3g; %s\n", name,
-                  cache == KvCacheDtype::kFp8 ? "fp8" : "plain", precision == DType::F32 ? "F32" : "BF16",
-                  cache == KvCacheDtype::kFp8 ? "fp8" : "plain", err, follow.summary().c_str());
-      *worst_gap = follow.worst_gap();
-      return err;
-    };
-    double gap = 0;
-    const double f32 = cuda_error(DType::F32, KvCacheDtype::kFp8, record, want, &gap);
-    EXPECT_LE(f32, kF32Fp8Tolerance) << name;
-    EXPECT_LE(gap, kF32NearTie) << name << ": an F32 choice that is not a near-tie would have flipped";
-    const double bf16 = cuda_error(DType::BF16, KvCacheDtype::kFp8, record, want, &gap);
-    const double bf16_plain = cuda_error(DType::BF16, KvCacheDtype::kAuto, record_plain, want_plain, &gap);
-    const double bound = bf16_plain + cache_effect + kBf16Slack;
-    std::printf("%s: BF16 fp8 error %.3g <= bound %.3g (bf16 on the plain cache %.3g + the fp8 cache's own effect on "
-                "the CPU %.3g + %.2g)\n",
-                name, bf16, bound, bf16_plain, cache_effect, kBf16Slack);
-    EXPECT_LE(bf16, bound) << name;
+      ASSERT_TRUE(test::all_written(got, &where)) << name << ": logits not written: " << where;
+      ASSERT_EQ(got.size(), want.size());
+      ASSERT_FALSE(follow.mismatched_calls) << name << ": the CUDA run made other routing/indexer calls than the CPU";
+      const double err = test::max_rel_error(got.data(), want.data(), want.size());
+      std::printf("%s fp8 cache [%s%s]: max rel logit error vs the CPU fp8 cache %.3g; %s\n", name,
+                  run.precision == DType::F32 ? "F32" : "BF16", run.force ? ", CPU choices forced" : "", err,
+                  follow.summary().c_str());
+      if (run.precision == DType::F32) {
+        EXPECT_LE(err, kF32Fp8Tolerance) << name;
+        EXPECT_TRUE(follow.flips.empty()) << name << ": " << follow.summary();
+      } else {
+        EXPECT_LE(err, kBf16ForcedTolerance) << name;
+        EXPECT_LE(follow.worst_gap(), kNearTie) << name << ": a choice that is not a near-tie flipped";
+      }
+    }
   }
 }
 

@@ -151,12 +151,13 @@ TEST(ActivationQuant, Fp8ActivationsStayCloseToTheUnquantisedRun) {
 
 // Against transformers with the reference's activation quantisation patched in (tools/reference/
 // make_fp8_activation_fixtures.py: an independent quantiser, forward pre-hooks on the FP8 projections, the experts'
-// forward with the weight before down_proj; the prefix before the first token with a value within 1e-6 of an E4M3
-// boundary). The
-// tolerance as KvCache.Fp8CacheMatchesTransformersOnTheFixtures: the median position within 1e-5, every position
-// within 1e-4. The fixtures come from the GPU machine (transformers).
+// forward with the weight before down_proj; no value within 1e-6 of an E4M3 rounding boundary in the kept tokens).
+// The tolerance as KvCache.Fp8CacheMatchesTransformersOnTheFixtures: the median position within 1e-5, every
+// position within 1e-4.
 TEST(ActivationQuant, Fp8ActivationsMatchTransformersOnTheFixtures) {
-  for (const char* name : {"tiny_a", "tiny_b", "tiny_c"}) {
+  // tiny_a only: its fixture came from the H200 run of 2026-12-05; tiny_b's and tiny_c's wait for the script's next
+  // run there (the first form of the script rejected every tiny_b sequence, see the script's docstring).
+  for (const char* name : {"tiny_a"}) {
     const std::string dir = test::fixture_dir(name);
     const test::LogitFixture want = test::load_logit_fixture(dir + "/expected_fp8_act.safetensors");
     EngineOptions o = quant_options(512, ActivationQuant::kFp8);
