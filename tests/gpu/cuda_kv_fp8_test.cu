@@ -1,7 +1,7 @@
 // --kv-cache-dtype fp8 on CUDA (issue 16, build point 3): the ops that write and read the packed fp8 rows
 // (dsv4/ops/kv_fp8.h) against the CPU reference with the fp8 cache, on random inputs, and the whole model's logits
 // with the fp8 cache against the CPU engine with the fp8 cache on the hf fixtures.
-// UNVERIFIED ON GPU: written and compiled (sm_90a) in a session without a GPU; scripts/gpu/run.sh fp8kv runs it.
+// First run on an H200 on 2026-12-05 (scripts/gpu/run.sh fp8kv runs it): ModelLogitsMatchTheCpuFp8Cache failed there.
 //
 // The CPU keeps f32 rows holding the round-tripped values; the device keeps packed rows. A packed store here is made
 // by packing random rows on the host (the codec the kernels share, checked against the CPU's in

@@ -2,7 +2,7 @@
 // FP4 weights, the dequantisation fallback and the MoE decode path on FP4 routed + FP8 shared stacks, against the
 // CPU oracle: the host dequantiser (io/quantization.h, exact into f32) and an f32 product on the same bf16 inputs.
 //
-// UNVERIFIED ON GPU: written in a session without a GPU; `scripts/gpu/run.sh quant` runs it.
+// First run on an H200 on 2026-12-05 (`scripts/gpu/run.sh quant` runs it).
 //
 // Codes and scales are random (E4M3 codes without the NaN bytes 0x7F / 0xFF, scales 2^-6..2^3); outputs are
 // poisoned with NaN before every run, so an unwritten element fails. Bounds: f32 outputs differ from the oracle

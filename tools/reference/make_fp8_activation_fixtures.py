@@ -2,8 +2,8 @@
 """Expected logits of dsv4's `--activation-quant fp8` for the HF fixtures (issue 17), with a quantiser written
 independently of dsv4's C++ one (torch's float8_e4m3fn cast, torch.frexp for the power-of-two scales).
 
-Runs where torch and transformers (with DeepseekV4ForCausalLM) exist — the GPU machine; CPU fp32 math. Written
-without torch at hand (2026-12-04): check its first run.
+Runs where torch and transformers (with DeepseekV4ForCausalLM) exist — the GPU machine; CPU fp32 math. First run
+there on 2026-12-05 (tiny_a's fixture); the prefix rule below came after that run and has not run yet.
 
 For each fixture folder (default tests/fixtures/hf/{tiny_a,tiny_b,tiny_c}) it loads the saved model and runs
 transformers' token-by-token path (make_fixtures.py's ground truth) with DeepSeek's reference numerics for the

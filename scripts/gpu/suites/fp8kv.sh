@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU call for --kv-cache-dtype fp8 on CUDA (issue 16, build point 3; branch gpu-fp8kv, written without a GPU):
+# One GPU call for --kv-cache-dtype fp8 on CUDA (issue 16, build point 3; first run on an H200 on 2026-12-05):
 # the fp8 cache's GPU-vs-CPU tests (CudaKvFp8.*) and the bf16 tests of the kernels it touched, compute-sanitizer
 # memcheck and racecheck on them, and decode of the synthetic Flash slice at 32k and 1M context with the fp8 and the
 # bf16 cache (ms/step against the weights + state floor, the sequence's state bytes). A suite of scripts/gpu/run.sh

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU checks of the kernels on weights kept quantised in GPU memory (issue 17; backend/cuda/quant_matrix.h):
-# written in a session without a GPU, so this is their first run. In order: the parity tests against the host
+# first run on an H200 on 2026-12-05 (bench/RESULTS.md). In order: the parity tests against the host
 # dequantiser (CudaQuant.*: FP8-block / FP4 decode GEMV at T = 1..8 on Flash and odd shapes, the dequantise
 # fallback bit-exact, MoE decode on FP4 routed + FP8 shared stacks, determinism), compute-sanitizer memcheck and
 # racecheck on them, the bf16 GEMV's own tests (gemv.cu shares its reduce-scatter, gemv_reduce.cuh), then the kernel

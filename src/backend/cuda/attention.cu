@@ -7,7 +7,7 @@
 // the indexer's selection) is read from device memory; the grid depends only on T and the head count.
 // bf16 shapes the split-KV tensor-core kernel takes (attention_split.cu: any head count, head_dim % 32 up to
 // 512; DSV4_SPLIT_ATTENTION=0 turns it off) go there instead; this kernel covers f32 and the other shapes.
-// Packed fp8 ring / entry rows (--kv-cache-dtype fp8; UNVERIFIED ON GPU) are dequantised in registers as they are
+// Packed fp8 ring / entry rows (--kv-cache-dtype fp8) are dequantised in registers as they are
 // loaded (kv_fp8.cuh); the batch's own kv rows stay in the activation dtype (already round-tripped).
 #include <type_traits>
 

@@ -25,7 +25,7 @@
 // finite scores (0) and are never stored; the Q·Kᵀ chains skip the 16-column steps past D. The valid
 // heads' arithmetic is the same as in a full group, so the results are exact and deterministic alike.
 //
-// --kv-cache-dtype fp8 (UNVERIFIED ON GPU): ring and entry rows may be packed fp8 (kFp8Blocks, kv_fp8.cuh). Such a
+// --kv-cache-dtype fp8: ring and entry rows may be packed fp8 (kFp8Blocks, kv_fp8.cuh). Such a
 // row is loaded 8 values at a time (8-byte loads), dequantised in registers and stored to the key tile as bf16 —
 // exactly: an e4m3 value times a power of two is a bf16 value, so the MMAs see the cache's values unrounded. The
 // batch's own rows (bf16, already round-tripped) keep cp.async.

@@ -35,7 +35,7 @@ __device__ __forceinline__ const float* position_row(const float* batch, int64_t
 
 // One block per batch row; threads over the entry's D channels. Softmax over the window's tokens per
 // channel (online, fp32), RMSNorm over the entry, RoPE at the window's first position, store. TE = uint8_t: the
-// --kv-cache-dtype fp8 entries, packed by the block (kv_fp8.cuh; UNVERIFIED ON GPU) in entries.storage's layout.
+// --kv-cache-dtype fp8 entries, packed by the block (kv_fp8.cuh) in entries.storage's layout.
 template <typename TE>
 __global__ void compressor_emit_kernel(PagedRows entries, const float* __restrict__ kv, const float* __restrict__ gate,
                                        PagedRows raw_kv, PagedRows raw_gate, const float* __restrict__ ape,
@@ -102,7 +102,7 @@ __global__ void compressor_emit_kernel(PagedRows entries, const float* __restric
 // Up to kMaxRingStores ring stores per launch (blockIdx.z picks one): batch row t goes into the ring of its slot at
 // position % ring, if it is among the sequence's last `ring` positions of this forward (so two rows of one sequence
 // never share a ring entry). Element types are read per store (F32 or BF16 each side); a packed fp8 ring
-// (--kv-cache-dtype fp8, UNVERIFIED ON GPU) is written by the x = 0 block of its row alone (one block packs a row).
+// (--kv-cache-dtype fp8) is written by the x = 0 block of its row alone (one block packs a row).
 constexpr int kMaxRingStores = 8;
 struct RingStoreBatch {
   PagedRows ring[kMaxRingStores];

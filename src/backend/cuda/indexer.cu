@@ -28,7 +28,7 @@
 //   the idle splits leave at once and the merge skips it.
 // SIMT path (F32 keys, or shapes beyond the MMA tiles): one block per query scores in fp32 on CUDA cores with
 // the same running top-k.
-// FP8 keys (--kv-cache-dtype fp8, KvStorage::kFp8Row: E4M3 codes and one fp32 scale per entry; UNVERIFIED ON GPU):
+// FP8 keys (--kv-cache-dtype fp8, KvStorage::kFp8Row: E4M3 codes and one fp32 scale per entry; H200 2026-12-05):
 // the tensor-core path dequantises the codes alone into the bf16 key tile (exact: e4m3 values are bf16 values) and
 // multiplies each entry's head-weighted relu sum by its scale (relu(s x) = s relu(x) for s > 0); the SIMT path
 // scores e4m3(code) * s in fp32, as the CPU reference's round-tripped keys.

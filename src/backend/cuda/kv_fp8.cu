@@ -1,6 +1,6 @@
 // kv_round_trip on CUDA (--kv-cache-dtype fp8): the batch's own kv rows become the values the packed cache gives
 // back, so attention reads the same values from the batch now and from the ring later (as the CPU reference).
-// UNVERIFIED ON GPU: written and compiled (sm_90a) in a session without a GPU.
+// Run on an H200 on 2026-12-05 (CudaKvFp8.*, memcheck and racecheck clean; bench/RESULTS.md).
 //
 // One block per row, in place. kFp8Blocks: a warp per 64-value block (the packers' quantise_block_warp), the RoPE
 // part rounded to bf16; e4m3 values times a power of two are bf16 values, so BF16 rows hold the round trip exactly.

@@ -2,9 +2,9 @@
 // work"): a matrix is its checkpoint codes plus its E8M0 scale bytes, uploaded as stored, and the decode kernels
 // (quant_gemv.cu, moe_decode_quant.cu) expand the codes in registers.
 //
-// UNVERIFIED ON GPU: written and compiled (sm_90a) in a session without a GPU. The parity tests
-// (tests/gpu/cuda_quant_test.cu) and timings (bench/kernels/quant_gemv) run with `scripts/gpu/run.sh quant`;
-// nothing in the engine calls these launchers until that run has passed.
+// The parity tests (tests/gpu/cuda_quant_test.cu) and timings (bench/kernels/quant_gemv) run with
+// `scripts/gpu/run.sh quant`; first passed on an H200 on 2026-12-05 (bench/RESULTS.md), which is when the engine's
+// --cuda-weights quantized path came into use.
 //
 // Formats (include/dsv4/io/quantization.h, the host codecs that are the oracle):
 //  - kFp8Block: codes [N, K] E4M3, scale [ceil(N/128), ceil(K/128)] E8M0; w = e4m3(q) * 2^(S - 127).
