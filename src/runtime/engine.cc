@@ -277,22 +277,18 @@ std::vector<float> Engine::score(const std::vector<int32_t>& ids) {
                  "score: ", ids.size(), " tokens need more state pages than are free (", pages_->free_pages(), " of ",
                  pages_->total_pages(), ")");
   const int32_t slot = free_slots_.back();
-  std::vector<float> all, part;
+  // Sized once; each chunk's logits land in their rows (written in place on the CPU, copied from the device on CUDA):
+  // a separate chunk buffer appended here cost a second set of fresh pages and two more passes over the logits.
+  std::vector<float> all(ids.size() * static_cast<size_t>(cfg_.vocab_size));
   const size_t chunk = static_cast<size_t>(max_logit_rows(opt_));
-  // One chunk: its logits are the result (no copy). Several: each lands in `part`, whose pages the next reuses,
-  // and is appended to `all`, sized once (a growing vector re-faulted and re-copied megabytes per chunk).
-  if (ids.size() > chunk) all.reserve(ids.size() * static_cast<size_t>(cfg_.vocab_size));
   try {
     for (size_t done = 0; done < ids.size();) {
       const size_t n = std::min(ids.size() - done, chunk);
       BatchBuilder b;
       b.add({slot, static_cast<int32_t>(done), std::vector<int32_t>(ids.begin() + done, ids.begin() + done + n), true});
-      forward(b, &part);
-      if (ids.size() <= chunk) {
-        all.swap(part);
-      } else {
-        all.insert(all.end(), part.begin(), part.end());
-      }
+      check_batch(b);
+      ensure_pages(b);
+      exec_->forward_into(b, all.data() + done * static_cast<size_t>(cfg_.vocab_size));
       done += n;
     }
   } catch (...) {

@@ -6,6 +6,12 @@
 
 namespace dsv4 {
 
+void Executor::forward_into(BatchBuilder& batch, float* logits) {
+  std::vector<float> l;
+  forward(batch, false, &l, nullptr);
+  std::copy(l.begin(), l.end(), logits);
+}
+
 void Executor::forward_tokens(BatchBuilder&, bool, const std::vector<ops::TokenSamplingParams>&,
                               std::vector<int32_t>*) {
   fail(StatusCode::kInternal, "this executor does not sample on the device");
@@ -28,7 +34,6 @@ class CpuExecutor final : public Executor {
   void forward(BatchBuilder& batch, bool, std::vector<float>* logits, std::vector<float>* residual) override {
     const ModelConfig& c = *s_.cfg;
     const int64_t T = batch.num_tokens(), R = batch.num_logit_rows(), V = c.vocab_size;
-    s_.state->sync_table(nullptr, nullptr);
     std::vector<float> unused;
     std::vector<float>* l = logits != nullptr ? logits : &unused;
     l->assign(static_cast<size_t>(R * V), 0.0f);
@@ -37,10 +42,10 @@ class CpuExecutor final : public Executor {
       residual->assign(static_cast<size_t>(T * c.hc_dim()), 0.0f);
       residual_t = Tensor(residual->data(), DType::F32, {T, c.hc_mult, c.hidden_size});
     }
-    s_.ctx->scratch->reset();
-    target_forward(*s_.ctx, c, *s_.weights, *s_.state, batch.meta(), batch.logit_rows(),
-                   Tensor(l->data(), DType::F32, {R, V}), residual_t);
+    run(batch, l->data(), residual_t);
   }
+
+  void forward_into(BatchBuilder& batch, float* logits) override { run(batch, logits, Tensor()); }
 
   void drafter(BatchBuilder& batch, const std::vector<float>& hidden, std::vector<float>* logits,
                std::vector<float>* hidden_out) override {
@@ -146,6 +151,15 @@ class CpuExecutor final : public Executor {
   void ensure_spec_buffers() {
     const size_t need = static_cast<size_t>(s_.max_seqs * carry_stride() * s_.cfg->hc_dim());
     if (carry_.size() != need) carry_.assign(need, 0.0f);
+  }
+
+  // target_forward with its logit rows' logits into `logits` [R, V] (every value written by the LM head).
+  void run(BatchBuilder& batch, float* logits, Tensor residual) {
+    const ModelConfig& c = *s_.cfg;
+    s_.state->sync_table(nullptr, nullptr);
+    s_.ctx->scratch->reset();
+    target_forward(*s_.ctx, c, *s_.weights, *s_.state, batch.meta(), batch.logit_rows(),
+                   Tensor(logits, DType::F32, {batch.num_logit_rows(), c.vocab_size}), residual);
   }
 
   ExecutorSetup s_;

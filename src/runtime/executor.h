@@ -29,6 +29,10 @@ class Executor {
   // contributes the same number of tokens (decode, verification) — the full-graph entries on CUDA.
   virtual void forward(BatchBuilder& batch, bool uniform_decode, std::vector<float>* logits,
                        std::vector<float>* residual) = 0;
+  // forward() (not uniform_decode, no residual) with the logit rows' logits written to `logits` [R, V] (host f32)
+  // instead of a vector: the CPU's LM head writes them there; other executors copy. For outputs that are slices
+  // of a larger buffer (a long score's chunks).
+  virtual void forward_into(BatchBuilder& batch, float* logits);
   // Whether forward_tokens() can draw tokens on the device (else callers sample host logits).
   virtual bool samples_on_device() const { return false; }
   // One target forward whose logit rows' next tokens are drawn on the device with per-row `params`; only the
