@@ -61,6 +61,32 @@ def one_request(host, port, body, headers):
     return t_first - t0, tpot, n, end - t0
 
 
+SCHEDULER_COUNTERS = {  # /metrics lines whose change over a level splits its wall time (engine vs the rest)
+    "steps": "dsv4_scheduler_steps_total ",
+    "prefill_steps": "dsv4_scheduler_prefill_steps_total ",
+    "prefill_seconds": 'dsv4_scheduler_step_seconds_total{kind="prefill"} ',
+    "decode_seconds": 'dsv4_scheduler_step_seconds_total{kind="decode"} ',
+    "prefill_wait_seconds": "dsv4_scheduler_prefill_wait_seconds_total ",
+    "prompt_tokens": "dsv4_prompt_tokens_total ",
+    "generation_tokens": "dsv4_generation_tokens_total ",
+}
+
+
+def scheduler_counters(host, port, headers):
+    """The server's scheduler counters (SCHEDULER_COUNTERS) from /metrics; {} when it does not report them."""
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    conn.request("GET", "/metrics", headers=headers)
+    r = conn.getresponse()
+    text = r.read().decode() if r.status == 200 else ""
+    conn.close()
+    out = {}
+    for line in text.splitlines():
+        for key, prefix in SCHEDULER_COUNTERS.items():
+            if line.startswith(prefix):
+                out[key] = float(line[len(prefix):])
+    return out
+
+
 def run_level(args, host, port, vocab, concurrency):
     rng = random.Random(args.seed * 1000003 + concurrency)
     total = max(args.min_requests, args.requests_per_slot * concurrency)
@@ -94,6 +120,7 @@ def run_level(args, host, port, vocab, concurrency):
                 with lock:
                     errors.append(repr(e))
 
+    before = scheduler_counters(host, port, headers)
     t0 = time.perf_counter()
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
     for t in threads:
@@ -101,6 +128,12 @@ def run_level(args, host, port, vocab, concurrency):
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    after = scheduler_counters(host, port, headers)
+    engine = {k: after[k] - before[k] for k in after if k in before}
+    if "prefill_seconds" in engine and "decode_seconds" in engine:
+        # The engine loop's share of the wall time; the rest is the engine idle (waiting for requests) or the
+        # client and HTTP side.
+        engine["busy_fraction"] = (engine["prefill_seconds"] + engine["decode_seconds"]) / wall if wall > 0 else 0.0
     ttft = [r[0] for r in results]
     tpot = [r[1] for r in results]
     out_tokens = sum(r[2] for r in results)
@@ -112,6 +145,7 @@ def run_level(args, host, port, vocab, concurrency):
         "ttft_p50_ms": 1e3 * percentile(ttft, 50), "ttft_p99_ms": 1e3 * percentile(ttft, 99),
         "tpot_p50_ms": 1e3 * percentile(tpot, 50), "tpot_p99_ms": 1e3 * percentile(tpot, 99),
         "mean_latency_s": statistics.fmean(r[3] for r in results) if results else float("nan"),
+        "engine": engine,
     }
 
 
@@ -159,6 +193,12 @@ def main():
         print(f"{c:>5} {row['requests']:>5} {row['errors']:>4} {row['requests_per_s']:>8.2f} "
               f"{row['output_tokens_per_s']:>10.1f} {row['ttft_p50_ms']:>9.1f} {row['ttft_p99_ms']:>8.1f} "
               f"{row['tpot_p50_ms']:>9.2f} {row['tpot_p99_ms']:>7.2f}", flush=True)
+        e = row["engine"]
+        if "busy_fraction" in e:
+            print(f"      engine: {e['steps']:.0f} steps ({e['prefill_steps']:.0f} with prompt chunks), prefill "
+                  f"{e['prefill_seconds']:.3f} s (device wait {e['prefill_wait_seconds']:.3f}), decode "
+                  f"{e['decode_seconds']:.3f} s, busy {100 * e['busy_fraction']:.0f}% of {row['seconds']:.2f} s",
+                  flush=True)
         for e in row["first_errors"]:
             print("   error:", e)
     if args.json:

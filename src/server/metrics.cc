@@ -110,6 +110,15 @@ std::string Metrics::render(const SchedulerStats& st, int64_t queued) const {
   os << "dsv4_num_preemptions_total " << st.preemptions << '\n';
   header(os, "dsv4_scheduler_steps_total", "counter", "Scheduler steps run.");
   os << "dsv4_scheduler_steps_total " << st.steps << '\n';
+  header(os, "dsv4_scheduler_prefill_steps_total", "counter", "Scheduler steps that carried prompt chunks.");
+  os << "dsv4_scheduler_prefill_steps_total " << st.prefill_steps << '\n';
+  header(os, "dsv4_scheduler_step_seconds_total", "counter",
+         "Wall time of scheduler steps by kind (prefill: steps with prompt chunks; decode: the others).");
+  os << "dsv4_scheduler_step_seconds_total{kind=\"prefill\"} " << number(st.prefill_seconds) << '\n';
+  os << "dsv4_scheduler_step_seconds_total{kind=\"decode\"} " << number(st.decode_seconds) << '\n';
+  header(os, "dsv4_scheduler_prefill_wait_seconds_total", "counter",
+         "Of the prefill steps' time: waiting for the device (the rest is host work).");
+  os << "dsv4_scheduler_prefill_wait_seconds_total " << number(st.prefill_wait_seconds) << '\n';
   header(os, "dsv4_spec_decode_num_drafts_total", "counter", "Speculative verification steps.");
   os << "dsv4_spec_decode_num_drafts_total " << st.draft_steps << '\n';
   header(os, "dsv4_spec_decode_num_draft_tokens_total", "counter", "Draft tokens proposed.");
