@@ -4,14 +4,8 @@
 #include <cmath>
 #include <numeric>
 
+#include "backend/cpu/vector_exp.h"
 #include "dsv4/core/status.h"
-
-// exp's vector variants (glibc's libmvec), as <math.h> declares them under -ffast-math only; with -fno-math-errno
-// (this file's compile option) GCC calls them from `omp simd` loops.
-extern "C" {
-#pragma omp declare simd notinbranch
-double exp(double);
-}
 
 namespace dsv4 {
 
@@ -66,8 +60,7 @@ namespace {
 // sum_v exp(logits[v] - mx) in double, 4 or 8 lanes at a time through glibc's vector exp (libmvec, <= 4 ulp) on
 // CPUs that have AVX2 / AVX-512: a 512-token score's 3 million exps were 22 ms of one core with the scalar exp.
 // The lanes' partial sums change the last bits of the sum (~1e-16 relative), not its meaning.
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) double sum_exp(const float* logits,
-                                                                                             int64_t vocab, double mx) {
+DSV4_VECTOR_EXP_CLONES double sum_exp(const float* logits, int64_t vocab, double mx) {
   double z = 0;
 #pragma omp simd reduction(+ : z)
   for (int64_t v = 0; v < vocab; ++v) z += exp(static_cast<double>(logits[v]) - mx);

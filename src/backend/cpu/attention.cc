@@ -6,8 +6,18 @@
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/parallel.h"
 #include "backend/cpu/state_rows.h"
+#include "backend/cpu/vector_exp.h"
 
 namespace dsv4::cpu {
+namespace {
+
+// v[k] = exp(v[k] - mx) for k < n, on libmvec's vector lanes (vector_exp.h).
+DSV4_VECTOR_EXP_CLONES void exp_shifted(float* v, int64_t n, float mx) {
+#pragma omp simd
+  for (int64_t k = 0; k < n; ++k) v[k] = expf(v[k] - mx);
+}
+
+}  // namespace
 
 void attention(Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring, const CompressorState* compressed,
                Tensor selected, Tensor sinks, const BatchMeta& meta, int64_t window, float scale) {
@@ -44,8 +54,9 @@ void attention(Tensor out, Tensor q, Tensor kv, const PagedRows& kv_ring, const 
       const float sink = sinks.ptr<float>()[h];
       float mx = sink;
       for (int64_t k = 0; k < nk; ++k) mx = std::max(mx, logit[k] *= scale);
+      exp_shifted(logit, nk, mx);
       float denom = std::exp(sink - mx);
-      for (int64_t k = 0; k < nk; ++k) denom += (logit[k] = std::exp(logit[k] - mx));
+      for (int64_t k = 0; k < nk; ++k) denom += logit[k];
       float* __restrict oh = o + h * D;
       for (int64_t k = 0; k < nk; ++k) {
         const float p = logit[k] / denom;

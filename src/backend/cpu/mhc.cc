@@ -3,19 +3,31 @@
 #include <vector>
 
 #include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/parallel.h"
 
 namespace dsv4::cpu {
 namespace {
 
-// m = (fn @ x) * rsqrt(mean(x^2) + eps) for one token's flattened streams x [n*H].
-void mix_logits(const float* x, int64_t width, const float* fn, int64_t rows, float eps, float* m) {
-  double ss = 0;
-  for (int64_t i = 0; i < width; ++i) ss += static_cast<double>(x[i]) * x[i];
-  const float r = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(width)) + eps);
-  // transformers normalises first, then projects; the same up to fp32 rounding.
-  std::vector<float> xn(width);
-  for (int64_t i = 0; i < width; ++i) xn[i] = x[i] * r;
-  dot_rows(1, rows, width, xn.data(), width, fn, width, m, rows);
+// m [T, rows]: row t = (fn @ x_t) * rsqrt(mean(x_t^2) + eps) for token t's flattened streams x_t [width]. transformers
+// normalises first, then projects (the same up to fp32 rounding): every token's normalised streams, then one product
+// (sgemm from kBlasMinRows tokens, as a linear's).
+// The normalised rows live in a buffer kept across calls: a fresh one per call (2 MB for a 512-token prefill) cost
+// more in page faults and the kernel's page clearing than the product.
+std::vector<float> mix_logits(const float* x, int64_t T, int64_t width, const float* fn, int64_t rows, float eps) {
+  thread_local std::vector<float> xn;
+  xn.resize(static_cast<size_t>(T * width));
+  std::vector<float> m(static_cast<size_t>(T * rows));
+  parallel_for(T, T * width, [&](int64_t t) {
+    const float* xt = x + t * width;
+    double ss = 0;
+#pragma omp simd reduction(+ : ss)
+    for (int64_t i = 0; i < width; ++i) ss += static_cast<double>(xt[i]) * xt[i];
+    const float r = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(width)) + eps);
+    float* dst = xn.data() + t * width;
+    for (int64_t i = 0; i < width; ++i) dst[i] = xt[i] * r;
+  });
+  product_nt(T, rows, width, xn.data(), width, fn, width, m.data(), rows);
+  return m;
 }
 
 // out[h] = sum_i w[i] * x[i * H + h], the streams added in order i = 0..n-1 (h innermost: vectorises).
@@ -37,11 +49,11 @@ void hc_pre(Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Ten
   const float eps = params.norm_eps, hc_eps = params.hc_eps;
   const float* B = base.ptr<float>();
   const float* S = scale.ptr<float>();
-#pragma omp parallel for schedule(static) if (T * rows * width > kParallelWork)
+  const std::vector<float> logits = mix_logits(x.ptr<float>(), T, width, fn.ptr<float>(), rows, eps);
+#pragma omp parallel for schedule(static) if (T * n * (H + n * params.sinkhorn_iters) > kParallelWork)
   for (int64_t t = 0; t < T; ++t) {
     const float* xt = x.ptr<float>() + t * width;
-    std::vector<float> m(rows);
-    mix_logits(xt, width, fn.ptr<float>(), rows, eps, m.data());
+    const float* m = logits.data() + t * rows;
     std::vector<float> pre(n);
     for (int64_t i = 0; i < n; ++i) {
       pre[i] = sigmoid(m[i] * S[0] + B[i]) + hc_eps;
@@ -102,10 +114,10 @@ void hc_post(Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb) {
 void hc_head(Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const ops::MhcParams& params) {
   const int64_t T = x.size(0), n = x.size(1), H = x.size(2), width = n * H;
   const float eps = params.norm_eps, hc_eps = params.hc_eps;
+  const std::vector<float> logits = mix_logits(x.ptr<float>(), T, width, fn.ptr<float>(), n, eps);
   for (int64_t t = 0; t < T; ++t) {
     const float* xt = x.ptr<float>() + t * width;
-    std::vector<float> m(n);
-    mix_logits(xt, width, fn.ptr<float>(), n, eps, m.data());
+    const float* m = logits.data() + t * n;
     std::vector<float> pre(n);
     for (int64_t i = 0; i < n; ++i) pre[i] = sigmoid(m[i] * scale.ptr<float>()[0] + base.ptr<float>()[i]) + hc_eps;
     weighted_streams(out.ptr<float>() + t * H, pre.data(), xt, n, H);
