@@ -6,6 +6,7 @@
 
 #include "backend/cpu/blas.h"
 #include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/vector_exp.h"
 
 namespace dsv4::cpu {
 
@@ -73,13 +74,20 @@ void gather_rows(Tensor out, Tensor x, Tensor rows) {
   }
 }
 
-void swiglu(Tensor out, Tensor gate, Tensor up, float limit) {
-  const int64_t n = out.numel();
+DSV4_VECTOR_EXP_CLONES void swiglu_values(float* out, const float* gate, const float* up, int64_t n, float limit) {
+#pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
-    const float g = std::min(gate.ptr<float>()[i], limit);
-    const float u = std::min(std::max(up.ptr<float>()[i], -limit), limit);
-    out.ptr<float>()[i] = silu(g) * u;
+    // std::min / std::max spelled as selects (the same results, NaN included) so the loop if-converts.
+    const float gi = gate[i], ui = up[i];
+    const float g = limit < gi ? limit : gi;
+    const float lo = ui < -limit ? -limit : ui;
+    const float u = limit < lo ? limit : lo;
+    out[i] = g / (1.0f + expf(-g)) * u;
   }
+}
+
+void swiglu(Tensor out, Tensor gate, Tensor up, float limit) {
+  swiglu_values(out.ptr<float>(), gate.ptr<float>(), up.ptr<float>(), out.numel(), limit);
 }
 
 void scatter_rows(Tensor out, Tensor x, Tensor rows) {

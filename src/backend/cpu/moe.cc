@@ -101,9 +101,7 @@ void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1
     }
     product_nt(n, I, H, xe.data(), H, w1.ptr<float>() + e * I * H, H, gate.data(), I);
     product_nt(n, I, H, xe.data(), H, w3.ptr<float>() + e * I * H, H, up.data(), I);
-    for (int64_t j = 0; j < n * I; ++j) {
-      gate[j] = silu(std::min(gate[j], limit)) * std::min(std::max(up[j], -limit), limit);
-    }
+    swiglu_values(gate.data(), gate.data(), up.data(), n * I, limit);
     if (activation_quant) {
       for (int64_t r = 0; r < n; ++r) {
         float* g = gate.data() + r * I;
