@@ -69,7 +69,6 @@ void moe_experts(Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1
 
 // Shared scalar helpers (also used by tests as the direct formulas).
 inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
-inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
 // out[i] = silu(min(gate[i], limit)) * clamp(up[i], -limit, limit) for i < n (out may be gate), exp on vector lanes
 // (vector_exp.h). backend/cpu/dense.cc.
 void swiglu_values(float* out, const float* gate, const float* up, int64_t n, float limit);
