@@ -100,6 +100,7 @@ void register_perplexity(CLI::App& app) {
     EngineOptions eo;
     o->flags.apply(eo);
     eo.max_seqs = 1;
+    eo.load_mtp = false;  // teacher-forced scoring never drafts
     if (eo.max_model_len == 0) eo.max_model_len = o->ctx;
     const std::unique_ptr<Tokenizer> tok = load_tokenizer_if_present(o->dir);
     std::vector<int32_t> tokens = tok ? tok->encode(text, /*add_special=*/false) : byte_level_ids(text);

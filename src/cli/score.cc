@@ -31,6 +31,7 @@ void register_score(CLI::App& app) {
     EngineOptions eo;
     o->flags.apply(eo);
     eo.max_seqs = 1;
+    eo.load_mtp = !o->mtp_logits_out.empty();  // the drafter's weights only when its logits are asked for
     Engine engine(o->dir, eo);
     const auto t0 = std::chrono::steady_clock::now();
     const std::vector<float> logits = engine.score(ids);

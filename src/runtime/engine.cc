@@ -121,8 +121,11 @@ Engine::Engine(ModelConfig cfg, ModelWeights weights, const EngineOptions& optio
 }
 
 // Logit rows a forward may ask for: a prefill or decode step one per sequence, a verification K + 1 per
-// sequence; score() asks for every row in chunks of this size.
+// sequence; score() asks for every row in chunks of this size. The CPU executor writes logits straight into the
+// caller's rows (no device buffer to size), so there every token of a forward may be one: a 512-token score is one
+// forward, not two.
 static int64_t max_logit_rows(const EngineOptions& o) {
+  if (o.device == Device::kCPU) return o.max_batch_tokens;
   return std::min(o.max_batch_tokens, std::max<int64_t>(o.max_seqs * (1 + o.max_spec_tokens), 256));
 }
 

@@ -27,17 +27,28 @@ void indexer_topk(Tensor out, Tensor q, Tensor w, const CompressorState& keys, c
       for (int64_t s = 0; s < visible; ++s) sel[s] = static_cast<int32_t>(s);
       return;
     }
-    std::vector<float> score(visible);
+    // Every head's dot with every visible key, a page's run of consecutive entries at a time (dot_rows: the bits
+    // of dot() whatever the blocking), then the heads' weighted ReLUs in head order. Buffers kept per thread: a
+    // prefill calls this once per token.
+    const PagedRows& E = keys.entries;
+    const float* q_t = q.ptr<float>() + t * Hi * Di;
+    thread_local std::vector<float> dots, score;
+    dots.resize(static_cast<size_t>(Hi * visible));
+    score.resize(static_cast<size_t>(visible));
+    for (int64_t s = 0; s < visible;) {
+      const int64_t run = std::min(visible - s, E.rows_per_page - s % E.rows_per_page);
+      dot_rows(Hi, run, Di, q_t, Di, state_row(E, m.slot, s, "indexer keys"),
+               E.row_bytes / static_cast<int64_t>(sizeof(float)), dots.data() + s, visible);
+      s += run;
+    }
+    const float* w_t = w.ptr<float>() + t * Hi;
     for (int64_t s = 0; s < visible; ++s) {
-      const float* K = state_row(keys.entries, m.slot, s, "indexer keys");
       float acc = 0;
-      for (int64_t h = 0; h < Hi; ++h) {
-        const float d = dot(q.ptr<float>() + (t * Hi + h) * Di, K, Di);
-        acc += std::max(d, 0.0f) * softmax_scale * w.ptr<float>()[t * Hi + h];
-      }
+      for (int64_t h = 0; h < Hi; ++h) acc += std::max(dots[h * visible + s], 0.0f) * softmax_scale * w_t[h];
       score[s] = acc;
     }
-    std::vector<int32_t> order(visible);
+    thread_local std::vector<int32_t> order;
+    order.resize(static_cast<size_t>(visible));
     std::iota(order.begin(), order.end(), 0);
     std::partial_sort(order.begin(), order.begin() + topk, order.end(),
                       [&](int32_t a, int32_t b) { return score[a] > score[b] || (score[a] == score[b] && a < b); });

@@ -30,14 +30,33 @@ std::vector<float> mix_logits(const float* x, int64_t T, int64_t width, const fl
   return m;
 }
 
+// The elementwise loops below run on the CPU's widest lanes (target_clones). The file is compiled with
+// -ffp-contract=off: each product and sum rounded on its own, so every clone gives the scalar loop's bits.
+#define DSV4_MHC_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+
 // out[h] = sum_i w[i] * x[i * H + h], the streams added in order i = 0..n-1 (h innermost: vectorises).
-void weighted_streams(float* __restrict out, const float* __restrict w, const float* __restrict x, int64_t n,
-                      int64_t H) {
+DSV4_MHC_CLONES void weighted_streams(float* __restrict out, const float* __restrict w, const float* __restrict x,
+                                      int64_t n, int64_t H) {
   for (int64_t h = 0; h < H; ++h) out[h] = 0.0f;
   for (int64_t i = 0; i < n; ++i) {
     const float wi = w[i];
     const float* __restrict xi = x + i * H;
     for (int64_t h = 0; h < H; ++h) out[h] += wi * xi[h];
+  }
+}
+
+// One token of hc_post: out[j] = P[j] y + sum_i C[i, j] x[i], the streams in order i = 0..n-1 (h innermost).
+DSV4_MHC_CLONES void post_mix_token(float* out, const float* __restrict yt, const float* __restrict xt, const float* P,
+                                    const float* C, int64_t n, int64_t H) {
+  for (int64_t j = 0; j < n; ++j) {
+    float* __restrict o = out + j * H;
+    const float pj = P[j];
+    for (int64_t h = 0; h < H; ++h) o[h] = pj * yt[h];
+    for (int64_t i = 0; i < n; ++i) {
+      const float cij = C[i * n + j];
+      const float* __restrict xi = xt + i * H;
+      for (int64_t h = 0; h < H; ++h) o[h] += cij * xi[h];
+    }
   }
 }
 
@@ -98,16 +117,7 @@ void hc_post(Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb) {
     const float* yt = y.ptr<float>() + t * H;
     const float* P = post.ptr<float>() + t * n;
     const float* C = comb.ptr<float>() + t * n * n;
-    for (int64_t j = 0; j < n; ++j) {  // P[j] y, then the streams in order i = 0..n-1 (h innermost: vectorises)
-      float* __restrict o = out.ptr<float>() + (t * n + j) * H;
-      const float pj = P[j];
-      for (int64_t h = 0; h < H; ++h) o[h] = pj * yt[h];
-      for (int64_t i = 0; i < n; ++i) {
-        const float cij = C[i * n + j];
-        const float* __restrict xi = xt + i * H;
-        for (int64_t h = 0; h < H; ++h) o[h] += cij * xi[h];
-      }
-    }
+    post_mix_token(out.ptr<float>() + t * n * H, yt, xt, P, C, n, H);
   }
 }
 
