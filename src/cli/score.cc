@@ -1,6 +1,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -34,17 +35,19 @@ void register_score(CLI::App& app) {
     eo.load_mtp = !o->mtp_logits_out.empty();  // the drafter's weights only when its logits are asked for
     Engine engine(o->dir, eo);
     const auto t0 = std::chrono::steady_clock::now();
-    const std::vector<float> logits = engine.score(ids);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const int64_t T = static_cast<int64_t>(ids.size()), V = engine.config().vocab_size;
+    engine.check_score(ids);                                                       // before the T x V allocation
+    const std::unique_ptr<float[]> logits(new float[static_cast<size_t>(T * V)]);  // written whole by score_into
+    engine.score_into(ids, logits.get());
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     // Next-token negative log-likelihood of the given continuation (positions 0..T-2 predict 1..T-1).
-    const TokenScores scores = teacher_forced_scores(logits.data(), ids, V);
+    const TokenScores scores = teacher_forced_scores(logits.get(), ids, V);
     double nll = 0;
     for (double x : scores.nll) nll += x;
     const std::vector<int32_t>& argmax = scores.argmax;
     if (!o->logits_out.empty()) {
       std::vector<int64_t> ids64(ids.begin(), ids.end());
-      save_safetensors(o->logits_out, {{"logits", Tensor(const_cast<float*>(logits.data()), DType::F32, {T, V})},
+      save_safetensors(o->logits_out, {{"logits", Tensor(logits.get(), DType::F32, {T, V})},
                                        {"input_ids", Tensor(ids64.data(), DType::I64, {T})}});
     }
     if (!o->mtp_logits_out.empty()) {

@@ -271,6 +271,13 @@ void Engine::mtp_forward(BatchBuilder& batch, const std::vector<float>& hidden, 
 }
 
 std::vector<float> Engine::score(const std::vector<int32_t>& ids) {
+  check_score(ids);  // before the T x V allocation
+  std::vector<float> all(ids.size() * static_cast<size_t>(cfg_.vocab_size));
+  score_into(ids, all.data());
+  return all;
+}
+
+void Engine::check_score(const std::vector<int32_t>& ids) const {
   DSV4_CHECK_ARG(!ids.empty(), "score: no token ids given");
   check_ids(ids);
   DSV4_CHECK_ARG(static_cast<int64_t>(ids.size()) <= model_opt_.max_model_len, "score: ", ids.size(),
@@ -279,10 +286,13 @@ std::vector<float> Engine::score(const std::vector<int32_t>& ids) {
   DSV4_CHECK_ARG(state_->layout().pages_for(static_cast<int64_t>(ids.size())) <= pages_->free_pages(),
                  "score: ", ids.size(), " tokens need more state pages than are free (", pages_->free_pages(), " of ",
                  pages_->total_pages(), ")");
+}
+
+void Engine::score_into(const std::vector<int32_t>& ids, float* logits) {
+  check_score(ids);
   const int32_t slot = free_slots_.back();
-  // Sized once; each chunk's logits land in their rows (written in place on the CPU, copied from the device on CUDA):
-  // a separate chunk buffer appended here cost a second set of fresh pages and two more passes over the logits.
-  std::vector<float> all(ids.size() * static_cast<size_t>(cfg_.vocab_size));
+  // Each chunk's logits land in their rows (written in place on the CPU, copied from the device on CUDA): a separate
+  // chunk buffer appended to the result cost a second set of fresh pages and two more passes over the logits.
   const size_t chunk = static_cast<size_t>(max_logit_rows(opt_));
   try {
     for (size_t done = 0; done < ids.size();) {
@@ -291,7 +301,7 @@ std::vector<float> Engine::score(const std::vector<int32_t>& ids) {
       b.add({slot, static_cast<int32_t>(done), std::vector<int32_t>(ids.begin() + done, ids.begin() + done + n), true});
       check_batch(b);
       ensure_pages(b);
-      exec_->forward_into(b, all.data() + done * static_cast<size_t>(cfg_.vocab_size));
+      exec_->forward_into(b, logits + done * static_cast<size_t>(cfg_.vocab_size));
       done += n;
     }
   } catch (...) {
@@ -299,7 +309,6 @@ std::vector<float> Engine::score(const std::vector<int32_t>& ids) {
     throw;
   }
   pages_->release(slot);
-  return all;
 }
 
 void Engine::fill_state_random(uint64_t seed) {

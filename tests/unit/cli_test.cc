@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -189,6 +190,33 @@ TEST_F(Cli, ScoreWritesLogits) {
   EXPECT_TRUE(std::isfinite(j["mean_nll"].get<double>()));
   EXPECT_TRUE(j.contains("seconds"));
   fs::remove(f);
+}
+
+TEST_F(Cli, ScoreIntoGivesScoresBitsAndChecksFirst) {
+  EngineOptions eo;
+  eo.max_model_len = 16;
+  Engine engine(model(), eo);
+  const std::vector<int32_t> ids{256, 72, 101, 108, 108, 111, 33};
+  const std::vector<float> want = engine.score(ids);
+  std::vector<float> got(want.size(), std::nanf(""));
+  engine.score_into(ids, got.data());
+  EXPECT_EQ(0, std::memcmp(got.data(), want.data(), want.size() * sizeof(float)));
+  // Bad input: a clear error before any row is written, and the engine still scores afterwards.
+  std::vector<float> untouched(32 * 512, -1.0f);
+  auto expect_rejected = [&](const std::vector<int32_t>& bad, const std::string& message) {
+    try {
+      engine.score_into(bad, untouched.data());
+      ADD_FAILURE() << "accepted " << bad.size() << " ids";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(engine.score(bad), Error);
+  };
+  expect_rejected({}, "no token ids");
+  expect_rejected({1, 512, 3}, "token id 512 at index 1");
+  expect_rejected(std::vector<int32_t>(17, 5), "exceed max_model_len (16)");
+  EXPECT_TRUE(std::all_of(untouched.begin(), untouched.end(), [](float v) { return v == -1.0f; }));
+  EXPECT_EQ(engine.score(ids), want);
 }
 
 TEST_F(Cli, GenerateGreedyIsDeterministicAndAgreesWithScore) {

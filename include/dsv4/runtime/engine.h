@@ -171,6 +171,9 @@ class Engine {
 
   // Teacher-forced logits of every position: [T, V] row-major.
   std::vector<float> score(const std::vector<int32_t>& ids);
+  // The same into the caller's T x V floats (`logits`), which need no initialising: a 512-token score of the default
+  // model writes 12.6 MB, which a std::vector would clear first (bench/RESULTS.md, issue 20).
+  void score_into(const std::vector<int32_t>& ids, float* logits);
   // Runs the prompts through the scheduler (all submitted at once, or at options.arrival_steps) until done.
   GenerateResult generate(const std::vector<std::vector<int32_t>>& prompts, const GenerateOptions& options);
 
@@ -196,6 +199,8 @@ class Engine {
 
   // Throws kInvalidArgument naming the offending id when a token is outside the vocabulary.
   void check_ids(const std::vector<int32_t>& ids) const;
+  // score()'s checks: ids given, in the vocabulary, within max_model_len, a free slot and enough free pages.
+  void check_score(const std::vector<int32_t>& ids) const;
 
  private:
   ModelConfig cfg_;
