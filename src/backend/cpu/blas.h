@@ -1,11 +1,14 @@
 // Matrix products of the CPU backend through OpenBLAS (Debian's libopenblas, linked statically into libdsv4 and
 // kept private to it, so that a host process with its own BLAS, torch for one, is not affected).
 //
-// Products of at least kBlasMinRows rows (prefill, batches, speculative verification) go to sgemm: several times
-// faster there than the backend's dot-product loops (bench/RESULTS.md, issue 20). Fewer rows (a decode step) stay
-// on the loops, which are as fast for one row. The two differ in summation order only (fp32 rounding, ~1e-7
-// relative, far inside the parity bounds against transformers); OpenBLAS picks its kernels by the row count, so a
-// row's last bits may depend on how many rows share its product.
+// Products of at least kBlasMinRows rows (prefill, large batches) go to sgemm: several times faster there than the
+// backend's dot-product loops (bench/RESULTS.md, issue 20). Fewer rows (decode steps, batches of up to 15
+// sequences, speculative verification) stay on the loops (dot_rows), which read each weight row once for all of
+// them. One thread, the default model's shapes (this machine, 2026-12-05): 0.42-0.79x sgemm's time at 8 rows (1.6x
+// only at N = 64, K = 1024), 0.71-0.99x at 16, 1.0-1.4x from 24; a b = 8 CPU decode 7% faster than with the old
+// threshold of 8. The two differ in summation order only (fp32 rounding, ~1e-7 relative, far inside the parity
+// bounds against transformers); OpenBLAS picks its kernels by the row count, so a row's last bits may depend on how
+// many rows share its product, while dot_rows gives a row the same bits whatever the row count.
 #pragma once
 
 #include <cstdint>
@@ -14,7 +17,7 @@
 
 namespace dsv4::cpu {
 
-constexpr int64_t kBlasMinRows = 8;
+constexpr int64_t kBlasMinRows = 16;
 // Products of more multiply-adds are split by weight rows (multiples of kGemmSplitAlign) over the OpenMP threads,
 // one single-threaded sgemm each: ~40 us of work and up (a fork/join with sleeping threads costs ~100 us).
 constexpr int64_t kGemmSplitWork = int64_t{1} << 22;
