@@ -36,8 +36,7 @@ void apply_penalties(float* logits, int64_t vocab, std::span<const int32_t> gene
 namespace {
 // The row's largest value that is not NaN, or -FLT_MAX (OpenMP's identity for max) when that is below it: a row of
 // -inf. logits[0] must not be NaN.
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) float row_max(const float* logits,
-                                                                                            int64_t vocab) {
+DSV4_CPU_CLONES float row_max(const float* logits, int64_t vocab) {
   float m = logits[0];
 #pragma omp simd reduction(max : m)
   for (int64_t v = 1; v < vocab; ++v) m = logits[v] > m ? logits[v] : m;

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <vector>
 
+#include "backend/cpu/cpu_clones.h"
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/parallel.h"
 
@@ -30,12 +31,8 @@ std::vector<float> mix_logits(const float* x, int64_t T, int64_t width, const fl
   return m;
 }
 
-// The elementwise loops below run on the CPU's widest lanes (target_clones). The file is compiled with
-// -ffp-contract=off: each product and sum rounded on its own, so every clone gives the scalar loop's bits.
-#define DSV4_MHC_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-
 // out[h] = sum_i w[i] * x[i * H + h], the streams added in order i = 0..n-1 (h innermost: vectorises).
-DSV4_MHC_CLONES void weighted_streams(float* __restrict out, const float* __restrict w, const float* __restrict x,
+DSV4_CPU_CLONES void weighted_streams(float* __restrict out, const float* __restrict w, const float* __restrict x,
                                       int64_t n, int64_t H) {
   for (int64_t h = 0; h < H; ++h) out[h] = 0.0f;
   for (int64_t i = 0; i < n; ++i) {
@@ -46,7 +43,7 @@ DSV4_MHC_CLONES void weighted_streams(float* __restrict out, const float* __rest
 }
 
 // One token of hc_post: out[j] = P[j] y + sum_i C[i, j] x[i], the streams in order i = 0..n-1 (h innermost).
-DSV4_MHC_CLONES void post_mix_token(float* out, const float* __restrict yt, const float* __restrict xt, const float* P,
+DSV4_CPU_CLONES void post_mix_token(float* out, const float* __restrict yt, const float* __restrict xt, const float* P,
                                     const float* C, int64_t n, int64_t H) {
   for (int64_t j = 0; j < n; ++j) {
     float* __restrict o = out + j * H;

@@ -4,6 +4,8 @@
 // scalar exp, so a value's result depends on its position in the loop, never on the rest of the data.
 #pragma once
 
+#include "backend/cpu/cpu_clones.h"
+
 extern "C" {
 #pragma omp declare simd notinbranch
 double exp(double);
@@ -11,5 +13,5 @@ double exp(double);
 float expf(float);
 }
 
-// The function attribute of the loops that use them.
-#define DSV4_VECTOR_EXP_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+// The function attribute of the loops that use them (cpu_clones.h).
+#define DSV4_VECTOR_EXP_CLONES DSV4_CPU_CLONES

@@ -1,0 +1,7 @@
+// The function attribute of the CPU backend's hot elementwise loops: one clone per x86-64 level (AVX-512, AVX2,
+// baseline), picked at load time by the CPU's features. The files that use it are compiled with -ffp-contract=off
+// (CMakeLists.txt), so no clone fuses a multiply into an add: every clone gives the baseline loop's bits, except
+// where a loop says otherwise (`omp simd` reductions and libmvec's exp, vector_exp.h).
+#pragma once
+
+#define DSV4_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
