@@ -534,6 +534,29 @@ TEST_F(CpuOps, HcPreSinkhorn) {
   }
 }
 
+// Flash's streams (4 x 4096) over 80 tokens: enough work for the parallel normalisation (kParallelWork), whose
+// workers once wrote into their own empty thread_local buffer (a crash on any machine with more than one thread).
+// Each token's outputs are its own: the token alone (serial; its mix product on dot_rows, not sgemm) gives them up to
+// the product's summation order.
+TEST_F(CpuOps, HcPreManyTokensEqualEachTokenAlone) {
+  const int64_t T = 80, n = 4, H = 4096, rows = (2 + n) * n;
+  const ModelConfig cfg = hc_config(n, 20);
+  Vec x = rnd(T * n * H, rng, -2.0f, 2.0f), fn = rnd(rows * n * H, rng, -0.02f, 0.02f);
+  Vec base = rnd(rows, rng), scale = rnd(3, rng, 0.5f, 1.5f);
+  Vec collapsed(T * H, NAN), post(T * n, NAN), comb(T * n * n, NAN);
+  ops::hc_pre(ctx, f32(collapsed, {T, H}), f32(post, {T, n}), f32(comb, {T, n, n}), f32(x, {T, n, H}),
+              f32(fn, {rows, n * H}), f32(base, {rows}), f32(scale, {3}), ops::mhc_params(cfg));
+  for (int64_t t = 0; t < T; t += 13) {
+    Vec xt(x.begin() + t * n * H, x.begin() + (t + 1) * n * H), c1(H, NAN), p1(n, NAN), m1(n * n, NAN);
+    ops::hc_pre(ctx, f32(c1, {1, H}), f32(p1, {1, n}), f32(m1, {1, n, n}), f32(xt, {1, n, H}), f32(fn, {rows, n * H}),
+                f32(base, {rows}), f32(scale, {3}), ops::mhc_params(cfg));
+    SCOPED_TRACE(str_cat("token ", t));
+    expect_close(Vec(collapsed.begin() + t * H, collapsed.begin() + (t + 1) * H), DVec(c1.begin(), c1.end()), 1e-5, "collapsed");
+    expect_close(Vec(post.begin() + t * n, post.begin() + (t + 1) * n), DVec(p1.begin(), p1.end()), 1e-5, "post");
+    expect_close(Vec(comb.begin() + t * n * n, comb.begin() + (t + 1) * n * n), DVec(m1.begin(), m1.end()), 1e-5, "comb");
+  }
+}
+
 TEST_F(CpuOps, HcPostAndHead) {
   for (auto [T, n, H] : std::vector<std::array<int64_t, 3>>{{1, 4, 8}, {3, 4, 17}, {2, 3, 5}}) {
     SCOPED_TRACE(str_cat(T, " tokens, n ", n, ", H ", H));

@@ -14,9 +14,12 @@ namespace {
 // (sgemm from kBlasMinRows tokens, as a linear's).
 // The normalised rows live in a buffer kept across calls: a fresh one per call (2 MB for a 512-token prefill) cost
 // more in page faults and the kernel's page clearing than the product.
+// The buffer is the calling thread's: the parallel body writes through `normalised`, never names `xn` (a lambda does
+// not capture a thread_local: each worker would reach its own, empty, one).
 std::vector<float> mix_logits(const float* x, int64_t T, int64_t width, const float* fn, int64_t rows, float eps) {
   thread_local std::vector<float> xn;
   xn.resize(static_cast<size_t>(T * width));
+  float* const normalised = xn.data();
   std::vector<float> m(static_cast<size_t>(T * rows));
   parallel_for(T, T * width, [&](int64_t t) {
     const float* xt = x + t * width;
@@ -24,10 +27,10 @@ std::vector<float> mix_logits(const float* x, int64_t T, int64_t width, const fl
 #pragma omp simd reduction(+ : ss)
     for (int64_t i = 0; i < width; ++i) ss += static_cast<double>(xt[i]) * xt[i];
     const float r = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(width)) + eps);
-    float* dst = xn.data() + t * width;
+    float* dst = normalised + t * width;
     for (int64_t i = 0; i < width; ++i) dst[i] = xt[i] * r;
   });
-  product_nt(T, rows, width, xn.data(), width, fn, width, m.data(), rows);
+  product_nt(T, rows, width, normalised, width, fn, width, m.data(), rows);
   return m;
 }
 
