@@ -551,9 +551,11 @@ TEST_F(CpuOps, HcPreManyTokensEqualEachTokenAlone) {
     ops::hc_pre(ctx, f32(c1, {1, H}), f32(p1, {1, n}), f32(m1, {1, n, n}), f32(xt, {1, n, H}), f32(fn, {rows, n * H}),
                 f32(base, {rows}), f32(scale, {3}), ops::mhc_params(cfg));
     SCOPED_TRACE(str_cat("token ", t));
-    expect_close(Vec(collapsed.begin() + t * H, collapsed.begin() + (t + 1) * H), DVec(c1.begin(), c1.end()), 1e-5, "collapsed");
+    expect_close(Vec(collapsed.begin() + t * H, collapsed.begin() + (t + 1) * H), DVec(c1.begin(), c1.end()), 1e-5,
+                 "collapsed");
     expect_close(Vec(post.begin() + t * n, post.begin() + (t + 1) * n), DVec(p1.begin(), p1.end()), 1e-5, "post");
-    expect_close(Vec(comb.begin() + t * n * n, comb.begin() + (t + 1) * n * n), DVec(m1.begin(), m1.end()), 1e-5, "comb");
+    expect_close(Vec(comb.begin() + t * n * n, comb.begin() + (t + 1) * n * n), DVec(m1.begin(), m1.end()), 1e-5,
+                 "comb");
   }
 }
 
