@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "backend/cpu/blas.h"
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/parallel.h"
 
@@ -27,6 +28,25 @@ TEST(CpuParallelFor, RunsEveryIndexOnceSerialOrParallel) {
     } else if (omp_get_max_threads() > 1) {
       EXPECT_EQ(in_parallel.load(), 1000);
     }
+  }
+}
+
+// The in-process ranks turn sgemm off on their threads (BlasOffScope, a thread_local) so that replicated work gives
+// every rank the same bits; the loop's workers must keep the caller's setting. They once did not: with 4 OpenMP
+// threads per rank the experts' products on the workers went to sgemm and the ranks' logits differed
+// (ShardedModel.*; CI's 2 cores give each rank one thread, so the loop here asks for 4).
+TEST(CpuParallelFor, WorkersKeepTheCallersBlasSetting) {
+  const OmpThreadsScope four(4);
+  for (bool off : {true, false}) {
+    const BlasOffScope scope(off);
+    std::atomic<int> blas_on{0}, in_parallel{0};
+    parallel_for(256, kParallelWork + 1, [&](int64_t) {
+      blas_on += blas_enabled();
+      in_parallel += omp_in_parallel();
+    });
+    EXPECT_EQ(blas_on.load(), off ? 0 : 256) << (off ? "sgemm off" : "sgemm on");
+    EXPECT_EQ(in_parallel.load(), 256);
+    EXPECT_EQ(blas_enabled(), !off) << "the caller's setting survives the loop";
   }
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <exception>
 
+#include "backend/cpu/blas.h"
 #include "backend/cpu/cpu_ops.h"
 
 namespace dsv4::cpu {
@@ -15,9 +16,11 @@ namespace dsv4::cpu {
 template <class Body>
 void parallel_for(int64_t n, int64_t work, Body&& body) {
   std::exception_ptr error;
+  const bool blas_off = !blas_enabled();  // the caller's (a thread_local): its workers keep it
 #pragma omp parallel for schedule(dynamic) if (work > kParallelWork)
   for (int64_t i = 0; i < n; ++i) {
     try {
+      const BlasOffScope caller_blas(blas_off);
       body(i);
     } catch (...) {
 #pragma omp critical(dsv4_cpu_parallel_for)
