@@ -51,6 +51,9 @@ class FakeGenerator final : public Generator {
   }
   int64_t cancels() const { return cancels_; }
   int64_t submitted() const { return submitted_; }
+  // idle() as of the engine loop's last call into this generator, for the test's own thread (idle() itself reads the
+  // loop thread's vectors: ThreadSanitizer saw the tests race with the loop when they polled it).
+  bool quiescent() const { return quiescent_; }
 
   RequestId submit(std::vector<int32_t> prompt, const RequestOptions& o, TokenCallback cb) override {
     DSV4_CHECK_ARG(!prompt.empty(), "request: the prompt is empty");
@@ -70,9 +73,13 @@ class FakeGenerator final : public Generator {
     }
     ++submitted_;
     running_.push_back(std::move(r));
+    quiescent_ = false;
     return running_.back().id;
   }
-  void cancel(RequestId id) override { cancelled_.push_back(id); }
+  void cancel(RequestId id) override {
+    cancelled_.push_back(id);
+    quiescent_ = false;
+  }
   bool step() override {
     for (RequestId id : cancelled_) {
       for (Req& r : running_) {
@@ -84,6 +91,7 @@ class FakeGenerator final : public Generator {
     }
     cancelled_.clear();
     prune();
+    quiescent_ = running_.empty();
     if (running_.empty()) return false;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -115,6 +123,7 @@ class FakeGenerator final : public Generator {
       finish(r, reason, token);
     }
     prune();
+    quiescent_ = running_.empty();
     return true;
   }
   bool idle() const override { return running_.empty() && cancelled_.empty(); }
@@ -166,7 +175,7 @@ class FakeGenerator final : public Generator {
   std::vector<Req> running_;
   std::vector<RequestId> cancelled_;
   RequestId next_id_ = 1;
-  std::atomic<bool> paused_{false};
+  std::atomic<bool> paused_{false}, quiescent_{true};
   std::atomic<int64_t> cancels_{0}, submitted_{0}, delay_ms_{0};
   SchedulerStats stats_;
 };

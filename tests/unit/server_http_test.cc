@@ -277,7 +277,7 @@ TEST(ServerHttp, ClientDisconnectCancelsItsSequence) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     EXPECT_EQ(s.gen.cancels(), before + 1) << (stream ? "stream" : "whole response");
   }
-  for (int i = 0; i < 500 && !s.gen.idle(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (int i = 0; i < 500 && !s.gen.quiescent(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   const std::string metrics = s.client().Get("/metrics")->body;
   EXPECT_NE(metrics.find("dsv4_request_success_total{finish_reason=\"abort\"} 2"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("dsv4_num_requests_running 0\n"), std::string::npos) << metrics;
@@ -316,7 +316,7 @@ TEST(ServerHttp, EngineFailureReachesTheClientAndTheServerGoesOn) {
     s.gen.pause(true);
     const std::string body = json{{"prompt", "abc"}, {"max_tokens", 3}, {"stream", stream}}.dump();
     auto pending = std::async(std::launch::async, [&] { return s.post("/v1/completions", body); });
-    for (int i = 0; i < 500 && s.gen.idle(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (int i = 0; i < 500 && s.gen.quiescent(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     s.gen.fail_next_step("device lost");
     s.gen.pause(false);
     auto r = pending.get();

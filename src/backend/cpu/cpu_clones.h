@@ -4,4 +4,10 @@
 // where a loop says otherwise (`omp simd` reductions and libmvec's exp, vector_exp.h).
 #pragma once
 
+#if defined(__SANITIZE_THREAD__)
+// ThreadSanitizer instruments the clones' ifunc resolvers, which the dynamic loader runs before its runtime is up (a
+// crash while relocating libdsv4.so): a TSAN build keeps the baseline loops only.
+#define DSV4_CPU_CLONES
+#else
 #define DSV4_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
