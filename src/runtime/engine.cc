@@ -273,7 +273,7 @@ void Engine::mtp_forward(BatchBuilder& batch, const std::vector<float>& hidden, 
 std::vector<float> Engine::score(const std::vector<int32_t>& ids) {
   check_score(ids);  // before the T x V allocation
   std::vector<float> all(ids.size() * static_cast<size_t>(cfg_.vocab_size));
-  score_into(ids, all.data());
+  score_rows(ids, all.data());
   return all;
 }
 
@@ -290,6 +290,10 @@ void Engine::check_score(const std::vector<int32_t>& ids) const {
 
 void Engine::score_into(const std::vector<int32_t>& ids, float* logits) {
   check_score(ids);
+  score_rows(ids, logits);
+}
+
+void Engine::score_rows(const std::vector<int32_t>& ids, float* logits) {
   const int32_t slot = free_slots_.back();
   // Each chunk's logits land in their rows (written in place on the CPU, copied from the device on CUDA): a separate
   // chunk buffer appended to the result cost a second set of fresh pages and two more passes over the logits.

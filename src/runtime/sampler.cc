@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "backend/cpu/cpu_clones.h"
 #include "backend/cpu/vector_exp.h"
 #include "dsv4/core/status.h"
 
@@ -59,7 +60,7 @@ namespace {
 // sum_v exp(logits[v] - mx) in double, 4 or 8 lanes at a time through glibc's vector exp (libmvec, <= 4 ulp) on
 // CPUs that have AVX2 / AVX-512: a 512-token score's 3 million exps were 22 ms of one core with the scalar exp.
 // The lanes' partial sums change the last bits of the sum (~1e-16 relative), not its meaning.
-DSV4_VECTOR_EXP_CLONES double sum_exp(const float* logits, int64_t vocab, double mx) {
+DSV4_CPU_CLONES double sum_exp(const float* logits, int64_t vocab, double mx) {
   double z = 0;
 #pragma omp simd reduction(+ : z)
   for (int64_t v = 0; v < vocab; ++v) z += exp(static_cast<double>(logits[v]) - mx);

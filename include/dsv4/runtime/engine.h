@@ -203,6 +203,9 @@ class Engine {
   void check_score(const std::vector<int32_t>& ids) const;
 
  private:
+  // score_into's forwards, the checks done (check_score).
+  void score_rows(const std::vector<int32_t>& ids, float* logits);
+
   ModelConfig cfg_;
   EngineOptions opt_;
   ModelOptions model_opt_;

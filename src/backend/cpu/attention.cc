@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "backend/cpu/cpu_clones.h"
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/parallel.h"
 #include "backend/cpu/state_rows.h"
@@ -13,7 +14,7 @@ namespace dsv4::cpu {
 namespace {
 
 // v[k] = exp(v[k] - mx) for k < n, on libmvec's vector lanes (vector_exp.h).
-DSV4_VECTOR_EXP_CLONES void exp_shifted(float* v, int64_t n, float mx) {
+DSV4_CPU_CLONES void exp_shifted(float* v, int64_t n, float mx) {
 #pragma omp simd
   for (int64_t k = 0; k < n; ++k) v[k] = expf(v[k] - mx);
 }
@@ -21,8 +22,8 @@ DSV4_VECTOR_EXP_CLONES void exp_shifted(float* v, int64_t n, float mx) {
 // o[h] = sum_k softmax_k(scale * logits[h, k] | sink h) * keys[k] for every head: the softmax and the key sum in
 // key order; the row updates elementwise over D on the CPU's widest lanes (target_clones; the file is compiled with
 // -ffp-contract=off, so each product and sum is rounded on its own, as the scalar loop rounds them).
-DSV4_VECTOR_EXP_CLONES void attend_heads(float* o, float* logits, const float* const* keys, int64_t nk, int64_t heads,
-                                         int64_t D, const float* sinks, float scale) {
+DSV4_CPU_CLONES void attend_heads(float* o, float* logits, const float* const* keys, int64_t nk, int64_t heads,
+                                  int64_t D, const float* sinks, float scale) {
   for (int64_t h = 0; h < heads; ++h) {
     float* logit = logits + h * nk;
     const float sink = sinks[h];

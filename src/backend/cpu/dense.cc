@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "backend/cpu/blas.h"
+#include "backend/cpu/cpu_clones.h"
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/vector_exp.h"
 
@@ -74,7 +75,7 @@ void gather_rows(Tensor out, Tensor x, Tensor rows) {
   }
 }
 
-DSV4_VECTOR_EXP_CLONES void swiglu_values(float* out, const float* gate, const float* up, int64_t n, float limit) {
+DSV4_CPU_CLONES void swiglu_values(float* out, const float* gate, const float* up, int64_t n, float limit) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     // std::min / std::max spelled as selects (the same results, NaN included) so the loop if-converts.

@@ -4,14 +4,9 @@
 // scalar exp, so a value's result depends on its position in the loop, never on the rest of the data.
 #pragma once
 
-#include "backend/cpu/cpu_clones.h"
-
 extern "C" {
 #pragma omp declare simd notinbranch
 double exp(double);
 #pragma omp declare simd notinbranch
 float expf(float);
 }
-
-// The function attribute of the loops that use them (cpu_clones.h).
-#define DSV4_VECTOR_EXP_CLONES DSV4_CPU_CLONES
