@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 
 #include "dsv4/core/status.h"
 
@@ -40,6 +41,11 @@ __attribute__((constructor(101))) void name_openblas_core() {
 }  // namespace
 
 const char* blas_core() { return openblas_get_corename(); }
+
+bool blas_split_keeps_bits() {
+  const char* core = blas_core();
+  return core != nullptr && (std::strcmp(core, "SkylakeX") == 0 || std::strcmp(core, "Cooperlake") == 0);
+}
 
 void gemm_nt(int64_t M, int64_t N, int64_t K, const float* X, int64_t ldx, const float* W, int64_t ldw, float* Y,
              int64_t ldy) {

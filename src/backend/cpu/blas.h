@@ -52,6 +52,12 @@ class OmpThreadsScope {
 
 // The kernel family OpenBLAS runs here ("Cooperlake", "SkylakeX", "Haswell", ...), for logs and benchmarks.
 const char* blas_core();
+// Whether gemm_nt's split (by weight rows, multiples of kGemmSplitAlign) gives the bits of one sgemm over the whole
+// product: true for the SkylakeX / Cooperlake kernels, which dsv4 names on AVX-512 CPUs. OpenBLAS's Haswell kernels
+// (an AVX2-only CPU, or a user's OPENBLAS_CORETYPE=Haswell, which dsv4 leaves as set) give bits that depend on how
+// the product is partitioned, so there a split product differs from one sgemm in the last bits (measured with
+// OpenBLAS 0.3.21: no alignment of the split avoids it) and results move by rounding with --threads.
+bool blas_split_keeps_bits();
 
 // Y[m, :N] = X[m, :K] · W[n, :K]^T for m < M, n < N: rows of X, W and Y lie ldx, ldw and ldy floats apart.
 void gemm_nt(int64_t M, int64_t N, int64_t K, const float* X, int64_t ldx, const float* W, int64_t ldw, float* Y,
