@@ -16,6 +16,11 @@ for f in "$build/dsv4" "$build/tests/dsv4_gpu_tests" "$build/tests/dsv4_unit_tes
   [ -x "$f" ] && cp "$f" "$tmp/bin/"
 done
 find "$build" -maxdepth 2 -name 'lib*.so' ! -path '*/CMakeFiles/*' -exec cp {} "$tmp/lib/" \;
+# Debian's cpp-httplib is a shared library that the GPU machine may lack: the server library's copy goes along.
+for so in "$tmp"/lib/libdsv4_server*.so; do
+  [ -f "$so" ] || continue
+  ldd "$so" | awk '/libcpp-httplib/ {print $3}' | while read -r dep; do [ -f "$dep" ] && cp -L "$dep" "$tmp/lib/"; done
+done
 strip --strip-debug "$tmp"/bin/* "$tmp"/lib/*
 cp -r tools/reference tools/profile "$tmp/tools/"
 cp -r bench/kernels bench/make_prompts.py "$tmp/bench/"

@@ -40,13 +40,17 @@ from dsv4_capi import Dsv4Error, Dsv4Lib  # noqa: E402
 EPS = 1e-6
 
 # Our launch variants for --sweep, as set_launch arguments (kernel, vecs_per_thread, rows_per_block, max_blocks,
-# plain_loads, late_weights): the register kernel (1) with one block per tile (-1) or one resident wave (-2),
-# with plain loads, with late weights; the bulk kernel (3), one block per row.
+# plain_loads, late_weights[, trigger, blocks_per_sm]): the register kernel (1) with one block per tile (-1) or one
+# resident wave (-2), with plain loads, with late weights; the bulk kernel (3), one block per row, and its resident
+# grid of 1-4 blocks per SM streaming rows through a shared-memory ring.
 REG_SHAPES = [(1, 1), (1, 2), (2, 1), (2, 2), (4, 1), (4, 2), (8, 1)]
 VARIANTS = ([(1, v, r, g, 0, 0) for v, r in REG_SHAPES for g in (-1, -2)]
             + [(1, v, 1, g, 1, 0) for v in (1, 2, 4, 8) for g in (-1, -2)]  # plain loads, not .nc/no-L1/L2 prefetch
             + [(1, v, 1, g, 0, 1) for v in (1, 2, 4) for g in (-1, -2)]  # weights read after the reduction
-            + [(3, v, 0, 0, 0, 0) for v in (1, 2, 4, 8)])
+            + [(3, v, 0, 0, 0, 0) for v in (1, 2, 4, 8)]
+            + [(3, v, 1, 0, 0, 0, 0, b) for v in (2, 4, 8) for b in (1, 2, 3, 4)]
+            # the PDL trigger after the wait (2) or before it (3) instead of after the loads, on the bandwidth shapes
+            + [(1, 4, 1, -1, 1, 0, tr) for tr in (2, 3)] + [(1, 2, 1, -1, 0, 1, tr) for tr in (2, 3)])
 
 
 @triton.jit

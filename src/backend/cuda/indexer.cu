@@ -15,9 +15,9 @@
 // - Running top-k, fused: per query a buffer of the best k so far plus `cap` candidates in shared memory and a
 //   threshold (the k-th best key so far); a scored entry is appended only when its key beats the threshold.
 //   When the buffer nears full, a most-significant-digit radix select (8-bit digits, shared-memory
-//   histograms) finds the k-th largest key exactly, the k keys at or above it are bitonic-sorted and kept,
-//   and the threshold rises. Appends, histogram counts and gathers are warp-aggregated (one shared atomic per
-//   warp and digit: the keys of one query mostly share their top bits). Memory is O(TQ * (k + cap)) per block whatever
+//   histograms, one shared atomic per key) finds the k-th largest key exactly, the k keys at or above it are
+//   bitonic-sorted and kept, and the threshold rises. Appends and gathers are warp-aggregated (one shared atomic
+//   per warp). Memory is O(TQ * (k + cap)) per block whatever
 //   the context, so prefill never holds the T x S score matrix; with random-like scores only ~k ln(S/k) entries ever
 //   pass the threshold.
 // - Decode (few queries, long contexts): the entries of each query are split over `splits` blocks (grid x),
@@ -116,16 +116,11 @@ __device__ void select_topk(const uint64_t* keys, int64_t n, int64_t topk, uint6
   for (int shift = 56; shift >= 0; shift -= 8) {
     for (int i = threadIdx.x; i < 256; i += kThreads) hist[i] = 0;
     __syncthreads();
-    for (int64_t base = 0; base < n; base += kThreads) {  // every lane runs every round: warp-wide votes
-      const int64_t s = base + threadIdx.x;
-      const uint64_t c = s < n ? keys[s] : 0;
-      const bool in = s < n && (c & mask) == prefix;
-      const uint32_t digit = static_cast<uint32_t>(c >> shift) & 0xff;
-      const unsigned voters = __ballot_sync(0xffffffffu, in);
-      if (in) {  // keys of one query mostly share their top digits: one atomic per digit and warp
-        const unsigned peers = __match_any_sync(voters, digit);
-        if (lane == __ffs(peers) - 1) atomicAdd(&hist[digit], static_cast<uint32_t>(__popc(peers)));
-      }
+    // One shared atomic per key: on an H200 the warp-aggregated count (ballot + match_any per key, one atomic per
+    // digit and warp) cost 6-22 us more per Flash-slice decode step from 32k to 1M context (bench/RESULTS.md).
+    for (int64_t s = threadIdx.x; s < n; s += kThreads) {
+      const uint64_t c = keys[s];
+      if ((c & mask) == prefix) atomicAdd(&hist[static_cast<uint32_t>(c >> shift) & 0xff], 1u);
     }
     __syncthreads();
     if (warp == 0) {  // the digit where the count from the top reaches `remaining`: lane l owns 8 bins
@@ -509,11 +504,23 @@ __global__ void __launch_bounds__(kThreads)
   // rank-major — row r = every split's r-th best key — as many rows per round as the buffer has room for; once
   // the last row read lies wholly at or below the threshold, so does every later row (each split's list
   // descends), and the selection is final.
-  __shared__ unsigned long long rowmax_sh;
+  __shared__ unsigned long long rowmax_sh, bound_sh;
   const uint64_t* src = ws + t * splits * topk;
   const int64_t eff = effective_splits(visible, splits);
   const int64_t per = (visible + eff * kTile - 1) / (eff * kTile) * kTile;
   const int64_t ranks = min(topk, per);
+  // A starting threshold: with r = ceil(topk / eff), each split's r-th best key is at or below r keys of its own
+  // list, so at least eff * r >= topk keys of the union are at or above the smallest of them (a split with fewer than
+  // r keys gives 0: no bound). Keys below it cannot be selected and are never appended: at 32k context (64 splits of
+  // 128 entries, all kept) the selection then runs over the keys at or above every split's 8th best, not all 8,192.
+  const int64_t r_bound = (topk + eff - 1) / eff;
+  if (threadIdx.x == 0) bound_sh = ~0ull;
+  __syncthreads();
+  if (r_bound <= ranks) {
+    for (int64_t sp = threadIdx.x; sp < eff; sp += kThreads) atomicMin(&bound_sh, src[sp * topk + r_bound - 1]);
+  }
+  __syncthreads();
+  if (threadIdx.x == 0 && r_bound <= ranks && bound_sh != 0 && bound_sh != ~0ull) thr_sh[0] = bound_sh - 1;
   for (int64_t r0 = 0; r0 < ranks;) {
     __syncthreads();  // the previous round's rowmax_sh reads
     if (threadIdx.x == 0) rowmax_sh = 0;
