@@ -22,12 +22,10 @@ class EngineGenerator final : public Generator {
     for (int64_t id : engine_.config().eos_token_ids) ids.push_back(static_cast<int32_t>(id));
     return ids;
   }
-  // The scheduler (runtime/scheduler.cc) samples with Sampler::sample(row, V) on host logits, or on the device
-  // (greedy, temperature, top-p only) when the executor samples there and no logprobs are asked for. Until it
-  // passes each sequence's generated tokens and routes !device_compatible() requests to host logits, penalties
-  // are not applied anywhere and top-k / min-p only on the CPU backend.
-  // The scheduler samples on the host whatever the device sampler cannot draw (top-k, min-p, penalties); under
-  // speculative decoding, whose drafts and verification run on the device (temperature and top-p), those are refused.
+  // The scheduler (runtime/scheduler.cc) samples on the device (greedy, temperature, top-p) when the executor samples
+  // there and no logprobs are asked for, and on the host whatever the device sampler cannot draw (top-k, min-p,
+  // penalties); under speculative decoding, whose drafts and verification run on the device (temperature and top-p),
+  // those are refused.
   std::string unsupported_sampling(const SamplingParams& p) const override {
     if (p.has_penalties() && engine_.spec_tokens() > 0) {
       return "presence_penalty / frequency_penalty are not supported with speculative decoding (--spec-tokens)";

@@ -820,6 +820,14 @@ Status launch_rows(const char* what, RmsNormRows p, DType dtype, std::initialize
       if (total_bytes <= (int64_t{3} << 19)) {
         // latency (<= 1.5 MB, T <~ 16-32): 2 vectors per thread: short per-thread chains, 8-16 warps per row.
         s.vecs_per_thread = 2;
+      } else if (cfg.kernel == RmsNormKernel::kAuto && num_rows <= int64_t{12} * sms && num_vecs <= 512 &&
+                 s.rows_per_block == 1 && !s.plain_loads) {
+        // 4-12 rows per SM (T ~ 100-300 at hc = 4) of at most 512 vectors (bf16 H <= 4096): 2 vectors per thread with
+        // the weights read after the reduction (40 registers: more rows resident) was the fastest variant of the
+        // lab's sweep at H = 4096, T = 256 on both cards — H200 5.42 us vs 5.77 for the shape below, H100 5.66 vs
+        // 6.07. At H = 7168 (448-thread blocks) it measured slower on the H100 (11.99 vs 11.01 us; bench/RESULTS.md).
+        s.vecs_per_thread = 2;
+        s.late_weights = true;
       } else {
         // bandwidth (T >~ 100): 4 vectors per thread, one block per row, plain loads (3-5% faster here
         // than read-only / no-L1 / L2-prefetch loads in every sweep at T >= 1024; at T = 256 2-5% faster
