@@ -29,8 +29,8 @@ void register_serve(CLI::App& app) {
   cmd->add_option("-m,--model", o->dir, "Model directory (or --synthetic)");
   cmd->add_option(
       "--synthetic", o->synthetic,
-      "Serve a synthetic model with random weights and byte-level text instead: 'flash' (DeepSeek-V4-Flash's "
-      "dimensions, the first --layers layers + MTP) or 'tiny' (load tests)");
+      "Serve a synthetic model with random weights and byte-level text instead (ids past 255 show as <id>): "
+      "'flash' (DeepSeek-V4-Flash's dimensions, the first --layers layers + MTP) or 'tiny' (load tests)");
   cmd->add_option("--layers", o->layers, "Layers of the synthetic Flash slice")->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of the synthetic model's weights")->capture_default_str();
   cmd->add_option("--host", o->host, "Address to listen on")->capture_default_str();

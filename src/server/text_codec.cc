@@ -78,15 +78,18 @@ std::vector<int32_t> TextCodec::encode(std::string_view text) const {
 std::string TextCodec::decode(std::span<const int32_t> ids) const {
   if (tok_) return tok_->decode(ids, /*skip_special=*/false);
   std::string bytes;
-  for (int32_t id : ids) {
-    if (id >= 0 && id < 256) bytes += static_cast<char>(id);
-  }
+  for (int32_t id : ids) bytes += token_bytes(id);
   return repair_utf8(bytes);
 }
 
 std::string TextCodec::token_bytes(int32_t id) const {
   if (tok_) return tok_->token_bytes(id);
-  return (id >= 0 && id < 256) ? std::string(1, static_cast<char>(id)) : std::string();
+  if (id < 0) return std::string();
+  if (id < 256) return std::string(1, static_cast<char>(id));
+  std::string text(1, '<');
+  text += std::to_string(id);
+  text += '>';
+  return text;
 }
 
 std::optional<int32_t> TextCodec::token_id(std::string_view token) const {

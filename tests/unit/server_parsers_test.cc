@@ -242,5 +242,25 @@ TEST(ServerTextCodec, ByteLevelStreamHoldsPartialCharacters) {
   EXPECT_EQ(bytes.decode(byte_ids("héllo")), "héllo");
 }
 
+// A synthetic model's vocabulary is the real model's: ids past the 256 bytes show as "<id>" (every token streams as
+// text), decoded and streamed alike; a pending partial character is cut off (U+FFFD) by such a token.
+TEST(ServerTextCodec, ByteLevelIdsPastTheBytesShowAsTheirNumber) {
+  TextCodec bytes;
+  EXPECT_EQ(bytes.token_bytes(65), "A");
+  EXPECT_EQ(bytes.token_bytes(70213), "<70213>");
+  EXPECT_EQ(bytes.token_bytes(-1), "");
+  const std::vector<int32_t> ids = {72, 105, 256, 129279};
+  EXPECT_EQ(bytes.decode(ids), "Hi<256><129279>");
+  TextCodec::Stream s(bytes);
+  std::string streamed;
+  for (int32_t id : ids) streamed += s.push(id);
+  streamed += s.flush();
+  EXPECT_EQ(streamed, bytes.decode(ids));
+  TextCodec::Stream cut(bytes);
+  EXPECT_EQ(cut.push(0xC3), "");
+  EXPECT_EQ(cut.push(300), "\xEF\xBF\xBD<300>");
+  EXPECT_EQ(cut.flush(), "");
+}
+
 }  // namespace
 }  // namespace dsv4::server

@@ -1,5 +1,7 @@
 // Text <-> token ids for the server: the model's tokenizer.json, or byte-level ids (each UTF-8 byte b is token
-// id b) for a model without one, as the CLI does.
+// id b) for a model without one, as the CLI does. Byte-level ids past 255 (a synthetic model's vocabulary is the real
+// model's, e.g. Flash's 129,280) have no byte: they decode to the text "<id>", so that every generated token shows in
+// the output and streams as text, as it would with a tokenizer (a load test's clients time tokens by their text).
 #pragma once
 
 #include <cstdint>
@@ -28,7 +30,7 @@ class TextCodec {
   std::vector<int32_t> encode(std::string_view text) const;
   // Text of `ids` (special tokens included), invalid UTF-8 repaired to U+FFFD.
   std::string decode(std::span<const int32_t> ids) const;
-  // Raw bytes of one token (possibly a partial UTF-8 sequence).
+  // Raw bytes of one token (possibly a partial UTF-8 sequence); byte-level ids past 255: "<id>".
   std::string token_bytes(int32_t id) const;
   // The id of a token written as text (a special token such as "<｜User｜>"); none for byte-level.
   std::optional<int32_t> token_id(std::string_view token) const;
