@@ -623,15 +623,7 @@ std::vector<float> run_model(const ModelConfig& cfg, const ModelWeights& w, Devi
 }
 
 // CUDA with the fp8 cache against the CPU with the fp8 cache on the hf fixtures, the same forwards on both sides.
-// Both quantise the same cache values, so what differs is the activation path alone:
-// - F32 (f32 matrices and activations): the CUDA path is within 1e-3 of the reference (cuda_model_test.cu's
-//   kF32Tolerance); the values entering the cache then differ by ~1e-6, and one lying that close to an E4M3 rounding
-//   midpoint takes the neighbouring code — rare (~1e-5 of the values), and small in the logits: such a tipped code
-//   moved tiny_b's logits by 2.7e-5 relative against transformers (bench/RESULTS.md, the CPU fp8 cache). Bound: 2e-3
-//   (the F32 path's bound, doubled for a few tipped codes); no routing / indexer choice flips.
-// - BF16 (production): bf16 activations alone move logits by 2-5% on these fixtures and flip near-tied routing /
-//   indexer choices (cuda_model_test.cu); with the CPU's choices forced its bf16 bound 8e-2 holds and every flip is
-//   a near-tie (reference gap <= 8e-2).
+// Both quantise the same cache values, so what differs is the activation path alone (the bounds: inside).
 TEST(CudaKvFp8, ModelLogitsMatchTheCpuFp8Cache) {
   // Every CUDA run follows the CPU's routing and indexer choices (forced), so the comparison is of the arithmetic on
   // one path: a near-tie choice that flips (tiny_b's router has a gap of 9.3e-4 that f32 rounding tips) would move
