@@ -159,6 +159,17 @@ std::vector<cuda::RmsNormConfig> all_configs() {
       }
     }
   }
+  // The bulk kernel's late instances (the row read twice from shared memory, at most 128 threads): one
+  // block per row, contiguous groups, a resident grid, and 3 blocks whose rings wrap many times.
+  for (int vpt : {4, 8}) {
+    for (int per_sm : {0, 2}) {
+      for (int max_blocks : {0, 3}) {
+        const auto trigger = static_cast<RmsNormTrigger>(1 + n++ % 3);
+        configs.push_back({RmsNormKernel::kBulk, vpt, 0, max_blocks, false, true, trigger, per_sm});
+        if (per_sm == 0) configs.push_back({RmsNormKernel::kBulk, vpt, 3, max_blocks, false, true, trigger, 0});
+      }
+    }
+  }
   return configs;
 }
 

@@ -49,6 +49,8 @@ VARIANTS = ([(1, v, r, g, 0, 0) for v, r in REG_SHAPES for g in (-1, -2)]
             + [(1, v, 1, g, 0, 1) for v in (1, 2, 4) for g in (-1, -2)]  # weights read after the reduction
             + [(3, v, 0, 0, 0, 0) for v in (1, 2, 4, 8)]
             + [(3, v, 1, 0, 0, 0, 0, b) for v in (2, 4, 8) for b in (1, 2, 3, 4)]
+            # the bulk kernel's late instances: the row read twice from shared memory, <= 128 threads
+            + [(3, v, 0, 0, 0, 1) for v in (4, 8)]
             # the PDL trigger after the wait (2) or before it (3) instead of after the loads, on the bandwidth shapes
             + [(1, 4, 1, -1, 1, 0, tr) for tr in (2, 3)] + [(1, 2, 1, -1, 0, 1, tr) for tr in (2, 3)])
 

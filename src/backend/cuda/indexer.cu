@@ -204,10 +204,11 @@ struct RunningTopK {
       select_topk(b, count, topk, sort, padded);
       return topk;
     }
-    // At most topk keys: sort them (keys already kept by a selection are sorted, appended ones are not).
+    // At most topk keys: sort them (keys already kept by a selection are sorted, appended ones are not), in the
+    // smallest power of two that holds them (a decode split of 128 entries sorts 128 keys, not topk's 512).
     for (int64_t i = threadIdx.x; i < padded; i += kThreads) sort[i] = i < count ? b[i] : 0;
     __syncthreads();
-    bitonic_sort_descending(sort, padded);
+    bitonic_sort_descending(sort, padded_topk(count));
     return count;
   }
 };
@@ -311,7 +312,11 @@ __global__ void __launch_bounds__(kThreads) indexer_score_kernel(ScoreArgs a) {
     if (idle) return;
   }
   top.reset(a.tq);
-  for (int i = threadIdx.x; i < 2 * kTile * KSTR; i += kThreads) ktile[i] = __float2bfloat16_rn(0.0f);  // pad cols
+  // Columns Di .. 16 KS of the key tiles are read as zeros and never written by the loads (the stride's last 8
+  // columns are never read): with Di = 16 KS there is nothing to clear.
+  if (a.Di < 16 * KS) {
+    for (int i = threadIdx.x; i < 2 * kTile * KSTR; i += kThreads) ktile[i] = __float2bfloat16_rn(0.0f);
+  }
   __syncthreads();
   // Queries with every visible entry selected: index order (-1 padded), written by the merge when split.
   if (a.splits == 1) {
@@ -471,8 +476,11 @@ __global__ void __launch_bounds__(kThreads) indexer_score_kernel(ScoreArgs a) {
     if (a.splits == 1 || effective_splits(vis_sh[qi], a.splits) == 1) {  // the selection itself (no merge)
       for (int64_t r = threadIdx.x; r < a.topk; r += kThreads) a.out[t * a.topk + r] = key_index(sortbuf[r]);
     } else {
+      // The merge reads ranks < min(topk, entries per split) of each split: only those are written.
+      const int64_t eff = effective_splits(vis_sh[qi], a.splits);
+      const int64_t ranks = min(a.topk, (vis_sh[qi] + eff * kTile - 1) / (eff * kTile) * kTile);
       uint64_t* dst = a.ws + (t * a.splits + split) * a.topk;
-      for (int64_t r = threadIdx.x; r < a.topk; r += kThreads) dst[r] = r < got ? sortbuf[r] : 0;
+      for (int64_t r = threadIdx.x; r < ranks; r += kThreads) dst[r] = r < got ? sortbuf[r] : 0;
     }
     __syncthreads();
   }
@@ -527,12 +535,25 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     const int64_t room = topk + cap - static_cast<int64_t>(n_sh[0]);
     const int64_t rows_now = max(int64_t{1}, min(ranks - r0, room / eff));
-    const int64_t last = r0 + rows_now - 1;
-    for (int64_t b = 0; b < rows_now * eff; b += kThreads) {  // every lane runs every round (warp-wide offer)
-      const int64_t i = b + threadIdx.x, r = r0 + i / eff, sp = i % eff;
-      const uint64_t key = i < rows_now * eff ? src[sp * topk + r] : 0;
-      top.offer(0, key);
-      if (key != 0 && r == last) atomicMax(&rowmax_sh, static_cast<unsigned long long>(key));
+    // Key i of the round is split i / rows_now's rank r0 + i % rows_now: a warp reads consecutive ranks of a split
+    // (coalesced; the splits' lists lie topk keys apart), and each thread issues its loads before offering any.
+    constexpr int kLoads = 4;
+    const int64_t round_keys = rows_now * eff;
+    for (int64_t b = 0; b < round_keys; b += kLoads * kThreads) {  // every lane runs every round (warp-wide offer)
+      uint64_t key[kLoads];
+#pragma unroll
+      for (int j = 0; j < kLoads; ++j) {
+        const int64_t i = b + j * kThreads + threadIdx.x;
+        key[j] = i < round_keys ? src[(i / rows_now) * topk + r0 + i % rows_now] : 0;
+      }
+#pragma unroll
+      for (int j = 0; j < kLoads; ++j) {
+        const int64_t i = b + j * kThreads + threadIdx.x;
+        top.offer(0, key[j]);
+        if (key[j] != 0 && i % rows_now == rows_now - 1) {
+          atomicMax(&rowmax_sh, static_cast<unsigned long long>(key[j]));
+        }
+      }
     }
     r0 += rows_now;
     __syncthreads();

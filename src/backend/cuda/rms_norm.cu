@@ -358,8 +358,58 @@ __device__ __forceinline__ void wait_phase(uint32_t barrier, uint32_t parity) {
   } while (done == 0);
 }
 
-template <typename T, int kVpt>
-__global__ void __launch_bounds__(1024) rms_norm_bulk_kernel(const RmsNormRows p) {
+__device__ __forceinline__ uint4 load_shared_vec(uint32_t addr) {
+  uint4 x;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(x.x), "=r"(x.y), "=r"(x.z), "=r"(x.w) : "r"(addr));
+  return x;
+}
+
+// One row of the late bulk kernel, read from its stage twice: sum of squares, block reduction, then each
+// group of 4 vectors reads its weights (from L1 once a block of the SM has read them) and its row values
+// again and stores (4 weight vectors in registers at a time: no spills at 8 vectors per thread).
+template <typename V, int kVpt>
+__device__ __forceinline__ void bulk_row_late(const RmsNormRows& p, uint32_t stage_addr, bool is_e, int64_t row,
+                                              bool masked, float (*partial)[32], int lane, int warp, int num_warps) {
+  const int tid = threadIdx.x;
+  const auto row_vec = [&](int k) {  // zeros past the row or for a masked row
+    const int v = k * blockDim.x + tid;
+    return v < p.num_vecs && !masked ? load_shared_vec(stage_addr + static_cast<uint32_t>(v) * 16u)
+                                     : make_uint4(0, 0, 0, 0);
+  };
+  float s[1] = {0.f};
+#pragma unroll
+  for (int k = 0; k < kVpt; ++k) s[0] += sum_squares<V>(row_vec(k));
+  block_sum_rows<1>(s, partial, lane, warp, num_warps);
+  const float rstd = rsqrtf(s[0] * p.inv_hidden + p.eps);
+  const char* wsrc = is_e ? p.e_weight : p.h_weight;
+  constexpr int kGroup = kVpt < 4 ? kVpt : 4;
+#pragma unroll
+  for (int k0 = 0; k0 < kVpt; k0 += kGroup) {
+    uint4 w[kGroup];
+#pragma unroll
+    for (int j = 0; j < kGroup; ++j) {
+      const int v = (k0 + j) * blockDim.x + tid;
+      w[j] = v < p.num_vecs ? load_weight(wsrc + static_cast<int64_t>(v) * 16) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int j = 0; j < kGroup; ++j) {
+      const int v = (k0 + j) * blockDim.x + tid;
+      if (v < p.num_vecs) store_row_vec(p, is_e, row, v, scale<V>(row_vec(k0 + j), w[j], rstd));
+    }
+  }
+}
+
+// kLate: the row stays in shared memory — a first pass reads it for the sum of squares, a second after the
+// reduction reads it again beside the weights (loaded then, not held) — so a block keeps almost nothing in
+// registers and, with at most 128 threads, 10-12 blocks share an SM: the one-row-per-block grid of
+// T = 256 (1,280 rows at hc = 4) is resident in one wave (the register and bulk instances of 64+ registers
+// fit 8 such blocks per SM, i.e. two waves). The stage is freed after the second read (an extra barrier).
+constexpr int bulk_kernel_max_threads(bool late) { return late ? 128 : 1024; }
+// 0: no minimum (ptxas chooses; an explicit 1 made it use more registers, e.g. 56 instead of 32 at 2 vectors).
+constexpr int bulk_kernel_min_blocks(int vpt, bool late) { return late ? (vpt >= 8 ? 10 : 12) : 0; }
+template <typename T, int kVpt, bool kLate>
+__global__ void __launch_bounds__(bulk_kernel_max_threads(kLate), bulk_kernel_min_blocks(kVpt, kLate))
+    rms_norm_bulk_kernel(const RmsNormRows p) {
   using V = Vec16<T>;
   extern __shared__ __align__(128) unsigned char ring[];  // p.stages rows of p.row_bytes
   __shared__ __align__(8) uint64_t full[kMaxBulkStages];
@@ -407,7 +457,7 @@ __global__ void __launch_bounds__(1024) rms_norm_bulk_kernel(const RmsNormRows p
     const bool is_e = r < p.num_e_rows;  // block-uniform
     const int64_t row = is_e ? r : r - p.num_e_rows;
     const bool masked = is_e && masked_row(p, row);
-    if (weight_kind != static_cast<int>(is_e)) {
+    if (!kLate && weight_kind != static_cast<int>(is_e)) {
       const char* wsrc = is_e ? p.e_weight : p.h_weight;
 #pragma unroll
       for (int k = 0; k < kVpt; ++k) {
@@ -419,6 +469,16 @@ __global__ void __launch_bounds__(1024) rms_norm_bulk_kernel(const RmsNormRows p
     const int stage = static_cast<int>(i % stages);
     const uint32_t stage_addr = ring_base + static_cast<uint32_t>(stage) * row_bytes;
     wait_phase(full_base + 8u * stage, static_cast<uint32_t>((i / stages) & 1));
+    if constexpr (kLate) {
+      bulk_row_late<V, kVpt>(p, stage_addr, is_e, row, masked, partial[parity], lane, warp, num_warps);
+      parity ^= 1;
+      if (i + stages < my_rows) {  // block-uniform: every thread has read the stage a second time
+        __syncthreads();
+        if (tid == 0) bulk_load(stage_addr, row_src(r + stages * step), row_bytes, full_base + 8u * stage);
+      }
+      if (triggers_after_loads(p.pdl) && i == last_issue) pdl_launch_dependents();
+      continue;
+    }
     uint4 x[kVpt];
     float s[1] = {0.f};
 #pragma unroll
@@ -630,8 +690,12 @@ RowKernel pick_late_kernel(int vpt, int rows) {
 }
 
 template <typename T>
-RowKernel pick_bulk_kernel(int vpt) {
-  return for_vecs_per_thread(vpt, [](auto v) -> RowKernel { return rms_norm_bulk_kernel<T, v()>; });
+RowKernel pick_bulk_kernel(int vpt, bool late) {
+  if (late) {  // late instances: 4 and 8 vectors per thread (rows of up to 512 / 1024 vectors in 128 threads)
+    if (vpt == 4) return rms_norm_bulk_kernel<T, 4, true>;
+    return vpt == 8 ? rms_norm_bulk_kernel<T, 8, true> : nullptr;
+  }
+  return for_vecs_per_thread(vpt, [](auto v) -> RowKernel { return rms_norm_bulk_kernel<T, v(), false>; });
 }
 
 template <typename T>
@@ -648,9 +712,9 @@ RowKernel pick_kernel(DType dtype, const RmsNormLaunch& s) {
     return pick_reg_kernel<__half>(vpt, rows, s.plain_loads, s.late_weights);
   }
   if (s.kernel == RmsNormKernel::kBulk) {
-    if (dtype == DType::F32) return pick_bulk_kernel<float>(s.vecs_per_thread);
-    if (dtype == DType::BF16) return pick_bulk_kernel<__nv_bfloat16>(s.vecs_per_thread);
-    return pick_bulk_kernel<__half>(s.vecs_per_thread);
+    if (dtype == DType::F32) return pick_bulk_kernel<float>(s.vecs_per_thread, s.late_weights);
+    if (dtype == DType::BF16) return pick_bulk_kernel<__nv_bfloat16>(s.vecs_per_thread, s.late_weights);
+    return pick_bulk_kernel<__half>(s.vecs_per_thread, s.late_weights);
   }
   if (s.kernel == RmsNormKernel::kScalar) {
     if (dtype == DType::F32) return rms_norm_scalar_kernel<float>;
@@ -718,7 +782,11 @@ Status plan_bulk(const char* what, const RmsNormRows& p, DType dtype, const RmsN
   const int64_t num_vecs = p.row_bytes / 16;
   const auto threads_for = [&](int vpt) { return round_up32(ceil_div(num_vecs, vpt)); };
   s->vecs_per_thread = cfg.vecs_per_thread;
-  if (s->vecs_per_thread == 0) {
+  s->late_weights = cfg.late_weights;
+  const int thread_cap = bulk_kernel_max_threads(s->late_weights);
+  if (s->vecs_per_thread == 0 && s->late_weights) {
+    s->vecs_per_thread = threads_for(4) <= thread_cap ? 4 : 8;
+  } else if (s->vecs_per_thread == 0) {
     s->vecs_per_thread = 2;
     while (s->vecs_per_thread < 8 && threads_for(s->vecs_per_thread) > 1024) s->vecs_per_thread *= 2;
     if (num_rows > sms && num_rows <= int64_t{4} * sms && threads_for(s->vecs_per_thread) > 256 &&
@@ -728,7 +796,7 @@ Status plan_bulk(const char* what, const RmsNormRows& p, DType dtype, const RmsN
   }
   s->rows_per_block = cfg.rows_per_block == 0 ? 1 : cfg.rows_per_block;
   s->threads = static_cast<int>(std::min<int64_t>(round_up32(ceil_div(num_vecs, s->vecs_per_thread)), INT_MAX));
-  if (s->threads > 1024) return invalid_config(what, *s, p.hidden, "too many threads per block");
+  if (s->threads > thread_cap) return invalid_config(what, *s, p.hidden, "too many threads per block");
   const bool resident_grid = cfg.blocks_per_sm != 0 && cfg.max_blocks != -1;
   if (s->rows_per_block < 1 || s->rows_per_block > kMaxBulkStages || (resident_grid && s->rows_per_block > 1)) {
     return invalid_config(what, *s, p.hidden, "rows_per_block must be 1..32, and 1 with a resident grid");
@@ -775,7 +843,7 @@ Status launch_rows(const char* what, RmsNormRows p, DType dtype, std::initialize
   if (launched != nullptr) *launched = RmsNormLaunch{};
   const int64_t num_rows = p.num_e_rows + p.num_h_rows;
   if (num_rows == 0) return Status::ok();
-  const RmsNormConfig cfg = config != nullptr ? *config : RmsNormConfig{};
+  RmsNormConfig cfg = config != nullptr ? *config : RmsNormConfig{};
   int sms = 0;
   if (Status st = sm_count(&sms); !st) return st;
 
@@ -791,10 +859,20 @@ Status launch_rows(const char* what, RmsNormRows p, DType dtype, std::initialize
     // Up to 4 rows per SM (T <~ 100 at hc = 4) the bulk kernel, one block per row, was the fastest launch
     // at every shape the lab timed (H = 4096 / 7168, bf16, H100); beyond, the register kernel's bandwidth
     // shape (4 vectors per thread, plain loads, one block per row) is (bench/RESULTS.md).
+    // Between 4 rows per SM and what one wave of the late bulk instance holds (10-12 blocks of <= 128
+    // threads per SM: T <~ 256-300 at hc = 4, rows of <= 1,024 vectors), that instance: the whole grid is
+    // resident at once, where the others' 64-register blocks fit 8 per SM and run in two waves.
+    const int late_vpt = num_vecs <= 512 ? 4 : 8;
+    const int64_t late_wave = int64_t{bulk_kernel_min_blocks(late_vpt, true)} * sms;
     if (!aligned || num_vecs > kMaxRegisterVecs) {
       s.kernel = RmsNormKernel::kScalar;
+    } else if (num_rows <= int64_t{4} * sms) {
+      s.kernel = RmsNormKernel::kBulk;
+    } else if (num_vecs <= 1024 && num_rows <= late_wave) {
+      s.kernel = RmsNormKernel::kBulk;
+      cfg.late_weights = true;
     } else {
-      s.kernel = num_rows <= int64_t{4} * sms ? RmsNormKernel::kBulk : RmsNormKernel::kRegister;
+      s.kernel = RmsNormKernel::kRegister;
     }
   }
   if (!aligned && (s.kernel == RmsNormKernel::kRegister || s.kernel == RmsNormKernel::kBulk)) {
@@ -943,8 +1021,8 @@ std::string RmsNormLaunch::to_string() const {
     case RmsNormKernel::kScalar:
       return str_cat("scalar threads=", threads, " blocks=", blocks, trigger_name(trigger));
     case RmsNormKernel::kBulk:
-      return str_cat("bulk vpt=", vecs_per_thread, " rows=", rows_per_block, " stages=", stages, " threads=", threads,
-                     " blocks=", blocks, trigger_name(trigger));
+      return str_cat("bulk vpt=", vecs_per_thread, " rows=", rows_per_block, " stages=", stages,
+                     late_weights ? " late-w" : "", " threads=", threads, " blocks=", blocks, trigger_name(trigger));
     default:
       return "none";
   }

@@ -54,7 +54,9 @@ struct RmsNormConfig {
   bool plain_loads = false;   // plain loads instead of read-only / no-L1 / L2-prefetch ones (with
                               // vecs_per_thread 0 the heuristic decides; it picks them at large T)
   bool late_weights = false;  // read the weights after the reduction (fewer registers, more resident
-                              // rows); instances exist for rows_per_block 1 without plain loads
+                              // rows); instances exist for rows_per_block 1 without plain loads; kBulk:
+                              // also reads the row from shared memory twice instead of holding it
+                              // (4 or 8 vectors per thread, at most 128 threads)
   RmsNormTrigger trigger = RmsNormTrigger::kAuto;  // with PDL (default): kAfterLoads
   int blocks_per_sm = 0;  // kBulk: 0 = one block per row; 1..4 = a resident grid of that many blocks per
                           // SM, each streaming its rows through a shared-memory ring
