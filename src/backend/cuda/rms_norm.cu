@@ -898,12 +898,12 @@ Status launch_rows(const char* what, RmsNormRows p, DType dtype, std::initialize
       if (total_bytes <= (int64_t{3} << 19)) {
         // latency (<= 1.5 MB, T <~ 16-32): 2 vectors per thread: short per-thread chains, 8-16 warps per row.
         s.vecs_per_thread = 2;
-      } else if (cfg.kernel == RmsNormKernel::kAuto && num_rows <= int64_t{12} * sms && num_vecs <= 512 &&
+      } else if (cfg.kernel == RmsNormKernel::kAuto && num_rows <= int64_t{20} * sms && num_vecs <= 1024 &&
                  s.rows_per_block == 1 && !s.plain_loads) {
-        // 4-12 rows per SM (T ~ 100-300 at hc = 4) of at most 512 vectors (bf16 H <= 4096): 2 vectors per thread with
-        // the weights read after the reduction (40 registers: more rows resident) was the fastest variant of the
-        // lab's sweep at H = 4096, T = 256 on both cards — H200 5.42 us vs 5.77 for the shape below, H100 5.66 vs
-        // 6.07. At H = 7168 (448-thread blocks) it measured slower on the H100 (11.99 vs 11.01 us; bench/RESULTS.md).
+        // Past the late bulk instance's one wave up to 20 rows per SM (T ~ 260-530 at hc = 4) of at most 1,024
+        // vectors: 2 vectors per thread with the weights read after the reduction (40 registers: more rows
+        // resident). H100 sweep (bench/RESULTS.md, eleventh session): H = 7168, T = 320 16.1 us vs 17.4 for the
+        // shape below (Triton 17.05); T = 512 27.7 vs 27.9; H = 4096, T = 512 12.8-13.0 vs 13.5; T = 320 equal.
         s.vecs_per_thread = 2;
         s.late_weights = true;
       } else {
