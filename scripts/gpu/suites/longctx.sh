@@ -2,13 +2,16 @@
 # One GPU call for the long-context issue (indexer, sparse attention, long contexts): the indexer's GPU-vs-CPU
 # tests, compute-sanitizer memcheck + racecheck on them, decode at long contexts, long prefills. A suite of
 # scripts/gpu/run.sh (run from the repository root with the staged build in STAGE, default .gpu-stage).
-#   PHASES: comma list of tests,prefill1m,memcheck,contexts,prefill,racecheck (default: all but prefill1m)
+#   PHASES: comma list of tests,prefill1m,memcheck,contexts,kernels,prefill,racecheck (default: all but prefill1m)
+#   kernels: ncu (real clocks) of every indexer and split-attention launch of an eager decode run at NCU_CONTEXT
+#            (default 32768); the summary's "longer than 8 us" lines are the long-context launches (the run's
+#            short-context phase has idle splits of ~4 us)
 set -u
 . "${STAGE:-.gpu-stage}/env.sh"
 export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64
 export DSV4_SOURCE_DIR=${DSV4_SOURCE_DIR:-$PWD} PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-PHASES=${PHASES:-tests,memcheck,racecheck,contexts,prefill}
+PHASES=${PHASES:-tests,memcheck,racecheck,contexts,kernels,prefill}
 has() { [[ ",$PHASES," == *",$1,"* ]]; }
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/card.txt
@@ -33,6 +36,16 @@ if has contexts; then  # decode b=1 at long contexts (random state) against weig
     --prefill 128 --batch 1 --contexts ${CONTEXTS:-1024,32768,131072,1048575} --decode-steps 8 --reps 3 --warmup 1 --spec-tokens 0 \
     --kv-cache-memory 16000000000 --json > $OUT/contexts.json 2>$OUT/contexts.log
   echo "contexts bench rc=$?"; grep -E "error" $OUT/contexts.log | head -3
+fi
+if has kernels; then
+  NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+  timeout ${NCU_TIMEOUT:-120} $NCU --clock-control none --kernel-name regex:'indexer|split_attention' \
+    --metrics gpu__time_duration.sum --csv --page raw --print-units base \
+    dsv4 bench --synthetic flash --layers 3 --device cuda --modes none --prefill 128 --batch 1 \
+    --contexts ${NCU_CONTEXT:-32768} --decode-steps 4 --reps 2 --warmup 1 --spec-tokens 0 \
+    --kv-cache-memory 16000000000 > $OUT/kernels_ncu.csv 2> $OUT/kernels_ncu.log
+  echo "kernels ncu rc=$?"
+  python3 tools/profile/ncu_summary.py $OUT/kernels_ncu.csv --above 8 --json $OUT/kernels.json | tail -4
 fi
 if has prefill; then  # prompts prefilled in chunks of --max-batch-tokens, one process each
   for n in ${PREFILLS:-4096 131072}; do
