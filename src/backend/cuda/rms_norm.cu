@@ -20,12 +20,9 @@
 // pipeline and cluster-split rows (register and bulk kernels alike). Up to 4 rows per SM the bulk kernel
 // does better: one block per row, whose thread 0 loads the whole row into shared memory with one bulk
 // asynchronous copy (TMA) while the others read the weights, so a row costs one instruction to fetch and
-// no registers while in flight. Where registers limit how many rows an SM holds at once, late-weight
-// instances (weights read after the reduction) trade one L1 read for ~30% fewer registers: the bulk
-// kernel's (the row also read twice from shared memory instead of held, <= 128 threads, 40-48 registers)
-// holds the whole grid in one wave from 4 up to 10-12 rows per SM (T ~ 100-300 at hc = 4), the register
-// kernel's 2-vector one serves up to 20 rows per SM. Rows that are not 16-byte aligned (odd H) take a
-// scalar two-pass kernel.
+// no registers while in flight. Where registers limit how many rows an SM holds at once, a late-weight
+// instance of the register kernel (weights read after the reduction) trades one L1 read for ~30% fewer
+// registers. Rows that are not 16-byte aligned (odd H) take a scalar two-pass kernel.
 //
 // Launches use programmatic dependent launch unless DSV4_PDL=0 (launch.h): each kernel waits
 // (griddepcontrol.wait) before its first memory access and lets the next grid launch as soon as its own
