@@ -537,22 +537,24 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t rows_now = max(int64_t{1}, min(ranks - r0, room / eff));
     // Key i of the round is split i / rows_now's rank r0 + i % rows_now: a warp reads consecutive ranks of a split
     // (coalesced; the splits' lists lie topk keys apart), and each thread issues its loads before offering any.
+    // 32-bit index arithmetic: a round holds at most topk + cap keys (a 64-bit division per key was most of this
+    // kernel's instructions).
     constexpr int kLoads = 4;
-    const int64_t round_keys = rows_now * eff;
-    for (int64_t b = 0; b < round_keys; b += kLoads * kThreads) {  // every lane runs every round (warp-wide offer)
+    const uint32_t per_split = static_cast<uint32_t>(rows_now), round_keys = static_cast<uint32_t>(rows_now * eff);
+    const uint64_t* round_src = src + r0;
+    for (uint32_t b = 0; b < round_keys; b += kLoads * kThreads) {  // every lane runs every round (warp-wide offer)
       uint64_t key[kLoads];
+      bool last_rank[kLoads];
 #pragma unroll
       for (int j = 0; j < kLoads; ++j) {
-        const int64_t i = b + j * kThreads + threadIdx.x;
-        key[j] = i < round_keys ? src[(i / rows_now) * topk + r0 + i % rows_now] : 0;
+        const uint32_t i = b + j * kThreads + threadIdx.x, sp = i / per_split, r = i - sp * per_split;
+        key[j] = i < round_keys ? round_src[static_cast<int64_t>(sp) * topk + r] : 0;
+        last_rank[j] = r == per_split - 1;
       }
 #pragma unroll
       for (int j = 0; j < kLoads; ++j) {
-        const int64_t i = b + j * kThreads + threadIdx.x;
         top.offer(0, key[j]);
-        if (key[j] != 0 && i % rows_now == rows_now - 1) {
-          atomicMax(&rowmax_sh, static_cast<unsigned long long>(key[j]));
-        }
+        if (key[j] != 0 && last_rank[j]) atomicMax(&rowmax_sh, static_cast<unsigned long long>(key[j]));
       }
     }
     r0 += rows_now;
