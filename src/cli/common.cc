@@ -84,7 +84,7 @@ void DeviceFlags::add_to(CLI::App* cmd) {
       ->capture_default_str();
   cmd->add_option("--activation-quant", activation_quant,
                   "none, or fp8: the activations entering the products DeepSeek stores in FP8/FP4 go through E4M3 per "
-                  "128 values with power-of-two scales, as DeepSeek's reference inference (the CPU only in this build)")
+                  "128 values with power-of-two scales, as DeepSeek's reference inference (one rank only in this build)")
       ->capture_default_str();
   cmd->add_option("--gpu-memory-utilization", gpu_memory_utilization,
                   "Share of the GPU's memory the engine may use; the state pool takes what is left after weights, "
@@ -128,7 +128,6 @@ void DeviceFlags::apply(EngineOptions& o) const {
   o.kv_cache_dtype = parse_kv_cache_dtype(kv_cache_dtype);
   kv_formats(o.kv_cache_dtype, o.device, o.cuda_precision);  // a format the device cannot run: before loading
   o.activation_quant = parse_activation_quant(activation_quant);
-  check_activation_quant(o.activation_quant, o.device);
   o.cudagraph_mode = cudagraph_mode;
   o.enforce_eager = enforce_eager;
   o.capture_sizes = capture_sizes;

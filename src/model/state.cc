@@ -231,11 +231,6 @@ ActivationQuant parse_activation_quant(const std::string& s) {
 
 const char* activation_quant_name(ActivationQuant q) { return q == ActivationQuant::kFp8 ? "fp8" : "none"; }
 
-void check_activation_quant(ActivationQuant q, Device device) {
-  DSV4_CHECK(q == ActivationQuant::kNone || device == Device::kCPU, kUnsupported,
-             "--activation-quant fp8 runs on the CPU only in this build (the CUDA products keep bf16 activations)");
-}
-
 KvCacheDtype parse_kv_cache_dtype(const std::string& s) {
   if (s == "auto") return KvCacheDtype::kAuto;
   if (s == "bf16") return KvCacheDtype::kBf16;

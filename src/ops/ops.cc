@@ -345,11 +345,20 @@ void compressor_emit(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor
 }
 
 void activation_round_trip(ExecContext& ctx, Tensor x) {
-  require(ctx, x, DType::F32, "activation_round_trip", "x");
+  if (ctx.is_cuda()) {
+    require_float(ctx, x, "activation_round_trip", "x");  // F32 or BF16 rows: the round trip is exact in both
+  } else {
+    require(ctx, x, DType::F32, "activation_round_trip", "x");
+  }
   DSV4_CHECK_ARG(x.ndim() >= 1, "activation_round_trip: x ", x.shape_string());
-  DSV4_CHECK(!ctx.is_cuda(), kUnsupported,
-             "activation_round_trip: --activation-quant fp8 runs on the CPU only in this "
-             "build");
+#ifndef DSV4_NO_CUDA
+  if (ctx.is_cuda()) {
+    cuda::DryRunScope dry_run(ctx.measuring);
+    cuda::activation_round_trip(ctx, x);
+    return;
+  }
+#endif
+  DSV4_CHECK(!ctx.is_cuda(), kCudaError, "activation_round_trip: dsv4 was built without CUDA (DSV4_CUDA=OFF)");
   if (!ctx.measuring) cpu::kv_round_trip(x, 0, KvRoundTrip::kFp8Blocks128);
 }
 
@@ -537,13 +546,8 @@ void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor 
   DSV4_CHECK_ARG(!shared_expert || w1.size(0) >= 2,
                  "moe_experts: a shared expert needs w1 [E + 1, I, H] with E >= 1 routed experts, got w1 ",
                  w1.shape_string());
-  if (activation_quant) {
-    DSV4_CHECK(!ctx.is_cuda(), kUnsupported, "moe_experts: --activation-quant fp8 runs on the CPU only in this build");
-    require(ctx, x, DType::F32, "moe_experts", "x");
-    if (!ctx.measuring) cpu::moe_experts(out, x, indices, weights, w1, w2, w3, limit, shared_expert, true);
-    return;
-  }
-  DSV4_DISPATCH(moe_experts, out, x, indices, weights, w1, w2, w3, limit, shared_expert);
+  if (activation_quant && !ctx.is_cuda()) require(ctx, x, DType::F32, "moe_experts", "x");
+  DSV4_DISPATCH(moe_experts, out, x, indices, weights, w1, w2, w3, limit, shared_expert, activation_quant);
 }
 
 void swiglu(ExecContext& ctx, Tensor out, Tensor gate, Tensor up, float limit) {

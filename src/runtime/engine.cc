@@ -49,7 +49,6 @@ void check_engine_options(const EngineOptions& o) {
   DSV4_CHECK_ARG(o.cuda_precision == DType::BF16 || o.cuda_precision == DType::F32,
                  "engine options: the CUDA precision must be BF16 or F32");
   kv_formats(o.kv_cache_dtype, o.device, o.cuda_precision);  // a cache format the device cannot run
-  check_activation_quant(o.activation_quant, o.device);
   // A rank holds a share of some products' input rows (the output projection's groups, the experts' intermediate
   // columns): its blocks of 128 would be cut where the partition cuts, and the result would depend on the rank count.
   DSV4_CHECK(o.activation_quant == ActivationQuant::kNone || !o.parallel.active(), kUnsupported,

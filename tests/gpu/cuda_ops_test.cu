@@ -782,7 +782,12 @@ const std::vector<Case>& cases() {
   return all;
 }
 
-void check(const Case& c, int variant) {
+// act_quant: --activation-quant fp8 on both sides (x and each weighted SwiGLU row round-tripped per 128 values,
+// the weight applied before w2). F32: all but a few outputs within 1e-4 of the largest — an intermediate value
+// that the two sides' summation orders put on either side of an E4M3 rounding point moves one code step (6% of
+// it), so a few outputs may differ more (bound 5e-2) — and closer to the CPU's quantised result than to its plain
+// one. BF16 rounds the intermediate before its round trip (the CPU keeps f32): 3e-2.
+void check(const Case& c, int variant, bool act_quant = false) {
   auto rng = rng_for("moe_experts", variant);
   const int64_t Es = c.E + (c.shared ? 1 : 0);  // stacked experts; routing picks among the first E
   const float sx = 2.0f, sw1 = 2.0f / std::sqrt(static_cast<float>(c.H)),
@@ -814,7 +819,15 @@ void check(const Case& c, int variant) {
   ops::moe_experts(cpu, test::host_view(ref, {c.T, c.H}), test::host_view(x, {c.T, c.H}),
                    test::host_view_i32(idx, {c.T, c.k}), test::host_view(weights, {c.T, c.k}),
                    test::host_view(w1, {Es, c.I, c.H}), test::host_view(w2, {Es, c.H, c.I}),
-                   test::host_view(w3, {Es, c.I, c.H}), c.limit, c.shared);
+                   test::host_view(w3, {Es, c.I, c.H}), c.limit, c.shared, act_quant);
+  std::vector<float> ref_plain;  // act_quant: the CPU without it, which the CUDA result must be farther from
+  if (act_quant) {
+    ref_plain.resize(ref.size());
+    ops::moe_experts(cpu, test::host_view(ref_plain, {c.T, c.H}), test::host_view(x, {c.T, c.H}),
+                     test::host_view_i32(idx, {c.T, c.k}), test::host_view(weights, {c.T, c.k}),
+                     test::host_view(w1, {Es, c.I, c.H}), test::host_view(w2, {Es, c.H, c.I}),
+                     test::host_view(w3, {Es, c.I, c.H}), c.limit, c.shared);
+  }
   const char* routing = c.routing == Routing::kSkewed ? " skewed" : c.routing == Routing::kHashed ? " hashed" : "";
   // BF16: decode GEMVs or tensor cores (bf16 SwiGLU intermediate); F32: the generic grouped kernel.
   for (DType dt : {DType::BF16, DType::F32}) {
@@ -822,17 +835,29 @@ void check(const Case& c, int variant) {
     DevTensor dweights = upload(weights, DType::F32, {c.T, c.k});
     DevTensor dw1 = upload(w1, dt, {Es, c.I, c.H}), dw2 = upload(w2, dt, {Es, c.H, c.I});
     DevTensor dw3 = upload(w3, dt, {Es, c.I, c.H}), dout(dt, {c.T, c.H});
-    const std::string tag = str_cat("moe_experts ", dtype_name(dt), " T=", c.T, " H=", c.H, " I=", c.I, " E=", c.E,
-                                    " k=", c.k, " limit=", c.limit, routing, c.shared ? " +shared" : "");
+    const std::string tag =
+        str_cat("moe_experts ", dtype_name(dt), " T=", c.T, " H=", c.H, " I=", c.I, " E=", c.E, " k=", c.k,
+                " limit=", c.limit, routing, c.shared ? " +shared" : "", act_quant ? " fp8 activations" : "");
     std::vector<float> first;
     for (int run = 0; run < 2; ++run) {  // the second run must reproduce the first bit for bit
       poison(dout.t);
       env().scratch().reset();
-      ops::moe_experts(env().ctx, dout.t, dx.t, didx.t, dweights.t, dw1.t, dw2.t, dw3.t, c.limit, c.shared);
+      ops::moe_experts(env().ctx, dout.t, dx.t, didx.t, dweights.t, dw1.t, dw2.t, dw3.t, c.limit, c.shared, act_quant);
       env().sync();
       std::vector<float> got = download(dout.t);
       if (run == 0) {
-        DSV4_EXPECT_CLOSE(got, ref, dt == DType::BF16 ? 2e-2 : 1e-4, tag);
+        const double tol = dt == DType::BF16 ? (act_quant ? 3e-2 : 2e-2) : (act_quant ? 5e-2 : 1e-4);
+        DSV4_EXPECT_CLOSE(got, ref, tol, tag);
+        if (act_quant && dt == DType::F32) {
+          double max_ref = 0;
+          for (float v : ref) max_ref = std::max(max_ref, std::fabs(static_cast<double>(v)));
+          int64_t far = 0;
+          for (size_t i = 0; i < ref.size(); ++i)
+            far += std::fabs(static_cast<double>(got[i]) - ref[i]) > 1e-4 * max_ref;
+          EXPECT_LE(far, std::max<int64_t>(2, static_cast<int64_t>(ref.size()) / 200))
+              << tag << ": outputs off by > 1e-4";
+          EXPECT_LT(test::rel_error(got, ref), test::rel_error(got, ref_plain)) << tag << ": not the quantised result";
+        }
         first = std::move(got);
       } else {
         EXPECT_EQ(std::memcmp(got.data(), first.data(), got.size() * sizeof(float)), 0) << tag << " not deterministic";
@@ -847,6 +872,50 @@ TEST(CudaOps, MoeExperts) {
   DSV4_REQUIRE_GPU();
   int v = 0;
   for (const moe_experts_test::Case& c : moe_experts_test::cases()) moe_experts_test::check(c, v++);
+}
+
+// --activation-quant fp8 through every path (decode, tiled, simple f32, the shared expert, odd sizes).
+TEST(CudaOps, MoeExpertsActivationQuant) {
+  DSV4_REQUIRE_GPU();
+  int v = 0;
+  for (const moe_experts_test::Case& c : moe_experts_test::cases()) {
+    if (c.H <= 1024) moe_experts_test::check(c, v, /*act_quant=*/true);
+    ++v;
+  }
+}
+
+// The activations' FP8 round trip: bit for bit the CPU's, F32 and BF16 rows (e4m3 times a power of two is a bf16
+// value), partial last blocks, all-zero rows (the amax floor), large and tiny magnitudes.
+TEST(CudaOps, ActivationRoundTripMatchesTheCpu) {
+  DSV4_REQUIRE_GPU();
+  std::mt19937 rng(7);
+  for (int64_t width : {int64_t{5}, int64_t{128}, int64_t{300}, int64_t{7168}}) {
+    const int64_t rows = 4;
+    std::vector<float> x = random_vec(rng, rows * width, -3.0f, 3.0f);
+    for (int64_t i = 0; i < width; ++i) {
+      x[i] = 0.0f;                                    // row 0: zeros
+      x[2 * width + i] *= 1e25f;                      // row 2: large
+      x[3 * width + i] *= i % 3 == 0 ? 1e-9f : 1.0f;  // row 3: tiny values beside ordinary ones
+    }
+    for (DType dt : {DType::F32, DType::BF16}) {
+      const std::vector<float> in = dt == DType::BF16 ? test::round_bf16(x) : x;
+      std::vector<float> ref = in;
+      ExecContext cpu = cpu_ctx();
+      ops::activation_round_trip(cpu, test::host_view(ref, {rows, width}));
+      DevTensor d = upload(in, dt, {rows, width});
+      ops::activation_round_trip(env().ctx, d.t);
+      env().sync();
+      const std::vector<float> got = download(d.t);
+      int64_t bad = 0;
+      for (size_t i = 0; i < ref.size(); ++i) {
+        if (std::memcmp(&got[i], &ref[i], sizeof(float)) != 0 && bad++ < 5) {
+          ADD_FAILURE() << dtype_name(dt) << " width " << width << " [" << i << "]: cuda " << got[i] << " vs cpu "
+                        << ref[i] << " (in " << in[i] << ")";
+        }
+      }
+      EXPECT_EQ(bad, 0) << dtype_name(dt) << " width " << width;
+    }
+  }
 }
 
 // The cases with H <= 128 (every path: decode, tiled, the shared expert, odd sizes, hashed and skewed routing),

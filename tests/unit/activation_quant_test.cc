@@ -106,19 +106,10 @@ TEST(ActivationQuant, OptionsAreCheckedBeforeLoading) {
   EXPECT_EQ(parse_activation_quant("fp8"), ActivationQuant::kFp8);
   EXPECT_THROW(parse_activation_quant("FP8"), Error);
   EXPECT_THROW(parse_activation_quant(""), Error);
-  EXPECT_NO_THROW(check_activation_quant(ActivationQuant::kFp8, Device::kCPU));
-  EXPECT_NO_THROW(check_activation_quant(ActivationQuant::kNone, Device::kCUDA));
-  try {
-    check_activation_quant(ActivationQuant::kFp8, Device::kCUDA);
-    FAIL() << "fp8 activations on CUDA should be refused";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), StatusCode::kUnsupported);
-    EXPECT_NE(std::string(e.what()).find("CPU only"), std::string::npos) << e.what();
-  }
-  ExecContext cuda_ctx;
-  cuda_ctx.device = Device::kCUDA;
-  std::vector<float> v(128);
-  EXPECT_THROW(ops::activation_round_trip(cuda_ctx, Tensor(v.data(), DType::F32, {1, 128}, Device::kCUDA)), Error);
+  // The CPU round trip takes f32 rows only (its products run in f32).
+  ExecContext cpu_ctx;
+  std::vector<uint16_t> h(128);
+  EXPECT_THROW(ops::activation_round_trip(cpu_ctx, Tensor(h.data(), DType::BF16, {1, 128}, Device::kCPU)), Error);
 }
 
 EngineOptions quant_options(int64_t max_batch_tokens, ActivationQuant q) {

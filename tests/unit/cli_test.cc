@@ -475,7 +475,6 @@ TEST_F(Cli, ActivationQuant) {
     EXPECT_EQ(r["tokens"][0].size(), 8u) << q;
   }
   expect_failure(base + " --activation-quant int8", {"--activation-quant must be none or fp8", "int8"});
-  expect_failure(base + " --activation-quant fp8 --device cuda", {"--activation-quant fp8 runs on the CPU only"});
   expect_failure(base + " --activation-quant fp8 --tensor-parallel-size 2",
                  {"--activation-quant fp8 with --tensor-parallel-size 2", "not supported yet"});
 }

@@ -50,8 +50,6 @@ inline bool packs_fp8_cache(KvCacheDtype d, Device device) {
 enum class ActivationQuant : uint8_t { kNone, kFp8 };
 ActivationQuant parse_activation_quant(const std::string& s);  // kInvalidArgument naming the accepted values
 const char* activation_quant_name(ActivationQuant q);
-// kUnsupported when `device` cannot run `q` (said before any weight is read).
-void check_activation_quant(ActivationQuant q, Device device);
 
 struct ModelOptions {
   int64_t max_seqs = 1;          // page-table rows: sequences resident at once

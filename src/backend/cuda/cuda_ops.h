@@ -66,7 +66,12 @@ void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, 
                const ops::RouteParams& params);
 // linear, linears, grouped_linear and moe_experts take quantised weights too (core/weight.h): quant_gemv /
 // moe_decode_experts_quant where they serve the shapes, else the weights dequantised to bf16 in ctx.scratch.
+// activation_quant: DeepSeek's FP8 round trip of x and of each expert's weighted SwiGLU output before w2 (the CPU's
+// moe_experts with activation_quant; act_quant.h).
 void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, const Weight& w1,
-                 const Weight& w2, const Weight& w3, float limit, bool shared_expert);
+                 const Weight& w2, const Weight& w3, float limit, bool shared_expert, bool activation_quant = false);
+// --activation-quant fp8: x's rows (F32 or BF16) replaced in place by their FP8 round trip per 128 values
+// (the CPU's kv_round_trip kFp8Blocks128). backend/cuda/act_quant.cu.
+void activation_round_trip(ExecContext& ctx, Tensor x);
 
 }  // namespace dsv4::cuda

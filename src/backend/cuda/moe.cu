@@ -11,6 +11,7 @@
 // sequence can be captured in a CUDA graph.
 #include <mma.h>
 
+#include "backend/cuda/act_quant.h"
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/moe_plan.h"
@@ -333,7 +334,8 @@ __global__ void __launch_bounds__(256)
   }
 }
 
-// out[t] = sum_i weights[t, i] * y[row_of[t*k + i]] (+ y[shared_row_of[t]], weight 1, when not null)
+// out[t] = sum_i weights[t, i] * y[row_of[t*k + i]] (+ y[shared_row_of[t]], weight 1, when not null); weights
+// null: every weight 1 (--activation-quant fp8 applied them before w2)
 template <typename TO>
 __global__ void moe_combine_kernel(TO* __restrict__ out, const float* __restrict__ y, const float* __restrict__ weights,
                                    const int32_t* __restrict__ row_of, const int32_t* __restrict__ shared_row_of,
@@ -344,7 +346,8 @@ __global__ void moe_combine_kernel(TO* __restrict__ out, const float* __restrict
        h += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float acc = 0;
     for (int64_t i = 0; i < k; ++i)
-      acc = fmaf(weights[t * k + i], y[static_cast<int64_t>(row_of[t * k + i]) * H + h], acc);
+      acc =
+          fmaf(weights != nullptr ? weights[t * k + i] : 1.0f, y[static_cast<int64_t>(row_of[t * k + i]) * H + h], acc);
     if (shared_row_of != nullptr) acc += y[static_cast<int64_t>(shared_row_of[t]) * H + h];
     out[t * H + h] = from_float<TO>(acc);
   }
@@ -402,21 +405,31 @@ Routing plan_routes(Arena& A, cudaStream_t s, Tensor indices, int64_t T, int64_t
   return r;
 }
 
-// out[t] = the routing-weighted sum of the rows' expert outputs y [P, H] (+ the shared expert's row).
+// out[t] = the routing-weighted sum of the rows' expert outputs y [P, H] (+ the shared expert's row); with
+// unit_weights the plain sum (the weights were applied before w2).
 void combine(cudaStream_t s, Tensor out, const Routing& r, Tensor y, Tensor weights, int64_t T, int64_t k, int64_t H,
-             bool shared_expert) {
+             bool shared_expert, bool unit_weights) {
   const dim3 grid3(std::max(1u, std::min(blocks_for(H, 256), 16u)), static_cast<unsigned>(T));
   dispatch_float(out.dtype(), "moe_experts out", [&](auto o) {
     using TO = decltype(o);
     check_launch(launch_kernel(moe_combine_kernel<TO>, grid3, dim3(256), 0, s, out.ptr<TO>(), y.ptr<float>(),
-                               weights.ptr<float>(), r.plan.row_of,
+                               unit_weights ? nullptr : weights.ptr<float>(), r.plan.row_of,
                                shared_expert ? r.plan.row_of + r.routed_pairs : nullptr, k, H),
                  "moe_combine");
   });
 }
 
+// x's rows round-tripped (--activation-quant fp8) into a copy in `A`: every expert reads its input quantised.
+Tensor quantized_copy(Arena& A, cudaStream_t s, Tensor x) {
+  Tensor q = A.alloc(x.dtype(), x.shape());
+  activation_round_trip_rows(s, x.dtype(), q.data(), x.data(), x.size(0), x.size(1));
+  return q;
+}
+
+// With activation_quant: x round-tripped into scratch, the intermediate weighted and round-tripped between the
+// products (act_quant.h), the combine unweighted.
 void moe_experts_plain(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, Tensor w1, Tensor w2,
-                       Tensor w3, float limit, bool shared_expert) {
+                       Tensor w3, float limit, bool shared_expert, bool activation_quant) {
   const int64_t T = x.size(0), H = x.size(1), k = indices.size(1), I = w1.size(1), E = w1.size(0);
   if (T == 0) return;
   DSV4_CHECK_ARG(w1.dtype() == w2.dtype() && w1.dtype() == w3.dtype(),
@@ -430,6 +443,9 @@ void moe_experts_plain(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, T
   const Routing r = plan_routes(A, s, indices, T, E, shared_expert);
   const int64_t P = r.P, max_tiles = r.max_tiles;
   const Plan& plan = r.plan;
+  const MoeActQuant aq{weights.ptr<float>(), r.routed_pairs, P};
+  const MoeActQuant* act_quant = activation_quant ? &aq : nullptr;
+  if (activation_quant) x = quantized_copy(A, s, x);
   // bf16 operands: tensor cores, the SwiGLU output stored bf16 (the w2 GEMM's operand); otherwise fp32 FMA
   // with an f32 intermediate.
   const bool tensor_cores = x.dtype() == DType::BF16 && w1.dtype() == DType::BF16;
@@ -437,7 +453,7 @@ void moe_experts_plain(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, T
   Tensor y = A.alloc(DType::F32, {P, H});
   if (tensor_cores && P <= kMoeDecodeMaxPairs) {
     moe_decode_experts(s, act.ptr<bf16>(), y.ptr<float>(), x.ptr<bf16>(), w1.ptr<bf16>(), w3.ptr<bf16>(),
-                       w2.ptr<bf16>(), plan, max_tiles, T, H, I, limit);
+                       w2.ptr<bf16>(), plan, max_tiles, T, H, I, limit, act_quant);
   } else if (tensor_cores) {
     const bool vec1 = H % 8 == 0 && aligned16(x.data()) && aligned16(w1.data()) && aligned16(w3.data());
     const dim3 grid1(blocks_for(I, kBN), static_cast<unsigned>(max_tiles));
@@ -445,6 +461,7 @@ void moe_experts_plain(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, T
                                dim3(kGemmThreads), 0, s, act.ptr<bf16>(), x.ptr<bf16>(), w1.ptr<bf16>(), w3.ptr<bf16>(),
                                plan, I, H, limit),
                  "moe_gemm (w1/w3 + SwiGLU)");
+    if (act_quant != nullptr) moe_act_round_trip(s, act.ptr<bf16>(), I, plan, aq);
     const bool vec2 = I % 8 == 0 && aligned16(act.data()) && aligned16(w2.data());
     const dim3 grid2(blocks_for(H, kBN), static_cast<unsigned>(max_tiles));
     check_launch(launch_kernel(vec2 ? moe_gemm_kernel<false, true, float> : moe_gemm_kernel<false, false, float>, grid2,
@@ -460,6 +477,7 @@ void moe_experts_plain(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, T
                                    dim3(blocks_for(I, 32), static_cast<unsigned>(max_tiles)), dim3(32, 8), 0, s,
                                    act.ptr<float>(), x.ptr<TA>(), w1.ptr<TW>(), w3.ptr<TW>(), plan, I, H, limit),
                      "moe_gemm_simple (w1/w3 + SwiGLU)");
+        if (act_quant != nullptr) moe_act_round_trip(s, act.ptr<float>(), I, plan, aq);
         check_launch(
             launch_kernel(moe_gemm_simple_kernel<false, float, TW, float>,
                           dim3(blocks_for(H, 32), static_cast<unsigned>(max_tiles)), dim3(32, 8), 0, s, y.ptr<float>(),
@@ -468,7 +486,7 @@ void moe_experts_plain(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, T
       });
     });
   }
-  combine(s, out, r, y, weights, T, k, H, shared_expert);
+  combine(s, out, r, y, weights, T, k, H, shared_expert, activation_quant);
 }
 
 QuantMatrix matrix_of(const QuantMatrices& m) { return {m.format, m.codes, m.scale, m.rows, m.cols}; }
@@ -499,7 +517,7 @@ Tensor dequantized_stack(Arena& A, cudaStream_t s, const Weight& w) {
 // expert's codes per 8 of its rows until the grouped FP8/FP4 GEMM exists), else the stacks dequantised to bf16 in
 // scratch and the bf16 path.
 void moe_experts_quant(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, const Weight& w1,
-                       const Weight& w2, const Weight& w3, float limit, bool shared_expert) {
+                       const Weight& w2, const Weight& w3, float limit, bool shared_expert, bool activation_quant) {
   const int64_t T = x.size(0), H = x.size(1), k = indices.size(1), I = w1.size(1), E = w1.size(0);
   if (T == 0) return;
   DSV4_CHECK_ARG(w2.quantized() && w3.quantized(), "moe_experts on CUDA: w1, w2 and w3 must all be quantised, got ",
@@ -515,22 +533,27 @@ void moe_experts_quant(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, T
   ArenaScope scope(A);
   if (!moe_decode_quant_supports(e1, e3, e2, x.data(), H, I)) {
     const Tensor v1 = dequantized_stack(A, s, w1), v2 = dequantized_stack(A, s, w2), v3 = dequantized_stack(A, s, w3);
-    return moe_experts_plain(ctx, out, x, indices, weights, v1, v2, v3, limit, shared_expert);
+    return moe_experts_plain(ctx, out, x, indices, weights, v1, v2, v3, limit, shared_expert, activation_quant);
   }
   const Routing r = plan_routes(A, s, indices, T, E, shared_expert);
   Tensor act = A.alloc(DType::BF16, {r.P, I});
   Tensor y = A.alloc(DType::F32, {r.P, H});
+  const MoeActQuant aq{weights.ptr<float>(), r.routed_pairs, r.P};
+  if (activation_quant) x = quantized_copy(A, s, x);
   moe_decode_experts_quant(s, act.ptr<bf16>(), y.ptr<float>(), x.ptr<bf16>(), e1, e3, e2, r.plan, r.max_tiles, T, H, I,
-                           limit);
-  combine(s, out, r, y, weights, T, k, H, shared_expert);
+                           limit, activation_quant ? &aq : nullptr);
+  combine(s, out, r, y, weights, T, k, H, shared_expert, activation_quant);
 }
 
 }  // namespace
 
 void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, const Weight& w1,
-                 const Weight& w2, const Weight& w3, float limit, bool shared_expert) {
-  if (w1.quantized()) return moe_experts_quant(ctx, out, x, indices, weights, w1, w2, w3, limit, shared_expert);
-  moe_experts_plain(ctx, out, x, indices, weights, w1.plain(), w2.plain(), w3.plain(), limit, shared_expert);
+                 const Weight& w2, const Weight& w3, float limit, bool shared_expert, bool activation_quant) {
+  if (w1.quantized()) {
+    return moe_experts_quant(ctx, out, x, indices, weights, w1, w2, w3, limit, shared_expert, activation_quant);
+  }
+  moe_experts_plain(ctx, out, x, indices, weights, w1.plain(), w2.plain(), w3.plain(), limit, shared_expert,
+                    activation_quant);
 }
 
 }  // namespace dsv4::cuda

@@ -10,6 +10,7 @@
 // accumulates its slice of K in fp32 in a fixed order (the same for every CHUNK and UNROLL) and a butterfly
 // reduces the warp: no atomics, bit-identical run to run. The grid is sized from the plan's tile capacity;
 // blocks of tiles past *num_tiles exit at once.
+#include "backend/cuda/act_quant.h"
 #include "backend/cuda/bf16_stream.cuh"
 #include "backend/cuda/moe_plan.h"
 
@@ -149,13 +150,15 @@ namespace {
 
 template <int CHUNK>
 void launch_decode(cudaStream_t stream, bf16* act, float* y, const bf16* x, const bf16* w1, const bf16* w3,
-                   const bf16* w2, const MoePlan& plan, int64_t max_tiles, int64_t H, int64_t I, float limit) {
+                   const bf16* w2, const MoePlan& plan, int64_t max_tiles, int64_t H, int64_t I, float limit,
+                   const MoeActQuant* aq) {
   const bool vec1 = H % kVecElems == 0 && aligned16(x) && aligned16(w1) && aligned16(w3);
   const dim3 grid1(blocks_for(I, kOutPerBlock), static_cast<unsigned>(max_tiles));
   check_launch(
       launch_kernel(vec1 ? moe_decode_kernel<true, true, CHUNK, bf16> : moe_decode_kernel<true, false, CHUNK, bf16>,
                     grid1, dim3(kDecodeThreads), 0, stream, act, x, w1, w3, plan, I, H, limit),
       "moe_decode (w1/w3 + SwiGLU)");
+  if (aq != nullptr) moe_act_round_trip(stream, act, I, plan, *aq);
   const bool vec2 = I % kVecElems == 0 && aligned16(act) && aligned16(w2);
   const dim3 grid2(blocks_for(H, kOutPerBlock), static_cast<unsigned>(max_tiles));
   check_launch(
@@ -169,11 +172,11 @@ void launch_decode(cudaStream_t stream, bf16* act, float* y, const bf16* x, cons
 
 void moe_decode_experts(cudaStream_t stream, bf16* act, float* y, const bf16* x, const bf16* w1, const bf16* w3,
                         const bf16* w2, const MoePlan& plan, int64_t max_tiles, int64_t tokens, int64_t H, int64_t I,
-                        float limit) {
-  if (tokens <= 1) return launch_decode<1>(stream, act, y, x, w1, w3, w2, plan, max_tiles, H, I, limit);
-  if (tokens <= 2) return launch_decode<2>(stream, act, y, x, w1, w3, w2, plan, max_tiles, H, I, limit);
-  if (tokens <= 4) return launch_decode<4>(stream, act, y, x, w1, w3, w2, plan, max_tiles, H, I, limit);
-  launch_decode<kMaxRowChunk>(stream, act, y, x, w1, w3, w2, plan, max_tiles, H, I, limit);
+                        float limit, const MoeActQuant* aq) {
+  if (tokens <= 1) return launch_decode<1>(stream, act, y, x, w1, w3, w2, plan, max_tiles, H, I, limit, aq);
+  if (tokens <= 2) return launch_decode<2>(stream, act, y, x, w1, w3, w2, plan, max_tiles, H, I, limit, aq);
+  if (tokens <= 4) return launch_decode<4>(stream, act, y, x, w1, w3, w2, plan, max_tiles, H, I, limit, aq);
+  launch_decode<kMaxRowChunk>(stream, act, y, x, w1, w3, w2, plan, max_tiles, H, I, limit, aq);
 }
 
 }  // namespace dsv4::cuda

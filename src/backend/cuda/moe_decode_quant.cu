@@ -10,6 +10,7 @@
 // butterfly per value: deterministic. The tile's expert picks the format: indices below the stack's count are
 // the routed experts (one format), index `count` the shared expert (its own format and allocation), so the
 // plan and its indexing are moe_decode.cu's.
+#include "backend/cuda/act_quant.h"
 #include "backend/cuda/quant_decode.cuh"
 #include "backend/cuda/quant_matrix.h"
 #include "dsv4/core/log.h"
@@ -166,11 +167,12 @@ bool stack_ok(const QuantExperts& s, int64_t N, int64_t K) {
 template <int CHUNK>
 void launch_decode(cudaStream_t stream, bf16* act, float* y, const bf16* x, const QuantExperts& w1,
                    const QuantExperts& w3, const QuantExperts& w2, const MoePlan& plan, int64_t max_tiles, int64_t H,
-                   int64_t I, float limit) {
+                   int64_t I, float limit, const MoeActQuant* aq) {
   const dim3 grid1(blocks_for(I, kOutPerBlock), static_cast<unsigned>(max_tiles));
   check_launch(launch_kernel(moe_decode_quant_kernel<true, CHUNK, bf16>, grid1, dim3(kDecodeThreads), 0, stream, act, x,
                              w1, w3, plan, I, H, limit),
                "moe_decode_quant (w1/w3 + SwiGLU)");
+  if (aq != nullptr) moe_act_round_trip(stream, act, I, plan, *aq);
   const dim3 grid2(blocks_for(H, kOutPerBlock), static_cast<unsigned>(max_tiles));
   check_launch(launch_kernel(moe_decode_quant_kernel<false, CHUNK, float>, grid2, dim3(kDecodeThreads), 0, stream, y,
                              static_cast<const bf16*>(act), w2, w2, plan, H, I, limit),
@@ -191,14 +193,14 @@ bool moe_decode_quant_supports(const QuantExperts& w1, const QuantExperts& w3, c
 
 void moe_decode_experts_quant(cudaStream_t stream, bf16* act, float* y, const bf16* x, const QuantExperts& w1,
                               const QuantExperts& w3, const QuantExperts& w2, const MoePlan& plan, int64_t max_tiles,
-                              int64_t tokens, int64_t H, int64_t I, float limit) {
+                              int64_t tokens, int64_t H, int64_t I, float limit, const MoeActQuant* aq) {
   DSV4_CHECK_ARG(moe_decode_quant_supports(w1, w3, w2, x, H, I) && aligned16(act),
                  "moe_decode_experts_quant: unsupported stacks (H=", H, " I=", I, ", formats ",
                  weight_format_name(w1.routed.format), " / ", weight_format_name(w1.shared.format), ")");
-  if (tokens <= 1) return launch_decode<1>(stream, act, y, x, w1, w3, w2, plan, max_tiles, H, I, limit);
-  if (tokens <= 2) return launch_decode<2>(stream, act, y, x, w1, w3, w2, plan, max_tiles, H, I, limit);
-  if (tokens <= 4) return launch_decode<4>(stream, act, y, x, w1, w3, w2, plan, max_tiles, H, I, limit);
-  launch_decode<kMaxRowChunk>(stream, act, y, x, w1, w3, w2, plan, max_tiles, H, I, limit);
+  if (tokens <= 1) return launch_decode<1>(stream, act, y, x, w1, w3, w2, plan, max_tiles, H, I, limit, aq);
+  if (tokens <= 2) return launch_decode<2>(stream, act, y, x, w1, w3, w2, plan, max_tiles, H, I, limit, aq);
+  if (tokens <= 4) return launch_decode<4>(stream, act, y, x, w1, w3, w2, plan, max_tiles, H, I, limit, aq);
+  launch_decode<kMaxRowChunk>(stream, act, y, x, w1, w3, w2, plan, max_tiles, H, I, limit, aq);
 }
 
 }  // namespace dsv4::cuda

@@ -30,12 +30,14 @@ struct MoePlan {
 // tensor-core tiles, which are latency-bound on mostly empty 64-row tiles.
 constexpr int64_t kMoeDecodeMaxPairs = 128;
 
+struct MoeActQuant;  // act_quant.h
+
 // The decode path (bf16 operands): act[r] = SwiGLU(x[token_of[r]] · w1[e]ᵀ, x[token_of[r]] · w3[e]ᵀ) stored
 // bf16 [P, I], then y[r] = act[r] · w2[e]ᵀ stored f32 [P, H], for every row r of every planned tile
 // (expert e). Weights are [E, I, H] (w1, w3) and [E, H, I] (w2); `tokens` (T) bounds the rows of one expert.
-// Deterministic; graph-capturable.
+// Deterministic; graph-capturable. `aq` (optional): the activation round trip between the two products.
 void moe_decode_experts(cudaStream_t stream, bf16* act, float* y, const bf16* x, const bf16* w1, const bf16* w3,
                         const bf16* w2, const MoePlan& plan, int64_t max_tiles, int64_t tokens, int64_t H, int64_t I,
-                        float limit);
+                        float limit, const MoeActQuant* aq = nullptr);
 
 }  // namespace dsv4::cuda

@@ -80,9 +80,9 @@ bool moe_decode_quant_supports(const QuantExperts& w1, const QuantExperts& w3, c
                                int64_t H, int64_t I);
 
 // moe_decode_experts (moe_plan.h) on quantised stacks: act[r] = SwiGLU(x[token_of[r]] · w1[e]ᵀ, · w3[e]ᵀ) bf16
-// [P, I], then y[r] = act[r] · w2[e]ᵀ f32 [P, H]. Deterministic; graph-capturable.
+// [P, I], then y[r] = act[r] · w2[e]ᵀ f32 [P, H]. Deterministic; graph-capturable. `aq` as moe_decode_experts'.
 void moe_decode_experts_quant(cudaStream_t stream, bf16* act, float* y, const bf16* x, const QuantExperts& w1,
                               const QuantExperts& w3, const QuantExperts& w2, const MoePlan& plan, int64_t max_tiles,
-                              int64_t tokens, int64_t H, int64_t I, float limit);
+                              int64_t tokens, int64_t H, int64_t I, float limit, const MoeActQuant* aq = nullptr);
 
 }  // namespace dsv4::cuda

@@ -1,0 +1,97 @@
+// --activation-quant fp8 on CUDA: DeepSeek's act_quant before every product its checkpoints hold in FP8 / FP4.
+// Each row's values in blocks of 128, E4M3 at a power-of-two (UE8M0) scale per block, given back dequantised — the
+// CPU's kv_round_trip kFp8Blocks128 with the same codec (dsv4/ops/kv_fp8.h, checked bit for bit against the host's
+// in tests/unit/kv_cache_test.cc). E4M3 values times a power of two are bf16 values, so BF16 rows hold the result
+// exactly: the products that follow then see the quantised activations unrounded.
+//
+// One warp per 128-value block (4 values per lane: lane + 32 j), the amax a warp max (NaN-ignoring, as the CPU's
+// std::max), blocks of a row spread over the block's warps. The MoE form scales each expert row of the SwiGLU
+// intermediate by its pair's routing weight first (the reference applies the weight before w2; the shared expert's
+// rows by 1), so the combine then adds the rows with weight 1.
+#include "backend/cuda/act_quant.h"
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/kv_fp8.cuh"
+
+namespace dsv4::cuda {
+namespace {
+
+using namespace kvfp8_dev;
+
+constexpr int kActBlock = 128;
+constexpr int kActThreads = 256;
+
+// out = the round trip of in * mul (`width` values; out may be in), by the calling block.
+template <typename T>
+__device__ __forceinline__ void round_trip_row(T* out, const T* in, int64_t width, float mul) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  for (int64_t lo = static_cast<int64_t>(warp) * kActBlock; lo < width; lo += static_cast<int64_t>(warps) * kActBlock) {
+    const int64_t n = min(static_cast<int64_t>(kActBlock), width - lo);
+    float v[4];
+    float m = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t i = lane + 32 * j;
+      v[j] = i < n ? to_float(in[lo + i]) * mul : 0.0f;
+      m = fmaxf(m, fabsf(v[j]));
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    const float s = pow2(block_exponent(fmaxf(m, kAmaxFloor)));
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t i = lane + 32 * j;
+      if (i < n) out[lo + i] = from_float<T>(e4m3_value(e4m3_encode(divide(v[j], s))) * s);
+    }
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kActThreads) activation_round_trip_kernel(T* out, const T* in, int64_t width) {
+  pdl_wait();
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * width;
+  round_trip_row(out + r, in + r, width, 1.0f);
+}
+
+// Block p: pair p's row of the expert-sorted intermediate, times the pair's weight (routed pairs) or 1 (shared).
+template <typename T>
+__global__ void __launch_bounds__(kActThreads)
+    moe_act_round_trip_kernel(T* __restrict__ act, int64_t width, const int32_t* __restrict__ row_of,
+                              const float* __restrict__ weights, int64_t routed_pairs) {
+  pdl_wait();
+  const int64_t p = blockIdx.x;
+  const float mul = p < routed_pairs ? weights[p] : 1.0f;
+  T* row = act + static_cast<int64_t>(row_of[p]) * width;
+  round_trip_row(row, row, width, mul);
+}
+
+}  // namespace
+
+void activation_round_trip_rows(cudaStream_t stream, DType dtype, void* dst, const void* src, int64_t rows,
+                                int64_t width) {
+  if (rows == 0 || width == 0) return;
+  DSV4_CHECK_ARG(rows <= 0x7fffffff, "activation_round_trip on CUDA: ", rows, " rows");
+  dispatch_float(dtype, "activation_round_trip", [&](auto tag) {
+    using T = decltype(tag);
+    check_launch(launch_kernel(activation_round_trip_kernel<T>, dim3(static_cast<unsigned>(rows)), dim3(kActThreads), 0,
+                               stream, static_cast<T*>(dst), static_cast<const T*>(src), width),
+                 "activation_round_trip");
+  });
+}
+
+void activation_round_trip(ExecContext& ctx, Tensor x) {
+  const int64_t width = x.ndim() >= 1 ? x.size(-1) : 0, rows = width > 0 ? x.numel() / width : 0;
+  activation_round_trip_rows(stream_of(ctx), x.dtype(), x.data(), x.data(), rows, width);
+}
+
+template <typename T>
+void moe_act_round_trip(cudaStream_t stream, T* act, int64_t width, const MoePlan& plan, const MoeActQuant& aq) {
+  if (aq.pairs == 0) return;
+  check_launch(launch_kernel(moe_act_round_trip_kernel<T>, dim3(static_cast<unsigned>(aq.pairs)), dim3(kActThreads), 0,
+                             stream, act, width, static_cast<const int32_t*>(plan.row_of), aq.weights, aq.routed_pairs),
+               "moe_act_round_trip");
+}
+template void moe_act_round_trip<bf16>(cudaStream_t, bf16*, int64_t, const MoePlan&, const MoeActQuant&);
+template void moe_act_round_trip<float>(cudaStream_t, float*, int64_t, const MoePlan&, const MoeActQuant&);
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,29 @@
+// --activation-quant fp8 on CUDA (act_quant.cu): DeepSeek's act_quant — E4M3 per 128 values at a power-of-two
+// scale, given back dequantised — on activation rows, and on the MoE's SwiGLU intermediate between its products.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "backend/cuda/moe_plan.h"
+#include "dsv4/core/dtype.h"
+
+namespace dsv4::cuda {
+
+// dst [rows, width] = the round trip of src [rows, width] (F32 or BF16; dst may be src).
+void activation_round_trip_rows(cudaStream_t stream, DType dtype, void* dst, const void* src, int64_t rows,
+                                int64_t width);
+
+// Between the MoE's two products: every pair's row of the expert-sorted intermediate act [P, I] times its routing
+// weight (routed pairs p < routed_pairs: weights[p]; the shared expert's pairs: 1), then the round trip; the
+// combine then adds the rows with weight 1 (DeepSeek applies the routing weight before w2).
+struct MoeActQuant {
+  const float* weights = nullptr;  // [T * k], the routed pairs' routing weights
+  int64_t routed_pairs = 0;        // T * k
+  int64_t pairs = 0;               // P (T * k, plus T with the shared expert)
+};
+template <typename T>
+void moe_act_round_trip(cudaStream_t stream, T* act, int64_t width, const MoePlan& plan, const MoeActQuant& aq);
+
+}  // namespace dsv4::cuda
