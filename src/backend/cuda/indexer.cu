@@ -50,8 +50,12 @@ constexpr int kTile = 64;                  // key entries per shared-memory tile
 constexpr int kMaxQueries = 8;             // queries per block (one MMA row tile each at most)
 constexpr int64_t kSplitSlots = 512;       // decode: T * splits blocks
 constexpr int64_t kMaxSplits = 128;        // blocks per query
-constexpr int64_t kMinSplitEntries = 128;  // entries per split at least (two tiles)
+constexpr int64_t kMinSplitEntries = 64;   // entries per split at least (one tile: 32k context, 128 blocks)
 constexpr int64_t kSplitMaxTokens = 64;    // queries beyond which no split is needed (enough blocks)
+// The merge runs one block per query, alone on its SM at decode: its radix passes, sort stages and offers are
+// chains of dependent shared-memory steps, and with 8 warps (2 per scheduler) an H100 issued once per 4.2 cycles
+// (ncu, 32k context). 32 warps hide that latency and split each pass four ways further.
+constexpr int kMergeThreads = 1024;
 
 __host__ __device__ inline int64_t padded_topk(int64_t topk) {  // the bitonic sort's power of two
   int64_t p = 1;
@@ -86,12 +90,13 @@ __device__ __forceinline__ void append_warp(uint64_t* list, uint32_t* count, uin
   if (take) list[at + __popc(takers & ((1u << lane) - 1))] = key;
 }
 
-// Sorts a[0, padded) descending (padded a power of two) by a bitonic network. Block-wide (kThreads); the caller's
+// Sorts a[0, padded) descending (padded a power of two) by a bitonic network. Block-wide (NT threads); the caller's
 // writes to `a` must be behind a barrier; ends with one.
+template <int NT>
 __device__ void bitonic_sort_descending(uint64_t* a, int64_t padded) {
   for (int64_t k = 2; k <= padded; k <<= 1) {
     for (int64_t j = k >> 1; j > 0; j >>= 1) {
-      for (int64_t i = threadIdx.x; i < padded; i += kThreads) {
+      for (int64_t i = threadIdx.x; i < padded; i += NT) {
         const int64_t p = i ^ j;
         if (p > i) {
           const uint64_t x = a[i], y = a[p];
@@ -104,7 +109,8 @@ __device__ void bitonic_sort_descending(uint64_t* a, int64_t padded) {
 }
 
 // Writes the `topk` largest of the order keys keys[0, n) (n > topk) to cand[0, topk) in descending order.
-// `cand` holds `padded` (a power of two >= topk) keys. Block-wide (kThreads); ends with a barrier.
+// `cand` holds `padded` (a power of two >= topk) keys. Block-wide (NT threads); ends with a barrier.
+template <int NT>
 __device__ void select_topk(const uint64_t* keys, int64_t n, int64_t topk, uint64_t* cand, int64_t padded) {
   __shared__ uint32_t hist[256];
   __shared__ uint32_t digit_sh, remaining_sh, exact_sh, count_sh;
@@ -114,11 +120,11 @@ __device__ void select_topk(const uint64_t* keys, int64_t n, int64_t topk, uint6
   uint64_t prefix = 0, mask = 0;
   uint32_t remaining = static_cast<uint32_t>(topk);
   for (int shift = 56; shift >= 0; shift -= 8) {
-    for (int i = threadIdx.x; i < 256; i += kThreads) hist[i] = 0;
+    for (int i = threadIdx.x; i < 256; i += NT) hist[i] = 0;
     __syncthreads();
     // One shared atomic per key: on an H200 the warp-aggregated count (ballot + match_any per key, one atomic per
     // digit and warp) cost 6-22 us more per Flash-slice decode step from 32k to 1M context (bench/RESULTS.md).
-    for (int64_t s = threadIdx.x; s < n; s += kThreads) {
+    for (int64_t s = threadIdx.x; s < n; s += NT) {
       const uint64_t c = keys[s];
       if ((c & mask) == prefix) atomicAdd(&hist[static_cast<uint32_t>(c >> shift) & 0xff], 1u);
     }
@@ -155,22 +161,23 @@ __device__ void select_topk(const uint64_t* keys, int64_t n, int64_t topk, uint6
   }
   // Gather the top k (any order: the sort fixes it), pad with 0 (below every key), sort descending.
   if (threadIdx.x == 0) count_sh = 0;
-  for (int64_t i = topk + threadIdx.x; i < padded; i += kThreads) cand[i] = 0;
+  for (int64_t i = topk + threadIdx.x; i < padded; i += NT) cand[i] = 0;
   __syncthreads();
-  for (int64_t base = 0; base < n; base += kThreads) {
+  for (int64_t base = 0; base < n; base += NT) {
     const int64_t s = base + threadIdx.x;
     const uint64_t c = s < n ? keys[s] : 0;
     append_warp(cand, &count_sh, c, s < n && (c & mask) >= prefix);
   }
   __syncthreads();
-  bitonic_sort_descending(cand, padded);
+  bitonic_sort_descending<NT>(cand, padded);
   __syncthreads();
 }
 
 // The running top-k of up to kMaxQueries queries of one block: per query `buf` [topk + cap] order keys (the
 // kept best, then appended candidates), its fill `n` and the threshold `thr` (0 until the first selection:
 // every real key is > 0). offer() is warp-wide (one atomic per warp), compact() and finish() block-wide (uniform
-// arguments).
+// arguments) over the NT threads of the block.
+template <int NT>
 struct RunningTopK {
   uint64_t* buf;   // [queries, topk + cap]
   uint64_t* sort;  // [padded]
@@ -180,7 +187,7 @@ struct RunningTopK {
 
   __device__ uint64_t* of(int q) const { return buf + q * (topk + cap); }
   __device__ void reset(int queries) const {
-    for (int q = threadIdx.x; q < queries; q += kThreads) n[q] = 0, thr[q] = 0;
+    for (int q = threadIdx.x; q < queries; q += NT) n[q] = 0, thr[q] = 0;
   }
   // Every lane of the warp calls, all for the same query q; key 0 = none.
   __device__ void offer(int q, uint64_t key) const { append_warp(of(q), &n[q], key, key > thr[q]); }
@@ -189,8 +196,8 @@ struct RunningTopK {
     const int64_t count = n[q];
     if (count + room <= topk + cap) return;
     uint64_t* b = of(q);
-    select_topk(b, count, topk, sort, padded);
-    for (int64_t r = threadIdx.x; r < topk; r += kThreads) b[r] = sort[r];
+    select_topk<NT>(b, count, topk, sort, padded);
+    for (int64_t r = threadIdx.x; r < topk; r += NT) b[r] = sort[r];
     __syncthreads();
     if (threadIdx.x == 0) n[q] = static_cast<uint32_t>(topk), thr[q] = b[topk - 1];
     __syncthreads();
@@ -201,14 +208,14 @@ struct RunningTopK {
     const int64_t count = n[q];
     const uint64_t* b = of(q);
     if (count > topk) {
-      select_topk(b, count, topk, sort, padded);
+      select_topk<NT>(b, count, topk, sort, padded);
       return topk;
     }
     // At most topk keys: sort them (keys already kept by a selection are sorted, appended ones are not), in the
-    // smallest power of two that holds them (a decode split of 128 entries sorts 128 keys, not topk's 512).
-    for (int64_t i = threadIdx.x; i < padded; i += kThreads) sort[i] = i < count ? b[i] : 0;
+    // smallest power of two that holds them (a decode split of 64 entries sorts 64 keys, not topk's 512).
+    for (int64_t i = threadIdx.x; i < padded; i += NT) sort[i] = i < count ? b[i] : 0;
     __syncthreads();
-    bitonic_sort_descending(sort, padded_topk(count));
+    bitonic_sort_descending<NT>(sort, padded_topk(count));
     return count;
   }
 };
@@ -283,7 +290,7 @@ __global__ void __launch_bounds__(kThreads) indexer_score_kernel(ScoreArgs a) {
   __shared__ uint64_t thr_sh[kMaxQueries];
   __shared__ int64_t vis_sh[kMaxQueries], lo_sh[kMaxQueries], hi_sh[kMaxQueries];
   __shared__ int32_t slot_sh[kMaxQueries], act_sh[kMaxQueries];
-  const RunningTopK top{bufs, sortbuf, n_sh, thr_sh, a.topk, a.cap, padded};
+  const RunningTopK<kThreads> top{bufs, sortbuf, n_sh, thr_sh, a.topk, a.cap, padded};
   constexpr int64_t KSTR = 16 * KS + 8;
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
@@ -487,7 +494,7 @@ __global__ void __launch_bounds__(kThreads) indexer_score_kernel(ScoreArgs a) {
 }
 
 // One block per query: the exact top-k of the union of the splits' best keys (0 = no key).
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kMergeThreads)
     indexer_merge_kernel(int32_t* __restrict__ out, const uint64_t* __restrict__ ws, const int32_t* __restrict__ pos_of,
                          const int32_t* __restrict__ slot_of, int64_t rows, int64_t rate, int64_t topk, int64_t cap,
                          int splits) {
@@ -496,13 +503,13 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ uint32_t n_sh[1];
   __shared__ uint64_t thr_sh[1];
   const int64_t padded = padded_topk(topk);
-  const RunningTopK top{smem64, smem64 + topk + cap, n_sh, thr_sh, topk, cap, padded};
+  const RunningTopK<kMergeThreads> top{smem64, smem64 + topk + cap, n_sh, thr_sh, topk, cap, padded};
   const int64_t t = blockIdx.x;
   const int32_t slot = slot_of[t];
   const int64_t visible = slot < 0 ? 0 : min(static_cast<int64_t>((pos_of[t] + 1) / rate), rows);
   int32_t* sel = out + t * topk;
   if (visible <= topk) {
-    for (int64_t k = threadIdx.x; k < topk; k += kThreads) sel[k] = k < visible ? static_cast<int32_t>(k) : -1;
+    for (int64_t k = threadIdx.x; k < topk; k += kMergeThreads) sel[k] = k < visible ? static_cast<int32_t>(k) : -1;
     return;
   }
   if (effective_splits(visible, splits) == 1) return;  // one split held every entry: it wrote the selection
@@ -519,13 +526,13 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t ranks = min(topk, per);
   // A starting threshold: with r = ceil(topk / eff), each split's r-th best key is at or below r keys of its own
   // list, so at least eff * r >= topk keys of the union are at or above the smallest of them (a split with fewer than
-  // r keys gives 0: no bound). Keys below it cannot be selected and are never appended: at 32k context (64 splits of
-  // 128 entries, all kept) the selection then runs over the keys at or above every split's 8th best, not all 8,192.
+  // r keys gives 0: no bound). Keys below it cannot be selected and are never appended: at 32k context (128 splits of
+  // 64 entries, all kept) the selection then runs over the keys at or above every split's 4th best, not all 8,192.
   const int64_t r_bound = (topk + eff - 1) / eff;
   if (threadIdx.x == 0) bound_sh = ~0ull;
   __syncthreads();
   if (r_bound <= ranks) {
-    for (int64_t sp = threadIdx.x; sp < eff; sp += kThreads) atomicMin(&bound_sh, src[sp * topk + r_bound - 1]);
+    for (int64_t sp = threadIdx.x; sp < eff; sp += kMergeThreads) atomicMin(&bound_sh, src[sp * topk + r_bound - 1]);
   }
   __syncthreads();
   if (threadIdx.x == 0 && r_bound <= ranks && bound_sh != 0 && bound_sh != ~0ull) thr_sh[0] = bound_sh - 1;
@@ -542,12 +549,12 @@ __global__ void __launch_bounds__(kThreads)
     constexpr int kLoads = 4;
     const uint32_t per_split = static_cast<uint32_t>(rows_now), round_keys = static_cast<uint32_t>(rows_now * eff);
     const uint64_t* round_src = src + r0;
-    for (uint32_t b = 0; b < round_keys; b += kLoads * kThreads) {  // every lane runs every round (warp-wide offer)
+    for (uint32_t b = 0; b < round_keys; b += kLoads * kMergeThreads) {  // every lane runs every round (warp-wide offer)
       uint64_t key[kLoads];
       bool last_rank[kLoads];
 #pragma unroll
       for (int j = 0; j < kLoads; ++j) {
-        const uint32_t i = b + j * kThreads + threadIdx.x, sp = i / per_split, r = i - sp * per_split;
+        const uint32_t i = b + j * kMergeThreads + threadIdx.x, sp = i / per_split, r = i - sp * per_split;
         key[j] = i < round_keys ? round_src[static_cast<int64_t>(sp) * topk + r] : 0;
         last_rank[j] = r == per_split - 1;
       }
@@ -564,7 +571,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
   top.finish(0);
-  for (int64_t r = threadIdx.x; r < topk; r += kThreads) sel[r] = key_index(top.sort[r]);
+  for (int64_t r = threadIdx.x; r < topk; r += kMergeThreads) sel[r] = key_index(top.sort[r]);
 }
 
 // ---- SIMT path ----------------------------------------------------------------------------------
@@ -632,7 +639,7 @@ __global__ void __launch_bounds__(kThreads)
       kept = total;
       continue;
     }
-    select_topk(best, total, topk, cand, padded);  // ends with a barrier
+    select_topk<kThreads>(best, total, topk, cand, padded);  // ends with a barrier
     for (int64_t r = threadIdx.x; r < topk; r += kThreads) best[r] = cand[r];
     kept = topk;
     __syncthreads();
@@ -781,11 +788,11 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
   if (splits == 1) return;
   int64_t cap = 16384;  // most decode merges (splits x topk keys) in one round
   auto merge_bytes = [&](int64_t c) { return sizeof(uint64_t) * static_cast<size_t>(topk + c + padded_topk(topk)); };
-  while (merge_bytes(cap) > budget && cap > kThreads) cap /= 2;
+  while (merge_bytes(cap) > budget && cap > kMergeThreads) cap /= 2;
   DSV4_CHECK(merge_bytes(cap) <= budget, kUnsupported, "indexer_topk on CUDA: top-", topk, " needs ", merge_bytes(cap),
              " bytes of shared memory; the device allows ", budget);
   set_shared(indexer_merge_kernel, merge_bytes(cap), "cudaFuncSetAttribute(indexer_merge)");
-  check_launch(launch_kernel(indexer_merge_kernel, dim3(static_cast<unsigned>(T)), dim3(kThreads), merge_bytes(cap),
+  check_launch(launch_kernel(indexer_merge_kernel, dim3(static_cast<unsigned>(T)), dim3(kMergeThreads), merge_bytes(cap),
                              stream_of(ctx), out.ptr<int32_t>(), a.ws, a.pos_of, a.slot_of, rows, keys.rate, topk, cap,
                              a.splits),
                "indexer_merge");
