@@ -46,12 +46,12 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kTile = 64;                  // key entries per shared-memory tile
-constexpr int kMaxQueries = 8;             // queries per block (one MMA row tile each at most)
-constexpr int64_t kSplitSlots = 512;       // decode: T * splits blocks
-constexpr int64_t kMaxSplits = 128;        // blocks per query
-constexpr int64_t kMinSplitEntries = 64;   // entries per split at least (one tile: 32k context, 128 blocks)
-constexpr int64_t kSplitMaxTokens = 64;    // queries beyond which no split is needed (enough blocks)
+constexpr int kTile = 64;                 // key entries per shared-memory tile
+constexpr int kMaxQueries = 8;            // queries per block (one MMA row tile each at most)
+constexpr int64_t kSplitSlots = 512;      // decode: T * splits blocks
+constexpr int64_t kMaxSplits = 128;       // blocks per query
+constexpr int64_t kMinSplitEntries = 64;  // entries per split at least (one tile: 32k context, 128 blocks)
+constexpr int64_t kSplitMaxTokens = 64;   // queries beyond which no split is needed (enough blocks)
 // The merge runs one block per query, alone on its SM at decode: its radix passes, sort stages and offers are
 // chains of dependent shared-memory steps, and with 8 warps (2 per scheduler) an H100 issued once per 4.2 cycles
 // (ncu, 32k context). 32 warps hide that latency and split each pass four ways further.
@@ -549,7 +549,8 @@ __global__ void __launch_bounds__(kMergeThreads)
     constexpr int kLoads = 4;
     const uint32_t per_split = static_cast<uint32_t>(rows_now), round_keys = static_cast<uint32_t>(rows_now * eff);
     const uint64_t* round_src = src + r0;
-    for (uint32_t b = 0; b < round_keys; b += kLoads * kMergeThreads) {  // every lane runs every round (warp-wide offer)
+    // Every lane runs every round (warp-wide offer).
+    for (uint32_t b = 0; b < round_keys; b += kLoads * kMergeThreads) {
       uint64_t key[kLoads];
       bool last_rank[kLoads];
 #pragma unroll
@@ -792,9 +793,9 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
   DSV4_CHECK(merge_bytes(cap) <= budget, kUnsupported, "indexer_topk on CUDA: top-", topk, " needs ", merge_bytes(cap),
              " bytes of shared memory; the device allows ", budget);
   set_shared(indexer_merge_kernel, merge_bytes(cap), "cudaFuncSetAttribute(indexer_merge)");
-  check_launch(launch_kernel(indexer_merge_kernel, dim3(static_cast<unsigned>(T)), dim3(kMergeThreads), merge_bytes(cap),
-                             stream_of(ctx), out.ptr<int32_t>(), a.ws, a.pos_of, a.slot_of, rows, keys.rate, topk, cap,
-                             a.splits),
+  check_launch(launch_kernel(indexer_merge_kernel, dim3(static_cast<unsigned>(T)), dim3(kMergeThreads),
+                             merge_bytes(cap), stream_of(ctx), out.ptr<int32_t>(), a.ws, a.pos_of, a.slot_of, rows,
+                             keys.rate, topk, cap, a.splits),
                "indexer_merge");
 }
 
