@@ -275,8 +275,13 @@ __host__ __device__ inline size_t score_shared_bytes(int ks, int tq, int64_t top
          sizeof(float) * static_cast<size_t>(2 * kTile);                   // fp8 keys' scales
 }
 
+// The block's queries, staged once in fp32 at the start of the same shared memory (before any key or tile is there).
+__host__ __device__ inline size_t q_stage_bytes(int tq, int64_t heads, int64_t Di) {
+  return sizeof(float) * static_cast<size_t>(tq * heads * Di);
+}
+
 template <int KS>
-__global__ void __launch_bounds__(kThreads) indexer_score_kernel(ScoreArgs a) {
+__global__ void __launch_bounds__(kThreads, 2) indexer_score_kernel(ScoreArgs a) {
   pdl_wait();
   extern __shared__ __align__(16) uint64_t smem64[];
   const int64_t padded = padded_topk(a.topk);
@@ -318,6 +323,52 @@ __global__ void __launch_bounds__(kThreads) indexer_score_kernel(ScoreArgs a) {
     }
     if (idle) return;
   }
+  // This warp's MMA row tile: query qi, heads hb .. hb + 15; q split into bf16 hi + lo in registers. The head weights
+  // load first (their latency hides behind the staging); the block's q rows (contiguous in q) arrive in shared
+  // memory by coalesced loads, all in flight at once, and the fragments are read from there: loaded straight into
+  // the fragments, the 64 scattered loads per thread ran in ~16 dependent rounds (ncu: ~60% of a decode split's
+  // stall samples at one tile).
+  const int mt_count = a.tq * a.mtq;
+  const int mt = warp % mt_count, nsub = warp / mt_count, nstep = kWarps / mt_count;
+  const int qi_w = mt / a.mtq, hb = (mt % a.mtq) * 16;
+  const int64_t tw = t0 + qi_w;
+  float wg = 0, wg8 = 0;
+  if (tw < a.T) {
+    if (hb + g < a.heads) wg = a.w[tw * a.heads + hb + g] * a.scale;
+    if (hb + g + 8 < a.heads) wg8 = a.w[tw * a.heads + hb + g + 8] * a.scale;
+  }
+  float* qstage = reinterpret_cast<float*>(smem64);  // [tq, heads, Di]
+  {
+    const int64_t n = (min(static_cast<int64_t>(a.tq), a.T - t0)) * a.heads * a.Di;
+    const float* src = a.q + t0 * a.heads * a.Di;
+    if (n % 4 == 0 && (reinterpret_cast<uintptr_t>(src) & 15) == 0) {
+      for (int64_t i = threadIdx.x; i < n / 4; i += kThreads) {
+        reinterpret_cast<float4*>(qstage)[i] = reinterpret_cast<const float4*>(src)[i];
+      }
+    } else {
+      for (int64_t i = threadIdx.x; i < n; i += kThreads) qstage[i] = src[i];
+    }
+  }
+  __syncthreads();
+  uint32_t ahi[KS][4], alo[KS][4];
+#pragma unroll
+  for (int ks = 0; ks < KS; ++ks) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int64_t head = hb + g + 8 * (r & 1), col = ks * 16 + 2 * c + 8 * (r >> 1);
+      float x0 = 0, x1 = 0;
+      if (tw < a.T && head < a.heads) {
+        const float* qrow = qstage + (qi_w * a.heads + head) * a.Di;
+        if (col < a.Di) x0 = qrow[col];
+        if (col + 1 < a.Di) x1 = qrow[col + 1];
+      }
+      const float h0 = __bfloat162float(__float2bfloat16_rn(x0)), h1 = __bfloat162float(__float2bfloat16_rn(x1));
+      ahi[ks][r] = pack_bf16(h0, h1);
+      alo[ks][r] = pack_bf16(x0 - h0, x1 - h1);
+    }
+  }
+  __syncthreads();  // the staging area becomes the key buffers and tiles
+
   top.reset(a.tq);
   // Columns Di .. 16 KS of the key tiles are read as zeros and never written by the loads (the stride's last 8
   // columns are never read): with Di = 16 KS there is nothing to clear.
@@ -332,34 +383,6 @@ __global__ void __launch_bounds__(kThreads) indexer_score_kernel(ScoreArgs a) {
       int32_t* sel = a.out + (t0 + qi) * a.topk;
       for (int64_t k = threadIdx.x; k < a.topk; k += kThreads) sel[k] = k < vis_sh[qi] ? static_cast<int32_t>(k) : -1;
     }
-  }
-
-  // This warp's MMA row tile: query qi, heads hb .. hb + 15; q split into bf16 hi + lo in registers.
-  const int mt_count = a.tq * a.mtq;
-  const int mt = warp % mt_count, nsub = warp / mt_count, nstep = kWarps / mt_count;
-  const int qi_w = mt / a.mtq, hb = (mt % a.mtq) * 16;
-  const int64_t tw = t0 + qi_w;
-  uint32_t ahi[KS][4], alo[KS][4];
-#pragma unroll
-  for (int ks = 0; ks < KS; ++ks) {
-#pragma unroll
-    for (int r = 0; r < 4; ++r) {
-      const int64_t head = hb + g + 8 * (r & 1), col = ks * 16 + 2 * c + 8 * (r >> 1);
-      float x0 = 0, x1 = 0;
-      if (tw < a.T && head < a.heads) {
-        const float* qrow = a.q + (tw * a.heads + head) * a.Di;
-        if (col < a.Di) x0 = qrow[col];
-        if (col + 1 < a.Di) x1 = qrow[col + 1];
-      }
-      const float h0 = __bfloat162float(__float2bfloat16_rn(x0)), h1 = __bfloat162float(__float2bfloat16_rn(x1));
-      ahi[ks][r] = pack_bf16(h0, h1);
-      alo[ks][r] = pack_bf16(x0 - h0, x1 - h1);
-    }
-  }
-  float wg = 0, wg8 = 0;
-  if (tw < a.T) {
-    if (hb + g < a.heads) wg = a.w[tw * a.heads + hb + g] * a.scale;
-    if (hb + g + 8 < a.heads) wg8 = a.w[tw * a.heads + hb + g + 8] * a.scale;
   }
 
   // One pass per distinct slot among the block's queries (adjacent tokens mostly share one sequence).
@@ -781,7 +804,7 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
   const size_t budget = static_cast<size_t>(max_shared_optin()) - kSelectStaticShared;
   a.cap = std::max<int64_t>(2 * kTile, 2048 / a.tq);
   while (score_shared_bytes(ks, a.tq, topk, a.cap) > budget && a.cap > kTile) a.cap /= 2;
-  const size_t shared = score_shared_bytes(ks, a.tq, topk, a.cap);
+  const size_t shared = std::max(score_shared_bytes(ks, a.tq, topk, a.cap), q_stage_bytes(a.tq, heads, Di));
   DSV4_CHECK(shared <= budget, kUnsupported, "indexer_topk on CUDA: top-", topk, " needs ", shared,
              " bytes of shared memory; the device allows ", budget);
   const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>((T + a.tq - 1) / a.tq));
