@@ -108,9 +108,9 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRow
 // kFp8Row the whole row by s = max(amax, 1e-4) / 448 (fp32). The value given back is e4m3(x / s) * s (fp32 division
 // and product). CUDA: kFp8Blocks and kFp8Row (the fp8 cache's; the packed rows' codec, dsv4/ops/kv_fp8.h).
 void kv_round_trip(ExecContext& ctx, Tensor x, int64_t rope_dim, KvRoundTrip format);
-// --activation-quant fp8, in place on x [rows, width] (F32): each row through E4M3 per 128 values with a UE8M0 scale
-// (KvRoundTrip::kFp8Blocks128), as DeepSeek's reference quantises the activations entering an FP8/FP4 product.
-// CPU only for now.
+// --activation-quant fp8, in place on x [rows, width] (F32; on CUDA also BF16): each row through E4M3 per 128 values
+// with a UE8M0 scale (KvRoundTrip::kFp8Blocks128), as DeepSeek's reference quantises the activations entering an
+// FP8/FP4 product.
 void activation_round_trip(ExecContext& ctx, Tensor x);
 // Store the batch's kv rows into the sliding-window ring (after attention has read it).
 void kv_ring_store(ExecContext& ctx, const PagedRows& kv_ring, Tensor kv, const BatchMeta& meta);
@@ -128,9 +128,10 @@ void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, 
 // shared_expert: the last expert of w1/w2/w3 is a shared expert applied to every token with weight 1 and
 // added after the routed terms: out[t] = sum_k weights[t,k] * f_{indices[t,k]}(x[t]) + f_{E-1}(x[t]); the
 // routed indices must then be < E - 1. Sums in fp32 in that fixed order, rounded once to out's dtype.
-// activation_quant (--activation-quant fp8, CPU only for now): as DeepSeek's reference runs its FP4/FP8 experts —
-// x through activation_round_trip before w1/w3, each term's routing weight applied before w2 (w2 · (weight · h)) and
-// that input through activation_round_trip too; the terms are then summed with weight 1.
+// activation_quant (--activation-quant fp8): as DeepSeek's reference runs its FP4/FP8 experts — x through
+// activation_round_trip before w1/w3, each term's routing weight applied before w2 (w2 · (weight · h)) and that input
+// through activation_round_trip too; the terms are then summed with weight 1. CUDA rounds the weighted intermediate to
+// the activation dtype before its round trip (bf16: close to, not equal to, the CPU's f32).
 // Quantised stacks (CUDA): the routed experts in one format, the shared expert (stack index E - 1) in its own.
 void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, const Weight& w1,
                  const Weight& w2, const Weight& w3, float limit, bool shared_expert = false,
