@@ -6,6 +6,11 @@
 #   kernels: ncu (real clocks) of every indexer and split-attention launch of an eager decode run at NCU_CONTEXT
 #            (default 32768); the summary's "longer than 8 us" lines are the long-context launches (the run's
 #            short-context phase has idle splits of ~4 us)
+#   source (opt-in): ncu SourceCounters (per-SASS-instruction stall samples, tools/profile/sass_stalls.py) of the
+#            SOURCE_KERNELS launches (default: the indexer's) of one decode step at NCU_CONTEXT, the step picked by
+#            DSV4_PROFILE_DECODE=PROFILE_STEP (default 16: the bench's batch phase runs ~9-12 uniform decode forwards
+#            first, the context phase 12 with these settings); stage a -lineinfo build to map lines to source.
+#            Picking launches by index or duration instead caught the bench's T = 128 prefill (grid (1, 128)).
 set -u
 . "${STAGE:-.gpu-stage}/env.sh"
 export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64
@@ -46,6 +51,21 @@ if has kernels; then
     --kv-cache-memory 16000000000 > $OUT/kernels_ncu.csv 2> $OUT/kernels_ncu.log
   echo "kernels ncu rc=$?"
   python3 tools/profile/ncu_summary.py $OUT/kernels_ncu.csv --above 8 --json $OUT/kernels.json | tail -4
+fi
+if has source; then
+  NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+  DSV4_PROFILE_DECODE=${PROFILE_STEP:-16} timeout ${NCU_TIMEOUT:-180} $NCU --profile-from-start off --clock-control none \
+    --kernel-name regex:"${SOURCE_KERNELS:-indexer}" --section SourceCounters --section WarpStateStats \
+    --section SchedulerStats --section LaunchStats -o $OUT/source -f \
+    dsv4 bench --synthetic flash --layers 3 --device cuda --modes none --prefill 128 --batch 1 \
+    --contexts ${NCU_CONTEXT:-32768} --decode-steps 4 --reps 2 --warmup 1 --spec-tokens 0 \
+    --kv-cache-memory 16000000000 > $OUT/source.log 2>&1
+  echo "source ncu rc=$?"
+  $NCU -i $OUT/source.ncu-rep --page details > $OUT/source_details.txt 2>&1
+  $NCU -i $OUT/source.ncu-rep --page source --csv --print-source sass > $OUT/source_sass.csv 2>&1
+  grep -E "^  [a-z_<>:() ]*kernel|Duration|Grid Size|Registers Per Thread" $OUT/source_details.txt | sed 's/  */ /g' | head -20
+  python3 tools/profile/sass_stalls.py $OUT/source_sass.csv --top 20
+  rm -f $OUT/source.ncu-rep  # the CSV and the details keep what the summary needs; the report is large
 fi
 if has prefill; then  # prompts prefilled in chunks of --max-batch-tokens, one process each
   for n in ${PREFILLS:-4096 131072}; do
