@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 
 #include "dsv4/backend/cuda_device.h"
@@ -256,6 +257,27 @@ void Engine::forward(BatchBuilder& batch, std::vector<float>* logits, std::vecto
   check_batch(batch);
   ensure_pages(batch);
   exec_->forward(batch, uniform_decode, logits, residual);
+}
+
+std::vector<int32_t> Engine::forward_greedy(BatchBuilder& batch, bool uniform_decode) {
+  check_batch(batch);
+  ensure_pages(batch);
+  const int64_t R = batch.num_logit_rows(), V = cfg_.vocab_size;
+  std::vector<int32_t> tokens;
+  if (exec_->samples_on_device()) {
+    const std::vector<ops::TokenSamplingParams> greedy(static_cast<size_t>(R));  // temperature 0
+    exec_->forward_tokens(batch, uniform_decode, greedy, &tokens);
+    return tokens;
+  }
+  std::vector<float> logits;
+  exec_->forward(batch, uniform_decode, &logits, nullptr);
+  tokens.resize(static_cast<size_t>(R));
+  for (int64_t r = 0; r < R; ++r) {
+    const float* row = logits.data() + r * V;
+    const bool finite = std::all_of(row, row + V, [](float x) { return std::isfinite(x); });
+    tokens[static_cast<size_t>(r)] = finite ? argmax_token(row, V) : -1;
+  }
+  return tokens;
 }
 
 void Engine::mtp_forward(BatchBuilder& batch, const std::vector<float>& hidden, std::vector<float>* logits,

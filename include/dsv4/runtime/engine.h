@@ -185,6 +185,11 @@ class Engine {
   // selects the full-graph entries on CUDA.
   void forward(BatchBuilder& batch, std::vector<float>* logits, std::vector<float>* residual = nullptr,
                bool uniform_decode = false);
+  // One forward of the target that gives the greedy token of each logit row instead of its logits: drawn on the
+  // device where the executor samples there (the path generate's decode steps take: no logits copied to the host),
+  // else argmax_token of the host logits. A row whose logits hold a NaN or an infinity gives -1 (the device's flag;
+  // on the host, the same check). Benchmarks time a long-context decode step with it.
+  std::vector<int32_t> forward_greedy(BatchBuilder& batch, bool uniform_decode = false);
 
   // One forward of the MTP drafter: `batch` holds the drafter's input tokens (the token after each
   // position), `hidden` the residual rows it continues from ([T, n*H] host). Writes the draft logits of
