@@ -71,7 +71,7 @@ for dt in ("fp8", "auto"):
         for d in r.get("context_decode", []):
             state[(dt, d["context"])] = d.get("state_bytes", 0)
             read[(dt, d["context"])] = d.get("floor_state_bytes", 0)
-            print("flash b=1 %s cache, context %d: %.3f ms/step (device %.3f), floor(weights+state) %.3f ms -> %.2fx; state read %.1f MB; sequence state %.1f MB; indexer %.1f us, attention %.1f us per step" % (dt, d["context"], d["ms_per_step"]["median"], d.get("device_ms_per_step", 0), d.get("floor_ms", 0), d.get("measured_over_floor", 0), d.get("floor_state_bytes", 0) / 1e6, d.get("state_bytes", 0) / 1e6, d.get("indexer_ms_per_step", 0) * 1e3, d.get("attention_ms_per_step", 0) * 1e3))
+            print("flash b=1 %s cache, context %d: %.3f ms/step (device %.3f; sampled %.3f), floor(weights+state) %.3f ms -> %.2fx; state read %.1f MB; sequence state %.1f MB; indexer %.1f us, attention %.1f us per step" % (dt, d["context"], d["ms_per_step"]["median"], d.get("device_ms_per_step", 0), d.get("sampled_ms_per_step", {}).get("median", 0), d.get("floor_ms", 0), d.get("measured_over_floor", 0), d.get("floor_state_bytes", 0) / 1e6, d.get("state_bytes", 0) / 1e6, d.get("indexer_ms_per_step", 0) * 1e3, d.get("attention_ms_per_step", 0) * 1e3))
 for (dt, n), b in sorted(state.items()):
     if dt == "fp8" and state.get(("auto", n)):
         print("context %d: fp8 / bf16 sequence state (pages held) = %.4f, state read per decode step = %.4f"
