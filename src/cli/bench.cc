@@ -31,7 +31,7 @@ nlohmann::json to_json(const Summary& s) { return {{"median", s.median}, {"min",
 
 std::vector<int64_t> parse_list(const std::string& csv, const char* flag) {
   std::vector<int64_t> out;
-  for (int32_t v : parse_ids(csv)) {
+  for (int32_t v : parse_ids(csv, flag, "a count")) {
     DSV4_CHECK_ARG(v > 0, flag, ": values must be > 0");
     out.push_back(v);
   }
@@ -86,7 +86,7 @@ void register_bench(CLI::App& app) {
     const std::vector<int64_t> contexts =
         o->contexts.empty() ? std::vector<int64_t>{} : parse_list(o->contexts, "--contexts");
     std::vector<int64_t> spec;
-    for (int32_t k : parse_ids(o->spec)) spec.push_back(k);
+    for (int32_t k : parse_ids(o->spec, "--spec-tokens", "a draft length")) spec.push_back(k);
     const std::vector<int64_t> spec_batches = parse_list(o->spec_batch, "--spec-batch");
     DSV4_CHECK_ARG(o->reps > 0 && o->warmup >= 0 && o->decode_steps > 1, "--reps > 0 and --decode-steps > 1 needed");
     DSV4_CHECK_ARG(o->dir.empty() != o->synthetic.empty(), "bench needs exactly one of -m DIR and --synthetic");

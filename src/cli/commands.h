@@ -50,7 +50,8 @@ Device parse_device(const std::string& name);
 WeightFormat parse_expert_dtype(const std::string& name);
 // --cuda-precision: "bf16" or "f32".
 DType parse_cuda_precision(const std::string& name);
-std::vector<int32_t> parse_ids(const std::string& csv);
+// A comma list of non-negative integers (each at most INT32_MAX); errors name `flag` and call each entry `what`.
+std::vector<int32_t> parse_ids(const std::string& csv, const char* flag = "--ids", const char* what = "a token id");
 // Byte-level ids: each UTF-8 byte b of the text becomes token id b (models without tokenizer.json).
 std::vector<int32_t> byte_level_ids(const std::string& text);
 

@@ -82,9 +82,10 @@ void DeviceFlags::add_to(CLI::App* cmd) {
                   "E4M3 with per-64 power-of-two scales, RoPE part bf16, indexer keys E4M3 per row; stored packed "
                   "on CUDA, 584 + 132 bytes per CSA position at the Flash shapes)")
       ->capture_default_str();
-  cmd->add_option("--activation-quant", activation_quant,
-                  "none, or fp8: the activations entering the products DeepSeek stores in FP8/FP4 go through E4M3 per "
-                  "128 values with power-of-two scales, as DeepSeek's reference inference (one rank only in this build)")
+  cmd->add_option(
+         "--activation-quant", activation_quant,
+         "none, or fp8: the activations entering the products DeepSeek stores in FP8/FP4 go through E4M3 per "
+         "128 values with power-of-two scales, as DeepSeek's reference inference (one rank only in this build)")
       ->capture_default_str();
   cmd->add_option("--gpu-memory-utilization", gpu_memory_utilization,
                   "Share of the GPU's memory the engine may use; the state pool takes what is left after weights, "
@@ -146,7 +147,7 @@ void DeviceFlags::apply(EngineOptions& o) const {
   check_cuda_weights(o);  // the device, precision and ranks; the checkpoint's format when its config is read
 }
 
-std::vector<int32_t> parse_ids(const std::string& csv) {
+std::vector<int32_t> parse_ids(const std::string& csv, const char* flag, const char* what) {
   std::vector<int32_t> ids;
   size_t i = 0;
   while (i <= csv.size()) {
@@ -154,14 +155,14 @@ std::vector<int32_t> parse_ids(const std::string& csv) {
     std::string item = csv.substr(i, j - i);
     while (!item.empty() && item.front() == ' ') item.erase(item.begin());
     while (!item.empty() && item.back() == ' ') item.pop_back();
-    DSV4_CHECK_ARG(!item.empty(), "--ids: empty entry in '", csv, "'");
+    DSV4_CHECK_ARG(!item.empty(), flag, ": empty entry in '", csv, "'");
     // Digits only: strtoll alone would also take "+5", " 5" and "0x5"-like prefixes.
     const bool digits = item.find_first_not_of("0123456789") == std::string::npos;
     char* end = nullptr;
     errno = 0;
     const long long v = digits ? std::strtoll(item.c_str(), &end, 10) : -1;
-    DSV4_CHECK_ARG(digits && end && *end == '\0' && errno == 0 && v >= 0 && v <= INT32_MAX, "--ids: '", item,
-                   "' is not a token id (non-negative integer)");
+    DSV4_CHECK_ARG(digits && end && *end == '\0' && errno == 0 && v >= 0 && v <= INT32_MAX, flag, ": '", item,
+                   "' is not ", what, " (non-negative integer)");
     ids.push_back(static_cast<int32_t>(v));
     i = j + 1;
   }

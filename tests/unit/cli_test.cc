@@ -525,6 +525,12 @@ TEST_F(Cli, UsageErrors) {
   expect_failure(str_cat("make-tiny ", path("x"), " --seed -3"), {"--seed", "non-negative"});
   expect_failure(str_cat("generate -m ", model(), " --ids 1 -n 1 --seed -1"), {"--seed", "non-negative"});
   expect_failure(str_cat("bench -m ", model(), " --seed=-7"), {"--seed", "non-negative"});
+  // bench's lists name their own flag (they once all said --ids).
+  expect_failure(str_cat("bench -m ", model(), " --contexts -5"), {"--contexts: '-5' is not a count"});
+  expect_failure(str_cat("bench -m ", model(), " --batch 4,x"), {"--batch: 'x' is not a count"});
+  expect_failure(str_cat("bench -m ", model(), " --prefill 0"), {"--prefill: values must be > 0"});
+  expect_failure(str_cat("bench -m ", model(), " --spec-tokens 1,,2"), {"--spec-tokens: empty entry"});
+  expect_failure(str_cat("score -m ", model(), " --ids 1,-2"), {"--ids: '-2' is not a token id"});
   // --version names the version and the build.
   const Result v = run("--version");
   EXPECT_EQ(v.status, 0) << v.err;
