@@ -49,10 +49,16 @@ void register_serve(CLI::App& app) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 16))
       ->capture_default_str();
   o->flags.add_to(cmd);
-  cmd->callback([o] {
+  cmd->callback([o, cmd] {
     DSV4_CHECK_ARG(o->dir.empty() != o->synthetic.empty(), "serve needs exactly one of -m DIR and --synthetic");
     if (!o->synthetic.empty()) synthetic_config(o->synthetic, o->layers);  // a bad name or layer count, up front
+    // An explicit empty key is almost always an unset shell variable: refuse it rather than serve without a key.
+    DSV4_CHECK_ARG(cmd->count("--api-key") == 0 || !o->api_key.empty(),
+                   "--api-key is empty (an unset variable?); leave the flag out to serve without a key");
     if (o->api_key.empty()) env_string("DSV4_API_KEY", &o->api_key);
+    if (o->api_key.empty() && o->host != "127.0.0.1" && o->host != "localhost" && o->host != "::1") {
+      log_warn("serving on ", o->host, " without an API key: any client that reaches it may use it (--api-key)");
+    }
     if (o->name.empty() && !o->synthetic.empty()) o->name = synthetic_model_name(o->synthetic, o->layers);
     if (o->name.empty()) {
       std::filesystem::path p = std::filesystem::absolute(o->dir).lexically_normal();
