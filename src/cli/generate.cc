@@ -34,7 +34,11 @@ void register_generate(CLI::App& app) {
   o->flags.add_to(cmd);
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-sequence tokens");
   cmd->add_flag("--json", o->json, "Print one JSON object");
-  cmd->callback([o] {
+  cmd->callback([o, ids, prompt, file] {
+    // Given but empty (often an unset shell variable): say which, not "needs --ids, --prompt or --prompts".
+    DSV4_CHECK_ARG(ids->count() == 0 || !o->ids.empty(), "--ids is empty");
+    DSV4_CHECK_ARG(prompt->count() == 0 || !o->prompt.empty(), "--prompt is empty");
+    DSV4_CHECK_ARG(file->count() == 0 || !o->prompts_file.empty(), "--prompts names no file");
     const std::unique_ptr<Tokenizer> tok = load_tokenizer_if_present(o->dir);
     std::vector<std::vector<int32_t>> prompts;
     if (!o->ids.empty()) {

@@ -531,6 +531,8 @@ TEST_F(Cli, UsageErrors) {
   expect_failure(str_cat("bench -m ", model(), " --prefill 0"), {"--prefill: values must be > 0"});
   expect_failure(str_cat("bench -m ", model(), " --spec-tokens 1,,2"), {"--spec-tokens: empty entry"});
   expect_failure(str_cat("score -m ", model(), " --ids 1,-2"), {"--ids: '-2' is not a token id"});
+  expect_failure(str_cat("generate -m ", model(), " --prompt ''"), {"--prompt is empty"});
+  expect_failure(str_cat("generate -m ", model(), " --ids ''"), {"--ids is empty"});
   // An explicit empty API key (an unset shell variable) is refused, not taken as "no key".
   expect_failure(str_cat("serve -m ", model(), " --api-key ''"), {"--api-key is empty"});
   // --version names the version and the build.
