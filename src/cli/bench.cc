@@ -240,31 +240,29 @@ void register_bench(CLI::App& app) {
         }
         engine.fill_state_random(o->seed + 7);
         std::vector<float> logits;
-        auto step_at = [&](int64_t p) {
+        // One decode step at position p: the logits copied to the host, or (sampled) the greedy token drawn where
+        // the engine draws it in generate — on the device on CUDA, no [1, V] logits copied back: a user's step.
+        auto step_at = [&](int64_t p, bool sampled) {
           BatchBuilder b;
           b.add({0, static_cast<int32_t>(p), {random_ids(1)[0]}, false});
-          engine.forward(b, &logits, nullptr, /*uniform_decode=*/true);
+          if (sampled) {
+            engine.forward_greedy(b, /*uniform_decode=*/true);
+          } else {
+            engine.forward(b, &logits, nullptr, /*uniform_decode=*/true);
+          }
+        };
+        auto time_steps = [&](bool sampled) {
+          return measure([&] {
+            const auto t = std::chrono::steady_clock::now();
+            for (int64_t i = 0; i < o->decode_steps; ++i) step_at(N + i, sampled);
+            return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count() /
+                   static_cast<double>(o->decode_steps);
+          });
         };
         ops::start_op_timing();  // eager steps only: graph replays run no ops
-        const Summary s = measure([&] {
-          const auto t = std::chrono::steady_clock::now();
-          for (int64_t i = 0; i < o->decode_steps; ++i) step_at(N + i);
-          return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count() /
-                 static_cast<double>(o->decode_steps);
-        });
+        const Summary s = time_steps(false);
         const ops::OpTimes ot = ops::stop_op_timing();
-        // The same steps with the greedy token drawn where the engine draws it in generate (on the device on CUDA:
-        // no [1, V] logits copied back): the step a user's decode takes, beside the logits step above.
-        const Summary sampled = measure([&] {
-          const auto t = std::chrono::steady_clock::now();
-          for (int64_t i = 0; i < o->decode_steps; ++i) {
-            BatchBuilder b;
-            b.add({0, static_cast<int32_t>(N + i), {random_ids(1)[0]}, false});
-            engine.forward_greedy(b, /*uniform_decode=*/true);
-          }
-          return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count() /
-                 static_cast<double>(o->decode_steps);
-        });
+        const Summary sampled = time_steps(true);
         nlohmann::json d = {
             {"context", N},
             {"ms_per_step", to_json({s.median * 1e3, s.min * 1e3, s.max * 1e3})},
@@ -282,14 +280,15 @@ void register_bench(CLI::App& app) {
           for (const char* part : {"kv window", "compressed entries", "indexer keys"}) {
             if (traffic.bytes.count(part) != 0) state_bytes += traffic.bytes.at(part);
           }
-          d["floor_ms"] = traffic.total() / copy_bw * 1e3;
+          const double floor_ms = traffic.total() / copy_bw * 1e3;
+          d["floor_ms"] = floor_ms;
           d["floor_state_bytes"] = state_bytes;
           d["floor_bytes"] = traffic.total();
-          d["measured_over_floor"] = s.median * 1e3 / (traffic.total() / copy_bw * 1e3);
-          d["sampled_over_floor"] = sampled.median * 1e3 / (traffic.total() / copy_bw * 1e3);
+          d["measured_over_floor"] = s.median * 1e3 / floor_ms;
+          d["sampled_over_floor"] = sampled.median * 1e3 / floor_ms;
         }
         if (engine.options().device == Device::kCUDA) {
-          step_at(N);  // the replayed step is this one
+          step_at(N, false);  // the replayed step is this one
           d["device_ms_per_step"] = engine.device_decode_step_ms(1, 10);
         }
         engine.release_slot(0);
