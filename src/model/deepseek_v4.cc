@@ -145,16 +145,16 @@ void decoder_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights& w
   const float eps = static_cast<float>(c.rms_norm_eps);
   Tensor post = A.alloc(DType::F32, {T, n});
   Tensor comb = A.alloc(DType::F32, {T, n, n});
-  Tensor collapsed = A.alloc(x.dtype(), {T, H});
   Tensor h = A.alloc(x.dtype(), {T, H});
   Tensor y = A.alloc(x.dtype(), {T, H});
   Tensor mid = A.alloc(x.dtype(), {T, n, H});
-  ops::hc_pre(ctx, collapsed, post, comb, x, w.hc_attn.fn, w.hc_attn.base, w.hc_attn.scale, ops::mhc_params(c));
-  ops::rms_norm(ctx, h, collapsed, w.attn_norm, eps);
+  // h = attn_norm(collapse(x)): the norm rides on hc_pre (one launch at decode on CUDA).
+  ops::hc_pre(ctx, h, post, comb, x, w.hc_attn.fn, w.hc_attn.base, w.hc_attn.scale, ops::mhc_params(c),
+              {w.attn_norm, eps});
   attention_block(ctx, c, w, state, ms, meta, h, y);
   ops::hc_post(ctx, mid, y, x, post, comb);
-  ops::hc_pre(ctx, collapsed, post, comb, mid, w.hc_ffn.fn, w.hc_ffn.base, w.hc_ffn.scale, ops::mhc_params(c));
-  ops::rms_norm(ctx, h, collapsed, w.ffn_norm, eps);
+  ops::hc_pre(ctx, h, post, comb, mid, w.hc_ffn.fn, w.hc_ffn.base, w.hc_ffn.scale, ops::mhc_params(c),
+              {w.ffn_norm, eps});
   moe_block(ctx, c, w, meta, h, y, ms.options().activation_quant == ActivationQuant::kFp8);
   ops::hc_post(ctx, out, y, mid, post, comb);
 }
@@ -179,8 +179,8 @@ void target_forward(ExecContext& ctx, const ModelConfig& c, const ModelWeights& 
   Tensor xr = A.alloc(act, {R, n, H});
   ops::gather_rows(ctx, xr, x, logit_rows);
   Tensor hr = A.alloc(act, {R, H});
-  ops::hc_head(ctx, hr, xr, w.hc_head.fn, w.hc_head.base, w.hc_head.scale, ops::mhc_params(c));
-  ops::rms_norm(ctx, hr, hr, w.norm, static_cast<float>(c.rms_norm_eps));
+  ops::hc_head(ctx, hr, xr, w.hc_head.fn, w.hc_head.base, w.hc_head.scale, ops::mhc_params(c),
+               {w.norm, static_cast<float>(c.rms_norm_eps)});
   ops::linear(ctx, logits, hr, w.head);
 }
 

@@ -31,10 +31,9 @@ void mtp_logits(ExecContext& ctx, const ModelConfig& c, const ModelWeights& w, T
   Arena& A = *ctx.scratch;
   ArenaScope scope(A);
   const int64_t R = x.size(0);
-  Tensor h = A.alloc(x.dtype(), {R, c.hidden_size});
-  ops::hc_head(ctx, h, x, m.hc_head.fn, m.hc_head.base, m.hc_head.scale, ops::mhc_params(c));
   Tensor hn = A.alloc(x.dtype(), {R, c.hidden_size});
-  ops::rms_norm(ctx, hn, h, m.norm, static_cast<float>(c.rms_norm_eps));
+  ops::hc_head(ctx, hn, x, m.hc_head.fn, m.hc_head.base, m.hc_head.scale, ops::mhc_params(c),
+               {m.norm, static_cast<float>(c.rms_norm_eps)});
   ops::linear(ctx, logits, hn, w.head);
 }
 

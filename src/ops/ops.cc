@@ -273,8 +273,16 @@ void rms_norm_rope(ExecContext& ctx, Tensor x, Tensor w, float eps, Tensor pos, 
   DSV4_DISPATCH(rms_norm_rope, x, w, eps, pos, table);
 }
 
+// An optional fused RMSNorm of hc_pre / hc_head: a float weight of H values and a positive epsilon.
+static void require_hc_norm(ExecContext& ctx, const HcNorm& norm, int64_t H, const char* op) {
+  if (norm.weight.data() == nullptr) return;
+  require_float(ctx, norm.weight, op, "norm weight");
+  DSV4_CHECK_ARG(norm.weight.numel() == H && norm.eps > 0, op, ": norm weight ", norm.weight.shape_string(),
+                 " for rows of ", H, ", eps ", norm.eps);
+}
+
 void hc_pre(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base,
-            Tensor scale, const MhcParams& params) {
+            Tensor scale, const MhcParams& params, const HcNorm& norm) {
   require_float(ctx, x, "hc_pre", "x");
   DSV4_CHECK_ARG(x.ndim() == 3, "hc_pre: x ", x.shape_string(), " must be [T, streams, H]");
   DSV4_CHECK_ARG(params.sinkhorn_iters >= 1 && params.norm_eps > 0 && params.hc_eps >= 0,
@@ -287,7 +295,8 @@ void hc_pre(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Tensor
                      base.numel() == (2 + n) * n && scale.numel() == 3 && post.numel() == x.size(0) * n &&
                      comb.numel() == x.size(0) * n * n && collapsed.numel() == x.size(0) * x.size(2),
                  "hc_pre: x ", x.shape_string(), ", fn ", fn.shape_string());
-  DSV4_DISPATCH(hc_pre, collapsed, post, comb, x, fn, base, scale, params);
+  require_hc_norm(ctx, norm, x.size(2), "hc_pre");
+  DSV4_DISPATCH(hc_pre, collapsed, post, comb, x, fn, base, scale, params, norm);
 }
 
 void hc_post(ExecContext& ctx, Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb) {
@@ -304,7 +313,8 @@ void hc_post(ExecContext& ctx, Tensor out, Tensor y, Tensor x, Tensor post, Tens
   DSV4_DISPATCH(hc_post, out, y, x, post, comb);
 }
 
-void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const MhcParams& params) {
+void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const MhcParams& params,
+             const HcNorm& norm) {
   require_float(ctx, out, "hc_head", "out");
   require_float(ctx, x, "hc_head", "x");
   for (const Tensor* t : {&fn, &base, &scale}) require(ctx, *t, DType::F32, "hc_head", "hc_head tensor");
@@ -312,7 +322,8 @@ void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Ten
                      base.numel() == x.size(1) && scale.numel() == 1 && out.numel() == x.size(0) * x.size(2),
                  "hc_head: x ", x.shape_string(), ", fn ", fn.shape_string(), ", base ", base.shape_string(),
                  ", scale ", scale.shape_string());
-  DSV4_DISPATCH(hc_head, out, x, fn, base, scale, params);
+  require_hc_norm(ctx, norm, x.size(2), "hc_head");
+  DSV4_DISPATCH(hc_head, out, x, fn, base, scale, params, norm);
 }
 
 void compressor_emit(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor gate, Tensor ape, Tensor norm_w,

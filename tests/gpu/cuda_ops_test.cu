@@ -126,21 +126,26 @@ HcParams random_hc(std::mt19937& rng, int64_t rows, int64_t width, int64_t nscal
 }
 
 // hc_pre and hc_head of T tokens against the CPU, activations in `act`; the device runs twice and must
-// give bit-identical results (fixed reduction order: graph replay is compared with memcmp).
-void check_hc(int64_t T, int64_t H, DType act, int variant) {
+// give bit-identical results (fixed reduction order: graph replay is compared with memcmp). with_norm: both with
+// the RMSNorm that follows them fused in (ops::HcNorm; on CUDA one kernel up to 64 tokens and rows of 8192).
+void check_hc(int64_t T, int64_t H, DType act, int variant, bool with_norm = false) {
   ModelConfig cfg;
   auto rng = rng_for("hc_pre", variant);
   const int64_t n = cfg.hc_mult, rows = cfg.hc_mix_dim();
   std::vector<float> x = test::as_stored(random_vec(rng, T * n * H, -2, 2), act);
   HcParams p = random_hc(rng, rows, n * H, 3);
   HcParams ph = random_hc(rng, n, n * H, 1);
+  std::vector<float> norm_w = random_vec(rng, H, 0.5f, 1.5f), head_norm_w = random_vec(rng, H, 0.5f, 1.5f);
+  const float norm_eps = 1e-6f;
+  auto norm_of = [&](Tensor w) { return with_norm ? ops::HcNorm{w, norm_eps} : ops::HcNorm{}; };
   std::vector<float> collapsed(T * H), post(T * n), comb(T * n * n), head(T * H);
   ExecContext cpu = cpu_ctx();
   ops::hc_pre(cpu, test::host_view(collapsed, {T, H}), test::host_view(post, {T, n}), test::host_view(comb, {T, n, n}),
               test::host_view(x, {T, n, H}), test::host_view(p.fn, {rows, n * H}), test::host_view(p.base, {rows}),
-              test::host_view(p.scale, {3}), ops::mhc_params(cfg));
+              test::host_view(p.scale, {3}), ops::mhc_params(cfg), norm_of(test::host_view(norm_w, {H})));
   ops::hc_head(cpu, test::host_view(head, {T, H}), test::host_view(x, {T, n, H}), test::host_view(ph.fn, {n, n * H}),
-               test::host_view(ph.base, {n}), test::host_view(ph.scale, {1}), ops::mhc_params(cfg));
+               test::host_view(ph.base, {n}), test::host_view(ph.scale, {1}), ops::mhc_params(cfg),
+               norm_of(test::host_view(head_norm_w, {H})));
   DevTensor dx = upload(x, act, {T, n, H});
   DevTensor dfn = upload(p.fn, DType::F32, {rows, n * H}), dbase = upload(p.base, DType::F32, {rows});
   DevTensor dscale = upload(p.scale, DType::F32, {3});
@@ -148,14 +153,16 @@ void check_hc(int64_t T, int64_t H, DType act, int variant) {
   DevTensor hscale = upload(ph.scale, DType::F32, {1});
   DevTensor dcol(act, {T, H}), dpost(DType::F32, {T, n}), dcomb(DType::F32, {T, n, n});
   DevTensor dhead(act, {T, H});
+  DevTensor dnorm = upload(norm_w, DType::F32, {H}), dhead_norm = upload(head_norm_w, DType::F32, {H});
   std::vector<std::vector<float>> first;
   for (int run = 0; run < 2; ++run) {
     for (const Tensor* t : {&dcol.t, &dpost.t, &dcomb.t, &dhead.t}) poison(*t);
-    ops::hc_pre(env().ctx, dcol.t, dpost.t, dcomb.t, dx.t, dfn.t, dbase.t, dscale.t, ops::mhc_params(cfg));
-    ops::hc_head(env().ctx, dhead.t, dx.t, hfn.t, hbase.t, hscale.t, ops::mhc_params(cfg));
+    ops::hc_pre(env().ctx, dcol.t, dpost.t, dcomb.t, dx.t, dfn.t, dbase.t, dscale.t, ops::mhc_params(cfg),
+                norm_of(dnorm.t));
+    ops::hc_head(env().ctx, dhead.t, dx.t, hfn.t, hbase.t, hscale.t, ops::mhc_params(cfg), norm_of(dhead_norm.t));
     env().sync();
     std::vector<std::vector<float>> got = {download(dcol.t), download(dpost.t), download(dcomb.t), download(dhead.t)};
-    const std::string tag = str_cat(" T=", T, " H=", H, " ", dtype_name(act));
+    const std::string tag = str_cat(" T=", T, " H=", H, " ", dtype_name(act), with_norm ? " +norm" : "");
     if (run == 1) {
       for (size_t i = 0; i < got.size(); ++i) {
         EXPECT_EQ(std::memcmp(got[i].data(), first[i].data(), got[i].size() * sizeof(float)), 0)
@@ -183,6 +190,21 @@ TEST(CudaOps, HcPreAndHead) {
   check_hc(5, 1001, DType::BF16, v++);
   check_hc(3, 4096, DType::F32, v++);
   check_hc(9, 333, DType::F32, v++);
+}
+
+// The RMSNorm of every block fused into hc_pre / hc_head: the fused kernel (T <= 64, rows <= 8192) and the
+// two-launch fallback beyond it, against the CPU's hc_pre + rms_norm.
+TEST(CudaOps, HcPreAndHeadWithNorm) {
+  DSV4_REQUIRE_GPU();
+  int v = 100;
+  for (int64_t T : {int64_t{1}, int64_t{3}, int64_t{64}, int64_t{65}}) {
+    for (int64_t H : {int64_t{50}, int64_t{1024}, int64_t{4096}}) check_hc(T, H, DType::BF16, v++, true);
+  }
+  check_hc(1, 8192, DType::BF16, v++, true);  // the fused kernel's widest row
+  check_hc(2, 8200, DType::BF16, v++, true);  // past it: the fallback
+  check_hc(1, 7168, DType::F32, v++, true);
+  check_hc(5, 1001, DType::F32, v++, true);
+  check_hc(70, 333, DType::F32, v++, true);
 }
 
 TEST(CudaOps, HcPost) {

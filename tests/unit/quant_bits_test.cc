@@ -52,6 +52,40 @@ TEST(QuantBits, E2m1WordOrderIsTheCheckpointPacking) {
   }
 }
 
+// The bf16 pairs of the tensor-core decode: every code in both halves of every pair, times its multiplier for every
+// scale byte, equals the host codec's value times 2^(S - 127) (two factors beyond S = 128, as the kernel applies).
+TEST(QuantBits, E2m1PairsToBf16TimesTheScaleAreTheWeights) {
+  auto bf16_bits_to_float = [](uint32_t h) { return bits_to_float(h << 16); };
+  auto mul_bf16 = [&](uint32_t a, uint32_t b) {  // exact here: a power of two times a 2-bit significand
+    return bf16_bits_to_float(a) * bf16_bits_to_float(b);
+  };
+  for (int a = 0; a < 4; ++a) {
+    for (uint32_t lo = 0; lo < 16; ++lo) {
+      for (uint32_t hi = 0; hi < 16; ++hi) {
+        uint32_t word = 0x9abcdef1u;
+        word &= ~(0xfu << (4 * a)) & ~(0xfu << (4 * (a + 4)));
+        word |= lo << (4 * a) | hi << (4 * (a + 4));
+        const uint32_t bits = cuda::e2m1_pair_to_bf16x2_bits(word, a);
+        for (int s : {0, 1, 100, 127, 128, 129, 200, 254}) {
+          const uint8_t S = static_cast<uint8_t>(s);
+          const uint32_t m = cuda::e2m1_bf16_scale_bits(S);
+          float got_lo = mul_bf16(bits & 0xffffu, m & 0xffffu), got_hi = mul_bf16(bits >> 16, m >> 16);
+          if (s > 128) {
+            const uint32_t m2 = cuda::e2m1_bf16_scale_high_bits(S);
+            got_lo *= bf16_bits_to_float(m2 & 0xffffu);
+            got_hi *= bf16_bits_to_float(m2 >> 16);
+          }
+          const float scale = std::ldexp(1.0f, s - 127);
+          EXPECT_EQ(got_lo, fp4_e2m1_to_float(static_cast<uint8_t>(lo)) * scale)
+              << "pair " << a << " lo " << lo << " S " << s;
+          EXPECT_EQ(got_hi, fp4_e2m1_to_float(static_cast<uint8_t>(hi)) * scale)
+              << "pair " << a << " hi " << hi << " S " << s;
+        }
+      }
+    }
+  }
+}
+
 // Every E8M0 byte but NaN: 2^(S - 127) exactly, S = 0 the subnormal 2^-127.
 TEST(QuantBits, E8m0ScalesArePowersOfTwo) {
   for (int s = 0; s < 255; ++s) {

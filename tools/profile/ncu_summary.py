@@ -5,7 +5,10 @@ Prints the total kernel time, the kernel count and a table of kernel families (n
 or '('), largest first; --json writes the same. Used with DSV4_PROFILE_DECODE=N (one decode forward).
 --above US adds, per family, the launches longer than US microseconds (count, median, max): a whole `bench
 --contexts` run profiled launch by launch mixes its short-context phase (idle indexer splits, ~4 us) with the
-long-context one, and the threshold keeps the latter."""
+long-context one, and the threshold keeps the latter.
+When the CSV also has dram__bytes_read.sum / dram__bytes_write.sum, each family gets its DRAM bytes, its achieved
+bandwidth and, with --bandwidth GB/s (the card's copy bandwidth), its excess: time beyond bytes / bandwidth — what
+a decode step spends above its memory floor, kernel by kernel."""
 import argparse
 import csv
 import io
@@ -28,6 +31,7 @@ def main():
     ap.add_argument("--json")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--above", type=float, default=None, help="also summarise launches longer than this (us)")
+    ap.add_argument("--bandwidth", type=float, default=None, help="copy bandwidth in GB/s for the excess column")
     args = ap.parse_args()
     text = open(args.csv_file, errors="replace").read()
     lines = text.splitlines()
@@ -35,13 +39,26 @@ def main():
     if start is None:
         sys.exit("no ncu CSV header in " + args.csv_file)
     rows = list(csv.DictReader(io.StringIO("\n".join(lines[start:]))))
-    fams = defaultdict(lambda: [0, 0.0])
+    fams = defaultdict(lambda: [0, 0.0, 0.0])  # count, ns, DRAM bytes
     launches = defaultdict(list)  # family -> durations in us
     total = 0.0
     n = 0
     # The units row (ncu scales units unless run with --print-units base): nanoseconds per unit of the column.
     scale = {"nsecond": 1.0, "usecond": 1e3, "msecond": 1e6, "second": 1e9}
     unit = next((scale.get(r.get("gpu__time_duration.sum", ""), None) for r in rows if not r.get("Kernel Name")), None)
+    bytes_scale = {"byte": 1.0, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "KB": 1e3, "MB": 1e6, "GB": 1e9}
+    units_row = next((r for r in rows if not r.get("Kernel Name")), {})
+    byte_cols = [c for c in ("dram__bytes_read.sum", "dram__bytes_write.sum") if c in units_row]
+
+    def dram_bytes(r):
+        total_bytes = 0.0
+        for c in byte_cols:
+            try:
+                total_bytes += float(r.get(c, "").replace(",", "")) * bytes_scale.get(units_row.get(c, "byte"), 1.0)
+            except ValueError:
+                pass
+        return total_bytes
+
     for r in rows:
         v = r.get("gpu__time_duration.sum", "")
         try:
@@ -51,14 +68,30 @@ def main():
         f = family(r.get("Kernel Name", "?"))
         fams[f][0] += 1
         fams[f][1] += ns
+        fams[f][2] += dram_bytes(r)
         launches[f].append(ns / 1e3)
         total += ns
         n += 1
     order = sorted(fams.items(), key=lambda kv: -kv[1][1])
     print(f"kernels: {n}, sum of kernel durations: {total / 1e3:.1f} us")
-    print(f"{'kernel family':48s} {'count':>5s} {'total us':>9s} {'share':>6s}")
-    for f, (c, ns) in order[: args.top]:
-        print(f"{f[:48]:48s} {c:5d} {ns / 1e3:9.1f} {100 * ns / max(total, 1):5.1f}%")
+    bw = args.bandwidth * 1e9 if args.bandwidth and byte_cols else None
+    header = f"{'kernel family':48s} {'count':>5s} {'total us':>9s} {'share':>6s}"
+    if byte_cols:
+        header += f" {'MB':>8s} {'GB/s':>6s}" + (f" {'excess us':>9s}" if bw else "")
+    print(header)
+    excess_total = 0.0
+    for f, (c, ns, b) in order[: args.top]:
+        line = f"{f[:48]:48s} {c:5d} {ns / 1e3:9.1f} {100 * ns / max(total, 1):5.1f}%"
+        if byte_cols:
+            line += f" {b / 1e6:8.2f} {b / max(ns, 1):6.0f}"
+            if bw:
+                line += f" {ns / 1e3 - b / bw * 1e6:9.1f}"
+        print(line)
+    if bw:
+        excess_total = sum(ns / 1e3 - b / bw * 1e6 for _, (c, ns, b) in order)
+        all_bytes = sum(b for _, (c, ns, b) in order)
+        print(f"DRAM bytes {all_bytes / 1e6:.1f} MB = {all_bytes / bw * 1e6:.1f} us at {args.bandwidth:.0f} GB/s; "
+              f"excess over it {excess_total:.1f} us")
     above = {}
     if args.above is not None:
         print(f"launches longer than {args.above:g} us:")
@@ -70,7 +103,7 @@ def main():
             print(f"{f[:48]:48s} {len(long_ones):5d} median {above[f]['median_us']:8.1f} us, max {max(long_ones):8.1f}")
     if args.json:
         json.dump({"kernels": n, "sum_us": total / 1e3,
-                   "families": [{"name": f, "count": c, "us": ns / 1e3} for f, (c, ns) in order],
+                   "families": [{"name": f, "count": c, "us": ns / 1e3, "dram_bytes": b} for f, (c, ns, b) in order],
                    "above": above}, open(args.json, "w"), indent=1)
 
 

@@ -76,6 +76,14 @@ struct MhcParams {
   int64_t sinkhorn_iters = 20;
 };
 
+// The RMSNorm that follows hc_pre / hc_head in every block, optionally fused into them: with a weight the op's
+// output is rms_norm(collapse) * weight, the collapse rounded to the output's dtype first (as when the two run
+// apart). The CUDA backend fuses it at decode (one launch fewer per call).
+struct HcNorm {
+  Tensor weight;  // [H]; none: the plain collapse
+  float eps = 1e-6f;
+};
+
 // The scalars of moe_route: the scoring function, the routed scaling factor, and whether the top-k weights are
 // normalised to sum 1 before it.
 struct RouteParams {

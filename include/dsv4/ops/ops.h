@@ -71,13 +71,16 @@ void fused_mtp_input_rms_norm_eh(ExecContext& ctx, Tensor out, Tensor inputs_emb
                                  Tensor prev_hidden, Tensor enorm_w, Tensor hnorm_w, float eps);
 
 // mHC pre: from streams x [T, n, H] and fn [(2+n)n, nH], base [(2+n)n], scale [3] compute
-// post [T, n], comb [T, n, n] (Sinkhorn-normalised) and collapsed [T, H] = sum_i pre_i x_i.
+// post [T, n], comb [T, n, n] (Sinkhorn-normalised) and collapsed [T, H] = sum_i pre_i x_i (RMS-normalised with
+// norm's weight when it has one).
 void hc_pre(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base,
-            Tensor scale, const MhcParams& params);
+            Tensor scale, const MhcParams& params, const HcNorm& norm = {});
 // mHC post: out[t, j] = post[t, j] * y[t] + sum_i comb[t, i, j] * x[t, i]   (out [T, n, H], not aliasing x)
 void hc_post(ExecContext& ctx, Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb);
 // hc_head: out[t] = sum_i (sigmoid(m_i * scale + base_i) + hc_eps) x[t, i], m = (fn @ x[t]) * rsqrt(mean x²)
-void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const MhcParams& params);
+// (RMS-normalised with norm's weight when it has one)
+void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const MhcParams& params,
+             const HcNorm& norm = {});
 
 // Compressor, step 1: for every token of the batch that closes a window (pos + 1 ≡ 0 mod rate), compute
 // that window's entry from the raw kv/gate of its positions (taken from the batch rows kv/gate [T, width]

@@ -48,9 +48,10 @@ void fused_mtp_input_rms_norm_eh(Tensor out, Tensor inputs_embeds, Tensor positi
 void rope_vector(float* v, int64_t dim, const RopeTable& table, float position, bool inverse);
 
 void hc_pre(Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base, Tensor scale,
-            const ops::MhcParams& params);
+            const ops::MhcParams& params, const ops::HcNorm& norm);
 void hc_post(Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb);
-void hc_head(Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const ops::MhcParams& params);
+void hc_head(Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const ops::MhcParams& params,
+             const ops::HcNorm& norm);
 
 void compressor_emit(CompressorState& state, Tensor kv, Tensor gate, Tensor ape, Tensor norm_w, const RopeTable& rope,
                      const BatchMeta& meta, float eps);

@@ -63,7 +63,7 @@ DSV4_CPU_CLONES void post_mix_token(float* out, const float* __restrict yt, cons
 }  // namespace
 
 void hc_pre(Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base, Tensor scale,
-            const ops::MhcParams& params) {
+            const ops::MhcParams& params, const ops::HcNorm& norm) {
   const int64_t T = x.size(0), n = x.size(1), H = x.size(2), width = n * H, rows = (2 + n) * n;
   const float eps = params.norm_eps, hc_eps = params.hc_eps;
   const float* B = base.ptr<float>();
@@ -107,6 +107,7 @@ void hc_pre(Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Ten
     }
     weighted_streams(collapsed.ptr<float>() + t * H, pre.data(), xt, n, H);
   }
+  if (norm.weight.data() != nullptr) rms_norm(collapsed, collapsed, norm.weight, norm.eps);
 }
 
 void hc_post(Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb) {
@@ -121,7 +122,8 @@ void hc_post(Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb) {
   }
 }
 
-void hc_head(Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const ops::MhcParams& params) {
+void hc_head(Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const ops::MhcParams& params,
+             const ops::HcNorm& norm) {
   const int64_t T = x.size(0), n = x.size(1), H = x.size(2), width = n * H;
   const float eps = params.norm_eps, hc_eps = params.hc_eps;
   const std::vector<float> logits = mix_logits(x.ptr<float>(), T, width, fn.ptr<float>(), n, eps);
@@ -132,6 +134,7 @@ void hc_head(Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const o
     for (int64_t i = 0; i < n; ++i) pre[i] = sigmoid(m[i] * scale.ptr<float>()[0] + base.ptr<float>()[i]) + hc_eps;
     weighted_streams(out.ptr<float>() + t * H, pre.data(), xt, n, H);
   }
+  if (norm.weight.data() != nullptr) rms_norm(out, out, norm.weight, norm.eps);
 }
 
 }  // namespace dsv4::cpu

@@ -134,10 +134,10 @@ __device__ void hc_post_and_comb(float* __restrict__ post, float* __restrict__ c
 
 // Sums rows [k_begin, k_end) and row ROWS of token t's partials over the chunks into mm: one warp per row,
 // lanes over the chunks, then a butterfly (a fixed order). All of a warp's loads are issued before its sums.
-template <int V>
+template <int V, int WARPS = kFinishWarps>
 __device__ __forceinline__ void reduce_partials(float* mm, const float* __restrict__ pt, int chunks, int k_begin,
                                                 int k_end) {
-  constexpr int kRowsPerWarp = (V + kFinishWarps - 1) / kFinishWarps;
+  constexpr int kRowsPerWarp = (V + WARPS - 1) / WARPS;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   float s[kRowsPerWarp];
 #pragma unroll
@@ -145,13 +145,13 @@ __device__ __forceinline__ void reduce_partials(float* mm, const float* __restri
   for (int c = lane; c < chunks; c += 32) {
 #pragma unroll
     for (int q = 0; q < kRowsPerWarp; ++q) {
-      const int k = warp + q * kFinishWarps;
+      const int k = warp + q * WARPS;
       if (k < V && ((k >= k_begin && k < k_end) || k == V - 1)) s[q] += pt[c * V + k];
     }
   }
 #pragma unroll
   for (int q = 0; q < kRowsPerWarp; ++q) {
-    const int k = warp + q * kFinishWarps;
+    const int k = warp + q * WARPS;
     const float v = warp_sum(s[q]);
     if (lane == 0 && k < V) mm[k] = v;
   }
@@ -196,6 +196,73 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int i = 0; i < N; ++i) a = fmaf(pre[i], to_float(xt[i * H + h]), a);
     collapsed[t * H + h] = from_float<TO>(a);
+  }
+}
+
+// hc_pre / hc_head with the RMSNorm that follows them (ops::HcNorm) fused in, for a few tokens (decode): block
+// (0, t) collapses token t's whole row in registers, rounds it to the output dtype as the unfused pair stores it,
+// sums the squares of the rounded values and writes rms_norm(row) * w — one launch fewer per call; hc_pre's
+// block (1, t) writes post and comb as in hc_mix_finish_kernel. More tokens keep the two kernels: the sliced
+// collapse spreads a prefill wider.
+constexpr int kNormThreads = 1024;
+constexpr int kNormPerThread = 8;  // rows of up to 8192 values
+constexpr int64_t kNormMaxTokens = 64;
+
+template <int N, bool HEAD, typename TO, typename TI, typename TW>
+__global__ void __launch_bounds__(kNormThreads)
+    hc_mix_finish_norm_kernel(TO* __restrict__ out, float* __restrict__ post, float* __restrict__ comb,
+                              const float* __restrict__ partial, const TI* __restrict__ x,
+                              const float* __restrict__ base, const float* __restrict__ scale,
+                              const TW* __restrict__ norm_w, int64_t H, int chunks, float eps, float hc_eps,
+                              int sinkhorn_iters, float norm_eps) {
+  constexpr int ROWS = mix_rows<N, HEAD>(), V = ROWS + 1, WARPS = kNormThreads / 32;
+  pdl_wait();
+  __shared__ float mm[V];
+  __shared__ float pre[N];
+  __shared__ float red[WARPS];
+  const int64_t t = blockIdx.y;
+  const bool mixer = !HEAD && blockIdx.x == 1;
+  const float* pt = partial + t * chunks * V;
+  if (mixer) {
+    reduce_partials<V, WARPS>(mm, pt, chunks, N, ROWS);
+  } else {
+    reduce_partials<V, WARPS>(mm, pt, chunks, 0, N);
+  }
+  __syncthreads();
+  const float r = 1.0f / sqrtf(mm[ROWS] / static_cast<float>(N * H) + eps);
+  if (mixer) {
+    if (threadIdx.x < ROWS) mm[threadIdx.x] *= r;
+    __syncthreads();
+    if (threadIdx.x < 32) hc_post_and_comb<N>(post, comb, mm, base, scale, t, hc_eps, sinkhorn_iters);
+    return;
+  }
+  if (threadIdx.x < N) pre[threadIdx.x] = sigmoidf(mm[threadIdx.x] * r * scale[0] + base[threadIdx.x]) + hc_eps;
+  __syncthreads();
+  const TI* xt = x + t * N * H;
+  float v[kNormPerThread];
+  float ss = 0.0f;
+#pragma unroll
+  for (int q = 0; q < kNormPerThread; ++q) {
+    const int64_t h = threadIdx.x + static_cast<int64_t>(q) * kNormThreads;
+    float a = 0.0f;
+    if (h < H) {
+#pragma unroll
+      for (int i = 0; i < N; ++i) a = fmaf(pre[i], to_float(xt[i * H + h]), a);
+      a = to_float(from_float<TO>(a));
+      ss = fmaf(a, a, ss);
+    }
+    v[q] = a;
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  ss = warp_sum(ss);
+  if (lane == 0) red[warp] = ss;
+  __syncthreads();
+  ss = warp_sum(lane < WARPS ? red[lane] : 0.0f);  // every warp sums the 32 partials in the same order
+  const float rstd = rsqrtf(ss / static_cast<float>(H) + norm_eps);
+#pragma unroll
+  for (int q = 0; q < kNormPerThread; ++q) {
+    const int64_t h = threadIdx.x + static_cast<int64_t>(q) * kNormThreads;
+    if (h < H) out[t * H + h] = from_float<TO>(v[q] * rstd * to_float(norm_w[h]));
   }
 }
 
@@ -246,7 +313,7 @@ void dispatch_streams(int64_t n, F&& f) {
 // of the block width; several H-slices per token when there are few tokens.
 template <bool HEAD>
 void launch_mix(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base,
-                Tensor scale, const ops::MhcParams& params, const char* name) {
+                Tensor scale, const ops::MhcParams& params, const ops::HcNorm& norm, const char* name) {
   const int64_t T = x.size(0), H = x.size(2);
   if (T == 0) return;
   DSV4_CHECK_ARG(ctx.scratch != nullptr && ctx.scratch->device() == Device::kCUDA, name,
@@ -262,6 +329,8 @@ void launch_mix(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Te
   const int chunks = static_cast<int>((width + chunk - 1) / chunk);
   const unsigned slices =
       static_cast<unsigned>(std::clamp<int64_t>(std::min<int64_t>(blocks_for(H, kThreads), kTargetBlocks / T), 1, 64));
+  const bool fused_norm = norm.weight.data() != nullptr && norm.weight.dtype() == DType::F32 &&
+                          collapsed.dtype() == x.dtype() && T <= kNormMaxTokens && H <= kNormThreads * kNormPerThread;
   ArenaScope scope(*ctx.scratch);
   dispatch_streams(x.size(1), [&](auto nc) {
     constexpr int N = decltype(nc)::value;
@@ -278,6 +347,18 @@ void launch_mix(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Te
                                    dim3(kPartialThreads), 0, stream_of(ctx), partial.ptr<float>(), x.ptr<TI>(),
                                    fn.ptr<float>(), T, width, chunk),
                      name);
+        if constexpr (std::is_same_v<TO, TI>) {  // the model's case; other pairs keep the two launches
+          if (fused_norm) {
+            const dim3 ngrid(HEAD ? 1 : 2, static_cast<unsigned>(T));
+            check_launch(launch_kernel(hc_mix_finish_norm_kernel<N, HEAD, TO, TI, float>, ngrid, dim3(kNormThreads), 0,
+                                       stream_of(ctx), collapsed.ptr<TO>(), post.ptr<float>(), comb.ptr<float>(),
+                                       partial.ptr<float>(), x.ptr<TI>(), base.ptr<float>(), scale.ptr<float>(),
+                                       norm.weight.ptr<float>(), H, chunks, params.norm_eps, params.hc_eps,
+                                       static_cast<int>(params.sinkhorn_iters), norm.eps),
+                         name);
+            return;
+          }
+        }
         const dim3 fgrid(slices + (HEAD ? 0 : 1), static_cast<unsigned>(T));
         check_launch(
             launch_kernel(hc_mix_finish_kernel<N, HEAD, TO, TI>, fgrid, dim3(kThreads), 0, stream_of(ctx),
@@ -288,19 +369,21 @@ void launch_mix(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Te
       });
     });
   });
+  // Unfused: the norm in its own launch, on the stored collapse.
+  if (norm.weight.data() != nullptr && !fused_norm) rms_norm(ctx, collapsed, collapsed, norm.weight, norm.eps);
 }
 
 }  // namespace
 
 void hc_pre(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Tensor x, Tensor fn, Tensor base,
-            Tensor scale, const ops::MhcParams& params) {
+            Tensor scale, const ops::MhcParams& params, const ops::HcNorm& norm) {
   DSV4_CHECK_ARG(params.sinkhorn_iters >= 1, "hc_pre: hc_sinkhorn_iters must be >= 1");
-  launch_mix<false>(ctx, collapsed, post, comb, x, fn, base, scale, params, "hc_pre");
+  launch_mix<false>(ctx, collapsed, post, comb, x, fn, base, scale, params, norm, "hc_pre");
 }
 
-void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale,
-             const ops::MhcParams& params) {
-  launch_mix<true>(ctx, out, Tensor(), Tensor(), x, fn, base, scale, params, "hc_head");
+void hc_head(ExecContext& ctx, Tensor out, Tensor x, Tensor fn, Tensor base, Tensor scale, const ops::MhcParams& params,
+             const ops::HcNorm& norm) {
+  launch_mix<true>(ctx, out, Tensor(), Tensor(), x, fn, base, scale, params, norm, "hc_head");
 }
 
 void hc_post(ExecContext& ctx, Tensor out, Tensor y, Tensor x, Tensor post, Tensor comb) {

@@ -33,7 +33,9 @@ struct RouteArgs {
 __device__ __forceinline__ float softplusf(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 
 // One warp per token: scores into shared memory, k rounds of a warp arg-max (larger value, then lower
-// index — the CPU reference's partial_sort order) over the unselected experts.
+// index — the CPU reference's partial_sort order) over the unselected experts. The chosen experts stay in
+// shared memory and the weights are formed there: global memory is written once, never read back (each
+// read-after-write of the output was a serial L2 round trip, ~12 of them per token).
 __global__ void moe_route_kernel(float* __restrict__ weights, int32_t* __restrict__ indices,
                                  const float* __restrict__ logits, const float* __restrict__ bias,
                                  const int32_t* __restrict__ tid2eid, const int32_t* __restrict__ ids, RouteArgs a) {
@@ -44,6 +46,7 @@ __global__ void moe_route_kernel(float* __restrict__ weights, int32_t* __restric
   if (t >= a.T) return;
   float* score = smem + warp * 2 * a.E;
   float* biased = score + a.E;
+  int32_t* chosen = reinterpret_cast<int32_t*>(smem + kRouteWarps * 2 * a.E) + warp * a.k;
   const float* l = logits + t * a.E;
   if (a.scoring == static_cast<int>(ScoringFunc::kSoftmax)) {
     float mx = -INFINITY;
@@ -58,12 +61,11 @@ __global__ void moe_route_kernel(float* __restrict__ weights, int32_t* __restric
   } else {
     for (int64_t e = lane; e < a.E; e += 32) score[e] = sqrtf(softplusf(l[e]));
   }
-  for (int64_t e = lane; e < a.E; e += 32) biased[e] = score[e] + (bias != nullptr ? bias[e] : 0.0f);
-  __syncwarp();
-  int32_t* idx = indices + t * a.k;
   if (tid2eid != nullptr) {
-    for (int64_t i = lane; i < a.k; i += 32) idx[i] = tid2eid[static_cast<int64_t>(ids[t]) * a.k + i];
+    for (int64_t i = lane; i < a.k; i += 32) chosen[i] = tid2eid[static_cast<int64_t>(ids[t]) * a.k + i];
   } else {
+    // Each lane reads and marks only its own experts (e ≡ lane mod 32): no barrier inside the rounds.
+    for (int64_t e = lane; e < a.E; e += 32) biased[e] = score[e] + (bias != nullptr ? bias[e] : 0.0f);
     for (int64_t i = 0; i < a.k; ++i) {
       float best = -INFINITY;
       int32_t best_e = INT32_MAX;
@@ -77,20 +79,20 @@ __global__ void moe_route_kernel(float* __restrict__ weights, int32_t* __restric
         const int32_t oe = __shfl_xor_sync(0xffffffffu, best_e, off);
         if (ov > best || (ov == best && oe < best_e)) best = ov, best_e = oe;
       }
-      if (lane == 0) {
-        // NaN marks a taken expert (never selected again); an all-NaN row (garbage logits) gives expert 0.
-        idx[i] = best_e == INT32_MAX ? 0 : best_e;
-        if (best_e != INT32_MAX) biased[best_e] = NAN;
-      }
-      __syncwarp();
+      // NaN marks a taken expert (never selected again); an all-NaN row (garbage logits) gives expert 0.
+      if (lane == 0) chosen[i] = best_e == INT32_MAX ? 0 : best_e;
+      if (best_e != INT32_MAX && (best_e & 31) == lane) biased[best_e] = NAN;
     }
   }
   __syncwarp();
-  if (lane == 0) {
-    float* w = weights + t * a.k;
+  if (lane == 0) {  // the CPU reference's order: weights summed in selection order
     float sum = 0;
-    for (int64_t i = 0; i < a.k; ++i) sum += (w[i] = score[idx[i]]);
-    for (int64_t i = 0; i < a.k; ++i) w[i] = (a.normalise ? w[i] / (sum + 1e-20f) : w[i]) * a.scale;
+    for (int64_t i = 0; i < a.k; ++i) sum += score[chosen[i]];
+    for (int64_t i = 0; i < a.k; ++i) {
+      const int32_t e = chosen[i];
+      indices[t * a.k + i] = e;
+      weights[t * a.k + i] = (a.normalise ? score[e] / (sum + 1e-20f) : score[e]) * a.scale;
+    }
   }
 }
 
@@ -368,7 +370,7 @@ void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, 
   a.scale = params.routed_scaling_factor;
   if (a.T == 0) return;
   DSV4_CHECK_ARG(a.k <= a.E, "moe_route: top-", a.k, " of ", a.E, " experts");
-  const size_t shared = sizeof(float) * 2 * a.E * kRouteWarps;
+  const size_t shared = (sizeof(float) * 2 * a.E + sizeof(int32_t) * a.k) * kRouteWarps;
   DSV4_CHECK(shared <= 48 * 1024, kUnsupported, "moe_route on CUDA supports at most ", 48 * 1024 / 32, " experts, got ",
              a.E);
   check_launch(launch_kernel(moe_route_kernel, dim3(blocks_for(a.T, kRouteWarps)), dim3(kRouteWarps * 32), shared,

@@ -10,6 +10,15 @@
 // butterfly per value: deterministic. The tile's expert picks the format: indices below the stack's count are
 // the routed experts (one format), index `count` the shared expert (its own format and allocation), so the
 // plan and its indexing are moe_decode.cu's.
+//
+// FP4 tiles (DeepSeek's routed experts) run on tensor cores instead: expanding E2M1 to f32 and multiplying on the
+// FMA pipe cost ~6 instructions a weight, which held the kernel to ~40% of HBM bandwidth (H100, 2026-12-05). The
+// block's 8 warps split K and each computes all 16 of the block's rows for up to 8 of the tile's rows at a time with
+// mma.m16n8k16 (bf16, f32 accumulation): a lane streams 16 bytes (32 codes, one scale group) of rows g and g + 8
+// (g = lane / 4) at k offset 32 (lane % 4) of each 128-wide step, turns code pairs (a, a + 4) into bf16x2 with two
+// logic ops and one bf16 multiply that also applies the group's scale (quant_bits.h: exact), and gathers the
+// activations of the same k order with byte permutes; the warps' partial sums meet in shared memory in warp
+// order. Every sum has a fixed order that does not depend on how many rows share a pass: deterministic.
 #include "backend/cuda/act_quant.h"
 #include "backend/cuda/quant_decode.cuh"
 #include "backend/cuda/quant_matrix.h"
@@ -100,6 +109,151 @@ __device__ __forceinline__ void dot_rows_quant(float (&acc)[CHUNK], float (&acc3
   }
 }
 
+// ---- tensor-core FP4 path ------------------------------------------------------------------------------------
+constexpr int kMmaRows = 16;    // weight rows per block (= kOutPerBlock): one MMA row tile
+constexpr int kMmaTokens = 8;   // activation rows per pass: the MMA's n
+constexpr int kMmaStepK = 128;  // K per warp step: 4 lanes x 32 codes
+static_assert(kMmaRows == kOutPerBlock, "the FP4 and FP8 tiles of one launch share its grid");
+
+__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
+  uint32_t d;
+  asm("mul.rn.bf16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+  return d;
+}
+
+// The weights of code pair a of a word (e2m1_pair_to_bf16x2_bits) under scale byte s.
+__device__ __forceinline__ uint32_t fp4_pair(uint32_t word, int a, uint32_t mul, uint32_t mul_high, bool high) {
+  uint32_t w = bf16x2_mul(e2m1_pair_to_bf16x2_bits(word, a), mul);
+  return high ? bf16x2_mul(w, mul_high) : w;
+}
+
+// One 128-wide K step of one warp for matrices w (and w3): codes of rows g, g + 8 at k = k0 + 32 (lane % 4).
+struct Fp4Lane {
+  uint4 c[2][2];  // [matrix][row g, row g + 8]
+  uint8_t s[2][2];
+};
+
+template <bool GATED>
+__device__ __forceinline__ void fp4_load(Fp4Lane& L, const RowRef (&w)[2][2], int64_t k, int64_t K) {
+#pragma unroll
+  for (int m = 0; m < (GATED ? 2 : 1); ++m) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const bool in = k < K;
+      L.c[m][h] = in ? load_codes(w[m][h].codes + k / 2) : make_uint4(0, 0, 0, 0);
+      L.s[m][h] = in ? __ldg(w[m][h].scale + k / kFp4Group) : static_cast<uint8_t>(127);
+    }
+  }
+}
+
+// acc[m] += this step's products for activation words xw (the lane's 32 values of its token's row, zeros past it).
+template <bool GATED>
+__device__ __forceinline__ void fp4_step(float (&acc)[2][4], const Fp4Lane& L, const uint4 (&xw)[4]) {
+#pragma unroll
+  for (int m = 0; m < (GATED ? 2 : 1); ++m) {
+    uint32_t mul[2], mul_high[2];
+    bool high[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mul[h] = e2m1_bf16_scale_bits(L.s[m][h]);
+      mul_high[h] = e2m1_bf16_scale_high_bits(L.s[m][h]);
+      high[h] = L.s[m][h] > 128;
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {  // word i: codes of k0 + 8i .. k0 + 8i + 7
+      const uint32_t wg = i == 0 ? L.c[m][0].x : i == 1 ? L.c[m][0].y : i == 2 ? L.c[m][0].z : L.c[m][0].w;
+      const uint32_t wh = i == 0 ? L.c[m][1].x : i == 1 ? L.c[m][1].y : i == 2 ? L.c[m][1].z : L.c[m][1].w;
+      // Activations of the same pairs: (x[a], x[a + 4]) of the 8 values of word i.
+      const uint4 xv = xw[i];
+      const uint32_t xp[4] = {__byte_perm(xv.x, xv.z, 0x5410), __byte_perm(xv.x, xv.z, 0x7632),
+                              __byte_perm(xv.y, xv.w, 0x5410), __byte_perm(xv.y, xv.w, 0x7632)};
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {  // pairs (0, 1), then (2, 3): one MMA each
+        const int a0 = 2 * half, a1 = 2 * half + 1;
+        const uint32_t A[4] = {
+            fp4_pair(wg, a0, mul[0], mul_high[0], high[0]), fp4_pair(wh, a0, mul[1], mul_high[1], high[1]),
+            fp4_pair(wg, a1, mul[0], mul_high[0], high[0]), fp4_pair(wh, a1, mul[1], mul_high[1], high[1])};
+        mma_bf16_16816(acc[m], A, xp[a0], xp[a1]);
+      }
+    }
+  }
+}
+
+// The FP4 tile of moe_decode_quant_kernel: rows n0 .. n0 + 15 of expert e for the tile's rows [row0, row_end).
+template <bool GATED, typename TO>
+__device__ void fp4_tile_mma(TO* __restrict__ out, const bf16* __restrict__ a, const QuantExperts& w,
+                             const QuantExperts& w3, const MoePlan& plan, int32_t e, int32_t row0, int32_t row_end,
+                             int64_t N, int64_t K, float limit) {
+  __shared__ float red[kDecodeWarps][2][kMmaRows][kMmaTokens];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t4 = lane & 3;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kMmaRows;
+  RowRef rows[2][2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t n = min(n0 + g + 8 * h, N - 1);  // rows past N: read, never stored
+    rows[0][h] = row_of(w, e, n);
+    rows[1][h] = GATED ? row_of(w3, e, n) : rows[0][h];
+  }
+  const int64_t steps = (K + kMmaStepK - 1) / kMmaStepK;
+  for (int32_t r0 = row0; r0 < row_end; r0 += kMmaTokens) {
+    const int nr = min(kMmaTokens, row_end - r0);
+    // This lane's activation row (the MMA column g): zeros past the tile's rows.
+    const bf16* xrow = nullptr;
+    if (g < nr) xrow = a + static_cast<int64_t>(GATED ? plan.token_of[r0 + g] : r0 + g) * K;
+    float acc[2][4] = {};
+    // One step's loads in flight per warp (64 bytes a lane, 128 gated) at 16 warps an SM: ~32-64 KB per SM, the
+    // bytes HBM latency needs; a second buffer spilled at the 128 registers two blocks an SM allow.
+    for (int64_t step = warp; step < steps; step += kDecodeWarps) {
+      const int64_t k = step * kMmaStepK + 32 * t4;
+      Fp4Lane cur;
+      fp4_load<GATED>(cur, rows, k, K);
+      uint4 xw[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        xw[i] =
+            xrow != nullptr && k < K ? __ldg(reinterpret_cast<const uint4*>(xrow + k + 8 * i)) : make_uint4(0, 0, 0, 0);
+      }
+      fp4_step<GATED>(acc, cur, xw);
+    }
+    // C fragment: (row g, columns 2 t4, 2 t4 + 1) in acc[.][0..1], (row g + 8, same columns) in acc[.][2..3].
+#pragma unroll
+    for (int m = 0; m < (GATED ? 2 : 1); ++m) {
+      red[warp][m][g][2 * t4] = acc[m][0];
+      red[warp][m][g][2 * t4 + 1] = acc[m][1];
+      red[warp][m][g + 8][2 * t4] = acc[m][2];
+      red[warp][m][g + 8][2 * t4 + 1] = acc[m][3];
+    }
+    __syncthreads();
+    if (threadIdx.x < kMmaRows * kMmaTokens) {
+      const int row = threadIdx.x / kMmaTokens, col = threadIdx.x % kMmaTokens;
+      const int64_t n = n0 + row;
+      float v = 0.0f, v3 = 0.0f;
+#pragma unroll
+      for (int wi = 0; wi < kDecodeWarps; ++wi) {
+        v += red[wi][0][row][col];
+        if constexpr (GATED) v3 += red[wi][1][row][col];
+      }
+      if (col < nr && n < N) {
+        if constexpr (GATED) {
+          const float gate = fminf(v, limit);
+          const float up = fminf(fmaxf(v3, -limit), limit);
+          v = gate / (1.0f + expf(-gate)) * up;
+        }
+        out[static_cast<int64_t>(r0 + col) * N + n] = from_float<TO>(v);
+      }
+    }
+    __syncthreads();
+  }
+}
+
 // out[r, n] = A[r] · W[e][n] for the rows r of one plan tile and kOutPerBlock columns n (moe_decode_kernel).
 template <bool GATED, int CHUNK, typename TO>
 __global__ void __launch_bounds__(kDecodeThreads)
@@ -111,6 +265,10 @@ __global__ void __launch_bounds__(kDecodeThreads)
   if (tile >= *plan.num_tiles) return;
   const int32_t e = plan.tile_info[3 * tile], row0 = plan.tile_info[3 * tile + 1],
                 row_end = min(plan.tile_info[3 * tile + 2], row0 + kPlanTileRows);
+  // FP4 tiles (w1 and w3 of an expert share a format: moe_decode_quant_supports) on tensor cores; the block is
+  // uniform, so every warp takes the same branch.
+  const bool fp4 = (e >= w.count ? w.shared.format : w.routed.format) == WeightFormat::kFp4;
+  if (fp4) return fp4_tile_mma<GATED, TO>(out, a, w, w3, plan, e, row0, row_end, N, K, limit);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int j = 0; j < kOutPerWarp; ++j) {
     const int64_t n = static_cast<int64_t>(blockIdx.x) * kOutPerBlock + j * kDecodeWarps + warp;

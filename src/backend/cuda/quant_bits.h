@@ -30,4 +30,26 @@ DSV4_HOST_DEVICE constexpr uint32_t e2m1_pair_to_f16x2_bits(uint32_t word, int j
   return mag | sign;
 }
 
+// The same pair (codes a and a + 4 of the word, a < 4) as the bits of a bf16x2, each code's value times 2^-126: the
+// word shifted so that code a sits in bits 12..15 (and code a + 4 in 28..31) has its sign at bf16's sign bit and its
+// magnitude bits (e1 e0 m) at 14..12; shifted right by 6 they are bf16 exponent bits 8..7 and the top mantissa bit,
+// i.e. 2^(e-127) (1 + m/2) for e > 0 and the subnormal m * 2^-127 for e = 0 — the value times 2^-126, exactly.
+// Tensor-core decode (moe_decode_quant.cu) multiplies the pair by e2m1_bf16_scale_bits (bf16 keeps subnormals).
+DSV4_HOST_DEVICE constexpr uint32_t e2m1_pair_to_bf16x2_bits(uint32_t word, int a) {
+  const uint32_t q = word << (4 * (3 - a));
+  return (q & 0x80008000u) | ((q & 0x70007000u) >> 6);
+}
+
+// The bf16x2 multiplier that turns e2m1_pair_to_bf16x2_bits's values into the weights of E8M0 scale S:
+// 2^126 * 2^(S - 127) = 2^(S - 1) in both halves, exact for S <= 128 (bf16's largest power of two is 2^127); for
+// larger S, e2m1_bf16_scale_high_bits is a second factor (2^126 first, then 2^(S - 127)).
+DSV4_HOST_DEVICE constexpr uint32_t e2m1_bf16_scale_bits(uint8_t s) {
+  const uint32_t h = s <= 128 ? (static_cast<uint32_t>(s) + 126u) << 7 : 0x7E80u;  // 2^(S-1) or 2^126
+  return h | h << 16;
+}
+DSV4_HOST_DEVICE constexpr uint32_t e2m1_bf16_scale_high_bits(uint8_t s) {
+  const uint32_t h = static_cast<uint32_t>(s) << 7;  // 2^(S - 127), S in 129..254
+  return h | h << 16;
+}
+
 }  // namespace dsv4::cuda
