@@ -1,8 +1,8 @@
 // The decode path of moe_experts on quantised expert stacks (quant_matrix.h): moe_decode.cu's kernel with the
 // weight stream narrowed to FP8 / FP4 codes, expanded in registers (quant_decode.cuh).
 //
-// Checked on an H200 on 2026-12-05 by tests/gpu/cuda_quant_test.cu (CudaQuant.MoeDecode*, scripts/gpu/run.sh
-// quant; memcheck and racecheck clean).
+// Checked by tests/gpu/cuda_quant_test.cu (CudaQuant.MoeDecode*, scripts/gpu/run.sh quant): the register path on an
+// H200 on 2026-12-05 (memcheck and racecheck clean), the tensor-core FP4 path below on an H100 the same day.
 //
 // As moe_decode.cu: one block owns kOutPerBlock output columns of one plan tile (one expert's rows), each warp
 // streams whole weight rows (16-byte loads of codes, UNROLL in flight per lane and matrix) and applies every
