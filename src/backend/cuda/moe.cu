@@ -34,8 +34,7 @@ __device__ __forceinline__ float softplusf(float x) { return x > 20.0f ? x : log
 
 // One warp per token: scores into shared memory, k rounds of a warp arg-max (larger value, then lower
 // index — the CPU reference's partial_sort order) over the unselected experts. The chosen experts stay in
-// shared memory and the weights are formed there: global memory is written once, never read back (each
-// read-after-write of the output was a serial L2 round trip, ~12 of them per token).
+// shared memory and the weights are formed there: the outputs are written once, never read back.
 __global__ void moe_route_kernel(float* __restrict__ weights, int32_t* __restrict__ indices,
                                  const float* __restrict__ logits, const float* __restrict__ bias,
                                  const int32_t* __restrict__ tid2eid, const int32_t* __restrict__ ids, RouteArgs a) {
