@@ -21,6 +21,15 @@ for so in "$tmp"/lib/libdsv4_server*.so; do
   [ -f "$so" ] || continue
   ldd "$so" | awk '/libcpp-httplib/ {print $3}' | while read -r dep; do [ -f "$dep" ] && cp -L "$dep" "$tmp/lib/"; done
 done
+# The kernel timeline tracer (tools/profile/kernel_trace.cc, LD_PRELOAD; host code on CUPTI) and the CUPTI it links,
+# where the toolkit has them.
+cuda=${CUDA_HOME:-/usr/local/cuda}
+if [ -f "$cuda/include/cupti.h" ]; then
+  cupti_dir=$(dirname "$(readlink -f "$(ls "$cuda"/lib*/libcupti.so "$cuda"/extras/CUPTI/lib64/libcupti.so 2>/dev/null | head -1)")")
+  g++ -O2 -fPIC -shared -std=c++17 -Wall -Wextra -I"$cuda/include" tools/profile/kernel_trace.cc \
+    -o "$tmp/lib/libdsv4_kernel_trace.so" -L"$cupti_dir" -lcupti
+  cp -L "$cupti_dir"/libcupti.so.[0-9]* "$tmp/lib/" 2>/dev/null || true
+fi
 strip --strip-debug "$tmp"/bin/* "$tmp"/lib/*
 cp -r tools/reference tools/profile "$tmp/tools/"
 cp -r bench/kernels bench/make_prompts.py "$tmp/bench/"

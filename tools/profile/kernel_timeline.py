@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Per-kernel costs inside replayed decode steps, from a kernel_trace.cc CSV (LD_PRELOAD tracer; no nsys needed).
+
+A step starts at each launch of --marker (default embedding_kernel: every forward starts with it). For the last
+--steps steps, each kernel's *increment* is the time from the latest end of the kernels before it to its own end:
+what it adds to the step's critical path, gaps included. (Its start is no guide under PDL: a dependent kernel is
+launched early and waits on the device, so its duration and start-to-next-start include its predecessor's tail.)
+Prints, per kernel family, the launches per step and the median over steps of the summed durations and increments,
+and the step time (first start to the next step's first start); --json writes the same."""
+import argparse
+import csv
+import json
+import re
+import statistics
+import sys
+from collections import defaultdict
+
+
+def unmangle(name):
+    """The innermost name of an Itanium-mangled function (CUPTI reports mangled names): _ZN4dsv44cuda..11gemv_kernelI..
+    -> gemv_kernel; anything else unchanged."""
+    if not name.startswith("_Z"):
+        return name
+    i = 3 if name.startswith("_ZN") else 2
+    last = name
+    while i < len(name) and name[i].isdigit():
+        j = i
+        while j < len(name) and name[j].isdigit():
+            j += 1
+        n = int(name[i:j])
+        last = name[j:j + n]
+        i = j + n
+    return last
+
+
+def family(name):
+    name = unmangle(name)
+    name = re.sub(r"^void\s+", "", name).replace("(anonymous namespace)::", "").replace("<unnamed>::", "")
+    name = name.split("(")[0].split("<")[0]
+    return name.split("::")[-1] or name
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("trace_csv")
+    ap.add_argument("--marker", default="embedding_kernel", help="kernel family that starts every step")
+    ap.add_argument("--steps", type=int, default=8, help="analyse the last N complete steps")
+    ap.add_argument("--skip-last", type=int, default=0, help="ignore the last N steps (e.g. a different phase)")
+    ap.add_argument("--where", default=None,
+                    help="FAMILY>US: only steps where that family's summed duration exceeds US (picks a phase, e.g. "
+                         "the long-context steps by indexer_merge_kernel>10)")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    rows = list(csv.DictReader(open(args.trace_csv)))
+    if not rows:
+        sys.exit("no kernels in " + args.trace_csv)
+    ks = sorted(((int(r["start_ns"]), int(r["end_ns"]), family(r["name"]), int(r["graph"])) for r in rows))
+    starts = [i for i, k in enumerate(ks) if k[2] == args.marker]
+    if len(starts) < 2:
+        sys.exit(f"fewer than two '{args.marker}' launches: no complete step")
+    bounds = list(zip(starts[:-1], starts[1:]))
+    if args.where:
+        fam, us = args.where.split(">")
+        bounds = [(b, e) for b, e in bounds if sum((ks[i][1] - ks[i][0]) / 1e3 for i in range(b, e)
+                                                   if ks[i][2] == fam) > float(us)]
+        if not bounds:
+            sys.exit(f"no step with {args.where}")
+    if args.skip_last:
+        bounds = bounds[: -args.skip_last]
+    bounds = bounds[-args.steps:]
+    per_step = []
+    for b, e in bounds:
+        fams = defaultdict(lambda: [0, 0.0, 0.0])  # launches, duration us, increment us
+        done = ks[b][0]  # the latest end so far (the step's first start before any kernel ends)
+        for i in range(b, e):
+            s, end, f, _ = ks[i]
+            fams[f][0] += 1
+            fams[f][1] += (end - s) / 1e3
+            fams[f][2] += max(0, end - done) / 1e3
+            done = max(done, end)
+        per_step.append({"step_us": (ks[e][0] - ks[b][0]) / 1e3, "kernels": e - b,
+                         "in_graph": sum(1 for i in range(b, e) if ks[i][3] != 0), "families": fams})
+    names = sorted({f for st in per_step for f in st["families"]},
+                   key=lambda f: -statistics.median(st["families"][f][2] if f in st["families"] else 0.0
+                                                    for st in per_step))
+    step_us = statistics.median(st["step_us"] for st in per_step)
+    print(f"{len(per_step)} steps: median {step_us:.1f} us, {per_step[-1]['kernels']} kernels "
+          f"({per_step[-1]['in_graph']} in graphs)")
+    print(f"{'kernel family':44s} {'per step':>8s} {'dur us':>8s} {'incr us':>8s} {'share':>6s}")
+    out = []
+    for f in names:
+        cnt = statistics.median(st["families"][f][0] if f in st["families"] else 0 for st in per_step)
+        dur = statistics.median(st["families"][f][1] if f in st["families"] else 0.0 for st in per_step)
+        slot = statistics.median(st["families"][f][2] if f in st["families"] else 0.0 for st in per_step)
+        out.append({"name": f, "per_step": cnt, "duration_us": dur, "increment_us": slot})
+        print(f"{f[:44]:44s} {cnt:8g} {dur:8.1f} {slot:8.1f} {100 * slot / step_us:5.1f}%")
+    if args.json:
+        json.dump({"steps": len(per_step), "step_us": step_us, "families": out}, open(args.json, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()
