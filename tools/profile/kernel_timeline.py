@@ -10,34 +10,11 @@ and the step time (first start to the next step's first start); --json writes th
 import argparse
 import csv
 import json
-import re
 import statistics
 import sys
 from collections import defaultdict
 
-
-def unmangle(name):
-    """The innermost name of an Itanium-mangled function (CUPTI reports mangled names): _ZN4dsv44cuda..11gemv_kernelI..
-    -> gemv_kernel; anything else unchanged."""
-    if not name.startswith("_Z"):
-        return name
-    i = 3 if name.startswith("_ZN") else 2
-    last = name
-    while i < len(name) and name[i].isdigit():
-        j = i
-        while j < len(name) and name[j].isdigit():
-            j += 1
-        n = int(name[i:j])
-        last = name[j:j + n]
-        i = j + n
-    return last
-
-
-def family(name):
-    name = unmangle(name)
-    name = re.sub(r"^void\s+", "", name).replace("(anonymous namespace)::", "").replace("<unnamed>::", "")
-    name = name.split("(")[0].split("<")[0]
-    return name.split("::")[-1] or name
+from ncu_summary import family  # one kernel-family naming for ncu and CUPTI names
 
 
 def main():
