@@ -101,6 +101,8 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
     if (sparse) {
       run_compressor(st.indexer, aw.indexer_compressor, iio);
       ops::rope(ctx, iq, meta.pos, ms.rope_compress, false);
+      // Keys held rotated and in FP4 (DeepSeek's reference): the query goes through the same rotation and round trip.
+      if (st.indexer.entry_format == KvRoundTrip::kFp4Rotated) ops::kv_round_trip(ctx, iq, 0, KvRoundTrip::kFp4Rotated);
       const float scale =
           static_cast<float>(1.0 / std::sqrt(static_cast<double>(Di)) / std::sqrt(static_cast<double>(Hi)));
       ops::indexer_topk(ctx, selected, iq, iw, st.indexer, meta, scale, iws);

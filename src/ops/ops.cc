@@ -6,6 +6,7 @@
 
 #include "backend/cpu/cpu_ops.h"
 #include "dsv4/ops/indexer_workspace.h"
+#include "dsv4/ops/kv_fp4.h"
 #include "dsv4/ops/op_timer.h"
 #include "dsv4/ops/testing.h"
 #ifndef DSV4_NO_CUDA
@@ -378,6 +379,9 @@ void kv_round_trip(ExecContext& ctx, Tensor x, int64_t rope_dim, KvRoundTrip for
   DSV4_CHECK_ARG(x.ndim() >= 1 && rope_dim >= 0 && rope_dim <= x.size(-1), "kv_round_trip: rope_dim ", rope_dim,
                  " for rows of ", x.ndim() >= 1 ? x.size(-1) : 0);
   if (format == KvRoundTrip::kNone) return;
+  DSV4_CHECK_ARG(format != KvRoundTrip::kFp4Rotated || kvfp4::width_ok(x.size(-1)),
+                 "kv_round_trip: the fp4-rotated format takes rows a power of two wide (the Hadamard rotation), got ",
+                 x.size(-1));
   DSV4_CHECK(!ctx.is_cuda() || format == KvRoundTrip::kFp8Blocks || format == KvRoundTrip::kFp8Row, kUnsupported,
              "kv_round_trip on CUDA: the ", kv_round_trip_name(format),
              " format runs on the CPU only (CUDA: the fp8 cache's fp8-blocks and fp8-row)");
@@ -670,6 +674,8 @@ const char* kv_round_trip_name(KvRoundTrip f) {
       return "fp8 (e4m3 per 64, ue8m0 scales; RoPE part bf16)";
     case KvRoundTrip::kFp8Row:
       return "fp8 (e4m3, one fp32 scale per row)";
+    case KvRoundTrip::kFp4Rotated:
+      return "fp4 (Hadamard-rotated, e2m1 per 32, ue8m0 scales)";
     case KvRoundTrip::kFp8Blocks128:
       return "fp8 activations (e4m3 per 128, ue8m0 scales)";
   }

@@ -11,6 +11,7 @@
 
 #include "dsv4/io/safetensors.h"
 #include "dsv4/model/state.h"
+#include "dsv4/ops/kv_fp4.h"
 #include "dsv4/ops/ops.h"
 #include "dsv4/ops/rope_table.h"
 #include "dsv4/runtime/engine.h"
@@ -84,6 +85,31 @@ void reference_round_trip(float* row, int64_t width, int64_t rope_dim, KvRoundTr
   }
 }
 
+// kFp4Rotated: the rotation is kv_fp4.h's (tested against the Hadamard matrix in kv_fp4_test.cc); the quantiser is
+// the reference's: scale 2^ceil(log2(max(amax, 6 * 2^-126) / 6)) per group of 32, the nearest E2M1 value by search,
+// ties to the even code.
+double nearest_e2m1(double x) {
+  static const double mags[8] = {0, 0.5, 1, 1.5, 2, 3, 4, 6};
+  const double a = std::fabs(x);
+  int best = 0;
+  for (int c = 1; c < 8; ++c) {
+    const double d = std::fabs(mags[c] - a), db = std::fabs(mags[best] - a);
+    if (d < db || (d == db && c % 2 == 0)) best = c;
+  }
+  return std::copysign(mags[best], x);
+}
+
+void reference_fp4_rotated(float* row, int64_t width) {
+  kvfp4::rotate(row, width);
+  const int64_t group = std::min<int64_t>(32, width);
+  for (int64_t b = 0; b < width; b += group) {
+    double amax = std::ldexp(6.0, -126);
+    for (int64_t i = b; i < b + group; ++i) amax = std::max(amax, static_cast<double>(std::fabs(row[i])));
+    const double s = std::exp2(std::ceil(std::log2(amax / 6.0)));
+    for (int64_t i = b; i < b + group; ++i) row[i] = static_cast<float>(nearest_e2m1(row[i] / s) * s);
+  }
+}
+
 ExecContext cpu_context() {
   ExecContext ctx;
   ctx.device = Device::kCPU;
@@ -116,6 +142,23 @@ TEST(KvCache, RoundTripsMatchAnIndependentQuantiser) {
       }
     }
   }
+  for (const int64_t width : {4, 16, 32, 128, 256}) {  // kFp4Rotated: rows a power of two wide
+    for (const double magnitude : {1e-30, 1e-3, 1.0, 1e4}) {
+      const int64_t rows = 4;
+      std::vector<float> x(static_cast<size_t>(rows * width));
+      std::normal_distribution<float> normal(0.0f, 1.0f);
+      for (float& v : x) v = static_cast<float>(normal(rng) * magnitude);
+      for (int64_t i = 0; i < width; ++i) x[static_cast<size_t>(width + i)] = 0.0f;  // an all-zero row
+      x[static_cast<size_t>(2 * width)] = static_cast<float>(300 * magnitude);       // an outlier
+      std::vector<float> want = x;
+      for (int64_t r = 0; r < rows; ++r) reference_fp4_rotated(want.data() + r * width, width);
+      ops::kv_round_trip(ctx, Tensor(x.data(), DType::F32, {rows, width}), 0, KvRoundTrip::kFp4Rotated);
+      for (size_t i = 0; i < x.size(); ++i) {
+        ASSERT_EQ(x[i], want[i]) << "fp4-rotated width " << width << " magnitude " << magnitude << " element " << i;
+      }
+      values += static_cast<int64_t>(x.size());
+    }
+  }
   EXPECT_GT(values, 0);
   // Idempotent: a value a cache gives back is one it holds.
   std::vector<float> x(256);
@@ -127,6 +170,7 @@ TEST(KvCache, RoundTripsMatchAnIndependentQuantiser) {
   EXPECT_EQ(again, x);
   // Bad arguments name the op.
   EXPECT_THROW(ops::kv_round_trip(ctx, Tensor(x.data(), DType::F32, {2, 128}), 129, KvRoundTrip::kFp8Blocks), Error);
+  EXPECT_THROW(ops::kv_round_trip(ctx, Tensor(x.data(), DType::F32, {2, 96}), 0, KvRoundTrip::kFp4Rotated), Error);
 }
 
 TEST(KvCache, FormatsByDevice) {

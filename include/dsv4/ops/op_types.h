@@ -39,6 +39,9 @@ enum class KvRoundTrip : uint8_t {
   kFp8Row,        // the indexer's keys: the whole row in E4M3 with one fp32 scale
   kFp8Blocks128,  // activations before a product DeepSeek runs in FP8/FP4 (--activation-quant fp8): the whole row in
                   // E4M3 per 128 values with a UE8M0 scale, as the reference's act_quant
+  kFp4Rotated,    // the indexer's query and keys as DeepSeek's reference holds them: the row (a power of two wide)
+                  // rotated by the normalised Hadamard transform, then E2M1 per 32 values with a UE8M0 scale
+                  // (dsv4/ops/kv_fp4.h); the stored keys stay rotated, and so does the query scored against them
 };
 const char* kv_round_trip_name(KvRoundTrip f);
 

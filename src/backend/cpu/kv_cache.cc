@@ -7,6 +7,7 @@
 
 #include "backend/cpu/cpu_ops.h"
 #include "dsv4/io/quantization.h"
+#include "dsv4/ops/kv_fp4.h"
 
 namespace dsv4::cpu {
 namespace {
@@ -41,6 +42,21 @@ void e4m3_blocks_round_trip(float* x, int64_t n, int64_t block) {
   }
 }
 
+// kFp4Rotated: the Hadamard rotation (kv_fp4.h's butterfly), then E2M1 per group at the smallest power-of-two scale
+// 2^e with max(amax, 6 * 2^-126) <= 6 * 2^e, through io/quantization.h's codec (kv_fp4.h has its own, checked
+// against this one).
+void fp4_rotated_round_trip(float* x, int64_t n) {
+  kvfp4::rotate(x, n);
+  const int64_t g = kvfp4::group_of(n);
+  const float floor = std::ldexp(kvfp4::kE2m1Max, kvfp4::kMinExponent);
+  for (int64_t b = 0; b < n; b += g) {
+    const int e = scale_exponent(std::max(amax(x + b, g), floor), kvfp4::kE2m1Max);
+    for (int64_t i = b; i < b + g; ++i) {
+      x[i] = std::ldexp(fp4_e2m1_to_float(float_to_fp4_e2m1(std::ldexp(x[i], -e))), e);
+    }
+  }
+}
+
 }  // namespace
 
 void kv_round_trip_row(float* row, int64_t width, int64_t rope_dim, KvRoundTrip format) {
@@ -58,6 +74,8 @@ void kv_round_trip_row(float* row, int64_t width, int64_t rope_dim, KvRoundTrip 
       return e4m3_round_trip(row, width, std::max(amax(row, width), kAmaxFloor) / kE4m3Max);
     case KvRoundTrip::kFp8Blocks128:
       return e4m3_blocks_round_trip(row, width, kFp8ActivationBlock);
+    case KvRoundTrip::kFp4Rotated:
+      return fp4_rotated_round_trip(row, width);
   }
 }
 
