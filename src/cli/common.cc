@@ -79,8 +79,8 @@ void DeviceFlags::add_to(CLI::App* cmd) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 50));
   cmd->add_option("--kv-cache-dtype", kv_cache_dtype,
                   "How the attention caches hold their values: auto (as computed), bf16, or fp8 (DeepSeek-V4's cache: "
-                  "E4M3 with per-64 power-of-two scales, RoPE part bf16, indexer keys E4M3 per row; stored packed "
-                  "on CUDA, 584 + 132 bytes per CSA position at the Flash shapes)")
+                  "E4M3 with per-64 power-of-two scales, RoPE part bf16, indexer keys Hadamard-rotated in FP4 per "
+                  "32; stored packed on CUDA, 584 + 68 bytes per CSA position at the Flash shapes)")
       ->capture_default_str();
   cmd->add_option(
          "--activation-quant", activation_quant,

@@ -79,7 +79,8 @@ StateLayout StateLayout::make(const ModelConfig& c, const ModelOptions& o, DType
     DSV4_CHECK(kvfp8::shape_ok(storage, width, rope), kUnsupported, "--kv-cache-dtype fp8 on CUDA: ", name, " rows of ",
                width, " values with ", rope,
                " rope values cannot be packed (the no-rope part must be a multiple of 8 values, the rope part "
-               "even; indexer keys a multiple of 8)");
+               "even; indexer keys a power of two, at most ",
+               kvfp4::kMaxDeviceWidth, ")");
     add(std::move(name), ring, DType::F8_E4M3, width, rows);
     Array& a = L.arrays.back();
     a.storage = storage;
@@ -104,7 +105,11 @@ StateLayout StateLayout::make(const ModelConfig& c, const ModelOptions& o, DType
     };
     compressor("compressor", t == AttentionType::kCompressedSparse, c.head_dim, KvStorage::kFp8Blocks);
     if (t == AttentionType::kCompressedSparse) {
-      compressor("indexer", true, c.index_head_dim, KvStorage::kFp8Row);
+      DSV4_CHECK(o.kv_cache_dtype != KvCacheDtype::kFp8 || kvfp4::width_ok(c.index_head_dim), kUnsupported,
+                 "--kv-cache-dtype fp8 holds the indexer's keys Hadamard-rotated in FP4, which needs index_head_dim a "
+                 "power of two; this model has ",
+                 c.index_head_dim);
+      compressor("indexer", true, c.index_head_dim, KvStorage::kFp4Rotated);
     }
   }
   if (with_mtp) add_keys("mtp.kv_ring", true, c.head_dim, c.sliding_window + ahead, KvStorage::kFp8Blocks, rope);
@@ -264,7 +269,7 @@ KvFormats kv_formats(KvCacheDtype d, Device device, DType activations) {
       }
       return {KvRoundTrip::kBf16, KvRoundTrip::kBf16, KvRoundTrip::kBf16};
     case KvCacheDtype::kFp8:  // CUDA: packed rows (packs_fp8_cache); the batch's own kv rows are round-tripped
-      return {KvRoundTrip::kFp8Blocks, KvRoundTrip::kFp8Blocks, KvRoundTrip::kFp8Row};
+      return {KvRoundTrip::kFp8Blocks, KvRoundTrip::kFp8Blocks, KvRoundTrip::kFp4Rotated};
   }
   return {};
 }

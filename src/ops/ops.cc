@@ -346,7 +346,8 @@ void compressor_emit(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor
   // CUDA stores a cache format as packed rows of that format (the state's layout), or none.
   const bool packed_match =
       (state.entry_format == KvRoundTrip::kFp8Blocks && state.entries.storage == KvStorage::kFp8Blocks) ||
-      (state.entry_format == KvRoundTrip::kFp8Row && state.entries.storage == KvStorage::kFp8Row);
+      (state.entry_format == KvRoundTrip::kFp8Row && state.entries.storage == KvStorage::kFp8Row) ||
+      (state.entry_format == KvRoundTrip::kFp4Rotated && state.entries.storage == KvStorage::kFp4Rotated);
   DSV4_CHECK(!ctx.is_cuda() || (state.entry_format == KvRoundTrip::kNone && !state.entries.packed()) || packed_match,
              kUnsupported, "compressor_emit on CUDA: the ", kv_round_trip_name(state.entry_format),
              " cache needs entries stored in that format (packed rows), got ",
@@ -382,9 +383,10 @@ void kv_round_trip(ExecContext& ctx, Tensor x, int64_t rope_dim, KvRoundTrip for
   DSV4_CHECK_ARG(format != KvRoundTrip::kFp4Rotated || kvfp4::width_ok(x.size(-1)),
                  "kv_round_trip: the fp4-rotated format takes rows a power of two wide (the Hadamard rotation), got ",
                  x.size(-1));
-  DSV4_CHECK(!ctx.is_cuda() || format == KvRoundTrip::kFp8Blocks || format == KvRoundTrip::kFp8Row, kUnsupported,
-             "kv_round_trip on CUDA: the ", kv_round_trip_name(format),
-             " format runs on the CPU only (CUDA: the fp8 cache's fp8-blocks and fp8-row)");
+  DSV4_CHECK(!ctx.is_cuda() || format == KvRoundTrip::kFp8Blocks || format == KvRoundTrip::kFp8Row ||
+                 format == KvRoundTrip::kFp4Rotated,
+             kUnsupported, "kv_round_trip on CUDA: the ", kv_round_trip_name(format),
+             " format runs on the CPU only (CUDA: the fp8 cache's formats)");
   DSV4_DISPATCH(kv_round_trip, x, rope_dim, format);
 }
 
@@ -414,8 +416,9 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
                  "indexer_topk: q ", q.shape_string(), ", weights ", w.shape_string(), ", out ", out.shape_string(),
                  " for ", meta.num_tokens, " tokens");
   if (optional(workspace)) require(ctx, workspace, workspace.dtype(), "indexer_topk", "workspace");
-  DSV4_CHECK_ARG(!keys.entries.packed() || (ctx.is_cuda() && keys.entries.storage == KvStorage::kFp8Row),
-                 "indexer_topk: packed keys must be fp8 rows, on CUDA");
+  DSV4_CHECK_ARG(!keys.entries.packed() || (ctx.is_cuda() && (keys.entries.storage == KvStorage::kFp8Row ||
+                                                              keys.entries.storage == KvStorage::kFp4Rotated)),
+                 "indexer_topk: packed keys must be fp8 or fp4 rows, on CUDA");
 #ifndef DSV4_NO_CUDA
   if (ctx.is_cuda()) {
     cuda::DryRunScope dry_run(ctx.measuring);  // see DSV4_DISPATCH

@@ -22,7 +22,7 @@ double expected_distinct_experts(int64_t E, int64_t k, int64_t tokens) {
 KeyRowBytes key_row_bytes(const ModelConfig& c, DType state_dtype, bool packed_fp8) {
   if (packed_fp8) {
     return {static_cast<double>(kvfp8::row_bytes(KvStorage::kFp8Blocks, c.head_dim, c.rope_head_dim)),
-            static_cast<double>(kvfp8::row_bytes(KvStorage::kFp8Row, c.index_head_dim, 0))};
+            static_cast<double>(kvfp8::row_bytes(KvStorage::kFp4Rotated, c.index_head_dim, 0))};
   }
   const double es = static_cast<double>(dtype_size(state_dtype));
   return {es * static_cast<double>(c.head_dim), es * static_cast<double>(c.index_head_dim)};

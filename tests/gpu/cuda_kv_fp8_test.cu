@@ -169,8 +169,9 @@ Agreement agreement(const std::vector<float>& got, const std::vector<float>& wan
 
 // ---- kv_round_trip: the batch's own kv rows ------------------------------------------------------------------
 
-// Bit for bit the CPU's round trip for F32 rows and for BF16 rows in the blocks format (e4m3 values times a power
-// of two are bf16 values); kFp8Row rows in BF16 hold the CPU's value rounded to bf16.
+// Bit for bit the CPU's round trip for F32 rows and for BF16 rows in the blocks and fp4 formats (e4m3 / e2m1 values
+// times a power of two are bf16 values; the fp4 rotation is the host's butterfly, operation for operation); kFp8Row
+// rows in BF16 hold the CPU's value rounded to bf16.
 TEST(CudaKvFp8, RoundTrip) {
   DSV4_REQUIRE_GPU();
   struct Case {
@@ -180,7 +181,10 @@ TEST(CudaKvFp8, RoundTrip) {
   int v = 0;
   for (const Case c : {Case{KvRoundTrip::kFp8Blocks, 512, 64}, Case{KvRoundTrip::kFp8Blocks, 32, 8},
                        Case{KvRoundTrip::kFp8Blocks, 64, 16}, Case{KvRoundTrip::kFp8Blocks, 112, 16},
-                       Case{KvRoundTrip::kFp8Row, 128, 0}, Case{KvRoundTrip::kFp8Row, 16, 0}}) {
+                       Case{KvRoundTrip::kFp8Row, 128, 0}, Case{KvRoundTrip::kFp8Row, 16, 0},
+                       Case{KvRoundTrip::kFp4Rotated, 128, 0}, Case{KvRoundTrip::kFp4Rotated, 16, 0},
+                       Case{KvRoundTrip::kFp4Rotated, 2, 0}, Case{KvRoundTrip::kFp4Rotated, 32, 0},
+                       Case{KvRoundTrip::kFp4Rotated, 64, 0}, Case{KvRoundTrip::kFp4Rotated, 256, 0}}) {
     for (const DType dt : {DType::F32, DType::BF16}) {
       for (const float magnitude : {1e-6f, 1.0f, 3e3f}) {
         auto rng = rng_for("kv_round_trip", v++);
@@ -263,10 +267,11 @@ struct RopePair {
 };
 
 // Compressor entries emitted into packed rows (kv entries: fp8 blocks with the rope part in bf16; indexer keys: fp8
-// rows). The CPU and the device compute an entry in f32 with different operation orders (~1e-6 apart), so a value
-// within that distance of an E4M3 rounding midpoint may take the neighbouring code: at most one step, 32/448 of the
-// block's amax at the top binade. Nearly every value (fp8 rows: every code, their scales differing in the last bits)
-// must match bit for bit; untouched entries keep theirs.
+// rows or rotated fp4). The CPU and the device compute an entry in f32 with different operation orders (~1e-6
+// apart), so a value within that distance of a rounding midpoint may take the neighbouring code: at most one step,
+// 32/448 of the block's amax at the top binade in E4M3, 2/3 of a group's amax in E2M1 (between 4 and 6 at a scale s
+// with amax > 3 s). Nearly every value (fp8 rows: every code, their scales differing in the last bits) must match
+// bit for bit; untouched entries keep theirs.
 TEST(CudaKvFp8, CompressorEmitPacked) {
   DSV4_REQUIRE_GPU();
   struct Case {
@@ -278,7 +283,8 @@ TEST(CudaKvFp8, CompressorEmitPacked) {
   int v = 0;
   for (const Case c : {Case{4, true, 32, 8, KvStorage::kFp8Blocks}, Case{16, false, 512, 64, KvStorage::kFp8Blocks},
                        Case{128, false, 64, 16, KvStorage::kFp8Blocks}, Case{4, true, 128, 64, KvStorage::kFp8Row},
-                       Case{4, true, 16, 8, KvStorage::kFp8Row}}) {
+                       Case{4, true, 16, 8, KvStorage::kFp8Row}, Case{4, true, 128, 64, KvStorage::kFp4Rotated},
+                       Case{4, true, 16, 8, KvStorage::kFp4Rotated}, Case{4, true, 256, 64, KvStorage::kFp4Rotated}}) {
     auto rng = rng_for("compressor_fp8", v++);
     const int64_t slots = 3, ahead = 2, max_model_len = 16 * c.rate;  // 16 entries
     const int64_t width = (c.overlap ? 2 : 1) * c.dim, ring = (c.overlap ? 2 : 1) * c.rate + ahead;
@@ -293,7 +299,9 @@ TEST(CudaKvFp8, CompressorEmitPacked) {
       s->rate = c.rate;
       s->overlap = c.overlap;
       s->dim = c.dim;
-      s->entry_format = c.storage == KvStorage::kFp8Row ? KvRoundTrip::kFp8Row : KvRoundTrip::kFp8Blocks;
+      s->entry_format = c.storage == KvStorage::kFp8Row       ? KvRoundTrip::kFp8Row
+                        : c.storage == KvStorage::kFp4Rotated ? KvRoundTrip::kFp4Rotated
+                                                              : KvRoundTrip::kFp8Blocks;
     }
     cs.raw_kv = host_rows(raw_kv, slots, ring, width);
     cs.raw_gate = host_rows(raw_gate, slots, ring, width);
@@ -317,9 +325,10 @@ TEST(CudaKvFp8, CompressorEmitPacked) {
     ops::compressor_emit(env().ctx, gs, dkv.t, dgate.t, dape.t, dnorm.t, rope.gpu, batch.device(), 1e-6f);
     env().sync();
     const std::vector<float> got_all = entries.download_values();
-    const std::string what =
-        str_cat("compressor_emit packed ", c.storage == KvStorage::kFp8Row ? "fp8-row" : "fp8-blocks", " rate=", c.rate,
-                " dim=", c.dim);
+    const char* format = c.storage == KvStorage::kFp8Row       ? "fp8-row"
+                         : c.storage == KvStorage::kFp4Rotated ? "fp4-rotated"
+                                                               : "fp8-blocks";
+    const std::string what = str_cat("compressor_emit packed ", format, " rate=", c.rate, " dim=", c.dim);
     // The entries the CPU emitted (rows that changed) are compared; every other row must be left as it was.
     // kFp8Row: a row's scale max(amax, 1e-4) / 448 comes from f32 values the two sides compute ~1e-6 apart, so most
     // rows' scales differ in their last bits, and with them every value of the row (by as little). What must match
@@ -357,7 +366,7 @@ TEST(CudaKvFp8, CompressorEmitPacked) {
                 static_cast<long long>(emitted), a.equal_fraction, c.storage == KvStorage::kFp8Row ? "codes" : "values",
                 a.rel_err);
     EXPECT_GE(a.equal_fraction, 0.99) << what;
-    EXPECT_LE(a.rel_err, 32.0 / 448.0 + 1e-6) << what;
+    EXPECT_LE(a.rel_err, (c.storage == KvStorage::kFp4Rotated ? 2.0 / 3.0 : 32.0 / 448.0) + 1e-6) << what;
   }
 }
 
@@ -390,24 +399,27 @@ struct IndexerCase {
   int64_t heads, Di, max_model_len, topk;
 };
 
-// fp8 keys (kFp8Row) on the device, their values on the CPU; the device runs without and with the decode workspace.
-void check_indexer_fp8(const IndexerCase& c, int variant, const std::vector<TestBatch::Chunk>& chunks,
-                       int64_t slots = 3, int64_t rows_per_page = 0) {
-  auto rng = rng_for("indexer_fp8", variant);
+// Packed keys (kFp8Row, or kFp4Rotated with the query round-tripped as the model does) on the device, their values
+// on the CPU; the device runs without and with the decode workspace.
+void check_indexer_packed(KvStorage storage, const IndexerCase& c, int variant,
+                          const std::vector<TestBatch::Chunk>& chunks, int64_t slots = 3, int64_t rows_per_page = 0) {
+  const bool fp4 = storage == KvStorage::kFp4Rotated;
+  auto rng = rng_for(fp4 ? "indexer_fp4" : "indexer_fp8", variant);
   const int64_t rate = 4, max_entries = (c.max_model_len + rate - 1) / rate;
-  PackedStore keys(rng, KvStorage::kFp8Row, slots, max_entries, c.Di, 0, rows_per_page);
+  PackedStore keys(rng, storage, slots, max_entries, c.Di, 0, rows_per_page);
   CompressorState cs, gs;
   for (CompressorState* s : {&cs, &gs}) {
     s->rate = rate;
     s->overlap = true;
     s->dim = c.Di;
-    s->entry_format = KvRoundTrip::kFp8Row;
+    s->entry_format = fp4 ? KvRoundTrip::kFp4Rotated : KvRoundTrip::kFp8Row;
   }
   cs.entries = keys.cpu();
   gs.entries = keys.gpu();
   TestBatch batch(chunks, 2, 100, rng);
   const int64_t T = batch.size();
   std::vector<float> q = random_vec(rng, T * c.heads * c.Di), w = random_vec(rng, T * c.heads, -1, 1);
+  if (fp4) cpu::kv_round_trip(test::host_view(q, {T * c.heads, c.Di}), 0, KvRoundTrip::kFp4Rotated);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.Di * c.heads));
   std::vector<int32_t> ref(T * c.topk);
   ExecContext cpu = cpu_ctx();
@@ -426,7 +438,7 @@ void check_indexer_fp8(const IndexerCase& c, int variant, const std::vector<Test
     ops::indexer_topk(env().ctx, dsplit.t, dq.t, dw.t, gs, batch.device(), scale, dws.t);
     env().sync();
     EXPECT_EQ(test::download_i32(dsplit.t), test::download_i32(dout.t))
-        << "indexer_topk fp8: the split (decode workspace) selection differs from the unsplit one";
+        << "indexer_topk packed keys: the split (decode workspace) selection differs from the unsplit one";
   }
   std::vector<std::vector<double>> scores(T);
   for (int64_t t = 0; t < T; ++t) {
@@ -445,9 +457,17 @@ void check_indexer_fp8(const IndexerCase& c, int variant, const std::vector<Test
   }
   const std::vector<int32_t> got = test::download_i32(dout.t);
   for (int32_t s : got) ASSERT_NE(s, 0x7b7b7b7b) << "indexer_topk left an output unwritten";
-  check_selection(
-      got, ref, scores, c.topk,
-      str_cat("indexer_topk fp8 heads=", c.heads, " Di=", c.Di, " topk=", c.topk, " entries=", max_entries));
+  check_selection(got, ref, scores, c.topk,
+                  str_cat("indexer_topk ", fp4 ? "fp4" : "fp8", " heads=", c.heads, " Di=", c.Di, " topk=", c.topk,
+                          " entries=", max_entries));
+}
+void check_indexer_fp8(const IndexerCase& c, int variant, const std::vector<TestBatch::Chunk>& chunks,
+                       int64_t slots = 3, int64_t rows_per_page = 0) {
+  check_indexer_packed(KvStorage::kFp8Row, c, variant, chunks, slots, rows_per_page);
+}
+void check_indexer_fp4(const IndexerCase& c, int variant, const std::vector<TestBatch::Chunk>& chunks,
+                       int64_t slots = 3, int64_t rows_per_page = 0) {
+  check_indexer_packed(KvStorage::kFp4Rotated, c, variant, chunks, slots, rows_per_page);
 }
 
 // The issue's lengths (rate 4: S = (pos + 1) / 4): S = 0, S < top-k, S = top-k + 1, odd S; a prefill-sized batch
@@ -466,10 +486,26 @@ TEST(CudaKvFp8, IndexerTopk) {
   check_indexer_fp8({130, 16, 1024, 16}, 6, {{0, 1023, 1}, {2, 500, 3}}, 3, 64);  // SIMT, scattered
 }
 
+// FP4 keys (the fp8 cache's indexer format): the same lengths and paths; Di 8 and 4 take the SIMT path's per-element
+// reads (no 8-value loads).
+TEST(CudaKvFp8, IndexerTopkFp4) {
+  DSV4_REQUIRE_GPU();
+  using C = TestBatch::Chunk;
+  const std::vector<C> edges = {{0, 0, 3}, {0, 399, 1}, {1, 4 * 513 - 1, 1}, {1, 4 * 1001 - 1, 2}, {2, 8191, 1}};
+  check_indexer_fp4({64, 128, 8192, 512}, 0, edges);
+  check_indexer_fp4({12, 32, 8192, 512}, 1, edges);
+  check_indexer_fp4({8, 16, 64, 5}, 2, {{0, 0, 10}, {1, 40, 6}, {2, 63, 1}});
+  check_indexer_fp4({16, 64, 8192, 100}, 3, {{0, 0, 5}, {0, 4003, 301}, {1, 6000, 211}, {2, 3, 9}});
+  check_indexer_fp4({130, 16, 1024, 16}, 4, {{0, 0, 5}, {1, 4 * 17 - 1, 1}, {2, 1023, 1}});  // SIMT
+  check_indexer_fp4({8, 4, 256, 6}, 5, {{0, 255, 1}, {1, 100, 7}});                          // Di 4: SIMT
+  check_indexer_fp4({64, 128, 8192, 512}, 6, {{0, 8191, 1}, {1, 4 * 513 - 1, 1}, {2, 3000, 40}}, 3, 64);
+}
+
 // S = 262,144: the Flash slice's CSA entries at 1M positions, one decode row (and two shorter ones).
 TEST(CudaKvFp8, IndexerTopkHuge) {
   DSV4_REQUIRE_GPU();
   check_indexer_fp8({64, 128, 1048576, 512}, 10, {{0, 1048575, 1}, {1, 524287, 1}, {1, 4 * 513 - 1, 1}}, 2);
+  check_indexer_fp4({64, 128, 1048576, 512}, 11, {{0, 1048575, 1}, {1, 524287, 1}, {1, 4 * 513 - 1, 1}}, 2);
 }
 
 enum class AttnKind { kSliding, kHca, kCsa };

@@ -179,7 +179,8 @@ TEST(KvCache, FormatsByDevice) {
   const KvFormats fp8 = kv_formats(KvCacheDtype::kFp8, Device::kCPU, DType::F32);
   EXPECT_EQ(fp8.window, KvRoundTrip::kFp8Blocks);
   EXPECT_EQ(fp8.compressed, KvRoundTrip::kFp8Blocks);
-  EXPECT_EQ(fp8.indexer, KvRoundTrip::kFp8Row);
+  EXPECT_EQ(fp8.indexer, KvRoundTrip::kFp4Rotated);
+  EXPECT_EQ(kv_formats(KvCacheDtype::kFp8, Device::kCUDA, DType::BF16).indexer, KvRoundTrip::kFp4Rotated);
   EXPECT_EQ(kv_formats(KvCacheDtype::kAuto, Device::kCPU, DType::F32).window, KvRoundTrip::kNone);
   EXPECT_EQ(kv_formats(KvCacheDtype::kBf16, Device::kCPU, DType::F32).indexer, KvRoundTrip::kBf16);
   EXPECT_EQ(kv_formats(KvCacheDtype::kBf16, Device::kCUDA, DType::BF16).window, KvRoundTrip::kNone);
@@ -202,7 +203,8 @@ TEST(KvCache, Fp8CacheGivesTheSameValuesWhereverARowIsComputed) {
 }
 
 // The fp8 cache changes the logits (the option does something), by little: top-1 agreement with the f32 cache and
-// the mean KL divergence of the next-token distributions (the perplexity of heldout.txt moves 15.066 -> 15.058).
+// the mean KL divergence of the next-token distributions (the perplexity of heldout.txt at --ctx 1024, where the
+// indexer selects, moves 14.356 -> 14.362 with the FP4 indexer keys; E4M3 keys gave 14.371).
 TEST(KvCache, Fp8CacheStaysCloseToTheF32Cache) {
   EngineOptions f32 = fp8_options(512);
   f32.kv_cache_dtype = KvCacheDtype::kAuto;
@@ -210,12 +212,16 @@ TEST(KvCache, Fp8CacheStaysCloseToTheF32Cache) {
 }
 
 // Against transformers with the same round trips (tools/reference/make_fp8_cache_fixtures.py, an independent
-// quantiser: torch's float8_e4m3fn cast and frexp scales; inputs with a value within 1e-6 of a rounding boundary
-// rejected). A format mistake (scale, block, rounding, which values are rounded) moves every position's logits by
-// the fp8 noise itself, ~1 relative (KvCache.Fp8CacheStaysCloseToTheF32Cache: max |diff| ~2); fp32 noise that
-// still tips one value of the cache to the neighbouring E4M3 code (a 1/16 step of one value; tiny_b at positions
-// 43-58: 2.7e-5) moves only the positions that read it, by ~1e-4 at most. So: the typical position (the median)
-// within 1e-5 as ModelParity holds the f32 cache, every position within 1e-4 (four orders below a format bug).
+// quantiser: torch's float8_e4m3fn cast, frexp scales, a float64 Hadamard matrix and a search for the nearest E2M1
+// value; inputs with a value within 1e-6 of a rounding boundary, or an indexer / router top-k margin below 1e-5,
+// rejected). A format mistake (scale, block, rounding, rotation, which values are rounded) moves every position's
+// logits by the quantisation noise itself, ~1 relative (KvCache.Fp8CacheStaysCloseToTheF32Cache: max |diff| ~2).
+// fp32 noise that still tips one value of the cache to the neighbouring E4M3 code (a 1/16 step of one value) moves
+// only the positions that read it, by ~1e-4 at most (tiny_b at positions 43-58: 2.7e-5 with E4M3 indexer keys); with
+// FP4 indexer keys such a tip can also move a later query's FP4 code, whose steps are coarse, and with it one
+// indexer choice: tiny_b on the development machine, positions 53-63 up to 2.0e-3 (the GPU machine's CPU, whose
+// OpenBLAS kernels round differently: 2.9e-6). So: the typical position (the median) within 1e-5 as ModelParity
+// holds the f32 cache, every position within 1e-2 (two orders below a format bug; the median is the sharp check).
 TEST(KvCache, Fp8CacheMatchesTransformersOnTheFixtures) {
   for (const char* name : {"tiny_a", "tiny_b", "tiny_c"}) {
     const std::string dir = test::fixture_dir(name);
@@ -229,7 +235,7 @@ TEST(KvCache, Fp8CacheMatchesTransformersOnTheFixtures) {
     std::printf("%s: fp8 cache vs transformers with the same round trips: relative error median %.3g, max %.3g\n", name,
                 err.median, err.max);
     EXPECT_LE(err.median, 1e-5) << name;
-    EXPECT_LE(err.max, 1e-4) << name;
+    EXPECT_LE(err.max, 1e-2) << name;
   }
 }
 

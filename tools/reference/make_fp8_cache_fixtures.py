@@ -13,9 +13,15 @@ dsv4's CPU backend applies them (backend/cpu/kv_cache.cc, ops::kv_round_trip):
     (the last block may be shorter) with scale s = 2^ceil(log2(max(amax, 1e-4) / 448)), the RoPE part (the last
     qk_rope_head_dim values) rounded to bf16;
   * the compressor's entries (update_compressor_states("compressor", ...)): the same as the window kv;
-  * the indexer's keys (update_compressor_states("indexer", ...)): the whole row in E4M3 at one fp32 scale
-    s = max(amax, 1e-4) / 448.
+  * the indexer's keys (update_compressor_states("indexer", ...)) and its query (DeepseekV4IndexerScorer's q, after
+    RoPE), as DeepSeek's reference holds them: rotated by the normalised Hadamard transform (H x / sqrt(n), here a
+    float64 matrix product rounded to fp32), then E2M1 per group of 32 values (the whole row when shorter) at the
+    scale s = 2^ceil(log2(max(amax, 6 * 2^-126) / 6)), nearest E2M1 value by search, ties to the even code.
 E4M3 values are e4m3(x / s) * s, round-to-nearest-even, saturating at +-448.
+(Until 2026-12 dsv4 held the indexer's keys in E4M3 at one fp32 scale per row, vLLM's other layout; the query
+stayed as computed.) Attempts whose indexer or router top-k boundary comes near a tie (make_fixtures.py's
+TieMonitor, wrapped around the FP4 query's scores: margins below MIN_MARGIN) are rejected too: FP4 moves the scores,
+and coarse FP4 values make exact ties likelier.
 
 A value within a relative 1e-6 of an E4M3 (or bf16) rounding boundary would let fp32 noise pick the other code in
 dsv4 and fail the 1e-5 comparison (1e-5 left ~10 of 9,216 values near a boundary in every one of 29 tiny_a
@@ -36,6 +42,12 @@ E4M3_MAX = 448.0
 AMAX_FLOOR = 1e-4
 BLOCK = 64
 NEAR = 1e-6
+FP4_GROUP = 32
+# The indexer's (relative) and the router's (absolute) top-k margins an attempt needs: dsv4's CPU computes the same
+# values within ~1e-6, so a boundary 10x that far is decided alike on both sides (make_fixtures.py's 1e-3 guards
+# against bf16 activations, which this comparison does not have).
+MIN_MARGIN = 1e-5
+E2M1_VALUES = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
 
 
 class RoundTrips:
@@ -95,13 +107,37 @@ class RoundTrips:
         parts.append(self.bf16(x[..., plain:]))
         return torch.cat(parts, dim=-1)
 
-    def row(self, x):
-        """The indexer keys: [..., Di] float32, one fp32 scale per row."""
+    def fp4_rotated(self, x):
+        """The indexer's query / keys: [..., n] float32, n a power of two."""
         import torch
 
         x = x.float()
-        s = torch.clamp(x.abs().amax(dim=-1, keepdim=True), min=AMAX_FLOOR) / E4M3_MAX
-        return self.e4m3_at(x, s)
+        n = x.shape[-1]
+        h = torch.ones(1, 1, dtype=torch.float64)
+        while h.shape[0] < n:  # Sylvester: [[H, H], [H, -H]]
+            h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+        y = ((x.double() @ h.T) / n**0.5).float()
+        g = min(FP4_GROUP, n)
+        blk = y.unflatten(-1, (n // g, g))
+        amax = blk.abs().amax(dim=-1, keepdim=True).double().clamp(min=6.0 * 2.0**-126)
+        m, e = torch.frexp(amax / 6.0)
+        e = torch.where(m == 0.5, e - 1, e)  # the smallest e with amax <= 6 * 2^e
+        # A group whose amax sits within NEAR of a scale boundary could get the other scale in dsv4.
+        ratio = amax / 6.0 / torch.ldexp(torch.ones_like(amax), e)
+        live = amax > 6.0 * 2.0**-126  # an all-zero group sits at the floor, not near a boundary
+        self.near += int((live & (((ratio > 0.5) & (ratio < 0.5 * (1 + NEAR))) | (ratio > 1 - NEAR))).sum())
+        s = torch.ldexp(torch.ones_like(amax), e).float()
+        y = blk / s
+        self._count_near(y, self._e2m1)
+        return (self._e2m1(y) * s).flatten(-2)
+
+    def _e2m1(self, y):
+        import torch
+
+        mags = torch.tensor(E2M1_VALUES, dtype=torch.float64)
+        d = (y.double().abs().unsqueeze(-1) - mags).abs()
+        d = d + (torch.arange(8) % 2).double() * 1e-12  # a tie goes to the even code
+        return (torch.sign(y) * mags[d.argmin(dim=-1)].float()).to(torch.float32)
 
     # ---- the patches ----
     def __enter__(self):
@@ -116,16 +152,24 @@ class RoundTrips:
             kv = rt.blocks(key_states).to(key_states.dtype)  # V4: key and value are one tensor
             return orig_update(self_, kv, kv, layer_idx, *args, **kwargs)
 
+        orig_scorer = m.DeepseekV4IndexerScorer.forward
+
         def update_compressor_states(self_, name, compressed):
             if compressed.shape[1] > 0:
-                fmt = rt.row if name == "indexer" else rt.blocks
+                fmt = rt.fp4_rotated if name == "indexer" else rt.blocks
                 compressed = fmt(compressed).to(compressed.dtype)
             return orig_states(self_, name, compressed)
 
+        def scorer_forward(self_, q, compressed_kv, hidden_states):
+            q = rt.fp4_rotated(q).to(q.dtype)  # the query meets the rotated FP4 keys rotated and in FP4 itself
+            return orig_scorer(self_, q, compressed_kv, hidden_states)
+
         self._saved = [(DynamicCache, "update", orig_update),
-                       (m.DeepseekV4HCACache, "update_compressor_states", orig_states)]
+                       (m.DeepseekV4HCACache, "update_compressor_states", orig_states),
+                       (m.DeepseekV4IndexerScorer, "forward", orig_scorer)]
         DynamicCache.update = update
         m.DeepseekV4HCACache.update_compressor_states = update_compressor_states
+        m.DeepseekV4IndexerScorer.forward = scorer_forward
         return self
 
     def __exit__(self, *exc):
@@ -139,7 +183,7 @@ def build(fdir, max_attempts=80):
     from safetensors.torch import load_file, save_file
     from transformers import DeepseekV4ForCausalLM
 
-    from make_fixtures import token_by_token_logits
+    from make_fixtures import TieMonitor, token_by_token_logits
 
     model = DeepseekV4ForCausalLM.from_pretrained(fdir, torch_dtype=torch.float32).eval()
     model.config._attn_implementation = "eager"
@@ -149,11 +193,12 @@ def build(fdir, max_attempts=80):
     gen = torch.Generator().manual_seed(2026)
     for attempt in range(max_attempts):
         ids = fixture_ids if attempt == 0 else torch.randint(2, V, (T,), generator=gen)
-        with RoundTrips(rope_dim) as rt:
+        # The tie monitor wraps the round trips' scorer: its margins are the FP4 query's scores'.
+        with RoundTrips(rope_dim) as rt, TieMonitor() as mon:
             logits = token_by_token_logits(model, ids.view(1, -1))
-        print(f"{os.path.basename(fdir)} attempt {attempt}: {rt.values} values rounded, {rt.near} near a boundary",
-              flush=True)
-        if rt.near == 0:
+        print(f"{os.path.basename(fdir)} attempt {attempt}: {rt.values} values rounded, {rt.near} near a boundary, "
+              f"index margin {mon.min_index_margin:.2e}, router margin {mon.min_router_margin:.2e}", flush=True)
+        if rt.near == 0 and mon.min_index_margin >= MIN_MARGIN and mon.min_router_margin >= MIN_MARGIN:
             plain = token_by_token_logits(model, ids.view(1, -1))
             print(f"  kept; max |fp8 - f32 cache logits| {float((logits - plain).abs().max()):.3g}", flush=True)
             save_file({"input_ids": ids.contiguous(), "logits": logits.float().contiguous()},

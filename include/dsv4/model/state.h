@@ -23,12 +23,11 @@
 namespace dsv4 {
 
 // --kv-cache-dtype: how the attention caches hold their values. auto = as computed (f32 on the CPU, the activation
-// dtype on CUDA); bf16 = rounded to bf16; fp8 = DeepSeek-V4's cache: the window and compressed kv as
-// KvRoundTrip::kFp8Blocks (the official reference's round trip), the indexer's keys as kFp8Row (vLLM's FP8 indexer
-// cache, 132 bytes per entry; DeepSeek's reference instead rotates the indexer's query and keys by a Hadamard
-// transform and rounds them through FP4 per 32 values, not reproduced here). The CPU keeps f32 rows and applies the
-// round trip; CUDA stores fp8 rows packed (dsv4/ops/kv_fp8.h: 584 bytes per kv row at head_dim 512, rope 64; 132
-// per indexer key at 128 dims) and runs bf16 with bf16 activations only.
+// dtype on CUDA); bf16 = rounded to bf16; fp8 = DeepSeek-V4's cache as its reference inference holds it: the window
+// and compressed kv as KvRoundTrip::kFp8Blocks, the indexer's keys as kFp4Rotated (Hadamard-rotated, E2M1 per 32
+// values with power-of-two scales; the indexer's query goes through the same rotation and round trip). The CPU keeps
+// f32 rows and applies the round trips; CUDA stores the rows packed (dsv4/ops/kv_fp8.h, kv_fp4.h: 584 bytes per kv
+// row at head_dim 512, rope 64; 68 per indexer key at 128 dims) and runs bf16 with bf16 activations only.
 enum class KvCacheDtype : uint8_t { kAuto, kBf16, kFp8 };
 KvCacheDtype parse_kv_cache_dtype(const std::string& s);  // kInvalidArgument naming the accepted values
 const char* kv_cache_dtype_name(KvCacheDtype d);
@@ -87,8 +86,8 @@ struct StateLayout {
   int64_t context_columns = 0;  // table columns for context pages (0 when no layer compresses)
   std::vector<Array> arrays;
 
-  // packed_fp8: the kv rings and compressed entries as KvStorage::kFp8Blocks rows, the indexer's keys as kFp8Row
-  // (packs_fp8_cache); else every key row holds `keys` elements.
+  // packed_fp8: the kv rings and compressed entries as KvStorage::kFp8Blocks rows, the indexer's keys as
+  // kFp4Rotated (packs_fp8_cache); else every key row holds `keys` elements.
   static StateLayout make(const ModelConfig& cfg, const ModelOptions& opt, DType keys, bool with_mtp,
                           bool packed_fp8 = false);
   int64_t table_columns() const { return ring_pages + context_columns; }

@@ -35,6 +35,7 @@ namespace dsv4::kvfp4 {
 constexpr int64_t kGroup = 32;    // values per E8M0 scale
 constexpr float kE2m1Max = 6.0f;  // the largest E2M1 magnitude
 constexpr int kMinExponent = -126;
+constexpr int64_t kMaxDeviceWidth = 256;  // the CUDA kernels hold a row in one warp, 8 values a lane at most
 
 DSV4_FP4_HD bool width_ok(int64_t n) { return n >= 2 && (n & (n - 1)) == 0; }
 DSV4_FP4_HD int64_t group_of(int64_t n) { return n < kGroup ? n : kGroup; }

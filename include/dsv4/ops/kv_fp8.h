@@ -10,6 +10,8 @@
 //   padded to 8 bytes: 584 bytes at width 512, rope 64 (448 + 128 + 7 + 1), vs 1024 in bf16.
 // KvStorage::kFp8Row, a row of `width` values, width % 4 == 0: `width` E4M3 codes, then one fp32 scale:
 //   132 bytes at width 128, vs 256 in bf16 (vLLM's FP8 indexer-key layout).
+// KvStorage::kFp4Rotated, the indexer keys of the fp8 cache: dsv4/ops/kv_fp4.h (68 bytes at width 128); the
+//   functions below take it too.
 // Encoding, as the CPU's round trip: scale 2^e with e the smallest exponent such that max(amax, 1e-4) <= 448 * 2^e
 // (clamped to [-127, 127]) for a block, s = max(amax, 1e-4) / 448 for an fp8 row; codes = round-to-nearest-even
 // onto the finite E4M3 values of x / s, saturating at +-448 (NaN -> 0x7F); dequantised value = e4m3(code) * s.
@@ -19,6 +21,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "dsv4/ops/kv_fp4.h"
 #include "dsv4/ops/paged_rows.h"
 
 #ifdef __CUDACC__
@@ -33,24 +36,8 @@ constexpr float kE4m3Max = 448.0f;
 constexpr float kAmaxFloor = 1e-4f;  // the CPU round trip's floor (backend/cpu/kv_cache.cc)
 constexpr int64_t kBlock = 64;       // codes per UE8M0 scale
 
-DSV4_KV_HD float bits_float(uint32_t u) {
-#ifdef __CUDA_ARCH__
-  return __uint_as_float(u);
-#else
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-#endif
-}
-DSV4_KV_HD uint32_t float_bits(float f) {
-#ifdef __CUDA_ARCH__
-  return __float_as_uint(f);
-#else
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-#endif
-}
+using kvfp4::bits_float;  // the bit casts, host and device
+using kvfp4::float_bits;
 
 // 2^e for e in [-127, 127], exactly (2^-127 is a subnormal).
 DSV4_KV_HD float pow2(int e) {
@@ -119,6 +106,8 @@ DSV4_KV_HD int64_t row_bytes(KvStorage s, int64_t width, int64_t rope_dim) {
     }
     case KvStorage::kFp8Row:
       return (width + 4 + 3) / 4 * 4;
+    case KvStorage::kFp4Rotated:
+      return kvfp4::row_bytes(width);
     default:
       return 0;
   }
@@ -130,6 +119,7 @@ inline bool shape_ok(KvStorage s, int64_t width, int64_t rope_dim) {
     return rope_dim >= 0 && rope_dim % 2 == 0 && width > rope_dim && (width - rope_dim) % 8 == 0;
   }
   if (s == KvStorage::kFp8Row) return width > 0 && width % 8 == 0;
+  if (s == KvStorage::kFp4Rotated) return kvfp4::width_ok(width) && width <= kvfp4::kMaxDeviceWidth;
   return true;
 }
 
@@ -143,6 +133,7 @@ DSV4_KV_HD const uint8_t* scale_bytes(const uint8_t* row, int64_t plain, int64_t
 
 // Element e of a packed row, dequantised.
 DSV4_KV_HD float element(const uint8_t* row, KvStorage s, int64_t width, int64_t rope_dim, int64_t e) {
+  if (s == KvStorage::kFp4Rotated) return kvfp4::element(row, width, e);
   if (s == KvStorage::kFp8Row) {
     float scale;
     std::memcpy(&scale, row + width, 4);
@@ -173,6 +164,7 @@ DSV4_KV_HD float divide(float x, float s) {
 // Packs a whole row on the host (tests and tools; the CUDA kernels pack with a block per row). `x` has `width`
 // values; `out` has row_bytes(s, width, rope_dim) bytes (the padding is zeroed).
 inline void pack_row_host(const float* x, KvStorage s, int64_t width, int64_t rope_dim, uint8_t* out) {
+  if (s == KvStorage::kFp4Rotated) return kvfp4::pack_row_host(x, width, out);  // rotates a copy of x
   const int64_t bytes = row_bytes(s, width, rope_dim);
   std::memset(out, 0, static_cast<size_t>(bytes));
   auto amax_of = [](const float* v, int64_t n) {

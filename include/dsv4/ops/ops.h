@@ -109,7 +109,9 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRow
 // E4M3 is rounded to nearest-even and saturates at +-448; kFp8Blocks scales each block of 64 no-RoPE values (the last
 // block may be shorter) by s = 2^ceil(log2(max(amax, 1e-4) / 448)) (exactly: io/quantization.h's scale_exponent);
 // kFp8Row the whole row by s = max(amax, 1e-4) / 448 (fp32). The value given back is e4m3(x / s) * s (fp32 division
-// and product). CUDA: kFp8Blocks and kFp8Row (the fp8 cache's; the packed rows' codec, dsv4/ops/kv_fp8.h).
+// and product). kFp4Rotated (rows a power of two wide) rotates the row, then rounds it through E2M1 per 32 values
+// (dsv4/ops/kv_fp4.h). CUDA: kFp8Blocks, kFp8Row and kFp4Rotated (at most 256 wide): the fp8 cache's formats, with
+// the packed rows' codec (dsv4/ops/kv_fp8.h, kv_fp4.h).
 void kv_round_trip(ExecContext& ctx, Tensor x, int64_t rope_dim, KvRoundTrip format);
 // --activation-quant fp8, in place on x [rows, width] (F32; on CUDA also BF16): each row through E4M3 per 128 values
 // with a UE8M0 scale (KvRoundTrip::kFp8Blocks128), as DeepSeek's reference quantises the activations entering an

@@ -23,13 +23,14 @@
 
 namespace dsv4 {
 
-// How a row holds its values: plain elements of `dtype`, or a packed FP8 row of the --kv-cache-dtype fp8 cache
+// How a row holds its values: plain elements of `dtype`, or a packed row of the --kv-cache-dtype fp8 cache
 // (dsv4/ops/kv_fp8.h has the byte layouts and the codec; such rows have dtype F8_E4M3, so code that reads rows
 // by element type refuses them instead of misreading them).
 enum class KvStorage : uint8_t {
   kPlain,
-  kFp8Blocks,  // window / compressed kv: E4M3 per 64 values with a UE8M0 scale, the last rope_dim values in bf16
-  kFp8Row,     // indexer keys: E4M3 with one fp32 scale per row
+  kFp8Blocks,   // window / compressed kv: E4M3 per 64 values with a UE8M0 scale, the last rope_dim values in bf16
+  kFp8Row,      // indexer keys: E4M3 with one fp32 scale per row
+  kFp4Rotated,  // indexer keys: Hadamard-rotated, E2M1 per 32 values with UE8M0 scales (dsv4/ops/kv_fp4.h)
 };
 
 struct PagedRows {

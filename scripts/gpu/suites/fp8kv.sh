@@ -4,7 +4,9 @@
 # memcheck and racecheck on them, and decode of the synthetic Flash slice at 32k and 1M context with the fp8 and the
 # bf16 cache (ms/step against the weights + state floor, the sequence's state bytes). A suite of scripts/gpu/run.sh
 # (run from the repository root with the staged build in STAGE, default .gpu-stage).
-#   PHASES: comma list of tests,cli,memcheck,racecheck,contexts (default: all)
+#   PHASES: comma list of tests,cli,memcheck,racecheck,contexts (default: all); also `fixtures` (not in the default):
+#   regenerate tests/fixtures/hf/*/expected_fp8_cache.safetensors with tools/reference/make_fp8_cache_fixtures.py
+#   (torch + transformers, on this machine's CPU) and copy them to $OUT/fixtures/ to be committed.
 set -u
 . "${STAGE:-.gpu-stage}/env.sh"
 export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64
@@ -18,6 +20,14 @@ FP8='CudaKvFp8.*'
 # The bf16 paths of the kernels the fp8 cache touched (attention, split attention, indexer, compressor, ring stores)
 # and the model on them.
 TOUCHED='CudaOps.Attention*:CudaOps.Indexer*:CudaOps.CompressorEmitAndStore:CudaOps.*Ring*:*CudaModelParity.PrefillDecodeAndChunks*:CudaPaged*'
+if has fixtures; then
+  timeout ${FIXTURES_TIMEOUT:-300} python3 tools/reference/make_fp8_cache_fixtures.py > $OUT/fixtures.log 2>&1
+  echo "fp8 cache fixtures rc=$?"; grep -E "kept|Error|error" $OUT/fixtures.log | head -8
+  mkdir -p $OUT/fixtures
+  for n in tiny_a tiny_b tiny_c; do
+    cp tests/fixtures/hf/$n/expected_fp8_cache.safetensors $OUT/fixtures/$n.expected_fp8_cache.safetensors
+  done
+fi
 if has tests; then
   timeout ${TESTS_TIMEOUT:-220} dsv4_gpu_tests --gtest_filter="${TESTS_FILTER:-$FP8:$TOUCHED}" > $OUT/gpu_tests.txt 2>&1
   echo "gpu tests rc=$?"; grep -E "tests ran|PASSED  \]|FAILED  \]|near-tie|equal, rel err|fp8 cache \[|rel err" $OUT/gpu_tests.txt | head -60
@@ -44,7 +54,7 @@ if has memcheck; then
 fi
 if has racecheck; then
   timeout ${SAN_TIMEOUT:-200} $SAN --tool racecheck --error-exitcode 99 dsv4_gpu_tests \
-    --gtest_filter="${RACE_FILTER:-CudaKvFp8.RoundTrip:CudaKvFp8.RingStoresPack:CudaKvFp8.CompressorEmitPacked:CudaKvFp8.IndexerTopk:CudaKvFp8.Attention}" \
+    --gtest_filter="${RACE_FILTER:-CudaKvFp8.RoundTrip:CudaKvFp8.RingStoresPack:CudaKvFp8.CompressorEmitPacked:CudaKvFp8.IndexerTopk:CudaKvFp8.IndexerTopkFp4:CudaKvFp8.Attention}" \
     > $OUT/racecheck.txt 2>&1
   echo "racecheck rc=$?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED  \]|FAILED  \]" $OUT/racecheck.txt | head -5
 fi

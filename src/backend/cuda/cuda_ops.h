@@ -60,7 +60,7 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRow
                float scale);
 void ring_stores(ExecContext& ctx, const std::vector<ops::RingStore>& stores, const BatchMeta& meta);
 // --kv-cache-dtype fp8: x's rows (F32 or BF16) replaced in place by the values the packed format gives back
-// (kFp8Blocks / kFp8Row, as the CPU's kv_round_trip). backend/cuda/kv_fp8.cu.
+// (kFp8Blocks / kFp8Row / kFp4Rotated, as the CPU's kv_round_trip). backend/cuda/kv_fp8.cu.
 void kv_round_trip(ExecContext& ctx, Tensor x, int64_t rope_dim, KvRoundTrip format);
 void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, Tensor bias, Tensor tid2eid, Tensor ids,
                const ops::RouteParams& params);

@@ -28,10 +28,13 @@
 //   the idle splits leave at once and the merge skips it.
 // SIMT path (F32 keys, or shapes beyond the MMA tiles): one block per query scores in fp32 on CUDA cores with
 // the same running top-k.
-// FP8 keys (--kv-cache-dtype fp8, KvStorage::kFp8Row: E4M3 codes and one fp32 scale per entry; H200 2026-12-05):
-// the tensor-core path dequantises the codes alone into the bf16 key tile (exact: e4m3 values are bf16 values) and
-// multiplies each entry's head-weighted relu sum by its scale (relu(s x) = s relu(x) for s > 0); the SIMT path
-// scores e4m3(code) * s in fp32, as the CPU reference's round-tripped keys.
+// FP8 keys (KvStorage::kFp8Row: E4M3 codes and one fp32 scale per entry; H200 2026-12-05): the tensor-core path
+// dequantises the codes alone into the bf16 key tile (exact: e4m3 values are bf16 values) and multiplies each entry's
+// head-weighted relu sum by its scale (relu(s x) = s relu(x) for s > 0); the SIMT path scores e4m3(code) * s in
+// fp32, as the CPU reference's round-tripped keys.
+// FP4 keys (--kv-cache-dtype fp8, KvStorage::kFp4Rotated: Hadamard-rotated, E2M1 per 32 with power-of-two scales):
+// codes times their scale are bf16 values, so the key tile holds them exactly; the query arrives rotated and
+// round-tripped (kv_round_trip), so its bf16 hi part is exact and its lo part zero.
 // The grid depends only on T and the entry capacity (capture-safe); visibility is per query, read from the
 // device BatchMeta.
 #include <algorithm>
@@ -259,6 +262,7 @@ struct ScoreArgs {
   float scale;
   bool vec;  // key rows are 16-byte aligned and Di % 8 == 0: cp.async
   bool fp8;  // packed kFp8Row keys (4-byte aligned rows, Di % 8 == 0)
+  bool fp4;  // packed kFp4Rotated keys (4-byte aligned rows, Di % 8 == 0)
 };
 
 // Shared memory of the score kernel for KS k-steps (Dp = 16 KS).
@@ -401,7 +405,7 @@ __global__ void __launch_bounds__(kThreads, 2) indexer_score_kernel(ScoreArgs a)
     auto load = [&](int64_t tile, int stage) {
       const int64_t base = lo + tile * kTile;
       bf16* dst = ktile + stage * kTile * KSTR;
-      if (a.fp8) {  // codes -> bf16 through registers (exact), the entry's scale aside
+      if (a.fp8 || a.fp4) {  // codes -> bf16 through registers (exact), an fp8 entry's scale aside
         const int chunks = static_cast<int>(a.Di / 8);
         for (int i = threadIdx.x; i < kTile * chunks; i += kThreads) {
           const int e = i / chunks, ch = i % chunks;
@@ -410,7 +414,11 @@ __global__ void __launch_bounds__(kThreads, 2) indexer_score_kernel(ScoreArgs a)
           uint4 packed = make_uint4(0, 0, 0, 0);
           if (row != nullptr) {
             float v[8];
-            kvfp8_dev::load8_row(row, 1.0f, ch, v);
+            if (a.fp4) {
+              kvfp8_dev::load8_fp4(row, a.Di, ch, v);  // E2M1 values times their group's power of two
+            } else {
+              kvfp8_dev::load8_row(row, 1.0f, ch, v);
+            }
             uint32_t* w = reinterpret_cast<uint32_t*>(&packed);
 #pragma unroll
             for (int j = 0; j < 4; ++j) w[j] = pack_bf16(v[2 * j], v[2 * j + 1]);
@@ -418,7 +426,7 @@ __global__ void __launch_bounds__(kThreads, 2) indexer_score_kernel(ScoreArgs a)
           *reinterpret_cast<uint4*>(dst + e * KSTR + ch * 8) = packed;
           if (ch == 0) {
             absent[stage * kTile + e] = s < hi && row == nullptr ? 1 : 0;
-            kscale[stage * kTile + e] = row != nullptr ? kvfp8_dev::row_scale_of(row, a.Di) : 0.0f;
+            if (a.fp8) kscale[stage * kTile + e] = row != nullptr ? kvfp8_dev::row_scale_of(row, a.Di) : 0.0f;
           }
         }
       } else if (a.vec) {
@@ -637,9 +645,9 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t n = min(chunk, visible - base);
     for (int64_t s = base + warp; s < base + n; s += kWarps) {
       const TK* K = keys.row<TK>(slot, s);
-      if constexpr (std::is_same_v<TK, uint8_t>) {  // packed fp8 row: e4m3(code) * scale, the CPU's values
+      if constexpr (std::is_same_v<TK, uint8_t>) {  // a packed row: the values the CPU's round trip gives
         for (int64_t d = lane; d < Di; d += 32) {
-          kw[d] = K != nullptr ? kvfp8::element(K, KvStorage::kFp8Row, Di, 0, d) : 0.0f;
+          kw[d] = K != nullptr ? kvfp8::element(K, keys.storage, Di, 0, d) : 0.0f;
         }
       } else {
         for (int64_t d = lane; d < Di; d += 32) kw[d] = K != nullptr ? to_float(K[d]) : 0.0f;
@@ -770,11 +778,14 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
   const int64_t rows = keys.entries.rows;
   if (T == 0) return;
   const PagedRows& kr = keys.entries;
-  DSV4_CHECK_ARG(!kr.packed() || (kr.storage == KvStorage::kFp8Row && kvfp8::shape_ok(kr.storage, Di, 0)),
-                 "indexer_topk on CUDA: packed keys must be fp8 rows of a multiple of 8 values, got ", Di);
-  const bool fp8_tiles = kr.packed() && kr.row_bytes % 4 == 0 && kr.offset % 4 == 0 && kr.page_bytes % 4 == 0 &&
-                         reinterpret_cast<uintptr_t>(kr.base) % 4 == 0;
-  if ((kr.dtype != DType::BF16 && !fp8_tiles) || heads > 128 || Di > 128 || topk > (int64_t{1} << 16)) {
+  DSV4_CHECK_ARG(!kr.packed() || ((kr.storage == KvStorage::kFp8Row || kr.storage == KvStorage::kFp4Rotated) &&
+                                  kvfp8::shape_ok(kr.storage, Di, 0)),
+                 "indexer_topk on CUDA: packed keys must be fp8 rows of a multiple of 8 values or fp4 rows a power "
+                 "of two wide, got ",
+                 Di, " values");
+  const bool packed_tiles = kr.packed() && Di % 8 == 0 && kr.row_bytes % 4 == 0 && kr.offset % 4 == 0 &&
+                            kr.page_bytes % 4 == 0 && reinterpret_cast<uintptr_t>(kr.base) % 4 == 0;
+  if ((kr.dtype != DType::BF16 && !packed_tiles) || heads > 128 || Di > 128 || topk > (int64_t{1} << 16)) {
     return indexer_topk_simt(ctx, out, q, w, keys, meta, softmax_scale);
   }
   ScoreArgs a{};
@@ -787,8 +798,9 @@ void indexer_topk(ExecContext& ctx, Tensor out, Tensor q, Tensor w, const Compre
   a.T = T, a.heads = heads, a.Di = Di, a.rate = keys.rate, a.topk = topk, a.scale = softmax_scale;
   const int ks = static_cast<int>((Di + 15) / 16);
   a.mtq = static_cast<int>(floor_pow2(2 * ((heads + 15) / 16) - 1));  // next power of two of the head tiles
-  a.fp8 = fp8_tiles;
-  a.vec = !a.fp8 && Di % 8 == 0 && kr.row_bytes % 16 == 0 && kr.offset % 16 == 0 && kr.page_bytes % 16 == 0 &&
+  a.fp8 = packed_tiles && kr.storage == KvStorage::kFp8Row;
+  a.fp4 = packed_tiles && kr.storage == KvStorage::kFp4Rotated;
+  a.vec = !packed_tiles && Di % 8 == 0 && kr.row_bytes % 16 == 0 && kr.offset % 16 == 0 && kr.page_bytes % 16 == 0 &&
           reinterpret_cast<uintptr_t>(kr.base) % 16 == 0;
   // Decode: split each query's entries over blocks when the caller gave the workspace for it and the capacity
   // is long enough to matter.

@@ -5,7 +5,7 @@
 // One block per row, in place. kFp8Blocks: a warp per 64-value block (the packers' quantise_block_warp), the RoPE
 // part rounded to bf16; e4m3 values times a power of two are bf16 values, so BF16 rows hold the round trip exactly.
 // kFp8Row: warp 0 (the scale is not a power of two: BF16 rows get the round trip rounded to bf16; the model only
-// round-trips window rows, kFp8Blocks).
+// round-trips window rows, kFp8Blocks). kFp4Rotated (the indexer's query when its keys are FP4): a warp per row.
 // Also cuda::and_bytes (dsv4/backend/cuda_device.h), which keeps the bench's random fp8 state finite.
 #include <algorithm>
 
@@ -47,6 +47,25 @@ __global__ void kv_round_trip_kernel(T* __restrict__ x, int64_t width, int64_t r
   }
 }
 
+// kFp4Rotated rows (the indexer's query): a warp per row, rotated and quantised as the packers do, the values written
+// back (E2M1 values times powers of two: exact in BF16 rows too).
+template <typename T, int V>
+__global__ void fp4_round_trip_kernel(T* __restrict__ x, int64_t rows, int64_t n) {
+  pdl_wait();
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (r >= rows) return;  // the whole warp: the shuffles below stay among live lanes
+  T* row = x + r * n;
+  float v[V];
+  uint8_t c[V];
+  fp4_load_warp<V>(v, n, [&](int64_t i) { return to_float(row[i]); });
+  const float s = kvfp4::pow2(fp4_rotated_codes_warp<V>(v, n, c));
+  const int64_t first = static_cast<int64_t>(threadIdx.x & 31) * V;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    if (first + i < n) row[first + i] = from_float<T>(kvfp4::e2m1_value(c[i]) * s);
+  }
+}
+
 __global__ void and_bytes_kernel(uint8_t* p, size_t n, uint8_t keep) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
@@ -68,9 +87,33 @@ void and_bytes(void* data, size_t bytes, unsigned char keep) {
 void kv_round_trip(ExecContext& ctx, Tensor x, int64_t rope_dim, KvRoundTrip format) {
   const int64_t width = x.size(-1), rows = width > 0 ? x.numel() / width : 0;
   if (rows == 0) return;
-  DSV4_CHECK(format == KvRoundTrip::kFp8Blocks || format == KvRoundTrip::kFp8Row, kUnsupported,
-             "kv_round_trip on CUDA: ", kv_round_trip_name(format), " is not a cache format CUDA stores");
+  DSV4_CHECK(format == KvRoundTrip::kFp8Blocks || format == KvRoundTrip::kFp8Row || format == KvRoundTrip::kFp4Rotated,
+             kUnsupported, "kv_round_trip on CUDA: ", kv_round_trip_name(format), " is not a cache format CUDA stores");
   DSV4_CHECK_ARG(rows <= 0x7fffffff, "kv_round_trip on CUDA: ", rows, " rows");
+  if (format == KvRoundTrip::kFp4Rotated) {
+    DSV4_CHECK(kvfp4::width_ok(width) && width <= kvfp4::kMaxDeviceWidth, kUnsupported,
+               "kv_round_trip on CUDA: fp4-rotated rows are a power of two wide, at most ", kvfp4::kMaxDeviceWidth,
+               ", got ", width);
+    constexpr int kRowsPerBlock = 8;
+    const dim3 grid(static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock));
+    return dispatch_float(x.dtype(), "kv_round_trip", [&](auto tag) {
+      using T = decltype(tag);
+      auto go = [&](auto kernel) {
+        check_launch(launch_kernel(kernel, grid, dim3(32 * kRowsPerBlock), 0, stream_of(ctx), x.ptr<T>(), rows, width),
+                     "kv_round_trip");
+      };
+      switch (width <= 32 ? 1 : width / 32) {
+        case 1:
+          return go(fp4_round_trip_kernel<T, 1>);
+        case 2:
+          return go(fp4_round_trip_kernel<T, 2>);
+        case 4:
+          return go(fp4_round_trip_kernel<T, 4>);
+        default:
+          return go(fp4_round_trip_kernel<T, 8>);
+      }
+    });
+  }
   dispatch_float(x.dtype(), "kv_round_trip", [&](auto tag) {
     using T = decltype(tag);
     check_launch(
