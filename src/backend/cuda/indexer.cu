@@ -43,6 +43,7 @@
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/indexer.h"
 #include "backend/cuda/kv_fp8.cuh"
+#include "backend/cuda/mma.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -232,19 +233,6 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo_col, float hi_col) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo_col, hi_col);  // .x (low half) = the lower column
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 struct ScoreArgs {
@@ -468,8 +456,8 @@ __global__ void __launch_bounds__(kThreads, 2) indexer_score_kernel(ScoreArgs a)
         for (int ks = 0; ks < KS; ++ks) {
           const uint32_t b0 = *reinterpret_cast<const uint32_t*>(krow + ks * 16);
           const uint32_t b1 = *reinterpret_cast<const uint32_t*>(krow + ks * 16 + 8);
-          mma_bf16(d, ahi[ks], b0, b1);
-          mma_bf16(d, alo[ks], b0, b1);
+          mma_bf16_16816(d, ahi[ks], b0, b1);
+          mma_bf16_16816(d, alo[ks], b0, b1);
         }
         float v0 = fmaf(fmaxf(d[0], 0.0f), wg, fmaxf(d[2], 0.0f) * wg8);
         float v1 = fmaf(fmaxf(d[1], 0.0f), wg, fmaxf(d[3], 0.0f) * wg8);

@@ -157,6 +157,32 @@ __device__ __forceinline__ void reduce_partials(float* mm, const float* __restri
   }
 }
 
+// Token t's collapse weights, in both finish kernels (every thread calls): the block reduces the partials it needs.
+// hc_pre's mixer block takes the post / comb logits (rows N .. ROWS-1), writes post and comb and gets false; a
+// collapse block takes the pre logits (rows 0 .. N-1) and gets true with pre[0 .. N) in shared memory.
+template <int N, bool HEAD, int WARPS>
+__device__ __forceinline__ bool collapse_weights(float* mm, float* pre, bool mixer, const float* partial_t, int chunks,
+                                                 int64_t H, float eps, float* post, float* comb, const float* base,
+                                                 const float* scale, int64_t t, float hc_eps, int sinkhorn_iters) {
+  constexpr int ROWS = mix_rows<N, HEAD>(), V = ROWS + 1;
+  if (mixer) {
+    reduce_partials<V, WARPS>(mm, partial_t, chunks, N, ROWS);
+  } else {
+    reduce_partials<V, WARPS>(mm, partial_t, chunks, 0, N);
+  }
+  __syncthreads();
+  const float r = 1.0f / sqrtf(mm[ROWS] / static_cast<float>(N * H) + eps);
+  if (mixer) {
+    if (threadIdx.x < ROWS) mm[threadIdx.x] *= r;
+    __syncthreads();
+    if (threadIdx.x < 32) hc_post_and_comb<N>(post, comb, mm, base, scale, t, hc_eps, sinkhorn_iters);
+    return false;
+  }
+  if (threadIdx.x < N) pre[threadIdx.x] = sigmoidf(mm[threadIdx.x] * r * scale[0] + base[threadIdx.x]) + hc_eps;
+  __syncthreads();
+  return true;
+}
+
 // Blocks (s < slices, t): token t's collapse weights from its partials and collapsed[t, h] =
 // sum_i pre[i] * x[t, i, h] over H-slice s. hc_pre launches one more block per token, (slices, t), which
 // writes post and comb instead.
@@ -166,29 +192,16 @@ __global__ void __launch_bounds__(kThreads)
                          const float* __restrict__ partial, const TI* __restrict__ x, const float* __restrict__ base,
                          const float* __restrict__ scale, int64_t H, int chunks, int slices, float eps, float hc_eps,
                          int sinkhorn_iters) {
-  constexpr int ROWS = mix_rows<N, HEAD>(), V = ROWS + 1;
+  constexpr int V = mix_rows<N, HEAD>() + 1;
   pdl_wait();
   __shared__ float mm[V];
   __shared__ float pre[N];
   const int64_t t = blockIdx.y;
   const bool mixer = !HEAD && static_cast<int>(blockIdx.x) == slices;
-  const float* pt = partial + t * chunks * V;
-  // The mixer needs the post/comb logits (rows N..ROWS-1), a collapse block the pre logits (rows 0..N-1).
-  if (mixer) {
-    reduce_partials<V>(mm, pt, chunks, N, ROWS);
-  } else {
-    reduce_partials<V>(mm, pt, chunks, 0, N);
-  }
-  __syncthreads();
-  const float r = 1.0f / sqrtf(mm[ROWS] / static_cast<float>(N * H) + eps);
-  if (mixer) {
-    if (threadIdx.x < ROWS) mm[threadIdx.x] *= r;
-    __syncthreads();
-    if (threadIdx.x < 32) hc_post_and_comb<N>(post, comb, mm, base, scale, t, hc_eps, sinkhorn_iters);
+  if (!collapse_weights<N, HEAD, kFinishWarps>(mm, pre, mixer, partial + t * chunks * V, chunks, H, eps, post, comb,
+                                               base, scale, t, hc_eps, sinkhorn_iters)) {
     return;
   }
-  if (threadIdx.x < N) pre[threadIdx.x] = sigmoidf(mm[threadIdx.x] * r * scale[0] + base[threadIdx.x]) + hc_eps;
-  __syncthreads();
   const TI* xt = x + t * N * H;
   for (int64_t h = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; h < H;
        h += static_cast<int64_t>(slices) * kThreads) {
@@ -208,36 +221,24 @@ constexpr int kNormThreads = 1024;
 constexpr int kNormPerThread = 8;  // rows of up to 8192 values
 constexpr int64_t kNormMaxTokens = 64;
 
-template <int N, bool HEAD, typename TO, typename TI, typename TW>
+template <int N, bool HEAD, typename TO, typename TI>
 __global__ void __launch_bounds__(kNormThreads)
     hc_mix_finish_norm_kernel(TO* __restrict__ out, float* __restrict__ post, float* __restrict__ comb,
                               const float* __restrict__ partial, const TI* __restrict__ x,
                               const float* __restrict__ base, const float* __restrict__ scale,
-                              const TW* __restrict__ norm_w, int64_t H, int chunks, float eps, float hc_eps,
+                              const float* __restrict__ norm_w, int64_t H, int chunks, float eps, float hc_eps,
                               int sinkhorn_iters, float norm_eps) {
-  constexpr int ROWS = mix_rows<N, HEAD>(), V = ROWS + 1, WARPS = kNormThreads / 32;
+  constexpr int V = mix_rows<N, HEAD>() + 1, WARPS = kNormThreads / 32;
   pdl_wait();
   __shared__ float mm[V];
   __shared__ float pre[N];
   __shared__ float red[WARPS];
   const int64_t t = blockIdx.y;
   const bool mixer = !HEAD && blockIdx.x == 1;
-  const float* pt = partial + t * chunks * V;
-  if (mixer) {
-    reduce_partials<V, WARPS>(mm, pt, chunks, N, ROWS);
-  } else {
-    reduce_partials<V, WARPS>(mm, pt, chunks, 0, N);
-  }
-  __syncthreads();
-  const float r = 1.0f / sqrtf(mm[ROWS] / static_cast<float>(N * H) + eps);
-  if (mixer) {
-    if (threadIdx.x < ROWS) mm[threadIdx.x] *= r;
-    __syncthreads();
-    if (threadIdx.x < 32) hc_post_and_comb<N>(post, comb, mm, base, scale, t, hc_eps, sinkhorn_iters);
+  if (!collapse_weights<N, HEAD, WARPS>(mm, pre, mixer, partial + t * chunks * V, chunks, H, eps, post, comb, base,
+                                        scale, t, hc_eps, sinkhorn_iters)) {
     return;
   }
-  if (threadIdx.x < N) pre[threadIdx.x] = sigmoidf(mm[threadIdx.x] * r * scale[0] + base[threadIdx.x]) + hc_eps;
-  __syncthreads();
   const TI* xt = x + t * N * H;
   float v[kNormPerThread];
   float ss = 0.0f;
@@ -262,7 +263,7 @@ __global__ void __launch_bounds__(kNormThreads)
 #pragma unroll
   for (int q = 0; q < kNormPerThread; ++q) {
     const int64_t h = threadIdx.x + static_cast<int64_t>(q) * kNormThreads;
-    if (h < H) out[t * H + h] = from_float<TO>(v[q] * rstd * to_float(norm_w[h]));
+    if (h < H) out[t * H + h] = from_float<TO>(v[q] * rstd * norm_w[h]);
   }
 }
 
@@ -350,12 +351,12 @@ void launch_mix(ExecContext& ctx, Tensor collapsed, Tensor post, Tensor comb, Te
         if constexpr (std::is_same_v<TO, TI>) {  // the model's case; other pairs keep the two launches
           if (fused_norm) {
             const dim3 ngrid(HEAD ? 1 : 2, static_cast<unsigned>(T));
-            check_launch(launch_kernel(hc_mix_finish_norm_kernel<N, HEAD, TO, TI, float>, ngrid, dim3(kNormThreads), 0,
-                                       stream_of(ctx), collapsed.ptr<TO>(), post.ptr<float>(), comb.ptr<float>(),
-                                       partial.ptr<float>(), x.ptr<TI>(), base.ptr<float>(), scale.ptr<float>(),
-                                       norm.weight.ptr<float>(), H, chunks, params.norm_eps, params.hc_eps,
-                                       static_cast<int>(params.sinkhorn_iters), norm.eps),
-                         name);
+            check_launch(
+                launch_kernel(hc_mix_finish_norm_kernel<N, HEAD, TO, TI>, ngrid, dim3(kNormThreads), 0, stream_of(ctx),
+                              collapsed.ptr<TO>(), post.ptr<float>(), comb.ptr<float>(), partial.ptr<float>(),
+                              x.ptr<TI>(), base.ptr<float>(), scale.ptr<float>(), norm.weight.ptr<float>(), H, chunks,
+                              params.norm_eps, params.hc_eps, static_cast<int>(params.sinkhorn_iters), norm.eps),
+                name);
             return;
           }
         }

@@ -20,6 +20,7 @@
 // activations of the same k order with byte permutes; the warps' partial sums meet in shared memory in warp
 // order. Every sum has a fixed order that does not depend on how many rows share a pass: deterministic.
 #include "backend/cuda/act_quant.h"
+#include "backend/cuda/mma.cuh"
 #include "backend/cuda/quant_decode.cuh"
 #include "backend/cuda/quant_matrix.h"
 #include "dsv4/core/log.h"
@@ -115,14 +116,6 @@ constexpr int kMmaTokens = 8;   // activation rows per pass: the MMA's n
 constexpr int kMmaStepK = 128;  // K per warp step: 4 lanes x 32 codes
 static_assert(kMmaRows == kOutPerBlock, "the FP4 and FP8 tiles of one launch share its grid");
 
-__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 __device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
   uint32_t d;
   asm("mul.rn.bf16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
@@ -147,9 +140,14 @@ __device__ __forceinline__ void fp4_load(Fp4Lane& L, const RowRef (&w)[2][2], in
   for (int m = 0; m < (GATED ? 2 : 1); ++m) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
+      // Lanes past K read their row's first codes and discard them: load_codes is a non-volatile asm, which the
+      // compiler may issue ahead of a guard, so the address must be valid either way.
       const bool in = k < K;
-      L.c[m][h] = in ? load_codes(w[m][h].codes + k / 2) : make_uint4(0, 0, 0, 0);
-      L.s[m][h] = in ? __ldg(w[m][h].scale + k / kFp4Group) : static_cast<uint8_t>(127);
+      const int64_t kk = in ? k : 0;
+      const uint4 c = load_codes(w[m][h].codes + kk / 2);
+      const uint8_t sc = __ldg(w[m][h].scale + kk / kFp4Group);
+      L.c[m][h] = in ? c : make_uint4(0, 0, 0, 0);
+      L.s[m][h] = in ? sc : static_cast<uint8_t>(127);
     }
   }
 }
