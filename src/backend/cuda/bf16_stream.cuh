@@ -17,6 +17,14 @@ __device__ __forceinline__ uint4 load_streaming(const bf16* p) {
   return v;
 }
 
+// p[off] when `in`, else zeros. When !in the load still runs, at p itself: load_streaming is a non-volatile asm, so
+// the compiler may issue it ahead of a guard placed around it (a double-buffered prefetch read 16 bytes past a
+// weight stack that way), and a guarded load must therefore keep a valid address either way. p must be valid.
+__device__ __forceinline__ uint4 load_streaming_if(const bf16* p, int64_t off, bool in) {
+  const uint4 v = load_streaming(p + (in ? off : 0));
+  return in ? v : make_uint4(0, 0, 0, 0);
+}
+
 // Eight bf16 to float (exact: a bf16 is the high half of its float).
 __device__ __forceinline__ void unpack8(const uint4& v, float (&f)[kBf16PerVec]) {
   const uint32_t u[4] = {v.x, v.y, v.z, v.w};

@@ -70,7 +70,7 @@ __device__ __forceinline__ void load_weights(uint4 (&wv)[U][kRows], const bf16* 
   for (int u = 0; u < U; ++u) {
     const int64_t k = k0 + static_cast<int64_t>(u) * kWarpStep;
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) wv[u][r] = k < k_end ? load_streaming(wrow[r] + k) : make_uint4(0, 0, 0, 0);
+    for (int r = 0; r < kRows; ++r) wv[u][r] = load_streaming_if(wrow[r], k, k < k_end);
   }
 }
 

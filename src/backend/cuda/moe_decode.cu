@@ -38,8 +38,8 @@ __device__ __forceinline__ void dot_rows_vec(float (&acc)[CHUNK], float (&acc3)[
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
       const int64_t k = k0 + u * kStep;
-      wv[u] = k < K ? load_streaming(wrow + k) : make_uint4(0, 0, 0, 0);
-      if constexpr (GATED) w3v[u] = k < K ? load_streaming(w3row + k) : make_uint4(0, 0, 0, 0);
+      wv[u] = load_streaming_if(wrow, k, k < K);
+      if constexpr (GATED) w3v[u] = load_streaming_if(w3row, k, k < K);
     }
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {

@@ -74,8 +74,8 @@ __device__ __forceinline__ void dot_rows_quant(float (&acc)[CHUNK], float (&acc3
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
       const int64_t k = k0 + u * kStep;
-      wv[u] = k < K ? load_codes(w.codes + code_offset<F>(k)) : make_uint4(0, 0, 0, 0);
-      if constexpr (GATED) w3v[u] = k < K ? load_codes(w3.codes + code_offset<F>(k)) : make_uint4(0, 0, 0, 0);
+      wv[u] = load_codes_if(w.codes, code_offset<F>(k), k < K);
+      if constexpr (GATED) w3v[u] = load_codes_if(w3.codes, code_offset<F>(k), k < K);
     }
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
@@ -140,13 +140,10 @@ __device__ __forceinline__ void fp4_load(Fp4Lane& L, const RowRef (&w)[2][2], in
   for (int m = 0; m < (GATED ? 2 : 1); ++m) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      // Lanes past K read their row's first codes and discard them: load_codes is a non-volatile asm, which the
-      // compiler may issue ahead of a guard, so the address must be valid either way.
+      // Lanes past K read their row's first codes and scale and discard them (load_codes_if's reason).
       const bool in = k < K;
-      const int64_t kk = in ? k : 0;
-      const uint4 c = load_codes(w[m][h].codes + kk / 2);
-      const uint8_t sc = __ldg(w[m][h].scale + kk / kFp4Group);
-      L.c[m][h] = in ? c : make_uint4(0, 0, 0, 0);
+      L.c[m][h] = load_codes_if(w[m][h].codes, k / 2, in);
+      const uint8_t sc = __ldg(w[m][h].scale + (in ? k / kFp4Group : 0));
       L.s[m][h] = in ? sc : static_cast<uint8_t>(127);
     }
   }

@@ -28,6 +28,12 @@ __device__ __forceinline__ uint4 load_codes(const uint8_t* p) {
   return load_streaming(reinterpret_cast<const bf16*>(p));
 }
 
+// p[off ..] when `in`, else zeros, reading p when !in (load_streaming_if's reason).
+__device__ __forceinline__ uint4 load_codes_if(const uint8_t* p, int64_t off, bool in) {
+  const uint4 v = load_codes(p + (in ? off : 0));
+  return in ? v : make_uint4(0, 0, 0, 0);
+}
+
 // 2^(S - 127) for an E8M0 scale byte, exactly (quant_bits.h).
 __device__ __forceinline__ float e8m0_to_float(uint8_t s) { return __uint_as_float(e8m0_to_f32_bits(s)); }
 

@@ -66,7 +66,7 @@ __device__ __forceinline__ void load_codes_rows(uint4 (&wv)[U][kRows], const uin
     const int64_t k = k0 + u * kStep;
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
-      wv[u][r] = k < k_end ? load_codes(codes + woff[r] + code_offset<F>(k)) : make_uint4(0, 0, 0, 0);
+      wv[u][r] = load_codes_if(codes + woff[r], code_offset<F>(k), k < k_end);
     }
   }
 }
