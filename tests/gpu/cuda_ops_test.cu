@@ -800,7 +800,10 @@ const std::vector<Case>& cases() {
       // tiled GEMMs with the shared expert: T·k ≤ 128 < T·(k + 1) first; then the shared expert over several
       // 64-row tiles, odd sizes, hashed routing
       Case{19, 96, 48, 6, 6, 10.0f, Routing::kRandom, true}, Case{200, 64, 32, 4, 2, 1.0f, Routing::kSkewed, true},
-      Case{45, 37, 19, 6, 3, 1.5f, Routing::kRandom, true}, Case{40, 128, 64, 16, 6, 10.0f, Routing::kHashed, true}};
+      Case{45, 37, 19, 6, 3, 1.5f, Routing::kRandom, true}, Case{40, 128, 64, 16, 6, 10.0f, Routing::kHashed, true},
+      // one token: no planning kernel (each pair its own tile), hashed, and past the decode path's pair count (last,
+      // so that the cases above keep their seeds)
+      Case{1, 96, 48, 16, 6, 10.0f, Routing::kHashed, true}, Case{1, 64, 32, 160, 130, 10.0f, Routing::kRandom}};
   return all;
 }
 

@@ -56,12 +56,12 @@ __global__ void __launch_bounds__(kActThreads) activation_round_trip_kernel(T* o
 // Block p: pair p's row of the expert-sorted intermediate, times the pair's weight (routed pairs) or 1 (shared).
 template <typename T>
 __global__ void __launch_bounds__(kActThreads)
-    moe_act_round_trip_kernel(T* __restrict__ act, int64_t width, const int32_t* __restrict__ row_of,
-                              const float* __restrict__ weights, int64_t routed_pairs) {
+    moe_act_round_trip_kernel(T* __restrict__ act, int64_t width, MoePlan plan, const float* __restrict__ weights,
+                              int64_t routed_pairs) {
   pdl_wait();
   const int64_t p = blockIdx.x;
   const float mul = p < routed_pairs ? weights[p] : 1.0f;
-  T* row = act + static_cast<int64_t>(row_of[p]) * width;
+  T* row = act + static_cast<int64_t>(plan_row(plan, p)) * width;
   round_trip_row(row, row, width, mul);
 }
 
@@ -88,7 +88,7 @@ template <typename T>
 void moe_act_round_trip(cudaStream_t stream, T* act, int64_t width, const MoePlan& plan, const MoeActQuant& aq) {
   if (aq.pairs == 0) return;
   check_launch(launch_kernel(moe_act_round_trip_kernel<T>, dim3(static_cast<unsigned>(aq.pairs)), dim3(kActThreads), 0,
-                             stream, act, width, static_cast<const int32_t*>(plan.row_of), aq.weights, aq.routed_pairs),
+                             stream, act, width, plan, aq.weights, aq.routed_pairs),
                "moe_act_round_trip");
 }
 template void moe_act_round_trip<bf16>(cudaStream_t, bf16*, int64_t, const MoePlan&, const MoeActQuant&);

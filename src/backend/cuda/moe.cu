@@ -1,11 +1,11 @@
 // Mixture of experts on CUDA: routing (hash / top-k with selection-only bias) and the routed experts as
 // grouped GEMMs over expert-sorted rows (prefill) or weight-streaming GEMVs (decode, moe_decode.cu).
 //
-// moe_experts never reads routing results on the host. A one-block planning kernel counts the P (token,
-// expert) pairs per expert — T·k routed pairs, plus T pairs of the shared expert (the last one) when it
-// runs here — gives each pair a row of the expert-sorted order and lists the row tiles of every expert; the
-// two grouped GEMMs (w1/w3 with the SwiGLU epilogue, then w2) run on a grid sized from the capacity
-// min(P, ceil(P / BM) + E) tiles, where tiles past the listed count exit at once. Up to kMoeDecodeMaxPairs
+// moe_experts never reads routing results on the host. A one-block planning kernel (none for one token: each pair
+// is then its own tile, moe_plan.h) counts the P (token, expert) pairs per expert — T·k routed pairs, plus T pairs of
+// the shared expert (the last one) when it runs here — gives each pair a row of the expert-sorted order and lists the
+// row tiles of every expert; the two grouped GEMMs (w1/w3 with the SwiGLU epilogue, then w2) run on a grid sized from
+// the capacity min(P, ceil(P / BM) + E) tiles, where tiles past the listed count exit at once. Up to kMoeDecodeMaxPairs
 // pairs the decode path (moe_decode.cu) replaces the two GEMMs over the same plan. A combine kernel sums each
 // token's k rows in routing order, then its shared row. Everything has a fixed size given T, so the whole
 // sequence can be captured in a CUDA graph.
@@ -189,10 +189,8 @@ __global__ void __launch_bounds__(kGemmThreads)
     moe_gemm_kernel(TO* __restrict__ out, const bf16* __restrict__ a, const bf16* __restrict__ w,
                     const bf16* __restrict__ w3, Plan plan, int64_t N, int64_t K, float limit) {
   pdl_wait();
-  const int tile = blockIdx.y;
-  if (tile >= *plan.num_tiles) return;
-  const int32_t e = plan.tile_info[3 * tile], row0 = plan.tile_info[3 * tile + 1],
-                row_end = plan.tile_info[3 * tile + 2];
+  int32_t e, row0, row_end;
+  if (!plan_tile(plan, static_cast<int>(blockIdx.y), &e, &row0, &row_end)) return;
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kBN;
   __shared__ __align__(128) bf16 As[kBM][kBK + 8];
   __shared__ __align__(128) bf16 Bs[kBN][kBK + 8];
@@ -203,7 +201,7 @@ __global__ void __launch_bounds__(kGemmThreads)
   __shared__ const bf16* w3row[GATED ? kBN : 1];
   for (int i = threadIdx.x; i < kBM; i += kGemmThreads) {
     const int32_t r = row0 + i;
-    arow[i] = r < row_end ? a + static_cast<int64_t>(GATED ? plan.token_of[r] : r) * K : nullptr;
+    arow[i] = r < row_end ? a + static_cast<int64_t>(GATED ? plan_token(plan, r) : r) * K : nullptr;
   }
   for (int i = threadIdx.x; i < kBN; i += kGemmThreads) {
     const int64_t n = n0 + i;
@@ -282,10 +280,8 @@ __global__ void __launch_bounds__(256)
                            const TW* __restrict__ w3, Plan plan, int64_t N, int64_t K, float limit) {
   constexpr int kCols = 32, kK = 32;
   pdl_wait();
-  const int tile = blockIdx.y;
-  if (tile >= *plan.num_tiles) return;
-  const int32_t e = plan.tile_info[3 * tile], row0 = plan.tile_info[3 * tile + 1],
-                row_end = plan.tile_info[3 * tile + 2];
+  int32_t e, row0, row_end;
+  if (!plan_tile(plan, static_cast<int>(blockIdx.y), &e, &row0, &row_end)) return;
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kCols;
   __shared__ float xs[kBM][kK + 1];
   __shared__ float ws[kCols][kK + 1];
@@ -294,7 +290,7 @@ __global__ void __launch_bounds__(256)
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 32 + tx;
   for (int i = tid; i < kBM; i += 256) {
     const int32_t r = row0 + i;
-    arow[i] = r < row_end ? a + static_cast<int64_t>(GATED ? plan.token_of[r] : r) * K : nullptr;
+    arow[i] = r < row_end ? a + static_cast<int64_t>(GATED ? plan_token(plan, r) : r) * K : nullptr;
   }
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, acc3[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   __syncthreads();
@@ -335,21 +331,21 @@ __global__ void __launch_bounds__(256)
   }
 }
 
-// out[t] = sum_i weights[t, i] * y[row_of[t*k + i]] (+ y[shared_row_of[t]], weight 1, when not null); weights
-// null: every weight 1 (--activation-quant fp8 applied them before w2)
+// out[t] = sum_i weights[t, i] * y[row of pair t*k + i] (+ y[row of pair routed_pairs + t], weight 1, with the
+// shared expert); weights null: every weight 1 (--activation-quant fp8 applied them before w2)
 template <typename TO>
 __global__ void moe_combine_kernel(TO* __restrict__ out, const float* __restrict__ y, const float* __restrict__ weights,
-                                   const int32_t* __restrict__ row_of, const int32_t* __restrict__ shared_row_of,
-                                   int64_t k, int64_t H) {
+                                   Plan plan, bool shared_expert, int64_t routed_pairs, int64_t k, int64_t H) {
   pdl_wait();
   const int64_t t = blockIdx.y;
   for (int64_t h = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; h < H;
        h += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float acc = 0;
-    for (int64_t i = 0; i < k; ++i)
-      acc =
-          fmaf(weights != nullptr ? weights[t * k + i] : 1.0f, y[static_cast<int64_t>(row_of[t * k + i]) * H + h], acc);
-    if (shared_row_of != nullptr) acc += y[static_cast<int64_t>(shared_row_of[t]) * H + h];
+    for (int64_t i = 0; i < k; ++i) {
+      acc = fmaf(weights != nullptr ? weights[t * k + i] : 1.0f,
+                 y[static_cast<int64_t>(plan_row(plan, t * k + i)) * H + h], acc);
+    }
+    if (shared_expert) acc += y[static_cast<int64_t>(plan_row(plan, routed_pairs + t)) * H + h];
     out[t * H + h] = from_float<TO>(acc);
   }
 }
@@ -387,12 +383,21 @@ struct Routing {
   int64_t routed_pairs = 0, P = 0, max_tiles = 0;
 };
 
-// E counts every stacked expert, the shared one (last) included: the plan treats it as one more expert.
+// E counts every stacked expert, the shared one (last) included: the plan treats it as one more expert. One token
+// needs no planning kernel (MoePlan::pair_experts): one launch fewer per MoE layer at b = 1 decode.
 Routing plan_routes(Arena& A, cudaStream_t s, Tensor indices, int64_t T, int64_t E, bool shared_expert) {
   const int64_t k = indices.size(1);
   Routing r;
   r.routed_pairs = T * k;
   r.P = r.routed_pairs + (shared_expert ? T : 0);
+  if (T == 1) {
+    r.max_tiles = r.P;
+    r.plan.pair_experts = indices.ptr<int32_t>();
+    r.plan.pairs = static_cast<int32_t>(r.P);
+    r.plan.routed_pairs = static_cast<int32_t>(r.routed_pairs);
+    r.plan.shared_expert = static_cast<int32_t>(E - 1);
+    return r;
+  }
   r.max_tiles = std::min<int64_t>(r.P, (r.P + kBM - 1) / kBM + E);
   r.plan.row_of = A.alloc(DType::I32, {r.P}).ptr<int32_t>();
   r.plan.token_of = A.alloc(DType::I32, {r.P}).ptr<int32_t>();
@@ -413,10 +418,10 @@ void combine(cudaStream_t s, Tensor out, const Routing& r, Tensor y, Tensor weig
   const dim3 grid3(std::max(1u, std::min(blocks_for(H, 256), 16u)), static_cast<unsigned>(T));
   dispatch_float(out.dtype(), "moe_experts out", [&](auto o) {
     using TO = decltype(o);
-    check_launch(launch_kernel(moe_combine_kernel<TO>, grid3, dim3(256), 0, s, out.ptr<TO>(), y.ptr<float>(),
-                               unit_weights ? nullptr : weights.ptr<float>(), r.plan.row_of,
-                               shared_expert ? r.plan.row_of + r.routed_pairs : nullptr, k, H),
-                 "moe_combine");
+    check_launch(
+        launch_kernel(moe_combine_kernel<TO>, grid3, dim3(256), 0, s, out.ptr<TO>(), y.ptr<float>(),
+                      unit_weights ? nullptr : weights.ptr<float>(), r.plan, shared_expert, r.routed_pairs, k, H),
+        "moe_combine");
   });
 }
 

@@ -100,11 +100,9 @@ __global__ void __launch_bounds__(kDecodeThreads)
                       const bf16* __restrict__ w3, MoePlan plan, int64_t N, int64_t K, float limit) {
   constexpr int UNROLL = unroll_for_chunk(CHUNK);
   pdl_wait();
-  const int tile = blockIdx.y;
-  if (tile >= *plan.num_tiles) return;
-  // tile_info holds the expert segment's end; a tile covers at most kPlanTileRows rows of it.
-  const int32_t e = plan.tile_info[3 * tile], row0 = plan.tile_info[3 * tile + 1],
-                row_end = min(plan.tile_info[3 * tile + 2], row0 + kPlanTileRows);
+  int32_t e, row0, row_end;
+  if (!plan_tile(plan, static_cast<int>(blockIdx.y), &e, &row0, &row_end)) return;
+  row_end = min(row_end, row0 + kPlanTileRows);  // the segment's end; a tile covers at most kPlanTileRows rows of it
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int j = 0; j < kOutPerWarp; ++j) {
     const int64_t n = static_cast<int64_t>(blockIdx.x) * kOutPerBlock + j * kDecodeWarps + warp;
@@ -117,7 +115,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
 #pragma unroll
       for (int i = 0; i < CHUNK; ++i) {
         const int32_t r = r0 + min(i, nr - 1);  // rows past nr are never read; any valid address will do
-        arow[i] = a + static_cast<int64_t>(GATED ? plan.token_of[r] : r) * K;
+        arow[i] = a + static_cast<int64_t>(GATED ? plan_token(plan, r) : r) * K;
       }
       float acc[CHUNK], acc3[CHUNK];
 #pragma unroll

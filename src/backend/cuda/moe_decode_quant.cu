@@ -202,7 +202,7 @@ __device__ void fp4_tile_mma(TO* __restrict__ out, const bf16* __restrict__ a, c
     const int nr = min(kMmaTokens, row_end - r0);
     // This lane's activation row (the MMA column g): zeros past the tile's rows.
     const bf16* xrow = nullptr;
-    if (g < nr) xrow = a + static_cast<int64_t>(GATED ? plan.token_of[r0 + g] : r0 + g) * K;
+    if (g < nr) xrow = a + static_cast<int64_t>(GATED ? plan_token(plan, r0 + g) : r0 + g) * K;
     float acc[2][4] = {};
     // One step's loads in flight per warp (64 bytes a lane, 128 gated) at 16 warps an SM: ~32-64 KB per SM, the
     // bytes HBM latency needs; a second buffer spilled at the 128 registers two blocks an SM allow.
@@ -256,10 +256,9 @@ __global__ void __launch_bounds__(kDecodeThreads)
                             MoePlan plan, int64_t N, int64_t K, float limit) {
   constexpr int UNROLL = unroll_for_chunk(CHUNK);
   pdl_wait();
-  const int tile = blockIdx.y;
-  if (tile >= *plan.num_tiles) return;
-  const int32_t e = plan.tile_info[3 * tile], row0 = plan.tile_info[3 * tile + 1],
-                row_end = min(plan.tile_info[3 * tile + 2], row0 + kPlanTileRows);
+  int32_t e, row0, row_end;
+  if (!plan_tile(plan, static_cast<int>(blockIdx.y), &e, &row0, &row_end)) return;
+  row_end = min(row_end, row0 + kPlanTileRows);
   // FP4 tiles (w1 and w3 of an expert share a format: moe_decode_quant_supports) on tensor cores; the block is
   // uniform, so every warp takes the same branch.
   const bool fp4 = (e >= w.count ? w.shared.format : w.routed.format) == WeightFormat::kFp4;
@@ -276,7 +275,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
 #pragma unroll
       for (int i = 0; i < CHUNK; ++i) {
         const int32_t r = r0 + min(i, nr - 1);
-        arow[i] = a + static_cast<int64_t>(GATED ? plan.token_of[r] : r) * K;
+        arow[i] = a + static_cast<int64_t>(GATED ? plan_token(plan, r) : r) * K;
       }
       float acc[CHUNK], acc3[CHUNK];
 #pragma unroll

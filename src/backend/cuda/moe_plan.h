@@ -5,7 +5,8 @@
 // pairs p = t*k + i, then, when the shared expert runs as the last stacked expert, p = T*k + t — and lists
 // each expert's segment as tiles of at most kPlanTileRows consecutive rows. The number of tiles is
 // only known on the device; launches are sized from the capacity min(P, ceil(P / kPlanTileRows) + E) and
-// blocks of tiles past *num_tiles exit.
+// blocks of tiles past *num_tiles exit. The decode kernels also take a single-token plan that needs no kernel
+// (MoePlan::pair_experts); kernels read a plan through plan_tile / plan_token / plan_row.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -23,7 +24,36 @@ struct MoePlan {
   int32_t* token_of;   // [P]: token of each expert-sorted row
   int32_t* tile_info;  // [max_tiles, 3]: expert, first row, end row of the expert's segment
   int32_t* num_tiles;  // [1]
+  // One token (decode at b = 1) needs no planning kernel: each pair is its expert's only row (top-k picks an expert
+  // once; a hash table that repeats one only reads its weights twice), so pair p is row p and tile p, its expert
+  // pair_experts[p] (the routing's indices) for the routed pairs and shared_expert after them. Set: the fields
+  // above are unused (null).
+  const int32_t* pair_experts = nullptr;
+  int32_t pairs = 0, routed_pairs = 0, shared_expert = 0;
 };
+
+// Tile `tile`'s expert and rows [*row0, *row_end) of its segment; false for a tile past the plan's count.
+__device__ __forceinline__ bool plan_tile(const MoePlan& p, int tile, int32_t* e, int32_t* row0, int32_t* row_end) {
+  if (p.pair_experts != nullptr) {
+    if (tile >= p.pairs) return false;
+    *e = tile < p.routed_pairs ? p.pair_experts[tile] : p.shared_expert;
+    *row0 = tile;
+    *row_end = tile + 1;
+    return true;
+  }
+  if (tile >= *p.num_tiles) return false;
+  *e = p.tile_info[3 * tile];
+  *row0 = p.tile_info[3 * tile + 1];
+  *row_end = p.tile_info[3 * tile + 2];
+  return true;
+}
+// The token of expert-sorted row r, and the row of pair `pair`.
+__device__ __forceinline__ int32_t plan_token(const MoePlan& p, int32_t r) {
+  return p.pair_experts != nullptr ? 0 : p.token_of[r];
+}
+__device__ __forceinline__ int32_t plan_row(const MoePlan& p, int64_t pair) {
+  return p.pair_experts != nullptr ? static_cast<int32_t>(pair) : p.row_of[pair];
+}
 
 // The largest pair count P (T·k, plus T with the shared expert) served by the decode path: up to it every
 // touched expert has few rows, so streaming each expert's weights once at full bandwidth beats the
