@@ -2,8 +2,8 @@
 """Expected logits of dsv4's `--kv-cache-dtype fp8` for the HF fixtures (issue 16), with a quantiser written
 independently of dsv4's C++ one (torch's float8_e4m3fn cast, torch.frexp for the power-of-two scales).
 
-Runs where torch and transformers (with DeepseekV4ForCausalLM) exist — the GPU machine; CPU fp32 math. Written
-without torch at hand: check its first run.
+Runs where torch and transformers (with DeepseekV4ForCausalLM) exist — the GPU machine; CPU fp32 math (last run
+2026-12-06 on an H100 machine's CPU: the kept attempts' logits unchanged, the selections added).
 
 For each fixture folder (default tests/fixtures/hf/{tiny_a,tiny_b,tiny_c}) it loads the saved model and runs
 transformers' token-by-token path (make_fixtures.py's ground truth) with DeepSeek-V4's cache round trips, as
@@ -27,7 +27,14 @@ A value within a relative 1e-6 of an E4M3 (or bf16) rounding boundary would let 
 dsv4 and fail the 1e-5 comparison (1e-5 left ~10 of 9,216 values near a boundary in every one of 29 tiny_a
 attempts) for reasons that are not bugs: such inputs are rejected, and other random ids
 (seeded) are tried, as make_fixtures.py does for router / indexer ties. Writes <fixture>/expected_fp8_cache.safetensors
-with input_ids [T] (I64) and logits [T, V] (F32), and prints the margins.
+with input_ids [T] (I64), logits [T, V] (F32), and transformers' indexer selections — indexer_layers [L] (I32, the
+layer index of each layer with an indexer) and indexer_choices [L, T, index_topk] (I32: the entries position t
+reads, ascending, -1 padded) — and prints the margins. The test forces dsv4's CPU indexer to these selections
+(ops::ChoiceTap) and counts the rows where its own differed: a query value one FP4 step away from where
+transformers' fp32 put it moves a score by that step, far more than the 1e-6-level differences the margins guard.
+(The NEAR rejection below is not airtight either: dsv4's and transformers' fp32 values differ by up to ~2e-6 relative,
+and tiny_b keeps an E4M3 code that dsv4 rounds the other way: kv_cache_test.cc says what that costs.)
+The first attempt reuses the ids of an existing expected_fp8_cache.safetensors, so a rerun keeps its ids.
 
 Usage: make_fp8_cache_fixtures.py [FIXTURES_DIR] [--only NAME]
 """
@@ -178,6 +185,59 @@ class RoundTrips:
         return False
 
 
+class IndexerChoices:
+    """Records the entries transformers' indexer selects, per layer and position (token-by-token: one per call)."""
+
+    def __init__(self):
+        self.by_layer = {}  # layer index -> {position: sorted entry list}
+        self.topk = 0
+        self._saved = None
+
+    def __enter__(self):
+        import inspect
+
+        import transformers.models.deepseek_v4.modeling_deepseek_v4 as m
+
+        rec = self
+        orig = m.DeepseekV4Indexer.forward
+        sig = inspect.signature(orig)
+
+        def indexer_forward(self_, *args, **kwargs):
+            out = orig(self_, *args, **kwargs)
+            a = sig.bind(self_, *args, **kwargs).arguments
+            positions, layer = a["position_ids"], a.get("layer_idx")
+            layer = int(layer) if layer is not None else id(self_)  # first seen = layer order either way
+            rec.topk = int(self_.index_topk)
+            for b in range(out.shape[0]):
+                for t in range(out.shape[1]):
+                    p = int(positions[b, t])
+                    visible = (p + 1) // int(self_.compress_rate)
+                    picks = sorted({int(i) for i in out[b, t].reshape(-1).tolist() if 0 <= int(i) < visible})
+                    rec.by_layer.setdefault(layer, {})[p] = picks
+            return out
+
+        self._saved = orig
+        m.DeepseekV4Indexer.forward = indexer_forward
+        return self
+
+    def __exit__(self, *exc):
+        import transformers.models.deepseek_v4.modeling_deepseek_v4 as m
+
+        m.DeepseekV4Indexer.forward = self._saved
+        return False
+
+    def tensors(self, T):
+        import torch
+
+        layers = list(self.by_layer)  # in the order of the first token's forward: layer order
+        choices = torch.full((len(layers), T, max(self.topk, 1)), -1, dtype=torch.int32)
+        for li, layer in enumerate(layers):
+            for p, picks in self.by_layer[layer].items():
+                choices[li, p, : len(picks)] = torch.tensor(picks, dtype=torch.int32)
+        ids = [layer if layer < 1 << 20 else i for i, layer in enumerate(layers)]  # module ids become ordinals
+        return torch.tensor(ids, dtype=torch.int32), choices
+
+
 def build(fdir, max_attempts=80):
     import torch
     from safetensors.torch import load_file, save_file
@@ -190,19 +250,28 @@ def build(fdir, max_attempts=80):
     rope_dim = int(getattr(model.config, "qk_rope_head_dim", 0) or model.config.rope_head_dim)
     fixture_ids = load_file(os.path.join(fdir, "expected.safetensors"))["input_ids"].to(torch.int64)
     T, V = fixture_ids.numel(), model.config.vocab_size
+    out_path = os.path.join(fdir, "expected_fp8_cache.safetensors")
+    first_ids = load_file(out_path)["input_ids"].to(torch.int64) if os.path.exists(out_path) else fixture_ids
     gen = torch.Generator().manual_seed(2026)
     for attempt in range(max_attempts):
-        ids = fixture_ids if attempt == 0 else torch.randint(2, V, (T,), generator=gen)
+        if attempt == 0:
+            ids = first_ids
+            T = ids.numel()
+        else:
+            T = fixture_ids.numel()
+            ids = torch.randint(2, V, (T,), generator=gen)
         # The tie monitor wraps the round trips' scorer: its margins are the FP4 query's scores'.
-        with RoundTrips(rope_dim) as rt, TieMonitor() as mon:
+        with RoundTrips(rope_dim) as rt, TieMonitor() as mon, IndexerChoices() as choices:
             logits = token_by_token_logits(model, ids.view(1, -1))
         print(f"{os.path.basename(fdir)} attempt {attempt}: {rt.values} values rounded, {rt.near} near a boundary, "
               f"index margin {mon.min_index_margin:.2e}, router margin {mon.min_router_margin:.2e}", flush=True)
         if rt.near == 0 and mon.min_index_margin >= MIN_MARGIN and mon.min_router_margin >= MIN_MARGIN:
             plain = token_by_token_logits(model, ids.view(1, -1))
             print(f"  kept; max |fp8 - f32 cache logits| {float((logits - plain).abs().max()):.3g}", flush=True)
-            save_file({"input_ids": ids.contiguous(), "logits": logits.float().contiguous()},
-                      os.path.join(fdir, "expected_fp8_cache.safetensors"))
+            layers, picks = choices.tensors(T)
+            print(f"  indexer selections of layers {layers.tolist()}", flush=True)
+            save_file({"input_ids": ids.contiguous(), "logits": logits.float().contiguous(),
+                       "indexer_layers": layers.contiguous(), "indexer_choices": picks.contiguous()}, out_path)
             return
     raise RuntimeError(f"{fdir}: every attempt had values near a rounding boundary")
 
