@@ -4,8 +4,8 @@
 # (so drift in clocks or temperature falls on every library alike), then a table of the device ms/step (median of
 # the rounds) per case and library, and each library's ratio to the first. A suite of scripts/gpu/run.sh.
 #   AB_LIBS    space-separated NAME=DIR (relative to the repository root, where run.sh runs suites), DIR holding a
-#              libdsv4.so (or a lib.tar.xz with lib/libdsv4.so, unpacked
-#              in place: scripts/gpu/stage-lib.sh makes one); default: "stage=$STAGE/lib", the stage alone
+#              libdsv4.so or a lib.tar.xz with lib/libdsv4.so (unpacked in place; scripts/gpu/stage-lib.sh makes one);
+#              default: "stage=$STAGE/lib", the stage alone
 #   AB_CASES   semicolon-separated NAME:BENCH ARGS on top of the Flash slice's b = 1 decode line below; default
 #              "bf16:--contexts 1024;quantized:--contexts 1024 --cuda-weights quantized"
 #   AB_ROUNDS  rounds (default 2)
