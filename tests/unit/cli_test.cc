@@ -1,7 +1,6 @@
 // The dsv4 command-line interface, run as a process (DSV4_CLI_PATH) in a temporary directory:
 // make-tiny, info, score, generate, and a non-zero exit with an "error:" message for every bad input.
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,8 +9,8 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
+#include "cli_process.h"
 #include "dsv4/model/random_checkpoint.h"
 #include "dsv4/model/weights.h"
 #include "dsv4/runtime/engine.h"
@@ -23,17 +22,8 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-struct Result {
-  int status = -1;
-  std::string out, err;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using Result = test::CliResult;
+using test::slurp;
 
 // One tiny model shared by every test of the suite (make-tiny runs once).
 class Cli : public testing::Test {
@@ -57,29 +47,9 @@ class Cli : public testing::Test {
   // Runs `dsv4 <args>` (args are passed through the shell as written).
   // stdout_to: where stdout goes instead of a file that is read back (e.g. /dev/full).
   static Result run(const std::string& args, const std::string& stdout_to = "") {
-    static int counter = 0;
-    const std::string out = str_cat(*dir_, "/out", counter, ".txt"), err = str_cat(*dir_, "/err", counter++, ".txt");
-    const std::string cmd =
-        str_cat("'", DSV4_CLI_PATH, "' ", args, " > '", stdout_to.empty() ? out : stdout_to, "' 2> '", err, "'");
-    const int raw = std::system(cmd.c_str());
-    Result r;
-    r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
-    if (stdout_to.empty()) r.out = slurp(out);
-    r.err = slurp(err);
-    fs::remove(out);
-    fs::remove(err);
-    return r;
+    return test::run_cli(*dir_, args, stdout_to);
   }
-  static json run_json(const std::string& args) {
-    const Result r = run(args);
-    EXPECT_EQ(r.status, 0) << args << "\n" << r.err;
-    try {
-      return json::parse(r.out);
-    } catch (const json::parse_error& e) {
-      ADD_FAILURE() << args << ": output is not one JSON object: " << e.what() << "\n" << r.out;
-      return json::object();
-    }
-  }
+  static json run_json(const std::string& args) { return test::cli_json(run(args), args); }
   // The command fails with dsv4's own exit code (1: error, 2: usage) — never a crash, a signal or a sanitizer
   // report (ASAN exits 86, UBSan 87 in the sanitizer build) — and stderr says "error:" plus every one of `parts`.
   static void expect_failure(const std::string& args, const std::vector<std::string>& parts,

@@ -1,13 +1,12 @@
 // The CLI of issue 17, run as a process (DSV4_CLI_PATH): `dsv4 quantize`, `make-tiny --quantized`, `info` on a
 // quantised checkpoint, and `dsv4 perplexity` (perplexity, KL divergence and top-1 agreement against a saved run).
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
+#include "cli_process.h"
 #include "test_util.h"
 
 namespace dsv4 {
@@ -16,17 +15,8 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-struct Result {
-  int status = -1;
-  std::string out, err;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using Result = test::CliResult;
+using test::slurp;
 
 class QuantizeCli : public testing::Test {
  protected:
@@ -46,29 +36,8 @@ class QuantizeCli : public testing::Test {
   static std::string path(const std::string& name) { return *dir_ + "/" + name; }
   static std::string default_model() { return test::source_dir() + "/models/dsv4-tiny-kjv"; }
 
-  static Result run(const std::string& args) {
-    static int counter = 0;
-    const std::string out = str_cat(*dir_, "/out", counter, ".txt"), err = str_cat(*dir_, "/err", counter++, ".txt");
-    const std::string cmd = str_cat("'", DSV4_CLI_PATH, "' ", args, " > '", out, "' 2> '", err, "'");
-    const int raw = std::system(cmd.c_str());
-    Result r;
-    r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
-    r.out = slurp(out);
-    r.err = slurp(err);
-    fs::remove(out);
-    fs::remove(err);
-    return r;
-  }
-  static json run_json(const std::string& args) {
-    const Result r = run(args);
-    EXPECT_EQ(r.status, 0) << args << "\n" << r.err;
-    try {
-      return json::parse(r.out);
-    } catch (const json::parse_error& e) {
-      ADD_FAILURE() << args << ": output is not one JSON object: " << e.what() << "\n" << r.out;
-      return json::object();
-    }
-  }
+  static Result run(const std::string& args) { return test::run_cli(*dir_, args); }
+  static json run_json(const std::string& args) { return test::cli_json(run(args), args); }
   static void expect_failure(const std::string& args, const std::vector<std::string>& parts) {
     const Result r = run(args);
     EXPECT_EQ(r.status, 1) << args << "\n" << r.out << r.err;

@@ -12,7 +12,6 @@
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <thread>
 
 #include "dsv4/core/buffer.h"
@@ -40,12 +39,7 @@ std::string temp_dir(const std::string& name) {
   return d.string();
 }
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using test::slurp;
 
 // The error (code, message) of `fn`, which must throw dsv4::Error.
 template <typename Fn>

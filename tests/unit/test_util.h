@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -21,6 +23,14 @@ inline std::string source_dir() {
   return env != nullptr && *env != '\0' ? std::string(env) : std::string(DSV4_SOURCE_DIR);
 }
 inline std::string fixture_dir(const std::string& name) { return source_dir() + "/tests/fixtures/hf/" + name; }
+
+// A whole file's bytes ("" when it cannot be read).
+inline std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
 
 // max |a - b| / max |b|
 inline double max_rel_error(const float* a, const float* b, size_t n) {
