@@ -2,6 +2,7 @@
 #pragma once
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -12,6 +13,14 @@
 #include "test_util.h"
 
 namespace dsv4::test {
+
+// An empty directory under gtest's temporary directory, named PREFIX and this process's id (emptied if it exists).
+inline std::string fresh_scratch_dir(const std::string& prefix) {
+  const std::filesystem::path dir = std::filesystem::path(testing::TempDir()) / str_cat(prefix, ::getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
 
 struct CliResult {
   int status = -1;  // the exit code, or 128 + the signal that ended it

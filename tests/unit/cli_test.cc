@@ -29,9 +29,7 @@ using test::slurp;
 class Cli : public testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new std::string((fs::path(testing::TempDir()) / str_cat("dsv4_cli_", ::getpid())).string());
-    fs::remove_all(*dir_);
-    fs::create_directories(*dir_);
+    dir_ = new std::string(test::fresh_scratch_dir("dsv4_cli_"));
     const Result r = run(str_cat("make-tiny ", model(), " --seed 3"));
     ASSERT_EQ(r.status, 0) << r.err;
   }

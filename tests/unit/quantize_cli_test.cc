@@ -1,6 +1,5 @@
 // The CLI of issue 17, run as a process (DSV4_CLI_PATH): `dsv4 quantize`, `make-tiny --quantized`, `info` on a
 // quantised checkpoint, and `dsv4 perplexity` (perplexity, KL divergence and top-1 agreement against a saved run).
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -21,9 +20,7 @@ using test::slurp;
 class QuantizeCli : public testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new std::string((fs::path(testing::TempDir()) / str_cat("dsv4_qcli_", ::getpid())).string());
-    fs::remove_all(*dir_);
-    fs::create_directories(*dir_);
+    dir_ = new std::string(test::fresh_scratch_dir("dsv4_qcli_"));
     // A short text for the random tiny model (byte-level ids: it has no tokenizer.json).
     std::ofstream(path("text.txt")) << "In the beginning God created the heaven and the earth.\n"
                                        "And the earth was without form, and void; and darkness was upon the deep.\n";
