@@ -471,16 +471,21 @@ void check_indexer_fp4(const IndexerCase& c, int variant, const std::vector<Test
 }
 
 // The issue's lengths (rate 4: S = (pos + 1) / 4): S = 0, S < top-k, S = top-k + 1, odd S; a prefill-sized batch
-// (several queries per block); the SIMT path (more than 128 heads); the tensor-core path at the Flash shapes.
-TEST(CudaKvFp8, IndexerTopk) {
-  DSV4_REQUIRE_GPU();
+// (several queries per block); the SIMT path (more than 128 heads); the tensor-core path at the Flash shapes. Both
+// key formats run these cases (variant = the case's seed).
+void check_indexer_lengths(KvStorage storage) {
   using C = TestBatch::Chunk;
   const std::vector<C> edges = {{0, 0, 3}, {0, 399, 1}, {1, 4 * 513 - 1, 1}, {1, 4 * 1001 - 1, 2}, {2, 8191, 1}};
-  check_indexer_fp8({64, 128, 8192, 512}, 0, edges);
-  check_indexer_fp8({12, 32, 8192, 512}, 1, edges);
-  check_indexer_fp8({8, 16, 64, 5}, 2, {{0, 0, 10}, {1, 40, 6}, {2, 63, 1}});
-  check_indexer_fp8({16, 64, 8192, 100}, 3, {{0, 0, 5}, {0, 4003, 301}, {1, 6000, 211}, {2, 3, 9}});
-  check_indexer_fp8({130, 16, 1024, 16}, 4, {{0, 0, 5}, {1, 4 * 17 - 1, 1}, {2, 1023, 1}});  // SIMT
+  check_indexer_packed(storage, {64, 128, 8192, 512}, 0, edges);
+  check_indexer_packed(storage, {12, 32, 8192, 512}, 1, edges);
+  check_indexer_packed(storage, {8, 16, 64, 5}, 2, {{0, 0, 10}, {1, 40, 6}, {2, 63, 1}});
+  check_indexer_packed(storage, {16, 64, 8192, 100}, 3, {{0, 0, 5}, {0, 4003, 301}, {1, 6000, 211}, {2, 3, 9}});
+  check_indexer_packed(storage, {130, 16, 1024, 16}, 4, {{0, 0, 5}, {1, 4 * 17 - 1, 1}, {2, 1023, 1}});  // SIMT
+}
+
+TEST(CudaKvFp8, IndexerTopk) {
+  DSV4_REQUIRE_GPU();
+  check_indexer_lengths(KvStorage::kFp8Row);
   // Scattered pages of 64 entries (the state's page size at rate 4), decode rows and a prefill chunk.
   check_indexer_fp8({64, 128, 8192, 512}, 5, {{0, 8191, 1}, {1, 4 * 513 - 1, 1}, {2, 3000, 40}}, 3, 64);
   check_indexer_fp8({130, 16, 1024, 16}, 6, {{0, 1023, 1}, {2, 500, 3}}, 3, 64);  // SIMT, scattered
@@ -490,14 +495,8 @@ TEST(CudaKvFp8, IndexerTopk) {
 // reads (no 8-value loads).
 TEST(CudaKvFp8, IndexerTopkFp4) {
   DSV4_REQUIRE_GPU();
-  using C = TestBatch::Chunk;
-  const std::vector<C> edges = {{0, 0, 3}, {0, 399, 1}, {1, 4 * 513 - 1, 1}, {1, 4 * 1001 - 1, 2}, {2, 8191, 1}};
-  check_indexer_fp4({64, 128, 8192, 512}, 0, edges);
-  check_indexer_fp4({12, 32, 8192, 512}, 1, edges);
-  check_indexer_fp4({8, 16, 64, 5}, 2, {{0, 0, 10}, {1, 40, 6}, {2, 63, 1}});
-  check_indexer_fp4({16, 64, 8192, 100}, 3, {{0, 0, 5}, {0, 4003, 301}, {1, 6000, 211}, {2, 3, 9}});
-  check_indexer_fp4({130, 16, 1024, 16}, 4, {{0, 0, 5}, {1, 4 * 17 - 1, 1}, {2, 1023, 1}});  // SIMT
-  check_indexer_fp4({8, 4, 256, 6}, 5, {{0, 255, 1}, {1, 100, 7}});                          // Di 4: SIMT
+  check_indexer_lengths(KvStorage::kFp4Rotated);
+  check_indexer_fp4({8, 4, 256, 6}, 5, {{0, 255, 1}, {1, 100, 7}});  // Di 4: SIMT
   check_indexer_fp4({64, 128, 8192, 512}, 6, {{0, 8191, 1}, {1, 4 * 513 - 1, 1}, {2, 3000, 40}}, 3, 64);
 }
 

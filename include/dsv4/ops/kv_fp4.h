@@ -83,7 +83,10 @@ DSV4_FP4_HD uint32_t float_bits(float f) {
   return u;
 #endif
 }
-DSV4_FP4_HD float pow2(int e) { return bits_float(static_cast<uint32_t>(e + 127) << 23); }  // e in [-126, 127]
+// 2^e for e in [-127, 127], exactly (2^-127 is a subnormal; the FP4 groups' e >= -126, the fp8 blocks' may be -127).
+DSV4_FP4_HD float pow2(int e) {
+  return e >= -126 ? bits_float(static_cast<uint32_t>(e + 127) << 23) : bits_float(1u << 22);
+}
 
 // The group exponent of largest magnitude `amax` (NaN-free; inf gives 127).
 DSV4_FP4_HD int group_exponent(float amax) {

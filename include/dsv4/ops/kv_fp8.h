@@ -36,13 +36,9 @@ constexpr float kE4m3Max = 448.0f;
 constexpr float kAmaxFloor = 1e-4f;  // the CPU round trip's floor (backend/cpu/kv_cache.cc)
 constexpr int64_t kBlock = 64;       // codes per UE8M0 scale
 
-using kvfp4::bits_float;  // the bit casts, host and device
+using kvfp4::bits_float;  // the bit casts and 2^e, host and device
 using kvfp4::float_bits;
-
-// 2^e for e in [-127, 127], exactly (2^-127 is a subnormal).
-DSV4_KV_HD float pow2(int e) {
-  return e >= -126 ? bits_float(static_cast<uint32_t>(e + 127) << 23) : bits_float(1u << 22);
-}
+using kvfp4::pow2;
 
 // bf16 bits of f, round-to-nearest-even, NaN kept (dtype.h's float_to_bf16).
 DSV4_KV_HD uint16_t bf16_bits(float f) {

@@ -34,7 +34,7 @@
 // fp32, as the CPU reference's round-tripped keys.
 // FP4 keys (--kv-cache-dtype fp8, KvStorage::kFp4Rotated: Hadamard-rotated, E2M1 per 32 with power-of-two scales):
 // codes times their scale are bf16 values, so the key tile holds them exactly; the query arrives rotated and
-// round-tripped (kv_round_trip), so its bf16 hi part is exact and its lo part zero.
+// round-tripped (kv_round_trip), so its bf16 hi part is exact and its lo part zero: one MMA per step, not two.
 // The grid depends only on T and the entry capacity (capture-safe); visibility is per query, read from the
 // device BatchMeta.
 #include <algorithm>
@@ -457,7 +457,7 @@ __global__ void __launch_bounds__(kThreads, 2) indexer_score_kernel(ScoreArgs a)
           const uint32_t b0 = *reinterpret_cast<const uint32_t*>(krow + ks * 16);
           const uint32_t b1 = *reinterpret_cast<const uint32_t*>(krow + ks * 16 + 8);
           mma_bf16_16816(d, ahi[ks], b0, b1);
-          mma_bf16_16816(d, alo[ks], b0, b1);
+          if (!a.fp4) mma_bf16_16816(d, alo[ks], b0, b1);  // an FP4 query's lo part is zero: adds +0 exactly
         }
         float v0 = fmaf(fmaxf(d[0], 0.0f), wg, fmaxf(d[2], 0.0f) * wg8);
         float v1 = fmaf(fmaxf(d[1], 0.0f), wg, fmaxf(d[3], 0.0f) * wg8);

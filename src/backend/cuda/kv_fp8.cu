@@ -98,20 +98,11 @@ void kv_round_trip(ExecContext& ctx, Tensor x, int64_t rope_dim, KvRoundTrip for
     const dim3 grid(static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock));
     return dispatch_float(x.dtype(), "kv_round_trip", [&](auto tag) {
       using T = decltype(tag);
-      auto go = [&](auto kernel) {
-        check_launch(launch_kernel(kernel, grid, dim3(32 * kRowsPerBlock), 0, stream_of(ctx), x.ptr<T>(), rows, width),
+      with_fp4_lanes(width, [&](auto lanes) {
+        check_launch(launch_kernel(fp4_round_trip_kernel<T, decltype(lanes)::value>, grid, dim3(32 * kRowsPerBlock), 0,
+                                   stream_of(ctx), x.ptr<T>(), rows, width),
                      "kv_round_trip");
-      };
-      switch (width <= 32 ? 1 : width / 32) {
-        case 1:
-          return go(fp4_round_trip_kernel<T, 1>);
-        case 2:
-          return go(fp4_round_trip_kernel<T, 2>);
-        case 4:
-          return go(fp4_round_trip_kernel<T, 4>);
-        default:
-          return go(fp4_round_trip_kernel<T, 8>);
-      }
+      });
     });
   }
   dispatch_float(x.dtype(), "kv_round_trip", [&](auto tag) {

@@ -124,9 +124,10 @@ __device__ void pack_fp4_rotated_warp(uint8_t* dst, int64_t n, Get get) {
   for (int64_t i = n / 2 + n / g + lane; i < kvfp4::row_bytes(n); i += 32) dst[i] = 0;
 }
 
-// Calls f with the lane count template argument V of a row of n values (n a power of two <= 256).
+// Calls f with the lane count template argument V of a row of n values (n a power of two <= 256): the packers on the
+// device, the round trip's launch on the host.
 template <typename F>
-__device__ __forceinline__ void with_fp4_lanes(int64_t n, F f) {
+__host__ __device__ __forceinline__ void with_fp4_lanes(int64_t n, F f) {
   if (n <= 32) return f(std::integral_constant<int, 1>{});
   if (n == 64) return f(std::integral_constant<int, 2>{});
   if (n == 128) return f(std::integral_constant<int, 4>{});

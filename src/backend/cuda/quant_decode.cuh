@@ -28,10 +28,9 @@ __device__ __forceinline__ uint4 load_codes(const uint8_t* p) {
   return load_streaming(reinterpret_cast<const bf16*>(p));
 }
 
-// p[off ..] when `in`, else zeros, reading p when !in (load_streaming_if's reason).
+// p[off ..] when `in`, else zeros, the guard inside the load (load_streaming_if).
 __device__ __forceinline__ uint4 load_codes_if(const uint8_t* p, int64_t off, bool in) {
-  const uint4 v = load_codes(p + (in ? off : 0));
-  return in ? v : make_uint4(0, 0, 0, 0);
+  return load_streaming_if(reinterpret_cast<const bf16*>(p + off), 0, in);
 }
 
 // 2^(S - 127) for an E8M0 scale byte, exactly (quant_bits.h).
