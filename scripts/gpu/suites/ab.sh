@@ -9,13 +9,16 @@
 #   AB_CASES   semicolon-separated NAME:BENCH ARGS on top of the Flash slice's b = 1 decode line below; default
 #              "bf16:--contexts 1024;quantized:--contexts 1024 --cuda-weights quantized"
 #   AB_ROUNDS  rounds (default 2)
+#   AB_BATCH   the line's `--batch` list (default 1). The table has a row per `--contexts` context (decoded at b = 1
+#              whatever the batch) and one per batch (`decode` in the JSON: short prompts), e.g. for b = 16
+#              AB_BATCH=16 AB_CASES="q:--contexts 1024 --cuda-weights quantized"
 # Output: $OUT/ab.json (every run's figures) and the table, also in $OUT/ab.txt.
 set -u
 . "${STAGE:-.gpu-stage}/env.sh"
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT/ab"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$OUT/card.txt"
-base="--synthetic flash --layers 3 --device cuda --modes auto --prefill 128 --batch 1 --decode-steps 8 --reps 3
+base="--synthetic flash --layers 3 --device cuda --modes auto --prefill 128 --batch ${AB_BATCH:-1} --decode-steps 8 --reps 3
   --warmup 1 --spec-tokens 0 --kv-cache-memory 16000000000 --json"
 libs=${AB_LIBS:-stage=$STAGE/lib}
 cases=${AB_CASES:-bf16:--contexts 1024;quantized:--contexts 1024 --cuda-weights quantized}

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""The table of scripts/gpu/suites/ab.sh: reads DIR/NAME__CASE__ROUND.json (dsv4 bench --json) and prints, per case
-and library, the device ms/step of every round, their median, the floor and the median's ratio to the first library.
+"""The table of scripts/gpu/suites/ab.sh: reads DIR/NAME__CASE__ROUND.json (dsv4 bench --json) and prints, per case,
+decode row and library, the device ms/step of every round, their median, the floor and the median's ratio to the
+first library. Decode rows: each context of `context_decode` (b = 1 whatever --batch says) and each batch of `decode`
+(--batch B; the device step where CUDA measured one, else the wall step).
 
     ab_table.py DIR NAME [NAME ...] [--json OUT]
 """
@@ -13,7 +15,8 @@ import sys
 
 
 def decode_rows(path):
-    """(context, device ms/step, floor ms, sampled ms) of every decode context in one bench JSON, or an error."""
+    """(row label, device ms/step, floor ms or None, sampled ms or None) of every decode row in one bench JSON, or an
+    error. Labels: "context N" (b = 1) and "batch B"."""
     try:
         with open(path) as f:
             d = json.load(f)
@@ -22,8 +25,23 @@ def decode_rows(path):
     rows = []
     for run in d.get("runs", []):
         for c in run.get("context_decode", []):
-            rows.append((c["context"], c["device_ms_per_step"], c["floor_ms"], c["sampled_ms_per_step"]["median"]))
+            rows.append((f"context {c['context']}", c["device_ms_per_step"], c.get("floor_ms"),
+                         c["sampled_ms_per_step"]["median"]))
+        for b in run.get("decode", []):
+            ms = b.get("device_ms_per_step", b["ms_per_step"]["median"])
+            rows.append((f"batch {b['batch']}", ms, b.get("floor_ms"), None))
     return rows, None
+
+
+def row_key(label):
+    """("context" | "batch", N) of a row label."""
+    kind, n = label.split()
+    return kind, int(n)
+
+
+def row_order(label):
+    kind, n = row_key(label)
+    return kind != "context", n  # contexts first, then batches, each ascending
 
 
 def main():
@@ -44,26 +62,30 @@ def main():
         if err:
             print(err, file=sys.stderr)
             continue
-        for ctx, dev, floor, sampled in rows:
-            runs.setdefault((case, name), {}).setdefault(ctx, []).append((int(rnd), dev, floor, sampled))
+        for label, dev, floor, sampled in rows:
+            runs.setdefault((case, name), {}).setdefault(label, []).append((int(rnd), dev, floor, sampled))
     out = []
     for case in cases:
-        contexts = sorted({ctx for (c, _), by_ctx in runs.items() if c == case for ctx in by_ctx})
-        for ctx in contexts:
-            print(f"{case}, context {ctx}: device ms/step (rounds | median | / floor | / {a.names[0]})")
+        labels = sorted({lb for (c, _), by_row in runs.items() if c == case for lb in by_row}, key=row_order)
+        for label in labels:
+            print(f"{case}, {label}: device ms/step (rounds | median | / floor | / {a.names[0]})")
             first = None
             for name in a.names:
-                r = sorted(runs.get((case, name), {}).get(ctx, []))
+                r = sorted(runs.get((case, name), {}).get(label, []))
                 if not r:
                     print(f"  {name:<12} no runs")
                     continue
                 med = statistics.median(x[1] for x in r)
-                floor = statistics.median(x[2] for x in r)
+                floors = [x[2] for x in r if x[2] is not None]
+                floor = statistics.median(floors) if floors else None
                 first = med if first is None else first
-                print(f"  {name:<12} {' '.join(f'{x[1]:.3f}' for x in r)} | {med:.3f} | {med / floor:.2f}x | "
-                      f"{med / first:.3f}")
-                out.append({"case": case, "context": ctx, "lib": name, "device_ms": [x[1] for x in r],
-                            "median_device_ms": med, "floor_ms": floor, "sampled_ms": [x[3] for x in r]})
+                over = f"{med / floor:.2f}x" if floor else "n/a"
+                print(f"  {name:<12} {' '.join(f'{x[1]:.3f}' for x in r)} | {med:.3f} | {over} | {med / first:.3f}")
+                row = {"case": case, "row": label, "lib": name, "device_ms": [x[1] for x in r],
+                       "median_device_ms": med, "floor_ms": floor, "sampled_ms": [x[3] for x in r]}
+                kind, n = row_key(label)
+                row[kind] = n
+                out.append(row)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
