@@ -140,7 +140,7 @@ __device__ __forceinline__ void fp4_load(Fp4Lane& L, const RowRef (&w)[2][2], in
   for (int m = 0; m < (GATED ? 2 : 1); ++m) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      // Lanes past K load no codes (load_codes_if) and read their row's first scale byte, then discard it.
+      // Lanes past K read their row's first codes and scale and discard them (load_codes_if's reason).
       const bool in = k < K;
       L.c[m][h] = load_codes_if(w[m][h].codes, k / 2, in);
       const uint8_t sc = __ldg(w[m][h].scale + (in ? k / kFp4Group : 0));
