@@ -6,9 +6,9 @@
 #   AB_LIBS    space-separated NAME=DIR (relative to the repository root, where run.sh runs suites), DIR holding a
 #              libdsv4.so or a lib.tar.xz with lib/libdsv4.so (unpacked in place; scripts/gpu/stage-lib.sh makes one);
 #              default: "stage=$STAGE/lib", the stage alone
-#   AB_CASES   semicolon-separated NAME:BENCH ARGS on top of the Flash slice's b = 1 decode line below; default
+#   AB_CASES   semicolon-separated NAME:BENCH ARGS on top of the Flash slice's decode line below; default
 #              "bf16:--contexts 1024;quantized:--contexts 1024 --cuda-weights quantized"
-#   AB_ROUNDS  rounds (default 2)
+#   AB_ROUNDS  rounds (default 2); AB_TIMEOUT seconds per bench run (default 60)
 #   AB_BATCH   the line's `--batch` list (default 1). The table has a row per `--contexts` context (decoded at b = 1
 #              whatever the batch) and one per batch (`decode` in the JSON: short prompts), e.g. for b = 16
 #              AB_BATCH=16 AB_CASES="q:--contexts 1024 --cuda-weights quantized"

@@ -50,7 +50,7 @@ def main():
     ap.add_argument("names", nargs="+")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    runs = {}  # (case, name) -> {context: [(round, device, floor, sampled)]}
+    runs = {}  # (case, name) -> {row label: [(round, device, floor, sampled)]}
     cases = []
     for path in sorted(glob.glob(os.path.join(a.dir, "*__*__*.json"))):
         name, case, rnd = os.path.basename(path)[: -len(".json")].split("__")
