@@ -186,7 +186,7 @@ TEST(CudaQuant, GemvFlashShapesMatchCpu) {
         GemvShape{"wkv", WeightFormat::kFp8Block, 512, 4096}, GemvShape{"expert w1", WeightFormat::kFp4, 2048, 4096},
         GemvShape{"expert w2", WeightFormat::kFp4, 4096, 2048},
         GemvShape{"wo_a (8 groups)", WeightFormat::kFp8Block, 1024, 4096, 8}}) {
-    check_gemv(s, {1, 2, 8}, seed++);
+    check_gemv(s, {1, 2, 8, 9, 16}, seed++);
   }
 }
 
@@ -204,7 +204,7 @@ TEST(CudaQuant, GemvOddShapesMatchCpu) {
         GemvShape{"fp4 K=32", WeightFormat::kFp4, 5, 32}, GemvShape{"fp4 short slice", WeightFormat::kFp4, 64, 8224},
         GemvShape{"fp8 3 groups", WeightFormat::kFp8Block, 128, 272, 3},
         GemvShape{"fp4 5 groups odd N", WeightFormat::kFp4, 7, 96, 5}}) {
-    check_gemv(s, {1, 2, 3, 4, 5, 6, 7, 8}, seed++);
+    check_gemv(s, {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16}, seed++);
   }
 }
 
@@ -432,10 +432,10 @@ void check_moe(const MoeCase& c, int seed) {
   // moe.cu launches a grid of its bound on the tiles (more than the plan has): the blocks past num_tiles do nothing.
   const int64_t max_tiles = hp.num_tiles + 3;
   std::vector<char> first;
-  // Run 0: values; run 1: the same call again; runs 2 and 3: `tokens` 1 and 8 (it only picks how many rows share a
-  // pass over a weight row, never the order of a row's sum), all bit-identical to run 0.
-  for (int run = 0; run < 4; ++run) {
-    const int64_t tokens = run < 2 ? c.T : run == 2 ? 1 : 8;
+  // Run 0: values; run 1: the same call again; runs 2-4: `tokens` 1, 8 and 16 (it only picks how many rows share a
+  // pass over a weight row: one or two MMA column tiles, never the order of a row's sum), all bit-identical to run 0.
+  for (int run = 0; run < 5; ++run) {
+    const int64_t tokens = run < 2 ? c.T : run == 2 ? 1 : run == 3 ? 8 : 16;
     poison(act.t);
     poison(y.t);
     cuda::moe_decode_experts_quant(env().stream(), act.t.ptr<cuda::bf16>(), y.t.ptr<float>(), dx.t.ptr<cuda::bf16>(),
@@ -452,19 +452,20 @@ void check_moe(const MoeCase& c, int seed) {
   }
 }
 
-// Flash's expert shape (H 4096; I cut to 512 to keep the CPU oracle short) at T = 1 and 8.
+// Flash's expert shape (H 4096; I cut to 512 to keep the CPU oracle short) at T = 1, 8 and 16.
 TEST(CudaQuant, MoeDecodeFlashShapesMatchCpu) {
   DSV4_REQUIRE_GPU();
   int seed = 500;
   for (const MoeCase& c : {MoeCase{"flash-like", 4096, 512, 4, 2, 1, WeightFormat::kFp4},
-                           MoeCase{"flash-like T=8", 4096, 512, 6, 3, 8, WeightFormat::kFp4}}) {
+                           MoeCase{"flash-like T=8", 4096, 512, 6, 3, 8, WeightFormat::kFp4},
+                           MoeCase{"flash-like T=16", 4096, 512, 6, 2, 16, WeightFormat::kFp4}}) {
     check_moe(c, seed++);
   }
 }
 
 // H and I multiples of 32 but not of 128 (FP8 shared expert with partial blocks), FP8 routed experts ("-Base"
 // checkpoints), experts with several rows, and a prefill-sized batch (T = 70: every expert past one 64-row plan
-// tile), which the decode kernel computes correctly too, reading each expert's weights once per 8 rows: the
+// tile), which the decode kernel computes correctly too, reading each expert's weights once per 16 rows: the
 // quantised fallback of moe_experts at any T until the tiled prefill path reads FP4 (plan step 4).
 TEST(CudaQuant, MoeDecodeOddShapesMatchCpu) {
   DSV4_REQUIRE_GPU();

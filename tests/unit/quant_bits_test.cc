@@ -86,6 +86,40 @@ TEST(QuantBits, E2m1PairsToBf16TimesTheScaleAreTheWeights) {
   }
 }
 
+// The bf16 pairs of the tensor-core FP8 GEMV: every E4M3 code but NaN in both halves of both pairs of a word, next
+// to codes in the other bytes that must not leak in, times its multiplier for every scale byte at which the weights
+// are bf16 normals (two factors beyond S = 134, as the kernel applies), equals the host codec's value times 2^(S-127).
+TEST(QuantBits, E4m3PairsToBf16TimesTheScaleAreTheWeights) {
+  auto bf16_bits_to_float = [](uint32_t h) { return bits_to_float(h << 16); };
+  for (int odd = 0; odd < 2; ++odd) {
+    for (uint32_t lo = 0; lo < 256; ++lo) {
+      if ((lo & 0x7f) == 0x7f) continue;  // NaN
+      for (uint32_t hi : {0x00u, 0x01u, 0x08u, 0x37u, 0x7eu, 0x80u, 0x81u, 0xb5u, 0xfeu, lo ^ 0x80u}) {
+        // The other two bytes all-ones (NaN codes, every bit set): they must not leak into the pair.
+        const uint32_t word = odd ? (0x00ff00ffu | lo << 8 | hi << 24) : (0xff00ff00u | lo | hi << 16);
+        const uint32_t bits = cuda::e4m3_pair_to_bf16x2_bits(word, odd != 0);
+        for (int s : {10, 100, 120, 127, 134, 135, 200, 254}) {
+          const uint8_t S = static_cast<uint8_t>(s);
+          const uint32_t m = cuda::e4m3_bf16_scale_bits(S);
+          // Exact here (a 4-bit significand times a power of two, a bf16 normal): float arithmetic is bf16's.
+          float got_lo = bf16_bits_to_float(bits & 0xffffu) * bf16_bits_to_float(m & 0xffffu);
+          float got_hi = bf16_bits_to_float(bits >> 16) * bf16_bits_to_float(m >> 16);
+          if (s > 134) {
+            const uint32_t m2 = cuda::e4m3_bf16_scale_high_bits(S);
+            got_lo *= bf16_bits_to_float(m2 & 0xffffu);
+            got_hi *= bf16_bits_to_float(m2 >> 16);
+          }
+          const float scale = std::ldexp(1.0f, s - 127);
+          EXPECT_EQ(float_to_bits(got_lo), float_to_bits(f8e4m3_to_float(static_cast<uint8_t>(lo)) * scale))
+              << "odd " << odd << " code " << lo << " S " << s;
+          EXPECT_EQ(float_to_bits(got_hi), float_to_bits(f8e4m3_to_float(static_cast<uint8_t>(hi)) * scale))
+              << "odd " << odd << " code " << hi << " S " << s;
+        }
+      }
+    }
+  }
+}
+
 // Every E8M0 byte but NaN: 2^(S - 127) exactly, S = 0 the subnormal 2^-127.
 TEST(QuantBits, E8m0ScalesArePowersOfTwo) {
   for (int s = 0; s < 255; ++s) {

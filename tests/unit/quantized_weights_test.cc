@@ -306,7 +306,7 @@ TEST(QuantizedWeight, SharedExpertNextToPlainRoutedExpertsStaysPlain) {
 
 // The CUDA dispatch on quantised weights, through its measuring pass (ExecContext::measuring: launches and GEMMs are
 // skipped, so this runs without a GPU, on addresses never dereferenced): which path each shape takes shows in the
-// scratch it counts — none for quant_gemv (decode, T <= 8) and moe_decode_experts_quant's plan and rows only, the
+// scratch it counts — none for quant_gemv (decode, T <= 16) and moe_decode_experts_quant's plan and rows only, the
 // dequantised bf16 matrix / stacks for the fallbacks — and what the measuring pass counts is what the forward's
 // arena is sized for.
 TEST(QuantizedWeight, CudaDispatchPathsAndTheirScratchAreMeasured) {
@@ -329,11 +329,11 @@ TEST(QuantizedWeight, CudaDispatchPathsAndTheirScratchAreMeasured) {
   };
   const int64_t N = 256, K = 512;
   const Weight w = Weight::quantized_matrix({WeightFormat::kFp8Block, at(1), at(2), 1, N, K}, Device::kCUDA);
-  for (int64_t T : {1, 8, 9, 64}) {
+  for (int64_t T : {1, 8, 9, 16, 17, 64}) {
     const size_t used = scratch_of([&](ExecContext& ctx) {
       ops::linear(ctx, device(3, DType::BF16, {T, N}), device(4, DType::BF16, {T, K}), w);
     });
-    if (T <= 8) {
+    if (T <= 16) {  // kQuantGemvMaxTokens
       EXPECT_EQ(used, 0u) << "T = " << T << ": quant_gemv";
     } else {
       EXPECT_GE(used, static_cast<size_t>(N * K * 2)) << "T = " << T << ": the dequantised bf16 matrix";

@@ -5,7 +5,7 @@
 //
 //   bench_quant_gemv [--tokens 1,2,4,8] [--batches 1,16] [--json PATH]
 //
-// Dense rows: FP8-block projections at T rows: quant_gemv for T <= 8, the fallback (dequantize_to_bf16 into a
+// Dense rows: FP8-block projections at T rows: quant_gemv for T <= 16, the fallback (dequantize_to_bf16 into a
 // scratch matrix, then the bf16 product) above, against what cuda::linear does with bf16 weights (the GEMV where
 // gemv_serves says so, else cuBLASLt). T covers --tokens and --batches. MoE rows: one Flash MoE layer's decode (256
 // routed FP4 experts + the FP8 shared expert, top-6, H 4096, I 2048) for a batch of b tokens
@@ -188,7 +188,7 @@ int main(int argc, char** argv) {
   ctx.blas = &blas;
 
   // ---- dense FP8 projections ----
-  // T <= 8: quant_gemv. Larger T: the fallback (dequantize_to_bf16 into a scratch matrix, then cuBLASLt). bf16: what
+  // T <= 16: quant_gemv. Larger T: the fallback (dequantize_to_bf16 into a scratch matrix, then cuBLASLt). bf16: what
   // cuda::linear does (the GEMV where gemv_serves says so, else cuBLASLt).
   const std::vector<Dense> dense = {{"wq_a", 4096, 1024, false, 1, true},
                                     {"wq_b", 1024, 32768, false, 1, true},

@@ -36,6 +36,7 @@
 #include <string>
 
 #include "backend/cuda/attention_split.h"
+#include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/kv_fp8.cuh"
 #include "dsv4/core/log.h"
@@ -52,15 +53,6 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kSplit = 8;            // key chunks per (token, head group) when splitting: a portable cluster size
 constexpr int kMaxTilesPerWarp = 4;  // head-dim tiles of 16 per warp in P·V (D <= 512)
-
-// 16-byte global -> shared copy without a register round trip; `valid` false zero-fills (nothing is read).
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_wait_all() {
-  asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
-}
 
 // Shared-memory carve-up for head dim D. Rows are padded by 16 bytes so that MMA tile loads of
 // consecutive rows fall into different banks.

@@ -149,7 +149,7 @@ GemmArgs grouped_args(Tensor out, Tensor x, Tensor w, int64_t groups) {
 }
 
 // out = x · wᵀ for a quantised w (core/weight.h), in `groups` block-diagonal groups as grouped_linear (1: linear).
-// quant_gemv where it serves the shape (decode: T <= 8, the codes expanded in registers); every other shape
+// quant_gemv where it serves the shape (decode: T <= 16, the codes expanded on the fly); every other shape
 // dequantises the whole matrix to bf16 in the scratch arena (counted by the measuring pass, released on return:
 // the product is ordered after the dequantisation on the stream) and runs the bf16 product on cuBLASLt, never on
 // gemv.cu's GEMV: that kernel issues its first weight loads before its PDL wait (weights are static there), so

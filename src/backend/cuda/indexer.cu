@@ -41,6 +41,7 @@
 #include <type_traits>
 
 #include "backend/cuda/common.cuh"
+#include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/indexer.h"
 #include "backend/cuda/kv_fp8.cuh"
 #include "backend/cuda/mma.cuh"
@@ -223,17 +224,6 @@ struct RunningTopK {
     return count;
   }
 };
-
-// 16-byte global -> shared copy; `valid` false zero-fills (nothing is read).
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 
 struct ScoreArgs {
   int32_t* out;  // [T, topk] (splits == 1)

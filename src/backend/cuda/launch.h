@@ -44,6 +44,18 @@ Status launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_
   return Status::ok();
 }
 
+// Raises Kernel's dynamic shared-memory limit to `bytes` (above the default 48 KB) once, at its first launch outside
+// the measuring pass (which runs without a device).
+template <auto Kernel>
+void allow_dynamic_shared(int bytes, const char* what) {
+  if (dry_run()) return;
+  static const bool done = [&] {
+    throw_if_error(cuda_status(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), what));
+    return true;
+  }();
+  (void)done;
+}
+
 #if defined(__CUDACC__)
 // The wait alone: for kernels that pick their own trigger point (mtp_norm.cu's persistent kernels trigger
 // once their last loads are issued).

@@ -16,13 +16,13 @@
 // block's 8 warps split K and each computes all 16 of the block's rows for up to 8 of the tile's rows at a time with
 // mma.m16n8k16 (bf16, f32 accumulation): a lane streams 16 bytes (32 codes, one scale group) of rows g and g + 8
 // (g = lane / 4) at k offset 32 (lane % 4) of each 128-wide step, turns code pairs (a, a + 4) into bf16x2 with two
-// logic ops and one bf16 multiply that also applies the group's scale (quant_bits.h: exact), and gathers the
-// activations of the same k order with byte permutes; the warps' partial sums meet in shared memory in warp
-// order. Every sum has a fixed order that does not depend on how many rows share a pass: deterministic.
+// logic ops and one bf16 multiply that also applies the group's scale (quant_mma.cuh, quant_bits.h: exact), and gathers
+// the activations of the same k order with byte permutes; the warps' partial sums meet in shared memory in warp order.
+// Every sum has a fixed order that does not depend on how many rows share a pass: deterministic.
 #include "backend/cuda/act_quant.h"
-#include "backend/cuda/mma.cuh"
 #include "backend/cuda/quant_decode.cuh"
 #include "backend/cuda/quant_matrix.h"
+#include "backend/cuda/quant_mma.cuh"
 #include "dsv4/core/log.h"
 
 namespace dsv4::cuda {
@@ -116,18 +116,6 @@ constexpr int kMmaTokens = 8;   // activation rows per pass: the MMA's n
 constexpr int kMmaStepK = 128;  // K per warp step: 4 lanes x 32 codes
 static_assert(kMmaRows == kOutPerBlock, "the FP4 and FP8 tiles of one launch share its grid");
 
-__device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
-  uint32_t d;
-  asm("mul.rn.bf16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
-  return d;
-}
-
-// The weights of code pair a of a word (e2m1_pair_to_bf16x2_bits) under scale byte s.
-__device__ __forceinline__ uint32_t fp4_pair(uint32_t word, int a, uint32_t mul, uint32_t mul_high, bool high) {
-  uint32_t w = bf16x2_mul(e2m1_pair_to_bf16x2_bits(word, a), mul);
-  return high ? bf16x2_mul(w, mul_high) : w;
-}
-
 // One 128-wide K step of one warp for matrices w (and w3): codes of rows g, g + 8 at k = k0 + 32 (lane % 4).
 struct Fp4Lane {
   uint4 c[2][2];  // [matrix][row g, row g + 8]
@@ -151,34 +139,11 @@ __device__ __forceinline__ void fp4_load(Fp4Lane& L, const RowRef (&w)[2][2], in
 
 // acc[m] += this step's products for activation words xw (the lane's 32 values of its token's row, zeros past it).
 template <bool GATED>
-__device__ __forceinline__ void fp4_step(float (&acc)[2][4], const Fp4Lane& L, const uint4 (&xw)[4]) {
+__device__ __forceinline__ void fp4_step(float (&acc)[2][1][4], const Fp4Lane& L, const uint4 (&xw)[1][4]) {
 #pragma unroll
   for (int m = 0; m < (GATED ? 2 : 1); ++m) {
-    uint32_t mul[2], mul_high[2];
-    bool high[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      mul[h] = e2m1_bf16_scale_bits(L.s[m][h]);
-      mul_high[h] = e2m1_bf16_scale_high_bits(L.s[m][h]);
-      high[h] = L.s[m][h] > 128;
-    }
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {  // word i: codes of k0 + 8i .. k0 + 8i + 7
-      const uint32_t wg = i == 0 ? L.c[m][0].x : i == 1 ? L.c[m][0].y : i == 2 ? L.c[m][0].z : L.c[m][0].w;
-      const uint32_t wh = i == 0 ? L.c[m][1].x : i == 1 ? L.c[m][1].y : i == 2 ? L.c[m][1].z : L.c[m][1].w;
-      // Activations of the same pairs: (x[a], x[a + 4]) of the 8 values of word i.
-      const uint4 xv = xw[i];
-      const uint32_t xp[4] = {__byte_perm(xv.x, xv.z, 0x5410), __byte_perm(xv.x, xv.z, 0x7632),
-                              __byte_perm(xv.y, xv.w, 0x5410), __byte_perm(xv.y, xv.w, 0x7632)};
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {  // pairs (0, 1), then (2, 3): one MMA each
-        const int a0 = 2 * half, a1 = 2 * half + 1;
-        const uint32_t A[4] = {
-            fp4_pair(wg, a0, mul[0], mul_high[0], high[0]), fp4_pair(wh, a0, mul[1], mul_high[1], high[1]),
-            fp4_pair(wg, a1, mul[0], mul_high[0], high[0]), fp4_pair(wh, a1, mul[1], mul_high[1], high[1])};
-        mma_bf16_16816(acc[m], A, xp[a0], xp[a1]);
-      }
-    }
+    step_mma<WeightFormat::kFp4, 1>(acc[m], L.c[m][0], L.c[m][1], PairScale<WeightFormat::kFp4>(L.s[m][0]),
+                                    PairScale<WeightFormat::kFp4>(L.s[m][1]), xw);
   }
 }
 
@@ -203,17 +168,17 @@ __device__ void fp4_tile_mma(TO* __restrict__ out, const bf16* __restrict__ a, c
     // This lane's activation row (the MMA column g): zeros past the tile's rows.
     const bf16* xrow = nullptr;
     if (g < nr) xrow = a + static_cast<int64_t>(GATED ? plan_token(plan, r0 + g) : r0 + g) * K;
-    float acc[2][4] = {};
+    float acc[2][1][4] = {};
     // One step's loads in flight per warp (64 bytes a lane, 128 gated) at 16 warps an SM: ~32-64 KB per SM, the
     // bytes HBM latency needs; a second buffer spilled at the 128 registers two blocks an SM allow.
     for (int64_t step = warp; step < steps; step += kDecodeWarps) {
       const int64_t k = step * kMmaStepK + 32 * t4;
       Fp4Lane cur;
       fp4_load<GATED>(cur, rows, k, K);
-      uint4 xw[4];
+      uint4 xw[1][4];
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        xw[i] =
+        xw[0][i] =
             xrow != nullptr && k < K ? __ldg(reinterpret_cast<const uint4*>(xrow + k + 8 * i)) : make_uint4(0, 0, 0, 0);
       }
       fp4_step<GATED>(acc, cur, xw);
@@ -221,10 +186,10 @@ __device__ void fp4_tile_mma(TO* __restrict__ out, const bf16* __restrict__ a, c
     // C fragment: (row g, columns 2 t4, 2 t4 + 1) in acc[.][0..1], (row g + 8, same columns) in acc[.][2..3].
 #pragma unroll
     for (int m = 0; m < (GATED ? 2 : 1); ++m) {
-      red[warp][m][g][2 * t4] = acc[m][0];
-      red[warp][m][g][2 * t4 + 1] = acc[m][1];
-      red[warp][m][g + 8][2 * t4] = acc[m][2];
-      red[warp][m][g + 8][2 * t4 + 1] = acc[m][3];
+      red[warp][m][g][2 * t4] = acc[m][0][0];
+      red[warp][m][g][2 * t4 + 1] = acc[m][0][1];
+      red[warp][m][g + 8][2 * t4] = acc[m][0][2];
+      red[warp][m][g + 8][2 * t4 + 1] = acc[m][0][3];
     }
     __syncthreads();
     if (threadIdx.x < kMmaRows * kMmaTokens) {

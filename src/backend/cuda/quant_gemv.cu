@@ -1,22 +1,27 @@
 // The decode GEMV on quantised weights (quant_matrix.h) and the dequantisation fallback for every other shape.
 //
-// Checked on an H200 on 2026-12-05 by tests/gpu/cuda_quant_test.cu and timed by bench/kernels/quant_gemv
-// (scripts/gpu/run.sh quant; bench/RESULTS.md): 1.4-3.4x its HBM floor at T = 1..8.
+// On tensor cores: a warp owns 16 consecutive weight rows (the m of mma.m16n8k16) and one slice of K, and applies
+// up to 16 rows of x (two MMA column tiles of 8) to them. The codes stream through a per-warp cp.async ring
+// (quant_mma.cuh: 128 bytes of each row a stage, copied as whole 128-byte lines, kStages - 1 stages in flight
+// whatever the registers); the MMA lane (g = lane / 4, t4 = lane % 4) reads its 16-byte chunks of rows g and g + 8
+// back from shared memory, turns code pairs into bf16 pairs with a few logic ops and one bf16 multiply that carries
+// the scale (exact), and pairs its row of x (8j + g) in the same k order with byte permutes. The activations, which
+// every warp reads alike, come through L1: L1-bypassing copies made every warp of the GPU hammer the same few L2
+// lines (3x slower at T = 4, H100).
 //
-// gemv.cu's structure with the weight stream narrowed: a warp owns kRows consecutive weight rows and one slice of
-// K; each lane streams 16-byte loads of its rows' codes (16 E4M3 or 32 packed E2M1 values: 1 or 0.5 bytes a
-// weight instead of 2), reads the scale byte of the load's block once (an FP8 128-block or the FP4 32-group holds
-// a whole load), expands the codes in registers (quant_decode.cuh) with the scale applied, and applies every row
-// of x to them with fp32 accumulation. The warp reduce-scatter and the slice-order sum over warps are gemv.cu's:
-// bit-identical run to run, and each output row the same bits whatever T is (the split depends on N and K only).
+// The warps' partial sums meet in shared memory in slice order: bit-identical run to run, and each output row the
+// same bits whatever T is (the split depends on N, K and groups only; an MMA's column does not depend on the others).
 //
-// Cost per weight, to be measured: ~2 (FP8) or ~3.5 (FP4) decode instructions besides T FMAs, against half or a
-// quarter of bf16's bytes, so FP4 at T >= 4 may be issue-bound rather than HBM-bound.
+// Against the register GEMV it replaced (every code expanded to f32 and multiplied on the FMA pipe, 4 rows a warp),
+// H100, bench_quant_gemv: the same time at T = 1 (a CSA layer's six FP8 projections 56.0 vs 53.9 us; the 33.6 MB
+// ones 14.4-14.7 vs 13.7-14.9 us), 1.8x faster at T = 8, and T = 9..16 no longer take the dequantise fallback (a
+// Flash-slice decode step at b = 16: 3.39 vs 4.74 ms).
 #include <algorithm>
 
-#include "backend/cuda/gemv_reduce.cuh"
+#include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/quant_decode.cuh"
 #include "backend/cuda/quant_matrix.h"
+#include "backend/cuda/quant_mma.cuh"
 #include "dsv4/core/log.h"
 
 namespace dsv4::cuda {
@@ -37,12 +42,13 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kThreads = 32 * kWarps;
-constexpr int kRows = 4;                // weight rows per warp
-constexpr int64_t kTargetWarps = 2048;  // as gemv.cu: ~16 warps on each of 132 SMs
-// Loads in flight per lane and row, as many as fit in 128 registers next to the accumulators and one decoded group
-// (ptxas, CUDA 13.0: no spills at T <= 4 but FP4's T = 3 (16 bytes); T = 5..8 spill 16-140 bytes, L1-resident: to
-// measure). 16 warps x 32 lanes x 4 rows x U x 16 bytes: 32 KB in flight per SM at U = 1.
-constexpr int unroll_for(int t) { return t <= 2 ? 2 : 1; }
+constexpr int kTileRows = 16;           // weight rows per warp: the MMA's m
+constexpr int kTileTokens = 8;          // rows of x per MMA: its n
+constexpr int kStages = 4;              // stages of codes in a warp's ring (quant_mma.cuh): 3 in flight, 6 KB
+constexpr int64_t kTargetWarps = 2048;  // ~16 warps on each of 132 SMs
+static_assert(kQuantGemvMaxTokens <= 2 * kTileTokens, "two MMA column tiles at most");
+
+constexpr int kRingBytes = kWarps * kStages * kRingStageBytes;  // 64 KB a block
 
 struct QGemvParams {
   const uint8_t* codes;
@@ -52,134 +58,104 @@ struct QGemvParams {
   int64_t N, K, ldx, ldo;
   int64_t code_row_bytes, scale_cols;
   int64_t group_codes, group_scales;  // bytes between the groups' codes and scales (grid.y = group)
-  int64_t k_slice;                    // elements of K per warp (a multiple of the values per load)
+  int64_t k_slice;                    // elements of K per warp (a multiple of a ring stage's)
   int k_splits;
+  int T;
   int out_f32;
 };
 
-template <WeightFormat F, int U>
-__device__ __forceinline__ void load_codes_rows(uint4 (&wv)[U][kRows], const uint8_t* codes,
-                                                const uint32_t (&woff)[kRows], int64_t k0, int64_t k_end) {
-  constexpr int64_t kStep = 32 * QuantTraits<F>::kValuesPerLoad;
+template <WeightFormat F, int NT>
+__global__ void __launch_bounds__(kThreads, 2) quant_gemv_kernel(QGemvParams p) {
+  using Tr = QuantTraits<F>;
+  constexpr int64_t kK = kStageK<F>;
+  extern __shared__ __align__(16) uint8_t ring[];
+  __shared__ float partial[kWarps][kTileRows][NT * kTileTokens];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t4 = lane & 3;
+  const int slice = warp % p.k_splits, tile_in_block = warp / p.k_splits, tiles_per_block = kWarps / p.k_splits;
+  const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * tiles_per_block + tile_in_block) * kTileRows;
+  // Group gi (grouped_linear's block-diagonal projection) reads columns gi*K.. of x and writes columns gi*N.. of out.
+  const int64_t gi = blockIdx.y;
+  const uint8_t* codes = p.codes + gi * p.group_codes;
+  const uint8_t* scale = p.scale + gi * p.group_scales;
+  const int64_t k_begin = slice * p.k_slice, k_end = min(p.K, k_begin + p.k_slice);
+  const int stages = n0 < p.N && k_end > k_begin ? static_cast<int>((k_end - k_begin + kK - 1) / kK) : 0;
+  // Rows past N are read, never stored.
+  const uint8_t* srow[2];  // the scale rows of the MMA rows g and g + 8 (FP8: one 128-row block, n0's)
 #pragma unroll
-  for (int u = 0; u < U; ++u) {
-    const int64_t k = k0 + u * kStep;
+  for (int h = 0; h < 2; ++h) srow[h] = scale + min(n0 + g + 8 * h, p.N - 1) / Tr::kBlockRows * p.scale_cols;
+  // This lane's rows of x: row 8j + g of column tile j, none past T (its B operand stays zero).
+  const bf16* xrow[NT];
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      wv[u][r] = load_codes_if(codes + woff[r], code_offset<F>(k), k < k_end);
+  for (int j = 0; j < NT; ++j) {
+    const int t = kTileTokens * j + g;
+    xrow[j] = t < p.T ? p.x + gi * p.K + static_cast<int64_t>(t) * p.ldx : nullptr;
+  }
+  uint8_t* const mine = ring + warp * kStages * kRingStageBytes;
+  auto slot = [&](int s) { return mine + (s % kStages) * kRingStageBytes; };
+  auto k_of = [&](int s) { return k_begin + s * kK; };
+  const int64_t end_byte = code_offset<F>(k_end);  // chunks past the slice (past K) zero-fill
+  auto copy = [&](int s) {
+    if (s < stages) ring_copy(slot(s), codes, p.code_row_bytes, n0, p.N, code_offset<F>(k_of(s)), end_byte);
+  };
+
+  // Weights are static: their first copies go out before the wait for x (the previous kernel's output).
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    copy(s);
+    cp_async_commit();
+  }
+  StageScales<F> sc_next;
+  if (stages > 0) sc_next.load(srow, k_of(0), k_end);
+  pdl_wait();
+  float acc[NT][4] = {};
+  for (int s = 0; s < stages; ++s) {
+    StageX<F, NT> x;
+    x.load(xrow, k_of(s), k_end);
+    const StageScales<F> sc = sc_next;
+    if (s + 1 < stages) sc_next.load(srow, k_of(s + 1), k_end);
+    cp_async_wait<kStages - 2>();  // stage s has landed: this lane's copies,
+    __syncwarp();                  // and the warp's (and every lane is done with stage s - 1's slot)
+    copy(s + kStages - 1);         // into stage s - 1's slot
+    cp_async_commit();
+    stage_mma<F, NT>(acc, slot(s), sc, x);
+  }
+
+  // C fragments: (row g, columns 2 t4, 2 t4 + 1) in acc[j][0..1], row g + 8 in acc[j][2..3].
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    const int c = kTileTokens * j + 2 * t4;
+    partial[warp][g][c] = acc[j][0], partial[warp][g][c + 1] = acc[j][1];
+    partial[warp][g + 8][c] = acc[j][2], partial[warp][g + 8][c + 1] = acc[j][3];
+  }
+  __syncthreads();
+  // Outputs of the block, row fastest (coalesced): the slices of each row tile summed in slice order.
+  const int outputs = tiles_per_block * kTileRows * p.T;
+  for (int i = threadIdx.x; i < outputs; i += kThreads) {
+    const int r = i % kTileRows, tb = (i / kTileRows) % tiles_per_block, t = i / (kTileRows * tiles_per_block);
+    const int64_t n = (static_cast<int64_t>(blockIdx.x) * tiles_per_block + tb) * kTileRows + r;
+    if (n >= p.N) continue;
+    float v = partial[tb * p.k_splits][r][t];
+    for (int js = 1; js < p.k_splits; ++js) v += partial[tb * p.k_splits + js][r][t];
+    const int64_t o = t * p.ldo + gi * p.N + n;
+    if (p.out_f32) {
+      static_cast<float*>(p.out)[o] = v;
+    } else {
+      static_cast<bf16*>(p.out)[o] = from_float<bf16>(v);
     }
   }
 }
 
-template <WeightFormat F, int T>
-__global__ void __launch_bounds__(kThreads, 2) quant_gemv_kernel(QGemvParams p) {
-  using Tr = QuantTraits<F>;
-  constexpr int TP = padded_tokens(T), V = kRows * TP, U = unroll_for(T);
-  constexpr int64_t kStep = 32 * Tr::kValuesPerLoad;
-  __shared__ float partial[kWarps * V];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int slice = warp % p.k_splits, group = warp / p.k_splits, groups_per_block = kWarps / p.k_splits;
-  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * groups_per_block + group) * kRows;
-  // Group g (grouped_linear's block-diagonal projection) reads columns g*K.. of x and writes columns g*N.. of out.
-  const int64_t g = blockIdx.y;
-  const bf16* x = p.x + g * p.K;
-  const uint8_t* codes = p.codes + g * p.group_codes;
-  const uint8_t* scale = p.scale + g * p.group_scales;
-  const int64_t k_begin = slice * p.k_slice, k_end = min(p.K, k_begin + p.k_slice);
-  const bool active = row0 < p.N;
-  // Row offsets in 32 bits (one group's matrix is far below 4 GB; quant_gemv checks it): fewer registers than
-  // pointers.
-  uint32_t woff[kRows], soff[kRows];
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    const int64_t n = min(row0 + r, p.N - 1);  // rows past N: read, unused
-    woff[r] = static_cast<uint32_t>(n * p.code_row_bytes);
-    soff[r] = static_cast<uint32_t>(n / Tr::kBlockRows * p.scale_cols);
-  }
-
-  float acc[V];  // acc[r * TP + t]
-#pragma unroll
-  for (int i = 0; i < V; ++i) acc[i] = 0.0f;
-  const int64_t lane_k = k_begin + static_cast<int64_t>(lane) * Tr::kValuesPerLoad;
-  const int64_t k_stop = active ? k_end : 0;
-  uint4 wv[U][kRows];
-  load_codes_rows<F, U>(wv, codes, woff, lane_k, k_stop);
-  pdl_wait();  // x is the previous kernel's output
-  for (int64_t k0 = lane_k; k0 < k_stop; k0 += U * kStep) {
-    if (k0 != lane_k) load_codes_rows<F, U>(wv, codes, woff, k0, k_stop);
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int64_t k = k0 + u * kStep;
-      if (k >= k_stop) break;
-      float sc[kRows];
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) sc[r] = e8m0_to_float(__ldg(scale + soff[r] + k / Tr::kBlockCols));
-      auto apply = [&](auto group_tag) {
-        constexpr int G = decltype(group_tag)::value;
-        float wf[kRows][kBf16PerVec];
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) decode_group<F, G>(wv[u][r], sc[r], wf[r]);
-#pragma unroll
-        for (int t = 0; t < T; ++t) {
-          float xf[kBf16PerVec];
-          unpack8(__ldg(reinterpret_cast<const uint4*>(x + t * p.ldx + k + G * kBf16PerVec)), xf);
-#pragma unroll
-          for (int r = 0; r < kRows; ++r) {
-#pragma unroll
-            for (int c = 0; c < kBf16PerVec; ++c) acc[r * TP + t] = fmaf(xf[c], wf[r][c], acc[r * TP + t]);
-          }
-        }
-      };
-      apply(std::integral_constant<int, 0>{});
-      apply(std::integral_constant<int, 1>{});
-      if constexpr (Tr::kGroups == 4) {
-        apply(std::integral_constant<int, 2>{});
-        apply(std::integral_constant<int, 3>{});
-      }
-    }
-  }
-
-  const float sum = warp_reduce_scatter<V>(acc);
-  constexpr int kLanesPerValue = 32 / V;
-  if (lane % kLanesPerValue == 0) partial[warp * V + lane / kLanesPerValue] = sum;
-  __syncthreads();
-  if (threadIdx.x < groups_per_block * V) {
-    const int rg = threadIdx.x / V, i = threadIdx.x % V, r = i / TP, t = i % TP;
-    const int64_t n = (static_cast<int64_t>(blockIdx.x) * groups_per_block + rg) * kRows + r;
-    if (t < T && n < p.N) {
-      float s = partial[rg * p.k_splits * V + i];
-      for (int j = 1; j < p.k_splits; ++j) s += partial[(rg * p.k_splits + j) * V + i];  // slice order
-      const int64_t o = t * p.ldo + g * p.N + n;
-      if (p.out_f32) {
-        static_cast<float*>(p.out)[o] = s;
-      } else {
-        static_cast<bf16*>(p.out)[o] = from_float<bf16>(s);
-      }
-    }
-  }
+template <WeightFormat F, int NT>
+void launch_tiles(cudaStream_t stream, const QGemvParams& p, dim3 grid) {
+  constexpr int shared = kRingBytes;
+  allow_dynamic_shared<quant_gemv_kernel<F, NT>>(shared, "cudaFuncSetAttribute(quant_gemv)");
+  check_launch(launch_kernel(quant_gemv_kernel<F, NT>, grid, dim3(kThreads), shared, stream, p), "quant_gemv");
 }
 
 template <WeightFormat F>
-void launch_format(cudaStream_t stream, const QGemvParams& p, dim3 grid, int64_t T) {
-  auto go = [&](auto kernel) { check_launch(launch_kernel(kernel, grid, dim3(kThreads), 0, stream, p), "quant_gemv"); };
-  switch (T) {
-    case 1:
-      return go(quant_gemv_kernel<F, 1>);
-    case 2:
-      return go(quant_gemv_kernel<F, 2>);
-    case 3:
-      return go(quant_gemv_kernel<F, 3>);
-    case 4:
-      return go(quant_gemv_kernel<F, 4>);
-    case 5:
-      return go(quant_gemv_kernel<F, 5>);
-    case 6:
-      return go(quant_gemv_kernel<F, 6>);
-    case 7:
-      return go(quant_gemv_kernel<F, 7>);
-    default:
-      return go(quant_gemv_kernel<F, 8>);
-  }
+void launch_format(cudaStream_t stream, const QGemvParams& p, dim3 grid) {
+  if (p.T <= kTileTokens) return launch_tiles<F, 1>(stream, p, grid);
+  launch_tiles<F, 2>(stream, p, grid);
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -235,17 +211,15 @@ void quant_gemv(cudaStream_t stream, const QuantMatrix& w, const void* x, int64_
                 int64_t ldo, int64_t T, int64_t groups) {
   DSV4_CHECK_ARG(quant_gemv_supports(w, x, ldx, T, groups), "quant_gemv: unsupported operands (",
                  weight_format_name(w.format), " N=", w.N, " K=", w.K, " T=", T, " groups=", groups, ")");
-  DSV4_CHECK_ARG(quant_code_bytes(w.format, w.N, w.K) < (int64_t{1} << 32), "quant_gemv: a ",
-                 weight_format_name(w.format), " matrix [", w.N, ", ", w.K, "] of 4 GB or more");
-  const int64_t vpl = values_per_load(w.format);
-  const int64_t row_groups = (w.N + kRows - 1) / kRows;
-  // As gemv.cu: split K over up to kWarps warps until the matrix alone fills ~kTargetWarps warps, keeping at
-  // least two loads per lane in a slice.
+  const int64_t stage_k = 8 * values_per_load(w.format);  // kStageK
+  const int64_t row_tiles = (w.N + kTileRows - 1) / kTileRows, total_stages = (w.K + stage_k - 1) / stage_k;
+  // Split K over up to kWarps warps until the matrix alone fills ~kTargetWarps warps, keeping at least 2 stages per
+  // warp.
   int k_splits = 1;
-  while (k_splits < kWarps && row_groups * groups * k_splits < kTargetWarps && w.K / (2 * k_splits) >= 2 * 32 * vpl) {
+  while (k_splits < kWarps && row_tiles * groups * k_splits < kTargetWarps && total_stages >= 4 * k_splits) {
     k_splits *= 2;
   }
-  const int64_t loads = w.K / vpl, groups_per_block = kWarps / k_splits;
+  const int64_t tiles_per_block = kWarps / k_splits;
   QGemvParams p{};
   p.codes = w.codes, p.scale = w.scale;
   p.x = static_cast<const bf16*>(x), p.out = out;
@@ -254,13 +228,14 @@ void quant_gemv(cudaStream_t stream, const QuantMatrix& w, const void* x, int64_
   p.scale_cols = quant_scale_cols(w.format, w.K);
   p.group_codes = quant_code_bytes(w.format, w.N, w.K);
   p.group_scales = quant_scale_bytes(w.format, w.N, w.K);
-  p.k_slice = (loads + k_splits - 1) / k_splits * vpl;
+  p.k_slice = (total_stages + k_splits - 1) / k_splits * stage_k;
   p.k_splits = k_splits;
+  p.T = static_cast<int>(T);
   p.out_f32 = out_f32 ? 1 : 0;
-  const dim3 grid(static_cast<unsigned>((row_groups + groups_per_block - 1) / groups_per_block),
+  const dim3 grid(static_cast<unsigned>((row_tiles + tiles_per_block - 1) / tiles_per_block),
                   static_cast<unsigned>(groups));
-  if (w.format == WeightFormat::kFp4) return launch_format<WeightFormat::kFp4>(stream, p, grid, T);
-  launch_format<WeightFormat::kFp8Block>(stream, p, grid, T);
+  if (w.format == WeightFormat::kFp4) return launch_format<WeightFormat::kFp4>(stream, p, grid);
+  launch_format<WeightFormat::kFp8Block>(stream, p, grid);
 }
 
 void dequantize_to_bf16(cudaStream_t stream, const QuantMatrix& w, void* out) {

@@ -1,6 +1,6 @@
 // Weights kept quantised in GPU memory (issue 17, plan steps 1-2 of docs/checkpoints.md "CUDA: the remaining
 // work"): a matrix is its checkpoint codes plus its E8M0 scale bytes, uploaded as stored, and the decode kernels
-// (quant_gemv.cu, moe_decode_quant.cu) expand the codes in registers.
+// (quant_gemv.cu, moe_decode_quant.cu) expand the codes on the fly, in registers or as tensor-core operands.
 //
 // The parity tests (tests/gpu/cuda_quant_test.cu) and timings (bench/kernels/quant_gemv) run with
 // `scripts/gpu/run.sh quant`; first passed on an H200 on 2026-12-05 (bench/RESULTS.md), which is when the engine's
@@ -36,8 +36,8 @@ int64_t quant_scale_bytes(WeightFormat f, int64_t N, int64_t K);
 int64_t quant_scale_cols(WeightFormat f, int64_t K);
 
 // ---- decode GEMV ----------------------------------------------------------------------------------------
-// The most rows of x the quantised GEMV serves (as kGemvMaxTokens for bf16 weights).
-constexpr int64_t kQuantGemvMaxTokens = 8;
+// The most rows of x the quantised GEMV serves: two column tiles of its tensor-core MMA (a decode batch of 16).
+constexpr int64_t kQuantGemvMaxTokens = 16;
 
 // Whether quant_gemv computes these operands: format kFp8Block with K % 16 == 0 or kFp4 with K % 32 == 0 (each
 // lane's 16-byte load is whole and, for FP4, exactly one scale group), codes 16-byte aligned, x bf16 16-byte
@@ -55,7 +55,7 @@ bool quant_gemv_supports(const QuantMatrix& w, const void* x, int64_t ldx, int64
 void quant_gemv(cudaStream_t stream, const QuantMatrix& w, const void* x, int64_t ldx, void* out, bool out_f32,
                 int64_t ldo, int64_t T, int64_t groups = 1);
 
-// ---- dequantisation (the fallback of every other shape: prefill, verification, T > 8) --------------------
+// ---- dequantisation (the fallback of every other shape: prefill, verification, T > 16) -------------------
 // out [N, K] bf16 (contiguous) = the matrix's values. Exact wherever the value is a bf16 normal (any code times
 // a scale of 2^-117 or more; below that bf16's subnormals round, as the bf16 load path does). Costs a write and
 // a read of 2 bytes per weight on top of the product: a prefill-only price until the FP8 GEMM (plan step 3).
