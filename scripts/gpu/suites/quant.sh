@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # GPU checks of the kernels on weights kept quantised in GPU memory (issue 17; backend/cuda/quant_matrix.h):
 # first run on an H200 on 2026-12-05 (bench/RESULTS.md). In order: the parity tests against the host
-# dequantiser (CudaQuant.*: FP8-block / FP4 decode GEMV at T = 1..8 on Flash and odd shapes, the dequantise
+# dequantiser (CudaQuant.*: FP8-block / FP4 decode GEMV at T = 1..16 on Flash and odd shapes, the dequantise
 # fallback bit-exact, MoE decode on FP4 routed + FP8 shared stacks, determinism), compute-sanitizer memcheck and
-# racecheck on them, the bf16 GEMV's own tests (gemv.cu shares its reduce-scatter, gemv_reduce.cuh), then the kernel
-# lab: FP8 dense projections at T = 1, 2, 4, 8 (and 16 through the dequantise fallback), one Flash MoE layer's
-# decode at b = 1 and b = 16 and the CSA layer totals, each against the HBM floor of the quantised bytes and
-# against the bf16 kernels.
+# racecheck on them, the bf16 GEMV's tests, then the kernel lab: FP8 dense projections at T = 1, 2, 4, 8, 16 (all
+# quant_gemv since the seventeenth session), one Flash MoE layer's decode at b = 1 and b = 16 and the CSA layer
+# totals, each against the HBM floor of the quantised bytes and against the bf16 kernels.
 # Repository root, .gpu-stage carried (scripts/gpu/stage.sh; scripts/gpu/run.sh quant). Details under $OUT. ~3 min;
 # the step limits add up to 590 s, inside one 600 s call.
 set -u
@@ -36,11 +35,10 @@ for tool in memcheck racecheck; do
   timeout $([ $tool = memcheck ] && echo 100 || echo 90) $SAN --tool $tool --error-exitcode 9 dsv4_gpu_tests --gtest_filter="$F" > $OUT/$tool.txt 2>&1
   echo "$tool rc=$?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED  \]|FAILED  \]" $OUT/$tool.txt | head -3
 done
-# 3. the bf16 GEMV after the reduce-scatter moved to gemv_reduce.cuh (a pure move: gemv.cu's PTX is identical to
-#    main's, checked on the CPU; its tests confirm)
+# 3. the bf16 GEMV's tests (quant_gemv shared its reduce-scatter, gemv_reduce.cuh, until the seventeenth session)
 timeout 60 dsv4_gpu_tests --gtest_filter='CudaGemv.*' > $OUT/gemv_tests.txt 2>&1
 echo "bf16 gemv tests rc=$?"; grep -E "tests ran|PASSED  \]|FAILED  \]" $OUT/gemv_tests.txt | head -3
 # 4. kernel lab: quantised vs floor vs bf16
-timeout 130 bench_quant_gemv --json $OUT/bench_quant_gemv.json > $OUT/bench_quant_gemv.txt 2>&1
+timeout 130 bench_quant_gemv --tokens 1,2,4,8,16 --json $OUT/bench_quant_gemv.json > $OUT/bench_quant_gemv.txt 2>&1
 echo "bench_quant_gemv rc=$?"
 cat $OUT/bench_quant_gemv.txt
