@@ -33,43 +33,4 @@ for spec in ${AB_LIBS:-stage=$STAGE/lib}; do
   echo "ncu $name rc=$?"
   names+=("$name")
 done
-python3 - "$OUT" "${names[@]}" <<'PY' | tee "$OUT/ncu.txt"
-import csv, io, statistics, sys
-out, names = sys.argv[1], sys.argv[2:]
-cols = [("gpu__time_duration.sum", "us", 1e-3), ("dram__bytes_read.sum", "MB", 1e-6),
-        ("dram__throughput.avg.pct_of_peak_sustained_elapsed", "dram%", 1),
-        ("sm__warps_active.avg.pct_of_peak_sustained_active", "occ%", 1),
-        ("lts__t_requests_srcunit_tex_op_read.sum", "L2req k", 1e-3),
-        ("lts__t_sectors_srcunit_tex_op_read.sum", "sect/req", None),
-        ("smsp__warp_issue_stalled_long_scoreboard_per_warp_active.pct", "long_sb%", 1),
-        ("smsp__warp_issue_stalled_lg_throttle_per_warp_active.pct", "lg_thr%", 1),
-        ("smsp__warp_issue_stalled_mio_throttle_per_warp_active.pct", "mio_thr%", 1),
-        ("smsp__warp_issue_stalled_barrier_per_warp_active.pct", "bar%", 1),
-        ("smsp__warp_issue_stalled_short_scoreboard_per_warp_active.pct", "short_sb%", 1)]
-print("%-10s %-44s" % ("lib", "kernel") + "".join("%10s" % c[1] for c in cols))
-for name in names:
-    text = open(f"{out}/{name}.csv").read()
-    start = text.find('"ID"')
-    if start < 0:
-        print(name, "no ncu rows (see", name + ".log)")
-        continue
-    rows = [r for r in csv.DictReader(io.StringIO(text[start:])) if r.get("Kernel Name")]
-    rows = [r for r in rows if r.get("gpu__time_duration.sum", "").replace(".", "", 1).isdigit()]
-    by = {}
-    for r in rows:
-        by.setdefault(r["Kernel Name"].split("(")[0][-44:], []).append(r)
-    def num(r, k):
-        try:
-            return float(r[k].replace(",", ""))
-        except (KeyError, ValueError):
-            return float("nan")
-    for kernel, rs in sorted(by.items()):
-        cells = []
-        for key, _, scale in cols:
-            if scale is None:
-                v = statistics.median(num(r, key) / max(num(r, "lts__t_requests_srcunit_tex_op_read.sum"), 1) for r in rs)
-                cells.append("%10.2f" % v)
-            else:
-                cells.append("%10.2f" % (statistics.median(num(r, key) for r in rs) * scale))
-        print("%-10s %-44s" % (name, kernel) + "".join(cells))
-PY
+python3 "$(dirname "${BASH_SOURCE[0]}")/ncu_table.py" "$OUT" "${names[@]}" | tee "$OUT/ncu.txt"
