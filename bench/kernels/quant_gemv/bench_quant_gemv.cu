@@ -3,7 +3,7 @@
 //
 // UNVERIFIED ON GPU: written in a session without a GPU (scripts/gpu/run.sh quant runs it).
 //
-//   bench_quant_gemv [--tokens 1,2,4,8] [--batches 1,16] [--json PATH]
+//   bench_quant_gemv [--tokens 1,2,4,8] [--batches 1,16] [--moe-variants] [--json PATH]
 //
 // Dense rows: FP8-block projections at T rows: quant_gemv for T <= 16, the fallback (dequantize_to_bf16 into a
 // scratch matrix, then the bf16 product) above, against what cuda::linear does with bf16 weights (the GEMV where
@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -37,6 +38,7 @@
 #include "backend/cuda/quant_matrix.h"
 #include "dsv4/backend/cuda_device.h"
 #include "dsv4/core/exec_context.h"
+#include "moe_ring_variants.cuh"
 
 namespace {
 
@@ -154,16 +156,19 @@ struct DevicePlan {
 int main(int argc, char** argv) {
   std::vector<int64_t> tokens = {1, 2, 4, 8}, batches = {1, 16};
   std::string json_path;
+  bool moe_variants = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--tokens" && i + 1 < argc) {
+    if (a == "--moe-variants") {
+      moe_variants = true;
+    } else if (a == "--tokens" && i + 1 < argc) {
       tokens = parse_list(argv[++i]);
     } else if (a == "--batches" && i + 1 < argc) {
       batches = parse_list(argv[++i]);
     } else if (a == "--json" && i + 1 < argc) {
       json_path = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: %s [--tokens LIST] [--batches LIST] [--json PATH]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--tokens LIST] [--batches LIST] [--moe-variants] [--json PATH]\n", argv[0]);
       return 2;
     }
   }
@@ -359,6 +364,52 @@ int main(int argc, char** argv) {
                          {"quant_floor_us", l[1] * 1e6},
                          {"bf16_us", l[2] * 1e6},
                          {"bf16_floor_us", l[3] * 1e6}});
+    }
+    if (moe_variants) {
+      // The library kernel's output on routing 0, then each variant's on the same inputs and its time.
+      const DevicePlan& p0 = *plans[0];
+      auto run_library = [&](cudaStream_t st, const DevicePlan& p) {
+        dsv4::cuda::moe_decode_experts_quant(st, static_cast<dsv4::cuda::bf16*>(act.ptr), static_cast<float*>(y.ptr),
+                                             static_cast<const dsv4::cuda::bf16*>(x.ptr), q1, q3, q2, p.plan,
+                                             p.max_tiles, T, H, I, 10.0f);
+      };
+      auto run_variant = [&](int v, cudaStream_t st, const DevicePlan& p) {
+        dsv4::lab::ring_moe_decode(v, st, static_cast<dsv4::cuda::bf16*>(act.ptr), static_cast<float*>(y.ptr),
+                                   static_cast<const dsv4::cuda::bf16*>(x.ptr), q1, q3, q2, p.plan, p.max_tiles, T, H,
+                                   I, 10.0f);
+      };
+      auto download_y = [&] {
+        std::vector<float> h(P * H);
+        DSV4_CUDA_CHECK(cudaStreamSynchronize(stream));
+        DSV4_CUDA_CHECK(cudaMemcpy(h.data(), y.ptr, h.size() * 4, cudaMemcpyDeviceToHost));
+        return h;
+      };
+      run_library(stream, p0);
+      const std::vector<float> ref = download_y();
+      double ref_max = 0;
+      for (float v : ref) ref_max = std::max(ref_max, static_cast<double>(std::fabs(v)));
+      for (int v = 0; v < static_cast<int>(std::size(dsv4::lab::kRingVariants)); ++v) {
+        DSV4_CUDA_CHECK(cudaMemset(y.ptr, 0xff, P * H * 4));  // NaN: an unwritten row fails the check
+        run_variant(v, stream, p0);
+        const std::vector<float> got = download_y();
+        double diff = 0;
+        for (size_t i = 0; i < got.size(); ++i) {
+          const double d = std::fabs(static_cast<double>(got[i]) - ref[i]);
+          diff = std::isnan(d) ? INFINITY : std::max(diff, d);
+        }
+        const double rel = diff / std::max(ref_max, 1e-30);
+        const double t_v =
+            time_graph([&](int i, cudaStream_t st) { run_variant(v, st, *plans[i % kRoutings]); }, stream, 40);
+        std::printf("  %-12s %3lld %7.1f | %9.2f %6.0f %5.2f | vs library %5.2fx | y max rel diff %.2e %s\n",
+                    dsv4::lab::kRingVariants[v].name, static_cast<long long>(T), touched, t_v * 1e6,
+                    q_bytes / t_v / 1e9, t_v / floor_q, t_q / t_v, rel, rel <= 2e-2 ? "ok" : "MISMATCH");
+        results.push_back({{"kind", "moe_variant"},
+                           {"variant", dsv4::lab::kRingVariants[v].name},
+                           {"batch", T},
+                           {"quant_us", t_v * 1e6},
+                           {"library_us", t_q * 1e6},
+                           {"max_rel_diff", rel}});
+      }
     }
     results.push_back({{"kind", "moe_decode"},
                        {"batch", T},
