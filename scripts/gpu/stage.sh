@@ -12,7 +12,7 @@ dest=${2:-.gpu-stage}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/bin" "$tmp/lib" "$tmp/tools" "$tmp/bench" "$tmp/scripts"
-for f in "$build/dsv4" "$build/tests/dsv4_gpu_tests" "$build/tests/dsv4_unit_tests" "$build"/bench/bench_*; do
+for f in "$build/dsv4" "$build/tests/dsv4_gpu_tests" "$build/tests/dsv4_unit_tests" "$build"/bench/bench_* "$build"/bench/probe_*; do
   [ -x "$f" ] && cp "$f" "$tmp/bin/"
 done
 find "$build" -maxdepth 2 -name 'lib*.so' ! -path '*/CMakeFiles/*' -exec cp {} "$tmp/lib/" \;

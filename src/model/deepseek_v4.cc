@@ -18,6 +18,22 @@ Tensor quantized_input(ExecContext& ctx, const ModelState& ms, Tensor x, int64_t
   return q;
 }
 
+void quantized_linears(ExecContext& ctx, const ModelState& ms, Tensor x, int64_t row,
+                       const std::vector<ops::Projection>& projections) {
+  const Tensor q = quantized_input(ctx, ms, x, row);
+  auto run = [&] {
+    if (projections.size() == 1) return ops::linear(ctx, projections[0].out, q, projections[0].w);
+    ops::linears(ctx, q, projections);
+  };
+  if (ms.options().activation_quant != ActivationQuant::kFp8) return run();
+  struct Fp8Rows {  // the flag for this call only, also when a product throws
+    ExecContext& ctx;
+    explicit Fp8Rows(ExecContext& c) : ctx(c) { ctx.fp8_input_rows = true; }
+    ~Fp8Rows() { ctx.fp8_input_rows = false; }
+  } scope(ctx);
+  run();
+}
+
 void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights& w, LayerState& st,
                      const ModelState& ms, const BatchMeta& meta, Tensor h, Tensor y) {
   Arena& A = *ctx.scratch;
@@ -60,7 +76,7 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
   const bool act_quant = ms.options().activation_quant == ActivationQuant::kFp8;
   std::vector<ops::Projection> from_h;
   if (act_quant) {
-    ops::linears(ctx, quantized_input(ctx, ms, h, h.size(-1)), {{qr, aw.wq_a}, {kv, aw.wkv}});
+    quantized_linears(ctx, ms, h, h.size(-1), {{qr, aw.wq_a}, {kv, aw.wkv}});
   } else {
     from_h = {{qr, aw.wq_a}, {kv, aw.wkv}};
   }
@@ -78,7 +94,7 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
   Tensor q = A.alloc(act, {T, Nh, D});
   std::vector<ops::Projection> from_qr = {{q.view({T, Nh * D}), aw.wq_b}};
   if (sparse) from_qr.push_back({iq.view({T, Hi * Di}), aw.indexer_wq_b});
-  ops::linears(ctx, quantized_input(ctx, ms, qr, qr.size(-1)), from_qr);
+  quantized_linears(ctx, ms, qr, qr.size(-1), from_qr);
   ops::rms_norm_rope(ctx, q, Tensor(), eps, meta.pos, rope);  // weightless per-head norm
   ops::rms_norm_rope(ctx, kv.view({T, 1, D}), aw.kv_norm, eps, meta.pos, rope);
   // The cache's format (--kv-cache-dtype): attention reads these rows now and from the ring later, the same values.
@@ -116,7 +132,7 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
   Tensor oa = A.alloc(act, {T, c.o_groups * c.o_lora_rank});
   ops::grouped_linear(ctx, oa, o.view({T, Nh * D}), aw.wo_a, c.o_groups);
   // wo_a stays unquantised under --activation-quant fp8 (DeepSeek's conversion makes it bf16); wo_b does not.
-  ops::linear(ctx, y, quantized_input(ctx, ms, oa, oa.size(-1)), aw.wo_b);
+  quantized_linears(ctx, ms, oa, oa.size(-1), {{y, aw.wo_b}});
   if (aw.partial_output) sum_over_ranks(ctx, y);
 }
 

@@ -21,7 +21,7 @@ void mtp_forward(ExecContext& ctx, const ModelConfig& c, const ModelWeights& w, 
   ops::fused_mtp_input_rms_norm_eh(ctx, eh, emb, meta.pos.rows(0, T), prev_hidden, m.enorm, m.hnorm, eps);
   Tensor x = A.alloc(act, {T, n, H});
   // h_proj and e_proj (FP8 in DeepSeek's checkpoints) as one product; each half's activations quantised on its own.
-  ops::linear(ctx, x.view({T * n, H}), quantized_input(ctx, state, eh, H).view({T * n, 2 * H}), m.eh_proj);
+  quantized_linears(ctx, state, eh.view({T * n, 2 * H}), H, {{x.view({T * n, H}), m.eh_proj}});
   decoder_block(ctx, c, m.block, state.mtp, state, meta, x, out);
 }
 

@@ -801,9 +801,13 @@ const std::vector<Case>& cases() {
       // 64-row tiles, odd sizes, hashed routing
       Case{19, 96, 48, 6, 6, 10.0f, Routing::kRandom, true}, Case{200, 64, 32, 4, 2, 1.0f, Routing::kSkewed, true},
       Case{45, 37, 19, 6, 3, 1.5f, Routing::kRandom, true}, Case{40, 128, 64, 16, 6, 10.0f, Routing::kHashed, true},
-      // one token: no planning kernel (each pair its own tile), hashed, and past the decode path's pair count (last,
-      // so that the cases above keep their seeds)
-      Case{1, 96, 48, 16, 6, 10.0f, Routing::kHashed, true}, Case{1, 64, 32, 160, 130, 10.0f, Routing::kRandom}};
+      // one token: no planning kernel (each pair its own tile), hashed, and past kMoeDecodeMaxPairs pairs (still the
+      // decode path: a token's pairs are at most one per expert) (last, so that the cases above keep their seeds)
+      Case{1, 96, 48, 16, 6, 10.0f, Routing::kHashed, true}, Case{1, 64, 32, 160, 130, 10.0f, Routing::kRandom},
+      // past kMoeDecodeMaxPairs with few rows per expert (moe_takes_decode_path): the decode path over tiles of
+      // several rows; with the shared expert's T rows in passes of 8 (60 rows: a partial last pass)
+      Case{40, 128, 64, 64, 6, 10.0f, Routing::kRandom}, Case{60, 96, 48, 64, 2, 10.0f, Routing::kRandom, true},
+      Case{48, 264, 136, 128, 6, 3.0f, Routing::kHashed, true}};
   return all;
 }
 

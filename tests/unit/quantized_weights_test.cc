@@ -339,6 +339,25 @@ TEST(QuantizedWeight, CudaDispatchPathsAndTheirScratchAreMeasured) {
       EXPECT_GE(used, static_cast<size_t>(N * K * 2)) << "T = " << T << ": the dequantised bf16 matrix";
     }
   }
+  // Under --activation-quant fp8 (ExecContext::fp8_input_rows) past the GEMV: the block-scaled FP8 product's
+  // scratch (x's codes and scales at rows padded to 16, the f32 scale grid, the padded product) and the dequantising
+  // path's, since the run falls back to it where cuBLASLt has no algorithm; the GEMV's rows take none either way.
+  for (int64_t T : {16, 1000}) {
+    auto run = [&](bool fp8_rows) {
+      return scratch_of([&](ExecContext& ctx) {
+        ctx.fp8_input_rows = fp8_rows;
+        ops::linear(ctx, device(3, DType::BF16, {T, N}), device(4, DType::BF16, {T, K}), w);
+      });
+    };
+    const size_t used = run(true);
+    if (T <= 16) {
+      EXPECT_EQ(used, 0u) << "T = " << T << ": quant_gemv";
+      continue;
+    }
+    const size_t Mp = 1008, fp8 = Mp * K + Mp * (K / 128) * 4 + 2 * (K / 128) * 4 + Mp * N * 2;
+    EXPECT_GE(used, std::max(fp8, static_cast<size_t>(N * K * 2))) << "T = " << T;
+    EXPECT_GT(used, run(false)) << "T = " << T << ": the FP8 product's scratch is counted";
+  }
   // linears: quantised and plain projections side by side.
   EXPECT_EQ(scratch_of([&](ExecContext& ctx) {
               ops::linears(ctx, device(4, DType::BF16, {2, K}),

@@ -18,8 +18,8 @@ class Communicator;  // parallel/communicator.h
 
 struct ExecContext {
   Device device = Device::kCPU;
-  void* stream = nullptr;         // cudaStream_t on CUDA (nullptr = legacy default stream)
-  Arena* scratch = nullptr;       // per-forward scratch on `device`, reset by the caller each step
+  void* stream = nullptr;            // cudaStream_t on CUDA (nullptr = legacy default stream)
+  Arena* scratch = nullptr;          // per-forward scratch on `device`, reset by the caller each step
   cuda::BlasHandle* blas = nullptr;  // set for CUDA contexts
   // Installed by the graph runtime while a breakable capture is open (graph/): runs `fn` as an eager
   // region between captured segments, and again at every replay. Unset: regions run inline.
@@ -31,6 +31,11 @@ struct ExecContext {
   // This rank's communicator in a multi-rank run (parallel/partition.h: the model sums sharded sublayers'
   // outputs through it); nullptr for a single rank.
   Communicator* comm = nullptr;
+  // Set by the model (quantized_linears) around the products whose input rows it has just put through
+  // DeepSeek's act_quant round trip (--activation-quant fp8: E4M3 per 128 values at a power-of-two scale): every
+  // value of x is then an FP8 code times its block's scale, so the CUDA backend may multiply FP8 codes by the FP8
+  // weights (block-scaled FP8 GEMMs) without changing a value.
+  bool fp8_input_rows = false;
 
   bool is_cuda() const { return device == Device::kCUDA; }
 };

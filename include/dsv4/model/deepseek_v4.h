@@ -22,6 +22,10 @@ void moe_block(ExecContext& ctx, const ModelConfig& cfg, const BlockWeights& w, 
 // (ModelOptions::activation_quant) a scratch copy through ops::activation_round_trip, per `row` values (a row of a
 // concatenated input may join two products: each part is quantised on its own).
 Tensor quantized_input(ExecContext& ctx, const ModelState& ms, Tensor x, int64_t row);
+// ops::linears of quantized_input(x, row): under --activation-quant fp8 with ExecContext::fp8_input_rows set for the
+// call, so that the backend may run the products on FP8 codes (the values are the same).
+void quantized_linears(ExecContext& ctx, const ModelState& ms, Tensor x, int64_t row,
+                       const std::vector<ops::Projection>& projections);
 // One decoder block on the mHC residual: x [T, n, H] → out [T, n, H] (out must not alias x).
 void decoder_block(ExecContext& ctx, const ModelConfig& cfg, const BlockWeights& w, LayerState& state,
                    const ModelState& ms, const BatchMeta& meta, Tensor x, Tensor out);

@@ -65,7 +65,49 @@ __global__ void __launch_bounds__(kActThreads)
   round_trip_row(row, row, width, mul);
 }
 
+// Row blockIdx.x of the FP8 codes: the round trip's codes and scales instead of its values (rows past `rows`:
+// zero codes at scale 1, the padding of a GEMM that takes rows in multiples of 16). Scales K-block-major
+// ([width / 128, rows_padded], gridDim.x = rows_padded): cuBLASLt's VEC128_32F layout.
+template <typename T>
+__global__ void __launch_bounds__(kActThreads)
+    activation_fp8_codes_kernel(const T* __restrict__ src, int64_t ld, int64_t rows, int64_t width,
+                                uint8_t* __restrict__ codes, float* __restrict__ scales) {
+  pdl_wait();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  const int64_t r = blockIdx.x, blocks = width / kActBlock;
+  for (int64_t b = warp; b < blocks; b += warps) {
+    const int64_t lo = b * kActBlock;
+    float v[4];
+    float m = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      v[j] = r < rows ? to_float(src[r * ld + lo + lane + 32 * j]) : 0.0f;
+      m = fmaxf(m, fabsf(v[j]));
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    const float s = r < rows ? pow2(block_exponent(fmaxf(m, kAmaxFloor))) : 1.0f;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) codes[r * width + lo + lane + 32 * j] = e4m3_encode(divide(v[j], s));
+    if (lane == 0) scales[b * gridDim.x + r] = s;
+  }
+}
+
 }  // namespace
+
+void activation_fp8_codes(cudaStream_t stream, DType dtype, const void* src, int64_t ld, int64_t rows, int64_t width,
+                          int64_t rows_padded, uint8_t* codes, float* scales) {
+  DSV4_CHECK_ARG(width % kActBlock == 0 && rows >= 0 && rows <= rows_padded && rows_padded <= 0x7fffffff && ld >= width,
+                 "activation_fp8_codes: rows ", rows, " of ", rows_padded, ", width ", width, ", ld ", ld);
+  if (rows_padded == 0 || width == 0) return;
+  dispatch_float(dtype, "activation_fp8_codes", [&](auto tag) {
+    using T = decltype(tag);
+    check_launch(
+        launch_kernel(activation_fp8_codes_kernel<T>, dim3(static_cast<unsigned>(rows_padded)), dim3(kActThreads), 0,
+                      stream, static_cast<const T*>(src), ld, rows, width, codes, scales),
+        "activation_fp8_codes");
+  });
+}
 
 void activation_round_trip_rows(cudaStream_t stream, DType dtype, void* dst, const void* src, int64_t rows,
                                 int64_t width) {

@@ -15,6 +15,13 @@ namespace dsv4::cuda {
 void activation_round_trip_rows(cudaStream_t stream, DType dtype, void* dst, const void* src, int64_t rows,
                                 int64_t width);
 
+// The round trip's FP8 form, for block-scaled FP8 GEMMs: codes [rows_padded, width] (E4M3) and scales
+// [width / 128, rows_padded] (f32 powers of two, K-block-major: scale of row r, block b at b * rows_padded + r, the
+// layout cuBLASLt's VEC128_32F mode reads) of src's rows (F32 or BF16, `ld` apart), so that code * scale is the
+// round trip's value; rows from `rows` to rows_padded get zero codes at scale 1. width % 128 == 0.
+void activation_fp8_codes(cudaStream_t stream, DType dtype, const void* src, int64_t ld, int64_t rows, int64_t width,
+                          int64_t rows_padded, uint8_t* codes, float* scales);
+
 // Between the MoE's two products: every pair's row of the expert-sorted intermediate act [P, I] times its routing
 // weight (routed pairs p < routed_pairs: weights[p]; the shared expert's pairs: 1), then the round trip; the
 // combine then adds the rows with weight 1 (DeepSeek applies the routing weight before w2).

@@ -20,6 +20,8 @@ cudaDataType_t cuda_type(DType t) {
       return CUDA_R_32F;
     case DType::BF16:
       return CUDA_R_16BF;
+    case DType::F8_E4M3:
+      return CUDA_R_8F_E4M3;
     default:
       fail(StatusCode::kInvalidArgument, "gemm: unsupported dtype ", dtype_name(t));
   }
@@ -158,6 +160,22 @@ BlasHandle::Plan& BlasHandle::plan_for(const GemmArgs& g) {
   const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
   check_lt(cublaslt().MatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)), "set TRANSA");
   check_lt(cublaslt().MatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)), "set TRANSB");
+  if (g.x_type == DType::F8_E4M3) {  // DeepSeek's block scales: A = w per 128 x 128, B = x per 128 along K
+    const cublasLtMatmulMatrixScale_t a_mode = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F,
+                                      b_mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+    check_lt(cublaslt().MatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &a_mode, sizeof(a_mode)),
+             "set A_SCALE_MODE");
+    check_lt(cublaslt().MatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &b_mode, sizeof(b_mode)),
+             "set B_SCALE_MODE");
+    // The heuristic sees scale pointers (the first call's; gemm() sets each call's): block-scaled kernels are chosen
+    // only for descriptors that carry them.
+    check_lt(
+        cublaslt().MatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &g.w_scale, sizeof(g.w_scale)),
+        "set A_SCALE_POINTER");
+    check_lt(
+        cublaslt().MatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &g.x_scale, sizeof(g.x_scale)),
+        "set B_SCALE_POINTER");
+  }
   p.a = make_layout(g.w_type, g.K, g.N, g.ldw, g.batch, g.stride_w);
   p.b = make_layout(g.x_type, g.K, g.M, g.ldx, g.batch, g.stride_x);
   p.d = make_layout(g.out_type, g.N, g.M, g.ldo, g.batch, g.stride_o);
@@ -184,11 +202,30 @@ BlasHandle::Plan& BlasHandle::plan_for(const GemmArgs& g) {
   return plans_.emplace(key, p).first->second;
 }
 
+bool BlasHandle::supports(const GemmArgs& g) {
+  const bool fp8 = g.x_type == DType::F8_E4M3 || g.w_type == DType::F8_E4M3;
+  if (fp8 && (g.x_type != g.w_type || g.batch != 1 || g.K % 128 != 0 || g.x_scale == nullptr || g.w_scale == nullptr)) {
+    return false;
+  }
+  return g.M > 0 && g.N > 0 && g.K > 0 ? plan_for(g).use_lt : !fp8;
+}
+
 void BlasHandle::gemm(const ExecContext& ctx, const GemmArgs& g) {
   if (g.M == 0 || g.N == 0) return;
+  const bool fp8 = g.x_type == DType::F8_E4M3 || g.w_type == DType::F8_E4M3;
+  DSV4_CHECK_ARG(!fp8 || supports(g), "gemm: no cuBLASLt algorithm for the block-scaled FP8 product M=", g.M,
+                 " N=", g.N, " K=", g.K, " (BlasHandle::supports first)");
   if (g.K == 0) return gemm_fallback(ctx, g);  // writes the zeros an empty sum gives
   Plan& p = plan_for(g);
   if (!p.use_lt) return gemm_fallback(ctx, g);
+  if (fp8) {  // this call's scales (the plan's descriptor is shared by every call of the shape)
+    check_lt(
+        cublaslt().MatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &g.w_scale, sizeof(g.w_scale)),
+        "set A_SCALE_POINTER");
+    check_lt(
+        cublaslt().MatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &g.x_scale, sizeof(g.x_scale)),
+        "set B_SCALE_POINTER");
+  }
   const float alpha = 1.0f, beta = 0.0f;
   check_lt(cublaslt().Matmul(lt, p.desc, &alpha, g.w, p.a, g.x, p.b, &beta, g.out, p.d, g.out, p.d, &p.algo, workspace,
                              workspace_bytes, stream_of(ctx)),

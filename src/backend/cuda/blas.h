@@ -16,6 +16,12 @@ namespace dsv4::cuda {
 
 // Operands of out[b] = x[b] · w[b]^T for b < batch, all row-major:
 // x [M, K] (leading dimension ldx), w [N, K] (ldw), out [M, N] (ldo); stride_* = elements between batches.
+// x_type = w_type = F8_E4M3: DeepSeek's block-scaled FP8 product (cuBLASLt's VEC128_32F / BLK128x128_32F scale
+// modes, sm_90+): x's value is code * x_scale[(k / 128) * M + m] (x_scale [K / 128, M] f32: K-block-major, rows
+// contiguous) and w's code * w_scale[n / 128, k / 128] (w_scale [ceil(N / 128), K / 128] f32, row-major: the
+// checkpoint's scale grid) — the layouts bench/kernels/quant_gemv/probe_cublaslt_block_fp8.cu found cuBLASLt 13.1
+// to read (H100, 2026-12-06); K % 128 == 0, batch 1. No fallback kernel reads FP8: BlasHandle::supports says
+// whether cuBLASLt has an algorithm.
 struct GemmArgs {
   const void* x = nullptr;
   const void* w = nullptr;
@@ -24,6 +30,8 @@ struct GemmArgs {
   int64_t M = 0, N = 0, K = 0, batch = 1;
   int64_t ldx = 0, ldw = 0, ldo = 0;
   int64_t stride_x = 0, stride_w = 0, stride_o = 0;
+  const float* x_scale = nullptr;  // FP8 operands only
+  const float* w_scale = nullptr;
 };
 
 struct BlasHandle {
@@ -37,6 +45,9 @@ struct BlasHandle {
   // out = x · w^T with fp32 accumulation on ctx's stream (cuBLASLt; a plain tiled kernel for the rare
   // shape cuBLASLt has no algorithm for). Capture-safe once the shape has been seen.
   void gemm(const ExecContext& ctx, const GemmArgs& args);
+  // Whether gemm runs these operands on cuBLASLt (a host-side heuristic query the first time a shape is seen; FP8
+  // operands have no other path).
+  bool supports(const GemmArgs& args);
 
   cublasLtHandle_t lt = nullptr;
   void* workspace = nullptr;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "backend/cuda/act_quant.h"
 #include "backend/cuda/blas.h"
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_ops.h"
@@ -155,6 +156,45 @@ GemmArgs grouped_args(Tensor out, Tensor x, Tensor w, int64_t groups) {
 // gemv.cu's GEMV: that kernel issues its first weight loads before its PDL wait (weights are static there), so
 // overlapped with the dequantise kernel it would read the scratch before it is written. No host sync, no
 // allocation but the arena's: graph-capturable.
+// Under --activation-quant fp8 (ExecContext::fp8_input_rows: x is already DeepSeek's act_quant round trip) an
+// FP8-block matrix past the GEMV's rows runs as DeepSeek's block-scaled FP8 product on cuBLASLt: x's codes and
+// per-128 scales (activation_fp8_codes: code * scale gives x's values back exactly), the weight's codes and its scale
+// grid as f32, rows padded to 16 (cuBLASLt's block-scaled kernels took no other row counts in a probe), the
+// product into padded scratch and its T rows copied out. False (nothing done) where it does not apply or cuBLASLt
+// has no algorithm. The measuring pass counts its scratch and returns false, so that the dequantising path's is
+// counted too (the run may take either).
+bool fp8_block_product(const ExecContext& ctx, Tensor out, Tensor x, const QuantMatrices& q, int64_t groups) {
+  const int64_t T = x.size(0), K = q.cols, N = q.rows;
+  // Whole scale blocks, and scale rows of a multiple of 4 floats: a 384 x 48 x 640 problem gave wrong results with
+  // the layout that worked at 256 x 64 x 512 (docs/checkpoints.md, plan step 3).
+  if (!ctx.fp8_input_rows || groups != 1 || q.format != WeightFormat::kFp8Block || K % 512 != 0 || N % 128 != 0 ||
+      x.size(1) != K || out.size(1) != N) {
+    return false;
+  }
+  const int64_t Mp = (T + 15) / 16 * 16, kb = K / 128, nb = (N + 127) / 128;
+  ArenaScope scope(*ctx.scratch);
+  const Tensor codes = ctx.scratch->alloc(DType::U8, {Mp, K});
+  const Tensor x_scale = ctx.scratch->alloc(DType::F32, {kb, Mp});  // K-block-major (blas.h)
+  const Tensor w_scale = ctx.scratch->alloc(DType::F32, {nb, kb});
+  const Tensor product = ctx.scratch->alloc(out.dtype(), {Mp, N});
+  if (ctx.measuring || dry_run()) return false;
+  GemmArgs g;
+  g.x = codes.data(), g.w = q.codes, g.out = product.data();
+  g.x_type = g.w_type = DType::F8_E4M3, g.out_type = out.dtype();
+  g.M = Mp, g.N = N, g.K = K, g.ldx = K, g.ldw = K, g.ldo = N;
+  g.x_scale = x_scale.ptr<float>(), g.w_scale = w_scale.ptr<float>();
+  DSV4_CHECK_ARG(ctx.blas != nullptr, "the CUDA execution context has no cuBLASLt handle (ExecContext::blas)");
+  if (!ctx.blas->supports(g)) return false;
+  const cudaStream_t s = stream_of(ctx);
+  activation_fp8_codes(s, x.dtype(), x.data(), K, T, K, Mp, codes.ptr<uint8_t>(), x_scale.ptr<float>());
+  e8m0_scales_to_f32(s, q.scale, nb * kb, w_scale.ptr<float>());
+  ctx.blas->gemm(ctx, g);
+  const size_t row_bytes = static_cast<size_t>(N) * dtype_size(out.dtype());
+  DSV4_CUDA_CHECK(
+      cudaMemcpyAsync(out.data(), product.data(), row_bytes * static_cast<size_t>(T), cudaMemcpyDeviceToDevice, s));
+  return true;
+}
+
 void quant_project(const ExecContext& ctx, Tensor out, Tensor x, const Weight& w, int64_t groups) {
   const QuantMatrices& q = w.quant();
   const int64_t T = x.size(0);
@@ -167,6 +207,7 @@ void quant_project(const ExecContext& ctx, Tensor out, Tensor x, const Weight& w
   }
   DSV4_CHECK_ARG(ctx.scratch != nullptr && ctx.scratch->device() == Device::kCUDA,
                  "a quantised projection on CUDA needs a device scratch arena (ExecContext::scratch)");
+  if (fp8_block_product(ctx, out, x, q, groups)) return;
   ArenaScope scope(*ctx.scratch);
   const Tensor values = ctx.scratch->alloc(DType::BF16, {q.rows, q.cols});
   dequantize_to_bf16(stream_of(ctx), QuantMatrix{q.format, q.codes, q.scale, q.rows, q.cols}, values.data());

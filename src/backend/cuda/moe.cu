@@ -5,16 +5,19 @@
 // is then its own tile, moe_plan.h) counts the P (token, expert) pairs per expert — T·k routed pairs, plus T pairs of
 // the shared expert (the last one) when it runs here — gives each pair a row of the expert-sorted order and lists the
 // row tiles of every expert; the two grouped GEMMs (w1/w3 with the SwiGLU epilogue, then w2) run on a grid sized from
-// the capacity min(P, ceil(P / BM) + E) tiles, where tiles past the listed count exit at once. Up to kMoeDecodeMaxPairs
-// pairs the decode path (moe_decode.cu) replaces the two GEMMs over the same plan. A combine kernel sums each
-// token's k rows in routing order, then its shared row. Everything has a fixed size given T, so the whole
-// sequence can be captured in a CUDA graph.
+// the capacity min(P, ceil(P / BM) + E) tiles, where tiles past the listed count exit at once. While the experts hold
+// few rows each (moe_takes_decode_path) the decode path (moe_decode.cu) replaces the two GEMMs over the same plan. A
+// combine kernel sums each token's k rows in routing order, then its shared row. Everything has a fixed size given T,
+// so the whole sequence can be captured in a CUDA graph.
 #include <mma.h>
+
+#include <type_traits>
 
 #include "backend/cuda/act_quant.h"
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/moe_plan.h"
+#include "backend/cuda/quant_decode.cuh"
 #include "backend/cuda/quant_matrix.h"
 
 namespace dsv4::cuda {
@@ -184,10 +187,64 @@ __device__ __forceinline__ void load_tile(bf16 (*dst)[kBK + 8], const bf16* cons
   }
 }
 
-template <bool GATED, bool VEC, typename TO>
-__global__ void __launch_bounds__(kGemmThreads)
-    moe_gemm_kernel(TO* __restrict__ out, const bf16* __restrict__ a, const bf16* __restrict__ w,
-                    const bf16* __restrict__ w3, Plan plan, int64_t N, int64_t K, float limit) {
+// The weights of the grouped GEMM: a bf16 stack [E, N, K], or a quantised one (quant_matrix.h: FP4 / FP8 codes and
+// E8M0 scales, the shared expert as index `count` in its own format), dequantised into the B tile (exact in bf16).
+struct Bf16Stack {
+  const bf16* w;
+};
+struct QuantStack {
+  QuantExperts q;
+};
+
+// dst [kBN][kBK + 8] = rows n0 .. n0 + kBN - 1 of expert e's matrix in q at k0 .. k0 + kBK - 1, zeros past N or K
+// (K a multiple of a 16-byte load's values: moe_decode_quant_supports).
+__device__ __forceinline__ void load_quant_tile(bf16 (*dst)[kBK + 8], const QuantExperts& q, int32_t e, int64_t n0,
+                                                int64_t N, int64_t K, int64_t k0) {
+  const bool shared = e >= q.count;
+  const bool fp4 = (shared ? q.shared.format : q.routed.format) == WeightFormat::kFp4;
+  const int64_t ex = shared ? 0 : e;
+  const int64_t row_bytes = fp4 ? K / 2 : K;
+  const int64_t scale_cols = fp4 ? (K + kFp4Group - 1) / kFp4Group : (K + kFp8Block - 1) / kFp8Block;
+  const int64_t scale_rows = fp4 ? N : (N + kFp8Block - 1) / kFp8Block;
+  const uint8_t* codes = (shared ? q.shared.codes : q.routed.codes) + ex * N * row_bytes;
+  const uint8_t* scale = (shared ? q.shared.scale : q.routed.scale) + ex * scale_rows * scale_cols;
+  const int per_load = fp4 ? 32 : 16, loads = kBK / per_load;  // 16-byte loads a row of the tile
+  for (int i = threadIdx.x; i < kBN * loads; i += kGemmThreads) {
+    const int r = i / loads, c = (i % loads) * per_load;
+    const int64_t n = n0 + r, k = k0 + c;
+    float v[32];
+    if (n < N && k < K) {
+      const uint4 raw = load_codes(codes + n * row_bytes + (fp4 ? k / 2 : k));
+      if (fp4) {
+        const float sc = e8m0_to_float(__ldg(scale + n * scale_cols + k / kFp4Group));
+        decode_group<WeightFormat::kFp4, 0>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v));
+        decode_group<WeightFormat::kFp4, 1>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v + 8));
+        decode_group<WeightFormat::kFp4, 2>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v + 16));
+        decode_group<WeightFormat::kFp4, 3>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v + 24));
+      } else {
+        const float sc = e8m0_to_float(__ldg(scale + n / kFp8Block * scale_cols + k / kFp8Block));
+        decode_group<WeightFormat::kFp8Block, 0>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v));
+        decode_group<WeightFormat::kFp8Block, 1>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v + 8));
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < 32; ++j) v[j] = 0.0f;
+    }
+    // Exact: each value is a bf16 value. Constant bounds keep v in registers.
+    if (fp4) {
+#pragma unroll
+      for (int j = 0; j < 32; ++j) dst[r][c + j] = __float2bfloat16_rn(v[j]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 16; ++j) dst[r][c + j] = __float2bfloat16_rn(v[j]);
+    }
+  }
+}
+
+template <bool GATED, bool VEC, typename TO, typename WT>
+__global__ void __launch_bounds__(kGemmThreads) moe_gemm_kernel(TO* __restrict__ out, const bf16* __restrict__ a, WT w,
+                                                                WT w3, Plan plan, int64_t N, int64_t K, float limit) {
+  constexpr bool kQuant = std::is_same_v<WT, QuantStack>;
   pdl_wait();
   int32_t e, row0, row_end;
   if (!plan_tile(plan, static_cast<int>(blockIdx.y), &e, &row0, &row_end)) return;
@@ -203,10 +260,12 @@ __global__ void __launch_bounds__(kGemmThreads)
     const int32_t r = row0 + i;
     arow[i] = r < row_end ? a + static_cast<int64_t>(GATED ? plan_token(plan, r) : r) * K : nullptr;
   }
-  for (int i = threadIdx.x; i < kBN; i += kGemmThreads) {
-    const int64_t n = n0 + i;
-    wrow[i] = n < N ? w + (static_cast<int64_t>(e) * N + n) * K : nullptr;
-    if constexpr (GATED) w3row[i] = n < N ? w3 + (static_cast<int64_t>(e) * N + n) * K : nullptr;
+  if constexpr (!kQuant) {
+    for (int i = threadIdx.x; i < kBN; i += kGemmThreads) {
+      const int64_t n = n0 + i;
+      wrow[i] = n < N ? w.w + (static_cast<int64_t>(e) * N + n) * K : nullptr;
+      if constexpr (GATED) w3row[i] = n < N ? w3.w + (static_cast<int64_t>(e) * N + n) * K : nullptr;
+    }
   }
   const int warp = threadIdx.x >> 5, wm = warp >> 1, wn = warp & 1;  // 2 x 2 warps, 32 x 32 each
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2], acc3[GATED ? 2 : 1][GATED ? 2 : 1];
@@ -225,8 +284,13 @@ __global__ void __launch_bounds__(kGemmThreads)
   __syncthreads();
   for (int64_t k0 = 0; k0 < K; k0 += kBK) {
     load_tile<VEC>(As, arow, kBM, K, k0);
-    load_tile<VEC>(Bs, wrow, kBN, K, k0);
-    if constexpr (GATED) load_tile<VEC>(B3s, w3row, kBN, K, k0);
+    if constexpr (kQuant) {
+      load_quant_tile(Bs, w.q, e, n0, N, K, k0);
+      if constexpr (GATED) load_quant_tile(B3s, w3.q, e, n0, N, K, k0);
+    } else {
+      load_tile<VEC>(Bs, wrow, kBN, K, k0);
+      if constexpr (GATED) load_tile<VEC>(B3s, w3row, kBN, K, k0);
+    }
     __syncthreads();
 #pragma unroll
     for (int kk = 0; kk < kBK; kk += 16) {
@@ -457,22 +521,24 @@ void moe_experts_plain(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, T
   const bool tensor_cores = x.dtype() == DType::BF16 && w1.dtype() == DType::BF16;
   Tensor act = A.alloc(tensor_cores ? DType::BF16 : DType::F32, {P, I});
   Tensor y = A.alloc(DType::F32, {P, H});
-  if (tensor_cores && P <= kMoeDecodeMaxPairs) {
+  if (tensor_cores && moe_takes_decode_path(P, E)) {
     moe_decode_experts(s, act.ptr<bf16>(), y.ptr<float>(), x.ptr<bf16>(), w1.ptr<bf16>(), w3.ptr<bf16>(),
                        w2.ptr<bf16>(), plan, max_tiles, T, H, I, limit, act_quant);
   } else if (tensor_cores) {
     const bool vec1 = H % 8 == 0 && aligned16(x.data()) && aligned16(w1.data()) && aligned16(w3.data());
     const dim3 grid1(blocks_for(I, kBN), static_cast<unsigned>(max_tiles));
-    check_launch(launch_kernel(vec1 ? moe_gemm_kernel<true, true, bf16> : moe_gemm_kernel<true, false, bf16>, grid1,
-                               dim3(kGemmThreads), 0, s, act.ptr<bf16>(), x.ptr<bf16>(), w1.ptr<bf16>(), w3.ptr<bf16>(),
-                               plan, I, H, limit),
+    check_launch(launch_kernel(vec1 ? moe_gemm_kernel<true, true, bf16, Bf16Stack>
+                                    : moe_gemm_kernel<true, false, bf16, Bf16Stack>,
+                               grid1, dim3(kGemmThreads), 0, s, act.ptr<bf16>(), x.ptr<bf16>(),
+                               Bf16Stack{w1.ptr<bf16>()}, Bf16Stack{w3.ptr<bf16>()}, plan, I, H, limit),
                  "moe_gemm (w1/w3 + SwiGLU)");
     if (act_quant != nullptr) moe_act_round_trip(s, act.ptr<bf16>(), I, plan, aq);
     const bool vec2 = I % 8 == 0 && aligned16(act.data()) && aligned16(w2.data());
     const dim3 grid2(blocks_for(H, kBN), static_cast<unsigned>(max_tiles));
-    check_launch(launch_kernel(vec2 ? moe_gemm_kernel<false, true, float> : moe_gemm_kernel<false, false, float>, grid2,
-                               dim3(kGemmThreads), 0, s, y.ptr<float>(), act.ptr<bf16>(), w2.ptr<bf16>(),
-                               static_cast<const bf16*>(nullptr), plan, H, I, limit),
+    check_launch(launch_kernel(vec2 ? moe_gemm_kernel<false, true, float, Bf16Stack>
+                                    : moe_gemm_kernel<false, false, float, Bf16Stack>,
+                               grid2, dim3(kGemmThreads), 0, s, y.ptr<float>(), act.ptr<bf16>(),
+                               Bf16Stack{w2.ptr<bf16>()}, Bf16Stack{nullptr}, plan, H, I, limit),
                  "moe_gemm (w2)");
   } else {
     dispatch_float(x.dtype(), "moe_experts x", [&](auto xt) {
@@ -519,9 +585,9 @@ Tensor dequantized_stack(Arena& A, cudaStream_t s, const Weight& w) {
   return t;
 }
 
-// Quantised stacks: moe_decode_experts_quant at every token count (correct at any T; a prefill re-reads each
-// expert's codes per 8 of its rows until the grouped FP8/FP4 GEMM exists), else the stacks dequantised to bf16 in
-// scratch and the bf16 path.
+// Quantised stacks: moe_decode_experts_quant while the experts hold few rows (moe_takes_decode_path), the tiled GEMM
+// with dequantised B tiles past them (moe_gemm_experts_quant: prefill), else the stacks dequantised to bf16 in scratch
+// and the bf16 path.
 void moe_experts_quant(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, const Weight& w1,
                        const Weight& w2, const Weight& w3, float limit, bool shared_expert, bool activation_quant) {
   const int64_t T = x.size(0), H = x.size(1), k = indices.size(1), I = w1.size(1), E = w1.size(0);
@@ -546,12 +612,36 @@ void moe_experts_quant(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, T
   Tensor y = A.alloc(DType::F32, {r.P, H});
   const MoeActQuant aq{weights.ptr<float>(), r.routed_pairs, r.P};
   if (activation_quant) x = quantized_copy(A, s, x);
-  moe_decode_experts_quant(s, act.ptr<bf16>(), y.ptr<float>(), x.ptr<bf16>(), e1, e3, e2, r.plan, r.max_tiles, T, H, I,
+  // Many rows per expert (prefill): the tiled GEMM, each expert's weights read once per 64 of its rows
+  // instead of once per 8.
+  if (!moe_takes_decode_path(r.P, E)) {
+    moe_gemm_experts_quant(s, act.ptr<bf16>(), y.ptr<float>(), x.ptr<bf16>(), e1, e3, e2, r.plan, r.max_tiles, H, I,
                            limit, activation_quant ? &aq : nullptr);
+  } else {
+    moe_decode_experts_quant(s, act.ptr<bf16>(), y.ptr<float>(), x.ptr<bf16>(), e1, e3, e2, r.plan, r.max_tiles, T, H,
+                             I, limit, activation_quant ? &aq : nullptr);
+  }
   combine(s, out, r, y, weights, T, k, H, shared_expert, activation_quant);
 }
 
 }  // namespace
+
+void moe_gemm_experts_quant(cudaStream_t stream, bf16* act, float* y, const bf16* x, const QuantExperts& w1,
+                            const QuantExperts& w3, const QuantExperts& w2, const MoePlan& plan, int64_t max_tiles,
+                            int64_t H, int64_t I, float limit, const MoeActQuant* aq) {
+  DSV4_CHECK_ARG(moe_decode_quant_supports(w1, w3, w2, x, H, I) && aligned16(act),
+                 "moe_gemm_experts_quant: unsupported stacks (H=", H, " I=", I, ", formats ",
+                 weight_format_name(w1.routed.format), " / ", weight_format_name(w1.shared.format), ")");
+  const dim3 grid1(blocks_for(I, kBN), static_cast<unsigned>(max_tiles));
+  check_launch(launch_kernel(moe_gemm_kernel<true, true, bf16, QuantStack>, grid1, dim3(kGemmThreads), 0, stream, act,
+                             x, QuantStack{w1}, QuantStack{w3}, plan, I, H, limit),
+               "moe_gemm quantised (w1/w3 + SwiGLU)");
+  if (aq != nullptr) moe_act_round_trip(stream, act, I, plan, *aq);
+  const dim3 grid2(blocks_for(H, kBN), static_cast<unsigned>(max_tiles));
+  check_launch(launch_kernel(moe_gemm_kernel<false, true, float, QuantStack>, grid2, dim3(kGemmThreads), 0, stream, y,
+                             static_cast<const bf16*>(act), QuantStack{w2}, QuantStack{w2}, plan, H, I, limit),
+               "moe_gemm quantised (w2)");
+}
 
 void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, const Weight& w1,
                  const Weight& w2, const Weight& w3, float limit, bool shared_expert, bool activation_quant) {

@@ -55,10 +55,17 @@ __device__ __forceinline__ int32_t plan_row(const MoePlan& p, int64_t pair) {
   return p.pair_experts != nullptr ? static_cast<int32_t>(pair) : p.row_of[pair];
 }
 
-// The largest pair count P (T·k, plus T with the shared expert) served by the decode path: up to it every
-// touched expert has few rows, so streaming each expert's weights once at full bandwidth beats the
-// tensor-core tiles, which are latency-bound on mostly empty 64-row tiles.
+// Whether moe_experts takes the decode path for P pairs (T·k, plus T with the shared expert) over E stacked experts:
+// while the touched experts hold few rows each, streaming each expert's weights once per 8 of its rows at full
+// bandwidth beats the tensor-core tiles, which read them once per 64-row tile but are latency-bound on mostly empty
+// tiles. So up to kMoeDecodeMaxPairs pairs, and beyond while there are at most kMoeDecodeRowsPerExpert pairs per
+// expert on average (b = 64 on the Flash slice: 448 pairs over 257 experts; the tiles took 22-24 ms a step of the
+// H100's 24, bench/RESULTS.md eighteenth entry). The shared expert's T rows then take T / 8 passes over its weights.
 constexpr int64_t kMoeDecodeMaxPairs = 128;
+constexpr int64_t kMoeDecodeRowsPerExpert = 4;
+inline bool moe_takes_decode_path(int64_t pairs, int64_t experts) {
+  return pairs <= kMoeDecodeMaxPairs || pairs <= kMoeDecodeRowsPerExpert * experts;
+}
 
 struct MoeActQuant;  // act_quant.h
 

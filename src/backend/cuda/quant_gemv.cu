@@ -187,6 +187,14 @@ __global__ void dequantize_kernel(QuantMatrix w, int64_t scale_cols, bf16* out) 
   }
 }
 
+__global__ void e8m0_scales_to_f32_kernel(const uint8_t* __restrict__ scale, float* __restrict__ out, int64_t n) {
+  pdl_wait();
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[i] = e8m0_to_float(scale[i]);
+  }
+}
+
 void check_format(const QuantMatrix& w, const char* what) {
   DSV4_CHECK_ARG(w.format == WeightFormat::kFp8Block || w.format == WeightFormat::kFp4, what, ": format ",
                  weight_format_name(w.format), " is not a quantised one");
@@ -236,6 +244,14 @@ void quant_gemv(cudaStream_t stream, const QuantMatrix& w, const void* x, int64_
                   static_cast<unsigned>(groups));
   if (w.format == WeightFormat::kFp4) return launch_format<WeightFormat::kFp4>(stream, p, grid);
   launch_format<WeightFormat::kFp8Block>(stream, p, grid);
+}
+
+void e8m0_scales_to_f32(cudaStream_t stream, const uint8_t* scale, int64_t n, float* out) {
+  if (n == 0) return;
+  constexpr int kBlock = 256;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((n + kBlock - 1) / kBlock, 1024));
+  check_launch(launch_kernel(e8m0_scales_to_f32_kernel, dim3(blocks), dim3(kBlock), 0, stream, scale, out, n),
+               "e8m0_scales_to_f32");
 }
 
 void dequantize_to_bf16(cudaStream_t stream, const QuantMatrix& w, void* out) {

@@ -61,6 +61,9 @@ void quant_gemv(cudaStream_t stream, const QuantMatrix& w, const void* x, int64_
 // a read of 2 bytes per weight on top of the product: a prefill-only price until the FP8 GEMM (plan step 3).
 void dequantize_to_bf16(cudaStream_t stream, const QuantMatrix& w, void* out);
 
+// out[i] = 2^(scale[i] - 127) as f32, for n scale bytes (the block-scaled FP8 GEMM's f32 scale grid).
+void e8m0_scales_to_f32(cudaStream_t stream, const uint8_t* scale, int64_t n, float* out);
+
 // ---- MoE decode ---------------------------------------------------------------------------------------------
 // One weight of a stacked expert set (w1, w2 or w3): `count` experts [N, K] in `format` one after another
 // (expert e's codes at codes + e * quant_code_bytes, scale at scale + e * quant_scale_bytes), and optionally
@@ -84,5 +87,13 @@ bool moe_decode_quant_supports(const QuantExperts& w1, const QuantExperts& w3, c
 void moe_decode_experts_quant(cudaStream_t stream, bf16* act, float* y, const bf16* x, const QuantExperts& w1,
                               const QuantExperts& w3, const QuantExperts& w2, const MoePlan& plan, int64_t max_tiles,
                               int64_t tokens, int64_t H, int64_t I, float limit, const MoeActQuant* aq = nullptr);
+
+// moe_decode_experts_quant's contract for plans with many rows per expert (prefill): moe.cu's tiled tensor-core GEMM
+// (64 plan rows x 64 weight rows a block, WMMA bf16, f32 accumulation) with each B tile dequantised into shared
+// memory (bf16, exact), so an expert's weights are read once per 64 of its rows rather than once per 8. Not
+// bit-identical to the decode kernel (another summation order).
+void moe_gemm_experts_quant(cudaStream_t stream, bf16* act, float* y, const bf16* x, const QuantExperts& w1,
+                            const QuantExperts& w3, const QuantExperts& w2, const MoePlan& plan, int64_t max_tiles,
+                            int64_t H, int64_t I, float limit, const MoeActQuant* aq = nullptr);
 
 }  // namespace dsv4::cuda
