@@ -15,6 +15,7 @@
 
 #include "backend/cuda/act_quant.h"
 #include "backend/cuda/common.cuh"
+#include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/moe_plan.h"
 #include "backend/cuda/quant_decode.cuh"
@@ -241,6 +242,79 @@ __device__ __forceinline__ void load_quant_tile(bf16 (*dst)[kBK + 8], const Quan
   }
 }
 
+using AccFragment = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+
+// One kBK-wide step of a warp's 32 x 32 output (A rows wm * 32.., B rows wn * 32.. of the [64][kBK + 8] tiles), in
+// the k order every variant of the kernel shares (so each gives the same bits).
+template <bool GATED, int G>
+__device__ __forceinline__ void mma_step(AccFragment (&acc)[2][2], AccFragment (&acc3)[G][G], const bf16 (*As)[kBK + 8],
+                                         const bf16 (*Bs)[kBK + 8], const bf16 (*B3s)[kBK + 8], int wm, int wn) {
+#pragma unroll
+  for (int kk = 0; kk < kBK; kk += 16) {
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &As[wm * 32 + i * 16][kk], kBK + 8);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;
+      wmma::load_matrix_sync(fb, &Bs[wn * 32 + j * 16][kk], kBK + 8);
+#pragma unroll
+      for (int i = 0; i < 2; ++i) wmma::mma_sync(acc[i][j], fa[i], fb, acc[i][j]);
+      if constexpr (GATED) {
+        wmma::load_matrix_sync(fb, &B3s[wn * 32 + j * 16][kk], kBK + 8);
+#pragma unroll
+        for (int i = 0; i < 2; ++i) wmma::mma_sync(acc3[i][j], fa[i], fb, acc3[i][j]);
+      }
+    }
+  }
+}
+
+template <bool GATED, int G>
+__device__ __forceinline__ void zero_accumulators(AccFragment (&acc)[2][2], AccFragment (&acc3)[G][G]) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+#pragma unroll
+    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+  }
+  if constexpr (GATED) {
+#pragma unroll
+    for (int i = 0; i < G; ++i) {
+#pragma unroll
+      for (int j = 0; j < G; ++j) wmma::fill_fragment(acc3[i][j], 0.0f);
+    }
+  }
+}
+
+// The tile's end: the SwiGLU (GATED: g and u fragments share one layout, so it applies element by element), the
+// fragments through the C tile in shared memory (Cs, free for it: every thread is past its last read of the
+// operand tiles), the tile's valid rows and columns out.
+template <bool GATED, typename TO, int G>
+__device__ __forceinline__ void gemm_epilogue(TO* __restrict__ out, AccFragment (&acc)[2][2], AccFragment (&acc3)[G][G],
+                                              float (*Cs)[kBN + 4], int wm, int wn, int32_t row0, int32_t row_end,
+                                              int64_t n0, int64_t N, float limit) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      if constexpr (GATED) {
+#pragma unroll
+        for (int x = 0; x < acc[i][j].num_elements; ++x) {
+          const float g = fminf(acc[i][j].x[x], limit);
+          const float u = fminf(fmaxf(acc3[i][j].x[x], -limit), limit);
+          acc[i][j].x[x] = g / (1.0f + expf(-g)) * u;
+        }
+      }
+      wmma::store_matrix_sync(&Cs[wm * 32 + i * 16][wn * 32 + j * 16], acc[i][j], kBN + 4, wmma::mem_row_major);
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < kBM * kBN; i += kGemmThreads) {
+    const int r = i / kBN, c = i % kBN;
+    const int64_t n = n0 + c;
+    if (row0 + r < row_end && n < N) out[static_cast<int64_t>(row0 + r) * N + n] = from_float<TO>(Cs[r][c]);
+  }
+}
+
 template <bool GATED, bool VEC, typename TO, typename WT>
 __global__ void __launch_bounds__(kGemmThreads) moe_gemm_kernel(TO* __restrict__ out, const bf16* __restrict__ a, WT w,
                                                                 WT w3, Plan plan, int64_t N, int64_t K, float limit) {
@@ -268,19 +342,8 @@ __global__ void __launch_bounds__(kGemmThreads) moe_gemm_kernel(TO* __restrict__
     }
   }
   const int warp = threadIdx.x >> 5, wm = warp >> 1, wn = warp & 1;  // 2 x 2 warps, 32 x 32 each
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2], acc3[GATED ? 2 : 1][GATED ? 2 : 1];
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-#pragma unroll
-    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
-  }
-  if constexpr (GATED) {
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-#pragma unroll
-      for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc3[i][j], 0.0f);
-    }
-  }
+  AccFragment acc[2][2], acc3[GATED ? 2 : 1][GATED ? 2 : 1];
+  zero_accumulators<GATED>(acc, acc3);
   __syncthreads();
   for (int64_t k0 = 0; k0 < K; k0 += kBK) {
     load_tile<VEC>(As, arow, kBM, K, k0);
@@ -292,48 +355,85 @@ __global__ void __launch_bounds__(kGemmThreads) moe_gemm_kernel(TO* __restrict__
       if constexpr (GATED) load_tile<VEC>(B3s, w3row, kBN, K, k0);
     }
     __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < kBK; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa[2];
-#pragma unroll
-      for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &As[wm * 32 + i * 16][kk], kBK + 8);
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;
-        wmma::load_matrix_sync(fb, &Bs[wn * 32 + j * 16][kk], kBK + 8);
-#pragma unroll
-        for (int i = 0; i < 2; ++i) wmma::mma_sync(acc[i][j], fa[i], fb, acc[i][j]);
-        if constexpr (GATED) {
-          wmma::load_matrix_sync(fb, &B3s[wn * 32 + j * 16][kk], kBK + 8);
-#pragma unroll
-          for (int i = 0; i < 2; ++i) wmma::mma_sync(acc3[i][j], fa[i], fb, acc3[i][j]);
-        }
-      }
-    }
+    mma_step<GATED>(acc, acc3, As, Bs, B3s, wm, wn);
     __syncthreads();
   }
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      if constexpr (GATED) {
-        // g and u fragments share one layout, so the SwiGLU applies element by element.
-#pragma unroll
-        for (int x = 0; x < acc[i][j].num_elements; ++x) {
-          const float g = fminf(acc[i][j].x[x], limit);
-          const float u = fminf(fmaxf(acc3[i][j].x[x], -limit), limit);
-          acc[i][j].x[x] = g / (1.0f + expf(-g)) * u;
-        }
-      }
-      wmma::store_matrix_sync(&Cs[wm * 32 + i * 16][wn * 32 + j * 16], acc[i][j], kBN + 4, wmma::mem_row_major);
+  gemm_epilogue<GATED>(out, acc, acc3, Cs, wm, wn, row0, row_end, n0, N, limit);
+}
+
+// moe_gemm_kernel for bf16 stacks with 16-byte aligned rows (VEC), its operand tiles streamed through a
+// kGemmStages-deep cp.async ring: step t's tiles arrive while step t - 1's MMAs run (the synchronous kernel waited
+// for every tile, ~80 TFLOP/s on a 4,096-token prefill; bench/RESULTS.md eighteenth entry). Same MMAs in the same k
+// order: the same bits as moe_gemm_kernel. The C tile of the epilogue reuses the ring's shared memory.
+constexpr int kGemmStages = 3;
+constexpr int kTileElems = kBM * (kBK + 8);  // one [64][kBK + 8] operand tile (kBM == kBN)
+static_assert(kBM == kBN, "the ring's tiles share one shape");
+
+template <bool GATED>
+__device__ __forceinline__ void issue_stage(bf16* stage, const bf16* const* arow, const bf16* const* wrow,
+                                            const bf16* const* w3row, const bf16* any, int64_t K, int64_t k0) {
+  constexpr int kChunks = kBK / 8;  // 16-byte chunks per tile row
+  for (int i = threadIdx.x; i < kBM * kChunks; i += kGemmThreads) {
+    const int r = i / kChunks, c = (i % kChunks) * 8;
+    const bool in_k = k0 + c < K;  // K % 8 == 0: a chunk is wholly in or out
+    const int at = r * (kBK + 8) + c;
+    cp_async16(stage + at, arow[r] != nullptr && in_k ? arow[r] + k0 + c : any, arow[r] != nullptr && in_k);
+    cp_async16(stage + kTileElems + at, wrow[r] != nullptr && in_k ? wrow[r] + k0 + c : any,
+               wrow[r] != nullptr && in_k);
+    if constexpr (GATED) {
+      cp_async16(stage + 2 * kTileElems + at, w3row[r] != nullptr && in_k ? w3row[r] + k0 + c : any,
+                 w3row[r] != nullptr && in_k);
     }
   }
-  __syncthreads();
-  for (int i = threadIdx.x; i < kBM * kBN; i += kGemmThreads) {
-    const int r = i / kBN, c = i % kBN;
-    const int64_t n = n0 + c;
-    if (row0 + r < row_end && n < N) out[static_cast<int64_t>(row0 + r) * N + n] = from_float<TO>(Cs[r][c]);
+}
+
+template <bool GATED, typename TO>
+__global__ void __launch_bounds__(kGemmThreads)
+    moe_gemm_pipelined_kernel(TO* __restrict__ out, const bf16* __restrict__ a, const bf16* __restrict__ w,
+                              const bf16* __restrict__ w3, Plan plan, int64_t N, int64_t K, float limit) {
+  constexpr int kTiles = GATED ? 3 : 2;  // A, B (, B3) per stage
+  constexpr size_t kRingBytes = sizeof(bf16) * kGemmStages * kTiles * kTileElems;
+  constexpr size_t kCBytes = sizeof(float) * kBM * (kBN + 4);
+  pdl_wait();
+  int32_t e, row0, row_end;
+  if (!plan_tile(plan, static_cast<int>(blockIdx.y), &e, &row0, &row_end)) return;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kBN;
+  __shared__ __align__(128) unsigned char smem[kRingBytes > kCBytes ? kRingBytes : kCBytes];
+  __shared__ const bf16* arow[kBM];
+  __shared__ const bf16* wrow[kBN];
+  __shared__ const bf16* w3row[GATED ? kBN : 1];
+  bf16* ring = reinterpret_cast<bf16*>(smem);
+  for (int i = threadIdx.x; i < kBM; i += kGemmThreads) {
+    const int32_t r = row0 + i;
+    arow[i] = r < row_end ? a + static_cast<int64_t>(GATED ? plan_token(plan, r) : r) * K : nullptr;
+    const int64_t n = n0 + i;
+    wrow[i] = n < N ? w + (static_cast<int64_t>(e) * N + n) * K : nullptr;
+    if constexpr (GATED) w3row[i] = n < N ? w3 + (static_cast<int64_t>(e) * N + n) * K : nullptr;
   }
+  const int warp = threadIdx.x >> 5, wm = warp >> 1, wn = warp & 1;  // 2 x 2 warps, 32 x 32 each
+  AccFragment acc[2][2], acc3[GATED ? 2 : 1][GATED ? 2 : 1];
+  zero_accumulators<GATED>(acc, acc3);
+  __syncthreads();  // the row pointers
+  const int64_t steps = (K + kBK - 1) / kBK;
+  const auto stage_of = [&](int64_t t) { return ring + static_cast<int>(t % kGemmStages) * kTiles * kTileElems; };
+  for (int t = 0; t < kGemmStages - 1; ++t) {  // a commit group per stage, empty past the last step
+    if (t < steps) issue_stage<GATED>(stage_of(t), arow, wrow, w3row, a, K, t * kBK);
+    cp_async_commit();
+  }
+  for (int64_t t = 0; t < steps; ++t) {
+    cp_async_wait<kGemmStages - 2>();  // this thread's copies of step t
+    __syncthreads();                   // everyone's copies of step t; everyone done with step t - 1's stage
+    const int64_t next = t + kGemmStages - 1;
+    if (next < steps) issue_stage<GATED>(stage_of(next), arow, wrow, w3row, a, K, next * kBK);
+    cp_async_commit();
+    const bf16* st = stage_of(t);
+    using Tile = const bf16(*)[kBK + 8];
+    mma_step<GATED>(acc, acc3, reinterpret_cast<Tile>(st), reinterpret_cast<Tile>(st + kTileElems),
+                    reinterpret_cast<Tile>(st + (GATED ? 2 : 1) * kTileElems), wm, wn);
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // the ring becomes the C tile
+  gemm_epilogue<GATED>(out, acc, acc3, reinterpret_cast<float(*)[kBN + 4]>(smem), wm, wn, row0, row_end, n0, N, limit);
 }
 
 // The same grouped product for any operand dtypes (f32 activations / weights): fp32 FMA on 64 x 32
@@ -527,19 +627,30 @@ void moe_experts_plain(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, T
   } else if (tensor_cores) {
     const bool vec1 = H % 8 == 0 && aligned16(x.data()) && aligned16(w1.data()) && aligned16(w3.data());
     const dim3 grid1(blocks_for(I, kBN), static_cast<unsigned>(max_tiles));
-    check_launch(launch_kernel(vec1 ? moe_gemm_kernel<true, true, bf16, Bf16Stack>
-                                    : moe_gemm_kernel<true, false, bf16, Bf16Stack>,
-                               grid1, dim3(kGemmThreads), 0, s, act.ptr<bf16>(), x.ptr<bf16>(),
-                               Bf16Stack{w1.ptr<bf16>()}, Bf16Stack{w3.ptr<bf16>()}, plan, I, H, limit),
-                 "moe_gemm (w1/w3 + SwiGLU)");
+    if (vec1) {
+      check_launch(launch_kernel(moe_gemm_pipelined_kernel<true, bf16>, grid1, dim3(kGemmThreads), 0, s,
+                                 act.ptr<bf16>(), x.ptr<bf16>(), w1.ptr<bf16>(), w3.ptr<bf16>(), plan, I, H, limit),
+                   "moe_gemm (w1/w3 + SwiGLU)");
+    } else {
+      check_launch(
+          launch_kernel(moe_gemm_kernel<true, false, bf16, Bf16Stack>, grid1, dim3(kGemmThreads), 0, s, act.ptr<bf16>(),
+                        x.ptr<bf16>(), Bf16Stack{w1.ptr<bf16>()}, Bf16Stack{w3.ptr<bf16>()}, plan, I, H, limit),
+          "moe_gemm (w1/w3 + SwiGLU)");
+    }
     if (act_quant != nullptr) moe_act_round_trip(s, act.ptr<bf16>(), I, plan, aq);
     const bool vec2 = I % 8 == 0 && aligned16(act.data()) && aligned16(w2.data());
     const dim3 grid2(blocks_for(H, kBN), static_cast<unsigned>(max_tiles));
-    check_launch(launch_kernel(vec2 ? moe_gemm_kernel<false, true, float, Bf16Stack>
-                                    : moe_gemm_kernel<false, false, float, Bf16Stack>,
-                               grid2, dim3(kGemmThreads), 0, s, y.ptr<float>(), act.ptr<bf16>(),
-                               Bf16Stack{w2.ptr<bf16>()}, Bf16Stack{nullptr}, plan, H, I, limit),
-                 "moe_gemm (w2)");
+    if (vec2) {
+      check_launch(
+          launch_kernel(moe_gemm_pipelined_kernel<false, float>, grid2, dim3(kGemmThreads), 0, s, y.ptr<float>(),
+                        act.ptr<bf16>(), w2.ptr<bf16>(), static_cast<const bf16*>(nullptr), plan, H, I, limit),
+          "moe_gemm (w2)");
+    } else {
+      check_launch(launch_kernel(moe_gemm_kernel<false, false, float, Bf16Stack>, grid2, dim3(kGemmThreads), 0, s,
+                                 y.ptr<float>(), act.ptr<bf16>(), Bf16Stack{w2.ptr<bf16>()}, Bf16Stack{nullptr}, plan,
+                                 H, I, limit),
+                   "moe_gemm (w2)");
+    }
   } else {
     dispatch_float(x.dtype(), "moe_experts x", [&](auto xt) {
       dispatch_float(w1.dtype(), "moe_experts weights", [&](auto wt) {
