@@ -46,14 +46,17 @@ with tempfile.TemporaryDirectory() as tmp:
     check("q, batch 4:" in text and "q, batch 16:" in text, "batch rows")
     check(text.index("context 1024") < text.index("batch 4") < text.index("batch 16"),
           "contexts first, then batches in numeric order")
-    check("new          1.000 1.200 1.100 | 1.100 | 2.20x | 1.000" in text, "rounds in order, median, / floor, ratio 1")
-    check("old          2.000 2.200 2.100 | 2.100 | 4.20x | 1.909" in text, "the second library's ratio to the first")
+    check("new          1.000 1.200 1.100 | 1.100 | 2.20x | 1.000 | 1.110" in text,
+          "rounds in order, median, / floor, ratio 1, the sampled (wall) median")
+    check("old          2.000 2.200 2.100 | 2.100 | 4.20x | 1.909 | 2.110" in text, "the second library's ratio to the first")
+    check("new          2.000 2.200 2.100 | 2.100 | n/a | 1.000 | 2.200" in text, "batch 16: the wall median beside the device")
     check("gone         no runs" in text, "a library without runs")
     check("| n/a |" in text, "a batch row without a floor")
     check("broken" in p.stderr, "an unreadable file named on stderr")
     rows = json.load(open(out_json))
     b16 = [r for r in rows if r.get("batch") == 16 and r["lib"] == "old"]
     check(len(b16) == 1 and b16[0]["median_device_ms"] == 4.2, "JSON: batch 16 median of the device steps")
+    check(len(b16) == 1 and abs(b16[0]["median_wall_ms"] - 4.3) < 1e-9, "JSON: batch 16 median of the wall steps")
     check(any(r.get("context") == 1024 and r["lib"] == "new" and r["floor_ms"] == 0.5 for r in rows),
           "JSON: context row with its floor")
     p = subprocess.run([sys.executable, SCRIPT, tmp, "nobody"], capture_output=True, text=True)

@@ -2,7 +2,9 @@
 # Decode-step A/B of libdsv4.so builds on one card (the per-session `.gpu-next/call.sh` loops, as a suite): the
 # stage's programs run against each library in turn, every case once per round, AB_ROUNDS rounds in alternation
 # (so drift in clocks or temperature falls on every library alike), then a table of the device ms/step (median of
-# the rounds) per case and library, and each library's ratio to the first. A suite of scripts/gpu/run.sh.
+# the rounds) per case and library, each library's ratio to the first, and the live steps' wall median (a batch
+# row's device step replays the last batch, which may do less work than the live steps: ab_table.py). A suite of
+# scripts/gpu/run.sh.
 #   AB_LIBS    space-separated NAME=DIR (relative to the repository root, where run.sh runs suites), DIR holding a
 #              libdsv4.so or a lib.tar.xz with lib/libdsv4.so (unpacked in place; scripts/gpu/stage-lib.sh makes one);
 #              default: "stage=$STAGE/lib", the stage alone

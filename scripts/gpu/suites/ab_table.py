@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """The table of scripts/gpu/suites/ab.sh: reads DIR/NAME__CASE__ROUND.json (dsv4 bench --json) and prints, per case,
-decode row and library, the device ms/step of every round, their median, the floor and the median's ratio to the
-first library. Decode rows: each context of `context_decode` (b = 1 whatever --batch says) and each batch of `decode`
-(--batch B; the device step where CUDA measured one, else the wall step).
+decode row and library, the device ms/step of every round, their median, the floor, the median's ratio to the
+first library and the median wall ms/step of the live steps. Decode rows: each context of `context_decode` (b = 1
+whatever --batch says; wall: the sampled steps) and each batch of `decode` (--batch B; the device step where CUDA
+measured one, else the wall step). The device step of a batch row replays the graph on the last uploaded batch,
+which can do less work than the live steps did (b = 64 on the Flash slice: 13.6 against 23.8 ms of MoE, H100,
+bench/RESULTS.md eighteenth entry): compare the wall column too.
 
     ab_table.py DIR NAME [NAME ...] [--json OUT]
 """
@@ -15,7 +18,7 @@ import sys
 
 
 def decode_rows(path):
-    """(row label, device ms/step, floor ms or None, sampled ms or None) of every decode row in one bench JSON, or an
+    """(row label, device ms/step, floor ms or None, wall ms or None) of every decode row in one bench JSON, or an
     error. Labels: "context N" (b = 1) and "batch B"."""
     try:
         with open(path) as f:
@@ -28,8 +31,8 @@ def decode_rows(path):
             rows.append((f"context {c['context']}", c["device_ms_per_step"], c.get("floor_ms"),
                          c["sampled_ms_per_step"]["median"]))
         for b in run.get("decode", []):
-            ms = b.get("device_ms_per_step", b["ms_per_step"]["median"])
-            rows.append((f"batch {b['batch']}", ms, b.get("floor_ms"), None))
+            wall = b["ms_per_step"]["median"]
+            rows.append((f"batch {b['batch']}", b.get("device_ms_per_step", wall), b.get("floor_ms"), wall))
     return rows, None
 
 
@@ -50,7 +53,7 @@ def main():
     ap.add_argument("names", nargs="+")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    runs = {}  # (case, name) -> {row label: [(round, device, floor, sampled)]}
+    runs = {}  # (case, name) -> {row label: [(round, device, floor, wall)]}
     cases = []
     for path in sorted(glob.glob(os.path.join(a.dir, "*__*__*.json"))):
         name, case, rnd = os.path.basename(path)[: -len(".json")].split("__")
@@ -62,13 +65,13 @@ def main():
         if err:
             print(err, file=sys.stderr)
             continue
-        for label, dev, floor, sampled in rows:
-            runs.setdefault((case, name), {}).setdefault(label, []).append((int(rnd), dev, floor, sampled))
+        for label, dev, floor, wall in rows:
+            runs.setdefault((case, name), {}).setdefault(label, []).append((int(rnd), dev, floor, wall))
     out = []
     for case in cases:
         labels = sorted({lb for (c, _), by_row in runs.items() if c == case for lb in by_row}, key=row_order)
         for label in labels:
-            print(f"{case}, {label}: device ms/step (rounds | median | / floor | / {a.names[0]})")
+            print(f"{case}, {label}: device ms/step (rounds | median | / floor | / {a.names[0]} | wall median)")
             first = None
             for name in a.names:
                 r = sorted(runs.get((case, name), {}).get(label, []))
@@ -80,9 +83,13 @@ def main():
                 floor = statistics.median(floors) if floors else None
                 first = med if first is None else first
                 over = f"{med / floor:.2f}x" if floor else "n/a"
-                print(f"  {name:<12} {' '.join(f'{x[1]:.3f}' for x in r)} | {med:.3f} | {over} | {med / first:.3f}")
+                walls = [x[3] for x in r if x[3] is not None]
+                wall = statistics.median(walls) if walls else None
+                print(f"  {name:<12} {' '.join(f'{x[1]:.3f}' for x in r)} | {med:.3f} | {over} | {med / first:.3f} | "
+                      + (f"{wall:.3f}" if wall is not None else "n/a"))
                 row = {"case": case, "row": label, "lib": name, "device_ms": [x[1] for x in r],
-                       "median_device_ms": med, "floor_ms": floor, "sampled_ms": [x[3] for x in r]}
+                       "median_device_ms": med, "floor_ms": floor, "wall_ms": [x[3] for x in r],
+                       "median_wall_ms": wall}
                 kind, n = row_key(label)
                 row[kind] = n
                 out.append(row)
