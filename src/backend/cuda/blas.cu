@@ -92,6 +92,14 @@ __global__ void gemm_fallback_kernel(const TX* __restrict__ x, const TW* __restr
   }
 }
 
+// A block-scaled FP8 product's scale pointers on its descriptor: A = the weights' grid, B = the activations'.
+void set_scale_pointers(cublasLtMatmulDesc_t desc, const GemmArgs& g) {
+  check_lt(cublaslt().MatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &g.w_scale, sizeof(g.w_scale)),
+           "set A_SCALE_POINTER");
+  check_lt(cublaslt().MatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &g.x_scale, sizeof(g.x_scale)),
+           "set B_SCALE_POINTER");
+}
+
 }  // namespace
 
 void gemm_fallback(const ExecContext& ctx, const GemmArgs& a) {
@@ -169,12 +177,7 @@ BlasHandle::Plan& BlasHandle::plan_for(const GemmArgs& g) {
              "set B_SCALE_MODE");
     // The heuristic sees scale pointers (the first call's; gemm() sets each call's): block-scaled kernels are chosen
     // only for descriptors that carry them.
-    check_lt(
-        cublaslt().MatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &g.w_scale, sizeof(g.w_scale)),
-        "set A_SCALE_POINTER");
-    check_lt(
-        cublaslt().MatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &g.x_scale, sizeof(g.x_scale)),
-        "set B_SCALE_POINTER");
+    set_scale_pointers(p.desc, g);
   }
   p.a = make_layout(g.w_type, g.K, g.N, g.ldw, g.batch, g.stride_w);
   p.b = make_layout(g.x_type, g.K, g.M, g.ldx, g.batch, g.stride_x);
@@ -218,14 +221,7 @@ void BlasHandle::gemm(const ExecContext& ctx, const GemmArgs& g) {
   if (g.K == 0) return gemm_fallback(ctx, g);  // writes the zeros an empty sum gives
   Plan& p = plan_for(g);
   if (!p.use_lt) return gemm_fallback(ctx, g);
-  if (fp8) {  // this call's scales (the plan's descriptor is shared by every call of the shape)
-    check_lt(
-        cublaslt().MatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &g.w_scale, sizeof(g.w_scale)),
-        "set A_SCALE_POINTER");
-    check_lt(
-        cublaslt().MatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &g.x_scale, sizeof(g.x_scale)),
-        "set B_SCALE_POINTER");
-  }
+  if (fp8) set_scale_pointers(p.desc, g);  // this call's scales (the plan's descriptor serves every call of the shape)
   const float alpha = 1.0f, beta = 0.0f;
   check_lt(cublaslt().Matmul(lt, p.desc, &alpha, g.w, p.a, g.x, p.b, &beta, g.out, p.d, g.out, p.d, &p.algo, workspace,
                              workspace_bytes, stream_of(ctx)),

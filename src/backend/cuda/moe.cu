@@ -188,57 +188,58 @@ __device__ __forceinline__ void load_tile(bf16 (*dst)[kBK + 8], const bf16* cons
   }
 }
 
-// The weights of the grouped GEMM: a bf16 stack [E, N, K], or a quantised one (quant_matrix.h: FP4 / FP8 codes and
-// E8M0 scales, the shared expert as index `count` in its own format), dequantised into the B tile (exact in bf16).
+// The weights of the synchronous grouped GEMM: a bf16 stack [E, N, K] (quantised stacks: the quantised ring kernel
+// below).
 struct Bf16Stack {
   const bf16* w;
 };
-struct QuantStack {
-  QuantExperts q;
-};
 
-// dst [kBN][kBK + 8] = rows n0 .. n0 + kBN - 1 of expert e's matrix in q at k0 .. k0 + kBK - 1, zeros past N or K
-// (K a multiple of a 16-byte load's values: moe_decode_quant_supports).
-__device__ __forceinline__ void load_quant_tile(bf16 (*dst)[kBK + 8], const QuantExperts& q, int32_t e, int64_t n0,
-                                                int64_t N, int64_t K, int64_t k0) {
+// Where expert e's matrix of a quantised stack lives (the shared expert: index `count`, its own format).
+struct QuantSlice {
+  const uint8_t* codes;
+  const uint8_t* scale;
+  int64_t row_bytes, scale_cols;
+  bool fp4;
+};
+__device__ __forceinline__ QuantSlice quant_slice(const QuantExperts& q, int32_t e, int64_t N, int64_t K) {
   const bool shared = e >= q.count;
   const bool fp4 = (shared ? q.shared.format : q.routed.format) == WeightFormat::kFp4;
   const int64_t ex = shared ? 0 : e;
   const int64_t row_bytes = fp4 ? K / 2 : K;
   const int64_t scale_cols = fp4 ? (K + kFp4Group - 1) / kFp4Group : (K + kFp8Block - 1) / kFp8Block;
   const int64_t scale_rows = fp4 ? N : (N + kFp8Block - 1) / kFp8Block;
-  const uint8_t* codes = (shared ? q.shared.codes : q.routed.codes) + ex * N * row_bytes;
-  const uint8_t* scale = (shared ? q.shared.scale : q.routed.scale) + ex * scale_rows * scale_cols;
-  const int per_load = fp4 ? 32 : 16, loads = kBK / per_load;  // 16-byte loads a row of the tile
-  for (int i = threadIdx.x; i < kBN * loads; i += kGemmThreads) {
-    const int r = i / loads, c = (i % loads) * per_load;
-    const int64_t n = n0 + r, k = k0 + c;
-    float v[32];
-    if (n < N && k < K) {
-      const uint4 raw = load_codes(codes + n * row_bytes + (fp4 ? k / 2 : k));
-      if (fp4) {
-        const float sc = e8m0_to_float(__ldg(scale + n * scale_cols + k / kFp4Group));
-        decode_group<WeightFormat::kFp4, 0>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v));
-        decode_group<WeightFormat::kFp4, 1>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v + 8));
-        decode_group<WeightFormat::kFp4, 2>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v + 16));
-        decode_group<WeightFormat::kFp4, 3>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v + 24));
-      } else {
-        const float sc = e8m0_to_float(__ldg(scale + n / kFp8Block * scale_cols + k / kFp8Block));
-        decode_group<WeightFormat::kFp8Block, 0>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v));
-        decode_group<WeightFormat::kFp8Block, 1>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v + 8));
-      }
+  return {(shared ? q.shared.codes : q.routed.codes) + ex * N * row_bytes,
+          (shared ? q.shared.scale : q.routed.scale) + ex * scale_rows * scale_cols, row_bytes, scale_cols, fp4};
+}
+
+// One 16-byte load of codes (32 FP4 or 16 FP8 values of row n from k) into bf16 at dst (exact: each value is a bf16
+// value); zeros where the load lies past N or K.
+__device__ __forceinline__ void dequant_chunk(bf16* dst, const QuantSlice& m, const uint4& raw, bool valid, int64_t n,
+                                              int64_t k) {
+  float v[32];
+  if (valid) {
+    if (m.fp4) {
+      const float sc = e8m0_to_float(__ldg(m.scale + n * m.scale_cols + k / kFp4Group));
+      decode_group<WeightFormat::kFp4, 0>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v));
+      decode_group<WeightFormat::kFp4, 1>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v + 8));
+      decode_group<WeightFormat::kFp4, 2>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v + 16));
+      decode_group<WeightFormat::kFp4, 3>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v + 24));
     } else {
-#pragma unroll
-      for (int j = 0; j < 32; ++j) v[j] = 0.0f;
+      const float sc = e8m0_to_float(__ldg(m.scale + n / kFp8Block * m.scale_cols + k / kFp8Block));
+      decode_group<WeightFormat::kFp8Block, 0>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v));
+      decode_group<WeightFormat::kFp8Block, 1>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v + 8));
     }
-    // Exact: each value is a bf16 value. Constant bounds keep v in registers.
-    if (fp4) {
+  } else {
 #pragma unroll
-      for (int j = 0; j < 32; ++j) dst[r][c + j] = __float2bfloat16_rn(v[j]);
-    } else {
+    for (int j = 0; j < 32; ++j) v[j] = 0.0f;
+  }
+  // Constant bounds keep v in registers.
+  if (m.fp4) {
 #pragma unroll
-      for (int j = 0; j < 16; ++j) dst[r][c + j] = __float2bfloat16_rn(v[j]);
-    }
+    for (int j = 0; j < 32; ++j) dst[j] = __float2bfloat16_rn(v[j]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < 16; ++j) dst[j] = __float2bfloat16_rn(v[j]);
   }
 }
 
@@ -318,7 +319,6 @@ __device__ __forceinline__ void gemm_epilogue(TO* __restrict__ out, AccFragment 
 template <bool GATED, bool VEC, typename TO, typename WT>
 __global__ void __launch_bounds__(kGemmThreads) moe_gemm_kernel(TO* __restrict__ out, const bf16* __restrict__ a, WT w,
                                                                 WT w3, Plan plan, int64_t N, int64_t K, float limit) {
-  constexpr bool kQuant = std::is_same_v<WT, QuantStack>;
   pdl_wait();
   int32_t e, row0, row_end;
   if (!plan_tile(plan, static_cast<int>(blockIdx.y), &e, &row0, &row_end)) return;
@@ -334,12 +334,10 @@ __global__ void __launch_bounds__(kGemmThreads) moe_gemm_kernel(TO* __restrict__
     const int32_t r = row0 + i;
     arow[i] = r < row_end ? a + static_cast<int64_t>(GATED ? plan_token(plan, r) : r) * K : nullptr;
   }
-  if constexpr (!kQuant) {
-    for (int i = threadIdx.x; i < kBN; i += kGemmThreads) {
-      const int64_t n = n0 + i;
-      wrow[i] = n < N ? w.w + (static_cast<int64_t>(e) * N + n) * K : nullptr;
-      if constexpr (GATED) w3row[i] = n < N ? w3.w + (static_cast<int64_t>(e) * N + n) * K : nullptr;
-    }
+  for (int i = threadIdx.x; i < kBN; i += kGemmThreads) {
+    const int64_t n = n0 + i;
+    wrow[i] = n < N ? w.w + (static_cast<int64_t>(e) * N + n) * K : nullptr;
+    if constexpr (GATED) w3row[i] = n < N ? w3.w + (static_cast<int64_t>(e) * N + n) * K : nullptr;
   }
   const int warp = threadIdx.x >> 5, wm = warp >> 1, wn = warp & 1;  // 2 x 2 warps, 32 x 32 each
   AccFragment acc[2][2], acc3[GATED ? 2 : 1][GATED ? 2 : 1];
@@ -347,13 +345,8 @@ __global__ void __launch_bounds__(kGemmThreads) moe_gemm_kernel(TO* __restrict__
   __syncthreads();
   for (int64_t k0 = 0; k0 < K; k0 += kBK) {
     load_tile<VEC>(As, arow, kBM, K, k0);
-    if constexpr (kQuant) {
-      load_quant_tile(Bs, w.q, e, n0, N, K, k0);
-      if constexpr (GATED) load_quant_tile(B3s, w3.q, e, n0, N, K, k0);
-    } else {
-      load_tile<VEC>(Bs, wrow, kBN, K, k0);
-      if constexpr (GATED) load_tile<VEC>(B3s, w3row, kBN, K, k0);
-    }
+    load_tile<VEC>(Bs, wrow, kBN, K, k0);
+    if constexpr (GATED) load_tile<VEC>(B3s, w3row, kBN, K, k0);
     __syncthreads();
     mma_step<GATED>(acc, acc3, As, Bs, B3s, wm, wn);
     __syncthreads();
@@ -430,6 +423,87 @@ __global__ void __launch_bounds__(kGemmThreads)
     using Tile = const bf16(*)[kBK + 8];
     mma_step<GATED>(acc, acc3, reinterpret_cast<Tile>(st), reinterpret_cast<Tile>(st + kTileElems),
                     reinterpret_cast<Tile>(st + (GATED ? 2 : 1) * kTileElems), wm, wn);
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // the ring becomes the C tile
+  gemm_epilogue<GATED>(out, acc, acc3, reinterpret_cast<float(*)[kBN + 4]>(smem), wm, wn, row0, row_end, n0, N, limit);
+}
+
+// The quantised stacks' tiles on the same ring: the A tile and the B tiles' raw codes (kBK values of each row: 16
+// bytes FP4, 32 FP8) arrive by cp.async kGemmStages deep; each step's codes are dequantised from shared memory into
+// one bf16 B tile per matrix (exact, dequant_chunk) between two barriers, then the same MMA step — the same bits as
+// the synchronous kernel this replaces (B tiles dequantised by global loads). Scales are read beside the
+// dequantisation (a few bytes a row, from L1/L2).
+template <bool GATED, typename TO>
+__global__ void __launch_bounds__(kGemmThreads)
+    moe_gemm_quant_pipelined_kernel(TO* __restrict__ out, const bf16* __restrict__ a, QuantExperts w, QuantExperts w3,
+                                    Plan plan, int64_t N, int64_t K, float limit) {
+  constexpr int kMats = GATED ? 2 : 1;
+  constexpr int kCodeBytes = kBK;  // a row's codes of one step, at most (FP8)
+  constexpr size_t kRingBytes =
+      sizeof(bf16) * kGemmStages * kTileElems + size_t{kGemmStages} * kMats * kBN * kCodeBytes;
+  constexpr size_t kCBytes = sizeof(float) * kBM * (kBN + 4);
+  static_assert(kRingBytes >= kCBytes, "the C tile reuses the ring");
+  pdl_wait();
+  int32_t e, row0, row_end;
+  if (!plan_tile(plan, static_cast<int>(blockIdx.y), &e, &row0, &row_end)) return;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kBN;
+  __shared__ __align__(128) unsigned char smem[kRingBytes];
+  __shared__ __align__(128) bf16 Bs[kMats][kBN][kBK + 8];
+  __shared__ const bf16* arow[kBM];
+  bf16* aring = reinterpret_cast<bf16*>(smem);
+  uint8_t* cring = smem + sizeof(bf16) * kGemmStages * kTileElems;  // [stage][mat][row][kCodeBytes]
+  for (int i = threadIdx.x; i < kBM; i += kGemmThreads) {
+    const int32_t r = row0 + i;
+    arow[i] = r < row_end ? a + static_cast<int64_t>(GATED ? plan_token(plan, r) : r) * K : nullptr;
+  }
+  QuantSlice m[kMats];
+  m[0] = quant_slice(w, e, N, K);
+  if constexpr (GATED) m[1] = quant_slice(w3, e, N, K);
+  const bool fp4 = m[0].fp4;       // w1 and w3 share their experts' formats (moe_decode_quant_supports)
+  const int chunks = fp4 ? 1 : 2;  // 16-byte code loads a row per step
+  const int warp = threadIdx.x >> 5, wm = warp >> 1, wn = warp & 1;  // 2 x 2 warps, 32 x 32 each
+  AccFragment acc[2][2], acc3[GATED ? 2 : 1][GATED ? 2 : 1];
+  zero_accumulators<GATED>(acc, acc3);
+  __syncthreads();  // the row pointers
+  const int64_t steps = (K + kBK - 1) / kBK;
+  const auto issue = [&](int64_t t) {
+    const int st = static_cast<int>(t % kGemmStages);
+    const int64_t k0 = t * kBK;
+    bf16* as = aring + st * kTileElems;
+    for (int i = threadIdx.x; i < kBM * (kBK / 8); i += kGemmThreads) {
+      const int r = i / (kBK / 8), c = (i % (kBK / 8)) * 8;
+      const bool in = arow[r] != nullptr && k0 + c < K;
+      cp_async16(as + r * (kBK + 8) + c, in ? arow[r] + k0 + c : a, in);
+    }
+    for (int i = threadIdx.x; i < kMats * kBN * chunks; i += kGemmThreads) {
+      const int mat = i / (kBN * chunks), r = (i / chunks) % kBN, c = i % chunks;
+      const int64_t n = n0 + r, k = k0 + 16 * c * (fp4 ? 2 : 1);
+      const bool in = n < N && k < K;
+      const uint8_t* src = m[mat].codes + n * m[mat].row_bytes + (fp4 ? k / 2 : k);
+      cp_async16(cring + ((st * kMats + mat) * kBN + r) * kCodeBytes + 16 * c, in ? src : m[mat].codes, in);
+    }
+  };
+  for (int t = 0; t < kGemmStages - 1; ++t) {
+    if (t < steps) issue(t);
+    cp_async_commit();
+  }
+  for (int64_t t = 0; t < steps; ++t) {
+    cp_async_wait<kGemmStages - 2>();
+    __syncthreads();  // step t's copies landed; every warp is done with step t - 1's A stage and B tiles
+    if (t + kGemmStages - 1 < steps) issue(t + kGemmStages - 1);
+    cp_async_commit();
+    const int st = static_cast<int>(t % kGemmStages);
+    const int64_t k0 = t * kBK;
+    for (int i = threadIdx.x; i < kMats * kBN * chunks; i += kGemmThreads) {
+      const int mat = i / (kBN * chunks), r = (i / chunks) % kBN, c = i % chunks;
+      const int64_t n = n0 + r, k = k0 + 16 * c * (fp4 ? 2 : 1);
+      const uint4 raw = *reinterpret_cast<const uint4*>(cring + ((st * kMats + mat) * kBN + r) * kCodeBytes + 16 * c);
+      dequant_chunk(&Bs[mat][r][16 * c], m[mat], raw, n < N && k < K, n, k);
+    }
+    __syncthreads();  // the B tiles
+    using Tile = const bf16(*)[kBK + 8];
+    mma_step<GATED>(acc, acc3, reinterpret_cast<Tile>(aring + st * kTileElems), Bs[0], Bs[GATED ? 1 : 0], wm, wn);
   }
   cp_async_wait<0>();
   __syncthreads();  // the ring becomes the C tile
@@ -744,13 +818,13 @@ void moe_gemm_experts_quant(cudaStream_t stream, bf16* act, float* y, const bf16
                  "moe_gemm_experts_quant: unsupported stacks (H=", H, " I=", I, ", formats ",
                  weight_format_name(w1.routed.format), " / ", weight_format_name(w1.shared.format), ")");
   const dim3 grid1(blocks_for(I, kBN), static_cast<unsigned>(max_tiles));
-  check_launch(launch_kernel(moe_gemm_kernel<true, true, bf16, QuantStack>, grid1, dim3(kGemmThreads), 0, stream, act,
-                             x, QuantStack{w1}, QuantStack{w3}, plan, I, H, limit),
+  check_launch(launch_kernel(moe_gemm_quant_pipelined_kernel<true, bf16>, grid1, dim3(kGemmThreads), 0, stream, act, x,
+                             w1, w3, plan, I, H, limit),
                "moe_gemm quantised (w1/w3 + SwiGLU)");
   if (aq != nullptr) moe_act_round_trip(stream, act, I, plan, *aq);
   const dim3 grid2(blocks_for(H, kBN), static_cast<unsigned>(max_tiles));
-  check_launch(launch_kernel(moe_gemm_kernel<false, true, float, QuantStack>, grid2, dim3(kGemmThreads), 0, stream, y,
-                             static_cast<const bf16*>(act), QuantStack{w2}, QuantStack{w2}, plan, H, I, limit),
+  check_launch(launch_kernel(moe_gemm_quant_pipelined_kernel<false, float>, grid2, dim3(kGemmThreads), 0, stream, y,
+                             static_cast<const bf16*>(act), w2, w2, plan, H, I, limit),
                "moe_gemm quantised (w2)");
 }
 
