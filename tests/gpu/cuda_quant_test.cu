@@ -385,7 +385,8 @@ struct HostPlan {
   int32_t num_tiles = 0;
 };
 
-HostPlan make_plan(const std::vector<int32_t>& indices, int64_t T, int64_t k, int64_t E, bool shared) {
+HostPlan make_plan(const std::vector<int32_t>& indices, int64_t T, int64_t k, int64_t E, bool shared,
+                   int32_t tile_rows = cuda::kPlanTileRows) {
   const int64_t P = T * k + (shared ? T : 0);
   auto expert_of = [&](int64_t p) { return p < T * k ? indices[p] : static_cast<int32_t>(E); };
   auto token_of = [&](int64_t p) { return static_cast<int32_t>(p < T * k ? p / k : p - T * k); };
@@ -399,7 +400,7 @@ HostPlan make_plan(const std::vector<int32_t>& indices, int64_t T, int64_t k, in
       plan.row_of[p] = row++;
       plan.token_of.push_back(token_of(p));
     }
-    for (int32_t r = start; r < row; r += cuda::kPlanTileRows) {
+    for (int32_t r = start; r < row; r += tile_rows) {
       plan.tile_info.insert(plan.tile_info.end(), {e, r, row});
       ++plan.num_tiles;
     }
@@ -502,14 +503,20 @@ void check_moe(const MoeCase& c, int seed) {
       EXPECT_TRUE(first == download_bytes(y.t)) << name << ": run " << run << " (tokens " << tokens << ") differs";
     }
   }
-  // The prefill form on the same plan (moe.cu's tiled GEMM, B tiles dequantised in shared memory): the oracle's
-  // bounds, and the same bits when run again.
+  // The prefill form (moe.cu's wide tiled GEMM, B tiles dequantised in shared memory) on the same rows in tiles of
+  // kPlanWideTileRows: the oracle's bounds, and the same bits when run again.
+  const HostPlan wp = make_plan(indices, c.T, c.k, c.E, true, cuda::kPlanWideTileRows);
+  ASSERT_EQ(wp.row_of, hp.row_of);
+  DevTensor wide_tiles = test::upload_i32(wp.tile_info, {wp.num_tiles, 3}),
+            wide_count = test::upload_i32({wp.num_tiles}, {1});
+  const cuda::MoePlan wide_plan{row_of.t.ptr<int32_t>(), token_of.t.ptr<int32_t>(), wide_tiles.t.ptr<int32_t>(),
+                                wide_count.t.ptr<int32_t>()};
   std::vector<char> gemm_first;
   for (int run = 0; run < 2; ++run) {
     poison(act.t);
     poison(y.t);
     cuda::moe_gemm_experts_quant(env().stream(), act.t.ptr<cuda::bf16>(), y.t.ptr<float>(), dx.t.ptr<cuda::bf16>(), q1,
-                                 q3, q2, plan, max_tiles, c.H, c.I, limit);
+                                 q3, q2, wide_plan, wp.num_tiles + 3, c.H, c.I, limit);
     env().sync();
     if (run == 0) {
       DSV4_EXPECT_CLOSE(download(act.t), act_ref, 1e-2, name + " tiled GEMM act");
@@ -535,14 +542,17 @@ TEST(CudaQuant, MoeDecodeFlashShapesMatchCpu) {
 // H and I multiples of 32 but not of 128 (FP8 shared expert with partial blocks), FP8 routed experts ("-Base"
 // checkpoints), experts with several rows, and a prefill-sized batch (T = 70: every expert past one 64-row plan
 // tile), which the decode kernel computes correctly too, reading each expert's weights once per 16 rows: the
-// quantised fallback of moe_experts at any T until the tiled prefill path reads FP4 (plan step 4).
+// quantised fallback of moe_experts at any T until the tiled prefill path reads FP4 (plan step 4). T = 150 and 200:
+// experts (the shared one at least) past one 128-row tile of the wide GEMM.
 TEST(CudaQuant, MoeDecodeOddShapesMatchCpu) {
   DSV4_REQUIRE_GPU();
   int seed = 600;
   for (const MoeCase& c : {MoeCase{"odd dims", 160, 96, 5, 2, 3, WeightFormat::kFp4},
                            MoeCase{"fp8 routed (-Base)", 384, 256, 4, 2, 4, WeightFormat::kFp8Block},
                            MoeCase{"T=5 odd", 224, 64, 7, 3, 5, WeightFormat::kFp4},
-                           MoeCase{"T=70: experts over one 64-row tile", 160, 96, 3, 2, 70, WeightFormat::kFp4}}) {
+                           MoeCase{"T=70: experts over one 64-row tile", 160, 96, 3, 2, 70, WeightFormat::kFp4},
+                           MoeCase{"T=200: experts over one 128-row tile", 160, 96, 3, 2, 200, WeightFormat::kFp4},
+                           MoeCase{"T=150 fp8 routed", 384, 256, 2, 1, 150, WeightFormat::kFp8Block}}) {
     check_moe(c, seed++);
   }
 }

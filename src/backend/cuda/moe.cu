@@ -17,6 +17,7 @@
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/mma.cuh"
 #include "backend/cuda/moe_plan.h"
 #include "backend/cuda/quant_decode.cuh"
 #include "backend/cuda/quant_matrix.h"
@@ -108,7 +109,7 @@ using Plan = MoePlan;
 // expert's segment follows the shared-memory atomics, which is harmless: every row is computed independently
 // and the combine sums a token's rows in a fixed order.
 __global__ void moe_plan_kernel(Plan plan, const int32_t* __restrict__ indices, int64_t routed_pairs, int64_t P,
-                                int64_t k, int64_t E) {
+                                int64_t k, int64_t E, int32_t tile_rows) {
   pdl_wait();
   extern __shared__ int32_t sh[];  // cnt[E], off[E + 1], cursor[E], tile_off[E + 1]
   int32_t* cnt = sh;
@@ -126,7 +127,7 @@ __global__ void moe_plan_kernel(Plan plan, const int32_t* __restrict__ indices, 
   {
     __shared__ int32_t warp_rows[32], warp_tiles[32];
     const int64_t per = (E + blockDim.x - 1) / blockDim.x, e0 = min(E, threadIdx.x * per), e1 = min(E, e0 + per);
-    auto tiles_of = [](int32_t rows) { return (rows + kBM - 1) / kBM; };
+    auto tiles_of = [&](int32_t rows) { return (rows + tile_rows - 1) / tile_rows; };
     int32_t rows = 0, tiles = 0;
     for (int64_t e = e0; e < e1; ++e) rows += cnt[e], tiles += tiles_of(cnt[e]);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -159,7 +160,7 @@ __global__ void moe_plan_kernel(Plan plan, const int32_t* __restrict__ indices, 
   for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
     for (int32_t j = tile_off[e]; j < tile_off[e + 1]; ++j) {
       plan.tile_info[3 * j + 0] = static_cast<int32_t>(e);
-      plan.tile_info[3 * j + 1] = off[e] + (j - tile_off[e]) * kBM;
+      plan.tile_info[3 * j + 1] = off[e] + (j - tile_off[e]) * tile_rows;
       plan.tile_info[3 * j + 2] = off[e + 1];
     }
   }
@@ -354,160 +355,215 @@ __global__ void __launch_bounds__(kGemmThreads) moe_gemm_kernel(TO* __restrict__
   gemm_epilogue<GATED>(out, acc, acc3, Cs, wm, wn, row0, row_end, n0, N, limit);
 }
 
-// moe_gemm_kernel for bf16 stacks with 16-byte aligned rows (VEC), its operand tiles streamed through a
-// kGemmStages-deep cp.async ring: step t's tiles arrive while step t - 1's MMAs run (the synchronous kernel waited
-// for every tile, ~80 TFLOP/s on a 4,096-token prefill; bench/RESULTS.md eighteenth entry). Same MMAs in the same k
-// order: the same bits as moe_gemm_kernel. The C tile of the epilogue reuses the ring's shared memory.
-constexpr int kGemmStages = 3;
-constexpr int kTileElems = kBM * (kBK + 8);  // one [64][kBK + 8] operand tile (kBM == kBN)
-static_assert(kBM == kBN, "the ring's tiles share one shape");
+// ---- wide tiles (prefill on aligned operands) ----------------------------------------------------------------
+// Plans of kPlanWideTileRows-row tiles: a block computes 128 plan rows x 64 weight rows (of each matrix), 8 warps of
+// 32 x 32, mma.m16n8k16 with operands loaded by ldmatrix from a kWideStages-deep cp.async ring. An expert's weights
+// are read once per 128 of its rows: a 4,096-token Flash prefill has ~96 rows per routed expert, which the 64-row
+// tiles read twice, and there the 64 x 64 WMMA tiles (4 warps) ran at ~90 TFLOP/s with 2/3 of the prefill's kernel
+// time in them (bench/RESULTS.md nineteenth entry). Quantised stacks stage the raw codes instead of bf16 B tiles and
+// dequantise each step's codes from shared memory into one bf16 tile per matrix (exact: every value is a bf16 value)
+// between two barriers. Each output's sum runs over k in 16-wide steps in ascending order, one MMA each, like the
+// WMMA kernel: the same bits.
+constexpr int kWideBM = kPlanWideTileRows;
+constexpr int kWideThreads = 256;
+constexpr int kWideStages = 4;
+constexpr int kLd = kBK + 8;  // padded tile rows (80 bytes): ldmatrix's eight row addresses fall in distinct banks
+constexpr int kWideATile = kWideBM * kLd, kWideBTile = kBN * kLd;  // elements
+static_assert(kWideThreads * 2 == kWideBM * (kBK / 8) && kWideThreads == kBN * (kBK / 8),
+              "each thread copies two 16-byte chunks of the A tile and one of each bf16 B tile per step");
 
-template <bool GATED>
-__device__ __forceinline__ void issue_stage(bf16* stage, const bf16* const* arow, const bf16* const* wrow,
-                                            const bf16* const* w3row, const bf16* any, int64_t K, int64_t k0) {
-  constexpr int kChunks = kBK / 8;  // 16-byte chunks per tile row
-  for (int i = threadIdx.x; i < kBM * kChunks; i += kGemmThreads) {
-    const int r = i / kChunks, c = (i % kChunks) * 8;
-    const bool in_k = k0 + c < K;  // K % 8 == 0: a chunk is wholly in or out
-    const int at = r * (kBK + 8) + c;
-    cp_async16(stage + at, arow[r] != nullptr && in_k ? arow[r] + k0 + c : any, arow[r] != nullptr && in_k);
-    cp_async16(stage + kTileElems + at, wrow[r] != nullptr && in_k ? wrow[r] + k0 + c : any,
-               wrow[r] != nullptr && in_k);
-    if constexpr (GATED) {
-      cp_async16(stage + 2 * kTileElems + at, w3row[r] != nullptr && in_k ? w3row[r] + k0 + c : any,
-                 w3row[r] != nullptr && in_k);
+// Dynamic shared memory of one launch. bf16 stacks: kWideStages slots of [A tile, B tile per matrix]. Quantised:
+// kWideStages A tiles, one dequantised B tile per matrix, then kWideStages slots of raw codes (kBK bytes a row at
+// most: FP8).
+template <bool GATED, bool QUANT>
+constexpr int wide_smem_bytes() {
+  constexpr int kMats = GATED ? 2 : 1;
+  return QUANT ? static_cast<int>(sizeof(bf16)) * (kWideStages * kWideATile + kMats * kWideBTile) +
+                     kWideStages * kMats * kBN * kBK
+               : static_cast<int>(sizeof(bf16)) * kWideStages * (kWideATile + kMats * kWideBTile);
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* p) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+
+// One kBK-wide step of a warp's 32 x 32 outputs per matrix: A rows wm * 32.. of `as`, B rows wn * 32.. of bt[m].
+// ldmatrix.x4 gives A's four 8 x 8 quarters in the MMA's a0..a3 order (lane l addresses row l % 16, column
+// 8 (l / 16)), and for B (stored [n][k], the MMA's column-major operand) b0, b1 of two adjacent 8-column tiles.
+template <int kMats>
+__device__ __forceinline__ void wide_mma_step(float (&acc)[kMats][2][4][4], const bf16* as,
+                                              const bf16* const (&bt)[kMats], int wm, int wn, int lane) {
+#pragma unroll
+  for (int kk = 0; kk < kBK; kk += 16) {
+    uint32_t af[2][4];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) ldmatrix_x4(af[i], as + (wm * 32 + i * 16 + (lane & 15)) * kLd + kk + (lane >> 4) * 8);
+#pragma unroll
+    for (int m = 0; m < kMats; ++m) {
+#pragma unroll
+      for (int jj = 0; jj < 2; ++jj) {
+        uint32_t bfr[4];
+        ldmatrix_x4(bfr, bt[m] + (wn * 32 + jj * 16 + (lane >> 4) * 8 + (lane & 7)) * kLd + kk + ((lane >> 3) & 1) * 8);
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          mma_bf16_16816(acc[m][i][2 * jj], af[i], bfr[0], bfr[1]);
+          mma_bf16_16816(acc[m][i][2 * jj + 1], af[i], bfr[2], bfr[3]);
+        }
+      }
     }
   }
 }
 
-template <bool GATED, typename TO>
-__global__ void __launch_bounds__(kGemmThreads)
-    moe_gemm_pipelined_kernel(TO* __restrict__ out, const bf16* __restrict__ a, const bf16* __restrict__ w,
-                              const bf16* __restrict__ w3, Plan plan, int64_t N, int64_t K, float limit) {
-  constexpr int kTiles = GATED ? 3 : 2;  // A, B (, B3) per stage
-  constexpr size_t kRingBytes = sizeof(bf16) * kGemmStages * kTiles * kTileElems;
-  constexpr size_t kCBytes = sizeof(float) * kBM * (kBN + 4);
-  pdl_wait();
-  int32_t e, row0, row_end;
-  if (!plan_tile(plan, static_cast<int>(blockIdx.y), &e, &row0, &row_end)) return;
-  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kBN;
-  __shared__ __align__(128) unsigned char smem[kRingBytes > kCBytes ? kRingBytes : kCBytes];
-  __shared__ const bf16* arow[kBM];
-  __shared__ const bf16* wrow[kBN];
-  __shared__ const bf16* w3row[GATED ? kBN : 1];
-  bf16* ring = reinterpret_cast<bf16*>(smem);
-  for (int i = threadIdx.x; i < kBM; i += kGemmThreads) {
-    const int32_t r = row0 + i;
-    arow[i] = r < row_end ? a + static_cast<int64_t>(GATED ? plan_token(plan, r) : r) * K : nullptr;
-    const int64_t n = n0 + i;
-    wrow[i] = n < N ? w + (static_cast<int64_t>(e) * N + n) * K : nullptr;
-    if constexpr (GATED) w3row[i] = n < N ? w3 + (static_cast<int64_t>(e) * N + n) * K : nullptr;
+// Two adjacent outputs of one row (columns n, n + 1); pairs as one store where N is even (aligned).
+template <typename TO>
+__device__ __forceinline__ void store_pair(TO* __restrict__ row, int64_t n, int64_t N, float v0, float v1) {
+  if (n + 1 < N && N % 2 == 0) {
+    if constexpr (std::is_same_v<TO, float>) {
+      *reinterpret_cast<float2*>(row + n) = make_float2(v0, v1);
+    } else {
+      *reinterpret_cast<__nv_bfloat162*>(row + n) = __floats2bfloat162_rn(v0, v1);
+    }
+    return;
   }
-  const int warp = threadIdx.x >> 5, wm = warp >> 1, wn = warp & 1;  // 2 x 2 warps, 32 x 32 each
-  AccFragment acc[2][2], acc3[GATED ? 2 : 1][GATED ? 2 : 1];
-  zero_accumulators<GATED>(acc, acc3);
-  __syncthreads();  // the row pointers
-  const int64_t steps = (K + kBK - 1) / kBK;
-  const auto stage_of = [&](int64_t t) { return ring + static_cast<int>(t % kGemmStages) * kTiles * kTileElems; };
-  for (int t = 0; t < kGemmStages - 1; ++t) {  // a commit group per stage, empty past the last step
-    if (t < steps) issue_stage<GATED>(stage_of(t), arow, wrow, w3row, a, K, t * kBK);
-    cp_async_commit();
-  }
-  for (int64_t t = 0; t < steps; ++t) {
-    cp_async_wait<kGemmStages - 2>();  // this thread's copies of step t
-    __syncthreads();                   // everyone's copies of step t; everyone done with step t - 1's stage
-    const int64_t next = t + kGemmStages - 1;
-    if (next < steps) issue_stage<GATED>(stage_of(next), arow, wrow, w3row, a, K, next * kBK);
-    cp_async_commit();
-    const bf16* st = stage_of(t);
-    using Tile = const bf16(*)[kBK + 8];
-    mma_step<GATED>(acc, acc3, reinterpret_cast<Tile>(st), reinterpret_cast<Tile>(st + kTileElems),
-                    reinterpret_cast<Tile>(st + (GATED ? 2 : 1) * kTileElems), wm, wn);
-  }
-  cp_async_wait<0>();
-  __syncthreads();  // the ring becomes the C tile
-  gemm_epilogue<GATED>(out, acc, acc3, reinterpret_cast<float(*)[kBN + 4]>(smem), wm, wn, row0, row_end, n0, N, limit);
+  if (n < N) row[n] = from_float<TO>(v0);
+  if (n + 1 < N) row[n + 1] = from_float<TO>(v1);
 }
 
-// The quantised stacks' tiles on the same ring: the A tile and the B tiles' raw codes (kBK values of each row: 16
-// bytes FP4, 32 FP8) arrive by cp.async kGemmStages deep; each step's codes are dequantised from shared memory into
-// one bf16 B tile per matrix (exact, dequant_chunk) between two barriers, then the same MMA step — the same bits as
-// the synchronous kernel this replaces (B tiles dequantised by global loads). Scales are read beside the
-// dequantisation (a few bytes a row, from L1/L2).
-template <bool GATED, typename TO>
-__global__ void __launch_bounds__(kGemmThreads)
-    moe_gemm_quant_pipelined_kernel(TO* __restrict__ out, const bf16* __restrict__ a, QuantExperts w, QuantExperts w3,
-                                    Plan plan, int64_t N, int64_t K, float limit) {
+// WT: const bf16* (a bf16 stack [E, N, K]) or QuantExperts (QUANT).
+template <bool GATED, bool QUANT, typename TO, typename WT>
+__global__ void __launch_bounds__(kWideThreads, 2)
+    moe_gemm_wide_kernel(TO* __restrict__ out, const bf16* __restrict__ a, WT w, WT w3, Plan plan, int64_t N, int64_t K,
+                         float limit) {
   constexpr int kMats = GATED ? 2 : 1;
-  constexpr int kCodeBytes = kBK;  // a row's codes of one step, at most (FP8)
-  constexpr size_t kRingBytes =
-      sizeof(bf16) * kGemmStages * kTileElems + size_t{kGemmStages} * kMats * kBN * kCodeBytes;
-  constexpr size_t kCBytes = sizeof(float) * kBM * (kBN + 4);
-  static_assert(kRingBytes >= kCBytes, "the C tile reuses the ring");
+  extern __shared__ __align__(128) unsigned char wide_smem[];
+  __shared__ const bf16* arow[kWideBM];
   pdl_wait();
   int32_t e, row0, row_end;
   if (!plan_tile(plan, static_cast<int>(blockIdx.y), &e, &row0, &row_end)) return;
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kBN;
-  __shared__ __align__(128) unsigned char smem[kRingBytes];
-  __shared__ __align__(128) bf16 Bs[kMats][kBN][kBK + 8];
-  __shared__ const bf16* arow[kBM];
-  bf16* aring = reinterpret_cast<bf16*>(smem);
-  uint8_t* cring = smem + sizeof(bf16) * kGemmStages * kTileElems;  // [stage][mat][row][kCodeBytes]
-  for (int i = threadIdx.x; i < kBM; i += kGemmThreads) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wm = warp >> 1, wn = warp & 1;
+  for (int i = tid; i < kWideBM; i += kWideThreads) {
     const int32_t r = row0 + i;
     arow[i] = r < row_end ? a + static_cast<int64_t>(GATED ? plan_token(plan, r) : r) * K : nullptr;
   }
-  QuantSlice m[kMats];
-  m[0] = quant_slice(w, e, N, K);
-  if constexpr (GATED) m[1] = quant_slice(w3, e, N, K);
-  const bool fp4 = m[0].fp4;       // w1 and w3 share their experts' formats (moe_decode_quant_supports)
-  const int chunks = fp4 ? 1 : 2;  // 16-byte code loads a row per step
-  const int warp = threadIdx.x >> 5, wm = warp >> 1, wn = warp & 1;  // 2 x 2 warps, 32 x 32 each
-  AccFragment acc[2][2], acc3[GATED ? 2 : 1][GATED ? 2 : 1];
-  zero_accumulators<GATED>(acc, acc3);
+  bf16* const smem = reinterpret_cast<bf16*>(wide_smem);
+  constexpr int kSlot = QUANT ? kWideATile : kWideATile + kMats * kWideBTile;  // elements per ring slot
+  const auto a_tile = [&](int st) { return smem + st * kSlot; };
+  [[maybe_unused]] bf16* const deq = smem + kWideStages * kWideATile;  // QUANT: [kMats] dequantised B tiles
+  [[maybe_unused]] uint8_t* const codes =
+      wide_smem + sizeof(bf16) * (kWideStages * kWideATile + kMats * kWideBTile);  // QUANT: [stage][mat][row][kBK]
+  // This thread's copies: A chunks (tid / 4, 8 (tid % 4)) and 64 rows below; B row tid / 4, the same chunk.
+  const int cr = tid >> 2, cc = (tid & 3) * 8;
+  const bf16* bsrc[kMats] = {};
+  [[maybe_unused]] QuantSlice q[kMats];
+  if constexpr (QUANT) {
+    q[0] = quant_slice(w, e, N, K);
+    if constexpr (GATED) q[1] = quant_slice(w3, e, N, K);
+  } else if (n0 + cr < N) {
+    bsrc[0] = w + (static_cast<int64_t>(e) * N + n0 + cr) * K;
+    if constexpr (GATED) bsrc[1] = w3 + (static_cast<int64_t>(e) * N + n0 + cr) * K;
+  }
+  int chunks = 1;  // 16-byte code loads a row per step
+  if constexpr (QUANT) chunks = q[0].fp4 ? 1 : 2;
   __syncthreads();  // the row pointers
+  const bf16* const asrc[2] = {arow[cr], arow[cr + 64]};
   const int64_t steps = (K + kBK - 1) / kBK;
   const auto issue = [&](int64_t t) {
-    const int st = static_cast<int>(t % kGemmStages);
+    const int st = static_cast<int>(t % kWideStages);
     const int64_t k0 = t * kBK;
-    bf16* as = aring + st * kTileElems;
-    for (int i = threadIdx.x; i < kBM * (kBK / 8); i += kGemmThreads) {
-      const int r = i / (kBK / 8), c = (i % (kBK / 8)) * 8;
-      const bool in = arow[r] != nullptr && k0 + c < K;
-      cp_async16(as + r * (kBK + 8) + c, in ? arow[r] + k0 + c : a, in);
+    const bool in_k = k0 + cc < K;  // K % 8 == 0: a chunk is wholly in or out
+    bf16* as = a_tile(st);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const bool in = asrc[h] != nullptr && in_k;
+      cp_async16(as + (cr + 64 * h) * kLd + cc, in ? asrc[h] + k0 + cc : a, in);
     }
-    for (int i = threadIdx.x; i < kMats * kBN * chunks; i += kGemmThreads) {
-      const int mat = i / (kBN * chunks), r = (i / chunks) % kBN, c = i % chunks;
-      const int64_t n = n0 + r, k = k0 + 16 * c * (fp4 ? 2 : 1);
-      const bool in = n < N && k < K;
-      const uint8_t* src = m[mat].codes + n * m[mat].row_bytes + (fp4 ? k / 2 : k);
-      cp_async16(cring + ((st * kMats + mat) * kBN + r) * kCodeBytes + 16 * c, in ? src : m[mat].codes, in);
+    if constexpr (!QUANT) {
+#pragma unroll
+      for (int m = 0; m < kMats; ++m) {
+        const bool in = bsrc[m] != nullptr && in_k;
+        cp_async16(as + kWideATile + m * kWideBTile + cr * kLd + cc, in ? bsrc[m] + k0 + cc : a, in);
+      }
+    } else {
+      for (int i = tid; i < kMats * kBN * chunks; i += kWideThreads) {
+        const int m = i / (kBN * chunks), r = (i / chunks) % kBN, c = i % chunks;
+        const int64_t n = n0 + r, k = k0 + 16 * c * (q[m].fp4 ? 2 : 1);
+        const bool in = n < N && k < K;
+        const uint8_t* src = q[m].codes + n * q[m].row_bytes + (q[m].fp4 ? k / 2 : k);
+        cp_async16(codes + ((st * kMats + m) * kBN + r) * kBK + 16 * c, in ? src : q[m].codes, in);
+      }
     }
   };
-  for (int t = 0; t < kGemmStages - 1; ++t) {
+  float acc[kMats][2][4][4] = {};
+  for (int t = 0; t < kWideStages - 1; ++t) {  // a commit group per stage, empty past the last step
     if (t < steps) issue(t);
     cp_async_commit();
   }
   for (int64_t t = 0; t < steps; ++t) {
-    cp_async_wait<kGemmStages - 2>();
-    __syncthreads();  // step t's copies landed; every warp is done with step t - 1's A stage and B tiles
-    if (t + kGemmStages - 1 < steps) issue(t + kGemmStages - 1);
+    cp_async_wait<kWideStages - 2>();  // this thread's copies of step t
+    __syncthreads();  // everyone's copies of step t; everyone done with step t - 1 (its slot, the dequantised tiles)
+    if (t + kWideStages - 1 < steps) issue(t + kWideStages - 1);
     cp_async_commit();
-    const int st = static_cast<int>(t % kGemmStages);
-    const int64_t k0 = t * kBK;
-    for (int i = threadIdx.x; i < kMats * kBN * chunks; i += kGemmThreads) {
-      const int mat = i / (kBN * chunks), r = (i / chunks) % kBN, c = i % chunks;
-      const int64_t n = n0 + r, k = k0 + 16 * c * (fp4 ? 2 : 1);
-      const uint4 raw = *reinterpret_cast<const uint4*>(cring + ((st * kMats + mat) * kBN + r) * kCodeBytes + 16 * c);
-      dequant_chunk(&Bs[mat][r][16 * c], m[mat], raw, n < N && k < K, n, k);
+    const int st = static_cast<int>(t % kWideStages);
+    const bf16* bt[kMats];
+    if constexpr (QUANT) {
+      const int64_t k0 = t * kBK;
+      for (int i = tid; i < kMats * kBN * chunks; i += kWideThreads) {
+        const int m = i / (kBN * chunks), r = (i / chunks) % kBN, c = i % chunks;
+        const int64_t n = n0 + r, k = k0 + 16 * c * (q[m].fp4 ? 2 : 1);
+        const uint4 raw = *reinterpret_cast<const uint4*>(codes + ((st * kMats + m) * kBN + r) * kBK + 16 * c);
+        dequant_chunk(deq + m * kWideBTile + r * kLd + 16 * c, q[m], raw, n < N && k < K, n, k);
+      }
+      __syncthreads();  // the dequantised tiles
+#pragma unroll
+      for (int m = 0; m < kMats; ++m) bt[m] = deq + m * kWideBTile;
+    } else {
+#pragma unroll
+      for (int m = 0; m < kMats; ++m) bt[m] = a_tile(st) + kWideATile + m * kWideBTile;
     }
-    __syncthreads();  // the B tiles
-    using Tile = const bf16(*)[kBK + 8];
-    mma_step<GATED>(acc, acc3, reinterpret_cast<Tile>(aring + st * kTileElems), Bs[0], Bs[GATED ? 1 : 0], wm, wn);
+    wide_mma_step<kMats>(acc, a_tile(st), bt, wm, wn, lane);
   }
   cp_async_wait<0>();
-  __syncthreads();  // the ring becomes the C tile
-  gemm_epilogue<GATED>(out, acc, acc3, reinterpret_cast<float(*)[kBN + 4]>(smem), wm, wn, row0, row_end, n0, N, limit);
+  // Epilogue from the fragments: lane (g, t4) holds rows g and g + 8 of each 16-row tile, columns 2 t4, 2 t4 + 1 of
+  // each 8-column tile. GATED: silu(min(g, L)) * clamp(u, -L, L), as gemm_epilogue.
+  const int g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int r = wm * 32 + i * 16 + g + 8 * half;
+      if (row0 + r >= row_end) continue;
+      TO* orow = out + static_cast<int64_t>(row0 + r) * N;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        float v[2] = {acc[0][i][j][2 * half], acc[0][i][j][2 * half + 1]};
+        if constexpr (GATED) {
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            const float gv = fminf(v[c], limit);
+            const float u = fminf(fmaxf(acc[kMats - 1][i][j][2 * half + c], -limit), limit);
+            v[c] = gv / (1.0f + expf(-gv)) * u;
+          }
+        }
+        store_pair(orow, n0 + wn * 32 + j * 8 + 2 * t4, N, v[0], v[1]);
+      }
+    }
+  }
+}
+
+// One product of the wide kernel over a plan of kPlanWideTileRows-row tiles (grid: N / 64 x the plan's tile bound).
+template <bool GATED, bool QUANT, typename TO, typename WT>
+void launch_wide(cudaStream_t s, TO* out, const bf16* a, WT w, WT w3, const Plan& plan, int64_t max_tiles, int64_t N,
+                 int64_t K, float limit, const char* what) {
+  constexpr auto kernel = moe_gemm_wide_kernel<GATED, QUANT, TO, WT>;
+  constexpr int bytes = wide_smem_bytes<GATED, QUANT>();
+  allow_dynamic_shared<kernel>(bytes, "cudaFuncSetAttribute(moe_gemm_wide)");
+  check_launch(launch_kernel(kernel, dim3(blocks_for(N, kBN), static_cast<unsigned>(max_tiles)), dim3(kWideThreads),
+                             bytes, s, out, a, w, w3, plan, N, K, limit),
+               what);
 }
 
 // The same grouped product for any operand dtypes (f32 activations / weights): fp32 FMA on 64 x 32
@@ -622,8 +678,10 @@ struct Routing {
 };
 
 // E counts every stacked expert, the shared one (last) included: the plan treats it as one more expert. One token
-// needs no planning kernel (MoePlan::pair_experts): one launch fewer per MoE layer at b = 1 decode.
-Routing plan_routes(Arena& A, cudaStream_t s, Tensor indices, int64_t T, int64_t E, bool shared_expert) {
+// needs no planning kernel (MoePlan::pair_experts): one launch fewer per MoE layer at b = 1 decode. Tiles of
+// `tile_rows` rows: kPlanTileRows for the decode path and the WMMA kernel, kPlanWideTileRows for the wide kernel.
+Routing plan_routes(Arena& A, cudaStream_t s, Tensor indices, int64_t T, int64_t E, bool shared_expert,
+                    int32_t tile_rows) {
   const int64_t k = indices.size(1);
   Routing r;
   r.routed_pairs = T * k;
@@ -636,7 +694,7 @@ Routing plan_routes(Arena& A, cudaStream_t s, Tensor indices, int64_t T, int64_t
     r.plan.shared_expert = static_cast<int32_t>(E - 1);
     return r;
   }
-  r.max_tiles = std::min<int64_t>(r.P, (r.P + kBM - 1) / kBM + E);
+  r.max_tiles = std::min<int64_t>(r.P, (r.P + tile_rows - 1) / tile_rows + E);
   r.plan.row_of = A.alloc(DType::I32, {r.P}).ptr<int32_t>();
   r.plan.token_of = A.alloc(DType::I32, {r.P}).ptr<int32_t>();
   r.plan.tile_info = A.alloc(DType::I32, {r.max_tiles, 3}).ptr<int32_t>();
@@ -644,7 +702,7 @@ Routing plan_routes(Arena& A, cudaStream_t s, Tensor indices, int64_t T, int64_t
   const size_t plan_shared = sizeof(int32_t) * (4 * E + 2);
   DSV4_CHECK(plan_shared <= 48 * 1024, kUnsupported, "moe_experts on CUDA supports at most 3000 experts, got ", E);
   check_launch(launch_kernel(moe_plan_kernel, dim3(1), dim3(1024), plan_shared, s, r.plan, indices.ptr<int32_t>(),
-                             r.routed_pairs, r.P, k, E),
+                             r.routed_pairs, r.P, k, E, tile_rows),
                "moe_plan");
   return r;
 }
@@ -684,47 +742,44 @@ void moe_experts_plain(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, T
   Arena& A = *ctx.scratch;
   ArenaScope scope(A);
   const cudaStream_t s = stream_of(ctx);
-  const Routing r = plan_routes(A, s, indices, T, E, shared_expert);
-  const int64_t P = r.P, max_tiles = r.max_tiles;
+  if (activation_quant) x = quantized_copy(A, s, x);
+  // bf16 operands: tensor cores, the SwiGLU output stored bf16 (the w2 GEMM's operand); otherwise fp32 FMA
+  // with an f32 intermediate. Past the decode path, 16-byte aligned rows take the wide kernel, others the WMMA one.
+  const int64_t P = T * k + (shared_expert ? T : 0);
+  const bool tensor_cores = x.dtype() == DType::BF16 && w1.dtype() == DType::BF16;
+  const bool decode = tensor_cores && moe_takes_decode_path(P, E);
+  const bool wide = tensor_cores && !decode && H % 8 == 0 && I % 8 == 0 && aligned16(x.data()) &&
+                    aligned16(w1.data()) && aligned16(w3.data()) && aligned16(w2.data());
+  Tensor act = A.alloc(tensor_cores ? DType::BF16 : DType::F32, {P, I});  // arena tensors are 16-byte aligned
+  Tensor y = A.alloc(DType::F32, {P, H});
+  const Routing r = plan_routes(A, s, indices, T, E, shared_expert, wide ? kPlanWideTileRows : kPlanTileRows);
+  const int64_t max_tiles = r.max_tiles;
   const Plan& plan = r.plan;
   const MoeActQuant aq{weights.ptr<float>(), r.routed_pairs, P};
   const MoeActQuant* act_quant = activation_quant ? &aq : nullptr;
-  if (activation_quant) x = quantized_copy(A, s, x);
-  // bf16 operands: tensor cores, the SwiGLU output stored bf16 (the w2 GEMM's operand); otherwise fp32 FMA
-  // with an f32 intermediate.
-  const bool tensor_cores = x.dtype() == DType::BF16 && w1.dtype() == DType::BF16;
-  Tensor act = A.alloc(tensor_cores ? DType::BF16 : DType::F32, {P, I});
-  Tensor y = A.alloc(DType::F32, {P, H});
-  if (tensor_cores && moe_takes_decode_path(P, E)) {
+  if (decode) {
     moe_decode_experts(s, act.ptr<bf16>(), y.ptr<float>(), x.ptr<bf16>(), w1.ptr<bf16>(), w3.ptr<bf16>(),
                        w2.ptr<bf16>(), plan, max_tiles, T, H, I, limit, act_quant);
-  } else if (tensor_cores) {
-    const bool vec1 = H % 8 == 0 && aligned16(x.data()) && aligned16(w1.data()) && aligned16(w3.data());
-    const dim3 grid1(blocks_for(I, kBN), static_cast<unsigned>(max_tiles));
-    if (vec1) {
-      check_launch(launch_kernel(moe_gemm_pipelined_kernel<true, bf16>, grid1, dim3(kGemmThreads), 0, s,
-                                 act.ptr<bf16>(), x.ptr<bf16>(), w1.ptr<bf16>(), w3.ptr<bf16>(), plan, I, H, limit),
-                   "moe_gemm (w1/w3 + SwiGLU)");
-    } else {
-      check_launch(
-          launch_kernel(moe_gemm_kernel<true, false, bf16, Bf16Stack>, grid1, dim3(kGemmThreads), 0, s, act.ptr<bf16>(),
-                        x.ptr<bf16>(), Bf16Stack{w1.ptr<bf16>()}, Bf16Stack{w3.ptr<bf16>()}, plan, I, H, limit),
-          "moe_gemm (w1/w3 + SwiGLU)");
-    }
+  } else if (wide) {
+    launch_wide<true, false>(s, act.ptr<bf16>(), x.ptr<bf16>(), static_cast<const bf16*>(w1.ptr<bf16>()),
+                             static_cast<const bf16*>(w3.ptr<bf16>()), plan, max_tiles, I, H, limit,
+                             "moe_gemm (w1/w3 + SwiGLU)");
     if (act_quant != nullptr) moe_act_round_trip(s, act.ptr<bf16>(), I, plan, aq);
-    const bool vec2 = I % 8 == 0 && aligned16(act.data()) && aligned16(w2.data());
-    const dim3 grid2(blocks_for(H, kBN), static_cast<unsigned>(max_tiles));
-    if (vec2) {
-      check_launch(
-          launch_kernel(moe_gemm_pipelined_kernel<false, float>, grid2, dim3(kGemmThreads), 0, s, y.ptr<float>(),
-                        act.ptr<bf16>(), w2.ptr<bf16>(), static_cast<const bf16*>(nullptr), plan, H, I, limit),
-          "moe_gemm (w2)");
-    } else {
-      check_launch(launch_kernel(moe_gemm_kernel<false, false, float, Bf16Stack>, grid2, dim3(kGemmThreads), 0, s,
-                                 y.ptr<float>(), act.ptr<bf16>(), Bf16Stack{w2.ptr<bf16>()}, Bf16Stack{nullptr}, plan,
-                                 H, I, limit),
-                   "moe_gemm (w2)");
-    }
+    launch_wide<false, false>(s, y.ptr<float>(), static_cast<const bf16*>(act.ptr<bf16>()),
+                              static_cast<const bf16*>(w2.ptr<bf16>()), static_cast<const bf16*>(nullptr), plan,
+                              max_tiles, H, I, limit, "moe_gemm (w2)");
+  } else if (tensor_cores) {
+    check_launch(launch_kernel(moe_gemm_kernel<true, false, bf16, Bf16Stack>,
+                               dim3(blocks_for(I, kBN), static_cast<unsigned>(max_tiles)), dim3(kGemmThreads), 0, s,
+                               act.ptr<bf16>(), x.ptr<bf16>(), Bf16Stack{w1.ptr<bf16>()}, Bf16Stack{w3.ptr<bf16>()},
+                               plan, I, H, limit),
+                 "moe_gemm (w1/w3 + SwiGLU)");
+    if (act_quant != nullptr) moe_act_round_trip(s, act.ptr<bf16>(), I, plan, aq);
+    check_launch(launch_kernel(moe_gemm_kernel<false, false, float, Bf16Stack>,
+                               dim3(blocks_for(H, kBN), static_cast<unsigned>(max_tiles)), dim3(kGemmThreads), 0, s,
+                               y.ptr<float>(), act.ptr<bf16>(), Bf16Stack{w2.ptr<bf16>()}, Bf16Stack{nullptr}, plan, H,
+                               I, limit),
+                 "moe_gemm (w2)");
   } else {
     dispatch_float(x.dtype(), "moe_experts x", [&](auto xt) {
       dispatch_float(w1.dtype(), "moe_experts weights", [&](auto wt) {
@@ -792,14 +847,15 @@ void moe_experts_quant(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, T
     const Tensor v1 = dequantized_stack(A, s, w1), v2 = dequantized_stack(A, s, w2), v3 = dequantized_stack(A, s, w3);
     return moe_experts_plain(ctx, out, x, indices, weights, v1, v2, v3, limit, shared_expert, activation_quant);
   }
-  const Routing r = plan_routes(A, s, indices, T, E, shared_expert);
+  // Many rows per expert (prefill): the wide tiled GEMM, each expert's weights read once per 128 of its rows
+  // instead of once per 8.
+  const bool decode = moe_takes_decode_path(T * k + (shared_expert ? T : 0), E);
+  const Routing r = plan_routes(A, s, indices, T, E, shared_expert, decode ? kPlanTileRows : kPlanWideTileRows);
   Tensor act = A.alloc(DType::BF16, {r.P, I});
   Tensor y = A.alloc(DType::F32, {r.P, H});
   const MoeActQuant aq{weights.ptr<float>(), r.routed_pairs, r.P};
   if (activation_quant) x = quantized_copy(A, s, x);
-  // Many rows per expert (prefill): the tiled GEMM, each expert's weights read once per 64 of its rows
-  // instead of once per 8.
-  if (!moe_takes_decode_path(r.P, E)) {
+  if (!decode) {
     moe_gemm_experts_quant(s, act.ptr<bf16>(), y.ptr<float>(), x.ptr<bf16>(), e1, e3, e2, r.plan, r.max_tiles, H, I,
                            limit, activation_quant ? &aq : nullptr);
   } else {
@@ -817,15 +873,10 @@ void moe_gemm_experts_quant(cudaStream_t stream, bf16* act, float* y, const bf16
   DSV4_CHECK_ARG(moe_decode_quant_supports(w1, w3, w2, x, H, I) && aligned16(act),
                  "moe_gemm_experts_quant: unsupported stacks (H=", H, " I=", I, ", formats ",
                  weight_format_name(w1.routed.format), " / ", weight_format_name(w1.shared.format), ")");
-  const dim3 grid1(blocks_for(I, kBN), static_cast<unsigned>(max_tiles));
-  check_launch(launch_kernel(moe_gemm_quant_pipelined_kernel<true, bf16>, grid1, dim3(kGemmThreads), 0, stream, act, x,
-                             w1, w3, plan, I, H, limit),
-               "moe_gemm quantised (w1/w3 + SwiGLU)");
+  launch_wide<true, true>(stream, act, x, w1, w3, plan, max_tiles, I, H, limit, "moe_gemm quantised (w1/w3 + SwiGLU)");
   if (aq != nullptr) moe_act_round_trip(stream, act, I, plan, *aq);
-  const dim3 grid2(blocks_for(H, kBN), static_cast<unsigned>(max_tiles));
-  check_launch(launch_kernel(moe_gemm_quant_pipelined_kernel<false, float>, grid2, dim3(kGemmThreads), 0, stream, y,
-                             static_cast<const bf16*>(act), w2, w2, plan, H, I, limit),
-               "moe_gemm quantised (w2)");
+  launch_wide<false, true>(stream, y, static_cast<const bf16*>(act), w2, w2, plan, max_tiles, H, I, limit,
+                           "moe_gemm quantised (w2)");
 }
 
 void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, const Weight& w1,

@@ -3,10 +3,11 @@
 //
 // moe_plan_kernel (moe.cu) gives every (token, expert) pair a row of the expert-sorted order — the routed
 // pairs p = t*k + i, then, when the shared expert runs as the last stacked expert, p = T*k + t — and lists
-// each expert's segment as tiles of at most kPlanTileRows consecutive rows. The number of tiles is
-// only known on the device; launches are sized from the capacity min(P, ceil(P / kPlanTileRows) + E) and
-// blocks of tiles past *num_tiles exit. The decode kernels also take a single-token plan that needs no kernel
-// (MoePlan::pair_experts); kernels read a plan through plan_tile / plan_token / plan_row.
+// each expert's segment as tiles of at most `tile_rows` consecutive rows: kPlanTileRows for the decode path and
+// the WMMA GEMM, kPlanWideTileRows for the wide prefill GEMM. The number of tiles is only known on the device;
+// launches are sized from the capacity min(P, ceil(P / tile_rows) + E) and blocks of tiles past *num_tiles exit. The
+// decode kernels also take a single-token plan that needs no kernel (MoePlan::pair_experts); kernels read a plan
+// through plan_tile / plan_token / plan_row.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -18,6 +19,7 @@
 namespace dsv4::cuda {
 
 constexpr int kPlanTileRows = 64;
+constexpr int kPlanWideTileRows = 128;
 
 struct MoePlan {
   int32_t* row_of;     // [P]: expert-sorted row of pair p (t*k + i routed, T*k + t shared)

@@ -88,10 +88,10 @@ void moe_decode_experts_quant(cudaStream_t stream, bf16* act, float* y, const bf
                               const QuantExperts& w3, const QuantExperts& w2, const MoePlan& plan, int64_t max_tiles,
                               int64_t tokens, int64_t H, int64_t I, float limit, const MoeActQuant* aq = nullptr);
 
-// moe_decode_experts_quant's contract for plans with many rows per expert (prefill): moe.cu's tiled tensor-core GEMM
-// (64 plan rows x 64 weight rows a block, WMMA bf16, f32 accumulation) with each B tile dequantised into shared
-// memory (bf16, exact), so an expert's weights are read once per 64 of its rows rather than once per 8. Not
-// bit-identical to the decode kernel (another summation order).
+// moe_decode_experts_quant's contract for plans with many rows per expert (prefill), on a plan of kPlanWideTileRows-row
+// tiles: moe.cu's wide tensor-core GEMM (128 plan rows x 64 weight rows a block, bf16 MMA, f32 accumulation) with
+// each B tile dequantised into shared memory (bf16, exact), so an expert's weights are read once per 128 of its rows
+// rather than once per 8. Not bit-identical to the decode kernel (another summation order).
 void moe_gemm_experts_quant(cudaStream_t stream, bf16* act, float* y, const bf16* x, const QuantExperts& w1,
                             const QuantExperts& w3, const QuantExperts& w2, const MoePlan& plan, int64_t max_tiles,
                             int64_t H, int64_t I, float limit, const MoeActQuant* aq = nullptr);
