@@ -21,6 +21,7 @@
 #include "backend/cuda/moe_plan.h"
 #include "backend/cuda/quant_decode.cuh"
 #include "backend/cuda/quant_matrix.h"
+#include "backend/cuda/quant_mma.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -213,37 +214,6 @@ __device__ __forceinline__ QuantSlice quant_slice(const QuantExperts& q, int32_t
           (shared ? q.shared.scale : q.routed.scale) + ex * scale_rows * scale_cols, row_bytes, scale_cols, fp4};
 }
 
-// One 16-byte load of codes (32 FP4 or 16 FP8 values of row n from k) into bf16 at dst (exact: each value is a bf16
-// value); zeros where the load lies past N or K.
-__device__ __forceinline__ void dequant_chunk(bf16* dst, const QuantSlice& m, const uint4& raw, bool valid, int64_t n,
-                                              int64_t k) {
-  float v[32];
-  if (valid) {
-    if (m.fp4) {
-      const float sc = e8m0_to_float(__ldg(m.scale + n * m.scale_cols + k / kFp4Group));
-      decode_group<WeightFormat::kFp4, 0>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v));
-      decode_group<WeightFormat::kFp4, 1>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v + 8));
-      decode_group<WeightFormat::kFp4, 2>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v + 16));
-      decode_group<WeightFormat::kFp4, 3>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v + 24));
-    } else {
-      const float sc = e8m0_to_float(__ldg(m.scale + n / kFp8Block * m.scale_cols + k / kFp8Block));
-      decode_group<WeightFormat::kFp8Block, 0>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v));
-      decode_group<WeightFormat::kFp8Block, 1>(raw, sc, *reinterpret_cast<float(*)[kBf16PerVec]>(v + 8));
-    }
-  } else {
-#pragma unroll
-    for (int j = 0; j < 32; ++j) v[j] = 0.0f;
-  }
-  // Constant bounds keep v in registers.
-  if (m.fp4) {
-#pragma unroll
-    for (int j = 0; j < 32; ++j) dst[j] = __float2bfloat16_rn(v[j]);
-  } else {
-#pragma unroll
-    for (int j = 0; j < 16; ++j) dst[j] = __float2bfloat16_rn(v[j]);
-  }
-}
-
 using AccFragment = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
 
 // One kBK-wide step of a warp's 32 x 32 output (A rows wm * 32.., B rows wn * 32.. of the [64][kBK + 8] tiles), in
@@ -356,31 +326,32 @@ __global__ void __launch_bounds__(kGemmThreads) moe_gemm_kernel(TO* __restrict__
 }
 
 // ---- wide tiles (prefill on aligned operands) ----------------------------------------------------------------
-// Plans of kPlanWideTileRows-row tiles: a block computes 128 plan rows x 64 weight rows (of each matrix), 8 warps of
-// 32 x 32, mma.m16n8k16 with operands loaded by ldmatrix from a kWideStages-deep cp.async ring. An expert's weights
-// are read once per 128 of its rows: a 4,096-token Flash prefill has ~96 rows per routed expert, which the 64-row
-// tiles read twice, and there the 64 x 64 WMMA tiles (4 warps) ran at ~90 TFLOP/s with 2/3 of the prefill's kernel
-// time in them (bench/RESULTS.md nineteenth entry). Quantised stacks stage the raw codes instead of bf16 B tiles and
-// dequantise each step's codes from shared memory into one bf16 tile per matrix (exact: every value is a bf16 value)
-// between two barriers. Each output's sum runs over k in 16-wide steps in ascending order, one MMA each, like the
-// WMMA kernel: the same bits.
+// Plans of kPlanWideTileRows-row tiles: a block computes 128 plan rows x 128 MMA columns — 64 weight rows of w1 and
+// of w3 (GATED), or 128 of w2 as two 64-row B tiles — with 8 warps of 32 x 32 per B tile, mma.m16n8k16 operands
+// loaded by ldmatrix from a kWideStages-deep cp.async ring. An expert's weights are read once per 128 of its rows (a
+// 4,096-token Flash prefill has ~96 rows per routed expert, which 64-row tiles read twice), and each A tile feeds 128
+// columns (the A tiles, re-read from L2 by every column block, were half the shared-memory fill traffic at 64).
+// Quantised stacks stage the raw codes instead of bf16 B tiles and expand each step's codes from shared memory into
+// one bf16 tile per B tile between two barriers, as bf16 pairs with a multiply that carries the scale (quant_mma.cuh:
+// exact where the weight is a bf16 normal) in 16-byte stores. Each output's sum runs over k in 16-wide steps in
+// ascending order, one MMA each, like the WMMA kernel's.
 constexpr int kWideBM = kPlanWideTileRows;
 constexpr int kWideThreads = 256;
 constexpr int kWideStages = 4;
-constexpr int kLd = kBK + 8;  // padded tile rows (80 bytes): ldmatrix's eight row addresses fall in distinct banks
+constexpr int kWideTiles = 2;      // B tiles of kBN weight rows per block
+constexpr int kLd = kBK + 8;       // padded tile rows (80 bytes): ldmatrix's eight row addresses fall in distinct banks
+constexpr int kCodeItemBytes = 8;  // codes a thread expands at a time: 16 E2M1 or 8 E4M3 values
 constexpr int kWideATile = kWideBM * kLd, kWideBTile = kBN * kLd;  // elements
 static_assert(kWideThreads * 2 == kWideBM * (kBK / 8) && kWideThreads == kBN * (kBK / 8),
               "each thread copies two 16-byte chunks of the A tile and one of each bf16 B tile per step");
 
-// Dynamic shared memory of one launch. bf16 stacks: kWideStages slots of [A tile, B tile per matrix]. Quantised:
-// kWideStages A tiles, one dequantised B tile per matrix, then kWideStages slots of raw codes (kBK bytes a row at
-// most: FP8).
-template <bool GATED, bool QUANT>
+// Dynamic shared memory of one launch. bf16 stacks: kWideStages slots of [A tile, the B tiles]. Quantised:
+// kWideStages A tiles, the expanded B tiles, then kWideStages slots of raw codes (kBK bytes a row at most: E4M3).
+template <bool QUANT>
 constexpr int wide_smem_bytes() {
-  constexpr int kMats = GATED ? 2 : 1;
-  return QUANT ? static_cast<int>(sizeof(bf16)) * (kWideStages * kWideATile + kMats * kWideBTile) +
-                     kWideStages * kMats * kBN * kBK
-               : static_cast<int>(sizeof(bf16)) * kWideStages * (kWideATile + kMats * kWideBTile);
+  return QUANT ? static_cast<int>(sizeof(bf16)) * (kWideStages * kWideATile + kWideTiles * kWideBTile) +
+                     kWideStages * kWideTiles * kBN * kBK
+               : static_cast<int>(sizeof(bf16)) * kWideStages * (kWideATile + kWideTiles * kWideBTile);
 }
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* p) {
@@ -390,19 +361,18 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* p) {
                : "r"(a));
 }
 
-// One kBK-wide step of a warp's 32 x 32 outputs per matrix: A rows wm * 32.. of `as`, B rows wn * 32.. of bt[m].
+// One kBK-wide step of a warp's 32 x 32 outputs per B tile: A rows wm * 32.. of `as`, B rows wn * 32.. of bt[m].
 // ldmatrix.x4 gives A's four 8 x 8 quarters in the MMA's a0..a3 order (lane l addresses row l % 16, column
 // 8 (l / 16)), and for B (stored [n][k], the MMA's column-major operand) b0, b1 of two adjacent 8-column tiles.
-template <int kMats>
-__device__ __forceinline__ void wide_mma_step(float (&acc)[kMats][2][4][4], const bf16* as,
-                                              const bf16* const (&bt)[kMats], int wm, int wn, int lane) {
+__device__ __forceinline__ void wide_mma_step(float (&acc)[kWideTiles][2][4][4], const bf16* as,
+                                              const bf16* const (&bt)[kWideTiles], int wm, int wn, int lane) {
 #pragma unroll
   for (int kk = 0; kk < kBK; kk += 16) {
     uint32_t af[2][4];
 #pragma unroll
     for (int i = 0; i < 2; ++i) ldmatrix_x4(af[i], as + (wm * 32 + i * 16 + (lane & 15)) * kLd + kk + (lane >> 4) * 8);
 #pragma unroll
-    for (int m = 0; m < kMats; ++m) {
+    for (int m = 0; m < kWideTiles; ++m) {
 #pragma unroll
       for (int jj = 0; jj < 2; ++jj) {
         uint32_t bfr[4];
@@ -414,6 +384,41 @@ __device__ __forceinline__ void wide_mma_step(float (&acc)[kMats][2][4][4], cons
         }
       }
     }
+  }
+}
+
+// 8 bytes of one row's codes from value k (16 E2M1 or 8 E4M3 values) as bf16 at dst (16-byte aligned), in k order:
+// the pair helpers give codes (a, a + 4) of an E2M1 word and (0, 2), (1, 3) of an E4M3 word, so byte permutes put
+// the halves back in order. Zeros where `valid` is false (past N or K).
+__device__ __forceinline__ void expand_codes(bf16* dst, const QuantSlice& q, uint2 raw, bool valid, int64_t n,
+                                             int64_t k) {
+  uint4* out = reinterpret_cast<uint4*>(dst);
+  if (!valid) {
+    out[0] = make_uint4(0, 0, 0, 0);
+    if (q.fp4) out[1] = make_uint4(0, 0, 0, 0);
+    return;
+  }
+  const uint32_t words[2] = {raw.x, raw.y};
+  if (q.fp4) {
+    const PairScale<WeightFormat::kFp4> s(__ldg(q.scale + n * q.scale_cols + k / kFp4Group));
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      uint32_t p[4];
+#pragma unroll
+      for (int a = 0; a < 4; ++a) p[a] = fp4_pair(words[h], a, s);
+      out[h] = make_uint4(__byte_perm(p[0], p[1], 0x5410), __byte_perm(p[2], p[3], 0x5410),
+                          __byte_perm(p[0], p[1], 0x7632), __byte_perm(p[2], p[3], 0x7632));
+    }
+  } else {
+    const PairScale<WeightFormat::kFp8Block> s(__ldg(q.scale + n / kFp8Block * q.scale_cols + k / kFp8Block));
+    uint32_t v[4];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const uint32_t even = fp8_pair(words[h], false, s), odd = fp8_pair(words[h], true, s);
+      v[2 * h] = __byte_perm(even, odd, 0x5410);
+      v[2 * h + 1] = __byte_perm(even, odd, 0x7632);
+    }
+    out[0] = make_uint4(v[0], v[1], v[2], v[3]);
   }
 }
 
@@ -432,42 +437,53 @@ __device__ __forceinline__ void store_pair(TO* __restrict__ row, int64_t n, int6
   if (n + 1 < N) row[n + 1] = from_float<TO>(v1);
 }
 
-// WT: const bf16* (a bf16 stack [E, N, K]) or QuantExperts (QUANT).
+// Output columns of one block: 64 (GATED: w1 and w3 side by side) or 128.
+template <bool GATED>
+constexpr int wide_cols() {
+  return GATED ? kBN : kWideTiles * kBN;
+}
+
+// WT: const bf16* (a bf16 stack [E, N, K]) or QuantExperts (QUANT). B tile m holds weight rows n0 + 64 m.. of w
+// (w3 for GATED's tile 1).
 template <bool GATED, bool QUANT, typename TO, typename WT>
 __global__ void __launch_bounds__(kWideThreads, 2)
     moe_gemm_wide_kernel(TO* __restrict__ out, const bf16* __restrict__ a, WT w, WT w3, Plan plan, int64_t N, int64_t K,
                          float limit) {
-  constexpr int kMats = GATED ? 2 : 1;
   extern __shared__ __align__(128) unsigned char wide_smem[];
   __shared__ const bf16* arow[kWideBM];
   pdl_wait();
   int32_t e, row0, row_end;
   if (!plan_tile(plan, static_cast<int>(blockIdx.y), &e, &row0, &row_end)) return;
-  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kBN;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * wide_cols<GATED>();
+  const auto tile_row = [&](int m) { return n0 + (GATED ? 0 : kBN * m); };  // B tile m's first weight row
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wm = warp >> 1, wn = warp & 1;
   for (int i = tid; i < kWideBM; i += kWideThreads) {
     const int32_t r = row0 + i;
     arow[i] = r < row_end ? a + static_cast<int64_t>(GATED ? plan_token(plan, r) : r) * K : nullptr;
   }
   bf16* const smem = reinterpret_cast<bf16*>(wide_smem);
-  constexpr int kSlot = QUANT ? kWideATile : kWideATile + kMats * kWideBTile;  // elements per ring slot
+  constexpr int kSlot = QUANT ? kWideATile : kWideATile + kWideTiles * kWideBTile;  // elements per ring slot
   const auto a_tile = [&](int st) { return smem + st * kSlot; };
-  [[maybe_unused]] bf16* const deq = smem + kWideStages * kWideATile;  // QUANT: [kMats] dequantised B tiles
+  [[maybe_unused]] bf16* const expanded = smem + kWideStages * kWideATile;  // QUANT: the expanded B tiles
   [[maybe_unused]] uint8_t* const codes =
-      wide_smem + sizeof(bf16) * (kWideStages * kWideATile + kMats * kWideBTile);  // QUANT: [stage][mat][row][kBK]
-  // This thread's copies: A chunks (tid / 4, 8 (tid % 4)) and 64 rows below; B row tid / 4, the same chunk.
+      wide_smem +
+      sizeof(bf16) * (kWideStages * kWideATile + kWideTiles * kWideBTile);  // QUANT: [stage][tile][row][kBK]
+  // This thread's copies: A chunks (tid / 4, 8 (tid % 4)) and 64 rows below; B row tid / 4 of each tile, same chunk.
   const int cr = tid >> 2, cc = (tid & 3) * 8;
-  const bf16* bsrc[kMats] = {};
-  [[maybe_unused]] QuantSlice q[kMats];
+  const bf16* bsrc[kWideTiles] = {};
+  [[maybe_unused]] QuantSlice q[kWideTiles];
   if constexpr (QUANT) {
     q[0] = quant_slice(w, e, N, K);
-    if constexpr (GATED) q[1] = quant_slice(w3, e, N, K);
-  } else if (n0 + cr < N) {
-    bsrc[0] = w + (static_cast<int64_t>(e) * N + n0 + cr) * K;
-    if constexpr (GATED) bsrc[1] = w3 + (static_cast<int64_t>(e) * N + n0 + cr) * K;
+    q[1] = GATED ? quant_slice(w3, e, N, K) : q[0];
+  } else {
+#pragma unroll
+    for (int m = 0; m < kWideTiles; ++m) {
+      const int64_t n = tile_row(m) + cr;
+      if (n < N) bsrc[m] = (GATED && m == 1 ? w3 : w) + (static_cast<int64_t>(e) * N + n) * K;
+    }
   }
-  int chunks = 1;  // 16-byte code loads a row per step
-  if constexpr (QUANT) chunks = q[0].fp4 ? 1 : 2;
+  int items = 1;  // QUANT: kCodeItemBytes pieces of a row's codes per step
+  if constexpr (QUANT) items = q[0].fp4 ? kBK / 2 / kCodeItemBytes : kBK / kCodeItemBytes;
   __syncthreads();  // the row pointers
   const bf16* const asrc[2] = {arow[cr], arow[cr + 64]};
   const int64_t steps = (K + kBK - 1) / kBK;
@@ -483,52 +499,56 @@ __global__ void __launch_bounds__(kWideThreads, 2)
     }
     if constexpr (!QUANT) {
 #pragma unroll
-      for (int m = 0; m < kMats; ++m) {
+      for (int m = 0; m < kWideTiles; ++m) {
         const bool in = bsrc[m] != nullptr && in_k;
         cp_async16(as + kWideATile + m * kWideBTile + cr * kLd + cc, in ? bsrc[m] + k0 + cc : a, in);
       }
     } else {
-      for (int i = tid; i < kMats * kBN * chunks; i += kWideThreads) {
+      const int chunks = q[0].fp4 ? 1 : 2;  // 16-byte copies a row per step
+      for (int i = tid; i < kWideTiles * kBN * chunks; i += kWideThreads) {
         const int m = i / (kBN * chunks), r = (i / chunks) % kBN, c = i % chunks;
-        const int64_t n = n0 + r, k = k0 + 16 * c * (q[m].fp4 ? 2 : 1);
+        const QuantSlice& qm = q[m];
+        const int64_t n = tile_row(m) + r, k = k0 + 16 * c * (qm.fp4 ? 2 : 1);
         const bool in = n < N && k < K;
-        const uint8_t* src = q[m].codes + n * q[m].row_bytes + (q[m].fp4 ? k / 2 : k);
-        cp_async16(codes + ((st * kMats + m) * kBN + r) * kBK + 16 * c, in ? src : q[m].codes, in);
+        const uint8_t* src = qm.codes + n * qm.row_bytes + (qm.fp4 ? k / 2 : k);
+        cp_async16(codes + ((st * kWideTiles + m) * kBN + r) * kBK + 16 * c, in ? src : qm.codes, in);
       }
     }
   };
-  float acc[kMats][2][4][4] = {};
+  float acc[kWideTiles][2][4][4] = {};
   for (int t = 0; t < kWideStages - 1; ++t) {  // a commit group per stage, empty past the last step
     if (t < steps) issue(t);
     cp_async_commit();
   }
   for (int64_t t = 0; t < steps; ++t) {
     cp_async_wait<kWideStages - 2>();  // this thread's copies of step t
-    __syncthreads();  // everyone's copies of step t; everyone done with step t - 1 (its slot, the dequantised tiles)
+    __syncthreads();  // everyone's copies of step t; everyone done with step t - 1 (its slot, the expanded tiles)
     if (t + kWideStages - 1 < steps) issue(t + kWideStages - 1);
     cp_async_commit();
     const int st = static_cast<int>(t % kWideStages);
-    const bf16* bt[kMats];
+    const bf16* bt[kWideTiles];
     if constexpr (QUANT) {
       const int64_t k0 = t * kBK;
-      for (int i = tid; i < kMats * kBN * chunks; i += kWideThreads) {
-        const int m = i / (kBN * chunks), r = (i / chunks) % kBN, c = i % chunks;
-        const int64_t n = n0 + r, k = k0 + 16 * c * (q[m].fp4 ? 2 : 1);
-        const uint4 raw = *reinterpret_cast<const uint4*>(codes + ((st * kMats + m) * kBN + r) * kBK + 16 * c);
-        dequant_chunk(deq + m * kWideBTile + r * kLd + 16 * c, q[m], raw, n < N && k < K, n, k);
+      const int per = q[0].fp4 ? 2 * kCodeItemBytes : kCodeItemBytes;  // values per item
+      for (int i = tid; i < kWideTiles * kBN * items; i += kWideThreads) {
+        const int m = i / (kBN * items), r = (i / items) % kBN, c = i % items;
+        const int64_t n = tile_row(m) + r, k = k0 + c * per;
+        const uint2 raw =
+            *reinterpret_cast<const uint2*>(codes + ((st * kWideTiles + m) * kBN + r) * kBK + kCodeItemBytes * c);
+        expand_codes(expanded + m * kWideBTile + r * kLd + c * per, q[m], raw, n < N && k < K, n, k);
       }
-      __syncthreads();  // the dequantised tiles
+      __syncthreads();  // the expanded tiles
 #pragma unroll
-      for (int m = 0; m < kMats; ++m) bt[m] = deq + m * kWideBTile;
+      for (int m = 0; m < kWideTiles; ++m) bt[m] = expanded + m * kWideBTile;
     } else {
 #pragma unroll
-      for (int m = 0; m < kMats; ++m) bt[m] = a_tile(st) + kWideATile + m * kWideBTile;
+      for (int m = 0; m < kWideTiles; ++m) bt[m] = a_tile(st) + kWideATile + m * kWideBTile;
     }
-    wide_mma_step<kMats>(acc, a_tile(st), bt, wm, wn, lane);
+    wide_mma_step(acc, a_tile(st), bt, wm, wn, lane);
   }
   cp_async_wait<0>();
   // Epilogue from the fragments: lane (g, t4) holds rows g and g + 8 of each 16-row tile, columns 2 t4, 2 t4 + 1 of
-  // each 8-column tile. GATED: silu(min(g, L)) * clamp(u, -L, L), as gemm_epilogue.
+  // each 8-column tile. GATED: silu(min(g, L)) * clamp(u, -L, L) of tiles 0 (w1) and 1 (w3), as gemm_epilogue.
   const int g = lane >> 2, t4 = lane & 3;
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
@@ -538,31 +558,35 @@ __global__ void __launch_bounds__(kWideThreads, 2)
       if (row0 + r >= row_end) continue;
       TO* orow = out + static_cast<int64_t>(row0 + r) * N;
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        float v[2] = {acc[0][i][j][2 * half], acc[0][i][j][2 * half + 1]};
-        if constexpr (GATED) {
+      for (int m = 0; m < (GATED ? 1 : kWideTiles); ++m) {
 #pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            const float gv = fminf(v[c], limit);
-            const float u = fminf(fmaxf(acc[kMats - 1][i][j][2 * half + c], -limit), limit);
-            v[c] = gv / (1.0f + expf(-gv)) * u;
+        for (int j = 0; j < 4; ++j) {
+          float v[2] = {acc[m][i][j][2 * half], acc[m][i][j][2 * half + 1]};
+          if constexpr (GATED) {
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+              const float gv = fminf(v[c], limit);
+              const float u = fminf(fmaxf(acc[1][i][j][2 * half + c], -limit), limit);
+              v[c] = gv / (1.0f + expf(-gv)) * u;
+            }
           }
+          store_pair(orow, tile_row(m) + wn * 32 + j * 8 + 2 * t4, N, v[0], v[1]);
         }
-        store_pair(orow, n0 + wn * 32 + j * 8 + 2 * t4, N, v[0], v[1]);
       }
     }
   }
 }
 
-// One product of the wide kernel over a plan of kPlanWideTileRows-row tiles (grid: N / 64 x the plan's tile bound).
+// One product of the wide kernel over a plan of kPlanWideTileRows-row tiles (grid: the column blocks x the plan's
+// tile bound).
 template <bool GATED, bool QUANT, typename TO, typename WT>
 void launch_wide(cudaStream_t s, TO* out, const bf16* a, WT w, WT w3, const Plan& plan, int64_t max_tiles, int64_t N,
                  int64_t K, float limit, const char* what) {
   constexpr auto kernel = moe_gemm_wide_kernel<GATED, QUANT, TO, WT>;
-  constexpr int bytes = wide_smem_bytes<GATED, QUANT>();
+  constexpr int bytes = wide_smem_bytes<QUANT>();
   allow_dynamic_shared<kernel>(bytes, "cudaFuncSetAttribute(moe_gemm_wide)");
-  check_launch(launch_kernel(kernel, dim3(blocks_for(N, kBN), static_cast<unsigned>(max_tiles)), dim3(kWideThreads),
-                             bytes, s, out, a, w, w3, plan, N, K, limit),
+  check_launch(launch_kernel(kernel, dim3(blocks_for(N, wide_cols<GATED>()), static_cast<unsigned>(max_tiles)),
+                             dim3(kWideThreads), bytes, s, out, a, w, w3, plan, N, K, limit),
                what);
 }
 
