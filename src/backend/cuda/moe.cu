@@ -332,9 +332,9 @@ __global__ void __launch_bounds__(kGemmThreads) moe_gemm_kernel(TO* __restrict__
 // 4,096-token Flash prefill has ~96 rows per routed expert, which 64-row tiles read twice), and each A tile feeds 128
 // columns (the A tiles, re-read from L2 by every column block, were half the shared-memory fill traffic at 64).
 // Quantised stacks stage the raw codes instead of bf16 B tiles and expand each step's codes from shared memory into
-// one bf16 tile per B tile between two barriers, as bf16 pairs with a multiply that carries the scale (quant_mma.cuh:
-// exact where the weight is a bf16 normal) in 16-byte stores. Each output's sum runs over k in 16-wide steps in
-// ascending order, one MMA each, like the WMMA kernel's.
+// one bf16 tile per B tile, a step ahead of the MMAs, as bf16 pairs with a multiply that carries the scale
+// (quant_mma.cuh: exact where the weight is a bf16 normal) in 16-byte stores. Each output's sum runs over k in 16-wide
+// steps in ascending order, one MMA each, like the WMMA kernel's.
 constexpr int kWideBM = kPlanWideTileRows;
 constexpr int kWideThreads = 256;
 constexpr int kWideStages = 4;
@@ -346,10 +346,11 @@ static_assert(kWideThreads * 2 == kWideBM * (kBK / 8) && kWideThreads == kBN * (
               "each thread copies two 16-byte chunks of the A tile and one of each bf16 B tile per step");
 
 // Dynamic shared memory of one launch. bf16 stacks: kWideStages slots of [A tile, the B tiles]. Quantised:
-// kWideStages A tiles, the expanded B tiles, then kWideStages slots of raw codes (kBK bytes a row at most: E4M3).
+// kWideStages A tiles, two buffers of expanded B tiles, then kWideStages slots of raw codes (kBK bytes a row at most:
+// E4M3).
 template <bool QUANT>
 constexpr int wide_smem_bytes() {
-  return QUANT ? static_cast<int>(sizeof(bf16)) * (kWideStages * kWideATile + kWideTiles * kWideBTile) +
+  return QUANT ? static_cast<int>(sizeof(bf16)) * (kWideStages * kWideATile + 2 * kWideTiles * kWideBTile) +
                      kWideStages * kWideTiles * kBN * kBK
                : static_cast<int>(sizeof(bf16)) * kWideStages * (kWideATile + kWideTiles * kWideBTile);
 }
@@ -464,14 +465,14 @@ __global__ void __launch_bounds__(kWideThreads, 2)
   bf16* const smem = reinterpret_cast<bf16*>(wide_smem);
   constexpr int kSlot = QUANT ? kWideATile : kWideATile + kWideTiles * kWideBTile;  // elements per ring slot
   const auto a_tile = [&](int st) { return smem + st * kSlot; };
-  [[maybe_unused]] bf16* const expanded = smem + kWideStages * kWideATile;  // QUANT: the expanded B tiles
+  [[maybe_unused]] bf16* const expanded = smem + kWideStages * kWideATile;  // QUANT: [2][tile] expanded B tiles
   [[maybe_unused]] uint8_t* const codes =
       wide_smem +
-      sizeof(bf16) * (kWideStages * kWideATile + kWideTiles * kWideBTile);  // QUANT: [stage][tile][row][kBK]
+      sizeof(bf16) * (kWideStages * kWideATile + 2 * kWideTiles * kWideBTile);  // QUANT: [stage][tile][row][kBK]
   // This thread's copies: A chunks (tid / 4, 8 (tid % 4)) and 64 rows below; B row tid / 4 of each tile, same chunk.
   const int cr = tid >> 2, cc = (tid & 3) * 8;
   const bf16* bsrc[kWideTiles] = {};
-  [[maybe_unused]] QuantSlice q[kWideTiles];
+  [[maybe_unused]] QuantSlice q[kWideTiles] = {};
   if constexpr (QUANT) {
     q[0] = quant_slice(w, e, N, K);
     q[1] = GATED ? quant_slice(w3, e, N, K) : q[0];
@@ -515,31 +516,44 @@ __global__ void __launch_bounds__(kWideThreads, 2)
       }
     }
   };
+  // QUANT: step t's codes are expanded during step t - 1, into buffer t % 2, so that one barrier a step orders
+  // both, and the expansion's ALU work overlaps other warps' MMAs.
+  [[maybe_unused]] const auto expand = [&](int64_t t) {
+    const int st = static_cast<int>(t % kWideStages);
+    const int64_t k0 = t * kBK;
+    const int per = q[0].fp4 ? 2 * kCodeItemBytes : kCodeItemBytes;  // values per item
+    bf16* buf = expanded + static_cast<int>(t % 2) * kWideTiles * kWideBTile;
+    for (int i = tid; i < kWideTiles * kBN * items; i += kWideThreads) {
+      const int m = i / (kBN * items), r = (i / items) % kBN, c = i % items;
+      const int64_t n = tile_row(m) + r, k = k0 + c * per;
+      const uint2 raw =
+          *reinterpret_cast<const uint2*>(codes + ((st * kWideTiles + m) * kBN + r) * kBK + kCodeItemBytes * c);
+      expand_codes(buf + m * kWideBTile + r * kLd + c * per, q[m], raw, n < N && k < K, n, k);
+    }
+  };
   float acc[kWideTiles][2][4][4] = {};
   for (int t = 0; t < kWideStages - 1; ++t) {  // a commit group per stage, empty past the last step
     if (t < steps) issue(t);
     cp_async_commit();
   }
+  if constexpr (QUANT) {
+    cp_async_wait<kWideStages - 2>();  // step 0's copies
+    __syncthreads();
+    expand(0);
+  }
   for (int64_t t = 0; t < steps; ++t) {
-    cp_async_wait<kWideStages - 2>();  // this thread's copies of step t
-    __syncthreads();  // everyone's copies of step t; everyone done with step t - 1 (its slot, the expanded tiles)
+    // This thread's copies of step t (QUANT: and t + 1), then everyone's; everyone is done with step t - 1 (its
+    // slot; QUANT: the buffer step t + 1 expands into) and has expanded step t.
+    cp_async_wait<QUANT ? kWideStages - 3 : kWideStages - 2>();
+    __syncthreads();
     if (t + kWideStages - 1 < steps) issue(t + kWideStages - 1);
     cp_async_commit();
     const int st = static_cast<int>(t % kWideStages);
     const bf16* bt[kWideTiles];
     if constexpr (QUANT) {
-      const int64_t k0 = t * kBK;
-      const int per = q[0].fp4 ? 2 * kCodeItemBytes : kCodeItemBytes;  // values per item
-      for (int i = tid; i < kWideTiles * kBN * items; i += kWideThreads) {
-        const int m = i / (kBN * items), r = (i / items) % kBN, c = i % items;
-        const int64_t n = tile_row(m) + r, k = k0 + c * per;
-        const uint2 raw =
-            *reinterpret_cast<const uint2*>(codes + ((st * kWideTiles + m) * kBN + r) * kBK + kCodeItemBytes * c);
-        expand_codes(expanded + m * kWideBTile + r * kLd + c * per, q[m], raw, n < N && k < K, n, k);
-      }
-      __syncthreads();  // the expanded tiles
+      if (t + 1 < steps) expand(t + 1);
 #pragma unroll
-      for (int m = 0; m < kWideTiles; ++m) bt[m] = expanded + m * kWideBTile;
+      for (int m = 0; m < kWideTiles; ++m) bt[m] = expanded + (static_cast<int>(t % 2) * kWideTiles + m) * kWideBTile;
     } else {
 #pragma unroll
       for (int m = 0; m < kWideTiles; ++m) bt[m] = a_tile(st) + kWideATile + m * kWideBTile;
