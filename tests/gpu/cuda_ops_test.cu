@@ -190,6 +190,16 @@ TEST(CudaOps, HcPreAndHead) {
   check_hc(5, 1001, DType::BF16, v++);
   check_hc(3, 4096, DType::F32, v++);
   check_hc(9, 333, DType::F32, v++);
+  // Prefill (T >= 65: the tiled mixing GEMM and the vectorised finish): the first prefill size, prefills of the Flash
+  // shape with partial token tiles, f32 (a width that is a multiple of 4, not of 64; and H % 8 == 0), and odd widths
+  // (element-wise tile loads, the per-token finish).
+  check_hc(65, 4096, DType::BF16, v++);
+  check_hc(1000, 4096, DType::BF16, v++);
+  check_hc(4100, 4096, DType::BF16, v++);
+  check_hc(700, 333, DType::F32, v++);
+  check_hc(100, 1024, DType::F32, v++);
+  check_hc(300, 1001, DType::BF16, v++);
+  check_hc(129, 50, DType::BF16, v++);
 }
 
 // The RMSNorm of every block fused into hc_pre / hc_head: the fused kernel (T <= 64, rows <= 8192) and the
@@ -210,7 +220,8 @@ TEST(CudaOps, HcPreAndHeadWithNorm) {
 TEST(CudaOps, HcPost) {
   DSV4_REQUIRE_GPU();
   int v = 0;
-  for (int64_t T : {int64_t{1}, int64_t{9}}) {
+  // T >= 65 with H % 8 == 0: the vectorised prefill kernel (H = 37: the per-token one).
+  for (int64_t T : {int64_t{1}, int64_t{9}, int64_t{65}, int64_t{1000}}) {
     for (int64_t H : {int64_t{64}, int64_t{37}, int64_t{4096}}) {
       auto rng = rng_for("hc_post", v++);
       const int64_t n = 4;
