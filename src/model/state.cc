@@ -7,6 +7,7 @@
 #include "dsv4/core/buffer.h"
 #include "dsv4/ops/kv_fp8.h"
 #include "dsv4/ops/rope_table.h"
+#include "model/row_runs.h"
 
 namespace dsv4 {
 namespace {
@@ -286,13 +287,20 @@ void ModelState::sync_table(void* stream, int32_t* staging) {
     dirty_.clear();
     return;
   }
-  const int64_t cols = layout_.table_columns();
-  for (int64_t s : dirty_) {
-    std::copy(table_row(s), table_row(s) + cols, staging + s * cols);
-    cuda::copy_to_device_async(static_cast<int32_t*>(table_.data()) + s * cols, staging + s * cols,
-                               static_cast<size_t>(cols) * sizeof(int32_t), stream);
-    dirty_flag_[static_cast<size_t>(s)] = 0;
+  // One copy per run of marked rows rather than per row: a prefill step marks a row for every sequence that takes
+  // pages (tens of them), and each copy is a few microseconds of host time the GPU waits for. Unmarked rows inside
+  // a run go along: their host rows equal the device's (writers mark every row they change), so restaging and
+  // recopying them writes the same bytes; runs merge only across gaps of at most kGapBytes.
+  constexpr int64_t kGapBytes = 16 << 10;
+  const int64_t cols = layout_.table_columns(), row_bytes = cols * static_cast<int64_t>(sizeof(int32_t));
+  const int64_t max_gap = kGapBytes / std::max<int64_t>(row_bytes, 1);  // unmarked rows a run may span
+  std::sort(dirty_.begin(), dirty_.end());
+  for (const auto& [first, last] : row_runs(dirty_, max_gap)) {
+    std::copy(table_row(first), table_row(last) + cols, staging + first * cols);
+    cuda::copy_to_device_async(static_cast<int32_t*>(table_.data()) + first * cols, staging + first * cols,
+                               static_cast<size_t>((last - first + 1) * row_bytes), stream);
   }
+  for (int64_t s : dirty_) dirty_flag_[static_cast<size_t>(s)] = 0;
   dirty_.clear();
 }
 

@@ -1,32 +1,46 @@
 #include "dsv4/runtime/batch.h"
 
+#include <algorithm>
+
 namespace dsv4 {
 
-void BatchBuilder::add(const SequenceChunk& c) {
-  DSV4_CHECK_ARG(!c.ids.empty(), "batch: a sequence chunk needs at least one token");
-  DSV4_CHECK_ARG(c.slot >= 0 && c.start >= 0, "batch: negative slot or start");
+void BatchBuilder::add(const SequenceChunk& c) { add(c.slot, c.start, c.ids, c.all_logits); }
+
+void BatchBuilder::add(int32_t slot, int32_t start, std::span<const int32_t> ids, bool all_logits) {
+  DSV4_CHECK_ARG(!ids.empty(), "batch: a sequence chunk needs at least one token");
+  DSV4_CHECK_ARG(slot >= 0 && start >= 0, "batch: negative slot or start");
+  const size_t first = ids_.size(), n = ids.size();
   chunk_rows_.push_back(num_logit_rows());
-  chunk_sizes_.push_back(static_cast<int64_t>(c.ids.size()));
-  const int32_t end = c.start + static_cast<int32_t>(c.ids.size());
-  for (size_t i = 0; i < c.ids.size(); ++i) {
-    if (c.all_logits || i + 1 == c.ids.size()) logit_rows_.push_back(static_cast<int32_t>(ids_.size()));
-    ids_.push_back(c.ids[i]);
-    pos_.push_back(c.start + static_cast<int32_t>(i));
-    slot_.push_back(c.slot);
-    start_.push_back(c.start);
-    end_.push_back(end);
+  chunk_sizes_.push_back(static_cast<int64_t>(n));
+  if (all_logits) {
+    for (size_t i = 0; i < n; ++i) logit_rows_.push_back(static_cast<int32_t>(first + i));
+  } else {
+    logit_rows_.push_back(static_cast<int32_t>(first + n - 1));
   }
+  // Whole-range fills: a prompt chunk is up to max_batch_tokens rows, which per-element push_backs into five
+  // arrays made a visible share of a large step's host time.
+  const int32_t end = start + static_cast<int32_t>(n);
+  ids_.insert(ids_.end(), ids.begin(), ids.end());
+  pos_.resize(first + n);
+  for (size_t i = 0; i < n; ++i) pos_[first + i] = start + static_cast<int32_t>(i);
+  slot_.resize(first + n, slot);
+  start_.resize(first + n, start);
+  end_.resize(first + n, end);
+}
+
+void BatchBuilder::reserve(int64_t tokens) {
+  const size_t want = ids_.size() + static_cast<size_t>(std::max<int64_t>(tokens, 0));
+  for (auto* v : {&ids_, &pos_, &slot_, &start_, &end_}) v->reserve(want);
 }
 
 void BatchBuilder::pad_to(int64_t tokens) {
   DSV4_CHECK_ARG(tokens >= num_tokens(), "batch: cannot pad ", num_tokens(), " tokens down to ", tokens);
-  while (num_tokens() < tokens) {  // safe values: token 0, position 0, slot -1, empty range
-    ids_.push_back(0);
-    pos_.push_back(0);
-    slot_.push_back(-1);
-    start_.push_back(0);
-    end_.push_back(0);
-  }
+  const size_t n = static_cast<size_t>(tokens);  // safe values: token 0, position 0, slot -1, empty range
+  ids_.resize(n, 0);
+  pos_.resize(n, 0);
+  slot_.resize(n, -1);
+  start_.resize(n, 0);
+  end_.resize(n, 0);
 }
 
 void BatchBuilder::clear() {

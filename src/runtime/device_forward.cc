@@ -459,6 +459,11 @@ bool profile_this_decode(bool uniform_decode) {
 bool DeviceForward::run_target(BatchBuilder& batch, bool uniform_decode, const int32_t* device_ids) {
   Impl& m = *impl_;
   DSV4_INTERNAL_CHECK(m.target != nullptr, "setup_graphs() must run before a forward");
+  // Host time of forwards above the decode sizes, by phase (DSV4_LOG_LEVEL=debug): a prefill step's host work
+  // is what the GPU waits for between the scheduler's steps (issue 18).
+  const int64_t T = batch.num_tokens();
+  const bool trace = T > m.max_capture_tokens && log_level() >= LogLevel::kDebug;
+  const auto t0 = std::chrono::steady_clock::now();
   m.upload(batch);
   if (device_ids != nullptr) {  // ids are field 0 of the int block
     DSV4_CUDA_CHECK(cudaMemcpyAsync(m.d_ints, device_ids, batch.num_tokens() * sizeof(int32_t),
@@ -470,7 +475,14 @@ bool DeviceForward::run_target(BatchBuilder& batch, bool uniform_decode, const i
     DSV4_CUDA_CHECK(cudaProfilerStart());
     log_info("profiling one decode forward of ", batch.num_tokens(), " tokens (DSV4_PROFILE_DECODE)");
   }
-  m.target->run(static_cast<int>(batch.num_tokens()), uniform_decode);
+  const auto t_uploaded = std::chrono::steady_clock::now();
+  const graph::GraphRunner::Dispatch d = m.target->run(static_cast<int>(T), uniform_decode);
+  if (trace) {
+    const auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
+    log_debug("target forward of ", T, " tokens ", d.mode == graph::GraphMode::kNone ? "eager" : "replayed", " at ",
+              d.batch.num_tokens_padded, "; host ms: upload ", ms(t0, t_uploaded), ", launch ",
+              ms(t_uploaded, std::chrono::steady_clock::now()));
+  }
   return profile;
 }
 

@@ -282,12 +282,15 @@ std::vector<std::pair<Engine::Seq*, int64_t>> Engine::plan_chunks(const std::vec
     if (!reserve(*s, s->computed + s->planned)) s->planned = 0;
   }
   std::vector<std::pair<Seq*, int64_t>> in;
+  int64_t tokens = 0;
+  for (Seq* s : order) tokens += s->slot >= 0 ? s->planned : 0;
+  b.reserve(tokens);
   for (Seq* s : order) {
     const int64_t n = s->planned;
     s->planned = 0;
     if (n == 0 || s->slot < 0) continue;
-    b.add({s->slot, static_cast<int32_t>(s->computed),
-           std::vector<int32_t>(s->tokens.begin() + s->computed, s->tokens.begin() + s->computed + n), false});
+    b.add(s->slot, static_cast<int32_t>(s->computed),
+          std::span<const int32_t>(s->tokens).subspan(static_cast<size_t>(s->computed), static_cast<size_t>(n)), false);
     in.emplace_back(s, n);
   }
   return in;
@@ -312,6 +315,7 @@ bool Engine::step_plain() {
   }
   if (in.empty()) return false;
   check_batch(b);
+  const auto t_built = std::chrono::steady_clock::now();
   // Device sampling unless a caller needs the logits on the host.
   bool host_logits = !exec_->samples_on_device() || (generating_ != nullptr && generating_->on_target_logits);
   for (auto& [s, n] : in) host_logits = host_logits || s->opt.logprobs >= 0 || !s->opt.sampling.device_compatible();
@@ -331,6 +335,7 @@ bool Engine::step_plain() {
   }
   std::vector<float> logits;
   std::vector<int32_t> tokens;
+  auto t_wait = t_built;  // host_logits: the forward's launch and wait are one call
   if (host_logits) {
     exec_->forward(b, uniform, &logits, nullptr);
     if (generating_ != nullptr && generating_->on_target_logits) generating_->on_target_logits(logits);
@@ -341,10 +346,11 @@ bool Engine::step_plain() {
       params[b.chunk_first_logit_row()[c]] = device_sampling(s.opt.sampling, s.opt.sampling_stream, s.generated);
     }
     const int ticket = exec_->start_tokens(b, uniform, params, /*ids_from_previous=*/false);
-    const auto t_wait = std::chrono::steady_clock::now();
+    t_wait = std::chrono::steady_clock::now();
     exec_->finish_tokens(ticket, &tokens);
     if (prefill) sched_.prefill_wait_seconds += seconds_since(t_wait);
   }
+  const auto t_back = std::chrono::steady_clock::now();
   ++sched_.forward_calls;
   const int64_t V = cfg_.vocab_size;
   for (size_t c = 0; c < in.size(); ++c) {
@@ -368,6 +374,12 @@ bool Engine::step_plain() {
   }
   (prefill ? sched_.prefill_seconds : sched_.decode_seconds) += seconds_since(t0);
   sched_.prefill_steps += prefill ? 1 : 0;
+  if (prefill && log_level() >= LogLevel::kDebug) {  // where a prefill step's host time goes (issue 18)
+    const auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
+    log_debug("prefill step ", sched_.steps, ": ", b.num_tokens(), " tokens, ", in.size(), " chunks; ms: plan ",
+              ms(t0, t_built), ", start ", ms(t_built, t_wait), ", wait ", ms(t_wait, t_back), ", emit ",
+              ms(t_back, std::chrono::steady_clock::now()));
+  }
   return true;
 }
 

@@ -3,6 +3,7 @@
 // to be copied into a device's persistent input buffers.
 #pragma once
 
+#include <span>
 #include <vector>
 
 #include "dsv4/ops/ops.h"
@@ -19,6 +20,11 @@ struct SequenceChunk {
 class BatchBuilder {
  public:
   void add(const SequenceChunk& chunk);
+  // add() of the chunk {slot, start, ids, all_logits} straight from a view of the sequence's tokens: the
+  // scheduler's prompt chunks are thousands of tokens a step, not worth a copy into a SequenceChunk first.
+  void add(int32_t slot, int32_t start, std::span<const int32_t> ids, bool all_logits);
+  // Capacity for `tokens` more tokens, so a large batch's per-token arrays grow once (optional).
+  void reserve(int64_t tokens);
   // Pads with rows of slot -1 up to `tokens` (graph buckets); padding rows never produce logits.
   void pad_to(int64_t tokens);
   void clear();
