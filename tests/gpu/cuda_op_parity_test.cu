@@ -40,7 +40,10 @@ std::vector<OpCase> dense_cases() {
                          Linear{33, 37, 19, DType::BF16, DType::BF16}, Linear{130, 256, 520, DType::BF16, DType::BF16},
                          Linear{1, 64, 32, DType::BF16, DType::F32}, Linear{7, 96, 320, DType::BF16, DType::F32},
                          Linear{33, 37, 19, DType::BF16, DType::F32}, Linear{130, 256, 520, DType::BF16, DType::F32},
-                         Linear{5, 48, 24, DType::F32, DType::F32}}) {
+                         Linear{5, 48, 24, DType::F32, DType::F32},
+                         // Past BlasHandle::kExactPlanRows: the power-of-two bucket's plan (300 and 400 share 512's).
+                         Linear{300, 64, 96, DType::BF16, DType::BF16}, Linear{400, 64, 96, DType::BF16, DType::BF16},
+                         Linear{700, 128, 72, DType::BF16, DType::F32}, Linear{513, 40, 24, DType::F32, DType::F32}}) {
     auto rng = test::rng_for("parity linear", v++);
     cases.push_back({str_cat("linear T=", l.T, " K=", l.K, " N=", l.N, " ", dtype_name(l.in), "->", dtype_name(l.out)),
                      {input(l.in, {l.T, l.K}, random_vec(rng, l.T * l.K)),

@@ -139,7 +139,22 @@ BlasHandle::~BlasHandle() {
   if (lt) cublaslt().Destroy(lt);
 }
 
-BlasHandle::Plan& BlasHandle::plan_for(const GemmArgs& g) {
+namespace {
+
+// The row count whose plan serves M: M itself, or for prefill-sized bf16 / f32 products the next power of two.
+int64_t plan_rows(const GemmArgs& g, bool bucket, int64_t exact_rows) {
+  const bool fp8 = g.x_type == DType::F8_E4M3 || g.w_type == DType::F8_E4M3;
+  if (!bucket || fp8 || g.batch != 1 || g.M <= exact_rows) return g.M;
+  int64_t rows = exact_rows;
+  while (rows < g.M) rows *= 2;
+  return rows;
+}
+
+}  // namespace
+
+BlasHandle::Plan& BlasHandle::plan_for(const GemmArgs& call, bool bucket) {
+  GemmArgs g = call;
+  g.M = plan_rows(call, bucket, kExactPlanRows);
   const uint32_t al_x = alignment(g.x, g.ldx, g.batch > 1 ? g.stride_x : 0, g.x_type);
   const uint32_t al_w = alignment(g.w, g.ldw, g.batch > 1 ? g.stride_w : 0, g.w_type);
   const uint32_t al_o = alignment(g.out, g.ldo, g.batch > 1 ? g.stride_o : 0, g.out_type);
@@ -179,6 +194,7 @@ BlasHandle::Plan& BlasHandle::plan_for(const GemmArgs& g) {
     // only for descriptors that carry them.
     set_scale_pointers(p.desc, g);
   }
+  p.M = g.M;
   p.a = make_layout(g.w_type, g.K, g.N, g.ldw, g.batch, g.stride_w);
   p.b = make_layout(g.x_type, g.K, g.M, g.ldx, g.batch, g.stride_x);
   p.d = make_layout(g.out_type, g.N, g.M, g.ldo, g.batch, g.stride_o);
@@ -219,13 +235,35 @@ void BlasHandle::gemm(const ExecContext& ctx, const GemmArgs& g) {
   DSV4_CHECK_ARG(!fp8 || supports(g), "gemm: no cuBLASLt algorithm for the block-scaled FP8 product M=", g.M,
                  " N=", g.N, " K=", g.K, " (BlasHandle::supports first)");
   if (g.K == 0) return gemm_fallback(ctx, g);  // writes the zeros an empty sum gives
-  Plan& p = plan_for(g);
-  if (!p.use_lt) return gemm_fallback(ctx, g);
-  if (fp8) set_scale_pointers(p.desc, g);  // this call's scales (the plan's descriptor serves every call of the shape)
+  Plan* p = &plan_for(g);
+  if (!p->use_lt) return gemm_fallback(ctx, g);
+  if (fp8) set_scale_pointers(p->desc, g);  // this call's scales (the plan's descriptor serves every call of the shape)
   const float alpha = 1.0f, beta = 0.0f;
-  check_lt(cublaslt().Matmul(lt, p.desc, &alpha, g.w, p.a, g.x, p.b, &beta, g.out, p.d, g.out, p.d, &p.algo, workspace,
-                             workspace_bytes, stream_of(ctx)),
-           "cublasLtMatmul");
+  cublasLtMatrixLayout_t b = p->b, d = p->d;
+  if (p->M != g.M) {  // a bucket's plan: this M's layouts, if the bucket's algorithm runs them
+    b = make_layout(g.x_type, g.K, g.M, g.ldx, g.batch, g.stride_x);
+    d = make_layout(g.out_type, g.N, g.M, g.ldo, g.batch, g.stride_o);
+    auto [it, fresh] = p->serves.try_emplace(g.M, false);
+    if (fresh) {
+      cublasLtMatmulHeuristicResult_t check{};
+      it->second = cublaslt().MatmulAlgoCheck(lt, p->desc, p->a, b, d, d, &p->algo, &check) == CUBLAS_STATUS_SUCCESS &&
+                   check.workspaceSize <= workspace_bytes;
+    }
+    if (!it->second) {  // rare: the exact M's own plan
+      cublaslt().MatrixLayoutDestroy(b);
+      cublaslt().MatrixLayoutDestroy(d);
+      p = &plan_for(g, /*bucket=*/false);
+      if (!p->use_lt) return gemm_fallback(ctx, g);
+      b = p->b, d = p->d;
+    }
+  }
+  const cublasStatus_t st = cublaslt().Matmul(lt, p->desc, &alpha, g.w, p->a, g.x, b, &beta, g.out, d, g.out, d,
+                                              &p->algo, workspace, workspace_bytes, stream_of(ctx));
+  if (b != p->b) {
+    cublaslt().MatrixLayoutDestroy(b);
+    cublaslt().MatrixLayoutDestroy(d);
+  }
+  check_lt(st, "cublasLtMatmul");
 }
 
 }  // namespace dsv4::cuda

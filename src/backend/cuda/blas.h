@@ -1,6 +1,10 @@
 // cuBLASLt for the dense projections: one handle and one fixed workspace per engine (created before any
 // forward, so forwards can be captured into CUDA graphs), and a per-shape plan cache so that a forward
-// only issues host-side heuristic queries the first time it meets a shape.
+// only issues host-side heuristic queries the first time it meets a shape. Prefill row counts (M past
+// kExactPlanRows, bf16 / f32, batch 1) share the plan of their power-of-two bucket: a server's prefill steps
+// meet a new M at almost every step, and a heuristic query per product (~0.2 ms) made each eager prefill
+// forward of the tiny model spend 10-17 ms on the host (bench/RESULTS.md nineteenth entry); the bucket's
+// algorithm serves each M that cublasLtMatmulAlgoCheck accepts (checked once per M), with that M's layouts.
 #pragma once
 
 #include <cublasLt.h>
@@ -54,14 +58,18 @@ struct BlasHandle {
   size_t workspace_bytes = 0;
 
  private:
+  static constexpr int64_t kExactPlanRows = 256;  // row counts up to this get a plan of their own (decode, graphs)
   struct Plan {
     cublasLtMatmulDesc_t desc = nullptr;
-    cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;  // b and d at M rows
     cublasLtMatmulAlgo_t algo{};
     bool use_lt = false;  // false: no cuBLASLt algorithm for this shape, use the fallback kernel
+    int64_t M = 0;
+    std::map<int64_t, bool> serves;  // a bucket's plan: whether its algorithm runs these row counts
   };
   using Key = std::array<int64_t, 16>;
-  Plan& plan_for(const GemmArgs& args);
+  // The plan of these operands: the exact M's, or (bucket) the plan of M's power-of-two bucket where that applies.
+  Plan& plan_for(const GemmArgs& args, bool bucket = true);
   std::map<Key, Plan> plans_;
 };
 

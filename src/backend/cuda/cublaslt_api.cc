@@ -49,6 +49,7 @@ CublasLtApi load() {
   bind(lib, a.MatmulPreferenceDestroy, "cublasLtMatmulPreferenceDestroy");
   bind(lib, a.MatmulPreferenceSetAttribute, "cublasLtMatmulPreferenceSetAttribute");
   bind(lib, a.MatmulAlgoGetHeuristic, "cublasLtMatmulAlgoGetHeuristic");
+  bind(lib, a.MatmulAlgoCheck, "cublasLtMatmulAlgoCheck");
   bind(lib, a.Matmul, "cublasLtMatmul");
   return a;
 }
