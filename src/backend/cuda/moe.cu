@@ -18,10 +18,12 @@
 #include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/mma.cuh"
+#include "backend/cuda/moe_gemm_wgmma.cuh"
 #include "backend/cuda/moe_plan.h"
 #include "backend/cuda/quant_decode.cuh"
 #include "backend/cuda/quant_matrix.h"
 #include "backend/cuda/quant_mma.cuh"
+#include "dsv4/core/log.h"
 
 namespace dsv4::cuda {
 namespace {
@@ -759,6 +761,33 @@ void combine(cudaStream_t s, Tensor out, const Routing& r, Tensor y, Tensor weig
   });
 }
 
+// The two wide products of bf16 stacks (w1, w3 [E, I, H], w2 [E, H, I]) on wgmma (moe_gemm_wgmma.cuh); false, and
+// nothing launched, where the driver does not encode the stacks' tensor maps (the caller runs the mma.sync kernel).
+bool wgmma_products(cudaStream_t s, bf16* act, float* y, const bf16* x, const bf16* w1, const bf16* w3, const bf16* w2,
+                    int64_t E, const Plan& plan, int64_t max_tiles, int64_t H, int64_t I, float limit,
+                    const MoeActQuant* aq) {
+  CUtensorMap m13[2]{}, m2[2]{};
+  const bool maps =
+      dry_run() || (make_product_maps<true>(&m13[0], &m13[1], w1, w3, E, static_cast<int>(I), static_cast<int>(H)) &&
+                    make_product_maps<false>(&m2[0], &m2[1], w2, w2, E, static_cast<int>(H), static_cast<int>(I)));
+  if (!maps) {
+    static const bool logged = [] {
+      log_warn(
+          "moe_experts: the CUDA driver encodes no tensor maps (cuTensorMapEncodeTiled); the MoE prefill runs on the "
+          "slower mma.sync kernel");
+      return true;
+    }();
+    (void)logged;
+    return false;
+  }
+  launch_moe_gemm_wgmma<true>(s, act, x, m13[0], m13[1], plan, max_tiles, static_cast<int>(I), static_cast<int>(H),
+                              limit, "moe_gemm_wgmma (w1/w3 + SwiGLU)");
+  if (aq != nullptr) moe_act_round_trip(s, act, I, plan, *aq);
+  launch_moe_gemm_wgmma<false>(s, y, static_cast<const bf16*>(act), m2[0], m2[1], plan, max_tiles, static_cast<int>(H),
+                               static_cast<int>(I), limit, "moe_gemm_wgmma (w2)");
+  return true;
+}
+
 // x's rows round-tripped (--activation-quant fp8) into a copy in `A`: every expert reads its input quantised.
 Tensor quantized_copy(Arena& A, cudaStream_t s, Tensor x) {
   Tensor q = A.alloc(x.dtype(), x.shape());
@@ -798,6 +827,8 @@ void moe_experts_plain(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, T
   if (decode) {
     moe_decode_experts(s, act.ptr<bf16>(), y.ptr<float>(), x.ptr<bf16>(), w1.ptr<bf16>(), w3.ptr<bf16>(),
                        w2.ptr<bf16>(), plan, max_tiles, T, H, I, limit, act_quant);
+  } else if (wide && wgmma_products(s, act.ptr<bf16>(), y.ptr<float>(), x.ptr<bf16>(), w1.ptr<bf16>(), w3.ptr<bf16>(),
+                                    w2.ptr<bf16>(), E, plan, max_tiles, H, I, limit, act_quant)) {
   } else if (wide) {
     launch_wide<true, false>(s, act.ptr<bf16>(), x.ptr<bf16>(), static_cast<const bf16*>(w1.ptr<bf16>()),
                              static_cast<const bf16*>(w3.ptr<bf16>()), plan, max_tiles, I, H, limit,

@@ -1,0 +1,390 @@
+// The prefill products of moe_experts on bf16 expert stacks on Hopper's warpgroup MMA (wgmma.mma_async, sm_90a):
+// moe.cu calls it past the decode path when the stacks are bf16 (launch_moe_gemm_wgmma), else the mma.sync wide
+// kernel there. Kernel lab: bench/kernels/moe_gemm (bench_moe_gemm: checks against a CPU reference, Flash-shape
+// timing). H100, 2026-12-06: 3.17 ms gated + 1.71 ms w2 a Flash layer at T = 4,096 (303 / 281 TFLOP/s) against the
+// mma.sync wide kernel's 5.26 + 2.79 ms on the same card.
+//
+// Products, over the plan's tiles (expert e, expert-sorted rows [row0, row_end), at most 128):
+//   GATED: A row r = x[token_of[r]] (bf16 [T, K]), B = w1[e], w3[e] (bf16 [N, K]); out[r] = silu(min(g, L)) *
+//          clamp(u, -L, L) as bf16 [P, N].
+//   w2:    A row r = act[r] (bf16 [P, K]), B = w2[e] (bf16 [N, K]); out[r] f32 [P, N].
+//
+// Block: 128 plan rows x 128 MMA columns (GATED: 64 weight rows of w1 then 64 of w3, giving 64 outputs; w2: 128
+// weight rows), BK = 64 (one 128-byte row of bf16 per operand row), kStages-deep shared-memory ring, 384 threads in
+// three warpgroups:
+//   warpgroup 0 (producer): thread 0 loads the B tile by TMA (cp.async.bulk.tensor.2d, 128B swizzle, completion on
+//     the stage's `full` mbarrier as transaction bytes); all 128 threads gather the A rows (by token for GATED) with
+//     16-byte cp.async into the same 128B-swizzled layout, each thread's copies signalled to `full` by
+//     cp.async.mbarrier.arrive.noinc. `full` expects 129 arrivals: 128 cp.async arrivals + thread 0's
+//     arrive.expect_tx.
+//   warpgroups 1, 2 (consumers): rows 64 (wg - 1).. of the tile, one m64n128k16 wgmma per 16 k (4 per stage), both
+//     operands from shared memory through descriptors, f32 accumulators in registers (64 a thread). A stage is
+//     released (each consumer warp's lane 0 arrives on the stage's `empty` mbarrier, 8 arrivals) once the warpgroup's
+//     wgmma.wait_group 1 after the next stage's MMAs shows its MMAs complete: one wgmma group stays in flight.
+//
+// Shared-memory layout of an operand tile (rows of 64 bf16 = 128 bytes, tile base 1024-byte aligned): element (r, k)
+// at byte  r * 128 + (((k / 8) ^ (r % 8)) * 16) + (k % 8) * 2,  i.e. the 16-byte chunk index XORed with the row's
+// index inside its 8-row, 1024-byte group. That is the address-level Swizzle<3,4,3> (byte-address bits [4,7) ^=
+// bits [7,10)), which is both what TMA writes for CU_TENSOR_MAP_SWIZZLE_128B with a 128-byte box row and what
+// wgmma reads for swizzle mode 1 (128B) with K-major operands; the hardware applies the XOR on absolute shared
+// addresses, hence the 1024-byte alignment of every tile (and of the 64-row halves the descriptors start at).
+//
+// wgmma matrix descriptor (PTX ISA "Matrix Descriptor Format" for wgmma): bits 0-13 start address >> 4, bits 16-29
+// leading-dimension byte offset >> 4, bits 32-45 stride-dimension byte offset >> 4, bits 49-51 base offset, bits
+// 62-63 swizzle mode (0 none, 1 128B, 2 64B, 3 32B). Here: K-major, 128B swizzle: LBO unused for swizzled K-major
+// layouts (set to 1, as is customary), SBO = 1024 bytes (the distance between 8-row core-matrix groups along M/N),
+// base offset 0 (every start address is at most 96 bytes past a 1024-byte boundary, so address bits [7,10) are
+// those of the row). The k-th 16-wide slice of a 64-wide stage starts 32 k bytes further (descriptor + 2 k): the
+// swizzle is computed from the final address, so advancing the start inside the 128-byte row selects the k slice.
+//
+// Each output's sum runs over k in ascending order (one MMA chain a block): deterministic, no atomics.
+#pragma once
+
+#include <cuda.h>  // CUtensorMap (the host encodes it through cudaGetDriverEntryPointByVersion: no libcuda link)
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/launch.h"
+#include "backend/cuda/moe_plan.h"
+
+namespace dsv4::cuda {
+
+constexpr int kWgBM = 128;  // plan rows a block
+constexpr int kWgBN = 128;  // MMA columns a block (GATED: 64 of w1 + 64 of w3)
+constexpr int kWgBK = 64;   // k a stage: one 128-byte swizzle row
+constexpr int kWgStages = 6;
+constexpr int kWgThreads = 384;                  // producer warpgroup + two consumer warpgroups
+constexpr int kWgTileBytes = kWgBM * kWgBK * 2;  // one operand tile (A or B): 16 KiB
+constexpr int kWgStageBytes = 2 * kWgTileBytes;
+constexpr int kWgSmemBytes = kWgStages * kWgStageBytes + 2 * kWgStages * 8 + 1024;  // + barriers, + alignment slack
+static_assert(kWgBM == kWgBN, "A and B tiles share one size");
+static_assert(kWgBK * 2 == 128, "a tile row is one 128-byte swizzle row");
+
+template <bool GATED>
+constexpr int wgmma_cols() {
+  return GATED ? kWgBN / 2 : kWgBN;
+}
+
+namespace wg {
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+// Until the phase of parity `parity` has completed (a fresh barrier counts the phase before it, parity 1, as done).
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(done)
+                 : "r"(bar), "r"(parity)
+                 : "memory");
+  } while (done == 0);
+}
+// An arrive-on `bar` once all of this thread's earlier cp.async copies have landed; counts as one of the expected
+// arrivals (.noinc).
+__device__ __forceinline__ void cp_async_arrive_noinc(uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+// Box (c0 = k, c1 = weight row) of a 2-D tensor map into shared memory; completes `bar`'s transaction bytes.
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, uint32_t bar, int32_t c0,
+                                            int32_t c1) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], "
+      "[%2];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1)
+      : "memory");
+}
+__device__ __forceinline__ void prefetch_tensormap(const CUtensorMap* map) {
+  asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
+}
+// Generic-proxy writes (cp.async) made visible to the async proxy (wgmma's operand reads), and the barriers' init
+// to the TMA unit.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void fence_mbarrier_init() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+
+// K-major operand, 128B swizzle, 8-row groups 1024 bytes apart (see the header).
+__device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
+  return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>(1) << 16) |
+         (static_cast<uint64_t>(1024 >> 4) << 32) | (static_cast<uint64_t>(1) << 62);
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Keeps the compiler from moving accumulator uses across the asynchronous MMAs' wait.
+__device__ __forceinline__ void fence_operand(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+
+// d (+)= A (64 x 16, descriptor da) * B (128 x 16 as [n][k], descriptor db); scale_d 0 overwrites d. Both operands
+// K-major (transpose immediates 0).
+__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t da, uint64_t db, uint32_t scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "%64, %65, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]),
+        "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]),
+        "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+        "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),
+        "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(da), "l"(db), "r"(scale_d));
+}
+
+// Two adjacent outputs of one row (columns n, n + 1); one store where N is even.
+template <typename TO>
+__device__ __forceinline__ void store_pair(TO* __restrict__ row, int n, int N, float v0, float v1) {
+  if (n + 1 < N && N % 2 == 0) {
+    if constexpr (std::is_same_v<TO, float>) {
+      *reinterpret_cast<float2*>(row + n) = make_float2(v0, v1);
+    } else {
+      *reinterpret_cast<__nv_bfloat162*>(row + n) = __floats2bfloat162_rn(v0, v1);
+    }
+    return;
+  }
+  if constexpr (std::is_same_v<TO, float>) {
+    if (n < N) row[n] = v0;
+    if (n + 1 < N) row[n + 1] = v1;
+  } else {
+    if (n < N) row[n] = __float2bfloat16_rn(v0);
+    if (n + 1 < N) row[n + 1] = __float2bfloat16_rn(v1);
+  }
+}
+
+}  // namespace wg
+
+// grid (ceil(N / wgmma_cols<GATED>()), tile bound), kWgThreads threads, kWgSmemBytes dynamic shared memory.
+// wmap / w3map: 2-D maps of the stacked weights as [experts * N rows, K] bf16, box {64 k, 64 rows} (GATED: w1 and w3)
+// or {64, 128} (w2: both the same map), 128B swizzle. Requires K % 8 == 0 and 16-byte aligned rows of `a`.
+template <bool GATED, typename TO>
+__global__ void __launch_bounds__(kWgThreads, 1)
+    moe_gemm_wgmma_kernel(TO* __restrict__ out, const bf16* __restrict__ a, const __grid_constant__ CUtensorMap wmap,
+                          const __grid_constant__ CUtensorMap w3map, MoePlan plan, int N, int K, float limit) {
+#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  __trap();  // wgmma exists on sm_90a only: dsv4 builds for it (DSV4_CUDA_ARCHS)
+#else
+  extern __shared__ unsigned char wg_smem[];
+  pdl_wait();
+  int32_t e, row0, row_end;
+  if (!plan_tile(plan, static_cast<int>(blockIdx.y), &e, &row0, &row_end)) return;
+  const int n0 = static_cast<int>(blockIdx.x) * wgmma_cols<GATED>();
+  const int tid = static_cast<int>(threadIdx.x);
+  // Read through a shuffle so that the compiler knows it warp-uniform (wgmma in a path it deems divergent is
+  // serialised).
+  const int warpgroup = __shfl_sync(0xffffffffu, tid / 128, 0);
+  // Stage s: A tile at base + s * kWgStageBytes, B tile kWgTileBytes after it; then full[kWgStages],
+  // empty[kWgStages].
+  const uint32_t base = (wg::smem_addr(wg_smem) + 1023u) & ~1023u;
+  const uint32_t bars = base + kWgStages * kWgStageBytes;
+  const auto full = [&](int s) { return bars + 8u * static_cast<uint32_t>(s); };
+  const auto empty = [&](int s) { return bars + 8u * static_cast<uint32_t>(kWgStages + s); };
+  if (tid == 0) {
+    for (int s = 0; s < kWgStages; ++s) {
+      wg::mbar_init(full(s), 128 + 1);  // the producers' cp.async arrivals + the TMA thread's expect_tx
+      wg::mbar_init(empty(s), 8);       // one per consumer warp
+    }
+    wg::fence_mbarrier_init();
+    wg::fence_proxy_async();
+  }
+  __syncthreads();
+  const int ktiles = (K + kWgBK - 1) / kWgBK;
+
+  if (warpgroup == 0) {
+    // ---- producer ----
+    // Thread p copies 16-byte chunk p % 8 of rows p / 8 + 16 i (i < 8) of each A tile. Those rows are all ≡ p / 8
+    // (mod 8), so the swizzled chunk (chunk ^ row % 8) is the same for the eight.
+    const int p = tid, chunk = p & 7, rsub = p >> 3;
+    const uint32_t swz = static_cast<uint32_t>(((chunk ^ (rsub & 7)) << 4));
+    if (p == 0) {
+      wg::prefetch_tensormap(&wmap);
+      if constexpr (GATED) wg::prefetch_tensormap(&w3map);
+    }
+    const bf16* src[8];
+    bool valid[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const int32_t r = row0 + rsub + 16 * i;
+      valid[i] = r < row_end;
+      const int64_t arow = valid[i] ? (GATED ? plan_token(plan, r) : r) : 0;
+      src[i] = a + arow * K + chunk * 8;
+    }
+    const int32_t wrow = e * N + n0;  // first weight row of the block's B tile (w1 / w3 / w2)
+    for (int t = 0; t < ktiles; ++t) {
+      const int s = t % kWgStages;
+      if (t >= kWgStages) wg::mbar_wait(empty(s), static_cast<uint32_t>((t / kWgStages - 1) & 1));
+      const uint32_t st = base + static_cast<uint32_t>(s) * kWgStageBytes;
+      if (p == 0) {
+        wg::mbar_arrive_expect_tx(full(s), kWgTileBytes);
+        if constexpr (GATED) {
+          wg::tma_load_2d(st + kWgTileBytes, &wmap, full(s), t * kWgBK, wrow);
+          wg::tma_load_2d(st + kWgTileBytes + kWgTileBytes / 2, &w3map, full(s), t * kWgBK, wrow);
+        } else {
+          wg::tma_load_2d(st + kWgTileBytes, &wmap, full(s), t * kWgBK, wrow);
+        }
+      }
+      const bool in_k = t * kWgBK + chunk * 8 < K;  // K % 8 == 0: a chunk is wholly in or out
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const bool in = valid[i] && in_k;
+        wg::cp_async16(st + static_cast<uint32_t>((rsub + 16 * i) * 128) + swz, in ? src[i] + t * kWgBK : a, in);
+      }
+      wg::cp_async_arrive_noinc(full(s));
+    }
+    wg::cp_async_wait_all();  // exit with no copy in flight
+    return;
+  }
+
+  // ---- consumers: warpgroup 1 rows 0..63, warpgroup 2 rows 64..127 of the tile ----
+  // A warpgroup whose 64 rows are all past row_end (tiles of at most 64 rows) issues no MMAs, but still follows the
+  // stages (waits for each, releases the one before) so that every phase of `empty` gets its 8 arrivals. Two
+  // separate loops: the MMA loop has no branch around its wgmma (ptxas would otherwise wait for the accumulators).
+  const int cw = warpgroup - 1;
+  const bool lane0 = (tid & 31) == 0;
+  if (row0 + cw * 64 >= row_end) {
+    for (int t = 0; t < ktiles; ++t) {
+      wg::mbar_wait(full(t % kWgStages), static_cast<uint32_t>((t / kWgStages) & 1));
+      if (t > 0 && lane0) wg::mbar_arrive(empty((t - 1) % kWgStages));
+    }
+    return;
+  }
+  float acc[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+  for (int t = 0; t < ktiles; ++t) {
+    const int s = t % kWgStages;
+    wg::mbar_wait(full(s), static_cast<uint32_t>((t / kWgStages) & 1));
+    // The producers' cp.async rows, now complete, to the async proxy. Review (2026-12-06): a reader-side fence after
+    // the acquiring wait is enough under the PTX memory model (the proxy fence may sit anywhere on the causality
+    // path write -> cp.async.mbarrier.arrive -> try_wait -> wgmma); the writers cannot fence their own cp.async
+    // without waiting for it. CUTLASS's cp.async + GMMA warp-specialized mainloop (sm90_mma_multistage_gmma_ss_
+    // warpspecialized.hpp) uses the same noinc-arrive handoff with no proxy fence at all. If the first GPU run shows
+    // stale A data, the fallback is producer-side: cp.async.wait_group on a lagging stage, fence, plain arrive.
+    wg::fence_proxy_async();
+    const uint32_t st = base + static_cast<uint32_t>(s) * kWgStageBytes;
+    const uint64_t da = wg::sw128_desc(st + static_cast<uint32_t>(cw * 64 * 128));
+    const uint64_t db = wg::sw128_desc(st + kWgTileBytes);
+    wg::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kWgBK / 16; ++kk) {
+      // +32 bytes a 16-wide k slice: +2 in the address field (no carry: addresses stay below 2^18).
+      wg::wgmma_m64n128k16(acc, da + 2 * kk, db + 2 * kk, (t > 0 || kk > 0) ? 1u : 0u);
+    }
+    wg::wgmma_commit();
+    wg::wgmma_wait<1>();  // stage t - 1's MMAs (this warpgroup) are complete: release its slot
+    if (t > 0 && lane0) wg::mbar_arrive(empty((t - 1) % kWgStages));
+  }
+  wg::wgmma_wait<0>();
+#pragma unroll
+  for (int i = 0; i < 64; ++i) wg::fence_operand(acc[i]);
+
+  // Epilogue from the accumulator fragments: warp q of the warpgroup holds rows 16 q.. of its 64; lane (g, t4) holds
+  // rows g and g + 8 and, of each 8-column chunk j, columns 8 j + 2 t4 + {0, 1} in acc[4 j + 2 h + {0, 1}] (h: the
+  // row half). GATED: chunks 0-7 are w1 (gate), chunks 8-15 w3 (up) of the same 64 outputs.
+  const int lane = tid & 31, q = (tid >> 5) & 3, g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int32_t r = row0 + cw * 64 + q * 16 + g + 8 * h;
+    if (r >= row_end) continue;
+    TO* orow = out + static_cast<int64_t>(r) * N;
+#pragma unroll
+    for (int j = 0; j < (GATED ? 8 : 16); ++j) {
+      float v[2] = {acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]};
+      if constexpr (GATED) {
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const float gv = fminf(v[c], limit);
+          const float u = fminf(fmaxf(acc[4 * (j + 8) + 2 * h + c], -limit), limit);
+          v[c] = gv / (1.0f + expf(-gv)) * u;
+        }
+      }
+      wg::store_pair(orow, n0 + 8 * j + 2 * t4, N, v[0], v[1]);
+    }
+  }
+#endif
+}
+
+// ---- host ----
+
+using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                                   const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                                   CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+// cuTensorMapEncodeTiled from the driver the runtime loaded (no libcuda link); null if unavailable.
+inline EncodeTiledFn encode_tiled_fn() {
+  void* fn = nullptr;
+  cudaDriverEntryPointQueryResult q{};
+  if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+      q != cudaDriverEntryPointSuccess)
+    return nullptr;
+  return reinterpret_cast<EncodeTiledFn>(fn);
+}
+
+// A stacked weight [rows = experts * N, K] bf16 as a 2-D tensor map with boxes of 64 k x box_rows rows, 128B swizzle;
+// reads past the tensor's edges (the last expert's rows past N, k past K) fill zeros.
+inline bool make_weight_map(CUtensorMap* map, const bf16* w, int64_t rows, int64_t K, int box_rows) {
+  static const EncodeTiledFn encode = encode_tiled_fn();
+  if (encode == nullptr) return false;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(K), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(K) * sizeof(bf16)};  // bytes, of dimension 1
+  const cuuint32_t box[2] = {static_cast<cuuint32_t>(kWgBK), static_cast<cuuint32_t>(box_rows)};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<bf16*>(w), dims, strides, box, elem_strides,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+// The maps of one product: GATED w1, w3 with 64-row boxes; w2 one map (passed twice) with 128-row boxes.
+template <bool GATED>
+bool make_product_maps(CUtensorMap* wmap, CUtensorMap* w3map, const bf16* w, const bf16* w3, int64_t experts, int N,
+                       int K) {
+  const int box = GATED ? kWgBN / 2 : kWgBN;
+  if (!make_weight_map(wmap, w, experts * N, K, box)) return false;
+  if (GATED) return make_weight_map(w3map, w3, experts * N, K, box);
+  *w3map = *wmap;
+  return true;
+}
+
+// One product over a plan of kPlanWideTileRows-row tiles (grid: the column blocks x the plan's tile bound); the maps
+// of make_product_maps.
+template <bool GATED, typename TO>
+void launch_moe_gemm_wgmma(cudaStream_t stream, TO* out, const bf16* a, const CUtensorMap& wmap,
+                           const CUtensorMap& w3map, const MoePlan& plan, int64_t max_tiles, int N, int K, float limit,
+                           const char* what) {
+  static_assert(GATED == std::is_same_v<TO, bf16>, "GATED stores bf16, w2 f32");
+  constexpr auto kernel = moe_gemm_wgmma_kernel<GATED, TO>;
+  allow_dynamic_shared<kernel>(kWgSmemBytes, "cudaFuncSetAttribute(moe_gemm_wgmma)");
+  const dim3 grid((N + wgmma_cols<GATED>() - 1) / wgmma_cols<GATED>(), static_cast<unsigned>(max_tiles));
+  check_launch(
+      launch_kernel(kernel, grid, dim3(kWgThreads), kWgSmemBytes, stream, out, a, wmap, w3map, plan, N, K, limit),
+      what);
+}
+
+}  // namespace dsv4::cuda
