@@ -198,24 +198,6 @@ struct Bf16Stack {
   const bf16* w;
 };
 
-// Where expert e's matrix of a quantised stack lives (the shared expert: index `count`, its own format).
-struct QuantSlice {
-  const uint8_t* codes;
-  const uint8_t* scale;
-  int64_t row_bytes, scale_cols;
-  bool fp4;
-};
-__device__ __forceinline__ QuantSlice quant_slice(const QuantExperts& q, int32_t e, int64_t N, int64_t K) {
-  const bool shared = e >= q.count;
-  const bool fp4 = (shared ? q.shared.format : q.routed.format) == WeightFormat::kFp4;
-  const int64_t ex = shared ? 0 : e;
-  const int64_t row_bytes = fp4 ? K / 2 : K;
-  const int64_t scale_cols = fp4 ? (K + kFp4Group - 1) / kFp4Group : (K + kFp8Block - 1) / kFp8Block;
-  const int64_t scale_rows = fp4 ? N : (N + kFp8Block - 1) / kFp8Block;
-  return {(shared ? q.shared.codes : q.routed.codes) + ex * N * row_bytes,
-          (shared ? q.shared.scale : q.routed.scale) + ex * scale_rows * scale_cols, row_bytes, scale_cols, fp4};
-}
-
 using AccFragment = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
 
 // One kBK-wide step of a warp's 32 x 32 output (A rows wm * 32.., B rows wn * 32.. of the [64][kBK + 8] tiles), in
@@ -327,35 +309,25 @@ __global__ void __launch_bounds__(kGemmThreads) moe_gemm_kernel(TO* __restrict__
   gemm_epilogue<GATED>(out, acc, acc3, Cs, wm, wn, row0, row_end, n0, N, limit);
 }
 
-// ---- wide tiles (prefill on aligned operands) ----------------------------------------------------------------
-// Plans of kPlanWideTileRows-row tiles: a block computes 128 plan rows x 128 MMA columns — 64 weight rows of w1 and
-// of w3 (GATED), or 128 of w2 as two 64-row B tiles — with 8 warps of 32 x 32 per B tile, mma.m16n8k16 operands
-// loaded by ldmatrix from a kWideStages-deep cp.async ring. An expert's weights are read once per 128 of its rows (a
-// 4,096-token Flash prefill has ~96 rows per routed expert, which 64-row tiles read twice), and each A tile feeds 128
-// columns (the A tiles, re-read from L2 by every column block, were half the shared-memory fill traffic at 64).
-// Quantised stacks stage the raw codes instead of bf16 B tiles and expand each step's codes from shared memory into
-// one bf16 tile per B tile, a step ahead of the MMAs, as bf16 pairs with a multiply that carries the scale
-// (quant_mma.cuh: exact where the weight is a bf16 normal) in 16-byte stores. Each output's sum runs over k in 16-wide
-// steps in ascending order, one MMA each, like the WMMA kernel's.
+// ---- wide tiles (prefill on aligned bf16 operands where wgmma is unavailable) ---------------------------------
+// The fallback of moe_gemm_wgmma.cuh (which the driver's tensor maps make the default). Plans of kPlanWideTileRows-row
+// tiles: a block computes 128 plan rows x 128 MMA columns — 64 weight rows of w1 and of w3 (GATED), or 128 of w2 as two
+// 64-row B tiles — with 8 warps of 32 x 32 per B tile, mma.m16n8k16 operands loaded by ldmatrix from a kWideStages-deep
+// cp.async ring. An expert's weights are read once per 128 of its rows (a 4,096-token Flash prefill has ~96 rows per
+// routed expert, which 64-row tiles read twice), and each A tile feeds 128 columns (the A tiles, re-read from L2 by
+// every column block, were half the shared-memory fill traffic at 64). Each output's sum runs over k in 16-wide steps
+// in ascending order, one MMA each, like the WMMA kernel's.
 constexpr int kWideBM = kPlanWideTileRows;
 constexpr int kWideThreads = 256;
 constexpr int kWideStages = 4;
-constexpr int kWideTiles = 2;      // B tiles of kBN weight rows per block
-constexpr int kLd = kBK + 8;       // padded tile rows (80 bytes): ldmatrix's eight row addresses fall in distinct banks
-constexpr int kCodeItemBytes = 8;  // codes a thread expands at a time: 16 E2M1 or 8 E4M3 values
+constexpr int kWideTiles = 2;  // B tiles of kBN weight rows per block
+constexpr int kLd = kBK + 8;   // padded tile rows (80 bytes): ldmatrix's eight row addresses fall in distinct banks
 constexpr int kWideATile = kWideBM * kLd, kWideBTile = kBN * kLd;  // elements
 static_assert(kWideThreads * 2 == kWideBM * (kBK / 8) && kWideThreads == kBN * (kBK / 8),
               "each thread copies two 16-byte chunks of the A tile and one of each bf16 B tile per step");
 
-// Dynamic shared memory of one launch. bf16 stacks: kWideStages slots of [A tile, the B tiles]. Quantised:
-// kWideStages A tiles, two buffers of expanded B tiles, then kWideStages slots of raw codes (kBK bytes a row at most:
-// E4M3).
-template <bool QUANT>
-constexpr int wide_smem_bytes() {
-  return QUANT ? static_cast<int>(sizeof(bf16)) * (kWideStages * kWideATile + 2 * kWideTiles * kWideBTile) +
-                     kWideStages * kWideTiles * kBN * kBK
-               : static_cast<int>(sizeof(bf16)) * kWideStages * (kWideATile + kWideTiles * kWideBTile);
-}
+// Dynamic shared memory of one launch: kWideStages slots of [A tile, the B tiles].
+constexpr int kWideSmemBytes = static_cast<int>(sizeof(bf16)) * kWideStages * (kWideATile + kWideTiles * kWideBTile);
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* p) {
   const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
@@ -390,41 +362,6 @@ __device__ __forceinline__ void wide_mma_step(float (&acc)[kWideTiles][2][4][4],
   }
 }
 
-// 8 bytes of one row's codes from value k (16 E2M1 or 8 E4M3 values) as bf16 at dst (16-byte aligned), in k order:
-// the pair helpers give codes (a, a + 4) of an E2M1 word and (0, 2), (1, 3) of an E4M3 word, so byte permutes put
-// the halves back in order. Zeros where `valid` is false (past N or K).
-__device__ __forceinline__ void expand_codes(bf16* dst, const QuantSlice& q, uint2 raw, bool valid, int64_t n,
-                                             int64_t k) {
-  uint4* out = reinterpret_cast<uint4*>(dst);
-  if (!valid) {
-    out[0] = make_uint4(0, 0, 0, 0);
-    if (q.fp4) out[1] = make_uint4(0, 0, 0, 0);
-    return;
-  }
-  const uint32_t words[2] = {raw.x, raw.y};
-  if (q.fp4) {
-    const PairScale<WeightFormat::kFp4> s(__ldg(q.scale + n * q.scale_cols + k / kFp4Group));
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      uint32_t p[4];
-#pragma unroll
-      for (int a = 0; a < 4; ++a) p[a] = fp4_pair(words[h], a, s);
-      out[h] = make_uint4(__byte_perm(p[0], p[1], 0x5410), __byte_perm(p[2], p[3], 0x5410),
-                          __byte_perm(p[0], p[1], 0x7632), __byte_perm(p[2], p[3], 0x7632));
-    }
-  } else {
-    const PairScale<WeightFormat::kFp8Block> s(__ldg(q.scale + n / kFp8Block * q.scale_cols + k / kFp8Block));
-    uint32_t v[4];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const uint32_t even = fp8_pair(words[h], false, s), odd = fp8_pair(words[h], true, s);
-      v[2 * h] = __byte_perm(even, odd, 0x5410);
-      v[2 * h + 1] = __byte_perm(even, odd, 0x7632);
-    }
-    out[0] = make_uint4(v[0], v[1], v[2], v[3]);
-  }
-}
-
 // Two adjacent outputs of one row (columns n, n + 1); pairs as one store where N is even (aligned).
 template <typename TO>
 __device__ __forceinline__ void store_pair(TO* __restrict__ row, int64_t n, int64_t N, float v0, float v1) {
@@ -446,12 +383,11 @@ constexpr int wide_cols() {
   return GATED ? kBN : kWideTiles * kBN;
 }
 
-// WT: const bf16* (a bf16 stack [E, N, K]) or QuantExperts (QUANT). B tile m holds weight rows n0 + 64 m.. of w
-// (w3 for GATED's tile 1).
-template <bool GATED, bool QUANT, typename TO, typename WT>
+// w, w3: bf16 stacks [E, N, K]. B tile m holds weight rows n0 + 64 m.. of w (w3 for GATED's tile 1).
+template <bool GATED, typename TO>
 __global__ void __launch_bounds__(kWideThreads, 2)
-    moe_gemm_wide_kernel(TO* __restrict__ out, const bf16* __restrict__ a, WT w, WT w3, Plan plan, int64_t N, int64_t K,
-                         float limit) {
+    moe_gemm_wide_kernel(TO* __restrict__ out, const bf16* __restrict__ a, const bf16* __restrict__ w,
+                         const bf16* __restrict__ w3, Plan plan, int64_t N, int64_t K, float limit) {
   extern __shared__ __align__(128) unsigned char wide_smem[];
   __shared__ const bf16* arow[kWideBM];
   pdl_wait();
@@ -465,28 +401,16 @@ __global__ void __launch_bounds__(kWideThreads, 2)
     arow[i] = r < row_end ? a + static_cast<int64_t>(GATED ? plan_token(plan, r) : r) * K : nullptr;
   }
   bf16* const smem = reinterpret_cast<bf16*>(wide_smem);
-  constexpr int kSlot = QUANT ? kWideATile : kWideATile + kWideTiles * kWideBTile;  // elements per ring slot
+  constexpr int kSlot = kWideATile + kWideTiles * kWideBTile;  // elements per ring slot
   const auto a_tile = [&](int st) { return smem + st * kSlot; };
-  [[maybe_unused]] bf16* const expanded = smem + kWideStages * kWideATile;  // QUANT: [2][tile] expanded B tiles
-  [[maybe_unused]] uint8_t* const codes =
-      wide_smem +
-      sizeof(bf16) * (kWideStages * kWideATile + 2 * kWideTiles * kWideBTile);  // QUANT: [stage][tile][row][kBK]
   // This thread's copies: A chunks (tid / 4, 8 (tid % 4)) and 64 rows below; B row tid / 4 of each tile, same chunk.
   const int cr = tid >> 2, cc = (tid & 3) * 8;
   const bf16* bsrc[kWideTiles] = {};
-  [[maybe_unused]] QuantSlice q[kWideTiles] = {};
-  if constexpr (QUANT) {
-    q[0] = quant_slice(w, e, N, K);
-    q[1] = GATED ? quant_slice(w3, e, N, K) : q[0];
-  } else {
 #pragma unroll
-    for (int m = 0; m < kWideTiles; ++m) {
-      const int64_t n = tile_row(m) + cr;
-      if (n < N) bsrc[m] = (GATED && m == 1 ? w3 : w) + (static_cast<int64_t>(e) * N + n) * K;
-    }
+  for (int m = 0; m < kWideTiles; ++m) {
+    const int64_t n = tile_row(m) + cr;
+    if (n < N) bsrc[m] = (GATED && m == 1 ? w3 : w) + (static_cast<int64_t>(e) * N + n) * K;
   }
-  int items = 1;  // QUANT: kCodeItemBytes pieces of a row's codes per step
-  if constexpr (QUANT) items = q[0].fp4 ? kBK / 2 / kCodeItemBytes : kBK / kCodeItemBytes;
   __syncthreads();  // the row pointers
   const bf16* const asrc[2] = {arow[cr], arow[cr + 64]};
   const int64_t steps = (K + kBK - 1) / kBK;
@@ -500,37 +424,10 @@ __global__ void __launch_bounds__(kWideThreads, 2)
       const bool in = asrc[h] != nullptr && in_k;
       cp_async16(as + (cr + 64 * h) * kLd + cc, in ? asrc[h] + k0 + cc : a, in);
     }
-    if constexpr (!QUANT) {
 #pragma unroll
-      for (int m = 0; m < kWideTiles; ++m) {
-        const bool in = bsrc[m] != nullptr && in_k;
-        cp_async16(as + kWideATile + m * kWideBTile + cr * kLd + cc, in ? bsrc[m] + k0 + cc : a, in);
-      }
-    } else {
-      const int chunks = q[0].fp4 ? 1 : 2;  // 16-byte copies a row per step
-      for (int i = tid; i < kWideTiles * kBN * chunks; i += kWideThreads) {
-        const int m = i / (kBN * chunks), r = (i / chunks) % kBN, c = i % chunks;
-        const QuantSlice& qm = q[m];
-        const int64_t n = tile_row(m) + r, k = k0 + 16 * c * (qm.fp4 ? 2 : 1);
-        const bool in = n < N && k < K;
-        const uint8_t* src = qm.codes + n * qm.row_bytes + (qm.fp4 ? k / 2 : k);
-        cp_async16(codes + ((st * kWideTiles + m) * kBN + r) * kBK + 16 * c, in ? src : qm.codes, in);
-      }
-    }
-  };
-  // QUANT: step t's codes are expanded during step t - 1, into buffer t % 2, so that one barrier a step orders
-  // both, and the expansion's ALU work overlaps other warps' MMAs.
-  [[maybe_unused]] const auto expand = [&](int64_t t) {
-    const int st = static_cast<int>(t % kWideStages);
-    const int64_t k0 = t * kBK;
-    const int per = q[0].fp4 ? 2 * kCodeItemBytes : kCodeItemBytes;  // values per item
-    bf16* buf = expanded + static_cast<int>(t % 2) * kWideTiles * kWideBTile;
-    for (int i = tid; i < kWideTiles * kBN * items; i += kWideThreads) {
-      const int m = i / (kBN * items), r = (i / items) % kBN, c = i % items;
-      const int64_t n = tile_row(m) + r, k = k0 + c * per;
-      const uint2 raw =
-          *reinterpret_cast<const uint2*>(codes + ((st * kWideTiles + m) * kBN + r) * kBK + kCodeItemBytes * c);
-      expand_codes(buf + m * kWideBTile + r * kLd + c * per, q[m], raw, n < N && k < K, n, k);
+    for (int m = 0; m < kWideTiles; ++m) {
+      const bool in = bsrc[m] != nullptr && in_k;
+      cp_async16(as + kWideATile + m * kWideBTile + cr * kLd + cc, in ? bsrc[m] + k0 + cc : a, in);
     }
   };
   float acc[kWideTiles][2][4][4] = {};
@@ -538,28 +435,16 @@ __global__ void __launch_bounds__(kWideThreads, 2)
     if (t < steps) issue(t);
     cp_async_commit();
   }
-  if constexpr (QUANT) {
-    cp_async_wait<kWideStages - 2>();  // step 0's copies
-    __syncthreads();
-    expand(0);
-  }
   for (int64_t t = 0; t < steps; ++t) {
-    // This thread's copies of step t (QUANT: and t + 1), then everyone's; everyone is done with step t - 1 (its
-    // slot; QUANT: the buffer step t + 1 expands into) and has expanded step t.
-    cp_async_wait<QUANT ? kWideStages - 3 : kWideStages - 2>();
+    // This thread's copies of step t, then everyone's; everyone is done with step t - 1 (its slot).
+    cp_async_wait<kWideStages - 2>();
     __syncthreads();
     if (t + kWideStages - 1 < steps) issue(t + kWideStages - 1);
     cp_async_commit();
     const int st = static_cast<int>(t % kWideStages);
     const bf16* bt[kWideTiles];
-    if constexpr (QUANT) {
-      if (t + 1 < steps) expand(t + 1);
 #pragma unroll
-      for (int m = 0; m < kWideTiles; ++m) bt[m] = expanded + (static_cast<int>(t % 2) * kWideTiles + m) * kWideBTile;
-    } else {
-#pragma unroll
-      for (int m = 0; m < kWideTiles; ++m) bt[m] = a_tile(st) + kWideATile + m * kWideBTile;
-    }
+    for (int m = 0; m < kWideTiles; ++m) bt[m] = a_tile(st) + kWideATile + m * kWideBTile;
     wide_mma_step(acc, a_tile(st), bt, wm, wn, lane);
   }
   cp_async_wait<0>();
@@ -595,14 +480,13 @@ __global__ void __launch_bounds__(kWideThreads, 2)
 
 // One product of the wide kernel over a plan of kPlanWideTileRows-row tiles (grid: the column blocks x the plan's
 // tile bound).
-template <bool GATED, bool QUANT, typename TO, typename WT>
-void launch_wide(cudaStream_t s, TO* out, const bf16* a, WT w, WT w3, const Plan& plan, int64_t max_tiles, int64_t N,
-                 int64_t K, float limit, const char* what) {
-  constexpr auto kernel = moe_gemm_wide_kernel<GATED, QUANT, TO, WT>;
-  constexpr int bytes = wide_smem_bytes<QUANT>();
-  allow_dynamic_shared<kernel>(bytes, "cudaFuncSetAttribute(moe_gemm_wide)");
+template <bool GATED, typename TO>
+void launch_wide(cudaStream_t s, TO* out, const bf16* a, const bf16* w, const bf16* w3, const Plan& plan,
+                 int64_t max_tiles, int64_t N, int64_t K, float limit, const char* what) {
+  constexpr auto kernel = moe_gemm_wide_kernel<GATED, TO>;
+  allow_dynamic_shared<kernel>(kWideSmemBytes, "cudaFuncSetAttribute(moe_gemm_wide)");
   check_launch(launch_kernel(kernel, dim3(blocks_for(N, wide_cols<GATED>()), static_cast<unsigned>(max_tiles)),
-                             dim3(kWideThreads), bytes, s, out, a, w, w3, plan, N, K, limit),
+                             dim3(kWideThreads), kWideSmemBytes, s, out, a, w, w3, plan, N, K, limit),
                what);
 }
 
@@ -830,13 +714,11 @@ void moe_experts_plain(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, T
   } else if (wide && wgmma_products(s, act.ptr<bf16>(), y.ptr<float>(), x.ptr<bf16>(), w1.ptr<bf16>(), w3.ptr<bf16>(),
                                     w2.ptr<bf16>(), E, plan, max_tiles, H, I, limit, act_quant)) {
   } else if (wide) {
-    launch_wide<true, false>(s, act.ptr<bf16>(), x.ptr<bf16>(), static_cast<const bf16*>(w1.ptr<bf16>()),
-                             static_cast<const bf16*>(w3.ptr<bf16>()), plan, max_tiles, I, H, limit,
-                             "moe_gemm (w1/w3 + SwiGLU)");
+    launch_wide<true>(s, act.ptr<bf16>(), x.ptr<bf16>(), w1.ptr<bf16>(), w3.ptr<bf16>(), plan, max_tiles, I, H, limit,
+                      "moe_gemm (w1/w3 + SwiGLU)");
     if (act_quant != nullptr) moe_act_round_trip(s, act.ptr<bf16>(), I, plan, aq);
-    launch_wide<false, false>(s, y.ptr<float>(), static_cast<const bf16*>(act.ptr<bf16>()),
-                              static_cast<const bf16*>(w2.ptr<bf16>()), static_cast<const bf16*>(nullptr), plan,
-                              max_tiles, H, I, limit, "moe_gemm (w2)");
+    launch_wide<false>(s, y.ptr<float>(), act.ptr<bf16>(), w2.ptr<bf16>(), nullptr, plan, max_tiles, H, I, limit,
+                       "moe_gemm (w2)");
   } else if (tensor_cores) {
     check_launch(launch_kernel(moe_gemm_kernel<true, false, bf16, Bf16Stack>,
                                dim3(blocks_for(I, kBN), static_cast<unsigned>(max_tiles)), dim3(kGemmThreads), 0, s,
@@ -894,7 +776,7 @@ Tensor dequantized_stack(Arena& A, cudaStream_t s, const Weight& w) {
   return t;
 }
 
-// Quantised stacks: moe_decode_experts_quant while the experts hold few rows (moe_takes_decode_path), the tiled GEMM
+// Quantised stacks: moe_decode_experts_quant while the experts hold few rows (moe_takes_decode_path), the wgmma GEMM
 // with dequantised B tiles past them (moe_gemm_experts_quant: prefill), else the stacks dequantised to bf16 in scratch
 // and the bf16 path.
 void moe_experts_quant(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, const Weight& w1,
@@ -942,10 +824,11 @@ void moe_gemm_experts_quant(cudaStream_t stream, bf16* act, float* y, const bf16
   DSV4_CHECK_ARG(moe_decode_quant_supports(w1, w3, w2, x, H, I) && aligned16(act),
                  "moe_gemm_experts_quant: unsupported stacks (H=", H, " I=", I, ", formats ",
                  weight_format_name(w1.routed.format), " / ", weight_format_name(w1.shared.format), ")");
-  launch_wide<true, true>(stream, act, x, w1, w3, plan, max_tiles, I, H, limit, "moe_gemm quantised (w1/w3 + SwiGLU)");
+  launch_moe_gemm_wgmma_quant<true>(stream, act, x, w1, w3, plan, max_tiles, static_cast<int>(I), static_cast<int>(H),
+                                    limit, "moe_gemm_wgmma quantised (w1/w3 + SwiGLU)");
   if (aq != nullptr) moe_act_round_trip(stream, act, I, plan, *aq);
-  launch_wide<false, true>(stream, y, static_cast<const bf16*>(act), w2, w2, plan, max_tiles, H, I, limit,
-                           "moe_gemm quantised (w2)");
+  launch_moe_gemm_wgmma_quant<false>(stream, y, static_cast<const bf16*>(act), w2, w2, plan, max_tiles,
+                                     static_cast<int>(H), static_cast<int>(I), limit, "moe_gemm_wgmma quantised (w2)");
 }
 
 void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, const Weight& w1,

@@ -50,19 +50,33 @@
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/launch.h"
 #include "backend/cuda/moe_plan.h"
+#include "backend/cuda/quant_matrix.h"
+#include "backend/cuda/quant_mma.cuh"
 
 namespace dsv4::cuda {
 
-constexpr int kWgBM = 128;  // plan rows a block
-constexpr int kWgBN = 128;  // MMA columns a block (GATED: 64 of w1 + 64 of w3)
-constexpr int kWgBK = 64;   // k a stage: one 128-byte swizzle row
-constexpr int kWgStages = 6;
+constexpr int kWgBM = 128;                       // plan rows a block
+constexpr int kWgBN = 128;                       // MMA columns a block (GATED: 64 of w1 + 64 of w3)
+constexpr int kWgBK = 64;                        // k a stage: one 128-byte swizzle row
 constexpr int kWgThreads = 384;                  // producer warpgroup + two consumer warpgroups
 constexpr int kWgTileBytes = kWgBM * kWgBK * 2;  // one operand tile (A or B): 16 KiB
 constexpr int kWgStageBytes = 2 * kWgTileBytes;
-constexpr int kWgSmemBytes = kWgStages * kWgStageBytes + 2 * kWgStages * 8 + 1024;  // + barriers, + alignment slack
+// QUANT: each producer thread's codes of one B row, kWgCodeAhead stages ahead of its expansion, in a ring of
+// kWgCodeAhead + 1 slots of 64 bytes a row (a stage of E4M3; E2M1 uses half).
+constexpr int kWgCodeAhead = 3;
+constexpr int kWgCodeSlotBytes = kWgBN * kWgBK;  // 8 KiB
+template <bool QUANT>
+constexpr int wgmma_stages() {
+  return QUANT ? 5 : 6;
+}
+template <bool QUANT>
+constexpr int wgmma_smem_bytes() {  // stages, QUANT's code ring, barriers, alignment slack
+  return wgmma_stages<QUANT>() * kWgStageBytes + (QUANT ? (kWgCodeAhead + 1) * kWgCodeSlotBytes : 0) +
+         2 * wgmma_stages<QUANT>() * 8 + 1024;
+}
 static_assert(kWgBM == kWgBN, "A and B tiles share one size");
 static_assert(kWgBK * 2 == 128, "a tile row is one 128-byte swizzle row");
+static_assert(wgmma_smem_bytes<true>() <= 227 * 1024 && wgmma_smem_bytes<false>() <= 227 * 1024, "shared memory");
 
 template <bool GATED>
 constexpr int wgmma_cols() {
@@ -103,6 +117,21 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool v
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait_group() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ void ld_shared_v4(uint32_t addr, uint32_t& x, uint32_t& y, uint32_t& z, uint32_t& w) {
+  asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(x), "=r"(y), "=r"(z), "=r"(w)
+               : "r"(addr)
+               : "memory");
+}
+__device__ __forceinline__ void st_shared_v4(uint32_t addr, const uint4& v) {
+  asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+               : "memory");
+}
 // Box (c0 = k, c1 = weight row) of a 2-D tensor map into shared memory; completes `bar`'s transaction bytes.
 __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, uint32_t bar, int32_t c0,
                                             int32_t c1) {
@@ -181,16 +210,20 @@ __device__ __forceinline__ void store_pair(TO* __restrict__ row, int n, int N, f
 
 }  // namespace wg
 
-// grid (ceil(N / wgmma_cols<GATED>()), tile bound), kWgThreads threads, kWgSmemBytes dynamic shared memory.
-// wmap / w3map: 2-D maps of the stacked weights as [experts * N rows, K] bf16, box {64 k, 64 rows} (GATED: w1 and w3)
-// or {64, 128} (w2: both the same map), 128B swizzle. Requires K % 8 == 0 and 16-byte aligned rows of `a`.
-template <bool GATED, typename TO>
+// grid (ceil(N / wgmma_cols<GATED>()), tile bound), kWgThreads threads, wgmma_smem_bytes<QUANT>() dynamic shared
+// memory. bf16 stacks (QUANT false): wmap / w3map are 2-D maps of the stacked weights as [experts * N rows, K] bf16,
+// box {64 k, 64 rows} (GATED: w1 and w3) or {64, 128} (w2: both the same map), 128B swizzle; qw / qw3 unused.
+// Quantised stacks (QUANT): qw / qw3 (moe_decode_quant_supports' layouts), the maps unused. Requires K % 8 == 0
+// and 16-byte aligned rows of `a`.
+template <bool GATED, bool QUANT, typename TO>
 __global__ void __launch_bounds__(kWgThreads, 1)
     moe_gemm_wgmma_kernel(TO* __restrict__ out, const bf16* __restrict__ a, const __grid_constant__ CUtensorMap wmap,
-                          const __grid_constant__ CUtensorMap w3map, MoePlan plan, int N, int K, float limit) {
+                          const __grid_constant__ CUtensorMap w3map, QuantExperts qw, QuantExperts qw3, MoePlan plan,
+                          int N, int K, float limit) {
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
   __trap();  // wgmma exists on sm_90a only: dsv4 builds for it (DSV4_CUDA_ARCHS)
 #else
+  constexpr int kStages = wgmma_stages<QUANT>();
   extern __shared__ unsigned char wg_smem[];
   pdl_wait();
   int32_t e, row0, row_end;
@@ -200,16 +233,18 @@ __global__ void __launch_bounds__(kWgThreads, 1)
   // Read through a shuffle so that the compiler knows it warp-uniform (wgmma in a path it deems divergent is
   // serialised).
   const int warpgroup = __shfl_sync(0xffffffffu, tid / 128, 0);
-  // Stage s: A tile at base + s * kWgStageBytes, B tile kWgTileBytes after it; then full[kWgStages],
-  // empty[kWgStages].
+  // Stage s: A tile at base + s * kWgStageBytes, B tile kWgTileBytes after it; then full[kStages], empty[kStages];
+  // QUANT: then the code ring.
   const uint32_t base = (wg::smem_addr(wg_smem) + 1023u) & ~1023u;
-  const uint32_t bars = base + kWgStages * kWgStageBytes;
+  const uint32_t bars = base + kStages * kWgStageBytes;
   const auto full = [&](int s) { return bars + 8u * static_cast<uint32_t>(s); };
-  const auto empty = [&](int s) { return bars + 8u * static_cast<uint32_t>(kWgStages + s); };
+  const auto empty = [&](int s) { return bars + 8u * static_cast<uint32_t>(kStages + s); };
   if (tid == 0) {
-    for (int s = 0; s < kWgStages; ++s) {
-      wg::mbar_init(full(s), 128 + 1);  // the producers' cp.async arrivals + the TMA thread's expect_tx
-      wg::mbar_init(empty(s), 8);       // one per consumer warp
+    for (int s = 0; s < kStages; ++s) {
+      // The producers' cp.async arrivals (A rows), and the TMA thread's expect_tx (bf16 B) or every producer's
+      // arrive after its expanded B row (QUANT).
+      wg::mbar_init(full(s), QUANT ? 128 + 128 : 128 + 1);
+      wg::mbar_init(empty(s), 8);  // one per consumer warp
     }
     wg::fence_mbarrier_init();
     wg::fence_proxy_async();
@@ -223,9 +258,11 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     // (mod 8), so the swizzled chunk (chunk ^ row % 8) is the same for the eight.
     const int p = tid, chunk = p & 7, rsub = p >> 3;
     const uint32_t swz = static_cast<uint32_t>(((chunk ^ (rsub & 7)) << 4));
-    if (p == 0) {
-      wg::prefetch_tensormap(&wmap);
-      if constexpr (GATED) wg::prefetch_tensormap(&w3map);
+    if constexpr (!QUANT) {
+      if (p == 0) {
+        wg::prefetch_tensormap(&wmap);
+        if constexpr (GATED) wg::prefetch_tensormap(&w3map);
+      }
     }
     const bf16* src[8];
     bool valid[8];
@@ -236,27 +273,98 @@ __global__ void __launch_bounds__(kWgThreads, 1)
       const int64_t arow = valid[i] ? (GATED ? plan_token(plan, r) : r) : 0;
       src[i] = a + arow * K + chunk * 8;
     }
-    const int32_t wrow = e * N + n0;  // first weight row of the block's B tile (w1 / w3 / w2)
-    for (int t = 0; t < ktiles; ++t) {
-      const int s = t % kWgStages;
-      if (t >= kWgStages) wg::mbar_wait(empty(s), static_cast<uint32_t>((t / kWgStages - 1) & 1));
-      const uint32_t st = base + static_cast<uint32_t>(s) * kWgStageBytes;
-      if (p == 0) {
-        wg::mbar_arrive_expect_tx(full(s), kWgTileBytes);
-        if constexpr (GATED) {
-          wg::tma_load_2d(st + kWgTileBytes, &wmap, full(s), t * kWgBK, wrow);
-          wg::tma_load_2d(st + kWgTileBytes + kWgTileBytes / 2, &w3map, full(s), t * kWgBK, wrow);
-        } else {
-          wg::tma_load_2d(st + kWgTileBytes, &wmap, full(s), t * kWgBK, wrow);
-        }
-      }
+    const auto copy_a = [&](int t, uint32_t st) {
       const bool in_k = t * kWgBK + chunk * 8 < K;  // K % 8 == 0: a chunk is wholly in or out
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
         const bool in = valid[i] && in_k;
         wg::cp_async16(st + static_cast<uint32_t>((rsub + 16 * i) * 128) + swz, in ? src[i] + t * kWgBK : a, in);
       }
-      wg::cp_async_arrive_noinc(full(s));
+      wg::cp_async_arrive_noinc(full(t % kStages));
+    };
+    if constexpr (!QUANT) {
+      const int32_t wrow = e * N + n0;  // first weight row of the block's B tile (w1 / w3 / w2)
+      for (int t = 0; t < ktiles; ++t) {
+        const int s = t % kStages;
+        if (t >= kStages) wg::mbar_wait(empty(s), static_cast<uint32_t>((t / kStages - 1) & 1));
+        const uint32_t st = base + static_cast<uint32_t>(s) * kWgStageBytes;
+        if (p == 0) {
+          wg::mbar_arrive_expect_tx(full(s), kWgTileBytes);
+          if constexpr (GATED) {
+            wg::tma_load_2d(st + kWgTileBytes, &wmap, full(s), t * kWgBK, wrow);
+            wg::tma_load_2d(st + kWgTileBytes + kWgTileBytes / 2, &w3map, full(s), t * kWgBK, wrow);
+          } else {
+            wg::tma_load_2d(st + kWgTileBytes, &wmap, full(s), t * kWgBK, wrow);
+          }
+        }
+        copy_a(t, st);
+      }
+    } else {
+      // B row p of every stage is this thread's: weight row n0 + p % 64 of w1 (p < 64) or w3 (GATED), or n0 + p
+      // (w2). It copies the row's codes kWgCodeAhead stages ahead into its own 64 bytes of a code slot (cp.async,
+      // one commit group a stage), and once the stage's slot is free expands them (exact: quant_mma.cuh) into the
+      // swizzled B row, makes the writes visible to the async proxy and arrives on `full`.
+      const int n = n0 + (GATED ? p % 64 : p);
+      const bool row_in = n < N;
+      // Both slices computed and one selected: selecting between the two parameter structs copies them to the stack.
+      const QuantSlice q1 = quant_slice(qw, e, N, K), q3 = quant_slice(qw3, e, N, K);
+      const QuantSlice q = GATED && p >= 64 ? q3 : q1;
+      const uint8_t* const codes = q.codes + static_cast<int64_t>(row_in ? n : 0) * q.row_bytes;
+      const uint8_t* const scales =
+          q.scale + static_cast<int64_t>(row_in ? (q.fp4 ? n : n / kFp8Block) : 0) * q.scale_cols;
+      const uint32_t ring = bars + 2 * kStages * 8;  // 16-byte aligned
+      const auto code_slot = [&](int t) {
+        return ring + static_cast<uint32_t>((t % (kWgCodeAhead + 1)) * kWgCodeSlotBytes + p * kWgBK);
+      };
+      const int chunk_values = q.fp4 ? 32 : 16;  // values a 16-byte copy of codes holds
+      const auto copy_codes = [&](int t) {
+        if (t >= ktiles) return;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int k = t * kWgBK + j * chunk_values;
+          if (j * chunk_values >= kWgBK) break;
+          const bool in = row_in && k < K;  // K % chunk_values == 0 (moe_decode_quant_supports)
+          wg::cp_async16(code_slot(t) + 16 * j, in ? codes + (q.fp4 ? k / 2 : k) : codes, in);
+        }
+      };
+      for (int t = 0; t < kWgCodeAhead; ++t) {
+        copy_codes(t);
+        wg::cp_async_commit();
+      }
+      for (int t = 0; t < ktiles; ++t) {
+        const int s = t % kStages;
+        const int k0 = t * kWgBK;
+        // This stage's scales (L1 after the first stages: a row's scale bytes are contiguous); 127 (= 1) past K.
+        uint8_t sc[2];
+        if (q.fp4) {
+          sc[0] = row_in && k0 < K ? __ldg(scales + k0 / kFp4Group) : 127;
+          sc[1] = row_in && k0 + kFp4Group < K ? __ldg(scales + k0 / kFp4Group + 1) : 127;
+        } else {
+          sc[0] = sc[1] = row_in && k0 < K ? __ldg(scales + k0 / kFp8Block) : 127;
+        }
+        if (t >= kStages) wg::mbar_wait(empty(s), static_cast<uint32_t>((t / kStages - 1) & 1));
+        const uint32_t st = base + static_cast<uint32_t>(s) * kWgStageBytes;
+        copy_a(t, st);
+        copy_codes(t + kWgCodeAhead);
+        wg::cp_async_commit();
+        wg::cp_async_wait_group<kWgCodeAhead>();  // this thread's codes of stage t
+        uint32_t w[16];
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+          wg::ld_shared_v4(code_slot(t) + 16 * j, w[4 * j], w[4 * j + 1], w[4 * j + 2], w[4 * j + 3]);
+        const uint32_t brow = st + kWgTileBytes + static_cast<uint32_t>(p * 128);
+#pragma unroll
+        for (int c = 0; c < 8; ++c) {  // 16-byte chunk c: values k0 + 8 c ..
+          uint4 v = make_uint4(0, 0, 0, 0);
+          if (row_in && k0 + 8 * c < K) {
+            v = q.fp4 ? e2m1_chunk(w[c], PairScale<WeightFormat::kFp4>(sc[c / 4]))
+                      : e4m3_chunk(w[2 * c], w[2 * c + 1], PairScale<WeightFormat::kFp8Block>(sc[0]));
+          }
+          wg::st_shared_v4(brow + static_cast<uint32_t>((c ^ (p & 7)) << 4), v);
+        }
+        wg::fence_proxy_async();  // the generic-proxy writes, to wgmma's reads
+        wg::mbar_arrive(full(s));
+      }
     }
     wg::cp_async_wait_all();  // exit with no copy in flight
     return;
@@ -270,8 +378,8 @@ __global__ void __launch_bounds__(kWgThreads, 1)
   const bool lane0 = (tid & 31) == 0;
   if (row0 + cw * 64 >= row_end) {
     for (int t = 0; t < ktiles; ++t) {
-      wg::mbar_wait(full(t % kWgStages), static_cast<uint32_t>((t / kWgStages) & 1));
-      if (t > 0 && lane0) wg::mbar_arrive(empty((t - 1) % kWgStages));
+      wg::mbar_wait(full(t % kStages), static_cast<uint32_t>((t / kStages) & 1));
+      if (t > 0 && lane0) wg::mbar_arrive(empty((t - 1) % kStages));
     }
     return;
   }
@@ -279,8 +387,8 @@ __global__ void __launch_bounds__(kWgThreads, 1)
 #pragma unroll
   for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
   for (int t = 0; t < ktiles; ++t) {
-    const int s = t % kWgStages;
-    wg::mbar_wait(full(s), static_cast<uint32_t>((t / kWgStages) & 1));
+    const int s = t % kStages;
+    wg::mbar_wait(full(s), static_cast<uint32_t>((t / kStages) & 1));
     // The producers' cp.async rows, now complete, to the async proxy. Review (2026-12-06): a reader-side fence after
     // the acquiring wait is enough under the PTX memory model (the proxy fence may sit anywhere on the causality
     // path write -> cp.async.mbarrier.arrive -> try_wait -> wgmma); the writers cannot fence their own cp.async
@@ -299,7 +407,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     }
     wg::wgmma_commit();
     wg::wgmma_wait<1>();  // stage t - 1's MMAs (this warpgroup) are complete: release its slot
-    if (t > 0 && lane0) wg::mbar_arrive(empty((t - 1) % kWgStages));
+    if (t > 0 && lane0) wg::mbar_arrive(empty((t - 1) % kStages));
   }
   wg::wgmma_wait<0>();
 #pragma unroll
@@ -372,19 +480,37 @@ bool make_product_maps(CUtensorMap* wmap, CUtensorMap* w3map, const bf16* w, con
   return true;
 }
 
-// One product over a plan of kPlanWideTileRows-row tiles (grid: the column blocks x the plan's tile bound); the maps
-// of make_product_maps.
+template <bool GATED, bool QUANT, typename TO>
+void launch_wgmma_kernel(cudaStream_t stream, TO* out, const bf16* a, const CUtensorMap& wmap, const CUtensorMap& w3map,
+                         const QuantExperts& qw, const QuantExperts& qw3, const MoePlan& plan, int64_t max_tiles, int N,
+                         int K, float limit, const char* what) {
+  static_assert(GATED == std::is_same_v<TO, bf16>, "GATED stores bf16, w2 f32");
+  constexpr auto kernel = moe_gemm_wgmma_kernel<GATED, QUANT, TO>;
+  constexpr int bytes = wgmma_smem_bytes<QUANT>();
+  allow_dynamic_shared<kernel>(bytes, "cudaFuncSetAttribute(moe_gemm_wgmma)");
+  const dim3 grid((N + wgmma_cols<GATED>() - 1) / wgmma_cols<GATED>(), static_cast<unsigned>(max_tiles));
+  check_launch(
+      launch_kernel(kernel, grid, dim3(kWgThreads), bytes, stream, out, a, wmap, w3map, qw, qw3, plan, N, K, limit),
+      what);
+}
+
+// One product of bf16 stacks over a plan of kPlanWideTileRows-row tiles (grid: the column blocks x the plan's tile
+// bound); the maps of make_product_maps.
 template <bool GATED, typename TO>
 void launch_moe_gemm_wgmma(cudaStream_t stream, TO* out, const bf16* a, const CUtensorMap& wmap,
                            const CUtensorMap& w3map, const MoePlan& plan, int64_t max_tiles, int N, int K, float limit,
                            const char* what) {
-  static_assert(GATED == std::is_same_v<TO, bf16>, "GATED stores bf16, w2 f32");
-  constexpr auto kernel = moe_gemm_wgmma_kernel<GATED, TO>;
-  allow_dynamic_shared<kernel>(kWgSmemBytes, "cudaFuncSetAttribute(moe_gemm_wgmma)");
-  const dim3 grid((N + wgmma_cols<GATED>() - 1) / wgmma_cols<GATED>(), static_cast<unsigned>(max_tiles));
-  check_launch(
-      launch_kernel(kernel, grid, dim3(kWgThreads), kWgSmemBytes, stream, out, a, wmap, w3map, plan, N, K, limit),
-      what);
+  launch_wgmma_kernel<GATED, false>(stream, out, a, wmap, w3map, QuantExperts{}, QuantExperts{}, plan, max_tiles, N, K,
+                                    limit, what);
+}
+
+// The same over quantised stacks (moe_decode_quant_supports' layouts: w1, w3 share a format).
+template <bool GATED, typename TO>
+void launch_moe_gemm_wgmma_quant(cudaStream_t stream, TO* out, const bf16* a, const QuantExperts& w,
+                                 const QuantExperts& w3, const MoePlan& plan, int64_t max_tiles, int N, int K,
+                                 float limit, const char* what) {
+  launch_wgmma_kernel<GATED, true>(stream, out, a, CUtensorMap{}, CUtensorMap{}, w, w3, plan, max_tiles, N, K, limit,
+                                   what);
 }
 
 }  // namespace dsv4::cuda

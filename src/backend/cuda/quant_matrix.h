@@ -89,9 +89,9 @@ void moe_decode_experts_quant(cudaStream_t stream, bf16* act, float* y, const bf
                               int64_t tokens, int64_t H, int64_t I, float limit, const MoeActQuant* aq = nullptr);
 
 // moe_decode_experts_quant's contract for plans with many rows per expert (prefill), on a plan of kPlanWideTileRows-row
-// tiles: moe.cu's wide tensor-core GEMM (128 plan rows x 64 weight rows a block, bf16 MMA, f32 accumulation) with
-// each B tile dequantised into shared memory (bf16, exact), so an expert's weights are read once per 128 of its rows
-// rather than once per 8. Not bit-identical to the decode kernel (another summation order).
+// tiles: the wgmma GEMM of moe_gemm_wgmma.cuh (128 plan rows x 128 MMA columns a block, bf16 operands, f32
+// accumulation) with each B tile dequantised into shared memory by its producer warps (bf16, exact), so an expert's
+// weights are read once per 128 of its rows. Not bit-identical to the decode kernel (another summation order).
 void moe_gemm_experts_quant(cudaStream_t stream, bf16* act, float* y, const bf16* x, const QuantExperts& w1,
                             const QuantExperts& w3, const QuantExperts& w2, const MoePlan& plan, int64_t max_tiles,
                             int64_t H, int64_t I, float limit, const MoeActQuant* aq = nullptr);

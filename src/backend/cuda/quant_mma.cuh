@@ -11,6 +11,7 @@
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/quant_bits.h"
 #include "backend/cuda/quant_decode.cuh"
+#include "backend/cuda/quant_matrix.h"
 #include "dsv4/io/quantization.h"
 
 namespace dsv4::cuda {
@@ -47,6 +48,41 @@ __device__ __forceinline__ uint32_t fp4_pair(uint32_t word, int a, const PairSca
 // Codes (0, 2) (odd = false) or (1, 3) of a word of 4 E4M3 codes, scaled.
 __device__ __forceinline__ uint32_t fp8_pair(uint32_t word, bool odd, const PairScale<WeightFormat::kFp8Block>& s) {
   return s.apply(e4m3_pair_to_bf16x2_bits(word, odd));
+}
+
+// Eight consecutive values of a row as bf16 in k order (one 16-byte chunk of a bf16 tile): the 8 E2M1 codes of
+// `word`, or the 8 E4M3 codes of words w0, w1. The pair helpers give codes (a, a + 4) of an E2M1 word and (0, 2),
+// (1, 3) of an E4M3 word, so byte permutes put them back in order.
+__device__ __forceinline__ uint4 e2m1_chunk(uint32_t word, const PairScale<WeightFormat::kFp4>& s) {
+  uint32_t p[4];
+#pragma unroll
+  for (int a = 0; a < 4; ++a) p[a] = fp4_pair(word, a, s);
+  return make_uint4(__byte_perm(p[0], p[1], 0x5410), __byte_perm(p[2], p[3], 0x5410), __byte_perm(p[0], p[1], 0x7632),
+                    __byte_perm(p[2], p[3], 0x7632));
+}
+__device__ __forceinline__ uint4 e4m3_chunk(uint32_t w0, uint32_t w1, const PairScale<WeightFormat::kFp8Block>& s) {
+  const uint32_t e0 = fp8_pair(w0, false, s), o0 = fp8_pair(w0, true, s);
+  const uint32_t e1 = fp8_pair(w1, false, s), o1 = fp8_pair(w1, true, s);
+  return make_uint4(__byte_perm(e0, o0, 0x5410), __byte_perm(e0, o0, 0x7632), __byte_perm(e1, o1, 0x5410),
+                    __byte_perm(e1, o1, 0x7632));
+}
+
+// Where expert e's matrix of a quantised stack lives (the shared expert: index `count`, its own format).
+struct QuantSlice {
+  const uint8_t* codes;
+  const uint8_t* scale;
+  int64_t row_bytes, scale_cols;
+  bool fp4;
+};
+__device__ __forceinline__ QuantSlice quant_slice(const QuantExperts& q, int32_t e, int64_t N, int64_t K) {
+  const bool shared = e >= q.count;
+  const bool fp4 = (shared ? q.shared.format : q.routed.format) == WeightFormat::kFp4;
+  const int64_t ex = shared ? 0 : e;
+  const int64_t row_bytes = fp4 ? K / 2 : K;
+  const int64_t scale_cols = fp4 ? (K + kFp4Group - 1) / kFp4Group : (K + kFp8Block - 1) / kFp8Block;
+  const int64_t scale_rows = fp4 ? N : (N + kFp8Block - 1) / kFp8Block;
+  return {(shared ? q.shared.codes : q.routed.codes) + ex * N * row_bytes,
+          (shared ? q.shared.scale : q.routed.scale) + ex * scale_rows * scale_cols, row_bytes, scale_cols, fp4};
 }
 
 // One warp step over a 16-row tile: lane (g = lane / 4, t4 = lane % 4) holds one 16-byte load of codes of rows g and
