@@ -1,8 +1,9 @@
-// The prefill products of moe_experts on bf16 expert stacks on Hopper's warpgroup MMA (wgmma.mma_async, sm_90a):
-// moe.cu calls it past the decode path when the stacks are bf16 (launch_moe_gemm_wgmma), else the mma.sync wide
-// kernel there. Kernel lab: bench/kernels/moe_gemm (bench_moe_gemm: checks against a CPU reference, Flash-shape
-// timing). H100, 2026-12-06: 3.17 ms gated + 1.71 ms w2 a Flash layer at T = 4,096 (303 / 281 TFLOP/s) against the
-// mma.sync wide kernel's 5.26 + 2.79 ms on the same card.
+// The prefill products of moe_experts (past the decode path) on Hopper's warpgroup MMA (wgmma.mma_async, sm_90a),
+// for bf16 stacks (launch_moe_gemm_wgmma; moe.cu falls back to its mma.sync wide kernel where the driver encodes no
+// tensor maps) and quantised ones (launch_moe_gemm_wgmma_quant: FP4 / FP8 codes expanded to bf16 in shared memory).
+// Kernel lab: bench/kernels/moe_gemm (bench_moe_gemm: bf16 checks against a CPU reference, Flash-shape timing); the
+// quantised form is checked by CudaQuant.MoeDecode* (moe_gemm_experts_quant). H100, 2026-12-06, a Flash layer at
+// T = 4,096: bf16 3.17 ms gated + 1.71 ms w2 (303 / 281 TFLOP/s) against the mma.sync wide kernel's 5.26 + 2.79 ms.
 //
 // Products, over the plan's tiles (expert e, expert-sorted rows [row0, row_end), at most 128):
 //   GATED: A row r = x[token_of[r]] (bf16 [T, K]), B = w1[e], w3[e] (bf16 [N, K]); out[r] = silu(min(g, L)) *
@@ -10,17 +11,19 @@
 //   w2:    A row r = act[r] (bf16 [P, K]), B = w2[e] (bf16 [N, K]); out[r] f32 [P, N].
 //
 // Block: 128 plan rows x 128 MMA columns (GATED: 64 weight rows of w1 then 64 of w3, giving 64 outputs; w2: 128
-// weight rows), BK = 64 (one 128-byte row of bf16 per operand row), kStages-deep shared-memory ring, 384 threads in
-// three warpgroups:
-//   warpgroup 0 (producer): thread 0 loads the B tile by TMA (cp.async.bulk.tensor.2d, 128B swizzle, completion on
-//     the stage's `full` mbarrier as transaction bytes); all 128 threads gather the A rows (by token for GATED) with
-//     16-byte cp.async into the same 128B-swizzled layout, each thread's copies signalled to `full` by
-//     cp.async.mbarrier.arrive.noinc. `full` expects 129 arrivals: 128 cp.async arrivals + thread 0's
-//     arrive.expect_tx.
-//   warpgroups 1, 2 (consumers): rows 64 (wg - 1).. of the tile, one m64n128k16 wgmma per 16 k (4 per stage), both
-//     operands from shared memory through descriptors, f32 accumulators in registers (64 a thread). A stage is
-//     released (each consumer warp's lane 0 arrives on the stage's `empty` mbarrier, 8 arrivals) once the warpgroup's
-//     wgmma.wait_group 1 after the next stage's MMAs shows its MMAs complete: one wgmma group stays in flight.
+// weight rows), BK = 64 (one 128-byte row of bf16 per operand row), a shared-memory ring of wgmma_stages stages,
+// producer warpgroups then two consumer warpgroups:
+//   producers (one; QUANT two): every thread gathers its A chunks (rows by token for GATED) with 16-byte cp.async into
+//     the 128B-swizzled layout, signalled to the stage's `full` mbarrier by cp.async.mbarrier.arrive.noinc. bf16:
+//     thread 0 loads the B tile by TMA (cp.async.bulk.tensor.2d, 128B swizzle, completion as transaction bytes);
+//     `full` expects 128 + 1 arrivals. QUANT: each thread owns half of one B row: it copies the half's codes
+//     kWgCodeAhead stages ahead (cp.async into its own bytes of a code ring), expands them (quant_mma.cuh: exact)
+//     into the swizzled B row with 16-byte shared stores, fences them to the async proxy and arrives; `full`
+//     expects 256 + 256 arrivals. One producer warpgroup could not expand as fast as the consumers multiply.
+//   consumers: rows 64 c.. of the tile, one m64n128k16 wgmma per 16 k (4 per stage), both operands from shared
+//     memory through descriptors, f32 accumulators in registers (64 a thread). A stage is released (each consumer
+//     warp's lane 0 arrives on the stage's `empty` mbarrier, 8 arrivals) once the warpgroup's wgmma.wait_group 1
+//     after the next stage's MMAs shows its MMAs complete: one wgmma group stays in flight.
 //
 // Shared-memory layout of an operand tile (rows of 64 bf16 = 128 bytes, tile base 1024-byte aligned): element (r, k)
 // at byte  r * 128 + (((k / 8) ^ (r % 8)) * 16) + (k % 8) * 2,  i.e. the 16-byte chunk index XORed with the row's
@@ -55,10 +58,19 @@
 
 namespace dsv4::cuda {
 
-constexpr int kWgBM = 128;                       // plan rows a block
-constexpr int kWgBN = 128;                       // MMA columns a block (GATED: 64 of w1 + 64 of w3)
-constexpr int kWgBK = 64;                        // k a stage: one 128-byte swizzle row
-constexpr int kWgThreads = 384;                  // producer warpgroup + two consumer warpgroups
+constexpr int kWgBM = 128;  // plan rows a block
+constexpr int kWgBN = 128;  // MMA columns a block (GATED: 64 of w1 + 64 of w3)
+constexpr int kWgBK = 64;   // k a stage: one 128-byte swizzle row
+// Producer warpgroups: one (bf16: TMA does B), two (QUANT: the expansion's ALU work is the producer's bottleneck
+// with one); then two consumer warpgroups.
+template <bool QUANT>
+constexpr int wgmma_producers() {
+  return QUANT ? 2 : 1;
+}
+template <bool QUANT>
+constexpr int wgmma_threads() {
+  return 128 * (wgmma_producers<QUANT>() + 2);
+}
 constexpr int kWgTileBytes = kWgBM * kWgBK * 2;  // one operand tile (A or B): 16 KiB
 constexpr int kWgStageBytes = 2 * kWgTileBytes;
 // QUANT: each producer thread's codes of one B row, kWgCodeAhead stages ahead of its expansion, in a ring of
@@ -210,13 +222,13 @@ __device__ __forceinline__ void store_pair(TO* __restrict__ row, int n, int N, f
 
 }  // namespace wg
 
-// grid (ceil(N / wgmma_cols<GATED>()), tile bound), kWgThreads threads, wgmma_smem_bytes<QUANT>() dynamic shared
-// memory. bf16 stacks (QUANT false): wmap / w3map are 2-D maps of the stacked weights as [experts * N rows, K] bf16,
-// box {64 k, 64 rows} (GATED: w1 and w3) or {64, 128} (w2: both the same map), 128B swizzle; qw / qw3 unused.
+// grid (ceil(N / wgmma_cols<GATED>()), tile bound), wgmma_threads<QUANT>() threads, wgmma_smem_bytes<QUANT>() dynamic
+// shared memory. bf16 stacks (QUANT false): wmap / w3map are 2-D maps of the stacked weights as [experts * N rows, K]
+// bf16, box {64 k, 64 rows} (GATED: w1 and w3) or {64, 128} (w2: both the same map), 128B swizzle; qw / qw3 unused.
 // Quantised stacks (QUANT): qw / qw3 (moe_decode_quant_supports' layouts), the maps unused. Requires K % 8 == 0
 // and 16-byte aligned rows of `a`.
 template <bool GATED, bool QUANT, typename TO>
-__global__ void __launch_bounds__(kWgThreads, 1)
+__global__ void __launch_bounds__(wgmma_threads<QUANT>(), 1)
     moe_gemm_wgmma_kernel(TO* __restrict__ out, const bf16* __restrict__ a, const __grid_constant__ CUtensorMap wmap,
                           const __grid_constant__ CUtensorMap w3map, QuantExperts qw, QuantExperts qw3, MoePlan plan,
                           int N, int K, float limit) {
@@ -224,6 +236,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
   __trap();  // wgmma exists on sm_90a only: dsv4 builds for it (DSV4_CUDA_ARCHS)
 #else
   constexpr int kStages = wgmma_stages<QUANT>();
+  constexpr int kProducers = wgmma_producers<QUANT>(), kProducerThreads = 128 * kProducers;
   extern __shared__ unsigned char wg_smem[];
   pdl_wait();
   int32_t e, row0, row_end;
@@ -243,7 +256,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     for (int s = 0; s < kStages; ++s) {
       // The producers' cp.async arrivals (A rows), and the TMA thread's expect_tx (bf16 B) or every producer's
       // arrive after its expanded B row (QUANT).
-      wg::mbar_init(full(s), QUANT ? 128 + 128 : 128 + 1);
+      wg::mbar_init(full(s), QUANT ? 2 * kProducerThreads : kProducerThreads + 1);
       wg::mbar_init(empty(s), 8);  // one per consumer warp
     }
     wg::fence_mbarrier_init();
@@ -252,10 +265,11 @@ __global__ void __launch_bounds__(kWgThreads, 1)
   __syncthreads();
   const int ktiles = (K + kWgBK - 1) / kWgBK;
 
-  if (warpgroup == 0) {
-    // ---- producer ----
-    // Thread p copies 16-byte chunk p % 8 of rows p / 8 + 16 i (i < 8) of each A tile. Those rows are all ≡ p / 8
-    // (mod 8), so the swizzled chunk (chunk ^ row % 8) is the same for the eight.
+  if (warpgroup < kProducers) {
+    // ---- producers ----
+    // Thread p copies 16-byte chunk p % 8 of rows p / 8 + kRowStep i of each A tile. Those rows are all ≡ p / 8
+    // (mod 8), so the swizzled chunk (chunk ^ row % 8) is the same for all.
+    constexpr int kRowStep = kProducerThreads / 8, kRowsEach = kWgBM / kRowStep;
     const int p = tid, chunk = p & 7, rsub = p >> 3;
     const uint32_t swz = static_cast<uint32_t>(((chunk ^ (rsub & 7)) << 4));
     if constexpr (!QUANT) {
@@ -264,11 +278,11 @@ __global__ void __launch_bounds__(kWgThreads, 1)
         if constexpr (GATED) wg::prefetch_tensormap(&w3map);
       }
     }
-    const bf16* src[8];
-    bool valid[8];
+    const bf16* src[kRowsEach];
+    bool valid[kRowsEach];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const int32_t r = row0 + rsub + 16 * i;
+    for (int i = 0; i < kRowsEach; ++i) {
+      const int32_t r = row0 + rsub + kRowStep * i;
       valid[i] = r < row_end;
       const int64_t arow = valid[i] ? (GATED ? plan_token(plan, r) : r) : 0;
       src[i] = a + arow * K + chunk * 8;
@@ -276,9 +290,9 @@ __global__ void __launch_bounds__(kWgThreads, 1)
     const auto copy_a = [&](int t, uint32_t st) {
       const bool in_k = t * kWgBK + chunk * 8 < K;  // K % 8 == 0: a chunk is wholly in or out
 #pragma unroll
-      for (int i = 0; i < 8; ++i) {
+      for (int i = 0; i < kRowsEach; ++i) {
         const bool in = valid[i] && in_k;
-        wg::cp_async16(st + static_cast<uint32_t>((rsub + 16 * i) * 128) + swz, in ? src[i] + t * kWgBK : a, in);
+        wg::cp_async16(st + static_cast<uint32_t>((rsub + kRowStep * i) * 128) + swz, in ? src[i] + t * kWgBK : a, in);
       }
       wg::cp_async_arrive_noinc(full(t % kStages));
     };
@@ -300,31 +314,37 @@ __global__ void __launch_bounds__(kWgThreads, 1)
         copy_a(t, st);
       }
     } else {
-      // B row p of every stage is this thread's: weight row n0 + p % 64 of w1 (p < 64) or w3 (GATED), or n0 + p
-      // (w2). It copies the row's codes kWgCodeAhead stages ahead into its own 64 bytes of a code slot (cp.async,
-      // one commit group a stage), and once the stage's slot is free expands them (exact: quant_mma.cuh) into the
-      // swizzled B row, makes the writes visible to the async proxy and arrives on `full`.
-      const int n = n0 + (GATED ? p % 64 : p);
+      // Half h = p / 128 of B row b = p % 128 of every stage is this thread's (values 32 h .. 32 h + 31 of the
+      // stage's 64): weight row n0 + b % 64 of w1 (b < 64) or w3 (GATED), or n0 + b (w2). It copies those codes
+      // kWgCodeAhead stages ahead into its own 32 bytes of a code slot (cp.async, one commit group a stage), and once
+      // the stage's slot is free expands them (exact: quant_mma.cuh) into its 4 chunks of the swizzled B row, makes
+      // the writes visible to the async proxy and arrives on `full`.
+      static_assert(kProducers == 2, "a B row's two halves");
+      const int b = p % kWgBN, h = p / kWgBN;
+      const int n = n0 + (GATED ? b % 64 : b);
       const bool row_in = n < N;
       // Both slices computed and one selected: selecting between the two parameter structs copies them to the stack.
       const QuantSlice q1 = quant_slice(qw, e, N, K), q3 = quant_slice(qw3, e, N, K);
-      const QuantSlice q = GATED && p >= 64 ? q3 : q1;
+      const QuantSlice q = GATED && b >= 64 ? q3 : q1;
       const uint8_t* const codes = q.codes + static_cast<int64_t>(row_in ? n : 0) * q.row_bytes;
       const uint8_t* const scales =
           q.scale + static_cast<int64_t>(row_in ? (q.fp4 ? n : n / kFp8Block) : 0) * q.scale_cols;
       const uint32_t ring = bars + 2 * kStages * 8;  // 16-byte aligned
       const auto code_slot = [&](int t) {
-        return ring + static_cast<uint32_t>((t % (kWgCodeAhead + 1)) * kWgCodeSlotBytes + p * kWgBK);
+        return ring + static_cast<uint32_t>((t % (kWgCodeAhead + 1)) * kWgCodeSlotBytes + b * kWgBK + h * 32);
       };
-      const int chunk_values = q.fp4 ? 32 : 16;  // values a 16-byte copy of codes holds
       const auto copy_codes = [&](int t) {
         if (t >= ktiles) return;
+        const int k = t * kWgBK + 32 * h;  // K % 32 == 0 (FP4) or % 16 (FP8): a copy is wholly in or out
+        if (q.fp4) {
+          const bool in = row_in && k < K;
+          wg::cp_async16(code_slot(t), in ? codes + k / 2 : codes, in);
+        } else {
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const int k = t * kWgBK + j * chunk_values;
-          if (j * chunk_values >= kWgBK) break;
-          const bool in = row_in && k < K;  // K % chunk_values == 0 (moe_decode_quant_supports)
-          wg::cp_async16(code_slot(t) + 16 * j, in ? codes + (q.fp4 ? k / 2 : k) : codes, in);
+          for (int j = 0; j < 2; ++j) {
+            const bool in = row_in && k + 16 * j < K;
+            wg::cp_async16(code_slot(t) + 16 * j, in ? codes + k + 16 * j : codes, in);
+          }
         }
       };
       for (int t = 0; t < kWgCodeAhead; ++t) {
@@ -333,34 +353,27 @@ __global__ void __launch_bounds__(kWgThreads, 1)
       }
       for (int t = 0; t < ktiles; ++t) {
         const int s = t % kStages;
-        const int k0 = t * kWgBK;
-        // This stage's scales (L1 after the first stages: a row's scale bytes are contiguous); 127 (= 1) past K.
-        uint8_t sc[2];
-        if (q.fp4) {
-          sc[0] = row_in && k0 < K ? __ldg(scales + k0 / kFp4Group) : 127;
-          sc[1] = row_in && k0 + kFp4Group < K ? __ldg(scales + k0 / kFp4Group + 1) : 127;
-        } else {
-          sc[0] = sc[1] = row_in && k0 < K ? __ldg(scales + k0 / kFp8Block) : 127;
-        }
+        const int k0 = t * kWgBK + 32 * h;  // this thread's first value
+        // The half's scale (L1 after the first stages: a row's scale bytes are contiguous); 127 (= 1) past K.
+        const uint8_t sc = row_in && k0 < K ? __ldg(scales + (q.fp4 ? k0 / kFp4Group : k0 / kFp8Block)) : 127;
         if (t >= kStages) wg::mbar_wait(empty(s), static_cast<uint32_t>((t / kStages - 1) & 1));
         const uint32_t st = base + static_cast<uint32_t>(s) * kWgStageBytes;
         copy_a(t, st);
         copy_codes(t + kWgCodeAhead);
         wg::cp_async_commit();
         wg::cp_async_wait_group<kWgCodeAhead>();  // this thread's codes of stage t
-        uint32_t w[16];
+        uint32_t w[8];
+        wg::ld_shared_v4(code_slot(t), w[0], w[1], w[2], w[3]);
+        if (!q.fp4) wg::ld_shared_v4(code_slot(t) + 16, w[4], w[5], w[6], w[7]);
+        const uint32_t brow = st + kWgTileBytes + static_cast<uint32_t>(b * 128);
 #pragma unroll
-        for (int j = 0; j < 4; ++j)
-          wg::ld_shared_v4(code_slot(t) + 16 * j, w[4 * j], w[4 * j + 1], w[4 * j + 2], w[4 * j + 3]);
-        const uint32_t brow = st + kWgTileBytes + static_cast<uint32_t>(p * 128);
-#pragma unroll
-        for (int c = 0; c < 8; ++c) {  // 16-byte chunk c: values k0 + 8 c ..
+        for (int j = 0; j < 4; ++j) {  // 16-byte chunk c = 4 h + j: values k0 + 8 j ..
           uint4 v = make_uint4(0, 0, 0, 0);
-          if (row_in && k0 + 8 * c < K) {
-            v = q.fp4 ? e2m1_chunk(w[c], PairScale<WeightFormat::kFp4>(sc[c / 4]))
-                      : e4m3_chunk(w[2 * c], w[2 * c + 1], PairScale<WeightFormat::kFp8Block>(sc[0]));
+          if (row_in && k0 + 8 * j < K) {
+            v = q.fp4 ? e2m1_chunk(w[j], PairScale<WeightFormat::kFp4>(sc))
+                      : e4m3_chunk(w[2 * j], w[2 * j + 1], PairScale<WeightFormat::kFp8Block>(sc));
           }
-          wg::st_shared_v4(brow + static_cast<uint32_t>((c ^ (p & 7)) << 4), v);
+          wg::st_shared_v4(brow + static_cast<uint32_t>(((4 * h + j) ^ (b & 7)) << 4), v);
         }
         wg::fence_proxy_async();  // the generic-proxy writes, to wgmma's reads
         wg::mbar_arrive(full(s));
@@ -374,7 +387,7 @@ __global__ void __launch_bounds__(kWgThreads, 1)
   // A warpgroup whose 64 rows are all past row_end (tiles of at most 64 rows) issues no MMAs, but still follows the
   // stages (waits for each, releases the one before) so that every phase of `empty` gets its 8 arrivals. Two
   // separate loops: the MMA loop has no branch around its wgmma (ptxas would otherwise wait for the accumulators).
-  const int cw = warpgroup - 1;
+  const int cw = warpgroup - kProducers;
   const bool lane0 = (tid & 31) == 0;
   if (row0 + cw * 64 >= row_end) {
     for (int t = 0; t < ktiles; ++t) {
@@ -486,12 +499,11 @@ void launch_wgmma_kernel(cudaStream_t stream, TO* out, const bf16* a, const CUte
                          int K, float limit, const char* what) {
   static_assert(GATED == std::is_same_v<TO, bf16>, "GATED stores bf16, w2 f32");
   constexpr auto kernel = moe_gemm_wgmma_kernel<GATED, QUANT, TO>;
-  constexpr int bytes = wgmma_smem_bytes<QUANT>();
+  constexpr int bytes = wgmma_smem_bytes<QUANT>(), threads = wgmma_threads<QUANT>();
   allow_dynamic_shared<kernel>(bytes, "cudaFuncSetAttribute(moe_gemm_wgmma)");
   const dim3 grid((N + wgmma_cols<GATED>() - 1) / wgmma_cols<GATED>(), static_cast<unsigned>(max_tiles));
   check_launch(
-      launch_kernel(kernel, grid, dim3(kWgThreads), bytes, stream, out, a, wmap, w3map, qw, qw3, plan, N, K, limit),
-      what);
+      launch_kernel(kernel, grid, dim3(threads), bytes, stream, out, a, wmap, w3map, qw, qw3, plan, N, K, limit), what);
 }
 
 // One product of bf16 stacks over a plan of kPlanWideTileRows-row tiles (grid: the column blocks x the plan's tile
