@@ -9,11 +9,10 @@
 // bf16 SwiGLU output, 1e-3 for the f32 w2 output), every output written (outputs are poisoned with NaN first), and a
 // second run bit-identical. The Flash timing (T = 4,096, 256 routed experts + 1 shared, k = 6, H = 4,096, I = 2,048,
 // random routing) first checks 256 sampled outputs of each product against host dot products, then replays one
-// launch per CUDA graph (3 warm-up replays, median of 30) and prints TFLOP/s of the useful work (2 * rows * N * K per
-// weight matrix). The mma.sync fallback (moe.cu's moe_gemm_wide_kernel, private there) is not in this harness: its
-// figures come from a CUPTI trace of `dsv4 bench --prefill 4096` (H100, 2026-12-06: 5.26 ms gated, 2.79 ms w2 a layer
-// against 3.17 / 1.71 here).
-// Exit status: non-zero on any failure.
+// launch per CUDA graph (lab_util.h: 2 warm-up launches, median of 30 replays) and prints TFLOP/s of the useful work (2
+// * rows * N * K per weight matrix). The mma.sync fallback (moe.cu's moe_gemm_wide_kernel, private there) is not in
+// this harness: its figures come from a CUPTI trace of `dsv4 bench --prefill 4096` (H100, 2026-12-06: 5.26 ms
+// gated, 2.79 ms w2 a layer against 3.17 / 1.71 here). Exit status: non-zero on any failure.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -26,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "../lab_util.h"
 #include "backend/cuda/moe_gemm_wgmma.cuh"
 
 namespace {
@@ -262,36 +262,6 @@ void fill_random(bf16* p, size_t n, uint32_t seed, float range) {
   CK(cudaGetLastError());
 }
 
-// Median seconds of one launch: captured once in a graph, 3 warm-up replays, median of `replays`.
-double time_graph(const std::function<void(cudaStream_t)>& launch, cudaStream_t stream, int replays = 30) {
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  launch(stream);
-  CK(cudaStreamEndCapture(stream, &graph));
-  CK(cudaGraphInstantiate(&exec, graph, 0));
-  for (int i = 0; i < 3; ++i) CK(cudaGraphLaunch(exec, stream));
-  cudaEvent_t start, stop;
-  CK(cudaEventCreate(&start));
-  CK(cudaEventCreate(&stop));
-  std::vector<double> times;
-  for (int r = 0; r < replays; ++r) {
-    CK(cudaEventRecord(start, stream));
-    CK(cudaGraphLaunch(exec, stream));
-    CK(cudaEventRecord(stop, stream));
-    CK(cudaEventSynchronize(stop));
-    float ms = 0.f;
-    CK(cudaEventElapsedTime(&ms, start, stop));
-    times.push_back(ms * 1e-3);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
-
 // The Flash shape: sampled correctness, then graph-replayed timing of each product.
 bool time_flash() {
   const int64_t T = 4096, E = 256, k = 6, experts = E + 1;
@@ -358,7 +328,8 @@ bool time_flash() {
 
   cudaStream_t stream;
   CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  const double t_gated = time_graph(gated, stream), t_down = time_graph(down, stream);
+  const double t_gated = dsv4::bench::time_graph([&](int, cudaStream_t st) { gated(st); }, stream, 1, 30),
+               t_down = dsv4::bench::time_graph([&](int, cudaStream_t st) { down(st); }, stream, 1, 30);
   CK(cudaStreamDestroy(stream));
   const double f_gated = 2.0 * P * (2.0 * I) * H, f_down = 2.0 * P * static_cast<double>(H) * I;
   std::printf(

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "backend/cuda/launch.h"
 #include "dsv4/core/exec_context.h"
@@ -27,6 +28,22 @@ __device__ __forceinline__ float from_float<float>(float v) {
 template <>
 __device__ __forceinline__ bf16 from_float<bf16>(float v) {
   return __float2bfloat16_rn(v);  // round-to-nearest-even, as the host's float_to_bf16
+}
+
+// Two adjacent outputs of one row (columns n, n + 1) of an f32 or bf16 matrix of N columns: one 8- or 4-byte store
+// where N is even (aligned), else each in range alone.
+template <typename TO>
+__device__ __forceinline__ void store_pair(TO* __restrict__ row, int64_t n, int64_t N, float v0, float v1) {
+  if (n + 1 < N && N % 2 == 0) {
+    if constexpr (std::is_same_v<TO, float>) {
+      *reinterpret_cast<float2*>(row + n) = make_float2(v0, v1);
+    } else {
+      *reinterpret_cast<__nv_bfloat162*>(row + n) = __floats2bfloat162_rn(v0, v1);
+    }
+    return;
+  }
+  if (n < N) row[n] = from_float<TO>(v0);
+  if (n + 1 < N) row[n + 1] = from_float<TO>(v1);
 }
 
 // ---- reductions --------------------------------------------------------------------------------

@@ -362,21 +362,6 @@ __device__ __forceinline__ void wide_mma_step(float (&acc)[kWideTiles][2][4][4],
   }
 }
 
-// Two adjacent outputs of one row (columns n, n + 1); pairs as one store where N is even (aligned).
-template <typename TO>
-__device__ __forceinline__ void store_pair(TO* __restrict__ row, int64_t n, int64_t N, float v0, float v1) {
-  if (n + 1 < N && N % 2 == 0) {
-    if constexpr (std::is_same_v<TO, float>) {
-      *reinterpret_cast<float2*>(row + n) = make_float2(v0, v1);
-    } else {
-      *reinterpret_cast<__nv_bfloat162*>(row + n) = __floats2bfloat162_rn(v0, v1);
-    }
-    return;
-  }
-  if (n < N) row[n] = from_float<TO>(v0);
-  if (n + 1 < N) row[n + 1] = from_float<TO>(v1);
-}
-
 // Output columns of one block: 64 (GATED: w1 and w3 side by side) or 128.
 template <bool GATED>
 constexpr int wide_cols() {

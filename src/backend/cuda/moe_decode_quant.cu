@@ -215,8 +215,11 @@ __device__ void fp4_tile_mma(TO* __restrict__ out, const bf16* __restrict__ a, c
 }
 
 // out[r, n] = A[r] · W[e][n] for the rows r of one plan tile and kOutPerBlock columns n (moe_decode_kernel).
+// Three blocks an SM (at most 80 registers; the gated register path spills 8-16 bytes): with two, the FP4 tiles ran
+// at 51% of DRAM bandwidth at 23% occupancy (ncu, H100, b = 16), and more loads in flight per warp (a next-step
+// prefetch, TMA-staged tiles) made them slower, not faster (bench/results/twentieth_2026-12-06).
 template <bool GATED, int CHUNK, typename TO>
-__global__ void __launch_bounds__(kDecodeThreads)
+__global__ void __launch_bounds__(kDecodeThreads, 3)
     moe_decode_quant_kernel(TO* __restrict__ out, const bf16* __restrict__ a, QuantExperts w, QuantExperts w3,
                             MoePlan plan, int64_t N, int64_t K, float limit) {
   constexpr int UNROLL = unroll_for_chunk(CHUNK);

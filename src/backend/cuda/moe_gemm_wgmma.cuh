@@ -52,6 +52,7 @@
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/launch.h"
+#include "backend/cuda/mbarrier.cuh"
 #include "backend/cuda/moe_plan.h"
 #include "backend/cuda/quant_matrix.h"
 #include "backend/cuda/quant_mma.cuh"
@@ -97,29 +98,8 @@ constexpr int wgmma_cols() {
 
 namespace wg {
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
+using namespace tma;  // smem_addr, the mbarrier operations, fence_proxy_async (mbarrier.cuh)
 
-__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-// Until the phase of parity `parity` has completed (a fresh barrier counts the phase before it, parity 1, as done).
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-  uint32_t done = 0;
-  do {
-    asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-                 : "=r"(done)
-                 : "r"(bar), "r"(parity)
-                 : "memory");
-  } while (done == 0);
-}
 // An arrive-on `bar` once all of this thread's earlier cp.async copies have landed; counts as one of the expected
 // arrivals (.noinc).
 __device__ __forceinline__ void cp_async_arrive_noinc(uint32_t bar) {
@@ -156,13 +136,6 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map
 __device__ __forceinline__ void prefetch_tensormap(const CUtensorMap* map) {
   asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
 }
-// Generic-proxy writes (cp.async) made visible to the async proxy (wgmma's operand reads), and the barriers' init
-// to the TMA unit.
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-__device__ __forceinline__ void fence_mbarrier_init() {
-  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-}
-
 // K-major operand, 128B swizzle, 8-row groups 1024 bytes apart (see the header).
 __device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
   return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>(1) << 16) |
@@ -198,26 +171,6 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t da, ui
         "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),
         "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
       : "l"(da), "l"(db), "r"(scale_d));
-}
-
-// Two adjacent outputs of one row (columns n, n + 1); one store where N is even.
-template <typename TO>
-__device__ __forceinline__ void store_pair(TO* __restrict__ row, int n, int N, float v0, float v1) {
-  if (n + 1 < N && N % 2 == 0) {
-    if constexpr (std::is_same_v<TO, float>) {
-      *reinterpret_cast<float2*>(row + n) = make_float2(v0, v1);
-    } else {
-      *reinterpret_cast<__nv_bfloat162*>(row + n) = __floats2bfloat162_rn(v0, v1);
-    }
-    return;
-  }
-  if constexpr (std::is_same_v<TO, float>) {
-    if (n < N) row[n] = v0;
-    if (n + 1 < N) row[n + 1] = v1;
-  } else {
-    if (n < N) row[n] = __float2bfloat16_rn(v0);
-    if (n + 1 < N) row[n + 1] = __float2bfloat16_rn(v1);
-  }
 }
 
 }  // namespace wg
@@ -446,7 +399,7 @@ __global__ void __launch_bounds__(wgmma_threads<QUANT>(), 1)
           v[c] = gv / (1.0f + expf(-gv)) * u;
         }
       }
-      wg::store_pair(orow, n0 + 8 * j + 2 * t4, N, v[0], v[1]);
+      store_pair(orow, n0 + 8 * j + 2 * t4, N, v[0], v[1]);
     }
   }
 #endif

@@ -41,6 +41,7 @@
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/mbarrier.cuh"
 #include "backend/cuda/rms_norm.h"
 #include "backend/cuda/rope.cuh"
 
@@ -337,25 +338,10 @@ constexpr int kMaxBulkStages = 32;
 // The bulk kernel's static shared memory: one mbarrier per stage and the block reduction's partial sums.
 constexpr size_t kBulkStaticSmem = kMaxBulkStages * sizeof(uint64_t) + 2 * 32 * sizeof(float);
 
-__device__ __forceinline__ uint32_t shared_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
+// The row's bytes into its ring stage, completing the stage's barrier (one arrival: this thread's expect_tx).
 __device__ __forceinline__ void bulk_load(uint32_t dst, const void* src, uint32_t bytes, uint32_t barrier) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(barrier), "r"(bytes) : "memory");
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
-               "l"(src), "r"(bytes), "r"(barrier)
-               : "memory");
-}
-
-__device__ __forceinline__ void wait_phase(uint32_t barrier, uint32_t parity) {
-  uint32_t done = 0;
-  do {
-    asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
-                 : "=r"(done)
-                 : "r"(barrier), "r"(parity)
-                 : "memory");
-  } while (done == 0);
+  tma::mbar_arrive_expect_tx(barrier, bytes);
+  tma::bulk_copy_to_shared(dst, src, bytes, barrier);
 }
 
 __device__ __forceinline__ uint4 load_shared_vec(uint32_t addr) {
@@ -425,12 +411,10 @@ __global__ void __launch_bounds__(bulk_kernel_max_threads(kLate), bulk_kernel_mi
       group > 0 ? std::min<int64_t>(group, num_rows - first_row) : (num_rows - blockIdx.x + gridDim.x - 1) / gridDim.x;
   const int stages = p.stages;
   const uint32_t row_bytes = static_cast<uint32_t>(p.row_bytes);
-  const uint32_t ring_base = shared_address(ring), full_base = shared_address(full);
+  const uint32_t ring_base = tma::smem_addr(ring), full_base = tma::smem_addr(full);
   if (tid == 0) {  // no global memory touched: may run before the PDL wait
-    for (int s = 0; s < stages; ++s) {
-      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(full_base + 8u * s) : "memory");
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    for (int s = 0; s < stages; ++s) tma::mbar_init(full_base + 8u * s, 1);
+    tma::fence_mbarrier_init();
   }
   __syncthreads();
   pdl_prologue(p.pdl);
@@ -468,7 +452,7 @@ __global__ void __launch_bounds__(bulk_kernel_max_threads(kLate), bulk_kernel_mi
     }
     const int stage = static_cast<int>(i % stages);
     const uint32_t stage_addr = ring_base + static_cast<uint32_t>(stage) * row_bytes;
-    wait_phase(full_base + 8u * stage, static_cast<uint32_t>((i / stages) & 1));
+    tma::mbar_wait(full_base + 8u * stage, static_cast<uint32_t>((i / stages) & 1));
     if constexpr (kLate) {
       bulk_row_late<V, kVpt>(p, stage_addr, is_e, row, masked, partial[parity], lane, warp, num_warps);
       parity ^= 1;
