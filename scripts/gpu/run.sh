@@ -10,7 +10,7 @@
 #   san         compute-sanitizer memcheck on the op, model, engine and scheduler tests and on whole generate runs
 #               (speculative; batched sampled), racecheck on the op tests (attention, indexer, MoE, sampling)
 #   runtime_v2  scripts/gpu/runtime_v2.sh (the runtime issue's measurements; PHASES selects its parts)
-#   profile, gemv, quant, checkpoints, hf_compare, flash, longctx, spec, fp8kv, serve, ab, ncu
+#   profile, gemv, quant, checkpoints, hf_compare, flash, longctx, spec, fp8kv, serve, ab, ncu, acceptance
 #               scripts/gpu/suites/NAME.sh (their headers say what they measure and which variables they take), run
 #               from the checkout with the stage's programs; ab times the decode step of several libdsv4.so builds in
 #               alternation (thin stages of scripts/gpu/stage-lib.sh)
@@ -105,7 +105,7 @@ if has runtime_v2; then
     >"$LOGS/runtime_v2.log" 2>&1
   summary "$(sed -n '/== summary/,$p' "$LOGS/runtime_v2.log")"
 fi
-for suite in profile gemv quant checkpoints hf_compare flash longctx spec fp8kv serve ab ncu; do
+for suite in profile gemv quant checkpoints hf_compare flash longctx spec fp8kv serve ab ncu acceptance; do
   if has $suite; then
     (cd "$DSV4_SOURCE_DIR" && STAGE=$STAGE OUT=$LOGS/$suite bash "$STAGE/scripts/gpu/suites/$suite.sh") \
       >"$LOGS/$suite.log" 2>&1
