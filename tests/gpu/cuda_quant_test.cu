@@ -485,8 +485,8 @@ void check_moe(const MoeCase& c, int seed) {
   // moe.cu launches a grid of its bound on the tiles (more than the plan has): the blocks past num_tiles do nothing.
   const int64_t max_tiles = hp.num_tiles + 3;
   std::vector<char> first;
-  // Run 0: values; run 1: the same call again; runs 2-4: `tokens` 1, 8 and 16 (it only picks how many rows share a
-  // pass over a weight row: one or two MMA column tiles, never the order of a row's sum), all bit-identical to run 0.
+  // Run 0: values; run 1: the same call again; runs 2-4: `tokens` 1, 8 and 16 (a hint the kernel may use to pick how
+  // many rows share a pass over a weight row, never the order of a row's sum), all bit-identical to run 0.
   for (int run = 0; run < 5; ++run) {
     const int64_t tokens = run < 2 ? c.T : run == 2 ? 1 : run == 3 ? 8 : 16;
     poison(act.t);

@@ -1,5 +1,5 @@
-// The bit-level decoding of the quantised weight formats that the CUDA decode kernels use (quant_decode.cuh),
-// kept free of device types so that the CPU unit tests check it against the host codecs
+// The bit-level decoding of the quantised weight formats that the CUDA decode kernels use (quant_decode.cuh,
+// quant_mma.cuh), kept free of device types so that the CPU unit tests check it against the host codecs
 // (tests/unit/quant_bits_test.cc) on every code.
 #pragma once
 
@@ -19,18 +19,8 @@ DSV4_HOST_DEVICE constexpr uint32_t e8m0_to_f32_bits(uint8_t s) {
   return s == 0 ? 0x00400000u : s == 0xff ? 0x7fc00000u : static_cast<uint32_t>(s) << 23;
 }
 
-// Two E2M1 codes of a 32-bit word of 8 codes (code i in bits 4i .. 4i + 3), codes j and j + 4 (j < 4), as the bits
-// of an f16x2 (code j in the low half) holding each code's value times 2^-14: the 3 magnitude bits (e1 e0 m) at
-// bits 11..9 are f16 exponent bits 11..10 and the top mantissa bit, i.e. 2^(e-15) (1 + m/2) for e > 0 and the
-// subnormal m * 2^-15 for e = 0; the sign bit goes to bit 15. Multiplying by 2^14 (exact) gives the values.
-DSV4_HOST_DEVICE constexpr uint32_t e2m1_pair_to_f16x2_bits(uint32_t word, int j) {
-  const int mag_shift = 9 - 4 * j, sign_shift = 12 - 4 * j;
-  const uint32_t mag = (mag_shift >= 0 ? word << mag_shift : word >> -mag_shift) & 0x0E000E00u;
-  const uint32_t sign = (sign_shift >= 0 ? word << sign_shift : word >> -sign_shift) & 0x80008000u;
-  return mag | sign;
-}
-
-// The same pair (codes a and a + 4 of the word, a < 4) as the bits of a bf16x2, each code's value times 2^-126: the
+// Two E2M1 codes of a 32-bit word of 8 codes (code i in bits 4i .. 4i + 3), codes a and a + 4 (a < 4), as the bits
+// of a bf16x2 (code a in the low half), each code's value times 2^-126: the
 // word shifted so that code a sits in bits 12..15 (and code a + 4 in 28..31) has its sign at bf16's sign bit and its
 // magnitude bits (e1 e0 m) at 14..12; shifted right by 6 they are bf16 exponent bits 8..7 and the top mantissa bit,
 // i.e. 2^(e-127) (1 + m/2) for e > 0 and the subnormal m * 2^-127 for e = 0 — the value times 2^-126, exactly.

@@ -16,6 +16,9 @@
 // H100, bench_quant_gemv: the same time at T = 1 (a CSA layer's six FP8 projections 56.0 vs 53.9 us; the 33.6 MB
 // ones 14.4-14.7 vs 13.7-14.9 us), 1.8x faster at T = 8, and T = 9..16 no longer take the dequantise fallback (a
 // Flash-slice decode step at b = 16: 3.39 vs 4.74 ms).
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
 #include <algorithm>
 
 #include "backend/cuda/cp_async.cuh"
