@@ -12,6 +12,7 @@
 #include <numeric>
 
 #include "backend/cpu/cpu_ops.h"
+#include "backend/cuda/attention_split.h"
 #include "cuda_test_util.h"
 #include "dsv4/ops/indexer_workspace.h"
 #include "dsv4/ops/rope_table.h"
@@ -672,6 +673,15 @@ TEST(CudaOps, AttentionFlashShapes) {
   check_attention(csa, {{0, 2403, 1}, {1, 300, 1}, {2, 1100, 1}, {0, 2559, 1}}, 0, v++);  // 601, 75, 275, 640
   check_attention(sliding, {{0, 60, 1}, {1, 500, 1}, {2, 127, 1}}, 1, v++);
   check_attention(csa, {{1, 100, 24}, {0, 2403, 1}, {2, 700, 8}}, 2, v++);  // 35 rows: no split
+  // Decode batches of 8 and 16 rows (32 and 64 token-head groups): the 4- and 2-way splits.
+  std::vector<TestBatch::Chunk> b8, b16;
+  for (int32_t i = 0; i < 16; ++i) (i < 8 ? b8 : b16).push_back({i % 3, 300 + 131 * i, 1});
+  for (int64_t i = 0; i < 8; ++i) b16.push_back(b8[i]);
+  ASSERT_EQ(cuda::split_attention_parts(8 * 4, 132), 4);
+  ASSERT_EQ(cuda::split_attention_parts(16 * 4, 132), 2);
+  check_attention(csa, b8, 0, v++);
+  check_attention(csa, b16, 0, v++);
+  check_attention(hca, b16, 0, v++);
 }
 
 // Head counts that are not a multiple of 16 (the default tiny model: 4 × 64, window 64, CSA 4 / top-16,

@@ -15,8 +15,9 @@
 // breakable graph, which replays without the forward's arena allocations (an arena allocation there
 // would alias live activations). No atomics and a fixed merge order, so graph replays are bit-identical.
 //
-// NC = 8 while the (token, head group) blocks would leave most multiprocessors idle (decode), NC = 1
-// (no split) otherwise.
+// NC: the most parts of 8, 4, 2 whose blocks still fit one wave (one block a multiprocessor: the key tile's shared
+// memory), else 1 (no split): decode at b <= 4 splits 8 ways, b = 16 (64 token-head groups on Flash) 2 ways — 8 ways
+// there queued four waves of short blocks, 60 us a launch on the H100 (2026-12-06).
 //
 // Shapes: the model's (heads % 16 == 0, head_dim % 64 == 0: Flash 64 × 512, Pro 128 × 512) compile
 // without any masking. Other head counts (the default tiny model's 4, test fixtures' 4) and head dims that
@@ -379,13 +380,30 @@ bool split_attention_supports(int64_t heads, int64_t D, bool aligned16) {
 
 void split_attention(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, const float* sinks,
                      const SplitAttnArgs& a, int64_t T) {
-  const bool split = T * head_groups(a.heads) * 2 < multiprocessor_count();
-  if (a.heads % kHeads == 0 && a.D % 64 == 0) {  // the model's shapes: no masks
-    if (split) return launch_split<kSplit, false>(ctx, out, q, kv, sinks, a, T);
-    return launch_split<1, false>(ctx, out, q, kv, sinks, a, T);
+  const int parts = split_attention_parts(T * head_groups(a.heads), multiprocessor_count());
+  auto launch = [&](auto any_shape) {
+    constexpr bool kAny = decltype(any_shape)::value;
+    switch (parts) {
+      case 8:
+        return launch_split<8, kAny>(ctx, out, q, kv, sinks, a, T);
+      case 4:
+        return launch_split<4, kAny>(ctx, out, q, kv, sinks, a, T);
+      case 2:
+        return launch_split<2, kAny>(ctx, out, q, kv, sinks, a, T);
+      default:
+        return launch_split<1, kAny>(ctx, out, q, kv, sinks, a, T);
+    }
+  };
+  // The model's shapes (16-head groups, D % 64 == 0) compile without masks.
+  if (a.heads % kHeads == 0 && a.D % 64 == 0) return launch(std::false_type{});
+  launch(std::true_type{});
+}
+
+int split_attention_parts(int64_t blocks, int multiprocessors) {
+  for (int nc = kSplit; nc > 1; nc /= 2) {
+    if (blocks * nc <= multiprocessors) return nc;
   }
-  if (split) return launch_split<kSplit, true>(ctx, out, q, kv, sinks, a, T);
-  return launch_split<1, true>(ctx, out, q, kv, sinks, a, T);
+  return 1;
 }
 
 }  // namespace dsv4::cuda
