@@ -7,7 +7,8 @@
 # scripts/gpu/run.sh.
 #   AB_LIBS    space-separated NAME=DIR (relative to the repository root, where run.sh runs suites), DIR holding a
 #              libdsv4.so or a lib.tar.xz with lib/libdsv4.so (unpacked in place; scripts/gpu/stage-lib.sh makes one);
-#              default: "stage=$STAGE/lib", the stage alone
+#              default: "stage=$STAGE/lib", the stage alone. NAME=DIR@VAR=VALUE[@VAR=VALUE...] runs that library with
+#              those environment switches (an A/B of a DSV4_* switch: "off=$STAGE/lib@DSV4_L2_PREFETCH=0 on=$STAGE/lib")
 #   AB_CASES   semicolon-separated NAME:BENCH ARGS on top of the Flash slice's decode line below; default
 #              "bf16:--contexts 1024;quantized:--contexts 1024 --cuda-weights quantized"
 #   AB_ROUNDS  rounds (default 2); AB_TIMEOUT seconds per bench run (default 60)
@@ -25,9 +26,10 @@ base="--synthetic flash --layers 3 --device cuda --modes auto --prefill 128 --ba
 libs=${AB_LIBS:-stage=$STAGE/lib}
 cases=${AB_CASES:-bf16:--contexts 1024;quantized:--contexts 1024 --cuda-weights quantized}
 names=()
-declare -A lib_dir
+declare -A lib_dir lib_env
 for spec in $libs; do
-  name=${spec%%=*} dir=${spec#*=}
+  name=${spec%%=*} dir=${spec#*=} env_part=
+  if [[ $dir == *@* ]]; then env_part=${dir#*@} dir=${dir%%@*}; fi
   if [ ! -f "$dir/libdsv4.so" ] && [ -f "$dir/lib.tar.xz" ]; then
     tar xJf "$dir/lib.tar.xz" -C "$dir" && dir=$dir/lib
   fi
@@ -41,6 +43,7 @@ for spec in $libs; do
   fi
   names+=("$name")
   lib_dir[$name]=$(cd "$dir" && pwd -P)
+  lib_env[$name]=${env_part//@/ }
 done
 IFS=';' read -r -a case_list <<<"$cases"
 for round in $(seq 1 "${AB_ROUNDS:-2}"); do
@@ -49,7 +52,7 @@ for round in $(seq 1 "${AB_ROUNDS:-2}"); do
     for c in "${case_list[@]}"; do
       cname=${c%%:*} cargs=${c#*:}
       # shellcheck disable=SC2086
-      LD_LIBRARY_PATH="$dir:$LD_LIBRARY_PATH" timeout "${AB_TIMEOUT:-60}" dsv4 bench $base $cargs \
+      env ${lib_env[$name]} LD_LIBRARY_PATH="$dir:$LD_LIBRARY_PATH" timeout "${AB_TIMEOUT:-60}" dsv4 bench $base $cargs \
         >"$OUT/ab/${name}__${cname}__$round.json" 2>"$OUT/ab/${name}__${cname}__$round.log" ||
         echo "ab: $name $cname round $round: rc=$?"
     done
