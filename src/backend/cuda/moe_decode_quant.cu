@@ -13,9 +13,9 @@
 // permutes; the warps' partial sums meet in shared memory in warp order. Every sum has a fixed order that does not
 // depend on how many rows share a pass: deterministic.
 //
-// Both formats take this path: the FP8 tiles (DeepSeek's shared expert, a quarter of the bytes at b = 1; "-Base"
-// checkpoints' routed experts) ran on the FMA pipe until 2026-12-06 (every code expanded to f32, ~3 instructions a
-// weight), which held them to ~40% of HBM bandwidth and, launched last in the grid, into the tail of every launch.
+// Both formats take this path: the FP8 tiles (DeepSeek's shared expert; "-Base" checkpoints' routed experts) ran on
+// the FMA pipe until 2026-12-06 (every code expanded to f32, ~3 instructions a weight); at b = 16 the shared expert's
+// tile, launched last in the grid, was the tail of every launch (Flash MoE layer 642 -> 491 us on tensor cores, H100).
 #include "backend/cuda/act_quant.h"
 #include "backend/cuda/quant_decode.cuh"
 #include "backend/cuda/quant_matrix.h"

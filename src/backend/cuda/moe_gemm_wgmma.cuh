@@ -359,8 +359,8 @@ __global__ void __launch_bounds__(wgmma_threads<QUANT>(), 1)
     // the acquiring wait is enough under the PTX memory model (the proxy fence may sit anywhere on the causality
     // path write -> cp.async.mbarrier.arrive -> try_wait -> wgmma); the writers cannot fence their own cp.async
     // without waiting for it. CUTLASS's cp.async + GMMA warp-specialized mainloop (sm90_mma_multistage_gmma_ss_
-    // warpspecialized.hpp) uses the same noinc-arrive handoff with no proxy fence at all. If the first GPU run shows
-    // stale A data, the fallback is producer-side: cp.async.wait_group on a lagging stage, fence, plain arrive.
+    // warpspecialized.hpp) uses the same noinc-arrive handoff with no proxy fence at all. Checked on H100s since
+    // 2026-12-06 (the CPU-reference checks of bench_moe_gemm and CudaQuant.MoeDecode*'s tiled GEMM, memcheck clean).
     wg::fence_proxy_async();
     const uint32_t st = base + static_cast<uint32_t>(s) * kWgStageBytes;
     const uint64_t da = wg::sw128_desc(st + static_cast<uint32_t>(cw * 64 * 128));
