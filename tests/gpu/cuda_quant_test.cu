@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "backend/cuda/blas.h"
+#include "backend/cuda/moe_plan_reference.h"
 #include "backend/cuda/quant_matrix.h"
 #include "cuda_test_util.h"
 #include "dsv4/core/weight.h"
@@ -378,34 +379,10 @@ TEST(CudaQuant, Fp8BlockProductUnderActivationQuantMatchesCpu) {
 
 // ---- MoE decode -------------------------------------------------------------------------------------------
 
-// The expert-sorted plan of moe.cu's moe_plan_kernel, built on the host: routed pairs p = t*k + i, then the shared
-// expert's p = T*k + t (expert index E); each expert's rows consecutive, in tiles of at most kPlanTileRows.
-struct HostPlan {
-  std::vector<int32_t> row_of, token_of, tile_info;
-  int32_t num_tiles = 0;
-};
-
+using HostPlan = cuda::MoePlanReference;
 HostPlan make_plan(const std::vector<int32_t>& indices, int64_t T, int64_t k, int64_t E, bool shared,
                    int32_t tile_rows = cuda::kPlanTileRows) {
-  const int64_t P = T * k + (shared ? T : 0);
-  auto expert_of = [&](int64_t p) { return p < T * k ? indices[p] : static_cast<int32_t>(E); };
-  auto token_of = [&](int64_t p) { return static_cast<int32_t>(p < T * k ? p / k : p - T * k); };
-  HostPlan plan;
-  plan.row_of.resize(P);
-  int32_t row = 0;
-  for (int32_t e = 0; e <= E; ++e) {
-    const int32_t start = row;
-    for (int64_t p = 0; p < P; ++p) {
-      if (expert_of(p) != e) continue;
-      plan.row_of[p] = row++;
-      plan.token_of.push_back(token_of(p));
-    }
-    for (int32_t r = start; r < row; r += tile_rows) {
-      plan.tile_info.insert(plan.tile_info.end(), {e, r, row});
-      ++plan.num_tiles;
-    }
-  }
-  return plan;
+  return cuda::moe_plan_reference(indices, T, k, E, shared, tile_rows);
 }
 
 struct MoeCase {

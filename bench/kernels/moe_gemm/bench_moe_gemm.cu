@@ -4,7 +4,7 @@
 //   build/bench/bench_moe_gemm          check on small problems (PASS / FAIL per variant), then time the Flash shape
 //   build/bench/bench_moe_gemm check    the checks only
 //
-// Checks: random bf16 operands and routing, a host plan of 128-row tiles (make_plan of tests/gpu/cuda_quant_test.cu,
+// Checks: random bf16 operands and routing, a host plan of 128-row tiles (moe_plan_reference.h,
 // shared expert stacked last), each product against a CPU f32 reference (max |got - want| / max |want|: 1e-2 for the
 // bf16 SwiGLU output, 1e-3 for the f32 w2 output), every output written (outputs are poisoned with NaN first), and a
 // second run bit-identical. The Flash timing (T = 4,096, 256 routed experts + 1 shared, k = 6, H = 4,096, I = 2,048,
@@ -27,6 +27,7 @@
 
 #include "../lab_util.h"
 #include "backend/cuda/moe_gemm_wgmma.cuh"
+#include "backend/cuda/moe_plan_reference.h"
 
 namespace {
 
@@ -56,36 +57,11 @@ struct DevBuf {
   void poison() { CK(cudaMemset(ptr, 0xFF, n * sizeof(T))); }  // NaN in bf16 and f32
 };
 
-// The expert-sorted plan (make_plan of tests/gpu/cuda_quant_test.cu): routed pairs p = t k + i of expert e, then the
-// shared expert's pairs p = T k + t as expert E, each expert's rows cut into tiles of at most tile_rows.
-struct HostPlan {
-  std::vector<int32_t> row_of, token_of, tile_info;
-  int32_t num_tiles = 0;
-};
-
+// The expert-sorted plan, built on the host (backend/cuda/moe_plan_reference.h).
+using HostPlan = dsv4::cuda::MoePlanReference;
 HostPlan make_plan(const std::vector<int32_t>& indices, int64_t T, int64_t k, int64_t E, bool shared,
                    int32_t tile_rows) {
-  const int64_t P = T * k + (shared ? T : 0);
-  auto expert_of = [&](int64_t p) { return p < T * k ? indices[p] : static_cast<int32_t>(E); };
-  auto token_of = [&](int64_t p) { return static_cast<int32_t>(p < T * k ? p / k : p - T * k); };
-  HostPlan plan;
-  plan.row_of.resize(P);
-  // Pairs grouped by expert in one pass (the test's per-expert scan is O(E P): too slow at the Flash shape).
-  std::vector<std::vector<int64_t>> pairs(E + 1);
-  for (int64_t p = 0; p < P; ++p) pairs[expert_of(p)].push_back(p);
-  int32_t row = 0;
-  for (int32_t e = 0; e <= E; ++e) {
-    const int32_t start = row;
-    for (int64_t p : pairs[e]) {
-      plan.row_of[p] = row++;
-      plan.token_of.push_back(token_of(p));
-    }
-    for (int32_t r = start; r < row; r += tile_rows) {
-      plan.tile_info.insert(plan.tile_info.end(), {e, r, row});
-      ++plan.num_tiles;
-    }
-  }
-  return plan;
+  return dsv4::cuda::moe_plan_reference(indices, T, k, E, shared, tile_rows);
 }
 
 std::vector<int32_t> random_routing(std::mt19937& rng, int64_t T, int64_t E, int64_t k) {
