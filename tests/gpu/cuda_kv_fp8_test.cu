@@ -601,6 +601,12 @@ TEST(CudaKvFp8, Attention) {
       check_attention_fp8({512, 64, 16, 16, kind, rate, 64, 5, act}, mixed, 2, v++);
     }
   }
+  // A prefill-sized batch with 4 heads (the tiny model's): several rows a block over packed ring and entry rows.
+  for (const AttnKind kind : {AttnKind::kSliding, AttnKind::kHca, AttnKind::kCsa}) {
+    const int64_t rate = kind == AttnKind::kCsa ? 4 : 16;
+    check_attention_fp8({64, 16, 4, 64, kind, rate, 512, 16, DType::BF16}, {{1, 100, 300}, {0, 200, 1}, {2, 0, 9}}, 2,
+                        v++);
+  }
 }
 
 // ---- the model ------------------------------------------------------------------------------------------------

@@ -77,7 +77,10 @@ std::vector<OpCase> dense_cases() {
                        Norm{3, 4096, false, true, DType::BF16}, Norm{1, 4096, true, false, DType::BF16},
                        Norm{64, 512, false, true, DType::BF16}, Norm{2, 16384, true, false, DType::BF16},
                        Norm{1, 16384, false, true, DType::F32}, Norm{2, 20001, true, true, DType::BF16},
-                       Norm{3, 9000, true, false, DType::F32}}) {
+                       Norm{3, 9000, true, false, DType::F32}, Norm{1000, 64, true, false, DType::BF16},
+                       Norm{33, 128, true, true, DType::F32}, Norm{301, 256, false, false, DType::BF16},
+                       Norm{9, 17, true, false, DType::F32}, Norm{70, 257, true, false, DType::BF16},
+                       Norm{5, 32, false, true, DType::BF16}}) {
     auto rng = test::rng_for("parity rms_norm", v++);
     const double tol = bf16_or(n.dtype, 1e-5);
     cases.push_back(

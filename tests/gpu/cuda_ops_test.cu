@@ -84,7 +84,9 @@ TEST(CudaOps, RmsNormRope) {
   for (const Case c : {Case{1, 64, 512, 64, false, DType::BF16}, Case{3, 1, 512, 64, true, DType::BF16},
                        Case{5, 3, 32, 8, true, DType::F32}, Case{2, 2, 37, 6, false, DType::BF16},
                        Case{2, 5, 100, 100, true, DType::BF16}, Case{2, 2, 9000, 64, true, DType::F32},
-                       Case{4, 7, 64, 2, false, DType::F32}}) {
+                       Case{4, 7, 64, 2, false, DType::F32}, Case{700, 4, 64, 16, true, DType::BF16},
+                       Case{33, 4, 128, 32, false, DType::F32}, Case{9, 3, 256, 64, true, DType::BF16},
+                       Case{6, 5, 18, 4, true, DType::F32}}) {
     auto rng = rng_for("rms_norm_rope", v++);
     std::vector<float> inv = rope_inv_freq(test::v4_yarn(), c.rope_dim);
     std::vector<int32_t> pos(c.T);
@@ -387,11 +389,12 @@ TEST(CudaOps, KvRingStore) {
 
 // Several rings in one launch, every dtype pairing (F32/BF16 rows into F32/BF16 rings), rings of different
 // widths and sizes, and more stores than one launch takes (the op splits them): each ring as kv_ring_store leaves it.
-TEST(CudaOps, RingStoresMatchSeparateStores) {
-  DSV4_REQUIRE_GPU();
-  auto rng = rng_for("ring_stores", 0);
+// Batches of decode size (a block per row) and of prefill size (a warp per row from 256 rows: chunks much longer than
+// the rings, an odd row count).
+void check_ring_stores(const std::vector<TestBatch::Chunk>& chunks, int padding, int variant) {
+  auto rng = rng_for("ring_stores", variant);
   const int64_t slots = 3;
-  TestBatch batch({{1, 3, 12}, {0, 50, 1}, {2, 0, 4}}, 2, 100, rng);
+  TestBatch batch(chunks, padding, 100, rng);
   const int64_t T = batch.size();
   struct Ring {
     int64_t rows, width;
@@ -420,9 +423,16 @@ TEST(CudaOps, RingStoresMatchSeparateStores) {
   env().sync();
   for (size_t i = 0; i < rings.size(); ++i) {
     DSV4_EXPECT_CLOSE(download(dstate[i].t), want[i], 0.0,
-                      str_cat("ring_stores ring ", i, " ", dtype_name(rings[i].ring_dtype), " <- ",
+                      str_cat("ring_stores T=", T, " ring ", i, " ", dtype_name(rings[i].ring_dtype), " <- ",
                               dtype_name(rings[i].rows_dtype), " width ", rings[i].width));
   }
+}
+
+TEST(CudaOps, RingStoresMatchSeparateStores) {
+  DSV4_REQUIRE_GPU();
+  check_ring_stores({{1, 3, 12}, {0, 50, 1}, {2, 0, 4}}, 2, 0);
+  check_ring_stores({{1, 3, 300}, {0, 50, 1}, {2, 0, 9}, {0, 0, 0}}, 3, 1);
+  check_ring_stores({{2, 7, 517}, {1, 0, 3}}, 0, 2);
 }
 
 // Exact selection, except where two entries' double-precision scores are within `margin` of each other
@@ -712,6 +722,32 @@ TEST(CudaOps, AttentionSmallHeads) {
       }
     }
     check_attention({D, 4, window, AttnKind::kCsa, 4, 512, topk}, {{0, 10, 64}, {1, 200, 8}}, 0, v++);  // 72 rows
+  }
+}
+
+// Prefill-sized batches (>= 256 rows) with at most 8 heads: 16 / heads rows a block (split_attention_packed_kernel).
+// A long chunk whose windows span the ring and the batch (blocks of consecutive positions share one key list), a
+// decode row, a fresh prompt and padding between (blocks straddling sequences take each row's own keys), a block
+// left short at the end; heads that divide 16 and one that does not (3: 15 of 16 rows).
+TEST(CudaOps, AttentionSmallHeadsPrefill) {
+  DSV4_REQUIRE_GPU();
+  ASSERT_EQ(cuda::split_attention_tokens_per_block(4, 256), 4);
+  ASSERT_EQ(cuda::split_attention_tokens_per_block(4, 255), 1);
+  ASSERT_EQ(cuda::split_attention_tokens_per_block(16, 4096), 1);
+  const std::vector<std::pair<std::vector<TestBatch::Chunk>, int>> batches = {
+      {{{1, 100, 300}, {0, 200, 1}, {2, 0, 37}}, 3},  // T = 341
+      {{{2, 5, 257}, {0, 60, 2}}, 1},                 // T = 260
+  };
+  int v = 400;
+  for (const int64_t D : {64, 32}) {
+    const int64_t window = D == 64 ? 64 : 8, topk = D == 64 ? 16 : 3;
+    for (const int64_t heads : {1, 2, 3, 4, 8}) {
+      for (const AttnKind kind : {AttnKind::kSliding, AttnKind::kHca, AttnKind::kCsa}) {
+        const int64_t rate = kind == AttnKind::kCsa ? 4 : 16;
+        for (const auto& [chunks, padding] : batches)
+          check_attention({D, heads, window, kind, rate, 512, topk}, chunks, padding, v++);
+      }
+    }
   }
 }
 

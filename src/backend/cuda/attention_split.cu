@@ -52,14 +52,15 @@ constexpr int kHeads = 16;  // query heads per block: one MMA row tile
 constexpr int kKeys = 128;  // keys per shared-memory tile
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kSplit = 8;            // key chunks per (token, head group) when splitting: a portable cluster size
-constexpr int kMaxTilesPerWarp = 4;  // head-dim tiles of 16 per warp in P·V (D <= 512)
+constexpr int kSplit = 8;                  // key chunks per (token, head group) when splitting: a portable cluster size
+constexpr int kMaxTilesPerWarp = 4;        // head-dim tiles of 16 per warp in P·V (D <= 512)
+constexpr int64_t kPackedMinTokens = 256;  // split_attention_packed_kernel from this many batch rows (prefill)
 
 // Shared-memory carve-up for head dim D. Rows are padded by 16 bytes so that MMA tile loads of
 // consecutive rows fall into different banks.
 struct Layout {
-  int ldq, lds, ldp, ldo;                                // row strides (elements): Q/K (bf16), S (f32), P, O (f32)
-  int q, k, s, phi, plo, o, m, l, w, rows, kind, total;  // byte offsets
+  int ldq, lds, ldp, ldo;  // row strides (elements): Q/K (bf16), S (f32), P, O (f32)
+  int q, k, s, phi, plo, o, m, l, w, rows, kind, kpos, kcls, total;  // byte offsets
 };
 
 __host__ __device__ constexpr int align128(int n) { return (n + 127) / 128 * 128; }
@@ -83,9 +84,168 @@ __host__ __device__ inline Layout layout_for(int D) {
   L.l = take(kHeads * 4);
   L.w = take(kHeads * (kSplit + 1) * 4);  // merge weight per (head, chunk), then 1 / denominator
   L.rows = take(kKeys * 8);
-  L.kind = take(kKeys);  // per key row: 0 plain bf16, 1 packed ring row, 2 packed entry row
+  L.kind = take(kKeys);      // per key row: 0 plain bf16, 1 packed ring row, 2 packed entry row
+  L.kpos = take(kKeys * 4);  // packed kernel: per key, its position / entry / owner token (KeyClass)
+  L.kcls = take(kKeys);
   L.total = at;
   return L;
+}
+
+// The block's shared memory (layout_for).
+struct Smem {
+  bf16 *qs, *ks, *phi, *plo;
+  float *ss, *os, *ms, *ls, *ws;
+  const void** rows;
+  uint8_t* kind;
+  int32_t* kpos;
+  uint8_t* kcls;
+};
+
+__device__ __forceinline__ Smem carve(unsigned char* smem, const Layout& L) {
+  Smem m;
+  m.qs = reinterpret_cast<bf16*>(smem + L.q);
+  m.ks = reinterpret_cast<bf16*>(smem + L.k);
+  m.ss = reinterpret_cast<float*>(smem + L.s);
+  m.phi = reinterpret_cast<bf16*>(smem + L.phi);
+  m.plo = reinterpret_cast<bf16*>(smem + L.plo);
+  m.os = reinterpret_cast<float*>(smem + L.o);
+  m.ms = reinterpret_cast<float*>(smem + L.m);
+  m.ls = reinterpret_cast<float*>(smem + L.l);
+  m.ws = reinterpret_cast<float*>(smem + L.w);
+  m.rows = reinterpret_cast<const void**>(smem + L.rows);
+  m.kind = smem + L.kind;
+  m.kpos = reinterpret_cast<int32_t*>(smem + L.kpos);
+  m.kcls = smem + L.kcls;
+  return m;
+}
+
+// One tile of `cnt` keys whose rows (s.rows, s.kind) the caller has set: the rows into s.ks (packed fp8 ones
+// dequantised, absent ones zero-filled from `zero_src`, any readable address), S = Q·Kᵀ, the online softmax of each
+// of the 16 query rows over the keys that `visible(row, key)` admits (and that have a row), O += P·V. Starts with a
+// block barrier (the rows visible, the previous tile's K and P consumed); the caller may set the next tile's rows as
+// soon as it returns.
+template <bool kAnyShape, typename Visible>
+__device__ __forceinline__ void attend_tile(const Smem& s, const Layout& L, const SplitAttnArgs& a, int D, int cnt,
+                                            const bf16* zero_src, Visible visible) {
+  const int tid = threadIdx.x, warp = tid >> 5;
+  const int vecs = D / 8;           // 16-byte vectors per row
+  __syncthreads();                  // rows visible; the previous tile's K and P consumed
+  const int nks = (cnt + 15) / 16;  // 16-key steps: rows past cnt up to 16 * nks are zero-filled
+  for (int i = tid; i < nks * 16 * vecs; i += kThreads) {
+    const int r = i / vecs, c = i % vecs;
+    const void* src = s.rows[r];
+    if (src != nullptr && s.kind[r] != 0) {  // packed fp8: dequantised through registers
+      const int64_t rope = s.kind[r] == 1 ? a.ring.rope_dim : a.entries.rope_dim;
+      float v[8];
+      kvfp8_dev::load8_blocks(static_cast<const uint8_t*>(src), D - rope, rope, c, v);
+      uint4 packed;
+      uint32_t* w = reinterpret_cast<uint32_t*>(&packed);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const __nv_bfloat162 two = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
+        w[j] = *reinterpret_cast<const uint32_t*>(&two);
+      }
+      *reinterpret_cast<uint4*>(s.ks + r * L.ldq + c * 8) = packed;
+    } else {
+      cp_async16(s.ks + r * L.ldq + c * 8, src != nullptr ? static_cast<const bf16*>(src) + c * 8 : zero_src,
+                 src != nullptr);
+    }
+  }
+  cp_async_wait_all();
+  __syncthreads();
+
+  // S = Q·Kᵀ: warp w the keys 16w .. 16w + 15, in kChains independent accumulators over the head dim
+  // (MMA latency, not throughput, bounds a single chain), summed in a fixed order.
+  if (warp < nks) {
+    constexpr int kChains = 4;  // D % 64 == 0: the D / 16 steps are a multiple of 4; else steps past D skipped
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kChains];
+#pragma unroll
+    for (int c = 0; c < kChains; ++c) wmma::fill_fragment(acc[c], 0.f);
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;
+    for (int kk = 0; kk < D; kk += 16 * kChains) {
+#pragma unroll
+      for (int c = 0; c < kChains; ++c) {
+        if (kAnyShape && kk + 16 * c >= D) break;  // D % 64 == 32: the last pass has two steps
+        wmma::load_matrix_sync(fa, s.qs + kk + 16 * c, L.ldq);
+        wmma::load_matrix_sync(fb, s.ks + warp * 16 * L.ldq + kk + 16 * c, L.ldq);
+        wmma::mma_sync(acc[c], fa, fb, acc[c]);
+      }
+    }
+#pragma unroll
+    for (int e = 0; e < acc[0].num_elements; ++e) {
+      acc[0].x[e] = (acc[0].x[e] + acc[1].x[e]) + (acc[2].x[e] + acc[3].x[e]);
+    }
+    wmma::store_matrix_sync(s.ss + warp * 16, acc[0], L.lds, wmma::mem_row_major);
+  }
+  __syncthreads();
+
+  // Online softmax: a half warp per query row, 8 keys per thread; O's row rescaled by the correction.
+  {
+    const int h = tid >> 4, j = tid & 15;
+    const float m_old = s.ms[h], l_old = s.ls[h];
+    float sv[kKeys / 16], mx = -INFINITY;
+#pragma unroll
+    for (int u = 0; u < kKeys / 16; ++u) {
+      const int key = j + 16 * u;
+      sv[u] = s.rows[key] != nullptr && visible(h, key) ? s.ss[h * L.lds + key] * a.scale : -INFINITY;
+      mx = fmaxf(mx, sv[u]);
+    }
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    const float m_new = fmaxf(m_old, mx);
+    const float corr = m_new == -INFINITY ? 1.f : expf(m_old - m_new);
+    float sum = 0.f;
+#pragma unroll
+    for (int u = 0; u < kKeys / 16; ++u) {
+      const int key = j + 16 * u;
+      const float p = sv[u] == -INFINITY ? 0.f : expf(sv[u] - m_new);
+      sum += p;
+      const bf16 hi = __float2bfloat16_rn(p);
+      s.phi[h * L.ldp + key] = hi;
+      s.plo[h * L.ldp + key] = __float2bfloat16_rn(p - __bfloat162float(hi));
+    }
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    __syncwarp();  // every lane of the row has read m_old / l_old
+    if (j == 0) s.ms[h] = m_new, s.ls[h] = l_old * corr + sum;
+    if (corr != 1.f) {
+      for (int d = j; d < D; d += 16) s.os[h * L.ldo + d] *= corr;
+    }
+  }
+  __syncthreads();
+
+  // O += P·V (P = hi + lo): warp w owns the head-dim tiles w, w + 8, ... (accumulators in registers
+  // across the key steps).
+  {
+    const int tiles = D / 16;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kMaxTilesPerWarp];
+#pragma unroll
+    for (int i = 0; i < kMaxTilesPerWarp; ++i) {
+      const int nt = warp + i * kWarps;
+      if (nt < tiles) wmma::load_matrix_sync(acc[i], s.os + nt * 16, L.ldo, wmma::mem_row_major);
+    }
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> ahi, alo;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fb;
+    for (int k = 0; k < nks; ++k) {
+      wmma::load_matrix_sync(ahi, s.phi + k * 16, L.ldp);
+      wmma::load_matrix_sync(alo, s.plo + k * 16, L.ldp);
+#pragma unroll
+      for (int i = 0; i < kMaxTilesPerWarp; ++i) {
+        const int nt = warp + i * kWarps;
+        if (nt < tiles) {
+          wmma::load_matrix_sync(fb, s.ks + k * 16 * L.ldq + nt * 16, L.ldq);
+          wmma::mma_sync(acc[i], ahi, fb, acc[i]);
+          wmma::mma_sync(acc[i], alo, fb, acc[i]);
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kMaxTilesPerWarp; ++i) {
+      const int nt = warp + i * kWarps;
+      if (nt < tiles) wmma::store_matrix_sync(s.os + nt * 16, acc[i], L.ldo, wmma::mem_row_major);
+    }
+  }
 }
 
 // kAnyShape false: heads % 16 == 0 and D % 64 == 0, no masks. true: any heads >= 1 (the last group's
@@ -98,19 +258,13 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
   extern __shared__ __align__(128) unsigned char smem[];
   const int D = static_cast<int>(a.D);
   const Layout L = layout_for(D);
-  bf16* qs = reinterpret_cast<bf16*>(smem + L.q);
-  bf16* ks = reinterpret_cast<bf16*>(smem + L.k);
-  float* ss = reinterpret_cast<float*>(smem + L.s);
-  bf16* phi = reinterpret_cast<bf16*>(smem + L.phi);
-  bf16* plo = reinterpret_cast<bf16*>(smem + L.plo);
-  float* os = reinterpret_cast<float*>(smem + L.o);
-  float* ms = reinterpret_cast<float*>(smem + L.m);
-  float* ls = reinterpret_cast<float*>(smem + L.l);
-  float* ws = reinterpret_cast<float*>(smem + L.w);
-  const void** rows = reinterpret_cast<const void**>(smem + L.rows);
-  uint8_t* kind = smem + L.kind;
+  const Smem sm = carve(smem, L);
+  bf16* qs = sm.qs;
+  float *os = sm.os, *ms = sm.ms, *ls = sm.ls, *ws = sm.ws;
+  const void** rows = sm.rows;
+  uint8_t* kind = sm.kind;
 
-  const int tid = threadIdx.x, warp = tid >> 5;
+  const int tid = threadIdx.x;
   const int rank = static_cast<int>(blockIdx.x);  // grid.x == NC: the block's rank in its cluster
   const int64_t h0 = static_cast<int64_t>(blockIdx.y) * kHeads, t = blockIdx.z;
   const int cols = D / NC, c0 = rank * cols;  // this block's slice of the head dim in the merge
@@ -169,123 +323,7 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
       rows[tid] = tid < cnt ? key_row(kb + tid, &k) : nullptr;
       kind[tid] = k;
     }
-    __syncthreads();                  // rows visible; the previous tile's K and P consumed
-    const int nks = (cnt + 15) / 16;  // 16-key steps: rows past cnt up to 16 * nks are zero-filled
-    for (int i = tid; i < nks * 16 * vecs; i += kThreads) {
-      const int r = i / vecs, c = i % vecs;
-      const void* src = rows[r];
-      if (src != nullptr && kind[r] != 0) {  // packed fp8: dequantised through registers
-        const int64_t rope = kind[r] == 1 ? a.ring.rope_dim : a.entries.rope_dim;
-        float v[8];
-        kvfp8_dev::load8_blocks(static_cast<const uint8_t*>(src), D - rope, rope, c, v);
-        uint4 packed;
-        uint32_t* w = reinterpret_cast<uint32_t*>(&packed);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const __nv_bfloat162 two = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
-          w[j] = *reinterpret_cast<const uint32_t*>(&two);
-        }
-        *reinterpret_cast<uint4*>(ks + r * L.ldq + c * 8) = packed;
-      } else {
-        cp_async16(ks + r * L.ldq + c * 8, src != nullptr ? static_cast<const bf16*>(src) + c * 8 : qsrc,
-                   src != nullptr);
-      }
-    }
-    cp_async_wait_all();
-    __syncthreads();
-
-    // S = Q·Kᵀ: warp w the keys 16w .. 16w + 15, in kChains independent accumulators over the head dim
-    // (MMA latency, not throughput, bounds a single chain), summed in a fixed order.
-    if (warp < nks) {
-      constexpr int kChains = 4;  // D % 64 == 0: the D / 16 steps are a multiple of 4; else steps past D skipped
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kChains];
-#pragma unroll
-      for (int c = 0; c < kChains; ++c) wmma::fill_fragment(acc[c], 0.f);
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;
-      for (int kk = 0; kk < D; kk += 16 * kChains) {
-#pragma unroll
-        for (int c = 0; c < kChains; ++c) {
-          if (kAnyShape && kk + 16 * c >= D) break;  // D % 64 == 32: the last pass has two steps
-          wmma::load_matrix_sync(fa, qs + kk + 16 * c, L.ldq);
-          wmma::load_matrix_sync(fb, ks + warp * 16 * L.ldq + kk + 16 * c, L.ldq);
-          wmma::mma_sync(acc[c], fa, fb, acc[c]);
-        }
-      }
-#pragma unroll
-      for (int e = 0; e < acc[0].num_elements; ++e) {
-        acc[0].x[e] = (acc[0].x[e] + acc[1].x[e]) + (acc[2].x[e] + acc[3].x[e]);
-      }
-      wmma::store_matrix_sync(ss + warp * 16, acc[0], L.lds, wmma::mem_row_major);
-    }
-    __syncthreads();
-
-    // Online softmax: a half warp per head, 8 keys per thread; O's row rescaled by the correction.
-    {
-      const int h = tid >> 4, j = tid & 15;
-      const float m_old = ms[h], l_old = ls[h];
-      float sv[kKeys / 16], mx = -INFINITY;
-#pragma unroll
-      for (int u = 0; u < kKeys / 16; ++u) {
-        const int key = j + 16 * u;
-        sv[u] = rows[key] != nullptr ? ss[h * L.lds + key] * a.scale : -INFINITY;
-        mx = fmaxf(mx, sv[u]);
-      }
-#pragma unroll
-      for (int o = 8; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-      const float m_new = fmaxf(m_old, mx);
-      const float corr = m_new == -INFINITY ? 1.f : expf(m_old - m_new);
-      float sum = 0.f;
-#pragma unroll
-      for (int u = 0; u < kKeys / 16; ++u) {
-        const int key = j + 16 * u;
-        const float p = sv[u] == -INFINITY ? 0.f : expf(sv[u] - m_new);
-        sum += p;
-        const bf16 hi = __float2bfloat16_rn(p);
-        phi[h * L.ldp + key] = hi;
-        plo[h * L.ldp + key] = __float2bfloat16_rn(p - __bfloat162float(hi));
-      }
-#pragma unroll
-      for (int o = 8; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-      __syncwarp();  // every lane of the head has read m_old / l_old
-      if (j == 0) ms[h] = m_new, ls[h] = l_old * corr + sum;
-      if (corr != 1.f) {
-        for (int d = j; d < D; d += 16) os[h * L.ldo + d] *= corr;
-      }
-    }
-    __syncthreads();
-
-    // O += P·V (P = hi + lo): warp w owns the head-dim tiles w, w + 8, ... (accumulators in registers
-    // across the key steps).
-    {
-      const int tiles = D / 16;
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kMaxTilesPerWarp];
-#pragma unroll
-      for (int i = 0; i < kMaxTilesPerWarp; ++i) {
-        const int nt = warp + i * kWarps;
-        if (nt < tiles) wmma::load_matrix_sync(acc[i], os + nt * 16, L.ldo, wmma::mem_row_major);
-      }
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> ahi, alo;
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fb;
-      for (int k = 0; k < nks; ++k) {
-        wmma::load_matrix_sync(ahi, phi + k * 16, L.ldp);
-        wmma::load_matrix_sync(alo, plo + k * 16, L.ldp);
-#pragma unroll
-        for (int i = 0; i < kMaxTilesPerWarp; ++i) {
-          const int nt = warp + i * kWarps;
-          if (nt < tiles) {
-            wmma::load_matrix_sync(fb, ks + k * 16 * L.ldq + nt * 16, L.ldq);
-            wmma::mma_sync(acc[i], ahi, fb, acc[i]);
-            wmma::mma_sync(acc[i], alo, fb, acc[i]);
-          }
-        }
-      }
-#pragma unroll
-      for (int i = 0; i < kMaxTilesPerWarp; ++i) {
-        const int nt = warp + i * kWarps;
-        if (nt < tiles) wmma::store_matrix_sync(os + nt * 16, acc[i], L.ldo, wmma::mem_row_major);
-      }
-    }
+    attend_tile<kAnyShape>(sm, L, a, D, cnt, qsrc, [](int, int) { return true; });
   }
   cp_async_wait_all();  // a block without keys still has Q in flight
 
@@ -341,6 +379,174 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
   if constexpr (NC > 1) cg::this_cluster().sync();  // keep this block's shared memory alive for the others
 }
 
+// Prefill with few heads (heads <= 8: the default tiny model's 4): one block serves G = 16 / heads consecutive batch
+// rows, their heads stacked into the 16 MMA rows (row r = token r / heads, head r % heads), where a block per token
+// left 12 of 16 rows as zero queries and made 8,192 blocks of one 128-key tile for an 8,192-token prompt. When the G
+// rows are consecutive positions of one sequence ("shared" keys) the block's key list is the union of their windows
+// (window + G - 1 positions), then HCA's entries visible to the last row, or the rows' CSA selections one after
+// another; otherwise each row's own list in turn. Each key carries what admits it (KeyClass), checked per query row in
+// the softmax. No split, no cluster.
+enum KeyClass : uint8_t {
+  kWindowKey = 0,  // kpos = position p: visible to a row whose window [lo, pos] holds p
+  kEntryKey = 1,   // kpos = HCA entry c: visible to a row with more than c visible entries
+  kOwnedKey = 2,   // kpos = the block row (token) whose own key it is
+};
+
+__global__ void __launch_bounds__(kThreads)
+    split_attention_packed_kernel(bf16* __restrict__ out, const bf16* __restrict__ q, const bf16* __restrict__ kv,
+                                  const float* __restrict__ sinks, SplitAttnArgs a, int64_t T, int tokens_per_block) {
+  pdl_wait();
+  extern __shared__ __align__(128) unsigned char smem[];
+  __shared__ int32_t tpos[kHeads], tlo[kHeads], tcomp[kHeads], tbeg[kHeads + 1];
+  __shared__ float wsum[kHeads], winv[kHeads];
+  const int D = static_cast<int>(a.D);
+  const Layout L = layout_for(D);
+  const Smem sm = carve(smem, L);
+  const int tid = threadIdx.x, G = tokens_per_block, heads = static_cast<int>(a.heads);
+  const int64_t t0 = static_cast<int64_t>(blockIdx.x) * G;
+  const int gn = static_cast<int>(min(static_cast<int64_t>(G), T - t0));  // the block's batch rows
+  const int rows_used = gn * heads;
+  const int vecs = D / 8;
+  const bf16* qsrc = q + t0 * heads * D;  // the block's rows are consecutive [T, heads, D] rows
+  for (int i = tid; i < kHeads * vecs; i += kThreads) {
+    const int r = i / vecs, c = i % vecs;
+    const bool real = r < rows_used;
+    cp_async16(sm.qs + r * L.ldq + c * 8, real ? qsrc + r * D + c * 8 : qsrc, real);
+  }
+  // Per block row g: its window [tlo, tpos] and visible HCA entries (empty for padding rows and rows past T).
+  const int32_t slot0 = a.slot[t0], start0 = a.start[t0], pos0 = a.pos[t0];
+  if (tid < kHeads) {
+    const int g = tid;
+    int32_t lo = 1, hi = 0, comp = 0, count = 0;
+    if (g < gn && a.slot[t0 + g] >= 0) {
+      const int32_t p = a.pos[t0 + g];
+      const int64_t n_win = min(static_cast<int64_t>(p) + 1, a.window);
+      lo = static_cast<int32_t>(p - n_win + 1), hi = p;
+      if (a.rate > 0) {
+        comp = static_cast<int32_t>(
+            a.selected != nullptr ? a.topk : min(static_cast<int64_t>((p + 1) / a.rate), a.entries.rows));
+      }
+      count = static_cast<int32_t>(n_win) + comp;
+    }
+    tlo[g] = lo, tpos[g] = hi, tcomp[g] = comp;
+    // Own-list offsets (the separate mode): an exclusive scan over the 16 lanes.
+    int32_t incl = count;
+    for (int o = 1; o < kHeads; o <<= 1) {
+      const int32_t v = __shfl_up_sync(0x0000ffffu, incl, o);
+      if (g >= o) incl += v;
+    }
+    tbeg[g] = incl - count;
+    if (g == kHeads - 1) tbeg[kHeads] = incl;
+  }
+  // Shared keys: every row of the block real, of one sequence, at consecutive positions of one chunk.
+  bool shared_keys = slot0 >= 0;
+  for (int g = 1; g < gn && shared_keys; ++g) {
+    shared_keys = a.slot[t0 + g] == slot0 && a.start[t0 + g] == start0 && a.pos[t0 + g] == pos0 + g;
+  }
+  for (int i = tid; i < kHeads * L.ldo; i += kThreads) sm.os[i] = 0.f;
+  if (tid < kHeads) sm.ms[tid] = -INFINITY, sm.ls[tid] = 0.f;
+  __syncthreads();  // tlo / tpos / tcomp / tbeg
+
+  const int64_t last = pos0 + gn - 1;
+  const int64_t lo0 = tlo[0];
+  const int64_t n_wu = shared_keys ? last - lo0 + 1 : 0;  // the union of the rows' windows
+  int64_t n_keys = tbeg[kHeads];
+  if (shared_keys) {
+    const int64_t comp = a.rate == 0 ? 0 : a.selected != nullptr ? static_cast<int64_t>(gn) * a.topk : tcomp[gn - 1];
+    n_keys = n_wu + comp;
+  }
+  // Key i of the block's list: its row (null: none), kind (Layout::kind), class and kpos.
+  auto key_of = [&](int64_t i, uint8_t* kind, uint8_t* cls, int32_t* kp) -> const void* {
+    *kind = 0;
+    int32_t slot = slot0, start = start0;
+    int64_t pos = pos0, t = t0, n_win = n_wu, j = i;
+    if (shared_keys) {
+      if (i < n_wu) {
+        const int64_t p = lo0 + i;
+        *cls = kWindowKey, *kp = static_cast<int32_t>(p);
+        if (p >= start) return kv + (t0 - (pos0 - p)) * D;
+        *kind = a.ring.packed() ? 1 : 0;
+        return a.ring.row<const char>(slot, p % a.ring.rows);
+      }
+      j = i - n_wu;
+      if (a.selected == nullptr) {
+        *cls = kEntryKey, *kp = static_cast<int32_t>(j);
+        *kind = a.entries.packed() ? 2 : 0;
+        return a.entries.row<const char>(slot, j);
+      }
+      const int g = static_cast<int>(j / a.topk);
+      *cls = kOwnedKey, *kp = g;
+      t = t0 + g, j = j % a.topk;
+    } else {
+      int g = 0;
+      while (tbeg[g + 1] <= i) ++g;
+      *cls = kOwnedKey, *kp = g;
+      t = t0 + g, j = i - tbeg[g];
+      slot = a.slot[t], start = a.start[t], pos = a.pos[t];
+      n_win = tpos[g] - tlo[g] + 1;
+      if (j < n_win) {
+        const int64_t p = pos - n_win + 1 + j;
+        if (p >= start) return kv + (t - (pos - p)) * D;
+        *kind = a.ring.packed() ? 1 : 0;
+        return a.ring.row<const char>(slot, p % a.ring.rows);
+      }
+      j -= n_win;
+    }
+    *kind = a.entries.packed() ? 2 : 0;
+    if (a.selected == nullptr) return a.entries.row<const char>(slot, j);
+    const int32_t e = a.selected[t * a.topk + j];
+    return e >= 0 ? a.entries.row<const char>(slot, e) : nullptr;
+  };
+  auto visible = [&](int r, int key) {
+    const int g = r / heads;
+    if (g >= gn) return false;
+    const int32_t kp = sm.kpos[key];
+    switch (sm.kcls[key]) {
+      case kWindowKey:
+        return tlo[g] <= kp && kp <= tpos[g];
+      case kEntryKey:
+        return kp < tcomp[g];
+      default:
+        return kp == g;
+    }
+  };
+  for (int64_t kb = 0; kb < n_keys; kb += kKeys) {
+    const int cnt = static_cast<int>(min(static_cast<int64_t>(kKeys), n_keys - kb));
+    if (tid < kKeys) {
+      uint8_t kind = 0, cls = kOwnedKey;
+      int32_t kp = -1;
+      sm.rows[tid] = tid < cnt ? key_of(kb + tid, &kind, &cls, &kp) : nullptr;
+      sm.kind[tid] = kind, sm.kcls[tid] = cls, sm.kpos[tid] = kp;
+    }
+    attend_tile<true>(sm, L, a, D, cnt, qsrc, visible);
+  }
+  cp_async_wait_all();  // a block without keys still has Q in flight
+  __syncthreads();
+  // Each row's sink joins the denominator only; a row without keys gets zeros (padding rows, as the reference).
+  if (tid < kHeads) {
+    const int r = tid;
+    const float sink = r < rows_used ? sinks[r % heads] : 0.f;
+    const float m = fmaxf(sink, sm.ms[r]);
+    const float w = expf(sm.ms[r] - m);  // 0 for a row without keys (m = -inf)
+    wsum[r] = w;
+    winv[r] = 1.f / (expf(sink - m) + sm.ls[r] * w);
+  }
+  __syncthreads();
+  bf16* o_out = out + t0 * heads * D;
+  const int quads = D / 4;
+  for (int i = tid; i < rows_used * quads; i += kThreads) {
+    const int r = i / quads, d = (i % quads) * 4;
+    const float4 v = *reinterpret_cast<const float4*>(sm.os + r * L.ldo + d);
+    const float f = wsum[r] * winv[r];
+    const __nv_bfloat162 lo2 = __floats2bfloat162_rn(v.x * f, v.y * f);
+    const __nv_bfloat162 hi2 = __floats2bfloat162_rn(v.z * f, v.w * f);
+    uint2 packed;
+    packed.x = *reinterpret_cast<const uint32_t*>(&lo2);
+    packed.y = *reinterpret_cast<const uint32_t*>(&hi2);
+    *reinterpret_cast<uint2*>(o_out + r * D + d) = packed;
+  }
+}
+
 int64_t head_groups(int64_t heads) { return (heads + kHeads - 1) / kHeads; }
 
 template <int NC, bool kAnyShape>
@@ -380,6 +586,22 @@ bool split_attention_supports(int64_t heads, int64_t D, bool aligned16) {
 
 void split_attention(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, const float* sinks,
                      const SplitAttnArgs& a, int64_t T) {
+  if (const int tokens = split_attention_tokens_per_block(a.heads, T); tokens > 1) {
+    static const bool configured = [] {
+      throw_if_error(
+          cuda_status(cudaFuncSetAttribute(split_attention_packed_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           layout_for(512).total),
+                      "cudaFuncSetAttribute(split_attention_packed)"));
+      return true;
+    }();
+    (void)configured;
+    const size_t shared = static_cast<size_t>(layout_for(static_cast<int>(a.D)).total);
+    const dim3 grid(static_cast<unsigned>((T + tokens - 1) / tokens));
+    check_launch(launch_kernel(split_attention_packed_kernel, grid, dim3(kThreads), shared, stream_of(ctx), out, q, kv,
+                               sinks, a, T, tokens),
+                 "split_attention_packed");
+    return;
+  }
   const int parts = split_attention_parts(T * head_groups(a.heads), multiprocessor_count());
   auto launch = [&](auto any_shape) {
     constexpr bool kAny = decltype(any_shape)::value;
@@ -397,6 +619,10 @@ void split_attention(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv,
   // The model's shapes (16-head groups, D % 64 == 0) compile without masks.
   if (a.heads % kHeads == 0 && a.D % 64 == 0) return launch(std::false_type{});
   launch(std::true_type{});
+}
+
+int split_attention_tokens_per_block(int64_t heads, int64_t T) {
+  return heads <= kHeads / 2 && T >= kPackedMinTokens ? static_cast<int>(kHeads / heads) : 1;
 }
 
 int split_attention_parts(int64_t blocks, int multiprocessors) {

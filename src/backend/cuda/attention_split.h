@@ -31,6 +31,10 @@ bool split_attention_supports(int64_t heads, int64_t D, bool aligned16);
 void split_attention(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, const float* sinks,
                      const SplitAttnArgs& a, int64_t T);
 
+// Batch rows a block of split_attention serves: 16 / heads at prefill sizes (T >= 256) with at most 8 heads (their
+// heads share one 16-row MMA tile), else 1.
+int split_attention_tokens_per_block(int64_t heads, int64_t T);
+
 // The parts (8, 4, 2 or 1) split_attention cuts each (token, head group)'s keys into for `blocks` such groups on
 // `multiprocessors` SMs: the most that still fit one wave of blocks.
 int split_attention_parts(int64_t blocks, int multiprocessors);

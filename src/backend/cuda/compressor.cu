@@ -110,19 +110,32 @@ struct RingStoreBatch {
   bool rows_bf16[kMaxRingStores];
 };
 
-__global__ void ring_stores_kernel(RingStoreBatch b, MetaPtrs meta) {
+// WARP_ROWS (forwards of kRingWarpRowsMin tokens or more, no packed ring): a warp per batch row, 8 rows a block. At
+// prefill sizes most rows are not among their sequence's last ring positions and store nothing; a block per row
+// made an 8,192-token tiny prefill schedule 5 x 8,192 blocks that mostly exit at once (38 µs a launch on an H100).
+// Packed rings keep a block per row (the row's fp8 blocks are packed by the whole block).
+constexpr int64_t kRingWarpRowsMin = 256;
+constexpr int kRingWarpRows = 8;  // rows (warps) a block
+
+template <bool WARP_ROWS>
+__global__ void ring_stores_kernel(RingStoreBatch b, MetaPtrs meta, int64_t T) {
   // The metadata and the page table are written before the forward (host copies), never by the kernel this one
   // overlaps under PDL: the destination row is found before the wait, hiding the table lookup's latency. Every
   // block still waits before it exits (the chain's ordering needs it), and writes only after the wait.
   const int z = static_cast<int>(blockIdx.z);
   const PagedRows& ring = b.ring[z];
-  const int64_t t = blockIdx.y;
-  const int32_t pos = meta.pos[t], slot = meta.slot[t], end = meta.end[t];
-  char* dst = slot < 0 || pos < end - ring.rows ? nullptr : ring.row<char>(slot, pos % ring.rows);
+  const int64_t t = WARP_ROWS ? static_cast<int64_t>(blockIdx.y) * kRingWarpRows + threadIdx.x / 32 : blockIdx.y;
+  char* dst = nullptr;
+  if (t < T) {
+    const int32_t pos = meta.pos[t], slot = meta.slot[t], end = meta.end[t];
+    dst = slot < 0 || pos < end - ring.rows ? nullptr : ring.row<char>(slot, pos % ring.rows);
+  }
   pdl_wait();
   if (dst == nullptr) return;  // not among the last ring positions, padding, or a page never given (a bug)
   const int64_t width = ring.width;
-  if (ring.packed()) {
+  const int64_t first = WARP_ROWS ? threadIdx.x % 32 : blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t stride = WARP_ROWS ? 32 : static_cast<int64_t>(gridDim.x) * blockDim.x;
+  if (!WARP_ROWS && ring.packed()) {
     if (blockIdx.x != 0) return;
     const float* s32 = static_cast<const float*>(b.rows[z]) + t * width;
     const bf16* s16 = static_cast<const bf16*>(b.rows[z]) + t * width;
@@ -134,8 +147,7 @@ __global__ void ring_stores_kernel(RingStoreBatch b, MetaPtrs meta) {
   const bool src_bf16 = b.rows_bf16[z], dst_bf16 = ring.dtype == DType::BF16;
   const float* src32 = static_cast<const float*>(b.rows[z]) + t * width;
   const bf16* src16 = static_cast<const bf16*>(b.rows[z]) + t * width;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < width;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  for (int64_t i = first; i < width; i += stride) {
     const float v = src_bf16 ? to_float(src16[i]) : src32[i];
     if (dst_bf16) {
       reinterpret_cast<bf16*>(dst)[i] = from_float<bf16>(v);
@@ -187,16 +199,25 @@ void ring_stores(ExecContext& ctx, const std::vector<ops::RingStore>& stores, co
     const size_t n = std::min(stores.size() - first, static_cast<size_t>(kMaxRingStores));
     RingStoreBatch b{};
     int64_t width = 1;
+    bool packed = false;
     for (size_t i = 0; i < n; ++i) {
       const ops::RingStore& s = stores[first + i];
       b.ring[i] = s.ring;
       b.rows[i] = s.rows.data();
       b.rows_bf16[i] = s.rows.dtype() == DType::BF16;
       width = std::max(width, s.ring.width);
+      packed = packed || s.ring.packed();
+    }
+    if (T >= kRingWarpRowsMin && !packed) {
+      const dim3 grid(1, static_cast<unsigned>((T + kRingWarpRows - 1) / kRingWarpRows), static_cast<unsigned>(n));
+      check_launch(launch_kernel(ring_stores_kernel<true>, grid, dim3(32 * kRingWarpRows), 0, stream_of(ctx), b,
+                                 meta_ptrs(meta), T),
+                   "ring_stores");
+      continue;
     }
     const dim3 grid(std::max(1u, std::min(blocks_for(width, 256), 16u)), static_cast<unsigned>(T),
                     static_cast<unsigned>(n));
-    check_launch(launch_kernel(ring_stores_kernel, grid, dim3(256), 0, stream_of(ctx), b, meta_ptrs(meta)),
+    check_launch(launch_kernel(ring_stores_kernel<false>, grid, dim3(256), 0, stream_of(ctx), b, meta_ptrs(meta), T),
                  "ring_stores");
   }
 }

@@ -31,6 +31,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <bit>
 #include <climits>
 #include <cmath>
 #include <map>
@@ -1179,13 +1180,94 @@ __global__ void __launch_bounds__(kMaxNormThreads)
   }
 }
 
+// Rows of at most kNarrowMaxDim values (the per-head norms of the default tiny model's q / kv, its q_lora of 128):
+// L lanes a row (a power of two >= dim / 8, at least 4), 8 values a lane at i = lane + L j, 256 / L rows a block. One
+// block per row left most of each 32-thread block idle and filled the multiprocessors' block slots (32 each): a
+// 8,192-token tiny prefill's 32,768 head rows took 8 waves. The arithmetic is rms_norm_kernel's (fp32 sum of squares,
+// one rounding on store; ROPE: the norm's output rounded to TO, pairs on lanes (2l, 2l + 1)), reduced over the row's
+// lanes; a row's values do not depend on the others in the launch.
+constexpr int kNarrowMaxDim = 256;
+constexpr int kNarrowThreads = 256;
+
+template <int L, bool ROPE, typename TO, typename TI, typename TW>
+__global__ void __launch_bounds__(kNarrowThreads)
+    rms_norm_narrow_kernel(TO* out, const TI* x, const TW* __restrict__ w, int64_t rows, int64_t dim, float eps,
+                           NormRope rope) {
+  constexpr int K = 8;  // dim <= 8 L (launch_rms_norm_narrow's L)
+  const int lane = static_cast<int>(threadIdx.x) % L;
+  const int64_t r = (static_cast<int64_t>(blockIdx.x) * kNarrowThreads + threadIdx.x) / L;
+  // The row's lanes: an aligned group of L lanes of the warp, which exits or stays whole.
+  const unsigned group = L == 32 ? 0xffffffffu : ((1u << L) - 1u) << (threadIdx.x & 31 & ~(L - 1));
+  float wv[K];
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+    const int64_t i = lane + j * L;
+    wv[j] = w != nullptr && i < dim ? to_float(w[i]) : 1.0f;
+  }
+  pdl_wait();
+  if (r >= rows) return;
+  const TI* xr = x + r * dim;
+  float v[K];
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+    const int64_t i = lane + j * L;
+    v[j] = i < dim ? to_float(xr[i]) : 0.0f;
+  }
+  float ss = 0;
+#pragma unroll
+  for (int j = 0; j < K; ++j) ss = fmaf(v[j], v[j], ss);
+#pragma unroll
+  for (int o = L / 2; o > 0; o >>= 1) ss += __shfl_xor_sync(group, ss, o);
+  const float inv = 1.0f / sqrtf(ss / static_cast<float>(dim) + eps);
+  TO* yr = out + r * dim;
+  const float p = ROPE ? static_cast<float>(rope.pos[r / rope.heads]) : 0.0f;
+  const int64_t first = dim - rope.rope_dim;
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+    const int64_t i = lane + j * L;
+    float y = w != nullptr ? wv[j] * (v[j] * inv) : v[j] * inv;
+    if constexpr (ROPE) {
+      y = to_float(from_float<TO>(y));
+      const float partner = __shfl_xor_sync(group, y, 1);  // every lane of the row: i >= dim lanes carry zeros
+      if (i >= first && i < dim) {
+        float c, sn;
+        rope_cos_sin(rope.inv_freq[(i - first) >> 1], p, rope.attention_factor, false, &c, &sn);
+        y = ((i - first) & 1) == 0 ? y * c - partner * sn : y * c + partner * sn;
+      }
+    }
+    if (i < dim) yr[i] = from_float<TO>(y);
+  }
+}
+
+template <bool ROPE, typename TO, typename TI, typename TW>
+void launch_rms_norm_narrow(const ExecContext& ctx, Tensor out, Tensor x, Tensor w, float eps, const NormRope& rope,
+                            int64_t rows, int64_t dim) {
+  const int lanes = static_cast<int>(std::max<int64_t>(4, std::bit_ceil(static_cast<uint64_t>((dim + 7) / 8))));
+  const unsigned blocks = static_cast<unsigned>((rows * lanes + kNarrowThreads - 1) / kNarrowThreads);
+  auto launch = [&](auto kernel) {
+    check_launch(launch_kernel(kernel, dim3(blocks), dim3(kNarrowThreads), 0, stream_of(ctx), out.ptr<TO>(),
+                               x.ptr<TI>(), w.ptr<TW>(), rows, dim, eps, rope),
+                 ROPE ? "rms_norm_rope" : "rms_norm");
+  };
+  switch (lanes) {
+    case 4:
+      return launch(rms_norm_narrow_kernel<4, ROPE, TO, TI, TW>);
+    case 8:
+      return launch(rms_norm_narrow_kernel<8, ROPE, TO, TI, TW>);
+    case 16:
+      return launch(rms_norm_narrow_kernel<16, ROPE, TO, TI, TW>);
+    default:
+      return launch(rms_norm_narrow_kernel<32, ROPE, TO, TI, TW>);
+  }
+}
+
 // One block per row of x (rows of `dim`), out may be x. rope.rope_dim > 0: the ROPE variant (dim <= 8192).
 void launch_rms_norm(const ExecContext& ctx, Tensor out, Tensor x, Tensor w, float eps, const NormRope& rope) {
   const int64_t dim = x.size(-1), rows = x.numel() / std::max<int64_t>(dim, 1);
   if (rows == 0) return;
   // K = 8 values per thread up to 8192-wide rows (512 threads for H = 4096, 64 for a 512-wide head), K = 16
   // beyond, so that a row of n·H = 16384 is held in registers too.
-  const bool wide = dim > 8 * 1024, with_rope = rope.rope_dim > 0;
+  const bool wide = dim > 8 * 1024, with_rope = rope.rope_dim > 0, narrow = dim <= kNarrowMaxDim;
   DSV4_INTERNAL_CHECK(!(wide && with_rope), "rms_norm_rope: rows of at most 8192");
   const int64_t per_thread = wide ? 16 : 8;
   const int64_t warps = ((dim + per_thread - 1) / per_thread + 31) / 32;
@@ -1196,6 +1278,10 @@ void launch_rms_norm(const ExecContext& ctx, Tensor out, Tensor x, Tensor w, flo
         using TO = decltype(o);
         using TI = decltype(i);
         using TW = decltype(wt);
+        if (narrow) {
+          return with_rope ? launch_rms_norm_narrow<true, TO, TI, TW>(ctx, out, x, w, eps, rope, rows, dim)
+                           : launch_rms_norm_narrow<false, TO, TI, TW>(ctx, out, x, w, eps, rope, rows, dim);
+        }
         auto kernel = with_rope ? rms_norm_kernel<8, true, TO, TI, TW>
                       : wide    ? rms_norm_kernel<16, false, TO, TI, TW>
                                 : rms_norm_kernel<8, false, TO, TI, TW>;
