@@ -59,8 +59,8 @@ constexpr int64_t kPackedMinTokens = 256;  // split_attention_packed_kernel from
 // Shared-memory carve-up for head dim D. Rows are padded by 16 bytes so that MMA tile loads of
 // consecutive rows fall into different banks.
 struct Layout {
-  int ldq, lds, ldp, ldo;  // row strides (elements): Q/K (bf16), S (f32), P, O (f32)
-  int q, k, s, phi, plo, o, m, l, w, rows, kind, kpos, kcls, total;  // byte offsets
+  int ldq, lds, ldp, ldo;                                // row strides (elements): Q/K (bf16), S (f32), P, O (f32)
+  int q, k, s, phi, plo, o, m, l, w, rows, kind, total;  // byte offsets
 };
 
 __host__ __device__ constexpr int align128(int n) { return (n + 127) / 128 * 128; }
@@ -84,9 +84,7 @@ __host__ __device__ inline Layout layout_for(int D) {
   L.l = take(kHeads * 4);
   L.w = take(kHeads * (kSplit + 1) * 4);  // merge weight per (head, chunk), then 1 / denominator
   L.rows = take(kKeys * 8);
-  L.kind = take(kKeys);      // per key row: 0 plain bf16, 1 packed ring row, 2 packed entry row
-  L.kpos = take(kKeys * 4);  // packed kernel: per key, its position / entry / owner token (KeyClass)
-  L.kcls = take(kKeys);
+  L.kind = take(kKeys);  // per key row: 0 plain bf16, 1 packed ring row, 2 packed entry row
   L.total = at;
   return L;
 }
@@ -97,8 +95,8 @@ struct Smem {
   float *ss, *os, *ms, *ls, *ws;
   const void** rows;
   uint8_t* kind;
-  int32_t* kpos;
-  uint8_t* kcls;
+  int32_t* kpos = nullptr;  // split_attention_packed_kernel's per-key admission (its own static arrays: the layout
+  uint8_t* kcls = nullptr;  // of split_attention_kernel stays as it was)
 };
 
 __device__ __forceinline__ Smem carve(unsigned char* smem, const Layout& L) {
@@ -114,8 +112,6 @@ __device__ __forceinline__ Smem carve(unsigned char* smem, const Layout& L) {
   m.ws = reinterpret_cast<float*>(smem + L.w);
   m.rows = reinterpret_cast<const void**>(smem + L.rows);
   m.kind = smem + L.kind;
-  m.kpos = reinterpret_cast<int32_t*>(smem + L.kpos);
-  m.kcls = smem + L.kcls;
   return m;
 }
 
@@ -248,6 +244,35 @@ __device__ __forceinline__ void attend_tile(const Smem& s, const Layout& L, cons
   }
 }
 
+// Window key at position p of batch row t (at position pos, its chunk from `start`): the step's own kv row when p is in
+// the chunk, else the slot's ring row. *kind: Layout::kind.
+__device__ __forceinline__ const void* window_key(const SplitAttnArgs& a, const bf16* kv, int64_t t, int64_t pos,
+                                                  int64_t p, int32_t start, int32_t slot, uint8_t* kind) {
+  *kind = 0;
+  if (p >= start) return kv + (t - (pos - p)) * a.D;
+  *kind = a.ring.packed() ? 1 : 0;
+  return a.ring.row<const char>(slot, p % a.ring.rows);
+}
+
+// Compressed key j of batch row t: HCA's entry j, or its j-th CSA selection (null: an unused selection slot).
+__device__ __forceinline__ const void* entry_key(const SplitAttnArgs& a, int64_t t, int32_t slot, int64_t j,
+                                                 uint8_t* kind) {
+  *kind = a.entries.packed() ? 2 : 0;
+  if (a.selected == nullptr) return a.entries.row<const char>(slot, j);
+  const int32_t e = a.selected[t * a.topk + j];
+  return e >= 0 ? a.entries.row<const char>(slot, e) : nullptr;
+}
+
+// Four values times f, rounded to bf16, stored as one 8-byte vector.
+__device__ __forceinline__ void store_bf16x4(bf16* dst, float4 v, float f) {
+  const __nv_bfloat162 lo2 = __floats2bfloat162_rn(v.x * f, v.y * f);
+  const __nv_bfloat162 hi2 = __floats2bfloat162_rn(v.z * f, v.w * f);
+  uint2 packed;
+  packed.x = *reinterpret_cast<const uint32_t*>(&lo2);
+  packed.y = *reinterpret_cast<const uint32_t*>(&hi2);
+  *reinterpret_cast<uint2*>(dst) = packed;
+}
+
 // kAnyShape false: heads % 16 == 0 and D % 64 == 0, no masks. true: any heads >= 1 (the last group's
 // rows past `heads` are zero queries, not stored) and D % 32 == 0.
 template <int NC, bool kAnyShape>
@@ -299,18 +324,8 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
   // Rows of the state through the sequence's page table; null: an unused selection slot (or a missing page).
   // *k: the row's kind (see Layout::kind).
   auto key_row = [&](int64_t i, uint8_t* k) -> const void* {
-    *k = 0;
-    if (i < n_win) {
-      const int64_t p = pos - n_win + 1 + i;
-      if (p >= start) return kv + (t - (pos - p)) * D;
-      *k = a.ring.packed() ? 1 : 0;
-      return a.ring.row<const char>(slot, p % a.ring.rows);
-    }
-    const int64_t c = i - n_win;
-    *k = a.entries.packed() ? 2 : 0;
-    if (a.selected == nullptr) return a.entries.row<const char>(slot, c);
-    const int32_t e = a.selected[t * a.topk + c];
-    return e >= 0 ? a.entries.row<const char>(slot, e) : nullptr;
+    if (i < n_win) return window_key(a, kv, t, pos, pos - n_win + 1 + i, start, slot, k);
+    return entry_key(a, t, slot, i - n_win, k);
   };
 
   for (int i = tid; i < kHeads * L.ldo; i += kThreads) os[i] = 0.f;
@@ -368,13 +383,7 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
       acc.x = fmaf(w, v.x, acc.x), acc.y = fmaf(w, v.y, acc.y);
       acc.z = fmaf(w, v.z, acc.z), acc.w = fmaf(w, v.w, acc.w);
     }
-    const float inv = ws[h * (kSplit + 1) + kSplit];
-    const __nv_bfloat162 lo2 = __floats2bfloat162_rn(acc.x * inv, acc.y * inv);
-    const __nv_bfloat162 hi2 = __floats2bfloat162_rn(acc.z * inv, acc.w * inv);
-    uint2 packed;
-    packed.x = *reinterpret_cast<const uint32_t*>(&lo2);
-    packed.y = *reinterpret_cast<const uint32_t*>(&hi2);
-    *reinterpret_cast<uint2*>(o_out + h * D + d) = packed;
+    store_bf16x4(o_out + h * D + d, acc, ws[h * (kSplit + 1) + kSplit]);
   }
   if constexpr (NC > 1) cg::this_cluster().sync();  // keep this block's shared memory alive for the others
 }
@@ -399,9 +408,13 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ int32_t tpos[kHeads], tlo[kHeads], tcomp[kHeads], tbeg[kHeads + 1];
   __shared__ float wsum[kHeads], winv[kHeads];
+  __shared__ bool shared_flag;
+  __shared__ int32_t key_pos[kKeys];
+  __shared__ uint8_t key_cls[kKeys];
   const int D = static_cast<int>(a.D);
   const Layout L = layout_for(D);
-  const Smem sm = carve(smem, L);
+  Smem sm = carve(smem, L);
+  sm.kpos = key_pos, sm.kcls = key_cls;
   const int tid = threadIdx.x, G = tokens_per_block, heads = static_cast<int>(a.heads);
   const int64_t t0 = static_cast<int64_t>(blockIdx.x) * G;
   const int gn = static_cast<int>(min(static_cast<int64_t>(G), T - t0));  // the block's batch rows
@@ -418,8 +431,13 @@ __global__ void __launch_bounds__(kThreads)
   if (tid < kHeads) {
     const int g = tid;
     int32_t lo = 1, hi = 0, comp = 0, count = 0;
-    if (g < gn && a.slot[t0 + g] >= 0) {
-      const int32_t p = a.pos[t0 + g];
+    const int32_t slot_g = g < gn ? a.slot[t0 + g] : -1, pos_g = g < gn ? a.pos[t0 + g] : 0;
+    // Shared keys: every row of the block real, of one sequence, at consecutive positions of one chunk.
+    const bool same = g >= gn || (slot_g == slot0 && a.start[t0 + g] == start0 && pos_g == pos0 + g);
+    const bool all_same = __all_sync(0x0000ffffu, same);
+    if (g == 0) shared_flag = all_same && slot0 >= 0;
+    if (slot_g >= 0) {
+      const int32_t p = pos_g;
       const int64_t n_win = min(static_cast<int64_t>(p) + 1, a.window);
       lo = static_cast<int32_t>(p - n_win + 1), hi = p;
       if (a.rate > 0) {
@@ -438,14 +456,10 @@ __global__ void __launch_bounds__(kThreads)
     tbeg[g] = incl - count;
     if (g == kHeads - 1) tbeg[kHeads] = incl;
   }
-  // Shared keys: every row of the block real, of one sequence, at consecutive positions of one chunk.
-  bool shared_keys = slot0 >= 0;
-  for (int g = 1; g < gn && shared_keys; ++g) {
-    shared_keys = a.slot[t0 + g] == slot0 && a.start[t0 + g] == start0 && a.pos[t0 + g] == pos0 + g;
-  }
   for (int i = tid; i < kHeads * L.ldo; i += kThreads) sm.os[i] = 0.f;
   if (tid < kHeads) sm.ms[tid] = -INFINITY, sm.ls[tid] = 0.f;
-  __syncthreads();  // tlo / tpos / tcomp / tbeg
+  __syncthreads();  // tlo / tpos / tcomp / tbeg / shared_flag
+  const bool shared_keys = shared_flag;
 
   const int64_t last = pos0 + gn - 1;
   const int64_t lo0 = tlo[0];
@@ -457,45 +471,27 @@ __global__ void __launch_bounds__(kThreads)
   }
   // Key i of the block's list: its row (null: none), kind (Layout::kind), class and kpos.
   auto key_of = [&](int64_t i, uint8_t* kind, uint8_t* cls, int32_t* kp) -> const void* {
-    *kind = 0;
-    int32_t slot = slot0, start = start0;
-    int64_t pos = pos0, t = t0, n_win = n_wu, j = i;
     if (shared_keys) {
       if (i < n_wu) {
         const int64_t p = lo0 + i;
         *cls = kWindowKey, *kp = static_cast<int32_t>(p);
-        if (p >= start) return kv + (t0 - (pos0 - p)) * D;
-        *kind = a.ring.packed() ? 1 : 0;
-        return a.ring.row<const char>(slot, p % a.ring.rows);
+        return window_key(a, kv, t0, pos0, p, start0, slot0, kind);
       }
-      j = i - n_wu;
+      const int64_t j = i - n_wu;
       if (a.selected == nullptr) {
         *cls = kEntryKey, *kp = static_cast<int32_t>(j);
-        *kind = a.entries.packed() ? 2 : 0;
-        return a.entries.row<const char>(slot, j);
+        return entry_key(a, t0, slot0, j, kind);
       }
       const int g = static_cast<int>(j / a.topk);
       *cls = kOwnedKey, *kp = g;
-      t = t0 + g, j = j % a.topk;
-    } else {
-      int g = 0;
-      while (tbeg[g + 1] <= i) ++g;
-      *cls = kOwnedKey, *kp = g;
-      t = t0 + g, j = i - tbeg[g];
-      slot = a.slot[t], start = a.start[t], pos = a.pos[t];
-      n_win = tpos[g] - tlo[g] + 1;
-      if (j < n_win) {
-        const int64_t p = pos - n_win + 1 + j;
-        if (p >= start) return kv + (t - (pos - p)) * D;
-        *kind = a.ring.packed() ? 1 : 0;
-        return a.ring.row<const char>(slot, p % a.ring.rows);
-      }
-      j -= n_win;
+      return entry_key(a, t0 + g, slot0, j % a.topk, kind);
     }
-    *kind = a.entries.packed() ? 2 : 0;
-    if (a.selected == nullptr) return a.entries.row<const char>(slot, j);
-    const int32_t e = a.selected[t * a.topk + j];
-    return e >= 0 ? a.entries.row<const char>(slot, e) : nullptr;
+    int g = 0;
+    while (tbeg[g + 1] <= i) ++g;
+    *cls = kOwnedKey, *kp = g;
+    const int64_t t = t0 + g, j = i - tbeg[g], n_win = tpos[g] - tlo[g] + 1;
+    if (j < n_win) return window_key(a, kv, t, a.pos[t], tlo[g] + j, a.start[t], a.slot[t], kind);
+    return entry_key(a, t, a.slot[t], j - n_win, kind);
   };
   auto visible = [&](int r, int key) {
     const int g = r / heads;
@@ -536,14 +532,7 @@ __global__ void __launch_bounds__(kThreads)
   const int quads = D / 4;
   for (int i = tid; i < rows_used * quads; i += kThreads) {
     const int r = i / quads, d = (i % quads) * 4;
-    const float4 v = *reinterpret_cast<const float4*>(sm.os + r * L.ldo + d);
-    const float f = wsum[r] * winv[r];
-    const __nv_bfloat162 lo2 = __floats2bfloat162_rn(v.x * f, v.y * f);
-    const __nv_bfloat162 hi2 = __floats2bfloat162_rn(v.z * f, v.w * f);
-    uint2 packed;
-    packed.x = *reinterpret_cast<const uint32_t*>(&lo2);
-    packed.y = *reinterpret_cast<const uint32_t*>(&hi2);
-    *reinterpret_cast<uint2*>(o_out + r * D + d) = packed;
+    store_bf16x4(o_out + r * D + d, *reinterpret_cast<const float4*>(sm.os + r * L.ldo + d), wsum[r] * winv[r]);
   }
 }
 

@@ -1117,6 +1117,16 @@ struct NormRope {
   float attention_factor = 1.0f;
 };
 
+// Channel i of a normed row at token position p (rope part from `first`; partner: the other value of i's pair):
+// rotated if it is in the rope part, else as it is.
+__device__ __forceinline__ float rope_pair(const NormRope& rope, float p, int64_t first, int64_t i, float y,
+                                           float partner) {
+  if (i < first) return y;
+  float c, sn;
+  rope_cos_sin(rope.inv_freq[(i - first) >> 1], p, rope.attention_factor, false, &c, &sn);
+  return ((i - first) & 1) == 0 ? y * c - partner * sn : y * c + partner * sn;
+}
+
 template <int K, bool ROPE, typename TO, typename TI, typename TW>
 __global__ void __launch_bounds__(kMaxNormThreads)
     rms_norm_kernel(TO* out, const TI* x, const TW* __restrict__ w, int64_t dim, float eps, NormRope rope) {
@@ -1157,13 +1167,7 @@ __global__ void __launch_bounds__(kMaxNormThreads)
       const float y = to_float(from_float<TO>(w != nullptr ? wj * (v[j] * inv) : v[j] * inv));
       const float partner = __shfl_xor_sync(0xffffffffu, y, 1);  // every lane: i >= dim lanes carry zeros
       if (i >= dim) continue;
-      float o = y;
-      if (i >= first) {
-        float c, sn;
-        rope_cos_sin(rope.inv_freq[(i - first) >> 1], p, rope.attention_factor, false, &c, &sn);
-        o = ((i - first) & 1) == 0 ? y * c - partner * sn : y * c + partner * sn;
-      }
-      yr[i] = from_float<TO>(o);
+      yr[i] = from_float<TO>(rope_pair(rope, p, first, i, y, partner));
     }
   } else {
 #pragma unroll
@@ -1229,11 +1233,7 @@ __global__ void __launch_bounds__(kNarrowThreads)
     if constexpr (ROPE) {
       y = to_float(from_float<TO>(y));
       const float partner = __shfl_xor_sync(group, y, 1);  // every lane of the row: i >= dim lanes carry zeros
-      if (i >= first && i < dim) {
-        float c, sn;
-        rope_cos_sin(rope.inv_freq[(i - first) >> 1], p, rope.attention_factor, false, &c, &sn);
-        y = ((i - first) & 1) == 0 ? y * c - partner * sn : y * c + partner * sn;
-      }
+      if (i < dim) y = rope_pair(rope, p, first, i, y, partner);
     }
     if (i < dim) yr[i] = from_float<TO>(y);
   }
@@ -1261,7 +1261,8 @@ void launch_rms_norm_narrow(const ExecContext& ctx, Tensor out, Tensor x, Tensor
   }
 }
 
-// One block per row of x (rows of `dim`), out may be x. rope.rope_dim > 0: the ROPE variant (dim <= 8192).
+// One block per row of x (rows of `dim`; rows of at most kNarrowMaxDim: several rows a block, the narrow kernel), out
+// may be x. rope.rope_dim > 0: the ROPE variant (dim <= 8192).
 void launch_rms_norm(const ExecContext& ctx, Tensor out, Tensor x, Tensor w, float eps, const NormRope& rope) {
   const int64_t dim = x.size(-1), rows = x.numel() / std::max<int64_t>(dim, 1);
   if (rows == 0) return;
