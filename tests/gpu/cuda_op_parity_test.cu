@@ -183,7 +183,8 @@ std::vector<OpCase> rope_cases() {
   for (const Rope r : {Rope{1, 4, 32, 8, false, DType::BF16}, Rope{7, 3, 32, 8, true, DType::BF16},
                        Rope{5, 16, 512, 64, true, DType::BF16}, Rope{6, 8, 128, 64, true, DType::F32},
                        Rope{1, 64, 512, 64, true, DType::BF16}, Rope{3, 70, 16, 2, false, DType::BF16},
-                       Rope{2, 3, 1200, 1200, false, DType::F32}}) {
+                       Rope{2, 3, 1200, 1200, false, DType::F32}, Rope{301, 4, 64, 16, true, DType::BF16},
+                       Rope{37, 1, 32, 2, false, DType::F32}}) {
     for (bool inverse : {false, true}) {
       auto rng = test::rng_for("parity rope", v++);
       const std::vector<float> inv = rope_inv_freq(r.yarn ? test::v4_yarn() : RopeParams{}, r.rope_dim);
