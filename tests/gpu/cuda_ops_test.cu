@@ -203,6 +203,11 @@ TEST(CudaOps, HcPreAndHead) {
   check_hc(100, 1024, DType::F32, v++);
   check_hc(300, 1001, DType::BF16, v++);
   check_hc(129, 50, DType::BF16, v++);
+  // Rows narrower than a block's pass (the vectorised finish's blocks of 32, 64 and 96 threads): the tiny model's
+  // H = 256, f32 at H = 768, H = 1040.
+  check_hc(300, 256, DType::BF16, v++);
+  check_hc(77, 768, DType::F32, v++);
+  check_hc(67, 1040, DType::BF16, v++);
 }
 
 // The RMSNorm of every block fused into hc_pre / hc_head: the fused kernel (T <= 64, rows <= 8192) and the
@@ -224,8 +229,9 @@ TEST(CudaOps, HcPost) {
   DSV4_REQUIRE_GPU();
   int v = 0;
   // T >= 65 with H % 8 == 0: the vectorised prefill kernel (H = 37: the per-token one).
-  for (int64_t T : {int64_t{1}, int64_t{9}, int64_t{65}, int64_t{1000}}) {
-    for (int64_t H : {int64_t{64}, int64_t{37}, int64_t{4096}}) {
+  // H = 64 / 256 / 1040: blocks of 32, 32 and 96 threads.
+  for (int64_t T : {int64_t{1}, int64_t{9}, int64_t{65}, int64_t{1001}}) {
+    for (int64_t H : {int64_t{64}, int64_t{37}, int64_t{256}, int64_t{1040}, int64_t{4096}}) {
       auto rng = rng_for("hc_post", v++);
       const int64_t n = 4;
       std::vector<float> x = test::round_bf16(random_vec(rng, T * n * H)), y = test::round_bf16(random_vec(rng, T * H));
@@ -327,18 +333,40 @@ struct RopePair {
   }
 };
 
+// A compressor's shape in the compressor tests.
+struct CompressorCase {
+  int64_t rate;
+  bool overlap;
+  int64_t dim, rope_dim;
+  int64_t width() const { return (overlap ? 2 : 1) * dim; }
+  std::string tag() const { return str_cat(" rate=", rate, overlap ? " overlap" : "", " dim=", dim); }
+};
+
+// A case's random batch rows (kv, gate) and weights (ape, norm), and their CPU emission.
+struct CompressorInputs {
+  std::vector<float> kv, gate, ape, norm;
+  CompressorInputs(std::mt19937& rng, const CompressorCase& c, int64_t T)
+      : kv(random_vec(rng, T * c.width(), -2, 2)),
+        gate(random_vec(rng, T * c.width(), -2, 2)),
+        ape(random_vec(rng, c.rate * c.width())),
+        norm(random_vec(rng, c.dim, 0.5f, 1.5f)) {}
+  void emit_cpu(CompressorState& st, const CompressorCase& c, const RopeTable& rope, TestBatch& batch) {
+    ExecContext cpu = cpu_ctx();
+    const int64_t T = batch.size(), width = c.width();
+    ops::compressor_emit(cpu, st, test::host_view(kv, {T, width}), test::host_view(gate, {T, width}),
+                         test::host_view(ape, {c.rate, width}), test::host_view(norm, {c.dim}), rope, batch.host(),
+                         1e-6f);
+  }
+};
+
 TEST(CudaOps, CompressorEmitAndStore) {
   DSV4_REQUIRE_GPU();
-  struct Case {
-    int64_t rate;
-    bool overlap;
-    int64_t dim, rope_dim;
-  };
   int v = 0;
-  for (const Case c : {Case{4, true, 32, 8}, Case{8, false, 32, 8}, Case{4, true, 128, 64}, Case{16, false, 512, 64},
-                       Case{4, true, 40, 8}}) {
+  for (const CompressorCase c :
+       {CompressorCase{4, true, 32, 8}, CompressorCase{8, false, 32, 8}, CompressorCase{4, true, 128, 64},
+        CompressorCase{16, false, 512, 64}, CompressorCase{4, true, 40, 8}}) {
     auto rng = rng_for("compressor", v++);
-    const int64_t slots = 3, ahead = 2, max_model_len = 64, width = (c.overlap ? 2 : 1) * c.dim;
+    const int64_t slots = 3, ahead = 2, max_model_len = 64, width = c.width();
     CompressorPair st(rng, slots, c.rate, c.overlap, c.dim, max_model_len, ahead);
     RopePair rope(c.rope_dim);
     // A prefill continuation (slot 2, positions 5..11), a decode row closing a window from the ring
@@ -346,12 +374,10 @@ TEST(CudaOps, CompressorEmitAndStore) {
     const int32_t decode_pos = c.rate == 16 ? 47 : 39;
     TestBatch batch({{2, 5, 7}, {0, decode_pos, 1}, {1, 0, 9}}, 2, 100, rng);
     const int64_t T = batch.size();
-    std::vector<float> kv = random_vec(rng, T * width, -2, 2), gate = random_vec(rng, T * width, -2, 2);
-    std::vector<float> ape = random_vec(rng, c.rate * width), norm = random_vec(rng, c.dim, 0.5f, 1.5f);
+    CompressorInputs in(rng, c, T);
+    std::vector<float>&kv = in.kv, &gate = in.gate, &ape = in.ape, &norm = in.norm;
+    in.emit_cpu(st.cpu, c, rope.cpu, batch);
     ExecContext cpu = cpu_ctx();
-    ops::compressor_emit(cpu, st.cpu, test::host_view(kv, {T, width}), test::host_view(gate, {T, width}),
-                         test::host_view(ape, {c.rate, width}), test::host_view(norm, {c.dim}), rope.cpu, batch.host(),
-                         1e-6f);
     ops::compressor_store(cpu, st.cpu, test::host_view(kv, {T, width}), test::host_view(gate, {T, width}),
                           batch.host());
     DevTensor dkv = upload(kv, DType::F32, {T, width}), dgate = upload(gate, DType::F32, {T, width});
@@ -359,11 +385,61 @@ TEST(CudaOps, CompressorEmitAndStore) {
     ops::compressor_emit(env().ctx, st.gpu, dkv.t, dgate.t, dape.t, dnorm.t, rope.gpu, batch.device(), 1e-6f);
     ops::compressor_store(env().ctx, st.gpu, dkv.t, dgate.t, batch.device());
     env().sync();
-    const std::string tag = str_cat(" rate=", c.rate, c.overlap ? " overlap" : "", " dim=", c.dim);
+    const std::string tag = c.tag();
     // Untouched entries keep their (identical) initial values, so a stray write shows as a large error.
     DSV4_EXPECT_CLOSE(download(st.d_entries.t), st.entries, 1e-2, "compressor_emit entries" + tag);
     DSV4_EXPECT_CLOSE(download(st.d_kv.t), st.raw_kv, 0.0, "compressor_store raw kv" + tag);
     DSV4_EXPECT_CLOSE(download(st.d_gate.t), st.raw_gate, 0.0, "compressor_store raw gate" + tag);
+  }
+}
+
+// A 300-token prefill's entries against the CPU, and bit-identical to the same rows emitted in two chunks (the second
+// chunk's earlier taps from the raw rings), so chunked and one-shot prefills agree.
+TEST(CudaOps, CompressorEmitChunkedEqualsOneShot) {
+  DSV4_REQUIRE_GPU();
+  int v = 0;
+  for (const CompressorCase c :
+       {CompressorCase{4, true, 32, 8}, CompressorCase{4, true, 64, 16}, CompressorCase{16, false, 128, 64},
+        CompressorCase{4, true, 40, 8}, CompressorCase{16, false, 512, 64}}) {
+    const std::string tag = c.tag();
+    const int seed = v++;
+    const int64_t slots = 2, ahead = 2, max_model_len = 400, width = c.width();
+    auto rng = rng_for("compressor prefill", seed);
+    CompressorPair whole(rng, slots, c.rate, c.overlap, c.dim, max_model_len, ahead);
+    auto rng2 = rng_for("compressor prefill", seed);
+    CompressorPair chunked(rng2, slots, c.rate, c.overlap, c.dim, max_model_len, ahead);
+    RopePair rope(c.rope_dim);
+    // A fresh 300-token prefill (slot 0) and a continuation closing windows from the ring (slot 1), then padding.
+    TestBatch batch({{0, 0, 300}, {1, 20, 17}}, 3, 100, rng);
+    const int64_t T = batch.size();
+    CompressorInputs in(rng, c, T);
+    std::vector<float>&kv = in.kv, &gate = in.gate, &ape = in.ape, &norm = in.norm;
+    in.emit_cpu(whole.cpu, c, rope.cpu, batch);
+    DevTensor dape = upload(ape, DType::F32, {c.rate, width}), dnorm = upload(norm, DType::F32, {c.dim});
+    DevTensor dkv = upload(kv, DType::F32, {T, width}), dgate = upload(gate, DType::F32, {T, width});
+    ops::compressor_emit(env().ctx, whole.gpu, dkv.t, dgate.t, dape.t, dnorm.t, rope.gpu, batch.device(), 1e-6f);
+    env().sync();
+    const std::vector<float> one_shot = download(whole.d_entries.t);
+    DSV4_EXPECT_CLOSE(one_shot, whole.entries, 1e-2, "compressor_emit prefill entries" + tag);
+
+    // The same rows in two forwards: slot 0's first 150 with slot 1's rows, then slot 0's last 150.
+    auto rows = [&](const std::vector<float>& all, const std::vector<std::pair<int64_t, int64_t>>& ranges) {
+      std::vector<float> out;
+      for (const auto& [b, e] : ranges) out.insert(out.end(), all.begin() + b * width, all.begin() + e * width);
+      return out;
+    };
+    const std::vector<std::vector<std::pair<int64_t, int64_t>>> parts = {{{0, 150}, {300, 317}}, {{150, 300}}};
+    const std::vector<std::vector<TestBatch::Chunk>> metas = {{{0, 0, 150}, {1, 20, 17}}, {{0, 150, 150}}};
+    for (size_t k = 0; k < parts.size(); ++k) {
+      TestBatch b(metas[k], 1, 100, rng);
+      std::vector<float> pkv = rows(kv, parts[k]), pgate = rows(gate, parts[k]);
+      pkv.resize(b.size() * width, 0.0f), pgate.resize(b.size() * width, 0.0f);  // the padding row
+      DevTensor ckv = upload(pkv, DType::F32, {b.size(), width}), cgate = upload(pgate, DType::F32, {b.size(), width});
+      ops::compressor_emit(env().ctx, chunked.gpu, ckv.t, cgate.t, dape.t, dnorm.t, rope.gpu, b.device(), 1e-6f);
+      ops::compressor_store(env().ctx, chunked.gpu, ckv.t, cgate.t, b.device());
+    }
+    env().sync();
+    EXPECT_EQ(download(chunked.d_entries.t), one_shot) << "chunked vs one-shot entries" << tag;
   }
 }
 
