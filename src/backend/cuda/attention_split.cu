@@ -54,6 +54,7 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kSplit = 8;                  // key chunks per (token, head group) when splitting: a portable cluster size
 constexpr int kMaxTilesPerWarp = 4;        // head-dim tiles of 16 per warp in P·V (D <= 512)
+constexpr int kFetchBatch = 4;             // packed key vectors a thread loads before it decodes the first
 constexpr int64_t kPackedMinTokens = 256;  // split_attention_packed_kernel from this many batch rows (prefill)
 
 // Shared-memory carve-up for head dim D. Rows are padded by 16 bytes so that MMA tile loads of
@@ -127,24 +128,47 @@ __device__ __forceinline__ void attend_tile(const Smem& s, const Layout& L, cons
   const int vecs = D / 8;           // 16-byte vectors per row
   __syncthreads();                  // rows visible; the previous tile's K and P consumed
   const int nks = (cnt + 15) / 16;  // 16-key steps: rows past cnt up to 16 * nks are zero-filled
-  for (int i = tid; i < nks * 16 * vecs; i += kThreads) {
-    const int r = i / vecs, c = i % vecs;
-    const void* src = s.rows[r];
-    if (src != nullptr && s.kind[r] != 0) {  // packed fp8: dequantised through registers
-      const int64_t rope = s.kind[r] == 1 ? a.ring.rope_dim : a.entries.rope_dim;
-      float v[8];
-      kvfp8_dev::load8_blocks(static_cast<const uint8_t*>(src), D - rope, rope, c, v);
-      uint4 packed;
-      uint32_t* w = reinterpret_cast<uint32_t*>(&packed);
+  const int tile_vecs = nks * 16 * vecs;
+  auto copy_row_vec = [&](int r, int c, const void* src) {  // a bf16 row's vector (absent: zero-filled)
+    cp_async16(s.ks + r * L.ldq + c * 8, src != nullptr ? static_cast<const bf16*>(src) + c * 8 : zero_src,
+               src != nullptr);
+  };
+  if (!a.ring.packed() && !a.entries.packed()) {  // bf16 cache (grid-uniform): every row by cp.async
+    for (int i = tid; i < tile_vecs; i += kThreads) copy_row_vec(i / vecs, i % vecs, s.rows[i / vecs]);
+  } else {
+    // Packed fp8 rows are dequantised through registers: kFetchBatch vectors' loads are issued before the first is
+    // decoded (one memory round trip per batch, where one per vector made ~20 serial round trips a thread at 640
+    // keys); the other rows go by cp.async.
+    for (int i0 = tid; i0 < tile_vecs; i0 += kThreads * kFetchBatch) {
+      kvfp8_dev::Raw8 raw[kFetchBatch];
+      bool packed[kFetchBatch];
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const __nv_bfloat162 two = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
-        w[j] = *reinterpret_cast<const uint32_t*>(&two);
+      for (int b = 0; b < kFetchBatch; ++b) {
+        const int i = i0 + b * kThreads, r = i / vecs, c = i % vecs;
+        const void* src = i < tile_vecs ? s.rows[r] : nullptr;
+        packed[b] = src != nullptr && s.kind[r] != 0;
+        if (packed[b]) {
+          const int64_t rope = s.kind[r] == 1 ? a.ring.rope_dim : a.entries.rope_dim;
+          raw[b] = kvfp8_dev::fetch8_blocks(static_cast<const uint8_t*>(src), D - rope, rope, c);
+        } else if (i < tile_vecs) {
+          copy_row_vec(r, c, src);
+        }
       }
-      *reinterpret_cast<uint4*>(s.ks + r * L.ldq + c * 8) = packed;
-    } else {
-      cp_async16(s.ks + r * L.ldq + c * 8, src != nullptr ? static_cast<const bf16*>(src) + c * 8 : zero_src,
-                 src != nullptr);
+#pragma unroll
+      for (int b = 0; b < kFetchBatch; ++b) {
+        if (!packed[b]) continue;
+        const int i = i0 + b * kThreads, r = i / vecs, c = i % vecs;
+        float v[8];
+        kvfp8_dev::decode8(raw[b], v);
+        uint4 bits;
+        uint32_t* w = reinterpret_cast<uint32_t*>(&bits);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const __nv_bfloat162 two = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
+          w[j] = *reinterpret_cast<const uint32_t*>(&two);
+        }
+        *reinterpret_cast<uint4*>(s.ks + r * L.ldq + c * 8) = bits;
+      }
     }
   }
   cp_async_wait_all();
@@ -276,7 +300,7 @@ __device__ __forceinline__ void store_bf16x4(bf16* dst, float4 v, float f) {
 // kAnyShape false: heads % 16 == 0 and D % 64 == 0, no masks. true: any heads >= 1 (the last group's
 // rows past `heads` are zero queries, not stored) and D % 32 == 0.
 template <int NC, bool kAnyShape>
-__global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads)
+__global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads, 2)
     split_attention_kernel(bf16* __restrict__ out, const bf16* __restrict__ q, const bf16* __restrict__ kv,
                            const float* __restrict__ sinks, SplitAttnArgs a) {
   pdl_wait();
@@ -401,7 +425,7 @@ enum KeyClass : uint8_t {
   kOwnedKey = 2,   // kpos = the block row (token) whose own key it is
 };
 
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     split_attention_packed_kernel(bf16* __restrict__ out, const bf16* __restrict__ q, const bf16* __restrict__ kv,
                                   const float* __restrict__ sinks, SplitAttnArgs a, int64_t T, int tokens_per_block) {
   pdl_wait();

@@ -181,9 +181,8 @@ __device__ void pack_row_block(uint8_t* dst, KvStorage storage, int64_t width, i
   for (int64_t i = plain + 2 * rope + nb + threadIdx.x; i < bytes; i += blockDim.x) dst[i] = 0;
 }
 
-// 8 codes at `p` (4-byte aligned) dequantised with scale s.
-__device__ __forceinline__ void load8_codes(const uint8_t* p, float s, float (&v)[8]) {
-  const uint32_t a = *reinterpret_cast<const uint32_t*>(p), b = *reinterpret_cast<const uint32_t*>(p + 4);
+// 8 codes (a: the first four, b: the next four, little-endian) dequantised with scale s.
+__device__ __forceinline__ void decode8_codes(uint32_t a, uint32_t b, float s, float (&v)[8]) {
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     v[i] = e4m3_value(static_cast<uint8_t>(a >> (8 * i))) * s;
@@ -191,23 +190,48 @@ __device__ __forceinline__ void load8_codes(const uint8_t* p, float s, float (&v
   }
 }
 
-// Values 8c .. 8c + 7 of a kFp8Blocks row (8-byte aligned; plain % 8 == 0, so 8 values never straddle a block or
-// the rope boundary).
-__device__ __forceinline__ void load8_blocks(const uint8_t* row, int64_t plain, int64_t rope, int64_t c,
-                                             float (&v)[8]) {
+// 8 codes at `p` (4-byte aligned) dequantised with scale s.
+__device__ __forceinline__ void load8_codes(const uint8_t* p, float s, float (&v)[8]) {
+  decode8_codes(*reinterpret_cast<const uint32_t*>(p), *reinterpret_cast<const uint32_t*>(p + 4), s, v);
+}
+
+// Values 8c .. 8c + 7 of a kFp8Blocks row in two steps, so that a reader can have many rows' loads in flight before it
+// waits on any (one round trip of memory latency per batch instead of one per 8 values): fetch8_blocks issues the
+// loads — 8 codes and their block's scale byte, or 8 bf16 of the RoPE part — and decode8 turns them into values.
+// The row is 8-byte aligned; plain % 8 == 0, so 8 values never straddle a block or the rope boundary.
+struct Raw8 {
+  uint32_t w[4];  // the codes in w[0 .. 1]; or 8 bf16 (scale < 0)
+  int scale;      // the block's scale byte; -1: the RoPE part
+};
+
+__device__ __forceinline__ Raw8 fetch8_blocks(const uint8_t* row, int64_t plain, int64_t rope, int64_t c) {
   const int64_t e = 8 * c;
+  Raw8 r;
   if (e < plain) {
-    const int sb = scale_bytes(row, plain, rope)[e / kBlock];
-    return load8_codes(row + e, pow2(sb - 127), v);
+    r.scale = scale_bytes(row, plain, rope)[e / kBlock];
+    const uint2 codes = *reinterpret_cast<const uint2*>(row + e);
+    r.w[0] = codes.x, r.w[1] = codes.y, r.w[2] = 0, r.w[3] = 0;
+    return r;
   }
-  const uint2 raw = *reinterpret_cast<const uint2*>(row + plain + 2 * (e - plain));  // 8-byte aligned
-  const uint2 raw2 = *reinterpret_cast<const uint2*>(row + plain + 2 * (e - plain) + 8);
-  const uint32_t w[4] = {raw.x, raw.y, raw2.x, raw2.y};
+  const uint2 lo = *reinterpret_cast<const uint2*>(row + plain + 2 * (e - plain));
+  const uint2 hi = *reinterpret_cast<const uint2*>(row + plain + 2 * (e - plain) + 8);
+  r.w[0] = lo.x, r.w[1] = lo.y, r.w[2] = hi.x, r.w[3] = hi.y;
+  r.scale = -1;
+  return r;
+}
+
+__device__ __forceinline__ void decode8(const Raw8& r, float (&v)[8]) {
+  if (r.scale >= 0) return decode8_codes(r.w[0], r.w[1], pow2(r.scale - 127), v);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    v[2 * i] = bf16_value(static_cast<uint16_t>(w[i] & 0xffffu));
-    v[2 * i + 1] = bf16_value(static_cast<uint16_t>(w[i] >> 16));
+    v[2 * i] = bf16_value(static_cast<uint16_t>(r.w[i] & 0xffffu));
+    v[2 * i + 1] = bf16_value(static_cast<uint16_t>(r.w[i] >> 16));
   }
+}
+
+__device__ __forceinline__ void load8_blocks(const uint8_t* row, int64_t plain, int64_t rope, int64_t c,
+                                             float (&v)[8]) {
+  decode8(fetch8_blocks(row, plain, rope, c), v);
 }
 
 // Values 8c .. 8c + 7 of a kFp8Row row (4-byte aligned; width % 8 == 0), given its scale.
