@@ -298,7 +298,9 @@ __device__ __forceinline__ void store_bf16x4(bf16* dst, float4 v, float f) {
 }
 
 // kAnyShape false: heads % 16 == 0 and D % 64 == 0, no masks. true: any heads >= 1 (the last group's
-// rows past `heads` are zero queries, not stored) and D % 32 == 0.
+// rows past `heads` are zero queries, not stored) and D % 32 == 0. Both kernels are bounded to 128 registers (two
+// blocks an SM where the shared memory allows, as at the tiny model's D = 64): attend_tile's batched fp8 loads took
+// them to 168-218 unbounded.
 template <int NC, bool kAnyShape>
 __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads, 2)
     split_attention_kernel(bf16* __restrict__ out, const bf16* __restrict__ q, const bf16* __restrict__ kv,
