@@ -463,12 +463,11 @@ __global__ void __launch_bounds__(kThreads, 2)
     const bool all_same = __all_sync(0x0000ffffu, same);
     if (g == 0) shared_flag = all_same && slot0 >= 0;
     if (slot_g >= 0) {
-      const int32_t p = pos_g;
-      const int64_t n_win = min(static_cast<int64_t>(p) + 1, a.window);
-      lo = static_cast<int32_t>(p - n_win + 1), hi = p;
+      const int64_t n_win = min(static_cast<int64_t>(pos_g) + 1, a.window);
+      lo = static_cast<int32_t>(pos_g - n_win + 1), hi = pos_g;
       if (a.rate > 0) {
         comp = static_cast<int32_t>(
-            a.selected != nullptr ? a.topk : min(static_cast<int64_t>((p + 1) / a.rate), a.entries.rows));
+            a.selected != nullptr ? a.topk : min(static_cast<int64_t>((pos_g + 1) / a.rate), a.entries.rows));
       }
       count = static_cast<int32_t>(n_win) + comp;
     }
