@@ -55,14 +55,15 @@ void register_generate(CLI::App& app) {
     } else {
       fail(StatusCode::kInvalidArgument, "generate needs --ids, --prompt or --prompts");
     }
+    GenerateOptions go;
+    go.max_new_tokens = o->n;
+    go.sampling = {o->temperature, o->top_p, o->seed};
+    go.sampling.validate();  // bad sampling flags fail before any weight is read
+    go.spec_tokens = o->spec_tokens;
     EngineOptions eo;
     o->flags.apply(eo);
     eo.graph_spec_tokens = o->spec_tokens;
     Engine engine(o->dir, eo);
-    GenerateOptions go;
-    go.max_new_tokens = o->n;
-    go.sampling = {o->temperature, o->top_p, o->seed};
-    go.spec_tokens = o->spec_tokens;
     go.stop_at_eos = !o->ignore_eos;
     // One prompt streams to the terminal as it is generated: decoded text with a tokenizer (whole UTF-8
     // characters only), token ids without one.

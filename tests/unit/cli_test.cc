@@ -333,6 +333,15 @@ TEST_F(Cli, InputErrors) {
   expect_failure(str_cat("generate -m ", m, " --ids 1 --temperature -1"), {"temperature"});
   expect_failure(str_cat("generate -m ", m, " --ids 1 --top-p 0"), {"top-p"});
   expect_failure(str_cat("generate -m ", m, " --ids 1 --top-p 1.5"), {"top-p"});
+  // Bad sampling flags fail before the model loads: no KV state is set up, nothing reaches stdout.
+  for (const auto& [bad, what] : {std::pair{"--temperature -1", "temperature"},
+                                  std::pair{"--temperature nan", "temperature"}, std::pair{"--top-p 0", "top-p"}}) {
+    const Result r = run(str_cat("generate -m ", m, " --prompt hi ", bad));
+    EXPECT_EQ(r.status, 1) << bad << ": " << r.err;
+    EXPECT_NE(r.err.find(what), std::string::npos) << bad << ": " << r.err;
+    EXPECT_EQ(r.err.find("KV state"), std::string::npos) << bad << ": the model loaded first: " << r.err;
+    EXPECT_EQ(r.out, "") << bad;
+  }
   expect_failure(str_cat("generate -m ", m, " --prompts ", path("absent.txt")), {"absent.txt"});
 }
 
