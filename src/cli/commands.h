@@ -45,6 +45,8 @@ struct DeviceFlags {
 // Shared option parsing.
 // Validator for unsigned options (seeds): CLI11 would read "-3" as 2^64 - 3; a sign is an error instead.
 CLI::Validator non_negative_integer();
+// Validator for output files: the folder they go into exists (checked before the model loads, not after the run).
+CLI::Validator output_file_folder();
 Device parse_device(const std::string& name);
 // --expert-dtype: fp4 | fp8 | bf16.
 WeightFormat parse_expert_dtype(const std::string& name);

@@ -14,6 +14,21 @@
 
 namespace dsv4::cli {
 
+CLI::Validator output_file_folder() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        if (v.empty()) return "names no file";
+        const std::filesystem::path parent = std::filesystem::path(v).parent_path();
+        std::error_code ec;
+        if (!parent.empty() && !std::filesystem::is_directory(parent, ec)) {
+          return "the folder '" + parent.string() + "' does not exist";
+        }
+        if (std::filesystem::is_directory(v, ec)) return "'" + v + "' is a directory";
+        return std::string();
+      },
+      "FILE");
+}
+
 CLI::Validator non_negative_integer() {
   return CLI::Validator(
       [](std::string& v) -> std::string {

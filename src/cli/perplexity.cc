@@ -82,10 +82,12 @@ void register_perplexity(CLI::App& app) {
   cmd->add_option("--max-tokens", o->max_tokens, "Score only the first N tokens of the text (0 = all)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   auto* save = cmd->add_option("--save-logits", o->save_logits,
-                               "Write this run's log-probabilities [N, V] (F32) and targets to a .safetensors file");
+                               "Write this run's log-probabilities [N, V] (F32) and targets to a .safetensors file")
+                   ->check(output_file_folder());
   cmd->add_option("--kl-reference", o->kl_reference,
                   "Compare with a --save-logits file: mean and 99th-percentile KL(reference || this run), top-1 "
                   "agreement")
+      ->check(CLI::ExistingFile)
       ->excludes(save);
   o->flags.add_to(cmd);
   cmd->add_flag("--json", o->json, "Print one JSON object");

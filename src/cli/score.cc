@@ -21,10 +21,12 @@ void register_score(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   cmd->add_option("-m,--model", o->dir, "Model directory")->required();
   cmd->add_option("--ids", o->ids, "Comma-separated token ids")->required();
-  cmd->add_option("--logits-out", o->logits_out, "Write logits [T, V] (F32) and input_ids to a .safetensors file");
+  cmd->add_option("--logits-out", o->logits_out, "Write logits [T, V] (F32) and input_ids to a .safetensors file")
+      ->check(output_file_folder());
   cmd->add_option(
-      "--mtp-logits-out", o->mtp_logits_out,
-      "Write the MTP drafter's step-0 logits [T-1, V] (position p predicts token p+2) to a .safetensors file");
+         "--mtp-logits-out", o->mtp_logits_out,
+         "Write the MTP drafter's step-0 logits [T-1, V] (position p predicts token p+2) to a .safetensors file")
+      ->check(output_file_folder());
   o->flags.add_to(cmd);
   cmd->add_flag("--json", o->json, "Print one JSON object");
   cmd->callback([o] {

@@ -333,14 +333,25 @@ TEST_F(Cli, InputErrors) {
   expect_failure(str_cat("generate -m ", m, " --ids 1 --temperature -1"), {"temperature"});
   expect_failure(str_cat("generate -m ", m, " --ids 1 --top-p 0"), {"top-p"});
   expect_failure(str_cat("generate -m ", m, " --ids 1 --top-p 1.5"), {"top-p"});
-  // Bad sampling flags fail before the model loads: no KV state is set up, nothing reaches stdout.
-  for (const auto& [bad, what] : {std::pair{"--temperature -1", "temperature"},
-                                  std::pair{"--temperature nan", "temperature"}, std::pair{"--top-p 0", "top-p"}}) {
-    const Result r = run(str_cat("generate -m ", m, " --prompt hi ", bad));
-    EXPECT_EQ(r.status, 1) << bad << ": " << r.err;
-    EXPECT_NE(r.err.find(what), std::string::npos) << bad << ": " << r.err;
-    EXPECT_EQ(r.err.find("KV state"), std::string::npos) << bad << ": the model loaded first: " << r.err;
-    EXPECT_EQ(r.out, "") << bad;
+  // Bad sampling flags, draft lengths and file paths fail before the model loads: no KV state is set up, nothing
+  // reaches stdout.
+  const std::pair<std::string, std::string> early[] = {
+      {"generate --prompt hi --temperature -1", "temperature"},
+      {"generate --prompt hi --temperature nan", "temperature"},
+      {"generate --prompt hi --top-p 0", "top-p"},
+      {"generate --ids 1 --spec-tokens -1", "--spec-tokens"},
+      {"generate --ids 1 --spec-tokens 17", "--spec-tokens"},
+      {"score --ids 1,2 --logits-out " + path("absent_dir/l.safetensors"), "does not exist"},
+      {"score --ids 1,2 --mtp-logits-out " + path("absent_dir/l.safetensors"), "--mtp-logits-out"},
+      {"perplexity --file " + path("absent.txt") + " --kl-reference " + path("absent.safetensors"), "--kl-reference"},
+  };
+  for (const auto& [args, what] : early) {
+    const size_t space = args.find(' ');
+    const Result r = run(str_cat(args.substr(0, space), " -m ", m, args.substr(space)));
+    EXPECT_TRUE(r.status == 1 || r.status == 2) << args << ": " << r.err;
+    EXPECT_NE(r.err.find(what), std::string::npos) << args << ": " << r.err;
+    EXPECT_EQ(r.err.find("KV state"), std::string::npos) << args << ": the model loaded first: " << r.err;
+    EXPECT_EQ(r.out, "") << args;
   }
   expect_failure(str_cat("generate -m ", m, " --prompts ", path("absent.txt")), {"absent.txt"});
 }
