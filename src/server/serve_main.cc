@@ -56,6 +56,7 @@ void serve_main(const ServeConfig& cfg) {
     }
   } join_waiter{waiter, mu, finished};
 
+  check_bindable(cfg.server.host, cfg.server.port);  // before the model loads
   EngineOptions eo = cfg.engine;
   eo.graph_spec_tokens = cfg.spec_tokens;
   std::unique_ptr<Engine> owned;

@@ -1,7 +1,9 @@
 #include "dsv4/server/server.h"
 
 #include <httplib.h>
+#include <netdb.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -622,6 +624,32 @@ Server::Server(ServerOptions options, Generator& generator, TextCodec codec)
 Server::~Server() {
   shutdown();
   impl_->loop.stop();
+}
+
+// A plain socket bound and closed (an httplib::Server bound without listening keeps its socket open until it is
+// destroyed in some versions and not at all in others): the address resolved as httplib does (getaddrinfo, passive),
+// SO_REUSEADDR as httplib sets it, so that the server's own bind right after succeeds.
+void check_bindable(const std::string& host, int port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  const std::string service = std::to_string(port);
+  const int rc = getaddrinfo(host.c_str(), service.c_str(), &hints, &found);
+  DSV4_CHECK(rc == 0, kIoError, "serve: cannot resolve --host '", host, "': ", gai_strerror(rc));
+  bool bound = false;
+  for (addrinfo* a = found; a != nullptr && !bound; a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+    if (fd < 0) continue;
+    const int yes = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    bound = ::bind(fd, a->ai_addr, a->ai_addrlen) == 0;
+    ::close(fd);
+  }
+  freeaddrinfo(found);
+  DSV4_CHECK(bound || port != 0, kIoError, "serve: cannot bind a port on ", host, " (not an address of this machine)");
+  DSV4_CHECK(bound, kIoError, "serve: cannot bind ", host, ":", port, " (in use, or not an address of this machine)");
 }
 
 int Server::bind() {

@@ -1,5 +1,8 @@
 // The dsv4 command-line interface, run as a process (DSV4_CLI_PATH) in a temporary directory:
 // make-tiny, info, score, generate, and a non-zero exit with an "error:" message for every bad input.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -523,6 +526,26 @@ TEST_F(Cli, UsageErrors) {
   expect_failure(str_cat("generate -m ", model(), " --ids ''"), {"--ids is empty"});
   // An explicit empty API key (an unset shell variable) is refused, not taken as "no key".
   expect_failure(str_cat("serve -m ", model(), " --api-key ''"), {"--api-key is empty"});
+  // An address serve cannot listen on fails before the model loads (no KV state set up): an address of another
+  // machine (TEST-NET-1, resolved without DNS), a port another socket holds.
+  const int held = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(held, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(::bind(held, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(held, 1), 0);
+  ASSERT_EQ(::getsockname(held, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  for (const auto& [flags, what] :
+       {std::pair<std::string, std::string>{"--port 0 --host 192.0.2.1", "not an address of this machine"},
+        {str_cat("--host 127.0.0.1 --port ", ntohs(addr.sin_port)), "in use"}}) {
+    const Result r = run(str_cat("serve -m ", model(), " --device cpu ", flags));
+    EXPECT_EQ(r.status, 1) << flags << ": " << r.err;
+    EXPECT_NE(r.err.find(what), std::string::npos) << flags << ": " << r.err;
+    EXPECT_EQ(r.err.find("KV state"), std::string::npos) << flags << ": the model loaded first: " << r.err;
+  }
+  ::close(held);
   // --version names the version and the build.
   const Result v = run("--version");
   EXPECT_EQ(v.status, 0) << v.err;

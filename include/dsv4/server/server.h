@@ -27,6 +27,10 @@ struct ServerOptions {
   int http_threads = 0;  // 0 = max_queued_requests + 8 (handlers block while their request runs)
 };
 
+// Throws dsv4::Error(kIoError) when host:port (port 0: any port of host) cannot be bound now — a typo in --host or a
+// port in use — so that `dsv4 serve` says so before it spends minutes loading a model. The socket is closed again.
+void check_bindable(const std::string& host, int port);
+
 class Server {
  public:
   // `codec` decides the chat format: DeepSeek-V4's when its tokenizer has <｜User｜>, <｜Assistant｜>, <think>,
