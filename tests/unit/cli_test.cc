@@ -491,6 +491,8 @@ TEST_F(Cli, TensorParallelGenerateMatchesOneRank) {
   const std::string base = str_cat("generate -m ", model(), " --ids 256,84,104,101,32,119 -n 8 --ignore-eos --json");
   const json one = run_json(base), spec = run_json(base + " --spec-tokens 2");
   EXPECT_EQ(spec["tokens"], one["tokens"]);
+  // Beyond the engine's default draft room (7) up to the flag's 16: the state is sized for what is asked.
+  EXPECT_EQ(run_json(base + " --spec-tokens 16")["tokens"], one["tokens"]);
   for (const auto& [ranks, extra] :
        {std::pair{2, " --expert-parallel"}, std::pair{4, ""}, std::pair{3, " --expert-parallel --spec-tokens 2"}}) {
     const json tp = run_json(str_cat(base, " --tensor-parallel-size ", ranks, extra));
