@@ -31,7 +31,7 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--top-p", o->top_p, "Nucleus sampling mass")->capture_default_str();
   cmd->add_option("--seed", o->seed, "Sampling seed")->check(non_negative_integer())->capture_default_str();
   cmd->add_option("--spec-tokens", o->spec_tokens, "MTP draft tokens per step (0 = off)")
-      ->check(CLI::Range(int64_t{0}, int64_t{16}))
+      ->check(CLI::Range(int64_t{0}, kMaxSpecTokens))
       ->capture_default_str();
   o->flags.add_to(cmd);
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-sequence tokens");

@@ -42,7 +42,7 @@ void register_serve(CLI::App& app) {
                   "none when unset)");
   cmd->add_option("--served-model-name", o->name, "Model id clients use (default: the model directory's name)");
   cmd->add_option("--spec-tokens", o->spec_tokens, "MTP draft tokens per decode step (0 = off)")
-      ->check(CLI::Range(int64_t{0}, int64_t{16}))
+      ->check(CLI::Range(int64_t{0}, kMaxSpecTokens))
       ->capture_default_str();
   cmd->add_option("--max-queued-requests", o->max_queued,
                   "Generation requests the server holds at once (running and waiting); beyond, 429")

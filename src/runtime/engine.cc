@@ -40,8 +40,8 @@ void check_engine_options(const EngineOptions& o) {
                  "--max-batch-tokens must be in [1, 1048576], got ", o.max_batch_tokens);
   DSV4_CHECK_ARG(o.max_model_len >= 0 && o.max_model_len <= kMaxPositions, "--max-model-len must be in [1, ",
                  kMaxPositions, "], got ", o.max_model_len);
-  DSV4_CHECK_ARG(o.max_spec_tokens >= 0 && o.max_spec_tokens <= 16, "max_spec_tokens must be in [0, 16], got ",
-                 o.max_spec_tokens);
+  DSV4_CHECK_ARG(o.max_spec_tokens >= 0 && o.max_spec_tokens <= kMaxSpecTokens, "max_spec_tokens must be in [0, ",
+                 kMaxSpecTokens, "], got ", o.max_spec_tokens);
   DSV4_CHECK_ARG(o.kv_cache_memory >= 0, "--kv-cache-memory must be >= 0, got ", o.kv_cache_memory);
   DSV4_CHECK_ARG(o.gpu_memory_utilization > 0 && o.gpu_memory_utilization <= 1,
                  "--gpu-memory-utilization must be in (0, 1], got ", o.gpu_memory_utilization);

@@ -16,6 +16,9 @@
 
 namespace dsv4 {
 
+// The most MTP draft tokens a step may take (--spec-tokens; the state is sized for max_spec_tokens of them).
+constexpr int64_t kMaxSpecTokens = 16;
+
 struct EngineOptions {
   Device device = Device::kCPU;
   int64_t max_seqs = 0;          // --max-num-seqs: sequences running at once; 0 = 256 on CUDA, 64 on the CPU
