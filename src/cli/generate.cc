@@ -65,7 +65,6 @@ void register_generate(CLI::App& app) {
     EngineOptions eo;
     o->flags.apply(eo);
     eo.graph_spec_tokens = o->spec_tokens;
-    eo.max_spec_tokens = std::max(eo.max_spec_tokens, o->spec_tokens);  // the state sized for the drafts asked for
     Engine engine(o->dir, eo);
     go.stop_at_eos = !o->ignore_eos;
     // One prompt streams to the terminal as it is generated: decoded text with a tokenizer (whole UTF-8

@@ -65,6 +65,15 @@ void check_engine_options(const EngineOptions& o) {
                  "--expert-parallel needs --tensor-parallel-size > 1 (the experts are split over those ranks)");
 }
 
+// The options with the state's draft room raised to the draft length the engine captures graphs for (--spec-tokens
+// of generate / serve): the default room (7) must not turn a valid flag into an error after the load.
+EngineOptions with_draft_room(EngineOptions o) {
+  DSV4_CHECK_ARG(o.graph_spec_tokens >= 0 && o.graph_spec_tokens <= kMaxSpecTokens, "--spec-tokens must be in [0, ",
+                 kMaxSpecTokens, "], got ", o.graph_spec_tokens);
+  o.max_spec_tokens = std::max(o.max_spec_tokens, o.graph_spec_tokens);
+  return o;
+}
+
 }  // namespace
 
 bool parse_cuda_weights(const std::string& s) {
@@ -97,7 +106,7 @@ double GenerateStats::decode_tokens_per_second() const {
   return decode_seconds > 0 ? static_cast<double>(generated_tokens) / decode_seconds : 0.0;
 }
 
-Engine::Engine(const std::string& model_dir, const EngineOptions& options) : opt_(options) {
+Engine::Engine(const std::string& model_dir, const EngineOptions& options) : opt_(with_draft_room(options)) {
   const auto t0 = std::chrono::steady_clock::now();
   check_engine_options(opt_);
   cfg_ = ModelConfig::from_file((std::filesystem::path(model_dir) / "config.json").string());
@@ -109,7 +118,7 @@ Engine::Engine(const std::string& model_dir, const EngineOptions& options) : opt
 }
 
 Engine::Engine(ModelConfig cfg, ModelWeights weights, const EngineOptions& options)
-    : cfg_(std::move(cfg)), opt_(options), weights_(std::move(weights)) {
+    : cfg_(std::move(cfg)), opt_(with_draft_room(options)), weights_(std::move(weights)) {
   const auto t0 = std::chrono::steady_clock::now();
   check_engine_options(opt_);
   DSV4_CHECK_ARG(weights_.storage.device() == opt_.device, "engine: the weights are on ",

@@ -2,7 +2,6 @@
 #include <pthread.h>
 #include <signal.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -60,7 +59,6 @@ void serve_main(const ServeConfig& cfg) {
   check_bindable(cfg.server.host, cfg.server.port);  // before the model loads
   EngineOptions eo = cfg.engine;
   eo.graph_spec_tokens = cfg.spec_tokens;
-  eo.max_spec_tokens = std::max(eo.max_spec_tokens, cfg.spec_tokens);  // the state sized for the drafts asked for
   std::unique_ptr<Engine> owned;
   if (cfg.synthetic.empty()) {
     owned = std::make_unique<Engine>(cfg.model_dir, eo);
