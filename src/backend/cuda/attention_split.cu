@@ -60,8 +60,8 @@ constexpr int64_t kPackedMinTokens = 256;  // split_attention_packed_kernel from
 // Shared-memory carve-up for head dim D. Rows are padded by 16 bytes so that MMA tile loads of
 // consecutive rows fall into different banks.
 struct Layout {
-  int ldq, lds, ldp, ldo;                                // row strides (elements): Q/K (bf16), S (f32), P, O (f32)
-  int q, k, s, phi, plo, o, m, l, w, rows, kind, total;  // byte offsets
+  int ldq, lds, ldp, ldo;                                    // row strides (elements): Q/K (bf16), S (f32), P, O (f32)
+  int q, k, s, sp, phi, plo, o, m, l, w, rows, kind, total;  // byte offsets
 };
 
 __host__ __device__ constexpr int align128(int n) { return (n + 127) / 128 * 128; }
@@ -78,6 +78,7 @@ __host__ __device__ inline Layout layout_for(int D) {
   L.q = take(kHeads * L.ldq * 2);
   L.k = take(kKeys * L.ldq * 2);
   L.s = take(kHeads * L.lds * 4);
+  L.sp = take(kWarps * 16 * 16 * 4);  // S = Q·Kᵀ split over warps: one 16 × 16 partial tile a warp
   L.phi = take(kHeads * L.ldp * 2);
   L.plo = take(kHeads * L.ldp * 2);
   L.o = take(kHeads * L.ldo * 4);
@@ -93,7 +94,7 @@ __host__ __device__ inline Layout layout_for(int D) {
 // The block's shared memory (layout_for).
 struct Smem {
   bf16 *qs, *ks, *phi, *plo;
-  float *ss, *os, *ms, *ls, *ws;
+  float *ss, *sp, *os, *ms, *ls, *ws;
   const void** rows;
   uint8_t* kind;
   int32_t* kpos = nullptr;  // split_attention_packed_kernel's per-key admission (its own static arrays: the layout
@@ -105,6 +106,7 @@ __device__ __forceinline__ Smem carve(unsigned char* smem, const Layout& L) {
   m.qs = reinterpret_cast<bf16*>(smem + L.q);
   m.ks = reinterpret_cast<bf16*>(smem + L.k);
   m.ss = reinterpret_cast<float*>(smem + L.s);
+  m.sp = reinterpret_cast<float*>(smem + L.sp);
   m.phi = reinterpret_cast<bf16*>(smem + L.phi);
   m.plo = reinterpret_cast<bf16*>(smem + L.plo);
   m.os = reinterpret_cast<float*>(smem + L.o);
@@ -120,10 +122,11 @@ __device__ __forceinline__ Smem carve(unsigned char* smem, const Layout& L) {
 // dequantised, absent ones zero-filled from `zero_src`, any readable address), S = Q·Kᵀ, the online softmax of each
 // of the 16 query rows over the keys that `visible(row, key)` admits (and that have a row), O += P·V. Starts with a
 // block barrier (the rows visible, the previous tile's K and P consumed); the caller may set the next tile's rows as
-// soon as it returns.
+// soon as it returns. `first`: the block's first tile, which starts from O = 0, m = −∞, l = 0 without reading them
+// (s.os need not be initialised; the same arithmetic as a rescale of zeros, so the same results).
 template <bool kAnyShape, typename Visible>
 __device__ __forceinline__ void attend_tile(const Smem& s, const Layout& L, const SplitAttnArgs& a, int D, int cnt,
-                                            const bf16* zero_src, Visible visible) {
+                                            bool first, const bf16* zero_src, Visible visible) {
   const int tid = threadIdx.x, warp = tid >> 5;
   const int vecs = D / 8;           // 16-byte vectors per row
   __syncthreads();                  // rows visible; the previous tile's K and P consumed
@@ -174,21 +177,25 @@ __device__ __forceinline__ void attend_tile(const Smem& s, const Layout& L, cons
   cp_async_wait_all();
   __syncthreads();
 
-  // S = Q·Kᵀ: warp w the keys 16w .. 16w + 15, in kChains independent accumulators over the head dim
-  // (MMA latency, not throughput, bounds a single chain), summed in a fixed order.
-  if (warp < nks) {
-    constexpr int kChains = 4;  // D % 64 == 0: the D / 16 steps are a multiple of 4; else steps past D skipped
+  // S = Q·Kᵀ in kChains independent accumulators per warp over its part of the head dim (MMA latency, not throughput,
+  // bounds a single chain), summed in a fixed order. With few 16-key steps (decode's short key lists: a step or two a
+  // block) one warp would chain all D / 16 MMAs of a step while the others wait; there `parts` warps (a power of two,
+  // parts · nks <= kWarps) take one D / parts slice each of a step and their partial tiles are added in part order.
+  constexpr int kChains = 4;  // D % 64 == 0: the D / 16 steps are a multiple of 4; else steps past D skipped
+  const int parts = kAnyShape || D % 512 != 0 ? 1 : nks == 1 ? 8 : nks == 2 ? 4 : nks <= 4 ? 2 : 1;
+  const int ks = warp / parts, part = warp % parts, span = D / parts;  // the warp's key step and head-dim slice
+  if (ks < nks) {
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kChains];
 #pragma unroll
     for (int c = 0; c < kChains; ++c) wmma::fill_fragment(acc[c], 0.f);
     wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fa;
     wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fb;
-    for (int kk = 0; kk < D; kk += 16 * kChains) {
+    for (int kk = part * span; kk < (part + 1) * span; kk += 16 * kChains) {
 #pragma unroll
       for (int c = 0; c < kChains; ++c) {
         if (kAnyShape && kk + 16 * c >= D) break;  // D % 64 == 32: the last pass has two steps
         wmma::load_matrix_sync(fa, s.qs + kk + 16 * c, L.ldq);
-        wmma::load_matrix_sync(fb, s.ks + warp * 16 * L.ldq + kk + 16 * c, L.ldq);
+        wmma::load_matrix_sync(fb, s.ks + ks * 16 * L.ldq + kk + 16 * c, L.ldq);
         wmma::mma_sync(acc[c], fa, fb, acc[c]);
       }
     }
@@ -196,19 +203,33 @@ __device__ __forceinline__ void attend_tile(const Smem& s, const Layout& L, cons
     for (int e = 0; e < acc[0].num_elements; ++e) {
       acc[0].x[e] = (acc[0].x[e] + acc[1].x[e]) + (acc[2].x[e] + acc[3].x[e]);
     }
-    wmma::store_matrix_sync(s.ss + warp * 16, acc[0], L.lds, wmma::mem_row_major);
+    if (parts == 1) {
+      wmma::store_matrix_sync(s.ss + ks * 16, acc[0], L.lds, wmma::mem_row_major);
+    } else {
+      wmma::store_matrix_sync(s.sp + warp * 256, acc[0], 16, wmma::mem_row_major);
+    }
+  }
+  if (parts > 1) {
+    __syncthreads();
+    for (int i = tid; i < nks * 256; i += kThreads) {
+      const int step = i >> 8, e = i & 255;
+      float v = 0.f;
+      for (int p = 0; p < parts; ++p) v += s.sp[(step * parts + p) * 256 + e];
+      s.ss[(e >> 4) * L.lds + step * 16 + (e & 15)] = v;
+    }
   }
   __syncthreads();
 
-  // Online softmax: a half warp per query row, 8 keys per thread; O's row rescaled by the correction.
+  // Online softmax: a half warp per query row, up to 8 keys per thread (those of the nks key steps: P·V reads no
+  // other); O's row rescaled by the correction.
   {
     const int h = tid >> 4, j = tid & 15;
-    const float m_old = s.ms[h], l_old = s.ls[h];
+    const float m_old = first ? -INFINITY : s.ms[h], l_old = first ? 0.f : s.ls[h];
     float sv[kKeys / 16], mx = -INFINITY;
 #pragma unroll
     for (int u = 0; u < kKeys / 16; ++u) {
       const int key = j + 16 * u;
-      sv[u] = s.rows[key] != nullptr && visible(h, key) ? s.ss[h * L.lds + key] * a.scale : -INFINITY;
+      sv[u] = u < nks && s.rows[key] != nullptr && visible(h, key) ? s.ss[h * L.lds + key] * a.scale : -INFINITY;
       mx = fmaxf(mx, sv[u]);
     }
 #pragma unroll
@@ -218,6 +239,7 @@ __device__ __forceinline__ void attend_tile(const Smem& s, const Layout& L, cons
     float sum = 0.f;
 #pragma unroll
     for (int u = 0; u < kKeys / 16; ++u) {
+      if (u >= nks) break;
       const int key = j + 16 * u;
       const float p = sv[u] == -INFINITY ? 0.f : expf(sv[u] - m_new);
       sum += p;
@@ -229,7 +251,7 @@ __device__ __forceinline__ void attend_tile(const Smem& s, const Layout& L, cons
     for (int o = 8; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
     __syncwarp();  // every lane of the row has read m_old / l_old
     if (j == 0) s.ms[h] = m_new, s.ls[h] = l_old * corr + sum;
-    if (corr != 1.f) {
+    if (!first && corr != 1.f) {
       for (int d = j; d < D; d += 16) s.os[h * L.ldo + d] *= corr;
     }
   }
@@ -243,7 +265,11 @@ __device__ __forceinline__ void attend_tile(const Smem& s, const Layout& L, cons
 #pragma unroll
     for (int i = 0; i < kMaxTilesPerWarp; ++i) {
       const int nt = warp + i * kWarps;
-      if (nt < tiles) wmma::load_matrix_sync(acc[i], s.os + nt * 16, L.ldo, wmma::mem_row_major);
+      if (first) {
+        wmma::fill_fragment(acc[i], 0.f);
+      } else if (nt < tiles) {
+        wmma::load_matrix_sync(acc[i], s.os + nt * 16, L.ldo, wmma::mem_row_major);
+      }
     }
     wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> ahi, alo;
     wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fb;
@@ -354,7 +380,10 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads, 2)
     return entry_key(a, t, slot, i - n_win, k);
   };
 
-  for (int i = tid; i < kHeads * L.ldo; i += kThreads) os[i] = 0.f;
+  // A block without keys merges (m, l, O) = (−∞, 0, 0); otherwise its first tile sets them.
+  if (k_begin >= k_end) {
+    for (int i = tid; i < kHeads * L.ldo; i += kThreads) os[i] = 0.f;
+  }
   if (tid < kHeads) ms[tid] = -INFINITY, ls[tid] = 0.f;
 
   for (int64_t kb = k_begin; kb < k_end; kb += kKeys) {
@@ -364,7 +393,7 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads, 2)
       rows[tid] = tid < cnt ? key_row(kb + tid, &k) : nullptr;
       kind[tid] = k;
     }
-    attend_tile<kAnyShape>(sm, L, a, D, cnt, qsrc, [](int, int) { return true; });
+    attend_tile<kAnyShape>(sm, L, a, D, cnt, kb == k_begin, qsrc, [](int, int) { return true; });
   }
   cp_async_wait_all();  // a block without keys still has Q in flight
 
@@ -481,7 +510,6 @@ __global__ void __launch_bounds__(kThreads, 2)
     tbeg[g] = incl - count;
     if (g == kHeads - 1) tbeg[kHeads] = incl;
   }
-  for (int i = tid; i < kHeads * L.ldo; i += kThreads) sm.os[i] = 0.f;
   if (tid < kHeads) sm.ms[tid] = -INFINITY, sm.ls[tid] = 0.f;
   __syncthreads();  // tlo / tpos / tcomp / tbeg / shared_flag
   const bool shared_keys = shared_flag;
@@ -539,7 +567,10 @@ __global__ void __launch_bounds__(kThreads, 2)
       sm.rows[tid] = tid < cnt ? key_of(kb + tid, &kind, &cls, &kp) : nullptr;
       sm.kind[tid] = kind, sm.kcls[tid] = cls, sm.kpos[tid] = kp;
     }
-    attend_tile<true>(sm, L, a, D, cnt, qsrc, visible);
+    attend_tile<true>(sm, L, a, D, cnt, kb == 0, qsrc, visible);
+  }
+  if (n_keys == 0) {  // (m, l, O) = (−∞, 0, 0); otherwise the first tile set them
+    for (int i = tid; i < kHeads * L.ldo; i += kThreads) sm.os[i] = 0.f;
   }
   cp_async_wait_all();  // a block without keys still has Q in flight
   __syncthreads();
