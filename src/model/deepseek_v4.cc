@@ -95,8 +95,9 @@ void attention_block(ExecContext& ctx, const ModelConfig& c, const BlockWeights&
   std::vector<ops::Projection> from_qr = {{q.view({T, Nh * D}), aw.wq_b}};
   if (sparse) from_qr.push_back({iq.view({T, Hi * Di}), aw.indexer_wq_b});
   quantized_linears(ctx, ms, qr, qr.size(-1), from_qr);
-  ops::rms_norm_rope(ctx, q, Tensor(), eps, meta.pos, rope);  // weightless per-head norm
-  ops::rms_norm_rope(ctx, kv.view({T, 1, D}), aw.kv_norm, eps, meta.pos, rope);
+  // The query's weightless per-head norm and the kv row's norm, one launch on CUDA.
+  const NormRopeHeads qkv[] = {{q, Tensor()}, {kv.view({T, 1, D}), aw.kv_norm}};
+  ops::rms_norm_rope(ctx, qkv, eps, meta.pos, rope);
   // The cache's format (--kv-cache-dtype): attention reads these rows now and from the ring later, the same values.
   if (st.kv_format != KvRoundTrip::kNone) ops::kv_round_trip(ctx, kv, rope.rope_dim, st.kv_format);
 

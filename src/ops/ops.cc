@@ -260,18 +260,26 @@ void rope(ExecContext& ctx, Tensor x, Tensor pos, const RopeTable& table, bool i
   DSV4_DISPATCH(rope, x, pos, table, inverse);
 }
 
-void rms_norm_rope(ExecContext& ctx, Tensor x, Tensor w, float eps, Tensor pos, const RopeTable& table) {
-  require_float(ctx, x, "rms_norm_rope", "x");
+void rms_norm_rope(ExecContext& ctx, std::span<const NormRopeHeads> parts, float eps, Tensor pos,
+                   const RopeTable& table) {
   require(ctx, pos, DType::I32, "rms_norm_rope", "positions");
   require(ctx, table.inv_freq, DType::F32, "rms_norm_rope", "inv_freq");
-  if (optional(w)) {
-    require_float(ctx, w, "rms_norm_rope", "weight");
-    DSV4_CHECK_ARG(w.numel() == x.size(-1), "rms_norm_rope: weight ", w.shape_string(), " vs x ", x.shape_string());
+  for (const NormRopeHeads& p : parts) {
+    const Tensor& x = p.x;
+    require_float(ctx, x, "rms_norm_rope", "x");
+    if (optional(p.w)) {
+      require_float(ctx, p.w, "rms_norm_rope", "weight");
+      DSV4_CHECK_ARG(p.w.numel() == x.size(-1), "rms_norm_rope: weight ", p.w.shape_string(), " vs x ",
+                     x.shape_string());
+    }
+    DSV4_CHECK_ARG(x.ndim() == 3 && pos.numel() >= x.size(0) && table.rope_dim % 2 == 0 &&
+                       table.rope_dim <= x.size(2) && table.inv_freq.numel() == table.rope_dim / 2,
+                   "rms_norm_rope: x ", x.shape_string(), ", rope_dim ", table.rope_dim);
+    DSV4_CHECK_ARG(x.size(0) == parts[0].x.size(0) && x.size(2) == parts[0].x.size(2),
+                   "rms_norm_rope: parts of different tokens or widths: ", x.shape_string(), " vs ",
+                   parts[0].x.shape_string());
   }
-  DSV4_CHECK_ARG(x.ndim() == 3 && pos.numel() >= x.size(0) && table.rope_dim % 2 == 0 && table.rope_dim <= x.size(2) &&
-                     table.inv_freq.numel() == table.rope_dim / 2,
-                 "rms_norm_rope: x ", x.shape_string(), ", rope_dim ", table.rope_dim);
-  DSV4_DISPATCH(rms_norm_rope, x, w, eps, pos, table);
+  DSV4_DISPATCH(rms_norm_rope, parts, eps, pos, table);
 }
 
 // An optional fused RMSNorm of hc_pre / hc_head: a float weight of H values and a positive epsilon.

@@ -116,6 +116,64 @@ TEST(CudaOps, RmsNormRope) {
   }
 }
 
+// rms_norm_rope of two parts (a layer's query heads and its kv row: one launch of the row kernel) against the CPU and
+// bit-identical to each part on its own; the narrow rows (dim <= 256) and mixed dtypes launch a part at a time.
+TEST(CudaOps, RmsNormRopeTwoParts) {
+  DSV4_REQUIRE_GPU();
+  struct Case {
+    int64_t T, heads_a, heads_b, dim, rope_dim;
+    bool weight_a, weight_b;
+    DType dtype;
+  };
+  int v = 0;
+  for (const Case c :
+       {Case{1, 64, 1, 512, 64, false, true, DType::BF16}, Case{3, 16, 1, 512, 64, false, true, DType::BF16},
+        Case{5, 3, 2, 320, 32, true, true, DType::F32}, Case{2, 1, 4, 512, 64, true, false, DType::BF16},
+        Case{4, 4, 1, 64, 16, false, true, DType::BF16}}) {
+    auto rng = rng_for("rms_norm_rope_parts", v++);
+    std::vector<float> inv = rope_inv_freq(test::v4_yarn(), c.rope_dim);
+    std::vector<int32_t> pos(c.T);
+    for (auto& x : pos) x = static_cast<int32_t>(rng() % 70000);
+    const std::vector<int64_t> shape_a{c.T, c.heads_a, c.dim}, shape_b{c.T, c.heads_b, c.dim};
+    std::vector<float> xa = test::as_stored(random_vec(rng, c.T * c.heads_a * c.dim, -2, 2), c.dtype);
+    std::vector<float> xb = test::as_stored(random_vec(rng, c.T * c.heads_b * c.dim, -2, 2), c.dtype);
+    std::vector<float> wa = test::as_stored(random_vec(rng, c.dim, 0.5f, 1.5f), c.dtype);
+    std::vector<float> wb = test::as_stored(random_vec(rng, c.dim, 0.5f, 1.5f), c.dtype);
+    std::vector<float> ref_a = xa, ref_b = xb;
+    ExecContext cpu = cpu_ctx();
+    RopeTable cpu_table{test::host_view(inv, {c.rope_dim / 2}), 1.0f, c.rope_dim};
+    const NormRopeHeads cpu_parts[] = {
+        {test::host_view(ref_a, shape_a), c.weight_a ? test::host_view(wa, {c.dim}) : Tensor()},
+        {test::host_view(ref_b, shape_b), c.weight_b ? test::host_view(wb, {c.dim}) : Tensor()}};
+    ops::rms_norm_rope(cpu, cpu_parts, 1e-6f, test::host_view_i32(pos, {c.T}), cpu_table);
+    DevTensor dinv = upload(inv, DType::F32, {c.rope_dim / 2}), dpos = test::upload_i32(pos, {c.T});
+    DevTensor dwa = upload(wa, c.dtype, {c.dim}), dwb = upload(wb, c.dtype, {c.dim});
+    DevTensor both_a = upload(xa, c.dtype, shape_a), both_b = upload(xb, c.dtype, shape_b);
+    DevTensor alone_a = upload(xa, c.dtype, shape_a), alone_b = upload(xb, c.dtype, shape_b);
+    RopeTable gpu_table{dinv.t, 1.0f, c.rope_dim};
+    const Tensor wta = c.weight_a ? dwa.t : Tensor(), wtb = c.weight_b ? dwb.t : Tensor();
+    const NormRopeHeads gpu_parts[] = {{both_a.t, wta}, {both_b.t, wtb}};
+    ops::rms_norm_rope(env().ctx, gpu_parts, 1e-6f, dpos.t, gpu_table);
+    ops::rms_norm_rope(env().ctx, alone_a.t, wta, 1e-6f, dpos.t, gpu_table);
+    ops::rms_norm_rope(env().ctx, alone_b.t, wtb, 1e-6f, dpos.t, gpu_table);
+    env().sync();
+    const std::string name = str_cat("rms_norm_rope parts T=", c.T, " heads=", c.heads_a, "+", c.heads_b,
+                                     " dim=", c.dim, " ", dtype_name(c.dtype));
+    const double tol = c.dtype == DType::BF16 ? 1e-2 : 1e-5;
+    DSV4_EXPECT_CLOSE(download(both_a.t), ref_a, tol, name + " part a");
+    DSV4_EXPECT_CLOSE(download(both_b.t), ref_b, tol, name + " part b");
+    EXPECT_EQ(download(both_a.t), download(alone_a.t)) << name << ": part a differs from its own launch";
+    EXPECT_EQ(download(both_b.t), download(alone_b.t)) << name << ": part b differs from its own launch";
+  }
+  // Parts of different token counts are rejected before any launch.
+  DevTensor a = upload(std::vector<float>(2 * 512, 1.0f), DType::BF16, {2, 1, 512});
+  DevTensor b = upload(std::vector<float>(3 * 512, 1.0f), DType::BF16, {3, 1, 512});
+  DevTensor dinv = upload(rope_inv_freq(test::v4_yarn(), 64), DType::F32, {32});
+  DevTensor dpos = test::upload_i32(std::vector<int32_t>{1, 2, 3}, {3});
+  const NormRopeHeads bad[] = {{a.t, Tensor()}, {b.t, Tensor()}};
+  EXPECT_THROW(ops::rms_norm_rope(env().ctx, bad, 1e-6f, dpos.t, RopeTable{dinv.t, 1.0f, 64}), Error);
+}
+
 struct HcParams {
   std::vector<float> fn, base, scale;
 };

@@ -426,6 +426,18 @@ TEST_F(CpuOps, RmsNormRopeIsNormThenRope) {
         ops::rms_norm_rope(ctx, f32(x, {T, heads, dim}), Tensor(), 1e-6f, i32(short_pos, {1}), rope.table);
       },
       "rms_norm_rope");
+  // Several parts (a layer's query heads and kv row): each part as on its own; parts of other tokens or widths fail.
+  Vec q = rnd(T * heads * dim, rng, -2.0f, 2.0f), kv = rnd(T * dim, rng, -2.0f, 2.0f);
+  Vec q_want = q, kv_want = kv;
+  ops::rms_norm_rope(ctx, f32(q_want, {T, heads, dim}), Tensor(), 1e-6f, i32(pos, {T}), rope.table);
+  ops::rms_norm_rope(ctx, f32(kv_want, {T, 1, dim}), f32(w, {dim}), 1e-6f, i32(pos, {T}), rope.table);
+  const NormRopeHeads parts[] = {{f32(q, {T, heads, dim}), Tensor()}, {f32(kv, {T, 1, dim}), f32(w, {dim})}};
+  ops::rms_norm_rope(ctx, parts, 1e-6f, i32(pos, {T}), rope.table);
+  EXPECT_EQ(q, q_want);
+  EXPECT_EQ(kv, kv_want);
+  Vec narrow = rnd(T * 8, rng);
+  const NormRopeHeads mismatched[] = {{f32(q, {T, heads, dim}), Tensor()}, {f32(narrow, {T, 1, 8}), Tensor()}};
+  expect_invalid([&] { ops::rms_norm_rope(ctx, mismatched, 1e-6f, i32(pos, {T}), rope.table); }, "rms_norm_rope");
 }
 
 // ---- mHC --------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "dsv4/core/exec_context.h"
@@ -21,6 +22,12 @@ namespace dsv4 {
 struct BatchMeta {
   Tensor ids, pos, slot, start, end;
   int64_t num_tokens = 0;
+};
+
+// One part of ops::rms_norm_rope: the heads x [T, heads, dim] normalised in place with weight w [dim] (or none).
+struct NormRopeHeads {
+  Tensor x;
+  Tensor w;
 };
 
 // Rotary table of one rope type: inv_freq [rope_dim/2] (float32) and the cos/sin scale.

@@ -7,6 +7,7 @@
 // on T; outputs never alias inputs unless an op says so.
 #pragma once
 
+#include <span>
 #include <vector>
 
 #include "dsv4/core/exec_context.h"
@@ -57,8 +58,14 @@ void scatter_rows(ExecContext& ctx, Tensor out, Tensor x, Tensor rows);
 void rope(ExecContext& ctx, Tensor x, Tensor pos, const RopeTable& table, bool inverse);
 // rms_norm of each head of x [T, heads, dim] (weight w [dim] or undefined), then rope at pos (not inverse), in
 // place: the same values as the two ops one after the other (the norm's output rounded to x's dtype before the
-// rotation), in one pass on CUDA.
-void rms_norm_rope(ExecContext& ctx, Tensor x, Tensor w, float eps, Tensor pos, const RopeTable& table);
+// rotation), in one pass on CUDA. Several parts (the same T and dim, each with its own heads and weight) share one
+// launch on CUDA where their dtypes allow: a layer's query heads and its kv row.
+void rms_norm_rope(ExecContext& ctx, std::span<const NormRopeHeads> parts, float eps, Tensor pos,
+                   const RopeTable& table);
+inline void rms_norm_rope(ExecContext& ctx, Tensor x, Tensor w, float eps, Tensor pos, const RopeTable& table) {
+  const NormRopeHeads part{x, w};
+  rms_norm_rope(ctx, std::span<const NormRopeHeads>(&part, 1), eps, pos, table);
+}
 // The MTP draft layer's input norms (DeepSeek-V4's MTP module), RMSNorms as above of two kinds of
 // rows: enorm_out [T, H] = rms_norm(positions[t] == 0 ? 0 : inputs_embeds[t]; enorm_w) and hnorm_out [T, hc, H] =
 // rms_norm(prev_hidden[t, s]; hnorm_w), prev_hidden given as [T, hc, H] or [T, hc*H]. positions [T] int32;

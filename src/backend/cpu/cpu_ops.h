@@ -39,7 +39,7 @@ void speculative_verify_ids(Tensor ids, Tensor drafts, int64_t K);  // backend/c
 void speculative_accept(Tensor out, Tensor counts, Tensor target_logits, Tensor target_info, Tensor target_tokens,
                         Tensor draft_logits, Tensor draft_info, Tensor draft_tokens, Tensor params);
 void rope(Tensor x, Tensor pos, const RopeTable& table, bool inverse);
-void rms_norm_rope(Tensor x, Tensor w, float eps, Tensor pos, const RopeTable& table);
+void rms_norm_rope(std::span<const NormRopeHeads> parts, float eps, Tensor pos, const RopeTable& table);
 void fused_mtp_input_rms_norm(Tensor enorm_out, Tensor hnorm_out, Tensor inputs_embeds, Tensor positions,
                               Tensor prev_hidden, Tensor enorm_w, Tensor hnorm_w, float eps);
 void fused_mtp_input_rms_norm_eh(Tensor out, Tensor inputs_embeds, Tensor positions, Tensor prev_hidden, Tensor enorm_w,

@@ -137,9 +137,11 @@ void rms_norm(Tensor out, Tensor x, Tensor w, float eps) {
   }
 }
 
-void rms_norm_rope(Tensor x, Tensor w, float eps, Tensor pos, const RopeTable& table) {
-  rms_norm(x, x, w, eps);
-  rope(x, pos, table, false);
+void rms_norm_rope(std::span<const NormRopeHeads> parts, float eps, Tensor pos, const RopeTable& table) {
+  for (const NormRopeHeads& p : parts) {
+    rms_norm(p.x, p.x, p.w, eps);
+    rope(p.x, pos, table, false);
+  }
 }
 
 }  // namespace dsv4::cpu

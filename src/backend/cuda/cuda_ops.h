@@ -41,7 +41,8 @@ void speculative_accept(ExecContext& ctx, Tensor out, Tensor counts, Tensor targ
                         Tensor target_tokens, Tensor draft_logits, Tensor draft_info, Tensor draft_tokens,
                         Tensor params);
 void rope(ExecContext& ctx, Tensor x, Tensor pos, const RopeTable& table, bool inverse);
-void rms_norm_rope(ExecContext& ctx, Tensor x, Tensor w, float eps, Tensor pos, const RopeTable& table);
+void rms_norm_rope(ExecContext& ctx, std::span<const NormRopeHeads> parts, float eps, Tensor pos,
+                   const RopeTable& table);
 void fused_mtp_input_rms_norm(ExecContext& ctx, Tensor enorm_out, Tensor hnorm_out, Tensor inputs_embeds,
                               Tensor positions, Tensor prev_hidden, Tensor enorm_w, Tensor hnorm_w, float eps);
 void fused_mtp_input_rms_norm_eh(ExecContext& ctx, Tensor out, Tensor inputs_embeds, Tensor positions,

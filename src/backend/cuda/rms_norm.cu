@@ -34,6 +34,7 @@
 #include <bit>
 #include <climits>
 #include <cmath>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -1115,6 +1116,12 @@ struct NormRope {
   const float* inv_freq = nullptr;
   int64_t heads = 1, rope_dim = 0;
   float attention_factor = 1.0f;
+  // A second part of rms_norm_rope in the same launch (rms_norm_kernel only): the rows from `rows1` on are the rows2
+  // rows of x2 (in place, heads2 a token, weight w2 of dtype w2_dtype, or none).
+  int64_t rows1 = INT64_MAX, rows2 = 0, heads2 = 1;
+  void* x2 = nullptr;
+  const void* w2 = nullptr;
+  DType w2_dtype = DType::F32;
 };
 
 // Channel i of a normed row at token position p (rope part from `first`; partner: the other value of i's pair):
@@ -1132,7 +1139,12 @@ __global__ void __launch_bounds__(kMaxNormThreads)
     rms_norm_kernel(TO* out, const TI* x, const TW* __restrict__ w, int64_t dim, float eps, NormRope rope) {
   constexpr bool kPrefetchWeights = K <= 8;  // at K = 16, 2K values per thread would spill at 1024 threads
   __shared__ float scratch[33];
-  const int64_t r = blockIdx.x, stride = blockDim.x;
+  int64_t r = blockIdx.x, heads = rope.heads;
+  const int64_t stride = blockDim.x;
+  if (ROPE && r >= rope.rows1) {  // a row of the launch's second part
+    r -= rope.rows1, heads = rope.heads2;
+    out = static_cast<TO*>(rope.x2), x = static_cast<const TI*>(rope.x2), w = static_cast<const TW*>(rope.w2);
+  }
   float wv[K];
 #pragma unroll
   for (int j = 0; j < K; ++j) {
@@ -1158,7 +1170,7 @@ __global__ void __launch_bounds__(kMaxNormThreads)
   const float inv = 1.0f / sqrtf(ss / static_cast<float>(dim) + eps);
   TO* yr = out + r * dim;
   if constexpr (ROPE) {
-    const float p = static_cast<float>(rope.pos[r / rope.heads]);
+    const float p = static_cast<float>(rope.pos[r / heads]);
     const int64_t first = dim - rope.rope_dim;
 #pragma unroll
     for (int j = 0; j < K; ++j) {
@@ -1264,7 +1276,7 @@ void launch_rms_norm_narrow(const ExecContext& ctx, Tensor out, Tensor x, Tensor
 // One block per row of x (rows of `dim`; rows of at most kNarrowMaxDim: several rows a block, the narrow kernel), out
 // may be x. rope.rope_dim > 0: the ROPE variant (dim <= 8192).
 void launch_rms_norm(const ExecContext& ctx, Tensor out, Tensor x, Tensor w, float eps, const NormRope& rope) {
-  const int64_t dim = x.size(-1), rows = x.numel() / std::max<int64_t>(dim, 1);
+  const int64_t dim = x.size(-1), rows = x.numel() / std::max<int64_t>(dim, 1) + rope.rows2;
   if (rows == 0) return;
   // K = 8 values per thread up to 8192-wide rows (512 threads for H = 4096, 64 for a 512-wide head), K = 16
   // beyond, so that a row of n·H = 16384 is held in registers too.
@@ -1275,11 +1287,12 @@ void launch_rms_norm(const ExecContext& ctx, Tensor out, Tensor x, Tensor w, flo
   const int threads = static_cast<int>(std::clamp<int64_t>(warps * 32, 32, kMaxNormThreads));
   dispatch_float(out.dtype(), "rms_norm out", [&](auto o) {
     dispatch_float(x.dtype(), "rms_norm x", [&](auto i) {
-      dispatch_float(w.data() != nullptr ? w.dtype() : DType::F32, "rms_norm weight", [&](auto wt) {
+      dispatch_float(w.data() != nullptr ? w.dtype() : rope.w2_dtype, "rms_norm weight", [&](auto wt) {
         using TO = decltype(o);
         using TI = decltype(i);
         using TW = decltype(wt);
         if (narrow) {
+          DSV4_INTERNAL_CHECK(rope.rows2 == 0, "rms_norm_rope: one part a launch on the narrow kernel");
           return with_rope ? launch_rms_norm_narrow<true, TO, TI, TW>(ctx, out, x, w, eps, rope, rows, dim)
                            : launch_rms_norm_narrow<false, TO, TI, TW>(ctx, out, x, w, eps, rope, rows, dim);
         }
@@ -1307,22 +1320,46 @@ void rms_norm(ExecContext& ctx, Tensor out, Tensor x, Tensor w, float eps) {
   launch_rms_norm(ctx, out, x, w, eps, NormRope{});
 }
 
-void rms_norm_rope(ExecContext& ctx, Tensor x, Tensor w, float eps, Tensor pos, const RopeTable& table) {
-  const int64_t T = x.size(0), heads = x.size(1), dim = x.size(2);
-  if (T == 0 || heads == 0) return;
-  // Nothing to rotate, rows beyond the one-pass kernel, or pairs not on even lanes: the two ops.
+void rms_norm_rope(ExecContext& ctx, std::span<const NormRopeHeads> parts, float eps, Tensor pos,
+                   const RopeTable& table) {
+  if (parts.empty() || parts[0].x.size(0) == 0) return;
+  const int64_t dim = parts[0].x.size(2);
+  // Nothing to rotate, rows beyond the one-pass kernel, or pairs not on even lanes: the two ops a part.
   if (table.rope_dim == 0 || dim > 8 * 1024 || dim % 2 != 0) {
-    rms_norm(ctx, x, x, w, eps);
-    rope(ctx, x, pos, table, false);
+    for (const NormRopeHeads& p : parts) {
+      rms_norm(ctx, p.x, p.x, p.w, eps);
+      rope(ctx, p.x, pos, table, false);
+    }
     return;
   }
   NormRope r;
   r.pos = pos.ptr<int32_t>();
   r.inv_freq = table.inv_freq.ptr<float>();
-  r.heads = heads;
   r.rope_dim = table.rope_dim;
   r.attention_factor = table.attention_factor;
-  launch_rms_norm(ctx, x, x, w, eps, r);
+  // Two parts in one launch of the row kernel: one dtype, contiguous, and weights of one dtype where both have one.
+  const NormRopeHeads& a = parts[0];
+  if (parts.size() == 2) {
+    const NormRopeHeads& b = parts[1];
+    const bool weights_agree = a.w.data() == nullptr || b.w.data() == nullptr || a.w.dtype() == b.w.dtype();
+    if (dim > kNarrowMaxDim && a.x.dtype() == b.x.dtype() && a.x.is_contiguous() && b.x.is_contiguous() &&
+        weights_agree && a.x.size(1) > 0 && b.x.size(1) > 0) {
+      r.heads = a.x.size(1);
+      r.rows1 = a.x.size(0) * a.x.size(1);
+      r.rows2 = b.x.size(0) * b.x.size(1);
+      r.heads2 = b.x.size(1);
+      r.x2 = b.x.data();
+      r.w2 = b.w.data();
+      r.w2_dtype = b.w.data() != nullptr ? b.w.dtype() : DType::F32;
+      launch_rms_norm(ctx, a.x, a.x, a.w, eps, r);
+      return;
+    }
+  }
+  for (const NormRopeHeads& p : parts) {
+    if (p.x.size(1) == 0) continue;
+    r.heads = p.x.size(1);
+    launch_rms_norm(ctx, p.x, p.x, p.w, eps, r);
+  }
 }
 
 void fused_mtp_input_rms_norm(ExecContext& ctx, Tensor enorm_out, Tensor hnorm_out, Tensor inputs_embeds,
