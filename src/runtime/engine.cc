@@ -289,6 +289,46 @@ std::vector<int32_t> Engine::forward_greedy(BatchBuilder& batch, bool uniform_de
   return tokens;
 }
 
+std::vector<int32_t> Engine::decode_greedy(int32_t slot, int64_t pos, int32_t first, int64_t steps) {
+  DSV4_CHECK_ARG(steps >= 0 && pos >= 0, "decode_greedy: ", steps, " steps from position ", pos);
+  auto batch_at = [&](int64_t i, int32_t id) {
+    BatchBuilder b;
+    b.add({slot, static_cast<int32_t>(pos + i), {id}, false});
+    return b;
+  };
+  std::vector<int32_t> out;
+  if (steps == 0) return out;
+  // The first and the last step checked and every page taken before anything is queued: nothing throws while a step
+  // is in flight (a step fed from the previous one carries the placeholder id 0; the device reads the drawn token).
+  BatchBuilder first_step = batch_at(0, first), last_step = batch_at(steps - 1, 0);
+  check_batch(first_step);
+  check_batch(last_step);
+  ensure_pages(last_step);
+  if (!exec_->samples_on_device()) {
+    out.push_back(forward_greedy(first_step, /*uniform_decode=*/true).at(0));
+    for (int64_t i = 1; i < steps; ++i) {
+      BatchBuilder b = batch_at(i, out.back() >= 0 ? out.back() : 0);
+      out.push_back(forward_greedy(b, /*uniform_decode=*/true).at(0));
+    }
+    return out;
+  }
+  const std::vector<ops::TokenSamplingParams> greedy(1);  // temperature 0
+  std::vector<int32_t> tokens;
+  int in_flight = -1;
+  for (int64_t i = 0; i < steps; ++i) {
+    BatchBuilder b = i == 0 ? std::move(first_step) : batch_at(i, 0);
+    const int ticket = exec_->start_tokens(b, /*uniform_decode=*/true, greedy, /*ids_from_previous=*/i > 0);
+    if (in_flight >= 0) {
+      exec_->finish_tokens(in_flight, &tokens);
+      out.push_back(tokens.at(0));
+    }
+    in_flight = ticket;
+  }
+  exec_->finish_tokens(in_flight, &tokens);
+  out.push_back(tokens.at(0));
+  return out;
+}
+
 void Engine::mtp_forward(BatchBuilder& batch, const std::vector<float>& hidden, std::vector<float>* logits,
                          std::vector<float>* hidden_out) {
   DSV4_CHECK(has_mtp(), kUnsupported, "this checkpoint has no MTP layer (mtp.0.*)");

@@ -283,6 +283,48 @@ TEST(CudaSampleTokens, EngineDeviceSamplingMatchesHostPath) {
   }
 }
 
+// Engine::decode_greedy on the device (each step queued before the previous one's token is back, its id taken on the
+// device) draws what forward_greedy draws step by step from the same state and what the CPU engine draws, eager and
+// under graphs.
+TEST(CudaSampleTokens, PipelinedDecodeGreedyMatchesStepByStep) {
+  DSV4_REQUIRE_GPU();
+  const std::string dir = test::fixture_dir("tiny_a");
+  const std::vector<int32_t> prompt = {1, 5, 9, 14, 3, 7};
+  const int32_t pos = static_cast<int32_t>(prompt.size());
+  constexpr int kSteps = 12;
+  auto run = [&](Engine& engine) {
+    BatchBuilder a;
+    a.add({0, 0, prompt, true});
+    const int32_t first = engine.forward_greedy(a).back();
+    std::vector<int32_t> step_by_step;
+    int32_t next = first;
+    for (int32_t p = pos; p < pos + kSteps; ++p) {
+      BatchBuilder g;
+      g.add({0, p, {next}, false});
+      next = engine.forward_greedy(g, /*uniform_decode=*/true).at(0);
+      step_by_step.push_back(next);
+    }
+    const std::vector<int32_t> pipelined = engine.decode_greedy(0, pos, first, kSteps);
+    EXPECT_EQ(pipelined, step_by_step);
+    engine.release_slot(0);
+    return pipelined;
+  };
+  EngineOptions o;
+  o.max_seqs = 1;
+  o.max_model_len = 4096;
+  o.max_batch_tokens = 512;
+  o.kv_cache_memory = int64_t{256} << 20;
+  o.cuda_precision = DType::F32;  // the CPU engine's tokens, exactly
+  Engine cpu(dir, o);
+  const std::vector<int32_t> expect = run(cpu);
+  o.device = Device::kCUDA;
+  for (bool eager : {true, false}) {
+    o.enforce_eager = eager;
+    Engine engine(dir, o);
+    EXPECT_EQ(run(engine), expect) << (eager ? "eager" : "graphs");
+  }
+}
+
 // The non-finite flags on the GPU: the same as the CPU reference's for rows with a NaN or an infinity in any of the
 // cluster's slices (first, middle, last element of a Flash-sized row), greedy and sampled; tokens unchanged.
 TEST(CudaSampleTokens, NonFiniteRowsAreFlaggedLikeTheCpu) {

@@ -459,6 +459,23 @@ TEST_F(Cli, KvCacheDtype) {
   expect_failure(base + " --kv-cache-dtype ''", {"--kv-cache-dtype"});
 }
 
+// bench's long-context rows on the CPU: each context's step timed three ways (host logits, sampled, pipelined as
+// generate runs it), positive and ordered by context.
+TEST_F(Cli, BenchContextRows) {
+  const json r = run_json(str_cat("bench -m ", model(),
+                                  " --device cpu --prefill 16 --batch 1 --contexts 64,200 --decode-steps 3 --reps 1 "
+                                  "--warmup 0 --spec-tokens 0 --json"));
+  ASSERT_EQ(r["runs"].size(), 1u) << r.dump();
+  const json& rows = r["runs"][0]["context_decode"];
+  ASSERT_EQ(rows.size(), 2u) << r.dump();
+  for (size_t i = 0; i < rows.size(); ++i) {
+    EXPECT_EQ(rows[i]["context"].get<int64_t>(), i == 0 ? 64 : 200);
+    for (const char* k : {"ms_per_step", "sampled_ms_per_step", "pipelined_ms_per_step"}) {
+      EXPECT_GT(rows[i][k]["median"].get<double>(), 0.0) << k;
+    }
+  }
+}
+
 TEST_F(Cli, ActivationQuant) {
   const std::string base = str_cat("generate -m ", model(), " --ids 256,84,104,101,32,119 -n 8 --ignore-eos --json");
   for (const char* q : {"none", "fp8"}) {

@@ -50,6 +50,34 @@ TEST(EngineForward, GreedyTokensAreTheLogitsArgmax) {
   e.release_slot(0);
 }
 
+// decode_greedy (generate's decode loop, the benchmarks' pipelined step) draws what forward_greedy draws step by step
+// from the same state, and checks every step before it runs one.
+TEST(EngineForward, DecodeGreedyMatchesStepByStep) {
+  EngineOptions o;
+  o.max_seqs = 1;
+  Engine e(model_dir(), o);
+  const std::vector<int32_t> prompt = {5, 17, 301, 42, 9, 1200, 77};
+  BatchBuilder a;
+  a.add({0, 0, prompt, true});
+  const int32_t first = e.forward_greedy(a).back();
+  const int32_t pos = static_cast<int32_t>(prompt.size());
+  std::vector<int32_t> expect;
+  int32_t next = first;
+  for (int32_t p = pos; p < pos + 6; ++p) {
+    BatchBuilder g;
+    g.add({0, p, {next}, false});
+    next = e.forward_greedy(g, /*uniform_decode=*/true).at(0);
+    expect.push_back(next);
+  }
+  EXPECT_EQ(e.decode_greedy(0, pos, first, 6), expect);  // rewrites the same rows with the same values
+  EXPECT_TRUE(e.decode_greedy(0, pos, first, 0).empty());
+  EXPECT_THROW(e.decode_greedy(0, pos, static_cast<int32_t>(e.config().vocab_size), 2), Error);
+  EXPECT_THROW(e.decode_greedy(0, e.max_model_len() - 2, first, 1000), Error);  // the last step past max_model_len
+  EXPECT_THROW(e.decode_greedy(0, pos, first, -1), Error);
+  EXPECT_EQ(e.decode_greedy(0, pos, first, 6), expect);  // nothing left half done by the refusals
+  e.release_slot(0);
+}
+
 TEST(EngineForward, GreedyRefusesWhatForwardRefuses) {
   EngineOptions o;
   o.max_seqs = 1;

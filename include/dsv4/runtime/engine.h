@@ -193,6 +193,11 @@ class Engine {
   // else argmax_token of the host logits. A row whose logits hold a NaN or an infinity gives -1 (the device's flag;
   // on the host, the same check). Benchmarks time a long-context decode step with it.
   std::vector<int32_t> forward_greedy(BatchBuilder& batch, bool uniform_decode = false);
+  // `steps` greedy decode steps of `slot` from position `pos`, the first fed `first`, each next one the token the
+  // step before drew — generate's decode as it runs: where the executor samples on the device, each step is queued
+  // before the previous one's token is read back (its id taken on the device), else forward_greedy step by step.
+  // Returns the `steps` tokens (-1 where a row's logits were not finite). Benchmarks time a long-context step with it.
+  std::vector<int32_t> decode_greedy(int32_t slot, int64_t pos, int32_t first, int64_t steps);
 
   // One forward of the MTP drafter: `batch` holds the drafter's input tokens (the token after each
   // position), `hidden` the residual rows it continues from ([T, n*H] host). Writes the draft logits of

@@ -53,7 +53,7 @@ if part contexts 40; then
     timeout 120 dsv4 bench "${flash[@]}" --prefill 128 --batch 1 --contexts 1024,32768,1048575 --decode-steps 8 \
       --reps 3 --warmup 1 --kv-cache-dtype $cache >"$OUT/contexts_$cache.log" 2>&1
     note "contexts $cache rc=$?:"
-    note "$(grep -E '^decode at context' "$OUT/contexts_$cache.log" | sed 's/ (sampled[^)]*)//g; s/; indexer.*//')"
+    note "$(grep -E '^decode at context' "$OUT/contexts_$cache.log" | sed 's/; indexer.*//')"
   done
 fi
 if part quant 25; then

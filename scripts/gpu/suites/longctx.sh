@@ -91,7 +91,7 @@ c = load(f"{out}/contexts.json")
 if c:
     for r in c["runs"]:
         for d in r.get("context_decode", []):
-            print("flash b=1 %s context %d: %.3f ms/step (device %.3f; sampled on the engine's path %.3f -> %.2fx), floor(weights+state) %.3f ms -> %.2fx; indexer %.1f us, attention %.1f us per step" % (r["mode"], d["context"], d["ms_per_step"]["median"], d.get("device_ms_per_step", 0), d.get("sampled_ms_per_step", {}).get("median", 0), d.get("sampled_over_floor", 0), d.get("floor_ms", 0), d.get("measured_over_floor", 0), d.get("indexer_ms_per_step", 0) * 1e3, d.get("attention_ms_per_step", 0) * 1e3))
+            print("flash b=1 %s context %d: %.3f ms/step (device %.3f; sampled on the engine's path %.3f -> %.2fx; pipelined as in generate %.3f -> %.2fx), floor(weights+state) %.3f ms -> %.2fx; indexer %.1f us, attention %.1f us per step" % (r["mode"], d["context"], d["ms_per_step"]["median"], d.get("device_ms_per_step", 0), d.get("sampled_ms_per_step", {}).get("median", 0), d.get("sampled_over_floor", 0), d.get("pipelined_ms_per_step", {}).get("median", 0), d.get("pipelined_over_floor", 0), d.get("floor_ms", 0), d.get("measured_over_floor", 0), d.get("indexer_ms_per_step", 0) * 1e3, d.get("attention_ms_per_step", 0) * 1e3))
 for f in sorted(glob.glob(f"{out}/prefill_*.json"), key=lambda p: int(p.split("_")[-1][:-5])):
     p = load(f)
     if not p: continue
