@@ -284,8 +284,9 @@ TEST(CudaSampleTokens, EngineDeviceSamplingMatchesHostPath) {
 }
 
 // Engine::decode_greedy on the device (each step queued before the previous one's token is back, its id taken on the
-// device) draws what forward_greedy draws step by step from the same state and what the CPU engine draws, eager and
-// under graphs.
+// device) draws what forward_greedy draws step by step from the same prompt and what the CPU engine draws, eager and
+// under graphs. Each run starts from the prompt on a released slot (a sequence cannot be rewound past its window
+// rings' slack).
 TEST(CudaSampleTokens, PipelinedDecodeGreedyMatchesStepByStep) {
   DSV4_REQUIRE_GPU();
   const std::string dir = test::fixture_dir("tiny_a");
@@ -293,9 +294,13 @@ TEST(CudaSampleTokens, PipelinedDecodeGreedyMatchesStepByStep) {
   const int32_t pos = static_cast<int32_t>(prompt.size());
   constexpr int kSteps = 12;
   auto run = [&](Engine& engine) {
-    BatchBuilder a;
-    a.add({0, 0, prompt, true});
-    const int32_t first = engine.forward_greedy(a).back();
+    auto prefill = [&] {
+      engine.release_slot(0);
+      BatchBuilder a;
+      a.add({0, 0, prompt, true});
+      return engine.forward_greedy(a).back();
+    };
+    const int32_t first = prefill();
     std::vector<int32_t> step_by_step;
     int32_t next = first;
     for (int32_t p = pos; p < pos + kSteps; ++p) {
@@ -304,6 +309,7 @@ TEST(CudaSampleTokens, PipelinedDecodeGreedyMatchesStepByStep) {
       next = engine.forward_greedy(g, /*uniform_decode=*/true).at(0);
       step_by_step.push_back(next);
     }
+    EXPECT_EQ(prefill(), first);
     const std::vector<int32_t> pipelined = engine.decode_greedy(0, pos, first, kSteps);
     EXPECT_EQ(pipelined, step_by_step);
     engine.release_slot(0);

@@ -51,31 +51,43 @@ TEST(EngineForward, GreedyTokensAreTheLogitsArgmax) {
 }
 
 // decode_greedy (generate's decode loop, the benchmarks' pipelined step) draws what forward_greedy draws step by step
-// from the same state, and checks every step before it runs one.
+// from the same prompt, and checks every step before it runs one. Each run starts from the prompt again on a released
+// slot: the window rings hold a few positions past the window, so a sequence cannot be rewound by a dozen steps.
 TEST(EngineForward, DecodeGreedyMatchesStepByStep) {
-  EngineOptions o;
-  o.max_seqs = 1;
-  Engine e(model_dir(), o);
-  const std::vector<int32_t> prompt = {5, 17, 301, 42, 9, 1200, 77};
-  BatchBuilder a;
-  a.add({0, 0, prompt, true});
-  const int32_t first = e.forward_greedy(a).back();
-  const int32_t pos = static_cast<int32_t>(prompt.size());
-  std::vector<int32_t> expect;
-  int32_t next = first;
-  for (int32_t p = pos; p < pos + 6; ++p) {
-    BatchBuilder g;
-    g.add({0, p, {next}, false});
-    next = e.forward_greedy(g, /*uniform_decode=*/true).at(0);
-    expect.push_back(next);
+  for (const std::string& dir : {model_dir(), test::fixture_dir("tiny_a")}) {
+    SCOPED_TRACE(dir);
+    EngineOptions o;
+    o.max_seqs = 1;
+    o.max_model_len = 4096;
+    o.kv_cache_memory = int64_t{256} << 20;
+    Engine e(dir, o);
+    const std::vector<int32_t> prompt = {5, 17, 301, 42, 9, 120, 77};
+    const int32_t pos = static_cast<int32_t>(prompt.size());
+    auto prefill = [&] {
+      e.release_slot(0);
+      BatchBuilder a;
+      a.add({0, 0, prompt, true});
+      return e.forward_greedy(a).back();
+    };
+    const int32_t first = prefill();
+    std::vector<int32_t> expect;
+    int32_t next = first;
+    for (int32_t p = pos; p < pos + 12; ++p) {
+      BatchBuilder g;
+      g.add({0, p, {next}, false});
+      next = e.forward_greedy(g, /*uniform_decode=*/true).at(0);
+      expect.push_back(next);
+    }
+    EXPECT_EQ(prefill(), first);
+    EXPECT_EQ(e.decode_greedy(0, pos, first, 12), expect);
+    EXPECT_TRUE(e.decode_greedy(0, pos, first, 0).empty());
+    EXPECT_THROW(e.decode_greedy(0, pos, static_cast<int32_t>(e.config().vocab_size), 2), Error);
+    EXPECT_THROW(e.decode_greedy(0, e.max_model_len() - 2, first, 1000), Error);  // the last step past max_model_len
+    EXPECT_THROW(e.decode_greedy(0, pos, first, -1), Error);
+    prefill();
+    EXPECT_EQ(e.decode_greedy(0, pos, first, 12), expect);  // nothing left half done by the refusals
+    e.release_slot(0);
   }
-  EXPECT_EQ(e.decode_greedy(0, pos, first, 6), expect);  // rewrites the same rows with the same values
-  EXPECT_TRUE(e.decode_greedy(0, pos, first, 0).empty());
-  EXPECT_THROW(e.decode_greedy(0, pos, static_cast<int32_t>(e.config().vocab_size), 2), Error);
-  EXPECT_THROW(e.decode_greedy(0, e.max_model_len() - 2, first, 1000), Error);  // the last step past max_model_len
-  EXPECT_THROW(e.decode_greedy(0, pos, first, -1), Error);
-  EXPECT_EQ(e.decode_greedy(0, pos, first, 6), expect);  // nothing left half done by the refusals
-  e.release_slot(0);
 }
 
 TEST(EngineForward, GreedyRefusesWhatForwardRefuses) {
