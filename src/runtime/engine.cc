@@ -291,6 +291,7 @@ std::vector<int32_t> Engine::forward_greedy(BatchBuilder& batch, bool uniform_de
 
 std::vector<int32_t> Engine::decode_greedy(int32_t slot, int64_t pos, int32_t first, int64_t steps) {
   DSV4_CHECK_ARG(steps >= 0 && pos >= 0, "decode_greedy: ", steps, " steps from position ", pos);
+  DSV4_CHECK_ARG(slot >= 0 && slot < opt_.max_seqs, "slot ", slot, " outside [0, ", opt_.max_seqs, ")");
   auto batch_at = [&](int64_t i, int32_t id) {
     BatchBuilder b;
     b.add({slot, static_cast<int32_t>(pos + i), {id}, false});

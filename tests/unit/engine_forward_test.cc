@@ -84,6 +84,8 @@ TEST(EngineForward, DecodeGreedyMatchesStepByStep) {
     EXPECT_THROW(e.decode_greedy(0, pos, static_cast<int32_t>(e.config().vocab_size), 2), Error);
     EXPECT_THROW(e.decode_greedy(0, e.max_model_len() - 2, first, 1000), Error);  // the last step past max_model_len
     EXPECT_THROW(e.decode_greedy(0, pos, first, -1), Error);
+    EXPECT_THROW(e.decode_greedy(-1, pos, first, 2), Error);  // a padding slot: no state to decode
+    EXPECT_THROW(e.decode_greedy(1, pos, first, 2), Error);   // past max_seqs
     prefill();
     EXPECT_EQ(e.decode_greedy(0, pos, first, 12), expect);  // nothing left half done by the refusals
     e.release_slot(0);
