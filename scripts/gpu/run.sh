@@ -15,6 +15,7 @@
 #               from the checkout with the stage's programs; ab times the decode step of several libdsv4.so builds in
 #               alternation (thin stages of scripts/gpu/stage-lib.sh)
 # Fixtures and models come from DSV4_SOURCE_DIR (default: the checkout the call runs in, the stage's parent).
+# DSV4_LIB=DIR runs every suite on DIR/libdsv4.so (a candidate's thin stage) instead of the stage's (env.sh).
 # Prints a short summary last; every log is also in $OUT/logs.tgz.
 set -u
 STAGE=$(cd "$(dirname "$0")/../.." && pwd)

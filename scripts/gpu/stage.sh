@@ -34,9 +34,11 @@ strip --strip-debug "$tmp"/bin/* "$tmp"/lib/*
 cp -r tools/reference tools/profile "$tmp/tools/"
 cp -r bench/kernels bench/make_prompts.py "$tmp/bench/"
 cp -r scripts/gpu "$tmp/scripts/"
+# DSV4_LIB=DIR puts a candidate libdsv4.so (a thin stage of scripts/gpu/stage-lib.sh) before the stage's own, so every
+# suite runs on it (a plain LD_LIBRARY_PATH is placed after the stage's lib: it does not override it).
 cat >"$tmp/env.sh" <<'EOT'
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-export PATH="$here/bin:$PATH" LD_LIBRARY_PATH="$here/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+export PATH="$here/bin:$PATH" LD_LIBRARY_PATH="${DSV4_LIB:+$DSV4_LIB:}$here/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 EOT
 mkdir -p "$dest"
 exclude="$(git rev-parse --git-common-dir)/info/exclude"
