@@ -51,18 +51,29 @@ __global__ void __launch_bounds__(kPartialThreads, 4)
     hc_mix_partial_kernel(float* __restrict__ partial, const TI* __restrict__ x, const float* __restrict__ fn,
                           int64_t T, int64_t width, int64_t chunk) {
   constexpr int ROWS = mix_rows<N, HEAD>(), V = ROWS + 1, RG = row_group<N, HEAD, TT>(), A = RG + 1;
-  pdl_wait();
   __shared__ float red[kPartialWarps][TT * A];
   const int64_t t0 = static_cast<int64_t>(blockIdx.y) * TT;
   const int k0 = blockIdx.z * RG;
   const int64_t begin = static_cast<int64_t>(blockIdx.x) * chunk, end = min(width, begin + chunk);
+  // fn is a weight: at TT = 1 (few tokens) the first pass's values — at decode a thread's only pass — are loaded
+  // before the wait, while the previous kernel finishes, so only x's loads remain on the critical path (at TT = 4
+  // the 4 tokens' accumulators leave no registers for them).
+  const int64_t first = begin + threadIdx.x;
+  float f_first[RG] = {};
+  if constexpr (TT == 1) {
+#pragma unroll
+    for (int r = 0; r < RG; ++r) f_first[r] = first < end && k0 + r < ROWS ? fn[(k0 + r) * width + first] : 0.0f;
+  }
+  pdl_wait();
   float acc[TT][A];  // RG dot products, then the sum of squares
 #pragma unroll
   for (int j = 0; j < TT; ++j) {
 #pragma unroll
     for (int r = 0; r < A; ++r) acc[j][r] = 0.0f;
   }
-  for (int64_t i = begin + threadIdx.x; i < end; i += kPartialThreads) {
+  // One pass at column i: fn's values from f_first (the prefetched first pass) or loaded row by row as they are used
+  // (at TT = 4 all RG rows at once would not fit beside the accumulators).
+  auto accumulate = [&](int64_t i, bool prefetched) {
     float v[TT];
 #pragma unroll
     for (int j = 0; j < TT; ++j) {
@@ -71,11 +82,17 @@ __global__ void __launch_bounds__(kPartialThreads, 4)
     }
 #pragma unroll
     for (int r = 0; r < RG; ++r) {
-      const float f = k0 + r < ROWS ? fn[(k0 + r) * width + i] : 0.0f;
+      const float f = prefetched ? f_first[r] : k0 + r < ROWS ? fn[(k0 + r) * width + i] : 0.0f;
 #pragma unroll
       for (int j = 0; j < TT; ++j) acc[j][r] = fmaf(f, v[j], acc[j][r]);
     }
+  };
+  int64_t i = first;
+  if constexpr (TT == 1) {
+    if (i < end) accumulate(i, true);
+    i += kPartialThreads;
   }
+  for (; i < end; i += kPartialThreads) accumulate(i, false);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
   for (int j = 0; j < TT; ++j) {
@@ -142,13 +159,12 @@ __device__ __forceinline__ void reduce_partials(float* mm, const float* __restri
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   float s[kRowsPerWarp];
 #pragma unroll
-  for (int q = 0; q < kRowsPerWarp; ++q) s[q] = 0.0f;
-  for (int c = lane; c < chunks; c += 32) {
-#pragma unroll
-    for (int q = 0; q < kRowsPerWarp; ++q) {
-      const int k = warp + q * WARPS;
-      if (k < V && ((k >= k_begin && k < k_end) || k == V - 1)) s[q] += pt[c * V + k];
-    }
+  for (int q = 0; q < kRowsPerWarp; ++q) {
+    s[q] = 0.0f;
+    const int k = warp + q * WARPS;
+    if (k >= V || !((k >= k_begin && k < k_end) || k == V - 1)) continue;  // warp-uniform
+#pragma unroll 4
+    for (int c = lane; c < chunks; c += 32) s[q] += pt[c * V + k];
   }
 #pragma unroll
   for (int q = 0; q < kRowsPerWarp; ++q) {
@@ -158,13 +174,24 @@ __device__ __forceinline__ void reduce_partials(float* mm, const float* __restri
   }
 }
 
+// The weights a collapse block applies to its pre logits, loaded by the finish kernels before their wait (weights:
+// no earlier kernel writes them): scale[0] and, in threads < N, base[thread].
+struct PreWeights {
+  float scale0, base;
+};
+__device__ __forceinline__ PreWeights load_pre_weights(const float* __restrict__ base, const float* __restrict__ scale,
+                                                       int N) {
+  return {scale[0], static_cast<int>(threadIdx.x) < N ? base[threadIdx.x] : 0.0f};
+}
+
 // Token t's collapse weights, in both finish kernels (every thread calls): the block reduces the partials it needs.
 // hc_pre's mixer block takes the post / comb logits (rows N .. ROWS-1), writes post and comb and gets false; a
 // collapse block takes the pre logits (rows 0 .. N-1) and gets true with pre[0 .. N) in shared memory.
 template <int N, bool HEAD, int WARPS>
 __device__ __forceinline__ bool collapse_weights(float* mm, float* pre, bool mixer, const float* partial_t, int chunks,
                                                  int64_t H, float eps, float* post, float* comb, const float* base,
-                                                 const float* scale, int64_t t, float hc_eps, int sinkhorn_iters) {
+                                                 const float* scale, PreWeights pw, int64_t t, float hc_eps,
+                                                 int sinkhorn_iters) {
   constexpr int ROWS = mix_rows<N, HEAD>(), V = ROWS + 1;
   if (mixer) {
     reduce_partials<V, WARPS>(mm, partial_t, chunks, N, ROWS);
@@ -179,7 +206,7 @@ __device__ __forceinline__ bool collapse_weights(float* mm, float* pre, bool mix
     if (threadIdx.x < 32) hc_post_and_comb<N>(post, comb, mm, base, scale, t, hc_eps, sinkhorn_iters);
     return false;
   }
-  if (threadIdx.x < N) pre[threadIdx.x] = sigmoidf(mm[threadIdx.x] * r * scale[0] + base[threadIdx.x]) + hc_eps;
+  if (threadIdx.x < N) pre[threadIdx.x] = sigmoidf(mm[threadIdx.x] * r * pw.scale0 + pw.base) + hc_eps;
   __syncthreads();
   return true;
 }
@@ -194,13 +221,14 @@ __global__ void __launch_bounds__(kThreads)
                          const float* __restrict__ scale, int64_t H, int chunks, int slices, float eps, float hc_eps,
                          int sinkhorn_iters) {
   constexpr int V = mix_rows<N, HEAD>() + 1;
+  const PreWeights pw = load_pre_weights(base, scale, N);
   pdl_wait();
   __shared__ float mm[V];
   __shared__ float pre[N];
   const int64_t t = blockIdx.y;
   const bool mixer = !HEAD && static_cast<int>(blockIdx.x) == slices;
   if (!collapse_weights<N, HEAD, kFinishWarps>(mm, pre, mixer, partial + t * chunks * V, chunks, H, eps, post, comb,
-                                               base, scale, t, hc_eps, sinkhorn_iters)) {
+                                               base, scale, pw, t, hc_eps, sinkhorn_iters)) {
     return;
   }
   const TI* xt = x + t * N * H;
@@ -230,14 +258,24 @@ __global__ void __launch_bounds__(kNormThreads)
                               const float* __restrict__ norm_w, int64_t H, int chunks, float eps, float hc_eps,
                               int sinkhorn_iters, float norm_eps) {
   constexpr int V = mix_rows<N, HEAD>() + 1, WARPS = kNormThreads / 32;
-  pdl_wait();
   __shared__ float mm[V];
   __shared__ float pre[N];
   __shared__ float red[WARPS];
-  const int64_t t = blockIdx.y;
+  __shared__ __align__(16) float ws[kNormThreads * kNormPerThread];
+  // The weights, before the wait (no earlier kernel writes them): pre's in registers, and the norm's — all the
+  // collapse block applies after its reduction — copied into shared memory by cp.async (rows of whole 16-byte
+  // vectors; other rows read them after the reduction).
   const bool mixer = !HEAD && blockIdx.x == 1;
+  const bool staged_w = !mixer && H % 4 == 0 && reinterpret_cast<uintptr_t>(norm_w) % 16 == 0;
+  if (staged_w) {
+    for (int64_t c = threadIdx.x; c < H / 4; c += kNormThreads) cp_async16(ws + 4 * c, norm_w + 4 * c, true);
+    cp_async_commit();
+  }
+  const PreWeights pw = load_pre_weights(base, scale, N);
+  pdl_wait();
+  const int64_t t = blockIdx.y;
   if (!collapse_weights<N, HEAD, WARPS>(mm, pre, mixer, partial + t * chunks * V, chunks, H, eps, post, comb, base,
-                                        scale, t, hc_eps, sinkhorn_iters)) {
+                                        scale, pw, t, hc_eps, sinkhorn_iters)) {
     return;
   }
   const TI* xt = x + t * N * H;
@@ -258,13 +296,14 @@ __global__ void __launch_bounds__(kNormThreads)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   ss = warp_sum(ss);
   if (lane == 0) red[warp] = ss;
+  if (staged_w) cp_async_wait_all();  // every thread's copies, visible to all after the barrier
   __syncthreads();
   ss = warp_sum(lane < WARPS ? red[lane] : 0.0f);  // every warp sums the 32 partials in the same order
   const float rstd = rsqrtf(ss / static_cast<float>(H) + norm_eps);
 #pragma unroll
   for (int q = 0; q < kNormPerThread; ++q) {
     const int64_t h = threadIdx.x + static_cast<int64_t>(q) * kNormThreads;
-    if (h < H) out[t * H + h] = from_float<TO>(v[q] * rstd * norm_w[h]);
+    if (h < H) out[t * H + h] = from_float<TO>(v[q] * rstd * (staged_w ? ws[h] : norm_w[h]));
   }
 }
 
