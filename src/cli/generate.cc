@@ -71,10 +71,17 @@ void register_generate(CLI::App& app) {
     // characters only), token ids without one.
     const bool stream = !o->json && prompts.size() == 1;
     std::unique_ptr<StreamDecoder> decoder;
+    // The prompt is echoed with the first token (or at the end), once generate's checks have passed: a request it
+    // rejects prints nothing on stdout.
+    bool prompt_shown = false;
+    const auto show_prompt = [&] {
+      if (!prompt_shown) std::printf("%s", o->prompt.c_str());
+      prompt_shown = true;
+    };
     if (stream && tok) {
       decoder = std::make_unique<StreamDecoder>(*tok, /*skip_special=*/true);
-      std::printf("%s", o->prompt.c_str());
-      go.on_token = [&decoder](size_t, int32_t token) {
+      go.on_token = [&decoder, &show_prompt](size_t, int32_t token) {
+        show_prompt();
         std::printf("%s", decoder->push(token).c_str());
         std::fflush(stdout);
       };
@@ -137,7 +144,10 @@ void register_generate(CLI::App& app) {
       return;
     }
     if (stream) {
-      if (decoder) std::printf("%s", decoder->flush().c_str());
+      if (decoder) {
+        show_prompt();
+        std::printf("%s", decoder->flush().c_str());
+      }
       std::printf("\n");
     } else {
       for (size_t i = 0; i < r.tokens.size(); ++i) {

@@ -260,6 +260,16 @@ TEST_F(Cli, DefaultModelWithTokenizerAndShardedCheckpoint) {
   ASSERT_TRUE(a.contains("text"));  // decoded with the model's tokenizer.json
   EXPECT_FALSE(a["text"][0].get<std::string>().empty());
   EXPECT_LT(a["prompt_tokens"].get<int>(), 20);  // tokenized, not byte-level
+  // The streamed text echoes the prompt, with no tokens too; a prompt generate rejects is not echoed.
+  const Result streamed = run(str_cat("generate -m ", kjv, " --prompt 'In the beginning God' -n 3 --ignore-eos"));
+  EXPECT_EQ(streamed.status, 0) << streamed.err;
+  EXPECT_EQ(streamed.out.rfind("In the beginning God", 0), 0u) << streamed.out;
+  EXPECT_GT(streamed.out.size(), std::string("In the beginning God\n").size()) << streamed.out;
+  EXPECT_EQ(run(str_cat("generate -m ", kjv, " --prompt 'In the beginning God' -n 0")).out, "In the beginning God\n");
+  const Result rejected = run(str_cat("generate -m ", kjv, " --prompt 'In the beginning God' -n 1 --max-model-len 2"));
+  EXPECT_EQ(rejected.status, 1) << rejected.err;
+  EXPECT_NE(rejected.err.find("max_model_len (2)"), std::string::npos) << rejected.err;
+  EXPECT_EQ(rejected.out, "");
   EXPECT_EQ(run_json(args)["tokens"], a["tokens"]);
   // Streaming text output starts with the prompt.
   const Result r = run(str_cat("generate -m ", kjv, " --prompt 'In the beginning God' -n 3 --ignore-eos"));
