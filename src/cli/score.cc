@@ -67,12 +67,13 @@ void register_score(CLI::App& app) {
       engine.mtp_forward(draft, residual, &mtp_logits, &mtp_hidden);
       save_safetensors(o->mtp_logits_out, {{"mtp_logits", Tensor(mtp_logits.data(), DType::F32, {T - 1, V})}});
     }
+    // One token predicts nothing: no mean (null in JSON), not a zero that reads as a perfect score.
     const double mean_nll = T > 1 ? nll / static_cast<double>(T - 1) : 0.0;
     if (o->json) {
       nlohmann::json j;
       j["tokens"] = ids;
       j["argmax"] = argmax;
-      j["mean_nll"] = mean_nll;
+      j["mean_nll"] = T > 1 ? nlohmann::json(mean_nll) : nlohmann::json(nullptr);
       j["seconds"] = seconds;
       j["device"] = o->flags.device_used();
       j["vocab_size"] = V;
@@ -81,8 +82,12 @@ void register_score(CLI::App& app) {
       std::printf("%s\n", j.dump().c_str());
       return;
     }
-    std::printf("scored %lld tokens in %.3f s on %s; mean next-token NLL %.4f\n", (long long)T, seconds,
-                o->flags.device_used().c_str(), mean_nll);
+    std::printf("scored %lld tokens in %.3f s on %s; ", (long long)T, seconds, o->flags.device_used().c_str());
+    if (T > 1) {
+      std::printf("mean next-token NLL %.4f\n", mean_nll);
+    } else {
+      std::printf("no next-token NLL (a single token predicts none)\n");
+    }
     std::printf("argmax:");
     for (int32_t a : argmax) std::printf(" %d", a);
     std::printf("\n");

@@ -160,6 +160,13 @@ TEST_F(Cli, ScoreWritesLogits) {
   EXPECT_GT(j["mean_nll"].get<double>(), 0.0);
   EXPECT_TRUE(std::isfinite(j["mean_nll"].get<double>()));
   EXPECT_TRUE(j.contains("seconds"));
+  // One token: its argmax, and no mean NLL (nothing is predicted), not a zero.
+  const json one = run_json(str_cat("score -m ", model(), " --ids 256 --json"));
+  EXPECT_EQ(one["argmax"].size(), 1u);
+  EXPECT_TRUE(one["mean_nll"].is_null());
+  const Result text = run(str_cat("score -m ", model(), " --ids 256"));
+  EXPECT_EQ(text.status, 0) << text.err;
+  EXPECT_NE(text.out.find("no next-token NLL"), std::string::npos) << text.out;
   fs::remove(f);
 }
 
