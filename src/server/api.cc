@@ -160,11 +160,15 @@ void parse_common(const ojson& b, GenerationParams& g, bool chat) {
   }
 }
 
-// Message content: a string, null, or an array of {"type": "text", "text": …} parts (joined).
-std::string message_content(const ojson& m, size_t i) {
+// Message content: a string or an array of {"type": "text", "text": …} parts (joined); absent or null only where
+// OpenAI's API allows it, an assistant's turn (e.g. one that only calls tools).
+std::string message_content(const ojson& m, size_t i, const std::string& role) {
   const std::string param = "messages[" + std::to_string(i) + "].content";
   const ojson* c = field(m, "content");
-  if (!c) return "";
+  if (!c) {
+    if (role != "assistant") bad(param, "'" + param + "' is required for a " + role + " message");
+    return "";
+  }
   if (c->is_string()) return c->get<std::string>();
   if (!c->is_array()) bad(param, "'" + param + "' must be a string or an array of text parts");
   std::string text;
@@ -189,7 +193,7 @@ ChatMessage parse_message(const ojson& m, size_t i) {
       msg.role != "tool") {
     bad(at + ".role", "'" + at + ".role' must be system, developer, user, assistant or tool, got '" + msg.role + "'");
   }
-  msg.content = message_content(m, i);
+  msg.content = message_content(m, i, msg.role);
   if (msg.role == "assistant") {
     msg.reasoning_content = get_string(m, "reasoning_content", "");
     if (const ojson* calls = field(m, "tool_calls")) {

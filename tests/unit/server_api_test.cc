@@ -90,6 +90,17 @@ TEST(ServerApi, BadRequestsNameTheirField) {
   EXPECT_EQ(rejected_param([&] { chat(R"({"messages": []})"); }), "messages");
   EXPECT_EQ(rejected_param([&] { chat(R"({"messages": [{"role": "alien", "content": "q"}]})"); }), "messages[0].role");
   EXPECT_EQ(rejected_param([&] { chat(R"({"messages": [{"role": "user", "content": 5}]})"); }), "messages[0].content");
+  // Content is required except in an assistant turn (which may only call tools).
+  for (const char* role : {"system", "developer", "user", "tool"}) {
+    EXPECT_EQ(rejected_param([&] { chat(std::string(R"({"messages": [{"role": ")") + role + R"("}]})"); }),
+              "messages[0].content")
+        << role;
+    EXPECT_EQ(
+        rejected_param([&] { chat(std::string(R"({"messages": [{"role": ")") + role + R"(", "content": null}]})"); }),
+        "messages[0].content")
+        << role;
+  }
+  EXPECT_EQ(chat(R"({"messages": [{"role": "user", "content": "q"}, {"role": "assistant"}]})").messages[1].content, "");
   EXPECT_EQ(rejected_param([&] { chat(R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})"); }),
             "messages[0].content");
   EXPECT_EQ(rejected_param([&] { chat("{" + m + R"(, "n": 2})"); }), "n");
