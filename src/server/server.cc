@@ -591,11 +591,26 @@ struct Server::Impl {
     http.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
       guarded("/detokenize", req, res, [&] { detokenize(req, res); });
     });
-    // Unknown paths and wrong methods answer in the same error shape.
+    // Unknown paths (404) and a known path with another method (405, with the Allow header) answer in the same
+    // error shape.
     http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return;
-      const int status = res.status == 405 ? 405 : 404;
-      send_json(res, status, ApiError(status, "no route for " + req.method + " " + req.path).body());
+      static const std::pair<const char*, const char*> kRoutes[] = {{"/v1/chat/completions", "POST"},
+                                                                    {"/v1/completions", "POST"},
+                                                                    {"/v1/models", "GET"},
+                                                                    {"/health", "GET"},
+                                                                    {"/metrics", "GET"},
+                                                                    {"/tokenize", "POST"},
+                                                                    {"/detokenize", "POST"}};
+      int status = res.status == 405 ? 405 : 404;
+      for (const auto& [path, method] : kRoutes) {
+        if (req.path == path && req.method != method) {
+          status = 405;
+          res.set_header("Allow", method);
+        }
+      }
+      const std::string what = status == 405 ? "method not allowed: " : "no route for ";
+      send_json(res, status, ApiError(status, what + req.method + " " + req.path).body());
     });
   }
 };

@@ -104,6 +104,13 @@ TEST(ServerHttp, ModelsHealthTokenize) {
   auto chat_tok = s.post("/tokenize", R"({"messages": [{"role": "user", "content": "hi"}]})");
   EXPECT_EQ(json::parse(chat_tok->body)["count"], std::string("User: hi\n\nAssistant:").size());
   expect_error(c.Get("/v1/nothing"), 404);
+  // A known path with another method: 405 naming the method it takes.
+  auto wrong = c.Get("/v1/chat/completions");
+  expect_error(wrong, 405);
+  EXPECT_EQ(wrong->get_header_value("Allow"), "POST");
+  auto del = c.Delete("/v1/models");
+  expect_error(del, 405);
+  EXPECT_EQ(del->get_header_value("Allow"), "GET");
 }
 
 TEST(ServerHttp, ChatCompletionWholeAndStreamed) {
