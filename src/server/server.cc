@@ -25,6 +25,7 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 constexpr auto kHeartbeat = std::chrono::milliseconds(1000);
 constexpr int kListenBacklog = 4096;
+constexpr size_t kMaxBodyBytes = size_t{64} << 20;  // a request body over this is a 413
 const char* kJsonType = "application/json";
 // Chunked JSON bodies carry a charset so httplib does not gzip them: compression would buffer the heartbeat spaces
 // that detect a client gone away.
@@ -591,8 +592,8 @@ struct Server::Impl {
     http.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
       guarded("/detokenize", req, res, [&] { detokenize(req, res); });
     });
-    // Unknown paths (404) and a known path with another method (405, with the Allow header) answer in the same
-    // error shape.
+    // Errors httplib answers itself, in the OpenAI error shape: an unknown path (404), a known path with another
+    // method (405, with the Allow header), a body over the limit (413) and the like keep their status.
     http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return;
       static const std::pair<const char*, const char*> kRoutes[] = {{"/v1/chat/completions", "POST"},
@@ -602,15 +603,19 @@ struct Server::Impl {
                                                                     {"/metrics", "GET"},
                                                                     {"/tokenize", "POST"},
                                                                     {"/detokenize", "POST"}};
-      int status = res.status == 405 ? 405 : 404;
+      int status = res.status >= 400 ? res.status : 404;
       for (const auto& [path, method] : kRoutes) {
-        if (req.path == path && req.method != method) {
+        if (status == 404 && req.path == path && req.method != method) {
           status = 405;
           res.set_header("Allow", method);
         }
       }
-      const std::string what = status == 405 ? "method not allowed: " : "no route for ";
-      send_json(res, status, ApiError(status, what + req.method + " " + req.path).body());
+      const std::string at = req.method + " " + req.path;
+      std::string message = "request failed with HTTP status " + std::to_string(status) + ": " + at;
+      if (status == 404) message = "no route for " + at;
+      if (status == 405) message = "method not allowed: " + at;
+      if (status == 413) message = "request body over the " + std::to_string(kMaxBodyBytes >> 20) + " MiB limit: " + at;
+      send_json(res, status, ApiError(status, message).body());
     });
   }
 };
@@ -630,7 +635,7 @@ Server::Server(ServerOptions options, Generator& generator, TextCodec codec)
     impl->listen_fd = sock;
   });
   impl_->http.set_tcp_nodelay(true);
-  impl_->http.set_payload_max_length(size_t{64} << 20);
+  impl_->http.set_payload_max_length(kMaxBodyBytes);
   impl_->http.set_read_timeout(30, 0);
   impl_->http.set_write_timeout(30, 0);
   impl_->routes();
