@@ -55,6 +55,8 @@ void register_serve(CLI::App& app) {
     // An explicit empty key is almost always an unset shell variable: refuse it rather than serve without a key.
     DSV4_CHECK_ARG(cmd->count("--api-key") == 0 || !o->api_key.empty(),
                    "--api-key is empty (an unset variable?); leave the flag out to serve without a key");
+    DSV4_CHECK_ARG(cmd->count("--served-model-name") == 0 || !o->name.empty(),
+                   "--served-model-name is empty; leave the flag out for the model directory's name");
     if (o->api_key.empty()) env_string("DSV4_API_KEY", &o->api_key);
     if (o->api_key.empty() && o->host != "127.0.0.1" && o->host != "localhost" && o->host != "::1") {
       log_warn("serving on ", o->host, " without an API key: any client that reaches it may use it (--api-key)");

@@ -562,6 +562,7 @@ TEST_F(Cli, UsageErrors) {
   expect_failure(str_cat("generate -m ", model(), " --ids ''"), {"--ids is empty"});
   // An explicit empty API key (an unset shell variable) is refused, not taken as "no key".
   expect_failure(str_cat("serve -m ", model(), " --api-key ''"), {"--api-key is empty"});
+  expect_failure(str_cat("serve -m ", model(), " --served-model-name ''"), {"--served-model-name is empty"});
   // An address serve cannot listen on fails before the model loads (no KV state set up): an address of another
   // machine (TEST-NET-1, resolved without DNS), a port another socket holds.
   const int held = ::socket(AF_INET, SOCK_STREAM, 0);
