@@ -1,9 +1,10 @@
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "cli/commands.h"
+#include "dsv4/io/file.h"
 #include "dsv4/runtime/engine.h"
 
 namespace dsv4::cli {
@@ -48,8 +49,8 @@ void register_generate(CLI::App& app) {
     } else if (!o->prompt.empty()) {
       prompts.push_back(text_to_ids(tok.get(), o->prompt));
     } else if (!o->prompts_file.empty()) {
-      std::ifstream in(o->prompts_file);
-      DSV4_CHECK(in.good(), kNotFound, "cannot open --prompts file '", o->prompts_file, "'");
+      // A regular file only (a directory or FIFO is refused at once), up to 1 GiB of text.
+      std::istringstream in(read_text_file(o->prompts_file, "--prompts file", int64_t{1} << 30));
       for (std::string line; std::getline(in, line);) {
         if (!line.empty()) prompts.push_back(text_to_ids(tok.get(), line));
       }

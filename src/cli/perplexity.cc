@@ -4,12 +4,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "cli/commands.h"
 #include "dsv4/core/buffer.h"
+#include "dsv4/io/file.h"
 #include "dsv4/io/safetensors.h"
 #include "dsv4/runtime/engine.h"
 #include "dsv4/runtime/sampler.h"
@@ -92,11 +91,8 @@ void register_perplexity(CLI::App& app) {
   o->flags.add_to(cmd);
   cmd->add_flag("--json", o->json, "Print one JSON object");
   cmd->callback([o] {
-    std::ifstream in(o->file, std::ios::binary);
-    DSV4_CHECK(in.good(), kNotFound, "--file: cannot open '", o->file, "'");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    const std::string text = ss.str();
+    // A regular file only (a directory or FIFO is refused at once), up to 1 GiB of text.
+    const std::string text = read_text_file(o->file, "--file", int64_t{1} << 30);
     DSV4_CHECK_ARG(!text.empty(), "--file '", o->file, "' is empty");
 
     EngineOptions eo;

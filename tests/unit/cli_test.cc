@@ -419,6 +419,14 @@ TEST_F(Cli, NonRegularModelFilesAndImplausibleConfigs) {
   ASSERT_EQ(::mkfifo((fifo_dir + "/model.safetensors").c_str(), 0600), 0);
   expect_failure(str_cat("info -m ", fifo_dir), {"not a regular file"});
   expect_failure(str_cat("generate -m ", fifo_dir, " --ids 1 -n 1"), {"not a regular file"});
+  // Text inputs too: a FIFO or a directory given as --file / --prompts is refused at once (a directory read as
+  // "empty", a FIFO blocked).
+  const std::string fifo_text = path("fifo_text");
+  ASSERT_EQ(::mkfifo(fifo_text.c_str(), 0600), 0);
+  for (const std::string& bad : {fifo_text, fifo_dir}) {
+    expect_failure(str_cat("perplexity -m ", model(), " --file ", bad), {"--file '", "not a regular file"});
+    expect_failure(str_cat("generate -m ", model(), " --prompts ", bad), {"--prompts file '", "not a regular file"});
+  }
   // Implausible config values: a clear error naming the field (a segfault, overflows and hangs before).
   const json base = json::parse(slurp(model() + "/config.json"));
   const std::vector<std::pair<std::string, json>> cases = {
