@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include "dsv4/core/status.h"
@@ -67,6 +68,18 @@ std::string read_text_file(const std::string& path, const char* what, int64_t ma
   }
   ::close(fd);
   return text;
+}
+
+void create_output_directory(const std::string& dir, const char* what) {
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0) {
+    DSV4_CHECK_ARG(S_ISDIR(st.st_mode), what, " '", dir, "' exists and is ",
+                   S_ISREG(st.st_mode) ? "a regular file" : file_kind(st.st_mode), ", not a directory");
+    return;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) fail(StatusCode::kIoError, "cannot create ", what, " '", dir, "': ", ec.message());
 }
 
 void write_output_file(const std::string& path, const std::function<void(std::ostream&)>& write) {

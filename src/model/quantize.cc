@@ -7,6 +7,7 @@
 
 #include "dsv4/core/buffer.h"
 #include "dsv4/io/config.h"
+#include "dsv4/io/file.h"
 #include "dsv4/io/safetensors.h"
 #include "dsv4/model/weights.h"
 
@@ -73,7 +74,7 @@ QuantizeReport quantize_checkpoint(const std::string& in_dir, const std::string&
     shard_size += n;
   }
 
-  fs::create_directories(out_dir);
+  create_output_directory(out_dir, "quantize output directory");
   QuantizeReport report;
   report.input_bytes = ckpt.total_bytes();
   report.shards = static_cast<int>(shards.size());

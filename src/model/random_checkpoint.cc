@@ -80,7 +80,7 @@ ModelConfig flash_slice_config(int64_t layers) {
 
 void write_random_checkpoint(const std::string& dir, const ModelConfig& cfg, uint64_t seed) {
   namespace fs = std::filesystem;
-  fs::create_directories(dir);
+  create_output_directory(dir, "make-tiny output directory");
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<HostTensor> storage;

@@ -327,7 +327,12 @@ TEST_F(Cli, ModelErrors) {
   fs::remove_all(path("badcfg"));
   // make-tiny into a path that is a file.
   std::ofstream(path("afile")) << "x";
-  expect_failure(str_cat("make-tiny ", path("afile")), {});
+  expect_failure(str_cat("make-tiny ", path("afile")),
+                 {"make-tiny output directory", "exists and is", "not a directory"});
+  expect_failure(str_cat("quantize ", model(), " ", path("afile")),
+                 {"quantize output directory", "exists and is", "not a directory"});
+  expect_failure(str_cat("quantize ", model(), " ", path("afile"), "/sub"),
+                 {"cannot create quantize output directory"});
   fs::remove(path("afile"));
 }
 

@@ -22,6 +22,10 @@ void require_regular_file(const std::string& path, const char* what);
 // The whole file (regular files only), at most max_bytes; throws kIoError naming the file otherwise.
 std::string read_text_file(const std::string& path, const char* what, int64_t max_bytes);
 
+// Creates the output directory `dir` (and its parents) unless it exists. Throws kInvalidArgument when `dir` (or a
+// parent) exists as something else, kIoError when it cannot be created; `what` names the directory's role.
+void create_output_directory(const std::string& dir, const char* what);
+
 // Writes `path` through `write` (see above). Throws kIoError naming the path when it is a directory, cannot be
 // created, or any write / the close fails (e.g. ENOSPC on /dev/full).
 void write_output_file(const std::string& path, const std::function<void(std::ostream&)>& write);
