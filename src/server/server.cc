@@ -558,53 +558,63 @@ struct Server::Impl {
     send_json(res, 200, {{"prompt", codec.decode(ids)}});
   }
 
+  // Every route goes through here, so the error handler's 405 (a known path with another method) reads the same
+  // table the server serves from. Guarded routes check the API key and answer errors in the OpenAI shape.
+  enum class Guard { kAuthAndErrors, kNone };
+  std::vector<std::pair<std::string, std::string>> known_routes;  // (path, method)
+
+  template <class Handler>
+  void add_route(const std::string& method, const std::string& path, Handler handler,
+                 Guard guard = Guard::kAuthAndErrors) {
+    known_routes.emplace_back(path, method);
+    auto serve = [this, path, guard, handler](const httplib::Request& req, httplib::Response& res) {
+      if (guard == Guard::kNone) return handler(req, res);
+      guarded(path, req, res, [&] { handler(req, res); });
+    };
+    if (method == "GET") {
+      http.Get(path, serve);
+    } else if (method == "POST") {
+      http.Post(path, serve);
+    } else {
+      throw Error(StatusCode::kInternal, "server: no registration for method " + method);
+    }
+  }
+
   void routes() {
-    http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
-      guarded("/v1/chat/completions", req, res, [&] { generate(req, res, /*chat=*/true); });
+    using Req = httplib::Request;
+    using Res = httplib::Response;
+    add_route("POST", "/v1/chat/completions", [this](const Req& req, Res& res) { generate(req, res, /*chat=*/true); });
+    add_route("POST", "/v1/completions", [this](const Req& req, Res& res) { generate(req, res, /*chat=*/false); });
+    add_route("GET", "/v1/models", [this](const Req&, Res& res) {
+      json model = {{"id", opt.served_model_name},
+                    {"object", "model"},
+                    {"created", created},
+                    {"owned_by", "dsv4"},
+                    {"root", opt.served_model_name},
+                    {"max_model_len", loop.max_model_len()},
+                    {"vocab_size", loop.vocab_size()}};
+      send_json(res, 200, {{"object", "list"}, {"data", json::array({model})}});
     });
-    http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
-      guarded("/v1/completions", req, res, [&] { generate(req, res, /*chat=*/false); });
+    // Unauthenticated, for load balancers.
+    add_route(
+        "GET", "/health",
+        [this](const Req&, Res& res) {
+          res.status = shutting_down ? 503 : 200;
+          res.set_content(shutting_down ? "shutting down\n" : "ok\n", "text/plain");
+          metrics.request_done("/health", res.status);
+        },
+        Guard::kNone);
+    add_route("GET", "/metrics", [this](const Req&, Res& res) {
+      res.set_content(metrics.render(loop.stats(), in_flight.load()), "text/plain; version=0.0.4");
     });
-    http.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
-      guarded("/v1/models", req, res, [&] {
-        json model = {{"id", opt.served_model_name},
-                      {"object", "model"},
-                      {"created", created},
-                      {"owned_by", "dsv4"},
-                      {"root", opt.served_model_name},
-                      {"max_model_len", loop.max_model_len()},
-                      {"vocab_size", loop.vocab_size()}};
-        send_json(res, 200, {{"object", "list"}, {"data", json::array({model})}});
-      });
-    });
-    http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
-      res.status = shutting_down ? 503 : 200;
-      res.set_content(shutting_down ? "shutting down\n" : "ok\n", "text/plain");
-      metrics.request_done("/health", res.status);
-    });
-    http.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
-      guarded("/metrics", req, res,
-              [&] { res.set_content(metrics.render(loop.stats(), in_flight.load()), "text/plain; version=0.0.4"); });
-    });
-    http.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
-      guarded("/tokenize", req, res, [&] { tokenize(req, res); });
-    });
-    http.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
-      guarded("/detokenize", req, res, [&] { detokenize(req, res); });
-    });
+    add_route("POST", "/tokenize", [this](const Req& req, Res& res) { tokenize(req, res); });
+    add_route("POST", "/detokenize", [this](const Req& req, Res& res) { detokenize(req, res); });
     // Errors httplib answers itself, in the OpenAI error shape: an unknown path (404), a known path with another
     // method (405, with the Allow header), a body over the limit (413) and the like keep their status.
-    http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return;
-      static const std::pair<const char*, const char*> kRoutes[] = {{"/v1/chat/completions", "POST"},
-                                                                    {"/v1/completions", "POST"},
-                                                                    {"/v1/models", "GET"},
-                                                                    {"/health", "GET"},
-                                                                    {"/metrics", "GET"},
-                                                                    {"/tokenize", "POST"},
-                                                                    {"/detokenize", "POST"}};
       int status = res.status >= 400 ? res.status : 404;
-      for (const auto& [path, method] : kRoutes) {
+      for (const auto& [path, method] : known_routes) {
         if (status == 404 && req.path == path && req.method != method) {
           status = 405;
           res.set_header("Allow", method);
