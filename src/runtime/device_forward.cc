@@ -10,6 +10,7 @@
 #include <map>
 
 #include "backend/cuda/blas.h"
+#include "backend/cuda/copy_segments.h"
 #include "backend/cuda/cuda_check.h"
 #include "dsv4/core/buffer.h"
 #include "dsv4/core/log.h"
@@ -39,7 +40,9 @@ struct DeviceForward::Impl {
   // be started while the previous one runs (start_tokens), so its staging must not be the one still being
   // copied. h_ints / h_sampling point into the current stage.
   static constexpr int kStages = 2;
+  // Mapped (zero-copy): copy_segments reads the stage and writes the tokens back through the device views.
   char* h_stages = nullptr;
+  char* dv_stages = nullptr;  // device view of h_stages
   int32_t* h_ints = nullptr;
   ops::TokenSamplingParams* h_sampling = nullptr;
   std::vector<char> h_residual;
@@ -50,7 +53,8 @@ struct DeviceForward::Impl {
   Buffer sampling_io;
   ops::TokenSamplingParams* d_sampling = nullptr;
   int32_t* d_tokens = nullptr;
-  int32_t* h_tokens = nullptr;  // [kStages][2 max_rows]
+  int32_t* h_tokens = nullptr;   // [kStages][2 max_rows]
+  int32_t* dv_tokens = nullptr;  // device view of h_tokens
   cudaEvent_t tokens_ready[kStages] = {};
   bool stage_busy[kStages] = {};      // started, not finished
   bool stage_profiled[kStages] = {};  // cudaProfilerStop due at finish
@@ -71,6 +75,14 @@ struct DeviceForward::Impl {
     for (int64_t r = 0; r < R; ++r) {
       if (h[R + r] != 0) (*tokens)[static_cast<size_t>(r)] = -1;
     }
+  }
+  // Stage s's sampled tokens + flags to the host (h_tokens row s), and the tokens as the ids (field 0) a pipelined
+  // next step reads (upload with ids_on_device): one launch for both.
+  void publish_tokens(int s, int64_t R) {
+    const int64_t bytes = R * static_cast<int64_t>(sizeof(int32_t));
+    const cuda::CopySegment segments[2] = {{d_tokens, dv_tokens + s * 2 * max_rows, 2 * bytes},
+                                           {d_tokens, d_ints, bytes}};
+    cuda::copy_segments(stream, segments, 2);
   }
   int32_t* h_table = nullptr;  // pinned staging of the page-table rows copied to the device
 
@@ -144,8 +156,9 @@ struct DeviceForward::Impl {
   }
 
   // Copies the batch's metadata and logit rows into the device buffers (rows beyond R read row 0), with the
-  // sampling parameters staged in h_sampling (if any) in the same copy.
-  void upload(BatchBuilder& batch) {
+  // sampling parameters staged in h_sampling (if any), in one copy_segments launch. ids_on_device: the token ids are
+  // already in field 0 (the previous step's sampled tokens, publish_tokens); the other fields are copied.
+  void upload(BatchBuilder& batch, bool ids_on_device = false) {
     const int64_t T = batch.num_tokens(), R = batch.num_logit_rows();
     DSV4_CHECK_ARG(T <= max_tokens && R <= max_rows, "device forward: ", T, " tokens / ", R,
                    " logit rows exceed the device buffers (", max_tokens, " / ", max_rows, ")");
@@ -155,15 +168,19 @@ struct DeviceForward::Impl {
     for (int f = 0; f < 5; ++f) std::memcpy(h_ints + f * max_tokens, fields[f]->data(), T * sizeof(int32_t));
     std::memset(h_ints + 5 * max_tokens, 0, max_rows * sizeof(int32_t));
     std::memcpy(h_ints + 5 * max_tokens, batch.logit_rows().data(), R * sizeof(int32_t));
-    // Only what the step uses: [0, T) of the five per-token fields (one strided copy), then the logit rows and
-    // the sampling parameters (one copy); the block spans 5 * max_tokens ints, mostly unused at decode.
-    const size_t pitch = static_cast<size_t>(max_tokens) * sizeof(int32_t);
-    DSV4_CUDA_CHECK(cudaMemcpy2DAsync(d_ints, pitch, h_ints, pitch, static_cast<size_t>(T) * sizeof(int32_t), 5,
-                                      cudaMemcpyHostToDevice, stream));
-    const size_t tail = 5 * pitch;
-    const size_t bytes = params_offset() + static_cast<size_t>(R) * sizeof(ops::TokenSamplingParams) - tail;
-    DSV4_CUDA_CHECK(cudaMemcpyAsync(reinterpret_cast<char*>(d_ints) + tail, reinterpret_cast<char*>(h_ints) + tail,
-                                    bytes, cudaMemcpyHostToDevice, stream));
+    // Only what the step uses: [0, T) of the per-token fields (one strided segment), then the logit rows and the
+    // sampling parameters (one segment); the block spans 5 * max_tokens ints, mostly unused at decode.
+    const int64_t pitch = max_tokens * static_cast<int64_t>(sizeof(int32_t));
+    const int64_t first_field = ids_on_device ? 1 : 0, tail = 5 * pitch;
+    const char* src = dv_stages + (reinterpret_cast<char*>(h_ints) - h_stages);
+    char* dst = reinterpret_cast<char*>(d_ints);
+    const cuda::CopySegment segments[2] = {
+        {src + first_field * pitch, dst + first_field * pitch, T * static_cast<int64_t>(sizeof(int32_t)),
+         5 - first_field, pitch, pitch},
+        {src + tail, dst + tail,
+         static_cast<int64_t>(params_offset()) + R * static_cast<int64_t>(sizeof(ops::TokenSamplingParams)) - tail}};
+    cuda::copy_segments(stream, segments, 2);
+    if (!ids_on_device) last_sampled_rows = -1;  // field 0 now holds the host's ids, not the last sampled tokens
     // Page-table rows changed since the last step, ordered before this forward on the stream. A row's staging is
     // rewritten only after the forwards that read its previous copy have been waited for (one step at a time,
     // or the pipelined decode, which changes no table row between its two forwards).
@@ -340,14 +357,17 @@ DeviceForward::DeviceForward(const ModelConfig& cfg, const ModelState& state, in
   m.d_logits = reinterpret_cast<float*>(base + ints);
   m.d_residual = base + ints + logits;
   m.d_hidden = base + ints + logits + residual;
-  DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&m.h_stages), Impl::kStages * m.staged_bytes()));
+  DSV4_CUDA_CHECK(
+      cudaHostAlloc(reinterpret_cast<void**>(&m.h_stages), Impl::kStages * m.staged_bytes(), cudaHostAllocMapped));
+  DSV4_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&m.dv_stages), m.h_stages, 0));
   std::memset(m.h_stages, 0, Impl::kStages * m.staged_bytes());
   m.use_stage(0);
   m.d_sampling = reinterpret_cast<ops::TokenSamplingParams*>(base + m.params_offset());
   m.sampling_io = Buffer(align256(static_cast<size_t>(2 * max_rows) * sizeof(int32_t)), Device::kCUDA);
   m.d_tokens = static_cast<int32_t*>(m.sampling_io.data());
-  DSV4_CUDA_CHECK(
-      cudaMallocHost(reinterpret_cast<void**>(&m.h_tokens), Impl::kStages * 2 * max_rows * sizeof(int32_t)));
+  DSV4_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&m.h_tokens), Impl::kStages * 2 * max_rows * sizeof(int32_t),
+                                cudaHostAllocMapped));
+  DSV4_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&m.dv_tokens), m.h_tokens, 0));
   for (cudaEvent_t& e : m.tokens_ready) DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   ctx.stream = m.stream;
   ctx.blas = m.blas.get();
@@ -454,9 +474,9 @@ bool profile_this_decode(bool uniform_decode) {
 
 }  // namespace
 
-// Uploads the batch (then, with device_ids, replaces its token ids by those [T] on the device) and runs the
-// target; returns whether this forward is being profiled.
-bool DeviceForward::run_target(BatchBuilder& batch, bool uniform_decode, const int32_t* device_ids) {
+// Uploads the batch (with ids_on_device, all but its token ids: those [T] the previous step published to field 0)
+// and runs the target; returns whether this forward is being profiled.
+bool DeviceForward::run_target(BatchBuilder& batch, bool uniform_decode, bool ids_on_device) {
   Impl& m = *impl_;
   DSV4_INTERNAL_CHECK(m.target != nullptr, "setup_graphs() must run before a forward");
   // Host time of forwards above the decode sizes, by phase (DSV4_LOG_LEVEL=debug): a prefill step's host work
@@ -464,11 +484,7 @@ bool DeviceForward::run_target(BatchBuilder& batch, bool uniform_decode, const i
   const int64_t T = batch.num_tokens();
   const bool trace = T > m.max_capture_tokens && log_level() >= LogLevel::kDebug;
   const auto t0 = std::chrono::steady_clock::now();
-  m.upload(batch);
-  if (device_ids != nullptr) {  // ids are field 0 of the int block
-    DSV4_CUDA_CHECK(cudaMemcpyAsync(m.d_ints, device_ids, batch.num_tokens() * sizeof(int32_t),
-                                    cudaMemcpyDeviceToDevice, m.stream));
-  }
+  m.upload(batch, ids_on_device);
   const bool profile = profile_this_decode(uniform_decode);
   if (profile) {
     DSV4_CUDA_CHECK(cudaStreamSynchronize(m.stream));
@@ -489,7 +505,7 @@ bool DeviceForward::run_target(BatchBuilder& batch, bool uniform_decode, const i
 void DeviceForward::forward(ExecContext& ctx, BatchBuilder& batch, std::vector<float>* logits,
                             std::vector<float>* residual, bool uniform_decode) {
   DSV4_INTERNAL_CHECK(!impl_->any_stage_busy(), "forward() while a token forward is in flight");
-  const bool profile = run_target(batch, uniform_decode, nullptr);
+  const bool profile = run_target(batch, uniform_decode, /*ids_on_device=*/false);
   impl_->download(batch.num_logit_rows(), batch.num_tokens(), logits, residual);
   if (profile) DSV4_CUDA_CHECK(cudaProfilerStop());
 }
@@ -519,11 +535,10 @@ int DeviceForward::start_tokens(ExecContext& ctx, BatchBuilder& batch,
   m.next_stage = (s + 1) % Impl::kStages;
   m.use_stage(s);  // this stage's last copy ran before its forward, which finish_tokens waited for
   if (R > 0) std::memcpy(m.h_sampling, params.data(), R * sizeof(ops::TokenSamplingParams));
-  m.stage_profiled[s] = run_target(batch, uniform_decode, ids_from_previous ? m.d_tokens : nullptr);
+  m.stage_profiled[s] = run_target(batch, uniform_decode, ids_from_previous);
   // Eager, after the (possibly replayed) forward: the kernel reads only the logits and these buffers.
   m.sample(ctx, R);
-  int32_t* out = m.h_tokens + s * 2 * m.max_rows;
-  DSV4_CUDA_CHECK(cudaMemcpyAsync(out, m.d_tokens, 2 * R * sizeof(int32_t), cudaMemcpyDeviceToHost, m.stream));
+  m.publish_tokens(s, R);
   DSV4_CUDA_CHECK(cudaEventRecord(m.tokens_ready[s], m.stream));
   m.stage_busy[s] = true;
   m.stage_rows[s] = R;
@@ -575,7 +590,7 @@ void DeviceForward::spec_prefill(ExecContext& ctx, BatchBuilder& batch, const st
                  params.size(), " sampling rows for ", T, " tokens and ", R, " logit rows");
   // The target, its rows' tokens drawn on the device.
   if (R > 0) std::memcpy(m.h_sampling, params.data(), R * sizeof(ops::TokenSamplingParams));
-  run_target(batch, /*uniform_decode=*/false, nullptr);
+  run_target(batch, /*uniform_decode=*/false, /*ids_on_device=*/false);
   m.sample(ctx, R);
   m.last_sampled_rows = -1;
   DSV4_CUDA_CHECK(cudaMemcpyAsync(m.h_tokens, m.d_tokens, 2 * R * sizeof(int32_t), cudaMemcpyDeviceToHost, m.stream));

@@ -95,7 +95,7 @@ class DeviceForward {
   double time_decode_replays(int64_t num_tokens, int reps);
 
  private:
-  bool run_target(BatchBuilder& batch, bool uniform_decode, const int32_t* device_ids);
+  bool run_target(BatchBuilder& batch, bool uniform_decode, bool ids_on_device);
   double time_replays(int reps, const std::function<void()>& step);
   struct Impl;
   std::unique_ptr<Impl> impl_;
