@@ -589,6 +589,17 @@ Status device_attribute(cudaDeviceAttr attr, int* out) {
 
 Status sm_count(int* out) { return device_attribute(cudaDevAttrMultiProcessorCount, out); }
 
+// Whether the device's peak DRAM bandwidth (memory clock x bus width, double data rate) exceeds 4 TB/s: an H200
+// (4.8) rather than an H100 (3.35). Both have 132 SMs; the faster memory moves where one launch shape overtakes
+// another (bench/RESULTS.md, the H200 sweeps).
+Status high_bandwidth_memory(bool* out) {
+  int mem_khz = 0, bus_bits = 0;
+  if (Status st = device_attribute(cudaDevAttrMemoryClockRate, &mem_khz); !st) return st;
+  if (Status st = device_attribute(cudaDevAttrGlobalMemoryBusWidth, &bus_bits); !st) return st;
+  *out = 2.0 * mem_khz * 1e3 * (bus_bits / 8.0) > 4e12;
+  return Status::ok();
+}
+
 using RowKernel = void (*)(RmsNormRows);
 
 // Resident blocks per SM of (kernel, threads, dynamic shared memory), cached.
@@ -848,8 +859,14 @@ Status launch_rows(const char* what, RmsNormRows p, DType dtype, std::initialize
     // Between 4 rows per SM and what one wave of the late bulk instance holds (10-12 blocks of <= 128
     // threads per SM: T <~ 256-300 at hc = 4, rows of <= 1,024 vectors), that instance: the whole grid is
     // resident at once, where the others' 64-register blocks fit 8 per SM and run in two waves.
+    // On an H200 the late bulk instance stays ahead up to 20 rows per SM (T ~ 530 at hc = 4), where the H100's
+    // 2-vector register shape took over: H200 sweep (sixteenth session, bf16, hc = 4) H = 4096, T = 512 9.89 us vs
+    // 10.95 (Triton 9.98); H = 7168, T = 320 12.45 vs 13.64 (12.95), T = 512 22.04 vs 23.08 (22.36).
     const int late_vpt = num_vecs <= 512 ? 4 : 8;
-    const int64_t late_wave = int64_t{bulk_kernel_min_blocks(late_vpt, true)} * sms;
+    bool fast_memory = false;
+    if (Status st = high_bandwidth_memory(&fast_memory); !st) return st;
+    const int64_t late_wave =
+        fast_memory ? int64_t{20} * sms : int64_t{bulk_kernel_min_blocks(late_vpt, true)} * sms;
     if (!aligned || num_vecs > kMaxRegisterVecs) {
       s.kernel = RmsNormKernel::kScalar;
     } else if (num_rows <= int64_t{4} * sms) {
