@@ -30,10 +30,12 @@
 namespace dsv4 {
 namespace {
 
+using test::check_selection;
 using test::DevTensor;
 using test::download;
 using test::poison;
 using test::random_vec;
+using test::RopePair;
 using test::TestBatch;
 using test::upload;
 
@@ -249,23 +251,6 @@ TEST(CudaKvFp8, RingStoresPack) {
   }
 }
 
-struct RopePair {
-  std::vector<float> inv;
-  DevTensor d_inv;
-  RopeTable cpu, gpu;
-  explicit RopePair(int64_t rope_dim) {
-    RopeParams p;
-    p.type = RopeType::kYarn;
-    p.theta = 160000;
-    p.factor = 4;
-    p.original_max_position_embeddings = 64;
-    inv = rope_inv_freq(p, rope_dim);
-    d_inv = upload(inv, DType::F32, {rope_dim / 2});
-    cpu = {test::host_view(inv, {rope_dim / 2}), 1.0f, rope_dim};
-    gpu = {d_inv.t, 1.0f, rope_dim};
-  }
-};
-
 // Compressor entries emitted into packed rows (kv entries: fp8 blocks with the rope part in bf16; indexer keys: fp8
 // rows or rotated fp4). The CPU and the device compute an entry in f32 with different operation orders (~1e-6
 // apart), so a value within that distance of a rounding midpoint may take the neighbouring code: at most one step,
@@ -371,29 +356,6 @@ TEST(CudaKvFp8, CompressorEmitPacked) {
 }
 
 // ---- readers: indexer and attention ----------------------------------------------------------------------------
-
-// Exact selection, except where two entries' double-precision scores are within 1e-4 of the largest (a near-tie
-// that fp32 rounding may order either way): counted and reported. (As cuda_ops_test.cu's.)
-void check_selection(const std::vector<int32_t>& got, const std::vector<int32_t>& want,
-                     const std::vector<std::vector<double>>& scores, int64_t topk, const std::string& what) {
-  int near_ties = 0;
-  for (size_t t = 0; t < scores.size(); ++t) {
-    double top = 0;
-    for (double s : scores[t]) top = std::max(top, std::fabs(s));
-    for (int64_t k = 0; k < topk; ++k) {
-      const int32_t g = got[t * topk + k], w = want[t * topk + k];
-      if (g == w) continue;
-      ASSERT_TRUE(g >= 0 && w >= 0 && g < static_cast<int32_t>(scores[t].size()) &&
-                  w < static_cast<int32_t>(scores[t].size()))
-          << what << ": token " << t << " rank " << k << ": got " << g << ", want " << w;
-      const double gap = std::fabs(scores[t][g] - scores[t][w]);
-      EXPECT_LE(gap, 1e-4 * top) << what << ": token " << t << " rank " << k << " selects " << g << " instead of " << w
-                                 << " (score gap " << gap << " of " << top << ")";
-      ++near_ties;
-    }
-  }
-  std::printf("  %-50s %d near-tie swaps\n", what.c_str(), near_ties);
-}
 
 struct IndexerCase {
   int64_t heads, Di, max_model_len, topk;

@@ -27,6 +27,7 @@ using test::download;
 using test::poison;
 using test::random_vec;
 using test::rng_for;
+using test::RopePair;
 using test::TestBatch;
 using test::upload;
 
@@ -242,23 +243,6 @@ class ScatteredPool {
   std::vector<uint8_t> shadow_;  // the device pool as written by set()
   Buffer dev_;
   DevTensor dtable_;
-};
-
-struct RopePair {
-  std::vector<float> inv;
-  DevTensor d_inv;
-  RopeTable cpu, gpu;
-  explicit RopePair(int64_t rope_dim) {
-    RopeParams p;
-    p.type = RopeType::kYarn;
-    p.theta = 160000;
-    p.factor = 4;
-    p.original_max_position_embeddings = 64;
-    inv = rope_inv_freq(p, rope_dim);
-    d_inv = upload(inv, DType::F32, {rope_dim / 2});
-    cpu = {test::host_view(inv, {rope_dim / 2}), 1.0f, rope_dim};
-    gpu = {d_inv.t, 1.0f, rope_dim};
-  }
 };
 
 // ---- compressor ------------------------------------------------------------------------------------

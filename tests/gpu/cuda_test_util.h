@@ -4,7 +4,9 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -17,6 +19,7 @@
 #include "dsv4/core/buffer.h"
 #include "dsv4/io/config.h"
 #include "dsv4/ops/ops.h"
+#include "dsv4/ops/rope_table.h"
 #include "gpu_test_util.h"
 
 namespace dsv4::test {
@@ -225,6 +228,47 @@ struct TestBatch {
             host_view_i32(start, {T}), host_view_i32(end, {T}), T};
   }
   BatchMeta device() const { return {d_ids.t, d_pos.t, d_slot.t, d_start.t, d_end.t, size()}; }
+};
+
+// Top-k selections (indexer tests): exact, except where two entries' double-precision scores are within 1e-4 of the
+// largest (a near-tie that fp32 rounding may order either way): counted and reported.
+inline void check_selection(const std::vector<int32_t>& got, const std::vector<int32_t>& want,
+                            const std::vector<std::vector<double>>& scores, int64_t topk, const std::string& what) {
+  int near_ties = 0;
+  for (size_t t = 0; t < scores.size(); ++t) {
+    double top = 0;
+    for (double s : scores[t]) top = std::max(top, std::fabs(s));
+    for (int64_t k = 0; k < topk; ++k) {
+      const int32_t g = got[t * topk + k], w = want[t * topk + k];
+      if (g == w) continue;
+      ASSERT_TRUE(g >= 0 && w >= 0 && g < static_cast<int32_t>(scores[t].size()) &&
+                  w < static_cast<int32_t>(scores[t].size()))
+          << what << ": token " << t << " rank " << k << ": got " << g << ", want " << w;
+      const double gap = std::fabs(scores[t][g] - scores[t][w]);
+      EXPECT_LE(gap, 1e-4 * top) << what << ": token " << t << " rank " << k << " selects " << g << " instead of " << w
+                                 << " (score gap " << gap << " of " << top << ")";
+      ++near_ties;
+    }
+  }
+  std::printf("  %-50s %d near-tie swaps\n", what.c_str(), near_ties);
+}
+
+// A YaRN rope table on both sides (host and device views of the same inverse frequencies).
+struct RopePair {
+  std::vector<float> inv;
+  DevTensor d_inv;
+  RopeTable cpu, gpu;
+  explicit RopePair(int64_t rope_dim) {
+    RopeParams p;
+    p.type = RopeType::kYarn;
+    p.theta = 160000;
+    p.factor = 4;
+    p.original_max_position_embeddings = 64;
+    inv = rope_inv_freq(p, rope_dim);
+    d_inv = upload(inv, DType::F32, {rope_dim / 2});
+    cpu = {test::host_view(inv, {rope_dim / 2}), 1.0f, rope_dim};
+    gpu = {d_inv.t, 1.0f, rope_dim};
+  }
 };
 
 }  // namespace dsv4::test

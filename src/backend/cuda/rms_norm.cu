@@ -493,36 +493,18 @@ __global__ void __launch_bounds__(bulk_kernel_max_threads(kLate), bulk_kernel_mi
   }
 }
 
-// ---- scalar two-pass kernel: any H, any alignment --------------------------------------------------
-template <typename T>
-__device__ __forceinline__ float to_f32(T v);
+}  // namespace
+
+// common.cuh converts f32 and bf16; the RMSNorm family also takes fp16.
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
 template <>
-__device__ __forceinline__ float to_f32<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-template <>
-__device__ __forceinline__ float to_f32<__half>(__half v) {
-  return __half2float(v);
-}
-template <typename T>
-__device__ __forceinline__ T from_f32(float v);
-template <>
-__device__ __forceinline__ float from_f32<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-template <>
-__device__ __forceinline__ __half from_f32<__half>(float v) {
+__device__ __forceinline__ __half from_float<__half>(float v) {
   return __float2half_rn(v);
 }
 
+namespace {
+
+// ---- scalar two-pass kernel: any H, any alignment --------------------------------------------------
 // One block per row (grid-stride over all rows, e rows first): pass 1 sums squares, pass 2 re-reads the
 // row (now in L1/L2) and writes it.
 template <typename T>
@@ -543,7 +525,7 @@ __global__ void __launch_bounds__(256) rms_norm_scalar_kernel(const RmsNormRows 
     float s[1] = {0.f};
     if (!zeroed) {
       for (int64_t i = tid; i < p.hidden; i += blockDim.x) {
-        const float f = to_f32(src[i]);
+        const float f = to_float(src[i]);
         s[0] = fmaf(f, f, s[0]);
       }
     }
@@ -553,8 +535,8 @@ __global__ void __launch_bounds__(256) rms_norm_scalar_kernel(const RmsNormRows 
     char* dst = is_e ? p.e_out + row * p.e_out_stride : p.h_out + row * p.h_out_stride;
     const int copies = is_e ? p.e_copies : 1;
     for (int64_t i = tid; i < p.hidden; i += blockDim.x) {
-      const float f = zeroed ? 0.f : to_f32(src[i]);
-      const T y = from_f32<T>(f * rstd * to_f32(weight[i]));
+      const float f = zeroed ? 0.f : to_float(src[i]);
+      const T y = from_float<T>(f * rstd * to_float(weight[i]));
       for (int c = 0; c < copies; ++c) reinterpret_cast<T*>(dst + c * p.e_copy_stride)[i] = y;
     }
   }
@@ -865,8 +847,7 @@ Status launch_rows(const char* what, RmsNormRows p, DType dtype, std::initialize
     const int late_vpt = num_vecs <= 512 ? 4 : 8;
     bool fast_memory = false;
     if (Status st = high_bandwidth_memory(&fast_memory); !st) return st;
-    const int64_t late_wave =
-        fast_memory ? int64_t{20} * sms : int64_t{bulk_kernel_min_blocks(late_vpt, true)} * sms;
+    const int64_t late_wave = fast_memory ? int64_t{20} * sms : int64_t{bulk_kernel_min_blocks(late_vpt, true)} * sms;
     if (!aligned || num_vecs > kMaxRegisterVecs) {
       s.kernel = RmsNormKernel::kScalar;
     } else if (num_rows <= int64_t{4} * sms) {
