@@ -1,5 +1,5 @@
 #!/bin/bash
-# Session 28, call 2 (call 1 ran the suite on an H100): .gpu-Z = full stage of main 5dc9e2d + the copy_segments patch + the H200 MTP-norm launch rule
+# Session 28, call 2: the suite on every card (candidate = 635f5d3 + GPU-test helpers folded into cuda_test_util.h + rms_norm.cu on common.cuh conversions); .gpu-Z = full stage of main 5dc9e2d + the copy_segments patch + the H200 MTP-norm launch rule
 # (+ host-only server route-table refactor); .gpu-H = main 5dc9e2d lib (the head).
 # Any card: the candidate's whole GPU suite first (verification; on an H200 also issue 20's suite point).
 # H200: acceptance parts on the candidate (head if the suite failed) by priority (contexts, serve at 64, quant +
@@ -13,7 +13,7 @@ T0=$(date +%s); el() { echo "[$(( $(date +%s)-T0 )) s] $*"; }; LIM=${LIMIT:-575}
 pack() { (cd $D && tar czf /tmp/all.tmp.$BASHPID --exclude='*.csv' --exclude='*.tgz' --exclude='*.ncu-rep' . 2>/dev/null; mv /tmp/all.tmp.$BASHPID all.tgz); }
 md5sum $S/bin/dsv4_gpu_tests $S/lib/libdsv4.so $R/.gpu-H/lib/libdsv4.so | tee $D/md5.txt
 ( while sleep 25; do pack; done ) & PACKER=$!
-SRC=0; if [[ $CARD == *H200* ]]; then timeout $(( LIM - 10 < 200 ? LIM - 10 : 200 )) dsv4_gpu_tests > $D/suite_candidate.txt 2>&1; SRC=$?; el "candidate suite rc=$SRC"; fi
+SRC=0; if true; then timeout $(( LIM - 10 < 200 ? LIM - 10 : 200 )) dsv4_gpu_tests > $D/suite_candidate.txt 2>&1; SRC=$?; el "candidate suite rc=$SRC"; fi
 grep -E "^\[  (PASSED|FAILED)" $D/suite_candidate.txt | head -8; pack
 san() { timeout $1 compute-sanitizer --tool memcheck dsv4_gpu_tests --gtest_filter='CudaCopySegments.*:CudaSampleTokens.*' > $D/memcheck.txt 2>&1; el "memcheck rc=$?"; tail -2 $D/memcheck.txt; pack; }
 ab() { for r in $(seq $1); do for nl in head=$R/.gpu-H/lib new=$S/lib; do
