@@ -11,6 +11,8 @@
 #include "dsv4/core/status.h"
 #include "dsv4/graph/buckets.h"
 #include "dsv4/graph/mode.h"
+#include "dsv4/io/config.h"
+#include "dsv4/runtime/engine.h"
 
 namespace dsv4::cli {
 
@@ -200,6 +202,18 @@ std::vector<int32_t> text_to_ids(const Tokenizer* tok, const std::string& text) 
   std::vector<int32_t> ids = tok ? tok->encode(text, /*add_special=*/true) : byte_level_ids(text);
   DSV4_CHECK_ARG(!ids.empty(), "the prompt is empty");
   return ids;
+}
+
+void check_prompt_ids(const std::string& model_dir, const std::vector<std::vector<int32_t>>& prompts) {
+  const int64_t vocab = ModelConfig::from_file((std::filesystem::path(model_dir) / "config.json").string()).vocab_size;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    try {
+      check_token_ids(prompts[i], vocab);
+    } catch (const Error& e) {
+      if (prompts.size() == 1) throw;
+      throw Error(e.code(), str_cat("prompt ", i, ": ", e.what()));
+    }
+  }
 }
 
 }  // namespace dsv4::cli

@@ -58,6 +58,7 @@ void register_generate(CLI::App& app) {
     } else {
       fail(StatusCode::kInvalidArgument, "generate needs --ids, --prompt or --prompts");
     }
+    check_prompt_ids(o->dir, prompts);  // before the weights and the state are allocated
     GenerateOptions go;
     go.max_new_tokens = o->n;
     go.sampling = {o->temperature, o->top_p, o->seed};

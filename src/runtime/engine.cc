@@ -224,12 +224,14 @@ void Engine::init(std::chrono::steady_clock::time_point t0) {
 
 Engine::~Engine() = default;
 
-void Engine::check_ids(const std::vector<int32_t>& ids) const {
+void check_token_ids(const std::vector<int32_t>& ids, int64_t vocab_size) {
   for (size_t i = 0; i < ids.size(); ++i) {
-    DSV4_CHECK_ARG(ids[i] >= 0 && ids[i] < cfg_.vocab_size, "token id ", ids[i], " at index ", i,
-                   " is outside the vocabulary [0, ", cfg_.vocab_size, ")");
+    DSV4_CHECK_ARG(ids[i] >= 0 && ids[i] < vocab_size, "token id ", ids[i], " at index ", i,
+                   " is outside the vocabulary [0, ", vocab_size, ")");
   }
 }
+
+void Engine::check_ids(const std::vector<int32_t>& ids) const { check_token_ids(ids, cfg_.vocab_size); }
 
 void Engine::check_batch(BatchBuilder& batch) const {
   const int64_t T = batch.num_tokens();

@@ -358,9 +358,11 @@ TEST_F(Cli, InputErrors) {
   expect_failure(str_cat("generate -m ", m, " --ids 1 --temperature -1"), {"temperature"});
   expect_failure(str_cat("generate -m ", m, " --ids 1 --top-p 0"), {"top-p"});
   expect_failure(str_cat("generate -m ", m, " --ids 1 --top-p 1.5"), {"top-p"});
-  // Bad sampling flags, draft lengths and file paths fail before the model loads: no KV state is set up, nothing
-  // reaches stdout.
+  // Bad sampling flags, draft lengths, file paths and token ids fail before the model loads: no KV state is set up,
+  // nothing reaches stdout.
   const std::pair<std::string, std::string> early[] = {
+      {"generate --ids 5,100000 -n 2", "token id 100000 at index 1"},
+      {"score --ids 1,512", "token id 512 at index 1"},
       {"generate --prompt hi --temperature -1", "temperature"},
       {"generate --prompt hi --temperature nan", "temperature"},
       {"generate --prompt hi --top-p 0", "top-p"},

@@ -117,6 +117,10 @@ struct GraphEntryInfo {
 class Executor;  // runs forwards on the device (src/runtime/executor.h)
 class PagePool;
 
+// Throws kInvalidArgument naming the offending id (and its index) when a token is outside [0, vocab_size): the one
+// check behind Engine::check_ids, which the CLI also runs on its prompts before a model loads.
+void check_token_ids(const std::vector<int32_t>& ids, int64_t vocab_size);
+
 class Engine {
  public:
   Engine(const std::string& model_dir, const EngineOptions& options);
