@@ -84,15 +84,17 @@ void DeviceFlags::add_to(CLI::App* cmd) {
   cmd->add_flag("--enforce-eager", enforce_eager, "Run every forward eagerly (no CUDA graphs)");
   cmd->add_option("--capture-sizes", capture_sizes, "CUDA graph capture sizes, e.g. 1,2,4,8 (default 1,2,4,8,...,256)");
   cmd->add_option("--max-model-len", max_model_len,
-                  "Positions per sequence, prompt + generated (default: the model's max_position_embeddings)")
+                  "Positions per sequence, prompt + generated (default or 0: the model's max_position_embeddings)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
-  cmd->add_option("--max-num-seqs", max_num_seqs, "Sequences running at once (default 256 on CUDA, 64 on the CPU)")
+  cmd->add_option("--max-num-seqs", max_num_seqs,
+                  "Sequences running at once (default or 0: 256 on CUDA, 64 on the CPU)")
       ->check(CLI::Range(int64_t{0}, int64_t{65536}));
-  cmd->add_option("--max-batch-tokens", max_batch_tokens,
-                  "Tokens per forward; longer prompts are prefilled in chunks (default 8192 on CUDA, 512 on the CPU)")
+  cmd->add_option(
+         "--max-batch-tokens", max_batch_tokens,
+         "Tokens per forward; longer prompts are prefilled in chunks (default or 0: 8192 on CUDA, 512 on the CPU)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
   cmd->add_option("--kv-cache-memory", kv_cache_memory,
-                  "Bytes of the paged KV/state pool (default: --gpu-memory-utilization on CUDA, 2 GiB on the CPU)")
+                  "Bytes of the paged KV/state pool (default or 0: --gpu-memory-utilization on CUDA, 2 GiB on the CPU)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 50));
   cmd->add_option("--kv-cache-dtype", kv_cache_dtype,
                   "How the attention caches hold their values: auto (as computed), bf16, or fp8 (DeepSeek-V4's cache: "
@@ -116,7 +118,7 @@ void DeviceFlags::add_to(CLI::App* cmd) {
   cmd->add_flag("--expert-parallel", expert_parallel,
                 "Split the routed experts over the --tensor-parallel-size ranks (expert e on rank e mod N)");
   cmd->add_option("--page-tokens", page_tokens,
-                  "Positions per state page, a multiple of every compress rate (default: derived from the config)")
+                  "Positions per state page, a multiple of every compress rate (default or 0: derived from the config)")
       ->check(CLI::Range(int64_t{0}, int64_t{65536}));
   cmd->add_option("--threads", threads,
                   "CPU backend threads of the OpenMP loops (default: one per core; matrix products run on one)")
