@@ -10,6 +10,7 @@
 #include <chrono>
 #include <ctime>
 #include <random>
+#include <regex>
 
 #include "dsv4/core/log.h"
 #include "dsv4/core/status.h"
@@ -558,18 +559,32 @@ struct Server::Impl {
     send_json(res, 200, {{"prompt", codec.decode(ids)}});
   }
 
+  // The served model as /v1/models lists it.
+  json model_card() const {
+    return {{"id", opt.served_model_name},
+            {"object", "model"},
+            {"created", created},
+            {"owned_by", "dsv4"},
+            {"root", opt.served_model_name},
+            {"max_model_len", loop.max_model_len()},
+            {"vocab_size", loop.vocab_size()}};
+  }
+
   // Every route goes through here, so the error handler's 405 (a known path with another method) reads the same
   // table the server serves from. Guarded routes check the API key and answer errors in the OpenAI shape.
   enum class Guard { kAuthAndErrors, kNone };
-  std::vector<std::pair<std::string, std::string>> known_routes;  // (path, method)
+  // (path pattern, method): httplib matches a route's path as a whole-path regular expression, and so does the 405.
+  std::vector<std::pair<std::regex, std::string>> known_routes;
 
+  // `path` is a whole-path pattern (httplib's); `endpoint` names the route in the metrics (default: the path).
   template <class Handler>
   void add_route(const std::string& method, const std::string& path, Handler handler,
-                 Guard guard = Guard::kAuthAndErrors) {
-    known_routes.emplace_back(path, method);
-    auto serve = [this, path, guard, handler](const httplib::Request& req, httplib::Response& res) {
+                 Guard guard = Guard::kAuthAndErrors, std::string endpoint = "") {
+    known_routes.emplace_back(std::regex(path), method);
+    if (endpoint.empty()) endpoint = path;
+    auto serve = [this, endpoint, guard, handler](const httplib::Request& req, httplib::Response& res) {
       if (guard == Guard::kNone) return handler(req, res);
-      guarded(path, req, res, [&] { handler(req, res); });
+      guarded(endpoint, req, res, [&] { handler(req, res); });
     };
     if (method == "GET") {
       http.Get(path, serve);
@@ -586,15 +601,16 @@ struct Server::Impl {
     add_route("POST", "/v1/chat/completions", [this](const Req& req, Res& res) { generate(req, res, /*chat=*/true); });
     add_route("POST", "/v1/completions", [this](const Req& req, Res& res) { generate(req, res, /*chat=*/false); });
     add_route("GET", "/v1/models", [this](const Req&, Res& res) {
-      json model = {{"id", opt.served_model_name},
-                    {"object", "model"},
-                    {"created", created},
-                    {"owned_by", "dsv4"},
-                    {"root", opt.served_model_name},
-                    {"max_model_len", loop.max_model_len()},
-                    {"vocab_size", loop.vocab_size()}};
-      send_json(res, 200, {{"object", "list"}, {"data", json::array({model})}});
+      send_json(res, 200, {{"object", "list"}, {"data", json::array({model_card()})}});
     });
+    // OpenAI's "retrieve model" (client.models.retrieve): the served model, or 404 model_not_found.
+    add_route(
+        "GET", R"(/v1/models/(.+))",
+        [this](const Req& req, Res& res) {
+          check_model(req.matches[1].str());
+          send_json(res, 200, model_card());
+        },
+        Guard::kAuthAndErrors, "/v1/models/{model}");
     // Unauthenticated, for load balancers.
     add_route(
         "GET", "/health",
@@ -615,7 +631,7 @@ struct Server::Impl {
       if (!res.body.empty()) return;
       int status = res.status >= 400 ? res.status : 404;
       for (const auto& [path, method] : known_routes) {
-        if (status == 404 && req.path == path && req.method != method) {
+        if (status == 404 && std::regex_match(req.path, path) && req.method != method) {
           status = 405;
           res.set_header("Allow", method);
         }

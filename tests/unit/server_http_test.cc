@@ -95,6 +95,17 @@ TEST(ServerHttp, ModelsHealthTokenize) {
   EXPECT_EQ(m["object"], "list");
   EXPECT_EQ(m["data"][0]["id"], "fake");
   EXPECT_EQ(m["data"][0]["max_model_len"], 4096);
+  // Retrieve one model (client.models.retrieve): the served one, else 404 model_not_found; other methods 405.
+  auto one = c.Get("/v1/models/fake");
+  ASSERT_TRUE(one);
+  EXPECT_EQ(one->status, 200);
+  EXPECT_EQ(json::parse(one->body), m["data"][0]);
+  auto other = c.Get("/v1/models/deepseek-ai/DeepSeek-V4-Flash");
+  expect_error(other, 404, "model");
+  EXPECT_EQ(json::parse(other->body)["error"]["code"], "model_not_found");
+  auto del_one = c.Delete("/v1/models/fake");
+  expect_error(del_one, 405);
+  EXPECT_EQ(del_one->get_header_value("Allow"), "GET");
   auto tok = s.post("/tokenize", R"({"prompt": "hé"})");
   ASSERT_TRUE(tok);
   EXPECT_EQ(json::parse(tok->body)["tokens"], json::array({104, 0xC3, 0xA9}));
@@ -236,6 +247,7 @@ TEST(ServerHttp, ApiKey) {
   o.api_key = "sekret";
   TestServer s(o);
   expect_error(s.client().Get("/v1/models"), 401);
+  expect_error(s.client().Get("/v1/models/fake"), 401);
   expect_error(s.post("/v1/completions", R"({"prompt": "a"})", {{"Authorization", "Bearer wrong"}}), 401);
   auto ok = s.client().Get("/v1/models", {{"Authorization", "Bearer sekret"}});
   ASSERT_TRUE(ok);
