@@ -271,6 +271,13 @@ TEST(ServerHttp, FullQueueAnswers429) {
   s.gen.pause(false);
   EXPECT_EQ(a.get()->status, 200);
   EXPECT_EQ(b.get()->status, 200);
+  // A client has its whole response a moment before the server's handler releases the request's place in the
+  // queue: wait for the gauge to reach 0 (a fixed bound), then the server takes requests again.
+  for (int i = 0; i < 500; ++i) {
+    auto m = s.client().Get("/metrics");
+    if (m && m->body.find("dsv4_num_requests_in_server 0\n") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   EXPECT_EQ(s.post("/v1/completions", body)->status, 200);
 }
 
