@@ -625,6 +625,22 @@ struct Server::Impl {
     });
     add_route("POST", "/tokenize", [this](const Req& req, Res& res) { tokenize(req, res); });
     add_route("POST", "/detokenize", [this](const Req& req, Res& res) { detokenize(req, res); });
+    // A request of a body-carrying method that announces no body (no Content-Length, not chunked: `curl -X POST`
+    // without -d) is answered before httplib reads its body, which it would do until the read timeout (30 s): 411
+    // on a route that takes it, else the 404 / 405 below.
+    http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      using Handled = httplib::Server::HandlerResponse;
+      const bool body_method =
+          req.method == "POST" || req.method == "PUT" || req.method == "PATCH" || req.method == "DELETE";
+      if (!body_method || req.has_header("Content-Length") || req.get_header_value("Transfer-Encoding") == "chunked") {
+        return Handled::Unhandled;
+      }
+      res.status = 404;
+      for (const auto& [path, method] : known_routes) {
+        if (req.method == method && std::regex_match(req.path, path)) res.status = 411;
+      }
+      return Handled::Handled;
+    });
     // Errors httplib answers itself, in the OpenAI error shape: an unknown path (404), a known path with another
     // method (405, with the Allow header), a body over the limit (413) and the like keep their status.
     http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
@@ -641,6 +657,7 @@ struct Server::Impl {
       if (status == 404) message = "no route for " + at;
       if (status == 405) message = "method not allowed: " + at;
       if (status == 413) message = "request body over the " + std::to_string(kMaxBodyBytes >> 20) + " MiB limit: " + at;
+      if (status == 411) message = at + " has no body: send the JSON request with a Content-Length (or chunked) header";
       send_json(res, status, ApiError(status, message).body());
     });
   }

@@ -1,8 +1,12 @@
 // The HTTP server end to end over real loopback HTTP (httplib's client), with the deterministic fake generator
 // and byte-level text: endpoints, streaming, stop strings, errors (server still serving), 401, 429, a client
 // that disconnects mid-stream (its sequence cancelled), concurrency, shutdown.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <future>
@@ -55,6 +59,34 @@ struct TestServer {
     return client().Post(path.c_str(), h, body, "application/json");
   }
 };
+
+// Sends `request` as written on a fresh connection and returns the server's first response (headers and a
+// Content-Length body), or what came before the server closed or 10 s passed.
+std::string raw_http(int port, const std::string& request) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  EXPECT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string out;
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size())) {
+    timeval tv{10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char buf[4096];
+    for (ssize_t n; (n = recv(fd, buf, sizeof(buf), 0)) > 0;) {
+      out.append(buf, static_cast<size_t>(n));
+      const size_t head = out.find("\r\n\r\n"), length = out.find("Content-Length: ");
+      if (head != std::string::npos && length != std::string::npos && length < head &&
+          out.size() >= head + 4 + std::stoul(out.substr(length + 16))) {
+        break;
+      }
+    }
+  }
+  close(fd);
+  return out;
+}
 
 // The JSON payloads of an SSE body, "[DONE]" as a string.
 std::vector<json> sse_payloads(const std::string& body) {
@@ -122,6 +154,19 @@ TEST(ServerHttp, ModelsHealthTokenize) {
   auto del = c.Delete("/v1/models");
   expect_error(del, 405);
   EXPECT_EQ(del->get_header_value("Allow"), "GET");
+  // A body-carrying method that announces no body (no Content-Length, not chunked: `curl -X POST` without -d) is
+  // answered at once (httplib waited for a body until its 30-s read timeout): 411 on a route that takes a body, else
+  // 404 / 405 as with a body.
+  const auto started = std::chrono::steady_clock::now();
+  const std::string no_body = raw_http(s.port, "POST /v1/completions HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(no_body.rfind("HTTP/1.1 411", 0), 0u) << no_body;
+  EXPECT_NE(no_body.find("has no body: send the JSON request with a Content-Length"), std::string::npos) << no_body;
+  const std::string del_no_body = raw_http(s.port, "DELETE /v1/models HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(del_no_body.rfind("HTTP/1.1 405", 0), 0u) << del_no_body;
+  EXPECT_NE(del_no_body.find("Allow: GET"), std::string::npos) << del_no_body;
+  const std::string unknown = raw_http(s.port, "POST /v1/nothing HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(unknown.rfind("HTTP/1.1 404", 0), 0u) << unknown;
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(5));
   // A body over the limit keeps httplib's 413 (it was reported as 404 "no route").
   auto big = c.Post("/v1/completions", std::string((size_t{64} << 20) + 1, 'a'), "application/json");
   expect_error(big, 413);
