@@ -62,9 +62,10 @@ std::unique_ptr<Tokenizer> load_tokenizer_if_present(const std::string& model_di
 // Text → ids with the model's tokenizer (special tokens such as BOS added as its post-processor says),
 // or byte-level ids when there is none.
 std::vector<int32_t> text_to_ids(const Tokenizer* tok, const std::string& text);
-// Every prompt's ids against the vocabulary of the model directory's config.json, before the model loads (an id out
-// of range fails at once, not after the weights and the state are allocated); "prompt i: " prefixes the error where
-// there are several.
+// The vocabulary size in the model directory's config.json: prompt ids are checked against it (check_token_ids)
+// before the model loads, so an id out of range fails at once, not after the weights and the state are allocated.
+int64_t model_vocab_size(const std::string& model_dir);
+// check_token_ids on every prompt; "prompt i: " prefixes the error where there are several.
 void check_prompt_ids(const std::string& model_dir, const std::vector<std::vector<int32_t>>& prompts);
 
 }  // namespace dsv4::cli

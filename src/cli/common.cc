@@ -206,8 +206,12 @@ std::vector<int32_t> text_to_ids(const Tokenizer* tok, const std::string& text) 
   return ids;
 }
 
+int64_t model_vocab_size(const std::string& model_dir) {
+  return ModelConfig::from_file((std::filesystem::path(model_dir) / "config.json").string()).vocab_size;
+}
+
 void check_prompt_ids(const std::string& model_dir, const std::vector<std::vector<int32_t>>& prompts) {
-  const int64_t vocab = ModelConfig::from_file((std::filesystem::path(model_dir) / "config.json").string()).vocab_size;
+  const int64_t vocab = model_vocab_size(model_dir);
   for (size_t i = 0; i < prompts.size(); ++i) {
     try {
       check_token_ids(prompts[i], vocab);

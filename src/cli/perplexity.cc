@@ -104,11 +104,10 @@ void register_perplexity(CLI::App& app) {
     std::vector<int32_t> tokens = tok ? tok->encode(text, /*add_special=*/false) : byte_level_ids(text);
     if (o->max_tokens > 0 && static_cast<int64_t>(tokens.size()) > o->max_tokens) tokens.resize(o->max_tokens);
     DSV4_CHECK_ARG(!tokens.empty(), "--file '", o->file, "' has no tokens");
-    check_prompt_ids(o->dir, {tokens});  // a tokenizer larger than the model's vocabulary fails before loading
+    check_token_ids(tokens, model_vocab_size(o->dir));  // a tokenizer larger than the model's fails before loading
     Engine engine(o->dir, eo);
     const int64_t V = engine.config().vocab_size, N = static_cast<int64_t>(tokens.size());
     const int32_t bos = static_cast<int32_t>(engine.config().bos_token_id);
-    engine.check_ids(tokens);
 
     Reference ref;
     if (!o->kl_reference.empty()) ref = open_reference(o->kl_reference, V, o->ctx, tokens);

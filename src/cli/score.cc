@@ -31,7 +31,7 @@ void register_score(CLI::App& app) {
   cmd->add_flag("--json", o->json, "Print one JSON object");
   cmd->callback([o] {
     const std::vector<int32_t> ids = parse_ids(o->ids);
-    check_prompt_ids(o->dir, {ids});  // before the weights and the state are allocated
+    check_token_ids(ids, model_vocab_size(o->dir));  // before the weights and the state are allocated
     EngineOptions eo;
     o->flags.apply(eo);
     eo.max_seqs = 1;

@@ -576,6 +576,24 @@ struct Server::Impl {
   // (path pattern, method): httplib matches a route's path as a whole-path regular expression, and so does the 405.
   std::vector<std::pair<std::regex, std::string>> known_routes;
 
+  // How a request meets the route table: a route with its path and method, or the method of one with its path only.
+  struct RouteMatch {
+    bool exact = false;
+    std::string other_method;
+  };
+  RouteMatch match_route(const httplib::Request& req) const {
+    RouteMatch m;
+    for (const auto& [path, method] : known_routes) {
+      if (!std::regex_match(req.path, path)) continue;
+      if (req.method == method) {
+        m.exact = true;
+      } else {
+        m.other_method = method;
+      }
+    }
+    return m;
+  }
+
   // `path` is a whole-path pattern (httplib's); `endpoint` names the route in the metrics (default: the path).
   template <class Handler>
   void add_route(const std::string& method, const std::string& path, Handler handler,
@@ -635,10 +653,7 @@ struct Server::Impl {
       if (!body_method || req.has_header("Content-Length") || req.get_header_value("Transfer-Encoding") == "chunked") {
         return Handled::Unhandled;
       }
-      res.status = 404;
-      for (const auto& [path, method] : known_routes) {
-        if (req.method == method && std::regex_match(req.path, path)) res.status = 411;
-      }
+      res.status = match_route(req).exact ? 411 : 404;
       return Handled::Handled;
     });
     // Errors httplib answers itself, in the OpenAI error shape: an unknown path (404), a known path with another
@@ -646,11 +661,9 @@ struct Server::Impl {
     http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return;
       int status = res.status >= 400 ? res.status : 404;
-      for (const auto& [path, method] : known_routes) {
-        if (status == 404 && std::regex_match(req.path, path) && req.method != method) {
-          status = 405;
-          res.set_header("Allow", method);
-        }
+      if (const RouteMatch m = match_route(req); status == 404 && !m.other_method.empty()) {
+        status = 405;
+        res.set_header("Allow", m.other_method);
       }
       const std::string at = req.method + " " + req.path;
       std::string message = "request failed with HTTP status " + std::to_string(status) + ": " + at;
