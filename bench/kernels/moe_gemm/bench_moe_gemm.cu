@@ -10,7 +10,12 @@
 // second run bit-identical. The Flash timing (T = 4,096, 256 routed experts + 1 shared, k = 6, H = 4,096, I = 2,048,
 // random routing) first checks 256 sampled outputs of each product against host dot products, then replays one
 // launch per CUDA graph (lab_util.h: 2 warm-up launches, median of 30 replays) and prints TFLOP/s of the useful work (2
-// * rows * N * K per weight matrix). The mma.sync fallback (moe.cu's moe_gemm_wide_kernel, private there) is not in
+// * rows * N * K per weight matrix). The same for quantised stacks as DeepSeek's checkpoints hold them (FP4 routed
+// experts with one E8M0 scale per 32 inputs, the shared expert FP8 with 128 x 128 block scales; random codes), the
+// sampled outputs against the library's exact host dequantisation (dsv4/io/quantization.h).
+//
+//   build/bench/bench_moe_gemm quant    the quantised Flash timing only (its sampled check included) The mma.sync
+//   fallback (moe.cu's moe_gemm_wide_kernel, private there) is not in
 // this harness: its figures come from a CUPTI trace of `dsv4 bench --prefill 4096` (H100, 2026-12-06: 5.26 ms
 // gated, 2.79 ms w2 a layer against 3.17 / 1.71 here). Exit status: non-zero on any failure.
 #include <cuda_runtime.h>
@@ -28,6 +33,7 @@
 #include "../lab_util.h"
 #include "backend/cuda/moe_gemm_wgmma.cuh"
 #include "backend/cuda/moe_plan_reference.h"
+#include "dsv4/io/quantization.h"
 
 namespace {
 
@@ -318,10 +324,159 @@ bool time_flash() {
   return ok;
 }
 
+// Random bytes; FP8 codes skip E4M3's NaN codes (0x7F / 0xFF become 0x7E / 0xFE), scale bytes lie in [lo, lo + span).
+__global__ void fill_random_bytes_kernel(uint8_t* p, size_t n, uint32_t seed, int mode, int lo, int span) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    uint32_t h = static_cast<uint32_t>(i) * 0x9E3779B9u ^ static_cast<uint32_t>(i >> 32) * 0x85EBCA6Bu ^ seed;
+    h ^= h >> 16;
+    h *= 0x7FEB352Du;
+    h ^= h >> 15;
+    h *= 0x846CA68Bu;
+    h ^= h >> 16;
+    uint8_t b = static_cast<uint8_t>(h >> 8);
+    if (mode == 1 && (b & 0x7F) == 0x7F) b = static_cast<uint8_t>(b - 1);
+    if (mode == 2) b = static_cast<uint8_t>(lo + static_cast<int>((h >> 8) % static_cast<uint32_t>(span)));
+    p[i] = b;
+  }
+}
+enum class ByteFill { kFp4Codes = 0, kFp8Codes = 1, kScales = 2 };
+void fill_bytes(uint8_t* p, size_t n, uint32_t seed, ByteFill mode, int lo = 0, int span = 1) {
+  fill_random_bytes_kernel<<<1024, 256>>>(p, n, seed, static_cast<int>(mode), lo, span);
+  CK(cudaGetLastError());
+}
+
+// One quantised stack on the device: `experts` FP4 matrices [N, K] and the shared expert FP8 (block scales).
+struct QuantStack {
+  DevBuf<uint8_t> codes, scale, shared_codes, shared_scale;
+  int64_t N, K, experts;
+  QuantStack(int64_t n, int64_t k, int64_t e, uint32_t seed)
+      : codes(e * dsv4::cuda::quant_code_bytes(dsv4::WeightFormat::kFp4, n, k)),
+        scale(e * dsv4::cuda::quant_scale_bytes(dsv4::WeightFormat::kFp4, n, k)),
+        shared_codes(dsv4::cuda::quant_code_bytes(dsv4::WeightFormat::kFp8Block, n, k)),
+        shared_scale(dsv4::cuda::quant_scale_bytes(dsv4::WeightFormat::kFp8Block, n, k)),
+        N(n),
+        K(k),
+        experts(e) {
+    // FP4 values reach 6: scales 2^-7 .. 2^-4 give weights of the bf16 stacks' size; FP8 values reach 448: 2^-12 ..
+    // 2^-10.
+    fill_bytes(codes.ptr, codes.n, seed, ByteFill::kFp4Codes);
+    fill_bytes(scale.ptr, scale.n, seed + 1, ByteFill::kScales, 120, 4);
+    fill_bytes(shared_codes.ptr, shared_codes.n, seed + 2, ByteFill::kFp8Codes);
+    fill_bytes(shared_scale.ptr, shared_scale.n, seed + 3, ByteFill::kScales, 115, 3);
+  }
+  dsv4::cuda::QuantExperts view() const {
+    dsv4::cuda::QuantExperts q;
+    q.routed = {dsv4::WeightFormat::kFp4, codes.ptr, scale.ptr, N, K};
+    q.count = static_cast<int32_t>(experts);
+    q.shared = {dsv4::WeightFormat::kFp8Block, shared_codes.ptr, shared_scale.ptr, N, K};
+    return q;
+  }
+  // Row n of expert e (e == experts: the shared one), dequantised exactly on the host.
+  std::vector<float> row(int64_t e, int64_t n) const {
+    std::vector<float> out(K);
+    if (e < experts) {
+      const int64_t cb = K / 2, sc = dsv4::cuda::quant_scale_cols(dsv4::WeightFormat::kFp4, K);
+      std::vector<uint8_t> q(cb), s(sc);
+      CK(cudaMemcpy(q.data(), codes.ptr + (e * N + n) * cb, cb, cudaMemcpyDeviceToHost));
+      CK(cudaMemcpy(s.data(), scale.ptr + (e * N + n) * sc, sc, cudaMemcpyDeviceToHost));
+      dsv4::dequantize_fp4(q.data(), s.data(), 1, K, out.data(), "lab row");
+    } else {
+      const int64_t sc = dsv4::cuda::quant_scale_cols(dsv4::WeightFormat::kFp8Block, K);
+      std::vector<uint8_t> q(K), s(sc);
+      CK(cudaMemcpy(q.data(), shared_codes.ptr + n * K, K, cudaMemcpyDeviceToHost));
+      CK(cudaMemcpy(s.data(), shared_scale.ptr + (n / dsv4::kFp8Block) * sc, sc, cudaMemcpyDeviceToHost));
+      dsv4::dequantize_fp8_block(q.data(), s.data(), 1, K, out.data(), "lab row");
+    }
+    return out;
+  }
+};
+
+double dot_f(const bf16* a, const float* w, int64_t K) {
+  double s = 0;
+  for (int64_t i = 0; i < K; ++i) s += static_cast<double>(to_f(a[i])) * w[i];
+  return s;
+}
+
+// The Flash shape on quantised stacks: sampled correctness, then graph-replayed timing of each product.
+bool time_flash_quant() {
+  const int64_t T = 4096, E = 256, k = 6, experts = E + 1;
+  const int H = 4096, I = 2048;
+  const float limit = 7.0f;
+  std::mt19937 rng(4321);
+  const HostPlan hp = make_plan(random_routing(rng, T, E, k), T, k, E, true, dsv4::cuda::kWgBM);
+  const int64_t P = static_cast<int64_t>(hp.token_of.size());
+  DevBuf<bf16> x(T * H), act(P * I);
+  DevBuf<float> y(P * H);
+  fill_random(x.ptr, x.n, 11, 1.0f);
+  const QuantStack w1(I, H, E, 100), w3(I, H, E, 200), w2(H, I, E, 300);
+  const DevPlan plan(hp);
+  const int bound = tile_bound(P, experts);
+  const auto gated = [&](cudaStream_t s) {
+    dsv4::cuda::launch_moe_gemm_wgmma_quant<true>(s, act.ptr, x.ptr, w1.view(), w3.view(), plan.view(), bound, I, H,
+                                                  limit, "moe_gemm_wgmma quantised");
+  };
+  const auto down = [&](cudaStream_t s) {
+    dsv4::cuda::launch_moe_gemm_wgmma_quant<false>(s, y.ptr, act.ptr, w2.view(), w2.view(), plan.view(), bound, H, I,
+                                                   limit, "moe_gemm_wgmma quantised");
+  };
+  act.poison();
+  y.poison();
+  gated(nullptr);
+  down(nullptr);
+  CK(cudaDeviceSynchronize());
+
+  std::vector<int32_t> expert_of_row(P);
+  for (int32_t t = 0; t < hp.num_tiles; ++t)
+    for (int32_t r = hp.tile_info[3 * t + 1]; r < hp.tile_info[3 * t + 2]; ++r) expert_of_row[r] = hp.tile_info[3 * t];
+  const auto fetch = [](const bf16* src, int64_t n) {
+    std::vector<bf16> h(n);
+    CK(cudaMemcpy(h.data(), src, n * sizeof(bf16), cudaMemcpyDeviceToHost));
+    return h;
+  };
+  // Half the samples from the shared expert's rows (its FP8 tiles), half from routed ones.
+  std::uniform_int_distribution<int64_t> pick_row(0, P - 1);
+  std::vector<float> act_got, act_want, y_got, y_want;
+  for (int s = 0; s < 256; ++s) {
+    int64_t r = pick_row(rng);
+    while ((s % 2 == 0) != (expert_of_row[r] == E)) r = pick_row(rng);
+    const int64_t e = expert_of_row[r];
+    const int n = static_cast<int>(rng() % I), m = static_cast<int>(rng() % H);
+    const std::vector<bf16> xr = fetch(x.ptr + static_cast<int64_t>(hp.token_of[r]) * H, H);
+    act_want.push_back(swiglu(static_cast<float>(dot_f(xr.data(), w1.row(e, n).data(), H)),
+                              static_cast<float>(dot_f(xr.data(), w3.row(e, n).data(), H)), limit));
+    act_got.push_back(to_f(fetch(act.ptr + r * I + n, 1)[0]));
+    const std::vector<bf16> ar = fetch(act.ptr + r * I, I);
+    y_want.push_back(static_cast<float>(dot_f(ar.data(), w2.row(e, m).data(), I)));
+    float yv = 0;
+    CK(cudaMemcpy(&yv, y.ptr + r * H + m, sizeof(float), cudaMemcpyDeviceToHost));
+    y_got.push_back(yv);
+  }
+  bool finite = true;
+  double err = rel_error(act_got, act_want, &finite);
+  bool ok = report("wgmma quantised gated, Flash shape (256 sampled outputs)", err, finite, 1e-2, true);
+  err = rel_error(y_got, y_want, &finite);
+  ok = report("wgmma quantised w2, Flash shape (256 sampled outputs)", err, finite, 1e-3, true) && ok;
+
+  cudaStream_t stream;
+  CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  const double t_gated = dsv4::bench::time_graph([&](int, cudaStream_t st) { gated(st); }, stream, 1, 30),
+               t_down = dsv4::bench::time_graph([&](int, cudaStream_t st) { down(st); }, stream, 1, 30);
+  CK(cudaStreamDestroy(stream));
+  const double f_gated = 2.0 * P * (2.0 * I) * H, f_down = 2.0 * P * static_cast<double>(H) * I;
+  std::printf("Quantised Flash shape (FP4 routed, FP8 shared): %lld rows, %d tiles (grid.y %d)\n",
+              static_cast<long long>(P), hp.num_tiles, bound);
+  std::printf("  wgmma quantised gated:        %8.3f ms  %7.1f TFLOP/s\n", t_gated * 1e3, f_gated / t_gated * 1e-12);
+  std::printf("  wgmma quantised w2:           %8.3f ms  %7.1f TFLOP/s\n", t_down * 1e3, f_down / t_down * 1e-12);
+  std::printf("  both:                         %8.3f ms\n", (t_gated + t_down) * 1e3);
+  return ok;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const bool check_only = argc > 1 && std::strcmp(argv[1], "check") == 0;
+  const bool quant_only = argc > 1 && std::strcmp(argv[1], "quant") == 0;
   cudaDeviceProp prop{};
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
@@ -330,11 +485,17 @@ int main(int argc, char** argv) {
     return 2;
   }
   bool ok = true;
+  if (quant_only) {
+    ok = time_flash_quant();
+    std::printf("%s\n", ok ? "ALL PASS" : "SOME FAILED");
+    return ok ? 0 : 1;
+  }
   // The brief's shape (K = 256: 4 k stages, the ring never wraps), then one whose K runs 16 stages past a ragged end
   // (the ring wraps twice: mbarrier phases) with ragged N in both products.
   ok = check_case(300, 8, 2, 256, 192, 1) && ok;
   ok = check_case(257, 5, 2, 1000, 328, 2) && ok;
   if (!check_only) ok = time_flash() && ok;
+  if (!check_only) ok = time_flash_quant() && ok;
   std::printf("%s\n", ok ? "ALL PASS" : "SOME FAILED");
   return ok ? 0 : 1;
 }

@@ -1,9 +1,11 @@
 // The prefill products of moe_experts (past the decode path) on Hopper's warpgroup MMA (wgmma.mma_async, sm_90a),
 // for bf16 stacks (launch_moe_gemm_wgmma; moe.cu falls back to its mma.sync wide kernel where the driver encodes no
 // tensor maps) and quantised ones (launch_moe_gemm_wgmma_quant: FP4 / FP8 codes expanded to bf16 in shared memory).
-// Kernel lab: bench/kernels/moe_gemm (bench_moe_gemm: bf16 checks against a CPU reference, Flash-shape timing); the
-// quantised form is checked by CudaQuant.MoeDecode* (moe_gemm_experts_quant). H100, 2026-12-06, a Flash layer at
-// T = 4,096: bf16 3.17 ms gated + 1.71 ms w2 (303 / 281 TFLOP/s) against the mma.sync wide kernel's 5.26 + 2.79 ms.
+// Kernel lab: bench/kernels/moe_gemm (bench_moe_gemm: bf16 checks against a CPU reference, Flash-shape timing of
+// both forms, the quantised one with sampled checks against the host dequantisation); the quantised form is also
+// checked by CudaQuant.MoeDecode* (moe_gemm_experts_quant). H100, a Flash layer at T = 4,096: bf16 3.17 ms gated +
+// 1.71 ms w2 (303 / 281 TFLOP/s; 2026-12-06) against the mma.sync wide kernel's 5.26 + 2.79 ms; quantised (FP4
+// routed, FP8 shared) 3.22 + 1.67 ms (2026-12-07; 4.42 + 2.04 before the producer rework described below).
 //
 // Products, over the plan's tiles (expert e, expert-sorted rows [row0, row_end), at most 128):
 //   GATED: A row r = x[token_of[r]] (bf16 [T, K]), B = w1[e], w3[e] (bf16 [N, K]); out[r] = silu(min(g, L)) *
@@ -16,10 +18,10 @@
 //   producers (one; QUANT two): every thread gathers its A chunks (rows by token for GATED) with 16-byte cp.async into
 //     the 128B-swizzled layout, signalled to the stage's `full` mbarrier by cp.async.mbarrier.arrive.noinc. bf16:
 //     thread 0 loads the B tile by TMA (cp.async.bulk.tensor.2d, 128B swizzle, completion as transaction bytes);
-//     `full` expects 128 + 1 arrivals. QUANT: each thread owns half of one B row: it copies the half's codes
-//     kWgCodeAhead stages ahead (cp.async into its own bytes of a code ring), expands them (quant_mma.cuh: exact)
-//     into the swizzled B row with 16-byte shared stores, fences them to the async proxy and arrives; `full`
-//     expects 256 + 256 arrivals. One producer warpgroup could not expand as fast as the consumers multiply.
+//     `full` expects 128 + 1 arrivals. QUANT: each thread owns half of one B row (a lane pair one row): it copies the
+//     half's codes kWgCodeAhead stages ahead (cp.async into its own bytes of a code ring) and its scale two stages
+//     ahead, expands the codes (quant_mma.cuh: exact) into the swizzled B row with 16-byte shared stores, fences them
+//     to the async proxy; each warp then arrives once: `full` expects 256 + 8 arrivals.
 //   consumers: rows 64 c.. of the tile, one m64n128k16 wgmma per 16 k (4 per stage), both operands from shared
 //     memory through descriptors, f32 accumulators in registers (64 a thread). A stage is released (each consumer
 //     warp's lane 0 arrives on the stage's `empty` mbarrier, 8 arrivals) once the warpgroup's wgmma.wait_group 1
@@ -207,9 +209,9 @@ __global__ void __launch_bounds__(wgmma_threads<QUANT>(), 1)
   const auto empty = [&](int s) { return bars + 8u * static_cast<uint32_t>(kStages + s); };
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) {
-      // The producers' cp.async arrivals (A rows), and the TMA thread's expect_tx (bf16 B) or every producer's
-      // arrive after its expanded B row (QUANT).
-      wg::mbar_init(full(s), QUANT ? 2 * kProducerThreads : kProducerThreads + 1);
+      // The producers' cp.async arrivals (A rows), and the TMA thread's expect_tx (bf16 B) or every producer warp's
+      // arrive after its expanded B rows (QUANT).
+      wg::mbar_init(full(s), QUANT ? kProducerThreads + kProducerThreads / 32 : kProducerThreads + 1);
       wg::mbar_init(empty(s), 8);  // one per consumer warp
     }
     wg::fence_mbarrier_init();
@@ -267,69 +269,110 @@ __global__ void __launch_bounds__(wgmma_threads<QUANT>(), 1)
         copy_a(t, st);
       }
     } else {
-      // Half h = p / 128 of B row b = p % 128 of every stage is this thread's (values 32 h .. 32 h + 31 of the
-      // stage's 64): weight row n0 + b % 64 of w1 (b < 64) or w3 (GATED), or n0 + b (w2). It copies those codes
-      // kWgCodeAhead stages ahead into its own 32 bytes of a code slot (cp.async, one commit group a stage), and once
-      // the stage's slot is free expands them (exact: quant_mma.cuh) into its 4 chunks of the swizzled B row, makes
-      // the writes visible to the async proxy and arrives on `full`.
+      // Half h = p % 2 of B row b = p / 2 of every stage is this thread's (values 32 h .. 32 h + 31 of the stage's
+      // 64): weight row n0 + b % 64 of w1 (b < 64) or w3 (GATED), or n0 + b (w2). A warp's code copies are thus 16
+      // rows x both halves: whole 32-byte sectors (with the halves in two warps, each sector was fetched twice). It
+      // copies those codes kWgCodeAhead stages ahead into its own bytes of a code slot (cp.async, one commit group a
+      // stage) and its scale byte two stages ahead into a register (a load waited for in the same stage stalled every
+      // producer on L2 latency), and once the stage's slot is free expands them (exact: quant_mma.cuh) into its 4
+      // chunks of the swizzled B row, makes the writes visible to the async proxy, and each warp arrives once on
+      // `full`. Codes past K or past N are zero-filled by their copies and expand to zeros: the expansion has no
+      // branches, so that ptxas interleaves the four chunks (the producers are latency-bound: two warps a scheduler).
       static_assert(kProducers == 2, "a B row's two halves");
-      const int b = p % kWgBN, h = p / kWgBN;
+      const int b = p >> 1, h = p & 1;
       const int n = n0 + (GATED ? b % 64 : b);
       const bool row_in = n < N;
       // Both slices computed and one selected: selecting between the two parameter structs copies them to the stack.
       const QuantSlice q1 = quant_slice(qw, e, N, K), q3 = quant_slice(qw3, e, N, K);
       const QuantSlice q = GATED && b >= 64 ? q3 : q1;
       const uint8_t* const codes = q.codes + static_cast<int64_t>(row_in ? n : 0) * q.row_bytes;
-      const uint8_t* const scales =
-          q.scale + static_cast<int64_t>(row_in ? (q.fp4 ? n : n / kFp8Block) : 0) * q.scale_cols;
       const uint32_t ring = bars + 2 * kStages * 8;  // 16-byte aligned
-      const auto code_slot = [&](int t) {
-        return ring + static_cast<uint32_t>((t % (kWgCodeAhead + 1)) * kWgCodeSlotBytes + b * kWgBK + h * 32);
-      };
-      const auto copy_codes = [&](int t) {
-        if (t >= ktiles) return;
-        const int k = t * kWgBK + 32 * h;  // K % 32 == 0 (FP4) or % 16 (FP8): a copy is wholly in or out
-        if (q.fp4) {
-          const bool in = row_in && k < K;
-          wg::cp_async16(code_slot(t), in ? codes + k / 2 : codes, in);
-        } else {
+      const bool lane0 = (p & 31) == 0;
+      // The format is the block's (its expert's): one loop for each.
+      const auto produce = [&](auto fp4_tag) {
+        constexpr bool kFp4 = decltype(fp4_tag)::value;
+        constexpr WeightFormat kFormat = kFp4 ? WeightFormat::kFp4 : WeightFormat::kFp8Block;
+        const uint8_t* const scales =
+            q.scale + static_cast<int64_t>(row_in ? (kFp4 ? n : n / kFp8Block) : 0) * q.scale_cols;
+        // This thread's bytes of a slot: FP4 16 at 16 p (a quarter-warp's accesses hit 8 distinct bank groups); FP8
+        // 32 at 32 p, its two 16-byte pieces in swapped order in every other group of 4 threads (the same for FP8).
+        const uint32_t swap = static_cast<uint32_t>((p >> 2) & 1);
+        const auto code_slot = [&](int t, int piece) {
+          return ring + static_cast<uint32_t>((t % (kWgCodeAhead + 1)) * kWgCodeSlotBytes) +
+                 (kFp4 ? static_cast<uint32_t>(p * 16)
+                       : static_cast<uint32_t>(p * 32) + ((static_cast<uint32_t>(piece) ^ swap) << 4));
+        };
+        const auto copy_codes = [&](int t) {
+          if (t >= ktiles) return;
+          const int k = t * kWgBK + 32 * h;  // K % 32 == 0 (FP4) or % 16 (FP8): a copy is wholly in or out
+          if constexpr (kFp4) {
+            const bool in = row_in && k < K;
+            wg::cp_async16(code_slot(t, 0), in ? codes + k / 2 : codes, in);
+          } else {
 #pragma unroll
-          for (int j = 0; j < 2; ++j) {
-            const bool in = row_in && k + 16 * j < K;
-            wg::cp_async16(code_slot(t) + 16 * j, in ? codes + k + 16 * j : codes, in);
+            for (int j = 0; j < 2; ++j) {
+              const bool in = row_in && k + 16 * j < K;
+              wg::cp_async16(code_slot(t, j), in ? codes + k + 16 * j : codes, in);
+            }
           }
-        }
-      };
-      for (int t = 0; t < kWgCodeAhead; ++t) {
-        copy_codes(t);
-        wg::cp_async_commit();
-      }
-      for (int t = 0; t < ktiles; ++t) {
-        const int s = t % kStages;
-        const int k0 = t * kWgBK + 32 * h;  // this thread's first value
+        };
         // The half's scale (L1 after the first stages: a row's scale bytes are contiguous); 127 (= 1) past K.
-        const uint8_t sc = row_in && k0 < K ? __ldg(scales + (q.fp4 ? k0 / kFp4Group : k0 / kFp8Block)) : 127;
-        if (t >= kStages) wg::mbar_wait(empty(s), static_cast<uint32_t>((t / kStages - 1) & 1));
-        const uint32_t st = base + static_cast<uint32_t>(s) * kWgStageBytes;
-        copy_a(t, st);
-        copy_codes(t + kWgCodeAhead);
-        wg::cp_async_commit();
-        wg::cp_async_wait_group<kWgCodeAhead>();  // this thread's codes of stage t
-        uint32_t w[8];
-        wg::ld_shared_v4(code_slot(t), w[0], w[1], w[2], w[3]);
-        if (!q.fp4) wg::ld_shared_v4(code_slot(t) + 16, w[4], w[5], w[6], w[7]);
-        const uint32_t brow = st + kWgTileBytes + static_cast<uint32_t>(b * 128);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {  // 16-byte chunk c = 4 h + j: values k0 + 8 j ..
-          uint4 v = make_uint4(0, 0, 0, 0);
-          if (row_in && k0 + 8 * j < K) {
-            v = q.fp4 ? e2m1_chunk(w[j], PairScale<WeightFormat::kFp4>(sc))
-                      : e4m3_chunk(w[2 * j], w[2 * j + 1], PairScale<WeightFormat::kFp8Block>(sc));
-          }
-          wg::st_shared_v4(brow + static_cast<uint32_t>(((4 * h + j) ^ (b & 7)) << 4), v);
+        const auto load_scale = [&](int t) -> uint8_t {
+          const int k0 = t * kWgBK + 32 * h;
+          return row_in && k0 < K ? __ldg(scales + (kFp4 ? k0 / kFp4Group : k0 / kFp8Block)) : 127;
+        };
+        for (int t = 0; t < kWgCodeAhead; ++t) {
+          copy_codes(t);
+          wg::cp_async_commit();
         }
-        wg::fence_proxy_async();  // the generic-proxy writes, to wgmma's reads
-        wg::mbar_arrive(full(s));
+        uint8_t sc_next = load_scale(0), sc_after = load_scale(1);
+        for (int t = 0; t < ktiles; ++t) {
+          const int s = t % kStages;
+          const uint8_t sc = sc_next;
+          sc_next = sc_after;
+          sc_after = load_scale(t + 2);
+          if (t >= kStages) wg::mbar_wait(empty(s), static_cast<uint32_t>((t / kStages - 1) & 1));
+          const uint32_t st = base + static_cast<uint32_t>(s) * kWgStageBytes;
+          copy_a(t, st);
+          copy_codes(t + kWgCodeAhead);
+          wg::cp_async_commit();
+          wg::cp_async_wait_group<kWgCodeAhead>();  // this thread's codes of stage t
+          uint32_t w[8];
+          wg::ld_shared_v4(code_slot(t, 0), w[0], w[1], w[2], w[3]);
+          if constexpr (!kFp4) wg::ld_shared_v4(code_slot(t, 1), w[4], w[5], w[6], w[7]);
+          const uint32_t brow = st + kWgTileBytes + static_cast<uint32_t>(b * 128);
+          const auto expand = [&](auto may_be_high) {
+            constexpr bool kHigh = decltype(may_be_high)::value;
+            const PairScale<kFormat> ps(sc);
+            uint4 v[4];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {  // 16-byte chunk c = 4 h + j: values k0 + 8 j ..
+              if constexpr (kFp4) {
+                v[j] = e2m1_chunk<kHigh>(w[j], ps);
+              } else {
+                v[j] = e4m3_chunk<kHigh>(w[2 * j], w[2 * j + 1], ps);
+              }
+            }
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+              wg::st_shared_v4(brow + static_cast<uint32_t>(((4 * h + j) ^ (b & 7)) << 4), v[j]);
+          };
+          // Scales past bf16's largest power of two need a second multiply (quant_mma.cuh); no real checkpoint has
+          // them.
+          if (sc > (kFp4 ? 128 : 134)) {
+            expand(std::true_type{});
+          } else {
+            expand(std::false_type{});
+          }
+          wg::fence_proxy_async();  // the generic-proxy writes, to wgmma's reads
+          __syncwarp();             // the warp's writes, before its lane 0's release
+          if (lane0) wg::mbar_arrive(full(s));
+        }
+      };
+      if (q.fp4) {
+        produce(std::true_type{});
+      } else {
+        produce(std::false_type{});
       }
     }
     wg::cp_async_wait_all();  // exit with no copy in flight

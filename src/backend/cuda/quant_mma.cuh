@@ -34,35 +34,42 @@ struct PairScale {
       mul = e4m3_bf16_scale_bits(s), mul_high = e4m3_bf16_scale_high_bits(s), high = s > 134;
     }
   }
+  // kMayBeHigh false: the caller has checked !high (every real checkpoint's scales), one multiply.
+  template <bool kMayBeHigh = true>
   __device__ __forceinline__ uint32_t apply(uint32_t bits) const {
     const uint32_t w = bf16x2_mul(bits, mul);
-    return high ? bf16x2_mul(w, mul_high) : w;
+    if constexpr (kMayBeHigh) return high ? bf16x2_mul(w, mul_high) : w;
+    return w;
   }
 };
 
 // Codes a and a + 4 of a word of 8 E2M1 codes (a < 4), scaled: the weights of those two k positions.
+template <bool kMayBeHigh = true>
 __device__ __forceinline__ uint32_t fp4_pair(uint32_t word, int a, const PairScale<WeightFormat::kFp4>& s) {
-  return s.apply(e2m1_pair_to_bf16x2_bits(word, a));
+  return s.template apply<kMayBeHigh>(e2m1_pair_to_bf16x2_bits(word, a));
 }
 
 // Codes (0, 2) (odd = false) or (1, 3) of a word of 4 E4M3 codes, scaled.
+template <bool kMayBeHigh = true>
 __device__ __forceinline__ uint32_t fp8_pair(uint32_t word, bool odd, const PairScale<WeightFormat::kFp8Block>& s) {
-  return s.apply(e4m3_pair_to_bf16x2_bits(word, odd));
+  return s.template apply<kMayBeHigh>(e4m3_pair_to_bf16x2_bits(word, odd));
 }
 
 // Eight consecutive values of a row as bf16 in k order (one 16-byte chunk of a bf16 tile): the 8 E2M1 codes of
 // `word`, or the 8 E4M3 codes of words w0, w1. The pair helpers give codes (a, a + 4) of an E2M1 word and (0, 2),
 // (1, 3) of an E4M3 word, so byte permutes put them back in order.
+template <bool kMayBeHigh = true>
 __device__ __forceinline__ uint4 e2m1_chunk(uint32_t word, const PairScale<WeightFormat::kFp4>& s) {
   uint32_t p[4];
 #pragma unroll
-  for (int a = 0; a < 4; ++a) p[a] = fp4_pair(word, a, s);
+  for (int a = 0; a < 4; ++a) p[a] = fp4_pair<kMayBeHigh>(word, a, s);
   return make_uint4(__byte_perm(p[0], p[1], 0x5410), __byte_perm(p[2], p[3], 0x5410), __byte_perm(p[0], p[1], 0x7632),
                     __byte_perm(p[2], p[3], 0x7632));
 }
+template <bool kMayBeHigh = true>
 __device__ __forceinline__ uint4 e4m3_chunk(uint32_t w0, uint32_t w1, const PairScale<WeightFormat::kFp8Block>& s) {
-  const uint32_t e0 = fp8_pair(w0, false, s), o0 = fp8_pair(w0, true, s);
-  const uint32_t e1 = fp8_pair(w1, false, s), o1 = fp8_pair(w1, true, s);
+  const uint32_t e0 = fp8_pair<kMayBeHigh>(w0, false, s), o0 = fp8_pair<kMayBeHigh>(w0, true, s);
+  const uint32_t e1 = fp8_pair<kMayBeHigh>(w1, false, s), o1 = fp8_pair<kMayBeHigh>(w1, true, s);
   return make_uint4(__byte_perm(e0, o0, 0x5410), __byte_perm(e0, o0, 0x7632), __byte_perm(e1, o1, 0x5410),
                     __byte_perm(e1, o1, 0x7632));
 }
