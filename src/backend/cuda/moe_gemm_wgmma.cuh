@@ -244,10 +244,11 @@ __global__ void __launch_bounds__(wgmma_threads<QUANT>(), 1)
     }
     const auto copy_a = [&](int t, uint32_t st) {
       const bool in_k = t * kWgBK + chunk * 8 < K;  // K % 8 == 0: a chunk is wholly in or out
+      // Past K the copy reads nothing (size 0) from a valid address: the row's start.
+      const int koff = in_k ? t * kWgBK : 0;
 #pragma unroll
       for (int i = 0; i < kRowsEach; ++i) {
-        const bool in = valid[i] && in_k;
-        wg::cp_async16(st + static_cast<uint32_t>((rsub + kRowStep * i) * 128) + swz, in ? src[i] + t * kWgBK : a, in);
+        wg::cp_async16(st + static_cast<uint32_t>((rsub + kRowStep * i) * 128) + swz, src[i] + koff, valid[i] && in_k);
       }
       wg::cp_async_arrive_noinc(full(t % kStages));
     };
@@ -273,11 +274,11 @@ __global__ void __launch_bounds__(wgmma_threads<QUANT>(), 1)
       // 64): weight row n0 + b % 64 of w1 (b < 64) or w3 (GATED), or n0 + b (w2). A warp's code copies are thus 16
       // rows x both halves: whole 32-byte sectors (with the halves in two warps, each sector was fetched twice). It
       // copies those codes kWgCodeAhead stages ahead into its own bytes of a code slot (cp.async, one commit group a
-      // stage) and its scale byte two stages ahead into a register (a load waited for in the same stage stalled every
-      // producer on L2 latency), and once the stage's slot is free expands them (exact: quant_mma.cuh) into its 4
-      // chunks of the swizzled B row, makes the writes visible to the async proxy, and each warp arrives once on
-      // `full`. Codes past K or past N are zero-filled by their copies and expand to zeros: the expansion has no
-      // branches, so that ptxas interleaves the four chunks (the producers are latency-bound: two warps a scheduler).
+      // stage) and its scale byte two stages ahead into a register, and once the stage's slot is free expands them
+      // (exact: quant_mma.cuh) into its 4 chunks of the swizzled B row, makes the writes visible to the async proxy,
+      // and each warp arrives once on `full`. Codes past K or past N are zero-filled by their copies and expand to
+      // zeros: the expansion has no branches, so that ptxas interleaves the four chunks (the producers are
+      // latency-bound: two warps a scheduler).
       static_assert(kProducers == 2, "a B row's two halves");
       const int b = p >> 1, h = p & 1;
       const int n = n0 + (GATED ? b % 64 : b);
@@ -330,7 +331,6 @@ __global__ void __launch_bounds__(wgmma_threads<QUANT>(), 1)
           const int s = t % kStages;
           const uint8_t sc = sc_next;
           sc_next = sc_after;
-          sc_after = load_scale(t + 2);
           if (t >= kStages) wg::mbar_wait(empty(s), static_cast<uint32_t>((t / kStages - 1) & 1));
           const uint32_t st = base + static_cast<uint32_t>(s) * kWgStageBytes;
           copy_a(t, st);
@@ -367,6 +367,9 @@ __global__ void __launch_bounds__(wgmma_threads<QUANT>(), 1)
           wg::fence_proxy_async();  // the generic-proxy writes, to wgmma's reads
           __syncwarp();             // the warp's writes, before its lane 0's release
           if (lane0) wg::mbar_arrive(full(s));
+          // After the fence (a MEMBAR on sm_90, which waits for this thread's loads in flight): issued before it, the
+          // load cost every stage an L2 round trip.
+          sc_after = load_scale(t + 2);
         }
       };
       if (q.fp4) {
