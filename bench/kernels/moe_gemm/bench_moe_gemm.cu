@@ -226,15 +226,21 @@ bool check_case(int64_t T, int64_t E, int64_t k, int H, int I, uint32_t seed) {
   return ok;
 }
 
+// A well-mixed 32-bit hash of element i under `seed` (the fill kernels' random source).
+__device__ __forceinline__ uint32_t hash_index(size_t i, uint32_t seed) {
+  uint32_t h = static_cast<uint32_t>(i) * 0x9E3779B9u ^ static_cast<uint32_t>(i >> 32) * 0x85EBCA6Bu ^ seed;
+  h ^= h >> 16;
+  h *= 0x7FEB352Du;
+  h ^= h >> 15;
+  h *= 0x846CA68Bu;
+  h ^= h >> 16;
+  return h;
+}
+
 __global__ void fill_random_bf16_kernel(bf16* p, size_t n, uint32_t seed, float range) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 0x9E3779B9u ^ static_cast<uint32_t>(i >> 32) * 0x85EBCA6Bu ^ seed;
-    h ^= h >> 16;
-    h *= 0x7FEB352Du;
-    h ^= h >> 15;
-    h *= 0x846CA68Bu;
-    h ^= h >> 16;
+    const uint32_t h = hash_index(i, seed);
     const float u = static_cast<float>(h >> 8) * (1.0f / 16777216.0f);  // [0, 1)
     p[i] = __float2bfloat16((2.0f * u - 1.0f) * range);
   }
@@ -244,96 +250,11 @@ void fill_random(bf16* p, size_t n, uint32_t seed, float range) {
   CK(cudaGetLastError());
 }
 
-// The Flash shape: sampled correctness, then graph-replayed timing of each product.
-bool time_flash() {
-  const int64_t T = 4096, E = 256, k = 6, experts = E + 1;
-  const int H = 4096, I = 2048;
-  const float limit = 7.0f;
-  std::mt19937 rng(1234);
-  const HostPlan hp = make_plan(random_routing(rng, T, E, k), T, k, E, true, dsv4::cuda::kWgBM);
-  const int64_t P = static_cast<int64_t>(hp.token_of.size());
-  DevBuf<bf16> x(T * H), w1(experts * I * H), w3(experts * I * H), w2(experts * H * I), act(P * I);
-  DevBuf<float> y(P * H);
-  fill_random(x.ptr, x.n, 1, 1.0f);
-  fill_random(w1.ptr, w1.n, 2, 2.0f / std::sqrt(static_cast<float>(H)));
-  fill_random(w3.ptr, w3.n, 3, 2.0f / std::sqrt(static_cast<float>(H)));
-  fill_random(w2.ptr, w2.n, 4, 2.0f / std::sqrt(static_cast<float>(I)));
-  const DevPlan plan(hp);
-  Maps maps;
-  make_maps<true>(maps.w13, w1.ptr, w3.ptr, experts, I, H);
-  make_maps<false>(maps.w2, w2.ptr, w2.ptr, experts, H, I);
-  const int bound = tile_bound(P, experts);
-  const auto gated = [&](cudaStream_t s) {
-    dsv4::cuda::launch_moe_gemm_wgmma<true>(s, act.ptr, x.ptr, maps.w13[0], maps.w13[1], plan.view(), bound, I, H,
-                                            limit, "moe_gemm_wgmma");
-  };
-  const auto down = [&](cudaStream_t s) {
-    dsv4::cuda::launch_moe_gemm_wgmma<false>(s, y.ptr, act.ptr, maps.w2[0], maps.w2[1], plan.view(), bound, H, I, limit,
-                                             "moe_gemm_wgmma");
-  };
-  act.poison();
-  y.poison();
-  gated(nullptr);
-  down(nullptr);
-  CK(cudaDeviceSynchronize());
-
-  // 256 sampled outputs of each product against host dot products of the same bf16 operands.
-  std::vector<int32_t> expert_of_row(P);
-  for (int32_t t = 0; t < hp.num_tiles; ++t)
-    for (int32_t r = hp.tile_info[3 * t + 1]; r < hp.tile_info[3 * t + 2]; ++r) expert_of_row[r] = hp.tile_info[3 * t];
-  const auto fetch = [](const bf16* src, int64_t n) {
-    std::vector<bf16> h(n);
-    CK(cudaMemcpy(h.data(), src, n * sizeof(bf16), cudaMemcpyDeviceToHost));
-    return h;
-  };
-  std::uniform_int_distribution<int64_t> pick_row(0, P - 1);
-  std::vector<float> act_got, act_want, y_got, y_want;
-  for (int s = 0; s < 256; ++s) {
-    const int64_t r = pick_row(rng), e = expert_of_row[r];
-    const int n = static_cast<int>(rng() % I), m = static_cast<int>(rng() % H);
-    const std::vector<bf16> xr = fetch(x.ptr + static_cast<int64_t>(hp.token_of[r]) * H, H);
-    const std::vector<bf16> g = fetch(w1.ptr + (e * I + n) * H, H), u = fetch(w3.ptr + (e * I + n) * H, H);
-    act_want.push_back(swiglu(static_cast<float>(dot(xr.data(), g.data(), H)),
-                              static_cast<float>(dot(xr.data(), u.data(), H)), limit));
-    act_got.push_back(to_f(fetch(act.ptr + r * I + n, 1)[0]));
-    const std::vector<bf16> ar = fetch(act.ptr + r * I, I), w = fetch(w2.ptr + (e * H + m) * I, I);
-    y_want.push_back(static_cast<float>(dot(ar.data(), w.data(), I)));
-    float yv = 0;
-    CK(cudaMemcpy(&yv, y.ptr + r * H + m, sizeof(float), cudaMemcpyDeviceToHost));
-    y_got.push_back(yv);
-  }
-  bool finite = true;
-  double err = rel_error(act_got, act_want, &finite);
-  bool ok = report("wgmma gated, Flash shape (256 sampled outputs)", err, finite, 1e-2, true);
-  err = rel_error(y_got, y_want, &finite);
-  ok = report("wgmma w2, Flash shape (256 sampled outputs)", err, finite, 1e-3, true) && ok;
-
-  cudaStream_t stream;
-  CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  const double t_gated = dsv4::bench::time_graph([&](int, cudaStream_t st) { gated(st); }, stream, 1, 30),
-               t_down = dsv4::bench::time_graph([&](int, cudaStream_t st) { down(st); }, stream, 1, 30);
-  CK(cudaStreamDestroy(stream));
-  const double f_gated = 2.0 * P * (2.0 * I) * H, f_down = 2.0 * P * static_cast<double>(H) * I;
-  std::printf(
-      "Flash shape: T=%lld, %lld routed + 1 shared experts, k=%lld, H=%d, I=%d: %lld rows, %d tiles (grid.y %d)\n",
-      static_cast<long long>(T), static_cast<long long>(E), static_cast<long long>(k), H, I, static_cast<long long>(P),
-      hp.num_tiles, bound);
-  std::printf("  wgmma gated (w1/w3 + SwiGLU): %8.3f ms  %7.1f TFLOP/s\n", t_gated * 1e3, f_gated / t_gated * 1e-12);
-  std::printf("  wgmma w2:                     %8.3f ms  %7.1f TFLOP/s\n", t_down * 1e3, f_down / t_down * 1e-12);
-  std::printf("  both:                         %8.3f ms\n", (t_gated + t_down) * 1e3);
-  return ok;
-}
-
 // Random bytes; FP8 codes skip E4M3's NaN codes (0x7F / 0xFF become 0x7E / 0xFE), scale bytes lie in [lo, lo + span).
 __global__ void fill_random_bytes_kernel(uint8_t* p, size_t n, uint32_t seed, int mode, int lo, int span) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 0x9E3779B9u ^ static_cast<uint32_t>(i >> 32) * 0x85EBCA6Bu ^ seed;
-    h ^= h >> 16;
-    h *= 0x7FEB352Du;
-    h ^= h >> 15;
-    h *= 0x846CA68Bu;
-    h ^= h >> 16;
+    const uint32_t h = hash_index(i, seed);
     uint8_t b = static_cast<uint8_t>(h >> 8);
     if (mode == 1 && (b & 0x7F) == 0x7F) b = static_cast<uint8_t>(b - 1);
     if (mode == 2) b = static_cast<uint8_t>(lo + static_cast<int>((h >> 8) % static_cast<uint32_t>(span)));
@@ -392,84 +313,154 @@ struct QuantStack {
   }
 };
 
+// The Flash shape (T = 4,096, 256 routed experts + 1 shared, k = 6, H = 4,096, I = 2,048) and its random plan.
+struct FlashProblem {
+  static constexpr int64_t T = 4096, E = 256, k = 6, experts = E + 1;
+  static constexpr int H = 4096, I = 2048;
+  static constexpr float limit = 7.0f;
+  std::mt19937 rng;
+  HostPlan hp;
+  int64_t P;
+  int bound;
+  DevPlan plan;
+  DevBuf<bf16> x, act;
+  DevBuf<float> y;
+  explicit FlashProblem(uint32_t seed)
+      : rng(seed),
+        hp(make_plan(random_routing(rng, T, E, k), T, k, E, true, dsv4::cuda::kWgBM)),
+        P(static_cast<int64_t>(hp.token_of.size())),
+        bound(tile_bound(P, experts)),
+        plan(hp),
+        x(T * H),
+        act(P * I),
+        y(P * H) {}
+};
+
 double dot_f(const bf16* a, const float* w, int64_t K) {
   double s = 0;
   for (int64_t i = 0; i < K; ++i) s += static_cast<double>(to_f(a[i])) * w[i];
   return s;
 }
 
-// The Flash shape on quantised stacks: sampled correctness, then graph-replayed timing of each product.
-bool time_flash_quant() {
-  const int64_t T = 4096, E = 256, k = 6, experts = E + 1;
-  const int H = 4096, I = 2048;
-  const float limit = 7.0f;
-  std::mt19937 rng(4321);
-  const HostPlan hp = make_plan(random_routing(rng, T, E, k), T, k, E, true, dsv4::cuda::kWgBM);
-  const int64_t P = static_cast<int64_t>(hp.token_of.size());
-  DevBuf<bf16> x(T * H), act(P * I);
-  DevBuf<float> y(P * H);
-  fill_random(x.ptr, x.n, 11, 1.0f);
-  const QuantStack w1(I, H, E, 100), w3(I, H, E, 200), w2(H, I, E, 300);
-  const DevPlan plan(hp);
-  const int bound = tile_bound(P, experts);
-  const auto gated = [&](cudaStream_t s) {
-    dsv4::cuda::launch_moe_gemm_wgmma_quant<true>(s, act.ptr, x.ptr, w1.view(), w3.view(), plan.view(), bound, I, H,
-                                                  limit, "moe_gemm_wgmma quantised");
-  };
-  const auto down = [&](cudaStream_t s) {
-    dsv4::cuda::launch_moe_gemm_wgmma_quant<false>(s, y.ptr, act.ptr, w2.view(), w2.view(), plan.view(), bound, H, I,
-                                                   limit, "moe_gemm_wgmma quantised");
-  };
-  act.poison();
-  y.poison();
+// Runs both products once (outputs poisoned first), checks 256 sampled outputs of each against host dot products
+// with the weight rows `row(matrix, e, n)` gives (matrix 1 = w1, 3 = w3, 2 = w2; f32 values), then times each by
+// graph replay and prints the figures under `name`. shared_half: every other sample from the shared expert's rows.
+using WeightRow = std::function<std::vector<float>(int, int64_t, int64_t)>;
+bool check_and_time(const std::string& name, FlashProblem& f, const WeightRow& row,
+                    const std::function<void(cudaStream_t)>& gated, const std::function<void(cudaStream_t)>& down,
+                    bool shared_half) {
+  constexpr int H = FlashProblem::H, I = FlashProblem::I;
+  f.act.poison();
+  f.y.poison();
   gated(nullptr);
   down(nullptr);
   CK(cudaDeviceSynchronize());
-
-  std::vector<int32_t> expert_of_row(P);
-  for (int32_t t = 0; t < hp.num_tiles; ++t)
-    for (int32_t r = hp.tile_info[3 * t + 1]; r < hp.tile_info[3 * t + 2]; ++r) expert_of_row[r] = hp.tile_info[3 * t];
+  std::vector<int32_t> expert_of_row(f.P);
+  for (int32_t t = 0; t < f.hp.num_tiles; ++t)
+    for (int32_t r = f.hp.tile_info[3 * t + 1]; r < f.hp.tile_info[3 * t + 2]; ++r)
+      expert_of_row[r] = f.hp.tile_info[3 * t];
   const auto fetch = [](const bf16* src, int64_t n) {
     std::vector<bf16> h(n);
     CK(cudaMemcpy(h.data(), src, n * sizeof(bf16), cudaMemcpyDeviceToHost));
     return h;
   };
-  // Half the samples from the shared expert's rows (its FP8 tiles), half from routed ones.
-  std::uniform_int_distribution<int64_t> pick_row(0, P - 1);
+  std::uniform_int_distribution<int64_t> pick_row(0, f.P - 1);
   std::vector<float> act_got, act_want, y_got, y_want;
   for (int s = 0; s < 256; ++s) {
-    int64_t r = pick_row(rng);
-    while ((s % 2 == 0) != (expert_of_row[r] == E)) r = pick_row(rng);
+    int64_t r = pick_row(f.rng);
+    while (shared_half && (s % 2 == 0) != (expert_of_row[r] == FlashProblem::E)) r = pick_row(f.rng);
     const int64_t e = expert_of_row[r];
-    const int n = static_cast<int>(rng() % I), m = static_cast<int>(rng() % H);
-    const std::vector<bf16> xr = fetch(x.ptr + static_cast<int64_t>(hp.token_of[r]) * H, H);
-    act_want.push_back(swiglu(static_cast<float>(dot_f(xr.data(), w1.row(e, n).data(), H)),
-                              static_cast<float>(dot_f(xr.data(), w3.row(e, n).data(), H)), limit));
-    act_got.push_back(to_f(fetch(act.ptr + r * I + n, 1)[0]));
-    const std::vector<bf16> ar = fetch(act.ptr + r * I, I);
-    y_want.push_back(static_cast<float>(dot_f(ar.data(), w2.row(e, m).data(), I)));
+    const int n = static_cast<int>(f.rng() % I), m = static_cast<int>(f.rng() % H);
+    const std::vector<bf16> xr = fetch(f.x.ptr + static_cast<int64_t>(f.hp.token_of[r]) * H, H);
+    act_want.push_back(swiglu(static_cast<float>(dot_f(xr.data(), row(1, e, n).data(), H)),
+                              static_cast<float>(dot_f(xr.data(), row(3, e, n).data(), H)), FlashProblem::limit));
+    act_got.push_back(to_f(fetch(f.act.ptr + r * I + n, 1)[0]));
+    const std::vector<bf16> ar = fetch(f.act.ptr + r * I, I);
+    y_want.push_back(static_cast<float>(dot_f(ar.data(), row(2, e, m).data(), I)));
     float yv = 0;
-    CK(cudaMemcpy(&yv, y.ptr + r * H + m, sizeof(float), cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(&yv, f.y.ptr + r * H + m, sizeof(float), cudaMemcpyDeviceToHost));
     y_got.push_back(yv);
   }
   bool finite = true;
   double err = rel_error(act_got, act_want, &finite);
-  bool ok = report("wgmma quantised gated, Flash shape (256 sampled outputs)", err, finite, 1e-2, true);
+  bool ok = report(name + " gated, Flash shape (256 sampled outputs)", err, finite, 1e-2, true);
   err = rel_error(y_got, y_want, &finite);
-  ok = report("wgmma quantised w2, Flash shape (256 sampled outputs)", err, finite, 1e-3, true) && ok;
+  ok = report(name + " w2, Flash shape (256 sampled outputs)", err, finite, 1e-3, true) && ok;
 
   cudaStream_t stream;
   CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   const double t_gated = dsv4::bench::time_graph([&](int, cudaStream_t st) { gated(st); }, stream, 1, 30),
                t_down = dsv4::bench::time_graph([&](int, cudaStream_t st) { down(st); }, stream, 1, 30);
   CK(cudaStreamDestroy(stream));
-  const double f_gated = 2.0 * P * (2.0 * I) * H, f_down = 2.0 * P * static_cast<double>(H) * I;
-  std::printf("Quantised Flash shape (FP4 routed, FP8 shared): %lld rows, %d tiles (grid.y %d)\n",
-              static_cast<long long>(P), hp.num_tiles, bound);
-  std::printf("  wgmma quantised gated:        %8.3f ms  %7.1f TFLOP/s\n", t_gated * 1e3, f_gated / t_gated * 1e-12);
-  std::printf("  wgmma quantised w2:           %8.3f ms  %7.1f TFLOP/s\n", t_down * 1e3, f_down / t_down * 1e-12);
-  std::printf("  both:                         %8.3f ms\n", (t_gated + t_down) * 1e3);
+  const double f_gated = 2.0 * f.P * (2.0 * I) * H, f_down = 2.0 * f.P * static_cast<double>(H) * I;
+  std::printf(
+      "%s, Flash shape: T=%lld, %lld routed + 1 shared experts, k=%lld, H=%d, I=%d: %lld rows, %d tiles "
+      "(grid.y %d)\n",
+      name.c_str(), static_cast<long long>(FlashProblem::T), static_cast<long long>(FlashProblem::E),
+      static_cast<long long>(FlashProblem::k), H, I, static_cast<long long>(f.P), f.hp.num_tiles, f.bound);
+  std::printf("  %s gated (w1/w3 + SwiGLU): %8.3f ms  %7.1f TFLOP/s\n", name.c_str(), t_gated * 1e3,
+              f_gated / t_gated * 1e-12);
+  std::printf("  %s w2:                     %8.3f ms  %7.1f TFLOP/s\n", name.c_str(), t_down * 1e3,
+              f_down / t_down * 1e-12);
+  std::printf("  %s both:                   %8.3f ms\n", name.c_str(), (t_gated + t_down) * 1e3);
   return ok;
+}
+
+// bf16 stacks at the Flash shape.
+bool time_flash() {
+  FlashProblem f(1234);
+  constexpr int64_t experts = FlashProblem::experts;
+  constexpr int H = FlashProblem::H, I = FlashProblem::I;
+  DevBuf<bf16> w1(experts * I * H), w3(experts * I * H), w2(experts * H * I);
+  fill_random(f.x.ptr, f.x.n, 1, 1.0f);
+  fill_random(w1.ptr, w1.n, 2, 2.0f / std::sqrt(static_cast<float>(H)));
+  fill_random(w3.ptr, w3.n, 3, 2.0f / std::sqrt(static_cast<float>(H)));
+  fill_random(w2.ptr, w2.n, 4, 2.0f / std::sqrt(static_cast<float>(I)));
+  Maps maps;
+  make_maps<true>(maps.w13, w1.ptr, w3.ptr, experts, I, H);
+  make_maps<false>(maps.w2, w2.ptr, w2.ptr, experts, H, I);
+  const auto row = [&](int matrix, int64_t e, int64_t n) {
+    const int64_t K = matrix == 2 ? I : H, N = matrix == 2 ? H : I;
+    const bf16* w = matrix == 1 ? w1.ptr : matrix == 3 ? w3.ptr : w2.ptr;
+    std::vector<bf16> h(K);
+    CK(cudaMemcpy(h.data(), w + (e * N + n) * K, K * sizeof(bf16), cudaMemcpyDeviceToHost));
+    std::vector<float> out(K);
+    for (int64_t i = 0; i < K; ++i) out[i] = to_f(h[i]);
+    return out;
+  };
+  return check_and_time(
+      "wgmma", f, row,
+      [&](cudaStream_t s) {
+        dsv4::cuda::launch_moe_gemm_wgmma<true>(s, f.act.ptr, f.x.ptr, maps.w13[0], maps.w13[1], f.plan.view(), f.bound,
+                                                I, H, FlashProblem::limit, "moe_gemm_wgmma");
+      },
+      [&](cudaStream_t s) {
+        dsv4::cuda::launch_moe_gemm_wgmma<false>(s, f.y.ptr, f.act.ptr, maps.w2[0], maps.w2[1], f.plan.view(), f.bound,
+                                                 H, I, FlashProblem::limit, "moe_gemm_wgmma");
+      },
+      false);
+}
+
+// Quantised stacks (FP4 routed, FP8 shared) at the Flash shape; half the samples from the shared expert's FP8 tiles.
+bool time_flash_quant() {
+  FlashProblem f(4321);
+  constexpr int H = FlashProblem::H, I = FlashProblem::I;
+  fill_random(f.x.ptr, f.x.n, 11, 1.0f);
+  const QuantStack w1(I, H, FlashProblem::E, 100), w3(I, H, FlashProblem::E, 200), w2(H, I, FlashProblem::E, 300);
+  const auto row = [&](int matrix, int64_t e, int64_t n) {
+    return (matrix == 1 ? w1 : matrix == 3 ? w3 : w2).row(e, n);
+  };
+  return check_and_time(
+      "wgmma quantised", f, row,
+      [&](cudaStream_t s) {
+        dsv4::cuda::launch_moe_gemm_wgmma_quant<true>(s, f.act.ptr, f.x.ptr, w1.view(), w3.view(), f.plan.view(),
+                                                      f.bound, I, H, FlashProblem::limit, "moe_gemm_wgmma quantised");
+      },
+      [&](cudaStream_t s) {
+        dsv4::cuda::launch_moe_gemm_wgmma_quant<false>(s, f.y.ptr, f.act.ptr, w2.view(), w2.view(), f.plan.view(),
+                                                       f.bound, H, I, FlashProblem::limit, "moe_gemm_wgmma quantised");
+      },
+      true);
 }
 
 }  // namespace
