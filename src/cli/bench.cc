@@ -107,6 +107,7 @@ void register_bench(CLI::App& app) {
                                  o->synthetic == "flash" ? str_cat(" (", o->layers, " layers + MTP)") : std::string());
     double copy_bw = 0;
     if (o->flags.device_used() == "cuda") {
+      check_device_available(Device::kCUDA);  // before the first device allocation
       copy_bw = cuda::measure_copy_bandwidth();
       out["copy_bandwidth_gbs"] = copy_bw / 1e9;
     }

@@ -31,10 +31,7 @@ void resolve_defaults(EngineOptions& o, const ModelConfig& cfg) {
 
 void check_engine_options(const EngineOptions& o) {
   check_cuda_weights(o);
-  if (o.device == Device::kCUDA) {
-    const std::string why = cuda::unavailable_reason();
-    DSV4_CHECK(why.empty(), kUnsupported, "--device cuda: ", why, "; use --device cpu");
-  }
+  check_device_available(o.device);
   DSV4_CHECK_ARG(o.max_seqs >= 0 && o.max_seqs <= 65536, "--max-num-seqs must be in [1, 65536], got ", o.max_seqs);
   DSV4_CHECK_ARG(o.max_batch_tokens >= 0 && o.max_batch_tokens <= (int64_t{1} << 20),
                  "--max-batch-tokens must be in [1, 1048576], got ", o.max_batch_tokens);
@@ -75,6 +72,12 @@ EngineOptions with_draft_room(EngineOptions o) {
 }
 
 }  // namespace
+
+void check_device_available(Device device) {
+  if (device != Device::kCUDA) return;
+  const std::string why = cuda::unavailable_reason();
+  DSV4_CHECK(why.empty(), kUnsupported, "--device cuda: ", why, "; use --device cpu");
+}
 
 bool parse_cuda_weights(const std::string& s) {
   if (s == "bf16") return false;

@@ -479,6 +479,9 @@ TEST_F(Cli, DeviceErrors) {
   }
   expect_failure(str_cat("generate -m ", m, " --ids 1 -n 1 --device cuda"), {"--device cuda", "use --device cpu"});
   expect_failure(str_cat("score -m ", m, " --ids 1 --device cuda"), {"--device cuda", "use --device cpu"});
+  // bench measures copy bandwidth before it builds an engine: the same refusal, not a failed cudaMalloc.
+  expect_failure(str_cat("bench -m ", m, " --device cuda --prefill 8 --batch 1"),
+                 {"--device cuda", "use --device cpu"});
 }
 
 TEST_F(Cli, KvCacheDtype) {

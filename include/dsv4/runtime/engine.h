@@ -60,6 +60,9 @@ bool parse_cuda_weights(const std::string& s);
 // (kUnsupported / kInvalidArgument naming the option); with a config, also a quantised checkpoint.
 void check_cuda_weights(const EngineOptions& o);
 void check_cuda_weights(const EngineOptions& o, const ModelConfig& cfg);
+// --device cuda on a machine without a usable CUDA device: kUnsupported saying why and pointing at --device cpu (the
+// engine checks it before anything touches the device; so does `bench` before it measures copy bandwidth).
+void check_device_available(Device device);
 
 struct GenerateOptions {
   int64_t max_new_tokens = 32;
