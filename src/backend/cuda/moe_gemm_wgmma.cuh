@@ -296,7 +296,7 @@ __global__ void __launch_bounds__(wgmma_threads<QUANT>(), 1)
         const uint8_t* const scales =
             q.scale + static_cast<int64_t>(row_in ? (kFp4 ? n : n / kFp8Block) : 0) * q.scale_cols;
         // This thread's bytes of a slot: FP4 16 at 16 p (a quarter-warp's accesses hit 8 distinct bank groups); FP8
-        // 32 at 32 p, its two 16-byte pieces in swapped order in every other group of 4 threads (to the same end).
+        // 32 at 32 p, its two 16-byte pieces in swapped order in every other group of 4 threads (the same for FP8).
         const uint32_t swap = static_cast<uint32_t>((p >> 2) & 1);
         const auto code_slot = [&](int t, int piece) {
           return ring + static_cast<uint32_t>((t % (kWgCodeAhead + 1)) * kWgCodeSlotBytes) +
