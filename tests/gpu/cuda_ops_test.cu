@@ -790,6 +790,25 @@ TEST(CudaOps, AttentionFlashShapes) {
   check_attention(hca, b16, 0, v++);
 }
 
+// Prefill-sized batches (>= kPrefillAttentionMinTokens rows) of the model's layout: the 64-head kernel
+// (attention_prefill.cu). Long chunks whose windows span the ring and the batch, CSA rows whose selections are mostly
+// -1 (early positions: whole 32-key tiles absent and skipped), decode rows and padding; Pro's 128 heads (two blocks a
+// row); at T = 64 exactly, the kernel's smallest batch.
+TEST(CudaOps, AttentionFlashPrefill) {
+  DSV4_REQUIRE_GPU();
+  const int64_t max_model_len = 81920;
+  const AttnCase hca{512, 64, 128, AttnKind::kHca, 128, max_model_len, 512};
+  const AttnCase csa{512, 64, 128, AttnKind::kCsa, 4, 2560, 512};
+  const AttnCase sliding{512, 64, 128, AttnKind::kSliding, 128, max_model_len, 512};
+  const AttnCase csa_pro{512, 128, 128, AttnKind::kCsa, 4, 2560, 512};
+  int v = 300;
+  check_attention(csa, {{2, 2300, 80}, {0, 600, 1}, {1, 0, 20}}, 2, v++);   // 103 rows
+  check_attention(hca, {{0, 76900, 70}, {1, 100, 10}, {2, 40000, 1}}, 1, v++);  // 600+ entries, 0, 312
+  check_attention(sliding, {{2, 500, 70}, {0, 10, 5}}, 0, v++);
+  check_attention(csa_pro, {{1, 1800, 66}}, 0, v++);
+  check_attention(csa, {{0, 2000, 64}}, 0, v++);
+}
+
 // Head counts that are not a multiple of 16 (the default tiny model: 4 × 64, window 64, CSA 4 / top-16,
 // HCA 16; the HF fixtures: 4 × 32, window 8, top-3) and head dim 32: the split kernel's zero-padded head
 // groups. Decode T = 1, a 4-row batch (3 decode rows + padding), 35 rows (a prefill chunk whose window

@@ -36,6 +36,8 @@
 #include <cmath>
 #include <string>
 
+#include "backend/cuda/attention_keys.cuh"
+#include "backend/cuda/attention_prefill.h"
 #include "backend/cuda/attention_split.h"
 #include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/cuda_ops.h"
@@ -294,25 +296,6 @@ __device__ __forceinline__ void attend_tile(const Smem& s, const Layout& L, cons
   }
 }
 
-// Window key at position p of batch row t (at position pos, its chunk from `start`): the step's own kv row when p is in
-// the chunk, else the slot's ring row. *kind: Layout::kind.
-__device__ __forceinline__ const void* window_key(const SplitAttnArgs& a, const bf16* kv, int64_t t, int64_t pos,
-                                                  int64_t p, int32_t start, int32_t slot, uint8_t* kind) {
-  *kind = 0;
-  if (p >= start) return kv + (t - (pos - p)) * a.D;
-  *kind = a.ring.packed() ? 1 : 0;
-  return a.ring.row<const char>(slot, p % a.ring.rows);
-}
-
-// Compressed key j of batch row t: HCA's entry j, or its j-th CSA selection (null: an unused selection slot).
-__device__ __forceinline__ const void* entry_key(const SplitAttnArgs& a, int64_t t, int32_t slot, int64_t j,
-                                                 uint8_t* kind) {
-  *kind = a.entries.packed() ? 2 : 0;
-  if (a.selected == nullptr) return a.entries.row<const char>(slot, j);
-  const int32_t e = a.selected[t * a.topk + j];
-  return e >= 0 ? a.entries.row<const char>(slot, e) : nullptr;
-}
-
 // Four values times f, rounded to bf16, stored as one 8-byte vector.
 __device__ __forceinline__ void store_bf16x4(bf16* dst, float4 v, float f) {
   const __nv_bfloat162 lo2 = __floats2bfloat162_rn(v.x * f, v.y * f);
@@ -366,11 +349,8 @@ __global__ void __cluster_dims__(NC, 1, 1) __launch_bounds__(kThreads, 2)
 
   // This block's keys: [k_begin, k_end) of the token's key list (window positions pos-n_win+1 .. pos,
   // then compressed entries), cut into NC parts of a multiple of 16 keys.
-  const int64_t n_win = min(static_cast<int64_t>(pos) + 1, a.window);
-  int64_t n_comp = 0;
-  if (a.rate > 0)
-    n_comp = a.selected != nullptr ? a.topk : min(static_cast<int64_t>((pos + 1) / a.rate), a.entries.rows);
-  const int64_t n = n_win + n_comp;
+  const int64_t n_win = window_keys(a, pos);
+  const int64_t n = n_win + compressed_keys(a, pos);
   const int64_t per = ((n + NC - 1) / NC + 15) / 16 * 16;
   const int64_t k_begin = min(n, rank * per), k_end = min(n, k_begin + per);
   // Rows of the state through the sequence's page table; null: an unused selection slot (or a missing page).
@@ -631,6 +611,7 @@ bool split_attention_supports(int64_t heads, int64_t D, bool aligned16) {
 
 void split_attention(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, const float* sinks,
                      const SplitAttnArgs& a, int64_t T) {
+  if (prefill_attention_supports(a, T)) return prefill_attention(ctx, out, q, kv, sinks, a, T);
   if (const int tokens = split_attention_tokens_per_block(a.heads, T); tokens > 1) {
     static const bool configured = [] {
       throw_if_error(

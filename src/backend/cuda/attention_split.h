@@ -28,6 +28,7 @@ struct SplitAttnArgs {
 // unless DSV4_SPLIT_ATTENTION=0 (then never: the warp kernel of attention.cu serves every shape).
 bool split_attention_supports(int64_t heads, int64_t D, bool aligned16);
 
+// Batches prefill_attention supports (attention_prefill.h: 64-head blocks at prefill sizes) go there.
 void split_attention(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, const float* sinks,
                      const SplitAttnArgs& a, int64_t T);
 

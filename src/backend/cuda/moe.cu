@@ -329,13 +329,6 @@ static_assert(kWideThreads * 2 == kWideBM * (kBK / 8) && kWideThreads == kBN * (
 // Dynamic shared memory of one launch: kWideStages slots of [A tile, the B tiles].
 constexpr int kWideSmemBytes = static_cast<int>(sizeof(bf16)) * kWideStages * (kWideATile + kWideTiles * kWideBTile);
 
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* p) {
-  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-}
-
 // One kBK-wide step of a warp's 32 x 32 outputs per B tile: A rows wm * 32.. of `as`, B rows wn * 32.. of bt[m].
 // ldmatrix.x4 gives A's four 8 x 8 quarters in the MMA's a0..a3 order (lane l addresses row l % 16, column
 // 8 (l / 16)), and for B (stored [n][k], the MMA's column-major operand) b0, b1 of two adjacent 8-column tiles.
