@@ -18,14 +18,21 @@ __device__ __forceinline__ const void* window_key(const SplitAttnArgs& a, const 
   return a.ring.row<const char>(slot, p % a.ring.rows);
 }
 
-// Compressed key j of batch row t: HCA's entry j, or its j-th CSA selection (null: an unused selection slot). *kind:
-// 0 a bf16 row, 2 a packed fp8 entry row.
+// The entry behind compressed key j of batch row t: HCA's entry j, or its j-th CSA selection (-1: an unused slot).
+__device__ __forceinline__ int32_t entry_index(const SplitAttnArgs& a, int64_t t, int64_t j) {
+  return a.selected == nullptr ? static_cast<int32_t>(j) : a.selected[t * a.topk + j];
+}
+
+// Entry e's row of the slot (null: e < 0, or a missing page).
+__device__ __forceinline__ const void* entry_row(const SplitAttnArgs& a, int32_t slot, int32_t e) {
+  return e >= 0 ? a.entries.row<const char>(slot, e) : nullptr;
+}
+
+// Compressed key j of batch row t (entry_index, entry_row). *kind: 0 a bf16 row, 2 a packed fp8 entry row.
 __device__ __forceinline__ const void* entry_key(const SplitAttnArgs& a, int64_t t, int32_t slot, int64_t j,
                                                  uint8_t* kind) {
   *kind = a.entries.packed() ? 2 : 0;
-  if (a.selected == nullptr) return a.entries.row<const char>(slot, j);
-  const int32_t e = a.selected[t * a.topk + j];
-  return e >= 0 ? a.entries.row<const char>(slot, e) : nullptr;
+  return entry_row(a, slot, entry_index(a, t, j));
 }
 
 // The number of window keys of a row at position pos, and of its compressed keys (selection slots or visible entries).

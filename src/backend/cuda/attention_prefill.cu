@@ -17,12 +17,11 @@
 //   stays in registers; the sink joins at the end as in split_attention's merge.
 // A tile whose rows are all absent (CSA's unused selection slots) is skipped: the same result as masking it.
 // Every sum has a fixed order and there are no atomics: graph replays are bit-identical.
-#include "backend/cuda/attention_prefill.h"
-
 #include <cmath>
 #include <string>
 
 #include "backend/cuda/attention_keys.cuh"
+#include "backend/cuda/attention_prefill.h"
 #include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/mma.cuh"
@@ -41,7 +40,9 @@ constexpr int kLd = kD + 8;  // padded rows (elements): ldmatrix's eight row add
 constexpr int kQBytes = kHeadsPerBlock * kLd * 2;
 constexpr int kTileElems = kKeys * kLd;
 constexpr int kExchangeFloats = 16 * 32;  // one warp's partial S tile: 16 values a lane
-constexpr int kSmemBytes = kQBytes + kStages * kTileElems * 2 + (kThreads / 32) * kExchangeFloats * 4 + kStages * kKeys;
+constexpr int kAhead = kStages + 1;       // tiles whose row addresses are resolved (two in flight, one being resolved)
+constexpr int kSmemBytes = kQBytes + kStages * kTileElems * 2 + (kThreads / 32) * kExchangeFloats * 4 +
+                           kAhead * kKeys * static_cast<int>(sizeof(void*)) + kStages * kKeys;
 static_assert(kThreads == kKeys * 8 && kD / 8 == 8 * 8, "a tile row is copied by 8 threads, 8 vectors each");
 
 __device__ __forceinline__ void pair_barrier(int id) {  // the 64 threads of warps w and w + 4
@@ -67,7 +68,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   bf16* qs = reinterpret_cast<bf16*>(smem);
   bf16* ks = reinterpret_cast<bf16*>(smem + kQBytes);
   float* sx = reinterpret_cast<float*>(smem + kQBytes + kStages * kTileElems * 2);
-  uint8_t* valid = smem + kQBytes + kStages * kTileElems * 2 + (kThreads / 32) * kExchangeFloats * 4;
+  const bf16** rows =
+      reinterpret_cast<const bf16**>(smem + kQBytes + kStages * kTileElems * 2 + (kThreads / 32) * kExchangeFloats * 4);
+  uint8_t* valid = reinterpret_cast<uint8_t*>(rows + kAhead * kKeys);
 
   pdl_wait();
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -89,18 +92,27 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   const int64_t n_win = window_keys(a, pos), n = n_win + compressed_keys(a, pos);
   const int tiles = static_cast<int>((n + kKeys - 1) / kKeys);
+  // A key row's address takes two dependent loads (the CSA selection, then the page table), so it is resolved ahead of
+  // its copies: thread r < 32 owns row r of every tile; in iteration j it loads tile j + 4's entry index, resolves
+  // tile j + 3's address from the index it loaded an iteration before, and publishes that address in `rows` after the
+  // tile's compute; the copies of tile j + 2 read theirs from `rows` (published in iteration j - 1).
+  auto index_of = [&](int j) -> int32_t {  // -1: a window key or past the list
+    const int64_t i = static_cast<int64_t>(j) * kKeys + tid;
+    return i >= n_win && i < n ? entry_index(a, t, i - n_win) : -1;
+  };
+  auto address_of = [&](int j, int32_t e) -> const bf16* {
+    const int64_t i = static_cast<int64_t>(j) * kKeys + tid;
+    if (i >= n) return nullptr;
+    uint8_t kind;
+    const void* row =
+        i < n_win ? window_key(a, kv, t, pos, pos - n_win + 1 + i, start, slot, &kind) : entry_row(a, slot, e);
+    return static_cast<const bf16*>(row);
+  };
   // Tile j's rows into stage st: thread tid copies vectors tid % 8 + 8 v of row tid / 8 (a warp: four rows' 128-byte
   // spans per copy); absent rows are zero-filled (from any readable address) and marked in `valid`.
   auto load_tile = [&](int j, int st) {
     const int r = tid >> 3, c0 = tid & 7;
-    const int64_t i = static_cast<int64_t>(j) * kKeys + r;
-    uint8_t kind = 0;
-    const void* src = nullptr;
-    if (i < n) {
-      src = i < n_win ? window_key(a, kv, t, pos, pos - n_win + 1 + i, start, slot, &kind)
-                      : entry_key(a, t, slot, i - n_win, &kind);
-    }
-    const bf16* row = static_cast<const bf16*>(src);
+    const bf16* row = rows[(j % kAhead) * kKeys + r];
     bf16* dst = ks + st * kTileElems + r * kLd;
 #pragma unroll
     for (int v = 0; v < kD / 64; ++v) {
@@ -109,6 +121,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     if (c0 == 0) valid[st * kKeys + r] = row != nullptr ? 1 : 0;
   };
+  const bool resolver = tid < kKeys;
+  int32_t next_index = -1;
+  if (resolver) {
+#pragma unroll
+    for (int j = 0; j < kAhead - 1; ++j) rows[j * kKeys + tid] = address_of(j, index_of(j));
+    next_index = index_of(kAhead - 1);
+  }
+  __syncthreads();
   load_tile(0, 0);
   cp_async_commit();  // with Q
   if (tiles > 1) load_tile(1, 1);
@@ -121,20 +141,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int v_row = (lane & 7) + ((lane >> 3) & 1) * 8, v_col = half * kHalf + (lane >> 4) * 8;
   float* s_mine = sx + warp * kExchangeFloats;
   const float* s_other = sx + (warp ^ 4) * kExchangeFloats;
-  for (int j = 0; j < tiles; ++j) {
-    cp_async_wait<1>();  // tile j (and Q) landed for this thread's copies
-    __syncthreads();     // ... and everyone's; tile j - 1's stage and exchange tiles consumed
-    if (j + 2 < tiles) load_tile(j + 2, (j + 2) % kStages);
-    cp_async_commit();
-    const int st = j % kStages;
-    const uint8_t* vt = valid + st * kKeys;
-    const uint32_t* vw = reinterpret_cast<const uint32_t*>(vt);
-    uint32_t any = 0;
-#pragma unroll
-    for (int w = 0; w < kKeys / 4; ++w) any |= vw[w];
-    if (any == 0) continue;  // block-uniform
-    const bf16* kt = ks + st * kTileElems;
-
+  // One tile: S = Q·Kᵀ, the online softmax over its present keys (vt), O += P·V.
+  auto attend = [&](const bf16* kt, const uint8_t* vt) {
     // S = Q·Kᵀ over this warp's half of the head dim: four 8-key accumulators, 16 steps each.
     float s[4][4] = {};
 #pragma unroll
@@ -222,7 +230,27 @@ __global__ void __launch_bounds__(kThreads, 1)
         mma_bf16_16816(o[2 * dp + 1], plo[step], b[2], b[3]);
       }
     }
+  };
+  for (int j = 0; j < tiles; ++j) {
+    cp_async_wait<1>();  // tile j (and Q) landed for this thread's copies
+    __syncthreads();     // ... and everyone's; tile j - 1's stage and exchange tiles consumed
+    if (j + 2 < tiles) load_tile(j + 2, (j + 2) % kStages);
+    cp_async_commit();
+    const bf16* ahead = nullptr;  // tile j + 3's row of a resolver, published below
+    if (resolver && j + 3 < tiles) {
+      ahead = address_of(j + 3, next_index);
+      next_index = index_of(j + 4);
+    }
+    const int st = j % kStages;
+    const uint8_t* vt = valid + st * kKeys;
+    const uint32_t* vw = reinterpret_cast<const uint32_t*>(vt);
+    uint32_t any = 0;
+#pragma unroll
+    for (int w = 0; w < kKeys / 4; ++w) any |= vw[w];
+    if (any != 0) attend(ks + st * kTileElems, vt);  // block-uniform: a tile without keys is skipped
+    if (resolver) rows[((j + 3) % kAhead) * kKeys + tid] = ahead;
   }
+
   cp_async_wait<0>();
 
   // The sink joins the denominator: as split_attention's merge of one part, out = (w O) / l.
@@ -258,19 +286,19 @@ bool prefill_attention_supports(const SplitAttnArgs& a, int64_t T) {
 
 void prefill_attention(ExecContext& ctx, bf16* out, const bf16* q, const bf16* kv, const float* sinks,
                        const SplitAttnArgs& a, int64_t T) {
-  DSV4_CHECK_ARG(prefill_attention_supports(a, T), "prefill_attention: unsupported shape (heads ", a.heads, ", D ",
-                 a.D, ", T ", T, ")");
+  DSV4_CHECK_ARG(prefill_attention_supports(a, T), "prefill_attention: unsupported shape (heads ", a.heads, ", D ", a.D,
+                 ", T ", T, ")");
   static const bool configured = [] {
-    throw_if_error(cuda_status(cudaFuncSetAttribute(prefill_attention_kernel,
-                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes),
-                               "cudaFuncSetAttribute(prefill_attention)"));
+    throw_if_error(cuda_status(
+        cudaFuncSetAttribute(prefill_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes),
+        "cudaFuncSetAttribute(prefill_attention)"));
     return true;
   }();
   (void)configured;
   const dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>(a.heads / kHeadsPerBlock));
-  check_launch(launch_kernel(prefill_attention_kernel, grid, dim3(kThreads), kSmemBytes, stream_of(ctx), out, q, kv,
-                             sinks, a),
-               "prefill_attention");
+  check_launch(
+      launch_kernel(prefill_attention_kernel, grid, dim3(kThreads), kSmemBytes, stream_of(ctx), out, q, kv, sinks, a),
+      "prefill_attention");
 }
 
 }  // namespace dsv4::cuda
