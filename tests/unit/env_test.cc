@@ -52,9 +52,13 @@ TEST(EnvSwitches, BadValuesFailBeforeLoadingWithTheAcceptedValues) {
     const char* name;
     const char* bad;
     const char* good;
-  } cases[] = {{"DSV4_PDL", "maybe", "0"},          {"DSV4_GEMV", "3", "2"},
-               {"DSV4_SPLIT_ATTENTION", "on", "0"}, {"DSV4_LOG_LEVEL", "verbose", "debug"},
-               {"DSV4_PROFILE_DECODE", "-1", "3"},  {"DSV4_USE_BREAKABLE_CUDAGRAPH", "2", ""}};
+  } cases[] = {{"DSV4_PDL", "maybe", "0"},
+               {"DSV4_GEMV", "3", "2"},
+               {"DSV4_SPLIT_ATTENTION", "on", "0"},
+               {"DSV4_LOG_LEVEL", "verbose", "debug"},
+               {"DSV4_PROFILE_DECODE", "-1", "3"},
+               {"DSV4_USE_BREAKABLE_CUDAGRAPH", "2", ""},
+               {"DSV4_PREFILL_ATTENTION", "yes", "1"}};
   for (const auto& c : cases) {
     const char* old = getenv(c.name);
     const std::string saved = old != nullptr ? old : "";

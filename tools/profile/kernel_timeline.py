@@ -27,11 +27,14 @@ def main():
                     help="FAMILY>US: only steps where that family's summed duration exceeds US (picks a phase, e.g. "
                          "the long-context steps by indexer_merge_kernel>10)")
     ap.add_argument("--json")
+    ap.add_argument("--launches", action="store_true",
+                    help="also list every launch of the last analysed step: family, grid, duration, increment")
     args = ap.parse_args()
     rows = list(csv.DictReader(open(args.trace_csv)))
     if not rows:
         sys.exit("no kernels in " + args.trace_csv)
-    ks = sorted(((int(r["start_ns"]), int(r["end_ns"]), family(r["name"]), int(r["graph"])) for r in rows))
+    ks = sorted(((int(r["start_ns"]), int(r["end_ns"]), family(r["name"]), int(r["graph"]),
+                 f'{r["grid_x"]}x{r["grid_y"]}x{r["grid_z"]}') for r in rows))
     starts = [i for i, k in enumerate(ks) if k[2] == args.marker]
     if len(starts) < 2:
         sys.exit(f"fewer than two '{args.marker}' launches: no complete step")
@@ -50,7 +53,7 @@ def main():
         fams = defaultdict(lambda: [0, 0.0, 0.0])  # launches, duration us, increment us
         done = ks[b][0]  # the latest end so far (the step's first start before any kernel ends)
         for i in range(b, e):
-            s, end, f, _ = ks[i]
+            s, end, f = ks[i][:3]
             fams[f][0] += 1
             fams[f][1] += (end - s) / 1e3
             fams[f][2] += max(0, end - done) / 1e3
@@ -71,6 +74,14 @@ def main():
         slot = statistics.median(st["families"][f][2] if f in st["families"] else 0.0 for st in per_step)
         out.append({"name": f, "per_step": cnt, "duration_us": dur, "increment_us": slot})
         print(f"{f[:44]:44s} {cnt:8g} {dur:8.1f} {slot:8.1f} {100 * slot / step_us:5.1f}%")
+    if args.launches:
+        b, e = bounds[-1]
+        print(f"\nlaunches of the last step: {'kernel family':40s} {'grid':>14s} {'dur us':>8s} {'incr us':>8s}")
+        done = ks[b][0]
+        for i in range(b, e):
+            s, end, f, _, grid = ks[i]
+            print(f"{'':28s}{f[:40]:40s} {grid:>14s} {(end - s) / 1e3:8.1f} {max(0, end - done) / 1e3:8.1f}")
+            done = max(done, end)
     if args.json:
         json.dump({"steps": len(per_step), "step_us": step_us, "families": out}, open(args.json, "w"), indent=1)
 
