@@ -13,7 +13,7 @@ if [[ $CARD == *H200* ]]; then  # the whole suite first (issue 20's H200 point),
   STAGE=$S OUT=$D/acc ACC_PARTS=rms_norm ACC_BUDGET=150 timeout 160 bash $S/scripts/gpu/suites/acceptance.sh > $D/acc.txt 2>&1
   el "acceptance rms_norm rc=$?"; sed -n '/^---- acceptance/,$p' $D/acc.txt | head -30; rm -f $D/acc/rms_norm/logs.tgz; pack
 fi
-timeout 100 dsv4_gpu_tests --gtest_filter='CudaOps.RmsNorm*:CudaOps.Attention*:*MtpNorm*' > $D/norm.txt 2>&1; el "norm tests rc=$?"
+timeout 100 dsv4_gpu_tests --gtest_filter='CudaOps.RmsNorm*:CudaOps.Attention*:CudaPaged.Attention*:*MtpNorm*' > $D/norm.txt 2>&1; el "norm tests rc=$?"
 grep -E "^\[  (PASSED|FAILED)|FAILED \]" $D/norm.txt | head; pack
 for round in 1; do
   for v in head new; do
