@@ -65,7 +65,10 @@ std::vector<int32_t> text_to_ids(const Tokenizer* tok, const std::string& text);
 // The vocabulary size in the model directory's config.json: prompt ids are checked against it (check_token_ids)
 // before the model loads, so an id out of range fails at once, not after the weights and the state are allocated.
 int64_t model_vocab_size(const std::string& model_dir);
-// check_token_ids on every prompt; "prompt i: " prefixes the error where there are several.
-void check_prompt_ids(const std::string& model_dir, const std::vector<std::vector<int32_t>>& prompts);
+// Before the model loads (config.json only): check_token_ids on every prompt, and each prompt plus `new_tokens` within
+// the max_model_len the engine will have under `eo` (max_model_len_for) — a request too long for the engine fails at
+// once, not after the weights and the state are allocated. "prompt i: " prefixes the error where there are several.
+void check_prompts(const std::string& model_dir, const std::vector<std::vector<int32_t>>& prompts, int64_t new_tokens,
+                   const EngineOptions& eo);
 
 }  // namespace dsv4::cli

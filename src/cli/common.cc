@@ -210,11 +210,17 @@ int64_t model_vocab_size(const std::string& model_dir) {
   return ModelConfig::from_file((std::filesystem::path(model_dir) / "config.json").string()).vocab_size;
 }
 
-void check_prompt_ids(const std::string& model_dir, const std::vector<std::vector<int32_t>>& prompts) {
-  const int64_t vocab = model_vocab_size(model_dir);
+void check_prompts(const std::string& model_dir, const std::vector<std::vector<int32_t>>& prompts, int64_t new_tokens,
+                   const EngineOptions& eo) {
+  const ModelConfig cfg = ModelConfig::from_file((std::filesystem::path(model_dir) / "config.json").string());
+  const int64_t limit = max_model_len_for(eo, cfg);
   for (size_t i = 0; i < prompts.size(); ++i) {
     try {
-      check_token_ids(prompts[i], vocab);
+      check_token_ids(prompts[i], cfg.vocab_size);
+      const int64_t P = static_cast<int64_t>(prompts[i].size());
+      DSV4_CHECK_ARG(P <= limit && new_tokens <= limit - P, "the prompt (", P, " tokens)",
+                     new_tokens > 0 ? str_cat(" + ", new_tokens, " new tokens") : std::string(),
+                     new_tokens > 0 ? " exceed" : " exceeds", " max_model_len (", limit, ")");
     } catch (const Error& e) {
       if (prompts.size() == 1) throw;
       throw Error(e.code(), str_cat("prompt ", i, ": ", e.what()));

@@ -58,7 +58,6 @@ void register_generate(CLI::App& app) {
     } else {
       fail(StatusCode::kInvalidArgument, "generate needs --ids, --prompt or --prompts");
     }
-    check_prompt_ids(o->dir, prompts);  // before the weights and the state are allocated
     GenerateOptions go;
     go.max_new_tokens = o->n;
     go.sampling = {o->temperature, o->top_p, o->seed};
@@ -67,6 +66,7 @@ void register_generate(CLI::App& app) {
     EngineOptions eo;
     o->flags.apply(eo);
     eo.graph_spec_tokens = o->spec_tokens;
+    check_prompts(o->dir, prompts, go.max_new_tokens, eo);  // before the weights and the state are allocated
     Engine engine(o->dir, eo);
     go.stop_at_eos = !o->ignore_eos;
     // One prompt streams to the terminal as it is generated: decoded text with a tokenizer (whole UTF-8

@@ -31,10 +31,10 @@ void register_score(CLI::App& app) {
   cmd->add_flag("--json", o->json, "Print one JSON object");
   cmd->callback([o] {
     const std::vector<int32_t> ids = parse_ids(o->ids);
-    check_token_ids(ids, model_vocab_size(o->dir));  // before the weights and the state are allocated
     EngineOptions eo;
     o->flags.apply(eo);
     eo.max_seqs = 1;
+    check_prompts(o->dir, {ids}, 0, eo);       // before the weights and the state are allocated
     eo.load_mtp = !o->mtp_logits_out.empty();  // the drafter's weights only when its logits are asked for
     Engine engine(o->dir, eo);
     const auto t0 = std::chrono::steady_clock::now();

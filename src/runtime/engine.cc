@@ -26,7 +26,7 @@ void resolve_defaults(EngineOptions& o, const ModelConfig& cfg) {
   const bool cuda = o.device == Device::kCUDA;
   if (o.max_seqs == 0) o.max_seqs = cuda ? 256 : 64;
   if (o.max_batch_tokens == 0) o.max_batch_tokens = cuda ? 8192 : 512;
-  if (o.max_model_len == 0) o.max_model_len = std::min(cfg.max_position_embeddings, kMaxPositions);
+  o.max_model_len = max_model_len_for(o, cfg);
 }
 
 void check_engine_options(const EngineOptions& o) {
@@ -72,6 +72,10 @@ EngineOptions with_draft_room(EngineOptions o) {
 }
 
 }  // namespace
+
+int64_t max_model_len_for(const EngineOptions& o, const ModelConfig& cfg) {
+  return o.max_model_len != 0 ? o.max_model_len : std::min(cfg.max_position_embeddings, kMaxPositions);
+}
 
 void check_device_available(Device device) {
   if (device != Device::kCUDA) return;

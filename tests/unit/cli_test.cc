@@ -358,8 +358,8 @@ TEST_F(Cli, InputErrors) {
   expect_failure(str_cat("generate -m ", m, " --ids 1 --temperature -1"), {"temperature"});
   expect_failure(str_cat("generate -m ", m, " --ids 1 --top-p 0"), {"top-p"});
   expect_failure(str_cat("generate -m ", m, " --ids 1 --top-p 1.5"), {"top-p"});
-  // Bad sampling flags, draft lengths, file paths and token ids fail before the model loads: no KV state is set up,
-  // nothing reaches stdout.
+  // Bad sampling flags, draft lengths, file paths, token ids and prompts longer than max_model_len fail before the
+  // model loads: no KV state is set up, nothing reaches stdout.
   const std::pair<std::string, std::string> early[] = {
       {"generate --ids 5,100000 -n 2", "token id 100000 at index 1"},
       {"score --ids 1,512", "token id 512 at index 1"},
@@ -371,6 +371,9 @@ TEST_F(Cli, InputErrors) {
       {"score --ids 1,2 --logits-out " + path("absent_dir/l.safetensors"), "does not exist"},
       {"score --ids 1,2 --mtp-logits-out " + path("absent_dir/l.safetensors"), "--mtp-logits-out"},
       {"perplexity --file " + path("absent.txt") + " --kl-reference " + path("absent.safetensors"), "--kl-reference"},
+      {"generate --ids 1,2 -n 2 --max-model-len 3", "the prompt (2 tokens) + 2 new tokens exceed max_model_len (3"},
+      {"generate --ids 1,2 -n 2000000", "+ 2000000 new tokens exceed max_model_len"},
+      {"score --ids 1,2,3,4 --max-model-len 3", "the prompt (4 tokens) exceeds max_model_len (3"},
   };
   for (const auto& [args, what] : early) {
     const size_t space = args.find(' ');

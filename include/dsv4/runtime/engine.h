@@ -63,6 +63,9 @@ void check_cuda_weights(const EngineOptions& o, const ModelConfig& cfg);
 // --device cuda on a machine without a usable CUDA device: kUnsupported saying why and pointing at --device cpu (the
 // engine checks it before anything touches the device; so does `bench` before it measures copy bandwidth).
 void check_device_available(Device device);
+// The positions a sequence may hold (prompt + generated) under these options: --max-model-len, else the model's
+// max_position_embeddings (at most 2^30). The engine's own value; callers check prompts against it before loading.
+int64_t max_model_len_for(const EngineOptions& o, const ModelConfig& cfg);
 
 struct GenerateOptions {
   int64_t max_new_tokens = 32;
