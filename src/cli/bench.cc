@@ -57,9 +57,10 @@ void register_bench(CLI::App& app) {
                   "dimensions, the first --layers layers + MTP) or 'tiny'");
   cmd->add_option("--layers", o->layers, "Layers of the synthetic Flash slice")->capture_default_str();
   cmd->add_option("--context", o->context, "Prompt tokens before the decode steps")->capture_default_str();
-  cmd->add_option("--contexts", o->contexts,
-                  "Contexts (e.g. 1024,32768,1048576) for a batch-1 decode step on a state filled with random values "
-                  "(no prefill): ms/step against a floor of the weight and state bytes a step reads");
+  CLI::Option* contexts_opt = cmd->add_option(
+      "--contexts", o->contexts,
+      "Contexts (e.g. 1024,32768,1048576) for a batch-1 decode step on a state filled with random values "
+      "(no prefill): ms/step against a floor of the weight and state bytes a step reads");
   o->flags.add_to(cmd);
   cmd->add_option("--prefill", o->prefill, "Prompt lengths for prefill throughput")->capture_default_str();
   cmd->add_option("--batch", o->batches, "Batch sizes for decode")->capture_default_str();
@@ -77,10 +78,14 @@ void register_bench(CLI::App& app) {
       ->check(non_negative_integer())
       ->capture_default_str();
   cmd->add_flag("--json", o->json, "Print one JSON object");
-  cmd->add_option("--modes", o->modes,
-                  "CUDA graph modes to measure, each with its own engine (none, breakable, full, auto); default "
-                  "none,breakable,full on CUDA, auto (eager) on the CPU");
-  cmd->callback([o] {
+  CLI::Option* modes_opt =
+      cmd->add_option("--modes", o->modes,
+                      "CUDA graph modes to measure, each with its own engine (none, breakable, full, auto); default "
+                      "none,breakable,full on CUDA, auto (eager) on the CPU");
+  cmd->callback([o, contexts_opt, modes_opt] {
+    // Given but empty (often an unset shell variable): an error, as for every list, not the default.
+    DSV4_CHECK_ARG(contexts_opt->count() == 0 || !o->contexts.empty(), "--contexts is empty");
+    DSV4_CHECK_ARG(modes_opt->count() == 0 || !o->modes.empty(), "--modes is empty");
     const std::vector<int64_t> prefill = parse_list(o->prefill, "--prefill"),
                                batches = parse_list(o->batches, "--batch");
     const std::vector<int64_t> contexts =
@@ -88,7 +93,9 @@ void register_bench(CLI::App& app) {
     std::vector<int64_t> spec;
     for (int32_t k : parse_ids(o->spec, "--spec-tokens", "a draft length")) spec.push_back(k);
     const std::vector<int64_t> spec_batches = parse_list(o->spec_batch, "--spec-batch");
-    DSV4_CHECK_ARG(o->reps > 0 && o->warmup >= 0 && o->decode_steps > 1, "--reps > 0 and --decode-steps > 1 needed");
+    DSV4_CHECK_ARG(o->reps > 0, "--reps must be > 0, got ", o->reps);
+    DSV4_CHECK_ARG(o->warmup >= 0, "--warmup must be >= 0, got ", o->warmup);
+    DSV4_CHECK_ARG(o->decode_steps > 1, "--decode-steps must be > 1, got ", o->decode_steps);
     DSV4_CHECK_ARG(o->dir.empty() != o->synthetic.empty(), "bench needs exactly one of -m DIR and --synthetic");
     if (!o->synthetic.empty()) synthetic_config(o->synthetic, o->layers);  // a bad name or layer count, up front
     DSV4_CHECK_ARG(o->context > 0, "--context must be > 0");
@@ -97,7 +104,11 @@ void register_bench(CLI::App& app) {
         !o->modes.empty() ? o->modes : (o->flags.device_used() == "cuda" ? "none,breakable,full" : "auto");
     for (size_t i = 0; i <= mode_list.size();) {
       const size_t j = std::min(mode_list.find(',', i), mode_list.size());
-      modes.push_back(mode_list.substr(i, j - i));
+      const std::string mode = mode_list.substr(i, j - i);
+      DSV4_CHECK_ARG(!mode.empty(), "--modes: empty entry in '", mode_list, "'");
+      DSV4_CHECK_ARG(mode == "none" || mode == "breakable" || mode == "full" || mode == "auto", "--modes: '", mode,
+                     "' is not one of none, breakable, full, auto");
+      modes.push_back(mode);
       i = j + 1;
     }
     nlohmann::json out;

@@ -578,6 +578,13 @@ TEST_F(Cli, UsageErrors) {
   expect_failure(str_cat("bench -m ", model(), " --batch 4,x"), {"--batch: 'x' is not a count"});
   expect_failure(str_cat("bench -m ", model(), " --prefill 0"), {"--prefill: values must be > 0"});
   expect_failure(str_cat("bench -m ", model(), " --spec-tokens 1,,2"), {"--spec-tokens: empty entry"});
+  expect_failure(str_cat("bench -m ", model(), " --contexts ''"), {"--contexts is empty"});
+  expect_failure(str_cat("bench -m ", model(), " --modes ''"), {"--modes is empty"});
+  expect_failure(str_cat("bench -m ", model(), " --modes auto,,full"), {"--modes: empty entry"});
+  expect_failure(str_cat("bench -m ", model(), " --modes eager"), {"--modes: 'eager' is not one of"});
+  expect_failure(str_cat("bench -m ", model(), " --warmup -1"), {"--warmup must be >= 0, got -1"});
+  expect_failure(str_cat("bench -m ", model(), " --reps 0"), {"--reps must be > 0"});
+  expect_failure(str_cat("bench -m ", model(), " --decode-steps 1"), {"--decode-steps must be > 1"});
   expect_failure(str_cat("score -m ", model(), " --ids 1,-2"), {"--ids: '-2' is not a token id"});
   expect_failure(str_cat("generate -m ", model(), " --prompt ''"), {"--prompt is empty"});
   expect_failure(str_cat("generate -m ", model(), " --ids ''"), {"--ids is empty"});
