@@ -58,9 +58,6 @@ void register_serve(CLI::App& app) {
     DSV4_CHECK_ARG(cmd->count("--served-model-name") == 0 || !o->name.empty(),
                    "--served-model-name is empty; leave the flag out for the model directory's name");
     if (o->api_key.empty()) env_string("DSV4_API_KEY", &o->api_key);
-    if (o->api_key.empty() && o->host != "127.0.0.1" && o->host != "localhost" && o->host != "::1") {
-      log_warn("serving on ", o->host, " without an API key: any client that reaches it may use it (--api-key)");
-    }
     if (o->name.empty() && !o->synthetic.empty()) o->name = synthetic_model_name(o->synthetic, o->layers);
     if (o->name.empty()) {
       std::filesystem::path p = std::filesystem::absolute(o->dir).lexically_normal();

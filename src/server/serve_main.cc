@@ -57,6 +57,10 @@ void serve_main(const ServeConfig& cfg) {
   } join_waiter{waiter, mu, finished};
 
   check_bindable(cfg.server.host, cfg.server.port);  // before the model loads
+  const std::string& host = cfg.server.host;
+  if (cfg.server.api_key.empty() && host != "127.0.0.1" && host != "localhost" && host != "::1") {
+    log_warn("serving on ", host, " without an API key: any client that reaches it may use it (--api-key)");
+  }
   EngineOptions eo = cfg.engine;
   eo.graph_spec_tokens = cfg.spec_tokens;
   std::unique_ptr<Engine> owned;
