@@ -1,0 +1,33 @@
+#!/bin/bash
+# For the next session's first call: .gpu-Z = a stage of main + unverified_rms_norm_warp_rows_cuda.patch +
+# unverified_attention_lab_cuda.patch (dsv4, dsv4_gpu_tests, dsv4_rms_norm_lab, bench_attention; the lean stage),
+# .gpu-N/lib.tar.xz = main's stripped libdsv4.so. Any card: the whole GPU suite (the patches' verification; on an H200
+# also issue 20's H200 suite point), the attention lab with both kernels, bf16 prefill 4,096 head vs candidate.
+# H200: then the acceptance parts by priority while time is left (LIMIT, default 575 s).
+set -u
+R=$(pwd); S=$R/.gpu-Z; (cd $S && tar xJf stage.tar.xz); (cd $R/.gpu-N && tar xJf lib.tar.xz)
+. $S/env.sh; export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64 DSV4_SOURCE_DIR=$R PYTHONUNBUFFERED=1
+D=$OUT; CARD=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1); echo "$CARD" | tee $D/card.txt
+T0=$(date +%s); el() { echo "[$(( $(date +%s)-T0 )) s] $*"; }; LIM=${LIMIT:-575}; left() { echo $(( LIM - ($(date +%s)-T0) )); }
+pack() { (cd $D && tar czf /tmp/all.tmp.$BASHPID --exclude='*.csv' --exclude='*.tgz' . 2>/dev/null; mv /tmp/all.tmp.$BASHPID all.tgz); }
+md5sum $S/bin/dsv4_gpu_tests $S/lib/libdsv4.so $R/.gpu-N/libdsv4.so | tee $D/md5.txt
+timeout 150 dsv4_gpu_tests > $D/suite.txt 2>&1; el "suite rc=$?"; grep -E "^\[  (PASSED|FAILED)|FAILED \]" $D/suite.txt | head; pack
+for P in 1 0; do
+  DSV4_PREFILL_ATTENTION=$P timeout 60 bench_attention 4096 --json $D/attention_lab_$P.json > $D/attention_lab_$P.txt 2>&1
+  el "attention lab DSV4_PREFILL_ATTENTION=$P rc=$?"; tail -3 $D/attention_lab_$P.txt
+done
+for v in head new; do
+  L=$S/lib; [ $v = head ] && L=$R/.gpu-N
+  LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH timeout 40 dsv4 bench --synthetic flash --layers 3 --device cuda --prefill 4096 --batch 1 --decode-steps 2 --spec-tokens 0 --modes auto --reps 3 --warmup 1 > $D/p_$v.txt 2>&1
+  echo "$v: $(grep -E '^prefill' $D/p_$v.txt)"
+done
+pack
+[[ $CARD == *H200* ]] || exit 0
+acc() { local name=$1 parts=$2 levels=$3 need=$4 L=$(left); [ $L -lt $need ] && { el "skip $name ($L s left)"; return; }
+  STAGE=$S OUT=$D/acc_$name ACC_PARTS=$parts ACC_SERVE_LEVELS=$levels ACC_BUDGET=$((L-15)) timeout $((L-5)) \
+    bash $S/scripts/gpu/suites/acceptance.sh > $D/acc_$name.txt 2>&1; el "acceptance $name"; pack; sed -n '/^---- acceptance/,$p' $D/acc_$name.txt; }
+acc rms rms_norm 64 75
+acc contexts contexts 64 45
+acc quant quant,prefill 64 45
+acc serve64 serve 64 75
+pack
