@@ -2,7 +2,8 @@
 # For the next session's first call: .gpu-Z = a stage of main + unverified_rms_norm_warp_rows_cuda.patch +
 # unverified_attention_lab_cuda.patch (dsv4, dsv4_gpu_tests, dsv4_rms_norm_lab, bench_attention, the server library and
 # cpp-httplib for the serve part; no libcupti / trace library: the 64 MiB carry limit),
-# .gpu-N/lib.tar.xz = main's stripped libdsv4.so. Any card: the whole GPU suite (the patches' verification; on an H200
+# .gpu-N/lib.tar.xz = main's stripped libdsv4.so — e.g. `STAGE_LEAN=1 scripts/gpu/stage.sh build .gpu-Z` on the
+# patched build and `scripts/gpu/stage-lib.sh build-main .gpu-N` on main's. Any card: the whole GPU suite (the patches' verification; on an H200
 # also issue 20's H200 suite point), the attention lab with both kernels, bf16 prefill 4,096 head vs candidate.
 # H200: then the acceptance parts by priority while time is left (LIMIT, default 575 s).
 set -u
