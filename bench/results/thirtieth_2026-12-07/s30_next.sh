@@ -1,6 +1,6 @@
 #!/bin/bash
 # For the next session's first call: .gpu-Z = a stage of main + unverified_rms_norm_warp_rows_cuda.patch +
-# unverified_attention_lab_cuda.patch (dsv4, dsv4_gpu_tests, dsv4_rms_norm_lab, bench_attention, the server library and
+# unverified_attention_lab_cuda.patch + unverified_moe_gemm_rs_lab_cuda.patch (dsv4, dsv4_gpu_tests, dsv4_rms_norm_lab, bench_attention, the server library and
 # cpp-httplib for the serve part; no libcupti / trace library: the 64 MiB carry limit),
 # .gpu-N/lib.tar.xz = main's stripped libdsv4.so — e.g. `STAGE_LEAN=1 scripts/gpu/stage.sh build .gpu-Z` on the
 # patched build and `scripts/gpu/stage-lib.sh build-main .gpu-N` on main's. Any card: the whole GPU suite (the patches' verification; on an H200
@@ -18,6 +18,9 @@ for P in 1 0; do
   DSV4_PREFILL_ATTENTION=$P timeout 60 bench_attention 4096 --json $D/attention_lab_$P.json > $D/attention_lab_$P.txt 2>&1
   el "attention lab DSV4_PREFILL_ATTENTION=$P rc=$?"; tail -3 $D/attention_lab_$P.txt
 done
+# unverified_moe_gemm_rs_lab_cuda.patch: the operand-swapped quantised MoE variant beside the current kernel (checks
+# 256 sampled outputs of each product against the host dequantisation, then times both)
+timeout 120 bench_moe_gemm rs > $D/moe_rs.txt 2>&1; el "bench_moe_gemm rs rc=$?"; grep -E "error|PASS|FAIL|ms " $D/moe_rs.txt | head -16
 for v in head new; do
   L=$S/lib; [ $v = head ] && L=$R/.gpu-N
   LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH timeout 40 dsv4 bench --synthetic flash --layers 3 --device cuda --prefill 4096 --batch 1 --decode-steps 2 --spec-tokens 0 --modes auto --reps 3 --warmup 1 > $D/p_$v.txt 2>&1
