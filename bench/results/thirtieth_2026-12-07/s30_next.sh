@@ -1,18 +1,12 @@
 #!/bin/bash
-# For the next session's first call: .gpu-Z = a stage of main + unverified_rms_norm_warp_rows_cuda.patch +
-# unverified_attention_lab_cuda.patch + unverified_moe_gemm_rs_lab_cuda.patch (dsv4, dsv4_gpu_tests, dsv4_rms_norm_lab, bench_attention, the server library and
-# cpp-httplib for the serve part; no libcupti / trace library: the 64 MiB carry limit),
-# .gpu-N/lib.tar.xz = main's stripped libdsv4.so — e.g. `STAGE_LEAN=1 scripts/gpu/stage.sh build .gpu-Z` on the
-# patched build and `scripts/gpu/stage-lib.sh build-main .gpu-N` on main's. Any card: the whole GPU suite (the patches' verification; on an H200
-# also issue 20's H200 suite point), the attention lab with both kernels, bf16 prefill 4,096 head vs candidate.
+# For the next session's first call: .gpu-Z = a lean stage (STAGE_LEAN=1 scripts/gpu/stage.sh build .gpu-Z) of main +
+# unverified_rms_norm_warp_rows_cuda.patch + unverified_attention_lab_cuda.patch + unverified_moe_gemm_rs_lab_cuda.patch
+# (it keeps the server library and cpp-httplib for the serve part); .gpu-N = main's library (scripts/gpu/stage-lib.sh
+# build-main .gpu-N). Any card: the whole GPU suite (the patches' verification; on an H200 also issue 20's H200 suite
+# point), the attention lab with both kernels, the operand-swapped MoE lab, bf16 prefill 4,096 head vs candidate.
 # H200: then the acceptance parts by priority while time is left (LIMIT, default 575 s).
 set -u
-R=$(pwd); S=$R/.gpu-Z; (cd $S && tar xJf stage.tar.xz); (cd $R/.gpu-N && tar xJf lib.tar.xz)
-. $S/env.sh; export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64 DSV4_SOURCE_DIR=$R PYTHONUNBUFFERED=1
-D=$OUT; CARD=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1); echo "$CARD" | tee $D/card.txt
-T0=$(date +%s); el() { echo "[$(( $(date +%s)-T0 )) s] $*"; }; LIM=${LIMIT:-575}; left() { echo $(( LIM - ($(date +%s)-T0) )); }
-pack() { (cd $D && tar czf /tmp/all.tmp.$BASHPID --exclude='*.csv' --exclude='*.tgz' . 2>/dev/null; mv /tmp/all.tmp.$BASHPID all.tgz); }
-md5sum $S/bin/dsv4_gpu_tests $S/lib/libdsv4.so $R/.gpu-N/libdsv4.so | tee $D/md5.txt
+THIN_LIBS=.gpu-N . scripts/gpu/call_prologue.sh  # R, S, D, CARD, el, left, pack; md5s
 timeout 150 dsv4_gpu_tests > $D/suite.txt 2>&1; el "suite rc=$?"; grep -E "^\[  (PASSED|FAILED)|FAILED \]" $D/suite.txt | head; pack
 for P in 1 0; do
   DSV4_PREFILL_ATTENTION=$P timeout 60 bench_attention 4096 --json $D/attention_lab_$P.json > $D/attention_lab_$P.txt 2>&1
@@ -22,7 +16,7 @@ done
 # 256 sampled outputs of each product against the host dequantisation, then times both)
 timeout 120 bench_moe_gemm rs > $D/moe_rs.txt 2>&1; el "bench_moe_gemm rs rc=$?"; grep -E "error|PASS|FAIL|ms " $D/moe_rs.txt | head -16
 for v in head new; do
-  L=$S/lib; [ $v = head ] && L=$R/.gpu-N
+  L=$S/lib; [ $v = head ] && L=$R/.gpu-N/lib
   LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH timeout 40 dsv4 bench --synthetic flash --layers 3 --device cuda --prefill 4096 --batch 1 --decode-steps 2 --spec-tokens 0 --modes auto --reps 3 --warmup 1 > $D/p_$v.txt 2>&1
   echo "$v: $(grep -E '^prefill' $D/p_$v.txt)"
 done

@@ -1,0 +1,27 @@
+# Sourced by a session's GPU call script (bash, from the repository root the call runs in) for what every call repeats:
+#   STAGE_DIR (default .gpu-Z) holds a stage.tar.xz (scripts/gpu/stage.sh), unpacked in place and put on PATH and
+#   LD_LIBRARY_PATH (env.sh); THIN_LIBS (default none): space-separated folders holding a lib.tar.xz
+#   (scripts/gpu/stage-lib.sh), unpacked in place (their libdsv4.so is then DIR/lib/libdsv4.so).
+# Sets R (the repository root), S (the stage), D (= $OUT), CARD (name and driver; also $D/card.txt), T0, LIM
+# (${LIMIT:-575} seconds); functions el MSG (a line with the seconds since T0), left (seconds left of LIM) and pack
+# (everything under $D but CSVs and archives into $D/all.tgz: a call returns only a few files). Writes the md5 of the
+# stage's test binary and of every libdsv4.so to $D/md5.txt.
+R=$(pwd)
+S=$R/${STAGE_DIR:-.gpu-Z}
+(cd "$S" && tar xJf stage.tar.xz)
+for thin in ${THIN_LIBS:-}; do (cd "$R/$thin" && tar xJf lib.tar.xz); done
+. "$S/env.sh"
+export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64 DSV4_SOURCE_DIR=$R PYTHONUNBUFFERED=1
+D=$OUT
+CARD=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)
+echo "$CARD" | tee "$D/card.txt"
+T0=$(date +%s)
+LIM=${LIMIT:-575}
+el() { echo "[$(($(date +%s) - T0)) s] $*"; }
+left() { echo $((LIM - ($(date +%s) - T0))); }
+pack() {
+  (cd "$D" && tar czf "/tmp/all.tmp.$BASHPID" --exclude='*.csv' --exclude='*.tgz' . 2>/dev/null
+    mv "/tmp/all.tmp.$BASHPID" all.tgz)
+}
+md5sum "$S/bin/dsv4_gpu_tests" "$S/lib/libdsv4.so" $(for thin in ${THIN_LIBS:-}; do echo "$R/$thin/lib/libdsv4.so"; done) |
+  tee "$D/md5.txt"
