@@ -25,3 +25,14 @@ pack() {
 }
 md5sum "$S/bin/dsv4_gpu_tests" "$S/lib/libdsv4.so" $(for thin in ${THIN_LIBS:-}; do echo "$R/$thin/lib/libdsv4.so"; done) |
   tee "$D/md5.txt"
+# acc NAME PARTS SERVE_LEVELS NEED: scripts/gpu/suites/acceptance.sh's PARTS (into $D/acc_NAME) if NEED seconds are left.
+acc() {
+  local name=$1 parts=$2 levels=$3 need=$4 L
+  L=$(left)
+  [ "$L" -lt "$need" ] && { el "skip $name ($L s left)"; return; }
+  STAGE=$S OUT=$D/acc_$name ACC_PARTS=$parts ACC_SERVE_LEVELS=$levels ACC_BUDGET=$((L - 15)) timeout $((L - 5)) \
+    bash "$S/scripts/gpu/suites/acceptance.sh" >"$D/acc_$name.txt" 2>&1
+  el "acceptance $name"
+  pack
+  sed -n '/^---- acceptance/,$p' "$D/acc_$name.txt"
+}

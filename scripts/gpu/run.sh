@@ -9,6 +9,8 @@
 #   cli         info / generate on the test fixture, CUDA and CPU
 #   san         compute-sanitizer memcheck on the op, model, engine and scheduler tests and on whole generate runs
 #               (speculative; batched sampled), racecheck on the op tests (attention, indexer, MoE, sampling)
+#   attention   the attention lab (bench/kernels/attention: bench_attention at the Flash prefill shapes, ATTN_T tokens,
+#               default 4,096) with the 64-head prefill kernel, then with DSV4_PREFILL_ATTENTION=0 (the split kernel)
 #   runtime_v2  scripts/gpu/runtime_v2.sh (the runtime issue's measurements; PHASES selects its parts)
 #   profile, gemv, quant, checkpoints, hf_compare, flash, longctx, spec, fp8kv, serve, ab, ncu, acceptance
 #               scripts/gpu/suites/NAME.sh (their headers say what they measure and which variables they take), run
@@ -100,6 +102,13 @@ if has san; then  # SAN_PARTS (default all; each part up to ~5-7 min, so split t
     --gtest_filter='CudaOps.MoeExperts:CudaMtp.Drafter*'
   summary "$(grep -E "^\[       OK|Race|hazard" "$LOGS"/racecheck*.log 2>/dev/null | sed 's/ (.*//' | tr '\n' ' ')"
   summary "$(grep -H "ERROR SUMMARY" "$LOGS"/memcheck*.log "$LOGS"/racecheck*.log 2>/dev/null | sed "s|$LOGS/||")"
+fi
+if has attention; then  # the attention lab at the Flash prefill shapes: the 64-head kernel, then the split kernel
+  step attention_lab "${ATTN_S:-120}" bench_attention "${ATTN_T:-4096}" --json "$LOGS/attention_lab.json"
+  summary "$(tail -4 "$LOGS/attention_lab.log")"
+  DSV4_PREFILL_ATTENTION=0 step attention_lab_split "${ATTN_S:-120}" bench_attention "${ATTN_T:-4096}" \
+    --json "$LOGS/attention_lab_split.json"
+  summary "$(tail -4 "$LOGS/attention_lab_split.log")"
 fi
 if has runtime_v2; then
   (cd "$DSV4_SOURCE_DIR" && STAGE_DIR=$STAGE OUT=$LOGS/runtime_v2 bash "$STAGE/scripts/gpu/runtime_v2.sh") \

@@ -74,7 +74,8 @@ TEST(CudaOps, LinearFallbackKernel) {
 // ---- rope and mHC -----------------------------------------------------------------------------------
 
 // rms_norm_rope against the CPU's rms_norm then rope, and against the two CUDA ops (the fused kernel rounds the
-// norm's output as the unfused path stores it): the fused kernel, and the fallbacks (odd dim, rows > 8192).
+// norm's output as the unfused path stores it): the fused kernels (bf16 rows of 512-1,024: a warp a row; up to 256:
+// several rows a block; else a block a row), and the fallbacks (odd dim, rows > 8192).
 TEST(CudaOps, RmsNormRope) {
   DSV4_REQUIRE_GPU();
   struct Case {
@@ -88,7 +89,8 @@ TEST(CudaOps, RmsNormRope) {
                        Case{2, 5, 100, 100, true, DType::BF16}, Case{2, 2, 9000, 64, true, DType::F32},
                        Case{4, 7, 64, 2, false, DType::F32}, Case{700, 4, 64, 16, true, DType::BF16},
                        Case{33, 4, 128, 32, false, DType::F32}, Case{9, 3, 256, 64, true, DType::BF16},
-                       Case{6, 5, 18, 4, true, DType::F32}}) {
+                       Case{6, 5, 18, 4, true, DType::F32}, Case{300, 64, 512, 64, false, DType::BF16},
+                       Case{5, 3, 768, 64, true, DType::BF16}, Case{4, 2, 1024, 32, true, DType::BF16}}) {
     auto rng = rng_for("rms_norm_rope", v++);
     std::vector<float> inv = rope_inv_freq(test::v4_yarn(), c.rope_dim);
     std::vector<int32_t> pos(c.T);
@@ -131,7 +133,7 @@ TEST(CudaOps, RmsNormRopeTwoParts) {
   for (const Case c :
        {Case{1, 64, 1, 512, 64, false, true, DType::BF16}, Case{3, 16, 1, 512, 64, false, true, DType::BF16},
         Case{5, 3, 2, 320, 32, true, true, DType::F32}, Case{2, 1, 4, 512, 64, true, false, DType::BF16},
-        Case{4, 4, 1, 64, 16, false, true, DType::BF16}}) {
+        Case{4, 4, 1, 64, 16, false, true, DType::BF16}, Case{130, 64, 1, 512, 64, false, true, DType::BF16}}) {
     auto rng = rng_for("rms_norm_rope_parts", v++);
     std::vector<float> inv = rope_inv_freq(test::v4_yarn(), c.rope_dim);
     std::vector<int32_t> pos(c.T);
@@ -763,15 +765,16 @@ TEST(CudaOps, Attention) {
   }
 }
 
-// The Flash slice's shapes (64 heads × 512, window 128; HCA rate 128, CSA rate 4 with top-512 selections):
-// decode steps of T = 1 and 4 with 64..600 compressed entries (the split-KV path), and a batch large
-// enough that the keys are not split.
+// The Flash slice's attention layers (64 heads × 512, window 128; HCA rate 128, CSA rate 4 with top-512 selections).
+const AttnCase kFlashHca{512, 64, 128, AttnKind::kHca, 128, 81920, 512};
+const AttnCase kFlashCsa{512, 64, 128, AttnKind::kCsa, 4, 2560, 512};
+const AttnCase kFlashSliding{512, 64, 128, AttnKind::kSliding, 128, 81920, 512};
+
+// The Flash shapes at decode sizes: steps of T = 1 and 4 with 64..600 compressed entries (the split-KV path), and a
+// batch large enough that the keys are not split.
 TEST(CudaOps, AttentionFlashShapes) {
   DSV4_REQUIRE_GPU();
-  const int64_t max_model_len = 81920;
-  const AttnCase hca{512, 64, 128, AttnKind::kHca, 128, max_model_len, 512};
-  const AttnCase csa{512, 64, 128, AttnKind::kCsa, 4, 2560, 512};
-  const AttnCase sliding{512, 64, 128, AttnKind::kSliding, 128, max_model_len, 512};
+  const AttnCase hca = kFlashHca, csa = kFlashCsa, sliding = kFlashSliding;
   int v = 100;
   check_attention(hca, {{1, 8200, 1}}, 0, v++);                                           // 64 entries
   check_attention(hca, {{0, 76900, 1}, {1, 8191, 1}, {2, 40000, 1}}, 1, v++);             // 600, 64, 312
@@ -796,13 +799,11 @@ TEST(CudaOps, AttentionFlashShapes) {
 // row); at T = 64 exactly, the kernel's smallest batch.
 TEST(CudaOps, AttentionFlashPrefill) {
   DSV4_REQUIRE_GPU();
-  const int64_t max_model_len = 81920;
-  const AttnCase hca{512, 64, 128, AttnKind::kHca, 128, max_model_len, 512};
-  const AttnCase csa{512, 64, 128, AttnKind::kCsa, 4, 2560, 512};
-  const AttnCase sliding{512, 64, 128, AttnKind::kSliding, 128, max_model_len, 512};
-  const AttnCase csa_pro{512, 128, 128, AttnKind::kCsa, 4, 2560, 512};
+  const AttnCase hca = kFlashHca, csa = kFlashCsa, sliding = kFlashSliding;
+  AttnCase csa_pro = kFlashCsa;
+  csa_pro.heads = 128;
   int v = 300;
-  check_attention(csa, {{2, 2300, 80}, {0, 600, 1}, {1, 0, 20}}, 2, v++);   // 103 rows
+  check_attention(csa, {{2, 2300, 80}, {0, 600, 1}, {1, 0, 20}}, 2, v++);       // 103 rows
   check_attention(hca, {{0, 76900, 70}, {1, 100, 10}, {2, 40000, 1}}, 1, v++);  // 600+ entries, 0, 312
   check_attention(sliding, {{2, 500, 70}, {0, 10, 5}}, 0, v++);
   check_attention(csa_pro, {{1, 1800, 66}}, 0, v++);

@@ -423,7 +423,8 @@ void check_attention(const AttnCase& c, const std::vector<TestBatch::Chunk>& chu
 
 // The split-KV tensor-core kernel (bf16, head dim a multiple of 32) at the Flash slice's shapes (64 × 512, window
 // 128; HCA rate 128, CSA rate 4 with top-512 selections): decode rows (split keys) with 64..601 compressed
-// entries, and a 35-row batch (keys not split) whose chunk windows span ring pages and the batch.
+// entries, a 35-row batch (keys not split) whose chunk windows span ring pages and the batch; then prefill-sized
+// batches, which the 64-head prefill kernel takes.
 TEST(CudaPaged, AttentionSplitKernelFlashShapes) {
   DSV4_REQUIRE_GPU();
   const AttnCase hca{512, 64, 128, AttnKind::kHca, 128, 81920, 512, DType::BF16, 7, 3};
@@ -435,6 +436,10 @@ TEST(CudaPaged, AttentionSplitKernelFlashShapes) {
   check_attention(csa, {{2, 2403, 1}}, 0, v++);                                // 601 visible
   check_attention(csa, {{1, 100, 24}, {0, 2403, 1}, {2, 700, 8}}, 2, v++);     // 35 rows: no split
   check_attention(sliding, {{0, 60, 1}, {1, 500, 1}, {2, 127, 1}}, 1, v++);
+  // Prefill-sized batches (>= 64 rows): the 64-head kernel (attention_prefill.cu) through the same scattered pages.
+  check_attention(csa, {{2, 2300, 80}, {0, 600, 1}, {1, 3, 6}}, 1, v++);
+  check_attention(hca, {{0, 76900, 70}}, 0, v++);
+  check_attention(sliding, {{1, 500, 66}}, 0, v++);
 }
 
 // The split kernel's zero-padded head groups (heads not a multiple of 16, head dim 32 or 64), and the warp kernel:

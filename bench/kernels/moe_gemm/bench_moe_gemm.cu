@@ -14,10 +14,11 @@
 // experts with one E8M0 scale per 32 inputs, the shared expert FP8 with 128 x 128 block scales; random codes), the
 // sampled outputs against the library's exact host dequantisation (dsv4/io/quantization.h).
 //
-//   build/bench/bench_moe_gemm quant    the quantised Flash timing only (its sampled check included) The mma.sync
-//   fallback (moe.cu's moe_gemm_wide_kernel, private there) is not in
-// this harness: its figures come from a CUPTI trace of `dsv4 bench --prefill 4096` (H100, 2026-12-06: 5.26 ms
-// gated, 2.79 ms w2 a layer against 3.17 / 1.71 here). Exit status: non-zero on any failure.
+//   build/bench/bench_moe_gemm quant    the quantised Flash timing only (its sampled check included)
+//   build/bench/bench_moe_gemm rs       the same, then the operand-swapped variant (moe_gemm_rs.cuh) on the same stacks
+// The mma.sync fallback (moe.cu's moe_gemm_wide_kernel, private there) is not in this harness: its figures come from a
+// CUPTI trace of `dsv4 bench --prefill 4096` (H100, 2026-12-06: 5.26 ms gated, 2.79 ms w2 a layer against 3.17 / 1.71
+// here). Exit status: non-zero on any failure.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -34,6 +35,7 @@
 #include "backend/cuda/moe_gemm_wgmma.cuh"
 #include "backend/cuda/moe_plan_reference.h"
 #include "dsv4/io/quantization.h"
+#include "backend/cuda/moe_gemm_rs.cuh"
 
 namespace {
 
@@ -463,6 +465,28 @@ bool time_flash_quant() {
       true);
 }
 
+// The operand-swapped variant (moe_gemm_rs.cuh: weights as wgmma's register operand) on the same quantised stacks.
+bool time_flash_quant_rs() {
+  FlashProblem f(4321);
+  constexpr int H = FlashProblem::H, I = FlashProblem::I;
+  fill_random(f.x.ptr, f.x.n, 11, 1.0f);
+  const QuantStack w1(I, H, FlashProblem::E, 100), w3(I, H, FlashProblem::E, 200), w2(H, I, FlashProblem::E, 300);
+  const auto row = [&](int matrix, int64_t e, int64_t n) {
+    return (matrix == 1 ? w1 : matrix == 3 ? w3 : w2).row(e, n);
+  };
+  return check_and_time(
+      "rs quantised", f, row,
+      [&](cudaStream_t s) {
+        dsv4::cuda::launch_moe_gemm_rs<true>(s, f.act.ptr, f.x.ptr, w1.view(), w3.view(), f.plan.view(), f.bound,
+                                                  I, H, FlashProblem::limit);
+      },
+      [&](cudaStream_t s) {
+        dsv4::cuda::launch_moe_gemm_rs<false>(s, f.y.ptr, f.act.ptr, w2.view(), w2.view(), f.plan.view(), f.bound,
+                                                   H, I, FlashProblem::limit);
+      },
+      true);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -476,6 +500,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   bool ok = true;
+  if (argc > 1 && std::strcmp(argv[1], "rs") == 0) {  // the operand-swapped variant beside the current kernel
+    ok = time_flash_quant();
+    ok = time_flash_quant_rs() && ok;
+    std::printf("%s\n", ok ? "ALL PASS" : "SOME FAILED");
+    return ok ? 0 : 1;
+  }
   if (quant_only) {
     ok = time_flash_quant();
     std::printf("%s\n", ok ? "ALL PASS" : "SOME FAILED");

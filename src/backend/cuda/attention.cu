@@ -11,6 +11,7 @@
 // loaded (kv_fp8.cuh); the batch's own kv rows stay in the activation dtype (already round-tripped).
 #include <type_traits>
 
+#include "backend/cuda/attention_prefill.h"
 #include "backend/cuda/attention_split.h"
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_ops.h"
@@ -246,7 +247,8 @@ void attention(ExecContext& ctx, Tensor out, Tensor q, Tensor kv, const PagedRow
                            rows_aligned(a.entries);
     const bool vec = D % 256 == 0 && aligned16;
     if constexpr (std::is_same_v<TT, bf16>) {
-      if (split_attention_supports(a.heads, D, aligned16) && T <= 65535) {  // T is the grid's z
+      // T is the split kernel's grid z; the prefill kernel (its grid x) takes any T.
+      if (split_attention_supports(a.heads, D, aligned16) && (T <= 65535 || prefill_attention_supports(a, T))) {
         return split_attention(ctx, out.ptr<bf16>(), q.ptr<bf16>(), kv.ptr<bf16>(), sinks.ptr<float>(), a, T);
       }
     }

@@ -1,0 +1,245 @@
+// The quantised MoE prefill products with
+// the operands swapped — D[weight row n][plan row r] = W[n][k] · X[r][k] — so that the FP4 / FP8 weights are wgmma's A
+// operand *from registers* and the activations its B operand from shared memory, the layout of CUTLASS's mixed-input
+// Hopper GEMMs (and vLLM's Machete). moe_gemm_wgmma.cuh's quantised form expands the codes into shared memory in
+// producer warps (store, proxy fence, arrive: a latency chain two producer warps a scheduler cannot hide; its
+// consumers waited ~70% of the time, H100 2026-12-07); here the consumers expand their own fragments in registers while
+// the other consumer warpgroup's MMAs run.
+//
+// Block: 128 weight rows (w2) or 128 output columns (GATED: w1 and w3 rows n0 .. n0 + 127) x one plan tile (at most
+// 128 rows, the wgmma's N), 384 threads: warpgroup 0 copies, per 64-k stage, the tile's activation rows (cp.async,
+// 128B-swizzled K-major: moe_gemm_wgmma.cuh's A tile, here the B operand) and the block's weight codes (row-major, 32
+// bytes a row-stage for E2M1, 64 for E4M3) into a ring of kRsStages stages, then arrives on the stage's `full`
+// (cp.async.mbarrier.arrive.noinc, 128 arrivals); warpgroups 1 and 2 own weight rows 64 c .. 64 c + 63 of the block:
+// warp q's lane (g, t4) reads the 32 / 64 code bytes of rows 16 q + g and 16 q + g + 8 of the stage (all four lanes of
+// a row read the same bytes: shared-memory broadcasts), picks the bytes of its MMA fragment (k 2 t4, 2 t4 + 1, 2 t4 +
+// 8, 2 t4 + 9 of each 16-wide step), expands them exactly (quant_bits.h: logic ops and one bf16 multiply by the scale),
+// and issues m64n128k16 wgmmas (GATED: one chain for w1, one for w3 rows, so gate and up of an output meet in one
+// thread). wgmma.wait_group 0 after each stage (its A registers are rewritten at the next); the two consumer
+// warpgroups overlap each other's expansion and MMAs. setmaxnreg gives the producer 40 registers and the consumers 232
+// (without it ptxas spilled GATED's two 64-float accumulators at the 168 of 384 threads). Each output's sum runs over k
+// in ascending order.
+#pragma once
+
+#include "backend/cuda/moe_gemm_wgmma.cuh"
+
+namespace dsv4::cuda {
+
+constexpr int kRsRows = 128;  // weight rows (GATED: output columns) a block
+constexpr int kRsBK = 64;     // k a stage
+constexpr int kRsStages = 4;
+constexpr int kRsThreads = 384;
+constexpr int kRsActBytes = kWgBM * kRsBK * 2;     // 128 plan rows x 64 bf16: 16 KiB
+constexpr int kRsCodeBytes = 2 * kRsRows * kRsBK;  // the largest code tile: GATED E4M3, 16 KiB
+constexpr int kRsStageBytes = kRsActBytes + kRsCodeBytes;
+constexpr int kRsSmemBytes = kRsStages * kRsStageBytes + 2 * kRsStages * 8 + 1024;
+static_assert(kRsSmemBytes <= 227 * 1024, "shared memory");
+
+// The two E2M1 codes of byte b (the low nibble first in k) as bf16x2 bits, each value times 2^-126 (the low half the
+// low nibble): e2m1_pair_to_bf16x2_bits's form with the nibbles at bits 12 and 28.
+__device__ __forceinline__ uint32_t e2m1_byte_bits(uint32_t b) {
+  const uint32_t q = ((b & 0x0Fu) << 12) | ((b & 0xF0u) << 24);
+  return (q & 0x80008000u) | ((q & 0x70007000u) >> 6);
+}
+
+// The E4M3 codes at bytes off, off + 1 of word w (off even) as bf16x2 bits (value times 2^-120; the first code low).
+__device__ __forceinline__ uint32_t e4m3_two_bits(uint32_t w, uint32_t off) {
+  const uint32_t spread = __byte_perm(w, 0u, off | (4u << 4) | ((off + 1u) << 8) | (4u << 12));  // bytes 0 and 2
+  return e4m3_pair_to_bf16x2_bits(spread, false);
+}
+
+template <bool GATED, typename TO>
+__global__ void __launch_bounds__(kRsThreads, 1)
+    moe_gemm_rs_kernel(TO* __restrict__ out, const bf16* __restrict__ a, QuantExperts qw, QuantExperts qw3,
+                       MoePlan plan, int N, int K, float limit) {
+#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  __trap();
+#else
+  extern __shared__ unsigned char rs_smem[];
+  pdl_wait();
+  int32_t e, row0, row_end;
+  if (!plan_tile(plan, static_cast<int>(blockIdx.y), &e, &row0, &row_end)) return;
+  const int n0 = static_cast<int>(blockIdx.x) * kRsRows;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int warpgroup = __shfl_sync(0xffffffffu, tid / 128, 0);
+  const uint32_t base = (wg::smem_addr(rs_smem) + 1023u) & ~1023u;
+  const uint32_t bars = base + kRsStages * kRsStageBytes;
+  const auto full = [&](int s) { return bars + 8u * static_cast<uint32_t>(s); };
+  const auto empty = [&](int s) { return bars + 8u * static_cast<uint32_t>(kRsStages + s); };
+  if (tid == 0) {
+    for (int s = 0; s < kRsStages; ++s) {
+      wg::mbar_init(full(s), 128);
+      wg::mbar_init(empty(s), 8);
+    }
+    wg::fence_mbarrier_init();
+    wg::fence_proxy_async();
+  }
+  __syncthreads();
+  const int ktiles = (K + kRsBK - 1) / kRsBK;
+  // Both slices computed and one selected per row (selecting a parameter struct copies it to the stack).
+  const QuantSlice q1 = quant_slice(qw, e, N, K), q3 = quant_slice(qw3, e, N, K);
+  const bool fp4 = q1.fp4;                              // w1 and w3 share a format (moe_decode_quant_supports)
+  const int row_stage_bytes = fp4 ? kRsBK / 2 : kRsBK;  // code bytes of a row in one stage
+
+  if (warpgroup == 0) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");  // ptxas fits the region below into 40
+    // ---- producer: activation rows (moe_gemm_wgmma.cuh's copy_a with 128 threads) and the block's codes ----
+    const int p = tid, chunk = p & 7, rsub = p >> 3;
+    const uint32_t swz = static_cast<uint32_t>(((chunk ^ (rsub & 7)) << 4));
+    const int code_rows = GATED ? 2 * kRsRows : kRsRows, pieces = row_stage_bytes / 16;
+    for (int t = 0; t < ktiles; ++t) {
+      const int s = t % kRsStages;
+      if (t >= kRsStages) wg::mbar_wait(empty(s), static_cast<uint32_t>((t / kRsStages - 1) & 1));
+      const uint32_t st = base + static_cast<uint32_t>(s) * kRsStageBytes;
+      const bool in_k = t * kRsBK + chunk * 8 < K;
+#pragma unroll
+      for (int i = 0; i < kWgBM / 16; ++i) {
+        const int32_t r = row0 + rsub + 16 * i;
+        const bool valid = r < row_end && in_k;
+        const int64_t arow = r < row_end ? (GATED ? plan_token(plan, r) : r) : 0;
+        wg::cp_async16(st + static_cast<uint32_t>((rsub + 16 * i) * 128) + swz,
+                       a + arow * K + (in_k ? t * kRsBK : 0) + chunk * 8, valid);
+      }
+      for (int ci = p; ci < code_rows * pieces; ci += 128) {
+        const int row = ci / pieces, piece = ci % pieces;
+        const bool w3row = GATED && row >= kRsRows;
+        const int n = n0 + (w3row ? row - kRsRows : row);
+        const int k = t * kRsBK + piece * (fp4 ? 32 : 16);  // the piece's first value
+        const bool valid = n < N && k < K;
+        const QuantSlice& q = w3row ? q3 : q1;
+        const uint8_t* src = q.codes + static_cast<int64_t>(valid ? n : 0) * q.row_bytes +
+                             (valid ? t * row_stage_bytes + piece * 16 : 0);
+        wg::cp_async16(st + kRsActBytes + static_cast<uint32_t>(row * row_stage_bytes + piece * 16), src, valid);
+      }
+      wg::cp_async_arrive_noinc(full(s));
+    }
+    wg::cp_async_wait_all();
+    return;
+  }
+
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");  // 128 x 40 + 256 x 232 <= 64 Ki registers
+  // ---- consumers: warpgroup 1 rows 0..63, warpgroup 2 rows 64..127 of the block ----
+  const int cw = warpgroup - 1, lane = tid & 31, q = (tid >> 5) & 3, g = lane >> 2, t4 = lane & 3;
+  const bool lane0 = lane == 0;
+  const int brow = cw * 64 + q * 16 + g;  // the block row of this lane's row g (and brow + 8)
+  float acc1[64], acc3[GATED ? 64 : 1];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) acc1[i] = 0.0f;
+  if constexpr (GATED) {
+#pragma unroll
+    for (int i = 0; i < 64; ++i) acc3[i] = 0.0f;
+  }
+  // The lane's scale rows (FP4: its two weight rows; FP8: the block's 128-row block) of each matrix.
+  const auto scale_row = [&](const QuantSlice& qs, int h) -> const uint8_t* {
+    const int n = min(n0 + brow + 8 * h, N - 1);
+    return qs.scale + static_cast<int64_t>(qs.fp4 ? n : n / kFp8Block) * qs.scale_cols;
+  };
+  const uint8_t* sc1[2] = {scale_row(q1, 0), scale_row(q1, 1)};
+  const uint8_t* sc3[2] = {scale_row(q3, 0), scale_row(q3, 1)};
+  // One matrix's fragments of a stage: rows brow, brow + 8 of code tile rows `first` + ..
+  const auto fragments = [&](uint32_t codes, const uint8_t* const(&sc)[2], int t, uint32_t(&fa)[4][4]) {
+    if (fp4) {
+      uint32_t w[2][8];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const uint32_t row = codes + static_cast<uint32_t>((brow + 8 * h) * 32);
+        wg::ld_shared_v4(row, w[h][0], w[h][1], w[h][2], w[h][3]);
+        wg::ld_shared_v4(row + 16, w[h][4], w[h][5], w[h][6], w[h][7]);
+      }
+      const int k0 = t * kRsBK;
+#pragma unroll
+      for (int grp = 0; grp < 2; ++grp) {  // the stage's two 32-value scale groups: steps 2 grp, 2 grp + 1
+        const PairScale<WeightFormat::kFp4> s0(k0 + 32 * grp < K ? __ldg(sc[0] + (k0 + 32 * grp) / kFp4Group) : 127);
+        const PairScale<WeightFormat::kFp4> s1(k0 + 32 * grp < K ? __ldg(sc[1] + (k0 + 32 * grp) / kFp4Group) : 127);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          const int ks = 2 * grp + j;
+          const uint32_t sel = static_cast<uint32_t>(t4);
+          fa[ks][0] = s0.apply(e2m1_byte_bits(__byte_perm(w[0][2 * ks], 0u, sel)));
+          fa[ks][1] = s1.apply(e2m1_byte_bits(__byte_perm(w[1][2 * ks], 0u, sel)));
+          fa[ks][2] = s0.apply(e2m1_byte_bits(__byte_perm(w[0][2 * ks + 1], 0u, sel)));
+          fa[ks][3] = s1.apply(e2m1_byte_bits(__byte_perm(w[1][2 * ks + 1], 0u, sel)));
+        }
+      }
+    } else {
+      const int k0 = t * kRsBK;
+      const PairScale<WeightFormat::kFp8Block> s(k0 < K ? __ldg(sc[0] + k0 / kFp8Block) : 127);
+      const uint32_t off = 2u * static_cast<uint32_t>(t4 & 1);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        uint32_t w[16];
+        const uint32_t row = codes + static_cast<uint32_t>((brow + 8 * h) * 64);
+#pragma unroll
+        for (int v = 0; v < 4; ++v) wg::ld_shared_v4(row + 16 * v, w[4 * v], w[4 * v + 1], w[4 * v + 2], w[4 * v + 3]);
+#pragma unroll
+        for (int ks = 0; ks < 4; ++ks) {
+          fa[ks][h] = s.apply(e4m3_two_bits(w[4 * ks + (t4 >> 1)], off));
+          fa[ks][2 + h] = s.apply(e4m3_two_bits(w[4 * ks + 2 + (t4 >> 1)], off));
+        }
+      }
+    }
+  };
+  for (int t = 0; t < ktiles; ++t) {
+    const int s = t % kRsStages;
+    wg::mbar_wait(full(s), static_cast<uint32_t>((t / kRsStages) & 1));
+    wg::fence_proxy_async();  // the activation rows to the async proxy (moe_gemm_wgmma.cuh's reasoning)
+    const uint32_t st = base + static_cast<uint32_t>(s) * kRsStageBytes;
+    const uint64_t db = wg::sw128_desc(st);
+    uint32_t f1[4][4];
+    fragments(st + kRsActBytes, sc1, t, f1);
+    uint32_t f3[4][4];
+    if constexpr (GATED) fragments(st + kRsActBytes + static_cast<uint32_t>(kRsRows * row_stage_bytes), sc3, t, f3);
+    wg::wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < kRsBK / 16; ++ks) {
+      wg::wgmma_rs_m64n128k16(acc1, f1[ks], db + 2 * ks, (t > 0 || ks > 0) ? 1u : 0u);
+      if constexpr (GATED) wg::wgmma_rs_m64n128k16(acc3, f3[ks], db + 2 * ks, (t > 0 || ks > 0) ? 1u : 0u);
+    }
+    wg::wgmma_commit();
+    wg::wgmma_wait<0>();  // the fragments' registers are rewritten next stage
+    if (lane0) wg::mbar_arrive(empty(s));
+  }
+#pragma unroll
+  for (int i = 0; i < 64; ++i) wg::fence_operand(acc1[i]);
+  if constexpr (GATED) {
+#pragma unroll
+    for (int i = 0; i < 64; ++i) wg::fence_operand(acc3[i]);
+  }
+
+  // Epilogue: acc[4 j + 2 h + c] is (weight row brow + 8 h, plan row 8 j + 2 t4 + c) of the tile: the output element
+  // out[row0 + 8 j + 2 t4 + c][n0 + brow + 8 h].
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int n = n0 + brow + 8 * h;
+    if (n >= N) continue;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const int32_t r = row0 + 8 * j + 2 * t4 + c;
+        if (r >= row_end) continue;
+        float v = acc1[4 * j + 2 * h + c];
+        if constexpr (GATED) {
+          const float gv = fminf(v, limit);
+          const float u = fminf(fmaxf(acc3[4 * j + 2 * h + c], -limit), limit);
+          v = gv / (1.0f + expf(-gv)) * u;
+        }
+        out[static_cast<int64_t>(r) * N + n] = from_float<TO>(v);
+      }
+    }
+  }
+#endif
+}
+
+// One product over quantised stacks (as launch_moe_gemm_wgmma_quant; N % 128 == 0 not required).
+template <bool GATED, typename TO>
+void launch_moe_gemm_rs(cudaStream_t stream, TO* out, const bf16* a, const QuantExperts& w, const QuantExperts& w3,
+                        const MoePlan& plan, int64_t max_tiles, int N, int K, float limit) {
+  constexpr auto kernel = moe_gemm_rs_kernel<GATED, TO>;
+  allow_dynamic_shared<kernel>(kRsSmemBytes, "cudaFuncSetAttribute(moe_gemm_rs)");
+  const dim3 grid((N + kRsRows - 1) / kRsRows, static_cast<unsigned>(max_tiles));
+  check_launch(launch_kernel(kernel, grid, dim3(kRsThreads), kRsSmemBytes, stream, out, a, w, w3, plan, N, K, limit),
+               "moe_gemm_rs");
+}
+
+}  // namespace dsv4::cuda
