@@ -40,10 +40,6 @@ constexpr EnvSwitch kSwitches[] = {
      zero_or_one},
     {"DSV4_PREFILL_ATTENTION", "0 | 1",
      "64-head prefill attention kernel for batches of >= 64 rows (default 1; 0: the split kernel)", zero_or_one},
-    {"DSV4_MOE_GEMM_RS", "0 | 1",
-     "quantised MoE prefill products with the weights as the MMA's register operand (default 0: expanded in shared "
-     "memory)",
-     zero_or_one},
     {"DSV4_PIPELINE_DECODE", "0 | 1", "queue the next decode step before the tokens are back (default on)", boolean},
     {"DSV4_USE_BREAKABLE_CUDAGRAPH", "0 | 1",
      "breakable CUDA graphs for prefill (default: the architecture's; --cudagraph-mode overrides)", boolean_or_unset},

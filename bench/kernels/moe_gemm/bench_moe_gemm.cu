@@ -35,7 +35,7 @@
 #include "backend/cuda/moe_gemm_wgmma.cuh"
 #include "backend/cuda/moe_plan_reference.h"
 #include "dsv4/io/quantization.h"
-#include "backend/cuda/moe_gemm_rs.cuh"
+#include "moe_gemm_rs.cuh"
 
 namespace {
 
@@ -477,11 +477,11 @@ bool time_flash_quant_rs() {
   return check_and_time(
       "rs quantised", f, row,
       [&](cudaStream_t s) {
-        dsv4::cuda::launch_moe_gemm_rs<true>(s, f.act.ptr, f.x.ptr, w1.view(), w3.view(), f.plan.view(), f.bound,
+        dsv4::cuda::lab::launch_moe_gemm_rs<true>(s, f.act.ptr, f.x.ptr, w1.view(), w3.view(), f.plan.view(), f.bound,
                                                   I, H, FlashProblem::limit);
       },
       [&](cudaStream_t s) {
-        dsv4::cuda::launch_moe_gemm_rs<false>(s, f.y.ptr, f.act.ptr, w2.view(), w2.view(), f.plan.view(), f.bound,
+        dsv4::cuda::lab::launch_moe_gemm_rs<false>(s, f.y.ptr, f.act.ptr, w2.view(), w2.view(), f.plan.view(), f.bound,
                                                    H, I, FlashProblem::limit);
       },
       true);

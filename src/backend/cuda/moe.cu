@@ -11,7 +11,6 @@
 // so the whole sequence can be captured in a CUDA graph.
 #include <mma.h>
 
-#include <string>
 #include <type_traits>
 
 #include "backend/cuda/act_quant.h"
@@ -19,7 +18,6 @@
 #include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/mma.cuh"
-#include "backend/cuda/moe_gemm_rs.cuh"
 #include "backend/cuda/moe_gemm_wgmma.cuh"
 #include "backend/cuda/moe_plan.h"
 #include "backend/cuda/quant_decode.cuh"
@@ -798,31 +796,12 @@ void moe_experts_quant(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, T
 
 }  // namespace
 
-// DSV4_MOE_GEMM_RS=1: the quantised prefill products through moe_gemm_rs.cuh (weights as wgmma's register operand)
-// instead of moe_gemm_wgmma.cuh's shared-memory expansion.
-static bool moe_gemm_rs_enabled() {
-  static const bool enabled = [] {
-    std::string v;
-    if (!env_string("DSV4_MOE_GEMM_RS", &v) || v == "0") return false;
-    if (v == "1") return true;
-    fail(StatusCode::kInvalidArgument, "DSV4_MOE_GEMM_RS must be 0 (the default) or 1, not '", v, "'");
-  }();
-  return enabled;
-}
-
 void moe_gemm_experts_quant(cudaStream_t stream, bf16* act, float* y, const bf16* x, const QuantExperts& w1,
                             const QuantExperts& w3, const QuantExperts& w2, const MoePlan& plan, int64_t max_tiles,
                             int64_t H, int64_t I, float limit, const MoeActQuant* aq) {
   DSV4_CHECK_ARG(moe_decode_quant_supports(w1, w3, w2, x, H, I) && aligned16(act),
                  "moe_gemm_experts_quant: unsupported stacks (H=", H, " I=", I, ", formats ",
                  weight_format_name(w1.routed.format), " / ", weight_format_name(w1.shared.format), ")");
-  if (moe_gemm_rs_enabled()) {
-    launch_moe_gemm_rs<true>(stream, act, x, w1, w3, plan, max_tiles, static_cast<int>(I), static_cast<int>(H), limit);
-    if (aq != nullptr) moe_act_round_trip(stream, act, I, plan, *aq);
-    launch_moe_gemm_rs<false>(stream, y, static_cast<const bf16*>(act), w2, w2, plan, max_tiles, static_cast<int>(H),
-                              static_cast<int>(I), limit);
-    return;
-  }
   launch_moe_gemm_wgmma_quant<true>(stream, act, x, w1, w3, plan, max_tiles, static_cast<int>(I), static_cast<int>(H),
                                     limit, "moe_gemm_wgmma quantised (w1/w3 + SwiGLU)");
   if (aq != nullptr) moe_act_round_trip(stream, act, I, plan, *aq);

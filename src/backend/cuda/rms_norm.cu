@@ -1250,9 +1250,9 @@ __global__ void __launch_bounds__(kNarrowThreads)
 }
 
 // bf16 rows of 256 V values (the model's 512-wide query heads and kv rows: V = 2): a warp a row, 8 rows a block; lane
-// l holds the 8-value vectors c·32 + l (16-byte loads and stores; one c of a warp is 512 contiguous bytes). One block of
-// dim / 8 threads a row (rms_norm_kernel, 2-byte accesses) ran a 4,096-token Flash prefill's 266,240 query-head rows at
-// 1.2 TB/s (440 us a layer, H100). The arithmetic is rms_norm_kernel's (fp32 sum of squares reduced over the row's
+// l holds the 8-value vectors c·32 + l (16-byte loads and stores; one c of a warp is 512 contiguous bytes). One block
+// of dim / 8 threads a row (rms_norm_kernel, 2-byte accesses) ran a 4,096-token Flash prefill's 266,240 query-head rows
+// at 1.2 TB/s (440 us a layer, H100). The arithmetic is rms_norm_kernel's (fp32 sum of squares reduced over the row's
 // lanes, one rounding on store; ROPE: the norm's output rounded to bf16, a pair (2i, 2i + 1) inside one vector, its
 // cos / sin computed once).
 constexpr int kWarpRowThreads = 256;

@@ -1,10 +1,16 @@
-// The quantised MoE prefill products with
-// the operands swapped — D[weight row n][plan row r] = W[n][k] · X[r][k] — so that the FP4 / FP8 weights are wgmma's A
-// operand *from registers* and the activations its B operand from shared memory, the layout of CUTLASS's mixed-input
-// Hopper GEMMs (and vLLM's Machete). moe_gemm_wgmma.cuh's quantised form expands the codes into shared memory in
-// producer warps (store, proxy fence, arrive: a latency chain two producer warps a scheduler cannot hide; its
-// consumers waited ~70% of the time, H100 2026-12-07); here the consumers expand their own fragments in registers while
-// the other consumer warpgroup's MMAs run.
+// Kernel lab variant (bench_moe_gemm rs), tried and not taken: correct (the lab's 256 sampled outputs, the library's
+// CudaQuant tests, memcheck 0 errors) but slower than moe_gemm_wgmma.cuh's quantised form on an H100 (2026-12-07,
+// Flash shape: gated 3.90 vs 3.14 ms, w2 2.25 vs 1.59 ms; 4,096-token quantised prefill 129.0k vs 152.1k tok/s), and
+// racecheck reports hazards between the producer's cp.async writes and the consumers' code reads (likely its model of
+// cp.async.mbarrier.arrive.noinc; not resolved). Not profiled yet: per stage each consumer warpgroup expands its
+// fragments (~11 instructions a bf16 pair with the two-multiply scale), issues its MMAs and waits for them
+// (wgmma.wait_group 0), so only the other warpgroup's work overlaps.
+// The quantised MoE prefill products with the operands swapped — D[weight row n][plan row r] = W[n][k] · X[r][k] — so
+// that the FP4 / FP8 weights are wgmma's A operand *from registers* and the activations its B operand from shared
+// memory, the layout of CUTLASS's mixed-input Hopper GEMMs (and vLLM's Machete). moe_gemm_wgmma.cuh's quantised form
+// expands the codes into shared memory in producer warps (store, proxy fence, arrive: a latency chain two producer
+// warps a scheduler cannot hide; its consumers waited ~70% of the time, H100 2026-12-07); here the consumers expand
+// their own fragments in registers while the other consumer warpgroup's MMAs run.
 //
 // Block: 128 weight rows (w2) or 128 output columns (GATED: w1 and w3 rows n0 .. n0 + 127) x one plan tile (at most
 // 128 rows, the wgmma's N), 384 threads: warpgroup 0 copies, per 64-k stage, the tile's activation rows (cp.async,
@@ -23,7 +29,7 @@
 
 #include "backend/cuda/moe_gemm_wgmma.cuh"
 
-namespace dsv4::cuda {
+namespace dsv4::cuda::lab {
 
 constexpr int kRsRows = 128;  // weight rows (GATED: output columns) a block
 constexpr int kRsBK = 64;     // k a stage
@@ -242,4 +248,4 @@ void launch_moe_gemm_rs(cudaStream_t stream, TO* out, const bf16* a, const Quant
                "moe_gemm_rs");
 }
 
-}  // namespace dsv4::cuda
+}  // namespace dsv4::cuda::lab
