@@ -478,11 +478,11 @@ bool time_flash_quant_rs() {
       "rs quantised", f, row,
       [&](cudaStream_t s) {
         dsv4::cuda::lab::launch_moe_gemm_rs<true>(s, f.act.ptr, f.x.ptr, w1.view(), w3.view(), f.plan.view(), f.bound,
-                                                  I, H, FlashProblem::limit);
+                                                  I, H, FlashProblem::limit, false);
       },
       [&](cudaStream_t s) {
         dsv4::cuda::lab::launch_moe_gemm_rs<false>(s, f.y.ptr, f.act.ptr, w2.view(), w2.view(), f.plan.view(), f.bound,
-                                                   H, I, FlashProblem::limit);
+                                                   H, I, FlashProblem::limit, false);
       },
       true);
 }

@@ -54,7 +54,7 @@ __device__ __forceinline__ uint32_t e4m3_two_bits(uint32_t w, uint32_t off) {
   return e4m3_pair_to_bf16x2_bits(spread, false);
 }
 
-template <bool GATED, typename TO>
+template <bool GATED, bool kHigh, typename TO>
 __global__ void __launch_bounds__(kRsThreads, 1)
     moe_gemm_rs_kernel(TO* __restrict__ out, const bf16* __restrict__ a, QuantExperts qw, QuantExperts qw3,
                        MoePlan plan, int N, int K, float limit) {
@@ -142,69 +142,89 @@ __global__ void __launch_bounds__(kRsThreads, 1)
   };
   const uint8_t* sc1[2] = {scale_row(q1, 0), scale_row(q1, 1)};
   const uint8_t* sc3[2] = {scale_row(q3, 0), scale_row(q3, 1)};
-  // One matrix's fragments of a stage: rows brow, brow + 8 of code tile rows `first` + ..
-  const auto fragments = [&](uint32_t codes, const uint8_t* const(&sc)[2], int t, uint32_t(&fa)[4][4]) {
+  // A stage's scale bytes of one matrix, loaded a stage ahead: FP4 byte 2 grp + h (the 32-value group grp of the
+  // stage, row h); FP8 byte 0. 127 (= 1) past K.
+  const auto stage_scales = [&](const uint8_t* const(&sc)[2], int t) -> uint32_t {
+    const int k0 = t * kRsBK;
     if (fp4) {
-      uint32_t w[2][8];
+      uint32_t v = 0;
+#pragma unroll
+      for (int grp = 0; grp < 2; ++grp) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int k = k0 + 32 * grp;
+          v |= (k < K ? static_cast<uint32_t>(__ldg(sc[h] + k / kFp4Group)) : 127u) << (8 * (2 * grp + h));
+        }
+      }
+      return v;
+    }
+    return k0 < K ? static_cast<uint32_t>(__ldg(sc[0] + k0 / kFp8Block)) : 127u;
+  };
+  // byte_perm selector: byte 1 <- byte t4 of (word << 4) (its low code in bits 12..15), byte 3 <- byte t4 of the word
+  // (its high code in bits 28..31): e2m1_pair_to_bf16x2_bits's positions for the pair (2 t4, 2 t4 + 1) of a k step.
+  const uint32_t fp4_sel = (static_cast<uint32_t>(t4 + 4) << 4) | (static_cast<uint32_t>(t4) << 12);
+  const uint32_t fp8_word = 4u * static_cast<uint32_t>(t4 >> 1), fp8_off = 2u * static_cast<uint32_t>(t4 & 1);
+  // Fragment ks of one matrix (codes: its code tile in the stage; sv: its stage_scales).
+  const auto fragment = [&](uint32_t codes, uint32_t sv, int ks, uint32_t(&fa)[4]) {
+    if (fp4) {
+      const PairScale<WeightFormat::kFp4> s0(static_cast<uint8_t>(sv >> (16 * (ks / 2)))),
+          s1(static_cast<uint8_t>(sv >> (16 * (ks / 2) + 8)));
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const uint32_t row = codes + static_cast<uint32_t>((brow + 8 * h) * 32);
-        wg::ld_shared_v4(row, w[h][0], w[h][1], w[h][2], w[h][3]);
-        wg::ld_shared_v4(row + 16, w[h][4], w[h][5], w[h][6], w[h][7]);
-      }
-      const int k0 = t * kRsBK;
-#pragma unroll
-      for (int grp = 0; grp < 2; ++grp) {  // the stage's two 32-value scale groups: steps 2 grp, 2 grp + 1
-        const PairScale<WeightFormat::kFp4> s0(k0 + 32 * grp < K ? __ldg(sc[0] + (k0 + 32 * grp) / kFp4Group) : 127);
-        const PairScale<WeightFormat::kFp4> s1(k0 + 32 * grp < K ? __ldg(sc[1] + (k0 + 32 * grp) / kFp4Group) : 127);
-#pragma unroll
-        for (int j = 0; j < 2; ++j) {
-          const int ks = 2 * grp + j;
-          const uint32_t sel = static_cast<uint32_t>(t4);
-          fa[ks][0] = s0.apply(e2m1_byte_bits(__byte_perm(w[0][2 * ks], 0u, sel)));
-          fa[ks][1] = s1.apply(e2m1_byte_bits(__byte_perm(w[1][2 * ks], 0u, sel)));
-          fa[ks][2] = s0.apply(e2m1_byte_bits(__byte_perm(w[0][2 * ks + 1], 0u, sel)));
-          fa[ks][3] = s1.apply(e2m1_byte_bits(__byte_perm(w[1][2 * ks + 1], 0u, sel)));
-        }
+        uint32_t w0, w1;
+        asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];\n"
+                     : "=r"(w0), "=r"(w1)
+                     : "r"(codes + static_cast<uint32_t>((brow + 8 * h) * 32 + 8 * ks)));
+        const uint32_t x0 = __byte_perm(w0, w0 << 4, fp4_sel), x1 = __byte_perm(w1, w1 << 4, fp4_sel);
+        const auto& ps = h == 0 ? s0 : s1;
+        fa[h] = ps.template apply<kHigh>((x0 & 0x80008000u) | ((x0 & 0x70007000u) >> 6));
+        fa[2 + h] = ps.template apply<kHigh>((x1 & 0x80008000u) | ((x1 & 0x70007000u) >> 6));
       }
     } else {
-      const int k0 = t * kRsBK;
-      const PairScale<WeightFormat::kFp8Block> s(k0 < K ? __ldg(sc[0] + k0 / kFp8Block) : 127);
-      const uint32_t off = 2u * static_cast<uint32_t>(t4 & 1);
+      const PairScale<WeightFormat::kFp8Block> ps(static_cast<uint8_t>(sv));
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        uint32_t w[16];
-        const uint32_t row = codes + static_cast<uint32_t>((brow + 8 * h) * 64);
-#pragma unroll
-        for (int v = 0; v < 4; ++v) wg::ld_shared_v4(row + 16 * v, w[4 * v], w[4 * v + 1], w[4 * v + 2], w[4 * v + 3]);
-#pragma unroll
-        for (int ks = 0; ks < 4; ++ks) {
-          fa[ks][h] = s.apply(e4m3_two_bits(w[4 * ks + (t4 >> 1)], off));
-          fa[ks][2 + h] = s.apply(e4m3_two_bits(w[4 * ks + 2 + (t4 >> 1)], off));
-        }
+        const uint32_t row = codes + static_cast<uint32_t>((brow + 8 * h) * 64 + 16 * ks) + fp8_word;
+        uint32_t w0, w1;
+        asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(w0) : "r"(row));
+        asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(w1) : "r"(row + 8u));
+        fa[h] = ps.template apply<kHigh>(e4m3_two_bits(w0, fp8_off));
+        fa[2 + h] = ps.template apply<kHigh>(e4m3_two_bits(w1, fp8_off));
       }
     }
   };
+  // One commit group per k step: before step ks of stage t rewrites its fragment registers, wait<3> leaves only the
+  // three later groups in flight, so step ks of stage t - 1 (the last reader of those registers) is complete; at
+  // ks = 3 that completes stage t - 1, whose slot is then released. Expansion of a step overlaps the MMAs of the
+  // three before it (and the other warpgroup's).
+  uint32_t f1[4][4], f3[4][4];
+  uint32_t sv1 = stage_scales(sc1, 0), sv3 = GATED ? stage_scales(sc3, 0) : 0u;
+  const uint32_t code_bytes = static_cast<uint32_t>(kRsRows * row_stage_bytes);
   for (int t = 0; t < ktiles; ++t) {
     const int s = t % kRsStages;
     wg::mbar_wait(full(s), static_cast<uint32_t>((t / kRsStages) & 1));
     wg::fence_proxy_async();  // the activation rows to the async proxy (moe_gemm_wgmma.cuh's reasoning)
     const uint32_t st = base + static_cast<uint32_t>(s) * kRsStageBytes;
     const uint64_t db = wg::sw128_desc(st);
-    uint32_t f1[4][4];
-    fragments(st + kRsActBytes, sc1, t, f1);
-    uint32_t f3[4][4];
-    if constexpr (GATED) fragments(st + kRsActBytes + static_cast<uint32_t>(kRsRows * row_stage_bytes), sc3, t, f3);
-    wg::wgmma_fence();
+    const uint32_t cur1 = sv1, cur3 = sv3;
+    sv1 = stage_scales(sc1, t + 1);
+    if constexpr (GATED) sv3 = stage_scales(sc3, t + 1);
 #pragma unroll
     for (int ks = 0; ks < kRsBK / 16; ++ks) {
-      wg::wgmma_rs_m64n128k16(acc1, f1[ks], db + 2 * ks, (t > 0 || ks > 0) ? 1u : 0u);
-      if constexpr (GATED) wg::wgmma_rs_m64n128k16(acc3, f3[ks], db + 2 * ks, (t > 0 || ks > 0) ? 1u : 0u);
+      if (t > 0) {
+        wg::wgmma_wait<3>();
+        if (ks == 3 && lane0) wg::mbar_arrive(empty((t - 1) % kRsStages));
+      }
+      fragment(st + kRsActBytes, cur1, ks, f1[ks]);
+      if constexpr (GATED) fragment(st + kRsActBytes + code_bytes, cur3, ks, f3[ks]);
+      wg::wgmma_fence();
+      const uint32_t scale_d = (t > 0 || ks > 0) ? 1u : 0u;
+      wg::wgmma_rs_m64n128k16(acc1, f1[ks], db + 2 * ks, scale_d);
+      if constexpr (GATED) wg::wgmma_rs_m64n128k16(acc3, f3[ks], db + 2 * ks, scale_d);
+      wg::wgmma_commit();
     }
-    wg::wgmma_commit();
-    wg::wgmma_wait<0>();  // the fragments' registers are rewritten next stage
-    if (lane0) wg::mbar_arrive(empty(s));
   }
+  wg::wgmma_wait<0>();
 #pragma unroll
   for (int i = 0; i < 64; ++i) wg::fence_operand(acc1[i]);
   if constexpr (GATED) {
@@ -237,15 +257,23 @@ __global__ void __launch_bounds__(kRsThreads, 1)
 #endif
 }
 
-// One product over quantised stacks (as launch_moe_gemm_wgmma_quant; N % 128 == 0 not required).
+// One product over quantised stacks (as launch_moe_gemm_wgmma_quant; N % 128 == 0 not required). scales_high: some
+// scale byte exceeds 128 (FP4) / 134 (FP8), which needs PairScale's second multiply; no real checkpoint has one.
 template <bool GATED, typename TO>
 void launch_moe_gemm_rs(cudaStream_t stream, TO* out, const bf16* a, const QuantExperts& w, const QuantExperts& w3,
-                        const MoePlan& plan, int64_t max_tiles, int N, int K, float limit) {
-  constexpr auto kernel = moe_gemm_rs_kernel<GATED, TO>;
-  allow_dynamic_shared<kernel>(kRsSmemBytes, "cudaFuncSetAttribute(moe_gemm_rs)");
+                        const MoePlan& plan, int64_t max_tiles, int N, int K, float limit, bool scales_high) {
   const dim3 grid((N + kRsRows - 1) / kRsRows, static_cast<unsigned>(max_tiles));
-  check_launch(launch_kernel(kernel, grid, dim3(kRsThreads), kRsSmemBytes, stream, out, a, w, w3, plan, N, K, limit),
-               "moe_gemm_rs");
+  const auto run = [&](auto high) {
+    constexpr auto kernel = moe_gemm_rs_kernel<GATED, decltype(high)::value, TO>;
+    allow_dynamic_shared<kernel>(kRsSmemBytes, "cudaFuncSetAttribute(moe_gemm_rs)");
+    check_launch(launch_kernel(kernel, grid, dim3(kRsThreads), kRsSmemBytes, stream, out, a, w, w3, plan, N, K, limit),
+                 "moe_gemm_rs");
+  };
+  if (scales_high) {
+    run(std::true_type{});
+  } else {
+    run(std::false_type{});
+  }
 }
 
 }  // namespace dsv4::cuda::lab
