@@ -1,10 +1,14 @@
-// Kernel lab variant (bench_moe_gemm rs), tried and not taken: correct (the lab's 256 sampled outputs, the library's
-// CudaQuant tests, memcheck 0 errors) but slower than moe_gemm_wgmma.cuh's quantised form on an H100 (2026-12-07,
-// Flash shape: gated 3.90 vs 3.14 ms, w2 2.25 vs 1.59 ms; 4,096-token quantised prefill 129.0k vs 152.1k tok/s), and
-// racecheck reports hazards between the producer's cp.async writes and the consumers' code reads (likely its model of
-// cp.async.mbarrier.arrive.noinc; not resolved). Not profiled yet: per stage each consumer warpgroup expands its
-// fragments (~11 instructions a bf16 pair with the two-multiply scale), issues its MMAs and waits for them
-// (wgmma.wait_group 0), so only the other warpgroup's work overlaps.
+// Kernel lab variant (bench_moe_gemm rs), tried and not taken: correct (the lab's 256 sampled outputs; v1 also the
+// library's CudaQuant tests and memcheck, 0 errors) but slower than moe_gemm_wgmma.cuh's quantised form. H100,
+// 2026-12-07, Flash shape, gated / w2 (library kernel 3.14-3.19 / 1.57-1.59 ms):
+//   v1  per stage: expand, MMAs, wait_group 0; ~11 instructions a bf16 pair             3.90 / 2.25 ms
+//   v2  a commit group a k step (wait_group 3), the pair by one byte_perm, scales ahead 4.07 / 2.15 ms
+//   v3  (this file) six stages, scale bytes combined only where used                   3.80 / 2.16 ms
+// ncu (v3's gated kernel): the consumers are ALU-issue-bound — stall samples `wait` 31% (fixed-latency chains),
+// `selected` 17%, `math` 12% (pipe throttle), `dispatch` 9%, waiting for full stages ~6%. The codes of a block are
+// expanded once for its 128 plan rows either way; here the consumer warps that issue the MMAs also do that work,
+// where the library kernel gives it to producer warps beside them. v1's racecheck reported hazards between the
+// producer's cp.async writes and the consumers' code reads (likely its model of cp.async.mbarrier.arrive.noinc).
 // The quantised MoE prefill products with the operands swapped — D[weight row n][plan row r] = W[n][k] · X[r][k] — so
 // that the FP4 / FP8 weights are wgmma's A operand *from registers* and the activations its B operand from shared
 // memory, the layout of CUTLASS's mixed-input Hopper GEMMs (and vLLM's Machete). moe_gemm_wgmma.cuh's quantised form
@@ -33,7 +37,7 @@ namespace dsv4::cuda::lab {
 
 constexpr int kRsRows = 128;  // weight rows (GATED: output columns) a block
 constexpr int kRsBK = 64;     // k a stage
-constexpr int kRsStages = 4;
+constexpr int kRsStages = 6;
 constexpr int kRsThreads = 384;
 constexpr int kRsActBytes = kWgBM * kRsBK * 2;     // 128 plan rows x 64 bf16: 16 KiB
 constexpr int kRsCodeBytes = 2 * kRsRows * kRsBK;  // the largest code tile: GATED E4M3, 16 KiB
@@ -142,33 +146,38 @@ __global__ void __launch_bounds__(kRsThreads, 1)
   };
   const uint8_t* sc1[2] = {scale_row(q1, 0), scale_row(q1, 1)};
   const uint8_t* sc3[2] = {scale_row(q3, 0), scale_row(q3, 1)};
-  // A stage's scale bytes of one matrix, loaded a stage ahead: FP4 byte 2 grp + h (the 32-value group grp of the
-  // stage, row h); FP8 byte 0. 127 (= 1) past K.
-  const auto stage_scales = [&](const uint8_t* const(&sc)[2], int t) -> uint32_t {
+  // A stage's scale bytes of one matrix, loaded a stage ahead and combined only where used (combining them at the
+  // load made every stage wait for it): FP4 one 16-bit load a row (the stage's two 32-value groups, adjacent and
+  // 2-byte aligned where a row has an even number of scale bytes, as at the Flash shapes this lab runs), FP8 one byte;
+  // 127 (= 1) past K.
+  struct StageScales {
+    uint32_t row[2];
+  };
+  const auto stage_scales = [&](const uint8_t* const(&sc)[2], int t) -> StageScales {
     const int k0 = t * kRsBK;
+    StageScales v;
     if (fp4) {
-      uint32_t v = 0;
 #pragma unroll
-      for (int grp = 0; grp < 2; ++grp) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int k = k0 + 32 * grp;
-          v |= (k < K ? static_cast<uint32_t>(__ldg(sc[h] + k / kFp4Group)) : 127u) << (8 * (2 * grp + h));
-        }
+      for (int h = 0; h < 2; ++h) {
+        v.row[h] = k0 + 32 < K ? static_cast<uint32_t>(__ldg(reinterpret_cast<const uint16_t*>(sc[h] + k0 / kFp4Group)))
+                   : k0 < K    ? (static_cast<uint32_t>(__ldg(sc[h] + k0 / kFp4Group)) | 0x7F00u)
+                               : 0x7F7Fu;
       }
-      return v;
+    } else {
+      v.row[0] = k0 < K ? static_cast<uint32_t>(__ldg(sc[0] + k0 / kFp8Block)) : 127u;
+      v.row[1] = v.row[0];
     }
-    return k0 < K ? static_cast<uint32_t>(__ldg(sc[0] + k0 / kFp8Block)) : 127u;
+    return v;
   };
   // byte_perm selector: byte 1 <- byte t4 of (word << 4) (its low code in bits 12..15), byte 3 <- byte t4 of the word
   // (its high code in bits 28..31): e2m1_pair_to_bf16x2_bits's positions for the pair (2 t4, 2 t4 + 1) of a k step.
   const uint32_t fp4_sel = (static_cast<uint32_t>(t4 + 4) << 4) | (static_cast<uint32_t>(t4) << 12);
   const uint32_t fp8_word = 4u * static_cast<uint32_t>(t4 >> 1), fp8_off = 2u * static_cast<uint32_t>(t4 & 1);
   // Fragment ks of one matrix (codes: its code tile in the stage; sv: its stage_scales).
-  const auto fragment = [&](uint32_t codes, uint32_t sv, int ks, uint32_t(&fa)[4]) {
+  const auto fragment = [&](uint32_t codes, const StageScales& sv, int ks, uint32_t(&fa)[4]) {
     if (fp4) {
-      const PairScale<WeightFormat::kFp4> s0(static_cast<uint8_t>(sv >> (16 * (ks / 2)))),
-          s1(static_cast<uint8_t>(sv >> (16 * (ks / 2) + 8)));
+      const PairScale<WeightFormat::kFp4> s0(static_cast<uint8_t>(sv.row[0] >> (8 * (ks / 2)))),
+          s1(static_cast<uint8_t>(sv.row[1] >> (8 * (ks / 2))));
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         uint32_t w0, w1;
@@ -181,7 +190,7 @@ __global__ void __launch_bounds__(kRsThreads, 1)
         fa[2 + h] = ps.template apply<kHigh>((x1 & 0x80008000u) | ((x1 & 0x70007000u) >> 6));
       }
     } else {
-      const PairScale<WeightFormat::kFp8Block> ps(static_cast<uint8_t>(sv));
+      const PairScale<WeightFormat::kFp8Block> ps(static_cast<uint8_t>(sv.row[0]));
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const uint32_t row = codes + static_cast<uint32_t>((brow + 8 * h) * 64 + 16 * ks) + fp8_word;
@@ -198,7 +207,7 @@ __global__ void __launch_bounds__(kRsThreads, 1)
   // ks = 3 that completes stage t - 1, whose slot is then released. Expansion of a step overlaps the MMAs of the
   // three before it (and the other warpgroup's).
   uint32_t f1[4][4], f3[4][4];
-  uint32_t sv1 = stage_scales(sc1, 0), sv3 = GATED ? stage_scales(sc3, 0) : 0u;
+  StageScales sv1 = stage_scales(sc1, 0), sv3 = GATED ? stage_scales(sc3, 0) : sv1;
   const uint32_t code_bytes = static_cast<uint32_t>(kRsRows * row_stage_bytes);
   for (int t = 0; t < ktiles; ++t) {
     const int s = t % kRsStages;
@@ -206,7 +215,7 @@ __global__ void __launch_bounds__(kRsThreads, 1)
     wg::fence_proxy_async();  // the activation rows to the async proxy (moe_gemm_wgmma.cuh's reasoning)
     const uint32_t st = base + static_cast<uint32_t>(s) * kRsStageBytes;
     const uint64_t db = wg::sw128_desc(st);
-    const uint32_t cur1 = sv1, cur3 = sv3;
+    const StageScales cur1 = sv1, cur3 = sv3;
     sv1 = stage_scales(sc1, t + 1);
     if constexpr (GATED) sv3 = stage_scales(sc3, t + 1);
 #pragma unroll
