@@ -40,6 +40,10 @@ constexpr EnvSwitch kSwitches[] = {
      zero_or_one},
     {"DSV4_PREFILL_ATTENTION", "0 | 1",
      "64-head prefill attention kernel for batches of >= 64 rows (default 1; 0: the split kernel)", zero_or_one},
+    {"DSV4_MOE_FP8", "0 | 1",
+     "MoE prefill products on E4M3 MMAs under --activation-quant fp8 (default 1; 0: bf16 MMAs on the round-tripped "
+     "activations)",
+     zero_or_one},
     {"DSV4_PIPELINE_DECODE", "0 | 1", "queue the next decode step before the tokens are back (default on)", boolean},
     {"DSV4_USE_BREAKABLE_CUDAGRAPH", "0 | 1",
      "breakable CUDA graphs for prefill (default: the architecture's; --cudagraph-mode overrides)", boolean_or_unset},

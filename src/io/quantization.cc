@@ -242,6 +242,16 @@ void dequantize_fp8_block(const uint8_t* q, const uint8_t* scale, int64_t out, i
   }
 }
 
+int fp4_row_scale_span(const uint8_t* scale, int64_t out, int64_t in) {
+  const int64_t sc = ceil_div(in, kFp4Group);
+  int span = 0;
+  for (int64_t r = 0; r < out; ++r) {
+    const auto [lo, hi] = std::minmax_element(scale + r * sc, scale + (r + 1) * sc);
+    if (sc > 0) span = std::max(span, int(*hi) - int(*lo));
+  }
+  return span;
+}
+
 void dequantize_fp4(const uint8_t* packed, const uint8_t* scale, int64_t out, int64_t in, float* dst,
                     const std::string& what) {
   DSV4_CHECK_ARG(in % 2 == 0, what, ": packed FP4 needs an even input dimension, got ", in);

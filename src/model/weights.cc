@@ -414,6 +414,7 @@ ModelWeights assemble_weights(const ModelConfig& cfg, const std::vector<TensorSp
     to_storage(scale, host.scale, scale_bytes, opt.device);
     m.codes = static_cast<const uint8_t*>(codes);
     m.scale = static_cast<const uint8_t*>(scale);
+    if (kept == WeightFormat::kFp4) m.fp4_row_span = fp4_row_scale_span(host.scale, m.rows, m.cols);
     return Weight::quantized_matrix(m, opt.device);
   };
   // Experts are stacked [E + 1, rows, cols] so kernels index them by expert id: the routed experts, then the
@@ -440,15 +441,19 @@ ModelWeights assemble_weights(const ModelConfig& cfg, const std::vector<TensorSp
       const size_t scale = static_cast<size_t>(quant_matrix_scale_bytes(routed_kept, rows, cols));
       auto* codes = static_cast<uint8_t*>(w.storage.alloc_bytes(code * static_cast<size_t>(E)));
       auto* scales = static_cast<uint8_t*>(w.storage.alloc_bytes(scale * static_cast<size_t>(E)));
+      int32_t span = 0;
       for (int64_t e = 0; e < E; ++e) {
         const WeightSource::HostCodes host =
             source.quantized_bytes(str_cat(prefix, "ffn.experts.", e, ".", proj, ".weight"));
         to_storage(codes + e * code, host.codes, code, opt.device);
         to_storage(scales + e * scale, host.scale, scale, opt.device);
+        if (routed_kept == WeightFormat::kFp4) span = std::max(span, fp4_row_scale_span(host.scale, rows, cols));
       }
       const Weight s = load_weight(shared_name);
       *shared = s;
-      return Weight::quantized_stack({routed_kept, codes, scales, E, rows, cols}, s.quant(), opt.device);
+      QuantMatrices routed{routed_kept, codes, scales, E, rows, cols};
+      if (routed_kept == WeightFormat::kFp4) routed.fp4_row_span = span;
+      return Weight::quantized_stack(routed, s.quant(), opt.device);
     }
     Tensor t = w.storage.alloc(matrix_or(first.kind, opt), {E + 1, first.shape[0], first.shape[1]});
     for (int64_t e = 0; e < E; ++e) {

@@ -58,7 +58,8 @@ TEST(EnvSwitches, BadValuesFailBeforeLoadingWithTheAcceptedValues) {
                {"DSV4_LOG_LEVEL", "verbose", "debug"},
                {"DSV4_PROFILE_DECODE", "-1", "3"},
                {"DSV4_USE_BREAKABLE_CUDAGRAPH", "2", ""},
-               {"DSV4_PREFILL_ATTENTION", "yes", "1"}};
+               {"DSV4_PREFILL_ATTENTION", "yes", "1"},
+               {"DSV4_MOE_FP8", "on", "0"}};
   for (const auto& c : cases) {
     const char* old = getenv(c.name);
     const std::string saved = old != nullptr ? old : "";

@@ -112,6 +112,17 @@ TEST(QuantCodec, Fp4TableAndRounding) {
   EXPECT_EQ(float_to_fp4_e2m1(2.6f), 5);
 }
 
+// The loader's measure for CUDA's E4M3 MoE products: the widest (largest - smallest) scale byte span within one row,
+// rows of ceil(in / 32) scale bytes (a ragged last group counts), never across rows.
+TEST(QuantCodec, Fp4RowScaleSpanIsTheWidestWithinOneRow) {
+  // 3 rows of in = 70 (3 groups): spans 0, 14, 5; across rows the bytes would span 130 - 100 = 30.
+  const std::vector<uint8_t> scale = {120, 120, 120, 116, 130, 125, 100, 105, 103};
+  EXPECT_EQ(fp4_row_scale_span(scale.data(), 3, 70), 14);
+  EXPECT_EQ(fp4_row_scale_span(scale.data(), 1, 70), 0);
+  EXPECT_EQ(fp4_row_scale_span(scale.data() + 6, 1, 70), 5);
+  EXPECT_EQ(fp4_row_scale_span(scale.data(), 0, 70), 0);
+}
+
 TEST(QuantCodec, ScalesAreTheSmallestPowerOfTwoHoldingTheBlock) {
   auto fp8_scale = [](float amax) {
     std::vector<float> w(4, 0.0f);

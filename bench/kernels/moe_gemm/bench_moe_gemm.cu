@@ -16,6 +16,7 @@
 //
 //   build/bench/bench_moe_gemm quant    the quantised Flash timing only (its sampled check included)
 //   build/bench/bench_moe_gemm rs       the same, then the operand-swapped variant (moe_gemm_rs.cuh) on the same stacks
+//   build/bench/bench_moe_gemm fp8      the same, then the E4M3 products (moe_gemm_fp8.cuh) on E4M3 activations
 // The mma.sync fallback (moe.cu's moe_gemm_wide_kernel, private there) is not in this harness: its figures come from a
 // CUPTI trace of `dsv4 bench --prefill 4096` (H100, 2026-12-06: 5.26 ms gated, 2.79 ms w2 a layer against 3.17 / 1.71
 // here). Exit status: non-zero on any failure.
@@ -32,6 +33,8 @@
 #include <vector>
 
 #include "../lab_util.h"
+#include "backend/cuda/act_quant.h"
+#include "backend/cuda/moe_gemm_fp8.cuh"
 #include "backend/cuda/moe_gemm_wgmma.cuh"
 #include "backend/cuda/moe_plan_reference.h"
 #include "dsv4/io/quantization.h"
@@ -338,23 +341,40 @@ struct FlashProblem {
         y(P * H) {}
 };
 
-double dot_f(const bf16* a, const float* w, int64_t K) {
+double dot_ff(const float* a, const float* w, int64_t K) {
   double s = 0;
-  for (int64_t i = 0; i < K; ++i) s += static_cast<double>(to_f(a[i])) * w[i];
+  for (int64_t i = 0; i < K; ++i) s += static_cast<double>(a[i]) * w[i];
   return s;
 }
 
 // Runs both products once (outputs poisoned first), checks 256 sampled outputs of each against host dot products
 // with the weight rows `row(matrix, e, n)` gives (matrix 1 = w1, 3 = w3, 2 = w2; f32 values), then times each by
 // graph replay and prints the figures under `name`. shared_half: every other sample from the shared expert's rows.
+// The activation rows the products read, as f32 values: x row t (GATED) and act row r (w2). By default the bf16 rows
+// of f.x / f.act; the FP8 variant's are its E4M3 codes times their scales.
+struct ActRows {
+  std::function<std::vector<float>(int64_t)> x, act;
+  std::function<void()> between;  // after the gated product, before w2 (untimed): the FP8 variant quantises act
+};
 using WeightRow = std::function<std::vector<float>(int, int64_t, int64_t)>;
 bool check_and_time(const std::string& name, FlashProblem& f, const WeightRow& row,
                     const std::function<void(cudaStream_t)>& gated, const std::function<void(cudaStream_t)>& down,
-                    bool shared_half) {
+                    bool shared_half, ActRows rows = {}) {
   constexpr int H = FlashProblem::H, I = FlashProblem::I;
+  const auto bf16_row = [](const bf16* src, int64_t n) {
+    std::vector<bf16> h(n);
+    CK(cudaMemcpy(h.data(), src, n * sizeof(bf16), cudaMemcpyDeviceToHost));
+    std::vector<float> v(n);
+    for (int64_t i = 0; i < n; ++i) v[i] = to_f(h[i]);
+    return v;
+  };
+  if (!rows.x) rows.x = [&](int64_t t) { return bf16_row(f.x.ptr + t * H, H); };
+  if (!rows.act) rows.act = [&](int64_t r) { return bf16_row(f.act.ptr + r * I, I); };
   f.act.poison();
   f.y.poison();
   gated(nullptr);
+  CK(cudaDeviceSynchronize());
+  if (rows.between) rows.between();
   down(nullptr);
   CK(cudaDeviceSynchronize());
   std::vector<int32_t> expert_of_row(f.P);
@@ -373,12 +393,12 @@ bool check_and_time(const std::string& name, FlashProblem& f, const WeightRow& r
     while (shared_half && (s % 2 == 0) != (expert_of_row[r] == FlashProblem::E)) r = pick_row(f.rng);
     const int64_t e = expert_of_row[r];
     const int n = static_cast<int>(f.rng() % I), m = static_cast<int>(f.rng() % H);
-    const std::vector<bf16> xr = fetch(f.x.ptr + static_cast<int64_t>(f.hp.token_of[r]) * H, H);
-    act_want.push_back(swiglu(static_cast<float>(dot_f(xr.data(), row(1, e, n).data(), H)),
-                              static_cast<float>(dot_f(xr.data(), row(3, e, n).data(), H)), FlashProblem::limit));
+    const std::vector<float> xr = rows.x(f.hp.token_of[r]);
+    act_want.push_back(swiglu(static_cast<float>(dot_ff(xr.data(), row(1, e, n).data(), H)),
+                              static_cast<float>(dot_ff(xr.data(), row(3, e, n).data(), H)), FlashProblem::limit));
     act_got.push_back(to_f(fetch(f.act.ptr + r * I + n, 1)[0]));
-    const std::vector<bf16> ar = fetch(f.act.ptr + r * I, I);
-    y_want.push_back(static_cast<float>(dot_f(ar.data(), row(2, e, m).data(), I)));
+    const std::vector<float> ar = rows.act(r);
+    y_want.push_back(static_cast<float>(dot_ff(ar.data(), row(2, e, m).data(), I)));
     float yv = 0;
     CK(cudaMemcpy(&yv, f.y.ptr + r * H + m, sizeof(float), cudaMemcpyDeviceToHost));
     y_got.push_back(yv);
@@ -487,6 +507,76 @@ bool time_flash_quant_rs() {
       true);
 }
 
+// The E4M3 variant (moe_gemm_fp8.cuh) on the same quantised stacks, activations as --activation-quant fp8 leaves them
+// (activation_fp8_codes: E4M3 codes, a power-of-two scale per 128 values): the check's reference reads those codes
+// times their scales (x before the gated product, act before w2) and the exact host dequantisation of the weights.
+bool time_flash_fp8() {
+  FlashProblem f(4321);
+  constexpr int64_t T = FlashProblem::T;
+  constexpr int H = FlashProblem::H, I = FlashProblem::I;
+  fill_random(f.x.ptr, f.x.n, 11, 1.0f);
+  const QuantStack w1(I, H, FlashProblem::E, 100), w3(I, H, FlashProblem::E, 200), w2(H, I, FlashProblem::E, 300);
+  DevBuf<uint8_t> xc(T * H), ac(f.P * I);
+  DevBuf<float> xs(H / 128 * T), as(I / 128 * f.P);
+  // The loader's measurement of each stack's FP4 row spans, on the scale bytes.
+  const auto with_span = [](const QuantStack& w) {
+    const std::vector<uint8_t> sc = w.scale.download();
+    dsv4::cuda::QuantExperts q = w.view();
+    q.fp4_row_span = dsv4::fp4_row_scale_span(sc.data(), w.experts * w.N, w.K);
+    return q;
+  };
+  const dsv4::cuda::QuantExperts q1 = with_span(w1), q3 = with_span(w3), q2 = with_span(w2);
+  if (!dsv4::cuda::moe_gemm_fp8_supports(q1, q3, q2, xc.ptr, H, I)) {
+    std::printf("FAIL fp8: moe_gemm_fp8_supports refuses the stacks (FP4 row spans %d / %d / %d)\n", q1.fp4_row_span,
+                q3.fp4_row_span, q2.fp4_row_span);
+    return false;
+  }
+  dsv4::cuda::activation_fp8_codes(nullptr, dsv4::DType::BF16, f.x.ptr, H, T, H, T, xc.ptr, xs.ptr);
+  const auto quantise_act = [&](cudaStream_t s) {
+    dsv4::cuda::activation_fp8_codes(s, dsv4::DType::BF16, f.act.ptr, I, f.P, I, f.P, ac.ptr, as.ptr);
+  };
+  // Row r of codes [rows, width] with scales [width / 128][rows], as f32.
+  const auto fp8_row = [](const DevBuf<uint8_t>& codes, const DevBuf<float>& scales, int64_t rows, int64_t width,
+                          int64_t r) {
+    std::vector<uint8_t> c(width);
+    CK(cudaMemcpy(c.data(), codes.ptr + r * width, width, cudaMemcpyDeviceToHost));
+    std::vector<float> v(width);
+    for (int64_t b = 0; b < width / 128; ++b) {
+      float sc = 0;
+      CK(cudaMemcpy(&sc, scales.ptr + b * rows + r, sizeof(float), cudaMemcpyDeviceToHost));
+      for (int64_t i = 128 * b; i < 128 * (b + 1); ++i) v[i] = dsv4::f8e4m3_to_float(c[i]) * sc;
+    }
+    return v;
+  };
+  ActRows rows;
+  rows.x = [&](int64_t t) { return fp8_row(xc, xs, T, H, t); };
+  rows.act = [&](int64_t r) { return fp8_row(ac, as, f.P, I, r); };
+  rows.between = [&] {
+    quantise_act(nullptr);
+    CK(cudaDeviceSynchronize());
+  };
+  const auto row = [&](int matrix, int64_t e, int64_t n) {
+    return (matrix == 1 ? w1 : matrix == 3 ? w3 : w2).row(e, n);
+  };
+  const dsv4::cuda::Fp8Activations xa{xc.ptr, xs.ptr, T}, aa{ac.ptr, as.ptr, f.P};
+  const bool ok = check_and_time(
+      "fp8", f, row,
+      [&](cudaStream_t s) {
+        dsv4::cuda::launch_moe_gemm_fp8<true>(s, f.act.ptr, xa, q1, q3, f.plan.view(), f.bound, I, H, FlashProblem::limit);
+      },
+      [&](cudaStream_t s) {
+        dsv4::cuda::launch_moe_gemm_fp8<false>(s, f.y.ptr, aa, q2, q2, f.plan.view(), f.bound, H, I, FlashProblem::limit);
+      },
+      true, rows);
+  cudaStream_t stream;
+  CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  const double t_q = dsv4::bench::time_graph([&](int, cudaStream_t st) { quantise_act(st); }, stream, 1, 30);
+  CK(cudaStreamDestroy(stream));
+  std::printf("  fp8 act quantisation (activation_fp8_codes, %lld x %d): %8.3f ms\n", static_cast<long long>(f.P), I,
+              t_q * 1e3);
+  return ok;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -503,6 +593,12 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "rs") == 0) {  // the operand-swapped variant beside the current kernel
     ok = time_flash_quant();
     ok = time_flash_quant_rs() && ok;
+    std::printf("%s\n", ok ? "ALL PASS" : "SOME FAILED");
+    return ok ? 0 : 1;
+  }
+  if (argc > 1 && std::strcmp(argv[1], "fp8") == 0) {  // the E4M3 variant beside the current quantised kernel
+    ok = time_flash_quant();
+    ok = time_flash_fp8() && ok;
     std::printf("%s\n", ok ? "ALL PASS" : "SOME FAILED");
     return ok ? 0 : 1;
   }

@@ -26,6 +26,9 @@ struct QuantMatrices {
   const uint8_t* codes = nullptr;
   const uint8_t* scale = nullptr;
   int64_t count = 0, rows = 0, cols = 0;
+  // FP4: the widest span of one row's group scales over the matrices (fp4_row_scale_span), measured by the loader
+  // from the checkpoint's bytes; -1 when not measured (CUDA's E4M3 MoE products then take the bf16 path).
+  int32_t fp4_row_span = -1;
 };
 
 // Bytes of one quantised [rows, cols] matrix's codes and scale (the checkpoint's shapes); 0 for kPlain.

@@ -71,6 +71,10 @@ void dequantize_fp8_block(const uint8_t* q, const uint8_t* scale, int64_t out, i
                           const std::string& what);
 void dequantize_fp4(const uint8_t* packed, const uint8_t* scale, int64_t out, int64_t in, float* dst,
                     const std::string& what);
+// The widest span, in binades, of one row's group scales in an FP4 matrix [out, in] (scale [out, ceil(in / 32)]):
+// max over rows of (largest - smallest scale byte). CUDA's E4M3 MoE products (--activation-quant fp8) fold a row's
+// group scales into E4M3 codes relative to its largest, exactly while this is at most 14.
+int fp4_row_scale_span(const uint8_t* scale, int64_t out, int64_t in);
 
 // Quantise f32 [out, in]. Each block (FP8: 128 x 128, FP4: 1 x 32 along `in`) gets the smallest power-of-two
 // scale s with amax <= qmax * s (qmax 448 / 6; an all-zero block gets s = 1; exponents below 2^-127 clamp to

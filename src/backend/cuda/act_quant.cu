@@ -65,6 +65,33 @@ __global__ void __launch_bounds__(kActThreads)
   round_trip_row(row, row, width, mul);
 }
 
+// Block p: pair p's row of the expert-sorted intermediate times its weight as codes and scales (moe_act_fp8_codes).
+__global__ void __launch_bounds__(kActThreads)
+    moe_act_fp8_codes_kernel(const bf16* __restrict__ act, int64_t width, MoePlan plan, const float* __restrict__ weights,
+                             int64_t routed_pairs, int64_t pairs, uint8_t* __restrict__ codes,
+                             float* __restrict__ scales) {
+  pdl_wait();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  const int64_t p = blockIdx.x, row = plan_row(plan, p);
+  const float mul = p < routed_pairs ? weights[p] : 1.0f;
+  for (int64_t b = warp; b < width / kActBlock; b += warps) {
+    const int64_t lo = row * width + b * kActBlock;
+    float v[4];
+    float m = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      v[j] = to_float(act[lo + lane + 32 * j]) * mul;
+      m = fmaxf(m, fabsf(v[j]));
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    const float s = pow2(block_exponent(fmaxf(m, kAmaxFloor)));
+#pragma unroll
+    for (int j = 0; j < 4; ++j) codes[lo + lane + 32 * j] = e4m3_encode(divide(v[j], s));
+    if (lane == 0) scales[b * pairs + row] = s;
+  }
+}
+
 // Row blockIdx.x of the FP8 codes: the round trip's codes and scales instead of its values (rows past `rows`:
 // zero codes at scale 1, the padding of a GEMM that takes rows in multiples of 16). Scales K-block-major
 // ([width / 128, rows_padded], gridDim.x = rows_padded): cuBLASLt's VEC128_32F layout.
@@ -132,6 +159,15 @@ void moe_act_round_trip(cudaStream_t stream, T* act, int64_t width, const MoePla
   check_launch(launch_kernel(moe_act_round_trip_kernel<T>, dim3(static_cast<unsigned>(aq.pairs)), dim3(kActThreads), 0,
                              stream, act, width, plan, aq.weights, aq.routed_pairs),
                "moe_act_round_trip");
+}
+void moe_act_fp8_codes(cudaStream_t stream, const bf16* act, int64_t width, const MoePlan& plan, const MoeActQuant& aq,
+                       uint8_t* codes, float* scales) {
+  DSV4_CHECK_ARG(width % kActBlock == 0 && aq.pairs <= 0x7fffffff, "moe_act_fp8_codes: width ", width, ", ", aq.pairs,
+                 " pairs");
+  if (aq.pairs == 0 || width == 0) return;
+  check_launch(launch_kernel(moe_act_fp8_codes_kernel, dim3(static_cast<unsigned>(aq.pairs)), dim3(kActThreads), 0,
+                             stream, act, width, plan, aq.weights, aq.routed_pairs, aq.pairs, codes, scales),
+               "moe_act_fp8_codes");
 }
 template void moe_act_round_trip<bf16>(cudaStream_t, bf16*, int64_t, const MoePlan&, const MoeActQuant&);
 template void moe_act_round_trip<float>(cudaStream_t, float*, int64_t, const MoePlan&, const MoeActQuant&);

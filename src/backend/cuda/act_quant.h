@@ -32,5 +32,11 @@ struct MoeActQuant {
 };
 template <typename T>
 void moe_act_round_trip(cudaStream_t stream, T* act, int64_t width, const MoePlan& plan, const MoeActQuant& aq);
+// moe_act_round_trip's FP8 form, for moe_gemm_experts_fp8's w2 product: pair p's row of act [aq.pairs, width] (bf16)
+// times its routing weight as E4M3 codes at the same row of codes [aq.pairs, width] and its scales at
+// scales[b * aq.pairs + row] (activation_fp8_codes' layout), so that code * scale is moe_act_round_trip's value.
+// width % 128 == 0.
+void moe_act_fp8_codes(cudaStream_t stream, const bf16* act, int64_t width, const MoePlan& plan, const MoeActQuant& aq,
+                       uint8_t* codes, float* scales);
 
 }  // namespace dsv4::cuda

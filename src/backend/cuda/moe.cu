@@ -18,6 +18,7 @@
 #include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/mma.cuh"
+#include "backend/cuda/moe_gemm_fp8.cuh"
 #include "backend/cuda/moe_gemm_wgmma.cuh"
 #include "backend/cuda/moe_plan.h"
 #include "backend/cuda/quant_decode.cuh"
@@ -737,6 +738,10 @@ QuantExperts experts_of(const Weight& w) {
   e.routed = matrix_of(w.quant());
   e.count = static_cast<int32_t>(w.quant().count);
   if (w.shared().count != 0) e.shared = matrix_of(w.shared());
+  // The FP4 parts' widest row span (-1: some FP4 part not measured).
+  const auto span = [](const QuantMatrices& m) { return m.format == WeightFormat::kFp4 ? m.fp4_row_span : 0; };
+  const int32_t routed = span(w.quant()), shared = w.shared().count != 0 ? span(w.shared()) : 0;
+  e.fp4_row_span = routed < 0 || shared < 0 ? -1 : std::max(routed, shared);
   return e;
 }
 
@@ -783,6 +788,16 @@ void moe_experts_quant(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, T
   Tensor act = A.alloc(DType::BF16, {r.P, I});
   Tensor y = A.alloc(DType::F32, {r.P, H});
   const MoeActQuant aq{weights.ptr<float>(), r.routed_pairs, r.P};
+  if (activation_quant && !decode && moe_gemm_fp8_supports(e1, e3, e2, x.data(), H, I)) {
+    // DeepSeek's act_quant as E4M3 codes + scales, and the products on E4M3 MMAs.
+    Tensor x_codes = A.alloc(DType::U8, {T, H}), x_scales = A.alloc(DType::F32, {H / kF8BK, T});
+    Tensor act_codes = A.alloc(DType::U8, {r.P, I}), act_scales = A.alloc(DType::F32, {I / kF8BK, r.P});
+    activation_fp8_codes(s, x.dtype(), x.data(), H, T, H, T, x_codes.ptr<uint8_t>(), x_scales.ptr<float>());
+    moe_gemm_experts_fp8(s, act.ptr<bf16>(), act_codes.ptr<uint8_t>(), act_scales.ptr<float>(), y.ptr<float>(),
+                         x_codes.ptr<uint8_t>(), x_scales.ptr<float>(), T, e1, e3, e2, r.plan, r.max_tiles, H, I, limit,
+                         aq);
+    return combine(s, out, r, y, weights, T, k, H, shared_expert, activation_quant);
+  }
   if (activation_quant) x = quantized_copy(A, s, x);
   if (!decode) {
     moe_gemm_experts_quant(s, act.ptr<bf16>(), y.ptr<float>(), x.ptr<bf16>(), e1, e3, e2, r.plan, r.max_tiles, H, I,
@@ -795,6 +810,36 @@ void moe_experts_quant(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, T
 }
 
 }  // namespace
+
+bool moe_gemm_fp8_supports(const QuantExperts& w1, const QuantExperts& w3, const QuantExperts& w2, const void* x,
+                           int64_t H, int64_t I) {
+  static const bool enabled = [] {  // the A/B switch (env.cc's table checks its value at start-up)
+    std::string v;
+    return !env_string("DSV4_MOE_FP8", &v) || v != "0";
+  }();
+  const auto fp4_exact = [](const QuantExperts& w) {
+    const bool fp4 = w.routed.format == WeightFormat::kFp4 ||
+                     (w.shared.codes != nullptr && w.shared.format == WeightFormat::kFp4);
+    return !fp4 || (w.fp4_row_span >= 0 && w.fp4_row_span <= kF8MaxSpan);
+  };
+  return enabled && moe_decode_quant_supports(w1, w3, w2, x, H, I) && H % kF8BK == 0 && I % kF8BK == 0 && H <= INT32_MAX &&
+         I <= INT32_MAX && fp4_exact(w1) && fp4_exact(w3) && fp4_exact(w2);
+}
+
+void moe_gemm_experts_fp8(cudaStream_t stream, bf16* act, uint8_t* act_codes, float* act_scales, float* y,
+                          const uint8_t* x_codes, const float* x_scales, int64_t tokens, const QuantExperts& w1,
+                          const QuantExperts& w3, const QuantExperts& w2, const MoePlan& plan, int64_t max_tiles,
+                          int64_t H, int64_t I, float limit, const MoeActQuant& aq) {
+  DSV4_CHECK_ARG(moe_gemm_fp8_supports(w1, w3, w2, x_codes, H, I) && aligned16(act) && aligned16(act_codes),
+                 "moe_gemm_experts_fp8: unsupported stacks (H=", H, " I=", I, ", formats ",
+                 weight_format_name(w1.routed.format), " / ", weight_format_name(w1.shared.format),
+                 ", FP4 row spans ", w1.fp4_row_span, " / ", w3.fp4_row_span, " / ", w2.fp4_row_span, ")");
+  launch_moe_gemm_fp8<true>(stream, act, Fp8Activations{x_codes, x_scales, tokens}, w1, w3, plan, max_tiles,
+                            static_cast<int>(I), static_cast<int>(H), limit);
+  moe_act_fp8_codes(stream, act, I, plan, aq, act_codes, act_scales);
+  launch_moe_gemm_fp8<false>(stream, y, Fp8Activations{act_codes, act_scales, aq.pairs}, w2, w2, plan, max_tiles,
+                             static_cast<int>(H), static_cast<int>(I), limit);
+}
 
 void moe_gemm_experts_quant(cudaStream_t stream, bf16* act, float* y, const bf16* x, const QuantExperts& w1,
                             const QuantExperts& w3, const QuantExperts& w2, const MoePlan& plan, int64_t max_tiles,

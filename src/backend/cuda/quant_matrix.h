@@ -74,6 +74,9 @@ struct QuantExperts {
   QuantMatrix routed;  // codes / scale of expert 0; N, K of one expert
   int32_t count = 0;
   QuantMatrix shared;  // codes == nullptr: no shared expert in this stack
+  // FP4 parts: the widest span (largest - smallest scale byte) of one row's group scales, over the stack (measured at
+  // load: fp4_row_scale_span); -1 when not measured. moe_gemm_experts_fp8 needs it at most 14.
+  int32_t fp4_row_span = -1;
 };
 
 // Whether moe_decode_experts_quant computes these stacks: w1 and w3 [I, H], w2 [H, I] (routed and shared alike),
@@ -95,5 +98,23 @@ void moe_decode_experts_quant(cudaStream_t stream, bf16* act, float* y, const bf
 void moe_gemm_experts_quant(cudaStream_t stream, bf16* act, float* y, const bf16* x, const QuantExperts& w1,
                             const QuantExperts& w3, const QuantExperts& w2, const MoePlan& plan, int64_t max_tiles,
                             int64_t H, int64_t I, float limit, const MoeActQuant* aq = nullptr);
+
+// ---- MoE prefill on E4M3 MMAs (--activation-quant fp8) ----------------------------------------------------
+// Whether moe_gemm_experts_fp8 computes these stacks: moe_decode_quant_supports' conditions, H % 128 == 0 and
+// I % 128 == 0 (a k stage is one activation scale block), and FP4 parts whose rows' group scales span at most 14
+// binades (fp4_row_span measured; the exactness bound of the FP4 -> E4M3 expansion, moe_gemm_fp8.cuh).
+bool moe_gemm_fp8_supports(const QuantExperts& w1, const QuantExperts& w3, const QuantExperts& w2, const void* x,
+                           int64_t H, int64_t I);
+
+// moe_gemm_experts_quant with the activations quantised as --activation-quant fp8 does (DeepSeek's act_quant: E4M3 per
+// 128 values at a power-of-two scale), on E4M3 tensor-core MMAs (moe_gemm_fp8.cuh): x_codes [T, H] E4M3 with x_scales
+// [H / 128, T] (activation_fp8_codes of x), act [P, I] bf16 = SwiGLU, then act times each pair's routing weight
+// quantised into act_codes [P, I] / act_scales [I / 128, P] (moe_act_fp8_codes), y [P, H] f32 = that times w2ᵀ (the
+// combine adds y's rows with weight 1). The same values as moe_gemm_experts_quant on the round-tripped activations
+// with `aq`, up to f32 summation order. Deterministic; graph-capturable.
+void moe_gemm_experts_fp8(cudaStream_t stream, bf16* act, uint8_t* act_codes, float* act_scales, float* y,
+                          const uint8_t* x_codes, const float* x_scales, int64_t tokens, const QuantExperts& w1,
+                          const QuantExperts& w3, const QuantExperts& w2, const MoePlan& plan, int64_t max_tiles,
+                          int64_t H, int64_t I, float limit, const MoeActQuant& aq);
 
 }  // namespace dsv4::cuda
