@@ -165,6 +165,11 @@ TEST(QuantizedWeight, LoaderKeepsTheCheckpointsCodesAndScales) {
         ASSERT_EQ(qw->shared().count, 1);
         EXPECT_EQ(qw->shared().format, WeightFormat::kFp8Block);
         EXPECT_EQ(qs->quant().codes, qw->shared().codes);  // shared_w* is the stack's shared part
+        // FP4 stacks carry the widest row span of their group scales (CUDA's E4M3 MoE products check it).
+        const QuantMatrices& r = qw->quant();
+        EXPECT_EQ(r.fp4_row_span, r.format == WeightFormat::kFp4 ? fp4_row_scale_span(r.scale, E * r.rows, r.cols) : -1)
+            << p << proj;
+        EXPECT_EQ(qw->shared().fp4_row_span, -1) << p << proj;  // FP8
         for (int64_t e = 0; e < E; ++e) {
           expect_matrix(c, str_cat(p, "ffn.experts.", e, ".", proj, ".weight"), qw->quant(), e,
                         pw->plain().select(0, e));
@@ -283,6 +288,14 @@ TEST(QuantizedWeight, SyntheticWeightsInTheOfficialLayout) {
     const double sd = std::sqrt(sq / static_cast<double>(v.size()));
     const double want = 1.0 / std::sqrt(static_cast<double>(m->cols));
     EXPECT_NEAR(sd, want, 0.25 * want) << weight_format_name(m->format);
+  }
+  // The synthetic stacks' FP4 row spans are measured and within the E4M3 MoE products' bound, so that `bench
+  // --synthetic flash --cuda-weights quantized --activation-quant fp8` times those products.
+  for (const Weight* w : {&a.ffn.w1, &a.ffn.w2, &a.ffn.w3}) {
+    const QuantMatrices& r = w->quant();
+    EXPECT_EQ(r.fp4_row_span, fp4_row_scale_span(r.scale, r.count * r.rows, r.cols));
+    EXPECT_GE(r.fp4_row_span, 0);
+    EXPECT_LE(r.fp4_row_span, 14);
   }
   EXPECT_EQ(test::to_vector(q.embed), test::to_vector(plain.embed));
 }
