@@ -392,6 +392,17 @@ struct MoeCase {
   WeightFormat routed;
 };
 
+// k distinct experts of E per token, [T * k].
+std::vector<int32_t> random_routing(std::mt19937& rng, int64_t T, int64_t k, int64_t E) {
+  std::vector<int32_t> indices(T * k), all(E);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int32_t e = 0; e < E; ++e) all[e] = e;
+    std::shuffle(all.begin(), all.end(), rng);
+    std::copy(all.begin(), all.begin() + k, indices.begin() + t * k);
+  }
+  return indices;
+}
+
 float swiglu(float g, float u, float limit) {
   g = std::min(g, limit);
   u = std::min(std::max(u, -limit), limit);
@@ -412,13 +423,7 @@ void check_moe(const MoeCase& c, int seed) {
   // and outside the SwiGLU clamp.
   const float range = 0.2f / std::sqrt(static_cast<float>(c.H));
   const std::vector<float> x = test::round_bf16(random_vec(rng, c.T * c.H, -range, range));
-  std::vector<int32_t> indices(c.T * c.k);
-  for (int64_t t = 0; t < c.T; ++t) {  // k distinct experts per token
-    std::vector<int32_t> all(c.E);
-    for (int32_t e = 0; e < c.E; ++e) all[e] = e;
-    std::shuffle(all.begin(), all.end(), rng);
-    std::copy(all.begin(), all.begin() + c.k, indices.begin() + t * c.k);
-  }
+  const std::vector<int32_t> indices = random_routing(rng, c.T, c.k, c.E);
   const HostPlan hp = make_plan(indices, c.T, c.k, c.E, true);
   const int64_t P = static_cast<int64_t>(hp.row_of.size());
 
@@ -512,9 +517,9 @@ void check_moe(const MoeCase& c, int seed) {
 // largest (bf16 rounding; FP8-routed stacks 2e-2: Hopper's E4M3 MMAs add inside a 128-deep block with ~14 bits kept
 // relative to the largest product, and these random E4M3 codes span 2^-9 .. 448 — measured 1.24e-2 on an H100,
 // against 5.1e-3 for the FP4 stacks), y within 2e-2 (where act differs from the oracle in its last bf16 bit, its
-// requantised value can land one E4M3 step away: 1.5e-2 measured); a second run bit-identical. wide_span: rows of expert 0's w1
-// with group scales 14 binades apart (the FP4 -> E4M3 expansion's subnormals); the stacks' spans are measured as the
-// loader does (fp4_row_scale_span).
+// requantised value can land one E4M3 step away: 1.5e-2 measured); a second run bit-identical. wide_span: rows of
+// expert 0's w1 with group scales 14 binades apart (the FP4 -> E4M3 expansion's subnormals); the stacks' spans are
+// measured as the loader does (fp4_row_scale_span).
 void check_moe_fp8(const MoeCase& c, int seed, bool wide_span) {
   std::mt19937 rng(seed);
   const float limit = 7.0f;
@@ -532,13 +537,7 @@ void check_moe_fp8(const MoeCase& c, int seed, bool wide_span) {
   }
   const float range = 0.2f / std::sqrt(static_cast<float>(c.H));
   std::vector<float> x = test::round_bf16(random_vec(rng, c.T * c.H, -range, range));
-  std::vector<int32_t> indices(c.T * c.k);
-  for (int64_t t = 0; t < c.T; ++t) {
-    std::vector<int32_t> all(c.E);
-    for (int32_t e = 0; e < c.E; ++e) all[e] = e;
-    std::shuffle(all.begin(), all.end(), rng);
-    std::copy(all.begin(), all.begin() + c.k, indices.begin() + t * c.k);
-  }
+  const std::vector<int32_t> indices = random_routing(rng, c.T, c.k, c.E);
   const std::vector<float> route_w = random_vec(rng, c.T * c.k, 0.1f, 1.0f);
   const HostPlan hp = make_plan(indices, c.T, c.k, c.E, true, cuda::kPlanWideTileRows);
   const int64_t P = static_cast<int64_t>(hp.row_of.size());
@@ -637,6 +636,67 @@ TEST(CudaQuant, MoeGemmFp8MatchesActivationQuantOracle) {
   cuda::QuantExperts q;
   q.routed.format = WeightFormat::kFp8Block;
   EXPECT_FALSE(cuda::moe_gemm_fp8_supports(q, q, q, nullptr, 192, 128));
+}
+
+// ops::moe_experts on quantised stacks as the loader builds them (Weight::quantized_stack, FP4 routed with the measured
+// row span, FP8 shared) under --activation-quant fp8 at prefill size (T = 300: the wide path), against the CPU op on
+// the dequantised f32 stacks with the same activation quantisation: within 3e-2 (the bf16 plain-weight bound of
+// CudaOps.MoeExpertsActivationQuant) and closer to it than to the CPU's unquantised result; the same stacks with the
+// span marked too wide (the bf16-MMA path on round-tripped activations) meet the same bounds.
+TEST(CudaQuant, MoeExpertsOpOnQuantizedStacksUnderActivationQuantMatchesCpu) {
+  DSV4_REQUIRE_GPU();
+  std::mt19937 rng(900);
+  const int64_t H = 256, I = 256, E = 8, k = 2, T = 300;
+  const float limit = 7.0f;
+  const HostQuant w1 = random_quant(rng, WeightFormat::kFp4, I, H, E),
+                  w3 = random_quant(rng, WeightFormat::kFp4, I, H, E),
+                  w2 = random_quant(rng, WeightFormat::kFp4, H, I, E);
+  const HostQuant s1 = random_quant(rng, WeightFormat::kFp8Block, I, H),
+                  s3 = random_quant(rng, WeightFormat::kFp8Block, I, H),
+                  s2 = random_quant(rng, WeightFormat::kFp8Block, H, I);
+  const float range = 0.2f / std::sqrt(static_cast<float>(H));
+  std::vector<float> x = test::round_bf16(random_vec(rng, T * H, -range, range));
+  std::vector<float> route_w = random_vec(rng, T * k, 0.1f, 1.0f);
+  std::vector<int32_t> idx = random_routing(rng, T, k, E);
+  // The CPU's f32 stacks [E + 1, rows, cols]: the routed experts, then the shared one.
+  const auto stacked = [&](const HostQuant& routed, const HostQuant& shared) {
+    std::vector<float> v(routed.values);
+    v.insert(v.end(), shared.values.begin(), shared.values.end());
+    return v;
+  };
+  std::vector<float> f1 = stacked(w1, s1), f3 = stacked(w3, s3), f2 = stacked(w2, s2);
+  ExecContext cpu;
+  cpu.device = Device::kCPU;
+  std::vector<float> ref(T * H), ref_plain(T * H);
+  for (bool aq : {true, false}) {
+    ops::moe_experts(cpu, test::host_view(aq ? ref : ref_plain, {T, H}), test::host_view(x, {T, H}),
+                     test::host_view_i32(idx, {T, k}), test::host_view(route_w, {T, k}),
+                     test::host_view(f1, {E + 1, I, H}), test::host_view(f2, {E + 1, H, I}),
+                     test::host_view(f3, {E + 1, I, H}), limit, true, aq);
+  }
+  const DevQuant d1 = upload_quant(w1), d3 = upload_quant(w3), d2 = upload_quant(w2), ds1 = upload_quant(s1),
+                 ds3 = upload_quant(s3), ds2 = upload_quant(s2);
+  const auto weight = [&](const DevQuant& routed, const DevQuant& shared, const HostQuant& h, int32_t span_bias) {
+    QuantMatrices r{WeightFormat::kFp4, routed.m.codes, routed.m.scale, E, h.N, h.K};
+    r.fp4_row_span = fp4_row_scale_span(h.scale.data(), E * h.N, h.K) + span_bias;
+    const QuantMatrices sh{WeightFormat::kFp8Block, shared.m.codes, shared.m.scale, 1, h.N, h.K};
+    return Weight::quantized_stack(r, sh, Device::kCUDA);
+  };
+  DevTensor dx = upload(x, DType::BF16, {T, H}), didx = test::upload_i32(idx, {T, k});
+  DevTensor dweights = upload(route_w, DType::F32, {T, k}), dout(DType::BF16, {T, H});
+  for (int32_t span_bias : {0, 15}) {
+    const Weight W1 = weight(d1, ds1, w1, span_bias), W3 = weight(d3, ds3, w3, span_bias),
+                 W2 = weight(d2, ds2, w2, span_bias);
+    const std::string tag = str_cat("moe_experts op, quantised stacks, fp8 activations, T=", T,
+                                    span_bias == 0 ? " (E4M3 products)" : " (span marked too wide: bf16 MMAs)");
+    poison(dout.t);
+    env().scratch().reset();
+    ops::moe_experts(env().ctx, dout.t, dx.t, didx.t, dweights.t, W1, W2, W3, limit, true, true);
+    env().sync();
+    const std::vector<float> got = download(dout.t);
+    DSV4_EXPECT_CLOSE(got, ref, 3e-2, tag);
+    EXPECT_LT(test::rel_error(got, ref), test::rel_error(got, ref_plain)) << tag << ": not the quantised result";
+  }
 }
 
 // Flash's expert shape (H 4096; I cut to 512 to keep the CPU oracle short) at T = 1, 8 and 16.

@@ -562,10 +562,12 @@ bool time_flash_fp8() {
   const bool ok = check_and_time(
       "fp8", f, row,
       [&](cudaStream_t s) {
-        dsv4::cuda::launch_moe_gemm_fp8<true>(s, f.act.ptr, xa, q1, q3, f.plan.view(), f.bound, I, H, FlashProblem::limit);
+        dsv4::cuda::launch_moe_gemm_fp8<true>(s, f.act.ptr, xa, q1, q3, f.plan.view(), f.bound, I, H,
+                                              FlashProblem::limit);
       },
       [&](cudaStream_t s) {
-        dsv4::cuda::launch_moe_gemm_fp8<false>(s, f.y.ptr, aa, q2, q2, f.plan.view(), f.bound, H, I, FlashProblem::limit);
+        dsv4::cuda::launch_moe_gemm_fp8<false>(s, f.y.ptr, aa, q2, q2, f.plan.view(), f.bound, H, I,
+                                               FlashProblem::limit);
       },
       true, rows);
   cudaStream_t stream;

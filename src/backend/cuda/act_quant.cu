@@ -21,6 +21,16 @@ using namespace kvfp8_dev;
 constexpr int kActBlock = 128;
 constexpr int kActThreads = 256;
 
+// The power-of-two scale of a warp's 128-value block (lane + 32 j holds v[j]), the same on every lane.
+__device__ __forceinline__ float warp_block_scale(const float (&v)[4]) {
+  float m = 0.0f;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) m = fmaxf(m, fabsf(v[j]));
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  return pow2(block_exponent(fmaxf(m, kAmaxFloor)));
+}
+
 // out = the round trip of in * mul (`width` values; out may be in), by the calling block.
 template <typename T>
 __device__ __forceinline__ void round_trip_row(T* out, const T* in, int64_t width, float mul) {
@@ -28,16 +38,12 @@ __device__ __forceinline__ void round_trip_row(T* out, const T* in, int64_t widt
   for (int64_t lo = static_cast<int64_t>(warp) * kActBlock; lo < width; lo += static_cast<int64_t>(warps) * kActBlock) {
     const int64_t n = min(static_cast<int64_t>(kActBlock), width - lo);
     float v[4];
-    float m = 0.0f;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int64_t i = lane + 32 * j;
       v[j] = i < n ? to_float(in[lo + i]) * mul : 0.0f;
-      m = fmaxf(m, fabsf(v[j]));
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-    const float s = pow2(block_exponent(fmaxf(m, kAmaxFloor)));
+    const float s = warp_block_scale(v);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int64_t i = lane + 32 * j;
@@ -67,9 +73,9 @@ __global__ void __launch_bounds__(kActThreads)
 
 // Block p: pair p's row of the expert-sorted intermediate times its weight as codes and scales (moe_act_fp8_codes).
 __global__ void __launch_bounds__(kActThreads)
-    moe_act_fp8_codes_kernel(const bf16* __restrict__ act, int64_t width, MoePlan plan, const float* __restrict__ weights,
-                             int64_t routed_pairs, int64_t pairs, uint8_t* __restrict__ codes,
-                             float* __restrict__ scales) {
+    moe_act_fp8_codes_kernel(const bf16* __restrict__ act, int64_t width, MoePlan plan,
+                             const float* __restrict__ weights, int64_t routed_pairs, int64_t pairs,
+                             uint8_t* __restrict__ codes, float* __restrict__ scales) {
   pdl_wait();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const int64_t p = blockIdx.x, row = plan_row(plan, p);
@@ -77,15 +83,9 @@ __global__ void __launch_bounds__(kActThreads)
   for (int64_t b = warp; b < width / kActBlock; b += warps) {
     const int64_t lo = row * width + b * kActBlock;
     float v[4];
-    float m = 0.0f;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      v[j] = to_float(act[lo + lane + 32 * j]) * mul;
-      m = fmaxf(m, fabsf(v[j]));
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-    const float s = pow2(block_exponent(fmaxf(m, kAmaxFloor)));
+    for (int j = 0; j < 4; ++j) v[j] = to_float(act[lo + lane + 32 * j]) * mul;
+    const float s = warp_block_scale(v);
 #pragma unroll
     for (int j = 0; j < 4; ++j) codes[lo + lane + 32 * j] = e4m3_encode(divide(v[j], s));
     if (lane == 0) scales[b * pairs + row] = s;
@@ -105,15 +105,9 @@ __global__ void __launch_bounds__(kActThreads)
   for (int64_t b = warp; b < blocks; b += warps) {
     const int64_t lo = b * kActBlock;
     float v[4];
-    float m = 0.0f;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      v[j] = r < rows ? to_float(src[r * ld + lo + lane + 32 * j]) : 0.0f;
-      m = fmaxf(m, fabsf(v[j]));
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-    const float s = r < rows ? pow2(block_exponent(fmaxf(m, kAmaxFloor))) : 1.0f;
+    for (int j = 0; j < 4; ++j) v[j] = r < rows ? to_float(src[r * ld + lo + lane + 32 * j]) : 0.0f;
+    const float s = r < rows ? warp_block_scale(v) : 1.0f;  // padding rows: zero codes at scale 1
 #pragma unroll
     for (int j = 0; j < 4; ++j) codes[r * width + lo + lane + 32 * j] = e4m3_encode(divide(v[j], s));
     if (lane == 0) scales[b * gridDim.x + r] = s;

@@ -818,12 +818,12 @@ bool moe_gemm_fp8_supports(const QuantExperts& w1, const QuantExperts& w3, const
     return !env_string("DSV4_MOE_FP8", &v) || v != "0";
   }();
   const auto fp4_exact = [](const QuantExperts& w) {
-    const bool fp4 = w.routed.format == WeightFormat::kFp4 ||
-                     (w.shared.codes != nullptr && w.shared.format == WeightFormat::kFp4);
+    const bool fp4 =
+        w.routed.format == WeightFormat::kFp4 || (w.shared.codes != nullptr && w.shared.format == WeightFormat::kFp4);
     return !fp4 || (w.fp4_row_span >= 0 && w.fp4_row_span <= kF8MaxSpan);
   };
-  return enabled && moe_decode_quant_supports(w1, w3, w2, x, H, I) && H % kF8BK == 0 && I % kF8BK == 0 && H <= INT32_MAX &&
-         I <= INT32_MAX && fp4_exact(w1) && fp4_exact(w3) && fp4_exact(w2);
+  return enabled && moe_decode_quant_supports(w1, w3, w2, x, H, I) && H % kF8BK == 0 && I % kF8BK == 0 &&
+         H <= INT32_MAX && I <= INT32_MAX && fp4_exact(w1) && fp4_exact(w3) && fp4_exact(w2);
 }
 
 void moe_gemm_experts_fp8(cudaStream_t stream, bf16* act, uint8_t* act_codes, float* act_scales, float* y,
@@ -832,8 +832,8 @@ void moe_gemm_experts_fp8(cudaStream_t stream, bf16* act, uint8_t* act_codes, fl
                           int64_t H, int64_t I, float limit, const MoeActQuant& aq) {
   DSV4_CHECK_ARG(moe_gemm_fp8_supports(w1, w3, w2, x_codes, H, I) && aligned16(act) && aligned16(act_codes),
                  "moe_gemm_experts_fp8: unsupported stacks (H=", H, " I=", I, ", formats ",
-                 weight_format_name(w1.routed.format), " / ", weight_format_name(w1.shared.format),
-                 ", FP4 row spans ", w1.fp4_row_span, " / ", w3.fp4_row_span, " / ", w2.fp4_row_span, ")");
+                 weight_format_name(w1.routed.format), " / ", weight_format_name(w1.shared.format), ", FP4 row spans ",
+                 w1.fp4_row_span, " / ", w3.fp4_row_span, " / ", w2.fp4_row_span, ")");
   launch_moe_gemm_fp8<true>(stream, act, Fp8Activations{x_codes, x_scales, tokens}, w1, w3, plan, max_tiles,
                             static_cast<int>(I), static_cast<int>(H), limit);
   moe_act_fp8_codes(stream, act, I, plan, aq, act_codes, act_scales);
