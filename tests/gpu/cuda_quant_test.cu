@@ -328,6 +328,55 @@ TEST(CudaQuant, DequantizeFallbackAtDecodeSizesReadsItsOwnValues) {
   }
 }
 
+// activation_fp8_codes: each row's E4M3 codes times its per-128 scales are, bit for bit, the CPU's round trip of the
+// row (F32 and BF16 sources; a row stride past the width, odd so that rows lose their vector alignment; a zero row, a
+// large one); the padding rows past `rows` are zero codes at scale 1.
+TEST(CudaQuant, ActivationFp8CodesAreTheCpuRoundTrip) {
+  DSV4_REQUIRE_GPU();
+  std::mt19937 rng(801);
+  constexpr int64_t rows = 5, padded = 16, width = 384;
+  for (int64_t ld : {width, width + 5}) {
+    std::vector<float> x = random_vec(rng, rows * ld, -3.0f, 3.0f);
+    for (int64_t i = 0; i < ld; ++i) {
+      x[i] = 0.0f;         // row 0: zeros (the amax floor)
+      x[ld + i] *= 1e20f;  // row 1: large
+    }
+    for (DType dt : {DType::F32, DType::BF16}) {
+      const std::vector<float> in = dt == DType::BF16 ? test::round_bf16(x) : x;
+      std::vector<float> ref(rows * width);
+      for (int64_t r = 0; r < rows; ++r) std::copy_n(in.begin() + r * ld, width, ref.begin() + r * width);
+      ExecContext cpu;
+      cpu.device = Device::kCPU;
+      ops::activation_round_trip(cpu, test::host_view(ref, {rows, width}));
+      DevTensor d = upload(in, dt, {rows, ld});
+      DevTensor codes(DType::U8, {padded, width}), scales(DType::F32, {width / 128, padded});
+      poison(codes.t);
+      poison(scales.t);
+      cuda::activation_fp8_codes(env().stream(), dt, d.t.data(), ld, rows, width, padded, codes.t.ptr<uint8_t>(),
+                                 scales.t.ptr<float>());
+      env().sync();
+      std::vector<uint8_t> c(padded * width);
+      ASSERT_EQ(cudaMemcpy(c.data(), codes.t.data(), c.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+      const std::vector<float> sc = download(scales.t);
+      int64_t bad = 0;
+      for (int64_t r = 0; r < padded; ++r) {
+        for (int64_t i = 0; i < width; ++i) {
+          const float s = sc[(i / 128) * padded + r];
+          const float got = f8e4m3_to_float(c[r * width + i]) * s;
+          const bool ok = r < rows ? std::memcmp(&got, &ref[r * width + i], sizeof(float)) == 0
+                                   : c[r * width + i] == 0 && s == 1.0f;
+          if (!ok && bad++ < 5) {
+            ADD_FAILURE() << dtype_name(dt) << " ld " << ld << " [" << r << ", " << i << "]: code "
+                          << int{c[r * width + i]} << " scale " << s << " vs cpu "
+                          << (r < rows ? ref[r * width + i] : 0.0f);
+          }
+        }
+      }
+      EXPECT_EQ(bad, 0) << dtype_name(dt) << " ld " << ld;
+    }
+  }
+}
+
 // --activation-quant fp8 past the GEMV's rows (ExecContext::fp8_input_rows): the block-scaled FP8 product on
 // cuBLASLt (x's FP8 codes and per-128 scales, the weight's codes and scale grid; rows padded to 16) against the f64
 // product of the same round-tripped x and the host dequantiser's weights. Where cuBLASLt has no algorithm the op

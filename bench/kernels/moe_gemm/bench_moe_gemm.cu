@@ -30,6 +30,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../lab_util.h"
@@ -559,17 +560,25 @@ bool time_flash_fp8() {
     return (matrix == 1 ? w1 : matrix == 3 ? w3 : w2).row(e, n);
   };
   const dsv4::cuda::Fp8Activations xa{xc.ptr, xs.ptr, T}, aa{ac.ptr, as.ptr, f.P};
-  const bool ok = check_and_time(
-      "fp8", f, row,
-      [&](cudaStream_t s) {
-        dsv4::cuda::launch_moe_gemm_fp8<true>(s, f.act.ptr, xa, q1, q3, f.plan.view(), f.bound, I, H,
-                                              FlashProblem::limit);
-      },
-      [&](cudaStream_t s) {
-        dsv4::cuda::launch_moe_gemm_fp8<false>(s, f.y.ptr, aa, q2, q2, f.plan.view(), f.bound, H, I,
-                                               FlashProblem::limit);
-      },
-      true, rows);
+  // The library's ring depth, then one stage less and one more.
+  const auto variant = [&](const char* name, auto stages) {
+    constexpr int S = decltype(stages)::value;
+    return check_and_time(
+        name, f, row,
+        [&](cudaStream_t s) {
+          dsv4::cuda::launch_moe_gemm_fp8<true, bf16, S>(s, f.act.ptr, xa, q1, q3, f.plan.view(), f.bound, I, H,
+                                                         FlashProblem::limit);
+        },
+        [&](cudaStream_t s) {
+          dsv4::cuda::launch_moe_gemm_fp8<false, float, S>(s, f.y.ptr, aa, q2, q2, f.plan.view(), f.bound, H, I,
+                                                           FlashProblem::limit);
+        },
+        true, rows);
+  };
+  constexpr int kS = dsv4::cuda::kF8Stages;
+  bool ok = variant("fp8", std::integral_constant<int, kS>{});
+  ok = variant("fp8 stages-1", std::integral_constant<int, kS - 1>{}) && ok;
+  ok = variant("fp8 stages+1", std::integral_constant<int, kS + 1>{}) && ok;
   cudaStream_t stream;
   CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   const double t_q = dsv4::bench::time_graph([&](int, cudaStream_t st) { quantise_act(st); }, stream, 1, 30);

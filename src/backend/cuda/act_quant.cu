@@ -4,10 +4,13 @@
 // in tests/unit/kv_cache_test.cc). E4M3 values times a power of two are bf16 values, so BF16 rows hold the result
 // exactly: the products that follow then see the quantised activations unrounded.
 //
-// One warp per 128-value block (4 values per lane: lane + 32 j), the amax a warp max (NaN-ignoring, as the CPU's
-// std::max), blocks of a row spread over the block's warps. The MoE form scales each expert row of the SwiGLU
+// One warp per 128-value block (4 consecutive values a lane, one vector access where aligned), the amax a warp max
+// (NaN-ignoring, as the CPU's std::max), blocks of a row spread over the block's warps, each warp's loads of
+// kActUnroll blocks issued before their reductions. The MoE form scales each expert row of the SwiGLU
 // intermediate by its pair's routing weight first (the reference applies the weight before w2; the shared expert's
 // rows by 1), so the combine then adds the rows with weight 1.
+#include <cuda_fp8.h>
+
 #include "backend/cuda/act_quant.h"
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_ops.h"
@@ -20,36 +23,107 @@ using namespace kvfp8_dev;
 
 constexpr int kActBlock = 128;
 constexpr int kActThreads = 256;
+constexpr int kActUnroll = 4;  // blocks a warp loads before it reduces any: its loads in flight at once
 
-// The power-of-two scale of a warp's 128-value block (lane + 32 j holds v[j]), the same on every lane.
-__device__ __forceinline__ float warp_block_scale(const float (&v)[4]) {
+// The scale exponent of a warp's 128-value block (lane l holds values 4 l .. 4 l + 3 in v), the same on every lane.
+__device__ __forceinline__ int warp_block_exponent(const float (&v)[4]) {
   float m = 0.0f;
 #pragma unroll
   for (int j = 0; j < 4; ++j) m = fmaxf(m, fabsf(v[j]));
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-  return pow2(block_exponent(fmaxf(m, kAmaxFloor)));
+  return block_exponent(fmaxf(m, kAmaxFloor));
+}
+
+// x's E4M3 code at scale 2^e: x * 2^-e (the quotient x / 2^e that kv_fp8.h's codec takes, exactly: both are the
+// correctly rounded value of the same real) through the hardware's round-to-nearest-even conversion, saturating at
+// +-448 — bit for bit kv_fp8.h's e4m3_encode for every value but NaN (0x7F or 0xFF here, 0x7F there: both NaN), in a
+// few instructions where the software encoder's division, frexpf and ldexpf take dozens (these kernels were bound by
+// them).
+__device__ __forceinline__ uint8_t e4m3_code(float x, int e) {
+  return static_cast<uint8_t>(__nv_cvt_float_to_fp8(x * pow2(-e), __NV_SATFINITE, __NV_E4M3));
+}
+
+template <typename T>
+struct alignas(4 * sizeof(T)) Vec4 {
+  T x[4];
+};
+struct alignas(4) Codes4 {
+  uint8_t c[4];
+};
+
+// v = p[0 .. 4) * mul, values at or past n as 0: one vector load where all four are in and p is aligned.
+template <typename T>
+__device__ __forceinline__ void load4(float (&v)[4], const T* p, int64_t n, float mul) {
+  if (n >= 4 && reinterpret_cast<uintptr_t>(p) % sizeof(Vec4<T>) == 0) {
+    const Vec4<T> q = *reinterpret_cast<const Vec4<T>*>(p);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[j] = to_float(q.x[j]) * mul;
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < 4; ++j) v[j] = j < n ? to_float(p[j]) * mul : 0.0f;
+}
+
+// p[0 .. min(n, 4)) = the values' round trip at scale 2^e.
+template <typename T>
+__device__ __forceinline__ void store4_round_trip(T* p, int64_t n, const float (&v)[4], int e) {
+  const float s = pow2(e);
+  Vec4<T> q;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) q.x[j] = from_float<T>(e4m3_value(e4m3_code(v[j], e)) * s);
+  if (n >= 4 && reinterpret_cast<uintptr_t>(p) % sizeof(Vec4<T>) == 0) {
+    *reinterpret_cast<Vec4<T>*>(p) = q;
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+    if (j < n) p[j] = q.x[j];
+}
+
+// p[0 .. 4) = the values' E4M3 codes at scale 2^e (whole 128-value blocks: always four).
+__device__ __forceinline__ void store4_codes(uint8_t* p, const float (&v)[4], int e) {
+  Codes4 q;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) q.c[j] = e4m3_code(v[j], e);
+  if (reinterpret_cast<uintptr_t>(p) % 4 == 0) {
+    *reinterpret_cast<Codes4*>(p) = q;
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < 4; ++j) p[j] = q.c[j];
+}
+
+// For every 128-value block b of a row (a warp takes b = warp, warp + warps, ...): load(b, v) fills this lane's four
+// values (4 lane .. 4 lane + 3 of the block), store(b, v, e) writes them at the block's scale 2^e. A warp loads
+// kActUnroll blocks before it reduces any.
+template <typename Load, typename Store>
+__device__ __forceinline__ void for_each_block(int64_t blocks, Load load, Store store) {
+  const int64_t warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  for (int64_t b0 = warp; b0 < blocks; b0 += warps * kActUnroll) {
+    float v[kActUnroll][4];
+#pragma unroll
+    for (int u = 0; u < kActUnroll; ++u) {
+      const int64_t b = b0 + u * warps;
+      if (b < blocks) load(b, v[u]);
+    }
+#pragma unroll
+    for (int u = 0; u < kActUnroll; ++u) {
+      const int64_t b = b0 + u * warps;  // warp-uniform: the scale's shuffles see every lane
+      if (b < blocks) store(b, v[u], warp_block_exponent(v[u]));
+    }
+  }
 }
 
 // out = the round trip of in * mul (`width` values; out may be in), by the calling block.
 template <typename T>
 __device__ __forceinline__ void round_trip_row(T* out, const T* in, int64_t width, float mul) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  for (int64_t lo = static_cast<int64_t>(warp) * kActBlock; lo < width; lo += static_cast<int64_t>(warps) * kActBlock) {
-    const int64_t n = min(static_cast<int64_t>(kActBlock), width - lo);
-    float v[4];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int64_t i = lane + 32 * j;
-      v[j] = i < n ? to_float(in[lo + i]) * mul : 0.0f;
-    }
-    const float s = warp_block_scale(v);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int64_t i = lane + 32 * j;
-      if (i < n) out[lo + i] = from_float<T>(e4m3_value(e4m3_encode(divide(v[j], s))) * s);
-    }
-  }
+  const int64_t l4 = 4 * (threadIdx.x & 31);
+  for_each_block((width + kActBlock - 1) / kActBlock,
+                 [&](int64_t b, float(&v)[4]) { load4(v, in + b * kActBlock + l4, width - b * kActBlock - l4, mul); },
+                 [&](int64_t b, const float(&v)[4], int e) {
+                   store4_round_trip(out + b * kActBlock + l4, width - b * kActBlock - l4, v, e);
+                 });
 }
 
 template <typename T>
@@ -77,19 +151,16 @@ __global__ void __launch_bounds__(kActThreads)
                              const float* __restrict__ weights, int64_t routed_pairs, int64_t pairs,
                              uint8_t* __restrict__ codes, float* __restrict__ scales) {
   pdl_wait();
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  const int64_t p = blockIdx.x, row = plan_row(plan, p);
+  const int64_t p = blockIdx.x, row = plan_row(plan, p), l4 = 4 * (threadIdx.x & 31);
   const float mul = p < routed_pairs ? weights[p] : 1.0f;
-  for (int64_t b = warp; b < width / kActBlock; b += warps) {
-    const int64_t lo = row * width + b * kActBlock;
-    float v[4];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) v[j] = to_float(act[lo + lane + 32 * j]) * mul;
-    const float s = warp_block_scale(v);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) codes[lo + lane + 32 * j] = e4m3_encode(divide(v[j], s));
-    if (lane == 0) scales[b * pairs + row] = s;
-  }
+  const bf16* src = act + row * width + l4;
+  uint8_t* dst = codes + row * width + l4;
+  for_each_block(
+      width / kActBlock, [&](int64_t b, float(&v)[4]) { load4(v, src + b * kActBlock, 4, mul); },
+      [&](int64_t b, const float(&v)[4], int e) {
+        store4_codes(dst + b * kActBlock, v, e);
+        if (l4 == 0) scales[b * pairs + row] = pow2(e);
+      });
 }
 
 // Row blockIdx.x of the FP8 codes: the round trip's codes and scales instead of its values (rows past `rows`:
@@ -100,18 +171,17 @@ __global__ void __launch_bounds__(kActThreads)
     activation_fp8_codes_kernel(const T* __restrict__ src, int64_t ld, int64_t rows, int64_t width,
                                 uint8_t* __restrict__ codes, float* __restrict__ scales) {
   pdl_wait();
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  const int64_t r = blockIdx.x, blocks = width / kActBlock;
-  for (int64_t b = warp; b < blocks; b += warps) {
-    const int64_t lo = b * kActBlock;
-    float v[4];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) v[j] = r < rows ? to_float(src[r * ld + lo + lane + 32 * j]) : 0.0f;
-    const float s = r < rows ? warp_block_scale(v) : 1.0f;  // padding rows: zero codes at scale 1
-#pragma unroll
-    for (int j = 0; j < 4; ++j) codes[r * width + lo + lane + 32 * j] = e4m3_encode(divide(v[j], s));
-    if (lane == 0) scales[b * gridDim.x + r] = s;
-  }
+  const int64_t r = blockIdx.x, l4 = 4 * (threadIdx.x & 31);
+  const bool live = r < rows;
+  const T* in = src + (live ? r * ld : 0) + l4;
+  uint8_t* dst = codes + r * width + l4;
+  for_each_block(
+      width / kActBlock, [&](int64_t b, float(&v)[4]) { load4(v, in + b * kActBlock, live ? 4 : 0, 1.0f); },
+      [&](int64_t b, const float(&v)[4], int e) {
+        e = live ? e : 0;  // padding rows: zero codes at scale 1
+        store4_codes(dst + b * kActBlock, v, e);
+        if (l4 == 0) scales[b * gridDim.x + r] = pow2(e);
+      });
 }
 
 }  // namespace
