@@ -1,5 +1,6 @@
 #include "dsv4/model/deepseek_v4.h"
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
 
@@ -13,19 +14,27 @@ namespace dsv4 {
 Tensor quantized_input(ExecContext& ctx, const ModelState& ms, Tensor x, int64_t row) {
   if (ms.options().activation_quant != ActivationQuant::kFp8) return x;
   Tensor q = ctx.scratch->alloc(x.dtype(), x.shape());
-  ops::copy(ctx, q, x);
-  ops::activation_round_trip(ctx, q.view({q.numel() / row, row}));
+  ops::activation_round_trip(ctx, q.view({q.numel() / row, row}), x.view({x.numel() / row, row}));
   return q;
 }
 
 void quantized_linears(ExecContext& ctx, const ModelState& ms, Tensor x, int64_t row,
                        const std::vector<ops::Projection>& projections) {
-  const Tensor q = quantized_input(ctx, ms, x, row);
+  // Products that read only x's FP8 codes take x itself: its per-128 codes give the round trip's values (rows of
+  // `row` values must then make the same 128-value blocks as the products' rows). The round trip's scratch is taken
+  // either way, so that the measuring pass and the run agree.
+  const bool act_quant = ms.options().activation_quant == ActivationQuant::kFp8;
+  const bool codes_only =
+      act_quant && row % 128 == 0 && std::all_of(projections.begin(), projections.end(), [&](const ops::Projection& p) {
+        return ops::linear_reads_fp8_codes(ctx, x, p.w, p.out.dtype());
+      });
+  if (codes_only) ctx.scratch->alloc(x.dtype(), x.shape());
+  const Tensor q = codes_only ? x : quantized_input(ctx, ms, x, row);
   auto run = [&] {
     if (projections.size() == 1) return ops::linear(ctx, projections[0].out, q, projections[0].w);
     ops::linears(ctx, q, projections);
   };
-  if (ms.options().activation_quant != ActivationQuant::kFp8) return run();
+  if (!act_quant) return run();
   struct Fp8Rows {  // the flag for this call only, also when a product throws
     ExecContext& ctx;
     explicit Fp8Rows(ExecContext& c) : ctx(c) { ctx.fp8_input_rows = true; }

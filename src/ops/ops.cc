@@ -365,22 +365,36 @@ void compressor_emit(ExecContext& ctx, CompressorState& state, Tensor kv, Tensor
   DSV4_DISPATCH(compressor_emit, state, kv, gate, ape, norm_w, rope, meta, eps);
 }
 
-void activation_round_trip(ExecContext& ctx, Tensor x) {
+void activation_round_trip(ExecContext& ctx, Tensor x) { activation_round_trip(ctx, x, x); }
+
+void activation_round_trip(ExecContext& ctx, Tensor out, Tensor x) {
   if (ctx.is_cuda()) {
     require_float(ctx, x, "activation_round_trip", "x");  // F32 or BF16 rows: the round trip is exact in both
   } else {
     require(ctx, x, DType::F32, "activation_round_trip", "x");
   }
-  DSV4_CHECK_ARG(x.ndim() >= 1, "activation_round_trip: x ", x.shape_string());
+  require(ctx, out, x.dtype(), "activation_round_trip", "out");
+  DSV4_CHECK_ARG(x.ndim() >= 1 && out.shape() == x.shape(), "activation_round_trip: x ", x.shape_string(), ", out ",
+                 out.shape_string());
 #ifndef DSV4_NO_CUDA
   if (ctx.is_cuda()) {
     cuda::DryRunScope dry_run(ctx.measuring);
-    cuda::activation_round_trip(ctx, x);
+    cuda::activation_round_trip(ctx, out, x);
     return;
   }
 #endif
   DSV4_CHECK(!ctx.is_cuda(), kCudaError, "activation_round_trip: dsv4 was built without CUDA (DSV4_CUDA=OFF)");
-  if (!ctx.measuring) cpu::kv_round_trip(x, 0, KvRoundTrip::kFp8Blocks128);
+  if (ctx.measuring) return;
+  if (out.data() != x.data()) copy(ctx, out, x);
+  cpu::kv_round_trip(out, 0, KvRoundTrip::kFp8Blocks128);
+}
+
+bool linear_reads_fp8_codes(ExecContext& ctx, Tensor x, const Weight& w, DType out_dtype) {
+#ifndef DSV4_NO_CUDA
+  if (ctx.is_cuda()) return cuda::linear_reads_fp8_codes(ctx, x, w, out_dtype);
+#endif
+  (void)x, (void)w, (void)out_dtype;
+  return false;
 }
 
 void kv_round_trip(ExecContext& ctx, Tensor x, int64_t rope_dim, KvRoundTrip format) {

@@ -422,8 +422,56 @@ TEST(CudaQuant, Fp8BlockProductUnderActivationQuantMatchesCpu) {
                                          dtype_name(out_dtype), fp8 ? " (cuBLASLt FP8)" : " (dequantise fallback)");
         DSV4_EXPECT_CLOSE(download(out.t), ref, out_dtype == DType::BF16 ? 1e-2 : (fp8 ? 2e-3 : 1e-4), name);
         if (out_dtype == DType::F32) std::printf("%s\n", name.c_str());
+        EXPECT_EQ(ops::linear_reads_fp8_codes(env().ctx, dx.t, w, out_dtype), fp8) << name;
       }
     }
+  }
+}
+
+// The model hands a product that reads only x's FP8 codes (ops::linear_reads_fp8_codes) x itself, not its round trip:
+// the same output bit for bit, since quantising a round trip again gives its values back. Raw bf16 rows against the
+// same rows round-tripped on the GPU (ops::activation_round_trip into a copy, x left as it is), at rows that take the
+// FP8 product; at the GEMV's rows (T <= 16) the product reads values and the predicate says no.
+TEST(CudaQuant, Fp8BlockProductGivesTheSameOnRawAndRoundTrippedRows) {
+  DSV4_REQUIRE_GPU();
+  std::mt19937 rng(802);
+  constexpr int64_t N = 1024, K = 2048;
+  const HostQuant h = random_quant(rng, WeightFormat::kFp8Block, N, K);
+  const DevQuant d = upload_quant(h);
+  const Weight w =
+      Weight::quantized_matrix(QuantMatrices{WeightFormat::kFp8Block, d.m.codes, d.m.scale, 1, N, K}, Device::kCUDA);
+  EXPECT_FALSE(ops::linear_reads_fp8_codes(
+      env().ctx, upload(random_vec(rng, 4 * K, -1.0f, 1.0f), DType::BF16, {4, K}).t, w, DType::F32))
+      << "T = 4 runs on quant_gemv, which reads values";
+  for (int64_t T : {17, 200}) {
+    std::vector<float> x = random_vec(rng, T * K, -2.0f, 2.0f);
+    for (int64_t i = 0; i < K; ++i) x[3 * K + i] *= i % 5 == 0 ? 1e-6f : 1.0f;  // a row with tiny values beside others
+    DevTensor raw = upload(x, DType::BF16, {T, K});
+    const std::vector<float> before = download(raw.t);
+    if (!ops::linear_reads_fp8_codes(env().ctx, raw.t, w, DType::F32)) {
+      std::printf("T=%lld: no block-scaled FP8 algorithm on this cuBLASLt, nothing to compare\n",
+                  static_cast<long long>(T));
+      continue;
+    }
+    DevTensor rt(DType::BF16, {T, K});
+    ops::activation_round_trip(env().ctx, rt.t, raw.t);
+    DevTensor a(DType::F32, {T, N}), b(DType::F32, {T, N});
+    poison(a.t);
+    poison(b.t);
+    env().ctx.fp8_input_rows = true;
+    ops::linear(env().ctx, a.t, raw.t, w);
+    ops::linear(env().ctx, b.t, rt.t, w);
+    env().ctx.fp8_input_rows = false;
+    env().sync();
+    const std::vector<float> ga = download(a.t), gb = download(b.t), after = download(raw.t);
+    EXPECT_EQ(std::memcmp(before.data(), after.data(), before.size() * sizeof(float)), 0) << "x changed";
+    int64_t bad = 0;
+    for (size_t i = 0; i < ga.size(); ++i) {
+      if (std::memcmp(&ga[i], &gb[i], sizeof(float)) != 0 && bad++ < 5) {
+        ADD_FAILURE() << "T=" << T << " [" << i << "]: raw rows " << ga[i] << " vs round-tripped " << gb[i];
+      }
+    }
+    EXPECT_EQ(bad, 0) << "T=" << T;
   }
 }
 

@@ -57,6 +57,30 @@ std::vector<float> reference_term(ExecContext& ctx, const std::vector<float>& x,
 
 // H = 320 and I = 200: blocks of 128 with a shorter last one on both inputs. 5 tokens, top-2 of 4 routed experts plus
 // the shared one (the last of the stacks, weight 1).
+// The out-of-place round trip: out gets what the in-place one leaves in x, x stays as it was; a wrong out shape or
+// dtype is refused; the CPU never reads FP8 codes (ops::linear_reads_fp8_codes).
+TEST(ActivationQuant, RoundTripIntoACopyLeavesTheInputAsItWas) {
+  const auto view = [](std::vector<float>& v, int64_t rows) {
+    return Tensor(v.data(), DType::F32, {rows, static_cast<int64_t>(v.size()) / rows}, Device::kCPU);
+  };
+  ExecContext cpu;
+  cpu.device = Device::kCPU;
+  std::vector<float> x(3 * 300);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * static_cast<float>(i)) * (i % 7 == 0 ? 1e3f : 1.0f);
+  const std::vector<float> original = x;
+  std::vector<float> in_place = x, out(x.size(), -1.0f);
+  ops::activation_round_trip(cpu, view(in_place, 3));
+  ops::activation_round_trip(cpu, view(out, 3), view(x, 3));
+  EXPECT_EQ(out, in_place);
+  EXPECT_EQ(x, original);
+  EXPECT_NE(out, original);
+  std::vector<float> small(300);
+  EXPECT_THROW(ops::activation_round_trip(cpu, view(small, 1), view(x, 3)), Error);
+  std::vector<float> wv(4 * 300, 0.5f);
+  const Weight w(view(wv, 4));
+  EXPECT_FALSE(ops::linear_reads_fp8_codes(cpu, view(x, 3), w, DType::F32));
+}
+
 TEST(ActivationQuant, ExpertsApplyTheWeightBeforeW2AndQuantiseBothInputs) {
   ExecContext ctx;
   std::mt19937 rng(5);

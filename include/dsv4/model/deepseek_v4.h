@@ -23,7 +23,8 @@ void moe_block(ExecContext& ctx, const ModelConfig& cfg, const BlockWeights& w, 
 // concatenated input may join two products: each part is quantised on its own).
 Tensor quantized_input(ExecContext& ctx, const ModelState& ms, Tensor x, int64_t row);
 // ops::linears of quantized_input(x, row): under --activation-quant fp8 with ExecContext::fp8_input_rows set for the
-// call, so that the backend may run the products on FP8 codes (the values are the same).
+// call, so that the backend may run the products on FP8 codes (the values are the same); where every product reads
+// only codes (ops::linear_reads_fp8_codes), of x itself, whose codes are the round trip's.
 void quantized_linears(ExecContext& ctx, const ModelState& ms, Tensor x, int64_t row,
                        const std::vector<ops::Projection>& projections);
 // One decoder block on the mHC residual: x [T, n, H] → out [T, n, H] (out must not alias x).

@@ -124,6 +124,12 @@ void kv_round_trip(ExecContext& ctx, Tensor x, int64_t rope_dim, KvRoundTrip for
 // with a UE8M0 scale (KvRoundTrip::kFp8Blocks128), as DeepSeek's reference quantises the activations entering an
 // FP8/FP4 product.
 void activation_round_trip(ExecContext& ctx, Tensor x);
+// The same into out (x's shape and dtype; out may be x).
+void activation_round_trip(ExecContext& ctx, Tensor out, Tensor x);
+// Whether linear(out, x, w) (out of out_dtype) with ExecContext::fp8_input_rows set reads x only through its FP8
+// codes and per-128 scales — CUDA's block-scaled FP8 product: a quantised FP8-block matrix past the GEMV's rows, with
+// a cuBLASLt algorithm — which are the same values for x as for its activation_round_trip. False on the CPU.
+bool linear_reads_fp8_codes(ExecContext& ctx, Tensor x, const Weight& w, DType out_dtype);
 // Store the batch's kv rows into the sliding-window ring (after attention has read it).
 void kv_ring_store(ExecContext& ctx, const PagedRows& kv_ring, Tensor kv, const BatchMeta& meta);
 // Several ring stores at once (compressor_store and kv_ring_store are one and two of them): each batch row of

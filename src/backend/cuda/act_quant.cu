@@ -212,10 +212,11 @@ void activation_round_trip_rows(cudaStream_t stream, DType dtype, void* dst, con
   });
 }
 
-void activation_round_trip(ExecContext& ctx, Tensor x) {
+void activation_round_trip(ExecContext& ctx, Tensor out, Tensor x) {
   const int64_t width = x.ndim() >= 1 ? x.size(-1) : 0, rows = width > 0 ? x.numel() / width : 0;
-  activation_round_trip_rows(stream_of(ctx), x.dtype(), x.data(), x.data(), rows, width);
+  activation_round_trip_rows(stream_of(ctx), x.dtype(), out.data(), x.data(), rows, width);
 }
+void activation_round_trip(ExecContext& ctx, Tensor x) { activation_round_trip(ctx, x, x); }
 
 template <typename T>
 void moe_act_round_trip(cudaStream_t stream, T* act, int64_t width, const MoePlan& plan, const MoeActQuant& aq) {

@@ -71,8 +71,14 @@ void moe_route(ExecContext& ctx, Tensor weights, Tensor indices, Tensor logits, 
 // moe_experts with activation_quant; act_quant.h).
 void moe_experts(ExecContext& ctx, Tensor out, Tensor x, Tensor indices, Tensor weights, const Weight& w1,
                  const Weight& w2, const Weight& w3, float limit, bool shared_expert, bool activation_quant = false);
+// Whether linear(out [of out_dtype], x, w) under ExecContext::fp8_input_rows runs on x's FP8 codes (the block-scaled
+// FP8 product), which are the same for x and for its act_quant round trip: a quantised FP8-block matrix past
+// quant_gemv's rows with a cuBLASLt algorithm (ops::linear_reads_fp8_codes).
+bool linear_reads_fp8_codes(const ExecContext& ctx, Tensor x, const Weight& w, DType out_dtype);
 // --activation-quant fp8: x's rows (F32 or BF16) replaced in place by their FP8 round trip per 128 values
 // (the CPU's kv_round_trip kFp8Blocks128). backend/cuda/act_quant.cu.
 void activation_round_trip(ExecContext& ctx, Tensor x);
+// The same into out (out may be x).
+void activation_round_trip(ExecContext& ctx, Tensor out, Tensor x);
 
 }  // namespace dsv4::cuda

@@ -156,21 +156,36 @@ GemmArgs grouped_args(Tensor out, Tensor x, Tensor w, int64_t groups) {
 // gemv.cu's GEMV: that kernel issues its first weight loads before its PDL wait (weights are static there), so
 // overlapped with the dequantise kernel it would read the scratch before it is written. No host sync, no
 // allocation but the arena's: graph-capturable.
-// Under --activation-quant fp8 (ExecContext::fp8_input_rows: x is already DeepSeek's act_quant round trip) an
-// FP8-block matrix past the GEMV's rows runs as DeepSeek's block-scaled FP8 product on cuBLASLt: x's codes and
-// per-128 scales (activation_fp8_codes: code * scale gives x's values back exactly), the weight's codes and its scale
-// grid as f32, rows padded to 16 (cuBLASLt's block-scaled kernels took no other row counts in a probe), the
-// product into padded scratch and its T rows copied out. False (nothing done) where it does not apply or cuBLASLt
-// has no algorithm. The measuring pass counts its scratch and returns false, so that the dequantising path's is
-// counted too (the run may take either).
+// The block-scaled FP8 product's cuBLASLt arguments for T rows of x times a quantised matrix (rows padded to 16;
+// operand and scale pointers left for the caller to set), or false where that product does not apply: a kFp8Block
+// matrix in one group, whole scale blocks and scale rows of a multiple of 4 floats (a 384 x 48 x 640 problem gave
+// wrong results with the layout that worked at 256 x 64 x 512: docs/checkpoints.md, plan step 3), and an algorithm.
+bool fp8_block_shape(const QuantMatrices& q, int64_t groups) {
+  return groups == 1 && q.format == WeightFormat::kFp8Block && q.cols % 512 == 0 && q.rows % 128 == 0;
+}
+bool fp8_block_gemm_args(const ExecContext& ctx, int64_t T, DType out_dtype, const QuantMatrices& q, int64_t groups,
+                         GemmArgs& g) {
+  const int64_t K = q.cols, N = q.rows;
+  if (!fp8_block_shape(q, groups)) return false;
+  static const float kScalePlaceholder = 1.0f;  // supports() asks for non-null scales; the caller sets the real ones
+  g = GemmArgs{};
+  g.x_scale = g.w_scale = &kScalePlaceholder;
+  g.x_type = g.w_type = DType::F8_E4M3, g.out_type = out_dtype;
+  g.M = (T + 15) / 16 * 16, g.N = N, g.K = K, g.ldx = K, g.ldw = K, g.ldo = N;
+  DSV4_CHECK_ARG(ctx.blas != nullptr, "the CUDA execution context has no cuBLASLt handle (ExecContext::blas)");
+  return ctx.blas->supports(g);
+}
+
+// Under --activation-quant fp8 (ExecContext::fp8_input_rows) an FP8-block matrix past the GEMV's rows runs as
+// DeepSeek's block-scaled FP8 product on cuBLASLt: x's codes and per-128 scales (activation_fp8_codes), the weight's
+// codes and its scale grid as f32, rows padded to 16 (cuBLASLt's block-scaled kernels took no other row counts in a
+// probe), the product into padded scratch and its T rows copied out. x may be the act_quant round trip or the raw
+// rows (linear_reads_fp8_codes): quantising a round trip again gives its values back, so the product is the same.
+// False (nothing done) where it does not apply or cuBLASLt has no algorithm. The measuring pass counts its scratch
+// and returns false, so that the dequantising path's is counted too (the run may take either).
 bool fp8_block_product(const ExecContext& ctx, Tensor out, Tensor x, const QuantMatrices& q, int64_t groups) {
   const int64_t T = x.size(0), K = q.cols, N = q.rows;
-  // Whole scale blocks, and scale rows of a multiple of 4 floats: a 384 x 48 x 640 problem gave wrong results with
-  // the layout that worked at 256 x 64 x 512 (docs/checkpoints.md, plan step 3).
-  if (!ctx.fp8_input_rows || groups != 1 || q.format != WeightFormat::kFp8Block || K % 512 != 0 || N % 128 != 0 ||
-      x.size(1) != K || out.size(1) != N) {
-    return false;
-  }
+  if (!ctx.fp8_input_rows || !fp8_block_shape(q, groups) || x.size(1) != K || out.size(1) != N) return false;
   const int64_t Mp = (T + 15) / 16 * 16, kb = K / 128, nb = (N + 127) / 128;
   ArenaScope scope(*ctx.scratch);
   const Tensor codes = ctx.scratch->alloc(DType::U8, {Mp, K});
@@ -179,12 +194,9 @@ bool fp8_block_product(const ExecContext& ctx, Tensor out, Tensor x, const Quant
   const Tensor product = ctx.scratch->alloc(out.dtype(), {Mp, N});
   if (ctx.measuring || dry_run()) return false;
   GemmArgs g;
+  if (!fp8_block_gemm_args(ctx, T, out.dtype(), q, groups, g)) return false;
   g.x = codes.data(), g.w = q.codes, g.out = product.data();
-  g.x_type = g.w_type = DType::F8_E4M3, g.out_type = out.dtype();
-  g.M = Mp, g.N = N, g.K = K, g.ldx = K, g.ldw = K, g.ldo = N;
   g.x_scale = x_scale.ptr<float>(), g.w_scale = w_scale.ptr<float>();
-  DSV4_CHECK_ARG(ctx.blas != nullptr, "the CUDA execution context has no cuBLASLt handle (ExecContext::blas)");
-  if (!ctx.blas->supports(g)) return false;
   const cudaStream_t s = stream_of(ctx);
   activation_fp8_codes(s, x.dtype(), x.data(), K, T, K, Mp, codes.ptr<uint8_t>(), x_scale.ptr<float>());
   e8m0_scales_to_f32(s, q.scale, nb * kb, w_scale.ptr<float>());
@@ -195,12 +207,17 @@ bool fp8_block_product(const ExecContext& ctx, Tensor out, Tensor x, const Quant
   return true;
 }
 
+// The one matrix of a quantised projection, as quant_gemv takes it.
+QuantMatrix single_matrix(const QuantMatrices& q, int64_t groups) {
+  return QuantMatrix{q.format, q.codes, q.scale, q.rows / groups, q.cols};
+}
+
 void quant_project(const ExecContext& ctx, Tensor out, Tensor x, const Weight& w, int64_t groups) {
   const QuantMatrices& q = w.quant();
   const int64_t T = x.size(0);
   if (T == 0) return;
   DSV4_CHECK_ARG(q.count == 1 && w.ndim() == 2, "quantised projection: ", w.describe(), " is not one matrix");
-  const QuantMatrix group{q.format, q.codes, q.scale, q.rows / groups, q.cols};
+  const QuantMatrix group = single_matrix(q, groups);
   if (quant_gemv_supports(group, x.data(), x.size(1), T, groups)) {
     return quant_gemv(stream_of(ctx), group, x.data(), x.size(1), out.data(), out.dtype() == DType::F32, out.size(1), T,
                       groups);
@@ -248,6 +265,18 @@ void broadcast_streams(ExecContext& ctx, Tensor out, Tensor x) {
                    "broadcast_streams");
     });
   });
+}
+
+bool linear_reads_fp8_codes(const ExecContext& ctx, Tensor x, const Weight& w, DType out_dtype) {
+  // The measuring pass (no cuBLASLt handle) says no: its callers take the same scratch either way.
+  if (ctx.measuring || ctx.blas == nullptr || !w.quantized() || x.ndim() != 2 || x.size(0) == 0 ||
+      w.quant().count != 1 || x.size(1) != w.quant().cols) {
+    return false;
+  }
+  const QuantMatrices& q = w.quant();
+  GemmArgs g;
+  return !quant_gemv_supports(single_matrix(q, 1), x.data(), x.size(1), x.size(0), 1) &&
+         fp8_block_gemm_args(ctx, x.size(0), out_dtype, q, 1, g);
 }
 
 void linear(ExecContext& ctx, Tensor out, Tensor x, const Weight& w) {
