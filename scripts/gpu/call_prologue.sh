@@ -36,3 +36,18 @@ acc() {
   pack
   sed -n '/^---- acceptance/,$p' "$D/acc_$name.txt"
 }
+# suite_and_h200_acceptance: the whole GPU suite ($D/suite.txt.gz, its verdict printed), then on an H200 the issues'
+# acceptance parts by priority within the time left — how a call that lands CUDA code ends.
+suite_and_h200_acceptance() {
+  timeout 150 dsv4_gpu_tests >"$D/suite.txt" 2>&1
+  el "suite rc=$?"
+  grep -E "^\[  (PASSED|FAILED)|FAILED \]" "$D/suite.txt" | head
+  gzip -9f "$D/suite.txt"
+  pack
+  if [[ $CARD == *H200* ]]; then
+    acc quant quant,prefill 64 45
+    acc rms rms_norm 64 75
+    acc contexts contexts 64 45
+    acc serve64 serve 64 75
+  fi
+}

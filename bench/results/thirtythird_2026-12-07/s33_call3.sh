@@ -1,5 +1,6 @@
 #!/bin/bash
-# Session 33 call 3: act_quant's kernels vectorised (4 consecutive values a lane, 4 blocks' loads in flight a warp),
+# Session 33 calls 3 and 4 (call 4 on the next build: act_quant on the hardware conversion, 4 stages, lab 3 / 4 / 5):
+# call 3: act_quant's kernels vectorised (4 consecutive values a lane, 4 blocks' loads in flight a warp),
 # the E4M3 MoE lab at ring depths 4 / 5 / 6, the prefill A/B and timeline, the whole suite; H200: acceptance parts.
 # Carry [".gpu-T"] (full stage: the tracer).
 set -u
@@ -20,11 +21,4 @@ LD_PRELOAD=$TR DSV4_KERNEL_TRACE=$D/pf_q8.csv timeout 60 ${P/--reps 3/--reps 2} 
 python3 $S/tools/profile/kernel_timeline.py $D/pf_q8.csv --steps 2 --where 'prefill_attention_kernel>100' > $D/pf_q8_tl.txt 2>&1
 grep -E "steps:|moe_gemm|act|round_trip|nvjet" $D/pf_q8_tl.txt | head -12; gzip -9 $D/pf_q8.csv
 pack
-timeout 150 dsv4_gpu_tests > $D/suite.txt 2>&1; el "suite rc=$?"; grep -E "^\[  (PASSED|FAILED)|FAILED \]" $D/suite.txt | head
-gzip -9 $D/suite.txt; pack
-if [[ $CARD == *H200* ]]; then
-  acc quant quant,prefill 64 45
-  acc rms rms_norm 64 75
-  acc contexts contexts 64 45
-  acc serve64 serve 64 75
-fi
+suite_and_h200_acceptance

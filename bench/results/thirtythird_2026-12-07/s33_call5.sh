@@ -18,11 +18,4 @@ for a in "--activation-quant fp8" ""; do
   timeout 40 $Q $a > $D/d.txt 2>&1; echo "decode quantised ${a:-bf16 activations}: $(grep -E 'decode batch' $D/d.txt)"; cat $D/d.txt >> $D/decode.txt
 done
 el bench; pack
-timeout 150 dsv4_gpu_tests > $D/suite.txt 2>&1; el "suite rc=$?"; grep -E "^\[  (PASSED|FAILED)|FAILED \]" $D/suite.txt | head
-gzip -9 $D/suite.txt; pack
-if [[ $CARD == *H200* ]]; then
-  acc quant quant,prefill 64 45
-  acc rms rms_norm 64 75
-  acc contexts contexts 64 45
-  acc serve64 serve 64 75
-fi
+suite_and_h200_acceptance
