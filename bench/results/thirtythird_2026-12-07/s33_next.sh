@@ -1,6 +1,8 @@
 #!/bin/bash
-# For the next session (not run in session 33: no device time left; data only): `git apply` then build ablations_moe_fp8_lab.patch (a template flag of the E4M3 MoE kernel
-# and lab variants; kept out of main):
+# For the next session's first call (not run in session 33: no device time left). Data only: `git apply
+# bench/results/thirtythird_2026-12-07/ablations_moe_fp8_lab.patch` (a template flag of the E4M3 MoE kernel and lab
+# variants; never landed), build, `STAGE_LEAN=1 scripts/gpu/stage.sh build .gpu-Z`, run with carry [".gpu-Z"], then
+# revert the patch:
 # 1. bench_moe_gemm fp8 with ablations (no FP4 expansion / no promotion / no A copies / consumers not waiting for
 #    `full`): which part of a stage bounds the kernel;
 # 2. on an H200, for issue 20's rms_norm launch rule: every launch variant of the fused MTP input norm against the
