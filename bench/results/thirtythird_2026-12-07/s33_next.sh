@@ -1,8 +1,10 @@
 #!/bin/bash
-# For the next session's first call (not run in session 33: no device time left). Data only: `git apply
-# bench/results/thirtythird_2026-12-07/ablations_moe_fp8_lab.patch` (a template flag of the E4M3 MoE kernel and lab
-# variants; never landed), build, `STAGE_LEAN=1 scripts/gpu/stage.sh build .gpu-Z`, run with carry [".gpu-Z"], then
-# revert the patch:
+# For the next session's first call (not run in session 33: no device time left). `git apply` both
+# bench/results/thirtythird_2026-12-07/unverified_quant_act_model_test.patch (a GPU test, no CUDA code: land it if it
+# passes) and ablations_moe_fp8_lab.patch (a template flag of the E4M3 MoE kernel and lab variants: data only, never
+# land it), build, `STAGE_LEAN=1 scripts/gpu/stage.sh build .gpu-Z`, run with carry [".gpu-Z"], then revert the
+# ablations:
+# 0. CudaQuantActModel.*: the whole CUDA engine under --activation-quant fp8 at the FP8 products' shapes vs the CPU;
 # 1. bench_moe_gemm fp8 with ablations (no FP4 expansion / no promotion / no A copies / consumers not waiting for
 #    `full`): which part of a stage bounds the kernel;
 # 2. on an H200, for issue 20's rms_norm launch rule: every launch variant of the fused MTP input norm against the
@@ -10,6 +12,8 @@
 #    T = 256 / 320 / 512 with the late bulk instance). Carry [".gpu-Z"].
 set -u
 . scripts/gpu/call_prologue.sh
+timeout 120 dsv4_gpu_tests --gtest_filter='CudaQuantActModel.*' > $D/qact.txt 2>&1; el "quant act model test rc=$?"
+grep -E "wide random model|^\[  (PASSED|FAILED)|FAILED \]|Failure|Expected|Which is" $D/qact.txt | head -12
 timeout 60 bench_moe_gemm fp8 > $D/abl.txt 2>&1; el "fp8 ablations rc=$?"; grep -E "ms|error" $D/abl.txt | grep -v both | head -30
 pack
 [[ $CARD == *H200* ]] || exit 0
