@@ -674,6 +674,31 @@ class RandomSource : public WeightSource {
 
 }  // namespace
 
+std::string bf16_moe_layers_note(const ModelWeights& w) {
+  std::vector<const MoeWeights*> ffns;
+  for (const BlockWeights& b : w.layers) ffns.push_back(&b.ffn);
+  if (w.mtp.has_value()) ffns.push_back(&w.mtp->block.ffn);
+  int64_t kept = 0;
+  int32_t widest = -1;
+  bool unmeasured = false;
+  for (const MoeWeights* f : ffns) {
+    bool keeps = false;
+    for (const Weight* m : {&f->w1, &f->w2, &f->w3}) {
+      if (!m->quantized() || m->quant().format != WeightFormat::kFp4) continue;
+      const int32_t span = m->quant().fp4_row_span;
+      unmeasured = unmeasured || span < 0;
+      widest = std::max(widest, span);
+      keeps = keeps || span < 0 || span > kE4m3MoeMaxFp4RowSpan;
+    }
+    kept += keeps ? 1 : 0;
+  }
+  if (kept == 0) return "";
+  return str_cat("--activation-quant fp8: the MoE prefill of ", kept, " of ", ffns.size(),
+                 " layers keeps bf16 MMAs (slower than the E4M3 ones): their FP4 rows span ",
+                 unmeasured ? std::string("an unmeasured number of") : str_cat("up to ", widest),
+                 " binades, the E4M3 products take at most ", kE4m3MoeMaxFp4RowSpan);
+}
+
 ModelWeights random_weights(const ModelConfig& cfg, const LoadOptions& opt, uint64_t seed) {
   DSV4_CHECK_ARG(!opt.keep_quantized || cfg.quantization.quantized,
                  "synthetic weights kept quantised need a quantised config (DeepSeek's official layout: "

@@ -185,6 +185,9 @@ void Engine::size_pool_and_state() {
 void Engine::init(std::chrono::steady_clock::time_point t0) {
   resolve_defaults(opt_, cfg_);
   check_engine_options(opt_);
+  if (opt_.device == Device::kCUDA && opt_.activation_quant == ActivationQuant::kFp8) {
+    if (const std::string note = bf16_moe_layers_note(weights_); !note.empty()) log_info(note);
+  }
   DSV4_CHECK_ARG(opt_.max_spec_tokens + 1 <= opt_.max_batch_tokens,
                  "--max-batch-tokens must exceed the largest draft length (", opt_.max_spec_tokens, ")");
   const int64_t rows = max_logit_rows(opt_);

@@ -254,6 +254,34 @@ TEST(QuantizedWeight, JoinedMtpProjectionStaysFp8AtWholeScaleBlocks) {
   fs::remove_all(tmp);
 }
 
+// The start-up note for --activation-quant fp8 on CUDA: empty while every FP4 stack's rows span at most 14 binades
+// (the synthetic stacks), else how many layers keep the bf16 MoE MMAs and the widest span (or that one is
+// unmeasured); plain weights never get one.
+TEST(QuantizedWeight, Bf16MoeLayersNoteNamesTheLayersPastTheE4m3Span) {
+  ModelConfig cfg = tiny_config();
+  cfg.quantization = QuantizationConfig::official(WeightFormat::kFp4);
+  LoadOptions o{Device::kCPU, true};
+  o.keep_quantized = true;
+  ModelWeights q = random_weights(cfg, o, 7);
+  EXPECT_EQ(bf16_moe_layers_note(q), "");
+  EXPECT_EQ(bf16_moe_layers_note(random_weights(cfg, {Device::kCPU, true}, 7)), "");
+  const auto with_span = [](const Weight& w, int32_t span) {
+    QuantMatrices r = w.quant();
+    r.fp4_row_span = span;
+    return Weight::quantized_stack(r, w.shared(), Device::kCPU);
+  };
+  const int64_t layers = static_cast<int64_t>(q.layers.size()) + (q.mtp.has_value() ? 1 : 0);
+  q.layers[1].ffn.w2 = with_span(q.layers[1].ffn.w2, 20);
+  q.layers[1].ffn.w3 = with_span(q.layers[1].ffn.w3, 17);
+  EXPECT_EQ(bf16_moe_layers_note(q), str_cat("--activation-quant fp8: the MoE prefill of 1 of ", layers,
+                                             " layers keeps bf16 MMAs (slower than the E4M3 ones): their FP4 rows span "
+                                             "up to 20 binades, the E4M3 products take at most 14"));
+  q.layers[2].ffn.w1 = with_span(q.layers[2].ffn.w1, -1);
+  const std::string note = bf16_moe_layers_note(q);
+  EXPECT_NE(note.find("of 2 of "), std::string::npos) << note;
+  EXPECT_NE(note.find("an unmeasured number of binades"), std::string::npos) << note;
+}
+
 // Synthetic weights kept quantised (bench --synthetic ... --cuda-weights quantized): DeepSeek's official layout, codes
 // of unit-scale values made by the host codecs once per format and shape, so every matrix of a shape holds the same
 // bytes; plain tensors as the plain synthetic weights.

@@ -31,6 +31,10 @@ struct QuantMatrices {
   int32_t fp4_row_span = -1;
 };
 
+// The widest FP4 row span CUDA's E4M3 MoE products take (--activation-quant fp8): FP4 codes are expanded to E4M3 with
+// each group's scale folded in relative to the row's largest, exact down to 14 binades below it.
+constexpr int32_t kE4m3MoeMaxFp4RowSpan = 14;
+
 // Bytes of one quantised [rows, cols] matrix's codes and scale (the checkpoint's shapes); 0 for kPlain.
 int64_t quant_matrix_code_bytes(WeightFormat f, int64_t rows, int64_t cols);
 int64_t quant_matrix_scale_bytes(WeightFormat f, int64_t rows, int64_t cols);

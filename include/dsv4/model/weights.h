@@ -169,5 +169,10 @@ ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const 
 // inventory generated directly on the device from a counter-based generator, with make-tiny's unit-scale
 // rules; tid2eid tables with k distinct experts per token.
 ModelWeights random_weights(const ModelConfig& cfg, const LoadOptions& options, uint64_t seed);
+// Under --activation-quant fp8 on CUDA the MoE products past the decode path run on E4M3 MMAs only where every FP4
+// stack of the layer spans at most kE4m3MoeMaxFp4RowSpan binades a row (QuantMatrices::fp4_row_span, measured at
+// load; -1: not measured). Empty when every layer (and the MTP layer) qualifies or no stack is FP4, else one line
+// naming how many layers keep the slower bf16 MMAs and the widest span, for the engine to log at start-up.
+std::string bf16_moe_layers_note(const ModelWeights& w);
 
 }  // namespace dsv4
