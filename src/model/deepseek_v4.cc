@@ -21,13 +21,14 @@ Tensor quantized_input(ExecContext& ctx, const ModelState& ms, Tensor x, int64_t
 void quantized_linears(ExecContext& ctx, const ModelState& ms, Tensor x, int64_t row,
                        const std::vector<ops::Projection>& projections) {
   // Products that read only x's FP8 codes take x itself: its per-128 codes give the round trip's values (rows of
-  // `row` values must then make the same 128-value blocks as the products' rows). The round trip's scratch is taken
-  // either way, so that the measuring pass and the run agree.
+  // `row` values must then make the same 128-value blocks as the products' rows, and x's rows must be contiguous, as
+  // the round trip's copy is). The round trip's scratch is taken either way, so that the measuring pass and the run
+  // agree.
   const bool act_quant = ms.options().activation_quant == ActivationQuant::kFp8;
-  const bool codes_only =
-      act_quant && row % 128 == 0 && std::all_of(projections.begin(), projections.end(), [&](const ops::Projection& p) {
-        return ops::linear_reads_fp8_codes(ctx, x, p.w, p.out.dtype());
-      });
+  const bool codes_only = act_quant && row % 128 == 0 && x.is_contiguous() &&
+                          std::all_of(projections.begin(), projections.end(), [&](const ops::Projection& p) {
+                            return ops::linear_reads_fp8_codes(ctx, x, p.w, p.out.dtype());
+                          });
   if (codes_only) ctx.scratch->alloc(x.dtype(), x.shape());
   const Tensor q = codes_only ? x : quantized_input(ctx, ms, x, row);
   auto run = [&] {
