@@ -49,5 +49,6 @@ suite_and_h200_acceptance() {
     acc rms rms_norm 64 75
     acc contexts contexts 64 45
     acc serve64 serve 64 75
+    acc longctx longctx 64 95
   fi
 }

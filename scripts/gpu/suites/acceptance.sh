@@ -12,6 +12,9 @@
 #             >= 1.5x bf16)                                                                   ~10 s
 #   serve     `dsv4 serve` at concurrency 64 over bench's b = 64 decode, tiny and Flash
 #             (issue 18: >= 0.8x)                                                  ~20 s a level
+#   longctx   the indexer's launches at context 32,768 (ncu, real clocks; issue 16: indexer + top-k <= 40 us a CSA
+#             layer) and a 131,072-token prefill against a 4,096-token one (issue 16: >= 0.5x) — longctx.sh's
+#             phases kernels and prefill                                                      ~70 s
 # Variables: ACC_PARTS (comma list, default all of the above), ACC_BUDGET (seconds, default 540: a call's 600 less
 # staging), ACC_SERVE_LEVELS (the load's concurrency levels, default 64; issue 18's table wants 1,16,64,256).
 # Output: one log per part in $OUT and a summary of the figures last. The times above are an H100's (2026-12-06:
@@ -22,7 +25,7 @@ set -u
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64
 export DSV4_SOURCE_DIR=${DSV4_SOURCE_DIR:-$PWD} PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-parts=",${ACC_PARTS:-tests,rms_norm,contexts,quant,prefill,serve},"
+parts=",${ACC_PARTS:-tests,rms_norm,contexts,quant,prefill,serve,longctx},"
 budget=${ACC_BUDGET:-540}
 start=$SECONDS
 card=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)
@@ -76,6 +79,28 @@ if part serve 60; then
     timeout $((budget - (SECONDS - start))) bash "$STAGE/scripts/gpu/suites/serve.sh") >"$OUT/serve.log" 2>&1
   note "serve rc=$?: $(grep -E 'concurrency 64: server' "$OUT/serve.log" | tr '\n' ';')"
   note "$(grep -E '^model |^ +conc |^ +[0-9]+ +[0-9]+ +[0-9]+ ' "$OUT/serve.log")"
+fi
+if part longctx 90; then
+  (OUT=$OUT/longctx PHASES=kernels,prefill NCU_TIMEOUT=100 PREFILL_TIMEOUT=120 \
+    timeout $((budget - (SECONDS - start))) bash "$STAGE/scripts/gpu/suites/longctx.sh") >"$OUT/longctx.log" 2>&1
+  note "longctx rc=$?: indexer launches at context 32768 (ncu; the long-context ones are those above 8 us):"
+  note "$(sed -n '/^launches longer than/,$p' "$OUT/longctx.log" | grep -i -E 'longer than|indexer')"
+  note "$(python3 - "$OUT/longctx" <<'PY'
+import json, os, sys
+tps = {}
+for n in (4096, 131072):
+    try:
+        run = json.load(open(os.path.join(sys.argv[1], f"prefill_{n}.json")))["runs"][0]
+        tps[n] = run["prefill"][0]["tokens_per_second"]
+    except (OSError, ValueError, KeyError, IndexError):
+        tps[n] = None
+if None in tps.values():
+    print("prefill 4096 / 131072: missing (%s)" % tps)
+else:
+    print("prefill 4096: %.0f tok/s, 131072: %.0f tok/s = %.2fx (issue 16: >= 0.5x)"
+          % (tps[4096], tps[131072], tps[131072] / tps[4096]))
+PY
+)"
 fi
 echo "---- acceptance figures ($((SECONDS - start)) s)"
 printf '%s\n' "${summary[@]}"
