@@ -1,32 +1,24 @@
 #!/bin/bash
-# For the next session's first call (not run in session 33: no device time left). `git apply` both
-# bench/results/thirtythird_2026-12-07/unverified_quant_act_model_test.patch (a GPU test, no CUDA code: land it if it
-# passes) and ablations_moe_fp8_lab.patch (a template flag of the E4M3 MoE kernel and lab variants: data only, never
-# land it), build, `STAGE_LEAN=1 scripts/gpu/stage.sh build .gpu-Z`, run with carry [".gpu-Z"], then revert the
-# ablations:
-# 0. CudaQuantActModel.*: the whole CUDA engine under --activation-quant fp8 at the FP8 products' shapes vs the CPU;
-# 1. bench_moe_gemm fp8 with ablations (no FP4 expansion / no promotion / no A copies / consumers not waiting for
-#    `full`): which part of a stage bounds the kernel;
-# 2. on an H200, for issue 20's rms_norm launch rule: every launch variant of the fused MTP input norm against the
-#    published Triton kernel at H = 4096, T = 128-768 (call 5 on an H200: ours 1.08x / 1.02x / 1.04x Triton's at
-#    T = 256 / 320 / 512 with the late bulk instance). Carry [".gpu-Z"].
+# The next session's first call (not run in session 33: no device time left). Before it, from the repository root:
+#   git apply bench/results/thirtythird_2026-12-07/unverified_fp8_product_direct_cuda.patch \
+#             bench/results/thirtythird_2026-12-07/unverified_quant_act_model_test.patch
+#   build; STAGE_LEAN=1 scripts/gpu/stage.sh build .gpu-Z; carry [".gpu-Z"], kind nvidia-h200.
+# Land both if these tests and the whole suite pass (the first is CUDA code: the suite after it is its proof):
+# - the block-scaled FP8 product straight into out where T % 16 == 0 (no ~380 MB copy a Flash layer at a 4,096-token
+#   prefill; CudaQuant.Fp8Block* cover T = 17 / 40 / 128 / 200, padded and direct);
+# - CudaQuantActModel: the whole CUDA engine under --activation-quant fp8 at the FP8 products' shapes vs the CPU.
+# Prefill: quantised with bf16 activations is the unchanged control; compare the fp8 / control ratio with session 33's
+# (H100 call 4: 1.05x; H200 call 5: 1.10x) on the same card kind.
 set -u
 . scripts/gpu/call_prologue.sh
-timeout 120 dsv4_gpu_tests --gtest_filter='CudaQuantActModel.*' > $D/qact.txt 2>&1; el "quant act model test rc=$?"
-grep -E "wide random model|^\[  (PASSED|FAILED)|FAILED \]|Failure|Expected|Which is" $D/qact.txt | head -12
-timeout 60 bench_moe_gemm fp8 > $D/abl.txt 2>&1; el "fp8 ablations rc=$?"; grep -E "ms|error" $D/abl.txt | grep -v both | head -30
+timeout 150 dsv4_gpu_tests --gtest_filter='CudaQuantActModel.*:CudaQuant.Fp8Block*:CudaQuant.ActivationFp8Codes*:QuantizedFixtures/CudaQuantizedWeights.*' > $D/tests.txt 2>&1
+el "tests rc=$?"; grep -E "wide random model|^\[  (PASSED|FAILED)|FAILED \]|Failure|Expected|Which is|nothing to compare" $D/tests.txt | head -16
 pack
-[[ $CARD == *H200* ]] || exit 0
-timeout 100 python3 bench/kernels/rms_norm/peers.py --lib $S/lib/libdsv4.so --no-compile --hidden 4096 \
-  --tokens 128,192,256,320,384,512,768 --sweep 4096 --sweep-tokens 128,192,256,320,384,512,768 --rep 5 \
-  --json $D/sweep.json > $D/sweep.log 2>&1
-el "sweep rc=$?"
-python3 - $D/sweep.json <<'PY'
-import json, sys
-j = json.load(open(sys.argv[1]))
-print(j["device"])
-for r in j["results"]:
-    top = sorted(r.get("sweep", []), key=lambda x: x["us"])[:4]
-    print(r["hidden"], r["tokens"], "ours %.2f [%s] triton %.2f best-triton %.2f" % (r["ours"], r["ours_launch"], r["triton"], r["triton_best"]))
-    for t in top: print("    %.2f %s" % (t["us"], t["launch"]))
-PY
+P="dsv4 bench --synthetic flash --layers 3 --device cuda --prefill 4096 --batch 1 --decode-steps 2 --spec-tokens 0 --modes auto --kv-cache-memory 16000000000 --reps 3 --warmup 1"
+for round in 1 2; do
+  timeout 40 $P --cuda-weights quantized --activation-quant fp8 > $D/p.txt 2>&1; echo "q8 r$round: $(grep -E 'prefill +4096' $D/p.txt)"; cat $D/p.txt >> $D/prefill.txt
+  timeout 40 $P --cuda-weights quantized > $D/p.txt 2>&1; echo "quant r$round: $(grep -E 'prefill +4096' $D/p.txt)"; cat $D/p.txt >> $D/prefill.txt
+done
+timeout 40 $P --cuda-weights bf16 > $D/p.txt 2>&1; echo "bf16: $(grep -E 'prefill +4096' $D/p.txt)"; cat $D/p.txt >> $D/prefill.txt
+el prefill; pack
+suite_and_h200_acceptance
