@@ -374,8 +374,8 @@ void activation_round_trip(ExecContext& ctx, Tensor out, Tensor x) {
     require(ctx, x, DType::F32, "activation_round_trip", "x");
   }
   require(ctx, out, x.dtype(), "activation_round_trip", "out");
-  DSV4_CHECK_ARG(x.ndim() >= 1 && out.shape() == x.shape(), "activation_round_trip: x ", x.shape_string(), ", out ",
-                 out.shape_string());
+  DSV4_CHECK_ARG(x.ndim() >= 1 && out.shape() == x.shape() && x.is_contiguous() && out.is_contiguous(),
+                 "activation_round_trip: x ", x.shape_string(), ", out ", out.shape_string(), " (contiguous rows)");
 #ifndef DSV4_NO_CUDA
   if (ctx.is_cuda()) {
     cuda::DryRunScope dry_run(ctx.measuring);
