@@ -52,3 +52,18 @@ suite_and_h200_acceptance() {
     acc longctx longctx 64 95
   fi
 }
+# prefill_ab: the 4,096-token Flash-slice prefill, quantised weights with fp8 activations and with bf16 ones (the
+# control when only the fp8 path changed) in two alternating rounds, then bf16 weights; P is the command, the logs go
+# to $D/prefill.txt.
+P="dsv4 bench --synthetic flash --layers 3 --device cuda --prefill 4096 --batch 1 --decode-steps 2 --spec-tokens 0 --modes auto --kv-cache-memory 16000000000 --reps 3 --warmup 1"
+prefill_ab() {
+  local round
+  for round in 1 2; do
+    timeout 40 $P --cuda-weights quantized --activation-quant fp8 >"$D/p.txt" 2>&1
+    echo "q8 r$round: $(grep -E 'prefill +4096' "$D/p.txt")"; cat "$D/p.txt" >>"$D/prefill.txt"
+    timeout 40 $P --cuda-weights quantized >"$D/p.txt" 2>&1
+    echo "quant r$round: $(grep -E 'prefill +4096' "$D/p.txt")"; cat "$D/p.txt" >>"$D/prefill.txt"
+  done
+  timeout 40 $P --cuda-weights bf16 >"$D/p.txt" 2>&1
+  echo "bf16: $(grep -E 'prefill +4096' "$D/p.txt")"; cat "$D/p.txt" >>"$D/prefill.txt"
+}

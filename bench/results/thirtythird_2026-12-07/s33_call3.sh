@@ -10,12 +10,7 @@ el "act quant tests rc=$?"; grep -E "^\[  (PASSED|FAILED)|FAILED \]|Failure" $D/
 timeout 90 bench_moe_gemm fp8 > $D/fp8_lab.txt 2>&1; el "fp8 lab rc=$?"; grep -E "FAIL|ms|error" $D/fp8_lab.txt | head -24
 pack
 TR=$S/lib/libdsv4_kernel_trace.so
-P="dsv4 bench --synthetic flash --layers 3 --device cuda --prefill 4096 --batch 1 --decode-steps 2 --spec-tokens 0 --modes auto --kv-cache-memory 16000000000 --reps 3 --warmup 1"
-for round in 1 2; do
-  timeout 40 $P --cuda-weights quantized --activation-quant fp8 > $D/p.txt 2>&1; echo "q8 r$round: $(grep -E 'prefill +4096' $D/p.txt)"; cat $D/p.txt >> $D/prefill.txt
-  timeout 40 $P --cuda-weights quantized > $D/p.txt 2>&1; echo "quant r$round: $(grep -E 'prefill +4096' $D/p.txt)"; cat $D/p.txt >> $D/prefill.txt
-done
-timeout 40 $P --cuda-weights bf16 > $D/p.txt 2>&1; echo "bf16: $(grep -E 'prefill +4096' $D/p.txt)"; cat $D/p.txt >> $D/prefill.txt
+prefill_ab
 el prefill
 LD_PRELOAD=$TR DSV4_KERNEL_TRACE=$D/pf_q8.csv timeout 60 ${P/--reps 3/--reps 2} --cuda-weights quantized --activation-quant fp8 > $D/pf_q8.txt 2>&1
 python3 $S/tools/profile/kernel_timeline.py $D/pf_q8.csv --steps 2 --where 'prefill_attention_kernel>100' > $D/pf_q8_tl.txt 2>&1

@@ -7,12 +7,7 @@ set -u
 timeout 120 dsv4_gpu_tests --gtest_filter='CudaQuant.Fp8Block*:CudaQuant.ActivationFp8Codes*:CudaOps.ActivationRoundTrip*:CudaQuant.MoeGemmFp8*:QuantizedFixtures/CudaQuantizedWeights.*' > $D/tests.txt 2>&1
 el "tests rc=$?"; grep -E "^\[  (PASSED|FAILED)|FAILED \]|Failure|nothing to compare" $D/tests.txt | head
 pack
-P="dsv4 bench --synthetic flash --layers 3 --device cuda --prefill 4096 --batch 1 --decode-steps 2 --spec-tokens 0 --modes auto --kv-cache-memory 16000000000 --reps 3 --warmup 1"
-for round in 1 2; do
-  timeout 40 $P --cuda-weights quantized --activation-quant fp8 > $D/p.txt 2>&1; echo "q8 r$round: $(grep -E 'prefill +4096' $D/p.txt)"; cat $D/p.txt >> $D/prefill.txt
-  timeout 40 $P --cuda-weights quantized > $D/p.txt 2>&1; echo "quant r$round: $(grep -E 'prefill +4096' $D/p.txt)"; cat $D/p.txt >> $D/prefill.txt
-done
-timeout 40 $P --cuda-weights bf16 > $D/p.txt 2>&1; echo "bf16: $(grep -E 'prefill +4096' $D/p.txt)"; cat $D/p.txt >> $D/prefill.txt
+prefill_ab
 Q="dsv4 bench --synthetic flash --layers 3 --device cuda --modes auto --prefill 128 --batch 1 --decode-steps 16 --reps 3 --warmup 1 --spec-tokens 0 --context 1024 --cuda-weights quantized"
 for a in "--activation-quant fp8" ""; do
   timeout 40 $Q $a > $D/d.txt 2>&1; echo "decode quantised ${a:-bf16 activations}: $(grep -E 'decode batch' $D/d.txt)"; cat $D/d.txt >> $D/decode.txt

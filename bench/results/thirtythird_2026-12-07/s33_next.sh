@@ -14,11 +14,6 @@ set -u
 timeout 150 dsv4_gpu_tests --gtest_filter='CudaQuantActModel.*:CudaQuant.Fp8Block*:CudaQuant.ActivationFp8Codes*:QuantizedFixtures/CudaQuantizedWeights.*' > $D/tests.txt 2>&1
 el "tests rc=$?"; grep -E "wide random model|^\[  (PASSED|FAILED)|FAILED \]|Failure|Expected|Which is|nothing to compare" $D/tests.txt | head -16
 pack
-P="dsv4 bench --synthetic flash --layers 3 --device cuda --prefill 4096 --batch 1 --decode-steps 2 --spec-tokens 0 --modes auto --kv-cache-memory 16000000000 --reps 3 --warmup 1"
-for round in 1 2; do
-  timeout 40 $P --cuda-weights quantized --activation-quant fp8 > $D/p.txt 2>&1; echo "q8 r$round: $(grep -E 'prefill +4096' $D/p.txt)"; cat $D/p.txt >> $D/prefill.txt
-  timeout 40 $P --cuda-weights quantized > $D/p.txt 2>&1; echo "quant r$round: $(grep -E 'prefill +4096' $D/p.txt)"; cat $D/p.txt >> $D/prefill.txt
-done
-timeout 40 $P --cuda-weights bf16 > $D/p.txt 2>&1; echo "bf16: $(grep -E 'prefill +4096' $D/p.txt)"; cat $D/p.txt >> $D/prefill.txt
+prefill_ab
 el prefill; pack
 suite_and_h200_acceptance
