@@ -198,15 +198,18 @@ void register_bench(CLI::App& app) {
         });
         const ops::OpTimes ot = ops::stop_op_timing();
         nlohmann::json p = {{"tokens", L}, {"seconds", to_json(s)}, {"tokens_per_second", L / s.median}};
-        // Model FLOPs (model/flops.h) per second, and the MFU against the card's dense BF16 peak where it is known
-        // (the CUDA path's products run in bf16 whatever the checkpoint's format, until quantised kernels land).
+        // Model FLOPs (model/flops.h) per second, and the MFU against the card's dense peak for the format the
+        // products run in, where it is known: FP8 with weights kept quantised and FP8 activations (the FP8 / FP4
+        // products on E4M3 tensor cores), else BF16.
         const double flops = prefill_flops(engine.config(), L).total(), tflops = flops / s.median / 1e12;
         p["model_tflop"] = flops / 1e12;
         p["tflops_per_second"] = tflops;
+        const std::string format =
+            eo.cuda_quantized_weights && eo.activation_quant == ActivationQuant::kFp8 ? "fp8" : "bf16";
         const double peak = o->flags.device_used() == "cuda" && eo.cuda_precision == DType::BF16
-                                ? dense_peak_tflops(out["device"].get<std::string>(), "bf16")
+                                ? dense_peak_tflops(out["device"].get<std::string>(), format)
                                 : 0.0;
-        if (peak > 0) p["mfu"] = {{"value", tflops / peak}, {"peak_tflops", peak}, {"format", "bf16"}};
+        if (peak > 0) p["mfu"] = {{"value", tflops / peak}, {"peak_tflops", peak}, {"format", format}};
         if (ot.calls > 0) {  // per prefill (mean over the warm-up and timed runs); the rest = median wall - the two
           const double runs = static_cast<double>(o->warmup + o->reps), wall = s.median;
           p["split"] = {{"indexer_seconds", ot.indexer_seconds / runs},
@@ -416,7 +419,10 @@ void register_bench(CLI::App& app) {
         for (const auto& p : j["prefill"]) {
           std::printf("prefill %6lld tokens: %10.1f tokens/s, %.3g TFLOP/s", p["tokens"].get<long long>(),
                       p["tokens_per_second"].get<double>(), p["tflops_per_second"].get<double>());
-          if (p.contains("mfu")) std::printf(" (MFU %.1f%%)", 100.0 * p["mfu"]["value"].get<double>());
+          if (p.contains("mfu")) {
+            std::printf(" (MFU %.1f%% of the %s peak)", 100.0 * p["mfu"]["value"].get<double>(),
+                        p["mfu"]["format"].get<std::string>().c_str());
+          }
           if (p.contains("split")) {
             std::printf(" (indexer %.3f s, attention %.3f s, rest %.3f s)", p["split"]["indexer_seconds"].get<double>(),
                         p["split"]["attention_seconds"].get<double>(), p["split"]["rest_seconds"].get<double>());
