@@ -45,7 +45,7 @@ suite_and_h200_acceptance() {
   gzip -9f "$D/suite.txt"
   pack
   if [[ $CARD == *H200* ]]; then
-    acc quant quant,prefill 64 45
+    acc quant quant,prefill,quality 64 95
     acc rms rms_norm 64 75
     acc contexts contexts 64 45
     acc serve64 serve 64 75

@@ -10,6 +10,9 @@
 #             (issue 17: <= 1.3x), and the bf16 slice's for comparison                      ~15 s
 #   prefill   4,096-token prefill, bf16 and quantised weights: tok/s, MFU (issue 17: quantised
 #             >= 1.5x bf16)                                                                   ~10 s
+#   quality   the default model (bf16) and its `dsv4 quantize` checkpoint on CUDA against the CPU over the held-out
+#             text: mean KL and top-1 (issue 17: >= 99%, <= 1e-3 with bf16 activations; --activation-quant fp8
+#             reported), each CUDA run against the CPU run of the same weights and activations          ~40 s
 #   serve     `dsv4 serve` at concurrency 64 over bench's b = 64 decode, tiny and Flash
 #             (issue 18: >= 0.8x)                                                  ~20 s a level
 #   longctx   the indexer's launches at context 32,768 (ncu, real clocks; issue 16: indexer + top-k <= 40 us a CSA
@@ -25,7 +28,7 @@ set -u
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64
 export DSV4_SOURCE_DIR=${DSV4_SOURCE_DIR:-$PWD} PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-parts=",${ACC_PARTS:-tests,rms_norm,contexts,quant,prefill,serve,longctx},"
+parts=",${ACC_PARTS:-tests,rms_norm,contexts,quant,prefill,quality,serve,longctx},"
 budget=${ACC_BUDGET:-540}
 start=$SECONDS
 card=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)
@@ -73,6 +76,40 @@ if part prefill 20; then
       >"$OUT/prefill_$weights.log" 2>&1
     note "prefill $weights rc=$?: $(grep -E 'prefill +4096' "$OUT/prefill_$weights.log")"
   done
+fi
+if part quality 50; then
+  qdir=$(mktemp -d)
+  model=$DSV4_SOURCE_DIR/models/dsv4-tiny-kjv
+  text=$model/heldout.txt
+  timeout 120 dsv4 quantize "$model" "$qdir/fp4" >"$OUT/quality.log" 2>&1
+  # NAME MODEL DEVICE-ARGS...: a perplexity run into $OUT/quality_NAME.json (saves or compares logits per its args).
+  ppl() {
+    local name=$1 m=$2
+    shift 2
+    timeout 120 dsv4 perplexity --json -m "$m" --file "$text" "$@" >"$OUT/quality_$name.json" 2>>"$OUT/quality.log"
+  }
+  ppl cpu_bf16w "$model" --device cpu --save-logits "$qdir/cpu_bf16w.st"
+  ppl cpu_fp4 "$qdir/fp4" --device cpu --save-logits "$qdir/cpu_fp4.st"
+  ppl cpu_fp4_a8 "$qdir/fp4" --device cpu --activation-quant fp8 --save-logits "$qdir/cpu_fp4_a8.st"
+  ppl cuda_bf16w "$model" --device cuda --kl-reference "$qdir/cpu_bf16w.st"
+  ppl cuda_fp4 "$qdir/fp4" --device cuda --cuda-weights quantized --kl-reference "$qdir/cpu_fp4.st"
+  ppl cuda_fp4_a8 "$qdir/fp4" --device cuda --cuda-weights quantized --activation-quant fp8 \
+    --kl-reference "$qdir/cpu_fp4_a8.st"
+  note "quality (CUDA against the CPU on the same weights and activations; issue 17: top-1 >= 99%, mean KL <= 1e-3):"
+  note "$(python3 - "$OUT" <<'PY'
+import json, os, sys
+runs = [("cuda_bf16w", "bf16 weights"), ("cuda_fp4", "dsv4 quantize (FP8 + FP4), kept quantised"),
+        ("cuda_fp4_a8", "the same, --activation-quant fp8")]
+for name, what in runs:
+    try:
+        j = json.load(open(os.path.join(sys.argv[1], f"quality_{name}.json")))
+        print("  %-44s top-1 %.4f, mean KL %.3g (p99 %.3g), perplexity %.4f (CPU %.4f)"
+              % (what, j["top1_agreement"], j["kl_mean"], j["kl_p99"], j["perplexity"], j["reference_perplexity"]))
+    except (OSError, ValueError, KeyError) as e:
+        print("  %-44s missing (%s)" % (what, e))
+PY
+)"
+  rm -rf "$qdir"
 fi
 if part serve 60; then
   (OUT=$OUT/serve MODELS=flash,tiny LEVELS=${ACC_SERVE_LEVELS:-64} MAX_S=10 LOAD_ARGS="--requests-per-slot 8" BENCH_S=100 \
