@@ -11,6 +11,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -475,6 +476,43 @@ TEST(CudaQuant, Fp8BlockProductGivesTheSameOnRawAndRoundTrippedRows) {
   }
 }
 
+// ops::linears with several block-scaled FP8 products of one x computes x's codes once for all of them: the outputs
+// equal, bit for bit, those of one ops::linear each; T = 64 writes straight into out, T = 40 through padded scratch.
+TEST(CudaQuant, Fp8BlockProductsOfOneInputShareItsCodes) {
+  DSV4_REQUIRE_GPU();
+  std::mt19937 rng(803);
+  constexpr int64_t K = 1024;
+  const HostQuant h1 = random_quant(rng, WeightFormat::kFp8Block, 512, K),
+                  h2 = random_quant(rng, WeightFormat::kFp8Block, 256, K);
+  const DevQuant d1 = upload_quant(h1), d2 = upload_quant(h2);
+  const Weight w1 = Weight::quantized_matrix(QuantMatrices{WeightFormat::kFp8Block, d1.m.codes, d1.m.scale, 1, 512, K},
+                                             Device::kCUDA),
+               w2 = Weight::quantized_matrix(QuantMatrices{WeightFormat::kFp8Block, d2.m.codes, d2.m.scale, 1, 256, K},
+                                             Device::kCUDA);
+  for (int64_t T : {64, 40}) {
+    DevTensor x = upload(random_vec(rng, T * K, -2.0f, 2.0f), DType::BF16, {T, K});
+    if (!ops::linear_reads_fp8_codes(env().ctx, x.t, w1, DType::BF16)) {
+      std::printf("T=%lld: no block-scaled FP8 algorithm on this cuBLASLt, nothing to compare\n",
+                  static_cast<long long>(T));
+      continue;
+    }
+    DevTensor a1(DType::BF16, {T, 512}), a2(DType::BF16, {T, 256}), b1(DType::BF16, {T, 512}),
+        b2(DType::BF16, {T, 256});
+    for (DevTensor* t : {&a1, &a2, &b1, &b2}) poison(t->t);
+    env().ctx.fp8_input_rows = true;
+    ops::linears(env().ctx, x.t, {{a1.t, w1}, {a2.t, w2}});
+    ops::linear(env().ctx, b1.t, x.t, w1);
+    ops::linear(env().ctx, b2.t, x.t, w2);
+    env().ctx.fp8_input_rows = false;
+    env().sync();
+    for (auto [got, want] : {std::pair{&a1, &b1}, std::pair{&a2, &b2}}) {
+      const std::vector<float> g = download(got->t), w = download(want->t);
+      EXPECT_EQ(std::memcmp(g.data(), w.data(), g.size() * sizeof(float)), 0) << "T=" << T;
+      EXPECT_TRUE(std::all_of(g.begin(), g.end(), [](float v) { return std::isfinite(v); })) << "T=" << T;
+    }
+  }
+}
+
 // ---- MoE decode -------------------------------------------------------------------------------------------
 
 using HostPlan = cuda::MoePlanReference;
@@ -508,6 +546,26 @@ float swiglu(float g, float u, float limit) {
 
 // y rows against the oracle (act rounded to bf16 as the kernel stores it), act within bf16 rounding; repeated and
 // with other row chunkings, bit-identical.
+// The oracles' walk over a plan: each tile's rows (at most tile_rows of them), with the tile's expert's W1 / W3 / W2
+// values (routed expert e of the stacks, or the shared expert for e == E).
+struct ExpertRows {
+  const float *w1, *w3, *w2;
+};
+template <typename Fn>
+void for_each_plan_row(const HostPlan& hp, int64_t tile_rows, const MoeCase& c,
+                       const std::array<const HostQuant*, 3>& routed, const std::array<const HostQuant*, 3>& shared,
+                       Fn&& fn) {
+  for (int32_t tile = 0; tile < hp.num_tiles; ++tile) {
+    const int32_t e = hp.tile_info[3 * tile], r0 = hp.tile_info[3 * tile + 1], r1 = hp.tile_info[3 * tile + 2];
+    const bool sh = e == c.E;
+    const int64_t gate_span = sh ? 0 : e * c.I * c.H;  // W1 / W3 are [I, H] an expert, W2 [H, I]: the same size
+    const ExpertRows W{(sh ? shared[0] : routed[0])->values.data() + gate_span,
+                       (sh ? shared[1] : routed[1])->values.data() + gate_span,
+                       (sh ? shared[2] : routed[2])->values.data() + gate_span};
+    for (int32_t r = r0; r < std::min<int64_t>(r1, r0 + tile_rows); ++r) fn(r, W);
+  }
+}
+
 void check_moe(const MoeCase& c, int seed) {
   std::mt19937 rng(seed);
   const float limit = 7.0f;
@@ -526,21 +584,14 @@ void check_moe(const MoeCase& c, int seed) {
 
   // Oracle, per expert-sorted row.
   std::vector<float> act_ref(P * c.I), y_ref(P * c.H);
-  for (int32_t tile = 0; tile < hp.num_tiles; ++tile) {
-    const int32_t e = hp.tile_info[3 * tile], r0 = hp.tile_info[3 * tile + 1], r1 = hp.tile_info[3 * tile + 2];
-    const bool sh = e == c.E;
-    const float* W1 = sh ? s1.values.data() : w1.values.data() + e * c.I * c.H;
-    const float* W3 = sh ? s3.values.data() : w3.values.data() + e * c.I * c.H;
-    const float* W2 = sh ? s2.values.data() : w2.values.data() + e * c.H * c.I;
-    for (int32_t r = r0; r < std::min(r1, r0 + static_cast<int32_t>(cuda::kPlanTileRows)); ++r) {
-      const std::vector<float> xr(x.begin() + hp.token_of[r] * c.H, x.begin() + (hp.token_of[r] + 1) * c.H);
-      const std::vector<float> g = product(xr, W1, 1, c.I, c.H), u = product(xr, W3, 1, c.I, c.H);
-      for (int64_t i = 0; i < c.I; ++i) act_ref[r * c.I + i] = round_to_bf16(swiglu(g[i], u[i], limit));
-      const std::vector<float> ar(act_ref.begin() + r * c.I, act_ref.begin() + (r + 1) * c.I);
-      const std::vector<float> y = product(ar, W2, 1, c.H, c.I);
-      std::copy(y.begin(), y.end(), y_ref.begin() + r * c.H);
-    }
-  }
+  for_each_plan_row(hp, cuda::kPlanTileRows, c, {&w1, &w3, &w2}, {&s1, &s3, &s2}, [&](int32_t r, const ExpertRows& W) {
+    const std::vector<float> xr(x.begin() + hp.token_of[r] * c.H, x.begin() + (hp.token_of[r] + 1) * c.H);
+    const std::vector<float> g = product(xr, W.w1, 1, c.I, c.H), u = product(xr, W.w3, 1, c.I, c.H);
+    for (int64_t i = 0; i < c.I; ++i) act_ref[r * c.I + i] = round_to_bf16(swiglu(g[i], u[i], limit));
+    const std::vector<float> ar(act_ref.begin() + r * c.I, act_ref.begin() + (r + 1) * c.I);
+    const std::vector<float> y = product(ar, W.w2, 1, c.H, c.I);
+    std::copy(y.begin(), y.end(), y_ref.begin() + r * c.H);
+  });
 
   auto stack = [&](const DevQuant& routed, const DevQuant& shared) {
     cuda::QuantExperts s;
@@ -646,25 +697,19 @@ void check_moe_fp8(const MoeCase& c, int seed, bool wide_span) {
   std::vector<float> pair_weight(P, 1.0f);  // by expert-sorted row
   for (int64_t p = 0; p < c.T * c.k; ++p) pair_weight[hp.row_of[p]] = route_w[p];
   std::vector<float> act_ref(P * c.I), y_ref(P * c.H);
-  for (int32_t tile = 0; tile < hp.num_tiles; ++tile) {
-    const int32_t e = hp.tile_info[3 * tile], r0 = hp.tile_info[3 * tile + 1], r1 = hp.tile_info[3 * tile + 2];
-    const bool sh = e == c.E;
-    const float* W1 = sh ? s1.values.data() : w1.values.data() + e * c.I * c.H;
-    const float* W3 = sh ? s3.values.data() : w3.values.data() + e * c.I * c.H;
-    const float* W2 = sh ? s2.values.data() : w2.values.data() + e * c.H * c.I;
-    for (int32_t r = r0; r < std::min(r1, r0 + static_cast<int32_t>(cuda::kPlanWideTileRows)); ++r) {
-      const std::vector<float> xr(xq.begin() + hp.token_of[r] * c.H, xq.begin() + (hp.token_of[r] + 1) * c.H);
-      const std::vector<float> g = product(xr, W1, 1, c.I, c.H), u = product(xr, W3, 1, c.I, c.H);
-      std::vector<float> ar(c.I);
-      for (int64_t i = 0; i < c.I; ++i) {
-        act_ref[r * c.I + i] = round_to_bf16(swiglu(g[i], u[i], limit));
-        ar[i] = act_ref[r * c.I + i] * pair_weight[r];
-      }
-      ops::activation_round_trip(cpu, test::host_view(ar, {1, c.I}));
-      const std::vector<float> y = product(ar, W2, 1, c.H, c.I);
-      std::copy(y.begin(), y.end(), y_ref.begin() + r * c.H);
-    }
-  }
+  for_each_plan_row(
+      hp, cuda::kPlanWideTileRows, c, {&w1, &w3, &w2}, {&s1, &s3, &s2}, [&](int32_t r, const ExpertRows& W) {
+        const std::vector<float> xr(xq.begin() + hp.token_of[r] * c.H, xq.begin() + (hp.token_of[r] + 1) * c.H);
+        const std::vector<float> g = product(xr, W.w1, 1, c.I, c.H), u = product(xr, W.w3, 1, c.I, c.H);
+        std::vector<float> ar(c.I);
+        for (int64_t i = 0; i < c.I; ++i) {
+          act_ref[r * c.I + i] = round_to_bf16(swiglu(g[i], u[i], limit));
+          ar[i] = act_ref[r * c.I + i] * pair_weight[r];
+        }
+        ops::activation_round_trip(cpu, test::host_view(ar, {1, c.I}));
+        const std::vector<float> y = product(ar, W.w2, 1, c.H, c.I);
+        std::copy(y.begin(), y.end(), y_ref.begin() + r * c.H);
+      });
 
   const DevQuant d1 = upload_quant(w1), d3 = upload_quant(w3), d2 = upload_quant(w2), ds1 = upload_quant(s1),
                  ds3 = upload_quant(s3), ds2 = upload_quant(s2);

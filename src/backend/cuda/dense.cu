@@ -4,6 +4,7 @@
 // Every kernel converts its inputs to fp32, computes in fp32 and rounds once on store, so a bf16 result
 // differs from the fp32 CPU reference by one rounding of the output (plus the inputs' own rounding).
 #include <algorithm>
+#include <optional>
 #include <type_traits>
 
 #include "backend/cuda/act_quant.h"
@@ -176,31 +177,57 @@ bool fp8_block_gemm_args(const ExecContext& ctx, int64_t T, DType out_dtype, con
   return ctx.blas->supports(g);
 }
 
+// x's E4M3 codes and per-128 scales for the block-scaled FP8 products (activation_fp8_codes), rows padded to 16:
+// codes [Mp, K], scales K-block-major [K / 128, Mp] (blas.h), in ctx.scratch (the caller's scope). The measuring pass
+// and dry runs allocate only.
+struct Fp8Rows {
+  Tensor codes, scales;
+};
+Fp8Rows fp8_rows(const ExecContext& ctx, Tensor x) {
+  const int64_t T = x.size(0), K = x.size(1), Mp = (T + 15) / 16 * 16;
+  Fp8Rows r{ctx.scratch->alloc(DType::U8, {Mp, K}), ctx.scratch->alloc(DType::F32, {K / 128, Mp})};
+  if (!ctx.measuring && !dry_run()) {
+    activation_fp8_codes(stream_of(ctx), x.dtype(), x.data(), x.stride(0), T, K, Mp, r.codes.ptr<uint8_t>(),
+                         r.scales.ptr<float>());
+  }
+  return r;
+}
+
 // Under --activation-quant fp8 (ExecContext::fp8_input_rows) an FP8-block matrix past the GEMV's rows runs as
-// DeepSeek's block-scaled FP8 product on cuBLASLt: x's codes and per-128 scales (activation_fp8_codes), the weight's
-// codes and its scale grid as f32, rows padded to 16 (cuBLASLt's block-scaled kernels took no other row counts in a
-// probe), the product into padded scratch and its T rows copied out. x may be the act_quant round trip or the raw
-// rows (linear_reads_fp8_codes): quantising a round trip again gives its values back, so the product is the same.
-// False (nothing done) where it does not apply or cuBLASLt has no algorithm. The measuring pass counts its scratch
-// and returns false, so that the dequantising path's is counted too (the run may take either).
-bool fp8_block_product(const ExecContext& ctx, Tensor out, Tensor x, const QuantMatrices& q, int64_t groups) {
+// DeepSeek's block-scaled FP8 product on cuBLASLt: x's codes and per-128 scales (fp8_rows, or `rows` where the caller
+// made them once for several products of x), the weight's codes and its scale grid as f32, rows padded to 16
+// (cuBLASLt's block-scaled kernels took no other row counts in a probe). Where T is a multiple of 16 and out's rows
+// are contiguous the product goes straight into out, else into padded scratch and its T rows are copied out (at a
+// 4,096-token Flash prefill that copy moved ~380 MB a layer, the query's 32,768-wide rows most of it). x may be the
+// act_quant round trip or the raw rows (linear_reads_fp8_codes): quantising a round trip again gives its values
+// back, so the product is the same. False (nothing done) where it does not apply or cuBLASLt has no algorithm. The
+// measuring pass counts its scratch and returns false, so that the dequantising path's is counted too (the run may
+// take either).
+bool fp8_block_product(const ExecContext& ctx, Tensor out, Tensor x, const QuantMatrices& q, int64_t groups,
+                       const Fp8Rows* rows = nullptr) {
   const int64_t T = x.size(0), K = q.cols, N = q.rows;
-  if (!ctx.fp8_input_rows || !fp8_block_shape(q, groups) || x.size(1) != K || out.size(1) != N) return false;
+  if (!ctx.fp8_input_rows || !fp8_block_shape(q, groups) || x.size(1) != K || x.stride(1) != 1 || out.size(1) != N) {
+    return false;
+  }
   const int64_t Mp = (T + 15) / 16 * 16, kb = K / 128, nb = (N + 127) / 128;
   ArenaScope scope(*ctx.scratch);
-  const Tensor codes = ctx.scratch->alloc(DType::U8, {Mp, K});
-  const Tensor x_scale = ctx.scratch->alloc(DType::F32, {kb, Mp});  // K-block-major (blas.h)
   const Tensor w_scale = ctx.scratch->alloc(DType::F32, {nb, kb});
-  const Tensor product = ctx.scratch->alloc(out.dtype(), {Mp, N});
-  if (ctx.measuring || dry_run()) return false;
+  const bool direct = Mp == T && out.stride(0) == N && out.stride(1) == 1;
+  const Tensor product = direct ? out : ctx.scratch->alloc(out.dtype(), {Mp, N});
+  if (ctx.measuring || dry_run()) {
+    if (rows == nullptr) fp8_rows(ctx, x);  // counted
+    return false;
+  }
   GemmArgs g;
   if (!fp8_block_gemm_args(ctx, T, out.dtype(), q, groups, g)) return false;
-  g.x = codes.data(), g.w = q.codes, g.out = product.data();
-  g.x_scale = x_scale.ptr<float>(), g.w_scale = w_scale.ptr<float>();
+  const Fp8Rows own = rows != nullptr ? Fp8Rows{} : fp8_rows(ctx, x);
+  const Fp8Rows& r = rows != nullptr ? *rows : own;
+  g.x = r.codes.data(), g.w = q.codes, g.out = product.data();
+  g.x_scale = r.scales.ptr<float>(), g.w_scale = w_scale.ptr<float>();
   const cudaStream_t s = stream_of(ctx);
-  activation_fp8_codes(s, x.dtype(), x.data(), K, T, K, Mp, codes.ptr<uint8_t>(), x_scale.ptr<float>());
   e8m0_scales_to_f32(s, q.scale, nb * kb, w_scale.ptr<float>());
   ctx.blas->gemm(ctx, g);
+  if (direct) return true;
   const size_t row_bytes = static_cast<size_t>(N) * dtype_size(out.dtype());
   DSV4_CUDA_CHECK(
       cudaMemcpyAsync(out.data(), product.data(), row_bytes * static_cast<size_t>(T), cudaMemcpyDeviceToDevice, s));
@@ -285,13 +312,23 @@ void linear(ExecContext& ctx, Tensor out, Tensor x, const Weight& w) {
 }
 
 void linears(ExecContext& ctx, Tensor x, const std::vector<ops::Projection>& projections) {
-  // The GEMV-served ones in launches of up to kMaxGemvMatrices, the others one by one on cuBLASLt.
+  // The GEMV-served ones in launches of up to kMaxGemvMatrices, the others one by one on cuBLASLt. Under
+  // fp8_input_rows, x's FP8 codes once for all of its block-scaled FP8 products when there are several.
+  ArenaScope scope(*ctx.scratch);
+  std::vector<bool> reads_codes;
+  for (const ops::Projection& p : projections) {
+    reads_codes.push_back(ctx.fp8_input_rows && linear_reads_fp8_codes(ctx, x, p.w, p.out.dtype()));
+  }
+  std::optional<Fp8Rows> shared_rows;
+  if (std::count(reads_codes.begin(), reads_codes.end(), true) >= 2) shared_rows = fp8_rows(ctx, x);
   std::vector<GemmArgs> batch;
   auto flush = [&] {
     if (!batch.empty()) gemv_many(stream_of(ctx), batch.data(), static_cast<int>(batch.size()));
     batch.clear();
   };
-  for (const ops::Projection& p : projections) {
+  for (size_t i = 0; i < projections.size(); ++i) {
+    const ops::Projection& p = projections[i];
+    if (shared_rows && reads_codes[i] && fp8_block_product(ctx, p.out, x, p.w.quant(), 1, &*shared_rows)) continue;
     if (p.w.quantized()) {  // its own launch (quant_gemv), independent of the batch's
       quant_project(ctx, p.out, x, p.w, 1);
       continue;
