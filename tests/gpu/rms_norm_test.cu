@@ -135,7 +135,9 @@ std::vector<cuda::RmsNormConfig> all_configs() {
   for (const auto& [vpt, rows] : shapes) {
     for (int max_blocks : {-1, -2, 3}) {
       for (bool plain : {false, true}) configs.push_back({RmsNormKernel::kRegister, vpt, rows, max_blocks, plain});
-      if (rows == 1) configs.push_back({RmsNormKernel::kRegister, vpt, rows, max_blocks, false, true});
+      if (rows != 1) continue;
+      for (bool plain : {false, true})
+        configs.push_back({RmsNormKernel::kRegister, vpt, rows, max_blocks, plain, true});
     }
   }
   // Each PDL trigger placement (the heuristic's launch and the scalar kernel's).

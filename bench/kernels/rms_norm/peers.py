@@ -47,6 +47,7 @@ REG_SHAPES = [(1, 1), (1, 2), (2, 1), (2, 2), (4, 1), (4, 2), (8, 1)]
 VARIANTS = ([(1, v, r, g, 0, 0) for v, r in REG_SHAPES for g in (-1, -2)]
             + [(1, v, 1, g, 1, 0) for v in (1, 2, 4, 8) for g in (-1, -2)]  # plain loads, not .nc/no-L1/L2 prefetch
             + [(1, v, 1, g, 0, 1) for v in (1, 2, 4) for g in (-1, -2)]  # weights read after the reduction
+            + [(1, v, 1, g, 1, 1) for v in (2, 4, 8) for g in (-1, -2)]  # both: the Triton kernel's shape
             + [(3, v, 0, 0, 0, 0) for v in (1, 2, 4, 8)]
             + [(3, v, 1, 0, 0, 0, 0, b) for v in (2, 4, 8) for b in (1, 2, 3, 4)]
             # the bulk kernel's late instances: the row read twice from shared memory, <= 128 threads

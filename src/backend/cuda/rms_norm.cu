@@ -661,11 +661,12 @@ RowKernel for_vecs_per_thread(int vpt, Instance instance) {
   }
 }
 
-// Late-weight instances: one row per block, read-only loads.
-template <typename T>
+// Late-weight instances: one row per block, read-only or plain loads (plain + late + 4 vectors per thread
+// is the published Triton kernel's shape at H = 4096: the lab's H200 candidate where no other launch beat it).
+template <typename T, bool kPlain>
 RowKernel pick_late_kernel(int vpt, int rows) {
   if (rows != 1) return nullptr;
-  return for_vecs_per_thread(vpt, [](auto v) -> RowKernel { return rms_norm_reg_kernel<T, v(), 1, false, true>; });
+  return for_vecs_per_thread(vpt, [](auto v) -> RowKernel { return rms_norm_reg_kernel<T, v(), 1, kPlain, true>; });
 }
 
 template <typename T>
@@ -679,7 +680,7 @@ RowKernel pick_bulk_kernel(int vpt, bool late) {
 
 template <typename T>
 RowKernel pick_reg_kernel(int vpt, int rows, bool plain, bool late) {
-  if (late) return plain ? nullptr : pick_late_kernel<T>(vpt, rows);
+  if (late) return plain ? pick_late_kernel<T, true>(vpt, rows) : pick_late_kernel<T, false>(vpt, rows);
   return plain ? pick_reg_kernel<T, true>(vpt, rows) : pick_reg_kernel<T, false>(vpt, rows);
 }
 
