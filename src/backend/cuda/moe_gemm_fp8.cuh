@@ -31,6 +31,7 @@
 #include <cuda_fp8.h>
 
 #include "backend/cuda/moe_gemm_wgmma.cuh"
+#include "dsv4/core/weight.h"  // kE4m3MoeMaxFp4RowSpan
 
 namespace dsv4::cuda {
 
@@ -47,7 +48,8 @@ constexpr int f8_smem_bytes(int stages) {
   return stages * kF8StageBytes + (kF8CodeAhead + 1) * kF8CodeSlotBytes + 2 * stages * 8 + kWgBN + 1024;
 }
 static_assert(f8_smem_bytes(kF8Stages + 1) <= 227 * 1024, "shared memory (the lab's one-stage-deeper variant)");
-constexpr int kF8MaxSpan = 14;  // binades a row's FP4 group scales may span below its reference
+// Binades a row's FP4 group scales may span below its reference: the loader's limit (core/weight.h).
+constexpr int kF8MaxSpan = kE4m3MoeMaxFp4RowSpan;
 
 __device__ __forceinline__ void st_shared_u8(uint32_t addr, uint32_t v) {
   asm volatile("st.shared.u8 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");

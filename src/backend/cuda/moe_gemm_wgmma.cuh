@@ -179,18 +179,6 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t da, ui
       : "l"(da), "l"(db), "r"(scale_d));
 }
 
-// d (+)= A (64 x 16 from registers a: the warp's rows 16 q.., lane (g, t4): a0 (row g, k 2 t4, +1), a1 (row g + 8),
-// a2 (row g, k 2 t4 + 8, +9), a3 (row g + 8)) * B (128 x 16 as [n][k], descriptor db, K-major); scale_d 0 overwrites.
-__device__ __forceinline__ void wgmma_rs_m64n128k16(float (&d)[64], const uint32_t (&a)[4], uint64_t db,
-                                                    uint32_t scale_d) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " DSV4_WGMMA_D64_TEXT
-      ", {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
-      : DSV4_WGMMA_D64_OPERANDS(d)
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d));
-}
-
 }  // namespace wg
 
 // grid (ceil(N / wgmma_cols<GATED>()), tile bound), wgmma_threads<QUANT>() threads, wgmma_smem_bytes<QUANT>() dynamic
