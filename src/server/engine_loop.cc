@@ -26,14 +26,14 @@ bool RequestChannel::finished() const {
   return finished_;
 }
 
-void RequestChannel::deliver(const TokenEvent& e, bool notify) {
+void RequestChannel::deliver(const TokenEvent& e) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (finished_) return;
     events_.push_back(e);
     finished_ = e.finished;
   }
-  if (notify) cv_.notify_all();
+  cv_.notify_all();
 }
 
 void RequestChannel::admit(RequestId id) {
@@ -64,32 +64,7 @@ EngineLoop::EngineLoop(Generator& generator)
       vocab_size_(generator.vocab_size()),
       eos_ids_(generator.eos_ids()),
       stats_(generator.stats()) {
-  notifier_ = std::thread([this] { notify_loop(); });
   thread_ = std::thread([this] { run(); });
-}
-
-void EngineLoop::flush_notifications() {
-  if (delivered_.empty()) return;
-  {
-    std::lock_guard<std::mutex> lock(notify_mu_);
-    to_notify_.insert(to_notify_.end(), delivered_.begin(), delivered_.end());
-  }
-  delivered_.clear();
-  notify_cv_.notify_one();
-}
-
-void EngineLoop::notify_loop() {
-  std::vector<std::shared_ptr<RequestChannel>> batch;
-  while (true) {
-    {
-      std::unique_lock<std::mutex> lock(notify_mu_);
-      notify_cv_.wait(lock, [&] { return notifier_stopping_ || !to_notify_.empty(); });
-      if (to_notify_.empty()) return;  // stopping, nothing left to wake
-      batch.swap(to_notify_);
-    }
-    for (const auto& ch : batch) ch->notify();
-    batch.clear();
-  }
 }
 
 EngineLoop::~EngineLoop() { stop(); }
@@ -128,12 +103,6 @@ void EngineLoop::stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
-  {  // after the engine thread: every event it queued is woken before the notifier ends
-    std::lock_guard<std::mutex> lock(notify_mu_);
-    notifier_stopping_ = true;
-  }
-  notify_cv_.notify_one();
-  if (notifier_.joinable()) notifier_.join();
 }
 
 SchedulerStats EngineLoop::stats() const {
@@ -187,10 +156,7 @@ void EngineLoop::run() {
       }
       std::shared_ptr<RequestChannel> ch = s.channel;
       try {
-        const RequestId id = gen_.submit(std::move(s.prompt), s.options, [this, ch](const TokenEvent& e) {
-          ch->deliver(e, /*notify=*/false);  // woken by the notifier after the step (flush_notifications)
-          delivered_.push_back(ch);
-        });
+        const RequestId id = gen_.submit(std::move(s.prompt), s.options, [ch](const TokenEvent& e) { ch->deliver(e); });
         ch->admit(id);
         if (!ch->finished()) live_[id] = ch;
       } catch (const Error& e) {
@@ -210,7 +176,6 @@ void EngineLoop::run() {
     if (stopping) {
       for (const auto& [id, ch] : live_) gen_.cancel(id);
     }
-    flush_notifications();  // the events of submit() itself (a request that ends at once) and of cancellations
     if (!inbox.empty()) {
       std::lock_guard<std::mutex> lock(mu_);
       stats_ = gen_.stats();  // admissions show before the step that runs them ends
@@ -222,7 +187,6 @@ void EngineLoop::run() {
       fail_all(std::string("the engine failed: ") + e.what());
       busy = false;
     }
-    flush_notifications();
     for (auto it = live_.begin(); it != live_.end();) it = it->second->finished() ? live_.erase(it) : std::next(it);
     {
       std::lock_guard<std::mutex> lock(mu_);

@@ -1,8 +1,6 @@
 // The engine thread: the only thread that touches the Generator. It loops step(), and between steps drains an
 // inbox of submissions and cancellations that HTTP handler threads post. Each request's events reach its
-// handler through a RequestChannel (a mutex-protected queue with a condition variable). The engine thread only queues
-// a step's token events; a notifier thread wakes their handlers after the step, so that the wake-ups (a system call
-// each, a few microseconds: ~64 a decode step at concurrency 64) do not stand between one forward and the next.
+// handler through a RequestChannel (a mutex-protected queue with a condition variable).
 #pragma once
 
 #include <chrono>
@@ -32,9 +30,7 @@ class RequestChannel {
 
  private:
   friend class EngineLoop;
-  // Queues e; wakes the handler now if `notify`, else the caller calls notify() later.
-  void deliver(const TokenEvent& e, bool notify = true);
-  void notify() { cv_.notify_all(); }
+  void deliver(const TokenEvent& e);
   void admit(RequestId id);
   void reject(const std::string& message, bool invalid);
 
@@ -76,9 +72,6 @@ class EngineLoop {
   };
   void run();
   void fail_all(const std::string& message);
-  // Hands the channels that got events since the last call to the notifier thread.
-  void flush_notifications();
-  void notify_loop();
 
   Generator& gen_;
   const int64_t max_model_len_, vocab_size_;
@@ -90,12 +83,6 @@ class EngineLoop {
   bool stopping_ = false;
   SchedulerStats stats_;
   std::map<RequestId, std::shared_ptr<RequestChannel>> live_;  // engine thread only
-  std::vector<std::shared_ptr<RequestChannel>> delivered_;     // engine thread only: events queued, not yet woken
-  std::mutex notify_mu_;
-  std::condition_variable notify_cv_;
-  std::vector<std::shared_ptr<RequestChannel>> to_notify_;
-  bool notifier_stopping_ = false;
-  std::thread notifier_;  // started before thread_, stopped after it
   std::thread thread_;
 };
 
