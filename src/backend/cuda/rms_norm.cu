@@ -853,6 +853,25 @@ Status launch_rows(const char* what, RmsNormRows p, DType dtype, std::initialize
       s.kernel = RmsNormKernel::kScalar;
     } else if (num_rows <= int64_t{4} * sms) {
       s.kernel = RmsNormKernel::kBulk;
+    } else if (fast_memory && num_vecs <= 512 && num_rows <= late_wave) {
+      // H200, rows of <= 512 vectors (H <= 4096 bf16) between 4 and 20 rows per SM: by bands of the
+      // thirty-fourth session's sweep (H = 4096, hc = 4; us, best of the band against the published Triton
+      // kernel): T = 128 late bulk 3.26 (Triton 3.78), T = 192 bulk 4.07 (4.69; late bulk 5.63), T = 256
+      // register vpt 2 plain late-w 5.41 (5.46; late bulk 5.78), T = 320 register vpt 4 plain 6.33 (6.50;
+      // late bulk 6.75), T = 512 late bulk 9.96 (10.18). Wider rows keep the late bulk instance (H = 7168:
+      // T = 320 12.45 vs Triton 12.95, T = 512 22.04 vs 22.36, sixteenth session).
+      if (2 * num_rows <= int64_t{11} * sms || num_rows > int64_t{16} * sms) {
+        s.kernel = RmsNormKernel::kBulk;
+        cfg.late_weights = true;
+      } else if (2 * num_rows <= int64_t{17} * sms) {
+        s.kernel = RmsNormKernel::kBulk;
+        cfg.vecs_per_thread = 4;
+      } else {
+        s.kernel = RmsNormKernel::kRegister;
+        cfg.plain_loads = true;
+        cfg.vecs_per_thread = num_rows <= int64_t{11} * sms ? 2 : 4;
+        cfg.late_weights = cfg.vecs_per_thread == 2;
+      }
     } else if (num_vecs <= 1024 && num_rows <= late_wave) {
       s.kernel = RmsNormKernel::kBulk;
       cfg.late_weights = true;
