@@ -7,10 +7,18 @@ of requests has finished (or --max-seconds passes), each with a random token-id 
 time to first token and time per output token (p50/p99, measured at the client from the SSE stream).
 
     python3 bench/serve_load.py --url http://127.0.0.1:8000 --concurrency 1,16,64,256 --json out.json
+
+The clients of a level run in --processes worker processes (threads within each), taking requests in order from one
+shared counter: one Python process parsing ~60k SSE events a second holds its interpreter lock most of the time, and a
+client that reads and resubmits late leaves the server's batch short (fewer sequences a step, more steps for the same
+tokens). Each level reports the busiest worker's CPU time over the wall time (client_cpu_fraction): near 1 the load
+generator, not the server, set the pace.
 """
 import argparse
 import http.client
 import json
+import multiprocessing
+import os
 import random
 import statistics
 import sys
@@ -87,7 +95,8 @@ def scheduler_counters(host, port, headers):
     return out
 
 
-def run_level(args, host, port, vocab, concurrency):
+def make_bodies(args, vocab, concurrency):
+    """The level's request bodies, in the order the clients take them (seeded: the same for every --processes)."""
     rng = random.Random(args.seed * 1000003 + concurrency)
     total = max(args.min_requests, args.requests_per_slot * concurrency)
     bodies = []
@@ -97,21 +106,24 @@ def run_level(args, host, port, vocab, concurrency):
         bodies.append(json.dumps({"model": args.model, "prompt": prompt, "max_tokens": args.max_tokens,
                                   "temperature": args.temperature, "ignore_eos": True, "stream": True,
                                   "stream_options": {"include_usage": True}}))
-    headers = {"Content-Type": "application/json"}
-    if args.api_key:
-        headers["Authorization"] = "Bearer " + args.api_key
+    return bodies
+
+
+def client_process(host, port, bodies, headers, threads, next_index, deadline, start, out):
+    """One worker process: `threads` clients taking the next body from the shared counter until all are taken or the
+    deadline passes; puts (results, errors, cpu seconds) on `out`."""
     results, errors = [], []
     lock = threading.Lock()
-    next_index = [0]
-    deadline = time.perf_counter() + args.max_seconds
+    start.wait()  # every process starts its clients together, after the level's counters were read
+    cpu0 = time.process_time()
 
     def worker():
         while True:
-            with lock:
-                if next_index[0] >= total or time.perf_counter() > deadline:
+            with next_index.get_lock():
+                if next_index.value >= len(bodies) or time.perf_counter() > deadline:
                     return
-                i = next_index[0]
-                next_index[0] += 1
+                i = next_index.value
+                next_index.value += 1
             try:
                 res = one_request(host, port, bodies[i], headers)
                 with lock:
@@ -120,14 +132,40 @@ def run_level(args, host, port, vocab, concurrency):
                 with lock:
                     errors.append(repr(e))
 
-    before = scheduler_counters(host, port, headers)
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
-    for t in threads:
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+    for t in pool:
         t.start()
-    for t in threads:
+    for t in pool:
         t.join()
+    out.put((results, errors, time.process_time() - cpu0))
+
+
+def run_level(args, host, port, vocab, concurrency):
+    bodies = make_bodies(args, vocab, concurrency)
+    headers = {"Content-Type": "application/json"}
+    if args.api_key:
+        headers["Authorization"] = "Bearer " + args.api_key
+    processes = max(1, min(concurrency, args.processes if args.processes > 0 else (os.cpu_count() or 2) // 4))
+    ctx = multiprocessing.get_context("fork")  # the workers share the bodies without pickling them
+    next_index, start, out = ctx.Value("q", 0), ctx.Event(), ctx.Queue()
+    before = scheduler_counters(host, port, headers)
+    deadline = time.perf_counter() + args.max_seconds
+    workers = [ctx.Process(target=client_process, daemon=True,
+                           args=(host, port, bodies, headers, concurrency // processes + (p < concurrency % processes),
+                                 next_index, deadline, start, out)) for p in range(processes)]
+    for w in workers:
+        w.start()
+    t0 = time.perf_counter()
+    start.set()
+    results, errors, cpu = [], [], []
+    for _ in workers:
+        r, e, c = out.get()
+        results += r
+        errors += e
+        cpu.append(c)
     wall = time.perf_counter() - t0
+    for w in workers:
+        w.join()
     after = scheduler_counters(host, port, headers)
     engine = {k: after[k] - before[k] for k in after if k in before}
     if "prefill_seconds" in engine and "decode_seconds" in engine:
@@ -145,6 +183,8 @@ def run_level(args, host, port, vocab, concurrency):
         "ttft_p50_ms": 1e3 * percentile(ttft, 50), "ttft_p99_ms": 1e3 * percentile(ttft, 99),
         "tpot_p50_ms": 1e3 * percentile(tpot, 50), "tpot_p99_ms": 1e3 * percentile(tpot, 99),
         "mean_latency_s": statistics.fmean(r[3] for r in results) if results else float("nan"),
+        "client_processes": processes,
+        "client_cpu_fraction": max(cpu) / wall if wall > 0 and cpu else 0.0,
         "engine": engine,
     }
 
@@ -164,8 +204,12 @@ def main():
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--min-token-id", type=int, default=3, help="random prompt ids start here (skip BOS/EOS/pad)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--processes", type=int, default=0,
+                    help="client worker processes a level (default: a quarter of the CPUs, at most the concurrency)")
     ap.add_argument("--json", default="", help="also write the results to this file")
     args = ap.parse_args()
+    if args.processes < 0:
+        sys.exit("--processes must be >= 0 (0: a quarter of the CPUs)")
     url = urllib.parse.urlparse(args.url)
     host, port = url.hostname, url.port or 80
     conn = http.client.HTTPConnection(host, port, timeout=30)
@@ -193,6 +237,8 @@ def main():
         print(f"{c:>5} {row['requests']:>5} {row['errors']:>4} {row['requests_per_s']:>8.2f} "
               f"{row['output_tokens_per_s']:>10.1f} {row['ttft_p50_ms']:>9.1f} {row['ttft_p99_ms']:>8.1f} "
               f"{row['tpot_p50_ms']:>9.2f} {row['tpot_p99_ms']:>7.2f}", flush=True)
+        print(f"      client: {row['client_processes']} process(es), the busiest at "
+              f"{100 * row['client_cpu_fraction']:.0f}% of a CPU", flush=True)
         e = row["engine"]
         if "busy_fraction" in e:
             print(f"      engine: {e['steps']:.0f} steps ({e['prefill_steps']:.0f} with prompt chunks), prefill "
