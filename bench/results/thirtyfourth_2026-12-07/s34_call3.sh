@@ -1,0 +1,4 @@
+#!/bin/bash
+# Session 34, call 3 (the warm H100 of call 2, as one command line): three more rounds of the tiny server at
+# concurrency 64, inline wakes (244a7a2 reverted: .gpu-Z/alt/libdsv4_server.so) first, then the notifier.
+. scripts/gpu/call_prologue.sh >/dev/null; rm -rf /tmp/altstage && cp -r "$S" /tmp/altstage && cp .gpu-Z/alt/libdsv4_server.so /tmp/altstage/bin/; for round in 3 4 5; do for v in inline notifier; do st=$S; [ $v = inline ] && st=/tmp/altstage; STAGE=$st OUT=$D/serve_${v}_r$round MODELS=tiny LEVELS=64 MAX_S=10 LOAD_ARGS="--requests-per-slot 8" BENCH_S=60 timeout 40 bash "$S/scripts/gpu/suites/serve.sh" > "$D/serve_${v}_r$round.log" 2>&1; echo "$v r$round: $(grep -E 'concurrency 64: server' "$D/serve_${v}_r$round.log" | grep -oE 'server [0-9]+ out tok/s|= [0-9.]+x') $(grep -oE 'engine: [0-9]+ steps' "$D/serve_${v}_r$round.log")"; done; done; pack
