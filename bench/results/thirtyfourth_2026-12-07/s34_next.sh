@@ -1,0 +1,27 @@
+#!/bin/bash
+# The next session's first call (data on `main` as session 34 left it; no CUDA edit since 2149c2d, whose whole suite
+# passed on an H100 — on an H200 run the suite too): build, `STAGE_LEAN=1 scripts/gpu/stage.sh build .gpu-Z`, carry
+# [".gpu-Z"], kind nvidia-h200.
+# 1. the tiny server at concurrency 64 with the load generator in 4 worker processes and in 1 (b34e1fc), alternating:
+#    whether the single Python process set the pace (client_cpu_fraction near 1) and what the ratio is without it;
+# 2. on an H200: the whole suite, then the MTP norms' acceptance (20 points against Triton on 2149c2d's bands), the
+#    contexts / quant / serve (Flash + tiny, levels 1,16,64,256) / longctx parts.
+set -u
+. scripts/gpu/call_prologue.sh
+for round in 1 2; do
+  for p in 4 1; do
+    STAGE=$S OUT=$D/serve_p${p}_r$round MODELS=tiny LEVELS=64 MAX_S=10 LOAD_ARGS="--requests-per-slot 8 --processes $p" \
+      BENCH_S=60 timeout 60 bash "$S/scripts/gpu/suites/serve.sh" > "$D/serve_p${p}_r$round.log" 2>&1
+    el "tiny serve, $p client process(es), round $round: $(grep -E 'concurrency 64: server' "$D/serve_p${p}_r$round.log")"
+    grep -E "client:|engine:" "$D/serve_p${p}_r$round.log"
+    pack
+  done
+done
+[[ $CARD == *H200* ]] || exit 0
+timeout 170 dsv4_gpu_tests >"$D/suite.txt" 2>&1
+el "suite rc=$?"; grep -E "^\[  (PASSED|FAILED)|FAILED \]" "$D/suite.txt" | head; gzip -9f "$D/suite.txt"; pack
+acc rms rms_norm 64 75
+acc contexts contexts 64 45
+acc quant quant 64 60
+acc serve serve 1,16,64,256 120
+acc longctx longctx 64 95
