@@ -17,6 +17,21 @@ for round in 1 2; do
     pack
   done
 done
+# Where a prompt step's host time goes (scheduler.cc's debug line: plan / start / wait / emit ms; session 34's H100
+# calls: prompt steps 2.8 ms of which 1.4 device wait).
+DSV4_LOG_LEVEL=debug STAGE=$S OUT=$D/serve_debug MODELS=tiny LEVELS=64 MAX_S=10 LOAD_ARGS="--requests-per-slot 8" \
+  BENCH_S=60 timeout 60 bash "$S/scripts/gpu/suites/serve.sh" > "$D/serve_debug.log" 2>&1
+python3 - "$D/serve_debug/serve_tiny.log" <<'PY'
+import re, statistics, sys
+rows = [tuple(map(float, m.groups())) for m in re.finditer(
+    r"prefill step \d+: (\d+) tokens, (\d+) chunks; ms: plan ([\d.]+), start ([\d.]+), wait ([\d.]+), emit ([\d.]+)",
+    open(sys.argv[1]).read())]
+if rows:
+    cols = list(zip(*rows))
+    print(len(rows), "prompt steps, medians: tokens %.0f chunks %.0f | plan %.3f start %.3f wait %.3f emit %.3f ms"
+          % tuple(statistics.median(c) for c in cols))
+PY
+pack
 [[ $CARD == *H200* ]] || exit 0
 timeout 170 dsv4_gpu_tests >"$D/suite.txt" 2>&1
 el "suite rc=$?"; grep -E "^\[  (PASSED|FAILED)|FAILED \]" "$D/suite.txt" | head; gzip -9f "$D/suite.txt"; pack
