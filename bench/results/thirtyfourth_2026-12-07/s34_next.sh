@@ -17,6 +17,12 @@ for round in 1 2; do
     pack
   done
 done
+# The per-step token budget: fewer, larger prompt steps (each carries ~1.4 ms of host work on the H100) or smaller ones.
+STAGE=$S OUT=$D/serve_mbt MODELS=tiny LEVELS=64 MAX_S=10 MBT="4096 16384" \
+  LOAD_ARGS="--requests-per-slot 8 --processes 4" BENCH_S=60 timeout 90 bash "$S/scripts/gpu/suites/serve.sh" \
+  > "$D/serve_mbt.log" 2>&1
+el "tiny serve, --max-batch-tokens 8192 (default) / 4096 / 16384:"; grep -E "concurrency 64: server|engine:" "$D/serve_mbt.log"
+pack
 # Where a prompt step's host time goes (scheduler.cc's debug line: plan / start / wait / emit ms; session 34's H100
 # calls: prompt steps 2.8 ms of which 1.4 device wait).
 DSV4_LOG_LEVEL=debug STAGE=$S OUT=$D/serve_debug MODELS=tiny LEVELS=64 MAX_S=10 LOAD_ARGS="--requests-per-slot 8" \
