@@ -132,12 +132,16 @@ def client_process(host, port, bodies, headers, threads, next_index, deadline, s
                 with lock:
                     errors.append(repr(e))
 
-    pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    out.put((results, errors, time.process_time() - cpu0))
+    try:
+        pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+    except BaseException as e:  # noqa: BLE001 — the parent waits for this process's answer: always send one
+        errors.append(f"client process: {e!r}")
+    finally:
+        out.put((results, errors, time.process_time() - cpu0))
 
 
 def run_level(args, host, port, vocab, concurrency):
