@@ -36,6 +36,14 @@ if rows:
     cols = list(zip(*rows))
     print(len(rows), "prompt steps, medians: tokens %.0f chunks %.0f | plan %.3f start %.3f wait %.3f emit %.3f ms"
           % tuple(statistics.median(c) for c in cols))
+# run_target's line: whether each forward above the decode sizes replayed a prefill bucket or ran eager, and its launch
+fw = re.findall(r"target forward of (\d+) tokens (eager|replayed) at (\d+); host ms: upload ([\d.]+), launch ([\d.]+)",
+                open(sys.argv[1]).read())
+for kind in ("eager", "replayed"):
+    launch = [float(f[4]) for f in fw if f[1] == kind]
+    if launch:
+        print("%d %s forwards above the decode sizes: launch median %.3f ms, total %.3f s"
+              % (len(launch), kind, statistics.median(launch), sum(launch) / 1e3))
 PY
 pack
 [[ $CARD == *H200* ]] || exit 0
