@@ -45,6 +45,8 @@ constexpr EnvSwitch kSwitches[] = {
      "activations)",
      zero_or_one},
     {"DSV4_PIPELINE_DECODE", "0 | 1", "queue the next decode step before the tokens are back (default on)", boolean},
+    {"DSV4_PROMPT_STEP_GRAPHS", "0 | 1",
+     "trim steps with prompt chunks to a size whose forward replays a captured graph (CUDA; default off)", boolean},
     {"DSV4_USE_BREAKABLE_CUDAGRAPH", "0 | 1",
      "breakable CUDA graphs for prefill (default: the architecture's; --cudagraph-mode overrides)", boolean_or_unset},
     {"DSV4_LOG_LEVEL", "error | warn | info | debug", "log messages shown on stderr (default info)", log_level},

@@ -476,6 +476,22 @@ bool profile_this_decode(bool uniform_decode) {
 
 // Uploads the batch (with ids_on_device, all but its token ids: those [T] the previous step published to field 0)
 // and runs the target; returns whether this forward is being profiled.
+int64_t DeviceForward::replayed_tokens_at_most(int64_t num_tokens) const {
+  const Impl& m = *impl_;
+  if (m.target == nullptr || num_tokens < 1 || num_tokens > graph::CaptureSizes::kLimit) return num_tokens;
+  const auto replays = [&](int64_t n) {
+    return m.target->dispatch(static_cast<int>(n), /*uniform_decode=*/false).mode != graph::GraphMode::kNone;
+  };
+  if (replays(num_tokens)) return num_tokens;
+  // The prefill buckets below num_tokens, largest first, then the largest capture size.
+  const std::vector<int>& buckets = m.target->options().prefill_sizes.sizes();
+  for (auto it = buckets.rbegin(); it != buckets.rend(); ++it) {
+    if (*it <= num_tokens && replays(*it)) return *it;
+  }
+  const int64_t top = m.target->options().sizes.max_size();
+  return top >= 1 && top <= num_tokens && replays(top) ? top : num_tokens;
+}
+
 bool DeviceForward::run_target(BatchBuilder& batch, bool uniform_decode, bool ids_on_device) {
   Impl& m = *impl_;
   DSV4_INTERNAL_CHECK(m.target != nullptr, "setup_graphs() must run before a forward");
@@ -785,6 +801,9 @@ class CudaExecutor final : public Executor {
     device_.spec_step(*s_.ctx, seqs, K, tokens, counts, verify_logits);
   }
   int64_t spec_max_seqs(int64_t K) const override { return device_.spec_max_seqs(K); }
+  int64_t replayed_tokens_at_most(int64_t num_tokens) const override {
+    return device_.replayed_tokens_at_most(num_tokens);
+  }
   double time_drafter_replays(int64_t num_tokens, int reps) override {
     return device_.time_drafter_replays(num_tokens, reps);
   }

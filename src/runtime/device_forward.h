@@ -80,6 +80,8 @@ class DeviceForward {
   void spec_step(ExecContext& ctx, const std::vector<SpecSeq>& seqs, int64_t K, std::vector<int32_t>* tokens,
                  std::vector<int32_t>* counts, std::vector<float>* verify_logits);
   int64_t spec_max_seqs(int64_t K) const;
+  // Executor::replayed_tokens_at_most: from the target runner's captured entries.
+  int64_t replayed_tokens_at_most(int64_t num_tokens) const;
   // Device ms of one drafter forward of num_tokens tokens (the drafter's last inputs), and of one speculative step
   // of `batch` sequences and K drafts (both graphs, the last step's inputs), replayed back to back.
   double time_drafter_replays(int64_t num_tokens, int reps);

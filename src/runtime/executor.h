@@ -66,6 +66,9 @@ class Executor {
                          std::vector<int32_t>* counts, std::vector<float>* verify_logits) = 0;
   // The most sequences one spec_step of K drafts takes.
   virtual int64_t spec_max_seqs(int64_t K) const = 0;
+  // The largest forward size <= num_tokens whose forward replays a captured graph; num_tokens where its own does or
+  // where nothing is captured (the CPU). The scheduler trims prompt steps to it under DSV4_PROMPT_STEP_GRAPHS.
+  virtual int64_t replayed_tokens_at_most(int64_t num_tokens) const { return num_tokens; }
 
   // Multi-rank executors: the engine filled its state pool with fill_random(seed); the other ranks fill theirs the
   // same way (benchmarks at a long context without a prefill). Nothing to do for one rank.

@@ -275,6 +275,7 @@ std::vector<std::pair<Engine::Seq*, int64_t>> Engine::plan_chunks(const std::vec
     s->planned = std::min(s->pending(), budget);
     budget -= s->planned;
   }
+  fit_prompt_step(order);
   std::vector<Seq*> admitted_order;
   for (auto& s : running_) admitted_order.push_back(s.get());
   for (Seq* s : admitted_order) {  // victims are always newer than the sequence reserving, so not reserved yet
@@ -294,6 +295,52 @@ std::vector<std::pair<Engine::Seq*, int64_t>> Engine::plan_chunks(const std::vec
     in.emplace_back(s, n);
   }
   return in;
+}
+
+namespace {
+bool prompt_step_graphs_enabled() {
+  static const bool enabled = [] {
+    bool v = false;
+    env_bool("DSV4_PROMPT_STEP_GRAPHS", &v);
+    return v;
+  }();
+  return enabled;
+}
+}  // namespace
+
+// EngineOptions::prompt_step_sizes: a planned step with prompt chunks is trimmed to the largest size <= its tokens that
+// keeps every decode token, its last chunks shortened first (order holds the decode sequences first). Each step still
+// moves at least one prompt token, so every prompt finishes.
+void Engine::fit_prompt_step(const std::vector<Seq*>& order) {
+  int64_t total = 0, keep = 0;
+  bool prompt = false;
+  for (const Seq* s : order) {
+    total += s->planned;
+    if (s->pending() == 1) {
+      keep += s->planned;
+    } else {
+      prompt = prompt || s->planned > 0;
+    }
+  }
+  if (!prompt) return;
+  int64_t fit = total;
+  if (!opt_.prompt_step_sizes.empty()) {
+    fit = 0;
+    for (int64_t size : opt_.prompt_step_sizes) {
+      if (size <= total) fit = std::max(fit, size);
+    }
+  } else if (prompt_step_graphs_enabled()) {
+    fit = exec_->replayed_tokens_at_most(total);
+  }
+  if (fit >= total || fit <= keep) return;
+  int64_t excess = total - fit;
+  for (auto it = order.rbegin(); it != order.rend() && excess > 0; ++it) {
+    if ((*it)->pending() == 1) continue;
+    const int64_t cut = std::min(excess, (*it)->planned);
+    (*it)->planned -= cut;
+    excess -= cut;
+  }
+  ++sched_.prompt_steps_fitted;
 }
 
 // One forward over the running sequences' pending tokens: decode tokens first, then prompt chunks.
@@ -665,6 +712,7 @@ GenerateResult Engine::generate(const std::vector<std::vector<int32_t>>& prompts
   st.prefill_seconds = sched_.prefill_seconds - before.prefill_seconds;
   st.prefill_wait_seconds = sched_.prefill_wait_seconds - before.prefill_wait_seconds;
   st.prefill_steps = sched_.prefill_steps - before.prefill_steps;
+  st.prompt_steps_fitted = sched_.prompt_steps_fitted - before.prompt_steps_fitted;
   st.decode_seconds = sched_.decode_seconds - before.decode_seconds;
   st.draft_steps = sched_.draft_steps - before.draft_steps;
   st.drafted_tokens = sched_.drafted_tokens - before.drafted_tokens;

@@ -17,7 +17,6 @@ using test::mixed_prompts;
 
 std::string model_dir() { return test::source_dir() + "/models/dsv4-tiny-kjv"; }
 
-
 // Each prompt alone, one engine, in order.
 std::vector<std::vector<int32_t>> alone(Engine& e, const std::vector<std::vector<int32_t>>& prompts, int64_t n) {
   std::vector<std::vector<int32_t>> out;
@@ -43,6 +42,31 @@ TEST(Scheduler, ContinuousBatchingMatchesRequestsRunAlone) {
               static_cast<long long>(got.stats.forward_calls));
   EXPECT_TRUE(e.idle());
   EXPECT_EQ(e.scheduler_stats().pages_used, 0);  // every page back in the pool
+}
+
+// Prompt steps trimmed to given sizes (EngineOptions::prompt_step_sizes; on CUDA the sizes whose forwards replay a
+// graph): the same tokens as each request alone, with the arrivals mixing prompt chunks into decode steps.
+TEST(Scheduler, PromptStepsFittedToSizesKeepOutputs) {
+  EngineOptions o;
+  o.max_seqs = 12;
+  o.max_batch_tokens = 96;
+  Engine plain(model_dir(), o);
+  const auto prompts = mixed_prompts(plain.config().vocab_size, 20, 7);
+  const int64_t n = 10;
+  const auto want = alone(plain, prompts, n);
+  GenerateOptions go = greedy(n);
+  for (size_t i = 0; i < prompts.size(); ++i) go.arrival_steps.push_back(static_cast<int64_t>(i % 5) * 3);
+  const GenerateResult unfitted = plain.generate(prompts, go);
+  EXPECT_EQ(unfitted.tokens, want);
+  EXPECT_EQ(unfitted.stats.prompt_steps_fitted, 0);
+  o.prompt_step_sizes = {16, 40, 64};
+  Engine fitted(model_dir(), o);
+  const GenerateResult got = fitted.generate(prompts, go);
+  EXPECT_EQ(got.tokens, want);
+  EXPECT_GT(got.stats.prompt_steps_fitted, 0);
+  EXPECT_GT(got.stats.prefill_steps, unfitted.stats.prefill_steps);  // the trimmed chunks ran in later steps
+  EXPECT_TRUE(fitted.idle());
+  EXPECT_EQ(fitted.scheduler_stats().pages_used, 0);
 }
 
 TEST(Scheduler, ChunkedPrefillEqualsOneShot) {

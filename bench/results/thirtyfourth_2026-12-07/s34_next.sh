@@ -1,13 +1,17 @@
 #!/bin/bash
-# The next session's first call (data on `main` as session 34 left it; no CUDA edit since 2149c2d, whose whole suite
-# passed on an H100 — on an H200 run the suite too): build, `STAGE_LEAN=1 scripts/gpu/stage.sh build .gpu-Z`, carry
-# [".gpu-Z"], kind nvidia-h200.
+# The next session's first call, on `main` as session 34 left it: build, `STAGE_LEAN=1 scripts/gpu/stage.sh build
+# .gpu-Z`, carry [".gpu-Z"], kind nvidia-h200. No .cu / .cuh edit since 2149c2d (whole suite 137 passed on an H100),
+# but libdsv4's runtime gained the prompt-step trimming after it (host code, off by default): the whole suite runs
+# first, on any card.
 # 1. the tiny server at concurrency 64 with the load generator in 4 worker processes and in 1 (b34e1fc), alternating:
 #    whether the single Python process set the pace (client_cpu_fraction near 1) and what the ratio is without it;
-# 2. on an H200: the whole suite, then the MTP norms' acceptance (20 points against Triton on 2149c2d's bands), the
+#    then DSV4_PROMPT_STEP_GRAPHS=1 against 0 (prompt steps trimmed to sizes that replay a graph) and the debug split;
+# 2. on an H200: the MTP norms' acceptance (20 points against Triton on 2149c2d's bands), the
 #    contexts / quant / serve (Flash + tiny, levels 1,16,64,256) / longctx parts.
 set -u
 . scripts/gpu/call_prologue.sh
+timeout 170 dsv4_gpu_tests >"$D/suite.txt" 2>&1
+el "suite rc=$?"; grep -E "^\[  (PASSED|FAILED)|FAILED \]" "$D/suite.txt" | head; gzip -9f "$D/suite.txt"; pack
 for round in 1 2; do
   for p in 4 1; do
     STAGE=$S OUT=$D/serve_p${p}_r$round MODELS=tiny LEVELS=64 MAX_S=10 LOAD_ARGS="--requests-per-slot 8 --processes $p" \
@@ -22,6 +26,18 @@ STAGE=$S OUT=$D/serve_mbt MODELS=tiny LEVELS=64 MAX_S=10 MBT="4096 16384" \
   LOAD_ARGS="--requests-per-slot 8 --processes 4" BENCH_S=60 timeout 90 bash "$S/scripts/gpu/suites/serve.sh" \
   > "$D/serve_mbt.log" 2>&1
 el "tiny serve, --max-batch-tokens 8192 (default) / 4096 / 16384:"; grep -E "concurrency 64: server|engine:" "$D/serve_mbt.log"
+pack
+# Prompt steps trimmed to sizes that replay a graph (DSV4_PROMPT_STEP_GRAPHS=1, off by default) against the default,
+# 4 client processes, alternating.
+for round in 1 2; do
+  for g in 1 0; do
+    DSV4_PROMPT_STEP_GRAPHS=$g STAGE=$S OUT=$D/serve_g${g}_r$round MODELS=tiny LEVELS=64 MAX_S=10 \
+      LOAD_ARGS="--requests-per-slot 8 --processes 4" BENCH_S=60 timeout 60 bash "$S/scripts/gpu/suites/serve.sh" \
+      > "$D/serve_g${g}_r$round.log" 2>&1
+    el "tiny serve, DSV4_PROMPT_STEP_GRAPHS=$g, round $round: $(grep -E 'concurrency 64: server' "$D/serve_g${g}_r$round.log")"
+    grep -E "engine:" "$D/serve_g${g}_r$round.log"
+  done
+done
 pack
 # Where a prompt step's host time goes (scheduler.cc's debug line: plan / start / wait / emit ms; session 34's H100
 # calls: prompt steps 2.8 ms of which 1.4 device wait).
@@ -47,8 +63,6 @@ for kind in ("eager", "replayed"):
 PY
 pack
 [[ $CARD == *H200* ]] || exit 0
-timeout 170 dsv4_gpu_tests >"$D/suite.txt" 2>&1
-el "suite rc=$?"; grep -E "^\[  (PASSED|FAILED)|FAILED \]" "$D/suite.txt" | head; gzip -9f "$D/suite.txt"; pack
 acc rms rms_norm 64 75
 acc contexts contexts 64 45
 acc quant quant 64 60

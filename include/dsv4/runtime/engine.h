@@ -49,6 +49,10 @@ struct EngineOptions {
   // verification + acceptance entry per batch bucket and K); empty = {graph_spec_tokens} when that is > 0. Other
   // draft lengths run the same device path without graphs.
   std::vector<int64_t> spec_graph_tokens;
+  // A step that carries prompt chunks is trimmed to the largest of these token counts that keeps all its decode
+  // tokens (the rest of the chunks run in later steps). Empty: on CUDA with DSV4_PROMPT_STEP_GRAPHS=1 the sizes whose
+  // forwards replay a captured graph (a prompt step of another size launches every kernel from the host), else none.
+  std::vector<int64_t> prompt_step_sizes;
   // --tensor-parallel-size N [--expert-parallel]: N ranks (parallel/partition.h). On the CPU they are threads of this
   // process (the in-process communicator); rank 0 runs the scheduler, the others follow its step plans.
   ParallelConfig parallel;
@@ -87,6 +91,7 @@ struct GenerateStats {
   double prefill_seconds = 0;
   double prefill_wait_seconds = 0;  // of prefill_seconds: the host waiting for the device
   int64_t prefill_steps = 0;        // scheduler steps that carried prompt chunks
+  int64_t prompt_steps_fitted = 0;  // of them, trimmed to a prompt step size (EngineOptions::prompt_step_sizes)
   double decode_seconds = 0;
   // Speculative decoding (spec_tokens > 0).
   int64_t draft_steps = 0;      // verification steps
@@ -270,6 +275,7 @@ class Engine {
   void drop_finished();
   void handle_cancellations();
   std::vector<std::pair<Seq*, int64_t>> plan_chunks(const std::vector<Seq*>& order, BatchBuilder& b);
+  void fit_prompt_step(const std::vector<Seq*>& order);
   bool step_plain();
   int start_decode(const std::vector<Seq*>& seqs, bool ids_from_previous);
   void finish_decode(int ticket, const std::vector<Seq*>& seqs);

@@ -58,10 +58,11 @@ struct SchedulerStats {
   int64_t steps = 0;          // scheduler steps run
   int64_t forward_calls = 0;  // target and drafter forwards
   int64_t prompt_tokens = 0, generated_tokens = 0;
-  double prefill_seconds = 0, decode_seconds = 0;                    // steps with prompt chunks / pure decode steps
+  double prefill_seconds = 0, decode_seconds = 0;  // steps with prompt chunks / pure decode steps
   // Of prefill_seconds: waiting for the device (the rest is host work: planning, launches, emitting tokens).
   double prefill_wait_seconds = 0;
-  int64_t prefill_steps = 0;  // steps with prompt chunks
+  int64_t prefill_steps = 0;        // steps with prompt chunks
+  int64_t prompt_steps_fitted = 0;  // of them, trimmed to a prompt step size (EngineOptions::prompt_step_sizes)
   int64_t draft_steps = 0, drafted_tokens = 0, accepted_tokens = 0;  // speculative decoding
 };
 
