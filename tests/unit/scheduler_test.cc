@@ -24,6 +24,13 @@ std::vector<std::vector<int32_t>> alone(Engine& e, const std::vector<std::vector
   return out;
 }
 
+// Greedy, n tokens each, prompt i arriving at step (i % period) * stride: prompt chunks mixed into decode steps.
+GenerateOptions staggered(size_t count, int64_t n, size_t period, int64_t stride) {
+  GenerateOptions go = greedy(n);
+  for (size_t i = 0; i < count; ++i) go.arrival_steps.push_back(static_cast<int64_t>(i % period) * stride);
+  return go;
+}
+
 TEST(Scheduler, ContinuousBatchingMatchesRequestsRunAlone) {
   EngineOptions o;
   o.max_seqs = 12;
@@ -32,9 +39,7 @@ TEST(Scheduler, ContinuousBatchingMatchesRequestsRunAlone) {
   const auto prompts = mixed_prompts(e.config().vocab_size, 40, 3);
   const int64_t n = 12;
   const auto want = alone(e, prompts, n);
-  GenerateOptions go = greedy(n);
-  for (size_t i = 0; i < prompts.size(); ++i) go.arrival_steps.push_back(static_cast<int64_t>(i % 13) * 2);
-  const GenerateResult got = e.generate(prompts, go);
+  const GenerateResult got = e.generate(prompts, staggered(prompts.size(), n, 13, 2));
   EXPECT_EQ(got.tokens, want);
   EXPECT_GT(got.stats.steps, 0);
   // Sequences joined running batches: fewer steps than running the waves one after the other.
@@ -54,8 +59,7 @@ TEST(Scheduler, PromptStepsFittedToSizesKeepOutputs) {
   const auto prompts = mixed_prompts(plain.config().vocab_size, 20, 7);
   const int64_t n = 10;
   const auto want = alone(plain, prompts, n);
-  GenerateOptions go = greedy(n);
-  for (size_t i = 0; i < prompts.size(); ++i) go.arrival_steps.push_back(static_cast<int64_t>(i % 5) * 3);
+  const GenerateOptions go = staggered(prompts.size(), n, 5, 3);
   const GenerateResult unfitted = plain.generate(prompts, go);
   EXPECT_EQ(unfitted.tokens, want);
   EXPECT_EQ(unfitted.stats.prompt_steps_fitted, 0);
