@@ -72,6 +72,7 @@ def one_request(host, port, body, headers):
 SCHEDULER_COUNTERS = {  # /metrics lines whose change over a level splits its wall time (engine vs the rest)
     "steps": "dsv4_scheduler_steps_total ",
     "prefill_steps": "dsv4_scheduler_prefill_steps_total ",
+    "prompt_steps_fitted": "dsv4_scheduler_prompt_steps_fitted_total ",
     "prefill_seconds": 'dsv4_scheduler_step_seconds_total{kind="prefill"} ',
     "decode_seconds": 'dsv4_scheduler_step_seconds_total{kind="decode"} ',
     "prefill_wait_seconds": "dsv4_scheduler_prefill_wait_seconds_total ",
@@ -245,7 +246,8 @@ def main():
               f"{100 * row['client_cpu_fraction']:.0f}% of a CPU", flush=True)
         e = row["engine"]
         if "busy_fraction" in e:
-            print(f"      engine: {e['steps']:.0f} steps ({e['prefill_steps']:.0f} with prompt chunks), prefill "
+            fitted = f", {e['prompt_steps_fitted']:.0f} fitted to a graph" if e.get("prompt_steps_fitted") else ""
+            print(f"      engine: {e['steps']:.0f} steps ({e['prefill_steps']:.0f} with prompt chunks{fitted}), prefill "
                   f"{e['prefill_seconds']:.3f} s (device wait {e['prefill_wait_seconds']:.3f}), decode "
                   f"{e['decode_seconds']:.3f} s, busy {100 * e['busy_fraction']:.0f}% of {row['seconds']:.2f} s",
                   flush=True)

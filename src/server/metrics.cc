@@ -112,6 +112,9 @@ std::string Metrics::render(const SchedulerStats& st, int64_t queued) const {
   os << "dsv4_scheduler_steps_total " << st.steps << '\n';
   header(os, "dsv4_scheduler_prefill_steps_total", "counter", "Scheduler steps that carried prompt chunks.");
   os << "dsv4_scheduler_prefill_steps_total " << st.prefill_steps << '\n';
+  header(os, "dsv4_scheduler_prompt_steps_fitted_total", "counter",
+         "Of the steps with prompt chunks: trimmed to a size whose forward replays a graph (DSV4_PROMPT_STEP_GRAPHS).");
+  os << "dsv4_scheduler_prompt_steps_fitted_total " << st.prompt_steps_fitted << '\n';
   header(os, "dsv4_scheduler_step_seconds_total", "counter",
          "Wall time of scheduler steps by kind (prefill: steps with prompt chunks; decode: the others).");
   os << "dsv4_scheduler_step_seconds_total{kind=\"prefill\"} " << number(st.prefill_seconds) << '\n';

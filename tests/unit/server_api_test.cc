@@ -197,22 +197,31 @@ TEST(ServerMetrics, PrometheusText) {
   s.drafted_tokens = 10;
   s.accepted_tokens = 6;
   s.prefill_steps = 4;
+  s.prompt_steps_fitted = 3;
   s.prefill_seconds = 0.5;
   s.decode_seconds = 1.25;
   s.prefill_wait_seconds = 0.125;
   const std::string text = m.render(s, 3);
-  for (const char* line :
-       {"dsv4_http_requests_total{endpoint=\"/v1/completions\",status=\"200\"} 2",
-        "dsv4_http_requests_total{endpoint=\"/v1/completions\",status=\"400\"} 1",
-        "dsv4_request_success_total{finish_reason=\"stop\"} 1", "dsv4_prompt_tokens_total 13",
-        "dsv4_generation_tokens_total 12", "dsv4_time_to_first_token_seconds_bucket{le=\"0.02\"} 0",
-        "dsv4_time_to_first_token_seconds_bucket{le=\"0.04\"} 1", "dsv4_time_to_first_token_seconds_count 1",
-        "dsv4_time_per_output_token_seconds_bucket{le=\"+Inf\"} 1", "dsv4_num_requests_running 2",
-        "dsv4_num_requests_waiting 1", "dsv4_num_requests_in_server 3", "dsv4_kv_cache_usage_ratio 0.25",
-        "dsv4_spec_decode_acceptance_rate 0.6", "dsv4_scheduler_prefill_steps_total 4",
-        "dsv4_scheduler_step_seconds_total{kind=\"prefill\"} 0.5",
-        "dsv4_scheduler_step_seconds_total{kind=\"decode\"} 1.25", "dsv4_scheduler_prefill_wait_seconds_total 0.125",
-        "# TYPE dsv4_time_to_first_token_seconds histogram"}) {
+  for (const char* line : {"dsv4_http_requests_total{endpoint=\"/v1/completions\",status=\"200\"} 2",
+                           "dsv4_http_requests_total{endpoint=\"/v1/completions\",status=\"400\"} 1",
+                           "dsv4_request_success_total{finish_reason=\"stop\"} 1",
+                           "dsv4_prompt_tokens_total 13",
+                           "dsv4_generation_tokens_total 12",
+                           "dsv4_time_to_first_token_seconds_bucket{le=\"0.02\"} 0",
+                           "dsv4_time_to_first_token_seconds_bucket{le=\"0.04\"} 1",
+                           "dsv4_time_to_first_token_seconds_count 1",
+                           "dsv4_time_per_output_token_seconds_bucket{le=\"+Inf\"} 1",
+                           "dsv4_num_requests_running 2",
+                           "dsv4_num_requests_waiting 1",
+                           "dsv4_num_requests_in_server 3",
+                           "dsv4_kv_cache_usage_ratio 0.25",
+                           "dsv4_spec_decode_acceptance_rate 0.6",
+                           "dsv4_scheduler_prefill_steps_total 4",
+                           "dsv4_scheduler_prompt_steps_fitted_total 3",
+                           "dsv4_scheduler_step_seconds_total{kind=\"prefill\"} 0.5",
+                           "dsv4_scheduler_step_seconds_total{kind=\"decode\"} 1.25",
+                           "dsv4_scheduler_prefill_wait_seconds_total 0.125",
+                           "# TYPE dsv4_time_to_first_token_seconds histogram"}) {
     EXPECT_NE(text.find(std::string(line) + "\n"), std::string::npos) << line << "\n" << text;
   }
 }
