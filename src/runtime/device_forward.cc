@@ -474,8 +474,6 @@ bool profile_this_decode(bool uniform_decode) {
 
 }  // namespace
 
-// Uploads the batch (with ids_on_device, all but its token ids: those [T] the previous step published to field 0)
-// and runs the target; returns whether this forward is being profiled.
 int64_t DeviceForward::replayed_tokens_at_most(int64_t num_tokens) const {
   const Impl& m = *impl_;
   if (m.target == nullptr || num_tokens < 1 || num_tokens > graph::CaptureSizes::kLimit) return num_tokens;
@@ -492,6 +490,8 @@ int64_t DeviceForward::replayed_tokens_at_most(int64_t num_tokens) const {
   return top >= 1 && top <= num_tokens && replays(top) ? top : num_tokens;
 }
 
+// Uploads the batch (with ids_on_device, all but its token ids: those [T] the previous step published to field 0)
+// and runs the target; returns whether this forward is being profiled.
 bool DeviceForward::run_target(BatchBuilder& batch, bool uniform_decode, bool ids_on_device) {
   Impl& m = *impl_;
   DSV4_INTERNAL_CHECK(m.target != nullptr, "setup_graphs() must run before a forward");

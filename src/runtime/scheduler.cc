@@ -298,12 +298,14 @@ std::vector<std::pair<Engine::Seq*, int64_t>> Engine::plan_chunks(const std::vec
 }
 
 namespace {
+// A boolean DSV4_* switch (core/env.cc's table) as set, else `unset`; callers cache it at first use.
+bool env_switch(const char* name, bool unset) {
+  bool v = unset;
+  env_bool(name, &v);
+  return v;
+}
 bool prompt_step_graphs_enabled() {
-  static const bool enabled = [] {
-    bool v = false;
-    env_bool("DSV4_PROMPT_STEP_GRAPHS", &v);
-    return v;
-  }();
+  static const bool enabled = env_switch("DSV4_PROMPT_STEP_GRAPHS", false);
   return enabled;
 }
 }  // namespace
@@ -440,11 +442,7 @@ bool Engine::step_plain() {
 
 namespace {
 bool pipeline_decode_enabled() {
-  static const bool enabled = [] {
-    bool v = true;
-    env_bool("DSV4_PIPELINE_DECODE", &v);
-    return v;
-  }();
+  static const bool enabled = env_switch("DSV4_PIPELINE_DECODE", true);
   return enabled;
 }
 }  // namespace
