@@ -95,21 +95,45 @@ __device__ __forceinline__ void append_warp(uint64_t* list, uint32_t* count, uin
   if (take) list[at + __popc(takers & ((1u << lane) - 1))] = key;
 }
 
+// The bitonic stages (k, j) with j < 32 of every 32-element segment a warp owns, for k = k_first .. k_last (powers of
+// two): the segment lives in the warp's registers, one key a lane, and each stage is one shuffle — no barrier. Lanes
+// past `padded` (padded < 32) exchange zeros among themselves and store nothing. Block-wide (NT threads).
+template <int NT>
+__device__ __forceinline__ void bitonic_warp_stages(uint64_t* a, int64_t padded, int64_t k_first, int64_t k_last) {
+  const int lane = threadIdx.x & 31;
+  for (int64_t base = threadIdx.x - lane; base < padded; base += NT) {  // warp-uniform
+    const int64_t i = base + lane;
+    uint64_t x = i < padded ? a[i] : 0;
+    for (int64_t k = k_first; k <= k_last; k <<= 1) {
+      const bool descending = (i & k) == 0;
+      for (int j = static_cast<int>(k < 32 ? k >> 1 : 16); j > 0; j >>= 1) {
+        const uint64_t y = __shfl_xor_sync(0xffffffffu, x, j);
+        // Of the pair (i, i ^ j) the lower index keeps the larger key in a descending run, the upper the smaller.
+        x = ((lane & j) == 0) == descending ? (x > y ? x : y) : (x < y ? x : y);
+      }
+    }
+    if (i < padded) a[i] = x;
+  }
+}
+
 // Sorts a[0, padded) descending (padded a power of two) by a bitonic network. Block-wide (NT threads); the caller's
-// writes to `a` must be behind a barrier; ends with one.
+// writes to `a` must be behind a barrier; ends with one. Stages with j < 32 run in registers (bitonic_warp_stages),
+// the others through shared memory, a pair a thread: 15 barriers for 512 keys where one barrier a stage took 45.
 template <int NT>
 __device__ void bitonic_sort_descending(uint64_t* a, int64_t padded) {
-  for (int64_t k = 2; k <= padded; k <<= 1) {
-    for (int64_t j = k >> 1; j > 0; j >>= 1) {
-      for (int64_t i = threadIdx.x; i < padded; i += NT) {
-        const int64_t p = i ^ j;
-        if (p > i) {
-          const uint64_t x = a[i], y = a[p];
-          if ((i & k) == 0 ? x < y : x > y) a[i] = y, a[p] = x;
-        }
+  bitonic_warp_stages<NT>(a, padded, 2, padded < 32 ? padded : 32);
+  __syncthreads();
+  for (int64_t k = 64; k <= padded; k <<= 1) {
+    for (int64_t j = k >> 1; j >= 32; j >>= 1) {
+      for (int64_t q = threadIdx.x; q < padded / 2; q += NT) {
+        const int64_t i = ((q & ~(j - 1)) << 1) | (q & (j - 1)), p = i | j;  // the q-th pair of this stage
+        const uint64_t x = a[i], y = a[p];
+        if ((i & k) == 0 ? x < y : x > y) a[i] = y, a[p] = x;
       }
       __syncthreads();
     }
+    bitonic_warp_stages<NT>(a, padded, k, k);
+    __syncthreads();
   }
 }
 
@@ -117,16 +141,19 @@ __device__ void bitonic_sort_descending(uint64_t* a, int64_t padded) {
 // `cand` holds `padded` (a power of two >= topk) keys. Block-wide (NT threads); ends with a barrier.
 template <int NT>
 __device__ void select_topk(const uint64_t* keys, int64_t n, int64_t topk, uint64_t* cand, int64_t padded) {
-  __shared__ uint32_t hist[256];
+  // Two histograms, alternating: a pass clears the next pass's while it counts (two barriers a pass, not three).
+  __shared__ uint32_t hists[2][256];
   __shared__ uint32_t digit_sh, remaining_sh, exact_sh, count_sh;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   // Radix select: after each pass, `prefix` (the bits under `mask`) is the k-th largest key's prefix and
   // `remaining` how many keys with exactly that prefix belong to the top k.
   uint64_t prefix = 0, mask = 0;
   uint32_t remaining = static_cast<uint32_t>(topk);
-  for (int shift = 56; shift >= 0; shift -= 8) {
-    for (int i = threadIdx.x; i < 256; i += NT) hist[i] = 0;
-    __syncthreads();
+  for (int i = threadIdx.x; i < 256; i += NT) hists[0][i] = 0;
+  __syncthreads();
+  for (int shift = 56, pass = 0; shift >= 0; shift -= 8, ++pass) {
+    uint32_t* hist = hists[pass & 1];
+    for (int i = threadIdx.x; i < 256; i += NT) hists[(pass + 1) & 1][i] = 0;  // read by the previous pass's scan
     // One shared atomic per key: on an H200 the warp-aggregated count (ballot + match_any per key, one atomic per
     // digit and warp) cost 6-22 us more per Flash-slice decode step from 32k to 1M context (bench/RESULTS.md).
     for (int64_t s = threadIdx.x; s < n; s += NT) {
@@ -671,7 +698,7 @@ int max_shared_optin() {
   return bytes;
 }
 
-constexpr size_t kSelectStaticShared = 2048;  // select_topk's histogram and scalars, the per-query scalars
+constexpr size_t kSelectStaticShared = 3072;  // select_topk's histograms and scalars, the per-query scalars
 
 int64_t floor_pow2(int64_t v) {
   int64_t p = 1;
