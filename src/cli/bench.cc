@@ -145,7 +145,8 @@ void register_bench(CLI::App& app) {
       // Positions the measurements need (the longest prompt + its token, or context + decode + drafts).
       int64_t positions_needed =
           std::max(*std::max_element(prefill.begin(), prefill.end()) + 1, o->context + o->decode_steps + 8);
-      for (int64_t c : contexts) positions_needed = std::max(positions_needed, c + 1);
+      // A context row decodes positions c .. c + decode_steps - 1.
+      for (int64_t c : contexts) positions_needed = std::max(positions_needed, c + o->decode_steps);
       const auto t0 = std::chrono::steady_clock::now();
       std::unique_ptr<Engine> owned;
       if (o->synthetic.empty()) {
@@ -249,8 +250,9 @@ void register_bench(CLI::App& app) {
         j["decode"].push_back(d);
       }
       for (int64_t N : contexts) {  // batch-1 decode at position N on a random state (no prefill)
-        if (N + 1 > engine.max_model_len()) {
-          log_info("context ", N, " skipped: the engine holds ", engine.max_model_len(), " positions per sequence");
+        if (N + o->decode_steps > engine.max_model_len()) {
+          log_info("context ", N, " skipped: its ", o->decode_steps, " decode steps reach position ",
+                   N + o->decode_steps - 1, ", the engine holds ", engine.max_model_len(), " positions per sequence");
           continue;
         }
         engine.fill_state_random(o->seed + 7);

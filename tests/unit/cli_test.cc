@@ -514,6 +514,20 @@ TEST_F(Cli, BenchContextRows) {
   }
 }
 
+// A context row decodes --decode-steps positions from its context: one whose last step would pass --max-model-len is
+// skipped with a message, not run past the sequence's positions.
+TEST_F(Cli, BenchContextRowsStayWithinMaxModelLen) {
+  const std::string args = str_cat("bench -m ", model(),
+                                   " --device cpu --prefill 16 --batch 1 --contexts 64,250 --decode-steps 8 --reps 1 "
+                                   "--warmup 0 --spec-tokens 0 --max-model-len 256 --json");
+  const Result r = run(args);
+  const json j = test::cli_json(r, args);
+  const json& rows = j["runs"][0]["context_decode"];
+  ASSERT_EQ(rows.size(), 1u) << j.dump();
+  EXPECT_EQ(rows[0]["context"].get<int64_t>(), 64);
+  EXPECT_NE(r.err.find("context 250 skipped: its 8 decode steps reach position 257"), std::string::npos) << r.err;
+}
+
 TEST_F(Cli, ActivationQuant) {
   const std::string base = str_cat("generate -m ", model(), " --ids 256,84,104,101,32,119 -n 8 --ignore-eos --json");
   for (const char* q : {"none", "fp8"}) {

@@ -61,7 +61,7 @@ fi
 if has contexts; then  # decode b=1 at long contexts (random state) against weights + state floor, fp8 and bf16 cache
   for dt in fp8 auto; do
     timeout ${CTX_TIMEOUT:-200} dsv4 bench --synthetic flash --layers 3 --device cuda --modes auto \
-      --prefill 128 --batch 1 --contexts ${CONTEXTS:-32768,1048575} --decode-steps 8 --reps 3 --warmup 1 \
+      --prefill 128 --batch 1 --contexts ${CONTEXTS:-32768,1048568} --decode-steps 8 --reps 3 --warmup 1 \
       --spec-tokens 0 --kv-cache-dtype $dt --kv-cache-memory 16000000000 --json > $OUT/contexts_$dt.json 2>$OUT/contexts_$dt.log
     echo "contexts bench ($dt cache) rc=$?"; grep -E "error" $OUT/contexts_$dt.log | head -3
   done

@@ -38,7 +38,7 @@ if has memcheck; then
 fi
 if has contexts; then  # decode b=1 at long contexts (random state) against weights + state floor
   timeout ${CTX_TIMEOUT:-200} dsv4 bench --synthetic flash --layers 3 --device cuda --modes ${CTX_MODES:-auto,none} \
-    --prefill 128 --batch 1 --contexts ${CONTEXTS:-1024,32768,131072,1048575} --decode-steps 8 --reps 3 --warmup 1 --spec-tokens 0 \
+    --prefill 128 --batch 1 --contexts ${CONTEXTS:-1024,32768,131072,1048568} --decode-steps 8 --reps 3 --warmup 1 --spec-tokens 0 \
     --kv-cache-memory 16000000000 --json > $OUT/contexts.json 2>$OUT/contexts.log
   echo "contexts bench rc=$?"; grep -E "error" $OUT/contexts.log | head -3
 fi
