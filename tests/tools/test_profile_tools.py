@@ -51,8 +51,9 @@ with tempfile.TemporaryDirectory() as tmp:
     trace = os.path.join(tmp, "trace.csv")
     with open(trace, "w") as f:
         f.write(header)
-        for s, e, name in rows:
-            f.write(f'{s},{e},7,1,0,0,1,1,1,256,"{name}"\n')
+        for s, e, name in rows:  # the merge launched outside any graph (graph id 0), as an eager kernel
+            graph = 0 if "merge" in name else 1
+            f.write(f'{s},{e},7,{graph},0,0,1,1,1,256,"{name}"\n')
     out_json = os.path.join(tmp, "timeline.json")
     r = run("kernel_timeline.py", trace, "--steps", "2", "--where", "indexer_merge_kernel>10", "--json", out_json)
     check(r.returncode == 0, f"kernel_timeline.py ran: {r.stderr}")
@@ -67,6 +68,13 @@ with tempfile.TemporaryDirectory() as tmp:
         check(abs(fam["gemv_kernel"]["duration_us"] - 11.0) < 1e-6, "its duration includes the early start")
         check(abs(fam["rms_norm_kernel"]["increment_us"] - 2.0) < 1e-6, "a gap before a kernel counts as its time")
         check(abs(fam["indexer_merge_kernel"]["increment_us"] - 30.0) < 1e-6, "merge increment")
+        # Idle: 0.5 us before rms_norm, 6 us after the merge before the next step's embedding.
+        check(abs(d["idle_us"] - 6.5) < 1e-6, f"idle time inside the step and before the next (got {d['idle_us']})")
+        check(d["eager_launches"] == 1 and abs(d["eager_increment_us"] - 30.0) < 1e-6,
+              f"launches outside graphs and their increments (got {d['eager_launches']}, {d['eager_increment_us']})")
+    r = run("kernel_timeline.py", trace, "--steps", "1", "--launches")
+    check(r.returncode == 0 and "e indexer_merge_kernel" in r.stdout and "idle (no kernel running): 6.5 us" in r.stdout,
+          f"--launches marks the eager launch and the summary prints the idle time: {r.stdout}")
     r = run("kernel_timeline.py", trace, "--where", "indexer_merge_kernel>100")
     check(r.returncode != 0 and "no step" in (r.stderr + r.stdout), "an unmatched --where is an error")
 

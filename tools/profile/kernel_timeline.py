@@ -6,7 +6,9 @@ A step starts at each launch of --marker (default embedding_kernel: every forwar
 what it adds to the step's critical path, gaps included. (Its start is no guide under PDL: a dependent kernel is
 launched early and waits on the device, so its duration and start-to-next-start include its predecessor's tail.)
 Prints, per kernel family, the launches per step and the median over steps of the summed durations and increments,
-and the step time (first start to the next step's first start); --json writes the same."""
+and the step time (first start to the next step's first start); then the step's idle time (no kernel running, the
+gap before the next step's first kernel included) and the launches outside CUDA graphs with their increments (a
+pipelined decode step's upload, sampling and token copies); --json writes the same."""
 import argparse
 import csv
 import json
@@ -52,14 +54,21 @@ def main():
     for b, e in bounds:
         fams = defaultdict(lambda: [0, 0.0, 0.0])  # launches, duration us, increment us
         done = ks[b][0]  # the latest end so far (the step's first start before any kernel ends)
+        idle = eager = 0.0
         for i in range(b, e):
-            s, end, f = ks[i][:3]
+            s, end, f, graph = ks[i][:4]
+            incr = max(0, end - done) / 1e3
             fams[f][0] += 1
             fams[f][1] += (end - s) / 1e3
-            fams[f][2] += max(0, end - done) / 1e3
+            fams[f][2] += incr
+            idle += max(0, s - done) / 1e3
+            if graph == 0:
+                eager += incr
             done = max(done, end)
+        idle += max(0, ks[e][0] - done) / 1e3  # before the next step's first kernel
         per_step.append({"step_us": (ks[e][0] - ks[b][0]) / 1e3, "kernels": e - b,
-                         "in_graph": sum(1 for i in range(b, e) if ks[i][3] != 0), "families": fams})
+                         "in_graph": sum(1 for i in range(b, e) if ks[i][3] != 0), "families": fams,
+                         "idle_us": idle, "eager_increment_us": eager})
     names = sorted({f for st in per_step for f in st["families"]},
                    key=lambda f: -statistics.median(st["families"][f][2] if f in st["families"] else 0.0
                                                     for st in per_step))
@@ -74,16 +83,24 @@ def main():
         slot = statistics.median(st["families"][f][2] if f in st["families"] else 0.0 for st in per_step)
         out.append({"name": f, "per_step": cnt, "duration_us": dur, "increment_us": slot})
         print(f"{f[:44]:44s} {cnt:8g} {dur:8.1f} {slot:8.1f} {100 * slot / step_us:5.1f}%")
+    idle_us = statistics.median(st["idle_us"] for st in per_step)
+    eager_us = statistics.median(st["eager_increment_us"] for st in per_step)
+    eager_n = statistics.median(st["kernels"] - st["in_graph"] for st in per_step)
+    print(f"idle (no kernel running): {idle_us:.1f} us a step; {eager_n:g} launches outside graphs: "
+          f"{eager_us:.1f} us of increments")
     if args.launches:
         b, e = bounds[-1]
-        print(f"\nlaunches of the last step: {'kernel family':40s} {'grid':>14s} {'dur us':>8s} {'incr us':>8s}")
+        print(f"\nlaunches of the last step: {'kernel family':40s} {'grid':>14s} {'dur us':>8s} {'incr us':>8s} "
+              f"{'idle us':>8s}  (e: outside graphs)")
         done = ks[b][0]
         for i in range(b, e):
-            s, end, f, _, grid = ks[i]
-            print(f"{'':28s}{f[:40]:40s} {grid:>14s} {(end - s) / 1e3:8.1f} {max(0, end - done) / 1e3:8.1f}")
+            s, end, f, graph, grid = ks[i]
+            print(f"{'':26s}{'e ' if graph == 0 else '  '}{f[:40]:40s} {grid:>14s} {(end - s) / 1e3:8.1f} "
+                  f"{max(0, end - done) / 1e3:8.1f} {max(0, s - done) / 1e3:8.1f}")
             done = max(done, end)
     if args.json:
-        json.dump({"steps": len(per_step), "step_us": step_us, "families": out}, open(args.json, "w"), indent=1)
+        json.dump({"steps": len(per_step), "step_us": step_us, "idle_us": idle_us, "eager_launches": eager_n,
+                   "eager_increment_us": eager_us, "families": out}, open(args.json, "w"), indent=1)
 
 
 if __name__ == "__main__":
