@@ -48,10 +48,15 @@ bool env_bool(const char* name, bool* out) {
   } else if (v == "0" || v == "false" || v == "off" || v == "no") {
     *out = false;
   } else {
-    fail(StatusCode::kInvalidArgument, "environment variable ", name, "='", v,
-         "' is not a boolean (use 0 or 1)");
+    fail(StatusCode::kInvalidArgument, "environment variable ", name, "='", v, "' is not a boolean (use 0 or 1)");
   }
   return true;
+}
+
+bool env_bool_or(const char* name, bool unset) {
+  bool v = unset;
+  env_bool(name, &v);
+  return v;
 }
 
 }  // namespace dsv4

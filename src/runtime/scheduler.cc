@@ -298,14 +298,8 @@ std::vector<std::pair<Engine::Seq*, int64_t>> Engine::plan_chunks(const std::vec
 }
 
 namespace {
-// A boolean DSV4_* switch (core/env.cc's table) as set, else `unset`; callers cache it at first use.
-bool env_switch(const char* name, bool unset) {
-  bool v = unset;
-  env_bool(name, &v);
-  return v;
-}
 bool prompt_step_graphs_enabled() {
-  static const bool enabled = env_switch("DSV4_PROMPT_STEP_GRAPHS", false);
+  static const bool enabled = env_bool_or("DSV4_PROMPT_STEP_GRAPHS", false);
   return enabled;
 }
 }  // namespace
@@ -442,7 +436,7 @@ bool Engine::step_plain() {
 
 namespace {
 bool pipeline_decode_enabled() {
-  static const bool enabled = env_switch("DSV4_PIPELINE_DECODE", true);
+  static const bool enabled = env_bool_or("DSV4_PIPELINE_DECODE", true);
   return enabled;
 }
 }  // namespace

@@ -27,5 +27,7 @@ void log_debug(Args&&... args) {
 // Environment helpers: returns true and sets *out only when the variable is set.
 bool env_string(const char* name, std::string* out);
 bool env_bool(const char* name, bool* out);  // accepts 0/1/true/false/on/off; throws on anything else
+// The boolean variable as set, else `unset` (env_bool's spellings; throws on anything else).
+bool env_bool_or(const char* name, bool unset);
 
 }  // namespace dsv4
