@@ -12,11 +12,7 @@ namespace dsv4::cuda {
 // the full completion (and memory flush) of the grid it follows, so overlapping the launch with that grid
 // is correct whatever the predecessor is. DSV4_PDL=0 turns it off (A/B timing, debugging).
 bool pdl_enabled() {
-  static const bool enabled = [] {
-    bool v = true;
-    env_bool("DSV4_PDL", &v);
-    return v;
-  }();
+  static const bool enabled = env_bool_or("DSV4_PDL", true);
   return enabled;
 }
 
