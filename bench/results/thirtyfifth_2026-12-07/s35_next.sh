@@ -1,4 +1,5 @@
 #!/bin/bash
+# Session 36 moved the whole suite out of the H200-only branch: it verifies 2113913 (launch.cc) on any card.
 # The next session's first call, on `main` as session 35 left it (last CUDA change 1fc42b7, lib 4675d945 stripped):
 # build, `scripts/gpu/stage.sh build .gpu-T` (the full stage: the kernel tracer is needed), delete the unpacked dirs
 # (`cd .gpu-T && rm -rf bench bin env.sh lib scripts tools`), carry [".gpu-T"], kind nvidia-h200, STAGE_DIR=.gpu-T.
@@ -20,9 +21,9 @@ pipelined_trace() {
     --json "$D/pipe.json" > "$D/pipe_tl.txt" 2>&1
   head -40 "$D/pipe_tl.txt"; gzip -9 "$D/pipe.csv"; pack
 }
+timeout 150 dsv4_gpu_tests >"$D/suite.txt" 2>&1
+el "suite rc=$?"; grep -E "^\[  (PASSED|FAILED)|FAILED \]" "$D/suite.txt" | head; gzip -9f "$D/suite.txt"; pack
 if [[ $CARD == *H200* ]]; then
-  timeout 150 dsv4_gpu_tests >"$D/suite.txt" 2>&1
-  el "suite rc=$?"; grep -E "^\[  (PASSED|FAILED)|FAILED \]" "$D/suite.txt" | head; gzip -9f "$D/suite.txt"; pack
   acc rms rms_norm 64 55
   if [ "$(left)" -ge 110 ]; then acc serve serve 1,16,64,256 110; else acc serve64 serve 64 45; fi
   acc contexts contexts 64 45
