@@ -42,17 +42,17 @@ with tempfile.TemporaryDirectory() as tmp:
     t0 = 0
     for step in range(3):
         merge = 30000 if step == 2 else 1000
-        rows += [(t0, t0 + 2000, "_ZN4dsv44cuda12_GLOBAL__N_116embedding_kernelEv"),
-                 (t0 + 1000, t0 + 12000, "gemv_kernel"),
-                 (t0 + 12500, t0 + 14000, "rms_norm_kernel"),
-                 (t0 + 14000, t0 + 14000 + merge, "indexer_merge_kernel")]
+        rows += [(t0, t0 + 2000, "_ZN4dsv44cuda12_GLOBAL__N_116embedding_kernelEv", 1),
+                 (t0 + 1000, t0 + 12000, "gemv_kernel", 1),
+                 (t0 + 12500, t0 + 14000, "rms_norm_kernel", 1),
+                 # the merge launched outside any graph (graph id 0), as an eager kernel, from step 1 on
+                 (t0 + 14000, t0 + 14000 + merge, "indexer_merge_kernel", 0 if step > 0 else 1)]
         t0 += 20000 + merge
-    rows.append((t0, t0 + 2000, "_ZN4dsv44cuda12_GLOBAL__N_116embedding_kernelEv"))
+    rows.append((t0, t0 + 2000, "_ZN4dsv44cuda12_GLOBAL__N_116embedding_kernelEv", 1))
     trace = os.path.join(tmp, "trace.csv")
     with open(trace, "w") as f:
         f.write(header)
-        for s, e, name in rows:  # the merge launched outside any graph (graph id 0), as an eager kernel
-            graph = 0 if "merge" in name else 1
+        for s, e, name, graph in rows:
             f.write(f'{s},{e},7,{graph},0,0,1,1,1,256,"{name}"\n')
     out_json = os.path.join(tmp, "timeline.json")
     r = run("kernel_timeline.py", trace, "--steps", "2", "--where", "indexer_merge_kernel>10", "--json", out_json)
@@ -75,6 +75,12 @@ with tempfile.TemporaryDirectory() as tmp:
     r = run("kernel_timeline.py", trace, "--steps", "1", "--launches")
     check(r.returncode == 0 and "e indexer_merge_kernel" in r.stdout and "idle (no kernel running): 6.5 us" in r.stdout,
           f"--launches marks the eager launch and the summary prints the idle time: {r.stdout}")
+    for eager, steps in ((0, 1), (1, 2)):
+        r = run("kernel_timeline.py", trace, "--eager", str(eager), "--json", out_json)
+        check(r.returncode == 0 and json.load(open(out_json))["steps"] == steps,
+              f"--eager {eager} keeps the {steps} step(s) with {eager} launches outside graphs: {r.stderr}")
+    r = run("kernel_timeline.py", trace, "--eager", "3")
+    check(r.returncode != 0 and "no step" in (r.stderr + r.stdout), "an unmatched --eager is an error")
     r = run("kernel_timeline.py", trace, "--where", "indexer_merge_kernel>100")
     check(r.returncode != 0 and "no step" in (r.stderr + r.stdout), "an unmatched --where is an error")
 

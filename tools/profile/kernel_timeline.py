@@ -28,6 +28,9 @@ def main():
     ap.add_argument("--where", default=None,
                     help="FAMILY>US: only steps where that family's summed duration exceeds US (picks a phase, e.g. "
                          "the long-context steps by indexer_merge_kernel>10)")
+    ap.add_argument("--eager", type=int, default=None,
+                    help="only steps with exactly N launches outside CUDA graphs (a pipelined decode step: the upload, "
+                         "the sampling and the token copy, 3; a replayed device step: 0)")
     ap.add_argument("--json")
     ap.add_argument("--launches", action="store_true",
                     help="also list every launch of the last analysed step: family, grid, duration, increment")
@@ -47,6 +50,10 @@ def main():
                                                    if ks[i][2] == fam) > float(us)]
         if not bounds:
             sys.exit(f"no step with {args.where}")
+    if args.eager is not None:
+        bounds = [(b, e) for b, e in bounds if sum(1 for i in range(b, e) if ks[i][3] == 0) == args.eager]
+        if not bounds:
+            sys.exit(f"no step with {args.eager} launches outside graphs")
     if args.skip_last:
         bounds = bounds[: -args.skip_last]
     bounds = bounds[-args.steps:]
