@@ -1,8 +1,9 @@
 #!/bin/bash
 # The next session's first call (session 36 got one H100 call and no more device time; its call 2 never started).
-# Before it, here: `git apply bench/results/thirtysixth_2026-12-08/unverified_embedding_streams_no_decode_gather_cuda.patch`
-# (the embedding writes the n hyper-connection streams itself — no broadcast kernel — and a uniform decode's logits
-# skip the row gather: ~2.5 + ~3.5 us a step in call 1's trace), build, then
+# Before it, here: `git apply bench/results/thirtysixth_2026-12-08/unverified_decode_step_launches_cuda.patch` (the
+# embedding writes the n hyper-connection streams itself, a uniform decode's logits skip the row gather, a uniform
+# decode forward samples + publishes inside its graph: three launches a pipelined step, ~20 us in call 1's trace),
+# build, then
 #   STAGE_LEAN=1 scripts/gpu/stage.sh build .gpu-Z && (cd .gpu-Z && rm -rf bench bin env.sh lib scripts tools)
 #   and main's library thin: scripts/gpu/stage-lib.sh <main's build> .gpu-A   (main = the commit before the patch)
 # carry [".gpu-Z", ".gpu-A"], kind nvidia-h200. Land the patch only if the suite passes (md5 of the lib printed).
