@@ -9,6 +9,8 @@
 # carry [".gpu-Z", ".gpu-A"], kind nvidia-h200. Land the patch only if the suite passes (md5 of the lib printed).
 # On an H200 the issues' acceptance parts follow (issue 20: suite + MTP-norm points; 18: the serve table; 16: contexts
 # and the indexer's launches at 32k); on any card the decode-step A/B main vs the patch at 1k / 32k, both orders.
+# Judge the patch by the A/B's pipelined column (generate's step): the patch's device step (graph replays) now
+# includes the sampling and the publish, which main's does not.
 set -u
 STAGE_DIR=.gpu-Z THIN_LIBS=.gpu-A . scripts/gpu/call_prologue.sh
 timeout 150 dsv4_gpu_tests >"$D/suite.txt" 2>&1

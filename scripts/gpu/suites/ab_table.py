@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """The table of scripts/gpu/suites/ab.sh: reads DIR/NAME__CASE__ROUND.json (dsv4 bench --json) and prints, per case,
 decode row and library, the device ms/step of every round, their median, the floor, the median's ratio to the
-first library and the median wall ms/step of the live steps. Decode rows: each context of `context_decode` (b = 1
-whatever --batch says; wall: the sampled steps) and each batch of `decode` (--batch B; the device step where CUDA
+first library, the median wall ms/step of the live steps and, for a context row, of its pipelined steps (generate's
+decode: each step queued before the previous token is read back; a change to the step's launches around the graph
+shows there, not in the device step). Decode rows: each context of `context_decode` (b = 1 whatever --batch says;
+wall: the sampled steps) and each batch of `decode` (--batch B; the device step where CUDA
 measured one, else the wall step). The device step of a batch row replays the graph on the last uploaded batch,
 which can do less work than the live steps did (b = 64 on the Flash slice: 13.6 against 23.8 ms of MoE, H100,
 bench/RESULTS.md eighteenth entry): compare the wall column too.
@@ -18,8 +20,8 @@ import sys
 
 
 def decode_rows(path):
-    """(row label, device ms/step, floor ms or None, wall ms or None) of every decode row in one bench JSON, or an
-    error. Labels: "context N" (b = 1) and "batch B"."""
+    """(row label, device ms/step, floor ms or None, wall ms or None, pipelined ms or None) of every decode row in one
+    bench JSON, or an error. Labels: "context N" (b = 1) and "batch B"."""
     try:
         with open(path) as f:
             d = json.load(f)
@@ -28,11 +30,12 @@ def decode_rows(path):
     rows = []
     for run in d.get("runs", []):
         for c in run.get("context_decode", []):
+            pipelined = c.get("pipelined_ms_per_step", {}).get("median")
             rows.append((f"context {c['context']}", c["device_ms_per_step"], c.get("floor_ms"),
-                         c["sampled_ms_per_step"]["median"]))
+                         c["sampled_ms_per_step"]["median"], pipelined))
         for b in run.get("decode", []):
             wall = b["ms_per_step"]["median"]
-            rows.append((f"batch {b['batch']}", b.get("device_ms_per_step", wall), b.get("floor_ms"), wall))
+            rows.append((f"batch {b['batch']}", b.get("device_ms_per_step", wall), b.get("floor_ms"), wall, None))
     return rows, None
 
 
@@ -53,7 +56,7 @@ def main():
     ap.add_argument("names", nargs="+")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    runs = {}  # (case, name) -> {row label: [(round, device, floor, wall)]}
+    runs = {}  # (case, name) -> {row label: [(round, device, floor, wall, pipelined)]}
     cases = []
     for path in sorted(glob.glob(os.path.join(a.dir, "*__*__*.json"))):
         name, case, rnd = os.path.basename(path)[: -len(".json")].split("__")
@@ -65,13 +68,14 @@ def main():
         if err:
             print(err, file=sys.stderr)
             continue
-        for label, dev, floor, wall in rows:
-            runs.setdefault((case, name), {}).setdefault(label, []).append((int(rnd), dev, floor, wall))
+        for label, dev, floor, wall, pipelined in rows:
+            runs.setdefault((case, name), {}).setdefault(label, []).append((int(rnd), dev, floor, wall, pipelined))
     out = []
     for case in cases:
         labels = sorted({lb for (c, _), by_row in runs.items() if c == case for lb in by_row}, key=row_order)
         for label in labels:
-            print(f"{case}, {label}: device ms/step (rounds | median | / floor | / {a.names[0]} | wall median)")
+            print(f"{case}, {label}: device ms/step (rounds | median | / floor | / {a.names[0]} | wall median"
+                  + (" | pipelined median)" if label.startswith("context") else ")"))
             first = None
             for name in a.names:
                 r = sorted(runs.get((case, name), {}).get(label, []))
@@ -85,11 +89,14 @@ def main():
                 over = f"{med / floor:.2f}x" if floor else "n/a"
                 walls = [x[3] for x in r if x[3] is not None]
                 wall = statistics.median(walls) if walls else None
+                pipes = [x[4] for x in r if x[4] is not None]
+                pipelined = statistics.median(pipes) if pipes else None
                 print(f"  {name:<12} {' '.join(f'{x[1]:.3f}' for x in r)} | {med:.3f} | {over} | {med / first:.3f} | "
-                      + (f"{wall:.3f}" if wall is not None else "n/a"))
+                      + (f"{wall:.3f}" if wall is not None else "n/a")
+                      + (f" | {pipelined:.3f}" if pipelined is not None else ""))
                 row = {"case": case, "row": label, "lib": name, "device_ms": [x[1] for x in r],
                        "median_device_ms": med, "floor_ms": floor, "wall_ms": [x[3] for x in r],
-                       "median_wall_ms": wall}
+                       "median_wall_ms": wall, "median_pipelined_ms": pipelined}
                 kind, n = row_key(label)
                 row[kind] = n
                 out.append(row)
